@@ -1,0 +1,59 @@
+package io.phost.appliance;
+
+import io.phost.appliance.cli.ConfigCommand;
+import io.phost.appliance.cli.RunCommand;
+import io.phost.appliance.cli.StatusCommand;
+import io.phost.appliance.cli.VersionCommand;
+import picocli.CommandLine;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** Entry point of the {@code phost} program. */
+@Command(name = "phost",
+    description = "Partition Host: a user-space storage and I/O virtualization appliance.",
+    mixinStandardHelpOptions = true,
+    versionProvider = VersionCommand.Provider.class,
+    subcommands = {
+        RunCommand.class,
+        ConfigCommand.class,
+        StatusCommand.class,
+        VersionCommand.class,
+        CommandLine.HelpCommand.class,
+    })
+public final class Main implements Runnable {
+    @Option(names = "--debug", scope = CommandLine.ScopeType.INHERIT,
+        description = "Show stack traces of errors.")
+    boolean debug;
+
+    @Override
+    public void run() {
+        new CommandLine(this).usage(System.out);
+    }
+
+    public static void main(String[] args) {
+        System.exit(execute(args));
+    }
+
+    /** Runs the CLI and returns its exit code; user errors print one line on stderr (--debug adds the trace). */
+    public static int execute(String... args) {
+        CommandLine cli = new CommandLine(new Main());
+        boolean debug = java.util.Arrays.asList(args).contains("--debug");
+        cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
+            if (e instanceof UserException u) {
+                cmd.getErr().println("phost: " + u.getMessage());
+                if (debug) {
+                    e.printStackTrace(cmd.getErr());
+                }
+                return u.exitCode();
+            }
+            cmd.getErr().println("phost: " + e);
+            if (debug) {
+                e.printStackTrace(cmd.getErr());
+            } else {
+                cmd.getErr().println("phost: (run with --debug for the stack trace)");
+            }
+            return 1;
+        });
+        return cli.execute(args);
+    }
+}

@@ -1,0 +1,27 @@
+package io.phost.appliance.cli;
+
+import picocli.CommandLine.Command;
+import picocli.CommandLine.IVersionProvider;
+
+@Command(name = "version", description = "Print the phost version and the Java runtime it runs on.")
+public final class VersionCommand implements Runnable {
+    @Override
+    public void run() {
+        for (String line : new Provider().getVersion()) {
+            System.out.println(line);
+        }
+    }
+
+    /** Version lines shared by {@code phost version} and {@code phost --version}. */
+    public static final class Provider implements IVersionProvider {
+        @Override
+        public String[] getVersion() {
+            String v = VersionCommand.class.getPackage().getImplementationVersion();
+            return new String[] {
+                "phost " + (v == null ? "0.1.0-SNAPSHOT" : v),
+                "java " + Runtime.version() + " (" + System.getProperty("java.vm.vendor") + ")",
+                "os " + System.getProperty("os.name") + " " + System.getProperty("os.version") + " " + System.getProperty("os.arch"),
+            };
+        }
+    }
+}
