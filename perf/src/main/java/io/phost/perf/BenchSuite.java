@@ -1,0 +1,19 @@
+package io.phost.perf;
+
+import java.util.List;
+
+/**
+ * A benchmark suite behind {@code phost bench NAME}. Suites are found with {@link java.util.ServiceLoader}
+ * (META-INF/services/io.phost.perf.BenchSuite). A suite measures ours and the named peer in the same run
+ * and reports each as a {@link BenchResult} with the ratio (higher is better).
+ */
+public interface BenchSuite {
+    /** The name users type: vhdx, vmbus, storage, qos, switch, image. */
+    String name();
+
+    /** One line for {@code phost bench --help}. */
+    String description();
+
+    /** Runs the suite; {@code quick} must finish in under a minute. Reports progress through {@code ctx}. */
+    List<BenchResult> run(BenchContext ctx) throws Exception;
+}
