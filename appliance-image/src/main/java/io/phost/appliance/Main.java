@@ -1,6 +1,7 @@
 package io.phost.appliance;
 
 import io.phost.appliance.cli.ConfigCommand;
+import io.phost.appliance.cli.GuestCommand;
 import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
 import io.phost.appliance.cli.VersionCommand;
@@ -17,6 +18,7 @@ import picocli.CommandLine.Option;
         RunCommand.class,
         ConfigCommand.class,
         StatusCommand.class,
+        GuestCommand.class,
         VersionCommand.class,
         CommandLine.HelpCommand.class,
     })

@@ -1,0 +1,9 @@
+package io.phost.appliance.cli;
+
+import picocli.CommandLine.Command;
+
+/** {@code phost guest …}: the child-partition side (built-in workloads that run inside a process partition). */
+@Command(name = "guest", description = "Run a built-in guest workload inside a child partition.",
+    subcommands = {})
+public final class GuestCommand {
+}
