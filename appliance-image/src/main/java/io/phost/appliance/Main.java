@@ -1,5 +1,6 @@
 package io.phost.appliance;
 
+import io.phost.appliance.cli.BenchCommand;
 import io.phost.appliance.cli.ConfigCommand;
 import io.phost.appliance.cli.GuestCommand;
 import io.phost.appliance.cli.RunCommand;
@@ -18,6 +19,7 @@ import picocli.CommandLine.Option;
         RunCommand.class,
         ConfigCommand.class,
         StatusCommand.class,
+        BenchCommand.class,
         GuestCommand.class,
         VersionCommand.class,
         CommandLine.HelpCommand.class,
