@@ -1,15 +1,12 @@
 package io.phost.appliance.bench;
 
+import io.phost.appliance.util.Trees;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
-import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.file.FileVisitResult;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.SimpleFileVisitor;
-import java.nio.file.attribute.BasicFileAttributes;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -63,8 +60,8 @@ public final class BenchRunner {
             }));
         } finally {
             progress.finish();
-            deleteTree(work);
-            deleteTree(shm);
+            Trees.deleteTree(work);
+            Trees.deleteTree(shm);
         }
     }
 
@@ -91,29 +88,6 @@ public final class BenchRunner {
         }
         doc.put("results", rs);
         return doc;
-    }
-
-    static void deleteTree(Path root) {
-        if (!Files.exists(root)) {
-            return;
-        }
-        try {
-            Files.walkFileTree(root, new SimpleFileVisitor<>() {
-                @Override
-                public FileVisitResult visitFile(Path file, BasicFileAttributes attrs) throws IOException {
-                    Files.delete(file);
-                    return FileVisitResult.CONTINUE;
-                }
-
-                @Override
-                public FileVisitResult postVisitDirectory(Path dir, IOException exc) throws IOException {
-                    Files.delete(dir);
-                    return FileVisitResult.CONTINUE;
-                }
-            });
-        } catch (IOException ignored) {
-            // scratch space under /tmp; the OS reclaims what we could not
-        }
     }
 
     /** A one-line progress bar on a terminal; plain lines otherwise (CI logs). */
