@@ -131,9 +131,34 @@ public final class ManagementServer implements Closeable {
         }
         if (head == null) {
             respond(ch, HttpResponse.text(431, "request head too large\n"));
+            lingeringClose(ch);
             return;
         }
         respond(ch, handle(head));
+    }
+
+    /**
+     * Closing a socket with unread input makes the kernel send RST, which can destroy the error response
+     * before the client reads it; so shut our side, then drain (bounded in bytes and by the read timeout).
+     */
+    private void lingeringClose(SocketChannel ch) {
+        var timeout = timeouts.schedule(() -> closeQuietly(ch), 1000, TimeUnit.MILLISECONDS);
+        try {
+            ch.shutdownOutput();
+            ByteBuffer sink = ByteBuffer.allocate(4096);
+            long drained = 0;
+            while (drained < 1 << 20) {
+                int n = ch.read(sink.clear());
+                if (n < 0) {
+                    break;
+                }
+                drained += n;
+            }
+        } catch (IOException ignored) {
+            // the client went away
+        } finally {
+            timeout.cancel(false);
+        }
     }
 
     HttpResponse handle(String head) {
