@@ -25,6 +25,7 @@ public final class Appliance implements AutoCloseable {
     private final Instant started = Instant.now();
     private final List<Component> components = new CopyOnWriteArrayList<>();
     private volatile String state = "starting";
+    private volatile ManagementServer server;
 
     public Appliance(String name) {
         this.name = name;
@@ -33,6 +34,9 @@ public final class Appliance implements AutoCloseable {
     /** Adds a started component; it will be closed by {@link #close()}. */
     public <C extends Component> C add(C component) {
         components.add(component);
+        if (server != null) {
+            component.routes().forEach(server::route);
+        }
         return component;
     }
 
@@ -48,8 +52,10 @@ public final class Appliance implements AutoCloseable {
         return state;
     }
 
-    /** Installs /health, /status and /metrics on {@code server}. */
+    /** Installs /health, /status, /metrics and the components' own routes on {@code server}. */
     public void serve(ManagementServer server) {
+        this.server = server;
+        components.forEach(c -> c.routes().forEach(server::route));
         server.route("/health", q -> HttpResponse.json(Json.write(Map.of("status", state.equals("running") ? "ok" : state))));
         server.route("/status", q -> HttpResponse.json(Json.pretty(status())));
         server.route("/metrics", q -> HttpResponse.metrics(metrics()));

@@ -1,7 +1,6 @@
 package io.phost.appliance.run;
 
 import io.phost.appliance.config.ApplianceConfig;
-import io.phost.appliance.config.DiskConfig;
 import io.phost.appliance.config.PartitionConfig;
 import io.phost.appliance.config.SwitchConfig;
 import java.util.ArrayList;
@@ -18,6 +17,8 @@ public final class Assembler {
     private Assembler() {}
 
     public static void assemble(ApplianceConfig cfg, Appliance app) throws Exception {
+        app.add(DisksComponent.open(cfg));
+        app.add(new QosComponent(cfg));
         app.add(new PendingComponent(cfg));
     }
 
@@ -31,9 +32,6 @@ public final class Assembler {
         @Override
         public Object status() {
             List<Object> rows = new ArrayList<>();
-            for (DiskConfig d : cfg.disks()) {
-                rows.add(row("disk", d.name(), d.format().toString().toLowerCase()));
-            }
             for (SwitchConfig s : cfg.switches()) {
                 rows.add(row("switch", s.name(), s.type().toString().toLowerCase()));
             }

@@ -1,6 +1,8 @@
 package io.phost.appliance.run;
 
+import io.phost.appliance.mgmt.HttpResponse;
 import java.util.Map;
+import java.util.function.Function;
 
 /**
  * A running part of the appliance (disks, QoS, a switch, the partitions). The {@link Appliance} starts
@@ -16,6 +18,11 @@ public interface Component extends AutoCloseable {
 
     /** Appends this component's Prometheus samples. */
     default void metrics(Metrics metrics) {
+    }
+
+    /** Extra GET resources this component serves on the management endpoint (path to handler of the query). */
+    default Map<String, Function<String, HttpResponse>> routes() {
+        return Map.of();
     }
 
     /** Stops the component and releases what it holds (flushes disks). Must not throw for a clean stop. */
