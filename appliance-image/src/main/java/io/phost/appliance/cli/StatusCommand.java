@@ -101,9 +101,17 @@ public final class StatusCommand implements Callable<Integer> {
 
         /** GETs {@code target}, turning an unreachable host into a one-line user error. */
         public HttpResponse get(String target) throws IOException {
+            return call(target, false);
+        }
+
+        public HttpResponse post(String target) throws IOException {
+            return call(target, true);
+        }
+
+        private HttpResponse call(String target, boolean post) throws IOException {
             ManagementClient c = client();
             try {
-                return c.get(target);
+                return post ? c.post(target) : c.get(target);
             } catch (IOException e) {
                 throw new UserException("cannot reach phost at " + c.address() + ": " + e.getMessage());
             }

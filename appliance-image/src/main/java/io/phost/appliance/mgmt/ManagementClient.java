@@ -23,11 +23,21 @@ public final class ManagementClient {
     }
 
     public HttpResponse get(String target) throws IOException {
+        return request("GET", target);
+    }
+
+    /** POST with the arguments in the query string and an empty body. */
+    public HttpResponse post(String target) throws IOException {
+        return request("POST", target);
+    }
+
+    private HttpResponse request(String method, String target) throws IOException {
         try (SocketChannel ch = address.isUnix()
             ? SocketChannel.open(address.family()) : SocketChannel.open()) {
             ch.connect(address.socketAddress());
-            String req = "GET " + target + " HTTP/1.1\r\nHost: phost\r\n"
+            String req = method + " " + target + " HTTP/1.1\r\nHost: phost\r\n"
                 + (token != null ? "Authorization: Bearer " + token + "\r\n" : "")
+                + (method.equals("POST") ? "Content-Length: 0\r\n" : "")
                 + "Connection: close\r\n\r\n";
             ByteBuffer out = ByteBuffer.wrap(req.getBytes(StandardCharsets.ISO_8859_1));
             while (out.hasRemaining()) {

@@ -21,7 +21,8 @@ import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
 
 /**
- * The management endpoint: a deliberately small HTTP/1.1 server (GET only, one request per connection)
+ * The management endpoint: a deliberately small HTTP/1.1 server (GET, and POST with query arguments; one
+ * request per connection)
  * on a Unix socket or a TCP address. The JDK's HttpServer cannot listen on a Unix socket, and the API is
  * a handful of GETs, so a hundred lines here beat a web framework in the appliance image.
  *
@@ -79,6 +80,15 @@ public final class ManagementServer implements Closeable {
     /** Routes GET {@code path} (exact match, query string passed to the handler) to {@code handler}. */
     public ManagementServer route(String path, Function<String, HttpResponse> handler) {
         routes.put(path, handler);
+        return this;
+    }
+
+    /**
+     * Routes POST {@code path} to {@code handler}; the query string carries the arguments (no body is read).
+     * A route key starting with "POST " in a component's routes lands here.
+     */
+    public ManagementServer routePost(String path, Function<String, HttpResponse> handler) {
+        routes.put("POST " + path, handler);
         return this;
     }
 
@@ -167,8 +177,9 @@ public final class ManagementServer implements Closeable {
         if (requestLine.length != 3 || !requestLine[2].startsWith("HTTP/1.")) {
             return HttpResponse.text(400, "bad request line\n");
         }
-        if (!requestLine[0].equals("GET")) {
-            return HttpResponse.text(405, "only GET is supported\n");
+        boolean post = requestLine[0].equals("POST");
+        if (!requestLine[0].equals("GET") && !post) {
+            return HttpResponse.text(405, "only GET and POST are supported\n");
         }
         String target = requestLine[1];
         int q = target.indexOf('?');
@@ -177,7 +188,10 @@ public final class ManagementServer implements Closeable {
         if (!address.isUnix() && !path.equals("/health") && !authorized(lines)) {
             return HttpResponse.text(401, "missing or wrong bearer token\n");
         }
-        Function<String, HttpResponse> handler = routes.get(path);
+        Function<String, HttpResponse> handler = routes.get(post ? "POST " + path : path);
+        if (handler == null && routes.containsKey(post ? path : "POST " + path)) {
+            return HttpResponse.text(405, (post ? "GET " : "POST ") + path + " only\n");
+        }
         if (handler == null) {
             return HttpResponse.text(404, "no such resource: " + path + " (try /health, /status, /metrics)\n");
         }

@@ -35,7 +35,7 @@ public final class Appliance implements AutoCloseable {
     public <C extends Component> C add(C component) {
         components.add(component);
         if (server != null) {
-            component.routes().forEach(server::route);
+            component.routes().forEach(this::install);
         }
         return component;
     }
@@ -55,10 +55,18 @@ public final class Appliance implements AutoCloseable {
     /** Installs /health, /status, /metrics and the components' own routes on {@code server}. */
     public void serve(ManagementServer server) {
         this.server = server;
-        components.forEach(c -> c.routes().forEach(server::route));
+        components.forEach(c -> c.routes().forEach(this::install));
         server.route("/health", q -> HttpResponse.json(Json.write(Map.of("status", state.equals("running") ? "ok" : state))));
         server.route("/status", q -> HttpResponse.json(Json.pretty(status())));
         server.route("/metrics", q -> HttpResponse.metrics(metrics()));
+    }
+
+    private void install(String key, java.util.function.Function<String, HttpResponse> handler) {
+        if (key.startsWith("POST ")) {
+            server.routePost(key.substring(5), handler);
+        } else {
+            server.route(key, handler);
+        }
     }
 
     public Map<String, Object> status() {

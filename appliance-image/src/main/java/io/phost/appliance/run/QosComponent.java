@@ -4,6 +4,7 @@ import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.QosPolicyConfig;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.util.Json;
+import io.phost.appliance.util.Query;
 import io.phost.appliance.util.Records;
 import io.phost.qos.QosFlowSnapshot;
 import io.phost.qos.QosPolicy;
@@ -61,7 +62,46 @@ public final class QosComponent implements Component {
     @Override
     public Map<String, Function<String, HttpResponse>> routes() {
         return Map.of("/qos/flows", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.flows()))),
-            "/qos/policies", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.policies()))));
+            "/qos/policies", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.policies()))),
+            "POST /qos/policy", this::setPolicy);
+    }
+
+    /**
+     * POST /qos/policy?name=N[&type=dedicated|aggregated][&min_iops=][&max_iops=][&max_bandwidth=][&normalization_size=]:
+     * creates or changes a policy on the running host; live flows pick it up within a second. Unset
+     * fields keep the policy's current values.
+     */
+    private HttpResponse setPolicy(String query) {
+        Map<String, String> q = Query.parse(query);
+        String name = q.get("name");
+        if (name == null || name.isBlank()) {
+            return HttpResponse.text(400, "name is required\n");
+        }
+        try {
+            QosPolicy base = service.policy(name).orElse(QosPolicy.dedicated(name, 0, 0));
+            QosPolicy p = new QosPolicy(name,
+                q.containsKey("type") ? QosPolicy.Type.valueOf(q.get("type").toUpperCase()) : base.type(),
+                longOr(q, "min_iops", base.minIops()), longOr(q, "max_iops", base.maxIops()),
+                longOr(q, "max_bandwidth", base.maxBandwidthBytesPerSec()),
+                (int) longOr(q, "normalization_size", base.normalizationSize()), base.weight());
+            service.updatePolicy(p);
+            LOG.log(Level.INFO, "policy changed " + Records.toJsonable(p));
+            return HttpResponse.json(Json.pretty(Records.toJsonable(p)));
+        } catch (IllegalArgumentException e) {
+            return HttpResponse.text(400, e.getMessage() + "\n");
+        }
+    }
+
+    private static long longOr(Map<String, String> q, String key, long dflt) {
+        String v = q.get(key);
+        if (v == null) {
+            return dflt;
+        }
+        try {
+            return Long.parseLong(v);
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(key + ": '" + v + "' is not a whole number");
+        }
     }
 
     @Override
