@@ -941,6 +941,79 @@ public final class VhdxDisk implements VirtualDisk {
             + logicalSectorSize + "/" + p.physicalSectorSize + "]";
     }
 
+    // ---------------------------------------------------------------- for VhdxCheck
+
+    long logOffset() {
+        return header.logOffset();
+    }
+
+    int replayedEntries() {
+        return p.logPlan == null ? 0 : p.logPlan.entries();
+    }
+
+    long batOffset() {
+        return p.bat.fileOffset();
+    }
+
+    long[] batSnapshot() {
+        long[] copy = new long[bat.length];
+        for (int i = 0; i < bat.length; i++) {
+            copy[i] = (long) LONGS.getAcquire(bat, i);
+        }
+        return copy;
+    }
+
+    /** End of the last region or of the log, whichever is further. */
+    long metadataEnd() {
+        long end = header.logOffset() + header.logLength();
+        for (VhdxParser.Region r : p.regions) {
+            end = Math.max(end, r.fileOffset() + r.length());
+        }
+        return end;
+    }
+
+    /** Rewrites both header copies (new FileWriteGuid: this is a write to the file). */
+    void rewriteHeaders() throws IOException {
+        commitLock.lock();
+        try {
+            fileWriteGuid = UUID.randomUUID();
+            writeHeaders();
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
+    /** Copies the valid region table over a damaged copy. */
+    void rewriteRegionTables() throws IOException {
+        commitLock.lock();
+        try {
+            int len = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
+            byte[] section = new byte[len];
+            file.read(0, section, 0, len);
+            int good = -1;
+            for (int copy = 0; copy < 2 && good < 0; copy++) {
+                try {
+                    VhdxParser.parseRegionTable(section, copy, file.size(), header);
+                    good = copy;
+                } catch (VhdxFormatException e) {
+                    // try the other copy
+                }
+            }
+            if (good < 0) {
+                return;
+            }
+            if (!sessionStarted) {
+                fileWriteGuid = UUID.randomUUID();
+                writeHeaders();
+            }
+            int from = (int) RegionTableDescriptor.tableFileOffset(good);
+            file.write(RegionTableDescriptor.tableFileOffset(1 - good), section, from, RegionTableDescriptor.TABLE_LENGTH);
+            file.sync();
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
     static long roundUp(long v, long a) {
         return (v + a - 1) / a * a;
     }
