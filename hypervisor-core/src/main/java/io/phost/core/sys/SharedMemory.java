@@ -61,6 +61,19 @@ public final class SharedMemory {
         }
     }
 
+    /** A memfd without seals (tests: the host must refuse it as guest memory). */
+    public static int createUnsealed(String name, long size) {
+        int fd;
+        try (Arena a = Arena.ofConfined()) {
+            fd = Native.check((int) MEMFD_CREATE.invokeExact(Native.errnoState(), a.allocateFrom(name), MFD_CLOEXEC),
+                "memfd_create(" + name + ")");
+        } catch (Throwable t) {
+            throw Native.rethrow(t);
+        }
+        truncate(fd, size);
+        return fd;
+    }
+
     public static void truncate(int fd, long size) {
         try {
             Native.check((int) FTRUNCATE.invokeExact(Native.errnoState(), fd, size), "ftruncate(" + fd + ", " + size + ")");

@@ -57,6 +57,11 @@ public final class ClientChannel implements AutoCloseable {
         return outbound;
     }
 
+    /** The outbound ring's mapping (diagnostics, and hostile-guest tests that forge ring bytes). */
+    public RingMapping outboundMapping() {
+        return outMap;
+    }
+
     public VmbusRing inbound() {
         return inbound;
     }
@@ -64,6 +69,16 @@ public final class ClientChannel implements AutoCloseable {
     /** The guest memory this channel's client attached with (for data buffers and GPA-direct ranges). */
     public GuestRam ram() {
         return client.ram();
+    }
+
+    /** The host→guest doorbell eventfd (to poll several channels from one thread after arming each inbound ring). */
+    public int hostDoorbellFd() {
+        return fromHost.fd();
+    }
+
+    /** Drains the host→guest doorbell without blocking. */
+    public void clearHostDoorbell() {
+        fromHost.tryConsume();
     }
 
     public boolean isOpen() {

@@ -332,9 +332,11 @@ public final class VmbusClient implements AutoCloseable {
         }
         boolean wasOpen = ch.isOpen();
         ch.markClosed();
-        if (wasOpen && !disconnected.isDone()) {
-            sendRelid(CLOSECHANNEL, ch.relid());
-            try {
+        if (!disconnected.isDone()) {
+            if (wasOpen) {
+                sendRelid(CLOSECHANNEL, ch.relid());
+            }
+            try { // after a rescind the host closed the channel but the ring GPADL is still granted
                 teardownGpadl(ch.relid(), ch.ringGpadl());
             } catch (RuntimeException e) {
                 // rescinded or disconnected meanwhile: the pages are ours again either way
