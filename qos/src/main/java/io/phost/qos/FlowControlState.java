@@ -27,6 +27,7 @@ final class FlowControlState {
     long lastCompletedUnits;
     long lastGateWaits;
     long lastLimitWaits;
+    long lastLeadWaits;
     /** One bit per control period, newest in bit 0: the flow wanted more than it got or had I/O in flight. */
     long busyBits;
     double demandIops;

@@ -46,6 +46,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     private static final VarHandle LATENCY_SUM;
     private static final VarHandle GATE_WAITS;
     private static final VarHandle LIMIT_WAITS;
+    private static final VarHandle LEAD_WAITS;
 
     static {
         try {
@@ -59,6 +60,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
             LATENCY_SUM = l.findVarHandle(ManagedQosFlow.class, "latencySumNanos", long.class);
             GATE_WAITS = l.findVarHandle(ManagedQosFlow.class, "gateWaits", long.class);
             LIMIT_WAITS = l.findVarHandle(ManagedQosFlow.class, "limitWaits", long.class);
+            LEAD_WAITS = l.findVarHandle(ManagedQosFlow.class, "leadWaits", long.class);
         } catch (ReflectiveOperationException e) {
             throw new ExceptionInInitializerError(e);
         }
@@ -71,6 +73,8 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     final String policyName;
     private final long shareSlackNanos;
     private final long retryCapNanos;
+    private final long shareLeadNanos;
+    private final long shareCapNanos;
 
     volatile Binding binding;
     /** Nanoseconds of share tag per unit: 1e9 / (the flow's allocation of a busy device). */
@@ -86,6 +90,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     @SuppressWarnings("unused") private volatile long latencySumNanos;
     @SuppressWarnings("unused") private volatile long gateWaits;
     @SuppressWarnings("unused") private volatile long limitWaits;
+    @SuppressWarnings("unused") private volatile long leadWaits;
 
     /** Controller-private state (guarded by the service's control lock). */
     final FlowControlState ctl;
@@ -104,6 +109,8 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
         this.shareNanosPerUnit = shareNanosPerUnit;
         this.shareSlackNanos = Math.max(config.limitBurstNanos(), config.controlPeriodNanos());
         this.retryCapNanos = config.retryCapNanos();
+        this.shareLeadNanos = config.controlPeriodNanos() / 2;
+        this.shareCapNanos = config.controlPeriodNanos() * 5;
         this.ctl = new FlowControlState(windowSamples);
     }
 
@@ -166,23 +173,39 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
         }
     }
 
-    /** 0 when the device has a free slot or the flow's share is due; else how long to wait. */
+    /**
+     * 0 when the flow may use the device now, else how long to wait. Due on its share tag: go. Device idle:
+     * go. A free slot: go if the share tag is at most {@code shareLead} ahead — borrowing is bounded, so a
+     * closed-loop flow cannot keep re-capturing the slots its own completions free (slot capture), and
+     * once every contender has borrowed its lead the share tags alone divide the device.
+     */
     private long busyGate(long nowNanos) {
-        final DeviceState d = device;
-        if (d.outstanding() < d.queueDepth) {
-            return 0;
-        }
         final long st = (long) SHARE_TAT.getVolatile(this);
         if (st <= nowNanos) {
             return 0;
         }
-        GATE_WAITS.getAndAdd(this, 1L);
-        final long wait = st - nowNanos;
+        final DeviceState d = device;
+        final int out = d.outstanding();
+        if (out == 0) {
+            return 0;
+        }
+        final long ahead = st - nowNanos;
+        long wait;
+        if (out < d.queueDepth) {
+            if (ahead <= shareLeadNanos) {
+                return 0;
+            }
+            LEAD_WAITS.getAndAdd(this, 1L);
+            wait = ahead - shareLeadNanos;
+        } else {
+            GATE_WAITS.getAndAdd(this, 1L);
+            wait = ahead;
+        }
         return wait < retryCapNanos ? wait : retryCapNanos;
     }
 
     private void admitted(int units, long nowNanos) {
-        PolicyBucket.charge(SHARE_TAT, this, nowNanos, shareSlackNanos, units * shareNanosPerUnit);
+        PolicyBucket.charge(SHARE_TAT, this, nowNanos, shareSlackNanos, units * shareNanosPerUnit, shareCapNanos);
         ADMITTED_UNITS.getAndAdd(this, (long) units);
         ADMITTED_IOS.getAndAdd(this, 1L);
         device.addOutstanding(1);
@@ -251,6 +274,10 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
 
     long limitWaits() {
         return (long) LIMIT_WAITS.getVolatile(this);
+    }
+
+    long leadWaits() {
+        return (long) LEAD_WAITS.getVolatile(this);
     }
 
     /** Total I/Os admitted and total completed since creation (for tests and accounting checks). */

@@ -12,7 +12,9 @@ import java.lang.invoke.VarHandle;
  *   limit tag L    ──●────────●────────●──▶ time     each admitted unit pushes L by 1/maxIops
  *                    admit    admit    admit         admit only when L <= now  (exact, CAS)
  *   reservation R  the same at 1/minIops; R <= now means "behind its minimum": skip the busy-device gate
- *   clamp          a tag never lags now by more than its slack, so idle time is not banked
+ *   clamp          a tag never lags now by more than its slack, so idle time is not banked; the
+ *                  reservation tag never leads by more than its slack, so service far above the
+ *                  minimum does not delay the next time the flow counts as "behind"
  * </pre>
  */
 final class PolicyBucket {
@@ -82,16 +84,26 @@ final class PolicyBucket {
         charge(BANDWIDTH_TAT, this, now, slack, inc);
     }
 
+    /** The reservation tag may lead now by at most {@code slack}: service far above the minimum is not banked. */
     void chargeReservation(long now, long slack, long inc) {
-        charge(RESERVATION_TAT, this, now, slack, inc);
+        charge(RESERVATION_TAT, this, now, slack, inc, slack);
     }
 
     /** Unconditional GCRA charge with the idle clamp: tag = max(tag, now - slack) + inc. */
     static void charge(VarHandle vh, Object owner, long now, long slack, long inc) {
+        charge(vh, owner, now, slack, inc, Long.MAX_VALUE / 4);
+    }
+
+    /** As {@link #charge(VarHandle, Object, long, long, long)}, and the tag never leads now by more than {@code cap}. */
+    static void charge(VarHandle vh, Object owner, long now, long slack, long inc, long cap) {
         long floor = now - slack;
+        long ceiling = now + cap;
         for (;;) {
             long t = (long) vh.getVolatile(owner);
             long next = (t > floor ? t : floor) + inc;
+            if (next > ceiling) {
+                next = Math.max(ceiling, t);
+            }
             if (vh.compareAndSet(owner, t, next)) {
                 return;
             }

@@ -315,12 +315,17 @@ public final class QosService {
         ManagedQosFlow[] fs = d.flows;
         long completedUnits = 0;
         long gateWaits = 0;
+        long leadWaits = 0;
         bucketScratch.clear();
         for (ManagedQosFlow f : fs) {
             FlowControlState c = f.ctl;
             long adm = f.admittedUnits();
             long gate = f.gateWaits();
             long lim = f.limitWaits();
+            long lead = f.leadWaits();
+            long dLead = lead - c.lastLeadWaits;
+            c.lastLeadWaits = lead;
+            leadWaits += dLead;
             long comp = f.completedUnits();
             long dAdm = adm - c.lastAdmittedUnits;
             long dGate = gate - c.lastGateWaits;
@@ -331,10 +336,10 @@ public final class QosService {
             c.lastGateWaits = gate;
             c.lastLimitWaits = lim;
             long inFlight = f.admittedIos() - f.completedIos();
-            boolean wanted = dGate > 0 || dLim > 0;
+            boolean wanted = dGate > 0 || dLim > 0 || dLead > 0;
             c.active = dAdm > 0 || wanted || inFlight > 0;
             c.busyBits = (c.busyBits << 1) | (wanted || inFlight > 0 ? 1 : 0);
-            c.demandIops = wanted ? Double.POSITIVE_INFINITY : dAdm * 1e9 / dt * DEMAND_HEADROOM;
+            c.demandIops = wanted || inFlight > 0 ? Double.POSITIVE_INFINITY : dAdm * 1e9 / dt * DEMAND_HEADROOM;
             if (statsTick) {
                 c.sample(now, f.completedIos(), comp, f.completedBytes(), f.latencySumNanos());
             }
@@ -343,21 +348,24 @@ public final class QosService {
                 bucketScratch.computeIfAbsent(b, k -> new int[1])[0]++;
             }
         }
-        // Capacity: when flows waited on a busy device, what it completed is what it can do.
+        // Capacity estimate of the backing device, from completions.
         double measured = (completedUnits - d.lastCompletedUnits) * 1e9 / dt;
         d.lastCompletedUnits = completedUnits;
         int out = d.outstanding();
-        d.busy = gateWaits > 0;
-        if (d.busy) {
+        d.busy = gateWaits > 0 || out >= d.queueDepth;
+        if (leadWaits > gateWaits && out < d.queueDepth) {
+            // Flows mostly waited while slots were free: the estimate is too low. Probe up (iocost-style),
+            // fast when the device is mostly idle.
+            d.capacityIops = Math.max(d.capacityIops, measured) * (out < d.queueDepth / 2 ? 2.0 : 1.05);
+        } else if (d.busy) {
+            // The device is full (flows waited on it, or a queue stands): what it completed is what it can do.
             if (measured > 0) {
                 d.capacityIops += (measured - d.capacityIops) * 0.25;
             }
         } else if (measured > d.capacityIops) {
             d.capacityIops = measured;
         }
-        // A queue beyond the busy depth means we handed out more than the device does: shrink to drain it.
-        double shrink = out > d.queueDepth ? Math.max(0.5, (double) d.queueDepth / out) : 1.0;
-        d.allocatableIops = d.capacityIops * shrink;
+        d.allocatableIops = d.capacityIops;
 
         double reserved = 0;
         for (PolicyBucket b : bucketScratch.keySet()) {
