@@ -290,7 +290,7 @@ final class ConfigBinder implements TomlNode.Errors {
                 ok = false;
             }
             if (!c.has("size")) {
-                c.errorHere("missing required key 'size' for a " + type.name().toLowerCase(Locale.ROOT) + " disk");
+                c.error("size", "required key is missing: a " + type.name().toLowerCase(Locale.ROOT) + " disk needs a size");
                 ok = false;
             }
         }
@@ -305,10 +305,12 @@ final class ConfigBinder implements TomlNode.Errors {
         if (format == DiskFormat.VHD) {
             if (logical != null && logical != 512) {
                 c.error("logical_sector", "a vhd disk has 512-byte sectors only");
+                logical = null;
                 ok = false;
             }
             if (physical != null && physical != 512) {
                 c.error("physical_sector", "a vhd disk has 512-byte sectors only");
+                physical = null;
                 ok = false;
             }
             if (size != null && size > ConfigSchema.MAX_VHD_SIZE) {

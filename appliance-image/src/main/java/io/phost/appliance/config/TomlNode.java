@@ -310,8 +310,10 @@ final class TomlNode {
     private Object raw(Key k) {
         Object v = table.get(List.of(k.name()));
         if (v == null && k.required()) {
-            errorHere("missing required key '" + k.name() + "'"
-                + (section.name().isEmpty() ? "" : " in " + section.docTitle()));
+            // Reported at the header of the table that should hold the key (line 1 for the top level).
+            String what = k.kind() == Kind.TABLE ? "required table [" + k.child() + "] is missing"
+                : "required key is missing" + (section.name().isEmpty() ? "" : " from " + section.docTitle());
+            errors.add(position, pathOf(k.name()), what);
         }
         return v;
     }
