@@ -1,7 +1,6 @@
 package io.phost.appliance.run;
 
 import io.phost.appliance.config.ApplianceConfig;
-import io.phost.appliance.config.PartitionConfig;
 import io.phost.appliance.config.SwitchConfig;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -19,6 +18,7 @@ public final class Assembler {
     public static void assemble(ApplianceConfig cfg, Appliance app) throws Exception {
         app.add(DisksComponent.open(cfg));
         app.add(new QosComponent(cfg));
+        app.add(PartitionsComponent.start(cfg, List.of()));
         app.add(new PendingComponent(cfg));
     }
 
@@ -34,9 +34,6 @@ public final class Assembler {
             List<Object> rows = new ArrayList<>();
             for (SwitchConfig s : cfg.switches()) {
                 rows.add(row("switch", s.name(), s.type().toString().toLowerCase()));
-            }
-            for (PartitionConfig p : cfg.partitions()) {
-                rows.add(row("partition", p.name(), p.workload() != null ? "workload " + p.workload().kind() : "command"));
             }
             return rows;
         }
