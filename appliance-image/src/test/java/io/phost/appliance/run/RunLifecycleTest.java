@@ -50,4 +50,39 @@ class RunLifecycleTest {
             assertTrue(!Files.exists(data.resolve("phost.sock")), "socket removed");
         }
     }
+
+    @Test
+    void shouldRefuseABadConfigWithEveryErrorAndCreateNothing() throws Exception {
+        Path data = dir.resolve("never-created");
+        Path cfg = dir.resolve("bad.toml");
+        Files.writeString(cfg, """
+            [host]
+            name = "bad"
+            data_dir = "%s"
+            colour = "blue"
+
+            [[disk]]
+            name = "d"
+            path = "d.vhdx"
+            format = "vhdx"
+            create = { type = "dynamic", size = "1GiB" }
+
+            [[partition]]
+            name = "p"
+            vcpus = 0
+            memory = "64MiB"
+              [[partition.disk]]
+              disk = "missing"
+              lun = 0
+            """.formatted(data));
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString())) {
+            assertTrue(p.process().waitFor(30, TimeUnit.SECONDS));
+            assertEquals(2, p.process().exitValue(), p.stderr());
+            String err = p.stderr();
+            assertTrue(err.contains(cfg + ":4:1: host.colour"), err);
+            assertTrue(err.contains(cfg + ":14:1: partition[0].vcpus"), err);
+            assertTrue(err.contains("missing"), err);
+            assertTrue(!Files.exists(data), "a refused config must not create the data dir");
+        }
+    }
 }
