@@ -951,6 +951,10 @@ public final class VhdxDisk implements VirtualDisk {
         return p.logPlan == null ? 0 : p.logPlan.entries();
     }
 
+    List<VhdxParser.Region> regions() {
+        return p.regions;
+    }
+
     long batOffset() {
         return p.bat.fileOffset();
     }
