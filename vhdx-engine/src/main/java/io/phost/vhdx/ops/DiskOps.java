@@ -403,15 +403,9 @@ public final class DiskOps {
 
     /** Bytes the file occupies on disk (st_blocks * 512), or its length where that is unknown. */
     public static long diskBytes(Path path) throws IOException {
-        try {
-            Object blocks = Files.getAttribute(path, "unix:blocks");
-            if (blocks instanceof Long l) {
-                return l * 512;
-            }
-        } catch (UnsupportedOperationException | IllegalArgumentException ignored) {
-            // no unix view
+        try (PosixFile f = PosixFile.open(path, true)) {
+            return f.diskBytes();
         }
-        return Files.size(path);
     }
 
     // ------------------------------------------------------------------------------------------ merge
