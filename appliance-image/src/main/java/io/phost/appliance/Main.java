@@ -5,6 +5,7 @@ import io.phost.appliance.cli.GuestCommand;
 import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
 import io.phost.appliance.cli.VersionCommand;
+import io.phost.appliance.vhd.VhdCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -19,6 +20,7 @@ import picocli.CommandLine.Option;
         ConfigCommand.class,
         StatusCommand.class,
         GuestCommand.class,
+        VhdCommand.class,
         VersionCommand.class,
         CommandLine.HelpCommand.class,
     })
