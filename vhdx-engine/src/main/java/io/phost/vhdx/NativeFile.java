@@ -43,6 +43,10 @@ public final class NativeFile implements Closeable {
     private static final int O_CLOEXEC = 0x80000;
     private static final int SEEK_END = 2;
     private static final int EINTR = 4;
+    private static final int EWOULDBLOCK = 11;
+    private static final int LOCK_SH = 1;
+    private static final int LOCK_EX = 2;
+    private static final int LOCK_NB = 4;
 
     // int open(const char *path, int flags, ...mode_t mode)
     private static final MethodHandle OPEN = LINKER.downcallHandle(LIBC.find("open").orElseThrow(),
@@ -63,6 +67,9 @@ public final class NativeFile implements Closeable {
     // off_t lseek(int fd, off_t offset, int whence)
     private static final MethodHandle LSEEK = LINKER.downcallHandle(LIBC.find("lseek").orElseThrow(),
         FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT), CAPTURE);
+    // int flock(int fd, int operation)
+    private static final MethodHandle FLOCK = LINKER.downcallHandle(LIBC.find("flock").orElseThrow(),
+        FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
     // int close(int fd)
     private static final MethodHandle CLOSE = LINKER.downcallHandle(LIBC.find("close").orElseThrow(),
         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
@@ -251,6 +258,33 @@ public final class NativeFile implements Closeable {
             throw e;
         } catch (Throwable t) {
             throw new IOException("lseek " + path, t);
+        }
+    }
+
+    /**
+     * Takes a BSD {@code flock} without waiting: shared for readers, exclusive for a writer, so two
+     * phost processes (or two opens in one process) never write one image at once, and nobody writes a
+     * parent that a child has open. Returns false when another open holds a conflicting lock.
+     * (qemu uses fcntl OFD locks, which are independent of flock.)
+     */
+    public boolean tryLock(boolean exclusive) throws IOException {
+        try {
+            int r;
+            do {
+                r = (int) FLOCK.invokeExact(ERRNO_STATE.get(), fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB);
+            } while (r < 0 && errno() == EINTR);
+            if (r < 0) {
+                int e = errno();
+                if (e == EWOULDBLOCK) {
+                    return false;
+                }
+                throw failure("flock", path, 0, e);
+            }
+            return true;
+        } catch (IOException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IOException("flock " + path, t);
         }
     }
 

@@ -217,7 +217,7 @@ final class VhdxLog {
                 throw new VhdxFormatException(Reason.LOG_NOT_REPLAYABLE, descFileOffset,
                     "descriptor targets [" + target + ", +" + len + ") beyond file end " + limit);
             }
-            if (target < VhdxHeaderDescriptor.HEADER_SECTION_LENGTH || (target < logEnd && end > logFileOffset)) {
+            if (target < RegionTableDescriptor.TABLE_1_FILE_OFFSET || (target < logEnd && end > logFileOffset)) {
                 throw new VhdxFormatException(Reason.LOG_NOT_REPLAYABLE, descFileOffset,
                     "descriptor targets the header section or the log itself at " + target);
             }
