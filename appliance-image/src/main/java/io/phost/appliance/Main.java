@@ -7,6 +7,7 @@ import io.phost.appliance.cli.QosCommand;
 import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
 import io.phost.appliance.cli.VersionCommand;
+import io.phost.appliance.vhd.VhdCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -23,6 +24,7 @@ import picocli.CommandLine.Option;
         QosCommand.class,
         BenchCommand.class,
         GuestCommand.class,
+        VhdCommand.class,
         VersionCommand.class,
         CommandLine.HelpCommand.class,
     })

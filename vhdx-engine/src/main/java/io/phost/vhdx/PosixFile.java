@@ -88,6 +88,11 @@ public final class PosixFile implements AutoCloseable {
         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle CLOSE = handle("close",
         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
+    /** int fstat(int fd, struct stat *buf): only st_blocks is read (offset 64 on x86-64 and aarch64). */
+    private static final MethodHandle FSTAT = handle("fstat",
+        FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS), CAPTURE);
+    static final long STAT_SIZE = 256;
+    static final long ST_BLOCKS_OFFSET = 64;
     private static final MethodHandle STRERROR = LINKER.downcallHandle(LIBC.find("strerror").orElseThrow(),
         FunctionDescriptor.of(ValueLayout.ADDRESS.withTargetLayout(MemoryLayout.sequenceLayout(256, ValueLayout.JAVA_BYTE)),
             ValueLayout.JAVA_INT));
@@ -222,6 +227,23 @@ public final class PosixFile implements AutoCloseable {
             throw failure("lseek(SEEK_END)", path, 0, errno());
         }
         return r;
+    }
+
+    /** Bytes the file occupies on its device ({@code st_blocks * 512}): what sparse files actually cost. */
+    public long diskBytes() throws IOException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment st = arena.allocate(STAT_SIZE, 8);
+            int r;
+            try {
+                r = (int) FSTAT.invokeExact(ERRNO_STATE.get(), fd, st);
+            } catch (Throwable t) {
+                throw rethrow(t);
+            }
+            if (r == -1) {
+                throw failure("fstat", path, 0, errno());
+            }
+            return st.get(ValueLayout.JAVA_LONG, ST_BLOCKS_OFFSET) * 512;
+        }
     }
 
     /**
