@@ -496,7 +496,7 @@ public final class VmbusServer implements Runnable, AutoCloseable {
             }
             String role = offer.vsp().name() + "-" + partition + "-q" + offer.subChannelIndex();
             c.agent = new ChannelAgent(role, c.rx, c.handler, reason -> tasks.add(() -> channelFault(c, reason)));
-            c.idle = DoorbellIdleStrategy.defaults(c.rx, c.fromGuest);
+            c.idle = offer.vsp().idleStrategy(c.rx, c.fromGuest);
             c.runner = new AgentRunner(c.idle, t -> { }, null, c.agent);
             open.put(relid, c);
             AgentRunner.startOnThread(c.runner, r -> {
