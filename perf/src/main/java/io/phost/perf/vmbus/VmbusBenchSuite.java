@@ -67,7 +67,8 @@ public final class VmbusBenchSuite implements BenchSuite {
             double v = ours.getOrDefault("vmbus-oneway-" + size, Double.NaN) / 1e6;
             out.add(BenchResult.vsPeer("oneway-" + size + "B 2-process", v, "Mpps", "agrona OneToOne",
                     agrona.getOrDefault("agrona-oneway-" + size, Double.NaN) / 1e6)
-                .withSeries(Map.of("disruptor-in-process-Mpps", disruptor.get("oneway-" + size) / 1e6)));
+                .withSeries(Map.of("disruptor-in-process-Mpps", disruptor.get("oneway-" + size) / 1e6,
+                    "vmbus-batch32-Mpps", ours.getOrDefault("vmbus-oneway-batch32-" + size, Double.NaN) / 1e6)));
         }
         out.add(BenchResult.vsPeerLowerIsBetter("rtt-64B busy-poll p50", ours.getOrDefault("vmbus-rtt-busy-p50-us", Double.NaN), "us",
             "agrona OneToOne", agrona.getOrDefault("agrona-rtt-busy-p50-us", Double.NaN))

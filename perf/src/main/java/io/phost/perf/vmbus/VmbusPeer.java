@@ -61,26 +61,40 @@ public final class VmbusPeer {
         MemorySegment payload = Arena.ofAuto().allocate(1024, 8);
         busy.inbound().maskInterrupts(); // we busy-poll this channel: the host must not signal us
         for (int size : new int[] {64, 1024}) {
-            vmbusOneWay(busy, payload, size, millis / 4); // warm-up
-            result("vmbus-oneway-" + size, vmbusOneWay(busy, payload, size, millis));
+            vmbusOneWay(busy, payload, size, millis / 4, 1); // warm-up
+            result("vmbus-oneway-" + size, vmbusOneWay(busy, payload, size, millis, 1));
+            result("vmbus-oneway-batch32-" + size, vmbusOneWay(busy, payload, size, millis, 32));
         }
         rtt("vmbus-rtt-busy", busy, payload, rttCount, null);
         rtt("vmbus-rtt-irq", irq, payload, Math.max(1000, rttCount / 10),
             DoorbellIdleStrategy.interruptOnly(irq.inbound(), irq.hostDoorbell()));
     }
 
-    /** Packets per second written (the host reads at the same rate: the ring is bounded). */
-    static double vmbusOneWay(ClientChannel ch, MemorySegment payload, int size, long millis) {
+    /**
+     * Packets per second written (the host reads at the same rate: the ring is bounded). {@code batch} > 1
+     * publishes write_index once per that many packets ({@link io.phost.core.vmbus.VmbusRing#beginBatch}).
+     */
+    static double vmbusOneWay(ClientChannel ch, MemorySegment payload, int size, long millis, int batch) {
         long n = 0;
         long start = System.nanoTime();
         long end = start + millis * 1_000_000L;
         long now = start;
+        io.phost.core.vmbus.VmbusRing ring = ch.outbound();
         while (now < end) {
-            for (int i = 0; i < 256; i++) {
-                if (ch.tryWrite(PacketDescriptor.TYPE_INBAND, 0, n, payload, 0, size)) {
-                    n++;
-                } else {
-                    Thread.onSpinWait();
+            for (int i = 0; i < 256; i += batch) {
+                if (batch > 1) {
+                    ring.beginBatch();
+                }
+                for (int j = 0; j < batch; j++) {
+                    if (ring.tryWrite(PacketDescriptor.TYPE_INBAND, 0, n, payload, 0, size)) {
+                        n++;
+                    } else {
+                        Thread.onSpinWait();
+                        break;
+                    }
+                }
+                if (batch > 1) {
+                    ring.endBatch();
                 }
             }
             now = System.nanoTime();
