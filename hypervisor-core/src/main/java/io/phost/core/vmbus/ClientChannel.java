@@ -76,6 +76,11 @@ public final class ClientChannel implements AutoCloseable {
         return fromHost.fd();
     }
 
+    /** A new handle on the host→guest doorbell for one more thread (e.g. a custom idle strategy). */
+    public EventFd hostDoorbell() {
+        return fromHost.view();
+    }
+
     /** Drains the host→guest doorbell without blocking. */
     public void clearHostDoorbell() {
         fromHost.tryConsume();

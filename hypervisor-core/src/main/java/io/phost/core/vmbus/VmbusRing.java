@@ -46,6 +46,8 @@ public final class VmbusRing {
 
     private int writeIndex;
     private int readIndex;
+    private boolean batching;
+    private int batchStart;
     private long signalsSent;
     private long packetsWritten;
     private long packetsRead;
@@ -143,18 +145,46 @@ public final class VmbusRing {
             newWrite -= dataSize;
         }
         writeIndex = newWrite;
-        // release: every packet byte above is visible before the index that publishes it
-        INT.setRelease(control, (long) WRITE_INDEX_OFFSET, newWrite);
         packetsWritten++;
+        if (!batching) {
+            publish(oldWrite);
+        }
+        return true;
+    }
+
+    /**
+     * Starts a batch: packets written until {@link #endBatch} are published together with one index store
+     * and one fence (a VSP agent completing a duty cycle's worth of requests). The signal rule is applied
+     * to the batch as a whole: signal if the ring was empty before it.
+     */
+    public void beginBatch() {
+        if (!batching) {
+            batching = true;
+            batchStart = writeIndex;
+        }
+    }
+
+    /** Publishes the packets written since {@link #beginBatch} (no-op if none). */
+    public void endBatch() {
+        if (batching) {
+            batching = false;
+            if (writeIndex != batchStart) {
+                publish(batchStart);
+            }
+        }
+    }
+
+    private void publish(int previouslyPublished) {
+        // release: every packet byte written so far is visible before the index that publishes it
+        INT.setRelease(control, (long) WRITE_INDEX_OFFSET, writeIndex);
         // StoreLoad: our write_index store must be globally visible before we sample interrupt_mask and
         // read_index; otherwise a reader arming its interrupt could miss both the index and the signal.
         VarHandle.fullFence();
         if ((int) INT.getVolatile(control, (long) INTERRUPT_MASK_OFFSET) == 0
-            && (int) INT.getVolatile(control, (long) READ_INDEX_OFFSET) == oldWrite) {
+            && (int) INT.getVolatile(control, (long) READ_INDEX_OFFSET) == previouslyPublished) {
             signalsSent++;
             peer.ring();
         }
-        return true;
     }
 
     /**

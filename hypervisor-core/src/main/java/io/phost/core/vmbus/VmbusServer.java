@@ -495,8 +495,8 @@ public final class VmbusServer implements Runnable, AutoCloseable {
                 throw new VmbusProtocolException(VmbusProtocolException.Reason.BAD_RELID, OPENCHANNEL, "VSP " + offer.vsp().name() + " refused: " + e.getMessage());
             }
             String role = offer.vsp().name() + "-" + partition + "-q" + offer.subChannelIndex();
-            c.agent = new ChannelAgent(role, c.rx, c.handler, reason -> tasks.add(() -> channelFault(c, reason)));
-            c.idle = DoorbellIdleStrategy.defaults(c.rx, c.fromGuest);
+            c.agent = new ChannelAgent(role, c.rx, c.tx, c.handler, reason -> tasks.add(() -> channelFault(c, reason)));
+            c.idle = offer.vsp().idleStrategy(c.rx, c.fromGuest);
             c.runner = new AgentRunner(c.idle, t -> { }, null, c.agent);
             open.put(relid, c);
             AgentRunner.startOnThread(c.runner, r -> {
