@@ -51,6 +51,19 @@ class VirtualDisksTest {
         try (VirtualDisk d = VirtualDisks.open(raw, false)) {
             assertEquals("raw", d.format());
         }
+        Path vhdx = dir.resolve("x");
+        VirtualDisks.create(vhdx, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, 8 << 20)).close();
+        assertEquals(DiskFormat.VHDX, VirtualDisks.detect(vhdx));
+        try (VirtualDisk d = VirtualDisks.open(vhdx, false)) {
+            assertEquals("vhdx", d.format());
+            assertEquals(8 << 20, d.size());
+        }
+        Path child = dir.resolve("x-child");
+        VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, vhdx)).close();
+        try (VirtualDisk d = VirtualDisks.open(child, true)) {
+            assertEquals("vhdx", d.format());
+            assertEquals(8 << 20, d.size());
+        }
         Path vhd = dir.resolve("v");
         VirtualDisks.create(vhd, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, 3 << 20)).close();
         try (VirtualDisk d = VirtualDisks.open(vhd, true)) {

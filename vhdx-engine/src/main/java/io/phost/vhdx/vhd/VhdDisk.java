@@ -146,7 +146,7 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
         }
         seen.add(real);
         PosixFile file = PosixFile.open(path, readOnly);
-        Arena arena = Arena.ofShared();
+        Arena arena = Arena.ofAuto(); // GC-managed: closing a shared arena costs a handshake with every thread
         VhdDisk parent = null;
         try {
             Parsed p = parse(file, arena);
@@ -168,7 +168,6 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
             if (parent != null) {
                 parent.close();
             }
-            arena.close();
             file.close();
             throw e;
         }
@@ -1111,12 +1110,8 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
             try {
                 file.close();
             } finally {
-                try {
-                    if (parent != null) {
-                        parent.close();
-                    }
-                } finally {
-                    arena.close();
+                if (parent != null) {
+                    parent.close();
                 }
             }
         }
