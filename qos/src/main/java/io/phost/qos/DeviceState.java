@@ -39,6 +39,9 @@ final class DeviceState {
     boolean infeasible;
     boolean busy;
     long lastCompletedUnits;
+    long periodCompletedUnits;
+    long periodGateWaits;
+    long periodLeadWaits;
 
     DeviceState(String id, double capacityIops, int queueDepth) {
         this.id = id;

@@ -12,6 +12,7 @@ import java.lang.invoke.VarHandle;
  *  tryAdmit(bytes, now)                                           units = ceil(bytes / normalization)
  *    │
  *    ├─ limit tag L > now ? ──────────────▶ wait L - now           (GCRA: exact, never over the max)
+ *    ├─ aggregated max binding and P > now + lead ? ─▶ wait (fair split of a shared maximum)
  *    ├─ bandwidth tag B > now ? ──────────▶ wait B - now
  *    ├─ reservation tag R <= now ? ───────▶ admit (behind its minimum: skips the busy gate)
  *    ├─ device outstanding < depth ? ─────▶ admit (a slot is free: work-conserving)
@@ -139,6 +140,17 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
                 if (limitBase > nowNanos) {
                     LIMIT_WAITS.getAndAdd(this, 1L);
                     return limitBase - nowNanos;
+                }
+            }
+            if (bucket.type == QosPolicy.Type.AGGREGATED && r.limitNanosPerUnit() != 0
+                && limitSeen > nowNanos - r.limitSlackNanos()) {
+                // The shared maximum is binding: take its next slot only within this flow's portion (its
+                // share tag), so one disk's threads cannot keep every slot of the policy.
+                final long ahead = (long) SHARE_TAT.getVolatile(this) - nowNanos;
+                if (ahead > shareLeadNanos) {
+                    LIMIT_WAITS.getAndAdd(this, 1L);
+                    final long wait = ahead - shareLeadNanos;
+                    return wait < retryCapNanos ? wait : retryCapNanos;
                 }
             }
             long bandwidthInc = 0;

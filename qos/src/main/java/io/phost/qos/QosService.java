@@ -48,7 +48,7 @@ public final class QosService {
     private final Map<String, PolicyBucket> aggregatedBuckets = new HashMap<>();
     private final Map<String, DeviceState> devices = new LinkedHashMap<>();
     private final ArrayDeque<QosAlert> alerts = new ArrayDeque<>();
-    private final IdentityHashMap<PolicyBucket, int[]> bucketScratch = new IdentityHashMap<>();
+    private final IdentityHashMap<PolicyBucket, double[]> bucketScratch = new IdentityHashMap<>();
     private long lastControlNanos;
     private long lastStatsNanos;
     private long alertCount;
@@ -306,51 +306,95 @@ public final class QosService {
         if (statsTick) {
             lastStatsNanos = now;
         }
+        bucketScratch.clear();
         for (DeviceState d : devices.values()) {
-            controlDevice(d, now, dt, statsTick);
+            sampleFlows(d, now, dt, statsTick);
+        }
+        splitAggregatedLimits();
+        for (DeviceState d : devices.values()) {
+            controlDevice(d, dt);
         }
     }
 
-    private void controlDevice(DeviceState d, long now, long dt, boolean statsTick) {
+    /** Turns counter deltas into demand, activity and statistics; sums what the device completed. */
+    private void sampleFlows(DeviceState d, long now, long dt, boolean statsTick) {
         ManagedQosFlow[] fs = d.flows;
         long completedUnits = 0;
         long gateWaits = 0;
         long leadWaits = 0;
-        bucketScratch.clear();
         for (ManagedQosFlow f : fs) {
             FlowControlState c = f.ctl;
             long adm = f.admittedUnits();
             long gate = f.gateWaits();
             long lim = f.limitWaits();
             long lead = f.leadWaits();
-            long dLead = lead - c.lastLeadWaits;
-            c.lastLeadWaits = lead;
-            leadWaits += dLead;
             long comp = f.completedUnits();
             long dAdm = adm - c.lastAdmittedUnits;
             long dGate = gate - c.lastGateWaits;
             long dLim = lim - c.lastLimitWaits;
+            long dLead = lead - c.lastLeadWaits;
             completedUnits += comp;
             gateWaits += dGate;
+            leadWaits += dLead;
             c.lastAdmittedUnits = adm;
             c.lastGateWaits = gate;
             c.lastLimitWaits = lim;
+            c.lastLeadWaits = lead;
             long inFlight = f.admittedIos() - f.completedIos();
-            boolean wanted = dGate > 0 || dLim > 0 || dLead > 0;
-            c.active = dAdm > 0 || wanted || inFlight > 0;
-            c.busyBits = (c.busyBits << 1) | (wanted || inFlight > 0 ? 1 : 0);
-            c.demandIops = wanted || inFlight > 0 ? Double.POSITIVE_INFINITY : dAdm * 1e9 / dt * DEMAND_HEADROOM;
+            c.waiting = dGate > 0 || dLim > 0 || dLead > 0;
+            c.measuredIops = dAdm * 1e9 / dt;
+            c.active = dAdm > 0 || c.waiting || inFlight > 0;
+            c.busyBits = (c.busyBits << 1) | (c.waiting || inFlight > 0 ? 1 : 0);
+            c.demandIops = c.waiting || inFlight > 0 ? Double.POSITIVE_INFINITY : c.measuredIops * DEMAND_HEADROOM;
+            c.portionIops = Double.POSITIVE_INFINITY;
             if (statsTick) {
                 c.sample(now, f.completedIos(), comp, f.completedBytes(), f.latencySumNanos());
             }
             PolicyBucket b = f.binding.bucket();
             if (b != null && c.active) {
-                bucketScratch.computeIfAbsent(b, k -> new int[1])[0]++;
+                double[] agg = bucketScratch.computeIfAbsent(b, k -> new double[3]);
+                agg[0]++;
+                if (c.waiting) {
+                    agg[2] += f.binding.weight();
+                } else {
+                    agg[1] += c.measuredIops;
+                }
             }
         }
-        // Capacity estimate of the backing device, from completions.
-        double measured = (completedUnits - d.lastCompletedUnits) * 1e9 / dt;
+        d.periodCompletedUnits = completedUnits - d.lastCompletedUnits;
         d.lastCompletedUnits = completedUnits;
+        d.periodGateWaits = gateWaits;
+        d.periodLeadWaits = leadWaits;
+    }
+
+    /**
+     * Fairness inside an aggregated limit: flows that did not wait keep what they use (plus headroom);
+     * the rest of the policy's maximum is split by weight among the flows that waited. The shared limit
+     * tag still caps the sum exactly; portions only decide who gets the next slot.
+     */
+    private void splitAggregatedLimits() {
+        for (ManagedQosFlow f : flows) {
+            PolicyBucket b = f.binding.bucket();
+            FlowControlState c = f.ctl;
+            if (b == null || b.type != QosPolicy.Type.AGGREGATED || b.rates.maxIops() == 0 || !c.active) {
+                continue;
+            }
+            double[] agg = bucketScratch.get(b);
+            if (c.waiting && agg[2] > 0) {
+                c.portionIops = Math.max(0, b.rates.maxIops() - agg[1]) * f.binding.weight() / agg[2];
+            } else {
+                c.portionIops = c.measuredIops * DEMAND_HEADROOM + 1;
+            }
+            c.portionIops = Math.max(c.portionIops, b.rates.maxIops() * 1e-3);
+        }
+    }
+
+    private void controlDevice(DeviceState d, long dt) {
+        ManagedQosFlow[] fs = d.flows;
+        // Capacity estimate of the backing device, from completions.
+        double measured = d.periodCompletedUnits * 1e9 / dt;
+        long gateWaits = d.periodGateWaits;
+        long leadWaits = d.periodLeadWaits;
         int out = d.outstanding();
         d.busy = gateWaits > 0 || out >= d.queueDepth;
         if (leadWaits > gateWaits && out < d.queueDepth) {
@@ -368,8 +412,12 @@ public final class QosService {
         d.allocatableIops = d.capacityIops;
 
         double reserved = 0;
-        for (PolicyBucket b : bucketScratch.keySet()) {
-            reserved += b.rates.minIops();
+        IdentityHashMap<PolicyBucket, Boolean> seen = new IdentityHashMap<>();
+        for (ManagedQosFlow f : fs) {
+            PolicyBucket b = f.binding.bucket();
+            if (b != null && f.ctl.active && seen.put(b, Boolean.TRUE) == null) {
+                reserved += b.rates.minIops();
+            }
         }
         d.reservedIops = reserved;
         d.infeasible = reserved > d.capacityIops * 1.0001;
@@ -444,7 +492,7 @@ public final class QosService {
         }
         double min = b.rates.minIops();
         if (b.type == QosPolicy.Type.AGGREGATED) {
-            int[] n = bucketScratch.get(b);
+            double[] n = bucketScratch.get(b);
             min /= n == null ? 1 : Math.max(1, n[0]);
         }
         return Math.min(min, f.ctl.demandIops);
@@ -453,7 +501,7 @@ public final class QosService {
     private static double hi(ManagedQosFlow f) {
         PolicyBucket b = f.binding.bucket();
         double max = b == null || b.rates.maxIops() == 0 ? Double.POSITIVE_INFINITY : b.rates.maxIops();
-        return Math.max(Math.min(max, f.ctl.demandIops), 0);
+        return Math.max(Math.min(Math.min(max, f.ctl.portionIops), f.ctl.demandIops), 0);
     }
 
     private static double clamp(double v, double lo, double hi) {
