@@ -54,7 +54,8 @@ final class DeviceState {
         return (int) OUTSTANDING.getVolatile(this);
     }
 
-    void addOutstanding(int delta) {
-        OUTSTANDING.getAndAdd(this, delta);
+    /** Returns the count before the change. */
+    int addOutstanding(int delta) {
+        return (int) OUTSTANDING.getAndAdd(this, delta);
     }
 }
