@@ -60,6 +60,13 @@ final class PolicyBucket {
     /** The tag value the last limit-waiter was told to wait for; a racy hint, any recent value will do. */
     volatile long lastLimitWaitTat = Long.MIN_VALUE / 4;
 
+    // ---- controller scratch (control lock): per-period sums, valid when epoch == the controller's ----
+    long scratchEpoch = -1;
+    double activeFlows;
+    double nonWaitingIops;
+    double waitingWeight;
+    long reservedEpoch = -1;
+
     PolicyBucket(QosPolicy.Type type, Rates rates) {
         this.type = type;
         this.rates = rates;

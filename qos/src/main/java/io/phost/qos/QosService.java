@@ -5,7 +5,6 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
-import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -47,8 +46,13 @@ public final class QosService {
     private final Map<String, QosPolicy> policies = new LinkedHashMap<>();
     private final Map<String, PolicyBucket> aggregatedBuckets = new HashMap<>();
     private final Map<String, DeviceState> devices = new LinkedHashMap<>();
+    /** The same devices as an array: the controller iterates it without allocating an iterator. */
+    private DeviceState[] deviceArray = new DeviceState[0];
     private final ArrayDeque<QosAlert> alerts = new ArrayDeque<>();
-    private final IdentityHashMap<PolicyBucket, double[]> bucketScratch = new IdentityHashMap<>();
+    /** Bumped every controller run so bucket scratch sums need no clearing and no maps (zero allocation). */
+    private long sampleEpoch;
+    /** Bumped every device pass: marks buckets already counted in a device's reserved sum. */
+    private long reserveEpoch;
     private long lastControlNanos;
     private long lastStatsNanos;
     private long alertCount;
@@ -220,7 +224,13 @@ public final class QosService {
     }
 
     private DeviceState device(String id) {
-        return devices.computeIfAbsent(id, k -> new DeviceState(k, config.defaultCapacityIops(), config.defaultQueueDepth()));
+        DeviceState d = devices.get(id);
+        if (d == null) {
+            d = new DeviceState(id, config.defaultCapacityIops(), config.defaultQueueDepth());
+            devices.put(id, d);
+            deviceArray = devices.values().toArray(new DeviceState[0]);
+        }
+        return d;
     }
 
     private void rebindAll(String policyName) {
@@ -306,12 +316,12 @@ public final class QosService {
         if (statsTick) {
             lastStatsNanos = now;
         }
-        bucketScratch.clear();
-        for (DeviceState d : devices.values()) {
+        sampleEpoch++;
+        for (DeviceState d : deviceArray) {
             sampleFlows(d, now, dt, statsTick);
         }
         splitAggregatedLimits();
-        for (DeviceState d : devices.values()) {
+        for (DeviceState d : deviceArray) {
             controlDevice(d, dt);
         }
     }
@@ -352,12 +362,17 @@ public final class QosService {
             }
             PolicyBucket b = f.binding.bucket();
             if (b != null && c.active) {
-                double[] agg = bucketScratch.computeIfAbsent(b, k -> new double[3]);
-                agg[0]++;
+                if (b.scratchEpoch != sampleEpoch) {
+                    b.scratchEpoch = sampleEpoch;
+                    b.activeFlows = 0;
+                    b.nonWaitingIops = 0;
+                    b.waitingWeight = 0;
+                }
+                b.activeFlows++;
                 if (c.waiting) {
-                    agg[2] += f.binding.weight();
+                    b.waitingWeight += f.binding.weight();
                 } else {
-                    agg[1] += c.measuredIops;
+                    b.nonWaitingIops += c.measuredIops;
                 }
             }
         }
@@ -379,9 +394,8 @@ public final class QosService {
             if (b == null || b.type != QosPolicy.Type.AGGREGATED || b.rates.maxIops() == 0 || !c.active) {
                 continue;
             }
-            double[] agg = bucketScratch.get(b);
-            if (c.waiting && agg[2] > 0) {
-                c.portionIops = Math.max(0, b.rates.maxIops() - agg[1]) * f.binding.weight() / agg[2];
+            if (c.waiting && b.waitingWeight > 0) {
+                c.portionIops = Math.max(0, b.rates.maxIops() - b.nonWaitingIops) * f.binding.weight() / b.waitingWeight;
             } else {
                 c.portionIops = c.measuredIops * DEMAND_HEADROOM + 1;
             }
@@ -412,10 +426,11 @@ public final class QosService {
         d.allocatableIops = d.capacityIops;
 
         double reserved = 0;
-        IdentityHashMap<PolicyBucket, Boolean> seen = new IdentityHashMap<>();
+        reserveEpoch++;
         for (ManagedQosFlow f : fs) {
             PolicyBucket b = f.binding.bucket();
-            if (b != null && f.ctl.active && seen.put(b, Boolean.TRUE) == null) {
+            if (b != null && f.ctl.active && b.reservedEpoch != reserveEpoch) {
+                b.reservedEpoch = reserveEpoch;
                 reserved += b.rates.minIops();
             }
         }
@@ -492,8 +507,7 @@ public final class QosService {
         }
         double min = b.rates.minIops();
         if (b.type == QosPolicy.Type.AGGREGATED) {
-            double[] n = bucketScratch.get(b);
-            min /= n == null ? 1 : Math.max(1, n[0]);
+            min /= b.scratchEpoch == sampleEpoch ? Math.max(1, b.activeFlows) : 1;
         }
         return Math.min(min, f.ctl.demandIops);
     }
@@ -527,12 +541,16 @@ public final class QosService {
             }
             if (d.infeasible) {
                 next = QosFlowStatus.InsufficientThroughput;
-                why = String.format("minimums on device %s sum to %.0f IOPS but it delivers about %.0f",
-                    d.id, d.reservedIops, d.capacityIops);
+                if (c.status != next) {
+                    why = String.format("minimums on device %s sum to %.0f IOPS but it delivers about %.0f",
+                        d.id, d.reservedIops, d.capacityIops);
+                }
             } else if (windowFull && busyAllWindow && got < 0.9 * min) {
                 next = QosFlowStatus.InsufficientThroughput;
-                why = String.format("minimum %d IOPS not met: %.0f IOPS over the last window on device %s",
-                    min, got, d.id);
+                if (c.status != next) {
+                    why = String.format("minimum %d IOPS not met: %.0f IOPS over the last window on device %s",
+                        min, got, d.id);
+                }
             } else {
                 next = c.status == QosFlowStatus.InsufficientThroughput && got < 0.95 * min && busyAllWindow
                     ? QosFlowStatus.InsufficientThroughput : QosFlowStatus.Ok;
