@@ -39,6 +39,9 @@ final class DeviceState {
     boolean infeasible;
     boolean busy;
     long lastCompletedUnits;
+    long periodCompletedUnits;
+    long periodGateWaits;
+    long periodLeadWaits;
 
     DeviceState(String id, double capacityIops, int queueDepth) {
         this.id = id;
@@ -51,7 +54,8 @@ final class DeviceState {
         return (int) OUTSTANDING.getVolatile(this);
     }
 
-    void addOutstanding(int delta) {
-        OUTSTANDING.getAndAdd(this, delta);
+    /** Returns the count before the change. */
+    int addOutstanding(int delta) {
+        return (int) OUTSTANDING.getAndAdd(this, delta);
     }
 }
