@@ -5,6 +5,7 @@ import io.phost.appliance.cli.GuestCommand;
 import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
 import io.phost.appliance.cli.VersionCommand;
+import io.phost.appliance.image.ImageCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -20,6 +21,7 @@ import picocli.CommandLine.Option;
         StatusCommand.class,
         GuestCommand.class,
         VersionCommand.class,
+        ImageCommand.class,
         CommandLine.HelpCommand.class,
     })
 public final class Main implements Runnable {
