@@ -1,7 +1,9 @@
 package io.phost.appliance;
 
+import io.phost.appliance.cli.BenchCommand;
 import io.phost.appliance.cli.ConfigCommand;
 import io.phost.appliance.cli.GuestCommand;
+import io.phost.appliance.cli.QosCommand;
 import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
 import io.phost.appliance.cli.VersionCommand;
@@ -19,6 +21,8 @@ import picocli.CommandLine.Option;
         RunCommand.class,
         ConfigCommand.class,
         StatusCommand.class,
+        QosCommand.class,
+        BenchCommand.class,
         GuestCommand.class,
         VersionCommand.class,
         ImageCommand.class,

@@ -4,6 +4,6 @@ import picocli.CommandLine.Command;
 
 /** {@code phost guest …}: the child-partition side (built-in workloads that run inside a process partition). */
 @Command(name = "guest", description = "Run a built-in guest workload inside a child partition.",
-    subcommands = {})
+    subcommands = {io.phost.appliance.guest.GuestIdleCommand.class})
 public final class GuestCommand {
 }

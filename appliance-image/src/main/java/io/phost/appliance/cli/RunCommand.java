@@ -1,21 +1,147 @@
 package io.phost.appliance.cli;
 
+import io.phost.appliance.UserException;
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.ConfigException;
+import io.phost.appliance.config.ConfigLoader;
+import io.phost.appliance.mgmt.ManagementAddress;
+import io.phost.appliance.mgmt.ManagementServer;
+import io.phost.appliance.run.Appliance;
+import io.phost.appliance.run.Assembler;
+import io.phost.appliance.run.RuntimeDir;
+import io.phost.appliance.run.Signals;
+import io.phost.appliance.run.StatusView;
+import io.phost.appliance.util.Durations;
+import io.phost.appliance.util.Trees;
+import java.io.IOException;
+import java.io.InputStream;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.concurrent.Callable;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-@Command(name = "run", description = "Run the parent partition host from a config (or the embedded demo).")
+@Command(name = "run", description = {
+    "Run the parent partition host from a config, or without --config the embedded demo appliance",
+    "(a dynamic VHDX, a private switch and two process partitions in a temporary data dir).",
+    "Stops cleanly on SIGTERM/SIGINT (exit 0). Prints 'phost: ready ...' once serving."})
 public final class RunCommand implements Callable<Integer> {
+    private static final Logger LOG = System.getLogger("phost.run");
+
     @Option(names = "--config", paramLabel = "FILE", description = "appliance.toml to run; without it, the embedded demo.")
     Path config;
 
     @Option(names = "--duration", paramLabel = "D", description = "Stop after this long (e.g. 30s, 5m); default: until SIGTERM/SIGINT.")
     String duration;
 
+    @Option(names = "--plain", description = "No live status view even on a terminal: log lines only.")
+    boolean plain;
+
     @Override
-    public Integer call() {
-        System.out.println("phost run: not implemented yet");
-        return 0;
+    public Integer call() throws Exception {
+        Duration limit = duration == null ? null : parseDuration(duration);
+        CountDownLatch stop = Signals.stopOnTermination();
+        Path demoDir = null;
+        ApplianceConfig cfg;
+        try {
+            if (config != null) {
+                cfg = ConfigLoader.load(config);
+            } else {
+                demoDir = Files.createTempDirectory("phost-demo-");
+                cfg = loadDemo(demoDir);
+                LOG.log(Level.INFO, "running the embedded demo data_dir=" + demoDir);
+            }
+        } catch (ConfigException e) {
+            System.err.println(e.getMessage());
+            throw new UserException("config has " + e.errors().size() + " error(s); nothing was started", 2);
+        }
+
+        Appliance app = new Appliance(cfg.host().name());
+        ManagementServer server = null;
+        StatusView view = null;
+        try {
+            Files.createDirectories(cfg.host().dataDir());
+            server = startManagement(cfg, app);
+            try {
+                Assembler.assemble(cfg, app);
+            } catch (Exception e) {
+                // Never a half-configured appliance: stop what was started, report, exit non-zero.
+                app.close();
+                throw new UserException("start failed, everything stopped: " + e.getMessage(), 1, e);
+            }
+            app.state("running");
+            System.out.println("phost: ready name=" + cfg.host().name() + " management=" + server.address()
+                + " components=" + app.components().size());
+            System.out.flush();
+            if (!plain) {
+                view = StatusView.startIfTerminal(() -> StatusCommand.render(app.status()));
+            }
+            boolean stopped = limit == null ? awaitForever(stop) : stop.await(limit.toMillis(), TimeUnit.MILLISECONDS);
+            LOG.log(Level.INFO, stopped ? "stopping reason=signal" : "stopping reason=duration");
+            return 0;
+        } finally {
+            if (view != null) {
+                view.close();
+            }
+            long t0 = System.nanoTime();
+            app.close();
+            if (server != null) {
+                server.close();
+            }
+            RuntimeDir.withdraw();
+            if (demoDir != null) {
+                Trees.deleteTree(demoDir);
+            }
+            LOG.log(Level.INFO, "stopped ms=" + (System.nanoTime() - t0) / 1_000_000);
+        }
+    }
+
+    private static boolean awaitForever(CountDownLatch stop) throws InterruptedException {
+        stop.await();
+        return true;
+    }
+
+    private static Duration parseDuration(String text) {
+        try {
+            return Durations.parse(text);
+        } catch (IllegalArgumentException e) {
+            throw new UserException("--duration: " + e.getMessage(), 2);
+        }
+    }
+
+    private static ManagementServer startManagement(ApplianceConfig cfg, Appliance app) throws IOException {
+        ManagementAddress address = ManagementAddress.parse(cfg.host().management());
+        String token = null;
+        Path tokenFile = null;
+        if (!address.isUnix()) {
+            tokenFile = Path.of(cfg.host().managementTokenFile());
+            if (!tokenFile.isAbsolute()) {
+                tokenFile = cfg.host().dataDir().resolve(tokenFile);
+            }
+            token = Files.readString(tokenFile).strip();
+        }
+        ManagementServer server = new ManagementServer(address, token);
+        app.serve(server);
+        server.start();
+        RuntimeDir.publish(server.address().toString(), tokenFile);
+        LOG.log(Level.INFO, "management listening address=" + server.address());
+        return server;
+    }
+
+    /** The embedded demo config with its {@code ${tmp}} data dir replaced by {@code dataDir}. */
+    public static ApplianceConfig loadDemo(Path dataDir) throws IOException, ConfigException {
+        try (InputStream in = RunCommand.class.getResourceAsStream("/io/phost/appliance/demo.toml")) {
+            if (in == null) {
+                throw new IOException("the embedded demo config is missing from the phost jar");
+            }
+            String text = new String(in.readAllBytes(), StandardCharsets.UTF_8);
+            return ConfigLoader.parse("demo.toml (embedded)", text).withDataDir(dataDir);
+        }
     }
 }

@@ -1,0 +1,116 @@
+package io.phost.appliance.cli;
+
+import io.phost.appliance.UserException;
+import io.phost.appliance.mgmt.HttpResponse;
+import io.phost.appliance.util.Json;
+import io.phost.appliance.util.Query;
+import io.phost.appliance.util.TextTable;
+import java.io.IOException;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+@Command(name = "qos", description = "Storage QoS on a running host: flows, policies, live policy changes.",
+    subcommands = {QosCommand.Flows.class, QosCommand.Policies.class, QosCommand.SetPolicy.class})
+public final class QosCommand {
+
+    @Command(name = "flows", description = "Show the QoS flows (partition x disk), as Get-StorageQosFlow does.")
+    static final class Flows implements Callable<Integer> {
+        @Mixin
+        StatusCommand.EndpointOptions endpoint;
+
+        @Option(names = "--json", description = "Print the raw JSON.")
+        boolean json;
+
+        @Override
+        public Integer call() throws IOException {
+            HttpResponse r = ok(endpoint.get("/qos/flows"));
+            if (json) {
+                System.out.print(r.bodyText());
+                return 0;
+            }
+            List<Object> rows = new ArrayList<>();
+            for (Object o : (List<?>) Json.parse(r.bodyText())) {
+                Map<?, ?> f = (Map<?, ?>) o;
+                Map<String, Object> row = new LinkedHashMap<>();
+                row.put("InitiatorName", f.get("partition"));
+                row.put("Disk", f.get("disk"));
+                row.put("Policy", f.get("policy"));
+                row.put("Status", f.get("status"));
+                row.put("MinimumIops", f.get("minimum_iops"));
+                row.put("MaximumIops", f.get("maximum_iops"));
+                row.put("InitiatorIOPS", f.get("initiator_iops"));
+                row.put("InitiatorLatency(us)", f.get("initiator_latency_micros"));
+                row.put("InitiatorBandwidth(B/s)", f.get("initiator_bandwidth"));
+                rows.add(row);
+            }
+            System.out.print(rows.isEmpty() ? "no flows\n" : TextTable.of(rows).toString());
+            return 0;
+        }
+    }
+
+    @Command(name = "policies", description = "Show the QoS policies in force.")
+    static final class Policies implements Callable<Integer> {
+        @Mixin
+        StatusCommand.EndpointOptions endpoint;
+
+        @Override
+        public Integer call() throws IOException {
+            List<?> l = (List<?>) Json.parse(ok(endpoint.get("/qos/policies")).bodyText());
+            System.out.print(l.isEmpty() ? "no policies\n" : TextTable.of(l).toString());
+            return 0;
+        }
+    }
+
+    @Command(name = "set-policy", description = {
+        "Create or change a policy on the running host; live flows follow within a second.",
+        "Unset options keep the policy's current values. (The change is not written back to appliance.toml.)"})
+    static final class SetPolicy implements Callable<Integer> {
+        @Mixin
+        StatusCommand.EndpointOptions endpoint;
+
+        @Parameters(index = "0", paramLabel = "NAME")
+        String name;
+
+        @Option(names = "--type", description = "dedicated or aggregated")
+        String type;
+
+        @Option(names = "--min-iops", paramLabel = "N", description = "Reservation in normalized IOPS.")
+        Long minIops;
+
+        @Option(names = "--max-iops", paramLabel = "N", description = "Limit in normalized IOPS (0 = none).")
+        Long maxIops;
+
+        @Option(names = "--max-bandwidth", paramLabel = "BYTES_PER_S", description = "Bandwidth limit (0 = none).")
+        Long maxBandwidth;
+
+        @Override
+        public Integer call() throws IOException {
+            Map<String, Object> q = new LinkedHashMap<>();
+            q.put("name", name);
+            q.put("type", type);
+            q.put("min_iops", minIops);
+            q.put("max_iops", maxIops);
+            q.put("max_bandwidth", maxBandwidth);
+            HttpResponse r = endpoint.post("/qos/policy?" + Query.encode(q));
+            if (r.status() == 400) {
+                throw new UserException("set-policy " + name + ": " + r.bodyText().strip(), 2);
+            }
+            System.out.print(ok(r).bodyText());
+            return 0;
+        }
+    }
+
+    static HttpResponse ok(HttpResponse r) {
+        if (r.status() != 200) {
+            throw new UserException("host answered " + r.status() + ": " + r.bodyText().strip());
+        }
+        return r;
+    }
+}

@@ -1,0 +1,679 @@
+package io.phost.appliance.config;
+
+import io.phost.appliance.config.DiskConfig.Create;
+import io.phost.appliance.config.DiskConfig.CreateType;
+import java.nio.file.InvalidPathException;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import java.util.zip.CRC32;
+import org.tomlj.TomlPosition;
+import org.tomlj.TomlTable;
+
+/**
+ * Turns a parsed TOML document into an {@link ApplianceConfig}: per-key checks through {@link TomlNode}, then
+ * the checks across keys and tables (references, duplicates, conflicting options). Collects every error; returns
+ * null when there was any.
+ */
+final class ConfigBinder implements TomlNode.Errors {
+    private static final Pattern UNIX = Pattern.compile("unix:(/.*)");
+    private static final Pattern TCP = Pattern.compile("tcp://(127\\.0\\.0\\.1|localhost|\\[::1\\]):(\\d{1,5})");
+    private static final Pattern MAC = Pattern.compile(
+        "\\p{XDigit}{2}([:-])\\p{XDigit}{2}(?:\\1\\p{XDigit}{2}){4}");
+    /** Prefix of generated MACs: locally administered (bit 1 of the first octet), unicast, then "PH". */
+    private static final String GENERATED_MAC_PREFIX = "02:50:48";
+
+    private final String file;
+    private final Path source;
+    private final List<ConfigError> errors;
+
+    ConfigBinder(String file, Path source, List<ConfigError> errors) {
+        this.file = file;
+        this.source = source;
+        this.errors = errors;
+    }
+
+    @Override
+    public void add(TomlPosition position, String keyPath, String message) {
+        errors.add(new ConfigError(file, position.line(), position.column(), keyPath, message));
+    }
+
+    /** A name and where it was first defined, for duplicate and reference checks. */
+    private record Defined<T>(T value, TomlNode node) {
+    }
+
+    ApplianceConfig bind(TomlTable document) {
+        int before = errors.size();
+        TomlNode root = new TomlNode(this, document, "", TomlPosition.positionAt(1, 1), ConfigSchema.section(""));
+        TomlNode hostNode = root.table("host");
+        HostConfig host = hostNode == null ? null : host(hostNode);
+
+        Map<String, Defined<QosPolicyConfig>> policies = new LinkedHashMap<>();
+        for (TomlNode n : root.tables("qos_policy")) {
+            QosPolicyConfig q = qosPolicy(n);
+            String name = n.string("name");
+            if (name != null && unique(policies, name, n, "QoS policy")) {
+                policies.put(name, new Defined<>(q, n));
+            }
+        }
+        Map<String, Defined<DiskConfig>> disks = new LinkedHashMap<>();
+        Map<String, String> diskPaths = new HashMap<>();
+        for (TomlNode n : root.tables("disk")) {
+            DiskConfig d = disk(n, policies.keySet());
+            String name = n.string("name");
+            if (name != null && unique(disks, name, n, "disk")) {
+                disks.put(name, new Defined<>(d, n));
+            }
+            if (name != null && d != null) {
+                String key = d.path().normalize().toString();
+                String other = diskPaths.putIfAbsent(key, name);
+                if (other != null) {
+                    n.error("path", "disk '" + name + "' uses the same file as disk '" + other + "'");
+                }
+            }
+        }
+        Map<String, Defined<SwitchConfig>> switches = new LinkedHashMap<>();
+        for (TomlNode n : root.tables("switch")) {
+            SwitchConfig s = switchConfig(n);
+            String name = n.string("name");
+            if (name != null && unique(switches, name, n, "switch")) {
+                switches.put(name, new Defined<>(s, n));
+            }
+        }
+        Map<String, Defined<PartitionConfig>> partitions = new LinkedHashMap<>();
+        Map<String, String> macOwners = new HashMap<>();
+        Map<String, String> writableDiskOwner = new HashMap<>();
+        List<NicDraft> drafts = new ArrayList<>();
+        for (TomlNode n : root.tables("partition")) {
+            String name = n.string("name");
+            PartitionDraft p = partition(n, disks, switches, macOwners, writableDiskOwner);
+            if (name != null && unique(partitions, name, n, "partition") && p != null) {
+                partitions.put(name, new Defined<>(null, n));
+                drafts.addAll(p.nics);
+                p.name = name;
+            }
+            if (p != null) {
+                pending.add(p);
+            }
+        }
+        if (errors.size() == before && (host == null || pending.size() != partitions.size()
+            || policies.values().stream().anyMatch(d -> d.value() == null)
+            || disks.values().stream().anyMatch(d -> d.value() == null)
+            || switches.values().stream().anyMatch(d -> d.value() == null))) {
+            // Every rejection above records an error; a silent one would drop part of the appliance.
+            throw new IllegalStateException("config rejected without an error message");
+        }
+        if (errors.size() > before || host == null) {
+            return null;
+        }
+        assignMacs(host, drafts, macOwners);
+        List<PartitionConfig> built = new ArrayList<>();
+        for (PartitionDraft p : pending) {
+            built.add(p.build());
+        }
+        return new ApplianceConfig(source, host, values(disks), values(policies), values(switches), built);
+    }
+
+    private final List<PartitionDraft> pending = new ArrayList<>();
+
+    private static <T> List<T> values(Map<String, Defined<T>> m) {
+        List<T> out = new ArrayList<>(m.size());
+        for (Defined<T> d : m.values()) {
+            out.add(d.value());
+        }
+        return out;
+    }
+
+    private <T> boolean unique(Map<String, Defined<T>> seen, String name, TomlNode n, String what) {
+        Defined<T> first = seen.get(name);
+        if (first != null) {
+            TomlPosition p = first.node().positionOf("name");
+            n.error("name", "duplicate " + what + " name '" + name + "' (first defined at line " + p.line() + ")");
+            return false;
+        }
+        return true;
+    }
+
+    // ---- [host] ----
+
+    private HostConfig host(TomlNode n) {
+        String name = n.string("name");
+        String dataDirText = n.string("data_dir");
+        Path dataDir = null;
+        if (dataDirText != null) {
+            if (dataDirText.equals(HostConfig.TMP_PLACEHOLDER)) {
+                dataDir = Path.of(HostConfig.TMP_PLACEHOLDER);
+            } else {
+                dataDir = path(n, "data_dir", dataDirText);
+                if (dataDir != null && !dataDir.isAbsolute()) {
+                    n.error("data_dir", "must be an absolute path (or \"${tmp}\" for a fresh temporary directory)");
+                    dataDir = null;
+                }
+            }
+        }
+        String management = n.string("management");
+        String tokenFile = n.string("management_token_file");
+        if (tokenFile != null) {
+            path(n, "management_token_file", tokenFile);
+        }
+        if (management != null) {
+            Matcher unix = UNIX.matcher(management);
+            Matcher tcp = TCP.matcher(management);
+            if (unix.matches()) {
+                path(n, "management", unix.group(1));
+            } else if (tcp.matches()) {
+                int port = Integer.parseInt(tcp.group(2));
+                if (port < 1 || port > 65535) {
+                    n.error("management", "port " + port + " is out of range (1..65535)");
+                }
+                if (tokenFile == null) {
+                    n.error("management", "a tcp management address needs management_token_file");
+                }
+            } else if (management.startsWith("tcp://")) {
+                n.error("management", "'" + management + "' is not a loopback tcp address; "
+                    + "use tcp://127.0.0.1:PORT, tcp://[::1]:PORT or tcp://localhost:PORT (the API has no TLS)");
+            } else {
+                n.error("management", "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://127.0.0.1:PORT\"");
+            }
+        }
+        List<Long> cpus = n.integers("vsp_cpus");
+        if (name == null || dataDir == null || cpus == null) {
+            return null;
+        }
+        String m = management == null ? HostConfig.defaultManagement(dataDir) : management;
+        return new HostConfig(name, dataDir, m, tokenFile, cpus.stream().map(Long::intValue).toList());
+    }
+
+    // ---- [[qos_policy]] ----
+
+    private QosPolicyConfig qosPolicy(TomlNode n) {
+        String name = n.string("name");
+        QosPolicyConfig.Type type = n.enumValue("type", QosPolicyConfig.Type.class);
+        Long min = n.integer("min_iops");
+        Long max = n.integer("max_iops");
+        Long bandwidth = n.bandwidth("max_bandwidth");
+        Long normalization = n.size("normalization_size");
+        if (normalization != null && Long.bitCount(normalization) != 1) {
+            n.error("normalization_size", normalization + " is not a power of two");
+            normalization = null;
+        }
+        if (min != null && max != null && max != 0 && min > max) {
+            n.error("min_iops", "min_iops " + min + " is above max_iops " + max);
+            return null;
+        }
+        if (name == null || type == null || min == null || max == null || bandwidth == null || normalization == null) {
+            return null;
+        }
+        return new QosPolicyConfig(name, type, min, max, bandwidth, normalization.intValue());
+    }
+
+    // ---- [[disk]] ----
+
+    private DiskConfig disk(TomlNode n, Set<String> policies) {
+        String name = n.string("name");
+        String pathText = n.string("path");
+        Path path = pathText == null ? null : path(n, "path", pathText);
+        DiskFormat format = n.enumValue("format", DiskFormat.class);
+        String parent = n.string("parent");
+        if (parent != null) {
+            path(n, "parent", parent);
+        }
+        String policy = n.string("qos_policy");
+        if (policy != null && !policies.contains(policy)) {
+            n.error("qos_policy", "no [[qos_policy]] named '" + policy + "'" + hint(policy, policies));
+            policy = null;
+        }
+        Boolean readOnly = n.bool("read_only");
+        String ioEngine = n.word("io_engine");
+        TomlNode createNode = n.table("create");
+        Create create = null;
+        boolean createOk = true;
+        if (format == DiskFormat.PASSTHROUGH) {
+            if (createNode != null) {
+                n.error("create", "a passthrough disk is a host device; it cannot be created");
+                createOk = false;
+            }
+            if (parent != null) {
+                n.error("parent", "a passthrough disk has no parent");
+                parent = null;
+            }
+            if (path != null && !path.isAbsolute()) {
+                n.error("path", "a passthrough disk needs an absolute device path such as /dev/sdb");
+                path = null;
+            }
+        } else if (createNode != null && format != null) {
+            create = create(createNode, n, format, parent);
+            createOk = create != null;
+        } else if (createNode == null && parent != null) {
+            n.error("parent", "parent is only used to create a differencing disk ([disk.create] type = \"differencing\")");
+            parent = null;
+        }
+        if (name == null || path == null || format == null || readOnly == null || ioEngine == null || !createOk) {
+            return null;
+        }
+        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine);
+    }
+
+    private Create create(TomlNode c, TomlNode disk, DiskFormat format, String parent) {
+        CreateType type = c.enumValue("type", CreateType.class);
+        Long size = c.size("size");
+        Long blockSize = c.size("block_size");
+        Long logical = c.integer("logical_sector");
+        Long physical = c.integer("physical_sector");
+        boolean ok = type != null && logical != null && (physical != null || !c.has("physical_sector"))
+            && (size != null || !c.has("size")) && (blockSize != null || !c.has("block_size"));
+        if (type == CreateType.DIFFERENCING) {
+            if (format == DiskFormat.RAW) {
+                c.error("type", "a raw disk cannot be differencing (use vhdx or vhd)");
+                ok = false;
+            }
+            if (parent == null && !disk.has("parent")) {
+                c.error("type", "a differencing disk needs parent = \"...\" in its [[disk]]");
+                ok = false;
+            }
+            if (c.has("size")) {
+                c.error("size", "a differencing disk takes its size from the parent; remove size");
+                ok = false;
+            }
+        } else if (type != null) {
+            if (disk.has("parent")) {
+                disk.error("parent", "a " + type.name().toLowerCase(Locale.ROOT)
+                    + " disk has no parent (only create.type = \"differencing\" does)");
+                ok = false;
+            }
+            if (!c.has("size")) {
+                c.error("size", "required key is missing: a " + type.name().toLowerCase(Locale.ROOT) + " disk needs a size");
+                ok = false;
+            }
+        }
+        if (format == DiskFormat.RAW && c.has("block_size")) {
+            c.error("block_size", "a raw disk has no blocks; remove block_size");
+            ok = false;
+        }
+        if (blockSize != null && Long.bitCount(blockSize) != 1) {
+            c.error("block_size", Units.formatSize(blockSize) + " is not a power of two");
+            ok = false;
+        }
+        if (format == DiskFormat.VHD) {
+            if (logical != null && logical != 512) {
+                c.error("logical_sector", "a vhd disk has 512-byte sectors only");
+                logical = null;
+                ok = false;
+            }
+            if (physical != null && physical != 512) {
+                c.error("physical_sector", "a vhd disk has 512-byte sectors only");
+                physical = null;
+                ok = false;
+            }
+            if (size != null && size > ConfigSchema.MAX_VHD_SIZE) {
+                c.error("size", Units.formatSize(size) + " is above the vhd limit of 2040GiB");
+                ok = false;
+            }
+        }
+        if (physical == null && !c.has("physical_sector")) {
+            physical = format == DiskFormat.VHDX ? 4096L : 512L;
+        }
+        if (logical != null && physical != null && physical < logical) {
+            c.error(c.has("physical_sector") ? "physical_sector" : "logical_sector",
+                "physical_sector " + physical + " is below logical_sector " + logical);
+            ok = false;
+        }
+        if (size != null && logical != null && size % logical != 0) {
+            c.error("size", size + " bytes is not a multiple of the " + logical + "-byte logical sector");
+            ok = false;
+        }
+        if (!ok) {
+            return null;
+        }
+        long block = blockSize != null ? blockSize : switch (format) {
+            case VHDX -> 32 * Units.MIB;
+            case VHD -> 2 * Units.MIB;
+            default -> 0;
+        };
+        return new Create(type, size == null ? 0 : size, block, logical.intValue(), physical.intValue());
+    }
+
+    // ---- [[switch]] ----
+
+    private SwitchConfig switchConfig(TomlNode n) {
+        String name = n.string("name");
+        SwitchConfig.Type type = n.enumValue("type", SwitchConfig.Type.class);
+        String uplink = n.string("uplink");
+        Boolean management = n.bool("allow_management_os");
+        Boolean iov = n.bool("enable_iov");
+        SwitchConfig.BandwidthMode mode = n.enumValue("bandwidth_mode", SwitchConfig.BandwidthMode.class);
+        boolean ok = true;
+        if (uplink != null && (uplink.isEmpty() || uplink.length() > 15 || uplink.contains("/")
+            || uplink.chars().anyMatch(Character::isWhitespace))) {
+            n.error("uplink", "'" + uplink + "' is not a Linux interface name (1-15 characters, no '/' or spaces)");
+            ok = false;
+        }
+        if (type == SwitchConfig.Type.EXTERNAL && !n.has("uplink")) {
+            n.errorHere("an external switch needs uplink = \"<host interface>\"");
+            ok = false;
+        }
+        if (type != null && type != SwitchConfig.Type.EXTERNAL) {
+            String t = type.name().toLowerCase(Locale.ROOT);
+            if (n.has("uplink")) {
+                n.error("uplink", "only an external switch has an uplink; this one is " + t);
+                ok = false;
+            }
+            if (Boolean.TRUE.equals(management)) {
+                n.error("allow_management_os", "only applies to an external switch; this one is " + t);
+                ok = false;
+            }
+            if (Boolean.TRUE.equals(iov)) {
+                n.error("enable_iov", "SR-IOV needs a physical uplink: external switches only; this one is " + t);
+                ok = false;
+            }
+        }
+        if (!ok || name == null || type == null || management == null || iov == null || mode == null) {
+            return null;
+        }
+        return new SwitchConfig(name, type, uplink, management, iov, mode);
+    }
+
+    // ---- [[partition]] ----
+
+    /** A partition whose NIC MACs may still need generating. */
+    private static final class PartitionDraft {
+        String name;
+        final int vcpus;
+        final long memory;
+        final List<DiskAttachment> disks;
+        final List<NicDraft> nics;
+        final List<String> command;
+        final Workload workload;
+        final boolean autostart;
+
+        PartitionDraft(String name, int vcpus, long memory, List<DiskAttachment> disks, List<NicDraft> nics,
+                       List<String> command, Workload workload, boolean autostart) {
+            this.name = name;
+            this.vcpus = vcpus;
+            this.memory = memory;
+            this.disks = disks;
+            this.nics = nics;
+            this.command = command;
+            this.workload = workload;
+            this.autostart = autostart;
+        }
+
+        PartitionConfig build() {
+            List<NicConfig> built = new ArrayList<>(nics.size());
+            for (NicDraft d : nics) {
+                built.add(d.build());
+            }
+            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart);
+        }
+    }
+
+    /** A NIC before MAC generation. */
+    private record NicDraft(String partition, int index, NicConfig nic, String[] mac) {
+        NicConfig build() {
+            NicConfig c = nic;
+            return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
+                c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight());
+        }
+    }
+
+    private PartitionDraft partition(TomlNode n, Map<String, Defined<DiskConfig>> disks,
+                                     Map<String, Defined<SwitchConfig>> switches, Map<String, String> macOwners,
+                                     Map<String, String> writableDiskOwner) {
+        String name = n.string("name");
+        Long vcpus = n.integer("vcpus");
+        Long memory = n.size("memory");
+        Boolean autostart = n.bool("autostart");
+        List<String> command = n.strings("command");
+        boolean ok = true;
+        if (command != null) {
+            if (command.isEmpty()) {
+                n.error("command", "an empty command; give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]");
+                ok = false;
+            } else if (command.getFirst().isEmpty()) {
+                n.error("command", "the program (first element) is empty");
+                ok = false;
+            }
+        } else if (n.has("command")) {
+            ok = false;
+        }
+        Workload workload = null;
+        TomlNode w = n.table("workload");
+        if (w != null) {
+            String kind = w.word("kind");
+            List<String> args = w.strings("args");
+            if (command != null || n.has("command")) {
+                n.error("workload", "set either command or workload, not both");
+                ok = false;
+            }
+            if (kind == null || args == null) {
+                ok = false;
+            } else {
+                workload = new Workload(kind, args);
+            }
+        } else if (n.has("workload")) {
+            ok = false;
+        } else if (!n.has("command")) {
+            workload = Workload.IDLE;
+        }
+
+        List<DiskAttachment> attachments = new ArrayList<>();
+        Map<Long, Integer> usedSlots = new HashMap<>(); // controller << 8 | lun -> attachment index
+        Set<String> attachedHere = new HashSet<>();
+        List<TomlNode> diskNodes = n.tables("disk");
+        Long[] controllers = new Long[diskNodes.size()];
+        Long[] luns = new Long[diskNodes.size()];
+        // Explicit LUNs first, so that defaulted ones fill the gaps around them.
+        for (int i = 0; i < diskNodes.size(); i++) {
+            TomlNode a = diskNodes.get(i);
+            controllers[i] = a.integer("controller");
+            luns[i] = a.integer("lun");
+            if (controllers[i] != null && luns[i] != null) {
+                Integer other = usedSlots.putIfAbsent(controllers[i] << 8 | luns[i], i);
+                if (other != null) {
+                    a.error("lun", "controller " + controllers[i] + " LUN " + luns[i]
+                        + " is already used by " + diskNodes.get(other).path());
+                    ok = false;
+                }
+            } else if (a.has("controller") || a.has("lun")) {
+                ok = false;
+            }
+        }
+        for (int i = 0; i < diskNodes.size(); i++) {
+            TomlNode a = diskNodes.get(i);
+            String diskName = a.string("disk");
+            if (controllers[i] != null && luns[i] == null && !a.has("lun")) {
+                long lun = 0;
+                while (lun <= 63 && usedSlots.containsKey(controllers[i] << 8 | lun)) {
+                    lun++;
+                }
+                if (lun > 63) {
+                    a.errorHere("controller " + controllers[i] + " has no free LUN left (0..63 are used)");
+                    ok = false;
+                } else {
+                    luns[i] = lun;
+                    usedSlots.put(controllers[i] << 8 | lun, i);
+                }
+            }
+            if (diskName == null) {
+                ok = false;
+                continue;
+            }
+            Defined<DiskConfig> d = disks.get(diskName);
+            if (d == null) {
+                a.error("disk", "no [[disk]] named '" + diskName + "'" + hint(diskName, disks.keySet()));
+                ok = false;
+                continue;
+            }
+            if (!attachedHere.add(diskName)) {
+                a.error("disk", "disk '" + diskName + "' is attached to this partition twice");
+                ok = false;
+                continue;
+            }
+            if (d.value() != null && !d.value().readOnly() && name != null) {
+                String owner = writableDiskOwner.putIfAbsent(diskName, name);
+                if (owner != null && !owner.equals(name)) {
+                    a.error("disk", "disk '" + diskName + "' is already attached to partition '" + owner
+                        + "'; only read_only disks can be shared");
+                    ok = false;
+                }
+            }
+            if (controllers[i] != null && luns[i] != null) {
+                attachments.add(new DiskAttachment(diskName, controllers[i].intValue(), luns[i].intValue()));
+            }
+        }
+
+        List<NicDraft> nics = new ArrayList<>();
+        List<TomlNode> nicNodes = n.tables("nic");
+        for (int i = 0; i < nicNodes.size(); i++) {
+            NicDraft d = nic(nicNodes.get(i), name, i, switches, macOwners);
+            if (d == null) {
+                ok = false;
+            } else {
+                nics.add(d);
+            }
+        }
+        if (!ok || name == null || vcpus == null || memory == null || autostart == null) {
+            return null;
+        }
+        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart);
+    }
+
+    private NicDraft nic(TomlNode n, String partition, int index, Map<String, Defined<SwitchConfig>> switches,
+                         Map<String, String> macOwners) {
+        boolean ok = true;
+        String switchName = n.string("switch");
+        SwitchConfig sw = null;
+        if (switchName != null) {
+            Defined<SwitchConfig> d = switches.get(switchName);
+            if (d == null) {
+                n.error("switch", "no [[switch]] named '" + switchName + "'" + hint(switchName, switches.keySet()));
+                ok = false;
+            } else {
+                sw = d.value(); // null when the switch itself is invalid: its own errors say why
+            }
+        } else {
+            ok = false;
+        }
+        String mac = n.string("mac");
+        if (mac != null) {
+            mac = mac(n, mac);
+            if (mac == null) {
+                ok = false;
+            } else {
+                String owner = macOwners.putIfAbsent(mac, n.path());
+                if (owner != null) {
+                    n.error("mac", "MAC " + mac + " is already used by " + owner);
+                    ok = false;
+                }
+            }
+        } else if (n.has("mac")) {
+            ok = false;
+        }
+        Long access = n.integer("vlan_access");
+        List<Long> trunk = n.has("vlan_trunk") ? n.integers("vlan_trunk") : List.of();
+        Long nativeVlan = n.integer("native_vlan");
+        if (n.has("vlan_access") && n.has("vlan_trunk")) {
+            n.error("vlan_trunk", "set either vlan_access or vlan_trunk, not both");
+            ok = false;
+        }
+        if (n.has("native_vlan") && !n.has("vlan_trunk")) {
+            n.error("native_vlan", "native_vlan applies to a trunk port; set vlan_trunk too");
+            ok = false;
+        }
+        if (n.has("vlan_trunk") && trunk != null && trunk.isEmpty()) {
+            n.error("vlan_trunk", "an empty trunk carries no VLAN; list at least one or remove the key");
+            ok = false;
+        }
+        Boolean spoofing = n.bool("mac_spoofing");
+        Boolean dhcp = n.bool("dhcp_guard");
+        Boolean router = n.bool("router_guard");
+        Long maxBandwidth = n.bandwidth("max_bandwidth");
+        Long weight = n.integer("min_bandwidth_weight");
+        Long vmq = n.integer("vmq_weight");
+        Long iov = n.integer("iov_weight");
+        if (sw != null && weight != null && weight > 0 && sw.bandwidthMode() != SwitchConfig.BandwidthMode.WEIGHT) {
+            n.error("min_bandwidth_weight", "switch '" + sw.name() + "' has bandwidth_mode = \""
+                + sw.bandwidthMode().name().toLowerCase(Locale.ROOT) + "\"; weights need \"weight\"");
+            ok = false;
+        }
+        if (sw != null && iov != null && iov > 0 && !sw.enableIov()) {
+            n.error("iov_weight", "switch '" + sw.name() + "' does not have enable_iov = true");
+            ok = false;
+        }
+        if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
+            || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
+            || weight == null || vmq == null || iov == null) {
+            return null;
+        }
+        NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
+            trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
+            spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue());
+        return new NicDraft(partition, index, nic, new String[] {mac});
+    }
+
+    /** Normalizes a MAC to lower-case colon form, or reports why it is unusable. */
+    private static String mac(TomlNode n, String text) {
+        if (!MAC.matcher(text).matches()) {
+            n.error("mac", "'" + text + "' is not a MAC address like \"02:50:48:00:00:01\"");
+            return null;
+        }
+        String mac = text.toLowerCase(Locale.ROOT).replace('-', ':');
+        int first = Integer.parseInt(mac.substring(0, 2), 16);
+        if ((first & 1) != 0) {
+            n.error("mac", mac + " is a multicast address; a NIC needs a unicast MAC (first octet even)");
+            return null;
+        }
+        if (mac.equals("00:00:00:00:00:00")) {
+            n.error("mac", "the all-zero MAC is not a valid NIC address");
+            return null;
+        }
+        return mac;
+    }
+
+    /** Stable MACs for NICs without one: from (host, partition, index), skipping any already taken. */
+    private static void assignMacs(HostConfig host, List<NicDraft> drafts, Map<String, String> taken) {
+        for (NicDraft d : drafts) {
+            if (d.mac()[0] != null) {
+                continue;
+            }
+            CRC32 crc = new CRC32();
+            crc.update((host.name() + "/" + d.partition() + "/" + d.index()).getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            int suffix = (int) crc.getValue() & 0xFFFFFF;
+            String mac;
+            do {
+                mac = String.format(Locale.ROOT, "%s:%02x:%02x:%02x", GENERATED_MAC_PREFIX,
+                    suffix >>> 16 & 0xFF, suffix >>> 8 & 0xFF, suffix & 0xFF);
+                suffix = (suffix + 1) & 0xFFFFFF;
+            } while (taken.containsKey(mac));
+            taken.put(mac, d.partition() + ".nic[" + d.index() + "]");
+            d.mac()[0] = mac;
+        }
+    }
+
+    // ---- helpers ----
+
+    private static Path path(TomlNode n, String key, String text) {
+        try {
+            return Path.of(text);
+        } catch (InvalidPathException e) {
+            n.error(key, "'" + text + "' is not a valid path: " + e.getReason());
+            return null;
+        }
+    }
+
+    private static String hint(String name, Set<String> known) {
+        String c = TomlNode.closest(name, known);
+        if (c != null) {
+            return "; did you mean '" + c + "'?";
+        }
+        return known.isEmpty() ? " (none defined)" : " (defined: " + String.join(", ", known) + ")";
+    }
+}

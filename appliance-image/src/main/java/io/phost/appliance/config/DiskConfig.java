@@ -1,0 +1,39 @@
+package io.phost.appliance.config;
+
+import java.nio.file.Path;
+
+/**
+ * {@code [[disk]]}: one virtual disk the host serves.
+ *
+ * @param path      as written: relative paths are relative to {@code host.data_dir}; see {@link #resolvedPath}
+ * @param create    how to create the file when it is missing; null means it must exist
+ * @param parent    parent image of a differencing disk (relative to the data dir), else null
+ * @param qosPolicy name of a {@link QosPolicyConfig}, or null
+ * @param ioEngine  {@code auto}, {@code io_uring} or {@code threads}
+ */
+public record DiskConfig(String name, Path path, DiskFormat format, Create create, String parent, String qosPolicy,
+                         boolean readOnly, String ioEngine) {
+
+    /** {@code disk.create.type}. */
+    public enum CreateType { FIXED, DYNAMIC, DIFFERENCING }
+
+    /**
+     * {@code [disk.create]}: create-if-missing parameters.
+     *
+     * @param size           virtual size in bytes; 0 for a differencing disk (it takes the parent's size)
+     * @param blockSize      VHDX/VHD block size in bytes; 0 for raw
+     * @param logicalSector  512 or 4096
+     * @param physicalSector 512 or 4096, never below the logical sector size
+     */
+    public record Create(CreateType type, long size, long blockSize, int logicalSector, int physicalSector) {
+    }
+
+    public Path resolvedPath(Path dataDir) {
+        return dataDir.resolve(path);
+    }
+
+    /** The parent's path resolved against the data dir, or null when the disk has no parent. */
+    public Path resolvedParent(Path dataDir) {
+        return parent == null ? null : dataDir.resolve(parent);
+    }
+}

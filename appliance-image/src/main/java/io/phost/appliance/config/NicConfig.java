@@ -1,0 +1,33 @@
+package io.phost.appliance.config;
+
+import java.util.List;
+
+/**
+ * {@code [[partition.nic]]}: a synthetic network adapter on a switch port.
+ *
+ * @param mac                {@code 02:50:48:..} style lower-case text; generated (locally administered,
+ *                           stable for the same host, partition and index) when the file gives none
+ * @param vlanAccess         access-mode VLAN, or null
+ * @param vlanTrunk          trunk-mode allowed VLANs (empty when not trunk)
+ * @param nativeVlan         untagged VLAN of a trunk port, or null
+ * @param maxBandwidth       bytes per second cap (0 = unlimited)
+ * @param minBandwidthWeight share under contention, 0..100 (switch bandwidth_mode = weight)
+ * @param vmqWeight          0..100, 0 disables VMQ for this NIC
+ * @param iovWeight          0..100, above 0 asks for an SR-IOV virtual function
+ */
+public record NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
+                        boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
+                        int minBandwidthWeight, int vmqWeight, int iovWeight) {
+    public NicConfig {
+        vlanTrunk = List.copyOf(vlanTrunk);
+    }
+
+    /** The MAC as six bytes. */
+    public byte[] macBytes() {
+        byte[] b = new byte[6];
+        for (int i = 0; i < 6; i++) {
+            b[i] = (byte) Integer.parseInt(mac.substring(i * 3, i * 3 + 2), 16);
+        }
+        return b;
+    }
+}

@@ -1,0 +1,15 @@
+package io.phost.appliance.config;
+
+/**
+ * {@code [[qos_policy]]}: a storage QoS policy in the manner of Hyper-V's Storage QoS.
+ *
+ * @param type              dedicated: each disk gets the limits; aggregated: the disks share them
+ * @param minIops           reserved normalized IOPS (0 = no reservation)
+ * @param maxIops           normalized IOPS cap (0 = unlimited)
+ * @param maxBandwidth      bytes per second cap (0 = unlimited)
+ * @param normalizationSize I/O size that counts as one normalized I/O (bytes)
+ */
+public record QosPolicyConfig(String name, Type type, long minIops, long maxIops, long maxBandwidth,
+                              int normalizationSize) {
+    public enum Type { DEDICATED, AGGREGATED }
+}

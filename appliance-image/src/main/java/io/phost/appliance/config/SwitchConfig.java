@@ -1,0 +1,16 @@
+package io.phost.appliance.config;
+
+/**
+ * {@code [[switch]]}: a virtual switch.
+ *
+ * @param uplink            host interface of an external switch; null otherwise
+ * @param allowManagementOs external only: the host also gets a port on the switch
+ * @param enableIov         external only: SR-IOV virtual functions may back NICs on this switch
+ */
+public record SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
+                           BandwidthMode bandwidthMode) {
+    public enum Type { EXTERNAL, INTERNAL, PRIVATE }
+
+    /** How {@code min_bandwidth_weight} and bandwidth reservations of NICs are interpreted. */
+    public enum BandwidthMode { NONE, ABSOLUTE, WEIGHT }
+}

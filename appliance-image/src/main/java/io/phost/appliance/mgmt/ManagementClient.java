@@ -1,0 +1,80 @@
+package io.phost.appliance.mgmt;
+
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+
+/** GETs a resource from a running host's management endpoint (Unix socket or TCP with a token). */
+public final class ManagementClient {
+    private static final int MAX_RESPONSE = 16 * 1024 * 1024;
+
+    private final ManagementAddress address;
+    private final String token;
+
+    public ManagementClient(ManagementAddress address, String token) {
+        this.address = address;
+        this.token = token;
+    }
+
+    public ManagementAddress address() {
+        return address;
+    }
+
+    public HttpResponse get(String target) throws IOException {
+        return request("GET", target);
+    }
+
+    /** POST with the arguments in the query string and an empty body. */
+    public HttpResponse post(String target) throws IOException {
+        return request("POST", target);
+    }
+
+    private HttpResponse request(String method, String target) throws IOException {
+        try (SocketChannel ch = address.isUnix()
+            ? SocketChannel.open(address.family()) : SocketChannel.open()) {
+            ch.connect(address.socketAddress());
+            String req = method + " " + target + " HTTP/1.1\r\nHost: phost\r\n"
+                + (token != null ? "Authorization: Bearer " + token + "\r\n" : "")
+                + (method.equals("POST") ? "Content-Length: 0\r\n" : "")
+                + "Connection: close\r\n\r\n";
+            ByteBuffer out = ByteBuffer.wrap(req.getBytes(StandardCharsets.ISO_8859_1));
+            while (out.hasRemaining()) {
+                ch.write(out);
+            }
+            ByteArrayOutputStream all = new ByteArrayOutputStream();
+            ByteBuffer buf = ByteBuffer.allocate(8192);
+            while (ch.read(buf.clear()) >= 0) {
+                all.write(buf.array(), 0, buf.position());
+                if (all.size() > MAX_RESPONSE) {
+                    throw new IOException("response from " + address + " exceeds " + MAX_RESPONSE + " bytes");
+                }
+            }
+            byte[] bytes = all.toByteArray();
+            String text = new String(bytes, StandardCharsets.ISO_8859_1);
+            int end = text.indexOf("\r\n\r\n");
+            if (end < 0 || !text.startsWith("HTTP/1.")) {
+                throw new IOException("malformed response from " + address);
+            }
+            int status = Integer.parseInt(text.substring(9, 12));
+            String contentType = "";
+            for (String line : text.substring(0, end).split("\r\n")) {
+                if (line.regionMatches(true, 0, "content-type:", 0, 13)) {
+                    contentType = line.substring(13).trim();
+                }
+            }
+            byte[] body = java.util.Arrays.copyOfRange(bytes, end + 4, bytes.length);
+            return new HttpResponse(status, contentType, body);
+        }
+    }
+
+    /** True when something answers /health at {@code address}. */
+    public static boolean isAlive(ManagementAddress address) {
+        try {
+            return new ManagementClient(address, null).get("/health").status() == 200;
+        } catch (IOException | RuntimeException e) {
+            return false;
+        }
+    }
+}

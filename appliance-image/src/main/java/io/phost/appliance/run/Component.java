@@ -1,0 +1,31 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.mgmt.HttpResponse;
+import java.util.Map;
+import java.util.function.Function;
+
+/**
+ * A running part of the appliance (disks, QoS, a switch, the partitions). The {@link Appliance} starts
+ * components in the order they are added and closes them in reverse, so a disk outlives the partitions
+ * that use it.
+ */
+public interface Component extends AutoCloseable {
+    /** Short name used as the key in /status and the {@code component=} field of log lines. */
+    String name();
+
+    /** This component's part of GET /status: JSON-able maps, lists, strings and numbers. */
+    Object status();
+
+    /** Appends this component's Prometheus samples. */
+    default void metrics(Metrics metrics) {
+    }
+
+    /** Extra GET resources this component serves on the management endpoint (path to handler of the query). */
+    default Map<String, Function<String, HttpResponse>> routes() {
+        return Map.of();
+    }
+
+    /** Stops the component and releases what it holds (flushes disks). Must not throw for a clean stop. */
+    @Override
+    void close() throws Exception;
+}

@@ -1,0 +1,130 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.DiskConfig;
+import io.phost.appliance.config.DiskFormat;
+import io.phost.vhdx.CreateOptions;
+import io.phost.vhdx.DiskType;
+import io.phost.vhdx.VirtualDisk;
+import io.phost.vhdx.VirtualDisks;
+import java.io.IOException;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Opens (or creates, when {@code [disk.create]} says so and the file is missing) every configured image
+ * disk. Closing flushes and closes them. Pass-through disks are opened by the storage VSP, which owns the
+ * device; this component only checks that the device exists.
+ */
+public final class DisksComponent implements Component {
+    private static final Logger LOG = System.getLogger("phost.disks");
+
+    /** An open disk and where it came from. */
+    public record OpenDisk(DiskConfig config, Path path, VirtualDisk disk, boolean created) {
+    }
+
+    private final Map<String, OpenDisk> disks = new LinkedHashMap<>();
+
+    public static DisksComponent open(ApplianceConfig cfg) throws IOException {
+        DisksComponent c = new DisksComponent();
+        try {
+            for (DiskConfig d : cfg.disks()) {
+                c.openOne(d, cfg.host().dataDir());
+            }
+        } catch (IOException | RuntimeException e) {
+            c.close();
+            throw e;
+        }
+        return c;
+    }
+
+    private void openOne(DiskConfig d, Path dataDir) throws IOException {
+        Path path = d.resolvedPath(dataDir);
+        if (d.format() == DiskFormat.PASSTHROUGH) {
+            if (!Files.exists(path)) {
+                throw new IOException("disk '" + d.name() + "': pass-through device " + path + " does not exist");
+            }
+            disks.put(d.name(), new OpenDisk(d, path, null, false));
+            return;
+        }
+        boolean created = false;
+        if (!Files.exists(path)) {
+            if (d.create() == null) {
+                throw new IOException("disk '" + d.name() + "': " + path + " does not exist and [disk.create] is not set");
+            }
+            Files.createDirectories(path.toAbsolutePath().getParent());
+            DiskConfig.Create cr = d.create();
+            CreateOptions opts = new CreateOptions(io.phost.vhdx.DiskFormat.valueOf(d.format().name()),
+                DiskType.valueOf(cr.type().name()), cr.size(), d.resolvedParent(dataDir), cr.blockSize(),
+                cr.logicalSector(), cr.physicalSector());
+            VirtualDisks.create(path, opts).close();
+            created = true;
+            LOG.log(Level.INFO, "created disk=" + d.name() + " path=" + path + " format=" + d.format().name().toLowerCase()
+                + " type=" + cr.type().name().toLowerCase() + " size=" + cr.size());
+        }
+        VirtualDisk disk = VirtualDisks.open(path, d.readOnly());
+        disks.put(d.name(), new OpenDisk(d, path, disk, created));
+        LOG.log(Level.INFO, "opened disk=" + d.name() + " format=" + disk.format() + " size=" + disk.size() + " read_only=" + disk.readOnly());
+    }
+
+    public OpenDisk get(String name) {
+        return disks.get(name);
+    }
+
+    public List<OpenDisk> all() {
+        return List.copyOf(disks.values());
+    }
+
+    @Override
+    public String name() {
+        return "disks";
+    }
+
+    @Override
+    public Object status() {
+        List<Object> rows = new ArrayList<>();
+        for (OpenDisk d : disks.values()) {
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("name", d.config().name());
+            m.put("format", d.disk() == null ? "passthrough" : d.disk().format());
+            m.put("size", d.disk() == null ? null : d.disk().size());
+            m.put("read_only", d.config().readOnly());
+            m.put("path", d.path().toString());
+            rows.add(m);
+        }
+        return rows;
+    }
+
+    @Override
+    public void metrics(Metrics m) {
+        for (OpenDisk d : disks.values()) {
+            if (d.disk() != null) {
+                m.gauge("phost_disk_size_bytes", "Virtual size of a disk", d.disk().size(), "disk", d.config().name());
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        for (OpenDisk d : disks.values()) {
+            if (d.disk() == null) {
+                continue;
+            }
+            try {
+                if (!d.disk().readOnly()) {
+                    d.disk().flush();
+                }
+                d.disk().close();
+            } catch (IOException e) {
+                LOG.log(Level.ERROR, "closing disk=" + d.config().name() + " failed", e);
+            }
+        }
+        disks.clear();
+    }
+}

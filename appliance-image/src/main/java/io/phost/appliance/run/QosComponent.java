@@ -1,0 +1,123 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.QosPolicyConfig;
+import io.phost.appliance.mgmt.HttpResponse;
+import io.phost.appliance.util.Json;
+import io.phost.appliance.util.Query;
+import io.phost.appliance.util.Records;
+import io.phost.qos.QosFlowSnapshot;
+import io.phost.qos.QosPolicy;
+import io.phost.qos.QosService;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Function;
+
+/** Storage QoS: the policies of appliance.toml, one flow per (partition, disk), and the flows' view. */
+public final class QosComponent implements Component {
+    private static final Logger LOG = System.getLogger("phost.qos");
+
+    private final QosService service = new QosService();
+    private final ScheduledExecutorService ticker = Executors.newSingleThreadScheduledExecutor(r ->
+        Thread.ofPlatform().daemon().name("qos-tick").unstarted(r));
+
+    public QosComponent(ApplianceConfig cfg) {
+        for (QosPolicyConfig p : cfg.qosPolicies()) {
+            service.updatePolicy(toPolicy(p));
+        }
+        service.onAlert(a -> LOG.log(Level.WARNING, "qos alert " + Records.toJsonable(a)));
+        // The controller also runs on I/O; the timer keeps windows and statuses fresh when I/O is sparse.
+        ticker.scheduleAtFixedRate(service::tick, 100, 100, TimeUnit.MILLISECONDS);
+    }
+
+    static QosPolicy toPolicy(QosPolicyConfig p) {
+        return new QosPolicy(p.name(), QosPolicy.Type.valueOf(p.type().name()), p.minIops(), p.maxIops(),
+            p.maxBandwidth(), p.normalizationSize(), QosPolicy.DEFAULT_WEIGHT);
+    }
+
+    public QosService service() {
+        return service;
+    }
+
+    @Override
+    public String name() {
+        return "qos";
+    }
+
+    @Override
+    public Object status() {
+        Map<String, Object> s = new LinkedHashMap<>();
+        s.put("policies", Records.toJsonable(service.policies()));
+        s.put("flows", Records.toJsonable(service.flows()));
+        s.put("alerts", service.alertCount());
+        return s;
+    }
+
+    /** GET /qos/flows: the flows in the shape of Get-StorageQosFlow. */
+    @Override
+    public Map<String, Function<String, HttpResponse>> routes() {
+        return Map.of("/qos/flows", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.flows()))),
+            "/qos/policies", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.policies()))),
+            "POST /qos/policy", this::setPolicy);
+    }
+
+    /**
+     * POST /qos/policy?name=N[&type=dedicated|aggregated][&min_iops=][&max_iops=][&max_bandwidth=][&normalization_size=]:
+     * creates or changes a policy on the running host; live flows pick it up within a second. Unset
+     * fields keep the policy's current values.
+     */
+    private HttpResponse setPolicy(String query) {
+        Map<String, String> q = Query.parse(query);
+        String name = q.get("name");
+        if (name == null || name.isBlank()) {
+            return HttpResponse.text(400, "name is required\n");
+        }
+        try {
+            QosPolicy base = service.policy(name).orElse(QosPolicy.dedicated(name, 0, 0));
+            QosPolicy p = new QosPolicy(name,
+                q.containsKey("type") ? QosPolicy.Type.valueOf(q.get("type").toUpperCase()) : base.type(),
+                longOr(q, "min_iops", base.minIops()), longOr(q, "max_iops", base.maxIops()),
+                longOr(q, "max_bandwidth", base.maxBandwidthBytesPerSec()),
+                (int) longOr(q, "normalization_size", base.normalizationSize()), base.weight());
+            service.updatePolicy(p);
+            LOG.log(Level.INFO, "policy changed " + Records.toJsonable(p));
+            return HttpResponse.json(Json.pretty(Records.toJsonable(p)));
+        } catch (IllegalArgumentException e) {
+            return HttpResponse.text(400, e.getMessage() + "\n");
+        }
+    }
+
+    private static long longOr(Map<String, String> q, String key, long dflt) {
+        String v = q.get(key);
+        if (v == null) {
+            return dflt;
+        }
+        try {
+            return Long.parseLong(v);
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(key + ": '" + v + "' is not a whole number");
+        }
+    }
+
+    @Override
+    public void metrics(Metrics m) {
+        for (QosFlowSnapshot f : service.flows()) {
+            String[] l = {"partition", f.partition(), "disk", f.disk(), "policy", f.policy() == null ? "" : f.policy()};
+            m.gauge("phost_qos_flow_iops", "Normalized IOPS of a QoS flow over the rolling window", f.initiatorIops(), l);
+            m.gauge("phost_qos_flow_latency_microseconds", "Average latency of a QoS flow", f.initiatorLatencyMicros(), l);
+            m.gauge("phost_qos_flow_bandwidth_bytes", "Bytes per second of a QoS flow", f.initiatorBandwidth(), l);
+            m.gauge("phost_qos_flow_ok", "1 when the flow's status is Ok", f.status() == io.phost.qos.QosFlowStatus.Ok ? 1 : 0, l);
+        }
+        m.counter("phost_qos_alerts_total", "QoS alerts raised", service.alertCount());
+    }
+
+    @Override
+    public void close() {
+        ticker.shutdownNow();
+    }
+}

@@ -1,0 +1,46 @@
+package io.phost.appliance.run;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/**
+ * Where a running host leaves its endpoint address ({@code endpoint}) so that a bare {@code phost status}
+ * finds it: {@code /run/phost} for root, else {@code $XDG_RUNTIME_DIR/phost} or {@code /tmp/phost-USER}.
+ */
+public final class RuntimeDir {
+    private RuntimeDir() {}
+
+    public static Path path() {
+        String override = System.getProperty("phost.runtime.dir");
+        if (override != null) {
+            return Path.of(override);
+        }
+        if ("root".equals(System.getProperty("user.name")) && Files.isDirectory(Path.of("/run"))) {
+            return Path.of("/run/phost");
+        }
+        String xdg = System.getenv("XDG_RUNTIME_DIR");
+        if (xdg != null && !xdg.isBlank()) {
+            return Path.of(xdg, "phost");
+        }
+        return Path.of(System.getProperty("java.io.tmpdir"), "phost-" + System.getProperty("user.name"));
+    }
+
+    public static Path endpointFile() {
+        return path().resolve("endpoint");
+    }
+
+    /** Records {@code address} (and the token file, if any) for local CLI calls. */
+    public static void publish(String address, Path tokenFile) throws IOException {
+        Files.createDirectories(path());
+        Files.writeString(endpointFile(), address + "\n" + (tokenFile == null ? "" : tokenFile.toAbsolutePath() + "\n"));
+    }
+
+    public static void withdraw() {
+        try {
+            Files.deleteIfExists(endpointFile());
+        } catch (IOException ignored) {
+            // a stale file only makes `phost status` say the host is not running
+        }
+    }
+}

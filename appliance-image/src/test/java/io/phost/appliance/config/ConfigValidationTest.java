@@ -1,0 +1,406 @@
+package io.phost.appliance.config;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/** Each kind of mistake, with the exact FILE:LINE:COL the user is pointed at. */
+class ConfigValidationTest {
+    private static final String HOST = """
+        [host]
+        data_dir = "/srv/phost"
+        """; // lines 1-2
+
+    static List<String> errors(String text) {
+        try {
+            ConfigLoader.parse("t.toml", text);
+        } catch (ConfigException e) {
+            return e.errors().stream().map(ConfigError::toString).toList();
+        }
+        return fail("expected errors in:\n" + text);
+    }
+
+    static void assertErrors(String text, String... expected) {
+        assertEquals(List.of(expected), errors(text));
+    }
+
+    @Test
+    void shouldReportTomlSyntaxErrorsWithTomljPositions() {
+        assertErrors(HOST + "name = \"unterminated\n",
+            "t.toml:3:21: TOML syntax: Unexpected end of line, expected \" or a character");
+    }
+
+    @Test
+    void shouldSuggestTheKnownKeyForATypo() {
+        assertErrors(HOST + """
+            [[partition]]
+            name = "p"
+            vcpu = 2
+            """, "t.toml:5:1: partition[0].vcpu: unknown key 'vcpu' in [[partition]]; did you mean 'vcpus'?");
+    }
+
+    @Test
+    void shouldListTheKnownKeysWhenNothingIsClose() {
+        assertErrors(HOST + "flavour = 1\n", "t.toml:3:1: host.flavour: unknown key 'flavour' in [host] "
+            + "(known: name, data_dir, management, management_token_file, vsp_cpus)");
+    }
+
+    @Test
+    void shouldReportUnknownTopLevelTables() {
+        assertErrors(HOST + "[[disks]]\nname = \"x\"\n",
+            "t.toml:3:1: disks: unknown key 'disks' at the top level; did you mean 'disk'?");
+    }
+
+    @Test
+    void shouldReportWrongTypes() {
+        assertErrors(HOST + """
+            [[partition]]
+            name = "p"
+            vcpus = "two"
+            autostart = 1
+            command = ["/bin/true", 3]
+            """,
+            "t.toml:5:1: partition[0].vcpus: expected an integer, found the string \"two\"",
+            "t.toml:6:1: partition[0].autostart: expected true or false, found the integer 1",
+            "t.toml:7:25: partition[0].command[1]: expected a string, found the integer 3");
+    }
+
+    @Test
+    void shouldReportOutOfRangeValues() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            [[partition]]
+            name = "p"
+            vcpus = 65
+            memory = "8MiB"
+              [[partition.nic]]
+              switch = "s"
+              vlan_access = 4095
+            """,
+            "t.toml:8:1: partition[0].vcpus: 65 is out of range (1..64)",
+            "t.toml:9:1: partition[0].memory: 8388608 bytes is out of range (16MiB..1TiB)",
+            "t.toml:12:3: partition[0].nic[0].vlan_access: 4095 is out of range (1..4094)");
+    }
+
+    @Test
+    void shouldCheckDiskGeometry() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "a"
+            path = "a.vhdx"
+              [disk.create]
+              size = "65TiB"
+              block_size = "3MiB"
+              logical_sector = 1024
+            [[disk]]
+            name = "b"
+            path = "b.vhd"
+            format = "vhd"
+            create = { type = "fixed", size = "2041GiB", logical_sector = 4096 }
+            [[disk]]
+            name = "c"
+            path = "c.vhdx"
+            create = { size = 1048577 }
+            [[disk]]
+            name = "d"
+            path = "d.raw"
+            format = "raw"
+            create = { size = "1GiB", block_size = "1MiB", logical_sector = 4096, physical_sector = 512 }
+            """,
+            "t.toml:7:3: disk[0].create.size: 71468255805440 bytes is out of range (1MiB..64TiB)",
+            "t.toml:8:3: disk[0].create.block_size: 3MiB is not a power of two",
+            "t.toml:9:3: disk[0].create.logical_sector: 1024 is not one of 512, 4096",
+            "t.toml:14:28: disk[1].create.size: 2041GiB is above the vhd limit of 2040GiB",
+            "t.toml:14:46: disk[1].create.logical_sector: a vhd disk has 512-byte sectors only",
+            "t.toml:18:12: disk[2].create.size: 1048577 bytes is not a multiple of the 512-byte logical sector",
+            "t.toml:23:27: disk[3].create.block_size: a raw disk has no blocks; remove block_size",
+            "t.toml:23:71: disk[3].create.physical_sector: physical_sector 512 is below logical_sector 4096");
+    }
+
+    @Test
+    void shouldCheckMacAddresses() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            [[partition]]
+            name = "p"
+              [[partition.nic]]
+              switch = "s"
+              mac = "01:00:5e:00:00:01"
+              [[partition.nic]]
+              switch = "s"
+              mac = "02:00:00:00:00:zz"
+              [[partition.nic]]
+              switch = "s"
+              mac = "02-50-48-00-00-07"
+              [[partition.nic]]
+              switch = "s"
+              mac = "02:50:48:00:00:07"
+            """,
+            "t.toml:10:3: partition[0].nic[0].mac: 01:00:5e:00:00:01 is a multicast address; a NIC needs a unicast MAC (first octet even)",
+            "t.toml:13:3: partition[0].nic[1].mac: '02:00:00:00:00:zz' is not a MAC address like \"02:50:48:00:00:01\"",
+            "t.toml:19:3: partition[0].nic[3].mac: MAC 02:50:48:00:00:07 is already used by partition[0].nic[2]");
+    }
+
+    @Test
+    void shouldCheckQosPolicies() {
+        assertErrors(HOST + """
+            [[qos_policy]]
+            name = "q"
+            min_iops = 500
+            max_iops = 100
+            normalization_size = 3000
+            max_bandwidth = "10 furlongs"
+            """,
+            "t.toml:5:1: qos_policy[0].min_iops: min_iops 500 is above max_iops 100",
+            "t.toml:7:1: qos_policy[0].normalization_size: 3000 is not a power of two",
+            "t.toml:8:1: qos_policy[0].max_bandwidth: unknown bandwidth unit 'furlongs' (use bps, kbps, Mbps, Gbps "
+                + "for bits per second or B/s, KB/s, MB/s, GB/s, MiB/s, GiB/s for bytes)");
+    }
+
+    @Test
+    void shouldReportDanglingReferences() {
+        assertErrors(HOST + """
+            [[qos_policy]]
+            name = "gold"
+            [[disk]]
+            name = "d"
+            path = "d.vhdx"
+            qos_policy = "gold2"
+            [[switch]]
+            name = "lan"
+            type = "private"
+            [[partition]]
+            name = "p"
+              [[partition.disk]]
+              disk = "e"
+              [[partition.nic]]
+              switch = "wan"
+            """,
+            "t.toml:8:1: disk[0].qos_policy: no [[qos_policy]] named 'gold2'; did you mean 'gold'?",
+            "t.toml:15:3: partition[0].disk[0].disk: no [[disk]] named 'e'; did you mean 'd'?",
+            "t.toml:17:3: partition[0].nic[0].switch: no [[switch]] named 'wan'; did you mean 'lan'?");
+    }
+
+    @Test
+    void shouldReportDuplicateNames() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "d"
+            path = "d1.vhdx"
+            [[disk]]
+            name = "d"
+            path = "d2.vhdx"
+            [[switch]]
+            name = "s"
+            type = "private"
+            [[switch]]
+            name = "s"
+            type = "internal"
+            [[qos_policy]]
+            name = "q"
+            [[qos_policy]]
+            name = "q"
+            [[partition]]
+            name = "p"
+            [[partition]]
+            name = "p"
+            """,
+            "t.toml:7:1: disk[1].name: duplicate disk name 'd' (first defined at line 4)",
+            "t.toml:13:1: switch[1].name: duplicate switch name 's' (first defined at line 10)",
+            "t.toml:18:1: qos_policy[1].name: duplicate QoS policy name 'q' (first defined at line 16)",
+            "t.toml:22:1: partition[1].name: duplicate partition name 'p' (first defined at line 20)");
+    }
+
+    @Test
+    void shouldReportDuplicateSlotsAndSharedWritableDisks() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "a"
+            path = "a.vhdx"
+            [[disk]]
+            name = "b"
+            path = "a.vhdx"
+            [[disk]]
+            name = "c"
+            path = "c.vhdx"
+            [[partition]]
+            name = "p"
+              [[partition.disk]]
+              disk = "a"
+              lun = 3
+              [[partition.disk]]
+              disk = "c"
+              controller = 0
+              lun = 3
+              [[partition.disk]]
+              disk = "c"
+            [[partition]]
+            name = "q"
+              [[partition.disk]]
+              disk = "a"
+            """,
+            "t.toml:8:1: disk[1].path: disk 'b' uses the same file as disk 'a'",
+            "t.toml:20:3: partition[0].disk[1].lun: controller 0 LUN 3 is already used by partition[0].disk[0]",
+            "t.toml:22:3: partition[0].disk[2].disk: disk 'c' is attached to this partition twice",
+            "t.toml:26:3: partition[0].disk[0].disk: disk 'a' is already attached to partition 'p'; only read_only disks can be shared"
+                .replace("partition[0].disk[0]", "partition[1].disk[0]"));
+    }
+
+    @Test
+    void shouldReportConflictingDiskOptions() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "fixed-with-parent"
+            path = "a.vhdx"
+            parent = "base.vhdx"
+            create = { type = "fixed", size = "1GiB" }
+            [[disk]]
+            name = "orphan"
+            path = "b.vhdx"
+            create = { type = "differencing" }
+            [[disk]]
+            name = "dev"
+            path = "/dev/sdz"
+            format = "passthrough"
+            create = { size = "1GiB" }
+            [[disk]]
+            name = "nosize"
+            path = "n.vhdx"
+              [disk.create]
+              type = "fixed"
+            """,
+            "t.toml:6:1: disk[0].parent: a fixed disk has no parent (only create.type = \"differencing\" does)",
+            "t.toml:11:12: disk[1].create.type: a differencing disk needs parent = \"...\" in its [[disk]]",
+            "t.toml:16:1: disk[2].create: a passthrough disk is a host device; it cannot be created",
+            "t.toml:20:3: disk[3].create.size: required key is missing: a fixed disk needs a size");
+    }
+
+    @Test
+    void shouldReportConflictingSwitchOptions() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "ext"
+            type = "external"
+            [[switch]]
+            name = "priv"
+            type = "private"
+            uplink = "eth1"
+            enable_iov = true
+            """,
+            "t.toml:3:1: switch[0]: an external switch needs uplink = \"<host interface>\"",
+            "t.toml:9:1: switch[1].uplink: only an external switch has an uplink; this one is private",
+            "t.toml:10:1: switch[1].enable_iov: SR-IOV needs a physical uplink: external switches only; this one is private");
+    }
+
+    @Test
+    void shouldReportConflictingPartitionAndNicOptions() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            [[partition]]
+            name = "p"
+            command = ["/bin/true"]
+            workload = { kind = "idle" }
+              [[partition.nic]]
+              switch = "s"
+              vlan_access = 5
+              vlan_trunk = [6, 7]
+              [[partition.nic]]
+              switch = "s"
+              native_vlan = 8
+              min_bandwidth_weight = 10
+              iov_weight = 1
+            """,
+            "t.toml:9:1: partition[0].workload: set either command or workload, not both",
+            "t.toml:13:3: partition[0].nic[0].vlan_trunk: set either vlan_access or vlan_trunk, not both",
+            "t.toml:16:3: partition[0].nic[1].native_vlan: native_vlan applies to a trunk port; set vlan_trunk too",
+            "t.toml:17:3: partition[0].nic[1].min_bandwidth_weight: switch 's' has bandwidth_mode = \"none\"; weights need \"weight\"",
+            "t.toml:18:3: partition[0].nic[1].iov_weight: switch 's' does not have enable_iov = true");
+    }
+
+    @Test
+    void shouldPointMissingRequiredKeysAtTheTableHeader() {
+        assertErrors("""
+            [host]
+            name = "h"
+
+            [[switch]]
+            type = "private"
+            """,
+            "t.toml:1:1: host.data_dir: required key is missing from [host]",
+            "t.toml:4:1: switch[0].name: required key is missing from [[switch]]");
+        assertErrors("", "t.toml:1:1: host: required table [host] is missing");
+    }
+
+    @Test
+    void shouldCheckHostManagementAddresses() {
+        assertErrors("""
+            [host]
+            data_dir = "relative/dir"
+            management = "tcp://0.0.0.0:80"
+            vsp_cpus = [1, 1, 2048]
+            """,
+            "t.toml:2:1: host.data_dir: must be an absolute path (or \"${tmp}\" for a fresh temporary directory)",
+            "t.toml:3:1: host.management: 'tcp://0.0.0.0:80' is not a loopback tcp address; use tcp://127.0.0.1:PORT, "
+                + "tcp://[::1]:PORT or tcp://localhost:PORT (the API has no TLS)",
+            "t.toml:4:16: host.vsp_cpus[1]: 1 is listed twice",
+            "t.toml:4:19: host.vsp_cpus[2]: 2048 is out of range (0..1023)");
+        assertErrors(HOST + "management = \"tcp://127.0.0.1:99999\"\n",
+            "t.toml:3:1: host.management: a tcp management address needs management_token_file",
+            "t.toml:3:1: host.management: port 99999 is out of range (1..65535)");
+    }
+
+    @Test
+    void shouldRejectBadNamesAndEnumValues() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "has space"
+            type = "privat"
+            """,
+            "t.toml:4:1: switch[0].name: 'has space' is not a valid name (1-64 characters of A-Z a-z 0-9 . _ -, "
+                + "starting with a letter or digit)",
+            "t.toml:5:1: switch[0].type: 'privat' is not one of external, internal, private; did you mean 'private'?");
+    }
+
+    @Test
+    void shouldNotCascadeFromAnInvalidDefinitionToItsReferences() {
+        // The policy is invalid; the disk naming it must not add "no such policy".
+        assertErrors(HOST + """
+            [[qos_policy]]
+            name = "q"
+            max_iops = -1
+            [[disk]]
+            name = "d"
+            path = "d.vhdx"
+            qos_policy = "q"
+            """, "t.toml:5:1: qos_policy[0].max_iops: -1 is out of range (0..1000000000)");
+    }
+
+    @Test
+    void shouldKeepAllErrorsWhenSyntaxAndSemanticsBothFail() {
+        List<String> e = errors(HOST + """
+            [[partition]]
+            name = "p"
+            vcpus = 0
+            memory = = 3
+            """);
+        assertEquals(List.of("t.toml:5:1: partition[0].vcpus: 0 is out of range (1..64)",
+            "t.toml:6:10: TOML syntax: Unexpected '=', expected ', \", ''', \"\"\", a number, a boolean, a date/time, "
+                + "an array, or a table"), e);
+    }
+
+    @Test
+    void shouldRefuseConfigsLargerThanOneMebibyte() {
+        ConfigException e = assertThrows(ConfigException.class,
+            () -> ConfigLoader.parse("big.toml", "#".repeat(ConfigLoader.MAX_BYTES + 1)));
+        assertEquals("big.toml:1:1: file is larger than 1MiB; not a config", e.errors().getFirst().toString());
+    }
+}

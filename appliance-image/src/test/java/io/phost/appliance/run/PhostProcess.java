@@ -1,0 +1,86 @@
+package io.phost.appliance.run;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.lang.management.ManagementFactory;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.BlockingQueue;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
+
+/** A real {@code phost} child process for end-to-end tests: same JDK, class path and JVM flags as the test. */
+public final class PhostProcess implements AutoCloseable {
+    private final Process process;
+    private final BlockingQueue<String> stdout = new LinkedBlockingQueue<>();
+    private final StringBuffer stderr = new StringBuffer();
+
+    private PhostProcess(Process process) {
+        this.process = process;
+        Thread.ofVirtual().start(() -> pump(new BufferedReader(new InputStreamReader(process.getInputStream(), StandardCharsets.UTF_8)), true));
+        Thread.ofVirtual().start(() -> pump(new BufferedReader(new InputStreamReader(process.getErrorStream(), StandardCharsets.UTF_8)), false));
+    }
+
+    public static PhostProcess start(Path runtimeDir, String... args) throws IOException {
+        List<String> cmd = new ArrayList<>();
+        cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        for (String a : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
+            if (a.startsWith("--enable-native-access") || a.startsWith("--add-exports") || a.startsWith("--add-opens")) {
+                cmd.add(a);
+            }
+        }
+        cmd.add("-Dphost.runtime.dir=" + runtimeDir);
+        cmd.add("-cp");
+        cmd.add(System.getProperty("java.class.path"));
+        cmd.add("io.phost.appliance.Main");
+        cmd.addAll(List.of(args));
+        return new PhostProcess(new ProcessBuilder(cmd).start());
+    }
+
+    private void pump(BufferedReader r, boolean out) {
+        try {
+            for (String line; (line = r.readLine()) != null; ) {
+                if (out) {
+                    stdout.add(line);
+                } else {
+                    stderr.append(line).append('\n');
+                }
+            }
+        } catch (IOException ignored) {
+            // process ended
+        }
+    }
+
+    /** Waits for a stdout line starting with {@code prefix}; fails with the child's stderr when it does not come. */
+    public String awaitLine(String prefix, Duration timeout) throws InterruptedException {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (System.nanoTime() < deadline) {
+            String line = stdout.poll(100, TimeUnit.MILLISECONDS);
+            if (line != null && line.startsWith(prefix)) {
+                return line;
+            }
+            if (line == null && !process.isAlive() && stdout.isEmpty()) {
+                break;
+            }
+        }
+        throw new AssertionError("no line '" + prefix + "' from phost; exit=" + (process.isAlive() ? "running" : process.exitValue())
+            + "; stderr:\n" + stderr);
+    }
+
+    public Process process() {
+        return process;
+    }
+
+    public String stderr() {
+        return stderr.toString();
+    }
+
+    @Override
+    public void close() {
+        process.destroyForcibly();
+    }
+}

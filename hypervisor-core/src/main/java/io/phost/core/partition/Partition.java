@@ -1,0 +1,437 @@
+package io.phost.core.partition;
+
+import io.phost.core.ic.HeartbeatVsp;
+import io.phost.core.ic.KvpVsp;
+import io.phost.core.ic.ShutdownVsp;
+import io.phost.core.ic.TimeSyncVsp;
+import io.phost.core.sys.Fd;
+import io.phost.core.sys.Signals;
+import io.phost.core.vmbus.GuestMemory;
+import io.phost.core.vmbus.VirtualServiceProvider;
+import io.phost.core.vmbus.VmbusServer;
+import java.io.File;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.security.SecureRandom;
+import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * One child partition: its spec, credential, process, VMBus connection and integration services.
+ * Lifecycle methods are thread-safe (they hold this object's monitor; waits happen outside it).
+ */
+public final class Partition {
+    private static final SecureRandom RANDOM = new SecureRandom();
+    private static final int FAULT_HISTORY = 16;
+
+    private final PartitionHost host;
+    private final PartitionSpec spec;
+    private final byte[] credential = new byte[32];
+    private final List<VirtualServiceProvider> services = new ArrayList<>();
+    private final ArrayDeque<String> faults = new ArrayDeque<>();
+    private long faultCount;
+
+    private volatile PartitionState state = PartitionState.CREATED;
+    private String reason = "";
+    private Process process;
+    private long startedNanos;
+    private VmbusServer server;
+    private Arena memoryArena;
+    private int memfd = -1;
+
+    final HeartbeatVsp heartbeat;
+    final ShutdownVsp shutdown;
+    final TimeSyncVsp timesync;
+    final KvpVsp kvp;
+
+    Partition(PartitionHost host, PartitionSpec spec) {
+        this.host = host;
+        this.spec = spec;
+        RANDOM.nextBytes(credential);
+        PartitionHost.Options o = host.options();
+        this.heartbeat = new HeartbeatVsp(spec.name(), o.heartbeatInterval().toNanos());
+        this.shutdown = new ShutdownVsp(spec.name());
+        this.timesync = new TimeSyncVsp(spec.name(), o.timeSyncInterval().toNanos());
+        this.kvp = new KvpVsp(spec.name());
+    }
+
+    public String name() {
+        return spec.name();
+    }
+
+    public PartitionSpec spec() {
+        return spec;
+    }
+
+    public synchronized PartitionState state() {
+        return state;
+    }
+
+    /** The key-value pair exchange service (host pushes pairs; reads the guest's). */
+    public KvpVsp kvp() {
+        return kvp;
+    }
+
+    public HeartbeatVsp heartbeat() {
+        return heartbeat;
+    }
+
+    /** The credential as hex; give it only to the process that may attach as this partition. */
+    public String credentialHex() {
+        return HexFormat.of().formatHex(credential);
+    }
+
+    byte[] credential() {
+        return credential;
+    }
+
+    /** The environment a process needs to attach as this partition (launched children get exactly this). */
+    public Map<String, String> environment() {
+        Map<String, String> env = new LinkedHashMap<>();
+        env.put("PHOST_CONTROL_SOCKET", host.socketPath().toString());
+        env.put("PHOST_PARTITION", spec.name());
+        env.put("PHOST_CREDENTIAL", credentialHex());
+        env.put("PHOST_MEMORY", Long.toString(spec.memoryBytes()));
+        env.put("PHOST_VCPUS", Integer.toString(spec.vcpus()));
+        return env;
+    }
+
+    /** Adds a device (VSP) to this partition; a running guest gets the offer at once (hot-add). */
+    public synchronized void offer(VirtualServiceProvider vsp) {
+        services.add(vsp);
+        if (server != null) {
+            server.offer(vsp);
+        }
+    }
+
+    /** Hot-removes a device: its channels close and the guest gets RESCIND_CHANNELOFFER. */
+    public synchronized void rescind(VirtualServiceProvider vsp) {
+        services.remove(vsp);
+        if (server != null) {
+            server.rescind(vsp);
+        }
+    }
+
+    /** Launches the child (launched specs) or starts waiting for it to attach (external specs). */
+    public synchronized void start() throws IOException {
+        if (state.live()) {
+            throw new IllegalStateException("partition " + name() + " is " + state);
+        }
+        synchronized (faults) {
+            faults.clear();
+            faultCount = 0;
+        }
+        reason = "";
+        startedNanos = System.nanoTime();
+        state = PartitionState.STARTING;
+        if (!spec.launched()) {
+            return;
+        }
+        ProcessBuilder pb = new ProcessBuilder(host.launcher().command(spec));
+        pb.environment().putAll(environment());
+        File log = host.dataDir().resolve(name() + ".log").toFile();
+        pb.redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.appendTo(log));
+        pb.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
+        try {
+            process = pb.start();
+        } catch (IOException e) {
+            state = PartitionState.CRASHED;
+            reason = "launch failed: " + e.getMessage();
+            throw e;
+        }
+        Process p = process;
+        p.onExit().thenAccept(this::processExited);
+    }
+
+    /** SIGSTOP: the guest's vCPUs (its process) stop; heartbeats are not expected while paused. */
+    public synchronized void pause() {
+        requireProcess("pause");
+        if (state != PartitionState.RUNNING) {
+            throw new IllegalStateException("partition " + name() + " is " + state);
+        }
+        Signals.kill(process.pid(), Signals.SIGSTOP);
+        state = PartitionState.PAUSED;
+    }
+
+    /** SIGCONT, then restart the heartbeat timeout and push a time sample (the guest clock stood still). */
+    public synchronized void resume() {
+        requireProcess("resume");
+        if (state != PartitionState.PAUSED) {
+            throw new IllegalStateException("partition " + name() + " is " + state);
+        }
+        heartbeat.touch();
+        Signals.kill(process.pid(), Signals.SIGCONT);
+        state = PartitionState.RUNNING;
+        timesync.syncNow();
+    }
+
+    private void requireProcess(String what) {
+        if (process == null || !process.isAlive()) {
+            throw new IllegalStateException("cannot " + what + " partition " + name() + ": it has no running process");
+        }
+    }
+
+    /**
+     * Graceful stop: asks the guest through the shutdown service and waits up to {@code grace} for its
+     * process to exit (or, for an external partition, its connection to close); then SIGKILL.
+     * Returns when the partition is STOPPED.
+     */
+    public void stop(Duration grace) {
+        Process p;
+        synchronized (this) {
+            if (!state.live()) {
+                return;
+            }
+            if (state == PartitionState.PAUSED && process != null) {
+                Signals.kill(process.pid(), Signals.SIGCONT);
+            }
+            state = PartitionState.STOPPING;
+            reason = "stop requested";
+            p = process;
+        }
+        boolean ok = false;
+        if (shutdown.isOpen()) {
+            try {
+                shutdown.request("host requested stop").get(grace.toMillis(), TimeUnit.MILLISECONDS);
+                ok = true;
+            } catch (Exception e) {
+                ok = false;
+            }
+        }
+        long deadline = System.nanoTime() + grace.toNanos();
+        if (p != null) {
+            try {
+                if (!ok || !p.waitFor(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
+                    p.destroyForcibly();
+                    reasonIfStopping("forced (SIGKILL) after " + grace);
+                    p.waitFor(10, TimeUnit.SECONDS);
+                }
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        } else {
+            while (ok && System.nanoTime() < deadline && connected()) {
+                sleep(10);
+            }
+        }
+        synchronized (this) {
+            teardown();
+            if (state == PartitionState.STOPPING) {
+                state = PartitionState.STOPPED;
+            }
+        }
+    }
+
+    private synchronized void reasonIfStopping(String r) {
+        if (state == PartitionState.STOPPING) {
+            reason = r;
+        }
+    }
+
+    private synchronized boolean connected() {
+        return server != null && !server.isClosed();
+    }
+
+    /** Kills the process at once (SIGKILL) and tears everything down; state CRASHED with {@code why}. */
+    public void kill(String why) {
+        crash(why, PartitionState.CRASHED);
+    }
+
+    /** Waits until the partition reaches {@code wanted}; false on timeout. */
+    public boolean awaitState(PartitionState wanted, Duration timeout) {
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (System.nanoTime() < deadline) {
+            if (state() == wanted) {
+                return true;
+            }
+            sleep(5);
+        }
+        return state() == wanted;
+    }
+
+    public synchronized PartitionStatus status() {
+        return new PartitionStatus(name(), state, process != null && process.isAlive() ? process.pid() : -1,
+            spec.vcpus(), spec.memoryBytes(), server == null ? 0 : server.openChannels(),
+            server == null ? 0 : server.offers().size(), faultCount(), faults(), reason);
+    }
+
+    public List<String> faults() {
+        synchronized (faults) {
+            return List.copyOf(faults);
+        }
+    }
+
+    public long faultCount() {
+        synchronized (faults) {
+            return faultCount;
+        }
+    }
+
+    /** The connection's server (tests, diagnostics); null when not attached. */
+    public synchronized VmbusServer server() {
+        return server;
+    }
+
+    // ------------------------------------------------------------------ called by the host
+
+    synchronized long pid() {
+        return process == null ? -1 : process.pid();
+    }
+
+    synchronized boolean launchedByUs() {
+        return process != null;
+    }
+
+    /** Attach after authentication: maps guest memory and creates the VMBus server (not yet running). */
+    synchronized VmbusServer attach(io.phost.core.sys.UnixSocket socket, int fd, int version) {
+        if (state != PartitionState.STARTING && !(state == PartitionState.CREATED && !spec.launched())
+            && !(!spec.launched() && (state == PartitionState.STOPPED || state == PartitionState.CRASHED))) {
+            throw new IllegalStateException("partition " + name() + " is " + state + ": attach refused");
+        }
+        if (server != null) {
+            throw new IllegalStateException("partition " + name() + " is already attached");
+        }
+        Arena arena = Arena.ofShared();
+        GuestMemory memory;
+        try {
+            memory = new GuestMemory(io.phost.core.sys.SharedMemory.mapShared(fd, 0, spec.memoryBytes(), arena));
+        } catch (RuntimeException e) {
+            arena.close();
+            throw e;
+        }
+        memoryArena = arena;
+        memfd = fd;
+        VmbusServer s = new VmbusServer(name(), socket, fd, memory, version, host.options().limits(), new VmbusServer.Listener() {
+            @Override
+            public void fault(String why) {
+                Partition.this.fault(why);
+            }
+
+            @Override
+            public void disconnected(String why) {
+                Partition.this.disconnected(why);
+            }
+        });
+        server = s;
+        s.offer(heartbeat);
+        s.offer(shutdown);
+        s.offer(timesync);
+        s.offer(kvp);
+        for (VirtualServiceProvider v : services) {
+            s.offer(v);
+        }
+        if (state != PartitionState.STOPPING) {
+            state = PartitionState.RUNNING;
+        }
+        heartbeat.touch();
+        return s;
+    }
+
+    /** Called from VMBus threads that may hold the server's monitor: takes only the fault list's lock. */
+    void fault(String why) {
+        boolean tooMany;
+        synchronized (faults) {
+            faultCount++;
+            faults.addLast(why);
+            while (faults.size() > FAULT_HISTORY) {
+                faults.removeFirst();
+            }
+            tooMany = faultCount >= host.options().maxFaults() && state.live() && state != PartitionState.STOPPING;
+        }
+        if (tooMany) {
+            host.async(() -> crash(faultCount() + " guest faults, last: " + why, PartitionState.FAULTED));
+        }
+    }
+
+    private void disconnected(String why) {
+        synchronized (this) {
+            if (state == PartitionState.STOPPING || !state.live()) {
+                return;
+            }
+        }
+        host.async(() -> crash("VMBus connection lost: " + why, PartitionState.CRASHED));
+    }
+
+    private void processExited(Process p) {
+        synchronized (this) {
+            if (p != process) {
+                return;
+            }
+            if (state == PartitionState.STOPPING) {
+                return; // stop() finishes the teardown
+            }
+            if (!state.live()) {
+                return;
+            }
+        }
+        crash("process exited with code " + p.exitValue(), PartitionState.CRASHED);
+    }
+
+    /** Watchdog: STARTING too long, or RUNNING without heartbeat answers. */
+    void check(long now) {
+        String why = null;
+        synchronized (this) {
+            PartitionHost.Options o = host.options();
+            if (state == PartitionState.STARTING && now - startedNanos > o.attachTimeout().toNanos()) {
+                why = "did not attach within " + o.attachTimeout();
+            } else if (state == PartitionState.RUNNING && heartbeat.isOpen()
+                && now - heartbeat.lastResponseNanos() > o.heartbeatTimeout().toNanos()) {
+                why = "missed heartbeats for " + o.heartbeatTimeout();
+            }
+        }
+        if (why != null) {
+            crash(why, PartitionState.CRASHED);
+        }
+    }
+
+    void crash(String why, PartitionState to) {
+        Process p;
+        synchronized (this) {
+            if (!state.live() && state != PartitionState.CREATED) {
+                return;
+            }
+            if (state == PartitionState.CREATED) {
+                return;
+            }
+            state = to;
+            reason = why;
+            p = process;
+            teardown();
+        }
+        if (p != null && p.isAlive()) {
+            p.destroyForcibly();
+        }
+    }
+
+    /** Releases the VMBus connection, channels, GPADLs, guest memory mapping and memfd. Idempotent. */
+    private void teardown() {
+        VmbusServer s = server;
+        server = null;
+        if (s != null) {
+            s.close();
+        }
+        heartbeat.touch();
+        if (memoryArena != null) {
+            memoryArena.close();
+            memoryArena = null;
+        }
+        if (memfd >= 0) {
+            Fd.close(memfd);
+            memfd = -1;
+        }
+    }
+
+    private static void sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+}

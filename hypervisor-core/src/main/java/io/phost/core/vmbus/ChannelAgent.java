@@ -1,0 +1,59 @@
+package io.phost.core.vmbus;
+
+import java.util.function.Consumer;
+import org.agrona.concurrent.Agent;
+import org.agrona.concurrent.AgentTerminationException;
+
+/**
+ * Drains one channel queue: reads guest packets in place and runs the handler's own work. A hostile ring
+ * (any {@link RingException} or {@link GuestMemoryException} escaping the handler) or a handler calling
+ * {@link ChannelContext#fault} ends the agent and reports the reason; the partition's control thread
+ * then resets the channel. Role name: {@code <vsp>-<partition>-q<subchannel>}.
+ */
+public final class ChannelAgent implements Agent {
+    /** Packets per duty cycle before giving {@link ChannelHandler#doWork} a turn. */
+    public static final int BATCH = 64;
+
+    private final String roleName;
+    private final VmbusRing rx;
+    private final ChannelHandler handler;
+    private final Consumer<String> onFault;
+    private volatile String pendingFault;
+
+    public ChannelAgent(String roleName, VmbusRing rx, ChannelHandler handler, Consumer<String> onFault) {
+        this.roleName = roleName;
+        this.rx = rx;
+        this.handler = handler;
+        this.onFault = onFault;
+    }
+
+    @Override
+    public int doWork() {
+        int work;
+        try {
+            work = rx.tryRead(handler, BATCH);
+            work += handler.doWork();
+        } catch (RingException | GuestMemoryException e) {
+            fault(e.getMessage());
+            work = 0;
+        }
+        String f = pendingFault;
+        if (f != null) {
+            onFault.accept(f);
+            throw new AgentTerminationException(f);
+        }
+        return work;
+    }
+
+    /** Ends the agent after the current packet with {@code reason} (from the handler via the context). */
+    void fault(String reason) {
+        if (pendingFault == null) {
+            pendingFault = reason;
+        }
+    }
+
+    @Override
+    public String roleName() {
+        return roleName;
+    }
+}

@@ -1,0 +1,155 @@
+package io.phost.core.vmbus;
+
+import io.phost.core.sys.EventFd;
+import io.phost.core.sys.Fd;
+import java.lang.foreign.MemorySegment;
+import java.util.UUID;
+import org.agrona.concurrent.AgentRunner;
+
+/** The host end of one open channel (one queue): its two rings, doorbells, handler and agent. */
+final class HostChannel implements ChannelContext {
+    final VmbusServer server;
+    final VmbusServer.Offer offer;
+    final Gpadl ringGpadl;
+    final RingMapping rxMap;
+    final RingMapping txMap;
+    final VmbusRing rx;
+    final VmbusRing tx;
+    /** Guest→host doorbell: the agent sleeps on it; {@link #wakeup} rings it from other threads. */
+    final EventFd fromGuest;
+    private final EventFd wakeupView;
+    /** Host→guest doorbell, used by the agent thread only (through the rings). */
+    final EventFd toGuest;
+    final MemorySegment userData;
+    ChannelHandler handler;
+    ChannelAgent agent;
+    AgentRunner runner;
+    DoorbellIdleStrategy idle;
+
+    HostChannel(VmbusServer server, VmbusServer.Offer offer, Gpadl ringGpadl, RingMapping rxMap, RingMapping txMap,
+                EventFd fromGuest, EventFd toGuest, MemorySegment userData) {
+        this.server = server;
+        this.offer = offer;
+        this.ringGpadl = ringGpadl;
+        this.rxMap = rxMap;
+        this.txMap = txMap;
+        this.fromGuest = fromGuest;
+        this.wakeupView = fromGuest.view();
+        this.toGuest = toGuest;
+        this.userData = userData;
+        Doorbell signalGuest = toGuest::signal;
+        this.rx = rxMap.ring(signalGuest);
+        this.tx = txMap.ring(signalGuest);
+    }
+
+    @Override
+    public String partition() {
+        return server.partition();
+    }
+
+    @Override
+    public UUID interfaceType() {
+        return offer.vsp().interfaceType();
+    }
+
+    @Override
+    public UUID instance() {
+        return offer.vsp().instance();
+    }
+
+    @Override
+    public int relid() {
+        return offer.relid();
+    }
+
+    @Override
+    public int subChannelIndex() {
+        return offer.subChannelIndex();
+    }
+
+    @Override
+    public MemorySegment openUserData() {
+        return userData;
+    }
+
+    @Override
+    public GuestMemory guestMemory() {
+        return server.memory();
+    }
+
+    @Override
+    public Gpadl gpadl(int handle) {
+        return server.gpadl(handle);
+    }
+
+    @Override
+    public boolean tryWrite(int type, int flags, long transId, MemorySegment src, long srcOffset, int length) {
+        return tx.tryWrite(type, flags, transId, src, srcOffset, length);
+    }
+
+    @Override
+    public VmbusRing tx() {
+        return tx;
+    }
+
+    @Override
+    public boolean requestSpace(int bytes) {
+        return tx.requestSpace(bytes);
+    }
+
+    @Override
+    public void wakeup() {
+        synchronized (wakeupView) {
+            wakeupView.signal();
+        }
+    }
+
+    @Override
+    public void offerSubChannels(int count) {
+        server.offerSubChannels(offer.vsp(), count);
+    }
+
+    @Override
+    public void fault(String reason) {
+        ChannelAgent a = agent;
+        if (a != null) {
+            a.fault(reason);
+        } else {
+            server.channelFault(this, reason);
+        }
+    }
+
+    /** Stops the agent (waking it first), closes the handler, unmaps the rings and closes the doorbells. */
+    void shutdown() {
+        AgentRunner r = runner;
+        if (r != null) {
+            wakeup();
+            r.close();
+        }
+        if (handler != null) {
+            try {
+                handler.onClose();
+            } catch (RuntimeException e) {
+                // a VSP failing to close must not keep the partition's resources alive
+            }
+        }
+        rxMap.close();
+        txMap.close();
+        fromGuest.close();
+        toGuest.close();
+    }
+
+    static boolean isEventFd(int fd) {
+        try {
+            String link = java.nio.file.Files.readSymbolicLink(java.nio.file.Path.of("/proc/self/fd/" + fd)).toString();
+            return link.equals("anon_inode:[eventfd]");
+        } catch (java.io.IOException e) {
+            return false;
+        }
+    }
+
+    static void makeNonBlocking(int fd) {
+        int fl = Fd.fcntl(fd, 3 /* F_GETFL */, 0);
+        Fd.fcntl(fd, 4 /* F_SETFL */, fl | 0x800 /* O_NONBLOCK */);
+    }
+}

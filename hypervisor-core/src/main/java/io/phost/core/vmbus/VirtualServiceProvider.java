@@ -1,0 +1,32 @@
+package io.phost.core.vmbus;
+
+import java.util.UUID;
+
+/**
+ * A synthetic device in the parent partition (a VSP). Register one instance per device per partition with
+ * {@code Partition.offer(vsp)} (or in {@code PartitionHost.create}); the host offers it to the guest
+ * (OFFERCHANNEL) and calls {@link #open} each time the guest opens the channel or one of its sub-channels.
+ * Each open channel is then drained by its own polling agent (see {@link ChannelAgent}).
+ */
+public interface VirtualServiceProvider {
+    /** The device class GUID the guest's VSC binds to (e.g. storvsc's ba6163d9-04a1-4d29-b605-72e2ffb1dc7f). */
+    UUID interfaceType();
+
+    /** This device's instance GUID (unique per partition). */
+    UUID instance();
+
+    /** Short name used in agent role names and status: {@code vsp-storage}, {@code ic-heartbeat}. */
+    String name();
+
+    /** Bytes placed in the offer's 120-byte user_def field (e.g. a pipe mode); at most 120. */
+    default byte[] offerUserData() {
+        return new byte[0];
+    }
+
+    /**
+     * Called on the partition's control thread when the guest opens the primary channel
+     * ({@code ctx.subChannelIndex() == 0}) or a sub-channel. Must not block; returns the handler the
+     * channel's agent will feed packets to.
+     */
+    ChannelHandler open(ChannelContext ctx);
+}

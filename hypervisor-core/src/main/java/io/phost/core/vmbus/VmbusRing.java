@@ -1,0 +1,370 @@
+package io.phost.core.vmbus;
+
+import static io.phost.core.vmbus.PacketDescriptor.HEADER_LENGTH;
+import static io.phost.core.vmbus.PacketDescriptor.TRAILER_LENGTH;
+import static io.phost.core.vmbus.PacketDescriptor.U16;
+import static io.phost.core.vmbus.PacketDescriptor.U32;
+import static io.phost.core.vmbus.PacketDescriptor.U64;
+import static io.phost.core.vmbus.RingDescriptor.FEATURE_BITS_OFFSET;
+import static io.phost.core.vmbus.RingDescriptor.FEATURE_PENDING_SEND_SZ;
+import static io.phost.core.vmbus.RingDescriptor.INTERRUPT_MASK_OFFSET;
+import static io.phost.core.vmbus.RingDescriptor.PENDING_SEND_SZ_OFFSET;
+import static io.phost.core.vmbus.RingDescriptor.READ_INDEX_OFFSET;
+import static io.phost.core.vmbus.RingDescriptor.WRITE_INDEX_OFFSET;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.VarHandle;
+
+/**
+ * A flyweight over one VMBus ring ({@link RingDescriptor}) used by exactly one side: the writer calls
+ * {@code tryWrite*}, the reader calls {@link #tryRead}; each process builds its own instance over the same
+ * shared pages. The side's own index (write index for the writer, read index for the reader) is kept in a
+ * private field and only published; the peer's index is re-read from shared memory and validated every
+ * time, because the peer may be hostile. Nothing here allocates or blocks.
+ *
+ * <p>Threading: one writer thread and one reader thread per ring (OneToOne), in different processes.
+ * Byte order: VMBus is little-endian; the control-page VarHandles use native order, so this class
+ * requires a little-endian host (x86-64, aarch64), checked at class load.
+ */
+public final class VmbusRing {
+    /** Coordinates (MemorySegment, long offset); aligned int access with acquire/release/volatile modes. */
+    private static final VarHandle INT = ValueLayout.JAVA_INT.varHandle();
+
+    static {
+        if (java.nio.ByteOrder.nativeOrder() != java.nio.ByteOrder.LITTLE_ENDIAN) {
+            throw new ExceptionInInitializerError("VMBus rings need a little-endian host");
+        }
+    }
+
+    private final MemorySegment control;
+    private final MemorySegment data;
+    private final int dataSize;
+    private final boolean doubleMapped;
+    private final MemorySegment scratch;
+    private final Doorbell peer;
+
+    private int writeIndex;
+    private int readIndex;
+    private long signalsSent;
+    private long packetsWritten;
+    private long packetsRead;
+
+    /**
+     * @param control  the 4 KiB control page
+     * @param data     the data area: {@code dataSize} bytes, or {@code 2 * dataSize} when double-mapped
+     * @param dataSize bytes in the data area (multiple of 4 KiB)
+     * @param peer     rung when the rules say the peer must be woken
+     */
+    public VmbusRing(MemorySegment control, MemorySegment data, int dataSize, Doorbell peer) {
+        if (control.byteSize() < RingDescriptor.CONTROL_LENGTH || dataSize < RingDescriptor.MIN_DATA_SIZE
+            || dataSize > RingDescriptor.MAX_DATA_SIZE || dataSize % RingDescriptor.PAGE_SIZE != 0
+            || (data.byteSize() != dataSize && data.byteSize() != 2L * dataSize)) {
+            throw new RingException(RingException.Reason.BAD_GEOMETRY, 0,
+                "control=" + control.byteSize() + " data=" + data.byteSize() + " dataSize=" + dataSize);
+        }
+        this.control = control;
+        this.data = data;
+        this.dataSize = dataSize;
+        this.doubleMapped = data.byteSize() == 2L * dataSize;
+        this.scratch = doubleMapped ? null : MemorySegment.ofArray(new long[dataSize / 8]);
+        this.peer = peer;
+        this.writeIndex = checkedIndex((int) INT.getVolatile(control, (long) WRITE_INDEX_OFFSET), "write_index");
+        this.readIndex = checkedIndex((int) INT.getVolatile(control, (long) READ_INDEX_OFFSET), "read_index");
+    }
+
+    /** Zeroes a fresh control page and advertises pending_send_sz support (done by the ring's allocator). */
+    public static void initialise(MemorySegment control) {
+        control.asSlice(0, RingDescriptor.CONTROL_LENGTH).fill((byte) 0);
+        control.set(U32, FEATURE_BITS_OFFSET, FEATURE_PENDING_SEND_SZ);
+        VarHandle.fullFence(); // the zeroed page is visible before the GPADL that publishes it is sent
+    }
+
+    public int dataSize() {
+        return dataSize;
+    }
+
+    public boolean doubleMapped() {
+        return doubleMapped;
+    }
+
+    /** Largest data length one {@link #tryWrite} can ever accept on this ring. */
+    public int maxDataLength() {
+        return Math.min(PacketDescriptor.MAX_PACKET_LENGTH, dataSize - TRAILER_LENGTH - 8) - HEADER_LENGTH;
+    }
+
+    // ------------------------------------------------------------------ writer side
+
+    /** Writes an inband/completion packet carrying {@code length} bytes of {@code src}; false when full. */
+    public boolean tryWrite(int type, int flags, long transId, MemorySegment src, long srcOffset, int length) {
+        return tryWrite(type, flags, transId, null, 0, 0, src, srcOffset, length);
+    }
+
+    /**
+     * Writes a packet whose descriptor is extended by {@code extLength} bytes (a multiple of 8; e.g. the
+     * GPA-direct range list) followed by {@code length} data bytes. Returns false, with nothing written,
+     * when the ring lacks space (it never becomes completely full). Signals the peer only if the ring
+     * went from empty to non-empty and the reader has not masked interrupts.
+     */
+    public boolean tryWrite(int type, int flags, long transId, MemorySegment ext, long extOffset, int extLength,
+                            MemorySegment src, long srcOffset, int length) {
+        final int headerLength = HEADER_LENGTH + extLength;
+        final int packetLength = headerLength + ((length + 7) & ~7);
+        if (length < 0 || extLength < 0 || (extLength & 7) != 0 || packetLength > PacketDescriptor.MAX_PACKET_LENGTH
+            || packetLength + TRAILER_LENGTH >= dataSize) {
+            throw new IllegalArgumentException("packet of " + packetLength + " bytes cannot fit a ring of " + dataSize);
+        }
+        final int total = packetLength + TRAILER_LENGTH;
+        final int oldWrite = writeIndex;
+        // acquire: the reader's reads of the bytes it released happen-before we overwrite them
+        final int read = (int) INT.getAcquire(control, (long) READ_INDEX_OFFSET);
+        if (read < 0 || read >= dataSize || (read & 7) != 0) {
+            // the peer corrupted its own read index: treat the ring as full; the owner resets the channel
+            throw new RingException(RingException.Reason.BAD_INDEX, read, "read_index " + read + " (dataSize " + dataSize + ")");
+        }
+        final int free = read > oldWrite ? read - oldWrite : dataSize - oldWrite + read;
+        if (total >= free) {
+            return false; // never full: read == write must keep meaning "empty"
+        }
+        putShort(oldWrite + PacketDescriptor.TYPE_OFFSET, (short) type);
+        putShort(oldWrite + PacketDescriptor.OFFSET8_OFFSET, (short) (headerLength >>> 3));
+        putShort(oldWrite + PacketDescriptor.LEN8_OFFSET, (short) (packetLength >>> 3));
+        putShort(oldWrite + PacketDescriptor.FLAGS_OFFSET, (short) flags);
+        putLong(oldWrite + PacketDescriptor.TRANS_ID_OFFSET, transId);
+        if (extLength > 0) {
+            copyIn(oldWrite + HEADER_LENGTH, ext, extOffset, extLength);
+        }
+        if (length > 0) {
+            copyIn(oldWrite + headerLength, src, srcOffset, length);
+        }
+        putLong(oldWrite + packetLength, (long) oldWrite << 32); // trailer: previous write index
+        int newWrite = oldWrite + total;
+        if (newWrite >= dataSize) {
+            newWrite -= dataSize;
+        }
+        writeIndex = newWrite;
+        // release: every packet byte above is visible before the index that publishes it
+        INT.setRelease(control, (long) WRITE_INDEX_OFFSET, newWrite);
+        packetsWritten++;
+        // StoreLoad: our write_index store must be globally visible before we sample interrupt_mask and
+        // read_index; otherwise a reader arming its interrupt could miss both the index and the signal.
+        VarHandle.fullFence();
+        if ((int) INT.getVolatile(control, (long) INTERRUPT_MASK_OFFSET) == 0
+            && (int) INT.getVolatile(control, (long) READ_INDEX_OFFSET) == oldWrite) {
+            signalsSent++;
+            peer.ring();
+        }
+        return true;
+    }
+
+    /**
+     * Asks the reader to signal once {@code bytes} are free (pending_send_sz) and re-checks: returns true
+     * if the space is already there (retry the write now), false if the caller may block on its doorbell.
+     */
+    public boolean requestSpace(int bytes) {
+        INT.setVolatile(control, (long) PENDING_SEND_SZ_OFFSET, bytes); // volatile: StoreLoad before re-reading read_index
+        return bytesFree() > bytes;
+    }
+
+    /** Clears pending_send_sz after a successful write (the reader stops checking). */
+    public void clearPendingSend() {
+        if (control.get(U32, PENDING_SEND_SZ_OFFSET) != 0) {
+            INT.setRelease(control, (long) PENDING_SEND_SZ_OFFSET, 0);
+        }
+    }
+
+    /** Bytes a writer could use now (including the trailer), from the validated read index. */
+    public int bytesFree() {
+        int read = (int) INT.getAcquire(control, (long) READ_INDEX_OFFSET);
+        if (read < 0 || read >= dataSize || (read & 7) != 0) {
+            return 0;
+        }
+        return read > writeIndex ? read - writeIndex : dataSize - writeIndex + read;
+    }
+
+    /** Packet bytes (with trailer) needed to write {@code length} data bytes with {@code extLength} extension. */
+    public static int spaceFor(int extLength, int length) {
+        return HEADER_LENGTH + extLength + ((length + 7) & ~7) + TRAILER_LENGTH;
+    }
+
+    // ------------------------------------------------------------------ reader side
+
+    /**
+     * Hands up to {@code limit} packets to {@code handler} in place and publishes the new read index.
+     * Returns how many were consumed (0 when empty). Every descriptor is checked against the write index
+     * before the handler sees it.
+     *
+     * @throws RingException when the peer wrote an impossible index or descriptor; nothing after the bad
+     *         value is consumed and the ring must be reset.
+     */
+    public int tryRead(PacketHandler handler, int limit) {
+        // acquire: the packet bytes written before this index are visible to the loads below
+        final int write = (int) INT.getAcquire(control, (long) WRITE_INDEX_OFFSET);
+        final int start = readIndex;
+        if (write == start) {
+            return 0;
+        }
+        if (write < 0 || write >= dataSize || (write & 7) != 0) {
+            throw new RingException(RingException.Reason.BAD_INDEX, write, "write_index " + write + " (dataSize " + dataSize + ")");
+        }
+        int read = start;
+        int available = write > read ? write - read : dataSize - read + write;
+        int count = 0;
+        while (available > 0 && count < limit) {
+            if (available < HEADER_LENGTH + TRAILER_LENGTH) {
+                throw new RingException(RingException.Reason.SHORT_PACKET, read, available + " bytes before write_index");
+            }
+            // read each descriptor field exactly once: the guest can rewrite them under us
+            final int type = getShort(read + PacketDescriptor.TYPE_OFFSET) & 0xffff;
+            final int offset8 = getShort(read + PacketDescriptor.OFFSET8_OFFSET) & 0xffff;
+            final int len8 = getShort(read + PacketDescriptor.LEN8_OFFSET) & 0xffff;
+            final int flags = getShort(read + PacketDescriptor.FLAGS_OFFSET) & 0xffff;
+            final long transId = getLong(read + PacketDescriptor.TRANS_ID_OFFSET);
+            final int packetLength = len8 << 3;
+            if (offset8 < 2 || offset8 > len8) {
+                throw new RingException(RingException.Reason.BAD_DESCRIPTOR, read, "offset8=" + offset8 + " len8=" + len8);
+            }
+            if (packetLength + TRAILER_LENGTH >= dataSize) {
+                throw new RingException(RingException.Reason.PACKET_TOO_LARGE, read, "len8=" + len8 + " dataSize=" + dataSize);
+            }
+            if (packetLength + TRAILER_LENGTH > available) {
+                throw new RingException(RingException.Reason.BAD_DESCRIPTOR, read,
+                    "len8=" + len8 + " runs past write_index " + write + " (" + available + " bytes available)");
+            }
+            final boolean consumed;
+            if (doubleMapped || read + packetLength <= dataSize) {
+                consumed = handler.onPacket(data, read, packetLength, type, flags, transId);
+            } else {
+                int first = dataSize - read;
+                MemorySegment.copy(data, read, scratch, 0, first);
+                MemorySegment.copy(data, 0, scratch, first, packetLength - first);
+                consumed = handler.onPacket(scratch, 0, packetLength, type, flags, transId);
+            }
+            if (!consumed) {
+                break;
+            }
+            final int total = packetLength + TRAILER_LENGTH;
+            read += total;
+            if (read >= dataSize) {
+                read -= dataSize;
+            }
+            available -= total;
+            count++;
+        }
+        if (count > 0) {
+            readIndex = read;
+            // release: our loads of the consumed packets complete before the writer may reuse their bytes
+            INT.setRelease(control, (long) READ_INDEX_OFFSET, read);
+            packetsRead += count;
+            signalBlockedWriter(start, read);
+        }
+        return count;
+    }
+
+    /** Honours pending_send_sz: wake a blocked writer once free space crosses what it asked for. */
+    private void signalBlockedWriter(int start, int read) {
+        // StoreLoad: publish read_index before sampling pending_send_sz; pairs with requestSpace()'s
+        // volatile store + re-read, so either the writer sees our space or we see its request.
+        VarHandle.fullFence();
+        int pending = (int) INT.getVolatile(control, (long) PENDING_SEND_SZ_OFFSET);
+        if (pending == 0) {
+            return;
+        }
+        int write = (int) INT.getVolatile(control, (long) WRITE_INDEX_OFFSET);
+        if (write < 0 || write >= dataSize) {
+            return; // the next tryRead reports the bad index
+        }
+        int freeNow = read > write ? read - write : dataSize - write + read;
+        int consumed = read >= start ? read - start : dataSize - start + read;
+        if (freeNow - consumed > pending || freeNow <= pending) {
+            return; // was already enough before this read, or still not enough
+        }
+        signalsSent++;
+        peer.ring();
+    }
+
+    /** Reader: true when there is nothing to read. */
+    public boolean isEmpty() {
+        return (int) INT.getAcquire(control, (long) WRITE_INDEX_OFFSET) == readIndex;
+    }
+
+    /** Reader: tell the writer not to signal (we are polling). Plain ordered store; a stale 0 only costs a signal. */
+    public void maskInterrupts() {
+        INT.setRelease(control, (long) INTERRUPT_MASK_OFFSET, 1);
+    }
+
+    /**
+     * Reader about to sleep: clears interrupt_mask, then re-checks the ring. Returns true when it is still
+     * empty (safe to block on the doorbell), false when a packet slipped in (keep polling).
+     */
+    public boolean armInterrupt() {
+        INT.setVolatile(control, (long) INTERRUPT_MASK_OFFSET, 0);
+        // volatile store then volatile load = StoreLoad: pairs with the writer's fullFence, so either it
+        // sees mask == 0 and signals, or we see its new write_index here.
+        return (int) INT.getVolatile(control, (long) WRITE_INDEX_OFFSET) == readIndex;
+    }
+
+    public long signalsSent() {
+        return signalsSent;
+    }
+
+    public long packetsWritten() {
+        return packetsWritten;
+    }
+
+    public long packetsRead() {
+        return packetsRead;
+    }
+
+    /** The writer's private write index (for tests and status). */
+    public int writeIndex() {
+        return writeIndex;
+    }
+
+    /** The reader's private read index. */
+    public int readIndex() {
+        return readIndex;
+    }
+
+    // ------------------------------------------------------------------ wrap-aware accessors
+
+    private int checkedIndex(int index, String name) {
+        if (index < 0 || index >= dataSize || (index & 7) != 0) {
+            throw new RingException(RingException.Reason.BAD_INDEX, index, name + " " + index + " (dataSize " + dataSize + ")");
+        }
+        return index;
+    }
+
+    private long at(int pos) {
+        // double-mapped: any pos < 2*dataSize is addressable directly; single-mapped: fields never straddle
+        // the end (8-aligned packet starts, fields of 2 or 8 bytes at aligned offsets), so wrap the start.
+        return doubleMapped || pos < dataSize ? pos : pos - dataSize;
+    }
+
+    private void putShort(int pos, short v) {
+        data.set(U16, at(pos), v);
+    }
+
+    private void putLong(int pos, long v) {
+        data.set(U64, at(pos), v);
+    }
+
+    private short getShort(int pos) {
+        return data.get(U16, at(pos));
+    }
+
+    private long getLong(int pos) {
+        return data.get(U64, at(pos));
+    }
+
+    private void copyIn(int pos, MemorySegment src, long srcOffset, int length) {
+        int p = (int) at(pos);
+        if (doubleMapped || p + length <= dataSize) {
+            MemorySegment.copy(src, srcOffset, data, p, length);
+        } else {
+            int first = dataSize - p;
+            MemorySegment.copy(src, srcOffset, data, p, first);
+            MemorySegment.copy(src, srcOffset + first, data, 0, length - first);
+        }
+    }
+}

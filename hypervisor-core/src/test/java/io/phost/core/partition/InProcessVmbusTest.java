@@ -1,0 +1,313 @@
+package io.phost.core.partition;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.phost.core.EchoVsp;
+import io.phost.core.TestGuest;
+import io.phost.core.ic.GuestIntegration;
+import io.phost.core.sys.SharedMemory;
+import io.phost.core.vmbus.ChannelMessage;
+import io.phost.core.vmbus.ChannelOffer;
+import io.phost.core.vmbus.ClientChannel;
+import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.VmbusClient;
+import io.phost.core.vmbus.VmbusServer;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.management.ManagementFactory;
+import java.lang.management.ThreadMXBean;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The control protocol, GPADLs, channel resets and limits with the guest in this JVM (an "external"
+ * partition attaches by itself with its credential). Fast; the two-process tests are in PartitionProcessTest.
+ */
+class InProcessVmbusTest {
+    private static final long MEM = 4L << 20;
+    private Path dir;
+    private PartitionHost host;
+    private final List<AutoCloseable> closeLast = new ArrayList<>();
+
+    @BeforeEach
+    void setUp() throws Exception {
+        dir = Files.createTempDirectory("phost-vmbus");
+        host = new PartitionHost(dir, spec -> List.of("false"), PartitionHost.Options.defaults()
+            .withLimits(new VmbusServer.Limits(2_000, 200, 64, 1 << 16, 4, true)).withMaxFaults(100));
+    }
+
+    @AfterEach
+    void tearDown() throws Exception {
+        for (AutoCloseable c : closeLast) {
+            if (c instanceof VmbusClient) {
+                c.close();
+            }
+        }
+        host.close();
+        for (AutoCloseable c : closeLast) {
+            if (!(c instanceof VmbusClient)) {
+                c.close();
+            }
+        }
+        try (var s = Files.walk(dir)) {
+            s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        }
+    }
+
+    private VmbusClient attach(Partition p) {
+        GuestRam ram = GuestRam.create("test-" + p.name(), MEM);
+        closeLast.add(ram);
+        VmbusClient c = VmbusClient.attach(host.socketPath(), p.name(), HexFormat.of().parseHex(p.credentialHex()), ram);
+        closeLast.addFirst(c);
+        return c;
+    }
+
+    private Partition external(String name, EchoVsp vsp) throws Exception {
+        Partition p = host.create(PartitionSpec.external(name, 1, MEM));
+        if (vsp != null) {
+            p.offer(vsp);
+        }
+        p.start();
+        return p;
+    }
+
+    @Test
+    void shouldNegotiateOfferOpenAndEchoInbandAndGpaDirectPackets() throws Exception {
+        EchoVsp echo = new EchoVsp("a");
+        Partition p = external("a", echo);
+        VmbusClient c = attach(p);
+        assertEquals(ChannelMessage.VERSIONS[0], c.version());
+        assertEquals(PartitionState.RUNNING, p.state());
+        assertEquals(5, c.offers().size(), "4 integration services + the echo device");
+        assertEquals("ok", TestGuest.exercise(c));
+        assertTrue(echo.gpaDirect.get() >= 1);
+        assertEquals(0, p.faultCount(), p.faults().toString());
+    }
+
+    @Test
+    void shouldRejectAttachWithWrongCredentialUnknownNameOrUnsealedMemory() throws Exception {
+        Partition p = external("b", null);
+        GuestRam ram = GuestRam.create("test-b", MEM);
+        closeLast.add(ram);
+        byte[] wrong = new byte[32];
+        assertThrows(RuntimeException.class, () -> VmbusClient.attach(host.socketPath(), "b", wrong, ram));
+        assertThrows(RuntimeException.class, () -> VmbusClient.attach(host.socketPath(), "nobody", HexFormat.of().parseHex(p.credentialHex()), ram));
+        assertEquals(2, host.rejectedAttaches());
+        // a memfd without F_SEAL_SHRINK could be truncated under the host's mapping: refused
+        int fd = SharedMemory.createUnsealed("unsealed", MEM);
+        try {
+            assertThrows(RuntimeException.class, () -> rawAttach(p, fd));
+            assertTrue(host.lastRejection().contains("F_SEAL_SHRINK"), host.lastRejection());
+        } finally {
+            io.phost.core.sys.Fd.close(fd);
+        }
+        assertEquals(PartitionState.STARTING, p.state());
+        attach(p);
+        assertEquals(PartitionState.RUNNING, p.state());
+    }
+
+    private void rawAttach(Partition p, int fd) {
+        io.phost.core.sys.UnixSocket s = io.phost.core.sys.UnixSocket.connect(host.socketPath());
+        try {
+            MemorySegment m = Arena.ofAuto().allocate(256, 8);
+            byte[] name = p.name().getBytes();
+            ChannelMessage.header(m, ChannelMessage.INITIATE_CONTACT, ChannelMessage.CONTACT_NAME + name.length);
+            ChannelMessage.u32(m, ChannelMessage.CONTACT_VERSION, ChannelMessage.VERSIONS[0]);
+            MemorySegment.copy(HexFormat.of().parseHex(p.credentialHex()), 0, m, java.lang.foreign.ValueLayout.JAVA_BYTE, ChannelMessage.CONTACT_CREDENTIAL, 32);
+            m.set(java.lang.foreign.ValueLayout.JAVA_BYTE, ChannelMessage.CONTACT_NAME_LENGTH, (byte) name.length);
+            MemorySegment.copy(name, 0, m, java.lang.foreign.ValueLayout.JAVA_BYTE, ChannelMessage.CONTACT_NAME, name.length);
+            s.send(m, ChannelMessage.CONTACT_NAME + name.length, fd);
+            long n = s.receive(m, new int[8], 5000);
+            if (n <= 0) {
+                throw new IllegalStateException("refused");
+            }
+        } finally {
+            s.close();
+        }
+    }
+
+    @Test
+    void shouldRefuseGpadlsBeyondGuestMemoryOrOutsideItWithoutAllocatingForThem() throws Exception {
+        EchoVsp echo = new EchoVsp("g");
+        Partition p = external("g", echo);
+        VmbusClient c = attach(p);
+        ChannelOffer o = c.awaitOffer(EchoVsp.TYPE, 0, Duration.ofSeconds(5));
+        // a page count far beyond guest memory is refused from the header alone (no 2^31-entry array)
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+            () -> c.createGpadl(o.relid(), new long[] {1, 2}, 0, Integer.MAX_VALUE));
+        assertTrue(e.getMessage().contains("refused"), e.getMessage());
+        assertThrows(IllegalStateException.class, () -> c.createGpadl(o.relid(), new long[] {MEM / 4096 + 5}, 0, 4096));
+        assertThrows(IllegalStateException.class, () -> c.createGpadl(9999, new long[] {3}, 0, 4096));
+        // a 40-page list travels as GPADL_HEADER + GPADL_BODY and works
+        GuestRam.Buffer b = c.ram().allocate(40 * 4096);
+        int h = c.createGpadl(o.relid(), b);
+        assertNotNull(p.server().gpadl(h));
+        assertEquals(40, p.server().gpadl(h).pageCount());
+        c.teardownGpadl(o.relid(), h);
+        assertNull(p.server().gpadl(h));
+        assertTrue(p.faultCount() >= 3, p.faults().toString());
+    }
+
+    @Test
+    void shouldResetOnlyTheChannelWhoseGuestReferencedPagesOutsideItsGpadlsAndLetItReopen() throws Exception {
+        EchoVsp echo = new EchoVsp("r");
+        Partition p = external("r", echo);
+        VmbusClient c = attach(p);
+        ChannelOffer o = c.awaitOffer(EchoVsp.TYPE, 0, Duration.ofSeconds(5));
+        ClientChannel ch = c.open(o, 4, null);
+        // the ring pages themselves are granted (ring GPADL) but must never resolve as data
+        MemorySegment ext = Arena.ofAuto().allocate(64, 8);
+        int extLen = io.phost.core.vmbus.GpaDirectRanges.encode(ext, 0, 1, new long[] {4096 * 300}, new int[] {100});
+        assertTrue(ch.tryWriteGpaDirect(1, 1, ext, 0, extLen, ext, 0, 8));
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (ch.isOpen() && System.nanoTime() < deadline) {
+            Thread.sleep(2);
+        }
+        assertFalse(ch.isOpen(), "host rescinded the channel after the fault");
+        assertTrue(p.faults().getLast().contains("NOT_GRANTED"), p.faults().toString());
+        ch.close();
+        ChannelOffer again = c.awaitOffer(EchoVsp.TYPE, 0, Duration.ofSeconds(5));
+        assertNotEquals(o.relid(), again.relid());
+        try (ClientChannel ch2 = c.open(again, 4, null)) {
+            assertEquals("ok", TestGuest.echoes(ch2, 20));
+        }
+        assertEquals(PartitionState.RUNNING, p.state());
+    }
+
+    @Test
+    void shouldRefuseRingPagesAsGpaDirectData() throws Exception {
+        EchoVsp echo = new EchoVsp("rp");
+        Partition p = external("rp", echo);
+        VmbusClient c = attach(p);
+        ChannelOffer o = c.awaitOffer(EchoVsp.TYPE, 0, Duration.ofSeconds(5));
+        ClientChannel ch = c.open(o, 4, null);
+        long ringPfn = p.server().gpadl(ch.ringGpadl()).pfns()[1];
+        MemorySegment ext = Arena.ofAuto().allocate(64, 8);
+        int extLen = io.phost.core.vmbus.GpaDirectRanges.encode(ext, 0, 1, new long[] {ringPfn * 4096}, new int[] {64});
+        assertTrue(ch.tryWriteGpaDirect(1, 1, ext, 0, extLen, ext, 0, 8));
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (ch.isOpen() && System.nanoTime() < deadline) {
+            Thread.sleep(2);
+        }
+        assertTrue(p.faults().getLast().contains("RING_OVERLAP"), p.faults().toString());
+        ch.close();
+    }
+
+    @Test
+    void shouldDropAndCountControlMessageFloods() throws Exception {
+        Partition p = external("f", null);
+        VmbusClient c = attach(p);
+        MemorySegment m = Arena.ofAuto().allocate(16, 8);
+        ChannelMessage.header(m, ChannelMessage.REQUESTOFFERS, 8);
+        for (int i = 0; i < 3_000; i++) {
+            c.sendRaw(m, 8);
+        }
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (p.faults().stream().noneMatch(f -> f.contains("flood")) && System.nanoTime() < deadline) {
+            Thread.sleep(5);
+        }
+        assertTrue(p.faults().stream().anyMatch(f -> f.contains("flood")), p.faults().toString());
+        assertEquals(PartitionState.RUNNING, p.state());
+    }
+
+    @Test
+    void shouldHotAddAndRescindDevicesAndOfferSubChannels() throws Exception {
+        Partition p = external("h", null);
+        VmbusClient c = attach(p);
+        java.util.concurrent.atomic.AtomicInteger rescinds = new java.util.concurrent.atomic.AtomicInteger();
+        c.onRescind(r -> rescinds.incrementAndGet());
+        EchoVsp echo = new EchoVsp("h");
+        p.offer(echo);
+        ChannelOffer o = c.awaitOffer(EchoVsp.TYPE, 0, Duration.ofSeconds(5));
+        ClientChannel ch = c.open(o, 4, null);
+        p.server().channel(ch.relid()).offerSubChannels(2);
+        ChannelOffer s1 = c.awaitOffer(EchoVsp.TYPE, 1, Duration.ofSeconds(5));
+        ChannelOffer s2 = c.awaitOffer(EchoVsp.TYPE, 2, Duration.ofSeconds(5));
+        try (ClientChannel q1 = c.open(s1, 4, null); ClientChannel q2 = c.open(s2, 4, null)) {
+            assertEquals("ok", TestGuest.echoes(q1, 10));
+            assertEquals("ok", TestGuest.echoes(q2, 10));
+            assertEquals(3, echo.opens.get());
+            assertEquals(3, p.status().channels(), "primary + 2 sub-channels (no integration service opened)");
+        }
+        p.rescind(echo);
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (ch.isOpen() && System.nanoTime() < deadline) {
+            Thread.sleep(2);
+        }
+        assertFalse(ch.isOpen());
+        assertTrue(rescinds.get() >= 3);
+        ch.close();
+    }
+
+    @Test
+    void shouldServeIntegrationServicesKvpTimeSyncAndHeartbeat() throws Exception {
+        Partition p = external("ic", null);
+        p.kvp().set("HostName", "phost-test");
+        VmbusClient c = attach(p);
+        try (GuestIntegration ic = new GuestIntegration(c, r -> { })) {
+            ic.publish("FullyQualifiedDomainName", "guest.example");
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while ((ic.hostValues().isEmpty() || p.kvp().guestValues().isEmpty() || ic.timeSamples() == 0
+                || ic.heartbeatsAnswered() == 0) && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertEquals("phost-test", ic.hostValues().get("HostName"));
+            assertEquals("guest.example", p.kvp().guestValues().get("FullyQualifiedDomainName"));
+            assertTrue(ic.timeSamples() > 0);
+            assertTrue(Math.abs(ic.clockOffsetNanos()) < 1_000_000_000L, "same machine: offset under a second");
+            assertTrue(ic.heartbeatsAnswered() > 0);
+            assertTrue(p.heartbeat().responses() > 0);
+            p.kvp().delete("HostName");
+            deadline = System.nanoTime() + 5_000_000_000L;
+            while (ic.hostValues().containsKey("HostName") && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertFalse(ic.hostValues().containsKey("HostName"));
+        }
+    }
+
+    @Test
+    void shouldNotBurnACpuWithTwelveIdleChannels() throws Exception {
+        EchoVsp echo = new EchoVsp("idle");
+        Partition p = external("idle", echo);
+        VmbusClient c = attach(p);
+        ChannelOffer o = c.awaitOffer(EchoVsp.TYPE, 0, Duration.ofSeconds(5));
+        List<ClientChannel> chans = new ArrayList<>();
+        chans.add(c.open(o, 2, null));
+        p.server().channel(chans.get(0).relid()).offerSubChannels(11);
+        for (int i = 1; i <= 11; i++) {
+            chans.add(c.open(c.awaitOffer(EchoVsp.TYPE, i, Duration.ofSeconds(5)), 2, null));
+        }
+        for (ClientChannel ch : chans) {
+            assertEquals("ok", TestGuest.echoes(ch, 3));
+        }
+        Thread.sleep(300); // let every agent fall through spin/yield/park into the doorbell sleep
+        ThreadMXBean mx = ManagementFactory.getThreadMXBean();
+        long before = agentCpu(mx);
+        long t0 = System.nanoTime();
+        Thread.sleep(2_000);
+        long used = agentCpu(mx) - before;
+        double share = used / (double) (System.nanoTime() - t0);
+        assertTrue(share < 0.05, "12 idle channel agents used " + (share * 100) + "% of a core");
+        for (ClientChannel ch : chans) {
+            ch.close();
+        }
+    }
+
+    private static long agentCpu(ThreadMXBean mx) {
+        long sum = 0;
+        for (Thread t : Thread.getAllStackTraces().keySet()) {
+            if (t.getName().startsWith("vsp-echo-idle-q")) {
+                sum += Math.max(0, mx.getThreadCpuTime(t.threadId()));
+            }
+        }
+        return sum;
+    }
+}

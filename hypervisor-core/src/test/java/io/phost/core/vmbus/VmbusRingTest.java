@@ -1,0 +1,198 @@
+package io.phost.core.vmbus;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.phost.core.sys.SharedMemory;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Random;
+import java.util.concurrent.atomic.AtomicInteger;
+import org.junit.jupiter.api.Test;
+
+class VmbusRingTest {
+    private static final int DATA = 4096;
+
+    private static MemorySegment[] ringMemory(Arena a) {
+        MemorySegment control = a.allocate(RingDescriptor.CONTROL_LENGTH, 4096);
+        VmbusRing.initialise(control);
+        return new MemorySegment[] {control, a.allocate(DATA, 4096)};
+    }
+
+    private static MemorySegment bytes(Arena a, int n, int seed) {
+        MemorySegment s = a.allocate(Math.max(1, n));
+        for (int i = 0; i < n; i++) {
+            s.set(ValueLayout.JAVA_BYTE, i, (byte) (seed + i));
+        }
+        return s;
+    }
+
+    @Test
+    void shouldWriteDescriptorPayloadAndTrailerInHyperVLayout() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            assertTrue(w.tryWrite(PacketDescriptor.TYPE_INBAND, 1, 0x1122334455L, bytes(a, 13, 7), 0, 13));
+            MemorySegment d = m[1];
+            assertEquals(6, d.get(PacketDescriptor.U16, 0));
+            assertEquals(2, d.get(PacketDescriptor.U16, 2), "offset8 = 16 bytes / 8");
+            assertEquals(4, d.get(PacketDescriptor.U16, 4), "len8 = (16 + 16 padded payload) / 8");
+            assertEquals(1, d.get(PacketDescriptor.U16, 6));
+            assertEquals(0x1122334455L, d.get(PacketDescriptor.U64, 8));
+            assertEquals(7, d.get(ValueLayout.JAVA_BYTE, 16));
+            assertEquals(0L, d.get(PacketDescriptor.U64, 32), "trailer holds the previous write index (0) << 32");
+            assertEquals(40, m[0].get(PacketDescriptor.U32, RingDescriptor.WRITE_INDEX_OFFSET));
+        }
+    }
+
+    @Test
+    void shouldSignalOnlyOnEmptyToNonEmptyWhenInterruptsAreUnmasked() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            AtomicInteger signals = new AtomicInteger();
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, signals::incrementAndGet);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            MemorySegment p = bytes(a, 64, 1);
+            assertTrue(w.tryWrite(6, 0, 1, p, 0, 64));
+            assertTrue(w.tryWrite(6, 0, 2, p, 0, 64));
+            assertEquals(1, signals.get(), "second packet into a non-empty ring must not signal");
+            assertEquals(2, r.tryRead((b, o, l, t, f, id) -> true, 10));
+            r.maskInterrupts();
+            assertTrue(w.tryWrite(6, 0, 3, p, 0, 64));
+            assertEquals(1, signals.get(), "masked reader must not be signalled");
+            assertFalse(r.armInterrupt(), "arming with a packet present reports non-empty");
+            r.tryRead((b, o, l, t, f, id) -> true, 10);
+            assertTrue(r.armInterrupt());
+            assertTrue(w.tryWrite(6, 0, 4, p, 0, 64));
+            assertEquals(2, signals.get());
+        }
+    }
+
+    @Test
+    void shouldRefuseToFillTheRingCompletelyAndReturnFalseWhenFull() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            MemorySegment p = bytes(a, 1000, 3);
+            int n = 0;
+            while (w.tryWrite(6, 0, n, p, 0, 1000)) {
+                n++;
+            }
+            assertEquals(3, n, "3 x 1024-byte packets fit in 4096 (a 4th would fill it exactly)");
+            assertTrue(w.bytesFree() > 0);
+        }
+    }
+
+    @Test
+    void shouldSignalBlockedWriterWhenFreeSpaceCrossesPendingSendSize() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            AtomicInteger readerSignals = new AtomicInteger();
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, readerSignals::incrementAndGet);
+            MemorySegment p = bytes(a, 1000, 3);
+            while (w.tryWrite(6, 0, 0, p, 0, 1000)) { }
+            assertFalse(w.requestSpace(VmbusRing.spaceFor(0, 1000)));
+            r.tryRead((b, o, l, t, f, id) -> true, 1);
+            assertEquals(1, readerSignals.get(), "free space crossed pending_send_sz: writer woken");
+            w.clearPendingSend();
+            r.tryRead((b, o, l, t, f, id) -> true, 1);
+            assertEquals(1, readerSignals.get(), "no pending request, no signal");
+        }
+    }
+
+    @Test
+    void shouldDeliverWrappedPacketsContiguouslyWhenDoubleMapped() {
+        int fd = SharedMemory.createSealed("ring-test", 2 * 4096);
+        try (RingMapping map = RingMapping.map(fd, new long[] {0, 1}, 0, 2, true); Arena a = Arena.ofConfined()) {
+            VmbusRing.initialise(map.control());
+            roundTrip(map.ring(Doorbell.NONE), map.ring(Doorbell.NONE), a);
+        } finally {
+            io.phost.core.sys.Fd.close(fd);
+        }
+    }
+
+    @Test
+    void shouldDeliverWrappedPacketsThroughScratchCopyWhenSingleMapped() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            roundTrip(new VmbusRing(m[0], m[1], DATA, Doorbell.NONE), new VmbusRing(m[0], m[1], DATA, Doorbell.NONE), a);
+        }
+    }
+
+    private static void roundTrip(VmbusRing w, VmbusRing r, Arena a) {
+        Random rnd = new Random(42);
+        List<Integer> sizes = new ArrayList<>();
+        int written = 0;
+        int[] read = {0};
+        for (int round = 0; round < 2000; round++) {
+            int len = rnd.nextInt(700);
+            MemorySegment p = bytes(a, len, written);
+            if (w.tryWrite(6, 0, written, p, 0, len)) {
+                sizes.add(len);
+                written++;
+            }
+            r.tryRead((b, o, l, t, f, id) -> {
+                int want = sizes.get(read[0]);
+                assertEquals(read[0], id);
+                assertEquals(want, PacketDescriptor.dataLength(b, o, l) - ((8 - want % 8) % 8));
+                long d = PacketDescriptor.dataOffset(b, o);
+                for (int i = 0; i < want; i++) {
+                    assertEquals((byte) (id + i), b.get(ValueLayout.JAVA_BYTE, d + i));
+                }
+                read[0]++;
+                return true;
+            }, rnd.nextInt(3) + 1);
+        }
+        assertTrue(read[0] > 1000);
+    }
+
+    @Test
+    void shouldRejectHostileIndicesAndDescriptorsWithTypedReasons() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            m[0].set(PacketDescriptor.U32, 0, DATA + 8);
+            assertEquals(RingException.Reason.BAD_INDEX, assertThrows(RingException.class, () -> r.tryRead((b, o, l, t, f, id) -> true, 1)).reason());
+            m[0].set(PacketDescriptor.U32, 0, 0);
+            w.tryWrite(6, 0, 0, bytes(a, 8, 0), 0, 8);
+            m[1].set(PacketDescriptor.U16, 4, (short) 400); // len8 past write_index
+            assertEquals(RingException.Reason.BAD_DESCRIPTOR, assertThrows(RingException.class, () -> r.tryRead((b, o, l, t, f, id) -> true, 1)).reason());
+            m[1].set(PacketDescriptor.U16, 4, (short) 3);
+            m[1].set(PacketDescriptor.U16, 2, (short) 1); // offset8 below the descriptor
+            assertEquals(RingException.Reason.BAD_DESCRIPTOR, assertThrows(RingException.class, () -> r.tryRead((b, o, l, t, f, id) -> true, 1)).reason());
+            m[1].set(PacketDescriptor.U16, 2, (short) 2);
+            m[1].set(PacketDescriptor.U16, 4, (short) 0xffff);
+            assertEquals(RingException.Reason.PACKET_TOO_LARGE, assertThrows(RingException.class, () -> r.tryRead((b, o, l, t, f, id) -> true, 1)).reason());
+            m[0].set(PacketDescriptor.U32, 4, 13); // writer sees an unaligned read index
+            assertEquals(RingException.Reason.BAD_INDEX, assertThrows(RingException.class, () -> w.tryWrite(6, 0, 0, bytes(a, 8, 0), 0, 8)).reason());
+        }
+    }
+
+    @Test
+    void shouldOnlyEverThrowRingExceptionForRandomControlAndDataBytes() {
+        Random rnd = new Random(7);
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            for (int i = 0; i < 20_000; i++) {
+                m[0].set(PacketDescriptor.U32, 0, rnd.nextInt(4) == 0 ? rnd.nextInt() : rnd.nextInt(DATA / 8) * 8);
+                m[0].set(PacketDescriptor.U32, 4, rnd.nextInt(4) == 0 ? rnd.nextInt() : rnd.nextInt(DATA / 8) * 8);
+                for (int j = 0; j < 8; j++) {
+                    m[1].set(PacketDescriptor.U64, rnd.nextInt(DATA / 8) * 8L, rnd.nextLong());
+                }
+                try {
+                    VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+                    r.tryRead((b, o, l, t, f, id) -> {
+                        assertTrue(o >= 0 && o + l <= b.byteSize());
+                        return true;
+                    }, 64);
+                } catch (RingException expected) {
+                    // the only allowed failure
+                }
+            }
+        }
+    }
+}

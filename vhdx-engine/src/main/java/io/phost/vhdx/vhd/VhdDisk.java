@@ -1,0 +1,1124 @@
+package io.phost.vhdx.vhd;
+
+import io.phost.vhdx.AllocationMap;
+import io.phost.vhdx.CreateOptions;
+import io.phost.vhdx.DiskType;
+import io.phost.vhdx.PosixFile;
+import io.phost.vhdx.VirtualDisk;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.SecureRandom;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.concurrent.locks.ReentrantLock;
+
+import static io.phost.vhdx.vhd.VhdFormatException.Reason;
+
+/**
+ * A VHD image (Microsoft "Virtual Hard Disk Image Format Specification" 1.0): fixed, dynamic or
+ * differencing. Layout and field meanings are drawn in {@link VhdFooter} and {@link VhdDynamicHeader}.
+ *
+ * <pre>
+ *  fixed:    | data (CurrentSize bytes) ............................. | footer |
+ *  dynamic:  | footer copy | dyn header | BAT | [locators] | block | block | ... | footer |
+ *            0            512          1536
+ *  block:    | sector bitmap (BlockSize/4096 bytes, padded to 512) | data (BlockSize) |
+ *                                                                  ^ 4 KiB aligned in files we write
+ * </pre>
+ *
+ * <p><b>Virtual size.</b> As qemu's vpc.c decides it, so that both agree on every image: the CHS geometry
+ * (cylinders*heads*sectors*512) unless the creator is one that sizes by CurrentSize ("win ", "qem2",
+ * "d2v ", "CTXS", "tap\0") or the geometry is the maximum 65535/16/255, then CurrentSize. Images we
+ * create carry creator "win " (Hyper-V's convention) and the exact requested size, so Hyper-V, qemu and
+ * we all see the same size; the geometry is the spec's, for BIOS-era guests only.
+ *
+ * <p><b>Block allocation.</b> Under {@code allocLock}: the footer is first written past the new block (the
+ * file grows, the old footer position is now inside the new block), then the bitmap (all ones for dynamic
+ * disks, as qemu does; all zeros for differencing), then the BAT entry on disk, and only then the entry is
+ * published in memory with a release store. Concurrent readers of an unpublished block read zeros (or
+ * the parent), which is what they would have seen a moment earlier. A crash at any point leaves at worst
+ * an unreferenced block (reclaimed by {@code compact}). Block data is never reused after allocation.
+ *
+ * <p><b>Steady path.</b> A read or write inside an allocated block is one pread/pwrite on the caller's
+ * segment after one acquire-load of the BAT entry; differencing disks also test bits in the cached sector
+ * bitmap. Nothing is allocated.
+ *
+ * <p><b>Dynamic disk bitmaps.</b> Like qemu, reads of an allocated block in a dynamic (non-differencing) disk
+ * ignore the bitmap and read the data area: every writer we know zero-fills blocks and sets the whole
+ * bitmap. Differencing disks honour it sector by sector.
+ */
+public final class VhdDisk implements VirtualDisk, AllocationMap {
+    public static final int SECTOR = 512;
+    /** Deepest parent chain we follow (protects against loops and hostile chains). */
+    public static final int MAX_CHAIN_DEPTH = 64;
+    /** Longest parent locator path we read, in bytes. */
+    static final int MAX_LOCATOR_LENGTH = 64 * 1024;
+    static final String CREATOR_APP = "win ";
+    static final int CREATOR_VERSION = 0x000a0000;
+    static final String CREATOR_OS = "Wi2k";
+
+    private static final VarHandle BAT = MethodHandles.arrayElementVarHandle(int[].class);
+    private static final VarHandle BITMAPS = MethodHandles.arrayElementVarHandle(long[][].class);
+    private static final VarHandle BITS = MethodHandles.arrayElementVarHandle(long[].class);
+    private static final ValueLayout.OfInt U32 = VhdFooter.U32;
+
+    private final PosixFile file;
+    private final Arena arena;
+    private final VhdFooter footer;
+    private final VhdDynamicHeader header;
+    private final int type;
+    private final long size;
+    private final long blockSize;
+    private final int blockShift;
+    private final long bitmapBytes;
+    private final int[] bat;
+    private final long batOffset;
+    private final VhdDisk parent;
+    private final Path parentPath;
+    private final long[][] bitmaps;
+    private final ReentrantLock allocLock = new ReentrantLock();
+    private final Object[] bitmapLocks;
+    /** Where the next block goes: the footer's current offset. Guarded by allocLock. */
+    private long nextFree;
+    private volatile boolean closed;
+
+    private VhdDisk(PosixFile file, Arena arena, VhdFooter footer, VhdDynamicHeader header, long size,
+                    int[] bat, VhdDisk parent, Path parentPath, long nextFree) {
+        this.file = file;
+        this.arena = arena;
+        this.footer = footer;
+        this.header = header;
+        this.type = footer.diskType();
+        this.size = size;
+        this.parent = parent;
+        this.parentPath = parentPath;
+        this.bat = bat;
+        this.nextFree = nextFree;
+        if (header != null) {
+            this.blockSize = header.blockSize();
+            this.blockShift = Long.numberOfTrailingZeros(blockSize);
+            this.bitmapBytes = bitmapBytesFor(blockSize);
+            this.batOffset = header.tableOffset();
+            this.bitmaps = type == VhdFooter.TYPE_DIFFERENCING ? new long[bat.length][] : null;
+            this.bitmapLocks = new Object[64];
+            for (int i = 0; i < bitmapLocks.length; i++) {
+                bitmapLocks[i] = new Object();
+            }
+        } else {
+            this.blockSize = 0;
+            this.blockShift = 0;
+            this.bitmapBytes = 0;
+            this.batOffset = -1;
+            this.bitmaps = null;
+            this.bitmapLocks = null;
+        }
+    }
+
+    static long bitmapBytesFor(long blockSize) {
+        long bytes = blockSize / SECTOR / 8;
+        return (bytes + SECTOR - 1) & -SECTOR;
+    }
+
+    // ------------------------------------------------------------------------------------------ open
+
+    /** Opens a VHD; a differencing disk also opens its parent chain read-only. */
+    public static VhdDisk open(Path path, boolean readOnly) throws IOException {
+        return open(path, readOnly, 0, new ArrayList<>());
+    }
+
+    private static VhdDisk open(Path path, boolean readOnly, int depth, List<Path> seen) throws IOException {
+        if (depth > MAX_CHAIN_DEPTH) {
+            throw new VhdFormatException(Reason.CHAIN_TOO_DEEP, 0, "parent chain deeper than " + MAX_CHAIN_DEPTH);
+        }
+        Path real = path.toRealPath();
+        if (seen.contains(real)) {
+            throw new VhdFormatException(Reason.CHAIN_TOO_DEEP, 0, "parent chain loops back to " + real);
+        }
+        seen.add(real);
+        PosixFile file = PosixFile.open(path, readOnly);
+        Arena arena = Arena.ofAuto(); // GC-managed: closing a shared arena costs a handshake with every thread
+        VhdDisk parent = null;
+        try {
+            Parsed p = parse(file, arena);
+            Path parentPath = null;
+            if (p.footer.diskType() == VhdFooter.TYPE_DIFFERENCING) {
+                parentPath = locateParent(file, p.header, path);
+                parent = open(parentPath, true, depth + 1, seen);
+                byte[] expected = p.header.parentUniqueId();
+                byte[] actual = parent.footer.uniqueId();
+                if (!Arrays.equals(expected, actual)) {
+                    throw new VhdFormatException(Reason.PARENT_MISMATCH,
+                        p.footer.dataOffset() + VhdDynamicHeader.PARENT_UNIQUE_ID_OFFSET,
+                        "parent " + parentPath + " has unique id " + HexFormat.of().formatHex(actual)
+                            + ", the child expects " + HexFormat.of().formatHex(expected));
+                }
+            }
+            return new VhdDisk(file, arena, p.footer, p.header, p.size, p.bat, parent, parentPath, p.footerOffset);
+        } catch (IOException | RuntimeException | Error e) {
+            if (parent != null) {
+                parent.close();
+            }
+            file.close();
+            throw e;
+        }
+    }
+
+    /** What {@link #parse} learned: validated structures. */
+    record Parsed(VhdFooter footer, VhdDynamicHeader header, long size, int[] bat, long footerOffset,
+                  long fileSize, boolean footerFromCopy) {
+    }
+
+    /**
+     * Reads and validates footer, dynamic header and BAT. Every number from the file is checked with 64-bit
+     * arithmetic against the file size before use; nothing is allocated by a size the file claims beyond
+     * what the file itself holds.
+     */
+    static Parsed parse(PosixFile file, Arena arena) throws IOException {
+        long fileSize = file.size();
+        if (fileSize < VhdFooter.LENGTH) {
+            throw new VhdFormatException(Reason.TRUNCATED, 0, "file of " + fileSize + " bytes cannot hold a footer");
+        }
+        long footerOffset = fileSize - VhdFooter.LENGTH;
+        VhdFooter footer = new VhdFooter(arena.allocate(VhdFooter.LENGTH, 8));
+        file.readFully(footer.segment(), footerOffset);
+        boolean fromCopy = false;
+        VhdFormatException footerProblem = footerProblem(footer, footerOffset);
+        if (footerProblem != null) {
+            // The copy at offset 0 (dynamic/differencing disks) stands in for a damaged footer, as in qemu.
+            VhdFooter copy = new VhdFooter(arena.allocate(VhdFooter.LENGTH, 8));
+            file.readFully(copy.segment(), 0);
+            if (footerProblem(copy, 0) != null || copy.diskType() == VhdFooter.TYPE_FIXED) {
+                throw footerProblem;
+            }
+            footer = copy;
+            fromCopy = true;
+        }
+        int type = footer.diskType();
+        if (type != VhdFooter.TYPE_FIXED && type != VhdFooter.TYPE_DYNAMIC && type != VhdFooter.TYPE_DIFFERENCING) {
+            throw new VhdFormatException(Reason.BAD_DISK_TYPE, footerOffset + VhdFooter.DISK_TYPE_OFFSET,
+                "disk type " + type);
+        }
+        long size = virtualSize(footer);
+        long sizeFieldOffset = footerOffset + VhdFooter.CURRENT_SIZE_OFFSET;
+        if (size <= 0) {
+            throw new VhdFormatException(Reason.BAD_SIZE, sizeFieldOffset, "virtual size " + size);
+        }
+        if (size > VhdFooter.MAX_SIZE) {
+            throw new VhdFormatException(Reason.TOO_LARGE, sizeFieldOffset,
+                "virtual size " + size + " over the 2040 GiB VHD limit");
+        }
+        if (type == VhdFooter.TYPE_FIXED) {
+            if (size > footerOffset) {
+                throw new VhdFormatException(Reason.TRUNCATED, sizeFieldOffset,
+                    "fixed disk of " + size + " bytes in a file of " + fileSize);
+            }
+            return new Parsed(footer, null, size, null, footerOffset, fileSize, fromCopy);
+        }
+        long headerOffset = footer.dataOffset();
+        long dataOffsetField = footerOffset + VhdFooter.DATA_OFFSET_OFFSET;
+        if (headerOffset < VhdFooter.LENGTH || headerOffset > footerOffset - VhdDynamicHeader.LENGTH
+            || (headerOffset & (SECTOR - 1)) != 0) {
+            throw new VhdFormatException(Reason.BAD_DATA_OFFSET, dataOffsetField, "dynamic header offset " + headerOffset);
+        }
+        VhdDynamicHeader header = new VhdDynamicHeader(arena.allocate(VhdDynamicHeader.LENGTH, 8));
+        file.readFully(header.segment(), headerOffset);
+        if (!header.hasCookie()) {
+            throw new VhdFormatException(Reason.BAD_HEADER_COOKIE, headerOffset, "no cxsparse cookie");
+        }
+        if (header.checksum() != header.computeChecksum()) {
+            throw new VhdFormatException(Reason.BAD_HEADER_CHECKSUM, headerOffset + VhdDynamicHeader.CHECKSUM_OFFSET,
+                String.format("stored=0x%08x computed=0x%08x", header.checksum(), header.computeChecksum()));
+        }
+        if ((header.headerVersion() >>> 16) != 1) {
+            throw new VhdFormatException(Reason.BAD_HEADER_VERSION, headerOffset + VhdDynamicHeader.HEADER_VERSION_OFFSET,
+                String.format("version 0x%08x", header.headerVersion()));
+        }
+        long blockSize = header.blockSize();
+        if (blockSize < SECTOR || blockSize > VhdDynamicHeader.MAX_BLOCK_SIZE || Long.bitCount(blockSize) != 1) {
+            throw new VhdFormatException(Reason.BAD_BLOCK_SIZE, headerOffset + VhdDynamicHeader.BLOCK_SIZE_OFFSET,
+                "block size " + blockSize);
+        }
+        long entries = header.maxTableEntries();
+        long needed = ceilDiv(size, blockSize);
+        if (entries < needed) {
+            throw new VhdFormatException(Reason.BAT_TOO_SMALL, headerOffset + VhdDynamicHeader.MAX_TABLE_ENTRIES_OFFSET,
+                entries + " BAT entries for " + needed + " blocks");
+        }
+        long tableOffset = header.tableOffset();
+        long tableField = headerOffset + VhdDynamicHeader.TABLE_OFFSET_OFFSET;
+        // entries <= 2^32 and tableOffset is checked first, so the products below cannot overflow.
+        if (tableOffset < VhdFooter.LENGTH || tableOffset > footerOffset
+            || entries * 4 > footerOffset - tableOffset) {
+            throw new VhdFormatException(Reason.BAT_OUT_OF_FILE, tableField,
+                "BAT of " + entries + " entries at " + tableOffset + " in a file of " + fileSize);
+        }
+        if (overlaps(tableOffset, entries * 4, headerOffset, VhdDynamicHeader.LENGTH)) {
+            throw new VhdFormatException(Reason.BAT_OUT_OF_FILE, tableField, "BAT overlaps the dynamic header");
+        }
+        // We only keep the entries the virtual size uses; the rest are padding (and are still in the file).
+        int[] bat = new int[(int) needed];
+        readBat(file, arena, tableOffset, bat);
+        long bitmapBytes = bitmapBytesFor(blockSize);
+        long blockBytes = bitmapBytes + blockSize;
+        long[] starts = new long[bat.length];
+        int allocated = 0;
+        for (int i = 0; i < bat.length; i++) {
+            long sector = Integer.toUnsignedLong(bat[i]);
+            if (sector == VhdDynamicHeader.UNALLOCATED) {
+                continue;
+            }
+            long start = sector * SECTOR;
+            long entryOffset = tableOffset + 4L * i;
+            if (start < VhdFooter.LENGTH || start > footerOffset - blockBytes) {
+                throw new VhdFormatException(Reason.BLOCK_OUT_OF_FILE, entryOffset,
+                    "block " + i + " at " + start + " (+" + blockBytes + ") outside the data area ending at " + footerOffset);
+            }
+            if (overlaps(start, blockBytes, headerOffset, VhdDynamicHeader.LENGTH)
+                || overlaps(start, blockBytes, tableOffset, entries * 4)) {
+                throw new VhdFormatException(Reason.BLOCK_OVERLAP, entryOffset,
+                    "block " + i + " at " + start + " overlaps the header or BAT");
+            }
+            starts[allocated++] = start;
+        }
+        Arrays.sort(starts, 0, allocated);
+        for (int i = 1; i < allocated; i++) {
+            if (starts[i] - starts[i - 1] < blockBytes) {
+                throw new VhdFormatException(Reason.BLOCK_OVERLAP, tableOffset,
+                    "blocks at " + starts[i - 1] + " and " + starts[i] + " overlap");
+            }
+        }
+        return new Parsed(footer, header, size, bat, footerOffset, fileSize, fromCopy);
+    }
+
+    static boolean overlaps(long a, long aLen, long b, long bLen) {
+        return a < b + bLen && b < a + aLen;
+    }
+
+    private static void readBat(PosixFile file, Arena arena, long tableOffset, int[] bat) throws IOException {
+        int chunk = 64 * 1024;
+        try (Arena tmp = Arena.ofConfined()) {
+            MemorySegment buf = tmp.allocate(chunk, 8);
+            for (int i = 0; i < bat.length; ) {
+                int n = Math.min(chunk / 4, bat.length - i);
+                MemorySegment part = buf.asSlice(0, n * 4L);
+                file.readFully(part, tableOffset + 4L * i);
+                for (int j = 0; j < n; j++) {
+                    bat[i + j] = part.get(U32, 4L * j);
+                }
+                i += n;
+            }
+        }
+    }
+
+    /** Null when the footer is usable, else why not. */
+    static VhdFormatException footerProblem(VhdFooter f, long at) {
+        if (!f.hasCookie()) {
+            return new VhdFormatException(Reason.BAD_FOOTER_COOKIE, at, "no conectix cookie");
+        }
+        if (f.checksum() != f.computeChecksum()) {
+            return new VhdFormatException(Reason.BAD_FOOTER_CHECKSUM, at + VhdFooter.CHECKSUM_OFFSET,
+                String.format("stored=0x%08x computed=0x%08x", f.checksum(), f.computeChecksum()));
+        }
+        if ((f.version() >>> 16) != 1) {
+            return new VhdFormatException(Reason.BAD_VERSION, at + VhdFooter.VERSION_OFFSET,
+                String.format("file format version 0x%08x", f.version()));
+        }
+        return null;
+    }
+
+    /** The virtual size qemu's vpc driver gives this footer (see the class comment). */
+    public static long virtualSize(VhdFooter f) {
+        String creator = f.creatorApp();
+        boolean useChs = !creator.equals("win ") && !creator.equals("qem2") && !creator.equals("d2v ")
+            && !creator.equals("CTXS") && !creator.equals("tap\0");
+        long chs = f.geometrySectors();
+        long sectors = chs;
+        if (!useChs || chs == VhdFooter.MAX_GEOMETRY_SECTORS) {
+            sectors = Long.divideUnsigned(f.currentSize(), SECTOR);
+        }
+        if (sectors < 0 || sectors > VhdFooter.MAX_SIZE / SECTOR + 1) {
+            return VhdFooter.MAX_SIZE + SECTOR; // over the limit: reported as TOO_LARGE
+        }
+        return sectors * SECTOR;
+    }
+
+    /**
+     * Finds the parent: W2ru (relative to the child's directory), then W2ku (absolute), then MacX, then the
+     * parent's name beside the child. Windows separators become '/', and a drive prefix ("C:") is dropped.
+     */
+    static Path locateParent(PosixFile file, VhdDynamicHeader h, Path child) throws IOException {
+        long fileSize = file.size();
+        long headerOffset = -1;
+        List<String> tried = new ArrayList<>();
+        int[] order = {VhdDynamicHeader.PLATFORM_W2RU, VhdDynamicHeader.PLATFORM_W2KU, VhdDynamicHeader.PLATFORM_MACX};
+        Path dir = child.toAbsolutePath().getParent();
+        for (int code : order) {
+            for (int i = 0; i < VhdDynamicHeader.LOCATOR_COUNT; i++) {
+                if (h.locatorCode(i) != code) {
+                    continue;
+                }
+                long len = h.locatorLength(i);
+                long off = h.locatorDataOffset(i);
+                if (len == 0) {
+                    continue;
+                }
+                if (len > MAX_LOCATOR_LENGTH || off < 0 || off > fileSize || len > fileSize - off) {
+                    throw new VhdFormatException(Reason.BAD_LOCATOR, headerOffsetOf(h, i, headerOffset),
+                        "locator " + i + " of " + len + " bytes at " + off + " in a file of " + fileSize);
+                }
+                byte[] raw = new byte[(int) len];
+                file.readFully(MemorySegment.ofArray(raw), off);
+                String s = code == VhdDynamicHeader.PLATFORM_MACX
+                    ? new String(raw, StandardCharsets.UTF_8)
+                    : new String(raw, StandardCharsets.UTF_16LE);
+                Path candidate = toLocalPath(s, dir, code);
+                if (candidate == null) {
+                    continue;
+                }
+                tried.add(candidate.toString());
+                if (Files.isRegularFile(candidate) || Files.isSymbolicLink(candidate)) {
+                    return candidate;
+                }
+            }
+        }
+        String name = h.parentName();
+        if (!name.isEmpty()) {
+            String leaf = name.replace('\\', '/');
+            leaf = leaf.substring(leaf.lastIndexOf('/') + 1);
+            if (!leaf.isEmpty() && !leaf.equals("..") && !leaf.equals(".")) {
+                Path candidate = dir.resolve(leaf);
+                tried.add(candidate.toString());
+                if (Files.isRegularFile(candidate)) {
+                    return candidate;
+                }
+            }
+        }
+        throw new VhdFormatException(Reason.PARENT_NOT_FOUND, VhdDynamicHeader.LOCATORS_OFFSET,
+            "parent \"" + name + "\" not found; tried " + tried);
+    }
+
+    private static long headerOffsetOf(VhdDynamicHeader h, int i, long headerOffset) {
+        return VhdDynamicHeader.locator(i);
+    }
+
+    static Path toLocalPath(String s, Path dir, int code) {
+        int nul = s.indexOf('\0');
+        if (nul >= 0) {
+            s = s.substring(0, nul);
+        }
+        if (s.isEmpty()) {
+            return null;
+        }
+        try {
+            if (code == VhdDynamicHeader.PLATFORM_MACX) {
+                if (s.startsWith("file://")) {
+                    s = s.substring("file://".length());
+                }
+                return Path.of(s);
+            }
+            s = s.replace('\\', '/');
+            if (s.length() >= 2 && Character.isLetter(s.charAt(0)) && s.charAt(1) == ':') {
+                s = s.substring(2);
+            }
+            if (code == VhdDynamicHeader.PLATFORM_W2RU) {
+                return dir.resolve(s).normalize();
+            }
+            return Path.of(s);
+        } catch (java.nio.file.InvalidPathException e) {
+            return null;
+        }
+    }
+
+    static long ceilDiv(long a, long b) {
+        return (a + b - 1) / b;
+    }
+
+    // ------------------------------------------------------------------------------------------ create
+
+    /** Creates a VHD (fixed, dynamic or differencing) and returns it open read-write. */
+    public static VhdDisk create(Path path, CreateOptions o) throws IOException {
+        if (o.logicalSectorSize() != SECTOR) {
+            throw new VhdFormatException(Reason.UNSUPPORTED, 0, "VHD has 512-byte logical sectors only");
+        }
+        long blockSize = o.blockSize() == 0 ? VhdDynamicHeader.DEFAULT_BLOCK_SIZE : o.blockSize();
+        if (o.type() != DiskType.FIXED
+            && (blockSize < SECTOR || blockSize > VhdDynamicHeader.MAX_BLOCK_SIZE || Long.bitCount(blockSize) != 1)) {
+            throw new IllegalArgumentException("VHD block size must be a power of two from 512 bytes to 256 MiB: " + blockSize);
+        }
+        long size = o.size();
+        byte[] parentId = null;
+        long parentTimestamp = 0;
+        Path parentAbs = null;
+        if (o.type() == DiskType.DIFFERENCING) {
+            try (VhdDisk p = open(o.parent(), true)) {
+                size = p.size();
+                parentId = p.uniqueId();
+                parentTimestamp = p.footer.timestamp();
+                parentAbs = o.parent().toAbsolutePath().normalize();
+            }
+        }
+        if (size <= 0 || size % SECTOR != 0) {
+            throw new IllegalArgumentException("VHD size must be a positive multiple of 512: " + size);
+        }
+        if (size > VhdFooter.MAX_SIZE) {
+            throw new VhdFormatException(Reason.TOO_LARGE, 0, "size " + size + " over the 2040 GiB VHD limit");
+        }
+        byte[] id = new byte[16];
+        new SecureRandom().nextBytes(id);
+        id[6] = (byte) ((id[6] & 0x0f) | 0x40); // a version-4 GUID, as Windows makes them
+        id[8] = (byte) ((id[8] & 0x3f) | 0x80);
+        long now = System.currentTimeMillis() / 1000 - VhdFooter.VHD_EPOCH;
+        int diskType = switch (o.type()) {
+            case FIXED -> VhdFooter.TYPE_FIXED;
+            case DYNAMIC -> VhdFooter.TYPE_DYNAMIC;
+            case DIFFERENCING -> VhdFooter.TYPE_DIFFERENCING;
+        };
+        PosixFile f = PosixFile.createNew(path);
+        boolean ok = false;
+        try (Arena tmp = Arena.ofConfined()) {
+            VhdFooter footer = new VhdFooter(tmp.allocate(VhdFooter.LENGTH, 8));
+            int[] chs = VhdFooter.geometryFor(size);
+            footer.cookie().features(VhdFooter.FEATURES_RESERVED).version(VhdFooter.VERSION_1_0)
+                .dataOffset(diskType == VhdFooter.TYPE_FIXED ? VhdFooter.NO_DATA_OFFSET : VhdFooter.LENGTH)
+                .timestamp(now).creatorApp(CREATOR_APP).creatorVersion(CREATOR_VERSION).creatorOs(CREATOR_OS)
+                .originalSize(size).currentSize(size).geometry(chs[0], chs[1], chs[2]).diskType(diskType)
+                .uniqueId(id).sealChecksum();
+            if (diskType == VhdFooter.TYPE_FIXED) {
+                f.truncate(size + VhdFooter.LENGTH);
+                f.fallocate(0, 0, size); // best effort: a fixed disk should not run out of space later
+                f.writeFully(footer.segment(), size);
+            } else {
+                long entries = ceilDiv(size, blockSize);
+                long batOffset = VhdFooter.LENGTH + VhdDynamicHeader.LENGTH;
+                long batBytes = (entries * 4 + SECTOR - 1) & -SECTOR;
+                long end = batOffset + batBytes;
+                VhdDynamicHeader header = new VhdDynamicHeader(tmp.allocate(VhdDynamicHeader.LENGTH, 8));
+                header.init(batOffset, entries, blockSize);
+                if (diskType == VhdFooter.TYPE_DIFFERENCING) {
+                    end = writeLocators(f, tmp, header, end, path, parentAbs, parentId, parentTimestamp);
+                }
+                header.sealChecksum();
+                MemorySegment batBuf = tmp.allocate(batBytes, 8);
+                batBuf.fill((byte) 0xFF);
+                f.writeFully(batBuf, batOffset);
+                f.writeFully(footer.segment(), 0);
+                f.writeFully(header.segment(), VhdFooter.LENGTH);
+                f.writeFully(footer.segment(), end);
+            }
+            f.dataSync();
+            ok = true;
+        } finally {
+            f.close();
+            if (!ok) {
+                Files.deleteIfExists(path);
+            }
+        }
+        return open(path, false);
+    }
+
+    /** Writes W2ku and W2ru locators after {@code end}; returns the new end. */
+    private static long writeLocators(PosixFile f, Arena tmp, VhdDynamicHeader header, long end, Path child,
+                                      Path parentAbs, byte[] parentId, long parentTimestamp) throws IOException {
+        header.parent(parentId, parentTimestamp, parentAbs.getFileName().toString());
+        Path childDir = child.toAbsolutePath().normalize().getParent();
+        String relative = childDir.relativize(parentAbs).toString();
+        String[] paths = {
+            parentAbs.toString().replace('/', '\\'),
+            (relative.startsWith("..") ? relative : "./" + relative).replace('/', '\\'),
+        };
+        int[] codes = {VhdDynamicHeader.PLATFORM_W2KU, VhdDynamicHeader.PLATFORM_W2RU};
+        for (int i = 0; i < paths.length; i++) {
+            byte[] b = paths[i].getBytes(StandardCharsets.UTF_16LE);
+            long space = (b.length + SECTOR - 1) & -SECTOR;
+            MemorySegment buf = tmp.allocate(space, 8);
+            buf.copyFrom(MemorySegment.ofArray(b));
+            f.writeFully(buf, end);
+            header.locator(i, codes[i], space / SECTOR, b.length, end);
+            end += space;
+        }
+        return end;
+    }
+
+    // ------------------------------------------------------------------------------------------ I/O
+
+    @Override
+    public long size() {
+        return size;
+    }
+
+    @Override
+    public int logicalSectorSize() {
+        return SECTOR;
+    }
+
+    @Override
+    public int physicalSectorSize() {
+        return SECTOR;
+    }
+
+    @Override
+    public boolean readOnly() {
+        return file.readOnly();
+    }
+
+    @Override
+    public String format() {
+        return "vhd";
+    }
+
+    public DiskType type() {
+        return switch (type) {
+            case VhdFooter.TYPE_FIXED -> DiskType.FIXED;
+            case VhdFooter.TYPE_DYNAMIC -> DiskType.DYNAMIC;
+            default -> DiskType.DIFFERENCING;
+        };
+    }
+
+    /** Bytes per block (0 for fixed disks). */
+    public long blockSize() {
+        return blockSize;
+    }
+
+    public Path path() {
+        return file.path();
+    }
+
+    /** The parent of a differencing disk (open read-only), else null. */
+    public VhdDisk parent() {
+        return parent;
+    }
+
+    public Path parentPath() {
+        return parentPath;
+    }
+
+    public byte[] uniqueId() {
+        return footer.uniqueId();
+    }
+
+    public VhdFooter footer() {
+        return footer;
+    }
+
+    public VhdDynamicHeader header() {
+        return header;
+    }
+
+    /** Number of BAT entries the virtual size uses (0 for fixed disks). */
+    public int blockCount() {
+        return bat == null ? 0 : bat.length;
+    }
+
+    /** File offset of block {@code i}'s bitmap, or -1 when not allocated here. */
+    public long blockFileOffset(int i) {
+        int e = (int) BAT.getAcquire(bat, i);
+        return e == -1 ? -1 : Integer.toUnsignedLong(e) * SECTOR;
+    }
+
+    @Override
+    public void read(long offset, MemorySegment dst) throws IOException {
+        long length = dst.byteSize();
+        checkRange(offset, length);
+        if (header == null) {
+            file.readFully(dst, offset);
+            return;
+        }
+        long mask = blockSize - 1;
+        long pos = 0;
+        while (pos < length) {
+            long voff = offset + pos;
+            int block = (int) (voff >>> blockShift);
+            long inBlock = voff & mask;
+            long n = Math.min(length - pos, blockSize - inBlock);
+            // Whole-request fast path: no slice object when the request lies in one block.
+            MemorySegment part = (pos == 0 && n == length) ? dst : dst.asSlice(pos, n);
+            int entry = (int) BAT.getAcquire(bat, block);
+            if (entry == -1) {
+                readBelow(voff, part);
+            } else {
+                long data = Integer.toUnsignedLong(entry) * SECTOR + bitmapBytes + inBlock;
+                if (bitmaps == null) {
+                    file.readFully(part, data);
+                } else {
+                    readDifferencing(block, inBlock, data, voff, part);
+                }
+            }
+            pos += n;
+        }
+    }
+
+    /** Unallocated here: the parent's data, or zeros. */
+    private void readBelow(long voff, MemorySegment part) throws IOException {
+        if (parent == null) {
+            part.fill((byte) 0);
+            return;
+        }
+        long psize = parent.size();
+        long n = part.byteSize();
+        if (voff >= psize) {
+            part.fill((byte) 0);
+        } else if (voff + n <= psize) {
+            parent.read(voff, part);
+        } else {
+            parent.read(voff, part.asSlice(0, psize - voff));
+            part.asSlice(psize - voff).fill((byte) 0);
+        }
+    }
+
+    private void readDifferencing(int block, long inBlock, long data, long voff, MemorySegment part) throws IOException {
+        long[] bits = bitmap(block);
+        int first = (int) (inBlock / SECTOR);
+        int count = (int) (part.byteSize() / SECTOR);
+        int i = 0;
+        while (i < count) {
+            boolean present = bit(bits, first + i);
+            int j = i + 1;
+            while (j < count && bit(bits, first + j) == present) {
+                j++;
+            }
+            MemorySegment run = (i == 0 && j == count) ? part : part.asSlice((long) i * SECTOR, (long) (j - i) * SECTOR);
+            if (present) {
+                file.readFully(run, data + (long) i * SECTOR);
+            } else {
+                readBelow(voff + (long) i * SECTOR, run);
+            }
+            i = j;
+        }
+    }
+
+    private static boolean bit(long[] bits, int sector) {
+        return ((long) BITS.getAcquire(bits, sector >>> 6) & (1L << (sector & 63))) != 0;
+    }
+
+    /** The cached sector bitmap of an allocated block of a differencing disk, loaded on first use. */
+    private long[] bitmap(int block) throws IOException {
+        long[] bits = (long[]) BITMAPS.getAcquire(bitmaps, block);
+        if (bits != null) {
+            return bits;
+        }
+        synchronized (bitmapLocks[block & (bitmapLocks.length - 1)]) {
+            bits = (long[]) BITMAPS.getAcquire(bitmaps, block);
+            if (bits != null) {
+                return bits;
+            }
+            int sectors = (int) (blockSize / SECTOR);
+            bits = new long[(sectors + 63) >>> 6];
+            long at = blockFileOffset(block);
+            try (Arena tmp = Arena.ofConfined()) {
+                MemorySegment buf = tmp.allocate(bitmapBytes, 8);
+                file.readFully(buf, at);
+                for (int s = 0; s < sectors; s++) {
+                    // On disk: sector s is bit (7 - s%8) of byte s/8 (most significant bit first).
+                    if ((buf.get(ValueLayout.JAVA_BYTE, s >>> 3) & (0x80 >>> (s & 7))) != 0) {
+                        bits[s >>> 6] |= 1L << (s & 63);
+                    }
+                }
+            }
+            BITMAPS.setRelease(bitmaps, block, bits);
+            return bits;
+        }
+    }
+
+    @Override
+    public void write(long offset, MemorySegment src) throws IOException {
+        checkWritable();
+        long length = src.byteSize();
+        checkRange(offset, length);
+        if (header == null) {
+            file.writeFully(src, offset);
+            return;
+        }
+        long mask = blockSize - 1;
+        long pos = 0;
+        while (pos < length) {
+            long voff = offset + pos;
+            int block = (int) (voff >>> blockShift);
+            long inBlock = voff & mask;
+            long n = Math.min(length - pos, blockSize - inBlock);
+            MemorySegment part = (pos == 0 && n == length) ? src : src.asSlice(pos, n);
+            int entry = (int) BAT.getAcquire(bat, block);
+            if (entry == -1) {
+                entry = allocate(block);
+            }
+            long blockStart = Integer.toUnsignedLong(entry) * SECTOR;
+            file.writeFully(part, blockStart + bitmapBytes + inBlock);
+            if (bitmaps != null) {
+                markPresent(block, blockStart, (int) (inBlock / SECTOR), (int) (n / SECTOR));
+            }
+            pos += n;
+        }
+    }
+
+    /** Sets bitmap bits after the data is written (so a reader that sees the bit finds the data). */
+    private void markPresent(int block, long blockStart, int first, int count) throws IOException {
+        long[] bits = bitmap(block);
+        boolean all = true;
+        for (int s = first; s < first + count; s++) {
+            if (!bit(bits, s)) {
+                all = false;
+                break;
+            }
+        }
+        if (all) {
+            return;
+        }
+        synchronized (bitmapLocks[block & (bitmapLocks.length - 1)]) {
+            for (int s = first; s < first + count; s++) {
+                int w = s >>> 6;
+                BITS.setRelease(bits, w, (long) BITS.getAcquire(bits, w) | (1L << (s & 63)));
+            }
+            // Write back the 512-byte bitmap sectors the change touched.
+            int firstByteSector = (first >>> 3) / SECTOR;
+            int lastByteSector = ((first + count - 1) >>> 3) / SECTOR;
+            try (Arena tmp = Arena.ofConfined()) {
+                long len = (long) (lastByteSector - firstByteSector + 1) * SECTOR;
+                MemorySegment buf = tmp.allocate(len, 8);
+                long base = (long) firstByteSector * SECTOR * 8; // first sector number covered
+                int sectors = (int) (blockSize / SECTOR);
+                for (long b = 0; b < len; b++) {
+                    int v = 0;
+                    for (int k = 0; k < 8; k++) {
+                        long s = base + b * 8 + k;
+                        if (s < sectors && bit(bits, (int) s)) {
+                            v |= 0x80 >>> k;
+                        }
+                    }
+                    buf.set(ValueLayout.JAVA_BYTE, b, (byte) v);
+                }
+                file.writeFully(buf, blockStart + (long) firstByteSector * SECTOR);
+            }
+        }
+    }
+
+    /** Allocates block {@code block} (or returns the entry another thread just published). */
+    private int allocate(int block) throws IOException {
+        allocLock.lock();
+        try {
+            int entry = (int) BAT.getAcquire(bat, block);
+            if (entry != -1) {
+                return entry;
+            }
+            long oldFooter = nextFree;
+            // Data area 4 KiB aligned (O_DIRECT, 4K-sector hosts): the bitmap sits just before a 4 KiB boundary.
+            long start = ((oldFooter + bitmapBytes + 4095) & -4096L) - bitmapBytes;
+            if (start < oldFooter) {
+                start += 4096;
+            }
+            long end = start + bitmapBytes + blockSize;
+            if (start / SECTOR >= VhdDynamicHeader.UNALLOCATED) {
+                throw new VhdFormatException(Reason.TOO_LARGE, oldFooter, "file too large for a 32-bit BAT entry");
+            }
+            try (Arena tmp = Arena.ofConfined()) {
+                // 1. The footer moves past the new block: the file grows, its tail is still a valid footer.
+                file.writeFully(footer.segment(), end);
+                // 2. Zero the stale footer if alignment left it in a gap, then the bitmap.
+                if (start > oldFooter) {
+                    MemorySegment zeros = tmp.allocate(start - oldFooter, 8);
+                    file.writeFully(zeros, oldFooter);
+                }
+                MemorySegment bm = tmp.allocate(bitmapBytes, 8);
+                bm.fill(bitmaps == null ? (byte) 0xFF : 0);
+                file.writeFully(bm, start);
+                // 3. The BAT entry on disk; the data area is a hole past the old end, so it reads as zeros.
+                MemorySegment e = tmp.allocate(4, 4);
+                entry = (int) (start / SECTOR);
+                e.set(U32, 0, entry);
+                file.writeFully(e, batOffset + 4L * block);
+            }
+            nextFree = end;
+            if (bitmaps != null) {
+                BITMAPS.setRelease(bitmaps, block, new long[(int) ((blockSize / SECTOR + 63) >>> 6)]);
+            }
+            // 4. Publish: readers that see the entry find bitmap and BAT on disk already.
+            BAT.setRelease(bat, block, entry);
+            return entry;
+        } finally {
+            allocLock.unlock();
+        }
+    }
+
+    @Override
+    public void flush() throws IOException {
+        if (!readOnly()) {
+            file.dataSync();
+        }
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length) throws IOException {
+        zero(offset, length, false);
+    }
+
+    @Override
+    public void unmap(long offset, long length) throws IOException {
+        zero(offset, length, true);
+    }
+
+    /**
+     * Zeroing. Fixed disks punch or zero the file range. Dynamic disks drop whole blocks from the BAT when
+     * {@code release} (the file range becomes a hole; {@code compact} reclaims it), zero partial ranges of
+     * allocated blocks in place and leave unallocated ones alone. Differencing disks must hide the parent,
+     * so they write zeros (allocating as needed).
+     */
+    private void zero(long offset, long length, boolean release) throws IOException {
+        checkWritable();
+        checkRange(offset, length);
+        if (header == null) {
+            zeroFileRange(offset, length, release);
+            return;
+        }
+        long mask = blockSize - 1;
+        long pos = 0;
+        try (Arena tmp = Arena.ofConfined()) {
+            MemorySegment zeros = null;
+            while (pos < length) {
+                long voff = offset + pos;
+                int block = (int) (voff >>> blockShift);
+                long inBlock = voff & mask;
+                long n = Math.min(length - pos, blockSize - inBlock);
+                int entry = (int) BAT.getAcquire(bat, block);
+                if (bitmaps != null) {
+                    if (zeros == null) {
+                        zeros = tmp.allocate(Math.min(blockSize, 1 << 20), 4096);
+                    }
+                    for (long d = 0; d < n; d += zeros.byteSize()) {
+                        long k = Math.min(zeros.byteSize(), n - d);
+                        write(voff + d, zeros.asSlice(0, k));
+                    }
+                } else if (entry != -1) {
+                    long start = Integer.toUnsignedLong(entry) * SECTOR;
+                    if (n == blockSize && release) {
+                        releaseBlock(block, entry, start);
+                    } else {
+                        zeroFileRange(start + bitmapBytes + inBlock, n, false);
+                    }
+                }
+                pos += n;
+            }
+        }
+    }
+
+    private void releaseBlock(int block, int entry, long start) throws IOException {
+        allocLock.lock();
+        try {
+            if ((int) BAT.getAcquire(bat, block) != entry) {
+                return;
+            }
+            try (Arena tmp = Arena.ofConfined()) {
+                MemorySegment e = tmp.allocate(4, 4);
+                e.set(U32, 0, -1);
+                file.writeFully(e, batOffset + 4L * block);
+            }
+            BAT.setRelease(bat, block, -1);
+            file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, start, bitmapBytes + blockSize);
+        } finally {
+            allocLock.unlock();
+        }
+    }
+
+    private void zeroFileRange(long at, long length, boolean punch) throws IOException {
+        if (punch && file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, at, length)) {
+            return;
+        }
+        if (file.fallocate(PosixFile.FALLOC_FL_ZERO_RANGE | PosixFile.FALLOC_FL_KEEP_SIZE, at, length)) {
+            return;
+        }
+        if (file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, at, length)) {
+            return;
+        }
+        try (Arena tmp = Arena.ofConfined()) {
+            MemorySegment zeros = tmp.allocate(Math.min(length, 1 << 20), 4096);
+            for (long d = 0; d < length; d += zeros.byteSize()) {
+                file.writeFully(zeros.asSlice(0, Math.min(zeros.byteSize(), length - d)), at + d);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ allocation map
+
+    /** True when block {@code i} is allocated in this file. */
+    public boolean blockAllocated(int i) {
+        return (int) BAT.getAcquire(bat, i) != -1;
+    }
+
+    /**
+     * Calls {@code sink} for each run of sectors stored in this file (not the parents): whole allocated blocks
+     * of dynamic disks, bitmap runs of differencing disks, the whole disk for fixed ones.
+     */
+    public void forEachStoredRange(RangeSink sink) throws IOException {
+        if (header == null) {
+            sink.accept(0, size);
+            return;
+        }
+        for (int b = 0; b < bat.length; b++) {
+            if (!blockAllocated(b)) {
+                continue;
+            }
+            long base = (long) b * blockSize;
+            long limit = Math.min(blockSize, size - base);
+            if (bitmaps == null) {
+                sink.accept(base, limit);
+                continue;
+            }
+            long[] bits = bitmap(b);
+            int sectors = (int) (limit / SECTOR);
+            int s = 0;
+            while (s < sectors) {
+                while (s < sectors && !bit(bits, s)) {
+                    s++;
+                }
+                int e = s;
+                while (e < sectors && bit(bits, e)) {
+                    e++;
+                }
+                if (e > s) {
+                    sink.accept(base + (long) s * SECTOR, (long) (e - s) * SECTOR);
+                }
+                s = e;
+            }
+        }
+    }
+
+    /** Receives (offset, length) ranges. */
+    @FunctionalInterface
+    public interface RangeSink {
+        void accept(long offset, long length) throws IOException;
+    }
+
+    @Override
+    public long nextAllocated(long offset) throws IOException {
+        if (offset >= size) {
+            return size;
+        }
+        if (header == null) {
+            long d = file.seekData(offset);
+            return d < 0 ? size : Math.min(d, size);
+        }
+        for (int b = (int) (offset >>> blockShift); b < bat.length; b++) {
+            long from = Math.max(offset, (long) b * blockSize);
+            if (blockAllocated(b)) {
+                return from;
+            }
+            if (parent != null) {
+                long p = parent.nextAllocated(from);
+                long blockEnd = Math.min((long) (b + 1) * blockSize, size);
+                if (p < blockEnd) {
+                    return p;
+                }
+                // Skip ahead to the parent's next allocated range.
+                if (p >= size) {
+                    return size;
+                }
+                b = (int) (p >>> blockShift) - 1;
+            }
+        }
+        return size;
+    }
+
+    @Override
+    public long nextUnallocated(long offset) throws IOException {
+        if (offset >= size) {
+            return size;
+        }
+        if (header == null) {
+            long h = file.seekHole(offset);
+            return h < 0 ? size : Math.min(h, size);
+        }
+        long pos = offset;
+        while (pos < size) {
+            int b = (int) (pos >>> blockShift);
+            if (blockAllocated(b)) {
+                pos = (long) (b + 1) * blockSize;
+                continue;
+            }
+            if (parent == null) {
+                return pos;
+            }
+            long blockEnd = Math.min((long) (b + 1) * blockSize, size);
+            long p = parent.nextAllocated(pos);
+            if (p > pos) {
+                return pos;
+            }
+            long pe = parent.nextUnallocated(pos);
+            if (pe < blockEnd) {
+                return pe;
+            }
+            pos = blockEnd;
+        }
+        return size;
+    }
+
+    @Override
+    public long allocatedBytes() throws IOException {
+        if (header == null) {
+            return size;
+        }
+        long n = 0;
+        for (int b = 0; b < bat.length; b++) {
+            if (blockAllocated(b)) {
+                n += blockSize;
+            }
+        }
+        return n;
+    }
+
+    /** Current file length (footer included). */
+    public long fileSize() throws IOException {
+        return file.size();
+    }
+
+    PosixFile file() {
+        return file;
+    }
+
+    // ------------------------------------------------------------------------------------------ misc
+
+    private void checkRange(long offset, long length) {
+        if (offset < 0 || length < 0 || (offset & (SECTOR - 1)) != 0 || (length & (SECTOR - 1)) != 0
+            || offset > size - length) {
+            throw new IllegalArgumentException("bad range offset=" + offset + " length=" + length + " size=" + size);
+        }
+    }
+
+    private void checkWritable() {
+        if (readOnly()) {
+            throw new IllegalStateException(file.path() + " is open read-only");
+        }
+    }
+
+    @Override
+    public void close() throws IOException {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        try {
+            if (!readOnly()) {
+                file.dataSync();
+            }
+        } finally {
+            try {
+                file.close();
+            } finally {
+                if (parent != null) {
+                    parent.close();
+                }
+            }
+        }
+    }
+
+    @Override
+    public String toString() {
+        return "VhdDisk[" + file.path() + ", " + type().id() + ", " + size + " bytes]";
+    }
+}

@@ -1,0 +1,1021 @@
+package io.phost.vhdx.vhdx;
+
+import static io.phost.vhdx.vhdx.BatDescriptor.*;
+
+import io.phost.vhdx.NativeFile;
+import io.phost.vhdx.VhdxFormatException;
+import io.phost.vhdx.VhdxFormatException.Reason;
+import io.phost.vhdx.VirtualDisk;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
+import java.util.Map;
+import java.util.Objects;
+import java.util.UUID;
+import java.util.concurrent.atomic.AtomicIntegerArray;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReferenceArray;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * A VHDX image (MS-VHDX v1.0): fixed, dynamic or differencing, opened for concurrent I/O.
+ *
+ * <h2>Data path</h2>
+ * The whole BAT lives in memory ({@code long[]}, read with acquire, published with release). A read or a
+ * write to an allocated block looks up one entry and issues one {@code pread}/{@code pwrite} per block it
+ * touches: no lock and no allocation. A write to an unallocated block takes that block's stripe lock,
+ * re-checks the entry, appends a new 1 MiB-aligned block at the end of the file, writes the data, then
+ * publishes the entry; the BAT sector is marked dirty.
+ *
+ * <h2>Metadata and flush</h2>
+ * BAT and sector-bitmap changes are committed by {@link #flush()} through the log:
+ * <pre>
+ *   fdatasync          new payload data (and the previous commit's in-place metadata) is durable
+ *   write log entry    dirty BAT / bitmap sectors, tail = this entry
+ *   fdatasync          the entry is durable: from here a crash replays it
+ *   apply in place     write the sectors to the BAT / bitmap blocks (made durable by the next flush or close)
+ * </pre>
+ * So after {@code flush()} returns, every write that completed before it is durable, and the metadata
+ * that maps it is durable in the log (and in place after the next flush). A crash before a flush loses
+ * at most the unflushed writes; their blocks may remain as unreferenced space at the end of the file.
+ *
+ * <h2>GUID rules</h2>
+ * On the first write after a read-write open (data, metadata or log replay) the header is rewritten with a
+ * new FileWriteGuid, a new DataWriteGuid (first user-visible change) and a new LogGuid for this session,
+ * both copies, each followed by fdatasync. On close the LogGuid is set back to zero (log empty), so qemu
+ * and Hyper-V see a clean image.
+ */
+public final class VhdxDisk implements VirtualDisk {
+    /** State of the log when the image was opened. */
+    public enum LogState { CLEAN, REPLAYED, REPLAYED_IN_MEMORY }
+
+    /** One ancestor in a differencing chain, nearest first. */
+    public record ParentInfo(Path path, UUID dataWriteGuid, String parentLinkage, VhdxType type) {}
+
+    /** A payload block's state as stored in the BAT. */
+    public enum BlockState {
+        NOT_PRESENT, UNDEFINED, ZERO, UNMAPPED, FULLY_PRESENT, PARTIALLY_PRESENT;
+
+        static BlockState of(int bits) {
+            return switch (bits) {
+                case PAYLOAD_NOT_PRESENT -> NOT_PRESENT;
+                case PAYLOAD_UNDEFINED -> UNDEFINED;
+                case PAYLOAD_ZERO -> ZERO;
+                case PAYLOAD_UNMAPPED -> UNMAPPED;
+                case PAYLOAD_FULLY_PRESENT -> FULLY_PRESENT;
+                default -> PARTIALLY_PRESENT;
+            };
+        }
+    }
+
+    static final int MAX_CHAIN_DEPTH = 64;
+    private static final VarHandle LONGS = MethodHandles.arrayElementVarHandle(long[].class);
+    private static final VarHandle BYTES = MethodHandles.arrayElementVarHandle(byte[].class);
+    private static final int LOCK_STRIPES = 256;
+    private static final int BAT_ENTRIES_PER_SECTOR = 4096 / 8;
+    private static final MemorySegment ZEROS = Arena.global().allocate(1 << 20, 4096);
+
+    private final Path path;
+    private final NativeFile file;
+    private final boolean readOnly;
+    private final VhdxParser.Parsed p;
+    private final long size;
+    private final int blockSize;
+    private final int blockShift;
+    private final long blockMask;
+    private final int chunkRatio;
+    private final int logicalSectorSize;
+    private final int sectorShift;
+    private final long[] bat;
+    private final AtomicIntegerArray batDirty;
+    private final AtomicReferenceArray<SectorBitmap> bitmaps;
+    private final Object[] stripes = new Object[LOCK_STRIPES];
+    private final ReentrantLock commitLock = new ReentrantLock();
+    private final AtomicLong fileEnd;
+    private final Overlay overlay;
+    private final VhdxDisk parent;
+    private final LogState logState;
+
+    // Header state, guarded by commitLock.
+    private VhdxParser.Header header;
+    private UUID fileWriteGuid;
+    private UUID dataWriteGuid;
+    private UUID logGuid;
+    private long headerSequence;
+    private int currentSlot;
+    private long logPosition;
+    private long logSequence;
+    /** Set once the session's header (new GUIDs, LogGuid) is durable; written once under commitLock. */
+    private volatile boolean sessionStarted;
+    private volatile boolean closed;
+
+    /** One chunk's 1 MiB sector bitmap, loaded lazily; dirty flags per 4 KiB sector of it. */
+    private static final class SectorBitmap {
+        final byte[] bits = new byte[SECTOR_BITMAP_BLOCK_LENGTH];
+        final AtomicIntegerArray dirty = new AtomicIntegerArray(SECTOR_BITMAP_BLOCK_LENGTH / 4096);
+    }
+
+    private VhdxDisk(Path path, NativeFile file, boolean readOnly, VhdxParser.Parsed p, Overlay overlay,
+                     VhdxDisk parent, LogState logState) throws IOException {
+        this.path = path;
+        this.file = file;
+        this.readOnly = readOnly;
+        this.p = p;
+        this.size = p.virtualSize;
+        this.blockSize = p.blockSize;
+        this.blockShift = Integer.numberOfTrailingZeros(p.blockSize);
+        this.blockMask = p.blockSize - 1L;
+        this.chunkRatio = p.chunkRatio;
+        this.logicalSectorSize = p.logicalSectorSize;
+        this.sectorShift = Integer.numberOfTrailingZeros(p.logicalSectorSize);
+        this.bat = p.batEntries;
+        this.batDirty = new AtomicIntegerArray((bat.length + BAT_ENTRIES_PER_SECTOR - 1) / BAT_ENTRIES_PER_SECTOR);
+        long chunks = p.hasParent ? (p.dataBlocks + chunkRatio - 1) / chunkRatio : 0;
+        this.bitmaps = new AtomicReferenceArray<>((int) chunks);
+        for (int i = 0; i < LOCK_STRIPES; i++) {
+            stripes[i] = new Object();
+        }
+        long end = Math.max(file.size(), p.logPlan == null ? 0 : p.logPlan.lastFileOffset());
+        this.fileEnd = new AtomicLong(roundUp(end, 1 << 20));
+        this.overlay = overlay;
+        this.parent = parent;
+        this.logState = logState;
+        this.header = p.header;
+        this.fileWriteGuid = p.header.fileWriteGuid();
+        this.dataWriteGuid = p.header.dataWriteGuid();
+        this.logGuid = p.header.logGuid();
+        this.headerSequence = p.header.sequence();
+        this.currentSlot = p.header.slot();
+    }
+
+    // ---------------------------------------------------------------- open / create
+
+    /**
+     * Opens a VHDX image. A read-write open replays a dirty log into the file; a read-only open replays
+     * it in memory, so reads see the replayed metadata while the file stays untouched. A differencing
+     * image opens its parent chain read-only and checks each linkage.
+     *
+     * @throws VhdxFormatException when the image (or a parent) is damaged, hostile or unsupported
+     */
+    public static VhdxDisk open(Path path, boolean readOnly) throws IOException {
+        return open(path, readOnly, 0);
+    }
+
+    private static VhdxDisk open(Path path, boolean readOnly, int depth) throws IOException {
+        NativeFile f = NativeFile.open(path, readOnly);
+        try {
+            return openFile(path, f, readOnly, depth);
+        } catch (IOException | RuntimeException | Error e) {
+            try {
+                f.close();
+            } catch (IOException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
+    }
+
+    private static VhdxDisk openFile(Path path, NativeFile f, boolean readOnly, int depth) throws IOException {
+        VhdxParser.Parsed p = new VhdxParser.Parsed();
+        p.fileSize = f.size();
+        int sectionLength = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
+        if (p.fileSize < sectionLength) {
+            throw new VhdxFormatException(Reason.TRUNCATED, p.fileSize, "file of " + p.fileSize + " bytes has no room for the header section");
+        }
+        byte[] section = new byte[sectionLength];
+        f.read(0, section, 0, sectionLength);
+        if (Le.i64(section, 0) != VhdxHeaderDescriptor.FILE_IDENTIFIER_SIGNATURE) {
+            throw new VhdxFormatException(Reason.BAD_SIGNATURE, 0, "no \"vhdxfile\" file type identifier");
+        }
+        p.header = VhdxParser.parseHeaders(section);
+        VhdxParser.checkLogRegion(p.header, p.fileSize);
+
+        Overlay overlay = null;
+        LogState logState = LogState.CLEAN;
+        if (!Le.isZero(p.header.logGuid())) {
+            long logLength = p.header.logLength();
+            if (logLength > LogDescriptor.MAX_LOG_LENGTH) {
+                throw new VhdxFormatException(Reason.LOG_NOT_REPLAYABLE, p.header.logOffset(),
+                    "log of " + logLength + " bytes is larger than the " + LogDescriptor.MAX_LOG_LENGTH + " we replay");
+            }
+            byte[] log = new byte[(int) logLength];
+            f.read(p.header.logOffset(), log, 0, log.length);
+            p.logPlan = VhdxLog.plan(log, p.header.logGuid(), p.header.logOffset(), p.fileSize);
+            if (!p.logPlan.isEmpty()) {
+                if (readOnly) {
+                    overlay = new Overlay();
+                    for (VhdxLog.Update u : p.logPlan.updates()) {
+                        overlay.apply(u);
+                    }
+                    logState = LogState.REPLAYED_IN_MEMORY;
+                } else {
+                    replayInPlace(f, p.logPlan);
+                    p.fileSize = f.size();
+                    logState = LogState.REPLAYED;
+                }
+                if (p.logPlan.updates().stream().anyMatch(u -> u.fileOffset() < VhdxHeaderDescriptor.HEADER_SECTION_LENGTH)) {
+                    // A log entry rewrote part of the region tables: re-read the section through the replay.
+                    if (overlay != null) {
+                        overlay.patch(0, section, 0, sectionLength);
+                    } else {
+                        f.read(0, section, 0, sectionLength);
+                    }
+                }
+            }
+        }
+        final Overlay ov = overlay;
+        VhdxParser.Source src = (off, dst, o, len) -> {
+            long n = f.read(off, dst, o, len);
+            if (n < len) {
+                java.util.Arrays.fill(dst, o + (int) n, o + len, (byte) 0);
+            }
+            if (ov != null) {
+                ov.patch(off, dst, o, len);
+            }
+        };
+        VhdxParser.parseRegionsAndMetadata(p, section, src);
+
+        VhdxDisk parent = null;
+        if (p.hasParent) {
+            parent = openParent(path, p, depth);
+        }
+        VhdxDisk d;
+        try {
+            d = new VhdxDisk(path, f, readOnly, p, overlay, parent, logState);
+            if (logState == LogState.REPLAYED) {
+                // The replay was the first write of this session: new FileWriteGuid, log now empty.
+                d.commitLock.lock();
+                try {
+                    d.fileWriteGuid = UUID.randomUUID();
+                    d.logGuid = Le.ZERO_GUID;
+                    d.writeHeaders();
+                } finally {
+                    d.commitLock.unlock();
+                }
+            }
+        } catch (IOException | RuntimeException e) {
+            if (parent != null) {
+                parent.close();
+            }
+            throw e;
+        }
+        return d;
+    }
+
+    private static void replayInPlace(NativeFile f, VhdxLog.Plan plan) throws IOException {
+        long size = f.size();
+        for (VhdxLog.Update u : plan.updates()) {
+            if (u.page() != null) {
+                f.write(u.fileOffset(), u.page(), 0, u.page().length);
+            } else {
+                long end = u.fileOffset() + u.zeroLength();
+                // Zeros beyond the current end are a sparse extension, not written byte by byte.
+                long writeEnd = Math.min(end, size);
+                for (long o = u.fileOffset(); o < writeEnd; o += ZEROS.byteSize()) {
+                    f.write(o, ZEROS, 0, Math.min(ZEROS.byteSize(), writeEnd - o));
+                }
+                if (end > size) {
+                    f.truncate(end);
+                    size = end;
+                }
+            }
+            size = Math.max(size, u.fileOffset() + (u.page() != null ? u.page().length : 0));
+        }
+        if (f.size() < plan.lastFileOffset()) {
+            f.truncate(roundUp(plan.lastFileOffset(), 1 << 20));
+        }
+        f.sync();
+    }
+
+    private static VhdxDisk openParent(Path child, VhdxParser.Parsed p, int depth) throws IOException {
+        long locAt = p.metadata.fileOffset();
+        if (depth + 1 >= MAX_CHAIN_DEPTH) {
+            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain deeper than " + MAX_CHAIN_DEPTH + " (or cyclic)");
+        }
+        Map<String, String> kv = p.parentLocator;
+        Path parentPath = resolveParent(child, kv);
+        if (parentPath == null) {
+            throw new VhdxFormatException(Reason.BAD_PARENT_LOCATOR, locAt,
+                "parent not found: relative_path=" + kv.get("relative_path") + " absolute_win32_path=" + kv.get("absolute_win32_path"));
+        }
+        VhdxDisk parent = open(parentPath, true, depth + 1);
+        try {
+            UUID linkage = Le.parseBraced(kv.get("parent_linkage"));
+            String l2 = kv.get("parent_linkage2");
+            UUID linkage2 = l2 == null ? null : Le.parseBraced(l2);
+            if (linkage == null) {
+                throw new VhdxFormatException(Reason.BAD_PARENT_LOCATOR, locAt, "parent_linkage is not a GUID: " + kv.get("parent_linkage"));
+            }
+            UUID actual = parent.dataWriteGuid();
+            if (!actual.equals(linkage) && !actual.equals(linkage2)) {
+                throw new VhdxFormatException(Reason.PARENT_LINKAGE_MISMATCH, locAt,
+                    "parent " + parentPath + " has DataWriteGuid " + Le.braced(actual) + " but the child expects " + Le.braced(linkage)
+                        + (linkage2 != null ? " or " + Le.braced(linkage2) : ""));
+            }
+            if (parent.size() != p.virtualSize || parent.logicalSectorSize() != p.logicalSectorSize) {
+                throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt,
+                    "parent size/sector " + parent.size() + "/" + parent.logicalSectorSize() + " differs from child "
+                        + p.virtualSize + "/" + p.logicalSectorSize);
+            }
+            return parent;
+        } catch (IOException | RuntimeException e) {
+            parent.close();
+            throw e;
+        }
+    }
+
+    /** relative_path (against the child's directory), then absolute_win32_path; volume_path is Windows-only. */
+    static Path resolveParent(Path child, Map<String, String> kv) {
+        Path dir = child.toAbsolutePath().getParent();
+        String rel = kv.get("relative_path");
+        if (rel != null && !rel.isEmpty()) {
+            String r = rel.replace('\\', '/');
+            if (r.startsWith("./")) {
+                r = r.substring(2);
+            }
+            try {
+                Path c = dir.resolve(r).normalize();
+                if (Files.isRegularFile(c)) {
+                    return c;
+                }
+            } catch (RuntimeException ignored) {
+                // an unparsable path is simply not a candidate
+            }
+        }
+        String abs = kv.get("absolute_win32_path");
+        if (abs != null && !abs.isEmpty()) {
+            for (String cand : new String[] {abs, abs.replace('\\', '/')}) {
+                try {
+                    Path c = Path.of(cand);
+                    if (c.isAbsolute() && Files.isRegularFile(c)) {
+                        return c;
+                    }
+                } catch (RuntimeException ignored) {
+                    // not a path on this system
+                }
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Creates a new image and opens it read-write. Layout: header section, 1 MiB log at 1 MiB, 1 MiB
+     * metadata region at 2 MiB, BAT at 3 MiB (rounded up to 1 MiB), payload blocks after it.
+     */
+    public static VhdxDisk create(Path path, VhdxCreateOptions o) throws IOException {
+        VhdxImageWriter.create(path, o);
+        return open(path, false);
+    }
+
+    // ---------------------------------------------------------------- VirtualDisk
+
+    @Override
+    public long size() {
+        return size;
+    }
+
+    @Override
+    public int logicalSectorSize() {
+        return logicalSectorSize;
+    }
+
+    @Override
+    public int physicalSectorSize() {
+        return p.physicalSectorSize;
+    }
+
+    @Override
+    public boolean readOnly() {
+        return readOnly;
+    }
+
+    @Override
+    public String format() {
+        return "vhdx";
+    }
+
+    @Override
+    public void read(long offset, MemorySegment dst) throws IOException {
+        long len = dst.byteSize();
+        checkRange(offset, len);
+        readRange(offset, dst, 0, len);
+    }
+
+    @Override
+    public void write(long offset, MemorySegment src) throws IOException {
+        long len = src.byteSize();
+        checkRange(offset, len);
+        checkWritable();
+        writeRange(offset, src, 0, len);
+    }
+
+    /** Reads {@code len} bytes at {@code offset} into {@code dst[dstOffset, +len)} without slicing. */
+    public void read(long offset, MemorySegment dst, long dstOffset, long len) throws IOException {
+        checkRange(offset, len);
+        readRange(offset, dst, dstOffset, len);
+    }
+
+    /** Writes {@code src[srcOffset, +len)} at {@code offset} without slicing. */
+    public void write(long offset, MemorySegment src, long srcOffset, long len) throws IOException {
+        checkRange(offset, len);
+        checkWritable();
+        writeRange(offset, src, srcOffset, len);
+    }
+
+    private void checkRange(long offset, long len) {
+        long mask = logicalSectorSize - 1L;
+        if (offset < 0 || len < 0 || ((offset | len) & mask) != 0 || offset > size - len) {
+            throw new IllegalArgumentException("range [" + offset + ", +" + len + ") not sector-aligned or beyond size " + size);
+        }
+        if (closed) {
+            throw new IllegalStateException("closed: " + path);
+        }
+    }
+
+    private void checkWritable() throws IOException {
+        if (readOnly) {
+            throw new IOException("read-only: " + path);
+        }
+        if (!sessionStarted) {
+            startSession();
+        }
+    }
+
+    void readRange(long off, MemorySegment dst, long dstOff, long len) throws IOException {
+        while (len > 0) {
+            long block = off >>> blockShift;
+            long inBlock = off & blockMask;
+            long n = Math.min(len, blockSize - inBlock);
+            long e = (long) LONGS.getAcquire(bat, (int) payloadIndex(block, chunkRatio));
+            switch (state(e)) {
+                case PAYLOAD_FULLY_PRESENT -> readFile(fileOffset(e) + inBlock, dst, dstOff, n);
+                case PAYLOAD_PARTIALLY_PRESENT -> readPartial(block, fileOffset(e), off, dst, dstOff, n);
+                case PAYLOAD_ZERO, PAYLOAD_UNMAPPED -> zero(dst, dstOff, n);
+                default -> {
+                    if (parent != null) {
+                        parent.readRange(off, dst, dstOff, n);
+                    } else {
+                        zero(dst, dstOff, n);
+                    }
+                }
+            }
+            off += n;
+            dstOff += n;
+            len -= n;
+        }
+    }
+
+    private void readFile(long fileOff, MemorySegment dst, long dstOff, long n) throws IOException {
+        long got = file.read(fileOff, dst, dstOff, n);
+        if (got < n) {
+            zero(dst, dstOff + got, n - got);
+        }
+        if (overlay != null) {
+            overlay.patch(fileOff, dst, dstOff, n);
+        }
+    }
+
+    /** PARTIALLY_PRESENT: runs of sectors whose bitmap bit is 1 come from this file, the rest from the parent. */
+    private void readPartial(long block, long blockFileOff, long off, MemorySegment dst, long dstOff, long n) throws IOException {
+        SectorBitmap bm = bitmap(block / chunkRatio);
+        long sector = off >>> sectorShift;
+        long sectors = n >>> sectorShift;
+        long i = 0;
+        while (i < sectors) {
+            boolean present = bit(bm, sector + i);
+            long j = i + 1;
+            while (j < sectors && bit(bm, sector + j) == present) {
+                j++;
+            }
+            long runOff = (sector + i) << sectorShift;
+            long runLen = (j - i) << sectorShift;
+            long runDst = dstOff + (i << sectorShift);
+            if (present) {
+                readFile(blockFileOff + (runOff & blockMask), dst, runDst, runLen);
+            } else if (parent != null) {
+                parent.readRange(runOff, dst, runDst, runLen);
+            } else {
+                zero(dst, runDst, runLen);
+            }
+            i = j;
+        }
+    }
+
+    private static boolean bit(SectorBitmap bm, long diskSector) {
+        int b = (int) (diskSector & ((1L << 23) - 1));
+        return (((byte) BYTES.getAcquire(bm.bits, b >>> 3)) & (1 << (b & 7))) != 0;
+    }
+
+    private static void zero(MemorySegment dst, long dstOff, long n) {
+        while (n > 0) {
+            long c = Math.min(n, ZEROS.byteSize());
+            MemorySegment.copy(ZEROS, 0, dst, dstOff, c);
+            dstOff += c;
+            n -= c;
+        }
+    }
+
+    void writeRange(long off, MemorySegment src, long srcOff, long len) throws IOException {
+        while (len > 0) {
+            long block = off >>> blockShift;
+            long inBlock = off & blockMask;
+            long n = Math.min(len, blockSize - inBlock);
+            long e = (long) LONGS.getAcquire(bat, (int) payloadIndex(block, chunkRatio));
+            if (state(e) == PAYLOAD_FULLY_PRESENT) {
+                file.write(fileOffset(e) + inBlock, src, srcOff, n);
+            } else {
+                writeSlow(block, off, src, srcOff, n);
+            }
+            off += n;
+            srcOff += n;
+            len -= n;
+        }
+    }
+
+    /** Allocation and PARTIALLY_PRESENT writes, under the block's stripe lock. */
+    private void writeSlow(long block, long off, MemorySegment src, long srcOff, long n) throws IOException {
+        int idx = (int) payloadIndex(block, chunkRatio);
+        long inBlock = off & blockMask;
+        synchronized (stripes[(int) (block & (LOCK_STRIPES - 1))]) {
+            long e = (long) LONGS.getAcquire(bat, idx);
+            int st = state(e);
+            if (st == PAYLOAD_FULLY_PRESENT) {
+                file.write(fileOffset(e) + inBlock, src, srcOff, n);
+                return;
+            }
+            if (st == PAYLOAD_PARTIALLY_PRESENT) {
+                file.write(fileOffset(e) + inBlock, src, srcOff, n);
+                setBits(block, off, n);
+                return;
+            }
+            boolean fromParent = parent != null && (st == PAYLOAD_NOT_PRESENT || st == PAYLOAD_UNDEFINED);
+            boolean wholeBlock = inBlock == 0 && n == blockSize;
+            long blockOff = allocate(blockSize);
+            file.write(blockOff + inBlock, src, srcOff, n);
+            if (fromParent && !wholeBlock) {
+                setBits(block, off, n);
+                LONGS.setRelease(bat, idx, entry(PAYLOAD_PARTIALLY_PRESENT, blockOff));
+            } else {
+                // No parent data to show through: the rest of the new block is already zero.
+                LONGS.setRelease(bat, idx, entry(PAYLOAD_FULLY_PRESENT, blockOff));
+            }
+            batDirty.set(idx / BAT_ENTRIES_PER_SECTOR, 1);
+        }
+    }
+
+    /** Appends {@code bytes} (a multiple of 1 MiB) at the end of the file and makes the file cover them. */
+    private long allocate(long bytes) throws IOException {
+        long off = fileEnd.getAndAdd(bytes);
+        // Extend the file now so the BAT never points past EOF (qemu refuses such images); the byte is
+        // inside this new, unpublished block, so no other writer can race on it.
+        file.write(off + bytes - 1, ZEROS, 0, 1);
+        return off;
+    }
+
+    private void setBits(long block, long off, long n) throws IOException {
+        SectorBitmap bm = bitmap(block / chunkRatio);
+        long first = (off >>> sectorShift) & ((1L << 23) - 1);
+        long count = n >>> sectorShift;
+        for (long s = first; s < first + count; s++) {
+            int byteIdx = (int) (s >>> 3);
+            byte old = (byte) BYTES.getAcquire(bm.bits, byteIdx);
+            byte nw = (byte) (old | (1 << (s & 7)));
+            if (nw != old) {
+                // Bits of one block live in bytes no other block uses, and the block's stripe lock is held.
+                BYTES.setRelease(bm.bits, byteIdx, nw);
+                bm.dirty.set(byteIdx >>> 12, 1);
+            }
+        }
+    }
+
+    /** The chunk's sector bitmap, loaded on first use (allocating its 1 MiB block when a write needs it). */
+    private SectorBitmap bitmap(long chunk) throws IOException {
+        SectorBitmap bm = bitmaps.get((int) chunk);
+        if (bm != null) {
+            return bm;
+        }
+        synchronized (bitmaps) {
+            bm = bitmaps.get((int) chunk);
+            if (bm != null) {
+                return bm;
+            }
+            bm = new SectorBitmap();
+            int idx = (int) bitmapIndex(chunk, chunkRatio);
+            long e = (long) LONGS.getAcquire(bat, idx);
+            if (state(e) == SB_PRESENT) {
+                MemorySegment seg = MemorySegment.ofArray(bm.bits);
+                readFile(fileOffset(e), seg, 0, SECTOR_BITMAP_BLOCK_LENGTH);
+            } else if (!readOnly) {
+                long off = allocate(SECTOR_BITMAP_BLOCK_LENGTH);
+                LONGS.setRelease(bat, idx, entry(SB_PRESENT, off));
+                batDirty.set(idx / BAT_ENTRIES_PER_SECTOR, 1);
+            }
+            bitmaps.set((int) chunk, bm);
+            return bm;
+        }
+    }
+
+    @Override
+    public void writeZeroes(long offset, long length) throws IOException {
+        release(offset, length, PAYLOAD_ZERO);
+    }
+
+    /** Whole blocks become UNMAPPED (their space is released); partial blocks are written with zeros. */
+    @Override
+    public void unmap(long offset, long length) throws IOException {
+        release(offset, length, PAYLOAD_UNMAPPED);
+    }
+
+    private void release(long off, long len, int wholeBlockState) throws IOException {
+        checkRange(off, len);
+        checkWritable();
+        while (len > 0) {
+            long block = off >>> blockShift;
+            long inBlock = off & blockMask;
+            long n = Math.min(len, blockSize - inBlock);
+            int idx = (int) payloadIndex(block, chunkRatio);
+            if (inBlock == 0 && n == blockSize && !p.leaveBlocksAllocated) {
+                synchronized (stripes[(int) (block & (LOCK_STRIPES - 1))]) {
+                    long e = (long) LONGS.getAcquire(bat, idx);
+                    if (state(e) != wholeBlockState || fileOffset(e) != 0) {
+                        LONGS.setRelease(bat, idx, entry(wholeBlockState, 0));
+                        batDirty.set(idx / BAT_ENTRIES_PER_SECTOR, 1);
+                    }
+                }
+            } else {
+                long e = (long) LONGS.getAcquire(bat, idx);
+                int st = state(e);
+                boolean alreadyZero = st == PAYLOAD_ZERO || st == PAYLOAD_UNMAPPED
+                    || (parent == null && (st == PAYLOAD_NOT_PRESENT || st == PAYLOAD_UNDEFINED));
+                if (!alreadyZero) {
+                    for (long o = 0; o < n; o += ZEROS.byteSize()) {
+                        long c = Math.min(ZEROS.byteSize(), n - o);
+                        writeRange(off + o, ZEROS, 0, c);
+                    }
+                }
+            }
+            off += n;
+            len -= n;
+        }
+    }
+
+    // ---------------------------------------------------------------- flush, log, headers
+
+    /**
+     * Makes every write that completed before this call durable: fdatasync of the data, then one log
+     * entry per batch of dirty BAT/bitmap sectors (write, fdatasync, apply in place). See the class doc.
+     */
+    @Override
+    public void flush() throws IOException {
+        if (readOnly || closed) {
+            return;
+        }
+        commitLock.lock();
+        try {
+            file.sync();
+            List<VhdxLog.Update> pages = collectDirty();
+            if (pages.isEmpty()) {
+                return;
+            }
+            if (!sessionStarted) {
+                startSession();
+            }
+            int max = VhdxLog.maxPagesPerEntry(header.logLength());
+            for (int i = 0; i < pages.size(); i += max) {
+                List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
+                if (i > 0) {
+                    file.sync(); // the previous batch's in-place writes must be durable before its entry is superseded
+                }
+                commit(batch);
+            }
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
+    private List<VhdxLog.Update> collectDirty() {
+        List<VhdxLog.Update> pages = new ArrayList<>();
+        long batOff = p.bat.fileOffset();
+        for (int s = 0; s < batDirty.length(); s++) {
+            if (batDirty.get(s) != 0 && batDirty.getAndSet(s, 0) != 0) {
+                byte[] page = new byte[4096];
+                int first = s * BAT_ENTRIES_PER_SECTOR;
+                int last = Math.min(bat.length, first + BAT_ENTRIES_PER_SECTOR);
+                for (int i = first; i < last; i++) {
+                    Le.put64(page, (i - first) * 8, (long) LONGS.getAcquire(bat, i));
+                }
+                pages.add(new VhdxLog.Update(batOff + (long) s * 4096, page, 0));
+            }
+        }
+        for (int c = 0; c < bitmaps.length(); c++) {
+            SectorBitmap bm = bitmaps.get(c);
+            if (bm == null) {
+                continue;
+            }
+            long e = (long) LONGS.getAcquire(bat, (int) bitmapIndex(c, chunkRatio));
+            long base = fileOffset(e);
+            for (int s = 0; s < bm.dirty.length(); s++) {
+                if (bm.dirty.get(s) != 0 && bm.dirty.getAndSet(s, 0) != 0) {
+                    byte[] page = new byte[4096];
+                    for (int i = 0; i < 4096; i++) {
+                        page[i] = (byte) BYTES.getAcquire(bm.bits, s * 4096 + i);
+                    }
+                    pages.add(new VhdxLog.Update(base + (long) s * 4096, page, 0));
+                }
+            }
+        }
+        return pages;
+    }
+
+    private void commit(List<VhdxLog.Update> batch) throws IOException {
+        long fileSize = file.size();
+        int n = batch.size();
+        long entryLength = (LogDescriptor.descriptorSectors(n) + n) * LogDescriptor.SECTOR;
+        if (logPosition + entryLength > header.logLength()) {
+            logPosition = 0;
+        }
+        byte[] entry = VhdxLog.buildEntry(batch, ++logSequence, logGuid, logPosition, fileSize, fileSize);
+        file.write(header.logOffset() + logPosition, entry, 0, entry.length);
+        file.sync();
+        logPosition += entryLength;
+        if (logPosition >= header.logLength()) {
+            logPosition = 0;
+        }
+        for (VhdxLog.Update u : batch) {
+            file.write(u.fileOffset(), u.page(), 0, u.page().length);
+        }
+    }
+
+    /** First write of this session: new FileWriteGuid, DataWriteGuid and LogGuid, durable before any data. */
+    private void startSession() throws IOException {
+        commitLock.lock();
+        try {
+            if (sessionStarted) {
+                return;
+            }
+            fileWriteGuid = UUID.randomUUID();
+            dataWriteGuid = UUID.randomUUID();
+            logGuid = UUID.randomUUID();
+            logPosition = 0;
+            logSequence = 0;
+            writeHeaders();
+            sessionStarted = true; // volatile write: publishes the GUIDs to lock-free writers' fast check
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
+    /** Writes the header state to both slots (non-current first), fdatasync after each. Under commitLock. */
+    private void writeHeaders() throws IOException {
+        for (int step = 0; step < 2; step++) {
+            int slot = 1 - currentSlot;
+            byte[] h = VhdxImageWriter.header(++headerSequence, fileWriteGuid, dataWriteGuid, logGuid,
+                header.logLength(), header.logOffset());
+            file.write(VhdxHeaderDescriptor.headerFileOffset(slot), h, 0, h.length);
+            file.sync();
+            currentSlot = slot;
+        }
+    }
+
+    @Override
+    public void close() throws IOException {
+        if (closed) {
+            return;
+        }
+        IOException failure = null;
+        try {
+            if (!readOnly && sessionStarted) {
+                flush();
+                commitLock.lock();
+                try {
+                    file.sync(); // in-place metadata of the last commit is durable: the log can be emptied
+                    logGuid = Le.ZERO_GUID;
+                    writeHeaders();
+                } finally {
+                    commitLock.unlock();
+                }
+            }
+        } catch (IOException e) {
+            failure = e;
+        } finally {
+            closed = true;
+            try {
+                file.close();
+            } catch (IOException e) {
+                if (failure == null) {
+                    failure = e;
+                }
+            }
+            if (parent != null) {
+                try {
+                    parent.close();
+                } catch (IOException e) {
+                    if (failure == null) {
+                        failure = e;
+                    }
+                }
+            }
+        }
+        if (failure != null) {
+            throw failure;
+        }
+    }
+
+    // ---------------------------------------------------------------- information
+
+    public Path path() {
+        return path;
+    }
+
+    public int blockSize() {
+        return blockSize;
+    }
+
+    public int chunkRatio() {
+        return chunkRatio;
+    }
+
+    public VhdxType type() {
+        return p.hasParent ? VhdxType.DIFFERENCING : p.leaveBlocksAllocated ? VhdxType.FIXED : VhdxType.DYNAMIC;
+    }
+
+    public boolean leaveBlocksAllocated() {
+        return p.leaveBlocksAllocated;
+    }
+
+    public UUID virtualDiskId() {
+        return p.virtualDiskId;
+    }
+
+    public UUID dataWriteGuid() {
+        commitLock.lock();
+        try {
+            return dataWriteGuid;
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
+    public UUID fileWriteGuid() {
+        commitLock.lock();
+        try {
+            return fileWriteGuid;
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
+    public LogState logState() {
+        return logState;
+    }
+
+    /** The parent image when differencing, else null. */
+    public VhdxDisk parent() {
+        return parent;
+    }
+
+    /** Ancestors, nearest first; empty unless differencing. */
+    public List<ParentInfo> parentChain() {
+        List<ParentInfo> out = new ArrayList<>();
+        VhdxDisk child = this;
+        VhdxDisk d = parent;
+        while (d != null) {
+            out.add(new ParentInfo(d.path, d.dataWriteGuid(), child.p.parentLocator.get("parent_linkage"), d.type()));
+            child = d;
+            d = d.parent;
+        }
+        return Collections.unmodifiableList(out);
+    }
+
+    /** The parent locator's key/value pairs (empty unless differencing). */
+    public Map<String, String> parentLocator() {
+        return p.parentLocator == null ? Map.of() : Collections.unmodifiableMap(p.parentLocator);
+    }
+
+    public long blockCount() {
+        return p.dataBlocks;
+    }
+
+    public BlockState blockState(long block) {
+        Objects.checkIndex(block, p.dataBlocks);
+        return BlockState.of(state((long) LONGS.getAcquire(bat, (int) payloadIndex(block, chunkRatio))));
+    }
+
+    /** File offset of a FULLY/PARTIALLY_PRESENT block's payload, else 0. */
+    public long blockFileOffset(long block) {
+        Objects.checkIndex(block, p.dataBlocks);
+        return fileOffset((long) LONGS.getAcquire(bat, (int) payloadIndex(block, chunkRatio)));
+    }
+
+    /** Bytes of payload (and sector bitmap) blocks this file holds. */
+    public long allocatedBytes() {
+        long n = 0;
+        for (int i = 0; i < bat.length; i++) {
+            long e = (long) LONGS.getAcquire(bat, i);
+            boolean isBitmap = (i % (chunkRatio + 1)) == chunkRatio;
+            int st = state(e);
+            if (isBitmap) {
+                n += st == SB_PRESENT && p.hasParent ? SECTOR_BITMAP_BLOCK_LENGTH : 0;
+            } else if (st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT) {
+                n += blockSize;
+            }
+        }
+        return n;
+    }
+
+    public long fileSize() throws IOException {
+        return file.size();
+    }
+
+    @Override
+    public String toString() {
+        return "VhdxDisk[" + path + ", " + type() + ", size=" + size + ", block=" + blockSize + ", sector="
+            + logicalSectorSize + "/" + p.physicalSectorSize + "]";
+    }
+
+    // ---------------------------------------------------------------- for VhdxCheck
+
+    long logOffset() {
+        return header.logOffset();
+    }
+
+    int replayedEntries() {
+        return p.logPlan == null ? 0 : p.logPlan.entries();
+    }
+
+    long batOffset() {
+        return p.bat.fileOffset();
+    }
+
+    long[] batSnapshot() {
+        long[] copy = new long[bat.length];
+        for (int i = 0; i < bat.length; i++) {
+            copy[i] = (long) LONGS.getAcquire(bat, i);
+        }
+        return copy;
+    }
+
+    /** End of the last region or of the log, whichever is further. */
+    long metadataEnd() {
+        long end = header.logOffset() + header.logLength();
+        for (VhdxParser.Region r : p.regions) {
+            end = Math.max(end, r.fileOffset() + r.length());
+        }
+        return end;
+    }
+
+    /** Rewrites both header copies (new FileWriteGuid: this is a write to the file). */
+    void rewriteHeaders() throws IOException {
+        commitLock.lock();
+        try {
+            fileWriteGuid = UUID.randomUUID();
+            writeHeaders();
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
+    /** Copies the valid region table over a damaged copy. */
+    void rewriteRegionTables() throws IOException {
+        commitLock.lock();
+        try {
+            int len = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
+            byte[] section = new byte[len];
+            file.read(0, section, 0, len);
+            int good = -1;
+            for (int copy = 0; copy < 2 && good < 0; copy++) {
+                try {
+                    VhdxParser.parseRegionTable(section, copy, file.size(), header);
+                    good = copy;
+                } catch (VhdxFormatException e) {
+                    // try the other copy
+                }
+            }
+            if (good < 0) {
+                return;
+            }
+            if (!sessionStarted) {
+                fileWriteGuid = UUID.randomUUID();
+                writeHeaders();
+            }
+            int from = (int) RegionTableDescriptor.tableFileOffset(good);
+            file.write(RegionTableDescriptor.tableFileOffset(1 - good), section, from, RegionTableDescriptor.TABLE_LENGTH);
+            file.sync();
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
+    static long roundUp(long v, long a) {
+        return (v + a - 1) / a * a;
+    }
+
+}

@@ -1,0 +1,153 @@
+package io.phost.vhdx.vhdx;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.phost.vhdx.VhdxFormatException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Random;
+import java.util.UUID;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class VhdxDiskTest {
+    @TempDir
+    Path dir;
+
+    static byte[] pattern(long seed, int n) {
+        byte[] b = new byte[n];
+        new Random(seed).nextBytes(b);
+        return b;
+    }
+
+    static byte[] read(VhdxDisk d, long off, int n) throws Exception {
+        byte[] b = new byte[n];
+        d.read(off, MemorySegment.ofArray(b));
+        return b;
+    }
+
+    @Test
+    void shouldReadBackWritesAcrossBlocksAfterReopen() throws Exception {
+        Path f = dir.resolve("a.vhdx");
+        byte[] one = pattern(1, 3 << 20);
+        try (VhdxDisk d = VhdxDisk.create(f, VhdxCreateOptions.dynamic(64L << 20).withBlockSize(1 << 20))) {
+            assertEquals(VhdxType.DYNAMIC, d.type());
+            assertArrayEquals(new byte[4096], read(d, 0, 4096));
+            d.write((1 << 20) - 512, MemorySegment.ofArray(one));
+            try (Arena a = Arena.ofConfined()) {
+                MemorySegment s = a.allocate(one.length, 4096);
+                d.read((1 << 20) - 512, s);
+                assertArrayEquals(one, s.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE));
+            }
+            d.flush();
+        }
+        try (VhdxDisk d = VhdxDisk.open(f, true)) {
+            assertArrayEquals(one, read(d, (1 << 20) - 512, one.length));
+            assertArrayEquals(new byte[512], read(d, (1 << 20) - 1024, 512));
+            assertEquals(VhdxDisk.BlockState.FULLY_PRESENT, d.blockState(1));
+            assertEquals(VhdxDisk.BlockState.NOT_PRESENT, d.blockState(10));
+            assertEquals(VhdxDisk.LogState.CLEAN, d.logState());
+        }
+    }
+
+    @Test
+    void shouldChangeDataWriteGuidOnFirstWriteOnly() throws Exception {
+        Path f = dir.resolve("g.vhdx");
+        UUID before;
+        try (VhdxDisk d = VhdxDisk.create(f, VhdxCreateOptions.dynamic(8L << 20).withBlockSize(1 << 20))) {
+            before = d.dataWriteGuid();
+        }
+        try (VhdxDisk d = VhdxDisk.open(f, true)) {
+            assertEquals(before, d.dataWriteGuid(), "a read-only open changes nothing");
+        }
+        UUID after;
+        try (VhdxDisk d = VhdxDisk.open(f, false)) {
+            d.write(0, MemorySegment.ofArray(pattern(2, 4096)));
+            after = d.dataWriteGuid();
+            assertNotEquals(before, after);
+            d.write(4096, MemorySegment.ofArray(pattern(3, 4096)));
+            assertEquals(after, d.dataWriteGuid());
+        }
+        try (VhdxDisk d = VhdxDisk.open(f, true)) {
+            assertEquals(after, d.dataWriteGuid());
+        }
+    }
+
+    @Test
+    void shouldReadUnmappedBlocksAsZeros() throws Exception {
+        Path f = dir.resolve("u.vhdx");
+        try (VhdxDisk d = VhdxDisk.create(f, VhdxCreateOptions.dynamic(8L << 20).withBlockSize(1 << 20))) {
+            d.write(0, MemorySegment.ofArray(pattern(4, 3 << 20)));
+            d.unmap(512, (2 << 20) - 512);
+            assertEquals(VhdxDisk.BlockState.UNMAPPED, d.blockState(1));
+            assertArrayEquals(new byte[(2 << 20) - 512], read(d, 512, (2 << 20) - 512));
+            assertArrayEquals(java.util.Arrays.copyOfRange(pattern(4, 3 << 20), 0, 512), read(d, 0, 512));
+            d.writeZeroes(2 << 20, 1 << 20);
+            assertEquals(VhdxDisk.BlockState.ZERO, d.blockState(2));
+        }
+        try (VhdxDisk d = VhdxDisk.open(f, true)) {
+            assertEquals(VhdxDisk.BlockState.UNMAPPED, d.blockState(1));
+            assertArrayEquals(new byte[3 << 20], zeroFirst(read(d, 0, 3 << 20)));
+        }
+    }
+
+    private static byte[] zeroFirst(byte[] b) {
+        java.util.Arrays.fill(b, 0, 512, (byte) 0);
+        return b;
+    }
+
+    @Test
+    void shouldCreateFixedImageWithEveryBlockPresent() throws Exception {
+        Path f = dir.resolve("fixed.vhdx");
+        try (VhdxDisk d = VhdxDisk.create(f, VhdxCreateOptions.fixed(10L << 20).withBlockSize(1 << 20).withLogicalSectorSize(4096))) {
+            assertEquals(VhdxType.FIXED, d.type());
+            for (long b = 0; b < d.blockCount(); b++) {
+                assertEquals(VhdxDisk.BlockState.FULLY_PRESENT, d.blockState(b));
+            }
+            d.write(8192, MemorySegment.ofArray(pattern(5, 8192)));
+            assertThrows(IllegalArgumentException.class, () -> d.write(512, MemorySegment.ofArray(new byte[4096])));
+        }
+        try (VhdxDisk d = VhdxDisk.open(f, true)) {
+            assertArrayEquals(pattern(5, 8192), read(d, 8192, 8192));
+            assertEquals(4096, d.logicalSectorSize());
+        }
+    }
+
+    @Test
+    void shouldReadDifferencingChainThroughPartiallyPresentBlocks() throws Exception {
+        Path base = dir.resolve("base.vhdx");
+        Path mid = dir.resolve("sub/mid.avhdx");
+        Path top = dir.resolve("top.avhdx");
+        Files.createDirectories(mid.getParent());
+        byte[] b = pattern(6, 4 << 20);
+        try (VhdxDisk d = VhdxDisk.create(base, VhdxCreateOptions.dynamic(4L << 20).withBlockSize(1 << 20))) {
+            d.write(0, MemorySegment.ofArray(b));
+        }
+        try (VhdxDisk d = VhdxDisk.create(mid, VhdxCreateOptions.differencing(base))) {
+            assertEquals(VhdxType.DIFFERENCING, d.type());
+            d.write(4096, MemorySegment.ofArray(pattern(7, 1024)));
+            System.arraycopy(pattern(7, 1024), 0, b, 4096, 1024);
+            assertEquals(VhdxDisk.BlockState.PARTIALLY_PRESENT, d.blockState(0));
+        }
+        try (VhdxDisk d = VhdxDisk.create(top, VhdxCreateOptions.differencing(mid))) {
+            d.write(1 << 20, MemorySegment.ofArray(pattern(8, 1 << 20)));
+            System.arraycopy(pattern(8, 1 << 20), 0, b, 1 << 20, 1 << 20);
+            d.write((2 << 20) + 512, MemorySegment.ofArray(pattern(9, 512)));
+            System.arraycopy(pattern(9, 512), 0, b, (2 << 20) + 512, 512);
+            assertArrayEquals(b, read(d, 0, b.length));
+        }
+        try (VhdxDisk d = VhdxDisk.open(top, true)) {
+            assertArrayEquals(b, read(d, 0, b.length));
+            assertEquals(2, d.parentChain().size());
+            assertEquals(mid.toAbsolutePath().normalize(), d.parentChain().get(0).path());
+        }
+        // Writing to the base changes its DataWriteGuid: the child's linkage no longer matches.
+        try (VhdxDisk d = VhdxDisk.open(base, false)) {
+            d.write(0, MemorySegment.ofArray(new byte[512]));
+        }
+        VhdxFormatException e = assertThrows(VhdxFormatException.class, () -> VhdxDisk.open(top, true));
+        assertEquals(VhdxFormatException.Reason.PARENT_LINKAGE_MISMATCH, e.reason());
+    }
+}

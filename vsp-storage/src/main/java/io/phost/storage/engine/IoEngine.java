@@ -1,0 +1,51 @@
+package io.phost.storage.engine;
+
+/**
+ * An asynchronous I/O engine bound to one disk (a file/device fd, or a {@link io.phost.vhdx.VirtualDisk}).
+ * One thread submits and polls (the owning queue's agent); engines are chosen per disk and per queue.
+ *
+ * <pre>
+ *   if (!engine.tryRead(offset, iovecs, cookie)) { keep the request queued; }   // full is a return value
+ *   engine.submit();                       // hands the batch to the kernel / the workers
+ *   engine.poll(handler);                  // handler.onIoComplete(cookie, bytesOrMinusErrno)
+ * </pre>
+ *
+ * <p>The iovec list must stay untouched until the completion for its cookie is delivered.
+ */
+public interface IoEngine extends AutoCloseable {
+    /** Queues a vectored read of {@code vecs.totalLength()} bytes at {@code offset}. False when full. */
+    boolean tryRead(long offset, IoVecs vecs, long userData);
+
+    /** Queues a vectored write. False when full. */
+    boolean tryWrite(long offset, IoVecs vecs, long userData);
+
+    /** Queues a data flush (fdatasync) that covers every write completed before it. */
+    boolean tryFlush(long userData);
+
+    /** Queues a discard of {@code length} bytes; reads return zeros afterwards. */
+    boolean tryUnmap(long offset, long length, long userData);
+
+    /** Queues a write of zeros over {@code length} bytes. */
+    boolean tryWriteZeroes(long offset, long length, long userData);
+
+    /** Hands queued requests to the kernel or the workers; returns how many. */
+    int submit();
+
+    /** Delivers ready completions without blocking; returns how many. */
+    int poll(IoCompletionHandler handler);
+
+    /** Blocks until at least one completion is ready or {@code timeoutNanos} passes, then polls. */
+    int await(IoCompletionHandler handler, long timeoutNanos);
+
+    /** Requests submitted and not yet delivered by {@link #poll}. */
+    int inFlight();
+
+    /** Maximum number of requests in flight. */
+    int depth();
+
+    /** "io_uring", "threads": for status and logs. */
+    String name();
+
+    @Override
+    void close();
+}

@@ -1,0 +1,32 @@
+package io.phost.storage.engine;
+
+import io.phost.core.sys.IoUring;
+import io.phost.storage.backend.FdBacked;
+import io.phost.vhdx.VirtualDisk;
+
+/** Chooses an engine per disk: io_uring for fd-backed disks where the kernel allows it, else threads. */
+public final class IoEngines {
+    /** Which engine a disk should use. */
+    public enum Kind { AUTO, IO_URING, THREADS }
+
+    private IoEngines() {}
+
+    /** True when io_uring works here (kernel, sysctl kernel.io_uring_disabled, seccomp). */
+    public static boolean ioUringAvailable() {
+        return !Boolean.getBoolean("phost.storage.noIoUring") && IoUring.available();
+    }
+
+    public static IoEngine open(VirtualDisk disk, Kind kind, int depth) {
+        boolean fdBacked = disk instanceof FdBacked;
+        if (kind == Kind.IO_URING && !fdBacked) {
+            throw new IllegalArgumentException(disk.format() + " disk has no fd; io_uring needs a raw file or device");
+        }
+        if (kind == Kind.IO_URING && !ioUringAvailable()) {
+            throw new IllegalStateException("io_uring unavailable: " + IoUring.unavailableReason());
+        }
+        if (fdBacked && kind != Kind.THREADS && ioUringAvailable()) {
+            return new IoUringEngine(((FdBacked) disk).fd(), depth);
+        }
+        return new ThreadPoolEngine(disk, depth);
+    }
+}

@@ -1,0 +1,291 @@
+package io.phost.storage.scsi;
+
+import io.phost.storage.engine.IoCompletionHandler;
+import io.phost.storage.engine.IoEngine;
+import io.phost.storage.engine.IoEngines;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * One command queue of a {@link ScsiTarget} (one per VMBus channel / sub-channel, or per NBD-style
+ * client): a fixed pool of {@link ScsiRequest} slots, one {@link IoEngine} per LUN opened lazily, QoS
+ * admission and completion. Single-threaded: its owner (an Agent) calls {@link #submit} and
+ * {@link #doWork}; {@link Completion#onScsiComplete} runs on that thread too.
+ *
+ * <pre>
+ *   r = queue.tryAcquire();  r.reset(lun, cdb, ...); r.data().tryAdd(...);  queue.submit(r);
+ *   ... queue.doWork() ...  -> completion.onScsiComplete(r)  -> transport replies -> queue.release(r)
+ *
+ *   submit: prepare (decode/validate) --DONE--> complete
+ *                                     --IO----> QoS admit --wait>0--> deferred (retried in doWork)
+ *                                                         --0-------> engine.try* --full--> deferred
+ * </pre>
+ *
+ * The queue never blocks: a QoS wait or a full engine parks the request on the deferred list.
+ */
+public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
+    /** Receives finished commands on the queue's thread; must call {@link #release} when done with r. */
+    @FunctionalInterface
+    public interface Completion {
+        void onScsiComplete(ScsiRequest r);
+    }
+
+    private final ScsiTarget target;
+    private final Completion completion;
+    private final ScsiRequest[] slots;
+    private final ArrayDeque<ScsiRequest> free;
+    private final ArrayDeque<ScsiRequest> deferred;
+    private final IoEngine[] engines = new IoEngine[ScsiTarget.MAX_LUNS];
+    private final ScsiLun[] engineOwners = new ScsiLun[ScsiTarget.MAX_LUNS];
+    private final List<IoEngine> retiring = new ArrayList<>();
+    private final MemorySegment scratch;
+    private final int engineDepth;
+    private long dirty;
+    private int outstanding;
+
+    /**
+     * @param depth       command slots (queue depth)
+     * @param maxSegments scatter/gather entries per command (e.g. pages of the largest transfer + 1)
+     */
+    public ScsiQueue(ScsiTarget target, int depth, int maxSegments, Completion completion) {
+        this.target = target;
+        this.completion = completion;
+        this.slots = new ScsiRequest[depth];
+        this.free = new ArrayDeque<>(depth);
+        this.deferred = new ArrayDeque<>(depth);
+        for (int i = 0; i < depth; i++) {
+            slots[i] = new ScsiRequest(i, maxSegments, ScsiLun.MAX_UNMAP_DESCRIPTORS);
+            free.add(slots[i]);
+        }
+        this.scratch = Arena.ofAuto().allocate(2048, 8);
+        this.engineDepth = Integer.highestOneBit(Math.max(2, depth - 1) * 2);
+    }
+
+    public ScsiTarget target() {
+        return target;
+    }
+
+    /** A free slot, or null when all {@code depth} are in use. */
+    public ScsiRequest tryAcquire() {
+        return free.poll();
+    }
+
+    public void release(ScsiRequest r) {
+        r.target = null;
+        free.push(r);
+    }
+
+    public ScsiRequest slot(int i) {
+        return slots[i];
+    }
+
+    public int depth() {
+        return slots.length;
+    }
+
+    /** Commands submitted and not yet completed. */
+    public int outstanding() {
+        return outstanding;
+    }
+
+    /** Starts {@code r}; completes it at once (through the callback) when no I/O is needed. */
+    public void submit(ScsiRequest r) {
+        outstanding++;
+        ScsiLun lun = target.lun(r.lun());
+        if (lun == null || lun.removed) {
+            target.noSuchLun(r, scratch);
+            finish(r);
+            return;
+        }
+        if (lun.prepare(r, scratch, target) == ScsiLun.DONE) {
+            finish(r);
+            return;
+        }
+        lun.inFlight.incrementAndGet();
+        r.admitted = false;
+        r.startNanos = System.nanoTime();
+        r.notBefore = 0;
+        dispatch(r, r.startNanos);
+    }
+
+    private void dispatch(ScsiRequest r, long now) {
+        ScsiLun lun = r.target;
+        if (!r.admitted) {
+            int bytes = r.op == ScsiLun.OP_READ || r.op == ScsiLun.OP_WRITE ? (int) r.ioLength : 0;
+            long wait = lun.qos().tryAdmit(bytes, now);
+            if (wait > 0) {
+                r.notBefore = now + wait;
+                deferred.add(r);
+                return;
+            }
+            r.admitted = true;
+        }
+        IoEngine engine;
+        try {
+            engine = engineFor(r.lun(), lun);
+        } catch (RuntimeException e) {
+            // The backend cannot take I/O (e.g. its fd was closed by a hot-remove): fail this command only.
+            onIo(r, -5);
+            return;
+        }
+        boolean ok = switch (r.op) {
+            case ScsiLun.OP_READ -> engine.tryRead(r.ioOffset, r.data(), r.slot);
+            case ScsiLun.OP_WRITE -> engine.tryWrite(r.ioOffset, r.data(), r.slot);
+            case ScsiLun.OP_FLUSH -> engine.tryFlush(r.slot);
+            case ScsiLun.OP_UNMAP -> engine.tryUnmap(r.ioOffset, r.ioLength, r.slot);
+            default -> engine.tryWriteZeroes(r.ioOffset, r.ioLength, r.slot);
+        };
+        if (ok) {
+            dirty |= 1L << r.lun();
+        } else {
+            r.notBefore = 0;
+            deferred.add(r);
+        }
+    }
+
+    private IoEngine engineFor(int index, ScsiLun lun) {
+        IoEngine e = engines[index];
+        if (e != null && engineOwners[index] == lun) {
+            return e;
+        }
+        if (e != null) {
+            retiring.add(e); // the LUN was replaced: let the old engine drain
+        }
+        e = IoEngines.open(lun.disk(), lun.engineKind(), engineDepth);
+        engines[index] = e;
+        engineOwners[index] = lun;
+        return e;
+    }
+
+    /** Name of the engine this queue uses for {@code lun}, or null before its first I/O. */
+    public String engineName(int lun) {
+        IoEngine e = engines[lun];
+        return e == null ? null : e.name();
+    }
+
+    /** One duty cycle: retries deferred commands, submits batches, reaps completions. */
+    public int doWork() {
+        int work = 0;
+        int n = deferred.size();
+        if (n > 0) {
+            long now = System.nanoTime();
+            for (int i = 0; i < n; i++) {
+                ScsiRequest r = deferred.poll();
+                if (r.notBefore - now > 0) {
+                    deferred.add(r);
+                } else {
+                    dispatch(r, now);
+                    work++;
+                }
+            }
+        }
+        long d = dirty;
+        dirty = 0;
+        while (d != 0) {
+            int i = Long.numberOfTrailingZeros(d);
+            d &= d - 1;
+            engines[i].submit();
+        }
+        for (int i = 0; i < ScsiTarget.MAX_LUNS; i++) {
+            IoEngine e = engines[i];
+            if (e != null && e.inFlight() > 0) {
+                work += e.poll(this);
+            }
+        }
+        if (!retiring.isEmpty()) {
+            work += drainRetiring();
+        }
+        return work;
+    }
+
+    private int drainRetiring() {
+        int work = 0;
+        for (int i = retiring.size() - 1; i >= 0; i--) {
+            IoEngine e = retiring.get(i);
+            e.submit();
+            work += e.poll(this);
+            if (e.inFlight() == 0) {
+                e.close();
+                retiring.remove(i);
+            }
+        }
+        return work;
+    }
+
+    /** Blocks (for thread-per-queue callers and tests) until some completion arrives or the timeout passes. */
+    public int awaitWork(long timeoutNanos) {
+        int work = doWork();
+        if (work > 0) {
+            return work;
+        }
+        for (int i = 0; i < ScsiTarget.MAX_LUNS; i++) {
+            IoEngine e = engines[i];
+            if (e != null && e.inFlight() > 0) {
+                return e.await(this, timeoutNanos);
+            }
+        }
+        return 0;
+    }
+
+    @Override
+    public void onIoComplete(long userData, long result) {
+        onIo(slots[(int) userData], result);
+    }
+
+    private void onIo(ScsiRequest r, long result) {
+        ScsiLun lun = r.target;
+        if (r.op == ScsiLun.OP_WRITE && r.fua && result == r.ioLength) {
+            // FUA: the write is durable only after a flush; chain one before completing.
+            r.fua = false;
+            r.fuaFlush = true;
+            r.op = ScsiLun.OP_FLUSH;
+            dispatch(r, System.nanoTime());
+            return;
+        }
+        if (r.fuaFlush) {
+            r.fuaFlush = false;
+            r.op = ScsiLun.OP_WRITE;
+            result = result == 0 ? r.ioLength : result;
+        }
+        if (result == 0 && (r.op == ScsiLun.OP_UNMAP || r.op == ScsiLun.OP_ZEROES) && r.unmapNext < r.unmapCount) {
+            int i = r.unmapNext++;
+            r.ioOffset = r.unmapOffset[i];
+            r.ioLength = r.unmapLength[i];
+            dispatch(r, System.nanoTime());
+            return;
+        }
+        lun.completeIo(r, result);
+        lun.qos().completed(r.read || r.op == ScsiLun.OP_WRITE ? (int) r.ioLength : 0,
+            System.nanoTime() - r.startNanos, System.nanoTime());
+        lun.inFlight.decrementAndGet();
+        finish(r);
+    }
+
+    private void finish(ScsiRequest r) {
+        outstanding--;
+        completion.onScsiComplete(r);
+    }
+
+    @Override
+    public void close() {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (outstanding > 0 && System.nanoTime() < deadline) {
+            awaitWork(1_000_000L);
+        }
+        for (int i = 0; i < engines.length; i++) {
+            if (engines[i] != null) {
+                engines[i].close();
+                engines[i] = null;
+                engineOwners[i] = null;
+            }
+        }
+        for (IoEngine e : retiring) {
+            e.close();
+        }
+        retiring.clear();
+    }
+}

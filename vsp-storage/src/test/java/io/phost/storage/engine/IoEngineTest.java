@@ -1,0 +1,128 @@
+package io.phost.storage.engine;
+
+import io.phost.storage.backend.FileDisk;
+import io.phost.storage.backend.MemoryDisk;
+import io.phost.vhdx.VirtualDisk;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+class IoEngineTest {
+    @TempDir
+    Path dir;
+
+    @Test
+    void shouldWriteAndReadBackScatteredBuffersThroughIoUringWithODirect() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("disk.raw");
+        FileDisk.createSparse(file, 8 << 20);
+        try (FileDisk disk = FileDisk.openFile(file, false, true);
+             IoEngine engine = IoEngines.open(disk, IoEngines.Kind.IO_URING, 32)) {
+            assertEquals("io_uring", engine.name());
+            roundTrip(disk, engine);
+        }
+    }
+
+    @Test
+    void shouldWriteAndReadBackScatteredBuffersThroughThreadPoolOnFile() throws Exception {
+        Path file = dir.resolve("disk2.raw");
+        FileDisk.createSparse(file, 8 << 20);
+        try (FileDisk disk = FileDisk.openFile(file, false, true);
+             IoEngine engine = IoEngines.open(disk, IoEngines.Kind.THREADS, 32)) {
+            roundTrip(disk, engine);
+        }
+    }
+
+    @Test
+    void shouldWriteAndReadBackThroughThreadPoolOnAnyVirtualDisk() throws Exception {
+        try (MemoryDisk disk = MemoryDisk.ram(8 << 20, 512, false);
+             IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 16)) {
+            assertEquals("threads", engine.name());
+            roundTrip(disk, engine);
+        }
+    }
+
+    @Test
+    void shouldReportMinusErrnoForIoPastTheEndOfAFile() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("small.raw");
+        FileDisk.createSparse(file, 1 << 20);
+        try (Arena arena = Arena.ofConfined(); FileDisk disk = FileDisk.openFile(file, false, true);
+             IoEngine engine = IoEngines.open(disk, IoEngines.Kind.IO_URING, 4)) {
+            IoVecs v = IoVecs.of(arena.allocate(4096, 4096));
+            assertTrue(engine.tryRead(2L << 20, v, 7));
+            engine.submit();
+            long[] res = {Long.MIN_VALUE};
+            while (engine.await((u, r) -> res[0] = r, 1_000_000_000L) == 0) { }
+            assertEquals(0, res[0], "read at EOF transfers nothing");
+        }
+    }
+
+    private static void roundTrip(VirtualDisk disk, IoEngine engine) {
+        try (Arena arena = Arena.ofConfined()) {
+            int ops = 16;
+            List<IoVecs> writes = new ArrayList<>();
+            for (int i = 0; i < ops; i++) {
+                IoVecs v = new IoVecs(4);
+                for (int s = 0; s < 3; s++) {
+                    MemorySegment seg = arena.allocate(4096, 4096);
+                    for (int b = 0; b < 4096; b += 8) {
+                        seg.set(ValueLayout.JAVA_LONG, b, ((long) i << 32) | (s << 16) | b);
+                    }
+                    v.add(seg);
+                    arena.allocate(4096, 4096); // a gap, so entries do not merge
+                }
+                writes.add(v);
+                assertTrue(engine.tryWrite((long) i * 3 * 4096, v, i));
+            }
+            engine.submit();
+            long[] results = new long[ops];
+            int[] seen = {0};
+            while (seen[0] < ops) {
+                engine.await((u, r) -> { results[(int) u] = r; seen[0]++; }, 1_000_000_000L);
+            }
+            for (long r : results) {
+                assertEquals(3 * 4096, r);
+            }
+            assertTrue(engine.tryFlush(99));
+            engine.submit();
+            long[] flush = {-1};
+            while (engine.await((u, r) -> flush[0] = r, 1_000_000_000L) == 0) { }
+            assertEquals(0, flush[0]);
+            MemorySegment back = arena.allocate((long) ops * 3 * 4096, 4096);
+            IoVecs rv = IoVecs.of(back);
+            assertTrue(engine.tryRead(0, rv, 1000));
+            engine.submit();
+            long[] rr = {-1};
+            while (engine.await((u, r) -> rr[0] = r, 1_000_000_000L) == 0) { }
+            assertEquals(back.byteSize(), rr[0]);
+            for (int i = 0; i < ops; i++) {
+                for (int s = 0; s < 3; s++) {
+                    long at = ((long) i * 3 + s) * 4096;
+                    assertEquals(((long) i << 32) | (s << 16) | 8, back.get(ValueLayout.JAVA_LONG, at + 8));
+                }
+            }
+            assertTrue(engine.tryUnmap(0, 4096, 5));
+            engine.submit();
+            long[] um = {-1};
+            while (engine.await((u, r) -> um[0] = r, 1_000_000_000L) == 0) { }
+            assertEquals(0, um[0]);
+            MemorySegment one = arena.allocate(4096, 4096);
+            one.fill((byte) 1);
+            assertTrue(engine.tryRead(0, IoVecs.of(one), 6));
+            engine.submit();
+            while (engine.await((u, r) -> { }, 1_000_000_000L) == 0) { }
+            assertEquals(0L, one.get(ValueLayout.JAVA_LONG, 0), "unmapped range reads zeros");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+package io.phost.vswitch;
+
+/** Why the switch dropped a frame; each port counts drops per reason. */
+public enum DropReason {
+    /** Shorter than an Ethernet header (14 bytes). */
+    RUNT,
+    /** Longer than the switch's maximum frame. */
+    OVERSIZE,
+    /** 802.1Q header cut short, VID 4095, or stacked/802.1ad tags. */
+    BAD_VLAN,
+    /** Multicast or all-zero source MAC. */
+    BAD_SOURCE_MAC,
+    /** Tagged frame on an untagged/access port, or a VID the trunk does not allow. */
+    VLAN_NOT_ALLOWED,
+    /** Source MAC is not the port's MAC while MAC spoofing is off. */
+    MAC_SPOOF,
+    /** DHCP server message (UDP source port 67, or 547 for DHCPv6) from a DHCP-guarded port. */
+    DHCP_GUARD,
+    /** Router advertisement or redirect (ICMPv6 134/137, ICMPv4 9/5) from a router-guarded port. */
+    ROUTER_GUARD,
+    /** Broadcast/multicast/unknown-unicast flooding above the port's storm limit. */
+    STORM,
+    /** A frame from the uplink claims a MAC that belongs to a port of this switch: it came back around. */
+    LOOP,
+    /** The destination port's queue or device was full. */
+    EGRESS_FULL,
+    /** A checksum-offloaded or GSO frame towards a port that cannot take offloads. */
+    OFFLOAD_UNSUPPORTED,
+    /** The destination of a unicast frame is the port it came from. */
+    SAME_PORT,
+    /** The port is administratively down or has been removed. */
+    PORT_DOWN;
+
+    static final DropReason[] VALUES = values();
+}

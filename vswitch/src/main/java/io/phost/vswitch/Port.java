@@ -1,0 +1,164 @@
+package io.phost.vswitch;
+
+/**
+ * One switch port: its policy (copied into plain fields for the hot path), its sink and source, counters.
+ * Fields are owned by the switch's thread; {@link #counters()} and {@link #config()} may be read anywhere.
+ */
+public final class Port {
+    final VSwitch owner;
+    final int index;
+    final String name;
+    final PortKind kind;
+    final FrameSink sink;
+    final FrameSource source;
+    final PortCounters counters = new PortCounters();
+    final FrameHandler ingress;
+
+    volatile PortConfig config;
+    VlanMode vlanMode;
+    int accessVlan;
+    int nativeVlan;
+    final long[] trunkAllowed = new long[64];
+    long mac;
+    boolean macSpoofing;
+    boolean guarded;
+    boolean dhcpGuard;
+    boolean routerGuard;
+    MirrorMode mirror;
+    TokenBucket storm;
+    TokenBucket bandwidth;
+    int weight;
+    int maxMacs;
+    int learned;
+    boolean offloadCapable;
+    volatile boolean up = true;
+
+    /** Per-frame stamp: equals the switch's frame sequence once this port got the current frame. */
+    long deliveredSeq = -1;
+    /** DRR deficit in bytes (min-bandwidth weights). */
+    long deficit;
+
+    Port(VSwitch owner, int index, String name, PortKind kind, FrameSink sink, FrameSource source) {
+        this.owner = owner;
+        this.index = index;
+        this.name = name;
+        this.kind = kind;
+        this.sink = sink;
+        this.source = source;
+        this.offloadCapable = sink.offloadCapable();
+        this.ingress = (buffer, offset, length, meta) -> owner.receive(this, buffer, offset, length, meta);
+    }
+
+    void apply(PortConfig c, long now) {
+        offloadCapable = sink.offloadCapable();
+        vlanMode = c.vlanMode();
+        accessVlan = c.accessVlan();
+        nativeVlan = c.nativeVlan();
+        java.util.Arrays.fill(trunkAllowed, 0);
+        for (int v : c.trunkAllowed()) {
+            trunkAllowed[v >>> 6] |= 1L << v;
+        }
+        mac = c.mac();
+        macSpoofing = c.macSpoofing() || c.mac() == -1;
+        dhcpGuard = c.dhcpGuard();
+        routerGuard = c.routerGuard();
+        guarded = dhcpGuard || routerGuard;
+        mirror = c.mirror();
+        storm = c.stormLimitPps() == 0 ? null : new TokenBucket(c.stormLimitPps(), Math.max(1, c.stormLimitPps() / 10), now);
+        long bytesPerSecond = c.maxBandwidthBps() / 8;
+        // Burst: 50 ms of traffic (credit survives the switch thread being descheduled on a busy host), but at
+        // least two 64 KiB GSO super-frames so one frame never exceeds it.
+        bandwidth = bytesPerSecond == 0 ? null
+            : new TokenBucket(bytesPerSecond, Math.max(2 * 65_536, bytesPerSecond / 20), now);
+        weight = c.minBandwidthWeight();
+        maxMacs = c.maxMacAddresses();
+        config = c;
+    }
+
+    /** The switch-internal VLAN (0 = untagged network) of a frame arriving with {@code vid} (-1 = no tag), or -1. */
+    int classifyIngress(int vid) {
+        switch (vlanMode) {
+            case UNTAGGED:
+                return vid <= 0 ? 0 : -1;
+            case ACCESS:
+                return vid <= 0 ? accessVlan : -1;
+            default:
+                if (vid <= 0) {
+                    return nativeVlan;
+                }
+                return allowed(vid) ? vid : -1;
+        }
+    }
+
+    boolean allowed(int vid) {
+        return (trunkAllowed[vid >>> 6] & (1L << vid)) != 0;
+    }
+
+    /** True when frames of switch VLAN {@code vlan} may leave through this port. */
+    boolean carries(int vlan) {
+        switch (vlanMode) {
+            case UNTAGGED:
+                return vlan == 0;
+            case ACCESS:
+                return vlan == accessVlan;
+            default:
+                return vlan == nativeVlan || (vlan != 0 && allowed(vlan));
+        }
+    }
+
+    /** True when frames of {@code vlan} leave this port with a tag. */
+    boolean egressTagged(int vlan) {
+        return vlanMode == VlanMode.TRUNK && vlan != nativeVlan && vlan != 0;
+    }
+
+    public int index() {
+        return index;
+    }
+
+    public String name() {
+        return name;
+    }
+
+    public PortKind kind() {
+        return kind;
+    }
+
+    public PortConfig config() {
+        return config;
+    }
+
+    public PortCounters counters() {
+        return counters;
+    }
+
+    public FrameSink sink() {
+        return sink;
+    }
+
+    public FrameSource source() {
+        return source;
+    }
+
+    public VSwitch owner() {
+        return owner;
+    }
+
+    public boolean isUp() {
+        return up;
+    }
+
+    /** The handler that feeds this port's ingress frames into the switch (used by sources). */
+    public FrameHandler ingress() {
+        return ingress;
+    }
+
+    /** False while the port's max-bandwidth bucket is in debt: its source must not be polled (shaping). */
+    public boolean admitsIngress(long now) {
+        return bandwidth == null || bandwidth.ready(now);
+    }
+
+    @Override
+    public String toString() {
+        return owner.name() + "/" + name;
+    }
+}

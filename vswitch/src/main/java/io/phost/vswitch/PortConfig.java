@@ -1,0 +1,121 @@
+package io.phost.vswitch;
+
+import java.util.Arrays;
+
+/**
+ * A port's policy, as Set-VMNetworkAdapter / Set-VMNetworkAdapterVlan would set it. Immutable; change a
+ * port by applying a new config ({@link VSwitch#configure}).
+ *
+ * @param mac                 the vNIC's MAC (48-bit), or -1 for none (uplink, or spoofing allowed)
+ * @param vlanMode            untagged, access or trunk
+ * @param accessVlan          the access VLAN (1..4094) in ACCESS mode
+ * @param trunkAllowed        allowed VIDs in TRUNK mode
+ * @param nativeVlan          VLAN of untagged frames in TRUNK mode (0 = the untagged network)
+ * @param macSpoofing         true: the port may send with any source MAC
+ * @param dhcpGuard           drop DHCP server messages from this port
+ * @param routerGuard         drop router advertisements and redirects from this port
+ * @param mirror              port mirroring role
+ * @param stormLimitPps       flooded frames per second allowed from this port, 0 = unlimited
+ * @param maxBandwidthBps     bits per second from this port into the switch, 0 = unlimited
+ * @param minBandwidthWeight  share of the switch core under contention (1..100)
+ * @param maxMacAddresses     learned addresses allowed on this port
+ * @param vmqWeight           0 turns VMQ off for this vNIC (default queue); > 0 gives it its own queue
+ * @param iovWeight           > 0 asks for an SR-IOV virtual function when the switch has IOV enabled
+ */
+public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trunkAllowed, int nativeVlan,
+                         boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, MirrorMode mirror,
+                         long stormLimitPps, long maxBandwidthBps, int minBandwidthWeight, int maxMacAddresses,
+                         int vmqWeight, int iovWeight) {
+
+    public PortConfig {
+        trunkAllowed = trunkAllowed == null ? new int[0] : trunkAllowed.clone();
+        if (vlanMode == VlanMode.ACCESS && (accessVlan < 1 || accessVlan > 4094)) {
+            throw new IllegalArgumentException("access VLAN must be 1..4094: " + accessVlan);
+        }
+        for (int v : trunkAllowed) {
+            if (v < 1 || v > 4094) {
+                throw new IllegalArgumentException("trunk VLAN must be 1..4094: " + v);
+            }
+        }
+        if (nativeVlan < 0 || nativeVlan > 4094) {
+            throw new IllegalArgumentException("native VLAN must be 0..4094: " + nativeVlan);
+        }
+        if (minBandwidthWeight < 1 || minBandwidthWeight > 100) {
+            throw new IllegalArgumentException("minimum bandwidth weight must be 1..100: " + minBandwidthWeight);
+        }
+        if (maxMacAddresses < 1 || stormLimitPps < 0 || maxBandwidthBps < 0 || vmqWeight < 0 || iovWeight < 0) {
+            throw new IllegalArgumentException("negative or zero limit in port config");
+        }
+        if (mac != -1 && (mac < 0 || mac > EthernetDescriptor.BROADCAST || EthernetDescriptor.isMulticast(mac))) {
+            throw new IllegalArgumentException("not a unicast MAC: " + Long.toHexString(mac));
+        }
+    }
+
+    /** A vNIC with Hyper-V's defaults: untagged, spoofing off, no guards, weight 1, 1 024 MACs, VMQ on. */
+    public static PortConfig vnic(long mac) {
+        return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, false, false, false, MirrorMode.NONE,
+            0, 0, 1, 1024, 100, 0);
+    }
+
+    /** An uplink or host port: any source MAC, trunk of every VLAN with the untagged network native. */
+    public static PortConfig uplink() {
+        int[] all = new int[4094];
+        for (int i = 0; i < all.length; i++) {
+            all[i] = i + 1;
+        }
+        return new PortConfig(-1, VlanMode.TRUNK, 0, all, 0, true, false, false, MirrorMode.NONE,
+            0, 0, 1, 65536, 0, 0);
+    }
+
+    public PortConfig withAccessVlan(int vlan) {
+        return new PortConfig(mac, VlanMode.ACCESS, vlan, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight);
+    }
+
+    public PortConfig withTrunk(int nativeVlan, int... allowed) {
+        return new PortConfig(mac, VlanMode.TRUNK, 0, allowed, nativeVlan, macSpoofing, dhcpGuard, routerGuard,
+            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight);
+    }
+
+    public PortConfig withUntagged() {
+        return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight);
+    }
+
+    public PortConfig withGuards(boolean macSpoofing, boolean dhcpGuard, boolean routerGuard) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
+            iovWeight);
+    }
+
+    public PortConfig withMirror(MirrorMode m) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, m, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
+            iovWeight);
+    }
+
+    public PortConfig withLimits(long stormPps, long maxBps, int weight, int maxMacs) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight);
+    }
+
+    public PortConfig withOffloadWeights(int vmq, int iov) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov);
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof PortConfig p && p.mac == mac && p.vlanMode == vlanMode && p.accessVlan == accessVlan
+            && Arrays.equals(p.trunkAllowed, trunkAllowed) && p.nativeVlan == nativeVlan
+            && p.macSpoofing == macSpoofing && p.dhcpGuard == dhcpGuard && p.routerGuard == routerGuard
+            && p.mirror == mirror && p.stormLimitPps == stormLimitPps && p.maxBandwidthBps == maxBandwidthBps
+            && p.minBandwidthWeight == minBandwidthWeight && p.maxMacAddresses == maxMacAddresses
+            && p.vmqWeight == vmqWeight && p.iovWeight == iovWeight;
+    }
+
+    @Override
+    public int hashCode() {
+        return Long.hashCode(mac) * 31 + Arrays.hashCode(trunkAllowed) + vlanMode.hashCode();
+    }
+}

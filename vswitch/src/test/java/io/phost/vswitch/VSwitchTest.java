@@ -1,0 +1,341 @@
+package io.phost.vswitch;
+
+import static io.phost.vswitch.Frames.A;
+import static io.phost.vswitch.Frames.B;
+import static io.phost.vswitch.Frames.C;
+import static io.phost.vswitch.Frames.D;
+import static io.phost.vswitch.Frames.buf;
+import static io.phost.vswitch.Frames.frame;
+import static io.phost.vswitch.Frames.plain;
+import static io.phost.vswitch.Frames.tagged;
+import static io.phost.vswitch.Frames.vidOf;
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertSame;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+import java.util.Random;
+import org.junit.jupiter.api.Test;
+
+class VSwitchTest {
+    private static final long SECOND = 1_000_000_000L;
+
+    private final VSwitch sw = new VSwitch("t", SwitchType.EXTERNAL, 10_000);
+    private final Frames.Recorder ra = new Frames.Recorder();
+    private final Frames.Recorder rb = new Frames.Recorder();
+    private final Frames.Recorder rc = new Frames.Recorder();
+
+    private Port vnic(String name, long mac, Frames.Recorder r) {
+        return sw.addPort(name, PortKind.VNIC, PortConfig.vnic(mac), r, null);
+    }
+
+    private void send(Port p, byte[] f) {
+        sw.receive(p, buf(f), 0, f.length);
+    }
+
+    @Test
+    void shouldFloodUnknownUnicastThenForwardOnlyToTheLearnedPort() {
+        sw.tick(SECOND);
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withGuards(true, false, false), ra, null);
+        Port b = sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B).withGuards(true, false, false), rb, null);
+        Port c = sw.addPort("c", PortKind.VNIC, PortConfig.vnic(C).withGuards(true, false, false), rc, null);
+        // Spoofing allowed everywhere: nothing pinned, so the first frame to D floods.
+        send(a, plain(D, A));
+        assertEquals(0, ra.count());
+        assertEquals(1, rb.count());
+        assertEquals(1, rc.count());
+        send(b, plain(A, D)); // D learned on b; A is known on a
+        assertEquals(1, ra.count());
+        assertEquals(1, rc.count());
+        send(a, plain(D, A));
+        assertEquals(2, rb.count());
+        assertEquals(1, rc.count());
+        assertSame(b, sw.lookup(0, D));
+        assertEquals(3, a.counters().rxPackets() + b.counters().rxPackets());
+    }
+
+    @Test
+    void shouldDeliverToAPinnedVnicMacWithoutFlooding() {
+        Port a = vnic("a", A, ra);
+        vnic("b", B, rb);
+        vnic("c", C, rc);
+        send(a, plain(B, A));
+        assertEquals(1, rb.count());
+        assertEquals(0, rc.count());
+        assertArrayEquals(plain(B, A), rb.last());
+    }
+
+    @Test
+    void shouldFloodBroadcastAndMulticastToEveryOtherPortInTheVlan() {
+        Port a = vnic("a", A, ra);
+        vnic("b", B, rb);
+        sw.addPort("c", PortKind.VNIC, PortConfig.vnic(C).withAccessVlan(7), rc, null);
+        send(a, plain(EthernetDescriptor.BROADCAST, A));
+        send(a, plain(0x01_00_5e_00_00_01L, A));
+        assertEquals(0, ra.count());
+        assertEquals(2, rb.count());
+        assertEquals(0, rc.count(), "a port on VLAN 7 must not see VLAN 0 broadcasts");
+    }
+
+    @Test
+    void shouldAgeOutLearnedAddresses() {
+        sw.tick(SECOND);
+        Port up = sw.addPort("up", PortKind.UPLINK, PortConfig.uplink(), rc, null);
+        Port a = vnic("a", A, ra);
+        send(up, plain(A, D));
+        assertSame(up, sw.lookup(0, D));
+        sw.tick(SECOND + 5 * SECOND);
+        assertSame(up, sw.lookup(0, D), "still fresh after 5 s of 10 s aging");
+        sw.tick(SECOND + 12 * SECOND);
+        assertNull(sw.lookup(0, D));
+        assertSame(a, sw.lookup(0, A), "static vNIC entries never age");
+    }
+
+    @Test
+    void shouldStopLearningAtThePortsMacLimitButStillForward() {
+        Port up = sw.addPort("up", PortKind.UPLINK, PortConfig.uplink().withLimits(0, 0, 1, 2), rc, null);
+        vnic("a", A, ra);
+        for (int i = 1; i <= 5; i++) {
+            send(up, plain(A, 0x0a_00_00_00_00_00L + i));
+        }
+        assertEquals(5, ra.count());
+        assertEquals(3, up.counters().macLimitHits());
+        assertEquals(3, sw.macTableSize()); // two learned + A pinned
+    }
+
+    @Test
+    void shouldAddTagOnTrunkEgressAndStripItOnAccessEgress() {
+        Port acc = sw.addPort("acc", PortKind.VNIC, PortConfig.vnic(A).withAccessVlan(10), ra, null);
+        Port trunk = sw.addPort("up", PortKind.UPLINK, PortConfig.uplink().withTrunk(0, 10, 20), rc, null);
+        send(acc, plain(D, A));
+        assertEquals(1, rc.count());
+        assertEquals(10, vidOf(rc.last()));
+        assertEquals(plain(D, A).length + 4, rc.last().length);
+        send(trunk, tagged(A, D, 10));
+        assertEquals(1, ra.count());
+        assertArrayEquals(plain(A, D), ra.last(), "tag stripped towards the access port");
+        assertEquals(1, acc.counters().txPackets());
+    }
+
+    @Test
+    void shouldNeverLetFramesCrossVlans() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withAccessVlan(10), ra, null);
+        sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B).withAccessVlan(20), rb, null);
+        Port trunk = sw.addPort("up", PortKind.UPLINK, PortConfig.uplink().withTrunk(0, 10), rc, null);
+        send(a, plain(B, A)); // B lives on VLAN 20: unknown in VLAN 10, floods only to VLAN 10 ports
+        assertEquals(0, rb.count());
+        assertEquals(1, rc.count());
+        send(trunk, tagged(B, D, 20)); // VLAN 20 not allowed on the trunk
+        assertEquals(0, rb.count());
+        assertEquals(1, trunk.counters().drops(DropReason.VLAN_NOT_ALLOWED));
+        send(a, tagged(B, A, 20)); // a tagged frame from an access port
+        assertEquals(1, a.counters().drops(DropReason.VLAN_NOT_ALLOWED));
+        assertEquals(0, rb.count());
+    }
+
+    @Test
+    void shouldMapUntaggedTrunkFramesToTheNativeVlanAndSendItUntagged() {
+        Port trunk = sw.addPort("up", PortKind.UPLINK, PortConfig.uplink().withTrunk(5, 5, 6), rc, null);
+        sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withAccessVlan(5), ra, null);
+        sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B).withAccessVlan(6), rb, null);
+        send(trunk, plain(A, D));
+        assertEquals(1, ra.count());
+        send(trunk, tagged(B, D, 6));
+        assertEquals(1, rb.count());
+        send(sw.ports().get(1), plain(D, A)); // VLAN 5 is native: leaves the trunk untagged
+        assertEquals(-1, vidOf(rc.last()));
+    }
+
+    @Test
+    void shouldTreatPriorityTaggedFramesAsUntagged() {
+        Port a = vnic("a", A, ra);
+        vnic("b", B, rb);
+        send(a, tagged(B, A, 0));
+        assertEquals(1, rb.count());
+        assertArrayEquals(plain(B, A), rb.last());
+    }
+
+    @Test
+    void shouldDropSpoofedSourceMacWhenSpoofingIsOff() {
+        Port a = vnic("a", A, ra);
+        vnic("b", B, rb);
+        send(a, plain(B, C));
+        assertEquals(0, rb.count());
+        assertEquals(1, a.counters().drops(DropReason.MAC_SPOOF));
+        send(a, plain(B, A));
+        assertEquals(1, rb.count());
+    }
+
+    @Test
+    void shouldDropDhcpServerMessagesFromAGuardedPortOnly() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withGuards(false, true, false), ra, null);
+        vnic("b", B, rb);
+        byte[] offer = frame(EthernetDescriptor.BROADCAST, A, -1, 0x0800, Frames.ipv4(17, Frames.udp(67, 68)));
+        byte[] discover = frame(EthernetDescriptor.BROADCAST, A, -1, 0x0800, Frames.ipv4(17, Frames.udp(68, 67)));
+        byte[] dns = frame(B, A, -1, 0x0800, Frames.ipv4(17, Frames.udp(53, 5353)));
+        byte[] v6reply = frame(B, A, -1, 0x86dd, Frames.ipv6(17, Frames.udp(547, 546)));
+        send(a, offer);
+        send(a, v6reply);
+        assertEquals(0, rb.count());
+        assertEquals(2, a.counters().drops(DropReason.DHCP_GUARD));
+        send(a, discover);
+        send(a, dns);
+        assertEquals(2, rb.count());
+        Port b = sw.ports().get(1);
+        send(b, frame(EthernetDescriptor.BROADCAST, B, -1, 0x0800, Frames.ipv4(17, Frames.udp(67, 68))));
+        assertEquals(1, ra.count(), "an unguarded port may run a DHCP server");
+    }
+
+    @Test
+    void shouldDropRouterAdvertisementsAndRedirectsFromARouterGuardedPort() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withGuards(false, false, true), ra, null);
+        vnic("b", B, rb);
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(58, Frames.icmpType(134))));
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(58, Frames.icmpType(137))));
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(0, Frames.hopByHop(58, Frames.icmpType(134)))));
+        send(a, frame(B, A, -1, 0x0800, Frames.ipv4(1, Frames.icmpType(5))));
+        send(a, frame(B, A, -1, 0x0800, Frames.ipv4(1, Frames.icmpType(9))));
+        assertEquals(0, rb.count());
+        assertEquals(5, a.counters().drops(DropReason.ROUTER_GUARD));
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(58, Frames.icmpType(135)))); // neighbour solicitation
+        send(a, frame(B, A, -1, 0x0800, Frames.ipv4(1, Frames.icmpType(8))));    // echo request
+        send(a, frame(B, A, 7, 0x86dd, Frames.ipv6(58, Frames.icmpType(128))));   // tagged: dropped by VLAN, not guard
+        assertEquals(2, rb.count());
+        assertEquals(5, a.counters().drops(DropReason.ROUTER_GUARD));
+    }
+
+    @Test
+    void shouldCopyFramesOfMirrorSourcesToMirrorDestinations() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withMirror(MirrorMode.SOURCE), ra, null);
+        Port b = vnic("b", B, rb);
+        Port m = sw.addPort("m", PortKind.VNIC, PortConfig.vnic(C).withMirror(MirrorMode.DESTINATION), rc, null);
+        send(a, plain(B, A));
+        send(b, plain(A, B));
+        Port d = vnic("d", D, new Frames.Recorder());
+        send(b, plain(D, B)); // neither end is a source: no copy
+        assertEquals(2, rb.count() + ra.count());
+        assertEquals(2, rc.count());
+        assertArrayEquals(plain(B, A), rc.frames.get(0));
+        assertArrayEquals(plain(A, B), rc.frames.get(1));
+        assertEquals(2, m.counters().mirroredPackets());
+        assertEquals(1, d.counters().txPackets());
+    }
+
+    @Test
+    void shouldDropFloodsAboveTheStormLimit() {
+        sw.tick(SECOND);
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withLimits(100, 0, 1, 16), ra, null);
+        vnic("b", B, rb);
+        for (int i = 0; i < 50; i++) {
+            send(a, plain(EthernetDescriptor.BROADCAST, A));
+            send(a, plain(B, A)); // known unicast is not limited
+        }
+        assertEquals(10 + 50, rb.count()); // burst = limit / 10
+        assertEquals(40, a.counters().drops(DropReason.STORM));
+        sw.tick(SECOND + SECOND / 10);
+        send(a, plain(EthernetDescriptor.BROADCAST, A));
+        assertEquals(61, rb.count(), "refilled after 100 ms");
+    }
+
+    @Test
+    void shouldCountAndDropMalformedFrames() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withTrunk(0, 5), ra, null);
+        vnic("b", B, rb);
+        send(a, new byte[13]);
+        byte[] shortTag = java.util.Arrays.copyOf(tagged(B, A, 5), 17);
+        send(a, shortTag);
+        send(a, tagged(B, A, 4095));
+        send(a, frame(B, A, 5, 0x8100, new byte[46])); // stacked 802.1Q
+        send(a, frame(B, A, -1, 0x88a8, new byte[46])); // 802.1ad
+        send(a, plain(B, 0x01_00_00_00_00_01L)); // multicast source
+        sw.receive(a, buf(new byte[VSwitch.MAX_FRAME + 1]), 0, VSwitch.MAX_FRAME + 1);
+        PortCounters c = a.counters();
+        assertEquals(1, c.drops(DropReason.RUNT));
+        assertEquals(4, c.drops(DropReason.BAD_VLAN));
+        assertEquals(1, c.drops(DropReason.BAD_SOURCE_MAC));
+        assertEquals(1, c.drops(DropReason.OVERSIZE));
+        assertEquals(0, rb.count());
+        send(a, plain(B, A));
+        assertEquals(1, rb.count(), "the port keeps working after malformed input");
+    }
+
+    @Test
+    void shouldDropFramesFromTheUplinkThatClaimALocalVnicMac() {
+        Port up = sw.addPort("up", PortKind.UPLINK, PortConfig.uplink(), rc, null);
+        vnic("a", A, ra);
+        vnic("b", B, rb);
+        send(up, plain(B, A)); // A lives behind port a: this frame looped back through the wire
+        assertEquals(0, rb.count());
+        assertEquals(1, up.counters().drops(DropReason.LOOP));
+        send(sw.ports().get(1), plain(EthernetDescriptor.BROADCAST, A));
+        assertEquals(1, rc.count());
+        assertEquals(0, up.counters().txPackets() - 1, "never sent back to the port it came from");
+    }
+
+    @Test
+    void shouldCountEgressFullAndOffloadUnsupported() {
+        Port a = vnic("a", A, ra);
+        Port b = vnic("b", B, rb);
+        rb.full = true;
+        send(a, plain(B, A));
+        assertEquals(1, b.counters().drops(DropReason.EGRESS_FULL));
+        rb.full = false;
+        PacketMeta gso = new PacketMeta();
+        gso.flags = PacketMeta.FLAG_NEEDS_CSUM;
+        gso.csumStart = 34;
+        byte[] f = plain(B, A);
+        sw.receive(a, buf(f), 0, f.length, gso);
+        assertEquals(1, b.counters().drops(DropReason.OFFLOAD_UNSUPPORTED));
+        rb.offloads = true;
+        sw.configure(b, b.config()); // re-reads the sink's capabilities
+        sw.receive(a, buf(f), 0, f.length, gso);
+        assertEquals(1, rb.count());
+    }
+
+    @Test
+    void shouldEnforceSwitchTypeRules() {
+        VSwitch priv = new VSwitch("p", SwitchType.PRIVATE);
+        assertThrows(IllegalArgumentException.class,
+            () -> priv.addPort("h", PortKind.HOST, PortConfig.uplink(), FrameSink.DISCARD, null));
+        VSwitch internal = new VSwitch("i", SwitchType.INTERNAL);
+        internal.addPort("h", PortKind.HOST, PortConfig.uplink(), FrameSink.DISCARD, null);
+        assertThrows(IllegalArgumentException.class,
+            () -> internal.addPort("u", PortKind.UPLINK, PortConfig.uplink(), FrameSink.DISCARD, null));
+        assertThrows(IllegalArgumentException.class,
+            () -> internal.addPort("h2", PortKind.HOST, PortConfig.uplink(), FrameSink.DISCARD, null));
+    }
+
+    @Test
+    void shouldForgetAPortsAddressesWhenItIsRemoved() {
+        Port a = vnic("a", A, ra);
+        Port b = vnic("b", B, rb);
+        sw.removePort(b);
+        assertNull(sw.lookup(0, B));
+        send(a, plain(B, A));
+        assertEquals(0, rb.count());
+    }
+
+    @Test
+    void shouldSurviveRandomFramesFromEveryKindOfPort() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withTrunk(3, 3, 4).withGuards(true, true, true), ra, null);
+        Port up = sw.addPort("up", PortKind.UPLINK, PortConfig.uplink(), rc, null);
+        vnic("b", B, rb);
+        Random rnd = new Random(7);
+        for (int i = 0; i < 50_000; i++) {
+            byte[] f = new byte[rnd.nextInt(120)];
+            rnd.nextBytes(f);
+            if (f.length > 14 && rnd.nextBoolean()) {
+                f[12] = (byte) 0x81;
+                f[13] = 0;
+            }
+            if (f.length > 18 && rnd.nextBoolean()) {
+                f[16] = (byte) (rnd.nextBoolean() ? 0x86 : 0x08);
+                f[17] = (byte) (f[16] == (byte) 0x86 ? 0xdd : 0x00);
+            }
+            sw.receive(rnd.nextBoolean() ? a : up, buf(f), 0, f.length);
+        }
+        long total = a.counters().rxPackets() + up.counters().rxPackets();
+        assertEquals(50_000, total);
+    }
+}
