@@ -8,6 +8,7 @@ import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
 import io.phost.appliance.cli.VersionCommand;
 import io.phost.appliance.vhd.VhdCommand;
+import io.phost.appliance.image.ImageCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -26,6 +27,7 @@ import picocli.CommandLine.Option;
         GuestCommand.class,
         VhdCommand.class,
         VersionCommand.class,
+        ImageCommand.class,
         CommandLine.HelpCommand.class,
     })
 public final class Main implements Runnable {
