@@ -30,6 +30,9 @@ final class ConfigBinder implements TomlNode.Errors {
         "\\p{XDigit}{2}([:-])\\p{XDigit}{2}(?:\\1\\p{XDigit}{2}){4}");
     /** Prefix of generated MACs: locally administered (bit 1 of the first octet), unicast, then "PH". */
     private static final String GENERATED_MAC_PREFIX = "02:50:48";
+    private static final int MAX_SOCKET_PATH = 107;
+    /** Guest memory is mapped in pages. */
+    private static final long PAGE = 4096;
 
     private final String file;
     private final Path source;
@@ -65,21 +68,14 @@ final class ConfigBinder implements TomlNode.Errors {
             }
         }
         Map<String, Defined<DiskConfig>> disks = new LinkedHashMap<>();
-        Map<String, String> diskPaths = new HashMap<>();
         for (TomlNode n : root.tables("disk")) {
             DiskConfig d = disk(n, policies.keySet());
             String name = n.string("name");
             if (name != null && unique(disks, name, n, "disk")) {
                 disks.put(name, new Defined<>(d, n));
             }
-            if (name != null && d != null) {
-                String key = d.path().normalize().toString();
-                String other = diskPaths.putIfAbsent(key, name);
-                if (other != null) {
-                    n.error("path", "disk '" + name + "' uses the same file as disk '" + other + "'");
-                }
-            }
         }
+        checkDiskFiles(host, disks);
         Map<String, Defined<SwitchConfig>> switches = new LinkedHashMap<>();
         for (TomlNode n : root.tables("switch")) {
             SwitchConfig s = switchConfig(n);
@@ -88,41 +84,69 @@ final class ConfigBinder implements TomlNode.Errors {
                 switches.put(name, new Defined<>(s, n));
             }
         }
-        Map<String, Defined<PartitionConfig>> partitions = new LinkedHashMap<>();
+        Map<String, Defined<PartitionDraft>> partitions = new LinkedHashMap<>();
         Map<String, String> macOwners = new HashMap<>();
         Map<String, String> writableDiskOwner = new HashMap<>();
-        List<NicDraft> drafts = new ArrayList<>();
         for (TomlNode n : root.tables("partition")) {
             String name = n.string("name");
-            PartitionDraft p = partition(n, disks, switches, macOwners, writableDiskOwner);
-            if (name != null && unique(partitions, name, n, "partition") && p != null) {
-                partitions.put(name, new Defined<>(null, n));
-                drafts.addAll(p.nics);
-                p.name = name;
-            }
-            if (p != null) {
-                pending.add(p);
+            PartitionDraft p = partition(n, name, disks, switches, macOwners, writableDiskOwner);
+            if (name != null && unique(partitions, name, n, "partition")) {
+                partitions.put(name, new Defined<>(p, n));
             }
         }
-        if (errors.size() == before && (host == null || pending.size() != partitions.size()
-            || policies.values().stream().anyMatch(d -> d.value() == null)
-            || disks.values().stream().anyMatch(d -> d.value() == null)
-            || switches.values().stream().anyMatch(d -> d.value() == null))) {
+        if (errors.size() > before) {
+            return null;
+        }
+        if (host == null || anyMissing(policies) || anyMissing(disks) || anyMissing(switches) || anyMissing(partitions)) {
             // Every rejection above records an error; a silent one would drop part of the appliance.
             throw new IllegalStateException("config rejected without an error message");
         }
-        if (errors.size() > before || host == null) {
-            return null;
-        }
+        List<PartitionDraft> drafts = values(partitions);
         assignMacs(host, drafts, macOwners);
-        List<PartitionConfig> built = new ArrayList<>();
-        for (PartitionDraft p : pending) {
+        List<PartitionConfig> built = new ArrayList<>(drafts.size());
+        for (PartitionDraft p : drafts) {
             built.add(p.build());
         }
         return new ApplianceConfig(source, host, values(disks), values(policies), values(switches), built);
     }
 
-    private final List<PartitionDraft> pending = new ArrayList<>();
+    private static boolean anyMissing(Map<String, ? extends Defined<?>> m) {
+        return m.values().stream().anyMatch(d -> d.value() == null);
+    }
+
+    /**
+     * Two disks on one file, a disk that is its own parent, or a parent that is another disk served writable
+     * (the parent of a differencing disk must not change under it). Paths are compared after resolving them
+     * against the data dir, when it is known.
+     */
+    private static void checkDiskFiles(HostConfig host, Map<String, Defined<DiskConfig>> disks) {
+        Path base = host == null || host.dataDirIsPlaceholder() ? Path.of("/") : host.dataDir();
+        Map<Path, DiskConfig> byFile = new HashMap<>();
+        for (Defined<DiskConfig> d : disks.values()) {
+            if (d.value() == null) {
+                continue;
+            }
+            Path file = d.value().resolvedPath(base).normalize();
+            DiskConfig other = byFile.putIfAbsent(file, d.value());
+            if (other != null) {
+                d.node().error("path", "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'");
+            }
+        }
+        for (Defined<DiskConfig> d : disks.values()) {
+            DiskConfig disk = d.value();
+            if (disk == null || disk.parent() == null) {
+                continue;
+            }
+            Path parent = disk.resolvedParent(base).normalize();
+            DiskConfig owner = byFile.get(parent);
+            if (owner == disk) {
+                d.node().error("parent", "a disk cannot be its own parent");
+            } else if (owner != null && !owner.readOnly()) {
+                d.node().error("parent", "the parent is disk '" + owner.name() + "', which is served writable; "
+                    + "a parent must not change under its children (set read_only = true on '" + owner.name() + "')");
+            }
+        }
+    }
 
     private static <T> List<T> values(Map<String, Defined<T>> m) {
         List<T> out = new ArrayList<>(m.size());
@@ -189,6 +213,16 @@ final class ConfigBinder implements TomlNode.Errors {
             return null;
         }
         String m = management == null ? HostConfig.defaultManagement(dataDir) : management;
+        if (m.startsWith("unix:") && !m.contains(HostConfig.TMP_PLACEHOLDER)) {
+            int length = m.substring("unix:".length()).getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
+            if (length > MAX_SOCKET_PATH) {
+                // sockaddr_un.sun_path holds 108 bytes including the NUL.
+                n.error(management == null ? "data_dir" : "management", "the management socket path is " + length
+                    + " bytes; Unix sockets allow at most " + MAX_SOCKET_PATH
+                    + (management == null ? " (set management = \"unix:/shorter/path\")" : ""));
+                return null;
+            }
+        }
         return new HostConfig(name, dataDir, m, tokenFile, cpus.stream().map(Long::intValue).toList());
     }
 
@@ -385,7 +419,7 @@ final class ConfigBinder implements TomlNode.Errors {
 
     /** A partition whose NIC MACs may still need generating. */
     private static final class PartitionDraft {
-        String name;
+        final String name;
         final int vcpus;
         final long memory;
         final List<DiskAttachment> disks;
@@ -424,13 +458,16 @@ final class ConfigBinder implements TomlNode.Errors {
         }
     }
 
-    private PartitionDraft partition(TomlNode n, Map<String, Defined<DiskConfig>> disks,
+    private PartitionDraft partition(TomlNode n, String name, Map<String, Defined<DiskConfig>> disks,
                                      Map<String, Defined<SwitchConfig>> switches, Map<String, String> macOwners,
                                      Map<String, String> writableDiskOwner) {
-        String name = n.string("name");
         Long vcpus = n.integer("vcpus");
         Long memory = n.size("memory");
         Boolean autostart = n.bool("autostart");
+        if (memory != null && memory % PAGE != 0) {
+            n.error("memory", memory + " bytes is not a multiple of the 4KiB page size");
+            memory = null;
+        }
         List<String> command = n.strings("command");
         boolean ok = true;
         if (command != null) {
@@ -482,8 +519,8 @@ final class ConfigBinder implements TomlNode.Errors {
                         + " is already used by " + diskNodes.get(other).path());
                     ok = false;
                 }
-            } else if (a.has("controller") || a.has("lun")) {
-                ok = false;
+            } else if ((a.has("controller") && controllers[i] == null) || (a.has("lun") && luns[i] == null)) {
+                ok = false; // present but invalid: already reported
             }
         }
         for (int i = 0; i < diskNodes.size(); i++) {
@@ -639,8 +676,8 @@ final class ConfigBinder implements TomlNode.Errors {
     }
 
     /** Stable MACs for NICs without one: from (host, partition, index), skipping any already taken. */
-    private static void assignMacs(HostConfig host, List<NicDraft> drafts, Map<String, String> taken) {
-        for (NicDraft d : drafts) {
+    private static void assignMacs(HostConfig host, List<PartitionDraft> partitions, Map<String, String> taken) {
+        for (NicDraft d : partitions.stream().flatMap(p -> p.nics.stream()).toList()) {
             if (d.mac()[0] != null) {
                 continue;
             }

@@ -164,7 +164,9 @@ public final class ConfigLoader {
             throw single(name, line, offset - lineStart + 1, "not valid UTF-8 (byte offset " + offset + ")");
         }
         decoder.flush(out);
-        return out.flip().toString();
+        String text = out.flip().toString();
+        // Editors on some systems start UTF-8 files with a byte order mark; TOML has no use for it.
+        return text.startsWith("\uFEFF") ? text.substring(1) : text;
     }
 
     private static ConfigException single(String file, int line, int column, String message) {
@@ -178,7 +180,6 @@ public final class ConfigLoader {
         if (e instanceof java.nio.file.AccessDeniedException) {
             return "permission denied";
         }
-        String kind = e.getClass().getSimpleName().replace("Exception", "");
-        return e.getMessage() == null ? kind : kind + " " + e.getMessage();
+        return e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
     }
 }

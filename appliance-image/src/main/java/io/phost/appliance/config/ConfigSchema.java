@@ -138,7 +138,7 @@ public final class ConfigSchema {
         section("partition", true)
             .add(key("name", Kind.NAME).req())
             .add(key("vcpus", Kind.INTEGER).def("1").range(1, 64))
-            .add(key("memory", Kind.SIZE).def("256MiB").range(16 * Units.MIB, Units.TIB))
+            .add(key("memory", Kind.SIZE).def("256MiB").range(16 * Units.MIB, Units.TIB).note("multiple of 4KiB"))
             .tables("disk", "partition.disk")
             .tables("nic", "partition.nic")
             .add(key("command", Kind.STRING_ARRAY).note("non-empty; not with workload"))

@@ -132,6 +132,30 @@ class ConfigLoaderTest {
     }
 
     @Test
+    void shouldGiveEachDefaultedLunTheLowestFreeOneOnItsController() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("luns", MINIMAL + """
+            [[disk]]
+            name = "a"
+            path = "a.raw"
+            [[disk]]
+            name = "b"
+            path = "b.raw"
+            [[disk]]
+            name = "c"
+            path = "c.raw"
+            [[disk]]
+            name = "d"
+            path = "d.raw"
+            [[partition]]
+            name = "p"
+            disk = [{ disk = "a" }, { disk = "b", controller = 2 }, { disk = "c", lun = 0 }, { disk = "d", controller = 2, lun = 0 }]
+            """);
+        // c claims LUN 0 of controller 0 explicitly, so a (first in the file) moves to LUN 1; b gets LUN 1 on controller 2.
+        assertEquals(List.of(new DiskAttachment("a", 0, 1), new DiskAttachment("b", 2, 1), new DiskAttachment("c", 0, 0),
+            new DiskAttachment("d", 2, 0)), c.partition("p").orElseThrow().disks());
+    }
+
+    @Test
     void shouldGenerateStableDistinctMacs() throws ConfigException {
         String text = MINIMAL + """
             [[switch]]

@@ -403,4 +403,52 @@ class ConfigValidationTest {
             () -> ConfigLoader.parse("big.toml", "#".repeat(ConfigLoader.MAX_BYTES + 1)));
         assertEquals("big.toml:1:1: file is larger than 1MiB; not a config", e.errors().getFirst().toString());
     }
+
+    @Test
+    void shouldCompareDiskFilesAfterResolvingThemAgainstTheDataDir() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "a"
+            path = "images/a.vhdx"
+            [[disk]]
+            name = "b"
+            path = "/srv/phost/images/./a.vhdx"
+            [[disk]]
+            name = "self"
+            path = "s.vhdx"
+            parent = "s.vhdx"
+            create = { type = "differencing" }
+            [[disk]]
+            name = "child"
+            path = "c.vhdx"
+            parent = "images/a.vhdx"
+            create = { type = "differencing" }
+            """,
+            "t.toml:8:1: disk[1].path: disk 'b' uses the same file as disk 'a'",
+            "t.toml:12:1: disk[2].parent: a disk cannot be its own parent",
+            "t.toml:17:1: disk[3].parent: the parent is disk 'a', which is served writable; a parent must not change "
+                + "under its children (set read_only = true on 'a')");
+    }
+
+    @Test
+    void shouldRefuseSocketPathsTheKernelCannotBind() {
+        String longDir = "/srv/" + "d".repeat(100);
+        assertErrors("[host]\ndata_dir = \"" + longDir + "\"\n",
+            "t.toml:2:1: host.data_dir: the management socket path is 116 bytes; Unix sockets allow at most 107 "
+                + "(set management = \"unix:/shorter/path\")");
+        assertErrors(HOST + "management = \"unix:/" + "s".repeat(107) + "\"\n",
+            "t.toml:3:1: host.management: the management socket path is 108 bytes; Unix sockets allow at most 107");
+    }
+
+    @Test
+    void shouldWantWholePagesOfGuestMemory() {
+        assertErrors(HOST + "[[partition]]\nname = \"p\"\nmemory = 16777217\n",
+            "t.toml:5:1: partition[0].memory: 16777217 bytes is not a multiple of the 4KiB page size");
+    }
+
+    @Test
+    void shouldIgnoreAUtf8ByteOrderMark() throws ConfigException {
+        byte[] text = ("\uFEFF" + HOST).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        assertEquals("phost", ConfigLoader.parse("bom.toml", text).host().name());
+    }
 }
