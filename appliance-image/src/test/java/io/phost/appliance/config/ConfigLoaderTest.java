@@ -211,6 +211,15 @@ class ConfigLoaderTest {
         assertEquals("u.toml:2:10: not valid UTF-8 (byte offset 16)", e.errors().getFirst().toString());
     }
 
+    @Test
+    void shouldTurnIntoAUserExceptionWithExitCodeTwo() {
+        ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("x.toml", "[host]\n"));
+        io.phost.appliance.UserException u = e.toUserException();
+        assertEquals(2, u.exitCode());
+        assertEquals("invalid config (1 error):\nx.toml:1:1: host.data_dir: required key is missing from [host]",
+            u.getMessage());
+    }
+
     static Path repoFile(String relative) {
         Path dir = Path.of("").toAbsolutePath();
         while (dir != null && !Files.exists(dir.resolve(relative))) {
