@@ -1,5 +1,6 @@
 package io.phost.appliance.config;
 
+import io.phost.appliance.config.ConfigError.Reason;
 import io.phost.appliance.config.DiskConfig.Create;
 import io.phost.appliance.config.DiskConfig.CreateType;
 import java.nio.file.InvalidPathException;
@@ -45,8 +46,8 @@ final class ConfigBinder implements TomlNode.Errors {
     }
 
     @Override
-    public void add(TomlPosition position, String keyPath, String message) {
-        errors.add(new ConfigError(file, position.line(), position.column(), keyPath, message));
+    public void add(TomlPosition position, String keyPath, Reason reason, String message) {
+        errors.add(new ConfigError(file, position.line(), position.column(), keyPath, reason, message));
     }
 
     /** A name and where it was first defined, for duplicate and reference checks. */
@@ -129,7 +130,8 @@ final class ConfigBinder implements TomlNode.Errors {
             Path file = d.value().resolvedPath(base).normalize();
             DiskConfig other = byFile.putIfAbsent(file, d.value());
             if (other != null) {
-                d.node().error("path", "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'");
+                d.node().error("path", Reason.DUPLICATE,
+                    "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'");
             }
         }
         for (Defined<DiskConfig> d : disks.values()) {
@@ -140,9 +142,10 @@ final class ConfigBinder implements TomlNode.Errors {
             Path parent = disk.resolvedParent(base).normalize();
             DiskConfig owner = byFile.get(parent);
             if (owner == disk) {
-                d.node().error("parent", "a disk cannot be its own parent");
+                d.node().error("parent", Reason.CONFLICT, "a disk cannot be its own parent");
             } else if (owner != null && !owner.readOnly()) {
-                d.node().error("parent", "the parent is disk '" + owner.name() + "', which is served writable; "
+                d.node().error("parent", Reason.CONFLICT,
+                    "the parent is disk '" + owner.name() + "', which is served writable; "
                     + "a parent must not change under its children (set read_only = true on '" + owner.name() + "')");
             }
         }
@@ -160,7 +163,8 @@ final class ConfigBinder implements TomlNode.Errors {
         Defined<T> first = seen.get(name);
         if (first != null) {
             TomlPosition p = first.node().positionOf("name");
-            n.error("name", "duplicate " + what + " name '" + name + "' (first defined at line " + p.line() + ")");
+            n.error("name", Reason.DUPLICATE,
+                "duplicate " + what + " name '" + name + "' (first defined at line " + p.line() + ")");
             return false;
         }
         return true;
@@ -178,7 +182,8 @@ final class ConfigBinder implements TomlNode.Errors {
             } else {
                 dataDir = path(n, "data_dir", dataDirText);
                 if (dataDir != null && !dataDir.isAbsolute()) {
-                    n.error("data_dir", "must be an absolute path (or \"${tmp}\" for a fresh temporary directory)");
+                    n.error("data_dir", Reason.INVALID_VALUE,
+                        "must be an absolute path (or \"${tmp}\" for a fresh temporary directory)");
                     dataDir = null;
                 }
             }
@@ -196,16 +201,17 @@ final class ConfigBinder implements TomlNode.Errors {
             } else if (tcp.matches()) {
                 int port = Integer.parseInt(tcp.group(2));
                 if (port < 1 || port > 65535) {
-                    n.error("management", "port " + port + " is out of range (1..65535)");
+                    n.error("management", Reason.OUT_OF_RANGE, "port " + port + " is out of range (1..65535)");
                 }
                 if (tokenFile == null) {
-                    n.error("management", "a tcp management address needs management_token_file");
+                    n.error("management", Reason.MISSING_KEY, "a tcp management address needs management_token_file");
                 }
             } else if (management.startsWith("tcp://")) {
-                n.error("management", "'" + management + "' is not a loopback tcp address; "
+                n.error("management", Reason.INVALID_VALUE, "'" + management + "' is not a loopback tcp address; "
                     + "use tcp://127.0.0.1:PORT, tcp://[::1]:PORT or tcp://localhost:PORT (the API has no TLS)");
             } else {
-                n.error("management", "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://127.0.0.1:PORT\"");
+                n.error("management", Reason.INVALID_VALUE,
+                    "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://127.0.0.1:PORT\"");
             }
         }
         List<Long> cpus = n.integers("vsp_cpus");
@@ -217,7 +223,8 @@ final class ConfigBinder implements TomlNode.Errors {
             int length = m.substring("unix:".length()).getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
             if (length > MAX_SOCKET_PATH) {
                 // sockaddr_un.sun_path holds 108 bytes including the NUL.
-                n.error(management == null ? "data_dir" : "management", "the management socket path is " + length
+                n.error(management == null ? "data_dir" : "management", Reason.OUT_OF_RANGE,
+                    "the management socket path is " + length
                     + " bytes; Unix sockets allow at most " + MAX_SOCKET_PATH
                     + (management == null ? " (set management = \"unix:/shorter/path\")" : ""));
                 return null;
@@ -236,11 +243,11 @@ final class ConfigBinder implements TomlNode.Errors {
         Long bandwidth = n.bandwidth("max_bandwidth");
         Long normalization = n.size("normalization_size");
         if (normalization != null && Long.bitCount(normalization) != 1) {
-            n.error("normalization_size", normalization + " is not a power of two");
+            n.error("normalization_size", Reason.INVALID_VALUE, normalization + " is not a power of two");
             normalization = null;
         }
         if (min != null && max != null && max != 0 && min > max) {
-            n.error("min_iops", "min_iops " + min + " is above max_iops " + max);
+            n.error("min_iops", Reason.OUT_OF_RANGE, "min_iops " + min + " is above max_iops " + max);
             return null;
         }
         if (name == null || type == null || min == null || max == null || bandwidth == null || normalization == null) {
@@ -262,7 +269,8 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         String policy = n.string("qos_policy");
         if (policy != null && !policies.contains(policy)) {
-            n.error("qos_policy", "no [[qos_policy]] named '" + policy + "'" + hint(policy, policies));
+            n.error("qos_policy", Reason.DANGLING_REFERENCE,
+                "no [[qos_policy]] named '" + policy + "'" + hint(policy, policies));
             policy = null;
         }
         Boolean readOnly = n.bool("read_only");
@@ -272,22 +280,24 @@ final class ConfigBinder implements TomlNode.Errors {
         boolean createOk = true;
         if (format == DiskFormat.PASSTHROUGH) {
             if (createNode != null) {
-                n.error("create", "a passthrough disk is a host device; it cannot be created");
+                n.error("create", Reason.CONFLICT, "a passthrough disk is a host device; it cannot be created");
                 createOk = false;
             }
             if (parent != null) {
-                n.error("parent", "a passthrough disk has no parent");
+                n.error("parent", Reason.CONFLICT, "a passthrough disk has no parent");
                 parent = null;
             }
             if (path != null && !path.isAbsolute()) {
-                n.error("path", "a passthrough disk needs an absolute device path such as /dev/sdb");
+                n.error("path", Reason.INVALID_VALUE,
+                    "a passthrough disk needs an absolute device path such as /dev/sdb");
                 path = null;
             }
         } else if (createNode != null && format != null) {
             create = create(createNode, n, format, parent);
             createOk = create != null;
         } else if (createNode == null && parent != null) {
-            n.error("parent", "parent is only used to create a differencing disk ([disk.create] type = \"differencing\")");
+            n.error("parent", Reason.CONFLICT,
+                "parent is only used to create a differencing disk ([disk.create] type = \"differencing\")");
             parent = null;
         }
         if (name == null || path == null || format == null || readOnly == null || ioEngine == null || !createOk) {
@@ -306,49 +316,50 @@ final class ConfigBinder implements TomlNode.Errors {
             && (size != null || !c.has("size")) && (blockSize != null || !c.has("block_size"));
         if (type == CreateType.DIFFERENCING) {
             if (format == DiskFormat.RAW) {
-                c.error("type", "a raw disk cannot be differencing (use vhdx or vhd)");
+                c.error("type", Reason.CONFLICT, "a raw disk cannot be differencing (use vhdx or vhd)");
                 ok = false;
             }
             if (parent == null && !disk.has("parent")) {
-                c.error("type", "a differencing disk needs parent = \"...\" in its [[disk]]");
+                c.error("type", Reason.CONFLICT, "a differencing disk needs parent = \"...\" in its [[disk]]");
                 ok = false;
             }
             if (c.has("size")) {
-                c.error("size", "a differencing disk takes its size from the parent; remove size");
+                c.error("size", Reason.CONFLICT, "a differencing disk takes its size from the parent; remove size");
                 ok = false;
             }
         } else if (type != null) {
             if (disk.has("parent")) {
-                disk.error("parent", "a " + type.name().toLowerCase(Locale.ROOT)
+                disk.error("parent", Reason.CONFLICT, "a " + type.name().toLowerCase(Locale.ROOT)
                     + " disk has no parent (only create.type = \"differencing\" does)");
                 ok = false;
             }
             if (!c.has("size")) {
-                c.error("size", "required key is missing: a " + type.name().toLowerCase(Locale.ROOT) + " disk needs a size");
+                c.error("size", Reason.MISSING_KEY,
+                    "required key is missing: a " + type.name().toLowerCase(Locale.ROOT) + " disk needs a size");
                 ok = false;
             }
         }
         if (format == DiskFormat.RAW && c.has("block_size")) {
-            c.error("block_size", "a raw disk has no blocks; remove block_size");
+            c.error("block_size", Reason.CONFLICT, "a raw disk has no blocks; remove block_size");
             ok = false;
         }
         if (blockSize != null && Long.bitCount(blockSize) != 1) {
-            c.error("block_size", Units.formatSize(blockSize) + " is not a power of two");
+            c.error("block_size", Reason.INVALID_VALUE, Units.formatSize(blockSize) + " is not a power of two");
             ok = false;
         }
         if (format == DiskFormat.VHD) {
             if (logical != null && logical != 512) {
-                c.error("logical_sector", "a vhd disk has 512-byte sectors only");
+                c.error("logical_sector", Reason.CONFLICT, "a vhd disk has 512-byte sectors only");
                 logical = null;
                 ok = false;
             }
             if (physical != null && physical != 512) {
-                c.error("physical_sector", "a vhd disk has 512-byte sectors only");
+                c.error("physical_sector", Reason.CONFLICT, "a vhd disk has 512-byte sectors only");
                 physical = null;
                 ok = false;
             }
             if (size != null && size > ConfigSchema.MAX_VHD_SIZE) {
-                c.error("size", Units.formatSize(size) + " is above the vhd limit of 2040GiB");
+                c.error("size", Reason.OUT_OF_RANGE, Units.formatSize(size) + " is above the vhd limit of 2040GiB");
                 ok = false;
             }
         }
@@ -356,12 +367,13 @@ final class ConfigBinder implements TomlNode.Errors {
             physical = format == DiskFormat.VHDX ? 4096L : 512L;
         }
         if (logical != null && physical != null && physical < logical) {
-            c.error(c.has("physical_sector") ? "physical_sector" : "logical_sector",
+            c.error(c.has("physical_sector") ? "physical_sector" : "logical_sector", Reason.CONFLICT,
                 "physical_sector " + physical + " is below logical_sector " + logical);
             ok = false;
         }
         if (size != null && logical != null && size % logical != 0) {
-            c.error("size", size + " bytes is not a multiple of the " + logical + "-byte logical sector");
+            c.error("size", Reason.INVALID_VALUE,
+                size + " bytes is not a multiple of the " + logical + "-byte logical sector");
             ok = false;
         }
         if (!ok) {
@@ -387,25 +399,27 @@ final class ConfigBinder implements TomlNode.Errors {
         boolean ok = true;
         if (uplink != null && (uplink.isEmpty() || uplink.length() > 15 || uplink.contains("/")
             || uplink.chars().anyMatch(Character::isWhitespace))) {
-            n.error("uplink", "'" + uplink + "' is not a Linux interface name (1-15 characters, no '/' or spaces)");
+            n.error("uplink", Reason.INVALID_VALUE,
+                "'" + uplink + "' is not a Linux interface name (1-15 characters, no '/' or spaces)");
             ok = false;
         }
         if (type == SwitchConfig.Type.EXTERNAL && !n.has("uplink")) {
-            n.errorHere("an external switch needs uplink = \"<host interface>\"");
+            n.errorHere(Reason.CONFLICT, "an external switch needs uplink = \"<host interface>\"");
             ok = false;
         }
         if (type != null && type != SwitchConfig.Type.EXTERNAL) {
             String t = type.name().toLowerCase(Locale.ROOT);
             if (n.has("uplink")) {
-                n.error("uplink", "only an external switch has an uplink; this one is " + t);
+                n.error("uplink", Reason.CONFLICT, "only an external switch has an uplink; this one is " + t);
                 ok = false;
             }
             if (Boolean.TRUE.equals(management)) {
-                n.error("allow_management_os", "only applies to an external switch; this one is " + t);
+                n.error("allow_management_os", Reason.CONFLICT, "only applies to an external switch; this one is " + t);
                 ok = false;
             }
             if (Boolean.TRUE.equals(iov)) {
-                n.error("enable_iov", "SR-IOV needs a physical uplink: external switches only; this one is " + t);
+                n.error("enable_iov", Reason.CONFLICT,
+                    "SR-IOV needs a physical uplink: external switches only; this one is " + t);
                 ok = false;
             }
         }
@@ -465,17 +479,18 @@ final class ConfigBinder implements TomlNode.Errors {
         Long memory = n.size("memory");
         Boolean autostart = n.bool("autostart");
         if (memory != null && memory % PAGE != 0) {
-            n.error("memory", memory + " bytes is not a multiple of the 4KiB page size");
+            n.error("memory", Reason.INVALID_VALUE, memory + " bytes is not a multiple of the 4KiB page size");
             memory = null;
         }
         List<String> command = n.strings("command");
         boolean ok = true;
         if (command != null) {
             if (command.isEmpty()) {
-                n.error("command", "an empty command; give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]");
+                n.error("command", Reason.INVALID_VALUE,
+                    "an empty command; give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]");
                 ok = false;
             } else if (command.getFirst().isEmpty()) {
-                n.error("command", "the program (first element) is empty");
+                n.error("command", Reason.INVALID_VALUE, "the program (first element) is empty");
                 ok = false;
             }
         } else if (n.has("command")) {
@@ -487,7 +502,7 @@ final class ConfigBinder implements TomlNode.Errors {
             String kind = w.word("kind");
             List<String> args = w.strings("args");
             if (command != null || n.has("command")) {
-                n.error("workload", "set either command or workload, not both");
+                n.error("workload", Reason.CONFLICT, "set either command or workload, not both");
                 ok = false;
             }
             if (kind == null || args == null) {
@@ -515,7 +530,7 @@ final class ConfigBinder implements TomlNode.Errors {
             if (controllers[i] != null && luns[i] != null) {
                 Integer other = usedSlots.putIfAbsent(controllers[i] << 8 | luns[i], i);
                 if (other != null) {
-                    a.error("lun", "controller " + controllers[i] + " LUN " + luns[i]
+                    a.error("lun", Reason.DUPLICATE, "controller " + controllers[i] + " LUN " + luns[i]
                         + " is already used by " + diskNodes.get(other).path());
                     ok = false;
                 }
@@ -532,7 +547,8 @@ final class ConfigBinder implements TomlNode.Errors {
                     lun++;
                 }
                 if (lun > 63) {
-                    a.errorHere("controller " + controllers[i] + " has no free LUN left (0..63 are used)");
+                    a.errorHere(Reason.OUT_OF_RANGE,
+                        "controller " + controllers[i] + " has no free LUN left (0..63 are used)");
                     ok = false;
                 } else {
                     luns[i] = lun;
@@ -545,19 +561,21 @@ final class ConfigBinder implements TomlNode.Errors {
             }
             Defined<DiskConfig> d = disks.get(diskName);
             if (d == null) {
-                a.error("disk", "no [[disk]] named '" + diskName + "'" + hint(diskName, disks.keySet()));
+                a.error("disk", Reason.DANGLING_REFERENCE,
+                    "no [[disk]] named '" + diskName + "'" + hint(diskName, disks.keySet()));
                 ok = false;
                 continue;
             }
             if (!attachedHere.add(diskName)) {
-                a.error("disk", "disk '" + diskName + "' is attached to this partition twice");
+                a.error("disk", Reason.DUPLICATE, "disk '" + diskName + "' is attached to this partition twice");
                 ok = false;
                 continue;
             }
             if (d.value() != null && !d.value().readOnly() && name != null) {
                 String owner = writableDiskOwner.putIfAbsent(diskName, name);
                 if (owner != null && !owner.equals(name)) {
-                    a.error("disk", "disk '" + diskName + "' is already attached to partition '" + owner
+                    a.error("disk", Reason.CONFLICT,
+                        "disk '" + diskName + "' is already attached to partition '" + owner
                         + "'; only read_only disks can be shared");
                     ok = false;
                 }
@@ -591,7 +609,8 @@ final class ConfigBinder implements TomlNode.Errors {
         if (switchName != null) {
             Defined<SwitchConfig> d = switches.get(switchName);
             if (d == null) {
-                n.error("switch", "no [[switch]] named '" + switchName + "'" + hint(switchName, switches.keySet()));
+                n.error("switch", Reason.DANGLING_REFERENCE,
+                    "no [[switch]] named '" + switchName + "'" + hint(switchName, switches.keySet()));
                 ok = false;
             } else {
                 sw = d.value(); // null when the switch itself is invalid: its own errors say why
@@ -607,7 +626,7 @@ final class ConfigBinder implements TomlNode.Errors {
             } else {
                 String owner = macOwners.putIfAbsent(mac, n.path());
                 if (owner != null) {
-                    n.error("mac", "MAC " + mac + " is already used by " + owner);
+                    n.error("mac", Reason.DUPLICATE, "MAC " + mac + " is already used by " + owner);
                     ok = false;
                 }
             }
@@ -618,15 +637,16 @@ final class ConfigBinder implements TomlNode.Errors {
         List<Long> trunk = n.has("vlan_trunk") ? n.integers("vlan_trunk") : List.of();
         Long nativeVlan = n.integer("native_vlan");
         if (n.has("vlan_access") && n.has("vlan_trunk")) {
-            n.error("vlan_trunk", "set either vlan_access or vlan_trunk, not both");
+            n.error("vlan_trunk", Reason.CONFLICT, "set either vlan_access or vlan_trunk, not both");
             ok = false;
         }
         if (n.has("native_vlan") && !n.has("vlan_trunk")) {
-            n.error("native_vlan", "native_vlan applies to a trunk port; set vlan_trunk too");
+            n.error("native_vlan", Reason.CONFLICT, "native_vlan applies to a trunk port; set vlan_trunk too");
             ok = false;
         }
         if (n.has("vlan_trunk") && trunk != null && trunk.isEmpty()) {
-            n.error("vlan_trunk", "an empty trunk carries no VLAN; list at least one or remove the key");
+            n.error("vlan_trunk", Reason.INVALID_VALUE,
+                "an empty trunk carries no VLAN; list at least one or remove the key");
             ok = false;
         }
         Boolean spoofing = n.bool("mac_spoofing");
@@ -637,12 +657,12 @@ final class ConfigBinder implements TomlNode.Errors {
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
         if (sw != null && weight != null && weight > 0 && sw.bandwidthMode() != SwitchConfig.BandwidthMode.WEIGHT) {
-            n.error("min_bandwidth_weight", "switch '" + sw.name() + "' has bandwidth_mode = \""
+            n.error("min_bandwidth_weight", Reason.CONFLICT, "switch '" + sw.name() + "' has bandwidth_mode = \""
                 + sw.bandwidthMode().name().toLowerCase(Locale.ROOT) + "\"; weights need \"weight\"");
             ok = false;
         }
         if (sw != null && iov != null && iov > 0 && !sw.enableIov()) {
-            n.error("iov_weight", "switch '" + sw.name() + "' does not have enable_iov = true");
+            n.error("iov_weight", Reason.CONFLICT, "switch '" + sw.name() + "' does not have enable_iov = true");
             ok = false;
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
@@ -659,17 +679,18 @@ final class ConfigBinder implements TomlNode.Errors {
     /** Normalizes a MAC to lower-case colon form, or reports why it is unusable. */
     private static String mac(TomlNode n, String text) {
         if (!MAC.matcher(text).matches()) {
-            n.error("mac", "'" + text + "' is not a MAC address like \"02:50:48:00:00:01\"");
+            n.error("mac", Reason.INVALID_VALUE, "'" + text + "' is not a MAC address like \"02:50:48:00:00:01\"");
             return null;
         }
         String mac = text.toLowerCase(Locale.ROOT).replace('-', ':');
         int first = Integer.parseInt(mac.substring(0, 2), 16);
         if ((first & 1) != 0) {
-            n.error("mac", mac + " is a multicast address; a NIC needs a unicast MAC (first octet even)");
+            n.error("mac", Reason.INVALID_VALUE,
+                mac + " is a multicast address; a NIC needs a unicast MAC (first octet even)");
             return null;
         }
         if (mac.equals("00:00:00:00:00:00")) {
-            n.error("mac", "the all-zero MAC is not a valid NIC address");
+            n.error("mac", Reason.INVALID_VALUE, "the all-zero MAC is not a valid NIC address");
             return null;
         }
         return mac;
@@ -701,7 +722,7 @@ final class ConfigBinder implements TomlNode.Errors {
         try {
             return Path.of(text);
         } catch (InvalidPathException e) {
-            n.error(key, "'" + text + "' is not a valid path: " + e.getReason());
+            n.error(key, Reason.INVALID_VALUE, "'" + text + "' is not a valid path: " + e.getReason());
             return null;
         }
     }

@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.fail;
 
+import io.phost.appliance.config.ConfigError.Reason;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
@@ -450,5 +451,36 @@ class ConfigValidationTest {
     void shouldIgnoreAUtf8ByteOrderMark() throws ConfigException {
         byte[] text = ("\uFEFF" + HOST).getBytes(java.nio.charset.StandardCharsets.UTF_8);
         assertEquals("phost", ConfigLoader.parse("bom.toml", text).host().name());
+    }
+
+    @Test
+    void shouldClassifyEachKindOfMistakeWithItsReason() {
+        String sw = "[[switch]]\nname = \"s\"\ntype = \"private\"\n";
+        Object[][] cases = {
+            {"[host\n", Reason.SYNTAX},
+            {HOST + "nmae = \"x\"\n", Reason.UNKNOWN_KEY},
+            {"[host]\n", Reason.MISSING_KEY},
+            {HOST + "vsp_cpus = 3\n", Reason.WRONG_TYPE},
+            {HOST + "[[partition]]\nname = \"p\"\nvcpus = 0\n", Reason.OUT_OF_RANGE},
+            {HOST + "[[qos_policy]]\nname = \"q\"\nmin_iops = 2\nmax_iops = 1\n", Reason.OUT_OF_RANGE},
+            {HOST + sw + "[[partition]]\nname = \"p\"\nnic = [{ switch = \"s\", mac = \"ff:ff:ff:ff:ff:ff\" }]\n",
+                Reason.INVALID_VALUE},
+            {HOST + "[[partition]]\nname = \"p\"\nnic = [{ switch = \"s\" }]\n", Reason.DANGLING_REFERENCE},
+            {HOST + sw + sw, Reason.DUPLICATE},
+            {HOST + "[[switch]]\nname = \"e\"\ntype = \"external\"\n", Reason.CONFLICT},
+        };
+        for (Object[] c : cases) {
+            try {
+                ConfigLoader.parse("t.toml", (String) c[0]);
+                fail("accepted:\n" + c[0]);
+            } catch (ConfigException e) {
+                assertEquals(List.of(c[1]), e.errors().stream().map(ConfigError::reason).toList(), e.getMessage());
+            }
+        }
+        byte[] latin1 = {'#', (byte) 0xE9, '\n'};
+        assertEquals(Reason.ENCODING, assertThrows(ConfigException.class, () -> ConfigLoader.parse("t.toml", latin1))
+            .errors().getFirst().reason());
+        assertEquals(Reason.UNREADABLE, assertThrows(ConfigException.class,
+            () -> ConfigLoader.load(java.nio.file.Path.of("/nonexistent/appliance.toml"))).errors().getFirst().reason());
     }
 }
