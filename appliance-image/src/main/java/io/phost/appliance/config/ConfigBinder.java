@@ -38,6 +38,8 @@ final class ConfigBinder implements TomlNode.Errors {
     private final String file;
     private final Path source;
     private final List<ConfigError> errors;
+    /** The [disk.create] table of each disk that has one, to tell explicit keys from defaults. */
+    private final Map<String, TomlNode> createNodes = new HashMap<>();
 
     ConfigBinder(String file, Path source, List<ConfigError> errors) {
         this.file = file;
@@ -116,17 +118,22 @@ final class ConfigBinder implements TomlNode.Errors {
     }
 
     /**
-     * Two disks on one file, a disk that is its own parent, or a parent that is another disk served writable
-     * (the parent of a differencing disk must not change under it). Paths are compared after resolving them
-     * against the data dir, when it is known.
+     * Checks between disks, after all of them are read: two disks on one file; a disk that is its own parent;
+     * a parent that is another disk served writable (it must not change under its children), comes later in
+     * the file (disks are opened and created in file order), or has another format. A differencing disk whose
+     * parent is a configured disk takes the parent's sector sizes unless it sets them (a different logical
+     * sector size is refused: the engine cannot create it). Paths are compared after resolving them against
+     * the data dir, when it is known.
      */
-    private static void checkDiskFiles(HostConfig host, Map<String, Defined<DiskConfig>> disks) {
+    private void checkDiskFiles(HostConfig host, Map<String, Defined<DiskConfig>> disks) {
         Path base = host == null || host.dataDirIsPlaceholder() ? Path.of("/") : host.dataDir();
         Map<Path, DiskConfig> byFile = new HashMap<>();
+        Map<String, Integer> order = new HashMap<>();
         for (Defined<DiskConfig> d : disks.values()) {
             if (d.value() == null) {
                 continue;
             }
+            order.put(d.value().name(), order.size());
             Path file = d.value().resolvedPath(base).normalize();
             DiskConfig other = byFile.putIfAbsent(file, d.value());
             if (other != null) {
@@ -134,21 +141,52 @@ final class ConfigBinder implements TomlNode.Errors {
                     "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'");
             }
         }
-        for (Defined<DiskConfig> d : disks.values()) {
+        for (Map.Entry<String, Defined<DiskConfig>> e : disks.entrySet()) {
+            Defined<DiskConfig> d = e.getValue();
             DiskConfig disk = d.value();
             if (disk == null || disk.parent() == null) {
                 continue;
             }
-            Path parent = disk.resolvedParent(base).normalize();
-            DiskConfig owner = byFile.get(parent);
+            DiskConfig owner = byFile.get(disk.resolvedParent(base).normalize());
+            if (owner == null) {
+                continue; // an image the config does not manage; the engine checks it when creating
+            }
+            String who = "disk '" + owner.name() + "'";
             if (owner == disk) {
                 d.node().error("parent", Reason.CONFLICT, "a disk cannot be its own parent");
-            } else if (owner != null && !owner.readOnly()) {
-                d.node().error("parent", Reason.CONFLICT,
-                    "the parent is disk '" + owner.name() + "', which is served writable; "
+            } else if (!owner.readOnly()) {
+                d.node().error("parent", Reason.CONFLICT, "the parent is " + who + ", which is served writable; "
                     + "a parent must not change under its children (set read_only = true on '" + owner.name() + "')");
+            } else if (order.get(owner.name()) > order.get(disk.name())) {
+                d.node().error("parent", Reason.CONFLICT, "the parent is " + who + ", defined later in the file; "
+                    + "disks are opened and created in file order, so define '" + owner.name() + "' first");
+            } else if (owner.format() != disk.format()) {
+                d.node().error("parent", Reason.CONFLICT, "a differencing " + lower(disk.format()) + " disk needs a "
+                    + lower(disk.format()) + " parent; " + who + " is " + lower(owner.format()));
+            } else if (owner.create() != null && disk.create() != null) {
+                TomlNode c = createNodes.get(disk.name());
+                Create own = disk.create();
+                Create parent = owner.create();
+                if (c.has("logical_sector") && own.logicalSector() != parent.logicalSector()) {
+                    c.error("logical_sector", Reason.CONFLICT, "a differencing disk uses its parent's logical sector "
+                        + "size: " + parent.logicalSector() + " on " + who);
+                    continue;
+                }
+                int physical = c.has("physical_sector") ? own.physicalSector() : parent.physicalSector();
+                if (physical < parent.logicalSector()) {
+                    c.error("physical_sector", Reason.CONFLICT, "physical_sector " + physical
+                        + " is below the parent's logical sector size " + parent.logicalSector() + " (" + who + ")");
+                    continue;
+                }
+                e.setValue(new Defined<>(new DiskConfig(disk.name(), disk.path(), disk.format(),
+                    new Create(own.type(), own.size(), own.blockSize(), parent.logicalSector(), physical),
+                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine()), d.node()));
             }
         }
+    }
+
+    private static String lower(Enum<?> e) {
+        return e.name().toLowerCase(Locale.ROOT);
     }
 
     private static <T> List<T> values(Map<String, Defined<T>> m) {
@@ -294,6 +332,9 @@ final class ConfigBinder implements TomlNode.Errors {
             }
         } else if (createNode != null && format != null) {
             create = create(createNode, n, format, parent);
+            if (name != null) {
+                createNodes.put(name, createNode);
+            }
             createOk = create != null;
         } else if (createNode == null && parent != null) {
             n.error("parent", Reason.CONFLICT,
@@ -345,6 +386,11 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         if (blockSize != null && Long.bitCount(blockSize) != 1) {
             c.error("block_size", Reason.INVALID_VALUE, Units.formatSize(blockSize) + " is not a power of two");
+            ok = false;
+        }
+        if (format == DiskFormat.RAW && logical != null && logical != 512) {
+            c.error("logical_sector", Reason.CONFLICT, "a raw disk has 512-byte logical sectors only");
+            logical = null;
             ok = false;
         }
         if (format == DiskFormat.VHD) {

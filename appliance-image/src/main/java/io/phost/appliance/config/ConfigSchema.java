@@ -118,8 +118,9 @@ public final class ConfigSchema {
                 .note("required unless differencing; vhd at most 2040GiB; multiple of logical_sector"))
             .add(key("block_size", Kind.SIZE).computed("32MiB (vhdx), 2MiB (vhd)").range(Units.MIB, 256 * Units.MIB)
                 .note("power of two; not for raw"))
-            .add(key("logical_sector", Kind.INTEGER).def("512").allowed("512", "4096").note("vhd: 512 only"))
-            .add(key("physical_sector", Kind.INTEGER).computed("4096 (vhdx), 512 (vhd, raw)")
+            .add(key("logical_sector", Kind.INTEGER).def("512").allowed("512", "4096")
+                .note("vhd, raw: 512 only; differencing: the parent's"))
+            .add(key("physical_sector", Kind.INTEGER).computed("4096 (vhdx), 512 (vhd, raw); differencing: the parent's")
                 .allowed("512", "4096").note("not below logical_sector; vhd: 512 only"));
         section("qos_policy", true)
             .add(key("name", Kind.NAME).req())

@@ -112,6 +112,10 @@ class ConfigValidationTest {
             path = "d.raw"
             format = "raw"
             create = { size = "1GiB", block_size = "1MiB", logical_sector = 4096, physical_sector = 512 }
+            [[disk]]
+            name = "e"
+            path = "e.vhdx"
+            create = { size = "1GiB", logical_sector = 4096, physical_sector = 512 }
             """,
             "t.toml:7:3: disk[0].create.size: 71468255805440 bytes is out of range (1MiB..64TiB)",
             "t.toml:8:3: disk[0].create.block_size: 3MiB is not a power of two",
@@ -120,7 +124,8 @@ class ConfigValidationTest {
             "t.toml:14:46: disk[1].create.logical_sector: a vhd disk has 512-byte sectors only",
             "t.toml:18:12: disk[2].create.size: 1048577 bytes is not a multiple of the 512-byte logical sector",
             "t.toml:23:27: disk[3].create.block_size: a raw disk has no blocks; remove block_size",
-            "t.toml:23:71: disk[3].create.physical_sector: physical_sector 512 is below logical_sector 4096");
+            "t.toml:23:48: disk[3].create.logical_sector: a raw disk has 512-byte logical sectors only",
+            "t.toml:27:50: disk[4].create.physical_sector: physical_sector 512 is below logical_sector 4096");
     }
 
     @Test
@@ -482,5 +487,63 @@ class ConfigValidationTest {
             .errors().getFirst().reason());
         assertEquals(Reason.UNREADABLE, assertThrows(ConfigException.class,
             () -> ConfigLoader.load(java.nio.file.Path.of("/nonexistent/appliance.toml"))).errors().getFirst().reason());
+    }
+
+    @Test
+    void shouldCheckADifferencingDiskAgainstAConfiguredParent() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "early-child"
+            path = "early.vhdx"
+            parent = "base.vhdx"
+            create = { type = "differencing" }
+            [[disk]]
+            name = "base"
+            path = "base.vhdx"
+            read_only = true
+            create = { size = "1GiB", logical_sector = 4096 }
+            [[disk]]
+            name = "vhd-child"
+            path = "c.vhd"
+            format = "vhd"
+            parent = "base.vhdx"
+            create = { type = "differencing" }
+            [[disk]]
+            name = "sector-child"
+            path = "s.vhdx"
+            parent = "base.vhdx"
+            create = { type = "differencing", logical_sector = 512 }
+            [[disk]]
+            name = "raw4k"
+            path = "r.img"
+            format = "raw"
+            create = { size = "1GiB", logical_sector = 4096 }
+            """,
+            "t.toml:6:1: disk[0].parent: the parent is disk 'base', defined later in the file; disks are opened "
+                + "and created in file order, so define 'base' first",
+            "t.toml:17:1: disk[2].parent: a differencing vhd disk needs a vhd parent; disk 'base' is vhdx",
+            "t.toml:23:35: disk[3].create.logical_sector: a differencing disk uses its parent's logical sector size: "
+                + "4096 on disk 'base'",
+            "t.toml:28:27: disk[4].create.logical_sector: a raw disk has 512-byte logical sectors only");
+    }
+
+    @Test
+    void shouldGiveADifferencingDiskItsConfiguredParentsSectorSizes() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + """
+            [[disk]]
+            name = "base"
+            path = "base.vhdx"
+            read_only = true
+            create = { size = "1GiB", logical_sector = 4096, physical_sector = 4096 }
+            [[disk]]
+            name = "child"
+            path = "child.vhdx"
+            parent = "base.vhdx"
+            create = { type = "differencing" }
+            """);
+        DiskConfig.Create child = c.disk("child").orElseThrow().create();
+        assertEquals(4096, child.logicalSector());
+        assertEquals(4096, child.physicalSector());
+        assertEquals(0, child.size());
     }
 }
