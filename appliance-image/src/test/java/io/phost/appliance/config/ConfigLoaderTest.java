@@ -104,6 +104,21 @@ class ConfigLoaderTest {
     }
 
     @Test
+    void shouldShowEveryKeyOfTheSchemaInTheExample() throws Exception {
+        String example = Files.readString(repoFile("examples/appliance.toml"));
+        for (ConfigSchema.Section section : ConfigSchema.sections()) {
+            for (ConfigSchema.Key k : section.keys().values()) {
+                // As a key (maybe commented out or inline), or as a [table] / [[array]] header.
+                java.util.regex.Pattern used = java.util.regex.Pattern.compile(
+                    "(^|[\\s#{,])" + k.name() + "\\s*=|\\[(" + section.name() + "\\.)?" + k.name() + "\\]",
+                    java.util.regex.Pattern.MULTILINE);
+                assertTrue(used.matcher(example).find(), "examples/appliance.toml never shows "
+                    + section.docTitle() + " " + k.name());
+            }
+        }
+    }
+
+    @Test
     void shouldShipTheExampleFileItselfInTheJar() throws Exception {
         assertEquals(Files.readString(repoFile("examples/appliance.toml")),
             ConfigLoader.resourceText(ConfigLoader.EXAMPLE_RESOURCE));
