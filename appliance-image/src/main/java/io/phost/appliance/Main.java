@@ -7,8 +7,8 @@ import io.phost.appliance.cli.QosCommand;
 import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
 import io.phost.appliance.cli.VersionCommand;
-import io.phost.appliance.vhd.VhdCommand;
 import io.phost.appliance.image.ImageCommand;
+import io.phost.appliance.vhd.VhdCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -26,8 +26,8 @@ import picocli.CommandLine.Option;
         BenchCommand.class,
         GuestCommand.class,
         VhdCommand.class,
-        VersionCommand.class,
         ImageCommand.class,
+        VersionCommand.class,
         CommandLine.HelpCommand.class,
     })
 public final class Main implements Runnable {
