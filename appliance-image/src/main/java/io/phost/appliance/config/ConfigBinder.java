@@ -26,7 +26,7 @@ import org.tomlj.TomlTable;
  */
 final class ConfigBinder implements TomlNode.Errors {
     private static final Pattern UNIX = Pattern.compile("unix:(/.*)");
-    private static final Pattern TCP = Pattern.compile("tcp://(127\\.0\\.0\\.1|localhost|\\[::1\\]):(\\d{1,5})");
+    private static final Pattern TCP = Pattern.compile("tcp://([A-Za-z0-9][A-Za-z0-9.-]*|\\[[0-9A-Fa-f:.]+\\]):(\\d{1,5})");
     private static final Pattern MAC = Pattern.compile(
         "\\p{XDigit}{2}([:-])\\p{XDigit}{2}(?:\\1\\p{XDigit}{2}){4}");
     /** Prefix of generated MACs: locally administered (bit 1 of the first octet), unicast, then "PH". */
@@ -245,11 +245,11 @@ final class ConfigBinder implements TomlNode.Errors {
                     n.error("management", Reason.MISSING_KEY, "a tcp management address needs management_token_file");
                 }
             } else if (management.startsWith("tcp://")) {
-                n.error("management", Reason.INVALID_VALUE, "'" + management + "' is not a loopback tcp address; "
-                    + "use tcp://127.0.0.1:PORT, tcp://[::1]:PORT or tcp://localhost:PORT (the API has no TLS)");
+                n.error("management", Reason.INVALID_VALUE, "'" + management + "' is not tcp://HOST:PORT "
+                    + "(e.g. tcp://127.0.0.1:8443, tcp://0.0.0.0:8443, tcp://[::1]:8443)");
             } else {
                 n.error("management", Reason.INVALID_VALUE,
-                    "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://127.0.0.1:PORT\"");
+                    "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://HOST:PORT\"");
             }
         }
         List<Long> cpus = n.integers("vsp_cpus");

@@ -100,7 +100,7 @@ public final class ConfigSchema {
             .add(key("name", Kind.NAME).def("phost"))
             .add(key("data_dir", Kind.PATH).req().note("absolute, or \"${tmp}\""))
             .add(key("management", Kind.STRING).computed("unix:<data_dir>/phost.sock")
-                .note("\"unix:/abs/path\" or \"tcp://127.0.0.1:PORT\""))
+                .note("\"unix:/abs/path\" or \"tcp://HOST:PORT\""))
             .add(key("management_token_file", Kind.PATH).note("required for tcp"))
             .add(key("vsp_cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023));
         section("disk", true)

@@ -351,12 +351,12 @@ class ConfigValidationTest {
         assertErrors("""
             [host]
             data_dir = "relative/dir"
-            management = "tcp://0.0.0.0:80"
+            management = "tcp://0.0.0.0/80"
             vsp_cpus = [1, 1, 2048]
             """,
             "t.toml:2:1: host.data_dir: must be an absolute path (or \"${tmp}\" for a fresh temporary directory)",
-            "t.toml:3:1: host.management: 'tcp://0.0.0.0:80' is not a loopback tcp address; use tcp://127.0.0.1:PORT, "
-                + "tcp://[::1]:PORT or tcp://localhost:PORT (the API has no TLS)",
+            "t.toml:3:1: host.management: 'tcp://0.0.0.0/80' is not tcp://HOST:PORT "
+                + "(e.g. tcp://127.0.0.1:8443, tcp://0.0.0.0:8443, tcp://[::1]:8443)",
             "t.toml:4:16: host.vsp_cpus[1]: 1 is listed twice",
             "t.toml:4:19: host.vsp_cpus[2]: 2048 is out of range (0..1023)");
         assertErrors(HOST + "management = \"tcp://127.0.0.1:99999\"\n",
