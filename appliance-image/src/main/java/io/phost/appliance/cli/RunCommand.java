@@ -65,7 +65,11 @@ public final class RunCommand implements Callable<Integer> {
         StatusView view = null;
         try {
             Files.createDirectories(cfg.host().dataDir());
-            server = startManagement(cfg, app);
+            try {
+                server = startManagement(cfg, app);
+            } catch (IOException | RuntimeException e) {
+                throw new UserException("management endpoint " + cfg.host().management() + ": " + e, 1, e);
+            }
             try {
                 Assembler.assemble(cfg, app);
             } catch (Exception e) {
