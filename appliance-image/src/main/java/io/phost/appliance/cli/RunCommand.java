@@ -8,6 +8,7 @@ import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementServer;
 import io.phost.appliance.run.Appliance;
 import io.phost.appliance.run.Assembler;
+import io.phost.appliance.run.Dashboard;
 import io.phost.appliance.run.RuntimeDir;
 import io.phost.appliance.run.Signals;
 import io.phost.appliance.run.StatusView;
@@ -82,7 +83,7 @@ public final class RunCommand implements Callable<Integer> {
                 + " components=" + app.components().size());
             System.out.flush();
             if (!plain) {
-                view = StatusView.startIfTerminal(() -> StatusCommand.render(app.status()));
+                view = StatusView.startIfTerminal(() -> Dashboard.render(app.status()));
             }
             boolean stopped = limit == null ? awaitForever(stop) : stop.await(limit.toMillis(), TimeUnit.MILLISECONDS);
             LOG.log(Level.INFO, stopped ? "stopping reason=signal" : "stopping reason=duration");
