@@ -411,9 +411,9 @@ public final class QosService {
         long leadWaits = d.periodLeadWaits;
         int out = d.outstanding();
         d.busy = gateWaits > 0 || out >= d.queueDepth;
-        if (leadWaits > gateWaits && out < d.queueDepth) {
-            // Flows mostly waited while slots were free: the estimate is too low. Probe up (iocost-style),
-            // fast when the device is mostly idle.
+        if (leadWaits > gateWaits && out < d.queueDepth && measured >= 0.8 * d.capacityIops) {
+            // Flows mostly waited while slots were free and the device did about what we estimated: the
+            // estimate is what holds them back. Probe up (iocost-style), fast when the device is mostly idle.
             d.capacityIops = Math.max(d.capacityIops, measured) * (out < d.queueDepth / 2 ? 2.0 : 1.05);
         } else if (d.busy) {
             // The device is full (flows waited on it, or a queue stands): what it completed is what it can do.
