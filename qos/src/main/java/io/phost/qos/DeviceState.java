@@ -42,6 +42,7 @@ final class DeviceState {
     long periodCompletedUnits;
     long periodGateWaits;
     long periodLeadWaits;
+    long noProbeUntilNanos = Long.MIN_VALUE / 4;
 
     DeviceState(String id, double capacityIops, int queueDepth) {
         this.id = id;

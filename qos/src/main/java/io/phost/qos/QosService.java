@@ -322,7 +322,7 @@ public final class QosService {
         }
         splitAggregatedLimits();
         for (DeviceState d : deviceArray) {
-            controlDevice(d, dt);
+            controlDevice(d, now, dt);
         }
     }
 
@@ -403,7 +403,7 @@ public final class QosService {
         }
     }
 
-    private void controlDevice(DeviceState d, long dt) {
+    private void controlDevice(DeviceState d, long now, long dt) {
         ManagedQosFlow[] fs = d.flows;
         // Capacity estimate of the backing device, from completions.
         double measured = d.periodCompletedUnits * 1e9 / dt;
@@ -411,9 +411,24 @@ public final class QosService {
         long leadWaits = d.periodLeadWaits;
         int out = d.outstanding();
         d.busy = gateWaits > 0 || out >= d.queueDepth;
-        if (leadWaits > gateWaits && out < d.queueDepth) {
-            // Flows mostly waited while slots were free: the estimate is too low. Probe up (iocost-style),
-            // fast when the device is mostly idle.
+        // A flow with I/O in flight throughout the last periods whose reservation tag lags far behind now is
+        // not getting its minimum although it asks: the device delivers less than we hand out. Shrink.
+        boolean shortfall = false;
+        for (ManagedQosFlow f : fs) {
+            PolicyBucket b = f.binding.bucket();
+            if (b != null && b.rates.minIops() > 0 && f.ctl.active && (f.ctl.busyBits & 0xF) == 0xF
+                && b.reservationTat() < now - b.rates.reservationSlackNanos() / 2) {
+                shortfall = true;
+                break;
+            }
+        }
+        if (shortfall && measured > 0) {
+            d.capacityIops = Math.min(d.capacityIops, measured) * 0.95;
+            d.noProbeUntilNanos = now + 10 * config.controlPeriodNanos(); // do not undo it by probing
+        } else if (leadWaits > gateWaits && out < d.queueDepth && measured >= 0.8 * d.capacityIops
+            && now - d.noProbeUntilNanos >= 0) {
+            // Flows mostly waited while slots were free and the device did about what we estimated: the
+            // estimate is what holds them back. Probe up (iocost-style), fast when the device is mostly idle.
             d.capacityIops = Math.max(d.capacityIops, measured) * (out < d.queueDepth / 2 ? 2.0 : 1.05);
         } else if (d.busy) {
             // The device is full (flows waited on it, or a queue stands): what it completed is what it can do.
@@ -552,7 +567,8 @@ public final class QosService {
                         min, got, d.id);
                 }
             } else {
-                next = c.status == QosFlowStatus.InsufficientThroughput && got < 0.95 * min && busyAllWindow
+                // Hysteresis: once short, a flow is Ok again only when it gets 95% of its minimum.
+                next = c.status == QosFlowStatus.InsufficientThroughput && got < 0.95 * min
                     ? QosFlowStatus.InsufficientThroughput : QosFlowStatus.Ok;
             }
         } else {

@@ -112,8 +112,8 @@ class QosPolicyLifecycleTest {
         QosService qos = bigDevice(clock);
         qos.updatePolicy(QosPolicy.dedicated("p", 0, 10_000));
         Simulation sim = sim(clock, 5);
-        // Idle for 2 s, then a burst of 256 outstanding I/Os.
-        Simulation.Client c = sim.client(qos.createFlow("vm", "d", "p"), 256, 8192).activeBetween(2 * S, 5 * S);
+        // Idle for 2 s, then a burst of 64 outstanding I/Os.
+        Simulation.Client c = sim.client(qos.createFlow("vm", "d", "p"), 64, 8192).activeBetween(2 * S, 5 * S);
         sim.run();
         assertEquals(0, c.units(1));
         // Bursts bank at most the limit slack (2 ms = 20 I/Os at 10k IOPS) plus one.
