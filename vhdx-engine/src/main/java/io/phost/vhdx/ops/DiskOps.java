@@ -27,6 +27,9 @@ import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
 
 /**
  * The image operations behind {@code phost vhd}: info, check, convert, resize, compact, merge, set-parent.
@@ -189,40 +192,105 @@ public final class DiskOps {
         }
     }
 
+    /** Copy workers: several requests in flight, as qemu-img convert keeps 8 coroutines busy. */
+    static final int COPY_THREADS = 4;
+    private static final long[] NO_MORE = new long[0];
+
     /**
      * Copies the first {@code length} bytes of {@code in} to {@code out} (which must read zeros where nothing
-     * is written, as a new image does), skipping unallocated ranges and zero chunks.
+     * is written, as a new image does), skipping unallocated ranges and zero chunks. The calling thread walks
+     * the allocation map and hands 1 MiB-aligned chunks to {@link #COPY_THREADS} workers, each with its own
+     * buffer, which read, test for zeros and write; both engines take concurrent I/O. Progress is reported
+     * from the calling thread only.
      */
     public static CopyResult copy(VirtualDisk in, VirtualDisk out, long length, Progress progress) throws IOException {
         AllocationMap map = Allocations.of(in);
-        long written = 0;
         long readable = length & -512L;
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment buf = arena.allocate(CHUNK, 4096);
-            MemorySegment zeros = arena.allocate(CHUNK, 4096);
+        ArrayBlockingQueue<long[]> queue = new ArrayBlockingQueue<>(COPY_THREADS * 2);
+        AtomicLong written = new AtomicLong();
+        AtomicReference<Throwable> failure = new AtomicReference<>();
+        Thread[] workers = new Thread[COPY_THREADS];
+        for (int i = 0; i < workers.length; i++) {
+            workers[i] = Thread.ofPlatform().name("vhd-copy-" + i).daemon().start(() -> {
+                try (Arena arena = Arena.ofConfined()) {
+                    MemorySegment buf = arena.allocate(CHUNK, 4096);
+                    MemorySegment zeros = arena.allocate(CHUNK, 4096);
+                    while (true) {
+                        long[] task = queue.take();
+                        if (task == NO_MORE) {
+                            return;
+                        }
+                        if (failure.get() != null) {
+                            continue; // keep draining so the producer never blocks
+                        }
+                        try {
+                            long c = task[0];
+                            long n = task[1];
+                            MemorySegment part = buf.asSlice(0, n);
+                            in.read(c, part);
+                            if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) != -1) {
+                                out.write(c, part);
+                                written.addAndGet(n);
+                            }
+                        } catch (Throwable t) {
+                            failure.compareAndSet(null, t);
+                        }
+                    }
+                } catch (InterruptedException e) {
+                    failure.compareAndSet(null, e);
+                }
+            });
+        }
+        try {
             long off = map.nextAllocated(0) & -512L;
-            while (off < readable) {
+            while (off < readable && failure.get() == null) {
                 long end = Math.min((map.nextUnallocated(off) + 511) & -512L, readable);
                 if (end <= off) {
                     end = Math.min(off + 512, readable);
                 }
-                for (long c = off; c < end; ) {
+                for (long c = off; c < end && failure.get() == null; ) {
                     // Chunks aligned to CHUNK so that image blocks are written whole.
                     long n = Math.min(end - c, CHUNK - (c % CHUNK));
-                    MemorySegment part = buf.asSlice(0, n);
-                    in.read(c, part);
-                    if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) != -1) {
-                        out.write(c, part);
-                        written += n;
-                    }
+                    queue.put(new long[] {c, n});
                     c += n;
                     progress.update(c, readable);
                 }
                 off = end >= readable ? readable : map.nextAllocated(end) & -512L;
             }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            failure.compareAndSet(null, e);
+        } finally {
+            for (Thread w : workers) {
+                while (true) {
+                    try {
+                        queue.put(NO_MORE);
+                        break;
+                    } catch (InterruptedException e) {
+                        failure.compareAndSet(null, e);
+                    }
+                }
+            }
+            for (Thread w : workers) {
+                try {
+                    w.join();
+                } catch (InterruptedException e) {
+                    failure.compareAndSet(null, e);
+                }
+            }
+        }
+        Throwable t = failure.get();
+        if (t != null) {
+            switch (t) {
+                case IOException io -> throw io;
+                case RuntimeException re -> throw re;
+                case Error er -> throw er;
+                case InterruptedException ie -> throw new java.io.InterruptedIOException("copy interrupted");
+                default -> throw new IOException(t);
+            }
         }
         progress.update(readable, readable);
-        return new CopyResult(written, readable - written);
+        return new CopyResult(written.get(), readable - written.get());
     }
 
     // ------------------------------------------------------------------------------------------ resize
