@@ -12,6 +12,7 @@ import io.phost.vhdx.VirtualDisks;
 import io.phost.vhdx.vhd.VhdDisk;
 import io.phost.vhdx.vhd.VhdFormatException;
 import io.phost.vhdx.vhd.VhdMaintenance;
+import io.phost.vhdx.vhdx.VhdxCheck;
 import io.phost.vhdx.vhdx.VhdxDisk;
 
 import java.io.IOException;
@@ -26,6 +27,9 @@ import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
 
 /**
  * The image operations behind {@code phost vhd}: info, check, convert, resize, compact, merge, set-parent.
@@ -112,48 +116,33 @@ public final class DiskOps {
         };
     }
 
+    /** VHDX through {@link VhdxCheck}: errors and warnings are problems, infos are notes. */
     private static CheckReport checkVhdx(Path path, boolean repair) throws IOException {
+        VhdxCheck.Report before = VhdxCheck.check(path);
         List<String> problems = new ArrayList<>();
         List<String> notes = new ArrayList<>();
         List<String> repaired = new ArrayList<>();
+        for (VhdxCheck.Finding f : before.findings()) {
+            (f.severity() == VhdxCheck.Severity.INFO ? notes : problems).add(f.toString());
+        }
+        boolean readable = true;
         try (VhdxDisk d = VhdxDisk.open(path, true)) {
-            if (d.logState() != VhdxDisk.LogState.CLEAN) {
-                problems.add("the log holds entries not yet applied to the file (replayed in memory for reading)");
-            }
-            long fileSize = d.fileSize();
-            long bs = d.blockSize();
-            List<long[]> used = new ArrayList<>();
-            for (long b = 0; b < d.blockCount(); b++) {
-                long off = d.blockFileOffset(b);
-                if (off == 0) {
-                    continue;
-                }
-                if (off + bs > fileSize) {
-                    problems.add("block " + b + " at " + off + " extends past the end of the file (" + fileSize + ")");
-                }
-                used.add(new long[] {off, b});
-            }
-            used.sort((x, y) -> Long.compare(x[0], y[0]));
-            for (int i = 1; i < used.size(); i++) {
-                if (used.get(i)[0] - used.get(i - 1)[0] < bs) {
-                    problems.add("blocks " + used.get(i - 1)[1] + " and " + used.get(i)[1] + " overlap at file offset "
-                        + used.get(i)[0]);
-                }
-            }
             if (!d.parentChain().isEmpty()) {
                 notes.add("parent chain: " + d.parentChain().stream().map(p -> p.path().toString()).toList());
             }
         } catch (VhdxFormatException e) {
-            problems.add(e.getMessage());
-            return new CheckReport(problems, notes, repaired, false);
+            readable = false;
         }
-        if (repair && !problems.isEmpty() && problems.size() == 1 && problems.getFirst().startsWith("the log")) {
-            try (VhdxDisk d = VhdxDisk.open(path, false)) {
-                d.flush();
+        if (repair && readable && !before.clean()) {
+            VhdxCheck.Report after = VhdxCheck.repair(path);
+            for (VhdxCheck.Finding f : before.findings()) {
+                boolean still = after.findings().stream().anyMatch(a -> a.code().equals(f.code()));
+                if (f.severity() != VhdxCheck.Severity.INFO && !still) {
+                    repaired.add(f.code() + " at fileOffset=" + f.fileOffset());
+                }
             }
-            repaired.add("log replayed into the file");
         }
-        return new CheckReport(problems, notes, repaired, true);
+        return new CheckReport(problems, notes, repaired, readable);
     }
 
     // ------------------------------------------------------------------------------------------ convert
@@ -203,49 +192,113 @@ public final class DiskOps {
         }
     }
 
+    /** Copy workers: several requests in flight, as qemu-img convert keeps 8 coroutines busy. */
+    static final int COPY_THREADS = 4;
+    private static final long[] NO_MORE = new long[0];
+
     /**
      * Copies the first {@code length} bytes of {@code in} to {@code out} (which must read zeros where nothing
-     * is written, as a new image does), skipping unallocated ranges and zero chunks.
+     * is written, as a new image does), skipping unallocated ranges and zero chunks. The calling thread walks
+     * the allocation map and hands 1 MiB-aligned chunks to {@link #COPY_THREADS} workers, each with its own
+     * buffer, which read, test for zeros and write; both engines take concurrent I/O. Progress is reported
+     * from the calling thread only.
      */
     public static CopyResult copy(VirtualDisk in, VirtualDisk out, long length, Progress progress) throws IOException {
         AllocationMap map = Allocations.of(in);
-        long written = 0;
         long readable = length & -512L;
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment buf = arena.allocate(CHUNK, 4096);
-            MemorySegment zeros = arena.allocate(CHUNK, 4096);
+        ArrayBlockingQueue<long[]> queue = new ArrayBlockingQueue<>(COPY_THREADS * 2);
+        AtomicLong written = new AtomicLong();
+        AtomicReference<Throwable> failure = new AtomicReference<>();
+        Thread[] workers = new Thread[COPY_THREADS];
+        for (int i = 0; i < workers.length; i++) {
+            workers[i] = Thread.ofPlatform().name("vhd-copy-" + i).daemon().start(() -> {
+                try (Arena arena = Arena.ofConfined()) {
+                    MemorySegment buf = arena.allocate(CHUNK, 4096);
+                    MemorySegment zeros = arena.allocate(CHUNK, 4096);
+                    while (true) {
+                        long[] task = queue.take();
+                        if (task == NO_MORE) {
+                            return;
+                        }
+                        if (failure.get() != null) {
+                            continue; // keep draining so the producer never blocks
+                        }
+                        try {
+                            long c = task[0];
+                            long n = task[1];
+                            MemorySegment part = buf.asSlice(0, n);
+                            in.read(c, part);
+                            if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) != -1) {
+                                out.write(c, part);
+                                written.addAndGet(n);
+                            }
+                        } catch (Throwable t) {
+                            failure.compareAndSet(null, t);
+                        }
+                    }
+                } catch (InterruptedException e) {
+                    failure.compareAndSet(null, e);
+                }
+            });
+        }
+        try {
             long off = map.nextAllocated(0) & -512L;
-            while (off < readable) {
+            while (off < readable && failure.get() == null) {
                 long end = Math.min((map.nextUnallocated(off) + 511) & -512L, readable);
                 if (end <= off) {
                     end = Math.min(off + 512, readable);
                 }
-                for (long c = off; c < end; ) {
+                for (long c = off; c < end && failure.get() == null; ) {
                     // Chunks aligned to CHUNK so that image blocks are written whole.
                     long n = Math.min(end - c, CHUNK - (c % CHUNK));
-                    MemorySegment part = buf.asSlice(0, n);
-                    in.read(c, part);
-                    if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) != -1) {
-                        out.write(c, part);
-                        written += n;
-                    }
+                    queue.put(new long[] {c, n});
                     c += n;
                     progress.update(c, readable);
                 }
                 off = end >= readable ? readable : map.nextAllocated(end) & -512L;
             }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            failure.compareAndSet(null, e);
+        } finally {
+            for (Thread w : workers) {
+                while (true) {
+                    try {
+                        queue.put(NO_MORE);
+                        break;
+                    } catch (InterruptedException e) {
+                        failure.compareAndSet(null, e);
+                    }
+                }
+            }
+            for (Thread w : workers) {
+                try {
+                    w.join();
+                } catch (InterruptedException e) {
+                    failure.compareAndSet(null, e);
+                }
+            }
+        }
+        Throwable t = failure.get();
+        if (t != null) {
+            switch (t) {
+                case IOException io -> throw io;
+                case RuntimeException re -> throw re;
+                case Error er -> throw er;
+                case InterruptedException ie -> throw new java.io.InterruptedIOException("copy interrupted");
+                default -> throw new IOException(t);
+            }
         }
         progress.update(readable, readable);
-        return new CopyResult(written, readable - written);
+        return new CopyResult(written.get(), readable - written.get());
     }
 
     // ------------------------------------------------------------------------------------------ resize
 
     /**
      * Resizes an image and returns its new size. VHD: grow only (CHS-sized images round up to their
-     * geometry). Raw: grow, or shrink when the tail holds only zeros. VHDX: grow, or shrink when the tail is
-     * unused; done by rebuilding the image beside the old one (same block and sector sizes) and renaming it
-     * into place, which gives it a new virtual disk id: differencing children of it must be re-created.
+     * geometry). Raw: grow, or shrink when the tail holds only zeros. VHDX: in place by the VHDX engine
+     * ({@link VhdxDisk#resize}: grow, or shrink when no block past the new end is allocated).
      */
     public static long resize(Path path, long newSize, Progress progress) throws IOException {
         DiskFormat format = VirtualDisks.detect(path);
@@ -272,39 +325,13 @@ public final class DiskOps {
         }
     }
 
+    /** VHDX resize in place through the VHDX engine (metadata through its log). */
     private static long resizeVhdx(Path path, long newSize, Progress progress) throws IOException {
-        Path tmp = path.resolveSibling(path.getFileName() + ".resize-tmp");
-        Files.deleteIfExists(tmp);
-        try (VhdxDisk in = VhdxDisk.open(path, true)) {
-            if (in.parent() != null) {
-                throw new UnsupportedOperationException("resizing a differencing VHDX is not supported (resize its base"
-                    + " and re-create the child)");
-            }
-            if (newSize % in.logicalSectorSize() != 0 || newSize <= 0) {
-                throw new IllegalArgumentException("size must be a positive multiple of " + in.logicalSectorSize());
-            }
-            if (newSize == in.size()) {
-                return newSize;
-            }
-            if (newSize < in.size()) {
-                requireZeroTail(in, newSize);
-            }
-            DiskType type = in.leaveBlocksAllocated() ? DiskType.FIXED : DiskType.DYNAMIC;
-            CreateOptions o = new CreateOptions(DiskFormat.VHDX, type, newSize, null, in.blockSize(),
-                in.logicalSectorSize(), in.physicalSectorSize());
-            boolean ok = false;
-            try (VirtualDisk out = VirtualDisks.create(tmp, o)) {
-                copy(in, out, Math.min(in.size(), newSize), progress);
-                out.flush();
-                ok = true;
-            } finally {
-                if (!ok) {
-                    Files.deleteIfExists(tmp);
-                }
-            }
+        VhdxDisk.resize(path, newSize);
+        progress.update(1, 1);
+        try (VhdxDisk d = VhdxDisk.open(path, true)) {
+            return d.size();
         }
-        replace(tmp, path);
-        return newSize;
     }
 
     private static void requireZeroTail(VirtualDisk d, long from) throws IOException {
@@ -455,43 +482,85 @@ public final class DiskOps {
         }
     }
 
+    /**
+     * VHDX merge in two phases, because an open child holds a shared lock on its parent and the parent needs
+     * an exclusive one to be written: (1) with the child open, the child's view of every block the child
+     * says something about is staged in a sparse scratch file beside the parent; (2) with the child closed,
+     * the staged blocks are written into the parent (ZERO blocks as zeros). For sectors the child does not
+     * store, its view is the parent's own data, so rewriting it changes nothing.
+     */
     private static CopyResult mergeVhdx(Path child, Progress progress) throws IOException {
+        Path parentPath;
+        long size;
+        long bs;
+        List<Long> zeroBlocks = new ArrayList<>();
+        List<Long> dataBlocks = new ArrayList<>();
+        Path stage;
         try (VhdxDisk c = VhdxDisk.open(child, true)) {
             if (c.parent() == null) {
                 throw new IllegalArgumentException(child + " is not a differencing image");
             }
-            Path parentPath = c.parentChain().getFirst().path();
-            try (VirtualDisk p = VirtualDisks.open(parentPath, false); Arena arena = Arena.ofConfined()) {
+            parentPath = c.parentChain().getFirst().path();
+            size = c.size();
+            bs = c.blockSize();
+            stage = parentPath.resolveSibling(parentPath.getFileName() + ".merge-stage");
+            Files.deleteIfExists(stage);
+            try (RawDisk s = RawDisk.create(stage, (size + 511) & -512L, false); Arena arena = Arena.ofConfined()) {
                 MemorySegment buf = arena.allocate(CHUNK, 4096);
-                long bs = c.blockSize();
-                long written = 0;
                 for (long b = 0; b < c.blockCount(); b++) {
                     long start = b * bs;
-                    long len = Math.min(bs, c.size() - start);
+                    long len = Math.min(bs, size - start);
                     switch (c.blockState(b)) {
                         case NOT_PRESENT, UNDEFINED -> {
                             continue;
                         }
-                        case ZERO -> p.writeZeroes(start, len);
+                        case ZERO -> zeroBlocks.add(b);
                         default -> {
-                            // The child's view of the block: its sectors where present, the parent's elsewhere
-                            // (rewriting those onto the parent changes nothing).
+                            dataBlocks.add(b);
                             for (long d = 0; d < len; ) {
                                 long n = Math.min(CHUNK, len - d);
                                 MemorySegment part = buf.asSlice(0, n);
                                 c.read(start + d, part);
-                                p.write(start + d, part);
+                                s.write(start + d, part);
                                 d += n;
                             }
                         }
                     }
-                    written += len;
-                    progress.update(start + len, c.size());
+                    progress.update(start + len / 2, size);
                 }
-                p.flush();
-                return new CopyResult(written, c.size() - written);
+            } catch (IOException | RuntimeException e) {
+                Files.deleteIfExists(stage);
+                throw e;
             }
         }
+        long written = 0;
+        try (VirtualDisk p = VirtualDisks.open(parentPath, false); RawDisk s = RawDisk.open(stage, true);
+             Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(CHUNK, 4096);
+            for (long b : dataBlocks) {
+                long start = b * bs;
+                long len = Math.min(bs, size - start);
+                for (long d = 0; d < len; ) {
+                    long n = Math.min(CHUNK, len - d);
+                    MemorySegment part = buf.asSlice(0, n);
+                    s.read(start + d, part);
+                    p.write(start + d, part);
+                    d += n;
+                }
+                written += len;
+            }
+            for (long b : zeroBlocks) {
+                long start = b * bs;
+                long len = Math.min(bs, size - start);
+                p.writeZeroes(start, len);
+                written += len;
+            }
+            p.flush();
+        } finally {
+            Files.deleteIfExists(stage);
+        }
+        progress.update(size, size);
+        return new CopyResult(written, size - written);
     }
 
     /** Flattens the chain ending at {@code child} into a new image {@code dst} (the chain is untouched). */
@@ -504,13 +573,12 @@ public final class DiskOps {
 
     /**
      * Re-points differencing image {@code child} at {@code parent}, checking the linkage (the parent must be
-     * the image the child was made from: VHD unique id) unless {@code force}.
+     * the image the child was made from: VHD unique id, VHDX DataWriteGuid) unless {@code force}.
      */
     public static void setParent(Path child, Path parent, boolean force) throws IOException {
         switch (VirtualDisks.detect(child)) {
             case VHD -> VhdMaintenance.setParent(child, parent, force);
-            case VHDX -> throw new UnsupportedOperationException(
-                "set-parent for VHDX needs a parent-locator rewrite hook the VHDX engine does not expose yet");
+            case VHDX -> VhdxDisk.setParent(child, parent, force);
             default -> throw new IllegalArgumentException(child + " is a raw image, not a differencing one");
         }
     }

@@ -515,7 +515,7 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
                 f.writeFully(header.segment(), VhdFooter.LENGTH);
                 f.writeFully(footer.segment(), end);
             }
-            f.dataSync();
+            // No fsync here: nothing refers to the new file yet; the caller's flush makes it durable.
             ok = true;
         } finally {
             f.close();
@@ -821,14 +821,11 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
             try (Arena tmp = Arena.ofConfined()) {
                 // 1. The footer moves past the new block: the file grows, its tail is still a valid footer.
                 file.writeFully(footer.segment(), end);
-                // 2. Zero the stale footer if alignment left it in a gap, then the bitmap.
-                if (start > oldFooter) {
-                    MemorySegment zeros = tmp.allocate(start - oldFooter, 8);
-                    file.writeFully(zeros, oldFooter);
-                }
-                MemorySegment bm = tmp.allocate(bitmapBytes, 8);
-                bm.fill(bitmaps == null ? (byte) 0xFF : 0);
-                file.writeFully(bm, start);
+                // 2. One write: zeros over the stale footer and any alignment gap, then the bitmap.
+                long gap = start - oldFooter;
+                MemorySegment bm = tmp.allocate(gap + bitmapBytes, 8);
+                bm.asSlice(gap).fill(bitmaps == null ? (byte) 0xFF : 0);
+                file.writeFully(bm, oldFooter);
                 // 3. The BAT entry on disk; the data area is a hole past the old end, so it reads as zeros.
                 MemorySegment e = tmp.allocate(4, 4);
                 entry = (int) (start / SECTOR);

@@ -192,7 +192,7 @@ class DiskOpsTest {
             d.write(2L << 20, MemorySegment.ofArray(buf));
             d.write(40L << 20, MemorySegment.ofArray(buf));
         }
-        assertThrows(IllegalStateException.class, () -> DiskOps.resize(vhdx, 32L << 20, Progress.NONE));
+        assertThrows(RuntimeException.class, () -> DiskOps.resize(vhdx, 32L << 20, Progress.NONE)); // data past the new end
         assertEquals(128L << 20, DiskOps.resize(vhdx, 128L << 20, Progress.NONE));
         try (VirtualDisk d = VirtualDisks.open(vhdx, false)) {
             assertEquals(128L << 20, d.size());
@@ -320,5 +320,27 @@ class DiskOpsTest {
         ImageInfo raw = DiskOps.info(sampleRaw());
         assertEquals("raw", raw.format());
         assertEquals(5L << 20, raw.allocatedBytes());
+    }
+
+    @Test
+    void shouldReparentAVhdxChildAndCheckAndRepairVhdxImages() throws Exception {
+        Path base = dir.resolve("base.vhdx");
+        Path child = dir.resolve("child.avhdx");
+        VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, 8L << 20)).close();
+        VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, base)).close();
+        Path moved = Files.createDirectories(dir.resolve("m")).resolve("b2.vhdx");
+        Files.move(base, moved);
+        DiskOps.setParent(child, moved, false);
+        assertEquals(moved.toRealPath(), Path.of(DiskOps.info(child).parentChain().getFirst()).toRealPath());
+        assertEquals(0, DiskOps.check(child, false).exitCode());
+
+        byte[] all = Files.readAllBytes(moved);
+        all[128 * 1024 + 100] ^= 1; // the second header: its checksum no longer matches
+        Files.write(moved, all);
+        CheckReport r = DiskOps.check(moved, false);
+        assertEquals(1, r.exitCode(), r.toString());
+        CheckReport fixed = DiskOps.check(moved, true);
+        assertEquals(0, fixed.exitCode(), fixed.toString());
+        assertEquals(0, DiskOps.check(moved, false).exitCode());
     }
 }
