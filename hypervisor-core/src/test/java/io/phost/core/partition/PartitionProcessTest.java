@@ -146,6 +146,7 @@ class PartitionProcessTest {
         evil.offer(new EchoVsp("evil"));
         good.start();
         evil.start();
+        assertTrue(good.awaitState(PartitionState.RUNNING, LONG) && evil.awaitState(PartitionState.RUNNING, LONG));
         long end = System.nanoTime() + Duration.ofMinutes(2).toNanos();
         while (System.nanoTime() < end) {
             Thread.sleep(1000);
