@@ -62,6 +62,11 @@ public final class ClientChannel implements AutoCloseable {
         return outMap;
     }
 
+    /** The inbound ring's mapping (diagnostics and hostile-guest tests). */
+    public RingMapping inboundMapping() {
+        return inMap;
+    }
+
     public VmbusRing inbound() {
         return inbound;
     }

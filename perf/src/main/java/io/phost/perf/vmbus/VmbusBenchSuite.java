@@ -52,17 +52,27 @@ public final class VmbusBenchSuite implements BenchSuite {
         long millis = ctx.quick() ? 1_500 : 4_000;
         int rtt = ctx.quick() ? 20_000 : 200_000;
         List<BenchResult> out = new ArrayList<>();
-        ctx.progress(0, 3, "vmbus: child partition");
+        ctx.progress(0, 4, "vmbus: child partition");
         Map<String, Double> ours = runVmbus(ctx, millis, rtt);
-        ctx.progress(1, 3, "agrona OneToOne: child process");
+        ctx.progress(1, 4, "agrona OneToOne: child process");
         Map<String, Double> agrona = runAgrona(ctx, millis, rtt);
-        ctx.progress(2, 3, "disruptor: in-process");
+        ctx.progress(2, 4, "disruptor: in-process");
         Map<String, Double> disruptor = new HashMap<>();
         for (int size : new int[] {64, 1024}) {
             disruptor.put("oneway-" + size, DisruptorPeer.oneWay(size, millis));
         }
         double[] drtt = DisruptorPeer.roundTrip(rtt);
-        ctx.progress(3, 3, "done");
+        ctx.progress(3, 4, "single-thread CPU cost per packet");
+        Map<Integer, double[]> cost = new HashMap<>();
+        for (int size : new int[] {64, 1024}) {
+            cost.put(size, RingCostProbe.measure(size, ctx.quick() ? 2_000_000 : 10_000_000));
+        }
+        ctx.progress(4, 4, "done");
+        for (int size : new int[] {64, 1024}) {
+            double[] c = cost.get(size);
+            out.add(BenchResult.vsPeerLowerIsBetter("cpu per packet " + size + "B write+read (double-mapped)", c[0], "ns", "agrona OneToOne", c[2])
+                .withSeries(Map.of("vmbus-single-mapped-ns", c[1], "vmbus-batched-publish-ns", c[3])));
+        }
         for (int size : new int[] {64, 1024}) {
             double v = ours.getOrDefault("vmbus-oneway-" + size, Double.NaN) / 1e6;
             out.add(BenchResult.vsPeer("oneway-" + size + "B 2-process", v, "Mpps", "agrona OneToOne",
@@ -78,8 +88,13 @@ public final class VmbusBenchSuite implements BenchSuite {
             .withSeries(Map.of("disruptor-in-process-p99-us", drtt[1])));
         out.add(BenchResult.alone("rtt-64B interrupt (eventfd) p50", ours.getOrDefault("vmbus-rtt-irq-p50-us", Double.NaN), "us"));
         out.add(BenchResult.alone("rtt-64B interrupt (eventfd) p99", ours.getOrDefault("vmbus-rtt-irq-p99-us", Double.NaN), "us"));
+        out.add(BenchResult.alone("load average (1 min) during the run", loadAverage(), ""));
         out.add(BenchResult.alone("host agent allocation per packet", ours.getOrDefault("alloc-bytes-per-packet", Double.NaN), "B"));
         return out;
+    }
+
+    private static double loadAverage() {
+        return ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage();
     }
 
     private static GuestLauncher launcher() {
