@@ -35,6 +35,7 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
     private static final ValueLayout.OfLong BE64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
     private static final ValueLayout.OfInt BE32 = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
 
+    private static final int GPADL_PAGES = 4096;
     private final ClientChannel channel;
     private final int depth;
     private final int slotBytes;
@@ -53,7 +54,12 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         this.depth = depth;
         this.slotBytes = slotBytes;
         this.data = bus.ram().allocate((long) depth * slotBytes);
-        bus.createGpadl(channel.relid(), data);
+        // One GPADL describes at most ~8K pages (range_buflen is a u16): grant the region in 16 MiB pieces.
+        long[] all = data.pfns();
+        for (int from = 0; from < all.length; from += GPADL_PAGES) {
+            int n = Math.min(GPADL_PAGES, all.length - from);
+            bus.createGpadl(channel.relid(), java.util.Arrays.copyOfRange(all, from, from + n), 0, (long) n * GuestRam.PAGE_SIZE);
+        }
         Arena arena = Arena.ofAuto();
         this.packet = arena.allocate(PACKET_SIZE, 8);
         this.ranges = arena.allocate(8 + 8 + 8L * (slotBytes / GuestRam.PAGE_SIZE + 2), 8);

@@ -36,6 +36,7 @@ import static io.phost.storage.vmbus.StorvscDescriptor.*;
 public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completion {
     /** Largest transfer we accept and advertise (QUERY_PROPERTIES.max_transfer_bytes). */
     public static final int MAX_TRANSFER_BYTES = 2 << 20;
+    private static final long WAIT_NANOS = 50_000L;
     private static final int MAX_SEGMENTS = MAX_TRANSFER_BYTES / GuestMemory.PAGE_SIZE + 1;
 
     private final ChannelContext ctx;
@@ -378,7 +379,11 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
             }
         }
         work += queue.doWork();
-        // While I/O is in flight keep the agent polling (io_uring completions raise no doorbell).
+        if (work == 0 && queue.outstanding() > 0) {
+            // Nothing on the ring and I/O in flight: wait for it in the engine (io_uring_enter with a
+            // timeout) instead of spinning; io_uring completions raise no doorbell, so the agent must not sleep.
+            work += queue.awaitWork(WAIT_NANOS);
+        }
         return work + (queue.outstanding() > 0 ? 1 : 0);
     }
 
