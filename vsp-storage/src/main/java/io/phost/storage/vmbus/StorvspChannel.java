@@ -37,6 +37,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     /** Largest transfer we accept and advertise (QUERY_PROPERTIES.max_transfer_bytes). */
     public static final int MAX_TRANSFER_BYTES = 2 << 20;
     private static final long WAIT_NANOS = 50_000L;
+    private static final long LINGER_NANOS = Long.getLong("phost.storage.lingerNanos", 0L);
     private static final int MAX_SEGMENTS = MAX_TRANSFER_BYTES / GuestMemory.PAGE_SIZE + 1;
 
     private final ChannelContext ctx;
@@ -60,6 +61,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     private int version;
     private volatile boolean enumerateBus;
     private long hostileRequests;
+    private long lastActivity;
 
     public StorvspChannel(ChannelContext ctx, ScsiTarget target, int depth, int subChannels, Runnable onChannelClosed) {
         this.ctx = ctx;
@@ -98,6 +100,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
 
     @Override
     public boolean onPacket(MemorySegment buf, long off, int len, int type, int flags, long transId) {
+        lastActivity = System.nanoTime();
         long data;
         int n;
         boolean gpa = type == PacketDescriptor.TYPE_GPA_DIRECT;
@@ -384,7 +387,13 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
             // timeout) instead of spinning; io_uring completions raise no doorbell, so the agent must not sleep.
             work += queue.awaitWork(WAIT_NANOS);
         }
-        return work + (queue.outstanding() > 0 ? 1 : 0);
+        if (work > 0 || queue.outstanding() > 0) {
+            lastActivity = System.nanoTime();
+            return work + 1;
+        }
+        // Linger: keep polling a little after the last request so a guest at queue depth 1 finds the agent
+        // awake (the agent's idle strategy would otherwise park for up to a millisecond).
+        return System.nanoTime() - lastActivity < LINGER_NANOS ? 1 : 0;
     }
 
     @Override
