@@ -1,5 +1,6 @@
 package io.phost.storage.vmbus;
 
+import io.phost.core.sys.EventFd;
 import io.phost.core.vmbus.ClientChannel;
 import io.phost.core.vmbus.DoorbellIdleStrategy;
 import io.phost.core.vmbus.GpaDirectRanges;
@@ -35,6 +36,7 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
     private static final ValueLayout.OfLong BE64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
     private static final ValueLayout.OfInt BE32 = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
 
+    private static final int GPADL_PAGES = 4096;
     private final ClientChannel channel;
     private final int depth;
     private final int slotBytes;
@@ -53,12 +55,20 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         this.depth = depth;
         this.slotBytes = slotBytes;
         this.data = bus.ram().allocate((long) depth * slotBytes);
-        bus.createGpadl(channel.relid(), data);
+        // One GPADL describes at most ~8K pages (range_buflen is a u16): grant the region in 16 MiB pieces.
+        long[] all = data.pfns();
+        for (int from = 0; from < all.length; from += GPADL_PAGES) {
+            int n = Math.min(GPADL_PAGES, all.length - from);
+            bus.createGpadl(channel.relid(), java.util.Arrays.copyOfRange(all, from, from + n), 0, (long) n * GuestRam.PAGE_SIZE);
+        }
         Arena arena = Arena.ofAuto();
         this.packet = arena.allocate(PACKET_SIZE, 8);
         this.ranges = arena.allocate(8 + 8 + 8L * (slotBytes / GuestRam.PAGE_SIZE + 2), 8);
         this.busy = new boolean[depth];
-        this.idle = channel.newIdleStrategy();
+        // Spin, yield, then sleep on the doorbell: no timed parks, whose up-to-1 ms naps would add
+        // directly to I/O latency at low queue depth (the default strategy's park phase).
+        this.idle = new DoorbellIdleStrategy(channel.inbound(), EventFd.adopt(channel.hostDoorbellFd()).view(),
+            Integer.getInteger("phost.storvsc.spins", 500), 2, 0, 0, 0, 1_000);
     }
 
     public int depth() {

@@ -36,6 +36,8 @@ import static io.phost.storage.vmbus.StorvscDescriptor.*;
 public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completion {
     /** Largest transfer we accept and advertise (QUERY_PROPERTIES.max_transfer_bytes). */
     public static final int MAX_TRANSFER_BYTES = 2 << 20;
+    private static final long WAIT_NANOS = 50_000L;
+    private static final long LINGER_NANOS = Long.getLong("phost.storage.lingerNanos", 0L);
     private static final int MAX_SEGMENTS = MAX_TRANSFER_BYTES / GuestMemory.PAGE_SIZE + 1;
 
     private final ChannelContext ctx;
@@ -59,6 +61,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     private int version;
     private volatile boolean enumerateBus;
     private long hostileRequests;
+    private long lastActivity;
 
     public StorvspChannel(ChannelContext ctx, ScsiTarget target, int depth, int subChannels, Runnable onChannelClosed) {
         this.ctx = ctx;
@@ -97,6 +100,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
 
     @Override
     public boolean onPacket(MemorySegment buf, long off, int len, int type, int flags, long transId) {
+        lastActivity = System.nanoTime();
         long data;
         int n;
         boolean gpa = type == PacketDescriptor.TYPE_GPA_DIRECT;
@@ -378,8 +382,18 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
             }
         }
         work += queue.doWork();
-        // While I/O is in flight keep the agent polling (io_uring completions raise no doorbell).
-        return work + (queue.outstanding() > 0 ? 1 : 0);
+        if (work == 0 && queue.outstanding() > 0) {
+            // Nothing on the ring and I/O in flight: wait for it in the engine (io_uring_enter with a
+            // timeout) instead of spinning; io_uring completions raise no doorbell, so the agent must not sleep.
+            work += queue.awaitWork(WAIT_NANOS);
+        }
+        if (work > 0 || queue.outstanding() > 0) {
+            lastActivity = System.nanoTime();
+            return work + 1;
+        }
+        // Linger: keep polling a little after the last request so a guest at queue depth 1 finds the agent
+        // awake (the agent's idle strategy would otherwise park for up to a millisecond).
+        return System.nanoTime() - lastActivity < LINGER_NANOS ? 1 : 0;
     }
 
     @Override
