@@ -43,6 +43,7 @@ class SyntheticNicTrafficTest {
     private SwitchAgent agent;
     private final List<AutoCloseable> cleanup = new ArrayList<>();
     private final List<String> namespaces = new ArrayList<>();
+    private final List<NetVsc> vscs = new ArrayList<>();
     private final String tag = Long.toString(ProcessHandle.current().pid() % 10000);
 
     @BeforeEach
@@ -93,6 +94,7 @@ class SyntheticNicTrafficTest {
         VmbusClient client = VmbusClient.attach(host.socketPath(), name, HexFormat.of().parseHex(p.credentialHex()), ram);
         cleanup.add(client);
         NetVsc vsc = NetVsc.open(client, 0, Duration.ofSeconds(10));
+        vscs.add(vsc);
         assertEquals(mac, vsc.mac());
         assertEquals(NvspDescriptor.VERSION_61, vsc.version());
         TapDevice tap = TapDevice.open("phn" + name + tag, false, 0);
@@ -132,6 +134,16 @@ class SyntheticNicTrafficTest {
         assertTrue(b.port().counters().txPackets() > 1000);
         for (NvspReason r : NvspReason.values()) {
             assertEquals(0, a.drops(r), r.name());
+        }
+    }
+
+    private static void waitFor(java.util.function.BooleanSupplier c) throws InterruptedException {
+        long end = System.nanoTime() + 5_000_000_000L;
+        while (!c.getAsBoolean()) {
+            if (System.nanoTime() > end) {
+                throw new AssertionError("condition not reached in 5 s");
+            }
+            Thread.sleep(5);
         }
     }
 
