@@ -128,8 +128,11 @@ class SyntheticNicTrafficTest {
         double bps = number(tcp, "sum_received", "bits_per_second");
         System.out.printf("in-process synthetic NIC TCP: %.1f Mbit/s%n", bps / 1e6);
         assertTrue(bps > 5e6, "TCP over synthetic NICs: " + bps);
-        String udp = iperf("phnb" + tag, "10.81.0.2", "phna" + tag, 2, "-u", "-b", "20M");
-        assertTrue(number(udp, "sum", "lost_percent") < 5, udp);
+        String udp = iperf("phnb" + tag, "10.81.0.2", "phna" + tag, 2, "-u", "-b", "10M");
+        double lost = number(udp, "sum", "lost_percent");
+        System.out.printf("in-process synthetic NIC UDP 10M: %.2f%% lost; drops a=%s b=%s%n", lost,
+            a.port().counters().snapshot(), b.port().counters().snapshot());
+        assertTrue(lost < 5, "UDP loss " + lost + "%: " + b.port().counters().snapshot());
         assertTrue(a.port().counters().rxPackets() > 1000);
         assertTrue(b.port().counters().txPackets() > 1000);
         for (NvspReason r : NvspReason.values()) {
