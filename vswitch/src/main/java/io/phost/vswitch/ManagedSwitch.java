@@ -21,6 +21,7 @@ public final class ManagedSwitch implements AutoCloseable {
     private final SriovUplink sriov;
     private final String iovStatus;
     private final List<AutoCloseable> devices = new ArrayList<>();
+    private final Thread rebalancer;
 
     private ManagedSwitch(SwitchSpec spec) {
         if (spec.bandwidthMode() == BandwidthMode.ABSOLUTE) {
@@ -63,6 +64,19 @@ public final class ManagedSwitch implements AutoCloseable {
         this.vmq = spec.vmqWorkers() > 0 ? new Vmq(spec.vmqWorkers()) : null;
         if (vmq != null) {
             vmq.start();
+            // Dynamic VMQ: re-measure queue load and move a queue between workers at most twice a second.
+            rebalancer = Thread.ofPlatform().daemon().name("vmq-rebalance-" + spec.name()).start(() -> {
+                while (!Thread.currentThread().isInterrupted()) {
+                    try {
+                        Thread.sleep(500);
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                    vmq.rebalance();
+                }
+            });
+        } else {
+            rebalancer = null;
         }
         this.runner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
         AgentRunner.startOnThread(runner);
@@ -163,9 +177,17 @@ public final class ManagedSwitch implements AutoCloseable {
         if (runner != null) {
             runner.close();
         }
+        if (rebalancer != null) {
+            rebalancer.interrupt();
+        }
         if (vmq != null) {
             vmq.close();
         }
         closeDevices();
+    }
+
+    /** VMQ of this switch (null when vmqWorkers = 0). */
+    public Vmq vmq() {
+        return vmq;
     }
 }
