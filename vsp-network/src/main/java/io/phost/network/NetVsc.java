@@ -169,7 +169,7 @@ public final class NetVsc implements AutoCloseable {
 
     /** True when a send section is free (so a caller can hold a frame back instead of dropping it). */
     public boolean canSend() {
-        return freeSendCount > 0;
+        return freeSendCount > 0 && channel.outbound().bytesFree() > io.phost.core.vmbus.VmbusRing.spaceFor(0, PKT_LENGTH);
     }
 
     /** Sends one frame from {@code src}; false when no send section is free or the ring is full. */

@@ -418,9 +418,16 @@ public final class NetVsp implements VirtualServiceProvider {
                 pendingSection = -1;
                 work++;
             }
-            int limit = Math.min(freeCount, EGRESS_BATCH);
-            if (limit > 0 && link) {
-                work += egress.poll(toGuest, limit);
+            // One frame at a time while a section and ring space are both there, so no frame is taken off
+            // the egress ring that cannot be posted (the ring holds it; the switch sees EGRESS_FULL only when
+            // the guest stops completing).
+            int need = VmbusRing.spaceFor(0, PKT_LENGTH);
+            for (int i = 0; i < EGRESS_BATCH && link && freeCount > 0 && pendingSection < 0
+                && ctx.tx().bytesFree() > need; i++) {
+                if (egress.poll(toGuest, 1) == 0) {
+                    break;
+                }
+                work++;
             }
             return work;
         }

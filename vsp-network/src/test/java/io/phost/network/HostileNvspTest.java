@@ -156,6 +156,19 @@ class HostileNvspTest {
             }
             assertEquals(60, got[0], "frame from good to peer");
             assertEquals(1, peer.port().counters().txPackets());
+            // SWITCH_DATA_PATH: the guest moves its data path to the VF and back; the VSP follows.
+            g.switchDataPath(true, Duration.ofSeconds(5));
+            long t = System.nanoTime() + 5_000_000_000L;
+            while (good.dataPath() != 1 && System.nanoTime() < t) {
+                Thread.sleep(2);
+            }
+            assertEquals(1, good.dataPath());
+            g.switchDataPath(false, Duration.ofSeconds(5));
+            t = System.nanoTime() + 5_000_000_000L;
+            while (good.dataPath() != 0 && System.nanoTime() < t) {
+                Thread.sleep(2);
+            }
+            assertEquals(0, good.dataPath());
         } finally {
             c.close();
             ramC.close();
