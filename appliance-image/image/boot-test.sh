@@ -40,13 +40,14 @@ bad() { echo "boot-test: FAIL $*"; failed=$((failed + 1)); }
 free_port() { local p; while :; do p=$(shuf -i 20000-45000 -n 1); ! (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && { echo $p; return; }; done; }
 token=boot-test-$RANDOM$RANDOM
 printf '%s\n' "$token" > "$tmp/token"
+printf '8443:8444\n' > "$tmp/expose"   # the init relays the NIC's port 8443 to phost's loopback endpoint
 
 test_config() { # $1: host name
   cat <<EOF
 [host]
 name = "$1"
 data_dir = "/data/phost"
-management = "tcp://0.0.0.0:8443"
+management = "tcp://127.0.0.1:8444"
 management_token_file = "/config/token"
 
 [[disk]]
@@ -108,9 +109,23 @@ check_http() { # NAME: /health without a token, /status with it; status must nam
     && ok "$1: /status without the token is refused (401)" || bad "$1: /status without the token was not refused"
 }
 
+# The numbers docs/image.md records: sizes, boot-to-ready (wall clock from qemu start, and kernel
+# uptime at ready), the JVM's part (phost start to ready) and phost's memory, from the init's log lines.
+report_numbers() {
+  local c="$tmp/$1.log" start ready
+  start=$(tr -d '\r' < "$c" | sed -n 's/.*starting phost run.*(t=\([0-9.]*\)s).*/\1/p' | head -n 1)
+  ready=$(tr -d '\r' < "$c" | sed -n 's/.*phost ready (t=\([0-9.]*\)s).*/\1/p' | head -n 1)
+  echo "boot-test: numbers ($1, TCG): ready ${ready_wall}s after qemu start; kernel uptime at ready ${ready:-?}s;" \
+    "init->phost start ${start:-?}s; JVM start to ready $(echo "${ready:-0} ${start:-0}" | awk '{printf "%.1f", $1 - $2}')s"
+  tr -d '\r' < "$c" | grep -a 'phost ready (t=\|phost after 30s' | sed 's/^/boot-test: numbers: /'
+  echo "boot-test: numbers: image $(du -h --apparent-size "$img_dir/phost.img" | cut -f1) raw" \
+    "($(du -h "$img_dir/phost.img" | cut -f1) allocated), $(du -h "$img_dir/phost.img.zst" | cut -f1) zstd," \
+    "ISO $(du -h "$img_dir/phost.iso" 2>/dev/null | cut -f1)"
+}
+
 run_uefi() {
   test_config uefi-test > "$tmp/appliance.toml"
-  "$root/phost" image flash --config "$tmp/appliance.toml" --add "$tmp/token" --image "$img_dir/phost.img" \
+  "$root/phost" image flash --config "$tmp/appliance.toml" --add "$tmp/token" --add "$tmp/expose" --image "$img_dir/phost.img" \
     --to "$tmp/disk.img" && ok "uefi: phost image flash wrote the image and the config" || { bad "uefi: flash failed"; return; }
   truncate -s 1G "$tmp/disk.img"
   cp /usr/share/OVMF/OVMF_VARS_4M.fd "$tmp/vars.fd"
@@ -118,9 +133,11 @@ run_uefi() {
     -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive "if=pflash,format=raw,file=$tmp/vars.fd" -drive "file=$tmp/disk.img,format=raw,if=virtio"
   if wait_for uefi 'phost: ready'; then
-    ok "uefi: ready line after $(elapsed)s (TCG, from qemu start)"
-    grep -a 'phost-init: starting phost run\|phost: ready' "$tmp/uefi.log" | tr -d '\r'
+    ready_wall=$(elapsed)
+    ok "uefi: ready line after ${ready_wall}s (TCG, from qemu start)"
     check_http uefi
+    wait_for uefi 'phost after 30s' || true
+    report_numbers uefi
   else
     bad "uefi: no ready line within ${timeout_s}s"; show_console uefi
   fi
@@ -149,7 +166,7 @@ run_iso() {
   test_config iso-test > "$tmp/appliance.toml"
   cp "$img_dir/applcfg.img" "$tmp/cfg.img"
   MTOOLS_SKIP_CHECK=1 mcopy -o -i "$tmp/cfg.img" "$tmp/appliance.toml" ::/appliance.toml
-  MTOOLS_SKIP_CHECK=1 mcopy -o -i "$tmp/cfg.img" "$tmp/token" ::/token
+  MTOOLS_SKIP_CHECK=1 mcopy -o -i "$tmp/cfg.img" "$tmp/token" "$tmp/expose" ::/
   start_qemu iso -cdrom "$img_dir/phost.iso" -boot d -drive "file=$tmp/cfg.img,format=raw,if=virtio"
   if wait_for iso 'phost: ready'; then
     ok "iso: SeaBIOS + GRUB, ready line after $(elapsed)s, config from the second disk"

@@ -138,9 +138,9 @@ done
 mods=$("$JAVA_HOME/bin/jdeps" --ignore-missing-deps --multi-release 25 --print-module-deps \
   --class-path "$rootfs/opt/phost/lib/*" "$rootfs"/opt/phost/lib/*.jar 2>/dev/null | tail -n 1 \
   | tr ',' '\n' | grep -vxE 'java\.desktop|java\.compiler' | paste -sd, -)
-# jdk.httpserver: the management endpoint; jdk.unsupported: Agrona (sun.misc.Unsafe); jdk.zipfs: jars
+# jdk.unsupported: Agrona (sun.misc.Unsafe); jdk.zipfs: jars
 # as file systems; jdk.crypto.ec where this JDK still has it (TLS)
-extra=jdk.httpserver,jdk.unsupported,jdk.zipfs
+extra=jdk.unsupported,jdk.zipfs
 "$JAVA_HOME/bin/java" --list-modules | grep -q '^jdk.crypto.ec@' && extra="$extra,jdk.crypto.ec"
 mods=$(echo "$mods,$extra" | tr ',' '\n' | sort -u | paste -sd, -)
 log "jlink modules: $mods"

@@ -70,6 +70,16 @@ public final class GptTable {
     }
 
     public static GptTable read(FileChannel ch) throws IOException, GptException {
+        return read(ch::read);
+    }
+
+    /** Positional reads: {@link FileChannel#read(ByteBuffer, long)}, or a byte array in tests. */
+    @FunctionalInterface
+    interface Source {
+        int read(ByteBuffer dst, long position) throws IOException;
+    }
+
+    static GptTable read(Source ch) throws IOException, GptException {
         ByteBuffer h = readFully(ch, HEADER_OFFSET, SECTOR);
         for (int i = 0; i < SIGNATURE.length; i++) {
             if (h.get(i) != SIGNATURE[i]) {
@@ -145,7 +155,7 @@ public final class GptTable {
         return (int) crc.getValue();
     }
 
-    private static ByteBuffer readFully(FileChannel ch, long offset, int length) throws IOException, GptException {
+    private static ByteBuffer readFully(Source ch, long offset, int length) throws IOException, GptException {
         ByteBuffer b = ByteBuffer.allocate(length).order(ByteOrder.LITTLE_ENDIAN);
         while (b.hasRemaining()) {
             int n = ch.read(b, offset + b.position());

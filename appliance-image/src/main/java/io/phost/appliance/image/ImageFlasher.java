@@ -1,6 +1,9 @@
 package io.phost.appliance.image;
 
 import io.phost.appliance.UserException;
+import io.phost.appliance.config.ConfigError;
+import io.phost.appliance.config.ConfigException;
+import io.phost.appliance.config.ConfigLoader;
 import java.io.IOException;
 import java.io.RandomAccessFile;
 import java.nio.ByteBuffer;
@@ -13,15 +16,13 @@ import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
-import org.tomlj.Toml;
-import org.tomlj.TomlParseError;
-import org.tomlj.TomlParseResult;
 
 /**
  * Writes the appliance image onto a disk or into a file and puts the user's {@code appliance.toml} (and
  * any extra files, e.g. a management token) onto its APPLCFG partition, in one step:
  * <ol>
- *   <li>check the config (every error as FILE:LINE:COL) before touching the target;</li>
+ *   <li>validate the config as {@code phost config validate} does (every error as FILE:LINE:COL) before
+ *       touching the target;</li>
  *   <li>refuse a mounted or system disk unless forced ({@link DiskGuard});</li>
  *   <li>copy the image (zero runs are skipped on file targets, which stay sparse), then fsync;</li>
  *   <li>find APPLCFG in the written GPT and replace appliance.toml in that FAT file system with
@@ -83,20 +84,24 @@ public final class ImageFlasher {
         return new Result(resolved, imageBytes, cfgPart);
     }
 
-    /** Parse-checks the TOML: every syntax error as FILE:LINE:COL: message (empty when fine). */
-    public static List<String> checkConfig(Path config) throws IOException {
+    /**
+     * Checks the config with the same loader {@code phost run} uses ({@code phost config validate}): every
+     * error as {@code FILE:LINE:COL: key.path: message}; empty when valid.
+     */
+    public static List<String> checkConfig(Path config) {
         if (!Files.isRegularFile(config)) {
             throw new UserException("config " + config + " not found", 2);
         }
-        TomlParseResult r = Toml.parse(config);
-        List<String> out = new ArrayList<>();
-        for (TomlParseError e : r.errors()) {
-            out.add(config + ":" + e.position().line() + ":" + e.position().column() + ": " + e.getMessage());
+        try {
+            ConfigLoader.load(config);
+            return List.of();
+        } catch (ConfigException e) {
+            List<String> out = new ArrayList<>();
+            for (ConfigError error : e.errors()) {
+                out.add(error.toString());
+            }
+            return out;
         }
-        if (out.isEmpty() && !r.isTable("host")) {
-            out.add(config + ":1:1: host: missing [host] table");
-        }
-        return out;
     }
 
     private static void copy(Path image, Path target, boolean device) throws IOException {
