@@ -280,6 +280,7 @@ final class ConfigBinder implements TomlNode.Errors {
         Long max = n.integer("max_iops");
         Long bandwidth = n.bandwidth("max_bandwidth");
         Long normalization = n.size("normalization_size");
+        Long weight = n.integer("weight");
         if (normalization != null && Long.bitCount(normalization) != 1) {
             n.error("normalization_size", Reason.INVALID_VALUE, normalization + " is not a power of two");
             normalization = null;
@@ -288,10 +289,11 @@ final class ConfigBinder implements TomlNode.Errors {
             n.error("min_iops", Reason.OUT_OF_RANGE, "min_iops " + min + " is above max_iops " + max);
             return null;
         }
-        if (name == null || type == null || min == null || max == null || bandwidth == null || normalization == null) {
+        if (name == null || type == null || min == null || max == null || bandwidth == null || normalization == null
+            || weight == null) {
             return null;
         }
-        return new QosPolicyConfig(name, type, min, max, bandwidth, normalization.intValue());
+        return new QosPolicyConfig(name, type, min, max, bandwidth, normalization.intValue(), weight.intValue());
     }
 
     // ---- [[disk]] ----

@@ -128,7 +128,8 @@ public final class ConfigSchema {
             .add(key("min_iops", Kind.INTEGER).def("0").range(0, 1_000_000_000).note("at most max_iops"))
             .add(key("max_iops", Kind.INTEGER).def("0").range(0, 1_000_000_000).note("0 = unlimited"))
             .add(key("max_bandwidth", Kind.BANDWIDTH).def("0").atLeast(0).note("bytes/s; 0 = unlimited"))
-            .add(key("normalization_size", Kind.SIZE).def("8KiB").range(512, Units.MIB).note("power of two"));
+            .add(key("normalization_size", Kind.SIZE).def("8KiB").range(512, Units.MIB).note("power of two"))
+            .add(key("weight", Kind.INTEGER).def("100").range(1, 10_000));
         section("switch", true)
             .add(key("name", Kind.NAME).req())
             .add(key("type", Kind.ENUM).req().allowed("external", "internal", "private"))
