@@ -65,7 +65,7 @@ public final class VmbusBenchSuite implements BenchSuite {
         ctx.progress(3, 4, "single-thread CPU cost per packet");
         Map<Integer, double[]> cost = new HashMap<>();
         for (int size : new int[] {64, 1024}) {
-            cost.put(size, RingCostProbe.measure(size, ctx.quick() ? 2_000_000 : 10_000_000));
+            cost.put(size, RingCostProbe.measure(size, ctx.quick() ? 1_000_000 : 4_000_000));
         }
         ctx.progress(4, 4, "done");
         for (int size : new int[] {64, 1024}) {
