@@ -10,7 +10,7 @@ import picocli.CommandLine.Option;
  * path (storvsc-style client). Prints IOPS, MiB/s and latency percentiles (text or JSON) and publishes the
  * JSON result as the KVP value {@code storage-io}; exits 1 on I/O or verify errors.
  */
-@Command(name = "io", description = "Storage workload over the VMBus SCSI disk (fio-like).")
+@Command(name = "io", mixinStandardHelpOptions = true, description = "Storage workload over the VMBus SCSI disk (fio-like).")
 public final class GuestIoCommand implements Callable<Integer> {
     @Option(names = "--rw", defaultValue = "randread", description = "read|write|randread|randwrite|randrw")
     String rw;

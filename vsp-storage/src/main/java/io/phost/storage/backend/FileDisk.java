@@ -117,6 +117,16 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
         return blockDevice;
     }
 
+    private volatile int sgIo = -1;
+
+    /** True when this is a block device that accepts SCSI commands through SG_IO (probed once). */
+    public boolean sgIoSupported() {
+        if (sgIo < 0) {
+            sgIo = blockDevice && SgIo.supported(fd) ? 1 : 0;
+        }
+        return sgIo == 1;
+    }
+
     @Override
     public int fd() {
         return fd;

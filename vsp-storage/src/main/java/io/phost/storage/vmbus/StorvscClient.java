@@ -37,14 +37,14 @@ public final class StorvscClient implements AutoCloseable {
     }
 
     /**
-     * Connects to the storage controller offered to this partition.
+     * Connects to the storage controller offered to this partition ({@code instance} null: the first one).
      *
      * @param queues    wanted queues (1 + sub-channels, capped by what the host offers)
      * @param depth     command slots per queue
      * @param slotBytes largest transfer per command (capped by the host's max_transfer_bytes)
      */
     public static StorvscClient connect(VmbusClient bus, UUID instance, int queues, int depth, int slotBytes) {
-        ChannelOffer offer = bus.awaitOffer(SCSI_INTERFACE, 0, TIMEOUT);
+        ChannelOffer offer = instance == null ? bus.awaitOffer(SCSI_INTERFACE, 0, TIMEOUT) : awaitInstance(bus, instance);
         ClientChannel primary = bus.open(offer, 64, null);
         MemorySegment p = Arena.ofAuto().allocate(PACKET_SIZE, 8);
         int[] props = new int[2];
@@ -73,6 +73,25 @@ public final class StorvscClient implements AutoCloseable {
             }
         }
         return c;
+    }
+
+    /** The primary-channel offer of the controller with {@code instance} (several controllers per partition). */
+    private static ChannelOffer awaitInstance(VmbusClient bus, UUID instance) {
+        long deadline = System.nanoTime() + TIMEOUT.toNanos();
+        while (System.nanoTime() < deadline) {
+            for (ChannelOffer o : bus.offers()) {
+                if (o.interfaceType().equals(SCSI_INTERFACE) && o.subChannelIndex() == 0 && o.instance().equals(instance)) {
+                    return o;
+                }
+            }
+            try {
+                Thread.sleep(2);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException(e);
+            }
+        }
+        throw new IllegalStateException("no storage controller " + instance + " offered within " + TIMEOUT);
     }
 
     /** Sends one control operation and waits for its COMPLETE_IO; throws unless status is success. */

@@ -37,6 +37,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     /** Largest transfer we accept and advertise (QUERY_PROPERTIES.max_transfer_bytes). */
     public static final int MAX_TRANSFER_BYTES = 2 << 20;
     private static final long WAIT_NANOS = 50_000L;
+    private static final int NO_FORCED_STATUS = 0x7FFFFFFF;
     private static final long LINGER_NANOS = Long.getLong("phost.storage.lingerNanos", 0L);
     private static final int MAX_SEGMENTS = MAX_TRANSFER_BYTES / GuestMemory.PAGE_SIZE + 1;
 
@@ -132,7 +133,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
         if (gpa) {
             return control(op, transId, completion, copied, STATUS_INVALID_DEVICE_REQUEST);
         }
-        return control(op, transId, completion, copied, -1);
+        return control(op, transId, completion, copied, NO_FORCED_STATUS);
     }
 
     /** The initialization handshake and other non-SRB operations. Always completes inline. */
@@ -140,7 +141,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
         int status = STATUS_SUCCESS;
         reply.fill((byte) 0);
         MemorySegment.copy(request, 0, reply, 0, PACKET_SIZE);
-        if (forcedStatus >= 0 || forcedStatus < -1) {
+        if (forcedStatus != NO_FORCED_STATUS) {
             status = forcedStatus;
         } else {
             switch (op) {
@@ -334,13 +335,13 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
             queue.release(queue.slot(slot));
             return;
         }
-        // Keep the finished reply in the slot's sense area? No: rebuild on retry from the request state.
         pending[(pendingHead + pendingCount) % pending.length] = slot;
         pendingCount++;
         savePending(slot);
         ctx.requestSpace(PACKET_SIZE + 64);
     }
 
+    /** Finished replies waiting for ring space, by slot; allocated once, only if the ring ever fills. */
     private byte[][] saved;
 
     private void savePending(int slot) {
