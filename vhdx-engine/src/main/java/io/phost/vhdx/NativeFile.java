@@ -55,6 +55,10 @@ public final class NativeFile implements Closeable {
     // ssize_t pread(int fd, void *buf (raw address), size_t count, off_t offset)
     private static final MethodHandle PREAD_ADDR = bind("pread", ValueLayout.JAVA_LONG, false);
     private static final MethodHandle PWRITE_ADDR = bind("pwrite", ValueLayout.JAVA_LONG, false);
+    // The same without errno capture: the steady path pays for no capture state or ThreadLocal; a failed
+    // call is repeated through the capturing handle to learn errno (pread/pwrite that failed moved nothing).
+    private static final MethodHandle PREAD_FAST = bindFast("pread");
+    private static final MethodHandle PWRITE_FAST = bindFast("pwrite");
     // same, buffer as a (possibly heap) segment
     private static final MethodHandle PREAD_SEG = bind("pread", ValueLayout.ADDRESS, true);
     private static final MethodHandle PWRITE_SEG = bind("pwrite", ValueLayout.ADDRESS, true);
@@ -84,6 +88,11 @@ public final class NativeFile implements Closeable {
         return critical
             ? LINKER.downcallHandle(sym, fd, CAPTURE, Linker.Option.critical(true))
             : LINKER.downcallHandle(sym, fd, CAPTURE);
+    }
+
+    private static MethodHandle bindFast(String name) {
+        return LINKER.downcallHandle(LIBC.find(name).orElseThrow(), FunctionDescriptor.of(ValueLayout.JAVA_LONG,
+            ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG));
     }
 
     private final Path path;
@@ -180,6 +189,14 @@ public final class NativeFile implements Closeable {
 
     private long preadOnce(long fileOffset, MemorySegment seg, long segOffset, long len) throws IOException {
         try {
+            if (seg.isNative()) {
+                // SAFETY: checkRange proved the range lies inside seg and its arena is alive; the caller
+                // keeps seg reachable until the call returns.
+                long r = (long) PREAD_FAST.invokeExact(fd, seg.address() + segOffset, len, fileOffset);
+                if (r >= 0) {
+                    return r;
+                }
+            }
             long r;
             int err;
             do {
@@ -205,6 +222,13 @@ public final class NativeFile implements Closeable {
 
     private long pwriteOnce(long fileOffset, MemorySegment seg, long segOffset, long len) throws IOException {
         try {
+            if (seg.isNative()) {
+                // SAFETY: as in preadOnce.
+                long r = (long) PWRITE_FAST.invokeExact(fd, seg.address() + segOffset, len, fileOffset);
+                if (r > 0) {
+                    return r;
+                }
+            }
             long r;
             int err;
             do {

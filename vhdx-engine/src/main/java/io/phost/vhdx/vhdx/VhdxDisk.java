@@ -712,8 +712,12 @@ public final class VhdxDisk implements VirtualDisk {
         }
         commitLock.lock();
         try {
-            file.sync();
+            // Order matters: snapshot the dirty metadata first, then sync. Every block an entry in the
+            // snapshot points to was extended and written before its entry was published, so this sync
+            // makes it durable; a block allocated after the snapshot waits for the next flush.
             List<VhdxLog.Update> pages = collectDirty();
+            long durableSize = file.size();
+            file.sync();
             if (pages.isEmpty()) {
                 return;
             }
@@ -721,15 +725,38 @@ public final class VhdxDisk implements VirtualDisk {
                 startSession();
             }
             int max = VhdxLog.maxPagesPerEntry(header.logLength());
-            for (int i = 0; i < pages.size(); i += max) {
-                List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
-                if (i > 0) {
-                    file.sync(); // the previous batch's in-place writes must be durable before its entry is superseded
+            try {
+                for (int i = 0; i < pages.size(); i += max) {
+                    List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
+                    if (i > 0) {
+                        file.sync(); // the previous batch's in-place writes must be durable before its entry is superseded
+                    }
+                    commit(batch, durableSize);
                 }
-                commit(batch);
+            } catch (IOException | RuntimeException e) {
+                remarkDirty(pages); // nothing is lost: the next flush retries these sectors
+                throw e;
             }
         } finally {
             commitLock.unlock();
+        }
+    }
+
+    private void remarkDirty(List<VhdxLog.Update> pages) {
+        long batOff = p.bat.fileOffset();
+        for (VhdxLog.Update u : pages) {
+            long off = u.fileOffset();
+            if (off >= batOff && off < batOff + (long) batDirty.length() * 4096) {
+                batDirty.set((int) ((off - batOff) / 4096), 1);
+                continue;
+            }
+            for (int c = 0; c < bitmaps.length(); c++) {
+                SectorBitmap bm = bitmaps.get(c);
+                long base = fileOffset((long) LONGS.getAcquire(bat, (int) bitmapIndex(c, chunkRatio)));
+                if (bm != null && base != 0 && off >= base && off < base + SECTOR_BITMAP_BLOCK_LENGTH) {
+                    bm.dirty.set((int) ((off - base) / 4096), 1);
+                }
+            }
         }
     }
 
@@ -767,8 +794,13 @@ public final class VhdxDisk implements VirtualDisk {
         return pages;
     }
 
-    private void commit(List<VhdxLog.Update> batch) throws IOException {
-        long fileSize = file.size();
+    /**
+     * Writes one log entry for {@code batch}, syncs it, applies it in place (unsynced).
+     * {@code durableSize}: a file size already made durable that covers every block the batch references
+     * (FlushedFileOffset; replay refuses a file shorter than it).
+     */
+    private void commit(List<VhdxLog.Update> batch, long durableSize) throws IOException {
+        long fileSize = durableSize;
         int n = batch.size();
         long entryLength = (LogDescriptor.descriptorSectors(n) + n) * LogDescriptor.SECTOR;
         if (logPosition + entryLength > header.logLength()) {
@@ -1024,13 +1056,14 @@ public final class VhdxDisk implements VirtualDisk {
         if (!sessionStarted) {
             startSession();
         }
+        long durableSize = file.size();
         file.sync();
         int max = VhdxLog.maxPagesPerEntry(header.logLength());
         for (int i = 0; i < pages.size(); i += max) {
             if (i > 0) {
                 file.sync();
             }
-            commit(pages.subList(i, Math.min(pages.size(), i + max)));
+            commit(pages.subList(i, Math.min(pages.size(), i + max)), durableSize);
         }
         file.sync();
     }

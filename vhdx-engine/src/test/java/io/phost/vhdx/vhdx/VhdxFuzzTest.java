@@ -147,6 +147,8 @@ class VhdxFuzzTest {
 
     private final java.util.Map<Path, List<Target>> targetCache = new java.util.HashMap<>();
     private final java.util.Map<Path, byte[]> originals = new java.util.HashMap<>();
+    /** One mutable copy per seed; only the target ranges change, and they are restored after each mutant. */
+    private final java.util.Map<Path, byte[]> working = new java.util.HashMap<>();
 
     /** Returns 0 if the mutant opened, 1 if it was refused. */
     private int fuzzOnce(Path seed, Random r, int iteration) throws Exception {
@@ -162,7 +164,7 @@ class VhdxFuzzTest {
         if (!Files.exists(m)) {
             Files.write(m, original);
         }
-        byte[] img = original.clone();
+        byte[] img = working.computeIfAbsent(seed, k -> original.clone());
         int mutations = 1 + r.nextInt(3);
         String what = "";
         long truncateTo = -1;
@@ -198,6 +200,12 @@ class VhdxFuzzTest {
             throw new AssertionError("iteration " + iteration + " (" + seed.getFileName() + ": " + what + ") threw "
                 + t + "; mutant kept at " + mutant, t);
         } finally {
+            for (Target t : targets) {
+                int len = (int) Math.min(t.length(), original.length - t.offset());
+                if (len > 0) {
+                    System.arraycopy(original, (int) t.offset(), img, (int) t.offset(), len);
+                }
+            }
             if (readWrite || truncateTo >= 0) {
                 Files.write(m, original);
             } else {
