@@ -100,4 +100,57 @@ class VhdxConcurrencyTest {
             }
         });
     }
+
+    /** Writers allocate blocks (dynamic and differencing) while another thread flushes in a loop. */
+    @Test
+    void shouldFlushWhileWritersAllocate() throws Exception {
+        Path base = dir.resolve("b.vhdx");
+        VhdxDisk.create(base, VhdxCreateOptions.dynamic(128L << 20).withBlockSize(1 << 20)).close();
+        Path parent = dir.resolve("p.vhdx");
+        VhdxDisk.create(parent, VhdxCreateOptions.dynamic(128L << 20).withBlockSize(1 << 20)).close();
+        Path child = dir.resolve("c.avhdx");
+        VhdxDisk.create(child, VhdxCreateOptions.differencing(parent)).close();
+        for (Path p : new Path[] {base, child}) {
+            int threads = 4;
+            try (VhdxDisk d = VhdxDisk.open(p, false); ExecutorService ex = Executors.newFixedThreadPool(threads + 1)) {
+                AtomicBoolean done = new AtomicBoolean();
+                List<Future<?>> writers = new ArrayList<>();
+                for (int t = 0; t < threads; t++) {
+                    int tid = t;
+                    writers.add(ex.submit(() -> {
+                        try (Arena a = Arena.ofConfined()) {
+                            MemorySegment buf = a.allocate(4096, 4096);
+                            for (int b = tid; b < 128; b += threads) {
+                                buf.fill((byte) (b + 1));
+                                d.write((long) b << 20, buf);
+                                d.write(((long) b << 20) + 8192, buf);
+                            }
+                        }
+                        return null;
+                    }));
+                }
+                Future<?> flusher = ex.submit(() -> {
+                    while (!done.get()) {
+                        d.flush();
+                    }
+                    return null;
+                });
+                for (Future<?> f : writers) {
+                    f.get();
+                }
+                done.set(true);
+                flusher.get();
+            }
+            try (VhdxDisk d = VhdxDisk.open(p, true); Arena a = Arena.ofConfined()) {
+                MemorySegment buf = a.allocate(4096);
+                for (int b = 0; b < 128; b++) {
+                    d.read(((long) b << 20) + 8192, buf);
+                    assertEquals((byte) (b + 1), buf.get(ValueLayout.JAVA_BYTE, 4095));
+                    d.read(((long) b << 20) + 4096, buf);
+                    assertEquals(0, buf.get(ValueLayout.JAVA_BYTE, 0));
+                }
+            }
+            assertTrue(VhdxCheck.check(p).clean());
+        }
+    }
 }
