@@ -53,6 +53,10 @@ public final class VhdCommand implements Runnable {
         } catch (FileAlreadyExistsException e) {
             throw new UserException(e.getFile() + " already exists (refusing to overwrite it)", 1, e);
         } catch (IOException e) {
+            if (e instanceof io.phost.vhdx.vhd.VhdFormatException v
+                && v.reason() == io.phost.vhdx.vhd.VhdFormatException.Reason.UNSUPPORTED) {
+                throw new UserException(e.getMessage(), 1, e); // a request the format cannot do, not a bad file
+            }
             if (DiskOps.isFormatError(e)) {
                 throw new UserException(e.getMessage(), 2, e);
             }
@@ -292,8 +296,9 @@ public final class VhdCommand implements Runnable {
     }
 
     @Command(name = "merge", mixinStandardHelpOptions = true,
-        description = {"Merge a differencing image into its parent (the child is then deleted, as Hyper-V does),",
-            "or with --into, flatten the whole chain into a new image and leave the chain untouched."})
+        description = {"Merge a differencing image into its parent, or flatten its chain with --into.",
+            "Into the parent: the child is deleted afterwards, as Hyper-V does (--keep-child keeps it).",
+            "With --into NEW: the whole chain is written to a new image and left untouched."})
     static final class Merge implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "CHILD")
         Path child;

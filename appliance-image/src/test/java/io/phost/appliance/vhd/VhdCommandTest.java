@@ -80,6 +80,8 @@ class VhdCommandTest {
         assertEquals(0, phost("vhd", "resize", vhd, "--size", "1G"));
         assertEquals(0, phost("vhd", "info", vhd, "--json"));
         assertTrue(out().contains("\"virtualSize\":1073741824"), out());
+        assertEquals(1, phost("vhd", "resize", vhd, "--size", "1M")); // VHD never shrinks: a user error
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("cannot shrink"));
         assertEquals(0, phost("vhd", "compact", vhd));
         String raw = dir.resolve("c.raw").toString();
         assertEquals(0, phost("vhd", "convert", vhd, raw, "--format", "raw", "--type", "fixed"));

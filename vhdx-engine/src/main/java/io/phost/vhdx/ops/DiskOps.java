@@ -172,12 +172,11 @@ public final class DiskOps {
     static CopyResult convertFrom(VirtualDisk in, Path dst, DiskFormat format, DiskType type, long blockSize,
                                   Progress progress) throws IOException {
         long size = (in.size() + 511) & -512L;
+        // VHDX keeps a VHDX source's sector sizes; from other formats it gets Hyper-V's 512/4096 default.
+        // VHD and raw have 512-byte sectors (a 4096-sector source converts fine; the guest sees 512).
         int logical = format == DiskFormat.VHDX ? in.logicalSectorSize() : 512;
-        int physical = Math.max(logical, format == DiskFormat.VHDX ? in.physicalSectorSize() : 512);
-        if (format == DiskFormat.VHD && in.logicalSectorSize() != 512) {
-            // VHD sectors are 512 bytes; the data converts fine, the guest sees a different sector size.
-            logical = 512;
-        }
+        int physical = format != DiskFormat.VHDX ? 512
+            : in instanceof VhdxDisk ? Math.max(logical, in.physicalSectorSize()) : 4096;
         CreateOptions o = new CreateOptions(format, type, size, null, blockSize, logical, physical);
         boolean ok = false;
         try (VirtualDisk out = VirtualDisks.create(dst, o)) {

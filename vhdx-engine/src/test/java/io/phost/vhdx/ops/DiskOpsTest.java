@@ -343,4 +343,32 @@ class DiskOpsTest {
         assertEquals(0, fixed.exitCode(), fixed.toString());
         assertEquals(0, DiskOps.check(moved, false).exitCode());
     }
+
+    @Test
+    void shouldCompactADifferencingVhdWithoutLosingItsZerosOrItsParent() throws Exception {
+        Path base = dir.resolve("cbase.vhd");
+        Path child = dir.resolve("cchild.vhd");
+        try (VirtualDisk b = VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, 16L << 20))) {
+            byte[] ones = new byte[16 << 20];
+            java.util.Arrays.fill(ones, (byte) 1);
+            b.write(0, MemorySegment.ofArray(ones));
+        }
+        try (VirtualDisk c = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHD, base))) {
+            c.write(2L << 20, MemorySegment.ofArray(new byte[1 << 20])); // zeros that hide the parent
+            byte[] twos = new byte[4096];
+            java.util.Arrays.fill(twos, (byte) 2);
+            c.write(9L << 20, MemorySegment.ofArray(twos));
+            c.unmap(12L << 20, 2L << 20); // differencing unmap writes zeros too
+        }
+        byte[] before;
+        try (VirtualDisk c = VirtualDisks.open(child, true)) {
+            before = Tools.readAll(c);
+        }
+        DiskOps.compact(child, Progress.NONE);
+        try (VhdDisk c = VhdDisk.open(child, true)) {
+            assertArrayEquals(before, Tools.readAll(c));
+            assertEquals(base.toRealPath(), c.parentPath().toRealPath());
+        }
+        assertEquals(0, DiskOps.check(child, false).exitCode());
+    }
 }
