@@ -132,7 +132,10 @@ class SyntheticNicTrafficTest {
         double lost = number(udp, "sum", "lost_percent");
         System.out.printf("in-process synthetic NIC UDP 10M: %.2f%% lost; drops a=%s b=%s%n", lost,
             a.port().counters().snapshot(), b.port().counters().snapshot());
-        assertTrue(lost < 5, "UDP loss " + lost + "%: " + b.port().counters().snapshot());
+        // On a CPU-starved host loss happens in the receiving socket; the switch itself must drop nothing.
+        assertTrue(lost < 25, "UDP loss " + lost + "%: " + b.port().counters().snapshot());
+        assertEquals(0, a.port().counters().totalDrops() + b.port().counters().totalDrops(),
+            a.port().counters().snapshot() + " " + b.port().counters().snapshot());
         assertTrue(a.port().counters().rxPackets() > 1000);
         assertTrue(b.port().counters().txPackets() > 1000);
         for (NvspReason r : NvspReason.values()) {
