@@ -10,6 +10,7 @@
 # Guest networking is qemu's user mode with restrict=on: the guest reaches nothing outside qemu; the only
 # path in is the forwarded port on 127.0.0.1.
 set -uo pipefail
+trap "" PIPE   # writing to the monitor fifo of a qemu that already exited must not kill the script
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 img_dir="${PHOST_IMAGE_OUT:-$root/appliance-image/target/image}"
