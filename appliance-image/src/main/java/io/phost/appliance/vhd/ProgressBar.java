@@ -14,7 +14,8 @@ final class ProgressBar implements Progress, AutoCloseable {
 
     ProgressBar(String label) {
         this.out = System.err;
-        this.enabled = System.console() != null;
+        java.io.Console c = System.console();
+        this.enabled = c != null && c.isTerminal(); // JDK 22+: a Console exists even when redirected
         this.label = label;
     }
 
