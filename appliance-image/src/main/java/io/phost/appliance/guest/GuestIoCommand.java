@@ -1,7 +1,10 @@
 package io.phost.appliance.guest;
 
+import io.phost.core.ic.GuestSession;
 import io.phost.storage.vmbus.GuestIo;
+import java.time.Duration;
 import java.util.concurrent.Callable;
+import java.util.concurrent.CompletableFuture;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
@@ -43,8 +46,23 @@ public final class GuestIoCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         GuestIo.Options o = new GuestIo.Options(rw, (int) GuestIo.parseSize(bs), iodepth, jobs, runtime,
             GuestIo.parseSize(size), lun, verify, seed, rwmixread, GuestIo.parseSize(offset), GuestIo.parseSize(span));
-        try (GuestSession s = GuestSession.attach()) {
-            GuestIo.Result r = GuestIo.run(s.bus(), o);
+        try (GuestSession s = GuestSession.fromEnvironment()) {
+            // The workload runs beside the session so a shutdown request from the host ends it at once.
+            CompletableFuture<GuestIo.Result> run = new CompletableFuture<>();
+            Thread.ofPlatform().daemon().name("guest-io").start(() -> {
+                try {
+                    run.complete(GuestIo.run(s.bus(), o));
+                } catch (Throwable t) {
+                    run.completeExceptionally(t);
+                }
+            });
+            while (!run.isDone()) {
+                if (s.awaitShutdown(Duration.ofMillis(100))) {
+                    System.err.println("guest io: stopping: " + s.shutdownReason());
+                    return 0;
+                }
+            }
+            GuestIo.Result r = run.join();
             s.integration().publish("storage-io", r.json());
             System.out.println(json ? r.json() : r.text());
             return r.errors() == 0 && r.verifyErrors() == 0 ? 0 : 1;

@@ -55,6 +55,16 @@ public final class GuestSession implements AutoCloseable {
         return integration;
     }
 
+    /** Waits up to {@code timeout} for a shutdown request or disconnect; true when one came. */
+    public boolean awaitShutdown(java.time.Duration timeout) throws InterruptedException {
+        return shutdown.await(timeout.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS);
+    }
+
+    /** Why the session ended: the host's shutdown reason, or "host disconnected". */
+    public String shutdownReason() {
+        return shutdownReason == null ? "host disconnected" : shutdownReason;
+    }
+
     /** Blocks until the host requests shutdown or disconnects; returns the reason. */
     public String awaitShutdown() throws InterruptedException {
         shutdown.await();
