@@ -18,7 +18,15 @@ import java.util.concurrent.TimeUnit;
  */
 public final class GuestNet {
     /** Parsed options. */
-    public record Options(String netns, String tap, String address, int nic) {}
+    /**
+     * @param ping a peer address to ping from inside the namespace every 200 ms while bridging (null: none);
+     *             its output goes to the partition's log
+     */
+    public record Options(String netns, String tap, String address, int nic, String ping) {
+        public Options(String netns, String tap, String address, int nic) {
+            this(netns, tap, address, nic, null);
+        }
+    }
 
     private GuestNet() {}
 
@@ -39,7 +47,7 @@ public final class GuestNet {
         run(new Options(netns, tap, address, nic));
     }
 
-    /** Runs until the parent disconnects or asks the partition to shut down. */
+    /** Runs with its own VMBus attach and integration services until the parent stops the partition. */
     public static void run(Options o) throws Exception {
         VmbusClient bus = VmbusClient.attachFromEnvironment();
         TapBridge[] bridge = new TapBridge[1];
@@ -48,11 +56,27 @@ public final class GuestNet {
                 bridge[0].close();
             }
         });
+        try {
+            run(bus, ic, o, bridge);
+        } finally {
+            ic.close();
+            bus.close();
+        }
+    }
+
+    /**
+     * Bridges on an existing attach until {@code bridge[0]} is closed (the caller closes it on shutdown) or the
+     * parent disconnects. {@code bridge} is where the running bridge is published for that.
+     */
+    public static void run(VmbusClient bus, GuestIntegration ic, Options o, TapBridge[] bridge) throws Exception {
         NetVsc vsc = NetVsc.open(bus, o.nic(), Duration.ofSeconds(30));
+        boolean createdNetns = false;
+        Process ping = null;
         try (TapDevice tap = TapDevice.open(o.tap(), false, 0)) {
             if (o.netns() != null) {
                 if (ip("netns", "list").contains(o.netns()) == false) {
                     must("ip", "netns", "add", o.netns());
+                    createdNetns = true;
                 }
                 must("ip", "link", "set", tap.name(), "netns", o.netns());
             }
@@ -68,11 +92,21 @@ public final class GuestNet {
             ic.publish("net." + o.nic() + ".ready", "yes");
             bridge[0] = new TapBridge(vsc, tap);
             bus.disconnected().thenRun(bridge[0]::close);
+            if (o.ping() != null) {
+                List<String> cmd = new ArrayList<>(o.netns() == null ? List.of() : List.of("ip", "netns", "exec", o.netns()));
+                cmd.addAll(List.of("ping", "-i", "0.2", "-W", "1", o.ping()));
+                ping = new ProcessBuilder(cmd).inheritIO().start();
+            }
             bridge[0].run();
         } finally {
+            if (ping != null) {
+                ping.destroy();
+            }
             vsc.close();
-            ic.close();
-            bus.close();
+            if (createdNetns) {
+                // A namespace this guest made is its own: leave nothing behind on the host.
+                ip("netns", "delete", o.netns());
+            }
         }
     }
 

@@ -8,6 +8,7 @@ import picocli.CommandLine.Command;
         io.phost.appliance.guest.GuestIdleCommand.class,
         io.phost.appliance.guest.GuestIoCommand.class,
         io.phost.appliance.guest.GuestNetCommand.class,
+        io.phost.appliance.guest.GuestMixedCommand.class,
     })
 public final class GuestCommand {
 }

@@ -11,8 +11,8 @@ import java.util.Set;
  * @param args passed through to the workload's command line
  */
 public record Workload(String kind, List<String> args) {
-    /** The built-in workloads: storage I/O, network traffic, and doing nothing. */
-    public static final Set<String> KINDS = Set.of("io", "net", "idle");
+    /** The built-in workloads: storage I/O, network traffic, both at once, and doing nothing. */
+    public static final Set<String> KINDS = Set.of("io", "net", "mixed", "idle");
 
     /** What a partition without command or workload runs. */
     public static final Workload IDLE = new Workload("idle", List.of());

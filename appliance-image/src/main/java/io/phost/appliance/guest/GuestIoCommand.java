@@ -42,10 +42,14 @@ public final class GuestIoCommand implements Callable<Integer> {
     @Option(names = "--json", description = "print JSON")
     boolean json;
 
+    GuestIo.Options options() {
+        return new GuestIo.Options(rw, (int) GuestIo.parseSize(bs), iodepth, jobs, runtime,
+            GuestIo.parseSize(size), lun, verify, seed, rwmixread, GuestIo.parseSize(offset), GuestIo.parseSize(span));
+    }
+
     @Override
     public Integer call() throws Exception {
-        GuestIo.Options o = new GuestIo.Options(rw, (int) GuestIo.parseSize(bs), iodepth, jobs, runtime,
-            GuestIo.parseSize(size), lun, verify, seed, rwmixread, GuestIo.parseSize(offset), GuestIo.parseSize(span));
+        GuestIo.Options o = options();
         try (GuestSession s = GuestSession.fromEnvironment()) {
             // The workload runs beside the session so a shutdown request from the host ends it at once.
             CompletableFuture<GuestIo.Result> run = new CompletableFuture<>();

@@ -24,9 +24,12 @@ public final class GuestNetCommand implements Callable<Integer> {
     @Option(names = "--nic", defaultValue = "0", description = "Which synthetic NIC (0 = first offered).")
     int nic;
 
+    @Option(names = "--ping", paramLabel = "ADDRESS", description = "Ping this peer from inside the namespace while bridging.")
+    String ping;
+
     @Override
     public Integer call() throws Exception {
-        GuestNet.run(new GuestNet.Options(netns, tap, address, nic));
+        GuestNet.run(new GuestNet.Options(netns, tap, address, nic, ping));
         return 0;
     }
 }

@@ -1,0 +1,148 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.NicConfig;
+import io.phost.appliance.config.PartitionConfig;
+import io.phost.appliance.config.SwitchConfig;
+import io.phost.core.vmbus.VirtualServiceProvider;
+import io.phost.network.NetworkAdapter;
+import io.phost.vswitch.BandwidthMode;
+import io.phost.vswitch.ManagedSwitch;
+import io.phost.vswitch.PortConfig;
+import io.phost.vswitch.SwitchManager;
+import io.phost.vswitch.SwitchSpec;
+import io.phost.vswitch.SwitchType;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The virtual switches of appliance.toml and the partitions' synthetic NICs on them. Each NIC becomes a
+ * switch port with its VLAN, guards and bandwidth policy, offered to its partition as a netvsc-style VSP.
+ */
+public final class NetworkComponent implements Component, PartitionsComponent.VspSource {
+    private static final Logger LOG = System.getLogger("phost.network");
+    private static final int MTU = 1500;
+
+    private final SwitchManager switches = new SwitchManager();
+    private final Map<String, NetworkAdapter> adapters = new ConcurrentHashMap<>();
+    private final Map<String, long[]> lastPackets = new ConcurrentHashMap<>();
+    private final Map<String, double[]> rates = new ConcurrentHashMap<>();
+    private final ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor(r ->
+        Thread.ofPlatform().daemon().name("switch-stats").unstarted(r));
+
+    private NetworkComponent() {
+    }
+
+    public static NetworkComponent start(ApplianceConfig cfg) {
+        NetworkComponent c = new NetworkComponent();
+        try {
+            for (SwitchConfig s : cfg.switches()) {
+                ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
+                    s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
+                    0, null, null));
+                LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
+                    + (s.uplink() == null ? "" : " uplink=" + s.uplink()) + " iov=\"" + sw.iovStatus() + "\"");
+            }
+        } catch (RuntimeException e) {
+            c.close();
+            throw e;
+        }
+        c.sampler.scheduleAtFixedRate(c::sample, 1, 1, TimeUnit.SECONDS);
+        return c;
+    }
+
+    @Override
+    public List<VirtualServiceProvider> vspsFor(PartitionConfig p) {
+        List<VirtualServiceProvider> out = new ArrayList<>();
+        for (int i = 0; i < p.nics().size(); i++) {
+            NicConfig n = p.nics().get(i);
+            String nicName = p.name() + "-nic" + i;
+            NetworkAdapter a = NetworkAdapter.attach(switches.get(n.switchName()), p.name(), nicName, portConfig(n), MTU);
+            adapters.put(nicName, a);
+            LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + nicName + " switch=" + n.switchName()
+                + " mac=" + n.mac() + " data_path=" + a.dataPath() + " sriov=\"" + a.vfStatus() + "\"");
+            out.add(a.vsp());
+        }
+        return out;
+    }
+
+    static PortConfig portConfig(NicConfig n) {
+        long mac = 0;
+        for (byte b : n.macBytes()) {
+            mac = (mac << 8) | (b & 0xff);
+        }
+        PortConfig c = PortConfig.vnic(mac);
+        if (n.vlanAccess() != null) {
+            c = c.withAccessVlan(n.vlanAccess());
+        } else if (!n.vlanTrunk().isEmpty()) {
+            c = c.withTrunk(n.nativeVlan() == null ? 0 : n.nativeVlan(), n.vlanTrunk().stream().mapToInt(Integer::intValue).toArray());
+        }
+        c = c.withGuards(n.macSpoofing(), n.dhcpGuard(), n.routerGuard());
+        // Config weight 0 means "no weight": the switch's default share (1).
+        c = c.withLimits(c.stormLimitPps(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), c.maxMacAddresses());
+        return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
+    }
+
+    private void sample() {
+        for (ManagedSwitch sw : switches.all()) {
+            sw.counters().forEach((port, counters) -> {
+                String key = sw.spec().name() + "/" + port;
+                long rx = counters.getOrDefault("rx_packets", 0L);
+                long tx = counters.getOrDefault("tx_packets", 0L);
+                long[] prev = lastPackets.put(key, new long[] {rx, tx, System.nanoTime()});
+                if (prev != null) {
+                    double dt = Math.max(1e-3, (System.nanoTime() - prev[2]) / 1e9);
+                    rates.put(key, new double[] {(rx - prev[0]) / dt, (tx - prev[1]) / dt});
+                }
+            });
+        }
+    }
+
+    @Override
+    public String name() {
+        return "switches";
+    }
+
+    @Override
+    public Object status() {
+        List<Object> rows = new ArrayList<>();
+        for (ManagedSwitch sw : switches.all()) {
+            sw.counters().forEach((port, counters) -> {
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("switch", sw.spec().name());
+                m.put("type", sw.spec().type().name().toLowerCase());
+                m.put("port", port);
+                double[] r = rates.get(sw.spec().name() + "/" + port);
+                m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
+                m.put("tx_pps", r == null ? 0.0 : Math.round(r[1]));
+                long drops = counters.entrySet().stream().filter(e -> e.getKey().startsWith("drop_")).mapToLong(Map.Entry::getValue).sum();
+                m.put("drops", drops);
+                m.putAll(counters);
+                rows.add(m);
+            });
+        }
+        return rows;
+    }
+
+    @Override
+    public void metrics(Metrics m) {
+        for (ManagedSwitch sw : switches.all()) {
+            sw.counters().forEach((port, counters) -> counters.forEach((k, v) ->
+                m.counter("phost_vswitch_" + k + "_total", "vswitch port counter " + k, v, "switch", sw.spec().name(), "port", port)));
+        }
+    }
+
+    @Override
+    public void close() {
+        sampler.shutdownNow();
+        switches.close();
+    }
+}
