@@ -8,6 +8,7 @@ import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
 import io.phost.appliance.cli.VersionCommand;
 import io.phost.appliance.image.ImageCommand;
+import io.phost.appliance.vhd.VhdCommand;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -24,8 +25,9 @@ import picocli.CommandLine.Option;
         QosCommand.class,
         BenchCommand.class,
         GuestCommand.class,
-        VersionCommand.class,
+        VhdCommand.class,
         ImageCommand.class,
+        VersionCommand.class,
         CommandLine.HelpCommand.class,
     })
 public final class Main implements Runnable {

@@ -37,7 +37,8 @@ public final class TestGuest {
                     Thread.sleep(Long.MAX_VALUE);
                 }
                 case "idle" -> Thread.sleep(Long.MAX_VALUE);
-                case "hostile" -> hostile(bus, ic);
+                case "hostile" -> hostile(bus, ic, 12);
+                case "hostile-soak" -> hostile(bus, ic, Integer.MAX_VALUE);
                 default -> throw new IllegalArgumentException(args[0]);
             }
         } catch (Throwable t) {
@@ -134,10 +135,10 @@ public final class TestGuest {
      * Targeted attacks, each on a freshly opened channel (the host resets the channel after each), then
      * random corruption of ring bytes, then a control-message flood. Publishes "attacks" as it goes.
      */
-    static void hostile(VmbusClient bus, GuestIntegration ic) throws InterruptedException {
+    static void hostile(VmbusClient bus, GuestIntegration ic, int rounds) throws InterruptedException {
         Random rnd = new Random(1);
         int attacks = 0;
-        for (int round = 0; round < 12; round++) {
+        for (int round = 0; round < rounds; round++) {
             ChannelOffer offer;
             try {
                 offer = bus.awaitOffer(EchoVsp.TYPE, 0, Duration.ofSeconds(3));
@@ -145,13 +146,14 @@ public final class TestGuest {
                 break; // faulted and disconnected
             }
             ClientChannel ch = bus.open(offer, 4, null);
-            switch (round % 6) {
+            switch (round % 7) {
                 case 0 -> publishWriteIndex(ch, 4096 * 3 + 8);                  // index beyond the data area
                 case 1 -> publishRaw(ch, 2, 0x7fff, 56);                         // len8 past write index
                 case 2 -> publishRaw(ch, 0xffff, 3, 56);                         // offset8 > len8
                 case 3 -> gpaOutsideGpadl(ch, bus.ram().size() / 4096 - 1);      // page never granted
                 case 4 -> gpaOutsideGpadl(ch, (1L << 40));                       // page beyond memory
-                default -> randomBytes(ch, rnd);
+                case 5 -> randomBytes(ch, rnd);
+                default -> corruptHostWriterIndex(ch);                          // read_index of the host's ring
             }
             attacks++;
             ic.publish("attacks", Integer.toString(attacks));
@@ -193,6 +195,13 @@ public final class TestGuest {
         int extLen = GpaDirectRanges.encode(ext, 0, 1, new long[] {pfn * 4096}, new int[] {512});
         MemorySegment req = Arena.ofAuto().allocate(16, 8);
         ch.tryWriteGpaDirect(PacketDescriptor.FLAG_COMPLETION_REQUESTED, 5, ext, 0, extLen, req, 0, 16);
+    }
+
+    /** Corrupts read_index of the host→guest ring (the host is its writer), then asks for a completion. */
+    private static void corruptHostWriterIndex(ClientChannel ch) {
+        ch.inboundMapping().control().set(ValueLayout.JAVA_INT, 4, 0x7ffffff8);
+        MemorySegment req = Arena.ofAuto().allocate(64, 8);
+        ch.tryWrite(PacketDescriptor.TYPE_INBAND, PacketDescriptor.FLAG_COMPLETION_REQUESTED, 77, req, 0, 64);
     }
 
     /** Random bytes where the next packets would go, published with a random aligned write index. */

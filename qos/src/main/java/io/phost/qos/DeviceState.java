@@ -39,6 +39,10 @@ final class DeviceState {
     boolean infeasible;
     boolean busy;
     long lastCompletedUnits;
+    long periodCompletedUnits;
+    long periodGateWaits;
+    long periodLeadWaits;
+    long noProbeUntilNanos = Long.MIN_VALUE / 4;
 
     DeviceState(String id, double capacityIops, int queueDepth) {
         this.id = id;
@@ -51,7 +55,8 @@ final class DeviceState {
         return (int) OUTSTANDING.getVolatile(this);
     }
 
-    void addOutstanding(int delta) {
-        OUTSTANDING.getAndAdd(this, delta);
+    /** Returns the count before the change. */
+    int addOutstanding(int delta) {
+        return (int) OUTSTANDING.getAndAdd(this, delta);
     }
 }

@@ -31,6 +31,10 @@ final class FlowControlState {
     /** One bit per control period, newest in bit 0: the flow wanted more than it got or had I/O in flight. */
     long busyBits;
     double demandIops;
+    double measuredIops;
+    /** This flow's part of an aggregated maximum (infinite when not aggregated). */
+    double portionIops = Double.POSITIVE_INFINITY;
+    boolean waiting;
     double allocatedIops;
     boolean active;
     QosFlowStatus status = QosFlowStatus.Ok;

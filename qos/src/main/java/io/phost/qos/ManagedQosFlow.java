@@ -5,13 +5,15 @@ import java.lang.invoke.VarHandle;
 
 /**
  * A flow (partition × disk) created by {@link QosService}. {@link #tryAdmit} is lock-free: a few volatile
- * reads, one CAS on the limit tag when the policy has a limit, one CAS on the share tag and three atomic
- * adds; it allocates nothing. Many queue threads may share one flow.
+ * reads, one CAS per tag the policy uses (limit, bandwidth, minimum; the share tag only when the device
+ * is at least half full), one atomic add on the device's outstanding count and two on thread-striped
+ * counters; it allocates nothing. Many queue threads may share one flow.
  *
  * <pre>
  *  tryAdmit(bytes, now)                                           units = ceil(bytes / normalization)
  *    │
  *    ├─ limit tag L > now ? ──────────────▶ wait L - now           (GCRA: exact, never over the max)
+ *    ├─ aggregated max binding and P > now + lead ? ─▶ wait (fair split of a shared maximum)
  *    ├─ bandwidth tag B > now ? ──────────▶ wait B - now
  *    ├─ reservation tag R <= now ? ───────▶ admit (behind its minimum: skips the busy gate)
  *    ├─ device outstanding < depth ? ─────▶ admit (a slot is free: work-conserving)
@@ -38,29 +40,11 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     }
 
     private static final VarHandle SHARE_TAT;
-    private static final VarHandle ADMITTED_UNITS;
-    private static final VarHandle ADMITTED_IOS;
-    private static final VarHandle COMPLETED_IOS;
-    private static final VarHandle COMPLETED_UNITS;
-    private static final VarHandle COMPLETED_BYTES;
-    private static final VarHandle LATENCY_SUM;
-    private static final VarHandle GATE_WAITS;
-    private static final VarHandle LIMIT_WAITS;
-    private static final VarHandle LEAD_WAITS;
 
     static {
         try {
             MethodHandles.Lookup l = MethodHandles.lookup();
             SHARE_TAT = l.findVarHandle(ManagedQosFlow.class, "shareTat", long.class);
-            ADMITTED_UNITS = l.findVarHandle(ManagedQosFlow.class, "admittedUnits", long.class);
-            ADMITTED_IOS = l.findVarHandle(ManagedQosFlow.class, "admittedIos", long.class);
-            COMPLETED_IOS = l.findVarHandle(ManagedQosFlow.class, "completedIos", long.class);
-            COMPLETED_UNITS = l.findVarHandle(ManagedQosFlow.class, "completedUnits", long.class);
-            COMPLETED_BYTES = l.findVarHandle(ManagedQosFlow.class, "completedBytes", long.class);
-            LATENCY_SUM = l.findVarHandle(ManagedQosFlow.class, "latencySumNanos", long.class);
-            GATE_WAITS = l.findVarHandle(ManagedQosFlow.class, "gateWaits", long.class);
-            LIMIT_WAITS = l.findVarHandle(ManagedQosFlow.class, "limitWaits", long.class);
-            LEAD_WAITS = l.findVarHandle(ManagedQosFlow.class, "leadWaits", long.class);
         } catch (ReflectiveOperationException e) {
             throw new ExceptionInInitializerError(e);
         }
@@ -81,16 +65,8 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     volatile long shareNanosPerUnit;
     @SuppressWarnings("unused") private volatile long shareTat = Long.MIN_VALUE / 4;
 
-    // Monotonic counters; the controller turns deltas into rates.
-    @SuppressWarnings("unused") private volatile long admittedUnits;
-    @SuppressWarnings("unused") private volatile long admittedIos;
-    @SuppressWarnings("unused") private volatile long completedIos;
-    @SuppressWarnings("unused") private volatile long completedUnits;
-    @SuppressWarnings("unused") private volatile long completedBytes;
-    @SuppressWarnings("unused") private volatile long latencySumNanos;
-    @SuppressWarnings("unused") private volatile long gateWaits;
-    @SuppressWarnings("unused") private volatile long limitWaits;
-    @SuppressWarnings("unused") private volatile long leadWaits;
+    /** Monotonic counters; the controller turns deltas into rates. */
+    private final StripedCounters counters = StripedCounters.forThisMachine();
 
     /** Controller-private state (guarded by the service's control lock). */
     final FlowControlState ctl;
@@ -125,20 +101,36 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
             if (wait != 0) {
                 return wait;
             }
-            admitted(units, nowNanos);
+            admitted(units, nowNanos, false);
             return 0;
         }
         final PolicyBucket.Rates r = bucket.rates;
+        final boolean sharedLimit = bucket.type == QosPolicy.Type.AGGREGATED && r.limitNanosPerUnit() != 0;
         for (;;) {
             long limitSeen = 0;
             long limitBase = 0;
             if (r.limitNanosPerUnit() != 0) {
                 limitSeen = bucket.limitTat();
-                final long floor = nowNanos - r.limitSlackNanos();
+                final long backlogged = bucket.lastLimitWaitTat;
+                final long floor = nowNanos - (nowNanos - backlogged <= r.backlogSlackNanos()
+                    ? r.backlogSlackNanos() : r.limitSlackNanos());
                 limitBase = limitSeen > floor ? limitSeen : floor;
                 if (limitBase > nowNanos) {
-                    LIMIT_WAITS.getAndAdd(this, 1L);
+                    if (backlogged != limitBase) {
+                        bucket.lastLimitWaitTat = limitBase; // plain volatile store: a hint, races are harmless
+                    }
+                    counters.add(StripedCounters.LIMIT_WAITS, 1);
                     return limitBase - nowNanos;
+                }
+            }
+            if (sharedLimit && limitSeen > nowNanos - r.limitSlackNanos()) {
+                // The shared maximum is binding: take its next slot only within this flow's portion (its
+                // share tag), so one disk's threads cannot keep every slot of the policy.
+                final long ahead = (long) SHARE_TAT.getVolatile(this) - nowNanos;
+                if (ahead > shareLeadNanos) {
+                    counters.add(StripedCounters.LIMIT_WAITS, 1);
+                    final long wait = ahead - shareLeadNanos;
+                    return wait < retryCapNanos ? wait : retryCapNanos;
                 }
             }
             long bandwidthInc = 0;
@@ -146,7 +138,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
                 bandwidthInc = Math.max(1, (long) Math.max(bytes, 0) * 1_000_000_000L / r.bandwidthBytesPerSec());
                 final long bt = bucket.bandwidthTat();
                 if (bt > nowNanos) {
-                    LIMIT_WAITS.getAndAdd(this, 1L);
+                    counters.add(StripedCounters.LIMIT_WAITS, 1);
                     return bt - nowNanos;
                 }
             }
@@ -168,7 +160,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
             if (r.reservationNanosPerUnit() != 0) {
                 bucket.chargeReservation(nowNanos, r.reservationSlackNanos(), units * r.reservationNanosPerUnit());
             }
-            admitted(units, nowNanos);
+            admitted(units, nowNanos, sharedLimit);
             return 0;
         }
     }
@@ -195,29 +187,35 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
             if (ahead <= shareLeadNanos) {
                 return 0;
             }
-            LEAD_WAITS.getAndAdd(this, 1L);
+            counters.add(StripedCounters.LEAD_WAITS, 1);
             wait = ahead - shareLeadNanos;
         } else {
-            GATE_WAITS.getAndAdd(this, 1L);
+            counters.add(StripedCounters.GATE_WAITS, 1);
             wait = ahead;
         }
         return wait < retryCapNanos ? wait : retryCapNanos;
     }
 
-    private void admitted(int units, long nowNanos) {
-        PolicyBucket.charge(SHARE_TAT, this, nowNanos, shareSlackNanos, units * shareNanosPerUnit, shareCapNanos);
-        ADMITTED_UNITS.getAndAdd(this, (long) units);
-        ADMITTED_IOS.getAndAdd(this, 1L);
-        device.addOutstanding(1);
+    private void admitted(int units, long nowNanos, boolean alwaysChargeShare) {
+        final DeviceState d = device;
+        final int before = d.addOutstanding(1);
+        // The share tag only matters once the device fills up; below half its depth nobody is held back,
+        // so skipping the CAS keeps the uncontended path cheap and forgets borrowing done while idle.
+        if (alwaysChargeShare || before * 2 >= d.queueDepth) {
+            PolicyBucket.charge(SHARE_TAT, this, nowNanos, shareSlackNanos, units * shareNanosPerUnit, shareCapNanos);
+        }
+        counters.add(StripedCounters.ADMITTED_UNITS, units);
+        counters.add(StripedCounters.ADMITTED_IOS, 1);
     }
 
     @Override
     public void completed(int bytes, long latencyNanos, long nowNanos) {
         final int units = binding.units(bytes);
-        COMPLETED_IOS.getAndAdd(this, 1L);
-        COMPLETED_UNITS.getAndAdd(this, (long) units);
-        COMPLETED_BYTES.getAndAdd(this, (long) Math.max(bytes, 0));
-        LATENCY_SUM.getAndAdd(this, Math.max(latencyNanos, 0L));
+        final StripedCounters c = counters;
+        c.add(StripedCounters.COMPLETED_IOS, 1);
+        c.add(StripedCounters.COMPLETED_UNITS, units);
+        c.add(StripedCounters.COMPLETED_BYTES, Math.max(bytes, 0));
+        c.add(StripedCounters.LATENCY_NANOS, Math.max(latencyNanos, 0L));
         device.addOutstanding(-1);
         service.maybeControl(nowNanos);
     }
@@ -245,39 +243,39 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     }
 
     long admittedUnits() {
-        return (long) ADMITTED_UNITS.getVolatile(this);
+        return counters.sum(StripedCounters.ADMITTED_UNITS);
     }
 
     long admittedIos() {
-        return (long) ADMITTED_IOS.getVolatile(this);
+        return counters.sum(StripedCounters.ADMITTED_IOS);
     }
 
     long completedIos() {
-        return (long) COMPLETED_IOS.getVolatile(this);
+        return counters.sum(StripedCounters.COMPLETED_IOS);
     }
 
     long completedUnits() {
-        return (long) COMPLETED_UNITS.getVolatile(this);
+        return counters.sum(StripedCounters.COMPLETED_UNITS);
     }
 
     long completedBytes() {
-        return (long) COMPLETED_BYTES.getVolatile(this);
+        return counters.sum(StripedCounters.COMPLETED_BYTES);
     }
 
     long latencySumNanos() {
-        return (long) LATENCY_SUM.getVolatile(this);
+        return counters.sum(StripedCounters.LATENCY_NANOS);
     }
 
     long gateWaits() {
-        return (long) GATE_WAITS.getVolatile(this);
+        return counters.sum(StripedCounters.GATE_WAITS);
     }
 
     long limitWaits() {
-        return (long) LIMIT_WAITS.getVolatile(this);
+        return counters.sum(StripedCounters.LIMIT_WAITS);
     }
 
     long leadWaits() {
-        return (long) LEAD_WAITS.getVolatile(this);
+        return counters.sum(StripedCounters.LEAD_WAITS);
     }
 
     /** Total I/Os admitted and total completed since creation (for tests and accounting checks). */

@@ -12,7 +12,8 @@ import java.lang.invoke.VarHandle;
  *   limit tag L    ──●────────●────────●──▶ time     each admitted unit pushes L by 1/maxIops
  *                    admit    admit    admit         admit only when L <= now  (exact, CAS)
  *   reservation R  the same at 1/minIops; R <= now means "behind its minimum": skip the busy-device gate
- *   clamp          a tag never lags now by more than its slack, so idle time is not banked; the
+ *   clamp          a tag never lags now by more than its slack, so idle time is not banked (a flow
+ *                  that was told to wait and returns late gets the longer backlog slack); the
  *                  reservation tag never leads by more than its slack, so service far above the
  *                  minimum does not delay the next time the flow counts as "behind"
  * </pre>
@@ -20,14 +21,17 @@ import java.lang.invoke.VarHandle;
 final class PolicyBucket {
     /** Immutable rates; swapped whole when a policy changes so the tags keep their history. */
     record Rates(long limitNanosPerUnit, long bandwidthBytesPerSec, long reservationNanosPerUnit,
-                 long limitSlackNanos, long reservationSlackNanos, long minIops, long maxIops) {
+                 long limitSlackNanos, long backlogSlackNanos, long reservationSlackNanos, long minIops, long maxIops) {
         static Rates of(QosPolicy p, QosConfig c) {
             long limitInc = p.maxIops() == 0 ? 0 : ceilDiv(1_000_000_000L, p.maxIops());
             long resInc = p.minIops() == 0 ? 0 : Math.max(1, 1_000_000_000L / p.minIops());
             // A backlogged flow woken late may catch up within the slack; at least one I/O so a slow
             // limit (100 IOPS) does not lose a whole interval to timer jitter.
             long slack = Math.min(Math.max(c.limitBurstNanos(), limitInc), 100_000_000L);
-            return new Rates(limitInc, p.maxBandwidthBytesPerSec(), resInc, slack, c.reservationCatchUpNanos(),
+            // A flow that was told to wait and comes back late (a descheduled queue thread) is backlogged,
+            // not idle: it may catch up over a longer span so its rate does not sag under CPU pressure.
+            long backlog = Math.max(slack, c.windowNanos() / 10);
+            return new Rates(limitInc, p.maxBandwidthBytesPerSec(), resInc, slack, backlog, c.reservationCatchUpNanos(),
                 p.minIops(), p.maxIops());
         }
     }
@@ -53,6 +57,15 @@ final class PolicyBucket {
     @SuppressWarnings("unused") private volatile long limitTat = Long.MIN_VALUE / 4;
     @SuppressWarnings("unused") private volatile long bandwidthTat = Long.MIN_VALUE / 4;
     @SuppressWarnings("unused") private volatile long reservationTat = Long.MIN_VALUE / 4;
+    /** The tag value the last limit-waiter was told to wait for; a racy hint, any recent value will do. */
+    volatile long lastLimitWaitTat = Long.MIN_VALUE / 4;
+
+    // ---- controller scratch (control lock): per-period sums, valid when epoch == the controller's ----
+    long scratchEpoch = -1;
+    double activeFlows;
+    double nonWaitingIops;
+    double waitingWeight;
+    long reservedEpoch = -1;
 
     PolicyBucket(QosPolicy.Type type, Rates rates) {
         this.type = type;

@@ -5,7 +5,6 @@ import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
-import java.util.IdentityHashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -47,8 +46,13 @@ public final class QosService {
     private final Map<String, QosPolicy> policies = new LinkedHashMap<>();
     private final Map<String, PolicyBucket> aggregatedBuckets = new HashMap<>();
     private final Map<String, DeviceState> devices = new LinkedHashMap<>();
+    /** The same devices as an array: the controller iterates it without allocating an iterator. */
+    private DeviceState[] deviceArray = new DeviceState[0];
     private final ArrayDeque<QosAlert> alerts = new ArrayDeque<>();
-    private final IdentityHashMap<PolicyBucket, int[]> bucketScratch = new IdentityHashMap<>();
+    /** Bumped every controller run so bucket scratch sums need no clearing and no maps (zero allocation). */
+    private long sampleEpoch;
+    /** Bumped every device pass: marks buckets already counted in a device's reserved sum. */
+    private long reserveEpoch;
     private long lastControlNanos;
     private long lastStatsNanos;
     private long alertCount;
@@ -220,7 +224,13 @@ public final class QosService {
     }
 
     private DeviceState device(String id) {
-        return devices.computeIfAbsent(id, k -> new DeviceState(k, config.defaultCapacityIops(), config.defaultQueueDepth()));
+        DeviceState d = devices.get(id);
+        if (d == null) {
+            d = new DeviceState(id, config.defaultCapacityIops(), config.defaultQueueDepth());
+            devices.put(id, d);
+            deviceArray = devices.values().toArray(new DeviceState[0]);
+        }
+        return d;
     }
 
     private void rebindAll(String policyName) {
@@ -306,56 +316,119 @@ public final class QosService {
         if (statsTick) {
             lastStatsNanos = now;
         }
-        for (DeviceState d : devices.values()) {
-            controlDevice(d, now, dt, statsTick);
+        sampleEpoch++;
+        for (DeviceState d : deviceArray) {
+            sampleFlows(d, now, dt, statsTick);
+        }
+        splitAggregatedLimits();
+        for (DeviceState d : deviceArray) {
+            controlDevice(d, now, dt);
         }
     }
 
-    private void controlDevice(DeviceState d, long now, long dt, boolean statsTick) {
+    /** Turns counter deltas into demand, activity and statistics; sums what the device completed. */
+    private void sampleFlows(DeviceState d, long now, long dt, boolean statsTick) {
         ManagedQosFlow[] fs = d.flows;
         long completedUnits = 0;
         long gateWaits = 0;
         long leadWaits = 0;
-        bucketScratch.clear();
         for (ManagedQosFlow f : fs) {
             FlowControlState c = f.ctl;
             long adm = f.admittedUnits();
             long gate = f.gateWaits();
             long lim = f.limitWaits();
             long lead = f.leadWaits();
-            long dLead = lead - c.lastLeadWaits;
-            c.lastLeadWaits = lead;
-            leadWaits += dLead;
             long comp = f.completedUnits();
             long dAdm = adm - c.lastAdmittedUnits;
             long dGate = gate - c.lastGateWaits;
             long dLim = lim - c.lastLimitWaits;
+            long dLead = lead - c.lastLeadWaits;
             completedUnits += comp;
             gateWaits += dGate;
+            leadWaits += dLead;
             c.lastAdmittedUnits = adm;
             c.lastGateWaits = gate;
             c.lastLimitWaits = lim;
+            c.lastLeadWaits = lead;
             long inFlight = f.admittedIos() - f.completedIos();
-            boolean wanted = dGate > 0 || dLim > 0 || dLead > 0;
-            c.active = dAdm > 0 || wanted || inFlight > 0;
-            c.busyBits = (c.busyBits << 1) | (wanted || inFlight > 0 ? 1 : 0);
-            c.demandIops = wanted || inFlight > 0 ? Double.POSITIVE_INFINITY : dAdm * 1e9 / dt * DEMAND_HEADROOM;
+            c.waiting = dGate > 0 || dLim > 0 || dLead > 0;
+            c.measuredIops = dAdm * 1e9 / dt;
+            c.active = dAdm > 0 || c.waiting || inFlight > 0;
+            c.busyBits = (c.busyBits << 1) | (c.waiting || inFlight > 0 ? 1 : 0);
+            c.demandIops = c.waiting || inFlight > 0 ? Double.POSITIVE_INFINITY : c.measuredIops * DEMAND_HEADROOM;
+            c.portionIops = Double.POSITIVE_INFINITY;
             if (statsTick) {
                 c.sample(now, f.completedIos(), comp, f.completedBytes(), f.latencySumNanos());
             }
             PolicyBucket b = f.binding.bucket();
             if (b != null && c.active) {
-                bucketScratch.computeIfAbsent(b, k -> new int[1])[0]++;
+                if (b.scratchEpoch != sampleEpoch) {
+                    b.scratchEpoch = sampleEpoch;
+                    b.activeFlows = 0;
+                    b.nonWaitingIops = 0;
+                    b.waitingWeight = 0;
+                }
+                b.activeFlows++;
+                if (c.waiting) {
+                    b.waitingWeight += f.binding.weight();
+                } else {
+                    b.nonWaitingIops += c.measuredIops;
+                }
             }
         }
-        // Capacity estimate of the backing device, from completions.
-        double measured = (completedUnits - d.lastCompletedUnits) * 1e9 / dt;
+        d.periodCompletedUnits = completedUnits - d.lastCompletedUnits;
         d.lastCompletedUnits = completedUnits;
+        d.periodGateWaits = gateWaits;
+        d.periodLeadWaits = leadWaits;
+    }
+
+    /**
+     * Fairness inside an aggregated limit: flows that did not wait keep what they use (plus headroom);
+     * the rest of the policy's maximum is split by weight among the flows that waited. The shared limit
+     * tag still caps the sum exactly; portions only decide who gets the next slot.
+     */
+    private void splitAggregatedLimits() {
+        for (ManagedQosFlow f : flows) {
+            PolicyBucket b = f.binding.bucket();
+            FlowControlState c = f.ctl;
+            if (b == null || b.type != QosPolicy.Type.AGGREGATED || b.rates.maxIops() == 0 || !c.active) {
+                continue;
+            }
+            if (c.waiting && b.waitingWeight > 0) {
+                c.portionIops = Math.max(0, b.rates.maxIops() - b.nonWaitingIops) * f.binding.weight() / b.waitingWeight;
+            } else {
+                c.portionIops = c.measuredIops * DEMAND_HEADROOM + 1;
+            }
+            c.portionIops = Math.max(c.portionIops, b.rates.maxIops() * 1e-3);
+        }
+    }
+
+    private void controlDevice(DeviceState d, long now, long dt) {
+        ManagedQosFlow[] fs = d.flows;
+        // Capacity estimate of the backing device, from completions.
+        double measured = d.periodCompletedUnits * 1e9 / dt;
+        long gateWaits = d.periodGateWaits;
+        long leadWaits = d.periodLeadWaits;
         int out = d.outstanding();
         d.busy = gateWaits > 0 || out >= d.queueDepth;
-        if (leadWaits > gateWaits && out < d.queueDepth) {
-            // Flows mostly waited while slots were free: the estimate is too low. Probe up (iocost-style),
-            // fast when the device is mostly idle.
+        // A flow with I/O in flight throughout the last periods whose reservation tag lags far behind now is
+        // not getting its minimum although it asks: the device delivers less than we hand out. Shrink.
+        boolean shortfall = false;
+        for (ManagedQosFlow f : fs) {
+            PolicyBucket b = f.binding.bucket();
+            if (b != null && b.rates.minIops() > 0 && f.ctl.active && (f.ctl.busyBits & 0xF) == 0xF
+                && b.reservationTat() < now - b.rates.reservationSlackNanos() / 2) {
+                shortfall = true;
+                break;
+            }
+        }
+        if (shortfall && measured > 0) {
+            d.capacityIops = Math.min(d.capacityIops, measured) * 0.95;
+            d.noProbeUntilNanos = now + 10 * config.controlPeriodNanos(); // do not undo it by probing
+        } else if (leadWaits > gateWaits && out < d.queueDepth && measured >= 0.8 * d.capacityIops
+            && now - d.noProbeUntilNanos >= 0) {
+            // Flows mostly waited while slots were free and the device did about what we estimated: the
+            // estimate is what holds them back. Probe up (iocost-style), fast when the device is mostly idle.
             d.capacityIops = Math.max(d.capacityIops, measured) * (out < d.queueDepth / 2 ? 2.0 : 1.05);
         } else if (d.busy) {
             // The device is full (flows waited on it, or a queue stands): what it completed is what it can do.
@@ -368,8 +441,13 @@ public final class QosService {
         d.allocatableIops = d.capacityIops;
 
         double reserved = 0;
-        for (PolicyBucket b : bucketScratch.keySet()) {
-            reserved += b.rates.minIops();
+        reserveEpoch++;
+        for (ManagedQosFlow f : fs) {
+            PolicyBucket b = f.binding.bucket();
+            if (b != null && f.ctl.active && b.reservedEpoch != reserveEpoch) {
+                b.reservedEpoch = reserveEpoch;
+                reserved += b.rates.minIops();
+            }
         }
         d.reservedIops = reserved;
         d.infeasible = reserved > d.capacityIops * 1.0001;
@@ -444,8 +522,7 @@ public final class QosService {
         }
         double min = b.rates.minIops();
         if (b.type == QosPolicy.Type.AGGREGATED) {
-            int[] n = bucketScratch.get(b);
-            min /= n == null ? 1 : Math.max(1, n[0]);
+            min /= b.scratchEpoch == sampleEpoch ? Math.max(1, b.activeFlows) : 1;
         }
         return Math.min(min, f.ctl.demandIops);
     }
@@ -453,7 +530,7 @@ public final class QosService {
     private static double hi(ManagedQosFlow f) {
         PolicyBucket b = f.binding.bucket();
         double max = b == null || b.rates.maxIops() == 0 ? Double.POSITIVE_INFINITY : b.rates.maxIops();
-        return Math.max(Math.min(max, f.ctl.demandIops), 0);
+        return Math.max(Math.min(Math.min(max, f.ctl.portionIops), f.ctl.demandIops), 0);
     }
 
     private static double clamp(double v, double lo, double hi) {
@@ -479,14 +556,19 @@ public final class QosService {
             }
             if (d.infeasible) {
                 next = QosFlowStatus.InsufficientThroughput;
-                why = String.format("minimums on device %s sum to %.0f IOPS but it delivers about %.0f",
-                    d.id, d.reservedIops, d.capacityIops);
+                if (c.status != next) {
+                    why = String.format("minimums on device %s sum to %.0f IOPS but it delivers about %.0f",
+                        d.id, d.reservedIops, d.capacityIops);
+                }
             } else if (windowFull && busyAllWindow && got < 0.9 * min) {
                 next = QosFlowStatus.InsufficientThroughput;
-                why = String.format("minimum %d IOPS not met: %.0f IOPS over the last window on device %s",
-                    min, got, d.id);
+                if (c.status != next) {
+                    why = String.format("minimum %d IOPS not met: %.0f IOPS over the last window on device %s",
+                        min, got, d.id);
+                }
             } else {
-                next = c.status == QosFlowStatus.InsufficientThroughput && got < 0.95 * min && busyAllWindow
+                // Hysteresis: once short, a flow is Ok again only when it gets 95% of its minimum.
+                next = c.status == QosFlowStatus.InsufficientThroughput && got < 0.95 * min
                     ? QosFlowStatus.InsufficientThroughput : QosFlowStatus.Ok;
             }
         } else {

@@ -27,6 +27,21 @@ class QosLimitAccuracyTest {
         }
     }
 
+    @ParameterizedTest(name = "limit {0} IOPS at QD{1}, waits oversleep up to {2} us")
+    @CsvSource({"100,1,20000", "1000,1,5000", "10000,1,2000", "10000,4,5000", "50000,32,3000"})
+    void shouldNotUndershootWhenQueueThreadsWakeLate(long limit, int qd, long oversleepMicros) {
+        ManualNanoClock clock = new ManualNanoClock(0);
+        QosService qos = new QosService(QosConfig.defaults().withDevice(2_000_000, 4), clock);
+        qos.updatePolicy(QosPolicy.dedicated("cap", 0, limit));
+        QosFlow flow = qos.createFlow("vm1", "disk0", "cap");
+        Simulation sim = new Simulation(clock, new Simulation.Device(2_000_000, 4), 4 * Simulation.SECOND);
+        Simulation.Client c = sim.client(flow, qd, 4096).oversleeping(oversleepMicros * 1000, limit);
+        sim.run();
+        for (int s = 1; s < 4; s++) {
+            assertTrue(Math.abs(c.units(s) - limit) <= limit * 0.02, "window " + s + ": " + c.units(s) + " vs " + limit);
+        }
+    }
+
     @ParameterizedTest(name = "limit {0} IOPS with mixed sizes")
     @CsvSource({"1000", "20000"})
     void shouldCountMixedSizesInNormalizedUnits(long limit) {

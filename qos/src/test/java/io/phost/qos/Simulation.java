@@ -48,6 +48,8 @@ final class Simulation {
         long startNanos;
         long stopNanos = Long.MAX_VALUE;
         long admitted;
+        /** Extra delay added to every wait: a queue thread that oversleeps (timer slack, a busy CPU). */
+        java.util.function.LongSupplier oversleep = () -> 0;
 
         Client(QosFlow flow, int depth, int normalization, IntSupplier sizes) {
             this.flow = flow;
@@ -59,6 +61,12 @@ final class Simulation {
             for (int i = 0; i < depth; i++) {
                 actors.add(new Actor(this, actors.size()));
             }
+        }
+
+        Client oversleeping(long maxNanos, long seed) {
+            SplittableRandom r = new SplittableRandom(seed);
+            this.oversleep = () -> r.nextLong(maxNanos + 1);
+            return this;
         }
 
         Client activeBetween(long start, long stop) {
@@ -124,7 +132,7 @@ final class Simulation {
             long wait = client.flow.tryAdmit(bytes, now);
             if (wait > 0) {
                 waits++;
-                schedule(now + wait);
+                schedule(now + wait + client.oversleep.getAsLong());
                 return;
             }
             client.admitted++;

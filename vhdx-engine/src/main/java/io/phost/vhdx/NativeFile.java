@@ -43,6 +43,10 @@ public final class NativeFile implements Closeable {
     private static final int O_CLOEXEC = 0x80000;
     private static final int SEEK_END = 2;
     private static final int EINTR = 4;
+    private static final int EWOULDBLOCK = 11;
+    private static final int LOCK_SH = 1;
+    private static final int LOCK_EX = 2;
+    private static final int LOCK_NB = 4;
 
     // int open(const char *path, int flags, ...mode_t mode)
     private static final MethodHandle OPEN = LINKER.downcallHandle(LIBC.find("open").orElseThrow(),
@@ -51,6 +55,10 @@ public final class NativeFile implements Closeable {
     // ssize_t pread(int fd, void *buf (raw address), size_t count, off_t offset)
     private static final MethodHandle PREAD_ADDR = bind("pread", ValueLayout.JAVA_LONG, false);
     private static final MethodHandle PWRITE_ADDR = bind("pwrite", ValueLayout.JAVA_LONG, false);
+    // The same without errno capture: the steady path pays for no capture state or ThreadLocal; a failed
+    // call is repeated through the capturing handle to learn errno (pread/pwrite that failed moved nothing).
+    private static final MethodHandle PREAD_FAST = bindFast("pread");
+    private static final MethodHandle PWRITE_FAST = bindFast("pwrite");
     // same, buffer as a (possibly heap) segment
     private static final MethodHandle PREAD_SEG = bind("pread", ValueLayout.ADDRESS, true);
     private static final MethodHandle PWRITE_SEG = bind("pwrite", ValueLayout.ADDRESS, true);
@@ -63,6 +71,9 @@ public final class NativeFile implements Closeable {
     // off_t lseek(int fd, off_t offset, int whence)
     private static final MethodHandle LSEEK = LINKER.downcallHandle(LIBC.find("lseek").orElseThrow(),
         FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT), CAPTURE);
+    // int flock(int fd, int operation)
+    private static final MethodHandle FLOCK = LINKER.downcallHandle(LIBC.find("flock").orElseThrow(),
+        FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
     // int close(int fd)
     private static final MethodHandle CLOSE = LINKER.downcallHandle(LIBC.find("close").orElseThrow(),
         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
@@ -77,6 +88,11 @@ public final class NativeFile implements Closeable {
         return critical
             ? LINKER.downcallHandle(sym, fd, CAPTURE, Linker.Option.critical(true))
             : LINKER.downcallHandle(sym, fd, CAPTURE);
+    }
+
+    private static MethodHandle bindFast(String name) {
+        return LINKER.downcallHandle(LIBC.find(name).orElseThrow(), FunctionDescriptor.of(ValueLayout.JAVA_LONG,
+            ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG));
     }
 
     private final Path path;
@@ -173,6 +189,14 @@ public final class NativeFile implements Closeable {
 
     private long preadOnce(long fileOffset, MemorySegment seg, long segOffset, long len) throws IOException {
         try {
+            if (seg.isNative()) {
+                // SAFETY: checkRange proved the range lies inside seg and its arena is alive; the caller
+                // keeps seg reachable until the call returns.
+                long r = (long) PREAD_FAST.invokeExact(fd, seg.address() + segOffset, len, fileOffset);
+                if (r >= 0) {
+                    return r;
+                }
+            }
             long r;
             int err;
             do {
@@ -198,6 +222,13 @@ public final class NativeFile implements Closeable {
 
     private long pwriteOnce(long fileOffset, MemorySegment seg, long segOffset, long len) throws IOException {
         try {
+            if (seg.isNative()) {
+                // SAFETY: as in preadOnce.
+                long r = (long) PWRITE_FAST.invokeExact(fd, seg.address() + segOffset, len, fileOffset);
+                if (r > 0) {
+                    return r;
+                }
+            }
             long r;
             int err;
             do {
@@ -251,6 +282,33 @@ public final class NativeFile implements Closeable {
             throw e;
         } catch (Throwable t) {
             throw new IOException("lseek " + path, t);
+        }
+    }
+
+    /**
+     * Takes a BSD {@code flock} without waiting: shared for readers, exclusive for a writer, so two
+     * phost processes (or two opens in one process) never write one image at once, and nobody writes a
+     * parent that a child has open. Returns false when another open holds a conflicting lock.
+     * (qemu uses fcntl OFD locks, which are independent of flock.)
+     */
+    public boolean tryLock(boolean exclusive) throws IOException {
+        try {
+            int r;
+            do {
+                r = (int) FLOCK.invokeExact(ERRNO_STATE.get(), fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB);
+            } while (r < 0 && errno() == EINTR);
+            if (r < 0) {
+                int e = errno();
+                if (e == EWOULDBLOCK) {
+                    return false;
+                }
+                throw failure("flock", path, 0, e);
+            }
+            return true;
+        } catch (IOException e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IOException("flock " + path, t);
         }
     }
 

@@ -70,8 +70,11 @@ public final class PosixFile implements AutoCloseable {
         ValueLayout.JAVA_INT, ValueLayout.ADDRESS, SIZE_T, ValueLayout.JAVA_LONG);
     private static final MethodHandle PREAD = handle("pread", RW, CAPTURE);
     private static final MethodHandle PWRITE = handle("pwrite", RW, CAPTURE);
-    private static final MethodHandle PREAD_HEAP = handle("pread", RW, CAPTURE, Linker.Option.critical(true));
-    private static final MethodHandle PWRITE_HEAP = handle("pwrite", RW, CAPTURE, Linker.Option.critical(true));
+    /** Heap-segment variants, built on first use: each downcall handle costs start-up time. */
+    private static final class Heap {
+        static final MethodHandle PREAD = handle("pread", RW, CAPTURE, Linker.Option.critical(true));
+        static final MethodHandle PWRITE = handle("pwrite", RW, CAPTURE, Linker.Option.critical(true));
+    }
     /** int fallocate(int fd, int mode, off_t offset, off_t len) */
     private static final MethodHandle FALLOCATE = handle("fallocate", FunctionDescriptor.of(ValueLayout.JAVA_INT,
         ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG), CAPTURE);
@@ -88,9 +91,17 @@ public final class PosixFile implements AutoCloseable {
         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
     private static final MethodHandle CLOSE = handle("close",
         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT), CAPTURE);
-    private static final MethodHandle STRERROR = LINKER.downcallHandle(LIBC.find("strerror").orElseThrow(),
-        FunctionDescriptor.of(ValueLayout.ADDRESS.withTargetLayout(MemoryLayout.sequenceLayout(256, ValueLayout.JAVA_BYTE)),
-            ValueLayout.JAVA_INT));
+    /** Rarely used calls, bound on first use. */
+    private static final class Rare {
+        /** int fstat(int fd, struct stat *buf): only st_blocks is read (offset 64 on x86-64 and aarch64). */
+        static final MethodHandle FSTAT = handle("fstat",
+            FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.ADDRESS), CAPTURE);
+        static final MethodHandle STRERROR = LINKER.downcallHandle(LIBC.find("strerror").orElseThrow(),
+            FunctionDescriptor.of(ValueLayout.ADDRESS.withTargetLayout(MemoryLayout.sequenceLayout(256, ValueLayout.JAVA_BYTE)),
+                ValueLayout.JAVA_INT));
+    }
+    static final long STAT_SIZE = 256;
+    static final long ST_BLOCKS_OFFSET = 64;
 
     private final int fd;
     private final Path path;
@@ -164,7 +175,7 @@ public final class PosixFile implements AutoCloseable {
             MemorySegment part = (done == 0 && want == total) ? dst : dst.asSlice(done, want);
             long n;
             try {
-                n = heap ? (long) PREAD_HEAP.invokeExact(ERRNO_STATE.get(), fd, part, want, offset + done)
+                n = heap ? (long) Heap.PREAD.invokeExact(ERRNO_STATE.get(), fd, part, want, offset + done)
                     : (long) PREAD.invokeExact(ERRNO_STATE.get(), fd, part, want, offset + done);
             } catch (Throwable t) {
                 throw rethrow(t);
@@ -194,7 +205,7 @@ public final class PosixFile implements AutoCloseable {
             MemorySegment part = (done == 0 && want == total) ? src : src.asSlice(done, want);
             long n;
             try {
-                n = heap ? (long) PWRITE_HEAP.invokeExact(ERRNO_STATE.get(), fd, part, want, offset + done)
+                n = heap ? (long) Heap.PWRITE.invokeExact(ERRNO_STATE.get(), fd, part, want, offset + done)
                     : (long) PWRITE.invokeExact(ERRNO_STATE.get(), fd, part, want, offset + done);
             } catch (Throwable t) {
                 throw rethrow(t);
@@ -222,6 +233,23 @@ public final class PosixFile implements AutoCloseable {
             throw failure("lseek(SEEK_END)", path, 0, errno());
         }
         return r;
+    }
+
+    /** Bytes the file occupies on its device ({@code st_blocks * 512}): what sparse files actually cost. */
+    public long diskBytes() throws IOException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment st = arena.allocate(STAT_SIZE, 8);
+            int r;
+            try {
+                r = (int) Rare.FSTAT.invokeExact(ERRNO_STATE.get(), fd, st);
+            } catch (Throwable t) {
+                throw rethrow(t);
+            }
+            if (r == -1) {
+                throw failure("fstat", path, 0, errno());
+            }
+            return st.get(ValueLayout.JAVA_LONG, ST_BLOCKS_OFFSET) * 512;
+        }
     }
 
     /**
@@ -344,7 +372,7 @@ public final class PosixFile implements AutoCloseable {
 
     static String strerror(int errno) {
         try {
-            return ((MemorySegment) STRERROR.invokeExact(errno)).getString(0);
+            return ((MemorySegment) Rare.STRERROR.invokeExact(errno)).getString(0);
         } catch (Throwable t) {
             return "errno " + errno;
         }

@@ -57,8 +57,7 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
                     f.writeFully(ZEROS.asSlice(0, Math.min(ZEROS.byteSize(), size - off)), off);
                 }
             }
-            f.dataSync();
-            return new RawDisk(f, size, SECTOR);
+            return new RawDisk(f, size, SECTOR); // durable at the caller's first flush
         } catch (IOException | RuntimeException e) {
             f.close();
             Files.deleteIfExists(path);

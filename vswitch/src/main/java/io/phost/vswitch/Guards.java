@@ -83,6 +83,11 @@ final class Guards {
                     break;
                 }
             }
+            if (next == 0 || next == 43 || next == 60 || next == 51 || next == 44) {
+                // More extension headers than any real sender uses: a guarded port does not get to hide an RA
+                // or a DHCPv6 reply behind them.
+                return routerGuard ? ROUTER : DHCP;
+            }
             if (next == 17 && dhcpGuard && end - p >= 2 && EthernetDescriptor.u16(b, p) == 547) {
                 return DHCP;
             }

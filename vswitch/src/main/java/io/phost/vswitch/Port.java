@@ -66,10 +66,10 @@ public final class Port {
         mirror = c.mirror();
         storm = c.stormLimitPps() == 0 ? null : new TokenBucket(c.stormLimitPps(), Math.max(1, c.stormLimitPps() / 10), now);
         long bytesPerSecond = c.maxBandwidthBps() / 8;
-        // Burst: 50 ms of traffic (credit survives the switch thread being descheduled on a busy host), but at
-        // least two 64 KiB GSO super-frames so one frame never exceeds it.
+        // Burst: 100 ms of traffic (credit survives the switch thread being descheduled on a busy host, so the
+        // long-run rate holds), but at least two 64 KiB GSO super-frames so one frame never exceeds it.
         bandwidth = bytesPerSecond == 0 ? null
-            : new TokenBucket(bytesPerSecond, Math.max(2 * 65_536, bytesPerSecond / 20), now);
+            : new TokenBucket(bytesPerSecond, Math.max(2 * 65_536, bytesPerSecond / 10), now);
         weight = c.minBandwidthWeight();
         maxMacs = c.maxMacAddresses();
         config = c;

@@ -194,15 +194,20 @@ class VSwitchTest {
         send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(58, Frames.icmpType(134))));
         send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(58, Frames.icmpType(137))));
         send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(0, Frames.hopByHop(58, Frames.icmpType(134)))));
+        byte[] deep = Frames.icmpType(134);
+        for (int i = 0; i < 9; i++) {
+            deep = Frames.hopByHop(i == 0 ? 58 : 60, deep);
+        }
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(60, deep))); // RA hidden behind 10 extension headers
         send(a, frame(B, A, -1, 0x0800, Frames.ipv4(1, Frames.icmpType(5))));
         send(a, frame(B, A, -1, 0x0800, Frames.ipv4(1, Frames.icmpType(9))));
         assertEquals(0, rb.count());
-        assertEquals(5, a.counters().drops(DropReason.ROUTER_GUARD));
+        assertEquals(6, a.counters().drops(DropReason.ROUTER_GUARD));
         send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(58, Frames.icmpType(135)))); // neighbour solicitation
         send(a, frame(B, A, -1, 0x0800, Frames.ipv4(1, Frames.icmpType(8))));    // echo request
         send(a, frame(B, A, 7, 0x86dd, Frames.ipv6(58, Frames.icmpType(128))));   // tagged: dropped by VLAN, not guard
         assertEquals(2, rb.count());
-        assertEquals(5, a.counters().drops(DropReason.ROUTER_GUARD));
+        assertEquals(6, a.counters().drops(DropReason.ROUTER_GUARD));
     }
 
     @Test

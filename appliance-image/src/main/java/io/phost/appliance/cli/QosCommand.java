@@ -90,9 +90,13 @@ public final class QosCommand {
         @Option(names = "--max-bandwidth", paramLabel = "BYTES_PER_S", description = "Bandwidth limit (0 = none).")
         Long maxBandwidth;
 
+        @Option(names = "--weight", paramLabel = "N", description = "Share of spare capacity (1..10000; default 100).")
+        Integer weight;
+
         @Override
         public Integer call() throws IOException {
             Map<String, Object> q = new LinkedHashMap<>();
+            q.put("weight", weight);
             q.put("name", name);
             q.put("type", type);
             q.put("min_iops", minIops);

@@ -8,16 +8,15 @@ import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementServer;
 import io.phost.appliance.run.Appliance;
 import io.phost.appliance.run.Assembler;
+import io.phost.appliance.run.Dashboard;
 import io.phost.appliance.run.RuntimeDir;
 import io.phost.appliance.run.Signals;
 import io.phost.appliance.run.StatusView;
 import io.phost.appliance.util.Durations;
 import io.phost.appliance.util.Trees;
 import java.io.IOException;
-import java.io.InputStream;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -54,7 +53,7 @@ public final class RunCommand implements Callable<Integer> {
                 cfg = ConfigLoader.load(config);
             } else {
                 demoDir = Files.createTempDirectory("phost-demo-");
-                cfg = loadDemo(demoDir);
+                cfg = ConfigLoader.loadDemo(demoDir);
                 LOG.log(Level.INFO, "running the embedded demo data_dir=" + demoDir);
             }
         } catch (ConfigException e) {
@@ -67,7 +66,11 @@ public final class RunCommand implements Callable<Integer> {
         StatusView view = null;
         try {
             Files.createDirectories(cfg.host().dataDir());
-            server = startManagement(cfg, app);
+            try {
+                server = startManagement(cfg, app);
+            } catch (IOException | RuntimeException e) {
+                throw new UserException("management endpoint " + cfg.host().management() + ": " + e, 1, e);
+            }
             try {
                 Assembler.assemble(cfg, app);
             } catch (Exception e) {
@@ -80,7 +83,7 @@ public final class RunCommand implements Callable<Integer> {
                 + " components=" + app.components().size());
             System.out.flush();
             if (!plain) {
-                view = StatusView.startIfTerminal(() -> StatusCommand.render(app.status()));
+                view = StatusView.startIfTerminal(() -> Dashboard.render(app.status()));
             }
             boolean stopped = limit == null ? awaitForever(stop) : stop.await(limit.toMillis(), TimeUnit.MILLISECONDS);
             LOG.log(Level.INFO, stopped ? "stopping reason=signal" : "stopping reason=duration");
@@ -120,11 +123,11 @@ public final class RunCommand implements Callable<Integer> {
         String token = null;
         Path tokenFile = null;
         if (!address.isUnix()) {
-            tokenFile = Path.of(cfg.host().managementTokenFile());
-            if (!tokenFile.isAbsolute()) {
-                tokenFile = cfg.host().dataDir().resolve(tokenFile);
-            }
+            tokenFile = cfg.host().resolvedTokenFile();
             token = Files.readString(tokenFile).strip();
+            if (token.isEmpty()) {
+                throw new IOException("management token file " + tokenFile + " is empty");
+            }
         }
         ManagementServer server = new ManagementServer(address, token);
         app.serve(server);
@@ -132,16 +135,5 @@ public final class RunCommand implements Callable<Integer> {
         RuntimeDir.publish(server.address().toString(), tokenFile);
         LOG.log(Level.INFO, "management listening address=" + server.address());
         return server;
-    }
-
-    /** The embedded demo config with its {@code ${tmp}} data dir replaced by {@code dataDir}. */
-    public static ApplianceConfig loadDemo(Path dataDir) throws IOException, ConfigException {
-        try (InputStream in = RunCommand.class.getResourceAsStream("/io/phost/appliance/demo.toml")) {
-            if (in == null) {
-                throw new IOException("the embedded demo config is missing from the phost jar");
-            }
-            String text = new String(in.readAllBytes(), StandardCharsets.UTF_8);
-            return ConfigLoader.parse("demo.toml (embedded)", text).withDataDir(dataDir);
-        }
     }
 }

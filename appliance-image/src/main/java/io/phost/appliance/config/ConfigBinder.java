@@ -1,5 +1,6 @@
 package io.phost.appliance.config;
 
+import io.phost.appliance.config.ConfigError.Reason;
 import io.phost.appliance.config.DiskConfig.Create;
 import io.phost.appliance.config.DiskConfig.CreateType;
 import java.nio.file.InvalidPathException;
@@ -25,15 +26,20 @@ import org.tomlj.TomlTable;
  */
 final class ConfigBinder implements TomlNode.Errors {
     private static final Pattern UNIX = Pattern.compile("unix:(/.*)");
-    private static final Pattern TCP = Pattern.compile("tcp://(127\\.0\\.0\\.1|localhost|\\[::1\\]):(\\d{1,5})");
+    private static final Pattern TCP = Pattern.compile("tcp://([A-Za-z0-9][A-Za-z0-9.-]*|\\[[0-9A-Fa-f:.]+\\]):(\\d{1,5})");
     private static final Pattern MAC = Pattern.compile(
         "\\p{XDigit}{2}([:-])\\p{XDigit}{2}(?:\\1\\p{XDigit}{2}){4}");
     /** Prefix of generated MACs: locally administered (bit 1 of the first octet), unicast, then "PH". */
     private static final String GENERATED_MAC_PREFIX = "02:50:48";
+    private static final int MAX_SOCKET_PATH = 107;
+    /** Guest memory is mapped in pages. */
+    private static final long PAGE = 4096;
 
     private final String file;
     private final Path source;
     private final List<ConfigError> errors;
+    /** The [disk.create] table of each disk that has one, to tell explicit keys from defaults. */
+    private final Map<String, TomlNode> createNodes = new HashMap<>();
 
     ConfigBinder(String file, Path source, List<ConfigError> errors) {
         this.file = file;
@@ -42,8 +48,8 @@ final class ConfigBinder implements TomlNode.Errors {
     }
 
     @Override
-    public void add(TomlPosition position, String keyPath, String message) {
-        errors.add(new ConfigError(file, position.line(), position.column(), keyPath, message));
+    public void add(TomlPosition position, String keyPath, Reason reason, String message) {
+        errors.add(new ConfigError(file, position.line(), position.column(), keyPath, reason, message));
     }
 
     /** A name and where it was first defined, for duplicate and reference checks. */
@@ -65,21 +71,14 @@ final class ConfigBinder implements TomlNode.Errors {
             }
         }
         Map<String, Defined<DiskConfig>> disks = new LinkedHashMap<>();
-        Map<String, String> diskPaths = new HashMap<>();
         for (TomlNode n : root.tables("disk")) {
             DiskConfig d = disk(n, policies.keySet());
             String name = n.string("name");
             if (name != null && unique(disks, name, n, "disk")) {
                 disks.put(name, new Defined<>(d, n));
             }
-            if (name != null && d != null) {
-                String key = d.path().normalize().toString();
-                String other = diskPaths.putIfAbsent(key, name);
-                if (other != null) {
-                    n.error("path", "disk '" + name + "' uses the same file as disk '" + other + "'");
-                }
-            }
         }
+        checkDiskFiles(host, disks);
         Map<String, Defined<SwitchConfig>> switches = new LinkedHashMap<>();
         for (TomlNode n : root.tables("switch")) {
             SwitchConfig s = switchConfig(n);
@@ -88,41 +87,107 @@ final class ConfigBinder implements TomlNode.Errors {
                 switches.put(name, new Defined<>(s, n));
             }
         }
-        Map<String, Defined<PartitionConfig>> partitions = new LinkedHashMap<>();
+        Map<String, Defined<PartitionDraft>> partitions = new LinkedHashMap<>();
         Map<String, String> macOwners = new HashMap<>();
         Map<String, String> writableDiskOwner = new HashMap<>();
-        List<NicDraft> drafts = new ArrayList<>();
         for (TomlNode n : root.tables("partition")) {
             String name = n.string("name");
-            PartitionDraft p = partition(n, disks, switches, macOwners, writableDiskOwner);
-            if (name != null && unique(partitions, name, n, "partition") && p != null) {
-                partitions.put(name, new Defined<>(null, n));
-                drafts.addAll(p.nics);
-                p.name = name;
-            }
-            if (p != null) {
-                pending.add(p);
+            PartitionDraft p = partition(n, name, disks, switches, macOwners, writableDiskOwner);
+            if (name != null && unique(partitions, name, n, "partition")) {
+                partitions.put(name, new Defined<>(p, n));
             }
         }
-        if (errors.size() == before && (host == null || pending.size() != partitions.size()
-            || policies.values().stream().anyMatch(d -> d.value() == null)
-            || disks.values().stream().anyMatch(d -> d.value() == null)
-            || switches.values().stream().anyMatch(d -> d.value() == null))) {
+        if (errors.size() > before) {
+            return null;
+        }
+        if (host == null || anyMissing(policies) || anyMissing(disks) || anyMissing(switches) || anyMissing(partitions)) {
             // Every rejection above records an error; a silent one would drop part of the appliance.
             throw new IllegalStateException("config rejected without an error message");
         }
-        if (errors.size() > before || host == null) {
-            return null;
-        }
+        List<PartitionDraft> drafts = values(partitions);
         assignMacs(host, drafts, macOwners);
-        List<PartitionConfig> built = new ArrayList<>();
-        for (PartitionDraft p : pending) {
+        List<PartitionConfig> built = new ArrayList<>(drafts.size());
+        for (PartitionDraft p : drafts) {
             built.add(p.build());
         }
         return new ApplianceConfig(source, host, values(disks), values(policies), values(switches), built);
     }
 
-    private final List<PartitionDraft> pending = new ArrayList<>();
+    private static boolean anyMissing(Map<String, ? extends Defined<?>> m) {
+        return m.values().stream().anyMatch(d -> d.value() == null);
+    }
+
+    /**
+     * Checks between disks, after all of them are read: two disks on one file; a disk that is its own parent;
+     * a parent that is another disk served writable (it must not change under its children), comes later in
+     * the file (disks are opened and created in file order), or has another format. A differencing disk whose
+     * parent is a configured disk takes the parent's sector sizes unless it sets them (a different logical
+     * sector size is refused: the engine cannot create it). Paths are compared after resolving them against
+     * the data dir, when it is known.
+     */
+    private void checkDiskFiles(HostConfig host, Map<String, Defined<DiskConfig>> disks) {
+        Path base = host == null || host.dataDirIsPlaceholder() ? Path.of("/") : host.dataDir();
+        Map<Path, DiskConfig> byFile = new HashMap<>();
+        Map<String, Integer> order = new HashMap<>();
+        for (Defined<DiskConfig> d : disks.values()) {
+            if (d.value() == null) {
+                continue;
+            }
+            order.put(d.value().name(), order.size());
+            Path file = d.value().resolvedPath(base).normalize();
+            DiskConfig other = byFile.putIfAbsent(file, d.value());
+            if (other != null) {
+                d.node().error("path", Reason.DUPLICATE,
+                    "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'");
+            }
+        }
+        for (Map.Entry<String, Defined<DiskConfig>> e : disks.entrySet()) {
+            Defined<DiskConfig> d = e.getValue();
+            DiskConfig disk = d.value();
+            if (disk == null || disk.parent() == null) {
+                continue;
+            }
+            DiskConfig owner = byFile.get(disk.resolvedParent(base).normalize());
+            if (owner == null) {
+                continue; // an image the config does not manage; the engine checks it when creating
+            }
+            String who = "disk '" + owner.name() + "'";
+            if (owner == disk) {
+                d.node().error("parent", Reason.CONFLICT, "a disk cannot be its own parent");
+            } else if (!owner.readOnly()) {
+                d.node().error("parent", Reason.CONFLICT, "the parent is " + who + ", which is served writable; "
+                    + "a parent must not change under its children (set read_only = true on '" + owner.name() + "')");
+            } else if (order.get(owner.name()) > order.get(disk.name())) {
+                d.node().error("parent", Reason.CONFLICT, "the parent is " + who + ", defined later in the file; "
+                    + "disks are opened and created in file order, so define '" + owner.name() + "' first");
+            } else if (owner.format() != disk.format()) {
+                d.node().error("parent", Reason.CONFLICT, "a differencing " + lower(disk.format()) + " disk needs a "
+                    + lower(disk.format()) + " parent; " + who + " is " + lower(owner.format()));
+            } else if (owner.create() != null && disk.create() != null) {
+                TomlNode c = createNodes.get(disk.name());
+                Create own = disk.create();
+                Create parent = owner.create();
+                if (c.has("logical_sector") && own.logicalSector() != parent.logicalSector()) {
+                    c.error("logical_sector", Reason.CONFLICT, "a differencing disk uses its parent's logical sector "
+                        + "size: " + parent.logicalSector() + " on " + who);
+                    continue;
+                }
+                int physical = c.has("physical_sector") ? own.physicalSector() : parent.physicalSector();
+                if (physical < parent.logicalSector()) {
+                    c.error("physical_sector", Reason.CONFLICT, "physical_sector " + physical
+                        + " is below the parent's logical sector size " + parent.logicalSector() + " (" + who + ")");
+                    continue;
+                }
+                e.setValue(new Defined<>(new DiskConfig(disk.name(), disk.path(), disk.format(),
+                    new Create(own.type(), own.size(), own.blockSize(), parent.logicalSector(), physical),
+                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine()), d.node()));
+            }
+        }
+    }
+
+    private static String lower(Enum<?> e) {
+        return e.name().toLowerCase(Locale.ROOT);
+    }
 
     private static <T> List<T> values(Map<String, Defined<T>> m) {
         List<T> out = new ArrayList<>(m.size());
@@ -136,7 +201,8 @@ final class ConfigBinder implements TomlNode.Errors {
         Defined<T> first = seen.get(name);
         if (first != null) {
             TomlPosition p = first.node().positionOf("name");
-            n.error("name", "duplicate " + what + " name '" + name + "' (first defined at line " + p.line() + ")");
+            n.error("name", Reason.DUPLICATE,
+                "duplicate " + what + " name '" + name + "' (first defined at line " + p.line() + ")");
             return false;
         }
         return true;
@@ -154,7 +220,8 @@ final class ConfigBinder implements TomlNode.Errors {
             } else {
                 dataDir = path(n, "data_dir", dataDirText);
                 if (dataDir != null && !dataDir.isAbsolute()) {
-                    n.error("data_dir", "must be an absolute path (or \"${tmp}\" for a fresh temporary directory)");
+                    n.error("data_dir", Reason.INVALID_VALUE,
+                        "must be an absolute path (or \"${tmp}\" for a fresh temporary directory)");
                     dataDir = null;
                 }
             }
@@ -172,16 +239,17 @@ final class ConfigBinder implements TomlNode.Errors {
             } else if (tcp.matches()) {
                 int port = Integer.parseInt(tcp.group(2));
                 if (port < 1 || port > 65535) {
-                    n.error("management", "port " + port + " is out of range (1..65535)");
+                    n.error("management", Reason.OUT_OF_RANGE, "port " + port + " is out of range (1..65535)");
                 }
                 if (tokenFile == null) {
-                    n.error("management", "a tcp management address needs management_token_file");
+                    n.error("management", Reason.MISSING_KEY, "a tcp management address needs management_token_file");
                 }
             } else if (management.startsWith("tcp://")) {
-                n.error("management", "'" + management + "' is not a loopback tcp address; "
-                    + "use tcp://127.0.0.1:PORT, tcp://[::1]:PORT or tcp://localhost:PORT (the API has no TLS)");
+                n.error("management", Reason.INVALID_VALUE, "'" + management + "' is not tcp://HOST:PORT "
+                    + "(e.g. tcp://127.0.0.1:8443, tcp://0.0.0.0:8443, tcp://[::1]:8443)");
             } else {
-                n.error("management", "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://127.0.0.1:PORT\"");
+                n.error("management", Reason.INVALID_VALUE,
+                    "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://HOST:PORT\"");
             }
         }
         List<Long> cpus = n.integers("vsp_cpus");
@@ -189,6 +257,17 @@ final class ConfigBinder implements TomlNode.Errors {
             return null;
         }
         String m = management == null ? HostConfig.defaultManagement(dataDir) : management;
+        if (m.startsWith("unix:") && !m.contains(HostConfig.TMP_PLACEHOLDER)) {
+            int length = m.substring("unix:".length()).getBytes(java.nio.charset.StandardCharsets.UTF_8).length;
+            if (length > MAX_SOCKET_PATH) {
+                // sockaddr_un.sun_path holds 108 bytes including the NUL.
+                n.error(management == null ? "data_dir" : "management", Reason.OUT_OF_RANGE,
+                    "the management socket path is " + length
+                    + " bytes; Unix sockets allow at most " + MAX_SOCKET_PATH
+                    + (management == null ? " (set management = \"unix:/shorter/path\")" : ""));
+                return null;
+            }
+        }
         return new HostConfig(name, dataDir, m, tokenFile, cpus.stream().map(Long::intValue).toList());
     }
 
@@ -201,18 +280,20 @@ final class ConfigBinder implements TomlNode.Errors {
         Long max = n.integer("max_iops");
         Long bandwidth = n.bandwidth("max_bandwidth");
         Long normalization = n.size("normalization_size");
+        Long weight = n.integer("weight");
         if (normalization != null && Long.bitCount(normalization) != 1) {
-            n.error("normalization_size", normalization + " is not a power of two");
+            n.error("normalization_size", Reason.INVALID_VALUE, normalization + " is not a power of two");
             normalization = null;
         }
         if (min != null && max != null && max != 0 && min > max) {
-            n.error("min_iops", "min_iops " + min + " is above max_iops " + max);
+            n.error("min_iops", Reason.OUT_OF_RANGE, "min_iops " + min + " is above max_iops " + max);
             return null;
         }
-        if (name == null || type == null || min == null || max == null || bandwidth == null || normalization == null) {
+        if (name == null || type == null || min == null || max == null || bandwidth == null || normalization == null
+            || weight == null) {
             return null;
         }
-        return new QosPolicyConfig(name, type, min, max, bandwidth, normalization.intValue());
+        return new QosPolicyConfig(name, type, min, max, bandwidth, normalization.intValue(), weight.intValue());
     }
 
     // ---- [[disk]] ----
@@ -228,7 +309,8 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         String policy = n.string("qos_policy");
         if (policy != null && !policies.contains(policy)) {
-            n.error("qos_policy", "no [[qos_policy]] named '" + policy + "'" + hint(policy, policies));
+            n.error("qos_policy", Reason.DANGLING_REFERENCE,
+                "no [[qos_policy]] named '" + policy + "'" + hint(policy, policies));
             policy = null;
         }
         Boolean readOnly = n.bool("read_only");
@@ -238,22 +320,27 @@ final class ConfigBinder implements TomlNode.Errors {
         boolean createOk = true;
         if (format == DiskFormat.PASSTHROUGH) {
             if (createNode != null) {
-                n.error("create", "a passthrough disk is a host device; it cannot be created");
+                n.error("create", Reason.CONFLICT, "a passthrough disk is a host device; it cannot be created");
                 createOk = false;
             }
             if (parent != null) {
-                n.error("parent", "a passthrough disk has no parent");
+                n.error("parent", Reason.CONFLICT, "a passthrough disk has no parent");
                 parent = null;
             }
             if (path != null && !path.isAbsolute()) {
-                n.error("path", "a passthrough disk needs an absolute device path such as /dev/sdb");
+                n.error("path", Reason.INVALID_VALUE,
+                    "a passthrough disk needs an absolute device path such as /dev/sdb");
                 path = null;
             }
         } else if (createNode != null && format != null) {
             create = create(createNode, n, format, parent);
+            if (name != null) {
+                createNodes.put(name, createNode);
+            }
             createOk = create != null;
         } else if (createNode == null && parent != null) {
-            n.error("parent", "parent is only used to create a differencing disk ([disk.create] type = \"differencing\")");
+            n.error("parent", Reason.CONFLICT,
+                "parent is only used to create a differencing disk ([disk.create] type = \"differencing\")");
             parent = null;
         }
         if (name == null || path == null || format == null || readOnly == null || ioEngine == null || !createOk) {
@@ -272,49 +359,55 @@ final class ConfigBinder implements TomlNode.Errors {
             && (size != null || !c.has("size")) && (blockSize != null || !c.has("block_size"));
         if (type == CreateType.DIFFERENCING) {
             if (format == DiskFormat.RAW) {
-                c.error("type", "a raw disk cannot be differencing (use vhdx or vhd)");
+                c.error("type", Reason.CONFLICT, "a raw disk cannot be differencing (use vhdx or vhd)");
                 ok = false;
             }
             if (parent == null && !disk.has("parent")) {
-                c.error("type", "a differencing disk needs parent = \"...\" in its [[disk]]");
+                c.error("type", Reason.CONFLICT, "a differencing disk needs parent = \"...\" in its [[disk]]");
                 ok = false;
             }
             if (c.has("size")) {
-                c.error("size", "a differencing disk takes its size from the parent; remove size");
+                c.error("size", Reason.CONFLICT, "a differencing disk takes its size from the parent; remove size");
                 ok = false;
             }
         } else if (type != null) {
             if (disk.has("parent")) {
-                disk.error("parent", "a " + type.name().toLowerCase(Locale.ROOT)
+                disk.error("parent", Reason.CONFLICT, "a " + type.name().toLowerCase(Locale.ROOT)
                     + " disk has no parent (only create.type = \"differencing\" does)");
                 ok = false;
             }
             if (!c.has("size")) {
-                c.error("size", "required key is missing: a " + type.name().toLowerCase(Locale.ROOT) + " disk needs a size");
+                c.error("size", Reason.MISSING_KEY,
+                    "required key is missing: a " + type.name().toLowerCase(Locale.ROOT) + " disk needs a size");
                 ok = false;
             }
         }
         if (format == DiskFormat.RAW && c.has("block_size")) {
-            c.error("block_size", "a raw disk has no blocks; remove block_size");
+            c.error("block_size", Reason.CONFLICT, "a raw disk has no blocks; remove block_size");
             ok = false;
         }
         if (blockSize != null && Long.bitCount(blockSize) != 1) {
-            c.error("block_size", Units.formatSize(blockSize) + " is not a power of two");
+            c.error("block_size", Reason.INVALID_VALUE, Units.formatSize(blockSize) + " is not a power of two");
+            ok = false;
+        }
+        if (format == DiskFormat.RAW && logical != null && logical != 512) {
+            c.error("logical_sector", Reason.CONFLICT, "a raw disk has 512-byte logical sectors only");
+            logical = null;
             ok = false;
         }
         if (format == DiskFormat.VHD) {
             if (logical != null && logical != 512) {
-                c.error("logical_sector", "a vhd disk has 512-byte sectors only");
+                c.error("logical_sector", Reason.CONFLICT, "a vhd disk has 512-byte sectors only");
                 logical = null;
                 ok = false;
             }
             if (physical != null && physical != 512) {
-                c.error("physical_sector", "a vhd disk has 512-byte sectors only");
+                c.error("physical_sector", Reason.CONFLICT, "a vhd disk has 512-byte sectors only");
                 physical = null;
                 ok = false;
             }
             if (size != null && size > ConfigSchema.MAX_VHD_SIZE) {
-                c.error("size", Units.formatSize(size) + " is above the vhd limit of 2040GiB");
+                c.error("size", Reason.OUT_OF_RANGE, Units.formatSize(size) + " is above the vhd limit of 2040GiB");
                 ok = false;
             }
         }
@@ -322,12 +415,13 @@ final class ConfigBinder implements TomlNode.Errors {
             physical = format == DiskFormat.VHDX ? 4096L : 512L;
         }
         if (logical != null && physical != null && physical < logical) {
-            c.error(c.has("physical_sector") ? "physical_sector" : "logical_sector",
+            c.error(c.has("physical_sector") ? "physical_sector" : "logical_sector", Reason.CONFLICT,
                 "physical_sector " + physical + " is below logical_sector " + logical);
             ok = false;
         }
         if (size != null && logical != null && size % logical != 0) {
-            c.error("size", size + " bytes is not a multiple of the " + logical + "-byte logical sector");
+            c.error("size", Reason.INVALID_VALUE,
+                size + " bytes is not a multiple of the " + logical + "-byte logical sector");
             ok = false;
         }
         if (!ok) {
@@ -353,25 +447,27 @@ final class ConfigBinder implements TomlNode.Errors {
         boolean ok = true;
         if (uplink != null && (uplink.isEmpty() || uplink.length() > 15 || uplink.contains("/")
             || uplink.chars().anyMatch(Character::isWhitespace))) {
-            n.error("uplink", "'" + uplink + "' is not a Linux interface name (1-15 characters, no '/' or spaces)");
+            n.error("uplink", Reason.INVALID_VALUE,
+                "'" + uplink + "' is not a Linux interface name (1-15 characters, no '/' or spaces)");
             ok = false;
         }
         if (type == SwitchConfig.Type.EXTERNAL && !n.has("uplink")) {
-            n.errorHere("an external switch needs uplink = \"<host interface>\"");
+            n.errorHere(Reason.CONFLICT, "an external switch needs uplink = \"<host interface>\"");
             ok = false;
         }
         if (type != null && type != SwitchConfig.Type.EXTERNAL) {
             String t = type.name().toLowerCase(Locale.ROOT);
             if (n.has("uplink")) {
-                n.error("uplink", "only an external switch has an uplink; this one is " + t);
+                n.error("uplink", Reason.CONFLICT, "only an external switch has an uplink; this one is " + t);
                 ok = false;
             }
             if (Boolean.TRUE.equals(management)) {
-                n.error("allow_management_os", "only applies to an external switch; this one is " + t);
+                n.error("allow_management_os", Reason.CONFLICT, "only applies to an external switch; this one is " + t);
                 ok = false;
             }
             if (Boolean.TRUE.equals(iov)) {
-                n.error("enable_iov", "SR-IOV needs a physical uplink: external switches only; this one is " + t);
+                n.error("enable_iov", Reason.CONFLICT,
+                    "SR-IOV needs a physical uplink: external switches only; this one is " + t);
                 ok = false;
             }
         }
@@ -385,7 +481,7 @@ final class ConfigBinder implements TomlNode.Errors {
 
     /** A partition whose NIC MACs may still need generating. */
     private static final class PartitionDraft {
-        String name;
+        final String name;
         final int vcpus;
         final long memory;
         final List<DiskAttachment> disks;
@@ -424,21 +520,25 @@ final class ConfigBinder implements TomlNode.Errors {
         }
     }
 
-    private PartitionDraft partition(TomlNode n, Map<String, Defined<DiskConfig>> disks,
+    private PartitionDraft partition(TomlNode n, String name, Map<String, Defined<DiskConfig>> disks,
                                      Map<String, Defined<SwitchConfig>> switches, Map<String, String> macOwners,
                                      Map<String, String> writableDiskOwner) {
-        String name = n.string("name");
         Long vcpus = n.integer("vcpus");
         Long memory = n.size("memory");
         Boolean autostart = n.bool("autostart");
+        if (memory != null && memory % PAGE != 0) {
+            n.error("memory", Reason.INVALID_VALUE, memory + " bytes is not a multiple of the 4KiB page size");
+            memory = null;
+        }
         List<String> command = n.strings("command");
         boolean ok = true;
         if (command != null) {
             if (command.isEmpty()) {
-                n.error("command", "an empty command; give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]");
+                n.error("command", Reason.INVALID_VALUE,
+                    "an empty command; give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]");
                 ok = false;
             } else if (command.getFirst().isEmpty()) {
-                n.error("command", "the program (first element) is empty");
+                n.error("command", Reason.INVALID_VALUE, "the program (first element) is empty");
                 ok = false;
             }
         } else if (n.has("command")) {
@@ -450,7 +550,7 @@ final class ConfigBinder implements TomlNode.Errors {
             String kind = w.word("kind");
             List<String> args = w.strings("args");
             if (command != null || n.has("command")) {
-                n.error("workload", "set either command or workload, not both");
+                n.error("workload", Reason.CONFLICT, "set either command or workload, not both");
                 ok = false;
             }
             if (kind == null || args == null) {
@@ -478,12 +578,12 @@ final class ConfigBinder implements TomlNode.Errors {
             if (controllers[i] != null && luns[i] != null) {
                 Integer other = usedSlots.putIfAbsent(controllers[i] << 8 | luns[i], i);
                 if (other != null) {
-                    a.error("lun", "controller " + controllers[i] + " LUN " + luns[i]
+                    a.error("lun", Reason.DUPLICATE, "controller " + controllers[i] + " LUN " + luns[i]
                         + " is already used by " + diskNodes.get(other).path());
                     ok = false;
                 }
-            } else if (a.has("controller") || a.has("lun")) {
-                ok = false;
+            } else if ((a.has("controller") && controllers[i] == null) || (a.has("lun") && luns[i] == null)) {
+                ok = false; // present but invalid: already reported
             }
         }
         for (int i = 0; i < diskNodes.size(); i++) {
@@ -495,7 +595,8 @@ final class ConfigBinder implements TomlNode.Errors {
                     lun++;
                 }
                 if (lun > 63) {
-                    a.errorHere("controller " + controllers[i] + " has no free LUN left (0..63 are used)");
+                    a.errorHere(Reason.OUT_OF_RANGE,
+                        "controller " + controllers[i] + " has no free LUN left (0..63 are used)");
                     ok = false;
                 } else {
                     luns[i] = lun;
@@ -508,19 +609,21 @@ final class ConfigBinder implements TomlNode.Errors {
             }
             Defined<DiskConfig> d = disks.get(diskName);
             if (d == null) {
-                a.error("disk", "no [[disk]] named '" + diskName + "'" + hint(diskName, disks.keySet()));
+                a.error("disk", Reason.DANGLING_REFERENCE,
+                    "no [[disk]] named '" + diskName + "'" + hint(diskName, disks.keySet()));
                 ok = false;
                 continue;
             }
             if (!attachedHere.add(diskName)) {
-                a.error("disk", "disk '" + diskName + "' is attached to this partition twice");
+                a.error("disk", Reason.DUPLICATE, "disk '" + diskName + "' is attached to this partition twice");
                 ok = false;
                 continue;
             }
             if (d.value() != null && !d.value().readOnly() && name != null) {
                 String owner = writableDiskOwner.putIfAbsent(diskName, name);
                 if (owner != null && !owner.equals(name)) {
-                    a.error("disk", "disk '" + diskName + "' is already attached to partition '" + owner
+                    a.error("disk", Reason.CONFLICT,
+                        "disk '" + diskName + "' is already attached to partition '" + owner
                         + "'; only read_only disks can be shared");
                     ok = false;
                 }
@@ -554,7 +657,8 @@ final class ConfigBinder implements TomlNode.Errors {
         if (switchName != null) {
             Defined<SwitchConfig> d = switches.get(switchName);
             if (d == null) {
-                n.error("switch", "no [[switch]] named '" + switchName + "'" + hint(switchName, switches.keySet()));
+                n.error("switch", Reason.DANGLING_REFERENCE,
+                    "no [[switch]] named '" + switchName + "'" + hint(switchName, switches.keySet()));
                 ok = false;
             } else {
                 sw = d.value(); // null when the switch itself is invalid: its own errors say why
@@ -570,7 +674,7 @@ final class ConfigBinder implements TomlNode.Errors {
             } else {
                 String owner = macOwners.putIfAbsent(mac, n.path());
                 if (owner != null) {
-                    n.error("mac", "MAC " + mac + " is already used by " + owner);
+                    n.error("mac", Reason.DUPLICATE, "MAC " + mac + " is already used by " + owner);
                     ok = false;
                 }
             }
@@ -581,15 +685,16 @@ final class ConfigBinder implements TomlNode.Errors {
         List<Long> trunk = n.has("vlan_trunk") ? n.integers("vlan_trunk") : List.of();
         Long nativeVlan = n.integer("native_vlan");
         if (n.has("vlan_access") && n.has("vlan_trunk")) {
-            n.error("vlan_trunk", "set either vlan_access or vlan_trunk, not both");
+            n.error("vlan_trunk", Reason.CONFLICT, "set either vlan_access or vlan_trunk, not both");
             ok = false;
         }
         if (n.has("native_vlan") && !n.has("vlan_trunk")) {
-            n.error("native_vlan", "native_vlan applies to a trunk port; set vlan_trunk too");
+            n.error("native_vlan", Reason.CONFLICT, "native_vlan applies to a trunk port; set vlan_trunk too");
             ok = false;
         }
         if (n.has("vlan_trunk") && trunk != null && trunk.isEmpty()) {
-            n.error("vlan_trunk", "an empty trunk carries no VLAN; list at least one or remove the key");
+            n.error("vlan_trunk", Reason.INVALID_VALUE,
+                "an empty trunk carries no VLAN; list at least one or remove the key");
             ok = false;
         }
         Boolean spoofing = n.bool("mac_spoofing");
@@ -600,12 +705,12 @@ final class ConfigBinder implements TomlNode.Errors {
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
         if (sw != null && weight != null && weight > 0 && sw.bandwidthMode() != SwitchConfig.BandwidthMode.WEIGHT) {
-            n.error("min_bandwidth_weight", "switch '" + sw.name() + "' has bandwidth_mode = \""
+            n.error("min_bandwidth_weight", Reason.CONFLICT, "switch '" + sw.name() + "' has bandwidth_mode = \""
                 + sw.bandwidthMode().name().toLowerCase(Locale.ROOT) + "\"; weights need \"weight\"");
             ok = false;
         }
         if (sw != null && iov != null && iov > 0 && !sw.enableIov()) {
-            n.error("iov_weight", "switch '" + sw.name() + "' does not have enable_iov = true");
+            n.error("iov_weight", Reason.CONFLICT, "switch '" + sw.name() + "' does not have enable_iov = true");
             ok = false;
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
@@ -622,25 +727,26 @@ final class ConfigBinder implements TomlNode.Errors {
     /** Normalizes a MAC to lower-case colon form, or reports why it is unusable. */
     private static String mac(TomlNode n, String text) {
         if (!MAC.matcher(text).matches()) {
-            n.error("mac", "'" + text + "' is not a MAC address like \"02:50:48:00:00:01\"");
+            n.error("mac", Reason.INVALID_VALUE, "'" + text + "' is not a MAC address like \"02:50:48:00:00:01\"");
             return null;
         }
         String mac = text.toLowerCase(Locale.ROOT).replace('-', ':');
         int first = Integer.parseInt(mac.substring(0, 2), 16);
         if ((first & 1) != 0) {
-            n.error("mac", mac + " is a multicast address; a NIC needs a unicast MAC (first octet even)");
+            n.error("mac", Reason.INVALID_VALUE,
+                mac + " is a multicast address; a NIC needs a unicast MAC (first octet even)");
             return null;
         }
         if (mac.equals("00:00:00:00:00:00")) {
-            n.error("mac", "the all-zero MAC is not a valid NIC address");
+            n.error("mac", Reason.INVALID_VALUE, "the all-zero MAC is not a valid NIC address");
             return null;
         }
         return mac;
     }
 
     /** Stable MACs for NICs without one: from (host, partition, index), skipping any already taken. */
-    private static void assignMacs(HostConfig host, List<NicDraft> drafts, Map<String, String> taken) {
-        for (NicDraft d : drafts) {
+    private static void assignMacs(HostConfig host, List<PartitionDraft> partitions, Map<String, String> taken) {
+        for (NicDraft d : partitions.stream().flatMap(p -> p.nics.stream()).toList()) {
             if (d.mac()[0] != null) {
                 continue;
             }
@@ -664,7 +770,7 @@ final class ConfigBinder implements TomlNode.Errors {
         try {
             return Path.of(text);
         } catch (InvalidPathException e) {
-            n.error(key, "'" + text + "' is not a valid path: " + e.getReason());
+            n.error(key, Reason.INVALID_VALUE, "'" + text + "' is not a valid path: " + e.getReason());
             return null;
         }
     }

@@ -1,5 +1,6 @@
 package io.phost.appliance.config;
 
+import io.phost.appliance.config.ConfigError.Reason;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.UncheckedIOException;
@@ -46,11 +47,12 @@ public final class ConfigLoader {
         byte[] bytes;
         try {
             if (Files.size(file) > MAX_BYTES) {
-                throw single(name, 1, 1, "file is larger than " + Units.formatSize(MAX_BYTES) + "; not a config");
+                throw single(name, 1, 1, Reason.UNREADABLE,
+                    "file is larger than " + Units.formatSize(MAX_BYTES) + "; not a config");
             }
             bytes = Files.readAllBytes(file);
         } catch (IOException e) {
-            throw single(name, 1, 1, "cannot read: " + describe(e));
+            throw single(name, 1, 1, Reason.UNREADABLE, "cannot read: " + describe(e));
         }
         return parse(name, file, decode(name, bytes));
     }
@@ -63,7 +65,8 @@ public final class ConfigLoader {
     /** Validates UTF-8 bytes (as read from a config partition, say). */
     public static ApplianceConfig parse(String sourceName, byte[] utf8) throws ConfigException {
         if (utf8.length > MAX_BYTES) {
-            throw single(sourceName, 1, 1, "file is larger than " + Units.formatSize(MAX_BYTES) + "; not a config");
+            throw single(sourceName, 1, 1, Reason.UNREADABLE,
+                "file is larger than " + Units.formatSize(MAX_BYTES) + "; not a config");
         }
         return parse(sourceName, decode(sourceName, utf8));
     }
@@ -91,7 +94,8 @@ public final class ConfigLoader {
 
     private static ApplianceConfig parse(String sourceName, Path source, String text) throws ConfigException {
         if (text.length() > MAX_BYTES) {
-            throw single(sourceName, 1, 1, "file is larger than " + Units.formatSize(MAX_BYTES) + "; not a config");
+            throw single(sourceName, 1, 1, Reason.UNREADABLE,
+                "file is larger than " + Units.formatSize(MAX_BYTES) + "; not a config");
         }
         List<ConfigError> errors = new ArrayList<>();
         TomlParseResult toml;
@@ -99,7 +103,7 @@ public final class ConfigLoader {
             toml = Toml.parse(text);
         } catch (StackOverflowError | RuntimeException e) {
             // tomlj's recursive descent can exhaust the stack on absurd nesting; report it as a config error.
-            throw single(sourceName, 1, 1, "cannot parse: nesting too deep or malformed document");
+            throw single(sourceName, 1, 1, Reason.SYNTAX, "cannot parse: nesting too deep or malformed document");
         }
         Set<Integer> syntaxLines = new HashSet<>();
         for (TomlParseError e : toml.errors()) {
@@ -107,7 +111,7 @@ public final class ConfigLoader {
             int line = p == null ? 1 : p.line();
             int column = p == null ? 1 : p.column();
             syntaxLines.add(line);
-            errors.add(new ConfigError(sourceName, line, column, "", "TOML syntax: " + message(e)));
+            errors.add(new ConfigError(sourceName, line, column, "", Reason.SYNTAX, "TOML syntax: " + message(e)));
         }
         List<ConfigError> semantic = new ArrayList<>();
         ApplianceConfig config = new ConfigBinder(sourceName, source, semantic).bind(toml);
@@ -119,7 +123,7 @@ public final class ConfigLoader {
         }
         if (!errors.isEmpty() || config == null) {
             if (errors.isEmpty()) {
-                errors.add(new ConfigError(sourceName, 1, 1, "", "invalid config"));
+                errors.add(new ConfigError(sourceName, 1, 1, "", Reason.SYNTAX, "invalid config"));
             }
             errors.sort(ConfigError.BY_POSITION);
             throw new ConfigException(dedupe(errors));
@@ -161,14 +165,17 @@ public final class ConfigLoader {
                     lineStart = i + 1;
                 }
             }
-            throw single(name, line, offset - lineStart + 1, "not valid UTF-8 (byte offset " + offset + ")");
+            throw single(name, line, offset - lineStart + 1, Reason.ENCODING,
+                "not valid UTF-8 (byte offset " + offset + ")");
         }
         decoder.flush(out);
-        return out.flip().toString();
+        String text = out.flip().toString();
+        // Editors on some systems start UTF-8 files with a byte order mark; TOML has no use for it.
+        return text.startsWith("\uFEFF") ? text.substring(1) : text;
     }
 
-    private static ConfigException single(String file, int line, int column, String message) {
-        return new ConfigException(List.of(new ConfigError(file, line, column, "", message)));
+    private static ConfigException single(String file, int line, int column, Reason reason, String message) {
+        return new ConfigException(List.of(new ConfigError(file, line, column, "", reason, message)));
     }
 
     private static String describe(IOException e) {
@@ -178,7 +185,6 @@ public final class ConfigLoader {
         if (e instanceof java.nio.file.AccessDeniedException) {
             return "permission denied";
         }
-        String kind = e.getClass().getSimpleName().replace("Exception", "");
-        return e.getMessage() == null ? kind : kind + " " + e.getMessage();
+        return e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
     }
 }

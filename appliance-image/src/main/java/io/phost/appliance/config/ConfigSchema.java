@@ -100,7 +100,7 @@ public final class ConfigSchema {
             .add(key("name", Kind.NAME).def("phost"))
             .add(key("data_dir", Kind.PATH).req().note("absolute, or \"${tmp}\""))
             .add(key("management", Kind.STRING).computed("unix:<data_dir>/phost.sock")
-                .note("\"unix:/abs/path\" or \"tcp://127.0.0.1:PORT\""))
+                .note("\"unix:/abs/path\" or \"tcp://HOST:PORT\""))
             .add(key("management_token_file", Kind.PATH).note("required for tcp"))
             .add(key("vsp_cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023));
         section("disk", true)
@@ -118,8 +118,9 @@ public final class ConfigSchema {
                 .note("required unless differencing; vhd at most 2040GiB; multiple of logical_sector"))
             .add(key("block_size", Kind.SIZE).computed("32MiB (vhdx), 2MiB (vhd)").range(Units.MIB, 256 * Units.MIB)
                 .note("power of two; not for raw"))
-            .add(key("logical_sector", Kind.INTEGER).def("512").allowed("512", "4096").note("vhd: 512 only"))
-            .add(key("physical_sector", Kind.INTEGER).computed("4096 (vhdx), 512 (vhd, raw)")
+            .add(key("logical_sector", Kind.INTEGER).def("512").allowed("512", "4096")
+                .note("vhd, raw: 512 only; differencing: the parent's"))
+            .add(key("physical_sector", Kind.INTEGER).computed("4096 (vhdx), 512 (vhd, raw); differencing: the parent's")
                 .allowed("512", "4096").note("not below logical_sector; vhd: 512 only"));
         section("qos_policy", true)
             .add(key("name", Kind.NAME).req())
@@ -127,7 +128,8 @@ public final class ConfigSchema {
             .add(key("min_iops", Kind.INTEGER).def("0").range(0, 1_000_000_000).note("at most max_iops"))
             .add(key("max_iops", Kind.INTEGER).def("0").range(0, 1_000_000_000).note("0 = unlimited"))
             .add(key("max_bandwidth", Kind.BANDWIDTH).def("0").atLeast(0).note("bytes/s; 0 = unlimited"))
-            .add(key("normalization_size", Kind.SIZE).def("8KiB").range(512, Units.MIB).note("power of two"));
+            .add(key("normalization_size", Kind.SIZE).def("8KiB").range(512, Units.MIB).note("power of two"))
+            .add(key("weight", Kind.INTEGER).def("100").range(1, 10_000));
         section("switch", true)
             .add(key("name", Kind.NAME).req())
             .add(key("type", Kind.ENUM).req().allowed("external", "internal", "private"))
@@ -138,7 +140,7 @@ public final class ConfigSchema {
         section("partition", true)
             .add(key("name", Kind.NAME).req())
             .add(key("vcpus", Kind.INTEGER).def("1").range(1, 64))
-            .add(key("memory", Kind.SIZE).def("256MiB").range(16 * Units.MIB, Units.TIB))
+            .add(key("memory", Kind.SIZE).def("256MiB").range(16 * Units.MIB, Units.TIB).note("multiple of 4KiB"))
             .tables("disk", "partition.disk")
             .tables("nic", "partition.nic")
             .add(key("command", Kind.STRING_ARRAY).note("non-empty; not with workload"))

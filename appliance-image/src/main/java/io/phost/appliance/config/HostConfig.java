@@ -8,7 +8,7 @@ import java.util.List;
  *
  * @param dataDir             absolute, or the literal {@link #TMP_PLACEHOLDER} that the runner replaces
  * @param management          {@code unix:/abs/path} (default {@code unix:<data_dir>/phost.sock}) or
- *                            {@code tcp://127.0.0.1:PORT} (loopback only)
+ *                            {@code tcp://HOST:PORT} (any address; a bearer token is required)
  * @param managementTokenFile file holding the bearer token; required for tcp, null otherwise unless set;
  *                            relative paths are relative to the data dir
  * @param vspCpus             CPUs that VSP worker threads may run on; empty means no pinning

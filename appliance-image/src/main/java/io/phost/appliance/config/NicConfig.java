@@ -22,6 +22,11 @@ public record NicConfig(String switchName, String mac, Integer vlanAccess, List<
         vlanTrunk = List.copyOf(vlanTrunk);
     }
 
+    /** {@link #maxBandwidth} in bits per second (what switch ports count), saturating; 0 = unlimited. */
+    public long maxBandwidthBitsPerSecond() {
+        return maxBandwidth > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : maxBandwidth * 8;
+    }
+
     /** The MAC as six bytes. */
     public byte[] macBytes() {
         byte[] b = new byte[6];

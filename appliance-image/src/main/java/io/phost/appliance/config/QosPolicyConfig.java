@@ -8,8 +8,9 @@ package io.phost.appliance.config;
  * @param maxIops           normalized IOPS cap (0 = unlimited)
  * @param maxBandwidth      bytes per second cap (0 = unlimited)
  * @param normalizationSize I/O size that counts as one normalized I/O (bytes)
+ * @param weight            share of spare capacity relative to other flows on the device (1..10000)
  */
 public record QosPolicyConfig(String name, Type type, long minIops, long maxIops, long maxBandwidth,
-                              int normalizationSize) {
+                              int normalizationSize, int weight) {
     public enum Type { DEDICATED, AGGREGATED }
 }

@@ -1,5 +1,6 @@
 package io.phost.appliance.config;
 
+import io.phost.appliance.config.ConfigError.Reason;
 import io.phost.appliance.config.ConfigSchema.Key;
 import io.phost.appliance.config.ConfigSchema.Kind;
 import io.phost.appliance.config.ConfigSchema.Section;
@@ -25,7 +26,7 @@ final class TomlNode {
 
     /** Sink for errors, shared by all nodes of one file. */
     interface Errors {
-        void add(TomlPosition position, String keyPath, String message);
+        void add(TomlPosition position, String keyPath, Reason reason, String message);
     }
 
     TomlNode(Errors errors, TomlTable table, String path, TomlPosition position, Section section) {
@@ -38,7 +39,7 @@ final class TomlNode {
             if (!section.keys().containsKey(k)) {
                 String hint = suggestion(k, section);
                 String where = section.name().isEmpty() ? "at the top level" : "in " + section.docTitle();
-                errors.add(positionOf(k), pathOf(k), "unknown key '" + k + "' " + where
+                errors.add(positionOf(k), pathOf(k), Reason.UNKNOWN_KEY, "unknown key '" + k + "' " + where
                     + (hint == null ? " (known: " + ConfigSchema.keyList(section) + ")" : "; did you mean '" + hint + "'?"));
             }
         }
@@ -67,13 +68,13 @@ final class TomlNode {
     }
 
     /** Records an error at a key (or at this table's header when the key is absent). */
-    void error(String key, String message) {
-        errors.add(positionOf(key), pathOf(key), message);
+    void error(String key, Reason reason, String message) {
+        errors.add(positionOf(key), pathOf(key), reason, message);
     }
 
     /** Records an error at this table's header. */
-    void errorHere(String message) {
-        errors.add(position, path, message);
+    void errorHere(Reason reason, String message) {
+        errors.add(position, path, reason, message);
     }
 
     // ---- typed getters ----
@@ -88,11 +89,12 @@ final class TomlNode {
             return typeError(k, v, "a string");
         }
         if (k.kind() == Kind.NAME && !validName(s)) {
-            error(key, "'" + s + "' is not a valid name (1-64 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)");
+            error(key, Reason.INVALID_VALUE,
+                "'" + s + "' is not a valid name (1-64 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit)");
             return null;
         }
         if (k.kind() == Kind.PATH && (s.isEmpty() || s.indexOf('\0') >= 0)) {
-            error(key, "a path must be non-empty and without NUL characters");
+            error(key, Reason.INVALID_VALUE, "a path must be non-empty and without NUL characters");
             return null;
         }
         return s;
@@ -140,7 +142,7 @@ final class TomlNode {
         } else if (v instanceof String s) {
             if (!k.allowed().contains(s)) {
                 String hint = closest(s, k.allowed());
-                error(key, "'" + s + "' is not one of " + String.join(", ", k.allowed())
+                error(key, Reason.INVALID_VALUE, "'" + s + "' is not one of " + String.join(", ", k.allowed())
                     + (hint == null ? "" : "; did you mean '" + hint + "'?"));
                 return null;
             }
@@ -163,7 +165,7 @@ final class TomlNode {
         }
         if (!k.allowed().contains(s)) {
             String hint = closest(s, k.allowed());
-            error(key, "'" + s + "' is not one of " + String.join(", ", k.allowed())
+            error(key, Reason.INVALID_VALUE, "'" + s + "' is not one of " + String.join(", ", k.allowed())
                 + (hint == null ? "" : "; did you mean '" + hint + "'?"));
             return null;
         }
@@ -186,7 +188,7 @@ final class TomlNode {
             if (e instanceof String s) {
                 out.add(s);
             } else {
-                errors.add(elementPosition(a, i, key), pathOf(key) + "[" + i + "]",
+                errors.add(elementPosition(a, i, key), pathOf(key) + "[" + i + "]", Reason.WRONG_TYPE,
                     "expected a string, found " + describe(e));
                 ok = false;
             }
@@ -211,12 +213,12 @@ final class TomlNode {
             TomlPosition p = elementPosition(a, i, key);
             String ep = pathOf(key) + "[" + i + "]";
             if (!(e instanceof Long n)) {
-                errors.add(p, ep, "expected an integer, found " + describe(e));
+                errors.add(p, ep, Reason.WRONG_TYPE, "expected an integer, found " + describe(e));
                 ok = false;
             } else if (!checkRange(k, n, p, ep)) {
                 ok = false;
             } else if (out.contains(n)) {
-                errors.add(p, ep, n + " is listed twice");
+                errors.add(p, ep, Reason.DUPLICATE, n + " is listed twice");
                 ok = false;
             } else {
                 out.add(n);
@@ -258,7 +260,7 @@ final class TomlNode {
             if (e instanceof TomlTable t) {
                 out.add(new TomlNode(errors, t, ep, p, child));
             } else {
-                errors.add(p, ep, "expected a table, found " + describe(e));
+                errors.add(p, ep, Reason.WRONG_TYPE, "expected a table, found " + describe(e));
             }
         }
         return out;
@@ -282,7 +284,7 @@ final class TomlNode {
             try {
                 n = kind == Kind.SIZE ? Units.parseSize(s) : Units.parseBandwidth(s);
             } catch (Units.UnitException e) {
-                error(key, e.getMessage());
+                error(key, Reason.INVALID_VALUE, e.getMessage());
                 return null;
             }
         } else {
@@ -296,12 +298,13 @@ final class TomlNode {
     private boolean checkRange(Key k, long n, TomlPosition p, String keyPath) {
         boolean sizes = k.kind() == Kind.SIZE;
         if (!k.allowed().isEmpty() && !k.allowed().contains(Long.toString(n))) {
-            errors.add(p, keyPath, n + " is not one of " + String.join(", ", k.allowed()));
+            errors.add(p, keyPath, Reason.OUT_OF_RANGE, n + " is not one of " + String.join(", ", k.allowed()));
             return false;
         }
         if ((k.min() != null && n < k.min()) || (k.max() != null && n > k.max())) {
             String shown = sizes ? n + " bytes" : Long.toString(n);
-            errors.add(p, keyPath, shown + " is out of range (" + k.docRange().split(";")[0] + ")");
+            errors.add(p, keyPath, Reason.OUT_OF_RANGE,
+                shown + " is out of range (" + k.docRange().split(";")[0] + ")");
             return false;
         }
         return true;
@@ -313,7 +316,7 @@ final class TomlNode {
             // Reported at the header of the table that should hold the key (line 1 for the top level).
             String what = k.kind() == Kind.TABLE ? "required table [" + k.child() + "] is missing"
                 : "required key is missing" + (section.name().isEmpty() ? "" : " from " + section.docTitle());
-            errors.add(position, pathOf(k.name()), what);
+            errors.add(position, pathOf(k.name()), Reason.MISSING_KEY, what);
         }
         return v;
     }
@@ -329,7 +332,7 @@ final class TomlNode {
     }
 
     private <T> T typeError(Key k, Object v, String expected) {
-        error(k.name(), "expected " + expected + ", found " + describe(v));
+        error(k.name(), Reason.WRONG_TYPE, "expected " + expected + ", found " + describe(v));
         return null;
     }
 

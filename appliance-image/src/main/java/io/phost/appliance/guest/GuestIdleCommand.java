@@ -1,5 +1,6 @@
 package io.phost.appliance.guest;
 
+import io.phost.core.ic.GuestSession;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 
@@ -8,11 +9,9 @@ import picocli.CommandLine.Command;
 public final class GuestIdleCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
-        try (GuestSession s = GuestSession.attach()) {
-            while (!s.awaitShutdown(1000)) {
-                // heartbeats, time sync and KVP are answered on the integration thread
-            }
-            System.err.println("guest: shutdown requested by the host: " + s.shutdownReason());
+        try (GuestSession s = GuestSession.fromEnvironment()) {
+            // heartbeats, time sync and KVP are answered on the integration thread meanwhile
+            System.err.println("guest idle: stopping: " + s.awaitShutdown());
         }
         return 0;
     }

@@ -16,9 +16,10 @@ public final class Assembler {
     private Assembler() {}
 
     public static void assemble(ApplianceConfig cfg, Appliance app) throws Exception {
-        app.add(DisksComponent.open(cfg));
-        app.add(new QosComponent(cfg));
-        app.add(PartitionsComponent.start(cfg, List.of()));
+        DisksComponent disks = app.add(DisksComponent.open(cfg));
+        QosComponent qos = app.add(new QosComponent(cfg));
+        StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos));
+        app.add(PartitionsComponent.start(cfg, List.of(storage)));
         app.add(new PendingComponent(cfg));
     }
 

@@ -3,6 +3,7 @@ package io.phost.appliance.run;
 import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.DiskConfig;
 import io.phost.appliance.config.DiskFormat;
+import io.phost.storage.backend.FileDisk;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskType;
 import io.phost.vhdx.VirtualDisk;
@@ -18,9 +19,9 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Opens (or creates, when {@code [disk.create]} says so and the file is missing) every configured image
- * disk. Closing flushes and closes them. Pass-through disks are opened by the storage VSP, which owns the
- * device; this component only checks that the device exists.
+ * Opens (or creates, when {@code [disk.create]} says so and the file is missing) every configured disk:
+ * VHDX/VHD through vhdx-engine, raw images and pass-through block devices through the storage backend.
+ * Closing (after the partitions stopped) flushes and closes them.
  */
 public final class DisksComponent implements Component {
     private static final Logger LOG = System.getLogger("phost.disks");
@@ -50,7 +51,10 @@ public final class DisksComponent implements Component {
             if (!Files.exists(path)) {
                 throw new IOException("disk '" + d.name() + "': pass-through device " + path + " does not exist");
             }
-            disks.put(d.name(), new OpenDisk(d, path, null, false));
+            // Exclusive (O_EXCL) and O_DIRECT: nobody else on the host may use the device while a guest owns it.
+            VirtualDisk dev = FileDisk.openDevice(path, d.readOnly());
+            disks.put(d.name(), new OpenDisk(d, path, dev, false));
+            LOG.log(Level.INFO, "opened disk=" + d.name() + " format=passthrough device=" + path + " size=" + dev.size());
             return;
         }
         boolean created = false;
@@ -68,7 +72,10 @@ public final class DisksComponent implements Component {
             LOG.log(Level.INFO, "created disk=" + d.name() + " path=" + path + " format=" + d.format().name().toLowerCase()
                 + " type=" + cr.type().name().toLowerCase() + " size=" + cr.size());
         }
-        VirtualDisk disk = VirtualDisks.open(path, d.readOnly());
+        // Raw images go through the storage backend's FileDisk (an fd, so io_uring and O_DIRECT apply);
+        // VHDX and VHD through the format engine.
+        VirtualDisk disk = d.format() == DiskFormat.RAW
+            ? FileDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
         disks.put(d.name(), new OpenDisk(d, path, disk, created));
         LOG.log(Level.INFO, "opened disk=" + d.name() + " format=" + disk.format() + " size=" + disk.size() + " read_only=" + disk.readOnly());
     }
@@ -92,8 +99,8 @@ public final class DisksComponent implements Component {
         for (OpenDisk d : disks.values()) {
             Map<String, Object> m = new LinkedHashMap<>();
             m.put("name", d.config().name());
-            m.put("format", d.disk() == null ? "passthrough" : d.disk().format());
-            m.put("size", d.disk() == null ? null : d.disk().size());
+            m.put("format", d.config().format().name().toLowerCase());
+            m.put("size", d.disk().size());
             m.put("read_only", d.config().readOnly());
             m.put("path", d.path().toString());
             rows.add(m);
@@ -104,18 +111,13 @@ public final class DisksComponent implements Component {
     @Override
     public void metrics(Metrics m) {
         for (OpenDisk d : disks.values()) {
-            if (d.disk() != null) {
-                m.gauge("phost_disk_size_bytes", "Virtual size of a disk", d.disk().size(), "disk", d.config().name());
-            }
+            m.gauge("phost_disk_size_bytes", "Virtual size of a disk", d.disk().size(), "disk", d.config().name());
         }
     }
 
     @Override
     public void close() {
         for (OpenDisk d : disks.values()) {
-            if (d.disk() == null) {
-                continue;
-            }
             try {
                 if (!d.disk().readOnly()) {
                     d.disk().flush();

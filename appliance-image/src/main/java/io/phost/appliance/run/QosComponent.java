@@ -37,7 +37,7 @@ public final class QosComponent implements Component {
 
     static QosPolicy toPolicy(QosPolicyConfig p) {
         return new QosPolicy(p.name(), QosPolicy.Type.valueOf(p.type().name()), p.minIops(), p.maxIops(),
-            p.maxBandwidth(), p.normalizationSize(), QosPolicy.DEFAULT_WEIGHT);
+            p.maxBandwidth(), p.normalizationSize(), p.weight());
     }
 
     public QosService service() {
@@ -67,7 +67,7 @@ public final class QosComponent implements Component {
     }
 
     /**
-     * POST /qos/policy?name=N[&type=dedicated|aggregated][&min_iops=][&max_iops=][&max_bandwidth=][&normalization_size=]:
+     * POST /qos/policy?name=N[&type=dedicated|aggregated][&min_iops=][&max_iops=][&max_bandwidth=][&normalization_size=][&weight=]:
      * creates or changes a policy on the running host; live flows pick it up within a second. Unset
      * fields keep the policy's current values.
      */
@@ -83,7 +83,7 @@ public final class QosComponent implements Component {
                 q.containsKey("type") ? QosPolicy.Type.valueOf(q.get("type").toUpperCase()) : base.type(),
                 longOr(q, "min_iops", base.minIops()), longOr(q, "max_iops", base.maxIops()),
                 longOr(q, "max_bandwidth", base.maxBandwidthBytesPerSec()),
-                (int) longOr(q, "normalization_size", base.normalizationSize()), base.weight());
+                (int) longOr(q, "normalization_size", base.normalizationSize()), (int) longOr(q, "weight", base.weight()));
             service.updatePolicy(p);
             LOG.log(Level.INFO, "policy changed " + Records.toJsonable(p));
             return HttpResponse.json(Json.pretty(Records.toJsonable(p)));

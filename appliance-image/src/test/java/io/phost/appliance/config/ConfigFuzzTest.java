@@ -19,7 +19,7 @@ import org.junit.jupiter.api.Test;
 class ConfigFuzzTest {
     private static final String EXAMPLE = ConfigLoader.resourceText(ConfigLoader.EXAMPLE_RESOURCE);
     /** Each example parse takes a few ms on a busy 2-core box; -Dphost.soak=true runs 40 times as many. */
-    private static final int ROUNDS = Boolean.getBoolean("phost.soak") ? 10_000 : 250;
+    private static final int ROUNDS = Boolean.getBoolean("phost.soak") ? 10_000 : 200;
 
     /** Values of every type and edge, dropped into the example in place of real ones. */
     private static final String[] VALUES = {
@@ -110,7 +110,7 @@ class ConfigFuzzTest {
         String text = new String(input, StandardCharsets.UTF_8);
         long lines = text.lines().count() + 1;
         try {
-            ConfigLoader.parse("f.toml", input);
+            assertConsistent(ConfigLoader.parse("f.toml", input));
         } catch (ConfigException e) {
             assertFalse(e.errors().isEmpty());
             for (ConfigError error : e.errors()) {
@@ -121,6 +121,32 @@ class ConfigFuzzTest {
         } catch (Throwable t) {
             throw new AssertionError("unexpected " + t + " for input:\n" + text, t);
         }
+    }
+
+    /** What the runner relies on when a config loads: every reference resolves, names and MACs are unique. */
+    private static void assertConsistent(ApplianceConfig c) {
+        java.util.Set<String> macs = new java.util.HashSet<>();
+        for (PartitionConfig p : c.partitions()) {
+            assertTrue(p.vcpus() >= 1 && p.vcpus() <= 64 && p.memory() % 4096 == 0, p::toString);
+            assertTrue(p.command() == null ^ p.workload() == null, p::toString);
+            java.util.Set<String> slots = new java.util.HashSet<>();
+            for (DiskAttachment a : p.disks()) {
+                assertTrue(c.disk(a.disk()).isPresent(), a::toString);
+                assertTrue(slots.add(a.controller() + ":" + a.lun()), a::toString);
+            }
+            for (NicConfig n : p.nics()) {
+                assertTrue(c.switchConfig(n.switchName()).isPresent(), n::toString);
+                assertTrue(macs.add(n.mac()), n::toString);
+                assertEquals(0, n.macBytes()[0] & 1, n::toString);
+            }
+        }
+        for (DiskConfig d : c.disks()) {
+            assertTrue(d.qosPolicy() == null || c.qosPolicy(d.qosPolicy()).isPresent(), d::toString);
+            assertTrue(d.format() != DiskFormat.PASSTHROUGH || d.create() == null, d::toString);
+        }
+        assertEquals(c.disks().size(), c.disks().stream().map(DiskConfig::name).distinct().count());
+        assertEquals(c.partitions().size(), c.partitions().stream().map(PartitionConfig::name).distinct().count());
+        assertEquals(c.switches().size(), c.switches().stream().map(SwitchConfig::name).distinct().count());
     }
 
     private static byte[] splice(byte[] b, int from, int to, byte[] insert) {

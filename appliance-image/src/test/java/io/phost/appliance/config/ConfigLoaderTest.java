@@ -49,7 +49,7 @@ class ConfigLoaderTest {
         assertFalse(d.readOnly());
         assertNull(d.qosPolicy());
         assertEquals(Path.of("/srv/phost/d.vhdx"), d.resolvedPath(c.host().dataDir()));
-        assertEquals(new QosPolicyConfig("q", QosPolicyConfig.Type.DEDICATED, 0, 0, 0, 8192), c.qosPolicy("q").orElseThrow());
+        assertEquals(new QosPolicyConfig("q", QosPolicyConfig.Type.DEDICATED, 0, 0, 0, 8192, 100), c.qosPolicy("q").orElseThrow());
         assertEquals(new SwitchConfig("s", SwitchConfig.Type.PRIVATE, null, false, false, SwitchConfig.BandwidthMode.NONE),
             c.switchConfig("s").orElseThrow());
         PartitionConfig p = c.partition("p").orElseThrow();
@@ -104,6 +104,21 @@ class ConfigLoaderTest {
     }
 
     @Test
+    void shouldShowEveryKeyOfTheSchemaInTheExample() throws Exception {
+        String example = Files.readString(repoFile("examples/appliance.toml"));
+        for (ConfigSchema.Section section : ConfigSchema.sections()) {
+            for (ConfigSchema.Key k : section.keys().values()) {
+                // As a key (maybe commented out or inline), or as a [table] / [[array]] header.
+                java.util.regex.Pattern used = java.util.regex.Pattern.compile(
+                    "(^|[\\s#{,])" + k.name() + "\\s*=|\\[(" + section.name() + "\\.)?" + k.name() + "\\]",
+                    java.util.regex.Pattern.MULTILINE);
+                assertTrue(used.matcher(example).find(), "examples/appliance.toml never shows "
+                    + section.docTitle() + " " + k.name());
+            }
+        }
+    }
+
+    @Test
     void shouldShipTheExampleFileItselfInTheJar() throws Exception {
         assertEquals(Files.readString(repoFile("examples/appliance.toml")),
             ConfigLoader.resourceText(ConfigLoader.EXAMPLE_RESOURCE));
@@ -129,6 +144,30 @@ class ConfigLoaderTest {
             assertTrue(Workload.KINDS.contains(p.workload().kind()));
         }
         assertEquals(0, Files.list(tmp).count(), "loading creates nothing");
+    }
+
+    @Test
+    void shouldGiveEachDefaultedLunTheLowestFreeOneOnItsController() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("luns", MINIMAL + """
+            [[disk]]
+            name = "a"
+            path = "a.raw"
+            [[disk]]
+            name = "b"
+            path = "b.raw"
+            [[disk]]
+            name = "c"
+            path = "c.raw"
+            [[disk]]
+            name = "d"
+            path = "d.raw"
+            [[partition]]
+            name = "p"
+            disk = [{ disk = "a" }, { disk = "b", controller = 2 }, { disk = "c", lun = 0 }, { disk = "d", controller = 2, lun = 0 }]
+            """);
+        // c claims LUN 0 of controller 0 explicitly, so a (first in the file) moves to LUN 1; b gets LUN 1 on controller 2.
+        assertEquals(List.of(new DiskAttachment("a", 0, 1), new DiskAttachment("b", 2, 1), new DiskAttachment("c", 0, 0),
+            new DiskAttachment("d", 2, 0)), c.partition("p").orElseThrow().disks());
     }
 
     @Test
@@ -185,6 +224,15 @@ class ConfigLoaderTest {
         byte[] bytes = "[host]\nname = \"a\u00ff\"\n".getBytes(java.nio.charset.StandardCharsets.ISO_8859_1);
         ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("u.toml", bytes));
         assertEquals("u.toml:2:10: not valid UTF-8 (byte offset 16)", e.errors().getFirst().toString());
+    }
+
+    @Test
+    void shouldTurnIntoAUserExceptionWithExitCodeTwo() {
+        ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("x.toml", "[host]\n"));
+        io.phost.appliance.UserException u = e.toUserException();
+        assertEquals(2, u.exitCode());
+        assertEquals("invalid config (1 error):\nx.toml:1:1: host.data_dir: required key is missing from [host]",
+            u.getMessage());
     }
 
     static Path repoFile(String relative) {

@@ -4,6 +4,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.fail;
 
+import io.phost.appliance.config.ConfigError.Reason;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 
@@ -111,6 +112,10 @@ class ConfigValidationTest {
             path = "d.raw"
             format = "raw"
             create = { size = "1GiB", block_size = "1MiB", logical_sector = 4096, physical_sector = 512 }
+            [[disk]]
+            name = "e"
+            path = "e.vhdx"
+            create = { size = "1GiB", logical_sector = 4096, physical_sector = 512 }
             """,
             "t.toml:7:3: disk[0].create.size: 71468255805440 bytes is out of range (1MiB..64TiB)",
             "t.toml:8:3: disk[0].create.block_size: 3MiB is not a power of two",
@@ -119,7 +124,8 @@ class ConfigValidationTest {
             "t.toml:14:46: disk[1].create.logical_sector: a vhd disk has 512-byte sectors only",
             "t.toml:18:12: disk[2].create.size: 1048577 bytes is not a multiple of the 512-byte logical sector",
             "t.toml:23:27: disk[3].create.block_size: a raw disk has no blocks; remove block_size",
-            "t.toml:23:71: disk[3].create.physical_sector: physical_sector 512 is below logical_sector 4096");
+            "t.toml:23:48: disk[3].create.logical_sector: a raw disk has 512-byte logical sectors only",
+            "t.toml:27:50: disk[4].create.physical_sector: physical_sector 512 is below logical_sector 4096");
     }
 
     @Test
@@ -345,12 +351,12 @@ class ConfigValidationTest {
         assertErrors("""
             [host]
             data_dir = "relative/dir"
-            management = "tcp://0.0.0.0:80"
+            management = "tcp://0.0.0.0/80"
             vsp_cpus = [1, 1, 2048]
             """,
             "t.toml:2:1: host.data_dir: must be an absolute path (or \"${tmp}\" for a fresh temporary directory)",
-            "t.toml:3:1: host.management: 'tcp://0.0.0.0:80' is not a loopback tcp address; use tcp://127.0.0.1:PORT, "
-                + "tcp://[::1]:PORT or tcp://localhost:PORT (the API has no TLS)",
+            "t.toml:3:1: host.management: 'tcp://0.0.0.0/80' is not tcp://HOST:PORT "
+                + "(e.g. tcp://127.0.0.1:8443, tcp://0.0.0.0:8443, tcp://[::1]:8443)",
             "t.toml:4:16: host.vsp_cpus[1]: 1 is listed twice",
             "t.toml:4:19: host.vsp_cpus[2]: 2048 is out of range (0..1023)");
         assertErrors(HOST + "management = \"tcp://127.0.0.1:99999\"\n",
@@ -402,5 +408,142 @@ class ConfigValidationTest {
         ConfigException e = assertThrows(ConfigException.class,
             () -> ConfigLoader.parse("big.toml", "#".repeat(ConfigLoader.MAX_BYTES + 1)));
         assertEquals("big.toml:1:1: file is larger than 1MiB; not a config", e.errors().getFirst().toString());
+    }
+
+    @Test
+    void shouldCompareDiskFilesAfterResolvingThemAgainstTheDataDir() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "a"
+            path = "images/a.vhdx"
+            [[disk]]
+            name = "b"
+            path = "/srv/phost/images/./a.vhdx"
+            [[disk]]
+            name = "self"
+            path = "s.vhdx"
+            parent = "s.vhdx"
+            create = { type = "differencing" }
+            [[disk]]
+            name = "child"
+            path = "c.vhdx"
+            parent = "images/a.vhdx"
+            create = { type = "differencing" }
+            """,
+            "t.toml:8:1: disk[1].path: disk 'b' uses the same file as disk 'a'",
+            "t.toml:12:1: disk[2].parent: a disk cannot be its own parent",
+            "t.toml:17:1: disk[3].parent: the parent is disk 'a', which is served writable; a parent must not change "
+                + "under its children (set read_only = true on 'a')");
+    }
+
+    @Test
+    void shouldRefuseSocketPathsTheKernelCannotBind() {
+        String longDir = "/srv/" + "d".repeat(100);
+        assertErrors("[host]\ndata_dir = \"" + longDir + "\"\n",
+            "t.toml:2:1: host.data_dir: the management socket path is 116 bytes; Unix sockets allow at most 107 "
+                + "(set management = \"unix:/shorter/path\")");
+        assertErrors(HOST + "management = \"unix:/" + "s".repeat(107) + "\"\n",
+            "t.toml:3:1: host.management: the management socket path is 108 bytes; Unix sockets allow at most 107");
+    }
+
+    @Test
+    void shouldWantWholePagesOfGuestMemory() {
+        assertErrors(HOST + "[[partition]]\nname = \"p\"\nmemory = 16777217\n",
+            "t.toml:5:1: partition[0].memory: 16777217 bytes is not a multiple of the 4KiB page size");
+    }
+
+    @Test
+    void shouldIgnoreAUtf8ByteOrderMark() throws ConfigException {
+        byte[] text = ("\uFEFF" + HOST).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        assertEquals("phost", ConfigLoader.parse("bom.toml", text).host().name());
+    }
+
+    @Test
+    void shouldClassifyEachKindOfMistakeWithItsReason() {
+        String sw = "[[switch]]\nname = \"s\"\ntype = \"private\"\n";
+        Object[][] cases = {
+            {"[host\n", Reason.SYNTAX},
+            {HOST + "nmae = \"x\"\n", Reason.UNKNOWN_KEY},
+            {"[host]\n", Reason.MISSING_KEY},
+            {HOST + "vsp_cpus = 3\n", Reason.WRONG_TYPE},
+            {HOST + "[[partition]]\nname = \"p\"\nvcpus = 0\n", Reason.OUT_OF_RANGE},
+            {HOST + "[[qos_policy]]\nname = \"q\"\nmin_iops = 2\nmax_iops = 1\n", Reason.OUT_OF_RANGE},
+            {HOST + sw + "[[partition]]\nname = \"p\"\nnic = [{ switch = \"s\", mac = \"ff:ff:ff:ff:ff:ff\" }]\n",
+                Reason.INVALID_VALUE},
+            {HOST + "[[partition]]\nname = \"p\"\nnic = [{ switch = \"s\" }]\n", Reason.DANGLING_REFERENCE},
+            {HOST + sw + sw, Reason.DUPLICATE},
+            {HOST + "[[switch]]\nname = \"e\"\ntype = \"external\"\n", Reason.CONFLICT},
+        };
+        for (Object[] c : cases) {
+            try {
+                ConfigLoader.parse("t.toml", (String) c[0]);
+                fail("accepted:\n" + c[0]);
+            } catch (ConfigException e) {
+                assertEquals(List.of(c[1]), e.errors().stream().map(ConfigError::reason).toList(), e.getMessage());
+            }
+        }
+        byte[] latin1 = {'#', (byte) 0xE9, '\n'};
+        assertEquals(Reason.ENCODING, assertThrows(ConfigException.class, () -> ConfigLoader.parse("t.toml", latin1))
+            .errors().getFirst().reason());
+        assertEquals(Reason.UNREADABLE, assertThrows(ConfigException.class,
+            () -> ConfigLoader.load(java.nio.file.Path.of("/nonexistent/appliance.toml"))).errors().getFirst().reason());
+    }
+
+    @Test
+    void shouldCheckADifferencingDiskAgainstAConfiguredParent() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "early-child"
+            path = "early.vhdx"
+            parent = "base.vhdx"
+            create = { type = "differencing" }
+            [[disk]]
+            name = "base"
+            path = "base.vhdx"
+            read_only = true
+            create = { size = "1GiB", logical_sector = 4096 }
+            [[disk]]
+            name = "vhd-child"
+            path = "c.vhd"
+            format = "vhd"
+            parent = "base.vhdx"
+            create = { type = "differencing" }
+            [[disk]]
+            name = "sector-child"
+            path = "s.vhdx"
+            parent = "base.vhdx"
+            create = { type = "differencing", logical_sector = 512 }
+            [[disk]]
+            name = "raw4k"
+            path = "r.img"
+            format = "raw"
+            create = { size = "1GiB", logical_sector = 4096 }
+            """,
+            "t.toml:6:1: disk[0].parent: the parent is disk 'base', defined later in the file; disks are opened "
+                + "and created in file order, so define 'base' first",
+            "t.toml:17:1: disk[2].parent: a differencing vhd disk needs a vhd parent; disk 'base' is vhdx",
+            "t.toml:23:35: disk[3].create.logical_sector: a differencing disk uses its parent's logical sector size: "
+                + "4096 on disk 'base'",
+            "t.toml:28:27: disk[4].create.logical_sector: a raw disk has 512-byte logical sectors only");
+    }
+
+    @Test
+    void shouldGiveADifferencingDiskItsConfiguredParentsSectorSizes() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + """
+            [[disk]]
+            name = "base"
+            path = "base.vhdx"
+            read_only = true
+            create = { size = "1GiB", logical_sector = 4096, physical_sector = 4096 }
+            [[disk]]
+            name = "child"
+            path = "child.vhdx"
+            parent = "base.vhdx"
+            create = { type = "differencing" }
+            """);
+        DiskConfig.Create child = c.disk("child").orElseThrow().create();
+        assertEquals(4096, child.logicalSector());
+        assertEquals(4096, child.physicalSector());
+        assertEquals(0, child.size());
     }
 }

@@ -207,9 +207,13 @@ public final class Partition {
         long deadline = System.nanoTime() + grace.toNanos();
         if (p != null) {
             try {
-                if (!ok || !p.waitFor(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
+                if (!ok) {
                     p.destroyForcibly();
-                    reasonIfStopping("forced (SIGKILL) after " + grace);
+                    reasonIfStopping("forced (SIGKILL): the guest did not acknowledge the shutdown service");
+                    p.waitFor(10, TimeUnit.SECONDS);
+                } else if (!p.waitFor(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
+                    p.destroyForcibly();
+                    reasonIfStopping("forced (SIGKILL): still running " + grace + " after the shutdown request");
                     p.waitFor(10, TimeUnit.SECONDS);
                 }
             } catch (InterruptedException e) {
@@ -378,7 +382,8 @@ public final class Partition {
         String why = null;
         synchronized (this) {
             PartitionHost.Options o = host.options();
-            if (state == PartitionState.STARTING && now - startedNanos > o.attachTimeout().toNanos()) {
+            // a launched child must attach in time; an external partition waits for its process indefinitely
+            if (state == PartitionState.STARTING && spec.launched() && now - startedNanos > o.attachTimeout().toNanos()) {
                 why = "did not attach within " + o.attachTimeout();
             } else if (state == PartitionState.RUNNING && heartbeat.isOpen()
                 && now - heartbeat.lastResponseNanos() > o.heartbeatTimeout().toNanos()) {

@@ -50,6 +50,8 @@ public final class IoUring implements AutoCloseable {
     private static final int SYS_IO_URING_ENTER = 426;
     private static final int SYS_IO_URING_REGISTER = 427;
     private static final int IORING_ENTER_GETEVENTS = 1;
+    private static final int IORING_ENTER_EXT_ARG = 8;
+    private static final int ETIME = 62;
     private static final int IORING_REGISTER_BUFFERS = 0;
     private static final int IORING_REGISTER_FILES = 2;
     private static final int IORING_SETUP_CLAMP = 1 << 4;
@@ -104,6 +106,7 @@ public final class IoUring implements AutoCloseable {
     private final long cqHeadOff;
     private final long cqTailOff;
     private final long cqesOff;
+    private final MemorySegment waitArg = Arena.ofAuto().allocate(40, 8);
     private int sqTail;       // our private copy; published with a store-release
     private int cqHead;       // our private copy; published with a store-release
     private boolean closed;
@@ -265,6 +268,31 @@ public final class IoUring implements AutoCloseable {
                 return (int) r;
             }
             throw new NativeException("io_uring_enter fd=" + ringFd, e);
+        }
+        return (int) r;
+    }
+
+    /**
+     * io_uring_enter with a timeout (IORING_ENTER_EXT_ARG): submits {@code toSubmit} and waits until
+     * {@code minComplete} completions are posted or {@code timeoutNanos} pass. Returns the number submitted
+     * (0 on timeout/interrupt).
+     */
+    public int enter(int toSubmit, int minComplete, long timeoutNanos) {
+        // struct io_uring_getevents_arg { u64 sigmask; u32 sigmask_sz; u32 min_wait_usec; u64 ts; } -> timespec
+        waitArg.set(JAVA_LONG, 0, 0L);
+        waitArg.set(JAVA_INT, 8, 0);
+        waitArg.set(JAVA_INT, 12, 0);
+        waitArg.set(JAVA_LONG, 16, waitArg.address() + 24);
+        waitArg.set(JAVA_LONG, 24, timeoutNanos / 1_000_000_000L);
+        waitArg.set(JAVA_LONG, 32, timeoutNanos % 1_000_000_000L);
+        long r = syscall(SYS_IO_URING_ENTER, ringFd, toSubmit, minComplete,
+            IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, waitArg.address(), 24);
+        if (r < 0) {
+            int e = (int) -r;
+            if (e == Errno.EAGAIN || e == Errno.EBUSY || e == Errno.EINTR || e == ETIME) {
+                return 0;
+            }
+            throw new NativeException("io_uring_enter(EXT_ARG) fd=" + ringFd, e);
         }
         return (int) r;
     }

@@ -16,13 +16,19 @@ public final class ChannelAgent implements Agent {
 
     private final String roleName;
     private final VmbusRing rx;
+    private final VmbusRing tx;
     private final ChannelHandler handler;
     private final Consumer<String> onFault;
     private volatile String pendingFault;
 
-    public ChannelAgent(String roleName, VmbusRing rx, ChannelHandler handler, Consumer<String> onFault) {
+    /**
+     * @param tx the host→guest ring; replies written during one duty cycle are published together
+     *           (one index store, one fence, at most one signal), or null
+     */
+    public ChannelAgent(String roleName, VmbusRing rx, VmbusRing tx, ChannelHandler handler, Consumer<String> onFault) {
         this.roleName = roleName;
         this.rx = rx;
+        this.tx = tx;
         this.handler = handler;
         this.onFault = onFault;
     }
@@ -30,12 +36,19 @@ public final class ChannelAgent implements Agent {
     @Override
     public int doWork() {
         int work;
+        if (tx != null) {
+            tx.beginBatch();
+        }
         try {
             work = rx.tryRead(handler, BATCH);
             work += handler.doWork();
         } catch (RingException | GuestMemoryException e) {
             fault(e.getMessage());
             work = 0;
+        } finally {
+            if (tx != null) {
+                tx.endBatch();
+            }
         }
         String f = pendingFault;
         if (f != null) {

@@ -62,6 +62,11 @@ public final class ClientChannel implements AutoCloseable {
         return outMap;
     }
 
+    /** The inbound ring's mapping (diagnostics and hostile-guest tests). */
+    public RingMapping inboundMapping() {
+        return inMap;
+    }
+
     public VmbusRing inbound() {
         return inbound;
     }
@@ -74,6 +79,11 @@ public final class ClientChannel implements AutoCloseable {
     /** The host→guest doorbell eventfd (to poll several channels from one thread after arming each inbound ring). */
     public int hostDoorbellFd() {
         return fromHost.fd();
+    }
+
+    /** A new handle on the host→guest doorbell for one more thread (e.g. a custom idle strategy). */
+    public EventFd hostDoorbell() {
+        return fromHost.view();
     }
 
     /** Drains the host→guest doorbell without blocking. */

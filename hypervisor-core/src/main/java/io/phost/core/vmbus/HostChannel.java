@@ -24,7 +24,7 @@ final class HostChannel implements ChannelContext {
     ChannelHandler handler;
     ChannelAgent agent;
     AgentRunner runner;
-    DoorbellIdleStrategy idle;
+    org.agrona.concurrent.IdleStrategy idle;
 
     HostChannel(VmbusServer server, VmbusServer.Offer offer, Gpadl ringGpadl, RingMapping rxMap, RingMapping txMap,
                 EventFd fromGuest, EventFd toGuest, MemorySegment userData) {

@@ -29,4 +29,13 @@ public interface VirtualServiceProvider {
      * channel's agent will feed packets to.
      */
     ChannelHandler open(ChannelContext ctx);
+
+    /**
+     * How each channel's agent idles. The default spins, yields, parks, then arms the interrupt and sleeps
+     * on the guest's doorbell ({@link DoorbellIdleStrategy#defaults}); a latency-critical device may return
+     * {@link DoorbellIdleStrategy#busySpin} (costs a core per queue) or {@link DoorbellIdleStrategy#interruptOnly}.
+     */
+    default org.agrona.concurrent.IdleStrategy idleStrategy(VmbusRing rx, io.phost.core.sys.EventFd doorbell) {
+        return DoorbellIdleStrategy.defaults(rx, doorbell);
+    }
 }

@@ -2,7 +2,6 @@ package io.phost.core.vmbus;
 
 import static io.phost.core.vmbus.PacketDescriptor.HEADER_LENGTH;
 import static io.phost.core.vmbus.PacketDescriptor.TRAILER_LENGTH;
-import static io.phost.core.vmbus.PacketDescriptor.U16;
 import static io.phost.core.vmbus.PacketDescriptor.U32;
 import static io.phost.core.vmbus.PacketDescriptor.U64;
 import static io.phost.core.vmbus.RingDescriptor.FEATURE_BITS_OFFSET;
@@ -46,6 +45,8 @@ public final class VmbusRing {
 
     private int writeIndex;
     private int readIndex;
+    private boolean batching;
+    private int batchStart;
     private long signalsSent;
     private long packetsWritten;
     private long packetsRead;
@@ -126,10 +127,9 @@ public final class VmbusRing {
         if (total >= free) {
             return false; // never full: read == write must keep meaning "empty"
         }
-        putShort(oldWrite + PacketDescriptor.TYPE_OFFSET, (short) type);
-        putShort(oldWrite + PacketDescriptor.OFFSET8_OFFSET, (short) (headerLength >>> 3));
-        putShort(oldWrite + PacketDescriptor.LEN8_OFFSET, (short) (packetLength >>> 3));
-        putShort(oldWrite + PacketDescriptor.FLAGS_OFFSET, (short) flags);
+        // the four u16 descriptor fields as one little-endian u64 (type @0, offset8 @2, len8 @4, flags @6)
+        putLong(oldWrite, (type & 0xffffL) | (long) (headerLength >>> 3) << 16
+            | (long) (packetLength >>> 3) << 32 | (flags & 0xffffL) << 48);
         putLong(oldWrite + PacketDescriptor.TRANS_ID_OFFSET, transId);
         if (extLength > 0) {
             copyIn(oldWrite + HEADER_LENGTH, ext, extOffset, extLength);
@@ -143,18 +143,46 @@ public final class VmbusRing {
             newWrite -= dataSize;
         }
         writeIndex = newWrite;
-        // release: every packet byte above is visible before the index that publishes it
-        INT.setRelease(control, (long) WRITE_INDEX_OFFSET, newWrite);
         packetsWritten++;
+        if (!batching) {
+            publish(oldWrite);
+        }
+        return true;
+    }
+
+    /**
+     * Starts a batch: packets written until {@link #endBatch} are published together with one index store
+     * and one fence (a VSP agent completing a duty cycle's worth of requests). The signal rule is applied
+     * to the batch as a whole: signal if the ring was empty before it.
+     */
+    public void beginBatch() {
+        if (!batching) {
+            batching = true;
+            batchStart = writeIndex;
+        }
+    }
+
+    /** Publishes the packets written since {@link #beginBatch} (no-op if none). */
+    public void endBatch() {
+        if (batching) {
+            batching = false;
+            if (writeIndex != batchStart) {
+                publish(batchStart);
+            }
+        }
+    }
+
+    private void publish(int previouslyPublished) {
+        // release: every packet byte written so far is visible before the index that publishes it
+        INT.setRelease(control, (long) WRITE_INDEX_OFFSET, writeIndex);
         // StoreLoad: our write_index store must be globally visible before we sample interrupt_mask and
         // read_index; otherwise a reader arming its interrupt could miss both the index and the signal.
         VarHandle.fullFence();
         if ((int) INT.getVolatile(control, (long) INTERRUPT_MASK_OFFSET) == 0
-            && (int) INT.getVolatile(control, (long) READ_INDEX_OFFSET) == oldWrite) {
+            && (int) INT.getVolatile(control, (long) READ_INDEX_OFFSET) == previouslyPublished) {
             signalsSent++;
             peer.ring();
         }
-        return true;
     }
 
     /**
@@ -214,11 +242,12 @@ public final class VmbusRing {
             if (available < HEADER_LENGTH + TRAILER_LENGTH) {
                 throw new RingException(RingException.Reason.SHORT_PACKET, read, available + " bytes before write_index");
             }
-            // read each descriptor field exactly once: the guest can rewrite them under us
-            final int type = getShort(read + PacketDescriptor.TYPE_OFFSET) & 0xffff;
-            final int offset8 = getShort(read + PacketDescriptor.OFFSET8_OFFSET) & 0xffff;
-            final int len8 = getShort(read + PacketDescriptor.LEN8_OFFSET) & 0xffff;
-            final int flags = getShort(read + PacketDescriptor.FLAGS_OFFSET) & 0xffff;
+            // read the descriptor once, as one u64 (a consistent snapshot: the guest can rewrite it under us)
+            final long word = getLong(read);
+            final int type = (int) word & 0xffff;
+            final int offset8 = (int) (word >>> 16) & 0xffff;
+            final int len8 = (int) (word >>> 32) & 0xffff;
+            final int flags = (int) (word >>> 48);
             final long transId = getLong(read + PacketDescriptor.TRANS_ID_OFFSET);
             final int packetLength = len8 << 3;
             if (offset8 < 2 || offset8 > len8) {
@@ -341,16 +370,8 @@ public final class VmbusRing {
         return doubleMapped || pos < dataSize ? pos : pos - dataSize;
     }
 
-    private void putShort(int pos, short v) {
-        data.set(U16, at(pos), v);
-    }
-
     private void putLong(int pos, long v) {
         data.set(U64, at(pos), v);
-    }
-
-    private short getShort(int pos) {
-        return data.get(U16, at(pos));
     }
 
     private long getLong(int pos) {

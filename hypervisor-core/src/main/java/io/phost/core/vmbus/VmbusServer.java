@@ -199,6 +199,9 @@ public final class VmbusServer implements Runnable, AutoCloseable {
                     handle((int) n);
                 } catch (VmbusProtocolException | GuestMemoryException | RingException e) {
                     listener.fault(e.getMessage());
+                } catch (RuntimeException e) {
+                    // anything else a message provoked is still that guest's fault, never the host's end
+                    listener.fault("control message rejected: " + e);
                 } finally {
                     closeFds();
                 }
@@ -356,8 +359,8 @@ public final class VmbusServer implements Runnable, AutoCloseable {
                 pendingFill.put(handle, here);
             }
         } catch (GuestMemoryException | VmbusProtocolException e) {
+            listener.fault(ChannelMessage.name(GPADL_HEADER) + ": " + e.getMessage()); // recorded before the guest hears
             gpadlCreated(relid, handle, STATUS_UNSUCCESSFUL);
-            throw e;
         }
     }
 
@@ -388,8 +391,8 @@ public final class VmbusServer implements Runnable, AutoCloseable {
             pendingGpadls.remove(handle);
             pendingMeta.remove(handle);
             pendingFill.remove(handle);
+            listener.fault(ChannelMessage.name(GPADL_BODY) + ": " + e.getMessage());
             gpadlCreated(meta.relid(), handle, STATUS_UNSUCCESSFUL);
-            throw e;
         }
     }
 
@@ -495,8 +498,8 @@ public final class VmbusServer implements Runnable, AutoCloseable {
                 throw new VmbusProtocolException(VmbusProtocolException.Reason.BAD_RELID, OPENCHANNEL, "VSP " + offer.vsp().name() + " refused: " + e.getMessage());
             }
             String role = offer.vsp().name() + "-" + partition + "-q" + offer.subChannelIndex();
-            c.agent = new ChannelAgent(role, c.rx, c.handler, reason -> tasks.add(() -> channelFault(c, reason)));
-            c.idle = DoorbellIdleStrategy.defaults(c.rx, c.fromGuest);
+            c.agent = new ChannelAgent(role, c.rx, c.tx, c.handler, reason -> tasks.add(() -> channelFault(c, reason)));
+            c.idle = offer.vsp().idleStrategy(c.rx, c.fromGuest);
             c.runner = new AgentRunner(c.idle, t -> { }, null, c.agent);
             open.put(relid, c);
             AgentRunner.startOnThread(c.runner, r -> {
@@ -505,6 +508,8 @@ public final class VmbusServer implements Runnable, AutoCloseable {
                 return t;
             });
             status = STATUS_OK;
+        } catch (VmbusProtocolException | GuestMemoryException | RingException | NativeException e) {
+            listener.fault(e.getMessage()); // recorded before the guest hears the refusal
         } finally {
             if (rxMap != null) {
                 rxMap.close();

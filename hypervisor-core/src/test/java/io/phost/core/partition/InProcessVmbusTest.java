@@ -40,7 +40,7 @@ class InProcessVmbusTest {
     void setUp() throws Exception {
         dir = Files.createTempDirectory("phost-vmbus");
         host = new PartitionHost(dir, spec -> List.of("false"), PartitionHost.Options.defaults()
-            .withLimits(new VmbusServer.Limits(2_000, 200, 64, 1 << 16, 4, true)).withMaxFaults(100));
+            .withLimits(new VmbusServer.Limits(2_000, 200, 64, 1 << 16, 4, true)).withMaxFaults(100_000));
     }
 
     @AfterEach
@@ -206,11 +206,12 @@ class InProcessVmbusTest {
         VmbusClient c = attach(p);
         MemorySegment m = Arena.ofAuto().allocate(16, 8);
         ChannelMessage.header(m, ChannelMessage.REQUESTOFFERS, 8);
-        for (int i = 0; i < 3_000; i++) {
-            c.sendRaw(m, 8);
-        }
-        long deadline = System.nanoTime() + 5_000_000_000L;
+        // Keep flooding until the host notices (a rate limit: on a loaded machine one burst may be too slow).
+        long deadline = System.nanoTime() + 10_000_000_000L;
         while (p.faults().stream().noneMatch(f -> f.contains("flood")) && System.nanoTime() < deadline) {
+            for (int i = 0; i < 1_000 && !c.disconnected().isDone(); i++) {
+                c.sendRaw(m, 8);
+            }
             Thread.sleep(5);
         }
         assertTrue(p.faults().stream().anyMatch(f -> f.contains("flood")), p.faults().toString());
@@ -238,11 +239,11 @@ class InProcessVmbusTest {
         }
         p.rescind(echo);
         long deadline = System.nanoTime() + 5_000_000_000L;
-        while (ch.isOpen() && System.nanoTime() < deadline) {
+        while ((ch.isOpen() || rescinds.get() < 3) && System.nanoTime() < deadline) {
             Thread.sleep(2);
         }
         assertFalse(ch.isOpen());
-        assertTrue(rescinds.get() >= 3);
+        assertEquals(3, rescinds.get(), "the primary and both sub-channel offers are rescinded");
         ch.close();
     }
 
@@ -255,7 +256,7 @@ class InProcessVmbusTest {
             ic.publish("FullyQualifiedDomainName", "guest.example");
             long deadline = System.nanoTime() + 10_000_000_000L;
             while ((ic.hostValues().isEmpty() || p.kvp().guestValues().isEmpty() || ic.timeSamples() == 0
-                || ic.heartbeatsAnswered() == 0) && System.nanoTime() < deadline) {
+                || ic.heartbeatsAnswered() == 0 || p.heartbeat().responses() == 0) && System.nanoTime() < deadline) {
                 Thread.sleep(10);
             }
             assertEquals("phost-test", ic.hostValues().get("HostName"));
@@ -309,5 +310,34 @@ class InProcessVmbusTest {
             }
         }
         return sum;
+    }
+
+    @Test
+    void shouldSurviveRandomControlMessagesAsFaultsAndKeepServing() throws Exception {
+        EchoVsp echo = new EchoVsp("z");
+        Partition p = external("z", echo);
+        VmbusClient c = attach(p);
+        java.util.Random rnd = new java.util.Random(3);
+        MemorySegment m = Arena.ofAuto().allocate(512, 8);
+        for (int i = 0; i < 1500; i++) {
+            int len = rnd.nextInt(10) == 0 ? rnd.nextInt(300) : rnd.nextInt(64);
+            for (int j = 0; j < len; j++) {
+                m.set(java.lang.foreign.ValueLayout.JAVA_BYTE, j, (byte) rnd.nextInt());
+            }
+            if (len >= 4 && rnd.nextBoolean()) {
+                ChannelMessage.u32(m, 0, 1 + rnd.nextInt(17)); // a real message type with random fields
+            }
+            if (len >= 4 && ChannelMessage.u32(m, 0) == ChannelMessage.UNLOAD) {
+                ChannelMessage.u32(m, 0, 0x55);
+            }
+            c.sendRaw(m, Math.max(1, len));
+            if (i % 200 == 0) {
+                Thread.sleep(100); // stay under the rate limit most of the time
+            }
+        }
+        Thread.sleep(300);
+        assertEquals(PartitionState.RUNNING, p.state(), p.status().reason());
+        assertTrue(p.faultCount() > 100, "random messages are faults: " + p.faultCount());
+        assertEquals("ok", TestGuest.exercise(c), "the host still serves this guest");
     }
 }

@@ -131,4 +131,29 @@ class PartitionProcessTest {
         assertTrue(idle.status().reason().contains("exited") || idle.status().reason().contains("connection lost"), idle.status().reason());
         assertEquals(0, idle.status().channels(), "channels torn down");
     }
+
+    /** Soak ({@code -Dphost.soak=true}): a hostile guest attacking for two minutes, never faulted out. */
+    @Test
+    @org.junit.jupiter.api.condition.EnabledIfSystemProperty(named = "phost.soak", matches = "true")
+    void shouldSurviveMinutesOfHostileRingsAndControlMessages() throws Exception {
+        host.close();
+        host = new PartitionHost(dir.resolve("soak"), GuestLauncher.sameJvm("io.phost.core.TestGuest", List.of("-Xmx48m")),
+            PartitionHost.Options.defaults().withMaxFaults(Integer.MAX_VALUE));
+        EchoVsp goodEcho = new EchoVsp("serve");
+        Partition good = host.create(PartitionSpec.builtin("serve", 1, MEM, "serve"));
+        good.offer(goodEcho);
+        Partition evil = host.create(PartitionSpec.builtin("evil", 1, MEM, "hostile-soak"));
+        evil.offer(new EchoVsp("evil"));
+        good.start();
+        evil.start();
+        assertTrue(good.awaitState(PartitionState.RUNNING, LONG) && evil.awaitState(PartitionState.RUNNING, LONG));
+        long end = System.nanoTime() + Duration.ofMinutes(2).toNanos();
+        while (System.nanoTime() < end) {
+            Thread.sleep(1000);
+            assertEquals(PartitionState.RUNNING, good.state(), good.status().reason());
+            assertEquals(PartitionState.RUNNING, evil.state(), evil.status().reason());
+        }
+        assertTrue(evil.faultCount() > 20, "attacks were made: " + evil.faultCount());
+        assertEquals(0, good.faultCount(), good.faults().toString());
+    }
 }

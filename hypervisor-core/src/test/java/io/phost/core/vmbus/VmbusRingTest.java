@@ -195,4 +195,26 @@ class VmbusRingTest {
             }
         }
     }
+
+    @Test
+    void shouldPublishABatchWithOneIndexStoreAndAtMostOneSignal() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            AtomicInteger signals = new AtomicInteger();
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, signals::incrementAndGet);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            MemorySegment p = bytes(a, 64, 1);
+            w.beginBatch();
+            assertTrue(w.tryWrite(6, 0, 1, p, 0, 64));
+            assertTrue(w.tryWrite(6, 0, 2, p, 0, 64));
+            assertEquals(0, r.tryRead((b, o, l, t, f, id) -> true, 10), "nothing visible before the batch ends");
+            assertEquals(0, signals.get());
+            w.endBatch();
+            assertEquals(1, signals.get());
+            assertEquals(2, r.tryRead((b, o, l, t, f, id) -> true, 10));
+            w.beginBatch();
+            w.endBatch();
+            assertEquals(1, signals.get(), "an empty batch publishes nothing");
+        }
+    }
 }

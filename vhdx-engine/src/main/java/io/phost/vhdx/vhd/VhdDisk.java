@@ -152,7 +152,7 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
             Parsed p = parse(file, arena);
             Path parentPath = null;
             if (p.footer.diskType() == VhdFooter.TYPE_DIFFERENCING) {
-                parentPath = locateParent(file, p.header, path);
+                parentPath = locateParent(file, p.header, p.footer.dataOffset(), path);
                 parent = open(parentPath, true, depth + 1, seen);
                 byte[] expected = p.header.parentUniqueId();
                 byte[] actual = parent.footer.uniqueId();
@@ -356,9 +356,8 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
      * Finds the parent: W2ru (relative to the child's directory), then W2ku (absolute), then MacX, then the
      * parent's name beside the child. Windows separators become '/', and a drive prefix ("C:") is dropped.
      */
-    static Path locateParent(PosixFile file, VhdDynamicHeader h, Path child) throws IOException {
+    static Path locateParent(PosixFile file, VhdDynamicHeader h, long headerOffset, Path child) throws IOException {
         long fileSize = file.size();
-        long headerOffset = -1;
         List<String> tried = new ArrayList<>();
         int[] order = {VhdDynamicHeader.PLATFORM_W2RU, VhdDynamicHeader.PLATFORM_W2KU, VhdDynamicHeader.PLATFORM_MACX};
         Path dir = child.toAbsolutePath().getParent();
@@ -373,7 +372,7 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
                     continue;
                 }
                 if (len > MAX_LOCATOR_LENGTH || off < 0 || off > fileSize || len > fileSize - off) {
-                    throw new VhdFormatException(Reason.BAD_LOCATOR, headerOffsetOf(h, i, headerOffset),
+                    throw new VhdFormatException(Reason.BAD_LOCATOR, headerOffset + VhdDynamicHeader.locator(i),
                         "locator " + i + " of " + len + " bytes at " + off + " in a file of " + fileSize);
                 }
                 byte[] raw = new byte[(int) len];
@@ -386,7 +385,7 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
                     continue;
                 }
                 tried.add(candidate.toString());
-                if (Files.isRegularFile(candidate) || Files.isSymbolicLink(candidate)) {
+                if (Files.isRegularFile(candidate)) { // follows links; never a FIFO or device (a hostile locator could hang us)
                     return candidate;
                 }
             }
@@ -403,12 +402,8 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
                 }
             }
         }
-        throw new VhdFormatException(Reason.PARENT_NOT_FOUND, VhdDynamicHeader.LOCATORS_OFFSET,
+        throw new VhdFormatException(Reason.PARENT_NOT_FOUND, headerOffset + VhdDynamicHeader.LOCATORS_OFFSET,
             "parent \"" + name + "\" not found; tried " + tried);
-    }
-
-    private static long headerOffsetOf(VhdDynamicHeader h, int i, long headerOffset) {
-        return VhdDynamicHeader.locator(i);
     }
 
     static Path toLocalPath(String s, Path dir, int code) {
@@ -515,7 +510,7 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
                 f.writeFully(header.segment(), VhdFooter.LENGTH);
                 f.writeFully(footer.segment(), end);
             }
-            f.dataSync();
+            // No fsync here: nothing refers to the new file yet; the caller's flush makes it durable.
             ok = true;
         } finally {
             f.close();
@@ -821,14 +816,11 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
             try (Arena tmp = Arena.ofConfined()) {
                 // 1. The footer moves past the new block: the file grows, its tail is still a valid footer.
                 file.writeFully(footer.segment(), end);
-                // 2. Zero the stale footer if alignment left it in a gap, then the bitmap.
-                if (start > oldFooter) {
-                    MemorySegment zeros = tmp.allocate(start - oldFooter, 8);
-                    file.writeFully(zeros, oldFooter);
-                }
-                MemorySegment bm = tmp.allocate(bitmapBytes, 8);
-                bm.fill(bitmaps == null ? (byte) 0xFF : 0);
-                file.writeFully(bm, start);
+                // 2. One write: zeros over the stale footer and any alignment gap, then the bitmap.
+                long gap = start - oldFooter;
+                MemorySegment bm = tmp.allocate(gap + bitmapBytes, 8);
+                bm.asSlice(gap).fill(bitmaps == null ? (byte) 0xFF : 0);
+                file.writeFully(bm, oldFooter);
                 // 3. The BAT entry on disk; the data area is a hole past the old end, so it reads as zeros.
                 MemorySegment e = tmp.allocate(4, 4);
                 entry = (int) (start / SECTOR);

@@ -170,9 +170,17 @@ public final class VhdxDisk implements VirtualDisk {
     }
 
     private static VhdxDisk open(Path path, boolean readOnly, int depth) throws IOException {
+        return open(path, readOnly, depth, false);
+    }
+
+    private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent) throws IOException {
         NativeFile f = NativeFile.open(path, readOnly);
         try {
-            return openFile(path, f, readOnly, depth);
+            if (!f.tryLock(!readOnly)) {
+                throw new IOException(path + " is in use: " + (readOnly ? "open read-write" : "open")
+                    + " elsewhere (flock held)");
+            }
+            return openFile(path, f, readOnly, depth, skipParent);
         } catch (IOException | RuntimeException | Error e) {
             try {
                 f.close();
@@ -183,7 +191,8 @@ public final class VhdxDisk implements VirtualDisk {
         }
     }
 
-    private static VhdxDisk openFile(Path path, NativeFile f, boolean readOnly, int depth) throws IOException {
+    private static VhdxDisk openFile(Path path, NativeFile f, boolean readOnly, int depth, boolean skipParent)
+        throws IOException {
         VhdxParser.Parsed p = new VhdxParser.Parsed();
         p.fileSize = f.size();
         int sectionLength = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
@@ -244,7 +253,7 @@ public final class VhdxDisk implements VirtualDisk {
         VhdxParser.parseRegionsAndMetadata(p, section, src);
 
         VhdxDisk parent = null;
-        if (p.hasParent) {
+        if (p.hasParent && !skipParent) {
             parent = openParent(path, p, depth);
         }
         VhdxDisk d;
@@ -485,7 +494,7 @@ public final class VhdxDisk implements VirtualDisk {
 
     /** PARTIALLY_PRESENT: runs of sectors whose bitmap bit is 1 come from this file, the rest from the parent. */
     private void readPartial(long block, long blockFileOff, long off, MemorySegment dst, long dstOff, long n) throws IOException {
-        SectorBitmap bm = bitmap(block / chunkRatio);
+        SectorBitmap bm = bitmap(block / chunkRatio, false);
         long sector = off >>> sectorShift;
         long sectors = n >>> sectorShift;
         long i = 0;
@@ -509,6 +518,22 @@ public final class VhdxDisk implements VirtualDisk {
         }
     }
 
+    /** True when every sector of [off, off+n) is already marked present (no bitmap change needed). */
+    private boolean bitsAllSet(long block, long off, long n) {
+        SectorBitmap bm = bitmaps.get((int) (block / chunkRatio));
+        if (bm == null) {
+            return false;
+        }
+        long first = off >>> sectorShift;
+        long count = n >>> sectorShift;
+        for (long s = first; s < first + count; s++) {
+            if (!bit(bm, s)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
     private static boolean bit(SectorBitmap bm, long diskSector) {
         int b = (int) (diskSector & ((1L << 23) - 1));
         return (((byte) BYTES.getAcquire(bm.bits, b >>> 3)) & (1 << (b & 7))) != 0;
@@ -529,7 +554,8 @@ public final class VhdxDisk implements VirtualDisk {
             long inBlock = off & blockMask;
             long n = Math.min(len, blockSize - inBlock);
             long e = (long) LONGS.getAcquire(bat, (int) payloadIndex(block, chunkRatio));
-            if (state(e) == PAYLOAD_FULLY_PRESENT) {
+            int st = state(e);
+            if (st == PAYLOAD_FULLY_PRESENT || (st == PAYLOAD_PARTIALLY_PRESENT && bitsAllSet(block, off, n))) {
                 file.write(fileOffset(e) + inBlock, src, srcOff, n);
             } else {
                 writeSlow(block, off, src, srcOff, n);
@@ -581,7 +607,7 @@ public final class VhdxDisk implements VirtualDisk {
     }
 
     private void setBits(long block, long off, long n) throws IOException {
-        SectorBitmap bm = bitmap(block / chunkRatio);
+        SectorBitmap bm = bitmap(block / chunkRatio, true);
         long first = (off >>> sectorShift) & ((1L << 23) - 1);
         long count = n >>> sectorShift;
         for (long s = first; s < first + count; s++) {
@@ -597,23 +623,29 @@ public final class VhdxDisk implements VirtualDisk {
     }
 
     /** The chunk's sector bitmap, loaded on first use (allocating its 1 MiB block when a write needs it). */
-    private SectorBitmap bitmap(long chunk) throws IOException {
+    private SectorBitmap bitmap(long chunk, boolean forWrite) throws IOException {
         SectorBitmap bm = bitmaps.get((int) chunk);
-        if (bm != null) {
+        if (bm != null && (!forWrite || state((long) LONGS.getAcquire(bat, (int) bitmapIndex(chunk, chunkRatio))) == SB_PRESENT)) {
             return bm;
         }
         synchronized (bitmaps) {
+            int idx = (int) bitmapIndex(chunk, chunkRatio);
+            long e = (long) LONGS.getAcquire(bat, idx);
             bm = bitmaps.get((int) chunk);
             if (bm != null) {
+                if (forWrite && state(e) != SB_PRESENT) {
+                    // Loaded by a read (all zero, in memory only); the first write gives it a block.
+                    long off = allocate(SECTOR_BITMAP_BLOCK_LENGTH);
+                    LONGS.setRelease(bat, idx, entry(SB_PRESENT, off));
+                    batDirty.set(idx / BAT_ENTRIES_PER_SECTOR, 1);
+                }
                 return bm;
             }
             bm = new SectorBitmap();
-            int idx = (int) bitmapIndex(chunk, chunkRatio);
-            long e = (long) LONGS.getAcquire(bat, idx);
             if (state(e) == SB_PRESENT) {
                 MemorySegment seg = MemorySegment.ofArray(bm.bits);
                 readFile(fileOffset(e), seg, 0, SECTOR_BITMAP_BLOCK_LENGTH);
-            } else if (!readOnly) {
+            } else if (forWrite) {
                 long off = allocate(SECTOR_BITMAP_BLOCK_LENGTH);
                 LONGS.setRelease(bat, idx, entry(SB_PRESENT, off));
                 batDirty.set(idx / BAT_ENTRIES_PER_SECTOR, 1);
@@ -680,8 +712,12 @@ public final class VhdxDisk implements VirtualDisk {
         }
         commitLock.lock();
         try {
-            file.sync();
+            // Order matters: snapshot the dirty metadata first, then sync. Every block an entry in the
+            // snapshot points to was extended and written before its entry was published, so this sync
+            // makes it durable; a block allocated after the snapshot waits for the next flush.
             List<VhdxLog.Update> pages = collectDirty();
+            long durableSize = file.size();
+            file.sync();
             if (pages.isEmpty()) {
                 return;
             }
@@ -689,15 +725,38 @@ public final class VhdxDisk implements VirtualDisk {
                 startSession();
             }
             int max = VhdxLog.maxPagesPerEntry(header.logLength());
-            for (int i = 0; i < pages.size(); i += max) {
-                List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
-                if (i > 0) {
-                    file.sync(); // the previous batch's in-place writes must be durable before its entry is superseded
+            try {
+                for (int i = 0; i < pages.size(); i += max) {
+                    List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
+                    if (i > 0) {
+                        file.sync(); // the previous batch's in-place writes must be durable before its entry is superseded
+                    }
+                    commit(batch, durableSize);
                 }
-                commit(batch);
+            } catch (IOException | RuntimeException e) {
+                remarkDirty(pages); // nothing is lost: the next flush retries these sectors
+                throw e;
             }
         } finally {
             commitLock.unlock();
+        }
+    }
+
+    private void remarkDirty(List<VhdxLog.Update> pages) {
+        long batOff = p.bat.fileOffset();
+        for (VhdxLog.Update u : pages) {
+            long off = u.fileOffset();
+            if (off >= batOff && off < batOff + (long) batDirty.length() * 4096) {
+                batDirty.set((int) ((off - batOff) / 4096), 1);
+                continue;
+            }
+            for (int c = 0; c < bitmaps.length(); c++) {
+                SectorBitmap bm = bitmaps.get(c);
+                long base = fileOffset((long) LONGS.getAcquire(bat, (int) bitmapIndex(c, chunkRatio)));
+                if (bm != null && base != 0 && off >= base && off < base + SECTOR_BITMAP_BLOCK_LENGTH) {
+                    bm.dirty.set((int) ((off - base) / 4096), 1);
+                }
+            }
         }
     }
 
@@ -735,8 +794,13 @@ public final class VhdxDisk implements VirtualDisk {
         return pages;
     }
 
-    private void commit(List<VhdxLog.Update> batch) throws IOException {
-        long fileSize = file.size();
+    /**
+     * Writes one log entry for {@code batch}, syncs it, applies it in place (unsynced).
+     * {@code durableSize}: a file size already made durable that covers every block the batch references
+     * (FlushedFileOffset; replay refuses a file shorter than it).
+     */
+    private void commit(List<VhdxLog.Update> batch, long durableSize) throws IOException {
+        long fileSize = durableSize;
         int n = batch.size();
         long entryLength = (LogDescriptor.descriptorSectors(n) + n) * LogDescriptor.SECTOR;
         if (logPosition + entryLength > header.logLength()) {
@@ -826,6 +890,256 @@ public final class VhdxDisk implements VirtualDisk {
         }
         if (failure != null) {
             throw failure;
+        }
+    }
+
+    // ---------------------------------------------------------------- offline operations
+
+    /**
+     * Changes the virtual size of a fixed or dynamic image (offline: takes the exclusive lock). Growing
+     * extends the BAT in place when its region has room, else writes a larger BAT at the end of the file
+     * and switches both region tables to it; fixed images get their new blocks allocated. Shrinking is
+     * allowed only when no block past the new end is allocated (dynamic) and zeroes the cut-off tail of
+     * the last block, so a later grow cannot resurface old data. Every metadata change goes through the log.
+     *
+     * @throws IllegalArgumentException for a bad size, a differencing image, or a shrink that would drop data
+     */
+    public static void resize(Path path, long newSize) throws IOException {
+        try (VhdxDisk d = open(path, false)) {
+            d.resizeTo(newSize);
+        }
+    }
+
+    private void resizeTo(long newSize) throws IOException {
+        if (p.hasParent) {
+            throw new IllegalArgumentException("a differencing image has its parent's size; resize the chain's base");
+        }
+        if (newSize <= 0 || newSize > MetadataDescriptor.MAX_VIRTUAL_DISK_SIZE || newSize % logicalSectorSize != 0) {
+            throw new IllegalArgumentException("size must be a positive multiple of " + logicalSectorSize + " up to 64 TiB: " + newSize);
+        }
+        if (newSize == size) {
+            return;
+        }
+        long newBlocks = (newSize + blockSize - 1) / blockSize;
+        long oldBlocks = p.dataBlocks;
+        if (newSize < size) {
+            if (p.leaveBlocksAllocated) {
+                throw new IllegalArgumentException("shrinking a fixed image is not supported");
+            }
+            for (long b = newBlocks; b < oldBlocks; b++) {
+                int st = state((long) LONGS.getAcquire(bat, (int) payloadIndex(b, chunkRatio)));
+                if (st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT) {
+                    throw new IllegalArgumentException("cannot shrink to " + newSize + ": block " + b + " beyond it holds data");
+                }
+            }
+        }
+        checkWritable();
+        commitLock.lock();
+        try {
+            flush();
+            // Zero the part of the (new or old) last block that lies beyond the smaller size.
+            long cut = Math.min(size, newSize);
+            long lastBlock = cut / blockSize;
+            if (cut % blockSize != 0 && lastBlock < oldBlocks) {
+                long e = (long) LONGS.getAcquire(bat, (int) payloadIndex(lastBlock, chunkRatio));
+                if (state(e) == PAYLOAD_FULLY_PRESENT) {
+                    long from = cut % blockSize;
+                    for (long o = from; o < blockSize; o += ZEROS.byteSize()) {
+                        file.write(fileOffset(e) + o, ZEROS, 0, Math.min(ZEROS.byteSize(), blockSize - o));
+                    }
+                }
+            }
+            long oldTotal = bat.length;
+            long newTotal = BatDescriptor.totalEntries(newBlocks, chunkRatio, false);
+            long keep = Math.min(oldTotal, newTotal);
+            long[] entries = new long[(int) newTotal];
+            for (int i = 0; i < keep; i++) {
+                entries[i] = (long) LONGS.getAcquire(bat, i);
+            }
+            if (p.leaveBlocksAllocated) {
+                for (long b = oldBlocks; b < newBlocks; b++) {
+                    entries[(int) payloadIndex(b, chunkRatio)] = entry(PAYLOAD_FULLY_PRESENT, allocate(blockSize));
+                }
+            }
+            List<VhdxLog.Update> pages = new ArrayList<>();
+            long batRegionOffset = p.bat.fileOffset();
+            long batRegionLength = p.bat.length();
+            long needed = newTotal * 8;
+            // Entries past the new end (shrink) or past the old end (grow) must read as zero in the file.
+            long clearTo = Math.max(oldTotal, newTotal) * 8;
+            if (needed <= batRegionLength) {
+                long firstPage = 0;
+                long lastPage = (Math.min(clearTo, batRegionLength) + 4095) / 4096;
+                long changedFrom = Math.min(oldTotal, newTotal) * 8 / 4096;
+                firstPage = p.leaveBlocksAllocated ? changedFrom : Math.min(changedFrom, lastPage);
+                for (long pg = firstPage; pg < lastPage; pg++) {
+                    byte[] page = new byte[4096];
+                    for (int k = 0; k < 512; k++) {
+                        long i = pg * 512 + k;
+                        if (i < newTotal) {
+                            Le.put64(page, k * 8, entries[(int) i]);
+                        }
+                    }
+                    pages.add(new VhdxLog.Update(batRegionOffset + pg * 4096, page, 0));
+                }
+            } else {
+                // Relocate: write the new BAT into fresh space first (nothing references it yet) ...
+                batRegionLength = roundUp(needed, 1 << 20);
+                if (batRegionLength > 0xFFFF_FFFFL) {
+                    throw new IllegalArgumentException("BAT for " + newSize + " bytes exceeds the region size limit");
+                }
+                batRegionOffset = allocate(batRegionLength);
+                byte[] buf = new byte[1 << 20];
+                for (long done = 0; done < needed; done += buf.length) {
+                    int n = (int) Math.min(buf.length, needed - done);
+                    java.util.Arrays.fill(buf, (byte) 0);
+                    for (int k = 0; k < n; k += 8) {
+                        Le.put64(buf, k, entries[(int) ((done + k) / 8)]);
+                    }
+                    file.write(batRegionOffset + done, buf, 0, n);
+                }
+                file.sync();
+                // ... then switch both region tables to it through the log, together with the size.
+                int len = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
+                byte[] section = new byte[len];
+                file.read(0, section, 0, len);
+                for (int copy = 0; copy < 2; copy++) {
+                    int base = (int) RegionTableDescriptor.tableFileOffset(copy);
+                    long count = Le.u32(section, base + RegionTableDescriptor.ENTRY_COUNT_OFFSET);
+                    for (int i = 0; i < count && i < RegionTableDescriptor.MAX_ENTRIES; i++) {
+                        int e = base + RegionTableDescriptor.ENTRIES_OFFSET + i * RegionTableDescriptor.ENTRY_LENGTH;
+                        if (Le.guid(section, e).equals(RegionTableDescriptor.BAT_REGION)) {
+                            Le.put64(section, e + RegionTableDescriptor.ENTRY_FILE_OFFSET_OFFSET, batRegionOffset);
+                            Le.put32(section, e + RegionTableDescriptor.ENTRY_LENGTH_OFFSET, (int) batRegionLength);
+                        }
+                    }
+                    Le.put32(section, base + RegionTableDescriptor.CHECKSUM_OFFSET,
+                        io.phost.vhdx.Crc32c.compute(section, base, RegionTableDescriptor.TABLE_LENGTH, RegionTableDescriptor.CHECKSUM_OFFSET));
+                    for (int pg = 0; pg < RegionTableDescriptor.TABLE_LENGTH / 4096; pg++) {
+                        pages.add(new VhdxLog.Update(base + pg * 4096L,
+                            java.util.Arrays.copyOfRange(section, base + pg * 4096, base + pg * 4096 + 4096), 0));
+                    }
+                }
+            }
+            pages.add(metadataPage(MetadataDescriptor.VIRTUAL_DISK_SIZE, 0, newSize));
+            commitAll(pages);
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
+    /** The 4 KiB page holding {@code item}'s u64 at {@code itemOffset}, with the new value. */
+    private VhdxLog.Update metadataPage(java.util.UUID item, int itemOffset, long value) throws IOException {
+        long at = metadataItemFileOffset(item) + itemOffset;
+        long pageOff = at & ~4095L;
+        byte[] page = new byte[4096];
+        file.read(pageOff, page, 0, 4096);
+        Le.put64(page, (int) (at - pageOff), value);
+        return new VhdxLog.Update(pageOff, page, 0);
+    }
+
+    private long metadataItemFileOffset(java.util.UUID item) throws IOException {
+        byte[] table = new byte[MetadataDescriptor.TABLE_LENGTH];
+        file.read(p.metadata.fileOffset(), table, 0, table.length);
+        int count = Le.u16(table, MetadataDescriptor.ENTRY_COUNT_OFFSET);
+        for (int i = 0; i < count; i++) {
+            int e = MetadataDescriptor.ENTRIES_OFFSET + i * MetadataDescriptor.ENTRY_LENGTH;
+            if (Le.guid(table, e).equals(item)) {
+                return p.metadata.fileOffset() + Le.u32(table, e + MetadataDescriptor.ENTRY_OFFSET_OFFSET);
+            }
+        }
+        throw new VhdxFormatException(Reason.MISSING_STRUCTURE, p.metadata.fileOffset(), "metadata item " + item);
+    }
+
+    /** Commits pages through the log in as many entries as needed, in order. Under commitLock. */
+    private void commitAll(List<VhdxLog.Update> pages) throws IOException {
+        if (!sessionStarted) {
+            startSession();
+        }
+        long durableSize = file.size();
+        file.sync();
+        int max = VhdxLog.maxPagesPerEntry(header.logLength());
+        for (int i = 0; i < pages.size(); i += max) {
+            if (i > 0) {
+                file.sync();
+            }
+            commit(pages.subList(i, Math.min(pages.size(), i + max)), durableSize);
+        }
+        file.sync();
+    }
+
+    /**
+     * Points a differencing image at a new parent path (offline). The new parent's DataWriteGuid must
+     * match the child's parent_linkage (the same parent, moved or renamed) unless {@code ignoreIdMismatch},
+     * in which case the linkage is rewritten to the new parent (as Hyper-V's Set-VHD -IgnoreIdMismatch).
+     * Size and logical sector size must match either way. The locator is rewritten through the log.
+     */
+    public static void setParent(Path child, Path newParent, boolean ignoreIdMismatch) throws IOException {
+        try (VhdxDisk d = open(child, false, 0, true);
+             VhdxDisk parent = open(newParent, true)) {
+            d.reparent(parent, ignoreIdMismatch);
+        }
+    }
+
+    private void reparent(VhdxDisk parent, boolean ignoreIdMismatch) throws IOException {
+        long locAt = p.metadata.fileOffset();
+        if (!p.hasParent) {
+            throw new IllegalArgumentException(path + " is not a differencing image");
+        }
+        java.util.UUID linkage = Le.parseBraced(p.parentLocator.get("parent_linkage"));
+        String l2 = p.parentLocator.get("parent_linkage2");
+        java.util.UUID linkage2 = l2 == null ? null : Le.parseBraced(l2);
+        java.util.UUID actual = parent.dataWriteGuid();
+        if (!ignoreIdMismatch && !actual.equals(linkage) && !actual.equals(linkage2)) {
+            throw new VhdxFormatException(Reason.PARENT_LINKAGE_MISMATCH, locAt, "new parent " + parent.path()
+                + " has DataWriteGuid " + Le.braced(actual) + " but the child expects " + p.parentLocator.get("parent_linkage"));
+        }
+        if (parent.size() != size || parent.logicalSectorSize() != logicalSectorSize) {
+            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "new parent's size or sector size differs");
+        }
+        Map<String, String> kv = VhdxImageWriter.locator(path, parent.path(), actual);
+        byte[] loc = VhdxImageWriter.locatorBytes(kv);
+        checkWritable();
+        commitLock.lock();
+        try {
+            flush();
+            byte[] region = new byte[(int) Math.min(p.metadata.length(), 1 << 20)];
+            file.read(p.metadata.fileOffset(), region, 0, region.length);
+            int count = Le.u16(region, MetadataDescriptor.ENTRY_COUNT_OFFSET);
+            int entry = -1;
+            long end = MetadataDescriptor.TABLE_LENGTH;
+            for (int i = 0; i < count; i++) {
+                int e = MetadataDescriptor.ENTRIES_OFFSET + i * MetadataDescriptor.ENTRY_LENGTH;
+                long off = Le.u32(region, e + MetadataDescriptor.ENTRY_OFFSET_OFFSET);
+                long len = Le.u32(region, e + MetadataDescriptor.ENTRY_LENGTH_OFFSET);
+                end = Math.max(end, off + len);
+                if (Le.guid(region, e).equals(MetadataDescriptor.PARENT_LOCATOR)) {
+                    entry = e;
+                }
+            }
+            if (entry < 0) {
+                throw new VhdxFormatException(Reason.MISSING_STRUCTURE, locAt, "no parent locator item");
+            }
+            long oldOff = Le.u32(region, entry + MetadataDescriptor.ENTRY_OFFSET_OFFSET);
+            long oldLen = Le.u32(region, entry + MetadataDescriptor.ENTRY_LENGTH_OFFSET);
+            long newOff = loc.length <= oldLen ? oldOff : roundUp(end, 8);
+            if (newOff + loc.length > region.length) {
+                throw new VhdxFormatException(Reason.OUT_OF_BOUNDS, locAt, "no room in the metadata region for the new locator");
+            }
+            System.arraycopy(loc, 0, region, (int) newOff, loc.length);
+            Le.put32(region, entry + MetadataDescriptor.ENTRY_OFFSET_OFFSET, (int) newOff);
+            Le.put32(region, entry + MetadataDescriptor.ENTRY_LENGTH_OFFSET, loc.length);
+            List<VhdxLog.Update> pages = new ArrayList<>();
+            long tablePage = entry / 4096;
+            pages.add(new VhdxLog.Update(p.metadata.fileOffset() + tablePage * 4096,
+                java.util.Arrays.copyOfRange(region, (int) tablePage * 4096, (int) tablePage * 4096 + 4096), 0));
+            for (long pg = newOff / 4096; pg * 4096 < newOff + loc.length; pg++) {
+                pages.add(new VhdxLog.Update(p.metadata.fileOffset() + pg * 4096,
+                    java.util.Arrays.copyOfRange(region, (int) pg * 4096, (int) pg * 4096 + 4096), 0));
+            }
+            commitAll(pages);
+        } finally {
+            commitLock.unlock();
         }
     }
 
@@ -949,6 +1263,10 @@ public final class VhdxDisk implements VirtualDisk {
 
     int replayedEntries() {
         return p.logPlan == null ? 0 : p.logPlan.entries();
+    }
+
+    List<VhdxParser.Region> regions() {
+        return p.regions;
     }
 
     long batOffset() {

@@ -94,9 +94,10 @@ final class VhdxLog {
                 throw new VhdxFormatException(Reason.LOG_NOT_REPLAYABLE, entryFileOffset,
                     "FlushedFileOffset " + e.flushed + " beyond file size " + fileSize + " (file truncated)");
             }
-            if (e.last > MAX_FILE_OFFSET || e.last < 0) {
+            if (e.last < 0 || e.last > MAX_FILE_OFFSET || e.last - fileSize > MAX_EXTENSION) {
                 throw new VhdxFormatException(Reason.LOG_NOT_REPLAYABLE, entryFileOffset,
-                    "LastFileOffset " + Long.toUnsignedString(e.last) + " above " + MAX_FILE_OFFSET);
+                    "LastFileOffset " + Long.toUnsignedString(e.last) + " is more than " + MAX_EXTENSION
+                        + " bytes beyond the file size " + fileSize);
             }
             maxLast = Math.max(maxLast, e.last);
             collect(log, e, updates, logFileOffset, Math.max(fileSize, e.last));
@@ -106,6 +107,13 @@ final class VhdxLog {
 
     /** No file we accept is larger than 64 TiB of payload plus its metadata; anything beyond is hostile. */
     static final long MAX_FILE_OFFSET = (64L << 40) + (1L << 40);
+
+    /**
+     * How far replay may extend the file (LastFileOffset beyond the current size). Writers record the
+     * size after syncing their data, so a valid log needs little or nothing; a hostile one must not make
+     * us create a multi-terabyte file.
+     */
+    static final long MAX_EXTENSION = 1L << 30;
 
     private static int u32At(byte[] log, long pos) {
         return Le.i32(log, (int) (pos % log.length));
@@ -217,7 +225,7 @@ final class VhdxLog {
                 throw new VhdxFormatException(Reason.LOG_NOT_REPLAYABLE, descFileOffset,
                     "descriptor targets [" + target + ", +" + len + ") beyond file end " + limit);
             }
-            if (target < VhdxHeaderDescriptor.HEADER_SECTION_LENGTH || (target < logEnd && end > logFileOffset)) {
+            if (target < RegionTableDescriptor.TABLE_1_FILE_OFFSET || (target < logEnd && end > logFileOffset)) {
                 throw new VhdxFormatException(Reason.LOG_NOT_REPLAYABLE, descFileOffset,
                     "descriptor targets the header section or the log itself at " + target);
             }

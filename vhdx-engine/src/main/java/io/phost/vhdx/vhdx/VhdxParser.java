@@ -353,7 +353,7 @@ final class VhdxParser {
         }
         // Bounded: need <= BAT region length <= file size (checked with the region table).
         long[] bat = new long[(int) p.totalBatEntries];
-        byte[] buf = new byte[1 << 20];
+        byte[] buf = new byte[(int) Math.min(1 << 20, need)];
         long done = 0;
         long effectiveSize = Math.max(p.fileSize, p.logPlan == null ? 0 : p.logPlan.lastFileOffset());
         while (done < need) {

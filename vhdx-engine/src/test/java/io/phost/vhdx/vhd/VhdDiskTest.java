@@ -250,4 +250,50 @@ class VhdDiskTest {
             }
         }
     }
+
+    @Test
+    void shouldKeepEverySectorOfConcurrentDifferencingWritesInTheSameBlocks() throws Exception {
+        Path base = dir.resolve("cb.vhd");
+        Path child = dir.resolve("cc.vhd");
+        long size = 4L << 20;
+        byte[] ones = new byte[(int) size];
+        java.util.Arrays.fill(ones, (byte) 1);
+        try (VhdDisk b = VhdDisk.create(base, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, size))) {
+            b.write(0, MemorySegment.ofArray(ones));
+        }
+        int threads = 4;
+        try (VhdDisk c = VhdDisk.create(child, CreateOptions.differencing(DiskFormat.VHD, base))) {
+            ExecutorService pool = Executors.newFixedThreadPool(threads);
+            try {
+                List<Future<?>> fs = new ArrayList<>();
+                for (int t = 0; t < threads; t++) {
+                    int thread = t;
+                    fs.add(pool.submit(() -> {
+                        byte[] s = new byte[512];
+                        java.util.Arrays.fill(s, (byte) (10 + thread));
+                        // Thread t owns sectors t, t+8, t+16 ...: neighbours in the same bitmap bytes and words.
+                        for (long sector = thread; sector < size / 512; sector += 8) {
+                            c.write(sector * 512, MemorySegment.ofArray(s));
+                        }
+                        return null;
+                    }));
+                }
+                for (Future<?> f : fs) {
+                    f.get();
+                }
+            } finally {
+                pool.shutdown();
+            }
+        }
+        try (VhdDisk c = VhdDisk.open(child, true)) {
+            byte[] all = new byte[(int) size];
+            c.read(0, MemorySegment.ofArray(all));
+            for (int sector = 0; sector < size / 512; sector++) {
+                int owner = sector % 8;
+                byte expected = owner < threads ? (byte) (10 + owner) : 1;
+                assertEquals(expected, all[sector * 512], "sector " + sector);
+                assertEquals(expected, all[sector * 512 + 511], "sector " + sector);
+            }
+        }
+    }
 }

@@ -77,8 +77,11 @@ class VhdFuzzTest {
         Random rnd = new Random(0x5eed);
         int opened = 0;
         int refused = 0;
+        int rounds = 0;
+        long t0 = System.nanoTime();
         long deadline = System.nanoTime() + Duration.ofSeconds(Boolean.getBoolean("phost.soak") ? 600 : 30).toNanos();
         for (int round = 0; round < ROUNDS && System.nanoTime() < deadline; round++) {
+            rounds++;
             byte[] img = bases[round % bases.length].clone();
             mutate(img, rnd);
             Files.write(target, img);
@@ -95,7 +98,9 @@ class VhdFuzzTest {
                 throw new AssertionError("round " + round + " threw " + t, t);
             }
         }
-        System.out.println("VhdFuzzTest: opened=" + opened + " refused=" + refused);
+        System.out.println("VhdFuzzTest: rounds=" + rounds + " opened=" + opened + " refused=" + refused + " in "
+            + (System.nanoTime() - t0) / 1_000_000 + " ms");
+        assertTrue(rounds >= 1000, "too few rounds in the time budget: " + rounds);
         assertTrue(opened > 100 && refused > 100, "opened=" + opened + " refused=" + refused);
     }
 

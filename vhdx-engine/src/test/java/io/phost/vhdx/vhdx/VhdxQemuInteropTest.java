@@ -31,6 +31,10 @@ import org.junit.jupiter.params.provider.CsvSource;
  *                     qemu's log entry is durable but before it is applied (qemu-img check then refuses
  *                     the image read-only). We read it read-only (in-memory replay), replay it read-write,
  *                     and compare with qemu-img check -r all + qemu-img convert -O raw of a copy.
+ *  killed qemu-io:    qemu-img create -f vhdx -o subformat=dynamic,block_size=1M img 1G;
+ *                     qemu-io -f vhdx -c 'write -P N <N MiB> 4k' (x1000) img, SIGKILLed after 50-400 ms,
+ *                     repeated until qemu-img check says the log needs replaying; then the same
+ *                     comparison with qemu's own replay of a copy.
  * </pre>
  */
 class VhdxQemuInteropTest {
@@ -75,6 +79,70 @@ class VhdxQemuInteropTest {
         }
         Qemu.ok("qemu-img", "check", "-f", "vhdx", img.toString());
         Qemu.ok("qemu-io", "-f", "vhdx", "-c", "read -P 0x55 3M 8k", "-c", "read -P 0x33 " + ((7 << 20) + 65536) + " 64k", img.toString());
+    }
+
+    @Test
+    void shouldReplayTheLogOfAKilledQemuIoLikeQemuDoes() throws Exception {
+        Path img = dir.resolve("killed.vhdx");
+        java.util.List<String> cmd = new java.util.ArrayList<>(java.util.List.of("qemu-io", "-f", "vhdx"));
+        for (int b = 0; b < 1000; b++) {
+            cmd.add("-c");
+            cmd.add("write -P " + (b % 250 + 1) + " " + ((long) b << 20) + " 4k");
+        }
+        cmd.add(img.toString());
+        Random r = new Random(3);
+        int dirty = 0;
+        int attempt = 0;
+        for (; attempt < 40 && dirty < 2; attempt++) {
+            Files.deleteIfExists(img);
+            Qemu.ok("qemu-img", "create", "-q", "-f", "vhdx", "-o", "subformat=dynamic,block_size=1M", img.toString(), "1G");
+            Process p = new ProcessBuilder(cmd).redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectErrorStream(true).start();
+            Thread.sleep(50 + r.nextInt(350));
+            p.destroyForcibly();
+            p.waitFor();
+            Qemu.Result check = Qemu.run("qemu-img", "check", "-f", "vhdx", img.toString());
+            if (check.exit() == 0 || !check.output().contains("replay")) {
+                continue;
+            }
+            dirty++;
+            Path copy = dir.resolve("killed-qemu.vhdx");
+            Files.copy(img, copy, StandardCopyOption.REPLACE_EXISTING);
+            Qemu.ok("qemu-img", "check", "-r", "all", "-f", "vhdx", copy.toString());
+            Path raw = dir.resolve("killed-qemu.raw");
+            Files.deleteIfExists(raw);
+            Qemu.ok("qemu-img", "convert", "-f", "vhdx", "-O", "raw", copy.toString(), raw.toString());
+            // Sample every written 4 KiB and its unwritten neighbour (reading 1 GiB twice per attempt is slow).
+            byte[] theirs = new byte[8192];
+            byte[] ours = new byte[8192];
+            try (RandomAccessFile q = new RandomAccessFile(raw.toFile(), "r"); VhdxDisk d = VhdxDisk.open(img, true)) {
+                assertEquals(VhdxDisk.LogState.REPLAYED_IN_MEMORY, d.logState());
+                for (long b = 0; b < 1000; b++) {
+                    q.seek(b << 20);
+                    q.readFully(theirs);
+                    d.read(b << 20, MemorySegment.ofArray(ours));
+                    final long blk = b;
+                    assertArrayEquals(theirs, ours, () -> "in-memory replay differs from qemu's at block " + blk);
+                }
+            }
+            try (VhdxDisk d = VhdxDisk.open(img, false)) {
+                assertEquals(VhdxDisk.LogState.REPLAYED, d.logState());
+            }
+            Qemu.ok("qemu-img", "check", "-f", "vhdx", img.toString());
+            Qemu.ok("qemu-img", "compare", "-f", "vhdx", "-F", "raw", img.toString(), raw.toString());
+            // Both replays leave the same BAT (qemu's BAT region: 2 MiB, 1 MiB long).
+            try (RandomAccessFile a = new RandomAccessFile(img.toFile(), "r");
+                 RandomAccessFile b = new RandomAccessFile(copy.toFile(), "r")) {
+                byte[] x = new byte[1 << 20];
+                byte[] y = new byte[1 << 20];
+                a.seek(2 << 20);
+                a.readFully(x);
+                b.seek(2 << 20);
+                b.readFully(y);
+                assertArrayEquals(y, x, "our replay and qemu's wrote different BATs");
+            }
+        }
+        assertTrue(dirty > 0, "no kill left a dirty qemu log in 40 attempts");
+        System.out.println("killed qemu-io: " + dirty + " dirty logs in " + attempt + " kills, replayed like qemu");
     }
 
     /**

@@ -3,6 +3,7 @@ package io.phost.storage.backend;
 import io.phost.core.sys.DirectFile;
 import io.phost.core.sys.Errno;
 import io.phost.core.sys.NativeException;
+import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.VirtualDisk;
 
 import java.io.IOException;
@@ -22,7 +23,7 @@ import java.nio.file.Path;
  * <p>The synchronous methods loop on short transfers; unaligned buffers on an O_DIRECT fd go through a
  * bounce buffer (a slow path that allocates; the engines never take it because guest pages are aligned).
  */
-public final class FileDisk implements VirtualDisk, FdBacked {
+public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
     private final Path path;
     private final int fd;
     private final long size;
@@ -114,6 +115,16 @@ public final class FileDisk implements VirtualDisk, FdBacked {
 
     public boolean blockDevice() {
         return blockDevice;
+    }
+
+    private volatile int sgIo = -1;
+
+    /** True when this is a block device that accepts SCSI commands through SG_IO (probed once). */
+    public boolean sgIoSupported() {
+        if (sgIo < 0) {
+            sgIo = blockDevice && SgIo.supported(fd) ? 1 : 0;
+        }
+        return sgIo == 1;
     }
 
     @Override
@@ -253,17 +264,38 @@ public final class FileDisk implements VirtualDisk, FdBacked {
         }
     }
 
-    /**
-     * True when {@code [offset, offset+length)} has no data in a sparse file (SEEK_DATA finds none there);
-     * answers false for devices and when the file system cannot tell.
-     */
-    public long nextData(long offset) {
-        return blockDevice ? offset : DirectFile.lseek(fd, offset, DirectFile.SEEK_DATA);
+    @Override
+    public long nextAllocated(long offset) {
+        if (blockDevice) {
+            return offset;
+        }
+        long r = DirectFile.lseek(fd, offset, DirectFile.SEEK_DATA);
+        return r < 0 ? size : Math.min(r, size); // ENXIO: no data after offset
     }
 
-    /** The next hole at or after {@code offset} (the size when none); {@code size()} for devices. */
-    public long nextHole(long offset) {
-        return blockDevice ? size : DirectFile.lseek(fd, offset, DirectFile.SEEK_HOLE);
+    @Override
+    public long nextUnallocated(long offset) {
+        if (blockDevice) {
+            return size;
+        }
+        long r = DirectFile.lseek(fd, offset, DirectFile.SEEK_HOLE);
+        return r < 0 ? size : Math.min(r, size);
+    }
+
+    @Override
+    public long allocatedBytes() {
+        long total = 0;
+        long at = 0;
+        while (at < size) {
+            long start = nextAllocated(at);
+            if (start >= size) {
+                break;
+            }
+            long end = nextUnallocated(start);
+            total += end - start;
+            at = end;
+        }
+        return total;
     }
 
     private void ensureWritable() throws IOException {

@@ -155,7 +155,7 @@ public final class IoUringEngine implements IoEngine, IoUring.CqeHandler {
             return 0;
         }
         if (ring.cqReady() == 0) {
-            int n = ring.enter(unsubmitted, 1, true);
+            int n = ring.enter(unsubmitted, 1, timeoutNanos);
             if (n > 0) {
                 unsubmitted -= n;
             }

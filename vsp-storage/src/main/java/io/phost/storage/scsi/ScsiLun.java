@@ -2,6 +2,8 @@ package io.phost.storage.scsi;
 
 import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
+import io.phost.storage.backend.FileDisk;
+import io.phost.storage.backend.SgIo;
 import io.phost.storage.engine.IoEngines;
 import io.phost.vhdx.VirtualDisk;
 
@@ -56,6 +58,9 @@ public final class ScsiLun {
     private final int physicalExponent;
     private final DiskStats stats = new DiskStats();
     final AtomicInteger inFlight = new AtomicInteger();
+    /** Pass-through device fd when it speaks SG_IO, else -1 (then everything is translated). */
+    private final int sgFd;
+    private final SgIo sg;
     volatile boolean removed;
 
     /**
@@ -82,6 +87,8 @@ public final class ScsiLun {
         String s = Long.toHexString(name.hashCode() & 0xFFFFFFFFL) + Long.toHexString(disk.size());
         this.serial = ("PH" + s).getBytes(StandardCharsets.US_ASCII);
         // NAA 6 (IEEE registered extended): 4-bit NAA, 24-bit OUI (locally administered), 36-bit vendor id.
+        this.sgFd = disk instanceof FileDisk f && f.blockDevice() && f.sgIoSupported() ? f.fd() : -1;
+        this.sg = sgFd >= 0 ? new SgIo() : null;
         this.naa = (0x6L << 60) | (0x02_50_F2L << 36) | ((name.hashCode() & 0xFFFFFFFFL) << 4) | (disk.size() & 0xF);
     }
 
@@ -141,6 +148,10 @@ public final class ScsiLun {
         if (r.cdbLength() < need) {
             r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB, r.cdbLength(), 1);
             return DONE;
+        }
+        if (sgFd >= 0 && passThrough(opcode)) {
+            stats.recordOther();
+            return executeSgIo(r);
         }
         r.target = this;
         r.fua = false;
@@ -225,6 +236,39 @@ public final class ScsiLun {
                 return DONE;
             }
         }
+    }
+
+    /** Pass-through disks that speak SG_IO answer these themselves (identity, mode and log pages). */
+    private static boolean passThrough(int opcode) {
+        return opcode == Scsi.INQUIRY || opcode == Scsi.MODE_SENSE_6 || opcode == Scsi.MODE_SENSE_10 || opcode == 0x4D;
+    }
+
+    /**
+     * Runs a data-in management command on the device through SG_IO, straight into the request's iovecs
+     * (an sg_iovec array has the iovec layout). Synchronous: these are rare, small commands.
+     */
+    private int executeSgIo(ScsiRequest r) {
+        int status = sg.execute(sgFd, r.cdb(), 0, r.cdbLength(), SgIo.DXFER_FROM_DEV, r.data().arrayAddress(),
+            r.data().totalLength(), r.data().count(), 10_000);
+        if (status < 0 || sg.hostStatus() != 0) {
+            r.checkCondition(Scsi.KEY_HARDWARE_ERROR, 0x4400); // INTERNAL TARGET FAILURE
+            return DONE;
+        }
+        if (status == Scsi.STATUS_GOOD) {
+            r.good(Math.max(0, r.data().totalLength() - sg.resid()));
+        } else {
+            r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_NONE);
+            int n = Math.min(sg.senseLength(), Scsi.FIXED_SENSE_LENGTH);
+            if (n > 0) {
+                MemorySegment.copy(sg.sense(), 0, r.sense(), 0, n);
+            }
+        }
+        return DONE;
+    }
+
+    /** True when SCSI management commands go to the device itself (SG_IO pass-through). */
+    public boolean sgIoPassThrough() {
+        return sgFd >= 0;
     }
 
     private static int noData(ScsiRequest r) {

@@ -46,8 +46,17 @@ class IoEngineTest {
     @Test
     void shouldWriteAndReadBackThroughThreadPoolOnAnyVirtualDisk() throws Exception {
         try (MemoryDisk disk = MemoryDisk.ram(8 << 20, 512, false);
-             IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 16)) {
+             IoEngine engine = IoEngines.open(disk, IoEngines.Kind.THREADS, 16)) {
             assertEquals("threads", engine.name());
+            roundTrip(disk, engine);
+        }
+    }
+
+    @Test
+    void shouldRunRamDiskIoInlineOnTheSubmittingThread() throws Exception {
+        try (MemoryDisk disk = MemoryDisk.ram(8 << 20, 512, false);
+             IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 16)) {
+            assertEquals("inline", engine.name());
             roundTrip(disk, engine);
         }
     }

@@ -1,0 +1,71 @@
+package io.phost.appliance.guest;
+
+import io.phost.core.ic.GuestSession;
+import io.phost.storage.vmbus.GuestIo;
+import java.time.Duration;
+import java.util.concurrent.Callable;
+import java.util.concurrent.CompletableFuture;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * {@code phost guest io ...}: a fio-like storage workload inside a child partition, over the VMBus SCSI
+ * path (storvsc-style client). Prints IOPS, MiB/s and latency percentiles (text or JSON) and publishes the
+ * JSON result as the KVP value {@code storage-io}; exits 1 on I/O or verify errors.
+ */
+@Command(name = "io", mixinStandardHelpOptions = true, description = "Storage workload over the VMBus SCSI disk (fio-like).")
+public final class GuestIoCommand implements Callable<Integer> {
+    @Option(names = "--rw", defaultValue = "randread", description = "read|write|randread|randwrite|randrw")
+    String rw;
+    @Option(names = "--bs", defaultValue = "4k", description = "block size (e.g. 4k, 1m)")
+    String bs;
+    @Option(names = "--iodepth", defaultValue = "1")
+    int iodepth;
+    @Option(names = {"--jobs", "--numjobs"}, defaultValue = "1", description = "threads, one VMBus queue each")
+    int jobs;
+    @Option(names = "--runtime", defaultValue = "5", description = "seconds (ignored with --size)")
+    double runtime;
+    @Option(names = "--size", defaultValue = "0", description = "bytes per job instead of a runtime (e.g. 64m)")
+    String size;
+    @Option(names = "--lun", defaultValue = "0")
+    int lun;
+    @Option(names = "--offset", defaultValue = "0", description = "start of the region")
+    String offset;
+    @Option(names = "--span", defaultValue = "0", description = "length of the region (0: to the end of the disk)")
+    String span;
+    @Option(names = "--rwmixread", defaultValue = "50")
+    int rwmixread;
+    @Option(names = "--seed", defaultValue = "1", description = "pattern seed for --verify")
+    long seed;
+    @Option(names = "--verify", description = "write a pattern and read every written block back")
+    boolean verify;
+    @Option(names = "--json", description = "print JSON")
+    boolean json;
+
+    @Override
+    public Integer call() throws Exception {
+        GuestIo.Options o = new GuestIo.Options(rw, (int) GuestIo.parseSize(bs), iodepth, jobs, runtime,
+            GuestIo.parseSize(size), lun, verify, seed, rwmixread, GuestIo.parseSize(offset), GuestIo.parseSize(span));
+        try (GuestSession s = GuestSession.fromEnvironment()) {
+            // The workload runs beside the session so a shutdown request from the host ends it at once.
+            CompletableFuture<GuestIo.Result> run = new CompletableFuture<>();
+            Thread.ofPlatform().daemon().name("guest-io").start(() -> {
+                try {
+                    run.complete(GuestIo.run(s.bus(), o));
+                } catch (Throwable t) {
+                    run.completeExceptionally(t);
+                }
+            });
+            while (!run.isDone()) {
+                if (s.awaitShutdown(Duration.ofMillis(100))) {
+                    System.err.println("guest io: stopping: " + s.shutdownReason());
+                    return 0;
+                }
+            }
+            GuestIo.Result r = run.join();
+            s.integration().publish("storage-io", r.json());
+            System.out.println(json ? r.json() : r.text());
+            return r.errors() == 0 && r.verifyErrors() == 0 ? 0 : 1;
+        }
+    }
+}

@@ -1,0 +1,150 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.DiskAttachment;
+import io.phost.appliance.config.DiskConfig;
+import io.phost.appliance.config.PartitionConfig;
+import io.phost.core.vmbus.VirtualServiceProvider;
+import io.phost.qos.QosFlow;
+import io.phost.storage.DiskStats;
+import io.phost.storage.StorageVsp;
+import io.phost.storage.engine.IoEngines;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The storage VSPs: for each partition, one virtual SCSI controller ({@link StorageVsp}) per configured
+ * controller number, with each attached disk at its LUN behind its own QoS flow. A sampler turns the
+ * disks' counters into per-second rates for /status, /metrics and the live view.
+ */
+public final class StorageComponent implements Component, PartitionsComponent.VspSource {
+    private final ApplianceConfig cfg;
+    private final DisksComponent disks;
+    private final QosComponent qos;
+    /** partition -> controller -> VSP. */
+    private final Map<String, Map<Integer, StorageVsp>> vsps = new ConcurrentHashMap<>();
+    private final Map<String, Rates> rates = new ConcurrentHashMap<>();
+    private final ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor(r ->
+        Thread.ofPlatform().daemon().name("storage-stats").unstarted(r));
+
+    /** Operations and bytes per second over the last sampling second. */
+    private record Rates(double readIops, double writeIops, double readBytes, double writeBytes, long reads, long writes,
+                         long bytesRead, long bytesWritten, long atNanos) {
+    }
+
+    public StorageComponent(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) {
+        this.cfg = cfg;
+        this.disks = disks;
+        this.qos = qos;
+        sampler.scheduleAtFixedRate(this::sample, 1, 1, TimeUnit.SECONDS);
+    }
+
+    @Override
+    public List<VirtualServiceProvider> vspsFor(PartitionConfig p) throws IOException {
+        Map<Integer, StorageVsp> controllers = new TreeMap<>();
+        for (DiskAttachment a : p.disks()) {
+            DiskConfig d = cfg.disk(a.disk()).orElseThrow();
+            StorageVsp vsp = controllers.computeIfAbsent(a.controller(),
+                c -> new StorageVsp(p.name(), Math.max(0, Math.min(p.vcpus(), 8) - 1)));
+            QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(disks.get(d.name()).path()));
+            vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), engine(d.ioEngine()));
+        }
+        vsps.put(p.name(), controllers);
+        return List.copyOf(controllers.values());
+    }
+
+    /** Flows on one file system share its capacity estimate: the device id is the file store's name. */
+    private static String deviceOf(Path path) {
+        try {
+            return Files.getFileStore(path).name();
+        } catch (IOException e) {
+            return path.toString();
+        }
+    }
+
+    private static IoEngines.Kind engine(String configured) {
+        return switch (configured == null ? "auto" : configured) {
+            case "io_uring" -> IoEngines.Kind.IO_URING;
+            case "threads" -> IoEngines.Kind.THREADS;
+            default -> IoEngines.Kind.AUTO;
+        };
+    }
+
+    private void sample() {
+        long now = System.nanoTime();
+        vsps.forEach((partition, controllers) -> controllers.forEach((controller, vsp) -> {
+            for (StorageVsp.DiskInfo d : vsp.disks()) {
+                String key = partition + "/" + controller + "/" + d.lun();
+                DiskStats s = d.stats();
+                Rates prev = rates.get(key);
+                double dt = prev == null ? 1 : Math.max(1e-3, (now - prev.atNanos()) / 1e9);
+                rates.put(key, new Rates(
+                    prev == null ? 0 : (s.reads() - prev.reads()) / dt, prev == null ? 0 : (s.writes() - prev.writes()) / dt,
+                    prev == null ? 0 : (s.bytesRead() - prev.bytesRead()) / dt, prev == null ? 0 : (s.bytesWritten() - prev.bytesWritten()) / dt,
+                    s.reads(), s.writes(), s.bytesRead(), s.bytesWritten(), now));
+            }
+        }));
+    }
+
+    @Override
+    public String name() {
+        return "storage";
+    }
+
+    @Override
+    public Object status() {
+        List<Object> rows = new ArrayList<>();
+        vsps.forEach((partition, controllers) -> controllers.forEach((controller, vsp) -> {
+            for (StorageVsp.DiskInfo d : vsp.disks()) {
+                Rates r = rates.get(partition + "/" + controller + "/" + d.lun());
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("partition", partition);
+                m.put("disk", d.name());
+                m.put("controller", controller);
+                m.put("lun", d.lun());
+                m.put("format", d.format());
+                m.put("read_iops", r == null ? 0.0 : Math.round(r.readIops()));
+                m.put("write_iops", r == null ? 0.0 : Math.round(r.writeIops()));
+                m.put("read_mib_s", r == null ? 0.0 : Math.round(r.readBytes() / 1048576.0 * 10) / 10.0);
+                m.put("write_mib_s", r == null ? 0.0 : Math.round(r.writeBytes() / 1048576.0 * 10) / 10.0);
+                m.put("p99_us", d.stats().latencyPercentileMicros(0.99));
+                m.put("errors", d.stats().errors());
+                m.put("channels", vsp.openChannels());
+                rows.add(m);
+            }
+        }));
+        return rows;
+    }
+
+    @Override
+    public void metrics(Metrics m) {
+        vsps.forEach((partition, controllers) -> controllers.forEach((controller, vsp) -> {
+            for (StorageVsp.DiskInfo d : vsp.disks()) {
+                String[] l = {"partition", partition, "disk", d.name(), "lun", Integer.toString(d.lun())};
+                DiskStats s = d.stats();
+                m.counter("phost_storage_reads_total", "SCSI reads completed", s.reads(), l);
+                m.counter("phost_storage_writes_total", "SCSI writes completed", s.writes(), l);
+                m.counter("phost_storage_read_bytes_total", "Bytes read by guests", s.bytesRead(), l);
+                m.counter("phost_storage_written_bytes_total", "Bytes written by guests", s.bytesWritten(), l);
+                m.counter("phost_storage_flushes_total", "SYNCHRONIZE CACHE commands completed", s.flushes(), l);
+                m.counter("phost_storage_errors_total", "Commands answered with an error", s.errors(), l);
+                m.gauge("phost_storage_latency_p99_microseconds", "p99 command latency", s.latencyPercentileMicros(0.99), l);
+            }
+        }));
+    }
+
+    @Override
+    public void close() {
+        sampler.shutdownNow();
+    }
+}

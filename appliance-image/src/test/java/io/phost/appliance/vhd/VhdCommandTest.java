@@ -1,0 +1,142 @@
+package io.phost.appliance.vhd;
+
+import io.phost.appliance.Main;
+import io.phost.appliance.UserException;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+/** {@code phost vhd …} end to end through Main, on real files (qemu-img verifies in vhdx-engine's tests). */
+class VhdCommandTest {
+    @TempDir
+    Path dir;
+
+    private final ByteArrayOutputStream out = new ByteArrayOutputStream();
+    private final ByteArrayOutputStream err = new ByteArrayOutputStream();
+    private PrintStream oldOut;
+    private PrintStream oldErr;
+
+    @BeforeEach
+    void capture() {
+        oldOut = System.out;
+        oldErr = System.err;
+        System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
+        System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
+    }
+
+    @AfterEach
+    void restore() {
+        System.setOut(oldOut);
+        System.setErr(oldErr);
+    }
+
+    private int phost(String... args) {
+        out.reset();
+        err.reset();
+        return Main.execute(args);
+    }
+
+    private String out() {
+        return out.toString(StandardCharsets.UTF_8);
+    }
+
+    @Test
+    void shouldDocumentEveryOperationInHelp() {
+        assertEquals(0, phost("vhd", "--help"));
+        for (String op : new String[] {"create", "info", "check", "convert", "resize", "compact", "merge", "set-parent"}) {
+            assertTrue(out().contains(op), "vhd --help lists " + op);
+        }
+        for (String op : new String[] {"create", "info", "check", "convert", "resize", "compact", "merge", "set-parent"}) {
+            assertEquals(0, phost("vhd", op, "--help"), op);
+            assertTrue(out().contains("Usage: phost vhd " + op), out());
+        }
+    }
+
+    @Test
+    void shouldCreateInspectConvertResizeAndCompactImages() throws Exception {
+        String vhdx = dir.resolve("a.vhdx").toString();
+        assertEquals(0, phost("vhd", "create", vhdx, "--size", "64M", "--block-size", "1M", "--logical-sector", "4096"));
+        assertEquals(0, phost("vhd", "info", vhdx, "--json"));
+        String json = out();
+        assertTrue(json.contains("\"format\":\"vhdx\""), json);
+        assertTrue(json.contains("\"virtualSize\":67108864"), json);
+        assertTrue(json.contains("\"blockSize\":1048576"), json);
+        assertTrue(json.contains("\"logicalSectorSize\":4096"), json);
+        assertEquals(0, phost("vhd", "check", vhdx));
+
+        String vhd = dir.resolve("b.vhd").toString();
+        assertEquals(0, phost("vhd", "convert", vhdx, vhd));
+        assertEquals(0, phost("vhd", "info", vhd));
+        assertTrue(out().contains("format:             vhd"), out());
+        assertEquals(0, phost("vhd", "resize", vhd, "--size", "1G"));
+        assertEquals(0, phost("vhd", "info", vhd, "--json"));
+        assertTrue(out().contains("\"virtualSize\":1073741824"), out());
+        assertEquals(1, phost("vhd", "resize", vhd, "--size", "1M")); // VHD never shrinks: a user error
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("cannot shrink"));
+        assertEquals(0, phost("vhd", "compact", vhd));
+        String raw = dir.resolve("c.raw").toString();
+        assertEquals(0, phost("vhd", "convert", vhd, raw, "--format", "raw", "--type", "fixed"));
+        assertEquals(1L << 30, Files.size(Path.of(raw)));
+        assertEquals(0, phost("vhd", "check", raw));
+    }
+
+    @Test
+    void shouldMergeAndReparentDifferencingImages() throws Exception {
+        Path base = dir.resolve("base.vhd");
+        Path child = dir.resolve("child.vhd");
+        assertEquals(0, phost("vhd", "create", base.toString(), "--size", "16M"));
+        assertEquals(0, phost("vhd", "create", child.toString(), "--parent", base.toString()));
+        assertEquals(0, phost("vhd", "info", child.toString()));
+        assertTrue(out().contains("type:               differencing"), out());
+        assertTrue(out().contains("parent chain:"), out());
+        Path moved = dir.resolve("moved");
+        Files.createDirectories(moved);
+        Path newBase = moved.resolve("base-renamed.vhd");
+        Files.move(base, newBase);
+        assertEquals(2, phost("vhd", "info", child.toString()));
+        assertTrue(err.toString(StandardCharsets.UTF_8).startsWith("phost: PARENT_NOT_FOUND"), err.toString(StandardCharsets.UTF_8));
+        assertEquals(0, phost("vhd", "set-parent", child.toString(), newBase.toString()));
+        assertEquals(0, phost("vhd", "merge", child.toString(), "--into", dir.resolve("flat.vhdx").toString()));
+        assertEquals(0, phost("vhd", "merge", child.toString()));
+        assertFalse(Files.exists(child));
+    }
+
+    @Test
+    void shouldReportUserErrorsOnOneLineWithExitCodes() throws Exception {
+        assertEquals(1, phost("vhd", "info", dir.resolve("missing.vhdx").toString()));
+        String e = err.toString(StandardCharsets.UTF_8);
+        assertEquals(1, e.lines().count(), e);
+        assertTrue(e.startsWith("phost: no such file"), e);
+        assertEquals(2, phost("vhd", "create", dir.resolve("x.vhd").toString(), "--size", "12Q"));
+        assertEquals(2, phost("vhd", "create", dir.resolve("x.vhd").toString()));
+        Path bad = dir.resolve("bad.vhd");
+        assertEquals(0, phost("vhd", "create", bad.toString(), "--size", "4M"));
+        byte[] b = Files.readAllBytes(bad);
+        b[512 + 30] ^= 0x55; // dynamic header, checksum now wrong
+        Files.write(bad, b);
+        assertEquals(2, phost("vhd", "check", bad.toString()));
+        assertEquals(1, phost("vhd", "create", bad.toString(), "--size", "4M"));
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("already exists"));
+    }
+
+    @Test
+    void shouldParseSizesWithBinarySuffixes() {
+        assertEquals(512, Sizes.parse("512"));
+        assertEquals(4096, Sizes.parse("4K"));
+        assertEquals(3L << 20, Sizes.parse("3M"));
+        assertEquals(20L << 30, Sizes.parse("20G"));
+        assertEquals(2L << 40, Sizes.parse("2T"));
+        assertEquals(1L << 30, Sizes.parse("1GiB"));
+        assertThrows(UserException.class, () -> Sizes.parse("lots"));
+        assertThrows(UserException.class, () -> Sizes.parse("99999999999T"));
+    }
+}

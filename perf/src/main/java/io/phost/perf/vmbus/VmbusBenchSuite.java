@@ -1,0 +1,231 @@
+package io.phost.perf.vmbus;
+
+import io.phost.core.partition.GuestLauncher;
+import io.phost.core.partition.Partition;
+import io.phost.core.partition.PartitionHost;
+import io.phost.core.partition.PartitionSpec;
+import io.phost.perf.BenchContext;
+import io.phost.perf.BenchResult;
+import io.phost.perf.BenchSuite;
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.io.RandomAccessFile;
+import java.lang.management.ManagementFactory;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import org.agrona.concurrent.UnsafeBuffer;
+import org.agrona.concurrent.ringbuffer.RingBuffer;
+
+/**
+ * {@code phost bench vmbus}: two processes on this machine.
+ * <ul>
+ *   <li>ours: a child partition (a second JVM) attached over the real control protocol writes to a VMBus
+ *       ring (256 KiB data, double-mapped); the parent's VSP agent reads it in place.</li>
+ *   <li>peer: Agrona OneToOneRingBuffer (256 KiB) in a tmpfs file both processes map — the same kind of
+ *       shared memory (shmem pages) between the same two processes.</li>
+ *   <li>peer: an LMAX Disruptor pipeline inside one process (no process boundary, the in-process bound).</li>
+ * </ul>
+ * Measured: one-way packets/s at 64 B and 1 KiB; round trip of a 64 B request + completion with busy polling
+ * (p50/p99) and, for VMBus, in interrupt mode (both sides sleep on eventfds); bytes allocated per packet by
+ * the host agent thread.
+ */
+public final class VmbusBenchSuite implements BenchSuite {
+    @Override
+    public String name() {
+        return "vmbus";
+    }
+
+    @Override
+    public String description() {
+        return "VMBus rings between two processes vs Agrona OneToOne (same shm) and LMAX Disruptor (in-process)";
+    }
+
+    @Override
+    public List<BenchResult> run(BenchContext ctx) throws Exception {
+        long millis = ctx.quick() ? 1_500 : 4_000;
+        int rtt = ctx.quick() ? 20_000 : 200_000;
+        List<BenchResult> out = new ArrayList<>();
+        ctx.progress(0, 4, "vmbus: child partition");
+        Map<String, Double> ours = runVmbus(ctx, millis, rtt);
+        ctx.progress(1, 4, "agrona OneToOne: child process");
+        Map<String, Double> agrona = runAgrona(ctx, millis, rtt);
+        ctx.progress(2, 4, "disruptor: in-process");
+        Map<String, Double> disruptor = new HashMap<>();
+        for (int size : new int[] {64, 1024}) {
+            disruptor.put("oneway-" + size, DisruptorPeer.oneWay(size, millis));
+        }
+        double[] drtt = DisruptorPeer.roundTrip(rtt);
+        ctx.progress(3, 4, "single-thread CPU cost per packet");
+        Map<Integer, double[]> cost = new HashMap<>();
+        for (int size : new int[] {64, 1024}) {
+            cost.put(size, RingCostProbe.measure(size, ctx.quick() ? 1_000_000 : 4_000_000));
+        }
+        ctx.progress(4, 4, "done");
+        for (int size : new int[] {64, 1024}) {
+            double[] c = cost.get(size);
+            out.add(BenchResult.vsPeerLowerIsBetter("cpu per packet " + size + "B write+read (double-mapped)", c[0], "ns", "agrona OneToOne", c[2])
+                .withSeries(Map.of("vmbus-single-mapped-ns", c[1], "vmbus-batched-publish-ns", c[3])));
+        }
+        for (int size : new int[] {64, 1024}) {
+            double v = ours.getOrDefault("vmbus-oneway-" + size, Double.NaN) / 1e6;
+            out.add(BenchResult.vsPeer("oneway-" + size + "B 2-process", v, "Mpps", "agrona OneToOne",
+                    agrona.getOrDefault("agrona-oneway-" + size, Double.NaN) / 1e6)
+                .withSeries(Map.of("disruptor-in-process-Mpps", disruptor.get("oneway-" + size) / 1e6,
+                    "vmbus-batch32-Mpps", ours.getOrDefault("vmbus-oneway-batch32-" + size, Double.NaN) / 1e6)));
+        }
+        out.add(BenchResult.vsPeerLowerIsBetter("rtt-64B busy-poll p50", ours.getOrDefault("vmbus-rtt-busy-p50-us", Double.NaN), "us",
+            "agrona OneToOne", agrona.getOrDefault("agrona-rtt-busy-p50-us", Double.NaN))
+            .withSeries(Map.of("disruptor-in-process-p50-us", drtt[0])));
+        out.add(BenchResult.vsPeerLowerIsBetter("rtt-64B busy-poll p99", ours.getOrDefault("vmbus-rtt-busy-p99-us", Double.NaN), "us",
+            "agrona OneToOne", agrona.getOrDefault("agrona-rtt-busy-p99-us", Double.NaN))
+            .withSeries(Map.of("disruptor-in-process-p99-us", drtt[1])));
+        out.add(BenchResult.alone("rtt-64B interrupt (eventfd) p50", ours.getOrDefault("vmbus-rtt-irq-p50-us", Double.NaN), "us"));
+        out.add(BenchResult.alone("rtt-64B interrupt (eventfd) p99", ours.getOrDefault("vmbus-rtt-irq-p99-us", Double.NaN), "us"));
+        out.add(BenchResult.alone("load average (1 min) during the run", loadAverage(), ""));
+        out.add(BenchResult.alone("host agent allocation per packet", ours.getOrDefault("alloc-bytes-per-packet", Double.NaN), "B"));
+        return out;
+    }
+
+    private static double loadAverage() {
+        return ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage();
+    }
+
+    private static GuestLauncher launcher() {
+        return GuestLauncher.sameJvm(VmbusPeer.class.getName(), List.of("-Xmx256m"));
+    }
+
+    private static Map<String, Double> runVmbus(BenchContext ctx, long millis, int rtt) throws Exception {
+        Path dir = Files.createTempDirectory(ctx.tmpfsDir(), "vmbus");
+        BenchVsp busy = new BenchVsp(true);
+        BenchVsp irq = new BenchVsp(false);
+        try (PartitionHost host = new PartitionHost(dir, launcher(), PartitionHost.Options.defaults())) {
+            Partition p = host.create(PartitionSpec.builtin("bench", 1, 64L << 20, "vmbus:" + millis + ":" + rtt));
+            p.offer(busy);
+            p.offer(irq);
+            p.start();
+            Path log = dir.resolve("bench.log");
+            com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+            long deadline = System.nanoTime() + Duration.ofMinutes(5).toNanos();
+            long allocStart = -1;
+            long packetsStart = 0;
+            while (System.nanoTime() < deadline) {
+                Thread agent = busy.agentThread;
+                if (allocStart < 0 && agent != null && busy.packets > 100_000) {
+                    allocStart = mx.getThreadAllocatedBytes(agent.threadId());
+                    packetsStart = busy.packets;
+                }
+                String text = Files.exists(log) ? Files.readString(log) : "";
+                if (text.contains("DONE") || !p.state().live()) {
+                    break;
+                }
+                Thread.sleep(20);
+            }
+            Map<String, Double> r = parse(Files.exists(log) ? Files.readAllLines(log) : List.of(), ctx);
+            Thread agent = busy.agentThread;
+            if (allocStart >= 0 && agent != null) {
+                long bytes = mx.getThreadAllocatedBytes(agent.threadId()) - allocStart;
+                long packets = busy.packets - packetsStart;
+                r.put("alloc-bytes-per-packet", packets > 0 ? bytes / (double) packets : Double.NaN);
+                r.put("alloc-packets", (double) packets);
+            }
+            return r;
+        }
+    }
+
+    private static Map<String, Double> runAgrona(BenchContext ctx, long millis, int rtt) throws Exception {
+        Path file = Files.createTempFile(ctx.tmpfsDir(), "agrona", ".ring");
+        int len = VmbusPeer.AGRONA_CAPACITY + org.agrona.concurrent.ringbuffer.RingBufferDescriptor.TRAILER_LENGTH;
+        try (RandomAccessFile f = new RandomAccessFile(file.toFile(), "rw")) {
+            f.setLength(2L * len);
+        }
+        RingBuffer[] rings = VmbusPeer.agronaRings(file.toString());
+        RingBuffer toParent = rings[0];
+        RingBuffer toChild = rings[1];
+        UnsafeBuffer reply = new UnsafeBuffer(new byte[64]);
+        Thread server = new Thread(() -> {
+            org.agrona.concurrent.MessageHandler h = (type, b, i, l) -> {
+                if (type == VmbusPeer.MSG_REQUEST) {
+                    while (!toChild.write(VmbusPeer.MSG_REQUEST, b, i, l)) {
+                        Thread.onSpinWait();
+                    }
+                }
+            };
+            while (!Thread.currentThread().isInterrupted()) {
+                if (toParent.read(h) == 0) {
+                    Thread.onSpinWait();
+                }
+            }
+        }, "agrona-peer-server");
+        server.setDaemon(true);
+        server.start();
+        try {
+            List<String> cmd = launcher().command(PartitionSpec.builtin("agrona", 1, 64 * 1024, "agrona:" + file + ":" + millis + ":" + rtt));
+            Process proc = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+            List<String> lines = new ArrayList<>();
+            try (BufferedReader rd = new BufferedReader(new InputStreamReader(proc.getInputStream(), StandardCharsets.UTF_8))) {
+                String line;
+                while ((line = rd.readLine()) != null) {
+                    lines.add(line);
+                }
+            }
+            proc.waitFor();
+            return parse(lines, ctx);
+        } finally {
+            server.interrupt();
+            server.join(2000);
+            Files.deleteIfExists(file);
+        }
+    }
+
+    private static Map<String, Double> parse(List<String> lines, BenchContext ctx) {
+        Map<String, Double> r = new LinkedHashMap<>();
+        for (String l : lines) {
+            if (l.startsWith("RESULT ")) {
+                String[] p = l.split(" ");
+                r.put(p[1], Double.parseDouble(p[2]));
+            } else if (!l.equals("DONE") && !l.isBlank()) {
+                ctx.log("peer: " + l);
+            }
+        }
+        return r;
+    }
+
+    /** Standalone: {@code java <jvm flags> -cp <perf classpath> io.phost.perf.vmbus.VmbusBenchSuite [--quick]}. */
+    public static void main(String[] args) throws Exception {
+        boolean quick = List.of(args).contains("--quick");
+        Path work = Files.createTempDirectory("phost-bench");
+        Path shm = Files.createTempDirectory(Path.of("/dev/shm"), "phost-bench");
+        BenchContext ctx = new BenchContext() {
+            public boolean quick() {
+                return quick;
+            }
+
+            public Path workDir() {
+                return work;
+            }
+
+            public Path tmpfsDir() {
+                return shm;
+            }
+
+            public void progress(int done, int total, String step) {
+                System.err.println("[" + done + "/" + total + "] " + step);
+            }
+
+            public void log(String line) {
+                System.err.println("  " + line);
+            }
+        };
+        for (BenchResult r : new VmbusBenchSuite().run(ctx)) {
+            System.out.printf(java.util.Locale.ROOT, "%-36s %12.3f %-5s peer %-16s %12.3f ratio %6.2f %s%n", r.name(), r.value(), r.unit(),
+                r.peer(), r.peerValue(), r.ratio(), r.series());
+        }
+    }
+}

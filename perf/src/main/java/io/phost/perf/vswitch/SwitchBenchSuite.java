@@ -1,0 +1,246 @@
+package io.phost.perf.vswitch;
+
+import io.phost.perf.BenchContext;
+import io.phost.perf.BenchResult;
+import io.phost.perf.BenchSuite;
+import io.phost.vswitch.PortConfig;
+import io.phost.vswitch.PortKind;
+import io.phost.vswitch.SwitchAgent;
+import io.phost.vswitch.SwitchType;
+import io.phost.vswitch.TapPort;
+import io.phost.vswitch.VSwitch;
+import java.io.IOException;
+import java.lang.management.ManagementFactory;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.agrona.concurrent.AgentRunner;
+
+/**
+ * {@code phost bench switch}: (1) 64-byte L2 forwarding between two vNIC ports on one switch core, in Mpps,
+ * with bytes allocated per frame; (2) TCP throughput between two network namespaces through phost (TAP
+ * ports with virtio-net headers and TSO/checksum offloads) vs through a Linux bridge with veths, same run;
+ * (3) ping latency p50/p99 through each. Parts 2 and 3 need root, iproute2, iperf3 and ping; without them
+ * they are skipped with a log line.
+ */
+public final class SwitchBenchSuite implements BenchSuite {
+    @Override
+    public String name() {
+        return "switch";
+    }
+
+    @Override
+    public String description() {
+        return "vswitch: 64 B forwarding Mpps per core; TCP and ping latency through phost vs a Linux bridge";
+    }
+
+    @Override
+    public List<BenchResult> run(BenchContext ctx) throws Exception {
+        boolean quick = ctx.quick();
+        List<BenchResult> results = new ArrayList<>();
+        ctx.progress(0, 3, "64-byte forwarding");
+        results.add(forwarding(quick ? 2_000 : 8_000));
+        if (!toolsPresent()) {
+            ctx.log("skipping namespace benchmarks: needs root, ip netns, /dev/net/tun, iperf3, ping");
+            return results;
+        }
+        int seconds = quick ? 4 : 10;
+        int pings = quick ? 100 : 500;
+        String tag = Long.toString(ProcessHandle.current().pid() % 10000);
+        double[] phost;
+        double[] bridge;
+        ctx.progress(1, 3, "TCP + ping through phost");
+        phost = throughPhost(tag, seconds, pings);
+        ctx.progress(2, 3, "TCP + ping through a Linux bridge");
+        bridge = throughBridge(tag, seconds, pings);
+        ctx.progress(3, 3, "done");
+        results.add(BenchResult.vsPeer("tcp-throughput netns->netns", phost[0] / 1e9, "Gbit/s",
+            "linux bridge + veth", bridge[0] / 1e9));
+        results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p50", phost[1], "us", "linux bridge + veth", bridge[1]));
+        results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p99", phost[2], "us", "linux bridge + veth", bridge[2]));
+        return results;
+    }
+
+    /** Forwards 64-byte frames both ways for {@code millis} after a warm-up; returns Mpps and B/frame. */
+    static BenchResult forwarding(long millis) {
+        ForwardingRig rig = new ForwardingRig();
+        long warmEnd = System.nanoTime() + millis / 4 * 1_000_000L;
+        while (System.nanoTime() < warmEnd) {
+            rig.forward(1024);
+        }
+        com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+        long tid = Thread.currentThread().threadId();
+        long alloc0 = mx.getThreadAllocatedBytes(tid);
+        long frames0 = rig.delivered();
+        long t0 = System.nanoTime();
+        long end = t0 + millis * 1_000_000L;
+        long now;
+        do {
+            rig.forward(4096);
+            now = System.nanoTime();
+        } while (now < end);
+        long frames = rig.delivered() - frames0;
+        long alloc = mx.getThreadAllocatedBytes(tid) - alloc0;
+        double mpps = frames / ((now - t0) / 1e3);
+        return BenchResult.alone("l2-forward 64B 2 ports 1 core", mpps, "Mpps")
+            .withSeries(Map.of("bytes_allocated_per_frame", (double) alloc / frames, "frames", (double) frames));
+    }
+
+    private static double[] throughPhost(String tag, int seconds, int pings) throws Exception {
+        String nsA = "phbA" + tag;
+        String nsB = "phbB" + tag;
+        VSwitch sw = new VSwitch("bench", SwitchType.PRIVATE);
+        TapPort a = null;
+        TapPort b = null;
+        AgentRunner runner = null;
+        try {
+            a = TapPort.open("phbta" + tag, true);
+            b = TapPort.open("phbtb" + tag, true);
+            sw.addPort("a", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_01L), a, a);
+            sw.addPort("b", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_02L), b, b);
+            namespace(nsA, a.name(), "10.90.0.1/24", "02:60:00:00:00:01");
+            namespace(nsB, b.name(), "10.90.0.2/24", "02:60:00:00:00:02");
+            SwitchAgent agent = new SwitchAgent(sw);
+            runner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
+            AgentRunner.startOnThread(runner);
+            return measure(nsA, nsB, "10.90.0.2", seconds, pings);
+        } finally {
+            if (runner != null) {
+                runner.close();
+            }
+            if (a != null) {
+                a.close();
+            }
+            if (b != null) {
+                b.close();
+            }
+            run(5, "ip", "netns", "del", nsA);
+            run(5, "ip", "netns", "del", nsB);
+        }
+    }
+
+    private static double[] throughBridge(String tag, int seconds, int pings) throws Exception {
+        String nsA = "phrA" + tag;
+        String nsB = "phrB" + tag;
+        String br = "phbr" + tag;
+        try {
+            must("ip", "link", "add", br, "type", "bridge");
+            must("ip", "link", "set", br, "up");
+            for (String[] side : new String[][] {{nsA, "a", "10.91.0.1/24"}, {nsB, "b", "10.91.0.2/24"}}) {
+                String host = "phrh" + side[1] + tag;
+                String guest = "phrg" + side[1] + tag;
+                must("ip", "link", "add", host, "type", "veth", "peer", "name", guest);
+                must("ip", "link", "set", host, "master", br);
+                must("ip", "link", "set", host, "up");
+                namespace(side[0], guest, side[2], null);
+            }
+            return measure(nsA, nsB, "10.91.0.2", seconds, pings);
+        } finally {
+            run(5, "ip", "link", "del", "phrha" + tag);
+            run(5, "ip", "link", "del", "phrhb" + tag);
+            run(5, "ip", "link", "del", br);
+            run(5, "ip", "netns", "del", nsA);
+            run(5, "ip", "netns", "del", nsB);
+        }
+    }
+
+    private static void namespace(String ns, String ifname, String cidr, String mac) {
+        run(5, "ip", "netns", "del", ns);
+        must("ip", "netns", "add", ns);
+        must("ip", "-n", ns, "link", "set", "lo", "up");
+        must("ip", "link", "set", ifname, "netns", ns);
+        if (mac != null) {
+            must("ip", "-n", ns, "link", "set", ifname, "address", mac);
+        }
+        must("ip", "-n", ns, "addr", "add", cidr, "dev", ifname);
+        must("ip", "-n", ns, "link", "set", ifname, "up");
+    }
+
+    /** Returns {TCP bits/s, ping p50 us, ping p99 us} from nsA to serverIp in nsB. */
+    private static double[] measure(String nsA, String nsB, String serverIp, int seconds, int pings) throws Exception {
+        // Wait for the path (ARP, DAD) before timing anything.
+        for (int i = 0; i < 50 && run(5, "ip", "netns", "exec", nsA, "ping", "-c", "1", "-W", "1", serverIp).exitCode != 0; i++) {
+            Thread.sleep(100);
+        }
+        Process server = new ProcessBuilder("ip", "netns", "exec", nsB, "iperf3", "-s", "-1", "-B", serverIp)
+            .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        double bps = Double.NaN;
+        try {
+            for (int attempt = 0; attempt < 50; attempt++) {
+                Result r = run(seconds + 20, "ip", "netns", "exec", nsA, "iperf3", "-c", serverIp, "-t",
+                    Integer.toString(seconds), "-O", "1", "-J");
+                if (r.output.contains("Connection refused")) {
+                    Thread.sleep(100);
+                    continue;
+                }
+                bps = number(r.output, "sum_received", "bits_per_second");
+                break;
+            }
+        } finally {
+            server.destroy();
+            server.waitFor(5, TimeUnit.SECONDS);
+            server.destroyForcibly();
+        }
+        Result ping = run(pings / 50 + 20, "ip", "netns", "exec", nsA, "ping", "-c", Integer.toString(pings),
+            "-i", "0.01", serverIp);
+        Matcher m = Pattern.compile("time=([0-9.]+) ms").matcher(ping.output);
+        List<Double> rtts = new ArrayList<>();
+        while (m.find()) {
+            rtts.add(Double.parseDouble(m.group(1)) * 1000);
+        }
+        double[] sorted = rtts.stream().mapToDouble(Double::doubleValue).toArray();
+        Arrays.sort(sorted);
+        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99)};
+    }
+
+    private static double percentile(double[] sorted, double p) {
+        if (sorted.length == 0) {
+            return Double.NaN;
+        }
+        return sorted[Math.min(sorted.length - 1, (int) Math.ceil(p * sorted.length) - 1)];
+    }
+
+    private static double number(String json, String section, String key) {
+        int s = json.lastIndexOf("\"" + section + "\"");
+        if (s < 0) {
+            return Double.NaN;
+        }
+        Matcher m = Pattern.compile("\"" + key + "\"\\s*:\\s*([0-9.eE+-]+)").matcher(json);
+        return m.find(s) ? Double.parseDouble(m.group(1)) : Double.NaN;
+    }
+
+    private static boolean toolsPresent() {
+        return new java.io.File("/dev/net/tun").exists() && run(5, "ip", "netns", "list").exitCode == 0
+            && run(5, "iperf3", "--version").exitCode == 0 && run(5, "ping", "-V").exitCode == 0;
+    }
+
+    record Result(int exitCode, String output) {}
+
+    static Result run(int timeoutSeconds, String... cmd) {
+        try {
+            Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+            if (!p.waitFor(timeoutSeconds, TimeUnit.SECONDS)) {
+                p.destroyForcibly();
+                return new Result(-1, "timed out");
+            }
+            return new Result(p.exitValue(), new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8));
+        } catch (IOException e) {
+            return new Result(-1, e.toString());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return new Result(-1, "interrupted");
+        }
+    }
+
+    static void must(String... cmd) {
+        Result r = run(30, cmd);
+        if (r.exitCode != 0) {
+            throw new IllegalStateException(String.join(" ", cmd) + ": " + r.output);
+        }
+    }
+}

@@ -1,0 +1,602 @@
+package io.phost.vhdx.ops;
+
+import io.phost.vhdx.AllocationMap;
+import io.phost.vhdx.CreateOptions;
+import io.phost.vhdx.DiskFormat;
+import io.phost.vhdx.DiskType;
+import io.phost.vhdx.PosixFile;
+import io.phost.vhdx.RawDisk;
+import io.phost.vhdx.VhdxFormatException;
+import io.phost.vhdx.VirtualDisk;
+import io.phost.vhdx.VirtualDisks;
+import io.phost.vhdx.vhd.VhdDisk;
+import io.phost.vhdx.vhd.VhdFormatException;
+import io.phost.vhdx.vhd.VhdMaintenance;
+import io.phost.vhdx.vhdx.VhdxCheck;
+import io.phost.vhdx.vhdx.VhdxDisk;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+
+/**
+ * The image operations behind {@code phost vhd}: info, check, convert, resize, compact, merge, set-parent.
+ * Formats are recognised from content. Operations that rewrite an image build the new one beside it and
+ * rename it into place atomically, so a crash leaves the old image or the new one, never half of each.
+ */
+public final class DiskOps {
+    /** Copy unit of convert/merge: large enough for sequential throughput, small enough to skip zeros. */
+    static final int CHUNK = 1 << 20;
+
+    private DiskOps() {}
+
+    // ------------------------------------------------------------------------------------------ info
+
+    public static ImageInfo info(Path path) throws IOException {
+        long fileSize = Files.size(path);
+        try (VirtualDisk d = VirtualDisks.open(path, true)) {
+            Map<String, String> details = new LinkedHashMap<>();
+            List<String> chain = new ArrayList<>();
+            String type;
+            long blockSize = 0;
+            String log = "none";
+            long allocated;
+            switch (d) {
+                case VhdDisk v -> {
+                    type = v.type().id();
+                    blockSize = v.blockSize();
+                    for (VhdDisk p = v.parent(); p != null; p = p.parent()) {
+                        chain.add(p.path().toString());
+                    }
+                    details.put("uniqueId", HexFormat.of().formatHex(v.uniqueId()));
+                    details.put("creator", v.footer().creatorApp().replace('\0', ' ').trim());
+                    details.put("geometry", v.footer().cylinders() + "/" + v.footer().heads() + "/"
+                        + v.footer().sectorsPerTrack());
+                    details.put("currentSize", Long.toString(v.footer().currentSize()));
+                    if (v.header() != null && v.parent() != null) {
+                        details.put("parentUniqueId", HexFormat.of().formatHex(v.header().parentUniqueId()));
+                    }
+                    allocated = v.allocatedBytes();
+                }
+                case VhdxDisk x -> {
+                    type = x.type().name().toLowerCase(java.util.Locale.ROOT);
+                    blockSize = x.blockSize();
+                    for (VhdxDisk.ParentInfo p : x.parentChain()) {
+                        chain.add(p.path().toString());
+                    }
+                    log = x.logState().name().toLowerCase(java.util.Locale.ROOT);
+                    details.put("virtualDiskId", x.virtualDiskId().toString());
+                    details.put("dataWriteGuid", x.dataWriteGuid().toString());
+                    details.putAll(x.parentLocator());
+                    allocated = x.allocatedBytes();
+                }
+                case RawDisk r -> {
+                    type = "raw";
+                    allocated = r.allocatedBytes();
+                }
+                default -> {
+                    type = "unknown";
+                    allocated = fileSize;
+                }
+            }
+            return new ImageInfo(path.toString(), d.format(), type, d.size(), blockSize, d.logicalSectorSize(),
+                d.physicalSectorSize(), fileSize, allocated, List.copyOf(chain), log, details);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ check
+
+    /**
+     * Checks an image. VHD: footer, copy, header, BAT (and repair of the footer pair). VHDX: opens it (every
+     * structure is validated on open, the log replayed in memory), reports a log that needed replay and
+     * block offsets that overlap or leave the file; {@code repair} opens it read-write, which replays the
+     * log in place. Raw images have no metadata to check.
+     */
+    public static CheckReport check(Path path, boolean repair) throws IOException {
+        DiskFormat format = VirtualDisks.detect(path);
+        return switch (format) {
+            case RAW -> new CheckReport(List.of(), List.of("raw images have no metadata to check"), List.of(), true);
+            case VHD -> {
+                VhdMaintenance.CheckResult r = VhdMaintenance.check(path, repair);
+                yield new CheckReport(r.problems(), r.notes(), r.repaired(), r.readable());
+            }
+            case VHDX -> checkVhdx(path, repair);
+        };
+    }
+
+    /** VHDX through {@link VhdxCheck}: errors and warnings are problems, infos are notes. */
+    private static CheckReport checkVhdx(Path path, boolean repair) throws IOException {
+        VhdxCheck.Report before = VhdxCheck.check(path);
+        List<String> problems = new ArrayList<>();
+        List<String> notes = new ArrayList<>();
+        List<String> repaired = new ArrayList<>();
+        for (VhdxCheck.Finding f : before.findings()) {
+            (f.severity() == VhdxCheck.Severity.INFO ? notes : problems).add(f.toString());
+        }
+        boolean readable = true;
+        try (VhdxDisk d = VhdxDisk.open(path, true)) {
+            if (!d.parentChain().isEmpty()) {
+                notes.add("parent chain: " + d.parentChain().stream().map(p -> p.path().toString()).toList());
+            }
+        } catch (VhdxFormatException e) {
+            readable = false;
+        }
+        if (repair && readable && !before.clean()) {
+            VhdxCheck.Report after = VhdxCheck.repair(path);
+            for (VhdxCheck.Finding f : before.findings()) {
+                boolean still = after.findings().stream().anyMatch(a -> a.code().equals(f.code()));
+                if (f.severity() != VhdxCheck.Severity.INFO && !still) {
+                    repaired.add(f.code() + " at fileOffset=" + f.fileOffset());
+                }
+            }
+        }
+        return new CheckReport(problems, notes, repaired, readable);
+    }
+
+    // ------------------------------------------------------------------------------------------ convert
+
+    /** Bytes written and skipped by a copy. */
+    public record CopyResult(long bytesWritten, long bytesSkipped) {
+    }
+
+    /**
+     * Converts {@code src} (any format, a differencing chain is flattened) into a new image {@code dst}.
+     * Sparse-aware: ranges the source's allocation map says are empty are never read (SEEK_DATA/SEEK_HOLE for
+     * raw, the BAT for VHD/VHDX), and chunks that read as zeros are never written.
+     */
+    public static CopyResult convert(Path src, Path dst, DiskFormat format, DiskType type, long blockSize,
+                                     Progress progress) throws IOException {
+        if (type == DiskType.DIFFERENCING) {
+            throw new IllegalArgumentException("convert makes fixed or dynamic images");
+        }
+        if (Files.exists(dst) && Files.isSameFile(src, dst)) {
+            throw new IllegalArgumentException("source and destination are the same file");
+        }
+        try (VirtualDisk in = VirtualDisks.open(src, true)) {
+            return convertFrom(in, dst, format, type, blockSize, progress);
+        }
+    }
+
+    static CopyResult convertFrom(VirtualDisk in, Path dst, DiskFormat format, DiskType type, long blockSize,
+                                  Progress progress) throws IOException {
+        long size = (in.size() + 511) & -512L;
+        // VHDX keeps a VHDX source's sector sizes; from other formats it gets Hyper-V's 512/4096 default.
+        // VHD and raw have 512-byte sectors (a 4096-sector source converts fine; the guest sees 512).
+        int logical = format == DiskFormat.VHDX ? in.logicalSectorSize() : 512;
+        int physical = format != DiskFormat.VHDX ? 512
+            : in instanceof VhdxDisk ? Math.max(logical, in.physicalSectorSize()) : 4096;
+        CreateOptions o = new CreateOptions(format, type, size, null, blockSize, logical, physical);
+        boolean ok = false;
+        try (VirtualDisk out = VirtualDisks.create(dst, o)) {
+            CopyResult r = copy(in, out, Math.min(in.size(), size), progress);
+            out.flush();
+            ok = true;
+            return r;
+        } finally {
+            if (!ok) {
+                Files.deleteIfExists(dst);
+            }
+        }
+    }
+
+    /** Copy workers: several requests in flight, as qemu-img convert keeps 8 coroutines busy. */
+    static final int COPY_THREADS = 4;
+    private static final long[] NO_MORE = new long[0];
+
+    /**
+     * Copies the first {@code length} bytes of {@code in} to {@code out} (which must read zeros where nothing
+     * is written, as a new image does), skipping unallocated ranges and zero chunks. The calling thread walks
+     * the allocation map and hands 1 MiB-aligned chunks to {@link #COPY_THREADS} workers, each with its own
+     * buffer, which read, test for zeros and write; both engines take concurrent I/O. Progress is reported
+     * from the calling thread only.
+     */
+    public static CopyResult copy(VirtualDisk in, VirtualDisk out, long length, Progress progress) throws IOException {
+        AllocationMap map = Allocations.of(in);
+        long readable = length & -512L;
+        ArrayBlockingQueue<long[]> queue = new ArrayBlockingQueue<>(COPY_THREADS * 2);
+        AtomicLong written = new AtomicLong();
+        AtomicReference<Throwable> failure = new AtomicReference<>();
+        Thread[] workers = new Thread[COPY_THREADS];
+        for (int i = 0; i < workers.length; i++) {
+            workers[i] = Thread.ofPlatform().name("vhd-copy-" + i).daemon().start(() -> {
+                try (Arena arena = Arena.ofConfined()) {
+                    MemorySegment buf = arena.allocate(CHUNK, 4096);
+                    MemorySegment zeros = arena.allocate(CHUNK, 4096);
+                    while (true) {
+                        long[] task = queue.take();
+                        if (task == NO_MORE) {
+                            return;
+                        }
+                        if (failure.get() != null) {
+                            continue; // keep draining so the producer never blocks
+                        }
+                        try {
+                            long c = task[0];
+                            long n = task[1];
+                            MemorySegment part = buf.asSlice(0, n);
+                            in.read(c, part);
+                            if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) != -1) {
+                                out.write(c, part);
+                                written.addAndGet(n);
+                            }
+                        } catch (Throwable t) {
+                            failure.compareAndSet(null, t);
+                        }
+                    }
+                } catch (InterruptedException e) {
+                    failure.compareAndSet(null, e);
+                }
+            });
+        }
+        try {
+            long off = map.nextAllocated(0) & -512L;
+            while (off < readable && failure.get() == null) {
+                long end = Math.min((map.nextUnallocated(off) + 511) & -512L, readable);
+                if (end <= off) {
+                    end = Math.min(off + 512, readable);
+                }
+                for (long c = off; c < end && failure.get() == null; ) {
+                    // Chunks aligned to CHUNK so that image blocks are written whole.
+                    long n = Math.min(end - c, CHUNK - (c % CHUNK));
+                    queue.put(new long[] {c, n});
+                    c += n;
+                    progress.update(c, readable);
+                }
+                off = end >= readable ? readable : map.nextAllocated(end) & -512L;
+            }
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            failure.compareAndSet(null, e);
+        } finally {
+            for (Thread w : workers) {
+                while (true) {
+                    try {
+                        queue.put(NO_MORE);
+                        break;
+                    } catch (InterruptedException e) {
+                        failure.compareAndSet(null, e);
+                    }
+                }
+            }
+            for (Thread w : workers) {
+                try {
+                    w.join();
+                } catch (InterruptedException e) {
+                    failure.compareAndSet(null, e);
+                }
+            }
+        }
+        Throwable t = failure.get();
+        if (t != null) {
+            switch (t) {
+                case IOException io -> throw io;
+                case RuntimeException re -> throw re;
+                case Error er -> throw er;
+                case InterruptedException ie -> throw new java.io.InterruptedIOException("copy interrupted");
+                default -> throw new IOException(t);
+            }
+        }
+        progress.update(readable, readable);
+        return new CopyResult(written.get(), readable - written.get());
+    }
+
+    // ------------------------------------------------------------------------------------------ resize
+
+    /**
+     * Resizes an image and returns its new size. VHD: grow only (CHS-sized images round up to their
+     * geometry). Raw: grow, or shrink when the tail holds only zeros. VHDX: in place by the VHDX engine
+     * ({@link VhdxDisk#resize}: grow, or shrink when no block past the new end is allocated).
+     */
+    public static long resize(Path path, long newSize, Progress progress) throws IOException {
+        DiskFormat format = VirtualDisks.detect(path);
+        switch (format) {
+            case VHD -> {
+                return VhdMaintenance.resize(path, newSize);
+            }
+            case RAW -> {
+                if (newSize <= 0 || newSize % 512 != 0) {
+                    throw new IllegalArgumentException("size must be a positive multiple of 512: " + newSize);
+                }
+                try (RawDisk d = RawDisk.open(path, false)) {
+                    if (newSize < d.size()) {
+                        requireZeroTail(d, newSize);
+                    }
+                    d.file().truncate(newSize);
+                    d.file().dataSync();
+                }
+                return newSize;
+            }
+            default -> {
+                return resizeVhdx(path, newSize, progress);
+            }
+        }
+    }
+
+    /** VHDX resize in place through the VHDX engine (metadata through its log). */
+    private static long resizeVhdx(Path path, long newSize, Progress progress) throws IOException {
+        VhdxDisk.resize(path, newSize);
+        progress.update(1, 1);
+        try (VhdxDisk d = VhdxDisk.open(path, true)) {
+            return d.size();
+        }
+    }
+
+    private static void requireZeroTail(VirtualDisk d, long from) throws IOException {
+        AllocationMap map = Allocations.of(d);
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(CHUNK, 4096);
+            MemorySegment zeros = arena.allocate(CHUNK, 4096);
+            for (long off = map.nextAllocated(from); off < d.size(); ) {
+                long end = map.nextUnallocated(off);
+                for (long c = off; c < end; ) {
+                    long n = Math.min(end - c, CHUNK);
+                    d.read(c, buf.asSlice(0, n));
+                    if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) != -1) {
+                        throw new IllegalStateException("cannot shrink: data at offset " + c + " lies beyond the new size "
+                            + from);
+                    }
+                    c += n;
+                }
+                off = map.nextAllocated(end);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ compact
+
+    /** File bytes (allocated on disk) before and after a compact. */
+    public record CompactResult(long diskBytesBefore, long diskBytesAfter, long fileSizeBefore, long fileSizeAfter) {
+    }
+
+    /**
+     * Releases zero and unmapped blocks so the file shrinks. VHD: see {@link VhdMaintenance#compact}. Raw: zero
+     * chunks are punched out. VHDX (fixed/dynamic): rebuilt beside the old file with only non-zero blocks and
+     * renamed into place (a new virtual disk id; differencing VHDX is not compacted yet).
+     */
+    public static CompactResult compact(Path path, Progress progress) throws IOException {
+        long diskBefore = diskBytes(path);
+        long sizeBefore = Files.size(path);
+        switch (VirtualDisks.detect(path)) {
+            case VHD -> VhdMaintenance.compact(path);
+            case RAW -> {
+                try (RawDisk d = RawDisk.open(path, false)) {
+                    punchZeros(d, progress);
+                }
+            }
+            case VHDX -> compactVhdx(path, progress);
+        }
+        return new CompactResult(diskBefore, diskBytes(path), sizeBefore, Files.size(path));
+    }
+
+    private static void punchZeros(RawDisk d, Progress progress) throws IOException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(CHUNK, 4096);
+            MemorySegment zeros = arena.allocate(CHUNK, 4096);
+            long size = d.size() & -512L;
+            for (long off = d.nextAllocated(0) & -4096L; off < size; ) {
+                long end = Math.min(d.nextUnallocated(off), size);
+                for (long c = off; c < end; ) {
+                    long n = Math.min(end - c, CHUNK);
+                    d.read(c, buf.asSlice(0, n));
+                    if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) == -1) {
+                        d.unmap(c, n);
+                    }
+                    c += n;
+                    progress.update(c, size);
+                }
+                off = end >= size ? size : d.nextAllocated(end) & -4096L;
+            }
+            d.flush();
+        }
+    }
+
+    private static void compactVhdx(Path path, Progress progress) throws IOException {
+        Path tmp = path.resolveSibling(path.getFileName() + ".compact-tmp");
+        Files.deleteIfExists(tmp);
+        try (VhdxDisk in = VhdxDisk.open(path, true)) {
+            if (in.parent() != null) {
+                throw new UnsupportedOperationException("compacting a differencing VHDX needs its sector bitmaps,"
+                    + " which the VHDX engine does not expose yet");
+            }
+            DiskType type = in.leaveBlocksAllocated() ? DiskType.FIXED : DiskType.DYNAMIC;
+            CreateOptions o = new CreateOptions(DiskFormat.VHDX, type, in.size(), null, in.blockSize(),
+                in.logicalSectorSize(), in.physicalSectorSize());
+            boolean ok = false;
+            try (VirtualDisk out = VirtualDisks.create(tmp, o)) {
+                copy(in, out, in.size(), progress);
+                out.flush();
+                ok = true;
+            } finally {
+                if (!ok) {
+                    Files.deleteIfExists(tmp);
+                }
+            }
+        }
+        replace(tmp, path);
+    }
+
+    /** Bytes the file occupies on disk (st_blocks * 512), or its length where that is unknown. */
+    public static long diskBytes(Path path) throws IOException {
+        try (PosixFile f = PosixFile.open(path, true)) {
+            return f.diskBytes();
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ merge
+
+    /**
+     * Merges differencing image {@code child} into its parent: every range the child stores is written to the
+     * parent, which is then flushed. The child is deleted afterwards unless {@code keepChild} (Hyper-V's
+     * Merge-VHD deletes it; a kept child still reads the same, now redundantly). Other children of the
+     * parent are not updated: they see the merged data.
+     */
+    public static CopyResult mergeIntoParent(Path child, boolean keepChild, Progress progress) throws IOException {
+        CopyResult r;
+        switch (VirtualDisks.detect(child)) {
+            case VHD -> r = mergeVhd(child, progress);
+            case VHDX -> r = mergeVhdx(child, progress);
+            default -> throw new IllegalArgumentException(child + " is a raw image, not a differencing one");
+        }
+        if (!keepChild) {
+            Files.delete(child);
+        }
+        return r;
+    }
+
+    private static CopyResult mergeVhd(Path child, Progress progress) throws IOException {
+        try (VhdDisk c = VhdDisk.open(child, true)) {
+            if (c.parent() == null) {
+                throw new IllegalArgumentException(child + " is not a differencing image");
+            }
+            try (VirtualDisk p = VirtualDisks.open(c.parentPath(), false); Arena arena = Arena.ofConfined()) {
+                MemorySegment buf = arena.allocate(CHUNK, 4096);
+                long[] written = {0};
+                long total = c.size();
+                c.forEachStoredRange((off, len) -> {
+                    for (long d = 0; d < len; ) {
+                        long n = Math.min(CHUNK, len - d);
+                        MemorySegment part = buf.asSlice(0, n);
+                        c.read(off + d, part);
+                        p.write(off + d, part);
+                        d += n;
+                        written[0] += n;
+                    }
+                    progress.update(off + len, total);
+                });
+                p.flush();
+                return new CopyResult(written[0], total - written[0]);
+            }
+        }
+    }
+
+    /**
+     * VHDX merge in two phases, because an open child holds a shared lock on its parent and the parent needs
+     * an exclusive one to be written: (1) with the child open, the child's view of every block the child
+     * says something about is staged in a sparse scratch file beside the parent; (2) with the child closed,
+     * the staged blocks are written into the parent (ZERO blocks as zeros). For sectors the child does not
+     * store, its view is the parent's own data, so rewriting it changes nothing.
+     */
+    private static CopyResult mergeVhdx(Path child, Progress progress) throws IOException {
+        Path parentPath;
+        long size;
+        long bs;
+        List<Long> zeroBlocks = new ArrayList<>();
+        List<Long> dataBlocks = new ArrayList<>();
+        Path stage;
+        try (VhdxDisk c = VhdxDisk.open(child, true)) {
+            if (c.parent() == null) {
+                throw new IllegalArgumentException(child + " is not a differencing image");
+            }
+            parentPath = c.parentChain().getFirst().path();
+            size = c.size();
+            bs = c.blockSize();
+            stage = parentPath.resolveSibling(parentPath.getFileName() + ".merge-stage");
+            Files.deleteIfExists(stage);
+            try (RawDisk s = RawDisk.create(stage, (size + 511) & -512L, false); Arena arena = Arena.ofConfined()) {
+                MemorySegment buf = arena.allocate(CHUNK, 4096);
+                for (long b = 0; b < c.blockCount(); b++) {
+                    long start = b * bs;
+                    long len = Math.min(bs, size - start);
+                    switch (c.blockState(b)) {
+                        case NOT_PRESENT, UNDEFINED -> {
+                            continue;
+                        }
+                        case ZERO -> zeroBlocks.add(b);
+                        default -> {
+                            dataBlocks.add(b);
+                            for (long d = 0; d < len; ) {
+                                long n = Math.min(CHUNK, len - d);
+                                MemorySegment part = buf.asSlice(0, n);
+                                c.read(start + d, part);
+                                s.write(start + d, part);
+                                d += n;
+                            }
+                        }
+                    }
+                    progress.update(start + len / 2, size);
+                }
+            } catch (IOException | RuntimeException e) {
+                Files.deleteIfExists(stage);
+                throw e;
+            }
+        }
+        long written = 0;
+        try (VirtualDisk p = VirtualDisks.open(parentPath, false); RawDisk s = RawDisk.open(stage, true);
+             Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(CHUNK, 4096);
+            for (long b : dataBlocks) {
+                long start = b * bs;
+                long len = Math.min(bs, size - start);
+                for (long d = 0; d < len; ) {
+                    long n = Math.min(CHUNK, len - d);
+                    MemorySegment part = buf.asSlice(0, n);
+                    s.read(start + d, part);
+                    p.write(start + d, part);
+                    d += n;
+                }
+                written += len;
+            }
+            for (long b : zeroBlocks) {
+                long start = b * bs;
+                long len = Math.min(bs, size - start);
+                p.writeZeroes(start, len);
+                written += len;
+            }
+            p.flush();
+        } finally {
+            Files.deleteIfExists(stage);
+        }
+        progress.update(size, size);
+        return new CopyResult(written, size - written);
+    }
+
+    /** Flattens the chain ending at {@code child} into a new image {@code dst} (the chain is untouched). */
+    public static CopyResult mergeInto(Path child, Path dst, DiskFormat format, DiskType type, Progress progress)
+        throws IOException {
+        return convert(child, dst, format, type, 0, progress);
+    }
+
+    // ------------------------------------------------------------------------------------------ set-parent
+
+    /**
+     * Re-points differencing image {@code child} at {@code parent}, checking the linkage (the parent must be
+     * the image the child was made from: VHD unique id, VHDX DataWriteGuid) unless {@code force}.
+     */
+    public static void setParent(Path child, Path parent, boolean force) throws IOException {
+        switch (VirtualDisks.detect(child)) {
+            case VHD -> VhdMaintenance.setParent(child, parent, force);
+            case VHDX -> VhdxDisk.setParent(child, parent, force);
+            default -> throw new IllegalArgumentException(child + " is a raw image, not a differencing one");
+        }
+    }
+
+    static void replace(Path tmp, Path path) throws IOException {
+        try {
+            Files.move(tmp, path, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING);
+        }
+        try (PosixFile d = PosixFile.open(path.toAbsolutePath().getParent(), true)) {
+            d.sync();
+        } catch (IOException ignored) {
+            // fsync on a directory is refused by some file systems
+        }
+    }
+
+    /** True for the exceptions that mean "this file is not a valid image" (as opposed to I/O failures). */
+    public static boolean isFormatError(Throwable t) {
+        return t instanceof VhdFormatException || t instanceof VhdxFormatException;
+    }
+}

@@ -1,0 +1,419 @@
+package io.phost.vhdx.vhd;
+
+import io.phost.vhdx.PosixFile;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.AtomicMoveNotSupportedException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.List;
+
+import static io.phost.vhdx.vhd.VhdFormatException.Reason;
+
+/**
+ * Offline VHD maintenance: resize, compact, set-parent, check/repair. Each works on a closed image (no other
+ * opener) and orders its writes so a crash leaves either the old or the new image readable:
+ * <ul>
+ *   <li>resize: the new footer is written past the new end before anything points there;</li>
+ *   <li>compact: a complete new file beside the old one, fsynced, then an atomic rename;</li>
+ *   <li>set-parent: new locator data is appended first, the dynamic header (one sector) is rewritten last.</li>
+ * </ul>
+ */
+public final class VhdMaintenance {
+    private static final ValueLayout.OfInt U32 = VhdFooter.U32;
+
+    private VhdMaintenance() {}
+
+    // ------------------------------------------------------------------------------------------ resize
+
+    /**
+     * Grows a VHD to at least {@code newSize} bytes and returns the size it now has. Images sized by CHS
+     * geometry (creator "vpc " or "qemu") grow to the next size their geometry can express, as qemu does when
+     * it creates one; others get exactly {@code newSize}. Shrinking is refused: VHD has no way to say which
+     * tail sectors a guest still uses.
+     */
+    public static long resize(Path path, long newSize) throws IOException {
+        if (newSize <= 0 || newSize % VhdDisk.SECTOR != 0) {
+            throw new IllegalArgumentException("size must be a positive multiple of 512: " + newSize);
+        }
+        if (newSize > VhdFooter.MAX_SIZE) {
+            throw new VhdFormatException(Reason.TOO_LARGE, 0, "size " + newSize + " over the 2040 GiB VHD limit");
+        }
+        try (PosixFile f = PosixFile.open(path, false); Arena arena = Arena.ofConfined()) {
+            VhdDisk.Parsed p = VhdDisk.parse(f, arena);
+            if (p.footerFromCopy()) {
+                throw new VhdFormatException(Reason.BAD_FOOTER_CHECKSUM, p.footerOffset(),
+                    "the footer is damaged; run check --repair first");
+            }
+            long oldSize = p.size();
+            VhdFooter footer = p.footer();
+            boolean chs = VhdDisk.virtualSize(footer) == footer.geometrySectors() * VhdDisk.SECTOR
+                && !List.of("win ", "qem2", "d2v ", "CTXS", "tap\0").contains(footer.creatorApp());
+            int[] geo;
+            long actual = newSize;
+            if (chs) {
+                long sectors = newSize / VhdDisk.SECTOR;
+                geo = VhdFooter.geometryFor(newSize);
+                for (int i = 0; sectors > (long) geo[0] * geo[1] * geo[2]; i++) {
+                    geo = VhdFooter.geometryFor((sectors + i) * VhdDisk.SECTOR);
+                    if ((long) geo[0] * geo[1] * geo[2] == VhdFooter.MAX_GEOMETRY_SECTORS) {
+                        break;
+                    }
+                }
+                long g = (long) geo[0] * geo[1] * geo[2];
+                actual = g == VhdFooter.MAX_GEOMETRY_SECTORS ? newSize : g * VhdDisk.SECTOR;
+            } else {
+                geo = VhdFooter.geometryFor(newSize);
+            }
+            if (actual < oldSize) {
+                throw new VhdFormatException(Reason.UNSUPPORTED, p.footerOffset() + VhdFooter.CURRENT_SIZE_OFFSET,
+                    "VHD images cannot shrink (" + oldSize + " -> " + newSize + ")");
+            }
+            if (actual == oldSize) {
+                return oldSize;
+            }
+            footer.currentSize(actual).geometry(geo[0], geo[1], geo[2]).sealChecksum();
+            if (p.header() == null) {
+                // Fixed: extend, new footer at the new end, then zero where the old footer was, then trim.
+                f.truncate(actual + VhdFooter.LENGTH);
+                f.fallocate(0, oldSize, actual - oldSize);
+                f.writeFully(footer.segment(), actual);
+                MemorySegment zeros = arena.allocate(VhdFooter.LENGTH);
+                f.writeFully(zeros, p.footerOffset());
+                f.dataSync();
+                return actual;
+            }
+            VhdDynamicHeader h = p.header();
+            long headerOffset = footer.dataOffset();
+            long needed = VhdDisk.ceilDiv(actual, h.blockSize());
+            long end = p.footerOffset();
+            if (needed > h.maxTableEntries()) {
+                // The BAT must grow: write a bigger one at the end of the file, then point the header at it.
+                long batBytes = (needed * 4 + VhdDisk.SECTOR - 1) & -VhdDisk.SECTOR;
+                long newBat = (end + VhdDisk.SECTOR - 1) & -VhdDisk.SECTOR;
+                MemorySegment bat = arena.allocate(batBytes, 8);
+                bat.fill((byte) 0xFF);
+                for (int i = 0; i < p.bat().length; i++) {
+                    bat.set(U32, 4L * i, p.bat()[i]);
+                }
+                long oldEntries = h.maxTableEntries();
+                // Entries between the used count and the old table size are copied as they are (padding).
+                if (oldEntries > p.bat().length) {
+                    long extra = Math.min(oldEntries, needed) - p.bat().length;
+                    MemorySegment tail = arena.allocate(extra * 4, 8);
+                    f.readFully(tail, h.tableOffset() + 4L * p.bat().length);
+                    MemorySegment.copy(tail, 0, bat, 4L * p.bat().length, extra * 4);
+                }
+                f.writeFully(footer.segment(), newBat + batBytes);
+                f.writeFully(bat, newBat);
+                if (newBat > end) {
+                    f.writeFully(arena.allocate(newBat - end), end);
+                }
+                f.dataSync();
+                h.tableOffset(newBat).maxTableEntries(needed).sealChecksum();
+                f.writeFully(h.segment(), headerOffset);
+            } else {
+                f.writeFully(footer.segment(), end);
+            }
+            f.writeFully(footer.segment(), 0);
+            f.dataSync();
+            return actual;
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ compact
+
+    /** Bytes of the file before and after {@link #compact}. */
+    public record CompactResult(long fileBytesBefore, long fileBytesAfter, int blocksReleased) {
+    }
+
+    /**
+     * Compacts a VHD. Dynamic: blocks that read as zeros are dropped, the rest are packed into a new file (same
+     * unique id, so children stay linked), which atomically replaces the old one. Differencing: blocks whose
+     * bitmap is empty are dropped (zeros in a child hide the parent and are kept). Fixed: zero ranges are
+     * punched out of the file (its length cannot change).
+     */
+    public static CompactResult compact(Path path) throws IOException {
+        long before = Files.size(path);
+        try (VhdDisk d = VhdDisk.open(path, true)) {
+            if (d.header() == null) {
+                d.close();
+                return compactFixed(path, before);
+            }
+        }
+        Path tmp = path.resolveSibling(path.getFileName() + ".compact-tmp");
+        Files.deleteIfExists(tmp);
+        int released = 0;
+        try (VhdDisk src = VhdDisk.open(path, true); PosixFile out = PosixFile.createNew(tmp);
+             Arena arena = Arena.ofConfined()) {
+            VhdFooter footer = new VhdFooter(arena.allocate(VhdFooter.LENGTH, 8));
+            footer.segment().copyFrom(src.footer().segment());
+            VhdDynamicHeader h = new VhdDynamicHeader(arena.allocate(VhdDynamicHeader.LENGTH, 8));
+            h.segment().copyFrom(src.header().segment());
+            footer.dataOffset(VhdFooter.LENGTH).sealChecksum();
+            int blocks = src.blockCount();
+            long batOffset = VhdFooter.LENGTH + VhdDynamicHeader.LENGTH;
+            long batBytes = ((long) blocks * 4 + VhdDisk.SECTOR - 1) & -VhdDisk.SECTOR;
+            h.tableOffset(batOffset).maxTableEntries(blocks);
+            long end = batOffset + batBytes;
+            // Parent locators: copy each one's data to the new file.
+            for (int i = 0; i < VhdDynamicHeader.LOCATOR_COUNT; i++) {
+                long len = h.locatorLength(i);
+                if (h.locatorCode(i) == 0 || len == 0 || len > VhdDisk.MAX_LOCATOR_LENGTH) {
+                    h.locator(i, 0, 0, 0, 0);
+                    continue;
+                }
+                long space = (len + VhdDisk.SECTOR - 1) & -VhdDisk.SECTOR;
+                MemorySegment data = arena.allocate(space, 8);
+                src.file().readFully(data.asSlice(0, len), src.header().locatorDataOffset(i));
+                out.writeFully(data, end);
+                h.locator(i, h.locatorCode(i), space / VhdDisk.SECTOR, len, end);
+                end += space;
+            }
+            h.sealChecksum();
+            MemorySegment bat = arena.allocate(batBytes, 8);
+            bat.fill((byte) 0xFF);
+            long bitmapBytes = VhdDisk.bitmapBytesFor(src.blockSize());
+            long blockBytes = bitmapBytes + src.blockSize();
+            MemorySegment buf = arena.allocate(blockBytes, 4096);
+            MemorySegment zeros = arena.allocate(src.blockSize(), 4096);
+            boolean differencing = src.parent() != null;
+            for (int b = 0; b < blocks; b++) {
+                long at = src.blockFileOffset(b);
+                if (at < 0) {
+                    continue;
+                }
+                src.file().readFully(buf, at);
+                boolean empty = differencing
+                    ? buf.asSlice(0, bitmapBytes).mismatch(zeros.asSlice(0, bitmapBytes)) == -1
+                    : buf.asSlice(bitmapBytes).mismatch(zeros) == -1;
+                if (empty) {
+                    released++;
+                    continue;
+                }
+                long start = ((end + bitmapBytes + 4095) & -4096L) - bitmapBytes;
+                if (start < end) {
+                    start += 4096;
+                }
+                out.writeFully(buf, start);
+                bat.set(U32, 4L * b, (int) (start / VhdDisk.SECTOR));
+                end = start + blockBytes;
+            }
+            out.writeFully(bat, batOffset);
+            out.writeFully(footer.segment(), 0);
+            out.writeFully(h.segment(), VhdFooter.LENGTH);
+            out.writeFully(footer.segment(), end);
+            out.sync();
+        } catch (IOException | RuntimeException e) {
+            Files.deleteIfExists(tmp);
+            throw e;
+        }
+        replace(tmp, path);
+        return new CompactResult(before, Files.size(path), released);
+    }
+
+    private static CompactResult compactFixed(Path path, long before) throws IOException {
+        int released = 0;
+        try (VhdDisk d = VhdDisk.open(path, false); Arena arena = Arena.ofConfined()) {
+            long chunk = 1 << 20;
+            MemorySegment buf = arena.allocate(chunk, 4096);
+            MemorySegment zeros = arena.allocate(chunk, 4096);
+            for (long off = d.nextAllocated(0); off < d.size(); ) {
+                long n = Math.min(chunk, d.size() - off);
+                MemorySegment part = buf.asSlice(0, n);
+                d.read(off, part);
+                if (part.mismatch(zeros.asSlice(0, n)) == -1) {
+                    d.unmap(off, n);
+                    released++;
+                }
+                off += n;
+                if (off < d.size()) {
+                    off = d.nextAllocated(off);
+                }
+            }
+            d.flush();
+        }
+        return new CompactResult(before, Files.size(path), released);
+    }
+
+    static void replace(Path tmp, Path path) throws IOException {
+        try {
+            Files.move(tmp, path, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } catch (AtomicMoveNotSupportedException e) {
+            Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING);
+        }
+        syncDirectory(path.toAbsolutePath().getParent());
+    }
+
+    static void syncDirectory(Path dir) {
+        try (PosixFile d = PosixFile.open(dir, true)) {
+            d.sync();
+        } catch (IOException ignored) {
+            // Some file systems refuse fsync on a directory; the rename is still done.
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ set-parent
+
+    /**
+     * Points differencing disk {@code child} at {@code parent}. The parent's unique id must equal the one the
+     * child was made from (the linkage), unless {@code force}; the locators (W2ku, W2ru), parent name and
+     * timestamp are rewritten.
+     */
+    public static void setParent(Path child, Path parent, boolean force) throws IOException {
+        byte[] parentId;
+        long parentTimestamp;
+        try (VhdDisk p = VhdDisk.open(parent, true)) {
+            parentId = p.uniqueId();
+            parentTimestamp = p.footer().timestamp();
+        }
+        try (PosixFile f = PosixFile.open(child, false); Arena arena = Arena.ofConfined()) {
+            VhdDisk.Parsed c = VhdDisk.parse(f, arena);
+            if (c.footer().diskType() != VhdFooter.TYPE_DIFFERENCING) {
+                throw new VhdFormatException(Reason.UNSUPPORTED, c.footerOffset() + VhdFooter.DISK_TYPE_OFFSET,
+                    child + " is not a differencing disk");
+            }
+            VhdDynamicHeader h = c.header();
+            long headerOffset = c.footer().dataOffset();
+            if (!Arrays.equals(parentId, h.parentUniqueId()) && !force) {
+                throw new VhdFormatException(Reason.PARENT_MISMATCH, headerOffset + VhdDynamicHeader.PARENT_UNIQUE_ID_OFFSET,
+                    parent + " has unique id " + HexFormat.of().formatHex(parentId) + ", the child was made from "
+                        + HexFormat.of().formatHex(h.parentUniqueId()));
+            }
+            Path parentAbs = parent.toAbsolutePath().normalize();
+            Path childDir = child.toAbsolutePath().normalize().getParent();
+            String relative = childDir.relativize(parentAbs).toString();
+            String[] paths = {parentAbs.toString().replace('/', '\\'),
+                (relative.startsWith("..") ? relative : "./" + relative).replace('/', '\\')};
+            int[] codes = {VhdDynamicHeader.PLATFORM_W2KU, VhdDynamicHeader.PLATFORM_W2RU};
+            long end = c.footerOffset();
+            long start = end;
+            List<long[]> placed = new ArrayList<>();
+            MemorySegment all = arena.allocate(2L * 2 * 65536 + 1024, 8);
+            long used = 0;
+            for (String s : paths) {
+                byte[] b = s.getBytes(StandardCharsets.UTF_16LE);
+                long space = (b.length + VhdDisk.SECTOR - 1) & -VhdDisk.SECTOR;
+                MemorySegment.copy(MemorySegment.ofArray(b), 0, all, used, b.length);
+                placed.add(new long[] {end + used, b.length, space});
+                used += space;
+            }
+            // 1. New footer past the new locator data; 2. the data; 3. the header that points at it.
+            f.writeFully(c.footer().segment(), start + used);
+            f.writeFully(all.asSlice(0, used), start);
+            f.dataSync();
+            h.parent(parentId, parentTimestamp, parentAbs.getFileName().toString());
+            for (int i = 0; i < VhdDynamicHeader.LOCATOR_COUNT; i++) {
+                h.locator(i, 0, 0, 0, 0);
+            }
+            for (int i = 0; i < placed.size(); i++) {
+                long[] pl = placed.get(i);
+                h.locator(i, codes[i], pl[2] / VhdDisk.SECTOR, pl[1], pl[0]);
+            }
+            h.sealChecksum();
+            f.writeFully(h.segment(), headerOffset);
+            f.dataSync();
+        }
+        // Prove the new linkage opens.
+        try (VhdDisk d = VhdDisk.open(child, true)) {
+            if (!d.parentPath().toRealPath().equals(parent.toRealPath())) {
+                throw new VhdFormatException(Reason.PARENT_NOT_FOUND, 0,
+                    "after set-parent the child resolves " + d.parentPath() + " instead of " + parent);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ check
+
+    /** What {@link #check} found: problems (errors), notes (harmless), what it repaired, and if it could open. */
+    public record CheckResult(List<String> problems, List<String> notes, List<String> repaired, boolean readable) {
+    }
+
+    /**
+     * Checks a VHD: footer and its copy (checksums, agreement), dynamic header, BAT bounds and overlaps (what
+     * {@link VhdDisk#open} enforces), parent linkage, unreferenced space. With {@code repair}: a damaged footer
+     * is rewritten from its copy and a damaged or stale copy from the footer; nothing else is safe to guess.
+     */
+    public static CheckResult check(Path path, boolean repair) throws IOException {
+        List<String> problems = new ArrayList<>();
+        List<String> notes = new ArrayList<>();
+        List<String> repaired = new ArrayList<>();
+        try (PosixFile f = PosixFile.open(path, !repair); Arena arena = Arena.ofConfined()) {
+            VhdDisk.Parsed p;
+            try {
+                p = VhdDisk.parse(f, arena);
+            } catch (VhdFormatException e) {
+                problems.add(e.getMessage());
+                return new CheckResult(problems, notes, repaired, false);
+            }
+            VhdFooter footer = p.footer();
+            if (p.footerFromCopy()) {
+                problems.add("footer at " + p.footerOffset() + " is damaged; the copy at offset 0 is intact");
+                if (repair) {
+                    f.writeFully(footer.segment(), p.footerOffset());
+                    f.dataSync();
+                    repaired.add("footer rewritten from the copy at offset 0");
+                }
+            } else if (p.header() != null) {
+                VhdFooter copy = new VhdFooter(arena.allocate(VhdFooter.LENGTH, 8));
+                f.readFully(copy.segment(), 0);
+                if (copy.segment().mismatch(footer.segment()) != -1) {
+                    VhdFormatException bad = VhdDisk.footerProblem(copy, 0);
+                    problems.add("footer copy at offset 0 " + (bad != null ? "is damaged: " + bad.getMessage()
+                        : "differs from the footer"));
+                    if (repair) {
+                        f.writeFully(footer.segment(), 0);
+                        f.dataSync();
+                        repaired.add("footer copy at offset 0 rewritten from the footer");
+                    }
+                }
+            }
+            long geo = footer.geometrySectors() * VhdDisk.SECTOR;
+            if (geo != footer.currentSize()) {
+                notes.add("CHS geometry gives " + geo + " bytes, current size is " + footer.currentSize()
+                    + "; creator \"" + footer.creatorApp() + "\" means we (and qemu) use " + p.size());
+            }
+            if (p.header() != null) {
+                long blockBytes = VhdDisk.bitmapBytesFor(p.header().blockSize()) + p.header().blockSize();
+                long used = 0;
+                for (int e : p.bat()) {
+                    if (e != -1) {
+                        used += blockBytes;
+                    }
+                }
+                long overhead = VhdFooter.LENGTH * 2L + VhdDynamicHeader.LENGTH + p.header().maxTableEntries() * 4;
+                long unreferenced = p.fileSize() - used - overhead;
+                if (unreferenced > 64L * 1024 + blockBytes / 8) {
+                    notes.add(unreferenced + " bytes of the file are not referenced by the BAT (compact reclaims them)");
+                }
+            } else if (p.fileSize() != p.size() + VhdFooter.LENGTH) {
+                notes.add("fixed disk file is " + p.fileSize() + " bytes for a " + p.size() + "-byte disk");
+            }
+        }
+        try (VhdDisk d = VhdDisk.open(path, true)) {
+            if (d.parent() != null) {
+                long expected = d.header().parentTimestamp();
+                long actual = d.parent().footer().timestamp();
+                if (expected != actual) {
+                    notes.add("parent timestamp " + actual + " differs from the " + expected
+                        + " recorded in the child (the unique id matches)");
+                }
+                if (d.parent().size() != d.size()) {
+                    notes.add("parent is " + d.parent().size() + " bytes, child " + d.size());
+                }
+            }
+        } catch (VhdFormatException e) {
+            problems.add(e.getMessage());
+            return new CheckResult(problems, notes, repaired, false);
+        }
+        return new CheckResult(problems, notes, repaired, true);
+    }
+}

@@ -1,0 +1,263 @@
+package io.phost.network;
+
+import static io.phost.network.NvspDescriptor.*;
+
+import io.phost.core.vmbus.ChannelOffer;
+import io.phost.core.vmbus.ClientChannel;
+import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.PacketDescriptor;
+import io.phost.core.vmbus.PacketHandler;
+import io.phost.core.vmbus.VmbusClient;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.time.Duration;
+
+/**
+ * The child side of a synthetic NIC (netvsc-style VSC): opens the channel, negotiates NVSP, learns MAC/MTU/
+ * link, grants a receive and a send buffer through GPADLs, then moves frames. One thread uses an instance.
+ * <pre>
+ *  trySend(frame): free send section ──copy──▶ section ──SEND_RNDIS_PKT(section,len)──▶ host; completion frees it
+ *  poll():         host SEND_RNDIS_PKT(section,len) ──▶ frame handed to the caller ──▶ completion 108 to host
+ * </pre>
+ */
+public final class NetVsc implements AutoCloseable {
+    private static final long SEND_TAG = 1L << 32;
+    private static final long CONTROL_TAG = 1L << 40;
+
+    /** Receives frames from the host; the segment slice is valid during the call only. */
+    @FunctionalInterface
+    public interface FrameReceiver {
+        void onFrame(MemorySegment memory, long offset, int length);
+    }
+
+    private final VmbusClient client;
+    private final ClientChannel channel;
+    private final GuestRam.Buffer recv;
+    private final GuestRam.Buffer send;
+    private final MemorySegment scratch = Arena.ofAuto().allocate(64, 8);
+    private final MemorySegment packet = Arena.ofAuto().allocate(PKT_LENGTH, 8);
+    private final MemorySegment completion = Arena.ofAuto().allocate(8, 8);
+    private final int[] freeSend;
+    private int freeSendCount;
+    private final int recvSections;
+    private long mac;
+    private int mtu;
+    private volatile boolean linkUp;
+    private int version;
+    private FrameReceiver receiver;
+    private long received;
+    private long sent;
+    private final PacketHandler handler = this::onPacket;
+    // Control replies while initialising.
+    private long awaitedTransId = -1;
+    private final MemorySegment awaitedReply = Arena.ofAuto().allocate(64, 8);
+    private int awaitedLength;
+
+    private NetVsc(VmbusClient client, ClientChannel channel, int recvBytes, int sendBytes, Duration timeout) {
+        this.client = client;
+        this.channel = channel;
+        // INIT: offer the whole range we speak.
+        u32(scratch, 0, MSG_INIT);
+        u32(scratch, INIT_MIN_OFFSET, VERSION_5);
+        u32(scratch, INIT_MAX_OFFSET, VERSION_61);
+        MemorySegment r = request(scratch, INIT_LENGTH, timeout);
+        if (u32(r, 8) != STATUS_SUCCESS) {
+            throw new IllegalStateException("NVSP version negotiation refused by the host");
+        }
+        version = u32(r, 4);
+        u32(scratch, 0, MSG_QUERY_CONFIG);
+        r = request(scratch, 4, timeout);
+        long m = 0;
+        for (int i = 0; i < 6; i++) {
+            m = (m << 8) | (r.get(ValueLayout.JAVA_BYTE, CONFIG_MAC_OFFSET + i) & 0xff);
+        }
+        mac = m;
+        mtu = u32(r, CONFIG_MTU_OFFSET);
+        linkUp = u32(r, CONFIG_LINK_OFFSET) == 1;
+        u32(scratch, 0, MSG_NDIS_CONFIG);
+        u32(scratch, NDIS_MTU_OFFSET, mtu);
+        scratch.set(ValueLayout.JAVA_LONG_UNALIGNED, 8, 0L);
+        channel.write(PacketDescriptor.TYPE_INBAND, 0, 0, scratch, 0, NDIS_CONFIG_LENGTH, timeout);
+
+        recv = client.ram().allocate(recvBytes);
+        int recvGpadl = client.createGpadl(channel.relid(), recv);
+        u32(scratch, 0, MSG_SEND_RECV_BUF);
+        u32(scratch, BUF_GPADL_OFFSET, recvGpadl);
+        u16(scratch, BUF_ID_OFFSET, 0xcafe);
+        r = request(scratch, BUF_LENGTH, timeout);
+        if (u32(r, STATUS_OFFSET) != STATUS_SUCCESS) {
+            throw new IllegalStateException("host refused the receive buffer");
+        }
+        recvSections = u32(r, 20);
+
+        send = client.ram().allocate(sendBytes);
+        int sendGpadl = client.createGpadl(channel.relid(), send);
+        u32(scratch, 0, MSG_SEND_SEND_BUF);
+        u32(scratch, BUF_GPADL_OFFSET, sendGpadl);
+        u16(scratch, BUF_ID_OFFSET, 0xbeef);
+        r = request(scratch, BUF_LENGTH, timeout);
+        if (u32(r, STATUS_OFFSET) != STATUS_SUCCESS || u32(r, 8) != SECTION_SIZE) {
+            throw new IllegalStateException("host refused the send buffer");
+        }
+        int sections = sendBytes / SECTION_SIZE;
+        freeSend = new int[sections];
+        for (int i = 0; i < sections; i++) {
+            freeSend[i] = sections - 1 - i;
+        }
+        freeSendCount = sections;
+    }
+
+    /** Finds the netvsc offer {@code index}, opens it and initialises (receive 1 MiB, send 1 MiB). */
+    public static NetVsc open(VmbusClient client, int index, Duration timeout) {
+        ChannelOffer offer = client.awaitOffer(NETVSC_TYPE, 0, timeout);
+        if (index > 0) {
+            int seen = 0;
+            for (ChannelOffer o : client.offers()) {
+                if (o.interfaceType().equals(NETVSC_TYPE) && seen++ == index) {
+                    offer = o;
+                }
+            }
+        }
+        ClientChannel ch = client.open(offer, 64, null);
+        return new NetVsc(client, ch, 1 << 20, 1 << 20, timeout);
+    }
+
+    private MemorySegment request(MemorySegment msg, int length, Duration timeout) {
+        long tid = CONTROL_TAG + u32(msg, 0);
+        awaitedTransId = tid;
+        awaitedLength = -1;
+        channel.write(PacketDescriptor.TYPE_INBAND, PacketDescriptor.FLAG_COMPLETION_REQUESTED, tid, msg, 0, length, timeout);
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (awaitedLength < 0) {
+            channel.read(handler, 16, Duration.ofMillis(50));
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException("no answer to NVSP message " + u32(msg, 0) + " in " + timeout);
+            }
+        }
+        awaitedTransId = -1;
+        return awaitedReply;
+    }
+
+    public long mac() {
+        return mac;
+    }
+
+    public int mtu() {
+        return mtu;
+    }
+
+    public boolean linkUp() {
+        return linkUp;
+    }
+
+    public int version() {
+        return version;
+    }
+
+    public ClientChannel channel() {
+        return channel;
+    }
+
+    public long framesReceived() {
+        return received;
+    }
+
+    public long framesSent() {
+        return sent;
+    }
+
+    /** True when a send section is free (so a caller can hold a frame back instead of dropping it). */
+    public boolean canSend() {
+        return freeSendCount > 0 && channel.outbound().bytesFree() > io.phost.core.vmbus.VmbusRing.spaceFor(0, PKT_LENGTH);
+    }
+
+    /** Sends one frame from {@code src}; false when no send section is free or the ring is full. */
+    public boolean trySend(MemorySegment src, long offset, int length) {
+        if (length > SECTION_SIZE || length < 14 || freeSendCount == 0) {
+            return false;
+        }
+        int section = freeSend[freeSendCount - 1];
+        MemorySegment.copy(src, offset, send.segment(), (long) section * SECTION_SIZE, length);
+        u32(packet, 0, MSG_SEND_RNDIS_PKT);
+        u32(packet, PKT_CHANNEL_TYPE_OFFSET, 0);
+        u32(packet, PKT_SECTION_OFFSET, section);
+        u32(packet, PKT_LENGTH_OFFSET, length);
+        if (!channel.tryWrite(PacketDescriptor.TYPE_INBAND, PacketDescriptor.FLAG_COMPLETION_REQUESTED,
+            SEND_TAG + section, packet, 0, PKT_LENGTH)) {
+            return false;
+        }
+        freeSendCount--;
+        sent++;
+        return true;
+    }
+
+    /** Tells the host which data path carries traffic (SWITCH_DATA_PATH): true = the SR-IOV VF. */
+    public void switchDataPath(boolean vf, Duration timeout) {
+        u32(scratch, 0, MSG_SWITCH_DATA_PATH);
+        u32(scratch, DATA_PATH_OFFSET, vf ? 1 : 0);
+        channel.write(PacketDescriptor.TYPE_INBAND, 0, 0, scratch, 0, DATA_PATH_LENGTH, timeout);
+    }
+
+    /** Asks for {@code count} sub-channels; returns how many the host offered. */
+    public int requestSubChannels(int count, Duration timeout) {
+        u32(scratch, 0, MSG_SUBCHANNEL);
+        u32(scratch, SUBCHANNEL_OP_OFFSET, 1);
+        u32(scratch, SUBCHANNEL_COUNT_OFFSET, count);
+        MemorySegment r = request(scratch, SUBCHANNEL_LENGTH, timeout);
+        return u32(r, STATUS_OFFSET) == STATUS_SUCCESS ? u32(r, 8) : 0;
+    }
+
+    /** Handles up to {@code limit} packets from the host: frames go to {@code rx}; completions free sections. */
+    public int poll(FrameReceiver rx, int limit) {
+        receiver = rx;
+        return channel.tryRead(handler, limit);
+    }
+
+    private boolean onPacket(MemorySegment buf, long off, int len, int type, int flags, long transId) {
+        long data = PacketDescriptor.dataOffset(buf, off);
+        int n = PacketDescriptor.dataLength(buf, off, len);
+        if (type == PacketDescriptor.TYPE_COMPLETION) {
+            if (transId == awaitedTransId && awaitedTransId != -1) {
+                int copy = Math.min(n, 64);
+                awaitedReply.fill((byte) 0);
+                MemorySegment.copy(buf, data, awaitedReply, 0, copy);
+                awaitedLength = copy;
+            } else if (transId >= SEND_TAG && transId < SEND_TAG + freeSend.length) {
+                freeSend[freeSendCount++] = (int) (transId - SEND_TAG);
+            }
+            return true;
+        }
+        if (n < 8) {
+            return true;
+        }
+        int msg = u32(buf, data);
+        if (msg == MSG_LINK_STATE) {
+            linkUp = u32(buf, data + 4) == 1;
+            return true;
+        }
+        if (msg == MSG_SEND_RNDIS_PKT && n >= PKT_LENGTH) {
+            // The host is as untrusted to us as we are to it: check the section before touching memory.
+            int section = u32(buf, data + PKT_SECTION_OFFSET);
+            int length = u32(buf, data + PKT_LENGTH_OFFSET);
+            if (!channel.outbound().requestSpace(64)) {
+                return false; // cannot complete yet: leave it
+            }
+            if (section >= 0 && section < recvSections && length > 0 && length <= SECTION_SIZE) {
+                if (receiver != null) {
+                    receiver.onFrame(recv.segment(), (long) section * SECTION_SIZE, length);
+                }
+                received++;
+            }
+            u32(completion, 0, MSG_SEND_RNDIS_PKT_COMPLETE);
+            u32(completion, 4, STATUS_SUCCESS);
+            channel.tryWrite(PacketDescriptor.TYPE_COMPLETION, 0, transId, completion, 0, 8);
+        }
+        return true;
+    }
+
+    @Override
+    public void close() {
+        channel.close();
+    }
+}

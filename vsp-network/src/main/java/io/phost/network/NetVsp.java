@@ -1,0 +1,478 @@
+package io.phost.network;
+
+import static io.phost.network.NvspDescriptor.*;
+
+import io.phost.core.vmbus.ChannelContext;
+import io.phost.core.vmbus.ChannelHandler;
+import io.phost.core.vmbus.GuestMemory;
+import io.phost.core.vmbus.GuestMemoryException;
+import io.phost.core.vmbus.Gpadl;
+import io.phost.core.vmbus.PacketDescriptor;
+import io.phost.core.vmbus.VirtualServiceProvider;
+import io.phost.core.vmbus.VmbusRing;
+import io.phost.vswitch.FrameHandler;
+import io.phost.vswitch.FrameRing;
+import io.phost.vswitch.FrameSource;
+import io.phost.vswitch.Port;
+import io.phost.vswitch.PortConfig;
+import io.phost.vswitch.PortKind;
+import io.phost.vswitch.SwitchAgent;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
+import java.util.UUID;
+import java.util.concurrent.atomic.AtomicLongArray;
+
+/**
+ * The network VSP: one synthetic NIC of one partition, attached to a vswitch port. See {@link NvspDescriptor}
+ * for the messages. Threads and queues:
+ * <pre>
+ *  guest ──ring──▶ channel agent (primary or sub-channel) ──copy──▶ ingress FrameRing ──▶ switch agent
+ *  switch agent ──▶ egress FrameRing ──▶ primary channel agent ──copy──▶ guest recv-buffer section
+ *                                                             ──SEND_RNDIS_PKT(section)──▶ guest, completes
+ * </pre>
+ * Each channel's agent is this vNIC's own worker (the VMQ role for synthetic NICs: one receive queue per
+ * vNIC, filtered by the switch's MAC+VLAN table, drained on its own thread). Every guest field is read once,
+ * checked, and a bad message is counted by {@link NvspReason} and dropped; the channel keeps working.
+ */
+public final class NetVsp implements VirtualServiceProvider {
+    public static final int MAX_QUEUES = 8;
+    private static final int MAX_SECTIONS = 4096;
+    private static final int EGRESS_BATCH = 64;
+
+    private final String partition;
+    private final String nicName;
+    private final UUID instance;
+    private final long mac;
+    private final int mtu;
+    private final SwitchAgent agent;
+    private final Port port;
+    private final FrameRing egress = new FrameRing(1 << 20);
+    private volatile FrameRing[] ingress = new FrameRing[0];
+    private final AtomicLongArray drops = new AtomicLongArray(NvspReason.VALUES.length);
+    private volatile boolean linkUp = true;
+    private volatile int dataPath;          // 0 synthetic, 1 VF (SWITCH_DATA_PATH)
+    private volatile ChannelContext primary;
+    // Buffers announced on the primary channel, shared by sub-channels (netvsc semantics).
+    private volatile long sendBase = -1;
+    private volatile int sendSections;
+    private volatile long recvBase = -1;
+    private volatile int recvSections;
+    private volatile int negotiated;
+
+    /**
+     * Creates the vNIC and attaches its port to the switch {@code agent} owns (on the switch's thread).
+     * {@code config.mac()} is the NIC's MAC.
+     */
+    public NetVsp(String partition, String nicName, PortConfig config, int mtu, SwitchAgent agent) {
+        this.partition = partition;
+        this.nicName = nicName;
+        this.instance = UUID.nameUUIDFromBytes(("netvsc/" + partition + "/" + nicName).getBytes());
+        this.mac = config.mac();
+        this.mtu = mtu;
+        this.agent = agent;
+        FrameSource source = new FrameSource() {
+            @Override
+            public int poll(FrameHandler handler, int limit) {
+                int n = 0;
+                for (FrameRing r : ingress) {
+                    n += r.poll(handler, limit - n);
+                    if (n >= limit) {
+                        break;
+                    }
+                }
+                return n;
+            }
+        };
+        egress.onWrite(this::wakePrimary);
+        Port[] holder = new Port[1];
+        agent.submit(sw -> holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, config, egress, source)).join();
+        this.port = holder[0];
+    }
+
+    private void wakePrimary() {
+        ChannelContext c = primary;
+        if (c != null) {
+            c.wakeup();
+        }
+    }
+
+    @Override
+    public UUID interfaceType() {
+        return NETVSC_TYPE;
+    }
+
+    @Override
+    public UUID instance() {
+        return instance;
+    }
+
+    @Override
+    public String name() {
+        return "vsp-network-" + nicName;
+    }
+
+    public Port port() {
+        return port;
+    }
+
+    public long mac() {
+        return mac;
+    }
+
+    /** 0: synthetic path, 1: the guest switched its data path to the VF. */
+    public int dataPath() {
+        return dataPath;
+    }
+
+    public int negotiatedVersion() {
+        return negotiated;
+    }
+
+    public long drops(NvspReason r) {
+        return drops.get(r.ordinal());
+    }
+
+    public void setLinkUp(boolean up) {
+        linkUp = up;
+        wakePrimary();
+    }
+
+    /** Removes the port from the switch (partition stopped or NIC removed). */
+    public void detach() {
+        agent.submit(sw -> sw.removePort(port)).join();
+    }
+
+    @Override
+    public ChannelHandler open(ChannelContext ctx) {
+        FrameRing in = new FrameRing(1 << 20);
+        synchronized (this) {
+            FrameRing[] next = Arrays.copyOf(ingress, ingress.length + 1);
+            next[next.length - 1] = in;
+            ingress = next;
+        }
+        if (ctx.subChannelIndex() == 0) {
+            primary = ctx;
+        }
+        return new Channel(ctx, in);
+    }
+
+    private void count(NvspReason r) {
+        drops.incrementAndGet(r.ordinal());
+    }
+
+    /** One channel's handler: runs on that channel's agent thread only. */
+    private final class Channel implements ChannelHandler {
+        private final ChannelContext ctx;
+        private final FrameRing in;
+        private final boolean isPrimary;
+        private final MemorySegment reply = Arena.ofAuto().allocate(64, 8);
+        private final MemorySegment guest;
+        // Receive sections: a free stack plus an outstanding flag per section (primary only).
+        private int[] free = new int[0];
+        private boolean[] outstanding = new boolean[0];
+        private int freeCount;
+        private int pendingSection = -1;
+        private int pendingLength;
+        private boolean lastLink = true;
+        private final FrameRing.SegmentHandler toGuest = this::toGuest;
+
+        Channel(ChannelContext ctx, FrameRing in) {
+            this.ctx = ctx;
+            this.in = in;
+            this.isPrimary = ctx.subChannelIndex() == 0;
+            this.guest = ctx.guestMemory().segment();
+        }
+
+        @Override
+        public boolean onPacket(MemorySegment buf, long off, int len, int type, int flags, long transId) {
+            if (type == PacketDescriptor.TYPE_COMPLETION) {
+                onCompletion(transId);
+                return true;
+            }
+            if (type != PacketDescriptor.TYPE_INBAND) {
+                count(NvspReason.BAD_PACKET_TYPE);
+                return true;
+            }
+            long data = PacketDescriptor.dataOffset(buf, off);
+            int n = PacketDescriptor.dataLength(buf, off, len);
+            if (n < 4) {
+                count(NvspReason.TRUNCATED);
+                return true;
+            }
+            boolean wantsCompletion = (flags & PacketDescriptor.FLAG_COMPLETION_REQUESTED) != 0;
+            if (wantsCompletion && !ctx.requestSpace(VmbusRing.spaceFor(0, 64))) {
+                return false; // no room for our answer yet: leave the request in the ring, retry on signal
+            }
+            int msg = u32(buf, data);
+            switch (msg) {
+                case MSG_INIT -> init(buf, data, n, transId);
+                case MSG_QUERY_CONFIG -> queryConfig(transId);
+                case MSG_NDIS_CONFIG -> {
+                    if (n < NDIS_CONFIG_LENGTH) {
+                        count(NvspReason.TRUNCATED);
+                    }
+                }
+                case MSG_SEND_RECV_BUF -> buffer(buf, data, n, transId, true);
+                case MSG_SEND_SEND_BUF -> buffer(buf, data, n, transId, false);
+                case MSG_SEND_RNDIS_PKT -> sendPacket(buf, data, n, transId, wantsCompletion);
+                case MSG_SWITCH_DATA_PATH -> {
+                    if (n < DATA_PATH_LENGTH) {
+                        count(NvspReason.TRUNCATED);
+                    } else {
+                        int active = u32(buf, data + DATA_PATH_OFFSET);
+                        if (active == 0 || active == 1) {
+                            dataPath = active;
+                        } else {
+                            count(NvspReason.UNKNOWN_TYPE);
+                        }
+                    }
+                }
+                case MSG_SUBCHANNEL -> subChannels(buf, data, n, transId);
+                default -> {
+                    count(NvspReason.UNKNOWN_TYPE);
+                    if (wantsCompletion) {
+                        status(transId, msg, STATUS_FAILURE);
+                    }
+                }
+            }
+            return true;
+        }
+
+        private void status(long transId, int type, int status) {
+            u32(reply, 0, type);
+            u32(reply, STATUS_OFFSET, status);
+            ctx.tryComplete(transId, reply, 0, 8);
+        }
+
+        private void init(MemorySegment buf, long data, int n, long transId) {
+            if (n < INIT_LENGTH) {
+                count(NvspReason.TRUNCATED);
+                return;
+            }
+            int min = u32(buf, data + INIT_MIN_OFFSET);
+            int max = u32(buf, data + INIT_MAX_OFFSET);
+            int version = 0;
+            if (Integer.compareUnsigned(min, VERSION_61) <= 0 && Integer.compareUnsigned(VERSION_61, max) <= 0) {
+                version = VERSION_61;
+            } else if (Integer.compareUnsigned(min, VERSION_5) <= 0 && Integer.compareUnsigned(VERSION_5, max) <= 0) {
+                version = VERSION_5;
+            }
+            u32(reply, 0, MSG_INIT_COMPLETE);
+            u32(reply, 4, version);
+            u32(reply, 8, version == 0 ? STATUS_FAILURE : STATUS_SUCCESS);
+            if (version == 0) {
+                count(NvspReason.VERSION_MISMATCH);
+            } else {
+                negotiated = version;
+            }
+            ctx.tryComplete(transId, reply, 0, 12);
+        }
+
+        private void queryConfig(long transId) {
+            reply.fill((byte) 0);
+            u32(reply, 0, MSG_QUERY_CONFIG_COMPLETE);
+            u32(reply, STATUS_OFFSET, STATUS_SUCCESS);
+            for (int i = 0; i < 6; i++) {
+                reply.set(java.lang.foreign.ValueLayout.JAVA_BYTE, CONFIG_MAC_OFFSET + i, (byte) (mac >>> (40 - 8 * i)));
+            }
+            u32(reply, CONFIG_MTU_OFFSET, mtu);
+            u32(reply, CONFIG_LINK_OFFSET, linkUp ? 1 : 0);
+            ctx.tryComplete(transId, reply, 0, CONFIG_COMPLETE_LENGTH);
+        }
+
+        private void buffer(MemorySegment buf, long data, int n, long transId, boolean receive) {
+            int answer = receive ? MSG_SEND_RECV_BUF_COMPLETE : MSG_SEND_SEND_BUF_COMPLETE;
+            if (n < BUF_LENGTH) {
+                count(NvspReason.TRUNCATED);
+                return;
+            }
+            if (negotiated == 0 || !isPrimary) {
+                count(NvspReason.NOT_INITIALIZED);
+                status(transId, answer, STATUS_FAILURE);
+                return;
+            }
+            int handle = u32(buf, data + BUF_GPADL_OFFSET);
+            Gpadl g = ctx.gpadl(handle);
+            if (g == null || !g.contiguous() || g.byteCount() < SECTION_SIZE || (receive ? recvBase : sendBase) != -1) {
+                count(NvspReason.BAD_BUFFER);
+                status(transId, answer, STATUS_FAILURE);
+                return;
+            }
+            int sections = (int) Math.min(MAX_SECTIONS, g.byteCount() / SECTION_SIZE);
+            long base;
+            try {
+                base = ctx.guestMemory().resolve(g.pfns()[0] * GuestMemory.PAGE_SIZE + g.byteOffset(), (long) sections * SECTION_SIZE);
+            } catch (GuestMemoryException e) {
+                count(NvspReason.BAD_BUFFER);
+                status(transId, answer, STATUS_FAILURE);
+                return;
+            }
+            reply.fill((byte) 0);
+            u32(reply, 0, answer);
+            u32(reply, STATUS_OFFSET, STATUS_SUCCESS);
+            if (receive) {
+                free = new int[sections];
+                outstanding = new boolean[sections];
+                for (int i = 0; i < sections; i++) {
+                    free[i] = sections - 1 - i;
+                }
+                freeCount = sections;
+                recvSections = sections;
+                recvBase = base;
+                u32(reply, 8, 1);                      // one section descriptor
+                u32(reply, 12, 0);                     // offset
+                u32(reply, 16, SECTION_SIZE);          // sub_alloc_size
+                u32(reply, 20, sections);              // num_sub_allocs
+                u32(reply, 24, sections * SECTION_SIZE); // end_offset
+                ctx.tryComplete(transId, reply, 0, 28);
+            } else {
+                sendSections = sections;
+                sendBase = base;
+                u32(reply, 8, SECTION_SIZE);
+                ctx.tryComplete(transId, reply, 0, 12);
+            }
+        }
+
+        private void sendPacket(MemorySegment buf, long data, int n, long transId, boolean wantsCompletion) {
+            if (n < PKT_LENGTH) {
+                count(NvspReason.TRUNCATED);
+                return;
+            }
+            long base = sendBase;
+            if (base < 0) {
+                count(NvspReason.NOT_INITIALIZED);
+                if (wantsCompletion) {
+                    status(transId, MSG_SEND_RNDIS_PKT_COMPLETE, STATUS_FAILURE);
+                }
+                return;
+            }
+            int section = u32(buf, data + PKT_SECTION_OFFSET);
+            int length = u32(buf, data + PKT_LENGTH_OFFSET);
+            int status = STATUS_SUCCESS;
+            if (section < 0 || section >= sendSections || length < 14 || length > SECTION_SIZE) {
+                count(NvspReason.BAD_SECTION);
+                status = STATUS_FAILURE;
+            } else if (!in.tryWrite(guest, base + (long) section * SECTION_SIZE, length)) {
+                count(NvspReason.INGRESS_FULL);
+                status = STATUS_FAILURE;
+            }
+            if (wantsCompletion) {
+                status(transId, MSG_SEND_RNDIS_PKT_COMPLETE, status);
+            }
+        }
+
+        private void subChannels(MemorySegment buf, long data, int n, long transId) {
+            if (n < SUBCHANNEL_LENGTH) {
+                count(NvspReason.TRUNCATED);
+                return;
+            }
+            int op = u32(buf, data + SUBCHANNEL_OP_OFFSET);
+            int wanted = u32(buf, data + SUBCHANNEL_COUNT_OFFSET);
+            int count = Math.min(Math.max(wanted, 0), MAX_QUEUES - 1);
+            if (op != 1 || !isPrimary || negotiated == 0) {
+                count(NvspReason.UNKNOWN_TYPE);
+                status(transId, MSG_SUBCHANNEL, STATUS_FAILURE);
+                return;
+            }
+            if (count > 0) {
+                ctx.offerSubChannels(count);
+            }
+            u32(reply, 0, MSG_SUBCHANNEL);
+            u32(reply, STATUS_OFFSET, STATUS_SUCCESS);
+            u32(reply, 8, count);
+            ctx.tryComplete(transId, reply, 0, 12);
+        }
+
+        private void onCompletion(long transId) {
+            if (transId < 0 || transId >= outstanding.length || !outstanding[(int) transId]) {
+                count(NvspReason.BAD_COMPLETION);
+                return;
+            }
+            outstanding[(int) transId] = false;
+            free[freeCount++] = (int) transId;
+        }
+
+        @Override
+        public int doWork() {
+            if (!isPrimary) {
+                return 0;
+            }
+            int work = 0;
+            boolean link = linkUp;
+            if (link != lastLink) {
+                u32(reply, 0, MSG_LINK_STATE);
+                u32(reply, 4, link ? 1 : 0);
+                if (ctx.tryWrite(PacketDescriptor.TYPE_INBAND, 0, 0, reply, 0, 8)) {
+                    lastLink = link;
+                    work++;
+                }
+            }
+            if (recvBase < 0) {
+                return work;
+            }
+            if (pendingSection >= 0) {
+                if (!post(pendingSection, pendingLength)) {
+                    return work;
+                }
+                pendingSection = -1;
+                work++;
+            }
+            // One frame at a time while a section and ring space are both there, so no frame is taken off
+            // the egress ring that cannot be posted (the ring holds it; the switch sees EGRESS_FULL only when
+            // the guest stops completing).
+            int need = VmbusRing.spaceFor(0, PKT_LENGTH);
+            for (int i = 0; i < EGRESS_BATCH && link && freeCount > 0 && pendingSection < 0
+                && ctx.tx().bytesFree() > need; i++) {
+                if (egress.poll(toGuest, 1) == 0) {
+                    break;
+                }
+                work++;
+            }
+            return work;
+        }
+
+        private void toGuest(MemorySegment frame, long offset, int length) {
+            if (pendingSection >= 0 || length > SECTION_SIZE || freeCount == 0) {
+                return; // cannot happen with the limit above; a frame larger than a section is dropped
+            }
+            int section = free[--freeCount];
+            outstanding[section] = true;
+            MemorySegment.copy(frame, offset, guest, recvBase + (long) section * SECTION_SIZE, length);
+            if (!post(section, length)) {
+                pendingSection = section;
+                pendingLength = length;
+            }
+        }
+
+        private final MemorySegment packet = Arena.ofAuto().allocate(PKT_LENGTH, 8);
+
+        private boolean post(int section, int length) {
+            u32(packet, 0, MSG_SEND_RNDIS_PKT);
+            u32(packet, PKT_CHANNEL_TYPE_OFFSET, 0);
+            u32(packet, PKT_SECTION_OFFSET, section);
+            u32(packet, PKT_LENGTH_OFFSET, length);
+            if (ctx.tryWrite(PacketDescriptor.TYPE_INBAND, PacketDescriptor.FLAG_COMPLETION_REQUESTED, section,
+                packet, 0, PKT_LENGTH)) {
+                return true;
+            }
+            ctx.requestSpace(VmbusRing.spaceFor(0, PKT_LENGTH));
+            return false;
+        }
+
+        @Override
+        public void onClose() {
+            synchronized (NetVsp.this) {
+                FrameRing[] cur = ingress;
+                FrameRing[] next = Arrays.stream(cur).filter(r -> r != in).toArray(FrameRing[]::new);
+                ingress = next;
+            }
+            if (isPrimary) {
+                primary = null;
+                recvBase = -1;
+                sendBase = -1;
+                negotiated = 0;
+            }
+        }
+    }
+}

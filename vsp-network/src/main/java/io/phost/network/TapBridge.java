@@ -1,0 +1,99 @@
+package io.phost.network;
+
+import io.phost.core.sys.NetSyscalls;
+import io.phost.core.sys.TapDevice;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * The child side's bridge (what {@code phost guest net} runs): a TAP device in the partition's network
+ * namespace on one side, a synthetic NIC on the other, so the real Linux stack's frames travel over VMBus
+ * to the switch. One thread; it sleeps in poll(2) on the TAP fd and the host's doorbell eventfd.
+ * <pre>
+ *   TAP read ──▶ NetVsc.trySend (send-buffer section)      only while a section is free: the TAP queue
+ *                                                           holds the rest (back-pressure, no drop here)
+ *   NetVsc.poll ──▶ recv-buffer section ──▶ TAP write
+ * </pre>
+ */
+public final class TapBridge implements Runnable, AutoCloseable {
+    private static final int SPINS = 1000;
+    private final NetVsc vsc;
+    private final TapDevice tap;
+    private final MemorySegment frame = Arena.ofShared().allocate(65_536, 64);
+    private final MemorySegment pollFds = Arena.ofShared().allocate(16, 8);
+    private volatile boolean running = true;
+    private final NetVsc.FrameReceiver toTap = this::toTap;
+    private long tapWriteErrors;
+
+    public TapBridge(NetVsc vsc, TapDevice tap) {
+        if (tap.vnetHeader()) {
+            throw new IllegalArgumentException("the bridge moves plain frames: open the TAP without a vnet header");
+        }
+        this.vsc = vsc;
+        this.tap = tap;
+        pollFds.set(ValueLayout.JAVA_INT, 0, tap.fd());
+        pollFds.set(ValueLayout.JAVA_SHORT, 4, NetSyscalls.POLLIN);
+        pollFds.set(ValueLayout.JAVA_INT, 8, vsc.channel().hostDoorbellFd());
+        pollFds.set(ValueLayout.JAVA_SHORT, 12, NetSyscalls.POLLIN);
+    }
+
+    private void toTap(MemorySegment memory, long offset, int length) {
+        if (tap.write(memory.address() + offset, length) < 0) {
+            tapWriteErrors++;
+        }
+    }
+
+    /** One duty cycle; returns the work done. */
+    public int doWork() {
+        int work = 0;
+        while (vsc.canSend()) {
+            long n = tap.read(frame.address(), (int) frame.byteSize());
+            if (n <= 0) {
+                break;
+            }
+            if (vsc.trySend(frame, 0, (int) n)) {
+                work++;
+            } else {
+                break; // ring full: this frame is lost, like a full NIC queue; TCP recovers
+            }
+        }
+        work += vsc.poll(toTap, 64);
+        return work;
+    }
+
+    @Override
+    public void run() {
+        int idle = 0;
+        while (running && vsc.channel().isOpen()) {
+            if (doWork() > 0) {
+                idle = 0;
+                continue;
+            }
+            if (++idle < SPINS) {
+                Thread.onSpinWait();
+                continue;
+            }
+            if (vsc.channel().inbound().armInterrupt()) {
+                // Without a free send section, wait for the host only (its completions free sections).
+                if (vsc.canSend()) {
+                    NetSyscalls.poll(pollFds.address(), 2, 1);
+                } else {
+                    NetSyscalls.poll(pollFds.address() + 8, 1, 1);
+                }
+            }
+            vsc.channel().inbound().maskInterrupts();
+            vsc.channel().clearHostDoorbell();
+            idle = 0;
+        }
+    }
+
+    public long tapWriteErrors() {
+        return tapWriteErrors;
+    }
+
+    @Override
+    public void close() {
+        running = false;
+    }
+}

@@ -1,0 +1,122 @@
+package io.phost.network;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.phost.core.partition.Partition;
+import io.phost.core.partition.PartitionHost;
+import io.phost.core.partition.PartitionSpec;
+import io.phost.vswitch.PortConfig;
+import io.phost.vswitch.SwitchAgent;
+import io.phost.vswitch.SwitchType;
+import io.phost.vswitch.VSwitch;
+import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import org.agrona.concurrent.AgentRunner;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Two child partitions as real processes ({@code java ... io.phost.network.GuestNet}, what {@code phost guest
+ * net} runs), each bridging its synthetic NIC to a TAP in its own namespace; ping and iperf3 cross a private
+ * switch in the parent. Child logs: {@code <dataDir>/<name>.log}.
+ */
+class ChildProcessNetTest {
+    private static final long MEM = 16L << 20;
+    private Path dir;
+    private PartitionHost host;
+    private AgentRunner runner;
+    private SwitchAgent agent;
+    private final String tag = Long.toString(ProcessHandle.current().pid() % 10000);
+
+    @BeforeEach
+    void setUp() throws Exception {
+        Assumptions.assumeTrue(new java.io.File("/dev/net/tun").exists() && SyntheticNicTrafficTest.run(5, "ip", "netns", "list") == 0
+            && SyntheticNicTrafficTest.run(5, "iperf3", "--version") == 0, "needs root, ip netns, /dev/net/tun, iperf3");
+        dir = Files.createTempDirectory("phost-netproc");
+        host = new PartitionHost(dir, spec -> List.of("false"), PartitionHost.Options.defaults()
+            .withHeartbeat(Duration.ofMillis(500), Duration.ofSeconds(20)));
+        agent = new SwitchAgent(new VSwitch("private", SwitchType.PRIVATE));
+        runner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
+        AgentRunner.startOnThread(runner);
+    }
+
+    @AfterEach
+    void tearDown() throws Exception {
+        if (host != null) {
+            host.close();
+        }
+        if (runner != null) {
+            runner.close();
+        }
+        SyntheticNicTrafficTest.run(5, "ip", "netns", "del", "phpa" + tag);
+        SyntheticNicTrafficTest.run(5, "ip", "netns", "del", "phpb" + tag);
+        if (dir != null) {
+            try (var s = Files.walk(dir)) {
+                s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+            }
+        }
+    }
+
+    private Partition child(String name, long mac, String cidr) throws Exception {
+        List<String> cmd = new ArrayList<>();
+        cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+        for (String a : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
+            if (a.startsWith("--enable-native-access") || a.startsWith("--add-exports")) {
+                cmd.add(a);
+            }
+        }
+        cmd.addAll(List.of("-Xmx48m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", System.getProperty("java.class.path"),
+            "io.phost.network.GuestNet", "--netns", "php" + name + tag, "--tap", "phpt" + name + tag, "--address", cidr));
+        Partition p = host.create(PartitionSpec.command(name, 1, MEM, cmd));
+        p.offer(new NetVsp(name, "eth0", PortConfig.vnic(mac), 1500, agent));
+        p.start();
+        return p;
+    }
+
+    private String log(String name) {
+        try {
+            return Files.readString(dir.resolve(name + ".log"));
+        } catch (Exception e) {
+            return "(no log)";
+        }
+    }
+
+    private void awaitReady(Partition p) throws InterruptedException {
+        long deadline = System.nanoTime() + 60_000_000_000L;
+        while (System.nanoTime() < deadline) {
+            if ("yes".equals(p.kvp().guestValues().get("net.0.ready"))) {
+                return;
+            }
+            if (!p.state().live()) {
+                break;
+            }
+            Thread.sleep(50);
+        }
+        throw new AssertionError(p.name() + " never became ready (" + p.state() + "): " + log(p.name()));
+    }
+
+    @Test
+    void shouldCarryPingAndIperfBetweenTwoChildProcessPartitions() throws Exception {
+        Partition a = child("a", 0x02_71_00_00_00_01L, "10.82.0.1/24");
+        Partition b = child("b", 0x02_71_00_00_00_02L, "10.82.0.2/24");
+        awaitReady(a);
+        awaitReady(b);
+        assertEquals("02:71:00:00:00:01", a.kvp().guestValues().get("net.0.mac"));
+        assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", "phpa" + tag, "ping", "-c", "3", "-i", "0.2",
+            "-W", "2", "10.82.0.2"), "ping between two child processes: " + log("a"));
+        String tcp = SyntheticNicTrafficTest.iperf("phpb" + tag, "10.82.0.2", "phpa" + tag, 2);
+        double bps = SyntheticNicTrafficTest.number(tcp, "sum_received", "bits_per_second");
+        System.out.printf("child-process synthetic NIC TCP: %.1f Mbit/s%n", bps / 1e6);
+        // Bounded by agent wake-up latency (VSP agents park up to 1 ms between doorbells), not by copying.
+        assertTrue(bps > 2e6, tcp);
+        a.stop(Duration.ofSeconds(10));
+        b.stop(Duration.ofSeconds(10));
+    }
+}

@@ -1,0 +1,711 @@
+package io.phost.storage.nbd;
+
+import io.phost.storage.DiskStats;
+import io.phost.vhdx.AllocationMap;
+import io.phost.vhdx.VirtualDisk;
+
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.ArrayBlockingQueue;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+import static io.phost.storage.nbd.NbdDescriptor.*;
+
+/**
+ * An NBD server (newstyle fixed handshake) exporting {@link VirtualDisk}s on a Unix socket or a loopback
+ * TCP port, so qemu-img, qemu-io, nbdinfo, nbdcopy and fio's nbd engine can use any configured disk.
+ *
+ * <p>Options: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST/SET_META_CONTEXT
+ * ({@code base:allocation}). Commands: READ, WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, DISC.
+ *
+ * <p>Each connection has a reader thread that decodes requests into one of {@value #SLOTS} preallocated
+ * slots (its payload buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}) and hands
+ * them to a shared worker pool, so up to {@value #SLOTS} requests run in parallel per connection; replies
+ * are written whole under the connection's write lock. Hostile input gets an NBD error reply, or closes
+ * only that connection ({@link NbdProtocolException}); the server keeps serving others.
+ */
+public final class NbdServer implements AutoCloseable {
+    private static final Logger LOG = Logger.getLogger(NbdServer.class.getName());
+    /** Largest READ/WRITE payload (advertised as the maximum block size). */
+    public static final int MAX_PAYLOAD = 32 << 20;
+    private static final int MAX_OPTION_LENGTH = 16 << 10;
+    private static final int SLOTS = 64;
+    private static final int MAX_EXTENTS = 256;
+
+    private final ServerSocketChannel server;
+    private final Path socketPath;
+    private final int port;
+    private final Map<String, Export> exports;
+    private final ThreadPoolExecutor workers;
+    private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
+    private final Thread acceptor;
+    private volatile boolean closed;
+
+    /** One exported disk. */
+    public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats) {
+        public Export(String name, VirtualDisk disk, boolean readOnly) {
+            this(name, disk, readOnly || disk.readOnly(), new DiskStats());
+        }
+    }
+
+    private NbdServer(ServerSocketChannel server, Path socketPath, int port, List<Export> exports, int threads) {
+        this.server = server;
+        this.socketPath = socketPath;
+        this.port = port;
+        this.exports = new LinkedHashMap<>();
+        for (Export e : exports) {
+            this.exports.put(e.name(), e);
+        }
+        this.workers = new ThreadPoolExecutor(threads, threads, 30, TimeUnit.SECONDS, new ArrayBlockingQueue<>(4096), r -> {
+            Thread t = new Thread(r, "nbd-worker");
+            t.setDaemon(true);
+            return t;
+        });
+        this.acceptor = new Thread(this::acceptLoop, "nbd-accept");
+        this.acceptor.setDaemon(true);
+    }
+
+    /** Serves {@code exports} on a Unix socket at {@code path} (replaced if it exists). */
+    public static NbdServer unix(Path path, List<Export> exports) throws IOException {
+        Files.deleteIfExists(path);
+        ServerSocketChannel ch = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+        ch.bind(UnixDomainSocketAddress.of(path));
+        NbdServer s = new NbdServer(ch, path, -1, exports, workerThreads());
+        s.acceptor.start();
+        return s;
+    }
+
+    /** Serves {@code exports} on loopback TCP {@code port} (0: any free port; see {@link #port()}). */
+    public static NbdServer tcp(int port, List<Export> exports) throws IOException {
+        ServerSocketChannel ch = ServerSocketChannel.open(StandardProtocolFamily.INET);
+        ch.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), port));
+        int bound = ((InetSocketAddress) ch.getLocalAddress()).getPort();
+        NbdServer s = new NbdServer(ch, null, bound, exports, workerThreads());
+        s.acceptor.start();
+        return s;
+    }
+
+    private static int workerThreads() {
+        return Integer.getInteger("phost.nbd.threads", 8);
+    }
+
+    public int port() {
+        return port;
+    }
+
+    /** The NBD URI of {@code export}: {@code nbd+unix:///name?socket=...} or {@code nbd://127.0.0.1:port/name}. */
+    public String uri(String export) {
+        return socketPath != null ? "nbd+unix:///" + export + "?socket=" + socketPath
+            : "nbd://127.0.0.1:" + port + "/" + export;
+    }
+
+    public int connectionCount() {
+        return connections.size();
+    }
+
+    private void acceptLoop() {
+        while (!closed) {
+            try {
+                SocketChannel ch = server.accept();
+                Connection c = new Connection(ch);
+                connections.add(c);
+                Thread t = new Thread(c, "nbd-conn");
+                t.setDaemon(true);
+                t.start();
+            } catch (IOException e) {
+                if (!closed) {
+                    LOG.log(Level.WARNING, "nbd accept failed", e);
+                }
+            }
+        }
+    }
+
+    @Override
+    public void close() throws IOException {
+        closed = true;
+        server.close();
+        for (Connection c : connections) {
+            c.shutdown();
+        }
+        workers.shutdown();
+        try {
+            acceptor.join(1000);
+            workers.awaitTermination(5, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        if (socketPath != null) {
+            Files.deleteIfExists(socketPath);
+        }
+    }
+
+    /** One request in flight: header fields plus its (reused) payload buffer. */
+    private final class Slot implements Runnable {
+        final Connection conn;
+        final ByteBuffer header = ByteBuffer.allocateDirect(64).order(ByteOrder.BIG_ENDIAN);
+        final ByteBuffer extents = ByteBuffer.allocateDirect(8 + 8 * MAX_EXTENTS).order(ByteOrder.BIG_ENDIAN);
+        final ByteBuffer[] gather = new ByteBuffer[2];
+        ByteBuffer data = ByteBuffer.allocateDirect(64 << 10);
+        MemorySegment dataSegment = MemorySegment.ofBuffer(data);
+        int flags;
+        int type;
+        long cookie;
+        long offset;
+        int length;
+
+        Slot(Connection conn) {
+            this.conn = conn;
+        }
+
+        /** Makes the payload buffer hold {@code n} bytes (bounded by MAX_PAYLOAD by the caller). */
+        ByteBuffer payload(int n) {
+            if (data.capacity() < n) {
+                data = ByteBuffer.allocateDirect(Math.max(n, Math.min(MAX_PAYLOAD, data.capacity() * 2)));
+                dataSegment = MemorySegment.ofBuffer(data);
+            }
+            data.clear().limit(n);
+            return data;
+        }
+
+        @Override
+        public void run() {
+            try {
+                conn.execute(this);
+            } catch (IOException e) {
+                conn.shutdown();
+            } catch (RuntimeException e) {
+                LOG.log(Level.WARNING, "nbd request failed", e);
+                conn.shutdown();
+            } finally {
+                conn.release(this);
+            }
+        }
+    }
+
+    private final class Connection implements Runnable {
+        private final SocketChannel ch;
+        private final ByteBuffer in = ByteBuffer.allocateDirect(MAX_OPTION_LENGTH + 64).order(ByteOrder.BIG_ENDIAN);
+        private final ByteBuffer out = ByteBuffer.allocateDirect(MAX_OPTION_LENGTH + 256).order(ByteOrder.BIG_ENDIAN);
+        private final ArrayBlockingQueue<Slot> free = new ArrayBlockingQueue<>(SLOTS);
+        private final Object writeLock = new Object();
+        private long streamOffset;
+        private boolean structured;
+        private boolean baseAllocation;
+        private Export export;
+        private volatile boolean dead;
+
+        Connection(SocketChannel ch) {
+            this.ch = ch;
+            for (int i = 0; i < SLOTS; i++) {
+                free.add(new Slot(this));
+            }
+        }
+
+        void shutdown() {
+            dead = true;
+            try {
+                ch.close();
+            } catch (IOException ignored) {
+                // closing anyway
+            }
+        }
+
+        void release(Slot s) {
+            free.add(s);
+        }
+
+        @Override
+        public void run() {
+            try {
+                if (handshake()) {
+                    transmission();
+                }
+            } catch (NbdProtocolException e) {
+                LOG.log(e.reason() == NbdProtocolException.Reason.EOF ? Level.FINE : Level.INFO,
+                    "nbd client dropped: " + e.getMessage());
+            } catch (IOException e) {
+                if (!dead && !closed) {
+                    LOG.log(Level.FINE, "nbd connection closed", e);
+                }
+            } finally {
+                // Let running requests finish before closing so they can still reply.
+                try {
+                    for (int i = 0; i < SLOTS; i++) {
+                        Slot s = free.poll(10, TimeUnit.SECONDS);
+                        if (s == null) {
+                            break;
+                        }
+                    }
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                shutdown();
+                connections.remove(this);
+            }
+        }
+
+        // ---- low-level I/O ----
+
+        private void readFully(ByteBuffer b) throws IOException {
+            while (b.hasRemaining()) {
+                int n = ch.read(b);
+                if (n < 0) {
+                    throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "client closed");
+                }
+                streamOffset += n;
+            }
+        }
+
+        private ByteBuffer readIn(int n) throws IOException {
+            in.clear().limit(n);
+            readFully(in);
+            in.flip();
+            return in;
+        }
+
+        private void skip(long n) throws IOException {
+            while (n > 0) {
+                int chunk = (int) Math.min(n, in.capacity());
+                readIn(chunk);
+                n -= chunk;
+            }
+        }
+
+        private void writeFully(ByteBuffer... bufs) throws IOException {
+            long left = 0;
+            for (ByteBuffer b : bufs) {
+                left += b.remaining();
+            }
+            while (left > 0) {
+                long n = ch.write(bufs);
+                left -= n;
+            }
+        }
+
+        // ---- handshake ----
+
+        private boolean handshake() throws IOException {
+            out.clear();
+            out.putLong(NBDMAGIC).putLong(IHAVEOPT).putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).flip();
+            writeFully(out);
+            int clientFlags = readIn(4).getInt();
+            if ((clientFlags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) != 0) {
+                throw new NbdProtocolException(NbdProtocolException.Reason.BAD_CLIENT_FLAGS, streamOffset - 4,
+                    "flags 0x" + Integer.toHexString(clientFlags));
+            }
+            boolean noZeroes = (clientFlags & FLAG_C_NO_ZEROES) != 0;
+            while (true) {
+                ByteBuffer h = readIn(16);
+                long magic = h.getLong();
+                int option = h.getInt();
+                long length = h.getInt() & 0xFFFFFFFFL;
+                if (magic != IHAVEOPT) {
+                    throw new NbdProtocolException(NbdProtocolException.Reason.BAD_OPTION_MAGIC, streamOffset - 16,
+                        "0x" + Long.toHexString(magic));
+                }
+                if (length > MAX_OPTION_LENGTH) {
+                    if (length > (1 << 20)) {
+                        throw new NbdProtocolException(NbdProtocolException.Reason.OPTION_TOO_LONG, streamOffset - 4,
+                            "option " + option + " length " + length);
+                    }
+                    skip(length);
+                    optionReply(option, REP_ERR_TOO_BIG, null);
+                    continue;
+                }
+                ByteBuffer data = readIn((int) length);
+                switch (option) {
+                    case OPT_EXPORT_NAME -> {
+                        Export e = exports.get(string(data, (int) length));
+                        if (e == null) {
+                            return false; // the protocol's only answer here: disconnect
+                        }
+                        export = e;
+                        out.clear();
+                        out.putLong(e.disk().size()).putShort((short) transmissionFlags(e));
+                        if (!noZeroes) {
+                            out.put(new byte[124]);
+                        }
+                        out.flip();
+                        writeFully(out);
+                        return true;
+                    }
+                    case OPT_ABORT -> {
+                        optionReply(option, REP_ACK, null);
+                        return false;
+                    }
+                    case OPT_LIST -> {
+                        if (length != 0) {
+                            optionReply(option, REP_ERR_INVALID, null);
+                            continue;
+                        }
+                        for (String name : exports.keySet()) {
+                            byte[] n = name.getBytes(StandardCharsets.UTF_8);
+                            ByteBuffer b = ByteBuffer.allocate(4 + n.length).putInt(n.length).put(n).flip();
+                            optionReply(option, REP_SERVER, b);
+                        }
+                        optionReply(option, REP_ACK, null);
+                    }
+                    case OPT_STRUCTURED_REPLY -> {
+                        if (length != 0) {
+                            optionReply(option, REP_ERR_INVALID, null);
+                        } else {
+                            structured = true;
+                            optionReply(option, REP_ACK, null);
+                        }
+                    }
+                    case OPT_INFO, OPT_GO -> {
+                        if (infoOrGo(option, data, (int) length) && option == OPT_GO) {
+                            return true;
+                        }
+                    }
+                    case OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT -> metaContext(option, data, (int) length);
+                    default -> optionReply(option, REP_ERR_UNSUP, null);
+                }
+            }
+        }
+
+        private String string(ByteBuffer b, int n) {
+            byte[] bytes = new byte[n];
+            b.get(bytes);
+            return new String(bytes, StandardCharsets.UTF_8);
+        }
+
+        private void optionReply(int option, int type, ByteBuffer payload) throws IOException {
+            ByteBuffer h = ByteBuffer.allocate(20).order(ByteOrder.BIG_ENDIAN);
+            h.putLong(OPTION_REPLY_MAGIC).putInt(option).putInt(type).putInt(payload == null ? 0 : payload.remaining()).flip();
+            if (payload == null) {
+                writeFully(h);
+            } else {
+                writeFully(h, payload);
+            }
+        }
+
+        private int transmissionFlags(Export e) {
+            int f = TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA | TF_CAN_MULTI_CONN;
+            if (e.readOnly()) {
+                f |= TF_READ_ONLY;
+            } else {
+                f |= TF_SEND_TRIM | TF_SEND_WRITE_ZEROES;
+            }
+            if (structured) {
+                f |= TF_SEND_DF;
+            }
+            return f;
+        }
+
+        /** NBD_OPT_INFO / NBD_OPT_GO: {@code u32 name length | name | u16 n | u16 info[n]}. */
+        private boolean infoOrGo(int option, ByteBuffer data, int length) throws IOException {
+            if (length < 6) {
+                optionReply(option, REP_ERR_INVALID, null);
+                return false;
+            }
+            long nameLen = data.getInt() & 0xFFFFFFFFL;
+            if (nameLen > length - 6L) {
+                optionReply(option, REP_ERR_INVALID, null);
+                return false;
+            }
+            String name = string(data, (int) nameLen);
+            int requests = data.getShort() & 0xFFFF;
+            if (data.remaining() != 2 * requests) {
+                optionReply(option, REP_ERR_INVALID, null);
+                return false;
+            }
+            Export e = exports.get(name);
+            if (e == null) {
+                optionReply(option, REP_ERR_UNKNOWN, null);
+                return false;
+            }
+            ByteBuffer b = ByteBuffer.allocate(64).order(ByteOrder.BIG_ENDIAN);
+            b.putShort((short) INFO_EXPORT).putLong(e.disk().size()).putShort((short) transmissionFlags(e)).flip();
+            optionReply(option, REP_INFO, b);
+            b.clear();
+            b.putShort((short) INFO_BLOCK_SIZE).putInt(e.disk().logicalSectorSize())
+                .putInt(Math.max(4096, e.disk().physicalSectorSize())).putInt(MAX_PAYLOAD).flip();
+            optionReply(option, REP_INFO, b);
+            for (int i = 0; i < requests; i++) {
+                if ((data.getShort() & 0xFFFF) == INFO_NAME) {
+                    byte[] n = name.getBytes(StandardCharsets.UTF_8);
+                    optionReply(option, REP_INFO, ByteBuffer.allocate(2 + n.length).putShort((short) INFO_NAME).put(n).flip());
+                }
+            }
+            optionReply(option, REP_ACK, null);
+            if (option == OPT_GO) {
+                export = e;
+            }
+            return true;
+        }
+
+        /** LIST/SET_META_CONTEXT: {@code u32 name length | name | u32 n | {u32 len | query}*n}. */
+        private void metaContext(int option, ByteBuffer data, int length) throws IOException {
+            if (option == OPT_SET_META_CONTEXT && !structured) {
+                optionReply(option, REP_ERR_INVALID, null);
+                return;
+            }
+            if (length < 8) {
+                optionReply(option, REP_ERR_INVALID, null);
+                return;
+            }
+            long nameLen = data.getInt() & 0xFFFFFFFFL;
+            if (nameLen > length - 8L) {
+                optionReply(option, REP_ERR_INVALID, null);
+                return;
+            }
+            String name = string(data, (int) nameLen);
+            long n = data.getInt() & 0xFFFFFFFFL;
+            List<String> queries = new ArrayList<>();
+            for (long i = 0; i < n; i++) {
+                if (data.remaining() < 4) {
+                    optionReply(option, REP_ERR_INVALID, null);
+                    return;
+                }
+                long ql = data.getInt() & 0xFFFFFFFFL;
+                if (ql > data.remaining()) {
+                    optionReply(option, REP_ERR_INVALID, null);
+                    return;
+                }
+                queries.add(string(data, (int) ql));
+            }
+            if (data.hasRemaining()) {
+                optionReply(option, REP_ERR_INVALID, null);
+                return;
+            }
+            if (!exports.containsKey(name)) {
+                optionReply(option, REP_ERR_UNKNOWN, null);
+                return;
+            }
+            boolean match = false;
+            if (option == OPT_LIST_META_CONTEXT && queries.isEmpty()) {
+                match = true;
+            }
+            for (String q : queries) {
+                if (q.equals(BASE_ALLOCATION) || (option == OPT_LIST_META_CONTEXT && q.equals("base:"))) {
+                    match = true;
+                }
+            }
+            if (option == OPT_SET_META_CONTEXT) {
+                baseAllocation = match;
+            }
+            if (match) {
+                byte[] ctx = BASE_ALLOCATION.getBytes(StandardCharsets.US_ASCII);
+                ByteBuffer b = ByteBuffer.allocate(4 + ctx.length).putInt(BASE_ALLOCATION_ID).put(ctx).flip();
+                optionReply(option, REP_META_CONTEXT, b);
+            }
+            optionReply(option, REP_ACK, null);
+        }
+
+        // ---- transmission ----
+
+        private void transmission() throws IOException {
+            ByteBuffer h = ByteBuffer.allocateDirect(28).order(ByteOrder.BIG_ENDIAN);
+            while (!dead) {
+                h.clear();
+                readFully(h);
+                h.flip();
+                int magic = h.getInt();
+                if (magic != REQUEST_MAGIC) {
+                    throw new NbdProtocolException(NbdProtocolException.Reason.BAD_REQUEST_MAGIC, streamOffset - 28,
+                        "0x" + Integer.toHexString(magic));
+                }
+                Slot s;
+                try {
+                    s = free.take();
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    return;
+                }
+                s.flags = h.getShort() & 0xFFFF;
+                s.type = h.getShort() & 0xFFFF;
+                s.cookie = h.getLong();
+                s.offset = h.getLong();
+                s.length = h.getInt();
+                long length = s.length & 0xFFFFFFFFL;
+                if (s.type == CMD_DISC) {
+                    free.add(s);
+                    return;
+                }
+                if (s.type == CMD_WRITE) {
+                    if (length > MAX_PAYLOAD) {
+                        if (length > 2L * MAX_PAYLOAD) {
+                            throw new NbdProtocolException(NbdProtocolException.Reason.PAYLOAD_TOO_LONG,
+                                streamOffset - 4, "write of " + length + " bytes");
+                        }
+                        skip(length);
+                        s.type = -1; // answered with EINVAL below
+                    } else {
+                        readFully(s.payload((int) length));
+                    }
+                }
+                workers.execute(s);
+            }
+        }
+
+        /** Runs one request on a worker thread and replies. */
+        void execute(Slot s) throws IOException {
+            Export e = export;
+            VirtualDisk disk = e.disk();
+            long len = s.length & 0xFFFFFFFFL;
+            int error = 0;
+            boolean write = s.type == CMD_WRITE || s.type == CMD_TRIM || s.type == CMD_WRITE_ZEROES;
+            if (s.type < 0 || s.type == CMD_CACHE || s.type > CMD_BLOCK_STATUS) {
+                error = EINVAL;
+            } else if ((s.flags & ~(CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLAG_REQ_ONE)) != 0) {
+                error = EINVAL; // includes FAST_ZERO, which we do not advertise
+            } else if (write && e.readOnly()) {
+                error = EPERM;
+            } else if (s.type != CMD_FLUSH && (s.offset < 0 || len > disk.size() - s.offset)) {
+                error = write ? ENOSPC : EINVAL;
+            } else if (s.type != CMD_FLUSH && s.type != CMD_BLOCK_STATUS
+                && ((s.offset | len) % disk.logicalSectorSize()) != 0) {
+                error = EINVAL; // violates the minimum block size we advertised
+            } else if ((s.type == CMD_READ || s.type == CMD_BLOCK_STATUS) && len == 0
+                || len > MAX_PAYLOAD && (s.type == CMD_READ)) {
+                error = EINVAL;
+            } else if (s.type == CMD_BLOCK_STATUS && !baseAllocation) {
+                error = EINVAL;
+            }
+            if (error == 0) {
+                long t0 = System.nanoTime();
+                try {
+                    switch (s.type) {
+                        case CMD_READ -> {
+                            s.payload((int) len);
+                            disk.read(s.offset, s.dataSegment.asSlice(0, len));
+                            e.stats().recordRead(len, System.nanoTime() - t0);
+                            replyRead(s, len);
+                            return;
+                        }
+                        case CMD_WRITE -> {
+                            disk.write(s.offset, s.dataSegment.asSlice(0, len));
+                            if ((s.flags & CMD_FLAG_FUA) != 0) {
+                                disk.flush();
+                            }
+                            e.stats().recordWrite(len, System.nanoTime() - t0);
+                        }
+                        case CMD_FLUSH -> {
+                            disk.flush();
+                            e.stats().recordFlush(System.nanoTime() - t0);
+                        }
+                        case CMD_TRIM -> {
+                            disk.unmap(s.offset, len);
+                            if ((s.flags & CMD_FLAG_FUA) != 0) {
+                                disk.flush();
+                            }
+                            e.stats().recordUnmap(System.nanoTime() - t0);
+                        }
+                        case CMD_WRITE_ZEROES -> {
+                            disk.writeZeroes(s.offset, len);
+                            if ((s.flags & CMD_FLAG_FUA) != 0) {
+                                disk.flush();
+                            }
+                            e.stats().recordUnmap(System.nanoTime() - t0);
+                        }
+                        case CMD_BLOCK_STATUS -> {
+                            replyBlockStatus(s, disk, len);
+                            return;
+                        }
+                        default -> error = EINVAL;
+                    }
+                } catch (IOException | RuntimeException ex) {
+                    e.stats().recordError();
+                    error = ex instanceof IllegalArgumentException ? EINVAL : EIO;
+                }
+            }
+            if (error != 0 && structured && (s.type == CMD_READ || s.type == CMD_BLOCK_STATUS)) {
+                replyStructuredError(s, error);
+            } else {
+                replySimple(s, error);
+            }
+        }
+
+        private void replySimple(Slot s, int error) throws IOException {
+            ByteBuffer h = s.header.clear();
+            h.putInt(SIMPLE_REPLY_MAGIC).putInt(error).putLong(s.cookie).flip();
+            synchronized (writeLock) {
+                writeFully(h);
+            }
+        }
+
+        private void replyStructuredError(Slot s, int error) throws IOException {
+            ByteBuffer h = s.header.clear();
+            h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_ERROR)
+                .putLong(s.cookie).putInt(6).putInt(error).putShort((short) 0).flip();
+            synchronized (writeLock) {
+                writeFully(h);
+            }
+        }
+
+        private void replyRead(Slot s, long len) throws IOException {
+            ByteBuffer h = s.header.clear();
+            if (structured) {
+                h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_OFFSET_DATA)
+                    .putLong(s.cookie).putInt((int) (len + 8)).putLong(s.offset).flip();
+            } else {
+                h.putInt(SIMPLE_REPLY_MAGIC).putInt(0).putLong(s.cookie).flip();
+            }
+            s.data.clear().limit((int) len);
+            s.gather[0] = h;
+            s.gather[1] = s.data;
+            synchronized (writeLock) {
+                writeFully(s.gather);
+            }
+        }
+
+        private void replyBlockStatus(Slot s, VirtualDisk disk, long len) throws IOException {
+            ByteBuffer x = s.extents.clear();
+            x.putInt(BASE_ALLOCATION_ID);
+            long end = s.offset + len;
+            int max = (s.flags & CMD_FLAG_REQ_ONE) != 0 ? 1 : MAX_EXTENTS;
+            if (disk instanceof AllocationMap map) {
+                long at = s.offset;
+                int n = 0;
+                while (at < end && n < max) {
+                    long next = map.nextAllocated(at);
+                    long runEnd;
+                    int state;
+                    if (next > at) {
+                        runEnd = Math.min(next, end);
+                        state = STATE_HOLE | STATE_ZERO;
+                    } else {
+                        runEnd = Math.min(Math.max(map.nextUnallocated(at), at + 1), end);
+                        state = 0;
+                    }
+                    long runLen = runEnd - at;
+                    x.putInt((int) runLen).putInt(state);
+                    at = runEnd;
+                    n++;
+                }
+            } else {
+                x.putInt((int) len).putInt(0);
+            }
+            x.flip();
+            ByteBuffer h = s.header.clear();
+            h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_BLOCK_STATUS)
+                .putLong(s.cookie).putInt(x.remaining()).flip();
+            s.gather[0] = h;
+            s.gather[1] = x;
+            synchronized (writeLock) {
+                writeFully(s.gather);
+            }
+        }
+    }
+}

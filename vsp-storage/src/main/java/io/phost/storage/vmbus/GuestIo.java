@@ -1,0 +1,399 @@
+package io.phost.storage.vmbus;
+
+import io.phost.core.ic.GuestIntegration;
+import io.phost.core.vmbus.VmbusClient;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.Arrays;
+import java.util.BitSet;
+import java.util.List;
+import java.util.Locale;
+import java.util.SplittableRandom;
+
+/**
+ * The built-in guest storage workload ({@code phost guest io ...}): a small fio inside a child partition,
+ * driving the storvsc-style client. Random or sequential reads/writes of {@code bs} bytes at a queue depth,
+ * one queue (VMBus channel or sub-channel) and thread per job, for a time or a byte count, with optional
+ * verification: writes carry a pattern derived from their offset and a seed; with {@code verify} every
+ * written block is read back and checked (and read-only runs check the pattern of an earlier write run).
+ */
+public final class GuestIo {
+    /** What to run. */
+    public record Options(String rw, int bs, int iodepth, int jobs, double runtimeSeconds, long size, int lun,
+                          boolean verify, long seed, int rwmixread, long offset, long span) {
+        public Options {
+            if (!List.of("read", "write", "randread", "randwrite", "randrw").contains(rw)) {
+                throw new IllegalArgumentException("--rw must be read|write|randread|randwrite|randrw: " + rw);
+            }
+            if (bs < 512 || bs > (2 << 20) || bs % 512 != 0) {
+                throw new IllegalArgumentException("--bs must be a multiple of 512 up to 2 MiB: " + bs);
+            }
+            if (iodepth < 1 || iodepth > 256 || jobs < 1 || jobs > 64) {
+                throw new IllegalArgumentException("--iodepth 1..256, --jobs 1..64");
+            }
+        }
+
+        public static Options defaults() {
+            return new Options("randread", 4096, 1, 1, 5, 0, 0, false, 1, 50, 0, 0);
+        }
+    }
+
+    /** What happened. Latencies in microseconds. */
+    public record Result(String rw, int bs, int iodepth, int jobs, long ios, long bytes, double seconds, double iops,
+                         double mibps, double latMeanUs, double latP50Us, double latP99Us, double latP999Us,
+                         long errors, long verified, long verifyErrors) {
+        public String json() {
+            return String.format(Locale.ROOT, "{\"rw\":\"%s\",\"bs\":%d,\"iodepth\":%d,\"jobs\":%d,\"ios\":%d,\"bytes\":%d,"
+                    + "\"seconds\":%.3f,\"iops\":%.1f,\"mibps\":%.2f,\"lat_us\":{\"mean\":%.2f,\"p50\":%.2f,\"p99\":%.2f,\"p99.9\":%.2f},"
+                    + "\"errors\":%d,\"verified\":%d,\"verify_errors\":%d}",
+                rw, bs, iodepth, jobs, ios, bytes, seconds, iops, mibps, latMeanUs, latP50Us, latP99Us, latP999Us,
+                errors, verified, verifyErrors);
+        }
+
+        public String text() {
+            return String.format(Locale.ROOT, "%s bs=%d iodepth=%d jobs=%d: %d IOs in %.2fs, IOPS=%.0f, %.1f MiB/s, "
+                    + "lat us mean=%.1f p50=%.1f p99=%.1f p99.9=%.1f, errors=%d, verified=%d, verify_errors=%d",
+                rw, bs, iodepth, jobs, ios, seconds, iops, mibps, latMeanUs, latP50Us, latP99Us, latP999Us, errors,
+                verified, verifyErrors);
+        }
+    }
+
+    private GuestIo() {}
+
+    /** Attaches from the partition environment, answers the integration services, runs, publishes the result. */
+    public static Result runInPartition(Options o) throws Exception {
+        try (VmbusClient bus = VmbusClient.attachFromEnvironment();
+             GuestIntegration ic = new GuestIntegration(bus, reason -> System.exit(0))) {
+            Result r = run(bus, o);
+            ic.publish("storage-io", r.json());
+            return r;
+        }
+    }
+
+    /** Runs the workload against the storage controller offered on {@code bus}. */
+    public static Result run(VmbusClient bus, Options o) throws Exception {
+        try (StorvscClient client = StorvscClient.connect(bus, null, o.jobs(), o.iodepth(), o.bs())) {
+            return run(client, o);
+        }
+    }
+
+    public static Result run(StorvscClient client, Options o) throws Exception {
+        long[] cap = client.readCapacity(o.lun());
+        int blockSize = (int) cap[1];
+        if (o.bs() % blockSize != 0) {
+            throw new IllegalArgumentException("--bs " + o.bs() + " is not a multiple of the disk's " + blockSize + "-byte blocks");
+        }
+        long diskBytes = cap[0] * blockSize;
+        long span = o.span() > 0 ? Math.min(o.span(), diskBytes - o.offset()) : diskBytes - o.offset();
+        long units = span / o.bs();
+        if (units <= 0) {
+            throw new IllegalArgumentException("region smaller than one block");
+        }
+        int jobs = Math.min(o.jobs(), client.queueCount());
+        Job[] js = new Job[jobs];
+        Thread[] ts = new Thread[jobs];
+        long start = System.nanoTime();
+        for (int j = 0; j < jobs; j++) {
+            js[j] = new Job(client.queue(j), o, j, jobs, units, blockSize);
+            Thread t = new Thread(js[j]::run, "guest-io-" + j);
+            ts[j] = t;
+            t.start();
+        }
+        for (Thread t : ts) {
+            t.join();
+        }
+        double seconds = (System.nanoTime() - start) / 1e9;
+        long ios = 0;
+        long errors = 0;
+        long verified = 0;
+        long verifyErrors = 0;
+        int samples = 0;
+        for (Job j : js) {
+            if (j.failure != null) {
+                throw j.failure;
+            }
+            ios += j.ios;
+            errors += j.errors;
+            verified += j.verified;
+            verifyErrors += j.verifyErrors;
+            samples += j.samples;
+        }
+        long[] all = new long[samples];
+        int k = 0;
+        for (Job j : js) {
+            System.arraycopy(j.lat, 0, all, k, j.samples);
+            k += j.samples;
+        }
+        Arrays.sort(all);
+        double timed = Math.max(1e-9, Arrays.stream(js).mapToDouble(j -> j.timedSeconds).max().orElse(seconds));
+        double mean = all.length == 0 ? 0 : Arrays.stream(all).average().orElse(0) / 1000.0;
+        return new Result(o.rw(), o.bs(), o.iodepth(), jobs, ios, ios * o.bs(), timed, ios / timed,
+            ios * (double) o.bs() / (1 << 20) / timed, mean, pct(all, 50), pct(all, 99), pct(all, 99.9), errors, verified,
+            verifyErrors);
+    }
+
+    private static double pct(long[] sorted, double p) {
+        if (sorted.length == 0) {
+            return 0;
+        }
+        int i = (int) Math.min(sorted.length - 1, Math.ceil(p / 100.0 * sorted.length) - 1);
+        return sorted[Math.max(0, i)] / 1000.0;
+    }
+
+    /** The 8-byte word at {@code byteOffset} of the disk for a pattern seed. */
+    public static long pattern(long byteOffset, long seed) {
+        return (byteOffset * 0x9E3779B97F4A7C15L) ^ seed;
+    }
+
+    /** One job: one queue, one thread. */
+    private static final class Job {
+        private static final int MAX_SAMPLES = 1 << 21;
+        final StorvscQueue q;
+        final Options o;
+        final long units;
+        final long firstUnit;
+        final long jobUnits;
+        final int blockSize;
+        final SplittableRandom rnd;
+        final long[] lat;
+        final long[] startedAt;
+        final long[] unitOf;
+        final boolean[] isWrite;
+        final BitSet written;
+        int samples;
+        long ios;
+        long errors;
+        long verified;
+        long verifyErrors;
+        double timedSeconds;
+        long nextSeq;
+        Exception failure;
+
+        Job(StorvscQueue q, Options o, int index, int jobs, long units, int blockSize) {
+            this.q = q;
+            this.o = o;
+            this.units = units;
+            // Sequential jobs split the region; random jobs roam all of it.
+            this.jobUnits = o.rw().startsWith("rand") ? units : Math.max(1, units / jobs);
+            this.firstUnit = o.rw().startsWith("rand") ? 0 : index * jobUnits;
+            this.blockSize = blockSize;
+            this.rnd = new SplittableRandom(o.seed() * 31 + index);
+            this.lat = new long[(int) Math.min(MAX_SAMPLES, o.size() > 0 ? o.size() / o.bs() + 1 : MAX_SAMPLES)];
+            this.startedAt = new long[o.iodepth()];
+            this.unitOf = new long[o.iodepth()];
+            this.isWrite = new boolean[o.iodepth()];
+            this.written = o.verify() && writes(o.rw()) ? new BitSet((int) Math.min(Integer.MAX_VALUE, jobUnits + firstUnit)) : null;
+        }
+
+        static boolean writes(String rw) {
+            return rw.contains("write") || rw.equals("randrw");
+        }
+
+        void run() {
+            try {
+                long t0 = System.nanoTime();
+                long deadline = o.runtimeSeconds() > 0 && o.size() == 0 ? t0 + (long) (o.runtimeSeconds() * 1e9) : Long.MAX_VALUE;
+                long budget = o.size() > 0 ? o.size() / o.bs() : Long.MAX_VALUE;
+                phase(deadline, budget, false);
+                timedSeconds = (System.nanoTime() - t0) / 1e9;
+                if (o.verify() && written != null) {
+                    verifyPass();
+                }
+            } catch (Exception e) {
+                failure = e;
+            }
+        }
+
+        private long nextUnit() {
+            if (o.rw().startsWith("rand")) {
+                return rnd.nextLong(units);
+            }
+            return firstUnit + (nextSeq++ % jobUnits);
+        }
+
+        private boolean nextIsWrite() {
+            return switch (o.rw()) {
+                case "write", "randwrite" -> true;
+                case "randrw" -> rnd.nextInt(100) >= o.rwmixread();
+                default -> false;
+            };
+        }
+
+        private void fill(int slot, long unit) {
+            MemorySegment b = q.buffer(slot);
+            long base = o.offset() + unit * o.bs();
+            for (int i = 0; i < o.bs(); i += 8) {
+                b.set(ValueLayout.JAVA_LONG, i, pattern(base + i, o.seed()));
+            }
+        }
+
+        private boolean check(int slot, long unit) {
+            MemorySegment b = q.buffer(slot);
+            long base = o.offset() + unit * o.bs();
+            for (int i = 0; i < o.bs(); i += 8) {
+                if (b.get(ValueLayout.JAVA_LONG, i) != pattern(base + i, o.seed())) {
+                    return false;
+                }
+            }
+            return true;
+        }
+
+        private boolean start(int slot, long unit, boolean write) {
+            long lba = (o.offset() + unit * o.bs()) / blockSize;
+            int blocks = o.bs() / blockSize;
+            if (write) {
+                fill(slot, unit);
+            }
+            boolean ok = write ? q.tryWrite(slot, o.lun(), lba, blocks, blockSize) : q.tryRead(slot, o.lun(), lba, blocks, blockSize);
+            if (ok) {
+                startedAt[slot] = System.nanoTime();
+                unitOf[slot] = unit;
+                isWrite[slot] = write;
+            }
+            return ok;
+        }
+
+        /** Keeps iodepth commands in flight until the deadline or the budget; verifyMode reads written units. */
+        private void phase(long deadline, long budget, boolean verifyMode) {
+            long issued = 0;
+            int[] freeSlots = new int[o.iodepth()];
+            int free = 0;
+            for (int s = o.iodepth() - 1; s >= 0; s--) {
+                freeSlots[free++] = s;
+            }
+            int[] freeRef = {free};
+            long[] issuedRef = {issued};
+            int nextVerify = verifyMode ? written.nextSetBit(0) : -1;
+            while (true) {
+                boolean more = verifyMode ? nextVerify >= 0 : issuedRef[0] < budget && System.nanoTime() < deadline;
+                while (more && freeRef[0] > 0) {
+                    int slot = freeSlots[freeRef[0] - 1];
+                    long unit;
+                    boolean write;
+                    if (verifyMode) {
+                        unit = nextVerify;
+                        write = false;
+                    } else {
+                        unit = nextUnit();
+                        write = nextIsWrite();
+                    }
+                    if (!start(slot, unit, write)) {
+                        break; // ring full: reap first
+                    }
+                    freeRef[0]--;
+                    issuedRef[0]++;
+                    if (verifyMode) {
+                        nextVerify = written.nextSetBit(nextVerify + 1);
+                        more = nextVerify >= 0;
+                    } else {
+                        more = issuedRef[0] < budget && System.nanoTime() < deadline;
+                    }
+                }
+                if (q.inFlight() == 0 && !more) {
+                    return;
+                }
+                q.await((slot, scsi, srb, transferred, key, ascq) -> {
+                    long now = System.nanoTime();
+                    if (scsi != 0 || (srb & 0x3F) != StorvscDescriptor.SRB_STATUS_SUCCESS) {
+                        errors++;
+                    } else if (verifyMode || (o.verify() && !isWrite[slot])) {
+                        if (written == null || written.get((int) unitOf[slot])) {
+                            verified++;
+                            if (!check(slot, unitOf[slot])) {
+                                verifyErrors++;
+                            }
+                        }
+                    } else if (isWrite[slot] && written != null) {
+                        written.set((int) unitOf[slot]);
+                    }
+                    if (!verifyMode) {
+                        ios++;
+                        if (samples < lat.length) {
+                            lat[samples++] = now - startedAt[slot];
+                        }
+                    }
+                    freeSlots[freeRef[0]++] = slot;
+                }, 1_000_000_000L);
+            }
+        }
+
+        private void verifyPass() {
+            phase(Long.MAX_VALUE, Long.MAX_VALUE, true);
+        }
+    }
+
+    /** Parses fio-style sizes: 4k, 1m, 512, 2g. */
+    public static long parseSize(String s) {
+        String t = s.trim().toLowerCase(Locale.ROOT);
+        long mult = 1;
+        char c = t.charAt(t.length() - 1);
+        if (c == 'k' || c == 'm' || c == 'g' || c == 't') {
+            mult = switch (c) {
+                case 'k' -> 1L << 10;
+                case 'm' -> 1L << 20;
+                case 'g' -> 1L << 30;
+                default -> 1L << 40;
+            };
+            t = t.substring(0, t.length() - 1);
+        }
+        return Long.parseLong(t) * mult;
+    }
+
+    /**
+     * Entry point for a child partition ({@code java ... GuestIo --rw randwrite --bs 4k ...}). Prints the
+     * result (text, or JSON with {@code --json}) and exits 1 on I/O or verify errors.
+     */
+    public static void main(String[] args) throws Exception {
+        Options d = Options.defaults();
+        String rw = d.rw();
+        int bs = d.bs();
+        int depth = d.iodepth();
+        int jobs = d.jobs();
+        double runtime = d.runtimeSeconds();
+        long size = 0;
+        int lun = 0;
+        boolean verify = false;
+        boolean json = false;
+        long seed = 1;
+        int mix = 50;
+        long offset = 0;
+        long span = 0;
+        for (int i = 0; i < args.length; i++) {
+            String a = args[i];
+            String v = a.contains("=") ? a.substring(a.indexOf('=') + 1) : (i + 1 < args.length ? args[i + 1] : "");
+            String key = a.contains("=") ? a.substring(0, a.indexOf('=')) : a;
+            boolean consumed = !a.contains("=");
+            switch (key) {
+                case "--rw" -> rw = v;
+                case "--bs" -> bs = (int) parseSize(v);
+                case "--iodepth" -> depth = Integer.parseInt(v);
+                case "--jobs", "--numjobs" -> jobs = Integer.parseInt(v);
+                case "--runtime" -> runtime = Double.parseDouble(v.replace("s", ""));
+                case "--size" -> size = parseSize(v);
+                case "--lun" -> lun = Integer.parseInt(v);
+                case "--seed" -> seed = Long.parseLong(v);
+                case "--rwmixread" -> mix = Integer.parseInt(v);
+                case "--offset" -> offset = parseSize(v);
+                case "--span" -> span = parseSize(v);
+                case "--verify" -> {
+                    verify = true;
+                    consumed = false;
+                }
+                case "--json" -> {
+                    json = true;
+                    consumed = false;
+                }
+                default -> throw new IllegalArgumentException("unknown option " + a);
+            }
+            if (consumed) {
+                i++;
+            }
+        }
+        Result r = runInPartition(new Options(rw, bs, depth, jobs, runtime, size, lun, verify, seed, mix, offset, span));
+        System.out.println(json ? r.json() : r.text());
+        System.out.flush();
+        System.exit(r.errors() == 0 && r.verifyErrors() == 0 ? 0 : 1);
+    }
+
+}

@@ -1,0 +1,193 @@
+package io.phost.vswitch;
+
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import org.agrona.concurrent.AgentRunner;
+
+/**
+ * A running switch as the appliance sees it: the {@link VSwitch}, the agent thread that owns it, its uplink
+ * (AF_PACKET) and management-OS TAP when the type calls for them, VMQ workers, and the SR-IOV state. All
+ * methods are thread-safe; changes run on the switch's thread.
+ */
+public final class ManagedSwitch implements AutoCloseable {
+    private final SwitchSpec spec;
+    private final VSwitch sw;
+    private final SwitchAgent agent;
+    private final AgentRunner runner;
+    private final Vmq vmq;
+    private final SriovUplink sriov;
+    private final String iovStatus;
+    private final List<AutoCloseable> devices = new ArrayList<>();
+    private final Thread rebalancer;
+
+    private ManagedSwitch(SwitchSpec spec) {
+        if (spec.bandwidthMode() == BandwidthMode.ABSOLUTE) {
+            throw new UnsupportedOperationException("switch " + spec.name()
+                + ": absolute minimum bandwidth is not implemented; use bandwidth mode WEIGHT");
+        }
+        this.spec = spec;
+        this.sw = new VSwitch(spec.name(), spec.type());
+        this.agent = new SwitchAgent(sw);
+        SriovUplink iov = null;
+        String status = "SR-IOV not requested";
+        try {
+            if (spec.type() == SwitchType.EXTERNAL) {
+                PacketSocketPort up = PacketSocketPort.open(spec.uplink());
+                devices.add(up);
+                agent.submit(s -> s.addPort("uplink:" + spec.uplink(), PortKind.UPLINK, PortConfig.uplink(), up, up)).join();
+                if (spec.enableIov()) {
+                    String why = SriovUplink.whyUnused(spec.sysfsRoot(), spec.uplink());
+                    if (why == null) {
+                        iov = SriovUplink.probe(spec.sysfsRoot(), spec.uplink());
+                        status = "SR-IOV available: " + iov.totalVfs() + " VFs on " + spec.uplink();
+                    } else {
+                        status = why;
+                    }
+                }
+            } else if (spec.enableIov()) {
+                status = "SR-IOV unused: only an external switch has a physical uplink";
+            }
+            if (spec.hasHostPort()) {
+                TapPort host = TapPort.open(spec.hostTapName(), true);
+                devices.add(host);
+                agent.submit(s -> s.addPort("host:" + host.name(), PortKind.HOST, PortConfig.uplink(), host, host)).join();
+            }
+        } catch (RuntimeException e) {
+            closeDevices();
+            throw e;
+        }
+        this.sriov = iov;
+        this.iovStatus = status;
+        this.vmq = spec.vmqWorkers() > 0 ? new Vmq(spec.vmqWorkers()) : null;
+        if (vmq != null) {
+            vmq.start();
+            // Dynamic VMQ: re-measure queue load and move a queue between workers at most twice a second.
+            rebalancer = Thread.ofPlatform().daemon().name("vmq-rebalance-" + spec.name()).start(() -> {
+                while (!Thread.currentThread().isInterrupted()) {
+                    try {
+                        Thread.sleep(500);
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                    vmq.rebalance();
+                }
+            });
+        } else {
+            rebalancer = null;
+        }
+        this.runner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
+        AgentRunner.startOnThread(runner);
+    }
+
+    public static ManagedSwitch create(SwitchSpec spec) {
+        return new ManagedSwitch(spec);
+    }
+
+    public SwitchSpec spec() {
+        return spec;
+    }
+
+    public VSwitch vswitch() {
+        return sw;
+    }
+
+    public SwitchAgent agent() {
+        return agent;
+    }
+
+    /** The SR-IOV uplink, or null (see {@link #iovStatus()} for why). */
+    public SriovUplink sriov() {
+        return sriov;
+    }
+
+    public String iovStatus() {
+        return iovStatus;
+    }
+
+    /** The config with the switch's bandwidth mode applied (NONE: every weight 1). */
+    public PortConfig effective(PortConfig c) {
+        if (spec.bandwidthMode() == BandwidthMode.NONE && c.minBandwidthWeight() != 1) {
+            return c.withLimits(c.stormLimitPps(), c.maxBandwidthBps(), 1, c.maxMacAddresses());
+        }
+        return c;
+    }
+
+    /** Attaches a vNIC whose frames come from {@code source} and go to {@code sink} (through VMQ if enabled). */
+    public Port attach(String name, PortConfig config, FrameSink sink, FrameSource source) {
+        FrameSink egress = vmq == null ? sink : vmq.attach(name, config.vmqWeight(), sink);
+        PortConfig c = effective(config);
+        Port[] p = new Port[1];
+        agent.submit(s -> p[0] = s.addPort(name, PortKind.VNIC, c, egress, source)).join();
+        return p[0];
+    }
+
+    /** A "tap port": a TAP device (to be moved into a namespace by the caller) as a vNIC. */
+    public Port attachTap(String name, PortConfig config, String tapName, boolean offloads) {
+        TapPort tap = TapPort.open(tapName, offloads);
+        synchronized (devices) {
+            devices.add(tap);
+        }
+        return attach(name, config, tap, tap);
+    }
+
+    public void detach(Port p) {
+        agent.submit(s -> s.removePort(p)).join();
+    }
+
+    /** Per-port counters for /status: port name to counter name to value. */
+    public Map<String, Map<String, Long>> counters() {
+        Map<String, Map<String, Long>> m = new LinkedHashMap<>();
+        for (Port p : sw.ports()) {
+            m.put(p.name(), p.counters().snapshot());
+        }
+        return m;
+    }
+
+    /** Prometheus text lines for /metrics. */
+    public String metrics() {
+        StringBuilder sb = new StringBuilder();
+        for (Port p : sw.ports()) {
+            for (Map.Entry<String, Long> e : p.counters().snapshot().entrySet()) {
+                sb.append("phost_vswitch_").append(e.getKey().toLowerCase(Locale.ROOT))
+                    .append("{switch=\"").append(spec.name()).append("\",port=\"").append(p.name()).append("\"} ")
+                    .append(e.getValue()).append('\n');
+            }
+        }
+        return sb.toString();
+    }
+
+    private void closeDevices() {
+        synchronized (devices) {
+            for (AutoCloseable d : devices.reversed()) {
+                try {
+                    d.close();
+                } catch (Exception ignored) {
+                    // best effort: the fd is gone with the process anyway
+                }
+            }
+            devices.clear();
+        }
+    }
+
+    @Override
+    public void close() {
+        if (runner != null) {
+            runner.close();
+        }
+        if (rebalancer != null) {
+            rebalancer.interrupt();
+        }
+        if (vmq != null) {
+            vmq.close();
+        }
+        closeDevices();
+    }
+
+    /** VMQ of this switch (null when vmqWorkers = 0). */
+    public Vmq vmq() {
+        return vmq;
+    }
+}
