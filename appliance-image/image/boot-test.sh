@@ -189,6 +189,7 @@ run_broken() {
     -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
     -drive "if=pflash,format=raw,file=$tmp/vars.fd" -drive "file=$tmp/broken.img,format=raw,if=virtio"
   if wait_for broken 'appliance\.toml:[0-9]+:[0-9]+'; then
+    sleep 1   # let the console line finish before quoting it
     ok "broken: the console shows the error: $(grep -ao 'appliance\.toml:[0-9]*:[0-9]*[^\r]*' "$tmp/broken.log" | head -n 1)"
   else
     bad "broken: no FILE:LINE:COL error on the console"; show_console broken
