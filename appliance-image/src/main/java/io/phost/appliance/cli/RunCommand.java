@@ -42,6 +42,12 @@ public final class RunCommand implements Callable<Integer> {
     @Option(names = "--plain", description = "No live status view even on a terminal: log lines only.")
     boolean plain;
 
+    @Option(names = "--on-config-error", paramLabel = "ADDRESS", description = {
+        "When the config is invalid, keep serving its errors at ADDRESS (unix:/PATH or tcp://HOST:PORT) until",
+        "stopped, instead of exiting at once: GET /health answers 503 with the FILE:LINE:COL lines. For headless",
+        "appliances; nothing else is started. Exit code is still 2."})
+    String onConfigError;
+
     @Override
     public Integer call() throws Exception {
         Duration limit = duration == null ? null : parseDuration(duration);
@@ -58,6 +64,9 @@ public final class RunCommand implements Callable<Integer> {
             }
         } catch (ConfigException e) {
             System.err.println(e.getMessage());
+            if (onConfigError != null) {
+                serveConfigErrors(e, stop, limit);
+            }
             throw new UserException("config has " + e.errors().size() + " error(s); nothing was started", 2);
         }
 
@@ -102,6 +111,32 @@ public final class RunCommand implements Callable<Integer> {
                 Trees.deleteTree(demoDir);
             }
             LOG.log(Level.INFO, "stopped ms=" + (System.nanoTime() - t0) / 1_000_000);
+        }
+    }
+
+    /** Serves only /health = 503 + the errors, so a headless appliance shows why it is not running. */
+    private void serveConfigErrors(ConfigException e, CountDownLatch stop, Duration limit) throws Exception {
+        ManagementAddress address;
+        try {
+            address = ManagementAddress.parse(onConfigError);
+        } catch (IllegalArgumentException bad) {
+            throw new UserException("--on-config-error: " + bad.getMessage(), 2);
+        }
+        // A TCP endpoint needs a token; nobody knows this one, so only /health (which needs none) answers.
+        String token = address.isUnix() ? null : java.util.UUID.randomUUID().toString();
+        String body = "{\"status\":\"config-error\",\"errors\":" + io.phost.appliance.util.Json.write(
+            e.errors().stream().map(Object::toString).toList()) + "}";
+        try (ManagementServer server = new ManagementServer(address, token)) {
+            server.route("/health", q -> new io.phost.appliance.mgmt.HttpResponse(503, "application/json",
+                body.getBytes(java.nio.charset.StandardCharsets.UTF_8)));
+            server.start();
+            System.out.println("phost: config-error management=" + server.address() + " errors=" + e.errors().size());
+            System.out.flush();
+            if (limit == null) {
+                stop.await();
+            } else {
+                stop.await(limit.toMillis(), TimeUnit.MILLISECONDS);
+            }
         }
     }
 

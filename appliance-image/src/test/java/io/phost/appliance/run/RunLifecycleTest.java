@@ -85,4 +85,22 @@ class RunLifecycleTest {
             assertTrue(!Files.exists(data), "a refused config must not create the data dir");
         }
     }
+
+    @Test
+    void shouldServeConfigErrorsOnTheEndpointWhenAskedInsteadOfExiting() throws Exception {
+        Path cfg = dir.resolve("broken.toml");
+        Files.writeString(cfg, "[host]\nname = \"x\"\ndata_dir = \"/nonexistent-never-created\"\nspeed = 3\n");
+        Path sock = dir.resolve("err.sock");
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(),
+            "--on-config-error", "unix:" + sock)) {
+            p.awaitLine("phost: config-error", Duration.ofSeconds(30));
+            HttpResponse h = new ManagementClient(ManagementAddress.parse("unix:" + sock), null).get("/health");
+            assertEquals(503, h.status());
+            assertTrue(h.bodyText().contains(cfg + ":4:1: host.speed"), h.bodyText());
+            p.process().destroy();
+            assertTrue(p.process().waitFor(5, TimeUnit.SECONDS));
+            assertEquals(2, p.process().exitValue());
+            assertTrue(!Files.exists(Path.of("/nonexistent-never-created")));
+        }
+    }
 }
