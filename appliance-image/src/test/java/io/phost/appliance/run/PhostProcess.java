@@ -79,8 +79,10 @@ public final class PhostProcess implements AutoCloseable {
         return stderr.toString();
     }
 
+    /** Kills phost and whatever it started (partitions), so a failed test leaves no process behind. */
     @Override
     public void close() {
+        process.descendants().forEach(ProcessHandle::destroyForcibly);
         process.destroyForcibly();
     }
 }
