@@ -143,7 +143,13 @@ class SyntheticNicTrafficTest {
         assertTrue(a.port().counters().rxPackets() > 1000);
         assertTrue(b.port().counters().txPackets() > 1000);
         for (NvspReason r : NvspReason.values()) {
-            assertEquals(0, a.drops(r), r.name());
+            if (r == NvspReason.INGRESS_FULL) {
+                // Back-pressure, not a protocol fault: the guest is told (status FAILURE) and TCP resends.
+                // A burst may overrun the bounded ingress ring now and then, never for a large share.
+                assertTrue(a.drops(r) <= a.port().counters().rxPackets() / 20, r + ": " + a.drops(r));
+            } else {
+                assertEquals(0, a.drops(r), r.name());
+            }
         }
     }
 
