@@ -82,7 +82,7 @@ public final class BenchCommand implements Callable<Integer> {
     private int runJmh() throws Exception {
         ChainedOptionsBuilder o = new OptionsBuilder()
             .include(jmhRegex == null ? "io\\.phost\\.perf\\..*" : jmhRegex)
-            .jvmArgsAppend(jvmFlags());
+            .jvmArgsAppend(io.phost.core.partition.GuestLauncher.inheritedJvmFlags().toArray(String[]::new));
         if (quick) {
             o.forks(1).warmupIterations(1).measurementIterations(2)
                 .warmupTime(TimeValue.seconds(1)).measurementTime(TimeValue.seconds(1));
@@ -95,12 +95,5 @@ public final class BenchCommand implements Callable<Integer> {
         }
         new Runner(o.build()).run();
         return 0;
-    }
-
-    /** The forked benchmark JVMs need the same native-access and export flags as phost itself. */
-    private static String[] jvmFlags() {
-        return java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments().stream()
-            .filter(a -> a.startsWith("--enable-native-access") || a.startsWith("--add-exports") || a.startsWith("--add-opens"))
-            .toArray(String[]::new);
     }
 }

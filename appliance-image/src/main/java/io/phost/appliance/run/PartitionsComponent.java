@@ -12,7 +12,6 @@ import io.phost.core.vmbus.VirtualServiceProvider;
 import java.io.IOException;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
-import java.lang.management.ManagementFactory;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
@@ -74,12 +73,7 @@ public final class PartitionsComponent implements Component {
             PartitionConfig p = cfg.partition(spec.name()).orElseThrow();
             List<String> cmd = new ArrayList<>();
             cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-            for (String a : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
-                if (a.startsWith("--enable-native-access") || a.startsWith("--add-exports") || a.startsWith("-XX:+Use")
-                    || a.startsWith("-Xss") || a.startsWith("-Dphost.")) {
-                    cmd.add(a);
-                }
-            }
+            cmd.addAll(GuestLauncher.inheritedJvmFlags());
             // A guest workload is small: keep its heap small so a dozen partitions fit beside the host.
             cmd.add("-Xmx" + Math.max(32, Math.min(256, p.memory() >> 21)) + "m");
             cmd.add("-XX:TieredStopAtLevel=1");

@@ -30,16 +30,26 @@ public interface GuestLauncher {
      * {@code java <parent's module/native-access flags> <extraJvmArgs> -cp <parent's class path> mainClass
      * <argsBefore...> <workload>}, e.g. {@code sameJvm("io.phost.appliance.Main", List.of("-Xmx64m"), "guest")}.
      */
+    /**
+     * The flags of this JVM that a child JVM running the same code needs: native access, module exports and
+     * opens (Agrona), the GC choice, the thread stack size and {@code -Dphost.*} properties.
+     */
+    static List<String> inheritedJvmFlags() {
+        List<String> flags = new ArrayList<>();
+        for (String a : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
+            if (a.startsWith("--enable-native-access") || a.startsWith("--add-exports") || a.startsWith("--add-opens")
+                || a.startsWith("-XX:+Use") || a.startsWith("-Xss") || a.startsWith("-Dphost.")) {
+                flags.add(a);
+            }
+        }
+        return flags;
+    }
+
     static GuestLauncher sameJvm(String mainClass, List<String> extraJvmArgs, String... argsBefore) {
         return spec -> {
             List<String> cmd = new ArrayList<>();
             cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-            for (String a : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
-                if (a.startsWith("--enable-native-access") || a.startsWith("--add-exports") || a.startsWith("--add-opens")
-                    || a.startsWith("-XX:+UseSerialGC") || a.startsWith("-Xss")) {
-                    cmd.add(a);
-                }
-            }
+            cmd.addAll(inheritedJvmFlags());
             cmd.addAll(extraJvmArgs);
             cmd.add("-cp");
             cmd.add(System.getProperty("java.class.path"));
