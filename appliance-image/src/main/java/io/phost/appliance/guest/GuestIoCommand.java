@@ -2,6 +2,7 @@ package io.phost.appliance.guest;
 
 import io.phost.core.ic.GuestSession;
 import io.phost.storage.vmbus.GuestIo;
+import io.phost.storage.vmbus.StorvscQueue;
 import java.time.Duration;
 import java.util.concurrent.Callable;
 import java.util.concurrent.CompletableFuture;
@@ -37,6 +38,9 @@ public final class GuestIoCommand implements Callable<Integer> {
     int rwmixread;
     @Option(names = "--seed", defaultValue = "1", description = "pattern seed for --verify")
     long seed;
+    @Option(names = "--poll-us", defaultValue = "" + StorvscQueue.DEFAULT_POLL_MICROS,
+        description = "poll for completions this long while I/O is in flight before sleeping (0: interrupt mode)")
+    int pollUs;
     @Option(names = "--verify", description = "write a pattern and read every written block back")
     boolean verify;
     @Option(names = "--json", description = "print JSON")
@@ -44,7 +48,7 @@ public final class GuestIoCommand implements Callable<Integer> {
 
     GuestIo.Options options() {
         return new GuestIo.Options(rw, (int) GuestIo.parseSize(bs), iodepth, jobs, runtime,
-            GuestIo.parseSize(size), lun, verify, seed, rwmixread, GuestIo.parseSize(offset), GuestIo.parseSize(span));
+            GuestIo.parseSize(size), lun, verify, seed, rwmixread, GuestIo.parseSize(offset), GuestIo.parseSize(span), pollUs);
     }
 
     @Override

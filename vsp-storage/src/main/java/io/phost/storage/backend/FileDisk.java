@@ -32,10 +32,12 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
     private final boolean readOnly;
     private final boolean direct;
     private final boolean blockDevice;
+    private final boolean memoryBacked;
     private volatile boolean closed;
 
     private FileDisk(Path path, int fd, long size, int logical, int physical, boolean readOnly, boolean direct,
                      boolean blockDevice) {
+        this.memoryBacked = !blockDevice && onMemoryFileSystem(path);
         this.path = path;
         this.fd = fd;
         this.size = size;
@@ -111,6 +113,23 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
 
     public Path path() {
         return path;
+    }
+
+    /**
+     * True for a file on tmpfs or ramfs: its I/O is a memory copy that never blocks, so it is cheapest done
+     * synchronously on the queue's own thread (io_uring would hand every such read to an io-wq worker).
+     */
+    public boolean memoryBacked() {
+        return memoryBacked;
+    }
+
+    private static boolean onMemoryFileSystem(Path path) {
+        try {
+            String type = Files.getFileStore(path).type();
+            return type.equals("tmpfs") || type.equals("ramfs");
+        } catch (IOException e) {
+            return false;
+        }
     }
 
     public boolean blockDevice() {

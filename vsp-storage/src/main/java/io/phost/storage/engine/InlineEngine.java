@@ -1,16 +1,20 @@
 package io.phost.storage.engine;
 
+import io.phost.core.sys.DirectFile;
+import io.phost.storage.backend.FdBacked;
 import io.phost.vhdx.VirtualDisk;
 
 import java.io.IOException;
 
 /**
  * Runs each request synchronously on the submitting thread, at {@link #submit}: for disks whose I/O is
- * a memory copy or nothing (RAM and null disks), where handing off to a worker would cost more than the
- * I/O. Completions are kept in a preallocated ring and delivered by {@link #poll}.
+ * a memory copy or nothing (RAM and null disks, files on tmpfs), where handing off to a worker would cost
+ * more than the I/O. A file's reads and writes are one preadv/pwritev straight on the request's iovecs.
+ * Completions are kept in a preallocated ring and delivered by {@link #poll}.
  */
 public final class InlineEngine implements IoEngine {
     private final VirtualDisk disk;
+    private final int fd;
     private final int depth;
     private final int[] kind;
     private final long[] offset;
@@ -25,6 +29,7 @@ public final class InlineEngine implements IoEngine {
 
     public InlineEngine(VirtualDisk disk, int depth) {
         this.disk = disk;
+        this.fd = disk instanceof FdBacked f ? f.fd() : -1;
         this.depth = depth;
         this.kind = new int[depth];
         this.offset = new long[depth];
@@ -91,6 +96,10 @@ public final class InlineEngine implements IoEngine {
                 case 1, 2 -> {
                     long pos = offset[i];
                     IoVecs v = vecs[i];
+                    if (fd >= 0) { // bytes moved, or -errno: the queue treats a short transfer as an error
+                        return kind[i] == 1 ? DirectFile.preadv(fd, v.arrayAddress(), v.count(), pos)
+                            : DirectFile.pwritev(fd, v.arrayAddress(), v.count(), pos);
+                    }
                     for (int s = 0; s < v.count(); s++) {
                         if (kind[i] == 1) {
                             disk.read(pos, v.segmentAt(s));

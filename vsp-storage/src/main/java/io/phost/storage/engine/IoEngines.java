@@ -2,10 +2,14 @@ package io.phost.storage.engine;
 
 import io.phost.core.sys.IoUring;
 import io.phost.storage.backend.FdBacked;
+import io.phost.storage.backend.FileDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.vhdx.VirtualDisk;
 
-/** Chooses an engine per disk: io_uring for fd-backed disks where the kernel allows it, else threads. */
+/**
+ * Chooses an engine per disk: inline for memory (RAM and null disks, files on tmpfs), io_uring for
+ * fd-backed disks where the kernel allows it, else threads.
+ */
 public final class IoEngines {
     /** Which engine a disk should use. */
     public enum Kind { AUTO, IO_URING, THREADS, INLINE }
@@ -25,7 +29,8 @@ public final class IoEngines {
         if (kind == Kind.IO_URING && !ioUringAvailable()) {
             throw new IllegalStateException("io_uring unavailable: " + IoUring.unavailableReason());
         }
-        if (kind == Kind.INLINE || (kind == Kind.AUTO && disk instanceof MemoryDisk)) {
+        boolean memory = disk instanceof MemoryDisk || (disk instanceof FileDisk f && f.memoryBacked());
+        if (kind == Kind.INLINE || (kind == Kind.AUTO && memory)) {
             return new InlineEngine(disk, depth); // a memory copy (or nothing): cheaper than a thread hop
         }
         if (fdBacked && kind != Kind.THREADS && ioUringAvailable()) {

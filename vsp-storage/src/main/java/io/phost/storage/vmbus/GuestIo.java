@@ -21,7 +21,7 @@ import java.util.SplittableRandom;
 public final class GuestIo {
     /** What to run. */
     public record Options(String rw, int bs, int iodepth, int jobs, double runtimeSeconds, long size, int lun,
-                          boolean verify, long seed, int rwmixread, long offset, long span) {
+                          boolean verify, long seed, int rwmixread, long offset, long span, int pollMicros) {
         public Options {
             if (!List.of("read", "write", "randread", "randwrite", "randrw").contains(rw)) {
                 throw new IllegalArgumentException("--rw must be read|write|randread|randwrite|randrw: " + rw);
@@ -32,6 +32,16 @@ public final class GuestIo {
             if (iodepth < 1 || iodepth > 256 || jobs < 1 || jobs > 64) {
                 throw new IllegalArgumentException("--iodepth 1..256, --jobs 1..64");
             }
+            if (pollMicros < 0) {
+                throw new IllegalArgumentException("--poll-us must be >= 0: " + pollMicros);
+            }
+        }
+
+        /** With the default poll budget ({@link StorvscQueue#DEFAULT_POLL_MICROS}). */
+        public Options(String rw, int bs, int iodepth, int jobs, double runtimeSeconds, long size, int lun,
+                       boolean verify, long seed, int rwmixread, long offset, long span) {
+            this(rw, bs, iodepth, jobs, runtimeSeconds, size, lun, verify, seed, rwmixread, offset, span,
+                StorvscQueue.DEFAULT_POLL_MICROS);
         }
 
         public static Options defaults() {
@@ -172,6 +182,7 @@ public final class GuestIo {
 
         Job(StorvscQueue q, Options o, int index, int jobs, long units, int blockSize) {
             this.q = q;
+            q.pollMicros(o.pollMicros());
             this.o = o;
             this.units = units;
             // Sequential jobs split the region; random jobs roam all of it.
@@ -359,6 +370,7 @@ public final class GuestIo {
         int mix = 50;
         long offset = 0;
         long span = 0;
+        int pollUs = StorvscQueue.DEFAULT_POLL_MICROS;
         for (int i = 0; i < args.length; i++) {
             String a = args[i];
             String v = a.contains("=") ? a.substring(a.indexOf('=') + 1) : (i + 1 < args.length ? args[i + 1] : "");
@@ -376,6 +388,7 @@ public final class GuestIo {
                 case "--rwmixread" -> mix = Integer.parseInt(v);
                 case "--offset" -> offset = parseSize(v);
                 case "--span" -> span = parseSize(v);
+                case "--poll-us" -> pollUs = Integer.parseInt(v);
                 case "--verify" -> {
                     verify = true;
                     consumed = false;
@@ -390,7 +403,7 @@ public final class GuestIo {
                 i++;
             }
         }
-        Result r = runInPartition(new Options(rw, bs, depth, jobs, runtime, size, lun, verify, seed, mix, offset, span));
+        Result r = runInPartition(new Options(rw, bs, depth, jobs, runtime, size, lun, verify, seed, mix, offset, span, pollUs));
         System.out.println(json ? r.json() : r.text());
         System.out.flush();
         System.exit(r.errors() == 0 && r.verifyErrors() == 0 ? 0 : 1);

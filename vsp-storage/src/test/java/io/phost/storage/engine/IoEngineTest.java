@@ -53,6 +53,34 @@ class IoEngineTest {
     }
 
     @Test
+    void shouldRunTmpfsFileIoInlineWithVectoredSyscalls() throws Exception {
+        Path file = java.nio.file.Files.createTempFile(Path.of("/dev/shm"), "inline", ".raw");
+        try {
+            FileDisk.createSparse(file, 8 << 20);
+            try (FileDisk disk = FileDisk.openFile(file, false, true);
+                 IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 32)) {
+                assertTrue(disk.memoryBacked(), "a file in /dev/shm is on tmpfs");
+                assertEquals("inline", engine.name());
+                roundTrip(disk, engine);
+            }
+        } finally {
+            java.nio.file.Files.deleteIfExists(file);
+        }
+    }
+
+    @Test
+    void shouldKeepIoUringForFilesOnARealFileSystem() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("auto.raw");
+        FileDisk.createSparse(file, 1 << 20);
+        try (FileDisk disk = FileDisk.openFile(file, false, true);
+             IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 8)) {
+            assumeTrue(!disk.memoryBacked(), "the temp dir is on tmpfs here");
+            assertEquals("io_uring", engine.name());
+        }
+    }
+
+    @Test
     void shouldRunRamDiskIoInlineOnTheSubmittingThread() throws Exception {
         try (MemoryDisk disk = MemoryDisk.ram(8 << 20, 512, false);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 16)) {
