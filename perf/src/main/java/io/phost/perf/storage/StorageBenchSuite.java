@@ -120,6 +120,9 @@ public final class StorageBenchSuite implements BenchSuite {
                 String[] names = {"disk-odirect", "tmpfs", "null"};
                 Path[] files = {diskFile, shmFile, null};
                 FileDisk[] disks = {disk, shm, null};
+                for (int qd : new int[] {1, 32}) { // warm-up (JIT) on the null disk, not recorded
+                    GuestIo.run(client, new GuestIo.Options("randread", 4096, qd, 1, 0.5, 0, 2, false, 1, 50, 0, fileSize));
+                }
                 for (int lun = 0; lun < 3; lun++) {
                     for (Point pt : points) {
                         ctx.progress(step++, total, pt.name() + " " + names[lun]);

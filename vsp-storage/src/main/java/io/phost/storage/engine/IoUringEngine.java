@@ -55,6 +55,11 @@ public final class IoUringEngine implements IoEngine, IoUring.CqeHandler {
         }
     }
 
+    /** True when a fixed buffer is registered (single-segment I/O inside it uses READ_FIXED/WRITE_FIXED). */
+    public boolean hasFixedBuffer() {
+        return fixedEnd != 0;
+    }
+
     @Override
     public boolean tryRead(long offset, IoVecs vecs, long userData) {
         return rw(true, offset, vecs, userData);

@@ -69,6 +69,38 @@ class IoEngineTest {
     }
 
     @Test
+    void shouldMoveDataThroughARegisteredFixedBufferWithODirect() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("fixed.raw");
+        FileDisk.createSparse(file, 1 << 20);
+        try (FileDisk disk = FileDisk.openFile(file, false, true);
+             IoUringEngine engine = (IoUringEngine) IoEngines.open(disk, IoEngines.Kind.IO_URING, 8);
+             Arena arena = Arena.ofConfined()) {
+            MemorySegment region = arena.allocate(64 << 10, 4096);
+            assertTrue(engine.registerBuffer(region), "the kernel registers 64 KiB of our memory");
+            assertTrue(engine.hasFixedBuffer());
+            MemorySegment out = region.asSlice(0, 4096);
+            MemorySegment in = region.asSlice(8192, 4096);
+            for (int b = 0; b < 4096; b += 8) {
+                out.set(ValueLayout.JAVA_LONG, b, 0x5EED0000L + b);
+            }
+            long[] result = {Long.MIN_VALUE};
+            assertTrue(engine.tryWrite(12288, IoVecs.of(out), 1));
+            engine.submit();
+            engine.await((u, r) -> result[0] = r, 1_000_000_000L);
+            assertEquals(4096, result[0]);
+            assertTrue(engine.tryRead(12288, IoVecs.of(in), 2));
+            engine.submit();
+            engine.await((u, r) -> result[0] = r, 1_000_000_000L);
+            assertEquals(4096, result[0]);
+            assertEquals(-1, in.mismatch(out), "READ_FIXED returns what WRITE_FIXED stored");
+            MemorySegment check = arena.allocate(4096, 4096);
+            disk.read(12288, check);
+            assertEquals(-1, check.mismatch(out), "the bytes are in the file");
+        }
+    }
+
+    @Test
     void shouldKeepIoUringForFilesOnARealFileSystem() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("auto.raw");
