@@ -5,8 +5,8 @@ import java.util.concurrent.locks.LockSupport;
 import org.agrona.concurrent.IdleStrategy;
 
 /**
- * Spin, then yield, then park with exponential back-off, then arm the ring's interrupt and block on the
- * doorbell eventfd. A busy channel never leaves the spin phase (no syscalls: interrupt_mask stays set so
+ * Spin, then yield, then (optionally) park with exponential back-off, then arm the ring's interrupt and
+ * block on the doorbell eventfd. A busy channel never leaves the spin phase (no syscalls: interrupt_mask stays set so
  * the writer does not signal); an idle one sleeps in poll(2) and costs no CPU.
  * <pre>
  *   work > 0 ──────────────────────────────────────────────┐ reset, mask interrupts
@@ -55,9 +55,14 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
         }
     }
 
-    /** The defaults used by VSP agents: ~20 µs of spinning, a few yields, parks up to 1 ms, then sleep. */
+    /**
+     * The defaults used by VSP agents: ~20 µs of spinning, a few yields, then sleep on the doorbell. No
+     * timed parks: a parked agent keeps interrupts masked, so a request arriving during a park would wait
+     * for the park to end (up to half a millisecond at the end of the back-off), while the doorbell wakes
+     * the agent as soon as the guest signals.
+     */
     public static DoorbellIdleStrategy defaults(VmbusRing rx, EventFd doorbell) {
-        return new DoorbellIdleStrategy(rx, doorbell, 2_000, 20, 10, 1_000, 1_000_000, 1_000);
+        return new DoorbellIdleStrategy(rx, doorbell, 2_000, 20, 0, 0, 0, 1_000);
     }
 
     /** Busy polling only (benchmarks of the polling mode): never arms the interrupt. */
