@@ -7,7 +7,10 @@ import io.phost.storage.scsi.ScsiQueue;
 import io.phost.storage.scsi.ScsiRequest;
 import io.phost.storage.scsi.ScsiTarget;
 import io.phost.qos.QosFlow;
+import io.phost.storage.backend.MemoryDisk;
+import io.phost.vhdx.VirtualDisk;
 import org.openjdk.jmh.annotations.Benchmark;
+import org.openjdk.jmh.annotations.Param;
 import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
@@ -27,9 +30,10 @@ import java.nio.file.Path;
 import java.util.concurrent.TimeUnit;
 
 /**
- * One 4 KiB SCSI READ(16) through {@link ScsiQueue} (CDB decode, range checks, io_uring submit and reap,
- * completion) on a tmpfs file: the VSP's per-I/O cost without VMBus. Run with {@code -prof gc}: the
- * steady path should allocate 0 B/op.
+ * One 4 KiB SCSI READ(16) through {@link ScsiQueue} (CDB decode, range checks, QoS admission, the engine,
+ * completion) without VMBus: on the null disk it is the SCSI layer's own cost per I/O; on a tmpfs file
+ * (the in-line engine: one preadv) it adds the kernel's copy. Run with {@code -prof gc}: the steady path
+ * should allocate 0 B/op.
  * {@code phost bench jmh ScsiPathBenchmark --prof gc}
  */
 @State(Scope.Thread)
@@ -41,8 +45,10 @@ import java.util.concurrent.TimeUnit;
 public class ScsiPathBenchmark {
     private static final java.lang.foreign.ValueLayout.OfInt BE32 =
         java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED.withOrder(java.nio.ByteOrder.BIG_ENDIAN);
+    @Param({"null", "tmpfs"})
+    public String backend;
     private Path file;
-    private FileDisk disk;
+    private VirtualDisk disk;
     private ScsiQueue queue;
     private Arena arena;
     private MemorySegment buffer;
@@ -52,9 +58,13 @@ public class ScsiPathBenchmark {
 
     @Setup(Level.Trial)
     public void setUp() throws Exception {
-        file = Files.createTempFile(Path.of("/dev/shm"), "scsi-bench", ".raw");
-        FileDisk.createSparse(file, 64L << 20);
-        disk = FileDisk.openFile(file, false, true);
+        if (backend.equals("null")) {
+            disk = MemoryDisk.nullDisk(64L << 20);
+        } else {
+            file = Files.createTempFile(Path.of("/dev/shm"), "scsi-bench", ".raw");
+            FileDisk.createSparse(file, 64L << 20);
+            disk = FileDisk.openFile(file, false, true);
+        }
         ScsiTarget target = new ScsiTarget();
         target.add(0, new ScsiLun("bench", disk, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
         queue = new ScsiQueue(target, 4, 4, r -> done++);
@@ -70,7 +80,9 @@ public class ScsiPathBenchmark {
         queue.close();
         disk.close();
         arena.close();
-        Files.deleteIfExists(file);
+        if (file != null) {
+            Files.deleteIfExists(file);
+        }
     }
 
     @Benchmark
