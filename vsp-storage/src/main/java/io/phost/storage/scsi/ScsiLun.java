@@ -628,8 +628,8 @@ public final class ScsiLun {
     }
 
     /** Maps an engine result to status; returns true when the request is finished. */
-    void completeIo(ScsiRequest r, long result) {
-        long latency = System.nanoTime() - r.startNanos;
+    void completeIo(ScsiRequest r, long result, long nowNanos) {
+        long latency = nowNanos - r.startNanos;
         switch (r.op) {
             case OP_READ, OP_WRITE -> {
                 if (result == r.ioLength) {

@@ -258,9 +258,9 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             dispatch(r, System.nanoTime());
             return;
         }
-        lun.completeIo(r, result);
-        lun.qos().completed(r.read || r.op == ScsiLun.OP_WRITE ? (int) r.ioLength : 0,
-            System.nanoTime() - r.startNanos, System.nanoTime());
+        long now = System.nanoTime();
+        lun.completeIo(r, result, now);
+        lun.qos().completed(r.read || r.op == ScsiLun.OP_WRITE ? (int) r.ioLength : 0, now - r.startNanos, now);
         lun.inFlight.decrementAndGet();
         finish(r);
     }
