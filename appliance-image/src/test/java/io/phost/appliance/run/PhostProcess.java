@@ -1,9 +1,10 @@
 package io.phost.appliance.run;
 
+import io.phost.core.partition.GuestLauncher;
+
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
-import java.lang.management.ManagementFactory;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -28,11 +29,7 @@ public final class PhostProcess implements AutoCloseable {
     public static PhostProcess start(Path runtimeDir, String... args) throws IOException {
         List<String> cmd = new ArrayList<>();
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-        for (String a : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
-            if (a.startsWith("--enable-native-access") || a.startsWith("--add-exports") || a.startsWith("--add-opens")) {
-                cmd.add(a);
-            }
-        }
+        cmd.addAll(GuestLauncher.inheritedJvmFlags());
         cmd.add("-Dphost.runtime.dir=" + runtimeDir);
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));

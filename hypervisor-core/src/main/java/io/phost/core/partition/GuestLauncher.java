@@ -27,10 +27,6 @@ public interface GuestLauncher {
     }
 
     /**
-     * {@code java <parent's module/native-access flags> <extraJvmArgs> -cp <parent's class path> mainClass
-     * <argsBefore...> <workload>}, e.g. {@code sameJvm("io.phost.appliance.Main", List.of("-Xmx64m"), "guest")}.
-     */
-    /**
      * The flags of this JVM that a child JVM running the same code needs: native access, module exports and
      * opens (Agrona), the GC choice, the thread stack size and {@code -Dphost.*} properties.
      */
@@ -45,6 +41,10 @@ public interface GuestLauncher {
         return flags;
     }
 
+    /**
+     * {@code java <parent's module/native-access flags> <extraJvmArgs> -cp <parent's class path> mainClass
+     * <argsBefore...> <workload>}, e.g. {@code sameJvm("io.phost.appliance.Main", List.of("-Xmx64m"), "guest")}.
+     */
     static GuestLauncher sameJvm(String mainClass, List<String> extraJvmArgs, String... argsBefore) {
         return spec -> {
             List<String> cmd = new ArrayList<>();
