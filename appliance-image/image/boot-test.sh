@@ -5,7 +5,8 @@
 #           host-forwarded loopback port, checks the configured disk and switch, powers off through ACPI
 #           and checks the clean shutdown and the grown data partition
 #   iso     the hybrid ISO under SeaBIOS with the config on a second disk labelled APPLCFG
-#   broken  the raw disk with a broken appliance.toml: the FILE:LINE:COL errors must reach the console
+#   broken  the raw disk with a broken appliance.toml: the FILE:LINE:COL errors must reach the console and
+#           GET /health on the network port (503), with nothing started
 # Usage: boot-test.sh [uefi] [iso] [broken]   (default: all three). Exit 0 only if every step passed.
 # Guest networking is qemu's user mode with restrict=on: the guest reaches nothing outside qemu; the only
 # path in is the forwarded port on 127.0.0.1.
@@ -194,8 +195,17 @@ run_broken() {
   else
     bad "broken: no FILE:LINE:COL error on the console"; show_console broken
   fi
-  wait_for broken 'phost exited with status' && ok "broken: phost stopped, nothing half-configured: $(grep -ao 'phost exited with status [0-9]*' "$tmp/broken.log" | head -n 1)" \
-    || bad "broken: phost did not exit"
+  # /init passes --on-config-error: the same lines are served on GET /health (503) at network port 8443
+  wait_for broken 'phost: config-error management=' && ok "broken: nothing started; phost serves the errors instead" \
+    || bad "broken: no config-error endpoint"
+  local code body
+  body=$(curl -s --max-time 20 -w '\n%{http_code}' "http://127.0.0.1:$port/health")
+  code=${body##*$'\n'}
+  if [ "$code" = 503 ] && echo "$body" | grep -q 'appliance.toml:[0-9]*:[0-9]*'; then
+    ok "broken: GET /health from the network -> 503 $(echo "$body" | head -n 1)"
+  else
+    bad "broken: GET /health answered $code: $body"
+  fi
   stop_qemu
 }
 
