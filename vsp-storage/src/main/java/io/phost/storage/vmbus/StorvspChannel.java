@@ -38,7 +38,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     public static final int MAX_TRANSFER_BYTES = 2 << 20;
     private static final long WAIT_NANOS = 50_000L;
     private static final int NO_FORCED_STATUS = 0x7FFFFFFF;
-    private static final long LINGER_NANOS = Long.getLong("phost.storage.lingerNanos", 0L);
+    private static final long FOLLOW_UP_NANOS = 10_000L;
     private static final int MAX_SEGMENTS = MAX_TRANSFER_BYTES / GuestMemory.PAGE_SIZE + 1;
 
     private final ChannelContext ctx;
@@ -63,6 +63,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     private volatile boolean enumerateBus;
     private long hostileRequests;
     private long lastActivity;
+    private boolean sawPacket;
 
     public StorvspChannel(ChannelContext ctx, ScsiTarget target, int depth, int subChannels, Runnable onChannelClosed) {
         this.ctx = ctx;
@@ -101,7 +102,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
 
     @Override
     public boolean onPacket(MemorySegment buf, long off, int len, int type, int flags, long transId) {
-        lastActivity = System.nanoTime();
+        sawPacket = true;
         long data;
         int n;
         boolean gpa = type == PacketDescriptor.TYPE_GPA_DIRECT;
@@ -383,18 +384,18 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
             }
         }
         work += queue.doWork();
-        if (work == 0 && queue.outstanding() > 0) {
+        long now = System.nanoTime();
+        if (work > 0 || sawPacket) {
+            sawPacket = false;
+            lastActivity = now;
+        } else if (queue.outstanding() > 0 && now - lastActivity > FOLLOW_UP_NANOS) {
             // Nothing on the ring and I/O in flight: wait for it in the engine (io_uring_enter with a
             // timeout) instead of spinning; io_uring completions raise no doorbell, so the agent must not sleep.
+            // Right after activity it polls the ring a little longer first: a guest answering completions
+            // with new requests would otherwise wait in the ring for the next device completion.
             work += queue.awaitWork(WAIT_NANOS);
         }
-        if (work > 0 || queue.outstanding() > 0) {
-            lastActivity = System.nanoTime();
-            return work + 1;
-        }
-        // Linger: keep polling a little after the last request so a guest at queue depth 1 finds the agent
-        // awake (the agent's idle strategy would otherwise park for up to a millisecond).
-        return System.nanoTime() - lastActivity < LINGER_NANOS ? 1 : 0;
+        return work > 0 || queue.outstanding() > 0 ? work + 1 : 0;
     }
 
     @Override
