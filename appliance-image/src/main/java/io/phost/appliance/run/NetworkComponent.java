@@ -115,6 +115,13 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     public Object status() {
         List<Object> rows = new ArrayList<>();
         for (ManagedSwitch sw : switches.all()) {
+            if (sw.counters().isEmpty()) { // a switch nobody is connected to yet is still configured
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("switch", sw.spec().name());
+                m.put("type", sw.spec().type().name().toLowerCase());
+                m.put("port", null);
+                rows.add(m);
+            }
             sw.counters().forEach((port, counters) -> {
                 Map<String, Object> m = new LinkedHashMap<>();
                 m.put("switch", sw.spec().name());

@@ -28,6 +28,10 @@ class RunLifecycleTest {
             [host]
             name = "lifecycle-test"
             data_dir = "%s"
+
+            [[switch]]
+            name = "lan"
+            type = "private"
             """.formatted(data));
         try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString())) {
             String ready = p.awaitLine("phost: ready", Duration.ofSeconds(30));
@@ -37,7 +41,9 @@ class RunLifecycleTest {
             assertEquals(Map.of("status", "ok"), Json.parse(c.get("/health").bodyText()));
             HttpResponse status = c.get("/status");
             assertEquals(200, status.status());
-            assertEquals("running", ((Map<?, ?>) Json.parse(status.bodyText())).get("state"));
+            Map<?, ?> doc = (Map<?, ?>) Json.parse(status.bodyText());
+            assertEquals("running", doc.get("state"));
+            assertTrue(doc.get("switches").toString().contains("switch=lan"), "a switch without ports is listed: " + doc);
             String metrics = c.get("/metrics").bodyText();
             assertTrue(metrics.contains("# TYPE phost_up gauge") && metrics.contains("phost_up{host=\"lifecycle-test\"} 1"), metrics);
 
