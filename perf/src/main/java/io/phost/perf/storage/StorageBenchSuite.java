@@ -150,6 +150,7 @@ public final class StorageBenchSuite implements BenchSuite {
                 }
             }
         }
+        vhdxVsRaw(ctx, out, points, seconds, fileSize);
         // NBD: ours vs qemu-nbd on the same VHDX, both through fio's nbd engine.
         if (fio && exists("qemu-nbd") && fioHasEngine("nbd")) {
             Path vhdx = ctx.workDir().resolve("bench.vhdx");
@@ -201,6 +202,69 @@ public final class StorageBenchSuite implements BenchSuite {
         }
         ctx.progress(total, total, "done");
         return out;
+    }
+
+    /**
+     * VHDX vs raw over VMBus in the same run: a fully allocated dynamic VHDX and a raw file, both on the
+     * work-dir disk and opened O_DIRECT, as LUNs of one VSP. The VHDX runs on the mapped engine (io_uring on
+     * the image file for FULLY_PRESENT blocks); series {@code threads_engine_iops} is the same point on a
+     * second VHDX forced onto the thread-pool engine (the path before mapped I/O). 4 KiB points only.
+     */
+    private static void vhdxVsRaw(BenchContext ctx, List<BenchResult> out, List<Point> points, double seconds,
+                                  long fileSize) throws Exception {
+        Path raw = ctx.workDir().resolve("bench-vhdx-peer.raw");
+        Path mapped = ctx.workDir().resolve("bench-mapped.vhdx");
+        Path threads = ctx.workDir().resolve("bench-threads.vhdx");
+        prefill(raw, fileSize);
+        for (Path image : List.of(mapped, threads)) {
+            try (VhdxDisk d = VhdxDisk.create(image, VhdxCreateOptions.dynamic(fileSize)); Arena a = Arena.ofConfined()) {
+                MemorySegment chunk = a.allocate(1 << 20, 4096);
+                SplittableRandom r = new SplittableRandom(11);
+                for (long i = 0; i < chunk.byteSize(); i += 8) {
+                    chunk.set(java.lang.foreign.ValueLayout.JAVA_LONG, i, r.nextLong());
+                }
+                for (long off = 0; off < fileSize; off += chunk.byteSize()) {
+                    d.write(off, chunk); // every block FULLY_PRESENT: the steady state
+                }
+                d.flush();
+            }
+        }
+        ctx.log("vhdx vs raw over VMBus: " + fileSize / (1 << 20) + " MiB images on the work-dir disk");
+        Path dataDir = Files.createDirectories(ctx.workDir().resolve("host-vhdx"));
+        try (FileDisk rawDisk = FileDisk.openFile(raw, false, true);
+             VhdxDisk mappedDisk = VhdxDisk.open(mapped, false);
+             VhdxDisk threadsDisk = VhdxDisk.open(threads, false);
+             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults())) {
+            StorageVsp vsp = new StorageVsp("bench-vhdx", 0);
+            vsp.attach(0, "raw", rawDisk, QosFlow.UNLIMITED, false);
+            vsp.attach(1, "vhdx", mappedDisk, QosFlow.UNLIMITED, false);
+            vsp.attach(2, "vhdx-threads", threadsDisk, QosFlow.UNLIMITED, false, IoEngines.Kind.THREADS);
+            Partition p = host.create(PartitionSpec.external("bench-vhdx", 1, 96L << 20));
+            p.offer(vsp);
+            p.start();
+            try (GuestRam ram = GuestRam.create("bench-vhdx-guest", 96L << 20);
+                 VmbusClient bus = VmbusClient.attach(host.socketPath(), "bench-vhdx", HexFormat.of().parseHex(p.credentialHex()), ram);
+                 StorvscClient client = StorvscClient.connect(bus, vsp.instance(), 1, 32, 1 << 20)) {
+                for (Point pt : points) {
+                    if (pt.bs() != 4096) {
+                        continue;
+                    }
+                    GuestIo.Result[] res = new GuestIo.Result[3];
+                    for (int lun = 0; lun < 3; lun++) {
+                        res[lun] = GuestIo.run(client, new GuestIo.Options(pt.rw(), pt.bs(), pt.qd(), 1, seconds, 0, lun,
+                            false, 1, 50, 0, fileSize));
+                    }
+                    Map<String, Double> series = new LinkedHashMap<>();
+                    series.put("lat_mean_us", res[1].latMeanUs());
+                    series.put("lat_p99_us", res[1].latP99Us());
+                    series.put("raw_lat_mean_us", res[0].latMeanUs());
+                    series.put("threads_engine_iops", res[2].iops());
+                    series.put("mapped_vs_threads", res[1].iops() / Math.max(1e-9, res[2].iops()));
+                    out.add(BenchResult.vsPeer(pt.name() + " vhdx vmbus-guest", res[1].iops(), "IOPS", "raw vmbus-guest",
+                        res[0].iops()).withSeries(series));
+                }
+            }
+        }
     }
 
     private static long processCpuNanos() {

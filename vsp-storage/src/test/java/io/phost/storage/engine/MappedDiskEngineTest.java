@@ -245,7 +245,7 @@ class MappedDiskEngineTest {
             };
             allocator.start();
             SplittableRandom r = new SplittableRandom(11);
-            int rounds = 3;
+            int rounds = 2;
             for (int round = 0; round < rounds; round++) {
                 // Each round writes every engine sector once (version = round), interleaved with reads of
                 // published allocator sectors.
