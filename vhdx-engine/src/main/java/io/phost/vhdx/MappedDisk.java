@@ -37,7 +37,8 @@ public interface MappedDisk extends VirtualDisk {
 
     /**
      * An fd of the image file for mapped transfers, opened on first call with O_DIRECT where the file
-     * system allows it (bypassing the host page cache like the raw-disk backend), else a buffered fd.
+     * system allows it (bypassing the host page cache like the raw-disk backend), else a buffered fd
+     * ({@code -Dphost.vhdx.mappedDirect=false} asks for buffered: host page cache, as the disk's own I/O).
      * Owned by the disk and valid until {@link #close()}; -1 when the disk is closed.
      */
     int mappedFd() throws IOException;

@@ -102,13 +102,15 @@ public final class NativeFile implements Closeable {
     private final Path path;
     private final int fd;
     private final boolean readOnly;
+    private final boolean direct;
     private final AtomicLong syncs = new AtomicLong();
     private volatile boolean closed;
 
-    private NativeFile(Path path, int fd, boolean readOnly) {
+    private NativeFile(Path path, int fd, boolean readOnly, boolean direct) {
         this.path = path;
         this.fd = fd;
         this.readOnly = readOnly;
+        this.direct = direct;
     }
 
     /** Opens an existing file. */
@@ -129,6 +131,22 @@ public final class NativeFile implements Closeable {
         return doOpen(path, (readOnly ? O_RDONLY : O_RDWR) | O_DIRECT, readOnly);
     }
 
+    /**
+     * The fd for {@link MappedDisk#mappedFd()}: O_DIRECT (no host page cache, like the raw-disk backend and
+     * Hyper-V) unless {@code -Dphost.vhdx.mappedDirect=false} or the file system refuses it, then buffered.
+     * {@link #direct()} tells which.
+     */
+    public static NativeFile openMapped(Path path, boolean readOnly) throws IOException {
+        NativeFile f = Boolean.parseBoolean(System.getProperty("phost.vhdx.mappedDirect", "true"))
+            ? openDirect(path, readOnly) : null;
+        return f != null ? f : open(path, readOnly);
+    }
+
+    /** True when this handle was opened with O_DIRECT. */
+    public boolean direct() {
+        return direct;
+    }
+
     private static NativeFile doOpen(Path path, int flags, boolean readOnly) throws IOException {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment cpath = arena.allocateFrom(path.toString());
@@ -143,7 +161,7 @@ public final class NativeFile implements Closeable {
                 }
                 throw failure("open", path, 0, err);
             }
-            return new NativeFile(path, fd, readOnly);
+            return new NativeFile(path, fd, readOnly, (flags & O_DIRECT) != 0);
         } catch (IOException e) {
             throw e;
         } catch (Throwable t) {

@@ -1,6 +1,7 @@
 package io.phost.perf.storage;
 
 import io.phost.core.partition.Partition;
+import io.phost.core.sys.DirectFile;
 import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
 import io.phost.core.vmbus.GuestRam;
@@ -208,26 +209,42 @@ public final class StorageBenchSuite implements BenchSuite {
      * VHDX vs raw over VMBus in the same run: a fully allocated dynamic VHDX and a raw file, both on the
      * work-dir disk and opened O_DIRECT, as LUNs of one VSP. The VHDX runs on the mapped engine (io_uring on
      * the image file for FULLY_PRESENT blocks); series {@code threads_engine_iops} is the same point on a
-     * second VHDX forced onto the thread-pool engine (the path before mapped I/O). 4 KiB points only.
+     * second VHDX forced onto the thread-pool engine (the path before mapped I/O; the disk's own fd is
+     * buffered, so on an image that fits in RAM it is served from the host page cache: a different cache
+     * mode, not a like-for-like peer). 4 KiB points only.
      */
     private static void vhdxVsRaw(BenchContext ctx, List<BenchResult> out, List<Point> points, double seconds,
                                   long fileSize) throws Exception {
         Path raw = ctx.workDir().resolve("bench-vhdx-peer.raw");
         Path mapped = ctx.workDir().resolve("bench-mapped.vhdx");
         Path threads = ctx.workDir().resolve("bench-threads.vhdx");
-        prefill(raw, fileSize);
-        for (Path image : List.of(mapped, threads)) {
-            try (VhdxDisk d = VhdxDisk.create(image, VhdxCreateOptions.dynamic(fileSize)); Arena a = Arena.ofConfined()) {
-                MemorySegment chunk = a.allocate(1 << 20, 4096);
-                SplittableRandom r = new SplittableRandom(11);
-                for (long i = 0; i < chunk.byteSize(); i += 8) {
-                    chunk.set(java.lang.foreign.ValueLayout.JAVA_LONG, i, r.nextLong());
-                }
-                for (long off = 0; off < fileSize; off += chunk.byteSize()) {
-                    d.write(off, chunk); // every block FULLY_PRESENT: the steady state
-                }
-                d.flush();
+        // Raw and mapped VHDX are filled with O_DIRECT writes, so neither starts with its data in the host
+        // page cache (an O_DIRECT write over cached pages is punted to an io_uring worker). The VHDX gets
+        // one buffered sector per block (allocation through the disk), the rest through its mapped fd.
+        FileDisk.createSparse(raw, fileSize);
+        try (Arena a = Arena.ofConfined();
+             FileDisk r = FileDisk.openFile(raw, false, true);
+             VhdxDisk m = VhdxDisk.create(mapped, VhdxCreateOptions.dynamic(fileSize));
+             VhdxDisk t = VhdxDisk.create(threads, VhdxCreateOptions.dynamic(fileSize))) {
+            MemorySegment chunk = a.allocate(1 << 20, 4096);
+            SplittableRandom rnd = new SplittableRandom(11);
+            for (long i = 0; i < chunk.byteSize(); i += 8) {
+                chunk.set(java.lang.foreign.ValueLayout.JAVA_LONG, i, rnd.nextLong());
             }
+            int fd = m.mappedFd();
+            for (long off = 0; off < fileSize; off += chunk.byteSize()) {
+                r.write(off, chunk);
+                t.write(off, chunk);
+                long at = m.mapWrite(off, chunk.byteSize());
+                if (at < 0) {
+                    m.write(off, chunk.asSlice(0, 4096)); // allocates the block (and starts the session)
+                    at = m.mapWrite(off, chunk.byteSize());
+                }
+                DirectFile.pwrite(fd, chunk.address(), chunk.byteSize(), at);
+            }
+            r.flush();
+            m.flush();
+            t.flush();
         }
         ctx.log("vhdx vs raw over VMBus: " + fileSize / (1 << 20) + " MiB images on the work-dir disk");
         Path dataDir = Files.createDirectories(ctx.workDir().resolve("host-vhdx"));

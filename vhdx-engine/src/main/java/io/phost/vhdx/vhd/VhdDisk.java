@@ -715,9 +715,8 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
                 return -1;
             }
             if (mappedFile == null) {
-                NativeFile direct = NativeFile.openDirect(file.path(), file.readOnly());
-                mappedFile = direct != null ? direct : NativeFile.open(file.path(), file.readOnly());
-                mappedAlignment = direct != null ? 512 : 1;
+                mappedFile = NativeFile.openMapped(file.path(), file.readOnly());
+                mappedAlignment = mappedFile.direct() ? 512 : 1;
             }
             return mappedFile.fd();
         }

@@ -497,9 +497,8 @@ public final class VhdxDisk implements MappedDisk {
                 return -1;
             }
             if (mappedFile == null) {
-                NativeFile direct = NativeFile.openDirect(path, readOnly);
-                mappedFile = direct != null ? direct : NativeFile.open(path, readOnly);
-                mappedAlignment = direct != null ? 512 : 1;
+                mappedFile = NativeFile.openMapped(path, readOnly);
+                mappedAlignment = mappedFile.direct() ? 512 : 1;
             }
             return mappedFile.fd();
         }
