@@ -77,15 +77,17 @@ public final class MappedDiskEngine implements IoEngine {
         this.userData = new long[depth];
     }
 
-    /** An engine for {@code disk}, or null when it offers no fd for mapped I/O (closed, cannot reopen). */
+    /**
+     * An engine for {@code disk}, or null when it offers no fd for mapped I/O (closed, cannot reopen) or no
+     * ring can be set up on it (RLIMIT_MEMLOCK, ENOMEM): the caller then uses the thread pool alone.
+     */
     public static MappedDiskEngine open(MappedDisk disk, int depth) {
-        int fd;
         try {
-            fd = disk.mappedFd();
-        } catch (IOException e) {
+            int fd = disk.mappedFd();
+            return fd < 0 ? null : new MappedDiskEngine(disk, fd, depth);
+        } catch (IOException | RuntimeException e) {
             return null;
         }
-        return fd < 0 ? null : new MappedDiskEngine(disk, fd, depth);
     }
 
     @Override
