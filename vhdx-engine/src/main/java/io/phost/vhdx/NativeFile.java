@@ -14,6 +14,7 @@ import java.lang.invoke.MethodHandle;
 import java.lang.invoke.VarHandle;
 import java.lang.ref.Reference;
 import java.nio.file.Path;
+import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * An image file opened with POSIX {@code open} and accessed with {@code pread}/{@code pwrite} through FFM,
@@ -41,6 +42,9 @@ public final class NativeFile implements Closeable {
     private static final int O_CREAT = 0x40;
     private static final int O_EXCL = 0x80;
     private static final int O_CLOEXEC = 0x80000;
+    /** O_DIRECT differs by architecture (asm-generic 0x4000; arm64 0x10000). */
+    private static final int O_DIRECT = "aarch64".equals(System.getProperty("os.arch")) ? 0x10000 : 0x4000;
+    private static final int EINVAL = 22;
     private static final int SEEK_END = 2;
     private static final int EINTR = 4;
     private static final int EWOULDBLOCK = 11;
@@ -98,12 +102,15 @@ public final class NativeFile implements Closeable {
     private final Path path;
     private final int fd;
     private final boolean readOnly;
+    private final boolean direct;
+    private final AtomicLong syncs = new AtomicLong();
     private volatile boolean closed;
 
-    private NativeFile(Path path, int fd, boolean readOnly) {
+    private NativeFile(Path path, int fd, boolean readOnly, boolean direct) {
         this.path = path;
         this.fd = fd;
         this.readOnly = readOnly;
+        this.direct = direct;
     }
 
     /** Opens an existing file. */
@@ -116,6 +123,30 @@ public final class NativeFile implements Closeable {
         return doOpen(path, O_RDWR | O_CREAT | O_EXCL, false);
     }
 
+    /**
+     * Opens an existing file a second time with O_DIRECT (for {@link MappedDisk#mappedFd()}); null when the
+     * file system refuses O_DIRECT (EINVAL: tmpfs on older kernels, some FUSE and network file systems).
+     */
+    public static NativeFile openDirect(Path path, boolean readOnly) throws IOException {
+        return doOpen(path, (readOnly ? O_RDONLY : O_RDWR) | O_DIRECT, readOnly);
+    }
+
+    /**
+     * The fd for {@link MappedDisk#mappedFd()}: O_DIRECT (no host page cache, like the raw-disk backend and
+     * Hyper-V) unless {@code -Dphost.vhdx.mappedDirect=false} or the file system refuses it, then buffered.
+     * {@link #direct()} tells which.
+     */
+    public static NativeFile openMapped(Path path, boolean readOnly) throws IOException {
+        NativeFile f = Boolean.parseBoolean(System.getProperty("phost.vhdx.mappedDirect", "true"))
+            ? openDirect(path, readOnly) : null;
+        return f != null ? f : open(path, readOnly);
+    }
+
+    /** True when this handle was opened with O_DIRECT. */
+    public boolean direct() {
+        return direct;
+    }
+
     private static NativeFile doOpen(Path path, int flags, boolean readOnly) throws IOException {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment cpath = arena.allocateFrom(path.toString());
@@ -124,9 +155,13 @@ public final class NativeFile implements Closeable {
                 fd = (int) OPEN.invokeExact(ERRNO_STATE.get(), cpath, flags | O_CLOEXEC, 0644);
             } while (fd == -1 && errno() == EINTR);
             if (fd < 0) {
-                throw failure("open", path, 0, errno());
+                int err = errno();
+                if (err == EINVAL && (flags & O_DIRECT) != 0) {
+                    return null;
+                }
+                throw failure("open", path, 0, err);
             }
-            return new NativeFile(path, fd, readOnly);
+            return new NativeFile(path, fd, readOnly, (flags & O_DIRECT) != 0);
         } catch (IOException e) {
             throw e;
         } catch (Throwable t) {
@@ -140,6 +175,16 @@ public final class NativeFile implements Closeable {
 
     public boolean readOnly() {
         return readOnly;
+    }
+
+    /** The raw fd, for callers that do their own I/O on it (io_uring); valid until {@link #close()}. */
+    public int fd() {
+        return fd;
+    }
+
+    /** How many fdatasyncs this handle has completed (tests check that a flush really syncs). */
+    public long syncCount() {
+        return syncs.get();
     }
 
     /**
@@ -264,6 +309,7 @@ public final class NativeFile implements Closeable {
             if (r < 0) {
                 throw failure("fdatasync", path, 0, errno());
             }
+            syncs.incrementAndGet();
         } catch (IOException e) {
             throw e;
         } catch (Throwable t) {

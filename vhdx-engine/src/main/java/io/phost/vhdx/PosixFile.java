@@ -106,6 +106,7 @@ public final class PosixFile implements AutoCloseable {
     private final int fd;
     private final Path path;
     private final boolean readOnly;
+    private final java.util.concurrent.atomic.AtomicLong syncs = new java.util.concurrent.atomic.AtomicLong();
     private volatile boolean closed;
 
     private PosixFile(int fd, Path path, boolean readOnly) {
@@ -163,6 +164,16 @@ public final class PosixFile implements AutoCloseable {
 
     public boolean readOnly() {
         return readOnly;
+    }
+
+    /** The raw fd, for callers that do their own I/O on it (io_uring); valid until {@link #close()}. */
+    public int fd() {
+        return fd;
+    }
+
+    /** How many fsync/fdatasync calls succeeded on this handle (tests check that a flush really syncs). */
+    public long syncCount() {
+        return syncs.get();
     }
 
     /** Reads exactly {@code dst.byteSize()} bytes at {@code offset}; end of file before that is an {@link EOFException}. */
@@ -347,6 +358,7 @@ public final class PosixFile implements AutoCloseable {
             }
             throw failure(op, path, 0, e);
         }
+        syncs.incrementAndGet();
     }
 
     @Override

@@ -1,6 +1,7 @@
 package io.phost.perf.storage;
 
 import io.phost.core.partition.Partition;
+import io.phost.core.sys.DirectFile;
 import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
 import io.phost.core.vmbus.GuestRam;
@@ -132,6 +133,7 @@ public final class StorageBenchSuite implements BenchSuite {
                 }
             }
         }
+        vhdxVsRaw(ctx, out, points, seconds, fileSize);
         // NBD: ours vs qemu-nbd on the same VHDX, both through fio's nbd engine.
         if (fio && exists("qemu-nbd") && fioHasEngine("nbd")) {
             Path vhdx = ctx.workDir().resolve("bench.vhdx");
@@ -183,6 +185,100 @@ public final class StorageBenchSuite implements BenchSuite {
         }
         ctx.progress(total, total, "done");
         return out;
+    }
+
+    /**
+     * VHDX vs raw over VMBus in the same run: a fully allocated dynamic VHDX and a raw file, both on the
+     * work-dir disk and opened O_DIRECT, as LUNs of one VSP. The VHDX runs on the mapped engine (io_uring on
+     * the image file for FULLY_PRESENT blocks); series {@code threads_engine_iops} is the same point on a
+     * second VHDX forced onto the thread-pool engine (the path before mapped I/O; the disk's own fd is
+     * buffered, so on an image that fits in RAM it is served from the host page cache: a different cache
+     * mode, not a like-for-like peer). 4 KiB points only.
+     */
+    private static void vhdxVsRaw(BenchContext ctx, List<BenchResult> out, List<Point> points, double seconds,
+                                  long fileSize) throws Exception {
+        Path raw = ctx.workDir().resolve("bench-vhdx-peer.raw");
+        Path mapped = ctx.workDir().resolve("bench-mapped.vhdx");
+        Path threads = ctx.workDir().resolve("bench-threads.vhdx");
+        // Raw and mapped VHDX are filled with O_DIRECT writes, so neither starts with its data in the host
+        // page cache (an O_DIRECT write over cached pages is punted to an io_uring worker). The VHDX gets
+        // one buffered sector per block (allocation through the disk), the rest through its mapped fd.
+        FileDisk.createSparse(raw, fileSize);
+        try (Arena a = Arena.ofConfined();
+             FileDisk r = FileDisk.openFile(raw, false, true);
+             VhdxDisk m = VhdxDisk.create(mapped, VhdxCreateOptions.dynamic(fileSize));
+             VhdxDisk t = VhdxDisk.create(threads, VhdxCreateOptions.dynamic(fileSize))) {
+            MemorySegment chunk = a.allocate(1 << 20, 4096);
+            SplittableRandom rnd = new SplittableRandom(11);
+            for (long i = 0; i < chunk.byteSize(); i += 8) {
+                chunk.set(java.lang.foreign.ValueLayout.JAVA_LONG, i, rnd.nextLong());
+            }
+            int fd = m.mappedFd();
+            for (long off = 0; off < fileSize; off += chunk.byteSize()) {
+                r.write(off, chunk);
+                t.write(off, chunk);
+                long at = m.mapWrite(off, chunk.byteSize());
+                if (at < 0) {
+                    m.write(off, chunk.asSlice(0, 4096)); // allocates the block (and starts the session)
+                    at = m.mapWrite(off, chunk.byteSize());
+                }
+                DirectFile.pwrite(fd, chunk.address(), chunk.byteSize(), at);
+            }
+            r.flush();
+            m.flush();
+            t.flush();
+        }
+        ctx.log("vhdx vs raw over VMBus: " + fileSize / (1 << 20) + " MiB images on the work-dir disk");
+        Path dataDir = Files.createDirectories(ctx.workDir().resolve("host-vhdx"));
+        try (FileDisk rawDisk = FileDisk.openFile(raw, false, true);
+             VhdxDisk mappedDisk = VhdxDisk.open(mapped, false);
+             VhdxDisk threadsDisk = VhdxDisk.open(threads, false);
+             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults())) {
+            StorageVsp vsp = new StorageVsp("bench-vhdx", 0);
+            vsp.attach(0, "raw", rawDisk, QosFlow.UNLIMITED, false);
+            vsp.attach(1, "vhdx", mappedDisk, QosFlow.UNLIMITED, false);
+            vsp.attach(2, "vhdx-threads", threadsDisk, QosFlow.UNLIMITED, false, IoEngines.Kind.THREADS);
+            Partition p = host.create(PartitionSpec.external("bench-vhdx", 1, 96L << 20));
+            p.offer(vsp);
+            p.start();
+            try (GuestRam ram = GuestRam.create("bench-vhdx-guest", 96L << 20);
+                 VmbusClient bus = VmbusClient.attach(host.socketPath(), "bench-vhdx", HexFormat.of().parseHex(p.credentialHex()), ram);
+                 StorvscClient client = StorvscClient.connect(bus, vsp.instance(), 1, 32, 1 << 20)) {
+                for (int lun = 0; lun < 3; lun++) { // warm-up: JIT, agents, engines opened
+                    GuestIo.run(client, new GuestIo.Options("randread", 4096, 4, 1, 0.3, 0, lun, false, 1, 50, 0, fileSize));
+                }
+                for (Point pt : points) {
+                    if (pt.bs() != 4096) {
+                        continue;
+                    }
+                    // ABBA order (raw, vhdx, threads, vhdx, raw), half the time each: cancels a drift in the
+                    // machine's load between the two LUNs the ratio compares.
+                    int[] order = {0, 1, 2, 1, 0};
+                    double[] iops = new double[3];
+                    double[] lat = new double[3];
+                    double p99 = 0;
+                    for (int lun : order) {
+                        double t = lun == 2 ? seconds : seconds / 2;
+                        GuestIo.Result g = GuestIo.run(client, new GuestIo.Options(pt.rw(), pt.bs(), pt.qd(), 1, t, 0, lun,
+                            false, 1, 50, 0, fileSize));
+                        double w = lun == 2 ? 1 : 0.5;
+                        iops[lun] += w * g.iops();
+                        lat[lun] += w * g.latMeanUs();
+                        if (lun == 1) {
+                            p99 = Math.max(p99, g.latP99Us());
+                        }
+                    }
+                    Map<String, Double> series = new LinkedHashMap<>();
+                    series.put("lat_mean_us", lat[1]);
+                    series.put("lat_p99_us", p99);
+                    series.put("raw_lat_mean_us", lat[0]);
+                    series.put("threads_engine_iops", iops[2]);
+                    series.put("mapped_vs_threads", iops[1] / Math.max(1e-9, iops[2]));
+                    out.add(BenchResult.vsPeer(pt.name() + " vhdx vmbus-guest", iops[1], "IOPS", "raw vmbus-guest", iops[0])
+                        .withSeries(series));
+                }
+            }
+        }
     }
 
     /**

@@ -3,6 +3,8 @@ package io.phost.vhdx.vhd;
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskType;
+import io.phost.vhdx.MappedDisk;
+import io.phost.vhdx.NativeFile;
 import io.phost.vhdx.PosixFile;
 import io.phost.vhdx.VirtualDisk;
 
@@ -53,11 +55,15 @@ import static io.phost.vhdx.vhd.VhdFormatException.Reason;
  * segment after one acquire-load of the BAT entry; differencing disks also test bits in the cached sector
  * bitmap. Nothing is allocated.
  *
+ * <p><b>Mapped I/O.</b> {@link #mapRead}/{@link #mapWrite} return that one pread/pwrite's file offset
+ * (fixed disks: the offset itself; dynamic: an allocated block; differencing: an allocated block whose
+ * sectors in the range are all present) so a caller can issue it on {@link #mappedFd()} itself.
+ *
  * <p><b>Dynamic disk bitmaps.</b> Like qemu, reads of an allocated block in a dynamic (non-differencing) disk
  * ignore the bitmap and read the data area: every writer we know zero-fills blocks and sets the whole
  * bitmap. Differencing disks honour it sector by sector.
  */
-public final class VhdDisk implements VirtualDisk, AllocationMap {
+public final class VhdDisk implements MappedDisk, AllocationMap {
     public static final int SECTOR = 512;
     /** Deepest parent chain we follow (protects against loops and hostile chains). */
     public static final int MAX_CHAIN_DEPTH = 64;
@@ -91,6 +97,10 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
     /** Where the next block goes: the footer's current offset. Guarded by allocLock. */
     private long nextFree;
     private volatile boolean closed;
+    /** The fd for mapped I/O, opened by the first {@link #mappedFd()}; guarded by mappedLock. */
+    private final Object mappedLock = new Object();
+    private NativeFile mappedFile;
+    private volatile int mappedAlignment = 1;
 
     private VhdDisk(PosixFile file, Arena arena, VhdFooter footer, VhdDynamicHeader header, long size,
                     int[] bat, VhdDisk parent, Path parentPath, long nextFree) {
@@ -652,6 +662,71 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
         }
     }
 
+    // ------------------------------------------------------------------------------------------ MappedDisk
+
+    @Override
+    public long mapRead(long offset, long length) {
+        return map(offset, length);
+    }
+
+    @Override
+    public long mapWrite(long offset, long length) {
+        return file.readOnly() ? -1 : map(offset, length);
+    }
+
+    /** File offset of [offset, +length) when one transfer of this file serves it, else -1. Lock-free. */
+    private long map(long offset, long length) {
+        if (offset < 0 || length <= 0 || ((offset | length) & (SECTOR - 1)) != 0 || offset > size - length || closed) {
+            return -1;
+        }
+        if (header == null) {
+            return offset; // fixed: the data area starts at 0
+        }
+        int block = (int) (offset >>> blockShift);
+        long inBlock = offset & (blockSize - 1);
+        if (inBlock + length > blockSize) {
+            return -1;
+        }
+        // Acquire: pairs with allocate()'s release, which comes after the bitmap and BAT are on disk.
+        int entry = (int) BAT.getAcquire(bat, block);
+        if (entry == -1) {
+            return -1;
+        }
+        if (bitmaps != null) {
+            long[] bits = (long[]) BITMAPS.getAcquire(bitmaps, block);
+            if (bits == null) {
+                return -1;
+            }
+            int first = (int) (inBlock / SECTOR);
+            int last = first + (int) (length / SECTOR);
+            for (int s = first; s < last; s++) {
+                if (!bit(bits, s)) {
+                    return -1; // some sectors come from the parent, or need their bit set by write()
+                }
+            }
+        }
+        return Integer.toUnsignedLong(entry) * SECTOR + bitmapBytes + inBlock;
+    }
+
+    @Override
+    public int mappedFd() throws IOException {
+        synchronized (mappedLock) {
+            if (closed) {
+                return -1;
+            }
+            if (mappedFile == null) {
+                mappedFile = NativeFile.openMapped(file.path(), file.readOnly());
+                mappedAlignment = mappedFile.direct() ? 512 : 1;
+            }
+            return mappedFile.fd();
+        }
+    }
+
+    @Override
+    public int mappedAlignment() {
+        return mappedAlignment;
+    }
+
     /** Unallocated here: the parent's data, or zeros. */
     private void readBelow(long voff, MemorySegment part) throws IOException {
         if (parent == null) {
@@ -1094,6 +1169,16 @@ public final class VhdDisk implements VirtualDisk, AllocationMap {
             return;
         }
         closed = true;
+        synchronized (mappedLock) {
+            if (mappedFile != null) {
+                try {
+                    mappedFile.close(); // io_uring rings that registered the fd keep their own reference
+                } catch (IOException ignored) {
+                    // O_DIRECT transfers reported their errors when they completed; nothing is pending here
+                }
+                mappedFile = null;
+            }
+        }
         try {
             if (!readOnly()) {
                 file.dataSync();

@@ -2,6 +2,7 @@ package io.phost.vhdx.vhdx;
 
 import static io.phost.vhdx.vhdx.BatDescriptor.*;
 
+import io.phost.vhdx.MappedDisk;
 import io.phost.vhdx.NativeFile;
 import io.phost.vhdx.VhdxFormatException;
 import io.phost.vhdx.VhdxFormatException.Reason;
@@ -35,6 +36,13 @@ import java.util.concurrent.locks.ReentrantLock;
  * re-checks the entry, appends a new 1 MiB-aligned block at the end of the file, writes the data, then
  * publishes the entry; the BAT sector is marked dirty.
  *
+ * <h2>Mapped I/O</h2>
+ * {@link #mapRead}/{@link #mapWrite} hand a caller the file offset of a range that lies in one
+ * FULLY_PRESENT block (or a PARTIALLY_PRESENT one whose sectors are all present), with the same acquire
+ * load the data path uses, so it may transfer the bytes itself on {@link #mappedFd()} (a second fd of the
+ * image, O_DIRECT where allowed). Everything else (allocation, bitmaps, parents, the in-memory log of a
+ * read-only open, the first write of a session) stays with {@link #read}/{@link #write}.
+ *
  * <h2>Metadata and flush</h2>
  * BAT and sector-bitmap changes are committed by {@link #flush()} through the log:
  * <pre>
@@ -53,7 +61,7 @@ import java.util.concurrent.locks.ReentrantLock;
  * both copies, each followed by fdatasync. On close the LogGuid is set back to zero (log empty), so qemu
  * and Hyper-V see a clean image.
  */
-public final class VhdxDisk implements VirtualDisk {
+public final class VhdxDisk implements MappedDisk {
     /** State of the log when the image was opened. */
     public enum LogState { CLEAN, REPLAYED, REPLAYED_IN_MEMORY }
 
@@ -116,6 +124,10 @@ public final class VhdxDisk implements VirtualDisk {
     /** Set once the session's header (new GUIDs, LogGuid) is durable; written once under commitLock. */
     private volatile boolean sessionStarted;
     private volatile boolean closed;
+    /** The fd for mapped I/O, opened by the first {@link #mappedFd()}; guarded by mappedLock. */
+    private final Object mappedLock = new Object();
+    private NativeFile mappedFile;
+    private volatile int mappedAlignment = 1;
 
     /** One chunk's 1 MiB sector bitmap, loaded lazily; dirty flags per 4 KiB sector of it. */
     private static final class SectorBitmap {
@@ -437,6 +449,69 @@ public final class VhdxDisk implements VirtualDisk {
         checkRange(offset, len);
         checkWritable();
         writeRange(offset, src, srcOffset, len);
+    }
+
+    // ---------------------------------------------------------------- MappedDisk
+
+    @Override
+    public long mapRead(long offset, long length) {
+        if (overlay != null) {
+            return -1; // reads must be patched with the log replayed in memory
+        }
+        return map(offset, length);
+    }
+
+    @Override
+    public long mapWrite(long offset, long length) {
+        // Before the session starts, write() must run once: it rewrites the headers (DataWriteGuid).
+        if (readOnly || !sessionStarted) {
+            return -1;
+        }
+        return map(offset, length);
+    }
+
+    /** File offset of [offset, +length) when it lies in one block whose sectors are all in this file, else -1. */
+    private long map(long offset, long length) {
+        long mask = logicalSectorSize - 1L;
+        if (offset < 0 || length <= 0 || ((offset | length) & mask) != 0 || offset > size - length || closed) {
+            return -1;
+        }
+        long block = offset >>> blockShift;
+        long inBlock = offset & blockMask;
+        if (inBlock + length > blockSize) {
+            return -1;
+        }
+        // Acquire: pairs with the release that publishes a new entry after its data is written.
+        long e = (long) LONGS.getAcquire(bat, (int) payloadIndex(block, chunkRatio));
+        int st = state(e);
+        if (st == PAYLOAD_FULLY_PRESENT || (st == PAYLOAD_PARTIALLY_PRESENT && bitsAllSet(block, offset, length))) {
+            return fileOffset(e) + inBlock;
+        }
+        return -1;
+    }
+
+    @Override
+    public int mappedFd() throws IOException {
+        synchronized (mappedLock) {
+            if (closed) {
+                return -1;
+            }
+            if (mappedFile == null) {
+                mappedFile = NativeFile.openMapped(path, readOnly);
+                mappedAlignment = mappedFile.direct() ? 512 : 1;
+            }
+            return mappedFile.fd();
+        }
+    }
+
+    @Override
+    public int mappedAlignment() {
+        return mappedAlignment;
+    }
+
+    /** fdatasyncs done on the image file (tests: a flush with no metadata change still syncs). */
+    long fileSyncs() {
+        return file.syncCount();
     }
 
     private void checkRange(long offset, long len) {
@@ -871,6 +946,16 @@ public final class VhdxDisk implements VirtualDisk {
             failure = e;
         } finally {
             closed = true;
+            synchronized (mappedLock) {
+                if (mappedFile != null) {
+                    try {
+                        mappedFile.close(); // io_uring rings that registered the fd keep their own reference
+                    } catch (IOException e) {
+                        failure = failure == null ? e : failure;
+                    }
+                    mappedFile = null;
+                }
+            }
             try {
                 file.close();
             } catch (IOException e) {

@@ -4,11 +4,13 @@ import io.phost.core.sys.IoUring;
 import io.phost.storage.backend.FdBacked;
 import io.phost.storage.backend.FileDisk;
 import io.phost.storage.backend.MemoryDisk;
+import io.phost.vhdx.MappedDisk;
 import io.phost.vhdx.VirtualDisk;
 
 /**
- * Chooses an engine per disk: inline for memory (RAM and null disks, files on tmpfs), io_uring for
- * fd-backed disks where the kernel allows it, else threads.
+ * Chooses an engine per disk: inline for memory (RAM and null disks, files on tmpfs); io_uring for
+ * fd-backed disks where the kernel allows it; for images that map their steady-state I/O onto the image
+ * file (VHDX, VHD) io_uring for that and threads for the rest; else threads.
  */
 public final class IoEngines {
     /** Which engine a disk should use. */
@@ -23,6 +25,12 @@ public final class IoEngines {
 
     public static IoEngine open(VirtualDisk disk, Kind kind, int depth) {
         boolean fdBacked = disk instanceof FdBacked;
+        if (disk instanceof MappedDisk m && (kind == Kind.AUTO || kind == Kind.IO_URING) && ioUringAvailable()) {
+            IoEngine e = MappedDiskEngine.open(m, depth); // null when the image offers no fd: threads below
+            if (e != null) {
+                return e;
+            }
+        }
         if (kind == Kind.IO_URING && !fdBacked) {
             throw new IllegalArgumentException(disk.format() + " disk has no fd; io_uring needs a raw file or device");
         }
