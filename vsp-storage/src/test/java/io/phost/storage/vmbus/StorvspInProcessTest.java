@@ -34,7 +34,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 /**
  * The storvsc protocol over real VMBus rings in guest memory (memfd), with the guest in this JVM
  * (an "external" partition that attaches with its credential). The two-process run is StorvspProcessTest.
- * Images: a sparse raw file (io_uring, O_DIRECT), a dynamic VHDX (thread-pool engine), a RAM disk.
+ * Images: a sparse raw file (io_uring, O_DIRECT), a dynamic VHDX (io_uring-mapped engine), a RAM disk.
  */
 @Timeout(120)
 class StorvspInProcessTest {
