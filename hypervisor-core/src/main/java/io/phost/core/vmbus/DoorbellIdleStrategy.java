@@ -7,10 +7,11 @@ import org.agrona.concurrent.IdleStrategy;
 /**
  * Spin, then yield, then (optionally) park with exponential back-off, then arm the ring's interrupt and
  * block on the doorbell eventfd. A busy channel never leaves the spin phase (no syscalls: interrupt_mask stays set so
- * the writer does not signal); an idle one sleeps in poll(2) and costs no CPU.
+ * the writer does not signal); an idle one sleeps in poll(2) and costs no CPU. A yield that took long means
+ * another thread wanted this CPU, so the strategy stops polling and sleeps rather than compete with it.
  * <pre>
  *   work > 0 ──────────────────────────────────────────────┐ reset, mask interrupts
- *   SPIN (onSpinWait × spins) → YIELD (× yields) → PARK (minPark..maxPark, × parks)
+ *   SPIN (onSpinWait × spins) → YIELD (× yields; one slower than 20 µs ends it) → PARK (minPark..maxPark, × parks)
  *     → ARM: interrupt_mask = 0; fence; ring still empty? → poll(doorbell, timeout) → mask, back to SPIN
  *                                      └─ no: a packet raced in → mask, back to SPIN
  * </pre>
@@ -20,6 +21,8 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
     private static final int SPIN = 0;
     private static final int YIELD = 1;
     private static final int PARK = 2;
+    /** A yield that took this long ran someone else: the CPU is contended and polling would steal from them. */
+    private static final long CONTENDED_NANOS = 20_000L;
 
     private final VmbusRing rx;
     private final EventFd doorbell;
@@ -96,8 +99,12 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
         }
         if (state == YIELD) {
             if (count++ < yields) {
+                long t0 = System.nanoTime();
                 Thread.yield();
-                return;
+                if (System.nanoTime() - t0 < CONTENDED_NANOS) {
+                    return;
+                }
+                count = yields; // another thread needed this CPU: stop polling, sleep (or park) now
             }
             state = PARK;
             count = 0;

@@ -44,6 +44,7 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
      */
     public static final int DEFAULT_POLL_MICROS = 1_000;
     private static final long SPIN_NANOS = 20_000L;
+    private static final long CONTENDED_NANOS = 20_000L;
     private static final int GPADL_PAGES = 4096;
     private final ClientChannel channel;
     private final int depth;
@@ -206,27 +207,31 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
     /**
      * Waits until at least one completion arrives or the timeout passes: polls the ring for up to the poll
      * budget while commands are in flight (spinning for the first 20 µs, yielding the CPU between polls after
-     * that), then sleeps on the doorbell.
+     * that, and giving up at once when a yield shows the CPU is contended), then sleeps on the doorbell.
      */
     public int await(Completion c, long timeoutNanos) {
         long start = System.nanoTime();
+        boolean contended = false;
         while (true) {
             int n = poll(c);
             if (n > 0) {
                 idle.reset();
                 return n;
             }
-            long waited = System.nanoTime() - start;
+            long now = System.nanoTime();
+            long waited = now - start;
             if (waited > timeoutNanos || !channel.isOpen()) {
                 return 0;
             }
-            if (inFlight > 0 && waited < pollNanos) {
-                // Spin first (a ring round trip is ~1 µs); after that give the CPU to whoever else can run, so a
-                // poller on a busy machine never starves the host thread it is waiting for.
+            if (inFlight > 0 && waited < pollNanos && !contended) {
+                // Spin first (a ring round trip is ~1 µs), then yield between polls. A yield that took long
+                // means another thread needed this CPU (perhaps the host agent we wait for): polling would
+                // only steal its time, so sleep on the doorbell instead.
                 if (waited < SPIN_NANOS) {
                     Thread.onSpinWait();
                 } else {
                     Thread.yield();
+                    contended = System.nanoTime() - now > CONTENDED_NANOS;
                 }
             } else {
                 idle.idle();
