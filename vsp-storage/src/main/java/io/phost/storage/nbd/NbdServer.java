@@ -3,6 +3,7 @@ package io.phost.storage.nbd;
 import io.phost.storage.DiskStats;
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.VirtualDisk;
+import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
 
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -23,11 +24,10 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
@@ -69,7 +69,7 @@ public final class NbdServer implements AutoCloseable {
     private final Path socketPath;
     private final int port;
     private final Map<String, Export> exports;
-    private final ThreadPoolExecutor workers;
+    private final NbdWorkerPool workers;
     private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
     private final Thread acceptor;
     private volatile boolean closed;
@@ -89,11 +89,7 @@ public final class NbdServer implements AutoCloseable {
         for (Export e : exports) {
             this.exports.put(e.name(), e);
         }
-        this.workers = new ThreadPoolExecutor(threads, threads, 30, TimeUnit.SECONDS, new ArrayBlockingQueue<>(4096), r -> {
-            Thread t = new Thread(r, "nbd-worker");
-            t.setDaemon(true);
-            return t;
-        });
+        this.workers = new NbdWorkerPool("nbd-worker", threads, 4096);
         this.acceptor = new Thread(this::acceptLoop, "nbd-accept");
         this.acceptor.setDaemon(true);
     }
@@ -166,10 +162,10 @@ public final class NbdServer implements AutoCloseable {
         for (Connection c : connections) {
             c.shutdown();
         }
-        workers.shutdown();
+        workers.close();
         try {
             acceptor.join(1000);
-            workers.awaitTermination(5, TimeUnit.SECONDS);
+            workers.join(5000);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
@@ -240,7 +236,8 @@ public final class NbdServer implements AutoCloseable {
         private final SocketChannel ch;
         private final ByteBuffer in = ByteBuffer.allocateDirect(MAX_OPTION_LENGTH + 64).order(ByteOrder.BIG_ENDIAN);
         private final ByteBuffer out = ByteBuffer.allocateDirect(MAX_OPTION_LENGTH + 256).order(ByteOrder.BIG_ENDIAN);
-        private final ArrayBlockingQueue<Slot> free = new ArrayBlockingQueue<>(SLOTS);
+        /** Free slots: workers and the reader return them, only the reader takes (no lock, no allocation). */
+        private final ManyToOneConcurrentArrayQueue<Slot> free = new ManyToOneConcurrentArrayQueue<>(SLOTS);
         private final Object writeLock = new Object();
         /** Requests handed to workers and not yet answered. */
         private final AtomicInteger inFlight = new AtomicInteger();
@@ -293,15 +290,9 @@ public final class NbdServer implements AutoCloseable {
                 }
             } finally {
                 // Let running requests finish before closing so they can still reply.
-                try {
-                    for (int i = 0; i < SLOTS; i++) {
-                        Slot s = free.poll(10, TimeUnit.SECONDS);
-                        if (s == null) {
-                            break;
-                        }
-                    }
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (inFlight.get() > 0 && System.nanoTime() < deadline) {
+                    LockSupport.parkNanos(100_000);
                 }
                 shutdown();
                 connections.remove(this);
@@ -332,6 +323,13 @@ public final class NbdServer implements AutoCloseable {
                 int chunk = (int) Math.min(n, in.capacity());
                 readIn(chunk);
                 n -= chunk;
+            }
+        }
+
+        /** One buffer (not the varargs form: that allocates an array per reply). */
+        private void writeFully(ByteBuffer b) throws IOException {
+            while (b.hasRemaining()) {
+                ch.write(b);
             }
         }
 
@@ -584,11 +582,8 @@ public final class NbdServer implements AutoCloseable {
                     throw new NbdProtocolException(NbdProtocolException.Reason.BAD_REQUEST_MAGIC, at,
                         "0x" + Integer.toHexString(magic));
                 }
-                Slot s;
-                try {
-                    s = free.take();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
+                Slot s = takeSlot();
+                if (s == null) {
                     return;
                 }
                 s.flags = rx.getShort() & 0xFFFF;
@@ -624,9 +619,28 @@ public final class NbdServer implements AutoCloseable {
                     sample(System.nanoTime() - t0);
                 } else {
                     inFlight.incrementAndGet(); // before the handoff: the worker's decrement must not go first
-                    workers.execute(s);
+                    if (!workers.trySubmit(s)) {
+                        s.run(); // queue full (many connections): serve it here, which also slows this client down
+                    }
                 }
             }
+        }
+
+        /** A free slot; waits only when all {@value #SLOTS} are in flight. Null when the connection died. */
+        private Slot takeSlot() {
+            Slot s;
+            int idle = 0;
+            while ((s = free.poll()) == null) {
+                if (dead || closed) {
+                    return null;
+                }
+                if (++idle < 64) {
+                    Thread.onSpinWait();
+                } else {
+                    LockSupport.parkNanos(20_000); // rare: 64 requests in flight; workers free slots without waking us
+                }
+            }
+            return s;
         }
 
         /** Folds one request's service time into the moving average (1/8 weight). */
