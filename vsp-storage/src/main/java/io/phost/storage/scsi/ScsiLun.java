@@ -34,6 +34,8 @@ public final class ScsiLun {
     static final int OP_FLUSH = 3;
     static final int OP_UNMAP = 4;
     static final int OP_ZEROES = 5;
+    /** WRITE SAME with a non-zero block: the queue replicates it and writes the range chunk by chunk. */
+    static final int OP_PATTERN = 6;
 
     /** Largest single READ/WRITE we accept and advertise (VPD B0), in bytes. */
     public static final int MAX_TRANSFER_BYTES = 2 << 20;
@@ -428,18 +430,29 @@ public final class ScsiLun {
         if (outOfRange(r, lba, count)) {
             return DONE;
         }
+        r.read = false;
         if (!ndob) {
+            if (directionMismatch(r, ScsiRequest.DIR_OUT)) {
+                return DONE;
+            }
             if (r.data().totalLength() != blockSize) {
                 r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_PARAMETER_LIST_LENGTH_ERROR, 10, 1);
                 return DONE;
             }
             if (!r.data().isZero(blockSize)) {
-                // Replicating a non-zero pattern is not supported: only zeroing/unmapping WRITE SAME.
-                r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB, 1, 1);
-                return DONE;
+                // A pattern is written even with the UNMAP bit: unmapped blocks would read as zeros, not as
+                // the pattern (SBC-3 5.45: the device unmaps only when that reads back the same). The
+                // queue copies the block into its pattern buffer and writes [offset, offset+length) in
+                // chunks; ioOffset advances per chunk.
+                r.op = OP_PATTERN;
+                r.unmapCount = 0;
+                r.unmapOffset[0] = lba << blockShift;
+                r.unmapLength[0] = count << blockShift;
+                r.ioOffset = r.unmapOffset[0];
+                r.ioLength = 0;
+                return IO;
             }
         }
-        r.read = false;
         r.op = unmapBit ? OP_UNMAP : OP_ZEROES;
         r.unmapCount = 1;
         r.unmapNext = 1;
@@ -642,6 +655,16 @@ public final class ScsiLun {
                 } else {
                     stats.recordError();
                     r.checkCondition(Scsi.KEY_MEDIUM_ERROR, r.read ? Scsi.ASC_UNRECOVERED_READ_ERROR : Scsi.ASC_WRITE_ERROR);
+                    r.senseInformation(r.ioOffset >>> blockShift);
+                }
+            }
+            case OP_PATTERN -> {
+                if (result == r.ioLength) {
+                    r.good(blockSize); // the one block of data-out the command carried
+                    stats.recordWrite(r.unmapLength[0], latency);
+                } else {
+                    stats.recordError();
+                    r.checkCondition(Scsi.KEY_MEDIUM_ERROR, Scsi.ASC_WRITE_ERROR);
                     r.senseInformation(r.ioOffset >>> blockShift);
                 }
             }
