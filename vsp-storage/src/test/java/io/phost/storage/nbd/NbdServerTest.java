@@ -160,6 +160,16 @@ class NbdServerTest {
     }
 
     @Test
+    void shouldServeQemuIoOverLoopbackTcpWithNoDelay() throws Exception {
+        assumeTrue(Proc.exists("qemu-io"), "qemu-io (qemu-utils) not installed");
+        try (NbdServer tcp = NbdServer.tcp(0, List.of(new NbdServer.Export("disk", disk, false)))) {
+            String u = tcp.uri("disk");
+            assertTrue(u.startsWith("nbd://127.0.0.1:"), u);
+            Proc.ok(30, "qemu-io", "-f", "raw", "-c", "write -P 0x5e 2M 64k", "-c", "read -P 0x5e 2M 64k", u);
+        }
+    }
+
+    @Test
     void shouldAnswerEveryPipelinedRequestOnceWithItsOwnCookieAndData() throws Exception {
         pipelinedBurst(dir.resolve("nbd.sock"));
     }
