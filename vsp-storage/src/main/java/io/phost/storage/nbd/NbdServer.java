@@ -185,6 +185,8 @@ public final class NbdServer implements AutoCloseable {
         /** The last view handed to the disk, kept because clients repeat one length (no allocation per request). */
         MemorySegment view;
         long viewLength = -1;
+        /** Reply into the connection's batch (set by the reader for inline requests with more buffered). */
+        boolean batched;
         int flags;
         int type;
         long cookie;
@@ -244,6 +246,8 @@ public final class NbdServer implements AutoCloseable {
         /** Moving average of request service time; reader and workers write it (volatile: the reader sees workers' samples). */
         private volatile long serviceNanos;
         private final ByteBuffer rx = ByteBuffer.allocateDirect(RX_BUFFER).order(ByteOrder.BIG_ENDIAN);
+        /** Replies of an inline-served burst, written together (reader thread only). */
+        private final ByteBuffer tx = ByteBuffer.allocateDirect(RX_BUFFER).order(ByteOrder.BIG_ENDIAN);
         private long streamOffset;
         private boolean structured;
         private boolean baseAllocation;
@@ -574,6 +578,17 @@ public final class NbdServer implements AutoCloseable {
          */
         private void transmission() throws IOException {
             rx.clear().flip();
+            tx.clear();
+            try {
+                serve();
+            } finally {
+                if (!dead) {
+                    flushReplies(); // answers to the requests before a DISC or a protocol error still go out
+                }
+            }
+        }
+
+        private void serve() throws IOException {
             while (!dead) {
                 fill(REQUEST_LENGTH);
                 long at = streamOffset - rx.remaining();
@@ -610,6 +625,10 @@ public final class NbdServer implements AutoCloseable {
                     }
                 }
                 if (inFlight.get() == 0 && (!rx.hasRemaining() || serviceNanos < inlineBelowNanos)) {
+                    s.batched = rx.hasRemaining();
+                    if (!s.batched) {
+                        flushReplies(); // the burst's last request: send what is batched before working on it
+                    }
                     long t0 = System.nanoTime();
                     try {
                         execute(s);
@@ -618,6 +637,7 @@ public final class NbdServer implements AutoCloseable {
                     }
                     sample(System.nanoTime() - t0);
                 } else {
+                    s.batched = false;
                     inFlight.incrementAndGet(); // before the handoff: the worker's decrement must not go first
                     if (!workers.trySubmit(s)) {
                         s.run(); // queue full (many connections): serve it here, which also slows this client down
@@ -654,6 +674,7 @@ public final class NbdServer implements AutoCloseable {
             if (rx.remaining() >= n) {
                 return;
             }
+            flushReplies(); // the read below may wait for the client, which may be waiting for these
             rx.compact();
             while (rx.position() < n) {
                 int r = ch.read(rx);
@@ -674,7 +695,10 @@ public final class NbdServer implements AutoCloseable {
                 dst.put(rx);
                 rx.limit(limit);
             }
-            readFully(dst);
+            if (dst.hasRemaining()) {
+                flushReplies();
+                readFully(dst);
+            }
         }
 
         /** Discards {@code n} payload bytes (an oversized WRITE we answer with EINVAL). */
@@ -770,18 +794,14 @@ public final class NbdServer implements AutoCloseable {
         private void replySimple(Slot s, int error) throws IOException {
             ByteBuffer h = s.header.clear();
             h.putInt(SIMPLE_REPLY_MAGIC).putInt(error).putLong(s.cookie).flip();
-            synchronized (writeLock) {
-                writeFully(h);
-            }
+            send(s, h, null);
         }
 
         private void replyStructuredError(Slot s, int error) throws IOException {
             ByteBuffer h = s.header.clear();
             h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_ERROR)
                 .putLong(s.cookie).putInt(6).putInt(error).putShort((short) 0).flip();
-            synchronized (writeLock) {
-                writeFully(h);
-            }
+            send(s, h, null);
         }
 
         private void replyRead(Slot s, long len) throws IOException {
@@ -793,11 +813,7 @@ public final class NbdServer implements AutoCloseable {
                 h.putInt(SIMPLE_REPLY_MAGIC).putInt(0).putLong(s.cookie).flip();
             }
             s.data.clear().limit((int) len);
-            s.gather[0] = h;
-            s.gather[1] = s.data;
-            synchronized (writeLock) {
-                writeFully(s.gather);
-            }
+            send(s, h, s.data);
         }
 
         private void replyBlockStatus(Slot s, VirtualDisk disk, long len) throws IOException {
@@ -831,11 +847,47 @@ public final class NbdServer implements AutoCloseable {
             ByteBuffer h = s.header.clear();
             h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_BLOCK_STATUS)
                 .putLong(s.cookie).putInt(x.remaining()).flip();
-            s.gather[0] = h;
-            s.gather[1] = x;
-            synchronized (writeLock) {
-                writeFully(s.gather);
+            send(s, h, x);
+        }
+
+        /**
+         * Sends one reply: appended to {@link #tx} when the reader serves a pipelined burst inline (one
+         * write for the whole burst instead of one syscall and one client wakeup per reply), else written
+         * at once, whole, under the write lock so it never interleaves with a worker's.
+         */
+        private void send(Slot s, ByteBuffer h, ByteBuffer body) throws IOException {
+            if (s.batched) {
+                int need = h.remaining() + (body == null ? 0 : body.remaining());
+                if (need <= tx.remaining()) {
+                    tx.put(h);
+                    if (body != null) {
+                        tx.put(body);
+                    }
+                    return;
+                }
+                flushReplies();
             }
+            synchronized (writeLock) {
+                if (body == null) {
+                    writeFully(h);
+                } else {
+                    s.gather[0] = h;
+                    s.gather[1] = body;
+                    writeFully(s.gather);
+                }
+            }
+        }
+
+        /** Writes the batched replies (reader thread only); called before anything that may wait for the client. */
+        private void flushReplies() throws IOException {
+            if (tx.position() == 0) {
+                return;
+            }
+            tx.flip();
+            synchronized (writeLock) {
+                writeFully(tx);
+            }
+            tx.clear();
         }
     }
 }
