@@ -663,10 +663,15 @@ public final class NbdServer implements AutoCloseable {
             return s;
         }
 
-        /** Folds one request's service time into the moving average (1/8 weight). */
+        /**
+         * Folds one request's service time into the moving average: 1/32 weight, samples capped at 4x the
+         * inline threshold, so a few requests stretched by preemption on a busy host do not flip the
+         * connection to workers; a disk that is really slow (every sample high) does within ~30 requests.
+         */
         void sample(long nanos) {
             long avg = serviceNanos;
-            serviceNanos = avg + ((nanos - avg) >> 3); // racy read-modify-write: a heuristic, a lost sample is harmless
+            long capped = Math.min(nanos, 4 * inlineBelowNanos);
+            serviceNanos = avg + ((capped - avg) >> 5); // racy read-modify-write: a heuristic, a lost sample is harmless
         }
 
         /** Makes {@code rx} hold at least {@code n} unread bytes, reading as much as the socket has. */
