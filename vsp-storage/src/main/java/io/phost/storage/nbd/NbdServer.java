@@ -44,8 +44,10 @@ import static io.phost.storage.nbd.NbdDescriptor.*;
  * slots (its payload buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}). A request
  * that arrives alone (nothing in flight, nothing more buffered) is served inline by the reader, with no
  * thread hop; requests that pipeline go to a shared worker pool, so up to {@value #SLOTS} run in parallel
- * per connection. Replies are written whole under the connection's write lock. The steady request path
- * allocates nothing (buffers, slots and disk views are reused). Hostile input gets an NBD error reply, or closes
+ * per connection. Replies of an inline burst are batched into one write; others are written whole under
+ * the connection's write lock. Before sleeping, an idle reader polls briefly for the next request (an
+ * adaptive window, see {@code Connection.fill}). The steady request path allocates nothing (buffers,
+ * slots and disk views are reused). Hostile input gets an NBD error reply, or closes
  * only that connection ({@link NbdProtocolException}); the server keeps serving others.
  */
 public final class NbdServer implements AutoCloseable {
