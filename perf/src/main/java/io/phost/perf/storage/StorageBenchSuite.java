@@ -95,7 +95,27 @@ public final class StorageBenchSuite implements BenchSuite {
         List<BenchResult> out = new ArrayList<>();
         int total = points.size() * 3 + (quick ? 4 : 8);
         int step = 0;
+        // PHOST_BENCH_STORAGE_ONLY=vmbus|vhdx|nbd (or -Dphost.bench.storage.only): one part alone, for repeated runs.
+        String only = System.getProperty("phost.bench.storage.only", System.getenv("PHOST_BENCH_STORAGE_ONLY"));
+        if (only != null && !only.isBlank() && !List.of("vmbus", "vhdx", "nbd").contains(only)) {
+            throw new IllegalArgumentException("PHOST_BENCH_STORAGE_ONLY must be vmbus, vhdx or nbd: " + only);
+        }
+        if (only == null || only.isBlank() || only.equals("vmbus")) {
+            step = vmbusGuest(ctx, points, fio, rounds, seconds, fileSize, out, step, total);
+        }
+        if (only == null || only.isBlank() || only.equals("vhdx")) {
+            vhdxVsRaw(ctx, out, points, seconds, fileSize);
+        }
+        if (only == null || only.isBlank() || only.equals("nbd")) {
+            step = nbdVsQemuNbd(ctx, quick, fio, seconds, fileSize, out, step, total);
+        }
+        ctx.progress(total, total, "done");
+        return out;
+    }
 
+    /** The guest over VMBus on the O_DIRECT disk, tmpfs and the null backend. Returns the next progress step. */
+    private static int vmbusGuest(BenchContext ctx, List<Point> points, boolean fio, int rounds, double seconds,
+                                  long fileSize, List<BenchResult> out, int step, int total) throws Exception {
         Path diskFile = ctx.workDir().resolve("bench-disk.raw");
         Path shmFile = ctx.tmpfsDir().resolve("bench-tmpfs.raw");
         prefill(diskFile, fileSize);
@@ -133,58 +153,78 @@ public final class StorageBenchSuite implements BenchSuite {
                 }
             }
         }
-        vhdxVsRaw(ctx, out, points, seconds, fileSize);
-        // NBD: ours vs qemu-nbd on the same VHDX, both through fio's nbd engine.
-        if (fio && exists("qemu-nbd") && fioHasEngine("nbd")) {
-            Path vhdx = ctx.workDir().resolve("bench.vhdx");
-            try (VhdxDisk d = VhdxDisk.create(vhdx, VhdxCreateOptions.dynamic(fileSize))) {
-                try (Arena a = Arena.ofConfined()) {
-                    MemorySegment chunk = a.allocate(1 << 20, 4096);
-                    chunk.fill((byte) 0x5A);
-                    for (long off = 0; off < fileSize; off += chunk.byteSize()) {
-                        d.write(off, chunk);
-                    }
-                    d.flush();
-                }
-            }
-            List<Point> nbdPoints = quick
-                ? List.of(new Point("4k-randread-qd1", "randread", 4096, 1), new Point("4k-randread-qd32", "randread", 4096, 32))
-                : List.of(new Point("4k-randread-qd1", "randread", 4096, 1), new Point("4k-randread-qd32", "randread", 4096, 32),
-                    new Point("4k-randwrite-qd1", "randwrite", 4096, 1), new Point("4k-randwrite-qd32", "randwrite", 4096, 32));
-            Path sock = ctx.workDir().resolve("nbd.sock");
-            Map<Point, Double> ours = new LinkedHashMap<>();
-            try (VhdxDisk d = VhdxDisk.open(vhdx, false);
-                 NbdServer server = NbdServer.unix(sock, List.of(new NbdServer.Export("", d, false)))) {
-                for (Point pt : nbdPoints) {
-                    ctx.progress(step++, total, pt.name() + " nbd (phost)");
-                    ours.put(pt, fioIops(ctx, List.of("--ioengine=nbd", "--uri=" + server.uri(""), "--size=" + fileSize), pt, seconds));
-                }
-            }
-            Path qsock = ctx.workDir().resolve("qemu-nbd.sock");
-            Process q = new ProcessBuilder("qemu-nbd", "--format=vhdx", "--socket=" + qsock, "--persistent", "--shared=8",
-                vhdx.toString()).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
-            try {
-                long deadline = System.nanoTime() + 10_000_000_000L;
-                while (!Files.exists(qsock) && System.nanoTime() < deadline) {
-                    Thread.sleep(20);
-                }
-                for (Point pt : nbdPoints) {
-                    ctx.progress(step++, total, pt.name() + " nbd (qemu-nbd)");
-                    double peer = fioIops(ctx, List.of("--ioengine=nbd", "--uri=nbd+unix:///?socket=" + qsock,
-                        "--size=" + fileSize), pt, seconds);
-                    out.add(BenchResult.vsPeer(pt.name() + " vhdx nbd-export", ours.get(pt), "IOPS", "qemu-nbd", peer));
-                }
-            } finally {
-                q.destroy();
-                if (!q.waitFor(5, TimeUnit.SECONDS)) {
-                    q.destroyForcibly();
-                }
-            }
-        } else {
+        return step;
+    }
+
+    /**
+     * Our NBD export against qemu-nbd on the same VHDX (qemu-nbd gets a byte copy so both can be up at
+     * once), both driven by fio's nbd engine. Each point runs ours, qemu-nbd, qemu-nbd, ours (ABBA) so load that
+     * drifts during the run hits both sides alike; the result is the mean of each side's two runs, which go
+     * into the series.
+     * Returns the next progress step.
+     */
+    private static int nbdVsQemuNbd(BenchContext ctx, boolean quick, boolean fio, double seconds, long fileSize,
+                                    List<BenchResult> out, int step, int total) throws Exception {
+        if (!fio || !exists("qemu-nbd") || !fioHasEngine("nbd")) {
             ctx.log("NBD comparison skipped: needs fio with the nbd engine and qemu-nbd (qemu-utils)");
+            return step;
         }
-        ctx.progress(total, total, "done");
-        return out;
+        Path vhdx = ctx.workDir().resolve("bench.vhdx");
+        Path peerVhdx = ctx.workDir().resolve("bench-qemu.vhdx");
+        try (VhdxDisk d = VhdxDisk.create(vhdx, VhdxCreateOptions.dynamic(fileSize))) {
+            try (Arena a = Arena.ofConfined()) {
+                MemorySegment chunk = a.allocate(1 << 20, 4096);
+                chunk.fill((byte) 0x5A);
+                for (long off = 0; off < fileSize; off += chunk.byteSize()) {
+                    d.write(off, chunk);
+                }
+                d.flush();
+            }
+        }
+        Files.copy(vhdx, peerVhdx);
+        List<Point> nbdPoints = quick
+            ? List.of(new Point("4k-randread-qd1", "randread", 4096, 1), new Point("4k-randread-qd32", "randread", 4096, 32))
+            : List.of(new Point("4k-randread-qd1", "randread", 4096, 1), new Point("4k-randread-qd32", "randread", 4096, 32),
+                new Point("4k-randwrite-qd1", "randwrite", 4096, 1), new Point("4k-randwrite-qd32", "randwrite", 4096, 32));
+        Path sock = ctx.workDir().resolve("nbd.sock");
+        Path qsock = ctx.workDir().resolve("qemu-nbd.sock");
+        Process q = new ProcessBuilder("qemu-nbd", "--format=vhdx", "--socket=" + qsock, "--persistent", "--shared=8",
+            peerVhdx.toString()).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        try (VhdxDisk d = VhdxDisk.open(vhdx, false);
+             NbdServer server = NbdServer.unix(sock, List.of(new NbdServer.Export("", d, false)))) {
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (!Files.exists(qsock) && System.nanoTime() < deadline) {
+                Thread.sleep(20);
+            }
+            List<String> oursTarget = List.of("--ioengine=nbd", "--uri=" + server.uri(""), "--size=" + fileSize);
+            List<String> peerTarget = List.of("--ioengine=nbd", "--uri=nbd+unix:///?socket=" + qsock, "--size=" + fileSize);
+            // Warm-up, not recorded: JIT-compiles our request path (qemu-nbd is compiled ahead of time) and reads
+            // both images into the page cache.
+            Point warmUp = new Point("warm-up", "randread", 4096, 8);
+            fioIops(ctx, oursTarget, warmUp, seconds);
+            fioIops(ctx, peerTarget, warmUp, seconds);
+            for (Point pt : nbdPoints) {
+                ctx.progress(step++, total, pt.name() + " nbd (phost, qemu-nbd)");
+                double oursA = fioIops(ctx, oursTarget, pt, seconds);
+                double peerA = fioIops(ctx, peerTarget, pt, seconds);
+                ctx.progress(step++, total, pt.name() + " nbd (qemu-nbd, phost)");
+                double peerB = fioIops(ctx, peerTarget, pt, seconds);
+                double oursB = fioIops(ctx, oursTarget, pt, seconds);
+                Map<String, Double> series = new LinkedHashMap<>();
+                series.put("phost_iops_run1", oursA);
+                series.put("phost_iops_run2", oursB);
+                series.put("qemu_nbd_iops_run1", peerA);
+                series.put("qemu_nbd_iops_run2", peerB);
+                out.add(BenchResult.vsPeer(pt.name() + " vhdx nbd-export", (oursA + oursB) / 2, "IOPS", "qemu-nbd",
+                    (peerA + peerB) / 2).withSeries(series));
+            }
+        } finally {
+            q.destroy();
+            if (!q.waitFor(5, TimeUnit.SECONDS)) {
+                q.destroyForcibly();
+            }
+        }
+        return step;
     }
 
     /**

@@ -3,11 +3,13 @@ package io.phost.storage.nbd;
 import io.phost.storage.DiskStats;
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.VirtualDisk;
+import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
 
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
+import java.net.StandardSocketOptions;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
@@ -22,10 +24,10 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.locks.LockSupport;
 import java.util.logging.Level;
 import java.util.logging.Logger;
 
@@ -39,9 +41,13 @@ import static io.phost.storage.nbd.NbdDescriptor.*;
  * ({@code base:allocation}). Commands: READ, WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, DISC.
  *
  * <p>Each connection has a reader thread that decodes requests into one of {@value #SLOTS} preallocated
- * slots (its payload buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}) and hands
- * them to a shared worker pool, so up to {@value #SLOTS} requests run in parallel per connection; replies
- * are written whole under the connection's write lock. Hostile input gets an NBD error reply, or closes
+ * slots (its payload buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}). A request
+ * that arrives alone (nothing in flight, nothing more buffered) is served inline by the reader, with no
+ * thread hop; requests that pipeline go to a shared worker pool, so up to {@value #SLOTS} run in parallel
+ * per connection. Replies of an inline burst are batched into one write; others are written whole under
+ * the connection's write lock. Before sleeping, an idle reader polls briefly for the next request (an
+ * adaptive window, see {@code Connection.fill}). The steady request path allocates nothing (buffers,
+ * slots and disk views are reused). Hostile input gets an NBD error reply, or closes
  * only that connection ({@link NbdProtocolException}); the server keeps serving others.
  */
 public final class NbdServer implements AutoCloseable {
@@ -51,12 +57,24 @@ public final class NbdServer implements AutoCloseable {
     private static final int MAX_OPTION_LENGTH = 16 << 10;
     private static final int SLOTS = 64;
     private static final int MAX_EXTENTS = 256;
+    private static final int REQUEST_LENGTH = 28;
+    /** Read-ahead for requests: a QD32 burst of 4 KiB writes fits whole. */
+    private static final int RX_BUFFER = 256 << 10;
 
+    /**
+     * Requests that take less than this on average are served inline even when pipelined: a handoff to a
+     * worker (a cross-thread wakeup) costs more than the request itself, so parallelism would not pay.
+     * System property {@code phost.nbd.inlineBelowMicros} (default 30; 0 sends every pipelined request to workers).
+     */
+    private final long inlineBelowNanos = Long.getLong("phost.nbd.inlineBelowMicros", 30) * 1000;
+    /** Longest poll for a connection's next request before sleeping (see Connection.fill; 0: never poll). */
+    private final long pollMaxNanos = Long.getLong("phost.nbd.pollMicros", 100) * 1000;
+    private static final long POLL_MIN_NANOS = 4_000;
     private final ServerSocketChannel server;
     private final Path socketPath;
     private final int port;
     private final Map<String, Export> exports;
-    private final ThreadPoolExecutor workers;
+    private final NbdWorkerPool workers;
     private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
     private final Thread acceptor;
     private volatile boolean closed;
@@ -76,11 +94,7 @@ public final class NbdServer implements AutoCloseable {
         for (Export e : exports) {
             this.exports.put(e.name(), e);
         }
-        this.workers = new ThreadPoolExecutor(threads, threads, 30, TimeUnit.SECONDS, new ArrayBlockingQueue<>(4096), r -> {
-            Thread t = new Thread(r, "nbd-worker");
-            t.setDaemon(true);
-            return t;
-        });
+        this.workers = new NbdWorkerPool("nbd-worker", threads, 4096);
         this.acceptor = new Thread(this::acceptLoop, "nbd-accept");
         this.acceptor.setDaemon(true);
     }
@@ -127,7 +141,13 @@ public final class NbdServer implements AutoCloseable {
         while (!closed) {
             try {
                 SocketChannel ch = server.accept();
-                Connection c = new Connection(ch);
+                Connection c;
+                try {
+                    c = new Connection(ch);
+                } catch (IOException e) {
+                    ch.close();
+                    throw e;
+                }
                 connections.add(c);
                 Thread t = new Thread(c, "nbd-conn");
                 t.setDaemon(true);
@@ -147,10 +167,10 @@ public final class NbdServer implements AutoCloseable {
         for (Connection c : connections) {
             c.shutdown();
         }
-        workers.shutdown();
+        workers.close();
         try {
             acceptor.join(1000);
-            workers.awaitTermination(5, TimeUnit.SECONDS);
+            workers.join(5000);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
@@ -167,6 +187,11 @@ public final class NbdServer implements AutoCloseable {
         final ByteBuffer[] gather = new ByteBuffer[2];
         ByteBuffer data = ByteBuffer.allocateDirect(64 << 10);
         MemorySegment dataSegment = MemorySegment.ofBuffer(data);
+        /** The last view handed to the disk, kept because clients repeat one length (no allocation per request). */
+        MemorySegment view;
+        long viewLength = -1;
+        /** Reply into the connection's batch (set by the reader for inline requests with more buffered). */
+        boolean batched;
         int flags;
         int type;
         long cookie;
@@ -182,15 +207,27 @@ public final class NbdServer implements AutoCloseable {
             if (data.capacity() < n) {
                 data = ByteBuffer.allocateDirect(Math.max(n, Math.min(MAX_PAYLOAD, data.capacity() * 2)));
                 dataSegment = MemorySegment.ofBuffer(data);
+                viewLength = -1;
             }
             data.clear().limit(n);
             return data;
         }
 
+        /** The first {@code n} payload bytes as a segment (n within the payload buffer). */
+        MemorySegment view(long n) {
+            if (n != viewLength) {
+                view = dataSegment.asSlice(0, n);
+                viewLength = n;
+            }
+            return view;
+        }
+
         @Override
         public void run() {
+            long t0 = System.nanoTime();
             try {
                 conn.execute(this);
+                conn.sample(System.nanoTime() - t0);
             } catch (IOException e) {
                 conn.shutdown();
             } catch (RuntimeException e) {
@@ -206,16 +243,29 @@ public final class NbdServer implements AutoCloseable {
         private final SocketChannel ch;
         private final ByteBuffer in = ByteBuffer.allocateDirect(MAX_OPTION_LENGTH + 64).order(ByteOrder.BIG_ENDIAN);
         private final ByteBuffer out = ByteBuffer.allocateDirect(MAX_OPTION_LENGTH + 256).order(ByteOrder.BIG_ENDIAN);
-        private final ArrayBlockingQueue<Slot> free = new ArrayBlockingQueue<>(SLOTS);
+        /** Free slots: workers and the reader return them, only the reader takes (no lock, no allocation). */
+        private final ManyToOneConcurrentArrayQueue<Slot> free = new ManyToOneConcurrentArrayQueue<>(SLOTS);
         private final Object writeLock = new Object();
+        /** Requests handed to workers and not yet answered. */
+        private final AtomicInteger inFlight = new AtomicInteger();
+        /** Moving average of request service time; reader and workers write it (volatile: the reader sees workers' samples). */
+        private volatile long serviceNanos;
+        private final ByteBuffer rx = ByteBuffer.allocateDirect(RX_BUFFER).order(ByteOrder.BIG_ENDIAN);
+        /** Replies of an inline-served burst, written together (reader thread only). */
+        private final ByteBuffer tx = ByteBuffer.allocateDirect(RX_BUFFER).order(ByteOrder.BIG_ENDIAN);
+        /** Current poll window in fill() (reader thread only). */
+        private long pollNanos;
         private long streamOffset;
         private boolean structured;
         private boolean baseAllocation;
         private Export export;
         private volatile boolean dead;
 
-        Connection(SocketChannel ch) {
+        Connection(SocketChannel ch) throws IOException {
             this.ch = ch;
+            if (ch.getLocalAddress() instanceof InetSocketAddress) {
+                ch.setOption(StandardSocketOptions.TCP_NODELAY, true); // replies are whole; never wait for an ACK
+            }
             for (int i = 0; i < SLOTS; i++) {
                 free.add(new Slot(this));
             }
@@ -230,8 +280,10 @@ public final class NbdServer implements AutoCloseable {
             }
         }
 
+        /** A worker is done with {@code s}: its reply is written. */
         void release(Slot s) {
             free.add(s);
+            inFlight.decrementAndGet();
         }
 
         @Override
@@ -249,15 +301,9 @@ public final class NbdServer implements AutoCloseable {
                 }
             } finally {
                 // Let running requests finish before closing so they can still reply.
-                try {
-                    for (int i = 0; i < SLOTS; i++) {
-                        Slot s = free.poll(10, TimeUnit.SECONDS);
-                        if (s == null) {
-                            break;
-                        }
-                    }
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
+                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (inFlight.get() > 0 && System.nanoTime() < deadline) {
+                    LockSupport.parkNanos(100_000);
                 }
                 shutdown();
                 connections.remove(this);
@@ -288,6 +334,13 @@ public final class NbdServer implements AutoCloseable {
                 int chunk = (int) Math.min(n, in.capacity());
                 readIn(chunk);
                 n -= chunk;
+            }
+        }
+
+        /** One buffer (not the varargs form: that allocates an array per reply). */
+        private void writeFully(ByteBuffer b) throws IOException {
+            while (b.hasRemaining()) {
+                ch.write(b);
             }
         }
 
@@ -515,29 +568,51 @@ public final class NbdServer implements AutoCloseable {
 
         // ---- transmission ----
 
+        /**
+         * Reads requests from {@link #rx} (filled by whatever one read() returns, so requests a client
+         * pipelines arrive together) and serves each one inline on this thread when nothing else of the
+         * connection is in flight and no further byte is already buffered: a QD1 client then costs no
+         * thread hop (a cross-thread wakeup is 50-150 us on a loaded VM, several times the request itself).
+         * Pipelined requests go to the worker pool so slow ones (a disk that seeks) overlap, unless recent
+         * requests finished faster than a handoff, when the reader serves the burst itself.
+         * <pre>
+         *   rx (read mode):  | consumed | req 28 B | [write data] | next req ... | (free) |
+         *                               ^position                              ^limit
+         *   inline  when inFlight == 0 and (position == limit after parsing this request,
+         *                                   or requests have been fast: serviceNanos < inlineBelowNanos)
+         *   worker  otherwise (inFlight++ before handing over; the worker decrements after its reply)
+         * </pre>
+         */
         private void transmission() throws IOException {
-            ByteBuffer h = ByteBuffer.allocateDirect(28).order(ByteOrder.BIG_ENDIAN);
+            rx.clear().flip();
+            tx.clear();
+            try {
+                serve();
+            } finally {
+                if (!dead) {
+                    flushReplies(); // answers to the requests before a DISC or a protocol error still go out
+                }
+            }
+        }
+
+        private void serve() throws IOException {
             while (!dead) {
-                h.clear();
-                readFully(h);
-                h.flip();
-                int magic = h.getInt();
+                fill(REQUEST_LENGTH);
+                long at = streamOffset - rx.remaining();
+                int magic = rx.getInt();
                 if (magic != REQUEST_MAGIC) {
-                    throw new NbdProtocolException(NbdProtocolException.Reason.BAD_REQUEST_MAGIC, streamOffset - 28,
+                    throw new NbdProtocolException(NbdProtocolException.Reason.BAD_REQUEST_MAGIC, at,
                         "0x" + Integer.toHexString(magic));
                 }
-                Slot s;
-                try {
-                    s = free.take();
-                } catch (InterruptedException e) {
-                    Thread.currentThread().interrupt();
+                Slot s = takeSlot();
+                if (s == null) {
                     return;
                 }
-                s.flags = h.getShort() & 0xFFFF;
-                s.type = h.getShort() & 0xFFFF;
-                s.cookie = h.getLong();
-                s.offset = h.getLong();
-                s.length = h.getInt();
+                s.flags = rx.getShort() & 0xFFFF;
+                s.type = rx.getShort() & 0xFFFF;
+                s.cookie = rx.getLong();
+                s.offset = rx.getLong();
+                s.length = rx.getInt();
                 long length = s.length & 0xFFFFFFFFL;
                 if (s.type == CMD_DISC) {
                     free.add(s);
@@ -546,16 +621,152 @@ public final class NbdServer implements AutoCloseable {
                 if (s.type == CMD_WRITE) {
                     if (length > MAX_PAYLOAD) {
                         if (length > 2L * MAX_PAYLOAD) {
+                            free.add(s);
                             throw new NbdProtocolException(NbdProtocolException.Reason.PAYLOAD_TOO_LONG,
-                                streamOffset - 4, "write of " + length + " bytes");
+                                at + 24, "write of " + length + " bytes");
                         }
-                        skip(length);
-                        s.type = -1; // answered with EINVAL below
+                        skipRx(length);
+                        s.type = -1; // answered with EINVAL
                     } else {
-                        readFully(s.payload((int) length));
+                        receive(s.payload((int) length));
                     }
                 }
-                workers.execute(s);
+                if (inFlight.get() == 0 && (!rx.hasRemaining() || serviceNanos < inlineBelowNanos)) {
+                    s.batched = rx.hasRemaining();
+                    if (!s.batched) {
+                        flushReplies(); // the burst's last request: send what is batched before working on it
+                    }
+                    long t0 = System.nanoTime();
+                    try {
+                        execute(s);
+                    } finally {
+                        free.add(s);
+                    }
+                    sample(System.nanoTime() - t0);
+                } else {
+                    s.batched = false;
+                    inFlight.incrementAndGet(); // before the handoff: the worker's decrement must not go first
+                    if (!workers.trySubmit(s)) {
+                        s.run(); // queue full (many connections): serve it here, which also slows this client down
+                    }
+                }
+            }
+        }
+
+        /** A free slot; waits only when all {@value #SLOTS} are in flight. Null when the connection died. */
+        private Slot takeSlot() {
+            Slot s;
+            int idle = 0;
+            while ((s = free.poll()) == null) {
+                if (dead || closed) {
+                    return null;
+                }
+                if (++idle < 64) {
+                    Thread.onSpinWait();
+                } else {
+                    LockSupport.parkNanos(20_000); // rare: 64 requests in flight; workers free slots without waking us
+                }
+            }
+            return s;
+        }
+
+        /**
+         * Folds one request's service time into the moving average: 1/32 weight, samples capped at 4x the
+         * inline threshold, so a few requests stretched by preemption on a busy host do not flip the
+         * connection to workers; a disk that is really slow (every sample high) does within ~30 requests.
+         */
+        void sample(long nanos) {
+            long avg = serviceNanos;
+            long capped = Math.min(nanos, 4 * inlineBelowNanos);
+            serviceNanos = avg + ((capped - avg) >> 5); // racy read-modify-write: a heuristic, a lost sample is harmless
+        }
+
+        /**
+         * Makes {@code rx} hold at least {@code n} unread bytes, reading as much as the socket has. With
+         * nothing in flight it first polls the socket for up to {@link #pollNanos}, an adaptive window
+         * (QEMU's aio polling works the same way): a QD1 client sends its next request one round trip
+         * after our reply, and catching it awake saves the reader's wakeup (50-150 us on a VM whose vCPUs
+         * idle). The window doubles (from 4 us up to {@code phost.nbd.pollMicros}, default 100) when the
+         * request came within that maximum but after the window, and halves when the client took longer,
+         * so an idle or slow client costs little CPU.
+         */
+        private void fill(int n) throws IOException {
+            if (rx.remaining() >= n) {
+                return;
+            }
+            flushReplies(); // the read below may wait for the client, which may be waiting for these
+            rx.compact();
+            if (pollMaxNanos > 0 && inFlight.get() == 0) {
+                long t0 = System.nanoTime();
+                if (pollNanos == 0 || !poll(n, t0 + pollNanos)) {
+                    blockingFill(n);
+                    long waited = System.nanoTime() - t0;
+                    pollNanos = waited <= pollMaxNanos ? Math.min(pollMaxNanos, Math.max(2 * pollNanos, POLL_MIN_NANOS))
+                        : pollNanos >> 1;
+                }
+            } else {
+                blockingFill(n);
+            }
+            rx.flip();
+        }
+
+        /** Non-blocking reads into rx until it holds {@code n} bytes (true) or {@code deadline} passes. */
+        private boolean poll(int n, long deadline) throws IOException {
+            ch.configureBlocking(false); // safe: with nothing in flight no worker writes to the channel
+            try {
+                while (rx.position() < n) {
+                    int r = ch.read(rx);
+                    if (r < 0) {
+                        throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "client closed");
+                    }
+                    streamOffset += r;
+                    if (r == 0) {
+                        if (System.nanoTime() - deadline > 0) {
+                            return false;
+                        }
+                        Thread.onSpinWait();
+                    }
+                }
+                return true;
+            } finally {
+                ch.configureBlocking(true);
+            }
+        }
+
+        private void blockingFill(int n) throws IOException {
+            while (rx.position() < n) {
+                int r = ch.read(rx);
+                if (r < 0) {
+                    throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "client closed");
+                }
+                streamOffset += r;
+            }
+        }
+
+        /** Fills {@code dst} from what {@code rx} already holds, then straight from the socket. */
+        private void receive(ByteBuffer dst) throws IOException {
+            int n = Math.min(rx.remaining(), dst.remaining());
+            if (n > 0) {
+                int limit = rx.limit();
+                rx.limit(rx.position() + n);
+                dst.put(rx);
+                rx.limit(limit);
+            }
+            if (dst.hasRemaining()) {
+                flushReplies();
+                readFully(dst);
+            }
+        }
+
+        /** Discards {@code n} payload bytes (an oversized WRITE we answer with EINVAL). */
+        private void skipRx(long n) throws IOException {
+            while (n > 0) {
+                if (!rx.hasRemaining()) {
+                    fill(1);
+                }
+                int k = (int) Math.min(n, rx.remaining());
+                rx.position(rx.position() + k);
+                n -= k;
             }
         }
 
@@ -589,13 +800,13 @@ public final class NbdServer implements AutoCloseable {
                     switch (s.type) {
                         case CMD_READ -> {
                             s.payload((int) len);
-                            disk.read(s.offset, s.dataSegment.asSlice(0, len));
+                            disk.read(s.offset, s.view(len));
                             e.stats().recordRead(len, System.nanoTime() - t0);
                             replyRead(s, len);
                             return;
                         }
                         case CMD_WRITE -> {
-                            disk.write(s.offset, s.dataSegment.asSlice(0, len));
+                            disk.write(s.offset, s.view(len));
                             if ((s.flags & CMD_FLAG_FUA) != 0) {
                                 disk.flush();
                             }
@@ -640,18 +851,14 @@ public final class NbdServer implements AutoCloseable {
         private void replySimple(Slot s, int error) throws IOException {
             ByteBuffer h = s.header.clear();
             h.putInt(SIMPLE_REPLY_MAGIC).putInt(error).putLong(s.cookie).flip();
-            synchronized (writeLock) {
-                writeFully(h);
-            }
+            send(s, h, null);
         }
 
         private void replyStructuredError(Slot s, int error) throws IOException {
             ByteBuffer h = s.header.clear();
             h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_ERROR)
                 .putLong(s.cookie).putInt(6).putInt(error).putShort((short) 0).flip();
-            synchronized (writeLock) {
-                writeFully(h);
-            }
+            send(s, h, null);
         }
 
         private void replyRead(Slot s, long len) throws IOException {
@@ -663,11 +870,7 @@ public final class NbdServer implements AutoCloseable {
                 h.putInt(SIMPLE_REPLY_MAGIC).putInt(0).putLong(s.cookie).flip();
             }
             s.data.clear().limit((int) len);
-            s.gather[0] = h;
-            s.gather[1] = s.data;
-            synchronized (writeLock) {
-                writeFully(s.gather);
-            }
+            send(s, h, s.data);
         }
 
         private void replyBlockStatus(Slot s, VirtualDisk disk, long len) throws IOException {
@@ -701,11 +904,47 @@ public final class NbdServer implements AutoCloseable {
             ByteBuffer h = s.header.clear();
             h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_BLOCK_STATUS)
                 .putLong(s.cookie).putInt(x.remaining()).flip();
-            s.gather[0] = h;
-            s.gather[1] = x;
-            synchronized (writeLock) {
-                writeFully(s.gather);
+            send(s, h, x);
+        }
+
+        /**
+         * Sends one reply: appended to {@link #tx} when the reader serves a pipelined burst inline (one
+         * write for the whole burst instead of one syscall and one client wakeup per reply), else written
+         * at once, whole, under the write lock so it never interleaves with a worker's.
+         */
+        private void send(Slot s, ByteBuffer h, ByteBuffer body) throws IOException {
+            if (s.batched) {
+                int need = h.remaining() + (body == null ? 0 : body.remaining());
+                if (need <= tx.remaining()) {
+                    tx.put(h);
+                    if (body != null) {
+                        tx.put(body);
+                    }
+                    return;
+                }
+                flushReplies();
             }
+            synchronized (writeLock) {
+                if (body == null) {
+                    writeFully(h);
+                } else {
+                    s.gather[0] = h;
+                    s.gather[1] = body;
+                    writeFully(s.gather);
+                }
+            }
+        }
+
+        /** Writes the batched replies (reader thread only); called before anything that may wait for the client. */
+        private void flushReplies() throws IOException {
+            if (tx.position() == 0) {
+                return;
+            }
+            tx.flip();
+            synchronized (writeLock) {
+                writeFully(tx);
+            }
+            tx.clear();
         }
     }
 }

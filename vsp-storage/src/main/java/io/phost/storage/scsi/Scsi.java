@@ -21,6 +21,7 @@ public final class Scsi {
     public static final int SYNCHRONIZE_CACHE_10 = 0x35;
     public static final int WRITE_SAME_10 = 0x41;
     public static final int UNMAP = 0x42;
+    public static final int LOG_SENSE = 0x4D;
     public static final int MODE_SENSE_10 = 0x5A;
     public static final int READ_16 = 0x88;
     public static final int WRITE_16 = 0x8A;
@@ -60,6 +61,7 @@ public final class Scsi {
     public static final int ASC_WRITE_PROTECTED = 0x2700;
     public static final int ASC_SAVING_PARAMETERS_NOT_SUPPORTED = 0x3900;
     public static final int ASC_REPORTED_LUNS_DATA_HAS_CHANGED = 0x3F0E;
+    public static final int ASC_INTERNAL_TARGET_FAILURE = 0x4400;
 
     /** Fixed-format sense data length we return (18 bytes fits storvsc's 20-byte sense buffer). */
     public static final int FIXED_SENSE_LENGTH = 18;

@@ -28,12 +28,19 @@ import static io.phost.storage.scsi.ScsiRequest.U64;
 public final class ScsiLun {
     static final int DONE = 0;
     static final int IO = 1;
+    /** executeSgIo: the ioctl failed, translate the command instead. */
+    private static final int SG_FAILED = -1;
+    private static final int SG_TIMEOUT_MILLIS = 10_000;
+    /** driver_status low bits (DRIVER_ERROR, DRIVER_TIMEOUT ...); 0x08 (DRIVER_SENSE) only says sense is valid. */
+    private static final int SG_DRIVER_MASK = 0x07;
 
     static final int OP_READ = 1;
     static final int OP_WRITE = 2;
     static final int OP_FLUSH = 3;
     static final int OP_UNMAP = 4;
     static final int OP_ZEROES = 5;
+    /** WRITE SAME with a non-zero block: the queue replicates it and writes the range chunk by chunk. */
+    static final int OP_PATTERN = 6;
 
     /** Largest single READ/WRITE we accept and advertise (VPD B0), in bytes. */
     public static final int MAX_TRANSFER_BYTES = 2 << 20;
@@ -149,9 +156,13 @@ public final class ScsiLun {
             r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB, r.cdbLength(), 1);
             return DONE;
         }
-        if (sgFd >= 0 && passThrough(opcode)) {
-            stats.recordOther();
-            return executeSgIo(r);
+        if (sgFd >= 0 && passThrough(r, opcode)) {
+            int done = executeSgIo(r);
+            if (done == DONE) {
+                stats.recordOther();
+                return DONE;
+            }
+            // The ioctl itself failed (e.g. the kernel could not map this iovec list): translate instead.
         }
         r.target = this;
         r.fua = false;
@@ -238,32 +249,61 @@ public final class ScsiLun {
         }
     }
 
-    /** Pass-through disks that speak SG_IO answer these themselves (identity, mode and log pages). */
-    private static boolean passThrough(int opcode) {
-        return opcode == Scsi.INQUIRY || opcode == Scsi.MODE_SENSE_6 || opcode == Scsi.MODE_SENSE_10 || opcode == 0x4D;
+    /**
+     * Pass-through disks that speak SG_IO answer these themselves (identity, mode and log pages), except
+     * what must describe this VSP rather than the device: the block limits page (VPD B0: our transfer and
+     * UNMAP limits, which the guest sizes its commands by) and, on a LUN configured read-only over a
+     * writable device, MODE SENSE (its WP bit must say read-only).
+     */
+    private boolean passThrough(ScsiRequest r, int opcode) {
+        return switch (opcode) {
+            case Scsi.INQUIRY -> (r.u8(1) & 0x01) == 0 || r.u8(2) != 0xB0;
+            case Scsi.MODE_SENSE_6, Scsi.MODE_SENSE_10 -> !readOnly;
+            case Scsi.LOG_SENSE -> true;
+            default -> false;
+        };
     }
 
     /**
      * Runs a data-in management command on the device through SG_IO, straight into the request's iovecs
-     * (an sg_iovec array has the iovec layout). Synchronous: these are rare, small commands.
+     * (an sg_iovec array has the iovec layout). Synchronous: these are rare, small commands. The LUN's one
+     * {@link SgIo} (header, CDB and sense buffers) is shared by every queue of the target, hence the lock.
+     *
+     * <pre>
+     *   ioctl failed (-errno)                      -> SG_FAILED: the caller translates the command
+     *   host_status != 0 (DID_*) or driver error   -> CHECK CONDITION, HARDWARE ERROR / INTERNAL TARGET FAILURE
+     *   status GOOD                                -> GOOD, transferred = dxfer_len - resid (clamped)
+     *   status CHECK CONDITION with sense          -> CHECK CONDITION, the device's sense (first 18 bytes)
+     *   status CHECK CONDITION without sense       -> CHECK CONDITION, ABORTED COMMAND (the guest retries)
+     *   any other status (BUSY, TASK SET FULL, RESERVATION CONFLICT ...) -> that status, no data
+     * </pre>
      */
     private int executeSgIo(ScsiRequest r) {
-        int status = sg.execute(sgFd, r.cdb(), 0, r.cdbLength(), SgIo.DXFER_FROM_DEV, r.data().arrayAddress(),
-            r.data().totalLength(), r.data().count(), 10_000);
-        if (status < 0 || sg.hostStatus() != 0) {
-            r.checkCondition(Scsi.KEY_HARDWARE_ERROR, 0x4400); // INTERNAL TARGET FAILURE
+        synchronized (sg) {
+            int status = sg.execute(sgFd, r.cdb(), 0, r.cdbLength(), SgIo.DXFER_FROM_DEV, r.data().arrayAddress(),
+                r.data().totalLength(), r.data().count(), SG_TIMEOUT_MILLIS);
+            if (status < 0) {
+                return SG_FAILED;
+            }
+            if (sg.hostStatus() != 0 || (sg.driverStatus() & SG_DRIVER_MASK) != 0) {
+                r.checkCondition(Scsi.KEY_HARDWARE_ERROR, Scsi.ASC_INTERNAL_TARGET_FAILURE);
+                return DONE;
+            }
+            long total = r.data().totalLength();
+            if (status == Scsi.STATUS_GOOD) {
+                r.good(Math.clamp(total - sg.resid(), 0, total));
+            } else if (status == Scsi.STATUS_CHECK_CONDITION) {
+                int n = Math.min(sg.senseLength(), Scsi.FIXED_SENSE_LENGTH);
+                if (n >= 8) {
+                    r.deviceCheckCondition(sg.sense(), n);
+                } else {
+                    r.checkCondition(Scsi.KEY_ABORTED_COMMAND, Scsi.ASC_NONE);
+                }
+            } else {
+                r.deviceStatus((byte) status);
+            }
             return DONE;
         }
-        if (status == Scsi.STATUS_GOOD) {
-            r.good(Math.max(0, r.data().totalLength() - sg.resid()));
-        } else {
-            r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_NONE);
-            int n = Math.min(sg.senseLength(), Scsi.FIXED_SENSE_LENGTH);
-            if (n > 0) {
-                MemorySegment.copy(sg.sense(), 0, r.sense(), 0, n);
-            }
-        }
-        return DONE;
     }
 
     /** True when SCSI management commands go to the device itself (SG_IO pass-through). */
@@ -428,18 +468,29 @@ public final class ScsiLun {
         if (outOfRange(r, lba, count)) {
             return DONE;
         }
+        r.read = false;
         if (!ndob) {
+            if (directionMismatch(r, ScsiRequest.DIR_OUT)) {
+                return DONE;
+            }
             if (r.data().totalLength() != blockSize) {
                 r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_PARAMETER_LIST_LENGTH_ERROR, 10, 1);
                 return DONE;
             }
             if (!r.data().isZero(blockSize)) {
-                // Replicating a non-zero pattern is not supported: only zeroing/unmapping WRITE SAME.
-                r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB, 1, 1);
-                return DONE;
+                // A pattern is written even with the UNMAP bit: unmapped blocks would read as zeros, not as
+                // the pattern (SBC-3 5.45: the device unmaps only when that reads back the same). The
+                // queue copies the block into its pattern buffer and writes [offset, offset+length) in
+                // chunks; ioOffset advances per chunk.
+                r.op = OP_PATTERN;
+                r.unmapCount = 0;
+                r.unmapOffset[0] = lba << blockShift;
+                r.unmapLength[0] = count << blockShift;
+                r.ioOffset = r.unmapOffset[0];
+                r.ioLength = 0;
+                return IO;
             }
         }
-        r.read = false;
         r.op = unmapBit ? OP_UNMAP : OP_ZEROES;
         r.unmapCount = 1;
         r.unmapNext = 1;
@@ -642,6 +693,16 @@ public final class ScsiLun {
                 } else {
                     stats.recordError();
                     r.checkCondition(Scsi.KEY_MEDIUM_ERROR, r.read ? Scsi.ASC_UNRECOVERED_READ_ERROR : Scsi.ASC_WRITE_ERROR);
+                    r.senseInformation(r.ioOffset >>> blockShift);
+                }
+            }
+            case OP_PATTERN -> {
+                if (result == r.ioLength) {
+                    r.good(blockSize); // the one block of data-out the command carried
+                    stats.recordWrite(r.unmapLength[0], latency);
+                } else {
+                    stats.recordError();
+                    r.checkCondition(Scsi.KEY_MEDIUM_ERROR, Scsi.ASC_WRITE_ERROR);
                     r.senseInformation(r.ioOffset >>> blockShift);
                 }
             }

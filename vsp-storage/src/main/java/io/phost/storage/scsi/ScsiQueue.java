@@ -3,6 +3,7 @@ package io.phost.storage.scsi;
 import io.phost.storage.engine.IoCompletionHandler;
 import io.phost.storage.engine.IoEngine;
 import io.phost.storage.engine.IoEngines;
+import io.phost.storage.engine.IoVecs;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -26,6 +27,14 @@ import java.util.List;
  * </pre>
  *
  * The queue never blocks: a QoS wait or a full engine parks the request on the deferred list.
+ *
+ * <p>WRITE SAME with a non-zero block uses the queue's one pattern buffer ({@value #PATTERN_CHUNK} bytes,
+ * allocated at the first such command): its owner fills it with copies of the guest's block and writes the
+ * range one chunk at a time; a second pattern command waits on the deferred list until the owner finishes.
+ * <pre>
+ *   pattern: | block | block | block | ... | block |     PATTERN_CHUNK bytes (a multiple of any block size)
+ *   range:   [ chunk ][ chunk ][ chunk ]...[ tail ]     ioOffset advances by ioLength per completion
+ * </pre>
  */
 public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     /** Receives finished commands on the queue's thread; must call {@link #release} when done with r. */
@@ -43,6 +52,12 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     private final ScsiLun[] engineOwners = new ScsiLun[ScsiTarget.MAX_LUNS];
     private final List<IoEngine> retiring = new ArrayList<>();
     private final MemorySegment scratch;
+    /** Largest write a pattern WRITE SAME issues at once; a multiple of every supported block size (64 KiB max). */
+    static final int PATTERN_CHUNK = 128 << 10;
+    private MemorySegment pattern;
+    private final IoVecs patternVecs = new IoVecs(1);
+    /** The request whose block the pattern buffer holds, or null when it is free. */
+    private ScsiRequest patternOwner;
     private final int engineDepth;
     private long dirty;
     private int outstanding;
@@ -132,9 +147,15 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             onIo(r, -5);
             return;
         }
+        if (r.op == ScsiLun.OP_PATTERN && !preparePatternChunk(r, lun)) {
+            r.notBefore = 0;
+            deferred.add(r); // another pattern command holds the buffer
+            return;
+        }
         boolean ok = switch (r.op) {
             case ScsiLun.OP_READ -> engine.tryRead(r.ioOffset, r.data(), r.slot);
             case ScsiLun.OP_WRITE -> engine.tryWrite(r.ioOffset, r.data(), r.slot);
+            case ScsiLun.OP_PATTERN -> engine.tryWrite(r.ioOffset, patternVecs, r.slot);
             case ScsiLun.OP_FLUSH -> engine.tryFlush(r.slot);
             case ScsiLun.OP_UNMAP -> engine.tryUnmap(r.ioOffset, r.ioLength, r.slot);
             default -> engine.tryWriteZeroes(r.ioOffset, r.ioLength, r.slot);
@@ -145,6 +166,33 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             r.notBefore = 0;
             deferred.add(r);
         }
+    }
+
+    /**
+     * Points {@link #patternVecs} at the next chunk of {@code r}'s range (ioOffset..), taking the pattern
+     * buffer and replicating the guest's block into it first if {@code r} does not hold it yet. False when
+     * another request holds it. Idempotent for one ioOffset (a full engine retries it).
+     */
+    private boolean preparePatternChunk(ScsiRequest r, ScsiLun lun) {
+        if (patternOwner != r) {
+            if (patternOwner != null) {
+                return false;
+            }
+            if (pattern == null) {
+                pattern = Arena.ofAuto().allocate(PATTERN_CHUNK, 4096); // once per queue; aligned for O_DIRECT
+            }
+            patternOwner = r;
+            int block = lun.blockSize();
+            r.data().gatherTo(pattern, 0, block);
+            for (long filled = block; filled < PATTERN_CHUNK; filled *= 2) {
+                MemorySegment.copy(pattern, 0, pattern, filled, Math.min(filled, PATTERN_CHUNK - filled));
+            }
+        }
+        long end = r.unmapOffset[0] + r.unmapLength[0];
+        r.ioLength = Math.min(PATTERN_CHUNK, end - r.ioOffset);
+        patternVecs.clear();
+        patternVecs.tryAdd(pattern.address(), r.ioLength);
+        return true;
     }
 
     private IoEngine engineFor(int index, ScsiLun lun) {
@@ -250,6 +298,16 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             r.fuaFlush = false;
             r.op = ScsiLun.OP_WRITE;
             result = result == 0 ? r.ioLength : result;
+        }
+        if (r.op == ScsiLun.OP_PATTERN) {
+            if (result == r.ioLength && r.ioOffset + r.ioLength < r.unmapOffset[0] + r.unmapLength[0]) {
+                r.ioOffset += r.ioLength;
+                dispatch(r, System.nanoTime());
+                return;
+            }
+            if (patternOwner == r) {
+                patternOwner = null; // done or failed: a deferred pattern command may take the buffer
+            }
         }
         if (result == 0 && (r.op == ScsiLun.OP_UNMAP || r.op == ScsiLun.OP_ZEROES) && r.unmapNext < r.unmapCount) {
             int i = r.unmapNext++;

@@ -196,6 +196,22 @@ public final class ScsiRequest {
         senseLength = Scsi.FIXED_SENSE_LENGTH;
     }
 
+    /** CHECK CONDITION with the sense a pass-through device returned ({@code n} bytes, at most 18). */
+    void deviceCheckCondition(MemorySegment deviceSense, int n) {
+        status = Scsi.STATUS_CHECK_CONDITION;
+        transferred = 0;
+        sense.fill((byte) 0);
+        MemorySegment.copy(deviceSense, 0, sense, 0, Math.min(n, Scsi.FIXED_SENSE_LENGTH));
+        senseLength = Math.min(n, Scsi.FIXED_SENSE_LENGTH);
+    }
+
+    /** A status other than GOOD/CHECK CONDITION from a pass-through device (BUSY, TASK SET FULL ...), no sense. */
+    void deviceStatus(byte deviceStatus) {
+        status = deviceStatus;
+        transferred = 0;
+        senseLength = 0;
+    }
+
     /** Sets the INFORMATION field (VALID=1), e.g. the failing LBA of a MEDIUM ERROR. */
     void senseInformation(long info) {
         sense.set(ValueLayout.JAVA_BYTE, 0, (byte) 0xF0);

@@ -105,6 +105,7 @@ class NbdServerTest {
         assumeTrue(Proc.exists("fio"), "fio not installed");
         String out = Proc.ok(120, "fio", "--name=nbdverify", "--ioengine=nbd", "--uri=" + uri, "--rw=randwrite",
             "--bs=4k", "--size=8M", "--iodepth=16", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+            "--verify_state_save=0", // no local-*-verify.state file left in the working directory
             "--output-format=terse");
         assertTrue(out.contains("nbdverify"), out);
     }
@@ -157,6 +158,122 @@ class NbdServerTest {
         }
         assumeTrue(Proc.exists("qemu-io"), "qemu-io not installed");
         Proc.ok(30, "qemu-io", "-f", "raw", "-c", "read 0 4k", uri);
+    }
+
+    @Test
+    void shouldServeQemuIoOverLoopbackTcpWithNoDelay() throws Exception {
+        assumeTrue(Proc.exists("qemu-io"), "qemu-io (qemu-utils) not installed");
+        try (NbdServer tcp = NbdServer.tcp(0, List.of(new NbdServer.Export("disk", disk, false)))) {
+            String u = tcp.uri("disk");
+            assertTrue(u.startsWith("nbd://127.0.0.1:"), u);
+            Proc.ok(30, "qemu-io", "-f", "raw", "-c", "write -P 0x5e 2M 64k", "-c", "read -P 0x5e 2M 64k", u);
+        }
+    }
+
+    @Test
+    void shouldAnswerEveryPipelinedRequestOnceWithItsOwnCookieAndData() throws Exception {
+        pipelinedBurst(dir.resolve("nbd.sock"));
+    }
+
+    @Test
+    void shouldAnswerPipelinedRequestsFromWorkersWhenInlineServiceIsOff() throws Exception {
+        // inlineBelowMicros=0: every request that arrives behind another goes to the worker pool.
+        System.setProperty("phost.nbd.inlineBelowMicros", "0");
+        Path sock = dir.resolve("workers.sock");
+        try (NbdServer workers = NbdServer.unix(sock, List.of(new NbdServer.Export("disk", disk, false)))) {
+            System.clearProperty("phost.nbd.inlineBelowMicros");
+            pipelinedBurst(sock);
+        } finally {
+            System.clearProperty("phost.nbd.inlineBelowMicros");
+        }
+    }
+
+    private void pipelinedBurst(Path sock) throws Exception {
+        try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
+            ch.connect(UnixDomainSocketAddress.of(sock));
+            go(ch, "disk");
+            int n = 48;
+            // One burst: n writes of 4 KiB (pattern = index), an oversized write the server must skip, then a
+            // lone read so the burst's tail is served too.
+            ByteBuffer burst = ByteBuffer.allocate(n * (28 + 4096));
+            for (int i = 0; i < n; i++) {
+                burst.putInt(NbdDescriptor.REQUEST_MAGIC).putShort((short) 0).putShort((short) NbdDescriptor.CMD_WRITE)
+                    .putLong(1000 + i).putLong(i * 4096L).putInt(4096);
+                for (int k = 0; k < 4096; k++) {
+                    burst.put((byte) i);
+                }
+            }
+            writeAll(ch, burst.flip());
+            int big = NbdServer.MAX_PAYLOAD + 4096;
+            writeAll(ch, ByteBuffer.allocate(28).putInt(NbdDescriptor.REQUEST_MAGIC).putShort((short) 0)
+                .putShort((short) NbdDescriptor.CMD_WRITE).putLong(5000).putLong(0).putInt(big).flip());
+            ByteBuffer zeros = ByteBuffer.allocate(1 << 20);
+            for (int left = big; left > 0; left -= zeros.capacity()) {
+                writeAll(ch, zeros.clear().limit(Math.min(left, zeros.capacity())));
+            }
+            boolean[] seen = new boolean[n];
+            for (int i = 0; i <= n; i++) {
+                ByteBuffer r = readAll(ch, 16);
+                assertEquals(NbdDescriptor.SIMPLE_REPLY_MAGIC, r.getInt());
+                int err = r.getInt();
+                long cookie = r.getLong();
+                if (cookie == 5000) {
+                    assertEquals(NbdDescriptor.EINVAL, err, "an oversized write is refused, its payload skipped");
+                } else {
+                    assertEquals(0, err);
+                    assertTrue(cookie >= 1000 && cookie < 1000 + n && !seen[(int) (cookie - 1000)], "cookie " + cookie);
+                    seen[(int) (cookie - 1000)] = true;
+                }
+            }
+            // The reads, again in one burst; replies may come in any order but each carries its own data.
+            ByteBuffer reads = ByteBuffer.allocate(n * 28);
+            for (int i = 0; i < n; i++) {
+                reads.putInt(NbdDescriptor.REQUEST_MAGIC).putShort((short) 0).putShort((short) NbdDescriptor.CMD_READ)
+                    .putLong(2000 + i).putLong(i * 4096L).putInt(4096);
+            }
+            writeAll(ch, reads.flip());
+            java.util.Arrays.fill(seen, false);
+            for (int i = 0; i < n; i++) {
+                ByteBuffer r = readAll(ch, 16);
+                assertEquals(NbdDescriptor.SIMPLE_REPLY_MAGIC, r.getInt());
+                assertEquals(0, r.getInt());
+                int idx = (int) (r.getLong() - 2000);
+                assertTrue(idx >= 0 && idx < n && !seen[idx], "cookie index " + idx);
+                seen[idx] = true;
+                ByteBuffer data = readAll(ch, 4096);
+                for (int k = 0; k < 4096; k++) {
+                    assertEquals((byte) idx, data.get(k), "read " + idx + " byte " + k);
+                }
+            }
+            assertEquals(0, request(ch, NbdDescriptor.CMD_FLUSH, 0, 0), "the connection is still in step");
+        }
+    }
+
+    /** Newstyle fixed handshake with NBD_OPT_GO (no structured replies). */
+    static void go(SocketChannel ch, String name) throws IOException {
+        readGreeting(ch);
+        byte[] nm = name.getBytes();
+        writeAll(ch, ByteBuffer.allocate(4 + 16 + 4 + nm.length + 2).putInt(3).putLong(NbdDescriptor.IHAVEOPT)
+            .putInt(NbdDescriptor.OPT_GO).putInt(4 + nm.length + 2).putInt(nm.length).put(nm).putShort((short) 0).flip());
+        int t;
+        while ((t = optionReplyType(ch)) == NbdDescriptor.REP_INFO) {
+            // skip info replies
+        }
+        assertEquals(NbdDescriptor.REP_ACK, t);
+    }
+
+    private static void writeAll(SocketChannel ch, ByteBuffer b) throws IOException {
+        while (b.hasRemaining()) {
+            ch.write(b);
+        }
+    }
+
+    private static ByteBuffer readAll(SocketChannel ch, int n) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(n);
+        while (b.hasRemaining()) {
+            assertTrue(ch.read(b) > 0, "server closed early");
+        }
+        return b.flip();
     }
 
     private static void readGreeting(SocketChannel ch) throws IOException {

@@ -1,16 +1,20 @@
 package io.phost.storage.scsi;
 
 import io.phost.qos.QosFlow;
+import io.phost.storage.backend.FileDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.storage.engine.IoEngines;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 
 import static io.phost.storage.scsi.ScsiHarness.cdb;
 import static io.phost.storage.scsi.ScsiHarness.rw10;
@@ -240,7 +244,7 @@ class ScsiLunTest {
     }
 
     @Test
-    void shouldZeroOrUnmapWithWriteSame16AndRefuseNonZeroPatterns() {
+    void shouldZeroOrUnmapWithWriteSame16WhenTheBlockIsZeros() {
         MemorySegment w = h.buffer(8192);
         w.fill((byte) 0x11);
         h.run(0, rw10(0x2A, 0, 16), ScsiRequest.DIR_OUT, w);
@@ -250,13 +254,115 @@ class ScsiLunTest {
         assertEquals(Scsi.STATUS_GOOD, h.run(0, ws, ScsiRequest.DIR_OUT, zero).status());
         assertEquals(0, disk.contents().get(ValueLayout.JAVA_BYTE, 2 * 512));
         assertEquals(0x11, disk.contents().get(ValueLayout.JAVA_BYTE, 6 * 512));
-        MemorySegment pattern = h.buffer(512);
-        pattern.fill((byte) 1);
-        assertCheck(h.run(0, rw16(0x93, 8, 2), ScsiRequest.DIR_OUT, pattern),
-            Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB);
-        assertEquals(0x11, disk.contents().get(ValueLayout.JAVA_BYTE, 8 * 512));
+        assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x93, 10, 2), ScsiRequest.DIR_OUT, zero).status());
+        assertEquals(0, disk.contents().get(ValueLayout.JAVA_BYTE, 11 * 512 + 511));
+        assertEquals(0x11, disk.contents().get(ValueLayout.JAVA_BYTE, 12 * 512));
+        assertEquals(2, target.lun(0).stats().unmaps(), "both went the unmap/zero way, not the pattern way");
         assertCheck(h.run(0, rw16(0x93, 8, 0), ScsiRequest.DIR_OUT, zero),
             Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB);
+    }
+
+    @Test
+    void shouldReplicateANonZeroBlockOverTheWholeRangeWithWriteSame16() {
+        MemorySegment w = h.buffer(SIZE);
+        w.fill((byte) 0x11);
+        h.run(0, rw10(0x2A, 0, 4096), ScsiRequest.DIR_OUT, w.asSlice(0, 2L << 20));
+        h.run(0, rw10(0x2A, 4096, 4096), ScsiRequest.DIR_OUT, w.asSlice(2L << 20, 2L << 20));
+        MemorySegment block = patternBlock(512, 7);
+        // 1000 blocks = 500 KiB: several pattern chunks and a short tail. The UNMAP bit must not unmap.
+        byte[] ws = rw16(0x93, 3, 1000);
+        ws[1] = 0x08;
+        ScsiRequest r = h.run(0, ws, ScsiRequest.DIR_OUT, block);
+        assertEquals(Scsi.STATUS_GOOD, r.status());
+        assertEquals(512, r.transferred(), "the one block of data-out");
+        for (long lba = 3; lba < 1003; lba++) {
+            assertEquals(-1, disk.contents().asSlice(lba * 512, 512).mismatch(block), "block " + lba);
+        }
+        assertEquals(0x11, disk.contents().get(ValueLayout.JAVA_BYTE, 3 * 512 - 1), "block before the range");
+        assertEquals(0x11, disk.contents().get(ValueLayout.JAVA_BYTE, 1003 * 512), "block after the range");
+        assertEquals(1000L * 512, target.lun(0).stats().bytesWritten() - (4L << 20));
+    }
+
+    @Test
+    void shouldCheckWriteSame16RangesAndRefuseReadOnlyDisks() {
+        MemorySegment block = patternBlock(512, 3);
+        long blocks = SIZE / 512;
+        assertCheck(h.run(0, rw16(0x93, blocks - 4, 5), ScsiRequest.DIR_OUT, block),
+            Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_LBA_OUT_OF_RANGE);
+        assertCheck(h.run(0, rw16(0x93, 0xFFFF_FFFF_FFFF_FFF0L, 0x20), ScsiRequest.DIR_OUT, block),
+            Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_LBA_OUT_OF_RANGE);
+        assertCheck(h.run(0, rw16(0x93, 0, (ScsiLun.MAX_UNMAP_BYTES / 512) + 1), ScsiRequest.DIR_OUT, block),
+            Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB);
+        assertCheck(h.run(0, rw16(0x93, 0, 4), ScsiRequest.DIR_OUT, h.buffer(1024)),
+            Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_PARAMETER_LIST_LENGTH_ERROR);
+        assertCheck(h.run(0, rw16(0x93, 0, 4), ScsiRequest.DIR_IN, block),
+            Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB);
+        assertEquals(0, disk.contents().get(ValueLayout.JAVA_BYTE, (blocks - 1) * 512), "nothing written");
+        assertEquals(0, disk.contents().get(ValueLayout.JAVA_BYTE, 0), "nothing written");
+        assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x93, blocks - 4, 4), ScsiRequest.DIR_OUT, block).status(),
+            "the last four blocks are in range");
+        assertEquals(-1, disk.contents().asSlice(SIZE - 512, 512).mismatch(block));
+        MemoryDisk ro = MemoryDisk.ram(1 << 20, 512, false);
+        target.add(1, new ScsiLun("ro", ro, QosFlow.UNLIMITED, true, IoEngines.Kind.AUTO));
+        assertCheck(h.run(1, rw16(0x93, 0, 4), ScsiRequest.DIR_OUT, block), Scsi.KEY_DATA_PROTECT, Scsi.ASC_WRITE_PROTECTED);
+        assertEquals(0, ro.contents().get(ValueLayout.JAVA_BYTE, 0));
+    }
+
+    @Test
+    void shouldRunTwoPatternWriteSamesOnOneQueueOneAfterTheOther() {
+        MemorySegment a = patternBlock(512, 5);
+        MemorySegment b = patternBlock(512, 9);
+        int[] done = {0};
+        try (ScsiQueue q = new ScsiQueue(target, 4, 4, r -> done[0]++)) {
+            ScsiRequest ra = q.tryAcquire().reset(0, rw16(0x93, 0, 600), ScsiRequest.DIR_OUT, 1);
+            ra.data().add(a);
+            ScsiRequest rb = q.tryAcquire().reset(0, rw16(0x93, 600, 700), ScsiRequest.DIR_OUT, 2);
+            rb.data().add(b);
+            q.submit(ra);
+            q.submit(rb); // waits for the pattern buffer
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (done[0] < 2 && System.nanoTime() < deadline) {
+                q.awaitWork(1_000_000L);
+            }
+            assertEquals(2, done[0]);
+            assertEquals(Scsi.STATUS_GOOD, ra.status());
+            assertEquals(Scsi.STATUS_GOOD, rb.status());
+        }
+        for (long lba = 0; lba < 1300; lba++) {
+            assertEquals(-1, disk.contents().asSlice(lba * 512, 512).mismatch(lba < 600 ? a : b), "block " + lba);
+        }
+    }
+
+    @Test
+    void shouldWritePatternWriteSameThroughTheDefaultEngineToAnODirectFile(@TempDir Path dir) throws Exception {
+        Path file = dir.resolve("ws.raw");
+        FileDisk.createSparse(file, 8L << 20);
+        try (FileDisk fd = FileDisk.openFile(file, false, true)) {
+            target.add(2, new ScsiLun("file", fd));
+            int bs = fd.logicalSectorSize();
+            MemorySegment block = patternBlock(bs, 11);
+            long count = (1L << 20) / bs + 3; // 1 MiB and three blocks: eight full chunks and a tail
+            assertEquals(Scsi.STATUS_GOOD, h.run(2, rw16(0x93, 1, count), ScsiRequest.DIR_OUT, block).status());
+            assertEquals(Scsi.STATUS_GOOD, h.run(2, cdb(0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0), ScsiRequest.DIR_NONE, null).status());
+            byte[] bytes = Files.readAllBytes(file);
+            byte[] expect = block.toArray(ValueLayout.JAVA_BYTE);
+            for (long lba = 1; lba <= count; lba++) {
+                assertEquals(-1, java.util.Arrays.mismatch(bytes, (int) (lba * bs), (int) ((lba + 1) * bs), expect, 0, bs),
+                    "block " + lba + " via " + h.queue.engineName(2));
+            }
+            assertEquals(0, bytes[bs - 1], "block 0 untouched");
+            assertEquals(0, bytes[(int) ((count + 1) * bs)], "block after the range untouched");
+            target.remove(2);
+        }
+    }
+
+    /** A block whose bytes differ from each other and from other seeds' blocks. */
+    private MemorySegment patternBlock(int size, int seed) {
+        MemorySegment m = h.buffer(size);
+        for (int i = 0; i < size; i++) {
+            m.set(ValueLayout.JAVA_BYTE, i, (byte) (seed * 31 + i * 7 + 1));
+        }
+        return m;
     }
 
     @Test
