@@ -26,6 +26,7 @@ import org.tomlj.TomlTable;
  */
 final class ConfigBinder implements TomlNode.Errors {
     private static final Pattern UNIX = Pattern.compile("unix:(/.*)");
+    private static final Set<String> LOOPBACK = Set.of("127.0.0.1", "localhost", "[::1]");
     private static final Pattern TCP = Pattern.compile("tcp://([A-Za-z0-9][A-Za-z0-9.-]*|\\[[0-9A-Fa-f:.]+\\]):(\\d{1,5})");
     private static final Pattern MAC = Pattern.compile(
         "\\p{XDigit}{2}([:-])\\p{XDigit}{2}(?:\\1\\p{XDigit}{2}){4}");
@@ -180,7 +181,7 @@ final class ConfigBinder implements TomlNode.Errors {
                 }
                 e.setValue(new Defined<>(new DiskConfig(disk.name(), disk.path(), disk.format(),
                     new Create(own.type(), own.size(), own.blockSize(), parent.logicalSector(), physical),
-                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine()), d.node()));
+                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport()), d.node()));
             }
         }
     }
@@ -252,6 +253,23 @@ final class ConfigBinder implements TomlNode.Errors {
                     "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://HOST:PORT\"");
             }
         }
+        String nbd = n.string("nbd");
+        if (nbd != null) {
+            Matcher unix = UNIX.matcher(nbd);
+            Matcher tcp = TCP.matcher(nbd);
+            if (unix.matches()) {
+                path(n, "nbd", unix.group(1));
+            } else if (tcp.matches() && LOOPBACK.contains(tcp.group(1))) {
+                int port = Integer.parseInt(tcp.group(2));
+                if (port < 1 || port > 65535) {
+                    n.error("nbd", Reason.OUT_OF_RANGE, "port " + port + " is out of range (1..65535)");
+                }
+            } else {
+                // NBD has no authentication: never on a network address.
+                n.error("nbd", Reason.INVALID_VALUE, "'" + nbd + "' is not \"unix:/absolute/path\" or "
+                    + "\"tcp://127.0.0.1:PORT\" (NBD has no authentication, so only loopback)");
+            }
+        }
         List<Long> cpus = n.integers("vsp_cpus");
         if (name == null || dataDir == null || cpus == null) {
             return null;
@@ -268,7 +286,8 @@ final class ConfigBinder implements TomlNode.Errors {
                 return null;
             }
         }
-        return new HostConfig(name, dataDir, m, tokenFile, cpus.stream().map(Long::intValue).toList());
+        return new HostConfig(name, dataDir, m, tokenFile, nbd == null ? HostConfig.defaultNbd(dataDir) : nbd,
+            cpus.stream().map(Long::intValue).toList());
     }
 
     // ---- [[qos_policy]] ----
@@ -315,6 +334,7 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         Boolean readOnly = n.bool("read_only");
         String ioEngine = n.word("io_engine");
+        Boolean nbdExport = n.bool("nbd_export");
         TomlNode createNode = n.table("create");
         Create create = null;
         boolean createOk = true;
@@ -343,10 +363,11 @@ final class ConfigBinder implements TomlNode.Errors {
                 "parent is only used to create a differencing disk ([disk.create] type = \"differencing\")");
             parent = null;
         }
-        if (name == null || path == null || format == null || readOnly == null || ioEngine == null || !createOk) {
+        if (name == null || path == null || format == null || readOnly == null || ioEngine == null || nbdExport == null
+            || !createOk) {
             return null;
         }
-        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine);
+        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine, nbdExport);
     }
 
     private Create create(TomlNode c, TomlNode disk, DiskFormat format, String parent) {

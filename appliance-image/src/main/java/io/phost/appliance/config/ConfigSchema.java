@@ -102,6 +102,8 @@ public final class ConfigSchema {
             .add(key("management", Kind.STRING).computed("unix:<data_dir>/phost.sock")
                 .note("\"unix:/abs/path\" or \"tcp://HOST:PORT\""))
             .add(key("management_token_file", Kind.PATH).note("required for tcp"))
+            .add(key("nbd", Kind.STRING).computed("unix:<data_dir>/nbd.sock")
+                .note("\"unix:/abs/path\" or \"tcp://127.0.0.1:PORT\""))
             .add(key("vsp_cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023));
         section("disk", true)
             .add(key("name", Kind.NAME).req())
@@ -111,7 +113,8 @@ public final class ConfigSchema {
             .add(key("parent", Kind.PATH).note("differencing only"))
             .add(key("qos_policy", Kind.NAME).note("a [[qos_policy]] name"))
             .add(key("read_only", Kind.BOOLEAN).def("false"))
-            .add(key("io_engine", Kind.ENUM).def("auto").allowed("auto", "io_uring", "threads"));
+            .add(key("io_engine", Kind.ENUM).def("auto").allowed("auto", "io_uring", "threads"))
+            .add(key("nbd_export", Kind.BOOLEAN).def("false"));
         section("disk.create", false)
             .add(key("type", Kind.ENUM).def("dynamic").allowed("fixed", "dynamic", "differencing"))
             .add(key("size", Kind.SIZE).range(Units.MIB, MAX_VHDX_SIZE)

@@ -10,9 +10,10 @@ import java.nio.file.Path;
  * @param parent    parent image of a differencing disk (relative to the data dir), else null
  * @param qosPolicy name of a {@link QosPolicyConfig}, or null
  * @param ioEngine  {@code auto}, {@code io_uring} or {@code threads}
+ * @param nbdExport served by the host's NBD server under the disk's name
  */
 public record DiskConfig(String name, Path path, DiskFormat format, Create create, String parent, String qosPolicy,
-                         boolean readOnly, String ioEngine) {
+                         boolean readOnly, String ioEngine, boolean nbdExport) {
 
     /** {@code disk.create.type}. */
     public enum CreateType { FIXED, DYNAMIC, DIFFERENCING }

@@ -13,7 +13,7 @@ import java.util.List;
  *                            relative paths are relative to the data dir
  * @param vspCpus             CPUs that VSP worker threads may run on; empty means no pinning
  */
-public record HostConfig(String name, Path dataDir, String management, String managementTokenFile,
+public record HostConfig(String name, Path dataDir, String management, String managementTokenFile, String nbd,
                          List<Integer> vspCpus) {
 
     /** The data-dir placeholder the embedded demo uses; see {@link ApplianceConfig#withDataDir(Path)}. */
@@ -21,6 +21,11 @@ public record HostConfig(String name, Path dataDir, String management, String ma
 
     public HostConfig {
         vspCpus = List.copyOf(vspCpus);
+    }
+
+    /** The default NBD address for a data dir (used only when a disk sets {@code nbd_export}). */
+    public static String defaultNbd(Path dataDir) {
+        return "unix:" + dataDir.resolve("nbd.sock");
     }
 
     /** The default management address for a data dir. */
@@ -69,6 +74,7 @@ public record HostConfig(String name, Path dataDir, String management, String ma
 
     HostConfig withDataDir(Path newDataDir) {
         String m = management.equals(defaultManagement(dataDir)) ? defaultManagement(newDataDir) : management;
-        return new HostConfig(name, newDataDir, m, managementTokenFile, vspCpus);
+        String b = nbd.equals(defaultNbd(dataDir)) ? defaultNbd(newDataDir) : nbd;
+        return new HostConfig(name, newDataDir, m, managementTokenFile, b, vspCpus);
     }
 }

@@ -4,15 +4,19 @@ import io.phost.appliance.config.ApplianceConfig;
 import java.util.List;
 
 /**
- * The only place that turns a validated {@link ApplianceConfig} into running parts: disks, QoS, switches,
- * partitions, in that order (so each part finds what it depends on already running). A failure part-way
- * throws; the caller closes whatever was added to the {@link Appliance}.
+ * The only place that turns a validated {@link ApplianceConfig} into running parts: disks (and their NBD
+ * export), QoS, switches, partitions, in that order (so each part finds what it depends on already
+ * running). A failure part-way throws; the caller closes whatever was added to the {@link Appliance}.
  */
 public final class Assembler {
     private Assembler() {}
 
     public static void assemble(ApplianceConfig cfg, Appliance app) throws Exception {
         DisksComponent disks = app.add(DisksComponent.open(cfg));
+        NbdComponent nbd = NbdComponent.start(cfg, disks);
+        if (nbd != null) {
+            app.add(nbd);
+        }
         QosComponent qos = app.add(new QosComponent(cfg));
         StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos));
         NetworkComponent network = app.add(NetworkComponent.start(cfg));

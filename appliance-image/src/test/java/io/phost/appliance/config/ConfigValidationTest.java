@@ -46,7 +46,7 @@ class ConfigValidationTest {
     @Test
     void shouldListTheKnownKeysWhenNothingIsClose() {
         assertErrors(HOST + "flavour = 1\n", "t.toml:3:1: host.flavour: unknown key 'flavour' in [host] "
-            + "(known: name, data_dir, management, management_token_file, vsp_cpus)");
+            + "(known: name, data_dir, management, management_token_file, nbd, vsp_cpus)");
     }
 
     @Test
@@ -362,6 +362,17 @@ class ConfigValidationTest {
         assertErrors(HOST + "management = \"tcp://127.0.0.1:99999\"\n",
             "t.toml:3:1: host.management: a tcp management address needs management_token_file",
             "t.toml:3:1: host.management: port 99999 is out of range (1..65535)");
+    }
+
+    @Test
+    void shouldKeepTheNbdExportOnLoopbackOrAUnixSocket() throws Exception {
+        assertErrors(HOST + "nbd = \"tcp://0.0.0.0:10809\"\n",
+            "t.toml:3:1: host.nbd: 'tcp://0.0.0.0:10809' is not \"unix:/absolute/path\" or \"tcp://127.0.0.1:PORT\" "
+                + "(NBD has no authentication, so only loopback)");
+        assertErrors(HOST + "nbd = \"tcp://127.0.0.1:70000\"\n",
+            "t.toml:3:1: host.nbd: port 70000 is out of range (1..65535)");
+        assertEquals("tcp://[::1]:10809", ConfigLoader.parse("t.toml", HOST + "nbd = \"tcp://[::1]:10809\"\n").host().nbd());
+        assertEquals("unix:/srv/phost/nbd.sock", ConfigLoader.parse("t.toml", HOST).host().nbd());
     }
 
     @Test

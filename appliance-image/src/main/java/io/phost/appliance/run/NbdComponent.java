@@ -1,0 +1,98 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.DiskConfig;
+import io.phost.storage.DiskStats;
+import io.phost.storage.nbd.NbdServer;
+import java.io.IOException;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The NBD export ({@code [host] nbd}): serves every disk with {@code nbd_export = true} under its own name, so
+ * qemu-img, qemu-io, nbdinfo, nbdcopy and fio's nbd engine reach the appliance's disks. Started only when
+ * some disk is exported; a read-only disk is exported read-only. The server has no authentication, which is
+ * why the config allows only a Unix socket or loopback TCP.
+ *
+ * <pre>
+ *   qemu-img info 'nbd+unix:///scratch?socket=/data/phost/nbd.sock'
+ *   nbdinfo nbd://127.0.0.1:10809/scratch
+ * </pre>
+ */
+public final class NbdComponent implements Component {
+    private static final Logger LOG = System.getLogger("phost.nbd");
+
+    private final NbdServer server;
+    private final List<NbdServer.Export> exports;
+
+    private NbdComponent(NbdServer server, List<NbdServer.Export> exports) {
+        this.server = server;
+        this.exports = exports;
+    }
+
+    /** Starts the server, or returns null when no disk is exported. */
+    public static NbdComponent start(ApplianceConfig cfg, DisksComponent disks) throws IOException {
+        List<NbdServer.Export> exports = new ArrayList<>();
+        for (DiskConfig d : cfg.disks()) {
+            if (d.nbdExport()) {
+                exports.add(new NbdServer.Export(d.name(), disks.get(d.name()).disk(), d.readOnly()));
+            }
+        }
+        if (exports.isEmpty()) {
+            return null;
+        }
+        String address = cfg.host().nbd();
+        NbdServer server = address.startsWith("unix:")
+            ? NbdServer.unix(Path.of(address.substring("unix:".length())), exports)
+            : NbdServer.tcp(Integer.parseInt(address.substring(address.lastIndexOf(':') + 1)), exports);
+        for (NbdServer.Export e : exports) {
+            LOG.log(Level.INFO, "exported disk=" + e.name() + " uri=" + server.uri(e.name()) + " read_only=" + e.readOnly());
+        }
+        return new NbdComponent(server, exports);
+    }
+
+    @Override
+    public String name() {
+        return "nbd";
+    }
+
+    @Override
+    public Object status() {
+        List<Object> rows = new ArrayList<>();
+        for (NbdServer.Export e : exports) {
+            DiskStats s = e.stats();
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("export", e.name());
+            m.put("uri", server.uri(e.name()));
+            m.put("read_only", e.readOnly());
+            m.put("reads", s.reads());
+            m.put("writes", s.writes());
+            m.put("bytes_read", s.bytesRead());
+            m.put("bytes_written", s.bytesWritten());
+            m.put("errors", s.errors());
+            rows.add(m);
+        }
+        return Map.of("connections", server.connectionCount(), "exports", rows);
+    }
+
+    @Override
+    public void metrics(Metrics m) {
+        for (NbdServer.Export e : exports) {
+            DiskStats s = e.stats();
+            m.counter("phost_nbd_reads_total", "NBD READ commands", s.reads(), "export", e.name());
+            m.counter("phost_nbd_writes_total", "NBD WRITE commands", s.writes(), "export", e.name());
+            m.counter("phost_nbd_read_bytes_total", "Bytes read over NBD", s.bytesRead(), "export", e.name());
+            m.counter("phost_nbd_written_bytes_total", "Bytes written over NBD", s.bytesWritten(), "export", e.name());
+        }
+    }
+
+    @Override
+    public void close() throws IOException {
+        server.close(); // ends connections and waits for in-flight requests; the disks close after us
+    }
+}
