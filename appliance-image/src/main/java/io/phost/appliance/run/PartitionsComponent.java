@@ -43,7 +43,8 @@ public final class PartitionsComponent implements Component {
 
     public static PartitionsComponent start(ApplianceConfig cfg, List<VspSource> sources) throws IOException {
         Path dir = cfg.host().dataDir().resolve("partitions");
-        PartitionHost host = new PartitionHost(dir, launcher(cfg), PartitionHost.Options.defaults());
+        PartitionHost host = new PartitionHost(dir, launcher(cfg),
+            PartitionHost.Options.defaults().withAgentCpus(cfg.host().vspCpus()));
         PartitionsComponent c = new PartitionsComponent(host);
         try {
             for (PartitionConfig p : cfg.partitions()) {

@@ -311,7 +311,8 @@ public final class Partition {
         }
         memoryArena = arena;
         memfd = fd;
-        VmbusServer s = new VmbusServer(name(), socket, fd, memory, version, host.options().limits(), new VmbusServer.Listener() {
+        VmbusServer s = new VmbusServer(name(), socket, fd, memory, version, host.options().limits(),
+            host.options().agentCpus(), new VmbusServer.Listener() {
             @Override
             public void fault(String why) {
                 Partition.this.fault(why);

@@ -41,24 +41,32 @@ import java.util.concurrent.atomic.AtomicLong;
  * its descendants. Refused attaches get no answer and are counted in {@link #rejectedAttaches()}.
  */
 public final class PartitionHost implements AutoCloseable {
-    /** Timeouts and limits. */
+    /** Timeouts and limits, and the CPUs channel agents run on (empty: wherever the scheduler puts them). */
     public record Options(Duration heartbeatInterval, Duration heartbeatTimeout, Duration timeSyncInterval,
-                          Duration attachTimeout, int maxFaults, VmbusServer.Limits limits) {
+                          Duration attachTimeout, int maxFaults, VmbusServer.Limits limits, List<Integer> agentCpus) {
+        public Options {
+            agentCpus = List.copyOf(agentCpus);
+        }
+
         public static Options defaults() {
             return new Options(Duration.ofSeconds(1), Duration.ofSeconds(10), Duration.ofSeconds(10),
-                Duration.ofSeconds(60), 8, VmbusServer.Limits.defaults());
+                Duration.ofSeconds(60), 8, VmbusServer.Limits.defaults(), List.of());
+        }
+
+        public Options withAgentCpus(List<Integer> cpus) {
+            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, limits, cpus);
         }
 
         public Options withHeartbeat(Duration interval, Duration timeout) {
-            return new Options(interval, timeout, timeSyncInterval, attachTimeout, maxFaults, limits);
+            return new Options(interval, timeout, timeSyncInterval, attachTimeout, maxFaults, limits, agentCpus);
         }
 
         public Options withMaxFaults(int n) {
-            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, n, limits);
+            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, n, limits, agentCpus);
         }
 
         public Options withLimits(VmbusServer.Limits l) {
-            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, l);
+            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, l, agentCpus);
         }
     }
 

@@ -39,6 +39,18 @@ public final class VmbusServer implements Runnable, AutoCloseable {
         }
     }
 
+    /** Runs on a new agent thread: keeps it on the configured CPUs, or logs why it cannot and runs anywhere. */
+    private void pinAgent(String role) {
+        if (agentCpus.isEmpty()) {
+            return;
+        }
+        try {
+            io.phost.core.sys.CpuAffinity.pin(agentCpus);
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, "agent not pinned role=" + role + " cpus=" + agentCpus + " reason=\"" + e.getMessage() + "\"");
+        }
+    }
+
     /** What the server reports to its owner (the partition). */
     public interface Listener {
         /** A guest fault: bad ring, bad message, flood. The channel (if any) has been reset. */
@@ -51,7 +63,10 @@ public final class VmbusServer implements Runnable, AutoCloseable {
     /** One offered channel (primary or sub-channel) under the relid the guest knows it by. */
     public record Offer(int relid, VirtualServiceProvider vsp, int subChannelIndex) {}
 
+    private static final System.Logger LOG = System.getLogger("phost.vmbus");
+
     private final String partition;
+    private final List<Integer> agentCpus;
     private final UnixSocket socket;
     private final int memfd;
     private final GuestMemory memory;
@@ -87,8 +102,9 @@ public final class VmbusServer implements Runnable, AutoCloseable {
      * @param version the protocol version negotiated at attach
      */
     public VmbusServer(String partition, UnixSocket socket, int memfd, GuestMemory memory, int version, Limits limits,
-                       Listener listener) {
+                       List<Integer> agentCpus, Listener listener) {
         this.partition = partition;
+        this.agentCpus = List.copyOf(agentCpus);
         this.socket = socket;
         this.memfd = memfd;
         this.memory = memory;
@@ -503,7 +519,10 @@ public final class VmbusServer implements Runnable, AutoCloseable {
             c.runner = new AgentRunner(c.idle, t -> { }, null, c.agent);
             open.put(relid, c);
             AgentRunner.startOnThread(c.runner, r -> {
-                Thread t = new Thread(r, role);
+                Thread t = new Thread(() -> {
+                    pinAgent(role);
+                    r.run();
+                }, role);
                 t.setDaemon(true);
                 return t;
             });
