@@ -124,7 +124,7 @@ public final class StorageBenchSuite implements BenchSuite {
         try (FileDisk disk = FileDisk.openFile(diskFile, false, true);
              FileDisk shm = FileDisk.openFile(shmFile, false, true);
              MemoryDisk nul = MemoryDisk.nullDisk(fileSize);
-             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults())) {
+             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults().withAgentCpus(PIN ? List.of(1) : List.of()))) {
             if (!disk.direct()) {
                 ctx.log("the work dir's file system refused O_DIRECT: 'disk' runs buffered");
             }
@@ -339,7 +339,7 @@ public final class StorageBenchSuite implements BenchSuite {
         long cpu = 0;
         for (int i = 0; i < rounds; i++) {
             long cpu0 = vspCpuNanos();
-            last = GuestIo.run(client, options);
+            last = PIN ? pinnedRun(client, options) : GuestIo.run(client, options);
             cpu += vspCpuNanos() - cpu0;
             guest[i] = last.iops();
             if (native_) {
@@ -381,6 +381,27 @@ public final class StorageBenchSuite implements BenchSuite {
         out.add(BenchResult.vsPeer(name, ours, "IOPS", psyncBetter ? "fio psync" : "fio io_uring", psyncBetter ? p : u)
             .withSeries(series));
         return out;
+    }
+
+    private static final boolean PIN = System.getenv("PHOST_BENCH_PIN") != null;
+
+    private static GuestIo.Result pinnedRun(StorvscClient client, GuestIo.Options options) throws Exception {
+        GuestIo.Result[] r = new GuestIo.Result[1];
+        Exception[] err = new Exception[1];
+        Thread t = new Thread(() -> {
+            io.phost.core.sys.CpuAffinity.pin(List.of(0));
+            try {
+                r[0] = GuestIo.run(client, options);
+            } catch (Exception e) {
+                err[0] = e;
+            }
+        });
+        t.start();
+        t.join();
+        if (err[0] != null) {
+            throw err[0];
+        }
+        return r[0];
     }
 
     private static List<String> concat(List<String> a, String b) {
