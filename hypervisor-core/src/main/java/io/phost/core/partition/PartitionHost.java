@@ -54,7 +54,8 @@ public final class PartitionHost implements AutoCloseable {
         }
 
         public Options withAgentCpus(List<Integer> cpus) {
-            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, limits, cpus);
+            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, limits,
+                cpus);
         }
 
         public Options withHeartbeat(Duration interval, Duration timeout) {
@@ -62,11 +63,13 @@ public final class PartitionHost implements AutoCloseable {
         }
 
         public Options withMaxFaults(int n) {
-            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, n, limits, agentCpus);
+            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, n, limits,
+                agentCpus);
         }
 
         public Options withLimits(VmbusServer.Limits l) {
-            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, l, agentCpus);
+            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, l,
+                agentCpus);
         }
     }
 

@@ -6,8 +6,8 @@ import org.agrona.concurrent.IdleStrategy;
 
 /**
  * Spin, then yield, then (optionally) park with exponential back-off, then arm the ring's interrupt and
- * block on the doorbell eventfd. A busy channel never leaves the spin phase (no syscalls: interrupt_mask stays set so
- * the writer does not signal); an idle one sleeps in poll(2) and costs no CPU. A yield that took long means
+ * block on the doorbell eventfd. A busy channel never leaves the spin phase (no syscalls: interrupt_mask
+ * stays set so the writer does not signal); an idle one sleeps in poll(2) and costs no CPU. A yield that took long means
  * another thread wanted this CPU, so the strategy stops polling and sleeps rather than compete with it.
  * <pre>
  *   work > 0 ──────────────────────────────────────────────┐ reset, mask interrupts

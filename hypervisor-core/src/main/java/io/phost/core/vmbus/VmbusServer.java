@@ -2,6 +2,7 @@ package io.phost.core.vmbus;
 
 import static io.phost.core.vmbus.ChannelMessage.*;
 
+import io.phost.core.sys.CpuAffinity;
 import io.phost.core.sys.EventFd;
 import io.phost.core.sys.Fd;
 import io.phost.core.sys.NativeException;
@@ -36,18 +37,6 @@ public final class VmbusServer implements Runnable, AutoCloseable {
                          int maxPendingGpadls, boolean doubleMapRings) {
         public static Limits defaults() {
             return new Limits(2_000, 512, 1_024, 1L << 22, 16, true);
-        }
-    }
-
-    /** Runs on a new agent thread: keeps it on the configured CPUs, or logs why it cannot and runs anywhere. */
-    private void pinAgent(String role) {
-        if (agentCpus.isEmpty()) {
-            return;
-        }
-        try {
-            io.phost.core.sys.CpuAffinity.pin(agentCpus);
-        } catch (RuntimeException e) {
-            LOG.log(System.Logger.Level.WARNING, "agent not pinned role=" + role + " cpus=" + agentCpus + " reason=\"" + e.getMessage() + "\"");
         }
     }
 
@@ -634,5 +623,18 @@ public final class VmbusServer implements Runnable, AutoCloseable {
 
     public boolean isClosed() {
         return closed;
+    }
+
+    /** Runs on a new agent thread: keeps it on the configured CPUs, or logs why it cannot and runs anywhere. */
+    private void pinAgent(String role) {
+        if (agentCpus.isEmpty()) {
+            return;
+        }
+        try {
+            CpuAffinity.pin(agentCpus);
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING,
+                "agent not pinned role=" + role + " cpus=" + agentCpus + " reason=\"" + e.getMessage() + "\"");
+        }
     }
 }
