@@ -75,10 +75,9 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         this.packet = arena.allocate(PACKET_SIZE, 8);
         this.ranges = arena.allocate(8 + 8 + 8L * (slotBytes / GuestRam.PAGE_SIZE + 2), 8);
         this.busy = new boolean[depth];
-        // Spin, yield, then sleep on the doorbell: no timed parks, whose up-to-1 ms naps would add
-        // directly to I/O latency at low queue depth (the default strategy's park phase).
+        // After the poll budget of await: a short spin, two yields, then sleep on the doorbell.
         this.idle = new DoorbellIdleStrategy(channel.inbound(), EventFd.adopt(channel.hostDoorbellFd()).view(),
-            Integer.getInteger("phost.storvsc.spins", 500), 2, 0, 0, 0, 1_000);
+            500, 2, 1_000);
     }
 
     public int depth() {
