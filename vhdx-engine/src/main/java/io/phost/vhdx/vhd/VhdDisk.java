@@ -1062,6 +1062,11 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
         void accept(long offset, long length) throws IOException;
     }
 
+    /**
+     * The first offset >= {@code offset} this image or any ancestor stores: the nearer of this file's next
+     * allocated block and the parent's next allocated range (a parent smaller than this disk holds nothing
+     * past its end). Both walks are needed: a child block can lie before the parent's next range.
+     */
     @Override
     public long nextAllocated(long offset) throws IOException {
         if (offset >= size) {
@@ -1071,25 +1076,20 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
             long d = file.seekData(offset);
             return d < 0 ? size : Math.min(d, size);
         }
+        long own = size;
         for (int b = (int) (offset >>> blockShift); b < bat.length; b++) {
-            long from = Math.max(offset, (long) b * blockSize);
             if (blockAllocated(b)) {
-                return from;
-            }
-            if (parent != null) {
-                long p = parent.nextAllocated(from);
-                long blockEnd = Math.min((long) (b + 1) * blockSize, size);
-                if (p < blockEnd) {
-                    return p;
-                }
-                // Skip ahead to the parent's next allocated range.
-                if (p >= size) {
-                    return size;
-                }
-                b = (int) (p >>> blockShift) - 1;
+                own = Math.max(offset, (long) b * blockSize);
+                break;
             }
         }
-        return size;
+        if (parent != null && offset < Math.min(own, parent.size())) {
+            long p = parent.nextAllocated(offset);
+            if (p < parent.size() && p < own) {
+                return p;
+            }
+        }
+        return Math.min(own, size);
     }
 
     @Override
@@ -1112,11 +1112,14 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
                 return pos;
             }
             long blockEnd = Math.min((long) (b + 1) * blockSize, size);
+            if (pos >= parent.size()) {
+                return pos; // past a smaller parent's end: nothing stored there
+            }
             long p = parent.nextAllocated(pos);
             if (p > pos) {
                 return pos;
             }
-            long pe = parent.nextUnallocated(pos);
+            long pe = Math.min(parent.nextUnallocated(pos), parent.size());
             if (pe < blockEnd) {
                 return pe;
             }
