@@ -217,6 +217,13 @@ class SyntheticNicTrafficTest {
         }
     }
 
+    static String output(String... cmd) throws Exception {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        p.waitFor(30, TimeUnit.SECONDS);
+        return out;
+    }
+
     static void must(String... cmd) {
         if (run(30, cmd) != 0) {
             throw new IllegalStateException("failed: " + String.join(" ", cmd));
