@@ -206,6 +206,7 @@ public final class VhdxDisk implements MappedDisk {
     private static VhdxDisk openFile(Path path, NativeFile f, boolean readOnly, int depth, boolean skipParent)
         throws IOException {
         VhdxParser.Parsed p = new VhdxParser.Parsed();
+        p.readOnly = readOnly;
         p.fileSize = f.size();
         int sectionLength = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
         if (p.fileSize < sectionLength) {
@@ -263,6 +264,10 @@ public final class VhdxDisk implements MappedDisk {
             }
         };
         VhdxParser.parseRegionsAndMetadata(p, section, src);
+        if (p.overlapWarning != null) {
+            System.getLogger("phost.vhdx").log(System.Logger.Level.WARNING,
+                path + ": " + p.overlapWarning + "; opened read-only, a read-write open is refused");
+        }
 
         VhdxDisk parent = null;
         if (p.hasParent && !skipParent) {
