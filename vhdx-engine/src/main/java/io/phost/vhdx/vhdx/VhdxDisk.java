@@ -324,7 +324,7 @@ public final class VhdxDisk implements MappedDisk {
     private static VhdxDisk openParent(Path child, VhdxParser.Parsed p, int depth) throws IOException {
         long locAt = p.metadata.fileOffset();
         if (depth + 1 >= MAX_CHAIN_DEPTH) {
-            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain deeper than " + MAX_CHAIN_DEPTH + " (or cyclic)");
+            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain longer than " + MAX_CHAIN_DEPTH + " images (or cyclic)");
         }
         Map<String, String> kv = p.parentLocator;
         Path parentPath = resolveParent(child, kv);
@@ -398,7 +398,17 @@ public final class VhdxDisk implements MappedDisk {
      */
     public static VhdxDisk create(Path path, VhdxCreateOptions o) throws IOException {
         VhdxImageWriter.create(path, o);
-        return open(path, false);
+        try {
+            return open(path, false);
+        } catch (IOException | RuntimeException e) {
+            // e.g. the parent chain is at its limit: the image we just wrote is useless, do not leave it behind
+            try {
+                java.nio.file.Files.deleteIfExists(path);
+            } catch (IOException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
     }
 
     // ---------------------------------------------------------------- VirtualDisk
