@@ -126,14 +126,17 @@ public final class SocketFiles {
         }
     }
 
-    /** Creates {@code dir} and missing parents with mode 0700 (existing directories keep their mode). */
+    /**
+     * Creates {@code dir} with mode 0700 whatever the umask (missing parents get the usual mode; an existing
+     * directory keeps its mode: the administrator chose it).
+     */
     public static void createPrivateDirectories(Path dir) throws IOException {
         Path abs = dir.toAbsolutePath();
         if (Files.isDirectory(abs)) {
             return;
         }
         if (abs.getParent() != null) {
-            createPrivateDirectories(abs.getParent());
+            Files.createDirectories(abs.getParent());
         }
         try {
             Files.createDirectory(abs, PosixFilePermissions.asFileAttribute(OWNER_RWX));
