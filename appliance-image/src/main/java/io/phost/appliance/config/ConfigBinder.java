@@ -79,7 +79,7 @@ final class ConfigBinder implements TomlNode.Errors {
                 disks.put(name, new Defined<>(d, n));
             }
         }
-        checkDiskFiles(host, disks);
+        checkDiskFiles(host, hostNode, disks);
         Map<String, Defined<SwitchConfig>> switches = new LinkedHashMap<>();
         for (TomlNode n : root.tables("switch")) {
             SwitchConfig s = switchConfig(n);
@@ -124,10 +124,25 @@ final class ConfigBinder implements TomlNode.Errors {
      * the file (disks are opened and created in file order), or has another format. A differencing disk whose
      * parent is a configured disk takes the parent's sector sizes unless it sets them (a different logical
      * sector size is refused: the engine cannot create it). Paths are compared after resolving them against
-     * the data dir, when it is known.
+     * the data dir, when it is known, and through symbolic links ({@link #realPath}), so two names for one
+     * file are one file. The host's sockets and token file must not be a disk's file or each other: a socket
+     * bound over a disk image would cost the image.
      */
-    private void checkDiskFiles(HostConfig host, Map<String, Defined<DiskConfig>> disks) {
+    private void checkDiskFiles(HostConfig host, TomlNode hostNode, Map<String, Defined<DiskConfig>> disks) {
         Path base = host == null || host.dataDirIsPlaceholder() ? Path.of("/") : host.dataDir();
+        Map<Path, String> used = new HashMap<>();
+        if (host != null && !host.dataDirIsPlaceholder()) {
+            if (host.managementIsUnix()) {
+                claim(used, host.managementSocket(), "the management socket", hostNode, "management");
+            }
+            boolean exported = disks.values().stream().anyMatch(d -> d.value() != null && d.value().nbdExport());
+            if (exported && host.nbd().startsWith("unix:")) {
+                claim(used, Path.of(host.nbd().substring("unix:".length())), "the NBD socket", hostNode, "nbd");
+            }
+            if (host.managementTokenFile() != null) {
+                claim(used, host.resolvedTokenFile(), "the management token file", hostNode, "management_token_file");
+            }
+        }
         Map<Path, DiskConfig> byFile = new HashMap<>();
         Map<String, Integer> order = new HashMap<>();
         for (Defined<DiskConfig> d : disks.values()) {
@@ -135,11 +150,14 @@ final class ConfigBinder implements TomlNode.Errors {
                 continue;
             }
             order.put(d.value().name(), order.size());
-            Path file = d.value().resolvedPath(base).normalize();
+            Path file = realPath(d.value().resolvedPath(base));
             DiskConfig other = byFile.putIfAbsent(file, d.value());
             if (other != null) {
                 d.node().error("path", Reason.DUPLICATE,
-                    "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'");
+                    "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'"
+                    + (file.equals(d.value().resolvedPath(base).normalize()) ? "" : " (" + file + ")"));
+            } else {
+                claim(used, file, "disk '" + d.value().name() + "'", d.node(), "path");
             }
         }
         for (Map.Entry<String, Defined<DiskConfig>> e : disks.entrySet()) {
@@ -148,7 +166,7 @@ final class ConfigBinder implements TomlNode.Errors {
             if (disk == null || disk.parent() == null) {
                 continue;
             }
-            DiskConfig owner = byFile.get(disk.resolvedParent(base).normalize());
+            DiskConfig owner = byFile.get(realPath(disk.resolvedParent(base)));
             if (owner == null) {
                 continue; // an image the config does not manage; the engine checks it when creating
             }
@@ -184,6 +202,36 @@ final class ConfigBinder implements TomlNode.Errors {
                     disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport()), d.node()));
             }
         }
+    }
+
+    /** Records that {@code what} uses {@code file}; a second user is an error at its own key. */
+    private static void claim(Map<Path, String> used, Path file, String what, TomlNode node, String key) {
+        if (node == null) {
+            return;
+        }
+        Path real = realPath(file);
+        String first = used.putIfAbsent(real, what);
+        if (first != null) {
+            node.error(key, Reason.DUPLICATE, what + " would use " + real + ", which is already " + first
+                + "; every disk, socket and token file needs a path of its own");
+        }
+    }
+
+    /**
+     * {@code p} made absolute and normal, with symbolic links resolved as far as the file system has them:
+     * the real path of the file, or of its deepest existing directory plus the rest.
+     */
+    static Path realPath(Path p) {
+        Path abs = p.toAbsolutePath().normalize();
+        Path existing = abs;
+        while (existing != null) {
+            try {
+                return existing.toRealPath().resolve(existing.relativize(abs));
+            } catch (java.io.IOException | SecurityException e) {
+                existing = existing.getParent();
+            }
+        }
+        return abs;
     }
 
     private static String lower(Enum<?> e) {

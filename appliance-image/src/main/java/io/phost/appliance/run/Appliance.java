@@ -56,7 +56,7 @@ public final class Appliance implements AutoCloseable {
     public void serve(ManagementServer server) {
         this.server = server;
         components.forEach(c -> c.routes().forEach(this::install));
-        server.route("/health", q -> HttpResponse.json(Json.write(Map.of("status", state.equals("running") ? "ok" : state))));
+        server.route("/health", q -> health());
         server.route("/status", q -> HttpResponse.json(Json.pretty(status())));
         server.route("/metrics", q -> HttpResponse.metrics(metrics()));
     }
@@ -67,6 +67,22 @@ public final class Appliance implements AutoCloseable {
         } else {
             server.route(key, handler);
         }
+    }
+
+    /** {"status":"ok"} while running and every component is well; else 503 "degraded" with each problem. */
+    HttpResponse health() {
+        Map<String, Object> problems = new LinkedHashMap<>();
+        for (Component c : components) {
+            String p = c.problem();
+            if (p != null) {
+                problems.put(c.name(), p);
+            }
+        }
+        if (problems.isEmpty() || !state.equals("running")) {
+            return HttpResponse.json(Json.write(Map.of("status", state.equals("running") ? "ok" : state)));
+        }
+        byte[] body = Json.write(Map.of("status", "degraded", "problems", problems)).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        return new HttpResponse(503, "application/json", body);
     }
 
     public Map<String, Object> status() {

@@ -35,6 +35,11 @@ public final class NbdComponent implements Component {
         this.exports = exports;
     }
 
+    /** Wraps a running server (tests). */
+    static NbdComponent of(NbdServer server, List<NbdServer.Export> exports) {
+        return new NbdComponent(server, exports);
+    }
+
     /** Starts the server, or returns null when no disk is exported. */
     public static NbdComponent start(ApplianceConfig cfg, DisksComponent disks) throws IOException {
         List<NbdServer.Export> exports = new ArrayList<>();
@@ -77,7 +82,20 @@ public final class NbdComponent implements Component {
             m.put("errors", s.errors());
             rows.add(m);
         }
-        return Map.of("connections", server.connectionCount(), "exports", rows);
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("connections", server.connectionCount());
+        m.put("max_connections", server.limits().maxConnections());
+        m.put("refused_connections", server.refusedConnections());
+        m.put("buffer_bytes", server.bufferBytes());
+        m.put("health", server.problem() == null ? "ok" : server.problem());
+        m.put("exports", rows);
+        return m;
+    }
+
+    @Override
+    public String problem() {
+        String p = server.problem();
+        return p == null ? null : "export not accepting clients: " + p;
     }
 
     @Override

@@ -121,7 +121,12 @@ public final class PartitionsComponent implements Component {
     public void close() {
         List<CompletableFuture<Void>> stops = new ArrayList<>();
         for (Partition p : host.partitions()) {
-            stops.add(CompletableFuture.runAsync(() -> p.stop(STOP_GRACE), r -> Thread.ofVirtual().start(r)));
+            stops.add(CompletableFuture.runAsync(() -> {
+                long t0 = System.nanoTime();
+                p.stop(STOP_GRACE);
+                LOG.log(Level.INFO, "stopped partition=" + p.name() + " ms=" + (System.nanoTime() - t0) / 1_000_000
+                    + " reason=\"" + p.status().reason() + "\"");
+            }, r -> Thread.ofVirtual().start(r)));
         }
         CompletableFuture.allOf(stops.toArray(CompletableFuture[]::new)).join();
         host.close();

@@ -147,8 +147,9 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
     }
 
     private static VhdDisk open(Path path, boolean readOnly, int depth, List<Path> seen) throws IOException {
-        if (depth > MAX_CHAIN_DEPTH) {
-            throw new VhdFormatException(Reason.CHAIN_TOO_DEEP, 0, "parent chain deeper than " + MAX_CHAIN_DEPTH);
+        if (depth >= MAX_CHAIN_DEPTH) {
+            // Same limit as VHDX: a chain holds at most MAX_CHAIN_DEPTH images, the child included.
+            throw new VhdFormatException(Reason.CHAIN_TOO_DEEP, 0, "parent chain longer than " + MAX_CHAIN_DEPTH + " images");
         }
         Path real = path.toRealPath();
         if (seen.contains(real)) {
@@ -224,8 +225,9 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
             throw new VhdFormatException(Reason.BAD_SIZE, sizeFieldOffset, "virtual size " + size);
         }
         if (size > VhdFooter.MAX_SIZE) {
+            // virtualSize() caps what it returns; name the field's own (unsigned) value, not the cap
             throw new VhdFormatException(Reason.TOO_LARGE, sizeFieldOffset,
-                "virtual size " + size + " over the 2040 GiB VHD limit");
+                "virtual size " + Long.toUnsignedString(footer.currentSize()) + " over the 2040 GiB VHD limit");
         }
         if (type == VhdFooter.TYPE_FIXED) {
             if (size > footerOffset) {
@@ -528,7 +530,17 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
                 Files.deleteIfExists(path);
             }
         }
-        return open(path, false);
+        try {
+            return open(path, false);
+        } catch (IOException | RuntimeException e) {
+            // e.g. the new child makes the chain one image too long: do not leave a file nobody can open
+            try {
+                Files.deleteIfExists(path);
+            } catch (IOException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
     }
 
     /** Writes W2ku and W2ru locators after {@code end}; returns the new end. */

@@ -206,6 +206,7 @@ public final class VhdxDisk implements MappedDisk {
     private static VhdxDisk openFile(Path path, NativeFile f, boolean readOnly, int depth, boolean skipParent)
         throws IOException {
         VhdxParser.Parsed p = new VhdxParser.Parsed();
+        p.readOnly = readOnly;
         p.fileSize = f.size();
         int sectionLength = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
         if (p.fileSize < sectionLength) {
@@ -263,6 +264,10 @@ public final class VhdxDisk implements MappedDisk {
             }
         };
         VhdxParser.parseRegionsAndMetadata(p, section, src);
+        if (p.overlapWarning != null) {
+            System.getLogger("phost.vhdx").log(System.Logger.Level.WARNING,
+                path + ": " + p.overlapWarning + "; opened read-only, a read-write open is refused");
+        }
 
         VhdxDisk parent = null;
         if (p.hasParent && !skipParent) {
@@ -319,7 +324,7 @@ public final class VhdxDisk implements MappedDisk {
     private static VhdxDisk openParent(Path child, VhdxParser.Parsed p, int depth) throws IOException {
         long locAt = p.metadata.fileOffset();
         if (depth + 1 >= MAX_CHAIN_DEPTH) {
-            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain deeper than " + MAX_CHAIN_DEPTH + " (or cyclic)");
+            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain longer than " + MAX_CHAIN_DEPTH + " images (or cyclic)");
         }
         Map<String, String> kv = p.parentLocator;
         Path parentPath = resolveParent(child, kv);
@@ -393,7 +398,17 @@ public final class VhdxDisk implements MappedDisk {
      */
     public static VhdxDisk create(Path path, VhdxCreateOptions o) throws IOException {
         VhdxImageWriter.create(path, o);
-        return open(path, false);
+        try {
+            return open(path, false);
+        } catch (IOException | RuntimeException e) {
+            // e.g. the parent chain is at its limit: the image we just wrote is useless, do not leave it behind
+            try {
+                java.nio.file.Files.deleteIfExists(path);
+            } catch (IOException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
     }
 
     // ---------------------------------------------------------------- VirtualDisk
