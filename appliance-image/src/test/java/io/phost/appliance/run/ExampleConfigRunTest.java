@@ -59,6 +59,7 @@ class ExampleConfigRunTest {
                     assertEquals(0L, ((Number) now.get("fault_count")).longValue(), "faults: " + now);
                 }
             }
+            PromtoolCheck.assertLintsClean(c.get("/metrics").bodyText(), names);
             p.process().destroy();
             assertTrue(p.process().waitFor(20, TimeUnit.SECONDS), "phost stops on SIGTERM");
             assertEquals(0, p.process().exitValue(), p.stderr());
