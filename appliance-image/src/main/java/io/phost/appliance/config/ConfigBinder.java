@@ -625,7 +625,17 @@ final class ConfigBinder implements TomlNode.Errors {
             if (kind == null || args == null) {
                 ok = false;
             } else {
-                workload = new Workload(kind, args);
+                WorkloadArguments.Problem problem = WorkloadArguments.check(kind, args);
+                if (problem != null) {
+                    if (problem.index() >= 0) {
+                        w.elementError("args", problem.index(), Reason.INVALID_VALUE, problem.message());
+                    } else {
+                        w.error("args", Reason.INVALID_VALUE, problem.message());
+                    }
+                    ok = false;
+                } else {
+                    workload = new Workload(kind, args);
+                }
             }
         } else if (n.has("workload")) {
             ok = false;

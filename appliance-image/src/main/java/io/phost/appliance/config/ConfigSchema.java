@@ -169,7 +169,7 @@ public final class ConfigSchema {
             .add(key("iov_weight", Kind.INTEGER).def("0").range(0, 100).note("above 0 needs enable_iov"));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
-            .add(key("args", Kind.STRING_ARRAY).def("[]"));
+            .add(key("args", Kind.STRING_ARRAY).def("[]").note("checked as the workload's command line"));
     }
 
     private ConfigSchema() {

@@ -102,10 +102,10 @@ public final class NbdComponent implements Component {
     public void metrics(Metrics m) {
         for (NbdServer.Export e : exports) {
             DiskStats s = e.stats();
-            m.counter("phost_nbd_reads_total", "NBD READ commands", s.reads(), "export", e.name());
-            m.counter("phost_nbd_writes_total", "NBD WRITE commands", s.writes(), "export", e.name());
-            m.counter("phost_nbd_read_bytes_total", "Bytes read over NBD", s.bytesRead(), "export", e.name());
-            m.counter("phost_nbd_written_bytes_total", "Bytes written over NBD", s.bytesWritten(), "export", e.name());
+            m.counter("phost_nbd_reads", "NBD READ commands", s.reads(), "export", e.name());
+            m.counter("phost_nbd_writes", "NBD WRITE commands", s.writes(), "export", e.name());
+            m.counter("phost_nbd_read_bytes", "Bytes read over NBD", io.prometheus.metrics.model.snapshots.Unit.BYTES, s.bytesRead(), "export", e.name());
+            m.counter("phost_nbd_written_bytes", "Bytes written over NBD", io.prometheus.metrics.model.snapshots.Unit.BYTES, s.bytesWritten(), "export", e.name());
         }
     }
 

@@ -26,6 +26,9 @@ import java.util.concurrent.CompletableFuture;
  * partitions in parallel so SIGTERM completes within the appliance's 5 s promise.
  */
 public final class PartitionsComponent implements Component {
+    private static final List<String> PARTITION_STATES =
+        java.util.Arrays.stream(io.phost.core.partition.PartitionState.values()).map(Enum::name).toList();
+
     private static final Logger LOG = System.getLogger("phost.partitions");
     /** Graceful-stop budget per partition; partitions stop in parallel. */
     static final Duration STOP_GRACE = Duration.ofMillis(2500);
@@ -105,9 +108,9 @@ public final class PartitionsComponent implements Component {
     @Override
     public void metrics(Metrics m) {
         for (PartitionStatus s : host.status()) {
-            m.gauge("phost_partition_running", "1 while the partition is running", s.state().name().equals("RUNNING") ? 1 : 0,
-                "partition", s.name(), "state", s.state().name());
-            m.counter("phost_partition_faults_total", "Guest faults recorded for the partition", s.faultCount(), "partition", s.name());
+            m.state("phost_partition_state", "Lifecycle state of the partition", PARTITION_STATES, s.state().name(),
+                "partition", s.name());
+            m.counter("phost_partition_faults", "Guest faults recorded for the partition", s.faultCount(), "partition", s.name());
             m.gauge("phost_partition_channels", "Open VMBus channels of the partition", s.channels(), "partition", s.name());
         }
     }
