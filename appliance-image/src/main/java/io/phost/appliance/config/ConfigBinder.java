@@ -73,7 +73,7 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         Map<String, Defined<DiskConfig>> disks = new LinkedHashMap<>();
         for (TomlNode n : root.tables("disk")) {
-            DiskConfig d = disk(n, policies.keySet());
+            DiskConfig d = disk(n, policies.keySet(), host);
             String name = n.string("name");
             if (name != null && unique(disks, name, n, "disk")) {
                 disks.put(name, new Defined<>(d, n));
@@ -199,7 +199,7 @@ final class ConfigBinder implements TomlNode.Errors {
                 }
                 e.setValue(new Defined<>(new DiskConfig(disk.name(), disk.path(), disk.format(),
                     new Create(own.type(), own.size(), own.blockSize(), parent.logicalSector(), physical),
-                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport()), d.node()));
+                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport(), disk.vhostUser()), d.node()));
             }
         }
     }
@@ -365,7 +365,7 @@ final class ConfigBinder implements TomlNode.Errors {
 
     // ---- [[disk]] ----
 
-    private DiskConfig disk(TomlNode n, Set<String> policies) {
+    private DiskConfig disk(TomlNode n, Set<String> policies, HostConfig host) {
         String name = n.string("name");
         String pathText = n.string("path");
         Path path = pathText == null ? null : path(n, "path", pathText);
@@ -383,6 +383,15 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean readOnly = n.bool("read_only");
         String ioEngine = n.word("io_engine");
         Boolean nbdExport = n.bool("nbd_export");
+        Boolean vhostUser = n.bool("vhost_user");
+        if (Boolean.TRUE.equals(vhostUser) && name != null && host != null && host.dataDir() != null && !host.dataDirIsPlaceholder()) {
+            Path sock = DiskConfig.vhostUserSocket(host.dataDir(), name);
+            if (sock.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8).length > MAX_SOCKET_PATH) {
+                n.error("vhost_user", Reason.INVALID_VALUE, "the socket path " + sock + " is longer than " + MAX_SOCKET_PATH
+                    + " bytes (a Unix socket limit); use a shorter data_dir or disk name");
+                vhostUser = null;
+            }
+        }
         TomlNode createNode = n.table("create");
         Create create = null;
         boolean createOk = true;
@@ -412,10 +421,10 @@ final class ConfigBinder implements TomlNode.Errors {
             parent = null;
         }
         if (name == null || path == null || format == null || readOnly == null || ioEngine == null || nbdExport == null
-            || !createOk) {
+            || vhostUser == null || !createOk) {
             return null;
         }
-        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine, nbdExport);
+        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine, nbdExport, vhostUser);
     }
 
     private Create create(TomlNode c, TomlNode disk, DiskFormat format, String parent) {
@@ -695,6 +704,12 @@ final class ConfigBinder implements TomlNode.Errors {
             }
             if (!attachedHere.add(diskName)) {
                 a.error("disk", Reason.DUPLICATE, "disk '" + diskName + "' is attached to this partition twice");
+                ok = false;
+                continue;
+            }
+            if (d.value() != null && !d.value().readOnly() && d.value().vhostUser()) {
+                a.error("disk", Reason.CONFLICT, "disk '" + diskName + "' is exported writable over vhost-user (a VM's "
+                    + "disk); only read_only disks can also be attached to a partition");
                 ok = false;
                 continue;
             }

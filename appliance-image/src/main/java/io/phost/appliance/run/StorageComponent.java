@@ -68,7 +68,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
     }
 
     /** Flows on one file system share its capacity estimate: the device id is the file store's name. */
-    private static String deviceOf(Path path) {
+    static String deviceOf(Path path) {
         try {
             return Files.getFileStore(path).name();
         } catch (IOException e) {
@@ -76,7 +76,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
         }
     }
 
-    private static IoEngines.Kind engine(String configured) {
+    static IoEngines.Kind engine(String configured) {
         return switch (configured == null ? "auto" : configured) {
             case "io_uring" -> IoEngines.Kind.IO_URING;
             case "threads" -> IoEngines.Kind.THREADS;
