@@ -11,7 +11,7 @@ import java.util.List;
  * <pre>
  *  qemu-system-x86_64 -name NAME,process=phost-NAME -no-user-config -nodefaults -display none
  *    -sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny
- *    -machine q35,accel=tcg,memory-backend=ram0   -accel tcg,tb-size=64 (TCG only)   -cpu max|host
+ *    -machine q35,memory-backend=ram0   -accel kvm | -accel tcg,tb-size=64   -cpu host|max
  *    -smp N -m M -object memory-backend-memfd,id=ram0,size=M,share=on    guest RAM visible to the backends
  *    -qmp unix:SOCK,server=on,wait=off   -chardev stdio,id=console0,signal=off -serial chardev:console0
  *    -kernel K -initrd I -append CMDLINE | -bios OVMF.fd (uefi) | SeaBIOS (bios, QEMU's default)
@@ -45,10 +45,8 @@ public final class QemuCommandLine {
         a.add("-nodefaults");
         add(a, "-display", "none");
         add(a, "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
-        add(a, "-machine", spec.machine().qemuName + ",accel=" + accel.type().qemuName + ",memory-backend=ram0");
-        if (!kvm) {
-            add(a, "-accel", "tcg,tb-size=" + TCG_TB_SIZE_MIB);
-        }
+        add(a, "-machine", spec.machine().qemuName + ",memory-backend=ram0");
+        add(a, "-accel", kvm ? "kvm" : "tcg,tb-size=" + TCG_TB_SIZE_MIB); // QEMU refuses -accel with -machine accel=
         add(a, "-cpu", kvm ? "host" : "max");
         add(a, "-smp", Integer.toString(spec.vcpus()));
         add(a, "-m", mib + "M");

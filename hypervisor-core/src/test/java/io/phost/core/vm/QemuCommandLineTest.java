@@ -62,12 +62,11 @@ class QemuCommandLineTest {
     @Test
     void shouldUseTcgWithABoundedTranslationCacheWithoutKvm() {
         List<String> tcg = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), TCG, QMP);
-        assertTrue(after(tcg, "-machine").startsWith("q35,accel=tcg,"));
+        assertEquals("q35,memory-backend=ram0", after(tcg, "-machine"));
         assertEquals("tcg,tb-size=64", after(tcg, "-accel"));
         assertEquals("max", after(tcg, "-cpu"));
         List<String> kvm = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), KVM, QMP);
-        assertTrue(after(kvm, "-machine").startsWith("q35,accel=kvm,"));
-        assertFalse(kvm.contains("-accel"));
+        assertEquals("kvm", after(kvm, "-accel"));
         assertEquals("host", after(kvm, "-cpu"));
     }
 
