@@ -72,7 +72,7 @@ public final class QemuCommandLine {
             }
         }
         boolean firstDisk = spec.boot() instanceof BootSource.Firmware;
-        for (VhostUserDevice d : spec.devices()) {
+        for (VmDevice d : spec.devices()) {
             add(a, "-chardev", "socket,id=" + d.id() + ",path=" + QemuValues.escape(d.socket().toString()));
             switch (d.type()) {
                 case BLK -> {

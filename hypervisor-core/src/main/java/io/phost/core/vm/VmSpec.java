@@ -15,7 +15,7 @@ import java.util.List;
  * @param stopTimeout how long a graceful stop waits for the guest to power off before QEMU is killed
  */
 public record VmSpec(String name, int vcpus, long memoryBytes, Machine machine, BootSource boot,
-                     List<VhostUserDevice> devices, CrashPolicy onCrash, Duration stopTimeout) {
+                     List<VmDevice> devices, CrashPolicy onCrash, Duration stopTimeout) {
     public static final long MIB = 1L << 20;
 
     /** QEMU machine types we build command lines for. */
@@ -47,14 +47,14 @@ public record VmSpec(String name, int vcpus, long memoryBytes, Machine machine, 
         }
         devices = List.copyOf(devices);
         java.util.Set<String> ids = new java.util.HashSet<>();
-        for (VhostUserDevice d : devices) {
+        for (VmDevice d : devices) {
             if (!ids.add(d.id())) {
                 throw new IllegalArgumentException("partition " + name + ": device id " + d.id() + " used twice");
             }
         }
     }
 
-    public VmSpec withDevices(List<VhostUserDevice> d) {
+    public VmSpec withDevices(List<VmDevice> d) {
         return new VmSpec(name, vcpus, memoryBytes, machine, boot, d, onCrash, stopTimeout);
     }
 

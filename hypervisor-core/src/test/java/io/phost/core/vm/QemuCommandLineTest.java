@@ -12,7 +12,7 @@ class QemuCommandLineTest {
     private static final Accelerator KVM = new Accelerator(Accelerator.Type.KVM, "test");
     private static final Path QMP = Path.of("/run/phost/vm1.qmp");
 
-    private static VmSpec spec(BootSource boot, List<VhostUserDevice> devices) {
+    private static VmSpec spec(BootSource boot, List<VmDevice> devices) {
         return new VmSpec("vm1", 2, 256L << 20, VmSpec.Machine.Q35, boot, devices, VmSpec.CrashPolicy.RESTART,
             Duration.ofSeconds(30));
     }
@@ -87,13 +87,13 @@ class QemuCommandLineTest {
     @Test
     void shouldRejectRelativeAndControlCharacterPaths() {
         assertThrows(IllegalArgumentException.class, () -> new BootSource.Kernel(Path.of("vmlinuz"), null, ""));
-        assertThrows(IllegalArgumentException.class, () -> VhostUserDevice.blk("d0", Path.of("/tmp/a\u0001b"), 1));
-        assertThrows(IllegalArgumentException.class, () -> VhostUserDevice.blk("d0,x=y", Path.of("/tmp/s"), 1));
+        assertThrows(IllegalArgumentException.class, () -> VmDevice.blk("d0", Path.of("/tmp/a\u0001b"), 1));
+        assertThrows(IllegalArgumentException.class, () -> VmDevice.blk("d0,x=y", Path.of("/tmp/s"), 1));
     }
 
     @Test
     void shouldDoubleCommasInSocketPathsSoTheyCannotAddOptions() {
-        VhostUserDevice d = VhostUserDevice.blk("disk0", Path.of("/tmp/a,server=on/d.sock"), 2);
+        VmDevice d = VmDevice.blk("disk0", Path.of("/tmp/a,server=on/d.sock"), 2);
         List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of(d)), TCG, Path.of("/tmp/x,y/q.sock"));
         assertTrue(valuesOf(a, "-chardev").contains("socket,id=disk0,path=/tmp/a,,server=on/d.sock"), a.toString());
         assertEquals("unix:/tmp/x,,y/q.sock,server=on,wait=off", after(a, "-qmp"));
@@ -101,9 +101,9 @@ class QemuCommandLineTest {
 
     @Test
     void shouldServeDisksAndNicsOnVhostUserOnly() {
-        List<VhostUserDevice> devs = List.of(VhostUserDevice.blk("disk0", Path.of("/s/d0"), 2),
-            new VhostUserDevice("scsi0", VhostUserDevice.Type.SCSI, Path.of("/s/c0"), 1, null),
-            new VhostUserDevice("nic0", VhostUserDevice.Type.NET, Path.of("/s/n0"), 1, "02:50:48:00:00:01"));
+        List<VmDevice> devs = List.of(VmDevice.blk("disk0", Path.of("/s/d0"), 2),
+            new VmDevice("scsi0", VmDevice.Type.SCSI, Path.of("/s/c0"), 1, null),
+            new VmDevice("nic0", VmDevice.Type.NET, Path.of("/s/n0"), 1, "02:50:48:00:00:01"));
         List<String> a = QemuCommandLine.build("qemu", spec(new BootSource.Firmware(BootSource.Firmware.Type.BIOS), devs), TCG, QMP);
         List<String> devices = valuesOf(a, "-device");
         assertEquals(List.of("vhost-user-blk-pci,id=disk0-dev,chardev=disk0,num-queues=2,bootindex=0",

@@ -11,10 +11,10 @@ import java.nio.file.Path;
  * @param queues virtqueues (blk, scsi) or queue pairs (net); 1..64
  * @param mac    the NIC's MAC (net only, else null)
  */
-public record VhostUserDevice(String id, Type type, Path socket, int queues, String mac) {
+public record VmDevice(String id, Type type, Path socket, int queues, String mac) {
     public enum Type { BLK, SCSI, NET }
 
-    public VhostUserDevice {
+    public VmDevice {
         QemuValues.requireId("device id", id);
         QemuValues.requirePath("vhost-user socket", socket);
         if (queues < 1 || queues > 64) {
@@ -28,7 +28,7 @@ public record VhostUserDevice(String id, Type type, Path socket, int queues, Str
         }
     }
 
-    public static VhostUserDevice blk(String id, Path socket, int queues) {
-        return new VhostUserDevice(id, Type.BLK, socket, queues, null);
+    public static VmDevice blk(String id, Path socket, int queues) {
+        return new VmDevice(id, Type.BLK, socket, queues, null);
     }
 }
