@@ -25,6 +25,9 @@ public final class Fd {
         java.lang.foreign.Linker.Option.captureCallState("errno"), java.lang.foreign.Linker.Option.firstVariadicArg(2));
 
     public static final int SEEK_END = 2;
+    public static final int F_GETFL = 3;
+    public static final int F_SETFL = 4;
+    public static final int O_NONBLOCK = 0x800;
     public static final int F_DUPFD_CLOEXEC = 1030;
     public static final int F_ADD_SEALS = 1033;
     public static final int F_GET_SEALS = 1034;
@@ -108,6 +111,17 @@ public final class Fd {
             return Native.check((int) FCNTL.invokeExact(Native.errnoState(), fd, cmd, arg), "fcntl(" + fd + ", " + cmd + ")");
         } catch (Throwable t) {
             throw Native.rethrow(t);
+        }
+    }
+
+    /**
+     * Makes {@code fd} non-blocking (F_SETFL O_NONBLOCK): a descriptor received from an untrusted peer
+     * (a vhost-user kick or call "eventfd" that may be a pipe or a socket) can then never block our reader.
+     */
+    public static void setNonBlocking(int fd) {
+        int flags = fcntl(fd, F_GETFL, 0);
+        if ((flags & O_NONBLOCK) == 0) {
+            fcntl(fd, F_SETFL, flags | O_NONBLOCK);
         }
     }
 

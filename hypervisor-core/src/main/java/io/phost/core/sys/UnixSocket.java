@@ -50,6 +50,7 @@ public final class UnixSocket implements AutoCloseable {
         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT));
 
     public static final int AF_UNIX = 1;
+    public static final int SOCK_STREAM = 1;
     public static final int SOCK_SEQPACKET = 5;
     public static final int SOCK_CLOEXEC = 0x80000;
     public static final int SOCK_NONBLOCK = 0x800;
@@ -88,7 +89,24 @@ public final class UnixSocket implements AutoCloseable {
 
     /** A listening SOCK_SEQPACKET socket bound at {@code path} (which must not exist). */
     public static UnixSocket listen(Path path, int backlog) {
-        UnixSocket s = new UnixSocket(newSocket());
+        return listen(path, backlog, SOCK_SEQPACKET);
+    }
+
+    /**
+     * A listening SOCK_STREAM socket bound at {@code path} (vhost-user's transport: QEMU connects with a
+     * stream socket, so message boundaries come from the protocol's own headers; see {@link #readFully}).
+     */
+    public static UnixSocket listenStream(Path path, int backlog) {
+        return listen(path, backlog, SOCK_STREAM);
+    }
+
+    /** Connects a SOCK_STREAM socket to {@code path} (a vhost-user front-end, e.g. the test driver). */
+    public static UnixSocket connectStream(Path path) {
+        return connect(path, SOCK_STREAM);
+    }
+
+    private static UnixSocket listen(Path path, int backlog, int type) {
+        UnixSocket s = new UnixSocket(newSocket(type));
         try (Arena a = Arena.ofConfined()) {
             MemorySegment addr = sockaddr(a, path);
             Native.check((int) BIND.invokeExact(Native.errnoState(), s.fd, addr, (int) addr.byteSize()), "bind(" + path + ")");
@@ -102,7 +120,11 @@ public final class UnixSocket implements AutoCloseable {
 
     /** Connects to the SOCK_SEQPACKET socket at {@code path}. */
     public static UnixSocket connect(Path path) {
-        UnixSocket s = new UnixSocket(newSocket());
+        return connect(path, SOCK_SEQPACKET);
+    }
+
+    private static UnixSocket connect(Path path, int type) {
+        UnixSocket s = new UnixSocket(newSocket(type));
         try (Arena a = Arena.ofConfined()) {
             MemorySegment addr = sockaddr(a, path);
             Native.check((int) CONNECT.invokeExact(Native.errnoState(), s.fd, addr, (int) addr.byteSize()), "connect(" + path + ")");
@@ -291,9 +313,47 @@ public final class UnixSocket implements AutoCloseable {
         return closed;
     }
 
-    private static int newSocket() {
+    /**
+     * Stream sockets: reads exactly {@code len} bytes into {@code buf} at {@code offset}, the first chunk
+     * with its SCM_RIGHTS descriptors in {@code fdsOut} (descriptors arriving with later chunks are closed:
+     * a protocol attaches them to the first byte of a message). Waits up to {@code timeoutMillis} for each
+     * chunk (-1 = forever).
+     *
+     * @return {@code len}; 0 when nothing arrived before the timeout; -1 when the peer closed the connection
+     *         before the first byte
+     * @throws NativeException EPIPE (32) when the peer closed mid-message, ETIMEDOUT when a later chunk is late
+     */
+    public long readFully(MemorySegment buf, long offset, long len, int[] fdsOut, int timeoutMillis) {
+        long done = 0;
+        int[] later = null;
+        while (done < len) {
+            int[] into = done == 0 ? fdsOut : (later == null ? later = new int[MAX_FDS] : later);
+            long r = receive(buf.asSlice(offset + done, len - done), into, timeoutMillis);
+            if (into == later) {
+                for (int f : later) {
+                    Fd.close(f);
+                }
+            }
+            if (r == 0) {
+                if (done == 0) {
+                    return 0;
+                }
+                throw new NativeException("recvmsg(" + fd + "): message incomplete after " + done + " of " + len + " bytes", Errno.ETIMEDOUT);
+            }
+            if (r < 0) {
+                if (done == 0) {
+                    return -1;
+                }
+                throw new NativeException("recvmsg(" + fd + "): peer closed after " + done + " of " + len + " bytes", Errno.EPIPE);
+            }
+            done += r;
+        }
+        return done;
+    }
+
+    private static int newSocket(int type) {
         try {
-            return Native.check((int) SOCKET.invokeExact(Native.errnoState(), AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), "socket(AF_UNIX)");
+            return Native.check((int) SOCKET.invokeExact(Native.errnoState(), AF_UNIX, type | SOCK_CLOEXEC, 0), "socket(AF_UNIX)");
         } catch (Throwable t) {
             throw Native.rethrow(t);
         }

@@ -1,0 +1,88 @@
+package io.phost.core.vhost;
+
+/**
+ * One popped descriptor chain, already translated to host addresses and bounds-checked: a reusable
+ * flyweight (one per queue), filled by {@link SplitVirtqueue#tryPop} without allocating.
+ * <pre>
+ *   element:  0 .. readable-1  device-readable (driver → device), then readable .. count-1 device-writable
+ *   a guest buffer that spans two adjacent memory regions becomes two elements
+ * </pre>
+ */
+public final class DescriptorChain {
+    private final long[] address;
+    private final int[] length;
+    private int count;
+    private int readable;
+    private int head;
+    private long readableBytes;
+    private long writableBytes;
+
+    public DescriptorChain(int capacity) {
+        this.address = new long[capacity];
+        this.length = new int[capacity];
+    }
+
+    void reset(int head) {
+        this.head = head;
+        count = 0;
+        readable = 0;
+        readableBytes = 0;
+        writableBytes = 0;
+    }
+
+    /** False when the chain is full. Readable elements must all come before writable ones (checked by the caller). */
+    boolean tryAppend(long hostAddress, int len, boolean writable) {
+        if (count == address.length) {
+            return false;
+        }
+        address[count] = hostAddress;
+        length[count] = len;
+        count++;
+        if (writable) {
+            writableBytes += len;
+        } else {
+            readable++;
+            readableBytes += len;
+        }
+        return true;
+    }
+
+    /** The head descriptor index: the id the used ring reports back. */
+    public int head() {
+        return head;
+    }
+
+    public int count() {
+        return count;
+    }
+
+    public int capacity() {
+        return address.length;
+    }
+
+    /** Elements [0, readableCount) are device-readable; the rest device-writable. */
+    public int readableCount() {
+        return readable;
+    }
+
+    public long readableBytes() {
+        return readableBytes;
+    }
+
+    public long writableBytes() {
+        return writableBytes;
+    }
+
+    /** Host address of element {@code i} (inside a mapped region: checked at pop). */
+    public long address(int i) {
+        return address[i];
+    }
+
+    public int length(int i) {
+        return length[i];
+    }
+
+    public boolean writable(int i) {
+        return i >= readable;
+    }
+}

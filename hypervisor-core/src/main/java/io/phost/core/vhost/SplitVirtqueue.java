@@ -1,0 +1,269 @@
+package io.phost.core.vhost;
+
+import io.phost.core.sys.EventFd;
+
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.VarHandle;
+
+/**
+ * The device side of one split virtqueue (virtio 1.2 §2.7) in guest memory.
+ * <pre>
+ *  descriptor table (16 n)   { le64 addr @0; le32 len @8; le16 flags @12; le16 next @14 }
+ *                            flags: NEXT 1, WRITE 2, INDIRECT 4
+ *  available ring (6 + 2 n)  { le16 flags @0; le16 idx @2; le16 ring[n] @4; le16 used_event @4+2n }
+ *  used ring (6 + 8 n)       { le16 flags @0; le16 idx @2; { le32 id; le32 len } ring[n] @4; le16 avail_event @4+8n }
+ * </pre>
+ * Hostile driver: every index is checked against the queue size, chains are bounded by their table's size
+ * (so a loop ends), indirect tables may not nest, every buffer is translated through {@link GuestMemory}
+ * with overflow-safe bounds, and the avail index may not run ahead by more than the queue size. Any
+ * violation throws {@link VhostUserException}; the queue is then broken until the front-end resets it.
+ *
+ * <p>Single-threaded: the queue's worker pops, pushes and notifies.
+ */
+public final class SplitVirtqueue {
+    public static final int DESC_F_NEXT = 1;
+    public static final int DESC_F_WRITE = 2;
+    public static final int DESC_F_INDIRECT = 4;
+    public static final int AVAIL_F_NO_INTERRUPT = 1;
+    public static final int MAX_SIZE = 32768;
+    static final int DESC_LENGTH = 16;
+
+    private static final ValueLayout.OfShort U16 = ValueLayout.JAVA_SHORT_UNALIGNED;
+    private static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED;
+    private static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED;
+    // SAFETY: addresses read through this segment are ring and table addresses that GuestMemory translated
+    // and bounds-checked when the queue was configured (rings) or the descriptor was read (indirect tables);
+    // each stays inside a region that stays mapped while the queue runs (the backend stops queues first).
+    private static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
+
+    private final int index;
+    private final GuestMemory memory;
+    private final int size;
+    private final int mask;
+    private final long desc;
+    private final long avail;
+    private final long used;
+    private final boolean eventIdx;
+    private final boolean indirect;
+    private final EventFd call;
+    private int lastAvail;
+    private int usedIdx;
+    private int signalledUsed;
+    private boolean signalledValid;
+
+    /**
+     * @param descHost/availHost/usedHost host addresses that {@link #layout} checked
+     * @param call     the call eventfd to signal (null: the driver polls)
+     */
+    SplitVirtqueue(int index, GuestMemory memory, int size, long descHost, long availHost, long usedHost, int base,
+                   boolean eventIdx, boolean indirect, EventFd call) {
+        this.index = index;
+        this.memory = memory;
+        this.size = size;
+        this.mask = size - 1;
+        this.desc = descHost;
+        this.avail = availHost;
+        this.used = usedHost;
+        this.eventIdx = eventIdx;
+        this.indirect = indirect;
+        this.call = call;
+        this.lastAvail = base & 0xFFFF;
+        this.usedIdx = base & 0xFFFF;
+    }
+
+    /**
+     * Checks a queue size and the three ring addresses (front-end user addresses) and returns their host
+     * addresses {desc, avail, used}.
+     */
+    static long[] layout(int index, GuestMemory memory, int size, long descUser, long availUser, long usedUser) {
+        checkSize(index, size);
+        checkAlign(index, "descriptor table", descUser, 16);
+        checkAlign(index, "available ring", availUser, 2);
+        checkAlign(index, "used ring", usedUser, 4);
+        long d = memory.translateUser(descUser, (long) DESC_LENGTH * size);
+        long a = memory.translateUser(availUser, 6L + 2L * size);
+        long u = memory.translateUser(usedUser, 6L + 8L * size);
+        if (d < 0 || a < 0 || u < 0) {
+            throw new VhostUserException(VhostUserException.Reason.ADDRESS_NOT_MAPPED,
+                "queue " + index + " size " + size + ": " + (d < 0 ? "descriptor table at 0x" + Long.toHexString(descUser)
+                    : a < 0 ? "available ring at 0x" + Long.toHexString(availUser) : "used ring at 0x" + Long.toHexString(usedUser))
+                    + " is not inside the memory table");
+        }
+        return new long[] {d, a, u};
+    }
+
+    static void checkSize(int index, int size) {
+        if (size <= 0 || size > MAX_SIZE || Integer.bitCount(size) != 1) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_QUEUE_SIZE,
+                "queue " + index + " size " + Integer.toUnsignedString(size) + ": must be a power of two from 1 to " + MAX_SIZE);
+        }
+    }
+
+    private static void checkAlign(int index, String what, long addr, int align) {
+        if ((addr & (align - 1)) != 0) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_ALIGNMENT,
+                "queue " + index + " " + what + " at 0x" + Long.toHexString(addr) + " is not " + align + "-byte aligned");
+        }
+    }
+
+    public int index() {
+        return index;
+    }
+
+    public int size() {
+        return size;
+    }
+
+    /** The next avail index the device will read (GET_VRING_BASE reports it). */
+    public int lastAvailIndex() {
+        return lastAvail;
+    }
+
+    public int usedIndex() {
+        return usedIdx;
+    }
+
+    /**
+     * Pops the next available chain into {@code chain}; returns false when the ring is empty. With
+     * EVENT_IDX an empty ring first publishes avail_event (so the driver kicks on its next request) and
+     * looks once more, closing the race with a request made in between.
+     */
+    public boolean tryPop(DescriptorChain chain) {
+        int availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
+        if (availIdx == lastAvail) {
+            if (!eventIdx) {
+                return false;
+            }
+            EVERYTHING.set(U16, used + 4 + 8L * size, (short) lastAvail);
+            VarHandle.fullFence(); // StoreLoad: publish avail_event before re-reading avail.idx (else a kick is lost)
+            availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
+            if (availIdx == lastAvail) {
+                return false;
+            }
+        }
+        int pending = (availIdx - lastAvail) & 0xFFFF;
+        if (pending > size) {
+            throw new VhostUserException(VhostUserException.Reason.AVAIL_INDEX_JUMP,
+                "queue " + index + ": avail.idx " + availIdx + " is " + pending + " ahead of " + lastAvail + ", queue size " + size);
+        }
+        VarHandle.acquireFence(); // LoadLoad: read ring entries and descriptors only after avail.idx
+        int head = EVERYTHING.get(U16, avail + 4 + 2L * (lastAvail & mask)) & 0xFFFF;
+        lastAvail = (lastAvail + 1) & 0xFFFF;
+        walk(chain, head);
+        return true;
+    }
+
+    private void walk(DescriptorChain chain, int head) {
+        if (head >= size) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_INDEX,
+                "queue " + index + ": head " + head + " >= queue size " + size);
+        }
+        chain.reset(head);
+        long table = desc;
+        int tableSize = size;
+        boolean inIndirect = false;
+        int i = head;
+        int steps = 0;
+        while (true) {
+            if (++steps > tableSize) {
+                throw new VhostUserException(VhostUserException.Reason.CHAIN_TOO_LONG,
+                    "queue " + index + " head " + head + ": chain longer than its " + (inIndirect ? "indirect " : "") + "table of " + tableSize + " (a loop)");
+            }
+            long d = table + (long) DESC_LENGTH * i;
+            long addr = EVERYTHING.get(U64, d);
+            long len = EVERYTHING.get(U32, d + 8) & 0xFFFFFFFFL;
+            int flags = EVERYTHING.get(U16, d + 12) & 0xFFFF;
+            int next = EVERYTHING.get(U16, d + 14) & 0xFFFF;
+            if ((flags & DESC_F_INDIRECT) != 0) {
+                if (!indirect || inIndirect || chain.count() > 0 || (flags & DESC_F_NEXT) != 0 || len == 0
+                    || len % DESC_LENGTH != 0 || len / DESC_LENGTH > MAX_SIZE) {
+                    throw new VhostUserException(VhostUserException.Reason.BAD_INDIRECT,
+                        "queue " + index + " head " + head + " descriptor " + i + ": indirect table of " + len + " bytes"
+                            + (!indirect ? " (INDIRECT_DESC not negotiated)" : inIndirect ? " inside an indirect table" : " not alone, not a multiple of 16 or too big"));
+                }
+                long host = memory.translateGpa(addr, len);
+                if (host < 0) {
+                    throw notMapped(head, i, addr, len);
+                }
+                table = host;
+                tableSize = (int) (len / DESC_LENGTH);
+                inIndirect = true;
+                i = 0;
+                steps = 0;
+                continue;
+            }
+            boolean write = (flags & DESC_F_WRITE) != 0;
+            if (!write && chain.writableBytes() > 0) {
+                throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_ORDER,
+                    "queue " + index + " head " + head + " descriptor " + i + ": device-readable after device-writable");
+            }
+            append(chain, head, i, addr, len, write);
+            if ((flags & DESC_F_NEXT) == 0) {
+                return;
+            }
+            if (next >= tableSize) {
+                throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_INDEX,
+                    "queue " + index + " head " + head + " descriptor " + i + ": next " + next + " >= table size " + tableSize);
+            }
+            i = next;
+        }
+    }
+
+    /** Translates [addr, addr+len) region by region (a buffer may span adjacent regions). */
+    private void append(DescriptorChain chain, int head, int i, long addr, long len, boolean write) {
+        long gpa = addr;
+        long left = len;
+        while (left > 0) {
+            int r = memory.regionOfGpa(gpa);
+            if (r < 0) {
+                throw notMapped(head, i, addr, len);
+            }
+            long n = Math.min(left, memory.bytesToEnd(r, gpa));
+            if (!chain.tryAppend(memory.hostOfGpa(r, gpa), (int) n, write)) {
+                throw new VhostUserException(VhostUserException.Reason.CHAIN_TOO_LONG,
+                    "queue " + index + " head " + head + ": more than " + chain.capacity() + " buffers");
+            }
+            gpa += n; // stays below the region's end, itself below 2^63
+            left -= n;
+        }
+    }
+
+    private VhostUserException notMapped(int head, int i, long addr, long len) {
+        return new VhostUserException(VhostUserException.Reason.ADDRESS_NOT_MAPPED,
+            "queue " + index + " head " + head + " descriptor " + i + ": guest range [0x" + Long.toHexString(addr)
+                + ", +0x" + Long.toHexString(len) + ") is not inside the memory table");
+    }
+
+    /** Returns chain {@code head} to the driver with {@code written} bytes written into its buffers. */
+    public void pushUsed(int head, int written) {
+        long e = used + 4 + 8L * (usedIdx & mask);
+        EVERYTHING.set(U32, e, head);
+        EVERYTHING.set(U32, e + 4, written);
+        usedIdx = (usedIdx + 1) & 0xFFFF;
+        VarHandle.releaseFence(); // StoreStore: the element must be visible before used.idx covers it
+        EVERYTHING.set(U16, used + 2, (short) usedIdx);
+    }
+
+    /**
+     * Signals the call eventfd if the driver wants an interrupt for the used entries pushed since the last
+     * call: with EVENT_IDX when used_event falls in (old, new]; else unless avail.flags has NO_INTERRUPT.
+     */
+    public void notifyIfNeeded() {
+        VarHandle.fullFence(); // StoreLoad: used.idx must be visible before we read the driver's suppression
+        boolean need;
+        if (eventIdx) {
+            int event = EVERYTHING.get(U16, avail + 4 + 2L * size) & 0xFFFF;
+            int old = signalledUsed;
+            boolean valid = signalledValid;
+            signalledUsed = usedIdx;
+            signalledValid = true;
+            need = !valid || ((usedIdx - event - 1) & 0xFFFF) < ((usedIdx - old) & 0xFFFF);
+        } else {
+            need = (EVERYTHING.get(U16, avail) & AVAIL_F_NO_INTERRUPT) == 0;
+        }
+        if (need && call != null) {
+            call.signal();
+        }
+    }
+}

@@ -1,0 +1,29 @@
+package io.phost.core.vhost;
+
+import java.lang.foreign.MemorySegment;
+
+/**
+ * A virtio device served over vhost-user (blk, scsi, net): states its features, queues and config space,
+ * and handles each started queue. The transport ({@link VhostUserBackend}) owns the protocol, the memory
+ * table, the rings and the threads; a device never sees a message.
+ */
+public interface VhostUserDevice {
+    /** Device-specific virtio feature bits (the transport adds VERSION_1, INDIRECT_DESC, EVENT_IDX). */
+    long features();
+
+    /** Queues the device can serve (GET_QUEUE_NUM; QEMU's vhost-user-blk-pci asks for one per vCPU). */
+    int maxQueues();
+
+    /**
+     * Writes the device's config space (little-endian, virtio layout) into {@code dst}, at most
+     * {@code dst.byteSize()} bytes; returns the config space's full length.
+     */
+    int readConfig(MemorySegment dst);
+
+    /** A handler for queue {@code index} about to start on the queue's worker thread. */
+    VirtqueueHandler openQueue(int index);
+
+    /** Called with the negotiated virtio features (SET_FEATURES). */
+    default void featuresAcked(long features) {
+    }
+}

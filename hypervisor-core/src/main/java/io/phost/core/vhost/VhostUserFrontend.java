@@ -1,0 +1,425 @@
+package io.phost.core.vhost;
+
+import io.phost.core.sys.EventFd;
+import io.phost.core.sys.Fd;
+import io.phost.core.sys.SharedMemory;
+import io.phost.core.sys.UnixSocket;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.lang.invoke.VarHandle;
+import java.nio.file.Path;
+
+import static io.phost.core.vhost.VhostUserDescriptor.*;
+
+/**
+ * A minimal vhost-user front-end, standing in for QEMU in tests and in {@code phost bench vhost}: guest
+ * memory is a memfd it maps itself and hands to the back-end (one region at guest-physical
+ * {@link #GPA_BASE}), and it drives split virtqueues as a virtio driver would, with kick and call eventfds.
+ * <pre>
+ *   try (VhostUserFrontend f = VhostUserFrontend.connect(sock, 64 << 20)) {
+ *       f.negotiate(wantedFeatures);
+ *       VhostUserFrontend.Queue q = f.startQueue(0, 128);
+ *       long buf = f.alloc(4096, 4096);               // a guest-physical address
+ *       int head = q.add(new long[] {hdr, buf, st}, new int[] {16, 4096, 1}, new boolean[] {false, true, true});
+ *       q.kick();  q.awaitUsed(1000)  -> used id/len
+ *   }
+ * </pre>
+ * Not thread-safe; one thread drives it. Allocation is fine here: this is the test-side driver.
+ */
+public final class VhostUserFrontend implements AutoCloseable {
+    /** Guest-physical base of the one memory region (not 0, so a mix-up with offsets shows). */
+    public static final long GPA_BASE = 0x4000_0000L;
+    private static final ValueLayout.OfShort U16 = ValueLayout.JAVA_SHORT_UNALIGNED;
+    private static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED;
+    private static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED;
+
+    private final UnixSocket socket;
+    private final int memFd;
+    private final MemorySegment memory;
+    private final MemorySegment out = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
+    private final MemorySegment in = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
+    private long next;
+    private long features;
+    private long protocolFeatures;
+
+    private VhostUserFrontend(UnixSocket socket, int memFd, MemorySegment memory) {
+        this.socket = socket;
+        this.memFd = memFd;
+        this.memory = memory;
+        this.next = 4096;
+    }
+
+    /** Connects to a back-end's socket with {@code memorySize} bytes of fresh guest memory. */
+    public static VhostUserFrontend connect(Path socketPath, long memorySize) {
+        int fd = SharedMemory.createUnsealed("phost-vhost-guest", memorySize);
+        MemorySegment m = SharedMemory.mapShared(fd, 0, memorySize);
+        UnixSocket s;
+        try {
+            s = UnixSocket.connectStream(socketPath);
+        } catch (RuntimeException e) {
+            SharedMemory.unmap(m);
+            Fd.close(fd);
+            throw e;
+        }
+        return new VhostUserFrontend(s, fd, m);
+    }
+
+    /** The guest memory as this front-end maps it (offset 0 = {@link #GPA_BASE}). */
+    public MemorySegment memory() {
+        return memory;
+    }
+
+    /** A view of guest-physical [gpa, gpa+len). */
+    public MemorySegment at(long gpa, long len) {
+        return memory.asSlice(gpa - GPA_BASE, len);
+    }
+
+    /** Allocates guest memory (bump allocator); returns its guest-physical address. */
+    public long alloc(long size, long align) {
+        long at = (next + align - 1) & -align;
+        if (at + size > memory.byteSize()) {
+            throw new IllegalStateException("test guest memory exhausted");
+        }
+        next = at + size;
+        return GPA_BASE + at;
+    }
+
+    /** The front-end's user address of a guest-physical address (what QEMU puts in SET_VRING_ADDR). */
+    public long userAddress(long gpa) {
+        return memory.address() + (gpa - GPA_BASE);
+    }
+
+    // ---- messages ----
+
+    /** Sends a request with a payload of {@code size} bytes already written by {@code payload}; returns nothing. */
+    public void send(VhostUserRequest req, int flags, MemorySegment payload, int... fds) {
+        int size = payload == null ? 0 : (int) payload.byteSize();
+        out.set(U32, REQUEST_OFFSET, req.code);
+        out.set(U32, FLAGS_OFFSET, VERSION | flags);
+        out.set(U32, SIZE_OFFSET, size);
+        if (size > 0) {
+            MemorySegment.copy(payload, 0, out, HEADER_LENGTH, size);
+        }
+        socket.send(out, HEADER_LENGTH + size, fds);
+    }
+
+    /** Sends raw bytes (hostile tests). */
+    public void sendRaw(byte[] bytes, int... fds) {
+        MemorySegment.copy(MemorySegment.ofArray(bytes), 0, out, 0, bytes.length);
+        socket.send(out, bytes.length, fds);
+    }
+
+    /** Reads one reply; returns its payload (a view valid until the next call). Throws when the back-end hung up. */
+    public MemorySegment reply(VhostUserRequest expected, int timeoutMillis) {
+        int[] fds = new int[UnixSocket.MAX_FDS];
+        long r = socket.readFully(in, 0, HEADER_LENGTH, fds, timeoutMillis);
+        if (r <= 0) {
+            throw new IllegalStateException(r == 0 ? "no reply to " + expected + " within " + timeoutMillis + " ms" : "back-end closed the connection (" + expected + ")");
+        }
+        int code = in.get(U32, 0);
+        int flags = in.get(U32, 4);
+        int size = in.get(U32, 8);
+        if (code != expected.code || (flags & FLAG_REPLY) == 0 || size < 0 || size > MAX_PAYLOAD) {
+            throw new IllegalStateException("bad reply to " + expected + ": code " + code + " flags " + flags + " size " + size);
+        }
+        if (size > 0 && socket.readFully(in, HEADER_LENGTH, size, fds, timeoutMillis) <= 0) {
+            throw new IllegalStateException("reply payload missing");
+        }
+        return in.asSlice(HEADER_LENGTH, size);
+    }
+
+    /** True when the back-end closed the connection within {@code timeoutMillis} (after a hostile message). */
+    public boolean awaitHangUp(int timeoutMillis) {
+        int[] fds = new int[UnixSocket.MAX_FDS];
+        try {
+            return socket.readFully(in, 0, HEADER_LENGTH, fds, timeoutMillis) < 0;
+        } catch (RuntimeException e) {
+            return true;
+        }
+    }
+
+    private static MemorySegment u64(long v) {
+        MemorySegment s = MemorySegment.ofArray(new byte[8]);
+        s.set(U64, 0, v);
+        return s;
+    }
+
+    private static MemorySegment u32s(int... v) {
+        MemorySegment s = MemorySegment.ofArray(new byte[4 * v.length]);
+        for (int i = 0; i < v.length; i++) {
+            s.set(U32, 4L * i, v[i]);
+        }
+        return s;
+    }
+
+    public long getU64(VhostUserRequest req) {
+        send(req, 0, null);
+        return reply(req, 5_000).get(U64, 0);
+    }
+
+    /** Sends {@code req} with a u64 and, when REPLY_ACK was negotiated, waits for the ack (0 = success). */
+    public long setU64(VhostUserRequest req, long v, int... fds) {
+        boolean ack = (protocolFeatures & (1L << PF_REPLY_ACK)) != 0;
+        send(req, ack ? FLAG_NEED_REPLY : 0, u64(v), fds);
+        return ack ? reply(req, 5_000).get(U64, 0) : 0;
+    }
+
+    private void setState(VhostUserRequest req, int index, int num) {
+        boolean ack = (protocolFeatures & (1L << PF_REPLY_ACK)) != 0;
+        send(req, ack ? FLAG_NEED_REPLY : 0, u32s(index, num));
+        if (ack && reply(req, 5_000).get(U64, 0) != 0) {
+            throw new IllegalStateException(req + " refused");
+        }
+    }
+
+    /**
+     * SET_OWNER, features ({@code wanted} ∩ offered, plus PROTOCOL_FEATURES), protocol features (all
+     * offered) and the memory table. Returns the negotiated virtio features.
+     */
+    public long negotiate(long wanted) {
+        send(VhostUserRequest.SET_OWNER, 0, null);
+        long offered = getU64(VhostUserRequest.GET_FEATURES);
+        features = offered & (wanted | (1L << F_PROTOCOL_FEATURES));
+        setU64(VhostUserRequest.SET_FEATURES, features);
+        if ((features & (1L << F_PROTOCOL_FEATURES)) != 0) {
+            long pf = getU64(VhostUserRequest.GET_PROTOCOL_FEATURES);
+            setU64(VhostUserRequest.SET_PROTOCOL_FEATURES, pf);
+            protocolFeatures = pf;
+        }
+        setMemTable();
+        return features;
+    }
+
+    public long features() {
+        return features;
+    }
+
+    /** SET_MEM_TABLE: the whole memfd as one region at {@link #GPA_BASE}. */
+    public void setMemTable() {
+        MemorySegment p = MemorySegment.ofArray(new byte[MEM_TABLE_HEADER + REGION_LENGTH]);
+        p.set(U32, 0, 1);
+        p.set(U64, MEM_TABLE_HEADER + REGION_GPA_OFFSET, GPA_BASE);
+        p.set(U64, MEM_TABLE_HEADER + REGION_SIZE_OFFSET, memory.byteSize());
+        p.set(U64, MEM_TABLE_HEADER + REGION_UADDR_OFFSET, memory.address());
+        p.set(U64, MEM_TABLE_HEADER + REGION_MMAP_OFFSET, 0);
+        boolean ack = (protocolFeatures & (1L << PF_REPLY_ACK)) != 0;
+        send(VhostUserRequest.SET_MEM_TABLE, ack ? FLAG_NEED_REPLY : 0, p, memFd);
+        if (ack && reply(VhostUserRequest.SET_MEM_TABLE, 5_000).get(U64, 0) != 0) {
+            throw new IllegalStateException("SET_MEM_TABLE refused");
+        }
+    }
+
+    /** GET_CONFIG of {@code size} bytes at 0. */
+    public MemorySegment config(int size) {
+        MemorySegment p = MemorySegment.ofArray(new byte[CONFIG_HEADER + size]);
+        p.set(U32, 4, size);
+        send(VhostUserRequest.GET_CONFIG, 0, p);
+        MemorySegment r = reply(VhostUserRequest.GET_CONFIG, 5_000);
+        MemorySegment copy = MemorySegment.ofArray(new byte[size]);
+        MemorySegment.copy(r, CONFIG_HEADER, copy, 0, size);
+        return copy;
+    }
+
+    /** Sets up queue {@code index} of {@code size} entries in guest memory, with kick and call eventfds, and enables it. */
+    public Queue startQueue(int index, int size) {
+        Queue q = new Queue(index, size);
+        setState(VhostUserRequest.SET_VRING_NUM, index, size);
+        MemorySegment a = MemorySegment.ofArray(new byte[VRING_ADDR_LENGTH]);
+        a.set(U32, 0, index);
+        a.set(U64, 8, userAddress(q.desc));
+        a.set(U64, 16, userAddress(q.used));
+        a.set(U64, 24, userAddress(q.avail));
+        boolean ack = (protocolFeatures & (1L << PF_REPLY_ACK)) != 0;
+        send(VhostUserRequest.SET_VRING_ADDR, ack ? FLAG_NEED_REPLY : 0, a);
+        if (ack) {
+            reply(VhostUserRequest.SET_VRING_ADDR, 5_000);
+        }
+        setState(VhostUserRequest.SET_VRING_BASE, index, 0);
+        setU64(VhostUserRequest.SET_VRING_CALL, index, q.call.fd());
+        setU64(VhostUserRequest.SET_VRING_KICK, index, q.kick.fd());
+        if ((features & (1L << F_PROTOCOL_FEATURES)) != 0) {
+            setState(VhostUserRequest.SET_VRING_ENABLE, index, 1);
+        }
+        return q;
+    }
+
+    /** GET_VRING_BASE: stops the queue; returns the back-end's next avail index. */
+    public int stopQueue(int index) {
+        send(VhostUserRequest.GET_VRING_BASE, 0, u32s(index, 0));
+        return reply(VhostUserRequest.GET_VRING_BASE, 30_000).get(U32, 4);
+    }
+
+    /** A driver-side split virtqueue in this front-end's guest memory. */
+    public final class Queue {
+        public final int index;
+        public final int size;
+        final long desc;
+        final long avail;
+        final long used;
+        final EventFd kick = EventFd.create();
+        final EventFd call = EventFd.create();
+        private final boolean[] busy;
+        private int availIdx;
+        private int lastUsed;
+        private int freeHint;
+
+        Queue(int index, int size) {
+            this.index = index;
+            this.size = size;
+            this.desc = alloc(16L * size, 16);
+            this.avail = alloc(6 + 2L * size, 2);
+            this.used = alloc(6 + 8L * size, 4);
+            this.busy = new boolean[size];
+        }
+
+        /** Guest-physical address of descriptor {@code i} (tests write hostile descriptors there). */
+        public long descriptorAddress(int i) {
+            return desc + 16L * i;
+        }
+
+        public long availAddress() {
+            return avail;
+        }
+
+        public long usedAddress() {
+            return used;
+        }
+
+        /** Writes descriptor {@code i} raw. */
+        public void writeDescriptor(int i, long addr, int len, int flags, int nextIndex) {
+            MemorySegment d = at(desc + 16L * i, 16);
+            d.set(U64, 0, addr);
+            d.set(U32, 8, len);
+            d.set(U16, 12, (short) flags);
+            d.set(U16, 14, (short) nextIndex);
+        }
+
+        /** Puts {@code head} in the avail ring and publishes it (no kick). */
+        public void publish(int head) {
+            at(avail + 4 + 2L * (availIdx % size), 2).set(U16, 0, (short) head);
+            availIdx = (availIdx + 1) & 0xFFFF;
+            VarHandle.releaseFence(); // the ring entry before the index that covers it
+            at(avail + 2, 2).set(U16, 0, (short) availIdx);
+        }
+
+        /** Sets avail.idx raw (hostile tests). */
+        public void setAvailIndex(int idx) {
+            availIdx = idx & 0xFFFF;
+            at(avail + 2, 2).set(U16, 0, (short) availIdx);
+        }
+
+        /**
+         * Adds a chain of direct descriptors (guest-physical addresses, lengths, device-writable flags),
+         * publishes it and returns its head; -1 when too few descriptors are free.
+         */
+        public int add(long[] addrs, int[] lens, boolean[] writable) {
+            int n = addrs.length;
+            int[] ids = new int[n];
+            int found = 0;
+            for (int k = 0; k < size && found < n; k++) {
+                int i = (freeHint + k) % size;
+                if (!busy[i]) {
+                    ids[found++] = i;
+                }
+            }
+            if (found < n) {
+                return -1;
+            }
+            for (int k = 0; k < n; k++) {
+                busy[ids[k]] = true;
+                writeDescriptor(ids[k], addrs[k], lens[k], (writable[k] ? SplitVirtqueue.DESC_F_WRITE : 0)
+                    | (k + 1 < n ? SplitVirtqueue.DESC_F_NEXT : 0), k + 1 < n ? ids[k + 1] : 0);
+            }
+            freeHint = (ids[n - 1] + 1) % size;
+            publish(ids[0]);
+            return ids[0];
+        }
+
+        /** Adds a chain through one indirect table (allocated in guest memory) and publishes it. */
+        public int addIndirect(long[] addrs, int[] lens, boolean[] writable) {
+            int n = addrs.length;
+            long table = alloc(16L * n, 16);
+            MemorySegment t = at(table, 16L * n);
+            for (int k = 0; k < n; k++) {
+                t.set(U64, 16L * k, addrs[k]);
+                t.set(U32, 16L * k + 8, lens[k]);
+                t.set(U16, 16L * k + 12, (short) ((writable[k] ? SplitVirtqueue.DESC_F_WRITE : 0) | (k + 1 < n ? SplitVirtqueue.DESC_F_NEXT : 0)));
+                t.set(U16, 16L * k + 14, (short) (k + 1));
+            }
+            for (int k = 0; k < size; k++) {
+                int i = (freeHint + k) % size;
+                if (!busy[i]) {
+                    busy[i] = true;
+                    writeDescriptor(i, table, 16 * n, SplitVirtqueue.DESC_F_INDIRECT, 0);
+                    freeHint = (i + 1) % size;
+                    publish(i);
+                    return i;
+                }
+            }
+            return -1;
+        }
+
+        public void kick() {
+            kick.signal();
+        }
+
+        /** The back-end's used index as it is now in guest memory. */
+        public int usedIndex() {
+            VarHandle.acquireFence();
+            return at(used + 2, 2).get(U16, 0) & 0xFFFF;
+        }
+
+        /**
+         * Waits up to {@code timeoutMillis} for the next used entry; returns {id, len} and frees the chain's
+         * descriptors, or null on timeout.
+         */
+        public int[] awaitUsed(int timeoutMillis) {
+            long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;
+            while (usedIndex() == lastUsed) {
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    return null;
+                }
+                call.await((int) Math.max(1, Math.min(50, left / 1_000_000L)));
+            }
+            VarHandle.acquireFence(); // the element after the index that covers it
+            MemorySegment e = at(used + 4 + 8L * (lastUsed % size), 8);
+            int id = e.get(U32, 0);
+            int len = e.get(U32, 4);
+            lastUsed = (lastUsed + 1) & 0xFFFF;
+            free(id);
+            return new int[] {id, len};
+        }
+
+        private void free(int head) {
+            int i = head;
+            for (int guard = 0; guard < size && i >= 0 && i < size && busy[i]; guard++) {
+                busy[i] = false;
+                MemorySegment d = at(desc + 16L * i, 16);
+                if ((d.get(U16, 12) & SplitVirtqueue.DESC_F_NEXT) == 0) {
+                    break;
+                }
+                i = d.get(U16, 14) & 0xFFFF;
+            }
+        }
+
+        /** Sets used_event (EVENT_IDX): the driver asks for a call when the used index passes it. */
+        public void setUsedEvent(int v) {
+            at(avail + 4 + 2L * size, 2).set(U16, 0, (short) v);
+        }
+
+        /** Counts calls received so far (drains the call eventfd). */
+        public long drainCalls() {
+            return call.tryConsume();
+        }
+    }
+
+    @Override
+    public void close() {
+        socket.close();
+        SharedMemory.unmap(memory);
+        Fd.close(memFd);
+    }
+}

@@ -1,0 +1,464 @@
+package io.phost.core.vhost;
+
+import io.phost.core.sys.EventFd;
+import io.phost.core.sys.Fd;
+import io.phost.core.sys.NativeException;
+import io.phost.core.sys.UnixSocket;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.function.Consumer;
+
+import static io.phost.core.vhost.VhostUserDescriptor.*;
+
+/**
+ * One front-end connection: reads a message, checks it ({@link VhostUserMessage}), applies it to the
+ * device state (features, memory table, vrings) and replies. Runs on the backend's control thread; queue
+ * workers are started and stopped from here, so memory and ring changes never race a running queue.
+ * Every descriptor received is either adopted or closed before the next message.
+ */
+final class VhostUserSession implements AutoCloseable {
+    private static final int READ_TIMEOUT_MILLIS = 500;
+    private static final int PAYLOAD_TIMEOUT_MILLIS = 5_000;
+
+    private final String name;
+    private final UnixSocket socket;
+    private final VhostUserDevice device;
+    private final Consumer<String> onQueueError;
+    private final MemorySegment in = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
+    private final MemorySegment out = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
+    private final VhostUserMessage msg = new VhostUserMessage(in);
+    private final int[] fds = new int[UnixSocket.MAX_FDS];
+    private final Vring[] rings;
+    private GuestMemory memory = GuestMemory.empty();
+    private long ackedFeatures;
+    private long ackedProtocol;
+    private int status;
+
+    VhostUserSession(String name, UnixSocket socket, VhostUserDevice device, Consumer<String> onQueueError) {
+        this.name = name;
+        this.socket = socket;
+        this.device = device;
+        this.onQueueError = onQueueError;
+        int n = Math.max(1, Math.min(device.maxQueues(), 256));
+        this.rings = new Vring[n];
+        for (int i = 0; i < n; i++) {
+            rings[i] = new Vring(i);
+        }
+    }
+
+    int runningQueues() {
+        int n = 0;
+        for (Vring r : rings) {
+            if (r.running() && r.error == null) {
+                n++;
+            }
+        }
+        return n;
+    }
+
+    /** Reads and handles one message; false when the front-end disconnected. */
+    boolean step() {
+        long r = socket.readFully(in, 0, HEADER_LENGTH, fds, READ_TIMEOUT_MILLIS);
+        if (r == 0) {
+            return true;
+        }
+        if (r < 0) {
+            return false;
+        }
+        try {
+            int size = msg.parseHeader();
+            if (size > 0) {
+                int[] extra = new int[UnixSocket.MAX_FDS];
+                long p = socket.readFully(in, HEADER_LENGTH, size, extra, PAYLOAD_TIMEOUT_MILLIS);
+                for (int f : extra) {
+                    Fd.close(f);
+                }
+                if (p <= 0) {
+                    throw new VhostUserException(VhostUserException.Reason.BAD_SIZE,
+                        msg.request() + " announced " + size + " payload bytes that never came");
+                }
+            }
+            int n = 0;
+            while (n < fds.length && fds[n] >= 0) {
+                n++;
+            }
+            msg.checkShape(n);
+            handle(msg.request(), n);
+        } finally {
+            closeUnadopted();
+        }
+        return true;
+    }
+
+    private void closeUnadopted() {
+        for (int i = 0; i < fds.length; i++) {
+            Fd.close(fds[i]);
+            fds[i] = -1;
+        }
+    }
+
+    /** Takes ownership of received descriptor {@code i} (so it is not closed after the message). */
+    private int adopt(int i) {
+        int f = fds[i];
+        fds[i] = -1;
+        return f;
+    }
+
+    private void handle(VhostUserRequest req, int nfds) {
+        switch (req) {
+            case GET_FEATURES -> replyU64(device.features() | TRANSPORT_FEATURES);
+            case SET_FEATURES -> setFeatures(msg.u64(0));
+            case SET_OWNER -> ack();
+            case RESET_OWNER, RESET_DEVICE -> {
+                resetRings();
+                ackedFeatures = 0;
+                status = 0;
+                ack();
+            }
+            case GET_PROTOCOL_FEATURES -> replyU64(PROTOCOL_FEATURES);
+            case SET_PROTOCOL_FEATURES -> {
+                long v = msg.u64(0);
+                if ((v & ~PROTOCOL_FEATURES) != 0) {
+                    throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
+                        "SET_PROTOCOL_FEATURES 0x" + Long.toHexString(v) + " has bits not offered (0x" + Long.toHexString(PROTOCOL_FEATURES) + ")");
+                }
+                ackedProtocol = v;
+                ack();
+            }
+            case GET_QUEUE_NUM -> replyU64(rings.length);
+            case GET_MAX_MEM_SLOTS -> replyU64(MAX_MEM_SLOTS);
+            case SET_MEM_TABLE -> setMemTable(nfds);
+            case ADD_MEM_REG -> addMemRegion();
+            case REM_MEM_REG -> removeMemRegion();
+            case SET_VRING_NUM -> {
+                Vring v = idleRing(msg.u32(0), req);
+                int size = msg.u32(4);
+                SplitVirtqueue.checkSize(v.index, size);
+                v.size = size;
+                ack();
+            }
+            case SET_VRING_ADDR -> {
+                Vring v = idleRing(msg.u32(0), req);
+                v.descUser = msg.u64(8);
+                v.usedUser = msg.u64(16);
+                v.availUser = msg.u64(24);
+                v.addressed = true;
+                ack();
+            }
+            case SET_VRING_BASE -> {
+                Vring v = idleRing(msg.u32(0), req);
+                int base = msg.u32(4);
+                if (Integer.compareUnsigned(base, 0xFFFF) > 0) {
+                    throw new VhostUserException(VhostUserException.Reason.BAD_STATE,
+                        "SET_VRING_BASE queue " + v.index + " base " + Integer.toUnsignedString(base) + " above 65535 (split rings)");
+                }
+                v.base = base;
+                ack();
+            }
+            case GET_VRING_BASE -> {
+                Vring v = ring(msg.u32(0), req);
+                v.stop();
+                v.started = false;
+                Fd.close(v.kickFd);
+                v.kickFd = -1;
+                reply(req, 8, v.index, v.base);
+            }
+            case SET_VRING_KICK -> {
+                Vring v = ring(vringIndex(req), req);
+                int fd = vringFd(req, nfds);
+                v.stop();
+                Fd.close(v.kickFd);
+                v.kickFd = fd;
+                v.started = true;
+                if (!protocolFeaturesNegotiated()) {
+                    v.enabled = true; // without PROTOCOL_FEATURES a ring is enabled as it starts
+                }
+                tryStart(v);
+                ack();
+            }
+            case SET_VRING_CALL -> {
+                Vring v = ring(vringIndex(req), req);
+                int fd = vringFd(req, nfds);
+                boolean wasRunning = v.running();
+                v.stop();
+                if (v.call != null) {
+                    v.call.close();
+                }
+                v.call = fd < 0 ? null : EventFd.adopt(fd);
+                if (wasRunning) {
+                    tryStart(v);
+                }
+                ack();
+            }
+            case SET_VRING_ERR -> {
+                Vring v = ring(vringIndex(req), req);
+                int fd = vringFd(req, nfds);
+                if (v.err != null) {
+                    v.err.close();
+                }
+                v.err = fd < 0 ? null : EventFd.adopt(fd);
+                ack();
+            }
+            case SET_VRING_ENABLE -> {
+                Vring v = ring(msg.u32(0), req);
+                int on = msg.u32(4);
+                if (on != 0 && on != 1) {
+                    throw new VhostUserException(VhostUserException.Reason.BAD_STATE, "SET_VRING_ENABLE queue " + v.index + " value " + on);
+                }
+                v.enabled = on == 1;
+                if (v.enabled) {
+                    tryStart(v);
+                } else {
+                    v.stop();
+                }
+                ack();
+            }
+            case GET_CONFIG -> getConfig();
+            case SET_CONFIG -> {
+                // No writable config field is offered (no CONFIG_WCE): refuse, keeping the connection.
+                msg.requireSize(CONFIG_HEADER);
+                if (msg.needReply() && replyAckNegotiated()) {
+                    reply(VhostUserRequest.SET_CONFIG, 8, 1L);
+                }
+            }
+            case SET_STATUS -> {
+                status = (int) (msg.u64(0) & 0xFF);
+                ack();
+            }
+            case GET_STATUS -> replyU64(status);
+            default -> throw new VhostUserException(VhostUserException.Reason.UNSUPPORTED_REQUEST,
+                req + " (" + req.code + ") is not implemented by this back-end and its protocol feature was not offered");
+        }
+    }
+
+    private boolean protocolFeaturesNegotiated() {
+        return (ackedFeatures & (1L << F_PROTOCOL_FEATURES)) != 0;
+    }
+
+    private boolean replyAckNegotiated() {
+        return (ackedProtocol & (1L << PF_REPLY_ACK)) != 0;
+    }
+
+    private void setFeatures(long v) {
+        long offered = device.features() | TRANSPORT_FEATURES;
+        if ((v & ~offered) != 0) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
+                "SET_FEATURES 0x" + Long.toHexString(v) + " has bits not offered: 0x" + Long.toHexString(v & ~offered));
+        }
+        boolean changed = v != ackedFeatures;
+        ackedFeatures = v;
+        device.featuresAcked(v);
+        if (changed) {
+            restartRunning(); // EVENT_IDX / INDIRECT_DESC take effect on running rings
+        }
+        ack();
+    }
+
+    private void setMemTable(int nfds) {
+        msg.requireSize(MEM_TABLE_HEADER);
+        int n = msg.u32(0);
+        if (n < 1 || n > MAX_REGIONS) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_REGION, "SET_MEM_TABLE with " + Integer.toUnsignedString(n) + " regions (1 to " + MAX_REGIONS + ")");
+        }
+        if (msg.size() != MEM_TABLE_HEADER + REGION_LENGTH * n) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_SIZE,
+                "SET_MEM_TABLE payload " + msg.size() + " bytes for " + n + " regions, expected " + (MEM_TABLE_HEADER + REGION_LENGTH * n));
+        }
+        if (nfds != n) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_FD_COUNT, "SET_MEM_TABLE with " + n + " regions carried " + nfds + " descriptors");
+        }
+        List<GuestMemory.Region> mapped = new ArrayList<>(n);
+        try {
+            for (int i = 0; i < n; i++) {
+                int at = MEM_TABLE_HEADER + REGION_LENGTH * i;
+                mapped.add(GuestMemory.mapRegion(i, msg.u64(at + REGION_GPA_OFFSET), msg.u64(at + REGION_SIZE_OFFSET),
+                    msg.u64(at + REGION_UADDR_OFFSET), msg.u64(at + REGION_MMAP_OFFSET), adopt(i)));
+            }
+        } catch (RuntimeException e) {
+            mapped.forEach(GuestMemory::unmap); // a region failed: the ones mapped before it go too
+            throw e;
+        }
+        GuestMemory next = GuestMemory.of(mapped); // unmaps them all itself when regions overlap
+        List<Vring> wasRunning = stopAll();
+        GuestMemory old = memory;
+        memory = next;
+        old.close();
+        startAll(wasRunning);
+        ack();
+    }
+
+    private void addMemRegion() {
+        if (memory.regionCount() >= MAX_MEM_SLOTS) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_REGION, "ADD_MEM_REG beyond " + MAX_MEM_SLOTS + " slots");
+        }
+        GuestMemory.Region r = GuestMemory.mapRegion(memory.regionCount(), msg.u64(8 + REGION_GPA_OFFSET), msg.u64(8 + REGION_SIZE_OFFSET),
+            msg.u64(8 + REGION_UADDR_OFFSET), msg.u64(8 + REGION_MMAP_OFFSET), adopt(0));
+        GuestMemory next = memory.with(new ArrayList<>(List.of(r)));
+        List<Vring> wasRunning = stopAll();
+        memory = next;
+        startAll(wasRunning);
+        ack();
+    }
+
+    private void removeMemRegion() {
+        List<GuestMemory.Region> removed = new ArrayList<>(1);
+        GuestMemory next = memory.without(msg.u64(8 + REGION_GPA_OFFSET), msg.u64(8 + REGION_SIZE_OFFSET), removed);
+        List<Vring> wasRunning = stopAll();
+        memory = next;
+        removed.forEach(GuestMemory::unmap);
+        startAll(wasRunning);
+        ack();
+    }
+
+    private void getConfig() {
+        msg.requireSize(CONFIG_HEADER);
+        int offset = msg.u32(0);
+        int size = msg.u32(4);
+        if (Integer.compareUnsigned(size, MAX_CONFIG_SIZE) > 0 || Integer.compareUnsigned(offset, MAX_CONFIG_SIZE) > 0
+            || offset + size > MAX_CONFIG_SIZE || msg.size() != CONFIG_HEADER + size) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_CONFIG,
+                "GET_CONFIG offset " + Integer.toUnsignedString(offset) + " size " + Integer.toUnsignedString(size)
+                    + " (payload " + msg.size() + " bytes): outside the " + MAX_CONFIG_SIZE + "-byte config space");
+        }
+        MemorySegment space = out.asSlice(HEADER_LENGTH + CONFIG_HEADER, MAX_CONFIG_SIZE);
+        space.fill((byte) 0);
+        device.readConfig(space);
+        if (offset > 0) {
+            MemorySegment.copy(space, offset, space, 0, size);
+        }
+        out.set(ValueLayout.JAVA_INT_UNALIGNED, HEADER_LENGTH, offset);
+        out.set(ValueLayout.JAVA_INT_UNALIGNED, HEADER_LENGTH + 4, size);
+        out.set(ValueLayout.JAVA_INT_UNALIGNED, HEADER_LENGTH + 8, msg.u32(8));
+        send(VhostUserRequest.GET_CONFIG, CONFIG_HEADER + size);
+    }
+
+    private int vringIndex(VhostUserRequest req) {
+        long v = msg.u64(0);
+        if ((v & ~(VRING_INDEX_MASK | VRING_NOFD_MASK)) != 0) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_STATE, req + " value 0x" + Long.toHexString(v) + " has unknown bits");
+        }
+        return (int) (v & VRING_INDEX_MASK);
+    }
+
+    /** The fd a KICK/CALL/ERR message carries (made non-blocking), or -1 with NOFD; checks the count. */
+    private int vringFd(VhostUserRequest req, int nfds) {
+        boolean nofd = (msg.u64(0) & VRING_NOFD_MASK) != 0;
+        if (nfds != (nofd ? 0 : 1)) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_FD_COUNT,
+                req + " with" + (nofd ? "" : "out") + " the NOFD flag carried " + nfds + " descriptors");
+        }
+        if (nofd) {
+            return -1;
+        }
+        int fd = adopt(0);
+        try {
+            Fd.setNonBlocking(fd);
+        } catch (NativeException e) {
+            Fd.close(fd);
+            throw new VhostUserException(VhostUserException.Reason.BAD_FD_COUNT, req + ": descriptor unusable: " + e.getMessage());
+        }
+        return fd;
+    }
+
+    private Vring ring(int index, VhostUserRequest req) {
+        if (index < 0 || index >= rings.length) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_QUEUE_INDEX,
+                req + " queue " + Integer.toUnsignedString(index) + ", this device has " + rings.length);
+        }
+        return rings[index];
+    }
+
+    private Vring idleRing(int index, VhostUserRequest req) {
+        Vring v = ring(index, req);
+        if (v.running()) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_STATE, req + " on running queue " + index);
+        }
+        return v;
+    }
+
+    private void tryStart(Vring v) {
+        if (v.running() || !v.started || !v.enabled) {
+            return;
+        }
+        if (!v.addressed || v.size == 0 || memory.regionCount() == 0) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_STATE,
+                "queue " + v.index + " started before " + (v.size == 0 ? "SET_VRING_NUM" : !v.addressed ? "SET_VRING_ADDR" : "SET_MEM_TABLE"));
+        }
+        boolean eventIdx = (ackedFeatures & (1L << F_RING_EVENT_IDX)) != 0;
+        boolean indirect = (ackedFeatures & (1L << F_RING_INDIRECT_DESC)) != 0;
+        v.start(name, device, memory, eventIdx, indirect, onQueueError);
+    }
+
+    private List<Vring> stopAll() {
+        List<Vring> running = new ArrayList<>();
+        for (Vring v : rings) {
+            if (v.running()) {
+                v.stop();
+                running.add(v);
+            }
+        }
+        return running;
+    }
+
+    private void startAll(List<Vring> list) {
+        for (Vring v : list) {
+            tryStart(v);
+        }
+    }
+
+    private void restartRunning() {
+        startAll(stopAll());
+    }
+
+    private void resetRings() {
+        for (Vring v : rings) {
+            v.reset();
+        }
+    }
+
+    private void ack() {
+        if (msg.needReply() && replyAckNegotiated()) {
+            reply(msg.request(), 8, 0L);
+        }
+    }
+
+    private void replyU64(long value) {
+        reply(msg.request(), 8, value);
+    }
+
+    private void reply(VhostUserRequest req, int size, long value) {
+        out.set(ValueLayout.JAVA_LONG_UNALIGNED, HEADER_LENGTH, value);
+        send(req, size);
+    }
+
+    private void reply(VhostUserRequest req, int size, int a, int b) {
+        out.set(ValueLayout.JAVA_INT_UNALIGNED, HEADER_LENGTH, a);
+        out.set(ValueLayout.JAVA_INT_UNALIGNED, HEADER_LENGTH + 4, b);
+        send(req, size);
+    }
+
+    private void send(VhostUserRequest req, int size) {
+        out.set(ValueLayout.JAVA_INT_UNALIGNED, REQUEST_OFFSET, req.code);
+        out.set(ValueLayout.JAVA_INT_UNALIGNED, FLAGS_OFFSET, VERSION | FLAG_REPLY);
+        out.set(ValueLayout.JAVA_INT_UNALIGNED, SIZE_OFFSET, size);
+        socket.send(out, HEADER_LENGTH + size);
+    }
+
+    /** Wakes the control thread (close from another thread): the next read sees the socket closed. */
+    void interrupt() {
+        socket.close();
+    }
+
+    /** Stops every queue (in-flight requests complete), unmaps guest memory and closes the connection. */
+    @Override
+    public void close() {
+        resetRings();
+        memory.close();
+        memory = GuestMemory.empty();
+        socket.close();
+    }
+}

@@ -1,0 +1,24 @@
+package io.phost.core.vhost;
+
+/**
+ * Serves one started virtqueue on its worker thread (one thread per queue, so single-threaded). The
+ * worker calls {@link #doWork} after each kick and while requests are in flight; the handler pops chains,
+ * starts them, completes finished ones with {@link SplitVirtqueue#pushUsed} and calls
+ * {@link SplitVirtqueue#notifyIfNeeded} once per batch. Must not allocate per request.
+ */
+public interface VirtqueueHandler {
+    /** Pops, starts and completes what it can without blocking; returns the amount of work done. */
+    int doWork(SplitVirtqueue queue, DescriptorChain chain);
+
+    /** Requests started and not yet pushed to the used ring. */
+    int inFlight();
+
+    /** Blocks up to {@code timeoutNanos} for a completion of in-flight work (then {@link #doWork} runs again). */
+    void awaitCompletion(long timeoutNanos);
+
+    /**
+     * Completes every in-flight request (pushing each to the used ring) and releases the handler's
+     * resources; called when the queue stops (GET_VRING_BASE, disconnect, reset) or breaks.
+     */
+    void close(SplitVirtqueue queue);
+}

@@ -1,0 +1,168 @@
+package io.phost.core.vhost;
+
+import io.phost.core.sys.EventFd;
+import io.phost.core.sys.Fd;
+import io.phost.core.sys.Poll;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.util.function.Consumer;
+
+/**
+ * One vring's settings as the front-end sent them, and the worker thread that serves it once it is
+ * started (kick fd received), enabled and addressed.
+ * <pre>
+ *   SET_VRING_NUM/ADDR/BASE/CALL/ERR ──▶ configured ──SET_VRING_KICK──▶ started ──ENABLE 1──▶ running
+ *   running ──GET_VRING_BASE / ENABLE 0 / memory change / disconnect──▶ stopped (in-flight completed)
+ * </pre>
+ * Worker loop: {@code doWork}; when idle and nothing is in flight, sleep in poll(2) on the kick and stop
+ * eventfds; while requests are in flight, wait on the handler's completions in short slices.
+ */
+final class Vring {
+    private static final long IN_FLIGHT_SLICE_NANOS = 200_000L;
+    private static final int IDLE_POLL_MILLIS = 1_000;
+    /** Buffers one chain may have (Linux virtio-blk uses seg_max + 2; indirect tables are bounded here). */
+    static final int CHAIN_CAPACITY = 1024;
+
+    final int index;
+    int size;
+    boolean addressed;
+    long descUser;
+    long availUser;
+    long usedUser;
+    int base;
+    int kickFd = -1;
+    boolean kickPolled;
+    boolean started;
+    boolean enabled;
+    EventFd call;
+    EventFd err;
+    volatile String error;
+
+    private Thread thread;
+    private volatile boolean stopping;
+    private EventFd stop;
+    private SplitVirtqueue queue;
+
+    Vring(int index) {
+        this.index = index;
+    }
+
+    boolean running() {
+        return thread != null;
+    }
+
+    /** Starts the worker over {@code memory}; {@code onError} is told when the queue breaks. */
+    void start(String name, VhostUserDevice device, GuestMemory memory, boolean eventIdx, boolean indirect, Consumer<String> onError) {
+        long[] host = SplitVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
+        queue = new SplitVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call);
+        VirtqueueHandler handler = device.openQueue(index);
+        stop = EventFd.create();
+        stopping = false;
+        error = null;
+        SplitVirtqueue q = queue;
+        EventFd stopFd = stop;
+        EventFd kick = kickFd >= 0 ? EventFd.adopt(kickFd).view() : null;
+        thread = Thread.ofPlatform().name(name + "-q" + index).daemon().unstarted(() -> run(q, handler, kick, stopFd, onError));
+        thread.start();
+    }
+
+    private void run(SplitVirtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, Consumer<String> onError) {
+        DescriptorChain chain = new DescriptorChain(CHAIN_CAPACITY);
+        MemorySegment fds = Arena.ofAuto().allocate(2 * Poll.POLLFD_SIZE, 4);
+        fds.set(ValueLayout.JAVA_INT, 0, kick == null ? -1 : kick.fd());
+        fds.set(ValueLayout.JAVA_SHORT, 4, (short) Poll.POLLIN);
+        fds.set(ValueLayout.JAVA_INT, 8, stopFd.fd());
+        fds.set(ValueLayout.JAVA_SHORT, 12, (short) Poll.POLLIN);
+        try {
+            while (!stopping) {
+                int work = handler.doWork(q, chain);
+                if (work > 0) {
+                    continue;
+                }
+                if (handler.inFlight() > 0) {
+                    handler.awaitCompletion(IN_FLIGHT_SLICE_NANOS);
+                    if (kick != null) {
+                        kick.tryConsume();
+                    }
+                    continue;
+                }
+                if (kick == null) {
+                    // Polling mode (kick with NOFD): the driver never kicks; look again shortly, sleeping
+                    // so a front-end cannot make us spin a core.
+                    java.util.concurrent.locks.LockSupport.parkNanos(50_000L);
+                    continue;
+                }
+                fds.set(ValueLayout.JAVA_SHORT, 6, (short) 0);
+                fds.set(ValueLayout.JAVA_SHORT, 14, (short) 0);
+                if (Poll.poll(fds, 2, IDLE_POLL_MILLIS) > 0) {
+                    kick.tryConsume();
+                }
+            }
+        } catch (RuntimeException e) {
+            error = "queue " + index + ": " + e.getMessage();
+            if (err != null) {
+                try {
+                    err.signal();
+                } catch (RuntimeException ignored) {
+                    // the error fd is the front-end's: a broken one changes nothing here
+                }
+            }
+            onError.accept(error);
+        } finally {
+            try {
+                handler.close(q);
+            } catch (RuntimeException e) {
+                onError.accept("queue " + index + " close: " + e.getMessage());
+            }
+        }
+    }
+
+    /** Stops the worker (completing in-flight requests) and records the next avail index as the base. */
+    void stop() {
+        if (thread == null) {
+            return;
+        }
+        stopping = true;
+        stop.signal();
+        boolean interrupted = false;
+        while (true) {
+            try {
+                thread.join();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        base = queue.lastAvailIndex();
+        stop.close();
+        stop = null;
+        thread = null;
+        queue = null;
+    }
+
+    /** Stops and forgets everything the front-end set (RESET_DEVICE, disconnect). */
+    void reset() {
+        stop();
+        Fd.close(kickFd);
+        kickFd = -1;
+        kickPolled = false;
+        if (call != null) {
+            call.close();
+            call = null;
+        }
+        if (err != null) {
+            err.close();
+            err = null;
+        }
+        size = 0;
+        addressed = false;
+        base = 0;
+        started = false;
+        enabled = false;
+    }
+}

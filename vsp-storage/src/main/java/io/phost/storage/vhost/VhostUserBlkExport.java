@@ -1,0 +1,140 @@
+package io.phost.storage.vhost;
+
+import io.phost.core.vhost.VhostUserBackend;
+import io.phost.qos.QosFlow;
+import io.phost.storage.DiskStats;
+import io.phost.storage.engine.IoEngines;
+import io.phost.storage.scsi.ScsiLun;
+import io.phost.vhdx.VirtualDisk;
+
+import java.nio.file.Path;
+import java.util.Objects;
+
+/**
+ * Exports one {@link VirtualDisk} as a vhost-user-blk device on a Unix socket, for QEMU
+ * ({@code -chardev socket,id=c0,path=SOCK -device vhost-user-blk-pci,chardev=c0}; guest RAM must be
+ * {@code memory-backend-memfd,share=on}) or any other vhost-user front-end. The disk's I/O goes through
+ * the storage core exactly as VMBus I/O does: its QoS flow, read-only flag, engine and statistics.
+ *
+ * <pre>
+ *   VhostUserBlkExport e = VhostUserBlkExport.start("vm1-os", disk, Path.of("/run/phost/vhost/os.sock"),
+ *       VhostUserBlkExport.Options.defaults().withReadOnly(false).withQos(flow));
+ *   ... e.connected(), e.stats(), e.lastError() ...
+ *   e.close();    // stops serving; does not close the disk (the caller owns it)
+ * </pre>
+ */
+public final class VhostUserBlkExport implements AutoCloseable {
+    /** Largest number of queues a device offers (QEMU asks for one per vCPU by default). */
+    public static final int MAX_QUEUES = 64;
+
+    /**
+     * How the disk is exported.
+     *
+     * @param readOnly reject writes (advertised as VIRTIO_BLK_F_RO); a read-only disk is always exported read-only
+     * @param qos      the flow every I/O is admitted through ({@link QosFlow#UNLIMITED} for none)
+     * @param queues   queues offered (1..{@value #MAX_QUEUES}); each started queue gets its own worker thread
+     * @param engine   the I/O engine kind for this disk
+     * @param serial   the GET_ID answer (up to 20 ASCII bytes; longer is cut), null for the export's name
+     */
+    public record Options(boolean readOnly, QosFlow qos, int queues, IoEngines.Kind engine, String serial) {
+        public Options {
+            Objects.requireNonNull(qos, "qos");
+            Objects.requireNonNull(engine, "engine");
+            if (queues < 1 || queues > MAX_QUEUES) {
+                throw new IllegalArgumentException("vhost-user-blk queues " + queues + ": must be 1 to " + MAX_QUEUES);
+            }
+        }
+
+        /** Writable, unlimited QoS, 4 queues, automatic engine, serial = export name. */
+        public static Options defaults() {
+            return new Options(false, QosFlow.UNLIMITED, 4, IoEngines.Kind.AUTO, null);
+        }
+
+        public Options withReadOnly(boolean ro) {
+            return new Options(ro, qos, queues, engine, serial);
+        }
+
+        public Options withQos(QosFlow flow) {
+            return new Options(readOnly, flow, queues, engine, serial);
+        }
+
+        public Options withQueues(int n) {
+            return new Options(readOnly, qos, n, engine, serial);
+        }
+
+        public Options withEngine(IoEngines.Kind kind) {
+            return new Options(readOnly, qos, queues, kind, serial);
+        }
+
+        public Options withSerial(String s) {
+            return new Options(readOnly, qos, queues, engine, s);
+        }
+    }
+
+    private final String name;
+    private final VirtualDisk disk;
+    private final VhostUserBlkDevice device;
+    private final VhostUserBackend backend;
+
+    private VhostUserBlkExport(String name, VirtualDisk disk, VhostUserBlkDevice device, VhostUserBackend backend) {
+        this.name = name;
+        this.disk = disk;
+        this.device = device;
+        this.backend = backend;
+    }
+
+    /**
+     * Starts serving {@code disk} on {@code socketPath} (created, with its parent directories; a stale
+     * socket there is replaced). Returns at once; front-ends may connect from then on.
+     */
+    public static VhostUserBlkExport start(String name, VirtualDisk disk, Path socketPath, Options options) {
+        Objects.requireNonNull(disk, "disk");
+        ScsiLun lun = new ScsiLun(name, disk, options.qos(), options.readOnly(), options.engine());
+        VhostUserBlkDevice device = new VhostUserBlkDevice(lun, options.queues(), options.serial() == null ? name : options.serial());
+        VhostUserBackend backend = VhostUserBackend.start(name, socketPath, device);
+        return new VhostUserBlkExport(name, disk, device, backend);
+    }
+
+    public String name() {
+        return name;
+    }
+
+    public VirtualDisk disk() {
+        return disk;
+    }
+
+    public Path socketPath() {
+        return backend.socketPath();
+    }
+
+    /** True when the disk is exported read-only (asked for, or the disk itself is read-only). */
+    public boolean readOnly() {
+        return device.lun().readOnly();
+    }
+
+    /** True while a front-end (QEMU) is connected. */
+    public boolean connected() {
+        return backend.connected();
+    }
+
+    /** Queues currently running. */
+    public int runningQueues() {
+        return backend.runningQueues();
+    }
+
+    /** The last protocol or queue error (what and where), or null. */
+    public String lastError() {
+        return backend.lastError();
+    }
+
+    /** The disk's I/O counters (reads, writes, flushes, unmaps, errors, latency histogram). */
+    public DiskStats stats() {
+        return device.lun().stats();
+    }
+
+    /** Stops serving: in-flight I/O completes, the socket file is removed. The disk stays open. */
+    @Override
+    public void close() {
+        backend.close();
+    }
+}
