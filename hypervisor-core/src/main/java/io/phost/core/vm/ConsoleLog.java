@@ -85,7 +85,8 @@ public final class ConsoleLog {
         return new String(all, StandardCharsets.UTF_8);
     }
 
-    static byte[] last(Path p, int maxBytes) throws IOException {
+    /** The last {@code maxBytes} of file {@code p} (empty when it does not exist). */
+    public static byte[] last(Path p, int maxBytes) throws IOException {
         if (!Files.exists(p)) {
             return new byte[0];
         }
