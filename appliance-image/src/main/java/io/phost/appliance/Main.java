@@ -3,6 +3,7 @@ package io.phost.appliance;
 import io.phost.appliance.cli.BenchCommand;
 import io.phost.appliance.cli.ConfigCommand;
 import io.phost.appliance.cli.GuestCommand;
+import io.phost.appliance.cli.PartitionCommand;
 import io.phost.appliance.cli.QosCommand;
 import io.phost.appliance.cli.RunCommand;
 import io.phost.appliance.cli.StatusCommand;
@@ -23,6 +24,7 @@ import picocli.CommandLine.Option;
         ConfigCommand.class,
         StatusCommand.class,
         QosCommand.class,
+        PartitionCommand.class,
         BenchCommand.class,
         GuestCommand.class,
         VhdCommand.class,

@@ -567,9 +567,11 @@ final class ConfigBinder implements TomlNode.Errors {
         final List<String> command;
         final Workload workload;
         final boolean autostart;
+        final VmConfig vm;
 
         PartitionDraft(String name, int vcpus, long memory, List<DiskAttachment> disks, List<NicDraft> nics,
-                       List<String> command, Workload workload, boolean autostart) {
+                       List<String> command, Workload workload, boolean autostart, VmConfig vm) {
+            this.vm = vm;
             this.name = name;
             this.vcpus = vcpus;
             this.memory = memory;
@@ -585,7 +587,7 @@ final class ConfigBinder implements TomlNode.Errors {
             for (NicDraft d : nics) {
                 built.add(d.build());
             }
-            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart);
+            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart, vm);
         }
     }
 
@@ -604,12 +606,41 @@ final class ConfigBinder implements TomlNode.Errors {
         Long vcpus = n.integer("vcpus");
         Long memory = n.size("memory");
         Boolean autostart = n.bool("autostart");
+        String kind = n.word("kind");
+        boolean isVm = "vm".equals(kind);
         if (memory != null && memory % PAGE != 0) {
             n.error("memory", Reason.INVALID_VALUE, memory + " bytes is not a multiple of the 4KiB page size");
             memory = null;
+        } else if (memory != null && isVm && memory % Units.MIB != 0) {
+            n.error("memory", Reason.INVALID_VALUE, memory + " bytes is not a whole number of MiB (QEMU's -m for a VM)");
+            memory = null;
         }
-        List<String> command = n.strings("command");
-        boolean ok = true;
+        boolean ok = kind != null;
+        VmConfig vm = null;
+        if (isVm) {
+            vm = vm(n, name);
+            ok &= vm != null;
+            for (String key : List.of("command", "workload")) {
+                if (n.has(key)) {
+                    n.error(key, Reason.CONFLICT, "a VM partition runs its guest's own software; " + key
+                        + " is for kind = \"process\"");
+                    ok = false;
+                }
+            }
+            if (!n.tables("nic").isEmpty()) {
+                n.error("nic", Reason.CONFLICT, "a VM's NICs need a vhost-user-net backend, which this phost does not serve "
+                    + "yet; attach NICs to process partitions");
+                ok = false;
+            }
+        } else if (kind != null) {
+            for (String key : VM_ONLY_KEYS) {
+                if (n.has(key)) {
+                    n.error(key, Reason.CONFLICT, key + " is only for kind = \"vm\"");
+                    ok = false;
+                }
+            }
+        }
+        List<String> command = isVm ? null : n.strings("command");
         if (command != null) {
             if (command.isEmpty()) {
                 n.error("command", Reason.INVALID_VALUE,
@@ -619,22 +650,24 @@ final class ConfigBinder implements TomlNode.Errors {
                 n.error("command", Reason.INVALID_VALUE, "the program (first element) is empty");
                 ok = false;
             }
-        } else if (n.has("command")) {
+        } else if (n.has("command") && !isVm) {
             ok = false;
         }
         Workload workload = null;
-        TomlNode w = n.table("workload");
-        if (w != null) {
-            String kind = w.word("kind");
+        TomlNode w = isVm ? null : n.table("workload");
+        if (isVm) {
+            // checked above
+        } else if (w != null) {
+            String workloadKind = w.word("kind");
             List<String> args = w.strings("args");
             if (command != null || n.has("command")) {
                 n.error("workload", Reason.CONFLICT, "set either command or workload, not both");
                 ok = false;
             }
-            if (kind == null || args == null) {
+            if (workloadKind == null || args == null) {
                 ok = false;
             } else {
-                WorkloadArguments.Problem problem = WorkloadArguments.check(kind, args);
+                WorkloadArguments.Problem problem = WorkloadArguments.check(workloadKind, args);
                 if (problem != null) {
                     if (problem.index() >= 0) {
                         w.elementError("args", problem.index(), Reason.INVALID_VALUE, problem.message());
@@ -643,7 +676,7 @@ final class ConfigBinder implements TomlNode.Errors {
                     }
                     ok = false;
                 } else {
-                    workload = new Workload(kind, args);
+                    workload = new Workload(workloadKind, args);
                 }
             }
         } else if (n.has("workload")) {
@@ -740,7 +773,74 @@ final class ConfigBinder implements TomlNode.Errors {
         if (!ok || name == null || vcpus == null || memory == null || autostart == null) {
             return null;
         }
-        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart);
+        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart, vm);
+    }
+
+    /** Keys that only a {@code kind = "vm"} partition may set. */
+    private static final List<String> VM_ONLY_KEYS =
+        List.of("machine", "kernel", "initrd", "cmdline", "firmware", "console", "on_crash", "stop_timeout");
+
+    /** The VM keys of a {@code kind = "vm"} partition; null (with errors recorded) when any is wrong. */
+    private VmConfig vm(TomlNode n, String name) {
+        String machine = n.word("machine");
+        String kernel = n.string("kernel");
+        String initrd = n.string("initrd");
+        String cmdline = n.string("cmdline");
+        String firmware = n.word("firmware");
+        String console = n.string("console");
+        String onCrash = n.word("on_crash");
+        Long stopTimeout = n.integer("stop_timeout");
+        boolean ok = machine != null && cmdline != null && onCrash != null && stopTimeout != null
+            && (kernel != null || !n.has("kernel")) && (initrd != null || !n.has("initrd"))
+            && (firmware != null || !n.has("firmware")) && (console != null || !n.has("console"));
+        if (n.has("kernel") && n.has("firmware")) {
+            n.error("firmware", Reason.CONFLICT, "boot from either kernel (direct) or firmware (the first disk), not both");
+            ok = false;
+        } else if (!n.has("kernel") && !n.has("firmware")) {
+            n.errorHere(Reason.MISSING_KEY, "a VM needs a boot source: kernel = \"PATH\" (direct boot) or "
+                + "firmware = \"uefi\" | \"bios\" (boots the first disk)");
+            ok = false;
+        }
+        for (String key : List.of("initrd", "cmdline")) {
+            if (n.has(key) && !n.has("kernel")) {
+                n.error(key, Reason.CONFLICT, key + " needs kernel (firmware boots from the disk and ignores it)");
+                ok = false;
+            }
+        }
+        if (cmdline != null) {
+            if (cmdline.length() > 2048) {
+                n.error("cmdline", Reason.INVALID_VALUE, "the kernel command line is " + cmdline.length()
+                    + " characters, at most 2048");
+                ok = false;
+            }
+            for (int i = 0; i < cmdline.length(); i++) {
+                char c = cmdline.charAt(i);
+                if (c < 0x20 || c > 0x7e) {
+                    n.error("cmdline", Reason.INVALID_VALUE, String.format(
+                        "character %d of the kernel command line is U+%04X; only printable ASCII is passed to the kernel", i, (int) c));
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        Path kernelPath = kernel == null ? null : vmPath(n, "kernel", kernel);
+        Path initrdPath = initrd == null ? null : vmPath(n, "initrd", initrd);
+        Path consolePath = console == null ? Path.of("partitions", (name == null ? "vm" : name) + ".console.log")
+            : vmPath(n, "console", console);
+        if (!ok || (kernel != null && kernelPath == null) || (initrd != null && initrdPath == null) || consolePath == null) {
+            return null;
+        }
+        return new VmConfig(machine, kernelPath, initrdPath, cmdline, firmware, consolePath, onCrash, stopTimeout.intValue());
+    }
+
+    private static Path vmPath(TomlNode n, String key, String value) {
+        for (int i = 0; i < value.length(); i++) {
+            if (value.charAt(i) < 0x20 || value.charAt(i) == 0x7f) {
+                n.error(key, Reason.INVALID_VALUE, "character " + i + " of the path is a control character");
+                return null;
+            }
+        }
+        return path(n, key, value);
     }
 
     private NicDraft nic(TomlNode n, String partition, int index, Map<String, Defined<SwitchConfig>> switches,

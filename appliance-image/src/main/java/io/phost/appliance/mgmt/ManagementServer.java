@@ -238,7 +238,7 @@ public final class ManagementServer implements Closeable {
             + "Connection: close\r\n\r\n";
         try {
             ByteBuffer[] bufs = {ByteBuffer.wrap(head.getBytes(StandardCharsets.ISO_8859_1)), ByteBuffer.wrap(r.body())};
-            while (bufs[1].hasRemaining()) {
+            while (bufs[0].hasRemaining() || bufs[1].hasRemaining()) { // an empty body still needs its head
                 ch.write(bufs);
             }
         } catch (IOException ignored) {

@@ -37,6 +37,17 @@ class ManagementServerTest {
     }
 
     @Test
+    void shouldSendTheHeadOfAResponseWithAnEmptyBody() throws IOException {
+        ManagementAddress a = ManagementAddress.parse("unix:" + dir.resolve("e.sock"));
+        try (ManagementServer s = new ManagementServer(a, null)) {
+            s.route("/empty", q -> HttpResponse.text(200, "")).start();
+            HttpResponse r = new ManagementClient(a, null).get("/empty");
+            assertEquals(200, r.status());
+            assertEquals(0, r.body().length);
+        }
+    }
+
+    @Test
     void shouldRequireTheBearerTokenOnTcpExceptForHealth() throws IOException {
         try (ManagementServer s = new ManagementServer(ManagementAddress.parse("tcp://127.0.0.1:0"), "s3cret")) {
             s.route("/health", q -> HttpResponse.json("{}")).route("/status", q -> HttpResponse.json("{\"a\":1}")).start();
