@@ -263,10 +263,7 @@ public final class DiskOps {
                             long n = task[1];
                             MemorySegment part = buf.asSlice(0, n);
                             in.read(c, part);
-                            if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) != -1) {
-                                out.write(c, part);
-                                written.addAndGet(n);
-                            }
+                            written.addAndGet(writeNonZeroRuns(out, c, part, zeros));
                         } catch (Throwable t) {
                             failure.compareAndSet(null, t);
                         }
@@ -335,6 +332,32 @@ public final class DiskOps {
         }
         progress.update(total, total);
         return new CopyResult(written.get(), readable - written.get());
+    }
+
+    /** Holes survive a copy at this granularity (qemu-img convert's default -S is 4 KiB too). */
+    static final int HOLE_GRANULE = 4096;
+
+    /**
+     * Writes the runs of {@code part} (read from disk offset {@code at}) that are not all zeros, judged in
+     * {@link #HOLE_GRANULE} pieces, and returns the bytes written. A chunk not aligned to the granule is
+     * judged whole.
+     */
+    static long writeNonZeroRuns(VirtualDisk out, long at, MemorySegment part, MemorySegment zeros) throws IOException {
+        long n = part.byteSize();
+        long g = (at % HOLE_GRANULE == 0 && n % HOLE_GRANULE == 0) ? HOLE_GRANULE : n;
+        long written = 0;
+        long runStart = -1;
+        for (long p = 0; p <= n; p += g) {
+            boolean data = p < n && MemorySegment.mismatch(part, p, p + g, zeros, 0, g) != -1;
+            if (data && runStart < 0) {
+                runStart = p;
+            } else if (!data && runStart >= 0) {
+                out.write(at + runStart, part.asSlice(runStart, p - runStart));
+                written += p - runStart;
+                runStart = -1;
+            }
+        }
+        return written;
     }
 
     // ------------------------------------------------------------------------------------------ resize

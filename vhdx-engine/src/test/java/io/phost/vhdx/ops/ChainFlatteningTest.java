@@ -17,6 +17,7 @@ import java.util.Arrays;
 import static io.phost.vhdx.Tools.runOk;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Issue 21 defects 1 and 2: flattening a chain ({@code convert}, {@code merge --into}) must keep every
@@ -101,6 +102,22 @@ class ChainFlatteningTest {
                 assertArrayEquals(expected, Tools.readAll(m), "merge --into with blocks " + Arrays.toString(sizes));
             }
         }
+    }
+
+    @Test
+    void shouldKeepHolesFinerThanTheOneMebibyteCopyUnit() throws Exception {
+        Path src = dir.resolve("holes.raw");
+        byte[] expected = new byte[4 << 20];
+        try (VirtualDisk d = VirtualDisks.create(src, CreateOptions.of(DiskFormat.RAW, DiskType.DYNAMIC, 4L << 20))) {
+            write(d, expected, 0, 4096, 7);
+            write(d, expected, 512 << 10, 4096, 8); // same 1 MiB chunk, 508 KiB of hole between
+            write(d, expected, (3L << 20) + 8192, 4096, 9);
+        }
+        Path out = dir.resolve("holes-out.raw");
+        DiskOps.CopyResult r = DiskOps.convert(src, out, DiskFormat.RAW, DiskType.DYNAMIC, 0, Progress.NONE);
+        assertArrayEquals(expected, Files.readAllBytes(out));
+        assertEquals(3 * 4096, r.bytesWritten(), "only the 4 KiB pieces that hold data are written");
+        assertTrue(DiskOps.diskBytes(out) <= 64 << 10, "the output stays sparse: " + DiskOps.diskBytes(out));
     }
 
     /** Writes a pattern through {@code d} and into the reference. */
