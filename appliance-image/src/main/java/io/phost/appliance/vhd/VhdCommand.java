@@ -388,12 +388,16 @@ public final class VhdCommand implements Callable<Integer> {
         description = {"Merge a differencing image into its parent, or flatten its chain with --into.",
             "Into the parent: the child is deleted afterwards, as Hyper-V does (--keep-child keeps it).",
             "A VHDX merge that was killed is finished by running the same command again.",
+            "With --to ANCESTOR: every image from CHILD up is merged into ANCESTOR, step by step.",
             "With --into NEW: the whole chain is written to a new image and left untouched."})
     static final class Merge implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "CHILD")
         Path child;
         @Option(names = "--into", paramLabel = "NEW", description = "Write the flattened chain to this new image.")
         Path into;
+        @Option(names = "--to", paramLabel = "ANCESTOR", description = "Merge every image from CHILD up into this ancestor"
+            + " (Merge-VHD -DestinationPath); the merged images are deleted.")
+        Path to;
         @Option(names = {"-O", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Format of NEW (default: its extension).")
         String format;
         @Option(names = "--type", paramLabel = "fixed|dynamic", description = "Type of NEW (default dynamic).")
@@ -408,16 +412,24 @@ public final class VhdCommand implements Callable<Integer> {
         @Override
         public Integer call() {
             return guard(() -> {
+                if (into != null && to != null) {
+                    throw new UserException("--into and --to exclude each other", 2);
+                }
+                if (to != null && keepChild) {
+                    throw new UserException("--keep-child works with a merge into the parent only", 2);
+                }
                 DiskOps.CopyResult r;
                 try (ProgressBar bar = new ProgressBar("merge", progress)) {
-                    if (into != null) {
+                    if (to != null) {
+                        r = DiskOps.mergeIntoAncestor(child, to, bar);
+                    } else if (into != null) {
                         DiskFormat f = format != null ? format(format) : formatFromName(into);
                         r = DiskOps.mergeInto(child, into, f, type(type), force, bar);
                     } else {
                         r = DiskOps.mergeIntoParent(child, keepChild, bar);
                     }
                 }
-                progress.say("merged " + child + (into != null ? " into " + into : " into its parent")
+                progress.say("merged " + child + (into != null ? " into " + into : to != null ? " into " + to : " into its parent")
                     + ": " + Sizes.human(r.bytesWritten()) + " written");
                 return 0;
             });

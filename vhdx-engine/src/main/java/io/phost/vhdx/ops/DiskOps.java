@@ -550,6 +550,38 @@ public final class DiskOps {
         return r;
     }
 
+    /**
+     * Merges the chain from {@code child} up to (not including) {@code ancestor} into {@code ancestor}, as
+     * Hyper-V's {@code Merge-VHD -DestinationPath}: each image is merged into its parent in turn, from the
+     * child upwards, and deleted, so the ancestor ends up reading what the child read. Images made from the
+     * intermediate ones are not looked for (they would see changed data, as with Merge-VHD). A kill between
+     * steps leaves a shorter chain that reads the same; rerun the merge from its top image.
+     */
+    public static CopyResult mergeIntoAncestor(Path child, Path ancestor, Progress progress) throws IOException {
+        List<Path> chain;
+        try (VirtualDisk d = VirtualDisks.open(child, true)) {
+            chain = chainPaths(child, d);
+        }
+        int at = -1;
+        for (int i = 1; i < chain.size() && at < 0; i++) {
+            if (Files.exists(ancestor) && Files.isSameFile(chain.get(i), ancestor)) {
+                at = i;
+            }
+        }
+        if (at < 0) {
+            throw new IllegalArgumentException(ancestor + " is not an ancestor of " + child + " (its chain: "
+                + chain.subList(1, chain.size()) + ")");
+        }
+        long written = 0;
+        long size = 0;
+        for (int i = 0; i < at; i++) {
+            CopyResult r = mergeIntoParent(chain.get(i), false, progress);
+            written += r.bytesWritten();
+            size = r.bytesWritten() + r.bytesSkipped();
+        }
+        return new CopyResult(written, Math.max(0, size - written));
+    }
+
     private static CopyResult mergeVhd(Path child, Progress progress) throws IOException {
         try (VhdDisk c = VhdDisk.open(child, true)) {
             if (c.parent() == null) {

@@ -29,7 +29,7 @@ import static org.junit.jupiter.api.Assertions.*;
  * {@code qemu-io -f vpc|vhdx -c "write -P 0xNN OFF LEN" base}) checked against a reference byte array built
  * independently of the engine. Every flattening path must yield the reference exactly: convert (to raw, VHD,
  * VHDX), merge --into, compare against the reference, map (no reference byte outside a data extent), and
- * finally merge into the parent. Every refusal (an existing target without --force, a chain file as target
+ * finally merge into the parent or into a random ancestor (commit). Every refusal (an existing target without --force, a chain file as target
  * with --force, a shrink without --shrink, a file as its own parent) must leave every input byte-identical.
  *
  * <p>A failure prints the chain's seed; rerun one with {@code -Dphost.chainSeed=N}. The default suite runs
@@ -236,7 +236,12 @@ class ChainPropertyTest {
                     }
                 }
             }
-            if (layers.size() > 1) {
+            if (layers.size() > 2 && rnd.nextBoolean()) {
+                Path ancestor = layers.get(rnd.nextInt(layers.size() - 1));
+                DiskOps.mergeIntoAncestor(top, ancestor, Progress.NONE);
+                assertFalse(Files.exists(top));
+                assertArrayEquals(reference, readAll(ancestor), "merge --to an ancestor (commit)");
+            } else if (layers.size() > 1) {
                 Path parent = layers.get(layers.size() - 2);
                 DiskOps.mergeIntoParent(top, false, Progress.NONE);
                 assertFalse(Files.exists(top));
