@@ -212,7 +212,7 @@ class ImageSafetyTest {
             byte[] expected = view(child);
             String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
             Process p = new ProcessBuilder(java, "-cp", System.getProperty("java.class.path"),
-                MergeMain.class.getName(), child.toString()).redirectErrorStream(true).start();
+                MergeMain.class.getName(), "merge", child.toString()).redirectErrorStream(true).start();
             assertEquals('s', p.getInputStream().read(), "child JVM started");
             // Round 0 kills while staging, round 1 as soon as the journal is committed (parent being written),
             // round 2 a little later in the apply phase (or after the merge finished: also fine).
@@ -237,6 +237,48 @@ class ImageSafetyTest {
             assertFalse(Files.exists(child));
             assertArrayEquals(expected, view(base), "round " + round + ": the parent holds the merged view");
             assertEquals(List.of(), strays());
+        }
+    }
+
+    @Test
+    void shouldLeaveNoCleanLookingPartialImageWhenAConvertIsKilled() throws Exception {
+        Path src = dir.resolve("src.raw");
+        try (VirtualDisk d = VirtualDisks.create(src, CreateOptions.of(DiskFormat.RAW, DiskType.DYNAMIC, 64L << 20))) {
+            byte[] b = new byte[1 << 20];
+            for (long off = 0; off < 64L << 20; off += 1 << 20) {
+                Tools.pattern(MemorySegment.ofArray(b), off, 5);
+                d.write(off, MemorySegment.ofArray(b));
+            }
+        }
+        byte[] expected = Files.readAllBytes(src);
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        for (int round = 0; round < 3; round++) {
+            Path dst = dir.resolve("dst" + round + ".vhdx");
+            Process p = new ProcessBuilder(java, "-cp", System.getProperty("java.class.path"),
+                MergeMain.class.getName(), "convert", src.toString(), dst.toString()).redirectErrorStream(true).start();
+            assertEquals('s', p.getInputStream().read(), "child JVM started");
+            // Kill once the temporary exists (mid-copy), then a little later, then after a longer while.
+            long deadline = System.nanoTime() + 20_000_000_000L;
+            while (p.isAlive() && System.nanoTime() < deadline && tmpFiles().isEmpty()) {
+                Thread.onSpinWait();
+            }
+            Thread.sleep(new long[] {0, 40, 400}[round]);
+            p.destroyForcibly(); // SIGKILL
+            assertTrue(p.waitFor(30, TimeUnit.SECONDS));
+            System.out.println("convert kill round " + round + ": target=" + Files.exists(dst));
+            if (Files.exists(dst)) {
+                assertArrayEquals(expected, view(dst), "a published target is complete");
+                assertEquals(0, DiskOps.check(dst, false).exitCode());
+            }
+            for (Path t : tmpFiles()) {
+                Files.delete(t); // the hidden temporary a kill leaves: never under the target's name
+            }
+        }
+    }
+
+    private List<Path> tmpFiles() throws IOException {
+        try (Stream<Path> s = Files.list(dir)) {
+            return s.filter(p -> p.getFileName().toString().contains("phost-tmp")).toList();
         }
     }
 
