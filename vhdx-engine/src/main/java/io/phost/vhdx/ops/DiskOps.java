@@ -52,8 +52,22 @@ public final class DiskOps {
     /** Describes {@code path} read as {@code format} (null: recognised from content). */
     public static ImageInfo info(Path path, DiskFormat format) throws IOException {
         long fileSize = Files.size(path);
-        try (VirtualDisk d = format == null ? VirtualDisks.open(path, true) : VirtualDisks.open(path, format, true)) {
+        VirtualDisk opened;
+        String parentProblem = null;
+        try {
+            opened = format == null ? VirtualDisks.open(path, true) : VirtualDisks.open(path, format, true);
+        } catch (VhdxFormatException e) {
+            if (!isParentProblem(e)) {
+                throw e;
+            }
+            opened = VhdxDisk.openDetached(path); // an orphaned child: show what the file itself says
+            parentProblem = e.getMessage();
+        }
+        try (VirtualDisk d = opened) {
             Map<String, String> details = new LinkedHashMap<>();
+            if (parentProblem != null) {
+                details.put("parentProblem", parentProblem);
+            }
             List<String> chain = new ArrayList<>();
             String type;
             long blockSize = 0;
@@ -100,6 +114,14 @@ public final class DiskOps {
             return new ImageInfo(path.toString(), d.format(), type, d.size(), blockSize, d.logicalSectorSize(),
                 d.physicalSectorSize(), fileSize, allocated, List.copyOf(chain), log, details);
         }
+    }
+
+    /** A VHDX that opens except for its parent: missing, moved, or no longer the image it was made from. */
+    private static boolean isParentProblem(VhdxFormatException e) {
+        return switch (e.reason()) {
+            case BAD_PARENT_LOCATOR, PARENT_LINKAGE_MISMATCH, BAD_PARENT_CHAIN -> true;
+            default -> false;
+        };
     }
 
     // ------------------------------------------------------------------------------------------ check

@@ -295,6 +295,19 @@ class ImageSafetyTest {
         assertArrayEquals(expected, view(base));
     }
 
+    @Test
+    void shouldDescribeAnOrphanedVhdxChildInsteadOfRefusing() throws Exception {
+        Path base = vhdx("base.vhdx", 8L << 20, 1 << 20, 0);
+        Path child = dir.resolve("child.avhdx");
+        VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, base)).close();
+        Files.delete(base);
+        ImageInfo i = DiskOps.info(child);
+        assertEquals("differencing", i.type());
+        assertEquals(8L << 20, i.virtualSize());
+        assertTrue(i.details().get("parentProblem").contains("BAD_PARENT_LOCATOR"), i.details().toString());
+        assertTrue(i.details().containsKey("parent_linkage"), "the locator is shown: " + i.details());
+    }
+
     // ----------------------------------------------------------------------------------- defect 6
 
     @Test
