@@ -170,6 +170,12 @@ public final class VhdCommand implements Callable<Integer> {
                 }
                 long s = size == null ? 0 : Sizes.parse(size);
                 long b = blockSize == null ? 0 : Sizes.parse(blockSize);
+                if (s % logical != 0) {
+                    throw new UserException("--size must be a multiple of the " + logical + "-byte sector: " + size, 2);
+                }
+                if (b != 0 && Long.bitCount(b) != 1) {
+                    throw new UserException("--block-size must be a power of two: " + blockSize, 2);
+                }
                 int phys = physical != null ? physical : f == DiskFormat.VHDX ? Math.max(4096, logical) : Math.max(512, logical);
                 CreateOptions o;
                 try {
@@ -350,6 +356,9 @@ public final class VhdCommand implements Callable<Integer> {
             return guard(() -> {
                 long current = DiskOps.info(file).virtualSize();
                 long wanted = Sizes.parseRelative(size, current);
+                if (wanted <= 0 || wanted % 512 != 0) {
+                    throw new UserException("the new size must be a positive multiple of 512 bytes: " + size + " gives " + wanted, 2);
+                }
                 long n;
                 try (ProgressBar bar = new ProgressBar("resize", progress)) {
                     n = DiskOps.resize(file, wanted, shrink, bar);

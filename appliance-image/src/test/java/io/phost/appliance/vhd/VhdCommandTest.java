@@ -155,6 +155,10 @@ class VhdCommandTest {
 
         assertEquals(2, phost("vhd", "create", dir.resolve("c.vhdx").toString(), "--parent", a.toString(), "--size", "1G"));
         assertEquals(2, phost("vhd", "create", dir.resolve("d.vhd").toString(), "--size", "4M", "--physical-sector", "4096"));
+        assertEquals(2, phost("vhd", "create", dir.resolve("e.vhdx").toString(), "--size", "1000"));
+        assertEquals(2, phost("vhd", "create", dir.resolve("e.vhdx").toString(), "--size", "4M", "--block-size", "3M"));
+        assertEquals(2, phost("vhd", "resize", a.toString(), "--size", "+100"));
+        assertEquals(2, phost("vhd", "convert", a.toString(), dir.resolve("e.vhdx").toString(), "--type", "sparse"));
         Path child = dir.resolve("c.avhdx");
         assertEquals(0, phost("vhd", "create", child.toString(), "--parent", a.toString()));
         assertEquals(2, phost("vhd", "set-parent", child.toString(), child.toString()));
