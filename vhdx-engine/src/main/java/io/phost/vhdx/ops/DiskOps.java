@@ -139,6 +139,12 @@ public final class DiskOps {
     /** Checks {@code path} as {@code forced} (null: recognised from content). */
     public static CheckReport check(Path path, DiskFormat forced, boolean repair) throws IOException {
         DiskFormat format = forced != null ? forced : VirtualDisks.detect(path);
+        if (Files.exists(VhdxMerge.journalOf(path))) {
+            // A merge killed after its commit point: the parent is half-written and this child no longer opens.
+            return new CheckReport(List.of("an interrupted merge of " + path + " into its parent ("
+                + VhdxMerge.journalOf(path).getFileName() + "): run `phost vhd merge " + path + "` to finish it"),
+                List.of(), List.of(), true);
+        }
         return switch (format) {
             case RAW -> new CheckReport(List.of(), List.of("raw images have no metadata to check"), List.of(), true);
             case VHD -> {

@@ -228,6 +228,11 @@ class ImageSafetyTest {
             assertTrue(p.waitFor(30, TimeUnit.SECONDS));
             boolean committed = Files.exists(VhdxMerge.journalOf(child));
             System.out.println("merge kill round " + round + ": journal=" + committed + " child=" + Files.exists(child));
+            if (committed) {
+                CheckReport r = DiskOps.check(child, false);
+                assertEquals(1, r.exitCode(), "check points at the unfinished merge: " + r);
+                assertTrue(r.problems().getFirst().contains("phost vhd merge"), r.toString());
+            }
             if (!committed && Files.exists(child)) {
                 assertArrayEquals(expected, view(child), "killed before the journal: the chain is untouched");
             }
