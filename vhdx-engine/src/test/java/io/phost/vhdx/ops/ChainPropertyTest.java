@@ -169,7 +169,6 @@ class ChainPropertyTest {
 
         /** Writes into the base by qemu-io (qemu cannot open differencing images of either format). */
         private void qemuWrites(Path base) throws Exception {
-            StringBuilder cmds = new StringBuilder();
             List<String> args = new ArrayList<>(List.of("qemu-io", "-f", format == DiskFormat.VHD ? "vpc" : "vhdx"));
             int n = 1 + rnd.nextInt(3);
             for (int i = 0; i < n; i++) {
@@ -182,7 +181,6 @@ class ChainPropertyTest {
                 args.add("-c");
                 args.add("write -P " + pat + " " + off + " " + len);
                 java.util.Arrays.fill(reference, (int) off, (int) off + len, (byte) pat);
-                cmds.append(off).append(' ');
             }
             args.add(base.toString());
             runOk(args.toArray(String[]::new));
