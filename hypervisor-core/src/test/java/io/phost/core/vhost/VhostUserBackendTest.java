@@ -98,6 +98,26 @@ class VhostUserBackendTest {
         }
     }
 
+    @Test
+    void shouldPinQueueWorkersToTheConfiguredCpus() throws Exception {
+        try (VhostUserBackend pinned = VhostUserBackend.start("vhpin", dir.resolve("pin.sock"), new EchoDevice(1), java.util.List.of(0));
+             VhostUserFrontend f = VhostUserFrontend.connect(pinned.socketPath(), 1 << 20)) {
+            f.negotiate(ALL);
+            VhostUserFrontend.Queue q = f.startQueue(0, 8);
+            echo(f, q, false);
+            String allowed = null;
+            try (var tasks = java.nio.file.Files.list(Path.of("/proc/self/task"))) {
+                for (Path t : tasks.toList()) {
+                    if (java.nio.file.Files.readString(t.resolve("comm")).strip().equals("vhpin-q0")) {
+                        allowed = java.nio.file.Files.readAllLines(t.resolve("status")).stream()
+                            .filter(l -> l.startsWith("Cpus_allowed_list:")).findFirst().orElseThrow().split(":")[1].strip();
+                    }
+                }
+            }
+            assertEquals("0", allowed, "the queue worker thread runs on CPU 0 only");
+        }
+    }
+
     private static void echo(VhostUserFrontend f, VhostUserFrontend.Queue q, boolean indirect) {
         long src = f.alloc(300, 8);
         long dst = f.alloc(300, 8);
