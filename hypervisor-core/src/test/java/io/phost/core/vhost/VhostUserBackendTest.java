@@ -316,13 +316,24 @@ class VhostUserBackendTest {
         }, "BAD_DESCRIPTOR_ORDER");
     }
 
-    /** Runs {@code attack} on a fresh connection; expects a hang-up naming {@code reason}, then a healthy session. */
+    /**
+     * Runs {@code attack} on a fresh connection while another device serves a well-behaved front-end;
+     * expects a hang-up naming {@code reason}, the other device untouched, then a healthy session.
+     */
     private void hostile(Consumer<VhostUserFrontend> attack, String reason) {
-        try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
-            attack.accept(f);
-            assertTrue(f.awaitHangUp(5_000), "back-end drops the connection");
+        try (VhostUserBackend other = VhostUserBackend.start("other", dir.resolve("other.sock"), new EchoDevice(1));
+             VhostUserFrontend good = VhostUserFrontend.connect(other.socketPath(), 1 << 20)) {
+            good.negotiate(ALL);
+            VhostUserFrontend.Queue gq = good.startQueue(0, 8);
+            echo(good, gq, false);
+            try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
+                attack.accept(f);
+                assertTrue(f.awaitHangUp(5_000), "back-end drops the connection");
+            }
+            waitForError(reason);
+            echo(good, gq, true); // the other device kept its connection and serves on
+            assertEquals(null, other.lastError());
         }
-        waitForError(reason);
         shouldServeAfterwards();
     }
 
