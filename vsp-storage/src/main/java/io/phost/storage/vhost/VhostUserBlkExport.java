@@ -129,6 +129,11 @@ public final class VhostUserBlkExport implements AutoCloseable {
         return backend.connected();
     }
 
+    /** Front-ends that have connected since start (a reconnecting QEMU counts again). */
+    public long connections() {
+        return backend.connections();
+    }
+
     /** Queues currently running. */
     public int runningQueues() {
         return backend.runningQueues();
