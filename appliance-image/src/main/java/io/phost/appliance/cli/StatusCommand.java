@@ -19,7 +19,8 @@ import picocli.CommandLine.Option;
 
 @Command(name = "status", description = {
     "Ask a running host for its status over the management endpoint.",
-    "Without --host it asks the host started on this machine (its address is kept in /run/phost/endpoint)."})
+    "Without --host it asks the host started on this machine (its address is kept in /run/phost/endpoint).",
+    "Exit code 3 when a partition is CRASHED or FAULTED."})
 public final class StatusCommand implements Callable<Integer> {
     @Mixin
     EndpointOptions endpoint;
@@ -33,12 +34,34 @@ public final class StatusCommand implements Callable<Integer> {
         if (r.status() != 200) {
             throw new UserException("status: " + endpoint.describe() + " answered " + r.status() + ": " + r.bodyText().strip());
         }
+        Object doc = Json.parse(r.bodyText());
         if (json) {
             System.out.print(r.bodyText());
         } else {
-            System.out.print(render(Json.parse(r.bodyText())));
+            System.out.print(render(doc));
+        }
+        List<String> down = troubled(doc);
+        if (!down.isEmpty()) {
+            System.err.println("phost: partitions crashed or faulted: " + String.join(", ", down));
+            return EXIT_PARTITION_DOWN;
         }
         return 0;
+    }
+
+    /** Exit code when the host runs but a partition is CRASHED or FAULTED (monitoring can alert on it). */
+    static final int EXIT_PARTITION_DOWN = 3;
+
+    /** "name (STATE: reason)" of every CRASHED or FAULTED partition in a /status document. */
+    static List<String> troubled(Object doc) {
+        List<String> out = new java.util.ArrayList<>();
+        if (doc instanceof Map<?, ?> m && m.get("partitions") instanceof List<?> parts) {
+            for (Object o : parts) {
+                if (o instanceof Map<?, ?> p && ("CRASHED".equals(p.get("state")) || "FAULTED".equals(p.get("state")))) {
+                    out.add(p.get("name") + " (" + p.get("state") + ": " + p.get("reason") + ")");
+                }
+            }
+        }
+        return out;
     }
 
     /** Renders /status for people: scalars as "key: value", lists of objects as tables. */

@@ -79,7 +79,7 @@ final class ConfigBinder implements TomlNode.Errors {
                 disks.put(name, new Defined<>(d, n));
             }
         }
-        checkDiskFiles(host, disks);
+        checkDiskFiles(host, hostNode, disks);
         Map<String, Defined<SwitchConfig>> switches = new LinkedHashMap<>();
         for (TomlNode n : root.tables("switch")) {
             SwitchConfig s = switchConfig(n);
@@ -124,10 +124,25 @@ final class ConfigBinder implements TomlNode.Errors {
      * the file (disks are opened and created in file order), or has another format. A differencing disk whose
      * parent is a configured disk takes the parent's sector sizes unless it sets them (a different logical
      * sector size is refused: the engine cannot create it). Paths are compared after resolving them against
-     * the data dir, when it is known.
+     * the data dir, when it is known, and through symbolic links ({@link #realPath}), so two names for one
+     * file are one file. The host's sockets and token file must not be a disk's file or each other: a socket
+     * bound over a disk image would cost the image.
      */
-    private void checkDiskFiles(HostConfig host, Map<String, Defined<DiskConfig>> disks) {
+    private void checkDiskFiles(HostConfig host, TomlNode hostNode, Map<String, Defined<DiskConfig>> disks) {
         Path base = host == null || host.dataDirIsPlaceholder() ? Path.of("/") : host.dataDir();
+        Map<Path, String> used = new HashMap<>();
+        if (host != null && !host.dataDirIsPlaceholder()) {
+            if (host.managementIsUnix()) {
+                claim(used, host.managementSocket(), "the management socket", hostNode, "management");
+            }
+            boolean exported = disks.values().stream().anyMatch(d -> d.value() != null && d.value().nbdExport());
+            if (exported && host.nbd().startsWith("unix:")) {
+                claim(used, Path.of(host.nbd().substring("unix:".length())), "the NBD socket", hostNode, "nbd");
+            }
+            if (host.managementTokenFile() != null) {
+                claim(used, host.resolvedTokenFile(), "the management token file", hostNode, "management_token_file");
+            }
+        }
         Map<Path, DiskConfig> byFile = new HashMap<>();
         Map<String, Integer> order = new HashMap<>();
         for (Defined<DiskConfig> d : disks.values()) {
@@ -135,11 +150,14 @@ final class ConfigBinder implements TomlNode.Errors {
                 continue;
             }
             order.put(d.value().name(), order.size());
-            Path file = d.value().resolvedPath(base).normalize();
+            Path file = realPath(d.value().resolvedPath(base));
             DiskConfig other = byFile.putIfAbsent(file, d.value());
             if (other != null) {
                 d.node().error("path", Reason.DUPLICATE,
-                    "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'");
+                    "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'"
+                    + (file.equals(d.value().resolvedPath(base).normalize()) ? "" : " (" + file + ")"));
+            } else {
+                claim(used, file, "disk '" + d.value().name() + "'", d.node(), "path");
             }
         }
         for (Map.Entry<String, Defined<DiskConfig>> e : disks.entrySet()) {
@@ -148,7 +166,7 @@ final class ConfigBinder implements TomlNode.Errors {
             if (disk == null || disk.parent() == null) {
                 continue;
             }
-            DiskConfig owner = byFile.get(disk.resolvedParent(base).normalize());
+            DiskConfig owner = byFile.get(realPath(disk.resolvedParent(base)));
             if (owner == null) {
                 continue; // an image the config does not manage; the engine checks it when creating
             }
@@ -184,6 +202,36 @@ final class ConfigBinder implements TomlNode.Errors {
                     disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport(), disk.vhostUser()), d.node()));
             }
         }
+    }
+
+    /** Records that {@code what} uses {@code file}; a second user is an error at its own key. */
+    private static void claim(Map<Path, String> used, Path file, String what, TomlNode node, String key) {
+        if (node == null) {
+            return;
+        }
+        Path real = realPath(file);
+        String first = used.putIfAbsent(real, what);
+        if (first != null) {
+            node.error(key, Reason.DUPLICATE, what + " would use " + real + ", which is already " + first
+                + "; every disk, socket and token file needs a path of its own");
+        }
+    }
+
+    /**
+     * {@code p} made absolute and normal, with symbolic links resolved as far as the file system has them:
+     * the real path of the file, or of its deepest existing directory plus the rest.
+     */
+    static Path realPath(Path p) {
+        Path abs = p.toAbsolutePath().normalize();
+        Path existing = abs;
+        while (existing != null) {
+            try {
+                return existing.toRealPath().resolve(existing.relativize(abs));
+            } catch (java.io.IOException | SecurityException e) {
+                existing = existing.getParent();
+            }
+        }
+        return abs;
     }
 
     private static String lower(Enum<?> e) {
@@ -519,9 +567,11 @@ final class ConfigBinder implements TomlNode.Errors {
         final List<String> command;
         final Workload workload;
         final boolean autostart;
+        final VmConfig vm;
 
         PartitionDraft(String name, int vcpus, long memory, List<DiskAttachment> disks, List<NicDraft> nics,
-                       List<String> command, Workload workload, boolean autostart) {
+                       List<String> command, Workload workload, boolean autostart, VmConfig vm) {
+            this.vm = vm;
             this.name = name;
             this.vcpus = vcpus;
             this.memory = memory;
@@ -537,7 +587,7 @@ final class ConfigBinder implements TomlNode.Errors {
             for (NicDraft d : nics) {
                 built.add(d.build());
             }
-            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart);
+            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart, vm);
         }
     }
 
@@ -556,12 +606,41 @@ final class ConfigBinder implements TomlNode.Errors {
         Long vcpus = n.integer("vcpus");
         Long memory = n.size("memory");
         Boolean autostart = n.bool("autostart");
+        String kind = n.word("kind");
+        boolean isVm = "vm".equals(kind);
         if (memory != null && memory % PAGE != 0) {
             n.error("memory", Reason.INVALID_VALUE, memory + " bytes is not a multiple of the 4KiB page size");
             memory = null;
+        } else if (memory != null && isVm && memory % Units.MIB != 0) {
+            n.error("memory", Reason.INVALID_VALUE, memory + " bytes is not a whole number of MiB (QEMU's -m for a VM)");
+            memory = null;
         }
-        List<String> command = n.strings("command");
-        boolean ok = true;
+        boolean ok = kind != null;
+        VmConfig vm = null;
+        if (isVm) {
+            vm = vm(n, name);
+            ok &= vm != null;
+            for (String key : List.of("command", "workload")) {
+                if (n.has(key)) {
+                    n.error(key, Reason.CONFLICT, "a VM partition runs its guest's own software; " + key
+                        + " is for kind = \"process\"");
+                    ok = false;
+                }
+            }
+            if (!n.tables("nic").isEmpty()) {
+                n.error("nic", Reason.CONFLICT, "a VM's NICs need a vhost-user-net backend, which this phost does not serve "
+                    + "yet; attach NICs to process partitions");
+                ok = false;
+            }
+        } else if (kind != null) {
+            for (String key : VM_ONLY_KEYS) {
+                if (n.has(key)) {
+                    n.error(key, Reason.CONFLICT, key + " is only for kind = \"vm\"");
+                    ok = false;
+                }
+            }
+        }
+        List<String> command = isVm ? null : n.strings("command");
         if (command != null) {
             if (command.isEmpty()) {
                 n.error("command", Reason.INVALID_VALUE,
@@ -571,22 +650,34 @@ final class ConfigBinder implements TomlNode.Errors {
                 n.error("command", Reason.INVALID_VALUE, "the program (first element) is empty");
                 ok = false;
             }
-        } else if (n.has("command")) {
+        } else if (n.has("command") && !isVm) {
             ok = false;
         }
         Workload workload = null;
-        TomlNode w = n.table("workload");
-        if (w != null) {
-            String kind = w.word("kind");
+        TomlNode w = isVm ? null : n.table("workload");
+        if (isVm) {
+            // checked above
+        } else if (w != null) {
+            String workloadKind = w.word("kind");
             List<String> args = w.strings("args");
             if (command != null || n.has("command")) {
                 n.error("workload", Reason.CONFLICT, "set either command or workload, not both");
                 ok = false;
             }
-            if (kind == null || args == null) {
+            if (workloadKind == null || args == null) {
                 ok = false;
             } else {
-                workload = new Workload(kind, args);
+                WorkloadArguments.Problem problem = WorkloadArguments.check(workloadKind, args);
+                if (problem != null) {
+                    if (problem.index() >= 0) {
+                        w.elementError("args", problem.index(), Reason.INVALID_VALUE, problem.message());
+                    } else {
+                        w.error("args", Reason.INVALID_VALUE, problem.message());
+                    }
+                    ok = false;
+                } else {
+                    workload = new Workload(workloadKind, args);
+                }
             }
         } else if (n.has("workload")) {
             ok = false;
@@ -682,7 +773,74 @@ final class ConfigBinder implements TomlNode.Errors {
         if (!ok || name == null || vcpus == null || memory == null || autostart == null) {
             return null;
         }
-        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart);
+        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart, vm);
+    }
+
+    /** Keys that only a {@code kind = "vm"} partition may set. */
+    private static final List<String> VM_ONLY_KEYS =
+        List.of("machine", "kernel", "initrd", "cmdline", "firmware", "console", "on_crash", "stop_timeout");
+
+    /** The VM keys of a {@code kind = "vm"} partition; null (with errors recorded) when any is wrong. */
+    private VmConfig vm(TomlNode n, String name) {
+        String machine = n.word("machine");
+        String kernel = n.string("kernel");
+        String initrd = n.string("initrd");
+        String cmdline = n.string("cmdline");
+        String firmware = n.word("firmware");
+        String console = n.string("console");
+        String onCrash = n.word("on_crash");
+        Long stopTimeout = n.integer("stop_timeout");
+        boolean ok = machine != null && cmdline != null && onCrash != null && stopTimeout != null
+            && (kernel != null || !n.has("kernel")) && (initrd != null || !n.has("initrd"))
+            && (firmware != null || !n.has("firmware")) && (console != null || !n.has("console"));
+        if (n.has("kernel") && n.has("firmware")) {
+            n.error("firmware", Reason.CONFLICT, "boot from either kernel (direct) or firmware (the first disk), not both");
+            ok = false;
+        } else if (!n.has("kernel") && !n.has("firmware")) {
+            n.errorHere(Reason.MISSING_KEY, "a VM needs a boot source: kernel = \"PATH\" (direct boot) or "
+                + "firmware = \"uefi\" | \"bios\" (boots the first disk)");
+            ok = false;
+        }
+        for (String key : List.of("initrd", "cmdline")) {
+            if (n.has(key) && !n.has("kernel")) {
+                n.error(key, Reason.CONFLICT, key + " needs kernel (firmware boots from the disk and ignores it)");
+                ok = false;
+            }
+        }
+        if (cmdline != null) {
+            if (cmdline.length() > 2048) {
+                n.error("cmdline", Reason.INVALID_VALUE, "the kernel command line is " + cmdline.length()
+                    + " characters, at most 2048");
+                ok = false;
+            }
+            for (int i = 0; i < cmdline.length(); i++) {
+                char c = cmdline.charAt(i);
+                if (c < 0x20 || c > 0x7e) {
+                    n.error("cmdline", Reason.INVALID_VALUE, String.format(
+                        "character %d of the kernel command line is U+%04X; only printable ASCII is passed to the kernel", i, (int) c));
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        Path kernelPath = kernel == null ? null : vmPath(n, "kernel", kernel);
+        Path initrdPath = initrd == null ? null : vmPath(n, "initrd", initrd);
+        Path consolePath = console == null ? Path.of("partitions", (name == null ? "vm" : name) + ".console.log")
+            : vmPath(n, "console", console);
+        if (!ok || (kernel != null && kernelPath == null) || (initrd != null && initrdPath == null) || consolePath == null) {
+            return null;
+        }
+        return new VmConfig(machine, kernelPath, initrdPath, cmdline, firmware, consolePath, onCrash, stopTimeout.intValue());
+    }
+
+    private static Path vmPath(TomlNode n, String key, String value) {
+        for (int i = 0; i < value.length(); i++) {
+            if (value.charAt(i) < 0x20 || value.charAt(i) == 0x7f) {
+                n.error(key, Reason.INVALID_VALUE, "character " + i + " of the path is a control character");
+                return null;
+            }
+        }
+        return path(n, key, value);
     }
 
     private NicDraft nic(TomlNode n, String partition, int index, Map<String, Defined<SwitchConfig>> switches,

@@ -149,7 +149,17 @@ public final class ConfigSchema {
             .tables("nic", "partition.nic")
             .add(key("command", Kind.STRING_ARRAY).note("non-empty; not with workload"))
             .add(new KeyBuilder("workload", Kind.TABLE).computed("idle when no command").child("partition.workload"))
-            .add(key("autostart", Kind.BOOLEAN).def("true"));
+            .add(key("autostart", Kind.BOOLEAN).def("true"))
+            .add(key("kind", Kind.ENUM).def("process").allowed("process", "vm"))
+            .add(key("machine", Kind.ENUM).def("q35").allowed("q35", "pc").note("vm only"))
+            .add(key("kernel", Kind.PATH).note("vm only; relative to data_dir; not with firmware"))
+            .add(key("initrd", Kind.PATH).note("vm only; needs kernel"))
+            .add(key("cmdline", Kind.STRING).def("").note("vm only; needs kernel; printable ASCII, at most 2048 bytes"))
+            .add(key("firmware", Kind.ENUM).allowed("uefi", "bios").note("vm only; not with kernel"))
+            .add(key("console", Kind.PATH).computed("partitions/<name>.console.log")
+                .note("vm only; relative to data_dir"))
+            .add(key("on_crash", Kind.ENUM).def("stop").allowed("restart", "stop").note("vm only"))
+            .add(key("stop_timeout", Kind.INTEGER).def("30").range(1, 3600).note("seconds; vm only"));
         section("partition.disk", true)
             .add(key("disk", Kind.NAME).req().note("a [[disk]] name"))
             .add(key("controller", Kind.INTEGER).def("0").range(0, 3))
@@ -170,7 +180,7 @@ public final class ConfigSchema {
             .add(key("iov_weight", Kind.INTEGER).def("0").range(0, 100).note("above 0 needs enable_iov"));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
-            .add(key("args", Kind.STRING_ARRAY).def("[]"));
+            .add(key("args", Kind.STRING_ARRAY).def("[]").note("checked as the workload's command line"));
     }
 
     private ConfigSchema() {

@@ -24,6 +24,7 @@ public final class Assembler {
         }
         StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos));
         NetworkComponent network = app.add(NetworkComponent.start(cfg));
-        app.add(PartitionsComponent.start(cfg, List.of(storage, network)));
+        VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos));
+        app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks));
     }
 }

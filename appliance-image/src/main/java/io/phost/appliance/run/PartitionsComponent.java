@@ -2,12 +2,20 @@ package io.phost.appliance.run;
 
 import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.PartitionConfig;
+import io.phost.appliance.config.VmConfig;
+import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.util.Records;
+import io.phost.core.partition.ChildPartition;
 import io.phost.core.partition.GuestLauncher;
 import io.phost.core.partition.Partition;
 import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
+import io.phost.core.partition.PartitionState;
 import io.phost.core.partition.PartitionStatus;
+import io.phost.core.vm.Accelerator;
+import io.phost.core.vm.BootSource;
+import io.phost.core.vm.VmPartition;
+import io.phost.core.vm.VmSpec;
 import io.phost.core.vmbus.VirtualServiceProvider;
 import java.io.IOException;
 import java.lang.System.Logger;
@@ -15,50 +23,78 @@ import java.lang.System.Logger.Level;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
+import java.util.function.Function;
 
 /**
- * The child partitions: one {@link PartitionHost} accepting attaches on {@code DATA_DIR/partitions/vmbus.sock},
- * one {@link Partition} per {@code [[partition]]}, each offered the VSPs its config asks for (storage,
- * network), started when {@code autostart}. Stop is graceful (shutdown service) then forced, all
- * partitions in parallel so SIGTERM completes within the appliance's 5 s promise.
+ * The child partitions, both kinds behind one {@link ChildPartition} lifecycle. Process partitions: one
+ * {@link PartitionHost} accepting attaches on {@code DATA_DIR/partitions/vmbus.sock}, each partition offered
+ * the VSPs its config asks for (storage, network). VM partitions: one supervised QEMU each
+ * ({@link VmPartition}), its disks served over vhost-user by {@link VmDisksComponent}. Partitions with
+ * {@code autostart} start with the host; the others wait for {@code phost partition start}. Stop is
+ * graceful then forced, all partitions in parallel so SIGTERM completes within the appliance's 5 s promise.
  */
 public final class PartitionsComponent implements Component {
+    private static final List<String> PARTITION_STATES =
+        java.util.Arrays.stream(PartitionState.values()).map(Enum::name).toList();
+
     private static final Logger LOG = System.getLogger("phost.partitions");
-    /** Graceful-stop budget per partition; partitions stop in parallel. */
+    /** Graceful-stop budget per partition when the host stops; partitions stop in parallel. */
     static final Duration STOP_GRACE = Duration.ofMillis(2500);
 
-    /** Provides the VSPs a partition is offered (storage LUNs, NICs). */
+    /** Provides the VSPs a process partition is offered (storage LUNs, NICs). */
     public interface VspSource {
         List<VirtualServiceProvider> vspsFor(PartitionConfig partition) throws IOException;
     }
 
+    private final ApplianceConfig cfg;
     private final PartitionHost host;
+    /** Every partition, in config order. */
+    private final Map<String, ChildPartition> partitions = new LinkedHashMap<>();
 
-    private PartitionsComponent(PartitionHost host) {
+    private PartitionsComponent(ApplianceConfig cfg, PartitionHost host) {
+        this.cfg = cfg;
         this.host = host;
     }
 
     public static PartitionsComponent start(ApplianceConfig cfg, List<VspSource> sources) throws IOException {
+        return start(cfg, sources, null);
+    }
+
+    public static PartitionsComponent start(ApplianceConfig cfg, List<VspSource> sources, VmDisksComponent vmDisks)
+        throws IOException {
         Path dir = cfg.host().dataDir().resolve("partitions");
         PartitionHost host = new PartitionHost(dir, launcher(cfg),
             PartitionHost.Options.defaults().withAgentCpus(cfg.host().vspCpus()));
-        PartitionsComponent c = new PartitionsComponent(host);
+        PartitionsComponent c = new PartitionsComponent(cfg, host);
+        Accelerator accel = cfg.partitions().stream().anyMatch(PartitionConfig::isVm) ? Accelerator.detect() : null;
         try {
             for (PartitionConfig p : cfg.partitions()) {
-                PartitionSpec spec = new PartitionSpec(p.name(), p.vcpus(), p.memory(),
-                    p.command(), p.command() == null ? p.workload().kind() : null);
-                Partition partition = host.create(spec);
-                for (VspSource s : sources) {
-                    for (VirtualServiceProvider vsp : s.vspsFor(p)) {
-                        partition.offer(vsp);
+                ChildPartition partition;
+                if (p.isVm()) {
+                    VmSpec spec = vmSpec(cfg, p, vmDisks);
+                    partition = new VmPartition(spec, dir, p.vm().resolvedConsole(cfg.host().dataDir()), accel,
+                        VmPartition.Options.defaults());
+                } else {
+                    PartitionSpec spec = new PartitionSpec(p.name(), p.vcpus(), p.memory(),
+                        p.command(), p.command() == null ? p.workload().kind() : null);
+                    Partition process = host.create(spec);
+                    for (VspSource s : sources) {
+                        for (VirtualServiceProvider vsp : s.vspsFor(p)) {
+                            process.offer(vsp);
+                        }
                     }
+                    partition = process;
                 }
+                c.partitions.put(p.name(), partition);
+            }
+            for (PartitionConfig p : cfg.partitions()) {
                 if (p.autostart()) {
-                    partition.start();
-                    LOG.log(Level.INFO, "started partition=" + p.name() + " pid=" + partition.status().pid());
+                    c.startOne(c.partitions.get(p.name()));
                 }
             }
         } catch (IOException | RuntimeException e) {
@@ -66,6 +102,32 @@ public final class PartitionsComponent implements Component {
             throw e;
         }
         return c;
+    }
+
+    /** Starts at host start: a process partition that cannot launch fails the host; a VM is left CRASHED (its status says why). */
+    private void startOne(ChildPartition p) throws IOException {
+        try {
+            p.start();
+            LOG.log(Level.INFO, "started partition=" + p.name() + " kind=" + p.kind().name().toLowerCase(Locale.ROOT)
+                + " pid=" + p.status().pid());
+        } catch (IOException e) {
+            if (p.kind() == io.phost.core.partition.PartitionKind.PROCESS) {
+                throw e;
+            }
+            LOG.log(Level.ERROR, "start failed partition=" + p.name() + " reason=\"" + e.getMessage() + "\"");
+        }
+    }
+
+    static VmSpec vmSpec(ApplianceConfig cfg, PartitionConfig p, VmDisksComponent vmDisks) {
+        VmConfig v = p.vm();
+        Path data = cfg.host().dataDir();
+        BootSource boot = v.kernel() != null
+            ? new BootSource.Kernel(v.resolvedKernel(data).toAbsolutePath(),
+                v.initrd() == null ? null : v.resolvedInitrd(data).toAbsolutePath(), v.cmdline())
+            : new BootSource.Firmware(BootSource.Firmware.Type.valueOf(v.firmware().toUpperCase(Locale.ROOT)));
+        return new VmSpec(p.name(), p.vcpus(), p.memory(), VmSpec.Machine.valueOf(v.machine().toUpperCase(Locale.ROOT)),
+            boot, vmDisks == null ? List.of() : vmDisks.devicesFor(p),
+            VmSpec.CrashPolicy.valueOf(v.onCrash().toUpperCase(Locale.ROOT)), Duration.ofSeconds(v.stopTimeout()));
     }
 
     /** Built-in workloads run as {@code phost guest KIND ARGS...} on this JVM's runtime and class path. */
@@ -92,6 +154,32 @@ public final class PartitionsComponent implements Component {
         return host;
     }
 
+    /** Every partition, in config order. */
+    public List<ChildPartition> partitions() {
+        return List.copyOf(partitions.values());
+    }
+
+    public ChildPartition partition(String name) {
+        return partitions.get(name);
+    }
+
+    /** The graceful-stop budget of {@code p} for a user's stop: a VM's stop_timeout, else the host's. */
+    Duration stopTimeout(ChildPartition p) {
+        return p instanceof VmPartition vm ? vm.spec().stopTimeout() : STOP_GRACE;
+    }
+
+    ApplianceConfig config() {
+        return cfg;
+    }
+
+    public List<PartitionStatus> statuses() {
+        List<PartitionStatus> s = new ArrayList<>();
+        for (ChildPartition p : partitions.values()) {
+            s.add(p.status());
+        }
+        return s;
+    }
+
     @Override
     public String name() {
         return "partitions";
@@ -99,29 +187,35 @@ public final class PartitionsComponent implements Component {
 
     @Override
     public Object status() {
-        return Records.toJsonable(host.status());
+        return Records.toJsonable(statuses());
     }
 
     @Override
     public void metrics(Metrics m) {
-        for (PartitionStatus s : host.status()) {
-            m.gauge("phost_partition_running", "1 while the partition is running", s.state().name().equals("RUNNING") ? 1 : 0,
-                "partition", s.name(), "state", s.state().name());
-            m.counter("phost_partition_faults_total", "Guest faults recorded for the partition", s.faultCount(), "partition", s.name());
+        for (PartitionStatus s : statuses()) {
+            m.state("phost_partition_state", "Lifecycle state of the partition", PARTITION_STATES, s.state().name(),
+                "partition", s.name());
+            m.counter("phost_partition_faults", "Guest faults and crashes recorded for the partition", s.faultCount(),
+                "partition", s.name());
             m.gauge("phost_partition_channels", "Open VMBus channels of the partition", s.channels(), "partition", s.name());
         }
     }
 
     @Override
-    public Map<String, java.util.function.Function<String, io.phost.appliance.mgmt.HttpResponse>> routes() {
-        return Map.of("/partitions", q -> io.phost.appliance.mgmt.HttpResponse.json(io.phost.appliance.util.Json.pretty(status())));
+    public Map<String, Function<String, HttpResponse>> routes() {
+        return new PartitionRoutes(this).routes();
     }
 
     @Override
     public void close() {
         List<CompletableFuture<Void>> stops = new ArrayList<>();
-        for (Partition p : host.partitions()) {
-            stops.add(CompletableFuture.runAsync(() -> p.stop(STOP_GRACE), r -> Thread.ofVirtual().start(r)));
+        for (ChildPartition p : partitions.values()) {
+            stops.add(CompletableFuture.runAsync(() -> {
+                long t0 = System.nanoTime();
+                p.stop(STOP_GRACE);
+                LOG.log(Level.INFO, "stopped partition=" + p.name() + " ms=" + (System.nanoTime() - t0) / 1_000_000
+                    + " reason=\"" + p.status().reason() + "\"");
+            }, r -> Thread.ofVirtual().start(r)));
         }
         CompletableFuture.allOf(stops.toArray(CompletableFuture[]::new)).join();
         host.close();

@@ -37,6 +37,17 @@ class ManagementServerTest {
     }
 
     @Test
+    void shouldSendTheHeadOfAResponseWithAnEmptyBody() throws IOException {
+        ManagementAddress a = ManagementAddress.parse("unix:" + dir.resolve("e.sock"));
+        try (ManagementServer s = new ManagementServer(a, null)) {
+            s.route("/empty", q -> HttpResponse.text(200, "")).start();
+            HttpResponse r = new ManagementClient(a, null).get("/empty");
+            assertEquals(200, r.status());
+            assertEquals(0, r.body().length);
+        }
+    }
+
+    @Test
     void shouldRequireTheBearerTokenOnTcpExceptForHealth() throws IOException {
         try (ManagementServer s = new ManagementServer(ManagementAddress.parse("tcp://127.0.0.1:0"), "s3cret")) {
             s.route("/health", q -> HttpResponse.json("{}")).route("/status", q -> HttpResponse.json("{\"a\":1}")).start();
@@ -69,13 +80,24 @@ class ManagementServerTest {
     @Test
     void shouldReplaceAStaleSocketFileButRefuseALiveOne() throws IOException {
         Path sock = dir.resolve("s.sock");
-        Files.writeString(sock, "stale");
+        try (var stale = java.nio.channels.ServerSocketChannel.open(java.net.StandardProtocolFamily.UNIX)) {
+            stale.bind(java.net.UnixDomainSocketAddress.of(sock)); // closed below: the file stays, nobody answers
+        }
         ManagementAddress a = ManagementAddress.parse("unix:" + sock);
         try (ManagementServer s = new ManagementServer(a, null)) {
             s.route("/health", q -> HttpResponse.json("{}")).start();
             IOException e = assertThrows(IOException.class, () -> new ManagementServer(a, null));
             assertTrue(e.getMessage().contains("another phost"));
         }
+    }
+
+    @Test
+    void shouldRefuseASocketPathThatIsAFileAndKeepTheFile() throws IOException {
+        Path disk = dir.resolve("disk.raw");
+        Files.writeString(disk, "a disk image");
+        IOException e = assertThrows(IOException.class, () -> new ManagementServer(ManagementAddress.parse("unix:" + disk), null));
+        assertTrue(e.getMessage().contains("not a socket"), e.getMessage());
+        assertEquals("a disk image", Files.readString(disk));
     }
 
     @Test

@@ -26,7 +26,7 @@ import java.util.concurrent.TimeUnit;
  * One child partition: its spec, credential, process, VMBus connection and integration services.
  * Lifecycle methods are thread-safe (they hold this object's monitor; waits happen outside it).
  */
-public final class Partition {
+public final class Partition implements ChildPartition {
     private static final SecureRandom RANDOM = new SecureRandom();
     private static final int FAULT_HISTORY = 16;
 
@@ -61,14 +61,26 @@ public final class Partition {
         this.kvp = new KvpVsp(spec.name());
     }
 
+    @Override
     public String name() {
         return spec.name();
+    }
+
+    @Override
+    public PartitionKind kind() {
+        return PartitionKind.PROCESS;
+    }
+
+    /** The file the launched process's stdout and stderr are appended to. */
+    public java.nio.file.Path logFile() {
+        return host.dataDir().resolve(name() + ".log");
     }
 
     public PartitionSpec spec() {
         return spec;
     }
 
+    @Override
     public synchronized PartitionState state() {
         return state;
     }
@@ -119,6 +131,7 @@ public final class Partition {
     }
 
     /** Launches the child (launched specs) or starts waiting for it to attach (external specs). */
+    @Override
     public synchronized void start() throws IOException {
         if (state.live()) {
             throw new IllegalStateException("partition " + name() + " is " + state);
@@ -135,7 +148,7 @@ public final class Partition {
         }
         ProcessBuilder pb = new ProcessBuilder(host.launcher().command(spec));
         pb.environment().putAll(environment());
-        File log = host.dataDir().resolve(name() + ".log").toFile();
+        File log = logFile().toFile();
         pb.redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.appendTo(log));
         pb.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
         try {
@@ -150,6 +163,7 @@ public final class Partition {
     }
 
     /** SIGSTOP: the guest's vCPUs (its process) stop; heartbeats are not expected while paused. */
+    @Override
     public synchronized void pause() {
         requireProcess("pause");
         if (state != PartitionState.RUNNING) {
@@ -160,6 +174,7 @@ public final class Partition {
     }
 
     /** SIGCONT, then restart the heartbeat timeout and push a time sample (the guest clock stood still). */
+    @Override
     public synchronized void resume() {
         requireProcess("resume");
         if (state != PartitionState.PAUSED) {
@@ -182,6 +197,7 @@ public final class Partition {
      * process to exit (or, for an external partition, its connection to close); then SIGKILL.
      * Returns when the partition is STOPPED.
      */
+    @Override
     public void stop(Duration grace) {
         Process p;
         synchronized (this) {
@@ -247,22 +263,20 @@ public final class Partition {
         crash(why, PartitionState.CRASHED);
     }
 
-    /** Waits until the partition reaches {@code wanted}; false on timeout. */
-    public boolean awaitState(PartitionState wanted, Duration timeout) {
-        long deadline = System.nanoTime() + timeout.toNanos();
-        while (System.nanoTime() < deadline) {
-            if (state() == wanted) {
-                return true;
-            }
-            sleep(5);
-        }
-        return state() == wanted;
+    /** Kills the process at once (SIGKILL) and tears everything down; state STOPPED with {@code why}. */
+    @Override
+    public void turnOff(String why) {
+        crash(why, PartitionState.STOPPED);
     }
 
+    @Override
     public synchronized PartitionStatus status() {
-        return new PartitionStatus(name(), state, process != null && process.isAlive() ? process.pid() : -1,
-            spec.vcpus(), spec.memoryBytes(), server == null ? 0 : server.openChannels(),
-            server == null ? 0 : server.offers().size(), faultCount(), faults(), reason);
+        Map<String, String> details = new LinkedHashMap<>();
+        details.put("log", spec.launched() ? logFile().toString() : "none (external process)");
+        return new PartitionStatus(name(), PartitionKind.PROCESS, state,
+            process != null && process.isAlive() ? process.pid() : -1, spec.vcpus(), spec.memoryBytes(),
+            server == null ? 0 : server.openChannels(), server == null ? 0 : server.offers().size(), faultCount(),
+            faults(), reason, details);
     }
 
     public List<String> faults() {
@@ -405,13 +419,20 @@ public final class Partition {
             if (state == PartitionState.CREATED) {
                 return;
             }
+            p = process;
+            // Kill and reap before the new state is visible: whoever sees FAULTED/CRASHED/STOPPED must
+            // not find the guest still running (SIGKILL is bounded; 2 s covers a loaded machine).
+            if (p != null && p.isAlive()) {
+                p.destroyForcibly();
+                try {
+                    p.waitFor(2, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
             state = to;
             reason = why;
-            p = process;
             teardown();
-        }
-        if (p != null && p.isAlive()) {
-            p.destroyForcibly();
         }
     }
 

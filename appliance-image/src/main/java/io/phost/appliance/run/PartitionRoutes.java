@@ -1,0 +1,148 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.mgmt.HttpResponse;
+import io.phost.appliance.util.Json;
+import io.phost.appliance.util.Query;
+import io.phost.appliance.util.Records;
+import io.phost.core.partition.ChildPartition;
+import io.phost.core.partition.Partition;
+import io.phost.core.vm.VmPartition;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Function;
+
+/**
+ * The partition lifecycle on the management API (as Start-VM/Stop-VM, {@code virsh} and the Firecracker
+ * API), for process and VM partitions alike. Arguments are query parameters; {@code name=N} picks one
+ * partition, {@code all=true} every one.
+ * <pre>
+ *   GET  /partitions                                   every partition's status (JSON array)
+ *   POST /partitions/start|stop|restart|pause|resume|kill?name=N | all=true [&amp;timeout_s=S (stop, restart)]
+ *        200: the affected partitions' status; 404: no such partition; 409: not possible in its state
+ *   GET  /partitions/console?name=N[&amp;bytes=65536]     the tail of a VM's serial console log (text)
+ *   GET  /partitions/logs?name=N[&amp;bytes=65536]        the tail of the partition's own log: a process's
+ *                                                      stdout/stderr, QEMU's messages for a VM (text)
+ * </pre>
+ */
+final class PartitionRoutes {
+    static final int DEFAULT_TAIL = 64 * 1024;
+    static final int MAX_TAIL = 4 * 1024 * 1024;
+
+    private final PartitionsComponent partitions;
+
+    PartitionRoutes(PartitionsComponent partitions) {
+        this.partitions = partitions;
+    }
+
+    Map<String, Function<String, HttpResponse>> routes() {
+        Map<String, Function<String, HttpResponse>> r = new LinkedHashMap<>();
+        r.put("/partitions", q -> HttpResponse.json(Json.pretty(partitions.status())));
+        for (String verb : List.of("start", "stop", "restart", "pause", "resume", "kill")) {
+            r.put("POST /partitions/" + verb, q -> verb(verb, q));
+        }
+        r.put("/partitions/console", q -> tail(q, true));
+        r.put("/partitions/logs", q -> tail(q, false));
+        return r;
+    }
+
+    private HttpResponse verb(String verb, String query) {
+        Map<String, String> q = Query.parse(query);
+        List<ChildPartition> targets;
+        try {
+            targets = targets(q);
+        } catch (IllegalArgumentException e) {
+            return HttpResponse.text(e.getMessage().startsWith("no partition") ? 404 : 400, e.getMessage() + "\n");
+        }
+        Duration timeout = null;
+        if (q.containsKey("timeout_s")) {
+            try {
+                long s = Long.parseLong(q.get("timeout_s"));
+                if (s < 0 || s > 3600) {
+                    throw new NumberFormatException();
+                }
+                timeout = Duration.ofSeconds(s);
+            } catch (NumberFormatException e) {
+                return HttpResponse.text(400, "timeout_s must be 0..3600 seconds, not '" + q.get("timeout_s") + "'\n");
+            }
+        }
+        List<String> failures = new ArrayList<>();
+        List<Object> done = new ArrayList<>();
+        for (ChildPartition p : targets) {
+            Duration grace = timeout != null ? timeout : partitions.stopTimeout(p);
+            try {
+                switch (verb) {
+                    case "start" -> p.start();
+                    case "stop" -> p.stop(grace);
+                    case "restart" -> p.restart(grace);
+                    case "pause" -> p.pause();
+                    case "resume" -> p.resume();
+                    case "kill" -> p.turnOff("killed by request");
+                    default -> throw new IllegalArgumentException(verb);
+                }
+            } catch (IOException | RuntimeException e) {
+                failures.add(p.name() + ": " + e.getMessage());
+            }
+            done.add(Records.toJsonable(p.status()));
+        }
+        if (!failures.isEmpty() && (targets.size() == 1 || !q.containsKey("all"))) {
+            return HttpResponse.text(409, verb + " " + String.join("; ", failures) + "\n");
+        }
+        return HttpResponse.json(Json.pretty(done));
+    }
+
+    private List<ChildPartition> targets(Map<String, String> q) {
+        if ("true".equals(q.get("all"))) {
+            return partitions.partitions();
+        }
+        String name = q.get("name");
+        if (name == null || name.isBlank()) {
+            throw new IllegalArgumentException("name=NAME or all=true is required");
+        }
+        ChildPartition p = partitions.partition(name);
+        if (p == null) {
+            throw new IllegalArgumentException("no partition named '" + name + "'");
+        }
+        return List.of(p);
+    }
+
+    private HttpResponse tail(String query, boolean console) {
+        Map<String, String> q = Query.parse(query);
+        ChildPartition p;
+        try {
+            p = targets(Map.of("name", q.getOrDefault("name", ""))).getFirst();
+        } catch (IllegalArgumentException e) {
+            return HttpResponse.text(e.getMessage().startsWith("no partition") ? 404 : 400, e.getMessage() + "\n");
+        }
+        int bytes;
+        try {
+            bytes = Integer.parseInt(q.getOrDefault("bytes", Integer.toString(DEFAULT_TAIL)));
+            if (bytes < 1 || bytes > MAX_TAIL) {
+                throw new NumberFormatException();
+            }
+        } catch (NumberFormatException e) {
+            return HttpResponse.text(400, "bytes must be 1.." + MAX_TAIL + "\n");
+        }
+        try {
+            String text;
+            if (p instanceof VmPartition vm) {
+                text = console ? vm.console().tail(bytes) : new String(io.phost.core.vm.ConsoleLog.last(vm.qemuLog(), bytes),
+                    StandardCharsets.UTF_8);
+            } else if (console) {
+                return HttpResponse.text(404, "partition '" + p.name() + "' is a process partition: it has no serial "
+                    + "console; its output is at /partitions/logs?name=" + p.name() + "\n");
+            } else {
+                Path log = ((Partition) p).logFile();
+                text = new String(io.phost.core.vm.ConsoleLog.last(log, bytes), StandardCharsets.UTF_8);
+            }
+            return HttpResponse.text(200, text);
+        } catch (IOException e) {
+            return HttpResponse.text(500, "cannot read the log of '" + p.name() + "': " + e.getMessage() + "\n");
+        }
+    }
+}

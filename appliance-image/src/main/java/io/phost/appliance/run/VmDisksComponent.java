@@ -1,0 +1,145 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.DiskAttachment;
+import io.phost.appliance.config.DiskConfig;
+import io.phost.appliance.config.PartitionConfig;
+import io.phost.core.vm.VmDevice;
+import io.phost.qos.QosFlow;
+import io.phost.storage.DiskStats;
+import io.phost.storage.vhost.VhostUserBlkExport;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * The disks of VM partitions, each served by this phost as a vhost-user-blk device on
+ * {@code DATA_DIR/vhost/PARTITION.DISK.sock} through the storage core (its QoS flow, read-only flag, engine
+ * and statistics), so QEMU never opens an image itself. A VM's disks become PCI devices in (controller,
+ * LUN) order; under firmware boot the first one boots.
+ */
+public final class VmDisksComponent implements Component {
+    private static final Logger LOG = System.getLogger("phost.storage");
+    /** sun_path is 108 bytes with the terminating NUL. */
+    private static final int MAX_SOCKET_PATH = 107;
+
+    private record Export(String partition, DiskAttachment attachment, VhostUserBlkExport export) {}
+
+    private final Map<String, List<Export>> byPartition = new LinkedHashMap<>();
+
+    private VmDisksComponent() {}
+
+    public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) throws java.io.IOException {
+        VmDisksComponent c = new VmDisksComponent();
+        try {
+            Path dir = cfg.host().dataDir().resolve("vhost");
+            for (PartitionConfig p : cfg.partitions()) {
+                if (!p.isVm() || p.disks().isEmpty()) {
+                    continue;
+                }
+                Files.createDirectories(dir);
+                List<DiskAttachment> ordered = new ArrayList<>(p.disks());
+                ordered.sort(Comparator.comparingInt(DiskAttachment::controller).thenComparingInt(DiskAttachment::lun));
+                List<Export> exports = new ArrayList<>();
+                c.byPartition.put(p.name(), exports);
+                for (DiskAttachment a : ordered) {
+                    DiskConfig d = cfg.disk(a.disk()).orElseThrow();
+                    DisksComponent.OpenDisk open = disks.get(d.name());
+                    Path socket = dir.resolve(p.name() + "." + d.name() + ".sock");
+                    if (socket.toString().length() > MAX_SOCKET_PATH) {
+                        throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
+                            + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
+                    }
+                    QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+                    VhostUserBlkExport e = VhostUserBlkExport.start(p.name() + "." + d.name(), open.disk(), socket,
+                        VhostUserBlkExport.Options.defaults().withReadOnly(d.readOnly()).withQos(flow)
+                            .withQueues(queues(p)).withSerial(d.name()));
+                    exports.add(new Export(p.name(), a, e));
+                    LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-blk socket=" + socket);
+                }
+            }
+        } catch (java.io.IOException | RuntimeException e) {
+            c.close();
+            throw e;
+        }
+        return c;
+    }
+
+    /** One queue per vCPU (QEMU's default for vhost-user-blk-pci), at most 4: each queue is a worker thread here. */
+    static int queues(PartitionConfig p) {
+        return Math.max(1, Math.min(4, p.vcpus()));
+    }
+
+    private static String deviceOf(Path path) {
+        try {
+            return Files.getFileStore(path).name();
+        } catch (java.io.IOException e) {
+            return path.toString();
+        }
+    }
+
+    /** The vhost-user devices QEMU gets for partition {@code p}, in boot order. */
+    public List<VmDevice> devicesFor(PartitionConfig p) {
+        List<VmDevice> out = new ArrayList<>();
+        int i = 0;
+        for (Export e : byPartition.getOrDefault(p.name(), List.of())) {
+            out.add(VmDevice.blk("disk" + i++, e.export().socketPath(), e.export().runningQueues() > 0
+                ? e.export().runningQueues() : queues(p)));
+        }
+        return out;
+    }
+
+    @Override
+    public String name() {
+        return "vm_disks";
+    }
+
+    @Override
+    public Object status() {
+        List<Object> rows = new ArrayList<>();
+        byPartition.forEach((partition, exports) -> {
+            for (Export e : exports) {
+                DiskStats s = e.export().stats();
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("partition", partition);
+                m.put("disk", e.attachment().disk());
+                m.put("transport", "vhost-user-blk");
+                m.put("socket", e.export().socketPath().toString());
+                m.put("connected", e.export().connected());
+                m.put("queues", e.export().runningQueues());
+                m.put("reads", s.reads());
+                m.put("writes", s.writes());
+                m.put("errors", s.errors());
+                m.put("last_error", e.export().lastError() == null ? "" : e.export().lastError());
+                rows.add(m);
+            }
+        });
+        return rows;
+    }
+
+    @Override
+    public void metrics(Metrics m) {
+        byPartition.forEach((partition, exports) -> {
+            for (Export e : exports) {
+                String[] l = {"partition", partition, "disk", e.attachment().disk(), "transport", "vhost-user-blk"};
+                DiskStats s = e.export().stats();
+                m.counter("phost_vm_disk_reads_total", "virtio-blk reads completed for a VM", s.reads(), l);
+                m.counter("phost_vm_disk_writes_total", "virtio-blk writes completed for a VM", s.writes(), l);
+                m.counter("phost_vm_disk_errors_total", "virtio-blk requests answered with an error", s.errors(), l);
+                m.gauge("phost_vm_disk_connected", "1 while QEMU is connected to the disk's vhost-user socket",
+                    e.export().connected() ? 1 : 0, l);
+            }
+        });
+    }
+
+    @Override
+    public void close() {
+        byPartition.values().forEach(list -> list.forEach(e -> e.export().close()));
+    }
+}

@@ -1,0 +1,509 @@
+package io.phost.core.vm;
+
+import io.phost.core.partition.Cgroup;
+import io.phost.core.partition.ChildPartition;
+import io.phost.core.partition.PartitionKind;
+import io.phost.core.partition.PartitionState;
+import io.phost.core.partition.PartitionStatus;
+import java.io.File;
+import java.io.IOException;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayDeque;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * A VM partition: one QEMU process supervised over QMP, with the states, fault counts and reasons of a
+ * process partition.
+ * <pre>
+ *  start ─▶ STARTING: QEMU launched with -S (vCPUs held), moved into its cgroup, QMP connected, "cont"
+ *        ─▶ RUNNING ◀──"cont"── PAUSED ◀──"stop"── (pause)
+ *  stop  ─▶ STOPPING: "system_powerdown" (ACPI), wait up to the stop timeout, then SIGKILL ─▶ STOPPED
+ *  turnOff ─▶ SIGKILL ─▶ STOPPED                     guest powers off by itself (SHUTDOWN event) ─▶ STOPPED
+ *  QEMU exits unasked ─▶ CRASHED (a fault) ─on_crash=restart, after a backoff─▶ STARTING ...
+ *                        too many crashes in a row ─▶ FAULTED (left alone until a user starts it)
+ * </pre>
+ * Files in {@code dir}: {@code NAME.qmp} (QMP socket), {@code NAME.qemu.log} (QEMU's own stderr) and the
+ * console log. Lifecycle methods are thread-safe; QMP round trips happen outside this object's monitor
+ * (QMP events arrive on the reader thread, which never takes the monitor).
+ */
+public final class VmPartition implements ChildPartition {
+    private static final Logger LOG = System.getLogger("phost.partitions");
+    private static final int FAULT_HISTORY = 16;
+    private static final ScheduledExecutorService TIMER = Executors.newSingleThreadScheduledExecutor(r -> {
+        Thread t = new Thread(r, "vm-restart-timer");
+        t.setDaemon(true);
+        return t;
+    });
+
+    /**
+     * @param qemu           the QEMU binary (name on PATH or absolute)
+     * @param qmpTimeout     how long QEMU has to open its QMP socket after launch
+     * @param commandTimeout how long a QMP command may take
+     * @param memoryOverhead QEMU's own memory on top of guest RAM, for the cgroup limit
+     * @param pidsLimit      most QEMU threads (vCPUs, I/O workers, RCU, ...)
+     */
+    public record Options(String qemu, Duration qmpTimeout, Duration commandTimeout, RestartBackoff backoff,
+                          long memoryOverhead, int pidsLimit, long consoleMaxBytes) {
+        public static Options defaults() {
+            return new Options(QemuCommandLine.QEMU, Duration.ofSeconds(30), Duration.ofSeconds(10),
+                RestartBackoff.defaults(), 256L << 20, 512, ConsoleLog.DEFAULT_MAX_BYTES);
+        }
+
+        public Options withBackoff(RestartBackoff b) {
+            return new Options(qemu, qmpTimeout, commandTimeout, b, memoryOverhead, pidsLimit, consoleMaxBytes);
+        }
+    }
+
+    private final VmSpec spec;
+    private final Path dir;
+    private final Options options;
+    private final Accelerator accel;
+    private final ConsoleLog console;
+    private final Path qmpSocket;
+    private final Path qemuLog;
+    private final ArrayDeque<String> faults = new ArrayDeque<>();
+
+    private volatile PartitionState state = PartitionState.CREATED;
+    private String reason = "";
+    private long faultCount;
+    private int restarts;
+    private int consecutiveCrashes;
+    private long generation;
+    private long runningSinceNanos;
+    private Process process;
+    private QmpClient qmp;
+    private Cgroup cgroup;
+    private String cgroupText = "not started";
+    private ScheduledFuture<?> pendingRestart;
+    /** Set by the SHUTDOWN event when the guest itself powered off (read when QEMU exits). */
+    private volatile String guestShutdown;
+
+    public VmPartition(VmSpec spec, Path dir, Path consoleLog, Accelerator accel, Options options) {
+        this.spec = spec;
+        this.dir = dir;
+        this.options = options;
+        this.accel = accel;
+        this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
+        this.qmpSocket = dir.resolve(spec.name() + ".qmp");
+        this.qemuLog = dir.resolve(spec.name() + ".qemu.log");
+    }
+
+    @Override
+    public String name() {
+        return spec.name();
+    }
+
+    @Override
+    public PartitionKind kind() {
+        return PartitionKind.VM;
+    }
+
+    public VmSpec spec() {
+        return spec;
+    }
+
+    public Accelerator accelerator() {
+        return accel;
+    }
+
+    @Override
+    public PartitionState state() {
+        return state;
+    }
+
+    public ConsoleLog console() {
+        return console;
+    }
+
+    /** QEMU's own messages (stderr). */
+    public Path qemuLog() {
+        return qemuLog;
+    }
+
+    /** The argv this VM is launched with. */
+    public List<String> commandLine() {
+        return QemuCommandLine.build(options.qemu(), spec, accel, qmpSocket);
+    }
+
+    /** A user start: clears the fault history and the crash streak, then launches. */
+    @Override
+    public void start() throws IOException {
+        long gen;
+        synchronized (this) {
+            if (state.live()) {
+                throw new IllegalStateException("partition " + name() + " is " + state);
+            }
+            cancelRestart();
+            synchronized (faults) {
+                faults.clear();
+                faultCount = 0;
+            }
+            consecutiveCrashes = 0;
+            gen = begin();
+        }
+        String failure = launch(gen);
+        if (failure != null) {
+            throw new IOException("partition " + name() + ": " + failure);
+        }
+    }
+
+    private long begin() {
+        state = PartitionState.STARTING;
+        reason = "";
+        guestShutdown = null;
+        return ++generation;
+    }
+
+    /** Launches QEMU for generation {@code gen}; returns null when it runs, else why not (state CRASHED). */
+    private String launch(long gen) {
+        Process p = null;
+        Cgroup cg = null;
+        QmpClient q = null;
+        try {
+            for (Path f : spec.inputFiles()) {
+                if (!Files.isReadable(f)) {
+                    throw new IOException(f + " does not exist or is not readable");
+                }
+            }
+            Files.createDirectories(dir);
+            Files.deleteIfExists(qmpSocket);
+            List<String> argv = commandLine();
+            ProcessBuilder pb = new ProcessBuilder(argv);
+            pb.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
+            pb.redirectError(ProcessBuilder.Redirect.appendTo(qemuLog.toFile()));
+            Files.writeString(qemuLog, "--- " + java.time.Instant.now() + " " + String.join(" ", argv) + "\n",
+                java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
+            p = pb.start();
+            console.pump(p.getInputStream(), name());
+            cg = Cgroup.create(name(), new Cgroup.Limits(spec.vcpus(), spec.memoryBytes() + options.memoryOverhead(),
+                options.pidsLimit()));
+            cg.add(p.pid());
+            Process launched = p;
+            q = QmpClient.connect(qmpSocket, options.qmpTimeout(), launched::isAlive, this::event, name());
+            synchronized (this) {
+                if (gen != generation || state != PartitionState.STARTING) {
+                    throw new IOException("stopped while starting");
+                }
+                process = p;
+                qmp = q;
+                cgroup = cg;
+                cgroupText = cg.describe();
+            }
+            q.execute("cont", options.commandTimeout());
+            synchronized (this) {
+                if (gen == generation && state == PartitionState.STARTING) {
+                    state = PartitionState.RUNNING;
+                    runningSinceNanos = System.nanoTime();
+                }
+            }
+            p.onExit().thenAccept(x -> exited(x, gen));
+            LOG.log(Level.INFO, "started partition=" + name() + " kind=vm pid=" + p.pid() + " accel=" + accel.type().qemuName);
+            return null;
+        } catch (IOException | RuntimeException e) {
+            String why = "start failed: " + e.getMessage() + lastQemuMessage();
+            if (p != null) {
+                p.destroyForcibly();
+                try {
+                    p.waitFor(10, TimeUnit.SECONDS);
+                } catch (InterruptedException ie) {
+                    Thread.currentThread().interrupt();
+                }
+            }
+            if (q != null) {
+                q.close();
+            }
+            if (cg != null) {
+                cg.close();
+            }
+            synchronized (this) {
+                if (gen == generation && state == PartitionState.STARTING) {
+                    process = null;
+                    qmp = null;
+                    cgroup = null;
+                    crashed(why);
+                }
+            }
+            return why;
+        }
+    }
+
+    /** QMP events, on the QMP reader thread: never take the monitor here. */
+    private void event(Map<String, Object> e) {
+        if ("SHUTDOWN".equals(e.get("event")) && e.get("data") instanceof Map<?, ?> d && Boolean.TRUE.equals(d.get("guest"))) {
+            guestShutdown = String.valueOf(d.get("reason"));
+        }
+    }
+
+    private void exited(Process p, long gen) {
+        synchronized (this) {
+            if (gen != generation || p != process || state == PartitionState.STOPPING || !state.live()) {
+                return; // stop() and turnOff() finish their own teardown
+            }
+            String g = guestShutdown;
+            if (g != null) {
+                release();
+                state = PartitionState.STOPPED;
+                reason = "the guest powered off (" + g + ")";
+                LOG.log(Level.INFO, "stopped partition=" + name() + " reason=\"" + reason + "\"");
+                return;
+            }
+            long oom = cgroup == null ? 0 : cgroup.oomKills();
+            release();
+            crashed("QEMU exited with code " + p.exitValue() + (oom > 0 ? " (the memory limit's OOM killer fired)" : "")
+                + lastQemuMessage());
+        }
+    }
+
+    /** Holding the monitor: record a crash and apply on_crash. */
+    private void crashed(String why) {
+        boolean stable = runningSinceNanos != 0
+            && System.nanoTime() - runningSinceNanos >= options.backoff().stableAfter().toNanos();
+        runningSinceNanos = 0;
+        consecutiveCrashes = stable ? 1 : consecutiveCrashes + 1;
+        synchronized (faults) {
+            faultCount++;
+            faults.addLast(why);
+            while (faults.size() > FAULT_HISTORY) {
+                faults.removeFirst();
+            }
+        }
+        if (consecutiveCrashes >= options.backoff().maxConsecutive()) {
+            state = PartitionState.FAULTED;
+            reason = consecutiveCrashes + " crashes in a row, last: " + why;
+            LOG.log(Level.ERROR, "faulted partition=" + name() + " reason=\"" + reason + "\"");
+            return;
+        }
+        state = PartitionState.CRASHED;
+        reason = why;
+        LOG.log(Level.WARNING, "crashed partition=" + name() + " reason=\"" + why + "\"");
+        if (spec.onCrash() == VmSpec.CrashPolicy.RESTART) {
+            Duration d = options.backoff().delay(consecutiveCrashes);
+            reason = why + "; restart in " + d.toMillis() + " ms (on_crash = restart)";
+            long gen = generation;
+            pendingRestart = TIMER.schedule(() -> policyRestart(gen), d.toNanos(), TimeUnit.NANOSECONDS);
+        }
+    }
+
+    private void policyRestart(long gen) {
+        long next;
+        synchronized (this) {
+            if (gen != generation || state != PartitionState.CRASHED) {
+                return;
+            }
+            pendingRestart = null;
+            restarts++;
+            next = begin();
+        }
+        LOG.log(Level.INFO, "restarting partition=" + name() + " restart=" + restarts);
+        launch(next);
+    }
+
+    private void cancelRestart() {
+        if (pendingRestart != null) {
+            pendingRestart.cancel(false);
+            pendingRestart = null;
+        }
+    }
+
+    /** Holding the monitor: closes QMP and removes the cgroup (QEMU has exited). */
+    private void release() {
+        if (qmp != null) {
+            qmp.close();
+            qmp = null;
+        }
+        if (cgroup != null) {
+            cgroup.close();
+            cgroup = null;
+        }
+        process = null;
+    }
+
+    @Override
+    public void pause() {
+        QmpClient q;
+        synchronized (this) {
+            if (state != PartitionState.RUNNING) {
+                throw new IllegalStateException("partition " + name() + " is " + state + ", not RUNNING");
+            }
+            q = qmp;
+        }
+        q.execute("stop", options.commandTimeout());
+        synchronized (this) {
+            if (state == PartitionState.RUNNING) {
+                state = PartitionState.PAUSED;
+                reason = "paused by request";
+            }
+        }
+    }
+
+    @Override
+    public void resume() {
+        QmpClient q;
+        synchronized (this) {
+            if (state != PartitionState.PAUSED) {
+                throw new IllegalStateException("partition " + name() + " is " + state + ", not PAUSED");
+            }
+            q = qmp;
+        }
+        q.execute("cont", options.commandTimeout());
+        synchronized (this) {
+            if (state == PartitionState.PAUSED) {
+                state = PartitionState.RUNNING;
+                reason = "";
+            }
+        }
+    }
+
+    /** Graceful stop: ACPI power-down, wait up to {@code grace}, then SIGKILL. */
+    @Override
+    public void stop(Duration grace) {
+        Process p;
+        QmpClient q;
+        boolean paused;
+        synchronized (this) {
+            cancelRestart();
+            if (!state.live()) {
+                if (state == PartitionState.CRASHED) {
+                    state = PartitionState.STOPPED; // a pending restart is called off
+                    reason = "stop requested (restart cancelled); " + reason;
+                }
+                return;
+            }
+            paused = state == PartitionState.PAUSED;
+            state = PartitionState.STOPPING;
+            reason = "stop requested";
+            p = process;
+            q = qmp;
+        }
+        if (p != null) {
+            String how = powerDown(p, q, paused, grace);
+            synchronized (this) {
+                reason = how;
+            }
+        }
+        synchronized (this) {
+            release();
+            state = PartitionState.STOPPED;
+        }
+        LOG.log(Level.INFO, "stopped partition=" + name() + " reason=\"" + reason + "\"");
+    }
+
+    private String powerDown(Process p, QmpClient q, boolean paused, Duration grace) {
+        String asked = "ACPI power-down";
+        try {
+            if (paused) {
+                q.execute("cont", options.commandTimeout()); // a paused guest cannot see the power button
+            }
+            q.execute("system_powerdown", options.commandTimeout());
+        } catch (QmpException | NullPointerException e) {
+            asked = "no ACPI power-down (" + e.getMessage() + ")";
+        }
+        try {
+            if (p.waitFor(grace.toNanos(), TimeUnit.NANOSECONDS)) {
+                return "stopped: the guest powered off after " + asked;
+            }
+            p.destroyForcibly();
+            p.waitFor(10, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            p.destroyForcibly();
+        }
+        return "forced (SIGKILL): the guest did not power off within " + grace + " after " + asked;
+    }
+
+    @Override
+    public void turnOff(String why) {
+        Process p;
+        synchronized (this) {
+            cancelRestart();
+            if (!state.live()) {
+                if (state == PartitionState.CRASHED) {
+                    state = PartitionState.STOPPED;
+                    reason = why + " (restart cancelled)";
+                }
+                return;
+            }
+            state = PartitionState.STOPPING;
+            p = process;
+            generation++; // a start in progress sees it was overtaken and cleans up after itself
+        }
+        if (p != null) {
+            p.destroyForcibly();
+            try {
+                p.waitFor(10, TimeUnit.SECONDS);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }
+        synchronized (this) {
+            release();
+            state = PartitionState.STOPPED;
+            reason = why;
+        }
+        LOG.log(Level.INFO, "turned off partition=" + name() + " reason=\"" + why + "\"");
+    }
+
+    /** QEMU's own view ({@code query-status}: "running", "paused", "prelaunch", ...), or null when not running. */
+    public String queryStatus() {
+        QmpClient q;
+        synchronized (this) {
+            q = qmp;
+        }
+        if (q == null) {
+            return null;
+        }
+        return q.execute("query-status", options.commandTimeout()) instanceof Map<?, ?> m ? String.valueOf(m.get("status")) : null;
+    }
+
+    /** The pid of QEMU, or -1. */
+    public synchronized long pid() {
+        return process != null && process.isAlive() ? process.pid() : -1;
+    }
+
+    @Override
+    public synchronized PartitionStatus status() {
+        Map<String, String> d = new LinkedHashMap<>();
+        d.put("accelerator", accel.toString());
+        d.put("machine", spec.machine().qemuName);
+        d.put("boot", switch (spec.boot()) {
+            case BootSource.Kernel k -> "kernel " + k.kernel();
+            case BootSource.Firmware f -> f.type().name().toLowerCase(java.util.Locale.ROOT);
+        });
+        d.put("cgroup", cgroupText);
+        d.put("console", console.file().toString());
+        d.put("qemu_log", qemuLog.toString());
+        d.put("on_crash", spec.onCrash().name().toLowerCase(java.util.Locale.ROOT));
+        d.put("restarts", Integer.toString(restarts));
+        d.put("guest_agent", "none (qemu-guest-agent is not wired yet)");
+        List<String> f;
+        long fc;
+        synchronized (faults) {
+            f = List.copyOf(faults);
+            fc = faultCount;
+        }
+        return new PartitionStatus(name(), PartitionKind.VM, state, pid(), spec.vcpus(), spec.memoryBytes(), 0,
+            spec.devices().size(), fc, f, reason, d);
+    }
+
+    /** The last line QEMU wrote to its stderr log, as " (qemu: ...)", or "". */
+    private String lastQemuMessage() {
+        try {
+            String tail = new String(ConsoleLog.last(qemuLog, 2048), java.nio.charset.StandardCharsets.UTF_8).strip();
+            int nl = tail.lastIndexOf('\n');
+            String last = nl < 0 ? tail : tail.substring(nl + 1);
+            return last.isEmpty() || last.startsWith("--- ") ? "" : " (qemu: " + last + ")";
+        } catch (IOException e) {
+            return "";
+        }
+    }
+}

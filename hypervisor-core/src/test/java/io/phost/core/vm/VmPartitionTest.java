@@ -1,0 +1,154 @@
+package io.phost.core.vm;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.phost.core.partition.PartitionState;
+import io.phost.core.partition.PartitionStatus;
+import io.phost.core.sys.Signals;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.List;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * A real QEMU (Debian {@code qemu-system-x86}) under TCG with SeaBIOS and no disk: the firmware finds nothing
+ * to boot and waits, which is all the supervisor needs (QMP, cgroup, pause, crash, restart, forced stop).
+ * Booting a real guest is the appliance's VM test. Fails (does not skip) when QEMU is missing.
+ */
+class VmPartitionTest {
+    private static final Duration LONG = Duration.ofSeconds(60);
+    private Path dir;
+    private VmPartition vm;
+
+    @BeforeEach
+    void setUp() throws Exception {
+        dir = Files.createTempDirectory("phost-vm");
+        assertTrue(onPath(QemuCommandLine.QEMU), "qemu-system-x86_64 is not installed (Debian: qemu-system-x86)");
+    }
+
+    @AfterEach
+    void tearDown() throws Exception {
+        if (vm != null) {
+            vm.turnOff("test over");
+        }
+        try (var s = Files.walk(dir)) {
+            s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+        }
+    }
+
+    static boolean onPath(String exe) {
+        for (String d : System.getenv().getOrDefault("PATH", "/usr/bin:/bin").split(":")) {
+            if (Files.isExecutable(Path.of(d, exe))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private VmPartition bios(String name, VmSpec.CrashPolicy onCrash) {
+        VmSpec spec = new VmSpec(name, 1, 64L << 20, VmSpec.Machine.Q35, new BootSource.Firmware(BootSource.Firmware.Type.BIOS),
+            List.of(), onCrash, Duration.ofSeconds(1));
+        VmPartition.Options o = VmPartition.Options.defaults()
+            .withBackoff(new RestartBackoff(Duration.ofMillis(100), Duration.ofMillis(400), Duration.ofSeconds(60), 3));
+        return new VmPartition(spec, dir, dir.resolve(name + ".console.log"), Accelerator.detect(), o);
+    }
+
+    private String diag() {
+        try {
+            return vm.status() + "\nqemu log:\n" + (Files.exists(vm.qemuLog()) ? Files.readString(vm.qemuLog()) : "(none)");
+        } catch (Exception e) {
+            return vm.status().toString();
+        }
+    }
+
+    @Test
+    void shouldStartPauseResumeAndForceAStopTheGuestIgnores() throws Exception {
+        vm = bios("vm-life", VmSpec.CrashPolicy.STOP);
+        vm.start();
+        assertEquals(PartitionState.RUNNING, vm.state(), diag());
+        assertEquals("running", vm.queryStatus());
+        PartitionStatus s = vm.status();
+        assertTrue(s.pid() > 0);
+        assertEquals(Files.exists(Accelerator.DEV_KVM) ? "kvm" : "tcg", s.details().get("accelerator").substring(0, 3));
+        String cmdline = Files.readString(Path.of("/proc/" + s.pid() + "/cmdline")).replace('\0', ' ');
+        assertTrue(cmdline.contains("memory-backend-memfd") && cmdline.contains("-sandbox on"), cmdline);
+
+        vm.pause();
+        assertEquals(PartitionState.PAUSED, vm.state());
+        assertEquals("paused", vm.queryStatus());
+        vm.resume();
+        assertEquals("running", vm.queryStatus());
+
+        long t0 = System.nanoTime();
+        vm.stop(Duration.ofSeconds(1)); // SeaBIOS has no ACPI power button handler: power-down, wait, SIGKILL
+        assertEquals(PartitionState.STOPPED, vm.state());
+        assertTrue(vm.status().reason().startsWith("forced (SIGKILL)"), vm.status().reason());
+        assertTrue(System.nanoTime() - t0 < Duration.ofSeconds(10).toNanos());
+        assertFalse(ProcessHandle.of(s.pid()).map(ProcessHandle::isAlive).orElse(false), "QEMU still runs");
+        assertEquals(0, vm.status().faultCount());
+    }
+
+    @Test
+    void shouldPutQemuInItsOwnCgroupOrSayWhyNot() throws Exception {
+        vm = bios("vm-cg", VmSpec.CrashPolicy.STOP);
+        vm.start();
+        String cgroup = vm.status().details().get("cgroup");
+        String procCgroup = Files.readString(Path.of("/proc/" + vm.pid() + "/cgroup"));
+        if (cgroup.contains("memory=")) {
+            String leaf = "phost-" + ProcessHandle.current().pid() + "-vm-cg";
+            // v1: "4:memory:/.../phost-PID-vm-cg"; v2: "0::/.../phost-PID-vm-cg"
+            assertTrue(procCgroup.lines().anyMatch(l -> (l.contains(":memory:") || l.startsWith("0::")) && l.endsWith("/" + leaf)),
+                procCgroup);
+            assertTrue(cgroup.contains(Long.toString((64L << 20) + (256L << 20))), cgroup);
+        } else {
+            assertTrue(cgroup.contains("not enforced: "), cgroup);
+        }
+        vm.turnOff("test");
+        assertEquals(PartitionState.STOPPED, vm.state());
+    }
+
+    @Test
+    void shouldRestartAQemuThatDiesAndCountTheCrash() throws Exception {
+        vm = bios("vm-crash", VmSpec.CrashPolicy.RESTART);
+        vm.start();
+        long first = vm.pid();
+        Signals.kill(first, 9);
+        long deadline = System.nanoTime() + LONG.toNanos();
+        while (System.nanoTime() < deadline && !(vm.state() == PartitionState.RUNNING && vm.pid() != first)) {
+            Thread.sleep(20);
+        }
+        PartitionStatus s = vm.status();
+        assertEquals(PartitionState.RUNNING, s.state(), diag());
+        assertNotEquals(first, s.pid());
+        assertEquals(1, s.faultCount());
+        assertTrue(s.faults().getFirst().startsWith("QEMU exited with code 137"), s.faults().toString());
+        assertEquals("1", s.details().get("restarts"));
+    }
+
+    @Test
+    void shouldStayCrashedWhenThePolicyIsStop() throws Exception {
+        vm = bios("vm-stay", VmSpec.CrashPolicy.STOP);
+        vm.start();
+        Signals.kill(vm.pid(), 9);
+        assertTrue(vm.awaitState(PartitionState.CRASHED, LONG), diag());
+        Thread.sleep(300);
+        assertEquals(PartitionState.CRASHED, vm.state());
+        vm.start(); // a user can start it again
+        assertEquals(PartitionState.RUNNING, vm.state(), diag());
+        assertEquals(0, vm.status().faultCount());
+    }
+
+    @Test
+    void shouldReportALaunchFailureWithQemusOwnMessage() throws Exception {
+        VmSpec spec = new VmSpec("vm-bad", 1, 64L << 20, VmSpec.Machine.Q35,
+            new BootSource.Kernel(dir.resolve("not-a-kernel"), null, ""), List.of(), VmSpec.CrashPolicy.STOP, Duration.ofSeconds(1));
+        Files.writeString(dir.resolve("not-a-kernel"), "this is not a bzImage");
+        vm = new VmPartition(spec, dir, dir.resolve("c.log"), Accelerator.detect(), VmPartition.Options.defaults());
+        java.io.IOException e = assertThrows(java.io.IOException.class, vm::start);
+        assertEquals(PartitionState.CRASHED, vm.state());
+        assertTrue(e.getMessage().contains("qemu:"), e.getMessage());
+    }
+}
