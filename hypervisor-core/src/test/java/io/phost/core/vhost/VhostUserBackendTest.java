@@ -64,6 +64,60 @@ class VhostUserBackendTest {
         assertEquals(null, backend.lastError());
     }
 
+    @Test
+    void shouldCallOnlyWhenTheDriversUsedEventIsPassed() throws InterruptedException {
+        try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
+            assertTrue((f.negotiate(ALL) & (1L << F_RING_EVENT_IDX)) != 0);
+            VhostUserFrontend.Queue q = f.startQueue(0, 8);
+            echo(f, q, false);
+            q.drainCalls();
+            q.setUsedEvent(10); // "call me when used idx passes 10"
+            long src = f.alloc(8, 8);
+            long dst = f.alloc(8, 8);
+            q.add(new long[] {src, dst}, new int[] {8, 8}, new boolean[] {false, true});
+            q.kick();
+            for (int i = 0; i < 500 && q.usedIndex() != 2; i++) {
+                Thread.sleep(2);
+            }
+            assertEquals(2, q.usedIndex(), "the request completed");
+            Thread.sleep(20);
+            assertEquals(0, q.drainCalls(), "no call before used_event is passed");
+            q.setUsedEvent(2); // "call me when used idx passes 2"
+            q.add(new long[] {src, dst}, new int[] {8, 8}, new boolean[] {false, true});
+            q.kick();
+            for (int i = 0; i < 500 && q.usedIndex() != 3; i++) {
+                Thread.sleep(2);
+            }
+            assertEquals(3, q.usedIndex());
+            long calls = 0;
+            for (int i = 0; i < 100 && calls == 0; i++) {
+                Thread.sleep(2);
+                calls = q.drainCalls();
+            }
+            assertEquals(1, calls, "one call once used_event is passed");
+        }
+    }
+
+    @Test
+    void shouldPinQueueWorkersToTheConfiguredCpus() throws Exception {
+        try (VhostUserBackend pinned = VhostUserBackend.start("vhpin", dir.resolve("pin.sock"), new EchoDevice(1), java.util.List.of(0));
+             VhostUserFrontend f = VhostUserFrontend.connect(pinned.socketPath(), 1 << 20)) {
+            f.negotiate(ALL);
+            VhostUserFrontend.Queue q = f.startQueue(0, 8);
+            echo(f, q, false);
+            String allowed = null;
+            try (var tasks = java.nio.file.Files.list(Path.of("/proc/self/task"))) {
+                for (Path t : tasks.toList()) {
+                    if (java.nio.file.Files.readString(t.resolve("comm")).strip().equals("vhpin-q0")) {
+                        allowed = java.nio.file.Files.readAllLines(t.resolve("status")).stream()
+                            .filter(l -> l.startsWith("Cpus_allowed_list:")).findFirst().orElseThrow().split(":")[1].strip();
+                    }
+                }
+            }
+            assertEquals("0", allowed, "the queue worker thread runs on CPU 0 only");
+        }
+    }
+
     private static void echo(VhostUserFrontend f, VhostUserFrontend.Queue q, boolean indirect) {
         long src = f.alloc(300, 8);
         long dst = f.alloc(300, 8);
@@ -201,6 +255,23 @@ class VhostUserBackendTest {
         hostile(f -> f.send(VhostUserRequest.SET_FEATURES, 0, u64(1L << 40)), "BAD_FEATURES");
     }
 
+    @Test
+    void shouldKeepUpWithAFloodOfMessagesAndKicks() {
+        try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
+            f.negotiate(0); // the flood sets no NEED_REPLY: nothing to read back, the front-end only writes
+            for (int i = 0; i < 20_000; i++) {
+                f.send(VhostUserRequest.SET_VRING_NUM, 0, state(i & 1, 8 << (i % 4)));
+            }
+            assertEquals(TRANSPORT_FEATURES, f.getU64(VhostUserRequest.GET_FEATURES), "still answering after the flood");
+            VhostUserFrontend.Queue q = f.startQueue(0, 8);
+            for (int i = 0; i < 100_000; i++) {
+                q.kick(); // kicks with nothing available: each wakes the worker, none may break it
+            }
+            echo(f, q, false);
+        }
+        assertEquals(null, backend.lastError());
+    }
+
     // ---- hostile drivers: ring level (the queue breaks, the connection and back-end stay) ----
 
     @Test
@@ -262,13 +333,24 @@ class VhostUserBackendTest {
         }, "BAD_DESCRIPTOR_ORDER");
     }
 
-    /** Runs {@code attack} on a fresh connection; expects a hang-up naming {@code reason}, then a healthy session. */
+    /**
+     * Runs {@code attack} on a fresh connection while another device serves a well-behaved front-end;
+     * expects a hang-up naming {@code reason}, the other device untouched, then a healthy session.
+     */
     private void hostile(Consumer<VhostUserFrontend> attack, String reason) {
-        try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
-            attack.accept(f);
-            assertTrue(f.awaitHangUp(5_000), "back-end drops the connection");
+        try (VhostUserBackend other = VhostUserBackend.start("other", dir.resolve("other.sock"), new EchoDevice(1));
+             VhostUserFrontend good = VhostUserFrontend.connect(other.socketPath(), 1 << 20)) {
+            good.negotiate(ALL);
+            VhostUserFrontend.Queue gq = good.startQueue(0, 8);
+            echo(good, gq, false);
+            try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
+                attack.accept(f);
+                assertTrue(f.awaitHangUp(5_000), "back-end drops the connection");
+            }
+            waitForError(reason);
+            echo(good, gq, true); // the other device kept its connection and serves on
+            assertEquals(null, other.lastError());
         }
-        waitForError(reason);
         shouldServeAfterwards();
     }
 
