@@ -17,7 +17,7 @@ import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 
 /**
- * The module graph of ../shared/ARCHITECTURE.md, enforced: each module's POM may name only the project
+ * The module graph of docs/architecture.md, enforced: each module's POM may name only the project
  * modules in its row, and its main sources may import only those modules' packages. A wrong import or a
  * new dependency edge fails this test (and a cycle already fails the Maven reactor).
  */
