@@ -1091,8 +1091,16 @@ public final class NbdServer implements AutoCloseable {
                         default -> error = EINVAL;
                     }
                 } catch (IOException | RuntimeException ex) {
-                    e.stats().recordError();
-                    error = ex instanceof IllegalArgumentException ? EINVAL : EIO;
+                    if (write && io.phost.vhdx.DiskFullException.isDiskFull(ex)) {
+                        error = ENOSPC; // the client sees a full disk, as from a local one
+                        if (e.stats().recordNoSpace()) {
+                            LOG.warning("nbd export=" + e.name() + ": no space left on the host file system (" + ex.getMessage()
+                                + "); writes fail with ENOSPC until space is freed");
+                        }
+                    } else {
+                        e.stats().recordError();
+                        error = ex instanceof IllegalArgumentException ? EINVAL : EIO;
+                    }
                 }
             }
             if (error != 0 && structured && (s.type == CMD_READ || s.type == CMD_BLOCK_STATUS)) {
