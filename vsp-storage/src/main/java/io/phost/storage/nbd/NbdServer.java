@@ -95,6 +95,8 @@ public final class NbdServer implements AutoCloseable {
     /** Native bytes held by all connections' buffers (see {@link #bufferBytes()}). */
     private final AtomicLong bufferBytes = new AtomicLong();
     private final AtomicLong refused = new AtomicLong();
+    private final AtomicLong droppedClients = new AtomicLong();
+    private volatile long lastDropLogNanos = System.nanoTime() - TimeUnit.MINUTES.toNanos(1);
     private volatile long lastRefusalLogNanos = System.nanoTime() - TimeUnit.MINUTES.toNanos(1);
     /** Why the acceptor last failed, or null; cleared by the next successful accept. */
     private volatile String acceptError;
@@ -271,6 +273,22 @@ public final class NbdServer implements AutoCloseable {
         if (now - lastRefusalLogNanos > TimeUnit.SECONDS.toNanos(10)) {
             lastRefusalLogNanos = now;
             LOG.warning("nbd connection refused: " + limits.maxConnections() + " connections open (refused so far: " + n + ")");
+        }
+    }
+
+    /**
+     * Logs a dropped client at INFO at most once per 10 s (with how many were dropped since), so a hostile
+     * client cannot flood the log; every drop is logged at FINE.
+     */
+    private void dropped(String message) {
+        long n = droppedClients.incrementAndGet();
+        long now = System.nanoTime();
+        long last = lastDropLogNanos;
+        if (now - last > TimeUnit.SECONDS.toNanos(10)) {
+            lastDropLogNanos = now;
+            LOG.info(message + " (clients dropped so far: " + n + ")");
+        } else {
+            LOG.fine(message);
         }
     }
 
@@ -453,7 +471,7 @@ public final class NbdServer implements AutoCloseable {
         /** The acceptor's timer: a client still haggling options after the limit is dropped. */
         void handshakeTimedOut() {
             if (handshaking) {
-                LOG.info("nbd client dropped: no export chosen within " + limits.handshakeTimeoutMillis() + " ms");
+                dropped("nbd client dropped: no export chosen within " + limits.handshakeTimeoutMillis() + " ms");
                 shutdown();
             }
         }
@@ -536,8 +554,11 @@ public final class NbdServer implements AutoCloseable {
                     transmission();
                 }
             } catch (NbdProtocolException e) {
-                LOG.log(e.reason() == NbdProtocolException.Reason.EOF ? Level.FINE : Level.INFO,
-                    "nbd client dropped: " + e.getMessage());
+                if (e.reason() == NbdProtocolException.Reason.EOF) {
+                    LOG.log(Level.FINE, "nbd client dropped: " + e.getMessage());
+                } else {
+                    dropped("nbd client dropped: " + e.getMessage());
+                }
             } catch (IOException e) {
                 if (!dead && !closed) {
                     LOG.log(Level.FINE, "nbd connection closed", e);
