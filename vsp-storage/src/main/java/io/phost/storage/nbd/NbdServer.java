@@ -481,7 +481,7 @@ public final class NbdServer implements AutoCloseable {
          * that would take the connection past its buffer budget, waits until nothing is in flight and frees
          * the other slots' buffers first, so one connection never holds more than the budget.
          */
-        private void reserve(Slot s, int n) {
+        private void reserve(Slot s, int n) throws NbdProtocolException {
             int have = s.data.capacity();
             if (have >= n) {
                 return;
@@ -491,8 +491,11 @@ public final class NbdServer implements AutoCloseable {
                 target = n;
             }
             if (payloadBytes - have + target > limits.connectionBufferBytes()) {
-                while (inFlight.get() > 0 && !dead) {
-                    LockSupport.parkNanos(20_000);
+                while (inFlight.get() > 0) {
+                    if (dead) {
+                        throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "connection closed");
+                    }
+                    LockSupport.parkNanos(20_000); // only with nothing in flight may other slots' buffers go
                 }
                 for (Slot o : slots) {
                     if (o != s && o.data.capacity() > 0) {
@@ -565,6 +568,8 @@ public final class NbdServer implements AutoCloseable {
                 }
             } catch (OutOfMemoryError e) {
                 LOG.log(Level.WARNING, "nbd connection dropped: out of memory for its buffers", e);
+            } catch (RuntimeException e) {
+                LOG.log(Level.WARNING, "nbd connection dropped: " + e, e); // a bug, but only this client pays
             } finally {
                 handshaking = false;
                 // Let running requests finish before closing so they can still reply.
