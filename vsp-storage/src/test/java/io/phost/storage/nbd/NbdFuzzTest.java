@@ -33,7 +33,8 @@ import org.junit.jupiter.api.io.TempDir;
  * A failing case prints its seed.
  */
 class NbdFuzzTest {
-    private static final int CASES = Boolean.getBoolean("phost.soak") ? 100_000 : 1_000;
+    /** Cases per phase; {@code -Dphost.nbd.fuzzCases=N} overrides (e.g. a shorter soak). */
+    private static final int CASES = Integer.getInteger("phost.nbd.fuzzCases", Boolean.getBoolean("phost.soak") ? 100_000 : 1_000);
     private static final long SIZE = 4L << 20;
     private static final long[] LENGTHS = {0, 1, 511, 512, 4096, 65536, 1 << 20, NbdServer.MAX_PAYLOAD,
         NbdServer.MAX_PAYLOAD + 1L, 0x7FFF_FFFFL, 0xFFFF_FFFFL};
