@@ -418,6 +418,7 @@ public final class NativeFile implements Closeable {
         } catch (Throwable t) {
             text = "errno " + errno;
         }
-        return new IOException(op + " " + path + " at offset " + offset + ": " + text + " (errno " + errno + ")");
+        String msg = op + " " + path + " at offset " + offset + ": " + text + " (errno " + errno + ")";
+        return DiskFullException.isNoSpaceErrno(errno) ? new DiskFullException(msg) : new IOException(msg);
     }
 }

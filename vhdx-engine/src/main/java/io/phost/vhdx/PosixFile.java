@@ -391,8 +391,8 @@ public final class PosixFile implements AutoCloseable {
     }
 
     private static IOException failure(String op, Path path, long offset, int errno) {
-        return new IOException(op + " failed on " + path + " at offset " + offset + ": " + strerror(errno)
-            + " (errno " + errno + ")");
+        String msg = op + " failed on " + path + " at offset " + offset + ": " + strerror(errno) + " (errno " + errno + ")";
+        return DiskFullException.isNoSpaceErrno(errno) ? new DiskFullException(msg) : new IOException(msg);
     }
 
     private static RuntimeException rethrow(Throwable t) {

@@ -22,6 +22,7 @@ public final class DiskStats {
     public static final int BUCKETS = 32;
 
     private final AtomicLongArray c = new AtomicLongArray(BUCKET0 + BUCKETS);
+    private final java.util.concurrent.atomic.AtomicLong noSpace = new java.util.concurrent.atomic.AtomicLong();
 
     public void recordRead(long bytes, long latencyNanos) {
         c.getAndIncrement(READS);
@@ -51,6 +52,20 @@ public final class DiskStats {
 
     public void recordError() {
         c.getAndIncrement(ERRORS);
+    }
+
+    /**
+     * Counts a write refused because the file system holding the disk is full (also an error). Returns true
+     * only for the first one, so the caller logs a full disk once, not once per refused write.
+     */
+    public boolean recordNoSpace() {
+        c.getAndIncrement(ERRORS);
+        return noSpace.getAndIncrement() == 0;
+    }
+
+    /** Writes refused for lack of space on the host file system. */
+    public long noSpaceErrors() {
+        return noSpace.get();
     }
 
     private void latency(long nanos) {
@@ -131,6 +146,7 @@ public final class DiskStats {
         m.put("bytes_read", bytesRead());
         m.put("bytes_written", bytesWritten());
         m.put("errors", errors());
+        m.put("no_space_errors", noSpaceErrors());
         m.put("latency_ns_total", latencyNanosTotal());
         m.put("latency_p50_us", latencyPercentileMicros(50));
         m.put("latency_p99_us", latencyPercentileMicros(99));

@@ -746,9 +746,12 @@ final class ConfigBinder implements TomlNode.Errors {
                 ok = false;
                 continue;
             }
-            if (d.value() != null && !d.value().readOnly() && name != null) {
-                String owner = writableDiskOwner.putIfAbsent(diskName, name);
-                if (owner != null && !owner.equals(name)) {
+            if (d.value() != null && !d.value().readOnly()) {
+                // A partition whose name is invalid (reported already) still owns what it attaches, under its
+                // position, so its other mistakes never hide a second writer.
+                String who = name != null ? name : n.path();
+                String owner = writableDiskOwner.putIfAbsent(diskName, who);
+                if (owner != null && !owner.equals(who)) {
                     a.error("disk", Reason.CONFLICT,
                         "disk '" + diskName + "' is already attached to partition '" + owner
                         + "'; only read_only disks can be shared");

@@ -12,6 +12,36 @@ import java.util.Comparator;
  */
 public record ConfigError(String file, int line, int column, String keyPath, Reason reason, String message) {
 
+    /** Control characters from the file (a newline in a name) are escaped: every error stays one line. */
+    public ConfigError {
+        keyPath = oneLine(keyPath);
+        message = oneLine(message);
+    }
+
+    /** {@code text} with CR, LF, TAB as {@code \r \n \t} and other control characters as a backslash, u and four hex digits. */
+    static String oneLine(String text) {
+        if (text == null || text.chars().noneMatch(c -> c < 0x20 || c == 0x7f)) {
+            return text;
+        }
+        StringBuilder b = new StringBuilder(text.length() + 8);
+        for (int i = 0; i < text.length(); i++) {
+            char c = text.charAt(i);
+            switch (c) {
+                case '\n' -> b.append("\\n");
+                case '\r' -> b.append("\\r");
+                case '\t' -> b.append("\\t");
+                default -> {
+                    if (c < 0x20 || c == 0x7f) {
+                        b.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        b.append(c);
+                    }
+                }
+            }
+        }
+        return b.toString();
+    }
+
     /** What kind of mistake it is (tests and tools match on this; people read the message). */
     public enum Reason {
         /** The file could not be read, or is larger than {@link ConfigLoader#MAX_BYTES}. */

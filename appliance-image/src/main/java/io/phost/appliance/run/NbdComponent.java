@@ -80,6 +80,7 @@ public final class NbdComponent implements Component {
             m.put("bytes_read", s.bytesRead());
             m.put("bytes_written", s.bytesWritten());
             m.put("errors", s.errors());
+            m.put("no_space_errors", s.noSpaceErrors());
             rows.add(m);
         }
         Map<String, Object> m = new LinkedHashMap<>();

@@ -123,6 +123,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
                 m.put("write_mib_s", r == null ? 0.0 : Math.round(r.writeBytes() / 1048576.0 * 10) / 10.0);
                 m.put("p99_us", d.stats().latencyPercentileMicros(99));
                 m.put("errors", d.stats().errors());
+                m.put("no_space_errors", d.stats().noSpaceErrors());
                 m.put("channels", vsp.openChannels());
                 rows.add(m);
             }

@@ -256,7 +256,12 @@ class VhdxFuzzTest {
             return;
         }
         int base = (int) t.offset();
-        switch (r.nextInt(4)) {
+        switch (r.nextInt(5)) {
+            case 4 -> { // an allocated state with a FileOffsetMB past 2^43: scaled to bytes it overflows a long
+                int at = base + 8 * r.nextInt(Math.min(t.length(), 256) / 8);
+                long mb = (1L << 43) | (r.nextLong() & ((1L << 43) - 1));
+                Le.put64(img, at, (mb << 20) | (r.nextBoolean() ? 6 : 7));
+            }
             case 0 -> { // bit flip anywhere in the structure
                 int at = base + r.nextInt(t.length());
                 img[at] ^= (byte) (1 << r.nextInt(8));

@@ -4,6 +4,7 @@ import io.phost.core.sys.DirectFile;
 import io.phost.core.sys.Errno;
 import io.phost.core.sys.NativeException;
 import io.phost.vhdx.AllocationMap;
+import io.phost.vhdx.DiskFullException;
 import io.phost.vhdx.VirtualDisk;
 
 import java.io.IOException;
@@ -130,6 +131,12 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
     /** How long an open waits for another open's lock to go (system property {@code phost.lockWaitMillis}). */
     private static final long LOCK_WAIT_MILLIS = Long.getLong("phost.lockWaitMillis", 1000);
 
+    /** A failed syscall as the I/O exception callers handle: "no space" stays recognisable. */
+    private static IOException ioFailure(NativeException e) {
+        return DiskFullException.isNoSpaceErrno(e.errno()) ? new DiskFullException(e.getMessage(), e)
+            : new IOException(e.getMessage(), e);
+    }
+
     /** Creates (or truncates) a sparse raw image of {@code size} bytes. */
     public static void createSparse(Path path, long size) throws IOException {
         try (var ch = java.nio.channels.FileChannel.open(path, java.nio.file.StandardOpenOption.CREATE,
@@ -236,7 +243,7 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
                 readFully(offset, dst);
             }
         } catch (NativeException e) {
-            throw new IOException(e.getMessage(), e);
+            throw ioFailure(e);
         }
     }
 
@@ -262,7 +269,7 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
                 DirectFile.pwrite(fd, src.address(), src.byteSize(), offset);
             }
         } catch (NativeException e) {
-            throw new IOException(e.getMessage(), e);
+            throw ioFailure(e);
         }
     }
 
@@ -271,7 +278,7 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
         try {
             DirectFile.fdatasync(fd);
         } catch (NativeException e) {
-            throw new IOException(e.getMessage(), e);
+            throw ioFailure(e);
         }
     }
 
@@ -308,7 +315,7 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
                 done += n;
             }
         } catch (NativeException e) {
-            throw new IOException(e.getMessage(), e);
+            throw ioFailure(e);
         }
     }
 

@@ -90,6 +90,21 @@ public final class InlineEngine implements IoEngine {
         return n;
     }
 
+    /** Writes the bytes of {@code v} after the first {@code done} at {@code pos + done} through the disk. */
+    private void writeRemainder(IoVecs v, long pos, long done) throws IOException {
+        long at = pos;
+        for (int s = 0; s < v.count(); s++) {
+            long len = v.lengthAt(s);
+            if (done >= len) {
+                done -= len;
+            } else {
+                disk.write(at + done, v.segmentAt(s).asSlice(done));
+                done = 0;
+            }
+            at += len;
+        }
+    }
+
     private long execute(int i) {
         try {
             switch (kind[i]) {
@@ -97,8 +112,17 @@ public final class InlineEngine implements IoEngine {
                     long pos = offset[i];
                     IoVecs v = vecs[i];
                     if (fd >= 0) { // bytes moved, or -errno: the queue treats a short transfer as an error
-                        return kind[i] == 1 ? DirectFile.preadv(fd, v.arrayAddress(), v.count(), pos)
-                            : DirectFile.pwritev(fd, v.arrayAddress(), v.count(), pos);
+                        if (kind[i] == 1) {
+                            return DirectFile.preadv(fd, v.arrayAddress(), v.count(), pos);
+                        }
+                        long n = DirectFile.pwritev(fd, v.arrayAddress(), v.count(), pos);
+                        if (n >= 0 && n < length[i]) {
+                            // A short write (e.g. the file system filled up mid-way): write the rest, which
+                            // either completes or fails with the real errno (ENOSPC) instead of a bare "short".
+                            writeRemainder(v, pos, n);
+                            return length[i];
+                        }
+                        return n;
                     }
                     for (int s = 0; s < v.count(); s++) {
                         if (kind[i] == 1) {
@@ -116,7 +140,7 @@ public final class InlineEngine implements IoEngine {
             }
             return 0;
         } catch (IOException | RuntimeException e) {
-            return -5; // EIO
+            return io.phost.vhdx.DiskFullException.isDiskFull(e) ? -28 : -5; // ENOSPC : EIO
         }
     }
 

@@ -186,7 +186,7 @@ public final class ThreadPoolEngine implements IoEngine {
             } catch (NativeException e) {
                 r = -e.errno();
             } catch (IOException | RuntimeException e) {
-                r = -Errno.EIO;
+                r = io.phost.vhdx.DiskFullException.isDiskFull(e) ? -Errno.ENOSPC : -Errno.EIO;
             }
             result = r;
             while (!done.offer(this)) {

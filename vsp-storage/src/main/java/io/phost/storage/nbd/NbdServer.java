@@ -95,6 +95,8 @@ public final class NbdServer implements AutoCloseable {
     /** Native bytes held by all connections' buffers (see {@link #bufferBytes()}). */
     private final AtomicLong bufferBytes = new AtomicLong();
     private final AtomicLong refused = new AtomicLong();
+    private final AtomicLong droppedClients = new AtomicLong();
+    private volatile long lastDropLogNanos = System.nanoTime() - TimeUnit.MINUTES.toNanos(1);
     private volatile long lastRefusalLogNanos = System.nanoTime() - TimeUnit.MINUTES.toNanos(1);
     /** Why the acceptor last failed, or null; cleared by the next successful accept. */
     private volatile String acceptError;
@@ -271,6 +273,22 @@ public final class NbdServer implements AutoCloseable {
         if (now - lastRefusalLogNanos > TimeUnit.SECONDS.toNanos(10)) {
             lastRefusalLogNanos = now;
             LOG.warning("nbd connection refused: " + limits.maxConnections() + " connections open (refused so far: " + n + ")");
+        }
+    }
+
+    /**
+     * Logs a dropped client at INFO at most once per 10 s (with how many were dropped since), so a hostile
+     * client cannot flood the log; every drop is logged at FINE.
+     */
+    private void dropped(String message) {
+        long n = droppedClients.incrementAndGet();
+        long now = System.nanoTime();
+        long last = lastDropLogNanos;
+        if (now - last > TimeUnit.SECONDS.toNanos(10)) {
+            lastDropLogNanos = now;
+            LOG.info(message + " (clients dropped so far: " + n + ")");
+        } else {
+            LOG.fine(message);
         }
     }
 
@@ -453,7 +471,7 @@ public final class NbdServer implements AutoCloseable {
         /** The acceptor's timer: a client still haggling options after the limit is dropped. */
         void handshakeTimedOut() {
             if (handshaking) {
-                LOG.info("nbd client dropped: no export chosen within " + limits.handshakeTimeoutMillis() + " ms");
+                dropped("nbd client dropped: no export chosen within " + limits.handshakeTimeoutMillis() + " ms");
                 shutdown();
             }
         }
@@ -463,7 +481,7 @@ public final class NbdServer implements AutoCloseable {
          * that would take the connection past its buffer budget, waits until nothing is in flight and frees
          * the other slots' buffers first, so one connection never holds more than the budget.
          */
-        private void reserve(Slot s, int n) {
+        private void reserve(Slot s, int n) throws NbdProtocolException {
             int have = s.data.capacity();
             if (have >= n) {
                 return;
@@ -473,8 +491,11 @@ public final class NbdServer implements AutoCloseable {
                 target = n;
             }
             if (payloadBytes - have + target > limits.connectionBufferBytes()) {
-                while (inFlight.get() > 0 && !dead) {
-                    LockSupport.parkNanos(20_000);
+                while (inFlight.get() > 0) {
+                    if (dead) {
+                        throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "connection closed");
+                    }
+                    LockSupport.parkNanos(20_000); // only with nothing in flight may other slots' buffers go
                 }
                 for (Slot o : slots) {
                     if (o != s && o.data.capacity() > 0) {
@@ -536,14 +557,19 @@ public final class NbdServer implements AutoCloseable {
                     transmission();
                 }
             } catch (NbdProtocolException e) {
-                LOG.log(e.reason() == NbdProtocolException.Reason.EOF ? Level.FINE : Level.INFO,
-                    "nbd client dropped: " + e.getMessage());
+                if (e.reason() == NbdProtocolException.Reason.EOF) {
+                    LOG.log(Level.FINE, "nbd client dropped: " + e.getMessage());
+                } else {
+                    dropped("nbd client dropped: " + e.getMessage());
+                }
             } catch (IOException e) {
                 if (!dead && !closed) {
                     LOG.log(Level.FINE, "nbd connection closed", e);
                 }
             } catch (OutOfMemoryError e) {
                 LOG.log(Level.WARNING, "nbd connection dropped: out of memory for its buffers", e);
+            } catch (RuntimeException e) {
+                LOG.log(Level.WARNING, "nbd connection dropped: " + e, e); // a bug, but only this client pays
             } finally {
                 handshaking = false;
                 // Let running requests finish before closing so they can still reply.
@@ -1091,8 +1117,16 @@ public final class NbdServer implements AutoCloseable {
                         default -> error = EINVAL;
                     }
                 } catch (IOException | RuntimeException ex) {
-                    e.stats().recordError();
-                    error = ex instanceof IllegalArgumentException ? EINVAL : EIO;
+                    if (write && io.phost.vhdx.DiskFullException.isDiskFull(ex)) {
+                        error = ENOSPC; // the client sees a full disk, as from a local one
+                        if (e.stats().recordNoSpace()) {
+                            LOG.warning("nbd export=" + e.name() + ": no space left on the host file system (" + ex.getMessage()
+                                + "); writes fail with ENOSPC until space is freed");
+                        }
+                    } else {
+                        e.stats().recordError();
+                        error = ex instanceof IllegalArgumentException ? EINVAL : EIO;
+                    }
                 }
             }
             if (error != 0 && structured && (s.type == CMD_READ || s.type == CMD_BLOCK_STATUS)) {

@@ -51,6 +51,8 @@ public final class Scsi {
     // Additional sense code / qualifier.
     public static final int ASC_NONE = 0x0000;
     public static final int ASC_WRITE_ERROR = 0x0C00;
+    /** SBC-3 "SPACE ALLOCATION FAILED WRITE PROTECT" (with DATA PROTECT): Linux reports it as ENOSPC. */
+    public static final int ASC_SPACE_ALLOCATION_FAILED = 0x2707;
     public static final int ASC_UNRECOVERED_READ_ERROR = 0x1100;
     public static final int ASC_PARAMETER_LIST_LENGTH_ERROR = 0x1A00;
     public static final int ASC_INVALID_COMMAND_OPERATION_CODE = 0x2000;

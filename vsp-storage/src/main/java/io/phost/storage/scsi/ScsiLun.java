@@ -678,6 +678,21 @@ public final class ScsiLun {
         return respond(r, scratch, 32, (int) Math.min(alloc, 32));
     }
 
+    /**
+     * A write that failed for lack of space on the host file system (-ENOSPC or -EDQUOT): counted, and logged
+     * once per LUN, so a full host disk is visible in status and logs instead of passing for a medium error.
+     */
+    private boolean noSpace(long result) {
+        if (result != -io.phost.vhdx.DiskFullException.ENOSPC && result != -io.phost.vhdx.DiskFullException.EDQUOT) {
+            return false;
+        }
+        if (stats.recordNoSpace()) {
+            System.getLogger("phost.storage").log(System.Logger.Level.WARNING, "no space left for disk=" + name
+                + " (the file system holding it is full; writes fail with SPACE ALLOCATION FAILED until space is freed)");
+        }
+        return true;
+    }
+
     /** Maps an engine result to status; returns true when the request is finished. */
     void completeIo(ScsiRequest r, long result, long nowNanos) {
         long latency = nowNanos - r.startNanos;
@@ -690,6 +705,9 @@ public final class ScsiLun {
                     } else {
                         stats.recordWrite(result, latency);
                     }
+                } else if (!r.read && noSpace(result)) {
+                    r.checkCondition(Scsi.KEY_DATA_PROTECT, Scsi.ASC_SPACE_ALLOCATION_FAILED);
+                    r.senseInformation(r.ioOffset >>> blockShift);
                 } else {
                     stats.recordError();
                     r.checkCondition(Scsi.KEY_MEDIUM_ERROR, r.read ? Scsi.ASC_UNRECOVERED_READ_ERROR : Scsi.ASC_WRITE_ERROR);
@@ -700,6 +718,9 @@ public final class ScsiLun {
                 if (result == r.ioLength) {
                     r.good(blockSize); // the one block of data-out the command carried
                     stats.recordWrite(r.unmapLength[0], latency);
+                } else if (noSpace(result)) {
+                    r.checkCondition(Scsi.KEY_DATA_PROTECT, Scsi.ASC_SPACE_ALLOCATION_FAILED);
+                    r.senseInformation(r.ioOffset >>> blockShift);
                 } else {
                     stats.recordError();
                     r.checkCondition(Scsi.KEY_MEDIUM_ERROR, Scsi.ASC_WRITE_ERROR);
@@ -710,6 +731,8 @@ public final class ScsiLun {
                 if (result == 0) {
                     r.good(0);
                     stats.recordFlush(latency);
+                } else if (noSpace(result)) {
+                    r.checkCondition(Scsi.KEY_DATA_PROTECT, Scsi.ASC_SPACE_ALLOCATION_FAILED);
                 } else {
                     stats.recordError();
                     r.checkCondition(Scsi.KEY_MEDIUM_ERROR, Scsi.ASC_WRITE_ERROR);
