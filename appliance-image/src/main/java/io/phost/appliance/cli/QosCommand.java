@@ -30,7 +30,7 @@ public final class QosCommand {
 
         @Override
         public Integer call() throws IOException {
-            HttpResponse r = ok(endpoint.get("/qos/flows"));
+            HttpResponse r = ok(endpoint.get("/v1/qos/flows"));
             if (json) {
                 System.out.print(r.bodyText());
                 return 0;
@@ -62,7 +62,7 @@ public final class QosCommand {
 
         @Override
         public Integer call() throws IOException {
-            List<?> l = (List<?>) Json.parse(ok(endpoint.get("/qos/policies")).bodyText());
+            List<?> l = (List<?>) Json.parse(ok(endpoint.get("/v1/qos/policies")).bodyText());
             System.out.print(l.isEmpty() ? "no policies\n" : TextTable.of(l).toString());
             return 0;
         }
@@ -102,7 +102,7 @@ public final class QosCommand {
             q.put("min_iops", minIops);
             q.put("max_iops", maxIops);
             q.put("max_bandwidth", maxBandwidth);
-            HttpResponse r = endpoint.post("/qos/policy?" + Query.encode(q));
+            HttpResponse r = endpoint.post("/v1/qos/policies?" + Query.encode(q));
             if (r.status() == 400) {
                 throw new UserException("set-policy " + name + ": " + r.bodyText().strip(), 2);
             }

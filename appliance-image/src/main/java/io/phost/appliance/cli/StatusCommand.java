@@ -29,7 +29,7 @@ public final class StatusCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
-        HttpResponse r = endpoint.get("/status");
+        HttpResponse r = endpoint.get("/v1/status");
         if (r.status() != 200) {
             throw new UserException("status: " + endpoint.describe() + " answered " + r.status() + ": " + r.bodyText().strip());
         }

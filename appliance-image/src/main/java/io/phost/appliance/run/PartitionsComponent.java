@@ -117,7 +117,7 @@ public final class PartitionsComponent implements Component {
 
     @Override
     public Map<String, java.util.function.Function<String, io.phost.appliance.mgmt.HttpResponse>> routes() {
-        return Map.of("/partitions", q -> io.phost.appliance.mgmt.HttpResponse.json(io.phost.appliance.util.Json.pretty(status())));
+        return Map.of("GET /v1/partitions", q -> io.phost.appliance.mgmt.HttpResponse.json(io.phost.appliance.util.Json.pretty(status())));
     }
 
     @Override

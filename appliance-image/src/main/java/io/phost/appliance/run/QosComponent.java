@@ -62,12 +62,12 @@ public final class QosComponent implements Component {
         return s;
     }
 
-    /** GET /qos/flows: the flows in the shape of Get-StorageQosFlow. */
+    /** GET /v1/qos/flows (the flows in the shape of Get-StorageQosFlow), GET and POST /v1/qos/policies. */
     @Override
     public Map<String, Function<String, HttpResponse>> routes() {
-        return Map.of("/qos/flows", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.flows()))),
-            "/qos/policies", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.policies()))),
-            "POST /qos/policy", this::setPolicy);
+        return Map.of("GET /v1/qos/flows", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.flows()))),
+            "GET /v1/qos/policies", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.policies()))),
+            "POST /v1/qos/policies", this::setPolicy);
     }
 
     /**

@@ -1,37 +1,49 @@
 package io.phost.appliance.run;
 
+import static org.junit.jupiter.api.Assertions.assertAll;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.ConfigLoader;
 import io.phost.appliance.config.PartitionConfig;
+import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
+import io.phost.appliance.mgmt.OpenApi;
 import io.phost.appliance.util.Json;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestInstance;
+import org.junit.jupiter.api.function.Executable;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The shipped examples/appliance.toml runs as is: {@code phost run} on it (data_dir in a temp dir; the
- * host-specific management/NBD socket paths and CPU pinning removed) brings every partition to RUNNING,
- * and they stay there (same pid, no faults) for longer than a crashing workload would live.
+ * The shipped examples/appliance.toml as a live host ({@code phost run}; data_dir in a temp dir; the
+ * host-specific management/NBD socket paths and CPU pinning removed). Every partition reaches RUNNING and
+ * stays there; its /v1/metrics passes {@code promtool check metrics}; every operation of /openapi.json answers
+ * as documented; errors are JSON.
  */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
 class ExampleConfigRunTest {
     private static final Duration STAYS = Duration.ofSeconds(8);
 
-    @TempDir
-    Path dir;
+    private Path dir;
+    private PhostProcess host;
+    private ManagementClient client;
+    private List<String> names;
 
-    @Test
-    void shouldRunEveryPartitionOfTheShippedExampleAndKeepItRunning() throws Exception {
+    @BeforeAll
+    void startTheExample(@TempDir Path tmp) throws Exception {
+        dir = tmp;
         String example = Files.readString(Path.of("..", "examples", "appliance.toml"));
         Path data = dir.resolve("data");
         String local = example
@@ -41,48 +53,102 @@ class ExampleConfigRunTest {
             .replaceFirst("(?m)^vsp_cpus = .*$", "");
         Path cfg = dir.resolve("appliance.toml");
         Files.writeString(cfg, local);
-        ApplianceConfig config = ConfigLoader.load(cfg);
-        List<String> names = config.partitions().stream().map(PartitionConfig::name).toList();
+        names = ConfigLoader.load(cfg).partitions().stream().map(PartitionConfig::name).toList();
         assertTrue(names.size() >= 2, "the example has partitions: " + names);
+        host = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(), "--plain");
+        host.awaitLine("phost: ready", Duration.ofSeconds(60));
+        client = new ManagementClient(ManagementAddress.parse("unix:" + data.resolve("phost.sock")), null);
+    }
 
-        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(), "--plain")) {
-            p.awaitLine("phost: ready", Duration.ofSeconds(60));
-            ManagementClient c = new ManagementClient(ManagementAddress.parse("unix:" + data.resolve("phost.sock")), null);
-            Map<String, Map<?, ?>> first = awaitAllRunning(c, names, p);
-            long until = System.nanoTime() + STAYS.toNanos();
-            while (System.nanoTime() < until) {
-                Thread.sleep(1000);
-                for (Map<?, ?> now : partitions(c).values()) {
-                    Map<?, ?> then = first.get((String) now.get("name"));
-                    assertEquals("RUNNING", now.get("state"), "partition left RUNNING: " + now + "\n" + p.stderr());
-                    assertEquals(then.get("pid"), now.get("pid"), "partition restarted: " + now);
-                    assertEquals(0L, ((Number) now.get("fault_count")).longValue(), "faults: " + now);
-                }
-            }
-            PromtoolCheck.assertLintsClean(c.get("/metrics").bodyText(), names);
-            p.process().destroy();
-            assertTrue(p.process().waitFor(20, TimeUnit.SECONDS), "phost stops on SIGTERM");
-            assertEquals(0, p.process().exitValue(), p.stderr());
+    @AfterAll
+    void stop() throws Exception {
+        if (host != null) {
+            host.process().destroy();
+            assertTrue(host.process().waitFor(20, TimeUnit.SECONDS), "phost stops on SIGTERM");
+            assertEquals(0, host.process().exitValue(), host.stderr());
+            host.close();
         }
     }
 
-    private static Map<String, Map<?, ?>> awaitAllRunning(ManagementClient c, List<String> names, PhostProcess p)
-        throws Exception {
+    @Test
+    void shouldRunEveryPartitionOfTheShippedExampleAndKeepItRunning() throws Exception {
+        Map<String, Map<?, ?>> first = awaitAllRunning();
+        long until = System.nanoTime() + STAYS.toNanos();
+        while (System.nanoTime() < until) {
+            Thread.sleep(1000);
+            for (Map<?, ?> now : partitions().values()) {
+                Map<?, ?> then = first.get((String) now.get("name"));
+                assertEquals("running", now.get("state"), "partition left RUNNING: " + now + "\n" + host.stderr());
+                assertEquals(then.get("pid"), now.get("pid"), "partition restarted: " + now);
+                assertEquals(0L, ((Number) now.get("fault_count")).longValue(), "faults: " + now);
+            }
+        }
+    }
+
+    @Test
+    void shouldServeMetricsThatPromtoolChecksClean() throws Exception {
+        awaitAllRunning();
+        Thread.sleep(1500); // a second of I/O in the histograms
+        PromtoolCheck.assertLintsClean(client.get("/v1/metrics").bodyText(), names);
+    }
+
+    @Test
+    void shouldAnswerEveryOperationOfTheServedOpenApiDocument() throws Exception {
+        HttpResponse doc = client.get("/openapi.json");
+        assertEquals(200, doc.status());
+        Map<?, ?> served = (Map<?, ?>) Json.parse(doc.bodyText());
+        assertEquals("3.1.0", served.get("openapi"));
+        assertEquals(OpenApi.document(), served, "the served document is docs/openapi.yaml");
+        List<Executable> checks = new ArrayList<>();
+        for (String op : OpenApi.operations()) {
+            checks.add(() -> {
+                String method = op.substring(0, op.indexOf(' '));
+                String path = op.substring(op.indexOf(' ') + 1);
+                HttpResponse r = method.equals("POST")
+                    ? client.post(path + "?name=gold&max_iops=20000") : client.get(path);
+                assertEquals(200, r.status(), op + ": " + r.bodyText());
+                Map<?, ?> content = (Map<?, ?>) ((Map<?, ?>) ((Map<?, ?>) ((Map<?, ?>) ((Map<?, ?>) ((Map<?, ?>) served.get("paths"))
+                    .get(path)).get(method.toLowerCase())).get("responses")).get("200")).get("content");
+                String type = r.contentType().split(";")[0];
+                assertTrue(content.containsKey(type), op + " answers " + type + ", documented " + content.keySet());
+                if (type.equals("application/json")) {
+                    Json.parse(r.bodyText());
+                }
+            });
+        }
+        assertAll(checks);
+    }
+
+    @Test
+    void shouldAnswerMistakesWithJsonErrorsAllowAndRedirects() throws Exception {
+        HttpResponse missing = client.get("/v1/nope");
+        assertEquals(404, missing.status());
+        assertEquals("not_found", ((Map<?, ?>) Json.parse(missing.bodyText())).get("reason"));
+        HttpResponse wrong = client.post("/v1/status");
+        assertEquals(405, wrong.status());
+        assertEquals("GET", wrong.headers().get("Allow"));
+        assertEquals("method_not_allowed", ((Map<?, ?>) Json.parse(wrong.bodyText())).get("reason"));
+        HttpResponse old = client.get("/status");
+        assertEquals(308, old.status());
+        assertEquals("/v1/status", old.headers().get("Location"));
+    }
+
+    private Map<String, Map<?, ?>> awaitAllRunning() throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
         Map<String, Map<?, ?>> last = Map.of();
         while (System.nanoTime() < deadline) {
-            last = partitions(c);
-            if (last.keySet().containsAll(names) && last.values().stream().allMatch(m -> "RUNNING".equals(m.get("state")))) {
+            last = partitions();
+            if (last.keySet().containsAll(names) && last.values().stream().allMatch(m -> "running".equals(m.get("state")))) {
                 return last;
             }
             Thread.sleep(500);
         }
-        throw new AssertionError("not every partition reached RUNNING: " + last.values() + "\n" + p.stderr());
+        throw new AssertionError("not every partition reached RUNNING: " + last.values() + "\n" + host.stderr());
     }
 
-    private static Map<String, Map<?, ?>> partitions(ManagementClient c) throws Exception {
+    private Map<String, Map<?, ?>> partitions() throws Exception {
         Map<String, Map<?, ?>> out = new HashMap<>();
-        for (Object o : (List<?>) Json.parse(c.get("/partitions").bodyText())) {
+        for (Object o : (List<?>) Json.parse(client.get("/v1/partitions").bodyText())) {
             Map<?, ?> m = (Map<?, ?>) o;
             out.put((String) m.get("name"), m);
         }
