@@ -82,29 +82,38 @@ public final class QosCommand {
         String type;
 
         @Option(names = "--min-iops", paramLabel = "N", description = "Reservation in normalized IOPS.")
-        Long minIops;
+        String minIops;
 
         @Option(names = "--max-iops", paramLabel = "N", description = "Limit in normalized IOPS (0 = none).")
-        Long maxIops;
+        String maxIops;
 
-        @Option(names = "--max-bandwidth", paramLabel = "BYTES_PER_S", description = "Bandwidth limit (0 = none).")
-        Long maxBandwidth;
+        @Option(names = "--max-bandwidth", paramLabel = "RATE",
+            description = "Bandwidth limit as in appliance.toml: 100MB/s (bytes/s), 1Gbps (bits/s), or bytes/s (0 = none).")
+        String maxBandwidth;
+
+        @Option(names = "--normalization-size", paramLabel = "SIZE",
+            description = "I/O size counted as one normalized I/O: a power of two, 512..1MiB (8KiB).")
+        String normalizationSize;
 
         @Option(names = "--weight", paramLabel = "N", description = "Share of spare capacity (1..10000; default 100).")
-        Integer weight;
+        String weight;
 
         @Override
         public Integer call() throws IOException {
+            // Values go to the host as typed: it checks them exactly as the config file's [[qos_policy]].
             Map<String, Object> q = new LinkedHashMap<>();
-            q.put("weight", weight);
             q.put("name", name);
             q.put("type", type);
             q.put("min_iops", minIops);
             q.put("max_iops", maxIops);
             q.put("max_bandwidth", maxBandwidth);
+            q.put("normalization_size", normalizationSize);
+            q.put("weight", weight);
             HttpResponse r = endpoint.post("/v1/qos/policies?" + Query.encode(q));
-            if (r.status() == 400) {
-                throw new UserException("set-policy " + name + ": " + r.bodyText().strip(), 2);
+            if (r.status() == 400 || r.status() == 409) {
+                Object err = r.contentType().startsWith("application/json")
+                    ? ((Map<?, ?>) Json.parse(r.bodyText())).get("error") : r.bodyText().strip();
+                throw new UserException("set-policy " + name + ": " + err, 2);
             }
             System.out.print(ok(r).bodyText());
             return 0;

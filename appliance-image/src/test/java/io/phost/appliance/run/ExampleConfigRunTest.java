@@ -133,6 +133,59 @@ class ExampleConfigRunTest {
         assertEquals("/v1/status", old.headers().get("Location"));
     }
 
+    /** Issue 16 defect 7: POST /v1/qos/policies takes the config file's values and refuses what it refuses, alike. */
+    @Test
+    void shouldValidatePostedPoliciesExactlyAsTheConfigFile() throws Exception {
+        HttpResponse units = client.post("/v1/qos/policies?name=api-units&max_bandwidth=100MB/s&normalization_size=16KiB&weight=300");
+        assertEquals(200, units.status(), units.bodyText());
+        Map<?, ?> p = (Map<?, ?>) Json.parse(units.bodyText());
+        assertEquals(100_000_000L, ((Number) p.get("max_bandwidth_bytes_per_sec")).longValue());
+        assertEquals(16384L, ((Number) p.get("normalization_size")).longValue());
+        assertEquals("dedicated", p.get("type"));
+
+        for (String[] bad : new String[][] {
+            {"weight=4294967496", "weight = 4294967496"},
+            {"normalization_size=3000", "normalization_size = 3000"},
+            {"type=WEIRD", "type = \"WEIRD\""},
+            {"max_bandwidth=fast", "max_bandwidth = \"fast\""},
+            {"min_iops=500&max_iops=100", "min_iops = 500\nmax_iops = 100"},
+            {"colour=blue", "colour = \"blue\""},
+        }) {
+            HttpResponse r = client.post("/v1/qos/policies?name=api-bad&" + bad[0]);
+            assertEquals(400, r.status(), bad[0] + ": " + r.bodyText());
+            Map<?, ?> err = (Map<?, ?>) Json.parse(r.bodyText());
+            assertEquals("invalid_argument", err.get("reason"));
+            assertEquals(configMessage(bad[1]), err.get("error"), bad[0]);
+        }
+        HttpResponse forged = client.post("/v1/qos/policies?name=x%0Alevel%3DERROR");
+        assertEquals(400, forged.status());
+        assertTrue(!forged.bodyText().strip().contains("\n") && forged.bodyText().contains("is not a valid name"), forged.bodyText());
+        HttpResponse escape = client.post("/v1/qos/policies?name=%zz");
+        assertEquals(400, escape.status(), escape.bodyText());
+        assertTrue(!escape.bodyText().contains("Exception"), escape.bodyText());
+
+        int created = ((List<?>) Json.parse(client.get("/v1/qos/policies").bodyText())).size();
+        for (int i = created; i < QosComponent.MAX_POLICIES; i++) {
+            assertEquals(200, client.post("/v1/qos/policies?name=many-" + i).status());
+        }
+        HttpResponse full = client.post("/v1/qos/policies?name=one-too-many");
+        assertEquals(409, full.status(), full.bodyText());
+        assertEquals("limit_reached", ((Map<?, ?>) Json.parse(full.bodyText())).get("reason"));
+        assertEquals(200, client.post("/v1/qos/policies?name=many-" + (QosComponent.MAX_POLICIES - 1) + "&weight=5").status(),
+            "changing an existing policy is still possible");
+    }
+
+    /** The config file's messages for a [[qos_policy]] named api-bad with {@code keys}, as the API words them. */
+    private static String configMessage(String keys) {
+        try {
+            ConfigLoader.parse("t.toml", "[host]\ndata_dir = \"/srv\"\n[[qos_policy]]\nname = \"api-bad\"\n" + keys + "\n");
+        } catch (io.phost.appliance.config.ConfigException e) {
+            return String.join("; ", e.errors().stream()
+                .map(x -> x.keyPath().replaceFirst("^qos_policy\\[0\\]\\.", "") + ": " + x.message()).toList());
+        }
+        throw new AssertionError("the config file accepts " + keys);
+    }
+
     private Map<String, Map<?, ?>> awaitAllRunning() throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
         Map<String, Map<?, ?>> last = Map.of();
