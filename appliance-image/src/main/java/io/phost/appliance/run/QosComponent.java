@@ -35,7 +35,9 @@ public final class QosComponent implements Component {
         for (QosPolicyConfig p : cfg.qosPolicies()) {
             service.updatePolicy(toPolicy(p));
         }
-        service.onAlert(a -> LOG.log(Level.WARNING, "qos alert " + Records.toJsonable(a)));
+        service.onAlert(a -> LOG.log(Level.WARNING, "qos alert partition=" + LogfmtLoggerFinder.quote(a.partition())
+            + " disk=" + LogfmtLoggerFinder.quote(a.disk()) + " policy=" + LogfmtLoggerFinder.quote(String.valueOf(a.policy()))
+            + " status=" + Records.enumValue(a.status()) + " message=" + LogfmtLoggerFinder.quote(a.message())));
         // The controller also runs on I/O; the timer keeps windows and statuses fresh when I/O is sparse.
         ticker.scheduleAtFixedRate(service::tick, 100, 100, TimeUnit.MILLISECONDS);
     }
