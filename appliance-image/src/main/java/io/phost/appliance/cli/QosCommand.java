@@ -2,6 +2,7 @@ package io.phost.appliance.cli;
 
 import io.phost.appliance.UserException;
 import io.phost.appliance.mgmt.HttpResponse;
+import io.phost.appliance.util.Human;
 import io.phost.appliance.util.Json;
 import io.phost.appliance.util.Query;
 import io.phost.appliance.util.TextTable;
@@ -39,15 +40,16 @@ public final class QosCommand {
             for (Object o : (List<?>) Json.parse(r.bodyText())) {
                 Map<?, ?> f = (Map<?, ?>) o;
                 Map<String, Object> row = new LinkedHashMap<>();
-                row.put("InitiatorName", f.get("partition"));
+                // Get-StorageQosFlow's columns, in human units, within 120 columns
+                row.put("Initiator", f.get("partition"));
                 row.put("Disk", f.get("disk"));
                 row.put("Policy", f.get("policy"));
                 row.put("Status", f.get("status"));
-                row.put("MinimumIops", f.get("minimum_iops"));
-                row.put("MaximumIops", f.get("maximum_iops"));
-                row.put("InitiatorIOPS", f.get("initiator_iops"));
-                row.put("InitiatorLatency(us)", f.get("initiator_latency_micros"));
-                row.put("InitiatorBandwidth(B/s)", f.get("initiator_bandwidth"));
+                row.put("MinIOPS", Human.count(num(f.get("minimum_iops"))));
+                row.put("MaxIOPS", num(f.get("maximum_iops")) == 0 ? "-" : Human.count(num(f.get("maximum_iops"))));
+                row.put("IOPS", Human.count(num(f.get("initiator_iops"))));
+                row.put("Latency", Human.micros(num(f.get("initiator_latency_micros"))));
+                row.put("Bandwidth", Human.bytesPerSecond(num(f.get("initiator_bandwidth"))));
                 rows.add(row);
             }
             System.out.print(rows.isEmpty() ? "no flows\n" : TextTable.of(rows).toString());
@@ -60,10 +62,17 @@ public final class QosCommand {
         @Mixin
         StatusCommand.EndpointOptions endpoint;
 
+        @Option(names = "--json", description = "Print the JSON (for programs; the table shows human units).")
+        boolean json;
+
         @Override
         public Integer call() throws IOException {
             List<?> l = (List<?>) Json.parse(ok(endpoint.get("/v1/qos/policies")).bodyText());
-            System.out.print(l.isEmpty() ? "no policies\n" : TextTable.of(l).toString());
+            if (json) {
+                System.out.print(Json.pretty(l));
+                return 0;
+            }
+            System.out.print(l.isEmpty() ? "no policies\n" : TextTable.of(Human.rows(l)).toString());
             return 0;
         }
     }
@@ -118,6 +127,10 @@ public final class QosCommand {
             System.out.print(ok(r).bodyText());
             return 0;
         }
+    }
+
+    private static double num(Object o) {
+        return o instanceof Number n ? n.doubleValue() : 0;
     }
 
     static HttpResponse ok(HttpResponse r) {

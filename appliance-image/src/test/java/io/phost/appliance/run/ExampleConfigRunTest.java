@@ -28,18 +28,19 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The shipped examples/appliance.toml as a live host ({@code phost run}; data_dir in a temp dir; the
- * host-specific management/NBD socket paths and CPU pinning removed). Every partition reaches RUNNING and
+ * host-specific management/NBD socket paths and CPU pinning removed, the internal switch renamed per run). Every partition reaches RUNNING and
  * stays there; its /v1/metrics passes {@code promtool check metrics}; every operation of /openapi.json answers
  * as documented; errors are JSON.
  */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 class ExampleConfigRunTest {
-    private static final Duration STAYS = Duration.ofSeconds(8);
+    private static final Duration STAYS = Duration.ofSeconds(5);
 
     private Path dir;
     private PhostProcess host;
     private ManagementClient client;
     private List<String> names;
+    private String socket;
 
     @BeforeAll
     void startTheExample(@TempDir Path tmp) throws Exception {
@@ -50,14 +51,17 @@ class ExampleConfigRunTest {
             .replaceFirst("(?m)^data_dir = .*$", "data_dir = \"" + data + "\"")
             .replaceFirst("(?m)^management = .*$", "")
             .replaceFirst("(?m)^nbd = .*$", "")
-            .replaceFirst("(?m)^vsp_cpus = .*$", "");
+            .replaceFirst("(?m)^vsp_cpus = .*$", "")
+            // the internal switch makes a host TAP named after it: unique per run, so parallel runs do not collide
+            .replace("\"frontend\"", "\"fe" + ProcessHandle.current().pid() % 100_000 + "\"");
         Path cfg = dir.resolve("appliance.toml");
         Files.writeString(cfg, local);
         names = ConfigLoader.load(cfg).partitions().stream().map(PartitionConfig::name).toList();
         assertTrue(names.size() >= 2, "the example has partitions: " + names);
         host = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(), "--plain");
         host.awaitLine("phost: ready", Duration.ofSeconds(60));
-        client = new ManagementClient(ManagementAddress.parse("unix:" + data.resolve("phost.sock")), null);
+        socket = "unix:" + data.resolve("phost.sock");
+        client = new ManagementClient(ManagementAddress.parse(socket), null);
     }
 
     @AfterAll
@@ -131,6 +135,22 @@ class ExampleConfigRunTest {
         HttpResponse old = client.get("/status");
         assertEquals(308, old.status());
         assertEquals("/v1/status", old.headers().get("Location"));
+    }
+
+    @Test
+    void shouldShowHumanUnitsInTablesThatFit120ColumnsAndJsonOnRequest() throws Exception {
+        awaitAllRunning();
+        Thread.sleep(1500);
+        io.phost.appliance.cli.ConfigCommandTest.Run flows = io.phost.appliance.cli.ConfigCommandTest.phost("qos", "flows", "--host", socket);
+        assertEquals(0, flows.exit(), flows.err());
+        assertTrue(flows.out().lines().allMatch(l -> l.length() <= 120), "qos flows fits 120 columns:\n" + flows.out());
+        assertTrue(flows.out().contains("µs") || flows.out().contains(" ms"), flows.out());
+        assertTrue(flows.out().contains("/s"), flows.out());
+        io.phost.appliance.cli.ConfigCommandTest.Run status = io.phost.appliance.cli.ConfigCommandTest.phost("status", "--host", socket);
+        assertEquals(0, status.exit(), status.err());
+        assertTrue(status.out().contains("64.0 GiB"), "disk sizes in binary units:\n" + status.out());
+        io.phost.appliance.cli.ConfigCommandTest.Run json = io.phost.appliance.cli.ConfigCommandTest.phost("status", "--host", socket, "--json");
+        assertEquals(68719476736L, ((Number) ((Map<?, ?>) ((List<?>) ((Map<?, ?>) Json.parse(json.out())).get("disks")).getFirst()).get("size")).longValue());
     }
 
     /** Issue 16 defect 7: POST /v1/qos/policies takes the config file's values and refuses what it refuses, alike. */
