@@ -177,6 +177,14 @@ class ExampleConfigRunTest {
             assertEquals("invalid_argument", err.get("reason"));
             assertEquals(configMessage(bad[1]), err.get("error"), bad[0]);
         }
+        io.phost.appliance.cli.ConfigCommandTest.Run cli = io.phost.appliance.cli.ConfigCommandTest.phost(
+            "qos", "set-policy", "cli-units", "--max-bandwidth", "100MB/s", "--normalization-size", "8KiB", "--host", socket);
+        assertEquals(0, cli.exit(), cli.err());
+        io.phost.appliance.cli.ConfigCommandTest.Run weird = io.phost.appliance.cli.ConfigCommandTest.phost(
+            "qos", "set-policy", "cli-units", "--type", "WEIRD", "--host", socket);
+        assertEquals(2, weird.exit());
+        assertEquals("phost: set-policy cli-units: " + configMessage("type = \"WEIRD\"") + "\n", weird.err());
+
         HttpResponse forged = client.post("/v1/qos/policies?name=x%0Alevel%3DERROR");
         assertEquals(400, forged.status());
         assertTrue(!forged.bodyText().strip().contains("\n") && forged.bodyText().contains("is not a valid name"), forged.bodyText());
