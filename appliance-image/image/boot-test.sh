@@ -98,8 +98,8 @@ show_console() { echo "---- console ($1) ----"; tr -d '\r' < "$tmp/$1.log" | gre
 
 check_http() { # NAME: /health without a token, /status with it; status must name the disk and the switch
   local h s
-  h=$(curl -s --max-time 20 "http://127.0.0.1:$port/health") && ok "$1: GET /health -> $h" || bad "$1: GET /health failed"
-  s=$(curl -s --max-time 20 -H "Authorization: Bearer $token" "http://127.0.0.1:$port/status")
+  h=$(curl -s --max-time 20 "http://127.0.0.1:$port/v1/health") && ok "$1: GET /health -> $h" || bad "$1: GET /health failed"
+  s=$(curl -s --max-time 20 -H "Authorization: Bearer $token" "http://127.0.0.1:$port/v1/status")
   if [ -n "$s" ]; then
     echo "$s" > "$tmp/$1.status.json"
     echo "$s" | grep -q '"scratch"' && ok "$1: /status lists disk scratch" || bad "$1: /status does not list disk scratch: $s"
@@ -107,7 +107,7 @@ check_http() { # NAME: /health without a token, /status with it; status must nam
   else
     bad "$1: GET /status failed"
   fi
-  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "http://127.0.0.1:$port/status")" = 401 ] \
+  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 "http://127.0.0.1:$port/v1/status")" = 401 ] \
     && ok "$1: /status without the token is refused (401)" || bad "$1: /status without the token was not refused"
 }
 
@@ -199,7 +199,7 @@ run_broken() {
   wait_for broken 'phost: config-error management=' && ok "broken: nothing started; phost serves the errors instead" \
     || bad "broken: no config-error endpoint"
   local code body
-  body=$(curl -s --max-time 20 -w '\n%{http_code}' "http://127.0.0.1:$port/health")
+  body=$(curl -s --max-time 20 -w '\n%{http_code}' "http://127.0.0.1:$port/v1/health")
   code=${body##*$'\n'}
   if [ "$code" = 503 ] && echo "$body" | grep -q 'appliance.toml:[0-9]*:[0-9]*'; then
     ok "broken: GET /health from the network -> 503 $(echo "$body" | head -n 1)"

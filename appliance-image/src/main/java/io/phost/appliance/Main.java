@@ -43,6 +43,7 @@ public final class Main implements Runnable {
     }
 
     public static void main(String[] args) {
+        io.phost.appliance.run.LogfmtLoggerFinder.bridgeJavaUtilLogging();
         System.exit(execute(args));
     }
 

@@ -35,7 +35,7 @@ public final class PartitionCommand {
 
         @Override
         public Integer call() throws IOException {
-            HttpResponse r = QosCommand.ok(endpoint.get("/partitions"));
+            HttpResponse r = QosCommand.ok(endpoint.get("/v1/partitions"));
             if (json) {
                 System.out.print(r.bodyText());
                 return 0;
@@ -73,7 +73,7 @@ public final class PartitionCommand {
 
         @Override
         public Integer call() throws IOException {
-            HttpResponse r = endpoint.post("/partitions/" + verb() + "?" + target.query() + extraQuery());
+            HttpResponse r = endpoint.post("/v1/partitions/" + verb() + "?" + target.query() + extraQuery());
             if (r.status() == 404 || r.status() == 409 || r.status() == 400) {
                 throw new UserException(verb() + ": " + r.bodyText().strip(), r.status() == 409 ? 1 : 2);
             }
@@ -159,7 +159,7 @@ public final class PartitionCommand {
             Map<String, Object> q = new LinkedHashMap<>();
             q.put("name", name);
             q.put("bytes", bytes);
-            HttpResponse r = endpoint.get("/partitions/" + resource() + "?" + Query.encode(q));
+            HttpResponse r = endpoint.get("/v1/partitions/" + resource() + "?" + Query.encode(q));
             if (r.status() == 404 || r.status() == 400) {
                 throw new UserException(resource() + ": " + r.bodyText().strip(), 2);
             }

@@ -5,6 +5,7 @@ import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
 import io.phost.appliance.run.RuntimeDir;
+import io.phost.appliance.util.Human;
 import io.phost.appliance.util.Json;
 import io.phost.appliance.util.TextTable;
 import java.io.IOException;
@@ -25,12 +26,12 @@ public final class StatusCommand implements Callable<Integer> {
     @Mixin
     EndpointOptions endpoint;
 
-    @Option(names = "--json", description = "Print the raw JSON document.")
+    @Option(names = "--json", description = "Print the JSON document (for programs; the table shows human units).")
     boolean json;
 
     @Override
     public Integer call() throws IOException {
-        HttpResponse r = endpoint.get("/status");
+        HttpResponse r = endpoint.get("/v1/status");
         if (r.status() != 200) {
             throw new UserException("status: " + endpoint.describe() + " answered " + r.status() + ": " + r.bodyText().strip());
         }
@@ -78,7 +79,7 @@ public final class StatusCommand implements Callable<Integer> {
         for (Map.Entry<?, ?> e : m.entrySet()) {
             Object v = e.getValue();
             if (v instanceof List<?> l) {
-                sb.append('\n').append(e.getKey()).append(":\n").append(l.isEmpty() ? "  (none)\n" : TextTable.of(l).toString().indent(2));
+                sb.append('\n').append(e.getKey()).append(":\n").append(l.isEmpty() ? "  (none)\n" : TextTable.of(Human.rows(l)).toString().indent(2));
             } else if (v instanceof Map<?, ?> sub) {
                 sb.append('\n').append(e.getKey()).append(":\n").append(render(sub).indent(2));
             }

@@ -340,6 +340,13 @@ final class ConfigBinder implements TomlNode.Errors {
 
     // ---- [[qos_policy]] ----
 
+    /** The first [[qos_policy]] of {@code document} and nothing else (for the management API); null on errors. */
+    QosPolicyConfig bindPolicy(TomlTable document) {
+        TomlNode root = new TomlNode(this, document, "", TomlPosition.positionAt(1, 1), ConfigSchema.section(""));
+        List<TomlNode> tables = root.tables("qos_policy");
+        return tables.size() == 1 ? qosPolicy(tables.getFirst()) : null;
+    }
+
     private QosPolicyConfig qosPolicy(TomlNode n) {
         String name = n.string("name");
         QosPolicyConfig.Type type = n.enumValue("type", QosPolicyConfig.Type.class);

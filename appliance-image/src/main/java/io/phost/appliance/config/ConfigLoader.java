@@ -15,6 +15,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
 import org.tomlj.Toml;
 import org.tomlj.TomlParseError;
@@ -55,6 +56,44 @@ public final class ConfigLoader {
             throw single(name, 1, 1, Reason.UNREADABLE, "cannot read: " + describe(e));
         }
         return parse(name, file, decode(name, bytes));
+    }
+
+    /**
+     * Validates one {@code [[qos_policy]]} given as key/value strings (the management API's query arguments)
+     * exactly as the config file's table: each value is read as the TOML integer it spells, or else as a TOML
+     * string, so {@code max_bandwidth=100MB/s}, {@code normalization_size=8KiB} and {@code weight=200} mean what
+     * they mean in appliance.toml, and every mistake gets the config file's message (without FILE:LINE:COL).
+     *
+     * @throws IllegalArgumentException with {@code key: message} for each error, joined by "; "
+     */
+    public static QosPolicyConfig parseQosPolicy(Map<String, String> fields) {
+        StringBuilder toml = new StringBuilder("[[qos_policy]]\n");
+        fields.forEach((k, v) -> toml.append(tomlString(k)).append(" = ")
+            .append(v.matches("-?[0-9]{1,18}") ? v : tomlString(v)).append('\n'));
+        List<ConfigError> errors = new ArrayList<>();
+        TomlParseResult parsed = Toml.parse(toml.toString());
+        QosPolicyConfig policy = parsed.hasErrors() ? null : new ConfigBinder("<api>", null, errors).bindPolicy(parsed);
+        if (!errors.isEmpty() || policy == null) {
+            List<String> lines = errors.stream()
+                .map(e -> e.keyPath().replaceFirst("^qos_policy\\[0\\]\\.?", "") + ": " + e.message()).toList();
+            throw new IllegalArgumentException(lines.isEmpty() ? "invalid policy" : String.join("; ", lines));
+        }
+        return policy;
+    }
+
+    /** A TOML basic string: quotes, backslashes and control characters escaped. */
+    private static String tomlString(String s) {
+        StringBuilder b = new StringBuilder(s.length() + 2).append('"');
+        for (char c : s.toCharArray()) {
+            if (c == '"' || c == '\\') {
+                b.append('\\').append(c);
+            } else if (c < 0x20 || c == 0x7f) {
+                b.append(String.format("\\u%04x", (int) c));
+            } else {
+                b.append(c);
+            }
+        }
+        return b.append('"').toString();
     }
 
     /** Validates text; {@code sourceName} is used in error lines and as {@link ApplianceConfig#source()}. */

@@ -59,20 +59,30 @@ public final class ManagementClient {
             }
             int status = Integer.parseInt(text.substring(9, 12));
             String contentType = "";
-            for (String line : text.substring(0, end).split("\r\n")) {
-                if (line.regionMatches(true, 0, "content-type:", 0, 13)) {
-                    contentType = line.substring(13).trim();
+            java.util.Map<String, String> headers = new java.util.LinkedHashMap<>();
+            String[] headLines = text.substring(0, end).split("\r\n");
+            for (int i = 1; i < headLines.length; i++) {
+                int colon = headLines[i].indexOf(':');
+                if (colon <= 0) {
+                    continue;
+                }
+                String name = headLines[i].substring(0, colon).trim();
+                String value = headLines[i].substring(colon + 1).trim();
+                if (name.equalsIgnoreCase("content-type")) {
+                    contentType = value;
+                } else if (!name.equalsIgnoreCase("content-length") && !name.equalsIgnoreCase("connection")) {
+                    headers.put(name, value);
                 }
             }
             byte[] body = java.util.Arrays.copyOfRange(bytes, end + 4, bytes.length);
-            return new HttpResponse(status, contentType, body);
+            return new HttpResponse(status, contentType, body, headers);
         }
     }
 
     /** True when something answers /health at {@code address}. */
     public static boolean isAlive(ManagementAddress address) {
         try {
-            return new ManagementClient(address, null).get("/health").status() == 200;
+            return new ManagementClient(address, null).get(ManagementServer.HEALTH).status() == 200;
         } catch (IOException | RuntimeException e) {
             return false;
         }

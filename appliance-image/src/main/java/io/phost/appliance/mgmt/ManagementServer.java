@@ -11,12 +11,16 @@ import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedDeque;
 import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Function;
 
 /**
@@ -25,20 +29,36 @@ import java.util.function.Function;
  * on a Unix socket or a TCP address. The JDK's HttpServer cannot listen on a Unix socket, and the API is
  * a handful of GETs, so a hundred lines here beat a web framework in the appliance image.
  *
- * <p>Security: the Unix socket is created mode 0600 (root only). On TCP every path except {@code /health}
+ * <p>Security: the Unix socket is created mode 0600 (root only). On TCP every path except {@link #HEALTH}
  * requires {@code Authorization: Bearer TOKEN}, compared in constant time. Requests are bounded (16 KiB of
- * head, 10 s to send it, 64 connections at once) so a hostile client cannot exhaust the host.
+ * head, 10 s to send it) and connection slots are split so that unauthenticated clients cannot exhaust them:
+ * <pre>
+ *   accept ──▶ pending (reading the head; at most 512; the oldest is closed to admit a newcomer;
+ *              closed after 1 s without a byte, 10 s in all)
+ *          ──▶ 401 at once when not authorized (no slot)  |  /v1/health answered at once (no slot)
+ *          ──▶ serving (authorized requests: at most 16 handlers at once, else 503)
+ * </pre>
+ * Errors are JSON ({@code {"error": ..., "reason": ...}}); a 405 names the allowed methods in {@code Allow};
+ * an old unversioned path ({@code /status}) is redirected (308) to its {@code /v1/} path.
  */
 public final class ManagementServer implements Closeable {
+    private static final System.Logger LOG = System.getLogger("phost.mgmt");
+    /** The one path a TCP client may ask without the token. */
+    public static final String HEALTH = "/v1/health";
     private static final int MAX_HEAD = 16 * 1024;
-    private static final int MAX_CONNECTIONS = 64;
+    static final int MAX_PENDING = 512;
+    static final int MAX_SERVING = 16;
+    static final long IDLE_TIMEOUT_MS = 1_000;
     private static final long READ_TIMEOUT_MS = 10_000;
 
     private final ManagementAddress address;
     private final ServerSocketChannel server;
     private final String token;
     private final Map<String, Function<String, HttpResponse>> routes = new ConcurrentHashMap<>();
-    private final Semaphore slots = new Semaphore(MAX_CONNECTIONS);
+    /** Connections whose request head is still being read, oldest first. */
+    private final ConcurrentLinkedDeque<SocketChannel> pending = new ConcurrentLinkedDeque<>();
+    private final AtomicInteger pendingCount = new AtomicInteger();
+    private final Semaphore serving = new Semaphore(MAX_SERVING);
     private final ScheduledExecutorService timeouts = Executors.newSingleThreadScheduledExecutor(r -> {
         Thread t = new Thread(r, "mgmt-timeouts");
         t.setDaemon(true);
@@ -74,7 +94,7 @@ public final class ManagementServer implements Closeable {
 
     /** Routes GET {@code path} (exact match, query string passed to the handler) to {@code handler}. */
     public ManagementServer route(String path, Function<String, HttpResponse> handler) {
-        routes.put(path, handler);
+        routes.put("GET " + path, handler);
         return this;
     }
 
@@ -108,16 +128,20 @@ public final class ManagementServer implements Closeable {
                 }
                 continue;
             }
-            if (!slots.tryAcquire()) {
-                respond(ch, HttpResponse.text(503, "too many connections\n"));
-                closeQuietly(ch);
-                continue;
+            pending.addLast(ch);
+            if (pendingCount.incrementAndGet() > MAX_PENDING) {
+                // Full of clients that have not finished their request head: drop the oldest, not the newcomer,
+                // so clients that hold connections open cannot lock out one that sends its request at once.
+                SocketChannel oldest = pending.pollFirst();
+                if (oldest != null) {
+                    pendingCount.decrementAndGet();
+                    closeQuietly(oldest);
+                }
             }
             Thread.ofVirtual().name("mgmt-conn").start(() -> {
                 try {
                     serve(ch);
                 } finally {
-                    slots.release();
                     closeQuietly(ch);
                 }
             });
@@ -125,17 +149,19 @@ public final class ManagementServer implements Closeable {
     }
 
     private void serve(SocketChannel ch) {
-        var timeout = timeouts.schedule(() -> closeQuietly(ch), READ_TIMEOUT_MS, TimeUnit.MILLISECONDS);
         String head;
         try {
             head = readHead(ch);
         } catch (IOException e) {
             return;
         } finally {
-            timeout.cancel(false);
+            if (pending.remove(ch)) { // false when evicted: the acceptor took it out and counted it
+                pendingCount.decrementAndGet();
+            }
         }
         if (head == null) {
-            respond(ch, HttpResponse.text(431, "request head too large\n"));
+            respond(ch, HttpResponse.error(431, HttpResponse.Reason.REQUEST_HEAD_TOO_LARGE,
+                "request head larger than " + MAX_HEAD + " bytes"));
             lingeringClose(ch);
             return;
         }
@@ -170,31 +196,73 @@ public final class ManagementServer implements Closeable {
         String[] lines = head.split("\r\n");
         String[] requestLine = lines[0].split(" ");
         if (requestLine.length != 3 || !requestLine[2].startsWith("HTTP/1.")) {
-            return HttpResponse.text(400, "bad request line\n");
+            return HttpResponse.error(400, HttpResponse.Reason.BAD_REQUEST, "bad request line");
         }
-        boolean post = requestLine[0].equals("POST");
-        if (!requestLine[0].equals("GET") && !post) {
-            return HttpResponse.text(405, "only GET and POST are supported\n");
-        }
+        String method = requestLine[0];
         String target = requestLine[1];
         int q = target.indexOf('?');
         String path = q < 0 ? target : target.substring(0, q);
         String query = q < 0 ? "" : target.substring(q + 1);
-        if (!address.isUnix() && !path.equals("/health") && !authorized(lines)) {
-            return HttpResponse.text(401, "missing or wrong bearer token\n");
+        if (!address.isUnix() && !path.equals(HEALTH) && !path.equals("/health") && !authorized(lines)) {
+            return HttpResponse.error(401, HttpResponse.Reason.UNAUTHORIZED, "missing or wrong bearer token");
         }
-        Function<String, HttpResponse> handler = routes.get(post ? "POST " + path : path);
-        if (handler == null && routes.containsKey(post ? path : "POST " + path)) {
-            return HttpResponse.text(405, (post ? "GET " : "POST ") + path + " only\n");
-        }
+        Function<String, HttpResponse> handler = routes.get(method + " " + path);
         if (handler == null) {
-            return HttpResponse.text(404, "no such resource: " + path + " (try /health, /status, /metrics)\n");
+            String allow = allowed(path);
+            if (!allow.isEmpty()) {
+                return HttpResponse.error(405, HttpResponse.Reason.METHOD_NOT_ALLOWED, method + " " + path + ": allowed " + allow)
+                    .withHeader("Allow", allow);
+            }
+            if (!allowed("/v1" + path).isEmpty()) {
+                return HttpResponse.error(308, HttpResponse.Reason.MOVED, path + " moved to /v1" + path)
+                    .withHeader("Location", "/v1" + target);
+            }
+            return HttpResponse.error(404, HttpResponse.Reason.NOT_FOUND, "no such resource: " + path
+                + " (the API: GET /openapi.json)");
+        }
+        if (path.equals(HEALTH)) {
+            return call(handler, query); // always answered: never waits for a slot
+        }
+        if (!serving.tryAcquire()) {
+            return HttpResponse.error(503, HttpResponse.Reason.TOO_MANY_CONNECTIONS,
+                MAX_SERVING + " requests are being served; retry");
         }
         try {
-            return handler.apply(query);
-        } catch (RuntimeException e) {
-            return HttpResponse.text(500, "internal error: " + e + "\n");
+            return call(handler, query);
+        } finally {
+            serving.release();
         }
+    }
+
+    private static HttpResponse call(Function<String, HttpResponse> handler, String query) {
+        try {
+            return handler.apply(query);
+        } catch (IllegalArgumentException e) {
+            return HttpResponse.error(400, HttpResponse.Reason.INVALID_ARGUMENT, oneLine(e.getMessage()));
+        } catch (RuntimeException e) {
+            LOG.log(System.Logger.Level.ERROR, "management request failed", e);
+            return HttpResponse.error(500, HttpResponse.Reason.INTERNAL_ERROR, "internal error (logged by the host)");
+        }
+    }
+
+    private static String oneLine(String s) {
+        return s == null ? "" : s.replaceAll("[\\r\\n\\t]", " ");
+    }
+
+    /** The methods routed for {@code path}, as an {@code Allow} header value ("" when none). */
+    private String allowed(String path) {
+        List<String> methods = new ArrayList<>();
+        for (String m : List.of("GET", "POST")) {
+            if (routes.containsKey(m + " " + path)) {
+                methods.add(m);
+            }
+        }
+        return String.join(", ", methods);
+    }
+
+    /** Every routed {@code "METHOD /path"}. */
+    public java.util.Set<String> routeKeys() {
+        return java.util.Set.copyOf(routes.keySet());
     }
 
     private boolean authorized(String[] lines) {
@@ -211,30 +279,47 @@ public final class ManagementServer implements Closeable {
         return false;
     }
 
-    /** Reads up to the blank line ending the request head; null when it exceeds {@link #MAX_HEAD}. */
-    private static String readHead(SocketChannel ch) throws IOException {
-        ByteArrayOutputStream head = new ByteArrayOutputStream(512);
-        ByteBuffer buf = ByteBuffer.allocate(1024);
-        while (head.size() <= MAX_HEAD) {
-            buf.clear();
-            int n = ch.read(buf);
-            if (n < 0) {
-                throw new IOException("connection closed before the request head ended");
+    /**
+     * Reads up to the blank line ending the request head; null when it exceeds {@link #MAX_HEAD}. A client
+     * that sends nothing for {@link #IDLE_TIMEOUT_MS}, or takes {@link #READ_TIMEOUT_MS} in all, is closed.
+     */
+    private String readHead(SocketChannel ch) throws IOException {
+        long started = System.nanoTime();
+        var timeout = timeouts.schedule(() -> closeQuietly(ch), IDLE_TIMEOUT_MS, TimeUnit.MILLISECONDS);
+        try {
+            ByteArrayOutputStream head = new ByteArrayOutputStream(512);
+            ByteBuffer buf = ByteBuffer.allocate(1024);
+            while (head.size() <= MAX_HEAD) {
+                buf.clear();
+                int n = ch.read(buf);
+                if (n < 0) {
+                    throw new IOException("connection closed before the request head ended");
+                }
+                if (head.size() == 0 && n > 0) {
+                    timeout.cancel(false);
+                    long left = READ_TIMEOUT_MS - (System.nanoTime() - started) / 1_000_000;
+                    timeout = timeouts.schedule(() -> closeQuietly(ch), Math.max(1, left), TimeUnit.MILLISECONDS);
+                }
+                head.write(buf.array(), 0, n);
+                String s = head.toString(StandardCharsets.ISO_8859_1);
+                int end = s.indexOf("\r\n\r\n");
+                if (end >= 0) {
+                    return s.substring(0, end);
+                }
             }
-            head.write(buf.array(), 0, n);
-            String s = head.toString(StandardCharsets.ISO_8859_1);
-            int end = s.indexOf("\r\n\r\n");
-            if (end >= 0) {
-                return s.substring(0, end);
-            }
+            return null;
+        } finally {
+            timeout.cancel(false);
         }
-        return null;
     }
 
     private static void respond(SocketChannel ch, HttpResponse r) {
+        StringBuilder extra = new StringBuilder();
+        r.headers().forEach((k, v) -> extra.append(k).append(": ").append(v.replaceAll("[\\r\\n]", "")).append("\r\n"));
         String head = "HTTP/1.1 " + r.status() + " " + reason(r.status()) + "\r\n"
             + "Content-Type: " + r.contentType() + "\r\n"
             + "Content-Length: " + r.body().length + "\r\n"
+            + extra
             + "Connection: close\r\n\r\n";
         try {
             ByteBuffer[] bufs = {ByteBuffer.wrap(head.getBytes(StandardCharsets.ISO_8859_1)), ByteBuffer.wrap(r.body())};
@@ -253,6 +338,8 @@ public final class ManagementServer implements Closeable {
             case 401 -> "Unauthorized";
             case 404 -> "Not Found";
             case 405 -> "Method Not Allowed";
+            case 308 -> "Permanent Redirect";
+            case 500 -> "Internal Server Error";
             case 431 -> "Request Header Fields Too Large";
             case 503 -> "Service Unavailable";
             default -> "Error";

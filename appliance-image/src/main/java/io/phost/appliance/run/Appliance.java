@@ -3,6 +3,7 @@ package io.phost.appliance.run;
 import io.phost.appliance.cli.VersionCommand;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementServer;
+import io.phost.appliance.mgmt.OpenApi;
 import io.phost.appliance.util.Json;
 import io.prometheus.metrics.instrumentation.jvm.JvmMetrics;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
@@ -58,20 +59,28 @@ public final class Appliance implements AutoCloseable {
         return state;
     }
 
-    /** Installs /health, /status, /metrics and the components' own routes on {@code server}. */
+    /**
+     * Installs the API: the host's own routes below, then each component's ({@link Component#routes()}).
+     * Every route must be described in docs/openapi.yaml ({@link OpenApi#requireDocumented}).
+     */
     public void serve(ManagementServer server) {
         this.server = server;
+        install("GET " + ManagementServer.HEALTH, q -> health());
+        install("GET /v1/status", q -> HttpResponse.json(Json.pretty(status())));
+        install("GET /v1/metrics", q -> HttpResponse.metrics(metrics().text()));
+        install("GET /openapi.json", q -> HttpResponse.json(OpenApi.json()));
         components.forEach(c -> c.routes().forEach(this::install));
-        server.route("/health", q -> health());
-        server.route("/status", q -> HttpResponse.json(Json.pretty(status())));
-        server.route("/metrics", q -> HttpResponse.metrics(metrics().text()));
     }
 
+    /** {@code key} is "METHOD /path" (a bare "/path" is a GET). */
     private void install(String key, java.util.function.Function<String, HttpResponse> handler) {
-        if (key.startsWith("POST ")) {
-            server.routePost(key.substring(5), handler);
+        String operation = key.startsWith("/") ? "GET " + key : key;
+        OpenApi.requireDocumented(operation);
+        String path = operation.substring(operation.indexOf(' ') + 1);
+        if (operation.startsWith("POST ")) {
+            server.routePost(path, handler);
         } else {
-            server.route(key, handler);
+            server.route(path, handler);
         }
     }
 

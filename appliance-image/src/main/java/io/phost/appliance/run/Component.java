@@ -28,7 +28,10 @@ public interface Component extends AutoCloseable {
     default void metrics(Metrics metrics) {
     }
 
-    /** Extra GET resources this component serves on the management endpoint (path to handler of the query). */
+    /**
+     * Resources this component serves on the management endpoint: {@code "GET /v1/..."} or {@code "POST /v1/..."}
+     * to the handler of the query string. Each must be described in docs/openapi.yaml.
+     */
     default Map<String, Function<String, HttpResponse>> routes() {
         return Map.of();
     }

@@ -42,12 +42,12 @@ final class PartitionRoutes {
 
     Map<String, Function<String, HttpResponse>> routes() {
         Map<String, Function<String, HttpResponse>> r = new LinkedHashMap<>();
-        r.put("/partitions", q -> HttpResponse.json(Json.pretty(partitions.status())));
+        r.put("GET /v1/partitions", q -> HttpResponse.json(Json.pretty(partitions.status())));
         for (String verb : List.of("start", "stop", "restart", "pause", "resume", "kill")) {
-            r.put("POST /partitions/" + verb, q -> verb(verb, q));
+            r.put("POST /v1/partitions/" + verb, q -> verb(verb, q));
         }
-        r.put("/partitions/console", q -> tail(q, true));
-        r.put("/partitions/logs", q -> tail(q, false));
+        r.put("GET /v1/partitions/console", q -> tail(q, true));
+        r.put("GET /v1/partitions/logs", q -> tail(q, false));
         return r;
     }
 

@@ -1,6 +1,7 @@
 package io.phost.appliance.run;
 
 import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.ConfigLoader;
 import io.phost.appliance.config.QosPolicyConfig;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.util.Json;
@@ -34,7 +35,9 @@ public final class QosComponent implements Component {
         for (QosPolicyConfig p : cfg.qosPolicies()) {
             service.updatePolicy(toPolicy(p));
         }
-        service.onAlert(a -> LOG.log(Level.WARNING, "qos alert " + Records.toJsonable(a)));
+        service.onAlert(a -> LOG.log(Level.WARNING, "qos alert partition=" + LogfmtLoggerFinder.quote(a.partition())
+            + " disk=" + LogfmtLoggerFinder.quote(a.disk()) + " policy=" + LogfmtLoggerFinder.quote(String.valueOf(a.policy()))
+            + " status=" + Records.enumValue(a.status()) + " message=" + LogfmtLoggerFinder.quote(a.message())));
         // The controller also runs on I/O; the timer keeps windows and statuses fresh when I/O is sparse.
         ticker.scheduleAtFixedRate(service::tick, 100, 100, TimeUnit.MILLISECONDS);
     }
@@ -62,50 +65,51 @@ public final class QosComponent implements Component {
         return s;
     }
 
-    /** GET /qos/flows: the flows in the shape of Get-StorageQosFlow. */
+    /** GET /v1/qos/flows (the flows in the shape of Get-StorageQosFlow), GET and POST /v1/qos/policies. */
     @Override
     public Map<String, Function<String, HttpResponse>> routes() {
-        return Map.of("/qos/flows", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.flows()))),
-            "/qos/policies", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.policies()))),
-            "POST /qos/policy", this::setPolicy);
+        return Map.of("GET /v1/qos/flows", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.flows()))),
+            "GET /v1/qos/policies", q -> HttpResponse.json(Json.pretty(Records.toJsonable(service.policies()))),
+            "POST /v1/qos/policies", this::setPolicy);
     }
 
+    /** The most policies a running host accepts over the API (each shows in /v1/status and /v1/metrics). */
+    static final int MAX_POLICIES = 256;
+
     /**
-     * POST /qos/policy?name=N[&type=dedicated|aggregated][&min_iops=][&max_iops=][&max_bandwidth=][&normalization_size=][&weight=]:
-     * creates or changes a policy on the running host; live flows pick it up within a second. Unset
-     * fields keep the policy's current values.
+     * POST /v1/qos/policies?name=N[&type=][&min_iops=][&max_iops=][&max_bandwidth=][&normalization_size=][&weight=]:
+     * creates or changes a policy on the running host; live flows pick it up within a second. Unset fields keep
+     * the policy's current values (a new policy: the config defaults). The values and their checks are those of
+     * [[qos_policy]] in appliance.toml ({@link ConfigLoader#parseQosPolicy}), with the same messages.
      */
     private HttpResponse setPolicy(String query) {
         Map<String, String> q = Query.parse(query);
-        String name = q.get("name");
-        if (name == null || name.isBlank()) {
-            return HttpResponse.text(400, "name is required\n");
+        if (!q.containsKey("name")) {
+            return HttpResponse.error(400, HttpResponse.Reason.INVALID_ARGUMENT, "name: required key is missing");
         }
-        try {
-            QosPolicy base = service.policy(name).orElse(QosPolicy.dedicated(name, 0, 0));
-            QosPolicy p = new QosPolicy(name,
-                q.containsKey("type") ? QosPolicy.Type.valueOf(q.get("type").toUpperCase()) : base.type(),
-                longOr(q, "min_iops", base.minIops()), longOr(q, "max_iops", base.maxIops()),
-                longOr(q, "max_bandwidth", base.maxBandwidthBytesPerSec()),
-                (int) longOr(q, "normalization_size", base.normalizationSize()), (int) longOr(q, "weight", base.weight()));
+        Map<String, String> fields = new LinkedHashMap<>();
+        service.policy(q.get("name")).ifPresent(base -> {
+            fields.put("type", Records.enumValue(base.type()));
+            fields.put("min_iops", Long.toString(base.minIops()));
+            fields.put("max_iops", Long.toString(base.maxIops()));
+            fields.put("max_bandwidth", Long.toString(base.maxBandwidthBytesPerSec()));
+            fields.put("normalization_size", Long.toString(base.normalizationSize()));
+            fields.put("weight", Long.toString(base.weight()));
+        });
+        boolean isNew = fields.isEmpty();
+        fields.putAll(q);
+        QosPolicy p = toPolicy(ConfigLoader.parseQosPolicy(fields)); // IllegalArgumentException: 400 with the message
+        synchronized (this) {
+            if (isNew && service.policy(p.name()).isEmpty() && service.policies().size() >= MAX_POLICIES) {
+                return HttpResponse.error(409, HttpResponse.Reason.LIMIT_REACHED, "the host already has " + MAX_POLICIES
+                    + " QoS policies; change one of them instead");
+            }
             service.updatePolicy(p);
-            LOG.log(Level.INFO, "policy changed " + Records.toJsonable(p));
-            return HttpResponse.json(Json.pretty(Records.toJsonable(p)));
-        } catch (IllegalArgumentException e) {
-            return HttpResponse.text(400, e.getMessage() + "\n");
         }
-    }
-
-    private static long longOr(Map<String, String> q, String key, long dflt) {
-        String v = q.get(key);
-        if (v == null) {
-            return dflt;
-        }
-        try {
-            return Long.parseLong(v);
-        } catch (NumberFormatException e) {
-            throw new IllegalArgumentException(key + ": '" + v + "' is not a whole number");
-        }
+        LOG.log(Level.INFO, "policy changed name=" + p.name() + " type=" + Records.enumValue(p.type()) + " min_iops="
+            + p.minIops() + " max_iops=" + p.maxIops() + " max_bandwidth=" + p.maxBandwidthBytesPerSec()
+            + " normalization_size=" + p.normalizationSize() + " weight=" + p.weight());
+        return HttpResponse.json(Json.pretty(Records.toJsonable(p)));
     }
 
     @Override

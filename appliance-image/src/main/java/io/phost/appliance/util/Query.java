@@ -10,6 +10,7 @@ import java.util.Map;
 public final class Query {
     private Query() {}
 
+    /** Throws IllegalArgumentException (a 400 on the API) for a malformed %-escape or a repeated key. */
     public static Map<String, String> parse(String query) {
         Map<String, String> m = new LinkedHashMap<>();
         if (query == null || query.isEmpty()) {
@@ -19,7 +20,17 @@ public final class Query {
             int eq = pair.indexOf('=');
             String k = eq < 0 ? pair : pair.substring(0, eq);
             String v = eq < 0 ? "" : pair.substring(eq + 1);
-            m.put(URLDecoder.decode(k, StandardCharsets.UTF_8), URLDecoder.decode(v, StandardCharsets.UTF_8));
+            String key;
+            String value;
+            try {
+                key = URLDecoder.decode(k, StandardCharsets.UTF_8);
+                value = URLDecoder.decode(v, StandardCharsets.UTF_8);
+            } catch (IllegalArgumentException e) {
+                throw new IllegalArgumentException("malformed %-escape in the query string: " + pair);
+            }
+            if (m.put(key, value) != null) {
+                throw new IllegalArgumentException(key + ": given twice in the query string");
+            }
         }
         return m;
     }

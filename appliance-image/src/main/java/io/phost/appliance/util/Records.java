@@ -32,10 +32,23 @@ public final class Records {
             mp.forEach((k, v) -> out.put(String.valueOf(k), toJsonable(v)));
             return out;
         }
-        if (value instanceof Enum<?> || value instanceof java.nio.file.Path || value instanceof java.util.UUID) {
+        if (value instanceof Enum<?> e) {
+            return enumValue(e); // one casing for every enum of the API: snake_case, as in the config file
+        }
+        if (value instanceof java.time.Duration d) {
+            return d.toNanos() / 1e9; // seconds, not "PT1M"
+        }
+        if (value instanceof java.nio.file.Path || value instanceof java.util.UUID) {
             return value.toString();
         }
         return value;
+    }
+
+    /** {@code RUNNING} to "running", {@code InsufficientThroughput} to "insufficient_throughput". */
+    public static String enumValue(Enum<?> e) {
+        String n = e.name();
+        return n.equals(n.toUpperCase(java.util.Locale.ROOT)) ? n.toLowerCase(java.util.Locale.ROOT)
+            : snake(Character.toLowerCase(n.charAt(0)) + n.substring(1));
     }
 
     static String snake(String camel) {

@@ -18,11 +18,11 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /** {@code phost config validate|example} through the real CLI entry point. */
-class ConfigCommandTest {
-    record Run(int exit, String out, String err) {
+public class ConfigCommandTest {
+    public record Run(int exit, String out, String err) {
     }
 
-    static Run phost(String... args) {
+    public static Run phost(String... args) {
         PrintStream oldOut = System.out;
         PrintStream oldErr = System.err;
         ByteArrayOutputStream out = new ByteArrayOutputStream();

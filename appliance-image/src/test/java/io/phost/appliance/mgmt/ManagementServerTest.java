@@ -26,8 +26,8 @@ class ManagementServerTest {
     void shouldServeRoutesOnAUnixSocketWithOwnerOnlyPermissions() throws IOException {
         ManagementAddress a = ManagementAddress.parse("unix:" + dir.resolve("m.sock"));
         try (ManagementServer s = new ManagementServer(a, null)) {
-            s.route("/health", q -> HttpResponse.json("{\"status\":\"ok\"}")).start();
-            HttpResponse r = new ManagementClient(a, null).get("/health");
+            s.route("/v1/health", q -> HttpResponse.json("{\"status\":\"ok\"}")).start();
+            HttpResponse r = new ManagementClient(a, null).get("/v1/health");
             assertEquals(200, r.status());
             assertEquals(Map.of("status", "ok"), Json.parse(r.bodyText()));
             assertEquals("rw-------", PosixFilePermissions.toString(Files.getPosixFilePermissions(dir.resolve("m.sock"))));
@@ -50,10 +50,10 @@ class ManagementServerTest {
     @Test
     void shouldRequireTheBearerTokenOnTcpExceptForHealth() throws IOException {
         try (ManagementServer s = new ManagementServer(ManagementAddress.parse("tcp://127.0.0.1:0"), "s3cret")) {
-            s.route("/health", q -> HttpResponse.json("{}")).route("/status", q -> HttpResponse.json("{\"a\":1}")).start();
+            s.route("/v1/health", q -> HttpResponse.json("{}")).route("/status", q -> HttpResponse.json("{\"a\":1}")).start();
             ManagementAddress bound = s.address();
             assertTrue(bound.port() > 0);
-            assertEquals(200, new ManagementClient(bound, null).get("/health").status());
+            assertEquals(200, new ManagementClient(bound, null).get("/v1/health").status());
             assertEquals(401, new ManagementClient(bound, null).get("/status").status());
             assertEquals(401, new ManagementClient(bound, "wrong").get("/status").status());
             assertEquals(200, new ManagementClient(bound, "s3cret").get("/status").status());
@@ -68,12 +68,62 @@ class ManagementServerTest {
     @Test
     void shouldAnswerHostileRequestsWithErrorsAndKeepServing() throws IOException {
         try (ManagementServer s = new ManagementServer(ManagementAddress.parse("tcp://127.0.0.1:0"), "t")) {
-            s.route("/health", q -> HttpResponse.json("{}")).start();
+            s.route("/v1/health", q -> HttpResponse.json("{}")).start();
             int port = s.address().port();
-            assertTrue(rawRequest(port, "POST /health HTTP/1.1\r\n\r\n").startsWith("HTTP/1.1 405"));
-            assertTrue(rawRequest(port, "garbage\r\n\r\n").startsWith("HTTP/1.1 400"));
+            String post = rawRequest(port, "POST /v1/health HTTP/1.1\r\n\r\n");
+            assertTrue(post.startsWith("HTTP/1.1 405") && post.contains("\r\nAllow: GET\r\n")
+                && post.contains("\"reason\":\"method_not_allowed\""), post);
+            assertTrue(rawRequest(port, "DELETE /v1/health HTTP/1.1\r\n\r\n").contains("\r\nAllow: GET\r\n"));
+            String old = rawRequest(port, "GET /health HTTP/1.1\r\n\r\n");
+            assertTrue(old.startsWith("HTTP/1.1 308") && old.contains("\r\nLocation: /v1/health\r\n"), old);
+            String garbage = rawRequest(port, "garbage\r\n\r\n");
+            assertTrue(garbage.startsWith("HTTP/1.1 400") && garbage.endsWith("{\"error\":\"bad request line\",\"reason\":\"bad_request\"}\n"), garbage);
             assertTrue(rawRequest(port, "GET /" + "a".repeat(40_000) + " HTTP/1.1\r\n\r\n").startsWith("HTTP/1.1 431"));
-            assertEquals(200, new ManagementClient(s.address(), null).get("/health").status());
+            assertEquals(200, new ManagementClient(s.address(), null).get("/v1/health").status());
+        }
+    }
+
+    /**
+     * Issue 16 defect 5: 64 idle unauthenticated TCP connections used to take every slot, so /health and
+     * authenticated requests got 503 for as long as the attacker reconnected. Idle clients are now closed
+     * after 1 s, the oldest pending one gives way to a newcomer, and 401s and /health take no slot.
+     */
+    @Test
+    void shouldServeAuthenticatedRequestsAndHealthWhileUnauthenticatedClientsHoldAndReopenConnections() throws Exception {
+        try (ManagementServer s = new ManagementServer(ManagementAddress.parse("tcp://127.0.0.1:0"), "t0ken")) {
+            s.route("/v1/health", q -> HttpResponse.json("{}")).route("/v1/status", q -> HttpResponse.json("{}")).start();
+            int port = s.address().port();
+            java.util.concurrent.atomic.AtomicBoolean attacking = new java.util.concurrent.atomic.AtomicBoolean(true);
+            java.util.concurrent.atomic.AtomicLong reconnects = new java.util.concurrent.atomic.AtomicLong();
+            java.util.List<Thread> attackers = new java.util.ArrayList<>();
+            for (int i = 0; i < 300; i++) { // each holds a connection open, sends nothing, reconnects when closed
+                attackers.add(Thread.ofVirtual().start(() -> {
+                    while (attacking.get()) {
+                        try (Socket a = new Socket("127.0.0.1", port)) {
+                            a.setSoTimeout(3000);
+                            a.getInputStream().read();
+                        } catch (IOException e) {
+                            // refused or reset: reconnect
+                        }
+                        reconnects.incrementAndGet();
+                    }
+                }));
+            }
+            try {
+                Thread.sleep(1500); // every attacker connected, the first ones already closed once and back
+                ManagementClient authed = new ManagementClient(s.address(), "t0ken");
+                ManagementClient anonymous = new ManagementClient(s.address(), null);
+                for (int i = 0; i < 20; i++) {
+                    assertEquals(200, authed.get("/v1/status").status(), "authenticated request " + i);
+                    assertEquals(200, anonymous.get("/v1/health").status(), "health " + i);
+                }
+                assertTrue(reconnects.get() > 0, "idle connections were closed and reopened");
+            } finally {
+                attacking.set(false);
+                for (Thread t : attackers) {
+                    t.join(5000);
+                }
+            }
         }
     }
 
@@ -85,7 +135,7 @@ class ManagementServerTest {
         }
         ManagementAddress a = ManagementAddress.parse("unix:" + sock);
         try (ManagementServer s = new ManagementServer(a, null)) {
-            s.route("/health", q -> HttpResponse.json("{}")).start();
+            s.route("/v1/health", q -> HttpResponse.json("{}")).start();
             IOException e = assertThrows(IOException.class, () -> new ManagementServer(a, null));
             assertTrue(e.getMessage().contains("another phost"));
         }

@@ -80,7 +80,7 @@ class QosEndToEndTest {
             assertHeldTo(150, iops.get("pb"), "pb under 'medium'");
             assertTrue(iops.get("pb") > 2 * iops.get("pa"), "pb's larger limit shows: " + iops);
 
-            assertEquals(200, c.post("/qos/policy?name=slow&max_iops=100").status());
+            assertEquals(200, c.post("/v1/qos/policies?name=slow&max_iops=100").status());
             Thread.sleep(2500);
             Map<String, Double> after = awaitSteadyIops(c, 2, Duration.ofSeconds(10));
             assertHeldTo(100, after.get("pa"), "pa after raising 'slow' to 100 on the running host");
@@ -97,7 +97,7 @@ class QosEndToEndTest {
         Map<String, Double> last = Map.of();
         while (System.nanoTime() < deadline) {
             Map<String, Double> now = new HashMap<>();
-            for (Object o : (List<?>) Json.parse(c.get("/qos/flows").bodyText())) {
+            for (Object o : (List<?>) Json.parse(c.get("/v1/qos/flows").bodyText())) {
                 Map<?, ?> f = (Map<?, ?>) o;
                 double v = ((Number) f.get("initiator_iops")).doubleValue();
                 if (v > 0) {

@@ -38,13 +38,13 @@ class RunLifecycleTest {
             assertTrue(ready.contains("name=lifecycle-test"), ready);
             ManagementAddress a = ManagementAddress.parse(Files.readAllLines(dir.resolve("run/endpoint")).getFirst());
             ManagementClient c = new ManagementClient(a, null);
-            assertEquals(Map.of("status", "ok"), Json.parse(c.get("/health").bodyText()));
-            HttpResponse status = c.get("/status");
+            assertEquals(Map.of("status", "ok"), Json.parse(c.get("/v1/health").bodyText()));
+            HttpResponse status = c.get("/v1/status");
             assertEquals(200, status.status());
             Map<?, ?> doc = (Map<?, ?>) Json.parse(status.bodyText());
             assertEquals("running", doc.get("state"));
             assertTrue(doc.get("switches").toString().contains("switch=lan"), "a switch without ports is listed: " + doc);
-            String metrics = c.get("/metrics").bodyText();
+            String metrics = c.get("/v1/metrics").bodyText();
             assertTrue(metrics.contains("# TYPE phost_up gauge") && metrics.contains("\nphost_up 1")
                 && metrics.contains("phost_host_info{name=\"lifecycle-test\"} 1"), metrics);
 
@@ -101,7 +101,7 @@ class RunLifecycleTest {
         try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(),
             "--on-config-error", "unix:" + sock)) {
             p.awaitLine("phost: config-error", Duration.ofSeconds(30));
-            HttpResponse h = new ManagementClient(ManagementAddress.parse("unix:" + sock), null).get("/health");
+            HttpResponse h = new ManagementClient(ManagementAddress.parse("unix:" + sock), null).get("/v1/health");
             assertEquals(503, h.status());
             assertTrue(h.bodyText().contains(cfg + ":4:1: host.speed"), h.bodyText());
             p.process().destroy();

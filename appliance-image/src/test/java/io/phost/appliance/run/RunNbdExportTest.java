@@ -76,7 +76,7 @@ class RunNbdExportTest {
             assertTrue(none.exitCode != 0, "a disk without nbd_export is not exported: " + none.output);
 
             ManagementAddress a = ManagementAddress.parse(Files.readAllLines(dir.resolve("run/endpoint")).getFirst());
-            Map<?, ?> status = (Map<?, ?>) Json.parse(new ManagementClient(a, null).get("/status").bodyText());
+            Map<?, ?> status = (Map<?, ?>) Json.parse(new ManagementClient(a, null).get("/v1/status").bodyText());
             Map<?, ?> nbd = (Map<?, ?>) status.get("nbd");
             List<?> exports = (List<?>) nbd.get("exports");
             assertEquals(2, exports.size(), status.toString());
