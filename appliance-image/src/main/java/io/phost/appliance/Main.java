@@ -46,9 +46,29 @@ public final class Main implements Runnable {
         System.exit(execute(args));
     }
 
+    /**
+     * The whole command tree. Every command gets {@code -h/--help} here, so a command added later cannot
+     * forget it (the README promises it everywhere; {@code HelpTreeTest} walks the tree).
+     */
+    public static CommandLine commandLine() {
+        CommandLine cli = new CommandLine(new Main());
+        addHelpEverywhere(cli);
+        return cli;
+    }
+
+    private static void addHelpEverywhere(CommandLine cmd) {
+        CommandLine.Model.CommandSpec spec = cmd.getCommandSpec();
+        boolean hasHelp = spec.options().stream().anyMatch(CommandLine.Model.OptionSpec::usageHelp);
+        if (!hasHelp && spec.findOption("--help") == null) {
+            spec.addOption(CommandLine.Model.OptionSpec.builder("-h", "--help")
+                .usageHelp(true).description("Show this help message and exit.").build());
+        }
+        cmd.getSubcommands().values().forEach(Main::addHelpEverywhere);
+    }
+
     /** Runs the CLI and returns its exit code; user errors print one line on stderr (--debug adds the trace). */
     public static int execute(String... args) {
-        CommandLine cli = new CommandLine(new Main());
+        CommandLine cli = commandLine();
         boolean debug = java.util.Arrays.asList(args).contains("--debug");
         cli.setExecutionExceptionHandler((e, cmd, parsed) -> {
             if (e instanceof UserException u) {

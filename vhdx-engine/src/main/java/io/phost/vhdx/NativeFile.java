@@ -47,6 +47,7 @@ public final class NativeFile implements Closeable {
     private static final int EINVAL = 22;
     private static final int SEEK_END = 2;
     private static final int EINTR = 4;
+    private static final int EEXIST = 17;
     private static final int EWOULDBLOCK = 11;
     private static final int LOCK_SH = 1;
     private static final int LOCK_EX = 2;
@@ -158,6 +159,9 @@ public final class NativeFile implements Closeable {
                 int err = errno();
                 if (err == EINVAL && (flags & O_DIRECT) != 0) {
                     return null;
+                }
+                if (err == EEXIST && (flags & O_EXCL) != 0) {
+                    throw new java.nio.file.FileAlreadyExistsException(path.toString());
                 }
                 throw failure("open", path, 0, err);
             }

@@ -15,6 +15,12 @@ import java.nio.file.Path;
  *   <li>{@code "vhdxfile"} at offset 0: VHDX (the file type identifier of MS-VHDX 2.2.1);</li>
  *   <li>{@code "conectix"} in the last 512 bytes (the VHD footer) or at offset 0 (the footer copy that
  *       dynamic and differencing VHDs keep there): VHD;</li>
+ *   <li>two of the VHDX headers ({@code "head"} at 64 and 128 KiB) and region tables ({@code "regi"} at 192
+ *       and 256 KiB) behind a damaged identifier: VHDX, so that opening it reports the damage instead of showing the
+ *       image's container bytes as a raw disk;</li>
+ *   <li>the signature of a format phost does not read (qcow2 {@code QFI\xfb}, QED {@code QED\0}, VMDK
+ *       {@code KDMV}/{@code COWD}/{@code "# Disk DescriptorFile"}, VDI {@code 0xbeda107f} at 0x40):
+ *       {@link UnsupportedImageException} naming it;</li>
  *   <li>anything else: raw.</li>
  * </ol>
  * A raw disk whose guest happened to write "conectix" into its last sector would be recognised as a VHD;
@@ -47,12 +53,81 @@ public final class VirtualDisks {
             }
         }
         if (size >= 512) {
-            f.readFully(head, size - 512);
-            if (matches(head, VHD_COOKIE)) {
+            MemorySegment tail = arena.allocate(8);
+            f.readFully(tail, size - 512);
+            if (matches(tail, VHD_COOKIE)) {
                 return DiskFormat.VHD;
             }
         }
+        if (size >= 8 && looksLikeVhdx(f, arena, size)) {
+            return DiskFormat.VHDX;
+        }
+        String foreign = size >= 8 ? foreignFormat(f, arena, head, size) : null;
+        if (foreign != null) {
+            throw new UnsupportedImageException(f.path(), foreign);
+        }
         return DiskFormat.RAW;
+    }
+
+    /**
+     * A VHDX whose file identifier is damaged: at least two of the four header and region table signatures
+     * where VHDX keeps them (one could be a raw guest's bytes; two at exactly these offsets are not).
+     */
+    private static boolean looksLikeVhdx(PosixFile f, Arena arena, long size) throws IOException {
+        MemorySegment sig = arena.allocate(4);
+        int found = 0;
+        for (long[] at : new long[][] {{64 << 10, HEAD}, {128 << 10, HEAD}, {192 << 10, REGI}, {256 << 10, REGI}}) {
+            if (size >= at[0] + 4) {
+                f.readFully(sig, at[0]);
+                if (sig.get(java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED.withOrder(java.nio.ByteOrder.LITTLE_ENDIAN), 0)
+                    == (int) at[1]) {
+                    found++;
+                }
+            }
+        }
+        return found >= 2;
+    }
+
+    private static final long HEAD = 0x64616568L; // "head" little-endian
+    private static final long REGI = 0x69676572L; // "regi" little-endian
+
+    /** The name of a known foreign image format whose signature {@code head} (the first 8 bytes) carries. */
+    private static String foreignFormat(PosixFile f, Arena arena, MemorySegment head, long size) throws IOException {
+        if (startsWith(head, new byte[] {'Q', 'F', 'I', (byte) 0xfb})) {
+            return "qcow2";
+        }
+        if (startsWith(head, new byte[] {'Q', 'E', 'D', 0})) {
+            return "qed";
+        }
+        if (startsWith(head, new byte[] {'K', 'D', 'M', 'V'}) || startsWith(head, new byte[] {'C', 'O', 'W', 'D'})) {
+            return "vmdk";
+        }
+        if (size >= 21) {
+            MemorySegment text = arena.allocate(21);
+            f.readFully(text, 0);
+            if (new String(text.toArray(java.lang.foreign.ValueLayout.JAVA_BYTE), StandardCharsets.US_ASCII)
+                .equals("# Disk DescriptorFile")) {
+                return "vmdk";
+            }
+        }
+        if (size >= 0x44) {
+            MemorySegment magic = arena.allocate(4);
+            f.readFully(magic, 0x40);
+            if (magic.get(java.lang.foreign.ValueLayout.JAVA_INT_UNALIGNED.withOrder(java.nio.ByteOrder.LITTLE_ENDIAN), 0)
+                == 0xbeda107f) {
+                return "vdi";
+            }
+        }
+        return null;
+    }
+
+    private static boolean startsWith(MemorySegment seg, byte[] prefix) {
+        for (int i = 0; i < prefix.length; i++) {
+            if (seg.get(java.lang.foreign.ValueLayout.JAVA_BYTE, i) != prefix[i]) {
+                return false;
+            }
+        }
+        return true;
     }
 
     private static boolean matches(MemorySegment seg, byte[] expected) {

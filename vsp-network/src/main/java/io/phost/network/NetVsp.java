@@ -17,6 +17,7 @@ import io.phost.vswitch.Port;
 import io.phost.vswitch.PortConfig;
 import io.phost.vswitch.PortKind;
 import io.phost.vswitch.SwitchAgent;
+import io.phost.vswitch.WakeupSignal;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.Arrays;
@@ -49,6 +50,16 @@ public final class NetVsp implements VirtualServiceProvider {
     private final Port port;
     private final FrameRing egress = new FrameRing(1 << 20);
     private volatile FrameRing[] ingress = new FrameRing[0];
+    /** Wakes the switch agent sleeping in poll(2) when a channel agent puts a guest frame into an ingress ring. */
+    private final WakeupSignal ingressSignal = new WakeupSignal();
+    private final java.util.function.BooleanSupplier ingressEmpty = () -> {
+        for (FrameRing r : ingress) {
+            if (!r.isEmpty()) {
+                return false;
+            }
+        }
+        return true;
+    };
     private final AtomicLongArray drops = new AtomicLongArray(NvspReason.VALUES.length);
     private volatile boolean linkUp = true;
     private volatile int dataPath;          // 0 synthetic, 1 VF (SWITCH_DATA_PATH)
@@ -82,6 +93,21 @@ public final class NetVsp implements VirtualServiceProvider {
                     }
                 }
                 return n;
+            }
+
+            @Override
+            public int readinessFd() {
+                return ingressSignal.fd();
+            }
+
+            @Override
+            public boolean armWakeup() {
+                return ingressSignal.arm(ingressEmpty);
+            }
+
+            @Override
+            public void disarmWakeup() {
+                ingressSignal.disarm();
             }
         };
         egress.onWrite(this::wakePrimary);
@@ -141,11 +167,13 @@ public final class NetVsp implements VirtualServiceProvider {
     /** Removes the port from the switch (partition stopped or NIC removed). */
     public void detach() {
         agent.submit(sw -> sw.removePort(port)).join();
+        // The switch no longer arms this source, so no producer can find it armed and write to the fd.
+        ingressSignal.close();
     }
 
     @Override
     public ChannelHandler open(ChannelContext ctx) {
-        FrameRing in = new FrameRing(1 << 20);
+        FrameRing in = new FrameRing(1 << 20).onWrite(ingressSignal::signalIfArmed);
         synchronized (this) {
             FrameRing[] next = Arrays.copyOf(ingress, ingress.length + 1);
             next[next.length - 1] = in;

@@ -5,9 +5,25 @@ public interface FrameSource extends AutoCloseable {
     /** Hands up to {@code limit} frames to {@code handler}; returns how many. */
     int poll(FrameHandler handler, int limit);
 
-    /** An fd that becomes readable when frames arrive (for the idle strategy's poll(2)), or -1. */
+    /**
+     * An fd that becomes readable when frames arrive (for the idle strategy's poll(2)), or -1 (then the switch
+     * cannot sleep and parks in 50 us steps while idle). A source fed from memory by another thread (a
+     * {@link FrameRing}) uses a {@link WakeupSignal}'s eventfd and implements {@link #armWakeup}.
+     */
     default int readinessFd() {
         return -1;
+    }
+
+    /**
+     * Called on the switch's thread just before it sleeps on {@link #readinessFd}: returns false when frames are
+     * already waiting (then it does not sleep). Kernel fds (TAP, socket) need nothing: the default is true.
+     */
+    default boolean armWakeup() {
+        return true;
+    }
+
+    /** Called on the switch's thread after a sleep (or a refused arm) ends. */
+    default void disarmWakeup() {
     }
 
     @Override

@@ -30,7 +30,8 @@ public final class Port {
     int weight;
     int maxMacs;
     int learned;
-    boolean offloadCapable;
+    /** The sink's {@link FrameSink#offloads}: what unfinished frames it takes as they are. */
+    int offloads;
     volatile boolean up = true;
 
     /** Per-frame stamp: equals the switch's frame sequence once this port got the current frame. */
@@ -45,12 +46,12 @@ public final class Port {
         this.kind = kind;
         this.sink = sink;
         this.source = source;
-        this.offloadCapable = sink.offloadCapable();
+        this.offloads = sink.offloads();
         this.ingress = (buffer, offset, length, meta) -> owner.receive(this, buffer, offset, length, meta);
     }
 
     void apply(PortConfig c, long now) {
-        offloadCapable = sink.offloadCapable();
+        offloads = sink.offloads();
         vlanMode = c.vlanMode();
         accessVlan = c.accessVlan();
         nativeVlan = c.nativeVlan();

@@ -18,6 +18,7 @@ public final class PortCounters {
     private static final int TX_BYTES = 3;
     private static final int MIRRORED = 4;
     private static final int MAC_LIMIT_HITS = 5;
+    private static final int SOFTWARE_OFFLOAD = 6;
     private static final int DROP_BASE = 8;
 
     /** Indices spaced so the hot counters share one cache line; drops follow. */
@@ -41,8 +42,19 @@ public final class PortCounters {
         add(TX_BYTES, bytes);
     }
 
+    /** {@code frames} frames made in software (checksum completed or segmented) from one unfinished frame. */
+    void transmittedSoftware(int frames, long bytes) {
+        add(TX_PACKETS, frames);
+        add(TX_BYTES, bytes);
+        add(SOFTWARE_OFFLOAD, frames);
+    }
+
     void mirrored() {
         add(MIRRORED, 1);
+    }
+
+    void mirrored(int frames) {
+        add(MIRRORED, frames);
     }
 
     void macLimitHit() {
@@ -77,6 +89,11 @@ public final class PortCounters {
         return get(MAC_LIMIT_HITS);
     }
 
+    /** Frames this port sent after the switch completed their checksum or segmented them (its sink takes no offloads). */
+    public long softwareOffloadFrames() {
+        return get(SOFTWARE_OFFLOAD);
+    }
+
     public long drops(DropReason reason) {
         return get(DROP_BASE + reason.ordinal());
     }
@@ -98,6 +115,7 @@ public final class PortCounters {
         m.put("tx_bytes", txBytes());
         m.put("mirrored_packets", mirroredPackets());
         m.put("mac_limit_hits", macLimitHits());
+        m.put("sw_offload_packets", softwareOffloadFrames());
         for (DropReason r : DropReason.VALUES) {
             long v = drops(r);
             if (v != 0) {

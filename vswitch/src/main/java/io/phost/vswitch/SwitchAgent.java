@@ -17,7 +17,8 @@ import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
  *   doWork: tick clock ─▶ run submitted commands ─▶ for each port with a source:
  *             skip while its bandwidth bucket is in debt (backpressure: the TAP/socket queue holds the rest)
  *             deficit += weight * QUANTUM; poll frames while deficit > 0
- *   idle:   spin, then poll(2) on the sources' fds for up to 1 ms (the "interrupt")
+ *   idle:   spin, then arm every source and poll(2) on their fds plus the command eventfd (the "interrupt")
+ *           for up to 100 ms; a port being shaped (bucket in debt) keeps the agent on 50 us parks instead
  * </pre>
  */
 public final class SwitchAgent implements Agent {
@@ -25,7 +26,11 @@ public final class SwitchAgent implements Agent {
     static final long QUANTUM = 65_536;
     private static final int BATCH = 32;
     private static final int SPINS_BEFORE_POLL = 200;
+    /** 50 us parks after the spins (~5 ms with timer slack) before sleeping in poll(2). */
+    private static final int PARKS_BEFORE_SLEEP = 100;
     private static final int MAX_FDS = 256;
+    /** Longest sleep: bounds MAC aging lateness only; frames and commands wake the agent at once. */
+    private static final int IDLE_WAIT_MILLIS = 100;
 
     private final VSwitch sw;
     private final ManyToOneConcurrentArrayQueue<Runnable> commands = new ManyToOneConcurrentArrayQueue<>(1024);
@@ -34,6 +39,10 @@ public final class SwitchAgent implements Agent {
     private int pollFdCount;
     private boolean pollable;
     private volatile Thread thread;
+    private final WakeupSignal commandSignal = new WakeupSignal();
+    private final java.util.function.BooleanSupplier noCommands = () -> commands.isEmpty();
+    /** Set by doWork when a port was skipped for being in bandwidth debt: its fd stays readable, so no poll(2). */
+    private boolean shaping;
 
     public SwitchAgent(VSwitch sw) {
         this.sw = sw;
@@ -65,6 +74,8 @@ public final class SwitchAgent implements Agent {
             r.run();
         } else if (!commands.offer(r)) {
             done.completeExceptionally(new IllegalStateException("command queue of " + sw.name() + " is full"));
+        } else {
+            commandSignal.signalIfArmed();
         }
         return done;
     }
@@ -74,6 +85,7 @@ public final class SwitchAgent implements Agent {
         long now = System.nanoTime();
         sw.tick(now);
         int work = commands.drain(Runnable::run);
+        shaping = false;
         int limit = sw.portLimit();
         for (int i = 0; i < limit; i++) {
             Port p = sw.portAt(i);
@@ -81,6 +93,7 @@ public final class SwitchAgent implements Agent {
                 continue;
             }
             if (!p.admitsIngress(now)) {
+                shaping = true;
                 continue;
             }
             work += pollPort(p, now);
@@ -113,7 +126,10 @@ public final class SwitchAgent implements Agent {
     }
 
     private void rebuildPollSet() {
-        int n = 0;
+        pollFds.putInt(0, commandSignal.fd());
+        pollFds.putShort(4, NetSyscalls.POLLIN);
+        pollFds.putShort(6, (short) 0);
+        int n = 1;
         boolean allFds = true;
         for (Port p : sw.ports()) {
             if (p.source == null) {
@@ -130,7 +146,34 @@ public final class SwitchAgent implements Agent {
             n++;
         }
         pollFdCount = n;
-        pollable = allFds && n > 0;
+        pollable = allFds;
+    }
+
+    /** Arms every source and the command signal; false when something is already waiting (then all are disarmed). */
+    private boolean armAll() {
+        if (!commandSignal.arm(noCommands)) {
+            return false;
+        }
+        int limit = sw.portLimit();
+        for (int i = 0; i < limit; i++) {
+            Port p = sw.portAt(i);
+            if (p != null && p.source != null && p.up && !p.source.armWakeup()) {
+                disarmAll();
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private void disarmAll() {
+        commandSignal.disarm();
+        int limit = sw.portLimit();
+        for (int i = 0; i < limit; i++) {
+            Port p = sw.portAt(i);
+            if (p != null && p.source != null) {
+                p.source.disarmWakeup();
+            }
+        }
     }
 
     /** An idle strategy for this agent: spin, then sleep in poll(2) on the ports' fds (1 ms at most). */
@@ -149,12 +192,21 @@ public final class SwitchAgent implements Agent {
 
             @Override
             public void idle() {
-                if (++idle < SPINS_BEFORE_POLL) {
+                idle = Math.min(idle + 1, SPINS_BEFORE_POLL + PARKS_BEFORE_SLEEP); // capped: never wraps
+                if (idle < SPINS_BEFORE_POLL) {
                     Thread.onSpinWait();
-                } else if (pollable && commands.isEmpty()) {
-                    NetSyscalls.poll(pollFdsAddress, pollFdCount, 1);
-                } else {
+                } else if (idle < SPINS_BEFORE_POLL + PARKS_BEFORE_SLEEP || !pollable || shaping) {
+                    // Traffic just stopped (or cannot sleep): short parks keep wake-up latency low while a
+                    // flow pauses between bursts, without a producer syscall per frame.
                     java.util.concurrent.locks.LockSupport.parkNanos(50_000);
+                } else {
+                    if (armAll()) {
+                        int ready = NetSyscalls.poll(pollFdsAddress, pollFdCount, IDLE_WAIT_MILLIS);
+                        disarmAll();
+                        if (ready > 0) {
+                            idle = 0;
+                        } // timed out: stay asleep-ready, no spinning
+                    }
                 }
             }
 
@@ -163,6 +215,11 @@ public final class SwitchAgent implements Agent {
                 idle = 0;
             }
         };
+    }
+
+    @Override
+    public void onClose() {
+        commandSignal.close();
     }
 
     @Override

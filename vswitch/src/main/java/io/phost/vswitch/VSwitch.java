@@ -53,6 +53,7 @@ public final class VSwitch {
     private final UnsafeBuffer tagged = new UnsafeBuffer(ByteBuffer.allocateDirect(MAX_FRAME + 8));
     private final PacketMeta untaggedMeta = new PacketMeta();
     private final PacketMeta taggedMeta = new PacketMeta();
+    private final SoftwareOffload software = new SoftwareOffload();
 
     private long nowNanos;
     private long nowMillis;
@@ -451,8 +452,19 @@ public final class VSwitch {
             off = 0;
             meta = fMeta.isPlain() ? PacketMeta.NONE : taggedMeta;
         }
-        if (!meta.isPlain() && !out.offloadCapable) {
-            out.counters.dropped(DropReason.OFFLOAD_UNSUPPORTED);
+        if ((meta.requiredOffloads() & ~out.offloads) != 0) {
+            // The destination cannot finish this frame (partial checksum, GSO): do what its NIC would.
+            int r = software.transmit(out.sink, b, off, len, meta);
+            if (mirrored) {
+                out.counters.mirrored(software.sentFrames);
+            } else if (software.sentFrames > 0) {
+                out.counters.transmittedSoftware(software.sentFrames, software.sentBytes);
+            }
+            if (r == SoftwareOffload.FULL) {
+                out.counters.dropped(DropReason.EGRESS_FULL);
+            } else if (r == SoftwareOffload.UNSUPPORTED) {
+                out.counters.dropped(DropReason.OFFLOAD_UNSUPPORTED);
+            }
             return;
         }
         if (out.sink.tryTransmit(b, off, len, meta)) {

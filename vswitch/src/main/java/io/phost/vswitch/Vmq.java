@@ -70,7 +70,7 @@ public final class Vmq implements AutoCloseable {
     public synchronized FrameSink attach(String vnic, int vmqWeight, FrameSink target) {
         int t = addTarget(target);
         if (vmqWeight == 0) {
-            return defaultQueue.sinkFor(t, target.offloadCapable());
+            return defaultQueue.sinkFor(t, target.offloads());
         }
         int[] perWorker = new int[workerCount];
         for (VmqQueue q : queues) {
@@ -92,7 +92,7 @@ public final class Vmq implements AutoCloseable {
 
     private FrameSink attachOn(String vnic, FrameSink target, int t, int worker) {
         VmqQueue q = addQueue("vmq-" + vnic, worker);
-        return q.sinkFor(t, target.offloadCapable());
+        return q.sinkFor(t, target.offloads());
     }
 
     public List<VmqQueue> queues() {

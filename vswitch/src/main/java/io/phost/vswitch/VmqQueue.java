@@ -88,7 +88,7 @@ public final class VmqQueue {
     }
 
     /** A port sink that enqueues frames for {@code target} on this queue (switch thread only). */
-    FrameSink sinkFor(int target, boolean offloads) {
+    FrameSink sinkFor(int target, int offloads) {
         return new FrameSink() {
             @Override
             public boolean tryTransmit(DirectBuffer buffer, int offset, int length, PacketMeta meta) {
@@ -110,8 +110,8 @@ public final class VmqQueue {
             }
 
             @Override
-            public boolean offloadCapable() {
-                return offloads;
+            public int offloads() {
+                return offloads; // the worker hands frames to the target unchanged: the target's offloads
             }
         };
     }

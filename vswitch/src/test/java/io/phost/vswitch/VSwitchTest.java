@@ -6,6 +6,8 @@ import static io.phost.vswitch.Frames.C;
 import static io.phost.vswitch.Frames.D;
 import static io.phost.vswitch.Frames.buf;
 import static io.phost.vswitch.Frames.frame;
+import static io.phost.vswitch.Frames.ipv4;
+import static io.phost.vswitch.Frames.udp;
 import static io.phost.vswitch.Frames.plain;
 import static io.phost.vswitch.Frames.tagged;
 import static io.phost.vswitch.Frames.vidOf;
@@ -279,23 +281,28 @@ class VSwitchTest {
     }
 
     @Test
-    void shouldCountEgressFullAndOffloadUnsupported() {
+    void shouldCountEgressFullAndRefuseOnlyOffloadsItCannotDoInSoftware() {
         Port a = vnic("a", A, ra);
         Port b = vnic("b", B, rb);
         rb.full = true;
         send(a, plain(B, A));
         assertEquals(1, b.counters().drops(DropReason.EGRESS_FULL));
         rb.full = false;
-        PacketMeta gso = new PacketMeta();
-        gso.flags = PacketMeta.FLAG_NEEDS_CSUM;
-        gso.csumStart = 34;
-        byte[] f = plain(B, A);
-        sw.receive(a, buf(f), 0, f.length, gso);
+        PacketMeta ufo = new PacketMeta();
+        ufo.flags = PacketMeta.FLAG_NEEDS_CSUM;
+        ufo.gsoType = PacketMeta.GSO_UDP; // UFO: IP fragmentation is not done in software
+        ufo.gsoSize = 1000;
+        ufo.csumStart = 34;
+        ufo.csumOffset = 6;
+        byte[] f = frame(B, A, -1, 0x0800, ipv4(17, udp(1000, 2000)));
+        sw.receive(a, buf(f), 0, f.length, ufo);
         assertEquals(1, b.counters().drops(DropReason.OFFLOAD_UNSUPPORTED));
+        assertEquals(0, rb.count());
         rb.offloads = true;
         sw.configure(b, b.config()); // re-reads the sink's capabilities
-        sw.receive(a, buf(f), 0, f.length, gso);
-        assertEquals(1, rb.count());
+        ufo.gsoType = PacketMeta.GSO_TCPV4;
+        sw.receive(a, buf(f), 0, f.length, ufo);
+        assertEquals(1, rb.count(), "an offload-capable sink takes the frame unfinished");
     }
 
     @Test

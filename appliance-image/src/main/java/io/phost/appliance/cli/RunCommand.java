@@ -29,7 +29,7 @@ import picocli.CommandLine.Option;
 @Command(name = "run", description = {
     "Run the parent partition host from a config, or without --config the embedded demo appliance",
     "(a dynamic VHDX, a private switch and two process partitions in a temporary data dir).",
-    "Stops cleanly on SIGTERM/SIGINT (exit 0). Prints 'phost: ready ...' once serving."})
+    "Stops cleanly on SIGTERM/SIGINT/SIGHUP (exit 0). Prints 'phost: ready ...' once serving."})
 public final class RunCommand implements Callable<Integer> {
     private static final Logger LOG = System.getLogger("phost.run");
 
@@ -74,7 +74,7 @@ public final class RunCommand implements Callable<Integer> {
         ManagementServer server = null;
         StatusView view = null;
         try {
-            Files.createDirectories(cfg.host().dataDir());
+            io.phost.core.sys.SocketFiles.createPrivateDirectories(cfg.host().dataDir()); // 0700 when we create it
             try {
                 server = startManagement(cfg, app);
             } catch (IOException | RuntimeException e) {
@@ -102,15 +102,30 @@ public final class RunCommand implements Callable<Integer> {
                 view.close();
             }
             long t0 = System.nanoTime();
-            app.close();
+            app.close(); // partitions stopped, disks flushed and closed
             if (server != null) {
                 server.close();
-            }
-            RuntimeDir.withdraw();
-            if (demoDir != null) {
-                Trees.deleteTree(demoDir);
+                RuntimeDir.withdraw(server.address().toString()); // only our own record, only if we made one
             }
             LOG.log(Level.INFO, "stopped ms=" + (System.nanoTime() - t0) / 1_000_000);
+            if (demoDir != null) {
+                removeInBackground(demoDir);
+            }
+        }
+    }
+
+    /**
+     * Removes the demo's scratch directory after the host has stopped, without holding up the exit: unlinking
+     * a large image takes seconds on a discard-mounted disk. A detached {@code rm -rf} outlives this JVM; only
+     * if it cannot be started is the tree removed here.
+     */
+    static void removeInBackground(Path dir) {
+        try {
+            new ProcessBuilder("rm", "-rf", "--", dir.toAbsolutePath().toString())
+                .redirectOutput(ProcessBuilder.Redirect.DISCARD).redirectError(ProcessBuilder.Redirect.DISCARD)
+                .redirectInput(ProcessBuilder.Redirect.from(new java.io.File("/dev/null"))).start();
+        } catch (IOException e) {
+            Trees.deleteTree(dir);
         }
     }
 
@@ -153,12 +168,29 @@ public final class RunCommand implements Callable<Integer> {
         }
     }
 
+    /** A token any local user can read is no secret: say so (the host still starts). */
+    static boolean warnIfOthersCanRead(Path tokenFile) {
+        try {
+            var perms = Files.getPosixFilePermissions(tokenFile);
+            if (perms.contains(java.nio.file.attribute.PosixFilePermission.OTHERS_READ)
+                || perms.contains(java.nio.file.attribute.PosixFilePermission.GROUP_READ)) {
+                LOG.log(Level.WARNING, "management token file is readable by other users path=" + tokenFile
+                    + " mode=" + java.nio.file.attribute.PosixFilePermissions.toString(perms) + " (chmod 600 it)");
+                return true;
+            }
+        } catch (IOException | UnsupportedOperationException ignored) {
+            // reading it below reports a missing file
+        }
+        return false;
+    }
+
     private static ManagementServer startManagement(ApplianceConfig cfg, Appliance app) throws IOException {
         ManagementAddress address = ManagementAddress.parse(cfg.host().management());
         String token = null;
         Path tokenFile = null;
         if (!address.isUnix()) {
             tokenFile = cfg.host().resolvedTokenFile();
+            warnIfOthersCanRead(tokenFile);
             token = Files.readString(tokenFile).strip();
             if (token.isEmpty()) {
                 throw new IOException("management token file " + tokenFile + " is empty");

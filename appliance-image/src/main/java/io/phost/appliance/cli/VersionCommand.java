@@ -12,13 +12,18 @@ public final class VersionCommand implements Runnable {
         }
     }
 
+    /** The phost version from the jar's manifest (0.1.0-SNAPSHOT when run from classes). */
+    public static String phostVersion() {
+        String v = VersionCommand.class.getPackage().getImplementationVersion();
+        return v == null ? "0.1.0-SNAPSHOT" : v;
+    }
+
     /** Version lines shared by {@code phost version} and {@code phost --version}. */
     public static final class Provider implements IVersionProvider {
         @Override
         public String[] getVersion() {
-            String v = VersionCommand.class.getPackage().getImplementationVersion();
             return new String[] {
-                "phost " + (v == null ? "0.1.0-SNAPSHOT" : v),
+                "phost " + phostVersion(),
                 "java " + Runtime.version() + " (" + System.getProperty("java.vm.vendor") + ")",
                 "os " + System.getProperty("os.name") + " " + System.getProperty("os.version") + " " + System.getProperty("os.arch"),
             };

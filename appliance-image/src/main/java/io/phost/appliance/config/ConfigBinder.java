@@ -73,13 +73,13 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         Map<String, Defined<DiskConfig>> disks = new LinkedHashMap<>();
         for (TomlNode n : root.tables("disk")) {
-            DiskConfig d = disk(n, policies.keySet());
+            DiskConfig d = disk(n, policies.keySet(), host);
             String name = n.string("name");
             if (name != null && unique(disks, name, n, "disk")) {
                 disks.put(name, new Defined<>(d, n));
             }
         }
-        checkDiskFiles(host, disks);
+        checkDiskFiles(host, hostNode, disks);
         Map<String, Defined<SwitchConfig>> switches = new LinkedHashMap<>();
         for (TomlNode n : root.tables("switch")) {
             SwitchConfig s = switchConfig(n);
@@ -124,10 +124,25 @@ final class ConfigBinder implements TomlNode.Errors {
      * the file (disks are opened and created in file order), or has another format. A differencing disk whose
      * parent is a configured disk takes the parent's sector sizes unless it sets them (a different logical
      * sector size is refused: the engine cannot create it). Paths are compared after resolving them against
-     * the data dir, when it is known.
+     * the data dir, when it is known, and through symbolic links ({@link #realPath}), so two names for one
+     * file are one file. The host's sockets and token file must not be a disk's file or each other: a socket
+     * bound over a disk image would cost the image.
      */
-    private void checkDiskFiles(HostConfig host, Map<String, Defined<DiskConfig>> disks) {
+    private void checkDiskFiles(HostConfig host, TomlNode hostNode, Map<String, Defined<DiskConfig>> disks) {
         Path base = host == null || host.dataDirIsPlaceholder() ? Path.of("/") : host.dataDir();
+        Map<Path, String> used = new HashMap<>();
+        if (host != null && !host.dataDirIsPlaceholder()) {
+            if (host.managementIsUnix()) {
+                claim(used, host.managementSocket(), "the management socket", hostNode, "management");
+            }
+            boolean exported = disks.values().stream().anyMatch(d -> d.value() != null && d.value().nbdExport());
+            if (exported && host.nbd().startsWith("unix:")) {
+                claim(used, Path.of(host.nbd().substring("unix:".length())), "the NBD socket", hostNode, "nbd");
+            }
+            if (host.managementTokenFile() != null) {
+                claim(used, host.resolvedTokenFile(), "the management token file", hostNode, "management_token_file");
+            }
+        }
         Map<Path, DiskConfig> byFile = new HashMap<>();
         Map<String, Integer> order = new HashMap<>();
         for (Defined<DiskConfig> d : disks.values()) {
@@ -135,11 +150,14 @@ final class ConfigBinder implements TomlNode.Errors {
                 continue;
             }
             order.put(d.value().name(), order.size());
-            Path file = d.value().resolvedPath(base).normalize();
+            Path file = realPath(d.value().resolvedPath(base));
             DiskConfig other = byFile.putIfAbsent(file, d.value());
             if (other != null) {
                 d.node().error("path", Reason.DUPLICATE,
-                    "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'");
+                    "disk '" + d.value().name() + "' uses the same file as disk '" + other.name() + "'"
+                    + (file.equals(d.value().resolvedPath(base).normalize()) ? "" : " (" + file + ")"));
+            } else {
+                claim(used, file, "disk '" + d.value().name() + "'", d.node(), "path");
             }
         }
         for (Map.Entry<String, Defined<DiskConfig>> e : disks.entrySet()) {
@@ -148,7 +166,7 @@ final class ConfigBinder implements TomlNode.Errors {
             if (disk == null || disk.parent() == null) {
                 continue;
             }
-            DiskConfig owner = byFile.get(disk.resolvedParent(base).normalize());
+            DiskConfig owner = byFile.get(realPath(disk.resolvedParent(base)));
             if (owner == null) {
                 continue; // an image the config does not manage; the engine checks it when creating
             }
@@ -181,9 +199,39 @@ final class ConfigBinder implements TomlNode.Errors {
                 }
                 e.setValue(new Defined<>(new DiskConfig(disk.name(), disk.path(), disk.format(),
                     new Create(own.type(), own.size(), own.blockSize(), parent.logicalSector(), physical),
-                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport()), d.node()));
+                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport(), disk.vhostUser()), d.node()));
             }
         }
+    }
+
+    /** Records that {@code what} uses {@code file}; a second user is an error at its own key. */
+    private static void claim(Map<Path, String> used, Path file, String what, TomlNode node, String key) {
+        if (node == null) {
+            return;
+        }
+        Path real = realPath(file);
+        String first = used.putIfAbsent(real, what);
+        if (first != null) {
+            node.error(key, Reason.DUPLICATE, what + " would use " + real + ", which is already " + first
+                + "; every disk, socket and token file needs a path of its own");
+        }
+    }
+
+    /**
+     * {@code p} made absolute and normal, with symbolic links resolved as far as the file system has them:
+     * the real path of the file, or of its deepest existing directory plus the rest.
+     */
+    static Path realPath(Path p) {
+        Path abs = p.toAbsolutePath().normalize();
+        Path existing = abs;
+        while (existing != null) {
+            try {
+                return existing.toRealPath().resolve(existing.relativize(abs));
+            } catch (java.io.IOException | SecurityException e) {
+                existing = existing.getParent();
+            }
+        }
+        return abs;
     }
 
     private static String lower(Enum<?> e) {
@@ -317,7 +365,7 @@ final class ConfigBinder implements TomlNode.Errors {
 
     // ---- [[disk]] ----
 
-    private DiskConfig disk(TomlNode n, Set<String> policies) {
+    private DiskConfig disk(TomlNode n, Set<String> policies, HostConfig host) {
         String name = n.string("name");
         String pathText = n.string("path");
         Path path = pathText == null ? null : path(n, "path", pathText);
@@ -335,6 +383,15 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean readOnly = n.bool("read_only");
         String ioEngine = n.word("io_engine");
         Boolean nbdExport = n.bool("nbd_export");
+        Boolean vhostUser = n.bool("vhost_user");
+        if (Boolean.TRUE.equals(vhostUser) && name != null && host != null && host.dataDir() != null && !host.dataDirIsPlaceholder()) {
+            Path sock = DiskConfig.vhostUserSocket(host.dataDir(), name);
+            if (sock.toString().getBytes(java.nio.charset.StandardCharsets.UTF_8).length > MAX_SOCKET_PATH) {
+                n.error("vhost_user", Reason.INVALID_VALUE, "the socket path " + sock + " is longer than " + MAX_SOCKET_PATH
+                    + " bytes (a Unix socket limit); use a shorter data_dir or disk name");
+                vhostUser = null;
+            }
+        }
         TomlNode createNode = n.table("create");
         Create create = null;
         boolean createOk = true;
@@ -364,10 +421,10 @@ final class ConfigBinder implements TomlNode.Errors {
             parent = null;
         }
         if (name == null || path == null || format == null || readOnly == null || ioEngine == null || nbdExport == null
-            || !createOk) {
+            || vhostUser == null || !createOk) {
             return null;
         }
-        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine, nbdExport);
+        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine, nbdExport, vhostUser);
     }
 
     private Create create(TomlNode c, TomlNode disk, DiskFormat format, String parent) {
@@ -610,7 +667,17 @@ final class ConfigBinder implements TomlNode.Errors {
             if (workloadKind == null || args == null) {
                 ok = false;
             } else {
-                workload = new Workload(workloadKind, args);
+                WorkloadArguments.Problem problem = WorkloadArguments.check(workloadKind, args);
+                if (problem != null) {
+                    if (problem.index() >= 0) {
+                        w.elementError("args", problem.index(), Reason.INVALID_VALUE, problem.message());
+                    } else {
+                        w.error("args", Reason.INVALID_VALUE, problem.message());
+                    }
+                    ok = false;
+                } else {
+                    workload = new Workload(workloadKind, args);
+                }
             }
         } else if (n.has("workload")) {
             ok = false;
@@ -670,6 +737,12 @@ final class ConfigBinder implements TomlNode.Errors {
             }
             if (!attachedHere.add(diskName)) {
                 a.error("disk", Reason.DUPLICATE, "disk '" + diskName + "' is attached to this partition twice");
+                ok = false;
+                continue;
+            }
+            if (d.value() != null && !d.value().readOnly() && d.value().vhostUser()) {
+                a.error("disk", Reason.CONFLICT, "disk '" + diskName + "' is exported writable over vhost-user (a VM's "
+                    + "disk); only read_only disks can also be attached to a partition");
                 ok = false;
                 continue;
             }

@@ -114,7 +114,8 @@ public final class ConfigSchema {
             .add(key("qos_policy", Kind.NAME).note("a [[qos_policy]] name"))
             .add(key("read_only", Kind.BOOLEAN).def("false"))
             .add(key("io_engine", Kind.ENUM).def("auto").allowed("auto", "io_uring", "threads"))
-            .add(key("nbd_export", Kind.BOOLEAN).def("false"));
+            .add(key("nbd_export", Kind.BOOLEAN).def("false"))
+            .add(key("vhost_user", Kind.BOOLEAN).def("false").note("socket <data_dir>/vhost/<name>.sock"));
         section("disk.create", false)
             .add(key("type", Kind.ENUM).def("dynamic").allowed("fixed", "dynamic", "differencing"))
             .add(key("size", Kind.SIZE).range(Units.MIB, MAX_VHDX_SIZE)
@@ -179,7 +180,7 @@ public final class ConfigSchema {
             .add(key("iov_weight", Kind.INTEGER).def("0").range(0, 100).note("above 0 needs enable_iov"));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
-            .add(key("args", Kind.STRING_ARRAY).def("[]"));
+            .add(key("args", Kind.STRING_ARRAY).def("[]").note("checked as the workload's command line"));
     }
 
     private ConfigSchema() {

@@ -11,9 +11,15 @@ import java.nio.file.Path;
  * @param qosPolicy name of a {@link QosPolicyConfig}, or null
  * @param ioEngine  {@code auto}, {@code io_uring} or {@code threads}
  * @param nbdExport served by the host's NBD server under the disk's name
+ * @param vhostUser exported as a vhost-user-blk device on {@link #vhostUserSocket} (for a VM's QEMU)
  */
 public record DiskConfig(String name, Path path, DiskFormat format, Create create, String parent, String qosPolicy,
-                         boolean readOnly, String ioEngine, boolean nbdExport) {
+                         boolean readOnly, String ioEngine, boolean nbdExport, boolean vhostUser) {
+
+    /** Where the vhost-user socket of disk {@code name} lives: {@code <data_dir>/vhost/<name>.sock}. */
+    public static Path vhostUserSocket(Path dataDir, String name) {
+        return dataDir.resolve("vhost").resolve(name + ".sock");
+    }
 
     /** {@code disk.create.type}. */
     public enum CreateType { FIXED, DYNAMIC, DIFFERENCING }

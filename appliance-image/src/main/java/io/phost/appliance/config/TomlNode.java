@@ -72,6 +72,13 @@ final class TomlNode {
         errors.add(positionOf(key), pathOf(key), reason, message);
     }
 
+    /** Records an error at element {@code index} of the array under {@code key} ({@code key[index]} in the path). */
+    void elementError(String key, int index, Reason reason, String message) {
+        TomlPosition p = table.get(List.of(key)) instanceof TomlArray a && index < a.size()
+            ? elementPosition(a, index, key) : positionOf(key);
+        errors.add(p, pathOf(key) + "[" + index + "]", reason, message);
+    }
+
     /** Records an error at this table's header. */
     void errorHere(Reason reason, String message) {
         errors.add(position, path, reason, message);

@@ -24,7 +24,7 @@ public final class GuestIoCommand implements Callable<Integer> {
     int iodepth;
     @Option(names = {"--jobs", "--numjobs"}, defaultValue = "1", description = "threads, one VMBus queue each")
     int jobs;
-    @Option(names = "--runtime", defaultValue = "5", description = "seconds (ignored with --size)")
+    @Option(names = "--runtime", defaultValue = "5", description = "seconds (ignored with --size); 0: until the partition stops")
     double runtime;
     @Option(names = "--size", defaultValue = "0", description = "bytes per job instead of a runtime (e.g. 64m)")
     String size;
@@ -45,6 +45,30 @@ public final class GuestIoCommand implements Callable<Integer> {
     boolean verify;
     @Option(names = "--json", description = "print JSON")
     boolean json;
+
+    /** Throws IllegalArgumentException naming the option when a value is out of range or not a size. */
+    public void validate() {
+        size("--bs", bs);
+        size("--size", size);
+        size("--offset", offset);
+        size("--span", span);
+        if (runtime < 0) {
+            throw new IllegalArgumentException("--runtime must be >= 0 seconds: " + runtime);
+        }
+        options();
+    }
+
+    private static long size(String option, String value) {
+        try {
+            long n = GuestIo.parseSize(value);
+            if (n < 0) {
+                throw new NumberFormatException();
+            }
+            return n;
+        } catch (RuntimeException e) {
+            throw new IllegalArgumentException(option + ": '" + value + "' is not a size (bytes, or with k, m, g, t: 4k, 1m)");
+        }
+    }
 
     GuestIo.Options options() {
         return new GuestIo.Options(rw, (int) GuestIo.parseSize(bs), iodepth, jobs, runtime,

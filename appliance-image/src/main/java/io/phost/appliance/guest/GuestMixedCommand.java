@@ -33,6 +33,19 @@ public final class GuestMixedCommand implements java.util.concurrent.Callable<In
 
     private volatile boolean stopping;
 
+    /** Checks the --io string as {@code guest io} would; throws IllegalArgumentException naming the problem. */
+    public void validate() {
+        if (io != null) {
+            GuestIoCommand parsed = new GuestIoCommand();
+            try {
+                new CommandLine(parsed).parseArgs(io.trim().split("\\s+"));
+            } catch (CommandLine.ParameterException e) {
+                throw new IllegalArgumentException("--io: " + e.getMessage());
+            }
+            parsed.validate();
+        }
+    }
+
     @Override
     public Integer call() throws Exception {
         GuestIo.Options ioOptions = null;

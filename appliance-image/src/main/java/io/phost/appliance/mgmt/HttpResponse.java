@@ -12,7 +12,7 @@ public record HttpResponse(int status, String contentType, byte[] body) {
         return new HttpResponse(status, "text/plain; charset=utf-8", text.getBytes(StandardCharsets.UTF_8));
     }
 
-    /** Prometheus text exposition format 0.0.4. */
+    /** Prometheus text exposition format 0.0.4 (the content type the Prometheus client's writer declares). */
     public static HttpResponse metrics(String text) {
         return new HttpResponse(200, "text/plain; version=0.0.4; charset=utf-8", text.getBytes(StandardCharsets.UTF_8));
     }

@@ -1,16 +1,15 @@
 package io.phost.appliance.mgmt;
 
+import io.phost.core.sys.SocketFiles;
 import java.io.ByteArrayOutputStream;
 import java.io.Closeable;
 import java.io.IOException;
 import java.net.InetSocketAddress;
-import java.net.StandardProtocolFamily;
 import java.nio.ByteBuffer;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
-import java.nio.file.attribute.PosixFilePermissions;
 import java.security.MessageDigest;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
@@ -58,16 +57,12 @@ public final class ManagementServer implements Closeable {
         }
         this.token = token;
         if (address.isUnix()) {
-            if (Files.exists(address.unixPath())) {
-                if (ManagementClient.isAlive(address)) {
-                    throw new IOException("another phost is serving " + address);
-                }
-                Files.delete(address.unixPath());
+            if (Files.exists(address.unixPath()) && SocketFiles.isSocket(address.unixPath())
+                && ManagementClient.isAlive(address)) {
+                throw new IOException("another phost is serving " + address);
             }
-            Files.createDirectories(address.unixPath().toAbsolutePath().getParent());
-            server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
-            server.bind(address.socketAddress());
-            Files.setPosixFilePermissions(address.unixPath(), PosixFilePermissions.fromString("rw-------"));
+            // 0600 from the moment it exists; a stale socket is replaced, any other file is refused, never deleted
+            server = SocketFiles.bindPrivate(address.unixPath());
             this.address = address;
         } else {
             server = ServerSocketChannel.open();
@@ -278,11 +273,7 @@ public final class ManagementServer implements Closeable {
         closeQuietly(server);
         timeouts.shutdownNow();
         if (address.isUnix()) {
-            try {
-                Files.deleteIfExists(address.unixPath());
-            } catch (IOException ignored) {
-                // a stale socket file is replaced on the next start
-            }
+            SocketFiles.unlinkIfSocket(address.unixPath()); // a stale socket file is replaced on the next start
         }
     }
 }

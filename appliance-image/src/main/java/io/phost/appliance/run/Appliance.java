@@ -1,8 +1,11 @@
 package io.phost.appliance.run;
 
+import io.phost.appliance.cli.VersionCommand;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementServer;
 import io.phost.appliance.util.Json;
+import io.prometheus.metrics.instrumentation.jvm.JvmMetrics;
+import io.prometheus.metrics.model.registry.PrometheusRegistry;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
 import java.time.Duration;
@@ -26,9 +29,12 @@ public final class Appliance implements AutoCloseable {
     private final List<Component> components = new CopyOnWriteArrayList<>();
     private volatile String state = "starting";
     private volatile ManagementServer server;
+    /** JVM and process metrics (jvm_*, process_*) of the Prometheus client, scraped with ours. */
+    private final PrometheusRegistry jvm = new PrometheusRegistry();
 
     public Appliance(String name) {
         this.name = name;
+        JvmMetrics.builder().register(jvm);
     }
 
     /** Adds a started component; it will be closed by {@link #close()}. */
@@ -56,9 +62,9 @@ public final class Appliance implements AutoCloseable {
     public void serve(ManagementServer server) {
         this.server = server;
         components.forEach(c -> c.routes().forEach(this::install));
-        server.route("/health", q -> HttpResponse.json(Json.write(Map.of("status", state.equals("running") ? "ok" : state))));
+        server.route("/health", q -> health());
         server.route("/status", q -> HttpResponse.json(Json.pretty(status())));
-        server.route("/metrics", q -> HttpResponse.metrics(metrics()));
+        server.route("/metrics", q -> HttpResponse.metrics(metrics().text()));
     }
 
     private void install(String key, java.util.function.Function<String, HttpResponse> handler) {
@@ -67,6 +73,22 @@ public final class Appliance implements AutoCloseable {
         } else {
             server.route(key, handler);
         }
+    }
+
+    /** {"status":"ok"} while running and every component is well; else 503 "degraded" with each problem. */
+    HttpResponse health() {
+        Map<String, Object> problems = new LinkedHashMap<>();
+        for (Component c : components) {
+            String p = c.problem();
+            if (p != null) {
+                problems.put(c.name(), p);
+            }
+        }
+        if (problems.isEmpty() || !state.equals("running")) {
+            return HttpResponse.json(Json.write(Map.of("status", state.equals("running") ? "ok" : state)));
+        }
+        byte[] body = Json.write(Map.of("status", "degraded", "problems", problems)).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        return new HttpResponse(503, "application/json", body);
     }
 
     public Map<String, Object> status() {
@@ -86,12 +108,13 @@ public final class Appliance implements AutoCloseable {
         return s;
     }
 
-    public String metrics() {
+    /** One scrape: the host's own families, every component's, then the JVM's and the process's. */
+    public Metrics metrics() {
         Metrics m = new Metrics();
-        m.gauge("phost_up", "1 while the host is running", state.equals("running") ? 1 : 0, "host", name);
-        m.gauge("phost_uptime_seconds", "Seconds since the host started", Duration.between(started, Instant.now()).toSeconds());
-        Runtime rt = Runtime.getRuntime();
-        m.gauge("phost_jvm_heap_used_bytes", "JVM heap in use", rt.totalMemory() - rt.freeMemory());
+        m.info("phost_build", "Versions of phost and of the Java runtime it runs on",
+            "version", VersionCommand.phostVersion(), "java", Runtime.version().toString());
+        m.info("phost_host", "The host's name from [host] name", "name", name);
+        m.gauge("phost_up", "1 while the host is running; 0 while it starts or stops", state.equals("running") ? 1 : 0);
         for (Component c : components) {
             try {
                 c.metrics(m);
@@ -99,7 +122,8 @@ public final class Appliance implements AutoCloseable {
                 LOG.log(Level.WARNING, "metrics of " + c.name() + " failed: " + e);
             }
         }
-        return m.toString();
+        m.add(jvm.scrape());
+        return m;
     }
 
     @Override

@@ -5,7 +5,7 @@ import java.util.List;
 
 /**
  * The only place that turns a validated {@link ApplianceConfig} into running parts: disks (and their NBD
- * export), QoS, switches, partitions, in that order (so each part finds what it depends on already
+ * export), QoS (and the vhost-user exports, whose I/O it admits), switches, partitions, in that order (so each part finds what it depends on already
  * running). A failure part-way throws; the caller closes whatever was added to the {@link Appliance}.
  */
 public final class Assembler {
@@ -18,6 +18,10 @@ public final class Assembler {
             app.add(nbd);
         }
         QosComponent qos = app.add(new QosComponent(cfg));
+        VhostUserComponent vhost = VhostUserComponent.start(cfg, disks, qos);
+        if (vhost != null) {
+            app.add(vhost);
+        }
         StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos));
         NetworkComponent network = app.add(NetworkComponent.start(cfg));
         VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos));

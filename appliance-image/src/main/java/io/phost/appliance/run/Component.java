@@ -16,6 +16,14 @@ public interface Component extends AutoCloseable {
     /** This component's part of GET /status: JSON-able maps, lists, strings and numbers. */
     Object status();
 
+    /**
+     * Null while this component does its job, else one line saying what is wrong (e.g. the NBD export stopped
+     * accepting clients); any problem turns GET /health into 503 {@code "degraded"} naming the component.
+     */
+    default String problem() {
+        return null;
+    }
+
     /** Appends this component's Prometheus samples. */
     default void metrics(Metrics metrics) {
     }

@@ -111,7 +111,7 @@ public final class DisksComponent implements Component {
     @Override
     public void metrics(Metrics m) {
         for (OpenDisk d : disks.values()) {
-            m.gauge("phost_disk_size_bytes", "Virtual size of a disk", d.disk().size(), "disk", d.config().name());
+            m.gauge("phost_disk_size_bytes", "Virtual size of a disk", io.prometheus.metrics.model.snapshots.Unit.BYTES, d.disk().size(), "disk", d.config().name());
         }
     }
 

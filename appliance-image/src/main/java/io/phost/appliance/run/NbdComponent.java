@@ -35,6 +35,11 @@ public final class NbdComponent implements Component {
         this.exports = exports;
     }
 
+    /** Wraps a running server (tests). */
+    static NbdComponent of(NbdServer server, List<NbdServer.Export> exports) {
+        return new NbdComponent(server, exports);
+    }
+
     /** Starts the server, or returns null when no disk is exported. */
     public static NbdComponent start(ApplianceConfig cfg, DisksComponent disks) throws IOException {
         List<NbdServer.Export> exports = new ArrayList<>();
@@ -77,17 +82,30 @@ public final class NbdComponent implements Component {
             m.put("errors", s.errors());
             rows.add(m);
         }
-        return Map.of("connections", server.connectionCount(), "exports", rows);
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("connections", server.connectionCount());
+        m.put("max_connections", server.limits().maxConnections());
+        m.put("refused_connections", server.refusedConnections());
+        m.put("buffer_bytes", server.bufferBytes());
+        m.put("health", server.problem() == null ? "ok" : server.problem());
+        m.put("exports", rows);
+        return m;
+    }
+
+    @Override
+    public String problem() {
+        String p = server.problem();
+        return p == null ? null : "export not accepting clients: " + p;
     }
 
     @Override
     public void metrics(Metrics m) {
         for (NbdServer.Export e : exports) {
             DiskStats s = e.stats();
-            m.counter("phost_nbd_reads_total", "NBD READ commands", s.reads(), "export", e.name());
-            m.counter("phost_nbd_writes_total", "NBD WRITE commands", s.writes(), "export", e.name());
-            m.counter("phost_nbd_read_bytes_total", "Bytes read over NBD", s.bytesRead(), "export", e.name());
-            m.counter("phost_nbd_written_bytes_total", "Bytes written over NBD", s.bytesWritten(), "export", e.name());
+            m.counter("phost_nbd_reads", "NBD READ commands", s.reads(), "export", e.name());
+            m.counter("phost_nbd_writes", "NBD WRITE commands", s.writes(), "export", e.name());
+            m.counter("phost_nbd_read_bytes", "Bytes read over NBD", io.prometheus.metrics.model.snapshots.Unit.BYTES, s.bytesRead(), "export", e.name());
+            m.counter("phost_nbd_written_bytes", "Bytes written over NBD", io.prometheus.metrics.model.snapshots.Unit.BYTES, s.bytesWritten(), "export", e.name());
         }
     }
 

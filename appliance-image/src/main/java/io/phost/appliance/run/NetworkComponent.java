@@ -143,7 +143,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     public void metrics(Metrics m) {
         for (ManagedSwitch sw : switches.all()) {
             sw.counters().forEach((port, counters) -> counters.forEach((k, v) ->
-                m.counter("phost_vswitch_" + k + "_total", "vswitch port counter " + k, v, "switch", sw.spec().name(), "port", port)));
+                m.counter("phost_vswitch_" + k, "vswitch port counter " + k, v, "switch", sw.spec().name(), "port", port)));
         }
     }
 

@@ -39,6 +39,9 @@ import java.util.function.Function;
  * graceful then forced, all partitions in parallel so SIGTERM completes within the appliance's 5 s promise.
  */
 public final class PartitionsComponent implements Component {
+    private static final List<String> PARTITION_STATES =
+        java.util.Arrays.stream(PartitionState.values()).map(Enum::name).toList();
+
     private static final Logger LOG = System.getLogger("phost.partitions");
     /** Graceful-stop budget per partition when the host stops; partitions stop in parallel. */
     static final Duration STOP_GRACE = Duration.ofMillis(2500);
@@ -190,10 +193,9 @@ public final class PartitionsComponent implements Component {
     @Override
     public void metrics(Metrics m) {
         for (PartitionStatus s : statuses()) {
-            String kind = s.kind().name().toLowerCase(Locale.ROOT);
-            m.gauge("phost_partition_running", "1 while the partition is running", s.state() == PartitionState.RUNNING ? 1 : 0,
-                "partition", s.name(), "state", s.state().name(), "kind", kind);
-            m.counter("phost_partition_faults_total", "Guest faults and crashes recorded for the partition", s.faultCount(),
+            m.state("phost_partition_state", "Lifecycle state of the partition", PARTITION_STATES, s.state().name(),
+                "partition", s.name());
+            m.counter("phost_partition_faults", "Guest faults and crashes recorded for the partition", s.faultCount(),
                 "partition", s.name());
             m.gauge("phost_partition_channels", "Open VMBus channels of the partition", s.channels(), "partition", s.name());
         }
@@ -208,7 +210,12 @@ public final class PartitionsComponent implements Component {
     public void close() {
         List<CompletableFuture<Void>> stops = new ArrayList<>();
         for (ChildPartition p : partitions.values()) {
-            stops.add(CompletableFuture.runAsync(() -> p.stop(STOP_GRACE), r -> Thread.ofVirtual().start(r)));
+            stops.add(CompletableFuture.runAsync(() -> {
+                long t0 = System.nanoTime();
+                p.stop(STOP_GRACE);
+                LOG.log(Level.INFO, "stopped partition=" + p.name() + " ms=" + (System.nanoTime() - t0) / 1_000_000
+                    + " reason=\"" + p.status().reason() + "\"");
+            }, r -> Thread.ofVirtual().start(r)));
         }
         CompletableFuture.allOf(stops.toArray(CompletableFuture[]::new)).join();
         host.close();

@@ -9,6 +9,7 @@ import io.phost.appliance.util.Records;
 import io.phost.qos.QosFlowSnapshot;
 import io.phost.qos.QosPolicy;
 import io.phost.qos.QosService;
+import io.prometheus.metrics.model.snapshots.Unit;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
 import java.util.LinkedHashMap;
@@ -20,6 +21,9 @@ import java.util.function.Function;
 
 /** Storage QoS: the policies of appliance.toml, one flow per (partition, disk), and the flows' view. */
 public final class QosComponent implements Component {
+    private static final java.util.List<String> QOS_STATUSES =
+        java.util.Arrays.stream(io.phost.qos.QosFlowStatus.values()).map(Enum::name).toList();
+
     private static final Logger LOG = System.getLogger("phost.qos");
 
     private final QosService service = new QosService();
@@ -107,13 +111,22 @@ public final class QosComponent implements Component {
     @Override
     public void metrics(Metrics m) {
         for (QosFlowSnapshot f : service.flows()) {
-            String[] l = {"partition", f.partition(), "disk", f.disk(), "policy", f.policy() == null ? "" : f.policy()};
-            m.gauge("phost_qos_flow_iops", "Normalized IOPS of a QoS flow over the rolling window", f.initiatorIops(), l);
-            m.gauge("phost_qos_flow_latency_microseconds", "Average latency of a QoS flow", f.initiatorLatencyMicros(), l);
-            m.gauge("phost_qos_flow_bandwidth_bytes", "Bytes per second of a QoS flow", f.initiatorBandwidth(), l);
-            m.gauge("phost_qos_flow_ok", "1 when the flow's status is Ok", f.status() == io.phost.qos.QosFlowStatus.Ok ? 1 : 0, l);
+            String[] l = {"partition", f.partition(), "disk", f.disk()};
+            m.gauge("phost_qos_flow_normalized_iops", "Normalized IOPS of a QoS flow over the last second "
+                + "(raw rates: rate() of phost_storage_reads_total and _writes_total)", f.initiatorIops(), l);
+            m.gauge("phost_qos_flow_latency_seconds", "Mean completion latency of a QoS flow over the last second, "
+                + "queueing in QoS included", Unit.SECONDS, f.initiatorLatencyMicros() / 1e6, l);
+            m.gauge("phost_qos_flow_minimum_iops", "Reserved normalized IOPS in force for the flow", f.minimumIops(), l);
+            m.gauge("phost_qos_flow_maximum_iops", "Normalized IOPS limit in force for the flow (0 = unlimited)", f.maximumIops(), l);
+            m.gauge("phost_qos_flow_maximum_bandwidth_bytes_per_second", "Bandwidth limit in force (0 = unlimited)",
+                f.maximumBandwidth(), l);
+            m.gauge("phost_qos_flow_outstanding_ios", "I/Os admitted and not yet completed", f.outstanding(), l);
+            m.state("phost_qos_flow_status", "Status of the flow, as Get-StorageQosFlow shows it",
+                QOS_STATUSES, f.status().name(), l);
+            m.info("phost_qos_flow_policy", "The policy a flow follows", "partition", f.partition(), "disk", f.disk(),
+                "policy", f.policy() == null ? "" : f.policy());
         }
-        m.counter("phost_qos_alerts_total", "QoS alerts raised", service.alertCount());
+        m.counter("phost_qos_alerts", "QoS alerts raised", service.alertCount());
     }
 
     @Override

@@ -30,15 +30,22 @@ public final class RuntimeDir {
         return path().resolve("endpoint");
     }
 
-    /** Records {@code address} (and the token file, if any) for local CLI calls. */
+    /** Records {@code address} (and the token file, if any) for local CLI calls; the directory is 0700. */
     public static void publish(String address, Path tokenFile) throws IOException {
-        Files.createDirectories(path());
+        io.phost.core.sys.SocketFiles.createPrivateDirectories(path());
         Files.writeString(endpointFile(), address + "\n" + (tokenFile == null ? "" : tokenFile.toAbsolutePath() + "\n"));
     }
 
-    public static void withdraw() {
+    /**
+     * Removes the endpoint file if it still names {@code address}: a host removes only its own record, never
+     * that of another host that started later (or that a refused start found serving).
+     */
+    public static void withdraw(String address) {
         try {
-            Files.deleteIfExists(endpointFile());
+            Path f = endpointFile();
+            if (Files.exists(f) && Files.readAllLines(f).stream().findFirst().orElse("").equals(address)) {
+                Files.deleteIfExists(f);
+            }
         } catch (IOException ignored) {
             // a stale file only makes `phost status` say the host is not running
         }

@@ -9,6 +9,7 @@ import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
 import io.phost.storage.StorageVsp;
 import io.phost.storage.engine.IoEngines;
+import io.prometheus.metrics.model.snapshots.Unit;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -34,6 +35,8 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
     /** partition -> controller -> VSP. */
     private final Map<String, Map<Integer, StorageVsp>> vsps = new ConcurrentHashMap<>();
     private final Map<String, Rates> rates = new ConcurrentHashMap<>();
+    /** partition/controller/lun -> the config's disk name (the VSP's own disk names are prefixed by the partition). */
+    private final Map<String, String> diskNames = new ConcurrentHashMap<>();
     private final ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor(r ->
         Thread.ofPlatform().daemon().name("storage-stats").unstarted(r));
 
@@ -58,13 +61,14 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
                 c -> new StorageVsp(p.name(), Math.max(0, Math.min(p.vcpus(), 8) - 1)));
             QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(disks.get(d.name()).path()));
             vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), engine(d.ioEngine()));
+            diskNames.put(p.name() + "/" + a.controller() + "/" + a.lun(), d.name());
         }
         vsps.put(p.name(), controllers);
         return List.copyOf(controllers.values());
     }
 
     /** Flows on one file system share its capacity estimate: the device id is the file store's name. */
-    private static String deviceOf(Path path) {
+    static String deviceOf(Path path) {
         try {
             return Files.getFileStore(path).name();
         } catch (IOException e) {
@@ -72,7 +76,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
         }
     }
 
-    private static IoEngines.Kind engine(String configured) {
+    static IoEngines.Kind engine(String configured) {
         return switch (configured == null ? "auto" : configured) {
             case "io_uring" -> IoEngines.Kind.IO_URING;
             case "threads" -> IoEngines.Kind.THREADS;
@@ -109,7 +113,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
                 Rates r = rates.get(partition + "/" + controller + "/" + d.lun());
                 Map<String, Object> m = new LinkedHashMap<>();
                 m.put("partition", partition);
-                m.put("disk", d.name());
+                m.put("disk", diskNames.getOrDefault(partition + "/" + controller + "/" + d.lun(), d.name()));
                 m.put("controller", controller);
                 m.put("lun", d.lun());
                 m.put("format", d.format());
@@ -117,7 +121,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
                 m.put("write_iops", r == null ? 0.0 : Math.round(r.writeIops()));
                 m.put("read_mib_s", r == null ? 0.0 : Math.round(r.readBytes() / 1048576.0 * 10) / 10.0);
                 m.put("write_mib_s", r == null ? 0.0 : Math.round(r.writeBytes() / 1048576.0 * 10) / 10.0);
-                m.put("p99_us", d.stats().latencyPercentileMicros(0.99));
+                m.put("p99_us", d.stats().latencyPercentileMicros(99));
                 m.put("errors", d.stats().errors());
                 m.put("channels", vsp.openChannels());
                 rows.add(m);
@@ -126,19 +130,37 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
         return rows;
     }
 
+    /** Upper bounds of {@link DiskStats}' latency buckets in seconds: bucket i ends at 2^i microseconds; the last is +Inf. */
+    static final double[] LATENCY_BOUNDS_SECONDS = latencyBounds();
+
+    private static double[] latencyBounds() {
+        double[] b = new double[DiskStats.BUCKETS];
+        for (int i = 0; i < b.length - 1; i++) {
+            b[i] = (1L << i) / 1e6;
+        }
+        b[b.length - 1] = Double.POSITIVE_INFINITY;
+        return b;
+    }
+
     @Override
     public void metrics(Metrics m) {
+        long[] counts = new long[DiskStats.BUCKETS];
         vsps.forEach((partition, controllers) -> controllers.forEach((controller, vsp) -> {
             for (StorageVsp.DiskInfo d : vsp.disks()) {
-                String[] l = {"partition", partition, "disk", d.name(), "lun", Integer.toString(d.lun())};
+                String disk = diskNames.getOrDefault(partition + "/" + controller + "/" + d.lun(), d.name());
+                String[] l = {"partition", partition, "disk", disk};
                 DiskStats s = d.stats();
-                m.counter("phost_storage_reads_total", "SCSI reads completed", s.reads(), l);
-                m.counter("phost_storage_writes_total", "SCSI writes completed", s.writes(), l);
-                m.counter("phost_storage_read_bytes_total", "Bytes read by guests", s.bytesRead(), l);
-                m.counter("phost_storage_written_bytes_total", "Bytes written by guests", s.bytesWritten(), l);
-                m.counter("phost_storage_flushes_total", "SYNCHRONIZE CACHE commands completed", s.flushes(), l);
-                m.counter("phost_storage_errors_total", "Commands answered with an error", s.errors(), l);
-                m.gauge("phost_storage_latency_p99_microseconds", "p99 command latency", s.latencyPercentileMicros(0.99), l);
+                m.counter("phost_storage_reads", "SCSI reads completed", s.reads(), l);
+                m.counter("phost_storage_writes", "SCSI writes completed", s.writes(), l);
+                m.counter("phost_storage_read_bytes", "Bytes read by guests", Unit.BYTES, s.bytesRead(), l);
+                m.counter("phost_storage_written_bytes", "Bytes written by guests", Unit.BYTES, s.bytesWritten(), l);
+                m.counter("phost_storage_flushes", "SYNCHRONIZE CACHE commands completed", s.flushes(), l);
+                m.counter("phost_storage_errors", "Commands answered with an error", s.errors(), l);
+                for (int i = 0; i < counts.length; i++) {
+                    counts[i] = s.latencyBucket(i);
+                }
+                m.histogram("phost_storage_latency_seconds", "Completion latency of reads, writes, flushes and unmaps",
+                    Unit.SECONDS, LATENCY_BOUNDS_SECONDS, counts, s.latencyNanosTotal() / 1e9, l);
             }
         }));
     }

@@ -129,9 +129,9 @@ public final class VmDisksComponent implements Component {
             for (Export e : exports) {
                 String[] l = {"partition", partition, "disk", e.attachment().disk(), "transport", "vhost-user-blk"};
                 DiskStats s = e.export().stats();
-                m.counter("phost_vm_disk_reads_total", "virtio-blk reads completed for a VM", s.reads(), l);
-                m.counter("phost_vm_disk_writes_total", "virtio-blk writes completed for a VM", s.writes(), l);
-                m.counter("phost_vm_disk_errors_total", "virtio-blk requests answered with an error", s.errors(), l);
+                m.counter("phost_vm_disk_reads", "virtio-blk reads completed for a VM", s.reads(), l);
+                m.counter("phost_vm_disk_writes", "virtio-blk writes completed for a VM", s.writes(), l);
+                m.counter("phost_vm_disk_errors", "virtio-blk requests answered with an error", s.errors(), l);
                 m.gauge("phost_vm_disk_connected", "1 while QEMU is connected to the disk's vhost-user socket",
                     e.export().connected() ? 1 : 0, l);
             }

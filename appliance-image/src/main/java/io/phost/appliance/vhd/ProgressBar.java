@@ -4,7 +4,10 @@ import io.phost.vhdx.ops.Progress;
 
 import java.io.PrintStream;
 
-/** A one-line progress bar on stderr, drawn only when stdout is a terminal and at most 10 times a second. */
+/**
+ * A one-line progress bar on stderr, at most 10 times a second: drawn when stderr's console is a terminal,
+ * always with {@code -p}, never with {@code -q}. The fraction is work done (bytes to copy), not position.
+ */
 final class ProgressBar implements Progress, AutoCloseable {
     private final PrintStream out;
     private final boolean enabled;
@@ -13,9 +16,14 @@ final class ProgressBar implements Progress, AutoCloseable {
     private boolean drawn;
 
     ProgressBar(String label) {
+        this(label, ProgressOptions.DEFAULT);
+    }
+
+    ProgressBar(String label, ProgressOptions options) {
         this.out = System.err;
         java.io.Console c = System.console();
-        this.enabled = c != null && c.isTerminal(); // JDK 22+: a Console exists even when redirected
+        boolean terminal = c != null && c.isTerminal(); // JDK 22+: a Console exists even when redirected
+        this.enabled = !options.quiet && (options.progress || terminal);
         this.label = label;
     }
 

@@ -42,6 +42,20 @@ public final class Sizes {
         return n << shift;
     }
 
+    /** A size, or one relative to {@code current} with a leading + or - (qemu-img resize's "+1G"). */
+    public static long parseRelative(String text, long current) {
+        String t = text.trim();
+        if (t.startsWith("+") || t.startsWith("-")) {
+            long delta = parse(t.substring(1));
+            try {
+                return t.startsWith("+") ? Math.addExact(current, delta) : Math.subtractExact(current, delta);
+            } catch (ArithmeticException e) {
+                throw new UserException("size out of range: " + text, 2);
+            }
+        }
+        return parse(t);
+    }
+
     /** 1.5 GiB style, for messages. */
     public static String human(long bytes) {
         String[] units = {"B", "KiB", "MiB", "GiB", "TiB"};

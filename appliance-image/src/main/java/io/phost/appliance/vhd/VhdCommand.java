@@ -35,11 +35,21 @@ import java.util.concurrent.Callable;
         VhdCommand.Compact.class,
         VhdCommand.Merge.class,
         VhdCommand.SetParent.class,
-    })
-public final class VhdCommand implements Runnable {
+        VhdCommand.Compare.class,
+        VhdCommand.MapCmd.class,
+    },
+    footer = {"", "Exit status: 0 done; 1 the operation failed or was refused (nothing was changed unless it says so);",
+        "2 a usage error or an image phost cannot read (check: 0 clean, 1 problems, 2 unreadable;",
+        "compare: 0 identical, 1 different, 2 error)."})
+public final class VhdCommand implements Callable<Integer> {
+    @picocli.CommandLine.Spec
+    picocli.CommandLine.Model.CommandSpec spec;
+
+    /** {@code phost vhd} alone: the usage on stderr and exit status 2, as for any other missing argument. */
     @Override
-    public void run() {
-        new picocli.CommandLine(this).usage(System.out);
+    public Integer call() {
+        spec.commandLine().usage(System.err);
+        return 2;
     }
 
     /** Runs an operation, turning library failures into one-line user errors. */
@@ -51,11 +61,11 @@ public final class VhdCommand implements Runnable {
         } catch (NoSuchFileException e) {
             throw new UserException("no such file: " + e.getFile(), 1, e);
         } catch (FileAlreadyExistsException e) {
-            throw new UserException(e.getFile() + " already exists (refusing to overwrite it)", 1, e);
+            throw new UserException(e.getFile() + " already exists (not replaced; --force replaces it)", 1, e);
         } catch (IOException e) {
             if (e instanceof io.phost.vhdx.vhd.VhdFormatException v
                 && v.reason() == io.phost.vhdx.vhd.VhdFormatException.Reason.UNSUPPORTED) {
-                throw new UserException(e.getMessage(), 1, e); // a request the format cannot do, not a bad file
+                throw new UserException(v.detail(), 1, e); // a request the format cannot do, not a bad file
             }
             if (DiskOps.isFormatError(e)) {
                 throw new UserException(e.getMessage(), 2, e);
@@ -87,16 +97,30 @@ public final class VhdCommand implements Runnable {
         }
     }
 
-    /** The format named by a file's extension, for create/convert without --format. */
+    /**
+     * The format named by a file's extension, for create/convert without --format: .vhd/.avhd VHD,
+     * .raw/.img/.bin raw, .vhdx/.avhdx and anything else VHDX; formats phost does not write are refused.
+     */
     static DiskFormat formatFromName(Path p) {
         String n = p.getFileName().toString().toLowerCase(Locale.ROOT);
-        if (n.endsWith(".vhd")) {
+        if (n.endsWith(".vhd") || n.endsWith(".avhd")) {
             return DiskFormat.VHD;
         }
-        if (n.endsWith(".raw") || n.endsWith(".img")) {
+        if (n.endsWith(".raw") || n.endsWith(".img") || n.endsWith(".bin")) {
             return DiskFormat.RAW;
         }
+        for (String foreign : new String[] {"qcow2", "qcow", "vmdk", "vdi", "qed", "vhds"}) {
+            if (n.endsWith("." + foreign)) {
+                throw new UserException(p + ": phost does not write " + foreign + " images (it writes vhdx, vhd and raw);"
+                    + " pick another name or pass --format", 2);
+            }
+        }
         return DiskFormat.VHDX;
+    }
+
+    /** The source format of -f, or null to recognise it from content. */
+    static DiskFormat sourceFormat(String s) {
+        return s == null ? null : format(s);
     }
 
     @Command(name = "create", mixinStandardHelpOptions = true,
@@ -104,8 +128,10 @@ public final class VhdCommand implements Runnable {
             "The format defaults to the file's extension (.vhd, .raw/.img, else vhdx); a --parent makes a "
                 + "differencing image of the parent's size."})
     static final class Create implements Callable<Integer> {
-        @Parameters(index = "0", paramLabel = "FILE", description = "The image to create (must not exist).")
+        @Parameters(index = "0", paramLabel = "FILE", description = "The image to create (must not exist unless --force).")
         Path file;
+        @Option(names = "--force", description = "Replace an existing FILE (atomically, once the new image is complete).")
+        boolean force;
         @Option(names = "--size", paramLabel = "S", description = "Virtual size, e.g. 20G (K/M/G/T suffixes).")
         String size;
         @Option(names = "--format", paramLabel = "vhdx|vhd|raw", description = "Image format.")
@@ -135,6 +161,13 @@ public final class VhdCommand implements Runnable {
                 if (t != DiskType.DIFFERENCING && size == null) {
                     throw new UserException("--size is required", 2);
                 }
+                if (t == DiskType.DIFFERENCING && size != null) {
+                    throw new UserException("--size cannot be used with --parent: a differencing image has its parent's size", 2);
+                }
+                if (f != DiskFormat.VHDX && ((physical != null && physical != 512) || logical != 512)) {
+                    throw new UserException(f.id() + " images have 512-byte sectors; --logical-sector/--physical-sector 4096"
+                        + " need --format vhdx", 2);
+                }
                 long s = size == null ? 0 : Sizes.parse(size);
                 long b = blockSize == null ? 0 : Sizes.parse(blockSize);
                 int phys = physical != null ? physical : f == DiskFormat.VHDX ? Math.max(4096, logical) : Math.max(512, logical);
@@ -144,10 +177,9 @@ public final class VhdCommand implements Runnable {
                 } catch (IllegalArgumentException e) {
                     throw new UserException(e.getMessage(), 2);
                 }
-                try (VirtualDisk d = VirtualDisks.create(file, o)) {
-                    System.out.println("created " + file + ": " + f.id() + " " + t.id() + ", "
-                        + Sizes.human(d.size()) + " (" + d.size() + " bytes)");
-                }
+                long made = DiskOps.create(file, o, force);
+                System.out.println("created " + file + ": " + f.id() + " " + t.id() + ", "
+                    + Sizes.human(made) + " (" + made + " bytes)");
                 return 0;
             });
         }
@@ -158,17 +190,46 @@ public final class VhdCommand implements Runnable {
     static final class Info implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
-        @Option(names = "--json", description = "Print one JSON object.")
+        @Option(names = "--json", description = "Print one JSON object (an array with --backing-chain); same as --output json.")
         boolean json;
+        @Option(names = "--output", paramLabel = "human|json", description = "Report format (default human).")
+        String output = "human";
+        @Option(names = {"-f", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Read FILE as this format (default: from its content).")
+        String format;
+        @Option(names = "--backing-chain", description = "Also describe every parent, nearest first.")
+        boolean backingChain;
 
         @Override
         public Integer call() {
             return guard(() -> {
-                ImageInfo i = DiskOps.info(file);
+                if (!output.equals("human") && !output.equals("json")) {
+                    throw new UserException("unknown --output \"" + output + "\" (human or json)", 2);
+                }
+                json |= output.equals("json");
+                ImageInfo first = DiskOps.info(file, sourceFormat(format));
+                java.util.List<ImageInfo> all = new java.util.ArrayList<>(java.util.List.of(first));
+                if (backingChain) {
+                    for (String p : first.parentChain()) {
+                        all.add(DiskOps.info(Path.of(p)));
+                    }
+                }
                 if (json) {
-                    System.out.println(i.toJson());
+                    System.out.println(backingChain
+                        ? "[" + String.join(",\n", all.stream().map(ImageInfo::toJson).toList()) + "]" : first.toJson());
                     return 0;
                 }
+                for (int k = 0; k < all.size(); k++) {
+                    if (k > 0) {
+                        System.out.println();
+                    }
+                    print(all.get(k));
+                }
+                return 0;
+            });
+        }
+
+        private static void print(ImageInfo i) {
+            {
                 System.out.println("image:              " + i.path());
                 System.out.println("format:             " + i.format());
                 System.out.println("type:               " + i.type());
@@ -184,8 +245,7 @@ public final class VhdCommand implements Runnable {
                     System.out.println((k == 0 ? "parent chain:       " : "                    ") + i.parentChain().get(k));
                 }
                 i.details().forEach((k, v) -> System.out.println(String.format("%-20s%s", k + ":", v)));
-                return 0;
-            });
+            }
         }
     }
 
@@ -197,11 +257,22 @@ public final class VhdCommand implements Runnable {
         Path file;
         @Option(names = "--repair", description = "Fix what is safely fixable (VHD footer copies; VHDX log replay).")
         boolean repair;
+        @Option(names = {"-f", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Check FILE as this format (default: from its content).")
+        String format;
+        @Option(names = "--output", paramLabel = "human|json", description = "Report format (default human).")
+        String output = "human";
 
         @Override
         public Integer call() {
             return guard(() -> {
-                CheckReport r = DiskOps.check(file, repair);
+                if (!output.equals("human") && !output.equals("json")) {
+                    throw new UserException("unknown --output \"" + output + "\" (human or json)", 2);
+                }
+                CheckReport r = DiskOps.check(file, sourceFormat(format), repair);
+                if (output.equals("json")) {
+                    System.out.println(r.toJson(file.toString()));
+                    return r.exitCode();
+                }
                 r.problems().forEach(p -> System.out.println("problem: " + p));
                 r.repaired().forEach(p -> System.out.println("repaired: " + p));
                 r.notes().forEach(p -> System.out.println("note: " + p));
@@ -217,18 +288,26 @@ public final class VhdCommand implements Runnable {
 
     @Command(name = "convert", mixinStandardHelpOptions = true,
         description = {"Copy SRC into a new image DST in any format (a differencing chain is flattened).",
-            "Sparse-aware: holes and unallocated blocks are not read, zero chunks are not written."})
+            "Sparse-aware: holes and unallocated blocks are not read, zero chunks are not written.",
+            "DST is built beside its final name and renamed into place when complete; an existing DST is",
+            "replaced only with --force, never when it is SRC or one of SRC's parents."})
     static final class Convert implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "SRC")
         Path src;
         @Parameters(index = "1", paramLabel = "DST")
         Path dst;
-        @Option(names = "--format", paramLabel = "vhdx|vhd|raw", description = "Default: from DST's extension.")
+        @Option(names = {"-O", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Format of DST (default: from DST's extension).")
         String format;
+        @Option(names = {"-f", "--source-format"}, paramLabel = "vhdx|vhd|raw", description = "Read SRC as this format (default: from its content).")
+        String sourceFormat;
         @Option(names = "--type", paramLabel = "fixed|dynamic", description = "Default: dynamic.")
         String type = "dynamic";
         @Option(names = "--block-size", paramLabel = "B", description = "Block size of a VHDX/VHD destination.")
         String blockSize;
+        @Option(names = "--force", description = "Replace an existing DST (atomically, once the copy is complete).")
+        boolean force;
+        @picocli.CommandLine.Mixin
+        ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
@@ -241,11 +320,11 @@ public final class VhdCommand implements Runnable {
                 long b = blockSize == null ? 0 : Sizes.parse(blockSize);
                 long t0 = System.nanoTime();
                 DiskOps.CopyResult r;
-                try (ProgressBar bar = new ProgressBar("convert")) {
-                    r = DiskOps.convert(src, dst, f, t, b, bar);
+                try (ProgressBar bar = new ProgressBar("convert", progress)) {
+                    r = DiskOps.convert(src, sourceFormat(sourceFormat), dst, f, t, b, force, bar);
                 }
                 double s = (System.nanoTime() - t0) / 1e9;
-                System.out.println(String.format(Locale.ROOT, "converted %s -> %s (%s): %s written, %s skipped, %.2f s",
+                progress.say(String.format(Locale.ROOT, "converted %s -> %s (%s): %s written, %s skipped, %.2f s",
                     src, dst, f.id(), Sizes.human(r.bytesWritten()), Sizes.human(r.bytesSkipped()), s));
                 return 0;
             });
@@ -253,41 +332,51 @@ public final class VhdCommand implements Runnable {
     }
 
     @Command(name = "resize", mixinStandardHelpOptions = true,
-        description = {"Change an image's virtual size.",
-            "VHD and VHDX grow; VHDX and raw shrink only when the cut-off tail holds no data; VHD never shrinks."})
+        description = {"Change an image's virtual size (absolute, or relative: +1G, -512M).",
+            "VHD and VHDX grow; shrinking needs --shrink and is refused (file unchanged) unless the cut-off",
+            "tail reads as zeros (VHDX, raw); VHD never shrinks."})
     static final class Resize implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
-        @Option(names = "--size", required = true, paramLabel = "S", description = "New virtual size (K/M/G/T).")
+        @Option(names = "--size", required = true, paramLabel = "S", description = "New virtual size (K/M/G/T), or +S/-S relative to the current one.")
         String size;
+        @Option(names = "--shrink", description = "Allow the size to get smaller (as qemu-img resize --shrink).")
+        boolean shrink;
+        @picocli.CommandLine.Mixin
+        ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
+                long current = DiskOps.info(file).virtualSize();
+                long wanted = Sizes.parseRelative(size, current);
                 long n;
-                try (ProgressBar bar = new ProgressBar("resize")) {
-                    n = DiskOps.resize(file, Sizes.parse(size), bar);
+                try (ProgressBar bar = new ProgressBar("resize", progress)) {
+                    n = DiskOps.resize(file, wanted, shrink, bar);
                 }
-                System.out.println("resized " + file + " to " + Sizes.human(n) + " (" + n + " bytes)");
+                progress.say("resized " + file + " to " + Sizes.human(n) + " (" + n + " bytes)");
                 return 0;
             });
         }
     }
 
     @Command(name = "compact", mixinStandardHelpOptions = true,
-        description = "Release zero and unmapped blocks so the file shrinks (the image reads the same).")
+        description = {"Release zero and unmapped blocks so the file shrinks (the image reads the same).",
+            "A VHDX keeps its identity (children stay linked); the file is never made larger."})
     static final class Compact implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
+        @picocli.CommandLine.Mixin
+        ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
                 DiskOps.CompactResult r;
-                try (ProgressBar bar = new ProgressBar("compact")) {
+                try (ProgressBar bar = new ProgressBar("compact", progress)) {
                     r = DiskOps.compact(file, bar);
                 }
-                System.out.println("compacted " + file + ": file " + Sizes.human(r.fileSizeBefore()) + " -> "
+                progress.say("compacted " + file + ": file " + Sizes.human(r.fileSizeBefore()) + " -> "
                     + Sizes.human(r.fileSizeAfter()) + ", on disk " + Sizes.human(r.diskBytesBefore()) + " -> "
                     + Sizes.human(r.diskBytesAfter()));
                 return 0;
@@ -298,32 +387,37 @@ public final class VhdCommand implements Runnable {
     @Command(name = "merge", mixinStandardHelpOptions = true,
         description = {"Merge a differencing image into its parent, or flatten its chain with --into.",
             "Into the parent: the child is deleted afterwards, as Hyper-V does (--keep-child keeps it).",
+            "A VHDX merge that was killed is finished by running the same command again.",
             "With --into NEW: the whole chain is written to a new image and left untouched."})
     static final class Merge implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "CHILD")
         Path child;
         @Option(names = "--into", paramLabel = "NEW", description = "Write the flattened chain to this new image.")
         Path into;
-        @Option(names = "--format", paramLabel = "vhdx|vhd|raw", description = "Format of NEW (default: its extension).")
+        @Option(names = {"-O", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Format of NEW (default: its extension).")
         String format;
         @Option(names = "--type", paramLabel = "fixed|dynamic", description = "Type of NEW (default dynamic).")
         String type = "dynamic";
         @Option(names = "--keep-child", description = "Keep CHILD after merging it into its parent.")
         boolean keepChild;
+        @Option(names = "--force", description = "Replace an existing NEW (never one of the chain's own files).")
+        boolean force;
+        @picocli.CommandLine.Mixin
+        ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
                 DiskOps.CopyResult r;
-                try (ProgressBar bar = new ProgressBar("merge")) {
+                try (ProgressBar bar = new ProgressBar("merge", progress)) {
                     if (into != null) {
                         DiskFormat f = format != null ? format(format) : formatFromName(into);
-                        r = DiskOps.mergeInto(child, into, f, type(type), bar);
+                        r = DiskOps.mergeInto(child, into, f, type(type), force, bar);
                     } else {
                         r = DiskOps.mergeIntoParent(child, keepChild, bar);
                     }
                 }
-                System.out.println("merged " + child + (into != null ? " into " + into : " into its parent")
+                progress.say("merged " + child + (into != null ? " into " + into : " into its parent")
                     + ": " + Sizes.human(r.bytesWritten()) + " written");
                 return 0;
             });
@@ -332,7 +426,8 @@ public final class VhdCommand implements Runnable {
 
     @Command(name = "set-parent", mixinStandardHelpOptions = true,
         description = {"Point differencing image CHILD at PARENT (after the parent moved or was renamed).",
-            "PARENT must be the image CHILD was made from (VHD unique id); --force skips that check."})
+            "PARENT must be the image CHILD was made from (VHD unique id, VHDX DataWriteGuid); --force skips",
+            "that check. CHILD keeps its own identity, so images made from CHILD stay linked to it."})
     static final class SetParent implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "CHILD")
         Path child;
@@ -344,10 +439,85 @@ public final class VhdCommand implements Runnable {
         @Override
         public Integer call() {
             return guard(() -> {
+                if (java.nio.file.Files.exists(child) && java.nio.file.Files.exists(parent)
+                    && java.nio.file.Files.isSameFile(child, parent)) {
+                    throw new UserException("CHILD and PARENT are the same file (" + child + "); an image cannot be its own parent", 2);
+                }
                 DiskOps.setParent(child, parent, force);
                 System.out.println(child + " now has parent " + parent);
                 return 0;
             });
         }
+    }
+
+    @Command(name = "compare", mixinStandardHelpOptions = true,
+        description = {"Compare what two images read (any formats; a chain reads as a whole), as qemu-img compare.",
+            "A larger image's extra area must read as zeros unless --strict.",
+            "Exit status: 0 identical, 1 different, 2 error."})
+    static final class Compare implements Callable<Integer> {
+        @Parameters(index = "0", paramLabel = "A")
+        Path a;
+        @Parameters(index = "1", paramLabel = "B")
+        Path b;
+        @Option(names = {"-f", "--format-a"}, paramLabel = "vhdx|vhd|raw", description = "Read A as this format.")
+        String formatA;
+        @Option(names = {"-F", "--format-b"}, paramLabel = "vhdx|vhd|raw", description = "Read B as this format.")
+        String formatB;
+        @Option(names = {"-s", "--strict"}, description = "Images of different sizes are different.")
+        boolean strict;
+        @picocli.CommandLine.Mixin
+        ProgressOptions progress = new ProgressOptions();
+
+        @Override
+        public Integer call() {
+            return guard(() -> {
+                io.phost.vhdx.ops.ImageCompare.Result r;
+                try (VirtualDisk da = open(a, formatA); VirtualDisk db = open(b, formatB);
+                     ProgressBar bar = new ProgressBar("compare", progress)) {
+                    r = io.phost.vhdx.ops.ImageCompare.compare(da, db, strict, bar);
+                }
+                progress.say(r.identical() ? "Images are identical." : "Images differ: " + r.reason() + ".");
+                return r.identical() ? 0 : 1;
+            });
+        }
+    }
+
+    @Command(name = "map", mixinStandardHelpOptions = true,
+        description = {"List FILE's extents (a chain as a whole): runs that may hold data and runs that read as",
+            "zeros without being stored, as qemu-img map."})
+    static final class MapCmd implements Callable<Integer> {
+        @Parameters(index = "0", paramLabel = "FILE")
+        Path file;
+        @Option(names = {"-f", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Read FILE as this format.")
+        String format;
+        @Option(names = "--output", paramLabel = "human|json", description = "Report format (default human).")
+        String output = "human";
+
+        @Override
+        public Integer call() {
+            return guard(() -> {
+                if (!output.equals("human") && !output.equals("json")) {
+                    throw new UserException("unknown --output \"" + output + "\" (human or json)", 2);
+                }
+                java.util.List<io.phost.vhdx.ops.ImageMap.Extent> extents;
+                try (VirtualDisk d = open(file, format)) {
+                    extents = io.phost.vhdx.ops.ImageMap.of(d);
+                }
+                if (output.equals("json")) {
+                    System.out.println(io.phost.vhdx.ops.ImageMap.toJson(extents));
+                    return 0;
+                }
+                System.out.println(String.format("%-20s%-20s%s", "Offset", "Length", "Kind"));
+                for (io.phost.vhdx.ops.ImageMap.Extent e : extents) {
+                    System.out.println(String.format("0x%-18x0x%-18x%s", e.start(), e.length(), e.data() ? "data" : "zero"));
+                }
+                return 0;
+            });
+        }
+    }
+
+    /** Opens an image read-only as {@code format}, or as its content says. */
+    static VirtualDisk open(Path p, String format) throws IOException {
+        return format == null ? VirtualDisks.open(p, true) : VirtualDisks.open(p, format(format), true);
     }
 }

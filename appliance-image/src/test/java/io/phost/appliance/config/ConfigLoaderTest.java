@@ -99,7 +99,10 @@ class ConfigLoaderTest {
         PartitionConfig gen = c.partition("loadgen").orElseThrow();
         assertEquals("io", gen.workload().kind());
         assertNull(gen.command());
-        assertFalse(gen.autostart());
+        assertTrue(gen.autostart());
+        assertEquals(List.of("--rw", "randread", "--bs", "4k", "--iodepth", "32", "--runtime", "0"), gen.workload().args());
+        assertEquals("io", web1.workload().kind());
+        assertNull(web1.command());
         assertEquals(2, c.partitionsUsing(c.disk("base").orElseThrow()).size());
     }
 

@@ -56,6 +56,39 @@ class ConfigValidationTest {
     }
 
     @Test
+    void shouldCheckWorkloadArgumentsAsTheWorkloadWouldAtTheArgumentsPosition() {
+        assertErrors(HOST + """
+            [[partition]]
+            name = "p"
+              [partition.workload]
+              kind = "io"
+              args = ["--rw", "randread", "--block-size", "4KiB"]
+
+            [[partition]]
+            name = "q"
+            workload = { kind = "io", args = ["--iodepth", "many"] }
+
+            [[partition]]
+            name = "r"
+            workload = { kind = "io", args = ["--bs", "4KiB"] }
+
+            [[partition]]
+            name = "s"
+            workload = { kind = "idle", args = ["--fast"] }
+
+            [[partition]]
+            name = "t"
+            workload = { kind = "mixed", args = ["--io", "--rw sideways"] }
+            """,
+            "t.toml:7:31: partition[0].workload.args[2]: 'phost guest io' does not take '--block-size' (it takes --rw --bs "
+                + "--iodepth --numjobs --runtime --size --lun --offset --span --rwmixread --seed --poll-us --verify --json)",
+            "t.toml:11:48: partition[1].workload.args[1]: 'phost guest io': Invalid value for option '--iodepth': 'many' is not an int",
+            "t.toml:15:27: partition[2].workload.args: 'phost guest io': --bs: '4KiB' is not a size (bytes, or with k, m, g, t: 4k, 1m)",
+            "t.toml:19:37: partition[3].workload.args[0]: 'phost guest idle' does not take '--fast' (it takes no arguments)",
+            "t.toml:23:30: partition[4].workload.args: 'phost guest mixed': --rw must be read|write|randread|randwrite|randrw: sideways");
+    }
+
+    @Test
     void shouldReportWrongTypes() {
         assertErrors(HOST + """
             [[partition]]

@@ -80,13 +80,24 @@ class ManagementServerTest {
     @Test
     void shouldReplaceAStaleSocketFileButRefuseALiveOne() throws IOException {
         Path sock = dir.resolve("s.sock");
-        Files.writeString(sock, "stale");
+        try (var stale = java.nio.channels.ServerSocketChannel.open(java.net.StandardProtocolFamily.UNIX)) {
+            stale.bind(java.net.UnixDomainSocketAddress.of(sock)); // closed below: the file stays, nobody answers
+        }
         ManagementAddress a = ManagementAddress.parse("unix:" + sock);
         try (ManagementServer s = new ManagementServer(a, null)) {
             s.route("/health", q -> HttpResponse.json("{}")).start();
             IOException e = assertThrows(IOException.class, () -> new ManagementServer(a, null));
             assertTrue(e.getMessage().contains("another phost"));
         }
+    }
+
+    @Test
+    void shouldRefuseASocketPathThatIsAFileAndKeepTheFile() throws IOException {
+        Path disk = dir.resolve("disk.raw");
+        Files.writeString(disk, "a disk image");
+        IOException e = assertThrows(IOException.class, () -> new ManagementServer(ManagementAddress.parse("unix:" + disk), null));
+        assertTrue(e.getMessage().contains("not a socket"), e.getMessage());
+        assertEquals("a disk image", Files.readString(disk));
     }
 
     @Test

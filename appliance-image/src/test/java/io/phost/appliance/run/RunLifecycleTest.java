@@ -45,7 +45,8 @@ class RunLifecycleTest {
             assertEquals("running", doc.get("state"));
             assertTrue(doc.get("switches").toString().contains("switch=lan"), "a switch without ports is listed: " + doc);
             String metrics = c.get("/metrics").bodyText();
-            assertTrue(metrics.contains("# TYPE phost_up gauge") && metrics.contains("phost_up{host=\"lifecycle-test\"} 1"), metrics);
+            assertTrue(metrics.contains("# TYPE phost_up gauge") && metrics.contains("\nphost_up 1")
+                && metrics.contains("phost_host_info{name=\"lifecycle-test\"} 1"), metrics);
 
             long t0 = System.nanoTime();
             p.process().destroy(); // SIGTERM

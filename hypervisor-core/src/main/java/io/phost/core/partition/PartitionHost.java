@@ -99,17 +99,14 @@ public final class PartitionHost implements AutoCloseable {
     private volatile long cgroupOverhead = DEFAULT_CGROUP_OVERHEAD;
 
     public PartitionHost(Path dataDir, GuestLauncher launcher, Options options) throws IOException {
-        this.dataDir = Files.createDirectories(dataDir);
+        io.phost.core.sys.SocketFiles.createPrivateDirectories(dataDir);
+        this.dataDir = dataDir;
         this.socketPath = dataDir.resolve("vmbus.sock");
         this.launcher = launcher;
         this.options = options;
-        Files.deleteIfExists(socketPath);
-        this.listener = UnixSocket.listen(socketPath, 64);
-        try {
-            Files.setPosixFilePermissions(socketPath, java.nio.file.attribute.PosixFilePermissions.fromString("rw-------"));
-        } catch (UnsupportedOperationException | IOException e) {
-            // credentials still protect the socket; permissions are defence in depth
-        }
+        // Mode 0600 from the start (credentials are checked too; the mode is defence in depth); a stale socket
+        // is replaced, any other file at the path is refused, never deleted.
+        this.listener = io.phost.core.sys.SocketFiles.bindPrivate(socketPath, at -> UnixSocket.listen(at, 64));
         this.acceptor = new Thread(this::acceptLoop, "partition-host-accept");
         this.acceptor.setDaemon(true);
         this.watchdog = new Thread(this::watchLoop, "partition-host-watchdog");
@@ -418,8 +415,8 @@ public final class PartitionHost implements AutoCloseable {
         try {
             acceptor.join(1000);
             watchdog.join(1000);
-            Files.deleteIfExists(socketPath);
-        } catch (InterruptedException | IOException e) {
+            io.phost.core.sys.SocketFiles.unlinkIfSocket(socketPath);
+        } catch (InterruptedException e) {
             // best effort
         }
     }

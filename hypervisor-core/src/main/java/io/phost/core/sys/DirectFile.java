@@ -69,6 +69,8 @@ public final class DirectFile {
     // int fallocate(int fd, int mode, off_t offset, off_t len)
     private static final MethodHandle FALLOCATE = Native.downcall("fallocate",
         FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG));
+    // int flock(int fd, int operation)
+    private static final MethodHandle FLOCK = Native.downcall("flock", FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT));
     // off_t lseek(int fd, off_t offset, int whence)
     private static final MethodHandle LSEEK = Native.downcall("lseek",
         FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT));
@@ -189,6 +191,32 @@ public final class DirectFile {
         try {
             int r = (int) FALLOCATE.invokeExact(Native.errnoState(), fd, mode, offset, length);
             return r == 0 ? 0 : -Native.lastErrno();
+        } catch (Throwable t) {
+            throw Native.rethrow(t);
+        }
+    }
+
+    /** sys/file.h flock operations. */
+    public static final int LOCK_SH = 1;
+    public static final int LOCK_EX = 2;
+    public static final int LOCK_NB = 4;
+
+    /**
+     * flock(2) without waiting (LOCK_NB is added), retried on EINTR: 0, or -errno (-EWOULDBLOCK when another
+     * open file description holds a conflicting lock).
+     */
+    public static int tryFlock(int fd, int operation) {
+        try {
+            while (true) {
+                int r = (int) FLOCK.invokeExact(Native.errnoState(), fd, operation | LOCK_NB);
+                if (r == 0) {
+                    return 0;
+                }
+                int e = Native.lastErrno();
+                if (e != Errno.EINTR) {
+                    return -e;
+                }
+            }
         } catch (Throwable t) {
             throw Native.rethrow(t);
         }

@@ -36,22 +36,30 @@ public final class Allocations {
     }
 
     /**
-     * VHDX blocks through the public BAT view: a block may hold data when the nearest layer that says
+     * VHDX blocks through the public BAT view: a byte may hold data when the nearest layer that says
      * anything about it says FULLY_PRESENT, PARTIALLY_PRESENT, UNMAPPED or UNDEFINED (conservative); ZERO
-     * reads zeros; NOT_PRESENT defers to the parent (zeros without one).
+     * reads zeros; NOT_PRESENT defers to the parent (zeros without one, or past a smaller parent's end).
+     * Each layer is asked about its own block (layers may have different block sizes); the walk steps in
+     * units of the smallest block size in the chain, which divides every other one (powers of two).
      */
     static final class VhdxMap implements AllocationMap {
         private final VhdxDisk disk;
-        private final long blockSize;
+        private final long unit;
 
         VhdxMap(VhdxDisk disk) {
             this.disk = disk;
-            this.blockSize = disk.blockSize();
+            long u = disk.blockSize();
+            for (VhdxDisk d = disk.parent(); d != null; d = d.parent()) {
+                u = Math.min(u, d.blockSize());
+            }
+            this.unit = u;
         }
 
-        boolean mayHoldData(long block) {
+        /** True when the unit starting at {@code offset} may hold data somewhere in the chain. */
+        boolean mayHoldData(long offset) {
             for (VhdxDisk d = disk; d != null; d = d.parent()) {
-                if (block >= d.blockCount()) {
+                long block = offset / d.blockSize();
+                if (offset >= d.size() || block >= d.blockCount()) {
                     return false;
                 }
                 switch (d.blockState(block)) {
@@ -72,9 +80,9 @@ public final class Allocations {
         @Override
         public long nextAllocated(long offset) {
             long size = disk.size();
-            for (long b = offset / blockSize; b * blockSize < size; b++) {
-                if (mayHoldData(b)) {
-                    return Math.max(offset, b * blockSize);
+            for (long u = offset / unit; u * unit < size; u++) {
+                if (mayHoldData(u * unit)) {
+                    return Math.max(offset, u * unit);
                 }
             }
             return size;
@@ -83,9 +91,9 @@ public final class Allocations {
         @Override
         public long nextUnallocated(long offset) {
             long size = disk.size();
-            for (long b = offset / blockSize; b * blockSize < size; b++) {
-                if (!mayHoldData(b)) {
-                    return Math.max(offset, b * blockSize);
+            for (long u = offset / unit; u * unit < size; u++) {
+                if (!mayHoldData(u * unit)) {
+                    return Math.max(offset, u * unit);
                 }
             }
             return size;

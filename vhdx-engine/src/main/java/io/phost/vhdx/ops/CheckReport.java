@@ -18,4 +18,26 @@ public record CheckReport(List<String> problems, List<String> notes, List<String
         }
         return problems.size() > repaired.size() ? 1 : 0;
     }
+
+    /** One JSON object for {@code check --output=json}: path, readable, exitCode and the three lists. */
+    public String toJson(String path) {
+        StringBuilder b = new StringBuilder("{\"path\":");
+        ImageInfo.quote(b, path);
+        b.append(",\"readable\":").append(readable).append(",\"exitCode\":").append(exitCode());
+        list(b.append(",\"problems\":"), problems);
+        list(b.append(",\"repaired\":"), repaired);
+        list(b.append(",\"notes\":"), notes);
+        return b.append('}').toString();
+    }
+
+    private static void list(StringBuilder b, List<String> items) {
+        b.append('[');
+        for (int i = 0; i < items.size(); i++) {
+            if (i > 0) {
+                b.append(',');
+            }
+            ImageInfo.quote(b, items.get(i));
+        }
+        b.append(']');
+    }
 }

@@ -27,6 +27,7 @@ import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.UUID;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
@@ -45,8 +46,13 @@ public final class DiskOps {
     // ------------------------------------------------------------------------------------------ info
 
     public static ImageInfo info(Path path) throws IOException {
+        return info(path, null);
+    }
+
+    /** Describes {@code path} read as {@code format} (null: recognised from content). */
+    public static ImageInfo info(Path path, DiskFormat format) throws IOException {
         long fileSize = Files.size(path);
-        try (VirtualDisk d = VirtualDisks.open(path, true)) {
+        try (VirtualDisk d = format == null ? VirtualDisks.open(path, true) : VirtualDisks.open(path, format, true)) {
             Map<String, String> details = new LinkedHashMap<>();
             List<String> chain = new ArrayList<>();
             String type;
@@ -105,7 +111,12 @@ public final class DiskOps {
      * log in place. Raw images have no metadata to check.
      */
     public static CheckReport check(Path path, boolean repair) throws IOException {
-        DiskFormat format = VirtualDisks.detect(path);
+        return check(path, null, repair);
+    }
+
+    /** Checks {@code path} as {@code forced} (null: recognised from content). */
+    public static CheckReport check(Path path, DiskFormat forced, boolean repair) throws IOException {
+        DiskFormat format = forced != null ? forced : VirtualDisks.detect(path);
         return switch (format) {
             case RAW -> new CheckReport(List.of(), List.of("raw images have no metadata to check"), List.of(), true);
             case VHD -> {
@@ -154,22 +165,46 @@ public final class DiskOps {
     /**
      * Converts {@code src} (any format, a differencing chain is flattened) into a new image {@code dst}.
      * Sparse-aware: ranges the source's allocation map says are empty are never read (SEEK_DATA/SEEK_HOLE for
-     * raw, the BAT for VHD/VHDX), and chunks that read as zeros are never written.
+     * raw, the BAT for VHD/VHDX), and chunks that read as zeros are never written. The image is built in a
+     * temporary file beside {@code dst} and published only when complete ({@link NewImage}); an existing
+     * {@code dst} is replaced only with {@code force}, and never when it is part of the source's chain.
+     *
+     * @param srcFormat the source's format, or null to recognise it from content
      */
-    public static CopyResult convert(Path src, Path dst, DiskFormat format, DiskType type, long blockSize,
-                                     Progress progress) throws IOException {
+    public static CopyResult convert(Path src, DiskFormat srcFormat, Path dst, DiskFormat format, DiskType type,
+                                     long blockSize, boolean force, Progress progress) throws IOException {
         if (type == DiskType.DIFFERENCING) {
             throw new IllegalArgumentException("convert makes fixed or dynamic images");
         }
-        if (Files.exists(dst) && Files.isSameFile(src, dst)) {
-            throw new IllegalArgumentException("source and destination are the same file");
-        }
-        try (VirtualDisk in = VirtualDisks.open(src, true)) {
-            return convertFrom(in, dst, format, type, blockSize, progress);
+        try (VirtualDisk in = srcFormat == null ? VirtualDisks.open(src, true) : VirtualDisks.open(src, srcFormat, true)) {
+            NewImage target = NewImage.prepare(dst, force, chainPaths(src, in));
+            return convertFrom(in, target, format, type, blockSize, progress);
         }
     }
 
-    static CopyResult convertFrom(VirtualDisk in, Path dst, DiskFormat format, DiskType type, long blockSize,
+    /** {@link #convert(Path, DiskFormat, Path, DiskFormat, DiskType, long, boolean, Progress)}: probed source, no replacing. */
+    public static CopyResult convert(Path src, Path dst, DiskFormat format, DiskType type, long blockSize,
+                                     Progress progress) throws IOException {
+        return convert(src, null, dst, format, type, blockSize, false, progress);
+    }
+
+    /** {@code path} and the files of its open parent chain, nearest first. */
+    static List<Path> chainPaths(Path path, VirtualDisk d) {
+        List<Path> out = new ArrayList<>();
+        out.add(path);
+        switch (d) {
+            case VhdDisk v -> {
+                for (VhdDisk p = v.parent(); p != null; p = p.parent()) {
+                    out.add(p.path());
+                }
+            }
+            case VhdxDisk x -> x.parentChain().forEach(p -> out.add(p.path()));
+            default -> { }
+        }
+        return out;
+    }
+
+    static CopyResult convertFrom(VirtualDisk in, NewImage target, DiskFormat format, DiskType type, long blockSize,
                                   Progress progress) throws IOException {
         long size = (in.size() + 511) & -512L;
         // VHDX keeps a VHDX source's sector sizes; from other formats it gets Hyper-V's 512/4096 default.
@@ -178,17 +213,18 @@ public final class DiskOps {
         int physical = format != DiskFormat.VHDX ? 512
             : in instanceof VhdxDisk ? Math.max(logical, in.physicalSectorSize()) : 4096;
         CreateOptions o = new CreateOptions(format, type, size, null, blockSize, logical, physical);
-        boolean ok = false;
-        try (VirtualDisk out = VirtualDisks.create(dst, o)) {
-            CopyResult r = copy(in, out, Math.min(in.size(), size), progress);
-            out.flush();
-            ok = true;
-            return r;
-        } finally {
-            if (!ok) {
-                Files.deleteIfExists(dst);
+        CopyResult r;
+        try {
+            try (VirtualDisk out = VirtualDisks.create(target.tmp(), o)) {
+                r = copy(in, out, Math.min(in.size(), size), progress);
+                out.flush();
             }
+            target.publish();
+        } catch (IOException | RuntimeException | Error e) {
+            target.abandon(e);
+            throw e;
         }
+        return r;
     }
 
     /** Copy workers: several requests in flight, as qemu-img convert keeps 8 coroutines busy. */
@@ -240,6 +276,14 @@ public final class DiskOps {
                 }
             });
         }
+        long total = 0; // progress counts work (bytes to read), not position: a first walk of the map sums it
+        for (long o = map.nextAllocated(0) & -512L; o < readable; ) {
+            long e = Math.min((map.nextUnallocated(o) + 511) & -512L, readable);
+            e = e <= o ? Math.min(o + 512, readable) : e;
+            total += e - o;
+            o = e >= readable ? readable : map.nextAllocated(e) & -512L;
+        }
+        long done = 0;
         try {
             long off = map.nextAllocated(0) & -512L;
             while (off < readable && failure.get() == null) {
@@ -252,7 +296,8 @@ public final class DiskOps {
                     long n = Math.min(end - c, CHUNK - (c % CHUNK));
                     queue.put(new long[] {c, n});
                     c += n;
-                    progress.update(c, readable);
+                    done += n;
+                    progress.update(done, total);
                 }
                 off = end >= readable ? readable : map.nextAllocated(end) & -512L;
             }
@@ -288,19 +333,29 @@ public final class DiskOps {
                 default -> throw new IOException(t);
             }
         }
-        progress.update(readable, readable);
+        progress.update(total, total);
         return new CopyResult(written.get(), readable - written.get());
     }
 
     // ------------------------------------------------------------------------------------------ resize
 
     /**
-     * Resizes an image and returns its new size. VHD: grow only (CHS-sized images round up to their
+     * Resizes an image and returns its new size; a shrink needs {@code allowShrink} (qemu-img's --shrink). VHD: grow only (CHS-sized images round up to their
      * geometry). Raw: grow, or shrink when the tail holds only zeros. VHDX: in place by the VHDX engine
      * ({@link VhdxDisk#resize}: grow, or shrink when no block past the new end is allocated).
      */
-    public static long resize(Path path, long newSize, Progress progress) throws IOException {
+    public static long resize(Path path, long newSize, boolean allowShrink, Progress progress) throws IOException {
         DiskFormat format = VirtualDisks.detect(path);
+        if (!allowShrink) {
+            long current;
+            try (VirtualDisk d = VirtualDisks.open(path, format, true)) {
+                current = d.size();
+            }
+            if (newSize < current) {
+                throw new IllegalArgumentException("shrinking " + path + " from " + current + " to " + newSize
+                    + " bytes drops its tail: pass --shrink (it is refused anyway when the tail holds data)");
+            }
+        }
         switch (format) {
             case VHD -> {
                 return VhdMaintenance.resize(path, newSize);
@@ -363,7 +418,7 @@ public final class DiskOps {
     /**
      * Releases zero and unmapped blocks so the file shrinks. VHD: see {@link VhdMaintenance#compact}. Raw: zero
      * chunks are punched out. VHDX (fixed/dynamic): rebuilt beside the old file with only non-zero blocks and
-     * renamed into place (a new virtual disk id; differencing VHDX is not compacted yet).
+     * renamed into place with the old identity (differencing VHDX is not compacted yet).
      */
     public static CompactResult compact(Path path, Progress progress) throws IOException {
         long diskBefore = diskBytes(path);
@@ -402,29 +457,41 @@ public final class DiskOps {
         }
     }
 
+    /**
+     * VHDX compact: the non-zero blocks are copied into a new image beside the old one, which takes the old
+     * image's VirtualDiskId and DataWriteGuid (children stay linked: it reads the same) and replaces it
+     * atomically, unless it would not take less space on disk (then the old file stays as it was).
+     */
     private static void compactVhdx(Path path, Progress progress) throws IOException {
-        Path tmp = path.resolveSibling(path.getFileName() + ".compact-tmp");
-        Files.deleteIfExists(tmp);
-        try (VhdxDisk in = VhdxDisk.open(path, true)) {
-            if (in.parent() != null) {
-                throw new UnsupportedOperationException("compacting a differencing VHDX needs its sector bitmaps,"
-                    + " which the VHDX engine does not expose yet");
-            }
-            DiskType type = in.leaveBlocksAllocated() ? DiskType.FIXED : DiskType.DYNAMIC;
-            CreateOptions o = new CreateOptions(DiskFormat.VHDX, type, in.size(), null, in.blockSize(),
-                in.logicalSectorSize(), in.physicalSectorSize());
-            boolean ok = false;
-            try (VirtualDisk out = VirtualDisks.create(tmp, o)) {
-                copy(in, out, in.size(), progress);
-                out.flush();
-                ok = true;
-            } finally {
-                if (!ok) {
-                    Files.deleteIfExists(tmp);
+        NewImage target = NewImage.prepare(path, true, List.of()); // refuses an image open elsewhere
+        try {
+            UUID diskId;
+            UUID dataWrite;
+            try (VhdxDisk in = VhdxDisk.open(path, true)) {
+                if (in.parent() != null) {
+                    throw new UnsupportedOperationException("compacting a differencing VHDX needs its sector bitmaps,"
+                        + " which the VHDX engine does not expose yet");
+                }
+                diskId = in.virtualDiskId();
+                dataWrite = in.dataWriteGuid();
+                DiskType type = in.leaveBlocksAllocated() ? DiskType.FIXED : DiskType.DYNAMIC;
+                CreateOptions o = new CreateOptions(DiskFormat.VHDX, type, in.size(), null, in.blockSize(),
+                    in.logicalSectorSize(), in.physicalSectorSize());
+                try (VirtualDisk out = VirtualDisks.create(target.tmp(), o)) {
+                    copy(in, out, in.size(), progress);
+                    out.flush();
                 }
             }
+            VhdxDisk.adoptIdentity(target.tmp(), diskId, dataWrite);
+            if (diskBytes(target.tmp()) >= diskBytes(path)) {
+                target.abandon(null);
+                return; // nothing to gain: never grow the file
+            }
+            target.publish();
+        } catch (IOException | RuntimeException | Error e) {
+            target.abandon(e);
+            throw e;
         }
-        replace(tmp, path);
     }
 
     /** Bytes the file occupies on disk (st_blocks * 512), or its length where that is unknown. */
@@ -443,10 +510,15 @@ public final class DiskOps {
      * parent are not updated: they see the merged data.
      */
     public static CopyResult mergeIntoParent(Path child, boolean keepChild, Progress progress) throws IOException {
+        if (Files.exists(VhdxMerge.journalOf(child))) {
+            return VhdxMerge.merge(child, keepChild, progress); // an interrupted merge: finish it
+        }
         CopyResult r;
         switch (VirtualDisks.detect(child)) {
             case VHD -> r = mergeVhd(child, progress);
-            case VHDX -> r = mergeVhdx(child, progress);
+            case VHDX -> {
+                return VhdxMerge.merge(child, keepChild, progress);
+            }
             default -> throw new IllegalArgumentException(child + " is a raw image, not a differencing one");
         }
         if (!keepChild) {
@@ -482,90 +554,39 @@ public final class DiskOps {
     }
 
     /**
-     * VHDX merge in two phases, because an open child holds a shared lock on its parent and the parent needs
-     * an exclusive one to be written: (1) with the child open, the child's view of every block the child
-     * says something about is staged in a sparse scratch file beside the parent; (2) with the child closed,
-     * the staged blocks are written into the parent (ZERO blocks as zeros). For sectors the child does not
-     * store, its view is the parent's own data, so rewriting it changes nothing.
+     * Flattens the chain ending at {@code child} into a new image {@code dst} (the chain is untouched). An
+     * existing {@code dst} is replaced only with {@code force}, and never when it belongs to the chain.
      */
-    private static CopyResult mergeVhdx(Path child, Progress progress) throws IOException {
-        Path parentPath;
-        long size;
-        long bs;
-        List<Long> zeroBlocks = new ArrayList<>();
-        List<Long> dataBlocks = new ArrayList<>();
-        Path stage;
-        try (VhdxDisk c = VhdxDisk.open(child, true)) {
-            if (c.parent() == null) {
-                throw new IllegalArgumentException(child + " is not a differencing image");
-            }
-            parentPath = c.parentChain().getFirst().path();
-            size = c.size();
-            bs = c.blockSize();
-            stage = parentPath.resolveSibling(parentPath.getFileName() + ".merge-stage");
-            Files.deleteIfExists(stage);
-            try (RawDisk s = RawDisk.create(stage, (size + 511) & -512L, false); Arena arena = Arena.ofConfined()) {
-                MemorySegment buf = arena.allocate(CHUNK, 4096);
-                for (long b = 0; b < c.blockCount(); b++) {
-                    long start = b * bs;
-                    long len = Math.min(bs, size - start);
-                    switch (c.blockState(b)) {
-                        case NOT_PRESENT, UNDEFINED -> {
-                            continue;
-                        }
-                        case ZERO -> zeroBlocks.add(b);
-                        default -> {
-                            dataBlocks.add(b);
-                            for (long d = 0; d < len; ) {
-                                long n = Math.min(CHUNK, len - d);
-                                MemorySegment part = buf.asSlice(0, n);
-                                c.read(start + d, part);
-                                s.write(start + d, part);
-                                d += n;
-                            }
-                        }
-                    }
-                    progress.update(start + len / 2, size);
-                }
-            } catch (IOException | RuntimeException e) {
-                Files.deleteIfExists(stage);
-                throw e;
-            }
-        }
-        long written = 0;
-        try (VirtualDisk p = VirtualDisks.open(parentPath, false); RawDisk s = RawDisk.open(stage, true);
-             Arena arena = Arena.ofConfined()) {
-            MemorySegment buf = arena.allocate(CHUNK, 4096);
-            for (long b : dataBlocks) {
-                long start = b * bs;
-                long len = Math.min(bs, size - start);
-                for (long d = 0; d < len; ) {
-                    long n = Math.min(CHUNK, len - d);
-                    MemorySegment part = buf.asSlice(0, n);
-                    s.read(start + d, part);
-                    p.write(start + d, part);
-                    d += n;
-                }
-                written += len;
-            }
-            for (long b : zeroBlocks) {
-                long start = b * bs;
-                long len = Math.min(bs, size - start);
-                p.writeZeroes(start, len);
-                written += len;
-            }
-            p.flush();
-        } finally {
-            Files.deleteIfExists(stage);
-        }
-        progress.update(size, size);
-        return new CopyResult(written, size - written);
+    public static CopyResult mergeInto(Path child, Path dst, DiskFormat format, DiskType type, boolean force,
+                                       Progress progress) throws IOException {
+        return convert(child, null, dst, format, type, 0, force, progress);
     }
 
-    /** Flattens the chain ending at {@code child} into a new image {@code dst} (the chain is untouched). */
+    /** {@link #mergeInto(Path, Path, DiskFormat, DiskType, boolean, Progress)} without replacing. */
     public static CopyResult mergeInto(Path child, Path dst, DiskFormat format, DiskType type, Progress progress)
         throws IOException {
-        return convert(child, dst, format, type, 0, progress);
+        return mergeInto(child, dst, format, type, false, progress);
+    }
+
+    /**
+     * Creates a new image {@code dst} through a temporary file ({@link NewImage}): an existing file is
+     * replaced only with {@code force}; a failed create leaves nothing behind. Returns the virtual size.
+     */
+    public static long create(Path dst, CreateOptions options, boolean force) throws IOException {
+        List<Path> inputs = options.parent() == null ? List.of() : List.of(options.parent());
+        NewImage target = NewImage.prepare(dst, force, inputs);
+        long size;
+        try {
+            try (VirtualDisk d = VirtualDisks.create(target.tmp(), options)) {
+                size = d.size();
+                d.flush();
+            }
+            target.publish();
+        } catch (IOException | RuntimeException | Error e) {
+            target.abandon(e);
+            throw e;
+        }
+        return size;
     }
 
     // ------------------------------------------------------------------------------------------ set-parent
@@ -597,6 +618,7 @@ public final class DiskOps {
 
     /** True for the exceptions that mean "this file is not a valid image" (as opposed to I/O failures). */
     public static boolean isFormatError(Throwable t) {
-        return t instanceof VhdFormatException || t instanceof VhdxFormatException;
+        return t instanceof VhdFormatException || t instanceof VhdxFormatException
+            || t instanceof io.phost.vhdx.UnsupportedImageException;
     }
 }

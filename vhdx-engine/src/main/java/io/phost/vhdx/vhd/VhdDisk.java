@@ -147,8 +147,9 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
     }
 
     private static VhdDisk open(Path path, boolean readOnly, int depth, List<Path> seen) throws IOException {
-        if (depth > MAX_CHAIN_DEPTH) {
-            throw new VhdFormatException(Reason.CHAIN_TOO_DEEP, 0, "parent chain deeper than " + MAX_CHAIN_DEPTH);
+        if (depth >= MAX_CHAIN_DEPTH) {
+            // Same limit as VHDX: a chain holds at most MAX_CHAIN_DEPTH images, the child included.
+            throw new VhdFormatException(Reason.CHAIN_TOO_DEEP, 0, "parent chain longer than " + MAX_CHAIN_DEPTH + " images");
         }
         Path real = path.toRealPath();
         if (seen.contains(real)) {
@@ -224,8 +225,9 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
             throw new VhdFormatException(Reason.BAD_SIZE, sizeFieldOffset, "virtual size " + size);
         }
         if (size > VhdFooter.MAX_SIZE) {
+            // virtualSize() caps what it returns; name the field's own (unsigned) value, not the cap
             throw new VhdFormatException(Reason.TOO_LARGE, sizeFieldOffset,
-                "virtual size " + size + " over the 2040 GiB VHD limit");
+                "virtual size " + Long.toUnsignedString(footer.currentSize()) + " over the 2040 GiB VHD limit");
         }
         if (type == VhdFooter.TYPE_FIXED) {
             if (size > footerOffset) {
@@ -528,7 +530,17 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
                 Files.deleteIfExists(path);
             }
         }
-        return open(path, false);
+        try {
+            return open(path, false);
+        } catch (IOException | RuntimeException e) {
+            // e.g. the new child makes the chain one image too long: do not leave a file nobody can open
+            try {
+                Files.deleteIfExists(path);
+            } catch (IOException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
     }
 
     /** Writes W2ku and W2ru locators after {@code end}; returns the new end. */
@@ -1062,6 +1074,11 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
         void accept(long offset, long length) throws IOException;
     }
 
+    /**
+     * The first offset >= {@code offset} this image or any ancestor stores: the nearer of this file's next
+     * allocated block and the parent's next allocated range (a parent smaller than this disk holds nothing
+     * past its end). Both walks are needed: a child block can lie before the parent's next range.
+     */
     @Override
     public long nextAllocated(long offset) throws IOException {
         if (offset >= size) {
@@ -1071,25 +1088,20 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
             long d = file.seekData(offset);
             return d < 0 ? size : Math.min(d, size);
         }
+        long own = size;
         for (int b = (int) (offset >>> blockShift); b < bat.length; b++) {
-            long from = Math.max(offset, (long) b * blockSize);
             if (blockAllocated(b)) {
-                return from;
-            }
-            if (parent != null) {
-                long p = parent.nextAllocated(from);
-                long blockEnd = Math.min((long) (b + 1) * blockSize, size);
-                if (p < blockEnd) {
-                    return p;
-                }
-                // Skip ahead to the parent's next allocated range.
-                if (p >= size) {
-                    return size;
-                }
-                b = (int) (p >>> blockShift) - 1;
+                own = Math.max(offset, (long) b * blockSize);
+                break;
             }
         }
-        return size;
+        if (parent != null && offset < Math.min(own, parent.size())) {
+            long p = parent.nextAllocated(offset);
+            if (p < parent.size() && p < own) {
+                return p;
+            }
+        }
+        return Math.min(own, size);
     }
 
     @Override
@@ -1112,11 +1124,14 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
                 return pos;
             }
             long blockEnd = Math.min((long) (b + 1) * blockSize, size);
+            if (pos >= parent.size()) {
+                return pos; // past a smaller parent's end: nothing stored there
+            }
             long p = parent.nextAllocated(pos);
             if (p > pos) {
                 return pos;
             }
-            long pe = parent.nextUnallocated(pos);
+            long pe = Math.min(parent.nextUnallocated(pos), parent.size());
             if (pe < blockEnd) {
                 return pe;
             }

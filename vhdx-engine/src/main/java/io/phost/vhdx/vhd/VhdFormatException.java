@@ -52,11 +52,18 @@ public final class VhdFormatException extends IOException {
 
     private final Reason reason;
     private final long fileOffset;
+    private final String detail;
 
     public VhdFormatException(Reason reason, long fileOffset, String detail) {
         super(reason + " at fileOffset=" + fileOffset + ": " + detail);
         this.reason = reason;
         this.fileOffset = fileOffset;
+        this.detail = detail;
+    }
+
+    /** The message without the reason code and offset, for users (a refused request is not a damaged file). */
+    public String detail() {
+        return detail;
     }
 
     public Reason reason() {

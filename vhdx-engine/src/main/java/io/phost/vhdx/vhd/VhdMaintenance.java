@@ -80,7 +80,8 @@ public final class VhdMaintenance {
             if (actual == oldSize) {
                 return oldSize;
             }
-            footer.currentSize(actual).geometry(geo[0], geo[1], geo[2]).sealChecksum();
+            // Original size follows too (as Hyper-V's Resize-VHD does): tools that trust it must see the new size.
+            footer.currentSize(actual).originalSize(actual).geometry(geo[0], geo[1], geo[2]).sealChecksum();
             if (p.header() == null) {
                 // Fixed: extend, new footer at the new end, then zero where the old footer was, then trim.
                 f.truncate(actual + VhdFooter.LENGTH);

@@ -117,11 +117,24 @@ public final class VhdxCheck {
             if (!allocated) {
                 continue;
             }
+            long len = isBitmap ? BatDescriptor.SECTOR_BITMAP_BLOCK_LENGTH : d.blockSize();
+            if (off < 0) {
+                // FileOffsetMB >= 2^43 scales past 2^63: no such file offset exists (checked before any sum).
+                out.add(new Finding(Severity.ERROR, "BAT_OFFSET_OVERFLOW", batOffset + i * 8L,
+                    "BAT entry " + i + " FileOffsetMB " + (e >>> BatDescriptor.FILE_OFFSET_SHIFT)
+                        + " overflows a 64-bit file offset"));
+                continue;
+            }
+            if (off == 0) {
+                out.add(new Finding(Severity.ERROR, "BAT_ENTRY_AT_ZERO", batOffset + i * 8L,
+                    "BAT entry " + i + " is allocated at FileOffsetMB 0 (the header section)"));
+                continue;
+            }
             starts[n] = off;
-            lens[n] = isBitmap ? BatDescriptor.SECTOR_BITMAP_BLOCK_LENGTH : d.blockSize();
+            lens[n] = len;
             index[n] = i;
-            maxEnd = Math.max(maxEnd, off + lens[n]);
-            if (off + lens[n] > fileSize) {
+            maxEnd = Math.max(maxEnd, off > fileSize - len ? fileSize : off + len);
+            if (off > fileSize - len) {
                 out.add(new Finding(Severity.ERROR, "BAT_ENTRY_BEYOND_EOF", batOffset + i * 8L,
                     "block at " + off + " ends past the file size " + fileSize));
             }

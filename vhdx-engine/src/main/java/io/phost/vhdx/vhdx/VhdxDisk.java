@@ -206,6 +206,7 @@ public final class VhdxDisk implements MappedDisk {
     private static VhdxDisk openFile(Path path, NativeFile f, boolean readOnly, int depth, boolean skipParent)
         throws IOException {
         VhdxParser.Parsed p = new VhdxParser.Parsed();
+        p.readOnly = readOnly;
         p.fileSize = f.size();
         int sectionLength = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
         if (p.fileSize < sectionLength) {
@@ -263,6 +264,10 @@ public final class VhdxDisk implements MappedDisk {
             }
         };
         VhdxParser.parseRegionsAndMetadata(p, section, src);
+        if (p.overlapWarning != null) {
+            System.getLogger("phost.vhdx").log(System.Logger.Level.WARNING,
+                path + ": " + p.overlapWarning + "; opened read-only, a read-write open is refused");
+        }
 
         VhdxDisk parent = null;
         if (p.hasParent && !skipParent) {
@@ -319,7 +324,7 @@ public final class VhdxDisk implements MappedDisk {
     private static VhdxDisk openParent(Path child, VhdxParser.Parsed p, int depth) throws IOException {
         long locAt = p.metadata.fileOffset();
         if (depth + 1 >= MAX_CHAIN_DEPTH) {
-            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain deeper than " + MAX_CHAIN_DEPTH + " (or cyclic)");
+            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain longer than " + MAX_CHAIN_DEPTH + " images (or cyclic)");
         }
         Map<String, String> kv = p.parentLocator;
         Path parentPath = resolveParent(child, kv);
@@ -393,7 +398,17 @@ public final class VhdxDisk implements MappedDisk {
      */
     public static VhdxDisk create(Path path, VhdxCreateOptions o) throws IOException {
         VhdxImageWriter.create(path, o);
-        return open(path, false);
+        try {
+            return open(path, false);
+        } catch (IOException | RuntimeException e) {
+            // e.g. the parent chain is at its limit: the image we just wrote is useless, do not leave it behind
+            try {
+                java.nio.file.Files.deleteIfExists(path);
+            } catch (IOException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
     }
 
     // ---------------------------------------------------------------- VirtualDisk
@@ -895,13 +910,24 @@ public final class VhdxDisk implements MappedDisk {
 
     /** First write of this session: new FileWriteGuid, DataWriteGuid and LogGuid, durable before any data. */
     private void startSession() throws IOException {
+        startSession(true);
+    }
+
+    /**
+     * Starts the write session. {@code newDataWriteGuid} false is for changes that leave every virtual
+     * sector as it was (re-pointing the parent locator at the same parent): children made from this image
+     * keep matching its DataWriteGuid (MS-VHDX 2.2.2: it changes on user-visible data changes only).
+     */
+    private void startSession(boolean newDataWriteGuid) throws IOException {
         commitLock.lock();
         try {
             if (sessionStarted) {
                 return;
             }
             fileWriteGuid = UUID.randomUUID();
-            dataWriteGuid = UUID.randomUUID();
+            if (newDataWriteGuid) {
+                dataWriteGuid = UUID.randomUUID();
+            }
             logGuid = UUID.randomUUID();
             logPosition = 0;
             logSequence = 0;
@@ -1017,6 +1043,7 @@ public final class VhdxDisk implements MappedDisk {
                     throw new IllegalArgumentException("cannot shrink to " + newSize + ": block " + b + " beyond it holds data");
                 }
             }
+            requireZeroTailOfCutBlock(newSize);
         }
         checkWritable();
         commitLock.lock();
@@ -1113,6 +1140,65 @@ public final class VhdxDisk implements MappedDisk {
         }
     }
 
+    /**
+     * A shrink to {@code newSize} inside a block drops that block's tail: refuse unless every sector of
+     * [newSize, min(size, end of the block)) reads zero (sector granularity; blocks wholly past the new end
+     * are checked through the BAT by the caller).
+     */
+    private void requireZeroTailOfCutBlock(long newSize) throws IOException {
+        long blockEnd = Math.min(size, (newSize + blockSize - 1) / blockSize * blockSize);
+        if (blockEnd <= newSize) {
+            return;
+        }
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment buf = a.allocate(Math.min(ZEROS.byteSize(), blockEnd - newSize), 4096);
+            for (long o = newSize; o < blockEnd; o += buf.byteSize()) {
+                long n = Math.min(buf.byteSize(), blockEnd - o);
+                readRange(o, buf, 0, n);
+                long at = MemorySegment.mismatch(buf, 0, n, ZEROS, 0, n);
+                if (at >= 0) {
+                    long sector = (o + at) / logicalSectorSize * logicalSectorSize;
+                    throw new IllegalArgumentException("cannot shrink to " + newSize + ": the sector at virtual offset "
+                        + sector + " beyond it holds data");
+                }
+            }
+        }
+    }
+
+    /**
+     * Gives a freshly built image (compact's rebuild) the identity of the image it replaces: its
+     * VirtualDiskId (page 83 data) and DataWriteGuid, so children made from the old image stay linked to
+     * the new one, as an in-place Optimize-VHD keeps them. Valid only when the new image reads exactly like
+     * the old one; the caller guarantees that. The id goes through the log like every metadata change.
+     */
+    public static void adoptIdentity(Path path, UUID virtualDiskId, UUID dataWriteGuid) throws IOException {
+        try (VhdxDisk d = open(path, false)) {
+            d.adopt(virtualDiskId, dataWriteGuid);
+        }
+    }
+
+    private void adopt(UUID virtualDiskId, UUID newDataWriteGuid) throws IOException {
+        commitLock.lock();
+        try {
+            if (sessionStarted) {
+                throw new IllegalStateException("adopt an identity before any write: " + path);
+            }
+            dataWriteGuid = newDataWriteGuid;
+            startSession(false);
+            long at = metadataItemFileOffset(MetadataDescriptor.VIRTUAL_DISK_ID);
+            long pageOff = at & ~4095L;
+            if (at + 16 > pageOff + 4096) {
+                throw new VhdxFormatException(Reason.OUT_OF_BOUNDS, at, "virtual disk id crosses a page");
+            }
+            byte[] page = new byte[4096];
+            file.read(pageOff, page, 0, 4096);
+            Le.putGuid(page, (int) (at - pageOff), virtualDiskId);
+            commitAll(List.of(new VhdxLog.Update(pageOff, page, 0)));
+        } finally {
+            commitLock.unlock();
+        }
+    }
+
     /** The 4 KiB page holding {@code item}'s u64 at {@code itemOffset}, with the new value. */
     private VhdxLog.Update metadataPage(java.util.UUID item, int itemOffset, long value) throws IOException {
         long at = metadataItemFileOffset(item) + itemOffset;
@@ -1160,13 +1246,23 @@ public final class VhdxDisk implements MappedDisk {
      * Size and logical sector size must match either way. The locator is rewritten through the log.
      */
     public static void setParent(Path child, Path newParent, boolean ignoreIdMismatch) throws IOException {
+        setParent(child, newParent, ignoreIdMismatch, false);
+    }
+
+    /**
+     * As {@link #setParent(Path, Path, boolean)}; {@code dataUnchanged} says the child reads the same through
+     * the new parent even though its linkage differs (a parent that a merge of this child just wrote), so the
+     * child keeps its DataWriteGuid and its own children stay linked.
+     */
+    public static void setParent(Path child, Path newParent, boolean ignoreIdMismatch, boolean dataUnchanged)
+        throws IOException {
         try (VhdxDisk d = open(child, false, 0, true);
              VhdxDisk parent = open(newParent, true)) {
-            d.reparent(parent, ignoreIdMismatch);
+            d.reparent(parent, ignoreIdMismatch, dataUnchanged);
         }
     }
 
-    private void reparent(VhdxDisk parent, boolean ignoreIdMismatch) throws IOException {
+    private void reparent(VhdxDisk parent, boolean ignoreIdMismatch, boolean dataUnchanged) throws IOException {
         long locAt = p.metadata.fileOffset();
         if (!p.hasParent) {
             throw new IllegalArgumentException(path + " is not a differencing image");
@@ -1184,9 +1280,15 @@ public final class VhdxDisk implements MappedDisk {
         }
         Map<String, String> kv = VhdxImageWriter.locator(path, parent.path(), actual);
         byte[] loc = VhdxImageWriter.locatorBytes(kv);
-        checkWritable();
+        if (readOnly) {
+            throw new IOException("read-only: " + path);
+        }
+        // The same parent (linkage matches) means the same data: keep the DataWriteGuid so this image's own
+        // children stay linked. A forced switch to another parent changes what the sectors read: new guid.
+        boolean sameData = dataUnchanged || actual.equals(linkage) || actual.equals(linkage2);
         commitLock.lock();
         try {
+            startSession(!sameData);
             flush();
             byte[] region = new byte[(int) Math.min(p.metadata.length(), 1 << 20)];
             file.read(p.metadata.fileOffset(), region, 0, region.length);

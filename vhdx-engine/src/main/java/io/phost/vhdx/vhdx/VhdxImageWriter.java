@@ -115,8 +115,9 @@ final class VhdxImageWriter {
 
         byte[] meta = metadata(size, blockSize, logical, physical, fixed, locator);
 
-        Files.deleteIfExists(path);
-        try (NativeFile f = NativeFile.create(path)) {
+        NativeFile created = NativeFile.create(path); // O_EXCL: an existing file is never replaced
+        boolean ok = false;
+        try (NativeFile f = created) {
             f.write(0, section, 0, section.length);
             f.write(METADATA_OFFSET, meta, 0, meta.length);
             if (fixed) {
@@ -136,6 +137,11 @@ final class VhdxImageWriter {
             }
             f.truncate(fileLength);
             f.sync();
+            ok = true;
+        } finally {
+            if (!ok) {
+                Files.deleteIfExists(path); // ours: created above with O_EXCL
+            }
         }
     }
 

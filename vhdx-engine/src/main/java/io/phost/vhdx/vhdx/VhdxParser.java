@@ -8,6 +8,7 @@ import io.phost.vhdx.VhdxFormatException;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -49,6 +50,10 @@ final class VhdxParser {
         long[] batEntries;
         VhdxLog.Plan logPlan;
         Overlay overlay;
+        /** Set before parsing: a read-only open tolerates allocated blocks that overlap each other (with a warning). */
+        boolean readOnly;
+        /** Why the image may not be opened read-write (blocks overlap), or null. */
+        String overlapWarning;
     }
 
     /** Anything that reads file bytes: the file itself, patched by an in-memory replay on read-only opens. */
@@ -364,6 +369,9 @@ final class VhdxParser {
             }
             done += n;
         }
+        // Allocated blocks as sort keys: the file offset (1 MiB aligned) with bit 0 set for a sector bitmap.
+        long[] allocated = new long[bat.length];
+        int allocatedCount = 0;
         List<Region> forbidden = new ArrayList<>(p.regions);
         forbidden.add(new Region(null, p.header.logOffset(), p.header.logLength(), true));
         forbidden.add(new Region(null, 0, VhdxHeaderDescriptor.HEADER_SECTION_LENGTH, true));
@@ -402,10 +410,21 @@ final class VhdxParser {
                 }
                 len = p.blockSize;
             }
-            if (off == 0 || off > effectiveSize - len) {
+            long offsetMb = e >>> BatDescriptor.FILE_OFFSET_SHIFT;
+            if (offsetMb > (Long.MAX_VALUE >>> 20)) {
+                // FileOffsetMB >= 2^43: scaled to bytes it is past 2^63 (negative as a long), past every bound.
+                throw new VhdxFormatException(BAD_BAT_ENTRY, at,
+                    "FileOffsetMB " + offsetMb + " overflows a 64-bit file offset");
+            }
+            if (off == 0) {
+                throw new VhdxFormatException(BAD_BAT_ENTRY, at,
+                    "allocated block at FileOffsetMB 0 (the header section)");
+            }
+            if (off > effectiveSize - len) {
                 throw new VhdxFormatException(BAD_BAT_ENTRY, at,
                     "block at " + off + " length " + len + " beyond end of file " + effectiveSize);
             }
+            allocated[allocatedCount++] = off | (isBitmap ? 1 : 0);
             for (Region r : forbidden) {
                 if (off < r.fileOffset() + r.length() && r.fileOffset() < off + len) {
                     throw new VhdxFormatException(BAD_BAT_ENTRY, at, "block at " + off + " overlaps a metadata structure at " + r.fileOffset());
@@ -413,5 +432,47 @@ final class VhdxParser {
             }
         }
         p.batEntries = bat;
+        checkBlocksDisjoint(p, bat, allocated, allocatedCount);
+    }
+
+    /**
+     * Two allocated blocks sharing file space means a write to one changes the other's data. A read-write
+     * open refuses that image ({@code OVERLAP}, at the second entry); a read-only open proceeds (the reader
+     * sees what qemu sees) and records {@link Parsed#overlapWarning}. Sorting primitive keys: no boxing.
+     */
+    private static void checkBlocksDisjoint(Parsed p, long[] bat, long[] keys, int n) throws VhdxFormatException {
+        Arrays.sort(keys, 0, n);
+        long prevEnd = 0;
+        long prevStart = -1;
+        for (int k = 0; k < n; k++) {
+            long start = keys[k] & ~1L;
+            long len = (keys[k] & 1) != 0 ? BatDescriptor.SECTOR_BITMAP_BLOCK_LENGTH : p.blockSize;
+            if (start < prevEnd) {
+                int second = -1;
+                for (int i = bat.length - 1; i >= 0 && second < 0; i--) {
+                    if (isAllocated(p, bat, i) && BatDescriptor.fileOffset(bat[i]) == start) {
+                        second = i;
+                    }
+                }
+                long at = p.bat.fileOffset() + (long) second * 8;
+                String msg = "block at " + start + " (BAT entry " + second + ") overlaps the block at " + prevStart;
+                if (!p.readOnly) {
+                    throw new VhdxFormatException(OVERLAP, at, msg + "; a write to one would change the other "
+                        + "(open read-only to copy the data out; `vhd check` lists every overlap)");
+                }
+                p.overlapWarning = "OVERLAP at fileOffset=" + at + ": " + msg;
+                return;
+            }
+            prevStart = start;
+            prevEnd = start + len;
+        }
+    }
+
+    private static boolean isAllocated(Parsed p, long[] bat, int i) {
+        int state = BatDescriptor.state(bat[i]);
+        if ((i % (p.chunkRatio + 1)) == p.chunkRatio) {
+            return state == BatDescriptor.SB_PRESENT && p.hasParent;
+        }
+        return state == BatDescriptor.PAYLOAD_FULLY_PRESENT || state == BatDescriptor.PAYLOAD_PARTIALLY_PRESENT;
     }
 }

@@ -160,7 +160,7 @@ class DiskOpsTest {
             try (VirtualDisk d = VirtualDisks.create(vhd, CreateOptions.of(DiskFormat.VHD, type, 4L << 20))) {
                 d.write(3L << 20, MemorySegment.ofArray(buf));
             }
-            long newSize = DiskOps.resize(vhd, 100L << 20, Progress.NONE);
+            long newSize = DiskOps.resize(vhd, 100L << 20, true, Progress.NONE);
             assertEquals(100L << 20, newSize);
             try (VirtualDisk d = VirtualDisks.open(vhd, false)) {
                 assertEquals(100L << 20, d.size());
@@ -177,7 +177,7 @@ class DiskOpsTest {
                 Files.write(raw, Tools.readAll(d));
             }
             runOk("qemu-img", "compare", "-q", "-f", "vpc", "-F", "raw", vhd.toString(), raw.toString());
-            VhdFormatException e = assertThrows(VhdFormatException.class, () -> DiskOps.resize(vhd, 8L << 20, Progress.NONE));
+            VhdFormatException e = assertThrows(VhdFormatException.class, () -> DiskOps.resize(vhd, 8L << 20, true, Progress.NONE));
             assertEquals(VhdFormatException.Reason.UNSUPPORTED, e.reason());
         }
     }
@@ -192,13 +192,13 @@ class DiskOpsTest {
             d.write(2L << 20, MemorySegment.ofArray(buf));
             d.write(40L << 20, MemorySegment.ofArray(buf));
         }
-        assertThrows(RuntimeException.class, () -> DiskOps.resize(vhdx, 32L << 20, Progress.NONE)); // data past the new end
-        assertEquals(128L << 20, DiskOps.resize(vhdx, 128L << 20, Progress.NONE));
+        assertThrows(RuntimeException.class, () -> DiskOps.resize(vhdx, 32L << 20, true, Progress.NONE)); // data past the new end
+        assertEquals(128L << 20, DiskOps.resize(vhdx, 128L << 20, true, Progress.NONE));
         try (VirtualDisk d = VirtualDisks.open(vhdx, false)) {
             assertEquals(128L << 20, d.size());
             d.writeZeroes(40L << 20, 1 << 20);
         }
-        assertEquals(16L << 20, DiskOps.resize(vhdx, 16L << 20, Progress.NONE));
+        assertEquals(16L << 20, DiskOps.resize(vhdx, 16L << 20, true, Progress.NONE));
         try (VirtualDisk d = VirtualDisks.open(vhdx, true)) {
             byte[] back = new byte[1 << 20];
             d.read(2L << 20, MemorySegment.ofArray(back));

@@ -90,7 +90,15 @@ class VhdxResizeAndReparentTest {
         try (VhdxDisk d = VhdxDisk.open(p, false)) {
             d.unmap(20L << 20, 1 << 20);
         }
-        VhdxDisk.resize(p, (2L << 20) + 4096); // cuts block 2 after 4 KiB: the rest must read zero after a grow
+        byte[] before = java.nio.file.Files.readAllBytes(p);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+            () -> VhdxDisk.resize(p, (2L << 20) + 4096)); // would cut block 2's data after 4 KiB (issue 21, defect 3)
+        assertTrue(e.getMessage().contains("virtual offset " + ((2L << 20) + 4096)), e.getMessage());
+        assertArrayEquals(before, java.nio.file.Files.readAllBytes(p), "a refused shrink leaves the file alone");
+        try (VhdxDisk d = VhdxDisk.open(p, false)) {
+            d.writeZeroes((2L << 20) + 4096, (1 << 20) - 4096);
+        }
+        VhdxDisk.resize(p, (2L << 20) + 4096); // the cut-off tail of block 2 is zeros now
         VhdxDisk.resize(p, 32L << 20);
         try (VhdxDisk d = VhdxDisk.open(p, true)) {
             assertArrayEquals(java.util.Arrays.copyOf(VhdxDiskTest.pattern(3, 1 << 20), 4096), VhdxDiskTest.read(d, 2L << 20, 4096));

@@ -76,6 +76,17 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
                 throw new IOException("open " + path + (exclusive ? " (O_EXCL)" : "") + ": "
                     + new NativeException("open", -fd).getMessage());
             }
+            if (!blockDevice) {
+                // Like VHDX images: one writer or any number of readers, across processes and within one
+                // (two disks reaching one file through a symbolic link are two opens, so the second fails).
+                int r = lock(fd, readOnly ? DirectFile.LOCK_SH : DirectFile.LOCK_EX);
+                if (r != 0) {
+                    DirectFile.close(fd);
+                    throw new IOException(r == -Errno.EAGAIN
+                        ? path + " is in use: " + (readOnly ? "open read-write" : "open") + " elsewhere (flock held)"
+                        : "flock " + path + ": " + new NativeException("flock", -r).getMessage());
+                }
+            }
             long size;
             int logical = 512;
             int physical = 4096;
@@ -100,6 +111,24 @@ public final class FileDisk implements VirtualDisk, FdBacked, AllocationMap {
             return new FileDisk(path, fd, size, logical, physical, readOnly, direct, blockDevice);
         }
     }
+
+    /**
+     * flock, retried for up to {@link #LOCK_WAIT_MILLIS}: a killed process's io_uring holds its files until
+     * the kernel tears the ring down, a moment after the process is gone, and a restart must not fail on that.
+     */
+    private static int lock(int fd, int operation) {
+        long deadline = System.nanoTime() + LOCK_WAIT_MILLIS * 1_000_000;
+        while (true) {
+            int r = DirectFile.tryFlock(fd, operation);
+            if (r != -Errno.EAGAIN || System.nanoTime() - deadline > 0) {
+                return r;
+            }
+            java.util.concurrent.locks.LockSupport.parkNanos(20_000_000);
+        }
+    }
+
+    /** How long an open waits for another open's lock to go (system property {@code phost.lockWaitMillis}). */
+    private static final long LOCK_WAIT_MILLIS = Long.getLong("phost.lockWaitMillis", 1000);
 
     /** Creates (or truncates) a sparse raw image of {@code size} bytes. */
     public static void createSparse(Path path, long size) throws IOException {

@@ -1,23 +1,23 @@
 package io.phost.storage.nbd;
 
+import io.phost.core.sys.SocketFiles;
 import io.phost.storage.DiskStats;
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.VirtualDisk;
 import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
 
 import java.io.IOException;
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.StandardSocketOptions;
 import java.net.StandardProtocolFamily;
-import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -25,8 +25,12 @@ import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 import java.util.logging.Level;
 import java.util.logging.Logger;
@@ -41,7 +45,8 @@ import static io.phost.storage.nbd.NbdDescriptor.*;
  * ({@code base:allocation}). Commands: READ, WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, DISC.
  *
  * <p>Each connection has a reader thread that decodes requests into one of {@value #SLOTS} preallocated
- * slots (its payload buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}). A request
+ * slots (its payload buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}; all payload
+ * buffers of a connection together stay within {@link Limits#connectionBufferBytes()}). A request
  * that arrives alone (nothing in flight, nothing more buffered) is served inline by the reader, with no
  * thread hop; requests that pipeline go to a shared worker pool, so up to {@value #SLOTS} run in parallel
  * per connection. Replies of an inline burst are batched into one write; others are written whole under
@@ -49,6 +54,11 @@ import static io.phost.storage.nbd.NbdDescriptor.*;
  * adaptive window, see {@code Connection.fill}). The steady request path allocates nothing (buffers,
  * slots and disk views are reused). Hostile input gets an NBD error reply, or closes
  * only that connection ({@link NbdProtocolException}); the server keeps serving others.
+ *
+ * <p>Resource bounds ({@link Limits}): at most {@code maxConnections} connections (more are closed at
+ * accept), a client that has not finished the handshake within {@code handshakeTimeout} is dropped, and a
+ * connection's memory (native, from its own arenas) is freed when it closes, not when the GC runs. A
+ * connection in handshake holds ~33 KiB; one in transmission ~0.7 MiB plus its payload buffers.
  */
 public final class NbdServer implements AutoCloseable {
     private static final Logger LOG = Logger.getLogger(NbdServer.class.getName());
@@ -60,6 +70,9 @@ public final class NbdServer implements AutoCloseable {
     private static final int REQUEST_LENGTH = 28;
     /** Read-ahead for requests: a QD32 burst of 4 KiB writes fits whole. */
     private static final int RX_BUFFER = 256 << 10;
+    /** Smallest payload buffer a slot gets (most requests fit: 4-64 KiB). */
+    private static final int MIN_PAYLOAD_BUFFER = 64 << 10;
+    private static final ByteBuffer EMPTY = ByteBuffer.allocateDirect(0);
 
     /**
      * Requests that take less than this on average are served inline even when pipelined: a handoff to a
@@ -77,7 +90,41 @@ public final class NbdServer implements AutoCloseable {
     private final NbdWorkerPool workers;
     private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
     private final Thread acceptor;
+    private final Limits limits;
+    private final ScheduledExecutorService timeouts;
+    /** Native bytes held by all connections' buffers (see {@link #bufferBytes()}). */
+    private final AtomicLong bufferBytes = new AtomicLong();
+    private final AtomicLong refused = new AtomicLong();
+    private volatile long lastRefusalLogNanos = System.nanoTime() - TimeUnit.MINUTES.toNanos(1);
+    /** Why the acceptor last failed, or null; cleared by the next successful accept. */
+    private volatile String acceptError;
     private volatile boolean closed;
+
+    /**
+     * Resource bounds of one server.
+     *
+     * @param maxConnections        connections served at once; more are closed right after accept
+     * @param handshakeTimeoutMillis a client must finish option haggling within this, or is dropped
+     * @param connectionBufferBytes payload buffer memory one connection may hold (at least {@link #MAX_PAYLOAD})
+     */
+    public record Limits(int maxConnections, long handshakeTimeoutMillis, long connectionBufferBytes) {
+        public Limits {
+            if (maxConnections < 1 || handshakeTimeoutMillis < 1) {
+                throw new IllegalArgumentException("maxConnections and handshakeTimeoutMillis must be >= 1");
+            }
+            connectionBufferBytes = Math.max(connectionBufferBytes, MAX_PAYLOAD);
+        }
+
+        /**
+         * System properties {@code phost.nbd.maxConnections} (default 32), {@code phost.nbd.handshakeTimeoutMillis}
+         * (10000) and {@code phost.nbd.connectionBufferMiB} (64).
+         */
+        public static Limits defaults() {
+            return new Limits(Integer.getInteger("phost.nbd.maxConnections", 32),
+                Long.getLong("phost.nbd.handshakeTimeoutMillis", 10_000),
+                Long.getLong("phost.nbd.connectionBufferMiB", 64) << 20);
+        }
+    }
 
     /** One exported disk. */
     public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats) {
@@ -86,8 +133,15 @@ public final class NbdServer implements AutoCloseable {
         }
     }
 
-    private NbdServer(ServerSocketChannel server, Path socketPath, int port, List<Export> exports, int threads) {
+    private NbdServer(ServerSocketChannel server, Path socketPath, int port, List<Export> exports, int threads,
+                      Limits limits) {
         this.server = server;
+        this.limits = limits;
+        this.timeouts = Executors.newSingleThreadScheduledExecutor(r -> {
+            Thread t = new Thread(r, "nbd-timeouts");
+            t.setDaemon(true);
+            return t;
+        });
         this.socketPath = socketPath;
         this.port = port;
         this.exports = new LinkedHashMap<>();
@@ -99,22 +153,31 @@ public final class NbdServer implements AutoCloseable {
         this.acceptor.setDaemon(true);
     }
 
-    /** Serves {@code exports} on a Unix socket at {@code path} (replaced if it exists). */
+    /**
+     * Serves {@code exports} on a Unix socket at {@code path}, created mode 0600 whatever the umask. A stale
+     * socket left there by a killed server is replaced; any other file at {@code path} is refused (never deleted).
+     */
     public static NbdServer unix(Path path, List<Export> exports) throws IOException {
-        Files.deleteIfExists(path);
-        ServerSocketChannel ch = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
-        ch.bind(UnixDomainSocketAddress.of(path));
-        NbdServer s = new NbdServer(ch, path, -1, exports, workerThreads());
+        return unix(path, exports, Limits.defaults());
+    }
+
+    public static NbdServer unix(Path path, List<Export> exports, Limits limits) throws IOException {
+        ServerSocketChannel ch = SocketFiles.bindPrivate(path);
+        NbdServer s = new NbdServer(ch, path, -1, exports, workerThreads(), limits);
         s.acceptor.start();
         return s;
     }
 
     /** Serves {@code exports} on loopback TCP {@code port} (0: any free port; see {@link #port()}). */
     public static NbdServer tcp(int port, List<Export> exports) throws IOException {
+        return tcp(port, exports, Limits.defaults());
+    }
+
+    public static NbdServer tcp(int port, List<Export> exports, Limits limits) throws IOException {
         ServerSocketChannel ch = ServerSocketChannel.open(StandardProtocolFamily.INET);
         ch.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), port));
         int bound = ((InetSocketAddress) ch.getLocalAddress()).getPort();
-        NbdServer s = new NbdServer(ch, null, bound, exports, workerThreads());
+        NbdServer s = new NbdServer(ch, null, bound, exports, workerThreads(), limits);
         s.acceptor.start();
         return s;
     }
@@ -137,25 +200,86 @@ public final class NbdServer implements AutoCloseable {
         return connections.size();
     }
 
+    /** Native bytes the open connections hold for buffers (0 once every client has gone). */
+    public long bufferBytes() {
+        return bufferBytes.get();
+    }
+
+    /** Connections closed at accept because {@link Limits#maxConnections()} were open. */
+    public long refusedConnections() {
+        return refused.get();
+    }
+
+    public Limits limits() {
+        return limits;
+    }
+
+    /** Null while the server accepts clients, else why it cannot (for the host's /health). */
+    public String problem() {
+        if (closed) {
+            return "closed";
+        }
+        if (!acceptor.isAlive()) {
+            return "accept thread ended";
+        }
+        return acceptError;
+    }
+
+    /**
+     * Accepts until closed. Nothing escapes: an {@link OutOfMemoryError} (no memory for a connection's
+     * buffers or thread) closes that one connection and is reported by {@link #problem()} until the next
+     * accept succeeds; it must never end the loop and leave clients hanging in the backlog.
+     */
     private void acceptLoop() {
         while (!closed) {
+            SocketChannel ch = null;
             try {
-                SocketChannel ch = server.accept();
-                Connection c;
+                ch = server.accept();
+                if (connections.size() >= limits.maxConnections()) {
+                    refuse(ch);
+                    continue;
+                }
+                Connection c = new Connection(ch);
+                connections.add(c);
+                c.deadline = timeouts.schedule(c::handshakeTimedOut, limits.handshakeTimeoutMillis(), TimeUnit.MILLISECONDS);
                 try {
-                    c = new Connection(ch);
-                } catch (IOException e) {
-                    ch.close();
+                    Thread t = new Thread(c, "nbd-conn");
+                    t.setDaemon(true);
+                    t.start();
+                } catch (Throwable e) {
+                    connections.remove(c);
+                    c.release();
                     throw e;
                 }
-                connections.add(c);
-                Thread t = new Thread(c, "nbd-conn");
-                t.setDaemon(true);
-                t.start();
-            } catch (IOException e) {
-                if (!closed) {
-                    LOG.log(Level.WARNING, "nbd accept failed", e);
+                acceptError = null;
+            } catch (Throwable e) {
+                closeQuietly(ch);
+                if (closed) {
+                    return;
                 }
+                acceptError = "accept failed: " + e;
+                LOG.log(Level.WARNING, "nbd accept failed", e);
+                LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(10)); // e.g. EMFILE: do not spin
+            }
+        }
+    }
+
+    private void refuse(SocketChannel ch) {
+        closeQuietly(ch);
+        long n = refused.incrementAndGet();
+        long now = System.nanoTime();
+        if (now - lastRefusalLogNanos > TimeUnit.SECONDS.toNanos(10)) {
+            lastRefusalLogNanos = now;
+            LOG.warning("nbd connection refused: " + limits.maxConnections() + " connections open (refused so far: " + n + ")");
+        }
+    }
+
+    private static void closeQuietly(SocketChannel ch) {
+        if (ch != null) {
+            try {
+                ch.close();
+            } catch (IOException ignored) {
+                // closing anyway
             }
         }
     }
@@ -168,6 +292,7 @@ public final class NbdServer implements AutoCloseable {
             c.shutdown();
         }
         workers.close();
+        timeouts.shutdownNow();
         try {
             acceptor.join(1000);
             workers.join(5000);
@@ -175,18 +300,20 @@ public final class NbdServer implements AutoCloseable {
             Thread.currentThread().interrupt();
         }
         if (socketPath != null) {
-            Files.deleteIfExists(socketPath);
+            SocketFiles.unlinkIfSocket(socketPath);
         }
     }
 
     /** One request in flight: header fields plus its (reused) payload buffer. */
     private final class Slot implements Runnable {
         final Connection conn;
-        final ByteBuffer header = ByteBuffer.allocateDirect(64).order(ByteOrder.BIG_ENDIAN);
-        final ByteBuffer extents = ByteBuffer.allocateDirect(8 + 8 * MAX_EXTENTS).order(ByteOrder.BIG_ENDIAN);
+        final ByteBuffer header;
+        final ByteBuffer extents;
         final ByteBuffer[] gather = new ByteBuffer[2];
-        ByteBuffer data = ByteBuffer.allocateDirect(64 << 10);
-        MemorySegment dataSegment = MemorySegment.ofBuffer(data);
+        /** The payload buffer (empty until the first request with data) and the arena that owns it. */
+        ByteBuffer data = EMPTY;
+        Arena dataArena;
+        MemorySegment dataSegment = MemorySegment.ofBuffer(EMPTY);
         /** The last view handed to the disk, kept because clients repeat one length (no allocation per request). */
         MemorySegment view;
         long viewLength = -1;
@@ -198,19 +325,36 @@ public final class NbdServer implements AutoCloseable {
         long offset;
         int length;
 
-        Slot(Connection conn) {
+        Slot(Connection conn, Arena arena) {
             this.conn = conn;
+            this.header = arena.allocate(64).asByteBuffer().order(ByteOrder.BIG_ENDIAN);
+            this.extents = arena.allocate(8 + 8 * MAX_EXTENTS).asByteBuffer().order(ByteOrder.BIG_ENDIAN);
         }
 
-        /** Makes the payload buffer hold {@code n} bytes (bounded by MAX_PAYLOAD by the caller). */
+        /** Makes the payload buffer hold {@code n} bytes; the reader sized it already ({@link Connection#reserve}). */
         ByteBuffer payload(int n) {
             if (data.capacity() < n) {
-                data = ByteBuffer.allocateDirect(Math.max(n, Math.min(MAX_PAYLOAD, data.capacity() * 2)));
-                dataSegment = MemorySegment.ofBuffer(data);
-                viewLength = -1;
+                throw new IllegalStateException("payload buffer not reserved: " + n + " > " + data.capacity());
             }
             data.clear().limit(n);
             return data;
+        }
+
+        /** Replaces the payload buffer with one of {@code capacity} bytes (0: none); returns the change in bytes. */
+        long resize(int capacity) {
+            long before = data.capacity();
+            if (dataArena != null) {
+                dataArena.close();
+                dataArena = null;
+            }
+            data = EMPTY;
+            if (capacity > 0) {
+                dataArena = Arena.ofShared();
+                data = dataArena.allocate(capacity, 4096).asByteBuffer();
+            }
+            dataSegment = MemorySegment.ofBuffer(data);
+            viewLength = -1;
+            return data.capacity() - before;
         }
 
         /** The first {@code n} payload bytes as a segment (n within the payload buffer). */
@@ -241,18 +385,29 @@ public final class NbdServer implements AutoCloseable {
 
     private final class Connection implements Runnable {
         private final SocketChannel ch;
-        private final ByteBuffer in = ByteBuffer.allocateDirect(MAX_OPTION_LENGTH + 64).order(ByteOrder.BIG_ENDIAN);
-        private final ByteBuffer out = ByteBuffer.allocateDirect(MAX_OPTION_LENGTH + 256).order(ByteOrder.BIG_ENDIAN);
+        /** Owns every fixed buffer of this connection; closed (memory freed) when the connection ends. */
+        private final Arena arena = Arena.ofShared();
+        private long arenaBytes;
+        private final ByteBuffer in;
+        private final ByteBuffer out;
         /** Free slots: workers and the reader return them, only the reader takes (no lock, no allocation). */
         private final ManyToOneConcurrentArrayQueue<Slot> free = new ManyToOneConcurrentArrayQueue<>(SLOTS);
+        /** All slots, for trimming their payload buffers (created when transmission starts). */
+        private final Slot[] slots = new Slot[SLOTS];
+        /** Payload buffer bytes of all slots (reader thread only). */
+        private long payloadBytes;
+        /** Cancels the handshake timeout; set by the acceptor before the reader starts. */
+        volatile ScheduledFuture<?> deadline;
+        private volatile boolean handshaking = true;
+        private boolean released;
         private final Object writeLock = new Object();
         /** Requests handed to workers and not yet answered. */
         private final AtomicInteger inFlight = new AtomicInteger();
         /** Moving average of request service time; reader and workers write it (volatile: the reader sees workers' samples). */
         private volatile long serviceNanos;
-        private final ByteBuffer rx = ByteBuffer.allocateDirect(RX_BUFFER).order(ByteOrder.BIG_ENDIAN);
+        private ByteBuffer rx;
         /** Replies of an inline-served burst, written together (reader thread only). */
-        private final ByteBuffer tx = ByteBuffer.allocateDirect(RX_BUFFER).order(ByteOrder.BIG_ENDIAN);
+        private ByteBuffer tx;
         /** Current poll window in fill() (reader thread only). */
         private long pollNanos;
         private long streamOffset;
@@ -263,12 +418,93 @@ public final class NbdServer implements AutoCloseable {
 
         Connection(SocketChannel ch) throws IOException {
             this.ch = ch;
-            if (ch.getLocalAddress() instanceof InetSocketAddress) {
-                ch.setOption(StandardSocketOptions.TCP_NODELAY, true); // replies are whole; never wait for an ACK
+            try {
+                if (ch.getLocalAddress() instanceof InetSocketAddress) {
+                    ch.setOption(StandardSocketOptions.TCP_NODELAY, true); // replies are whole; never wait for an ACK
+                }
+                in = allocate(MAX_OPTION_LENGTH + 64);
+                out = allocate(MAX_OPTION_LENGTH + 256);
+            } catch (IOException | RuntimeException | Error e) {
+                release();
+                throw e;
             }
+        }
+
+        private ByteBuffer allocate(int bytes) {
+            ByteBuffer b = arena.allocate(bytes, 64).asByteBuffer().order(ByteOrder.BIG_ENDIAN);
+            arenaBytes += bytes;
+            bufferBytes.addAndGet(bytes);
+            return b;
+        }
+
+        /** Transmission buffers and slots: only a client that finished the handshake costs this memory. */
+        private void startTransmission() {
+            rx = allocate(RX_BUFFER);
+            tx = allocate(RX_BUFFER);
             for (int i = 0; i < SLOTS; i++) {
-                free.add(new Slot(this));
+                slots[i] = new Slot(this, arena);
+                free.add(slots[i]);
             }
+            long slotBytes = SLOTS * (64L + 8 + 8 * MAX_EXTENTS);
+            arenaBytes += slotBytes;
+            bufferBytes.addAndGet(slotBytes);
+        }
+
+        /** The acceptor's timer: a client still haggling options after the limit is dropped. */
+        void handshakeTimedOut() {
+            if (handshaking) {
+                LOG.info("nbd client dropped: no export chosen within " + limits.handshakeTimeoutMillis() + " ms");
+                shutdown();
+            }
+        }
+
+        /**
+         * Makes {@code s}'s payload buffer hold {@code n} bytes (n <= MAX_PAYLOAD; reader thread only). When
+         * that would take the connection past its buffer budget, waits until nothing is in flight and frees
+         * the other slots' buffers first, so one connection never holds more than the budget.
+         */
+        private void reserve(Slot s, int n) {
+            int have = s.data.capacity();
+            if (have >= n) {
+                return;
+            }
+            int target = Math.max(n, Math.min(MAX_PAYLOAD, Math.max(MIN_PAYLOAD_BUFFER, have * 2)));
+            if (payloadBytes - have + target > limits.connectionBufferBytes()) {
+                target = n;
+            }
+            if (payloadBytes - have + target > limits.connectionBufferBytes()) {
+                while (inFlight.get() > 0 && !dead) {
+                    LockSupport.parkNanos(20_000);
+                }
+                for (Slot o : slots) {
+                    if (o != s && o.data.capacity() > 0) {
+                        long delta = o.resize(0);
+                        payloadBytes += delta;
+                        bufferBytes.addAndGet(delta);
+                    }
+                }
+            }
+            long delta = s.resize(target);
+            payloadBytes += delta;
+            bufferBytes.addAndGet(delta);
+        }
+
+        /** Frees every buffer (once; after the reader ended and nothing is in flight). */
+        void release() {
+            if (released) {
+                return;
+            }
+            released = true;
+            for (Slot s : slots) {
+                if (s != null && s.data.capacity() > 0) {
+                    long delta = s.resize(0);
+                    payloadBytes += delta;
+                    bufferBytes.addAndGet(delta);
+                }
+            }
+            arena.close();
+            bufferBytes.addAndGet(-arenaBytes);
+            arenaBytes = 0;
         }
 
         void shutdown() {
@@ -289,7 +525,14 @@ public final class NbdServer implements AutoCloseable {
         @Override
         public void run() {
             try {
-                if (handshake()) {
+                boolean go = handshake();
+                handshaking = false;
+                ScheduledFuture<?> d = deadline;
+                if (d != null) {
+                    d.cancel(false);
+                }
+                if (go && !dead) {
+                    startTransmission();
                     transmission();
                 }
             } catch (NbdProtocolException e) {
@@ -299,13 +542,21 @@ public final class NbdServer implements AutoCloseable {
                 if (!dead && !closed) {
                     LOG.log(Level.FINE, "nbd connection closed", e);
                 }
+            } catch (OutOfMemoryError e) {
+                LOG.log(Level.WARNING, "nbd connection dropped: out of memory for its buffers", e);
             } finally {
+                handshaking = false;
                 // Let running requests finish before closing so they can still reply.
-                long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-                while (inFlight.get() > 0 && System.nanoTime() < deadline) {
+                long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+                while (inFlight.get() > 0 && System.nanoTime() < until) {
                     LockSupport.parkNanos(100_000);
                 }
                 shutdown();
+                if (inFlight.get() == 0) {
+                    release();
+                } else {
+                    LOG.warning("nbd connection closed with requests still running; its buffers are kept");
+                }
                 connections.remove(this);
             }
         }
@@ -628,8 +879,11 @@ public final class NbdServer implements AutoCloseable {
                         skipRx(length);
                         s.type = -1; // answered with EINVAL
                     } else {
+                        reserve(s, (int) length);
                         receive(s.payload((int) length));
                     }
+                } else if (s.type == CMD_READ && length > 0 && length <= MAX_PAYLOAD) {
+                    reserve(s, (int) length); // here, not in execute(): only the reader may wait for buffer room
                 }
                 if (inFlight.get() == 0 && (!rx.hasRemaining() || serviceNanos < inlineBelowNanos)) {
                     s.batched = rx.hasRemaining();

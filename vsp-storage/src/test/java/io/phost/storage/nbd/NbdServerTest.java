@@ -262,13 +262,13 @@ class NbdServerTest {
         assertEquals(NbdDescriptor.REP_ACK, t);
     }
 
-    private static void writeAll(SocketChannel ch, ByteBuffer b) throws IOException {
+    static void writeAll(SocketChannel ch, ByteBuffer b) throws IOException {
         while (b.hasRemaining()) {
             ch.write(b);
         }
     }
 
-    private static ByteBuffer readAll(SocketChannel ch, int n) throws IOException {
+    static ByteBuffer readAll(SocketChannel ch, int n) throws IOException {
         ByteBuffer b = ByteBuffer.allocate(n);
         while (b.hasRemaining()) {
             assertTrue(ch.read(b) > 0, "server closed early");
@@ -276,7 +276,7 @@ class NbdServerTest {
         return b.flip();
     }
 
-    private static void readGreeting(SocketChannel ch) throws IOException {
+    static void readGreeting(SocketChannel ch) throws IOException {
         ByteBuffer g = ByteBuffer.allocate(18);
         while (g.hasRemaining()) {
             assertTrue(ch.read(g) > 0);
@@ -286,7 +286,7 @@ class NbdServerTest {
         assertEquals(NbdDescriptor.IHAVEOPT, g.getLong());
     }
 
-    private static int optionReplyType(SocketChannel ch) throws IOException {
+    static int optionReplyType(SocketChannel ch) throws IOException {
         ByteBuffer h = ByteBuffer.allocate(20);
         while (h.hasRemaining()) {
             assertTrue(ch.read(h) > 0);
@@ -303,7 +303,7 @@ class NbdServerTest {
         return type;
     }
 
-    private static int request(SocketChannel ch, int type, long offset, int length) throws IOException {
+    static int request(SocketChannel ch, int type, long offset, int length) throws IOException {
         ch.write(ByteBuffer.allocate(28).putInt(NbdDescriptor.REQUEST_MAGIC).putShort((short) 0).putShort((short) type)
             .putLong(77).putLong(offset).putInt(length).flip());
         ByteBuffer r = ByteBuffer.allocate(16);

@@ -1,0 +1,213 @@
+package io.phost.network;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.phost.core.partition.Partition;
+import io.phost.core.partition.PartitionHost;
+import io.phost.core.partition.PartitionSpec;
+import io.phost.core.sys.TapDevice;
+import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.VmbusClient;
+import io.phost.vswitch.DropReason;
+import io.phost.vswitch.EthernetDescriptor;
+import io.phost.vswitch.PacketSocketPort;
+import io.phost.vswitch.Port;
+import io.phost.vswitch.PortConfig;
+import io.phost.vswitch.PortKind;
+import io.phost.vswitch.SwitchAgent;
+import io.phost.vswitch.SwitchType;
+import io.phost.vswitch.TapPort;
+import io.phost.vswitch.VSwitch;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import org.agrona.concurrent.AgentRunner;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The paths a user takes first: a partition's synthetic NIC talking to the management OS over an internal
+ * switch, and to a LAN over an external switch, both ways, with the kernel's default offloads on the far side.
+ * The host and a veth hand the switch CHECKSUM_PARTIAL and 64 KiB GSO frames (virtio-net header NEEDS_CSUM,
+ * gso_type TCPV4); a synthetic NIC takes neither, so the switch must complete the checksum and segment.
+ * <pre>
+ *   internal:  ns phh* [TAP, offloads on, "management OS"] ── HOST port ── switch ── NetVsp ══ VMBus ══ ns php*
+ *   external:  ns phl* [veth, default offloads] ── veth ── AF_PACKET uplink ── switch ── NetVsp ══ ns php*
+ * </pre>
+ * Recipe by hand: {@code ip netns exec phh1 iperf3 -c 10.83.0.1} against {@code iperf3 -s} in the partition.
+ * Before software completion every TCP SYN from the host side was dropped as OFFLOAD_UNSUPPORTED.
+ */
+class PartitionUplinkTrafficTest {
+    private static final long MEM = 16L << 20;
+    /** A dropped SYN must fail the test in seconds, not after TCP's two-minute connect timeout. */
+    private static final String CONNECT_TIMEOUT = "--connect-timeout=4000";
+    private static final long PARTITION_MAC = 0x02_71_00_00_00_01L;
+    private Path dir;
+    private PartitionHost host;
+    private AgentRunner switchRunner;
+    private SwitchAgent agent;
+    private final List<AutoCloseable> cleanup = new ArrayList<>();
+    private final List<String> namespaces = new ArrayList<>();
+    private final List<String> links = new ArrayList<>();
+    private final String tag = Long.toString(ProcessHandle.current().pid() % 100000);
+
+    @BeforeEach
+    void setUp() throws Exception {
+        Assumptions.assumeTrue(new java.io.File("/dev/net/tun").canWrite() && ProcessHandle.current().info().user()
+            .map("root"::equals).orElse(false), "needs root and /dev/net/tun for namespaces and TAPs");
+        assertEquals(0, SyntheticNicTrafficTest.run(5, "iperf3", "--version"), "iperf3 is missing (apt-get install iperf3)");
+        assertEquals(0, SyntheticNicTrafficTest.run(5, "ethtool", "--version"), "ethtool is missing (apt-get install ethtool)");
+        dir = Files.createTempDirectory("phost-uplink");
+        host = new PartitionHost(dir, spec -> List.of("false"), PartitionHost.Options.defaults());
+    }
+
+    private void startSwitch(SwitchType type) {
+        agent = new SwitchAgent(new VSwitch("sw", type));
+        switchRunner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
+        AgentRunner.startOnThread(switchRunner);
+    }
+
+    @AfterEach
+    void tearDown() throws Exception {
+        if (switchRunner != null) {
+            switchRunner.close(); // first: the switch thread reads the uplink's ring, which close() unmaps
+        }
+        for (AutoCloseable c : cleanup.reversed()) {
+            try {
+                c.close();
+            } catch (Exception e) {
+                // keep cleaning
+            }
+        }
+        if (host != null) {
+            host.close();
+        }
+        for (String l : links) {
+            SyntheticNicTrafficTest.run(5, "ip", "link", "del", l);
+        }
+        for (String ns : namespaces) {
+            SyntheticNicTrafficTest.run(5, "ip", "netns", "del", ns);
+        }
+        if (dir != null) {
+            try (var s = Files.walk(dir)) {
+                s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+            }
+        }
+    }
+
+    private String ns(String base) {
+        String ns = base + tag;
+        SyntheticNicTrafficTest.run(5, "ip", "netns", "del", ns);
+        SyntheticNicTrafficTest.must("ip", "netns", "add", ns);
+        namespaces.add(ns);
+        SyntheticNicTrafficTest.must("ip", "-n", ns, "link", "set", "lo", "up");
+        return ns;
+    }
+
+    /** One partition with a synthetic NIC whose guest bridges to a TAP in its own namespace; returns the vNIC. */
+    private NetVsp partition(String cidr) throws Exception {
+        NetVsp vsp = new NetVsp("p", "eth0", PortConfig.vnic(PARTITION_MAC), 1500, agent);
+        Partition p = host.create(PartitionSpec.external("p", 1, MEM));
+        p.offer(vsp);
+        p.start();
+        GuestRam ram = GuestRam.create("uplink-p" + tag, MEM);
+        cleanup.add(ram);
+        VmbusClient client = VmbusClient.attach(host.socketPath(), "p", HexFormat.of().parseHex(p.credentialHex()), ram);
+        cleanup.add(client);
+        NetVsc vsc = NetVsc.open(client, 0, Duration.ofSeconds(10));
+        TapDevice tap = TapDevice.open("php" + tag, false, 0);
+        cleanup.add(tap);
+        TapBridge bridge = new TapBridge(vsc, tap);
+        Thread t = Thread.ofPlatform().name("guest-net-p").daemon().start(bridge);
+        cleanup.add(() -> {
+            bridge.close();
+            t.join(2000);
+        });
+        String ns = ns("php");
+        SyntheticNicTrafficTest.must("ip", "link", "set", tap.name(), "netns", ns);
+        SyntheticNicTrafficTest.must("ip", "-n", ns, "link", "set", tap.name(), "address", EthernetDescriptor.formatMac(vsc.mac()));
+        SyntheticNicTrafficTest.must("ip", "-n", ns, "link", "set", tap.name(), "mtu", Integer.toString(vsc.mtu()));
+        SyntheticNicTrafficTest.must("ip", "-n", ns, "addr", "add", cidr, "dev", tap.name());
+        SyntheticNicTrafficTest.must("ip", "-n", ns, "link", "set", tap.name(), "up");
+        return vsp;
+    }
+
+    @Test
+    void shouldCarryPingTcpAndUdpBothWaysBetweenAPartitionAndTheHostOverAnInternalSwitch() throws Exception {
+        startSwitch(SwitchType.INTERNAL);
+        TapPort hostTap = TapPort.open("phh" + tag, true);
+        cleanup.add(hostTap);
+        agent.submit(s -> s.addPort("host", PortKind.HOST, PortConfig.uplink(), hostTap, hostTap)).join();
+        String hostNs = ns("phh");
+        SyntheticNicTrafficTest.must("ip", "link", "set", hostTap.name(), "netns", hostNs);
+        SyntheticNicTrafficTest.must("ip", "-n", hostNs, "addr", "add", "10.83.0.100/24", "dev", hostTap.name());
+        SyntheticNicTrafficTest.must("ip", "-n", hostNs, "link", "set", hostTap.name(), "up");
+        NetVsp nic = partition("10.83.0.1/24");
+        bothWays(nic, hostNs, "10.83.0.100", "10.83.0.1");
+    }
+
+    @Test
+    void shouldCarryPingTcpAndUdpBothWaysBetweenAPartitionAndALanOverAnExternalSwitch() throws Exception {
+        external(false);
+    }
+
+    @Test
+    void shouldCarryPingTcpAndUdpBothWaysOverAnExternalSwitchWhoseUplinkHasGroOn() throws Exception {
+        external(true);
+    }
+
+    private void external(boolean gro) throws Exception {
+        startSwitch(SwitchType.EXTERNAL);
+        String uplink = "phu" + tag;
+        String lanEnd = "phl" + tag;
+        SyntheticNicTrafficTest.run(5, "ip", "link", "del", uplink);
+        SyntheticNicTrafficTest.must("ip", "link", "add", uplink, "type", "veth", "peer", "name", lanEnd);
+        links.add(uplink);
+        SyntheticNicTrafficTest.must("ip", "link", "set", uplink, "up");
+        if (gro) {
+            SyntheticNicTrafficTest.must("ethtool", "-K", uplink, "gro", "on");
+        }
+        PacketSocketPort up = PacketSocketPort.open(uplink);
+        cleanup.add(up);
+        agent.submit(s -> s.addPort("uplink", PortKind.UPLINK, PortConfig.uplink(), up, up)).join();
+        String lan = ns("phl");
+        SyntheticNicTrafficTest.must("ip", "link", "set", lanEnd, "netns", lan);
+        SyntheticNicTrafficTest.must("ip", "-n", lan, "addr", "add", "10.84.0.100/24", "dev", lanEnd);
+        SyntheticNicTrafficTest.must("ip", "-n", lan, "link", "set", lanEnd, "up");
+        String features = SyntheticNicTrafficTest.output("ip", "netns", "exec", lan, "ethtool", "-k", lanEnd);
+        assertTrue(features.contains("tx-checksumming: on"), "the LAN end keeps its default tx offloads: " + features);
+        NetVsp nic = partition("10.84.0.1/24");
+        bothWays(nic, lan, "10.84.0.100", "10.84.0.1");
+    }
+
+    private void bothWays(NetVsp nic, String farNs, String farIp, String partitionIp) throws Exception {
+        String php = "php" + tag;
+        assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", farNs, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+            partitionIp), "ping far side -> partition");
+        assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", php, "ping", "-c", "3", "-i", "0.2", "-W", "2",
+            farIp), "ping partition -> far side");
+        Port port = nic.port();
+        double toPartition = SyntheticNicTrafficTest.number(
+            SyntheticNicTrafficTest.iperf(php, partitionIp, farNs, 2, CONNECT_TIMEOUT), "sum_received", "bits_per_second");
+        double fromPartition = SyntheticNicTrafficTest.number(
+            SyntheticNicTrafficTest.iperf(farNs, farIp, php, 2, CONNECT_TIMEOUT), "sum_received", "bits_per_second");
+        double udpLostIn = SyntheticNicTrafficTest.number(
+            SyntheticNicTrafficTest.iperf(php, partitionIp, farNs, 1, "-u", "-b", "20M", "-l", "1400", CONNECT_TIMEOUT), "sum", "lost_percent");
+        double udpLostOut = SyntheticNicTrafficTest.number(
+            SyntheticNicTrafficTest.iperf(farNs, farIp, php, 1, "-u", "-b", "20M", "-l", "1400", CONNECT_TIMEOUT), "sum", "lost_percent");
+        System.out.printf("partition <-> %s: TCP in %.1f Mbit/s, out %.1f Mbit/s; UDP lost in %.2f%% out %.2f%%; %s%n",
+            farNs, toPartition / 1e6, fromPartition / 1e6, udpLostIn, udpLostOut, port.counters().snapshot());
+        assertTrue(toPartition > 5e6, "TCP far side -> partition: " + toPartition + " " + port.counters().snapshot());
+        assertTrue(fromPartition > 5e6, "TCP partition -> far side: " + fromPartition + " " + port.counters().snapshot());
+        assertTrue(udpLostIn < 25 && udpLostOut < 25, "UDP loss in " + udpLostIn + "% out " + udpLostOut + "%");
+        assertEquals(0, port.counters().drops(DropReason.OFFLOAD_UNSUPPORTED), port.counters().snapshot().toString());
+        assertTrue(port.counters().softwareOffloadFrames() > 1000,
+            "the far side's TSO/partial-checksum frames were finished by the switch: " + port.counters().snapshot());
+    }
+}
