@@ -377,6 +377,10 @@ public final class VhostUserFrontend implements AutoCloseable {
          */
         public int[] awaitUsed(int timeoutMillis) {
             long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;
+            // As Linux's virtio_ring does: ask for a call when the used index passes what we consumed
+            // (EVENT_IDX), then look again, so a completion between the two is not missed.
+            setUsedEvent(lastUsed);
+            VarHandle.fullFence();
             while (usedIndex() == lastUsed) {
                 long left = deadline - System.nanoTime();
                 if (left <= 0) {

@@ -64,6 +64,40 @@ class VhostUserBackendTest {
         assertEquals(null, backend.lastError());
     }
 
+    @Test
+    void shouldCallOnlyWhenTheDriversUsedEventIsPassed() throws InterruptedException {
+        try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
+            assertTrue((f.negotiate(ALL) & (1L << F_RING_EVENT_IDX)) != 0);
+            VhostUserFrontend.Queue q = f.startQueue(0, 8);
+            echo(f, q, false);
+            q.drainCalls();
+            q.setUsedEvent(10); // "call me when used idx passes 10"
+            long src = f.alloc(8, 8);
+            long dst = f.alloc(8, 8);
+            q.add(new long[] {src, dst}, new int[] {8, 8}, new boolean[] {false, true});
+            q.kick();
+            for (int i = 0; i < 500 && q.usedIndex() != 2; i++) {
+                Thread.sleep(2);
+            }
+            assertEquals(2, q.usedIndex(), "the request completed");
+            Thread.sleep(20);
+            assertEquals(0, q.drainCalls(), "no call before used_event is passed");
+            q.setUsedEvent(2); // "call me when used idx passes 2"
+            q.add(new long[] {src, dst}, new int[] {8, 8}, new boolean[] {false, true});
+            q.kick();
+            for (int i = 0; i < 500 && q.usedIndex() != 3; i++) {
+                Thread.sleep(2);
+            }
+            assertEquals(3, q.usedIndex());
+            long calls = 0;
+            for (int i = 0; i < 100 && calls == 0; i++) {
+                Thread.sleep(2);
+                calls = q.drainCalls();
+            }
+            assertEquals(1, calls, "one call once used_event is passed");
+        }
+    }
+
     private static void echo(VhostUserFrontend f, VhostUserFrontend.Queue q, boolean indirect) {
         long src = f.alloc(300, 8);
         long dst = f.alloc(300, 8);

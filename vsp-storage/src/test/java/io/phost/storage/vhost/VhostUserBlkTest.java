@@ -62,6 +62,25 @@ class VhostUserBlkTest {
         verifyWithQemu(image, "vhdx");
     }
 
+    /** Pass-through: a loop device ({@code losetup -f --show backing.img}), detached afterwards. */
+    @Test
+    void shouldServeEveryRequestTypeOnAPassThroughLoopDevice() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue("root".equals(System.getProperty("user.name")), "loop devices need root");
+        assertTrue(Proc.exists("losetup"), "losetup (util-linux) is missing");
+        Path backing = dir.resolve("backing.img");
+        FileDisk.createSparse(backing, SIZE);
+        String loop = Proc.ok(30, "losetup", "-f", "--show", backing.toString()).trim();
+        try {
+            try (FileDisk dev = FileDisk.openDevice(Path.of(loop), false)) {
+                assertTrue(dev.blockDevice());
+                exercise(dev, "loop-disk");
+            }
+        } finally {
+            Proc.run(30, "losetup", "-d", loop);
+        }
+        verifyWithQemu(backing, "raw");
+    }
+
     @Test
     void shouldRefuseWritesAndAdvertiseReadOnlyWhenExportedReadOnly() throws Exception {
         Path image = dir.resolve("ro.raw");

@@ -1,0 +1,168 @@
+package io.phost.perf.vhost;
+
+import io.phost.core.vhost.VhostUserFrontend;
+import io.phost.perf.BenchContext;
+import io.phost.perf.BenchResult;
+import io.phost.perf.BenchSuite;
+import io.phost.storage.backend.FileDisk;
+import io.phost.storage.vhost.VhostUserBlkExport;
+import io.phost.vhdx.VirtualDisk;
+import io.phost.vhdx.vhdx.VhdxCreateOptions;
+import io.phost.vhdx.vhdx.VhdxDisk;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * {@code phost bench vhost}: phost's vhost-user-blk export against qemu-storage-daemon's
+ * ({@code --export type=vhost-user-blk}, {@code aio=io_uring}, {@code cache.direct=on}) on the same file, a
+ * raw image and a fully allocated dynamic VHDX, both driven by the same test front-end
+ * ({@link VhostUserFrontend}: memfd guest memory, one queue, kicks and calls) standing in for the VMM, so no
+ * TCG is in the loop. 4 KiB random read and write at QD1 and QD32; each point runs ours and the peer
+ * interleaved, three rounds; the result is each side's median, min/median/max in the series.
+ * <pre>
+ *   qemu-storage-daemon --blockdev driver=file,node-name=f,filename=IMG,cache.direct=on,aio=io_uring \
+ *     --blockdev driver=raw|vhdx,node-name=d,file=f \
+ *     --export type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=SOCK,writable=on
+ * </pre>
+ */
+public final class VhostBenchSuite implements BenchSuite {
+    private static final int ROUNDS = 3;
+
+    @Override
+    public String name() {
+        return "vhost";
+    }
+
+    @Override
+    public String description() {
+        return "vhost-user-blk export vs qemu-storage-daemon's (io_uring, O_DIRECT) on raw and VHDX, same driver.";
+    }
+
+    @Override
+    public List<BenchResult> run(BenchContext ctx) throws Exception {
+        double seconds = ctx.quick() ? 0.5 : 2.0;
+        long size = ctx.quick() ? 64L << 20 : 256L << 20;
+        boolean qsd = exists("qemu-storage-daemon");
+        if (!qsd) {
+            ctx.log("qemu-storage-daemon not installed (Debian: qemu-system-common): no peer");
+        }
+        List<BenchResult> out = new ArrayList<>();
+        String[] formats = {"raw", "vhdx"};
+        int total = formats.length * 4;
+        int step = 0;
+        for (String format : formats) {
+            Path ours = ctx.workDir().resolve("vhost-bench-ours." + format);
+            Path peer = ctx.workDir().resolve("vhost-bench-qsd." + format);
+            prefill(ours, format, size);
+            Files.copy(ours, peer);
+            for (boolean write : new boolean[] {false, true}) {
+                for (int qd : new int[] {1, 32}) {
+                    String point = "4k-rand" + (write ? "write" : "read") + "-qd" + qd + " " + format;
+                    ctx.progress(step++, total, point);
+                    double[] a = new double[ROUNDS];
+                    double[] b = new double[ROUNDS];
+                    for (int r = 0; r < ROUNDS; r++) {
+                        a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                        b[r] = qsd ? peer(ctx, peer, format, write, qd, size, seconds, r) : Double.NaN;
+                    }
+                    Map<String, Double> series = new LinkedHashMap<>();
+                    Arrays.sort(a);
+                    Arrays.sort(b);
+                    series.put("phost_min", a[0]);
+                    series.put("phost_median", a[ROUNDS / 2]);
+                    series.put("phost_max", a[ROUNDS - 1]);
+                    if (qsd) {
+                        series.put("qsd_min", b[0]);
+                        series.put("qsd_median", b[ROUNDS / 2]);
+                        series.put("qsd_max", b[ROUNDS - 1]);
+                    }
+                    out.add(BenchResult.vsPeer(point, a[ROUNDS / 2], "IOPS", qsd ? "qemu-storage-daemon" : null,
+                        qsd ? b[ROUNDS / 2] : Double.NaN).withSeries(series));
+                }
+            }
+        }
+        ctx.progress(total, total, "done");
+        return out;
+    }
+
+    private static double ours(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
+                               int round) throws Exception {
+        Path sock = ctx.workDir().resolve("phost-vhost.sock");
+        try (VirtualDisk disk = format.equals("raw") ? FileDisk.openFile(image, false, true) : VhdxDisk.open(image, false);
+             VhostUserBlkExport e = VhostUserBlkExport.start("bench", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
+            return drive(sock, write, qd, size, seconds, round);
+        }
+    }
+
+    private static double peer(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
+                               int round) throws Exception {
+        Path sock = ctx.workDir().resolve("qsd-vhost.sock");
+        Files.deleteIfExists(sock);
+        Process p = new ProcessBuilder("qemu-storage-daemon",
+            "--blockdev", "driver=file,node-name=f,filename=" + image + ",cache.direct=on,aio=io_uring",
+            "--blockdev", "driver=" + format + ",node-name=d,file=f",
+            "--export", "type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=" + sock + ",writable=on,num-queues=1")
+            .redirectErrorStream(true).redirectOutput(ctx.workDir().resolve("qsd.log").toFile()).start();
+        try {
+            for (int i = 0; i < 500 && !Files.exists(sock); i++) {
+                if (!p.isAlive()) {
+                    throw new IllegalStateException("qemu-storage-daemon exited: " + Files.readString(ctx.workDir().resolve("qsd.log")));
+                }
+                Thread.sleep(10);
+            }
+            return drive(sock, write, qd, size, seconds, round);
+        } finally {
+            p.destroy();
+            if (!p.waitFor(10, TimeUnit.SECONDS)) {
+                p.destroyForcibly();
+            }
+        }
+    }
+
+    private static double drive(Path sock, boolean write, int qd, long size, double seconds, int round) {
+        try (VhostUserFrontend f = VhostUserFrontend.connect(sock, 16L << 20)) {
+            f.negotiate(~0L);
+            VhostUserFrontend.Queue q = f.startQueue(0, 128);
+            VhostBlkLoad.run(f, q, write, 4096, qd, size, Math.min(0.3, seconds / 2), 7 + round); // warm-up
+            return VhostBlkLoad.run(f, q, write, 4096, qd, size, seconds, 1000 + round);
+        }
+    }
+
+    /** A raw file or a dynamic VHDX with every block written (steady state: no allocation during the run). */
+    private static void prefill(Path path, String format, long size) throws IOException {
+        Files.deleteIfExists(path);
+        try (Arena a = Arena.ofConfined();
+             VirtualDisk d = format.equals("raw") ? rawCreate(path, size) : VhdxDisk.create(path, VhdxCreateOptions.dynamic(size))) {
+            MemorySegment chunk = a.allocate(1 << 20, 4096);
+            chunk.fill((byte) 0x5A);
+            for (long off = 0; off < size; off += chunk.byteSize()) {
+                d.write(off, chunk);
+            }
+            d.flush();
+        }
+    }
+
+    private static VirtualDisk rawCreate(Path path, long size) throws IOException {
+        FileDisk.createSparse(path, size);
+        return FileDisk.openFile(path, false, false);
+    }
+
+    private static boolean exists(String tool) {
+        for (String dir : System.getenv().getOrDefault("PATH", "/usr/bin:/bin").split(":")) {
+            if (Files.isExecutable(Path.of(dir, tool))) {
+                return true;
+            }
+        }
+        return false;
+    }
+}

@@ -1,0 +1,58 @@
+package io.phost.storage.vhost;
+
+import io.phost.core.vhost.VhostUserFrontend;
+import io.phost.storage.backend.FileDisk;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+import java.lang.management.ManagementFactory;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+import static io.phost.storage.vhost.VirtioBlkDescriptor.*;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * The vhost-user-blk queue worker allocates nothing per I/O once warm: 4 KiB reads and writes through the
+ * whole path (avail ring, chain walk and translation, virtio-blk decode, SCSI command, engine on a tmpfs
+ * file, status byte, used ring, call eventfd), with the worker thread's allocated-bytes counter read
+ * before and after.
+ */
+@Timeout(120)
+class VhostUserBlkAllocationTest {
+    @Test
+    void shouldNotAllocatePerIoOnTheQueueWorkerThread() throws Exception {
+        Path file = Files.createTempFile(Path.of("/dev/shm"), "vhost-alloc", ".raw");
+        Path sock = Files.createTempDirectory("vhost-alloc").resolve("alloc.sock");
+        FileDisk.createSparse(file, 16L << 20);
+        try (FileDisk disk = FileDisk.openFile(file, false, true);
+             VhostUserBlkExport e = VhostUserBlkExport.start("vhost-alloc", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1));
+             VhostUserFrontend f = VhostUserFrontend.connect(sock, 8 << 20)) {
+            f.negotiate(~0L);
+            VhostUserBlkTest.Blk blk = new VhostUserBlkTest.Blk(f, f.startQueue(0, 64));
+            long buf = f.alloc(4096, 4096);
+            run(blk, buf, 20_000); // warm-up: JIT, engine setup
+            var mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+            Thread worker = Thread.getAllStackTraces().keySet().stream()
+                .filter(t -> t.getName().equals("vhost-alloc-q0")).findFirst()
+                .orElseThrow(() -> new AssertionError("no queue worker: " + Thread.getAllStackTraces().keySet()));
+            long before = mx.getThreadAllocatedBytes(worker.threadId());
+            int ios = 10_000;
+            run(blk, buf, ios);
+            long after = mx.getThreadAllocatedBytes(worker.threadId());
+            double perIo = (after - before) / (double) ios;
+            System.out.println("vhost-user-blk worker: " + (after - before) + " bytes for " + ios + " I/Os");
+            assertTrue(perIo < 16, "worker allocated " + (after - before) + " bytes for " + ios + " I/Os (" + perIo + " B/IO)");
+        } finally {
+            Files.deleteIfExists(file);
+        }
+    }
+
+    private static void run(VhostUserBlkTest.Blk blk, long buf, int n) {
+        for (int i = 0; i < n; i++) {
+            int type = (i & 1) == 0 ? T_IN : T_OUT;
+            assertEquals(S_OK, blk.request(type, (i % 4000) * 8L, buf, 4096, type == T_IN)[0]);
+        }
+    }
+}
