@@ -443,13 +443,20 @@ public final class Partition implements ChildPartition {
             if (state == PartitionState.CREATED) {
                 return;
             }
+            p = process;
+            // Kill and reap before the new state is visible: whoever sees FAULTED/CRASHED/STOPPED must
+            // not find the guest still running (SIGKILL is bounded; 2 s covers a loaded machine).
+            if (p != null && p.isAlive()) {
+                p.destroyForcibly();
+                try {
+                    p.waitFor(2, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }
             state = to;
             reason = why;
-            p = process;
             teardown();
-        }
-        if (p != null && p.isAlive()) {
-            p.destroyForcibly();
         }
     }
 
