@@ -85,6 +85,9 @@ class RunVhostUserTest {
                 assertEquals(sock.toString(), os.get("socket"));
                 assertTrue(((Number) os.get("bytes_written")).longValue() >= 256 << 10, os.toString());
                 assertEquals(true, ((Map<?, ?>) rows.get(1)).get("read_only"));
+                String metrics = client(dir).get("/metrics").bodyText();
+                assertTrue(metrics.contains("phost_vhost_user_written_bytes_total{disk=\"vm-os\"}")
+                    && metrics.contains("phost_vhost_user_connected{disk=\"vm-os\"} 1"), metrics);
                 String flows = client(dir).get("/qos/flows").bodyText();
                 assertTrue(flows.contains("vhost-user") && flows.contains("vm-os"), flows);
             }

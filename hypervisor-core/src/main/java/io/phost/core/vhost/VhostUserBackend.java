@@ -8,6 +8,7 @@ import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.LinkOption;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -29,6 +30,7 @@ public final class VhostUserBackend implements AutoCloseable {
     private final String name;
     private final Path socketPath;
     private final VhostUserDevice device;
+    private final List<Integer> cpus;
     private final UnixSocket listener;
     private final Thread thread;
     private volatile boolean closed;
@@ -36,10 +38,11 @@ public final class VhostUserBackend implements AutoCloseable {
     private volatile String lastError;
     private final AtomicLong connections = new AtomicLong();
 
-    private VhostUserBackend(String name, Path socketPath, VhostUserDevice device, UnixSocket listener) {
+    private VhostUserBackend(String name, Path socketPath, VhostUserDevice device, List<Integer> cpus, UnixSocket listener) {
         this.name = name;
         this.socketPath = socketPath;
         this.device = device;
+        this.cpus = List.copyOf(cpus);
         this.listener = listener;
         this.thread = Thread.ofPlatform().name("vhost-" + name).daemon().unstarted(this::run);
     }
@@ -49,6 +52,14 @@ public final class VhostUserBackend implements AutoCloseable {
      * anything that is not a socket) and starts serving {@code device}.
      */
     public static VhostUserBackend start(String name, Path socketPath, VhostUserDevice device) {
+        return start(name, socketPath, device, List.of());
+    }
+
+    /**
+     * As {@link #start(String, Path, VhostUserDevice)}, with every queue worker pinned to {@code cpus}
+     * ({@code [host] vsp_cpus}; empty = no pinning; a CPU that cannot be used is logged and ignored).
+     */
+    public static VhostUserBackend start(String name, Path socketPath, VhostUserDevice device, List<Integer> cpus) {
         try {
             if (Files.exists(socketPath, LinkOption.NOFOLLOW_LINKS)) {
                 if (Files.isRegularFile(socketPath, LinkOption.NOFOLLOW_LINKS) || Files.isDirectory(socketPath, LinkOption.NOFOLLOW_LINKS)
@@ -65,7 +76,7 @@ public final class VhostUserBackend implements AutoCloseable {
             throw new UncheckedIOException("vhost-user socket " + socketPath, e);
         }
         UnixSocket l = UnixSocket.listenStream(socketPath, 1);
-        VhostUserBackend b = new VhostUserBackend(name, socketPath, device, l);
+        VhostUserBackend b = new VhostUserBackend(name, socketPath, device, cpus, l);
         b.thread.start();
         return b;
     }
@@ -86,7 +97,7 @@ public final class VhostUserBackend implements AutoCloseable {
                 continue;
             }
             connections.incrementAndGet();
-            VhostUserSession s = new VhostUserSession(name, c, device, this::queueFailed);
+            VhostUserSession s = new VhostUserSession(name, c, device, cpus, this::queueFailed);
             session = s;
             try {
                 while (!closed && s.step()) {

@@ -40,6 +40,7 @@ public final class VhostUserFrontend implements AutoCloseable {
     private final MemorySegment memory;
     private final MemorySegment out = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
     private final MemorySegment in = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
+    private final java.util.List<Queue> queues = new java.util.ArrayList<>();
     private long next;
     private long features;
     private long protocolFeatures;
@@ -225,6 +226,7 @@ public final class VhostUserFrontend implements AutoCloseable {
     /** Sets up queue {@code index} of {@code size} entries in guest memory, with kick and call eventfds, and enables it. */
     public Queue startQueue(int index, int size) {
         Queue q = new Queue(index, size);
+        queues.add(q);
         setState(VhostUserRequest.SET_VRING_NUM, index, size);
         MemorySegment a = MemorySegment.ofArray(new byte[VRING_ADDR_LENGTH]);
         a.set(U32, 0, index);
@@ -423,6 +425,10 @@ public final class VhostUserFrontend implements AutoCloseable {
     @Override
     public void close() {
         socket.close();
+        for (Queue q : queues) {
+            q.kick.close();
+            q.call.close();
+        }
         SharedMemory.unmap(memory);
         Fd.close(memFd);
     }

@@ -28,6 +28,7 @@ final class VhostUserSession implements AutoCloseable {
     private final UnixSocket socket;
     private final VhostUserDevice device;
     private final Consumer<String> onQueueError;
+    private final List<Integer> cpus;
     private final MemorySegment in = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
     private final MemorySegment out = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
     private final VhostUserMessage msg = new VhostUserMessage(in);
@@ -38,7 +39,8 @@ final class VhostUserSession implements AutoCloseable {
     private long ackedProtocol;
     private int status;
 
-    VhostUserSession(String name, UnixSocket socket, VhostUserDevice device, Consumer<String> onQueueError) {
+    VhostUserSession(String name, UnixSocket socket, VhostUserDevice device, List<Integer> cpus, Consumer<String> onQueueError) {
+        this.cpus = cpus;
         this.name = name;
         this.socket = socket;
         this.device = device;
@@ -390,7 +392,7 @@ final class VhostUserSession implements AutoCloseable {
         }
         boolean eventIdx = (ackedFeatures & (1L << F_RING_EVENT_IDX)) != 0;
         boolean indirect = (ackedFeatures & (1L << F_RING_INDIRECT_DESC)) != 0;
-        v.start(name, device, memory, eventIdx, indirect, onQueueError);
+        v.start(name, device, memory, eventIdx, indirect, cpus, onQueueError);
     }
 
     private List<Vring> stopAll() {

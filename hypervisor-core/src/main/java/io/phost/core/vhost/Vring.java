@@ -1,5 +1,6 @@
 package io.phost.core.vhost;
 
+import io.phost.core.sys.CpuAffinity;
 import io.phost.core.sys.EventFd;
 import io.phost.core.sys.Fd;
 import io.phost.core.sys.Poll;
@@ -7,6 +8,7 @@ import io.phost.core.sys.Poll;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.List;
 import java.util.function.Consumer;
 
 /**
@@ -54,7 +56,8 @@ final class Vring {
     }
 
     /** Starts the worker over {@code memory}; {@code onError} is told when the queue breaks. */
-    void start(String name, VhostUserDevice device, GuestMemory memory, boolean eventIdx, boolean indirect, Consumer<String> onError) {
+    void start(String name, VhostUserDevice device, GuestMemory memory, boolean eventIdx, boolean indirect, List<Integer> cpus,
+               Consumer<String> onError) {
         long[] host = SplitVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
         queue = new SplitVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call);
         VirtqueueHandler handler = device.openQueue(index);
@@ -64,8 +67,24 @@ final class Vring {
         SplitVirtqueue q = queue;
         EventFd stopFd = stop;
         EventFd kick = kickFd >= 0 ? EventFd.adopt(kickFd).view() : null;
-        thread = Thread.ofPlatform().name(name + "-q" + index).daemon().unstarted(() -> run(q, handler, kick, stopFd, onError));
+        thread = Thread.ofPlatform().name(name + "-q" + index).daemon().unstarted(() -> {
+            pin(cpus);
+            run(q, handler, kick, stopFd, onError);
+        });
         thread.start();
+    }
+
+    /** Keeps this worker on the configured CPUs, or logs why it cannot and runs anywhere. */
+    private void pin(List<Integer> cpus) {
+        if (cpus.isEmpty()) {
+            return;
+        }
+        try {
+            CpuAffinity.pin(cpus);
+        } catch (RuntimeException e) {
+            System.getLogger("phost.vhost").log(System.Logger.Level.WARNING,
+                "queue worker not pinned queue=" + index + " cpus=" + cpus + " reason=\"" + e.getMessage() + "\"");
+        }
     }
 
     private void run(SplitVirtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, Consumer<String> onError) {

@@ -98,6 +98,26 @@ class VhostUserBackendTest {
         }
     }
 
+    @Test
+    void shouldPinQueueWorkersToTheConfiguredCpus() throws Exception {
+        try (VhostUserBackend pinned = VhostUserBackend.start("vhpin", dir.resolve("pin.sock"), new EchoDevice(1), java.util.List.of(0));
+             VhostUserFrontend f = VhostUserFrontend.connect(pinned.socketPath(), 1 << 20)) {
+            f.negotiate(ALL);
+            VhostUserFrontend.Queue q = f.startQueue(0, 8);
+            echo(f, q, false);
+            String allowed = null;
+            try (var tasks = java.nio.file.Files.list(Path.of("/proc/self/task"))) {
+                for (Path t : tasks.toList()) {
+                    if (java.nio.file.Files.readString(t.resolve("comm")).strip().equals("vhpin-q0")) {
+                        allowed = java.nio.file.Files.readAllLines(t.resolve("status")).stream()
+                            .filter(l -> l.startsWith("Cpus_allowed_list:")).findFirst().orElseThrow().split(":")[1].strip();
+                    }
+                }
+            }
+            assertEquals("0", allowed, "the queue worker thread runs on CPU 0 only");
+        }
+    }
+
     private static void echo(VhostUserFrontend f, VhostUserFrontend.Queue q, boolean indirect) {
         long src = f.alloc(300, 8);
         long dst = f.alloc(300, 8);
@@ -296,13 +316,24 @@ class VhostUserBackendTest {
         }, "BAD_DESCRIPTOR_ORDER");
     }
 
-    /** Runs {@code attack} on a fresh connection; expects a hang-up naming {@code reason}, then a healthy session. */
+    /**
+     * Runs {@code attack} on a fresh connection while another device serves a well-behaved front-end;
+     * expects a hang-up naming {@code reason}, the other device untouched, then a healthy session.
+     */
     private void hostile(Consumer<VhostUserFrontend> attack, String reason) {
-        try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
-            attack.accept(f);
-            assertTrue(f.awaitHangUp(5_000), "back-end drops the connection");
+        try (VhostUserBackend other = VhostUserBackend.start("other", dir.resolve("other.sock"), new EchoDevice(1));
+             VhostUserFrontend good = VhostUserFrontend.connect(other.socketPath(), 1 << 20)) {
+            good.negotiate(ALL);
+            VhostUserFrontend.Queue gq = good.startQueue(0, 8);
+            echo(good, gq, false);
+            try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
+                attack.accept(f);
+                assertTrue(f.awaitHangUp(5_000), "back-end drops the connection");
+            }
+            waitForError(reason);
+            echo(good, gq, true); // the other device kept its connection and serves on
+            assertEquals(null, other.lastError());
         }
-        waitForError(reason);
         shouldServeAfterwards();
     }
 

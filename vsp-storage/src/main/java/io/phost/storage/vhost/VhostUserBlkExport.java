@@ -8,6 +8,7 @@ import io.phost.storage.scsi.ScsiLun;
 import io.phost.vhdx.VirtualDisk;
 
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Objects;
 
 /**
@@ -35,39 +36,50 @@ public final class VhostUserBlkExport implements AutoCloseable {
      * @param queues   queues offered (1..{@value #MAX_QUEUES}); each started queue gets its own worker thread
      * @param engine   the I/O engine kind for this disk
      * @param serial   the GET_ID answer (up to 20 ASCII bytes; longer is cut), null for the export's name
+     * @param cpus     CPUs the queue workers are pinned to ({@code [host] vsp_cpus}); empty = no pinning
      */
-    public record Options(boolean readOnly, QosFlow qos, int queues, IoEngines.Kind engine, String serial) {
+    public record Options(boolean readOnly, QosFlow qos, int queues, IoEngines.Kind engine, String serial, List<Integer> cpus) {
         public Options {
             Objects.requireNonNull(qos, "qos");
             Objects.requireNonNull(engine, "engine");
+            cpus = List.copyOf(cpus);
             if (queues < 1 || queues > MAX_QUEUES) {
                 throw new IllegalArgumentException("vhost-user-blk queues " + queues + ": must be 1 to " + MAX_QUEUES);
             }
         }
 
-        /** Writable, unlimited QoS, 4 queues, automatic engine, serial = export name. */
+        /** The options without pinning (the first published shape of this record). */
+        public Options(boolean readOnly, QosFlow qos, int queues, IoEngines.Kind engine, String serial) {
+            this(readOnly, qos, queues, engine, serial, List.of());
+        }
+
+        /** Writable, unlimited QoS, 4 queues, automatic engine, serial = export name, no pinning. */
         public static Options defaults() {
-            return new Options(false, QosFlow.UNLIMITED, 4, IoEngines.Kind.AUTO, null);
+            return new Options(false, QosFlow.UNLIMITED, 4, IoEngines.Kind.AUTO, null, List.of());
+        }
+
+        public Options withCpus(List<Integer> list) {
+            return new Options(readOnly, qos, queues, engine, serial, list);
         }
 
         public Options withReadOnly(boolean ro) {
-            return new Options(ro, qos, queues, engine, serial);
+            return new Options(ro, qos, queues, engine, serial, cpus);
         }
 
         public Options withQos(QosFlow flow) {
-            return new Options(readOnly, flow, queues, engine, serial);
+            return new Options(readOnly, flow, queues, engine, serial, cpus);
         }
 
         public Options withQueues(int n) {
-            return new Options(readOnly, qos, n, engine, serial);
+            return new Options(readOnly, qos, n, engine, serial, cpus);
         }
 
         public Options withEngine(IoEngines.Kind kind) {
-            return new Options(readOnly, qos, queues, kind, serial);
+            return new Options(readOnly, qos, queues, kind, serial, cpus);
         }
 
         public Options withSerial(String s) {
-            return new Options(readOnly, qos, queues, engine, s);
+            return new Options(readOnly, qos, queues, engine, s, cpus);
         }
     }
 
@@ -91,7 +103,7 @@ public final class VhostUserBlkExport implements AutoCloseable {
         Objects.requireNonNull(disk, "disk");
         ScsiLun lun = new ScsiLun(name, disk, options.qos(), options.readOnly(), options.engine());
         VhostUserBlkDevice device = new VhostUserBlkDevice(lun, options.queues(), options.serial() == null ? name : options.serial());
-        VhostUserBackend backend = VhostUserBackend.start(name, socketPath, device);
+        VhostUserBackend backend = VhostUserBackend.start(name, socketPath, device, options.cpus());
         return new VhostUserBlkExport(name, disk, device, backend);
     }
 
@@ -115,6 +127,11 @@ public final class VhostUserBlkExport implements AutoCloseable {
     /** True while a front-end (QEMU) is connected. */
     public boolean connected() {
         return backend.connected();
+    }
+
+    /** Front-ends that have connected since start (a reconnecting QEMU counts again). */
+    public long connections() {
+        return backend.connections();
     }
 
     /** Queues currently running. */
