@@ -20,9 +20,10 @@ import java.util.Map;
 
 /**
  * The disks of VM partitions, each served by this phost as a vhost-user-blk device on
- * {@code DATA_DIR/vhost/PARTITION.DISK.sock} through the storage core (its QoS flow, read-only flag, engine
- * and statistics), so QEMU never opens an image itself. A VM's disks become PCI devices in (controller,
- * LUN) order; under firmware boot the first one boots.
+ * {@code DATA_DIR/vhost/partitions/PARTITION/DISK.sock} (unique per partition and disk, and apart from the
+ * {@code vhost_user} exports' {@code DATA_DIR/vhost/DISK.sock}) through the storage core: its QoS flow,
+ * read-only flag, engine and statistics, so QEMU never opens an image itself. A VM's disks become PCI
+ * devices in (controller, LUN) order; under firmware boot the first one boots.
  */
 public final class VmDisksComponent implements Component {
     private static final Logger LOG = System.getLogger("phost.storage");
@@ -38,12 +39,12 @@ public final class VmDisksComponent implements Component {
     public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) throws java.io.IOException {
         VmDisksComponent c = new VmDisksComponent();
         try {
-            Path dir = cfg.host().dataDir().resolve("vhost");
+            Path base = cfg.host().dataDir().resolve("vhost").resolve("partitions");
             for (PartitionConfig p : cfg.partitions()) {
                 if (!p.isVm() || p.disks().isEmpty()) {
                     continue;
                 }
-                Files.createDirectories(dir);
+                Path dir = Files.createDirectories(base.resolve(p.name()));
                 List<DiskAttachment> ordered = new ArrayList<>(p.disks());
                 ordered.sort(Comparator.comparingInt(DiskAttachment::controller).thenComparingInt(DiskAttachment::lun));
                 List<Export> exports = new ArrayList<>();
@@ -51,7 +52,7 @@ public final class VmDisksComponent implements Component {
                 for (DiskAttachment a : ordered) {
                     DiskConfig d = cfg.disk(a.disk()).orElseThrow();
                     DisksComponent.OpenDisk open = disks.get(d.name());
-                    Path socket = dir.resolve(p.name() + "." + d.name() + ".sock");
+                    Path socket = dir.resolve(d.name() + ".sock");
                     if (socket.toString().length() > MAX_SOCKET_PATH) {
                         throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
                             + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
