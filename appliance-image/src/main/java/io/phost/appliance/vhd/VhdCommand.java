@@ -170,6 +170,12 @@ public final class VhdCommand implements Callable<Integer> {
                 }
                 long s = size == null ? 0 : Sizes.parse(size);
                 long b = blockSize == null ? 0 : Sizes.parse(blockSize);
+                if (s % logical != 0) {
+                    throw new UserException("--size must be a multiple of the " + logical + "-byte sector: " + size, 2);
+                }
+                if (b != 0 && Long.bitCount(b) != 1) {
+                    throw new UserException("--block-size must be a power of two: " + blockSize, 2);
+                }
                 int phys = physical != null ? physical : f == DiskFormat.VHDX ? Math.max(4096, logical) : Math.max(512, logical);
                 CreateOptions o;
                 try {
@@ -350,6 +356,9 @@ public final class VhdCommand implements Callable<Integer> {
             return guard(() -> {
                 long current = DiskOps.info(file).virtualSize();
                 long wanted = Sizes.parseRelative(size, current);
+                if (wanted <= 0 || wanted % 512 != 0) {
+                    throw new UserException("the new size must be a positive multiple of 512 bytes: " + size + " gives " + wanted, 2);
+                }
                 long n;
                 try (ProgressBar bar = new ProgressBar("resize", progress)) {
                     n = DiskOps.resize(file, wanted, shrink, bar);
@@ -388,12 +397,16 @@ public final class VhdCommand implements Callable<Integer> {
         description = {"Merge a differencing image into its parent, or flatten its chain with --into.",
             "Into the parent: the child is deleted afterwards, as Hyper-V does (--keep-child keeps it).",
             "A VHDX merge that was killed is finished by running the same command again.",
+            "With --to ANCESTOR: every image from CHILD up is merged into ANCESTOR, step by step.",
             "With --into NEW: the whole chain is written to a new image and left untouched."})
     static final class Merge implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "CHILD")
         Path child;
         @Option(names = "--into", paramLabel = "NEW", description = "Write the flattened chain to this new image.")
         Path into;
+        @Option(names = "--to", paramLabel = "ANCESTOR", description = "Merge every image from CHILD up into this ancestor"
+            + " (Merge-VHD -DestinationPath); the merged images are deleted.")
+        Path to;
         @Option(names = {"-O", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Format of NEW (default: its extension).")
         String format;
         @Option(names = "--type", paramLabel = "fixed|dynamic", description = "Type of NEW (default dynamic).")
@@ -408,16 +421,24 @@ public final class VhdCommand implements Callable<Integer> {
         @Override
         public Integer call() {
             return guard(() -> {
+                if (into != null && to != null) {
+                    throw new UserException("--into and --to exclude each other", 2);
+                }
+                if (to != null && keepChild) {
+                    throw new UserException("--keep-child works with a merge into the parent only", 2);
+                }
                 DiskOps.CopyResult r;
                 try (ProgressBar bar = new ProgressBar("merge", progress)) {
-                    if (into != null) {
+                    if (to != null) {
+                        r = DiskOps.mergeIntoAncestor(child, to, bar);
+                    } else if (into != null) {
                         DiskFormat f = format != null ? format(format) : formatFromName(into);
                         r = DiskOps.mergeInto(child, into, f, type(type), force, bar);
                     } else {
                         r = DiskOps.mergeIntoParent(child, keepChild, bar);
                     }
                 }
-                progress.say("merged " + child + (into != null ? " into " + into : " into its parent")
+                progress.say("merged " + child + (into != null ? " into " + into : to != null ? " into " + to : " into its parent")
                     + ": " + Sizes.human(r.bytesWritten()) + " written");
                 return 0;
             });

@@ -52,10 +52,11 @@ class VhdCommandTest {
     @Test
     void shouldDocumentEveryOperationInHelp() {
         assertEquals(0, phost("vhd", "--help"));
-        for (String op : new String[] {"create", "info", "check", "convert", "resize", "compact", "merge", "set-parent"}) {
+        String[] ops = {"create", "info", "check", "convert", "resize", "compact", "merge", "set-parent", "compare", "map"};
+        for (String op : ops) {
             assertTrue(out().contains(op), "vhd --help lists " + op);
         }
-        for (String op : new String[] {"create", "info", "check", "convert", "resize", "compact", "merge", "set-parent"}) {
+        for (String op : ops) {
             assertEquals(0, phost("vhd", op, "--help"), op);
             assertTrue(out().contains("Usage: phost vhd " + op), out());
         }
@@ -80,8 +81,12 @@ class VhdCommandTest {
         assertEquals(0, phost("vhd", "resize", vhd, "--size", "1G"));
         assertEquals(0, phost("vhd", "info", vhd, "--json"));
         assertTrue(out().contains("\"virtualSize\":1073741824"), out());
-        assertEquals(1, phost("vhd", "resize", vhd, "--size", "1M")); // VHD never shrinks: a user error
-        assertTrue(err.toString(StandardCharsets.UTF_8).contains("cannot shrink"));
+        assertEquals(1, phost("vhd", "resize", vhd, "--size", "1M")); // a shrink needs --shrink
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("--shrink"), err.toString(StandardCharsets.UTF_8));
+        assertEquals(1, phost("vhd", "resize", vhd, "--size", "1M", "--shrink")); // VHD never shrinks: a user error
+        String e = err.toString(StandardCharsets.UTF_8);
+        assertTrue(e.contains("cannot shrink"), e);
+        assertFalse(e.contains("UNSUPPORTED") || e.contains("fileOffset"), "no internal codes: " + e);
         assertEquals(0, phost("vhd", "compact", vhd));
         String raw = dir.resolve("c.raw").toString();
         assertEquals(0, phost("vhd", "convert", vhd, raw, "--format", "raw", "--type", "fixed"));
@@ -129,6 +134,75 @@ class VhdCommandTest {
     }
 
     @Test
+    void shouldRefuseWhatWouldLoseDataAndUseConsistentExitCodes() throws Exception {
+        assertEquals(2, phost("vhd"), "phost vhd alone is a usage error");
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("Usage: phost vhd"));
+
+        Path q = dir.resolve("out.qcow2");
+        assertEquals(2, phost("vhd", "create", q.toString(), "--size", "4M"));
+        assertFalse(Files.exists(q), "no VHDX under a .qcow2 name");
+
+        Path a = dir.resolve("a.vhdx");
+        assertEquals(0, phost("vhd", "create", a.toString(), "--size", "8M", "--block-size", "1M"));
+        byte[] before = Files.readAllBytes(a);
+        assertEquals(1, phost("vhd", "create", a.toString(), "--size", "4M"));
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("--force"), err.toString(StandardCharsets.UTF_8));
+        assertArrayEquals(before, Files.readAllBytes(a), "an existing .vhdx is never overwritten");
+        Path b = dir.resolve("b.vhdx");
+        assertEquals(0, phost("vhd", "create", b.toString(), "--size", "8M"));
+        assertEquals(1, phost("vhd", "convert", b.toString(), a.toString()));
+        assertArrayEquals(before, Files.readAllBytes(a));
+
+        assertEquals(2, phost("vhd", "create", dir.resolve("c.vhdx").toString(), "--parent", a.toString(), "--size", "1G"));
+        assertEquals(2, phost("vhd", "create", dir.resolve("d.vhd").toString(), "--size", "4M", "--physical-sector", "4096"));
+        assertEquals(2, phost("vhd", "create", dir.resolve("e.vhdx").toString(), "--size", "1000"));
+        assertEquals(2, phost("vhd", "create", dir.resolve("e.vhdx").toString(), "--size", "4M", "--block-size", "3M"));
+        assertEquals(2, phost("vhd", "resize", a.toString(), "--size", "+100"));
+        assertEquals(2, phost("vhd", "convert", a.toString(), dir.resolve("e.vhdx").toString(), "--type", "sparse"));
+        Path child = dir.resolve("c.avhdx");
+        assertEquals(0, phost("vhd", "create", child.toString(), "--parent", a.toString()));
+        assertEquals(2, phost("vhd", "set-parent", child.toString(), child.toString()));
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("same file"), err.toString(StandardCharsets.UTF_8));
+
+        assertEquals(0, phost("vhd", "info", child.toString(), "--backing-chain", "--json"));
+        assertTrue(out().startsWith("[") && out().contains("\"type\":\"differencing\"") && out().contains("\"type\":\"dynamic\""), out());
+        assertEquals(0, phost("vhd", "check", a.toString(), "--output", "json"));
+        assertTrue(out().contains("\"readable\":true") && out().contains("\"exitCode\":0"), out());
+
+        assertEquals(0, phost("vhd", "resize", b.toString(), "--size", "+8M", "-q"));
+        assertEquals("", out(), "-q prints nothing");
+        assertEquals(1, phost("vhd", "resize", b.toString(), "--size", "-4M"));
+        assertEquals(0, phost("vhd", "resize", b.toString(), "--size", "-4M", "--shrink"));
+        assertEquals(0, phost("vhd", "info", b.toString(), "--json"));
+        assertTrue(out().contains("\"virtualSize\":" + (12L << 20)), out());
+    }
+
+    @Test
+    void shouldCompareAndMapImagesAcrossFormats() throws Exception {
+        Path a = dir.resolve("a.vhdx");
+        assertEquals(0, phost("vhd", "create", a.toString(), "--size", "8M", "--block-size", "1M"));
+        try (io.phost.vhdx.VirtualDisk d = io.phost.vhdx.VirtualDisks.open(a, false)) {
+            d.write(3L << 20, java.lang.foreign.MemorySegment.ofArray(new byte[4096]).fill((byte) 9));
+        }
+        Path raw = dir.resolve("a.raw");
+        assertEquals(0, phost("vhd", "convert", a.toString(), raw.toString(), "-q"));
+        assertEquals(0, phost("vhd", "compare", a.toString(), raw.toString()));
+        assertTrue(out().contains("identical"), out());
+        byte[] r = Files.readAllBytes(raw);
+        r[100] = 1;
+        Files.write(raw, r);
+        assertEquals(1, phost("vhd", "compare", a.toString(), raw.toString()));
+        assertTrue(out().contains("offset 100"), out());
+        assertEquals(0, phost("vhd", "map", a.toString(), "--output", "json"));
+        assertTrue(out().contains("{\"start\": 3145728, \"length\": 1048576, \"data\": true, \"zero\": false}"), out());
+        Path q = dir.resolve("q.qcow2");
+        Files.write(q, new byte[] {'Q', 'F', 'I', (byte) 0xfb, 0, 0, 0, 3});
+        assertEquals(2, phost("vhd", "info", q.toString()));
+        assertTrue(err.toString(StandardCharsets.UTF_8).contains("qcow2 image"), err.toString(StandardCharsets.UTF_8));
+        assertEquals(0, phost("vhd", "info", q.toString(), "-f", "raw"));
+    }
+
+    @Test
     void shouldParseSizesWithBinarySuffixes() {
         assertEquals(512, Sizes.parse("512"));
         assertEquals(4096, Sizes.parse("4K"));
@@ -138,5 +212,8 @@ class VhdCommandTest {
         assertEquals(1L << 30, Sizes.parse("1GiB"));
         assertThrows(UserException.class, () -> Sizes.parse("lots"));
         assertThrows(UserException.class, () -> Sizes.parse("99999999999T"));
+        assertEquals(3L << 30, Sizes.parseRelative("+1G", 2L << 30));
+        assertEquals(1L << 30, Sizes.parseRelative("-1G", 2L << 30));
+        assertEquals(5L << 20, Sizes.parseRelative("5M", 2L << 30));
     }
 }

@@ -255,6 +255,23 @@ class VhostUserBackendTest {
         hostile(f -> f.send(VhostUserRequest.SET_FEATURES, 0, u64(1L << 40)), "BAD_FEATURES");
     }
 
+    @Test
+    void shouldKeepUpWithAFloodOfMessagesAndKicks() {
+        try (VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
+            f.negotiate(0); // the flood sets no NEED_REPLY: nothing to read back, the front-end only writes
+            for (int i = 0; i < 20_000; i++) {
+                f.send(VhostUserRequest.SET_VRING_NUM, 0, state(i & 1, 8 << (i % 4)));
+            }
+            assertEquals(TRANSPORT_FEATURES, f.getU64(VhostUserRequest.GET_FEATURES), "still answering after the flood");
+            VhostUserFrontend.Queue q = f.startQueue(0, 8);
+            for (int i = 0; i < 100_000; i++) {
+                q.kick(); // kicks with nothing available: each wakes the worker, none may break it
+            }
+            echo(f, q, false);
+        }
+        assertEquals(null, backend.lastError());
+    }
+
     // ---- hostile drivers: ring level (the queue breaks, the connection and back-end stay) ----
 
     @Test

@@ -5,6 +5,7 @@ import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
 import io.phost.storage.backend.FileDisk;
+import io.phost.storage.backend.MemoryDisk;
 import io.phost.storage.vhost.VhostUserBlkExport;
 import io.phost.vhdx.VirtualDisk;
 import io.phost.vhdx.vhdx.VhdxCreateOptions;
@@ -28,7 +29,8 @@ import java.util.concurrent.TimeUnit;
  * raw image and a fully allocated dynamic VHDX, both driven by the same test front-end
  * ({@link VhostUserFrontend}: memfd guest memory, one queue, kicks and calls) standing in for the VMM, so no
  * TCG is in the loop. 4 KiB random read and write at QD1 and QD32; each point runs ours and the peer
- * interleaved, three rounds; the result is each side's median, min/median/max in the series.
+ * interleaved, three rounds; the result is each side's median, min/median/max in the series. A last point
+ * is the QD1 round trip over a disk that moves no data (phost's null disk vs qemu-storage-daemon's null-co).
  * <pre>
  *   qemu-storage-daemon --blockdev driver=file,node-name=f,filename=IMG,cache.direct=on,aio=io_uring \
  *     --blockdev driver=raw|vhdx,node-name=d,file=f \
@@ -91,8 +93,62 @@ public final class VhostBenchSuite implements BenchSuite {
                 }
             }
         }
+        out.add(nullLatency(ctx, qsd, seconds, size));
         ctx.progress(total, total, "done");
         return out;
+    }
+
+    /**
+     * Round-trip time of one 4 KiB read at QD1 over a disk that moves no data (phost's null disk,
+     * qemu-storage-daemon's null-co): what the back-end, the eventfds and the thread wake-ups cost per I/O.
+     */
+    private static BenchResult nullLatency(BenchContext ctx, boolean qsd, double seconds, long size) throws Exception {
+        double[] a = new double[ROUNDS];
+        double[] b = new double[ROUNDS];
+        Path sock = ctx.workDir().resolve("phost-null.sock");
+        for (int r = 0; r < ROUNDS; r++) {
+            try (VirtualDisk disk = MemoryDisk.nullDisk(size);
+                 VhostUserBlkExport e = VhostUserBlkExport.start("null", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
+                a[r] = 1e6 / drive(sock, false, 1, size, seconds, r);
+            }
+            b[r] = qsd ? 1e6 / peerNull(ctx, size, seconds, r) : Double.NaN;
+        }
+        Arrays.sort(a);
+        Arrays.sort(b);
+        Map<String, Double> series = new LinkedHashMap<>();
+        series.put("phost_min", a[0]);
+        series.put("phost_median", a[ROUNDS / 2]);
+        series.put("phost_max", a[ROUNDS - 1]);
+        if (qsd) {
+            series.put("qsd_min", b[0]);
+            series.put("qsd_median", b[ROUNDS / 2]);
+            series.put("qsd_max", b[ROUNDS - 1]);
+        }
+        return BenchResult.vsPeerLowerIsBetter("4k-read-qd1 round trip null", a[ROUNDS / 2], "us",
+            qsd ? "qemu-storage-daemon null-co" : null, qsd ? b[ROUNDS / 2] : Double.NaN).withSeries(series);
+    }
+
+    private static double peerNull(BenchContext ctx, long size, double seconds, int round) throws Exception {
+        Path sock = ctx.workDir().resolve("qsd-null.sock");
+        Files.deleteIfExists(sock);
+        Process p = new ProcessBuilder("qemu-storage-daemon",
+            "--blockdev", "driver=null-co,node-name=d,size=" + size,
+            "--export", "type=vhost-user-blk,id=e,node-name=d,addr.type=unix,addr.path=" + sock + ",writable=on,num-queues=1")
+            .redirectErrorStream(true).redirectOutput(ctx.workDir().resolve("qsd-null.log").toFile()).start();
+        try {
+            for (int i = 0; i < 500 && !Files.exists(sock); i++) {
+                if (!p.isAlive()) {
+                    throw new IllegalStateException("qemu-storage-daemon exited: " + Files.readString(ctx.workDir().resolve("qsd-null.log")));
+                }
+                Thread.sleep(10);
+            }
+            return drive(sock, false, 1, size, seconds, round);
+        } finally {
+            p.destroy();
+            if (!p.waitFor(10, TimeUnit.SECONDS)) {
+                p.destroyForcibly();
+            }
+        }
     }
 
     private static double ours(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,

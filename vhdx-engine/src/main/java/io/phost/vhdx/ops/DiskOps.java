@@ -52,8 +52,22 @@ public final class DiskOps {
     /** Describes {@code path} read as {@code format} (null: recognised from content). */
     public static ImageInfo info(Path path, DiskFormat format) throws IOException {
         long fileSize = Files.size(path);
-        try (VirtualDisk d = format == null ? VirtualDisks.open(path, true) : VirtualDisks.open(path, format, true)) {
+        VirtualDisk opened;
+        String parentProblem = null;
+        try {
+            opened = format == null ? VirtualDisks.open(path, true) : VirtualDisks.open(path, format, true);
+        } catch (VhdxFormatException e) {
+            if (!isParentProblem(e)) {
+                throw e;
+            }
+            opened = VhdxDisk.openDetached(path); // an orphaned child: show what the file itself says
+            parentProblem = e.getMessage();
+        }
+        try (VirtualDisk d = opened) {
             Map<String, String> details = new LinkedHashMap<>();
+            if (parentProblem != null) {
+                details.put("parentProblem", parentProblem);
+            }
             List<String> chain = new ArrayList<>();
             String type;
             long blockSize = 0;
@@ -102,6 +116,14 @@ public final class DiskOps {
         }
     }
 
+    /** A VHDX that opens except for its parent: missing, moved, or no longer the image it was made from. */
+    private static boolean isParentProblem(VhdxFormatException e) {
+        return switch (e.reason()) {
+            case BAD_PARENT_LOCATOR, PARENT_LINKAGE_MISMATCH, BAD_PARENT_CHAIN -> true;
+            default -> false;
+        };
+    }
+
     // ------------------------------------------------------------------------------------------ check
 
     /**
@@ -117,6 +139,12 @@ public final class DiskOps {
     /** Checks {@code path} as {@code forced} (null: recognised from content). */
     public static CheckReport check(Path path, DiskFormat forced, boolean repair) throws IOException {
         DiskFormat format = forced != null ? forced : VirtualDisks.detect(path);
+        if (Files.exists(VhdxMerge.journalOf(path))) {
+            // A merge killed after its commit point: the parent is half-written and this child no longer opens.
+            return new CheckReport(List.of("an interrupted merge of " + path + " into its parent ("
+                + VhdxMerge.journalOf(path).getFileName() + "): run `phost vhd merge " + path + "` to finish it"),
+                List.of(), List.of(), true);
+        }
         return switch (format) {
             case RAW -> new CheckReport(List.of(), List.of("raw images have no metadata to check"), List.of(), true);
             case VHD -> {
@@ -263,10 +291,7 @@ public final class DiskOps {
                             long n = task[1];
                             MemorySegment part = buf.asSlice(0, n);
                             in.read(c, part);
-                            if (MemorySegment.mismatch(buf, 0, n, zeros, 0, n) != -1) {
-                                out.write(c, part);
-                                written.addAndGet(n);
-                            }
+                            written.addAndGet(writeNonZeroRuns(out, c, part, zeros));
                         } catch (Throwable t) {
                             failure.compareAndSet(null, t);
                         }
@@ -335,6 +360,32 @@ public final class DiskOps {
         }
         progress.update(total, total);
         return new CopyResult(written.get(), readable - written.get());
+    }
+
+    /** Holes survive a copy at this granularity (qemu-img convert's default -S is 4 KiB too). */
+    static final int HOLE_GRANULE = 4096;
+
+    /**
+     * Writes the runs of {@code part} (read from disk offset {@code at}) that are not all zeros, judged in
+     * {@link #HOLE_GRANULE} pieces, and returns the bytes written. A chunk not aligned to the granule is
+     * judged whole.
+     */
+    static long writeNonZeroRuns(VirtualDisk out, long at, MemorySegment part, MemorySegment zeros) throws IOException {
+        long n = part.byteSize();
+        long g = (at % HOLE_GRANULE == 0 && n % HOLE_GRANULE == 0) ? HOLE_GRANULE : n;
+        long written = 0;
+        long runStart = -1;
+        for (long p = 0; p <= n; p += g) {
+            boolean data = p < n && MemorySegment.mismatch(part, p, p + g, zeros, 0, g) != -1;
+            if (data && runStart < 0) {
+                runStart = p;
+            } else if (!data && runStart >= 0) {
+                out.write(at + runStart, part.asSlice(runStart, p - runStart));
+                written += p - runStart;
+                runStart = -1;
+            }
+        }
+        return written;
     }
 
     // ------------------------------------------------------------------------------------------ resize
@@ -525,6 +576,38 @@ public final class DiskOps {
             Files.delete(child);
         }
         return r;
+    }
+
+    /**
+     * Merges the chain from {@code child} up to (not including) {@code ancestor} into {@code ancestor}, as
+     * Hyper-V's {@code Merge-VHD -DestinationPath}: each image is merged into its parent in turn, from the
+     * child upwards, and deleted, so the ancestor ends up reading what the child read. Images made from the
+     * intermediate ones are not looked for (they would see changed data, as with Merge-VHD). A kill between
+     * steps leaves a shorter chain that reads the same; rerun the merge from its top image.
+     */
+    public static CopyResult mergeIntoAncestor(Path child, Path ancestor, Progress progress) throws IOException {
+        List<Path> chain;
+        try (VirtualDisk d = VirtualDisks.open(child, true)) {
+            chain = chainPaths(child, d);
+        }
+        int at = -1;
+        for (int i = 1; i < chain.size() && at < 0; i++) {
+            if (Files.exists(ancestor) && Files.isSameFile(chain.get(i), ancestor)) {
+                at = i;
+            }
+        }
+        if (at < 0) {
+            throw new IllegalArgumentException(ancestor + " is not an ancestor of " + child + " (its chain: "
+                + chain.subList(1, chain.size()) + ")");
+        }
+        long written = 0;
+        long size = 0;
+        for (int i = 0; i < at; i++) {
+            CopyResult r = mergeIntoParent(chain.get(i), false, progress);
+            written += r.bytesWritten();
+            size = r.bytesWritten() + r.bytesSkipped();
+        }
+        return new CopyResult(written, Math.max(0, size - written));
     }
 
     private static CopyResult mergeVhd(Path child, Progress progress) throws IOException {

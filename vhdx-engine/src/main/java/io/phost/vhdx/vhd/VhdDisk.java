@@ -1074,13 +1074,45 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
         void accept(long offset, long length) throws IOException;
     }
 
-    /**
-     * The first offset >= {@code offset} this image or any ancestor stores: the nearer of this file's next
-     * allocated block and the parent's next allocated range (a parent smaller than this disk holds nothing
-     * past its end). Both walks are needed: a child block can lie before the parent's next range.
+    /*
+     * Allocation of a chain. VHD has no "reads as zero" state that could hide a parent's data, so a byte may
+     * hold data exactly when some layer stores it: the chain's allocation is the union of the layers' own
+     * (a whole allocated block of a dynamic or differencing layer, conservatively; SEEK_DATA ranges of a
+     * fixed one; nothing past a smaller layer's end). Both walks below are linear in the chain depth times
+     * the blocks they pass; an earlier recursive walk was exponential in the depth and skipped child blocks
+     * that lay before the parent's next range.
      */
+
     @Override
     public long nextAllocated(long offset) throws IOException {
+        long best = size;
+        for (VhdDisk d = this; d != null && best > offset; d = d.parent) {
+            long n = d.ownNextAllocated(offset);
+            if (n < d.size) {
+                best = Math.min(best, n);
+            }
+        }
+        return Math.min(best, size);
+    }
+
+    @Override
+    public long nextUnallocated(long offset) throws IOException {
+        long pos = offset;
+        boolean moved = true;
+        while (moved && pos < size) {
+            moved = false;
+            for (VhdDisk d = this; d != null && pos < size; d = d.parent) {
+                if (d.ownStores(pos)) {
+                    pos = d.ownNextUnallocated(pos);
+                    moved = true;
+                }
+            }
+        }
+        return Math.min(pos, size);
+    }
+
+    /** The first offset >= {@code offset} this file itself stores, or its size. */
+    private long ownNextAllocated(long offset) throws IOException {
         if (offset >= size) {
             return size;
         }
@@ -1088,56 +1120,36 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
             long d = file.seekData(offset);
             return d < 0 ? size : Math.min(d, size);
         }
-        long own = size;
         for (int b = (int) (offset >>> blockShift); b < bat.length; b++) {
             if (blockAllocated(b)) {
-                own = Math.max(offset, (long) b * blockSize);
-                break;
+                return Math.max(offset, (long) b * blockSize);
             }
-        }
-        if (parent != null && offset < Math.min(own, parent.size())) {
-            long p = parent.nextAllocated(offset);
-            if (p < parent.size() && p < own) {
-                return p;
-            }
-        }
-        return Math.min(own, size);
-    }
-
-    @Override
-    public long nextUnallocated(long offset) throws IOException {
-        if (offset >= size) {
-            return size;
-        }
-        if (header == null) {
-            long h = file.seekHole(offset);
-            return h < 0 ? size : Math.min(h, size);
-        }
-        long pos = offset;
-        while (pos < size) {
-            int b = (int) (pos >>> blockShift);
-            if (blockAllocated(b)) {
-                pos = (long) (b + 1) * blockSize;
-                continue;
-            }
-            if (parent == null) {
-                return pos;
-            }
-            long blockEnd = Math.min((long) (b + 1) * blockSize, size);
-            if (pos >= parent.size()) {
-                return pos; // past a smaller parent's end: nothing stored there
-            }
-            long p = parent.nextAllocated(pos);
-            if (p > pos) {
-                return pos;
-            }
-            long pe = Math.min(parent.nextUnallocated(pos), parent.size());
-            if (pe < blockEnd) {
-                return pe;
-            }
-            pos = blockEnd;
         }
         return size;
+    }
+
+    private boolean ownStores(long pos) throws IOException {
+        if (pos >= size) {
+            return false;
+        }
+        if (header == null) {
+            long d = file.seekData(pos);
+            return d >= 0 && d <= pos;
+        }
+        return blockAllocated((int) (pos >>> blockShift));
+    }
+
+    /** The first offset > {@code pos} (which this file stores) that it does not store, or its size. */
+    private long ownNextUnallocated(long pos) throws IOException {
+        if (header == null) {
+            long h = file.seekHole(pos);
+            return h < 0 ? size : Math.min(h, size);
+        }
+        int b = (int) (pos >>> blockShift);
+        while (b < bat.length && blockAllocated(b)) {
+            b++;
+        }
+        return Math.min((long) b * blockSize, size);
     }
 
     @Override

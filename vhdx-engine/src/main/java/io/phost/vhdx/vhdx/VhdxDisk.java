@@ -181,6 +181,15 @@ public final class VhdxDisk implements MappedDisk {
         return open(path, readOnly, 0);
     }
 
+    /**
+     * Opens an image read-only without opening its parent (for {@code info} on a child whose parent is
+     * missing or does not match): sectors the child does not store read as zeros, so this is not a view of
+     * the virtual disk; it is a view of this file's own metadata and blocks.
+     */
+    public static VhdxDisk openDetached(Path path) throws IOException {
+        return open(path, true, 0, true);
+    }
+
     private static VhdxDisk open(Path path, boolean readOnly, int depth) throws IOException {
         return open(path, readOnly, depth, false);
     }

@@ -12,11 +12,16 @@ import org.junit.jupiter.api.io.TempDir;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 
 import static io.phost.vhdx.Tools.runOk;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Issue 21 defects 1 and 2: flattening a chain ({@code convert}, {@code merge --into}) must keep every
@@ -99,6 +104,50 @@ class ChainFlatteningTest {
             DiskOps.mergeInto(child, vhdx, DiskFormat.VHDX, DiskType.DYNAMIC, Progress.NONE);
             try (VirtualDisk m = VirtualDisks.open(vhdx, true)) {
                 assertArrayEquals(expected, Tools.readAll(m), "merge --into with blocks " + Arrays.toString(sizes));
+            }
+        }
+    }
+
+    @Test
+    void shouldKeepHolesFinerThanTheOneMebibyteCopyUnit() throws Exception {
+        Path src = dir.resolve("holes.raw");
+        byte[] expected = new byte[4 << 20];
+        try (VirtualDisk d = VirtualDisks.create(src, CreateOptions.of(DiskFormat.RAW, DiskType.DYNAMIC, 4L << 20))) {
+            write(d, expected, 0, 4096, 7);
+            write(d, expected, 512 << 10, 4096, 8); // same 1 MiB chunk, 508 KiB of hole between
+            write(d, expected, (3L << 20) + 8192, 4096, 9);
+        }
+        Path out = dir.resolve("holes-out.raw");
+        DiskOps.CopyResult r = DiskOps.convert(src, out, DiskFormat.RAW, DiskType.DYNAMIC, 0, Progress.NONE);
+        assertArrayEquals(expected, Files.readAllBytes(out));
+        assertEquals(3 * 4096, r.bytesWritten(), "only the 4 KiB pieces that hold data are written");
+        assertTrue(DiskOps.diskBytes(out) <= 64 << 10, "the output stays sparse: " + DiskOps.diskBytes(out));
+    }
+
+    @Test
+    void shouldMergeAChainIntoAnAncestorAndDeleteTheImagesAboveIt() throws Exception {
+        for (DiskFormat f : new DiskFormat[] {DiskFormat.VHD, DiskFormat.VHDX}) {
+            Path base = dir.resolve("anc-base." + f.id());
+            byte[] expected = new byte[8 << 20];
+            try (VirtualDisk b = VirtualDisks.create(base, CreateOptions.of(f, DiskType.DYNAMIC, 8L << 20).withBlockSize(1 << 20))) {
+                write(b, expected, 0, 8192, 1);
+            }
+            List<Path> layers = new ArrayList<>(List.of(base));
+            for (int k = 1; k <= 3; k++) {
+                Path p = dir.resolve("anc-" + k + "." + f.id());
+                try (VirtualDisk d = VirtualDisks.create(p, CreateOptions.differencing(f, layers.getLast()))) {
+                    write(d, expected, (long) k << 20, 4096, 10 + k);
+                    write(d, expected, 4096, 512, 20 + k);
+                }
+                layers.add(p);
+            }
+            Path mid = layers.get(1);
+            assertThrows(IllegalArgumentException.class,
+                () -> DiskOps.mergeIntoAncestor(layers.getLast(), dir.resolve("elsewhere." + f.id()), Progress.NONE));
+            DiskOps.mergeIntoAncestor(layers.getLast(), mid, Progress.NONE);
+            assertFalse(Files.exists(layers.get(3)) || Files.exists(layers.get(2)), "the merged images are gone");
+            try (VirtualDisk m = VirtualDisks.open(mid, true)) {
+                assertArrayEquals(expected, Tools.readAll(m), f + ": the ancestor reads what the child read");
             }
         }
     }

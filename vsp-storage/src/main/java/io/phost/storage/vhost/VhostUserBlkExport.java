@@ -53,9 +53,14 @@ public final class VhostUserBlkExport implements AutoCloseable {
             this(readOnly, qos, queues, engine, serial, List.of());
         }
 
-        /** Writable, unlimited QoS, 4 queues, automatic engine, serial = export name, no pinning. */
+        /**
+         * Writable, unlimited QoS, {@value #MAX_QUEUES} queues offered, automatic engine, serial = export name,
+         * no pinning. Offering many queues costs nothing until the front-end starts them (a worker and 128
+         * request slots per started queue); QEMU starts its own num-queues (default: one per vCPU) and refuses
+         * to start when that exceeds what the back-end offers.
+         */
         public static Options defaults() {
-            return new Options(false, QosFlow.UNLIMITED, 4, IoEngines.Kind.AUTO, null, List.of());
+            return new Options(false, QosFlow.UNLIMITED, MAX_QUEUES, IoEngines.Kind.AUTO, null, List.of());
         }
 
         public Options withCpus(List<Integer> list) {
