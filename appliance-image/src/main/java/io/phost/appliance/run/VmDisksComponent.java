@@ -90,8 +90,7 @@ public final class VmDisksComponent implements Component {
         List<VmDevice> out = new ArrayList<>();
         int i = 0;
         for (Export e : byPartition.getOrDefault(p.name(), List.of())) {
-            out.add(VmDevice.blk("disk" + i++, e.export().socketPath(), e.export().runningQueues() > 0
-                ? e.export().runningQueues() : queues(p)));
+            out.add(VmDevice.blk("disk" + i++, e.export().socketPath(), queues(p))); // as many as the export offers
         }
         return out;
     }
