@@ -59,8 +59,10 @@ public final class RunCommand implements Callable<Integer> {
                 cfg = ConfigLoader.load(config);
             } else {
                 demoDir = Files.createTempDirectory("phost-demo-");
-                cfg = ConfigLoader.loadDemo(demoDir);
+                io.phost.appliance.run.DemoVm vm = io.phost.appliance.run.DemoVm.find();
+                cfg = ConfigLoader.loadDemo(demoDir, vm.toml() == null ? "" : vm.toml());
                 LOG.log(Level.INFO, "running the embedded demo data_dir=" + demoDir);
+                LOG.log(Level.INFO, vm.note());
             }
         } catch (ConfigException e) {
             System.err.println(e.getMessage());

@@ -112,8 +112,13 @@ public final class ConfigLoader {
 
     /** The embedded demo, its {@code ${tmp}} data dir replaced by {@code dataDir}. */
     public static ApplianceConfig loadDemo(Path dataDir) {
+        return loadDemo(dataDir, "");
+    }
+
+    /** The embedded demo with {@code extra} TOML appended (the run-time VM partition, when there is one). */
+    public static ApplianceConfig loadDemo(Path dataDir, String extra) {
         try {
-            return parse("<demo>", resourceText(DEMO_RESOURCE)).withDataDir(dataDir);
+            return parse("<demo>", resourceText(DEMO_RESOURCE) + extra).withDataDir(dataDir);
         } catch (ConfigException e) {
             throw new IllegalStateException("the embedded demo config is invalid:\n" + e.getMessage(), e);
         }

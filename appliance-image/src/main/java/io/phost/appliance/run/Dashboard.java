@@ -17,9 +17,11 @@ public final class Dashboard {
         StringBuilder sb = new StringBuilder();
         sb.append(status.get("name")).append("  state=").append(status.get("state"))
             .append("  uptime=").append(status.get("uptime_seconds")).append("s\n");
-        section(sb, "partitions", status.get("partitions"), "name", "state", "pid", "channels", "fault_count", "reason");
+        section(sb, "partitions", status.get("partitions"), "name", "kind", "state", "pid", "channels", "fault_count", "reason");
         section(sb, "storage", status.get("storage"), "partition", "disk", "lun", "read_iops", "write_iops",
             "read_mib_s", "write_mib_s", "p99_us", "errors");
+        section(sb, "vm disks (vhost-user-blk)", status.get("vm_disks"), "partition", "disk", "connected", "queues", "reads",
+            "writes", "errors");
         section(sb, "switch ports", status.get("switches"), "switch", "port", "rx_packets", "tx_packets", "rx_pps", "tx_pps", "drops");
         Object qos = status.get("qos");
         if (qos instanceof Map<?, ?> q) {

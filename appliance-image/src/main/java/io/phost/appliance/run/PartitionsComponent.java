@@ -108,8 +108,9 @@ public final class PartitionsComponent implements Component {
     private void startOne(ChildPartition p) throws IOException {
         try {
             p.start();
-            LOG.log(Level.INFO, "started partition=" + p.name() + " kind=" + p.kind().name().toLowerCase(Locale.ROOT)
-                + " pid=" + p.status().pid());
+            if (p.kind() == io.phost.core.partition.PartitionKind.PROCESS) { // a VM logs its own start (accelerator)
+                LOG.log(Level.INFO, "started partition=" + p.name() + " kind=process pid=" + p.status().pid());
+            }
         } catch (IOException e) {
             if (p.kind() == io.phost.core.partition.PartitionKind.PROCESS) {
                 throw e;

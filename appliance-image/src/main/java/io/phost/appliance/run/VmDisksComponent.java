@@ -20,9 +20,10 @@ import java.util.Map;
 
 /**
  * The disks of VM partitions, each served by this phost as a vhost-user-blk device on
- * {@code DATA_DIR/vhost/PARTITION.DISK.sock} through the storage core (its QoS flow, read-only flag, engine
- * and statistics), so QEMU never opens an image itself. A VM's disks become PCI devices in (controller,
- * LUN) order; under firmware boot the first one boots.
+ * {@code DATA_DIR/vhost/partitions/PARTITION/DISK.sock} (unique per partition and disk, and apart from the
+ * {@code vhost_user} exports' {@code DATA_DIR/vhost/DISK.sock}) through the storage core: its QoS flow,
+ * read-only flag, engine and statistics, so QEMU never opens an image itself. A VM's disks become PCI
+ * devices in (controller, LUN) order; under firmware boot the first one boots.
  */
 public final class VmDisksComponent implements Component {
     private static final Logger LOG = System.getLogger("phost.storage");
@@ -38,12 +39,12 @@ public final class VmDisksComponent implements Component {
     public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) throws java.io.IOException {
         VmDisksComponent c = new VmDisksComponent();
         try {
-            Path dir = cfg.host().dataDir().resolve("vhost");
+            Path base = cfg.host().dataDir().resolve("vhost").resolve("partitions");
             for (PartitionConfig p : cfg.partitions()) {
                 if (!p.isVm() || p.disks().isEmpty()) {
                     continue;
                 }
-                Files.createDirectories(dir);
+                Path dir = Files.createDirectories(base.resolve(p.name()));
                 List<DiskAttachment> ordered = new ArrayList<>(p.disks());
                 ordered.sort(Comparator.comparingInt(DiskAttachment::controller).thenComparingInt(DiskAttachment::lun));
                 List<Export> exports = new ArrayList<>();
@@ -51,7 +52,7 @@ public final class VmDisksComponent implements Component {
                 for (DiskAttachment a : ordered) {
                     DiskConfig d = cfg.disk(a.disk()).orElseThrow();
                     DisksComponent.OpenDisk open = disks.get(d.name());
-                    Path socket = dir.resolve(p.name() + "." + d.name() + ".sock");
+                    Path socket = dir.resolve(d.name() + ".sock");
                     if (socket.toString().length() > MAX_SOCKET_PATH) {
                         throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
                             + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
@@ -89,8 +90,7 @@ public final class VmDisksComponent implements Component {
         List<VmDevice> out = new ArrayList<>();
         int i = 0;
         for (Export e : byPartition.getOrDefault(p.name(), List.of())) {
-            out.add(VmDevice.blk("disk" + i++, e.export().socketPath(), e.export().runningQueues() > 0
-                ? e.export().runningQueues() : queues(p)));
+            out.add(VmDevice.blk("disk" + i++, e.export().socketPath(), queues(p))); // as many as the export offers
         }
         return out;
     }
@@ -129,9 +129,9 @@ public final class VmDisksComponent implements Component {
             for (Export e : exports) {
                 String[] l = {"partition", partition, "disk", e.attachment().disk(), "transport", "vhost-user-blk"};
                 DiskStats s = e.export().stats();
-                m.counter("phost_vm_disk_reads_total", "virtio-blk reads completed for a VM", s.reads(), l);
-                m.counter("phost_vm_disk_writes_total", "virtio-blk writes completed for a VM", s.writes(), l);
-                m.counter("phost_vm_disk_errors_total", "virtio-blk requests answered with an error", s.errors(), l);
+                m.counter("phost_vm_disk_reads", "virtio-blk reads completed for a VM", s.reads(), l);
+                m.counter("phost_vm_disk_writes", "virtio-blk writes completed for a VM", s.writes(), l);
+                m.counter("phost_vm_disk_errors", "virtio-blk requests answered with an error", s.errors(), l);
                 m.gauge("phost_vm_disk_connected", "1 while QEMU is connected to the disk's vhost-user socket",
                     e.export().connected() ? 1 : 0, l);
             }

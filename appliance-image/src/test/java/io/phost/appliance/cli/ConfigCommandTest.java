@@ -90,7 +90,7 @@ public class ConfigCommandTest {
         Path example = exampleFile();
         Run r = phost("config", "validate", example.toString());
         assertEquals(0, r.exit(), r.err());
-        assertEquals(example + ": ok (4 disks, 2 QoS policies, 2 switches, 2 partitions)", r.out().strip());
+        assertEquals(example + ": ok (5 disks, 2 QoS policies, 2 switches, 3 partitions)", r.out().strip());
     }
 
     @Test

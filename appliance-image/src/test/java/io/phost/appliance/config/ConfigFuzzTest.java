@@ -103,7 +103,7 @@ class ConfigFuzzTest {
 
     @Test
     void shouldAcceptTheUnmodifiedExample() throws ConfigException {
-        assertEquals(2, ConfigLoader.parse("example", EXAMPLE).partitions().size());
+        assertEquals(3, ConfigLoader.parse("example", EXAMPLE).partitions().size());
     }
 
     private static void check(byte[] input) {
@@ -128,7 +128,8 @@ class ConfigFuzzTest {
         java.util.Set<String> macs = new java.util.HashSet<>();
         for (PartitionConfig p : c.partitions()) {
             assertTrue(p.vcpus() >= 1 && p.vcpus() <= 64 && p.memory() % 4096 == 0, p::toString);
-            assertTrue(p.command() == null ^ p.workload() == null, p::toString);
+            assertTrue(p.isVm() ? p.command() == null && p.workload() == null && p.nics().isEmpty()
+                && p.memory() % (1 << 20) == 0 : p.command() == null ^ p.workload() == null, p::toString);
             java.util.Set<String> slots = new java.util.HashSet<>();
             for (DiskAttachment a : p.disks()) {
                 assertTrue(c.disk(a.disk()).isPresent(), a::toString);

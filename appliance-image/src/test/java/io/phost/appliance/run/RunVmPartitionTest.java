@@ -23,8 +23,9 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * `phost run` with {@code kind = "vm"} partitions boots the project's test guest under QEMU (TCG here):
  * <ul>
- *   <li>vm-disk writes a pattern to its VHDX through vhost-user-blk served by this phost and powers off; after
- *       phost stops, {@code qemu-io} finds the pattern in the image and {@code qemu-img check} passes;</li>
+ *   <li>vm-disk writes a pattern to its VHDX through vhost-user-blk served by this phost, reads 160 x 4 KiB
+ *       under the disk's QoS cap of 40 IOPS (at least 4 s) and powers off; after phost stops, {@code qemu-io}
+ *       finds the pattern in the image and {@code qemu-img check} passes;</li>
  *   <li>vm-life ({@code autostart = false}, {@code on_crash = "restart"}) is started from the CLI, paused and
  *       resumed, its QEMU is SIGKILLed and phost restarts it, {@code partition stop} powers it off through
  *       ACPI, {@code partition kill} ends it.</li>
@@ -47,6 +48,9 @@ class RunVmPartitionTest {
             set -e
             dd if=/dev/zero bs=65536 count=16 2>/dev/null | tr '\\000' '\\245' | dd of=/dev/vda bs=65536 seek=16 conv=fsync 2>/dev/null
             echo "PATTERN-WRITTEN $(dd if=/dev/vda bs=65536 skip=16 count=16 2>/dev/null | md5sum)"
+            s=$(date +%s)
+            dd if=/dev/vda of=/dev/null bs=4096 count=160 iflag=direct 2>/dev/null
+            echo "QOS-READ-SECONDS $(( $(date +%s) - s ))"
             """;
         String expectedMd5 = md5OfPattern();
         Path cfg = dir.resolve("appliance.toml");
@@ -55,9 +59,14 @@ class RunVmPartitionTest {
             name = "vm-test"
             data_dir = "%1$s"
 
+            [[qos_policy]]
+            name = "cap"
+            max_iops = 40
+
             [[disk]]
             name = "vmdisk"
             path = "vm-disk.vhdx"
+            qos_policy = "cap"
             create = { type = "dynamic", size = "64MiB" }
 
             [[partition]]
@@ -90,6 +99,13 @@ class RunVmPartitionTest {
             String console = awaitConsole("vm-disk", c -> c.contains("PHOST-GUEST-DONE"), p);
             assertTrue(console.contains("PHOST-GUEST-DONE rc=0"), console);
             assertTrue(console.contains("PATTERN-WRITTEN " + expectedMd5), "the guest reads back what it wrote:\n" + console);
+            // 160 direct 4 KiB reads under max_iops = 40 take at least 4 s (whole seconds in the guest's clock)
+            java.util.regex.Matcher qos = java.util.regex.Pattern.compile("QOS-READ-SECONDS (\\d+)").matcher(console);
+            assertTrue(qos.find(), console);
+            assertTrue(Integer.parseInt(qos.group(1)) >= 3, "the disk's QoS cap of 40 IOPS was not applied: " + qos.group());
+            Map<?, ?> vmDiskRow = (Map<?, ?>) ((List<?>) ((Map<?, ?>) Json.parse(text("/status"))).get("vm_disks")).getFirst();
+            assertEquals("vm-disk", vmDiskRow.get("partition"));
+            assertTrue(((Number) vmDiskRow.get("reads")).longValue() >= 160, vmDiskRow.toString());
             Map<?, ?> vmDisk = awaitPartition("vm-disk", s -> "STOPPED".equals(s.get("state")), p);
             assertTrue(String.valueOf(vmDisk.get("reason")).startsWith("the guest powered off"), vmDisk.toString());
             assertEquals(0L, ((Number) vmDisk.get("fault_count")).longValue(), vmDisk.toString());

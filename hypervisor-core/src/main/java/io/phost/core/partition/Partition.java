@@ -42,6 +42,8 @@ public final class Partition implements ChildPartition {
     private Process process;
     private long startedNanos;
     private VmbusServer server;
+    private Cgroup cgroup;
+    private String cgroupText = "not started";
     private Arena memoryArena;
     private int memfd = -1;
 
@@ -159,6 +161,12 @@ public final class Partition implements ChildPartition {
             throw e;
         }
         Process p = process;
+        // The process runs a moment before it is moved into its cgroup (no -S here, unlike QEMU).
+        Cgroup cg = Cgroup.create(name(), new Cgroup.Limits(spec.vcpus(), spec.memoryBytes() + host.cgroupMemoryOverhead(),
+            PartitionHost.CGROUP_PIDS));
+        cg.add(p.pid());
+        cgroup = cg;
+        cgroupText = cg.describe();
         p.onExit().thenAccept(this::processExited);
     }
 
@@ -273,6 +281,7 @@ public final class Partition implements ChildPartition {
     public synchronized PartitionStatus status() {
         Map<String, String> details = new LinkedHashMap<>();
         details.put("log", spec.launched() ? logFile().toString() : "none (external process)");
+        details.put("cgroup", spec.launched() ? cgroupText : "none (external process: phost did not launch it)");
         return new PartitionStatus(name(), PartitionKind.PROCESS, state,
             process != null && process.isAlive() ? process.pid() : -1, spec.vcpus(), spec.memoryBytes(),
             server == null ? 0 : server.openChannels(), server == null ? 0 : server.offers().size(), faultCount(),
@@ -378,6 +387,20 @@ public final class Partition implements ChildPartition {
     }
 
     private void processExited(Process p) {
+        long oom = 0;
+        String limits;
+        Cgroup cg = null;
+        synchronized (this) {
+            limits = cgroupText;
+            if (p == process && cgroup != null) {
+                cg = cgroup;
+                cgroup = null;
+            }
+        }
+        if (cg != null) {
+            oom = cg.oomKills();
+            cg.close(); // the process is gone: its cgroup can be removed
+        }
         synchronized (this) {
             if (p != process) {
                 return;
@@ -389,7 +412,8 @@ public final class Partition implements ChildPartition {
                 return;
             }
         }
-        crash("process exited with code " + p.exitValue(), PartitionState.CRASHED);
+        crash("process exited with code " + p.exitValue()
+            + (oom > 0 ? " (killed by the kernel: over its cgroup memory limit; " + limits + ")" : ""), PartitionState.CRASHED);
     }
 
     /** Watchdog: STARTING too long, or RUNNING without heartbeat answers. */

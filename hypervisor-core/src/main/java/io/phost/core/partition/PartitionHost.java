@@ -74,6 +74,10 @@ public final class PartitionHost implements AutoCloseable {
     }
 
     private static final int MAX_PENDING_ATTACHES = 16;
+    /** Memory a launched process may use beyond its guest memory (a built-in workload's JVM, libraries). */
+    public static final long DEFAULT_CGROUP_OVERHEAD = 512L << 20;
+    /** Tasks (threads) a launched process may have. */
+    static final int CGROUP_PIDS = 512;
 
     private final Path dataDir;
     private final Path socketPath;
@@ -92,6 +96,7 @@ public final class PartitionHost implements AutoCloseable {
     private final Thread acceptor;
     private final Thread watchdog;
     private volatile boolean closed;
+    private volatile long cgroupOverhead = DEFAULT_CGROUP_OVERHEAD;
 
     public PartitionHost(Path dataDir, GuestLauncher launcher, Options options) throws IOException {
         io.phost.core.sys.SocketFiles.createPrivateDirectories(dataDir);
@@ -124,6 +129,21 @@ public final class PartitionHost implements AutoCloseable {
 
     GuestLauncher launcher() {
         return launcher;
+    }
+
+    /**
+     * Each launched process gets a cgroup ({@link Cgroup}): CPU quota = vcpus, memory = guest memory +
+     * {@code bytes}, pids = {@value #CGROUP_PIDS}. Applies to partitions started after the call.
+     */
+    public void cgroupMemoryOverhead(long bytes) {
+        if (bytes < 0) {
+            throw new IllegalArgumentException("cgroup memory overhead must be >= 0");
+        }
+        cgroupOverhead = bytes;
+    }
+
+    long cgroupMemoryOverhead() {
+        return cgroupOverhead;
     }
 
     /** Registers a partition (state CREATED); {@link Partition#start()} launches it. */

@@ -59,6 +59,10 @@ public final class VmPartition implements ChildPartition {
                 RestartBackoff.defaults(), 256L << 20, 512, ConsoleLog.DEFAULT_MAX_BYTES);
         }
 
+        public Options withQemu(String binary) {
+            return new Options(binary, qmpTimeout, commandTimeout, backoff, memoryOverhead, pidsLimit, consoleMaxBytes);
+        }
+
         public Options withBackoff(RestartBackoff b) {
             return new Options(qemu, qmpTimeout, commandTimeout, b, memoryOverhead, pidsLimit, consoleMaxBytes);
         }
@@ -183,7 +187,11 @@ public final class VmPartition implements ChildPartition {
             pb.redirectError(ProcessBuilder.Redirect.appendTo(qemuLog.toFile()));
             Files.writeString(qemuLog, "--- " + java.time.Instant.now() + " " + String.join(" ", argv) + "\n",
                 java.nio.file.StandardOpenOption.CREATE, java.nio.file.StandardOpenOption.APPEND);
-            p = pb.start();
+            try {
+                p = pb.start();
+            } catch (IOException e) {
+                throw new IOException("cannot run " + options.qemu() + " (Debian package qemu-system-x86): " + e.getMessage(), e);
+            }
             console.pump(p.getInputStream(), name());
             cg = Cgroup.create(name(), new Cgroup.Limits(spec.vcpus(), spec.memoryBytes() + options.memoryOverhead(),
                 options.pidsLimit()));

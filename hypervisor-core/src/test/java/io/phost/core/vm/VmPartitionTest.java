@@ -142,6 +142,18 @@ class VmPartitionTest {
     }
 
     @Test
+    void shouldNameThePackageWhenQemuIsMissing() {
+        VmSpec spec = new VmSpec("vm-noqemu", 1, 64L << 20, VmSpec.Machine.Q35, new BootSource.Firmware(BootSource.Firmware.Type.BIOS),
+            List.of(), VmSpec.CrashPolicy.RESTART, Duration.ofSeconds(1));
+        vm = new VmPartition(spec, dir, dir.resolve("c.log"), Accelerator.detect(),
+            VmPartition.Options.defaults().withQemu("/nonexistent/qemu-system-x86_64"));
+        java.io.IOException e = assertThrows(java.io.IOException.class, vm::start);
+        assertTrue(e.getMessage().contains("qemu-system-x86"), e.getMessage());
+        assertEquals(PartitionState.CRASHED, vm.state());
+        assertEquals(1, vm.status().faultCount());
+    }
+
+    @Test
     void shouldReportALaunchFailureWithQemusOwnMessage() throws Exception {
         VmSpec spec = new VmSpec("vm-bad", 1, 64L << 20, VmSpec.Machine.Q35,
             new BootSource.Kernel(dir.resolve("not-a-kernel"), null, ""), List.of(), VmSpec.CrashPolicy.STOP, Duration.ofSeconds(1));

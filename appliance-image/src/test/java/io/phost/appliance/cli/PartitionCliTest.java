@@ -1,0 +1,38 @@
+package io.phost.appliance.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.phost.appliance.util.Json;
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/** How the CLI reads partition documents: the exit code of `phost status` and the `partition list` table. */
+class PartitionCliTest {
+    private static final String STATUS = """
+        {"name": "h", "state": "running", "partitions": [
+          {"name": "web", "kind": "PROCESS", "state": "RUNNING", "pid": 10, "vcpus": 2, "memory_bytes": 268435456,
+           "fault_count": 0, "reason": ""},
+          {"name": "vm1", "kind": "VM", "state": "CRASHED", "pid": -1, "vcpus": 1, "memory_bytes": 536870912,
+           "fault_count": 1, "reason": "QEMU exited with code 137"},
+          {"name": "vm2", "kind": "VM", "state": "FAULTED", "pid": -1, "vcpus": 1, "memory_bytes": 536870912,
+           "fault_count": 8, "reason": "8 crashes in a row"}]}
+        """;
+
+    @Test
+    void shouldNameEveryCrashedOrFaultedPartitionForTheStatusExitCode() {
+        assertEquals(List.of("vm1 (CRASHED: QEMU exited with code 137)", "vm2 (FAULTED: 8 crashes in a row)"),
+            StatusCommand.troubled(Json.parse(STATUS)));
+        assertEquals(List.of(), StatusCommand.troubled(Json.parse("{\"partitions\": [{\"name\": \"a\", \"state\": \"STOPPED\"}]}")));
+        assertEquals(3, StatusCommand.EXIT_PARTITION_DOWN);
+    }
+
+    @Test
+    void shouldListPartitionsWithKindStateAndReason() {
+        String t = PartitionCommand.table((List<?>) ((java.util.Map<?, ?>) Json.parse(STATUS)).get("partitions"));
+        List<String> lines = t.lines().toList();
+        assertTrue(lines.getFirst().matches("NAME +KIND +STATE +PID +VCPUS +MEMORY +FAULTS +REASON"), t);
+        assertTrue(lines.get(2).matches("vm1 +vm +CRASHED +-1 +1 +512MiB +1 +QEMU exited with code 137"), t);
+        assertEquals("no partitions\n", PartitionCommand.table(List.of()));
+    }
+}

@@ -1,0 +1,134 @@
+package io.phost.appliance.config;
+
+import static io.phost.appliance.config.ConfigValidationTest.assertErrors;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+
+/** {@code [[partition]] kind = "vm"}: its keys, defaults and every mistake at its FILE:LINE:COL. */
+class VmConfigValidationTest {
+    private static final String HOST = """
+        [host]
+        data_dir = "/srv/phost"
+        """; // lines 1-2
+
+    @Test
+    void shouldBindADirectBootVmWithItsDefaults() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            memory = "512MiB"
+            kernel = "boot/vmlinuz"
+            initrd = "/abs/initrd.img"
+            cmdline = "console=ttyS0 quiet"
+            """);
+        PartitionConfig p = c.partition("vm1").orElseThrow();
+        assertTrue(p.isVm());
+        assertNull(p.command());
+        assertNull(p.workload());
+        VmConfig v = p.vm();
+        assertEquals("q35", v.machine());
+        assertEquals(Path.of("/srv/phost/boot/vmlinuz"), v.resolvedKernel(c.host().dataDir()));
+        assertEquals(Path.of("/abs/initrd.img"), v.resolvedInitrd(c.host().dataDir()));
+        assertEquals("console=ttyS0 quiet", v.cmdline());
+        assertEquals(Path.of("/srv/phost/partitions/vm1.console.log"), v.resolvedConsole(c.host().dataDir()));
+        assertEquals("stop", v.onCrash());
+        assertEquals(30, v.stopTimeout());
+        assertNull(v.firmware());
+    }
+
+    @Test
+    void shouldRequireExactlyOneBootSource() {
+        assertErrors(HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            """, "t.toml:3:1: partition[0]: a VM needs a boot source: kernel = \"PATH\" (direct boot) or "
+            + "firmware = \"uefi\" | \"bios\" (boots the first disk)");
+        assertErrors(HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            kernel = "k"
+            firmware = "uefi"
+            """, "t.toml:7:1: partition[0].firmware: boot from either kernel (direct) or firmware (the first disk), not both");
+    }
+
+    @Test
+    void shouldRefuseKernelOptionsWithoutAKernelAndBadCommandLines() {
+        assertErrors(HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            firmware = "bios"
+            initrd = "i"
+            cmdline = "quiet"
+            """,
+            "t.toml:7:1: partition[0].initrd: initrd needs kernel (firmware boots from the disk and ignores it)",
+            "t.toml:8:1: partition[0].cmdline: cmdline needs kernel (firmware boots from the disk and ignores it)");
+        assertErrors(HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            kernel = "k"
+            cmdline = "quiet\\tinit=/bin/sh"
+            """, "t.toml:7:1: partition[0].cmdline: character 5 of the kernel command line is U+0009; "
+            + "only printable ASCII is passed to the kernel");
+    }
+
+    @Test
+    void shouldRefuseProcessKeysOnAVmAndVmKeysOnAProcess() {
+        assertErrors(HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            kernel = "k"
+            command = ["/bin/true"]
+            [[partition]]
+            name = "p1"
+            on_crash = "restart"
+            firmware = "uefi"
+            """,
+            "t.toml:7:1: partition[0].command: a VM partition runs its guest's own software; command is for kind = \"process\"",
+            "t.toml:10:1: partition[1].on_crash: on_crash is only for kind = \"vm\"",
+            "t.toml:11:1: partition[1].firmware: firmware is only for kind = \"vm\"");
+    }
+
+    @Test
+    void shouldRefuseVmMemoryInPartialMebibytesAndUnknownEnums() {
+        assertErrors(HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            kernel = "k"
+            memory = "262148KiB"
+            machine = "q53"
+            on_crash = "reboot"
+            stop_timeout = 0
+            """,
+            "t.toml:7:1: partition[0].memory: 268439552 bytes is not a whole number of MiB (QEMU's -m for a VM)",
+            "t.toml:8:1: partition[0].machine: 'q53' is not one of q35, pc",
+            "t.toml:9:1: partition[0].on_crash: 'reboot' is not one of restart, stop",
+            "t.toml:10:1: partition[0].stop_timeout: 0 is out of range (1..3600)");
+    }
+
+    @Test
+    void shouldSayAVmCannotHaveNicsYet() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            kernel = "k"
+              [[partition.nic]]
+              switch = "s"
+            """, "t.toml:10:3: partition[0].nic: a VM's NICs need a vhost-user-net backend, which this phost does not "
+            + "serve yet; attach NICs to process partitions");
+    }
+}

@@ -1,0 +1,48 @@
+package io.phost.appliance.run;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.ConfigLoader;
+import io.phost.appliance.config.PartitionConfig;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+class DemoVmTest {
+    @TempDir
+    Path dir;
+
+    private Path kit(String name) throws Exception {
+        Path k = Files.createDirectories(dir.resolve("cache").resolve(name));
+        Files.writeString(k.resolve("vmlinuz"), "k");
+        Files.writeString(k.resolve("initramfs.gz"), "i");
+        return k;
+    }
+
+    @Test
+    void shouldAddAValidVmPartitionWhenQemuAndATestGuestAreThere() throws Exception {
+        Path k = kit("linux-image-6.1.0-57-cloud-amd64");
+        DemoVm vm = DemoVm.find(true, null, dir.resolve("cache"));
+        assertNotNull(vm.toml(), vm.note());
+        ApplianceConfig c = ConfigLoader.loadDemo(dir.resolve("data"), vm.toml());
+        PartitionConfig p = c.partition("demo-vm").orElseThrow();
+        assertTrue(p.isVm());
+        assertEquals(k.resolve("vmlinuz"), p.vm().resolvedKernel(c.host().dataDir()));
+        assertEquals("demo-vm-disk", p.disks().getFirst().disk());
+        assertTrue(p.vm().cmdline().length() <= 2048 && p.vm().cmdline().contains("phost.hold=1"));
+        assertEquals(3, c.partitions().size());
+    }
+
+    @Test
+    void shouldSayHowToGetWhatIsMissing() throws Exception {
+        DemoVm noQemu = DemoVm.find(false, null, dir.resolve("cache"));
+        assertNull(noQemu.toml());
+        assertTrue(noQemu.note().contains("apt-get install qemu-system-x86"), noQemu.note());
+        DemoVm noGuest = DemoVm.find(true, null, dir.resolve("empty"));
+        assertNull(noGuest.toml());
+        assertTrue(noGuest.note().contains("tools/test-guest/build.sh"), noGuest.note());
+        assertNull(DemoVm.find(true, dir.resolve("nope").toString(), dir.resolve("cache")).toml());
+    }
+}
