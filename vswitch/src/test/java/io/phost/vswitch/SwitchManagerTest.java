@@ -51,4 +51,27 @@ class SwitchManagerTest {
             assertEquals(internal.spec().name(), "lab");
         }
     }
+
+    /**
+     * Long switch names used to be cut to 15 bytes ({@code internal-1}, {@code internal-2} → {@code phost-internal-})
+     * and the second switch failed with EBUSY; a second phost on the machine with the same config failed the same
+     * way. Derived names are unique per switch, and a name held by another process falls back to a per-process one.
+     */
+    @Test
+    void shouldGiveEveryHostTapAUniqueNameForLongSwitchNamesAndASecondHost() {
+        Assumptions.assumeTrue(Netns.available(), "needs root, ip netns, /dev/net/tun");
+        String base = "in" + ProcessHandle.current().pid() % 100000 + "-lab-";
+        try (ManagedSwitch one = ManagedSwitch.create(SwitchSpec.internal(base + "1", null));
+             ManagedSwitch two = ManagedSwitch.create(SwitchSpec.internal(base + "2", null));
+             ManagedSwitch otherHost = ManagedSwitch.create(SwitchSpec.internal(base + "1", null))) {
+            java.util.Set<String> names = java.util.Set.of(one.hostTap(), two.hostTap(), otherHost.hostTap());
+            assertEquals(3, names.size(), names.toString());
+            for (String n : names) {
+                assertTrue(n.length() <= 15, n);
+                assertEquals(0, Netns.run(5, "ip", "link", "show", n).exitCode(), n + " exists");
+            }
+            assertEquals(one.spec().hostTapName(), one.hostTap());
+            assertEquals(otherHost.spec().hostTapFallbackName(ProcessHandle.current().pid()), otherHost.hostTap());
+        }
+    }
 }

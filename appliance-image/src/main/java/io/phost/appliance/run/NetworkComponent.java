@@ -49,7 +49,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                     s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
                     0, null, null));
                 LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
-                    + (s.uplink() == null ? "" : " uplink=" + s.uplink()) + " iov=\"" + sw.iovStatus() + "\"");
+                    + (s.uplink() == null ? "" : " uplink=" + s.uplink())
+                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\"");
             }
         } catch (RuntimeException e) {
             c.close();
@@ -120,6 +121,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("switch", sw.spec().name());
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", null);
+                m.put("host_tap", sw.hostTap());
                 rows.add(m);
             }
             sw.counters().forEach((port, counters) -> {
@@ -127,6 +129,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("switch", sw.spec().name());
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", port);
+                m.put("host_tap", sw.hostTap());
                 double[] r = rates.get(sw.spec().name() + "/" + port);
                 m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
                 m.put("tx_pps", r == null ? 0.0 : Math.round(r[1]));
