@@ -54,6 +54,9 @@ public final class ManagedSwitch implements AutoCloseable {
             if (spec.hasHostPort()) {
                 TapPort host = openHostTap(spec);
                 hostTap = host.name();
+                if (spec.mtu() != PortConfig.DEFAULT_MTU) {
+                    host.device().setMtu(spec.mtu());
+                }
                 devices.add(host);
                 agent.submit(s -> s.addPort("host:" + host.name(), PortKind.HOST, PortConfig.uplink(), host, host)).join();
             }

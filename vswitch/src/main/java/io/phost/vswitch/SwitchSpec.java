@@ -14,10 +14,21 @@ import java.nio.file.Path;
  * @param vmqWorkers        VMQ worker threads for TAP-backed vNICs (0 = deliver on the switch thread)
  * @param hostTap           name of the management-OS TAP (null: derived, see {@link #hostTapName})
  * @param sysfsRoot         "/sys" in production; tests use a simulated tree
+ * @param mtu               the switch's MTU: the host TAP's MTU and the upper bound of its vNICs' (68..9000)
  */
 public record SwitchSpec(String name, SwitchType type, String uplink, boolean allowManagementOs, boolean enableIov,
-                         BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot) {
+                         BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot, int mtu) {
+    public SwitchSpec(String name, SwitchType type, String uplink, boolean allowManagementOs, boolean enableIov,
+                      BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot) {
+        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, vmqWorkers, hostTap, sysfsRoot,
+            PortConfig.DEFAULT_MTU);
+    }
+
     public SwitchSpec {
+        if (mtu < PortConfig.MIN_MTU || mtu > PortConfig.MAX_MTU) {
+            throw new IllegalArgumentException("switch " + name + ": MTU must be " + PortConfig.MIN_MTU + ".."
+                + PortConfig.MAX_MTU + ": " + mtu);
+        }
         if (name == null || !name.matches("[A-Za-z0-9._-]{1,32}")) {
             throw new IllegalArgumentException("switch name must match [A-Za-z0-9._-]{1,32}: " + name);
         }

@@ -465,6 +465,7 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean management = n.bool("allow_management_os");
         Boolean iov = n.bool("enable_iov");
         SwitchConfig.BandwidthMode mode = n.enumValue("bandwidth_mode", SwitchConfig.BandwidthMode.class);
+        Long mtu = n.integer("mtu");
         boolean ok = true;
         if (uplink != null && (uplink.isEmpty() || uplink.length() > 15 || uplink.contains("/")
             || uplink.chars().anyMatch(Character::isWhitespace))) {
@@ -492,10 +493,10 @@ final class ConfigBinder implements TomlNode.Errors {
                 ok = false;
             }
         }
-        if (!ok || name == null || type == null || management == null || iov == null || mode == null) {
+        if (!ok || name == null || type == null || management == null || iov == null || mode == null || mtu == null) {
             return null;
         }
-        return new SwitchConfig(name, type, uplink, management, iov, mode);
+        return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue());
     }
 
     // ---- [[partition]] ----
@@ -537,7 +538,7 @@ final class ConfigBinder implements TomlNode.Errors {
         NicConfig build() {
             NicConfig c = nic;
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
-                c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight());
+                c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu());
         }
     }
 
@@ -725,6 +726,15 @@ final class ConfigBinder implements TomlNode.Errors {
         Long weight = n.integer("min_bandwidth_weight");
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
+        Long mtu = n.has("mtu") ? n.integer("mtu") : null;
+        if (n.has("mtu") && mtu == null) {
+            ok = false;
+        }
+        if (sw != null && mtu != null && mtu > sw.mtu()) {
+            n.error("mtu", Reason.CONFLICT, "mtu " + mtu + " is above the mtu " + sw.mtu() + " of switch '" + sw.name() + "'"
+                + "; raise the switch's mtu or lower this one");
+            ok = false;
+        }
         if (sw != null && weight != null && weight > 0 && sw.bandwidthMode() != SwitchConfig.BandwidthMode.WEIGHT) {
             n.error("min_bandwidth_weight", Reason.CONFLICT, "switch '" + sw.name() + "' has bandwidth_mode = \""
                 + sw.bandwidthMode().name().toLowerCase(Locale.ROOT) + "\"; weights need \"weight\"");
@@ -741,7 +751,8 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
-            spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue());
+            spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
+            mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500);
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

@@ -139,7 +139,8 @@ public final class ConfigSchema {
             .add(key("uplink", Kind.STRING).note("external only, and required there"))
             .add(key("allow_management_os", Kind.BOOLEAN).def("false").note("external only"))
             .add(key("enable_iov", Kind.BOOLEAN).def("false").note("external only"))
-            .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight"));
+            .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight"))
+            .add(key("mtu", Kind.INTEGER).def("1500").range(68, 9000).note("jumbo frames up to 9000"));
         section("partition", true)
             .add(key("name", Kind.NAME).req())
             .add(key("vcpus", Kind.INTEGER).def("1").range(1, 64))
@@ -166,7 +167,8 @@ public final class ConfigSchema {
             .add(key("min_bandwidth_weight", Kind.INTEGER).def("0").range(0, 100)
                 .note("needs the switch's bandwidth_mode = weight"))
             .add(key("vmq_weight", Kind.INTEGER).def("100").range(0, 100).note("0 = no VMQ"))
-            .add(key("iov_weight", Kind.INTEGER).def("0").range(0, 100).note("above 0 needs enable_iov"));
+            .add(key("iov_weight", Kind.INTEGER).def("0").range(0, 100).note("above 0 needs enable_iov"))
+            .add(key("mtu", Kind.INTEGER).computed("the switch's mtu").range(68, 9000).note("at most the switch's mtu"));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
             .add(key("args", Kind.STRING_ARRAY).def("[]"));

@@ -29,7 +29,6 @@ import java.util.concurrent.TimeUnit;
  */
 public final class NetworkComponent implements Component, PartitionsComponent.VspSource {
     private static final Logger LOG = System.getLogger("phost.network");
-    private static final int MTU = 1500;
 
     private final SwitchManager switches = new SwitchManager();
     private final Map<String, NetworkAdapter> adapters = new ConcurrentHashMap<>();
@@ -47,7 +46,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             for (SwitchConfig s : cfg.switches()) {
                 ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
                     s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
-                    0, null, null));
+                    0, null, null, s.mtu()));
                 LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
                     + (s.uplink() == null ? "" : " uplink=" + s.uplink())
                     + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\"");
@@ -66,7 +65,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         for (int i = 0; i < p.nics().size(); i++) {
             NicConfig n = p.nics().get(i);
             String nicName = p.name() + "-nic" + i;
-            NetworkAdapter a = NetworkAdapter.attach(switches.get(n.switchName()), p.name(), nicName, portConfig(n), MTU);
+            NetworkAdapter a = NetworkAdapter.attach(switches.get(n.switchName()), p.name(), nicName, portConfig(n), n.mtu());
             adapters.put(nicName, a);
             LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + nicName + " switch=" + n.switchName()
                 + " mac=" + n.mac() + " data_path=" + a.dataPath() + " sriov=\"" + a.vfStatus() + "\"");
@@ -130,6 +129,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", port);
                 m.put("host_tap", sw.hostTap());
+                m.put("mtu", mtuOf(sw, port));
                 double[] r = rates.get(sw.spec().name() + "/" + port);
                 m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
                 m.put("tx_pps", r == null ? 0.0 : Math.round(r[1]));
@@ -140,6 +140,15 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             });
         }
         return rows;
+    }
+
+    private static Integer mtuOf(ManagedSwitch sw, String port) {
+        for (var p : sw.vswitch().ports()) {
+            if (p.name().equals(port)) {
+                return p.mtu() == 0 ? sw.spec().mtu() : p.mtu();
+            }
+        }
+        return null;
     }
 
     @Override

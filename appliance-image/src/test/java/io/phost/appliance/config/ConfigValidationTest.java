@@ -333,6 +333,27 @@ class ConfigValidationTest {
     }
 
     @Test
+    void shouldRefuseAnMtuOutsideTheJumboRangeOrAboveTheSwitchMtu() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            mtu = 9001
+            [[switch]]
+            name = "j"
+            type = "internal"
+            mtu = 4000
+            [[partition]]
+            name = "p"
+              [[partition.nic]]
+              switch = "j"
+              mtu = 9000
+            """,
+            "t.toml:6:1: switch[0].mtu: 9001 is out of range (68..9000)",
+            "t.toml:15:3: partition[0].nic[0].mtu: mtu 9000 is above the mtu 4000 of switch 'j'; raise the switch's mtu or lower this one");
+    }
+
+    @Test
     void shouldPointMissingRequiredKeysAtTheTableHeader() {
         assertErrors("""
             [host]
