@@ -159,6 +159,15 @@ public final class ManagedSwitch implements AutoCloseable {
         agent.submit(s -> s.removePort(p)).join();
     }
 
+    /** Per-port counters with every drop reason (zeros too), for /metrics. */
+    public Map<String, Map<String, Long>> allCounters() {
+        Map<String, Map<String, Long>> m = new LinkedHashMap<>();
+        for (Port p : sw.ports()) {
+            m.put(p.name(), p.counters().all());
+        }
+        return m;
+    }
+
     /** Per-port counters for /status: port name to counter name to value. */
     public Map<String, Map<String, Long>> counters() {
         Map<String, Map<String, Long>> m = new LinkedHashMap<>();
@@ -172,7 +181,7 @@ public final class ManagedSwitch implements AutoCloseable {
     public String metrics() {
         StringBuilder sb = new StringBuilder();
         for (Port p : sw.ports()) {
-            for (Map.Entry<String, Long> e : p.counters().snapshot().entrySet()) {
+            for (Map.Entry<String, Long> e : p.counters().all().entrySet()) {
                 sb.append("phost_vswitch_").append(e.getKey().toLowerCase(Locale.ROOT))
                     .append("{switch=\"").append(spec.name()).append("\",port=\"").append(p.name()).append("\"} ")
                     .append(e.getValue()).append('\n');

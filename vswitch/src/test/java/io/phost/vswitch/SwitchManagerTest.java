@@ -45,6 +45,10 @@ class SwitchManagerTest {
             assertTrue(mgr.counters().get("backend").get("a").get("rx_packets") >= 3);
             String metrics = mgr.metrics();
             assertTrue(metrics.contains("phost_vswitch_rx_packets{switch=\"backend\",port=\"a\"}"), metrics);
+            for (DropReason r : DropReason.values()) { // every reason has a series, zero or not
+                assertTrue(metrics.contains("phost_vswitch_drop_" + r.name().toLowerCase(java.util.Locale.ROOT)
+                    + "{switch=\"backend\",port=\"a\"} "), r + " missing: " + metrics);
+            }
             assertEquals(3, mgr.all().size());
             mgr.remove("lab");
             assertTrue(Netns.run(5, "ip", "link", "show", hostTap).exitCode() != 0, "TAP gone with its switch");

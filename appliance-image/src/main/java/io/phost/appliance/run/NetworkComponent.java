@@ -130,6 +130,11 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("port", port);
                 m.put("host_tap", sw.hostTap());
                 m.put("mtu", mtuOf(sw, port));
+                NetworkAdapter nic = adapterOf(port);
+                if (nic != null) {
+                    m.put("data_path", nic.dataPath());
+                    m.put("sriov", nic.vfStatus());
+                }
                 double[] r = rates.get(sw.spec().name() + "/" + port);
                 m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
                 m.put("tx_pps", r == null ? 0.0 : Math.round(r[1]));
@@ -140,6 +145,15 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             });
         }
         return rows;
+    }
+
+    private NetworkAdapter adapterOf(String port) {
+        for (NetworkAdapter a : adapters.values()) {
+            if (a.vsp().port().name().equals(port)) {
+                return a;
+            }
+        }
+        return null;
     }
 
     private static Integer mtuOf(ManagedSwitch sw, String port) {
@@ -154,7 +168,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     @Override
     public void metrics(Metrics m) {
         for (ManagedSwitch sw : switches.all()) {
-            sw.counters().forEach((port, counters) -> counters.forEach((k, v) ->
+            sw.allCounters().forEach((port, counters) -> counters.forEach((k, v) ->
                 m.counter("phost_vswitch_" + k + "_total", "vswitch port counter " + k, v, "switch", sw.spec().name(), "port", port)));
         }
     }
