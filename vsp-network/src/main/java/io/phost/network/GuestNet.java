@@ -73,8 +73,13 @@ public final class GuestNet {
         NetVsc vsc = NetVsc.open(bus, o.nic(), Duration.ofSeconds(30));
         boolean createdNetns = false;
         Process ping = null;
-        if (o.netns() != null && !namespaceExists(o.netns())) {
+        if (o.netns() != null && NetnsLeases.exists(o.netns()) && NetnsLeases.isStale(NetnsLeases.DEFAULT_DIR, o.netns())) {
+            // Left by a previous run of this guest that was killed: reclaim it rather than reuse its state.
+            NetnsLeases.release(NetnsLeases.DEFAULT_DIR, o.netns());
+        }
+        if (o.netns() != null && !NetnsLeases.exists(o.netns())) {
             must("ip", "netns", "add", o.netns());
+            NetnsLeases.claim(NetnsLeases.DEFAULT_DIR, o.netns());
             createdNetns = true;
         }
         try (TapDevice tap = o.netns() == null ? TapDevice.open(o.tap(), false, 0) : openInNamespace(o.netns(), o.tap())) {
@@ -102,14 +107,11 @@ public final class GuestNet {
             }
             vsc.close();
             if (createdNetns) {
-                // A namespace this guest made is its own: leave nothing behind on the host.
-                ip("netns", "delete", o.netns());
+                // A namespace this guest made is its own: leave nothing behind on the host. If this process is
+                // killed instead, its lease lets the next start or the appliance's sweep remove it.
+                NetnsLeases.release(NetnsLeases.DEFAULT_DIR, o.netns());
             }
         }
-    }
-
-    private static boolean namespaceExists(String netns) {
-        return java.nio.file.Files.exists(java.nio.file.Path.of("/var/run/netns", netns));
     }
 
     /**

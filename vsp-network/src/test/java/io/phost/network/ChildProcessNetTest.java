@@ -130,6 +130,29 @@ class ChildProcessNetTest {
         }
     }
 
+    /**
+     * A SIGKILLed guest cannot delete the namespace it created: its lease says its process is gone, so a restart
+     * of the guest reclaims it and the appliance's sweep removes it (before: leaked until reboot).
+     */
+    @Test
+    void shouldRemoveTheNamespaceOfAKilledGuestByItsLease() throws Exception {
+        Partition a = child("a", 0x02_71_00_00_00_21L, "10.82.2.1/24");
+        awaitReady(a);
+        String ns = "phpa" + tag;
+        assertTrue(NetnsLeases.exists(ns));
+        long pid = a.status().pid();
+        assertEquals(0, new ProcessBuilder("kill", "-KILL", Long.toString(pid)).start().waitFor());
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false) && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        assertTrue(NetnsLeases.exists(ns), "the killed guest could not clean up");
+        assertTrue(NetnsLeases.isStale(NetnsLeases.DEFAULT_DIR, ns));
+        assertTrue(NetnsLeases.sweepStale(NetnsLeases.DEFAULT_DIR).contains(ns));
+        assertTrue(!NetnsLeases.exists(ns), "namespace removed by the sweep");
+        assertTrue(!java.nio.file.Files.exists(NetnsLeases.DEFAULT_DIR.resolve(ns)), "lease removed");
+    }
+
     private void trafficBetween(Partition a, Partition b) throws Exception {
         assertEquals("02:71:00:00:00:01", a.kvp().guestValues().get("net.0.mac"));
         assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", "phpa" + tag, "ping", "-c", "3", "-i", "0.2",

@@ -55,6 +55,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             c.close();
             throw e;
         }
+        io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR); // a crashed run's leftovers
         c.sampler.scheduleAtFixedRate(c::sample, 1, 1, TimeUnit.SECONDS);
         return c;
     }
@@ -91,7 +92,15 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }
 
+    private long samples;
+
     private void sample() {
+        if (samples++ % 5 == 0) {
+            // Namespaces of guests that were killed (their `phost guest net` could not clean up): gone in ~5 s.
+            for (String ns : io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR)) {
+                LOG.log(Level.INFO, "netns removed name=" + ns + " reason=\"its guest process is gone\"");
+            }
+        }
         for (ManagedSwitch sw : switches.all()) {
             sw.counters().forEach((port, counters) -> {
                 String key = sw.spec().name() + "/" + port;
@@ -177,5 +186,6 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     public void close() {
         sampler.shutdownNow();
         switches.close();
+        io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR);
     }
 }

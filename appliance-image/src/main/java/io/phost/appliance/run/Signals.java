@@ -4,17 +4,17 @@ import java.util.concurrent.CountDownLatch;
 import sun.misc.Signal;
 
 /**
- * SIGTERM and SIGINT as a latch, so {@code phost run} stops its components in order and exits 0. A JVM
+ * SIGTERM, SIGINT and SIGHUP (the terminal that started it closed) as a latch, so {@code phost run} stops its components in order and exits 0. A JVM
  * shutdown hook would also run on SIGTERM, but the process would then exit 143; an appliance's service
  * manager should see a clean stop as a clean exit. A second signal while stopping exits at once (130).
  */
 public final class Signals {
     private Signals() {}
 
-    /** Returns a latch released by the first SIGTERM/SIGINT. */
+    /** Returns a latch released by the first SIGTERM/SIGINT/SIGHUP. */
     public static CountDownLatch stopOnTermination() {
         CountDownLatch stop = new CountDownLatch(1);
-        for (String name : new String[] {"TERM", "INT"}) {
+        for (String name : new String[] {"TERM", "INT", "HUP"}) {
             Signal.handle(new Signal(name), s -> {
                 if (stop.getCount() == 0) {
                     Runtime.getRuntime().halt(130);

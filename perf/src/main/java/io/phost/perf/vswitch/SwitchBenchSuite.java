@@ -66,7 +66,7 @@ public final class SwitchBenchSuite implements BenchSuite {
             "linux bridge + veth", bridge[0] / 1e9));
         results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p50", phost[1], "us", "linux bridge + veth", bridge[1]));
         results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p99", phost[2], "us", "linux bridge + veth", bridge[2]));
-        results.addAll(partitionHost(ctx, tag, quick ? 3 : 8));
+        results.addAll(partitionHost(ctx, tag, quick ? 2 : 8));
         return results;
     }
 
