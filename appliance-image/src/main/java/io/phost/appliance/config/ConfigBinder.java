@@ -538,7 +538,8 @@ final class ConfigBinder implements TomlNode.Errors {
         NicConfig build() {
             NicConfig c = nic;
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
-                c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu());
+                c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu(),
+                c.mirroring(), c.stormLimit(), c.maxMacAddresses());
         }
     }
 
@@ -727,6 +728,9 @@ final class ConfigBinder implements TomlNode.Errors {
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
         Long mtu = n.has("mtu") ? n.integer("mtu") : null;
+        NicConfig.Mirroring mirroring = n.enumValue("port_mirroring", NicConfig.Mirroring.class);
+        Long storm = n.integer("storm_limit");
+        Long maxMacs = n.integer("max_mac_addresses");
         if (n.has("mtu") && mtu == null) {
             ok = false;
         }
@@ -746,13 +750,13 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
             || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
-            || weight == null || vmq == null || iov == null) {
+            || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
             return null;
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
             spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
-            mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500);
+            mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue());
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

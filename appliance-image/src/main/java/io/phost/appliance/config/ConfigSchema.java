@@ -168,7 +168,10 @@ public final class ConfigSchema {
                 .note("needs the switch's bandwidth_mode = weight"))
             .add(key("vmq_weight", Kind.INTEGER).def("100").range(0, 100).note("0 = no VMQ"))
             .add(key("iov_weight", Kind.INTEGER).def("0").range(0, 100).note("above 0 needs enable_iov"))
-            .add(key("mtu", Kind.INTEGER).computed("the switch's mtu").range(68, 9000).note("at most the switch's mtu"));
+            .add(key("mtu", Kind.INTEGER).computed("the switch's mtu").range(68, 9000).note("at most the switch's mtu"))
+            .add(key("port_mirroring", Kind.ENUM).def("none").allowed("none", "source", "destination"))
+            .add(key("storm_limit", Kind.INTEGER).def("0").range(0, 100_000_000).note("packets/s; 0 = unlimited"))
+            .add(key("max_mac_addresses", Kind.INTEGER).def("1024").range(1, 65_536));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
             .add(key("args", Kind.STRING_ARRAY).def("[]"));

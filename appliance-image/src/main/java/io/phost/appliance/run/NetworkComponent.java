@@ -88,7 +88,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         }
         c = c.withGuards(n.macSpoofing(), n.dhcpGuard(), n.routerGuard());
         // Config weight 0 means "no weight": the switch's default share (1).
-        c = c.withLimits(c.stormLimitPps(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), c.maxMacAddresses());
+        c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
+        c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }
 
