@@ -473,6 +473,12 @@ final class ConfigBinder implements TomlNode.Errors {
                 "'" + uplink + "' is not a Linux interface name (1-15 characters, no '/' or spaces)");
             ok = false;
         }
+        if (mode == SwitchConfig.BandwidthMode.ABSOLUTE) {
+            // Refused here rather than at run time: the switch has no absolute (bits/s) reservations.
+            n.error("bandwidth_mode", Reason.INVALID_VALUE,
+                "\"absolute\" minimum bandwidth is not implemented; use \"weight\" (min_bandwidth_weight) or \"none\"");
+            ok = false;
+        }
         if (type == SwitchConfig.Type.EXTERNAL && !n.has("uplink")) {
             n.errorHere(Reason.CONFLICT, "an external switch needs uplink = \"<host interface>\"");
             ok = false;

@@ -139,7 +139,7 @@ public final class ConfigSchema {
             .add(key("uplink", Kind.STRING).note("external only, and required there"))
             .add(key("allow_management_os", Kind.BOOLEAN).def("false").note("external only"))
             .add(key("enable_iov", Kind.BOOLEAN).def("false").note("external only"))
-            .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight"))
+            .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight").note("absolute is refused (not implemented)"))
             .add(key("mtu", Kind.INTEGER).def("1500").range(68, 9000).note("jumbo frames up to 9000"));
         section("partition", true)
             .add(key("name", Kind.NAME).req())

@@ -332,6 +332,18 @@ class ConfigValidationTest {
             "t.toml:18:3: partition[0].nic[1].iov_weight: switch 's' does not have enable_iov = true");
     }
 
+    /** Before: "absolute" validated and then failed when phost run built the switch. */
+    @Test
+    void shouldRefuseAbsoluteBandwidthModeAtValidationWithItsPosition() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            bandwidth_mode = "absolute"
+            """,
+            "t.toml:6:1: switch[0].bandwidth_mode: \"absolute\" minimum bandwidth is not implemented; use \"weight\" (min_bandwidth_weight) or \"none\"");
+    }
+
     @Test
     void shouldRefuseAnMtuOutsideTheJumboRangeOrAboveTheSwitchMtu() {
         assertErrors(HOST + """
