@@ -27,8 +27,8 @@ import org.agrona.concurrent.AgentRunner;
  * ports with virtio-net headers and TSO/checksum offloads) vs through a Linux bridge with veths, same run;
  * (3) ping latency p50/p99 through each; (4) TCP partition ↔ host over an internal switch and a synthetic NIC
  * (VMBus rings, host TAP with TSO/checksum offloads, software segmentation in the switch), both directions,
- * vs the same namespaces joined by a Linux bridge + veths: {@link #ROUNDS} interleaved rounds, median with
- * min/max in the series. Parts 2-4 need root, iproute2, iperf3 and ping; without them they are skipped with a
+ * vs the same namespaces joined by a Linux bridge + veths: {@link #ROUNDS} interleaved rounds (one with
+ * --quick), median with min/max in the series. Parts 2-4 need root, iproute2, iperf3 and ping; without them they are skipped with a
  * log line.
  */
 public final class SwitchBenchSuite implements BenchSuite {
@@ -66,19 +66,19 @@ public final class SwitchBenchSuite implements BenchSuite {
             "linux bridge + veth", bridge[0] / 1e9));
         results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p50", phost[1], "us", "linux bridge + veth", bridge[1]));
         results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p99", phost[2], "us", "linux bridge + veth", bridge[2]));
-        results.addAll(partitionHost(ctx, tag, quick ? 2 : 8));
+        results.addAll(partitionHost(ctx, tag, quick ? 2 : 8, quick ? 1 : ROUNDS)); // --quick stays near a minute
         return results;
     }
 
-    /** Interleaved rounds of the partition-host point and the bridge peer. */
+    /** Interleaved rounds of the partition-host point and the bridge peer (a full run; --quick does one). */
     static final int ROUNDS = 3;
 
-    /** TCP host → partition and partition → host over a synthetic NIC vs bridge + veth, {@link #ROUNDS} rounds. */
-    static List<BenchResult> partitionHost(BenchContext ctx, String tag, int seconds) throws Exception {
-        double[][] phost = new double[2][ROUNDS];
-        double[][] bridge = new double[2][ROUNDS];
-        for (int round = 0; round < ROUNDS; round++) {
-            ctx.progress(round, ROUNDS, "TCP partition <-> host, round " + (round + 1));
+    /** TCP host → partition and partition → host over a synthetic NIC vs bridge + veth, {@code rounds} rounds. */
+    static List<BenchResult> partitionHost(BenchContext ctx, String tag, int seconds, int rounds) throws Exception {
+        double[][] phost = new double[2][rounds];
+        double[][] bridge = new double[2][rounds];
+        for (int round = 0; round < rounds; round++) {
+            ctx.progress(round, rounds, "TCP partition <-> host, round " + (round + 1));
             try (PartitionHostRig rig = new PartitionHostRig(tag)) {
                 phost[0][round] = tcp(rig.hostNs, rig.partitionNs, PartitionHostRig.PARTITION_IP, seconds);
                 phost[1][round] = tcp(rig.partitionNs, rig.hostNs, PartitionHostRig.HOST_IP, seconds);
@@ -98,9 +98,9 @@ public final class SwitchBenchSuite implements BenchSuite {
             double[] r = bridge[d].clone();
             Arrays.sort(p);
             Arrays.sort(r);
-            out.add(BenchResult.vsPeer(names[d], p[ROUNDS / 2] / 1e9, "Gbit/s", "linux bridge + veth", r[ROUNDS / 2] / 1e9)
-                .withSeries(Map.of("min", p[0] / 1e9, "max", p[ROUNDS - 1] / 1e9,
-                    "peer_min", r[0] / 1e9, "peer_max", r[ROUNDS - 1] / 1e9)));
+            out.add(BenchResult.vsPeer(names[d], p[rounds / 2] / 1e9, "Gbit/s", "linux bridge + veth", r[rounds / 2] / 1e9)
+                .withSeries(Map.of("min", p[0] / 1e9, "max", p[rounds - 1] / 1e9,
+                    "peer_min", r[0] / 1e9, "peer_max", r[rounds - 1] / 1e9, "rounds", (double) rounds)));
         }
         return out;
     }
