@@ -1,6 +1,7 @@
 package io.phost.network;
 
 import io.phost.core.ic.GuestIntegration;
+import io.phost.core.sys.NetSyscalls;
 import io.phost.core.sys.TapDevice;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.vswitch.EthernetDescriptor;
@@ -72,14 +73,16 @@ public final class GuestNet {
         NetVsc vsc = NetVsc.open(bus, o.nic(), Duration.ofSeconds(30));
         boolean createdNetns = false;
         Process ping = null;
-        try (TapDevice tap = TapDevice.open(o.tap(), false, 0)) {
-            if (o.netns() != null) {
-                if (ip("netns", "list").contains(o.netns()) == false) {
-                    must("ip", "netns", "add", o.netns());
-                    createdNetns = true;
-                }
-                must("ip", "link", "set", tap.name(), "netns", o.netns());
-            }
+        if (o.netns() != null && NetnsLeases.exists(o.netns()) && NetnsLeases.isStale(NetnsLeases.DEFAULT_DIR, o.netns())) {
+            // Left by a previous run of this guest that was killed: reclaim it rather than reuse its state.
+            NetnsLeases.release(NetnsLeases.DEFAULT_DIR, o.netns());
+        }
+        if (o.netns() != null && !NetnsLeases.exists(o.netns())) {
+            must("ip", "netns", "add", o.netns());
+            NetnsLeases.claim(NetnsLeases.DEFAULT_DIR, o.netns());
+            createdNetns = true;
+        }
+        try (TapDevice tap = o.netns() == null ? TapDevice.open(o.tap(), false, 0) : openInNamespace(o.netns(), o.tap())) {
             List<String> prefix = o.netns() == null ? List.of("ip") : List.of("ip", "-n", o.netns());
             must(concat(prefix, "link", "set", tap.name(), "address", EthernetDescriptor.formatMac(vsc.mac())));
             must(concat(prefix, "link", "set", tap.name(), "mtu", Integer.toString(vsc.mtu())));
@@ -104,10 +107,45 @@ public final class GuestNet {
             }
             vsc.close();
             if (createdNetns) {
-                // A namespace this guest made is its own: leave nothing behind on the host.
-                ip("netns", "delete", o.netns());
+                // A namespace this guest made is its own: leave nothing behind on the host. If this process is
+                // killed instead, its lease lets the next start or the appliance's sweep remove it.
+                NetnsLeases.release(NetnsLeases.DEFAULT_DIR, o.netns());
             }
         }
+    }
+
+    /**
+     * Creates TAP {@code name} directly inside {@code netns}: the TAP never exists in the root namespace, so
+     * partitions using the same name (the default {@code phost0}) in their own namespaces cannot collide (they
+     * used to race for the name in the root namespace and fail with EBUSY). setns(2) changes only the calling
+     * thread's namespace, so this runs on a short-lived platform thread; the fd works from any thread after.
+     */
+    static TapDevice openInNamespace(String netns, String name) throws InterruptedException {
+        TapDevice[] result = new TapDevice[1];
+        RuntimeException[] failure = new RuntimeException[1];
+        Thread t = Thread.ofPlatform().name("tap-in-" + netns).start(() -> {
+            try {
+                int fd = NetSyscalls.open("/var/run/netns/" + netns, NetSyscalls.O_CLOEXEC);
+                try {
+                    NetSyscalls.setns(fd, NetSyscalls.CLONE_NEWNET);
+                } finally {
+                    NetSyscalls.close(fd);
+                }
+                result[0] = TapDevice.open(name, false, 0);
+            } catch (RuntimeException e) {
+                failure[0] = e;
+            }
+            // This thread ends here, still inside netns: no other code ever runs in its namespace.
+        });
+        t.join();
+        if (failure[0] != null) {
+            throw new IllegalStateException("creating TAP " + name + " inside network namespace " + netns
+                + " failed: " + failure[0].getMessage(), failure[0]);
+        }
+        if (result[0] == null) {
+            throw new IllegalStateException("could not enter network namespace " + netns + " to create TAP " + name);
+        }
+        return result[0];
     }
 
     private static String[] concat(List<String> prefix, String... rest) {

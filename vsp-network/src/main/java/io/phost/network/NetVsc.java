@@ -43,6 +43,10 @@ public final class NetVsc implements AutoCloseable {
     private final int recvSections;
     private long mac;
     private int mtu;
+    private int recvSectionSize;
+    private int sendSectionSize;
+    /** Largest section a host may announce: an MTU-9000 frame with headers fits in 9 216 bytes. */
+    private static final int MAX_SECTION_SIZE = 16_384;
     private volatile boolean linkUp;
     private int version;
     private FrameReceiver receiver;
@@ -90,6 +94,12 @@ public final class NetVsc implements AutoCloseable {
             throw new IllegalStateException("host refused the receive buffer");
         }
         recvSections = u32(r, 20);
+        recvSectionSize = u32(r, 16);
+        if (recvSectionSize < SECTION_SIZE || recvSectionSize > MAX_SECTION_SIZE
+            || (long) recvSections * recvSectionSize > recvBytes) {
+            throw new IllegalStateException("host announced receive sections of " + recvSectionSize + " bytes x "
+                + recvSections + " for a " + recvBytes + "-byte buffer");
+        }
 
         send = client.ram().allocate(sendBytes);
         int sendGpadl = client.createGpadl(channel.relid(), send);
@@ -97,10 +107,14 @@ public final class NetVsc implements AutoCloseable {
         u32(scratch, BUF_GPADL_OFFSET, sendGpadl);
         u16(scratch, BUF_ID_OFFSET, 0xbeef);
         r = request(scratch, BUF_LENGTH, timeout);
-        if (u32(r, STATUS_OFFSET) != STATUS_SUCCESS || u32(r, 8) != SECTION_SIZE) {
+        if (u32(r, STATUS_OFFSET) != STATUS_SUCCESS) {
             throw new IllegalStateException("host refused the send buffer");
         }
-        int sections = sendBytes / SECTION_SIZE;
+        sendSectionSize = u32(r, 8);
+        if (sendSectionSize < SECTION_SIZE || sendSectionSize > MAX_SECTION_SIZE) {
+            throw new IllegalStateException("host announced send sections of " + sendSectionSize + " bytes");
+        }
+        int sections = sendBytes / sendSectionSize;
         freeSend = new int[sections];
         for (int i = 0; i < sections; i++) {
             freeSend[i] = sections - 1 - i;
@@ -174,11 +188,11 @@ public final class NetVsc implements AutoCloseable {
 
     /** Sends one frame from {@code src}; false when no send section is free or the ring is full. */
     public boolean trySend(MemorySegment src, long offset, int length) {
-        if (length > SECTION_SIZE || length < 14 || freeSendCount == 0) {
+        if (length > sendSectionSize || length < 14 || freeSendCount == 0) {
             return false;
         }
         int section = freeSend[freeSendCount - 1];
-        MemorySegment.copy(src, offset, send.segment(), (long) section * SECTION_SIZE, length);
+        MemorySegment.copy(src, offset, send.segment(), (long) section * sendSectionSize, length);
         u32(packet, 0, MSG_SEND_RNDIS_PKT);
         u32(packet, PKT_CHANNEL_TYPE_OFFSET, 0);
         u32(packet, PKT_SECTION_OFFSET, section);
@@ -243,9 +257,9 @@ public final class NetVsc implements AutoCloseable {
             if (!channel.outbound().requestSpace(64)) {
                 return false; // cannot complete yet: leave it
             }
-            if (section >= 0 && section < recvSections && length > 0 && length <= SECTION_SIZE) {
+            if (section >= 0 && section < recvSections && length > 0 && length <= recvSectionSize) {
                 if (receiver != null) {
-                    receiver.onFrame(recv.segment(), (long) section * SECTION_SIZE, length);
+                    receiver.onFrame(recv.segment(), (long) section * recvSectionSize, length);
                 }
                 received++;
             }

@@ -46,6 +46,8 @@ public final class NetVsp implements VirtualServiceProvider {
     private final UUID instance;
     private final long mac;
     private final int mtu;
+    /** Bytes per send/receive buffer section: one frame of this NIC's MTU with a VLAN tag, rounded up to 512. */
+    private final int sectionSize;
     private final SwitchAgent agent;
     private final Port port;
     private final FrameRing egress = new FrameRing(1 << 20);
@@ -80,7 +82,13 @@ public final class NetVsp implements VirtualServiceProvider {
         this.nicName = nicName;
         this.instance = UUID.nameUUIDFromBytes(("netvsc/" + partition + "/" + nicName).getBytes());
         this.mac = config.mac();
+        if (mtu < PortConfig.MIN_MTU || mtu > PortConfig.MAX_MTU) {
+            throw new IllegalArgumentException("NIC " + partition + "/" + nicName + ": MTU must be "
+                + PortConfig.MIN_MTU + ".." + PortConfig.MAX_MTU + ": " + mtu);
+        }
         this.mtu = mtu;
+        this.sectionSize = sectionSizeFor(mtu);
+        PortConfig portConfig = config.withMtu(mtu);
         this.agent = agent;
         FrameSource source = new FrameSource() {
             @Override
@@ -112,8 +120,17 @@ public final class NetVsp implements VirtualServiceProvider {
         };
         egress.onWrite(this::wakePrimary);
         Port[] holder = new Port[1];
-        agent.submit(sw -> holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, config, egress, source)).join();
+        agent.submit(sw -> holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, portConfig, egress, source)).join();
         this.port = holder[0];
+    }
+
+    /** Section size for {@code mtu}: Ethernet header + 802.1Q tag + MTU, at least 2 KiB, in 512-byte steps. */
+    static int sectionSizeFor(int mtu) {
+        return Math.max(SECTION_SIZE, (mtu + 18 + 511) & ~511);
+    }
+
+    public int mtu() {
+        return mtu;
     }
 
     private void wakePrimary() {
@@ -322,15 +339,15 @@ public final class NetVsp implements VirtualServiceProvider {
             }
             int handle = u32(buf, data + BUF_GPADL_OFFSET);
             Gpadl g = ctx.gpadl(handle);
-            if (g == null || !g.contiguous() || g.byteCount() < SECTION_SIZE || (receive ? recvBase : sendBase) != -1) {
+            if (g == null || !g.contiguous() || g.byteCount() < sectionSize || (receive ? recvBase : sendBase) != -1) {
                 count(NvspReason.BAD_BUFFER);
                 status(transId, answer, STATUS_FAILURE);
                 return;
             }
-            int sections = (int) Math.min(MAX_SECTIONS, g.byteCount() / SECTION_SIZE);
+            int sections = (int) Math.min(MAX_SECTIONS, g.byteCount() / sectionSize);
             long base;
             try {
-                base = ctx.guestMemory().resolve(g.pfns()[0] * GuestMemory.PAGE_SIZE + g.byteOffset(), (long) sections * SECTION_SIZE);
+                base = ctx.guestMemory().resolve(g.pfns()[0] * GuestMemory.PAGE_SIZE + g.byteOffset(), (long) sections * sectionSize);
             } catch (GuestMemoryException e) {
                 count(NvspReason.BAD_BUFFER);
                 status(transId, answer, STATUS_FAILURE);
@@ -350,14 +367,14 @@ public final class NetVsp implements VirtualServiceProvider {
                 recvBase = base;
                 u32(reply, 8, 1);                      // one section descriptor
                 u32(reply, 12, 0);                     // offset
-                u32(reply, 16, SECTION_SIZE);          // sub_alloc_size
+                u32(reply, 16, sectionSize);          // sub_alloc_size
                 u32(reply, 20, sections);              // num_sub_allocs
-                u32(reply, 24, sections * SECTION_SIZE); // end_offset
+                u32(reply, 24, sections * sectionSize); // end_offset
                 ctx.tryComplete(transId, reply, 0, 28);
             } else {
                 sendSections = sections;
                 sendBase = base;
-                u32(reply, 8, SECTION_SIZE);
+                u32(reply, 8, sectionSize);
                 ctx.tryComplete(transId, reply, 0, 12);
             }
         }
@@ -378,10 +395,10 @@ public final class NetVsp implements VirtualServiceProvider {
             int section = u32(buf, data + PKT_SECTION_OFFSET);
             int length = u32(buf, data + PKT_LENGTH_OFFSET);
             int status = STATUS_SUCCESS;
-            if (section < 0 || section >= sendSections || length < 14 || length > SECTION_SIZE) {
+            if (section < 0 || section >= sendSections || length < 14 || length > sectionSize) {
                 count(NvspReason.BAD_SECTION);
                 status = STATUS_FAILURE;
-            } else if (!in.tryWrite(guest, base + (long) section * SECTION_SIZE, length)) {
+            } else if (!in.tryWrite(guest, base + (long) section * sectionSize, length)) {
                 count(NvspReason.INGRESS_FULL);
                 status = STATUS_FAILURE;
             }
@@ -461,12 +478,16 @@ public final class NetVsp implements VirtualServiceProvider {
         }
 
         private void toGuest(MemorySegment frame, long offset, int length) {
-            if (pendingSection >= 0 || length > SECTION_SIZE || freeCount == 0) {
-                return; // cannot happen with the limit above; a frame larger than a section is dropped
+            if (pendingSection >= 0 || freeCount == 0) {
+                return; // cannot happen with the limits in doWork
+            }
+            if (length > sectionSize) {
+                count(NvspReason.OVERSIZE); // the switch enforces the MTU; counted, never silent, if one gets here
+                return;
             }
             int section = free[--freeCount];
             outstanding[section] = true;
-            MemorySegment.copy(frame, offset, guest, recvBase + (long) section * SECTION_SIZE, length);
+            MemorySegment.copy(frame, offset, guest, recvBase + (long) section * sectionSize, length);
             if (!post(section, length)) {
                 pendingSection = section;
                 pendingLength = length;

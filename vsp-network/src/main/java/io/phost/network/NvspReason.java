@@ -19,7 +19,9 @@ public enum NvspReason {
     /** Not an inband packet (GPA-direct or unknown VMBus packet type). */
     BAD_PACKET_TYPE,
     /** Frame could not enter the switch (its ingress queue was full). */
-    INGRESS_FULL;
+    INGRESS_FULL,
+    /** A host-to-guest frame larger than a receive section (the NIC's MTU): dropped, counted. */
+    OVERSIZE;
 
     static final NvspReason[] VALUES = values();
 }

@@ -57,6 +57,7 @@ class ChildProcessNetTest {
         }
         SyntheticNicTrafficTest.run(5, "ip", "netns", "del", "phpa" + tag);
         SyntheticNicTrafficTest.run(5, "ip", "netns", "del", "phpb" + tag);
+        SyntheticNicTrafficTest.run(5, "ip", "netns", "del", "phpc" + tag);
         if (dir != null) {
             try (var s = Files.walk(dir)) {
                 s.sorted(java.util.Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
@@ -65,6 +66,10 @@ class ChildProcessNetTest {
     }
 
     private Partition child(String name, long mac, String cidr) throws Exception {
+        return child(name, mac, cidr, "phpt" + name + tag);
+    }
+
+    private Partition child(String name, long mac, String cidr, String tapName) throws Exception {
         List<String> cmd = new ArrayList<>();
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         for (String a : ManagementFactory.getRuntimeMXBean().getInputArguments()) {
@@ -73,7 +78,7 @@ class ChildProcessNetTest {
             }
         }
         cmd.addAll(List.of("-Xmx48m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", System.getProperty("java.class.path"),
-            "io.phost.network.GuestNet", "--netns", "php" + name + tag, "--tap", "phpt" + name + tag, "--address", cidr));
+            "io.phost.network.GuestNet", "--netns", "php" + name + tag, "--tap", tapName, "--address", cidr));
         Partition p = host.create(PartitionSpec.command(name, 1, MEM, cmd));
         p.offer(new NetVsp(name, "eth0", PortConfig.vnic(mac), 1500, agent));
         p.start();
@@ -102,12 +107,53 @@ class ChildProcessNetTest {
         throw new AssertionError(p.name() + " never became ready (" + p.state() + "): " + log(p.name()));
     }
 
+    /**
+     * Three partitions start with the same TAP name (as with the default {@code phost0}) while an interface of
+     * that name is held open in the root namespace: each TAP is created inside its partition's namespace, so
+     * none of them collides (before: the TAP was made in the root namespace first and the start failed with
+     * EBUSY, or two starting partitions raced for the name).
+     */
     @Test
-    void shouldCarryPingAndIperfBetweenTwoChildProcessPartitions() throws Exception {
-        Partition a = child("a", 0x02_71_00_00_00_01L, "10.82.0.1/24");
-        Partition b = child("b", 0x02_71_00_00_00_02L, "10.82.0.2/24");
+    void shouldCarryPingAndIperfBetweenChildProcessPartitionsThatAllUseTheSameTapName() throws Exception {
+        String shared = "phps" + tag;
+        try (io.phost.core.sys.TapDevice squatter = io.phost.core.sys.TapDevice.open(shared, false, 0)) {
+            Partition a = child("a", 0x02_71_00_00_00_01L, "10.82.0.1/24", shared);
+            Partition b = child("b", 0x02_71_00_00_00_02L, "10.82.0.2/24", shared);
+            Partition c = child("c", 0x02_71_00_00_00_03L, "10.82.0.3/24", shared);
+            awaitReady(a);
+            awaitReady(b);
+            awaitReady(c);
+            assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", "phpc" + tag, "ping", "-c", "2", "-i", "0.2",
+                "-W", "2", "10.82.0.1"), "ping from the third partition: " + log("c"));
+            trafficBetween(a, b);
+            c.stop(Duration.ofSeconds(10));
+        }
+    }
+
+    /**
+     * A SIGKILLed guest cannot delete the namespace it created: its lease says its process is gone, so a restart
+     * of the guest reclaims it and the appliance's sweep removes it (before: leaked until reboot).
+     */
+    @Test
+    void shouldRemoveTheNamespaceOfAKilledGuestByItsLease() throws Exception {
+        Partition a = child("a", 0x02_71_00_00_00_21L, "10.82.2.1/24");
         awaitReady(a);
-        awaitReady(b);
+        String ns = "phpa" + tag;
+        assertTrue(NetnsLeases.exists(ns));
+        long pid = a.status().pid();
+        assertEquals(0, new ProcessBuilder("kill", "-KILL", Long.toString(pid)).start().waitFor());
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false) && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        assertTrue(NetnsLeases.exists(ns), "the killed guest could not clean up");
+        assertTrue(NetnsLeases.isStale(NetnsLeases.DEFAULT_DIR, ns));
+        assertTrue(NetnsLeases.sweepStale(NetnsLeases.DEFAULT_DIR).contains(ns));
+        assertTrue(!NetnsLeases.exists(ns), "namespace removed by the sweep");
+        assertTrue(!java.nio.file.Files.exists(NetnsLeases.DEFAULT_DIR.resolve(ns)), "lease removed");
+    }
+
+    private void trafficBetween(Partition a, Partition b) throws Exception {
         assertEquals("02:71:00:00:00:01", a.kvp().guestValues().get("net.0.mac"));
         assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", "phpa" + tag, "ping", "-c", "3", "-i", "0.2",
             "-W", "2", "10.82.0.2"), "ping between two child processes: " + log("a"));

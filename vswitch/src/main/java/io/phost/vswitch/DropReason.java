@@ -14,9 +14,15 @@ public enum DropReason {
     VLAN_NOT_ALLOWED,
     /** Source MAC is not the port's MAC while MAC spoofing is off. */
     MAC_SPOOF,
-    /** DHCP server message (UDP source port 67, or 547 for DHCPv6) from a DHCP-guarded port. */
+    /**
+     * DHCP server message from a DHCP-guarded port: UDP to a client port (68, DHCPv6 546) or from a server port
+     * (67, 547), a BOOTREPLY with the DHCP cookie on any ports, or a first fragment hiding the UDP header.
+     */
     DHCP_GUARD,
-    /** Router advertisement or redirect (ICMPv6 134/137, ICMPv4 9/5) from a router-guarded port. */
+    /**
+     * Router advertisement or redirect (ICMPv6 134/137, ICMPv4 9/5) from a router-guarded port, or a first
+     * fragment whose extension chain or ICMP header is cut off (where an RA could hide).
+     */
     ROUTER_GUARD,
     /** Broadcast/multicast/unknown-unicast flooding above the port's storm limit. */
     STORM,

@@ -8,19 +8,26 @@ import org.agrona.DirectBuffer;
 /**
  * DHCP guard and router guard: look past the Ethernet header of a frame from a guarded port.
  * <pre>
- * IPv4: 0: ver/IHL  6: flags/fragment offset (13 bits)  9: protocol   then IHL*4: L4 header
- *   UDP source port @0 (67 = DHCP server); ICMP type @0 (5 redirect, 9 router advertisement)
+ * IPv4: 0: ver/IHL  6: flags (MF 0x2000) / fragment offset (13 bits)  9: protocol   then IHL*4: L4 header
+ *   UDP: 0 src port, 2 dst port, 8: BOOTP op (2 = BOOTREPLY: OFFER/ACK/NAK) ... 8+236: magic cookie 63825363
+ *   ICMP type @0 (5 redirect, 9 router advertisement)
  * IPv6: 6: next header  40: extension headers (hop-by-hop 0, routing 43, fragment 44, dest-opts 60, AH 51)
- *   UDP source port @0 (547 = DHCPv6 server/relay); ICMPv6 type @0 (134 RA, 137 redirect)
+ *   UDP: DHCPv6 message type @8 (2 ADVERTISE, 7 REPLY, 10 RECONFIGURE, 13 RELAY-REPL); ICMPv6 type @0 (134 RA, 137 redirect)
  * </pre>
- * A header too short to read is not guarded here: the receiver's stack cannot act on it either. Only first
- * fragments carry the L4 header, so later fragments pass.
+ * DHCP is recognised by content and by the client's port, not by the server's source port: a server message
+ * is what a client would act on, so UDP to the client port (68, DHCPv6 546), from the server port (67, 547), or
+ * a BOOTREPLY with the DHCP magic cookie on any ports is dropped. Only first fragments carry the L4 header
+ * (later ones cannot be reassembled without it); a first fragment or packet that cuts the L4 header (or the
+ * IPv6 extension chain) short hides what it is and is dropped on a guarded port (RFC 7112 requires the whole
+ * header chain in the first fragment).
  */
 final class Guards {
     static final int PASS = 0;
     static final int DHCP = 1;
     static final int ROUTER = 2;
     private static final int MAX_EXTENSION_HEADERS = 8;
+    private static final int BOOTP_COOKIE_OFFSET = 236;
+    private static final int DHCP_MAGIC_COOKIE = 0x6382_5363;
 
     private Guards() {}
 
@@ -31,16 +38,27 @@ final class Guards {
                 return PASS;
             }
             int ihl = (b.getByte(l3) & 0x0f) * 4;
+            end = Math.min(end, l3 + EthernetDescriptor.u16(b, l3 + 2)); // Ethernet padding is not packet
             int fragOffset = EthernetDescriptor.u16(b, l3 + 6) & 0x1fff;
             if (ihl < 20 || fragOffset != 0) {
                 return PASS;
             }
             int l4 = l3 + ihl;
             int proto = b.getByte(l3 + 9) & 0xff;
-            if (proto == 17 && dhcpGuard && end - l4 >= 2 && EthernetDescriptor.u16(b, l4) == 67) {
-                return DHCP;
+            if (proto == 17 && dhcpGuard) {
+                if (end - l4 < 8) {
+                    return DHCP; // the UDP header is hidden (tiny first fragment or cut packet)
+                }
+                int src = EthernetDescriptor.u16(b, l4);
+                int dst = EthernetDescriptor.u16(b, l4 + 2);
+                if (src == 67 || dst == 68 || isBootReply(b, l4 + 8, end)) {
+                    return DHCP;
+                }
             }
-            if (proto == 1 && routerGuard && end - l4 >= 1) {
+            if (proto == 1 && routerGuard) {
+                if (end - l4 < 1) {
+                    return ROUTER;
+                }
                 int icmp = b.getByte(l4) & 0xff;
                 if (icmp == 5 || icmp == 9) {
                     return ROUTER;
@@ -52,30 +70,27 @@ final class Guards {
             if (end - l3 < 40) {
                 return PASS;
             }
+            int payloadLength = EthernetDescriptor.u16(b, l3 + 4);
+            if (payloadLength != 0) { // 0: a jumbogram, whose length is in hop-by-hop options
+                end = Math.min(end, l3 + 40 + payloadLength);
+            }
             int next = b.getByte(l3 + 6) & 0xff;
             int p = l3 + 40;
             for (int i = 0; i < MAX_EXTENSION_HEADERS; i++) {
-                if (next == 0 || next == 43 || next == 60) {
+                if (next == 0 || next == 43 || next == 60 || next == 51) {
                     if (end - p < 2) {
-                        return PASS;
+                        return hidden(dhcpGuard, routerGuard); // the chain is cut: what follows is unknowable
                     }
-                    int len = ((b.getByte(p + 1) & 0xff) + 1) * 8;
-                    next = b.getByte(p) & 0xff;
-                    p += len;
-                } else if (next == 51) {
-                    if (end - p < 2) {
-                        return PASS;
-                    }
-                    int len = ((b.getByte(p + 1) & 0xff) + 2) * 4;
+                    int len = next == 51 ? ((b.getByte(p + 1) & 0xff) + 2) * 4 : ((b.getByte(p + 1) & 0xff) + 1) * 8;
                     next = b.getByte(p) & 0xff;
                     p += len;
                 } else if (next == 44) {
                     if (end - p < 8) {
-                        return PASS;
+                        return hidden(dhcpGuard, routerGuard);
                     }
                     int fragOffset = EthernetDescriptor.u16(b, p + 2) >>> 3;
                     if (fragOffset != 0) {
-                        return PASS;
+                        return PASS; // a later fragment: useless without the first, which is checked
                     }
                     next = b.getByte(p) & 0xff;
                     p += 8;
@@ -86,12 +101,22 @@ final class Guards {
             if (next == 0 || next == 43 || next == 60 || next == 51 || next == 44) {
                 // More extension headers than any real sender uses: a guarded port does not get to hide an RA
                 // or a DHCPv6 reply behind them.
-                return routerGuard ? ROUTER : DHCP;
+                return hidden(dhcpGuard, routerGuard);
             }
-            if (next == 17 && dhcpGuard && end - p >= 2 && EthernetDescriptor.u16(b, p) == 547) {
-                return DHCP;
+            if (next == 17 && dhcpGuard) {
+                if (end - p < 8) {
+                    return DHCP;
+                }
+                int src = EthernetDescriptor.u16(b, p);
+                int dst = EthernetDescriptor.u16(b, p + 2);
+                if (src == 547 || dst == 546) {
+                    return DHCP;
+                }
             }
-            if (next == 58 && routerGuard && end - p >= 1) {
+            if (next == 58 && routerGuard) {
+                if (end - p < 1) {
+                    return ROUTER; // ICMPv6 header pushed out of the first fragment: an RA could hide there
+                }
                 int icmp = b.getByte(p) & 0xff;
                 if (icmp == 134 || icmp == 137) {
                     return ROUTER;
@@ -99,5 +124,15 @@ final class Guards {
             }
         }
         return PASS;
+    }
+
+    private static int hidden(boolean dhcpGuard, boolean routerGuard) {
+        return routerGuard ? ROUTER : DHCP;
+    }
+
+    /** A BOOTP BOOTREPLY (op 2) carrying the DHCP magic cookie: a DHCP OFFER, ACK or NAK on whatever ports. */
+    private static boolean isBootReply(DirectBuffer b, int bootp, int end) {
+        return end - bootp >= BOOTP_COOKIE_OFFSET + 4 && (b.getByte(bootp) & 0xff) == 2
+            && b.getInt(bootp + BOOTP_COOKIE_OFFSET, java.nio.ByteOrder.BIG_ENDIAN) == DHCP_MAGIC_COOKIE;
     }
 }

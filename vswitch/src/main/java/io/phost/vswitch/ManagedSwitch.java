@@ -22,6 +22,7 @@ public final class ManagedSwitch implements AutoCloseable {
     private final String iovStatus;
     private final List<AutoCloseable> devices = new ArrayList<>();
     private final Thread rebalancer;
+    private String hostTap;
 
     private ManagedSwitch(SwitchSpec spec) {
         if (spec.bandwidthMode() == BandwidthMode.ABSOLUTE) {
@@ -51,7 +52,11 @@ public final class ManagedSwitch implements AutoCloseable {
                 status = "SR-IOV unused: only an external switch has a physical uplink";
             }
             if (spec.hasHostPort()) {
-                TapPort host = TapPort.open(spec.hostTapName(), true);
+                TapPort host = openHostTap(spec);
+                hostTap = host.name();
+                if (spec.mtu() != PortConfig.DEFAULT_MTU) {
+                    host.device().setMtu(spec.mtu());
+                }
                 devices.add(host);
                 agent.submit(s -> s.addPort("host:" + host.name(), PortKind.HOST, PortConfig.uplink(), host, host)).join();
             }
@@ -80,6 +85,23 @@ public final class ManagedSwitch implements AutoCloseable {
         }
         this.runner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
         AgentRunner.startOnThread(runner);
+    }
+
+    /** The TAP named by the spec, or, when another process holds that name (EBUSY), a per-process fallback. */
+    private static TapPort openHostTap(SwitchSpec spec) {
+        try {
+            return TapPort.open(spec.hostTapName(), true);
+        } catch (io.phost.core.sys.NativeException e) {
+            if (e.errno() != io.phost.core.sys.Errno.EBUSY || spec.hostTap() != null) {
+                throw e;
+            }
+            return TapPort.open(spec.hostTapFallbackName(ProcessHandle.current().pid()), true);
+        }
+    }
+
+    /** The management-OS TAP's actual name (for /status), or null when the switch has none. */
+    public String hostTap() {
+        return hostTap;
     }
 
     public static ManagedSwitch create(SwitchSpec spec) {
@@ -137,6 +159,15 @@ public final class ManagedSwitch implements AutoCloseable {
         agent.submit(s -> s.removePort(p)).join();
     }
 
+    /** Per-port counters with every drop reason (zeros too), for /metrics. */
+    public Map<String, Map<String, Long>> allCounters() {
+        Map<String, Map<String, Long>> m = new LinkedHashMap<>();
+        for (Port p : sw.ports()) {
+            m.put(p.name(), p.counters().all());
+        }
+        return m;
+    }
+
     /** Per-port counters for /status: port name to counter name to value. */
     public Map<String, Map<String, Long>> counters() {
         Map<String, Map<String, Long>> m = new LinkedHashMap<>();
@@ -150,7 +181,7 @@ public final class ManagedSwitch implements AutoCloseable {
     public String metrics() {
         StringBuilder sb = new StringBuilder();
         for (Port p : sw.ports()) {
-            for (Map.Entry<String, Long> e : p.counters().snapshot().entrySet()) {
+            for (Map.Entry<String, Long> e : p.counters().all().entrySet()) {
                 sb.append("phost_vswitch_").append(e.getKey().toLowerCase(Locale.ROOT))
                     .append("{switch=\"").append(spec.name()).append("\",port=\"").append(p.name()).append("\"} ")
                     .append(e.getValue()).append('\n');

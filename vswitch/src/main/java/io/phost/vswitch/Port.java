@@ -29,6 +29,8 @@ public final class Port {
     TokenBucket bandwidth;
     int weight;
     int maxMacs;
+    /** Largest IP packet (L2 payload) in or out, 0 = no limit. */
+    int mtu;
     int learned;
     /** The sink's {@link FrameSink#offloads}: what unfinished frames it takes as they are. */
     int offloads;
@@ -73,6 +75,7 @@ public final class Port {
             : new TokenBucket(bytesPerSecond, Math.max(2 * 65_536, bytesPerSecond / 10), now);
         weight = c.minBandwidthWeight();
         maxMacs = c.maxMacAddresses();
+        mtu = c.mtu();
         config = c;
     }
 
@@ -126,6 +129,11 @@ public final class Port {
 
     public PortConfig config() {
         return config;
+    }
+
+    /** The port's MTU (0 = no limit: an uplink or host port whose device enforces its own). */
+    public int mtu() {
+        return mtu;
     }
 
     public PortCounters counters() {

@@ -21,11 +21,17 @@ import java.util.Arrays;
  * @param maxMacAddresses     learned addresses allowed on this port
  * @param vmqWeight           0 turns VMQ off for this vNIC (default queue); > 0 gives it its own queue
  * @param iovWeight           > 0 asks for an SR-IOV virtual function when the switch has IOV enabled
+ * @param mtu                 largest IP packet the port sends or takes (68..9000; 1500 for a vNIC), 0 = no limit
+ *                            (uplink and host ports: their device enforces its own); frames above it are
+ *                            dropped as OVERSIZE, GSO frames are segmented to it for sinks without offloads
  */
 public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trunkAllowed, int nativeVlan,
                          boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, MirrorMode mirror,
                          long stormLimitPps, long maxBandwidthBps, int minBandwidthWeight, int maxMacAddresses,
-                         int vmqWeight, int iovWeight) {
+                         int vmqWeight, int iovWeight, int mtu) {
+    public static final int DEFAULT_MTU = 1500;
+    public static final int MIN_MTU = 68;
+    public static final int MAX_MTU = 9000;
 
     public PortConfig {
         trunkAllowed = trunkAllowed == null ? new int[0] : trunkAllowed.clone();
@@ -46,6 +52,9 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
         if (maxMacAddresses < 1 || stormLimitPps < 0 || maxBandwidthBps < 0 || vmqWeight < 0 || iovWeight < 0) {
             throw new IllegalArgumentException("negative or zero limit in port config");
         }
+        if (mtu != 0 && (mtu < MIN_MTU || mtu > MAX_MTU)) {
+            throw new IllegalArgumentException("MTU must be " + MIN_MTU + ".." + MAX_MTU + " (or 0 for no limit): " + mtu);
+        }
         if (mac != -1 && (mac < 0 || mac > EthernetDescriptor.BROADCAST || EthernetDescriptor.isMulticast(mac))) {
             throw new IllegalArgumentException("not a unicast MAC: " + Long.toHexString(mac));
         }
@@ -54,7 +63,7 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
     /** A vNIC with Hyper-V's defaults: untagged, spoofing off, no guards, weight 1, 1 024 MACs, VMQ on. */
     public static PortConfig vnic(long mac) {
         return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, false, false, false, MirrorMode.NONE,
-            0, 0, 1, 1024, 100, 0);
+            0, 0, 1, 1024, 100, 0, DEFAULT_MTU);
     }
 
     /** An uplink or host port: any source MAC, trunk of every VLAN with the untagged network native. */
@@ -64,44 +73,50 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
             all[i] = i + 1;
         }
         return new PortConfig(-1, VlanMode.TRUNK, 0, all, 0, true, false, false, MirrorMode.NONE,
-            0, 0, 1, 65536, 0, 0);
+            0, 0, 1, 65536, 0, 0, 0);
     }
 
     public PortConfig withAccessVlan(int vlan) {
         return new PortConfig(mac, VlanMode.ACCESS, vlan, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
-            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight);
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
     }
 
     public PortConfig withTrunk(int nativeVlan, int... allowed) {
         return new PortConfig(mac, VlanMode.TRUNK, 0, allowed, nativeVlan, macSpoofing, dhcpGuard, routerGuard,
-            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight);
+            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
     }
 
     public PortConfig withUntagged() {
         return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
-            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight);
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
     }
 
     public PortConfig withGuards(boolean macSpoofing, boolean dhcpGuard, boolean routerGuard) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight);
+            iovWeight, mtu);
     }
 
     public PortConfig withMirror(MirrorMode m) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, m, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight);
+            iovWeight, mtu);
     }
 
     public PortConfig withLimits(long stormPps, long maxBps, int weight, int maxMacs) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
-            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight);
+            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight, mtu);
     }
 
     public PortConfig withOffloadWeights(int vmq, int iov) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
-            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov);
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov, mtu);
+    }
+
+    public PortConfig withMtu(int newMtu) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
+            iovWeight, newMtu);
     }
 
     @Override
@@ -111,7 +126,7 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
             && p.macSpoofing == macSpoofing && p.dhcpGuard == dhcpGuard && p.routerGuard == routerGuard
             && p.mirror == mirror && p.stormLimitPps == stormLimitPps && p.maxBandwidthBps == maxBandwidthBps
             && p.minBandwidthWeight == minBandwidthWeight && p.maxMacAddresses == maxMacAddresses
-            && p.vmqWeight == vmqWeight && p.iovWeight == iovWeight;
+            && p.vmqWeight == vmqWeight && p.iovWeight == iovWeight && p.mtu == mtu;
     }
 
     @Override

@@ -125,6 +125,15 @@ public final class PortCounters {
         return m;
     }
 
+    /** As {@link #snapshot} but with every drop reason, zero or not (for /metrics: no missing series). */
+    public Map<String, Long> all() {
+        Map<String, Long> m = snapshot();
+        for (DropReason r : DropReason.VALUES) {
+            m.putIfAbsent("drop_" + r.name().toLowerCase(java.util.Locale.ROOT), drops(r));
+        }
+        return m;
+    }
+
     /** Drops by reason, all reasons. */
     public Map<DropReason, Long> dropsByReason() {
         Map<DropReason, Long> m = new EnumMap<>(DropReason.class);

@@ -39,8 +39,11 @@ final class SoftwareOffload {
     int sentFrames;
     long sentBytes;
 
-    /** Completes or segments {@code b[off, off + len)} into {@code sink}; returns SENT, FULL or UNSUPPORTED. */
-    int transmit(FrameSink sink, DirectBuffer b, int off, int len, PacketMeta meta) {
+    /**
+     * Completes or segments {@code b[off, off + len)} into {@code sink}, each IP packet at most {@code mtu} bytes
+     * (0 = only gso_size limits); returns SENT, FULL or UNSUPPORTED.
+     */
+    int transmit(FrameSink sink, DirectBuffer b, int off, int len, PacketMeta meta, int mtu) {
         sentFrames = 0;
         sentBytes = 0;
         int gso = meta.gsoType & ~PacketMeta.GSO_ECN;
@@ -50,7 +53,7 @@ final class SoftwareOffload {
         if (gso != PacketMeta.GSO_TCPV4 && gso != PacketMeta.GSO_TCPV6 && gso != PacketMeta.GSO_UDP_L4) {
             return UNSUPPORTED;
         }
-        return segment(sink, b, off, len, meta, gso);
+        return segment(sink, b, off, len, meta, gso, mtu);
     }
 
     private int completeChecksum(FrameSink sink, DirectBuffer b, int off, int len, PacketMeta meta) {
@@ -67,7 +70,7 @@ final class SoftwareOffload {
         return emit(sink, len);
     }
 
-    private int segment(FrameSink sink, DirectBuffer b, int off, int len, PacketMeta meta, int gso) {
+    private int segment(FrameSink sink, DirectBuffer b, int off, int len, PacketMeta meta, int gso, int mtu) {
         int l3 = EthernetDescriptor.HEADER_LENGTH;
         int etype = EthernetDescriptor.u16(b, off + EthernetDescriptor.TYPE_OFFSET);
         if (etype == TPID_8021Q) {
@@ -112,6 +115,9 @@ final class SoftwareOffload {
         }
         int headers = l4 + l4Header;
         int mss = meta.gsoSize;
+        if (mtu != 0) {
+            mss = Math.min(mss, mtu - (headers - l3)); // the destination's MTU caps the pieces as well
+        }
         if (headers > len || mss <= 0 || headers + mss > scratch.capacity()) {
             return UNSUPPORTED;
         }

@@ -17,8 +17,9 @@ import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
  *   doWork: tick clock ─▶ run submitted commands ─▶ for each port with a source:
  *             skip while its bandwidth bucket is in debt (backpressure: the TAP/socket queue holds the rest)
  *             deficit += weight * QUANTUM; poll frames while deficit > 0
- *   idle:   spin, then arm every source and poll(2) on their fds plus the command eventfd (the "interrupt")
- *           for up to 100 ms; a port being shaped (bucket in debt) keeps the agent on 50 us parks instead
+ *   idle:   spin, then arm every source and poll(2) on their fds plus the command eventfd (the "interrupt"):
+ *           1 ms at a time for ~0.1 s after traffic, then up to 100 ms; a port being shaped (bucket in debt)
+ *           keeps the agent on 50 us parks instead
  * </pre>
  */
 public final class SwitchAgent implements Agent {
@@ -26,8 +27,8 @@ public final class SwitchAgent implements Agent {
     static final long QUANTUM = 65_536;
     private static final int BATCH = 32;
     private static final int SPINS_BEFORE_POLL = 200;
-    /** 50 us parks after the spins (~5 ms with timer slack) before sleeping in poll(2). */
-    private static final int PARKS_BEFORE_SLEEP = 100;
+    /** 1 ms polls after the spins (~0.1 s) before the long sleeps. */
+    private static final int SHORT_POLLS = 100;
     private static final int MAX_FDS = 256;
     /** Longest sleep: bounds MAC aging lateness only; frames and commands wake the agent at once. */
     private static final int IDLE_WAIT_MILLIS = 100;
@@ -192,20 +193,19 @@ public final class SwitchAgent implements Agent {
 
             @Override
             public void idle() {
-                idle = Math.min(idle + 1, SPINS_BEFORE_POLL + PARKS_BEFORE_SLEEP); // capped: never wraps
+                idle = Math.min(idle + 1, SPINS_BEFORE_POLL + SHORT_POLLS); // capped: never wraps
                 if (idle < SPINS_BEFORE_POLL) {
                     Thread.onSpinWait();
-                } else if (idle < SPINS_BEFORE_POLL + PARKS_BEFORE_SLEEP || !pollable || shaping) {
-                    // Traffic just stopped (or cannot sleep): short parks keep wake-up latency low while a
-                    // flow pauses between bursts, without a producer syscall per frame.
+                } else if (!pollable || shaping) {
+                    // A source without an fd, or a port in bandwidth debt (its fd stays readable): short parks.
                     java.util.concurrent.locks.LockSupport.parkNanos(50_000);
-                } else {
-                    if (armAll()) {
-                        int ready = NetSyscalls.poll(pollFdsAddress, pollFdCount, IDLE_WAIT_MILLIS);
-                        disarmAll();
-                        if (ready > 0) {
-                            idle = 0;
-                        } // timed out: stay asleep-ready, no spinning
+                } else if (armAll()) {
+                    // Right after traffic: 1 ms polls (as quick to wake as before); once quiet: long sleeps.
+                    int wait = idle < SPINS_BEFORE_POLL + SHORT_POLLS ? 1 : IDLE_WAIT_MILLIS;
+                    int ready = NetSyscalls.poll(pollFdsAddress, pollFdCount, wait);
+                    disarmAll();
+                    if (ready > 0) {
+                        idle = 0;
                     }
                 }
             }

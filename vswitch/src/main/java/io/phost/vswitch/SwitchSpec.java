@@ -12,12 +12,23 @@ import java.nio.file.Path;
  * @param enableIov         try SR-IOV on the uplink for vNICs with iov_weight > 0
  * @param bandwidthMode     how minimum bandwidth is expressed (NONE disables weights)
  * @param vmqWorkers        VMQ worker threads for TAP-backed vNICs (0 = deliver on the switch thread)
- * @param hostTap           name of the management-OS TAP (null: "phost-" + name, cut to 15 bytes)
+ * @param hostTap           name of the management-OS TAP (null: derived, see {@link #hostTapName})
  * @param sysfsRoot         "/sys" in production; tests use a simulated tree
+ * @param mtu               the switch's MTU: the host TAP's MTU and the upper bound of its vNICs' (68..9000)
  */
 public record SwitchSpec(String name, SwitchType type, String uplink, boolean allowManagementOs, boolean enableIov,
-                         BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot) {
+                         BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot, int mtu) {
+    public SwitchSpec(String name, SwitchType type, String uplink, boolean allowManagementOs, boolean enableIov,
+                      BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot) {
+        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, vmqWorkers, hostTap, sysfsRoot,
+            PortConfig.DEFAULT_MTU);
+    }
+
     public SwitchSpec {
+        if (mtu < PortConfig.MIN_MTU || mtu > PortConfig.MAX_MTU) {
+            throw new IllegalArgumentException("switch " + name + ": MTU must be " + PortConfig.MIN_MTU + ".."
+                + PortConfig.MAX_MTU + ": " + mtu);
+        }
         if (name == null || !name.matches("[A-Za-z0-9._-]{1,32}")) {
             throw new IllegalArgumentException("switch name must match [A-Za-z0-9._-]{1,32}: " + name);
         }
@@ -50,8 +61,34 @@ public record SwitchSpec(String name, SwitchType type, String uplink, boolean al
         return type == SwitchType.INTERNAL || (type == SwitchType.EXTERNAL && allowManagementOs);
     }
 
+    /**
+     * The management-OS TAP: {@code hostTap} when given, else {@code phost-NAME} when that fits Linux's 15-byte
+     * limit, else {@code ph} + the first 8 characters + {@code -} + 4 hex digits of a hash of the whole name,
+     * so {@code internal-1} and {@code internal-2} no longer both become {@code phost-internal-}.
+     */
     public String hostTapName() {
-        String n = hostTap != null ? hostTap : "phost-" + name;
-        return n.length() > 15 ? n.substring(0, 15) : n;
+        if (hostTap != null) {
+            return hostTap;
+        }
+        String n = "phost-" + name;
+        if (n.length() <= 15) {
+            return n;
+        }
+        return "ph" + name.substring(0, 8) + "-" + String.format("%04x", hash(name) & 0xffff);
+    }
+
+    /**
+     * The name to use when {@link #hostTapName} is held by another process (a second phost on this machine
+     * with the same switch name): unique per process, {@code ph} + 6 characters + {@code -} + 6 hex digits.
+     */
+    public String hostTapFallbackName(long pid) {
+        return "ph" + name.substring(0, Math.min(6, name.length())) + "-"
+            + String.format("%06x", (hash(name) * 31 + Long.hashCode(pid)) & 0xffffff);
+    }
+
+    private static int hash(String s) {
+        java.util.zip.CRC32 crc = new java.util.zip.CRC32();
+        crc.update(s.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+        return (int) crc.getValue();
     }
 }

@@ -299,6 +299,10 @@ public final class VSwitch {
             in.counters.dropped(DropReason.BAD_VLAN);
             return;
         }
+        if (in.mtu != 0 && len - (payload + 2 - off) > in.mtu && meta.gsoType == PacketMeta.GSO_NONE) {
+            in.counters.dropped(DropReason.OVERSIZE); // larger than the NIC's MTU allows
+            return;
+        }
         int vlan = in.classifyIngress(vid);
         if (vlan < 0) {
             in.counters.dropped(DropReason.VLAN_NOT_ALLOWED);
@@ -452,9 +456,15 @@ public final class VSwitch {
             off = 0;
             meta = fMeta.isPlain() ? PacketMeta.NONE : taggedMeta;
         }
+        // The L3 packet is the same whatever tag the frame leaves with.
+        if (out.mtu != 0 && meta.gsoType == PacketMeta.GSO_NONE && fOffset + fLength - fPayload - 2 > out.mtu) {
+            out.counters.dropped(DropReason.OVERSIZE); // would exceed the destination NIC's MTU
+            return;
+        }
         if ((meta.requiredOffloads() & ~out.offloads) != 0) {
-            // The destination cannot finish this frame (partial checksum, GSO): do what its NIC would.
-            int r = software.transmit(out.sink, b, off, len, meta);
+            // The destination cannot finish this frame (partial checksum, GSO): do what its NIC would, in
+            // segments no larger than its MTU.
+            int r = software.transmit(out.sink, b, off, len, meta, out.mtu);
             if (mirrored) {
                 out.counters.mirrored(software.sentFrames);
             } else if (software.sentFrames > 0) {

@@ -192,6 +192,40 @@ class SoftwareOffloadTest {
     }
 
     @Test
+    void shouldCutSegmentsToTheDestinationMtuAndDropPlainFramesAboveIt() {
+        sw.configure(out, out.config().withMtu(1000));
+        byte[] payload = random(3000, 9);
+        byte[] f = tcp4(payload, 0x18);
+        PacketMeta m = new PacketMeta();
+        m.flags = PacketMeta.FLAG_NEEDS_CSUM;
+        m.gsoType = PacketMeta.GSO_TCPV4;
+        m.gsoSize = 1448;
+        m.csumStart = ETH + 20;
+        m.csumOffset = 16;
+        sw.receive(in, new UnsafeBuffer(f), 0, f.length, m);
+        assertEquals(4, rec.count(), "3000 bytes in 948-byte pieces (MTU 1000 - 52 bytes of headers)");
+        for (byte[] seg : rec.frames) {
+            assertTrue(seg.length - ETH <= 1000, "IP packet within the MTU: " + (seg.length - ETH));
+            assertTrue(l4ValidV4(seg, ETH, ETH + 20, 6));
+        }
+        rec.clear();
+        byte[] plain = tcp4(random(1200, 10), 0x10);
+        sw.receive(in, new UnsafeBuffer(plain), 0, plain.length, PacketMeta.NONE);
+        assertEquals(0, rec.count());
+        assertEquals(1, out.counters().drops(DropReason.OVERSIZE));
+        Port small = sw.addPort("small", PortKind.VNIC, PortConfig.vnic(0x02_00_00_00_00_77L).withMtu(576), FrameSink.DISCARD, null);
+        byte[] big = tcp4(random(600, 11), 0x10);
+        big[6] = 0x02; // source MAC := the small port's own 02:00:00:00:00:77 (spoofing is off)
+        big[7] = 0;
+        big[8] = 0;
+        big[9] = 0;
+        big[10] = 0;
+        big[11] = 0x77;
+        sw.receive(small, new UnsafeBuffer(big), 0, big.length, PacketMeta.NONE);
+        assertEquals(1, small.counters().drops(DropReason.OVERSIZE), "a vNIC cannot send above its own MTU");
+    }
+
+    @Test
     void shouldTreatDataValidAsAHintThatNeedsNothing() {
         byte[] f = tcp4(random(100, 5), 0x10);
         PacketMeta m = new PacketMeta();

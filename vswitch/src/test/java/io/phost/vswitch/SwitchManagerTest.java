@@ -45,10 +45,37 @@ class SwitchManagerTest {
             assertTrue(mgr.counters().get("backend").get("a").get("rx_packets") >= 3);
             String metrics = mgr.metrics();
             assertTrue(metrics.contains("phost_vswitch_rx_packets{switch=\"backend\",port=\"a\"}"), metrics);
+            for (DropReason r : DropReason.values()) { // every reason has a series, zero or not
+                assertTrue(metrics.contains("phost_vswitch_drop_" + r.name().toLowerCase(java.util.Locale.ROOT)
+                    + "{switch=\"backend\",port=\"a\"} "), r + " missing: " + metrics);
+            }
             assertEquals(3, mgr.all().size());
             mgr.remove("lab");
             assertTrue(Netns.run(5, "ip", "link", "show", hostTap).exitCode() != 0, "TAP gone with its switch");
             assertEquals(internal.spec().name(), "lab");
+        }
+    }
+
+    /**
+     * Long switch names used to be cut to 15 bytes ({@code internal-1}, {@code internal-2} → {@code phost-internal-})
+     * and the second switch failed with EBUSY; a second phost on the machine with the same config failed the same
+     * way. Derived names are unique per switch, and a name held by another process falls back to a per-process one.
+     */
+    @Test
+    void shouldGiveEveryHostTapAUniqueNameForLongSwitchNamesAndASecondHost() {
+        Assumptions.assumeTrue(Netns.available(), "needs root, ip netns, /dev/net/tun");
+        String base = "in" + ProcessHandle.current().pid() % 100000 + "-lab-";
+        try (ManagedSwitch one = ManagedSwitch.create(SwitchSpec.internal(base + "1", null));
+             ManagedSwitch two = ManagedSwitch.create(SwitchSpec.internal(base + "2", null));
+             ManagedSwitch otherHost = ManagedSwitch.create(SwitchSpec.internal(base + "1", null))) {
+            java.util.Set<String> names = java.util.Set.of(one.hostTap(), two.hostTap(), otherHost.hostTap());
+            assertEquals(3, names.size(), names.toString());
+            for (String n : names) {
+                assertTrue(n.length() <= 15, n);
+                assertEquals(0, Netns.run(5, "ip", "link", "show", n).exitCode(), n + " exists");
+            }
+            assertEquals(one.spec().hostTapName(), one.hostTap());
+            assertEquals(otherHost.spec().hostTapFallbackName(ProcessHandle.current().pid()), otherHost.hostTap());
         }
     }
 }

@@ -189,6 +189,60 @@ class VSwitchTest {
         assertEquals(1, ra.count(), "an unguarded port may run a DHCP server");
     }
 
+    /** BOOTP reply: op 2, then the DHCP magic cookie at 236 (what a rogue server sends, from any port). */
+    private static byte[] bootReply(int srcPort, int dstPort) {
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(8 + 300);
+        bb.putShort((short) srcPort).putShort((short) dstPort).putShort((short) 308).putShort((short) 0);
+        bb.put((byte) 2).put((byte) 1).put((byte) 6);
+        bb.position(8 + 236);
+        bb.putInt(0x63825363);
+        return bb.array();
+    }
+
+    /**
+     * Before: the guard only looked at UDP source port 67 (547), so a lease from port 6767 and DHCPv6 from any
+     * other port passed. Now: by content and by the client's port; a tiny first fragment hiding the UDP header
+     * is dropped too, while ordinary UDP keeps flowing.
+     */
+    @Test
+    void shouldDropDhcpServerMessagesWhateverThePortsAndFragmentsThatHideThem() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withGuards(false, true, false), ra, null);
+        vnic("b", B, rb);
+        send(a, frame(EthernetDescriptor.BROADCAST, A, -1, 0x0800, Frames.ipv4(17, Frames.udp(6767, 68))));
+        send(a, frame(EthernetDescriptor.BROADCAST, A, -1, 0x0800, Frames.ipv4(17, bootReply(6767, 6868))));
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(17, Frames.udp(5555, 546))));     // DHCPv6 ADVERTISE/REPLY
+        byte[] tiny = Frames.ipv4(17, new byte[4]);                                  // first fragment, 4 UDP bytes
+        tiny[6] = 0x20;                                                               // MF set, offset 0
+        send(a, frame(EthernetDescriptor.BROADCAST, A, -1, 0x0800, tiny));
+        assertEquals(0, rb.count());
+        assertEquals(4, a.counters().drops(DropReason.DHCP_GUARD));
+        send(a, frame(B, A, -1, 0x0800, Frames.ipv4(17, Frames.udp(6767, 6868))));   // not DHCP: passes
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(17, Frames.udp(546, 547))));      // a DHCPv6 client's SOLICIT
+        byte[] later = Frames.ipv4(17, new byte[4]);
+        later[7] = 0x10;                                                              // a later fragment
+        send(a, frame(B, A, -1, 0x0800, later));
+        assertEquals(3, rb.count());
+    }
+
+    /** An RA whose ICMPv6 header was pushed into a second fragment (the first holds only extension headers). */
+    @Test
+    void shouldDropAFirstFragmentThatHidesAnIcmpv6HeaderFromTheRouterGuard() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withGuards(false, false, true), ra, null);
+        vnic("b", B, rb);
+        byte[] frag = new byte[8];
+        frag[0] = 60;        // fragmentable part starts with destination options
+        frag[3] = 1;         // offset 0, M = 1
+        byte[] destOpts = new byte[16];
+        destOpts[0] = 58;    // then ICMPv6, whose header is in the next fragment
+        destOpts[1] = 1;     // 16 bytes
+        byte[] first = new byte[frag.length + destOpts.length];
+        System.arraycopy(frag, 0, first, 0, 8);
+        System.arraycopy(destOpts, 0, first, 8, 16);
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(44, first)));
+        assertEquals(0, rb.count());
+        assertEquals(1, a.counters().drops(DropReason.ROUTER_GUARD));
+    }
+
     @Test
     void shouldDropRouterAdvertisementsAndRedirectsFromARouterGuardedPort() {
         Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withGuards(false, false, true), ra, null);

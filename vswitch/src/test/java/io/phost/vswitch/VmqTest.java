@@ -55,8 +55,10 @@ class VmqTest {
     void shouldReportEgressFullWhenAQueueOverflows() {
         try (Vmq vmq = new Vmq(1)) {
             VSwitch sw = new VSwitch("v", SwitchType.PRIVATE);
-            Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A), FrameSink.DISCARD, null);
-            Port b = sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B), vmq.attach("b", 1, new Frames.Recorder()), null);
+            // Jumbo NICs (MTU 9000): the frames must pass the MTU check to fill the queue.
+            Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withMtu(9000), FrameSink.DISCARD, null);
+            Port b = sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B).withMtu(9000),
+                vmq.attach("b", 1, new Frames.Recorder()), null);
             byte[] big = new byte[9000];
             System.arraycopy(plain(B, A), 0, big, 0, 60);
             for (int i = 0; i < Vmq.QUEUE_BYTES / 9000 + 10; i++) {

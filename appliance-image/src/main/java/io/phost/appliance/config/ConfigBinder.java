@@ -522,11 +522,18 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean management = n.bool("allow_management_os");
         Boolean iov = n.bool("enable_iov");
         SwitchConfig.BandwidthMode mode = n.enumValue("bandwidth_mode", SwitchConfig.BandwidthMode.class);
+        Long mtu = n.integer("mtu");
         boolean ok = true;
         if (uplink != null && (uplink.isEmpty() || uplink.length() > 15 || uplink.contains("/")
             || uplink.chars().anyMatch(Character::isWhitespace))) {
             n.error("uplink", Reason.INVALID_VALUE,
                 "'" + uplink + "' is not a Linux interface name (1-15 characters, no '/' or spaces)");
+            ok = false;
+        }
+        if (mode == SwitchConfig.BandwidthMode.ABSOLUTE) {
+            // Refused here rather than at run time: the switch has no absolute (bits/s) reservations.
+            n.error("bandwidth_mode", Reason.INVALID_VALUE,
+                "\"absolute\" minimum bandwidth is not implemented; use \"weight\" (min_bandwidth_weight) or \"none\"");
             ok = false;
         }
         if (type == SwitchConfig.Type.EXTERNAL && !n.has("uplink")) {
@@ -549,10 +556,10 @@ final class ConfigBinder implements TomlNode.Errors {
                 ok = false;
             }
         }
-        if (!ok || name == null || type == null || management == null || iov == null || mode == null) {
+        if (!ok || name == null || type == null || management == null || iov == null || mode == null || mtu == null) {
             return null;
         }
-        return new SwitchConfig(name, type, uplink, management, iov, mode);
+        return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue());
     }
 
     // ---- [[partition]] ----
@@ -596,7 +603,8 @@ final class ConfigBinder implements TomlNode.Errors {
         NicConfig build() {
             NicConfig c = nic;
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
-                c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight());
+                c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu(),
+                c.mirroring(), c.stormLimit(), c.maxMacAddresses());
         }
     }
 
@@ -898,6 +906,18 @@ final class ConfigBinder implements TomlNode.Errors {
         Long weight = n.integer("min_bandwidth_weight");
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
+        Long mtu = n.has("mtu") ? n.integer("mtu") : null;
+        NicConfig.Mirroring mirroring = n.enumValue("port_mirroring", NicConfig.Mirroring.class);
+        Long storm = n.integer("storm_limit");
+        Long maxMacs = n.integer("max_mac_addresses");
+        if (n.has("mtu") && mtu == null) {
+            ok = false;
+        }
+        if (sw != null && mtu != null && mtu > sw.mtu()) {
+            n.error("mtu", Reason.CONFLICT, "mtu " + mtu + " is above the mtu " + sw.mtu() + " of switch '" + sw.name() + "'"
+                + "; raise the switch's mtu or lower this one");
+            ok = false;
+        }
         if (sw != null && weight != null && weight > 0 && sw.bandwidthMode() != SwitchConfig.BandwidthMode.WEIGHT) {
             n.error("min_bandwidth_weight", Reason.CONFLICT, "switch '" + sw.name() + "' has bandwidth_mode = \""
                 + sw.bandwidthMode().name().toLowerCase(Locale.ROOT) + "\"; weights need \"weight\"");
@@ -909,12 +929,13 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
             || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
-            || weight == null || vmq == null || iov == null) {
+            || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
             return null;
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
-            spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue());
+            spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
+            mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue());
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

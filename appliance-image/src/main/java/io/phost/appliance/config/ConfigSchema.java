@@ -140,7 +140,8 @@ public final class ConfigSchema {
             .add(key("uplink", Kind.STRING).note("external only, and required there"))
             .add(key("allow_management_os", Kind.BOOLEAN).def("false").note("external only"))
             .add(key("enable_iov", Kind.BOOLEAN).def("false").note("external only"))
-            .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight"));
+            .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight").note("absolute is refused (not implemented)"))
+            .add(key("mtu", Kind.INTEGER).def("1500").range(68, 9000).note("jumbo frames up to 9000"));
         section("partition", true)
             .add(key("name", Kind.NAME).req())
             .add(key("vcpus", Kind.INTEGER).def("1").range(1, 64))
@@ -177,7 +178,11 @@ public final class ConfigSchema {
             .add(key("min_bandwidth_weight", Kind.INTEGER).def("0").range(0, 100)
                 .note("needs the switch's bandwidth_mode = weight"))
             .add(key("vmq_weight", Kind.INTEGER).def("100").range(0, 100).note("0 = no VMQ"))
-            .add(key("iov_weight", Kind.INTEGER).def("0").range(0, 100).note("above 0 needs enable_iov"));
+            .add(key("iov_weight", Kind.INTEGER).def("0").range(0, 100).note("above 0 needs enable_iov"))
+            .add(key("mtu", Kind.INTEGER).computed("the switch's mtu").range(68, 9000).note("at most the switch's mtu"))
+            .add(key("port_mirroring", Kind.ENUM).def("none").allowed("none", "source", "destination"))
+            .add(key("storm_limit", Kind.INTEGER).def("0").range(0, 100_000_000).note("packets/s; 0 = unlimited"))
+            .add(key("max_mac_addresses", Kind.INTEGER).def("1024").range(1, 65_536));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
             .add(key("args", Kind.STRING_ARRAY).def("[]").note("checked as the workload's command line"));

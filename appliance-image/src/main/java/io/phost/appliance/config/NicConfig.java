@@ -14,10 +14,17 @@ import java.util.List;
  * @param minBandwidthWeight share under contention, 0..100 (switch bandwidth_mode = weight)
  * @param vmqWeight          0..100, 0 disables VMQ for this NIC
  * @param iovWeight          0..100, above 0 asks for an SR-IOV virtual function
+ * @param mtu                the NIC's MTU (68..9000, at most its switch's; the switch's when not given)
+ * @param mirroring          port mirroring role (Set-VMNetworkAdapter -PortMirroring)
+ * @param stormLimit         flooded (broadcast/multicast/unknown) frames per second from the NIC, 0 = unlimited
+ * @param maxMacAddresses    addresses the switch learns on this port (with mac_spoofing on)
  */
 public record NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
                         boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
-                        int minBandwidthWeight, int vmqWeight, int iovWeight) {
+                        int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
+                        long stormLimit, int maxMacAddresses) {
+    public enum Mirroring { NONE, SOURCE, DESTINATION }
+
     public NicConfig {
         vlanTrunk = List.copyOf(vlanTrunk);
     }

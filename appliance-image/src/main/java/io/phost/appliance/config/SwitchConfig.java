@@ -6,9 +6,10 @@ package io.phost.appliance.config;
  * @param uplink            host interface of an external switch; null otherwise
  * @param allowManagementOs external only: the host also gets a port on the switch
  * @param enableIov         external only: SR-IOV virtual functions may back NICs on this switch
+ * @param mtu               largest IP packet on the switch's vNIC ports and its host TAP (68..9000)
  */
 public record SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
-                           BandwidthMode bandwidthMode) {
+                           BandwidthMode bandwidthMode, int mtu) {
     public enum Type { EXTERNAL, INTERNAL, PRIVATE }
 
     /** How {@code min_bandwidth_weight} and bandwidth reservations of NICs are interpreted. */

@@ -12,7 +12,8 @@ import picocli.CommandLine.Option;
 @Command(name = "net", mixinStandardHelpOptions = true,
     description = "Bridge a synthetic NIC to a TAP device (optionally inside a network namespace).")
 public final class GuestNetCommand implements Callable<Integer> {
-    @Option(names = "--netns", description = "Network namespace for the TAP (created if missing).")
+    @Option(names = "--netns", description = "Network namespace for the TAP (created if missing, and then removed on exit; the TAP is "
+        + "created inside it, so partitions may all use the same TAP name).")
     String netns;
 
     @Option(names = "--tap", defaultValue = "phost0", description = "TAP device name (default: ${DEFAULT-VALUE}).")

@@ -29,7 +29,6 @@ import java.util.concurrent.TimeUnit;
  */
 public final class NetworkComponent implements Component, PartitionsComponent.VspSource {
     private static final Logger LOG = System.getLogger("phost.network");
-    private static final int MTU = 1500;
 
     private final SwitchManager switches = new SwitchManager();
     private final Map<String, NetworkAdapter> adapters = new ConcurrentHashMap<>();
@@ -47,14 +46,16 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             for (SwitchConfig s : cfg.switches()) {
                 ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
                     s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
-                    0, null, null));
+                    0, null, null, s.mtu()));
                 LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
-                    + (s.uplink() == null ? "" : " uplink=" + s.uplink()) + " iov=\"" + sw.iovStatus() + "\"");
+                    + (s.uplink() == null ? "" : " uplink=" + s.uplink())
+                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\"");
             }
         } catch (RuntimeException e) {
             c.close();
             throw e;
         }
+        io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR); // a crashed run's leftovers
         c.sampler.scheduleAtFixedRate(c::sample, 1, 1, TimeUnit.SECONDS);
         return c;
     }
@@ -65,7 +66,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         for (int i = 0; i < p.nics().size(); i++) {
             NicConfig n = p.nics().get(i);
             String nicName = p.name() + "-nic" + i;
-            NetworkAdapter a = NetworkAdapter.attach(switches.get(n.switchName()), p.name(), nicName, portConfig(n), MTU);
+            NetworkAdapter a = NetworkAdapter.attach(switches.get(n.switchName()), p.name(), nicName, portConfig(n), n.mtu());
             adapters.put(nicName, a);
             LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + nicName + " switch=" + n.switchName()
                 + " mac=" + n.mac() + " data_path=" + a.dataPath() + " sriov=\"" + a.vfStatus() + "\"");
@@ -87,11 +88,20 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         }
         c = c.withGuards(n.macSpoofing(), n.dhcpGuard(), n.routerGuard());
         // Config weight 0 means "no weight": the switch's default share (1).
-        c = c.withLimits(c.stormLimitPps(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), c.maxMacAddresses());
+        c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
+        c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }
 
+    private long samples;
+
     private void sample() {
+        if (samples++ % 5 == 0) {
+            // Namespaces of guests that were killed (their `phost guest net` could not clean up): gone in ~5 s.
+            for (String ns : io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR)) {
+                LOG.log(Level.INFO, "netns removed name=" + ns + " reason=\"its guest process is gone\"");
+            }
+        }
         for (ManagedSwitch sw : switches.all()) {
             sw.counters().forEach((port, counters) -> {
                 String key = sw.spec().name() + "/" + port;
@@ -120,6 +130,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("switch", sw.spec().name());
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", null);
+                m.put("host_tap", sw.hostTap());
                 rows.add(m);
             }
             sw.counters().forEach((port, counters) -> {
@@ -127,6 +138,13 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("switch", sw.spec().name());
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", port);
+                m.put("host_tap", sw.hostTap());
+                m.put("mtu", mtuOf(sw, port));
+                NetworkAdapter nic = adapterOf(port);
+                if (nic != null) {
+                    m.put("data_path", nic.dataPath());
+                    m.put("sriov", nic.vfStatus());
+                }
                 double[] r = rates.get(sw.spec().name() + "/" + port);
                 m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
                 m.put("tx_pps", r == null ? 0.0 : Math.round(r[1]));
@@ -139,10 +157,28 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         return rows;
     }
 
+    private NetworkAdapter adapterOf(String port) {
+        for (NetworkAdapter a : adapters.values()) {
+            if (a.vsp().port().name().equals(port)) {
+                return a;
+            }
+        }
+        return null;
+    }
+
+    private static Integer mtuOf(ManagedSwitch sw, String port) {
+        for (var p : sw.vswitch().ports()) {
+            if (p.name().equals(port)) {
+                return p.mtu() == 0 ? sw.spec().mtu() : p.mtu();
+            }
+        }
+        return null;
+    }
+
     @Override
     public void metrics(Metrics m) {
         for (ManagedSwitch sw : switches.all()) {
-            sw.counters().forEach((port, counters) -> counters.forEach((k, v) ->
+            sw.allCounters().forEach((port, counters) -> counters.forEach((k, v) ->
                 m.counter("phost_vswitch_" + k, "vswitch port counter " + k, v, "switch", sw.spec().name(), "port", port)));
         }
     }
@@ -151,5 +187,6 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     public void close() {
         sampler.shutdownNow();
         switches.close();
+        io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR);
     }
 }

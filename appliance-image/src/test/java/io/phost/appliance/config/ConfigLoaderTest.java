@@ -50,7 +50,7 @@ class ConfigLoaderTest {
         assertNull(d.qosPolicy());
         assertEquals(Path.of("/srv/phost/d.vhdx"), d.resolvedPath(c.host().dataDir()));
         assertEquals(new QosPolicyConfig("q", QosPolicyConfig.Type.DEDICATED, 0, 0, 0, 8192, 100), c.qosPolicy("q").orElseThrow());
-        assertEquals(new SwitchConfig("s", SwitchConfig.Type.PRIVATE, null, false, false, SwitchConfig.BandwidthMode.NONE),
+        assertEquals(new SwitchConfig("s", SwitchConfig.Type.PRIVATE, null, false, false, SwitchConfig.BandwidthMode.NONE, 1500),
             c.switchConfig("s").orElseThrow());
         PartitionConfig p = c.partition("p").orElseThrow();
         assertEquals(1, p.vcpus());

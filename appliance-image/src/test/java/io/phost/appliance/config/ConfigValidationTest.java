@@ -365,6 +365,39 @@ class ConfigValidationTest {
             "t.toml:18:3: partition[0].nic[1].iov_weight: switch 's' does not have enable_iov = true");
     }
 
+    /** Before: "absolute" validated and then failed when phost run built the switch. */
+    @Test
+    void shouldRefuseAbsoluteBandwidthModeAtValidationWithItsPosition() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            bandwidth_mode = "absolute"
+            """,
+            "t.toml:6:1: switch[0].bandwidth_mode: \"absolute\" minimum bandwidth is not implemented; use \"weight\" (min_bandwidth_weight) or \"none\"");
+    }
+
+    @Test
+    void shouldRefuseAnMtuOutsideTheJumboRangeOrAboveTheSwitchMtu() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            mtu = 9001
+            [[switch]]
+            name = "j"
+            type = "internal"
+            mtu = 4000
+            [[partition]]
+            name = "p"
+              [[partition.nic]]
+              switch = "j"
+              mtu = 9000
+            """,
+            "t.toml:6:1: switch[0].mtu: 9001 is out of range (68..9000)",
+            "t.toml:15:3: partition[0].nic[0].mtu: mtu 9000 is above the mtu 4000 of switch 'j'; raise the switch's mtu or lower this one");
+    }
+
     @Test
     void shouldPointMissingRequiredKeysAtTheTableHeader() {
         assertErrors("""

@@ -58,6 +58,30 @@ class RunLifecycleTest {
         }
     }
 
+    /** Closing the terminal sends SIGHUP: the same orderly stop as SIGTERM (before: killed by the default action). */
+    @Test
+    void shouldStopCleanlyOnSighupWhenTheTerminalCloses() throws Exception {
+        Path data = dir.resolve("data");
+        Path cfg = dir.resolve("appliance.toml");
+        Files.writeString(cfg, """
+            [host]
+            name = "hup-test"
+            data_dir = "%s"
+
+            [[switch]]
+            name = "lan"
+            type = "private"
+            """.formatted(data));
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString())) {
+            p.awaitLine("phost: ready", Duration.ofSeconds(30));
+            assertEquals(0, new ProcessBuilder("kill", "-HUP", Long.toString(p.process().pid())).start().waitFor());
+            assertTrue(p.process().waitFor(5, TimeUnit.SECONDS), "phost did not stop within 5 s after SIGHUP");
+            assertEquals(0, p.process().exitValue(), p.stderr());
+            assertTrue(!Files.exists(dir.resolve("run/endpoint")), "endpoint withdrawn");
+            assertTrue(!Files.exists(data.resolve("phost.sock")), "socket removed");
+        }
+    }
+
     @Test
     void shouldRefuseABadConfigWithEveryErrorAndCreateNothing() throws Exception {
         Path data = dir.resolve("never-created");

@@ -92,6 +92,23 @@ public final class TapDevice implements AutoCloseable {
         return vnetHeader;
     }
 
+    /** SIOCSIFMTU (linux/sockios.h): struct ifreq { char name[16]; int mtu; } on any socket. */
+    private static final long SIOCSIFMTU = 0x8922L;
+
+    /** Sets the interface's MTU (SIOCSIFMTU through a throwaway AF_INET datagram socket). */
+    public void setMtu(int mtu) {
+        int sock = NetSyscalls.socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */ | NetSyscalls.SOCK_CLOEXEC, 0);
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment ifr = a.allocate(40);
+            byte[] n = name.getBytes(StandardCharsets.US_ASCII);
+            MemorySegment.copy(n, 0, ifr, ValueLayout.JAVA_BYTE, 0, n.length);
+            ifr.set(ValueLayout.JAVA_INT, 16, mtu);
+            NetSyscalls.ioctl(sock, SIOCSIFMTU, ifr, "SIOCSIFMTU " + name + " " + mtu);
+        } finally {
+            NetSyscalls.close(sock);
+        }
+    }
+
     /** Reads one frame (with its vnet header when enabled) into {@code address}; bytes read or -errno. */
     public long read(long address, int capacity) {
         return NetSyscalls.read(fd, address, capacity);

@@ -25,8 +25,11 @@ import org.agrona.concurrent.AgentRunner;
  * {@code phost bench switch}: (1) 64-byte L2 forwarding between two vNIC ports on one switch core, in Mpps,
  * with bytes allocated per frame; (2) TCP throughput between two network namespaces through phost (TAP
  * ports with virtio-net headers and TSO/checksum offloads) vs through a Linux bridge with veths, same run;
- * (3) ping latency p50/p99 through each. Parts 2 and 3 need root, iproute2, iperf3 and ping; without them
- * they are skipped with a log line.
+ * (3) ping latency p50/p99 through each; (4) TCP partition ↔ host over an internal switch and a synthetic NIC
+ * (VMBus rings, host TAP with TSO/checksum offloads, software segmentation in the switch), both directions,
+ * vs the same namespaces joined by a Linux bridge + veths: {@link #ROUNDS} interleaved rounds (one with
+ * --quick), median with min/max in the series. Parts 2-4 need root, iproute2, iperf3 and ping; without them they are skipped with a
+ * log line.
  */
 public final class SwitchBenchSuite implements BenchSuite {
     @Override
@@ -63,7 +66,94 @@ public final class SwitchBenchSuite implements BenchSuite {
             "linux bridge + veth", bridge[0] / 1e9));
         results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p50", phost[1], "us", "linux bridge + veth", bridge[1]));
         results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p99", phost[2], "us", "linux bridge + veth", bridge[2]));
+        results.addAll(partitionHost(ctx, tag, quick ? 2 : 8, quick ? 1 : ROUNDS)); // --quick stays near a minute
         return results;
+    }
+
+    /** Interleaved rounds of the partition-host point and the bridge peer (a full run; --quick does one). */
+    static final int ROUNDS = 3;
+
+    /** TCP host → partition and partition → host over a synthetic NIC vs bridge + veth, {@code rounds} rounds. */
+    static List<BenchResult> partitionHost(BenchContext ctx, String tag, int seconds, int rounds) throws Exception {
+        double[][] phost = new double[2][rounds];
+        double[][] bridge = new double[2][rounds];
+        for (int round = 0; round < rounds; round++) {
+            ctx.progress(round, rounds, "TCP partition <-> host, round " + (round + 1));
+            try (PartitionHostRig rig = new PartitionHostRig(tag)) {
+                phost[0][round] = tcp(rig.hostNs, rig.partitionNs, PartitionHostRig.PARTITION_IP, seconds);
+                phost[1][round] = tcp(rig.partitionNs, rig.hostNs, PartitionHostRig.HOST_IP, seconds);
+            }
+            String[] b = bridgeUp(tag);
+            try {
+                bridge[0][round] = tcp(b[0], b[1], "10.91.0.2", seconds);
+                bridge[1][round] = tcp(b[1], b[0], "10.91.0.1", seconds);
+            } finally {
+                bridgeDown(tag);
+            }
+        }
+        List<BenchResult> out = new ArrayList<>();
+        String[] names = {"tcp host->partition (synthetic NIC)", "tcp partition->host (synthetic NIC)"};
+        for (int d = 0; d < 2; d++) {
+            double[] p = phost[d].clone();
+            double[] r = bridge[d].clone();
+            Arrays.sort(p);
+            Arrays.sort(r);
+            out.add(BenchResult.vsPeer(names[d], p[rounds / 2] / 1e9, "Gbit/s", "linux bridge + veth", r[rounds / 2] / 1e9)
+                .withSeries(Map.of("min", p[0] / 1e9, "max", p[rounds - 1] / 1e9,
+                    "peer_min", r[0] / 1e9, "peer_max", r[rounds - 1] / 1e9, "rounds", (double) rounds)));
+        }
+        return out;
+    }
+
+    /** A Linux bridge with two veths into namespaces phrA/phrB (10.91.0.1, .2); returns the namespaces. */
+    private static String[] bridgeUp(String tag) throws Exception {
+        String nsA = "phrA" + tag;
+        String nsB = "phrB" + tag;
+        String br = "phbr" + tag;
+        must("ip", "link", "add", br, "type", "bridge");
+        must("ip", "link", "set", br, "up");
+        for (String[] side : new String[][] {{nsA, "a", "10.91.0.1/24"}, {nsB, "b", "10.91.0.2/24"}}) {
+            String host = "phrh" + side[1] + tag;
+            String guest = "phrg" + side[1] + tag;
+            must("ip", "link", "add", host, "type", "veth", "peer", "name", guest);
+            must("ip", "link", "set", host, "master", br);
+            must("ip", "link", "set", host, "up");
+            namespace(side[0], guest, side[2], null);
+        }
+        return new String[] {nsA, nsB};
+    }
+
+    private static void bridgeDown(String tag) {
+        run(5, "ip", "link", "del", "phrha" + tag);
+        run(5, "ip", "link", "del", "phrhb" + tag);
+        run(5, "ip", "link", "del", "phbr" + tag);
+        run(5, "ip", "netns", "del", "phrA" + tag);
+        run(5, "ip", "netns", "del", "phrB" + tag);
+    }
+
+    /** iperf3 TCP from {@code clientNs} to a one-shot server at {@code serverIp} in {@code serverNs}; bits/s. */
+    static double tcp(String clientNs, String serverNs, String serverIp, int seconds) throws Exception {
+        for (int i = 0; i < 50 && run(5, "ip", "netns", "exec", clientNs, "ping", "-c", "1", "-W", "1", serverIp).exitCode != 0; i++) {
+            Thread.sleep(100);
+        }
+        Process server = new ProcessBuilder("ip", "netns", "exec", serverNs, "iperf3", "-s", "-1", "-B", serverIp)
+            .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        try {
+            for (int attempt = 0; attempt < 50; attempt++) {
+                Result r = run(seconds + 20, "ip", "netns", "exec", clientNs, "iperf3", "-c", serverIp, "-t",
+                    Integer.toString(seconds), "-O", "1", "-J", "--connect-timeout", "5000");
+                if (r.output.contains("Connection refused")) {
+                    Thread.sleep(100);
+                    continue;
+                }
+                return number(r.output, "sum_received", "bits_per_second");
+            }
+            return Double.NaN;
+        } finally {
+            server.destroy();
+            server.waitFor(5, TimeUnit.SECONDS);
+            server.destroyForcibly();
+        }
     }
 
     /** Forwards 64-byte frames both ways for {@code millis} after a warm-up; returns Mpps and B/frame. */
@@ -149,7 +239,7 @@ public final class SwitchBenchSuite implements BenchSuite {
         }
     }
 
-    private static void namespace(String ns, String ifname, String cidr, String mac) {
+    static void namespace(String ns, String ifname, String cidr, String mac) {
         run(5, "ip", "netns", "del", ns);
         must("ip", "netns", "add", ns);
         must("ip", "-n", ns, "link", "set", "lo", "up");
