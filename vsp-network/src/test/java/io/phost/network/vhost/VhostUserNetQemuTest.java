@@ -112,7 +112,12 @@ class VhostUserNetQemuTest {
                 assertEquals(m.group(1), Net.output("md5sum", received.toString()).substring(0, 32), "TCP data intact");
                 assertNull(nic.lastError());
                 assertEquals(0, nic.counters().txErrors());
-                assertTrue((nic.ackedFeatures() & (1L << VirtioNetDescriptor.F_MRG_RXBUF)) != 0, "the guest took MRG_RXBUF");
+                long acked = nic.ackedFeatures();
+                for (int bit : new int[] {VirtioNetDescriptor.F_VERSION_1, VirtioNetDescriptor.F_MRG_RXBUF, VirtioNetDescriptor.F_CSUM,
+                    VirtioNetDescriptor.F_GUEST_CSUM, VirtioNetDescriptor.F_HOST_TSO4, VirtioNetDescriptor.F_GUEST_TSO4}) {
+                    assertTrue((acked & (1L << bit)) != 0, "Linux's virtio_net acked feature bit " + bit + ": 0x" + Long.toHexString(acked));
+                }
+                assertTrue(nic.counters().txFrames() > 0 && nic.counters().rxFrames() > 0, "frames both ways");
             } finally {
                 for (AutoCloseable c : cleanup.reversed()) {
                     c.close();
