@@ -266,4 +266,24 @@ class VhostUserNetTest {
         assertArrayEquals(good, awaitPeerFrame(), "the spoofed frame was dropped by the port, the next one passes");
         assertEquals(2, p.counters().txFrames());
     }
+
+    @Test
+    void shouldWakeTheSleepingReceiveWorkerWhenTheSwitchQueuesAFrame() throws Exception {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        VhostUserFrontend.Queue rx = f.startQueue(RX_QUEUE, 64);
+        f.startQueue(TX_QUEUE, 64);
+        postRx(f, rx, 32, 1536);
+        Thread.sleep(100); // the worker has found nothing and sleeps (poll(2) on kick + wakeup eventfd, 1 s timeout)
+        byte[] in = frame(GUEST_MAC, PEER_MAC, 64, 11);
+        long start = System.nanoTime();
+        for (int i = 0; i < 20; i++) {
+            assertTrue(peerIn.tryWrite(MemorySegment.ofArray(in), 0, in.length));
+            assertNotNull(rx.awaitUsed(5_000));
+            Thread.sleep(20); // let it fall asleep again
+        }
+        long millis = (System.nanoTime() - start) / 1_000_000;
+        // Woken by the switch: ~20 x 20 ms. Only the idle timeout would take ~20 x 500 ms on average.
+        assertTrue(millis < 4_000, "20 frames to a sleeping receive worker took " + millis + " ms");
+    }
 }
