@@ -642,11 +642,6 @@ final class ConfigBinder implements TomlNode.Errors {
                     ok = false;
                 }
             }
-            if (!n.tables("nic").isEmpty()) {
-                n.error("nic", Reason.CONFLICT, "a VM's NICs need a vhost-user-net backend, which this phost does not serve "
-                    + "yet; attach NICs to process partitions");
-                ok = false;
-            }
         } else if (kind != null) {
             for (String key : VM_ONLY_KEYS) {
                 if (n.has(key)) {

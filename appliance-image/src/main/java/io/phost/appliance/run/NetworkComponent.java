@@ -2,6 +2,11 @@ package io.phost.appliance.run;
 
 import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.NicConfig;
+import io.phost.core.vm.VmDevice;
+import io.phost.network.vhost.VhostUserNetPort;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import io.phost.appliance.config.PartitionConfig;
 import io.phost.appliance.config.SwitchConfig;
 import io.phost.core.vmbus.VirtualServiceProvider;
@@ -29,9 +34,15 @@ import java.util.concurrent.TimeUnit;
  */
 public final class NetworkComponent implements Component, PartitionsComponent.VspSource {
     private static final Logger LOG = System.getLogger("phost.network");
+    /** sun_path is 108 bytes with the terminating NUL. */
+    private static final int MAX_SOCKET_PATH = 107;
 
     private final SwitchManager switches = new SwitchManager();
     private final Map<String, NetworkAdapter> adapters = new ConcurrentHashMap<>();
+    /** NICs of VM partitions, by port name: vhost-user-net ports QEMU connects to. */
+    private final Map<String, VhostUserNetPort> vmNics = new ConcurrentHashMap<>();
+    private Path vhostDir;
+    private List<Integer> vspCpus = List.of();
     private final Map<String, long[]> lastPackets = new ConcurrentHashMap<>();
     private final Map<String, double[]> rates = new ConcurrentHashMap<>();
     private final ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor(r ->
@@ -42,6 +53,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
 
     public static NetworkComponent start(ApplianceConfig cfg) {
         NetworkComponent c = new NetworkComponent();
+        c.vhostDir = cfg.host().dataDir().resolve("vhost");
+        c.vspCpus = cfg.host().vspCpus();
         try {
             for (SwitchConfig s : cfg.switches()) {
                 ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
@@ -71,6 +84,38 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + nicName + " switch=" + n.switchName()
                 + " mac=" + n.mac() + " data_path=" + a.dataPath() + " sriov=\"" + a.vfStatus() + "\"");
             out.add(a.vsp());
+        }
+        return out;
+    }
+
+    /**
+     * A VM partition's NICs: each a vhost-user-net port on its switch, served on
+     * {@code DATA_DIR/vhost/PARTITION.nicN.sock}, with the same port policy as a process partition's NIC.
+     */
+    @Override
+    public List<VmDevice> vmDevicesFor(PartitionConfig p) throws IOException {
+        if (!p.isVm() || p.nics().isEmpty()) {
+            return List.of();
+        }
+        Files.createDirectories(vhostDir);
+        List<VmDevice> out = new ArrayList<>();
+        for (int i = 0; i < p.nics().size(); i++) {
+            NicConfig n = p.nics().get(i);
+            String portName = p.name() + "/" + p.name() + "-nic" + i;
+            Path socket = vhostDir.resolve(p.name() + ".nic" + i + ".sock");
+            if (socket.toString().length() > MAX_SOCKET_PATH) {
+                throw new IOException("partition '" + p.name() + "' nic " + i + ": vhost-user socket path " + socket
+                    + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
+            }
+            PortConfig pc = portConfig(n);
+            if (n.mtu() > 0) {
+                pc = pc.withMtu(n.mtu());
+            }
+            VhostUserNetPort nic = VhostUserNetPort.start(portName, switches.get(n.switchName()), pc, socket, vspCpus);
+            vmNics.put(portName, nic);
+            LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + p.name() + "-nic" + i + " switch="
+                + n.switchName() + " mac=" + n.mac() + " data_path=vhost-user-net socket=" + socket);
+            out.add(new VmDevice("nic" + i, VmDevice.Type.NET, socket, 1, n.mac().toLowerCase(java.util.Locale.ROOT)));
         }
         return out;
     }
@@ -140,6 +185,13 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("port", port);
                 m.put("host_tap", sw.hostTap());
                 m.put("mtu", mtuOf(sw, port));
+                VhostUserNetPort vmNic = vmNics.get(port);
+                if (vmNic != null) {
+                    m.put("data_path", "vhost-user-net");
+                    m.put("socket", vmNic.socketPath().toString());
+                    m.put("connected", vmNic.connected());
+                    m.put("last_error", vmNic.lastError() == null ? "" : vmNic.lastError());
+                }
                 NetworkAdapter nic = adapterOf(port);
                 if (nic != null) {
                     m.put("data_path", nic.dataPath());
@@ -186,6 +238,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     @Override
     public void close() {
         sampler.shutdownNow();
+        vmNics.values().forEach(VhostUserNetPort::close);
         switches.close();
         io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR);
     }

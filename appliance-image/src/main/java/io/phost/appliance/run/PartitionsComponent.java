@@ -14,6 +14,7 @@ import io.phost.core.partition.PartitionState;
 import io.phost.core.partition.PartitionStatus;
 import io.phost.core.vm.Accelerator;
 import io.phost.core.vm.BootSource;
+import io.phost.core.vm.VmDevice;
 import io.phost.core.vm.VmPartition;
 import io.phost.core.vm.VmSpec;
 import io.phost.core.vmbus.VirtualServiceProvider;
@@ -49,6 +50,11 @@ public final class PartitionsComponent implements Component {
     /** Provides the VSPs a process partition is offered (storage LUNs, NICs). */
     public interface VspSource {
         List<VirtualServiceProvider> vspsFor(PartitionConfig partition) throws IOException;
+
+        /** The vhost-user devices (NICs) a VM partition's QEMU gets from this source. */
+        default List<VmDevice> vmDevicesFor(PartitionConfig partition) throws IOException {
+            return List.of();
+        }
     }
 
     private final ApplianceConfig cfg;
@@ -76,7 +82,11 @@ public final class PartitionsComponent implements Component {
             for (PartitionConfig p : cfg.partitions()) {
                 ChildPartition partition;
                 if (p.isVm()) {
-                    VmSpec spec = vmSpec(cfg, p, vmDisks);
+                    List<VmDevice> nics = new ArrayList<>();
+                    for (VspSource s : sources) {
+                        nics.addAll(s.vmDevicesFor(p));
+                    }
+                    VmSpec spec = vmSpec(cfg, p, vmDisks, nics);
                     partition = new VmPartition(spec, dir, p.vm().resolvedConsole(cfg.host().dataDir()), accel,
                         VmPartition.Options.defaults());
                 } else {
@@ -120,14 +130,21 @@ public final class PartitionsComponent implements Component {
     }
 
     static VmSpec vmSpec(ApplianceConfig cfg, PartitionConfig p, VmDisksComponent vmDisks) {
+        return vmSpec(cfg, p, vmDisks, List.of());
+    }
+
+    /** The VM's spec: its disks (in boot order), then {@code nics}. */
+    static VmSpec vmSpec(ApplianceConfig cfg, PartitionConfig p, VmDisksComponent vmDisks, List<VmDevice> nics) {
         VmConfig v = p.vm();
+        List<VmDevice> devices = new ArrayList<>(vmDisks == null ? List.of() : vmDisks.devicesFor(p));
+        devices.addAll(nics);
         Path data = cfg.host().dataDir();
         BootSource boot = v.kernel() != null
             ? new BootSource.Kernel(v.resolvedKernel(data).toAbsolutePath(),
                 v.initrd() == null ? null : v.resolvedInitrd(data).toAbsolutePath(), v.cmdline())
             : new BootSource.Firmware(BootSource.Firmware.Type.valueOf(v.firmware().toUpperCase(Locale.ROOT)));
         return new VmSpec(p.name(), p.vcpus(), p.memory(), VmSpec.Machine.valueOf(v.machine().toUpperCase(Locale.ROOT)),
-            boot, vmDisks == null ? List.of() : vmDisks.devicesFor(p),
+            boot, devices,
             VmSpec.CrashPolicy.valueOf(v.onCrash().toUpperCase(Locale.ROOT)), Duration.ofSeconds(v.stopTimeout()));
     }
 

@@ -154,6 +154,18 @@ public final class SplitVirtqueue {
         return true;
     }
 
+    /**
+     * Gives back the last {@code chains} popped chains (they are popped again, unchanged, by the next
+     * {@link #tryPop}s): a receive queue that popped buffers for a frame that does not fit yet. As Linux
+     * vhost's {@code vhost_discard_vq_desc}; the driver cannot have reused them (they are not in the used ring).
+     */
+    public void discard(int chains) {
+        if (chains < 0 || chains > size) {
+            throw new IllegalArgumentException("discard " + chains + " of queue size " + size);
+        }
+        lastAvail = (lastAvail - chains) & 0xFFFF;
+    }
+
     private void walk(DescriptorChain chain, int head) {
         if (head >= size) {
             throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_INDEX,

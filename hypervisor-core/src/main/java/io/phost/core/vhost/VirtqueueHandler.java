@@ -13,6 +13,14 @@ public interface VirtqueueHandler {
     /** Requests started and not yet pushed to the used ring. */
     int inFlight();
 
+    /**
+     * An extra fd the idle worker also sleeps on (poll(2), readable = there is work that is not a kick, e.g.
+     * frames from a switch waiting for a vhost-user-net RX queue), or -1. The handler drains it in doWork.
+     */
+    default int wakeupFd() {
+        return -1;
+    }
+
     /** Blocks up to {@code timeoutNanos} for a completion of in-flight work (then {@link #doWork} runs again). */
     void awaitCompletion(long timeoutNanos);
 

@@ -89,11 +89,15 @@ final class Vring {
 
     private void run(SplitVirtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, Consumer<String> onError) {
         DescriptorChain chain = new DescriptorChain(CHAIN_CAPACITY);
-        MemorySegment fds = Arena.ofAuto().allocate(2 * Poll.POLLFD_SIZE, 4);
+        int wake = handler.wakeupFd();
+        int nfds = wake >= 0 ? 3 : 2;
+        MemorySegment fds = Arena.ofAuto().allocate(3 * Poll.POLLFD_SIZE, 4);
         fds.set(ValueLayout.JAVA_INT, 0, kick == null ? -1 : kick.fd());
         fds.set(ValueLayout.JAVA_SHORT, 4, (short) Poll.POLLIN);
         fds.set(ValueLayout.JAVA_INT, 8, stopFd.fd());
         fds.set(ValueLayout.JAVA_SHORT, 12, (short) Poll.POLLIN);
+        fds.set(ValueLayout.JAVA_INT, 16, wake);
+        fds.set(ValueLayout.JAVA_SHORT, 20, (short) Poll.POLLIN);
         try {
             while (!stopping) {
                 int work = handler.doWork(q, chain);
@@ -115,7 +119,8 @@ final class Vring {
                 }
                 fds.set(ValueLayout.JAVA_SHORT, 6, (short) 0);
                 fds.set(ValueLayout.JAVA_SHORT, 14, (short) 0);
-                if (Poll.poll(fds, 2, IDLE_POLL_MILLIS) > 0) {
+                fds.set(ValueLayout.JAVA_SHORT, 22, (short) 0);
+                if (Poll.poll(fds, nfds, IDLE_POLL_MILLIS) > 0) {
                     kick.tryConsume();
                 }
             }

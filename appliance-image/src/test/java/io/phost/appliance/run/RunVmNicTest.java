@@ -1,0 +1,109 @@
+package io.phost.appliance.run;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.phost.appliance.mgmt.ManagementAddress;
+import io.phost.appliance.mgmt.ManagementClient;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * `phost run` with a {@code kind = "vm"} partition whose {@code [[partition.nic]]} is on an internal switch:
+ * phost serves the NIC as vhost-user-net on that switch and QEMU (TCG) gets {@code -netdev vhost-user}. The
+ * switch's host TAP is moved into a network namespace this test creates (so no address lands on the host);
+ * the guest pings the TAP's address and the namespace pings the guest. Needs root (TAP, netns), QEMU and the
+ * test guest kit.
+ */
+@Timeout(300)
+class RunVmNicTest {
+    @TempDir
+    Path dir;
+
+    @Test
+    void shouldGiveAVmPartitionsNicAVhostUserNetPortOnItsSwitch() throws Exception {
+        Assumptions.assumeTrue(ProcessHandle.current().info().user().orElse("").equals("root")
+            && Files.exists(Path.of("/dev/net/tun")), "needs root and /dev/net/tun (internal switch TAP, netns)");
+        assertTrue(TestGuestKit.onPath("qemu-system-x86_64"), "qemu-system-x86_64 is missing (see .ci/run)");
+        Path guest = TestGuestKit.directory();
+        String tag = Long.toString(ProcessHandle.current().pid() % 100000);
+        String ns = "phrn" + tag;
+        String script = """
+            ip link set eth0 up
+            ip addr add 10.84.0.2/24 dev eth0
+            i=0
+            until ping -c 1 -W 2 10.84.0.1 >/dev/null; do i=$((i+1)); [ $i -lt 30 ] || exit 1; done
+            echo GUEST-PING-OK
+            sleep 10
+            """;
+        Path cfg = dir.resolve("appliance.toml");
+        Files.writeString(cfg, """
+            [host]
+            name = "vmnet-test"
+            data_dir = "%1$s"
+
+            [[switch]]
+            name = "vn%4$s"
+            type = "internal"
+
+            [[partition]]
+            name = "vm-net"
+            kind = "vm"
+            memory = "256MiB"
+            kernel = "%2$s/vmlinuz"
+            initrd = "%2$s/initramfs.gz"
+            cmdline = "%3$s"
+            nic = [{ switch = "vn%4$s", mac = "02:84:00:00:00:02" }]
+            """.formatted(dir.resolve("data"), guest, TestGuestKit.cmdline(script, false), tag));
+        run(5, "ip", "netns", "del", ns);
+        assertEquals(0, run(5, "ip", "netns", "add", ns));
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString())) {
+            p.awaitLine("phost: ready", Duration.ofSeconds(60));
+            String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
+            ManagementClient client = new ManagementClient(ManagementAddress.parse(endpoint), null);
+            Matcher m = Pattern.compile("\"host_tap\"\\s*:\\s*\"([^\"]+)\"").matcher(client.get("/status").bodyText());
+            assertTrue(m.find(), "the internal switch has a host TAP");
+            String tap = m.group(1);
+            assertEquals(0, run(5, "ip", "link", "set", tap, "netns", ns));
+            assertEquals(0, run(5, "ip", "-n", ns, "addr", "add", "10.84.0.1/24", "dev", tap));
+            assertEquals(0, run(5, "ip", "-n", ns, "link", "set", tap, "up"));
+
+            long deadline = System.nanoTime() + Duration.ofSeconds(150).toNanos();
+            String console = "";
+            while (!console.contains("GUEST-PING-OK") && !console.contains("PHOST-GUEST-DONE")) {
+                assertTrue(System.nanoTime() < deadline, "guest never pinged:\n" + console + "\nqemu:\n"
+                    + client.get("/partitions/logs?name=vm-net").bodyText() + "\nphost:\n" + p.stderr());
+                Thread.sleep(300);
+                console = client.get("/partitions/console?name=vm-net").bodyText();
+            }
+            assertTrue(console.contains("GUEST-PING-OK"), console);
+            assertEquals(0, run(20, "ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.3", "-W", "3", "10.84.0.2"),
+                "the namespace pings the guest");
+            String status = client.get("/status").bodyText();
+            assertTrue(status.contains("\"data_path\":\"vhost-user-net\"") || status.contains("\"data_path\": \"vhost-user-net\""), status);
+            p.process().destroy();
+            assertTrue(p.process().waitFor(30, TimeUnit.SECONDS));
+            assertEquals(0, p.process().exitValue(), p.stderr());
+            assertTrue(Files.notExists(dir.resolve("data/vhost/vm-net.nic0.sock")), "socket removed at stop");
+        } finally {
+            run(5, "ip", "netns", "del", ns);
+        }
+    }
+
+    private static int run(int timeoutSeconds, String... cmd) throws Exception {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        if (!p.waitFor(timeoutSeconds, TimeUnit.SECONDS)) {
+            p.destroyForcibly();
+            return -1;
+        }
+        return p.exitValue();
+    }
+}

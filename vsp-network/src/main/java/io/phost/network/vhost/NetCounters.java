@@ -1,0 +1,37 @@
+package io.phost.network.vhost;
+
+/**
+ * Counters of one vhost-user-net device. Each field has a single writer (named), read anywhere.
+ */
+public final class NetCounters {
+    /** RX worker: frames written into guest buffers. */
+    volatile long rxFrames;
+    /** RX worker: frames dropped because they do not fit the guest's receive buffers. */
+    volatile long rxTooBig;
+    /** Switch agent: frames for the guest while it had no running receive queue. */
+    volatile long rxNoQueue;
+    /** TX worker: frames from the guest handed to the switch. */
+    volatile long txFrames;
+    /** TX worker: malformed frames from the guest (too short or long, offload state not negotiated or out of range). */
+    volatile long txErrors;
+
+    public long rxFrames() {
+        return rxFrames;
+    }
+
+    public long rxTooBig() {
+        return rxTooBig;
+    }
+
+    public long rxNoQueue() {
+        return rxNoQueue;
+    }
+
+    public long txFrames() {
+        return txFrames;
+    }
+
+    public long txErrors() {
+        return txErrors;
+    }
+}

@@ -1,0 +1,93 @@
+package io.phost.network.vhost;
+
+import io.phost.core.vhost.VhostUserBackend;
+import io.phost.vswitch.ManagedSwitch;
+import io.phost.vswitch.Port;
+import io.phost.vswitch.PortConfig;
+import java.nio.file.Path;
+import java.util.List;
+
+/**
+ * A vhost-user-net NIC: a switch port whose other side is a virtio-net driver behind a vhost-user front-end
+ * (QEMU's {@code -netdev vhost-user}) on a Unix socket.
+ * <pre>
+ *   VhostUserNetPort p = VhostUserNetPort.start("vm1/nic0", managedSwitch, PortConfig.vnic(mac), socket, List.of());
+ *   p.connected(); p.counters(); p.lastError(); p.port();
+ *   p.close();   // the socket file goes, the port leaves the switch
+ * </pre>
+ * The port's policy ({@link PortConfig}: VLAN, guards, bandwidth, MAC) applies as for any vNIC. The MAC in the
+ * config space is the port's (a random locally administered one when the port has none); QEMU shows the
+ * guest its own {@code mac=} property, which should be the same.
+ */
+public final class VhostUserNetPort implements AutoCloseable {
+    private final ManagedSwitch sw;
+    private final Port port;
+    private final VhostUserNetDevice device;
+    private final VhostUserBackend backend;
+
+    private VhostUserNetPort(ManagedSwitch sw, Port port, VhostUserNetDevice device, VhostUserBackend backend) {
+        this.sw = sw;
+        this.port = port;
+        this.device = device;
+        this.backend = backend;
+    }
+
+    /** Attaches port {@code name} to {@code sw} and serves it on {@code socketPath}; workers pinned to {@code cpus}. */
+    public static VhostUserNetPort start(String name, ManagedSwitch sw, PortConfig config, Path socketPath, List<Integer> cpus) {
+        long mac = config.mac() == -1 ? randomMac() : config.mac();
+        VhostUserNetDevice device = new VhostUserNetDevice(mac, config.mtu() == 0 ? PortConfig.DEFAULT_MTU : config.mtu());
+        Port port = sw.attach(name, config, device, device);
+        // The guest's GUEST_CSUM/TSO acks change what the sink takes: re-apply the policy on the switch's thread.
+        device.onOffloadsChanged(() -> sw.agent().submit(s -> s.configure(port, port.config())));
+        VhostUserBackend backend;
+        try {
+            backend = VhostUserBackend.start(name.replace('/', '-'), socketPath, device, cpus);
+        } catch (RuntimeException e) {
+            sw.detach(port);
+            device.release();
+            throw e;
+        }
+        return new VhostUserNetPort(sw, port, device, backend);
+    }
+
+    private static long randomMac() {
+        long r = java.util.concurrent.ThreadLocalRandom.current().nextLong() & 0xFFFF_FFFF_FFFFL;
+        return (r & ~0x0100_0000_0000L) | 0x0200_0000_0000L; // unicast, locally administered
+    }
+
+    public Port port() {
+        return port;
+    }
+
+    public Path socketPath() {
+        return backend.socketPath();
+    }
+
+    public boolean connected() {
+        return backend.connected();
+    }
+
+    public int runningQueues() {
+        return backend.runningQueues();
+    }
+
+    public String lastError() {
+        return backend.lastError();
+    }
+
+    public NetCounters counters() {
+        return device.counters;
+    }
+
+    /** The virtio features the driver acknowledged (0 before it did). */
+    public long ackedFeatures() {
+        return device.ackedFeatures();
+    }
+
+    @Override
+    public void close() {
+        backend.close();
+        sw.detach(port);
+        device.release();
+    }
+}

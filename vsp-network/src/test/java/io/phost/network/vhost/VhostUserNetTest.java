@@ -1,0 +1,289 @@
+package io.phost.network.vhost;
+
+import static io.phost.network.vhost.VirtioNetDescriptor.*;
+import static org.junit.jupiter.api.Assertions.*;
+
+import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.VhostUserFrontend;
+import io.phost.vswitch.FrameRing;
+import io.phost.vswitch.ManagedSwitch;
+import io.phost.vswitch.PortConfig;
+import io.phost.vswitch.SwitchSpec;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * vhost-user-net driven by the test front-end ({@link VhostUserFrontend}: memfd guest memory, split queues,
+ * kicks and calls) through a private vswitch to a plain in-memory peer port ({@link FrameRing}s, no offloads).
+ */
+class VhostUserNetTest {
+    static final long GUEST_MAC = 0x02_00_00_00_00_01L;
+    static final long PEER_MAC = 0x02_00_00_00_00_02L;
+    static final long WANTED = (1L << F_VERSION_1) | (1L << F_MRG_RXBUF) | (1L << F_CSUM) | (1L << F_GUEST_CSUM)
+        | (1L << F_HOST_TSO4) | (1L << F_MAC) | (1L << F_STATUS) | (1L << 29 /* EVENT_IDX */);
+    static final ValueLayout.OfShort LE16 = ValueLayout.JAVA_SHORT_UNALIGNED;
+
+    Path dir;
+    ManagedSwitch sw;
+    FrameRing peerIn;
+    FrameRing peerOut;
+    final List<AutoCloseable> closers = new ArrayList<>();
+
+    @BeforeEach
+    void setUp() throws Exception {
+        dir = Files.createTempDirectory("phost-vnet");
+        sw = ManagedSwitch.create(SwitchSpec.privateSwitch("vn" + ProcessHandle.current().pid() % 100000));
+        peerIn = new FrameRing(1 << 20);
+        peerOut = new FrameRing(1 << 20);
+        sw.attach("peer", PortConfig.vnic(PEER_MAC), peerOut, peerIn);
+    }
+
+    @AfterEach
+    void tearDown() throws Exception {
+        for (AutoCloseable c : closers.reversed()) {
+            c.close();
+        }
+        sw.close();
+        Files.deleteIfExists(dir.resolve("n0.sock"));
+        Files.deleteIfExists(dir.resolve("n1.sock"));
+        Files.deleteIfExists(dir);
+    }
+
+    VhostUserNetPort nic(String name, long mac) {
+        VhostUserNetPort p = VhostUserNetPort.start("vm/" + name, sw, PortConfig.vnic(mac), dir.resolve(name + ".sock"), List.of());
+        closers.add(p);
+        return p;
+    }
+
+    VhostUserFrontend driver(VhostUserNetPort p) {
+        VhostUserFrontend f = VhostUserFrontend.connect(p.socketPath(), 4 << 20);
+        closers.add(f);
+        f.negotiate(WANTED);
+        return f;
+    }
+
+    static byte[] frame(long dst, long src, int length, int seed) {
+        byte[] b = new byte[length];
+        for (int i = 0; i < 6; i++) {
+            b[i] = (byte) (dst >>> (8 * (5 - i)));
+            b[6 + i] = (byte) (src >>> (8 * (5 - i)));
+        }
+        b[12] = (byte) 0x88;
+        b[13] = (byte) 0xb5; // local experimental EtherType
+        for (int i = 14; i < length; i++) {
+            b[i] = (byte) (i * 7 + seed);
+        }
+        return b;
+    }
+
+    /** Puts {@code hdr + frame} in guest memory as two readable descriptors and kicks. */
+    static void send(VhostUserFrontend f, VhostUserFrontend.Queue tx, byte[] hdr, byte[] frame) {
+        long h = f.alloc(hdr.length, 8);
+        long d = f.alloc(frame.length, 8);
+        MemorySegment.copy(MemorySegment.ofArray(hdr), 0, f.at(h, hdr.length), 0, hdr.length);
+        MemorySegment.copy(MemorySegment.ofArray(frame), 0, f.at(d, frame.length), 0, frame.length);
+        assertTrue(tx.add(new long[] {h, d}, new int[] {hdr.length, frame.length}, new boolean[] {false, false}) >= 0);
+        tx.kick();
+    }
+
+    static long[] postRx(VhostUserFrontend f, VhostUserFrontend.Queue rx, int count, int size) {
+        long[] bufs = new long[count];
+        for (int i = 0; i < count; i++) {
+            bufs[i] = f.alloc(size, 8);
+            assertTrue(rx.add(new long[] {bufs[i]}, new int[] {size}, new boolean[] {true}) >= 0);
+        }
+        rx.kick();
+        return bufs;
+    }
+
+    byte[] awaitPeerFrame() throws InterruptedException {
+        byte[][] got = new byte[1][];
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (got[0] == null && System.nanoTime() < deadline) {
+            if (peerOut.poll((seg, off, len) -> got[0] = seg.asSlice(off, len).toArray(ValueLayout.JAVA_BYTE), 1) == 0) {
+                Thread.sleep(1);
+            }
+        }
+        assertNotNull(got[0], "no frame reached the peer port");
+        return got[0];
+    }
+
+    @Test
+    void shouldStateMacAndLinkUpInConfigSpace() {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        MemorySegment c = f.config(CONFIG_LENGTH);
+        assertArrayEquals(new byte[] {2, 0, 0, 0, 0, 1}, c.asSlice(0, 6).toArray(ValueLayout.JAVA_BYTE));
+        assertEquals(STATUS_LINK_UP, c.get(LE16, STATUS_OFFSET));
+        assertEquals(WANTED, f.features() & WANTED, "every wanted feature is offered");
+    }
+
+    @Test
+    void shouldCarryFramesFromTheGuestToAnotherPortAndBack() throws Exception {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        VhostUserFrontend.Queue rx = f.startQueue(RX_QUEUE, 64);
+        VhostUserFrontend.Queue tx = f.startQueue(TX_QUEUE, 64);
+
+        byte[] out = frame(PEER_MAC, GUEST_MAC, 100, 1);
+        send(f, tx, new byte[HDR_LENGTH], out);
+        assertNotNull(tx.awaitUsed(5_000), "TX chain returned");
+        assertArrayEquals(out, awaitPeerFrame());
+
+        long[] bufs = postRx(f, rx, 4, 1536);
+        byte[] in = frame(GUEST_MAC, PEER_MAC, 1514, 2);
+        assertTrue(peerIn.tryWrite(MemorySegment.ofArray(in), 0, in.length));
+        int[] used = rx.awaitUsed(5_000);
+        assertNotNull(used, "RX chain filled");
+        assertEquals(HDR_LENGTH + in.length, used[1]);
+        MemorySegment b = f.at(bufs[0], 1536);
+        assertEquals(1, b.get(LE16, NUM_BUFFERS_OFFSET), "num_buffers");
+        assertEquals(0, b.get(ValueLayout.JAVA_BYTE, 1), "gso_type NONE");
+        assertArrayEquals(in, b.asSlice(HDR_LENGTH, in.length).toArray(ValueLayout.JAVA_BYTE));
+        assertEquals(1, p.counters().rxFrames());
+        assertEquals(1, p.counters().txFrames());
+        assertNull(p.lastError());
+    }
+
+    @Test
+    void shouldSpreadAFrameOverMergeableBuffersAndWaitForBuffersWhenTheGuestHasNone() throws Exception {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        VhostUserFrontend.Queue rx = f.startQueue(RX_QUEUE, 64);
+        f.startQueue(TX_QUEUE, 64);
+        byte[] in = frame(GUEST_MAC, PEER_MAC, 1000, 3);
+        assertTrue(peerIn.tryWrite(MemorySegment.ofArray(in), 0, in.length));
+        Thread.sleep(100);
+        assertEquals(0, rx.usedIndex(), "no buffers yet: nothing delivered, nothing lost");
+
+        long[] bufs = postRx(f, rx, 8, 256);
+        byte[] got = new byte[HDR_LENGTH + in.length];
+        int pos = 0;
+        for (int k = 0; k < 4; k++) {
+            int[] u = rx.awaitUsed(5_000);
+            assertNotNull(u, "used entry " + k);
+            MemorySegment.copy(f.at(bufs[k], 256), ValueLayout.JAVA_BYTE, 0, got, pos, u[1]);
+            pos += u[1];
+        }
+        assertEquals(got.length, pos);
+        assertEquals(4, MemorySegment.ofArray(got).get(LE16, NUM_BUFFERS_OFFSET), "num_buffers = ceil(1012 / 256)");
+        assertArrayEquals(in, Arrays.copyOfRange(got, HDR_LENGTH, got.length));
+        Thread.sleep(50);
+        assertEquals(4, rx.usedIndex(), "the other 4 buffers stay with the device, unused");
+    }
+
+    @Test
+    void shouldCompleteAGuestPartialChecksumForAPortWithoutOffloads() throws Exception {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        f.startQueue(RX_QUEUE, 64);
+        VhostUserFrontend.Queue tx = f.startQueue(TX_QUEUE, 64);
+        byte[] udp = Ipv4Udp.frame(PEER_MAC, GUEST_MAC, 48);
+        byte[] hdr = new byte[HDR_LENGTH];
+        hdr[0] = 1; // NEEDS_CSUM
+        MemorySegment h = MemorySegment.ofArray(hdr);
+        h.set(LE16, 6, (short) Ipv4Udp.L4_OFFSET);
+        h.set(LE16, 8, (short) 6);
+        Ipv4Udp.putPseudoHeaderSum(udp); // as Linux leaves a CHECKSUM_PARTIAL frame
+        send(f, tx, hdr, udp);
+        byte[] got = awaitPeerFrame();
+        assertTrue(Ipv4Udp.checksumValid(got), "the switch completed the UDP checksum");
+    }
+
+    @Test
+    void shouldDropMalformedGuestFramesAndKeepServing() throws Exception {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        f.startQueue(RX_QUEUE, 64);
+        VhostUserFrontend.Queue tx = f.startQueue(TX_QUEUE, 64);
+        send(f, tx, new byte[HDR_LENGTH], new byte[5]);                       // shorter than an Ethernet header
+        byte[] gso = new byte[HDR_LENGTH];
+        gso[1] = 4;                                                           // TCPV6 GSO, not negotiated
+        send(f, tx, gso, frame(PEER_MAC, GUEST_MAC, 100, 4));
+        byte[] csum = new byte[HDR_LENGTH];
+        csum[0] = 1;
+        MemorySegment.ofArray(csum).set(LE16, 6, (short) 99);                 // checksum field past the frame
+        send(f, tx, csum, frame(PEER_MAC, GUEST_MAC, 100, 5));
+        for (int i = 0; i < 3; i++) {
+            assertEquals(0, tx.awaitUsed(5_000)[1]);
+        }
+        byte[] good = frame(PEER_MAC, GUEST_MAC, 60, 6);
+        send(f, tx, new byte[HDR_LENGTH], good);
+        assertArrayEquals(good, awaitPeerFrame());
+        assertEquals(3, p.counters().txErrors());
+        assertNull(p.lastError());
+    }
+
+    @Test
+    void shouldBreakOnlyTheHostileDevicesQueueWhileAnotherNicKeepsServing() throws Exception {
+        VhostUserNetPort evil = nic("n0", GUEST_MAC);
+        VhostUserNetPort good = nic("n1", 0x02_00_00_00_00_03L);
+        VhostUserFrontend fe = driver(evil);
+        VhostUserFrontend.Queue erx = fe.startQueue(RX_QUEUE, 64);
+        fe.startQueue(TX_QUEUE, 64);
+        long b = fe.alloc(1536, 8);
+        erx.add(new long[] {b}, new int[] {1536}, new boolean[] {false});    // a device-readable receive buffer
+        erx.kick();
+        byte[] in = frame(GUEST_MAC, PEER_MAC, 100, 7);
+        assertTrue(peerIn.tryWrite(MemorySegment.ofArray(in), 0, in.length));
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (evil.lastError() == null && System.nanoTime() < deadline) {
+            Thread.sleep(5);
+        }
+        assertNotNull(evil.lastError());
+        assertTrue(evil.lastError().contains("BAD_DESCRIPTOR_ORDER"), evil.lastError());
+
+        VhostUserFrontend fg = driver(good);
+        VhostUserFrontend.Queue grx = fg.startQueue(RX_QUEUE, 64);
+        fg.startQueue(TX_QUEUE, 64);
+        long[] bufs = postRx(fg, grx, 2, 1536);
+        byte[] in2 = frame(0x02_00_00_00_00_03L, PEER_MAC, 200, 8);
+        assertTrue(peerIn.tryWrite(MemorySegment.ofArray(in2), 0, in2.length));
+        int[] u = grx.awaitUsed(5_000);
+        assertNotNull(u);
+        assertArrayEquals(in2, fg.at(bufs[0] + HDR_LENGTH, in2.length).toArray(ValueLayout.JAVA_BYTE));
+        assertNull(good.lastError());
+    }
+
+    @Test
+    void shouldUseTheSwitchPortSoItsMacGuardApplies() throws Exception {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        f.startQueue(RX_QUEUE, 64);
+        VhostUserFrontend.Queue tx = f.startQueue(TX_QUEUE, 64);
+        send(f, tx, new byte[HDR_LENGTH], frame(PEER_MAC, 0x02_00_00_00_00_99L, 80, 9)); // spoofed source
+        tx.awaitUsed(5_000);
+        byte[] good = frame(PEER_MAC, GUEST_MAC, 80, 10);
+        send(f, tx, new byte[HDR_LENGTH], good);
+        assertArrayEquals(good, awaitPeerFrame(), "the spoofed frame was dropped by the port, the next one passes");
+        assertEquals(2, p.counters().txFrames());
+    }
+
+    @Test
+    void shouldWakeTheSleepingReceiveWorkerWhenTheSwitchQueuesAFrame() throws Exception {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        VhostUserFrontend.Queue rx = f.startQueue(RX_QUEUE, 64);
+        f.startQueue(TX_QUEUE, 64);
+        postRx(f, rx, 32, 1536);
+        Thread.sleep(100); // the worker has found nothing and sleeps (poll(2) on kick + wakeup eventfd, 1 s timeout)
+        byte[] in = frame(GUEST_MAC, PEER_MAC, 64, 11);
+        long start = System.nanoTime();
+        for (int i = 0; i < 20; i++) {
+            assertTrue(peerIn.tryWrite(MemorySegment.ofArray(in), 0, in.length));
+            assertNotNull(rx.awaitUsed(5_000));
+            Thread.sleep(20); // let it fall asleep again
+        }
+        long millis = (System.nanoTime() - start) / 1_000_000;
+        // Woken by the switch: ~20 x 20 ms. Only the idle timeout would take ~20 x 500 ms on average.
+        assertTrue(millis < 4_000, "20 frames to a sleeping receive worker took " + millis + " ms");
+    }
+}
