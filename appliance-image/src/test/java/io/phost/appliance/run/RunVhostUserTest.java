@@ -75,7 +75,7 @@ class RunVhostUserTest {
                 assertEquals(0, blk(f, q, 1, (1 << 20) / 512, buf, 256 << 10, false), "OUT status OK");
                 assertEquals(0, blk(f, q, 4, 0, 0, 0, false), "FLUSH status OK");
 
-                Map<?, ?> status = (Map<?, ?>) Json.parse(client(dir).get("/status").bodyText());
+                Map<?, ?> status = (Map<?, ?>) Json.parse(client(dir).get("/v1/status").bodyText());
                 List<?> rows = (List<?>) status.get("vhost_user");
                 assertNotNull(rows, status.toString());
                 assertEquals(2, rows.size(), rows.toString());
@@ -85,10 +85,10 @@ class RunVhostUserTest {
                 assertEquals(sock.toString(), os.get("socket"));
                 assertTrue(((Number) os.get("bytes_written")).longValue() >= 256 << 10, os.toString());
                 assertEquals(true, ((Map<?, ?>) rows.get(1)).get("read_only"));
-                String metrics = client(dir).get("/metrics").bodyText();
+                String metrics = client(dir).get("/v1/metrics").bodyText();
                 assertTrue(metrics.contains("phost_vhost_user_written_bytes_total{disk=\"vm-os\"}")
                     && metrics.contains("phost_vhost_user_connected{disk=\"vm-os\"} 1"), metrics);
-                String flows = client(dir).get("/qos/flows").bodyText();
+                String flows = client(dir).get("/v1/qos/flows").bodyText();
                 assertTrue(flows.contains("vhost-user") && flows.contains("vm-os"), flows);
             }
             try (VhostUserFrontend f = VhostUserFrontend.connect(data.resolve("vhost/golden.sock"), 8 << 20)) {

@@ -69,7 +69,7 @@ class RunVmNicTest {
             p.awaitLine("phost: ready", Duration.ofSeconds(60));
             String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
             ManagementClient client = new ManagementClient(ManagementAddress.parse(endpoint), null);
-            Matcher m = Pattern.compile("\"host_tap\"\\s*:\\s*\"([^\"]+)\"").matcher(client.get("/status").bodyText());
+            Matcher m = Pattern.compile("\"host_tap\"\\s*:\\s*\"([^\"]+)\"").matcher(client.get("/v1/status").bodyText());
             assertTrue(m.find(), "the internal switch has a host TAP");
             String tap = m.group(1);
             assertEquals(0, run(5, "ip", "link", "set", tap, "netns", ns));
@@ -80,14 +80,14 @@ class RunVmNicTest {
             String console = "";
             while (!console.contains("GUEST-PING-OK") && !console.contains("PHOST-GUEST-DONE")) {
                 assertTrue(System.nanoTime() < deadline, "guest never pinged:\n" + console + "\nqemu:\n"
-                    + client.get("/partitions/logs?name=vm-net").bodyText() + "\nphost:\n" + p.stderr());
+                    + client.get("/v1/partitions/logs?name=vm-net").bodyText() + "\nphost:\n" + p.stderr());
                 Thread.sleep(300);
-                console = client.get("/partitions/console?name=vm-net").bodyText();
+                console = client.get("/v1/partitions/console?name=vm-net").bodyText();
             }
             assertTrue(console.contains("GUEST-PING-OK"), console);
             assertEquals(0, run(20, "ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.3", "-W", "3", "10.84.0.2"),
                 "the namespace pings the guest");
-            String status = client.get("/status").bodyText();
+            String status = client.get("/v1/status").bodyText();
             assertTrue(status.contains("\"data_path\":\"vhost-user-net\"") || status.contains("\"data_path\": \"vhost-user-net\""), status);
             p.process().destroy();
             assertTrue(p.process().waitFor(30, TimeUnit.SECONDS));

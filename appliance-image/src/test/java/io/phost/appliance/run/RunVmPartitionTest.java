@@ -103,29 +103,29 @@ class RunVmPartitionTest {
             java.util.regex.Matcher qos = java.util.regex.Pattern.compile("QOS-READ-SECONDS (\\d+)").matcher(console);
             assertTrue(qos.find(), console);
             assertTrue(Integer.parseInt(qos.group(1)) >= 3, "the disk's QoS cap of 40 IOPS was not applied: " + qos.group());
-            Map<?, ?> vmDiskRow = (Map<?, ?>) ((List<?>) ((Map<?, ?>) Json.parse(text("/status"))).get("vm_disks")).getFirst();
+            Map<?, ?> vmDiskRow = (Map<?, ?>) ((List<?>) ((Map<?, ?>) Json.parse(text("/v1/status"))).get("vm_disks")).getFirst();
             assertEquals("vm-disk", vmDiskRow.get("partition"));
             assertTrue(((Number) vmDiskRow.get("reads")).longValue() >= 160, vmDiskRow.toString());
-            Map<?, ?> vmDisk = awaitPartition("vm-disk", s -> "STOPPED".equals(s.get("state")), p);
+            Map<?, ?> vmDisk = awaitPartition("vm-disk", s -> "stopped".equals(s.get("state")), p);
             assertTrue(String.valueOf(vmDisk.get("reason")).startsWith("the guest powered off"), vmDisk.toString());
             assertEquals(0L, ((Number) vmDisk.get("fault_count")).longValue(), vmDisk.toString());
             String accel = String.valueOf(((Map<?, ?>) vmDisk.get("details")).get("accelerator"));
             assertTrue(accel.startsWith(Files.exists(Path.of("/dev/kvm")) ? "kvm" : "tcg ("), accel);
 
             // vm-life: autostart = false waits for the CLI
-            assertEquals("CREATED", partition("vm-life").get("state"));
+            assertEquals("created", partition("vm-life").get("state"));
             assertEquals(0, cli("start", "vm-life"));
             awaitConsole("vm-life", c -> c.contains("PHOST-GUEST-DONE rc=0"), p);
             assertEquals(0, cli("pause", "vm-life"));
-            assertEquals("PAUSED", partition("vm-life").get("state"));
+            assertEquals("paused", partition("vm-life").get("state"));
             assertEquals(0, cli("resume", "vm-life"));
             Map<?, ?> running = partition("vm-life");
-            assertEquals("RUNNING", running.get("state"));
+            assertEquals("running", running.get("state"));
             long firstPid = ((Number) running.get("pid")).longValue();
 
             // a QEMU that dies is detected and restarted by policy
             io.phost.core.sys.Signals.kill(firstPid, 9);
-            Map<?, ?> restarted = awaitPartition("vm-life", s -> "RUNNING".equals(s.get("state"))
+            Map<?, ?> restarted = awaitPartition("vm-life", s -> "running".equals(s.get("state"))
                 && ((Number) s.get("pid")).longValue() != firstPid, p);
             assertEquals(1L, ((Number) restarted.get("fault_count")).longValue(), restarted.toString());
             assertTrue(String.valueOf(((List<?>) restarted.get("faults")).getFirst()).startsWith("QEMU exited with code 137"),
@@ -136,17 +136,17 @@ class RunVmPartitionTest {
             awaitConsoleCount("vm-life", "PHOST-GUEST-DONE rc=0", 2, p);
             assertEquals(0, cli("stop", "vm-life"));
             Map<?, ?> stopped = partition("vm-life");
-            assertEquals("STOPPED", stopped.get("state"));
+            assertEquals("stopped", stopped.get("state"));
             assertTrue(String.valueOf(stopped.get("reason")).startsWith("stopped: the guest powered off after ACPI"),
                 stopped.toString());
-            assertTrue(text("/partitions/console?name=vm-life").contains("PHOST-GUEST-POWERDOWN"));
+            assertTrue(text("/v1/partitions/console?name=vm-life").contains("PHOST-GUEST-POWERDOWN"));
 
             // kill ends it at once
             assertEquals(0, cli("start", "vm-life"));
             long pid = ((Number) partition("vm-life").get("pid")).longValue();
             assertEquals(0, cli("kill", "vm-life"));
             Map<?, ?> killed = partition("vm-life");
-            assertEquals("STOPPED", killed.get("state"));
+            assertEquals("stopped", killed.get("state"));
             assertEquals("killed by request", killed.get("reason"));
             assertTrue(ProcessHandle.of(pid).map(h -> !h.isAlive()).orElse(true), "QEMU " + pid + " still runs");
             assertNotEquals(0, cli("pause", "nope"), "an unknown partition is an error");
@@ -184,7 +184,7 @@ class RunVmPartitionTest {
     }
 
     private Map<?, ?> partition(String name) throws IOException {
-        for (Object o : (List<?>) Json.parse(text("/partitions"))) {
+        for (Object o : (List<?>) Json.parse(text("/v1/partitions"))) {
             if (name.equals(((Map<?, ?>) o).get("name"))) {
                 return (Map<?, ?>) o;
             }
@@ -203,21 +203,21 @@ class RunVmPartitionTest {
             Thread.sleep(100);
         }
         throw new AssertionError("partition " + name + " never got there: " + last + "\nconsole:\n"
-            + text("/partitions/console?name=" + name) + "\nqemu:\n" + text("/partitions/logs?name=" + name) + "\nphost:\n" + p.stderr());
+            + text("/v1/partitions/console?name=" + name) + "\nqemu:\n" + text("/v1/partitions/logs?name=" + name) + "\nphost:\n" + p.stderr());
     }
 
     private String awaitConsole(String name, Predicate<String> ok, PhostProcess p) throws Exception {
         long deadline = System.nanoTime() + BOOT.toNanos();
         String c = "";
         while (System.nanoTime() < deadline) {
-            c = text("/partitions/console?name=" + name);
+            c = text("/v1/partitions/console?name=" + name);
             if (ok.test(c)) {
                 return c;
             }
             Thread.sleep(200);
         }
         throw new AssertionError("console of " + name + " after " + BOOT + ":\n" + c + "\nstatus: " + partition(name)
-            + "\nqemu:\n" + text("/partitions/logs?name=" + name) + "\nphost:\n" + p.stderr());
+            + "\nqemu:\n" + text("/v1/partitions/logs?name=" + name) + "\nphost:\n" + p.stderr());
     }
 
     private void awaitConsoleCount(String name, String marker, int n, PhostProcess p) throws Exception {
