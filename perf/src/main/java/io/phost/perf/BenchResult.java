@@ -33,9 +33,9 @@ public record BenchResult(String name, double value, String unit, String peer, d
         return new BenchResult(name, value, unit, peer, peerValue, lowerIsBetter, Map.copyOf(extra));
     }
 
-    /** Ours divided by the peer's, inverted when lower is better; NaN without a peer. */
+    /** Ours divided by the peer's, inverted when lower is better; NaN without a peer or when either side is not positive. */
     public double ratio() {
-        if (peer == null || Double.isNaN(peerValue) || peerValue == 0 || value == 0) {
+        if (peer == null || Double.isNaN(peerValue) || !(peerValue > 0) || !(value > 0)) {
             return Double.NaN;
         }
         return lowerIsBetter ? peerValue / value : value / peerValue;

@@ -50,6 +50,12 @@ public final class VmBenchSuite implements BenchSuite {
         echo "IO-END $(cut -d' ' -f1 /proc/uptime)"
         """;
 
+    /** One round boots two TCG guests (~20-45 s each) and idles 3 s. */
+    @Override
+    public java.time.Duration quickDuration() {
+        return java.time.Duration.ofSeconds(90);
+    }
+
     @Override
     public String name() {
         return "vm";
