@@ -40,8 +40,8 @@ public final class BenchReport {
         }
         int i = 0;
         for (BenchResult r : results) {
-            if (!r.series().isEmpty()) {
-                String svg = SvgCharts.seriesChart(r.name(), r.unit(), r.series());
+            if (!r.series().isEmpty() && r.seriesUnit() != null) {
+                String svg = SvgCharts.seriesChart(r.name(), r.seriesUnit(), r.series());
                 charts.add(svg);
                 chartFiles.add(save(dir, "series-" + (i++) + ".svg", svg));
             }
@@ -60,6 +60,12 @@ public final class BenchReport {
                 .append(" | ").append(Double.isNaN(r.ratio()) ? "-" : String.format("%.3fx", r.ratio())).append(" |\n");
         }
         md.append('\n');
+        List<String> details = details(results);
+        if (!details.isEmpty()) {
+            md.append("Details (numbers of mixed units, not charted):\n\n");
+            details.forEach(d -> md.append("- ").append(d).append('\n'));
+            md.append('\n');
+        }
         for (String f : chartFiles) {
             md.append("![").append(f).append("](").append(f).append(")\n\n");
         }
@@ -83,11 +89,30 @@ public final class BenchReport {
                 .append(Double.isNaN(r.ratio()) ? "-" : String.format("%.3fx", r.ratio())).append("</td></tr>");
         }
         html.append("</table>");
+        if (!details.isEmpty()) {
+            html.append("<p>Details (numbers of mixed units, not charted):</p><ul>");
+            details.forEach(d -> html.append("<li>").append(esc(d)).append("</li>"));
+            html.append("</ul>");
+        }
         for (String svg : charts) {
             html.append("<div>").append(svg).append("</div>");
         }
         html.append("</body></html>\n");
         Files.writeString(dir.resolve("report.html"), html);
+    }
+
+    /** "name: key=value, ..." for each series that mixes units (sorted keys, 3 significant digits). */
+    static List<String> details(List<BenchResult> results) {
+        List<String> out = new ArrayList<>();
+        for (BenchResult r : results) {
+            if (!r.series().isEmpty() && r.seriesUnit() == null) {
+                StringBuilder sb = new StringBuilder(r.name()).append(": ");
+                r.series().entrySet().stream().sorted(Map.Entry.comparingByKey(SvgCharts::naturalCompare))
+                    .forEach(e -> sb.append(e.getKey()).append('=').append(fmt(e.getValue())).append(", "));
+                out.add(sb.substring(0, sb.length() - 2));
+            }
+        }
+        return out;
     }
 
     private static String save(Path dir, String name, String svg) throws IOException {

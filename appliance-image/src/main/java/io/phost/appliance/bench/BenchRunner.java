@@ -91,6 +91,7 @@ public final class BenchRunner {
             m.put("lower_is_better", r.lowerIsBetter());
             if (!r.series().isEmpty()) {
                 m.put("series", r.series());
+                m.put("series_unit", r.seriesUnit());
             }
             rs.add(m);
         }

@@ -27,7 +27,8 @@ class BenchReportChartsTest {
         BenchResult.vsPeer("4k-randread-qd32 tmpfs with a rather long benchmark name", 378_077, "IOPS", "fio io_uring", 162_218),
         BenchResult.vsPeerLowerIsBetter("ping p99", 721, "us", "kernel bridge", 137),
         BenchResult.vsPeer("broken peer", -5, "IOPS", "raw", 100),
-        BenchResult.alone("allocs", 1204, "allocs/s").withSeries(series()));
+        BenchResult.alone("allocs", 1204, "allocs/s").withSeries("IOPS", series()),
+        BenchResult.alone("mixed", 5, "us").withSeries(Map.of("lat_p99_us", 12.5, "iops", 48_000.0)));
 
     private static Map<String, Double> series() {
         Map<String, Double> m = new LinkedHashMap<>();
@@ -102,6 +103,8 @@ class BenchReportChartsTest {
             start = html.indexOf("<svg", end);
         }
         assertTrue(Files.exists(dir.resolve("ratios.svg")) && Files.exists(dir.resolve("series-0.svg")));
+        assertFalse(Files.exists(dir.resolve("series-1.svg")), "a series of mixed units gets no chart");
+        assertTrue(md.contains("- mixed: iops=48000, lat_p99_us=12.5"), md);
     }
 
     @Test

@@ -222,7 +222,7 @@ public final class StorageBenchSuite implements BenchSuite {
                 series.put("qemu_nbd_iops_run1", peerA);
                 series.put("qemu_nbd_iops_run2", peerB);
                 out.add(BenchResult.vsPeer(pt.name() + " vhdx nbd-export", (oursA + oursB) / 2, "IOPS", "qemu-nbd",
-                    (peerA + peerB) / 2).withSeries(series));
+                    (peerA + peerB) / 2).withSeries("IOPS", series));
             }
         } finally {
             q.destroy();
