@@ -57,7 +57,7 @@ public final class StatusCommand implements Callable<Integer> {
         List<String> out = new java.util.ArrayList<>();
         if (doc instanceof Map<?, ?> m && m.get("partitions") instanceof List<?> parts) {
             for (Object o : parts) {
-                if (o instanceof Map<?, ?> p && ("CRASHED".equals(p.get("state")) || "FAULTED".equals(p.get("state")))) {
+                if (o instanceof Map<?, ?> p && ("crashed".equalsIgnoreCase(String.valueOf(p.get("state"))) || "faulted".equalsIgnoreCase(String.valueOf(p.get("state"))))) {
                     out.add(p.get("name") + " (" + p.get("state") + ": " + p.get("reason") + ")");
                 }
             }
