@@ -45,39 +45,39 @@ class RunPartitionVerbsTest {
             p.awaitLine("phost: ready", Duration.ofSeconds(60));
             String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
             ManagementClient c = new ManagementClient(ManagementAddress.parse(endpoint), null);
-            assertEquals("CREATED", state(c));
+            assertEquals("created", state(c));
 
             assertEquals(0, Main.execute("partition", "start", "later", "--host", endpoint));
-            awaitState(c, "RUNNING");
+            awaitState(c, "running");
             assertEquals(0, Main.execute("partition", "pause", "later", "--host", endpoint));
-            assertEquals("PAUSED", state(c));
-            assertEquals(409, c.post("/partitions/pause?name=later").status(), "pausing a paused partition");
+            assertEquals("paused", state(c));
+            assertEquals(409, c.post("/v1/partitions/pause?name=later").status(), "pausing a paused partition");
             assertEquals(0, Main.execute("partition", "resume", "later", "--host", endpoint));
-            assertEquals("RUNNING", state(c));
+            assertEquals("running", state(c));
 
             assertEquals(0, Main.execute("partition", "stop", "later", "--timeout", "5", "--host", endpoint));
-            assertEquals("STOPPED", state(c));
+            assertEquals("stopped", state(c));
             assertEquals(0, Main.execute("partition", "restart", "--all", "--host", endpoint));
-            awaitState(c, "RUNNING");
+            awaitState(c, "running");
             assertEquals(0, Main.execute("partition", "kill", "later", "--host", endpoint));
             Map<?, ?> killed = partition(c);
-            assertEquals("STOPPED", killed.get("state"));
+            assertEquals("stopped", killed.get("state"));
             assertEquals("killed by request", killed.get("reason"));
             assertTrue(String.valueOf(((Map<?, ?>) killed.get("details")).get("cgroup")).length() > 0, killed.toString());
 
-            assertEquals(404, c.post("/partitions/start?name=nope").status());
-            assertEquals(400, c.post("/partitions/start").status());
+            assertEquals(404, c.post("/v1/partitions/start?name=nope").status());
+            assertEquals(400, c.post("/v1/partitions/start").status());
             assertNotEquals(0, Main.execute("partition", "resume", "later", "--host", endpoint));
-            HttpResponse logs = c.get("/partitions/logs?name=later");
+            HttpResponse logs = c.get("/v1/partitions/logs?name=later");
             assertEquals(200, logs.status());
-            HttpResponse console = c.get("/partitions/console?name=later");
+            HttpResponse console = c.get("/v1/partitions/console?name=later");
             assertEquals(404, console.status());
             assertTrue(console.bodyText().contains("process partition"), console.bodyText());
         }
     }
 
     private static Map<?, ?> partition(ManagementClient c) throws Exception {
-        return (Map<?, ?>) ((List<?>) Json.parse(c.get("/partitions").bodyText())).getFirst();
+        return (Map<?, ?>) ((List<?>) Json.parse(c.get("/v1/partitions").bodyText())).getFirst();
     }
 
     private static String state(ManagementClient c) throws Exception {
