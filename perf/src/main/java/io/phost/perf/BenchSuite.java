@@ -1,5 +1,6 @@
 package io.phost.perf;
 
+import java.time.Duration;
 import java.util.List;
 
 /**
@@ -14,6 +15,14 @@ public interface BenchSuite {
     /** One line for {@code phost bench --help}. */
     String description();
 
-    /** Runs the suite; {@code quick} must finish in under a minute. Reports progress through {@code ctx}. */
+    /**
+     * How long {@code --quick} takes on the reference machine (2 shared cores), said before the run starts.
+     * A minute or less unless the suite overrides it; suites that cannot be that quick say so here.
+     */
+    default Duration quickDuration() {
+        return Duration.ofMinutes(1);
+    }
+
+    /** Runs the suite; {@code quick} finishes within {@link #quickDuration()}. Reports progress through {@code ctx}. */
     List<BenchResult> run(BenchContext ctx) throws Exception;
 }

@@ -34,21 +34,25 @@ public final class BenchReport {
         List<String> chartFiles = new ArrayList<>();
         List<BenchResult> compared = results.stream().filter(r -> !Double.isNaN(r.ratio())).toList();
         if (!compared.isEmpty()) {
-            String svg = ratioChart("Ratio to peer (higher is better; line = parity)", compared);
+            String svg = SvgCharts.ratioChart("Ratio to peer, best first", compared);
             charts.add(svg);
             chartFiles.add(save(dir, "ratios.svg", svg));
         }
         int i = 0;
         for (BenchResult r : results) {
-            if (!r.series().isEmpty()) {
-                String svg = seriesChart(r.name() + " (" + r.unit() + ")", r.series());
+            if (!r.series().isEmpty() && r.seriesUnit() != null) {
+                String svg = SvgCharts.seriesChart(r.name(), r.seriesUnit(), r.series());
                 charts.add(svg);
                 chartFiles.add(save(dir, "series-" + (i++) + ".svg", svg));
             }
         }
         StringBuilder md = new StringBuilder();
         md.append("# phost bench ").append(suite).append("\n\n");
-        md.append("Machine: ").append(machine).append("\n\n");
+        Headline headline = Headline.of(results);
+        md.append("Machine: ").append(MachineInfo.inWords(machine)).append("\n\n");
+        if (headline != null) {
+            md.append("**Headline: ").append(headline.summary()).append("** ").append(Headline.DEFINITION).append("\n\n");
+        }
         md.append("| benchmark | ours | unit | peer | peer value | ratio |\n|---|---:|---|---|---:|---:|\n");
         for (BenchResult r : results) {
             md.append("| ").append(r.name()).append(" | ").append(fmt(r.value())).append(" | ").append(r.unit())
@@ -56,6 +60,12 @@ public final class BenchReport {
                 .append(" | ").append(Double.isNaN(r.ratio()) ? "-" : String.format("%.3fx", r.ratio())).append(" |\n");
         }
         md.append('\n');
+        List<String> details = details(results);
+        if (!details.isEmpty()) {
+            md.append("Details (numbers of mixed units, not charted):\n\n");
+            details.forEach(d -> md.append("- ").append(d).append('\n'));
+            md.append('\n');
+        }
         for (String f : chartFiles) {
             md.append("![").append(f).append("](").append(f).append(")\n\n");
         }
@@ -66,7 +76,10 @@ public final class BenchReport {
             .append("</title><style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1000px}"
                 + "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}td.n{text-align:right}"
                 + ".good{color:#186a3b}.bad{color:#a93226}</style></head><body>");
-        html.append("<h1>phost bench ").append(esc(suite)).append("</h1><p>").append(esc(machine.toString())).append("</p>");
+        html.append("<h1>phost bench ").append(esc(suite)).append("</h1><p>Machine: ").append(esc(MachineInfo.inWords(machine))).append("</p>");
+        if (headline != null) {
+            html.append("<p><b>Headline: ").append(esc(headline.summary())).append("</b> ").append(esc(Headline.DEFINITION)).append("</p>");
+        }
         html.append("<table><tr><th>benchmark</th><th>ours</th><th>unit</th><th>peer</th><th>peer value</th><th>ratio</th></tr>");
         for (BenchResult r : results) {
             String cls = Double.isNaN(r.ratio()) ? "" : r.ratio() >= 1 ? "good" : "bad";
@@ -76,6 +89,11 @@ public final class BenchReport {
                 .append(Double.isNaN(r.ratio()) ? "-" : String.format("%.3fx", r.ratio())).append("</td></tr>");
         }
         html.append("</table>");
+        if (!details.isEmpty()) {
+            html.append("<p>Details (numbers of mixed units, not charted):</p><ul>");
+            details.forEach(d -> html.append("<li>").append(esc(d)).append("</li>"));
+            html.append("</ul>");
+        }
         for (String svg : charts) {
             html.append("<div>").append(svg).append("</div>");
         }
@@ -83,61 +101,23 @@ public final class BenchReport {
         Files.writeString(dir.resolve("report.html"), html);
     }
 
+    /** "name: key=value, ..." for each series that mixes units (sorted keys, 3 significant digits). */
+    static List<String> details(List<BenchResult> results) {
+        List<String> out = new ArrayList<>();
+        for (BenchResult r : results) {
+            if (!r.series().isEmpty() && r.seriesUnit() == null) {
+                StringBuilder sb = new StringBuilder(r.name()).append(": ");
+                r.series().entrySet().stream().sorted(Map.Entry.comparingByKey(SvgCharts::naturalCompare))
+                    .forEach(e -> sb.append(e.getKey()).append('=').append(fmt(e.getValue())).append(", "));
+                out.add(sb.substring(0, sb.length() - 2));
+            }
+        }
+        return out;
+    }
+
     private static String save(Path dir, String name, String svg) throws IOException {
         Files.writeString(dir.resolve(name), svg);
         return name;
-    }
-
-    static String ratioChart(String title, List<BenchResult> results) {
-        int rowH = 22;
-        int labelW = 330;
-        int barW = 520;
-        int h = 40 + rowH * results.size() + 20;
-        double max = Math.max(1.25, results.stream().mapToDouble(BenchResult::ratio).max().orElse(1) * 1.1);
-        StringBuilder s = svgHead(labelW + barW + 80, h, title);
-        double parityX = labelW + barW / max;
-        for (int i = 0; i < results.size(); i++) {
-            BenchResult r = results.get(i);
-            int y = 34 + i * rowH;
-            double w = barW * Math.min(r.ratio(), max) / max;
-            String color = r.ratio() >= 1 ? "#2e86c1" : "#e67e22";
-            s.append(String.format("<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"end\">%s</text>", labelW - 6, y + 14, esc(r.name())));
-            s.append(String.format("<rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"16\" fill=\"%s\"/>", labelW, y + 2, w, color));
-            s.append(String.format("<text x=\"%.1f\" y=\"%d\" font-size=\"11\">%.2fx</text>", labelW + w + 4, y + 14, r.ratio()));
-        }
-        s.append(String.format("<line x1=\"%.1f\" y1=\"28\" x2=\"%.1f\" y2=\"%d\" stroke=\"#333\" stroke-dasharray=\"4 3\"/>", parityX, parityX, h - 10));
-        return s.append("</svg>").toString();
-    }
-
-    static String seriesChart(String title, Map<String, Double> series) {
-        int w = 640;
-        int h = 300;
-        int left = 70;
-        int bottom = 40;
-        double max = series.values().stream().mapToDouble(Double::doubleValue).max().orElse(1);
-        max = max <= 0 ? 1 : max * 1.1;
-        StringBuilder s = svgHead(w, h, title);
-        int n = series.size();
-        double slot = (w - left - 20.0) / n;
-        int i = 0;
-        for (Map.Entry<String, Double> e : series.entrySet()) {
-            double bh = (h - bottom - 40) * e.getValue() / max;
-            double x = left + i * slot + slot * 0.15;
-            double y = h - bottom - bh;
-            s.append(String.format("<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#2e86c1\"/>", x, y, slot * 0.7, bh));
-            s.append(String.format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"middle\">%s</text>", x + slot * 0.35, y - 3, fmt(e.getValue())));
-            s.append(String.format("<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%s</text>", x + slot * 0.35, h - bottom + 16, esc(e.getKey())));
-            i++;
-        }
-        s.append(String.format("<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#333\"/>", left, h - bottom, w - 10, h - bottom));
-        return s.append("</svg>").toString();
-    }
-
-    private static StringBuilder svgHead(int w, int h, String title) {
-        return new StringBuilder(String.format(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">"
-                + "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/><text x=\"10\" y=\"18\" font-size=\"14\" font-weight=\"bold\">%s</text>",
-            w, h, w, h, esc(title)));
     }
 
     private static String fmt(double v) {
@@ -151,6 +131,6 @@ public final class BenchReport {
     }
 
     private static String esc(String s) {
-        return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\"", "&quot;");
+        return SvgCharts.esc(s);
     }
 }

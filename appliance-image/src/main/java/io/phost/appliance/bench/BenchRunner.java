@@ -25,6 +25,14 @@ public final class BenchRunner {
         return byName;
     }
 
+    /** The line said before a {@code --quick} run: how long it will take, and whether that is over a minute. */
+    public static String quickNotice(BenchSuite suite) {
+        long secs = suite.quickDuration().toSeconds();
+        return secs <= 60
+            ? "bench: " + suite.name() + " --quick takes under a minute"
+            : "bench: " + suite.name() + " --quick takes about " + secs + " s (over a minute) on 2 cores";
+    }
+
     /** Runs {@code suite}; scratch directories are removed afterwards even when the suite fails. */
     public static List<BenchResult> run(BenchSuite suite, boolean quick, PrintStream progressOut) throws Exception {
         Path work = Files.createTempDirectory(Path.of(System.getProperty("phost.bench.dir", System.getProperty("java.io.tmpdir"))), "phost-bench-");
@@ -83,6 +91,7 @@ public final class BenchRunner {
             m.put("lower_is_better", r.lowerIsBetter());
             if (!r.series().isEmpty()) {
                 m.put("series", r.series());
+                m.put("series_unit", r.seriesUnit());
             }
             rs.add(m);
         }

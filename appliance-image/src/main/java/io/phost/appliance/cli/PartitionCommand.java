@@ -196,11 +196,11 @@ public final class PartitionCommand {
             row.add(p.get("name"));
             row.add(String.valueOf(p.get("kind")).toLowerCase(java.util.Locale.ROOT));
             row.add(p.get("state"));
-            row.add(p.get("pid"));
+            row.add(p.get("pid") == null ? "-" : p.get("pid"));
             row.add(p.get("vcpus"));
             row.add(p.get("memory_bytes") instanceof Number n ? (n.longValue() >> 20) + "MiB" : p.get("memory_bytes"));
             row.add(p.get("fault_count"));
-            row.add(p.get("reason"));
+            row.add(p.get("reason") == null ? "-" : p.get("reason"));
             t.row(row);
         }
         return t.toString();

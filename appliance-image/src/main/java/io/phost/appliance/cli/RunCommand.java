@@ -90,11 +90,12 @@ public final class RunCommand implements Callable<Integer> {
                 throw new UserException("start failed, everything stopped: " + e.getMessage(), 1, e);
             }
             app.state("running");
-            System.out.println("phost: ready name=" + cfg.host().name() + " management=" + server.address()
-                + " components=" + app.components().size());
+            String ready = "phost: ready name=" + cfg.host().name() + " management=" + server.address()
+                + " components=" + app.components().size();
+            System.out.println(ready);
             System.out.flush();
             if (!plain) {
-                view = StatusView.startIfTerminal(() -> Dashboard.render(app.status()));
+                view = StatusView.startIfTerminal(ready, () -> Dashboard.render(app.status()));
             }
             boolean stopped = limit == null ? awaitForever(stop) : stop.await(limit.toMillis(), TimeUnit.MILLISECONDS);
             LOG.log(Level.INFO, stopped ? "stopping reason=signal" : "stopping reason=duration");

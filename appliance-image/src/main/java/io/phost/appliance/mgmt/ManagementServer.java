@@ -165,7 +165,16 @@ public final class ManagementServer implements Closeable {
             lingeringClose(ch);
             return;
         }
-        respond(ch, handle(head));
+        long t0 = System.nanoTime();
+        HttpResponse r = handle(head);
+        respond(ch, r);
+        if (LOG.isLoggable(System.Logger.Level.DEBUG)) { // -Dphost.log.level=DEBUG: one line per API request
+            String[] line = head.substring(0, Math.max(0, head.indexOf("\r\n"))).split(" ");
+            String path = line.length > 1 ? line[1].replaceFirst("\\?.*", "") : "?";
+            LOG.log(System.Logger.Level.DEBUG, String.format(java.util.Locale.ROOT, "request method=%s path=%s status=%d ms=%.2f",
+                line.length > 0 && line[0].matches("[A-Z]{1,10}") ? line[0] : "?", path.matches("[\\x21-\\x7e]{1,200}") ? path : "?",
+                r.status(), (System.nanoTime() - t0) / 1e6));
+        }
     }
 
     /**

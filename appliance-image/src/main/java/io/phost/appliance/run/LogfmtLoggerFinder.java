@@ -17,8 +17,14 @@ public final class LogfmtLoggerFinder extends System.LoggerFinder {
     private static final System.Logger.Level THRESHOLD =
         System.Logger.Level.valueOf(System.getProperty("phost.log.level", "INFO").toUpperCase());
 
-    /** Where lines go; the live status view swaps in a buffer while it owns the terminal. */
+    /** Where lines go; the live status view swaps in a discarding stream while it owns the terminal. */
     static volatile PrintStream sink = System.err;
+
+    /**
+     * The last lines logged, whatever the sink: the live view's log pane shows them, start-up lines (the NBD
+     * URI, the management address) included, and prints the ones it hid when it gives the terminal back.
+     */
+    static final StatusView.LineRing RECENT = new StatusView.LineRing(500);
 
     @Override
     public System.Logger getLogger(String name, Module module) {
@@ -47,6 +53,7 @@ public final class LogfmtLoggerFinder extends System.LoggerFinder {
             if (thrown != null) {
                 sb.append(" error=").append(quote(thrown.toString()));
             }
+            RECENT.add(sb.toString());
             sink.println(sb);
         }
 

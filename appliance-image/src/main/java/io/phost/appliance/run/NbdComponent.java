@@ -52,9 +52,15 @@ public final class NbdComponent implements Component {
             return null;
         }
         String address = cfg.host().nbd();
-        NbdServer server = address.startsWith("unix:")
-            ? NbdServer.unix(Path.of(address.substring("unix:".length())), exports)
-            : NbdServer.tcp(Integer.parseInt(address.substring(address.lastIndexOf(':') + 1)), exports);
+        NbdServer server;
+        try {
+            server = address.startsWith("unix:")
+                ? NbdServer.unix(Path.of(address.substring("unix:".length())), exports)
+                : NbdServer.tcp(Integer.parseInt(address.substring(address.lastIndexOf(':') + 1)), exports);
+        } catch (java.net.BindException e) {
+            throw new IOException("nbd export: " + address + " is already in use (another phost, qemu-nbd or nbdkit "
+                + "listening there?); free it or change [host] nbd", e);
+        }
         for (NbdServer.Export e : exports) {
             LOG.log(Level.INFO, "exported disk=" + e.name() + " uri=" + server.uri(e.name()) + " read_only=" + e.readOnly());
         }

@@ -3,7 +3,6 @@ package io.phost.appliance.run;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.util.Json;
 import io.phost.appliance.util.Query;
-import io.phost.appliance.util.Records;
 import io.phost.core.partition.ChildPartition;
 import io.phost.core.partition.Partition;
 import io.phost.core.vm.VmPartition;
@@ -88,7 +87,7 @@ final class PartitionRoutes {
             } catch (IOException | RuntimeException e) {
                 failures.add(p.name() + ": " + e.getMessage());
             }
-            done.add(Records.toJsonable(p.status()));
+            done.add(PartitionsComponent.json(p.status()));
         }
         if (!failures.isEmpty() && (targets.size() == 1 || !q.containsKey("all"))) {
             return HttpResponse.text(409, verb + " " + String.join("; ", failures) + "\n");

@@ -205,7 +205,19 @@ public final class PartitionsComponent implements Component {
 
     @Override
     public Object status() {
-        return Records.toJsonable(statuses());
+        return statuses().stream().map(PartitionsComponent::json).toList();
+    }
+
+    /**
+     * One partition as the API shows it: {@code pid} is null rather than -1 when no process runs, and
+     * {@code reason} null rather than "" when there is nothing to explain.
+     */
+    static Object json(PartitionStatus s) {
+        @SuppressWarnings("unchecked")
+        Map<String, Object> m = (Map<String, Object>) Records.toJsonable(s);
+        m.put("pid", s.pid() < 0 ? null : s.pid());
+        m.put("reason", s.reason() == null || s.reason().isEmpty() ? null : s.reason());
+        return m;
     }
 
     @Override

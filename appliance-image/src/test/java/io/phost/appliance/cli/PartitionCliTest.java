@@ -12,18 +12,19 @@ class PartitionCliTest {
     private static final String STATUS = """
         {"name": "h", "state": "running", "partitions": [
           {"name": "web", "kind": "process", "state": "running", "pid": 10, "vcpus": 2, "memory_bytes": 268435456,
-           "fault_count": 0, "reason": ""},
-          {"name": "vm1", "kind": "vm", "state": "crashed", "pid": -1, "vcpus": 1, "memory_bytes": 536870912,
+           "fault_count": 0, "reason": null},
+          {"name": "vm1", "kind": "vm", "state": "crashed", "pid": null, "vcpus": 1, "memory_bytes": 536870912,
            "fault_count": 1, "reason": "QEMU exited with code 137"},
-          {"name": "vm2", "kind": "vm", "state": "faulted", "pid": -1, "vcpus": 1, "memory_bytes": 536870912,
+          {"name": "vm2", "kind": "vm", "state": "faulted", "pid": null, "vcpus": 1, "memory_bytes": 536870912,
            "fault_count": 8, "reason": "8 crashes in a row"}]}
         """;
 
     @Test
     void shouldNameEveryCrashedOrFaultedPartitionForTheStatusExitCode() {
+        // The API's enum casing is snake_case ("crashed"); the check once compared with "CRASHED" and found none.
         assertEquals(List.of("vm1 (crashed: QEMU exited with code 137)", "vm2 (faulted: 8 crashes in a row)"),
             StatusCommand.troubled(Json.parse(STATUS)));
-        assertEquals(List.of(), StatusCommand.troubled(Json.parse("{\"partitions\": [{\"name\": \"a\", \"state\": \"STOPPED\"}]}")));
+        assertEquals(List.of(), StatusCommand.troubled(Json.parse("{\"partitions\": [{\"name\": \"a\", \"state\": \"stopped\"}]}")));
         assertEquals(3, StatusCommand.EXIT_PARTITION_DOWN);
     }
 
@@ -32,7 +33,8 @@ class PartitionCliTest {
         String t = PartitionCommand.table((List<?>) ((java.util.Map<?, ?>) Json.parse(STATUS)).get("partitions"));
         List<String> lines = t.lines().toList();
         assertTrue(lines.getFirst().matches("NAME +KIND +STATE +PID +VCPUS +MEMORY +FAULTS +REASON"), t);
-        assertTrue(lines.get(2).matches("vm1 +vm +crashed +-1 +1 +512MiB +1 +QEMU exited with code 137"), t);
+        assertTrue(lines.get(1).matches("web +process +running +10 +2 +256MiB +0 +-"), t);
+        assertTrue(lines.get(2).matches("vm1 +vm +crashed +- +1 +512MiB +1 +QEMU exited with code 137"), t);
         assertEquals("no partitions\n", PartitionCommand.table(List.of()));
     }
 }

@@ -27,9 +27,15 @@ public final class PhostProcess implements AutoCloseable {
     }
 
     public static PhostProcess start(Path runtimeDir, String... args) throws IOException {
+        return start(runtimeDir, List.of(), args);
+    }
+
+    /** With extra JVM flags, e.g. {@code -Dphost.log.level=DEBUG}. */
+    public static PhostProcess start(Path runtimeDir, List<String> jvmFlags, String... args) throws IOException {
         List<String> cmd = new ArrayList<>();
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         cmd.addAll(GuestLauncher.inheritedJvmFlags());
+        cmd.addAll(jvmFlags);
         cmd.add("-Dphost.runtime.dir=" + runtimeDir);
         cmd.add("-cp");
         cmd.add(System.getProperty("java.class.path"));

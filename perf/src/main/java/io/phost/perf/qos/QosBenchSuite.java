@@ -85,10 +85,9 @@ public final class QosBenchSuite implements BenchSuite {
                         worst = Math.abs(err) > Math.abs(worst) ? err : worst;
                         series.put("window" + s, (double) w[s]);
                     }
-                    series.put("worstErrorPct", worst);
                     String name = "limit-" + limit + "-qd" + qd;
                     ctx.log(String.format(Locale.ROOT, "%s: windows %s worst %+.2f%%", name, series, worst));
-                    results.add(BenchResult.vsPeer(name, mean(w, 1, windows), "IOPS", "policy maximum", limit).withSeries(series));
+                    results.add(BenchResult.vsPeer(name, mean(w, 1, windows), "IOPS", "policy maximum", limit).withSeries("IOPS", series));
                     results.add(BenchResult.alone(name + " worst-window-error", worst, "%"));
                 }
             }
@@ -144,7 +143,7 @@ public final class QosBenchSuite implements BenchSuite {
             min, worstGold, worstGold * 100 / min, unprotected, series));
         List<BenchResult> out = new ArrayList<>();
         out.add(BenchResult.vsPeer("reservation-under-contention gold worst window / minimum", worstGold / min * 100, "% of min",
-            "no QoS", unprotected / min * 100).withSeries(series));
+            "no QoS", unprotected / min * 100).withSeries("IOPS", series));
         out.add(BenchResult.alone("reservation-under-contention total IOPS with QoS",
             mean(with.get(0), 2, windows) + mean(with.get(1), 2, windows), "IOPS"));
         return out;

@@ -89,7 +89,7 @@ public final class VhostBenchSuite implements BenchSuite {
                         series.put("qsd_max", b[ROUNDS - 1]);
                     }
                     out.add(BenchResult.vsPeer(point, a[ROUNDS / 2], "IOPS", qsd ? "qemu-storage-daemon" : null,
-                        qsd ? b[ROUNDS / 2] : Double.NaN).withSeries(series));
+                        qsd ? b[ROUNDS / 2] : Double.NaN).withSeries("IOPS", series));
                 }
             }
         }
@@ -125,7 +125,7 @@ public final class VhostBenchSuite implements BenchSuite {
             series.put("qsd_max", b[ROUNDS - 1]);
         }
         return BenchResult.vsPeerLowerIsBetter("4k-read-qd1 round trip null", a[ROUNDS / 2], "us",
-            qsd ? "qemu-storage-daemon null-co" : null, qsd ? b[ROUNDS / 2] : Double.NaN).withSeries(series);
+            qsd ? "qemu-storage-daemon null-co" : null, qsd ? b[ROUNDS / 2] : Double.NaN).withSeries("us", series);
     }
 
     private static double peerNull(BenchContext ctx, long size, double seconds, int round) throws Exception {

@@ -50,6 +50,12 @@ public final class VmBenchSuite implements BenchSuite {
         echo "IO-END $(cut -d' ' -f1 /proc/uptime)"
         """;
 
+    /** One round boots two TCG guests (~20-45 s each) and idles 3 s. */
+    @Override
+    public java.time.Duration quickDuration() {
+        return java.time.Duration.ofSeconds(90);
+    }
+
     @Override
     public String name() {
         return "vm";
@@ -93,9 +99,9 @@ public final class VmBenchSuite implements BenchSuite {
         ctx.progress(steps, steps, "done");
         List<BenchResult> results = new ArrayList<>();
         results.add(BenchResult.vsPeerLowerIsBetter("start to marker (" + accel.type().qemuName + ")", median(oursStart), "s",
-            "plain QEMU", median(peerStart)).withSeries(series(oursStart, peerStart)));
+            "plain QEMU", median(peerStart)).withSeries("s", series(oursStart, peerStart)));
         results.add(BenchResult.vsPeer("in-guest 64k seq read, direct (" + accel.type().qemuName + ")", median(oursIo), "MiB/s",
-            "QEMU virtio-blk", median(peerIo)).withSeries(series(oursIo, peerIo)));
+            "QEMU virtio-blk", median(peerIo)).withSeries("MiB/s", series(oursIo, peerIo)));
         results.add(new BenchResult("phost CPU per idle VM (1 disk)", idle, "% core", null, Double.NaN, true, Map.of()));
         return results;
     }
