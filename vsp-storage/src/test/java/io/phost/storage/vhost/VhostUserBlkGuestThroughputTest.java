@@ -54,7 +54,7 @@ class VhostUserBlkGuestThroughputTest {
     @Test
     void shouldReadInsideAGuestAtLeastATenthAsFastAsQemuStorageDaemonOnTheSameFile() throws Exception {
         for (String tool : List.of("qemu-system-x86_64", "qemu-storage-daemon")) {
-            assertTrue(Proc.exists(tool), tool + " is missing (Debian: qemu-system-x86, qemu-utils; see .ci/run)");
+            assertTrue(Proc.exists(tool), tool + " is missing (Debian: qemu-system-x86, qemu-system-common; see .ci/run)");
         }
         Path guest = VhostUserBlkQemuTest.buildGuest();
         Path image = dir.resolve("tput.raw");
