@@ -80,13 +80,13 @@ public final class GuestMixedCommand implements java.util.concurrent.Callable<In
             });
             String reason = s.awaitShutdown();
             long t0 = System.nanoTime();
-            System.err.println("guest mixed: stopping: " + reason);
+            System.err.println("guest mixed: stopping at=" + java.time.Instant.now() + ": " + reason);
             stopping = true;
             if (bridge[0] != null) {
                 bridge[0].close();
             }
             net.join(NET_CLEANUP_MILLIS); // let the bridge remove its TAP and namespace
-            System.err.println("guest mixed: stopped ms=" + (System.nanoTime() - t0) / 1_000_000
+            System.err.println("guest mixed: stopped at=" + java.time.Instant.now() + " ms=" + (System.nanoTime() - t0) / 1_000_000
                 + (net.isAlive() ? " (network cleanup still running)" : ""));
             System.err.flush();
             // The host asked for the stop and owns the disks: it closes the channels and flushes. What is left here

@@ -51,7 +51,7 @@ class StorvspCrashTest {
         long started = System.nanoTime();
         for (int round = 0; round < ROUNDS; round++) {
             records += killedRound(dir.resolve("host-" + round), raw, vhdx, vhd, 1 + random.nextInt(8), random.nextInt(40));
-            if (ROUNDS > 1 && (round + 1) % 100 == 0) {
+            if (ROUNDS > 1 && (round + 1) % 10 == 0) {
                 System.out.printf("StorvspCrashTest: %d SIGKILL rounds, %d synced 64 KiB writes verified, 0 lost, %d s%n",
                     round + 1, records, (System.nanoTime() - started) / 1_000_000_000L);
             }
