@@ -74,6 +74,7 @@ class ManagementHttpFuzzTest {
             });
             // the mutants reach the handlers (accepted and refused by the policy checks), not only the request line
             assertTrue(seen.keySet().containsAll(Set.of(200, 400, 401, 404)), "statuses seen: " + seen);
+            System.out.println("ManagementHttpFuzzTest: " + CASES + " heads, statuses " + seen);
         }
     }
 
@@ -104,6 +105,7 @@ class ManagementHttpFuzzTest {
             }
             assertEquals(200, new ManagementClient(s.address(), null).get("/v1/health").status());
             assertEquals(200, new ManagementClient(s.address(), TOKEN).get("/v1/status").status());
+            System.out.println("ManagementHttpFuzzTest: " + cases + " TCP byte streams answered or closed");
         }
     }
 
