@@ -78,7 +78,14 @@ public final class GuestMixedCommand implements java.util.concurrent.Callable<In
                     System.err.println("guest mixed: net failed: " + e);
                 }
             });
-            String reason = s.awaitShutdown();
+            boolean announced = false;
+            while (!s.awaitShutdown(java.time.Duration.ofMillis(100))) {
+                if (!announced && bridge[0] != null) {
+                    System.err.println("guest mixed: network up"); // the TAP is configured and bridged
+                    announced = true;
+                }
+            }
+            String reason = s.shutdownReason();
             long t0 = System.nanoTime();
             System.err.println("guest mixed: stopping at=" + java.time.Instant.now() + ": " + reason);
             stopping = true;

@@ -85,10 +85,11 @@ class RunStopTest {
         try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--plain", "--config", cfg.toString())) {
             p.awaitLine("phost: ready", Duration.ofSeconds(60));
             long deadline = System.nanoTime() + 60_000_000_000L;
-            while (System.nanoTime() < deadline && !p.stderr().contains("vnic attached")) {
+            while (System.nanoTime() < deadline && !guestLog(name).contains("guest mixed: network up")) {
                 Thread.sleep(100);
             }
-            Thread.sleep(3000); // the guest's I/O and bridge are running
+            assertTrue(guestLog(name).contains("guest mixed: network up"), guestLog(name) + "\n" + p.stderr());
+            Thread.sleep(1000); // the guest's I/O and bridge are running
             long t0 = System.nanoTime();
             new ProcessBuilder("kill", "-TERM", Long.toString(p.process().pid())).start().waitFor();
             assertTrue(p.process().waitFor(20, TimeUnit.SECONDS), "phost did not stop within 20 s after SIGTERM");
