@@ -18,8 +18,9 @@ import org.junit.jupiter.api.Test;
  */
 class ConfigFuzzTest {
     private static final String EXAMPLE = ConfigLoader.resourceText(ConfigLoader.EXAMPLE_RESOURCE);
-    /** Each example parse takes a few ms on a busy 2-core box; -Dphost.soak=true runs 40 times as many. */
-    private static final int ROUNDS = Boolean.getBoolean("phost.soak") ? 10_000 : 200;
+    /** Each example parse takes a few ms on a busy 2-core box; -Dphost.soak=true runs 100,000 over both kinds. */
+    private static final int ROUNDS = Boolean.getBoolean("phost.soak") ? 50_000 : 200;
+    private static final int RANDOM_INPUTS = Boolean.getBoolean("phost.soak") ? 100_000 : 1500;
 
     /** Values of every type and edge, dropped into the example in place of real ones. */
     private static final String[] VALUES = {
@@ -35,7 +36,7 @@ class ConfigFuzzTest {
     @Test
     void shouldOnlyEverThrowConfigExceptionForRandomBytes() {
         SplittableRandom random = new SplittableRandom(0x5eed);
-        for (int i = 0; i < 1500; i++) {
+        for (int i = 0; i < RANDOM_INPUTS; i++) {
             byte[] bytes = new byte[random.nextInt(200)];
             for (int j = 0; j < bytes.length; j++) {
                 // Mostly TOML punctuation and letters so the parser gets past the first character.

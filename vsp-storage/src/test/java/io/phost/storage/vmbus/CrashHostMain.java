@@ -8,6 +8,7 @@ import io.phost.core.vmbus.VmbusClient;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
 import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.vhd.VhdDisk;
 import io.phost.vhdx.vhdx.VhdxDisk;
 
 import java.lang.foreign.Arena;
@@ -19,24 +20,27 @@ import java.util.HexFormat;
 import java.util.List;
 
 /**
- * The process {@link StorvspCrashTest} kills: a host with a storage VSP (LUN 0 raw, LUN 1 VHDX) and a guest
- * attached in the same process. Round k writes 16 x 64 KiB at unit k*16 on both LUNs with seed k, then
- * SYNCHRONIZE CACHE on both, then prints {@code SYNCED k}. Runs until killed.
- * Args: dataDir raw vhdx
+ * The process {@link StorvspCrashTest} kills: a host with a storage VSP (LUN 0 raw, LUN 1 VHDX, LUN 2 dynamic
+ * VHD) and a guest attached in the same process. Round k writes 16 x 64 KiB at unit k*16 on every LUN with seed
+ * k, then SYNCHRONIZE CACHE on each, then prints {@code SYNCED k}. Runs until killed.
+ * Args: dataDir raw vhdx vhd
  */
 public final class CrashHostMain {
     public static final int UNIT = 64 << 10;
     public static final int PER_ROUND = 16;
+    public static final int LUNS = 3;
 
     public static void main(String[] args) throws Exception {
         Path dir = Path.of(args[0]);
         try (FileDisk raw = FileDisk.openFile(Path.of(args[1]), false, true);
              VhdxDisk vhdx = VhdxDisk.open(Path.of(args[2]), false);
+             VhdDisk vhd = VhdDisk.open(Path.of(args[3]), false);
              PartitionHost host = new PartitionHost(Files.createDirectories(dir.resolve("host")), s -> List.of("false"),
                  PartitionHost.Options.defaults())) {
             StorageVsp vsp = new StorageVsp("crash", 0);
             vsp.attach(0, "raw", raw, QosFlow.UNLIMITED, false);
             vsp.attach(1, "vhdx", vhdx, QosFlow.UNLIMITED, false);
+            vsp.attach(2, "vhd", vhd, QosFlow.UNLIMITED, false);
             Partition p = host.create(PartitionSpec.external("crash", 1, 16L << 20));
             p.offer(vsp);
             p.start();
@@ -48,7 +52,7 @@ public final class CrashHostMain {
                 sync.set(ValueLayout.JAVA_BYTE, 0, (byte) 0x35);
                 long maxRounds = (raw.size() / UNIT) / PER_ROUND;
                 for (long k = 0; ; k = (k + 1) % maxRounds) {
-                    for (int lun = 0; lun < 2; lun++) {
+                    for (int lun = 0; lun < LUNS; lun++) {
                         for (int s = 0; s < PER_ROUND; s++) {
                             long unit = k * PER_ROUND + s;
                             MemorySegment b = q.buffer(s);
