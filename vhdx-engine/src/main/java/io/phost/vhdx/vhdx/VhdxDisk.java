@@ -847,12 +847,14 @@ public final class VhdxDisk implements MappedDisk {
             // makes it durable; a block allocated after the snapshot waits for the next flush.
             List<VhdxLog.Update> pages = collectDirty();
             long durableSize = file.size();
-            file.sync();
+            if (pages.isEmpty() || sessionStarted) {
+                file.sync();
+            }
             if (pages.isEmpty()) {
                 return;
             }
             if (!sessionStarted) {
-                startSession();
+                startSession(); // its first header fdatasync also makes the data written so far durable
             }
             int max = VhdxLog.maxPagesPerEntry(header.logLength());
             try {
