@@ -41,7 +41,8 @@ import java.util.concurrent.locks.ReentrantLock;
  * FULLY_PRESENT block (or a PARTIALLY_PRESENT one whose sectors are all present), with the same acquire
  * load the data path uses, so it may transfer the bytes itself on {@link #mappedFd()} (a second fd of the
  * image, O_DIRECT where allowed). Everything else (allocation, bitmaps, parents, the in-memory log of a
- * read-only open, the first write of a session) stays with {@link #read}/{@link #write}.
+ * read-only open, the first write into an older block before the session started) stays with
+ * {@link #read}/{@link #write}.
  *
  * <h2>Metadata and flush</h2>
  * BAT and sector-bitmap changes are committed by {@link #flush()} through the log:
@@ -56,9 +57,13 @@ import java.util.concurrent.locks.ReentrantLock;
  * at most the unflushed writes; their blocks may remain as unreferenced space at the end of the file.
  *
  * <h2>GUID rules</h2>
- * On the first write after a read-write open (data, metadata or log replay) the header is rewritten with a
- * new FileWriteGuid, a new DataWriteGuid (first user-visible change) and a new LogGuid for this session,
- * both copies, each followed by fdatasync. On close the LogGuid is set back to zero (log empty), so qemu
+ * Before the first change to anything the on-disk image describes (a write into a block that existed at
+ * open, the first log entry, a log replay) the header is rewritten with a new FileWriteGuid, a new
+ * DataWriteGuid (first user-visible change) and a new LogGuid for this session, both copies, each followed
+ * by fdatasync. Writes that allocate only append blocks past the end the image had at open: no BAT on disk
+ * points there until the flush that logs them, so the header rewrite (two fdatasyncs) waits for that flush
+ * and a fresh image's first writes cost about what a raw file's sparse extension does. A crash before that
+ * flush leaves the header as it was and unreferenced space at the end. On close the LogGuid is set back to zero (log empty), so qemu
  * and Hyper-V see a clean image.
  */
 public final class VhdxDisk implements MappedDisk {
@@ -123,6 +128,14 @@ public final class VhdxDisk implements MappedDisk {
     private long logSequence;
     /** Set once the session's header (new GUIDs, LogGuid) is durable; written once under commitLock. */
     private volatile boolean sessionStarted;
+    /**
+     * End of the file at open: every block at or past it was allocated in this open and is reachable from
+     * the on-disk BAT only after the flush that logs it (which starts the session first). Writes into such
+     * blocks therefore need no session yet; writes into older blocks do.
+     */
+    private final long sessionFloor;
+    /** A block was allocated before the session started: close must flush so it is logged. */
+    private volatile boolean allocatedBeforeSession;
     private volatile boolean closed;
     /** The fd for mapped I/O, opened by the first {@link #mappedFd()}; guarded by mappedLock. */
     private final Object mappedLock = new Object();
@@ -157,6 +170,7 @@ public final class VhdxDisk implements MappedDisk {
         }
         long end = Math.max(file.size(), p.logPlan == null ? 0 : p.logPlan.lastFileOffset());
         this.fileEnd = new AtomicLong(roundUp(end, 1 << 20));
+        this.sessionFloor = fileEnd.get();
         this.overlay = overlay;
         this.parent = parent;
         this.logState = logState;
@@ -487,11 +501,12 @@ public final class VhdxDisk implements MappedDisk {
 
     @Override
     public long mapWrite(long offset, long length) {
-        // Before the session starts, write() must run once: it rewrites the headers (DataWriteGuid).
-        if (readOnly || !sessionStarted) {
+        if (readOnly) {
             return -1;
         }
-        return map(offset, length);
+        long at = map(offset, length);
+        // A block the on-disk BAT maps needs the session first (new DataWriteGuid): write() starts it.
+        return at >= 0 && at < sessionFloor && !sessionStarted ? -1 : at;
     }
 
     /** File offset of [offset, +length) when it lies in one block whose sectors are all in this file, else -1. */
@@ -552,7 +567,16 @@ public final class VhdxDisk implements MappedDisk {
         if (readOnly) {
             throw new IOException("read-only: " + path);
         }
-        if (!sessionStarted) {
+    }
+
+    /**
+     * Starts the session before a write that changes bytes the on-disk BAT already maps (a block older
+     * than this open). Writes into blocks allocated in this open, and metadata changes (committed by
+     * {@link #flush()}, which starts the session itself), leave the session, and its two header
+     * fdatasyncs, to the first flush: a fresh image's first writes cost what a raw file's do.
+     */
+    private void sessionBeforeWriteAt(long blockFileOffset) throws IOException {
+        if (blockFileOffset < sessionFloor && !sessionStarted) {
             startSession();
         }
     }
@@ -655,8 +679,12 @@ public final class VhdxDisk implements MappedDisk {
             long e = (long) LONGS.getAcquire(bat, (int) payloadIndex(block, chunkRatio));
             int st = state(e);
             if (st == PAYLOAD_FULLY_PRESENT || (st == PAYLOAD_PARTIALLY_PRESENT && bitsAllSet(block, off, n))) {
+                sessionBeforeWriteAt(fileOffset(e));
                 file.write(fileOffset(e) + inBlock, src, srcOff, n);
             } else {
+                if (st == PAYLOAD_PARTIALLY_PRESENT) {
+                    sessionBeforeWriteAt(fileOffset(e)); // outside the stripe lock: startSession takes commitLock
+                }
                 writeSlow(block, off, src, srcOff, n);
             }
             off += n;
@@ -699,6 +727,9 @@ public final class VhdxDisk implements MappedDisk {
     /** Appends {@code bytes} (a multiple of 1 MiB) at the end of the file and makes the file cover them. */
     private long allocate(long bytes) throws IOException {
         long off = fileEnd.getAndAdd(bytes);
+        if (!sessionStarted) {
+            allocatedBeforeSession = true;
+        }
         // Extend the file now so the BAT never points past EOF (qemu refuses such images); the byte is
         // inside this new, unpublished block, so no other writer can race on it.
         file.write(off + bytes - 1, ZEROS, 0, 1);
@@ -816,12 +847,14 @@ public final class VhdxDisk implements MappedDisk {
             // makes it durable; a block allocated after the snapshot waits for the next flush.
             List<VhdxLog.Update> pages = collectDirty();
             long durableSize = file.size();
-            file.sync();
+            if (pages.isEmpty() || sessionStarted) {
+                file.sync();
+            }
             if (pages.isEmpty()) {
                 return;
             }
             if (!sessionStarted) {
-                startSession();
+                startSession(); // its first header fdatasync also makes the data written so far durable
             }
             int max = VhdxLog.maxPagesPerEntry(header.logLength());
             try {
@@ -839,6 +872,16 @@ public final class VhdxDisk implements MappedDisk {
         } finally {
             commitLock.unlock();
         }
+    }
+
+    /** Some BAT sector waits for a flush (an unmap or write-zeroes before the session started). */
+    private boolean anyDirty() {
+        for (int i = 0; i < batDirty.length(); i++) {
+            if (batDirty.get(i) != 0) {
+                return true;
+            }
+        }
+        return false;
     }
 
     private void remarkDirty(List<VhdxLog.Update> pages) {
@@ -966,6 +1009,9 @@ public final class VhdxDisk implements MappedDisk {
         }
         IOException failure = null;
         try {
+            if (!readOnly && !sessionStarted && (allocatedBeforeSession || anyDirty())) {
+                flush(); // logs the blocks allocated before any flush; this starts the session
+            }
             if (!readOnly && sessionStarted) {
                 flush();
                 commitLock.lock();

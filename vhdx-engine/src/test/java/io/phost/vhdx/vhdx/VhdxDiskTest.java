@@ -53,7 +53,7 @@ class VhdxDiskTest {
     }
 
     @Test
-    void shouldChangeDataWriteGuidOnFirstWriteOnly() throws Exception {
+    void shouldChangeDataWriteGuidOnceBeforeTheFirstChangeReachesTheOnDiskImage() throws Exception {
         Path f = dir.resolve("g.vhdx");
         UUID before;
         try (VhdxDisk d = VhdxDisk.create(f, VhdxCreateOptions.dynamic(8L << 20).withBlockSize(1 << 20))) {
@@ -65,14 +65,64 @@ class VhdxDiskTest {
         UUID after;
         try (VhdxDisk d = VhdxDisk.open(f, false)) {
             d.write(0, MemorySegment.ofArray(pattern(2, 4096)));
+            assertEquals(before, d.dataWriteGuid(), "a write into a new block is unreachable on disk until the flush");
+            d.flush();
             after = d.dataWriteGuid();
-            assertNotEquals(before, after);
+            assertNotEquals(before, after, "the flush that logs the new block starts the session");
             d.write(4096, MemorySegment.ofArray(pattern(3, 4096)));
+            d.flush();
             assertEquals(after, d.dataWriteGuid());
         }
         try (VhdxDisk d = VhdxDisk.open(f, true)) {
             assertEquals(after, d.dataWriteGuid());
         }
+        try (VhdxDisk d = VhdxDisk.open(f, false)) {
+            d.write(8192, MemorySegment.ofArray(pattern(4, 4096)));
+            assertNotEquals(after, d.dataWriteGuid(), "a write into a block the on-disk BAT maps changes it at once");
+        }
+    }
+
+    @Test
+    void shouldAllocateFreshBlocksWithoutAnyFdatasyncUntilTheGuestFlushes() throws Exception {
+        Path f = dir.resolve("first.vhdx");
+        VhdxDisk.create(f, VhdxCreateOptions.dynamic(64L << 20).withBlockSize(1 << 20)).close();
+        try (VhdxDisk d = VhdxDisk.open(f, false)) {
+            long syncs = d.fileSyncs();
+            for (int b = 0; b < 16; b++) {
+                d.write((long) b << 20, MemorySegment.ofArray(pattern(b, 4096)));
+            }
+            assertEquals(syncs, d.fileSyncs(), "16 first writes: no header rewrite, no log entry, no fdatasync");
+            d.flush();
+            long afterFlush = d.fileSyncs() - syncs;
+            // two header syncs (the first also covers the data) + one log-entry sync: 16 allocations, one entry
+            assertEquals(3, afterFlush, "one flush commits every allocation in one log entry");
+        }
+        try (VhdxDisk d = VhdxDisk.open(f, true)) {
+            for (int b = 0; b < 16; b++) {
+                assertArrayEquals(pattern(b, 4096), read(d, (long) b << 20, 4096));
+            }
+        }
+        VhdxCheck.Report report = VhdxCheck.check(f);
+        assertTrue(report.clean(), report::toString);
+    }
+
+    @Test
+    void shouldLogBlocksAllocatedBeforeAnyFlushWhenClosed() throws Exception {
+        Path f = dir.resolve("close.vhdx");
+        VhdxDisk.create(f, VhdxCreateOptions.dynamic(16L << 20).withBlockSize(1 << 20)).close();
+        try (VhdxDisk d = VhdxDisk.open(f, false)) {
+            d.write(3L << 20, MemorySegment.ofArray(pattern(7, 4096)));
+        }
+        try (VhdxDisk d = VhdxDisk.open(f, false)) {
+            assertArrayEquals(pattern(7, 4096), read(d, 3L << 20, 4096));
+            assertEquals(VhdxDisk.LogState.CLEAN, d.logState());
+            d.unmap(3L << 20, 1 << 20); // a metadata-only change before any session: close must log it too
+        }
+        try (VhdxDisk d = VhdxDisk.open(f, true)) {
+            assertArrayEquals(new byte[4096], read(d, 3L << 20, 4096));
+        }
+        VhdxCheck.Report report = VhdxCheck.check(f);
+        assertTrue(report.clean(), report::toString);
     }
 
     @Test

@@ -25,7 +25,7 @@ class VhdxMappedTest {
     void shouldMapOnlyRangesInsideOneFullyPresentBlockOnceTheWriteSessionStarted() throws Exception {
         try (VhdxDisk d = VhdxDisk.create(dir.resolve("a.vhdx"), VhdxCreateOptions.dynamic(16L * MIB).withBlockSize(MIB))) {
             assertEquals(-1, d.mapRead(0, 4096), "unallocated block reads zeros: slow path");
-            assertEquals(-1, d.mapWrite(0, 4096), "no write session yet: the first write must start it");
+            assertEquals(-1, d.mapWrite(0, 4096), "unallocated: a write must allocate");
             d.write(2L * MIB, MemorySegment.ofArray(VhdxDiskTest.pattern(1, 4096)));
             long base = d.blockFileOffset(2);
             assertTrue(base > 0);
