@@ -80,6 +80,8 @@ public final class VhdMaintenance {
             if (actual == oldSize) {
                 return oldSize;
             }
+            MemorySegment oldFooter = arena.allocate(VhdFooter.LENGTH);
+            MemorySegment.copy(footer.segment(), 0, oldFooter, 0, VhdFooter.LENGTH);
             // Original size follows too (as Hyper-V's Resize-VHD does): tools that trust it must see the new size.
             footer.currentSize(actual).originalSize(actual).geometry(geo[0], geo[1], geo[2]).sealChecksum();
             if (p.header() == null) {
@@ -113,7 +115,11 @@ public final class VhdMaintenance {
                     f.readFully(tail, h.tableOffset() + 4L * p.bat().length);
                     MemorySegment.copy(tail, 0, bat, 4L * p.bat().length, extra * 4);
                 }
-                f.writeFully(footer.segment(), newBat + batBytes);
+                // Crash-safe order: (1) the new BAT and the *old* footer at the new end: still the old image;
+                // (2) the header points at the bigger BAT: the old size over a table with spare entries;
+                // (3) the new footer. A kill between any two steps leaves an image that opens (old or new size).
+                long newEnd = newBat + batBytes;
+                f.writeFully(oldFooter, newEnd);
                 f.writeFully(bat, newBat);
                 if (newBat > end) {
                     f.writeFully(arena.allocate(newBat - end), end);
@@ -121,9 +127,10 @@ public final class VhdMaintenance {
                 f.dataSync();
                 h.tableOffset(newBat).maxTableEntries(needed).sealChecksum();
                 f.writeFully(h.segment(), headerOffset);
-            } else {
-                f.writeFully(footer.segment(), end);
+                f.dataSync();
+                end = newEnd;
             }
+            f.writeFully(footer.segment(), end);
             f.writeFully(footer.segment(), 0);
             f.dataSync();
             return actual;
