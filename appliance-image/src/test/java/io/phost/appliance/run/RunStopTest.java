@@ -106,7 +106,9 @@ class RunStopTest {
             assertTrue(p.stderr().contains("msg=\"stopped\" component=disks"), "disks flushed and closed:\n" + p.stderr());
             java.util.regex.Matcher g = java.util.regex.Pattern.compile("guest mixed: stopped at=[^ ]* ms=([0-9]+)").matcher(guestLog(name));
             assertTrue(g.find(), guestLog(name));
-            assertTrue(Long.parseLong(g.group(1)) <= 1_000, "the guest's own stop took " + g.group(1) + " ms");
+            // Typically ~0.1 s; its network teardown may wait up to 1.5 s (seen 1.2 s in CI), and it must finish
+            // well inside the host's 2.5 s grace so that it is never SIGKILLed.
+            assertTrue(Long.parseLong(g.group(1)) <= 2_000, "the guest's own stop took " + g.group(1) + " ms");
         }
     }
 
