@@ -53,6 +53,13 @@ public final class VhdCommand implements Callable<Integer> {
     }
 
     /** Runs an operation, turning library failures into one-line user errors. */
+    /** The --output values every reporting verb takes; anything else is a usage error (exit 2). */
+    static void requireOutput(String output) {
+        if (!output.equals("human") && !output.equals("json")) {
+            throw new UserException("unknown --output \"" + output + "\" (human or json)", 2);
+        }
+    }
+
     static int guard(Op op) {
         try {
             return op.run();
@@ -208,9 +215,7 @@ public final class VhdCommand implements Callable<Integer> {
         @Override
         public Integer call() {
             return guard(() -> {
-                if (!output.equals("human") && !output.equals("json")) {
-                    throw new UserException("unknown --output \"" + output + "\" (human or json)", 2);
-                }
+                requireOutput(output);
                 json |= output.equals("json");
                 ImageInfo first = DiskOps.info(file, sourceFormat(format));
                 java.util.List<ImageInfo> all = new java.util.ArrayList<>(java.util.List.of(first));
@@ -271,9 +276,7 @@ public final class VhdCommand implements Callable<Integer> {
         @Override
         public Integer call() {
             return guard(() -> {
-                if (!output.equals("human") && !output.equals("json")) {
-                    throw new UserException("unknown --output \"" + output + "\" (human or json)", 2);
-                }
+                requireOutput(output);
                 CheckReport r = DiskOps.check(file, sourceFormat(format), repair);
                 if (output.equals("json")) {
                     System.out.println(r.toJson(file.toString()));
@@ -517,9 +520,7 @@ public final class VhdCommand implements Callable<Integer> {
         @Override
         public Integer call() {
             return guard(() -> {
-                if (!output.equals("human") && !output.equals("json")) {
-                    throw new UserException("unknown --output \"" + output + "\" (human or json)", 2);
-                }
+                requireOutput(output);
                 java.util.List<io.phost.vhdx.ops.ImageMap.Extent> extents;
                 try (VirtualDisk d = open(file, format)) {
                     extents = io.phost.vhdx.ops.ImageMap.of(d);
