@@ -9,6 +9,8 @@ import io.phost.core.vmbus.VmbusClient;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
+import io.phost.perf.MachineLoad;
+import io.phost.perf.Rounds;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
 import io.phost.storage.backend.FileDisk;
@@ -80,9 +82,11 @@ public final class StorageBenchSuite implements BenchSuite {
     @Override
     public List<BenchResult> run(BenchContext ctx) throws Exception {
         boolean quick = ctx.quick();
-        // Interleaved rounds (ours, then the native peers, again and again) and medians: this machine's
-        // throughput drifts by tens of percent from second to second, and a ratio must compare like with like.
-        int rounds = quick ? 3 : 5;
+        // Interleaved rounds (ABBA: ours and the native peers alternate who goes first) and medians: this
+        // machine's throughput drifts by tens of percent from second to second, and a ratio must compare like
+        // with like. Load and steal during the run are reported with the results.
+        MachineLoad load = MachineLoad.start();
+        int rounds = quick ? 3 : 6;
         double seconds = quick ? 0.5 : 2.0;
         long fileSize = quick ? 64L << 20 : 512L << 20;
         List<Point> points = new ArrayList<>(List.of(
@@ -115,6 +119,7 @@ public final class StorageBenchSuite implements BenchSuite {
         if (only == null || only.isBlank() || only.equals("nbd")) {
             step = nbdVsQemuNbd(ctx, quick, fio, seconds, fileSize, out, step, total);
         }
+        out.addAll(load.results("machine: "));
         ctx.progress(total, total, "done");
         return out;
     }
@@ -344,15 +349,20 @@ public final class StorageBenchSuite implements BenchSuite {
         GuestIo.Result last = null;
         long cpu = 0;
         for (int i = 0; i < rounds; i++) {
-            long cpu0 = vspCpuNanos();
-            last = PIN ? pinnedRun(client, options) : GuestIo.run(client, options);
-            cpu += vspCpuNanos() - cpu0;
-            guest[i] = last.iops();
-            if (native_) {
-                List<String> target = List.of("--filename=" + file, "--direct=" + (disk.direct() ? 1 : 0),
-                    "--size=" + fileSize);
-                uring[i] = fioIops(ctx, concat(target, "--ioengine=io_uring"), pt, seconds);
-                psync[i] = pt.qd() == 1 ? fioIops(ctx, concat(target, "--ioengine=psync"), pt, seconds) : Double.NaN;
+            // ABBA: guest first in rounds 0 and 3, natives first in rounds 1 and 2, so load drift hits both
+            boolean guestFirst = Rounds.oursFirst(i);
+            for (int half = 0; half < 2; half++) {
+                if ((half == 0) == guestFirst) {
+                    long cpu0 = vspCpuNanos();
+                    last = PIN ? pinnedRun(client, options) : GuestIo.run(client, options);
+                    cpu += vspCpuNanos() - cpu0;
+                    guest[i] = last.iops();
+                } else if (native_) {
+                    List<String> target = List.of("--filename=" + file, "--direct=" + (disk.direct() ? 1 : 0),
+                        "--size=" + fileSize);
+                    uring[i] = fioIops(ctx, concat(target, "--ioengine=io_uring"), pt, seconds);
+                    psync[i] = pt.qd() == 1 ? fioIops(ctx, concat(target, "--ioengine=psync"), pt, seconds) : Double.NaN;
+                }
             }
         }
         String name = pt.name() + " " + lunName + " vmbus-guest";
@@ -384,8 +394,19 @@ public final class StorageBenchSuite implements BenchSuite {
             series.put("fio_psync_iops", p);
         }
         boolean psyncBetter = p > u;
-        out.add(BenchResult.vsPeer(name, ours, "IOPS", psyncBetter ? "fio psync" : "fio io_uring", psyncBetter ? p : u)
-            .withSeries(series));
+        Rounds.Stats peerStats = Rounds.Stats.of(psyncBetter ? psync : uring);
+        series.put("peer_min", peerStats.min());
+        series.put("peer_max", peerStats.max());
+        series.put("peer_spread", peerStats.spread());
+        // no ratio when the native peer's own rounds disagree by more than 20%: it would measure the machine
+        boolean trusted = Rounds.trustworthy(Rounds.Stats.of(guest), peerStats);
+        series.put("ratio_refused", trusted ? 0.0 : 1.0);
+        if (!trusted) {
+            ctx.log(String.format(java.util.Locale.ROOT, "%s: no ratio, the native peer's rounds spread %.0f%% (limit %.0f%%) or fewer than 3 rounds",
+                name, 100 * peerStats.spread(), 100 * Rounds.MAX_PEER_SPREAD));
+        }
+        out.add(new BenchResult(name, ours, "IOPS", psyncBetter ? "fio psync" : "fio io_uring",
+            trusted ? (psyncBetter ? p : u) : Double.NaN, false, Map.of()).withSeries(series));
         return out;
     }
 

@@ -7,6 +7,8 @@ import io.phost.core.partition.PartitionSpec;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
+import io.phost.perf.MachineLoad;
+import io.phost.perf.Rounds;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.io.RandomAccessFile;
@@ -34,7 +36,9 @@ import org.agrona.concurrent.ringbuffer.RingBuffer;
  * </ul>
  * Measured: one-way packets/s at 64 B and 1 KiB; round trip of a 64 B request + completion with busy polling
  * (p50/p99) and, for VMBus, in interrupt mode (both sides sleep on eventfds); bytes allocated per packet by
- * the host agent thread.
+ * the host agent thread; single-thread CPU per packet. Every point runs in several rounds, ours and Agrona
+ * in ABBA order, reported as the median with min/median/max; no ratio when Agrona's own spread exceeds
+ * 20% ({@link Rounds}). The machine's load and steal during the run are reported with the results.
  */
 public final class VmbusBenchSuite implements BenchSuite {
     @Override
@@ -49,52 +53,80 @@ public final class VmbusBenchSuite implements BenchSuite {
 
     @Override
     public List<BenchResult> run(BenchContext ctx) throws Exception {
-        long millis = ctx.quick() ? 1_500 : 4_000;
+        // quick: 4 ABBA rounds of 0.5 s points (~30 s); full: 6 rounds of 1.5 s points
+        long millis = ctx.quick() ? 500 : 1_500;
         int rtt = ctx.quick() ? 20_000 : 200_000;
-        List<BenchResult> out = new ArrayList<>();
-        ctx.progress(0, 4, "vmbus: child partition");
-        Map<String, Double> ours = runVmbus(ctx, millis, rtt);
-        ctx.progress(1, 4, "agrona OneToOne: child process");
-        Map<String, Double> agrona = runAgrona(ctx, millis, rtt);
-        ctx.progress(2, 4, "disruptor: in-process");
+        int rounds = ctx.quick() ? 4 : 6;
+        MachineLoad load = MachineLoad.start();
+        List<Map<String, Double>> ours = new ArrayList<>();
+        List<Map<String, Double>> agrona = new ArrayList<>();
+        List<double[]> cost64 = new ArrayList<>();
+        List<double[]> cost1k = new ArrayList<>();
+        int steps = rounds + 1;
+        for (int round = 0; round < rounds; round++) {
+            ctx.progress(round, steps, "round " + (round + 1) + "/" + rounds + ": vmbus child partition and agrona child process (ABBA)");
+            if (Rounds.oursFirst(round)) {
+                ours.add(runVmbus(ctx, millis, rtt));
+                agrona.add(runAgrona(ctx, millis, rtt));
+            } else {
+                agrona.add(runAgrona(ctx, millis, rtt));
+                ours.add(runVmbus(ctx, millis, rtt));
+            }
+            // single-thread CPU per packet (interleaves ours and Agrona inside the probe): once per round
+            cost64.add(RingCostProbe.measure(64, ctx.quick() ? 500_000 : 2_000_000));
+            cost1k.add(RingCostProbe.measure(1024, ctx.quick() ? 500_000 : 2_000_000));
+        }
+        ctx.progress(rounds, steps, "disruptor: in-process");
         Map<String, Double> disruptor = new HashMap<>();
         for (int size : new int[] {64, 1024}) {
             disruptor.put("oneway-" + size, DisruptorPeer.oneWay(size, millis));
         }
         double[] drtt = DisruptorPeer.roundTrip(rtt);
-        ctx.progress(3, 4, "single-thread CPU cost per packet");
-        Map<Integer, double[]> cost = new HashMap<>();
+        ctx.progress(steps, steps, "done");
+        List<BenchResult> out = new ArrayList<>();
         for (int size : new int[] {64, 1024}) {
-            cost.put(size, RingCostProbe.measure(size, ctx.quick() ? 1_000_000 : 4_000_000));
-        }
-        ctx.progress(4, 4, "done");
-        for (int size : new int[] {64, 1024}) {
-            double[] c = cost.get(size);
-            out.add(BenchResult.vsPeerLowerIsBetter("cpu per packet " + size + "B write+read (double-mapped)", c[0], "ns", "agrona OneToOne", c[2])
-                .withSeries(Map.of("vmbus-single-mapped-ns", c[1], "vmbus-batched-publish-ns", c[3])));
+            List<double[]> c = size == 64 ? cost64 : cost1k;
+            BenchResult r = Rounds.compare("cpu per packet " + size + "B write+read (double-mapped)", "ns", column(c, 0),
+                "agrona OneToOne", column(c, 2), true);
+            out.add(withExtra(r, Map.of("vmbus-single-mapped-ns-median", Rounds.Stats.of(column(c, 1)).median(),
+                "vmbus-batched-publish-ns-median", Rounds.Stats.of(column(c, 3)).median())));
         }
         for (int size : new int[] {64, 1024}) {
-            double v = ours.getOrDefault("vmbus-oneway-" + size, Double.NaN) / 1e6;
-            out.add(BenchResult.vsPeer("oneway-" + size + "B 2-process", v, "Mpps", "agrona OneToOne",
-                    agrona.getOrDefault("agrona-oneway-" + size, Double.NaN) / 1e6)
-                .withSeries(Map.of("disruptor-in-process-Mpps", disruptor.get("oneway-" + size) / 1e6,
-                    "vmbus-batch32-Mpps", ours.getOrDefault("vmbus-oneway-batch32-" + size, Double.NaN) / 1e6)));
+            BenchResult r = Rounds.compare("oneway-" + size + "B 2-process", "Mpps", scaled(ours, "vmbus-oneway-" + size, 1e-6),
+                "agrona OneToOne", scaled(agrona, "agrona-oneway-" + size, 1e-6), false);
+            out.add(withExtra(r, Map.of("disruptor-in-process-Mpps", disruptor.get("oneway-" + size) / 1e6,
+                "vmbus-batch32-Mpps-median", Rounds.Stats.of(scaled(ours, "vmbus-oneway-batch32-" + size, 1e-6)).median())));
         }
-        out.add(BenchResult.vsPeerLowerIsBetter("rtt-64B busy-poll p50", ours.getOrDefault("vmbus-rtt-busy-p50-us", Double.NaN), "us",
-            "agrona OneToOne", agrona.getOrDefault("agrona-rtt-busy-p50-us", Double.NaN))
-            .withSeries(Map.of("disruptor-in-process-p50-us", drtt[0])));
-        out.add(BenchResult.vsPeerLowerIsBetter("rtt-64B busy-poll p99", ours.getOrDefault("vmbus-rtt-busy-p99-us", Double.NaN), "us",
-            "agrona OneToOne", agrona.getOrDefault("agrona-rtt-busy-p99-us", Double.NaN))
-            .withSeries(Map.of("disruptor-in-process-p99-us", drtt[1])));
-        out.add(BenchResult.alone("rtt-64B interrupt (eventfd) p50", ours.getOrDefault("vmbus-rtt-irq-p50-us", Double.NaN), "us"));
-        out.add(BenchResult.alone("rtt-64B interrupt (eventfd) p99", ours.getOrDefault("vmbus-rtt-irq-p99-us", Double.NaN), "us"));
-        out.add(BenchResult.alone("load average (1 min) during the run", loadAverage(), ""));
-        out.add(BenchResult.alone("host agent allocation per packet", ours.getOrDefault("alloc-bytes-per-packet", Double.NaN), "B"));
+        out.add(withExtra(Rounds.compare("rtt-64B busy-poll p50", "us", scaled(ours, "vmbus-rtt-busy-p50-us", 1),
+            "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p50-us", 1), true), Map.of("disruptor-in-process-p50-us", drtt[0])));
+        out.add(withExtra(Rounds.compare("rtt-64B busy-poll p99", "us", scaled(ours, "vmbus-rtt-busy-p99-us", 1),
+            "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p99-us", 1), true), Map.of("disruptor-in-process-p99-us", drtt[1])));
+        out.add(alone("rtt-64B interrupt (eventfd) p50", scaled(ours, "vmbus-rtt-irq-p50-us", 1), "us"));
+        out.add(alone("rtt-64B interrupt (eventfd) p99", scaled(ours, "vmbus-rtt-irq-p99-us", 1), "us"));
+        out.add(alone("host agent allocation per packet", scaled(ours, "alloc-bytes-per-packet", 1), "B"));
+        out.addAll(load.results("machine: "));
         return out;
     }
 
-    private static double loadAverage() {
-        return ManagementFactory.getOperatingSystemMXBean().getSystemLoadAverage();
+    /** One key of every round's map, times {@code scale} (NaN where a round lacks it). */
+    private static double[] scaled(List<Map<String, Double>> rounds, String key, double scale) {
+        return rounds.stream().mapToDouble(m -> m.getOrDefault(key, Double.NaN) * scale).toArray();
+    }
+
+    private static double[] column(List<double[]> rows, int i) {
+        return rows.stream().mapToDouble(r -> r[i]).toArray();
+    }
+
+    private static BenchResult withExtra(BenchResult r, Map<String, Double> extra) {
+        Map<String, Double> all = new LinkedHashMap<>(r.series());
+        all.putAll(extra);
+        return r.withSeries(all);
+    }
+
+    /** Ours alone (no peer): the median of the rounds, min/median/max in the series. */
+    private static BenchResult alone(String name, double[] rounds, String unit) {
+        Rounds.Stats s = Rounds.Stats.of(rounds);
+        return BenchResult.alone(name, s.median(), unit).withSeries(unit, Map.of("min", s.min(), "median", s.median(), "max", s.max()));
     }
 
     private static GuestLauncher launcher() {
