@@ -45,6 +45,8 @@ public final class VmbusRing {
 
     private int writeIndex;
     private int readIndex;
+    /** Writer: the last validated read_index seen (only ever behind the reader's, so free space is never over-stated). */
+    private int readIndexCache;
     private boolean batching;
     private int batchStart;
     private long signalsSent;
@@ -72,6 +74,7 @@ public final class VmbusRing {
         this.peer = peer;
         this.writeIndex = checkedIndex((int) INT.getVolatile(control, (long) WRITE_INDEX_OFFSET), "write_index");
         this.readIndex = checkedIndex((int) INT.getVolatile(control, (long) READ_INDEX_OFFSET), "read_index");
+        this.readIndexCache = readIndex;
     }
 
     /** Zeroes a fresh control page and advertises pending_send_sz support (done by the ring's allocator). */
@@ -117,15 +120,15 @@ public final class VmbusRing {
         }
         final int total = packetLength + TRAILER_LENGTH;
         final int oldWrite = writeIndex;
-        // acquire: the reader's reads of the bytes it released happen-before we overwrite them
-        final int read = (int) INT.getAcquire(control, (long) READ_INDEX_OFFSET);
-        if (read < 0 || read >= dataSize || (read & 7) != 0) {
-            // the peer corrupted its own read index: treat the ring as full; the owner resets the channel
-            throw new RingException(RingException.Reason.BAD_INDEX, read, "read_index " + read + " (dataSize " + dataSize + ")");
-        }
-        final int free = read > oldWrite ? read - oldWrite : dataSize - oldWrite + read;
+        // Space from the cached read index first (Agrona's head cache): the control page's cache line is
+        // written by the reader on every batch, so reading read_index per packet costs a line transfer. A
+        // stale cache only under-states the free space; the fresh value is read when it looks too small.
+        int free = freeSpace(readIndexCache, oldWrite);
         if (total >= free) {
-            return false; // never full: read == write must keep meaning "empty"
+            free = freeSpace(refreshReadIndex(), oldWrite);
+            if (total >= free) {
+                return false; // never full: read == write must keep meaning "empty"
+            }
         }
         // the four u16 descriptor fields as one little-endian u64 (type @0, offset8 @2, len8 @4, flags @6)
         putLong(oldWrite, (type & 0xffffL) | (long) (headerLength >>> 3) << 16
@@ -178,10 +181,17 @@ public final class VmbusRing {
         // StoreLoad: our write_index store must be globally visible before we sample interrupt_mask and
         // read_index; otherwise a reader arming its interrupt could miss both the index and the signal.
         VarHandle.fullFence();
-        if ((int) INT.getVolatile(control, (long) INTERRUPT_MASK_OFFSET) == 0
-            && (int) INT.getVolatile(control, (long) READ_INDEX_OFFSET) == previouslyPublished) {
-            signalsSent++;
-            peer.ring();
+        if ((int) INT.getVolatile(control, (long) INTERRUPT_MASK_OFFSET) == 0) {
+            // the read index is read here anyway: validate it, so a corrupted one is seen on this path too
+            // (tryWrite only re-reads it when its cached copy says the ring is full)
+            final int read = (int) INT.getVolatile(control, (long) READ_INDEX_OFFSET);
+            if (read < 0 || read >= dataSize || (read & 7) != 0) {
+                throw new RingException(RingException.Reason.BAD_INDEX, read, "read_index " + read + " (dataSize " + dataSize + ")");
+            }
+            if (read == previouslyPublished) {
+                signalsSent++;
+                peer.ring();
+            }
         }
     }
 
@@ -207,7 +217,24 @@ public final class VmbusRing {
         if (read < 0 || read >= dataSize || (read & 7) != 0) {
             return 0;
         }
-        return read > writeIndex ? read - writeIndex : dataSize - writeIndex + read;
+        readIndexCache = read;
+        return freeSpace(read, writeIndex);
+    }
+
+    private int freeSpace(int read, int write) {
+        return read > write ? read - write : dataSize - write + read;
+    }
+
+    /** Writer: re-reads and validates read_index into the cache. */
+    private int refreshReadIndex() {
+        // acquire: the reader's reads of the bytes it released happen-before we overwrite them
+        final int read = (int) INT.getAcquire(control, (long) READ_INDEX_OFFSET);
+        if (read < 0 || read >= dataSize || (read & 7) != 0) {
+            // the peer corrupted its own read index: the owner resets the channel
+            throw new RingException(RingException.Reason.BAD_INDEX, read, "read_index " + read + " (dataSize " + dataSize + ")");
+        }
+        readIndexCache = read;
+        return read;
     }
 
     /** Packet bytes (with trailer) needed to write {@code length} data bytes with {@code extLength} extension. */

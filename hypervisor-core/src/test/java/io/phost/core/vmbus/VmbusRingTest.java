@@ -86,6 +86,37 @@ class VmbusRingTest {
     }
 
     @Test
+    void shouldReadTheReadIndexOnlyWhenTheCachedOneSaysTheRingIsFull() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            r.maskInterrupts(); // polling reader: the writer has no reason to look at read_index to signal
+            MemorySegment p = bytes(a, 1000, 3);
+            assertTrue(w.tryWrite(6, 0, 0, p, 0, 1000));
+            assertTrue(w.tryWrite(6, 0, 1, p, 0, 1000));
+            assertTrue(w.tryWrite(6, 0, 2, p, 0, 1000));
+            assertFalse(w.tryWrite(6, 0, 3, p, 0, 1000), "full by the fresh read index too");
+            assertEquals(1, r.tryRead((b, o, l, t, f, id) -> true, 1));
+            assertTrue(w.tryWrite(6, 0, 3, p, 0, 1000), "the reader freed space: the writer re-reads read_index");
+            assertEquals(3, r.tryRead((b, o, l, t, f, id) -> true, 3));
+            assertTrue(w.tryWrite(6, 0, 4, bytes(a, 8, 0), 0, 8));
+            m[0].set(PacketDescriptor.U32, 4, 13); // corrupted now, but the cached index still has room
+            assertTrue(w.tryWrite(6, 0, 5, bytes(a, 8, 0), 0, 8), "no control-page read per packet");
+            while (true) { // until the cache says full: then the fresh (bad) value is read and refused
+                try {
+                    if (!w.tryWrite(6, 0, 6, p, 0, 1000)) {
+                        throw new AssertionError("full without re-reading read_index");
+                    }
+                } catch (RingException e) {
+                    assertEquals(RingException.Reason.BAD_INDEX, e.reason());
+                    break;
+                }
+            }
+        }
+    }
+
+    @Test
     void shouldSignalBlockedWriterWhenFreeSpaceCrossesPendingSendSize() {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment[] m = ringMemory(a);

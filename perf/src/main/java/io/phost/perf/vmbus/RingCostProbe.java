@@ -31,6 +31,22 @@ final class RingCostProbe {
         return new RingCostProbe().run(size, packets);
     }
 
+    /**
+     * {@code java <jvm.options> -cp <classpath> io.phost.perf.vmbus.RingCostProbe [runs] [packets]}: prints
+     * CPU ns per packet (double-mapped, single-mapped, Agrona, batched publish) for 64 B and 1 KiB per run.
+     */
+    public static void main(String[] args) {
+        int runs = args.length > 0 ? Integer.parseInt(args[0]) : 5;
+        int packets = args.length > 1 ? Integer.parseInt(args[1]) : 2_000_000;
+        for (int run = 0; run < runs; run++) {
+            for (int size : new int[] {64, 1024}) {
+                double[] c = measure(size, packets);
+                System.out.printf(java.util.Locale.ROOT, "run %d size %4d  vmbus-dm %6.1f  vmbus-sm %6.1f  agrona %6.1f  vmbus-batched %6.1f  ratio(agrona/dm) %.2f%n",
+                    run, size, c[0], c[1], c[2], c[3], c[2] / c[0]);
+            }
+        }
+    }
+
     private double[] run(int size, int packets) {
         ThreadMXBean mx = ManagementFactory.getThreadMXBean();
         long[] pfns = new long[PAGES];
