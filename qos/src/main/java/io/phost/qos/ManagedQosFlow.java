@@ -67,6 +67,12 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
 
     /** Monotonic counters; the controller turns deltas into rates. */
     private final StripedCounters counters = StripedCounters.forThisMachine();
+    /** Most limit units one stripe leases at a time. */
+    private static final long MAX_LEASE_UNITS = 64;
+    /** A lease smaller than this many I/Os saves too few CASes to be worth its burst. */
+    private static final long MIN_LEASE_UNITS = 8;
+    /** The Rates each stripe's lease was charged under (owner-thread only); a policy change voids the lease. */
+    private final PolicyBucket.Rates[] leaseRates = new PolicyBucket.Rates[counters.stripes() + 1];
 
     /** Controller-private state (guarded by the service's control lock). */
     final FlowControlState ctl;
@@ -106,6 +112,12 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
         }
         final PolicyBucket.Rates r = bucket.rates;
         final boolean sharedLimit = bucket.type == QosPolicy.Type.AGGREGATED && r.limitNanosPerUnit() != 0;
+        if (!sharedLimit && r.limitNanosPerUnit() != 0 && r.bandwidthBytesPerSec() == 0 && r.reservationNanosPerUnit() == 0) {
+            final long wait = tryLeased(bucket, r, units, nowNanos);
+            if (wait >= 0) {
+                return wait;
+            }
+        }
         for (;;) {
             long limitSeen = 0;
             long limitBase = 0;
@@ -163,6 +175,53 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
             admitted(units, nowNanos, sharedLimit);
             return 0;
         }
+    }
+
+    /**
+     * The fast path of a maximum-only policy far from its limit: limit units charged ahead (a lease) are
+     * spent without touching the shared limit tag, so an unconstrained flow pays no CAS per I/O. A lease is
+     * taken only when the tag lags now by its whole slack (the flow is well under its maximum) and is
+     * charged to the tag up front, so the maximum is never exceeded over time; all stripes' leases together
+     * hold at most half the slack's worth of units, the only extra burst they allow. Returns the wait
+     * (0 = admitted), or -1 to take the exact path (no lease, not the lease owner, or near the limit).
+     * <pre>
+     *   credit >= units (same Rates) ─▶ credit -= units ─▶ busy gate ─▶ admit
+     *   tag <= now - slack           ─▶ CAS tag = floor + K units  ─▶ credit = K - units ─▶ admit
+     *   otherwise                    ─▶ -1 (exact GCRA path, CAS per I/O)
+     * </pre>
+     */
+    private long tryLeased(PolicyBucket bucket, PolicyBucket.Rates r, int units, long nowNanos) {
+        final StripedCounters c = counters;
+        final int stripe = c.ownStripe();
+        if (stripe < 0) {
+            return -1;
+        }
+        long credit = leaseRates[stripe / StripedCounters.STRIDE] == r ? c.getOwned(stripe, StripedCounters.LEASED_UNITS) : 0;
+        if (credit < units) {
+            final long perUnit = r.limitNanosPerUnit();
+            final long leaseUnits = Math.min(MAX_LEASE_UNITS, r.limitSlackNanos() / (2L * c.stripes() * perUnit));
+            if (leaseUnits < MIN_LEASE_UNITS * units) {
+                return -1; // the limit is too tight for leases to be worth their burst
+            }
+            if (nowNanos - bucket.lastLimitWaitTat <= r.backlogSlackNanos()) {
+                return -1; // recently held back: the exact path owes it its backlog catch-up
+            }
+            final long seen = bucket.limitTat();
+            final long floor = nowNanos - r.limitSlackNanos();
+            if (seen > floor || !bucket.casLimit(seen, floor + leaseUnits * perUnit)) {
+                return -1; // near the limit (or raced): charge exactly
+            }
+            leaseRates[stripe / StripedCounters.STRIDE] = r;
+            credit = leaseUnits;
+        }
+        final long wait = busyGate(nowNanos);
+        if (wait != 0) {
+            c.setOwned(stripe, StripedCounters.LEASED_UNITS, credit);
+            return wait;
+        }
+        c.setOwned(stripe, StripedCounters.LEASED_UNITS, credit - units);
+        admitted(units, nowNanos, false);
+        return 0;
     }
 
     /**

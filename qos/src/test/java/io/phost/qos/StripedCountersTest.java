@@ -1,0 +1,63 @@
+package io.phost.qos;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.CountDownLatch;
+import org.junit.jupiter.api.Test;
+
+class StripedCountersTest {
+    @Test
+    void shouldLoseNoAddWhenMoreThreadsThanStripesShareTheCounters() throws Exception {
+        StripedCounters c = new StripedCounters(2); // 2 stripes, 6 threads: owners add plainly, the rest atomically
+        int threads = 6;
+        int adds = 200_000;
+        CountDownLatch go = new CountDownLatch(1);
+        List<Thread> ts = new ArrayList<>();
+        for (int t = 0; t < threads; t++) {
+            Thread th = new Thread(() -> {
+                try {
+                    go.await();
+                } catch (InterruptedException e) {
+                    return;
+                }
+                for (int i = 0; i < adds; i++) {
+                    c.add(StripedCounters.ADMITTED_IOS, 1);
+                    c.add(StripedCounters.COMPLETED_BYTES, 3);
+                }
+            });
+            th.start();
+            ts.add(th);
+        }
+        go.countDown();
+        long seen = 0;
+        while (ts.stream().anyMatch(Thread::isAlive)) {
+            long now = c.sum(StripedCounters.ADMITTED_IOS);
+            assertTrue(now >= seen, "sums never go back");
+            seen = now;
+        }
+        for (Thread th : ts) {
+            th.join();
+        }
+        assertEquals((long) threads * adds, c.sum(StripedCounters.ADMITTED_IOS));
+        assertEquals(3L * threads * adds, c.sum(StripedCounters.COMPLETED_BYTES));
+    }
+
+    @Test
+    void shouldGiveAStripeToOneOwnerOnly() throws Exception {
+        StripedCounters c = new StripedCounters(2);
+        int mine = c.ownStripe();
+        assertTrue(mine >= 0);
+        assertEquals(mine, c.ownStripe(), "the owner keeps its stripe");
+        int[] other = new int[1];
+        Thread t;
+        do { // a thread that maps to the same stripe (stripes are chosen by thread id)
+            t = new Thread(() -> other[0] = c.ownStripe());
+        } while (((t.threadId() ^ Thread.currentThread().threadId()) & 1) != 0);
+        t.start();
+        t.join();
+        assertEquals(-1, other[0], "a second thread on the same stripe is not its owner");
+    }
+}
