@@ -6,8 +6,10 @@ import java.lang.invoke.VarHandle;
 /**
  * A flow (partition × disk) created by {@link QosService}. {@link #tryAdmit} is lock-free: a few volatile
  * reads, one CAS per tag the policy uses (limit, bandwidth, minimum; the share tag only when the device
- * is at least half full), one atomic add on the device's outstanding count and two on thread-striped
- * counters; it allocates nothing. Many queue threads may share one flow.
+ * is at least half full), one atomic add on the device's outstanding count, and plain adds to the calling
+ * thread's own counter stripe; it allocates nothing. Many queue threads may share one flow. A policy with
+ * only a maximum, far below it, spends a per-thread lease of limit units instead of a CAS per I/O
+ * ({@link #tryLeased}): an unconstrained flow's only locked instruction per I/O is the outstanding count.
  *
  * <pre>
  *  tryAdmit(bytes, now)                                           units = ceil(bytes / normalization)
@@ -263,18 +265,21 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
         if (alwaysChargeShare || before * 2 >= d.queueDepth) {
             PolicyBucket.charge(SHARE_TAT, this, nowNanos, shareSlackNanos, units * shareNanosPerUnit, shareCapNanos);
         }
-        counters.add(StripedCounters.ADMITTED_UNITS, units);
-        counters.add(StripedCounters.ADMITTED_IOS, 1);
+        final StripedCounters c = counters;
+        final int stripe = c.ownStripe();
+        c.add(stripe, StripedCounters.ADMITTED_UNITS, units);
+        c.add(stripe, StripedCounters.ADMITTED_IOS, 1);
     }
 
     @Override
     public void completed(int bytes, long latencyNanos, long nowNanos) {
         final int units = binding.units(bytes);
         final StripedCounters c = counters;
-        c.add(StripedCounters.COMPLETED_IOS, 1);
-        c.add(StripedCounters.COMPLETED_UNITS, units);
-        c.add(StripedCounters.COMPLETED_BYTES, Math.max(bytes, 0));
-        c.add(StripedCounters.LATENCY_NANOS, Math.max(latencyNanos, 0L));
+        final int stripe = c.ownStripe();
+        c.add(stripe, StripedCounters.COMPLETED_IOS, 1);
+        c.add(stripe, StripedCounters.COMPLETED_UNITS, units);
+        c.add(stripe, StripedCounters.COMPLETED_BYTES, Math.max(bytes, 0));
+        c.add(stripe, StripedCounters.LATENCY_NANOS, Math.max(latencyNanos, 0L));
         device.addOutstanding(-1);
         service.maybeControl(nowNanos);
     }

@@ -51,12 +51,16 @@ final class StripedCounters {
     }
 
     void add(int counter, long delta) {
-        final long me = Thread.currentThread().threadId() + 1;
-        final int stripe = (int) ((me - 1) & mask);
-        final int o = STRIDE + stripe * STRIDE;
-        final long owner = (long) CELL.getOpaque(owners, o);
-        if (owner == me || (owner == 0 && CELL.compareAndSet(owners, o, 0L, me))) {
-            final int i = o + counter;
+        add(ownStripe(), counter, delta);
+    }
+
+    /**
+     * Adds to {@code stripe} from {@link #ownStripe} (one look-up for several counters of one I/O): plainly
+     * when the caller owns it, atomically to the shared stripe when {@code stripe} is -1.
+     */
+    void add(int stripe, int counter, long delta) {
+        if (stripe >= 0) {
+            final int i = stripe + counter;
             // single writer (the owner): no lost update; opaque so the controller's sum sees whole values
             CELL.setOpaque(cells, i, (long) CELL.getOpaque(cells, i) + delta);
         } else {
