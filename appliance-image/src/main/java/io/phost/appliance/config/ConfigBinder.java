@@ -319,7 +319,8 @@ final class ConfigBinder implements TomlNode.Errors {
             }
         }
         List<Long> cpus = n.integers("vsp_cpus");
-        if (name == null || dataDir == null || cpus == null) {
+        io.phost.core.vmbus.PollingMode polling = n.enumValue("polling", io.phost.core.vmbus.PollingMode.class);
+        if (name == null || dataDir == null || cpus == null || polling == null) {
             return null;
         }
         String m = management == null ? HostConfig.defaultManagement(dataDir) : management;
@@ -335,7 +336,7 @@ final class ConfigBinder implements TomlNode.Errors {
             }
         }
         return new HostConfig(name, dataDir, m, tokenFile, nbd == null ? HostConfig.defaultNbd(dataDir) : nbd,
-            cpus.stream().map(Long::intValue).toList());
+            cpus.stream().map(Long::intValue).toList(), polling);
     }
 
     // ---- [[qos_policy]] ----

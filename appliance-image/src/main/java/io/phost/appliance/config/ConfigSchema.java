@@ -104,7 +104,8 @@ public final class ConfigSchema {
             .add(key("management_token_file", Kind.PATH).note("required for tcp"))
             .add(key("nbd", Kind.STRING).computed("unix:<data_dir>/nbd.sock")
                 .note("\"unix:/abs/path\" or \"tcp://127.0.0.1:PORT\""))
-            .add(key("vsp_cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023));
+            .add(key("vsp_cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023))
+            .add(key("polling", Kind.ENUM).def("latency").allowed("latency", "efficiency"));
         section("disk", true)
             .add(key("name", Kind.NAME).req())
             .add(key("path", Kind.PATH).req().note("relative to data_dir; absolute for passthrough"))

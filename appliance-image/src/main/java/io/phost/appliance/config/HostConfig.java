@@ -1,7 +1,9 @@
 package io.phost.appliance.config;
 
+import io.phost.core.vmbus.PollingMode;
 import java.nio.file.Path;
 import java.util.List;
+import java.util.Objects;
 
 /**
  * {@code [host]}: the parent partition itself.
@@ -12,15 +14,18 @@ import java.util.List;
  * @param managementTokenFile file holding the bearer token; required for tcp, null otherwise unless set;
  *                            relative paths are relative to the data dir
  * @param vspCpus             CPUs that VSP worker threads may run on; empty means no pinning
+ * @param polling             how channel agents wait for guests: spin briefly first (latency) or sleep at once
+ *                            (efficiency)
  */
 public record HostConfig(String name, Path dataDir, String management, String managementTokenFile, String nbd,
-                         List<Integer> vspCpus) {
+                         List<Integer> vspCpus, PollingMode polling) {
 
     /** The data-dir placeholder the embedded demo uses; see {@link ApplianceConfig#withDataDir(Path)}. */
     public static final String TMP_PLACEHOLDER = "${tmp}";
 
     public HostConfig {
         vspCpus = List.copyOf(vspCpus);
+        Objects.requireNonNull(polling, "polling");
     }
 
     /** The default NBD address for a data dir (used only when a disk sets {@code nbd_export}). */
@@ -75,6 +80,6 @@ public record HostConfig(String name, Path dataDir, String management, String ma
     HostConfig withDataDir(Path newDataDir) {
         String m = management.equals(defaultManagement(dataDir)) ? defaultManagement(newDataDir) : management;
         String b = nbd.equals(defaultNbd(dataDir)) ? defaultNbd(newDataDir) : nbd;
-        return new HostConfig(name, newDataDir, m, managementTokenFile, b, vspCpus);
+        return new HostConfig(name, newDataDir, m, managementTokenFile, b, vspCpus, polling);
     }
 }

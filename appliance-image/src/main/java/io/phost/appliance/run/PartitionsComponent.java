@@ -75,7 +75,7 @@ public final class PartitionsComponent implements Component {
         throws IOException {
         Path dir = cfg.host().dataDir().resolve("partitions");
         PartitionHost host = new PartitionHost(dir, launcher(cfg),
-            PartitionHost.Options.defaults().withAgentCpus(cfg.host().vspCpus()));
+            PartitionHost.Options.defaults().withAgentCpus(cfg.host().vspCpus()).withPolling(cfg.host().polling()));
         PartitionsComponent c = new PartitionsComponent(cfg, host);
         Accelerator accel = cfg.partitions().stream().anyMatch(PartitionConfig::isVm) ? Accelerator.detect() : null;
         try {

@@ -42,6 +42,7 @@ class ConfigLoaderTest {
         assertEquals("unix:/srv/phost/phost.sock", c.host().management());
         assertEquals(Path.of("/srv/phost/phost.sock"), c.host().managementSocket());
         assertEquals(List.of(), c.host().vspCpus());
+        assertEquals(io.phost.core.vmbus.PollingMode.LATENCY, c.host().polling());
         DiskConfig d = c.disk("d").orElseThrow();
         assertEquals(DiskFormat.VHDX, d.format());
         assertEquals(new DiskConfig.Create(DiskConfig.CreateType.DYNAMIC, Units.GIB, 32 * Units.MIB, 512, 4096), d.create());
@@ -227,6 +228,15 @@ class ConfigLoaderTest {
         byte[] bytes = "[host]\nname = \"a\u00ff\"\n".getBytes(java.nio.charset.StandardCharsets.ISO_8859_1);
         ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("u.toml", bytes));
         assertEquals("u.toml:2:10: not valid UTF-8 (byte offset 16)", e.errors().getFirst().toString());
+    }
+
+    @Test
+    void shouldReadThePollingModeAndRejectAnUnknownOneWithItsPosition() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("p.toml", MINIMAL + "polling = \"efficiency\"\n");
+        assertEquals(io.phost.core.vmbus.PollingMode.EFFICIENCY, c.host().polling());
+        ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("p.toml", MINIMAL + "polling = \"efficent\"\n"));
+        assertEquals("p.toml:3:1: host.polling: 'efficent' is not one of latency, efficiency",
+            e.errors().getFirst().toString());
     }
 
     @Test

@@ -335,7 +335,7 @@ public final class Partition implements ChildPartition {
         memoryArena = arena;
         memfd = fd;
         VmbusServer s = new VmbusServer(name(), socket, fd, memory, version, host.options().limits(),
-            host.options().agentCpus(), new VmbusServer.Listener() {
+            host.options().agentCpus(), host.options().polling(), new VmbusServer.Listener() {
             @Override
             public void fault(String why) {
                 Partition.this.fault(why);

@@ -5,6 +5,7 @@ import static io.phost.core.vmbus.ChannelMessage.*;
 import io.phost.core.sys.Fd;
 import io.phost.core.sys.NativeException;
 import io.phost.core.sys.UnixSocket;
+import io.phost.core.vmbus.PollingMode;
 import io.phost.core.vmbus.VmbusProtocolException;
 import io.phost.core.vmbus.VmbusServer;
 import java.io.IOException;
@@ -41,35 +42,45 @@ import java.util.concurrent.atomic.AtomicLong;
  * its descendants. Refused attaches get no answer and are counted in {@link #rejectedAttaches()}.
  */
 public final class PartitionHost implements AutoCloseable {
-    /** Timeouts and limits, and the CPUs channel agents run on (empty: wherever the scheduler puts them). */
+    /**
+     * Timeouts and limits, the CPUs channel agents run on (empty: wherever the scheduler puts them) and how
+     * they wait for the guest ({@link PollingMode}).
+     */
     public record Options(Duration heartbeatInterval, Duration heartbeatTimeout, Duration timeSyncInterval,
-                          Duration attachTimeout, int maxFaults, VmbusServer.Limits limits, List<Integer> agentCpus) {
+                          Duration attachTimeout, int maxFaults, VmbusServer.Limits limits, List<Integer> agentCpus,
+                          PollingMode polling) {
         public Options {
             agentCpus = List.copyOf(agentCpus);
+            java.util.Objects.requireNonNull(polling, "polling");
         }
 
         public static Options defaults() {
             return new Options(Duration.ofSeconds(1), Duration.ofSeconds(10), Duration.ofSeconds(10),
-                Duration.ofSeconds(60), 8, VmbusServer.Limits.defaults(), List.of());
+                Duration.ofSeconds(60), 8, VmbusServer.Limits.defaults(), List.of(), PollingMode.LATENCY);
         }
 
         public Options withAgentCpus(List<Integer> cpus) {
             return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, limits,
-                cpus);
+                cpus, polling);
         }
 
         public Options withHeartbeat(Duration interval, Duration timeout) {
-            return new Options(interval, timeout, timeSyncInterval, attachTimeout, maxFaults, limits, agentCpus);
+            return new Options(interval, timeout, timeSyncInterval, attachTimeout, maxFaults, limits, agentCpus, polling);
         }
 
         public Options withMaxFaults(int n) {
             return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, n, limits,
-                agentCpus);
+                agentCpus, polling);
         }
 
         public Options withLimits(VmbusServer.Limits l) {
             return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, l,
-                agentCpus);
+                agentCpus, polling);
+        }
+
+        public Options withPolling(PollingMode mode) {
+            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, limits,
+                agentCpus, mode);
         }
     }
 

@@ -31,11 +31,20 @@ public interface VirtualServiceProvider {
     ChannelHandler open(ChannelContext ctx);
 
     /**
-     * How each channel's agent idles. The default spins, yields, parks, then arms the interrupt and sleeps
+     * How each channel's agent idles. The default spins, yields, then arms the interrupt and sleeps
      * on the guest's doorbell ({@link DoorbellIdleStrategy#defaults}); a latency-critical device may return
      * {@link DoorbellIdleStrategy#busySpin} (costs a core per queue) or {@link DoorbellIdleStrategy#interruptOnly}.
      */
     default org.agrona.concurrent.IdleStrategy idleStrategy(VmbusRing rx, io.phost.core.sys.EventFd doorbell) {
         return DoorbellIdleStrategy.defaults(rx, doorbell);
+    }
+
+    /**
+     * The idle strategy under the host's polling setting: in {@link PollingMode#LATENCY} (the default) the
+     * device's own choice ({@link #idleStrategy(VmbusRing, io.phost.core.sys.EventFd)}); in
+     * {@link PollingMode#EFFICIENCY} the host's choice wins, so no device keeps a CPU spinning.
+     */
+    default org.agrona.concurrent.IdleStrategy idleStrategy(VmbusRing rx, io.phost.core.sys.EventFd doorbell, PollingMode mode) {
+        return mode == PollingMode.LATENCY ? idleStrategy(rx, doorbell) : mode.idleStrategy(rx, doorbell);
     }
 }

@@ -56,6 +56,7 @@ public final class VmbusServer implements Runnable, AutoCloseable {
 
     private final String partition;
     private final List<Integer> agentCpus;
+    private final PollingMode polling;
     private final UnixSocket socket;
     private final int memfd;
     private final GuestMemory memory;
@@ -92,7 +93,14 @@ public final class VmbusServer implements Runnable, AutoCloseable {
      */
     public VmbusServer(String partition, UnixSocket socket, int memfd, GuestMemory memory, int version, Limits limits,
                        List<Integer> agentCpus, Listener listener) {
+        this(partition, socket, memfd, memory, version, limits, agentCpus, PollingMode.LATENCY, listener);
+    }
+
+    /** As above, with the host's {@code polling} setting for the channel agents' idle strategies. */
+    public VmbusServer(String partition, UnixSocket socket, int memfd, GuestMemory memory, int version, Limits limits,
+                       List<Integer> agentCpus, PollingMode polling, Listener listener) {
         this.partition = partition;
+        this.polling = polling;
         this.agentCpus = List.copyOf(agentCpus);
         this.socket = socket;
         this.memfd = memfd;
@@ -504,7 +512,7 @@ public final class VmbusServer implements Runnable, AutoCloseable {
             }
             String role = offer.vsp().name() + "-" + partition + "-q" + offer.subChannelIndex();
             c.agent = new ChannelAgent(role, c.rx, c.tx, c.handler, reason -> tasks.add(() -> channelFault(c, reason)));
-            c.idle = offer.vsp().idleStrategy(c.rx, c.fromGuest);
+            c.idle = offer.vsp().idleStrategy(c.rx, c.fromGuest, polling);
             c.runner = new AgentRunner(c.idle, t -> { }, null, c.agent);
             open.put(relid, c);
             AgentRunner.startOnThread(c.runner, r -> {
