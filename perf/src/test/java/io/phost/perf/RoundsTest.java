@@ -50,4 +50,10 @@ class RoundsTest {
         assertEquals(356370, t[3]);
         assertEquals(4242, t[7]);
     }
+
+    @Test
+    void shouldReadTheRunQueueWaitFromSchedstat() {
+        assertEquals(2345, Schedstat.parseWait("98765 2345 17\n"));
+        assertTrue(Schedstat.waitNanos("") >= 0, "this process's threads are readable");
+    }
 }

@@ -11,6 +11,7 @@ import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
 import io.phost.perf.MachineLoad;
 import io.phost.perf.Rounds;
+import io.phost.perf.Schedstat;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
 import io.phost.storage.backend.FileDisk;
@@ -346,6 +347,7 @@ public final class StorageBenchSuite implements BenchSuite {
         double[] guest = new double[rounds];
         double[] uring = new double[rounds];
         double[] psync = new double[rounds];
+        double[] vspWait = new double[rounds];
         GuestIo.Result last = null;
         long cpu = 0;
         for (int i = 0; i < rounds; i++) {
@@ -354,9 +356,14 @@ public final class StorageBenchSuite implements BenchSuite {
             for (int half = 0; half < 2; half++) {
                 if ((half == 0) == guestFirst) {
                     long cpu0 = vspCpuNanos();
+                    long vspWait0 = Schedstat.waitNanos("vsp-storage");
                     last = PIN ? pinnedRun(client, options) : GuestIo.run(client, options);
                     cpu += vspCpuNanos() - cpu0;
                     guest[i] = last.iops();
+                    // run-queue delay per I/O of the VSP agents (schedstat; the guest-io threads exit with the
+                    // run, so theirs cannot be read afterwards): time woken but waiting for a CPU
+                    long ios = Math.max(1, Math.round(last.iops() * seconds));
+                    vspWait[i] = (Schedstat.waitNanos("vsp-storage") - vspWait0) / 1e3 / ios;
                 } else if (native_) {
                     List<String> target = List.of("--filename=" + file, "--direct=" + (disk.direct() ? 1 : 0),
                         "--size=" + fileSize);
@@ -372,6 +379,7 @@ public final class StorageBenchSuite implements BenchSuite {
         series.put("lat_p99_us", last.latP99Us());
         series.put("mib_s", last.mibps());
         series.put("rounds", (double) rounds);
+        series.put("vsp_runqueue_wait_us_per_io", median(vspWait));
         series.put("guest_iops_min", Arrays.stream(guest).min().orElse(0));
         series.put("guest_iops_max", Arrays.stream(guest).max().orElse(0));
         double ours = median(guest);
