@@ -46,7 +46,7 @@ class ConfigValidationTest {
     @Test
     void shouldListTheKnownKeysWhenNothingIsClose() {
         assertErrors(HOST + "flavour = 1\n", "t.toml:3:1: host.flavour: unknown key 'flavour' in [host] "
-            + "(known: name, data_dir, management, management_token_file, nbd, vsp_cpus)");
+            + "(known: name, data_dir, management, management_token_file, nbd, vsp_cpus, polling)");
     }
 
     @Test
