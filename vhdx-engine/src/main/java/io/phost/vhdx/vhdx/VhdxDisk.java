@@ -204,14 +204,30 @@ public final class VhdxDisk implements MappedDisk {
         return open(path, true, 0, true);
     }
 
+    /**
+     * Opens read-write while this process's own readers may hold the image open read-only (an online merge
+     * writing a parent that a running chain reads through its child): takes a shared flock instead of the
+     * exclusive one. Only for a writer whose every write is shadowed, in those readers' chains, by a child
+     * that stores the same range: they never read what it writes, and their cached metadata stays valid for
+     * what they do read. Another process still cannot open it read-write.
+     */
+    public static VhdxDisk openBesideReaders(Path path) throws IOException {
+        return open(path, false, 0, false, false);
+    }
+
     private static VhdxDisk open(Path path, boolean readOnly, int depth) throws IOException {
         return open(path, readOnly, depth, false);
     }
 
     private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent) throws IOException {
+        return open(path, readOnly, depth, skipParent, !readOnly);
+    }
+
+    private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent, boolean exclusive)
+        throws IOException {
         NativeFile f = NativeFile.open(path, readOnly);
         try {
-            if (!f.tryLock(!readOnly)) {
+            if (!f.tryLock(exclusive)) {
                 throw new IOException(path + " is in use: " + (readOnly ? "open read-write" : "open")
                     + " elsewhere (flock held)");
             }
