@@ -158,12 +158,19 @@ public final class CheckpointService {
             @Override
             public VirtualDisk openNext() throws IOException {
                 Files.createDirectories(store.dir());
-                DiskOps.create(child, CreateOptions.differencing(DiskFormat.VHDX, parent), false);
-                s.parents.put(child.toString(), parent.toString());
-                s.leaves.put(disk, child.toString());
-                alsoRecord.run();
-                store.save(s); // from here a restart opens the child
-                return VirtualDisks.open(child, false);
+                // Created in place (fsynced by the writer): until the state names it, a crash leaves an
+                // unreferenced file that the next start removes.
+                VirtualDisk next = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, parent));
+                try {
+                    s.parents.put(child.toString(), parent.toString());
+                    s.leaves.put(disk, child.toString());
+                    alsoRecord.run();
+                    store.save(s); // from here a restart opens the child
+                    return next;
+                } catch (IOException | RuntimeException e) {
+                    next.close();
+                    throw e;
+                }
             }
 
             @Override
@@ -177,6 +184,8 @@ public final class CheckpointService {
         }, DRAIN_MILLIS);
         host.diskSwitched(disk, child, r.disk());
         pauses.record(r.pauseNanos());
+        LOG.log(Level.DEBUG, "disk switched partition=" + partition + " disk=" + disk + " pause_us=" + r.pauseNanos() / 1000
+            + " drain_us=" + r.drainNanos() / 1000 + " close_us=" + r.closeNanos() / 1000 + " open_us=" + r.openNanos() / 1000);
         return r.pauseNanos();
     }
 

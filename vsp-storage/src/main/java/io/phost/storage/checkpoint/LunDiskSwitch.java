@@ -26,8 +26,16 @@ public final class LunDiskSwitch {
         VirtualDisk reopenPrevious() throws IOException;
     }
 
-    /** How long the LUN's I/O was held, and the disk it runs on now. */
-    public record Result(long pauseNanos, VirtualDisk disk) {
+    /**
+     * How long the LUN's I/O was held (drain + close + open), its parts, and the disk it runs on now.
+     * @param drainNanos waiting for in-flight commands
+     * @param closeNanos flushing and closing the old disk
+     */
+    public record Result(long pauseNanos, long drainNanos, long closeNanos, VirtualDisk disk) {
+        /** Creating/opening the next disk (the step's own work). */
+        public long openNanos() {
+            return pauseNanos - drainNanos - closeNanos;
+        }
     }
 
     private LunDiskSwitch() {
@@ -44,6 +52,7 @@ public final class LunDiskSwitch {
             throw new IOException("LUN " + lun.name() + ": " + lun.inFlight() + " commands still executing after "
                 + drainTimeoutMillis + " ms; disk not switched");
         }
+        long drained = System.nanoTime();
         VirtualDisk old = lun.disk();
         try {
             if (!old.readOnly()) {
@@ -54,6 +63,7 @@ public final class LunDiskSwitch {
             throw e;
         }
         old.close();
+        long closed = System.nanoTime();
         VirtualDisk next;
         try {
             next = step.openNext();
@@ -72,6 +82,6 @@ public final class LunDiskSwitch {
         }
         lun.swapDisk(next);
         lun.resumeIo();
-        return new Result(System.nanoTime() - t0, next);
+        return new Result(System.nanoTime() - t0, drained - t0, closed - drained, next);
     }
 }

@@ -156,6 +156,59 @@ class LunDiskSwitchTest {
         }
     }
 
+    /**
+     * The pause a checkpoint's switch costs (drain, flush+close, create+open a differencing child), over
+     * {@code phost.bench.switches} (default 20) switches under a QD1 writer. Printed, and bounded loosely: the
+     * machine is shared, so the number goes to docs/benchmarks.md, not into an assertion.
+     */
+    @Test
+    void shouldMeasureTheSwitchPause() throws Exception {
+        int n = Integer.getInteger("phost.bench.switches", 20);
+        Path base = dir.resolve("base.vhdx");
+        VirtualDisk disk = VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, SIZE));
+        ScsiTarget target = new ScsiTarget();
+        ScsiLun lun = new ScsiLun("t-disk0", disk);
+        target.add(0, lun);
+        Writer w = new Writer(target);
+        Thread t = Thread.ofPlatform().name("writer").start(w);
+        long[] pause = new long[n];
+        long[] close = new long[n];
+        long[] open = new long[n];
+        Path parent = base;
+        for (int k = 0; k < n; k++) {
+            Thread.sleep(20);
+            Path p = parent;
+            Path child = dir.resolve("s" + k + ".avhdx");
+            LunDiskSwitch.Result r = LunDiskSwitch.switchDisk(lun, new LunDiskSwitch.Step() {
+                @Override
+                public VirtualDisk openNext() throws IOException {
+                    return VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, p));
+                }
+
+                @Override
+                public VirtualDisk reopenPrevious() throws IOException {
+                    return VirtualDisks.open(p, false);
+                }
+            }, 5_000);
+            pause[k] = r.pauseNanos();
+            close[k] = r.closeNanos();
+            open[k] = r.openNanos();
+            parent = child;
+        }
+        w.stop.set(true);
+        t.join(10_000);
+        lun.disk().close();
+        assertEquals(0, w.failures.get());
+        Arrays.sort(pause);
+        Arrays.sort(close);
+        Arrays.sort(open);
+        System.out.printf("switch pause over %d switches (ms): min=%.2f p50=%.2f p99=%.2f max=%.2f; flush+close p50=%.2f; "
+                + "create+open p50=%.2f; writer max latency=%.2f%n", n, pause[0] / 1e6, pause[n / 2] / 1e6,
+            pause[Math.min(n - 1, (int) Math.ceil(n * 0.99) - 1)] / 1e6, pause[n - 1] / 1e6, close[n / 2] / 1e6, open[n / 2] / 1e6,
+            w.maxLatencyNanos.get() / 1e6);
+        assertTrue(pause[n / 2] < 5_000_000_000L, "a switch must not take seconds");
+    }
+
     @Test
     void shouldKeepTheOldDiskWhenTheNextOneCannotOpen() throws Exception {
         Path base = dir.resolve("base.vhdx");
