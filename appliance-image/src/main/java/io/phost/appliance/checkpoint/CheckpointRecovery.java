@@ -40,11 +40,19 @@ public final class CheckpointRecovery {
             }
             List<CheckpointState.Checkpoint> incomplete = new ArrayList<>();
             for (CheckpointState.Checkpoint c : s.checkpoints) {
-                if (!c.images.keySet().containsAll(e.getValue())) {
+                if (c.pending || !c.images.keySet().containsAll(e.getValue())) {
                     incomplete.add(c);
                 }
             }
             for (CheckpointState.Checkpoint c : incomplete) {
+                // A child made before its switch is linked to the parent's DataWriteGuid of that moment; the
+                // parent's first write of its session may have changed it since. Re-link (idempotent).
+                for (Map.Entry<String, String> img : c.images.entrySet()) {
+                    String leaf = s.leaves.get(img.getKey());
+                    if (leaf != null && img.getValue().equals(s.parents.get(leaf)) && Files.exists(Path.of(leaf))) {
+                        OnlineMerge.relink(Path.of(leaf), Path.of(img.getValue()));
+                    }
+                }
                 LOG.log(Level.WARNING, "checkpoint dropped partition=" + e.getKey() + " checkpoint=" + c.name
                     + " reason=\"its create was interrupted before every disk switched\"");
                 s.checkpoints.remove(c);

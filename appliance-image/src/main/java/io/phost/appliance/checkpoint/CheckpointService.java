@@ -10,6 +10,7 @@ import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.DiskType;
 import io.phost.vhdx.VirtualDisk;
 import io.phost.vhdx.VirtualDisks;
+import io.phost.vhdx.vhdx.VhdxDisk;
 import io.phost.vhdx.ops.DiskOps;
 import io.phost.vhdx.ops.OnlineMerge;
 
@@ -123,6 +124,7 @@ public final class CheckpointService {
         // (and completed) before the pause, as after a power cut.
         CheckpointState.Checkpoint c = new CheckpointState.Checkpoint(name, Instant.now().toString(), s.current,
             CRASH_CONSISTENT, Map.of());
+        c.pending = true; // until every disk switched: a start drops a pending checkpoint
         s.checkpoints.add(c);
         List<Long> pauseNanos = new ArrayList<>();
         try {
@@ -136,6 +138,7 @@ public final class CheckpointService {
             throw e;
         }
         s.current = name;
+        c.pending = false;
         store(partition).save(s);
         LOG.log(Level.INFO, "checkpoint created partition=" + partition + " checkpoint=" + name + " state=" + p.state()
             + " pause_us=" + pauseNanos.stream().map(n -> Long.toString(n / 1000)).toList());
@@ -146,7 +149,13 @@ public final class CheckpointService {
 
     /**
      * Switches {@code disk}'s LUN to a new differencing child of {@code parent}; the state naming the child
-     * is saved (with {@code alsoRecord} applied) before the LUN runs on it. Returns the I/O pause.
+     * (with {@code alsoRecord} applied) is durable before the LUN runs on it. Returns the I/O pause.
+     * <pre>
+     *   parent is the running leaf (create, delete):  child written and state saved BEFORE the pause;
+     *       pause = drain + flush/close + open child (re-linked first if the leaf's first write of its
+     *       session changed its DataWriteGuid after the child was made)
+     *   parent is another image (apply):              child created and state saved inside the pause
+     * </pre>
      */
     private long switchToNewChild(CheckpointState s, String partition, String disk, Path parent, Runnable alsoRecord)
         throws IOException, InterruptedException {
@@ -154,39 +163,63 @@ public final class CheckpointService {
         ScsiLun lun = host.lun(partition, disk);
         String oldLeaf = leaf(s, disk);
         Path child = store.newImage(s, disk);
-        LunDiskSwitch.Result r = LunDiskSwitch.switchDisk(lun, new LunDiskSwitch.Step() {
-            @Override
-            public VirtualDisk openNext() throws IOException {
-                Files.createDirectories(store.dir());
-                // Created in place (fsynced by the writer): until the state names it, a crash leaves an
-                // unreferenced file that the next start removes.
-                VirtualDisk next = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, parent));
-                try {
-                    s.parents.put(child.toString(), parent.toString());
-                    s.leaves.put(disk, child.toString());
-                    alsoRecord.run();
-                    store.save(s); // from here a restart opens the child
-                    return next;
-                } catch (IOException | RuntimeException e) {
-                    next.close();
-                    throw e;
+        Files.createDirectories(store.dir());
+        VhdxDisk running = parent.toString().equals(oldLeaf) && lun.disk() instanceof VhdxDisk v ? v : null;
+        java.util.UUID linkedTo = null;
+        if (running != null) {
+            linkedTo = running.dataWriteGuid();
+            VhdxDisk.createChildOf(child, running);
+            record(s, disk, child, parent, alsoRecord);
+            store.save(s); // a restart now opens the empty child: it reads as the parent (re-linked at start if needed)
+        }
+        java.util.UUID expected = linkedTo;
+        LunDiskSwitch.Result r;
+        try {
+            r = LunDiskSwitch.switchDisk(lun, new LunDiskSwitch.Step() {
+                @Override
+                public VirtualDisk openNext() throws IOException {
+                    if (running != null) {
+                        if (!running.dataWriteGuid().equals(expected)) {
+                            OnlineMerge.relink(child, parent); // still empty: only its parent linkage changes
+                        }
+                        return VirtualDisks.open(child, false);
+                    }
+                    // Created in place (fsynced by the writer): until the state names it, a crash leaves an
+                    // unreferenced file that the next start removes.
+                    VirtualDisk next = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, parent));
+                    try {
+                        record(s, disk, child, parent, alsoRecord);
+                        store.save(s); // from here a restart opens the child
+                        return next;
+                    } catch (IOException | RuntimeException e) {
+                        next.close();
+                        throw e;
+                    }
                 }
-            }
 
-            @Override
-            public VirtualDisk reopenPrevious() throws IOException {
-                s.parents.remove(child.toString());
-                s.leaves.put(disk, oldLeaf);
-                store.save(s);
-                Files.deleteIfExists(child);
-                return VirtualDisks.open(Path.of(oldLeaf), false);
-            }
-        }, DRAIN_MILLIS);
+                @Override
+                public VirtualDisk reopenPrevious() throws IOException {
+                    return VirtualDisks.open(Path.of(oldLeaf), false);
+                }
+            }, DRAIN_MILLIS);
+        } catch (IOException | RuntimeException e) {
+            s.parents.remove(child.toString());
+            s.leaves.put(disk, oldLeaf);
+            store.save(s);
+            Files.deleteIfExists(child);
+            throw e;
+        }
         host.diskSwitched(disk, child, r.disk());
         pauses.record(r.pauseNanos());
         LOG.log(Level.DEBUG, "disk switched partition=" + partition + " disk=" + disk + " pause_us=" + r.pauseNanos() / 1000
             + " drain_us=" + r.drainNanos() / 1000 + " close_us=" + r.closeNanos() / 1000 + " open_us=" + r.openNanos() / 1000);
         return r.pauseNanos();
+    }
+
+    private static void record(CheckpointState s, String disk, Path child, Path parent, Runnable alsoRecord) {
+        s.parents.put(child.toString(), parent.toString());
+        s.leaves.put(disk, child.toString());
+        alsoRecord.run();
     }
 
     // ------------------------------------------------------------------------------------------ list

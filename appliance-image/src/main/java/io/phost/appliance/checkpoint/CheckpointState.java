@@ -27,6 +27,8 @@ final class CheckpointState {
         /** "crash-consistent" (nothing asked the guest to freeze) or "application-consistent". */
         final String consistency;
         final Map<String, String> images;
+        /** Set while create runs: the checkpoint is not usable until every disk switched. */
+        boolean pending;
 
         Checkpoint(String name, String created, String parent, String consistency, Map<String, String> images) {
             this.name = name;
@@ -97,6 +99,9 @@ final class CheckpointState {
             cm.put("parent", c.parent);
             cm.put("consistency", c.consistency);
             cm.put("images", c.images);
+            if (c.pending) {
+                cm.put("pending", true);
+            }
             list.add(cm);
         }
         m.put("checkpoints", list);
@@ -120,8 +125,10 @@ final class CheckpointState {
             if (!(o instanceof Map<?, ?> c)) {
                 throw new IllegalArgumentException("checkpoints[] entry is not an object");
             }
-            s.checkpoints.add(new Checkpoint(string(c, "name"), string(c, "created"), (String) c.get("parent"),
-                string(c, "consistency"), strings(c, "images")));
+            Checkpoint cp = new Checkpoint(string(c, "name"), string(c, "created"), (String) c.get("parent"),
+                string(c, "consistency"), strings(c, "images"));
+            cp.pending = Boolean.TRUE.equals(c.get("pending"));
+            s.checkpoints.add(cp);
         }
         s.current = (String) m.get("current");
         s.leaves.putAll(strings(m, "leaves"));

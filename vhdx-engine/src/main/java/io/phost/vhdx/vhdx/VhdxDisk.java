@@ -450,6 +450,16 @@ public final class VhdxDisk implements MappedDisk {
         }
     }
 
+    /**
+     * Writes (and fsyncs) a new, empty differencing image at {@code child} whose parent is the open image
+     * {@code parent}, without opening the parent again: a read-write parent keeps its exclusive flock.
+     * The child is linked to the parent's current DataWriteGuid; if the parent's first write of its session
+     * comes later, that guid changes and the child must be re-linked ({@link #setParent}) before it opens.
+     */
+    public static void createChildOf(Path child, VhdxDisk parent) throws IOException {
+        VhdxImageWriter.create(child, new VhdxCreateOptions(0, VhdxType.DIFFERENCING, 0, 0, 0, parent.path()), parent);
+    }
+
     // ---------------------------------------------------------------- VirtualDisk
 
     @Override
