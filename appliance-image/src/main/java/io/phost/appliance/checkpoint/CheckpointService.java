@@ -167,6 +167,7 @@ public final class CheckpointService {
         VhdxDisk running = parent.toString().equals(oldLeaf) && lun.disk() instanceof VhdxDisk v ? v : null;
         java.util.UUID linkedTo = null;
         if (running != null) {
+            running.startWriteSession(); // its DataWriteGuid is now fixed until it closes: the child stays linked
             linkedTo = running.dataWriteGuid();
             VhdxDisk.createChildOf(child, running);
             record(s, disk, child, parent, alsoRecord);

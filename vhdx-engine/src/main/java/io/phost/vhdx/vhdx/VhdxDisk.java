@@ -986,6 +986,18 @@ public final class VhdxDisk implements MappedDisk {
         }
     }
 
+    /**
+     * Starts this open's write session now if it has not started (new GUIDs, headers written and synced),
+     * so that {@link #dataWriteGuid} stays the same for the rest of the open: a child made next from this
+     * open image ({@link #createChildOf}) stays linked whatever is written later. For a leaf that no image
+     * was made from yet (a running partition's disk before a checkpoint); a no-op when read-only.
+     */
+    public void startWriteSession() throws IOException {
+        if (!readOnly && !sessionStarted) {
+            startSession();
+        }
+    }
+
     /** First write of this session: new FileWriteGuid, DataWriteGuid and LogGuid, durable before any data. */
     private void startSession() throws IOException {
         startSession(true);

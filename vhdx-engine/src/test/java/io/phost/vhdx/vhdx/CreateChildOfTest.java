@@ -57,6 +57,20 @@ class CreateChildOfTest {
                 parent.write(8192, buf);
             }
             VhdxFormatException e = assertThrows(VhdxFormatException.class, () -> VirtualDisks.open(b, true));
+            // With the session started first, the child made next stays linked through later writes.
+            Path c = dir.resolve("c.avhdx");
+            Path base2 = dir.resolve("base2.vhdx");
+            VirtualDisks.create(base2, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, 16L << 20)).close();
+            try (VhdxDisk parent = VhdxDisk.open(base2, false)) {
+                parent.startWriteSession();
+                VhdxDisk.createChildOf(c, parent);
+                buf.fill((byte) 3);
+                parent.write(12288, buf);
+            }
+            try (VirtualDisk d = VirtualDisks.open(c, true)) {
+                d.read(12288, buf);
+                assertEquals(3, buf.get(ValueLayout.JAVA_BYTE, 0));
+            }
             assertEquals(VhdxFormatException.Reason.PARENT_LINKAGE_MISMATCH, e.reason());
             OnlineMerge.relink(b, base);
             try (VirtualDisk d = VirtualDisks.open(b, false)) {
