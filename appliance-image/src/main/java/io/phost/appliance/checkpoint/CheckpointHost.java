@@ -21,6 +21,9 @@ public interface CheckpointHost {
 
     boolean isVhdx(String disk);
 
+    /** Why {@code disk} is served by something besides its partition's LUN (NBD, vhost-user), or null. */
+    String otherExport(String disk);
+
     /** The LUN that serves {@code disk} to {@code partition}. */
     ScsiLun lun(String partition, String disk);
 

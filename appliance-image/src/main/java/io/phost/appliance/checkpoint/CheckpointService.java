@@ -97,6 +97,11 @@ public final class CheckpointService {
                 throw new CheckpointException(409, "disk '" + d + "' of partition '" + name + "' is not VHDX: a "
                     + "checkpoint needs a differencing child (.avhdx); convert it with phost vhd convert");
             }
+            String other = host.otherExport(d);
+            if (other != null) {
+                // That export holds the open image: switching it under the LUN alone would leave it on a closed file.
+                throw new CheckpointException(409, "disk '" + d + "' of partition '" + name + "' cannot be checkpointed: " + other);
+            }
         }
         if (merges.containsKey(name)) {
             throw new CheckpointException(409, "partition '" + name + "' is merging checkpoint '"

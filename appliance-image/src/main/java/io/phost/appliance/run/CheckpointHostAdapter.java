@@ -61,6 +61,12 @@ final class CheckpointHostAdapter implements CheckpointHost {
     }
 
     @Override
+    public String otherExport(String disk) {
+        return cfg.disk(disk).map(d -> d.nbdExport() ? "it is exported over NBD (nbd_export = true)"
+            : d.vhostUser() ? "it is exported over vhost-user (vhost_user = true)" : null).orElse(null);
+    }
+
+    @Override
     public ScsiLun lun(String partition, String disk) {
         ScsiLun lun = storage.lun(partition, disk);
         if (lun == null) {

@@ -172,6 +172,63 @@ class CheckpointRunTest {
         }
     }
 
+    @Test
+    void shouldRefuseWhatCannotBeCheckpointedWithTheReason() throws Exception {
+        Path cfg = dir.resolve("appliance.toml");
+        Files.writeString(cfg, """
+            [host]
+            name = "ckpt-refuse"
+            data_dir = "%s"
+
+            [[disk]]
+            name = "raw0"
+            path = "raw0.raw"
+            format = "raw"
+            create = { type = "dynamic", size = "16MiB" }
+
+            [[disk]]
+            name = "shared"
+            path = "shared.vhdx"
+            format = "vhdx"
+            nbd_export = true
+            create = { type = "dynamic", size = "16MiB" }
+
+            [[partition]]
+            name = "r"
+            memory = "16MiB"
+            autostart = false
+            workload = { kind = "idle" }
+              [[partition.disk]]
+              disk = "raw0"
+              lun = 0
+
+            [[partition]]
+            name = "n"
+            memory = "16MiB"
+            autostart = false
+            workload = { kind = "idle" }
+              [[partition.disk]]
+              disk = "shared"
+              lun = 0
+            """.formatted(dir.resolve("data")));
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(), "--plain")) {
+            p.awaitLine("phost: ready", Duration.ofSeconds(60));
+            String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
+            ManagementClient c = new ManagementClient(ManagementAddress.parse(endpoint), null);
+            HttpResponse raw = c.post("/v1/partitions/checkpoints/create?name=r&checkpoint=a");
+            assertEquals(409, raw.status());
+            assertTrue(raw.bodyText().contains("disk 'raw0'") && raw.bodyText().contains("not VHDX"), raw.bodyText());
+            HttpResponse nbd = c.post("/v1/partitions/checkpoints/create?name=n&checkpoint=a");
+            assertEquals(409, nbd.status());
+            assertTrue(nbd.bodyText().contains("exported over NBD"), nbd.bodyText());
+            assertEquals(404, c.post("/v1/partitions/checkpoints/create?name=nope&checkpoint=a").status());
+            assertEquals(404, c.get("/v1/partitions/checkpoints?name=nope").status());
+            assertEquals(400, c.get("/v1/partitions/checkpoints").status());
+            assertEquals(1, Main.execute("checkpoint", "create", "r", "a", "--host", endpoint), "409 exits 1");
+            assertFalse(Files.exists(dir.resolve("data/checkpoints/r/state.json")), "a refusal writes nothing");
+        }
+    }
+
     private static String partitionAndLog(ManagementClient c) {
         try {
             return c.get("/v1/partitions").bodyText() + "\n" + c.get("/v1/partitions/logs?name=p").bodyText();
