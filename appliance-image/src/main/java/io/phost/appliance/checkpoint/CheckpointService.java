@@ -1,7 +1,6 @@
 package io.phost.appliance.checkpoint;
 
 import io.phost.core.partition.ChildPartition;
-import io.phost.core.partition.PartitionKind;
 import io.phost.core.partition.PartitionState;
 import io.phost.storage.checkpoint.LunDiskSwitch;
 import io.phost.storage.scsi.ScsiLun;
@@ -84,10 +83,6 @@ public final class CheckpointService {
         if (p == null) {
             throw new CheckpointException(404, "no partition named '" + name + "'");
         }
-        if (p.kind() != PartitionKind.PROCESS) {
-            throw new CheckpointException(409, "partition '" + name + "' is a VM partition: checkpoints are for "
-                + "process partitions in this version");
-        }
         List<String> disks = host.disksOf(name);
         if (disks.isEmpty()) {
             throw new CheckpointException(409, "partition '" + name + "' has no disks to checkpoint");
@@ -125,8 +120,9 @@ public final class CheckpointService {
         if (s.checkpoint(name) != null) {
             throw new CheckpointException(409, "partition '" + partition + "' already has a checkpoint named '" + name + "'");
         }
-        // No freeze channel to a process partition's workload yet: the checkpoint holds what was written
-        // (and completed) before the pause, as after a power cut.
+        // No freeze channel yet (no guest agent for VMs, no freeze request in the process partitions'
+        // integration services): the checkpoint holds what was written (and completed) before the pause,
+        // as after a power cut.
         CheckpointState.Checkpoint c = new CheckpointState.Checkpoint(name, Instant.now().toString(), s.current,
             CRASH_CONSISTENT, Map.of());
         c.pending = true; // until every disk switched: a start drops a pending checkpoint

@@ -27,6 +27,6 @@ public final class Assembler {
         VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos));
         PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks));
         app.add(new io.phost.appliance.checkpoint.CheckpointsComponent(new io.phost.appliance.checkpoint.CheckpointService(
-            new CheckpointHostAdapter(cfg, disks, storage, partitions), cfg.host().dataDir())));
+            new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks), cfg.host().dataDir())));
     }
 }

@@ -23,8 +23,11 @@ final class CheckpointHostAdapter implements CheckpointHost {
     private final DisksComponent disks;
     private final StorageComponent storage;
     private final PartitionsComponent partitions;
+    private final VmDisksComponent vmDisks;
 
-    CheckpointHostAdapter(ApplianceConfig cfg, DisksComponent disks, StorageComponent storage, PartitionsComponent partitions) {
+    CheckpointHostAdapter(ApplianceConfig cfg, DisksComponent disks, StorageComponent storage, PartitionsComponent partitions,
+                          VmDisksComponent vmDisks) {
+        this.vmDisks = vmDisks;
         this.cfg = cfg;
         this.disks = disks;
         this.storage = storage;
@@ -69,6 +72,9 @@ final class CheckpointHostAdapter implements CheckpointHost {
     @Override
     public ScsiLun lun(String partition, String disk) {
         ScsiLun lun = storage.lun(partition, disk);
+        if (lun == null) {
+            lun = vmDisks.lun(partition, disk); // a VM partition's disk: its vhost-user-blk export's LUN
+        }
         if (lun == null) {
             throw new IllegalStateException("disk '" + disk + "' of partition '" + partition + "' has no LUN");
         }
