@@ -13,6 +13,9 @@ public interface CheckpointHost {
     /** The partition, or null. */
     ChildPartition partition(String name);
 
+    /** Every partition's name, in config order. */
+    List<String> partitionNames();
+
     /** The partition's disks (config names) in attachment order. */
     List<String> disksOf(String partition);
 

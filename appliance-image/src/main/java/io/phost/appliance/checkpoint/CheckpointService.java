@@ -514,7 +514,13 @@ public final class CheckpointService {
     public Map<String, Object> status() {
         Map<String, Object> m = new LinkedHashMap<>();
         Map<String, Object> counts = new LinkedHashMap<>();
-        states.forEach((p, s) -> counts.put(p, s.checkpoints.size()));
+        for (String p : host.partitionNames()) {
+            try {
+                counts.put(p, state(p).checkpoints.size());
+            } catch (IOException e) {
+                counts.put(p, "unreadable state: " + e.getMessage());
+            }
+        }
         m.put("checkpoints", counts);
         Map<String, Object> running = new LinkedHashMap<>();
         merges.forEach((p, g) -> running.put(p, mergeJson(g)));

@@ -49,6 +49,11 @@ final class CheckpointHostAdapter implements CheckpointHost {
     }
 
     @Override
+    public List<String> partitionNames() {
+        return cfg.partitions().stream().map(PartitionConfig::name).toList();
+    }
+
+    @Override
     public List<String> disksOf(String partition) {
         return cfg.partition(partition).map(p -> p.disks().stream().map(DiskAttachment::disk).toList()).orElse(List.of());
     }
