@@ -12,7 +12,7 @@ public final class Assembler {
     private Assembler() {}
 
     public static void assemble(ApplianceConfig cfg, Appliance app) throws Exception {
-        DisksComponent disks = app.add(DisksComponent.open(cfg));
+        DisksComponent disks = app.add(DisksComponent.open(cfg, CheckpointHostAdapter.recover(cfg)));
         NbdComponent nbd = NbdComponent.start(cfg, disks);
         if (nbd != null) {
             app.add(nbd);
@@ -25,6 +25,8 @@ public final class Assembler {
         StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos));
         NetworkComponent network = app.add(NetworkComponent.start(cfg));
         VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos));
-        app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks));
+        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks));
+        app.add(new io.phost.appliance.checkpoint.CheckpointsComponent(new io.phost.appliance.checkpoint.CheckpointService(
+            new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks), cfg.host().dataDir())));
     }
 }

@@ -33,9 +33,21 @@ public final class DisksComponent implements Component {
     private final Map<String, OpenDisk> disks = new LinkedHashMap<>();
 
     public static DisksComponent open(ApplianceConfig cfg) throws IOException {
+        return open(cfg, Map.of());
+    }
+
+    /** @param leaves disks that run on a checkpoint's differencing child: disk → the image to open instead */
+    public static DisksComponent open(ApplianceConfig cfg, Map<String, Path> leaves) throws IOException {
         DisksComponent c = new DisksComponent();
         try {
             for (DiskConfig d : cfg.disks()) {
+                Path leaf = leaves.get(d.name());
+                if (leaf != null) {
+                    VirtualDisk disk = VirtualDisks.open(leaf, d.readOnly());
+                    c.disks.put(d.name(), new OpenDisk(d, leaf, disk, false));
+                    LOG.log(Level.INFO, "opened disk=" + d.name() + " checkpoint_leaf=" + leaf + " size=" + disk.size());
+                    continue;
+                }
                 c.openOne(d, cfg.host().dataDir());
             }
         } catch (IOException | RuntimeException e) {
@@ -78,6 +90,11 @@ public final class DisksComponent implements Component {
             ? FileDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
         disks.put(d.name(), new OpenDisk(d, path, disk, created));
         LOG.log(Level.INFO, "opened disk=" + d.name() + " format=" + disk.format() + " size=" + disk.size() + " read_only=" + disk.readOnly());
+    }
+
+    /** A checkpoint switched {@code name} to {@code path} (now open as {@code disk}; the old one is closed). */
+    public void replace(String name, Path path, VirtualDisk disk) {
+        disks.computeIfPresent(name, (n, old) -> new OpenDisk(old.config(), path, disk, false));
     }
 
     public OpenDisk get(String name) {

@@ -37,6 +37,8 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
     private final Map<String, Rates> rates = new ConcurrentHashMap<>();
     /** partition/controller/lun -> the config's disk name (the VSP's own disk names are prefixed by the partition). */
     private final Map<String, String> diskNames = new ConcurrentHashMap<>();
+    /** partition/disk → the LUN serving it (checkpoints switch its disk). */
+    private final Map<String, io.phost.storage.scsi.ScsiLun> luns = new ConcurrentHashMap<>();
     private final ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor(r ->
         Thread.ofPlatform().daemon().name("storage-stats").unstarted(r));
 
@@ -60,11 +62,17 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
             StorageVsp vsp = controllers.computeIfAbsent(a.controller(),
                 c -> new StorageVsp(p.name(), Math.max(0, Math.min(p.vcpus(), 8) - 1)));
             QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(disks.get(d.name()).path()));
-            vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), engine(d.ioEngine()));
+            luns.put(p.name() + "/" + d.name(),
+                vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), engine(d.ioEngine())));
             diskNames.put(p.name() + "/" + a.controller() + "/" + a.lun(), d.name());
         }
         vsps.put(p.name(), controllers);
         return List.copyOf(controllers.values());
+    }
+
+    /** The LUN serving {@code disk} to process partition {@code partition}, or null. */
+    public io.phost.storage.scsi.ScsiLun lun(String partition, String disk) {
+        return luns.get(partition + "/" + disk);
     }
 
     /** Flows on one file system share its capacity estimate: the device id is the file store's name. */

@@ -85,6 +85,16 @@ public final class VmDisksComponent implements Component {
         }
     }
 
+    /** The LUN serving {@code disk} to VM partition {@code partition}, or null. */
+    public io.phost.storage.scsi.ScsiLun lun(String partition, String disk) {
+        for (Export e : byPartition.getOrDefault(partition, List.of())) {
+            if (e.attachment().disk().equals(disk)) {
+                return e.export().lun();
+            }
+        }
+        return null;
+    }
+
     /** The vhost-user devices QEMU gets for partition {@code p}, in boot order. */
     public List<VmDevice> devicesFor(PartitionConfig p) {
         List<VmDevice> out = new ArrayList<>();

@@ -75,7 +75,7 @@ final class VhdxMerge {
         return new DiskOps.CopyResult(written, j.size - written);
     }
 
-    private static Journal stage(Path child, Path stage, Progress progress) throws IOException {
+    static Journal stage(Path child, Path stage, Progress progress) throws IOException {
         try (VhdxDisk c = VhdxDisk.open(child, true)) {
             if (c.parent() == null) {
                 throw new IllegalArgumentException(child + " is not a differencing image");
@@ -118,11 +118,17 @@ final class VhdxMerge {
     }
 
     private static long apply(Journal j, Path stage, Progress progress) throws IOException {
+        return apply(j, stage, progress, false);
+    }
+
+    /** Phase 3; {@code besideReaders}: the parent is open read-only in this process (an online merge). */
+    static long apply(Journal j, Path stage, Progress progress, boolean besideReaders) throws IOException {
         if (!Files.exists(stage)) {
             throw new IOException("the merge stage " + stage + " is missing; the journal beside it cannot be finished");
         }
         long written = 0;
-        try (VirtualDisk p = VirtualDisks.open(j.parent, false); RawDisk s = RawDisk.open(stage, true);
+        try (VirtualDisk p = besideReaders ? VhdxDisk.openBesideReaders(j.parent) : VirtualDisks.open(j.parent, false);
+             RawDisk s = RawDisk.open(stage, true);
              Arena arena = Arena.ofConfined()) {
             if (!(p instanceof VhdxDisk x) || !x.virtualDiskId().equals(j.parentDiskId)) {
                 throw new IllegalStateException("the merge journal beside " + stage + " names parent " + j.parent

@@ -204,14 +204,30 @@ public final class VhdxDisk implements MappedDisk {
         return open(path, true, 0, true);
     }
 
+    /**
+     * Opens read-write while this process's own readers may hold the image open read-only (an online merge
+     * writing a parent that a running chain reads through its child): takes a shared flock instead of the
+     * exclusive one. Only for a writer whose every write is shadowed, in those readers' chains, by a child
+     * that stores the same range: they never read what it writes, and their cached metadata stays valid for
+     * what they do read. Another process still cannot open it read-write.
+     */
+    public static VhdxDisk openBesideReaders(Path path) throws IOException {
+        return open(path, false, 0, false, false);
+    }
+
     private static VhdxDisk open(Path path, boolean readOnly, int depth) throws IOException {
         return open(path, readOnly, depth, false);
     }
 
     private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent) throws IOException {
+        return open(path, readOnly, depth, skipParent, !readOnly);
+    }
+
+    private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent, boolean exclusive)
+        throws IOException {
         NativeFile f = NativeFile.open(path, readOnly);
         try {
-            if (!f.tryLock(!readOnly)) {
+            if (!f.tryLock(exclusive)) {
                 throw new IOException(path + " is in use: " + (readOnly ? "open read-write" : "open")
                     + " elsewhere (flock held)");
             }
@@ -432,6 +448,16 @@ public final class VhdxDisk implements MappedDisk {
             }
             throw e;
         }
+    }
+
+    /**
+     * Writes (and fsyncs) a new, empty differencing image at {@code child} whose parent is the open image
+     * {@code parent}, without opening the parent again: a read-write parent keeps its exclusive flock.
+     * The child is linked to the parent's current DataWriteGuid; if the parent's first write of its session
+     * comes later, that guid changes and the child must be re-linked ({@link #setParent}) before it opens.
+     */
+    public static void createChildOf(Path child, VhdxDisk parent) throws IOException {
+        VhdxImageWriter.create(child, new VhdxCreateOptions(0, VhdxType.DIFFERENCING, 0, 0, 0, parent.path()), parent);
     }
 
     // ---------------------------------------------------------------- VirtualDisk
@@ -957,6 +983,18 @@ public final class VhdxDisk implements MappedDisk {
         }
         for (VhdxLog.Update u : batch) {
             file.write(u.fileOffset(), u.page(), 0, u.page().length);
+        }
+    }
+
+    /**
+     * Starts this open's write session now if it has not started (new GUIDs, headers written and synced),
+     * so that {@link #dataWriteGuid} stays the same for the rest of the open: a child made next from this
+     * open image ({@link #createChildOf}) stays linked whatever is written later. For a leaf that no image
+     * was made from yet (a running partition's disk before a checkpoint); a no-op when read-only.
+     */
+    public void startWriteSession() throws IOException {
+        if (!readOnly && !sessionStarted) {
+            startSession();
         }
     }
 

@@ -48,13 +48,24 @@ final class VhdxImageWriter {
     }
 
     static void create(Path path, VhdxCreateOptions o) throws IOException {
+        if (o.type() == VhdxType.DIFFERENCING) {
+            try (VhdxDisk parent = VhdxDisk.open(o.parent(), true)) {
+                create(path, o, parent);
+            }
+        } else {
+            create(path, o, null);
+        }
+    }
+
+    /** {@code parent}: the differencing image's parent, already open (read-only or read-write), else null. */
+    static void create(Path path, VhdxCreateOptions o, VhdxDisk parent) throws IOException {
         long size = o.size();
         int logical = o.logicalSectorSize();
         int physical = o.physicalSectorSize();
         int blockSize = o.blockSize();
         Map<String, String> locator = null;
         if (o.type() == VhdxType.DIFFERENCING) {
-            try (VhdxDisk parent = VhdxDisk.open(o.parent(), true)) {
+            {
                 size = parent.size();
                 if (logical != 0 && logical != parent.logicalSectorSize()) {
                     throw new IllegalArgumentException("a differencing image must use the parent's logical sector size "

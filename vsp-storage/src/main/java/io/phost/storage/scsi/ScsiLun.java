@@ -52,7 +52,12 @@ public final class ScsiLun {
     private static final byte[] PRODUCT = "Virtual Disk    ".getBytes(StandardCharsets.US_ASCII);
     private static final byte[] REVISION = "1.0 ".getBytes(StandardCharsets.US_ASCII);
 
-    private final VirtualDisk disk;
+    /** The backing disk; replaced only by {@link #swapDisk} while I/O is paused (a checkpoint's switch). */
+    private volatile VirtualDisk disk;
+    /** Bumped by every {@link #swapDisk}: a queue whose engine was opened on an older disk reopens it. */
+    volatile int diskGeneration;
+    /** While set, queues hold this LUN's new commands (not failed, not started) until {@link #resumeIo}. */
+    private volatile boolean ioPaused;
     private final QosFlow qos;
     private final boolean readOnly;
     private final IoEngines.Kind engineKind;
@@ -133,6 +138,51 @@ public final class ScsiLun {
 
     public long blocks() {
         return blocks;
+    }
+
+    /**
+     * Stops new commands from starting (queues hold them) and waits until none of this LUN's commands is
+     * executing: the seam a checkpoint uses to switch the backing disk under a short pause. False (and
+     * still paused: call {@link #resumeIo}) when commands were still executing at the timeout.
+     * <pre>
+     *   pauseIo ── ioPaused=true ── wait inFlight==0 ──▶ flush / swapDisk ──▶ resumeIo: held commands start
+     * </pre>
+     */
+    public boolean pauseIo(long timeoutMillis) throws InterruptedException {
+        ioPaused = true; // volatile write before reading inFlight: pairs with the queue's increment-then-check
+        return ScsiTarget.awaitIdle(this, timeoutMillis);
+    }
+
+    public void resumeIo() {
+        ioPaused = false;
+    }
+
+    public boolean ioPaused() {
+        return ioPaused;
+    }
+
+    /**
+     * Replaces the backing disk (I/O must be paused and drained). The new disk must look the same to the
+     * initiator: same size and sector sizes (a checkpoint's differencing child of the old disk does).
+     * Returns the old disk, still open: the caller closes it.
+     */
+    public VirtualDisk swapDisk(VirtualDisk next) {
+        if (!ioPaused || inFlight.get() != 0) {
+            throw new IllegalStateException("LUN " + name + ": pause and drain I/O before swapping its disk");
+        }
+        VirtualDisk old = disk;
+        if (next.size() != old.size() || next.logicalSectorSize() != old.logicalSectorSize()
+            || next.physicalSectorSize() != old.physicalSectorSize()) {
+            throw new IllegalArgumentException("LUN " + name + ": the new disk (" + next.size() + " bytes, "
+                + next.logicalSectorSize() + "/" + next.physicalSectorSize() + ") differs from the old one ("
+                + old.size() + " bytes, " + old.logicalSectorSize() + "/" + old.physicalSectorSize() + ")");
+        }
+        if (sgFd >= 0) {
+            throw new IllegalStateException("LUN " + name + " passes SCSI commands through to a device; its disk cannot be swapped");
+        }
+        disk = next;
+        diskGeneration++;
+        return old;
     }
 
     /** Requests of this LUN currently executing (a hot-remove waits for zero). */

@@ -50,6 +50,9 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     private final ArrayDeque<ScsiRequest> deferred;
     private final IoEngine[] engines = new IoEngine[ScsiTarget.MAX_LUNS];
     private final ScsiLun[] engineOwners = new ScsiLun[ScsiTarget.MAX_LUNS];
+    private final int[] engineGenerations = new int[ScsiTarget.MAX_LUNS];
+    /** Commands to a LUN whose I/O is paused ({@link ScsiLun#pauseIo}); resubmitted by doWork once resumed. */
+    private final ArrayDeque<ScsiRequest> held;
     private final List<IoEngine> retiring = new ArrayList<>();
     private final MemorySegment scratch;
     /** Largest write a pattern WRITE SAME issues at once; a multiple of every supported block size (64 KiB max). */
@@ -72,6 +75,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
         this.slots = new ScsiRequest[depth];
         this.free = new ArrayDeque<>(depth);
         this.deferred = new ArrayDeque<>(depth);
+        this.held = new ArrayDeque<>(depth);
         for (int i = 0; i < depth; i++) {
             slots[i] = new ScsiRequest(i, maxSegments, ScsiLun.MAX_UNMAP_DESCRIPTORS);
             free.add(slots[i]);
@@ -116,15 +120,43 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             finish(r);
             return;
         }
+        if (lun.ioPaused()) {
+            hold(r);
+            return;
+        }
         if (lun.prepare(r, scratch, target) == ScsiLun.DONE) {
             finish(r);
             return;
         }
         lun.inFlight.incrementAndGet();
+        if (lun.ioPaused()) { // re-check after the increment: pauseIo sets the flag, then waits for zero
+            lun.inFlight.decrementAndGet();
+            hold(r);
+            return;
+        }
         r.admitted = false;
         r.startNanos = System.nanoTime();
         r.notBefore = 0;
         dispatch(r, r.startNanos);
+    }
+
+    private void hold(ScsiRequest r) {
+        held.add(r); // still outstanding: close() waits for it like any other command
+    }
+
+    private int resubmitHeld() {
+        int n = held.size();
+        for (int i = 0; i < n; i++) {
+            ScsiRequest r = held.poll();
+            ScsiLun lun = target.lun(r.lun());
+            if (lun != null && lun.ioPaused()) {
+                held.add(r);
+            } else {
+                outstanding--; // submit counts it again
+                submit(r);
+            }
+        }
+        return held.isEmpty() ? n : n + 1; // still held: report work so the owner keeps polling, not sleeping
     }
 
     private void dispatch(ScsiRequest r, long now) {
@@ -197,15 +229,17 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
 
     private IoEngine engineFor(int index, ScsiLun lun) {
         IoEngine e = engines[index];
-        if (e != null && engineOwners[index] == lun) {
+        int generation = lun.diskGeneration;
+        if (e != null && engineOwners[index] == lun && engineGenerations[index] == generation) {
             return e;
         }
         if (e != null) {
-            retiring.add(e); // the LUN was replaced: let the old engine drain
+            retiring.add(e); // the LUN or its disk was replaced: let the old engine drain
         }
         e = IoEngines.open(lun.disk(), lun.engineKind(), engineDepth);
         engines[index] = e;
         engineOwners[index] = lun;
+        engineGenerations[index] = generation;
         return e;
     }
 
@@ -217,7 +251,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
 
     /** One duty cycle: retries deferred commands, submits batches, reaps completions. */
     public int doWork() {
-        int work = 0;
+        int work = held.isEmpty() ? 0 : resubmitHeld();
         int n = deferred.size();
         if (n > 0) {
             long now = System.nanoTime();

@@ -116,8 +116,14 @@ public final class VhostUserBlkExport implements AutoCloseable {
         return name;
     }
 
+    /** The disk served now (a checkpoint may have switched the LUN to another). */
     public VirtualDisk disk() {
-        return disk;
+        return device.lun().disk();
+    }
+
+    /** The storage-core LUN behind the export (a checkpoint switches its disk under an I/O pause). */
+    public ScsiLun lun() {
+        return device.lun();
     }
 
     public Path socketPath() {

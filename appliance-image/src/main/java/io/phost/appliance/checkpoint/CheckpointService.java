@@ -1,0 +1,539 @@
+package io.phost.appliance.checkpoint;
+
+import io.phost.core.partition.ChildPartition;
+import io.phost.core.partition.PartitionState;
+import io.phost.storage.checkpoint.LunDiskSwitch;
+import io.phost.storage.scsi.ScsiLun;
+import io.phost.vhdx.CreateOptions;
+import io.phost.vhdx.DiskFormat;
+import io.phost.vhdx.DiskType;
+import io.phost.vhdx.VirtualDisk;
+import io.phost.vhdx.VirtualDisks;
+import io.phost.vhdx.vhdx.VhdxDisk;
+import io.phost.vhdx.ops.DiskOps;
+import io.phost.vhdx.ops.OnlineMerge;
+
+import java.io.IOException;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+
+/**
+ * Production checkpoints of running partitions: create (each disk switched to a differencing child under a
+ * short I/O pause), apply (revert: the partition is stopped and each disk gets a new child of the
+ * checkpoint's image), delete (the checkpoint's single child image merged into its image online, in the
+ * background) and export (a standalone VHDX of the checkpoint). State changes are saved atomically before
+ * the LUN runs on what they describe, so a crash leaves the partition on a complete chain.
+ */
+public final class CheckpointService {
+    private static final Logger LOG = System.getLogger("phost.checkpoint");
+    static final long DRAIN_MILLIS = 10_000;
+    static final String CRASH_CONSISTENT = "crash-consistent";
+
+    private final CheckpointHost host;
+    private final Path dataDir;
+    private final Map<String, CheckpointState> states = new ConcurrentHashMap<>();
+    private final Map<String, MergeProgress> merges = new ConcurrentHashMap<>();
+    private final PauseStats pauses = new PauseStats();
+
+    /** A background delete's progress, for list and /status. */
+    static final class MergeProgress {
+        final String checkpoint;
+        volatile long done;
+        volatile long total;
+        volatile String phase = "staging";
+        volatile String error;
+
+        MergeProgress(String checkpoint) {
+            this.checkpoint = checkpoint;
+        }
+    }
+
+    public CheckpointService(CheckpointHost host, Path dataDir) {
+        this.host = host;
+        this.dataDir = dataDir;
+    }
+
+    public PauseStats pauses() {
+        return pauses;
+    }
+
+    private CheckpointStore store(String partition) {
+        return new CheckpointStore(dataDir, partition);
+    }
+
+    private CheckpointState state(String partition) throws IOException {
+        CheckpointState s = states.get(partition);
+        if (s == null) {
+            s = store(partition).load(partition);
+            states.put(partition, s);
+        }
+        return s;
+    }
+
+    private ChildPartition checkedPartition(String name) throws CheckpointException {
+        ChildPartition p = host.partition(name);
+        if (p == null) {
+            throw new CheckpointException(404, "no partition named '" + name + "'");
+        }
+        List<String> disks = host.disksOf(name);
+        if (disks.isEmpty()) {
+            throw new CheckpointException(409, "partition '" + name + "' has no disks to checkpoint");
+        }
+        for (String d : disks) {
+            if (!host.isVhdx(d)) {
+                throw new CheckpointException(409, "disk '" + d + "' of partition '" + name + "' is not VHDX: a "
+                    + "checkpoint needs a differencing child (.avhdx); convert it with phost vhd convert");
+            }
+            String other = host.otherExport(d);
+            if (other != null) {
+                // That export holds the open image: switching it under the LUN alone would leave it on a closed file.
+                throw new CheckpointException(409, "disk '" + d + "' of partition '" + name + "' cannot be checkpointed: " + other);
+            }
+        }
+        if (merges.containsKey(name)) {
+            throw new CheckpointException(409, "partition '" + name + "' is merging checkpoint '"
+                + merges.get(name).checkpoint + "'; wait for the delete to finish");
+        }
+        return p;
+    }
+
+    private String leaf(CheckpointState s, String disk) {
+        return s.leaves.getOrDefault(disk, host.configuredPath(disk).toAbsolutePath().toString());
+    }
+
+    // ------------------------------------------------------------------------------------------ create
+
+    /** Takes checkpoint {@code name} of partition {@code partition} (running or not). */
+    public synchronized Map<String, Object> create(String partition, String name) throws CheckpointException, IOException,
+        InterruptedException {
+        ChildPartition p = checkedPartition(partition);
+        requireName(name);
+        CheckpointState s = state(partition);
+        if (s.checkpoint(name) != null) {
+            throw new CheckpointException(409, "partition '" + partition + "' already has a checkpoint named '" + name + "'");
+        }
+        // No freeze channel yet (no guest agent for VMs, no freeze request in the process partitions'
+        // integration services): the checkpoint holds what was written (and completed) before the pause,
+        // as after a power cut.
+        CheckpointState.Checkpoint c = new CheckpointState.Checkpoint(name, Instant.now().toString(), s.current,
+            CRASH_CONSISTENT, Map.of());
+        c.pending = true; // until every disk switched: a start drops a pending checkpoint
+        s.checkpoints.add(c);
+        List<Long> pauseNanos = new ArrayList<>();
+        try {
+            for (String disk : host.disksOf(partition)) {
+                Path parent = Path.of(leaf(s, disk));
+                pauseNanos.add(switchToNewChild(s, partition, disk, parent, () -> c.images.put(disk, parent.toString())));
+            }
+        } catch (IOException | RuntimeException e) {
+            s.checkpoints.remove(c); // disks already switched stay on their (valid) new children
+            store(partition).save(s);
+            throw e;
+        }
+        s.current = name;
+        c.pending = false;
+        store(partition).save(s);
+        LOG.log(Level.INFO, "checkpoint created partition=" + partition + " checkpoint=" + name + " state=" + p.state()
+            + " pause_us=" + pauseNanos.stream().map(n -> Long.toString(n / 1000)).toList());
+        Map<String, Object> out = json(s, c);
+        out.put("pause_us", pauseNanos.stream().map(n -> n / 1000).toList());
+        return out;
+    }
+
+    /**
+     * Switches {@code disk}'s LUN to a new differencing child of {@code parent}; the state naming the child
+     * (with {@code alsoRecord} applied) is durable before the LUN runs on it. Returns the I/O pause.
+     * <pre>
+     *   parent is the running leaf (create, delete):  child written and state saved BEFORE the pause;
+     *       pause = drain + flush/close + open child (re-linked first if the leaf's first write of its
+     *       session changed its DataWriteGuid after the child was made)
+     *   parent is another image (apply):              child created and state saved inside the pause
+     * </pre>
+     */
+    private long switchToNewChild(CheckpointState s, String partition, String disk, Path parent, Runnable alsoRecord)
+        throws IOException, InterruptedException {
+        CheckpointStore store = store(partition);
+        ScsiLun lun = host.lun(partition, disk);
+        String oldLeaf = leaf(s, disk);
+        Path child = store.newImage(s, disk);
+        Files.createDirectories(store.dir());
+        VhdxDisk running = parent.toString().equals(oldLeaf) && lun.disk() instanceof VhdxDisk v ? v : null;
+        java.util.UUID linkedTo = null;
+        if (running != null) {
+            running.startWriteSession(); // its DataWriteGuid is now fixed until it closes: the child stays linked
+            linkedTo = running.dataWriteGuid();
+            VhdxDisk.createChildOf(child, running);
+            record(s, disk, child, parent, alsoRecord);
+            store.save(s); // a restart now opens the empty child: it reads as the parent (re-linked at start if needed)
+        }
+        java.util.UUID expected = linkedTo;
+        LunDiskSwitch.Result r;
+        try {
+            r = LunDiskSwitch.switchDisk(lun, new LunDiskSwitch.Step() {
+                @Override
+                public VirtualDisk openNext() throws IOException {
+                    if (running != null) {
+                        if (!running.dataWriteGuid().equals(expected)) {
+                            OnlineMerge.relink(child, parent); // still empty: only its parent linkage changes
+                        }
+                        return VirtualDisks.open(child, false);
+                    }
+                    // Created in place (fsynced by the writer): until the state names it, a crash leaves an
+                    // unreferenced file that the next start removes.
+                    VirtualDisk next = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, parent));
+                    try {
+                        record(s, disk, child, parent, alsoRecord);
+                        store.save(s); // from here a restart opens the child
+                        return next;
+                    } catch (IOException | RuntimeException e) {
+                        next.close();
+                        throw e;
+                    }
+                }
+
+                @Override
+                public VirtualDisk reopenPrevious() throws IOException {
+                    return VirtualDisks.open(Path.of(oldLeaf), false);
+                }
+            }, DRAIN_MILLIS);
+        } catch (IOException | RuntimeException e) {
+            s.parents.remove(child.toString());
+            s.leaves.put(disk, oldLeaf);
+            store.save(s);
+            Files.deleteIfExists(child);
+            throw e;
+        }
+        host.diskSwitched(disk, child, r.disk());
+        pauses.record(r.pauseNanos());
+        LOG.log(Level.DEBUG, "disk switched partition=" + partition + " disk=" + disk + " pause_us=" + r.pauseNanos() / 1000
+            + " drain_us=" + r.drainNanos() / 1000 + " close_us=" + r.closeNanos() / 1000 + " open_us=" + r.openNanos() / 1000);
+        return r.pauseNanos();
+    }
+
+    private static void record(CheckpointState s, String disk, Path child, Path parent, Runnable alsoRecord) {
+        s.parents.put(child.toString(), parent.toString());
+        s.leaves.put(disk, child.toString());
+        alsoRecord.run();
+    }
+
+    // ------------------------------------------------------------------------------------------ list
+
+    public synchronized Map<String, Object> list(String partition) throws CheckpointException, IOException {
+        if (host.partition(partition) == null) {
+            throw new CheckpointException(404, "no partition named '" + partition + "'");
+        }
+        CheckpointState s = state(partition);
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("partition", partition);
+        out.put("current", s.current);
+        List<Object> list = new ArrayList<>();
+        for (CheckpointState.Checkpoint c : s.checkpoints) {
+            list.add(json(s, c));
+        }
+        out.put("checkpoints", list);
+        Map<String, String> leaves = new LinkedHashMap<>();
+        for (String d : host.disksOf(partition)) {
+            leaves.put(d, leaf(s, d));
+        }
+        out.put("leaves", leaves);
+        MergeProgress m = merges.get(partition);
+        if (m != null) {
+            out.put("merge", mergeJson(m));
+        }
+        return out;
+    }
+
+    private static Map<String, Object> json(CheckpointState s, CheckpointState.Checkpoint c) {
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("name", c.name);
+        m.put("created", c.created);
+        m.put("parent", c.parent);
+        m.put("consistency", c.consistency);
+        m.put("current", c.name.equals(s.current));
+        m.put("images", c.images);
+        return m;
+    }
+
+    private static Map<String, Object> mergeJson(MergeProgress m) {
+        Map<String, Object> j = new LinkedHashMap<>();
+        j.put("checkpoint", m.checkpoint);
+        j.put("phase", m.phase);
+        j.put("done_bytes", m.done);
+        j.put("total_bytes", m.total);
+        j.put("percent", m.total == 0 ? 0 : Math.round(1000.0 * m.done / m.total) / 10.0);
+        if (m.error != null) {
+            j.put("error", m.error);
+        }
+        return j;
+    }
+
+    // ------------------------------------------------------------------------------------------ apply
+
+    /** Reverts the partition to checkpoint {@code name}: stopped first if running, started again after. */
+    public synchronized Map<String, Object> apply(String partition, String name) throws CheckpointException, IOException,
+        InterruptedException {
+        ChildPartition p = checkedPartition(partition);
+        CheckpointState s = state(partition);
+        CheckpointState.Checkpoint c = s.checkpoint(requireName(name));
+        if (c == null) {
+            throw new CheckpointException(404, "partition '" + partition + "' has no checkpoint named '" + name + "'");
+        }
+        boolean wasLive = p.state().live();
+        if (wasLive) {
+            p.stop(host.stopTimeout(p));
+            if (!p.awaitState(PartitionState.STOPPED, host.stopTimeout(p).plusSeconds(5))) {
+                throw new CheckpointException(409, "partition '" + partition + "' did not stop (" + p.state() + "); not applied");
+            }
+        }
+        CheckpointStore store = store(partition);
+        for (String disk : host.disksOf(partition)) {
+            String discarded = leaf(s, disk);
+            switchToNewChild(s, partition, disk, Path.of(c.images.get(disk)), () -> {
+                s.current = name;
+                forgetLeaf(s, store, discarded);
+            });
+            deleteIfOurs(store, discarded);
+        }
+        store.save(s);
+        LOG.log(Level.INFO, "checkpoint applied partition=" + partition + " checkpoint=" + name);
+        if (wasLive) {
+            p.start();
+        }
+        return list(partition);
+    }
+
+    /** The state since the last checkpoint is discarded on apply (as Hyper-V's Restore-VMSnapshot). */
+    private static void forgetLeaf(CheckpointState s, CheckpointStore store, String leaf) {
+        if (Path.of(leaf).startsWith(store.dir().toAbsolutePath()) && s.childrenOf(leaf).isEmpty()
+            && s.checkpoints.stream().noneMatch(c -> c.images.containsValue(leaf))) {
+            s.parents.remove(leaf);
+        }
+    }
+
+    private static void deleteIfOurs(CheckpointStore store, String image) throws IOException {
+        Path p = Path.of(image);
+        if (p.startsWith(store.dir().toAbsolutePath()) && image.endsWith(".avhdx")) {
+            Files.deleteIfExists(p);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------ export
+
+    /** Writes checkpoint {@code name}'s view of {@code disk} as a new standalone dynamic VHDX at {@code dst}. */
+    public Map<String, Object> export(String partition, String name, String disk, Path dst) throws CheckpointException,
+        IOException {
+        Path image;
+        synchronized (this) {
+            checkedPartition(partition);
+            CheckpointState s = state(partition);
+            CheckpointState.Checkpoint c = s.checkpoint(requireName(name));
+            if (c == null) {
+                throw new CheckpointException(404, "partition '" + partition + "' has no checkpoint named '" + name + "'");
+            }
+            List<String> disks = host.disksOf(partition);
+            String d = disk != null ? disk : disks.size() == 1 ? disks.getFirst() : null;
+            if (d == null || !c.images.containsKey(d)) {
+                throw new CheckpointException(400, "disk=NAME is required and must be one of " + disks);
+            }
+            image = Path.of(c.images.get(d));
+        }
+        if (dst == null || !dst.isAbsolute()) {
+            throw new CheckpointException(400, "path=ABSOLUTE_FILE is required, not " + dst);
+        }
+        if (Files.exists(dst)) {
+            throw new CheckpointException(409, dst + " exists; export never overwrites");
+        }
+        DiskOps.CopyResult r = DiskOps.mergeInto(image, dst, DiskFormat.VHDX, DiskType.DYNAMIC, io.phost.vhdx.ops.Progress.NONE);
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("checkpoint", name);
+        out.put("path", dst.toString());
+        out.put("bytes_written", r.bytesWritten());
+        return out;
+    }
+
+    // ------------------------------------------------------------------------------------------ delete
+
+    /**
+     * Deletes checkpoint {@code name}: its single child image is merged into its image while the partition
+     * keeps running (in the background; {@link #list} shows the progress). Returns once the merge is
+     * recorded and started; {@code await} waits for the end.
+     */
+    public Map<String, Object> delete(String partition, String name, boolean await) throws CheckpointException, IOException,
+        InterruptedException {
+        MergeProgress progress;
+        CheckpointState.Merge merge;
+        synchronized (this) {
+            checkedPartition(partition);
+            CheckpointState s = state(partition);
+            CheckpointState.Checkpoint c = s.checkpoint(requireName(name));
+            if (c == null) {
+                throw new CheckpointException(404, "partition '" + partition + "' has no checkpoint named '" + name + "'");
+            }
+            Map<String, String> child = new LinkedHashMap<>();
+            for (String disk : host.disksOf(partition)) {
+                String image = c.images.get(disk);
+                List<String> kids = s.childrenOf(image);
+                if (kids.size() != 1) {
+                    throw new CheckpointException(409, "checkpoint '" + name + "' has " + kids.size() + " child images on disk '"
+                        + disk + "' (branches made by apply); delete the checkpoints of the other branch first");
+                }
+                child.put(disk, kids.getFirst());
+            }
+            for (String disk : host.disksOf(partition)) {
+                if (child.get(disk).equals(s.leaves.get(disk))) {
+                    // The partition writes the image to merge: move its writes to a new child first.
+                    switchToNewChild(s, partition, disk, Path.of(child.get(disk)), () -> { });
+                }
+            }
+            merge = new CheckpointState.Merge(name, child, new LinkedHashMap<>(c.images));
+            s.merge = merge;
+            store(partition).save(s);
+            progress = new MergeProgress(name);
+            merges.put(partition, progress);
+        }
+        Thread t = Thread.ofPlatform().daemon().name("checkpoint-merge-" + partition).start(() -> runMerge(partition, merge, progress));
+        if (await) {
+            t.join();
+            if (progress.error != null) {
+                throw new CheckpointException(500, "deleting checkpoint '" + name + "' failed: " + progress.error);
+            }
+        }
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("partition", partition);
+        out.put("deleting", name);
+        out.put("merge", mergeJson(progress));
+        return out;
+    }
+
+    private void runMerge(String partition, CheckpointState.Merge merge, MergeProgress progress) {
+        long t0 = System.nanoTime();
+        try {
+            for (String disk : merge.child().keySet()) {
+                Path child = Path.of(merge.child().get(disk));
+                progress.phase = "staging";
+                OnlineMerge.prepare(child, (d, t) -> progress(progress, d, t));
+                progress.phase = "merging";
+                OnlineMerge.apply(child, (d, t) -> progress(progress, d, t));
+            }
+            progress.phase = "relinking";
+            synchronized (this) {
+                CheckpointState s = state(partition);
+                for (String disk : merge.child().keySet()) {
+                    relinkOnline(s, partition, disk, merge.child().get(disk), merge.into().get(disk));
+                }
+                finishMerge(s, store(partition), merge);
+            }
+            progress.phase = "done";
+            LOG.log(Level.INFO, "checkpoint deleted partition=" + partition + " checkpoint=" + merge.checkpoint()
+                + " merge_ms=" + (System.nanoTime() - t0) / 1_000_000);
+        } catch (IOException | RuntimeException | InterruptedException e) {
+            progress.error = e.toString();
+            progress.phase = "failed";
+            LOG.log(Level.ERROR, "checkpoint delete failed partition=" + partition + " checkpoint=" + merge.checkpoint()
+                + " error=\"" + e + "\" (the merge resumes at the next start)");
+            return; // keep the merge recorded and the partition marked busy: the next start finishes it
+        }
+        merges.remove(partition);
+    }
+
+    private static void progress(MergeProgress p, long done, long total) {
+        p.done = done;
+        p.total = total;
+    }
+
+    /** Re-links the merged child's children to its parent under an I/O pause (they are in the running chain). */
+    private void relinkOnline(CheckpointState s, String partition, String disk, String child, String into)
+        throws IOException, InterruptedException {
+        ScsiLun lun = host.lun(partition, disk);
+        String leaf = leaf(s, disk);
+        CheckpointStore store = store(partition);
+        LunDiskSwitch.Result r = LunDiskSwitch.switchDisk(lun, new LunDiskSwitch.Step() {
+            @Override
+            public VirtualDisk openNext() throws IOException {
+                relink(s, store, child, into);
+                return VirtualDisks.open(Path.of(leaf), false);
+            }
+
+            @Override
+            public VirtualDisk reopenPrevious() throws IOException {
+                return VirtualDisks.open(Path.of(leaf), false);
+            }
+        }, DRAIN_MILLIS);
+        host.diskSwitched(disk, Path.of(leaf), r.disk());
+        pauses.record(r.pauseNanos());
+    }
+
+    /** Points every child of {@code child} at {@code into} (files, then the saved state). Idempotent. */
+    static void relink(CheckpointState s, CheckpointStore store, String child, String into) throws IOException {
+        for (String grandchild : s.childrenOf(child)) {
+            OnlineMerge.relink(Path.of(grandchild), Path.of(into));
+            s.parents.put(grandchild, into);
+        }
+        s.parents.remove(child);
+        for (CheckpointState.Checkpoint c : s.checkpoints) {
+            c.images.replaceAll((d, img) -> img.equals(child) ? into : img);
+        }
+        s.leaves.replaceAll((d, img) -> img.equals(child) ? into : img);
+        store.save(s);
+    }
+
+    /** The deleted checkpoint leaves the tree; its children hang on its parent; then the merged files go. */
+    static void finishMerge(CheckpointState s, CheckpointStore store, CheckpointState.Merge merge) throws IOException {
+        CheckpointState.Checkpoint gone = s.checkpoint(merge.checkpoint());
+        if (gone != null) {
+            s.checkpoints.remove(gone);
+            List<CheckpointState.Checkpoint> kept = new ArrayList<>();
+            for (CheckpointState.Checkpoint c : s.checkpoints) {
+                kept.add(merge.checkpoint().equals(c.parent)
+                    ? new CheckpointState.Checkpoint(c.name, c.created, gone.parent, c.consistency, c.images) : c);
+            }
+            s.checkpoints.clear();
+            s.checkpoints.addAll(kept);
+            if (merge.checkpoint().equals(s.current)) {
+                s.current = gone.parent;
+            }
+        }
+        store.save(s);
+        for (String child : merge.child().values()) {
+            OnlineMerge.finish(Path.of(child));
+        }
+        s.merge = null;
+        store.save(s);
+    }
+
+    // ------------------------------------------------------------------------------------------ status
+
+    public Map<String, Object> status() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        Map<String, Object> counts = new LinkedHashMap<>();
+        for (String p : host.partitionNames()) {
+            try {
+                counts.put(p, state(p).checkpoints.size());
+            } catch (IOException e) {
+                counts.put(p, "unreadable state: " + e.getMessage());
+            }
+        }
+        m.put("checkpoints", counts);
+        Map<String, Object> running = new LinkedHashMap<>();
+        merges.forEach((p, g) -> running.put(p, mergeJson(g)));
+        m.put("merges", running);
+        m.put("pause", pauses.json());
+        return m;
+    }
+
+    static String requireName(String name) throws CheckpointException {
+        if (name == null || !name.matches("[A-Za-z0-9][A-Za-z0-9._-]{0,63}")) {
+            throw new CheckpointException(400, "checkpoint name must be 1-64 of A-Z a-z 0-9 . _ - (starting with a "
+                + "letter or digit), not '" + name + "' (checkpoint=NAME)");
+        }
+        return name;
+    }
+}

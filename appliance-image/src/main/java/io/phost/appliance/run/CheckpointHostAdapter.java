@@ -1,0 +1,98 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.checkpoint.CheckpointHost;
+import io.phost.appliance.checkpoint.CheckpointRecovery;
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.DiskAttachment;
+import io.phost.appliance.config.DiskFormat;
+import io.phost.appliance.config.PartitionConfig;
+import io.phost.core.partition.ChildPartition;
+import io.phost.storage.scsi.ScsiLun;
+import io.phost.vhdx.VirtualDisk;
+
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/** Checkpoints' view of the running host: partitions, their disks' configs and LUNs, and the open disks. */
+final class CheckpointHostAdapter implements CheckpointHost {
+    private final ApplianceConfig cfg;
+    private final DisksComponent disks;
+    private final StorageComponent storage;
+    private final PartitionsComponent partitions;
+    private final VmDisksComponent vmDisks;
+
+    CheckpointHostAdapter(ApplianceConfig cfg, DisksComponent disks, StorageComponent storage, PartitionsComponent partitions,
+                          VmDisksComponent vmDisks) {
+        this.vmDisks = vmDisks;
+        this.cfg = cfg;
+        this.disks = disks;
+        this.storage = storage;
+        this.partitions = partitions;
+    }
+
+    /** Before the disks open: finish interrupted checkpoint work and name each disk's leaf image. */
+    static Map<String, Path> recover(ApplianceConfig cfg) throws IOException {
+        Map<String, List<String>> byPartition = new LinkedHashMap<>();
+        for (PartitionConfig p : cfg.partitions()) {
+            byPartition.put(p.name(), p.disks().stream().map(DiskAttachment::disk).toList());
+        }
+        return CheckpointRecovery.recover(cfg.host().dataDir(), byPartition);
+    }
+
+    @Override
+    public ChildPartition partition(String name) {
+        return partitions.partition(name);
+    }
+
+    @Override
+    public List<String> partitionNames() {
+        return cfg.partitions().stream().map(PartitionConfig::name).toList();
+    }
+
+    @Override
+    public List<String> disksOf(String partition) {
+        return cfg.partition(partition).map(p -> p.disks().stream().map(DiskAttachment::disk).toList()).orElse(List.of());
+    }
+
+    @Override
+    public Path configuredPath(String disk) {
+        return cfg.disk(disk).orElseThrow().resolvedPath(cfg.host().dataDir());
+    }
+
+    @Override
+    public boolean isVhdx(String disk) {
+        return cfg.disk(disk).map(d -> d.format() == DiskFormat.VHDX).orElse(false);
+    }
+
+    @Override
+    public String otherExport(String disk) {
+        return cfg.disk(disk).map(d -> d.nbdExport() ? "it is exported over NBD (nbd_export = true)"
+            : d.vhostUser() ? "it is exported over vhost-user (vhost_user = true)" : null).orElse(null);
+    }
+
+    @Override
+    public ScsiLun lun(String partition, String disk) {
+        ScsiLun lun = storage.lun(partition, disk);
+        if (lun == null) {
+            lun = vmDisks.lun(partition, disk); // a VM partition's disk: its vhost-user-blk export's LUN
+        }
+        if (lun == null) {
+            throw new IllegalStateException("disk '" + disk + "' of partition '" + partition + "' has no LUN");
+        }
+        return lun;
+    }
+
+    @Override
+    public void diskSwitched(String disk, Path path, VirtualDisk open) {
+        disks.replace(disk, path, open);
+    }
+
+    @Override
+    public Duration stopTimeout(ChildPartition p) {
+        return partitions.stopTimeout(p);
+    }
+}

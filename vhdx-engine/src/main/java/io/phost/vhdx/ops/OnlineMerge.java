@@ -1,0 +1,83 @@
+package io.phost.vhdx.ops;
+
+import io.phost.vhdx.DiskFormat;
+import io.phost.vhdx.VirtualDisks;
+
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/**
+ * The journalled VHDX merge ({@code VhdxMerge}) in steps, for a caller that keeps a chain through the
+ * child open and running meanwhile (deleting a checkpoint of a running partition). The running chain
+ * {@code leaf → … → child → parent} reads every range the merge writes from the child, which shadows it,
+ * so the parent can be written while that chain stays open; the caller re-links the child's own child to
+ * the parent (under a short I/O pause) before calling {@link #finish}.
+ * <pre>
+ *   prepare   stage the child's stored blocks, then the journal (tmp + fsync + rename): committed
+ *   apply     stage → parent (shared flock: this process's readers stay open), flush; idempotent
+ *   ...       caller: re-link the child's children to the parent, record it durably
+ *   finish    delete child, journal, stage
+ * </pre>
+ * A kill before the journal exists leaves a stale stage ({@link #discardUncommitted}: roll back); a kill
+ * after it is finished by running {@link #apply} again ({@link #committed} says which).
+ */
+public final class OnlineMerge {
+    private OnlineMerge() {
+    }
+
+    /** True when a merge of {@code child} has its journal: it must be finished, not rolled back. */
+    public static boolean committed(Path child) {
+        return Files.exists(VhdxMerge.journalOf(child));
+    }
+
+    /** Removes a stage left by a merge killed before its journal was written (the chain was never touched). */
+    public static void discardUncommitted(Path child) throws IOException {
+        if (!committed(child)) {
+            Files.deleteIfExists(VhdxMerge.stageOf(child));
+        }
+    }
+
+    /** Stages {@code child}'s blocks and writes the journal; nothing to do when the journal exists. */
+    public static void prepare(Path child, Progress progress) throws IOException {
+        if (VirtualDisks.detect(child) != DiskFormat.VHDX) {
+            throw new IllegalArgumentException(child + ": an online merge needs a differencing VHDX");
+        }
+        if (committed(child)) {
+            return;
+        }
+        Path stage = VhdxMerge.stageOf(child);
+        Files.deleteIfExists(stage);
+        VhdxMerge.stage(child, stage, progress).write(VhdxMerge.journalOf(child));
+    }
+
+    /** Writes the staged blocks into the parent and flushes it; returns the bytes written. Repeatable. */
+    public static long apply(Path child, Progress progress) throws IOException {
+        Path journal = VhdxMerge.journalOf(child);
+        if (!Files.exists(journal)) {
+            throw new IllegalStateException("no merge journal beside " + child + ": prepare first");
+        }
+        return VhdxMerge.apply(VhdxMerge.Journal.read(journal), VhdxMerge.stageOf(child), progress, true);
+    }
+
+    /** The parent the journal names (where {@link #apply} writes). */
+    public static Path parentOf(Path child) throws IOException {
+        return VhdxMerge.Journal.read(VhdxMerge.journalOf(child)).parent();
+    }
+
+    /**
+     * Re-links {@code grandchild} (an image whose parent is the merged child; closed) to {@code parent}: its
+     * view is unchanged (the parent now reads what the child did), so it keeps its own DataWriteGuid.
+     */
+    public static void relink(Path grandchild, Path parent) throws IOException {
+        io.phost.vhdx.vhdx.VhdxDisk.setParent(grandchild, parent, true, true);
+    }
+
+    /** Deletes the merged child, then the journal and the stage. */
+    public static void finish(Path child) throws IOException {
+        Files.deleteIfExists(child);
+        Files.deleteIfExists(VhdxMerge.journalOf(child));
+        Files.deleteIfExists(VhdxMerge.stageOf(child));
+        NewImage.syncDirectory(child);
+    }
+}

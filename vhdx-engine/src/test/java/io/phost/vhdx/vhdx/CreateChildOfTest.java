@@ -1,0 +1,82 @@
+package io.phost.vhdx.vhdx;
+
+import io.phost.vhdx.CreateOptions;
+import io.phost.vhdx.DiskFormat;
+import io.phost.vhdx.DiskType;
+import io.phost.vhdx.VirtualDisk;
+import io.phost.vhdx.VirtualDisks;
+import io.phost.vhdx.VhdxFormatException;
+import io.phost.vhdx.ops.OnlineMerge;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Path;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+
+/**
+ * A child made from an open read-write parent (a checkpoint prepared before its I/O pause): it opens when
+ * the parent's DataWriteGuid did not change, and after a re-link when the parent's first write of its
+ * session changed it; it reads the parent's data either way.
+ */
+class CreateChildOfTest {
+    @TempDir
+    Path dir;
+
+    @Test
+    void shouldLinkToTheOpenParentAndNeedARelinkAfterItsFirstWrite() throws Exception {
+        Path base = dir.resolve("base.vhdx");
+        VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, 16L << 20)).close();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(4096, 4096);
+            // Session already started (written and flushed before): the guid is stable, the child opens as made.
+            Path a = dir.resolve("a.avhdx");
+            try (VhdxDisk parent = VhdxDisk.open(base, false)) {
+                buf.fill((byte) 1);
+                parent.write(0, buf);
+                parent.flush();
+                java.util.UUID guid = parent.dataWriteGuid();
+                VhdxDisk.createChildOf(a, parent);
+                parent.write(4096, buf);
+                parent.flush();
+                assertEquals(guid, parent.dataWriteGuid(), "one session, one DataWriteGuid");
+            }
+            try (VirtualDisk d = VirtualDisks.open(a, true)) {
+                d.read(4096, buf);
+                assertEquals(1, buf.get(ValueLayout.JAVA_BYTE, 0));
+            }
+            // Fresh open: the first write starts a session with a new guid, so the child must be re-linked.
+            Path b = dir.resolve("b.avhdx");
+            try (VhdxDisk parent = VhdxDisk.open(base, false)) {
+                VhdxDisk.createChildOf(b, parent);
+                buf.fill((byte) 2);
+                parent.write(8192, buf);
+            }
+            VhdxFormatException e = assertThrows(VhdxFormatException.class, () -> VirtualDisks.open(b, true));
+            // With the session started first, the child made next stays linked through later writes.
+            Path c = dir.resolve("c.avhdx");
+            Path base2 = dir.resolve("base2.vhdx");
+            VirtualDisks.create(base2, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, 16L << 20)).close();
+            try (VhdxDisk parent = VhdxDisk.open(base2, false)) {
+                parent.startWriteSession();
+                VhdxDisk.createChildOf(c, parent);
+                buf.fill((byte) 3);
+                parent.write(12288, buf);
+            }
+            try (VirtualDisk d = VirtualDisks.open(c, true)) {
+                d.read(12288, buf);
+                assertEquals(3, buf.get(ValueLayout.JAVA_BYTE, 0));
+            }
+            assertEquals(VhdxFormatException.Reason.PARENT_LINKAGE_MISMATCH, e.reason());
+            OnlineMerge.relink(b, base);
+            try (VirtualDisk d = VirtualDisks.open(b, false)) {
+                d.read(8192, buf);
+                assertEquals(2, buf.get(ValueLayout.JAVA_BYTE, 0));
+            }
+        }
+    }
+}
