@@ -36,6 +36,10 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * Each channel's agent is this vNIC's own worker (the VMQ role for synthetic NICs: one receive queue per
  * vNIC, filtered by the switch's MAC+VLAN table, drained on its own thread). Every guest field is read once,
  * checked, and a bad message is counted by {@link NvspReason} and dropped; the channel keeps working.
+ * <p>Port state follows the guest: the port is down (the switch queues nothing for it, counts PORT_DOWN and
+ * forgets its learned addresses) until the guest grants its receive buffer, and goes down again when the
+ * primary channel closes, whether the guest stopped or was killed. A restarted guest re-attaches to the same
+ * port and sees none of the frames addressed to its predecessor.
  */
 public final class NetVsp implements VirtualServiceProvider {
     public static final int MAX_QUEUES = 8;
@@ -43,6 +47,7 @@ public final class NetVsp implements VirtualServiceProvider {
     private static final int EGRESS_BATCH = 64;
     /** Per ring: 32 GSO super-frames, or ~2,000 MTU-1500 frames. */
     private static final int RING_BYTES = 2 << 20;
+    private static final FrameRing.SegmentHandler DISCARD = (segment, offset, length) -> { };
 
     private final String partition;
     private final String nicName;
@@ -132,7 +137,10 @@ public final class NetVsp implements VirtualServiceProvider {
         };
         egress.onWrite(this::wakePrimary);
         Port[] holder = new Port[1];
-        agent.submit(sw -> holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, portConfig, egress, source)).join();
+        agent.submit(sw -> {
+            holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, portConfig, egress, source);
+            sw.setUp(holder[0], false); // no guest yet: nothing is queued for it (up once it grants its buffer)
+        }).join();
         this.port = holder[0];
     }
 
@@ -224,6 +232,19 @@ public final class NetVsp implements VirtualServiceProvider {
         }
         egress.offloads(bits);
         agent.submit(sw -> sw.configure(port, port.config()));
+    }
+
+    /** The guest is gone (stopped, crashed, killed): nothing more is queued for it; it re-attaches on restart. */
+    private void portDown() {
+        agent.submit(sw -> {
+            sw.setUp(port, false);
+            sw.configure(port, port.config()); // forgets the addresses learned on it
+        });
+    }
+
+    /** True while a guest is attached and has granted its receive buffer. */
+    public boolean guestAttached() {
+        return port.isUp();
     }
 
     /** The FrameSink offload bits the attached guest negotiated (0: plain frames only). */
@@ -404,6 +425,8 @@ public final class NetVsp implements VirtualServiceProvider {
             u32(reply, 0, answer);
             u32(reply, STATUS_OFFSET, STATUS_SUCCESS);
             if (receive) {
+                egress.poll(DISCARD, Integer.MAX_VALUE); // frames queued before the port went down last time
+                agent.submit(sw -> sw.setUp(port, true));
                 free = new int[sections];
                 outstanding = new boolean[sections];
                 for (int i = 0; i < sections; i++) {
@@ -585,6 +608,7 @@ public final class NetVsp implements VirtualServiceProvider {
                 vnetHdr = false;
                 sectionSize = plainSectionSize;
                 setGuestOffloads(0);
+                portDown();
             }
         }
     }

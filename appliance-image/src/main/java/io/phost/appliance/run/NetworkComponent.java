@@ -196,6 +196,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 if (nic != null) {
                     m.put("data_path", nic.dataPath());
                     m.put("sriov", nic.vfStatus());
+                    // down while the partition is stopped or crashed: nothing is queued for it until it re-attaches
+                    m.put("guest_attached", nic.vsp().guestAttached());
+                    m.put("offloads", nic.vsp().offloadHeader() ? "vnet-hdr" : "none");
                 }
                 double[] r = rates.get(sw.spec().name() + "/" + port);
                 m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
