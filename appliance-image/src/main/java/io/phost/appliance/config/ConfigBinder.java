@@ -530,6 +530,7 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean iov = n.bool("enable_iov");
         SwitchConfig.BandwidthMode mode = n.enumValue("bandwidth_mode", SwitchConfig.BandwidthMode.class);
         Long mtu = n.integer("mtu");
+        Long vmqWorkers = n.integer("vmq_workers");
         boolean ok = true;
         if (uplink != null && (uplink.isEmpty() || uplink.length() > 15 || uplink.contains("/")
             || uplink.chars().anyMatch(Character::isWhitespace))) {
@@ -563,10 +564,11 @@ final class ConfigBinder implements TomlNode.Errors {
                 ok = false;
             }
         }
-        if (!ok || name == null || type == null || management == null || iov == null || mode == null || mtu == null) {
+        if (!ok || name == null || type == null || management == null || iov == null || mode == null || mtu == null
+            || vmqWorkers == null) {
             return null;
         }
-        return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue());
+        return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue(), vmqWorkers.intValue());
     }
 
     // ---- [[partition]] ----

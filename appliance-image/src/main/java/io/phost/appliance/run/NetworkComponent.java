@@ -59,10 +59,11 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             for (SwitchConfig s : cfg.switches()) {
                 ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
                     s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
-                    0, null, null, s.mtu()));
+                    s.vmqWorkers(), null, null, s.mtu()));
                 LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
                     + (s.uplink() == null ? "" : " uplink=" + s.uplink())
-                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\"");
+                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\""
+                    + " vmq_workers=" + s.vmqWorkers());
             }
         } catch (RuntimeException e) {
             c.close();
@@ -209,7 +210,27 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 rows.add(m);
             });
         }
+        for (ManagedSwitch sw : switches.all()) {
+            if (sw.vmq() == null) {
+                continue;
+            }
+            for (io.phost.vswitch.VmqQueue q : sw.vmq().queues()) {
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("switch", sw.spec().name());
+                m.put("type", sw.spec().type().name().toLowerCase());
+                m.put("vmq_queue", q.name());
+                m.put("worker", q.owner());
+                m.put("cpu", sw.vmq().workerCpu(q.owner()));
+                m.put("drained", q.drained());
+                rows.add(m);
+            }
+        }
         return rows;
+    }
+
+    /** The switch a named port is on (for live changes and VMQ views), or null. */
+    ManagedSwitch switchNamed(String name) {
+        return switches.get(name);
     }
 
     private NetworkAdapter adapterOf(String port) {
@@ -235,6 +256,14 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         for (ManagedSwitch sw : switches.all()) {
             sw.allCounters().forEach((port, counters) -> counters.forEach((k, v) ->
                 m.counter("phost_vswitch_" + k, "vswitch port counter " + k, v, "switch", sw.spec().name(), "port", port)));
+            if (sw.vmq() != null) {
+                for (io.phost.vswitch.VmqQueue q : sw.vmq().queues()) {
+                    // queue -> worker -> CPU: the labels say where the queue is drained, the value how much
+                    m.counter("phost_vswitch_vmq_drained_frames", "frames drained from a VMQ receive queue by its worker",
+                        q.drained(), "switch", sw.spec().name(), "queue", q.name(), "worker", Integer.toString(q.owner()),
+                        "cpu", Integer.toString(sw.vmq().workerCpu(q.owner())));
+                }
+            }
         }
     }
 
