@@ -121,7 +121,11 @@ class PartitionUplinkTrafficTest {
     }
 
     private NetVsp partition(String cidr, boolean offloads) throws Exception {
-        NetVsp vsp = new NetVsp("p", "eth0", PortConfig.vnic(PARTITION_MAC), 1500, agent);
+        return partition(cidr, offloads, PortConfig.vnic(PARTITION_MAC));
+    }
+
+    private NetVsp partition(String cidr, boolean offloads, PortConfig config) throws Exception {
+        NetVsp vsp = new NetVsp("p", "eth0", config, 1500, agent);
         Partition p = host.create(PartitionSpec.external("p", 1, MEM));
         p.offer(vsp);
         p.start();
@@ -162,6 +166,42 @@ class PartitionUplinkTrafficTest {
     @Test
     void shouldCarryLanTrafficToAPartitionUnsegmentedWithOffloads() throws Exception {
         external(false, true);
+    }
+
+    /**
+     * Defect 6: max_bandwidth capped only what a partition sends. {@code max_bandwidth_in} (PortConfig
+     * maxBandwidthToPortBps) polices what the switch sends to it: host → partition TCP settles under the cap,
+     * the excess is counted as BANDWIDTH, and the other direction is not capped.
+     */
+    @Test
+    void shouldCapTrafficTowardsAPartitionAtItsIngressCap() throws Exception {
+        String hostNs = hostTap();
+        long cap = 40_000_000;
+        NetVsp nic = partition("10.83.0.1/24", true, PortConfig.vnic(PARTITION_MAC).withMaxBandwidthToPort(cap));
+        String php = "php" + tag;
+        double in = SyntheticNicTrafficTest.number(
+            SyntheticNicTrafficTest.iperf(php, "10.83.0.1", hostNs, 4, "-O", "1", CONNECT_TIMEOUT), "sum_received", "bits_per_second");
+        double out = SyntheticNicTrafficTest.number(
+            SyntheticNicTrafficTest.iperf(hostNs, "10.83.0.100", php, 2, CONNECT_TIMEOUT), "sum_received", "bits_per_second");
+        Port port = nic.port();
+        System.out.printf("ingress cap %d Mbit/s: host -> partition %.1f Mbit/s, partition -> host %.1f Mbit/s; %s%n",
+            cap / 1_000_000, in / 1e6, out / 1e6, port.counters().snapshot());
+        assertTrue(in <= cap * 1.15, "towards the partition: " + in / 1e6 + " Mbit/s over a 40 Mbit/s cap");
+        assertTrue(in >= cap * 0.25, "towards the partition: " + in / 1e6 + " Mbit/s, far under the cap");
+        assertTrue(port.counters().drops(DropReason.BANDWIDTH) > 0, port.counters().snapshot().toString());
+        assertTrue(out > cap * 1.5, "from the partition is not capped: " + out / 1e6 + " Mbit/s");
+    }
+
+    private String hostTap() throws Exception {
+        startSwitch(SwitchType.INTERNAL);
+        TapPort hostTap = TapPort.open("phh" + tag, true);
+        cleanup.add(hostTap);
+        agent.submit(s -> s.addPort("host", PortKind.HOST, PortConfig.uplink(), hostTap, hostTap)).join();
+        String hostNs = ns("phh");
+        SyntheticNicTrafficTest.must("ip", "link", "set", hostTap.name(), "netns", hostNs);
+        SyntheticNicTrafficTest.must("ip", "-n", hostNs, "addr", "add", "10.83.0.100/24", "dev", hostTap.name());
+        SyntheticNicTrafficTest.must("ip", "-n", hostNs, "link", "set", hostTap.name(), "up");
+        return hostNs;
     }
 
     private void internal(boolean offloads) throws Exception {

@@ -35,7 +35,9 @@ public enum DropReason {
     /** The destination of a unicast frame is the port it came from. */
     SAME_PORT,
     /** The port is administratively down or has been removed. */
-    PORT_DOWN;
+    PORT_DOWN,
+    /** Over the destination port's cap towards it ({@code PortConfig.maxBandwidthToPortBps}; policed). */
+    BANDWIDTH;
 
     static final DropReason[] VALUES = values();
 }

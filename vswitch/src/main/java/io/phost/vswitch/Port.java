@@ -28,6 +28,8 @@ public final class Port {
     TokenBucket storm;
     TokenBucket bandwidth;
     int weight;
+    /** Cap on what the switch sends to this port, or null. */
+    TokenBucket toPort;
     int maxMacs;
     /** Largest IP packet (L2 payload) in or out, 0 = no limit. */
     int mtu;
@@ -73,6 +75,10 @@ public final class Port {
         // long-run rate holds), but at least two 64 KiB GSO super-frames so one frame never exceeds it.
         bandwidth = bytesPerSecond == 0 ? null
             : new TokenBucket(bytesPerSecond, Math.max(2 * 65_536, bytesPerSecond / 10), now);
+        long toPortBytesPerSecond = c.maxBandwidthToPortBps() / 8;
+        // Policer towards the port: 100 ms of burst (at least two GSO super-frames), as for the ingress shaper.
+        toPort = toPortBytesPerSecond == 0 ? null
+            : new TokenBucket(toPortBytesPerSecond, Math.max(2 * 65_536, toPortBytesPerSecond / 10), now);
         weight = c.minBandwidthWeight();
         maxMacs = c.maxMacAddresses();
         mtu = c.mtu();

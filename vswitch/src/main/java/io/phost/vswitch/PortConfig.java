@@ -24,11 +24,14 @@ import java.util.Arrays;
  * @param mtu                 largest IP packet the port sends or takes (68..9000; 1500 for a vNIC), 0 = no limit
  *                            (uplink and host ports: their device enforces its own); frames above it are
  *                            dropped as OVERSIZE, GSO frames are segmented to it for sinks without offloads
+ * @param maxBandwidthToPortBps bits per second the switch sends to this port (towards the partition), 0 =
+ *                            unlimited; policed: frames over the rate (after a 100 ms burst) are dropped and
+ *                            counted as BANDWIDTH, which a TCP sender answers by slowing down
  */
 public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trunkAllowed, int nativeVlan,
                          boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, MirrorMode mirror,
                          long stormLimitPps, long maxBandwidthBps, int minBandwidthWeight, int maxMacAddresses,
-                         int vmqWeight, int iovWeight, int mtu) {
+                         int vmqWeight, int iovWeight, int mtu, long maxBandwidthToPortBps) {
     public static final int DEFAULT_MTU = 1500;
     public static final int MIN_MTU = 68;
     public static final int MAX_MTU = 9000;
@@ -49,7 +52,8 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
         if (minBandwidthWeight < 1 || minBandwidthWeight > 100) {
             throw new IllegalArgumentException("minimum bandwidth weight must be 1..100: " + minBandwidthWeight);
         }
-        if (maxMacAddresses < 1 || stormLimitPps < 0 || maxBandwidthBps < 0 || vmqWeight < 0 || iovWeight < 0) {
+        if (maxMacAddresses < 1 || stormLimitPps < 0 || maxBandwidthBps < 0 || vmqWeight < 0 || iovWeight < 0
+            || maxBandwidthToPortBps < 0) {
             throw new IllegalArgumentException("negative or zero limit in port config");
         }
         if (mtu != 0 && (mtu < MIN_MTU || mtu > MAX_MTU)) {
@@ -63,7 +67,7 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
     /** A vNIC with Hyper-V's defaults: untagged, spoofing off, no guards, weight 1, 1 024 MACs, VMQ on. */
     public static PortConfig vnic(long mac) {
         return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, false, false, false, MirrorMode.NONE,
-            0, 0, 1, 1024, 100, 0, DEFAULT_MTU);
+            0, 0, 1, 1024, 100, 0, DEFAULT_MTU, 0);
     }
 
     /** An uplink or host port: any source MAC, trunk of every VLAN with the untagged network native. */
@@ -73,50 +77,57 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
             all[i] = i + 1;
         }
         return new PortConfig(-1, VlanMode.TRUNK, 0, all, 0, true, false, false, MirrorMode.NONE,
-            0, 0, 1, 65536, 0, 0, 0);
+            0, 0, 1, 65536, 0, 0, 0, 0);
     }
 
     public PortConfig withAccessVlan(int vlan) {
         return new PortConfig(mac, VlanMode.ACCESS, vlan, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
-            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps);
     }
 
     public PortConfig withTrunk(int nativeVlan, int... allowed) {
         return new PortConfig(mac, VlanMode.TRUNK, 0, allowed, nativeVlan, macSpoofing, dhcpGuard, routerGuard,
-            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
+            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps);
     }
 
     public PortConfig withUntagged() {
         return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
-            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps);
     }
 
     public PortConfig withGuards(boolean macSpoofing, boolean dhcpGuard, boolean routerGuard) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu);
+            iovWeight, mtu, maxBandwidthToPortBps);
     }
 
     public PortConfig withMirror(MirrorMode m) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, m, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu);
+            iovWeight, mtu, maxBandwidthToPortBps);
     }
 
     public PortConfig withLimits(long stormPps, long maxBps, int weight, int maxMacs) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
-            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight, mtu);
+            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps);
     }
 
     public PortConfig withOffloadWeights(int vmq, int iov) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
-            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov, mtu);
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov, mtu, maxBandwidthToPortBps);
     }
 
     public PortConfig withMtu(int newMtu) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, newMtu);
+            iovWeight, newMtu, maxBandwidthToPortBps);
+    }
+
+    /** Caps what the switch sends to this port (towards the partition) at {@code bps} bits/s; 0 = no cap. */
+    public PortConfig withMaxBandwidthToPort(long bps) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
+            iovWeight, mtu, bps);
     }
 
     @Override
@@ -126,7 +137,8 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
             && p.macSpoofing == macSpoofing && p.dhcpGuard == dhcpGuard && p.routerGuard == routerGuard
             && p.mirror == mirror && p.stormLimitPps == stormLimitPps && p.maxBandwidthBps == maxBandwidthBps
             && p.minBandwidthWeight == minBandwidthWeight && p.maxMacAddresses == maxMacAddresses
-            && p.vmqWeight == vmqWeight && p.iovWeight == iovWeight && p.mtu == mtu;
+            && p.vmqWeight == vmqWeight && p.iovWeight == iovWeight && p.mtu == mtu
+            && p.maxBandwidthToPortBps == maxBandwidthToPortBps;
     }
 
     @Override

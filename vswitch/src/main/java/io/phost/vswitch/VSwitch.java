@@ -461,6 +461,10 @@ public final class VSwitch {
             out.counters.dropped(DropReason.OVERSIZE); // would exceed the destination NIC's MTU
             return;
         }
+        if (out.toPort != null && !mirrored && !out.toPort.tryConsume(len, nowNanos)) {
+            out.counters.dropped(DropReason.BANDWIDTH); // policed: a TCP sender sees the loss and slows down
+            return;
+        }
         if ((meta.requiredOffloads() & ~out.offloads) != 0) {
             // The destination cannot finish this frame (partial checksum, GSO): do what its NIC would, in
             // segments no larger than its MTU.

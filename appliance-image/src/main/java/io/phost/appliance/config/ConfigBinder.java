@@ -613,7 +613,7 @@ final class ConfigBinder implements TomlNode.Errors {
             NicConfig c = nic;
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
                 c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu(),
-                c.mirroring(), c.stormLimit(), c.maxMacAddresses());
+                c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn());
         }
     }
 
@@ -910,6 +910,7 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean dhcp = n.bool("dhcp_guard");
         Boolean router = n.bool("router_guard");
         Long maxBandwidth = n.bandwidth("max_bandwidth");
+        Long maxBandwidthIn = n.bandwidth("max_bandwidth_in");
         Long weight = n.integer("min_bandwidth_weight");
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
@@ -936,13 +937,14 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
             || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
-            || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
+            || maxBandwidthIn == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
             return null;
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
             spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
-            mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue());
+            mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue(),
+            maxBandwidthIn);
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

@@ -176,6 +176,7 @@ public final class ConfigSchema {
             .add(key("dhcp_guard", Kind.BOOLEAN).def("false"))
             .add(key("router_guard", Kind.BOOLEAN).def("false"))
             .add(key("max_bandwidth", Kind.BANDWIDTH).def("0").atLeast(0).note("bytes/s; 0 = unlimited"))
+            .add(key("max_bandwidth_in", Kind.BANDWIDTH).def("0").atLeast(0).note("bytes/s towards the partition; 0 = unlimited"))
             .add(key("min_bandwidth_weight", Kind.INTEGER).def("0").range(0, 100)
                 .note("needs the switch's bandwidth_mode = weight"))
             .add(key("vmq_weight", Kind.INTEGER).def("100").range(0, 100).note("0 = no VMQ"))

@@ -136,6 +136,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         // Config weight 0 means "no weight": the switch's default share (1).
         c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
         c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
+        c = c.withMaxBandwidthToPort(n.maxBandwidthInBitsPerSecond());
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }
 
