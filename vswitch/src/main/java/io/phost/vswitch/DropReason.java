@@ -37,7 +37,9 @@ public enum DropReason {
     /** The port is administratively down or has been removed. */
     PORT_DOWN,
     /** Over the destination port's cap towards it ({@code PortConfig.maxBandwidthToPortBps}; policed). */
-    BANDWIDTH;
+    BANDWIDTH,
+    /** ARP or IPv4 from a port with an IP guard, claiming an address the port is not configured with. */
+    IP_SPOOF;
 
     static final DropReason[] VALUES = values();
 }

@@ -28,6 +28,9 @@ public final class Port {
     TokenBucket storm;
     TokenBucket bandwidth;
     int weight;
+    /** IPv4 addresses this port may claim (ARP inspection, IP spoofing guard); only read when ipGuard. */
+    int[] ipAddresses = new int[0];
+    boolean ipGuard;
     /** Cap on what the switch sends to this port, or null. */
     TokenBucket toPort;
     int maxMacs;
@@ -67,7 +70,9 @@ public final class Port {
         macSpoofing = c.macSpoofing() || c.mac() == -1;
         dhcpGuard = c.dhcpGuard();
         routerGuard = c.routerGuard();
-        guarded = dhcpGuard || routerGuard;
+        ipAddresses = c.ipAddresses();
+        ipGuard = ipAddresses.length > 0;
+        guarded = dhcpGuard || routerGuard || ipGuard;
         mirror = c.mirror();
         storm = c.stormLimitPps() == 0 ? null : new TokenBucket(c.stormLimitPps(), Math.max(1, c.stormLimitPps() / 10), now);
         long bytesPerSecond = c.maxBandwidthBps() / 8;

@@ -313,6 +313,10 @@ public final class VSwitch {
             return;
         }
         if (in.guarded) {
+            if (in.ipGuard && !Guards.claimsOwnAddress(b, payload + 2, off + len, etype, in.ipAddresses)) {
+                in.counters.dropped(DropReason.IP_SPOOF);
+                return;
+            }
             int g = Guards.check(b, payload + 2, off + len, etype, in.dhcpGuard, in.routerGuard);
             if (g != Guards.PASS) {
                 in.counters.dropped(g == Guards.DHCP ? DropReason.DHCP_GUARD : DropReason.ROUTER_GUARD);

@@ -105,6 +105,31 @@ class NamespaceTrafficTest {
         assertTrue(stats.contains("RX:"), stats);
     }
 
+    /**
+     * ARP inspection and the IP spoofing guard: a vNIC configured with 10.79.0.2 keeps working, but when it
+     * claims a second address (10.79.0.9) its ARP replies for it and its packets from it are dropped
+     * (IP_SPOOF), so the host cannot reach it there and it cannot send as it. Before: both went through.
+     */
+    @Test
+    void shouldDropArpAndIpv4ThatClaimAnAddressTheVnicIsNotConfiguredWith() {
+        VSwitch sw = new VSwitch("ipg", SwitchType.INTERNAL);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.79.0.1/24", true);
+        Port a = tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withIpAddresses(0x0a_4f_00_02), "10.79.0.2/24",
+            true);
+        start(sw);
+        assertTrue(Netns.ping(ns(net, "h"), "10.79.0.2", 2), "the configured address works");
+        assertEquals(0, a.counters().drops(DropReason.IP_SPOOF), a.counters().snapshot().toString());
+        Netns.must("ip", "-n", ns(net, "a"), "addr", "add", "10.79.0.9/24", "dev", net.ifname("a"));
+        assertTrue(!Netns.ping(ns(net, "h"), "10.79.0.9", 2), "the host must not reach the vNIC at a forged address");
+        long arpDrops = a.counters().drops(DropReason.IP_SPOOF);
+        assertTrue(arpDrops > 0, "its ARP replies for 10.79.0.9 were dropped: " + a.counters().snapshot());
+        // Sending from the forged address (the host's ARP entry for the vNIC is already learned).
+        assertTrue(Netns.exec(ns(net, "a"), 7, "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.79.0.9", "10.79.0.1")
+            .exitCode() != 0, "ping from a forged source must not pass");
+        assertTrue(a.counters().drops(DropReason.IP_SPOOF) > arpDrops, a.counters().snapshot().toString());
+        assertTrue(Netns.ping(ns(net, "h"), "10.79.0.2", 2), "the configured address still works");
+    }
+
     @Test
     void shouldHoldTheMaximumBandwidthWithinFivePercent() {
         VSwitch sw = new VSwitch("bw", SwitchType.PRIVATE);

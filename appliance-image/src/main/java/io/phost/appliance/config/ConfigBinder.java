@@ -613,7 +613,7 @@ final class ConfigBinder implements TomlNode.Errors {
             NicConfig c = nic;
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
                 c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu(),
-                c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn());
+                c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn(), c.ipAddresses());
         }
     }
 
@@ -911,6 +911,16 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean router = n.bool("router_guard");
         Long maxBandwidth = n.bandwidth("max_bandwidth");
         Long maxBandwidthIn = n.bandwidth("max_bandwidth_in");
+        List<String> ips = n.strings("ip_addresses");
+        if (ips != null) {
+            for (String ip : ips) {
+                Integer v = NicConfig.ipv4(ip);
+                if (v == null || v == 0 || (v >>> 28) == 0xe || v == -1) {
+                    n.error("ip_addresses", Reason.INVALID_VALUE, "'" + ip + "' is not a unicast IPv4 address (a.b.c.d)");
+                    ok = false;
+                }
+            }
+        }
         Long weight = n.integer("min_bandwidth_weight");
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
@@ -937,14 +947,14 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
             || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
-            || maxBandwidthIn == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
+            || maxBandwidthIn == null || ips == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
             return null;
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
             spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
             mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue(),
-            maxBandwidthIn);
+            maxBandwidthIn, ips);
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

@@ -19,11 +19,12 @@ import java.util.List;
  * @param stormLimit         flooded (broadcast/multicast/unknown) frames per second from the NIC, 0 = unlimited
  * @param maxMacAddresses    addresses the switch learns on this port (with mac_spoofing on)
  * @param maxBandwidthIn     bytes per second cap on what the switch sends to the partition (0 = unlimited)
+ * @param ipAddresses        IPv4 addresses the NIC may claim (ARP inspection, IP spoofing guard); empty = no guard
  */
 public record NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
                         boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
                         int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
-                        long stormLimit, int maxMacAddresses, long maxBandwidthIn) {
+                        long stormLimit, int maxMacAddresses, long maxBandwidthIn, List<String> ipAddresses) {
     public enum Mirroring { NONE, SOURCE, DESTINATION }
 
     public NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
@@ -31,11 +32,28 @@ public record NicConfig(String switchName, String mac, Integer vlanAccess, List<
                      int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
                      long stormLimit, int maxMacAddresses) {
         this(switchName, mac, vlanAccess, vlanTrunk, nativeVlan, macSpoofing, dhcpGuard, routerGuard, maxBandwidth,
-            minBandwidthWeight, vmqWeight, iovWeight, mtu, mirroring, stormLimit, maxMacAddresses, 0);
+            minBandwidthWeight, vmqWeight, iovWeight, mtu, mirroring, stormLimit, maxMacAddresses, 0, List.of());
     }
 
     public NicConfig {
         vlanTrunk = List.copyOf(vlanTrunk);
+        ipAddresses = ipAddresses == null ? List.of() : List.copyOf(ipAddresses);
+    }
+
+    /** Dotted-quad IPv4 text as a big-endian int, or null when it is not one. */
+    public static Integer ipv4(String text) {
+        String[] p = text.split("\\.", -1);
+        if (p.length != 4) {
+            return null;
+        }
+        int v = 0;
+        for (String q : p) {
+            if (q.isEmpty() || q.length() > 3 || !q.chars().allMatch(Character::isDigit) || Integer.parseInt(q) > 255) {
+                return null;
+            }
+            v = (v << 8) | Integer.parseInt(q);
+        }
+        return v;
     }
 
     /** {@link #maxBandwidth} in bits per second (what switch ports count), saturating; 0 = unlimited. */

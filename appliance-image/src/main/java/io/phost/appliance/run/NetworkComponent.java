@@ -137,6 +137,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
         c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
         c = c.withMaxBandwidthToPort(n.maxBandwidthInBitsPerSecond());
+        c = c.withIpAddresses(n.ipAddresses().stream().mapToInt(NicConfig::ipv4).toArray());
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }
 
