@@ -39,7 +39,9 @@ public enum DropReason {
     /** Over the destination port's cap towards it ({@code PortConfig.maxBandwidthToPortBps}; policed). */
     BANDWIDTH,
     /** ARP or IPv4 from a port with an IP guard, claiming an address the port is not configured with. */
-    IP_SPOOF;
+    IP_SPOOF,
+    /** Denied by a port ACL ({@code PortAcl}), in either direction. */
+    ACL;
 
     static final DropReason[] VALUES = values();
 }

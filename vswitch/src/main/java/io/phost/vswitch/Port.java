@@ -30,6 +30,10 @@ public final class Port {
     int weight;
     /** IPv4 addresses this port may claim (ARP inspection, IP spoofing guard); only read when ipGuard. */
     int[] ipAddresses = new int[0];
+    /** Port ACL rules; aclIn/aclOut: some rule applies to frames towards / from the port. */
+    PortAcl[] acls = new PortAcl[0];
+    boolean aclIn;
+    boolean aclOut;
     boolean ipGuard;
     /** Cap on what the switch sends to this port, or null. */
     TokenBucket toPort;
@@ -70,6 +74,13 @@ public final class Port {
         macSpoofing = c.macSpoofing() || c.mac() == -1;
         dhcpGuard = c.dhcpGuard();
         routerGuard = c.routerGuard();
+        acls = c.acls();
+        aclIn = false;
+        aclOut = false;
+        for (PortAcl a : acls) {
+            aclIn |= a.inbound();
+            aclOut |= a.outbound();
+        }
         ipAddresses = c.ipAddresses();
         ipGuard = ipAddresses.length > 0;
         guarded = dhcpGuard || routerGuard || ipGuard;

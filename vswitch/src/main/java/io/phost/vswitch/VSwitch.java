@@ -68,6 +68,8 @@ public final class VSwitch {
     private int fVid;          // tag on the wire (-1 none, 0 priority-only)
     private int fPcp;
     private int fPayload;      // offset of the (inner) ethertype
+    private int fEtype;        // the (inner) ethertype, for ACLs towards the destination
+    private long fSrc;         // source MAC, for ACLs towards the destination
     private int fUntaggedLength;
     private int fTaggedVlan;   // which VLAN the tagged scratch holds, -1 none
     private boolean fUntaggedBuilt;
@@ -323,6 +325,10 @@ public final class VSwitch {
                 return;
             }
         }
+        if (in.aclOut && !PortAcl.permits(in.acls, false, dst, b, payload + 2, off + len, etype)) {
+            in.counters.dropped(DropReason.ACL);
+            return;
+        }
         // A vNIC with spoofing off can only send from its own MAC, which is pinned in every VLAN it carries:
         // nothing to learn (saves a hash probe per frame on the common path).
         if ((in.macSpoofing || in.kind != PortKind.VNIC) && !learn(in, vlan, src)) {
@@ -337,6 +343,8 @@ public final class VSwitch {
         fVid = vid;
         fPcp = pcp;
         fPayload = payload;
+        fEtype = etype;
+        fSrc = src;
         fUntaggedBuilt = false;
         fTaggedVlan = -1;
         in.deliveredSeq = frameSeq;
@@ -416,6 +424,10 @@ public final class VSwitch {
         out.deliveredSeq = frameSeq;
         if (!out.up) {
             out.counters.dropped(DropReason.PORT_DOWN);
+            return;
+        }
+        if (out.aclIn && !PortAcl.permits(out.acls, true, fSrc, fBuffer, fPayload + 2, fOffset + fLength, fEtype)) {
+            out.counters.dropped(DropReason.ACL);
             return;
         }
         send(out, out.egressTagged(vlan), vlan, false);

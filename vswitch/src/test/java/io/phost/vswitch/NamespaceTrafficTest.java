@@ -130,6 +130,46 @@ class NamespaceTrafficTest {
         assertTrue(Netns.ping(ns(net, "h"), "10.79.0.2", 2), "the configured address still works");
     }
 
+    /**
+     * Port ACLs (Add-VMNetworkAdapterAcl): a vNIC that denies 10.80.0.0/24 both ways but allows 10.80.0.1 (more
+     * specific) reaches the host at .1 and not the second host port at .3, in either direction; the drops are
+     * counted as ACL. Before: no ACLs, everything passed.
+     */
+    @Test
+    void shouldApplyPortAclsByMostSpecificRuleInBothDirections() {
+        VSwitch sw = new VSwitch("acl", SwitchType.INTERNAL);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.80.0.1/24", true);
+        tapPort(sw, "g", PortKind.VNIC, PortConfig.vnic(mac(2)), "10.80.0.3/24", true);
+        Port a = tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withAcls(PortAcl.parse("deny both 10.80.0.0/24"),
+            PortAcl.parse("allow both 10.80.0.1")), "10.80.0.2/24", true);
+        start(sw);
+        assertTrue(Netns.ping(ns(net, "a"), "10.80.0.1", 2), "allowed by the /32 rule, outbound");
+        assertTrue(Netns.ping(ns(net, "h"), "10.80.0.2", 2), "allowed by the /32 rule, inbound");
+        assertEquals(0, a.counters().drops(DropReason.ACL), a.counters().snapshot().toString());
+        assertTrue(!Netns.ping(ns(net, "a"), "10.80.0.3", 2), "denied by the /24 rule, outbound");
+        long out = a.counters().drops(DropReason.ACL);
+        assertTrue(out > 0, a.counters().snapshot().toString());
+        assertTrue(!Netns.ping(ns(net, "g"), "10.80.0.2", 2), "denied by the /24 rule, inbound");
+        assertTrue(a.counters().drops(DropReason.ACL) > out, a.counters().snapshot().toString());
+        assertTrue(Netns.ping(ns(net, "a"), "10.80.0.1", 2), "still allowed");
+    }
+
+    @Test
+    void shouldParseAclRulesAndRefuseBadOnes() {
+        assertEquals("deny both 10.80.0.0/24", PortAcl.parse("deny both 10.80.0.7/24").toString());
+        assertEquals("allow inbound 02:50:00:00:00:01", PortAcl.parse("ALLOW inbound 02:50:00:00:00:01").toString());
+        assertEquals("deny outbound any", PortAcl.parse("deny outbound any").toString());
+        for (String bad : new String[] {"deny", "block both any", "deny sideways any", "deny both 10.0.0.0/33",
+            "deny both 10.0.0", "deny both 300.0.0.1", "deny both 02:50:00:00:zz:01", "deny both 10.0.0.0/x"}) {
+            try {
+                PortAcl.parse(bad);
+                throw new AssertionError("accepted: " + bad);
+            } catch (IllegalArgumentException expected) {
+                assertTrue(expected.getMessage() != null);
+            }
+        }
+    }
+
     @Test
     void shouldHoldTheMaximumBandwidthWithinFivePercent() {
         VSwitch sw = new VSwitch("bw", SwitchType.PRIVATE);

@@ -613,7 +613,7 @@ final class ConfigBinder implements TomlNode.Errors {
             NicConfig c = nic;
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
                 c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu(),
-                c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn(), c.ipAddresses());
+                c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn(), c.ipAddresses(), c.acl());
         }
     }
 
@@ -911,6 +911,17 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean router = n.bool("router_guard");
         Long maxBandwidth = n.bandwidth("max_bandwidth");
         Long maxBandwidthIn = n.bandwidth("max_bandwidth_in");
+        List<String> acl = n.strings("acl");
+        if (acl != null) {
+            for (String rule : acl) {
+                try {
+                    io.phost.vswitch.PortAcl.parse(rule);
+                } catch (IllegalArgumentException e) {
+                    n.error("acl", Reason.INVALID_VALUE, e.getMessage());
+                    ok = false;
+                }
+            }
+        }
         List<String> ips = n.strings("ip_addresses");
         if (ips != null) {
             for (String ip : ips) {
@@ -947,14 +958,14 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
             || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
-            || maxBandwidthIn == null || ips == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
+            || maxBandwidthIn == null || ips == null || acl == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
             return null;
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
             spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
             mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue(),
-            maxBandwidthIn, ips);
+            maxBandwidthIn, ips, acl);
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

@@ -20,11 +20,13 @@ import java.util.List;
  * @param maxMacAddresses    addresses the switch learns on this port (with mac_spoofing on)
  * @param maxBandwidthIn     bytes per second cap on what the switch sends to the partition (0 = unlimited)
  * @param ipAddresses        IPv4 addresses the NIC may claim (ARP inspection, IP spoofing guard); empty = no guard
+ * @param acl                port ACL rules in text form ("deny both 10.0.0.0/8"), checked at load; empty = allow all
  */
 public record NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
                         boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
                         int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
-                        long stormLimit, int maxMacAddresses, long maxBandwidthIn, List<String> ipAddresses) {
+                        long stormLimit, int maxMacAddresses, long maxBandwidthIn, List<String> ipAddresses,
+                        List<String> acl) {
     public enum Mirroring { NONE, SOURCE, DESTINATION }
 
     public NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
@@ -32,12 +34,13 @@ public record NicConfig(String switchName, String mac, Integer vlanAccess, List<
                      int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
                      long stormLimit, int maxMacAddresses) {
         this(switchName, mac, vlanAccess, vlanTrunk, nativeVlan, macSpoofing, dhcpGuard, routerGuard, maxBandwidth,
-            minBandwidthWeight, vmqWeight, iovWeight, mtu, mirroring, stormLimit, maxMacAddresses, 0, List.of());
+            minBandwidthWeight, vmqWeight, iovWeight, mtu, mirroring, stormLimit, maxMacAddresses, 0, List.of(), List.of());
     }
 
     public NicConfig {
         vlanTrunk = List.copyOf(vlanTrunk);
         ipAddresses = ipAddresses == null ? List.of() : List.copyOf(ipAddresses);
+        acl = acl == null ? List.of() : List.copyOf(acl);
     }
 
     /** Dotted-quad IPv4 text as a big-endian int, or null when it is not one. */

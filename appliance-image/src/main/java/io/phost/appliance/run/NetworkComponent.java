@@ -138,6 +138,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
         c = c.withMaxBandwidthToPort(n.maxBandwidthInBitsPerSecond());
         c = c.withIpAddresses(n.ipAddresses().stream().mapToInt(NicConfig::ipv4).toArray());
+        c = c.withAcls(n.acl().stream().map(io.phost.vswitch.PortAcl::parse).toArray(io.phost.vswitch.PortAcl[]::new));
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }
 
