@@ -231,6 +231,76 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         return rows;
     }
 
+    @Override
+    public Map<String, java.util.function.Function<String, io.phost.appliance.mgmt.HttpResponse>> routes() {
+        return Map.of("POST /v1/switches/port", this::changePort);
+    }
+
+    /**
+     * Live port change (Set-VMNetworkAdapter / -Vlan on a running host): {@code switch} and {@code port} name the
+     * port (as in /status); any of {@code vlan_access} (0 = untagged), {@code mac_spoofing}, {@code dhcp_guard},
+     * {@code router_guard}, {@code max_bandwidth} and {@code max_bandwidth_in} (bytes/s, 0 = unlimited) change;
+     * the switch applies the new policy on its next duty cycle (well within a second) and the answer is the
+     * port's new settings. Learned addresses of the port are forgotten, as with any reconfiguration.
+     */
+    io.phost.appliance.mgmt.HttpResponse changePort(String query) {
+        Map<String, String> q = io.phost.appliance.util.Query.parse(query);
+        ManagedSwitch sw = q.get("switch") == null ? null : switches.get(q.get("switch"));
+        if (sw == null) {
+            return io.phost.appliance.mgmt.HttpResponse.text(404, "no switch '" + q.get("switch") + "'\n");
+        }
+        io.phost.vswitch.Port port = sw.vswitch().ports().stream().filter(p -> p.name().equals(q.get("port")))
+            .findFirst().orElse(null);
+        if (port == null) {
+            return io.phost.appliance.mgmt.HttpResponse.text(404, "no port '" + q.get("port") + "' on switch '"
+                + sw.spec().name() + "'\n");
+        }
+        PortConfig c = port.config();
+        try {
+            if (q.containsKey("vlan_access")) {
+                int v = Integer.parseInt(q.get("vlan_access"));
+                c = v == 0 ? c.withUntagged() : c.withAccessVlan(v);
+            }
+            if (q.containsKey("mac_spoofing") || q.containsKey("dhcp_guard") || q.containsKey("router_guard")) {
+                c = c.withGuards(bool(q, "mac_spoofing", c.macSpoofing()), bool(q, "dhcp_guard", c.dhcpGuard()),
+                    bool(q, "router_guard", c.routerGuard()));
+            }
+            if (q.containsKey("max_bandwidth")) {
+                c = c.withLimits(c.stormLimitPps(), Math.multiplyExact(Long.parseLong(q.get("max_bandwidth")), 8),
+                    c.minBandwidthWeight(), c.maxMacAddresses());
+            }
+            if (q.containsKey("max_bandwidth_in")) {
+                c = c.withMaxBandwidthToPort(Math.multiplyExact(Long.parseLong(q.get("max_bandwidth_in")), 8));
+            }
+        } catch (IllegalArgumentException | ArithmeticException e) {
+            return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: " + e.getMessage() + "\n");
+        }
+        PortConfig next = c;
+        sw.agent().submit(s -> s.configure(port, next)).join();
+        LOG.log(Level.INFO, "port changed switch=" + sw.spec().name() + " port=" + port.name() + " query=\"" + query + "\"");
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("switch", sw.spec().name());
+        m.put("port", port.name());
+        m.put("vlan_access", next.vlanMode() == io.phost.vswitch.VlanMode.ACCESS ? next.accessVlan() : 0);
+        m.put("mac_spoofing", next.macSpoofing());
+        m.put("dhcp_guard", next.dhcpGuard());
+        m.put("router_guard", next.routerGuard());
+        m.put("max_bandwidth", next.maxBandwidthBps() / 8);
+        m.put("max_bandwidth_in", next.maxBandwidthToPortBps() / 8);
+        return io.phost.appliance.mgmt.HttpResponse.json(io.phost.appliance.util.Json.pretty(m));
+    }
+
+    private static boolean bool(Map<String, String> q, String key, boolean current) {
+        String v = q.get(key);
+        if (v == null) {
+            return current;
+        }
+        if (!v.equals("true") && !v.equals("false")) {
+            throw new IllegalArgumentException(key + " must be true or false, not '" + v + "'");
+        }
+        return v.equals("true");
+    }
+
     /** The switch a named port is on (for live changes and VMQ views), or null. */
     ManagedSwitch switchNamed(String name) {
         return switches.get(name);

@@ -80,6 +80,48 @@ class NetworkVmqTest {
             && text.contains("worker=\"" + q.owner() + "\""), text);
     }
 
+    /**
+     * Live port changes through the API: moving a running vNIC to VLAN 10 cuts it off from the untagged host TAP
+     * within a second, moving it back restores it; a bad value is refused with 400. Before: no such route.
+     */
+    @Test
+    void shouldChangeAPortsVlanOnTheRunningHostWithinASecond() throws Exception {
+        Assumptions.assumeTrue(new java.io.File("/dev/net/tun").canWrite() && run("ip", "netns", "list") == 0,
+            "needs root and /dev/net/tun");
+        dir = Files.createTempDirectory("phost-live");
+        network = NetworkComponent.start(ConfigLoader.parse("live.toml", """
+            [host]
+            data_dir = "%s"
+            [[switch]]
+            name = "l%s"
+            type = "internal"
+            """.formatted(dir, tag)));
+        ManagedSwitch sw = network.switchNamed("l" + tag);
+        String vnicTap = "phqv" + tag;
+        sw.attachTap("vm0", PortConfig.vnic(0x02_51_00_00_00_02L), vnicTap, true);
+        namespace("phqa" + tag, sw.hostTap(), "10.87.0.100/24");
+        run("ip", "link", "set", vnicTap, "address", "02:51:00:00:00:02");
+        namespace("phqb" + tag, vnicTap, "10.87.0.1/24");
+        var route = network.routes().get("POST /v1/switches/port");
+        assertEquals(0, ping("10.87.0.1"), "before the change");
+        long t0 = System.nanoTime();
+        var r = route.apply("switch=l" + tag + "&port=vm0&vlan_access=10&dhcp_guard=true");
+        assertEquals(200, r.status(), new String(r.body()));
+        assertTrue(new String(r.body()).contains("\"vlan_access\" : 10") || new String(r.body()).contains("\"vlan_access\": 10"),
+            new String(r.body()));
+        assertTrue(System.nanoTime() - t0 < 1_000_000_000L, "applied within a second");
+        assertTrue(ping("10.87.0.1") != 0, "on VLAN 10 the vNIC no longer hears the untagged host");
+        assertEquals(200, route.apply("switch=l" + tag + "&port=vm0&vlan_access=0").status());
+        assertEquals(0, ping("10.87.0.1"), "back on the untagged network");
+        assertEquals(400, route.apply("switch=l" + tag + "&port=vm0&vlan_access=5000").status());
+        assertEquals(400, route.apply("switch=l" + tag + "&port=vm0&dhcp_guard=maybe").status());
+        assertEquals(404, route.apply("switch=l" + tag + "&port=nope").status());
+    }
+
+    private int ping(String ip) {
+        return run("ip", "netns", "exec", "phqa" + tag, "ping", "-c", "2", "-i", "0.2", "-W", "1", ip);
+    }
+
     private static void namespace(String ns, String ifname, String cidr) throws Exception {
         run("ip", "netns", "del", ns);
         must("ip", "netns", "add", ns);
