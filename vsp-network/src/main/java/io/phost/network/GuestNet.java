@@ -23,6 +23,9 @@ public final class GuestNet {
      * @param ping a peer address to ping from inside the namespace every 200 ms while bridging (null: none);
      *             its output goes to the partition's log
      */
+    /** Partitions with less memory keep plain MTU-sized sections (the offload buffers take 8 MiB). */
+    static final long MIN_RAM_FOR_OFFLOADS = 32L << 20;
+
     public record Options(String netns, String tap, String address, int nic, String ping) {
         public Options(String netns, String tap, String address, int nic) {
             this(netns, tap, address, nic, null);
@@ -70,7 +73,9 @@ public final class GuestNet {
      * parent disconnects. {@code bridge} is where the running bridge is published for that.
      */
     public static void run(VmbusClient bus, GuestIntegration ic, Options o, TapBridge[] bridge) throws Exception {
-        NetVsc vsc = NetVsc.open(bus, o.nic(), Duration.ofSeconds(30));
+        // Offloads (per-frame header, 64 KiB sections, 8 MiB of buffers) unless the partition's memory is small.
+        NetVsc vsc = TapBridge.openNic(bus, o.nic(), bus.ram().size() >= MIN_RAM_FOR_OFFLOADS, Duration.ofSeconds(30));
+        int tapOffloads = vsc.offloadHeader() ? TapBridge.TAP_OFFLOADS : 0;
         boolean createdNetns = false;
         Process ping = null;
         if (o.netns() != null && NetnsLeases.exists(o.netns()) && NetnsLeases.isStale(NetnsLeases.DEFAULT_DIR, o.netns())) {
@@ -82,7 +87,8 @@ public final class GuestNet {
             NetnsLeases.claim(NetnsLeases.DEFAULT_DIR, o.netns());
             createdNetns = true;
         }
-        try (TapDevice tap = o.netns() == null ? TapDevice.open(o.tap(), false, 0) : openInNamespace(o.netns(), o.tap())) {
+        try (TapDevice tap = o.netns() == null ? TapDevice.open(o.tap(), vsc.offloadHeader(), tapOffloads)
+            : openInNamespace(o.netns(), o.tap(), vsc.offloadHeader(), tapOffloads)) {
             List<String> prefix = o.netns() == null ? List.of("ip") : List.of("ip", "-n", o.netns());
             must(concat(prefix, "link", "set", tap.name(), "address", EthernetDescriptor.formatMac(vsc.mac())));
             must(concat(prefix, "link", "set", tap.name(), "mtu", Integer.toString(vsc.mtu())));
@@ -120,7 +126,8 @@ public final class GuestNet {
      * used to race for the name in the root namespace and fail with EBUSY). setns(2) changes only the calling
      * thread's namespace, so this runs on a short-lived platform thread; the fd works from any thread after.
      */
-    static TapDevice openInNamespace(String netns, String name) throws InterruptedException {
+    static TapDevice openInNamespace(String netns, String name, boolean vnetHeader, int offloads)
+        throws InterruptedException {
         TapDevice[] result = new TapDevice[1];
         RuntimeException[] failure = new RuntimeException[1];
         Thread t = Thread.ofPlatform().name("tap-in-" + netns).start(() -> {
@@ -131,7 +138,7 @@ public final class GuestNet {
                 } finally {
                     NetSyscalls.close(fd);
                 }
-                result[0] = TapDevice.open(name, false, 0);
+                result[0] = TapDevice.open(name, vnetHeader, offloads);
             } catch (RuntimeException e) {
                 failure[0] = e;
             }

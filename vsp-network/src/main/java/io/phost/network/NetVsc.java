@@ -20,6 +20,9 @@ import java.time.Duration;
  *  trySend(frame): free send section ──copy──▶ section ──SEND_RNDIS_PKT(section,len)──▶ host; completion frees it
  *  poll():         host SEND_RNDIS_PKT(section,len) ──▶ frame handed to the caller ──▶ completion 108 to host
  * </pre>
+ * Opened {@link #openWithOffloads with offloads}, every frame both ways is a 12-byte virtio_net_hdr followed by
+ * the Ethernet frame (a TAP opened with IFF_VNET_HDR reads and writes exactly that), and sections hold 64 KiB
+ * GSO super-frames: a partition whose stack takes partial checksums and TSO gets its data unsegmented.
  */
 public final class NetVsc implements AutoCloseable {
     private static final long SEND_TAG = 1L << 32;
@@ -45,8 +48,11 @@ public final class NetVsc implements AutoCloseable {
     private int mtu;
     private int recvSectionSize;
     private int sendSectionSize;
-    /** Largest section a host may announce: an MTU-9000 frame with headers fits in 9 216 bytes. */
-    private static final int MAX_SECTION_SIZE = 16_384;
+    /** Largest section a host may announce: a 64 KiB GSO super-frame with its per-frame header. */
+    private static final int MAX_SECTION_SIZE = GSO_SECTION_SIZE;
+    /** Buffer bytes each way with offloads: 63 sections of 64.5 KiB (without: 1 MiB of MTU-sized ones). */
+    private static final int OFFLOAD_BUFFER_BYTES = 4 << 20;
+    private final boolean vnetHdr;
     private volatile boolean linkUp;
     private int version;
     private FrameReceiver receiver;
@@ -58,9 +64,10 @@ public final class NetVsc implements AutoCloseable {
     private final MemorySegment awaitedReply = Arena.ofAuto().allocate(64, 8);
     private int awaitedLength;
 
-    private NetVsc(VmbusClient client, ClientChannel channel, int recvBytes, int sendBytes, Duration timeout) {
+    private NetVsc(VmbusClient client, ClientChannel channel, int recvBytes, int sendBytes, long caps, Duration timeout) {
         this.client = client;
         this.channel = channel;
+        this.vnetHdr = (caps & CAP_VNET_HDR) != 0;
         // INIT: offer the whole range we speak.
         u32(scratch, 0, MSG_INIT);
         u32(scratch, INIT_MIN_OFFSET, VERSION_5);
@@ -81,7 +88,7 @@ public final class NetVsc implements AutoCloseable {
         linkUp = u32(r, CONFIG_LINK_OFFSET) == 1;
         u32(scratch, 0, MSG_NDIS_CONFIG);
         u32(scratch, NDIS_MTU_OFFSET, mtu);
-        scratch.set(ValueLayout.JAVA_LONG_UNALIGNED, 8, 0L);
+        scratch.set(U64, NDIS_CAPS_OFFSET, caps);
         channel.write(PacketDescriptor.TYPE_INBAND, 0, 0, scratch, 0, NDIS_CONFIG_LENGTH, timeout);
 
         recv = client.ram().allocate(recvBytes);
@@ -124,6 +131,24 @@ public final class NetVsc implements AutoCloseable {
 
     /** Finds the netvsc offer {@code index}, opens it and initialises (receive 1 MiB, send 1 MiB). */
     public static NetVsc open(VmbusClient client, int index, Duration timeout) {
+        ChannelOffer offer = offer(client, index, timeout);
+        ClientChannel ch = client.open(offer, 64, null);
+        return new NetVsc(client, ch, 1 << 20, 1 << 20, 0, timeout);
+    }
+
+    /**
+     * As {@link #open}, asking for the per-frame header: the host then sends frames with the unfinished work
+     * {@code offloads} (FrameSink.OFFLOAD_* bits: what this side's stack finishes, e.g. a TAP with TUN_F_CSUM|
+     * TSO4|TSO6|TSO_ECN) left undone, and takes unfinished frames from us. Buffers are 4 MiB each way.
+     */
+    public static NetVsc openWithOffloads(VmbusClient client, int index, int offloads, Duration timeout) {
+        ChannelOffer offer = offer(client, index, timeout);
+        ClientChannel ch = client.open(offer, 64, null);
+        return new NetVsc(client, ch, OFFLOAD_BUFFER_BYTES, OFFLOAD_BUFFER_BYTES,
+            CAP_VNET_HDR | (offloads & CAP_OFFLOAD_MASK), timeout);
+    }
+
+    private static ChannelOffer offer(VmbusClient client, int index, Duration timeout) {
         ChannelOffer offer = client.awaitOffer(NETVSC_TYPE, 0, timeout);
         if (index > 0) {
             int seen = 0;
@@ -133,8 +158,17 @@ public final class NetVsc implements AutoCloseable {
                 }
             }
         }
-        ClientChannel ch = client.open(offer, 64, null);
-        return new NetVsc(client, ch, 1 << 20, 1 << 20, timeout);
+        return offer;
+    }
+
+    /** True when every frame both ways starts with the 12-byte virtio_net_hdr ({@link #openWithOffloads}). */
+    public boolean offloadHeader() {
+        return vnetHdr;
+    }
+
+    /** Bytes a frame (with its header, if any) may have: the host's send section size. */
+    public int maxSendLength() {
+        return sendSectionSize;
     }
 
     private MemorySegment request(MemorySegment msg, int length, Duration timeout) {
@@ -186,9 +220,12 @@ public final class NetVsc implements AutoCloseable {
         return freeSendCount > 0 && channel.outbound().bytesFree() > io.phost.core.vmbus.VmbusRing.spaceFor(0, PKT_LENGTH);
     }
 
-    /** Sends one frame from {@code src}; false when no send section is free or the ring is full. */
+    /**
+     * Sends one frame from {@code src} (with {@link #offloadHeader}: header and frame); false when no send
+     * section is free or the ring is full.
+     */
     public boolean trySend(MemorySegment src, long offset, int length) {
-        if (length > sendSectionSize || length < 14 || freeSendCount == 0) {
+        if (length > sendSectionSize || length < (vnetHdr ? FRAME_HDR_LENGTH : 0) + 14 || freeSendCount == 0) {
             return false;
         }
         int section = freeSend[freeSendCount - 1];

@@ -13,6 +13,7 @@ import io.phost.core.vmbus.VmbusRing;
 import io.phost.vswitch.FrameHandler;
 import io.phost.vswitch.FrameRing;
 import io.phost.vswitch.FrameSource;
+import io.phost.vswitch.PacketMeta;
 import io.phost.vswitch.Port;
 import io.phost.vswitch.PortConfig;
 import io.phost.vswitch.PortKind;
@@ -35,22 +36,43 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * Each channel's agent is this vNIC's own worker (the VMQ role for synthetic NICs: one receive queue per
  * vNIC, filtered by the switch's MAC+VLAN table, drained on its own thread). Every guest field is read once,
  * checked, and a bad message is counted by {@link NvspReason} and dropped; the channel keeps working.
+ * <p>Port state follows the guest: the port is down (the switch queues nothing for it, counts PORT_DOWN and
+ * forgets its learned addresses) until the guest grants its receive buffer, and goes down again when the
+ * primary channel closes, whether the guest stopped or was killed. A restarted guest re-attaches to the same
+ * port and sees none of the frames addressed to its predecessor.
  */
 public final class NetVsp implements VirtualServiceProvider {
     public static final int MAX_QUEUES = 8;
     private static final int MAX_SECTIONS = 4096;
     private static final int EGRESS_BATCH = 64;
+    /**
+     * Switch → guest: 128 GSO super-frames (8 MiB). A full ring drops a whole 64 KiB super-frame, which costs a
+     * TCP sender a recovery; at 2 MiB a host sender's bursts overran it under load (drop_egress_full, TCP fast
+     * retransmits, 0.4 Gbit/s).
+     */
+    private static final int EGRESS_RING_BYTES = 8 << 20;
+    /** Guest → switch, per channel: 64 super-frames. */
+    private static final int RING_BYTES = 4 << 20;
+    private static final FrameRing.SegmentHandler DISCARD = (segment, offset, length) -> { };
 
     private final String partition;
     private final String nicName;
     private final UUID instance;
     private final long mac;
     private final int mtu;
-    /** Bytes per send/receive buffer section: one frame of this NIC's MTU with a VLAN tag, rounded up to 512. */
-    private final int sectionSize;
+    /** Section size for a guest without the per-frame header: one frame of this NIC's MTU with a VLAN tag. */
+    private final int plainSectionSize;
+    /**
+     * Bytes per send/receive buffer section for the guest now attached: {@link #plainSectionSize}, or with the
+     * per-frame header (NDIS_CONFIG {@link NvspDescriptor#CAP_VNET_HDR}) one 64 KiB GSO super-frame and its header.
+     */
+    private volatile int sectionSize;
+    /** True when the guest asked for the per-frame virtio_net_hdr in every section, both ways. */
+    private volatile boolean vnetHdr;
     private final SwitchAgent agent;
     private final Port port;
-    private final FrameRing egress = new FrameRing(1 << 20);
+    /** Records carry offload state; its {@link FrameRing#offloads} are what the attached guest finishes. */
+    private final FrameRing egress = FrameRing.withMeta(EGRESS_RING_BYTES);
     private volatile FrameRing[] ingress = new FrameRing[0];
     /** Wakes the switch agent sleeping in poll(2) when a channel agent puts a guest frame into an ingress ring. */
     private final WakeupSignal ingressSignal = new WakeupSignal();
@@ -87,7 +109,8 @@ public final class NetVsp implements VirtualServiceProvider {
                 + PortConfig.MIN_MTU + ".." + PortConfig.MAX_MTU + ": " + mtu);
         }
         this.mtu = mtu;
-        this.sectionSize = sectionSizeFor(mtu);
+        this.plainSectionSize = sectionSizeFor(mtu);
+        this.sectionSize = plainSectionSize;
         PortConfig portConfig = config.withMtu(mtu);
         this.agent = agent;
         FrameSource source = new FrameSource() {
@@ -120,7 +143,10 @@ public final class NetVsp implements VirtualServiceProvider {
         };
         egress.onWrite(this::wakePrimary);
         Port[] holder = new Port[1];
-        agent.submit(sw -> holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, portConfig, egress, source)).join();
+        agent.submit(sw -> {
+            holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, portConfig, egress, source);
+            sw.setUp(holder[0], false); // no guest yet: nothing is queued for it (up once it grants its buffer)
+        }).join();
         this.port = holder[0];
     }
 
@@ -190,7 +216,7 @@ public final class NetVsp implements VirtualServiceProvider {
 
     @Override
     public ChannelHandler open(ChannelContext ctx) {
-        FrameRing in = new FrameRing(1 << 20).onWrite(ingressSignal::signalIfArmed);
+        FrameRing in = FrameRing.withMeta(RING_BYTES).onWrite(ingressSignal::signalIfArmed);
         synchronized (this) {
             FrameRing[] next = Arrays.copyOf(ingress, ingress.length + 1);
             next[next.length - 1] = in;
@@ -200,6 +226,41 @@ public final class NetVsp implements VirtualServiceProvider {
             primary = ctx;
         }
         return new Channel(ctx, in);
+    }
+
+    /**
+     * What the attached guest finishes itself (its NDIS_CONFIG caps): the switch sends it those frames
+     * unfinished and completes the rest in software. Applied on the switch's thread.
+     */
+    private void setGuestOffloads(int bits) {
+        if (egress.offloads() == bits) {
+            return;
+        }
+        egress.offloads(bits);
+        agent.submit(sw -> sw.configure(port, port.config()));
+    }
+
+    /** The guest is gone (stopped, crashed, killed): nothing more is queued for it; it re-attaches on restart. */
+    private void portDown() {
+        agent.submit(sw -> {
+            sw.setUp(port, false);
+            sw.configure(port, port.config()); // forgets the addresses learned on it
+        });
+    }
+
+    /** True while a guest is attached and has granted its receive buffer. */
+    public boolean guestAttached() {
+        return port.isUp();
+    }
+
+    /** The FrameSink offload bits the attached guest negotiated (0: plain frames only). */
+    public int guestOffloads() {
+        return egress.offloads();
+    }
+
+    /** True when the attached guest uses the per-frame header (offload metadata) on the VMBus path. */
+    public boolean offloadHeader() {
+        return vnetHdr;
     }
 
     private void count(NvspReason r) {
@@ -253,11 +314,7 @@ public final class NetVsp implements VirtualServiceProvider {
             switch (msg) {
                 case MSG_INIT -> init(buf, data, n, transId);
                 case MSG_QUERY_CONFIG -> queryConfig(transId);
-                case MSG_NDIS_CONFIG -> {
-                    if (n < NDIS_CONFIG_LENGTH) {
-                        count(NvspReason.TRUNCATED);
-                    }
-                }
+                case MSG_NDIS_CONFIG -> ndisConfig(buf, data, n);
                 case MSG_SEND_RECV_BUF -> buffer(buf, data, n, transId, true);
                 case MSG_SEND_SEND_BUF -> buffer(buf, data, n, transId, false);
                 case MSG_SEND_RNDIS_PKT -> sendPacket(buf, data, n, transId, wantsCompletion);
@@ -326,6 +383,23 @@ public final class NetVsp implements VirtualServiceProvider {
             ctx.tryComplete(transId, reply, 0, CONFIG_COMPLETE_LENGTH);
         }
 
+        /** The guest's capabilities: with the per-frame header, sections grow to hold a GSO super-frame. */
+        private void ndisConfig(MemorySegment buf, long data, int n) {
+            if (n < NDIS_CONFIG_LENGTH) {
+                count(NvspReason.TRUNCATED);
+                return;
+            }
+            if (!isPrimary || recvBase != -1 || sendBase != -1) {
+                count(NvspReason.LATE_CONFIG);
+                return;
+            }
+            long caps = buf.get(U64, data + NDIS_CAPS_OFFSET);
+            boolean hdr = (caps & CAP_VNET_HDR) != 0;
+            vnetHdr = hdr;
+            sectionSize = hdr ? GSO_SECTION_SIZE : plainSectionSize;
+            setGuestOffloads(hdr ? (int) (caps & CAP_OFFLOAD_MASK) : 0);
+        }
+
         private void buffer(MemorySegment buf, long data, int n, long transId, boolean receive) {
             int answer = receive ? MSG_SEND_RECV_BUF_COMPLETE : MSG_SEND_SEND_BUF_COMPLETE;
             if (n < BUF_LENGTH) {
@@ -357,6 +431,8 @@ public final class NetVsp implements VirtualServiceProvider {
             u32(reply, 0, answer);
             u32(reply, STATUS_OFFSET, STATUS_SUCCESS);
             if (receive) {
+                egress.poll(DISCARD, Integer.MAX_VALUE); // frames queued before the port went down last time
+                agent.submit(sw -> sw.setUp(port, true));
                 free = new int[sections];
                 outstanding = new boolean[sections];
                 for (int i = 0; i < sections; i++) {
@@ -394,11 +470,15 @@ public final class NetVsp implements VirtualServiceProvider {
             }
             int section = u32(buf, data + PKT_SECTION_OFFSET);
             int length = u32(buf, data + PKT_LENGTH_OFFSET);
+            int size = sectionSize;
+            int hdr = vnetHdr ? FRAME_HDR_LENGTH : 0;
             int status = STATUS_SUCCESS;
-            if (section < 0 || section >= sendSections || length < 14 || length > sectionSize) {
+            if (section < 0 || section >= sendSections || length < hdr + 14 || length > size) {
                 count(NvspReason.BAD_SECTION);
                 status = STATUS_FAILURE;
-            } else if (!in.tryWrite(guest, base + (long) section * sectionSize, length)) {
+            } else if (!(hdr != 0
+                ? in.tryWrite(guest, base + (long) section * size, length) // header and frame as they are
+                : in.tryWrite(guest, base + (long) section * size, length, PacketMeta.NONE))) {
                 count(NvspReason.INGRESS_FULL);
                 status = STATUS_FAILURE;
             }
@@ -477,17 +557,27 @@ public final class NetVsp implements VirtualServiceProvider {
             return work;
         }
 
-        private void toGuest(MemorySegment frame, long offset, int length) {
+        /** One egress record ([header 12][frame]) into a receive section, with or without its header. */
+        private void toGuest(MemorySegment record, long offset, int recordLength) {
             if (pendingSection >= 0 || freeCount == 0) {
                 return; // cannot happen with the limits in doWork
             }
-            if (length > sectionSize) {
+            int skip = vnetHdr ? 0 : FRAME_HDR_LENGTH; // a plain guest gets the frame alone (its meta is NONE)
+            int length = recordLength - skip;
+            int size = sectionSize;
+            if (length > size || length < 0) {
                 count(NvspReason.OVERSIZE); // the switch enforces the MTU; counted, never silent, if one gets here
+                return;
+            }
+            if (skip != 0 && (record.get(java.lang.foreign.ValueLayout.JAVA_SHORT_UNALIGNED, offset) != 0)) {
+                // Flags or gso_type set for a guest that cannot finish the frame: only while a guest's caps
+                // change (the switch learns them a moment later). Passing it on would hand over a bad checksum.
+                count(NvspReason.UNFINISHED);
                 return;
             }
             int section = free[--freeCount];
             outstanding[section] = true;
-            MemorySegment.copy(frame, offset, guest, recvBase + (long) section * sectionSize, length);
+            MemorySegment.copy(record, offset + skip, guest, recvBase + (long) section * size, length);
             if (!post(section, length)) {
                 pendingSection = section;
                 pendingLength = length;
@@ -521,6 +611,10 @@ public final class NetVsp implements VirtualServiceProvider {
                 recvBase = -1;
                 sendBase = -1;
                 negotiated = 0;
+                vnetHdr = false;
+                sectionSize = plainSectionSize;
+                setGuestOffloads(0);
+                portDown();
             }
         }
     }

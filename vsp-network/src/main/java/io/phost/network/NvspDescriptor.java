@@ -9,13 +9,24 @@ import java.util.UUID;
  * The phost network protocol over VMBus: netvsc's NVSP message numbers and layouts for initialisation,
  * buffers, data packets, sub-channels and the data-path switch, with two simplifications (documented in
  * docs/vswitch.md): the data message carries a raw Ethernet frame in the buffer section instead of an RNDIS
- * packet, and MAC/MTU/link come from one QUERY_CONFIG message instead of RNDIS OID queries. Every message is
+ * packet, and MAC/MTU/link come from one QUERY_CONFIG message instead of RNDIS OID queries. Offload state
+ * (what netvsc carries as RNDIS per-packet info: checksum info, LSO/GSO info) travels as a virtio_net_hdr in
+ * front of each frame when the guest asks for it in NDIS_CONFIG ({@link #CAP_VNET_HDR}):
+ * <pre>
+ *  section without the header:  [ Ethernet frame ]                         (MTU-sized sections, 2 KiB min)
+ *  section with the header:     [ virtio_net_hdr 12 ][ Ethernet frame ]    (66,048-byte sections: a 64 KiB
+ *                                 flags gso_type hdr_len gso_size           GSO super-frame fits)
+ *                                 csum_start csum_offset num_buffers(0)
+ *  SEND_RNDIS_PKT length counts the header. Guest → host: NEEDS_CSUM / gso_type describe an unfinished frame
+ *  (the switch finishes it for ports that cannot). Host → guest: only what the guest listed in its caps.
+ * </pre> Every message is
  * an inband VMBus packet (type 6) whose payload starts with a u32 message type; all fields little-endian.
  * <pre>
  * guest → host                                              host → guest (completion, type 11, same trans id)
  *  INIT            1: u32 type | u32 min_ver | u32 max_ver    INIT_COMPLETE 2: type | u32 version | u32 status
  *  QUERY_CONFIG 4096: u32 type                                 4097: type | status | u8 mac[6] u16 pad | u32 mtu | u32 link
- *  NDIS_CONFIG   125: u32 type | u32 mtu | u64 caps            (no completion)
+ *  NDIS_CONFIG   125: u32 type | u32 mtu | u64 caps            (no completion; before the buffers)
+ *                    caps bit 32: per-frame virtio_net_hdr; bits 0-5: FrameSink.OFFLOAD_* the guest finishes
  *  SEND_RECV_BUF 101: u32 type | u32 gpadl | u16 id           102: type | status | u32 sections(1) |
  *                                                                   u32 offset | u32 sub_alloc_size | u32 num_sub_allocs | u32 end
  *  SEND_SEND_BUF 104: u32 type | u32 gpadl | u16 id           105: type | status | u32 section_size
@@ -68,6 +79,15 @@ public final class NvspDescriptor {
     public static final int PKT_LENGTH = 16;
     public static final int NDIS_MTU_OFFSET = 4;
     public static final int NDIS_CONFIG_LENGTH = 16;
+    public static final int NDIS_CAPS_OFFSET = 8;
+    /** NDIS_CONFIG caps: every section starts with a 12-byte virtio_net_hdr, both ways. */
+    public static final long CAP_VNET_HDR = 1L << 32;
+    /** NDIS_CONFIG caps: the FrameSink.OFFLOAD_* bits (csum, TSO4, TSO6, TSO_ECN, UFO, USO) the guest finishes. */
+    public static final long CAP_OFFLOAD_MASK = 0x3f;
+    /** Per-frame header length with {@link #CAP_VNET_HDR} (virtio_net_hdr with num_buffers, as TAP uses). */
+    public static final int FRAME_HDR_LENGTH = 12;
+    /** Section size with the header: header + largest GSO frame (65,550 bytes), rounded up to 512. */
+    public static final int GSO_SECTION_SIZE = (FRAME_HDR_LENGTH + 65_550 + 511) & ~511;
     public static final int DATA_PATH_OFFSET = 4;
     public static final int DATA_PATH_LENGTH = 8;
     public static final int SUBCHANNEL_OP_OFFSET = 4;
@@ -83,6 +103,7 @@ public final class NvspDescriptor {
     public static final int SECTION_SIZE = 2048;
 
     static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
+    static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     static final ValueLayout.OfShort U16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
     private NvspDescriptor() {}

@@ -21,7 +21,11 @@ public enum NvspReason {
     /** Frame could not enter the switch (its ingress queue was full). */
     INGRESS_FULL,
     /** A host-to-guest frame larger than a receive section (the NIC's MTU): dropped, counted. */
-    OVERSIZE;
+    OVERSIZE,
+    /** NDIS_CONFIG after the buffers were announced, or on a sub-channel: ignored (sections are sized by then). */
+    LATE_CONFIG,
+    /** A partial-checksum or GSO frame for a guest without offloads (only in the moment its caps change). */
+    UNFINISHED;
 
     static final NvspReason[] VALUES = values();
 }

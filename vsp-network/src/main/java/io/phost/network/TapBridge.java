@@ -2,9 +2,12 @@ package io.phost.network;
 
 import io.phost.core.sys.NetSyscalls;
 import io.phost.core.sys.TapDevice;
+import io.phost.core.vmbus.VmbusClient;
+import io.phost.vswitch.FrameSink;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.time.Duration;
 
 /**
  * The child side's bridge (what {@code phost guest net} runs): a TAP device in the partition's network
@@ -15,6 +18,9 @@ import java.lang.foreign.ValueLayout;
  *                                                           holds the rest (back-pressure, no drop here)
  *   NetVsc.poll ──▶ recv-buffer section ──▶ TAP write
  * </pre>
+ * With offloads ({@link #openNic}; IFF_VNET_HDR + TUNSETOFFLOAD on the TAP, {@link NetVsc#openWithOffloads} on
+ * the NIC) both sides speak the same per-frame virtio_net_hdr, so a 64 KiB TSO super-frame with a partial
+ * checksum crosses as one read, one copy, one VMBus message and one write, unsegmented.
  */
 public final class TapBridge implements Runnable, AutoCloseable {
     private static final int SPINS = 1000;
@@ -22,15 +28,17 @@ public final class TapBridge implements Runnable, AutoCloseable {
     private static final int IDLE_WAIT_MILLIS = 200;
     private final NetVsc vsc;
     private final TapDevice tap;
-    private final MemorySegment frame = Arena.ofShared().allocate(65_536, 64);
+    private final MemorySegment frame = Arena.ofShared().allocate(NvspDescriptor.GSO_SECTION_SIZE, 64);
     private final MemorySegment pollFds = Arena.ofShared().allocate(16, 8);
     private volatile boolean running = true;
     private final NetVsc.FrameReceiver toTap = this::toTap;
     private long tapWriteErrors;
 
     public TapBridge(NetVsc vsc, TapDevice tap) {
-        if (tap.vnetHeader()) {
-            throw new IllegalArgumentException("the bridge moves plain frames: open the TAP without a vnet header");
+        if (tap.vnetHeader() != vsc.offloadHeader()) {
+            throw new IllegalArgumentException(tap.vnetHeader()
+                ? "the NIC moves plain frames: open the TAP without a vnet header"
+                : "the NIC carries a per-frame header: open the TAP with IFF_VNET_HDR");
         }
         this.vsc = vsc;
         this.tap = tap;
@@ -38,6 +46,17 @@ public final class TapBridge implements Runnable, AutoCloseable {
         pollFds.set(ValueLayout.JAVA_SHORT, 4, NetSyscalls.POLLIN);
         pollFds.set(ValueLayout.JAVA_INT, 8, vsc.channel().hostDoorbellFd());
         pollFds.set(ValueLayout.JAVA_SHORT, 12, NetSyscalls.POLLIN);
+    }
+
+    /** What a TAP opened with {@link #TAP_OFFLOADS} finishes (FrameSink.OFFLOAD_* bits for the NIC's caps). */
+    public static final int NIC_OFFLOADS = FrameSink.OFFLOAD_TAP;
+    /** TUNSETOFFLOAD bits: the partition's stack hands over and takes TSO super-frames with partial checksums. */
+    public static final int TAP_OFFLOADS = TapDevice.TUN_F_CSUM | TapDevice.TUN_F_TSO4 | TapDevice.TUN_F_TSO6
+        | TapDevice.TUN_F_TSO_ECN;
+
+    /** The NIC with offloads, for a TAP opened with IFF_VNET_HDR and {@link #TAP_OFFLOADS}. */
+    public static NetVsc openNic(VmbusClient bus, int index, boolean offloads, Duration timeout) {
+        return offloads ? NetVsc.openWithOffloads(bus, index, NIC_OFFLOADS, timeout) : NetVsc.open(bus, index, timeout);
     }
 
     private void toTap(MemorySegment memory, long offset, int length) {

@@ -34,6 +34,7 @@ class ChildProcessNetTest {
     private AgentRunner runner;
     private SwitchAgent agent;
     private final String tag = Long.toString(ProcessHandle.current().pid() % 10000);
+    private final java.util.Map<String, NetVsp> nics = new java.util.HashMap<>();
 
     @BeforeEach
     void setUp() throws Exception {
@@ -80,7 +81,9 @@ class ChildProcessNetTest {
         cmd.addAll(List.of("-Xmx48m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", System.getProperty("java.class.path"),
             "io.phost.network.GuestNet", "--netns", "php" + name + tag, "--tap", tapName, "--address", cidr));
         Partition p = host.create(PartitionSpec.command(name, 1, MEM, cmd));
-        p.offer(new NetVsp(name, "eth0", PortConfig.vnic(mac), 1500, agent));
+        NetVsp vsp = new NetVsp(name, "eth0", PortConfig.vnic(mac), 1500, agent);
+        nics.put(name, vsp);
+        p.offer(vsp);
         p.start();
         return p;
     }
@@ -151,6 +154,52 @@ class ChildProcessNetTest {
         assertTrue(NetnsLeases.sweepStale(NetnsLeases.DEFAULT_DIR).contains(ns));
         assertTrue(!NetnsLeases.exists(ns), "namespace removed by the sweep");
         assertTrue(!java.nio.file.Files.exists(NetnsLeases.DEFAULT_DIR.resolve(ns)), "lease removed");
+    }
+
+    /**
+     * A SIGKILLed partition's switch port goes down at once (nothing is queued for the dead guest; frames to it
+     * are counted as PORT_DOWN) and comes back up when the partition restarts and its guest re-attaches: ping
+     * works again. Before: the port stayed up and kept filling the dead guest's queue, which the restarted guest
+     * then received.
+     */
+    @Test
+    void shouldTakeAKilledPartitionsPortDownAndReattachItOnRestart() throws Exception {
+        Partition a = child("a", 0x02_71_00_00_00_31L, "10.82.3.1/24");
+        Partition b = child("b", 0x02_71_00_00_00_32L, "10.82.3.2/24");
+        awaitReady(a);
+        awaitReady(b);
+        NetVsp nicA = nics.get("a");
+        assertTrue(nicA.guestAttached(), "port up while the guest runs");
+        assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", "phpb" + tag, "ping", "-c", "2", "-i", "0.2",
+            "-W", "2", "10.82.3.1"), "ping before the kill: " + log("b"));
+        long pid = a.status().pid();
+        assertEquals(0, new ProcessBuilder("kill", "-KILL", Long.toString(pid)).start().waitFor());
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (nicA.guestAttached() && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        assertTrue(!nicA.guestAttached(), "the killed partition's port went down");
+        long downBefore = nicA.port().counters().drops(io.phost.vswitch.DropReason.PORT_DOWN);
+        // b still knows a's MAC (ARP cache): its pings are unicast to a down port, dropped and counted.
+        SyntheticNicTrafficTest.run(10, "ip", "netns", "exec", "phpb" + tag, "ping", "-c", "3", "-i", "0.2", "-W", "1",
+            "10.82.3.1");
+        assertTrue(nicA.port().counters().drops(io.phost.vswitch.DropReason.PORT_DOWN) > downBefore,
+            "frames to the dead guest are dropped as PORT_DOWN, not queued: " + nicA.port().counters().snapshot());
+        deadline = System.nanoTime() + 10_000_000_000L;
+        while (a.state().live() && System.nanoTime() < deadline) {
+            Thread.sleep(20);
+        }
+        a.start();
+        deadline = System.nanoTime() + 60_000_000_000L; // a fresh JVM on a loaded machine
+        while (!nicA.guestAttached() && a.state().live() && System.nanoTime() < deadline) {
+            Thread.sleep(50);
+        }
+        assertTrue(nicA.guestAttached(), "the restarted guest re-attached to its port: " + log("a"));
+        awaitReady(a);
+        assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", "phpb" + tag, "ping", "-c", "3", "-i", "0.2",
+            "-W", "2", "10.82.3.1"), "ping after the restart: " + log("a"));
+        a.stop(Duration.ofSeconds(10));
+        b.stop(Duration.ofSeconds(10));
     }
 
     private void trafficBetween(Partition a, Partition b) throws Exception {

@@ -35,7 +35,13 @@ public enum DropReason {
     /** The destination of a unicast frame is the port it came from. */
     SAME_PORT,
     /** The port is administratively down or has been removed. */
-    PORT_DOWN;
+    PORT_DOWN,
+    /** Over the destination port's cap towards it ({@code PortConfig.maxBandwidthToPortBps}; policed). */
+    BANDWIDTH,
+    /** ARP or IPv4 from a port with an IP guard, claiming an address the port is not configured with. */
+    IP_SPOOF,
+    /** Denied by a port ACL ({@code PortAcl}), in either direction. */
+    ACL;
 
     static final DropReason[] VALUES = values();
 }

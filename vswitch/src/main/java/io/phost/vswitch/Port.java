@@ -28,6 +28,15 @@ public final class Port {
     TokenBucket storm;
     TokenBucket bandwidth;
     int weight;
+    /** IPv4 addresses this port may claim (ARP inspection, IP spoofing guard); only read when ipGuard. */
+    int[] ipAddresses = new int[0];
+    /** Port ACL rules; aclIn/aclOut: some rule applies to frames towards / from the port. */
+    PortAcl[] acls = new PortAcl[0];
+    boolean aclIn;
+    boolean aclOut;
+    boolean ipGuard;
+    /** Cap on what the switch sends to this port, or null. */
+    TokenBucket toPort;
     int maxMacs;
     /** Largest IP packet (L2 payload) in or out, 0 = no limit. */
     int mtu;
@@ -65,7 +74,16 @@ public final class Port {
         macSpoofing = c.macSpoofing() || c.mac() == -1;
         dhcpGuard = c.dhcpGuard();
         routerGuard = c.routerGuard();
-        guarded = dhcpGuard || routerGuard;
+        acls = c.acls();
+        aclIn = false;
+        aclOut = false;
+        for (PortAcl a : acls) {
+            aclIn |= a.inbound();
+            aclOut |= a.outbound();
+        }
+        ipAddresses = c.ipAddresses();
+        ipGuard = ipAddresses.length > 0;
+        guarded = dhcpGuard || routerGuard || ipGuard;
         mirror = c.mirror();
         storm = c.stormLimitPps() == 0 ? null : new TokenBucket(c.stormLimitPps(), Math.max(1, c.stormLimitPps() / 10), now);
         long bytesPerSecond = c.maxBandwidthBps() / 8;
@@ -73,6 +91,10 @@ public final class Port {
         // long-run rate holds), but at least two 64 KiB GSO super-frames so one frame never exceeds it.
         bandwidth = bytesPerSecond == 0 ? null
             : new TokenBucket(bytesPerSecond, Math.max(2 * 65_536, bytesPerSecond / 10), now);
+        long toPortBytesPerSecond = c.maxBandwidthToPortBps() / 8;
+        // Policer towards the port: 100 ms of burst (at least two GSO super-frames), as for the ingress shaper.
+        toPort = toPortBytesPerSecond == 0 ? null
+            : new TokenBucket(toPortBytesPerSecond, Math.max(2 * 65_536, toPortBytesPerSecond / 10), now);
         weight = c.minBandwidthWeight();
         maxMacs = c.maxMacAddresses();
         mtu = c.mtu();

@@ -24,17 +24,28 @@ import java.util.Arrays;
  * @param mtu                 largest IP packet the port sends or takes (68..9000; 1500 for a vNIC), 0 = no limit
  *                            (uplink and host ports: their device enforces its own); frames above it are
  *                            dropped as OVERSIZE, GSO frames are segmented to it for sinks without offloads
+ * @param maxBandwidthToPortBps bits per second the switch sends to this port (towards the partition), 0 =
+ *                            unlimited; policed: frames over the rate (after a 100 ms burst) are dropped and
+ *                            counted as BANDWIDTH, which a TCP sender answers by slowing down
+ * @param ipAddresses         IPv4 addresses (as ints) the port may claim, for ARP inspection and the IP spoofing
+ *                            guard; empty = no IP guard. With it, ARP whose sender address and IPv4 packets whose
+ *                            source address is not listed (nor 0.0.0.0: DHCP and ARP probes) are dropped as
+ *                            IP_SPOOF
+ * @param acls                port ACL rules ({@link PortAcl}, Add-VMNetworkAdapterAcl); empty = allow all
  */
 public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trunkAllowed, int nativeVlan,
                          boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, MirrorMode mirror,
                          long stormLimitPps, long maxBandwidthBps, int minBandwidthWeight, int maxMacAddresses,
-                         int vmqWeight, int iovWeight, int mtu) {
+                         int vmqWeight, int iovWeight, int mtu, long maxBandwidthToPortBps, int[] ipAddresses,
+                         PortAcl[] acls) {
     public static final int DEFAULT_MTU = 1500;
     public static final int MIN_MTU = 68;
     public static final int MAX_MTU = 9000;
 
     public PortConfig {
         trunkAllowed = trunkAllowed == null ? new int[0] : trunkAllowed.clone();
+        ipAddresses = ipAddresses == null ? new int[0] : ipAddresses.clone();
+        acls = acls == null ? new PortAcl[0] : acls.clone();
         if (vlanMode == VlanMode.ACCESS && (accessVlan < 1 || accessVlan > 4094)) {
             throw new IllegalArgumentException("access VLAN must be 1..4094: " + accessVlan);
         }
@@ -49,7 +60,8 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
         if (minBandwidthWeight < 1 || minBandwidthWeight > 100) {
             throw new IllegalArgumentException("minimum bandwidth weight must be 1..100: " + minBandwidthWeight);
         }
-        if (maxMacAddresses < 1 || stormLimitPps < 0 || maxBandwidthBps < 0 || vmqWeight < 0 || iovWeight < 0) {
+        if (maxMacAddresses < 1 || stormLimitPps < 0 || maxBandwidthBps < 0 || vmqWeight < 0 || iovWeight < 0
+            || maxBandwidthToPortBps < 0) {
             throw new IllegalArgumentException("negative or zero limit in port config");
         }
         if (mtu != 0 && (mtu < MIN_MTU || mtu > MAX_MTU)) {
@@ -63,7 +75,7 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
     /** A vNIC with Hyper-V's defaults: untagged, spoofing off, no guards, weight 1, 1 024 MACs, VMQ on. */
     public static PortConfig vnic(long mac) {
         return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, false, false, false, MirrorMode.NONE,
-            0, 0, 1, 1024, 100, 0, DEFAULT_MTU);
+            0, 0, 1, 1024, 100, 0, DEFAULT_MTU, 0, null, null);
     }
 
     /** An uplink or host port: any source MAC, trunk of every VLAN with the untagged network native. */
@@ -73,50 +85,81 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
             all[i] = i + 1;
         }
         return new PortConfig(-1, VlanMode.TRUNK, 0, all, 0, true, false, false, MirrorMode.NONE,
-            0, 0, 1, 65536, 0, 0, 0);
+            0, 0, 1, 65536, 0, 0, 0, 0, null, null);
     }
 
     public PortConfig withAccessVlan(int vlan) {
         return new PortConfig(mac, VlanMode.ACCESS, vlan, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
-            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
     }
 
     public PortConfig withTrunk(int nativeVlan, int... allowed) {
         return new PortConfig(mac, VlanMode.TRUNK, 0, allowed, nativeVlan, macSpoofing, dhcpGuard, routerGuard,
-            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
+            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
     }
 
     public PortConfig withUntagged() {
         return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
-            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu);
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
     }
 
     public PortConfig withGuards(boolean macSpoofing, boolean dhcpGuard, boolean routerGuard) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu);
+            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
     }
 
     public PortConfig withMirror(MirrorMode m) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, m, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu);
+            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
     }
 
     public PortConfig withLimits(long stormPps, long maxBps, int weight, int maxMacs) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
-            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight, mtu);
+            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
     }
 
     public PortConfig withOffloadWeights(int vmq, int iov) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
-            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov, mtu);
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov, mtu, maxBandwidthToPortBps, ipAddresses, acls);
     }
 
     public PortConfig withMtu(int newMtu) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, newMtu);
+            iovWeight, newMtu, maxBandwidthToPortBps, ipAddresses, acls);
+    }
+
+    /** Caps what the switch sends to this port (towards the partition) at {@code bps} bits/s; 0 = no cap. */
+    public PortConfig withMaxBandwidthToPort(long bps) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
+            iovWeight, mtu, bps, ipAddresses, acls);
+    }
+
+    /** ARP inspection and IP spoofing guard: the port may only claim these IPv4 addresses (none: no guard). */
+    public PortConfig withIpAddresses(int... ips) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
+            iovWeight, mtu, maxBandwidthToPortBps, ips, acls);
+    }
+
+    /** Port ACLs (see {@link PortAcl}); replaces the port's rules. */
+    public PortConfig withAcls(PortAcl... rules) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
+            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, rules);
+    }
+
+    @Override
+    public PortAcl[] acls() {
+        return acls.clone();
+    }
+
+    @Override
+    public int[] ipAddresses() {
+        return ipAddresses.clone();
     }
 
     @Override
@@ -126,7 +169,9 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
             && p.macSpoofing == macSpoofing && p.dhcpGuard == dhcpGuard && p.routerGuard == routerGuard
             && p.mirror == mirror && p.stormLimitPps == stormLimitPps && p.maxBandwidthBps == maxBandwidthBps
             && p.minBandwidthWeight == minBandwidthWeight && p.maxMacAddresses == maxMacAddresses
-            && p.vmqWeight == vmqWeight && p.iovWeight == iovWeight && p.mtu == mtu;
+            && p.vmqWeight == vmqWeight && p.iovWeight == iovWeight && p.mtu == mtu
+            && p.maxBandwidthToPortBps == maxBandwidthToPortBps && Arrays.equals(p.ipAddresses, ipAddresses)
+            && Arrays.equals(p.acls, acls);
     }
 
     @Override

@@ -68,6 +68,8 @@ public final class VSwitch {
     private int fVid;          // tag on the wire (-1 none, 0 priority-only)
     private int fPcp;
     private int fPayload;      // offset of the (inner) ethertype
+    private int fEtype;        // the (inner) ethertype, for ACLs towards the destination
+    private long fSrc;         // source MAC, for ACLs towards the destination
     private int fUntaggedLength;
     private int fTaggedVlan;   // which VLAN the tagged scratch holds, -1 none
     private boolean fUntaggedBuilt;
@@ -313,11 +315,19 @@ public final class VSwitch {
             return;
         }
         if (in.guarded) {
+            if (in.ipGuard && !Guards.claimsOwnAddress(b, payload + 2, off + len, etype, in.ipAddresses)) {
+                in.counters.dropped(DropReason.IP_SPOOF);
+                return;
+            }
             int g = Guards.check(b, payload + 2, off + len, etype, in.dhcpGuard, in.routerGuard);
             if (g != Guards.PASS) {
                 in.counters.dropped(g == Guards.DHCP ? DropReason.DHCP_GUARD : DropReason.ROUTER_GUARD);
                 return;
             }
+        }
+        if (in.aclOut && !PortAcl.permits(in.acls, false, dst, b, payload + 2, off + len, etype)) {
+            in.counters.dropped(DropReason.ACL);
+            return;
         }
         // A vNIC with spoofing off can only send from its own MAC, which is pinned in every VLAN it carries:
         // nothing to learn (saves a hash probe per frame on the common path).
@@ -333,6 +343,8 @@ public final class VSwitch {
         fVid = vid;
         fPcp = pcp;
         fPayload = payload;
+        fEtype = etype;
+        fSrc = src;
         fUntaggedBuilt = false;
         fTaggedVlan = -1;
         in.deliveredSeq = frameSeq;
@@ -414,6 +426,10 @@ public final class VSwitch {
             out.counters.dropped(DropReason.PORT_DOWN);
             return;
         }
+        if (out.aclIn && !PortAcl.permits(out.acls, true, fSrc, fBuffer, fPayload + 2, fOffset + fLength, fEtype)) {
+            out.counters.dropped(DropReason.ACL);
+            return;
+        }
         send(out, out.egressTagged(vlan), vlan, false);
     }
 
@@ -459,6 +475,10 @@ public final class VSwitch {
         // The L3 packet is the same whatever tag the frame leaves with.
         if (out.mtu != 0 && meta.gsoType == PacketMeta.GSO_NONE && fOffset + fLength - fPayload - 2 > out.mtu) {
             out.counters.dropped(DropReason.OVERSIZE); // would exceed the destination NIC's MTU
+            return;
+        }
+        if (out.toPort != null && !mirrored && !out.toPort.tryConsume(len, nowNanos)) {
+            out.counters.dropped(DropReason.BANDWIDTH); // policed: a TCP sender sees the loss and slows down
             return;
         }
         if ((meta.requiredOffloads() & ~out.offloads) != 0) {

@@ -191,8 +191,28 @@ public final class Vmq implements AutoCloseable {
         runners.clear();
     }
 
+    /**
+     * The CPU worker {@code i}'s thread last ran on (field 39 of /proc/self/task/TID/stat), or -1 before the
+     * worker started or where /proc has no answer.
+     */
+    public int workerCpu(int i) {
+        long tid = workers[i].tid;
+        if (tid <= 0) {
+            return -1;
+        }
+        try {
+            String stat = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/self/task/" + tid + "/stat"));
+            String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+            return Integer.parseInt(f[36]); // field 39 counted from 1, minus the first two (pid, comm)
+        } catch (java.io.IOException | RuntimeException e) {
+            return -1;
+        }
+    }
+
     private final class Worker implements Agent, MessageHandler {
         private final int id;
+        /** The worker thread's kernel thread id, set when it starts. */
+        private volatile long tid;
         private final PacketMeta meta = new PacketMeta();
         private FrameSink[] cachedTargets = new FrameSink[0];
 
@@ -237,6 +257,17 @@ public final class Vmq implements AutoCloseable {
             meta.csumOffset = buffer.getShort(index + 12) & 0xffff;
             DirectBuffer frame = buffer;
             ts[target].tryTransmit(frame, index + VmqQueue.HEADER, length - VmqQueue.HEADER, meta);
+        }
+
+        @Override
+        public void onStart() {
+            try {
+                // "/proc/thread-self" links to "PID/task/TID" for the calling thread.
+                tid = Long.parseLong(java.nio.file.Files.readSymbolicLink(java.nio.file.Path.of("/proc/thread-self"))
+                    .getFileName().toString());
+            } catch (java.io.IOException | RuntimeException e) {
+                tid = -1;
+            }
         }
 
         @Override

@@ -105,6 +105,71 @@ class NamespaceTrafficTest {
         assertTrue(stats.contains("RX:"), stats);
     }
 
+    /**
+     * ARP inspection and the IP spoofing guard: a vNIC configured with 10.79.0.2 keeps working, but when it
+     * claims a second address (10.79.0.9) its ARP replies for it and its packets from it are dropped
+     * (IP_SPOOF), so the host cannot reach it there and it cannot send as it. Before: both went through.
+     */
+    @Test
+    void shouldDropArpAndIpv4ThatClaimAnAddressTheVnicIsNotConfiguredWith() {
+        VSwitch sw = new VSwitch("ipg", SwitchType.INTERNAL);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.79.0.1/24", true);
+        Port a = tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withIpAddresses(0x0a_4f_00_02), "10.79.0.2/24",
+            true);
+        start(sw);
+        assertTrue(Netns.ping(ns(net, "h"), "10.79.0.2", 2), "the configured address works");
+        assertEquals(0, a.counters().drops(DropReason.IP_SPOOF), a.counters().snapshot().toString());
+        Netns.must("ip", "-n", ns(net, "a"), "addr", "add", "10.79.0.9/24", "dev", net.ifname("a"));
+        assertTrue(!Netns.ping(ns(net, "h"), "10.79.0.9", 2), "the host must not reach the vNIC at a forged address");
+        long arpDrops = a.counters().drops(DropReason.IP_SPOOF);
+        assertTrue(arpDrops > 0, "its ARP replies for 10.79.0.9 were dropped: " + a.counters().snapshot());
+        // Sending from the forged address (the host's ARP entry for the vNIC is already learned).
+        assertTrue(Netns.exec(ns(net, "a"), 7, "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.79.0.9", "10.79.0.1")
+            .exitCode() != 0, "ping from a forged source must not pass");
+        assertTrue(a.counters().drops(DropReason.IP_SPOOF) > arpDrops, a.counters().snapshot().toString());
+        assertTrue(Netns.ping(ns(net, "h"), "10.79.0.2", 2), "the configured address still works");
+    }
+
+    /**
+     * Port ACLs (Add-VMNetworkAdapterAcl): a vNIC that denies 10.80.0.0/24 both ways but allows 10.80.0.1 (more
+     * specific) reaches the host at .1 and not the second host port at .3, in either direction; the drops are
+     * counted as ACL. Before: no ACLs, everything passed.
+     */
+    @Test
+    void shouldApplyPortAclsByMostSpecificRuleInBothDirections() {
+        VSwitch sw = new VSwitch("acl", SwitchType.INTERNAL);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.80.0.1/24", true);
+        tapPort(sw, "g", PortKind.VNIC, PortConfig.vnic(mac(2)), "10.80.0.3/24", true);
+        Port a = tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withAcls(PortAcl.parse("deny both 10.80.0.0/24"),
+            PortAcl.parse("allow both 10.80.0.1")), "10.80.0.2/24", true);
+        start(sw);
+        assertTrue(Netns.ping(ns(net, "a"), "10.80.0.1", 2), "allowed by the /32 rule, outbound");
+        assertTrue(Netns.ping(ns(net, "h"), "10.80.0.2", 2), "allowed by the /32 rule, inbound");
+        assertEquals(0, a.counters().drops(DropReason.ACL), a.counters().snapshot().toString());
+        assertTrue(!Netns.ping(ns(net, "a"), "10.80.0.3", 2), "denied by the /24 rule, outbound");
+        long out = a.counters().drops(DropReason.ACL);
+        assertTrue(out > 0, a.counters().snapshot().toString());
+        assertTrue(!Netns.ping(ns(net, "g"), "10.80.0.2", 2), "denied by the /24 rule, inbound");
+        assertTrue(a.counters().drops(DropReason.ACL) > out, a.counters().snapshot().toString());
+        assertTrue(Netns.ping(ns(net, "a"), "10.80.0.1", 2), "still allowed");
+    }
+
+    @Test
+    void shouldParseAclRulesAndRefuseBadOnes() {
+        assertEquals("deny both 10.80.0.0/24", PortAcl.parse("deny both 10.80.0.7/24").toString());
+        assertEquals("allow inbound 02:50:00:00:00:01", PortAcl.parse("ALLOW inbound 02:50:00:00:00:01").toString());
+        assertEquals("deny outbound any", PortAcl.parse("deny outbound any").toString());
+        for (String bad : new String[] {"deny", "block both any", "deny sideways any", "deny both 10.0.0.0/33",
+            "deny both 10.0.0", "deny both 300.0.0.1", "deny both 02:50:00:00:zz:01", "deny both 10.0.0.0/x"}) {
+            try {
+                PortAcl.parse(bad);
+                throw new AssertionError("accepted: " + bad);
+            } catch (IllegalArgumentException expected) {
+                assertTrue(expected.getMessage() != null);
+            }
+        }
+    }
+
     @Test
     void shouldHoldTheMaximumBandwidthWithinFivePercent() {
         VSwitch sw = new VSwitch("bw", SwitchType.PRIVATE);

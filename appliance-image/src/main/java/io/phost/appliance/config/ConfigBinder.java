@@ -531,6 +531,7 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean iov = n.bool("enable_iov");
         SwitchConfig.BandwidthMode mode = n.enumValue("bandwidth_mode", SwitchConfig.BandwidthMode.class);
         Long mtu = n.integer("mtu");
+        Long vmqWorkers = n.integer("vmq_workers");
         boolean ok = true;
         if (uplink != null && (uplink.isEmpty() || uplink.length() > 15 || uplink.contains("/")
             || uplink.chars().anyMatch(Character::isWhitespace))) {
@@ -564,10 +565,11 @@ final class ConfigBinder implements TomlNode.Errors {
                 ok = false;
             }
         }
-        if (!ok || name == null || type == null || management == null || iov == null || mode == null || mtu == null) {
+        if (!ok || name == null || type == null || management == null || iov == null || mode == null || mtu == null
+            || vmqWorkers == null) {
             return null;
         }
-        return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue());
+        return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue(), vmqWorkers.intValue());
     }
 
     // ---- [[partition]] ----
@@ -612,7 +614,7 @@ final class ConfigBinder implements TomlNode.Errors {
             NicConfig c = nic;
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
                 c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu(),
-                c.mirroring(), c.stormLimit(), c.maxMacAddresses());
+                c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn(), c.ipAddresses(), c.acl());
         }
     }
 
@@ -909,6 +911,28 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean dhcp = n.bool("dhcp_guard");
         Boolean router = n.bool("router_guard");
         Long maxBandwidth = n.bandwidth("max_bandwidth");
+        Long maxBandwidthIn = n.bandwidth("max_bandwidth_in");
+        List<String> acl = n.strings("acl");
+        if (acl != null) {
+            for (String rule : acl) {
+                try {
+                    io.phost.vswitch.PortAcl.parse(rule);
+                } catch (IllegalArgumentException e) {
+                    n.error("acl", Reason.INVALID_VALUE, e.getMessage());
+                    ok = false;
+                }
+            }
+        }
+        List<String> ips = n.strings("ip_addresses");
+        if (ips != null) {
+            for (String ip : ips) {
+                Integer v = NicConfig.ipv4(ip);
+                if (v == null || v == 0 || (v >>> 28) == 0xe || v == -1) {
+                    n.error("ip_addresses", Reason.INVALID_VALUE, "'" + ip + "' is not a unicast IPv4 address (a.b.c.d)");
+                    ok = false;
+                }
+            }
+        }
         Long weight = n.integer("min_bandwidth_weight");
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
@@ -935,13 +959,14 @@ final class ConfigBinder implements TomlNode.Errors {
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
             || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
-            || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
+            || maxBandwidthIn == null || ips == null || acl == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
             return null;
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
             spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
-            mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue());
+            mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue(),
+            maxBandwidthIn, ips, acl);
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

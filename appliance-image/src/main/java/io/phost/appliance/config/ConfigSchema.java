@@ -142,7 +142,8 @@ public final class ConfigSchema {
             .add(key("allow_management_os", Kind.BOOLEAN).def("false").note("external only"))
             .add(key("enable_iov", Kind.BOOLEAN).def("false").note("external only"))
             .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight").note("absolute is refused (not implemented)"))
-            .add(key("mtu", Kind.INTEGER).def("1500").range(68, 9000).note("jumbo frames up to 9000"));
+            .add(key("mtu", Kind.INTEGER).def("1500").range(68, 9000).note("jumbo frames up to 9000"))
+            .add(key("vmq_workers", Kind.INTEGER).def("0").range(0, 16).note("0 = no VMQ"));
         section("partition", true)
             .add(key("name", Kind.NAME).req())
             .add(key("vcpus", Kind.INTEGER).def("1").range(1, 64))
@@ -176,6 +177,7 @@ public final class ConfigSchema {
             .add(key("dhcp_guard", Kind.BOOLEAN).def("false"))
             .add(key("router_guard", Kind.BOOLEAN).def("false"))
             .add(key("max_bandwidth", Kind.BANDWIDTH).def("0").atLeast(0).note("bytes/s; 0 = unlimited"))
+            .add(key("max_bandwidth_in", Kind.BANDWIDTH).def("0").atLeast(0).note("bytes/s towards the partition; 0 = unlimited"))
             .add(key("min_bandwidth_weight", Kind.INTEGER).def("0").range(0, 100)
                 .note("needs the switch's bandwidth_mode = weight"))
             .add(key("vmq_weight", Kind.INTEGER).def("100").range(0, 100).note("0 = no VMQ"))
@@ -183,7 +185,9 @@ public final class ConfigSchema {
             .add(key("mtu", Kind.INTEGER).computed("the switch's mtu").range(68, 9000).note("at most the switch's mtu"))
             .add(key("port_mirroring", Kind.ENUM).def("none").allowed("none", "source", "destination"))
             .add(key("storm_limit", Kind.INTEGER).def("0").range(0, 100_000_000).note("packets/s; 0 = unlimited"))
-            .add(key("max_mac_addresses", Kind.INTEGER).def("1024").range(1, 65_536));
+            .add(key("max_mac_addresses", Kind.INTEGER).def("1024").range(1, 65_536))
+            .add(key("ip_addresses", Kind.STRING_ARRAY).def("[]").note("IPv4; ARP inspection and IP spoofing guard; [] = off"))
+            .add(key("acl", Kind.STRING_ARRAY).def("[]").note("rules \"ACTION DIRECTION REMOTE\"; [] = allow all"));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
             .add(key("args", Kind.STRING_ARRAY).def("[]").note("checked as the workload's command line"));

@@ -10,7 +10,7 @@ import java.util.List;
  * @param vlanAccess         access-mode VLAN, or null
  * @param vlanTrunk          trunk-mode allowed VLANs (empty when not trunk)
  * @param nativeVlan         untagged VLAN of a trunk port, or null
- * @param maxBandwidth       bytes per second cap (0 = unlimited)
+ * @param maxBandwidth       bytes per second cap on what the partition sends (0 = unlimited)
  * @param minBandwidthWeight share under contention, 0..100 (switch bandwidth_mode = weight)
  * @param vmqWeight          0..100, 0 disables VMQ for this NIC
  * @param iovWeight          0..100, above 0 asks for an SR-IOV virtual function
@@ -18,20 +18,55 @@ import java.util.List;
  * @param mirroring          port mirroring role (Set-VMNetworkAdapter -PortMirroring)
  * @param stormLimit         flooded (broadcast/multicast/unknown) frames per second from the NIC, 0 = unlimited
  * @param maxMacAddresses    addresses the switch learns on this port (with mac_spoofing on)
+ * @param maxBandwidthIn     bytes per second cap on what the switch sends to the partition (0 = unlimited)
+ * @param ipAddresses        IPv4 addresses the NIC may claim (ARP inspection, IP spoofing guard); empty = no guard
+ * @param acl                port ACL rules in text form ("deny both 10.0.0.0/8"), checked at load; empty = allow all
  */
 public record NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
                         boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
                         int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
-                        long stormLimit, int maxMacAddresses) {
+                        long stormLimit, int maxMacAddresses, long maxBandwidthIn, List<String> ipAddresses,
+                        List<String> acl) {
     public enum Mirroring { NONE, SOURCE, DESTINATION }
+
+    public NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
+                     boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
+                     int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
+                     long stormLimit, int maxMacAddresses) {
+        this(switchName, mac, vlanAccess, vlanTrunk, nativeVlan, macSpoofing, dhcpGuard, routerGuard, maxBandwidth,
+            minBandwidthWeight, vmqWeight, iovWeight, mtu, mirroring, stormLimit, maxMacAddresses, 0, List.of(), List.of());
+    }
 
     public NicConfig {
         vlanTrunk = List.copyOf(vlanTrunk);
+        ipAddresses = ipAddresses == null ? List.of() : List.copyOf(ipAddresses);
+        acl = acl == null ? List.of() : List.copyOf(acl);
+    }
+
+    /** Dotted-quad IPv4 text as a big-endian int, or null when it is not one. */
+    public static Integer ipv4(String text) {
+        String[] p = text.split("\\.", -1);
+        if (p.length != 4) {
+            return null;
+        }
+        int v = 0;
+        for (String q : p) {
+            if (q.isEmpty() || q.length() > 3 || !q.chars().allMatch(Character::isDigit) || Integer.parseInt(q) > 255) {
+                return null;
+            }
+            v = (v << 8) | Integer.parseInt(q);
+        }
+        return v;
     }
 
     /** {@link #maxBandwidth} in bits per second (what switch ports count), saturating; 0 = unlimited. */
     public long maxBandwidthBitsPerSecond() {
         return maxBandwidth > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : maxBandwidth * 8;
+    }
+
+    /** {@link #maxBandwidthIn} in bits per second, saturating; 0 = unlimited. */
+    public long maxBandwidthInBitsPerSecond() {
+        return maxBandwidthIn > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : maxBandwidthIn * 8;
     }
 
     /** The MAC as six bytes. */

@@ -7,9 +7,16 @@ package io.phost.appliance.config;
  * @param allowManagementOs external only: the host also gets a port on the switch
  * @param enableIov         external only: SR-IOV virtual functions may back NICs on this switch
  * @param mtu               largest IP packet on the switch's vNIC ports and its host TAP (68..9000)
+ * @param vmqWorkers        VMQ worker threads (0..16) draining the receive queues of VM NICs with vmq_weight > 0;
+ *                          0 = no VMQ (those NICs are served on the switch's thread)
  */
 public record SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
-                           BandwidthMode bandwidthMode, int mtu) {
+                           BandwidthMode bandwidthMode, int mtu, int vmqWorkers) {
+    public SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
+                        BandwidthMode bandwidthMode, int mtu) {
+        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, mtu, 0);
+    }
+
     public enum Type { EXTERNAL, INTERNAL, PRIVATE }
 
     /** How {@code min_bandwidth_weight} and bandwidth reservations of NICs are interpreted. */

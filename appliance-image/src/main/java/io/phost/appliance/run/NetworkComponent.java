@@ -59,10 +59,11 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             for (SwitchConfig s : cfg.switches()) {
                 ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
                     s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
-                    0, null, null, s.mtu()));
+                    s.vmqWorkers(), null, null, s.mtu()));
                 LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
                     + (s.uplink() == null ? "" : " uplink=" + s.uplink())
-                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\"");
+                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\""
+                    + " vmq_workers=" + s.vmqWorkers());
             }
         } catch (RuntimeException e) {
             c.close();
@@ -135,6 +136,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         // Config weight 0 means "no weight": the switch's default share (1).
         c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
         c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
+        c = c.withMaxBandwidthToPort(n.maxBandwidthInBitsPerSecond());
+        c = c.withIpAddresses(n.ipAddresses().stream().mapToInt(NicConfig::ipv4).toArray());
+        c = c.withAcls(n.acl().stream().map(io.phost.vswitch.PortAcl::parse).toArray(io.phost.vswitch.PortAcl[]::new));
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }
 
@@ -196,6 +200,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 if (nic != null) {
                     m.put("data_path", nic.dataPath());
                     m.put("sriov", nic.vfStatus());
+                    // down while the partition is stopped or crashed: nothing is queued for it until it re-attaches
+                    m.put("guest_attached", nic.vsp().guestAttached());
+                    m.put("offloads", nic.vsp().offloadHeader() ? "vnet-hdr" : "none");
                 }
                 double[] r = rates.get(sw.spec().name() + "/" + port);
                 m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
@@ -206,7 +213,97 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 rows.add(m);
             });
         }
+        for (ManagedSwitch sw : switches.all()) {
+            if (sw.vmq() == null) {
+                continue;
+            }
+            for (io.phost.vswitch.VmqQueue q : sw.vmq().queues()) {
+                Map<String, Object> m = new LinkedHashMap<>();
+                m.put("switch", sw.spec().name());
+                m.put("type", sw.spec().type().name().toLowerCase());
+                m.put("vmq_queue", q.name());
+                m.put("worker", q.owner());
+                m.put("cpu", sw.vmq().workerCpu(q.owner()));
+                m.put("drained", q.drained());
+                rows.add(m);
+            }
+        }
         return rows;
+    }
+
+    @Override
+    public Map<String, java.util.function.Function<String, io.phost.appliance.mgmt.HttpResponse>> routes() {
+        return Map.of("POST /v1/switches/port", this::changePort);
+    }
+
+    /**
+     * Live port change (Set-VMNetworkAdapter / -Vlan on a running host): {@code switch} and {@code port} name the
+     * port (as in /status); any of {@code vlan_access} (0 = untagged), {@code mac_spoofing}, {@code dhcp_guard},
+     * {@code router_guard}, {@code max_bandwidth} and {@code max_bandwidth_in} (bytes/s, 0 = unlimited) change;
+     * the switch applies the new policy on its next duty cycle (well within a second) and the answer is the
+     * port's new settings. Learned addresses of the port are forgotten, as with any reconfiguration.
+     */
+    io.phost.appliance.mgmt.HttpResponse changePort(String query) {
+        Map<String, String> q = io.phost.appliance.util.Query.parse(query);
+        ManagedSwitch sw = q.get("switch") == null ? null : switches.get(q.get("switch"));
+        if (sw == null) {
+            return io.phost.appliance.mgmt.HttpResponse.text(404, "no switch '" + q.get("switch") + "'\n");
+        }
+        io.phost.vswitch.Port port = sw.vswitch().ports().stream().filter(p -> p.name().equals(q.get("port")))
+            .findFirst().orElse(null);
+        if (port == null) {
+            return io.phost.appliance.mgmt.HttpResponse.text(404, "no port '" + q.get("port") + "' on switch '"
+                + sw.spec().name() + "'\n");
+        }
+        PortConfig c = port.config();
+        try {
+            if (q.containsKey("vlan_access")) {
+                int v = Integer.parseInt(q.get("vlan_access"));
+                c = v == 0 ? c.withUntagged() : c.withAccessVlan(v);
+            }
+            if (q.containsKey("mac_spoofing") || q.containsKey("dhcp_guard") || q.containsKey("router_guard")) {
+                c = c.withGuards(bool(q, "mac_spoofing", c.macSpoofing()), bool(q, "dhcp_guard", c.dhcpGuard()),
+                    bool(q, "router_guard", c.routerGuard()));
+            }
+            if (q.containsKey("max_bandwidth")) {
+                c = c.withLimits(c.stormLimitPps(), Math.multiplyExact(Long.parseLong(q.get("max_bandwidth")), 8),
+                    c.minBandwidthWeight(), c.maxMacAddresses());
+            }
+            if (q.containsKey("max_bandwidth_in")) {
+                c = c.withMaxBandwidthToPort(Math.multiplyExact(Long.parseLong(q.get("max_bandwidth_in")), 8));
+            }
+        } catch (IllegalArgumentException | ArithmeticException e) {
+            return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: " + e.getMessage() + "\n");
+        }
+        PortConfig next = c;
+        sw.agent().submit(s -> s.configure(port, next)).join();
+        LOG.log(Level.INFO, "port changed switch=" + sw.spec().name() + " port=" + port.name() + " query=\"" + query + "\"");
+        Map<String, Object> m = new LinkedHashMap<>();
+        m.put("switch", sw.spec().name());
+        m.put("port", port.name());
+        m.put("vlan_access", next.vlanMode() == io.phost.vswitch.VlanMode.ACCESS ? next.accessVlan() : 0);
+        m.put("mac_spoofing", next.macSpoofing());
+        m.put("dhcp_guard", next.dhcpGuard());
+        m.put("router_guard", next.routerGuard());
+        m.put("max_bandwidth", next.maxBandwidthBps() / 8);
+        m.put("max_bandwidth_in", next.maxBandwidthToPortBps() / 8);
+        return io.phost.appliance.mgmt.HttpResponse.json(io.phost.appliance.util.Json.pretty(m));
+    }
+
+    private static boolean bool(Map<String, String> q, String key, boolean current) {
+        String v = q.get(key);
+        if (v == null) {
+            return current;
+        }
+        if (!v.equals("true") && !v.equals("false")) {
+            throw new IllegalArgumentException(key + " must be true or false, not '" + v + "'");
+        }
+        return v.equals("true");
+    }
+
+    /** The switch a named port is on (for live changes and VMQ views), or null. */
+    ManagedSwitch switchNamed(String name) {
+        return switches.get(name);
     }
 
     private NetworkAdapter adapterOf(String port) {
@@ -232,6 +329,14 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         for (ManagedSwitch sw : switches.all()) {
             sw.allCounters().forEach((port, counters) -> counters.forEach((k, v) ->
                 m.counter("phost_vswitch_" + k, "vswitch port counter " + k, v, "switch", sw.spec().name(), "port", port)));
+            if (sw.vmq() != null) {
+                for (io.phost.vswitch.VmqQueue q : sw.vmq().queues()) {
+                    // queue -> worker -> CPU: the labels say where the queue is drained, the value how much
+                    m.counter("phost_vswitch_vmq_drained_frames", "frames drained from a VMQ receive queue by its worker",
+                        q.drained(), "switch", sw.spec().name(), "queue", q.name(), "worker", Integer.toString(q.owner()),
+                        "cpu", Integer.toString(sw.vmq().workerCpu(q.owner())));
+                }
+            }
         }
     }
 

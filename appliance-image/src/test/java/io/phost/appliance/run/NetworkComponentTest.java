@@ -1,6 +1,11 @@
 package io.phost.appliance.run;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.phost.appliance.config.ConfigException;
+import io.phost.appliance.config.ConfigLoader;
 
 import io.phost.appliance.config.NicConfig;
 import io.phost.vswitch.MirrorMode;
@@ -24,5 +29,39 @@ class NetworkComponentTest {
         assertEquals(VlanMode.ACCESS, c.vlanMode());
         assertEquals(10, c.accessVlan());
         assertEquals(0x02_50_48_00_00_07L, c.mac());
+    }
+
+    private static final String NIC = """
+        [host]
+        data_dir = "/srv/phost"
+        [[switch]]
+        name = "s"
+        type = "private"
+        [[partition]]
+        name = "p"
+        [[partition.nic]]
+        switch = "s"
+        """;
+
+    /** acl, ip_addresses and max_bandwidth_in reach the port; a bad rule is refused with its position. */
+    @Test
+    void shouldCarryAclsIpGuardAndIngressCapIntoThePortAndRefuseABadRule() throws Exception {
+        NicConfig n = ConfigLoader.parse("nic.toml", NIC + """
+            acl = ["deny both 10.0.0.0/8", "allow inbound 02:50:48:00:00:09"]
+            ip_addresses = ["10.1.2.3"]
+            max_bandwidth_in = "1MB/s"
+            """).partitions().getFirst().nics().getFirst();
+        PortConfig c = NetworkComponent.portConfig(n);
+        assertEquals("[deny both 10.0.0.0/8, allow inbound 02:50:48:00:00:09]", java.util.Arrays.toString(c.acls()));
+        assertEquals(0x0a_01_02_03, c.ipAddresses()[0]);
+        assertEquals(8_000_000, c.maxBandwidthToPortBps());
+        ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("bad.toml", NIC + """
+            acl = ["deny sideways 10.0.0.0/8"]
+            ip_addresses = ["10.1.2"]
+            """));
+        assertTrue(e.getMessage().contains("bad.toml:10:") && e.getMessage().contains("'sideways' is not inbound"),
+            e.getMessage());
+        assertTrue(e.getMessage().contains("bad.toml:11:") && e.getMessage().contains("'10.1.2' is not a unicast IPv4"),
+            e.getMessage());
     }
 }
