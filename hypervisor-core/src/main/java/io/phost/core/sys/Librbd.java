@@ -27,6 +27,11 @@ public final class Librbd {
     public static final int EVENT_TYPE_EVENTFD = 2;
     /** {@code rbd_lock_mode_t}. */
     public static final int LOCK_MODE_EXCLUSIVE = 0;
+    /**
+     * Stack for threads that load librbd or call its control path (rados_create, rbd_open, close): Ceph builds
+     * its configuration table on the stack and overflows a JVM thread's 512 KiB.
+     */
+    public static final long CEPH_STACK_BYTES = 64L << 20;
     /** Ceph's -ERANGE for a too-small output buffer. */
     private static final int ERANGE = 34;
 
@@ -41,16 +46,34 @@ public final class Librbd {
         RBD_IS_EXCLUSIVE_LOCK_OWNER;
 
     static {
-        SymbolLookup rados = null;
-        SymbolLookup rbd = null;
-        String why = null;
-        try {
-            rados = SymbolLookup.libraryLookup("librados.so.2", Arena.global());
-            rbd = SymbolLookup.libraryLookup("librbd.so.1", Arena.global());
-        } catch (IllegalArgumentException e) {
-            why = "librbd.so.1/librados.so.2 not found (Debian package librbd1): " + e.getMessage();
+        // dlopen runs Ceph's static constructors, which build its option table on the stack: megabytes, more
+        // than a JVM thread's -Xss512k (it crashes there). So the libraries are loaded on a thread of their own.
+        SymbolLookup[] libs = new SymbolLookup[2];
+        String[] why = new String[1];
+        Thread loader = new Thread(null, () -> {
+            try {
+                libs[0] = SymbolLookup.libraryLookup("librados.so.2", Arena.global());
+                libs[1] = SymbolLookup.libraryLookup("librbd.so.1", Arena.global());
+            } catch (IllegalArgumentException e) {
+                why[0] = "librbd.so.1/librados.so.2 not found (Debian package librbd1): " + e.getMessage();
+            }
+        }, "librbd-load", CEPH_STACK_BYTES);
+        loader.start();
+        boolean interrupted = false;
+        while (true) {
+            try {
+                loader.join();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
         }
-        UNAVAILABLE = why;
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        SymbolLookup rados = why[0] == null ? libs[0] : null;
+        SymbolLookup rbd = why[0] == null ? libs[1] : null;
+        UNAVAILABLE = why[0];
         ValueLayout.OfInt i = ValueLayout.JAVA_INT;
         ValueLayout.OfLong l = ValueLayout.JAVA_LONG;
         // int rados_create2(rados_t *pcluster, const char *clustername, const char *name, uint64_t flags)

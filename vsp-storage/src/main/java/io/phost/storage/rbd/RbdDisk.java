@@ -106,8 +106,6 @@ public final class RbdDisk implements VirtualDisk {
         return onCephStack("open " + o.spec(), () -> openHere(o));
     }
 
-    /** Ceph's configuration setup (rados_create) needs megabytes of stack, more than a JVM thread's default. */
-    private static final long CEPH_STACK_BYTES = 64L << 20;
 
     private interface CephCall<T> {
         T call() throws IOException;
@@ -123,7 +121,7 @@ public final class RbdDisk implements VirtualDisk {
             } catch (Throwable e) {
                 failure[0] = e;
             }
-        }, "rbd-" + what, CEPH_STACK_BYTES);
+        }, "rbd-" + what, Librbd.CEPH_STACK_BYTES);
         t.start();
         try {
             t.join();

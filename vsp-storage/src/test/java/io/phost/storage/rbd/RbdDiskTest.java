@@ -197,6 +197,49 @@ class RbdDiskTest {
     }
 
     @Test
+    void shouldAllocateNothingPerIoOnTheEnginePath() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        com.sun.management.ThreadMXBean threads =
+            (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        try (RbdDisk disk = RbdDisk.open(ceph.options("alloc", 16 * MIB, false, false)); Arena arena = Arena.ofConfined();
+             IoEngine e = disk.openEngine(4)) {
+            IoVecs[] vecs = new IoVecs[4];
+            for (int i = 0; i < 4; i++) {
+                MemorySegment b = arena.allocate(4096, 4096);
+                fill(b, i);
+                vecs[i] = IoVecs.of(b);
+            }
+            int[] free = {0, 1, 2, 3};
+            int[] nFree = {4};
+            long[] done = {0};
+            io.phost.storage.engine.IoCompletionHandler h = (u, r) -> {
+                free[nFree[0]++] = (int) u;
+                done[0]++;
+            };
+            long[] allocated = new long[2];
+            for (int pass = 0; pass < 2; pass++) { // pass 0 warms up (JIT, thread-locals), pass 1 is measured
+                long before = threads.getCurrentThreadAllocatedBytes();
+                done[0] = 0;
+                int n = 0;
+                while (done[0] < 400) {
+                    while (nFree[0] > 0 && n < 400) {
+                        int slot = free[--nFree[0]];
+                        long off = (n % 4000) * 4096L;
+                        boolean ok = (n & 1) == 0 ? e.tryWrite(off, vecs[slot], slot) : e.tryRead(off, vecs[slot], slot);
+                        assertTrue(ok);
+                        n++;
+                    }
+                    e.submit();
+                    e.await(h, 10_000_000L);
+                }
+                allocated[pass] = threads.getCurrentThreadAllocatedBytes() - before;
+            }
+            // A few hundred bytes of slack for a JIT deoptimization or a profiler sample, not per I/O.
+            assertTrue(allocated[1] < 4096, "400 I/Os allocated " + allocated[1] + " bytes on the polling thread");
+        }
+    }
+
+    @Test
     void shouldNameTheMonitorsWhenTheClusterIsUnreachable() throws Exception {
         Path dir = Files.createTempDirectory("rbd-unreach");
         Path conf = dir.resolve("ceph.conf");
