@@ -48,21 +48,13 @@ public final class Librbd {
     static {
         // dlopen runs Ceph's static constructors, which build its option table on the stack: megabytes, more
         // than a JVM thread's -Xss512k (it crashes there). So the libraries are loaded on a thread of their own.
-        SymbolLookup[] libs = new SymbolLookup[2];
-        String[] why = new String[1];
-        Thread loader = new Thread(null, () -> {
-            try {
-                libs[0] = SymbolLookup.libraryLookup("librados.so.2", Arena.global());
-                libs[1] = SymbolLookup.libraryLookup("librbd.so.1", Arena.global());
-            } catch (IllegalArgumentException e) {
-                why[0] = "librbd.so.1/librados.so.2 not found (Debian package librbd1): " + e.getMessage();
-            }
-        }, "librbd-load", CEPH_STACK_BYTES);
-        loader.start();
+        Loader loader = new Loader();
+        Thread t = new Thread(null, loader, "librbd-load", CEPH_STACK_BYTES);
+        t.start();
         boolean interrupted = false;
         while (true) {
             try {
-                loader.join();
+                t.join();
                 break;
             } catch (InterruptedException e) {
                 interrupted = true;
@@ -71,9 +63,9 @@ public final class Librbd {
         if (interrupted) {
             Thread.currentThread().interrupt();
         }
-        SymbolLookup rados = why[0] == null ? libs[0] : null;
-        SymbolLookup rbd = why[0] == null ? libs[1] : null;
-        UNAVAILABLE = why[0];
+        SymbolLookup rados = loader.why == null ? loader.rados : null;
+        SymbolLookup rbd = loader.why == null ? loader.rbd : null;
+        UNAVAILABLE = loader.why;
         ValueLayout.OfInt i = ValueLayout.JAVA_INT;
         ValueLayout.OfLong l = ValueLayout.JAVA_LONG;
         // int rados_create2(rados_t *pcluster, const char *clustername, const char *name, uint64_t flags)
@@ -148,6 +140,26 @@ public final class Librbd {
     }
 
     private Librbd() {}
+
+    /**
+     * Loads the libraries on the big-stack thread. A class of its own, not a lambda: a lambda's body is a
+     * method of Librbd, and that thread would wait for Librbd's initialization, which waits for the thread.
+     */
+    private static final class Loader implements Runnable {
+        SymbolLookup rados;
+        SymbolLookup rbd;
+        String why;
+
+        @Override
+        public void run() {
+            try {
+                rados = SymbolLookup.libraryLookup("librados.so.2", Arena.global());
+                rbd = SymbolLookup.libraryLookup("librbd.so.1", Arena.global());
+            } catch (IllegalArgumentException e) {
+                why = "librbd.so.1/librados.so.2 not found (Debian package librbd1): " + e.getMessage();
+            }
+        }
+    }
 
     private static MethodHandle bind(SymbolLookup lib, String name, FunctionDescriptor fd) {
         if (lib == null) {
