@@ -420,6 +420,11 @@ final class ConfigBinder implements TomlNode.Errors {
                 create = create(createNode, n, format, null);
                 createOk &= create != null;
             }
+            if ("io_uring".equals(ioEngine)) {
+                n.error("io_engine", Reason.CONFLICT, "an rbd disk has no file for io_uring; use auto (librbd's own "
+                    + "asynchronous I/O) or threads");
+                createOk = false;
+            }
             if (rbd != null) {
                 path = Path.of("rbd", rbd.pool()).resolve(rbd.namespace() == null ? rbd.image() : rbd.namespace() + "/" + rbd.image());
             }

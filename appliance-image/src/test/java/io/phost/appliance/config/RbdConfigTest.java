@@ -115,6 +115,20 @@ class RbdConfigTest {
     }
 
     @Test
+    void shouldRefuseIoUringOnAnRbdDisk() {
+        assertErrors(HOST + """
+            [[disk]]
+            name = "db"
+            format = "rbd"
+            io_engine = "io_uring"
+            [disk.rbd]
+            pool = "rbd"
+            image = "db"
+            """,
+            "t.toml:7:1: disk[0].io_engine: an rbd disk has no file for io_uring; use auto (librbd's own asynchronous I/O) or threads");
+    }
+
+    @Test
     void shouldRefuseTwoDisksOnOneImage() {
         assertErrors(HOST + """
             [[disk]]
