@@ -23,7 +23,7 @@ import picocli.CommandLine.Parameters;
 
 @Command(name = "bench", description = {
     "Run a benchmark suite: ours against a named peer in the same run, as ratios (higher is better).",
-    "Suites: vhdx, vmbus, storage, vhost, qos, switch, image (those built into this phost: phost bench --list).",
+    "Suites: vhdx, vmbus, storage, vhost, rbd, qos, switch, image (those built into this phost: phost bench --list).",
     "`phost bench jmh [REGEX]` runs the JMH micro-benchmarks in perf/."})
 public final class BenchCommand implements Callable<Integer> {
     @Parameters(index = "0", arity = "0..1", paramLabel = "SUITE", description = "Suite to run, or 'jmh'.")

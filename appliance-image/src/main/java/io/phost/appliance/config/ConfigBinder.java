@@ -199,7 +199,8 @@ final class ConfigBinder implements TomlNode.Errors {
                 }
                 e.setValue(new Defined<>(new DiskConfig(disk.name(), disk.path(), disk.format(),
                     new Create(own.type(), own.size(), own.blockSize(), parent.logicalSector(), physical),
-                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport(), disk.vhostUser()), d.node()));
+                    disk.parent(), disk.qosPolicy(), disk.readOnly(), disk.ioEngine(), disk.nbdExport(), disk.vhostUser(),
+                    disk.rbd()), d.node()));
             }
         }
     }
@@ -401,9 +402,42 @@ final class ConfigBinder implements TomlNode.Errors {
             }
         }
         TomlNode createNode = n.table("create");
+        TomlNode rbdNode = n.table("rbd");
         Create create = null;
         boolean createOk = true;
-        if (format == DiskFormat.PASSTHROUGH) {
+        DiskConfig.Rbd rbd = null;
+        if (format == DiskFormat.RBD) {
+            rbd = rbd(n, rbdNode);
+            createOk = rbd != null;
+            if (n.has("path")) {
+                n.error("path", Reason.CONFLICT, "an rbd disk lives in Ceph ([disk.rbd] pool and image); remove path");
+                createOk = false;
+            }
+            if (parent != null) {
+                n.error("parent", Reason.CONFLICT, "an rbd disk has no parent");
+                createOk = false;
+            }
+            if (createNode != null) {
+                create = create(createNode, n, format, null);
+                createOk &= create != null;
+            }
+            if ("io_uring".equals(ioEngine)) {
+                n.error("io_engine", Reason.CONFLICT, "an rbd disk has no file for io_uring; use auto (librbd's own "
+                    + "asynchronous I/O) or threads");
+                createOk = false;
+            }
+            if (rbd != null) {
+                path = Path.of("rbd", rbd.pool()).resolve(rbd.namespace() == null ? rbd.image() : rbd.namespace() + "/" + rbd.image());
+            }
+        } else if (rbdNode != null) {
+            n.error("rbd", Reason.CONFLICT, "[disk.rbd] is only for format = \"rbd\"");
+            createOk = false;
+        } else if (pathText == null) {
+            n.error("path", Reason.MISSING_KEY, "required key is missing from [[disk]] (every format but rbd has a path)");
+        }
+        if (format == DiskFormat.RBD) {
+            // checked above
+        } else if (format == DiskFormat.PASSTHROUGH) {
             if (createNode != null) {
                 n.error("create", Reason.CONFLICT, "a passthrough disk is a host device; it cannot be created");
                 createOk = false;
@@ -432,7 +466,57 @@ final class ConfigBinder implements TomlNode.Errors {
             || vhostUser == null || !createOk) {
             return null;
         }
-        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine, nbdExport, vhostUser);
+        return new DiskConfig(name, path, format, create, parent, policy, readOnly, ioEngine, nbdExport, vhostUser, rbd);
+    }
+
+    private DiskConfig.Rbd rbd(TomlNode disk, TomlNode r) {
+        if (r == null) {
+            disk.error("rbd", Reason.MISSING_KEY, "an rbd disk needs a [disk.rbd] table with pool and image");
+            return null;
+        }
+        String pool = r.string("pool");
+        String image = r.string("image");
+        String namespace = r.string("namespace");
+        String conf = r.string("cluster_config");
+        String client = r.string("client");
+        String keyring = r.string("keyring");
+        Boolean breakLock = r.bool("break_lock");
+        Long timeout = r.integer("connect_timeout");
+        boolean ok = pool != null && image != null && client != null && breakLock != null && timeout != null
+            && (namespace != null || !r.has("namespace")) && (conf != null || !r.has("cluster_config"))
+            && (keyring != null || !r.has("keyring"));
+        ok &= rbdName(r, "pool", pool) & rbdName(r, "image", image) & rbdName(r, "namespace", namespace)
+            & rbdName(r, "client", client);
+        Path confPath = conf == null ? null : Path.of(conf);
+        Path keyringPath = keyring == null ? null : Path.of(keyring);
+        if (confPath != null && !confPath.isAbsolute()) {
+            r.error("cluster_config", Reason.INVALID_VALUE, "cluster_config must be an absolute path to a ceph.conf");
+            ok = false;
+        }
+        if (keyringPath != null && !keyringPath.isAbsolute()) {
+            r.error("keyring", Reason.INVALID_VALUE, "keyring must be an absolute path");
+            ok = false;
+        }
+        if (!ok) {
+            return null;
+        }
+        return new DiskConfig.Rbd(pool, image, namespace == null || namespace.isEmpty() ? null : namespace, confPath,
+            client, keyringPath, breakLock, timeout.intValue());
+    }
+
+    /** Ceph names: non-empty, no '/', '@' or whitespace, no control characters (they would reach librados). */
+    private static boolean rbdName(TomlNode r, String key, String value) {
+        if (value == null) {
+            return true;
+        }
+        boolean emptyOk = key.equals("namespace");
+        if ((value.isEmpty() && !emptyOk) || value.length() > 255
+            || value.chars().anyMatch(c -> c == '/' || c == '@' || Character.isWhitespace(c) || c < 0x20 || c == 0x7f)) {
+            r.error(key, Reason.INVALID_VALUE, "\"" + value + "\" is not a Ceph " + key
+                + " name (1..255 characters without '/', '@', whitespace or control characters)");
+            return false;
+        }
+        return true;
     }
 
     private Create create(TomlNode c, TomlNode disk, DiskFormat format, String parent) {
@@ -443,7 +527,9 @@ final class ConfigBinder implements TomlNode.Errors {
         Long physical = c.integer("physical_sector");
         boolean ok = type != null && logical != null && (physical != null || !c.has("physical_sector"))
             && (size != null || !c.has("size")) && (blockSize != null || !c.has("block_size"));
-        if (type == CreateType.DIFFERENCING) {
+        if (type == CreateType.DIFFERENCING && format == DiskFormat.RBD) {
+            ok = false; // reported below with the other rbd rules
+        } else if (type == CreateType.DIFFERENCING) {
             if (format == DiskFormat.RAW) {
                 c.error("type", Reason.CONFLICT, "a raw disk cannot be differencing (use vhdx or vhd)");
                 ok = false;
@@ -467,6 +553,23 @@ final class ConfigBinder implements TomlNode.Errors {
                     "required key is missing: a " + type.name().toLowerCase(Locale.ROOT) + " disk needs a size");
                 ok = false;
             }
+        }
+        if (format == DiskFormat.RBD) {
+            if (type == CreateType.DIFFERENCING) {
+                c.error("type", Reason.CONFLICT, "an rbd disk cannot be differencing (use an RBD clone in Ceph)");
+                ok = false;
+            }
+            for (String key : List.of("block_size", "physical_sector")) {
+                if (c.has(key)) {
+                    c.error(key, Reason.CONFLICT, "an rbd disk takes its object size from Ceph; remove " + key);
+                    ok = false;
+                }
+            }
+            if (logical != null && logical != 512) {
+                c.error("logical_sector", Reason.CONFLICT, "an rbd disk has 512-byte logical sectors only");
+                ok = false;
+            }
+            physical = 4096L;
         }
         if (format == DiskFormat.RAW && c.has("block_size")) {
             c.error("block_size", Reason.CONFLICT, "a raw disk has no blocks; remove block_size");

@@ -108,9 +108,10 @@ public final class ConfigSchema {
             .add(key("polling", Kind.ENUM).def("latency").allowed("latency", "efficiency"));
         section("disk", true)
             .add(key("name", Kind.NAME).req())
-            .add(key("path", Kind.PATH).req().note("relative to data_dir; absolute for passthrough"))
-            .add(key("format", Kind.ENUM).def("vhdx").allowed("vhdx", "vhd", "raw", "passthrough"))
+            .add(key("path", Kind.PATH).note("required unless rbd; relative to data_dir; absolute for passthrough"))
+            .add(key("format", Kind.ENUM).def("vhdx").allowed("vhdx", "vhd", "raw", "passthrough", "rbd"))
             .table("create", false, "disk.create")
+            .table("rbd", false, "disk.rbd")
             .add(key("parent", Kind.PATH).note("differencing only"))
             .add(key("qos_policy", Kind.NAME).note("a [[qos_policy]] name"))
             .add(key("read_only", Kind.BOOLEAN).def("false"))
@@ -127,6 +128,15 @@ public final class ConfigSchema {
                 .note("vhd, raw: 512 only; differencing: the parent's"))
             .add(key("physical_sector", Kind.INTEGER).computed("4096 (vhdx), 512 (vhd, raw); differencing: the parent's")
                 .allowed("512", "4096").note("not below logical_sector; vhd: 512 only"));
+        section("disk.rbd", false)
+            .add(key("pool", Kind.STRING).req())
+            .add(key("image", Kind.STRING).req())
+            .add(key("namespace", Kind.STRING).note("RADOS namespace; none = the pool's default"))
+            .add(key("cluster_config", Kind.PATH).computed("$CEPH_CONF, else /etc/ceph/ceph.conf").note("absolute"))
+            .add(key("client", Kind.STRING).def("admin").note("id without \"client.\""))
+            .add(key("keyring", Kind.PATH).note("absolute; none = the one cluster_config names"))
+            .add(key("break_lock", Kind.BOOLEAN).def("false"))
+            .add(key("connect_timeout", Kind.INTEGER).def("10").range(1, 300).note("seconds"));
         section("qos_policy", true)
             .add(key("name", Kind.NAME).req())
             .add(key("type", Kind.ENUM).def("dedicated").allowed("dedicated", "aggregated"))

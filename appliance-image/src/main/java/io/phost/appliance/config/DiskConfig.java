@@ -12,9 +12,26 @@ import java.nio.file.Path;
  * @param ioEngine  {@code auto}, {@code io_uring} or {@code threads}
  * @param nbdExport served by the host's NBD server under the disk's name
  * @param vhostUser exported as a vhost-user-blk device on {@link #vhostUserSocket} (for a VM's QEMU)
+ * @param rbd       where an RBD disk's image lives ({@code [disk.rbd]}); null for the other formats, whose
+ *                  {@code path} is a file (an RBD disk's path is {@code rbd/POOL/[NAMESPACE/]IMAGE}, never opened)
  */
 public record DiskConfig(String name, Path path, DiskFormat format, Create create, String parent, String qosPolicy,
-                         boolean readOnly, String ioEngine, boolean nbdExport, boolean vhostUser) {
+                         boolean readOnly, String ioEngine, boolean nbdExport, boolean vhostUser, Rbd rbd) {
+
+    /**
+     * {@code [disk.rbd]}.
+     *
+     * @param clusterConfig ceph.conf, or null for $CEPH_CONF / /etc/ceph/ceph.conf
+     * @param keyring       or null for the one the cluster config names
+     * @param breakLock     take the image's exclusive lock from another client (librbd blocklists it)
+     */
+    public record Rbd(String pool, String image, String namespace, Path clusterConfig, String client, Path keyring,
+                      boolean breakLock, int connectTimeoutSeconds) {
+        /** pool/[namespace/]image, as the rbd CLI spells it. */
+        public String spec() {
+            return pool + "/" + (namespace == null ? "" : namespace + "/") + image;
+        }
+    }
 
     /** Where the vhost-user socket of disk {@code name} lives: {@code <data_dir>/vhost/<name>.sock}. */
     public static Path vhostUserSocket(Path dataDir, String name) {

@@ -9,5 +9,7 @@ public enum DiskFormat {
     /** A flat image file; a "dynamic" raw file is a sparse file. */
     RAW,
     /** A host block device handed through as is. */
-    PASSTHROUGH
+    PASSTHROUGH,
+    /** A Ceph RBD image ({@code [disk.rbd]}), through librbd. */
+    RBD
 }

@@ -4,6 +4,7 @@ import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.DiskConfig;
 import io.phost.appliance.config.DiskFormat;
 import io.phost.storage.backend.FileDisk;
+import io.phost.storage.rbd.RbdDisk;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskType;
 import io.phost.vhdx.VirtualDisk;
@@ -59,6 +60,16 @@ public final class DisksComponent implements Component {
 
     private void openOne(DiskConfig d, Path dataDir) throws IOException {
         Path path = d.resolvedPath(dataDir);
+        if (d.format() == DiskFormat.RBD) {
+            DiskConfig.Rbd r = d.rbd();
+            RbdDisk rbd = RbdDisk.open(new RbdDisk.Options(r.clusterConfig(), r.client(), r.keyring(), r.pool(),
+                r.namespace(), r.image(), d.create() == null ? 0 : d.create().size(), d.readOnly(), r.breakLock(),
+                r.connectTimeoutSeconds()));
+            disks.put(d.name(), new OpenDisk(d, path, rbd, false));
+            LOG.log(Level.INFO, "opened disk=" + d.name() + " format=rbd image=" + r.spec() + " size=" + rbd.size()
+                + " read_only=" + d.readOnly() + (d.readOnly() ? "" : " exclusive_lock=held"));
+            return;
+        }
         if (d.format() == DiskFormat.PASSTHROUGH) {
             if (!Files.exists(path)) {
                 throw new IOException("disk '" + d.name() + "': pass-through device " + path + " does not exist");
@@ -119,7 +130,7 @@ public final class DisksComponent implements Component {
             m.put("format", d.config().format().name().toLowerCase());
             m.put("size", d.disk().size());
             m.put("read_only", d.config().readOnly());
-            m.put("path", d.path().toString());
+            m.put("path", d.config().rbd() != null ? "rbd:" + d.config().rbd().spec() : d.path().toString());
             rows.add(m);
         }
         return rows;

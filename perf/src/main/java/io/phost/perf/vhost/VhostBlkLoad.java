@@ -11,14 +11,14 @@ import java.util.SplittableRandom;
  * of {@code bs} bytes at random aligned offsets kept in flight for a fixed time; the same code drives phost
  * and qemu-storage-daemon, so the ratio measures the back-ends.
  */
-final class VhostBlkLoad {
+public final class VhostBlkLoad {
     private static final ValueLayout.OfInt LE32 = ValueLayout.JAVA_INT_UNALIGNED;
     private static final ValueLayout.OfLong LE64 = ValueLayout.JAVA_LONG_UNALIGNED;
 
     private VhostBlkLoad() {}
 
     /** Runs for {@code seconds}; returns completed requests per second. Fails on any non-OK status. */
-    static double run(VhostUserFrontend f, VhostUserFrontend.Queue q, boolean write, int bs, int qd, long diskSize,
+    public static double run(VhostUserFrontend f, VhostUserFrontend.Queue q, boolean write, int bs, int qd, long diskSize,
                       double seconds, long seed) {
         long[] hdr = new long[q.size];
         long[] data = new long[q.size];

@@ -4,6 +4,7 @@ import io.phost.core.sys.IoUring;
 import io.phost.storage.backend.FdBacked;
 import io.phost.storage.backend.FileDisk;
 import io.phost.storage.backend.MemoryDisk;
+import io.phost.storage.rbd.RbdDisk;
 import io.phost.vhdx.MappedDisk;
 import io.phost.vhdx.VirtualDisk;
 
@@ -24,6 +25,9 @@ public final class IoEngines {
     }
 
     public static IoEngine open(VirtualDisk disk, Kind kind, int depth) {
+        if (disk instanceof RbdDisk rbd && kind == Kind.AUTO) {
+            return rbd.openEngine(depth); // librbd aio, completions through the image's eventfd
+        }
         boolean fdBacked = disk instanceof FdBacked;
         if (disk instanceof MappedDisk m && (kind == Kind.AUTO || kind == Kind.IO_URING) && ioUringAvailable()) {
             IoEngine e = MappedDiskEngine.open(m, depth); // null when the image offers no fd: threads below

@@ -1,0 +1,286 @@
+package io.phost.perf.rbd;
+
+import io.phost.core.sys.Librbd;
+import io.phost.core.vhost.VhostUserFrontend;
+import io.phost.perf.BenchContext;
+import io.phost.perf.BenchResult;
+import io.phost.perf.BenchSuite;
+import io.phost.perf.vhost.VhostBlkLoad;
+import io.phost.storage.engine.IoEngine;
+import io.phost.storage.engine.IoEngines;
+import io.phost.storage.engine.IoVecs;
+import io.phost.storage.rbd.RbdDisk;
+import io.phost.storage.vhost.VhostUserBlkExport;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+/**
+ * {@code phost bench rbd}: 4 KiB random reads and writes at QD1 and QD32 on one RBD image, three ways in the
+ * same run, interleaved round by round: a vhost-user-blk front-end through phost's export (virtio-blk →
+ * storage queue → librbd engine), phost's librbd engine driven directly (the floor under every transport),
+ * and fio's own {@code rbd} engine (the peer). Every side runs with the librbd cache off.
+ *
+ * <p>Cluster: {@code $CEPH_CONF} (pool {@code $PHOST_BENCH_RBD_POOL}, default rbd) when set; else a throwaway
+ * one started with {@code tools/ceph-test-cluster/start.sh} (found above the working directory) and removed.
+ */
+public final class RbdBenchSuite implements BenchSuite {
+    private static final Pattern READ_IOPS = Pattern.compile("\"read\"\\s*:\\s*\\{[^{}]*?\"iops\"\\s*:\\s*([0-9.eE+-]+)");
+    private static final Pattern WRITE_IOPS = Pattern.compile("\"write\"\\s*:\\s*\\{[^{}]*?\"iops\"\\s*:\\s*([0-9.eE+-]+)");
+    private static final long IMAGE_SIZE = 256L << 20;
+    private static final String IMAGE = "phost-bench";
+
+    @Override
+    public String name() {
+        return "rbd";
+    }
+
+    @Override
+    public String description() {
+        return "Ceph RBD: phost over vhost-user and its librbd engine vs fio's rbd engine, 4k random QD1/QD32";
+    }
+
+    @Override
+    public Duration quickDuration() {
+        return Duration.ofSeconds(160); // 159 s measured under load average 35, with the cluster start
+    }
+
+    private record Point(String name, boolean write, int qd) {
+    }
+
+    @Override
+    public List<BenchResult> run(BenchContext ctx) throws Exception {
+        if (!Librbd.available()) {
+            throw new IllegalStateException("rbd bench: " + Librbd.unavailableReason());
+        }
+        Path conf;
+        String pool = System.getenv().getOrDefault("PHOST_BENCH_RBD_POOL", "rbd");
+        Path started = null;
+        Path tools = null;
+        if (System.getenv("CEPH_CONF") != null) {
+            conf = Path.of(System.getenv("CEPH_CONF"));
+        } else {
+            tools = tools();
+            started = ctx.workDir().resolve("ceph");
+            int port;
+            try (ServerSocket s = new ServerSocket(0)) {
+                port = Math.min(s.getLocalPort(), 65000);
+            }
+            ctx.log("rbd: starting a throwaway Ceph cluster (" + tools.resolve("start.sh") + " " + started + " " + port + ")");
+            String out = exec(List.of("bash", tools.resolve("start.sh").toString(), started.toString(), Integer.toString(port)), null, 180);
+            ctx.log(out.lines().reduce((a, b) -> b).orElse(""));
+            conf = started.resolve("ceph.conf");
+        }
+        try {
+            return measure(ctx, conf, pool);
+        } finally {
+            if (started != null) {
+                exec(List.of("bash", tools.resolve("stop.sh").toString(), started.toString()), null, 60);
+            }
+        }
+    }
+
+    private List<BenchResult> measure(BenchContext ctx, Path conf, String pool) throws Exception {
+        boolean fio = fioHasRbd();
+        if (!fio) {
+            ctx.log("rbd: fio has no rbd engine (fio --enghelp); results have no peer");
+        }
+        double seconds = ctx.quick() ? 1.5 : 5;
+        int rounds = 3;
+        RbdDisk.Options opts = new RbdDisk.Options(conf, "admin", null, pool, null, IMAGE, IMAGE_SIZE, false, false, 20);
+        // Prefill so reads hit written objects (an unwritten RBD object reads as zeros without an OSD read).
+        exec(List.of("rbd", "rm", pool + "/" + IMAGE), conf, 120, true);
+        exec(List.of("rbd", "create", "--size", (IMAGE_SIZE >> 20) + "M", pool + "/" + IMAGE), conf, 120);
+        exec(List.of("rbd", "bench", "--io-type", "write", "--io-size", "4M", "--io-pattern", "seq",
+            "--io-total", Long.toString(IMAGE_SIZE), pool + "/" + IMAGE), conf, 300);
+        List<Point> points = List.of(new Point("4k-randread-qd1", false, 1), new Point("4k-randread-qd32", false, 32),
+            new Point("4k-randwrite-qd1", true, 1), new Point("4k-randwrite-qd32", true, 32));
+        List<BenchResult> results = new ArrayList<>();
+        int total = points.size() * rounds * 3;
+        int step = 0;
+        for (Point pt : points) {
+            double[] vhost = new double[rounds];
+            double[] engine = new double[rounds];
+            double[] peer = new double[rounds];
+            for (int r = 0; r < rounds; r++) {
+                ctx.progress(step++, total, pt.name() + " vhost-user round " + (r + 1));
+                vhost[r] = viaVhostUser(ctx, opts, pt, seconds, r);
+                ctx.progress(step++, total, pt.name() + " engine round " + (r + 1));
+                engine[r] = viaEngine(opts, pt, seconds, r);
+                ctx.progress(step++, total, pt.name() + " fio rbd round " + (r + 1));
+                peer[r] = fio ? viaFio(ctx, conf, pool, pt, seconds) : Double.NaN;
+            }
+            String peerName = fio ? "fio rbd engine" : null;
+            results.add(result(pt.name() + " vhost-user", vhost, peerName, peer));
+            results.add(result(pt.name() + " librbd-engine", engine, peerName, peer));
+        }
+        ctx.progress(total, total, "done");
+        exec(List.of("rbd", "rm", pool + "/" + IMAGE), conf, 120, true);
+        return results;
+    }
+
+    private static double median(double[] v) {
+        double[] s = v.clone();
+        Arrays.sort(s);
+        return s[s.length / 2];
+    }
+
+    private static BenchResult result(String name, double[] ours, String peer, double[] theirs) {
+        Map<String, Double> series = new LinkedHashMap<>();
+        double[] o = ours.clone();
+        double[] t = theirs.clone();
+        Arrays.sort(o);
+        Arrays.sort(t);
+        series.put("phost min", o[0]);
+        series.put("phost median", o[o.length / 2]);
+        series.put("phost max", o[o.length - 1]);
+        if (peer != null) {
+            series.put("fio min", t[0]);
+            series.put("fio median", t[t.length / 2]);
+            series.put("fio max", t[t.length - 1]);
+        }
+        return new BenchResult(name, median(ours), "IOPS", peer, peer == null ? Double.NaN : median(theirs), false,
+            Map.of()).withSeries("IOPS", series);
+    }
+
+    private static double viaVhostUser(BenchContext ctx, RbdDisk.Options opts, Point pt, double seconds, int round)
+        throws IOException {
+        Path sock = ctx.workDir().resolve("rbd-vhost.sock");
+        Files.deleteIfExists(sock);
+        try (RbdDisk disk = RbdDisk.open(opts);
+             VhostUserBlkExport e = VhostUserBlkExport.start("bench", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1));
+             VhostUserFrontend f = VhostUserFrontend.connect(sock, 16L << 20)) {
+            f.negotiate(~0L);
+            VhostUserFrontend.Queue q = f.startQueue(0, 128);
+            VhostBlkLoad.run(f, q, pt.write(), 4096, pt.qd(), IMAGE_SIZE, Math.min(0.3, seconds / 2), 7 + round); // warm-up
+            return VhostBlkLoad.run(f, q, pt.write(), 4096, pt.qd(), IMAGE_SIZE, seconds, 1000 + round);
+        }
+    }
+
+    /** The engine the storage queue picks for an RBD disk, driven directly (no transport, no SCSI). */
+    private static double viaEngine(RbdDisk.Options opts, Point pt, double seconds, int round) throws IOException {
+        try (RbdDisk disk = RbdDisk.open(opts); Arena a = Arena.ofConfined();
+             IoEngine e = IoEngines.open(disk, IoEngines.Kind.AUTO, Math.max(2, pt.qd()))) {
+            int qd = pt.qd();
+            IoVecs[] v = new IoVecs[qd];
+            for (int i = 0; i < qd; i++) {
+                v[i] = IoVecs.of(a.allocate(4096, 4096));
+            }
+            long units = IMAGE_SIZE / 4096;
+            SplittableRandom r = new SplittableRandom(100 + round);
+            int[] freeSlots = new int[qd];
+            int[] free = {0};
+            long[] done = {0};
+            long[] errors = {0};
+            for (int i = 0; i < qd; i++) {
+                freeSlots[free[0]++] = i;
+            }
+            long t0 = System.nanoTime();
+            long end = t0 + (long) (seconds * 1e9);
+            while (System.nanoTime() < end) {
+                while (free[0] > 0) {
+                    int s = freeSlots[--free[0]];
+                    long off = r.nextLong(units) * 4096;
+                    if (!(pt.write() ? e.tryWrite(off, v[s], s) : e.tryRead(off, v[s], s))) {
+                        free[0]++;
+                        break;
+                    }
+                }
+                e.submit();
+                e.await((u, res) -> {
+                    freeSlots[free[0]++] = (int) u;
+                    done[0]++;
+                    if (res != 4096) {
+                        errors[0]++;
+                    }
+                }, 1_000_000L);
+            }
+            double el = (System.nanoTime() - t0) / 1e9;
+            while (e.inFlight() > 0) {
+                e.await((u, res) -> { }, 1_000_000L);
+            }
+            if (errors[0] > 0) {
+                throw new IllegalStateException("rbd bench: " + errors[0] + " engine requests failed");
+            }
+            return done[0] / el;
+        }
+    }
+
+    private static double viaFio(BenchContext ctx, Path conf, String pool, Point pt, double seconds) throws Exception {
+        List<String> cmd = List.of("fio", "--name=peer", "--ioengine=rbd", "--clientname=admin", "--pool=" + pool,
+            "--rbdname=" + IMAGE, "--rw=" + (pt.write() ? "randwrite" : "randread"), "--bs=4k", "--iodepth=" + pt.qd(),
+            "--ramp_time=0.3", "--runtime=" + seconds, "--time_based", "--output-format=json", "--norandommap",
+            "--randrepeat=0");
+        String json = exec(cmd, conf, 120);
+        Matcher m = (pt.write() ? WRITE_IOPS : READ_IOPS).matcher(json);
+        if (!m.find()) {
+            ctx.log("rbd: no IOPS in fio's output: " + json.lines().findFirst().orElse(""));
+            return Double.NaN;
+        }
+        return Double.parseDouble(m.group(1));
+    }
+
+    private static boolean fioHasRbd() {
+        try {
+            return exec(List.of("fio", "--enghelp"), null, 30).lines().anyMatch(l -> l.trim().equals("rbd"));
+        } catch (Exception e) {
+            return false;
+        }
+    }
+
+    private static Path tools() {
+        Path root = Path.of("").toAbsolutePath();
+        while (root != null && !Files.isRegularFile(root.resolve("tools/ceph-test-cluster/start.sh"))) {
+            root = root.getParent();
+        }
+        if (root == null) {
+            throw new IllegalStateException("rbd bench: set CEPH_CONF to a cluster's ceph.conf, or run from the phost "
+                + "source tree (tools/ceph-test-cluster/start.sh starts a throwaway one)");
+        }
+        return root.resolve("tools/ceph-test-cluster");
+    }
+
+    private static String exec(List<String> cmd, Path conf, int timeoutSeconds) throws IOException, InterruptedException {
+        return exec(cmd, conf, timeoutSeconds, false);
+    }
+
+    /** Runs a command with CEPH_CONF (and the librbd cache off, for fio); returns stdout; fails unless {@code mayFail}. */
+    private static String exec(List<String> cmd, Path conf, int timeoutSeconds, boolean mayFail)
+        throws IOException, InterruptedException {
+        ProcessBuilder pb = new ProcessBuilder(cmd);
+        if (conf != null) {
+            pb.environment().put("CEPH_CONF", conf.toString());
+            pb.environment().put("CEPH_ARGS", "--rbd_cache=false");
+        }
+        Path err = Files.createTempFile("phost-rbd-bench", ".err");
+        try {
+            pb.redirectError(err.toFile());
+            Process p = pb.start();
+            String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+            if (!p.waitFor(timeoutSeconds, TimeUnit.SECONDS)) {
+                p.destroyForcibly();
+                throw new IOException(String.join(" ", cmd) + ": no answer in " + timeoutSeconds + " s");
+            }
+            if (p.exitValue() != 0 && !mayFail) {
+                throw new IOException(String.join(" ", cmd) + " exited " + p.exitValue() + ": " + Files.readString(err));
+            }
+            return out;
+        } finally {
+            Files.deleteIfExists(err);
+        }
+    }
+}

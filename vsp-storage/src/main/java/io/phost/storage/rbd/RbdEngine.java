@@ -1,0 +1,233 @@
+package io.phost.storage.rbd;
+
+import io.phost.core.sys.EventFd;
+import io.phost.core.sys.Librbd;
+import io.phost.core.sys.Poll;
+import io.phost.storage.engine.IoCompletionHandler;
+import io.phost.storage.engine.IoEngine;
+import io.phost.storage.engine.IoVecs;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * {@link IoEngine} over an {@link RbdDisk}: {@code rbd_aio_readv/writev} straight from the request's iovec
+ * array (guest memory, zero copy), {@code rbd_aio_flush}, and {@code rbd_aio_write_zeroes} for both unmap
+ * and write-zeroes (an RBD discard of part of an object need not read back as zeros).
+ *
+ * <p>Completions come back through the disk's eventfd (see {@link RbdDisk}) into this engine's ring, a
+ * pair of preallocated {@code long[]} of {@code depth} entries: it never overflows, because at most
+ * {@code depth} requests are in flight. Single-threaded like every engine: the owning queue agent calls
+ * {@code try*}, {@link #poll} and {@link #await}; other engines' threads only append to the ring, under
+ * the disk's lock, and ring {@link #wake}.
+ *
+ * <p>Per I/O: no Java allocation. librbd itself allocates its completion (a C++ object) per request.
+ */
+public final class RbdEngine implements IoEngine {
+    private final RbdDisk disk;
+    private final long image;
+    private final int id;
+    private final int depth;
+    private final long argBase;
+    private final MemorySegment completionOut = Arena.global().allocate(ValueLayout.JAVA_LONG);
+    private final MemorySegment pollFds = Arena.global().allocate(2 * Poll.POLLFD_SIZE, 8);
+    private final EventFd wake = EventFd.create();
+    /** Other threads signal through this handle, only under the disk's lock (it has one scratch buffer). */
+    private final EventFd wakeSignal = wake.view();
+
+    // request slots (owner thread only): the completion argument names a slot, not the caller's cookie
+    private final long[] slotUserData;
+    private final long[] slotBytes;
+    private final int[] free;
+    private int freeCount;
+    // ring of finished slots; written under the disk's lock, read by the owner under it
+    private final int[] doneSlot;
+    private final long[] doneResult;
+    private int doneHead;
+    private int doneCount;
+    // owner-thread copies handed to the handler outside the lock
+    private final int[] deliverSlot;
+    private final long[] deliverResult;
+
+    private int inFlight;
+    private int sinceSubmit;
+
+    RbdEngine(RbdDisk disk, int depth) {
+        if (depth <= 0 || depth > 1 << 16) {
+            throw new IllegalArgumentException("rbd engine depth " + depth);
+        }
+        this.disk = disk;
+        this.image = disk.image();
+        this.depth = depth;
+        this.slotUserData = new long[depth];
+        this.slotBytes = new long[depth];
+        this.free = new int[depth];
+        for (int i = 0; i < depth; i++) {
+            free[i] = depth - 1 - i;
+        }
+        this.freeCount = depth;
+        this.doneSlot = new int[depth];
+        this.doneResult = new long[depth];
+        this.deliverSlot = new int[depth];
+        this.deliverResult = new long[depth];
+        this.id = disk.register(this);
+        this.argBase = (long) id << RbdDisk.SLOT_BITS;
+        pollFds.set(ValueLayout.JAVA_INT, 0, disk.completionFd());
+        pollFds.set(ValueLayout.JAVA_SHORT, 4, (short) Poll.POLLIN);
+        pollFds.set(ValueLayout.JAVA_INT, Poll.POLLFD_SIZE, wake.fd());
+        pollFds.set(ValueLayout.JAVA_SHORT, Poll.POLLFD_SIZE + 4, (short) Poll.POLLIN);
+    }
+
+    enum Op { READ, WRITE, FLUSH, ZEROES }
+
+    @Override
+    public boolean tryRead(long offset, IoVecs vecs, long userData) {
+        return start(Op.READ, offset, 0, vecs, userData);
+    }
+
+    @Override
+    public boolean tryWrite(long offset, IoVecs vecs, long userData) {
+        return start(Op.WRITE, offset, 0, vecs, userData);
+    }
+
+    @Override
+    public boolean tryFlush(long userData) {
+        return start(Op.FLUSH, 0, 0, null, userData);
+    }
+
+    @Override
+    public boolean tryUnmap(long offset, long length, long userData) {
+        return start(Op.ZEROES, offset, length, null, userData);
+    }
+
+    @Override
+    public boolean tryWriteZeroes(long offset, long length, long userData) {
+        return start(Op.ZEROES, offset, length, null, userData);
+    }
+
+    private boolean start(Op op, long offset, long length, IoVecs vecs, long userData) {
+        if (freeCount == 0) {
+            return false; // depth requests in flight
+        }
+        int slot = free[--freeCount];
+        slotUserData[slot] = userData;
+        slotBytes[slot] = op == Op.WRITE ? vecs.totalLength() : -1; // librbd completes a write with 0
+        inFlight++;
+        sinceSubmit++;
+        int r = Librbd.aioCreateCompletion(argBase | slot, completionOut.address());
+        if (r < 0) {
+            fail(slot, r);
+            return true;
+        }
+        long c = completionOut.get(ValueLayout.JAVA_LONG, 0);
+        r = switch (op) {
+            case READ -> Librbd.aioReadv(image, vecs.arrayAddress(), vecs.count(), offset, c);
+            case WRITE -> Librbd.aioWritev(image, vecs.arrayAddress(), vecs.count(), offset, c);
+            case FLUSH -> Librbd.aioFlush(image, c);
+            case ZEROES -> Librbd.aioWriteZeroes(image, offset, length, c);
+        };
+        if (r < 0) {
+            Librbd.aioRelease(c); // librbd did not take it: its completion will never fire
+            fail(slot, r);
+        }
+        return true;
+    }
+
+    /** A request librbd refused at submission: completes with its -errno on the next poll. */
+    private void fail(int slot, long result) {
+        synchronized (disk) {
+            completedLocked(slot, result, false);
+        }
+    }
+
+    /** Appends a finished request; the caller holds the disk's lock. */
+    void completedLocked(int slot, long result, boolean signal) {
+        int at = (doneHead + doneCount) % depth;
+        doneSlot[at] = slot;
+        doneResult[at] = result;
+        doneCount++;
+        if (signal) {
+            wakeSignal.signal(); // the owner may sleep in await on its wake fd: this completion is its own
+        }
+    }
+
+    @Override
+    public int submit() {
+        int n = sinceSubmit; // rbd_aio_* hands each request to librbd's own queue as it is called
+        sinceSubmit = 0;
+        return n;
+    }
+
+    @Override
+    public int poll(IoCompletionHandler handler) {
+        if (inFlight == 0) {
+            return 0;
+        }
+        int n;
+        synchronized (disk) {
+            disk.drainLocked(this);
+            n = doneCount;
+            for (int k = 0; k < n; k++) {
+                int at = (doneHead + k) % depth;
+                deliverSlot[k] = doneSlot[at];
+                deliverResult[k] = doneResult[at];
+            }
+            doneHead = (doneHead + n) % depth;
+            doneCount = 0;
+        }
+        for (int k = 0; k < n; k++) {
+            int slot = deliverSlot[k];
+            long result = deliverResult[k];
+            if (result == 0 && slotBytes[slot] > 0) {
+                result = slotBytes[slot];
+            }
+            long userData = slotUserData[slot];
+            free[freeCount++] = slot;
+            inFlight--;
+            handler.onIoComplete(userData, result);
+        }
+        return n;
+    }
+
+    @Override
+    public int await(IoCompletionHandler handler, long timeoutNanos) {
+        if (inFlight == 0) {
+            return 0;
+        }
+        int n = poll(handler);
+        if (n > 0) {
+            return n;
+        }
+        int millis = (int) Math.max(1, Math.min(Integer.MAX_VALUE, (timeoutNanos + 999_999) / 1_000_000));
+        Poll.poll(pollFds, 2, millis);
+        wake.tryConsume();
+        return poll(handler);
+    }
+
+    @Override
+    public int inFlight() {
+        return inFlight;
+    }
+
+    @Override
+    public int depth() {
+        return depth;
+    }
+
+    @Override
+    public String name() {
+        return "librbd";
+    }
+
+    /** Waits for this engine's requests (librbd must not write into buffers freed after close). */
+    @Override
+    public void close() {
+        long deadline = System.nanoTime() + 60_000_000_000L;
+        while (inFlight > 0 && System.nanoTime() < deadline) {
+            await((u, r) -> { }, 10_000_000L);
+        }
+        disk.unregister(id);
+        wake.close();
+    }
+}

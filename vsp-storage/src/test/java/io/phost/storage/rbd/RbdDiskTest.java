@@ -1,0 +1,269 @@
+package io.phost.storage.rbd;
+
+import io.phost.storage.engine.IoEngine;
+import io.phost.storage.engine.IoEngines;
+import io.phost.storage.engine.IoVecs;
+import org.junit.jupiter.api.Test;
+
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.concurrent.atomic.AtomicReference;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertInstanceOf;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+/**
+ * RBD disks against a real single-node Ceph cluster ({@link CephTestCluster}: ceph-mon + one memstore OSD).
+ * Data written through phost's librbd engine is read back by Ceph's own CLI ({@code rbd export}), and the
+ * other way round ({@code rbd import} then a read through phost).
+ */
+class RbdDiskTest {
+    private static final long MIB = 1024 * 1024;
+
+    private static void fill(MemorySegment s, long seed) {
+        for (long i = 0; i < s.byteSize(); i += 8) {
+            s.set(ValueLayout.JAVA_LONG_UNALIGNED, i, seed * 0x9E3779B97F4A7C15L + i);
+        }
+    }
+
+    /** Runs one engine request to completion; returns its result (bytes or -errno). */
+    private static long complete(IoEngine e, boolean queued) {
+        assertTrue(queued, "engine refused a request with nothing in flight");
+        e.submit();
+        long[] result = {Long.MIN_VALUE};
+        long deadline = System.nanoTime() + 30_000_000_000L;
+        while (result[0] == Long.MIN_VALUE && System.nanoTime() < deadline) {
+            e.await((u, r) -> result[0] = r, 100_000_000L);
+        }
+        assertTrue(result[0] != Long.MIN_VALUE, "no completion within 30 s");
+        return result[0];
+    }
+
+    @Test
+    void shouldRoundTripThroughTheEngineAndMatchRbdExport() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        Path dir = Files.createTempDirectory("rbd-rt");
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment a = arena.allocate(64 * 1024, 4096);
+            MemorySegment b = arena.allocate(64 * 1024, 4096);
+            MemorySegment back = arena.allocate(128 * 1024, 4096);
+            fill(a, 1);
+            fill(b, 2);
+            long at = 5 * MIB + 4096; // crosses no object boundary; another write crosses the 8 MiB one
+            try (RbdDisk disk = RbdDisk.open(ceph.options("rt", 16 * MIB, false, false))) {
+                assertEquals(16 * MIB, disk.size());
+                assertTrue(disk.holdsLock(), "a writer holds the exclusive lock");
+                try (IoEngine e = IoEngines.open(disk, IoEngines.Kind.AUTO, 8)) {
+                    assertInstanceOf(RbdEngine.class, e);
+                    IoVecs two = new IoVecs(4);
+                    two.add(a);
+                    two.add(b); // two guest buffers, one request: rbd_aio_writev reads both in place
+                    assertEquals(128 * 1024, complete(e, e.tryWrite(at, two, 7)));
+                    assertEquals(0, complete(e, e.tryFlush(8)));
+                    assertEquals(128 * 1024, complete(e, e.tryRead(at, IoVecs.of(back), 9)));
+                    assertEquals(-1, MemorySegment.mismatch(a, 0, a.byteSize(), back, 0, a.byteSize()));
+                    assertEquals(-1, MemorySegment.mismatch(b, 0, b.byteSize(), back, a.byteSize(), back.byteSize()));
+                    assertEquals(128 * 1024, complete(e, e.tryWrite(8 * MIB - 64 * 1024, two, 10)));
+                    assertEquals(0, complete(e, e.tryWriteZeroes(8 * MIB - 4096, 8192, 11)));
+                    assertEquals(0, complete(e, e.tryFlush(12)));
+                }
+            }
+            // Ceph's own reader sees what phost wrote (and the lock is gone once phost closed the disk).
+            Path out = dir.resolve("rt.raw");
+            ceph.run("rbd", "export", "rbd/rt", out.toString());
+            byte[] img = Files.readAllBytes(out);
+            assertEquals(16 * MIB, img.length);
+            assertArrayEquals(a.toArray(ValueLayout.JAVA_BYTE), Arrays.copyOfRange(img, (int) at, (int) at + 65536));
+            assertArrayEquals(b.toArray(ValueLayout.JAVA_BYTE), Arrays.copyOfRange(img, (int) at + 65536, (int) at + 131072));
+            int z = (int) (8 * MIB - 4096);
+            assertArrayEquals(new byte[8192], Arrays.copyOfRange(img, z, z + 8192), "write zeroes across an object boundary");
+            assertArrayEquals(Arrays.copyOfRange(a.toArray(ValueLayout.JAVA_BYTE), 0, 65536 - 4096),
+                Arrays.copyOfRange(img, (int) (8 * MIB - 65536), z));
+
+            // And the other way: Ceph writes, phost reads (synchronous path, as the NBD export uses it).
+            Path in = dir.resolve("in.raw");
+            byte[] data = new byte[(int) MIB];
+            new java.util.Random(3).nextBytes(data);
+            Files.write(in, data);
+            ceph.run("rbd", "import", in.toString(), "rbd/imported");
+            try (RbdDisk disk = RbdDisk.open(ceph.options("imported", 0, true, false))) {
+                assertTrue(disk.readOnly());
+                MemorySegment all = arena.allocate(MIB, 4096);
+                disk.read(0, all);
+                assertArrayEquals(data, all.toArray(ValueLayout.JAVA_BYTE));
+                assertThrows(IOException.class, () -> disk.write(0, all), "read-only disk refuses writes");
+                IllegalArgumentException bad = assertThrows(IllegalArgumentException.class,
+                    () -> disk.read(MIB - 512, arena.allocate(1024)));
+                assertTrue(bad.getMessage().contains("rbd/imported") && bad.getMessage().contains("offset"), bad.getMessage());
+            }
+        } finally {
+            try (var s = Files.list(dir)) {
+                for (Path p : s.toList()) {
+                    Files.delete(p);
+                }
+            }
+            Files.delete(dir);
+        }
+    }
+
+    @Test
+    void shouldRefuseASecondWriterAndBlocklistTheHolderWhenAskedToBreakTheLock() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        try (Arena arena = Arena.ofConfined(); RbdDisk first = RbdDisk.open(ceph.options("locked", 8 * MIB, false, false))) {
+            MemorySegment buf = arena.allocate(4096, 4096);
+            fill(buf, 5);
+            first.write(0, buf);
+            IOException refused = assertThrows(IOException.class, () -> RbdDisk.open(ceph.options("locked", 0, false, false)));
+            assertTrue(refused.getMessage().contains("holds the image's exclusive lock (127.0.0.1:"),
+                refused.getMessage());
+            assertTrue(first.holdsLock(), "the refused open left the holder alone");
+
+            // A reader needs no lock.
+            try (RbdDisk reader = RbdDisk.open(ceph.options("locked", 0, true, false))) {
+                MemorySegment r = arena.allocate(4096, 4096);
+                reader.read(0, r);
+                assertEquals(-1, r.mismatch(buf));
+            }
+
+            try (RbdDisk second = RbdDisk.open(ceph.options("locked", 0, false, true))) {
+                assertTrue(second.holdsLock());
+                assertFalse(first.holdsLock(), "the broken holder no longer owns the lock");
+                IOException fenced = assertThrows(IOException.class, () -> first.write(4096, buf));
+                assertTrue(fenced.getMessage().contains("rbd/locked"), fenced.getMessage());
+                second.write(4096, buf);
+            }
+        }
+    }
+
+    @Test
+    void shouldDeliverEachCompletionToTheEngineThatSubmittedIt() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        try (RbdDisk disk = RbdDisk.open(ceph.options("multi", 16 * MIB, false, false))) {
+            AtomicReference<Throwable> failure = new AtomicReference<>();
+            Thread[] threads = new Thread[3];
+            for (int t = 0; t < threads.length; t++) {
+                int lane = t;
+                threads[t] = new Thread(() -> {
+                    try (Arena arena = Arena.ofConfined(); IoEngine e = disk.openEngine(8)) {
+                        MemorySegment[] bufs = new MemorySegment[8];
+                        IoVecs[] vecs = new IoVecs[8];
+                        for (int i = 0; i < 8; i++) {
+                            bufs[i] = arena.allocate(4096, 4096);
+                            fill(bufs[i], lane * 100 + i);
+                            vecs[i] = IoVecs.of(bufs[i]);
+                        }
+                        long base = lane * 4 * MIB;
+                        for (int i = 0; i < 8; i++) {
+                            assertTrue(e.tryWrite(base + i * 8192L, vecs[i], lane * 1000 + i));
+                        }
+                        e.submit();
+                        boolean[] seen = new boolean[8];
+                        int[] done = {0};
+                        long deadline = System.nanoTime() + 30_000_000_000L;
+                        while (done[0] < 8 && System.nanoTime() < deadline) {
+                            e.await((u, r) -> {
+                                int i = (int) (u - lane * 1000);
+                                if (i < 0 || i >= 8 || seen[i] || r != 4096) {
+                                    throw new AssertionError("lane " + lane + " got cookie " + u + " result " + r);
+                                }
+                                seen[i] = true;
+                                done[0]++;
+                            }, 50_000_000L);
+                        }
+                        assertEquals(8, done[0], "lane " + lane + " completions");
+                        assertEquals(0, e.inFlight());
+                    } catch (Throwable x) {
+                        failure.compareAndSet(null, x);
+                    }
+                });
+                threads[t].start();
+            }
+            for (Thread t : threads) {
+                t.join(60_000);
+            }
+            if (failure.get() != null) {
+                throw new AssertionError(failure.get());
+            }
+        }
+    }
+
+    @Test
+    void shouldAllocateNothingPerIoOnTheEnginePath() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        com.sun.management.ThreadMXBean threads =
+            (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+        try (RbdDisk disk = RbdDisk.open(ceph.options("alloc", 16 * MIB, false, false)); Arena arena = Arena.ofConfined();
+             IoEngine e = disk.openEngine(4)) {
+            IoVecs[] vecs = new IoVecs[4];
+            for (int i = 0; i < 4; i++) {
+                MemorySegment b = arena.allocate(4096, 4096);
+                fill(b, i);
+                vecs[i] = IoVecs.of(b);
+            }
+            int[] free = {0, 1, 2, 3};
+            int[] nFree = {4};
+            long[] done = {0};
+            io.phost.storage.engine.IoCompletionHandler h = (u, r) -> {
+                free[nFree[0]++] = (int) u;
+                done[0]++;
+            };
+            long[] allocated = new long[2];
+            int[] ios = {15_000, 2_000}; // pass 0 warms up (JIT-compiles the downcalls), pass 1 is measured
+            for (int pass = 0; pass < 2; pass++) {
+                long before = threads.getCurrentThreadAllocatedBytes();
+                done[0] = 0;
+                int n = 0;
+                while (done[0] < ios[pass]) {
+                    while (nFree[0] > 0 && n < ios[pass]) {
+                        int slot = free[--nFree[0]];
+                        long off = (n % 4000) * 4096L;
+                        boolean ok = (n & 1) == 0 ? e.tryWrite(off, vecs[slot], slot) : e.tryRead(off, vecs[slot], slot);
+                        assertTrue(ok);
+                        n++;
+                    }
+                    e.submit();
+                    e.await(h, 10_000_000L);
+                }
+                allocated[pass] = threads.getCurrentThreadAllocatedBytes() - before;
+            }
+            // One object per I/O would be >= 16 B per I/O; the slack is for a stray deoptimization.
+            assertTrue(allocated[1] / 2_000.0 < 16, "2000 I/Os allocated " + allocated[1] + " bytes on the polling thread");
+        }
+    }
+
+    @Test
+    void shouldLoadLibrbdFromASmallStackThreadWithoutCrashing() throws Exception {
+        // Ceph's static constructors overflow a 512 KiB stack; the first touch of Librbd must not run them there.
+        Process p = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(),
+            "--enable-native-access=ALL-UNNAMED", "-Xss512k", "-cp", System.getProperty("java.class.path"),
+            LibrbdLoadMain.class.getName()).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(60, java.util.concurrent.TimeUnit.SECONDS), "hung: " + out);
+        assertEquals(0, p.exitValue(), out);
+        assertTrue(out.contains("librbd available=true"), out);
+    }
+
+    @Test
+    void shouldNameTheMonitorsWhenTheClusterIsUnreachable() throws Exception {
+        Path dir = Files.createTempDirectory("rbd-unreach");
+        Path conf = dir.resolve("ceph.conf");
+        Files.writeString(conf, "[global]\nmon_host = v2:127.0.0.1:9\nauth_client_required = none\n");
+        long t0 = System.nanoTime();
+        IOException e = assertThrows(IOException.class, () -> RbdDisk.open(
+            new RbdDisk.Options(conf, "admin", null, "rbd", null, "x", 0, false, false, 2)));
+        double secs = (System.nanoTime() - t0) / 1e9;
+        assertTrue(e.getMessage().contains("127.0.0.1:9") && e.getMessage().contains("within 2 s"), e.getMessage());
+        assertTrue(secs < 15, "bounded: took " + secs + " s");
+        Files.delete(conf);
+        Files.delete(dir);
+    }
+}
