@@ -59,9 +59,10 @@ import java.util.concurrent.locks.ReentrantLock;
  * <h2>GUID rules</h2>
  * Before the first change to anything the on-disk image describes (a write into a block that existed at
  * open, the first log entry, a log replay) the header is rewritten with a new FileWriteGuid, a new
- * DataWriteGuid (first user-visible change) and a new LogGuid for this session, both copies, each followed
- * by fdatasync. Writes that allocate only append blocks past the end the image had at open: no BAT on disk
- * points there until the flush that logs them, so the header rewrite (two fdatasyncs) waits for that flush
+ * DataWriteGuid (first user-visible change) and a new LogGuid for this session: one copy, the non-current
+ * slot with sequence+1, followed by fdatasync (MS-VHDX 2.2.2.1; close rewrites both copies). Writes that
+ * allocate only append blocks past the end the image had at open: no BAT on disk
+ * points there until the flush that logs them, so the header rewrite (one fdatasync) waits for that flush
  * and a fresh image's first writes cost about what a raw file's sparse extension does. A crash before that
  * flush leaves the header as it was and unreferenced space at the end. On close the LogGuid is set back to zero (log empty), so qemu
  * and Hyper-V see a clean image.
@@ -572,8 +573,8 @@ public final class VhdxDisk implements MappedDisk {
     /**
      * Starts the session before a write that changes bytes the on-disk BAT already maps (a block older
      * than this open). Writes into blocks allocated in this open, and metadata changes (committed by
-     * {@link #flush()}, which starts the session itself), leave the session, and its two header
-     * fdatasyncs, to the first flush: a fresh image's first writes cost what a raw file's do.
+     * {@link #flush()}, which starts the session itself), leave the session, and its header
+     * fdatasync, to the first flush: a fresh image's first writes cost what a raw file's do.
      */
     private void sessionBeforeWriteAt(long blockFileOffset) throws IOException {
         if (blockFileOffset < sessionFloor && !sessionStarted) {
@@ -983,7 +984,10 @@ public final class VhdxDisk implements MappedDisk {
             logGuid = UUID.randomUUID();
             logPosition = 0;
             logSequence = 0;
-            writeHeaders();
+            // One copy: the non-current slot gets sequence+1 and becomes current once durable (MS-VHDX
+            // 2.2.2.1); the other copy keeps the pre-session header. A torn write leaves that older copy
+            // current, which is still the image as it was: no log entry or in-place write precedes this sync.
+            writeHeaders(1);
             sessionStarted = true; // volatile write: publishes the GUIDs to lock-free writers' fast check
         } finally {
             commitLock.unlock();
@@ -992,7 +996,15 @@ public final class VhdxDisk implements MappedDisk {
 
     /** Writes the header state to both slots (non-current first), fdatasync after each. Under commitLock. */
     private void writeHeaders() throws IOException {
-        for (int step = 0; step < 2; step++) {
+        writeHeaders(2);
+    }
+
+    /**
+     * Writes the header state to {@code copies} slots, the non-current one first, fdatasync after each, so
+     * the newest valid copy is always a complete header. Under commitLock.
+     */
+    private void writeHeaders(int copies) throws IOException {
+        for (int step = 0; step < copies; step++) {
             int slot = 1 - currentSlot;
             byte[] h = VhdxImageWriter.header(++headerSequence, fileWriteGuid, dataWriteGuid, logGuid,
                 header.logLength(), header.logOffset());
