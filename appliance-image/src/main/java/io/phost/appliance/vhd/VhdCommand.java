@@ -37,6 +37,8 @@ import java.util.concurrent.Callable;
         VhdCommand.SetParent.class,
         VhdCommand.Compare.class,
         VhdCommand.MapCmd.class,
+        VhdMeasureCommand.class,
+        VhdRebaseCommand.class,
     },
     footer = {"", "Exit status: 0 done; 1 the operation failed or was refused (nothing was changed unless it says so);",
         "2 a usage error or an image phost cannot read (check: 0 clean, 1 problems, 2 unreadable;",
@@ -297,15 +299,17 @@ public final class VhdCommand implements Callable<Integer> {
 
     @Command(name = "convert", mixinStandardHelpOptions = true,
         description = {"Copy SRC into a new image DST in any format (a differencing chain is flattened).",
-            "Sparse-aware: holes and unallocated blocks are not read, zero chunks are not written.",
+            "Sparse-aware: holes and unallocated blocks are not read, zero runs of -S bytes are not written.",
             "DST is built beside its final name and renamed into place when complete; an existing DST is",
-            "replaced only with --force, never when it is SRC or one of SRC's parents."})
+            "replaced only with --force, never when it is SRC or one of SRC's parents.",
+            "-n writes into an existing DST in place instead (as qemu-img convert -n); -B makes DST a",
+            "differencing image of BACKING that stores only what differs from it."})
     static final class Convert implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "SRC")
         Path src;
         @Parameters(index = "1", paramLabel = "DST")
         Path dst;
-        @Option(names = {"-O", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Format of DST (default: from DST's extension).")
+        @Option(names = {"-O", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Format of DST (default: from DST's extension; with -n from its content).")
         String format;
         @Option(names = {"-f", "--source-format"}, paramLabel = "vhdx|vhd|raw", description = "Read SRC as this format (default: from its content).")
         String sourceFormat;
@@ -315,26 +319,60 @@ public final class VhdCommand implements Callable<Integer> {
         String blockSize;
         @Option(names = "--force", description = "Replace an existing DST (atomically, once the copy is complete).")
         boolean force;
+        @Option(names = {"-n", "--no-create"}, description = "Write into the existing image DST (at least SRC's size), in place.")
+        boolean noCreate;
+        @Option(names = "--target-is-zero", description = "With -n: DST already reads as zeros, so zero ranges are not written.")
+        boolean targetIsZero;
+        @Option(names = {"-B", "--backing"}, paramLabel = "BACKING", description = "Make DST a differencing image of BACKING (same format and size) holding only what differs.")
+        Path backing;
+        @Option(names = {"-S", "--sparse-size"}, paramLabel = "S", description = "Zero runs of at least S bytes become holes (default 4K; 0: none; at most 1M).")
+        String sparse;
         @picocli.CommandLine.Mixin
         ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
-                DiskFormat f = format != null ? format(format) : formatFromName(dst);
                 DiskType t = type(type);
                 if (t == DiskType.DIFFERENCING) {
-                    throw new UserException("convert makes fixed or dynamic images", 2);
+                    throw new UserException("convert makes fixed or dynamic images (-B makes a differencing one)", 2);
+                }
+                if (targetIsZero && !noCreate) {
+                    throw new UserException("--target-is-zero needs -n (a new image reads as zeros anyway)", 2);
+                }
+                if (noCreate && (backing != null || force || blockSize != null || !type.equals("dynamic"))) {
+                    throw new UserException("-n writes into DST as it is: -B, --force, --block-size and --type do not apply", 2);
+                }
+                if (backing != null && !type.equals("dynamic")) {
+                    throw new UserException("-B makes a differencing image: drop --type", 2);
+                }
+                long granule = sparse == null ? 4096 : Sizes.parse(sparse);
+                if (granule % 512 != 0 || granule > (1 << 20) || (granule != 0 && (1 << 20) % granule != 0)) {
+                    throw new UserException("-S must be 0 or a multiple of 512 that divides 1M: " + sparse, 2);
                 }
                 long b = blockSize == null ? 0 : Sizes.parse(blockSize);
                 long t0 = System.nanoTime();
                 DiskOps.CopyResult r;
+                DiskFormat f;
                 try (ProgressBar bar = new ProgressBar("convert", progress)) {
-                    r = DiskOps.convert(src, sourceFormat(sourceFormat), dst, f, t, b, force, bar);
+                    if (noCreate) {
+                        f = format != null ? format(format) : VirtualDisks.detect(dst);
+                        r = io.phost.vhdx.ops.ImageConvert.into(src, sourceFormat(sourceFormat), dst,
+                            format != null ? f : null, targetIsZero, granule, bar);
+                    } else {
+                        f = format != null ? format(format) : formatFromName(dst);
+                        if (backing == null && granule == 4096) {
+                            r = DiskOps.convert(src, sourceFormat(sourceFormat), dst, f, t, b, force, bar);
+                        } else {
+                            r = io.phost.vhdx.ops.ImageConvert.toNew(src, sourceFormat(sourceFormat), dst, f, t, b, backing,
+                                granule, force, bar);
+                        }
+                    }
                 }
                 double s = (System.nanoTime() - t0) / 1e9;
-                progress.say(String.format(Locale.ROOT, "converted %s -> %s (%s): %s written, %s skipped, %.2f s",
-                    src, dst, f.id(), Sizes.human(r.bytesWritten()), Sizes.human(r.bytesSkipped()), s));
+                progress.say(String.format(Locale.ROOT, "converted %s -> %s (%s%s): %s written, %s skipped, %.2f s",
+                    src, dst, f.id(), backing != null ? ", parent " + backing : noCreate ? ", in place" : "",
+                    Sizes.human(r.bytesWritten()), Sizes.human(r.bytesSkipped()), s));
                 return 0;
             });
         }

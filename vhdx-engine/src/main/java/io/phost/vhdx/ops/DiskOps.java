@@ -62,6 +62,12 @@ public final class DiskOps {
             }
             opened = VhdxDisk.openDetached(path); // an orphaned child: show what the file itself says
             parentProblem = e.getMessage();
+        } catch (VhdFormatException e) {
+            if (!isParentProblem(e)) {
+                throw e;
+            }
+            opened = VhdDisk.openDetached(path);
+            parentProblem = e.getMessage();
         }
         try (VirtualDisk d = opened) {
             Map<String, String> details = new LinkedHashMap<>();
@@ -85,7 +91,7 @@ public final class DiskOps {
                     details.put("geometry", v.footer().cylinders() + "/" + v.footer().heads() + "/"
                         + v.footer().sectorsPerTrack());
                     details.put("currentSize", Long.toString(v.footer().currentSize()));
-                    if (v.header() != null && v.parent() != null) {
+                    if (v.header() != null && v.type() == DiskType.DIFFERENCING) {
                         details.put("parentUniqueId", HexFormat.of().formatHex(v.header().parentUniqueId()));
                     }
                     allocated = v.allocatedBytes();
@@ -114,6 +120,14 @@ public final class DiskOps {
             return new ImageInfo(path.toString(), d.format(), type, d.size(), blockSize, d.logicalSectorSize(),
                 d.physicalSectorSize(), fileSize, allocated, List.copyOf(chain), log, details);
         }
+    }
+
+    /** A VHD that opens except for its parent: missing, or not the image it was made from. */
+    private static boolean isParentProblem(VhdFormatException e) {
+        return switch (e.reason()) {
+            case PARENT_NOT_FOUND, PARENT_MISMATCH -> true;
+            default -> false;
+        };
     }
 
     /** A VHDX that opens except for its parent: missing, moved, or no longer the image it was made from. */
