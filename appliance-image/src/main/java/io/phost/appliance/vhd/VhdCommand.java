@@ -39,6 +39,7 @@ import java.util.concurrent.Callable;
         VhdCommand.MapCmd.class,
         VhdMeasureCommand.class,
         VhdRebaseCommand.class,
+        VhdSetCommand.class,
     },
     footer = {"", "Exit status: 0 done; 1 the operation failed or was refused (nothing was changed unless it says so);",
         "2 a usage error or an image phost cannot read (check: 0 clean, 1 problems, 2 unreadable;",
@@ -155,11 +156,29 @@ public final class VhdCommand implements Callable<Integer> {
         int logical = 512;
         @Option(names = "--physical-sector", paramLabel = "512|4096", description = "Physical sector size (default 4096 for VHDX, 512 otherwise).")
         Integer physical;
+        @Option(names = "--source", paramLabel = "SRC", description = "Fill the new image with SRC's content (a disk device,"
+            + " a raw file or an image; New-VHD -SourceDisk); its size is SRC's.")
+        Path source;
 
         @Override
         public Integer call() {
             return guard(() -> {
                 DiskFormat f = format != null ? format(format) : formatFromName(file);
+                if (source != null) {
+                    if (parent != null || size != null) {
+                        throw new UserException("--source gives the content and the size: drop --size/--parent", 2);
+                    }
+                    DiskType st = type != null ? type(type) : DiskType.DYNAMIC;
+                    if (st == DiskType.DIFFERENCING) {
+                        throw new UserException("--source makes a fixed or dynamic image", 2);
+                    }
+                    long b = blockSize == null ? 0 : Sizes.parse(blockSize);
+                    DiskOps.CopyResult r = DiskOps.convert(source, null, file, f, st, b, force, io.phost.vhdx.ops.Progress.NONE);
+                    long made = DiskOps.info(file).virtualSize();
+                    System.out.println("created " + file + " from " + source + ": " + f.id() + " " + st.id() + ", "
+                        + Sizes.human(made) + " (" + made + " bytes), " + Sizes.human(r.bytesWritten()) + " of data");
+                    return 0;
+                }
                 DiskType t = type != null ? type(type) : parent != null ? DiskType.DIFFERENCING : DiskType.DYNAMIC;
                 if (t == DiskType.DIFFERENCING && parent == null) {
                     throw new UserException("a differencing image needs --parent", 2);
@@ -385,16 +404,30 @@ public final class VhdCommand implements Callable<Integer> {
     static final class Resize implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
-        @Option(names = "--size", required = true, paramLabel = "S", description = "New virtual size (K/M/G/T), or +S/-S relative to the current one.")
+        @Option(names = "--size", paramLabel = "S", description = "New virtual size (K/M/G/T), or +S/-S relative to the current one.")
         String size;
         @Option(names = "--shrink", description = "Allow the size to get smaller (as qemu-img resize --shrink).")
         boolean shrink;
+        @Option(names = "--to-minimum-size", description = "Shrink to the end of the last data, rounded up to 1 MiB"
+            + " (Resize-VHD -ToMinimumSize; implies --shrink).")
+        boolean toMinimum;
         @picocli.CommandLine.Mixin
         ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
+                if ((size == null) == !toMinimum) {
+                    throw new UserException("resize takes --size or --to-minimum-size, one of them", 2);
+                }
+                if (toMinimum) {
+                    long n;
+                    try (ProgressBar bar = new ProgressBar("resize", progress)) {
+                        n = io.phost.vhdx.ops.ImageFacts.shrinkToMinimum(file, bar);
+                    }
+                    progress.say("resized " + file + " to " + Sizes.human(n) + " (" + n + " bytes)");
+                    return 0;
+                }
                 long current = DiskOps.info(file).virtualSize();
                 long wanted = Sizes.parseRelative(size, current);
                 if (wanted <= 0 || wanted % 512 != 0) {
@@ -412,19 +445,29 @@ public final class VhdCommand implements Callable<Integer> {
 
     @Command(name = "compact", mixinStandardHelpOptions = true,
         description = {"Release zero and unmapped blocks so the file shrinks (the image reads the same).",
-            "A VHDX keeps its identity (children stay linked); the file is never made larger."})
+            "A VHDX keeps its identity (children stay linked); the file is never made larger. A differencing",
+            "VHDX keeps only what reads differently from its parent."})
     static final class Compact implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
+        @Option(names = "--mode", paramLabel = "full|quick", description = "full (default; also prezeroed): read the data and"
+            + " drop zeros too; quick (also pretrimmed): drop only what the metadata marks free (Optimize-VHD -Mode).")
+        String mode = "full";
         @picocli.CommandLine.Mixin
         ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
+                io.phost.vhdx.ops.CompactMode m;
+                try {
+                    m = io.phost.vhdx.ops.CompactMode.parse(mode);
+                } catch (IllegalArgumentException e) {
+                    throw new UserException(e.getMessage(), 2);
+                }
                 DiskOps.CompactResult r;
                 try (ProgressBar bar = new ProgressBar("compact", progress)) {
-                    r = DiskOps.compact(file, bar);
+                    r = DiskOps.compact(file, m, bar);
                 }
                 progress.say("compacted " + file + ": file " + Sizes.human(r.fileSizeBefore()) + " -> "
                     + Sizes.human(r.fileSizeAfter()) + ", on disk " + Sizes.human(r.diskBytesBefore()) + " -> "

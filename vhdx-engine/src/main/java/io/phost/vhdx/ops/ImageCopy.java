@@ -23,11 +23,16 @@ import java.lang.foreign.MemorySegment;
 final class ImageCopy {
     enum Baseline { ZEROS, UNKNOWN, DISK }
 
+    /** Granule for compact QUICK: allocated extents are written as they read, gaps stay holes. */
+    static final long AS_IS = -1;
+
     private ImageCopy() {}
 
     static DiskOps.CopyResult copy(VirtualDisk in, VirtualDisk out, long length, Baseline baseline, VirtualDisk base,
                                    long granule, Progress progress) throws IOException {
-        ImageConvert.checkGranule(granule);
+        if (granule != AS_IS) {
+            ImageConvert.checkGranule(granule);
+        }
         long readable = length & -512L;
         AllocationMap src = Allocations.of(in);
         AllocationMap other = baseline == Baseline.DISK ? Allocations.of(base) : null;
@@ -119,7 +124,7 @@ final class ImageCopy {
     private static long writeRuns(VirtualDisk out, long at, MemorySegment part, MemorySegment against, Baseline baseline,
                                   long g) throws IOException {
         long n = part.byteSize();
-        if (g == 0) {
+        if (g == 0 || g == AS_IS) {
             out.write(at, part);
             return n;
         }
