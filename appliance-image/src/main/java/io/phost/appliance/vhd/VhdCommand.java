@@ -276,7 +276,7 @@ public final class VhdCommand implements Callable<Integer> {
                 for (int k = 0; k < i.parentChain().size(); k++) {
                     System.out.println((k == 0 ? "parent chain:       " : "                    ") + i.parentChain().get(k));
                 }
-                i.details().forEach((k, v) -> System.out.println(String.format("%-20s%s", k + ":", v)));
+                i.details().forEach((k, v) -> System.out.println(String.format("%-20s%s", k + ": ", v)));
             }
         }
     }

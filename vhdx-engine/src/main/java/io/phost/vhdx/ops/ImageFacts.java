@@ -56,6 +56,9 @@ public final class ImageFacts {
         AllocationMap map = Allocations.of(d);
         int sector = d.logicalSectorSize();
         long size = d.size();
+        if (size % sector != 0) {
+            return size; // a raw file with a partial last sector: nothing smaller is a valid size
+        }
         // the allocated extents, walked forward (the map only answers "next"); kept as a list of starts/ends
         java.util.ArrayList<long[]> extents = new java.util.ArrayList<>();
         for (long o = map.nextAllocated(0); o < size; ) {
