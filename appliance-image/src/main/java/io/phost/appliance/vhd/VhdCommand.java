@@ -346,6 +346,10 @@ public final class VhdCommand implements Callable<Integer> {
         Path backing;
         @Option(names = {"-S", "--sparse-size"}, paramLabel = "S", description = "Zero runs of at least S bytes become holes (default 4K; 0: none; at most 1M).")
         String sparse;
+        @Option(names = "--logical-sector", paramLabel = "512|4096", description = "Logical sector size of a VHDX DST (default: SRC's, else 512).")
+        Integer logical;
+        @Option(names = "--physical-sector", paramLabel = "512|4096", description = "Physical sector size of a VHDX DST (default: SRC's, else 4096).")
+        Integer physical;
         @picocli.CommandLine.Mixin
         ProgressOptions progress = new ProgressOptions();
 
@@ -359,8 +363,18 @@ public final class VhdCommand implements Callable<Integer> {
                 if (targetIsZero && !noCreate) {
                     throw new UserException("--target-is-zero needs -n (a new image reads as zeros anyway)", 2);
                 }
-                if (noCreate && (backing != null || force || blockSize != null || !type.equals("dynamic"))) {
-                    throw new UserException("-n writes into DST as it is: -B, --force, --block-size and --type do not apply", 2);
+                if (noCreate && (backing != null || force || blockSize != null || !type.equals("dynamic") || logical != null
+                    || physical != null)) {
+                    throw new UserException("-n writes into DST as it is: -B, --force, --block-size, --type and sector sizes"
+                        + " do not apply", 2);
+                }
+                for (Integer sec : new Integer[] {logical, physical}) {
+                    if (sec != null && sec != 512 && sec != 4096) {
+                        throw new UserException("sector sizes are 512 or 4096: " + sec, 2);
+                    }
+                }
+                if (backing != null && (logical != null || physical != null)) {
+                    throw new UserException("-B takes the backing image's sector sizes", 2);
                 }
                 if (backing != null && !type.equals("dynamic")) {
                     throw new UserException("-B makes a differencing image: drop --type", 2);
@@ -380,11 +394,11 @@ public final class VhdCommand implements Callable<Integer> {
                             format != null ? f : null, targetIsZero, granule, bar);
                     } else {
                         f = format != null ? format(format) : formatFromName(dst);
-                        if (backing == null && granule == 4096) {
+                        if (backing == null && granule == 4096 && logical == null && physical == null) {
                             r = DiskOps.convert(src, sourceFormat(sourceFormat), dst, f, t, b, force, bar);
                         } else {
-                            r = io.phost.vhdx.ops.ImageConvert.toNew(src, sourceFormat(sourceFormat), dst, f, t, b, backing,
-                                granule, force, bar);
+                            r = io.phost.vhdx.ops.ImageConvert.toNew(src, sourceFormat(sourceFormat), dst, f, t, b,
+                                logical == null ? 0 : logical, physical == null ? 0 : physical, backing, granule, force, bar);
                         }
                     }
                 }

@@ -164,6 +164,13 @@ class VhdCommandTest {
         assertEquals(0, phost("vhd", "set", src, "--reset-disk-identifier"));
         assertTrue(out().contains("new virtual disk id"), out());
         assertEquals(2, phost("vhd", "set", src));
+        assertEquals(0, phost("vhd", "set", src, "--physical-sector", "512"));
+        assertEquals(2, phost("vhd", "set", src, "--physical-sector", "1024"));
+        String s4k = dir.resolve("s4k.vhdx").toString();
+        assertEquals(0, phost("vhd", "convert", raw, s4k, "--logical-sector", "4096", "--physical-sector", "4096", "-q"));
+        assertEquals(0, phost("vhd", "info", s4k, "--json"));
+        assertTrue(out().contains("\"logicalSectorSize\":4096") && out().contains("\"diskSize\""), out());
+        assertEquals(2, phost("vhd", "convert", "-n", raw, s4k, "--logical-sector", "4096"));
         assertEquals(1, phost("vhd", "set", dir.resolve("missing.vhdx").toString(), "--reset-disk-identifier"));
     }
 

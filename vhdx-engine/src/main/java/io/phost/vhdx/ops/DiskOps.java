@@ -134,6 +134,7 @@ public final class DiskOps {
                 + " MiB of allocated tail to read; resize --to-minimum-size scans it all)" : Long.toString(min));
             details.put("fragmentationPercentage", Integer.toString(ImageFacts.fragmentationPercentage(d)));
             details.put("attached", attached.describe());
+            details.put("diskSize", Long.toString(diskBytes(path))); // qemu-img info's "disk size": st_blocks
             return new ImageInfo(path.toString(), d.format(), type, d.size(), blockSize, d.logicalSectorSize(),
                 d.physicalSectorSize(), fileSize, allocated, List.copyOf(chain), log, details);
         }

@@ -65,7 +65,22 @@ public final class ImageConvert {
     public static DiskOps.CopyResult toNew(Path src, DiskFormat srcFormat, Path dst, DiskFormat format,
                                            io.phost.vhdx.DiskType type, long blockSize, Path backing, long granule,
                                            boolean force, Progress progress) throws IOException {
+        return toNew(src, srcFormat, dst, format, type, blockSize, 0, 0, backing, granule, force, progress);
+    }
+
+    /**
+     * As above, with Convert-VHD's sector sizes for a VHDX destination ({@code logical}/{@code physical}, 0
+     * for the defaults: a VHDX source's own, else 512/4096). A logical size the source's size is not a
+     * multiple of is refused before anything is written.
+     */
+    public static DiskOps.CopyResult toNew(Path src, DiskFormat srcFormat, Path dst, DiskFormat format,
+                                           io.phost.vhdx.DiskType type, long blockSize, int logicalSector,
+                                           int physicalSector, Path backing, long granule, boolean force,
+                                           Progress progress) throws IOException {
         checkGranule(granule);
+        if (format != DiskFormat.VHDX && (logicalSector > 512 || physicalSector > 512)) {
+            throw new IllegalArgumentException(format.id() + " images have 512-byte sectors; 4096 needs a vhdx destination");
+        }
         try (VirtualDisk in = open(src, srcFormat)) {
             List<Path> inputs = new ArrayList<>(DiskOps.chainPaths(src, in));
             CreateOptions o;
@@ -90,9 +105,14 @@ public final class ImageConvert {
                         base.logicalSectorSize(), format == DiskFormat.VHDX ? Math.max(base.logicalSectorSize(), base.physicalSectorSize()) : 512);
                 } else {
                     long size = (in.size() + 511) & -512L;
-                    int logical = format == DiskFormat.VHDX ? in.logicalSectorSize() : 512;
-                    int physical = format != DiskFormat.VHDX ? 512
+                    int logical = logicalSector != 0 ? logicalSector : format == DiskFormat.VHDX ? in.logicalSectorSize() : 512;
+                    int physical = physicalSector != 0 ? physicalSector : format != DiskFormat.VHDX ? 512
                         : in instanceof VhdxDisk ? Math.max(logical, in.physicalSectorSize()) : 4096;
+                    physical = Math.max(physical, logical);
+                    if (size % logical != 0) {
+                        throw new IllegalArgumentException(src + " has " + in.size() + " bytes, not a multiple of the "
+                            + logical + "-byte logical sector");
+                    }
                     o = new CreateOptions(format, type, size, null, blockSize, logical, physical);
                 }
                 NewImage target = NewImage.prepare(dst, force, inputs);

@@ -206,7 +206,7 @@ class HyperVOptionsTest {
         try (VhdxDisk d = VhdxDisk.open(base, true)) {
             old = d.virtualDiskId();
         }
-        UUID fresh = ImageIdentity.resetDiskIdentifier(base);
+        UUID fresh = ImageSettings.resetDiskIdentifier(base);
         assertNotEquals(old, fresh);
         assertEquals(fresh.toString(), DiskOps.info(base).details().get("virtualDiskId"));
         Tools.assumeTool("qemu-img");
@@ -214,8 +214,59 @@ class HyperVOptionsTest {
         Path vhd = dir.resolve("x.vhd");
         DiskOps.create(vhd, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, 16L << 20), false);
         String sum = sha(vhd);
-        assertThrows(UnsupportedOperationException.class, () -> ImageIdentity.resetDiskIdentifier(vhd));
+        assertThrows(UnsupportedOperationException.class, () -> ImageSettings.resetDiskIdentifier(vhd));
         assertEquals(sum, sha(vhd), "a refusal leaves the file as it was");
+    }
+
+    /** Set-VHD -PhysicalSectorSizeBytes: in place, data and children untouched; VHD refused untouched. */
+    @Test
+    void shouldSetThePhysicalSectorSizeInPlace() throws Exception {
+        Path base = dir.resolve("base.vhdx");
+        Path child = dir.resolve("child.vhdx");
+        DiskOps.create(base, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, 16L << 20), false);
+        try (VirtualDisk d = VirtualDisks.open(base, false)) {
+            write(d, 4096, 1 << 20, 5);
+            d.flush();
+        }
+        DiskOps.create(child, CreateOptions.differencing(DiskFormat.VHDX, base), false);
+        Path before = flatten(child, "before.raw");
+        assertEquals(4096, DiskOps.info(base).physicalSectorSize());
+        ImageSettings.setPhysicalSectorSize(base, 512);
+        assertEquals(512, DiskOps.info(base).physicalSectorSize());
+        assertEquals(Long.toString(DiskOps.diskBytes(base)), DiskOps.info(base).details().get("diskSize"));
+        assertThrows(IllegalArgumentException.class, () -> ImageSettings.setPhysicalSectorSize(base, 1024));
+        Tools.assumeTool("qemu-img");
+        runOk("qemu-img", "check", "-q", "-f", "vhdx", base.toString());
+        runOk("qemu-img", "compare", "-q", "-f", "raw", "-F", "raw", before.toString(), flatten(child, "after.raw").toString());
+        Path vhd = dir.resolve("x.vhd");
+        DiskOps.create(vhd, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, 16L << 20), false);
+        String sum = sha(vhd);
+        assertThrows(UnsupportedOperationException.class, () -> ImageSettings.setPhysicalSectorSize(vhd, 4096));
+        assertEquals(sum, sha(vhd));
+    }
+
+    /** Convert-VHD choosing sector sizes: 4096/4096 (read back through phost) and 512/512 (checked by qemu). */
+    @Test
+    void shouldConvertChoosingSectorSizes() throws Exception {
+        Path raw = dir.resolve("src.raw");
+        try (VirtualDisk d = VirtualDisks.create(raw, CreateOptions.of(DiskFormat.RAW, DiskType.DYNAMIC, 32L << 20))) {
+            write(d, 3L << 20, 1 << 20, 4);
+            d.flush();
+        }
+        Path big = dir.resolve("big.vhdx");
+        ImageConvert.toNew(raw, null, big, DiskFormat.VHDX, DiskType.DYNAMIC, 0, 4096, 4096, null, 4096, false, Progress.NONE);
+        ImageInfo i = DiskOps.info(big);
+        assertEquals(4096, i.logicalSectorSize());
+        assertEquals(4096, i.physicalSectorSize());
+        assertEquals(sha(raw), sha(flatten(big, "big.raw")));
+        Path small = dir.resolve("small.vhdx");
+        ImageConvert.toNew(raw, null, small, DiskFormat.VHDX, DiskType.DYNAMIC, 0, 512, 512, null, 4096, false, Progress.NONE);
+        assertEquals(512, DiskOps.info(small).physicalSectorSize());
+        assertThrows(IllegalArgumentException.class, () -> ImageConvert.toNew(raw, null, dir.resolve("v.vhd"), DiskFormat.VHD,
+            DiskType.DYNAMIC, 0, 4096, 4096, null, 4096, false, Progress.NONE));
+        assertFalse(Files.exists(dir.resolve("v.vhd")));
+        Tools.assumeTool("qemu-img");
+        runOk("qemu-img", "compare", "-q", "-f", "raw", "-F", "vhdx", raw.toString(), small.toString());
     }
 
     /** A VHD child whose parent is gone still gets an info (what the file says, and the problem). */

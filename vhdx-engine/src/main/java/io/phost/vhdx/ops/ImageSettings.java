@@ -8,9 +8,21 @@ import java.io.IOException;
 import java.nio.file.Path;
 import java.util.UUID;
 
-/** Set-VHD {@code -ResetDiskIdentifier}: a new VirtualDiskId, for a copy that must not look like the original. */
-public final class ImageIdentity {
-    private ImageIdentity() {}
+/** Set-VHD's in-place settings: {@code -ResetDiskIdentifier} and {@code -PhysicalSectorSizeBytes}. */
+public final class ImageSettings {
+    private ImageSettings() {}
+
+    /**
+     * Sets the physical sector size a VHDX reports (512 or 4096, not below its logical size) through its log;
+     * data and DataWriteGuid stay. VHD and raw images report 512 and have no such field: refused.
+     */
+    public static void setPhysicalSectorSize(Path path, int bytes) throws IOException {
+        DiskFormat f = VirtualDisks.detect(path);
+        if (f != DiskFormat.VHDX) {
+            throw new UnsupportedOperationException(path + " is " + f.id() + ": only a VHDX records a physical sector size");
+        }
+        VhdxDisk.setPhysicalSectorSize(path, bytes);
+    }
 
     /**
      * Gives a VHDX a new random VirtualDiskId and returns it. The DataWriteGuid (what children link to) is
