@@ -37,6 +37,9 @@ import java.util.concurrent.Callable;
         VhdCommand.SetParent.class,
         VhdCommand.Compare.class,
         VhdCommand.MapCmd.class,
+        VhdMeasureCommand.class,
+        VhdRebaseCommand.class,
+        VhdSetCommand.class,
     },
     footer = {"", "Exit status: 0 done; 1 the operation failed or was refused (nothing was changed unless it says so);",
         "2 a usage error or an image phost cannot read (check: 0 clean, 1 problems, 2 unreadable;",
@@ -153,11 +156,29 @@ public final class VhdCommand implements Callable<Integer> {
         int logical = 512;
         @Option(names = "--physical-sector", paramLabel = "512|4096", description = "Physical sector size (default 4096 for VHDX, 512 otherwise).")
         Integer physical;
+        @Option(names = "--source", paramLabel = "SRC", description = "Fill the new image with SRC's content (a disk device,"
+            + " a raw file or an image; New-VHD -SourceDisk); its size is SRC's.")
+        Path source;
 
         @Override
         public Integer call() {
             return guard(() -> {
                 DiskFormat f = format != null ? format(format) : formatFromName(file);
+                if (source != null) {
+                    if (parent != null || size != null) {
+                        throw new UserException("--source gives the content and the size: drop --size/--parent", 2);
+                    }
+                    DiskType st = type != null ? type(type) : DiskType.DYNAMIC;
+                    if (st == DiskType.DIFFERENCING) {
+                        throw new UserException("--source makes a fixed or dynamic image", 2);
+                    }
+                    long b = blockSize == null ? 0 : Sizes.parse(blockSize);
+                    DiskOps.CopyResult r = DiskOps.convert(source, null, file, f, st, b, force, io.phost.vhdx.ops.Progress.NONE);
+                    long made = DiskOps.info(file).virtualSize();
+                    System.out.println("created " + file + " from " + source + ": " + f.id() + " " + st.id() + ", "
+                        + Sizes.human(made) + " (" + made + " bytes), " + Sizes.human(r.bytesWritten()) + " of data");
+                    return 0;
+                }
                 DiskType t = type != null ? type(type) : parent != null ? DiskType.DIFFERENCING : DiskType.DYNAMIC;
                 if (t == DiskType.DIFFERENCING && parent == null) {
                     throw new UserException("a differencing image needs --parent", 2);
@@ -255,7 +276,7 @@ public final class VhdCommand implements Callable<Integer> {
                 for (int k = 0; k < i.parentChain().size(); k++) {
                     System.out.println((k == 0 ? "parent chain:       " : "                    ") + i.parentChain().get(k));
                 }
-                i.details().forEach((k, v) -> System.out.println(String.format("%-20s%s", k + ":", v)));
+                i.details().forEach((k, v) -> System.out.println(String.format("%-20s%s", k + ": ", v)));
             }
         }
     }
@@ -297,15 +318,17 @@ public final class VhdCommand implements Callable<Integer> {
 
     @Command(name = "convert", mixinStandardHelpOptions = true,
         description = {"Copy SRC into a new image DST in any format (a differencing chain is flattened).",
-            "Sparse-aware: holes and unallocated blocks are not read, zero chunks are not written.",
+            "Sparse-aware: holes and unallocated blocks are not read, zero runs of -S bytes are not written.",
             "DST is built beside its final name and renamed into place when complete; an existing DST is",
-            "replaced only with --force, never when it is SRC or one of SRC's parents."})
+            "replaced only with --force, never when it is SRC or one of SRC's parents.",
+            "-n writes into an existing DST in place instead (as qemu-img convert -n); -B makes DST a",
+            "differencing image of BACKING that stores only what differs from it."})
     static final class Convert implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "SRC")
         Path src;
         @Parameters(index = "1", paramLabel = "DST")
         Path dst;
-        @Option(names = {"-O", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Format of DST (default: from DST's extension).")
+        @Option(names = {"-O", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Format of DST (default: from DST's extension; with -n from its content).")
         String format;
         @Option(names = {"-f", "--source-format"}, paramLabel = "vhdx|vhd|raw", description = "Read SRC as this format (default: from its content).")
         String sourceFormat;
@@ -315,26 +338,74 @@ public final class VhdCommand implements Callable<Integer> {
         String blockSize;
         @Option(names = "--force", description = "Replace an existing DST (atomically, once the copy is complete).")
         boolean force;
+        @Option(names = {"-n", "--no-create"}, description = "Write into the existing image DST (at least SRC's size), in place.")
+        boolean noCreate;
+        @Option(names = "--target-is-zero", description = "With -n: DST already reads as zeros, so zero ranges are not written.")
+        boolean targetIsZero;
+        @Option(names = {"-B", "--backing"}, paramLabel = "BACKING", description = "Make DST a differencing image of BACKING (same format and size) holding only what differs.")
+        Path backing;
+        @Option(names = {"-S", "--sparse-size"}, paramLabel = "S", description = "Zero runs of at least S bytes become holes (default 4K; 0: none; at most 1M).")
+        String sparse;
+        @Option(names = "--logical-sector", paramLabel = "512|4096", description = "Logical sector size of a VHDX DST (default: SRC's, else 512).")
+        Integer logical;
+        @Option(names = "--physical-sector", paramLabel = "512|4096", description = "Physical sector size of a VHDX DST (default: SRC's, else 4096).")
+        Integer physical;
         @picocli.CommandLine.Mixin
         ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
-                DiskFormat f = format != null ? format(format) : formatFromName(dst);
                 DiskType t = type(type);
                 if (t == DiskType.DIFFERENCING) {
-                    throw new UserException("convert makes fixed or dynamic images", 2);
+                    throw new UserException("convert makes fixed or dynamic images (-B makes a differencing one)", 2);
+                }
+                if (targetIsZero && !noCreate) {
+                    throw new UserException("--target-is-zero needs -n (a new image reads as zeros anyway)", 2);
+                }
+                if (noCreate && (backing != null || force || blockSize != null || !type.equals("dynamic") || logical != null
+                    || physical != null)) {
+                    throw new UserException("-n writes into DST as it is: -B, --force, --block-size, --type and sector sizes"
+                        + " do not apply", 2);
+                }
+                for (Integer sec : new Integer[] {logical, physical}) {
+                    if (sec != null && sec != 512 && sec != 4096) {
+                        throw new UserException("sector sizes are 512 or 4096: " + sec, 2);
+                    }
+                }
+                if (backing != null && (logical != null || physical != null)) {
+                    throw new UserException("-B takes the backing image's sector sizes", 2);
+                }
+                if (backing != null && !type.equals("dynamic")) {
+                    throw new UserException("-B makes a differencing image: drop --type", 2);
+                }
+                long granule = sparse == null ? 4096 : Sizes.parse(sparse);
+                if (granule % 512 != 0 || granule > (1 << 20) || (granule != 0 && (1 << 20) % granule != 0)) {
+                    throw new UserException("-S must be 0 or a multiple of 512 that divides 1M: " + sparse, 2);
                 }
                 long b = blockSize == null ? 0 : Sizes.parse(blockSize);
                 long t0 = System.nanoTime();
                 DiskOps.CopyResult r;
+                DiskFormat f;
                 try (ProgressBar bar = new ProgressBar("convert", progress)) {
-                    r = DiskOps.convert(src, sourceFormat(sourceFormat), dst, f, t, b, force, bar);
+                    if (noCreate) {
+                        f = format != null ? format(format) : VirtualDisks.detect(dst);
+                        r = io.phost.vhdx.ops.ImageConvert.into(src, sourceFormat(sourceFormat), dst,
+                            format != null ? f : null, targetIsZero, granule, bar);
+                    } else {
+                        f = format != null ? format(format) : formatFromName(dst);
+                        if (backing == null && granule == 4096 && logical == null && physical == null) {
+                            r = DiskOps.convert(src, sourceFormat(sourceFormat), dst, f, t, b, force, bar);
+                        } else {
+                            r = io.phost.vhdx.ops.ImageConvert.toNew(src, sourceFormat(sourceFormat), dst, f, t, b,
+                                logical == null ? 0 : logical, physical == null ? 0 : physical, backing, granule, force, bar);
+                        }
+                    }
                 }
                 double s = (System.nanoTime() - t0) / 1e9;
-                progress.say(String.format(Locale.ROOT, "converted %s -> %s (%s): %s written, %s skipped, %.2f s",
-                    src, dst, f.id(), Sizes.human(r.bytesWritten()), Sizes.human(r.bytesSkipped()), s));
+                progress.say(String.format(Locale.ROOT, "converted %s -> %s (%s%s): %s written, %s skipped, %.2f s",
+                    src, dst, f.id(), backing != null ? ", parent " + backing : noCreate ? ", in place" : "",
+                    Sizes.human(r.bytesWritten()), Sizes.human(r.bytesSkipped()), s));
                 return 0;
             });
         }
@@ -347,16 +418,30 @@ public final class VhdCommand implements Callable<Integer> {
     static final class Resize implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
-        @Option(names = "--size", required = true, paramLabel = "S", description = "New virtual size (K/M/G/T), or +S/-S relative to the current one.")
+        @Option(names = "--size", paramLabel = "S", description = "New virtual size (K/M/G/T), or +S/-S relative to the current one.")
         String size;
         @Option(names = "--shrink", description = "Allow the size to get smaller (as qemu-img resize --shrink).")
         boolean shrink;
+        @Option(names = "--to-minimum-size", description = "Shrink to the end of the last data, rounded up to 1 MiB"
+            + " (Resize-VHD -ToMinimumSize; implies --shrink).")
+        boolean toMinimum;
         @picocli.CommandLine.Mixin
         ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
+                if ((size == null) == !toMinimum) {
+                    throw new UserException("resize takes --size or --to-minimum-size, one of them", 2);
+                }
+                if (toMinimum) {
+                    long n;
+                    try (ProgressBar bar = new ProgressBar("resize", progress)) {
+                        n = io.phost.vhdx.ops.ImageFacts.shrinkToMinimum(file, bar);
+                    }
+                    progress.say("resized " + file + " to " + Sizes.human(n) + " (" + n + " bytes)");
+                    return 0;
+                }
                 long current = DiskOps.info(file).virtualSize();
                 long wanted = Sizes.parseRelative(size, current);
                 if (wanted <= 0 || wanted % 512 != 0) {
@@ -374,19 +459,29 @@ public final class VhdCommand implements Callable<Integer> {
 
     @Command(name = "compact", mixinStandardHelpOptions = true,
         description = {"Release zero and unmapped blocks so the file shrinks (the image reads the same).",
-            "A VHDX keeps its identity (children stay linked); the file is never made larger."})
+            "A VHDX keeps its identity (children stay linked); the file is never made larger. A differencing",
+            "VHDX keeps only what reads differently from its parent."})
     static final class Compact implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
+        @Option(names = "--mode", paramLabel = "full|quick", description = "full (default; also prezeroed): read the data and"
+            + " drop zeros too; quick (also pretrimmed): drop only what the metadata marks free (Optimize-VHD -Mode).")
+        String mode = "full";
         @picocli.CommandLine.Mixin
         ProgressOptions progress = new ProgressOptions();
 
         @Override
         public Integer call() {
             return guard(() -> {
+                io.phost.vhdx.ops.CompactMode m;
+                try {
+                    m = io.phost.vhdx.ops.CompactMode.parse(mode);
+                } catch (IllegalArgumentException e) {
+                    throw new UserException(e.getMessage(), 2);
+                }
                 DiskOps.CompactResult r;
                 try (ProgressBar bar = new ProgressBar("compact", progress)) {
-                    r = DiskOps.compact(file, bar);
+                    r = DiskOps.compact(file, m, bar);
                 }
                 progress.say("compacted " + file + ": file " + Sizes.human(r.fileSizeBefore()) + " -> "
                     + Sizes.human(r.fileSizeAfter()) + ", on disk " + Sizes.human(r.diskBytesBefore()) + " -> "

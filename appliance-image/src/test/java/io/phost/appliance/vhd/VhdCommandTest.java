@@ -52,7 +52,8 @@ class VhdCommandTest {
     @Test
     void shouldDocumentEveryOperationInHelp() {
         assertEquals(0, phost("vhd", "--help"));
-        String[] ops = {"create", "info", "check", "convert", "resize", "compact", "merge", "set-parent", "compare", "map"};
+        String[] ops = {"create", "info", "check", "convert", "resize", "compact", "merge", "set-parent", "compare", "map",
+            "measure", "rebase", "set"};
         for (String op : ops) {
             assertTrue(out().contains(op), "vhd --help lists " + op);
         }
@@ -107,12 +108,70 @@ class VhdCommandTest {
         Files.createDirectories(moved);
         Path newBase = moved.resolve("base-renamed.vhd");
         Files.move(base, newBase);
-        assertEquals(2, phost("vhd", "info", child.toString()));
-        assertTrue(err.toString(StandardCharsets.UTF_8).startsWith("phost: PARENT_NOT_FOUND"), err.toString(StandardCharsets.UTF_8));
+        assertEquals(0, phost("vhd", "info", child.toString()), "an orphaned child is described (Get-VHD does)");
+        assertTrue(out().contains("parentProblem:") && out().contains("PARENT_NOT_FOUND"), out());
         assertEquals(0, phost("vhd", "set-parent", child.toString(), newBase.toString()));
         assertEquals(0, phost("vhd", "merge", child.toString(), "--into", dir.resolve("flat.vhdx").toString()));
         assertEquals(0, phost("vhd", "merge", child.toString()));
         assertFalse(Files.exists(child));
+    }
+
+    /** measure, rebase, convert -n/-B/-S/--target-is-zero and the Hyper-V options, end to end with their exit codes. */
+    @Test
+    void shouldOfferTheQemuImgAndHyperVVerbs() throws Exception {
+        String base = dir.resolve("base.vhdx").toString();
+        String fresh = dir.resolve("new.vhdx").toString();
+        String child = dir.resolve("child.vhdx").toString();
+        assertEquals(0, phost("vhd", "create", base, "--size", "64M", "--block-size", "1M"));
+        assertEquals(0, phost("vhd", "create", fresh, "--size", "64M", "--block-size", "1M"));
+        assertEquals(0, phost("vhd", "create", child, "--parent", base));
+        assertEquals(0, phost("vhd", "measure", base, "-O", "raw", "--output", "json"));
+        assertTrue(out().contains("\"required\": 67108864") && out().contains("\"fully-allocated\": 67108864"), out());
+        assertEquals(0, phost("vhd", "measure", "--size", "64M", "-O", "vhdx"));
+        assertTrue(out().contains("required size: 4194304"), out());
+        assertEquals(2, phost("vhd", "measure", base, "--size", "1M"), "FILE or --size");
+        assertEquals(0, phost("vhd", "info", base));
+        assertTrue(out().contains("minimumSize:") && out().contains("fragmentationPercentage: 0\n")
+            && out().contains("attached:           no"), out());
+
+        assertEquals(0, phost("vhd", "rebase", child, fresh, "-q"));
+        assertEquals(0, phost("vhd", "info", child, "--json"));
+        assertTrue(out().contains("new.vhdx"), out());
+        assertEquals(0, phost("vhd", "rebase", "-u", child, base, "-q"));
+        assertEquals(2, phost("vhd", "rebase", child, child));
+
+        String raw = dir.resolve("out.raw").toString();
+        assertEquals(0, phost("vhd", "convert", child, raw, "-S", "0", "-q"));
+        assertEquals(64L << 20, Files.size(Path.of(raw)));
+        assertEquals(0, phost("vhd", "convert", "-n", base, raw, "-q"));
+        assertEquals(0, phost("vhd", "convert", "-n", "--target-is-zero", base, fresh, "-q"));
+        assertEquals(2, phost("vhd", "convert", "--target-is-zero", base, dir.resolve("x.vhdx").toString()));
+        assertEquals(2, phost("vhd", "convert", "-n", "-B", base, raw, fresh));
+        assertEquals(2, phost("vhd", "convert", "-S", "1000", base, dir.resolve("x.vhdx").toString()));
+        assertEquals(0, phost("vhd", "convert", raw, dir.resolve("d.vhdx").toString(), "-B", base, "-q"));
+        assertEquals(0, phost("vhd", "info", dir.resolve("d.vhdx").toString()));
+        assertTrue(out().contains("type:               differencing"), out());
+        assertFalse(Files.exists(dir.resolve("x.vhdx")));
+
+        String src = dir.resolve("src.vhdx").toString();
+        assertEquals(0, phost("vhd", "create", src, "--source", raw));
+        assertEquals(0, phost("vhd", "compact", src, "--mode", "quick", "-q"));
+        assertEquals(2, phost("vhd", "compact", src, "--mode", "retrim"));
+        assertEquals(0, phost("vhd", "resize", src, "--to-minimum-size", "-q"));
+        assertEquals(0, phost("vhd", "info", src, "--json"));
+        assertTrue(out().contains("\"virtualSize\":1048576"), "an empty image shrinks to 1 MiB: " + out());
+        assertEquals(2, phost("vhd", "resize", src, "--to-minimum-size", "--size", "2M"));
+        assertEquals(0, phost("vhd", "set", src, "--reset-disk-identifier"));
+        assertTrue(out().contains("new virtual disk id"), out());
+        assertEquals(2, phost("vhd", "set", src));
+        assertEquals(0, phost("vhd", "set", src, "--physical-sector", "512"));
+        assertEquals(2, phost("vhd", "set", src, "--physical-sector", "1024"));
+        String s4k = dir.resolve("s4k.vhdx").toString();
+        assertEquals(0, phost("vhd", "convert", raw, s4k, "--logical-sector", "4096", "--physical-sector", "4096", "-q"));
+        assertEquals(0, phost("vhd", "info", s4k, "--json"));
+        assertTrue(out().contains("\"logicalSectorSize\":4096") && out().contains("\"diskSize\""), out());
+        assertEquals(2, phost("vhd", "convert", "-n", raw, s4k, "--logical-sector", "4096"));
+        assertEquals(1, phost("vhd", "set", dir.resolve("missing.vhdx").toString(), "--reset-disk-identifier"));
     }
 
     @Test

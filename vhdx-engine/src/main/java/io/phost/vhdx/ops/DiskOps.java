@@ -49,9 +49,21 @@ public final class DiskOps {
         return info(path, null);
     }
 
+    /** At most this much data is read by {@code info} to find the minimum size. */
+    static final long INFO_SCAN_BUDGET = 256L << 20;
+
     /** Describes {@code path} read as {@code format} (null: recognised from content). */
     public static ImageInfo info(Path path, DiskFormat format) throws IOException {
         long fileSize = Files.size(path);
+        ImageFacts.Attached attached = ImageFacts.attached(path); // before our own open takes a lock
+        if (attached == ImageFacts.Attached.READ_WRITE) {
+            // A writer's metadata is live (its log, unflushed BAT): say what is safe to say without opening it.
+            Map<String, String> details = new LinkedHashMap<>();
+            details.put("attached", attached.describe());
+            details.put("note", "the process that has it open read-write owns its metadata; run info again once it is closed");
+            DiskFormat f = format != null ? format : VirtualDisks.detect(path);
+            return new ImageInfo(path.toString(), f.id(), "attached", 0, 0, 0, 0, fileSize, 0, List.of(), "in use", details);
+        }
         VirtualDisk opened;
         String parentProblem = null;
         try {
@@ -61,6 +73,12 @@ public final class DiskOps {
                 throw e;
             }
             opened = VhdxDisk.openDetached(path); // an orphaned child: show what the file itself says
+            parentProblem = e.getMessage();
+        } catch (VhdFormatException e) {
+            if (!isParentProblem(e)) {
+                throw e;
+            }
+            opened = VhdDisk.openDetached(path);
             parentProblem = e.getMessage();
         }
         try (VirtualDisk d = opened) {
@@ -85,7 +103,7 @@ public final class DiskOps {
                     details.put("geometry", v.footer().cylinders() + "/" + v.footer().heads() + "/"
                         + v.footer().sectorsPerTrack());
                     details.put("currentSize", Long.toString(v.footer().currentSize()));
-                    if (v.header() != null && v.parent() != null) {
+                    if (v.header() != null && v.type() == DiskType.DIFFERENCING) {
                         details.put("parentUniqueId", HexFormat.of().formatHex(v.header().parentUniqueId()));
                     }
                     allocated = v.allocatedBytes();
@@ -111,9 +129,23 @@ public final class DiskOps {
                     allocated = fileSize;
                 }
             }
+            long min = ImageFacts.minimumSize(d, INFO_SCAN_BUDGET);
+            details.put("minimumSize", min < 0 ? "not scanned (over " + (INFO_SCAN_BUDGET >> 20)
+                + " MiB of allocated tail to read; resize --to-minimum-size scans it all)" : Long.toString(min));
+            details.put("fragmentationPercentage", Integer.toString(ImageFacts.fragmentationPercentage(d)));
+            details.put("attached", attached.describe());
+            details.put("diskSize", Long.toString(diskBytes(path))); // qemu-img info's "disk size": st_blocks
             return new ImageInfo(path.toString(), d.format(), type, d.size(), blockSize, d.logicalSectorSize(),
                 d.physicalSectorSize(), fileSize, allocated, List.copyOf(chain), log, details);
         }
+    }
+
+    /** A VHD that opens except for its parent: missing, or not the image it was made from. */
+    private static boolean isParentProblem(VhdFormatException e) {
+        return switch (e.reason()) {
+            case PARENT_NOT_FOUND, PARENT_MISMATCH -> true;
+            default -> false;
+        };
     }
 
     /** A VHDX that opens except for its parent: missing, moved, or no longer the image it was made from. */
@@ -469,9 +501,14 @@ public final class DiskOps {
     /**
      * Releases zero and unmapped blocks so the file shrinks. VHD: see {@link VhdMaintenance#compact}. Raw: zero
      * chunks are punched out. VHDX (fixed/dynamic): rebuilt beside the old file with only non-zero blocks and
-     * renamed into place with the old identity (differencing VHDX is not compacted yet).
+     * renamed into place with the old identity; a differencing VHDX against its parent.
      */
     public static CompactResult compact(Path path, Progress progress) throws IOException {
+        return compact(path, CompactMode.FULL, progress);
+    }
+
+    /** {@link #compact(Path, Progress)} in {@code mode} (QUICK reads no data to find zeros; VHDX only). */
+    public static CompactResult compact(Path path, CompactMode mode, Progress progress) throws IOException {
         long diskBefore = diskBytes(path);
         long sizeBefore = Files.size(path);
         switch (VirtualDisks.detect(path)) {
@@ -481,7 +518,7 @@ public final class DiskOps {
                     punchZeros(d, progress);
                 }
             }
-            case VHDX -> compactVhdx(path, progress);
+            case VHDX -> compactVhdx(path, mode, progress);
         }
         return new CompactResult(diskBefore, diskBytes(path), sizeBefore, Files.size(path));
     }
@@ -511,25 +548,33 @@ public final class DiskOps {
     /**
      * VHDX compact: the non-zero blocks are copied into a new image beside the old one, which takes the old
      * image's VirtualDiskId and DataWriteGuid (children stay linked: it reads the same) and replaces it
-     * atomically, unless it would not take less space on disk (then the old file stays as it was).
+     * atomically, unless it would not take less space on disk (then the old file stays as it was). A
+     * differencing image is rebuilt as a differencing image of the same parent holding only the sectors
+     * that read differently from the parent (so sectors it stored with the parent's data are dropped too).
+     * QUICK copies allocated ranges as they are, without looking for zeros.
      */
-    private static void compactVhdx(Path path, Progress progress) throws IOException {
+    private static void compactVhdx(Path path, CompactMode mode, Progress progress) throws IOException {
         NewImage target = NewImage.prepare(path, true, List.of()); // refuses an image open elsewhere
         try {
             UUID diskId;
             UUID dataWrite;
             try (VhdxDisk in = VhdxDisk.open(path, true)) {
-                if (in.parent() != null) {
-                    throw new UnsupportedOperationException("compacting a differencing VHDX needs its sector bitmaps,"
-                        + " which the VHDX engine does not expose yet");
-                }
                 diskId = in.virtualDiskId();
                 dataWrite = in.dataWriteGuid();
-                DiskType type = in.leaveBlocksAllocated() ? DiskType.FIXED : DiskType.DYNAMIC;
-                CreateOptions o = new CreateOptions(DiskFormat.VHDX, type, in.size(), null, in.blockSize(),
-                    in.logicalSectorSize(), in.physicalSectorSize());
+                DiskType type = in.parent() != null ? DiskType.DIFFERENCING
+                    : in.leaveBlocksAllocated() ? DiskType.FIXED : DiskType.DYNAMIC;
+                Path parent = in.parent() != null ? in.parent().path() : null;
+                CreateOptions o = new CreateOptions(DiskFormat.VHDX, type, parent != null ? 0 : in.size(), parent,
+                    in.blockSize(), in.logicalSectorSize(), in.physicalSectorSize());
                 try (VirtualDisk out = VirtualDisks.create(target.tmp(), o)) {
-                    copy(in, out, in.size(), progress);
+                    if (parent != null) {
+                        // either mode reads both: what differs from the parent is what the child must keep
+                        ImageCopy.copy(in, out, in.size(), ImageCopy.Baseline.DISK, in.parent(), 512, progress);
+                    } else if (mode == CompactMode.QUICK) {
+                        ImageCopy.copy(in, out, in.size(), ImageCopy.Baseline.ZEROS, null, ImageCopy.AS_IS, progress);
+                    } else {
+                        copy(in, out, in.size(), progress);
+                    }
                     out.flush();
                 }
             }

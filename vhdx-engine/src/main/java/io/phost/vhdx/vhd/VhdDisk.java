@@ -146,6 +146,23 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
         return open(path, readOnly, 0, new ArrayList<>());
     }
 
+    /**
+     * Opens a VHD read-only without its parent (an orphaned child whose parent is missing or is not the one
+     * it was made from), for {@code info} and {@code rebase -u}: what the file itself says. Sectors the
+     * child does not store read as zeros.
+     */
+    public static VhdDisk openDetached(Path path) throws IOException {
+        PosixFile file = PosixFile.open(path, true);
+        Arena arena = Arena.ofAuto();
+        try {
+            Parsed p = parse(file, arena);
+            return new VhdDisk(file, arena, p.footer, p.header, p.size, p.bat, null, null, p.footerOffset);
+        } catch (IOException | RuntimeException | Error e) {
+            file.close();
+            throw e;
+        }
+    }
+
     private static VhdDisk open(Path path, boolean readOnly, int depth, List<Path> seen) throws IOException {
         if (depth >= MAX_CHAIN_DEPTH) {
             // Same limit as VHDX: a chain holds at most MAX_CHAIN_DEPTH images, the child included.

@@ -59,9 +59,11 @@ import java.util.concurrent.locks.ReentrantLock;
  * <h2>GUID rules</h2>
  * Before the first change to anything the on-disk image describes (a write into a block that existed at
  * open, the first log entry, a log replay) the header is rewritten with a new FileWriteGuid, a new
- * DataWriteGuid (first user-visible change) and a new LogGuid for this session, both copies, each followed
- * by fdatasync. Writes that allocate only append blocks past the end the image had at open: no BAT on disk
- * points there until the flush that logs them, so the header rewrite (two fdatasyncs) waits for that flush
+ * DataWriteGuid (first user-visible change) and a new LogGuid for this session: the non-current slot with
+ * sequence+1, followed by fdatasync (MS-VHDX 2.2.2.1), then the other slot with sequence+2 whose
+ * durability waits for the next fdatasync (the log entry's). Writes that
+ * allocate only append blocks past the end the image had at open: no BAT on disk
+ * points there until the flush that logs them, so the header rewrite (one fdatasync) waits for that flush
  * and a fresh image's first writes cost about what a raw file's sparse extension does. A crash before that
  * flush leaves the header as it was and unreferenced space at the end. On close the LogGuid is set back to zero (log empty), so qemu
  * and Hyper-V see a clean image.
@@ -598,8 +600,8 @@ public final class VhdxDisk implements MappedDisk {
     /**
      * Starts the session before a write that changes bytes the on-disk BAT already maps (a block older
      * than this open). Writes into blocks allocated in this open, and metadata changes (committed by
-     * {@link #flush()}, which starts the session itself), leave the session, and its two header
-     * fdatasyncs, to the first flush: a fresh image's first writes cost what a raw file's do.
+     * {@link #flush()}, which starts the session itself), leave the session, and its header
+     * fdatasync, to the first flush: a fresh image's first writes cost what a raw file's do.
      */
     private void sessionBeforeWriteAt(long blockFileOffset) throws IOException {
         if (blockFileOffset < sessionFloor && !sessionStarted) {
@@ -1021,7 +1023,12 @@ public final class VhdxDisk implements MappedDisk {
             logGuid = UUID.randomUUID();
             logPosition = 0;
             logSequence = 0;
-            writeHeaders();
+            // One fdatasync: the non-current slot gets sequence+1 and is current once durable (MS-VHDX
+            // 2.2.2.1); a torn write leaves the older copy current, still the image as it was (no log entry
+            // or in-place write precedes this sync). The other slot then gets sequence+2 without a sync of
+            // its own: torn or lost, the copy just synced stays current; the flush's next fdatasync (the log
+            // entry's) makes it durable, so both copies carry the session's LogGuid again.
+            writeHeaders(2, 1);
             sessionStarted = true; // volatile write: publishes the GUIDs to lock-free writers' fast check
         } finally {
             commitLock.unlock();
@@ -1030,12 +1037,22 @@ public final class VhdxDisk implements MappedDisk {
 
     /** Writes the header state to both slots (non-current first), fdatasync after each. Under commitLock. */
     private void writeHeaders() throws IOException {
-        for (int step = 0; step < 2; step++) {
+        writeHeaders(2, 2);
+    }
+
+    /**
+     * Writes the header state to both slots, the non-current one first, with an fdatasync after each of the
+     * first {@code synced} writes, so the newest durable valid copy is always a complete header. Under commitLock.
+     */
+    private void writeHeaders(int copies, int synced) throws IOException {
+        for (int step = 0; step < copies; step++) {
             int slot = 1 - currentSlot;
             byte[] h = VhdxImageWriter.header(++headerSequence, fileWriteGuid, dataWriteGuid, logGuid,
                 header.logLength(), header.logOffset());
             file.write(VhdxHeaderDescriptor.headerFileOffset(slot), h, 0, h.length);
-            file.sync();
+            if (step < synced) {
+                file.sync();
+            }
             currentSlot = slot;
         }
     }
@@ -1267,6 +1284,38 @@ public final class VhdxDisk implements MappedDisk {
     public static void adoptIdentity(Path path, UUID virtualDiskId, UUID dataWriteGuid) throws IOException {
         try (VhdxDisk d = open(path, false)) {
             d.adopt(virtualDiskId, dataWriteGuid);
+        }
+    }
+
+    /**
+     * Set-VHD {@code -PhysicalSectorSizeBytes}: rewrites the physical sector size item (512 or 4096, not
+     * below the logical size) through the log. Only what the guest is told changes: the DataWriteGuid stays,
+     * so children stay linked.
+     */
+    public static void setPhysicalSectorSize(Path path, int bytes) throws IOException {
+        try (VhdxDisk d = open(path, false)) {
+            if (bytes != 512 && bytes != 4096 || bytes < d.logicalSectorSize) {
+                throw new IllegalArgumentException("physical sector size must be 512 or 4096 and not below the logical "
+                    + d.logicalSectorSize + ": " + bytes);
+            }
+            if (bytes == d.p.physicalSectorSize) {
+                return;
+            }
+            d.commitLock.lock();
+            try {
+                d.startSession(false);
+                long at = d.metadataItemFileOffset(MetadataDescriptor.PHYSICAL_SECTOR_SIZE);
+                long pageOff = at & ~4095L;
+                if (at + 4 > pageOff + 4096) {
+                    throw new VhdxFormatException(Reason.OUT_OF_BOUNDS, at, "physical sector size item crosses a page");
+                }
+                byte[] page = new byte[4096];
+                d.file.read(pageOff, page, 0, 4096);
+                Le.put32(page, (int) (at - pageOff), bytes);
+                d.commitAll(List.of(new VhdxLog.Update(pageOff, page, 0)));
+            } finally {
+                d.commitLock.unlock();
+            }
         }
     }
 

@@ -30,7 +30,9 @@ import static org.junit.jupiter.api.Assertions.*;
  * independently of the engine. Every flattening path must yield the reference exactly: convert (to raw, VHD,
  * VHDX), merge --into, compare against the reference, map (no reference byte outside a data extent), and
  * finally merge into the parent or into a random ancestor (commit). Every refusal (an existing target without --force, a chain file as target
- * with --force, a shrink without --shrink, a file as its own parent) must leave every input byte-identical.
+ * with --force, a shrink without --shrink, a file as its own parent, a rebase onto a descendant or onto an
+ * image of another size, convert -n into the chain, convert -B onto an image of another size) must leave
+ * every input byte-identical: size, times and a SHA-256 of every layer, in every chain.
  *
  * <p>A failure prints the chain's seed; rerun one with {@code -Dphost.chainSeed=N}. The default suite runs
  * {@value #DEFAULT_CHAINS} chains; {@code -Dphost.soak=true} runs {@value #SOAK_CHAINS}.
@@ -201,7 +203,21 @@ class ChainPropertyTest {
                 () -> DiskOps.resize(layers.getFirst(), size - logical, false, Progress.NONE));
             if (layers.size() > 1) {
                 assertThrows(IOException.class, () -> DiskOps.setParent(top, top, false));
+                // rebase onto a descendant-or-self, or onto an image of another size; convert -n into the chain
+                assertThrows(IllegalArgumentException.class,
+                    () -> ImageRebase.rebase(layers.get(layers.size() - 2), top, rnd.nextBoolean(), Progress.NONE));
+                assertThrows(IllegalArgumentException.class,
+                    () -> ImageConvert.into(top, null, victim, null, rnd.nextBoolean(), 4096, Progress.NONE));
             }
+            Path other = dir.resolve("other." + format.id());
+            DiskOps.create(other, new CreateOptions(format, DiskType.DYNAMIC, size + (1 << 20), null, 0, logical,
+                Math.max(logical, format == DiskFormat.VHDX ? 4096 : 512)), false);
+            if (layers.size() > 1) {
+                assertThrows(IllegalArgumentException.class, () -> ImageRebase.rebase(top, other, false, Progress.NONE));
+            }
+            assertThrows(IllegalArgumentException.class, () -> ImageConvert.toNew(top, null, dir.resolve("b." + format.id()),
+                format, DiskType.DYNAMIC, 0, other, 4096, false, Progress.NONE));
+            Files.delete(other);
             assertEquals(before, hashes(), "every refusal leaves every input byte-identical");
             try (Stream<Path> s = Files.list(dir)) {
                 assertEquals(layers.size(), s.count(), "no temporary file is left behind");
@@ -254,20 +270,15 @@ class ChainPropertyTest {
         }
 
         /**
-         * A fingerprint of every layer: size, mtime and ctime (any write changes them, and ctime cannot be set
-         * back), plus a CRC-32C of the whole content for one chain in eight (reading every layer of every chain
-         * would dominate the run).
+         * A fingerprint of every layer: size, mtime, ctime and a SHA-256 of the whole file, in every chain
+         * (a write that restored size and times would still change the digest).
          */
         private List<String> hashes() throws Exception {
             List<String> out = new ArrayList<>();
             for (Path p : layers) {
                 Map<String, Object> a = Files.readAttributes(p, "unix:size,lastModifiedTime,ctime");
-                String content = "";
-                if (useQemu) {
-                    java.util.zip.CRC32C crc = new java.util.zip.CRC32C();
-                    crc.update(Files.readAllBytes(p));
-                    content = "/" + Long.toHexString(crc.getValue());
-                }
+                String content = "/" + java.util.HexFormat.of().formatHex(
+                    java.security.MessageDigest.getInstance("SHA-256").digest(Files.readAllBytes(p)));
                 out.add(p.getFileName() + "=" + a.get("size") + "/" + a.get("lastModifiedTime") + "/" + a.get("ctime") + content);
             }
             return out;
