@@ -197,6 +197,12 @@ final class VhostUserSession implements AutoCloseable {
                 if (wasRunning) {
                     tryStart(v);
                 }
+                if (v.call != null) {
+                    // As libvhost-user: one call on the new fd. A completion signalled on the old fd after the
+                    // front-end stopped reading it (QEMU swaps call fds while the guest sets up MSI-X, without
+                    // waiting for a reply) would otherwise never interrupt the guest; a spurious call is harmless.
+                    v.call.signal();
+                }
                 ack();
             }
             case SET_VRING_ERR -> {
