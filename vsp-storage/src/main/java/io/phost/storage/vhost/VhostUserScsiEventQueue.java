@@ -10,8 +10,8 @@ import java.lang.foreign.ValueLayout;
 import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
 
 /**
- * virtio-scsi queue 1 (device → driver events). HOTPLUG and CHANGE are not offered, so Linux posts no event
- * buffers; a driver that does gets them held and, when the queue stops, returned with NO_EVENT written
+ * virtio-scsi queue 1 (device → driver events). HOTPLUG is not offered and no CHANGE event is ever raised; Linux still posts event
+ * buffers (8, because CHANGE is negotiated): they are held and, when the queue stops, returned with NO_EVENT written
  * into their first 4 bytes (when the first writable buffer has room) and used length 0.
  */
 final class VhostUserScsiEventQueue implements VirtqueueHandler {
