@@ -29,7 +29,14 @@ final class InflightTracker {
     /** Counters above this are clamped when sorting (only a hostile front-end writes them). */
     private static final long COUNTER_LIMIT = (1L << 47) - 1;
 
+    // SAFETY: the per-I/O accesses go through this segment at base + offsets below 16 + 16 * size, which the
+    // constructor checked against the region's slice; the region stays mapped while the queue runs (the session
+    // stops every queue before it replaces or unmaps it). A bounds-checked slice of a shared arena's mapping
+    // allocated 40 B per command here (VhostUserScsiAllocationTest), hence the raw view, as SplitVirtqueue's.
+    private static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
+
     private final MemorySegment region;
+    private final long base;
     private final int size;
     private final int[] resubmit;
     private int resubmitCount;
@@ -38,7 +45,11 @@ final class InflightTracker {
 
     /** @param region this queue's slice; {@code size} the ring's size, at most the region's desc_num */
     InflightTracker(MemorySegment region, int size) {
+        if (region.byteSize() < QUEUE_HEADER_LENGTH + (long) DESC_STATE_LENGTH * size) {
+            throw new IllegalArgumentException("inflight region of " + region.byteSize() + " bytes for a queue of " + size);
+        }
         this.region = region;
+        this.base = region.address();
         this.size = size;
         this.resubmit = new int[size];
     }
@@ -104,24 +115,31 @@ final class InflightTracker {
 
     /** Head {@code head} was taken from the avail ring. */
     void popped(int head) {
-        long d = desc(head);
-        region.set(U64, d + DESC_COUNTER_OFFSET, counter++);
+        long d = base + desc(checked(head));
+        EVERYTHING.set(U64, d + DESC_COUNTER_OFFSET, counter++);
         VarHandle.storeStoreFence(); // counter before the flag: a recovered entry always has its order
-        region.set(U8, d + DESC_INFLIGHT_OFFSET, (byte) 1);
+        EVERYTHING.set(U8, d + DESC_INFLIGHT_OFFSET, (byte) 1);
     }
 
     /** Before the used ring's idx covers {@code head}: remember it as the one being completed. */
     void beforePush(int head) {
-        region.set(U16, LAST_BATCH_HEAD_OFFSET, (short) head);
+        EVERYTHING.set(U16, base + LAST_BATCH_HEAD_OFFSET, (short) checked(head));
         VarHandle.storeStoreFence(); // last_batch_head must be set before used.idx moves (recover reads it then)
     }
 
     /** After the used ring's idx moved to {@code usedIdx}: {@code head} is no longer in flight. */
     void afterPush(int head, int usedIdx) {
         VarHandle.storeStoreFence(); // used.idx first: clearing the flag before it would lose the request on a kill
-        region.set(U8, desc(head) + DESC_INFLIGHT_OFFSET, (byte) 0);
+        EVERYTHING.set(U8, base + desc(checked(head)) + DESC_INFLIGHT_OFFSET, (byte) 0);
         VarHandle.storeStoreFence(); // the flag before used_idx: recover's "used_idx differs" case relies on it
-        region.set(U16, USED_IDX_OFFSET, (short) usedIdx);
+        EVERYTHING.set(U16, base + USED_IDX_OFFSET, (short) usedIdx);
+    }
+
+    private int checked(int head) {
+        if (head < 0 || head >= size) {
+            throw new IllegalArgumentException("head " + head + " outside a queue of " + size);
+        }
+        return head;
     }
 
     private static long desc(int head) {
