@@ -874,8 +874,13 @@ final class ConfigBinder implements TomlNode.Errors {
                     ok = false;
                 }
             }
+            String bus = a.word("bus");
+            if (a.has("bus") && bus == null) {
+                ok = false; // invalid: already reported
+            }
             if (controllers[i] != null && luns[i] != null) {
-                attachments.add(new DiskAttachment(diskName, controllers[i].intValue(), luns[i].intValue()));
+                attachments.add(new DiskAttachment(diskName, controllers[i].intValue(), luns[i].intValue(),
+                    "scsi".equals(bus) ? DiskAttachment.Bus.SCSI : DiskAttachment.Bus.BLK));
             }
         }
 

@@ -176,7 +176,9 @@ public final class ConfigSchema {
         section("partition.disk", true)
             .add(key("disk", Kind.NAME).req().note("a [[disk]] name"))
             .add(key("controller", Kind.INTEGER).def("0").range(0, 3))
-            .add(key("lun", Kind.INTEGER).computed("lowest free on the controller").range(0, 63));
+            .add(key("lun", Kind.INTEGER).computed("lowest free on the controller").range(0, 63))
+            .add(key("bus", Kind.ENUM).def("blk").allowed("blk", "scsi")
+                .note("vm only: virtio-blk device, or a LUN of the controller's virtio-scsi device"));
         section("partition.nic", true)
             .add(key("switch", Kind.NAME).req().note("a [[switch]] name"))
             .add(key("mac", Kind.MAC).computed("generated").note("unicast, unique"))

@@ -7,7 +7,11 @@ import io.phost.appliance.config.PartitionConfig;
 import io.phost.core.vm.VmDevice;
 import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
+import io.phost.storage.engine.IoEngines;
+import io.phost.storage.scsi.ScsiLun;
+import io.phost.storage.scsi.ScsiTarget;
 import io.phost.storage.vhost.VhostUserBlkExport;
+import io.phost.storage.vhost.VhostUserScsiExport;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
 import java.nio.file.Files;
@@ -19,18 +23,48 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * The disks of VM partitions, each served by this phost as a vhost-user-blk device on
- * {@code DATA_DIR/vhost/partitions/PARTITION/DISK.sock} (unique per partition and disk, and apart from the
- * {@code vhost_user} exports' {@code DATA_DIR/vhost/DISK.sock}) through the storage core: its QoS flow,
- * read-only flag, engine and statistics, so QEMU never opens an image itself. A VM's disks become PCI
- * devices in (controller, LUN) order; under firmware boot the first one boots.
+ * The disks of VM partitions, served by this phost through the storage core (each disk's QoS flow,
+ * read-only flag, engine and statistics), so QEMU never opens an image itself:
+ * <pre>
+ *   bus = "blk"  (default)  one vhost-user-blk device per disk    DATA_DIR/vhost/partitions/PARTITION/DISK.sock
+ *   bus = "scsi"            one vhost-user-scsi device per controller, the disk at its LUN
+ *                                                                 DATA_DIR/vhost/partitions/PARTITION/scsiN.sock
+ * </pre>
+ * (unique per partition, and apart from the {@code vhost_user} exports' {@code DATA_DIR/vhost/DISK.sock}).
+ * A VM's devices follow (controller, LUN) order, a SCSI controller at the place of its first LUN; under
+ * firmware boot the first one boots.
  */
 public final class VmDisksComponent implements Component {
     private static final Logger LOG = System.getLogger("phost.storage");
     /** sun_path is 108 bytes with the terminating NUL. */
     private static final int MAX_SOCKET_PATH = 107;
 
-    private record Export(String partition, DiskAttachment attachment, VhostUserBlkExport export) {}
+    /** A disk on a VM: its own blk export, or a LUN of a SCSI controller's export (shared by its LUNs). */
+    private record Export(String partition, DiskAttachment attachment, VhostUserBlkExport export, VhostUserScsiExport scsi, ScsiLun lun) {
+        DiskStats stats() {
+            return export != null ? export.stats() : lun.stats();
+        }
+
+        String transport() {
+            return export != null ? "vhost-user-blk" : "vhost-user-scsi";
+        }
+
+        Path socket() {
+            return export != null ? export.socketPath() : scsi.socketPath();
+        }
+
+        boolean connected() {
+            return export != null ? export.connected() : scsi.connected();
+        }
+
+        int runningQueues() {
+            return export != null ? export.runningQueues() : scsi.runningQueues();
+        }
+
+        String lastError() {
+            return export != null ? export.lastError() : scsi.lastError();
+        }
+    }
 
     private final Map<String, List<Export>> byPartition = new LinkedHashMap<>();
 
@@ -49,19 +83,34 @@ public final class VmDisksComponent implements Component {
                 ordered.sort(Comparator.comparingInt(DiskAttachment::controller).thenComparingInt(DiskAttachment::lun));
                 List<Export> exports = new ArrayList<>();
                 c.byPartition.put(p.name(), exports);
+                Map<Integer, VhostUserScsiExport> controllers = new LinkedHashMap<>();
                 for (DiskAttachment a : ordered) {
                     DiskConfig d = cfg.disk(a.disk()).orElseThrow();
                     DisksComponent.OpenDisk open = disks.get(d.name());
-                    Path socket = dir.resolve(d.name() + ".sock");
+                    Path socket = dir.resolve(a.bus() == DiskAttachment.Bus.SCSI ? "scsi" + a.controller() + ".sock" : d.name() + ".sock");
                     if (socket.toString().length() > MAX_SOCKET_PATH) {
                         throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
                             + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
                     }
                     QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+                    if (a.bus() == DiskAttachment.Bus.SCSI) {
+                        VhostUserScsiExport scsi = controllers.get(a.controller());
+                        if (scsi == null) {
+                            scsi = VhostUserScsiExport.start(p.name() + ".scsi" + a.controller(), new ScsiTarget(), socket,
+                                VhostUserScsiExport.Options.defaults().withRequestQueues(queues(p)));
+                            controllers.put(a.controller(), scsi);
+                        }
+                        ScsiLun lun = new ScsiLun(d.name(), open.disk(), flow, d.readOnly(), IoEngines.Kind.AUTO);
+                        scsi.target().add(a.lun(), lun);
+                        exports.add(new Export(p.name(), a, null, scsi, lun));
+                        LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-scsi controller="
+                            + a.controller() + " lun=" + a.lun() + " socket=" + socket);
+                        continue;
+                    }
                     VhostUserBlkExport e = VhostUserBlkExport.start(p.name() + "." + d.name(), open.disk(), socket,
                         VhostUserBlkExport.Options.defaults().withReadOnly(d.readOnly()).withQos(flow)
                             .withQueues(queues(p)).withSerial(d.name()));
-                    exports.add(new Export(p.name(), a, e));
+                    exports.add(new Export(p.name(), a, e, null, null));
                     LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-blk socket=" + socket);
                 }
             }
@@ -98,9 +147,15 @@ public final class VmDisksComponent implements Component {
     /** The vhost-user devices QEMU gets for partition {@code p}, in boot order. */
     public List<VmDevice> devicesFor(PartitionConfig p) {
         List<VmDevice> out = new ArrayList<>();
+        List<VhostUserScsiExport> seen = new ArrayList<>();
         int i = 0;
         for (Export e : byPartition.getOrDefault(p.name(), List.of())) {
-            out.add(VmDevice.blk("disk" + i++, e.export().socketPath(), queues(p))); // as many as the export offers
+            if (e.export() != null) {
+                out.add(VmDevice.blk("disk" + i++, e.export().socketPath(), queues(p))); // as many as the export offers
+            } else if (!seen.contains(e.scsi())) {
+                seen.add(e.scsi());
+                out.add(new VmDevice("scsi" + e.attachment().controller(), VmDevice.Type.SCSI, e.scsi().socketPath(), queues(p), null));
+            }
         }
         return out;
     }
@@ -115,18 +170,22 @@ public final class VmDisksComponent implements Component {
         List<Object> rows = new ArrayList<>();
         byPartition.forEach((partition, exports) -> {
             for (Export e : exports) {
-                DiskStats s = e.export().stats();
+                DiskStats s = e.stats();
                 Map<String, Object> m = new LinkedHashMap<>();
                 m.put("partition", partition);
                 m.put("disk", e.attachment().disk());
-                m.put("transport", "vhost-user-blk");
-                m.put("socket", e.export().socketPath().toString());
-                m.put("connected", e.export().connected());
-                m.put("queues", e.export().runningQueues());
+                m.put("transport", e.transport());
+                if (e.lun() != null) {
+                    m.put("controller", e.attachment().controller());
+                    m.put("lun", e.attachment().lun());
+                }
+                m.put("socket", e.socket().toString());
+                m.put("connected", e.connected());
+                m.put("queues", e.runningQueues());
                 m.put("reads", s.reads());
                 m.put("writes", s.writes());
                 m.put("errors", s.errors());
-                m.put("last_error", e.export().lastError() == null ? "" : e.export().lastError());
+                m.put("last_error", e.lastError() == null ? "" : e.lastError());
                 rows.add(m);
             }
         });
@@ -137,19 +196,25 @@ public final class VmDisksComponent implements Component {
     public void metrics(Metrics m) {
         byPartition.forEach((partition, exports) -> {
             for (Export e : exports) {
-                String[] l = {"partition", partition, "disk", e.attachment().disk(), "transport", "vhost-user-blk"};
-                DiskStats s = e.export().stats();
+                String[] l = {"partition", partition, "disk", e.attachment().disk(), "transport", e.transport()};
+                DiskStats s = e.stats();
                 m.counter("phost_vm_disk_reads", "virtio-blk reads completed for a VM", s.reads(), l);
                 m.counter("phost_vm_disk_writes", "virtio-blk writes completed for a VM", s.writes(), l);
                 m.counter("phost_vm_disk_errors", "virtio-blk requests answered with an error", s.errors(), l);
                 m.gauge("phost_vm_disk_connected", "1 while QEMU is connected to the disk's vhost-user socket",
-                    e.export().connected() ? 1 : 0, l);
+                    e.connected() ? 1 : 0, l);
             }
         });
     }
 
     @Override
     public void close() {
-        byPartition.values().forEach(list -> list.forEach(e -> e.export().close()));
+        byPartition.values().forEach(list -> list.forEach(e -> {
+            if (e.export() != null) {
+                e.export().close();
+            } else {
+                e.scsi().close(); // idempotent: the controller's other LUNs close it again
+            }
+        }));
     }
 }

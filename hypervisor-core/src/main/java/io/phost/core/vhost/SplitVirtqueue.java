@@ -47,6 +47,7 @@ public final class SplitVirtqueue {
     private final boolean eventIdx;
     private final boolean indirect;
     private final EventFd call;
+    private final InflightTracker inflight;
     private int lastAvail;
     private int usedIdx;
     private int signalledUsed;
@@ -58,6 +59,16 @@ public final class SplitVirtqueue {
      */
     SplitVirtqueue(int index, GuestMemory memory, int size, long descHost, long availHost, long usedHost, int base,
                    boolean eventIdx, boolean indirect, EventFd call) {
+        this(index, memory, size, descHost, availHost, usedHost, base, eventIdx, indirect, call, null);
+    }
+
+    /**
+     * As above, with inflight tracking ({@link InflightTracker}, INFLIGHT_SHMFD): requests a previous back-end
+     * took and did not complete are popped again first, and the base is the guest's used index plus their
+     * number (SET_VRING_BASE's value stands only for a fresh region).
+     */
+    SplitVirtqueue(int index, GuestMemory memory, int size, long descHost, long availHost, long usedHost, int base,
+                   boolean eventIdx, boolean indirect, EventFd call, InflightTracker inflight) {
         this.index = index;
         this.memory = memory;
         this.size = size;
@@ -68,8 +79,22 @@ public final class SplitVirtqueue {
         this.eventIdx = eventIdx;
         this.indirect = indirect;
         this.call = call;
+        this.inflight = inflight;
         this.lastAvail = base & 0xFFFF;
         this.usedIdx = base & 0xFFFF;
+        if (inflight != null) {
+            int guestUsed = EVERYTHING.get(U16, usedHost + 2) & 0xFFFF;
+            int next = inflight.recover(guestUsed);
+            if (next >= 0) {
+                this.lastAvail = next;
+                this.usedIdx = guestUsed;
+            }
+        }
+    }
+
+    /** Requests found in flight when the queue started (INFLIGHT_SHMFD), popped again before new ones. */
+    public int resubmitted() {
+        return inflight == null ? 0 : inflight.recovered();
     }
 
     /**
@@ -130,6 +155,13 @@ public final class SplitVirtqueue {
      * looks once more, closing the race with a request made in between.
      */
     public boolean tryPop(DescriptorChain chain) {
+        if (inflight != null) {
+            int again = inflight.nextResubmit();
+            if (again >= 0) {
+                walk(chain, again); // still the guest's chain: it has not seen it completed
+                return true;
+            }
+        }
         int availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
         if (availIdx == lastAvail) {
             if (!eventIdx) {
@@ -151,6 +183,9 @@ public final class SplitVirtqueue {
         int head = EVERYTHING.get(U16, avail + 4 + 2L * (lastAvail & mask)) & 0xFFFF;
         lastAvail = (lastAvail + 1) & 0xFFFF;
         walk(chain, head);
+        if (inflight != null) {
+            inflight.popped(head);
+        }
         return true;
     }
 
@@ -162,6 +197,9 @@ public final class SplitVirtqueue {
     public void discard(int chains) {
         if (chains < 0 || chains > size) {
             throw new IllegalArgumentException("discard " + chains + " of queue size " + size);
+        }
+        if (inflight != null) {
+            throw new IllegalStateException("discard on queue " + index + " with inflight tracking (its device must not offer INFLIGHT_SHMFD)");
         }
         lastAvail = (lastAvail - chains) & 0xFFFF;
     }
@@ -253,8 +291,14 @@ public final class SplitVirtqueue {
         EVERYTHING.set(U32, e, head);
         EVERYTHING.set(U32, e + 4, written);
         usedIdx = (usedIdx + 1) & 0xFFFF;
+        if (inflight != null) {
+            inflight.beforePush(head);
+        }
         VarHandle.releaseFence(); // StoreStore: the element must be visible before used.idx covers it
         EVERYTHING.set(U16, used + 2, (short) usedIdx);
+        if (inflight != null) {
+            inflight.afterPush(head, usedIdx);
+        }
     }
 
     /**

@@ -23,6 +23,15 @@ public interface VhostUserDevice {
     /** A handler for queue {@code index} about to start on the queue's worker thread. */
     VirtqueueHandler openQueue(int index);
 
+    /**
+     * Whether the transport may offer INFLIGHT_SHMFD for this device: its requests are idempotent (block,
+     * SCSI) so resubmitting those a killed back-end left in flight is safe, and its queues never give chains
+     * back ({@link SplitVirtqueue#discard}). Network devices say no (QEMU's vhost-user-net never asks).
+     */
+    default boolean tracksInflight() {
+        return false;
+    }
+
     /** Called with the negotiated virtio features (SET_FEATURES). */
     default void featuresAcked(long features) {
     }

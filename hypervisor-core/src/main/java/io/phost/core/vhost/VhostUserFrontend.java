@@ -35,7 +35,7 @@ public final class VhostUserFrontend implements AutoCloseable {
     private static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED;
     private static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED;
 
-    private final UnixSocket socket;
+    private UnixSocket socket;
     private final int memFd;
     private final MemorySegment memory;
     private final MemorySegment out = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
@@ -44,6 +44,11 @@ public final class VhostUserFrontend implements AutoCloseable {
     private long next;
     private long features;
     private long protocolFeatures;
+    private int inflightFd = -1;
+    private long inflightSize;
+    private int inflightQueues;
+    private int inflightQueueSize;
+    private int lastReplyFd = -1;
 
     private VhostUserFrontend(UnixSocket socket, int memFd, MemorySegment memory) {
         this.socket = socket;
@@ -125,8 +130,17 @@ public final class VhostUserFrontend implements AutoCloseable {
         if (code != expected.code || (flags & FLAG_REPLY) == 0 || size < 0 || size > MAX_PAYLOAD) {
             throw new IllegalStateException("bad reply to " + expected + ": code " + code + " flags " + flags + " size " + size);
         }
-        if (size > 0 && socket.readFully(in, HEADER_LENGTH, size, fds, timeoutMillis) <= 0) {
+        int[] more = new int[UnixSocket.MAX_FDS];
+        if (size > 0 && socket.readFully(in, HEADER_LENGTH, size, more, timeoutMillis) <= 0) {
             throw new IllegalStateException("reply payload missing");
+        }
+        for (int f : more) {
+            Fd.close(f);
+        }
+        Fd.close(lastReplyFd);
+        lastReplyFd = fds[0];
+        for (int i = 1; i < fds.length; i++) {
+            Fd.close(fds[i]);
         }
         return in.asSlice(HEADER_LENGTH, size);
     }
@@ -245,6 +259,77 @@ public final class VhostUserFrontend implements AutoCloseable {
             setState(VhostUserRequest.SET_VRING_ENABLE, index, 1);
         }
         return q;
+    }
+
+    /**
+     * GET_INFLIGHT_FD for {@code numQueues} queues of {@code queueSize}: keeps the back-end's region (as QEMU
+     * does, across back-end restarts) and returns its size; then SET_INFLIGHT_FD hands it back.
+     */
+    public long getInflight(int numQueues, int queueSize) {
+        MemorySegment p = MemorySegment.ofArray(new byte[24]);
+        p.set(U16, 16, (short) numQueues);
+        p.set(U16, 18, (short) queueSize);
+        send(VhostUserRequest.GET_INFLIGHT_FD, 0, p);
+        MemorySegment r = reply(VhostUserRequest.GET_INFLIGHT_FD, 5_000);
+        if (lastReplyFd < 0) {
+            throw new IllegalStateException("GET_INFLIGHT_FD reply carried no descriptor");
+        }
+        Fd.close(inflightFd);
+        inflightFd = lastReplyFd;
+        lastReplyFd = -1;
+        inflightSize = r.get(U64, 0);
+        inflightQueues = numQueues;
+        inflightQueueSize = queueSize;
+        setInflight();
+        return inflightSize;
+    }
+
+    /** SET_INFLIGHT_FD with the region kept from {@link #getInflight} (after reconnecting to a new back-end). */
+    public void setInflight() {
+        MemorySegment p = MemorySegment.ofArray(new byte[24]);
+        p.set(U64, 0, inflightSize);
+        p.set(U16, 16, (short) inflightQueues);
+        p.set(U16, 18, (short) inflightQueueSize);
+        boolean ack = (protocolFeatures & (1L << PF_REPLY_ACK)) != 0;
+        send(VhostUserRequest.SET_INFLIGHT_FD, ack ? FLAG_NEED_REPLY : 0, p, inflightFd);
+        if (ack && reply(VhostUserRequest.SET_INFLIGHT_FD, 5_000).get(U64, 0) != 0) {
+            throw new IllegalStateException("SET_INFLIGHT_FD refused");
+        }
+    }
+
+    /**
+     * Drops the connection and connects to {@code socketPath} (a restarted back-end), keeping guest memory,
+     * queues and the inflight region, as QEMU's {@code reconnect=} does; then call {@link #negotiate},
+     * {@link #setInflight} and {@link #restartQueue}.
+     */
+    public void reconnect(Path socketPath) {
+        socket.close();
+        socket = UnixSocket.connectStream(socketPath);
+        protocolFeatures = 0; // a new back-end: nothing negotiated yet
+    }
+
+    /**
+     * Configures and enables an existing queue again on the (new) back-end, at avail index {@code base}
+     * (QEMU, having lost the old back-end, uses the used ring's index).
+     */
+    public void restartQueue(Queue q, int base) {
+        setState(VhostUserRequest.SET_VRING_NUM, q.index, q.size);
+        MemorySegment a = MemorySegment.ofArray(new byte[VRING_ADDR_LENGTH]);
+        a.set(U32, 0, q.index);
+        a.set(U64, 8, userAddress(q.desc));
+        a.set(U64, 16, userAddress(q.used));
+        a.set(U64, 24, userAddress(q.avail));
+        boolean ack = (protocolFeatures & (1L << PF_REPLY_ACK)) != 0;
+        send(VhostUserRequest.SET_VRING_ADDR, ack ? FLAG_NEED_REPLY : 0, a);
+        if (ack) {
+            reply(VhostUserRequest.SET_VRING_ADDR, 5_000);
+        }
+        setState(VhostUserRequest.SET_VRING_BASE, q.index, base);
+        setU64(VhostUserRequest.SET_VRING_CALL, q.index, q.call.fd());
+        setU64(VhostUserRequest.SET_VRING_KICK, q.index, q.kick.fd());
+        if ((features & (1L << F_PROTOCOL_FEATURES)) != 0) {
+            setState(VhostUserRequest.SET_VRING_ENABLE, q.index, 1);
+        }
     }
 
     /** GET_VRING_BASE: stops the queue; returns the back-end's next avail index. */
@@ -431,5 +516,7 @@ public final class VhostUserFrontend implements AutoCloseable {
         }
         SharedMemory.unmap(memory);
         Fd.close(memFd);
+        Fd.close(inflightFd);
+        Fd.close(lastReplyFd);
     }
 }

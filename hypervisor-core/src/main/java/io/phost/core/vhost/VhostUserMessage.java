@@ -104,6 +104,11 @@ public final class VhostUserMessage {
         return buffer.get(U32, HEADER_LENGTH + offset);
     }
 
+    /** Unsigned u16 at {@code offset} into the payload. */
+    public int u16(int offset) {
+        return buffer.get(ValueLayout.JAVA_SHORT_UNALIGNED, HEADER_LENGTH + offset) & 0xFFFF;
+    }
+
     /** u64 at {@code offset} into the payload. */
     public long u64(int offset) {
         return buffer.get(U64, HEADER_LENGTH + offset);

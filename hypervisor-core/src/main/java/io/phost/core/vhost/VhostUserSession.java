@@ -34,7 +34,9 @@ final class VhostUserSession implements AutoCloseable {
     private final VhostUserMessage msg = new VhostUserMessage(in);
     private final int[] fds = new int[UnixSocket.MAX_FDS];
     private final Vring[] rings;
+    private final long protocolOffered;
     private GuestMemory memory = GuestMemory.empty();
+    private InflightRegion inflight;
     private long ackedFeatures;
     private long ackedProtocol;
     private int status;
@@ -45,6 +47,7 @@ final class VhostUserSession implements AutoCloseable {
         this.socket = socket;
         this.device = device;
         this.onQueueError = onQueueError;
+        this.protocolOffered = PROTOCOL_FEATURES | (device.tracksInflight() ? 1L << PF_INFLIGHT_SHMFD : 0);
         int n = Math.max(1, Math.min(device.maxQueues(), 256));
         this.rings = new Vring[n];
         for (int i = 0; i < n; i++) {
@@ -121,12 +124,12 @@ final class VhostUserSession implements AutoCloseable {
                 status = 0;
                 ack();
             }
-            case GET_PROTOCOL_FEATURES -> replyU64(PROTOCOL_FEATURES);
+            case GET_PROTOCOL_FEATURES -> replyU64(protocolOffered);
             case SET_PROTOCOL_FEATURES -> {
                 long v = msg.u64(0);
-                if ((v & ~PROTOCOL_FEATURES) != 0) {
+                if ((v & ~protocolOffered) != 0) {
                     throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
-                        "SET_PROTOCOL_FEATURES 0x" + Long.toHexString(v) + " has bits not offered (0x" + Long.toHexString(PROTOCOL_FEATURES) + ")");
+                        "SET_PROTOCOL_FEATURES 0x" + Long.toHexString(v) + " has bits not offered (0x" + Long.toHexString(protocolOffered) + ")");
                 }
                 ackedProtocol = v;
                 ack();
@@ -194,6 +197,12 @@ final class VhostUserSession implements AutoCloseable {
                 if (wasRunning) {
                     tryStart(v);
                 }
+                if (v.call != null) {
+                    // As libvhost-user: one call on the new fd. A completion signalled on the old fd after the
+                    // front-end stopped reading it (QEMU swaps call fds while the guest sets up MSI-X, without
+                    // waiting for a reply) would otherwise never interrupt the guest; a spurious call is harmless.
+                    v.call.signal();
+                }
                 ack();
             }
             case SET_VRING_ERR -> {
@@ -219,6 +228,8 @@ final class VhostUserSession implements AutoCloseable {
                 }
                 ack();
             }
+            case GET_INFLIGHT_FD -> getInflight();
+            case SET_INFLIGHT_FD -> setInflight();
             case GET_CONFIG -> getConfig();
             case SET_CONFIG -> {
                 // No writable config field is offered (no CONFIG_WCE): refuse, keeping the connection.
@@ -316,6 +327,61 @@ final class VhostUserSession implements AutoCloseable {
         ack();
     }
 
+    private boolean inflightNegotiated(VhostUserRequest req) {
+        if ((ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) == 0) {
+            throw new VhostUserException(VhostUserException.Reason.UNSUPPORTED_REQUEST, req + " without the INFLIGHT_SHMFD protocol feature");
+        }
+        return true;
+    }
+
+    private void checkInflightPayload(VhostUserRequest req) {
+        if (msg.size() < InflightRegion.MIN_PAYLOAD_LENGTH || msg.size() > InflightRegion.PAYLOAD_LENGTH) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_SIZE,
+                req + " payload " + msg.size() + " bytes, expected " + InflightRegion.PAYLOAD_LENGTH);
+        }
+    }
+
+    /** GET_INFLIGHT_FD: a fresh zeroed region for the front-end's queues, sent as an fd it keeps across our restarts. */
+    private void getInflight() {
+        inflightNegotiated(VhostUserRequest.GET_INFLIGHT_FD);
+        checkInflightPayload(VhostUserRequest.GET_INFLIGHT_FD);
+        int numQueues = msg.u16(InflightRegion.NUM_QUEUES_OFFSET);
+        int queueSize = msg.u16(InflightRegion.QUEUE_SIZE_OFFSET);
+        InflightRegion.Created c = InflightRegion.create(numQueues, queueSize, rings.length);
+        try {
+            replaceInflight(c.region());
+            MemorySegment p = out.asSlice(HEADER_LENGTH, InflightRegion.PAYLOAD_LENGTH);
+            p.fill((byte) 0);
+            p.set(ValueLayout.JAVA_LONG_UNALIGNED, InflightRegion.MMAP_SIZE_OFFSET, c.size());
+            p.set(ValueLayout.JAVA_LONG_UNALIGNED, InflightRegion.MMAP_OFFSET_OFFSET, 0L);
+            p.set(ValueLayout.JAVA_SHORT_UNALIGNED, InflightRegion.NUM_QUEUES_OFFSET, (short) numQueues);
+            p.set(ValueLayout.JAVA_SHORT_UNALIGNED, InflightRegion.QUEUE_SIZE_OFFSET, (short) queueSize);
+            send(VhostUserRequest.GET_INFLIGHT_FD, InflightRegion.PAYLOAD_LENGTH, c.fd());
+        } finally {
+            Fd.close(c.fd()); // the front-end has its own copy; our mapping keeps the pages
+        }
+    }
+
+    /** SET_INFLIGHT_FD: the region a previous back-end (or this one) handed out; rings started later recover from it. */
+    private void setInflight() {
+        inflightNegotiated(VhostUserRequest.SET_INFLIGHT_FD);
+        checkInflightPayload(VhostUserRequest.SET_INFLIGHT_FD);
+        InflightRegion r = InflightRegion.adopt(adopt(0), msg.u64(InflightRegion.MMAP_SIZE_OFFSET), msg.u64(InflightRegion.MMAP_OFFSET_OFFSET),
+            msg.u16(InflightRegion.NUM_QUEUES_OFFSET), msg.u16(InflightRegion.QUEUE_SIZE_OFFSET), rings.length);
+        replaceInflight(r);
+        ack();
+    }
+
+    private void replaceInflight(InflightRegion next) {
+        List<Vring> wasRunning = stopAll();
+        InflightRegion old = inflight;
+        inflight = next;
+        if (old != null) {
+            old.close();
+        }
+        startAll(wasRunning);
+    }
+
     private void getConfig() {
         msg.requireSize(CONFIG_HEADER);
         int offset = msg.u32(0);
@@ -392,7 +458,15 @@ final class VhostUserSession implements AutoCloseable {
         }
         boolean eventIdx = (ackedFeatures & (1L << F_RING_EVENT_IDX)) != 0;
         boolean indirect = (ackedFeatures & (1L << F_RING_INDIRECT_DESC)) != 0;
-        v.start(name, device, memory, eventIdx, indirect, cpus, onQueueError);
+        MemorySegment tracking = null;
+        if (inflight != null && (ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) != 0) {
+            if (v.size > inflight.queueSize()) {
+                throw new VhostUserException(VhostUserException.Reason.BAD_STATE,
+                    "queue " + v.index + " size " + v.size + " exceeds the inflight region's queue size " + inflight.queueSize());
+            }
+            tracking = inflight.queue(v.index);
+        }
+        v.start(name, device, memory, eventIdx, indirect, tracking, cpus, onQueueError);
     }
 
     private List<Vring> stopAll() {
@@ -443,11 +517,11 @@ final class VhostUserSession implements AutoCloseable {
         send(req, size);
     }
 
-    private void send(VhostUserRequest req, int size) {
+    private void send(VhostUserRequest req, int size, int... fds) {
         out.set(ValueLayout.JAVA_INT_UNALIGNED, REQUEST_OFFSET, req.code);
         out.set(ValueLayout.JAVA_INT_UNALIGNED, FLAGS_OFFSET, VERSION | FLAG_REPLY);
         out.set(ValueLayout.JAVA_INT_UNALIGNED, SIZE_OFFSET, size);
-        socket.send(out, HEADER_LENGTH + size);
+        socket.send(out, HEADER_LENGTH + size, fds);
     }
 
     /** Wakes the control thread (close from another thread): the next read sees the socket closed. */
@@ -461,6 +535,10 @@ final class VhostUserSession implements AutoCloseable {
         resetRings();
         memory.close();
         memory = GuestMemory.empty();
+        if (inflight != null) {
+            inflight.close();
+            inflight = null;
+        }
         socket.close();
     }
 }

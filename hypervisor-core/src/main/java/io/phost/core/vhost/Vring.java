@@ -58,8 +58,22 @@ final class Vring {
     /** Starts the worker over {@code memory}; {@code onError} is told when the queue breaks. */
     void start(String name, VhostUserDevice device, GuestMemory memory, boolean eventIdx, boolean indirect, List<Integer> cpus,
                Consumer<String> onError) {
+        start(name, device, memory, eventIdx, indirect, null, cpus, onError);
+    }
+
+    /**
+     * As above; {@code inflight} is this queue's INFLIGHT_SHMFD region (null: no tracking). Requests found in
+     * flight there are resubmitted first (see {@link InflightTracker}).
+     */
+    void start(String name, VhostUserDevice device, GuestMemory memory, boolean eventIdx, boolean indirect, MemorySegment inflight,
+               List<Integer> cpus, Consumer<String> onError) {
         long[] host = SplitVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
-        queue = new SplitVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call);
+        InflightTracker tracker = inflight == null ? null : new InflightTracker(inflight, size);
+        queue = new SplitVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call, tracker);
+        if (queue.resubmitted() > 0) {
+            System.getLogger("phost.vhost").log(System.Logger.Level.INFO,
+                "vhost-user " + name + " queue " + index + " resubmits " + queue.resubmitted() + " requests left in flight by a previous back-end");
+        }
         VirtqueueHandler handler = device.openQueue(index);
         stop = EventFd.create();
         stopping = false;

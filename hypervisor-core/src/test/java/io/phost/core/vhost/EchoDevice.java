@@ -7,9 +7,20 @@ import java.lang.foreign.ValueLayout;
 final class EchoDevice implements VhostUserDevice {
     private static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     private final int queues;
+    private final boolean tracksInflight;
 
     EchoDevice(int queues) {
+        this(queues, false);
+    }
+
+    EchoDevice(int queues, boolean tracksInflight) {
         this.queues = queues;
+        this.tracksInflight = tracksInflight;
+    }
+
+    @Override
+    public boolean tracksInflight() {
+        return tracksInflight;
     }
 
     @Override

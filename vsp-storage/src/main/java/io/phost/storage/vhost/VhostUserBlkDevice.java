@@ -47,6 +47,12 @@ final class VhostUserBlkDevice implements VhostUserDevice {
         return f;
     }
 
+    /** Block requests are idempotent and the queue never gives chains back: resubmission after a kill is safe. */
+    @Override
+    public boolean tracksInflight() {
+        return true;
+    }
+
     @Override
     public int maxQueues() {
         return queues;

@@ -311,7 +311,7 @@ final class VhostUserBlkQueue implements VirtqueueHandler, ScsiQueue.Completion 
     }
 
     /** Copies {@code length} bytes from the chain's device-readable bytes at {@code from} into {@code dst}. */
-    private static void gatherReadable(DescriptorChain c, long from, MemorySegment dst, long length) {
+    static void gatherReadable(DescriptorChain c, long from, MemorySegment dst, long length) {
         long skip = from;
         long done = 0;
         for (int i = 0; i < c.readableCount() && done < length; i++) {
@@ -331,7 +331,7 @@ final class VhostUserBlkQueue implements VirtqueueHandler, ScsiQueue.Completion 
      * Adds {@code length} bytes of the chain to {@code v}, starting {@code from} bytes into its readable
      * ({@code readable}) or writable bytes. False when the iovec list is full.
      */
-    private static boolean addRange(IoVecs v, DescriptorChain c, boolean readable, long from, long length) {
+    static boolean addRange(IoVecs v, DescriptorChain c, boolean readable, long from, long length) {
         int first = readable ? 0 : c.readableCount();
         int end = readable ? c.readableCount() : c.count();
         long skip = from;

@@ -90,7 +90,7 @@ class VhostUserBlkQemuTest {
      * phost's export is stopped and started again (a restart of the back-end) while the guest runs and is
      * idle between two write phases; QEMU ({@code reconnect=1}) reconnects and renegotiates, and the guest's
      * second phase and its verification of both go through the new export. I/O in flight at the moment of
-     * the restart is not covered: INFLIGHT_SHMFD is not implemented (docs/vhost-user.md).
+     * the restart is covered by {@link VhostUserBlkKillTest} (INFLIGHT_SHMFD).
      */
     @Test
     void shouldLetTheGuestCarryOnAfterTheBackEndRestartsBetweenWrites() throws Exception {

@@ -1,0 +1,102 @@
+package io.phost.storage.vhost;
+
+import io.phost.core.vhost.VhostUserBackend;
+import io.phost.storage.scsi.ScsiTarget;
+
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * Exports one SCSI controller (a {@link ScsiTarget} with its LUNs: disks, pass-through units) as a
+ * vhost-user-scsi device on a Unix socket, for QEMU ({@code -chardev socket,id=c0,path=SOCK
+ * -device vhost-user-scsi-pci,chardev=c0}; guest RAM {@code memory-backend-memfd,share=on}). The guest sees
+ * target 0 with the target's LUNs; every command runs through the storage core as VMBus storvsc's do
+ * (each LUN's QoS flow, read-only flag, engine and statistics).
+ * <pre>
+ *   ScsiTarget t = new ScsiTarget();  t.add(0, lun0);  t.add(1, lun1);
+ *   VhostUserScsiExport e = VhostUserScsiExport.start("vm1-scsi0", t, sock, VhostUserScsiExport.Options.defaults());
+ *   e.close();    // stops serving; the LUNs and their disks stay open (the caller owns them)
+ * </pre>
+ */
+public final class VhostUserScsiExport implements AutoCloseable {
+    /** Largest number of request queues offered (QEMU asks for one per vCPU by default). */
+    public static final int MAX_REQUEST_QUEUES = 64;
+
+    /**
+     * @param requestQueues request queues offered (1..{@value #MAX_REQUEST_QUEUES}), besides control and event
+     * @param cpus          CPUs the queue workers are pinned to; empty = no pinning
+     */
+    public record Options(int requestQueues, List<Integer> cpus) {
+        public Options {
+            cpus = List.copyOf(cpus);
+            if (requestQueues < 1 || requestQueues > MAX_REQUEST_QUEUES) {
+                throw new IllegalArgumentException("vhost-user-scsi request queues " + requestQueues + ": must be 1 to " + MAX_REQUEST_QUEUES);
+            }
+        }
+
+        public static Options defaults() {
+            return new Options(MAX_REQUEST_QUEUES, List.of());
+        }
+
+        public Options withRequestQueues(int n) {
+            return new Options(n, cpus);
+        }
+
+        public Options withCpus(List<Integer> list) {
+            return new Options(requestQueues, list);
+        }
+    }
+
+    private final String name;
+    private final ScsiTarget target;
+    private final VhostUserBackend backend;
+
+    private VhostUserScsiExport(String name, ScsiTarget target, VhostUserBackend backend) {
+        this.name = name;
+        this.target = target;
+        this.backend = backend;
+    }
+
+    /** Starts serving {@code target} on {@code socketPath} (created; a stale socket is replaced). */
+    public static VhostUserScsiExport start(String name, ScsiTarget target, Path socketPath, Options options) {
+        Objects.requireNonNull(target, "target");
+        VhostUserScsiDevice device = new VhostUserScsiDevice(target, options.requestQueues());
+        return new VhostUserScsiExport(name, target, VhostUserBackend.start(name, socketPath, device, options.cpus()));
+    }
+
+    public String name() {
+        return name;
+    }
+
+    public ScsiTarget target() {
+        return target;
+    }
+
+    public Path socketPath() {
+        return backend.socketPath();
+    }
+
+    public boolean connected() {
+        return backend.connected();
+    }
+
+    public long connections() {
+        return backend.connections();
+    }
+
+    public int runningQueues() {
+        return backend.runningQueues();
+    }
+
+    /** The last protocol or queue error, or null. */
+    public String lastError() {
+        return backend.lastError();
+    }
+
+    /** Stops serving: in-flight commands complete, the socket file is removed. The LUNs stay open. */
+    @Override
+    public void close() {
+        backend.close();
+    }
+}

@@ -1,0 +1,51 @@
+package io.phost.storage.vhost;
+
+import io.phost.qos.QosFlow;
+import io.phost.storage.backend.FileDisk;
+
+import java.nio.file.Path;
+
+/**
+ * A vhost-user-blk export in its own process, for {@link VhostUserBlkKillTest} to SIGKILL:
+ * {@code java -cp ... KilledExportMain IMAGE SOCKET PERIOD_MS}. With a period, one I/O is admitted per period
+ * (so the guest's writes pile up in flight) and each completion prints {@code DONE n}; 0 = unlimited.
+ * Prints {@code SERVING} once the socket listens.
+ */
+public final class KilledExportMain {
+    private KilledExportMain() {}
+
+    public static void main(String[] args) throws Exception {
+        long period = Long.parseLong(args[2]) * 1_000_000L;
+        QosFlow flow = period == 0 ? QosFlow.UNLIMITED : new QosFlow() {
+            private long next;
+            private long done;
+
+            @Override
+            public synchronized long tryAdmit(int bytes, long nowNanos) {
+                if (nowNanos - next >= 0) {
+                    next = nowNanos + period;
+                    return 0;
+                }
+                return next - nowNanos;
+            }
+
+            @Override
+            public synchronized void completed(int bytes, long latencyNanos, long nowNanos) {
+                System.out.println("DONE " + (++done));
+                System.out.flush();
+            }
+        };
+        FileDisk disk = FileDisk.openFile(Path.of(args[0]), false, false);
+        VhostUserBlkExport e = VhostUserBlkExport.start("killed", disk, Path.of(args[1]),
+            VhostUserBlkExport.Options.defaults().withQueues(1).withQos(flow));
+        System.out.println("SERVING");
+        System.out.flush();
+        while (true) {
+            Thread.sleep(1_000);
+            if (e.lastError() != null) {
+                System.out.println("ERROR " + e.lastError());
+                System.out.flush();
+            }
+        }
+    }
+}
