@@ -1,5 +1,7 @@
 package io.phost.vhdx;
 
+import io.phost.core.sys.PosixFile;
+
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;

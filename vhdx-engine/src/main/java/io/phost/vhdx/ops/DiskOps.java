@@ -1,10 +1,11 @@
 package io.phost.vhdx.ops;
 
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.DiskType;
-import io.phost.vhdx.PosixFile;
 import io.phost.vhdx.RawDisk;
 import io.phost.vhdx.VhdxFormatException;
 import io.phost.vhdx.VirtualDisk;

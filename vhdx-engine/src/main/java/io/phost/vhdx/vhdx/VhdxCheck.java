@@ -1,6 +1,7 @@
 package io.phost.vhdx.vhdx;
 
-import io.phost.vhdx.NativeFile;
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.VhdxFormatException;
 import java.io.IOException;
 import java.nio.file.Path;
@@ -47,7 +48,7 @@ public final class VhdxCheck {
     /** Checks without writing. I/O failures throw; format problems become findings. */
     public static Report check(Path path) throws IOException {
         List<Finding> out = new ArrayList<>();
-        try (NativeFile f = NativeFile.open(path, true)) {
+        try (PosixFile f = PosixFile.open(path, true)) {
             long size = f.size();
             int sectionLength = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
             if (size >= sectionLength) {

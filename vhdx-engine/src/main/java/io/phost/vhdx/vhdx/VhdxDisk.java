@@ -1,9 +1,10 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.core.sys.PosixFile;
+
 import static io.phost.vhdx.vhdx.BatDescriptor.*;
 
 import io.phost.vhdx.MappedDisk;
-import io.phost.vhdx.NativeFile;
 import io.phost.vhdx.VhdxFormatException;
 import io.phost.vhdx.VhdxFormatException.Reason;
 import io.phost.vhdx.VirtualDisk;
@@ -97,7 +98,7 @@ public final class VhdxDisk implements MappedDisk {
     private static final MemorySegment ZEROS = Arena.global().allocate(1 << 20, 4096);
 
     private final Path path;
-    private final NativeFile file;
+    private final PosixFile file;
     private final boolean readOnly;
     private final VhdxParser.Parsed p;
     private final long size;
@@ -139,7 +140,7 @@ public final class VhdxDisk implements MappedDisk {
     private volatile boolean closed;
     /** The fd for mapped I/O, opened by the first {@link #mappedFd()}; guarded by mappedLock. */
     private final Object mappedLock = new Object();
-    private NativeFile mappedFile;
+    private PosixFile mappedFile;
     private volatile int mappedAlignment = 1;
 
     /** One chunk's 1 MiB sector bitmap, loaded lazily; dirty flags per 4 KiB sector of it. */
@@ -148,7 +149,7 @@ public final class VhdxDisk implements MappedDisk {
         final AtomicIntegerArray dirty = new AtomicIntegerArray(SECTOR_BITMAP_BLOCK_LENGTH / 4096);
     }
 
-    private VhdxDisk(Path path, NativeFile file, boolean readOnly, VhdxParser.Parsed p, Overlay overlay,
+    private VhdxDisk(Path path, PosixFile file, boolean readOnly, VhdxParser.Parsed p, Overlay overlay,
                      VhdxDisk parent, LogState logState) throws IOException {
         this.path = path;
         this.file = file;
@@ -209,7 +210,7 @@ public final class VhdxDisk implements MappedDisk {
     }
 
     private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent) throws IOException {
-        NativeFile f = NativeFile.open(path, readOnly);
+        PosixFile f = PosixFile.open(path, readOnly);
         try {
             if (!f.tryLock(!readOnly)) {
                 throw new IOException(path + " is in use: " + (readOnly ? "open read-write" : "open")
@@ -226,7 +227,7 @@ public final class VhdxDisk implements MappedDisk {
         }
     }
 
-    private static VhdxDisk openFile(Path path, NativeFile f, boolean readOnly, int depth, boolean skipParent)
+    private static VhdxDisk openFile(Path path, PosixFile f, boolean readOnly, int depth, boolean skipParent)
         throws IOException {
         VhdxParser.Parsed p = new VhdxParser.Parsed();
         p.readOnly = readOnly;
@@ -319,7 +320,7 @@ public final class VhdxDisk implements MappedDisk {
         return d;
     }
 
-    private static void replayInPlace(NativeFile f, VhdxLog.Plan plan) throws IOException {
+    private static void replayInPlace(PosixFile f, VhdxLog.Plan plan) throws IOException {
         long size = f.size();
         for (VhdxLog.Update u : plan.updates()) {
             if (u.page() != null) {
@@ -341,7 +342,7 @@ public final class VhdxDisk implements MappedDisk {
         if (f.size() < plan.lastFileOffset()) {
             f.truncate(roundUp(plan.lastFileOffset(), 1 << 20));
         }
-        f.sync();
+        f.dataSync();
     }
 
     private static VhdxDisk openParent(Path child, VhdxParser.Parsed p, int depth) throws IOException {
@@ -536,7 +537,7 @@ public final class VhdxDisk implements MappedDisk {
                 return -1;
             }
             if (mappedFile == null) {
-                mappedFile = NativeFile.openMapped(path, readOnly);
+                mappedFile = PosixFile.openMapped(path, readOnly);
                 mappedAlignment = mappedFile.direct() ? 512 : 1;
             }
             return mappedFile.fd();
@@ -848,7 +849,7 @@ public final class VhdxDisk implements MappedDisk {
             List<VhdxLog.Update> pages = collectDirty();
             long durableSize = file.size();
             if (pages.isEmpty() || sessionStarted) {
-                file.sync();
+                file.dataSync();
             }
             if (pages.isEmpty()) {
                 return;
@@ -861,7 +862,7 @@ public final class VhdxDisk implements MappedDisk {
                 for (int i = 0; i < pages.size(); i += max) {
                     List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
                     if (i > 0) {
-                        file.sync(); // the previous batch's in-place writes must be durable before its entry is superseded
+                        file.dataSync(); // the previous batch's in-place writes must be durable before its entry is superseded
                     }
                     commit(batch, durableSize);
                 }
@@ -950,7 +951,7 @@ public final class VhdxDisk implements MappedDisk {
         }
         byte[] entry = VhdxLog.buildEntry(batch, ++logSequence, logGuid, logPosition, fileSize, fileSize);
         file.write(header.logOffset() + logPosition, entry, 0, entry.length);
-        file.sync();
+        file.dataSync();
         logPosition += entryLength;
         if (logPosition >= header.logLength()) {
             logPosition = 0;
@@ -997,7 +998,7 @@ public final class VhdxDisk implements MappedDisk {
             byte[] h = VhdxImageWriter.header(++headerSequence, fileWriteGuid, dataWriteGuid, logGuid,
                 header.logLength(), header.logOffset());
             file.write(VhdxHeaderDescriptor.headerFileOffset(slot), h, 0, h.length);
-            file.sync();
+            file.dataSync();
             currentSlot = slot;
         }
     }
@@ -1016,7 +1017,7 @@ public final class VhdxDisk implements MappedDisk {
                 flush();
                 commitLock.lock();
                 try {
-                    file.sync(); // in-place metadata of the last commit is durable: the log can be emptied
+                    file.dataSync(); // in-place metadata of the last commit is durable: the log can be emptied
                     logGuid = Le.ZERO_GUID;
                     writeHeaders();
                 } finally {
@@ -1165,7 +1166,7 @@ public final class VhdxDisk implements MappedDisk {
                     }
                     file.write(batRegionOffset + done, buf, 0, n);
                 }
-                file.sync();
+                file.dataSync();
                 // ... then switch both region tables to it through the log, together with the size.
                 int len = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
                 byte[] section = new byte[len];
@@ -1283,15 +1284,15 @@ public final class VhdxDisk implements MappedDisk {
             startSession();
         }
         long durableSize = file.size();
-        file.sync();
+        file.dataSync();
         int max = VhdxLog.maxPagesPerEntry(header.logLength());
         for (int i = 0; i < pages.size(); i += max) {
             if (i > 0) {
-                file.sync();
+                file.dataSync();
             }
             commit(pages.subList(i, Math.min(pages.size(), i + max)), durableSize);
         }
-        file.sync();
+        file.dataSync();
     }
 
     /**
@@ -1568,7 +1569,7 @@ public final class VhdxDisk implements MappedDisk {
             }
             int from = (int) RegionTableDescriptor.tableFileOffset(good);
             file.write(RegionTableDescriptor.tableFileOffset(1 - good), section, from, RegionTableDescriptor.TABLE_LENGTH);
-            file.sync();
+            file.dataSync();
         } finally {
             commitLock.unlock();
         }

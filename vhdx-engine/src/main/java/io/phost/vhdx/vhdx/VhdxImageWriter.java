@@ -1,7 +1,8 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.Crc32c;
-import io.phost.vhdx.NativeFile;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -115,9 +116,9 @@ final class VhdxImageWriter {
 
         byte[] meta = metadata(size, blockSize, logical, physical, fixed, locator);
 
-        NativeFile created = NativeFile.create(path); // O_EXCL: an existing file is never replaced
+        PosixFile created = PosixFile.createNew(path); // O_EXCL: an existing file is never replaced
         boolean ok = false;
-        try (NativeFile f = created) {
+        try (PosixFile f = created) {
             f.write(0, section, 0, section.length);
             f.write(METADATA_OFFSET, meta, 0, meta.length);
             if (fixed) {
@@ -136,7 +137,7 @@ final class VhdxImageWriter {
                 }
             }
             f.truncate(fileLength);
-            f.sync();
+            f.dataSync();
             ok = true;
         } finally {
             if (!ok) {

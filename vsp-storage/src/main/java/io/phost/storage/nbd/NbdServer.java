@@ -735,7 +735,8 @@ public final class NbdServer implements AutoCloseable {
             if (e.readOnly()) {
                 f |= TF_READ_ONLY;
             } else {
-                f |= TF_SEND_TRIM | TF_SEND_WRITE_ZEROES;
+                io.phost.vhdx.DiskCapabilities caps = e.disk().capabilities();
+                f |= (caps.discard() ? TF_SEND_TRIM : 0) | (caps.writeZeroes() ? TF_SEND_WRITE_ZEROES : 0);
             }
             if (structured) {
                 f |= TF_SEND_DF;
@@ -1117,7 +1118,7 @@ public final class NbdServer implements AutoCloseable {
                         default -> error = EINVAL;
                     }
                 } catch (IOException | RuntimeException ex) {
-                    if (write && io.phost.vhdx.DiskFullException.isDiskFull(ex)) {
+                    if (write && io.phost.core.sys.DiskFullException.isDiskFull(ex)) {
                         error = ENOSPC; // the client sees a full disk, as from a local one
                         if (e.stats().recordNoSpace()) {
                             LOG.warning("nbd export=" + e.name() + ": no space left on the host file system (" + ex.getMessage()

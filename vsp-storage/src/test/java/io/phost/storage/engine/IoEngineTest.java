@@ -1,6 +1,6 @@
 package io.phost.storage.engine;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.vhdx.VirtualDisk;
 import org.junit.jupiter.api.Test;
@@ -25,8 +25,8 @@ class IoEngineTest {
     void shouldWriteAndReadBackScatteredBuffersThroughIoUringWithODirect() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("disk.raw");
-        FileDisk.createSparse(file, 8 << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 8 << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.IO_URING, 32)) {
             assertEquals("io_uring", engine.name());
             roundTrip(disk, engine);
@@ -36,8 +36,8 @@ class IoEngineTest {
     @Test
     void shouldWriteAndReadBackScatteredBuffersThroughThreadPoolOnFile() throws Exception {
         Path file = dir.resolve("disk2.raw");
-        FileDisk.createSparse(file, 8 << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 8 << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.THREADS, 32)) {
             roundTrip(disk, engine);
         }
@@ -56,8 +56,8 @@ class IoEngineTest {
     void shouldRunTmpfsFileIoInlineWithVectoredSyscalls() throws Exception {
         Path file = java.nio.file.Files.createTempFile(Path.of("/dev/shm"), "inline", ".raw");
         try {
-            FileDisk.createSparse(file, 8 << 20);
-            try (FileDisk disk = FileDisk.openFile(file, false, true);
+            RawDisk.createSparse(file, 8 << 20);
+            try (RawDisk disk = RawDisk.openFile(file, false, true);
                  IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 32)) {
                 assertTrue(disk.memoryBacked(), "a file in /dev/shm is on tmpfs");
                 assertEquals("inline", engine.name());
@@ -72,8 +72,8 @@ class IoEngineTest {
     void shouldMoveDataThroughARegisteredFixedBufferWithODirect() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("fixed.raw");
-        FileDisk.createSparse(file, 1 << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 1 << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              IoUringEngine engine = (IoUringEngine) IoEngines.open(disk, IoEngines.Kind.IO_URING, 8);
              Arena arena = Arena.ofConfined()) {
             MemorySegment region = arena.allocate(64 << 10, 4096);
@@ -104,8 +104,8 @@ class IoEngineTest {
     void shouldKeepIoUringForFilesOnARealFileSystem() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("auto.raw");
-        FileDisk.createSparse(file, 1 << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 1 << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 8)) {
             assumeTrue(!disk.memoryBacked(), "the temp dir is on tmpfs here");
             assertEquals("io_uring", engine.name());
@@ -125,8 +125,8 @@ class IoEngineTest {
     void shouldReportMinusErrnoForIoPastTheEndOfAFile() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("small.raw");
-        FileDisk.createSparse(file, 1 << 20);
-        try (Arena arena = Arena.ofConfined(); FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 1 << 20);
+        try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, true);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.IO_URING, 4)) {
             IoVecs v = IoVecs.of(arena.allocate(4096, 4096));
             assertTrue(engine.tryRead(2L << 20, v, 7));
