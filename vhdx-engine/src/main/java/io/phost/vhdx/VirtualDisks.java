@@ -152,6 +152,7 @@ public final class VirtualDisks {
             case RAW -> RawDisk.open(path, readOnly);
             case VHD -> io.phost.vhdx.vhd.VhdDisk.open(path, readOnly);
             case VHDX -> FormatHooks.openVhdx(path, readOnly);
+            case PASSTHROUGH -> RawDisk.openDevice(path, readOnly);
         };
     }
 
@@ -166,6 +167,7 @@ public final class VirtualDisks {
             }
             case VHD -> io.phost.vhdx.vhd.VhdDisk.create(path, options);
             case VHDX -> FormatHooks.createVhdx(path, options);
+            case PASSTHROUGH -> throw new IllegalArgumentException("a passthrough disk is a host device; it cannot be created");
         };
     }
 }

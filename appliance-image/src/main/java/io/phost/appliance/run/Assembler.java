@@ -4,8 +4,8 @@ import io.phost.appliance.config.ApplianceConfig;
 import java.util.List;
 
 /**
- * The only place that turns a validated {@link ApplianceConfig} into running parts: disks (and their NBD
- * export), QoS (and the vhost-user exports, whose I/O it admits), switches, partitions, in that order (so each part finds what it depends on already
+ * The only place that turns a validated {@link ApplianceConfig} into running parts: disks, QoS (and the NBD
+ * and vhost-user exports, whose I/O it admits), switches, partitions, in that order (so each part finds what it depends on already
  * running). A failure part-way throws; the caller closes whatever was added to the {@link Appliance}.
  */
 public final class Assembler {
@@ -13,11 +13,11 @@ public final class Assembler {
 
     public static void assemble(ApplianceConfig cfg, Appliance app) throws Exception {
         DisksComponent disks = app.add(DisksComponent.open(cfg));
-        NbdComponent nbd = NbdComponent.start(cfg, disks);
+        QosComponent qos = app.add(new QosComponent(cfg));
+        NbdComponent nbd = NbdComponent.start(cfg, disks, qos);
         if (nbd != null) {
             app.add(nbd);
         }
-        QosComponent qos = app.add(new QosComponent(cfg));
         VhostUserComponent vhost = VhostUserComponent.start(cfg, disks, qos);
         if (vhost != null) {
             app.add(vhost);

@@ -2,7 +2,7 @@ package io.phost.appliance.run;
 
 import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.DiskConfig;
-import io.phost.appliance.config.DiskFormat;
+import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.RawDisk;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskType;
@@ -64,8 +64,8 @@ public final class DisksComponent implements Component {
             }
             Files.createDirectories(path.toAbsolutePath().getParent());
             DiskConfig.Create cr = d.create();
-            CreateOptions opts = new CreateOptions(io.phost.vhdx.DiskFormat.valueOf(d.format().name()),
-                DiskType.valueOf(cr.type().name()), cr.size(), d.resolvedParent(dataDir), cr.blockSize(),
+            CreateOptions opts = new CreateOptions(d.format(),
+                cr.type(), cr.size(), d.resolvedParent(dataDir), cr.blockSize(),
                 cr.logicalSector(), cr.physicalSector());
             VirtualDisks.create(path, opts).close();
             created = true;

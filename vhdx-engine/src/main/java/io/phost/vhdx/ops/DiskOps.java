@@ -147,7 +147,7 @@ public final class DiskOps {
                 List.of(), List.of(), true);
         }
         return switch (format) {
-            case RAW -> new CheckReport(List.of(), List.of("raw images have no metadata to check"), List.of(), true);
+            case RAW, PASSTHROUGH -> new CheckReport(List.of(), List.of("raw images have no metadata to check"), List.of(), true);
             case VHD -> {
                 VhdMaintenance.CheckResult r = VhdMaintenance.check(path, repair);
                 yield new CheckReport(r.problems(), r.notes(), r.repaired(), r.readable());

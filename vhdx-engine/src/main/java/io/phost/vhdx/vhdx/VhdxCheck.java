@@ -1,5 +1,7 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
 import io.phost.core.sys.PosixFile;
 
 import io.phost.vhdx.VhdxFormatException;
@@ -108,7 +110,7 @@ public final class VhdxCheck {
             }
             int st = BatDescriptor.state(e);
             long off = BatDescriptor.fileOffset(e);
-            if (isBitmap && st == BatDescriptor.SB_PRESENT && d.type() != VhdxType.DIFFERENCING) {
+            if (isBitmap && st == BatDescriptor.SB_PRESENT && d.type() != DiskType.DIFFERENCING) {
                 out.add(new Finding(Severity.WARNING, "SECTOR_BITMAP_WITHOUT_PARENT", batOffset + i * 8L,
                     "sector bitmap entry " + i + " is PRESENT in an image without a parent"));
                 continue;

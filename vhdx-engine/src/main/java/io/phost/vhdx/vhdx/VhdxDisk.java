@@ -1,5 +1,7 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
 import io.phost.core.sys.PosixFile;
 
 import static io.phost.vhdx.vhdx.BatDescriptor.*;
@@ -72,7 +74,7 @@ public final class VhdxDisk implements MappedDisk {
     public enum LogState { CLEAN, REPLAYED, REPLAYED_IN_MEMORY }
 
     /** One ancestor in a differencing chain, nearest first. */
-    public record ParentInfo(Path path, UUID dataWriteGuid, String parentLinkage, VhdxType type) {}
+    public record ParentInfo(Path path, UUID dataWriteGuid, String parentLinkage, DiskType type) {}
 
     /** A payload block's state as stored in the BAT. */
     public enum BlockState {
@@ -1400,8 +1402,8 @@ public final class VhdxDisk implements MappedDisk {
         return chunkRatio;
     }
 
-    public VhdxType type() {
-        return p.hasParent ? VhdxType.DIFFERENCING : p.leaveBlocksAllocated ? VhdxType.FIXED : VhdxType.DYNAMIC;
+    public DiskType type() {
+        return p.hasParent ? DiskType.DIFFERENCING : p.leaveBlocksAllocated ? DiskType.FIXED : DiskType.DYNAMIC;
     }
 
     public boolean leaveBlocksAllocated() {

@@ -1,5 +1,7 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
 import io.phost.core.sys.PosixFile;
 
 import io.phost.vhdx.Crc32c;
@@ -54,7 +56,7 @@ final class VhdxImageWriter {
         int physical = o.physicalSectorSize();
         int blockSize = o.blockSize();
         Map<String, String> locator = null;
-        if (o.type() == VhdxType.DIFFERENCING) {
+        if (o.type() == DiskType.DIFFERENCING) {
             try (VhdxDisk parent = VhdxDisk.open(o.parent(), true)) {
                 size = parent.size();
                 if (logical != 0 && logical != parent.logicalSectorSize()) {
@@ -84,7 +86,7 @@ final class VhdxImageWriter {
             throw new IllegalArgumentException("size must be a positive multiple of " + logical + " up to 64 TiB: " + size);
         }
         boolean hasParent = locator != null;
-        boolean fixed = o.type() == VhdxType.FIXED;
+        boolean fixed = o.type() == DiskType.FIXED;
         int chunkRatio = BatDescriptor.chunkRatio(logical, blockSize);
         long dataBlocks = (size + blockSize - 1) / blockSize;
         long entries = BatDescriptor.totalEntries(dataBlocks, chunkRatio, hasParent);

@@ -1,6 +1,8 @@
 package io.phost.storage.nbd;
 
+import io.phost.core.sys.DiskFullException;
 import io.phost.core.sys.SocketFiles;
+import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.VirtualDisk;
@@ -32,8 +34,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
-import java.util.logging.Level;
-import java.util.logging.Logger;
 
 import static io.phost.storage.nbd.NbdDescriptor.*;
 
@@ -61,7 +61,7 @@ import static io.phost.storage.nbd.NbdDescriptor.*;
  * connection in handshake holds ~33 KiB; one in transmission ~0.7 MiB plus its payload buffers.
  */
 public final class NbdServer implements AutoCloseable {
-    private static final Logger LOG = Logger.getLogger(NbdServer.class.getName());
+    private static final System.Logger LOG = System.getLogger(NbdServer.class.getName());
     /** Largest READ/WRITE payload (advertised as the maximum block size). */
     public static final int MAX_PAYLOAD = 32 << 20;
     private static final int MAX_OPTION_LENGTH = 16 << 10;
@@ -128,10 +128,19 @@ public final class NbdServer implements AutoCloseable {
         }
     }
 
-    /** One exported disk. */
-    public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats) {
+    /** One exported disk; {@code qos} (the disk's flow for NBD clients) admits its I/O as guest I/O is admitted. */
+    public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats, QosFlow qos) {
         public Export(String name, VirtualDisk disk, boolean readOnly) {
-            this(name, disk, readOnly || disk.readOnly(), new DiskStats());
+            this(name, disk, readOnly || disk.readOnly(), new DiskStats(), QosFlow.UNLIMITED);
+        }
+
+        public Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats) {
+            this(name, disk, readOnly, stats, QosFlow.UNLIMITED);
+        }
+
+        /** This export with its I/O admitted by {@code flow}. */
+        public Export withQos(QosFlow flow) {
+            return new Export(name, disk, readOnly, stats, flow);
         }
     }
 
@@ -260,7 +269,7 @@ public final class NbdServer implements AutoCloseable {
                     return;
                 }
                 acceptError = "accept failed: " + e;
-                LOG.log(Level.WARNING, "nbd accept failed", e);
+                LOG.log(System.Logger.Level.WARNING, "nbd accept failed", e);
                 LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(10)); // e.g. EMFILE: do not spin
             }
         }
@@ -272,7 +281,7 @@ public final class NbdServer implements AutoCloseable {
         long now = System.nanoTime();
         if (now - lastRefusalLogNanos > TimeUnit.SECONDS.toNanos(10)) {
             lastRefusalLogNanos = now;
-            LOG.warning("nbd connection refused: " + limits.maxConnections() + " connections open (refused so far: " + n + ")");
+            LOG.log(System.Logger.Level.WARNING, "nbd connection refused: " + limits.maxConnections() + " connections open (refused so far: " + n + ")");
         }
     }
 
@@ -286,9 +295,9 @@ public final class NbdServer implements AutoCloseable {
         long last = lastDropLogNanos;
         if (now - last > TimeUnit.SECONDS.toNanos(10)) {
             lastDropLogNanos = now;
-            LOG.info(message + " (clients dropped so far: " + n + ")");
+            LOG.log(System.Logger.Level.INFO, message + " (clients dropped so far: " + n + ")");
         } else {
-            LOG.fine(message);
+            LOG.log(System.Logger.Level.DEBUG, message);
         }
     }
 
@@ -393,7 +402,7 @@ public final class NbdServer implements AutoCloseable {
             } catch (IOException e) {
                 conn.shutdown();
             } catch (RuntimeException e) {
-                LOG.log(Level.WARNING, "nbd request failed", e);
+                LOG.log(System.Logger.Level.WARNING, "nbd request failed", e);
                 conn.shutdown();
             } finally {
                 conn.release(this);
@@ -558,18 +567,18 @@ public final class NbdServer implements AutoCloseable {
                 }
             } catch (NbdProtocolException e) {
                 if (e.reason() == NbdProtocolException.Reason.EOF) {
-                    LOG.log(Level.FINE, "nbd client dropped: " + e.getMessage());
+                    LOG.log(System.Logger.Level.DEBUG, "nbd client dropped: " + e.getMessage());
                 } else {
                     dropped("nbd client dropped: " + e.getMessage());
                 }
             } catch (IOException e) {
                 if (!dead && !closed) {
-                    LOG.log(Level.FINE, "nbd connection closed", e);
+                    LOG.log(System.Logger.Level.DEBUG, "nbd connection closed", e);
                 }
             } catch (OutOfMemoryError e) {
-                LOG.log(Level.WARNING, "nbd connection dropped: out of memory for its buffers", e);
+                LOG.log(System.Logger.Level.WARNING, "nbd connection dropped: out of memory for its buffers", e);
             } catch (RuntimeException e) {
-                LOG.log(Level.WARNING, "nbd connection dropped: " + e, e); // a bug, but only this client pays
+                LOG.log(System.Logger.Level.WARNING, "nbd connection dropped: " + e, e); // a bug, but only this client pays
             } finally {
                 handshaking = false;
                 // Let running requests finish before closing so they can still reply.
@@ -581,7 +590,7 @@ public final class NbdServer implements AutoCloseable {
                 if (inFlight.get() == 0) {
                     release();
                 } else {
-                    LOG.warning("nbd connection closed with requests still running; its buffers are kept");
+                    LOG.log(System.Logger.Level.WARNING, "nbd connection closed with requests still running; its buffers are kept");
                 }
                 connections.remove(this);
             }
@@ -1076,6 +1085,11 @@ public final class NbdServer implements AutoCloseable {
                 error = EINVAL;
             }
             if (error == 0) {
+                boolean diskIo = s.type != CMD_BLOCK_STATUS; // a metadata query, not disk I/O (as SCSI GET LBA STATUS)
+                int qosBytes = s.type == CMD_READ || s.type == CMD_WRITE ? (int) len : 0;
+                if (diskIo) {
+                    admit(e.qos(), qosBytes);
+                }
                 long t0 = System.nanoTime();
                 try {
                     switch (s.type) {
@@ -1118,15 +1132,20 @@ public final class NbdServer implements AutoCloseable {
                         default -> error = EINVAL;
                     }
                 } catch (IOException | RuntimeException ex) {
-                    if (write && io.phost.core.sys.DiskFullException.isDiskFull(ex)) {
+                    if (write && DiskFullException.isDiskFull(ex)) {
                         error = ENOSPC; // the client sees a full disk, as from a local one
                         if (e.stats().recordNoSpace()) {
-                            LOG.warning("nbd export=" + e.name() + ": no space left on the host file system (" + ex.getMessage()
+                            LOG.log(System.Logger.Level.WARNING, "nbd export=" + e.name() + ": no space left on the host file system (" + ex.getMessage()
                                 + "); writes fail with ENOSPC until space is freed");
                         }
                     } else {
                         e.stats().recordError();
                         error = ex instanceof IllegalArgumentException ? EINVAL : EIO;
+                    }
+                } finally {
+                    if (diskIo) {
+                        long now = System.nanoTime();
+                        e.qos().completed(qosBytes, now - t0, now);
                     }
                 }
             }
@@ -1134,6 +1153,17 @@ public final class NbdServer implements AutoCloseable {
                 replyStructuredError(s, error);
             } else {
                 replySimple(s, error);
+            }
+        }
+
+        /**
+         * Parks this worker until the export's QoS flow admits an I/O of {@code bytes}: an NBD client is held
+         * to the disk's limit as a guest is (its other requests wait in the connection's window meanwhile).
+         */
+        private static void admit(QosFlow qos, int bytes) {
+            long now = System.nanoTime();
+            for (long wait; (wait = qos.tryAdmit(bytes, now)) > 0; now = System.nanoTime()) {
+                LockSupport.parkNanos(wait);
             }
         }
 
