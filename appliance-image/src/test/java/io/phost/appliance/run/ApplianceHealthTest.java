@@ -3,7 +3,7 @@ package io.phost.appliance.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import io.phost.appliance.mgmt.HttpResponse;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.storage.nbd.NbdServer;
 import io.phost.vhdx.RawDisk;
 import java.nio.file.Path;

@@ -518,9 +518,7 @@ public final class ScsiLun {
             return DONE;
         }
         // Autosense delivers errors with each command, so there is never deferred sense: NO SENSE.
-        scratch.asSlice(0, Scsi.FIXED_SENSE_LENGTH).fill((byte) 0);
-        scratch.set(ValueLayout.JAVA_BYTE, 0, (byte) 0x70);
-        scratch.set(ValueLayout.JAVA_BYTE, 7, (byte) (Scsi.FIXED_SENSE_LENGTH - 8));
+        SenseData.writeFixed(scratch, Scsi.KEY_NO_SENSE, Scsi.ASC_NONE, -1, -1);
         return respond(r, scratch, Scsi.FIXED_SENSE_LENGTH, r.u8(4));
     }
 
