@@ -130,46 +130,12 @@ public final class DirectFile {
 
     /** Reads exactly {@code length} bytes at {@code offset} into native {@code address}, looping on short reads; returns bytes read (less only at end of file). */
     public static long pread(int fd, long address, long length, long offset) {
-        long done = 0;
-        try {
-            while (done < length) {
-                long n = (long) PREAD.invokeExact(Native.errnoState(), fd, address + done, length - done, offset + done);
-                if (n == -1) {
-                    int e = Native.lastErrno();
-                    if (e == Errno.EINTR) {
-                        continue;
-                    }
-                    throw new NativeException("pread fd=" + fd, e, offset + done);
-                }
-                if (n == 0) {
-                    break;
-                }
-                done += n;
-            }
-            return done;
-        } catch (Throwable t) {
-            throw Native.rethrow(t);
-        }
+        return transfer(fd, true, address, null, length, offset);
     }
 
     /** Writes exactly {@code length} bytes, looping on short writes. */
     public static void pwrite(int fd, long address, long length, long offset) {
-        long done = 0;
-        try {
-            while (done < length) {
-                long n = (long) PWRITE.invokeExact(Native.errnoState(), fd, address + done, length - done, offset + done);
-                if (n == -1) {
-                    int e = Native.lastErrno();
-                    if (e == Errno.EINTR) {
-                        continue;
-                    }
-                    throw new NativeException("pwrite fd=" + fd, e, offset + done);
-                }
-                done += n;
-            }
-        } catch (Throwable t) {
-            throw Native.rethrow(t);
-        }
+        transfer(fd, false, address, null, length, offset);
     }
 
     /**
@@ -177,56 +143,53 @@ public final class DirectFile {
      * short reads; returns the bytes read (less only at end of file). Native segments allocate nothing.
      */
     public static long pread(int fd, MemorySegment buf, long offset) {
-        if (buf.isNative()) {
-            return pread(fd, buf.address(), buf.byteSize(), offset);
-        }
-        long done = 0;
-        long length = buf.byteSize();
-        try {
-            while (done < length) {
-                long want = Math.min(length - done, CRITICAL_CHUNK);
-                long n = (long) Rare.PREAD_HEAP.invokeExact(Native.errnoState(), fd, buf.asSlice(done, want), want,
-                    offset + done);
-                if (n == -1) {
-                    int e = Native.lastErrno();
-                    if (e == Errno.EINTR) {
-                        continue;
-                    }
-                    throw new NativeException("pread fd=" + fd, e, offset + done);
-                }
-                if (n == 0) {
-                    break;
-                }
-                done += n;
-            }
-            return done;
-        } catch (Throwable t) {
-            throw Native.rethrow(t);
-        }
+        return buf.isNative() ? transfer(fd, true, buf.address(), null, buf.byteSize(), offset)
+            : transfer(fd, true, 0, buf, buf.byteSize(), offset);
     }
 
     /** Writes all of a native or heap segment at {@code offset}, looping on short writes. */
     public static void pwrite(int fd, MemorySegment buf, long offset) {
         if (buf.isNative()) {
-            pwrite(fd, buf.address(), buf.byteSize(), offset);
-            return;
+            transfer(fd, false, buf.address(), null, buf.byteSize(), offset);
+        } else {
+            transfer(fd, false, 0, buf, buf.byteSize(), offset);
         }
+    }
+
+    /**
+     * The pread/pwrite loop: retries EINTR and short transfers; a read stops at end of file. Native memory
+     * goes by address; a {@code heap} segment is pinned for each call, {@link #CRITICAL_CHUNK} at a time.
+     */
+    private static long transfer(int fd, boolean read, long address, MemorySegment heap, long length, long offset) {
         long done = 0;
-        long length = buf.byteSize();
         try {
             while (done < length) {
-                long want = Math.min(length - done, CRITICAL_CHUNK);
-                long n = (long) Rare.PWRITE_HEAP.invokeExact(Native.errnoState(), fd, buf.asSlice(done, want), want,
-                    offset + done);
+                long n;
+                if (heap == null) {
+                    n = read ? (long) PREAD.invokeExact(Native.errnoState(), fd, address + done, length - done, offset + done)
+                        : (long) PWRITE.invokeExact(Native.errnoState(), fd, address + done, length - done, offset + done);
+                } else {
+                    long want = Math.min(length - done, CRITICAL_CHUNK);
+                    MemorySegment part = heap.asSlice(done, want);
+                    n = read ? (long) Rare.PREAD_HEAP.invokeExact(Native.errnoState(), fd, part, want, offset + done)
+                        : (long) Rare.PWRITE_HEAP.invokeExact(Native.errnoState(), fd, part, want, offset + done);
+                }
                 if (n == -1) {
                     int e = Native.lastErrno();
                     if (e == Errno.EINTR) {
                         continue;
                     }
-                    throw new NativeException("pwrite fd=" + fd, e, offset + done);
+                    throw new NativeException((read ? "pread fd=" : "pwrite fd=") + fd, e, offset + done);
+                }
+                if (n == 0) {
+                    if (read) {
+                        break; // end of file
+                    }
+                    throw new NativeException("pwrite fd=" + fd + " wrote nothing", Errno.EIO, offset + done);
                 }
                 done += n;
             }
+            return done;
         } catch (Throwable t) {
             throw Native.rethrow(t);
         }
