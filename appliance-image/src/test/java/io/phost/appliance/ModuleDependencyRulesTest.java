@@ -24,7 +24,7 @@ import org.junit.jupiter.api.Test;
 class ModuleDependencyRulesTest {
     private static final Map<String, Set<String>> ALLOWED = Map.of(
         "hypervisor-core", Set.of(),
-        "vhdx-engine", Set.of(),
+        "vhdx-engine", Set.of("hypervisor-core"),
         "qos", Set.of(),
         "vswitch", Set.of("hypervisor-core", "qos"),
         "vsp-storage", Set.of("hypervisor-core", "vhdx-engine", "qos"),
@@ -36,6 +36,16 @@ class ModuleDependencyRulesTest {
         "hypervisor-core", "io.phost.core", "vhdx-engine", "io.phost.vhdx", "qos", "io.phost.qos",
         "vswitch", "io.phost.vswitch", "vsp-storage", "io.phost.storage", "vsp-network", "io.phost.network",
         "perf", "io.phost.perf", "appliance-image", "io.phost.appliance");
+
+    /**
+     * Edges limited to some packages of the module they reach: vhdx-engine is a library of image formats
+     * and uses hypervisor-core for its native layer only, never for anything about guests.
+     */
+    private static final Map<String, Set<String>> ONLY_PACKAGES = Map.of(
+        "vhdx-engine", Set.of("io.phost.core.sys"));
+    private static final Pattern CORE_IMPORT =
+        Pattern.compile("^import\\s+(?:static\\s+)?(io\\.phost\\.core(?:\\.[a-z]+)*)\\.[A-Z]", Pattern.MULTILINE);
+    private static final Pattern QUALIFIED_CORE_USE = Pattern.compile("\\bio\\.phost\\.core\\.([a-z]+)\\.[A-Z]");
 
     private static final Pattern PROJECT_DEP = Pattern.compile(
         "<dependency>\\s*<groupId>io\\.phost</groupId>\\s*<artifactId>([a-z-]+)</artifactId>");
@@ -88,5 +98,31 @@ class ModuleDependencyRulesTest {
             }
         }
         assertTrue(violations.isEmpty(), "imports across forbidden module edges: " + violations);
+    }
+
+    @Test
+    void shouldUseOnlyTheNativeLayerOfHypervisorCoreFromVhdxEngine() throws IOException {
+        Path root = root();
+        List<String> violations = new ArrayList<>();
+        for (var e : ONLY_PACKAGES.entrySet()) {
+            try (Stream<Path> files = Files.walk(root.resolve(e.getKey()).resolve("src/main/java"))) {
+                for (Path f : files.filter(p -> p.toString().endsWith(".java")).toList()) {
+                    String text = Files.readString(f);
+                    Matcher m = CORE_IMPORT.matcher(text);
+                    while (m.find()) {
+                        if (!e.getValue().contains(m.group(1))) {
+                            violations.add(root.relativize(f) + " imports " + m.group(1));
+                        }
+                    }
+                    Matcher q = QUALIFIED_CORE_USE.matcher(text);
+                    while (q.find()) {
+                        if (!e.getValue().contains("io.phost.core." + q.group(1))) {
+                            violations.add(root.relativize(f) + " uses io.phost.core." + q.group(1));
+                        }
+                    }
+                }
+            }
+        }
+        assertTrue(violations.isEmpty(), "vhdx-engine may use io.phost.core.sys only: " + violations);
     }
 }

@@ -2,7 +2,6 @@ package io.phost.vhdx;
 
 import io.phost.vhdx.vhdx.VhdxCreateOptions;
 import io.phost.vhdx.vhdx.VhdxDisk;
-import io.phost.vhdx.vhdx.VhdxType;
 
 import java.io.IOException;
 import java.nio.file.Path;
@@ -16,10 +15,10 @@ final class FormatHooks {
     }
 
     static VirtualDisk createVhdx(Path path, CreateOptions o) throws IOException {
-        VhdxType type = switch (o.type()) {
-            case FIXED -> VhdxType.FIXED;
-            case DYNAMIC -> VhdxType.DYNAMIC;
-            case DIFFERENCING -> VhdxType.DIFFERENCING;
+        DiskType type = switch (o.type()) {
+            case FIXED -> DiskType.FIXED;
+            case DYNAMIC -> DiskType.DYNAMIC;
+            case DIFFERENCING -> DiskType.DIFFERENCING;
         };
         if (o.blockSize() > Integer.MAX_VALUE) {
             throw new IllegalArgumentException("VHDX block size must be at most 256 MiB: " + o.blockSize());

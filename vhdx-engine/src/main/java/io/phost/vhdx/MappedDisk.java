@@ -50,4 +50,9 @@ public interface MappedDisk extends VirtualDisk {
      * Valid after {@link #mappedFd()}.
      */
     int mappedAlignment();
+
+    @Override
+    default DiskCapabilities capabilities() {
+        return DiskCapabilities.mappedRanges(this);
+    }
 }

@@ -1,44 +1,140 @@
 package io.phost.vhdx;
 
+import io.phost.core.sys.DirectFile;
+import io.phost.core.sys.PosixFile;
+
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.nio.file.Files;
+import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
+import java.util.concurrent.locks.LockSupport;
 
 /**
- * A raw image: the file (or block device) is the disk, byte for byte.
+ * A raw image or a host block device: the file is the disk, byte for byte. The one raw disk of the
+ * project: image tools open it buffered ({@link #open}), the storage VSP with O_DIRECT and a lock
+ * ({@link #openFile}), pass-through exclusively ({@link #openDevice}).
  *
- * <p>I/O is one {@code pread}/{@code pwrite} per request on the caller's segment (no copy, no allocation).
- * {@link #unmap} punches a hole ({@code FALLOC_FL_PUNCH_HOLE|KEEP_SIZE}); {@link #writeZeroes} uses
+ * <p>I/O is one {@code pread}/{@code pwrite} per request on the caller's segment (no copy, no allocation);
+ * on an O_DIRECT fd, unaligned buffers go through a bounce buffer (a slow path that allocates; engines
+ * never take it because guest pages are aligned). {@link #unmap} punches a hole; {@link #writeZeroes} uses
  * {@code FALLOC_FL_ZERO_RANGE}, then hole punching, then plain zero writes, whichever the file system
- * accepts first. {@link #flush} is {@code fdatasync}. The logical sector size is 512: a raw file carries
- * no sector size of its own (pass-through block devices with 4 KiB sectors are the storage VSP's business).
+ * accepts first. {@link #flush} is {@code fdatasync}. Block devices report their own sector sizes.
  */
 public final class RawDisk implements VirtualDisk, AllocationMap {
     public static final int SECTOR = 512;
     /** 1 MiB of zeros for file systems without fallocate modes. */
     static final MemorySegment ZEROS = Arena.global().allocate(1 << 20, 4096);
+    /** How long an open waits for another open's lock to go (system property {@code phost.lockWaitMillis}). */
+    private static final long LOCK_WAIT_MILLIS = Long.getLong("phost.lockWaitMillis", 1000);
 
     private final PosixFile file;
     private final long size;
-    private final int physicalSectorSize;
+    private final int logicalSector;
+    private final int physicalSector;
+    private final boolean blockDevice;
+    private final boolean memoryBacked;
+    private final String format;
 
-    private RawDisk(PosixFile file, long size, int physicalSectorSize) {
+    private RawDisk(PosixFile file, long size, int logical, int physical, boolean blockDevice, String format) {
         this.file = file;
         this.size = size;
-        this.physicalSectorSize = physicalSectorSize;
+        this.logicalSector = logical;
+        this.physicalSector = physical;
+        this.blockDevice = blockDevice;
+        this.memoryBacked = !blockDevice && onMemoryFileSystem(file.path());
+        this.format = format;
     }
 
-    /** Opens a raw file or block device; its size is the file's size. */
+    /** Opens a raw file or block device buffered and unlocked (image tools); its size is the file's size. */
     public static RawDisk open(Path path, boolean readOnly) throws IOException {
         PosixFile f = PosixFile.open(path, readOnly);
         try {
-            return new RawDisk(f, f.size(), SECTOR);
+            return new RawDisk(f, f.size(), SECTOR, SECTOR, false, "raw");
         } catch (IOException | RuntimeException e) {
             f.close();
             throw e;
         }
+    }
+
+    /**
+     * Opens a raw image file (or a device) for a guest: with O_DIRECT when the file system supports it and
+     * {@code preferDirect} (bypassing the host page cache, as Hyper-V does), locked like VHDX images.
+     */
+    public static RawDisk openFile(Path path, boolean readOnly, boolean preferDirect) throws IOException {
+        return openForGuest(path, readOnly, preferDirect, false);
+    }
+
+    /** Opens a host block device exclusively (O_EXCL) with O_DIRECT: the pass-through backend. */
+    public static RawDisk openDevice(Path device, boolean readOnly) throws IOException {
+        return openForGuest(device, readOnly, true, true);
+    }
+
+    private static RawDisk openForGuest(Path path, boolean readOnly, boolean preferDirect, boolean exclusive)
+            throws IOException {
+        if (!Files.exists(path)) {
+            throw new IOException("no such disk: " + path);
+        }
+        boolean blockDevice = !Files.isRegularFile(path);
+        PosixFile f;
+        try {
+            f = PosixFile.open(path, readOnly, preferDirect, exclusive);
+        } catch (NoSuchFileException e) {
+            throw new IOException("no such disk: " + path, e);
+        } catch (IOException e) {
+            throw new IOException((exclusive ? "(O_EXCL) " : "") + e.getMessage(), e);
+        }
+        try {
+            // Like VHDX images: one writer or any number of readers, across processes and within one
+            // (two disks reaching one file through a symbolic link are two opens, so the second fails).
+            if (!blockDevice && !lock(f, !readOnly)) {
+                throw new IOException(path + " is in use: " + (readOnly ? "open read-write" : "open")
+                    + " elsewhere (flock held)");
+            }
+            if (!blockDevice) {
+                long size = f.size();
+                return new RawDisk(f, size - size % SECTOR, SECTOR, 4096, false, "raw");
+            }
+            return device(f);
+        } catch (IOException | RuntimeException e) {
+            f.close();
+            throw e;
+        }
+    }
+
+    /** A block device's size and sector sizes from its ioctls (lseek when BLKGETSIZE64 fails). */
+    private static RawDisk device(PosixFile f) throws IOException {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment out = arena.allocate(8, 8);
+            long size = DirectFile.ioctl(f.fd(), DirectFile.BLKGETSIZE64, out.address()) == 0
+                ? out.get(ValueLayout.JAVA_LONG, 0) : f.size();
+            int logical = 512;
+            int physical = 4096;
+            if (DirectFile.ioctl(f.fd(), DirectFile.BLKSSZGET, out.address()) == 0) {
+                logical = out.get(ValueLayout.JAVA_INT, 0);
+            }
+            if (DirectFile.ioctl(f.fd(), DirectFile.BLKPBSZGET, out.address()) == 0) {
+                physical = Math.max(logical, out.get(ValueLayout.JAVA_INT, 0));
+            }
+            return new RawDisk(f, size - size % logical, logical, physical, true, "device");
+        }
+    }
+
+    /**
+     * flock, retried for up to {@link #LOCK_WAIT_MILLIS}: a killed process's io_uring holds its files until
+     * the kernel tears the ring down, a moment after the process is gone, and a restart must not fail on that.
+     */
+    private static boolean lock(PosixFile f, boolean exclusive) throws IOException {
+        long deadline = System.nanoTime() + LOCK_WAIT_MILLIS * 1_000_000;
+        while (!f.tryLock(exclusive)) {
+            if (System.nanoTime() - deadline > 0) {
+                return false;
+            }
+            LockSupport.parkNanos(20_000_000);
+        }
+        return true;
     }
 
     /**
@@ -57,11 +153,21 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
                     f.writeFully(ZEROS.asSlice(0, Math.min(ZEROS.byteSize(), size - off)), off);
                 }
             }
-            return new RawDisk(f, size, SECTOR); // durable at the caller's first flush
+            return new RawDisk(f, size, SECTOR, SECTOR, false, "raw"); // durable at the caller's first flush
         } catch (IOException | RuntimeException e) {
             f.close();
             Files.deleteIfExists(path);
             throw e;
+        }
+    }
+
+    /** Creates (or truncates) a sparse raw image of {@code size} bytes. */
+    public static void createSparse(Path path, long size) throws IOException {
+        try (var ch = java.nio.channels.FileChannel.open(path, java.nio.file.StandardOpenOption.CREATE,
+            java.nio.file.StandardOpenOption.WRITE, java.nio.file.StandardOpenOption.TRUNCATE_EXISTING)) {
+            if (size > 0) {
+                ch.write(java.nio.ByteBuffer.allocate(1), size - 1);
+            }
         }
     }
 
@@ -74,6 +180,42 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
         return file;
     }
 
+    /** The open fd; valid until the disk is closed. */
+    public int fd() {
+        return file.fd();
+    }
+
+    /** True when the fd was opened with O_DIRECT (buffers and offsets aligned to {@link #directAlignment()}). */
+    public boolean direct() {
+        return file.direct();
+    }
+
+    /** Alignment O_DIRECT needs (the logical block size), or 1. */
+    public int directAlignment() {
+        return file.direct() ? logicalSector : 1;
+    }
+
+    /**
+     * True for a file on tmpfs or ramfs: its I/O is a memory copy that never blocks, so it is cheapest done
+     * synchronously on the queue's own thread (io_uring would hand every such read to an io-wq worker).
+     */
+    public boolean memoryBacked() {
+        return memoryBacked;
+    }
+
+    private static boolean onMemoryFileSystem(Path path) {
+        try {
+            String type = Files.getFileStore(path).type();
+            return type.equals("tmpfs") || type.equals("ramfs");
+        } catch (IOException e) {
+            return false;
+        }
+    }
+
+    public boolean blockDevice() {
+        return blockDevice;
+    }
+
     @Override
     public long size() {
         return size;
@@ -81,12 +223,12 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
 
     @Override
     public int logicalSectorSize() {
-        return SECTOR;
+        return logicalSector;
     }
 
     @Override
     public int physicalSectorSize() {
-        return physicalSectorSize;
+        return physicalSector;
     }
 
     @Override
@@ -97,14 +239,34 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
     @Override
     public void read(long offset, MemorySegment dst) throws IOException {
         checkRange(offset, dst.byteSize());
-        file.readFully(dst, offset);
+        if (needsBounce(dst)) {
+            try (Arena a = Arena.ofConfined()) {
+                MemorySegment b = a.allocate(dst.byteSize(), 4096);
+                file.readFully(b, offset);
+                dst.copyFrom(b);
+            }
+        } else {
+            file.readFully(dst, offset);
+        }
     }
 
     @Override
     public void write(long offset, MemorySegment src) throws IOException {
         checkWritable();
         checkRange(offset, src.byteSize());
-        file.writeFully(src, offset);
+        if (needsBounce(src)) {
+            try (Arena a = Arena.ofConfined()) {
+                MemorySegment b = a.allocate(src.byteSize(), 4096);
+                b.copyFrom(src);
+                file.writeFully(b, offset);
+            }
+        } else {
+            file.writeFully(src, offset);
+        }
+    }
+
+    private boolean needsBounce(MemorySegment buf) {
+        return file.direct() && (!buf.isNative() || (buf.address() % logicalSector) != 0);
     }
 
     @Override
@@ -152,7 +314,7 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
 
     @Override
     public String format() {
-        return "raw";
+        return format;
     }
 
     @Override
@@ -160,13 +322,16 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
         if (offset >= size) {
             return size;
         }
+        if (blockDevice) {
+            return offset;
+        }
         long d = file.seekData(offset);
         return d < 0 ? size : Math.min(d, size);
     }
 
     @Override
     public long nextUnallocated(long offset) throws IOException {
-        if (offset >= size) {
+        if (offset >= size || blockDevice) {
             return size;
         }
         long h = file.seekHole(offset);
@@ -190,9 +355,10 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
     }
 
     private void checkRange(long offset, long length) {
-        if (offset < 0 || length < 0 || (offset & (SECTOR - 1)) != 0 || (length & (SECTOR - 1)) != 0
+        if (offset < 0 || length < 0 || offset % logicalSector != 0 || length % logicalSector != 0
             || offset > size - length) {
-            throw new IllegalArgumentException("bad range offset=" + offset + " length=" + length + " size=" + size);
+            throw new IllegalArgumentException("range offset=" + offset + " length=" + length + " outside "
+                + file.path() + " (size " + size + ", sector " + logicalSector + ")");
         }
     }
 
@@ -205,5 +371,16 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
     @Override
     public void close() throws IOException {
         file.close();
+    }
+
+    /** fd-backed; memory when on tmpfs; a pass-through candidate when a block device. */
+    @Override
+    public DiskCapabilities capabilities() {
+        return memoryBacked ? DiskCapabilities.memory(fd()) : DiskCapabilities.fd(fd(), directAlignment(), blockDevice);
+    }
+
+    @Override
+    public String toString() {
+        return format + ":" + file.path() + (file.direct() ? " (O_DIRECT)" : "");
     }
 }

@@ -45,4 +45,12 @@ public interface VirtualDisk extends Closeable {
 
     /** A short format name for logs and status: "vhdx", "vhd", "raw". */
     String format();
+
+    /**
+     * The I/O paths this disk offers and the optional commands it does for real; engines and LUNs choose
+     * from this. Default: only this interface's methods, with discard and zeroing.
+     */
+    default DiskCapabilities capabilities() {
+        return DiskCapabilities.OWN_CODE;
+    }
 }

@@ -1,5 +1,7 @@
 package io.phost.vhdx;
 
+import io.phost.core.sys.PosixFile;
+
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -150,6 +152,8 @@ public final class VirtualDisks {
             case RAW -> RawDisk.open(path, readOnly);
             case VHD -> io.phost.vhdx.vhd.VhdDisk.open(path, readOnly);
             case VHDX -> FormatHooks.openVhdx(path, readOnly);
+            case PASSTHROUGH -> RawDisk.openDevice(path, readOnly);
+            case RBD -> throw new IllegalArgumentException("an rbd image is not a file; the storage core opens it through librbd");
         };
     }
 
@@ -164,6 +168,8 @@ public final class VirtualDisks {
             }
             case VHD -> io.phost.vhdx.vhd.VhdDisk.create(path, options);
             case VHDX -> FormatHooks.createVhdx(path, options);
+            case PASSTHROUGH -> throw new IllegalArgumentException("a passthrough disk is a host device; it cannot be created");
+            case RBD -> throw new IllegalArgumentException("an rbd image is created in Ceph (rbd create), not as a file");
         };
     }
 }

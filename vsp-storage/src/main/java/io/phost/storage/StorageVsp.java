@@ -28,7 +28,7 @@ import java.util.concurrent.CopyOnWriteArrayList;
  *
  * <pre>
  *   StorageVsp vsp = new StorageVsp("vm1", 4);                    // up to 4 sub-channels (5 queues)
- *   vsp.attach(0, "os", FileDisk.openFile(path, false, true), QosFlow.UNLIMITED, false);
+ *   vsp.attach(0, "os", RawDisk.openFile(path, false, true), QosFlow.UNLIMITED, false);
  *   partition.offer(vsp);
  *   ... vsp.disks()  ->  name, format, engine, stats ...
  * </pre>

@@ -1,7 +1,7 @@
 package io.phost.appliance.checkpoint;
 
-import io.phost.appliance.util.Json;
-import io.phost.vhdx.PosixFile;
+import io.phost.core.text.Json;
+import io.phost.core.sys.PosixFile;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;

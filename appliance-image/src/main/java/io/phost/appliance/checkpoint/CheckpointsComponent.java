@@ -3,7 +3,7 @@ package io.phost.appliance.checkpoint;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.run.Component;
 import io.phost.appliance.run.Metrics;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.appliance.util.Query;
 
 import java.io.IOException;

@@ -4,7 +4,7 @@ import io.phost.appliance.UserException;
 import io.phost.appliance.bench.BenchReport;
 import io.phost.appliance.bench.BenchRunner;
 import io.phost.appliance.bench.MachineInfo;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
 import java.nio.file.Files;

@@ -3,7 +3,7 @@ package io.phost.appliance.cli;
 import io.phost.appliance.UserException;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.util.Human;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.appliance.util.Query;
 import io.phost.appliance.util.TextTable;
 import java.io.IOException;

@@ -142,7 +142,7 @@ public final class RunCommand implements Callable<Integer> {
         }
         // A TCP endpoint needs a token; nobody knows this one, so only /health (which needs none) answers.
         String token = address.isUnix() ? null : java.util.UUID.randomUUID().toString();
-        String body = "{\"status\":\"config_error\",\"errors\":" + io.phost.appliance.util.Json.write(
+        String body = "{\"status\":\"config_error\",\"errors\":" + io.phost.core.text.Json.write(
             e.errors().stream().map(Object::toString).toList()) + "}";
         try (ManagementServer server = new ManagementServer(address, token)) {
             server.route(ManagementServer.HEALTH, q -> new io.phost.appliance.mgmt.HttpResponse(503, "application/json",

@@ -6,7 +6,7 @@ import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
 import io.phost.appliance.run.RuntimeDir;
 import io.phost.appliance.util.Human;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.appliance.util.TextTable;
 import java.io.IOException;
 import java.nio.file.Files;

@@ -1,8 +1,10 @@
 package io.phost.appliance.config;
 
+import io.phost.vhdx.DiskFormat;
 import io.phost.appliance.config.ConfigError.Reason;
 import io.phost.appliance.config.DiskConfig.Create;
-import io.phost.appliance.config.DiskConfig.CreateType;
+import io.phost.storage.engine.IoEngines;
+import io.phost.vhdx.DiskType;
 import java.nio.file.InvalidPathException;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -390,7 +392,7 @@ final class ConfigBinder implements TomlNode.Errors {
             policy = null;
         }
         Boolean readOnly = n.bool("read_only");
-        String ioEngine = n.word("io_engine");
+        IoEngines.Kind ioEngine = n.enumValue("io_engine", IoEngines.Kind.class);
         Boolean nbdExport = n.bool("nbd_export");
         Boolean vhostUser = n.bool("vhost_user");
         if (Boolean.TRUE.equals(vhostUser) && name != null && host != null && host.dataDir() != null && !host.dataDirIsPlaceholder()) {
@@ -421,9 +423,9 @@ final class ConfigBinder implements TomlNode.Errors {
                 create = create(createNode, n, format, null);
                 createOk &= create != null;
             }
-            if ("io_uring".equals(ioEngine)) {
-                n.error("io_engine", Reason.CONFLICT, "an rbd disk has no file for io_uring; use auto (librbd's own "
-                    + "asynchronous I/O) or threads");
+            if (ioEngine == IoEngines.Kind.IO_URING || ioEngine == IoEngines.Kind.INLINE) {
+                n.error("io_engine", Reason.CONFLICT, "an rbd disk has no file for io_uring and must not block its "
+                    + "queue (inline); use auto (librbd's own asynchronous I/O) or threads");
                 createOk = false;
             }
             if (rbd != null) {
@@ -520,16 +522,16 @@ final class ConfigBinder implements TomlNode.Errors {
     }
 
     private Create create(TomlNode c, TomlNode disk, DiskFormat format, String parent) {
-        CreateType type = c.enumValue("type", CreateType.class);
+        DiskType type = c.enumValue("type", DiskType.class);
         Long size = c.size("size");
         Long blockSize = c.size("block_size");
         Long logical = c.integer("logical_sector");
         Long physical = c.integer("physical_sector");
         boolean ok = type != null && logical != null && (physical != null || !c.has("physical_sector"))
             && (size != null || !c.has("size")) && (blockSize != null || !c.has("block_size"));
-        if (type == CreateType.DIFFERENCING && format == DiskFormat.RBD) {
+        if (type == DiskType.DIFFERENCING && format == DiskFormat.RBD) {
             ok = false; // reported below with the other rbd rules
-        } else if (type == CreateType.DIFFERENCING) {
+        } else if (type == DiskType.DIFFERENCING) {
             if (format == DiskFormat.RAW) {
                 c.error("type", Reason.CONFLICT, "a raw disk cannot be differencing (use vhdx or vhd)");
                 ok = false;
@@ -555,7 +557,7 @@ final class ConfigBinder implements TomlNode.Errors {
             }
         }
         if (format == DiskFormat.RBD) {
-            if (type == CreateType.DIFFERENCING) {
+            if (type == DiskType.DIFFERENCING) {
                 c.error("type", Reason.CONFLICT, "an rbd disk cannot be differencing (use an RBD clone in Ceph)");
                 ok = false;
             }

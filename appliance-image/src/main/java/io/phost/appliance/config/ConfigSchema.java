@@ -115,7 +115,7 @@ public final class ConfigSchema {
             .add(key("parent", Kind.PATH).note("differencing only"))
             .add(key("qos_policy", Kind.NAME).note("a [[qos_policy]] name"))
             .add(key("read_only", Kind.BOOLEAN).def("false"))
-            .add(key("io_engine", Kind.ENUM).def("auto").allowed("auto", "io_uring", "threads"))
+            .add(key("io_engine", Kind.ENUM).def("auto").allowed("auto", "io_uring", "threads", "inline"))
             .add(key("nbd_export", Kind.BOOLEAN).def("false"))
             .add(key("vhost_user", Kind.BOOLEAN).def("false").note("socket <data_dir>/vhost/<name>.sock"));
         section("disk.create", false)

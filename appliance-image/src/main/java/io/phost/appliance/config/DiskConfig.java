@@ -1,5 +1,9 @@
 package io.phost.appliance.config;
 
+import io.phost.vhdx.DiskType;
+import io.phost.vhdx.DiskFormat;
+import io.phost.storage.engine.IoEngines;
+
 import java.nio.file.Path;
 
 /**
@@ -9,14 +13,14 @@ import java.nio.file.Path;
  * @param create    how to create the file when it is missing; null means it must exist
  * @param parent    parent image of a differencing disk (relative to the data dir), else null
  * @param qosPolicy name of a {@link QosPolicyConfig}, or null
- * @param ioEngine  {@code auto}, {@code io_uring} or {@code threads}
+ * @param ioEngine  the storage engine's own choice ({@code auto}, {@code io_uring}, {@code threads}, {@code inline})
  * @param nbdExport served by the host's NBD server under the disk's name
  * @param vhostUser exported as a vhost-user-blk device on {@link #vhostUserSocket} (for a VM's QEMU)
  * @param rbd       where an RBD disk's image lives ({@code [disk.rbd]}); null for the other formats, whose
  *                  {@code path} is a file (an RBD disk's path is {@code rbd/POOL/[NAMESPACE/]IMAGE}, never opened)
  */
 public record DiskConfig(String name, Path path, DiskFormat format, Create create, String parent, String qosPolicy,
-                         boolean readOnly, String ioEngine, boolean nbdExport, boolean vhostUser, Rbd rbd) {
+                         boolean readOnly, IoEngines.Kind ioEngine, boolean nbdExport, boolean vhostUser, Rbd rbd) {
 
     /**
      * {@code [disk.rbd]}.
@@ -38,9 +42,6 @@ public record DiskConfig(String name, Path path, DiskFormat format, Create creat
         return dataDir.resolve("vhost").resolve(name + ".sock");
     }
 
-    /** {@code disk.create.type}. */
-    public enum CreateType { FIXED, DYNAMIC, DIFFERENCING }
-
     /**
      * {@code [disk.create]}: create-if-missing parameters.
      *
@@ -49,7 +50,7 @@ public record DiskConfig(String name, Path path, DiskFormat format, Create creat
      * @param logicalSector  512 or 4096
      * @param physicalSector 512 or 4096, never below the logical sector size
      */
-    public record Create(CreateType type, long size, long blockSize, int logicalSector, int physicalSector) {
+    public record Create(DiskType type, long size, long blockSize, int logicalSector, int physicalSector) {
     }
 
     public Path resolvedPath(Path dataDir) {

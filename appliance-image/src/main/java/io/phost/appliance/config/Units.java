@@ -1,5 +1,7 @@
 package io.phost.appliance.config;
 
+import io.phost.core.text.ByteSize;
+
 import java.util.Locale;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
@@ -15,13 +17,12 @@ import java.util.regex.Pattern;
  * down to whole bytes.
  */
 public final class Units {
-    public static final long KIB = 1024L;
-    public static final long MIB = KIB * 1024;
-    public static final long GIB = MIB * 1024;
-    public static final long TIB = GIB * 1024;
-    public static final long PIB = TIB * 1024;
+    public static final long KIB = ByteSize.KIB;
+    public static final long MIB = ByteSize.MIB;
+    public static final long GIB = ByteSize.GIB;
+    public static final long TIB = ByteSize.TIB;
+    public static final long PIB = ByteSize.PIB;
 
-    private static final Pattern SIZE = Pattern.compile("\\s*(\\d{1,19})\\s*([a-zA-Z]*)\\s*");
     private static final Pattern BANDWIDTH = Pattern.compile("\\s*(\\d{1,19})\\s*([a-zA-Z]*(?:/s)?)\\s*");
 
     private Units() {
@@ -34,27 +35,12 @@ public final class Units {
         }
     }
 
-    /** Parses a size string into bytes. */
+    /** Parses a size string into bytes ({@link ByteSize}: the one size grammar of config, CLI and guest tools). */
     public static long parseSize(String text) throws UnitException {
-        Matcher m = SIZE.matcher(text);
-        if (!m.matches()) {
-            throw new UnitException("'" + text + "' is not a size (examples: 4096, \"4KiB\", \"512MiB\", \"64GiB\")");
-        }
-        long n = number(m.group(1), text);
-        long unit = switch (m.group(2).toLowerCase(Locale.ROOT)) {
-            case "", "b" -> 1;
-            case "k", "kb", "kib" -> KIB;
-            case "m", "mb", "mib" -> MIB;
-            case "g", "gb", "gib" -> GIB;
-            case "t", "tb", "tib" -> TIB;
-            case "p", "pb", "pib" -> PIB;
-            default -> throw new UnitException("unknown size unit '" + m.group(2)
-                + "' (use B, KiB, MiB, GiB, TiB or PiB; K/KB, M/MB, ... mean the same powers of 1024)");
-        };
         try {
-            return Math.multiplyExact(n, unit);
-        } catch (ArithmeticException e) {
-            throw new UnitException("'" + text + "' is too large");
+            return ByteSize.parse(text);
+        } catch (IllegalArgumentException e) {
+            throw new UnitException(e.getMessage());
         }
     }
 

@@ -60,13 +60,9 @@ public final class GuestIoCommand implements Callable<Integer> {
 
     private static long size(String option, String value) {
         try {
-            long n = GuestIo.parseSize(value);
-            if (n < 0) {
-                throw new NumberFormatException();
-            }
-            return n;
-        } catch (RuntimeException e) {
-            throw new IllegalArgumentException(option + ": '" + value + "' is not a size (bytes, or with k, m, g, t: 4k, 1m)");
+            return GuestIo.parseSize(value);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException(option + ": " + e.getMessage(), e);
         }
     }
 

@@ -1,6 +1,6 @@
 package io.phost.appliance.mgmt;
 
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import java.nio.charset.StandardCharsets;
 import java.util.LinkedHashMap;
 import java.util.Map;

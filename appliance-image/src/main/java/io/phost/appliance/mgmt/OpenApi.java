@@ -1,6 +1,6 @@
 package io.phost.appliance.mgmt;
 
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.appliance.util.MiniYaml;
 import java.io.IOException;
 import java.io.InputStream;

@@ -4,7 +4,7 @@ import io.phost.appliance.cli.VersionCommand;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementServer;
 import io.phost.appliance.mgmt.OpenApi;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.prometheus.metrics.instrumentation.jvm.JvmMetrics;
 import io.prometheus.metrics.model.registry.PrometheusRegistry;
 import java.lang.System.Logger;

@@ -4,7 +4,7 @@ import io.phost.appliance.checkpoint.CheckpointHost;
 import io.phost.appliance.checkpoint.CheckpointRecovery;
 import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.DiskAttachment;
-import io.phost.appliance.config.DiskFormat;
+import io.phost.vhdx.DiskFormat;
 import io.phost.appliance.config.PartitionConfig;
 import io.phost.core.partition.ChildPartition;
 import io.phost.storage.scsi.ScsiLun;

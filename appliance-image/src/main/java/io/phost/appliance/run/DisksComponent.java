@@ -2,9 +2,9 @@ package io.phost.appliance.run;
 
 import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.DiskConfig;
-import io.phost.appliance.config.DiskFormat;
-import io.phost.storage.backend.FileDisk;
 import io.phost.storage.rbd.RbdDisk;
+import io.phost.vhdx.DiskFormat;
+import io.phost.vhdx.RawDisk;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskType;
 import io.phost.vhdx.VirtualDisk;
@@ -75,7 +75,7 @@ public final class DisksComponent implements Component {
                 throw new IOException("disk '" + d.name() + "': pass-through device " + path + " does not exist");
             }
             // Exclusive (O_EXCL) and O_DIRECT: nobody else on the host may use the device while a guest owns it.
-            VirtualDisk dev = FileDisk.openDevice(path, d.readOnly());
+            VirtualDisk dev = RawDisk.openDevice(path, d.readOnly());
             disks.put(d.name(), new OpenDisk(d, path, dev, false));
             LOG.log(Level.INFO, "opened disk=" + d.name() + " format=passthrough device=" + path + " size=" + dev.size());
             return;
@@ -87,18 +87,18 @@ public final class DisksComponent implements Component {
             }
             Files.createDirectories(path.toAbsolutePath().getParent());
             DiskConfig.Create cr = d.create();
-            CreateOptions opts = new CreateOptions(io.phost.vhdx.DiskFormat.valueOf(d.format().name()),
-                DiskType.valueOf(cr.type().name()), cr.size(), d.resolvedParent(dataDir), cr.blockSize(),
+            CreateOptions opts = new CreateOptions(d.format(),
+                cr.type(), cr.size(), d.resolvedParent(dataDir), cr.blockSize(),
                 cr.logicalSector(), cr.physicalSector());
             VirtualDisks.create(path, opts).close();
             created = true;
             LOG.log(Level.INFO, "created disk=" + d.name() + " path=" + path + " format=" + d.format().name().toLowerCase()
                 + " type=" + cr.type().name().toLowerCase() + " size=" + cr.size());
         }
-        // Raw images go through the storage backend's FileDisk (an fd, so io_uring and O_DIRECT apply);
+        // Raw images go through the storage backend's RawDisk (an fd, so io_uring and O_DIRECT apply);
         // VHDX and VHD through the format engine.
         VirtualDisk disk = d.format() == DiskFormat.RAW
-            ? FileDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
+            ? RawDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
         disks.put(d.name(), new OpenDisk(d, path, disk, created));
         LOG.log(Level.INFO, "opened disk=" + d.name() + " format=" + disk.format() + " size=" + disk.size() + " read_only=" + disk.readOnly());
     }

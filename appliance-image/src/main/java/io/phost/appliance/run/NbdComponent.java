@@ -2,6 +2,7 @@ package io.phost.appliance.run;
 
 import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.DiskConfig;
+import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
 import io.phost.storage.nbd.NbdServer;
 import java.io.IOException;
@@ -26,6 +27,8 @@ import java.util.Map;
  */
 public final class NbdComponent implements Component {
     private static final Logger LOG = System.getLogger("phost.nbd");
+    /** The QoS flow owner of NBD I/O (as a partition's name is for guest I/O). */
+    public static final String FLOW_OWNER = "nbd";
 
     private final NbdServer server;
     private final List<NbdServer.Export> exports;
@@ -41,11 +44,14 @@ public final class NbdComponent implements Component {
     }
 
     /** Starts the server, or returns null when no disk is exported. */
-    public static NbdComponent start(ApplianceConfig cfg, DisksComponent disks) throws IOException {
+    public static NbdComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) throws IOException {
         List<NbdServer.Export> exports = new ArrayList<>();
         for (DiskConfig d : cfg.disks()) {
             if (d.nbdExport()) {
-                exports.add(new NbdServer.Export(d.name(), disks.get(d.name()).disk(), d.readOnly()));
+                DisksComponent.OpenDisk open = disks.get(d.name());
+                // The disk's QoS policy binds NBD clients too; the flow shows under owner "nbd".
+                QosFlow flow = qos.service().createFlow(FLOW_OWNER, d.name(), d.qosPolicy(), StorageComponent.deviceOf(open.path()));
+                exports.add(new NbdServer.Export(d.name(), open.disk(), d.readOnly()).withQos(flow));
             }
         }
         if (exports.isEmpty()) {

@@ -287,7 +287,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         m.put("router_guard", next.routerGuard());
         m.put("max_bandwidth", next.maxBandwidthBps() / 8);
         m.put("max_bandwidth_in", next.maxBandwidthToPortBps() / 8);
-        return io.phost.appliance.mgmt.HttpResponse.json(io.phost.appliance.util.Json.pretty(m));
+        return io.phost.appliance.mgmt.HttpResponse.json(io.phost.core.text.Json.pretty(m));
     }
 
     private static boolean bool(Map<String, String> q, String key, boolean current) {

@@ -1,7 +1,7 @@
 package io.phost.appliance.run;
 
 import io.phost.appliance.mgmt.HttpResponse;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.appliance.util.Query;
 import io.phost.core.partition.ChildPartition;
 import io.phost.core.partition.Partition;

@@ -4,7 +4,7 @@ import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.ConfigLoader;
 import io.phost.appliance.config.QosPolicyConfig;
 import io.phost.appliance.mgmt.HttpResponse;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.appliance.util.Query;
 import io.phost.appliance.util.Records;
 import io.phost.qos.QosFlowSnapshot;

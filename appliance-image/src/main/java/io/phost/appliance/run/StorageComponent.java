@@ -63,7 +63,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
                 c -> new StorageVsp(p.name(), Math.max(0, Math.min(p.vcpus(), 8) - 1)));
             QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(disks.get(d.name()).path()));
             luns.put(p.name() + "/" + d.name(),
-                vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), engine(d.ioEngine())));
+                vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), d.ioEngine()));
             diskNames.put(p.name() + "/" + a.controller() + "/" + a.lun(), d.name());
         }
         vsps.put(p.name(), controllers);
@@ -82,14 +82,6 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
         } catch (IOException e) {
             return path.toString();
         }
-    }
-
-    static IoEngines.Kind engine(String configured) {
-        return switch (configured == null ? "auto" : configured) {
-            case "io_uring" -> IoEngines.Kind.IO_URING;
-            case "threads" -> IoEngines.Kind.THREADS;
-            default -> IoEngines.Kind.AUTO;
-        };
     }
 
     private void sample() {

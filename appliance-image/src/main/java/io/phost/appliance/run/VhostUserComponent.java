@@ -42,7 +42,7 @@ public final class VhostUserComponent implements Component {
                 QosFlow flow = qos.service().createFlow(FLOW_OWNER, d.name(), d.qosPolicy(), StorageComponent.deviceOf(open.path()));
                 Path sock = DiskConfig.vhostUserSocket(cfg.host().dataDir(), d.name());
                 VhostUserBlkExport e = VhostUserBlkExport.start(d.name(), open.disk(), sock, VhostUserBlkExport.Options.defaults()
-                    .withReadOnly(d.readOnly()).withQos(flow).withEngine(StorageComponent.engine(d.ioEngine()))
+                    .withReadOnly(d.readOnly()).withQos(flow).withEngine(d.ioEngine())
                     .withCpus(cfg.host().vspCpus()));
                 exports.add(e);
                 LOG.log(Level.INFO, "vhost-user-blk disk=" + d.name() + " socket=" + sock + " read_only=" + e.readOnly());

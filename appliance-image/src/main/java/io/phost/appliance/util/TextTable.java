@@ -1,5 +1,7 @@
 package io.phost.appliance.util;
 
+import io.phost.core.text.Json;
+
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;

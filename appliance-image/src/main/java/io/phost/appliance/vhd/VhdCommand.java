@@ -93,7 +93,11 @@ public final class VhdCommand implements Callable<Integer> {
 
     static DiskFormat format(String s) {
         try {
-            return DiskFormat.parse(s);
+            DiskFormat f = DiskFormat.parse(s);
+            if (f == DiskFormat.PASSTHROUGH || f == DiskFormat.RBD) {
+                throw new IllegalArgumentException("image tools work on image files, not host devices or rbd images");
+            }
+            return f;
         } catch (IllegalArgumentException e) {
             throw new UserException("unknown format \"" + s + "\" (vhdx, vhd or raw)", 2);
         }

@@ -5,7 +5,7 @@ import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
 import io.phost.appliance.run.PhostProcess;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.storage.vmbus.GuestIo;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;

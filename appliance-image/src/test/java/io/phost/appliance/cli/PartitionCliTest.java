@@ -3,7 +3,7 @@ package io.phost.appliance.cli;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import java.util.List;
 import org.junit.jupiter.api.Test;
 

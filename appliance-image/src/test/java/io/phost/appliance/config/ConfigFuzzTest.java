@@ -1,5 +1,6 @@
 package io.phost.appliance.config;
 
+import io.phost.vhdx.DiskFormat;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;

@@ -1,5 +1,9 @@
 package io.phost.appliance.config;
 
+import io.phost.storage.engine.IoEngines;
+
+import io.phost.vhdx.DiskType;
+import io.phost.vhdx.DiskFormat;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -45,8 +49,8 @@ class ConfigLoaderTest {
         assertEquals(io.phost.core.vmbus.PollingMode.LATENCY, c.host().polling());
         DiskConfig d = c.disk("d").orElseThrow();
         assertEquals(DiskFormat.VHDX, d.format());
-        assertEquals(new DiskConfig.Create(DiskConfig.CreateType.DYNAMIC, Units.GIB, 32 * Units.MIB, 512, 4096), d.create());
-        assertEquals("auto", d.ioEngine());
+        assertEquals(new DiskConfig.Create(DiskType.DYNAMIC, Units.GIB, 32 * Units.MIB, 512, 4096), d.create());
+        assertEquals(IoEngines.Kind.AUTO, d.ioEngine());
         assertFalse(d.readOnly());
         assertNull(d.qosPolicy());
         assertEquals(Path.of("/srv/phost/d.vhdx"), d.resolvedPath(c.host().dataDir()));
@@ -77,9 +81,9 @@ class ConfigLoaderTest {
         assertEquals(List.of(0, 1), c.host().vspCpus());
         assertEquals(400_000_000L, c.qosPolicy("gold").orElseThrow().maxBandwidth());
         DiskConfig web = c.disk("web-os").orElseThrow();
-        assertEquals(DiskConfig.CreateType.DIFFERENCING, web.create().type());
+        assertEquals(DiskType.DIFFERENCING, web.create().type());
         assertEquals("images/base.vhdx", web.parent());
-        assertEquals("io_uring", web.ioEngine());
+        assertEquals(IoEngines.Kind.IO_URING, web.ioEngine());
         DiskConfig logs = c.disk("logs").orElseThrow();
         assertEquals(DiskFormat.VHD, logs.format());
         assertEquals(2 * Units.MIB, logs.create().blockSize());
@@ -139,7 +143,7 @@ class ConfigLoaderTest {
         assertEquals(1, demo.disks().size());
         DiskConfig disk = demo.disks().getFirst();
         assertEquals(DiskFormat.VHDX, disk.format());
-        assertEquals(DiskConfig.CreateType.DYNAMIC, disk.create().type());
+        assertEquals(DiskType.DYNAMIC, disk.create().type());
         assertEquals(1, demo.switches().size());
         assertEquals(SwitchConfig.Type.PRIVATE, demo.switches().getFirst().type());
         assertEquals(2, demo.partitions().size());
@@ -214,6 +218,31 @@ class ConfigLoaderTest {
         assertEquals(8470, c.host().managementPort());
         assertEquals("127.0.0.1", c.host().managementHost());
         assertEquals(Path.of("/srv/p/token"), c.host().resolvedTokenFile());
+    }
+
+    /** Issue 13: io_engine is the storage engine's enum, every engine included; a typo is a positioned error. */
+    @Test
+    void shouldBindEveryIoEngineAndRefuseAnUnknownOneWithItsPosition() throws ConfigException {
+        for (IoEngines.Kind kind : IoEngines.Kind.values()) {
+            ApplianceConfig c = ConfigLoader.parse("e.toml", MINIMAL + """
+                [[disk]]
+                name = "d"
+                path = "d.raw"
+                format = "raw"
+                io_engine = "%s"
+                """.formatted(kind.name().toLowerCase(java.util.Locale.ROOT)));
+            assertEquals(kind, c.disk("d").orElseThrow().ioEngine());
+        }
+        ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("e.toml", MINIMAL + """
+            [[disk]]
+            name = "d"
+            path = "d.raw"
+            format = "raw"
+            io_engine = "uring"
+            """));
+        String error = e.errors().getFirst().toString();
+        assertTrue(error.startsWith("e.toml:7:") && error.contains("disk[0].io_engine") && error.contains("'uring' is not one of"),
+            error);
     }
 
     @Test

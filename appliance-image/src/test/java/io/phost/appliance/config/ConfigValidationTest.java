@@ -70,7 +70,7 @@ class ConfigValidationTest {
 
             [[partition]]
             name = "r"
-            workload = { kind = "io", args = ["--bs", "4KiB"] }
+            workload = { kind = "io", args = ["--bs", "4KiX"] }
 
             [[partition]]
             name = "s"
@@ -83,7 +83,7 @@ class ConfigValidationTest {
             "t.toml:7:31: partition[0].workload.args[2]: 'phost guest io' does not take '--block-size' (it takes --rw --bs "
                 + "--iodepth --numjobs --runtime --size --lun --offset --span --rwmixread --seed --poll-us --verify --json)",
             "t.toml:11:48: partition[1].workload.args[1]: 'phost guest io': Invalid value for option '--iodepth': 'many' is not an int",
-            "t.toml:15:27: partition[2].workload.args: 'phost guest io': --bs: '4KiB' is not a size (bytes, or with k, m, g, t: 4k, 1m)",
+            "t.toml:15:27: partition[2].workload.args: 'phost guest io': --bs: unknown size unit 'KiX' (use B, KiB, MiB, GiB, TiB or PiB; K/KB, M/MB, ... mean the same powers of 1024)",
             "t.toml:19:37: partition[3].workload.args[0]: 'phost guest idle' does not take '--fast' (it takes no arguments)",
             "t.toml:23:30: partition[4].workload.args: 'phost guest mixed': --rw must be read|write|randread|randwrite|randrw: sideways");
     }

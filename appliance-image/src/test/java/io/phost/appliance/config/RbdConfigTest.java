@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import io.phost.vhdx.DiskFormat;
 import java.nio.file.Path;
 import org.junit.jupiter.api.Test;
 
@@ -125,7 +126,7 @@ class RbdConfigTest {
             pool = "rbd"
             image = "db"
             """,
-            "t.toml:7:1: disk[0].io_engine: an rbd disk has no file for io_uring; use auto (librbd's own asynchronous I/O) or threads");
+            "t.toml:7:1: disk[0].io_engine: an rbd disk has no file for io_uring and must not block its queue (inline); use auto (librbd's own asynchronous I/O) or threads");
     }
 
     @Test

@@ -3,9 +3,9 @@ package io.phost.appliance.run;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import io.phost.appliance.mgmt.HttpResponse;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.storage.nbd.NbdServer;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Map;
@@ -41,8 +41,8 @@ class ApplianceHealthTest {
     @Test
     void shouldAnswerDegradedNamingTheComponentWhoseExportStoppedAccepting() throws Exception {
         Path img = dir.resolve("d.raw");
-        FileDisk.createSparse(img, 1 << 20);
-        try (FileDisk disk = FileDisk.openFile(img, false, true)) {
+        RawDisk.createSparse(img, 1 << 20);
+        try (RawDisk disk = RawDisk.openFile(img, false, true)) {
             NbdServer server = NbdServer.unix(dir.resolve("nbd.sock"), List.of(new NbdServer.Export("d", disk, false)));
             Appliance app = new Appliance("h");
             app.add(NbdComponent.of(server, List.of()));

@@ -10,7 +10,7 @@ import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
 import io.phost.appliance.mgmt.OpenApi;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;

@@ -6,7 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import io.phost.core.vhost.VhostUserFrontend;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;

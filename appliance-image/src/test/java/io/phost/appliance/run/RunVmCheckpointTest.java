@@ -4,7 +4,7 @@ import io.phost.appliance.Main;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 

@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
-import io.phost.appliance.util.Json;
+import io.phost.core.text.Json;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;

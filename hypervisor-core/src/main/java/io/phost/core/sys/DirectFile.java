@@ -13,9 +13,8 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
  * File and block-device system calls for the storage path: open with O_DIRECT/O_EXCL, positional
  * (vectored) reads and writes, fsync, fallocate (punch hole / zero range) and the block-device ioctls.
  * Every call takes plain fds and addresses so the hot path allocates nothing; failures throw
- * {@link NativeException} naming the call, the fd and the offset.
- *
- * <p>Owned by vsp-storage (the rest of this package belongs to hypervisor-core).
+ * {@link NativeException} naming the call, the fd and the offset. {@link PosixFile} is the same calls
+ * as an object that owns its fd (what the image formats in vhdx-engine use).
  */
 public final class DirectFile {
     private static final boolean AARCH64 = "aarch64".equals(System.getProperty("os.arch"));
@@ -66,6 +65,7 @@ public final class DirectFile {
     private static final MethodHandle PWRITEV = Native.downcall("pwritev",
         FunctionDescriptor.of(JAVA_LONG, JAVA_INT, JAVA_LONG, JAVA_INT, JAVA_LONG));
     private static final MethodHandle FDATASYNC = Native.downcall("fdatasync", FunctionDescriptor.of(JAVA_INT, JAVA_INT));
+    private static final MethodHandle FSYNC = Native.downcall("fsync", FunctionDescriptor.of(JAVA_INT, JAVA_INT));
     // int fallocate(int fd, int mode, off_t offset, off_t len)
     private static final MethodHandle FALLOCATE = Native.downcall("fallocate",
         FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG));
@@ -81,6 +81,21 @@ public final class DirectFile {
     private static final MethodHandle IOCTL = Native.LINKER.downcallHandle(
         Native.LIBC.find("ioctl").orElseThrow(),
         FunctionDescriptor.of(JAVA_INT, JAVA_INT, JAVA_LONG, JAVA_LONG), ERRNO, Linker.Option.firstVariadicArg(2));
+
+    /** Heap-segment and rarely used calls, bound on first use: each downcall handle costs start-up time. */
+    private static final class Rare {
+        // pread/pwrite on a heap segment (tests, tools, metadata): the array is pinned for the call
+        static final FunctionDescriptor RW = FunctionDescriptor.of(JAVA_LONG, JAVA_INT, ADDRESS, JAVA_LONG, JAVA_LONG);
+        static final MethodHandle PREAD_HEAP = Native.downcallCritical("pread", RW);
+        static final MethodHandle PWRITE_HEAP = Native.downcallCritical("pwrite", RW);
+        // int fstat(int fd, struct stat *buf): only st_blocks is read (offset 64 on x86-64 and aarch64)
+        static final MethodHandle FSTAT = Native.downcall("fstat", FunctionDescriptor.of(JAVA_INT, JAVA_INT, ADDRESS));
+    }
+
+    /** Largest piece a heap segment is pinned for in one syscall, so a GC never waits behind a long transfer. */
+    static final long CRITICAL_CHUNK = 1 << 20;
+    private static final long STAT_SIZE = 256;
+    private static final long ST_BLOCKS_OFFSET = 64;
 
     private DirectFile() {}
 
@@ -115,19 +130,62 @@ public final class DirectFile {
 
     /** Reads exactly {@code length} bytes at {@code offset} into native {@code address}, looping on short reads; returns bytes read (less only at end of file). */
     public static long pread(int fd, long address, long length, long offset) {
+        return transfer(fd, true, address, null, length, offset);
+    }
+
+    /** Writes exactly {@code length} bytes, looping on short writes. */
+    public static void pwrite(int fd, long address, long length, long offset) {
+        transfer(fd, false, address, null, length, offset);
+    }
+
+    /**
+     * Reads up to {@code buf.byteSize()} bytes at {@code offset} into a native or heap segment, looping on
+     * short reads; returns the bytes read (less only at end of file). Native segments allocate nothing.
+     */
+    public static long pread(int fd, MemorySegment buf, long offset) {
+        return buf.isNative() ? transfer(fd, true, buf.address(), null, buf.byteSize(), offset)
+            : transfer(fd, true, 0, buf, buf.byteSize(), offset);
+    }
+
+    /** Writes all of a native or heap segment at {@code offset}, looping on short writes. */
+    public static void pwrite(int fd, MemorySegment buf, long offset) {
+        if (buf.isNative()) {
+            transfer(fd, false, buf.address(), null, buf.byteSize(), offset);
+        } else {
+            transfer(fd, false, 0, buf, buf.byteSize(), offset);
+        }
+    }
+
+    /**
+     * The pread/pwrite loop: retries EINTR and short transfers; a read stops at end of file. Native memory
+     * goes by address; a {@code heap} segment is pinned for each call, {@link #CRITICAL_CHUNK} at a time.
+     */
+    private static long transfer(int fd, boolean read, long address, MemorySegment heap, long length, long offset) {
         long done = 0;
         try {
             while (done < length) {
-                long n = (long) PREAD.invokeExact(Native.errnoState(), fd, address + done, length - done, offset + done);
+                long n;
+                if (heap == null) {
+                    n = read ? (long) PREAD.invokeExact(Native.errnoState(), fd, address + done, length - done, offset + done)
+                        : (long) PWRITE.invokeExact(Native.errnoState(), fd, address + done, length - done, offset + done);
+                } else {
+                    long want = Math.min(length - done, CRITICAL_CHUNK);
+                    MemorySegment part = heap.asSlice(done, want);
+                    n = read ? (long) Rare.PREAD_HEAP.invokeExact(Native.errnoState(), fd, part, want, offset + done)
+                        : (long) Rare.PWRITE_HEAP.invokeExact(Native.errnoState(), fd, part, want, offset + done);
+                }
                 if (n == -1) {
                     int e = Native.lastErrno();
                     if (e == Errno.EINTR) {
                         continue;
                     }
-                    throw new NativeException("pread fd=" + fd + " offset=" + (offset + done), e);
+                    throw new NativeException((read ? "pread fd=" : "pwrite fd=") + fd, e, offset + done);
                 }
                 if (n == 0) {
-                    break;
+                    if (read) {
+                        break; // end of file
+                    }
+                    throw new NativeException("pwrite fd=" + fd + " wrote nothing", Errno.EIO, offset + done);
                 }
                 done += n;
             }
@@ -137,21 +195,33 @@ public final class DirectFile {
         }
     }
 
-    /** Writes exactly {@code length} bytes, looping on short writes. */
-    public static void pwrite(int fd, long address, long length, long offset) {
-        long done = 0;
+    /** fsync(2): data and all metadata; 0 or -errno (callers decide which errnos matter). */
+    public static int fsync(int fd) {
         try {
-            while (done < length) {
-                long n = (long) PWRITE.invokeExact(Native.errnoState(), fd, address + done, length - done, offset + done);
-                if (n == -1) {
-                    int e = Native.lastErrno();
-                    if (e == Errno.EINTR) {
-                        continue;
-                    }
-                    throw new NativeException("pwrite fd=" + fd + " offset=" + (offset + done), e);
-                }
-                done += n;
-            }
+            int r = (int) FSYNC.invokeExact(Native.errnoState(), fd);
+            return r == 0 ? 0 : -Native.lastErrno();
+        } catch (Throwable t) {
+            throw Native.rethrow(t);
+        }
+    }
+
+    /** fdatasync(2) returning 0 or -errno. */
+    public static int tryFdatasync(int fd) {
+        try {
+            int r = (int) FDATASYNC.invokeExact(Native.errnoState(), fd);
+            return r == 0 ? 0 : -Native.lastErrno();
+        } catch (Throwable t) {
+            throw Native.rethrow(t);
+        }
+    }
+
+    /** Bytes the file occupies on its device ({@code st_blocks * 512}): what a sparse file really costs. */
+    public static long allocatedBytes(int fd) {
+        try (java.lang.foreign.Arena arena = java.lang.foreign.Arena.ofConfined()) {
+            MemorySegment st = arena.allocate(STAT_SIZE, 8);
+            int r = (int) Rare.FSTAT.invokeExact(Native.errnoState(), fd, st);
+            Native.check(r, "fstat fd=" + fd);
+            return st.get(JAVA_LONG, ST_BLOCKS_OFFSET) * 512;
         } catch (Throwable t) {
             throw Native.rethrow(t);
         }

@@ -17,6 +17,8 @@ public final class Errno {
     public static final int ENOSPC = 28;
     public static final int EPIPE = 32;
     public static final int ENOSYS = 38;
+    public static final int ENXIO = 6;
+    public static final int EDQUOT = 122;
     public static final int EOPNOTSUPP = 95;
     public static final int ECONNREFUSED = 111;
     public static final int ETIMEDOUT = 110;

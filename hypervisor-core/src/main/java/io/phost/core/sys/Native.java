@@ -46,6 +46,15 @@ public final class Native {
         return LINKER.downcallHandle(symbol, descriptor, CAPTURE_ERRNO);
     }
 
+    /**
+     * A {@link #downcall} that may take heap segments: the array is pinned for the call
+     * ({@code Linker.Option.critical(true)}), so callers keep each call short.
+     */
+    public static MethodHandle downcallCritical(String name, FunctionDescriptor descriptor) {
+        MemorySegment symbol = LIBC.find(name).orElseThrow(() -> new UnsatisfiedLinkError("libc has no " + name));
+        return LINKER.downcallHandle(symbol, descriptor, CAPTURE_ERRNO, Linker.Option.critical(true));
+    }
+
     /** A downcall that never sets errno (or whose errno we do not need); no capture argument. */
     public static MethodHandle downcallNoErrno(String name, FunctionDescriptor descriptor) {
         MemorySegment symbol = LIBC.find(name).orElseThrow(() -> new UnsatisfiedLinkError("libc has no " + name));

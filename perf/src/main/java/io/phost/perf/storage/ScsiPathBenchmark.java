@@ -1,6 +1,6 @@
 package io.phost.perf.storage;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.engine.IoEngines;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.storage.scsi.ScsiQueue;
@@ -62,8 +62,8 @@ public class ScsiPathBenchmark {
             disk = MemoryDisk.nullDisk(64L << 20);
         } else {
             file = Files.createTempFile(Path.of("/dev/shm"), "scsi-bench", ".raw");
-            FileDisk.createSparse(file, 64L << 20);
-            disk = FileDisk.openFile(file, false, true);
+            RawDisk.createSparse(file, 64L << 20);
+            disk = RawDisk.openFile(file, false, true);
         }
         ScsiTarget target = new ScsiTarget();
         target.add(0, new ScsiLun("bench", disk, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));

@@ -14,7 +14,7 @@ import io.phost.perf.Rounds;
 import io.phost.perf.Schedstat;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.storage.engine.IoEngine;
 import io.phost.storage.engine.IoEngines;
@@ -133,8 +133,8 @@ public final class StorageBenchSuite implements BenchSuite {
         prefill(diskFile, fileSize);
         prefill(shmFile, fileSize);
         Path dataDir = Files.createDirectories(ctx.workDir().resolve("host"));
-        try (FileDisk disk = FileDisk.openFile(diskFile, false, true);
-             FileDisk shm = FileDisk.openFile(shmFile, false, true);
+        try (RawDisk disk = RawDisk.openFile(diskFile, false, true);
+             RawDisk shm = RawDisk.openFile(shmFile, false, true);
              MemoryDisk nul = MemoryDisk.nullDisk(fileSize);
              PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults().withAgentCpus(PIN ? List.of(1) : List.of()))) {
             if (!disk.direct()) {
@@ -152,7 +152,7 @@ public final class StorageBenchSuite implements BenchSuite {
                  StorvscClient client = StorvscClient.connect(bus, vsp.instance(), 1, 32, 1 << 20)) {
                 String[] names = {"disk-odirect", "tmpfs", "null"};
                 Path[] files = {diskFile, shmFile, null};
-                FileDisk[] disks = {disk, shm, null};
+                RawDisk[] disks = {disk, shm, null};
                 for (int qd : new int[] {1, 32}) { // warm-up (JIT) on the null disk, not recorded
                     GuestIo.run(client, new GuestIo.Options("randread", 4096, qd, 1, 0.5, 0, 2, false, 1, 50, 0, fileSize));
                 }
@@ -255,9 +255,9 @@ public final class StorageBenchSuite implements BenchSuite {
         // Raw and mapped VHDX are filled with O_DIRECT writes, so neither starts with its data in the host
         // page cache (an O_DIRECT write over cached pages is punted to an io_uring worker). The VHDX gets
         // one buffered sector per block (allocation through the disk), the rest through its mapped fd.
-        FileDisk.createSparse(raw, fileSize);
+        RawDisk.createSparse(raw, fileSize);
         try (Arena a = Arena.ofConfined();
-             FileDisk r = FileDisk.openFile(raw, false, true);
+             RawDisk r = RawDisk.openFile(raw, false, true);
              VhdxDisk m = VhdxDisk.create(mapped, VhdxCreateOptions.dynamic(fileSize));
              VhdxDisk t = VhdxDisk.create(threads, VhdxCreateOptions.dynamic(fileSize))) {
             MemorySegment chunk = a.allocate(1 << 20, 4096);
@@ -282,7 +282,7 @@ public final class StorageBenchSuite implements BenchSuite {
         }
         ctx.log("vhdx vs raw over VMBus: " + fileSize / (1 << 20) + " MiB images on the work-dir disk");
         Path dataDir = Files.createDirectories(ctx.workDir().resolve("host-vhdx"));
-        try (FileDisk rawDisk = FileDisk.openFile(raw, false, true);
+        try (RawDisk rawDisk = RawDisk.openFile(raw, false, true);
              VhdxDisk mappedDisk = VhdxDisk.open(mapped, false);
              VhdxDisk threadsDisk = VhdxDisk.open(threads, false);
              PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults())) {
@@ -339,7 +339,7 @@ public final class StorageBenchSuite implements BenchSuite {
      * engines: on tmpfs io_uring hands every read to a kernel worker thread and psync is ~40x faster.
      */
     private static List<BenchResult> vmbusPoint(BenchContext ctx, StorvscClient client, Point pt, int lun, String lunName,
-                                                Path file, FileDisk disk, boolean fio, int rounds, double seconds,
+                                                Path file, RawDisk disk, boolean fio, int rounds, double seconds,
                                                 long fileSize) throws Exception {
         GuestIo.Options options = new GuestIo.Options(pt.rw(), pt.bs(), pt.qd(), 1, seconds, 0, lun, false, 1, 50, 0,
             fileSize);
@@ -463,8 +463,8 @@ public final class StorageBenchSuite implements BenchSuite {
     }
 
     private static void prefill(Path file, long size) throws IOException {
-        FileDisk.createSparse(file, size);
-        try (FileDisk d = FileDisk.openFile(file, false, false); Arena a = Arena.ofConfined()) {
+        RawDisk.createSparse(file, size);
+        try (RawDisk d = RawDisk.openFile(file, false, false); Arena a = Arena.ofConfined()) {
             MemorySegment chunk = a.allocate(1 << 20, 4096);
             SplittableRandom r = new SplittableRandom(7);
             for (long i = 0; i < chunk.byteSize(); i += 8) {
@@ -478,7 +478,7 @@ public final class StorageBenchSuite implements BenchSuite {
     }
 
     /** The engine the VSP picks for this disk, called directly (no VMBus, no SCSI): the floor under the guest path. */
-    private static double engineDirect(FileDisk disk, Point pt, double seconds, long fileSize) {
+    private static double engineDirect(RawDisk disk, Point pt, double seconds, long fileSize) {
         try (IoEngine e = IoEngines.open(disk, IoEngines.Kind.AUTO, Math.max(2, pt.qd())); Arena a = Arena.ofConfined()) {
             IoVecs[] v = new IoVecs[pt.qd()];
             for (int i = 0; i < pt.qd(); i++) {

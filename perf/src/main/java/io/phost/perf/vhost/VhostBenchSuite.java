@@ -4,7 +4,7 @@ import io.phost.core.vhost.VhostUserFrontend;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.storage.vhost.VhostUserBlkExport;
 import io.phost.vhdx.VirtualDisk;
@@ -154,7 +154,7 @@ public final class VhostBenchSuite implements BenchSuite {
     private static double ours(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
                                int round) throws Exception {
         Path sock = ctx.workDir().resolve("phost-vhost.sock");
-        try (VirtualDisk disk = format.equals("raw") ? FileDisk.openFile(image, false, true) : VhdxDisk.open(image, false);
+        try (VirtualDisk disk = format.equals("raw") ? RawDisk.openFile(image, false, true) : VhdxDisk.open(image, false);
              VhostUserBlkExport e = VhostUserBlkExport.start("bench", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
             return drive(sock, write, qd, size, seconds, round);
         }
@@ -209,8 +209,8 @@ public final class VhostBenchSuite implements BenchSuite {
     }
 
     private static VirtualDisk rawCreate(Path path, long size) throws IOException {
-        FileDisk.createSparse(path, size);
-        return FileDisk.openFile(path, false, false);
+        RawDisk.createSparse(path, size);
+        return RawDisk.openFile(path, false, false);
     }
 
     private static boolean exists(String tool) {

@@ -9,7 +9,7 @@ import io.phost.core.vm.VmSpec;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.vhost.VhostUserBlkExport;
 import java.io.IOException;
 import java.io.InputStream;
@@ -136,7 +136,7 @@ public final class VmBenchSuite implements BenchSuite {
     /** One VM partition run: launch to PHOST-GUEST-DONE, then the guest powers off. Returns the console. */
     private static String runPhost(Path work, Path guest, Path disk, String cmdline, Accelerator accel, String name,
                                    List<Double> startSeconds) throws Exception {
-        try (FileDisk d = FileDisk.openFile(disk, false, true);
+        try (RawDisk d = RawDisk.openFile(disk, false, true);
              VhostUserBlkExport e = VhostUserBlkExport.start(name, d, work.resolve(name + ".sock"),
                  VhostUserBlkExport.Options.defaults().withQueues(1))) {
             VmPartition vm = vm(work, guest, cmdline, accel, name, e);
@@ -192,7 +192,7 @@ public final class VmBenchSuite implements BenchSuite {
     private static double idleCpu(BenchContext ctx, Path guest, Path disk, Accelerator accel) throws Exception {
         String hold = "console=ttyS0 quiet phost.hold=1";
         long window = ctx.quick() ? 3 : 10;
-        try (FileDisk d = FileDisk.openFile(disk, false, true);
+        try (RawDisk d = RawDisk.openFile(disk, false, true);
              VhostUserBlkExport e = VhostUserBlkExport.start("idle", d, ctx.workDir().resolve("idle.sock"),
                  VhostUserBlkExport.Options.defaults().withQueues(1))) {
             VmPartition vm = vm(ctx.workDir(), guest, hold, accel, "idle", e);

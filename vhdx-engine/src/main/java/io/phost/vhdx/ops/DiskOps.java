@@ -1,10 +1,11 @@
 package io.phost.vhdx.ops;
 
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.DiskType;
-import io.phost.vhdx.PosixFile;
 import io.phost.vhdx.RawDisk;
 import io.phost.vhdx.VhdxFormatException;
 import io.phost.vhdx.VirtualDisk;
@@ -178,12 +179,13 @@ public final class DiskOps {
                 List.of(), List.of(), true);
         }
         return switch (format) {
-            case RAW -> new CheckReport(List.of(), List.of("raw images have no metadata to check"), List.of(), true);
+            case RAW, PASSTHROUGH -> new CheckReport(List.of(), List.of("raw images have no metadata to check"), List.of(), true);
             case VHD -> {
                 VhdMaintenance.CheckResult r = VhdMaintenance.check(path, repair);
                 yield new CheckReport(r.problems(), r.notes(), r.repaired(), r.readable());
             }
             case VHDX -> checkVhdx(path, repair);
+            case RBD -> throw new IllegalArgumentException("an rbd image is checked by Ceph, not as a file");
         };
     }
 

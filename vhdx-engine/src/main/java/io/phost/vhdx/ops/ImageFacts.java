@@ -1,7 +1,7 @@
 package io.phost.vhdx.ops;
 
 import io.phost.vhdx.AllocationMap;
-import io.phost.vhdx.NativeFile;
+import io.phost.core.sys.PosixFile;
 import io.phost.vhdx.VirtualDisk;
 import io.phost.vhdx.vhd.VhdDisk;
 import io.phost.vhdx.vhdx.VhdxDisk;
@@ -36,12 +36,12 @@ public final class ImageFacts {
      * image open; a shared one that cannot be taken means someone writes it. Call before opening it.
      */
     public static Attached attached(Path path) throws IOException {
-        try (NativeFile f = NativeFile.open(path, true)) {
+        try (PosixFile f = PosixFile.open(path, true)) {
             if (f.tryLock(true)) {
                 return Attached.NO;
             }
         }
-        try (NativeFile f = NativeFile.open(path, true)) {
+        try (PosixFile f = PosixFile.open(path, true)) {
             return f.tryLock(false) ? Attached.READ_ONLY : Attached.READ_WRITE;
         }
     }

@@ -44,6 +44,10 @@ public final class ImageMeasure {
         return sizes(format, type, size, logicalSectorSize, blockSize(format, blockSize), 0);
     }
 
+    private static IllegalArgumentException notAnImageFile(DiskFormat format) {
+        return new IllegalArgumentException("measure sizes image files (vhdx, vhd or raw), not " + format.id());
+    }
+
     private static long blockSize(DiskFormat format, long blockSize) {
         if (blockSize != 0) {
             return blockSize;
@@ -52,6 +56,7 @@ public final class ImageMeasure {
             case VHDX -> VhdxCreateOptions.DEFAULT_BLOCK_SIZE;
             case VHD -> VhdDynamicHeader.DEFAULT_BLOCK_SIZE;
             case RAW -> 0;
+            case PASSTHROUGH, RBD -> throw notAnImageFile(format);
         };
     }
 
@@ -72,6 +77,7 @@ public final class ImageMeasure {
                 yield type == DiskType.FIXED ? new Result(full, full)
                     : new Result(VhdLayout.dynamicFileSize(size, blockSize, blocks), dynamicFull);
             }
+            case PASSTHROUGH, RBD -> throw notAnImageFile(format);
         };
     }
 

@@ -104,7 +104,7 @@ public final class ImageRebase {
     private static boolean isDifferencing(VirtualDisk c) {
         return switch (c) {
             case VhdDisk v -> v.type() == io.phost.vhdx.DiskType.DIFFERENCING;
-            case VhdxDisk x -> x.type() == io.phost.vhdx.vhdx.VhdxType.DIFFERENCING;
+            case VhdxDisk x -> x.type() == io.phost.vhdx.DiskType.DIFFERENCING;
             default -> false;
         };
     }

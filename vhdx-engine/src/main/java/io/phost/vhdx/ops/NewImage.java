@@ -1,7 +1,7 @@
 package io.phost.vhdx.ops;
 
-import io.phost.vhdx.NativeFile;
-import io.phost.vhdx.PosixFile;
+import io.phost.core.sys.PosixFile;
+
 
 import java.io.IOException;
 import java.nio.file.AtomicMoveNotSupportedException;
@@ -60,7 +60,7 @@ public final class NewImage {
             if (!Files.isRegularFile(target, LinkOption.NOFOLLOW_LINKS)) {
                 throw new IllegalArgumentException(target + " is not a regular file; refusing to replace it");
             }
-            try (NativeFile f = NativeFile.open(target, true)) {
+            try (PosixFile f = PosixFile.open(target, true)) {
                 if (!f.tryLock(true)) {
                     throw new IOException(target + " is in use (open by another phost process); not replacing it");
                 }

@@ -1,6 +1,7 @@
 package io.phost.vhdx.ops;
 
-import io.phost.vhdx.PosixFile;
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.RawDisk;
 import io.phost.vhdx.VirtualDisk;
 import io.phost.vhdx.VirtualDisks;

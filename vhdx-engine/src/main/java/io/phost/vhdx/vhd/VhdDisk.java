@@ -1,11 +1,11 @@
 package io.phost.vhdx.vhd;
 
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskType;
 import io.phost.vhdx.MappedDisk;
-import io.phost.vhdx.NativeFile;
-import io.phost.vhdx.PosixFile;
 import io.phost.vhdx.VirtualDisk;
 
 import java.io.IOException;
@@ -99,7 +99,7 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
     private volatile boolean closed;
     /** The fd for mapped I/O, opened by the first {@link #mappedFd()}; guarded by mappedLock. */
     private final Object mappedLock = new Object();
-    private NativeFile mappedFile;
+    private PosixFile mappedFile;
     private volatile int mappedAlignment = 1;
 
     private VhdDisk(PosixFile file, Arena arena, VhdFooter footer, VhdDynamicHeader header, long size,
@@ -744,7 +744,7 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
                 return -1;
             }
             if (mappedFile == null) {
-                mappedFile = NativeFile.openMapped(file.path(), file.readOnly());
+                mappedFile = PosixFile.openMapped(file.path(), file.readOnly());
                 mappedAlignment = mappedFile.direct() ? 512 : 1;
             }
             return mappedFile.fd();

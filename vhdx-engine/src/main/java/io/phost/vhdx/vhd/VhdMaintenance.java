@@ -1,6 +1,7 @@
 package io.phost.vhdx.vhd;
 
-import io.phost.vhdx.PosixFile;
+import io.phost.core.sys.PosixFile;
+
 
 import java.io.IOException;
 import java.lang.foreign.Arena;

@@ -1,6 +1,9 @@
 package io.phost.vhdx.vhdx;
 
-import io.phost.vhdx.NativeFile;
+import io.phost.vhdx.DiskType;
+
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.VhdxFormatException;
 import java.io.IOException;
 import java.nio.file.Path;
@@ -47,7 +50,7 @@ public final class VhdxCheck {
     /** Checks without writing. I/O failures throw; format problems become findings. */
     public static Report check(Path path) throws IOException {
         List<Finding> out = new ArrayList<>();
-        try (NativeFile f = NativeFile.open(path, true)) {
+        try (PosixFile f = PosixFile.open(path, true)) {
             long size = f.size();
             int sectionLength = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
             if (size >= sectionLength) {
@@ -107,7 +110,7 @@ public final class VhdxCheck {
             }
             int st = BatDescriptor.state(e);
             long off = BatDescriptor.fileOffset(e);
-            if (isBitmap && st == BatDescriptor.SB_PRESENT && d.type() != VhdxType.DIFFERENCING) {
+            if (isBitmap && st == BatDescriptor.SB_PRESENT && d.type() != DiskType.DIFFERENCING) {
                 out.add(new Finding(Severity.WARNING, "SECTOR_BITMAP_WITHOUT_PARENT", batOffset + i * 8L,
                     "sector bitmap entry " + i + " is PRESENT in an image without a parent"));
                 continue;

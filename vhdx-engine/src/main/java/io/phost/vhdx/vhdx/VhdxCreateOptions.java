@@ -1,5 +1,7 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
 import java.nio.file.Path;
 import java.util.Objects;
 
@@ -15,27 +17,27 @@ import java.util.Objects;
  * @param physicalSectorSize 512 or 4096 (0 = default, or the parent's)
  * @param parent             the parent image for DIFFERENCING, else null
  */
-public record VhdxCreateOptions(long size, VhdxType type, int blockSize, int logicalSectorSize,
+public record VhdxCreateOptions(long size, DiskType type, int blockSize, int logicalSectorSize,
                                 int physicalSectorSize, Path parent) {
     public static final int DEFAULT_BLOCK_SIZE = 32 << 20;
 
     public VhdxCreateOptions {
         Objects.requireNonNull(type, "type");
-        if ((type == VhdxType.DIFFERENCING) != (parent != null)) {
+        if ((type == DiskType.DIFFERENCING) != (parent != null)) {
             throw new IllegalArgumentException("a parent is required for, and only for, DIFFERENCING");
         }
     }
 
     public static VhdxCreateOptions dynamic(long size) {
-        return new VhdxCreateOptions(size, VhdxType.DYNAMIC, 0, 0, 0, null);
+        return new VhdxCreateOptions(size, DiskType.DYNAMIC, 0, 0, 0, null);
     }
 
     public static VhdxCreateOptions fixed(long size) {
-        return new VhdxCreateOptions(size, VhdxType.FIXED, 0, 0, 0, null);
+        return new VhdxCreateOptions(size, DiskType.FIXED, 0, 0, 0, null);
     }
 
     public static VhdxCreateOptions differencing(Path parent) {
-        return new VhdxCreateOptions(0, VhdxType.DIFFERENCING, 0, 0, 0, parent);
+        return new VhdxCreateOptions(0, DiskType.DIFFERENCING, 0, 0, 0, parent);
     }
 
     public VhdxCreateOptions withBlockSize(int bytes) {

@@ -1,9 +1,12 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
+import io.phost.core.sys.PosixFile;
+
 import static io.phost.vhdx.vhdx.BatDescriptor.*;
 
 import io.phost.vhdx.MappedDisk;
-import io.phost.vhdx.NativeFile;
 import io.phost.vhdx.VhdxFormatException;
 import io.phost.vhdx.VhdxFormatException.Reason;
 import io.phost.vhdx.VirtualDisk;
@@ -73,7 +76,7 @@ public final class VhdxDisk implements MappedDisk {
     public enum LogState { CLEAN, REPLAYED, REPLAYED_IN_MEMORY }
 
     /** One ancestor in a differencing chain, nearest first. */
-    public record ParentInfo(Path path, UUID dataWriteGuid, String parentLinkage, VhdxType type) {}
+    public record ParentInfo(Path path, UUID dataWriteGuid, String parentLinkage, DiskType type) {}
 
     /** A payload block's state as stored in the BAT. */
     public enum BlockState {
@@ -99,7 +102,7 @@ public final class VhdxDisk implements MappedDisk {
     private static final MemorySegment ZEROS = Arena.global().allocate(1 << 20, 4096);
 
     private final Path path;
-    private final NativeFile file;
+    private final PosixFile file;
     private final boolean readOnly;
     private final VhdxParser.Parsed p;
     private final long size;
@@ -141,7 +144,7 @@ public final class VhdxDisk implements MappedDisk {
     private volatile boolean closed;
     /** The fd for mapped I/O, opened by the first {@link #mappedFd()}; guarded by mappedLock. */
     private final Object mappedLock = new Object();
-    private NativeFile mappedFile;
+    private PosixFile mappedFile;
     private volatile int mappedAlignment = 1;
 
     /** One chunk's 1 MiB sector bitmap, loaded lazily; dirty flags per 4 KiB sector of it. */
@@ -150,7 +153,7 @@ public final class VhdxDisk implements MappedDisk {
         final AtomicIntegerArray dirty = new AtomicIntegerArray(SECTOR_BITMAP_BLOCK_LENGTH / 4096);
     }
 
-    private VhdxDisk(Path path, NativeFile file, boolean readOnly, VhdxParser.Parsed p, Overlay overlay,
+    private VhdxDisk(Path path, PosixFile file, boolean readOnly, VhdxParser.Parsed p, Overlay overlay,
                      VhdxDisk parent, LogState logState) throws IOException {
         this.path = path;
         this.file = file;
@@ -227,7 +230,7 @@ public final class VhdxDisk implements MappedDisk {
 
     private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent, boolean exclusive)
         throws IOException {
-        NativeFile f = NativeFile.open(path, readOnly);
+        PosixFile f = PosixFile.open(path, readOnly);
         try {
             if (!f.tryLock(exclusive)) {
                 throw new IOException(path + " is in use: " + (readOnly ? "open read-write" : "open")
@@ -244,7 +247,7 @@ public final class VhdxDisk implements MappedDisk {
         }
     }
 
-    private static VhdxDisk openFile(Path path, NativeFile f, boolean readOnly, int depth, boolean skipParent)
+    private static VhdxDisk openFile(Path path, PosixFile f, boolean readOnly, int depth, boolean skipParent)
         throws IOException {
         VhdxParser.Parsed p = new VhdxParser.Parsed();
         p.readOnly = readOnly;
@@ -337,7 +340,7 @@ public final class VhdxDisk implements MappedDisk {
         return d;
     }
 
-    private static void replayInPlace(NativeFile f, VhdxLog.Plan plan) throws IOException {
+    private static void replayInPlace(PosixFile f, VhdxLog.Plan plan) throws IOException {
         long size = f.size();
         for (VhdxLog.Update u : plan.updates()) {
             if (u.page() != null) {
@@ -359,7 +362,7 @@ public final class VhdxDisk implements MappedDisk {
         if (f.size() < plan.lastFileOffset()) {
             f.truncate(roundUp(plan.lastFileOffset(), 1 << 20));
         }
-        f.sync();
+        f.dataSync();
     }
 
     private static VhdxDisk openParent(Path child, VhdxParser.Parsed p, int depth) throws IOException {
@@ -459,7 +462,7 @@ public final class VhdxDisk implements MappedDisk {
      * comes later, that guid changes and the child must be re-linked ({@link #setParent}) before it opens.
      */
     public static void createChildOf(Path child, VhdxDisk parent) throws IOException {
-        VhdxImageWriter.create(child, new VhdxCreateOptions(0, VhdxType.DIFFERENCING, 0, 0, 0, parent.path()), parent);
+        VhdxImageWriter.create(child, new VhdxCreateOptions(0, DiskType.DIFFERENCING, 0, 0, 0, parent.path()), parent);
     }
 
     // ---------------------------------------------------------------- VirtualDisk
@@ -564,7 +567,7 @@ public final class VhdxDisk implements MappedDisk {
                 return -1;
             }
             if (mappedFile == null) {
-                mappedFile = NativeFile.openMapped(path, readOnly);
+                mappedFile = PosixFile.openMapped(path, readOnly);
                 mappedAlignment = mappedFile.direct() ? 512 : 1;
             }
             return mappedFile.fd();
@@ -876,7 +879,7 @@ public final class VhdxDisk implements MappedDisk {
             List<VhdxLog.Update> pages = collectDirty();
             long durableSize = file.size();
             if (pages.isEmpty() || sessionStarted) {
-                file.sync();
+                file.dataSync();
             }
             if (pages.isEmpty()) {
                 return;
@@ -889,7 +892,7 @@ public final class VhdxDisk implements MappedDisk {
                 for (int i = 0; i < pages.size(); i += max) {
                     List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
                     if (i > 0) {
-                        file.sync(); // the previous batch's in-place writes must be durable before its entry is superseded
+                        file.dataSync(); // the previous batch's in-place writes must be durable before its entry is superseded
                     }
                     commit(batch, durableSize);
                 }
@@ -978,7 +981,7 @@ public final class VhdxDisk implements MappedDisk {
         }
         byte[] entry = VhdxLog.buildEntry(batch, ++logSequence, logGuid, logPosition, fileSize, fileSize);
         file.write(header.logOffset() + logPosition, entry, 0, entry.length);
-        file.sync();
+        file.dataSync();
         logPosition += entryLength;
         if (logPosition >= header.logLength()) {
             logPosition = 0;
@@ -1051,7 +1054,7 @@ public final class VhdxDisk implements MappedDisk {
                 header.logLength(), header.logOffset());
             file.write(VhdxHeaderDescriptor.headerFileOffset(slot), h, 0, h.length);
             if (step < synced) {
-                file.sync();
+                file.dataSync();
             }
             currentSlot = slot;
         }
@@ -1071,7 +1074,7 @@ public final class VhdxDisk implements MappedDisk {
                 flush();
                 commitLock.lock();
                 try {
-                    file.sync(); // in-place metadata of the last commit is durable: the log can be emptied
+                    file.dataSync(); // in-place metadata of the last commit is durable: the log can be emptied
                     logGuid = Le.ZERO_GUID;
                     writeHeaders();
                 } finally {
@@ -1220,7 +1223,7 @@ public final class VhdxDisk implements MappedDisk {
                     }
                     file.write(batRegionOffset + done, buf, 0, n);
                 }
-                file.sync();
+                file.dataSync();
                 // ... then switch both region tables to it through the log, together with the size.
                 int len = (int) (RegionTableDescriptor.TABLE_2_FILE_OFFSET + RegionTableDescriptor.TABLE_LENGTH);
                 byte[] section = new byte[len];
@@ -1370,15 +1373,15 @@ public final class VhdxDisk implements MappedDisk {
             startSession();
         }
         long durableSize = file.size();
-        file.sync();
+        file.dataSync();
         int max = VhdxLog.maxPagesPerEntry(header.logLength());
         for (int i = 0; i < pages.size(); i += max) {
             if (i > 0) {
-                file.sync();
+                file.dataSync();
             }
             commit(pages.subList(i, Math.min(pages.size(), i + max)), durableSize);
         }
-        file.sync();
+        file.dataSync();
     }
 
     /**
@@ -1486,8 +1489,8 @@ public final class VhdxDisk implements MappedDisk {
         return chunkRatio;
     }
 
-    public VhdxType type() {
-        return p.hasParent ? VhdxType.DIFFERENCING : p.leaveBlocksAllocated ? VhdxType.FIXED : VhdxType.DYNAMIC;
+    public DiskType type() {
+        return p.hasParent ? DiskType.DIFFERENCING : p.leaveBlocksAllocated ? DiskType.FIXED : DiskType.DYNAMIC;
     }
 
     public boolean leaveBlocksAllocated() {
@@ -1655,7 +1658,7 @@ public final class VhdxDisk implements MappedDisk {
             }
             int from = (int) RegionTableDescriptor.tableFileOffset(good);
             file.write(RegionTableDescriptor.tableFileOffset(1 - good), section, from, RegionTableDescriptor.TABLE_LENGTH);
-            file.sync();
+            file.dataSync();
         } finally {
             commitLock.unlock();
         }

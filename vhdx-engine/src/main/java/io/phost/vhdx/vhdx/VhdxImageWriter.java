@@ -1,7 +1,10 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.Crc32c;
-import io.phost.vhdx.NativeFile;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -48,7 +51,7 @@ final class VhdxImageWriter {
     }
 
     static void create(Path path, VhdxCreateOptions o) throws IOException {
-        if (o.type() == VhdxType.DIFFERENCING) {
+        if (o.type() == DiskType.DIFFERENCING) {
             try (VhdxDisk parent = VhdxDisk.open(o.parent(), true)) {
                 create(path, o, parent);
             }
@@ -64,7 +67,7 @@ final class VhdxImageWriter {
         int physical = o.physicalSectorSize();
         int blockSize = o.blockSize();
         Map<String, String> locator = null;
-        if (o.type() == VhdxType.DIFFERENCING) {
+        if (o.type() == DiskType.DIFFERENCING) {
             {
                 size = parent.size();
                 if (logical != 0 && logical != parent.logicalSectorSize()) {
@@ -94,7 +97,7 @@ final class VhdxImageWriter {
             throw new IllegalArgumentException("size must be a positive multiple of " + logical + " up to 64 TiB: " + size);
         }
         boolean hasParent = locator != null;
-        boolean fixed = o.type() == VhdxType.FIXED;
+        boolean fixed = o.type() == DiskType.FIXED;
         int chunkRatio = BatDescriptor.chunkRatio(logical, blockSize);
         long dataBlocks = (size + blockSize - 1) / blockSize;
         long entries = BatDescriptor.totalEntries(dataBlocks, chunkRatio, hasParent);
@@ -126,9 +129,9 @@ final class VhdxImageWriter {
 
         byte[] meta = metadata(size, blockSize, logical, physical, fixed, locator);
 
-        NativeFile created = NativeFile.create(path); // O_EXCL: an existing file is never replaced
+        PosixFile created = PosixFile.createNew(path); // O_EXCL: an existing file is never replaced
         boolean ok = false;
-        try (NativeFile f = created) {
+        try (PosixFile f = created) {
             f.write(0, section, 0, section.length);
             f.write(METADATA_OFFSET, meta, 0, meta.length);
             if (fixed) {
@@ -147,7 +150,7 @@ final class VhdxImageWriter {
                 }
             }
             f.truncate(fileLength);
-            f.sync();
+            f.dataSync();
             ok = true;
         } finally {
             if (!ok) {

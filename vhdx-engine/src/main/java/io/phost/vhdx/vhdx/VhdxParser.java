@@ -1,9 +1,10 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.core.sys.PosixFile;
+
 import static io.phost.vhdx.VhdxFormatException.Reason.*;
 
 import io.phost.vhdx.Crc32c;
-import io.phost.vhdx.NativeFile;
 import io.phost.vhdx.VhdxFormatException;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;

@@ -1,9 +1,10 @@
 package io.phost.vhdx.ops;
 
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.DiskType;
-import io.phost.vhdx.NativeFile;
 import io.phost.vhdx.Tools;
 import io.phost.vhdx.UnsupportedImageException;
 import io.phost.vhdx.VirtualDisk;
@@ -149,7 +150,7 @@ class ImageSafetyTest {
     void shouldNotReplaceAnImageAnotherProcessHasOpen() throws Exception {
         Path src = vhdx("src.vhdx", 8L << 20, 1 << 20, 0);
         Path busy = vhdx("busy.vhdx", 8L << 20, 1 << 20);
-        try (NativeFile f = NativeFile.open(busy, true)) {
+        try (PosixFile f = PosixFile.open(busy, true)) {
             assertTrue(f.tryLock(false));
             IOException e = assertThrows(IOException.class,
                 () -> DiskOps.convert(src, null, busy, DiskFormat.VHDX, DiskType.DYNAMIC, 0, true, Progress.NONE));

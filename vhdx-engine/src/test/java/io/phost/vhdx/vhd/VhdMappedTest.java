@@ -1,9 +1,10 @@
 package io.phost.vhdx.vhd;
 
+import io.phost.core.sys.PosixFile;
+
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.DiskType;
-import io.phost.vhdx.NativeFile;
 import io.phost.vhdx.Tools;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -39,7 +40,7 @@ class VhdMappedTest {
             assertEquals(-1, d.mapRead(2L * MIB + 256, 512), "unaligned");
             assertEquals(-1, d.mapRead(8L * MIB, 512), "past the end");
             MemorySegment back = a.allocate(64 << 10, 4096);
-            try (NativeFile f = NativeFile.open(p, true)) {
+            try (PosixFile f = PosixFile.open(p, true)) {
                 f.read(d.mapRead(2L * MIB, back.byteSize()), back, 0, back.byteSize());
             }
             assertEquals(-1, back.mismatch(w), "the mapped offset holds the disk's bytes");

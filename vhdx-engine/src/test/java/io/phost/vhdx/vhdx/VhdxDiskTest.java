@@ -1,5 +1,7 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
 import static org.junit.jupiter.api.Assertions.*;
 
 import io.phost.vhdx.VhdxFormatException;
@@ -33,7 +35,7 @@ class VhdxDiskTest {
         Path f = dir.resolve("a.vhdx");
         byte[] one = pattern(1, 3 << 20);
         try (VhdxDisk d = VhdxDisk.create(f, VhdxCreateOptions.dynamic(64L << 20).withBlockSize(1 << 20))) {
-            assertEquals(VhdxType.DYNAMIC, d.type());
+            assertEquals(DiskType.DYNAMIC, d.type());
             assertArrayEquals(new byte[4096], read(d, 0, 4096));
             d.write((1 << 20) - 512, MemorySegment.ofArray(one));
             try (Arena a = Arena.ofConfined()) {
@@ -210,7 +212,7 @@ class VhdxDiskTest {
     void shouldCreateFixedImageWithEveryBlockPresent() throws Exception {
         Path f = dir.resolve("fixed.vhdx");
         try (VhdxDisk d = VhdxDisk.create(f, VhdxCreateOptions.fixed(10L << 20).withBlockSize(1 << 20).withLogicalSectorSize(4096))) {
-            assertEquals(VhdxType.FIXED, d.type());
+            assertEquals(DiskType.FIXED, d.type());
             for (long b = 0; b < d.blockCount(); b++) {
                 assertEquals(VhdxDisk.BlockState.FULLY_PRESENT, d.blockState(b));
             }
@@ -234,7 +236,7 @@ class VhdxDiskTest {
             d.write(0, MemorySegment.ofArray(b));
         }
         try (VhdxDisk d = VhdxDisk.create(mid, VhdxCreateOptions.differencing(base))) {
-            assertEquals(VhdxType.DIFFERENCING, d.type());
+            assertEquals(DiskType.DIFFERENCING, d.type());
             d.write(4096, MemorySegment.ofArray(pattern(7, 1024)));
             System.arraycopy(pattern(7, 1024), 0, b, 4096, 1024);
             assertEquals(VhdxDisk.BlockState.PARTIALLY_PRESENT, d.blockState(0));

@@ -1,8 +1,9 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.core.sys.PosixFile;
+
 import static org.junit.jupiter.api.Assertions.*;
 
-import io.phost.vhdx.NativeFile;
 import java.io.RandomAccessFile;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -62,7 +63,7 @@ class VhdxMappedTest {
             assertEquals(fd, d.mappedFd(), "opened once");
             assertTrue(d.mappedAlignment() == 512 || d.mappedAlignment() == 1, "O_DIRECT (512) or buffered (1)");
             // Another handle on the mapped offsets (the engine uses the fd through io_uring).
-            try (NativeFile f = NativeFile.open(p, false)) {
+            try (PosixFile f = PosixFile.open(p, false)) {
                 MemorySegment buf = a.allocate(second.length, 4096);
                 MemorySegment.copy(MemorySegment.ofArray(second), 0, buf, 0, second.length);
                 f.write(d.mapWrite(MIB + 128 * 1024, second.length), buf, 0, second.length);

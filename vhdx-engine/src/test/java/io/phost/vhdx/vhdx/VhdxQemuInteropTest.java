@@ -1,5 +1,7 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
 import static org.junit.jupiter.api.Assertions.*;
 
 import java.io.RandomAccessFile;
@@ -185,13 +187,13 @@ class VhdxQemuInteropTest {
 
     @ParameterizedTest(name = "{0} block={1} logical={2}")
     @CsvSource({"DYNAMIC,1,512", "DYNAMIC,32,512", "FIXED,8,512", "DYNAMIC,1,4096", "FIXED,2,4096"})
-    void shouldPassQemuCheckAndCompareForImagesWeCreate(VhdxType type, int blockMiB, int logical) throws Exception {
+    void shouldPassQemuCheckAndCompareForImagesWeCreate(DiskType type, int blockMiB, int logical) throws Exception {
         Path img = dir.resolve("ours.vhdx");
         Path raw = dir.resolve("ours.raw");
         long size = 48L << 20;
         byte[] expect = new byte[(int) size];
         Random r = new Random(blockMiB * 31L + logical);
-        VhdxCreateOptions o = (type == VhdxType.FIXED ? VhdxCreateOptions.fixed(size) : VhdxCreateOptions.dynamic(size))
+        VhdxCreateOptions o = (type == DiskType.FIXED ? VhdxCreateOptions.fixed(size) : VhdxCreateOptions.dynamic(size))
             .withBlockSize(blockMiB << 20).withLogicalSectorSize(logical);
         try (VhdxDisk d = VhdxDisk.create(img, o)) {
             for (int i = 0; i < 60; i++) {

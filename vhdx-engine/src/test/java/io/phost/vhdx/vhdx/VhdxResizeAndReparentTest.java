@@ -1,5 +1,7 @@
 package io.phost.vhdx.vhdx;
 
+import io.phost.vhdx.DiskType;
+
 import static org.junit.jupiter.api.Assertions.*;
 
 import io.phost.vhdx.VhdxFormatException;
@@ -70,7 +72,7 @@ class VhdxResizeAndReparentTest {
         VhdxDisk.create(p, VhdxCreateOptions.fixed(8L << 20).withBlockSize(1 << 20)).close();
         VhdxDisk.resize(p, 12L << 20);
         try (VhdxDisk d = VhdxDisk.open(p, true)) {
-            assertEquals(VhdxType.FIXED, d.type());
+            assertEquals(DiskType.FIXED, d.type());
             for (long b = 0; b < 12; b++) {
                 assertEquals(VhdxDisk.BlockState.FULLY_PRESENT, d.blockState(b));
             }

@@ -1,5 +1,6 @@
 package io.phost.storage.backend;
 
+import io.phost.vhdx.DiskCapabilities;
 import io.phost.vhdx.VirtualDisk;
 
 import java.io.IOException;
@@ -109,6 +110,12 @@ public final class MemoryDisk implements VirtualDisk {
         if (!nullData) {
             data.asSlice(offset, length).fill((byte) 0);
         }
+    }
+
+    /** A memory copy (or nothing): never blocks. */
+    @Override
+    public DiskCapabilities capabilities() {
+        return DiskCapabilities.memory(-1);
     }
 
     @Override

@@ -1,7 +1,6 @@
 package io.phost.storage.engine;
 
 import io.phost.core.sys.DirectFile;
-import io.phost.storage.backend.FdBacked;
 import io.phost.vhdx.VirtualDisk;
 
 import java.io.IOException;
@@ -29,7 +28,7 @@ public final class InlineEngine implements IoEngine {
 
     public InlineEngine(VirtualDisk disk, int depth) {
         this.disk = disk;
-        this.fd = disk instanceof FdBacked f ? f.fd() : -1;
+        this.fd = disk.capabilities().fd();
         this.depth = depth;
         this.kind = new int[depth];
         this.offset = new long[depth];
@@ -140,7 +139,7 @@ public final class InlineEngine implements IoEngine {
             }
             return 0;
         } catch (IOException | RuntimeException e) {
-            return io.phost.vhdx.DiskFullException.isDiskFull(e) ? -28 : -5; // ENOSPC : EIO
+            return io.phost.core.sys.DiskFullException.isDiskFull(e) ? -28 : -5; // ENOSPC : EIO
         }
     }
 

@@ -1,11 +1,7 @@
 package io.phost.storage.engine;
 
 import io.phost.core.sys.IoUring;
-import io.phost.storage.backend.FdBacked;
-import io.phost.storage.backend.FileDisk;
-import io.phost.storage.backend.MemoryDisk;
-import io.phost.storage.rbd.RbdDisk;
-import io.phost.vhdx.MappedDisk;
+import io.phost.vhdx.DiskCapabilities;
 import io.phost.vhdx.VirtualDisk;
 
 /**
@@ -24,29 +20,30 @@ public final class IoEngines {
         return !Boolean.getBoolean("phost.storage.noIoUring") && IoUring.available();
     }
 
+    /** Chooses from what the disk declares ({@link VirtualDisk#capabilities()}), never from its class. */
     public static IoEngine open(VirtualDisk disk, Kind kind, int depth) {
-        if (disk instanceof RbdDisk rbd && kind == Kind.AUTO) {
-            return rbd.openEngine(depth); // librbd aio, completions through the image's eventfd
+        if (disk instanceof EngineSource own && kind == Kind.AUTO) {
+            return own.openEngine(depth); // e.g. librbd's aio, completions through the image's eventfd
         }
-        boolean fdBacked = disk instanceof FdBacked;
-        if (disk instanceof MappedDisk m && (kind == Kind.AUTO || kind == Kind.IO_URING) && ioUringAvailable()) {
-            IoEngine e = MappedDiskEngine.open(m, depth); // null when the image offers no fd: threads below
+        DiskCapabilities caps = disk.capabilities();
+        if (caps.path() == DiskCapabilities.IoPath.MAPPED_RANGES && (kind == Kind.AUTO || kind == Kind.IO_URING)
+            && ioUringAvailable()) {
+            IoEngine e = MappedDiskEngine.open(caps.mapped(), depth); // null when the image offers no fd: threads below
             if (e != null) {
                 return e;
             }
         }
-        if (kind == Kind.IO_URING && !fdBacked) {
+        if (kind == Kind.IO_URING && !caps.fdBacked()) {
             throw new IllegalArgumentException(disk.format() + " disk has no fd; io_uring needs a raw file or device");
         }
         if (kind == Kind.IO_URING && !ioUringAvailable()) {
             throw new IllegalStateException("io_uring unavailable: " + IoUring.unavailableReason());
         }
-        boolean memory = disk instanceof MemoryDisk || (disk instanceof FileDisk f && f.memoryBacked());
-        if (kind == Kind.INLINE || (kind == Kind.AUTO && memory)) {
+        if (kind == Kind.INLINE || (kind == Kind.AUTO && caps.path() == DiskCapabilities.IoPath.MEMORY)) {
             return new InlineEngine(disk, depth); // a memory copy (or nothing): cheaper than a thread hop
         }
-        if (fdBacked && kind != Kind.THREADS && ioUringAvailable()) {
-            return new IoUringEngine(((FdBacked) disk).fd(), depth);
+        if (caps.fdBacked() && kind != Kind.THREADS && ioUringAvailable()) {
+            return new IoUringEngine(caps.fd(), depth);
         }
         return new ThreadPoolEngine(disk, depth);
     }

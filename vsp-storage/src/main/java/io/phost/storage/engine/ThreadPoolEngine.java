@@ -3,7 +3,6 @@ package io.phost.storage.engine;
 import io.phost.core.sys.DirectFile;
 import io.phost.core.sys.Errno;
 import io.phost.core.sys.NativeException;
-import io.phost.storage.backend.FdBacked;
 import io.phost.vhdx.VirtualDisk;
 import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
 
@@ -16,7 +15,7 @@ import java.util.concurrent.locks.LockSupport;
 
 /**
  * The portable {@link IoEngine}: blocking calls on a shared pool of worker threads. Works for every disk:
- * {@link FdBacked} disks go straight to preadv/pwritev on their fd (no allocation), other
+ * fd-backed disks ({@link io.phost.vhdx.DiskCapabilities#fd()}) go straight to preadv/pwritev on their fd (no allocation), other
  * {@link VirtualDisk}s (VHDX, VHD) through their read/write methods, which split at block boundaries.
  *
  * <p>Op slots are preallocated (one per queue-depth unit); workers hand finished slots back through an
@@ -42,7 +41,7 @@ public final class ThreadPoolEngine implements IoEngine {
 
     public ThreadPoolEngine(VirtualDisk disk, int depth) {
         this.disk = disk;
-        this.fd = disk instanceof FdBacked f ? f.fd() : -1;
+        this.fd = disk.capabilities().fd();
         this.depth = depth;
         this.free = new ArrayDeque<>(depth);
         this.pending = new ArrayDeque<>(depth);
@@ -186,7 +185,7 @@ public final class ThreadPoolEngine implements IoEngine {
             } catch (NativeException e) {
                 r = -e.errno();
             } catch (IOException | RuntimeException e) {
-                r = io.phost.vhdx.DiskFullException.isDiskFull(e) ? -Errno.ENOSPC : -Errno.EIO;
+                r = io.phost.core.sys.DiskFullException.isDiskFull(e) ? -Errno.ENOSPC : -Errno.EIO;
             }
             result = r;
             while (!done.offer(this)) {

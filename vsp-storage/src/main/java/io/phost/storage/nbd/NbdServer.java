@@ -1,6 +1,8 @@
 package io.phost.storage.nbd;
 
+import io.phost.core.sys.DiskFullException;
 import io.phost.core.sys.SocketFiles;
+import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.VirtualDisk;
@@ -32,8 +34,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
-import java.util.logging.Level;
-import java.util.logging.Logger;
 
 import static io.phost.storage.nbd.NbdDescriptor.*;
 
@@ -61,10 +61,9 @@ import static io.phost.storage.nbd.NbdDescriptor.*;
  * connection in handshake holds ~33 KiB; one in transmission ~0.7 MiB plus its payload buffers.
  */
 public final class NbdServer implements AutoCloseable {
-    private static final Logger LOG = Logger.getLogger(NbdServer.class.getName());
+    private static final System.Logger LOG = System.getLogger(NbdServer.class.getName());
     /** Largest READ/WRITE payload (advertised as the maximum block size). */
     public static final int MAX_PAYLOAD = 32 << 20;
-    private static final int MAX_OPTION_LENGTH = 16 << 10;
     private static final int SLOTS = 64;
     private static final int MAX_EXTENTS = 256;
     private static final int REQUEST_LENGTH = 28;
@@ -128,10 +127,19 @@ public final class NbdServer implements AutoCloseable {
         }
     }
 
-    /** One exported disk. */
-    public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats) {
+    /** One exported disk; {@code qos} (the disk's flow for NBD clients) admits its I/O as guest I/O is admitted. */
+    public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats, QosFlow qos) {
         public Export(String name, VirtualDisk disk, boolean readOnly) {
-            this(name, disk, readOnly || disk.readOnly(), new DiskStats());
+            this(name, disk, readOnly || disk.readOnly(), new DiskStats(), QosFlow.UNLIMITED);
+        }
+
+        public Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats) {
+            this(name, disk, readOnly, stats, QosFlow.UNLIMITED);
+        }
+
+        /** This export with its I/O admitted by {@code flow}. */
+        public Export withQos(QosFlow flow) {
+            return new Export(name, disk, readOnly, stats, flow);
         }
     }
 
@@ -260,7 +268,7 @@ public final class NbdServer implements AutoCloseable {
                     return;
                 }
                 acceptError = "accept failed: " + e;
-                LOG.log(Level.WARNING, "nbd accept failed", e);
+                LOG.log(System.Logger.Level.WARNING, "nbd accept failed", e);
                 LockSupport.parkNanos(TimeUnit.MILLISECONDS.toNanos(10)); // e.g. EMFILE: do not spin
             }
         }
@@ -272,7 +280,7 @@ public final class NbdServer implements AutoCloseable {
         long now = System.nanoTime();
         if (now - lastRefusalLogNanos > TimeUnit.SECONDS.toNanos(10)) {
             lastRefusalLogNanos = now;
-            LOG.warning("nbd connection refused: " + limits.maxConnections() + " connections open (refused so far: " + n + ")");
+            LOG.log(System.Logger.Level.WARNING, "nbd connection refused: " + limits.maxConnections() + " connections open (refused so far: " + n + ")");
         }
     }
 
@@ -286,9 +294,9 @@ public final class NbdServer implements AutoCloseable {
         long last = lastDropLogNanos;
         if (now - last > TimeUnit.SECONDS.toNanos(10)) {
             lastDropLogNanos = now;
-            LOG.info(message + " (clients dropped so far: " + n + ")");
+            LOG.log(System.Logger.Level.INFO, message + " (clients dropped so far: " + n + ")");
         } else {
-            LOG.fine(message);
+            LOG.log(System.Logger.Level.DEBUG, message);
         }
     }
 
@@ -393,7 +401,7 @@ public final class NbdServer implements AutoCloseable {
             } catch (IOException e) {
                 conn.shutdown();
             } catch (RuntimeException e) {
-                LOG.log(Level.WARNING, "nbd request failed", e);
+                LOG.log(System.Logger.Level.WARNING, "nbd request failed", e);
                 conn.shutdown();
             } finally {
                 conn.release(this);
@@ -401,7 +409,7 @@ public final class NbdServer implements AutoCloseable {
         }
     }
 
-    private final class Connection implements Runnable {
+    private final class Connection implements Runnable, NbdNegotiation.Wire {
         private final SocketChannel ch;
         /** Owns every fixed buffer of this connection; closed (memory freed) when the connection ends. */
         private final Arena arena = Arena.ofShared();
@@ -440,8 +448,8 @@ public final class NbdServer implements AutoCloseable {
                 if (ch.getLocalAddress() instanceof InetSocketAddress) {
                     ch.setOption(StandardSocketOptions.TCP_NODELAY, true); // replies are whole; never wait for an ACK
                 }
-                in = allocate(MAX_OPTION_LENGTH + 64);
-                out = allocate(MAX_OPTION_LENGTH + 256);
+                in = allocate(NbdNegotiation.MAX_OPTION_LENGTH + 64);
+                out = allocate(NbdNegotiation.MAX_OPTION_LENGTH + 256);
             } catch (IOException | RuntimeException | Error e) {
                 release();
                 throw e;
@@ -546,7 +554,11 @@ public final class NbdServer implements AutoCloseable {
         @Override
         public void run() {
             try {
-                boolean go = handshake();
+                NbdNegotiation negotiation = new NbdNegotiation(this, in, out, exports);
+                boolean go = negotiation.run();
+                export = negotiation.export();
+                structured = negotiation.structured();
+                baseAllocation = negotiation.baseAllocation();
                 handshaking = false;
                 ScheduledFuture<?> d = deadline;
                 if (d != null) {
@@ -558,18 +570,18 @@ public final class NbdServer implements AutoCloseable {
                 }
             } catch (NbdProtocolException e) {
                 if (e.reason() == NbdProtocolException.Reason.EOF) {
-                    LOG.log(Level.FINE, "nbd client dropped: " + e.getMessage());
+                    LOG.log(System.Logger.Level.DEBUG, "nbd client dropped: " + e.getMessage());
                 } else {
                     dropped("nbd client dropped: " + e.getMessage());
                 }
             } catch (IOException e) {
                 if (!dead && !closed) {
-                    LOG.log(Level.FINE, "nbd connection closed", e);
+                    LOG.log(System.Logger.Level.DEBUG, "nbd connection closed", e);
                 }
             } catch (OutOfMemoryError e) {
-                LOG.log(Level.WARNING, "nbd connection dropped: out of memory for its buffers", e);
+                LOG.log(System.Logger.Level.WARNING, "nbd connection dropped: out of memory for its buffers", e);
             } catch (RuntimeException e) {
-                LOG.log(Level.WARNING, "nbd connection dropped: " + e, e); // a bug, but only this client pays
+                LOG.log(System.Logger.Level.WARNING, "nbd connection dropped: " + e, e); // a bug, but only this client pays
             } finally {
                 handshaking = false;
                 // Let running requests finish before closing so they can still reply.
@@ -581,7 +593,7 @@ public final class NbdServer implements AutoCloseable {
                 if (inFlight.get() == 0) {
                     release();
                 } else {
-                    LOG.warning("nbd connection closed with requests still running; its buffers are kept");
+                    LOG.log(System.Logger.Level.WARNING, "nbd connection closed with requests still running; its buffers are kept");
                 }
                 connections.remove(this);
             }
@@ -589,7 +601,13 @@ public final class NbdServer implements AutoCloseable {
 
         // ---- low-level I/O ----
 
-        private void readFully(ByteBuffer b) throws IOException {
+        @Override
+        public long streamOffset() {
+            return streamOffset;
+        }
+
+        @Override
+        public void readFully(ByteBuffer b) throws IOException {
             while (b.hasRemaining()) {
                 int n = ch.read(b);
                 if (n < 0) {
@@ -599,29 +617,16 @@ public final class NbdServer implements AutoCloseable {
             }
         }
 
-        private ByteBuffer readIn(int n) throws IOException {
-            in.clear().limit(n);
-            readFully(in);
-            in.flip();
-            return in;
-        }
-
-        private void skip(long n) throws IOException {
-            while (n > 0) {
-                int chunk = (int) Math.min(n, in.capacity());
-                readIn(chunk);
-                n -= chunk;
-            }
-        }
-
         /** One buffer (not the varargs form: that allocates an array per reply). */
-        private void writeFully(ByteBuffer b) throws IOException {
+        @Override
+        public void writeFully(ByteBuffer b) throws IOException {
             while (b.hasRemaining()) {
                 ch.write(b);
             }
         }
 
-        private void writeFully(ByteBuffer... bufs) throws IOException {
+        @Override
+        public void writeFully(ByteBuffer... bufs) throws IOException {
             long left = 0;
             for (ByteBuffer b : bufs) {
                 left += b.remaining();
@@ -630,217 +635,6 @@ public final class NbdServer implements AutoCloseable {
                 long n = ch.write(bufs);
                 left -= n;
             }
-        }
-
-        // ---- handshake ----
-
-        private boolean handshake() throws IOException {
-            out.clear();
-            out.putLong(NBDMAGIC).putLong(IHAVEOPT).putShort((short) (FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES)).flip();
-            writeFully(out);
-            int clientFlags = readIn(4).getInt();
-            if ((clientFlags & ~(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES)) != 0) {
-                throw new NbdProtocolException(NbdProtocolException.Reason.BAD_CLIENT_FLAGS, streamOffset - 4,
-                    "flags 0x" + Integer.toHexString(clientFlags));
-            }
-            boolean noZeroes = (clientFlags & FLAG_C_NO_ZEROES) != 0;
-            while (true) {
-                ByteBuffer h = readIn(16);
-                long magic = h.getLong();
-                int option = h.getInt();
-                long length = h.getInt() & 0xFFFFFFFFL;
-                if (magic != IHAVEOPT) {
-                    throw new NbdProtocolException(NbdProtocolException.Reason.BAD_OPTION_MAGIC, streamOffset - 16,
-                        "0x" + Long.toHexString(magic));
-                }
-                if (length > MAX_OPTION_LENGTH) {
-                    if (length > (1 << 20)) {
-                        throw new NbdProtocolException(NbdProtocolException.Reason.OPTION_TOO_LONG, streamOffset - 4,
-                            "option " + option + " length " + length);
-                    }
-                    skip(length);
-                    optionReply(option, REP_ERR_TOO_BIG, null);
-                    continue;
-                }
-                ByteBuffer data = readIn((int) length);
-                switch (option) {
-                    case OPT_EXPORT_NAME -> {
-                        Export e = exports.get(string(data, (int) length));
-                        if (e == null) {
-                            return false; // the protocol's only answer here: disconnect
-                        }
-                        export = e;
-                        out.clear();
-                        out.putLong(e.disk().size()).putShort((short) transmissionFlags(e));
-                        if (!noZeroes) {
-                            out.put(new byte[124]);
-                        }
-                        out.flip();
-                        writeFully(out);
-                        return true;
-                    }
-                    case OPT_ABORT -> {
-                        optionReply(option, REP_ACK, null);
-                        return false;
-                    }
-                    case OPT_LIST -> {
-                        if (length != 0) {
-                            optionReply(option, REP_ERR_INVALID, null);
-                            continue;
-                        }
-                        for (String name : exports.keySet()) {
-                            byte[] n = name.getBytes(StandardCharsets.UTF_8);
-                            ByteBuffer b = ByteBuffer.allocate(4 + n.length).putInt(n.length).put(n).flip();
-                            optionReply(option, REP_SERVER, b);
-                        }
-                        optionReply(option, REP_ACK, null);
-                    }
-                    case OPT_STRUCTURED_REPLY -> {
-                        if (length != 0) {
-                            optionReply(option, REP_ERR_INVALID, null);
-                        } else {
-                            structured = true;
-                            optionReply(option, REP_ACK, null);
-                        }
-                    }
-                    case OPT_INFO, OPT_GO -> {
-                        if (infoOrGo(option, data, (int) length) && option == OPT_GO) {
-                            return true;
-                        }
-                    }
-                    case OPT_LIST_META_CONTEXT, OPT_SET_META_CONTEXT -> metaContext(option, data, (int) length);
-                    default -> optionReply(option, REP_ERR_UNSUP, null);
-                }
-            }
-        }
-
-        private String string(ByteBuffer b, int n) {
-            byte[] bytes = new byte[n];
-            b.get(bytes);
-            return new String(bytes, StandardCharsets.UTF_8);
-        }
-
-        private void optionReply(int option, int type, ByteBuffer payload) throws IOException {
-            ByteBuffer h = ByteBuffer.allocate(20).order(ByteOrder.BIG_ENDIAN);
-            h.putLong(OPTION_REPLY_MAGIC).putInt(option).putInt(type).putInt(payload == null ? 0 : payload.remaining()).flip();
-            if (payload == null) {
-                writeFully(h);
-            } else {
-                writeFully(h, payload);
-            }
-        }
-
-        private int transmissionFlags(Export e) {
-            int f = TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA | TF_CAN_MULTI_CONN;
-            if (e.readOnly()) {
-                f |= TF_READ_ONLY;
-            } else {
-                f |= TF_SEND_TRIM | TF_SEND_WRITE_ZEROES;
-            }
-            if (structured) {
-                f |= TF_SEND_DF;
-            }
-            return f;
-        }
-
-        /** NBD_OPT_INFO / NBD_OPT_GO: {@code u32 name length | name | u16 n | u16 info[n]}. */
-        private boolean infoOrGo(int option, ByteBuffer data, int length) throws IOException {
-            if (length < 6) {
-                optionReply(option, REP_ERR_INVALID, null);
-                return false;
-            }
-            long nameLen = data.getInt() & 0xFFFFFFFFL;
-            if (nameLen > length - 6L) {
-                optionReply(option, REP_ERR_INVALID, null);
-                return false;
-            }
-            String name = string(data, (int) nameLen);
-            int requests = data.getShort() & 0xFFFF;
-            if (data.remaining() != 2 * requests) {
-                optionReply(option, REP_ERR_INVALID, null);
-                return false;
-            }
-            Export e = exports.get(name);
-            if (e == null) {
-                optionReply(option, REP_ERR_UNKNOWN, null);
-                return false;
-            }
-            ByteBuffer b = ByteBuffer.allocate(64).order(ByteOrder.BIG_ENDIAN);
-            b.putShort((short) INFO_EXPORT).putLong(e.disk().size()).putShort((short) transmissionFlags(e)).flip();
-            optionReply(option, REP_INFO, b);
-            b.clear();
-            b.putShort((short) INFO_BLOCK_SIZE).putInt(e.disk().logicalSectorSize())
-                .putInt(Math.max(4096, e.disk().physicalSectorSize())).putInt(MAX_PAYLOAD).flip();
-            optionReply(option, REP_INFO, b);
-            for (int i = 0; i < requests; i++) {
-                if ((data.getShort() & 0xFFFF) == INFO_NAME) {
-                    byte[] n = name.getBytes(StandardCharsets.UTF_8);
-                    optionReply(option, REP_INFO, ByteBuffer.allocate(2 + n.length).putShort((short) INFO_NAME).put(n).flip());
-                }
-            }
-            optionReply(option, REP_ACK, null);
-            if (option == OPT_GO) {
-                export = e;
-            }
-            return true;
-        }
-
-        /** LIST/SET_META_CONTEXT: {@code u32 name length | name | u32 n | {u32 len | query}*n}. */
-        private void metaContext(int option, ByteBuffer data, int length) throws IOException {
-            if (option == OPT_SET_META_CONTEXT && !structured) {
-                optionReply(option, REP_ERR_INVALID, null);
-                return;
-            }
-            if (length < 8) {
-                optionReply(option, REP_ERR_INVALID, null);
-                return;
-            }
-            long nameLen = data.getInt() & 0xFFFFFFFFL;
-            if (nameLen > length - 8L) {
-                optionReply(option, REP_ERR_INVALID, null);
-                return;
-            }
-            String name = string(data, (int) nameLen);
-            long n = data.getInt() & 0xFFFFFFFFL;
-            List<String> queries = new ArrayList<>();
-            for (long i = 0; i < n; i++) {
-                if (data.remaining() < 4) {
-                    optionReply(option, REP_ERR_INVALID, null);
-                    return;
-                }
-                long ql = data.getInt() & 0xFFFFFFFFL;
-                if (ql > data.remaining()) {
-                    optionReply(option, REP_ERR_INVALID, null);
-                    return;
-                }
-                queries.add(string(data, (int) ql));
-            }
-            if (data.hasRemaining()) {
-                optionReply(option, REP_ERR_INVALID, null);
-                return;
-            }
-            if (!exports.containsKey(name)) {
-                optionReply(option, REP_ERR_UNKNOWN, null);
-                return;
-            }
-            boolean match = false;
-            if (option == OPT_LIST_META_CONTEXT && queries.isEmpty()) {
-                match = true;
-            }
-            for (String q : queries) {
-                if (q.equals(BASE_ALLOCATION) || (option == OPT_LIST_META_CONTEXT && q.equals("base:"))) {
-                    match = true;
-                }
-            }
-            if (option == OPT_SET_META_CONTEXT) {
-                baseAllocation = match;
-            }
-            if (match) {
-                byte[] ctx = BASE_ALLOCATION.getBytes(StandardCharsets.US_ASCII);
-                ByteBuffer b = ByteBuffer.allocate(4 + ctx.length).putInt(BASE_ALLOCATION_ID).put(ctx).flip();
-                optionReply(option, REP_META_CONTEXT, b);
-            }
-            optionReply(option, REP_ACK, null);
         }
 
         // ---- transmission ----
@@ -1075,6 +869,11 @@ public final class NbdServer implements AutoCloseable {
                 error = EINVAL;
             }
             if (error == 0) {
+                boolean diskIo = s.type != CMD_BLOCK_STATUS; // a metadata query, not disk I/O (as SCSI GET LBA STATUS)
+                int qosBytes = s.type == CMD_READ || s.type == CMD_WRITE ? (int) len : 0;
+                if (diskIo) {
+                    admit(e.qos(), qosBytes);
+                }
                 long t0 = System.nanoTime();
                 try {
                     switch (s.type) {
@@ -1117,15 +916,20 @@ public final class NbdServer implements AutoCloseable {
                         default -> error = EINVAL;
                     }
                 } catch (IOException | RuntimeException ex) {
-                    if (write && io.phost.vhdx.DiskFullException.isDiskFull(ex)) {
+                    if (write && DiskFullException.isDiskFull(ex)) {
                         error = ENOSPC; // the client sees a full disk, as from a local one
                         if (e.stats().recordNoSpace()) {
-                            LOG.warning("nbd export=" + e.name() + ": no space left on the host file system (" + ex.getMessage()
+                            LOG.log(System.Logger.Level.WARNING, "nbd export=" + e.name() + ": no space left on the host file system (" + ex.getMessage()
                                 + "); writes fail with ENOSPC until space is freed");
                         }
                     } else {
                         e.stats().recordError();
                         error = ex instanceof IllegalArgumentException ? EINVAL : EIO;
+                    }
+                } finally {
+                    if (diskIo) {
+                        long now = System.nanoTime();
+                        e.qos().completed(qosBytes, now - t0, now);
                     }
                 }
             }
@@ -1133,6 +937,17 @@ public final class NbdServer implements AutoCloseable {
                 replyStructuredError(s, error);
             } else {
                 replySimple(s, error);
+            }
+        }
+
+        /**
+         * Parks this worker until the export's QoS flow admits an I/O of {@code bytes}: an NBD client is held
+         * to the disk's limit as a guest is (its other requests wait in the connection's window meanwhile).
+         */
+        private static void admit(QosFlow qos, int bytes) {
+            long now = System.nanoTime();
+            for (long wait; (wait = qos.tryAdmit(bytes, now)) > 0; now = System.nanoTime()) {
+                LockSupport.parkNanos(wait);
             }
         }
 

@@ -4,6 +4,7 @@ import io.phost.core.sys.Errno;
 import io.phost.core.sys.EventFd;
 import io.phost.core.sys.Librbd;
 import io.phost.core.sys.NativeException;
+import io.phost.storage.engine.EngineSource;
 import io.phost.vhdx.VirtualDisk;
 
 import java.io.IOException;
@@ -34,7 +35,7 @@ import java.nio.file.Path;
  * appliance opening the image for writing is refused naming the holder, unless {@code breakLock} asks to
  * break it (librbd then blocklists the previous holder, whose later writes fail with ESHUTDOWN).
  */
-public final class RbdDisk implements VirtualDisk {
+public final class RbdDisk implements VirtualDisk, EngineSource {
     /** A completion's argument is {@code engineId << SLOT_BITS | slot}. */
     static final int SLOT_BITS = 17;
     static final int MAX_ENGINES = 1024;
@@ -269,6 +270,7 @@ public final class RbdDisk implements VirtualDisk {
     }
 
     /** An asynchronous engine for one storage queue (one polling thread). */
+    @Override
     public RbdEngine openEngine(int depth) {
         return new RbdEngine(this, depth);
     }

@@ -2,9 +2,9 @@ package io.phost.storage.scsi;
 
 import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
-import io.phost.storage.backend.FileDisk;
 import io.phost.storage.backend.SgIo;
 import io.phost.storage.engine.IoEngines;
+import io.phost.vhdx.DiskCapabilities;
 import io.phost.vhdx.VirtualDisk;
 
 import java.lang.foreign.MemorySegment;
@@ -72,6 +72,8 @@ public final class ScsiLun {
     final AtomicInteger inFlight = new AtomicInteger();
     /** Pass-through device fd when it speaks SG_IO, else -1 (then everything is translated). */
     private final int sgFd;
+    /** The disk frees space on unmap: advertised as thin provisioning (LBPME, LBPU, LBPWS). */
+    private final boolean discard;
     private final SgIo sg;
     volatile boolean removed;
 
@@ -99,7 +101,9 @@ public final class ScsiLun {
         String s = Long.toHexString(name.hashCode() & 0xFFFFFFFFL) + Long.toHexString(disk.size());
         this.serial = ("PH" + s).getBytes(StandardCharsets.US_ASCII);
         // NAA 6 (IEEE registered extended): 4-bit NAA, 24-bit OUI (locally administered), 36-bit vendor id.
-        this.sgFd = disk instanceof FileDisk f && f.blockDevice() && f.sgIoSupported() ? f.fd() : -1;
+        DiskCapabilities caps = disk.capabilities();
+        this.discard = caps.discard();
+        this.sgFd = caps.passThrough() && SgIo.supported(caps.fd()) ? caps.fd() : -1;
         this.sg = sgFd >= 0 ? new SgIo() : null;
         this.naa = (0x6L << 60) | (0x02_50_F2L << 36) | ((name.hashCode() & 0xFFFFFFFFL) << 4) | (disk.size() & 0xF);
     }
@@ -564,9 +568,7 @@ public final class ScsiLun {
             return DONE;
         }
         // Autosense delivers errors with each command, so there is never deferred sense: NO SENSE.
-        scratch.asSlice(0, Scsi.FIXED_SENSE_LENGTH).fill((byte) 0);
-        scratch.set(ValueLayout.JAVA_BYTE, 0, (byte) 0x70);
-        scratch.set(ValueLayout.JAVA_BYTE, 7, (byte) (Scsi.FIXED_SENSE_LENGTH - 8));
+        SenseData.writeFixed(scratch, Scsi.KEY_NO_SENSE, Scsi.ASC_NONE, -1, -1);
         return respond(r, scratch, Scsi.FIXED_SENSE_LENGTH, r.u8(4));
     }
 
@@ -630,9 +632,9 @@ public final class ScsiLun {
                 scratch.set(U16, 4, (short) 1);
                 len = 64;
             }
-            case 0xB2 -> { // Logical block provisioning: LBPU, LBPWS, LBPRZ; thin provisioned
-                scratch.set(ValueLayout.JAVA_BYTE, 5, (byte) (0x80 | 0x40 | 0x04));
-                scratch.set(ValueLayout.JAVA_BYTE, 6, (byte) 0x02);
+            case 0xB2 -> { // Logical block provisioning: LBPU, LBPWS (when the disk discards), LBPRZ; thin provisioned
+                scratch.set(ValueLayout.JAVA_BYTE, 5, (byte) ((discard ? 0x80 | 0x40 : 0) | 0x04));
+                scratch.set(ValueLayout.JAVA_BYTE, 6, (byte) (discard ? 0x02 : 0x00));
                 len = 8;
             }
             default -> {
@@ -724,7 +726,7 @@ public final class ScsiLun {
         scratch.set(U64, 0, blocks - 1);
         scratch.set(U32, 8, blockSize);
         scratch.set(ValueLayout.JAVA_BYTE, 13, (byte) physicalExponent);
-        scratch.set(ValueLayout.JAVA_BYTE, 14, (byte) (0x80 | 0x40)); // LBPME, LBPRZ
+        scratch.set(ValueLayout.JAVA_BYTE, 14, (byte) ((discard ? 0x80 : 0) | 0x40)); // LBPME (discards), LBPRZ
         return respond(r, scratch, 32, (int) Math.min(alloc, 32));
     }
 
@@ -733,7 +735,7 @@ public final class ScsiLun {
      * once per LUN, so a full host disk is visible in status and logs instead of passing for a medium error.
      */
     private boolean noSpace(long result) {
-        if (result != -io.phost.vhdx.DiskFullException.ENOSPC && result != -io.phost.vhdx.DiskFullException.EDQUOT) {
+        if (result != -io.phost.core.sys.DiskFullException.ENOSPC && result != -io.phost.core.sys.DiskFullException.EDQUOT) {
             return false;
         }
         if (stats.recordNoSpace()) {

@@ -183,16 +183,7 @@ public final class ScsiRequest {
     void checkCondition(int senseKey, int ascAscq, int fieldByte, int inCdb) {
         status = Scsi.STATUS_CHECK_CONDITION;
         transferred = 0;
-        sense.fill((byte) 0);
-        sense.set(ValueLayout.JAVA_BYTE, 0, (byte) 0x70);
-        sense.set(ValueLayout.JAVA_BYTE, 2, (byte) senseKey);
-        sense.set(ValueLayout.JAVA_BYTE, 7, (byte) (Scsi.FIXED_SENSE_LENGTH - 8));
-        sense.set(ValueLayout.JAVA_BYTE, 12, (byte) (ascAscq >>> 8));
-        sense.set(ValueLayout.JAVA_BYTE, 13, (byte) ascAscq);
-        if (fieldByte >= 0) {
-            sense.set(ValueLayout.JAVA_BYTE, 15, (byte) (0x80 | (inCdb > 0 ? 0x40 : 0)));
-            sense.set(U16, 16, (short) fieldByte);
-        }
+        SenseData.writeFixed(sense, senseKey, ascAscq, fieldByte, inCdb);
         senseLength = Scsi.FIXED_SENSE_LENGTH;
     }
 

@@ -1,5 +1,7 @@
 package io.phost.storage.vmbus;
 
+import io.phost.core.text.ByteSize;
+
 import io.phost.core.ic.GuestIntegration;
 import io.phost.core.vmbus.VmbusClient;
 
@@ -334,21 +336,9 @@ public final class GuestIo {
         }
     }
 
-    /** Parses fio-style sizes: 4k, 1m, 512, 2g. */
+    /** Parses fio-style sizes (4k, 1m, 512, 2g, 4KiB) with the project's one size grammar, {@link ByteSize}. */
     public static long parseSize(String s) {
-        String t = s.trim().toLowerCase(Locale.ROOT);
-        long mult = 1;
-        char c = t.charAt(t.length() - 1);
-        if (c == 'k' || c == 'm' || c == 'g' || c == 't') {
-            mult = switch (c) {
-                case 'k' -> 1L << 10;
-                case 'm' -> 1L << 20;
-                case 'g' -> 1L << 30;
-                default -> 1L << 40;
-            };
-            t = t.substring(0, t.length() - 1);
-        }
-        return Long.parseLong(t) * mult;
+        return ByteSize.parse(s);
     }
 
     /**

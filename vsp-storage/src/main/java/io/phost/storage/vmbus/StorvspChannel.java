@@ -8,6 +8,7 @@ import io.phost.core.vmbus.GuestMemoryException;
 import io.phost.core.vmbus.PacketDescriptor;
 import io.phost.storage.engine.IoVecs;
 import io.phost.storage.scsi.Scsi;
+import io.phost.storage.scsi.ScsiLun;
 import io.phost.storage.scsi.ScsiQueue;
 import io.phost.storage.scsi.ScsiRequest;
 import io.phost.storage.scsi.ScsiTarget;
@@ -34,8 +35,8 @@ import static io.phost.storage.vmbus.StorvscDescriptor.*;
  * a page outside its GPADLs) is answered with an SRB error and sense data; nothing else is touched.
  */
 public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completion {
-    /** Largest transfer we accept and advertise (QUERY_PROPERTIES.max_transfer_bytes). */
-    public static final int MAX_TRANSFER_BYTES = 2 << 20;
+    /** Largest transfer we accept and advertise (QUERY_PROPERTIES.max_transfer_bytes): the storage core's limit. */
+    public static final int MAX_TRANSFER_BYTES = ScsiLun.MAX_TRANSFER_BYTES;
     private static final long WAIT_NANOS = 50_000L;
     private static final int NO_FORCED_STATUS = 0x7FFFFFFF;
     private static final long FOLLOW_UP_NANOS = 10_000L;

@@ -1,6 +1,7 @@
 package io.phost.storage.backend;
 
 import io.phost.storage.tools.Proc;
+import io.phost.vhdx.RawDisk;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -35,7 +36,7 @@ class PassThroughDiskTest {
         assumeTrue(Proc.exists("losetup"), "losetup (util-linux) not installed");
         assumeTrue("root".equals(System.getProperty("user.name")), "loop devices need root");
         Path backing = dir.resolve("backing.img");
-        FileDisk.createSparse(backing, 16L << 20);
+        RawDisk.createSparse(backing, 16L << 20);
         Proc.Result r = Proc.run(30, "losetup", "-f", "--show", backing.toString());
         assumeTrue(r.exit() == 0, "losetup failed: " + r.out());
         loop = r.out().trim();
@@ -50,12 +51,13 @@ class PassThroughDiskTest {
 
     @Test
     void shouldOpenLoopDeviceExclusivelyWithODirectAndTranslateIoBecauseItHasNoSgIo() throws Exception {
-        try (FileDisk dev = FileDisk.openDevice(Path.of(loop), false); Arena a = Arena.ofConfined()) {
+        try (RawDisk dev = RawDisk.openDevice(Path.of(loop), false); Arena a = Arena.ofConfined()) {
             assertTrue(dev.blockDevice());
             assertTrue(dev.direct(), "O_DIRECT on the device");
             assertEquals(16L << 20, dev.size());
-            assertFalse(dev.sgIoSupported(), "loop devices have no SG_IO");
-            assertThrows(IOException.class, () -> FileDisk.openDevice(Path.of(loop), false), "O_EXCL");
+            assertTrue(dev.capabilities().passThrough(), "a block device is a pass-through candidate");
+            assertFalse(SgIo.supported(dev.capabilities().fd()), "loop devices have no SG_IO");
+            assertThrows(IOException.class, () -> RawDisk.openDevice(Path.of(loop), false), "O_EXCL");
             MemorySegment w = a.allocate(8192, 4096);
             w.fill((byte) 0x3C);
             dev.write(1 << 20, w);

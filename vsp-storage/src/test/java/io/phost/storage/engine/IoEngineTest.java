@@ -1,7 +1,8 @@
 package io.phost.storage.engine;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
+import io.phost.vhdx.DiskCapabilities;
 import io.phost.vhdx.VirtualDisk;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -14,6 +15,7 @@ import java.util.ArrayList;
 import java.util.List;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -25,8 +27,8 @@ class IoEngineTest {
     void shouldWriteAndReadBackScatteredBuffersThroughIoUringWithODirect() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("disk.raw");
-        FileDisk.createSparse(file, 8 << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 8 << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.IO_URING, 32)) {
             assertEquals("io_uring", engine.name());
             roundTrip(disk, engine);
@@ -36,8 +38,8 @@ class IoEngineTest {
     @Test
     void shouldWriteAndReadBackScatteredBuffersThroughThreadPoolOnFile() throws Exception {
         Path file = dir.resolve("disk2.raw");
-        FileDisk.createSparse(file, 8 << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 8 << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.THREADS, 32)) {
             roundTrip(disk, engine);
         }
@@ -56,8 +58,8 @@ class IoEngineTest {
     void shouldRunTmpfsFileIoInlineWithVectoredSyscalls() throws Exception {
         Path file = java.nio.file.Files.createTempFile(Path.of("/dev/shm"), "inline", ".raw");
         try {
-            FileDisk.createSparse(file, 8 << 20);
-            try (FileDisk disk = FileDisk.openFile(file, false, true);
+            RawDisk.createSparse(file, 8 << 20);
+            try (RawDisk disk = RawDisk.openFile(file, false, true);
                  IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 32)) {
                 assertTrue(disk.memoryBacked(), "a file in /dev/shm is on tmpfs");
                 assertEquals("inline", engine.name());
@@ -72,8 +74,8 @@ class IoEngineTest {
     void shouldMoveDataThroughARegisteredFixedBufferWithODirect() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("fixed.raw");
-        FileDisk.createSparse(file, 1 << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 1 << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              IoUringEngine engine = (IoUringEngine) IoEngines.open(disk, IoEngines.Kind.IO_URING, 8);
              Arena arena = Arena.ofConfined()) {
             MemorySegment region = arena.allocate(64 << 10, 4096);
@@ -104,8 +106,8 @@ class IoEngineTest {
     void shouldKeepIoUringForFilesOnARealFileSystem() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("auto.raw");
-        FileDisk.createSparse(file, 1 << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 1 << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.AUTO, 8)) {
             assumeTrue(!disk.memoryBacked(), "the temp dir is on tmpfs here");
             assertEquals("io_uring", engine.name());
@@ -125,8 +127,8 @@ class IoEngineTest {
     void shouldReportMinusErrnoForIoPastTheEndOfAFile() throws Exception {
         assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
         Path file = dir.resolve("small.raw");
-        FileDisk.createSparse(file, 1 << 20);
-        try (Arena arena = Arena.ofConfined(); FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 1 << 20);
+        try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, true);
              IoEngine engine = IoEngines.open(disk, IoEngines.Kind.IO_URING, 4)) {
             IoVecs v = IoVecs.of(arena.allocate(4096, 4096));
             assertTrue(engine.tryRead(2L << 20, v, 7));
@@ -135,6 +137,47 @@ class IoEngineTest {
             while (engine.await((u, r) -> res[0] = r, 1_000_000_000L) == 0) { }
             assertEquals(0, res[0], "read at EOF transfers nothing");
         }
+    }
+
+    /** A disk kind the engines have never heard of chooses its engine by what it declares (issue 13). */
+    @Test
+    void shouldChooseTheEngineFromDeclaredCapabilitiesNotFromTheDiskClass() throws Exception {
+        Path file = dir.resolve("declared.raw");
+        RawDisk.createSparse(file, 8 << 20);
+        try (RawDisk raw = RawDisk.openFile(file, false, true)) {
+            VirtualDisk fdDisk = new DeclaredDisk(raw, DiskCapabilities.fd(raw.fd(), raw.directAlignment(), false));
+            try (IoEngine engine = IoEngines.open(fdDisk, IoEngines.Kind.AUTO, 16)) {
+                assertEquals(IoEngines.ioUringAvailable() ? "io_uring" : "threads", engine.name());
+                roundTrip(fdDisk, engine);
+            }
+            VirtualDisk memory = new DeclaredDisk(raw, DiskCapabilities.memory(-1));
+            try (IoEngine engine = IoEngines.open(memory, IoEngines.Kind.AUTO, 16)) {
+                assertEquals("inline", engine.name());
+                roundTrip(memory, engine);
+            }
+            VirtualDisk plain = new DeclaredDisk(raw, DiskCapabilities.OWN_CODE);
+            try (IoEngine engine = IoEngines.open(plain, IoEngines.Kind.AUTO, 16)) {
+                assertEquals("threads", engine.name());
+                roundTrip(plain, engine);
+            }
+            IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> IoEngines.open(plain, IoEngines.Kind.IO_URING, 16));
+            assertTrue(e.getMessage().contains("has no fd"), e.getMessage());
+        }
+    }
+
+    /** Forwards I/O to another disk and declares the capabilities it is given. */
+    private record DeclaredDisk(VirtualDisk inner, DiskCapabilities capabilities) implements VirtualDisk {
+        @Override public long size() { return inner.size(); }
+        @Override public int logicalSectorSize() { return inner.logicalSectorSize(); }
+        @Override public int physicalSectorSize() { return inner.physicalSectorSize(); }
+        @Override public boolean readOnly() { return inner.readOnly(); }
+        @Override public void read(long offset, MemorySegment dst) throws java.io.IOException { inner.read(offset, dst); }
+        @Override public void write(long offset, MemorySegment src) throws java.io.IOException { inner.write(offset, src); }
+        @Override public void flush() throws java.io.IOException { inner.flush(); }
+        @Override public void writeZeroes(long offset, long length) throws java.io.IOException { inner.writeZeroes(offset, length); }
+        @Override public String format() { return "declared"; }
+        @Override public void close() {}
     }
 
     private static void roundTrip(VirtualDisk disk, IoEngine engine) {

@@ -1,7 +1,7 @@
 package io.phost.storage.nbd;
 
 import io.phost.core.sys.SocketFiles;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -36,14 +36,14 @@ class NbdServerLimitsTest {
 
     @TempDir
     Path dir;
-    FileDisk disk;
+    RawDisk disk;
     Path sock;
 
     @BeforeEach
     void open() throws IOException {
         Path img = dir.resolve("export.raw");
-        FileDisk.createSparse(img, SIZE);
-        disk = FileDisk.openFile(img, false, true);
+        RawDisk.createSparse(img, SIZE);
+        disk = RawDisk.openFile(img, false, true);
         sock = dir.resolve("nbd.sock");
     }
 

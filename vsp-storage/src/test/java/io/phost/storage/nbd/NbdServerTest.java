@@ -1,6 +1,6 @@
 package io.phost.storage.nbd;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.tools.Proc;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
@@ -33,15 +33,15 @@ class NbdServerTest {
 
     @TempDir
     Path dir;
-    FileDisk disk;
+    RawDisk disk;
     NbdServer server;
     String uri;
 
     @BeforeEach
     void start() throws IOException {
         Path img = dir.resolve("export.raw");
-        FileDisk.createSparse(img, SIZE);
-        disk = FileDisk.openFile(img, false, true);
+        RawDisk.createSparse(img, SIZE);
+        disk = RawDisk.openFile(img, false, true);
         server = NbdServer.unix(dir.resolve("nbd.sock"), List.of(new NbdServer.Export("disk", disk, false)));
         uri = server.uri("disk");
     }

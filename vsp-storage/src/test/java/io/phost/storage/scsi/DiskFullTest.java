@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.nbd.NbdServer;
 import io.phost.storage.nbd.NbdTestClient;
 import java.lang.foreign.MemorySegment;
@@ -51,8 +51,8 @@ class DiskFullTest {
     @Test
     void shouldAnswerScsiWritesOnAFullFileSystemWithSpaceAllocationFailed() throws Exception {
         Path file = mnt.resolve("d.raw");
-        FileDisk.createSparse(file, 16L << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true)) {
+        RawDisk.createSparse(file, 16L << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true)) {
             ScsiTarget target = new ScsiTarget();
             target.add(0, new ScsiLun("full-disk", disk));
             try (ScsiHarness h = new ScsiHarness(target)) {
@@ -78,8 +78,8 @@ class DiskFullTest {
     @Test
     void shouldAnswerNbdWritesOnAFullFileSystemWithEnospc() throws Exception {
         Path file = mnt.resolve("n.raw");
-        FileDisk.createSparse(file, 16L << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true)) {
+        RawDisk.createSparse(file, 16L << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true)) {
             NbdServer.Export export = new NbdServer.Export("n", disk, false);
             try (NbdServer server = NbdServer.unix(dir.resolve("nbd.sock"), List.of(export))) {
                 int error = 0;

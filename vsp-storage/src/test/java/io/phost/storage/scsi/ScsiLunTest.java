@@ -1,7 +1,7 @@
 package io.phost.storage.scsi;
 
 import io.phost.qos.QosFlow;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.storage.engine.IoEngines;
 import org.junit.jupiter.api.AfterEach;
@@ -336,8 +336,8 @@ class ScsiLunTest {
     @Test
     void shouldWritePatternWriteSameThroughTheDefaultEngineToAnODirectFile(@TempDir Path dir) throws Exception {
         Path file = dir.resolve("ws.raw");
-        FileDisk.createSparse(file, 8L << 20);
-        try (FileDisk fd = FileDisk.openFile(file, false, true)) {
+        RawDisk.createSparse(file, 8L << 20);
+        try (RawDisk fd = RawDisk.openFile(file, false, true)) {
             target.add(2, new ScsiLun("file", fd));
             int bs = fd.logicalSectorSize();
             MemorySegment block = patternBlock(bs, 11);

@@ -1,6 +1,6 @@
 package io.phost.storage.scsi;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.SgIo;
 import io.phost.storage.tools.Proc;
 import org.junit.jupiter.api.Test;
@@ -46,8 +46,8 @@ class SgIoPassThroughTest {
     @Test
     void shouldEncodeEveryFieldOfTheSgIoHeaderAtTheKernelsOffsets() throws Exception {
         Path file = dir.resolve("plain.raw");
-        FileDisk.createSparse(file, 1 << 20);
-        try (FileDisk f = FileDisk.openFile(file, false, false); Arena a = Arena.ofConfined()) {
+        RawDisk.createSparse(file, 1 << 20);
+        try (RawDisk f = RawDisk.openFile(file, false, false); Arena a = Arena.ofConfined()) {
             SgIo sg = new SgIo();
             MemorySegment cdb = a.allocate(16);
             cdb.set(ValueLayout.JAVA_BYTE, 3, (byte) 0x12); // INQUIRY at offset 3 of the source
@@ -125,13 +125,13 @@ class SgIoPassThroughTest {
         assumeTrue(Proc.exists("losetup"), "losetup (util-linux) not installed");
         assumeTrue("root".equals(System.getProperty("user.name")), "loop devices need root");
         Path backing = dir.resolve("backing.img");
-        FileDisk.createSparse(backing, 16L << 20);
+        RawDisk.createSparse(backing, 16L << 20);
         Proc.Result attached = Proc.run(30, "losetup", "-f", "--show", backing.toString());
         assumeTrue(attached.exit() == 0, "losetup failed: " + attached.out());
         String loop = attached.out().trim();
         ScsiTarget target = new ScsiTarget();
         int bs;
-        try (FileDisk dev = FileDisk.openDevice(Path.of(loop), false)) {
+        try (RawDisk dev = RawDisk.openDevice(Path.of(loop), false)) {
             assertFalse(SgIo.supported(dev.fd()), "loop devices answer SG_IO with ENOTTY/EINVAL");
             ScsiLun lun = new ScsiLun("loop", dev);
             assertFalse(lun.sgIoPassThrough());

@@ -1,7 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.qos.QosFlow;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 
 import java.nio.file.Path;
 
@@ -35,7 +35,7 @@ public final class KilledExportMain {
                 System.out.flush();
             }
         };
-        FileDisk disk = FileDisk.openFile(Path.of(args[0]), false, false);
+        RawDisk disk = RawDisk.openFile(Path.of(args[0]), false, false);
         VhostUserBlkExport e = VhostUserBlkExport.start("killed", disk, Path.of(args[1]),
             VhostUserBlkExport.Options.defaults().withQueues(1).withQos(flow));
         System.out.println("SERVING");

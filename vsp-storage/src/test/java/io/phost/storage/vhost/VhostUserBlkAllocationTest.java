@@ -1,7 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.VhostUserFrontend;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -25,8 +25,8 @@ class VhostUserBlkAllocationTest {
     void shouldNotAllocatePerIoOnTheQueueWorkerThread() throws Exception {
         Path file = Files.createTempFile(Path.of("/dev/shm"), "vhost-alloc", ".raw");
         Path sock = Files.createTempDirectory("vhost-alloc").resolve("alloc.sock");
-        FileDisk.createSparse(file, 16L << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 16L << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              VhostUserBlkExport e = VhostUserBlkExport.start("vhost-alloc", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1));
              VhostUserFrontend f = VhostUserFrontend.connect(sock, 8 << 20)) {
             f.negotiate(~0L);

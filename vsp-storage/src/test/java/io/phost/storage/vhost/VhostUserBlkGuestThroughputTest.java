@@ -1,6 +1,6 @@
 package io.phost.storage.vhost;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.tools.Proc;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -58,7 +58,7 @@ class VhostUserBlkGuestThroughputTest {
         }
         Path guest = VhostUserBlkQemuTest.buildGuest();
         Path image = dir.resolve("tput.raw");
-        FileDisk.createSparse(image, 64L << 20);
+        RawDisk.createSparse(image, 64L << 20);
         List<String> log = new ArrayList<>();
         double ours = phost(guest, image, log);
         double peer = qsd(guest, image, log);
@@ -70,7 +70,7 @@ class VhostUserBlkGuestThroughputTest {
 
     private double phost(Path guest, Path image, List<String> log) throws Exception {
         Path sock = dir.resolve("phost.sock");
-        try (FileDisk disk = FileDisk.openFile(image, false, true);
+        try (RawDisk disk = RawDisk.openFile(image, false, true);
              VhostUserBlkExport e = VhostUserBlkExport.start("tput", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
             String console = boot(guest, sock, "phost");
             log.add(console);

@@ -1,6 +1,6 @@
 package io.phost.storage.vhost;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.tools.Proc;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -56,7 +56,7 @@ class VhostUserBlkKillTest {
         }
         Path guest = VhostUserBlkQemuTest.buildGuest();
         Path image = dir.resolve("kill.raw");
-        FileDisk.createSparse(image, 64L << 20);
+        RawDisk.createSparse(image, 64L << 20);
         Path sock = dir.resolve("kill.sock");
         Path log = dir.resolve("console.log");
         Export first = Export.start(image, sock, 150, dir.resolve("first.log"));

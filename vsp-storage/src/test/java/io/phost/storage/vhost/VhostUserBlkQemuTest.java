@@ -1,6 +1,6 @@
 package io.phost.storage.vhost;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.tools.Proc;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -57,10 +57,10 @@ class VhostUserBlkQemuTest {
         }
         Path guest = buildGuest();
         Path image = dir.resolve("disk.raw");
-        FileDisk.createSparse(image, 64L << 20);
+        RawDisk.createSparse(image, 64L << 20);
         Path sock = dir.resolve("blk.sock");
         String console;
-        try (FileDisk disk = FileDisk.openFile(image, false, false);
+        try (RawDisk disk = RawDisk.openFile(image, false, false);
              VhostUserBlkExport e = VhostUserBlkExport.start("qemu-disk", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(2))) {
             String script = Base64.getEncoder().encodeToString(SCRIPT.getBytes(StandardCharsets.UTF_8));
             Path log = dir.resolve("console.log");
@@ -99,7 +99,7 @@ class VhostUserBlkQemuTest {
         }
         Path guest = buildGuest();
         Path image = dir.resolve("restart.raw");
-        FileDisk.createSparse(image, 64L << 20);
+        RawDisk.createSparse(image, 64L << 20);
         Path sock = dir.resolve("restart.sock");
         String script = """
             set -e
@@ -117,7 +117,7 @@ class VhostUserBlkQemuTest {
             echo RESTART-OK
             """;
         Path log = dir.resolve("restart-console.log");
-        try (FileDisk disk = FileDisk.openFile(image, false, false)) {
+        try (RawDisk disk = RawDisk.openFile(image, false, false)) {
             VhostUserBlkExport first = VhostUserBlkExport.start("restart", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1));
             Process p = new ProcessBuilder("qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-m", "256",
                 "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",

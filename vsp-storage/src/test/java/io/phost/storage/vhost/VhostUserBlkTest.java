@@ -2,7 +2,7 @@ package io.phost.storage.vhost;
 
 import io.phost.core.vhost.VhostUserDescriptor;
 import io.phost.core.vhost.VhostUserFrontend;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.tools.Proc;
 import io.phost.vhdx.VirtualDisk;
 import io.phost.vhdx.vhdx.VhdxCreateOptions;
@@ -43,8 +43,8 @@ class VhostUserBlkTest {
     @Test
     void shouldServeEveryRequestTypeOnARawFileThatQemuIoThenReadsBack() throws Exception {
         Path image = dir.resolve("disk.raw");
-        FileDisk.createSparse(image, SIZE);
-        try (FileDisk disk = FileDisk.openFile(image, false, false)) {
+        RawDisk.createSparse(image, SIZE);
+        try (RawDisk disk = RawDisk.openFile(image, false, false)) {
             exercise(disk, "raw-disk");
         }
         verifyWithQemu(image, "raw");
@@ -68,10 +68,10 @@ class VhostUserBlkTest {
         org.junit.jupiter.api.Assumptions.assumeTrue("root".equals(System.getProperty("user.name")), "loop devices need root");
         assertTrue(Proc.exists("losetup"), "losetup (util-linux) is missing");
         Path backing = dir.resolve("backing.img");
-        FileDisk.createSparse(backing, SIZE);
+        RawDisk.createSparse(backing, SIZE);
         String loop = Proc.ok(30, "losetup", "-f", "--show", backing.toString()).trim();
         try {
-            try (FileDisk dev = FileDisk.openDevice(Path.of(loop), false)) {
+            try (RawDisk dev = RawDisk.openDevice(Path.of(loop), false)) {
                 assertTrue(dev.blockDevice());
                 exercise(dev, "loop-disk");
             }
@@ -84,8 +84,8 @@ class VhostUserBlkTest {
     @Test
     void shouldRefuseWritesAndAdvertiseReadOnlyWhenExportedReadOnly() throws Exception {
         Path image = dir.resolve("ro.raw");
-        FileDisk.createSparse(image, SIZE);
-        try (FileDisk disk = FileDisk.openFile(image, false, false);
+        RawDisk.createSparse(image, SIZE);
+        try (RawDisk disk = RawDisk.openFile(image, false, false);
              VhostUserBlkExport e = VhostUserBlkExport.start("ro", disk, dir.resolve("ro.sock"),
                  VhostUserBlkExport.Options.defaults().withReadOnly(true).withQueues(1));
              VhostUserFrontend f = VhostUserFrontend.connect(e.socketPath(), 8 << 20)) {

@@ -2,7 +2,7 @@ package io.phost.storage.vhost;
 
 import io.phost.core.vhost.VhostUserFrontend;
 import io.phost.qos.QosFlow;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.engine.IoEngines;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.storage.scsi.ScsiTarget;
@@ -34,8 +34,8 @@ class VhostUserScsiAllocationTest {
     void shouldNotAllocatePerCommandOnTheRequestQueueWorker() throws Exception {
         Path file = Files.createTempFile(Path.of("/dev/shm"), "vhost-scsi-alloc", ".raw");
         Path sock = Files.createTempDirectory("vhost-scsi-alloc").resolve("alloc.sock");
-        FileDisk.createSparse(file, 16L << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true)) {
+        RawDisk.createSparse(file, 16L << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true)) {
             ScsiTarget t = new ScsiTarget();
             t.add(0, new ScsiLun("alloc", disk, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
             try (VhostUserScsiExport e = VhostUserScsiExport.start("vhost-scsi-alloc", t, sock, VhostUserScsiExport.Options.defaults().withRequestQueues(1));

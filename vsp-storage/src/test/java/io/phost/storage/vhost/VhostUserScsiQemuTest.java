@@ -1,7 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.qos.QosFlow;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.engine.IoEngines;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.storage.scsi.ScsiTarget;
@@ -71,13 +71,13 @@ class VhostUserScsiQemuTest {
         }
         Path guest = VhostUserBlkQemuTest.buildGuest();
         Path raw = dir.resolve("lun0.raw");
-        FileDisk.createSparse(raw, 32L << 20);
+        RawDisk.createSparse(raw, 32L << 20);
         Path vhdx = dir.resolve("lun1.vhdx");
         VhdxDisk.create(vhdx, VhdxCreateOptions.dynamic(48L << 20).withBlockSize(1 << 20)).close();
         Path sock = dir.resolve("scsi.sock");
         Path log = dir.resolve("console.log");
         String console;
-        try (FileDisk d0 = FileDisk.openFile(raw, false, false); VhdxDisk d1 = VhdxDisk.open(vhdx, false)) {
+        try (RawDisk d0 = RawDisk.openFile(raw, false, false); VhdxDisk d1 = VhdxDisk.open(vhdx, false)) {
             ScsiTarget target = new ScsiTarget();
             ScsiLun lun0 = new ScsiLun("lun0", d0, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO);
             ScsiLun lun1 = new ScsiLun("lun1", d1, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO);

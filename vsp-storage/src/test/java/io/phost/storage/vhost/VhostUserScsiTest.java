@@ -3,7 +3,7 @@ package io.phost.storage.vhost;
 import io.phost.core.vhost.VhostUserFrontend;
 import io.phost.core.vhost.VhostUserRequest;
 import io.phost.qos.QosFlow;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.engine.IoEngines;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.storage.scsi.ScsiTarget;
@@ -78,9 +78,9 @@ class VhostUserScsiTest {
     void shouldServeScsiCommandsOnTwoLunsAndTheControlQueue() throws Exception {
         Path a = dir.resolve("a.raw");
         Path b = dir.resolve("b.raw");
-        FileDisk.createSparse(a, 8L << 20);
-        FileDisk.createSparse(b, 16L << 20);
-        try (FileDisk da = FileDisk.openFile(a, false, false); FileDisk db = FileDisk.openFile(b, false, false)) {
+        RawDisk.createSparse(a, 8L << 20);
+        RawDisk.createSparse(b, 16L << 20);
+        try (RawDisk da = RawDisk.openFile(a, false, false); RawDisk db = RawDisk.openFile(b, false, false)) {
             ScsiTarget t = new ScsiTarget();
             t.add(0, new ScsiLun("a", da, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
             t.add(1, new ScsiLun("b", db, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));

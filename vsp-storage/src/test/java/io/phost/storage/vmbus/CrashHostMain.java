@@ -7,7 +7,7 @@ import io.phost.core.vmbus.GuestRam;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.vhdx.vhd.VhdDisk;
 import io.phost.vhdx.vhdx.VhdxDisk;
 
@@ -32,7 +32,7 @@ public final class CrashHostMain {
 
     public static void main(String[] args) throws Exception {
         Path dir = Path.of(args[0]);
-        try (FileDisk raw = FileDisk.openFile(Path.of(args[1]), false, true);
+        try (RawDisk raw = RawDisk.openFile(Path.of(args[1]), false, true);
              VhdxDisk vhdx = VhdxDisk.open(Path.of(args[2]), false);
              VhdDisk vhd = VhdDisk.open(Path.of(args[3]), false);
              PartitionHost host = new PartitionHost(Files.createDirectories(dir.resolve("host")), s -> List.of("false"),

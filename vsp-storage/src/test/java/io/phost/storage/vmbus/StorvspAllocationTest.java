@@ -7,7 +7,7 @@ import io.phost.core.vmbus.GuestRam;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 
@@ -30,8 +30,8 @@ class StorvspAllocationTest {
     void shouldNotAllocatePerIoOnTheVspAgentThread() throws Exception {
         Path dir = Files.createTempDirectory("phost-alloc");
         Path file = Files.createTempFile(Path.of("/dev/shm"), "alloc", ".raw");
-        FileDisk.createSparse(file, 16L << 20);
-        try (FileDisk disk = FileDisk.openFile(file, false, true);
+        RawDisk.createSparse(file, 16L << 20);
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
              PartitionHost host = new PartitionHost(dir, s -> List.of("false"), PartitionHost.Options.defaults())) {
             StorageVsp vsp = new StorageVsp("alloc", 0);
             vsp.attach(0, "tmpfs", disk, QosFlow.UNLIMITED, false);

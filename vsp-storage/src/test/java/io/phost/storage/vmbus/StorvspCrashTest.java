@@ -1,6 +1,6 @@
 package io.phost.storage.vmbus;
 
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.DiskType;
@@ -43,7 +43,7 @@ class StorvspCrashTest {
         Path vhdx = dir.resolve("crash.vhdx");
         Path vhd = dir.resolve("crash.vhd");
         long size = 16L << 20;
-        FileDisk.createSparse(raw, size);
+        RawDisk.createSparse(raw, size);
         VhdxDisk.create(vhdx, VhdxCreateOptions.dynamic(size).withBlockSize(1 << 20)).close();
         VhdDisk.create(vhd, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, size)).close();
         java.util.SplittableRandom random = new java.util.SplittableRandom(System.nanoTime());
@@ -100,7 +100,7 @@ class StorvspCrashTest {
         }
         assertTrue(lastSynced >= syncs - 1, "host made progress before the kill:\n" + log);
         long rounds = lastSynced; // rounds 0..lastSynced were synced (no wrap-around within this run)
-        try (FileDisk r = FileDisk.openFile(raw, true, false); VhdxDisk v = VhdxDisk.open(vhdx, true);
+        try (RawDisk r = RawDisk.openFile(raw, true, false); VhdxDisk v = VhdxDisk.open(vhdx, true);
              VhdDisk h = VhdDisk.open(vhd, true)) {
             check(r, rounds);
             check(v, rounds);

@@ -8,7 +8,7 @@ import io.phost.core.vmbus.GuestRam;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.storage.scsi.Scsi;
 import io.phost.storage.tools.Proc;
@@ -48,7 +48,7 @@ class StorvspInProcessTest {
     GuestRam ram;
     VmbusClient bus;
     StorvscClient client;
-    FileDisk raw;
+    RawDisk raw;
     VhdxDisk vhdx;
     MemoryDisk ramDisk;
 
@@ -57,8 +57,8 @@ class StorvspInProcessTest {
         dir = Files.createTempDirectory("phost-storvsp");
         host = new PartitionHost(dir, spec -> List.of("false"), PartitionHost.Options.defaults());
         Path rawPath = dir.resolve("disk.raw");
-        FileDisk.createSparse(rawPath, 64L << 20);
-        raw = FileDisk.openFile(rawPath, false, true);
+        RawDisk.createSparse(rawPath, 64L << 20);
+        raw = RawDisk.openFile(rawPath, false, true);
         vhdx = VhdxDisk.create(dir.resolve("disk.vhdx"), VhdxCreateOptions.dynamic(64L << 20).withBlockSize(1 << 20));
         ramDisk = MemoryDisk.ram(16L << 20, 512, false);
         vsp = new StorageVsp("vm1", 2);

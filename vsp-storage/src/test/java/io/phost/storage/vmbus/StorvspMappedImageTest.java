@@ -7,7 +7,7 @@ import io.phost.core.vmbus.GuestRam;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.engine.CountingMappedDisk;
 import io.phost.storage.engine.IoEngines;
 import io.phost.storage.tools.Proc;
@@ -104,8 +104,8 @@ class StorvspMappedImageTest {
         new SplittableRandom(1).nextBytes(model);
         java.util.Arrays.fill(model, (int) (SIZE / 2), (int) SIZE, (byte) 0);
         MemorySegment half = MemorySegment.ofArray(model).asSlice(0, SIZE / 2);
-        FileDisk.createSparse(rawPath, SIZE);
-        try (FileDisk r = FileDisk.openFile(rawPath, false, false);
+        RawDisk.createSparse(rawPath, SIZE);
+        try (RawDisk r = RawDisk.openFile(rawPath, false, false);
              VhdxDisk v = VhdxDisk.create(vhdxPath, VhdxCreateOptions.dynamic(SIZE).withBlockSize(1 << 20));
              VhdDisk h = VhdDisk.create(vhdPath, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, SIZE));
              VhdxDisk parent = VhdxDisk.create(parentPath, VhdxCreateOptions.dynamic(SIZE).withBlockSize(1 << 20));
@@ -119,7 +119,7 @@ class StorvspMappedImageTest {
         }
         VhdxDisk.create(childPath, VhdxCreateOptions.differencing(parentPath)).close();
         // Reopened: no write session has started, so the first guest write must take the slow path.
-        FileDisk raw = FileDisk.openFile(rawPath, false, true);
+        RawDisk raw = RawDisk.openFile(rawPath, false, true);
         VhdxDisk vhdxDisk = VhdxDisk.open(vhdxPath, false);
         java.util.UUID dataWriteGuid = vhdxDisk.dataWriteGuid();
         CountingMappedDisk vhdx = new CountingMappedDisk(vhdxDisk);

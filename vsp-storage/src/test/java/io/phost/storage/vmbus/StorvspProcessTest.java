@@ -5,7 +5,7 @@ import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
-import io.phost.storage.backend.FileDisk;
+import io.phost.vhdx.RawDisk;
 import io.phost.storage.tools.Proc;
 import io.phost.vhdx.VirtualDisk;
 import io.phost.vhdx.vhdx.VhdxCreateOptions;
@@ -131,20 +131,20 @@ class StorvspProcessTest {
         Path vhdxPath = dir.resolve("d.vhdx");
         VhdxDisk vhdx = VhdxDisk.create(vhdxPath, VhdxCreateOptions.dynamic(DISK).withBlockSize(1 << 20));
         Path rawPath = dir.resolve("d.raw");
-        FileDisk.createSparse(rawPath, DISK);
-        FileDisk raw = FileDisk.openFile(rawPath, false, true);
-        FileDisk device = null;
+        RawDisk.createSparse(rawPath, DISK);
+        RawDisk raw = RawDisk.openFile(rawPath, false, true);
+        RawDisk device = null;
         boolean haveLoop = Proc.exists("losetup") && "root".equals(System.getProperty("user.name"));
         if (haveLoop) {
             Path backing = dir.resolve("loop-backing.img");
-            FileDisk.createSparse(backing, DISK);
+            RawDisk.createSparse(backing, DISK);
             Proc.Result r = Proc.run(30, "losetup", "-f", "--show", backing.toString());
             assumeTrue(r.exit() == 0, "losetup failed: " + r.out());
             loop = r.out().trim();
-            device = FileDisk.openDevice(Path.of(loop), false);
+            device = RawDisk.openDevice(Path.of(loop), false);
             assertTrue(device.blockDevice());
-            FileDisk dev = device;
-            assertThrows(IOException.class, () -> FileDisk.openDevice(Path.of(loop), false),
+            RawDisk dev = device;
+            assertThrows(IOException.class, () -> RawDisk.openDevice(Path.of(loop), false),
                 "O_EXCL: a second exclusive open of the pass-through device fails");
             assertEquals(DISK, dev.size());
         }

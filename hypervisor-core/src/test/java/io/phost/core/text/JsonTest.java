@@ -1,4 +1,4 @@
-package io.phost.appliance.util;
+package io.phost.core.text;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;

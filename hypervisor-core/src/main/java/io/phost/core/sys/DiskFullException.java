@@ -1,4 +1,4 @@
-package io.phost.vhdx;
+package io.phost.core.sys;
 
 import java.io.IOException;
 
@@ -8,8 +8,8 @@ import java.io.IOException;
  * FAILED) and the guest sees a full disk, not a broken one.
  */
 public final class DiskFullException extends IOException {
-    public static final int ENOSPC = 28;
-    public static final int EDQUOT = 122;
+    public static final int ENOSPC = Errno.ENOSPC;
+    public static final int EDQUOT = Errno.EDQUOT;
 
     public DiskFullException(String message) {
         super(message);
