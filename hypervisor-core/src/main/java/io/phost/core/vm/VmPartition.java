@@ -435,8 +435,8 @@ public final class VmPartition implements ChildPartition {
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
-        return "killed at once (SIGKILL): the guest was still booting (no \"" + spec.readyMarker()
-            + "\" on its console yet), so it could not take the ACPI power button and had nothing of its own to flush";
+        return "killed at once (SIGKILL): the guest was still booting (its console had not shown " + spec.readyMarker()
+            + "), so it could not take the ACPI power button and had nothing of its own to flush";
     }
 
     private String powerDown(Process p, QmpClient q, boolean paused, Duration grace) {
