@@ -69,19 +69,32 @@ class StorvspCrashTest {
         java.util.SplittableRandom random = new java.util.SplittableRandom(System.nanoTime());
         long records = 0;
         long started = System.nanoTime();
-        for (int round = 0; round < ROUNDS; round++) {
-            records += killedRound(host, dir.resolve("host-" + round), raw, vhdx, vhd, 1 + random.nextInt(4), random.nextInt(40));
-            if (ROUNDS > 1 && (round + 1) % 100 == 0) {
-                report(round + 1, records, started, "SIGKILL rounds");
+        int stalled = 0;
+        int stalledInARow = 0;
+        for (int round = 0, attempt = 0; round < ROUNDS; attempt++) {
+            long r = killedRound(host, dir.resolve("host-" + attempt), raw, vhdx, vhd, 1 + random.nextInt(4), random.nextInt(40));
+            if (r < 0) {
+                // Soak only: the host gave up before its first synced rounds (a 10 s VMBus setup timeout on a
+                // starved machine) and exited by itself. What it had synced was still checked; it is no kill round.
+                stalled++;
+                assertTrue(++stalledInARow < 20, "20 hosts in a row gave up before syncing; last log in the output");
+                continue;
+            }
+            stalledInARow = 0;
+            records += r;
+            round++;
+            if (ROUNDS > 1 && round % 100 == 0) {
+                report(round, records, started, "SIGKILL rounds", stalled);
             }
         }
-        report(ROUNDS, records, started, "SIGKILL round(s)");
+        report(ROUNDS, records, started, "SIGKILL round(s)", stalled);
     }
 
-    private static void report(int rounds, long records, long started, String what) {
+    private static void report(int rounds, long records, long started, String what, int stalled) {
         double seconds = (System.nanoTime() - started) / 1e9;
-        System.out.printf("StorvspCrashTest: %d %s, %d synced 64 KiB writes verified, 0 lost, %.0f s, %.2f rounds/s%n",
-            rounds, what, records, seconds, rounds / seconds);
+        System.out.printf("StorvspCrashTest: %d %s, %d synced 64 KiB writes verified, 0 lost, %.0f s, %.3f rounds/s"
+            + " (%d more hosts gave up before syncing and were not counted)%n", rounds, what, records, seconds,
+            rounds / seconds, stalled);
     }
 
     /**
@@ -156,7 +169,8 @@ class StorvspCrashTest {
 
     /**
      * Starts {@link CrashHostMain}, kills it {@code extraMillis} after its {@code syncs}-th SYNCED line (while the
-     * next round's writes are in flight), then checks every synced write on the three images; returns how many.
+     * next round's writes are in flight), then checks every synced write on the three images; returns how many, or -1
+     * when (soak only) the host exited by itself before its {@code syncs}-th SYNCED line (what it synced is checked).
      */
     private static long killedRound(List<String> host, Path hostDir, Path raw, Path vhdx, Path vhd, int syncs,
                                     int extraMillis) throws Exception {
@@ -169,6 +183,7 @@ class StorvspCrashTest {
             .execute(p::destroyForcibly);
         long lastSynced = -1;
         int seen = 0;
+        boolean endedByItself = true;
         StringBuilder log = new StringBuilder();
         try (BufferedReader in = new BufferedReader(new InputStreamReader(p.getInputStream()))) {
             String line;
@@ -177,6 +192,7 @@ class StorvspCrashTest {
                 if (line.startsWith("SYNCED ")) {
                     lastSynced = Long.parseLong(line.substring(7));
                     if (++seen >= syncs) {
+                        endedByItself = false;
                         break;
                     }
                 }
@@ -186,8 +202,14 @@ class StorvspCrashTest {
             p.destroyForcibly();
             p.waitFor();
         }
-        assertTrue(lastSynced >= syncs - 1, "host made progress before the kill:\n" + log);
-        long rounds = lastSynced; // rounds 0..lastSynced were synced (no wrap-around within this run)
+        boolean stalled = lastSynced < syncs - 1;
+        if (stalled && (ROUNDS == 1 || !endedByItself)) {
+            assertTrue(false, "host made progress before the kill:\n" + log);
+        }
+        if (stalled) {
+            System.out.println("StorvspCrashTest: a host gave up before its synced rounds (not counted):\n" + log);
+        }
+        long rounds = lastSynced; // rounds 0..lastSynced were synced (no wrap-around within this run); -1: none
         try (FileDisk r = FileDisk.openFile(raw, true, false); VhdxDisk v = VhdxDisk.open(vhdx, true);
              VhdDisk h = VhdDisk.open(vhd, true)) {
             check(r, rounds);
@@ -195,7 +217,7 @@ class StorvspCrashTest {
             check(h, rounds);
         }
         deleteTree(hostDir);
-        return (rounds + 1) * CrashHostMain.PER_ROUND * CrashHostMain.LUNS;
+        return stalled ? -1 : (rounds + 1) * CrashHostMain.PER_ROUND * CrashHostMain.LUNS;
     }
 
     private static void check(VirtualDisk d, long rounds) throws Exception {
