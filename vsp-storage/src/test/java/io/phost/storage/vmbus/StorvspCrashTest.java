@@ -83,7 +83,7 @@ class StorvspCrashTest {
             stalledInARow = 0;
             records += r;
             round++;
-            if (ROUNDS > 1 && round % 100 == 0) {
+            if (ROUNDS > 1 && round % 10 == 0) {
                 report(round, records, started, "SIGKILL rounds", stalled);
             }
         }
