@@ -34,6 +34,7 @@ public final class Appliance implements AutoCloseable {
     private final Map<Component, List<Component>> uses = java.util.Collections.synchronizedMap(new java.util.IdentityHashMap<>());
     private volatile String state = "starting";
     private volatile ManagementServer server;
+    private volatile Privileges privileges;
     /** JVM and process metrics (jvm_*, process_*) of the Prometheus client, scraped with ours. */
     private final PrometheusRegistry jvm = new PrometheusRegistry();
 
@@ -65,6 +66,11 @@ public final class Appliance implements AutoCloseable {
 
     public List<Component> components() {
         return List.copyOf(components);
+    }
+
+    /** The user's privileges, shown in /v1/status as {@code privileges} (root, and the features that are off). */
+    public void privileges(Privileges p) {
+        privileges = p;
     }
 
     public void state(String newState) {
@@ -123,6 +129,14 @@ public final class Appliance implements AutoCloseable {
         s.put("started", started.toString());
         s.put("uptime_seconds", Duration.between(started, Instant.now()).toSeconds());
         s.put("pid", ProcessHandle.current().pid());
+        Privileges p = privileges;
+        if (p != null) {
+            Map<String, Object> priv = new LinkedHashMap<>();
+            priv.put("root", p.root());
+            priv.put("uid", p.uid() < 0 ? null : p.uid());
+            priv.put("features_off", p.featuresOff());
+            s.put("privileges", priv);
+        }
         for (Component c : components) {
             try {
                 s.put(c.name(), c.status());
