@@ -35,7 +35,9 @@ class DocDefaultsTest {
         "partition.cmdline",       // vm only; the process partition here has no vm()
         "partition.machine", "partition.on_crash", "partition.stop_timeout", // vm only: checked on the VM below
         "partition.disk.controller", // checked below on the attachment
-        "partition.workload.args");
+        "partition.workload.args",
+        ".disk", ".qos_policy", ".switch", ".partition", // the file declares one of each; see the empty config below
+        "partition.disk", "partition.nic");  // the VM partition has neither: checked below
 
     @Test
     void shouldLoadEveryDocumentedDefaultWhenTheKeyIsLeftOut() throws Exception {
@@ -110,6 +112,11 @@ class DocDefaultsTest {
         var vm = cfg.partitions().get(1).vm();
         assertEquals(List.of("q35", "stop", 30), List.of(vm.machine(), vm.onCrash(), vm.stopTimeout()));
         assertEquals(0, cfg.partitions().getFirst().disks().getFirst().controller());
+        assertEquals(List.of(List.of(), List.of()), List.of(cfg.partitions().get(1).disks(), cfg.partitions().get(1).nics()));
+        ApplianceConfig empty = ConfigLoader.load(Files.writeString(dir.resolve("empty.toml"),
+            "[host]\ndata_dir = \"" + data + "\"\n"));
+        assertEquals(List.of(List.of(), List.of(), List.of(), List.of(), "phost"), List.of(empty.disks(), empty.qosPolicies(),
+            empty.switches(), empty.partitions(), empty.host().name()));
         // Computed defaults: the file locations docs/config.md names.
         assertEquals("unix:" + data.resolve("phost.sock"), cfg.host().management(), "docs: unix:<data_dir>/phost.sock");
         assertEquals("unix:" + data.resolve("nbd.sock"), cfg.host().nbd(), "docs: unix:<data_dir>/nbd.sock");
@@ -150,14 +157,15 @@ class DocDefaultsTest {
         }
         String name = camel.toString();
         for (RecordComponent rc : record.getClass().getRecordComponents()) {
-            if (rc.getName().equals(name) || rc.getName().equals(name + "Name")) {
+            if (rc.getName().equals(name) || rc.getName().equals(name + "Name")
+                || (name.equals("portMirroring") && rc.getName().equals("mirroring"))) {
                 return rc.getAccessor().invoke(record);
             }
         }
         return NO_FIELD;
     }
 
-    private static boolean sameValue(ConfigSchema.Key k, Object value) {
+    private static boolean sameValue(ConfigSchema.Key k, Object value) throws Exception {
         String d = k.defaultText();
         return switch (k.kind()) {
             case SIZE -> ((Number) value).longValue() == Units.parseSize(d);
