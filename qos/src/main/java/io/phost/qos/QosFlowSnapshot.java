@@ -17,9 +17,15 @@ package io.phost.qos;
  * @param maximumBandwidth       bytes per second limit (0 = unlimited)
  * @param outstanding            I/Os admitted and not yet completed
  * @param allocatedIops          what the scheduler currently grants the flow when the device is busy
+ * @param completedIos           I/Os completed since the flow was created (a counter; the rates above are its
+ *                               derivative over the window)
+ * @param completedNormalizedIos normalized I/Os completed since creation
+ * @param completedBytes         bytes completed since creation
+ * @param latencySumNanos        sum of the completion latencies of those I/Os (mean = sum / completedIos)
  */
 public record QosFlowSnapshot(String partition, String disk, String device, String policy, QosFlowStatus status,
                               double initiatorIops, double initiatorRawIops, double initiatorLatencyMicros,
                               double initiatorBandwidth, long minimumIops, long maximumIops, long maximumBandwidth,
-                              long outstanding, double allocatedIops) {
+                              long outstanding, double allocatedIops, long completedIos,
+                              long completedNormalizedIos, long completedBytes, long latencySumNanos) {
 }

@@ -678,6 +678,6 @@ public final class QosService {
             c.rate(FlowControlState.UNITS), c.rate(FlowControlState.IOS), c.latencyNanos() / 1000.0,
             c.rate(FlowControlState.BYTES), r == null ? 0 : r.minIops(), r == null ? 0 : r.maxIops(),
             r == null ? 0 : r.bandwidthBytesPerSec(), Math.max(0, f.admittedIos() - f.completedIos()),
-            c.allocatedIops);
+            c.allocatedIops, f.completedIos(), f.completedUnits(), f.completedBytes(), f.latencySumNanos());
     }
 }

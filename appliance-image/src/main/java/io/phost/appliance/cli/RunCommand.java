@@ -73,6 +73,11 @@ public final class RunCommand implements Callable<Integer> {
         }
 
         Appliance app = new Appliance(cfg.host().name());
+        io.phost.appliance.run.Privileges privileges = io.phost.appliance.run.Privileges.current();
+        app.privileges(privileges);
+        if (!privileges.root()) {
+            LOG.log(Level.WARNING, privileges.notice()); // once, before anything fails for want of it
+        }
         ManagementServer server = null;
         StatusView view = null;
         try {

@@ -78,7 +78,11 @@ public final class StatusCommand implements Callable<Integer> {
         }
         for (Map.Entry<?, ?> e : m.entrySet()) {
             Object v = e.getValue();
-            if (v instanceof List<?> l) {
+            if (v instanceof List<?> l && !l.isEmpty() && l.stream().noneMatch(x -> x instanceof Map<?, ?>)) {
+                // a list of plain values (e.g. privileges.features_off): one per line
+                sb.append('\n').append(e.getKey()).append(":\n");
+                l.forEach(x -> sb.append("  - ").append(x).append('\n'));
+            } else if (v instanceof List<?> l) {
                 sb.append('\n').append(e.getKey()).append(":\n").append(l.isEmpty() ? "  (none)\n" : TextTable.of(Human.rows(l)).toString().indent(2));
             } else if (v instanceof Map<?, ?> sub) {
                 sb.append('\n').append(e.getKey()).append(":\n").append(render(sub).indent(2));

@@ -904,7 +904,8 @@ final class ConfigBinder implements TomlNode.Errors {
 
     /** Keys that only a {@code kind = "vm"} partition may set. */
     private static final List<String> VM_ONLY_KEYS =
-        List.of("machine", "kernel", "initrd", "cmdline", "firmware", "console", "on_crash", "stop_timeout");
+        List.of("machine", "kernel", "initrd", "cmdline", "firmware", "console", "on_crash", "stop_timeout",
+            "ready_marker");
 
     /** The VM keys of a {@code kind = "vm"} partition; null (with errors recorded) when any is wrong. */
     private VmConfig vm(TomlNode n, String name) {
@@ -916,7 +917,9 @@ final class ConfigBinder implements TomlNode.Errors {
         String console = n.string("console");
         String onCrash = n.word("on_crash");
         Long stopTimeout = n.integer("stop_timeout");
+        String readyMarker = n.string("ready_marker");
         boolean ok = machine != null && cmdline != null && onCrash != null && stopTimeout != null
+            && (readyMarker != null || !n.has("ready_marker"))
             && (kernel != null || !n.has("kernel")) && (initrd != null || !n.has("initrd"))
             && (firmware != null || !n.has("firmware")) && (console != null || !n.has("console"));
         if (n.has("kernel") && n.has("firmware")) {
@@ -949,6 +952,11 @@ final class ConfigBinder implements TomlNode.Errors {
                 }
             }
         }
+        if (readyMarker != null && (readyMarker.isEmpty() || readyMarker.length() > 64
+            || !readyMarker.chars().allMatch(c -> c >= 0x20 && c < 0x7f))) {
+            n.error("ready_marker", Reason.INVALID_VALUE, "the ready marker must be 1..64 printable ASCII characters");
+            ok = false;
+        }
         Path kernelPath = kernel == null ? null : vmPath(n, "kernel", kernel);
         Path initrdPath = initrd == null ? null : vmPath(n, "initrd", initrd);
         Path consolePath = console == null ? Path.of("partitions", (name == null ? "vm" : name) + ".console.log")
@@ -956,7 +964,8 @@ final class ConfigBinder implements TomlNode.Errors {
         if (!ok || (kernel != null && kernelPath == null) || (initrd != null && initrdPath == null) || consolePath == null) {
             return null;
         }
-        return new VmConfig(machine, kernelPath, initrdPath, cmdline, firmware, consolePath, onCrash, stopTimeout.intValue());
+        return new VmConfig(machine, kernelPath, initrdPath, cmdline, firmware, consolePath, onCrash, stopTimeout.intValue(),
+            readyMarker);
     }
 
     private static Path vmPath(TomlNode n, String key, String value) {

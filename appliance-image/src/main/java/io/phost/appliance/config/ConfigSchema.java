@@ -172,7 +172,8 @@ public final class ConfigSchema {
             .add(key("console", Kind.PATH).computed("partitions/<name>.console.log")
                 .note("vm only; relative to data_dir"))
             .add(key("on_crash", Kind.ENUM).def("stop").allowed("restart", "stop").note("vm only"))
-            .add(key("stop_timeout", Kind.INTEGER).def("30").range(1, 3600).note("seconds; vm only"));
+            .add(key("stop_timeout", Kind.INTEGER).def("30").range(1, 3600).note("seconds; vm only"))
+            .add(key("ready_marker", Kind.STRING).note("vm only; 1..64 printable ASCII"));
         section("partition.disk", true)
             .add(key("disk", Kind.NAME).req().note("a [[disk]] name"))
             .add(key("controller", Kind.INTEGER).def("0").range(0, 3))

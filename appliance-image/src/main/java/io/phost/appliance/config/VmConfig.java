@@ -13,9 +13,11 @@ import java.nio.file.Path;
  * @param console     serial console log as written (relative to the data dir)
  * @param onCrash     {@code restart} or {@code stop}
  * @param stopTimeout seconds a graceful stop waits for the guest to power off before QEMU is killed
+ * @param readyMarker console text the guest prints once it is up and takes the ACPI power button, or null; until
+ *                    it appears a stop kills the guest at once (see {@code VmSpec.readyMarker})
  */
 public record VmConfig(String machine, Path kernel, Path initrd, String cmdline, String firmware, Path console,
-                       String onCrash, int stopTimeout) {
+                       String onCrash, int stopTimeout, String readyMarker) {
     public VmConfig {
         if ((kernel == null) == (firmware == null)) {
             throw new IllegalArgumentException("a VM boots from exactly one of kernel and firmware");

@@ -19,8 +19,10 @@ import java.util.concurrent.CopyOnWriteArrayList;
 
 /**
  * The running parent partition host: an ordered list of {@link Component}s plus the management endpoint
- * that reports on them. Closing stops the components in reverse order of start; a component that fails to
- * close is logged and the others are still closed.
+ * that reports on them. Closing stops each component once every component that uses it has stopped, and
+ * components that do not depend on each other stop in parallel (the partitions first, then the switches beside
+ * the disk exports, the disks last); a component added without its dependencies named uses every earlier one.
+ * A component that fails to close is logged and the others are still closed.
  */
 public final class Appliance implements AutoCloseable {
     private static final Logger LOG = System.getLogger("phost.run");
@@ -28,8 +30,11 @@ public final class Appliance implements AutoCloseable {
     private final String name;
     private final Instant started = Instant.now();
     private final List<Component> components = new CopyOnWriteArrayList<>();
+    /** The components each component uses (by identity): a component is closed after all of its users. */
+    private final Map<Component, List<Component>> uses = java.util.Collections.synchronizedMap(new java.util.IdentityHashMap<>());
     private volatile String state = "starting";
     private volatile ManagementServer server;
+    private volatile Privileges privileges;
     /** JVM and process metrics (jvm_*, process_*) of the Prometheus client, scraped with ours. */
     private final PrometheusRegistry jvm = new PrometheusRegistry();
 
@@ -38,8 +43,20 @@ public final class Appliance implements AutoCloseable {
         JvmMetrics.builder().register(jvm);
     }
 
-    /** Adds a started component; it will be closed by {@link #close()}. */
+    /**
+     * Adds a started component that uses every component added before it; it will be closed by
+     * {@link #close()} before any of them.
+     */
     public <C extends Component> C add(C component) {
+        return add(component, components.toArray(Component[]::new));
+    }
+
+    /**
+     * Adds a started component that uses (only) {@code uses} (nulls ignored); {@link #close()} closes it before
+     * them and in parallel with components it neither uses nor is used by.
+     */
+    public <C extends Component> C add(C component, Component... uses) {
+        this.uses.put(component, java.util.Arrays.stream(uses).filter(java.util.Objects::nonNull).toList());
         components.add(component);
         if (server != null) {
             component.routes().forEach(this::install);
@@ -49,6 +66,11 @@ public final class Appliance implements AutoCloseable {
 
     public List<Component> components() {
         return List.copyOf(components);
+    }
+
+    /** The user's privileges, shown in /v1/status as {@code privileges} (root, and the features that are off). */
+    public void privileges(Privileges p) {
+        privileges = p;
     }
 
     public void state(String newState) {
@@ -107,6 +129,14 @@ public final class Appliance implements AutoCloseable {
         s.put("started", started.toString());
         s.put("uptime_seconds", Duration.between(started, Instant.now()).toSeconds());
         s.put("pid", ProcessHandle.current().pid());
+        Privileges p = privileges;
+        if (p != null) {
+            Map<String, Object> priv = new LinkedHashMap<>();
+            priv.put("root", p.root());
+            priv.put("uid", p.uid() < 0 ? null : p.uid());
+            priv.put("features_off", p.featuresOff());
+            s.put("privileges", priv);
+        }
         for (Component c : components) {
             try {
                 s.put(c.name(), c.status());
@@ -140,16 +170,33 @@ public final class Appliance implements AutoCloseable {
         state = "stopping";
         List<Component> reversed = new ArrayList<>(components);
         java.util.Collections.reverse(reversed);
+        // Reverse order of start: every user of a component was added after it, so its future exists already.
+        Map<Component, java.util.concurrent.CompletableFuture<Void>> closed = new java.util.IdentityHashMap<>();
+        java.util.concurrent.Executor threads = r -> Thread.ofVirtual().name("stop-").start(r);
         for (Component c : reversed) {
-            long t0 = System.nanoTime();
-            try {
-                c.close();
-                LOG.log(Level.INFO, "stopped component=" + c.name() + " ms=" + (System.nanoTime() - t0) / 1_000_000);
-            } catch (Exception e) {
-                LOG.log(Level.ERROR, "stop failed component=" + c.name() + " error=\"" + e + "\"");
+            List<java.util.concurrent.CompletableFuture<Void>> users = new ArrayList<>();
+            for (Component u : reversed) {
+                if (closed.containsKey(u) && uses.getOrDefault(u, List.of()).contains(c)) {
+                    users.add(closed.get(u));
+                }
             }
+            closed.put(c, java.util.concurrent.CompletableFuture.allOf(users.toArray(java.util.concurrent.CompletableFuture[]::new))
+                .handle((ok, e) -> null)
+                .thenRunAsync(() -> closeOne(c), threads));
         }
+        java.util.concurrent.CompletableFuture.allOf(closed.values().toArray(java.util.concurrent.CompletableFuture[]::new)).join();
         components.clear();
+        uses.clear();
         state = "stopped";
+    }
+
+    private static void closeOne(Component c) {
+        long t0 = System.nanoTime();
+        try {
+            c.close();
+            LOG.log(Level.INFO, "stopped component=" + c.name() + " ms=" + (System.nanoTime() - t0) / 1_000_000);
+        } catch (Exception e) {
+            LOG.log(Level.ERROR, "stop failed component=" + c.name() + " error=\"" + e + "\"");
+        }
     }
 }

@@ -69,6 +69,7 @@ public record DemoVm(String toml, String note) {
             cmdline = "%s"
             on_crash = "restart"
             stop_timeout = 5
+            ready_marker = "PHOST-GUEST-READY"
             disk = [{ disk = "demo-vm-disk" }]
             """.formatted(tomlString(g.resolve("vmlinuz")), tomlString(g.resolve("initramfs.gz")), cmdline);
         return new DemoVm(toml, "demo VM partition demo-vm boots " + g.resolve("vmlinuz")

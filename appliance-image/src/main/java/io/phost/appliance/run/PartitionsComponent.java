@@ -145,7 +145,8 @@ public final class PartitionsComponent implements Component {
             : new BootSource.Firmware(BootSource.Firmware.Type.valueOf(v.firmware().toUpperCase(Locale.ROOT)));
         return new VmSpec(p.name(), p.vcpus(), p.memory(), VmSpec.Machine.valueOf(v.machine().toUpperCase(Locale.ROOT)),
             boot, devices,
-            VmSpec.CrashPolicy.valueOf(v.onCrash().toUpperCase(Locale.ROOT)), Duration.ofSeconds(v.stopTimeout()));
+            VmSpec.CrashPolicy.valueOf(v.onCrash().toUpperCase(Locale.ROOT)), Duration.ofSeconds(v.stopTimeout()),
+            v.readyMarker());
     }
 
     /** Built-in workloads run as {@code phost guest KIND ARGS...} on this JVM's runtime and class path. */

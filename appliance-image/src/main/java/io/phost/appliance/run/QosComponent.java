@@ -116,10 +116,13 @@ public final class QosComponent implements Component {
     public void metrics(Metrics m) {
         for (QosFlowSnapshot f : service.flows()) {
             String[] l = {"partition", f.partition(), "disk", f.disk()};
-            m.gauge("phost_qos_flow_normalized_iops", "Normalized IOPS of a QoS flow over the last second "
-                + "(raw rates: rate() of phost_storage_reads_total and _writes_total)", f.initiatorIops(), l);
-            m.gauge("phost_qos_flow_latency_seconds", "Mean completion latency of a QoS flow over the last second, "
-                + "queueing in QoS included", Unit.SECONDS, f.initiatorLatencyMicros() / 1e6, l);
+            // Rates are counters: rate() over them gives IOPS, bandwidth and (sum / count) mean latency for any window.
+            m.counter("phost_qos_flow_normalized_ios", "Normalized I/Os the flow completed (rate() = normalized IOPS)",
+                f.completedNormalizedIos(), l);
+            m.counter("phost_qos_flow_ios", "I/Os the flow completed, unnormalized", f.completedIos(), l);
+            m.counter("phost_qos_flow_bytes", "Bytes the flow completed", Unit.BYTES, f.completedBytes(), l);
+            m.counter("phost_qos_flow_latency_seconds", "Sum of the flow's completion latencies, queueing in QoS included "
+                + "(divided by phost_qos_flow_ios_total: mean latency)", Unit.SECONDS, f.latencySumNanos() / 1e9, l);
             m.gauge("phost_qos_flow_minimum_iops", "Reserved normalized IOPS in force for the flow", f.minimumIops(), l);
             m.gauge("phost_qos_flow_maximum_iops", "Normalized IOPS limit in force for the flow (0 = unlimited)", f.maximumIops(), l);
             m.gauge("phost_qos_flow_maximum_bandwidth_bytes_per_second", "Bandwidth limit in force (0 = unlimited)",

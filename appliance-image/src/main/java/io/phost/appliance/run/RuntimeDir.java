@@ -16,14 +16,22 @@ public final class RuntimeDir {
         if (override != null) {
             return Path.of(override);
         }
-        if ("root".equals(System.getProperty("user.name")) && Files.isDirectory(Path.of("/run"))) {
+        return path(System.getProperty("user.name"), Files.isDirectory(Path.of("/run")), System.getenv("XDG_RUNTIME_DIR"),
+            System.getProperty("java.io.tmpdir"));
+    }
+
+    /**
+     * The directory for {@code user}: {@code /run/phost} for root (when {@code /run} exists), else
+     * {@code $XDG_RUNTIME_DIR/phost}, else {@code TMPDIR/phost-USER}. docs/management.md lists the same three.
+     */
+    static Path path(String user, boolean runExists, String xdgRuntimeDir, String tmpDir) {
+        if ("root".equals(user) && runExists) {
             return Path.of("/run/phost");
         }
-        String xdg = System.getenv("XDG_RUNTIME_DIR");
-        if (xdg != null && !xdg.isBlank()) {
-            return Path.of(xdg, "phost");
+        if (xdgRuntimeDir != null && !xdgRuntimeDir.isBlank()) {
+            return Path.of(xdgRuntimeDir, "phost");
         }
-        return Path.of(System.getProperty("java.io.tmpdir"), "phost-" + System.getProperty("user.name"));
+        return Path.of(tmpDir, "phost-" + user);
     }
 
     public static Path endpointFile() {

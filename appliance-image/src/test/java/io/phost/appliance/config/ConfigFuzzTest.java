@@ -103,6 +103,13 @@ class ConfigFuzzTest {
         }
     }
 
+    /** Found by the 100,000-input soak: tomlj 2.2.0 fails its own assertion (-ea) on this unclosed header. */
+    @Test
+    void shouldReportAnUnclosedHeaderFollowedByACommentAsAConfigError() {
+        check("[d#2xa 0\n".getBytes(StandardCharsets.UTF_8));
+        check("[d#2xa 0".getBytes(StandardCharsets.UTF_8));
+    }
+
     @Test
     void shouldAcceptTheUnmodifiedExample() throws ConfigException {
         assertEquals(3, ConfigLoader.parse("example", EXAMPLE).partitions().size());

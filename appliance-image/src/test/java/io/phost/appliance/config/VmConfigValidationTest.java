@@ -42,6 +42,31 @@ class VmConfigValidationTest {
     }
 
     @Test
+    void shouldBindAReadyMarkerAndRefuseAnEmptyOne() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            firmware = "bios"
+            ready_marker = "PHOST-GUEST-READY"
+            """);
+        assertEquals("PHOST-GUEST-READY", c.partition("vm1").orElseThrow().vm().readyMarker());
+        assertNull(ConfigLoader.parse("t.toml", HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            firmware = "bios"
+            """).partition("vm1").orElseThrow().vm().readyMarker(), "no marker: every stop asks over ACPI");
+        assertErrors(HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            firmware = "bios"
+            ready_marker = ""
+            """, "t.toml:7:1: partition[0].ready_marker: the ready marker must be 1..64 printable ASCII characters");
+    }
+
+    @Test
     void shouldRequireExactlyOneBootSource() {
         assertErrors(HOST + """
             [[partition]]

@@ -44,6 +44,11 @@ public final class PhostProcess implements AutoCloseable {
         return new PhostProcess(new ProcessBuilder(cmd).start());
     }
 
+    /** A phost started some other way (e.g. under {@code setpriv} as another user). */
+    public static PhostProcess of(ProcessBuilder pb) throws IOException {
+        return new PhostProcess(pb.start());
+    }
+
     private void pump(BufferedReader r, boolean out) {
         try {
             for (String line; (line = r.readLine()) != null; ) {

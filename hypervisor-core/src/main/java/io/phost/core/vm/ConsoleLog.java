@@ -35,10 +35,23 @@ public final class ConsoleLog {
 
     /** Copies {@code in} into the log until end of stream, on a daemon thread named {@code console-NAME}. */
     public Thread pump(InputStream in, String name) {
-        return Thread.ofPlatform().daemon().name("console-" + name).start(() -> copy(in));
+        return pump(in, name, null, () -> { });
+    }
+
+    /**
+     * As {@link #pump(InputStream, String)}, and runs {@code onMarker} once, on the pump thread, the first time
+     * {@code marker} appears in the output (null: never).
+     */
+    public Thread pump(InputStream in, String name, String marker, Runnable onMarker) {
+        return Thread.ofPlatform().daemon().name("console-" + name).start(() -> copy(in, marker, onMarker));
     }
 
     void copy(InputStream in) {
+        copy(in, null, () -> { });
+    }
+
+    void copy(InputStream in, String marker, Runnable onMarker) {
+        MarkerScanner scanner = marker == null ? null : new MarkerScanner(marker);
         byte[] buf = new byte[4096];
         OutputStream out = null;
         try {
@@ -47,6 +60,10 @@ public final class ConsoleLog {
             long size = Files.size(file);
             int n;
             while ((n = in.read(buf)) >= 0) {
+                if (scanner != null && scanner.feed(buf, n)) {
+                    scanner = null;
+                    onMarker.run();
+                }
                 out.write(buf, 0, n);
                 out.flush();
                 size += n;
@@ -97,6 +114,30 @@ public final class ConsoleLog {
             f.seek(len - n);
             f.readFully(b);
             return b;
+        }
+    }
+
+    /**
+     * Finds a marker in a byte stream read in chunks: the last {@code marker.length - 1} bytes of the previous
+     * chunk are kept, so a marker split across two reads is found too. Bytes are taken as ISO-8859-1 (the
+     * marker is ASCII), so any byte sequence is safe.
+     */
+    static final class MarkerScanner {
+        private final String marker;
+        private String carry = "";
+
+        MarkerScanner(String marker) {
+            this.marker = marker;
+        }
+
+        /** True when the marker ends within {@code buf[0, n)} (or straddles it and the previous chunk). */
+        boolean feed(byte[] buf, int n) {
+            String window = carry + new String(buf, 0, n, StandardCharsets.ISO_8859_1);
+            if (window.contains(marker)) {
+                return true;
+            }
+            carry = window.substring(Math.max(0, window.length() - (marker.length() - 1)));
+            return false;
         }
     }
 }

@@ -28,6 +28,7 @@ import java.util.concurrent.TimeUnit;
  *  start ─▶ STARTING: QEMU launched with -S (vCPUs held), moved into its cgroup, QMP connected, "cont"
  *        ─▶ RUNNING ◀──"cont"── PAUSED ◀──"stop"── (pause)
  *  stop  ─▶ STOPPING: "system_powerdown" (ACPI), wait up to the stop timeout, then SIGKILL ─▶ STOPPED
+ *        (a guest with a ready marker it has not printed yet is still booting: SIGKILL at once ─▶ STOPPED)
  *  turnOff ─▶ SIGKILL ─▶ STOPPED                     guest powers off by itself (SHUTDOWN event) ─▶ STOPPED
  *  QEMU exits unasked ─▶ CRASHED (a fault) ─on_crash=restart, after a backoff─▶ STARTING ...
  *                        too many crashes in a row ─▶ FAULTED (left alone until a user starts it)
@@ -91,6 +92,8 @@ public final class VmPartition implements ChildPartition {
     private ScheduledFuture<?> pendingRestart;
     /** Set by the SHUTDOWN event when the guest itself powered off (read when QEMU exits). */
     private volatile String guestShutdown;
+    /** The generation whose console showed the spec's ready marker (-1: none yet). */
+    private volatile long readyGeneration = -1;
 
     public VmPartition(VmSpec spec, Path dir, Path consoleLog, Accelerator accel, Options options) {
         this.spec = spec;
@@ -192,7 +195,7 @@ public final class VmPartition implements ChildPartition {
             } catch (IOException e) {
                 throw new IOException("cannot run " + options.qemu() + " (Debian package qemu-system-x86): " + e.getMessage(), e);
             }
-            console.pump(p.getInputStream(), name());
+            console.pump(p.getInputStream(), name(), spec.readyMarker(), () -> guestReady(gen));
             cg = Cgroup.create(name(), new Cgroup.Limits(spec.vcpus(), spec.memoryBytes() + options.memoryOverhead(),
                 options.pidsLimit()));
             cg.add(p.pid());
@@ -372,12 +375,30 @@ public final class VmPartition implements ChildPartition {
         }
     }
 
-    /** Graceful stop: ACPI power-down, wait up to {@code grace}, then SIGKILL. */
+    private void guestReady(long gen) {
+        readyGeneration = gen;
+        LOG.log(Level.INFO, "guest ready partition=" + name() + " marker=\"" + spec.readyMarker() + "\"");
+    }
+
+    /**
+     * True while a guest that announces readiness ({@link VmSpec#readyMarker()}) has not done so in this run;
+     * false for a guest without a marker (it may be up: there is no way to tell).
+     */
+    public synchronized boolean booting() {
+        return spec.readyMarker() != null && state.live() && readyGeneration != generation;
+    }
+
+    /**
+     * Graceful stop: ACPI power-down, wait up to {@code grace}, then SIGKILL. A guest that is still booting
+     * ({@link #booting()}) is killed at once: it ignores the power button until its init has armed it, and has
+     * mounted nothing of phost's disks yet, so nothing of its own is lost; phost flushes the disks itself.
+     */
     @Override
     public void stop(Duration grace) {
         Process p;
         QmpClient q;
         boolean paused;
+        boolean booting;
         synchronized (this) {
             cancelRestart();
             if (!state.live()) {
@@ -387,6 +408,7 @@ public final class VmPartition implements ChildPartition {
                 }
                 return;
             }
+            booting = booting();
             paused = state == PartitionState.PAUSED;
             state = PartitionState.STOPPING;
             reason = "stop requested";
@@ -394,7 +416,7 @@ public final class VmPartition implements ChildPartition {
             q = qmp;
         }
         if (p != null) {
-            String how = powerDown(p, q, paused, grace);
+            String how = booting ? killBooting(p) : powerDown(p, q, paused, grace);
             synchronized (this) {
                 reason = how;
             }
@@ -404,6 +426,17 @@ public final class VmPartition implements ChildPartition {
             state = PartitionState.STOPPED;
         }
         LOG.log(Level.INFO, "stopped partition=" + name() + " reason=\"" + reason + "\"");
+    }
+
+    private String killBooting(Process p) {
+        p.destroyForcibly();
+        try {
+            p.waitFor(10, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+        return "killed at once (SIGKILL): the guest was still booting (its console had not shown " + spec.readyMarker()
+            + "), so it could not take the ACPI power button and had nothing of its own to flush";
     }
 
     private String powerDown(Process p, QmpClient q, boolean paused, Duration grace) {
@@ -493,6 +526,8 @@ public final class VmPartition implements ChildPartition {
         d.put("on_crash", spec.onCrash().name().toLowerCase(java.util.Locale.ROOT));
         d.put("restarts", Integer.toString(restarts));
         d.put("guest_agent", "none (qemu-guest-agent is not wired yet)");
+        d.put("guest_ready", spec.readyMarker() == null ? "unknown (no ready marker configured)"
+            : readyGeneration == generation && state.live() ? "yes" : state.live() ? "no (booting)" : "no");
         List<String> f;
         long fc;
         synchronized (faults) {

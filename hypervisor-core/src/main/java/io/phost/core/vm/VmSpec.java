@@ -13,9 +13,14 @@ import java.util.List;
  * @param devices     vhost-user devices served by this phost, in order (the first disk boots under firmware)
  * @param onCrash     what to do when QEMU dies without being asked to
  * @param stopTimeout how long a graceful stop waits for the guest to power off before QEMU is killed
+ * @param readyMarker text the guest prints on its console once it is up and handles the ACPI power button
+ *                    (the test guest prints {@code PHOST-GUEST-READY}), or null when the guest says nothing. A
+ *                    guest with a marker that has not printed it yet is still booting: it has mounted nothing
+ *                    and would ignore the power button, so a stop kills it at once instead of waiting
+ *                    {@code stopTimeout} for nothing. Without a marker every stop asks over ACPI first.
  */
 public record VmSpec(String name, int vcpus, long memoryBytes, Machine machine, BootSource boot,
-                     List<VmDevice> devices, CrashPolicy onCrash, Duration stopTimeout) {
+                     List<VmDevice> devices, CrashPolicy onCrash, Duration stopTimeout, String readyMarker) {
     public static final long MIB = 1L << 20;
 
     /** QEMU machine types we build command lines for. */
@@ -45,6 +50,10 @@ public record VmSpec(String name, int vcpus, long memoryBytes, Machine machine, 
         if (machine == null || boot == null || onCrash == null || stopTimeout == null || stopTimeout.isNegative()) {
             throw new IllegalArgumentException("partition " + name + ": machine, boot, on_crash and stop timeout are required");
         }
+        if (readyMarker != null && (readyMarker.isEmpty() || readyMarker.length() > 64
+            || !readyMarker.chars().allMatch(c -> c >= 0x20 && c < 0x7f))) {
+            throw new IllegalArgumentException("partition " + name + ": ready marker must be 1..64 printable ASCII characters");
+        }
         devices = List.copyOf(devices);
         java.util.Set<String> ids = new java.util.HashSet<>();
         for (VmDevice d : devices) {
@@ -54,8 +63,18 @@ public record VmSpec(String name, int vcpus, long memoryBytes, Machine machine, 
         }
     }
 
+    /** A guest that prints no ready marker. */
+    public VmSpec(String name, int vcpus, long memoryBytes, Machine machine, BootSource boot,
+                  List<VmDevice> devices, CrashPolicy onCrash, Duration stopTimeout) {
+        this(name, vcpus, memoryBytes, machine, boot, devices, onCrash, stopTimeout, null);
+    }
+
     public VmSpec withDevices(List<VmDevice> d) {
-        return new VmSpec(name, vcpus, memoryBytes, machine, boot, d, onCrash, stopTimeout);
+        return new VmSpec(name, vcpus, memoryBytes, machine, boot, d, onCrash, stopTimeout, readyMarker);
+    }
+
+    public VmSpec withReadyMarker(String marker) {
+        return new VmSpec(name, vcpus, memoryBytes, machine, boot, devices, onCrash, stopTimeout, marker);
     }
 
     /** Paths the spec needs to exist before QEMU starts (kernel, initrd). */

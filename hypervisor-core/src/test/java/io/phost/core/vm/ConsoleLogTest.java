@@ -33,6 +33,25 @@ class ConsoleLogTest {
     }
 
     @Test
+    void shouldSeeTheReadyMarkerOnceEvenWhenItIsSplitAcrossReads() throws Exception {
+        String marker = "PHOST-GUEST-READY";
+        for (int split = 1; split < marker.length(); split++) {
+            String console = "[    1.2] virtio_blk\r\nPHOST-GUEST-READ" + "\nnoise " + marker.substring(0, split);
+            ConsoleLog.MarkerScanner s = new ConsoleLog.MarkerScanner(marker);
+            byte[] a = console.getBytes(StandardCharsets.US_ASCII);
+            assertFalse(s.feed(a, a.length), "a near miss and a prefix are not the marker");
+            byte[] b = (marker.substring(split) + "\n").getBytes(StandardCharsets.US_ASCII);
+            assertTrue(s.feed(b, b.length), "split after " + split + " bytes");
+        }
+        int[] seen = {0};
+        ConsoleLog log = new ConsoleLog(dir.resolve("vm.console.log"), 1024);
+        log.copy(new ByteArrayInputStream(("boot\n" + marker + "\n" + marker + "\n").getBytes(StandardCharsets.US_ASCII)),
+            marker, () -> seen[0]++);
+        assertEquals(1, seen[0], "reported once");
+        assertTrue(log.tail(100).contains(marker), "and still logged");
+    }
+
+    @Test
     void shouldRefuseATinyRotationSize() {
         assertThrows(IllegalArgumentException.class, () -> new ConsoleLog(dir.resolve("x"), 10));
     }

@@ -91,6 +91,32 @@ class VmPartitionTest {
         assertEquals(0, vm.status().faultCount());
     }
 
+    /**
+     * Issue 16 defect 9: a guest that announces readiness on its console but has not done so yet (SeaBIOS with
+     * nothing to boot never will) is killed at once by a stop, not after the stop timeout: it cannot take the
+     * power button yet and has nothing of its own to flush. Before, this stop waited the whole 30 s.
+     */
+    @Test
+    void shouldKillAGuestThatIsStillBootingAtOnceInsteadOfWaitingTheStopTimeout() throws Exception {
+        VmSpec spec = new VmSpec("vm-booting", 1, 64L << 20, VmSpec.Machine.Q35,
+            new BootSource.Firmware(BootSource.Firmware.Type.BIOS), List.of(), VmSpec.CrashPolicy.STOP,
+            Duration.ofSeconds(30)).withReadyMarker("PHOST-GUEST-READY");
+        vm = new VmPartition(spec, dir, dir.resolve("vm-booting.console.log"), Accelerator.detect(), VmPartition.Options.defaults());
+        vm.start();
+        assertEquals(PartitionState.RUNNING, vm.state(), diag());
+        assertTrue(vm.booting());
+        assertEquals("no (booting)", vm.status().details().get("guest_ready"));
+        long pid = vm.pid();
+        long t0 = System.nanoTime();
+        vm.stop(spec.stopTimeout());
+        long ms = (System.nanoTime() - t0) / 1_000_000;
+        assertEquals(PartitionState.STOPPED, vm.state());
+        assertTrue(vm.status().reason().startsWith("killed at once (SIGKILL): the guest was still booting"), vm.status().reason());
+        assertTrue(ms < 5_000, "stop took " + ms + " ms; the stop timeout is 30 s");
+        assertFalse(ProcessHandle.of(pid).map(ProcessHandle::isAlive).orElse(false), "QEMU still runs");
+        assertEquals(0, vm.status().faultCount(), "a stop is not a crash");
+    }
+
     @Test
     void shouldPutQemuInItsOwnCgroupOrSayWhyNot() throws Exception {
         vm = bios("vm-cg", VmSpec.CrashPolicy.STOP);

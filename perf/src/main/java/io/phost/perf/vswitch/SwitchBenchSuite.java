@@ -28,7 +28,8 @@ import org.agrona.concurrent.AgentRunner;
  * (3) ping latency p50/p99 through each; (4) TCP partition ↔ host over an internal switch and a synthetic NIC
  * (VMBus rings, host TAP with TSO/checksum offloads, software segmentation in the switch), both directions,
  * vs the same namespaces joined by a Linux bridge + veths: {@link #ROUNDS} interleaved rounds (one with
- * --quick), median with min/max in the series. Parts 2-4 need root, iproute2, iperf3 and ping; without them they are skipped with a
+ * --quick), median with min/max in the series. The forwarding point and the netns TCP/ping points run
+ * {@link #ROUNDS} rounds too (interleaved with the bridge), reported the same way. Parts 2-4 need root, iproute2, iperf3 and ping; without them they are skipped with a
  * log line.
  */
 public final class SwitchBenchSuite implements BenchSuite {
@@ -46,8 +47,13 @@ public final class SwitchBenchSuite implements BenchSuite {
     public List<BenchResult> run(BenchContext ctx) throws Exception {
         boolean quick = ctx.quick();
         List<BenchResult> results = new ArrayList<>();
+        int rounds = quick ? 1 : ROUNDS; // --quick stays near a minute
         ctx.progress(0, 3, "64-byte forwarding");
-        results.add(forwarding(quick ? 2_000 : 8_000));
+        BenchResult[] fwd = new BenchResult[rounds];
+        for (int r = 0; r < rounds; r++) {
+            fwd[r] = forwarding(quick ? 2_000 : 8_000 / ROUNDS);
+        }
+        results.add(medianOf(fwd));
         if (!toolsPresent()) {
             ctx.log("skipping namespace benchmarks: needs root, ip netns, /dev/net/tun, iperf3, ping");
             return results;
@@ -55,18 +61,26 @@ public final class SwitchBenchSuite implements BenchSuite {
         int seconds = quick ? 4 : 10;
         int pings = quick ? 100 : 500;
         String tag = Long.toString(ProcessHandle.current().pid() % 10000);
-        double[] phost;
-        double[] bridge;
-        ctx.progress(1, 3, "TCP + ping through phost");
-        phost = throughPhost(tag, seconds, pings);
-        ctx.progress(2, 3, "TCP + ping through a Linux bridge");
-        bridge = throughBridge(tag, seconds, pings);
+        double[][] phost = new double[3][rounds];
+        double[][] bridge = new double[3][rounds];
+        for (int r = 0; r < rounds; r++) { // interleaved, so load drift hits both sides alike
+            ctx.progress(1, 3, "TCP + ping through phost, round " + (r + 1) + " of " + rounds);
+            double[] p = throughPhost(tag, seconds, pings);
+            ctx.progress(2, 3, "TCP + ping through a Linux bridge, round " + (r + 1) + " of " + rounds);
+            double[] b = throughBridge(tag, seconds, pings);
+            for (int m = 0; m < 3; m++) {
+                phost[m][r] = p[m];
+                bridge[m][r] = b[m];
+            }
+        }
         ctx.progress(3, 3, "done");
-        results.add(BenchResult.vsPeer("tcp-throughput netns->netns", phost[0] / 1e9, "Gbit/s",
-            "linux bridge + veth", bridge[0] / 1e9));
-        results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p50", phost[1], "us", "linux bridge + veth", bridge[1]));
-        results.add(BenchResult.vsPeerLowerIsBetter("ping-latency p99", phost[2], "us", "linux bridge + veth", bridge[2]));
-        results.addAll(partitionHost(ctx, tag, quick ? 2 : 8, quick ? 1 : ROUNDS)); // --quick stays near a minute
+        results.add(roundsResult(BenchResult.vsPeer("tcp-throughput netns->netns", median(phost[0]) / 1e9, "Gbit/s",
+            "linux bridge + veth", median(bridge[0]) / 1e9), phost[0], bridge[0], 1e9, "Gbit/s"));
+        results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50", median(phost[1]), "us",
+            "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
+        results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
+            "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
+        results.addAll(partitionHost(ctx, tag, quick ? 2 : 8, rounds));
         return results;
     }
 
@@ -157,6 +171,41 @@ public final class SwitchBenchSuite implements BenchSuite {
     }
 
     /** Forwards 64-byte frames both ways for {@code millis} after a warm-up; returns Mpps and B/frame. */
+    private static double median(double[] v) {
+        double[] s = v.clone();
+        java.util.Arrays.sort(s);
+        return s[s.length / 2];
+    }
+
+    /** {@code result} with the rounds' min/median/max of both sides in the series (values divided by {@code scale}). */
+    public static BenchResult roundsResult(BenchResult result, double[] ours, double[] peer, double scale, String unit) {
+        double[] a = ours.clone();
+        double[] b = peer.clone();
+        java.util.Arrays.sort(a);
+        java.util.Arrays.sort(b);
+        Map<String, Double> series = new java.util.LinkedHashMap<>();
+        series.put("phost_min", a[0] / scale);
+        series.put("phost_median", a[a.length / 2] / scale);
+        series.put("phost_max", a[a.length - 1] / scale);
+        series.put("peer_min", b[0] / scale);
+        series.put("peer_median", b[b.length / 2] / scale);
+        series.put("peer_max", b[b.length - 1] / scale);
+        return result.withSeries(unit, series);
+    }
+
+    /** The median round of the forwarding point, with min/median/max Mpps and the rounds' allocation in the series. */
+    public static BenchResult medianOf(BenchResult[] rounds) {
+        BenchResult[] s = rounds.clone();
+        java.util.Arrays.sort(s, java.util.Comparator.comparingDouble(BenchResult::value));
+        BenchResult mid = s[s.length / 2];
+        Map<String, Double> series = new java.util.LinkedHashMap<>(mid.series());
+        series.put("min", s[0].value());
+        series.put("median", mid.value());
+        series.put("max", s[s.length - 1].value());
+        series.put("rounds", (double) s.length);
+        return mid.withSeries(series);
+    }
+
     static BenchResult forwarding(long millis) {
         ForwardingRig rig = new ForwardingRig();
         long warmEnd = System.nanoTime() + millis / 4 * 1_000_000L;

@@ -22,7 +22,8 @@ import java.util.List;
 /**
  * The process {@link StorvspCrashTest} kills: a host with a storage VSP (LUN 0 raw, LUN 1 VHDX, LUN 2 dynamic
  * VHD) and a guest attached in the same process. Round k writes 16 x 64 KiB at unit k*16 on every LUN with seed
- * k, then SYNCHRONIZE CACHE on each, then prints {@code SYNCED k}. Runs until killed.
+ * k, then SYNCHRONIZE CACHE on each, then prints {@code SYNCED k}. Runs until killed, or (to train an AOT cache) until
+ * {@code -Dphost.crash.exitAfter=N} rounds are synced.
  * Args: dataDir raw vhdx vhd
  */
 public final class CrashHostMain {
@@ -51,7 +52,8 @@ public final class CrashHostMain {
                 MemorySegment sync = Arena.ofAuto().allocate(10);
                 sync.set(ValueLayout.JAVA_BYTE, 0, (byte) 0x35);
                 long maxRounds = (raw.size() / UNIT) / PER_ROUND;
-                for (long k = 0; ; k = (k + 1) % maxRounds) {
+                long exitAfter = Long.getLong("phost.crash.exitAfter", Long.MAX_VALUE);
+                for (long k = 0; k < exitAfter; k = (k + 1) % maxRounds) {
                     for (int lun = 0; lun < LUNS; lun++) {
                         for (int s = 0; s < PER_ROUND; s++) {
                             long unit = k * PER_ROUND + s;
