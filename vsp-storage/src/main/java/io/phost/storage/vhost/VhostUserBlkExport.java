@@ -24,7 +24,7 @@ import java.util.Objects;
  *   e.close();    // stops serving; does not close the disk (the caller owns it)
  * </pre>
  */
-public final class VhostUserBlkExport implements AutoCloseable {
+public final class VhostUserBlkExport extends VhostUserExport {
     /** Largest number of queues a device offers (QEMU asks for one per vCPU by default). */
     public static final int MAX_QUEUES = 64;
 
@@ -88,16 +88,11 @@ public final class VhostUserBlkExport implements AutoCloseable {
         }
     }
 
-    private final String name;
-    private final VirtualDisk disk;
     private final VhostUserBlkDevice device;
-    private final VhostUserBackend backend;
 
-    private VhostUserBlkExport(String name, VirtualDisk disk, VhostUserBlkDevice device, VhostUserBackend backend) {
-        this.name = name;
-        this.disk = disk;
+    private VhostUserBlkExport(String name, VhostUserBlkDevice device, VhostUserBackend backend) {
+        super(name, backend);
         this.device = device;
-        this.backend = backend;
     }
 
     /**
@@ -109,11 +104,7 @@ public final class VhostUserBlkExport implements AutoCloseable {
         ScsiLun lun = new ScsiLun(name, disk, options.qos(), options.readOnly(), options.engine());
         VhostUserBlkDevice device = new VhostUserBlkDevice(lun, options.queues(), options.serial() == null ? name : options.serial());
         VhostUserBackend backend = VhostUserBackend.start(name, socketPath, device, options.cpus());
-        return new VhostUserBlkExport(name, disk, device, backend);
-    }
-
-    public String name() {
-        return name;
+        return new VhostUserBlkExport(name, device, backend);
     }
 
     /** The disk served now (a checkpoint may have switched the LUN to another). */
@@ -126,43 +117,13 @@ public final class VhostUserBlkExport implements AutoCloseable {
         return device.lun();
     }
 
-    public Path socketPath() {
-        return backend.socketPath();
-    }
-
     /** True when the disk is exported read-only (asked for, or the disk itself is read-only). */
     public boolean readOnly() {
         return device.lun().readOnly();
     }
 
-    /** True while a front-end (QEMU) is connected. */
-    public boolean connected() {
-        return backend.connected();
-    }
-
-    /** Front-ends that have connected since start (a reconnecting QEMU counts again). */
-    public long connections() {
-        return backend.connections();
-    }
-
-    /** Queues currently running. */
-    public int runningQueues() {
-        return backend.runningQueues();
-    }
-
-    /** The last protocol or queue error (what and where), or null. */
-    public String lastError() {
-        return backend.lastError();
-    }
-
     /** The disk's I/O counters (reads, writes, flushes, unmaps, errors, latency histogram). */
     public DiskStats stats() {
         return device.lun().stats();
-    }
-
-    /** Stops serving: in-flight I/O completes, the socket file is removed. The disk stays open. */
-    @Override
-    public void close() {
-        backend.close();
     }
 }

@@ -1,8 +1,6 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
-import io.phost.core.vhost.VirtqueueHandler;
 import io.phost.storage.engine.IoVecs;
 import io.phost.storage.scsi.Scsi;
 import io.phost.storage.scsi.ScsiLun;
@@ -29,16 +27,12 @@ import static io.phost.storage.vhost.VirtioBlkDescriptor.*;
  *   status: GOOD -> OK; ILLEGAL REQUEST / INVALID OPCODE -> UNSUPP; anything else -> IOERR
  * </pre>
  */
-final class VhostUserBlkQueue implements VirtqueueHandler, ScsiQueue.Completion {
+final class VhostUserBlkQueue extends ScsiAdapterQueue {
     private static final ValueLayout.OfLong BE64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
     private static final ValueLayout.OfInt BE32 = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
     private static final ValueLayout.OfShort BE16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
-    // SAFETY: used only at host addresses of chain elements, which SplitVirtqueue translated into mapped
-    // guest regions and bounds-checked; the regions stay mapped while this queue runs.
-    private static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     private static final int UNMAP_LIST_LENGTH = 8 + 16 * MAX_DISCARD_SEG;
 
-    private final ScsiQueue scsi;
     private final ScsiLun lun;
     private final byte[] id;
     private final int blockShift;
@@ -52,11 +46,9 @@ final class VhostUserBlkQueue implements VirtqueueHandler, ScsiQueue.Completion 
     private final long[] statusAddress;
     private final boolean[] isRead;
     private final IoVecs idVecs = new IoVecs(VirtioBlkDescriptor.SEG_MAX + 2);
-    private SplitVirtqueue queue;
-    private boolean notifyPending;
 
     VhostUserBlkQueue(ScsiTarget target, ScsiLun lun, int depth, byte[] id) {
-        this.scsi = new ScsiQueue(target, depth, SEG_MAX + 2, this);
+        super(target, depth, SEG_MAX + 2);
         this.lun = lun;
         this.id = id;
         this.blockShift = Integer.numberOfTrailingZeros(lun.blockSize());
@@ -73,60 +65,9 @@ final class VhostUserBlkQueue implements VirtqueueHandler, ScsiQueue.Completion 
         MemorySegment.copy(MemorySegment.ofArray(id), 0, idBuffer, 0, id.length);
     }
 
-    @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain chain) {
-        queue = q;
-        int work = 0;
-        while (true) {
-            ScsiRequest r = scsi.tryAcquire();
-            if (r == null) {
-                break; // every slot busy: the rest waits in the ring (a full queue is not an error)
-            }
-            if (!q.tryPop(chain)) {
-                scsi.release(r);
-                break;
-            }
-            start(r, chain);
-            work++;
-        }
-        work += scsi.doWork();
-        flushNotify();
-        return work;
-    }
-
-    @Override
-    public int inFlight() {
-        return scsi.outstanding();
-    }
-
-    @Override
-    public void awaitCompletion(long timeoutNanos) {
-        scsi.awaitWork(timeoutNanos);
-        flushNotify();
-    }
-
-    private void flushNotify() {
-        if (notifyPending) {
-            notifyPending = false;
-            queue.notifyIfNeeded();
-        }
-    }
-
-    @Override
-    public void close(SplitVirtqueue q) {
-        queue = q;
-        long deadline = System.nanoTime() + 30_000_000_000L;
-        while (scsi.outstanding() > 0 && System.nanoTime() - deadline < 0) {
-            scsi.awaitWork(1_000_000L);
-        }
-        scsi.close();
-        if (notifyPending) {
-            flushNotify();
-        }
-    }
-
     /** Decodes one chain into slot {@code r} and submits it, or completes it at once (errors, GET_ID). */
-    private void start(ScsiRequest r, DescriptorChain c) {
+    @Override
+    void start(ScsiRequest r, DescriptorChain c) {
         int slot = r.slot();
         heads[slot] = c.head();
         isRead[slot] = false;
@@ -297,58 +238,11 @@ final class VhostUserBlkQueue implements VirtqueueHandler, ScsiQueue.Completion 
         push(heads[slot], written + 1);
     }
 
-    private void push(int head, int written) {
-        queue.pushUsed(head, written);
-        notifyPending = true;
-    }
-
     private static long lastWritableByte(DescriptorChain c) {
         int last = c.count() - 1;
         while (c.length(last) == 0) {
             last--; // zero-length trailing buffers: the status byte is in the last non-empty one
         }
         return c.address(last) + c.length(last) - 1;
-    }
-
-    /** Copies {@code length} bytes from the chain's device-readable bytes at {@code from} into {@code dst}. */
-    static void gatherReadable(DescriptorChain c, long from, MemorySegment dst, long length) {
-        long skip = from;
-        long done = 0;
-        for (int i = 0; i < c.readableCount() && done < length; i++) {
-            long len = c.length(i);
-            if (skip >= len) {
-                skip -= len;
-                continue;
-            }
-            long n = Math.min(len - skip, length - done);
-            MemorySegment.copy(EVERYTHING, c.address(i) + skip, dst, done, n);
-            done += n;
-            skip = 0;
-        }
-    }
-
-    /**
-     * Adds {@code length} bytes of the chain to {@code v}, starting {@code from} bytes into its readable
-     * ({@code readable}) or writable bytes. False when the iovec list is full.
-     */
-    static boolean addRange(IoVecs v, DescriptorChain c, boolean readable, long from, long length) {
-        int first = readable ? 0 : c.readableCount();
-        int end = readable ? c.readableCount() : c.count();
-        long skip = from;
-        long left = length;
-        for (int i = first; i < end && left > 0; i++) {
-            long len = c.length(i);
-            if (skip >= len) {
-                skip -= len;
-                continue;
-            }
-            long n = Math.min(len - skip, left);
-            if (!v.tryAdd(c.address(i) + skip, n)) {
-                return false;
-            }
-            left -= n;
-            skip = 0;
-        }
-        return left == 0;
     }
 }

@@ -35,7 +35,7 @@ final class VhostUserScsiControlQueue implements VirtqueueHandler {
                 answer.set(ValueLayout.JAVA_BYTE, 0, S_FUNCTION_REJECTED);
                 reply = 1;
             } else {
-                VhostUserBlkQueue.gatherReadable(c, 0, buf, Math.min(c.readableBytes(), TMF_LENGTH));
+                ScsiAdapterQueue.gatherReadable(c, 0, buf, Math.min(c.readableBytes(), TMF_LENGTH));
                 int type = buf.get(LE32, CTRL_TYPE_OFFSET);
                 if (type == T_TMF && c.readableBytes() >= TMF_LENGTH) {
                     answer.set(ValueLayout.JAVA_BYTE, 0, S_FUNCTION_COMPLETE);
@@ -49,7 +49,7 @@ final class VhostUserScsiControlQueue implements VirtqueueHandler {
                 }
             }
             out.clear();
-            if (c.writableBytes() >= reply && VhostUserBlkQueue.addRange(out, c, false, 0, reply)) {
+            if (c.writableBytes() >= reply && ScsiAdapterQueue.addRange(out, c, false, 0, reply)) {
                 out.scatterFrom(answer, 0, reply);
                 q.pushUsed(c.head(), reply);
             } else {

@@ -19,7 +19,7 @@ import java.util.Objects;
  *   e.close();    // stops serving; the LUNs and their disks stay open (the caller owns them)
  * </pre>
  */
-public final class VhostUserScsiExport implements AutoCloseable {
+public final class VhostUserScsiExport extends VhostUserExport {
     /** Largest number of request queues offered (QEMU asks for one per vCPU by default). */
     public static final int MAX_REQUEST_QUEUES = 64;
 
@@ -48,14 +48,11 @@ public final class VhostUserScsiExport implements AutoCloseable {
         }
     }
 
-    private final String name;
     private final ScsiTarget target;
-    private final VhostUserBackend backend;
 
     private VhostUserScsiExport(String name, ScsiTarget target, VhostUserBackend backend) {
-        this.name = name;
+        super(name, backend);
         this.target = target;
-        this.backend = backend;
     }
 
     /** Starts serving {@code target} on {@code socketPath} (created; a stale socket is replaced). */
@@ -65,38 +62,7 @@ public final class VhostUserScsiExport implements AutoCloseable {
         return new VhostUserScsiExport(name, target, VhostUserBackend.start(name, socketPath, device, options.cpus()));
     }
 
-    public String name() {
-        return name;
-    }
-
     public ScsiTarget target() {
         return target;
-    }
-
-    public Path socketPath() {
-        return backend.socketPath();
-    }
-
-    public boolean connected() {
-        return backend.connected();
-    }
-
-    public long connections() {
-        return backend.connections();
-    }
-
-    public int runningQueues() {
-        return backend.runningQueues();
-    }
-
-    /** The last protocol or queue error, or null. */
-    public String lastError() {
-        return backend.lastError();
-    }
-
-    /** Stops serving: in-flight commands complete, the socket file is removed. The LUNs stay open. */
-    @Override
-    public void close() {
-        backend.close();
     }
 }

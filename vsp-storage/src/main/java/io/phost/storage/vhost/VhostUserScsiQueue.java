@@ -1,8 +1,6 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
-import io.phost.core.vhost.VirtqueueHandler;
 import io.phost.storage.engine.IoVecs;
 import io.phost.storage.scsi.Scsi;
 import io.phost.storage.scsi.ScsiQueue;
@@ -27,22 +25,19 @@ import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
  *   SPC answer (INQUIRY qualifier 011b, REPORT LUNS, else LOGICAL UNIT NOT SUPPORTED)
  * </pre>
  */
-final class VhostUserScsiQueue implements VirtqueueHandler, ScsiQueue.Completion {
+final class VhostUserScsiQueue extends ScsiAdapterQueue {
     /** Buffers the 108-byte response header may be spread over. */
     private static final int RESP_VECS = 8;
 
-    private final ScsiQueue scsi;
     private final MemorySegment req;
     private final MemorySegment resp;
     private final int[] heads;
     private final IoVecs[] respVecs;
     private final long[] expected;
     private final boolean[] dataIn;
-    private SplitVirtqueue queue;
-    private boolean notifyPending;
 
     VhostUserScsiQueue(ScsiTarget target, int depth) {
-        this.scsi = new ScsiQueue(target, depth, VhostUserScsiDevice.SEG_MAX + 2, this);
+        super(target, depth, VhostUserScsiDevice.SEG_MAX + 2);
         Arena arena = Arena.ofAuto();
         this.req = arena.allocate(REQ_LENGTH, 8);
         this.resp = arena.allocate(RESP_LENGTH, 8);
@@ -56,63 +51,14 @@ final class VhostUserScsiQueue implements VirtqueueHandler, ScsiQueue.Completion
     }
 
     @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain chain) {
-        queue = q;
-        int work = 0;
-        while (true) {
-            ScsiRequest r = scsi.tryAcquire();
-            if (r == null) {
-                break; // every slot busy: the rest waits in the ring
-            }
-            if (!q.tryPop(chain)) {
-                scsi.release(r);
-                break;
-            }
-            start(r, chain);
-            work++;
-        }
-        work += scsi.doWork();
-        flushNotify();
-        return work;
-    }
-
-    @Override
-    public int inFlight() {
-        return scsi.outstanding();
-    }
-
-    @Override
-    public void awaitCompletion(long timeoutNanos) {
-        scsi.awaitWork(timeoutNanos);
-        flushNotify();
-    }
-
-    @Override
-    public void close(SplitVirtqueue q) {
-        queue = q;
-        long deadline = System.nanoTime() + 30_000_000_000L;
-        while (scsi.outstanding() > 0 && System.nanoTime() - deadline < 0) {
-            scsi.awaitWork(1_000_000L);
-        }
-        scsi.close();
-        flushNotify();
-    }
-
-    private void flushNotify() {
-        if (notifyPending) {
-            notifyPending = false;
-            queue.notifyIfNeeded();
-        }
-    }
-
-    private void start(ScsiRequest r, DescriptorChain c) {
+    void start(ScsiRequest r, DescriptorChain c) {
         int slot = r.slot();
         heads[slot] = c.head();
         expected[slot] = 0;
         dataIn[slot] = false;
         IoVecs rv = respVecs[slot];
         rv.clear();
-        if (c.writableBytes() < RESP_LENGTH || !VhostUserBlkQueue.addRange(rv, c, false, 0, RESP_LENGTH)) {
+        if (c.writableBytes() < RESP_LENGTH || !addRange(rv, c, false, 0, RESP_LENGTH)) {
             // No room for a response: nothing can be reported; return the chain untouched.
             scsi.release(r);
             push(c.head(), 0);
@@ -122,7 +68,7 @@ final class VhostUserScsiQueue implements VirtqueueHandler, ScsiQueue.Completion
             respond(r, S_FAILURE, 0);
             return;
         }
-        VhostUserBlkQueue.gatherReadable(c, 0, req, REQ_LENGTH);
+        gatherReadable(c, 0, req, REQ_LENGTH);
         int lun = VirtioScsiDescriptor.lun(u8(REQ_LUN_OFFSET), u8(REQ_LUN_OFFSET + 1), u8(REQ_LUN_OFFSET + 2), u8(REQ_LUN_OFFSET + 3));
         if (lun < 0) {
             respond(r, S_BAD_TARGET, 0);
@@ -143,7 +89,7 @@ final class VhostUserScsiQueue implements VirtqueueHandler, ScsiQueue.Completion
         r.reset(lun, req, REQ_CDB_OFFSET, cdbLength, direction, slot);
         expected[slot] = out > 0 ? out : in;
         dataIn[slot] = in > 0;
-        if (!VhostUserBlkQueue.addRange(r.data(), c, out > 0, out > 0 ? REQ_LENGTH : RESP_LENGTH, expected[slot])) {
+        if (!addRange(r.data(), c, out > 0, out > 0 ? REQ_LENGTH : RESP_LENGTH, expected[slot])) {
             respond(r, S_OVERRUN, 0); // more buffers than the command can take
             return;
         }
@@ -181,10 +127,5 @@ final class VhostUserScsiQueue implements VirtqueueHandler, ScsiQueue.Completion
         respVecs[slot].scatterFrom(resp, 0, RESP_LENGTH);
         scsi.release(r);
         push(heads[slot], RESP_LENGTH + written);
-    }
-
-    private void push(int head, int written) {
-        queue.pushUsed(head, written);
-        notifyPending = true;
     }
 }

@@ -1,0 +1,53 @@
+package io.phost.storage.vhost;
+
+import io.phost.core.vhost.VhostUserBackend;
+
+import java.nio.file.Path;
+
+/**
+ * What every vhost-user export shares: its name and the {@link VhostUserBackend} serving it (socket,
+ * connection state, last error, close). The public exports add what they export (a disk, a SCSI target).
+ */
+abstract class VhostUserExport implements AutoCloseable {
+    private final String name;
+    private final VhostUserBackend backend;
+
+    VhostUserExport(String name, VhostUserBackend backend) {
+        this.name = name;
+        this.backend = backend;
+    }
+
+    public final String name() {
+        return name;
+    }
+
+    public final Path socketPath() {
+        return backend.socketPath();
+    }
+
+    /** True while a front-end (QEMU) is connected. */
+    public final boolean connected() {
+        return backend.connected();
+    }
+
+    /** Front-ends that have connected since start (a reconnecting QEMU counts again). */
+    public final long connections() {
+        return backend.connections();
+    }
+
+    /** Queues currently running. */
+    public final int runningQueues() {
+        return backend.runningQueues();
+    }
+
+    /** The last protocol or queue error (what and where), or null. */
+    public final String lastError() {
+        return backend.lastError();
+    }
+
+    /** Stops serving: in-flight I/O completes, the socket file is removed. What was exported stays open. */
+    @Override
+    public final void close() {
+        backend.close();
+    }
+}
