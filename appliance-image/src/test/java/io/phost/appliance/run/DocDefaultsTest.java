@@ -37,7 +37,8 @@ class DocDefaultsTest {
         "partition.disk.controller", // checked below on the attachment
         "partition.workload.args",
         ".disk", ".qos_policy", ".switch", ".partition", // the file declares one of each; see the empty config below
-        "partition.disk", "partition.nic");  // the VM partition has neither: checked below
+        "partition.disk", "partition.nic",  // the VM partition has neither: checked below
+        "disk.rbd.connect_timeout");  // bound as connectTimeoutSeconds: checked below
 
     @Test
     void shouldLoadEveryDocumentedDefaultWhenTheKeyIsLeftOut() throws Exception {
@@ -50,6 +51,11 @@ class DocDefaultsTest {
             name = "d"
             path = "d.vhdx"
             create = { size = "16MiB" }
+
+            [[disk]]
+            name = "r"
+            format = "rbd"
+            rbd = { pool = "rbd", image = "r" }
 
             [[qos_policy]]
             name = "p"
@@ -74,6 +80,7 @@ class DocDefaultsTest {
         bound.put("host", cfg.host());
         bound.put("disk", cfg.disks().getFirst());
         bound.put("disk.create", cfg.disks().getFirst().create());
+        bound.put("disk.rbd", cfg.disks().get(1).rbd());
         bound.put("qos_policy", cfg.qosPolicies().getFirst());
         bound.put("switch", cfg.switches().getFirst());
         bound.put("partition", cfg.partitions().getFirst());
@@ -112,6 +119,7 @@ class DocDefaultsTest {
         var vm = cfg.partitions().get(1).vm();
         assertEquals(List.of("q35", "stop", 30), List.of(vm.machine(), vm.onCrash(), vm.stopTimeout()));
         assertEquals(0, cfg.partitions().getFirst().disks().getFirst().controller());
+        assertEquals(10, cfg.disks().get(1).rbd().connectTimeoutSeconds());
         assertEquals(List.of(List.of(), List.of()), List.of(cfg.partitions().get(1).disks(), cfg.partitions().get(1).nics()));
         ApplianceConfig empty = ConfigLoader.load(Files.writeString(dir.resolve("empty.toml"),
             "[host]\ndata_dir = \"" + data + "\"\n"));
