@@ -690,10 +690,12 @@ final class ConfigBinder implements TomlNode.Errors {
         final Workload workload;
         final boolean autostart;
         final VmConfig vm;
+        final String onCrash;
 
         PartitionDraft(String name, int vcpus, long memory, List<DiskAttachment> disks, List<NicDraft> nics,
-                       List<String> command, Workload workload, boolean autostart, VmConfig vm) {
+                       List<String> command, Workload workload, boolean autostart, VmConfig vm, String onCrash) {
             this.vm = vm;
+            this.onCrash = onCrash;
             this.name = name;
             this.vcpus = vcpus;
             this.memory = memory;
@@ -709,7 +711,7 @@ final class ConfigBinder implements TomlNode.Errors {
             for (NicDraft d : nics) {
                 built.add(d.build());
             }
-            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart, vm);
+            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart, vm, onCrash);
         }
     }
 
@@ -731,6 +733,7 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean autostart = n.bool("autostart");
         String kind = n.word("kind");
         boolean isVm = "vm".equals(kind);
+        String onCrash = isVm ? null : n.word("on_crash"); // a VM's is read with its other keys (VmConfig)
         if (memory != null && memory % PAGE != 0) {
             n.error("memory", Reason.INVALID_VALUE, memory + " bytes is not a multiple of the 4KiB page size");
             memory = null;
@@ -896,15 +899,16 @@ final class ConfigBinder implements TomlNode.Errors {
                 nics.add(d);
             }
         }
-        if (!ok || name == null || vcpus == null || memory == null || autostart == null) {
+        if (!ok || name == null || vcpus == null || memory == null || autostart == null || (!isVm && onCrash == null)) {
             return null;
         }
-        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart, vm);
+        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart, vm,
+            onCrash);
     }
 
     /** Keys that only a {@code kind = "vm"} partition may set. */
     private static final List<String> VM_ONLY_KEYS =
-        List.of("machine", "kernel", "initrd", "cmdline", "firmware", "console", "on_crash", "stop_timeout",
+        List.of("machine", "kernel", "initrd", "cmdline", "firmware", "console", "stop_timeout",
             "ready_marker");
 
     /** The VM keys of a {@code kind = "vm"} partition; null (with errors recorded) when any is wrong. */

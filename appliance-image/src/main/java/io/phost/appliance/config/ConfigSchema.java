@@ -171,7 +171,7 @@ public final class ConfigSchema {
             .add(key("firmware", Kind.ENUM).allowed("uefi", "bios").note("vm only; not with kernel"))
             .add(key("console", Kind.PATH).computed("partitions/<name>.console.log")
                 .note("vm only; relative to data_dir"))
-            .add(key("on_crash", Kind.ENUM).def("stop").allowed("restart", "stop").note("vm only"))
+            .add(key("on_crash", Kind.ENUM).def("stop").allowed("restart", "stop"))
             .add(key("stop_timeout", Kind.INTEGER).def("30").range(1, 3600).note("seconds; vm only"))
             .add(key("ready_marker", Kind.STRING).note("vm only; 1..64 printable ASCII"));
         section("partition.disk", true)

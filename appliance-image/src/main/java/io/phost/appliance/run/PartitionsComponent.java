@@ -91,7 +91,8 @@ public final class PartitionsComponent implements Component {
                         VmPartition.Options.defaults());
                 } else {
                     PartitionSpec spec = new PartitionSpec(p.name(), p.vcpus(), p.memory(),
-                        p.command(), p.command() == null ? p.workload().kind() : null);
+                        p.command(), p.command() == null ? p.workload().kind() : null,
+                        VmSpec.CrashPolicy.valueOf(p.onCrash().toUpperCase(Locale.ROOT)));
                     Partition process = host.create(spec);
                     for (VspSource s : sources) {
                         for (VirtualServiceProvider vsp : s.vspsFor(p)) {

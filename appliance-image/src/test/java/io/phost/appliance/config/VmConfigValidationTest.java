@@ -119,8 +119,28 @@ class VmConfigValidationTest {
             firmware = "uefi"
             """,
             "t.toml:7:1: partition[0].command: a VM partition runs its guest's own software; command is for kind = \"process\"",
-            "t.toml:10:1: partition[1].on_crash: on_crash is only for kind = \"vm\"",
             "t.toml:11:1: partition[1].firmware: firmware is only for kind = \"vm\"");
+    }
+
+    @Test
+    void shouldBindOnCrashForAProcessPartitionTooAndCheckItsValue() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + """
+            [[partition]]
+            name = "p1"
+            command = ["/bin/true"]
+            on_crash = "restart"
+            [[partition]]
+            name = "p2"
+            command = ["/bin/true"]
+            """);
+        assertEquals("restart", c.partition("p1").orElseThrow().onCrash());
+        assertEquals("stop", c.partition("p2").orElseThrow().onCrash(), "the default, as for a VM");
+        assertErrors(HOST + """
+            [[partition]]
+            name = "p1"
+            command = ["/bin/true"]
+            on_crash = "reboot"
+            """, "t.toml:6:1: partition[0].on_crash: 'reboot' is not one of restart, stop");
     }
 
     @Test

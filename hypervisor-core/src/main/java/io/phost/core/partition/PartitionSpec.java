@@ -1,5 +1,6 @@
 package io.phost.core.partition;
 
+import io.phost.core.vm.VmSpec;
 import java.util.List;
 
 /**
@@ -11,9 +12,13 @@ import java.util.List;
  * @param command     the program to launch; empty with a null workload = the guest attaches by itself
  * @param workload    a built-in workload name ({@code phost guest <workload>}), launched through the
  *                    host's {@link GuestLauncher}; null when {@code command} is used
+ * @param onCrash     what to do when the launched process exits unasked ({@code on_crash}, as for a VM;
+ *                    null = STOP)
  */
-public record PartitionSpec(String name, int vcpus, long memoryBytes, List<String> command, String workload) {
+public record PartitionSpec(String name, int vcpus, long memoryBytes, List<String> command, String workload,
+                            VmSpec.CrashPolicy onCrash) {
     public PartitionSpec {
+        onCrash = onCrash == null ? VmSpec.CrashPolicy.STOP : onCrash;
         if (name == null || !name.matches("[A-Za-z0-9._-]{1,64}")) {
             throw new IllegalArgumentException("partition name must match [A-Za-z0-9._-]{1,64}: " + name);
         }
@@ -24,6 +29,14 @@ public record PartitionSpec(String name, int vcpus, long memoryBytes, List<Strin
         if (!command.isEmpty() && workload != null) {
             throw new IllegalArgumentException("partition " + name + ": command or workload, not both");
         }
+    }
+
+    public PartitionSpec(String name, int vcpus, long memoryBytes, List<String> command, String workload) {
+        this(name, vcpus, memoryBytes, command, workload, VmSpec.CrashPolicy.STOP);
+    }
+
+    public PartitionSpec withOnCrash(VmSpec.CrashPolicy policy) {
+        return new PartitionSpec(name, vcpus, memoryBytes, command, workload, policy);
     }
 
     public static PartitionSpec command(String name, int vcpus, long memoryBytes, List<String> command) {

@@ -40,11 +40,6 @@ import java.util.concurrent.TimeUnit;
 public final class VmPartition implements ChildPartition {
     private static final Logger LOG = System.getLogger("phost.partitions");
     private static final int FAULT_HISTORY = 16;
-    private static final ScheduledExecutorService TIMER = Executors.newSingleThreadScheduledExecutor(r -> {
-        Thread t = new Thread(r, "vm-restart-timer");
-        t.setDaemon(true);
-        return t;
-    });
 
     /**
      * @param qemu           the QEMU binary (name on PATH or absolute)
@@ -82,9 +77,8 @@ public final class VmPartition implements ChildPartition {
     private String reason = "";
     private long faultCount;
     private int restarts;
-    private int consecutiveCrashes;
+    private final CrashRestarts crashes;
     private long generation;
-    private long runningSinceNanos;
     private Process process;
     private QmpClient qmp;
     private Cgroup cgroup;
@@ -99,6 +93,7 @@ public final class VmPartition implements ChildPartition {
         this.spec = spec;
         this.dir = dir;
         this.options = options;
+        this.crashes = new CrashRestarts(spec.onCrash(), options.backoff());
         this.accel = accel;
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
@@ -155,7 +150,7 @@ public final class VmPartition implements ChildPartition {
                 faults.clear();
                 faultCount = 0;
             }
-            consecutiveCrashes = 0;
+            crashes.reset();
             gen = begin();
         }
         String failure = launch(gen);
@@ -214,7 +209,7 @@ public final class VmPartition implements ChildPartition {
             synchronized (this) {
                 if (gen == generation && state == PartitionState.STARTING) {
                     state = PartitionState.RUNNING;
-                    runningSinceNanos = System.nanoTime();
+                    crashes.running();
                 }
             }
             p.onExit().thenAccept(x -> exited(x, gen));
@@ -277,10 +272,7 @@ public final class VmPartition implements ChildPartition {
 
     /** Holding the monitor: record a crash and apply on_crash. */
     private void crashed(String why) {
-        boolean stable = runningSinceNanos != 0
-            && System.nanoTime() - runningSinceNanos >= options.backoff().stableAfter().toNanos();
-        runningSinceNanos = 0;
-        consecutiveCrashes = stable ? 1 : consecutiveCrashes + 1;
+        CrashRestarts.Outcome o = crashes.crashed();
         synchronized (faults) {
             faultCount++;
             faults.addLast(why);
@@ -288,20 +280,20 @@ public final class VmPartition implements ChildPartition {
                 faults.removeFirst();
             }
         }
-        if (consecutiveCrashes >= options.backoff().maxConsecutive()) {
+        if (o.faulted()) {
             state = PartitionState.FAULTED;
-            reason = consecutiveCrashes + " crashes in a row, last: " + why;
+            reason = o.inARow() + " crashes in a row, last: " + why;
             LOG.log(Level.ERROR, "faulted partition=" + name() + " reason=\"" + reason + "\"");
             return;
         }
         state = PartitionState.CRASHED;
         reason = why;
         LOG.log(Level.WARNING, "crashed partition=" + name() + " reason=\"" + why + "\"");
-        if (spec.onCrash() == VmSpec.CrashPolicy.RESTART) {
-            Duration d = options.backoff().delay(consecutiveCrashes);
+        if (o.restartAfter() != null) {
+            Duration d = o.restartAfter();
             reason = why + "; restart in " + d.toMillis() + " ms (on_crash = restart)";
             long gen = generation;
-            pendingRestart = TIMER.schedule(() -> policyRestart(gen), d.toNanos(), TimeUnit.NANOSECONDS);
+            pendingRestart = CrashRestarts.schedule(() -> policyRestart(gen), d);
         }
     }
 
