@@ -12,12 +12,12 @@ import java.lang.System.Logger.Level;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import io.phost.core.sys.CpuAffinity;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.Executors;
-import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
@@ -83,6 +83,7 @@ public final class VmPartition implements ChildPartition {
     private QmpClient qmp;
     private Cgroup cgroup;
     private String cgroupText = "not started";
+    private String cpusText = "not started";
     private ScheduledFuture<?> pendingRestart;
     /** Set by the SHUTDOWN event when the guest itself powered off (read when QEMU exits). */
     private volatile String guestShutdown;
@@ -205,6 +206,10 @@ public final class VmPartition implements ChildPartition {
                 cgroup = cg;
                 cgroupText = cg.describe();
             }
+            String pinned = pin(p, q); // before cont: no guest code runs on another CPU
+            synchronized (this) {
+                cpusText = pinned;
+            }
             q.execute("cont", options.commandTimeout());
             synchronized (this) {
                 if (gen == generation && state == PartitionState.STARTING) {
@@ -267,6 +272,37 @@ public final class VmPartition implements ChildPartition {
             release();
             crashed("QEMU exited with code " + p.exitValue() + (oom > 0 ? " (the memory limit's OOM killer fired)" : "")
                 + lastQemuMessage());
+        }
+    }
+
+    /**
+     * {@code cpus}: pins the vCPU threads QMP names ({@code query-cpus-fast} thread-id), then every other QEMU
+     * thread, to the spec's CPUs. A refusal is stated (status details "cpus"), not fatal: the VM runs unpinned.
+     */
+    private String pin(Process p, QmpClient q) {
+        if (spec.cpus().isEmpty()) {
+            return "not pinned (no cpus key)";
+        }
+        List<Long> vcpuThreads = new ArrayList<>();
+        try {
+            if (q.execute("query-cpus-fast", options.commandTimeout()) instanceof List<?> list) {
+                for (Object o : list) {
+                    if (o instanceof Map<?, ?> m && m.get("thread-id") instanceof Number n) {
+                        vcpuThreads.add(n.longValue());
+                    }
+                }
+            }
+            for (long tid : vcpuThreads) {
+                CpuAffinity.pin(tid, spec.cpus());
+            }
+            List<Long> all = CpuAffinity.pinProcess(p.pid(), spec.cpus());
+            String text = "pinned to " + spec.cpus() + ": vCPU threads " + vcpuThreads + " and " + (all.size()
+                - all.stream().filter(vcpuThreads::contains).count()) + " other QEMU threads";
+            LOG.log(Level.INFO, "pinned partition=" + name() + " cpus=" + spec.cpus() + " vcpu_threads=" + vcpuThreads);
+            return text;
+        } catch (IOException | RuntimeException e) {
+            LOG.log(Level.WARNING, "cannot pin partition=" + name() + " cpus=" + spec.cpus() + " reason=\"" + e.getMessage() + "\"");
+            return "NOT pinned to " + spec.cpus() + ": " + e.getMessage();
         }
     }
 
@@ -517,6 +553,7 @@ public final class VmPartition implements ChildPartition {
         d.put("qemu_log", qemuLog.toString());
         d.put("on_crash", spec.onCrash().name().toLowerCase(java.util.Locale.ROOT));
         d.put("restarts", Integer.toString(restarts));
+        d.put("cpus", cpusText);
         d.put("guest_agent", "none (qemu-guest-agent is not wired yet)");
         d.put("guest_ready", spec.readyMarker() == null ? "unknown (no ready marker configured)"
             : readyGeneration == generation && state.live() ? "yes" : state.live() ? "no (booting)" : "no");
