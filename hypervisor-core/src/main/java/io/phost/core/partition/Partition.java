@@ -53,6 +53,7 @@ public final class Partition implements ChildPartition {
     private VmbusServer server;
     private Cgroup cgroup;
     private String cgroupText = "not started";
+    private String cpusText = "not started";
     private Arena memoryArena;
     private int memfd = -1;
 
@@ -188,8 +189,23 @@ public final class Partition implements ChildPartition {
         cg.add(p.pid());
         cgroup = cg;
         cgroupText = cg.describe();
+        cpusText = pin(p);
         crashes.running(); // a process partition is up once launched (it may never attach over VMBus)
         p.onExit().thenAccept(this::processExited);
+    }
+
+    /** {@code cpus}: pins every thread of the launched process; a refusal is stated, the process runs unpinned. */
+    private String pin(Process p) {
+        if (spec.cpus().isEmpty()) {
+            return "not pinned (no cpus key)";
+        }
+        try {
+            List<Long> tids = io.phost.core.sys.CpuAffinity.pinProcess(p.pid(), spec.cpus());
+            return "pinned to " + spec.cpus() + ": " + tids.size() + " threads";
+        } catch (IOException | RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, "cannot pin partition=" + name() + " cpus=" + spec.cpus() + " reason=\"" + e.getMessage() + "\"");
+            return "NOT pinned to " + spec.cpus() + ": " + e.getMessage();
+        }
     }
 
     /** SIGSTOP: the guest's vCPUs (its process) stop; heartbeats are not expected while paused. */
@@ -313,6 +329,7 @@ public final class Partition implements ChildPartition {
         details.put("cgroup", spec.launched() ? cgroupText : "none (external process: phost did not launch it)");
         details.put("on_crash", spec.onCrash().name().toLowerCase(java.util.Locale.ROOT));
         details.put("restarts", Integer.toString(restarts));
+        details.put("cpus", spec.launched() ? cpusText : "not pinned (external process: phost did not launch it)");
         return new PartitionStatus(name(), PartitionKind.PROCESS, state,
             process != null && process.isAlive() ? process.pid() : -1, spec.vcpus(), spec.memoryBytes(),
             server == null ? 0 : server.openChannels(), server == null ? 0 : server.offers().size(), faultCount(),

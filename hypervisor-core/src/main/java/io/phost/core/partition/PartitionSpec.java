@@ -14,10 +14,12 @@ import java.util.List;
  *                    host's {@link GuestLauncher}; null when {@code command} is used
  * @param onCrash     what to do when the launched process exits unasked ({@code on_crash}, as for a VM;
  *                    null = STOP)
+ * @param cpus        host CPUs the launched process (every thread) is pinned to; empty = not pinned
  */
 public record PartitionSpec(String name, int vcpus, long memoryBytes, List<String> command, String workload,
-                            VmSpec.CrashPolicy onCrash) {
+                            VmSpec.CrashPolicy onCrash, List<Integer> cpus) {
     public PartitionSpec {
+        cpus = cpus == null ? List.of() : List.copyOf(cpus);
         onCrash = onCrash == null ? VmSpec.CrashPolicy.STOP : onCrash;
         if (name == null || !name.matches("[A-Za-z0-9._-]{1,64}")) {
             throw new IllegalArgumentException("partition name must match [A-Za-z0-9._-]{1,64}: " + name);
@@ -32,11 +34,20 @@ public record PartitionSpec(String name, int vcpus, long memoryBytes, List<Strin
     }
 
     public PartitionSpec(String name, int vcpus, long memoryBytes, List<String> command, String workload) {
-        this(name, vcpus, memoryBytes, command, workload, VmSpec.CrashPolicy.STOP);
+        this(name, vcpus, memoryBytes, command, workload, VmSpec.CrashPolicy.STOP, List.of());
+    }
+
+    public PartitionSpec(String name, int vcpus, long memoryBytes, List<String> command, String workload,
+                         VmSpec.CrashPolicy onCrash) {
+        this(name, vcpus, memoryBytes, command, workload, onCrash, List.of());
     }
 
     public PartitionSpec withOnCrash(VmSpec.CrashPolicy policy) {
-        return new PartitionSpec(name, vcpus, memoryBytes, command, workload, policy);
+        return new PartitionSpec(name, vcpus, memoryBytes, command, workload, policy, cpus);
+    }
+
+    public PartitionSpec withCpus(List<Integer> c) {
+        return new PartitionSpec(name, vcpus, memoryBytes, command, workload, onCrash, c);
     }
 
     public static PartitionSpec command(String name, int vcpus, long memoryBytes, List<String> command) {

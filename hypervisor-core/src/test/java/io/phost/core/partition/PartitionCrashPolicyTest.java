@@ -103,4 +103,18 @@ class PartitionCrashPolicyTest {
         assertEquals(PartitionState.STOPPED, p.state());
         assertEquals("0", p.status().details().get("restarts"));
     }
+
+    @Test
+    void shouldPinAProcessPartitionToItsCpus() throws Exception {
+        List<Integer> online = io.phost.core.sys.CpuAffinity.online();
+        org.junit.jupiter.api.Assumptions.assumeTrue(online.size() >= 2, "pinning is only visible with 2+ CPUs: " + online);
+        int last = online.getLast();
+        Partition p = host.create(PartitionSpec.command("pin", 1, 16L << 20, List.of("/bin/sleep", "30"))
+            .withCpus(List.of(last)));
+        p.start();
+        assertTrue(p.status().details().get("cpus").startsWith("pinned to [" + last + "]"), p.status().toString());
+        String status = Files.readString(Path.of("/proc/" + p.status().pid() + "/status"));
+        assertTrue(status.lines().anyMatch(l -> l.matches("Cpus_allowed_list:\\s+" + last)), status);
+        p.turnOff("test");
+    }
 }
