@@ -691,9 +691,12 @@ final class ConfigBinder implements TomlNode.Errors {
         final boolean autostart;
         final VmConfig vm;
         final String onCrash;
+        final List<Integer> cpus;
 
         PartitionDraft(String name, int vcpus, long memory, List<DiskAttachment> disks, List<NicDraft> nics,
-                       List<String> command, Workload workload, boolean autostart, VmConfig vm, String onCrash) {
+                       List<String> command, Workload workload, boolean autostart, VmConfig vm, String onCrash,
+                       List<Integer> cpus) {
+            this.cpus = cpus;
             this.vm = vm;
             this.onCrash = onCrash;
             this.name = name;
@@ -711,7 +714,7 @@ final class ConfigBinder implements TomlNode.Errors {
             for (NicDraft d : nics) {
                 built.add(d.build());
             }
-            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart, vm, onCrash);
+            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart, vm, onCrash, cpus);
         }
     }
 
@@ -899,11 +902,40 @@ final class ConfigBinder implements TomlNode.Errors {
                 nics.add(d);
             }
         }
-        if (!ok || name == null || vcpus == null || memory == null || autostart == null || (!isVm && onCrash == null)) {
+        List<Integer> cpus = cpus(n);
+        if (!ok || name == null || vcpus == null || memory == null || autostart == null || (!isVm && onCrash == null)
+            || cpus == null) {
             return null;
         }
         return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart, vm,
-            onCrash);
+            onCrash, cpus);
+    }
+
+    /** {@code cpus}: each must be online on this host (pinning to an offline CPU would fail at start). */
+    private static List<Integer> cpus(TomlNode n) {
+        List<Long> cpus = n.integers("cpus");
+        if (cpus == null) {
+            return null;
+        }
+        if (cpus.isEmpty()) {
+            return List.of();
+        }
+        List<Integer> online;
+        try {
+            online = io.phost.core.sys.CpuAffinity.online();
+        } catch (java.io.IOException e) {
+            n.error("cpus", Reason.INVALID_VALUE, "cannot read this host's online CPUs: " + e.getMessage());
+            return null;
+        }
+        boolean ok = true;
+        for (int i = 0; i < cpus.size(); i++) {
+            if (!online.contains(cpus.get(i).intValue())) {
+                n.elementError("cpus", i, Reason.INVALID_VALUE, "CPU " + cpus.get(i) + " is not online on this host (online: "
+                    + online + ")");
+                ok = false;
+            }
+        }
+        return ok ? cpus.stream().map(Long::intValue).toList() : null;
     }
 
     /** Keys that only a {@code kind = "vm"} partition may set. */
