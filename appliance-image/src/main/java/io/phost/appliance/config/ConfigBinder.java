@@ -690,10 +690,15 @@ final class ConfigBinder implements TomlNode.Errors {
         final Workload workload;
         final boolean autostart;
         final VmConfig vm;
+        final String onCrash;
+        final List<Integer> cpus;
 
         PartitionDraft(String name, int vcpus, long memory, List<DiskAttachment> disks, List<NicDraft> nics,
-                       List<String> command, Workload workload, boolean autostart, VmConfig vm) {
+                       List<String> command, Workload workload, boolean autostart, VmConfig vm, String onCrash,
+                       List<Integer> cpus) {
+            this.cpus = cpus;
             this.vm = vm;
+            this.onCrash = onCrash;
             this.name = name;
             this.vcpus = vcpus;
             this.memory = memory;
@@ -709,7 +714,7 @@ final class ConfigBinder implements TomlNode.Errors {
             for (NicDraft d : nics) {
                 built.add(d.build());
             }
-            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart, vm);
+            return new PartitionConfig(name, vcpus, memory, disks, built, command, workload, autostart, vm, onCrash, cpus);
         }
     }
 
@@ -731,6 +736,7 @@ final class ConfigBinder implements TomlNode.Errors {
         Boolean autostart = n.bool("autostart");
         String kind = n.word("kind");
         boolean isVm = "vm".equals(kind);
+        String onCrash = isVm ? null : n.word("on_crash"); // a VM's is read with its other keys (VmConfig)
         if (memory != null && memory % PAGE != 0) {
             n.error("memory", Reason.INVALID_VALUE, memory + " bytes is not a multiple of the 4KiB page size");
             memory = null;
@@ -896,15 +902,45 @@ final class ConfigBinder implements TomlNode.Errors {
                 nics.add(d);
             }
         }
-        if (!ok || name == null || vcpus == null || memory == null || autostart == null) {
+        List<Integer> cpus = cpus(n);
+        if (!ok || name == null || vcpus == null || memory == null || autostart == null || (!isVm && onCrash == null)
+            || cpus == null) {
             return null;
         }
-        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart, vm);
+        return new PartitionDraft(name, vcpus.intValue(), memory, attachments, nics, command, workload, autostart, vm,
+            onCrash, cpus);
+    }
+
+    /** {@code cpus}: each must be online on this host (pinning to an offline CPU would fail at start). */
+    private static List<Integer> cpus(TomlNode n) {
+        List<Long> cpus = n.integers("cpus");
+        if (cpus == null) {
+            return null;
+        }
+        if (cpus.isEmpty()) {
+            return List.of();
+        }
+        List<Integer> online;
+        try {
+            online = io.phost.core.sys.CpuAffinity.online();
+        } catch (java.io.IOException e) {
+            n.error("cpus", Reason.INVALID_VALUE, "cannot read this host's online CPUs: " + e.getMessage());
+            return null;
+        }
+        boolean ok = true;
+        for (int i = 0; i < cpus.size(); i++) {
+            if (!online.contains(cpus.get(i).intValue())) {
+                n.elementError("cpus", i, Reason.INVALID_VALUE, "CPU " + cpus.get(i) + " is not online on this host (online: "
+                    + online + ")");
+                ok = false;
+            }
+        }
+        return ok ? cpus.stream().map(Long::intValue).toList() : null;
     }
 
     /** Keys that only a {@code kind = "vm"} partition may set. */
     private static final List<String> VM_ONLY_KEYS =
-        List.of("machine", "kernel", "initrd", "cmdline", "firmware", "console", "on_crash", "stop_timeout",
+        List.of("machine", "kernel", "initrd", "cmdline", "firmware", "console", "stop_timeout",
             "ready_marker");
 
     /** The VM keys of a {@code kind = "vm"} partition; null (with errors recorded) when any is wrong. */

@@ -163,6 +163,7 @@ public final class ConfigSchema {
             .add(key("command", Kind.STRING_ARRAY).note("non-empty; not with workload"))
             .add(new KeyBuilder("workload", Kind.TABLE).computed("idle when no command").child("partition.workload"))
             .add(key("autostart", Kind.BOOLEAN).def("true"))
+            .add(key("cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023).note("online CPUs of this host"))
             .add(key("kind", Kind.ENUM).def("process").allowed("process", "vm"))
             .add(key("machine", Kind.ENUM).def("q35").allowed("q35", "pc").note("vm only"))
             .add(key("kernel", Kind.PATH).note("vm only; relative to data_dir; not with firmware"))
@@ -171,7 +172,7 @@ public final class ConfigSchema {
             .add(key("firmware", Kind.ENUM).allowed("uefi", "bios").note("vm only; not with kernel"))
             .add(key("console", Kind.PATH).computed("partitions/<name>.console.log")
                 .note("vm only; relative to data_dir"))
-            .add(key("on_crash", Kind.ENUM).def("stop").allowed("restart", "stop").note("vm only"))
+            .add(key("on_crash", Kind.ENUM).def("stop").allowed("restart", "stop"))
             .add(key("stop_timeout", Kind.INTEGER).def("30").range(1, 3600).note("seconds; vm only"))
             .add(key("ready_marker", Kind.STRING).note("vm only; 1..64 printable ASCII"));
         section("partition.disk", true)

@@ -91,7 +91,8 @@ public final class PartitionsComponent implements Component {
                         VmPartition.Options.defaults());
                 } else {
                     PartitionSpec spec = new PartitionSpec(p.name(), p.vcpus(), p.memory(),
-                        p.command(), p.command() == null ? p.workload().kind() : null);
+                        p.command(), p.command() == null ? p.workload().kind() : null,
+                        VmSpec.CrashPolicy.valueOf(p.onCrash().toUpperCase(Locale.ROOT)), p.cpus());
                     Partition process = host.create(spec);
                     for (VspSource s : sources) {
                         for (VirtualServiceProvider vsp : s.vspsFor(p)) {
@@ -146,7 +147,7 @@ public final class PartitionsComponent implements Component {
         return new VmSpec(p.name(), p.vcpus(), p.memory(), VmSpec.Machine.valueOf(v.machine().toUpperCase(Locale.ROOT)),
             boot, devices,
             VmSpec.CrashPolicy.valueOf(v.onCrash().toUpperCase(Locale.ROOT)), Duration.ofSeconds(v.stopTimeout()),
-            v.readyMarker());
+            v.readyMarker(), p.cpus());
     }
 
     /** Built-in workloads run as {@code phost guest KIND ARGS...} on this JVM's runtime and class path. */

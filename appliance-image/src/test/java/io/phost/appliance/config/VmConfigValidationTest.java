@@ -119,8 +119,65 @@ class VmConfigValidationTest {
             firmware = "uefi"
             """,
             "t.toml:7:1: partition[0].command: a VM partition runs its guest's own software; command is for kind = \"process\"",
-            "t.toml:10:1: partition[1].on_crash: on_crash is only for kind = \"vm\"",
             "t.toml:11:1: partition[1].firmware: firmware is only for kind = \"vm\"");
+    }
+
+    @Test
+    void shouldBindCpusOfBothKindsAndRefuseOfflineOrRepeatedOnesAtTheirElement() throws Exception {
+        int cpu = io.phost.core.sys.CpuAffinity.online().getFirst();
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            firmware = "bios"
+            cpus = [%d]
+            [[partition]]
+            name = "p1"
+            command = ["/bin/true"]
+            cpus = [%d]
+            [[partition]]
+            name = "p2"
+            command = ["/bin/true"]
+            """.formatted(cpu, cpu));
+        assertEquals(java.util.List.of(cpu), c.partition("vm1").orElseThrow().cpus());
+        assertEquals(java.util.List.of(cpu), c.partition("p1").orElseThrow().cpus());
+        assertEquals(java.util.List.of(), c.partition("p2").orElseThrow().cpus(), "default: not pinned");
+        assertErrors(HOST + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            firmware = "bios"
+            cpus = [%d, 1023]
+            [[partition]]
+            name = "p1"
+            command = ["/bin/true"]
+            cpus = [%d, %d, 2000]
+            """.formatted(cpu, cpu, cpu),
+            "t.toml:7:12: partition[0].cpus[1]: CPU 1023 is not online on this host (online: "
+                + io.phost.core.sys.CpuAffinity.online() + ")",
+            "t.toml:11:12: partition[1].cpus[1]: " + cpu + " is listed twice",
+            "t.toml:11:15: partition[1].cpus[2]: 2000 is out of range (0..1023)");
+    }
+
+    @Test
+    void shouldBindOnCrashForAProcessPartitionTooAndCheckItsValue() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + """
+            [[partition]]
+            name = "p1"
+            command = ["/bin/true"]
+            on_crash = "restart"
+            [[partition]]
+            name = "p2"
+            command = ["/bin/true"]
+            """);
+        assertEquals("restart", c.partition("p1").orElseThrow().onCrash());
+        assertEquals("stop", c.partition("p2").orElseThrow().onCrash(), "the default, as for a VM");
+        assertErrors(HOST + """
+            [[partition]]
+            name = "p1"
+            command = ["/bin/true"]
+            on_crash = "reboot"
+            """, "t.toml:6:1: partition[0].on_crash: 'reboot' is not one of restart, stop");
     }
 
     @Test

@@ -33,7 +33,7 @@ class DocDefaultsTest {
     private static final Set<String> NOT_A_FIELD = Set.of(
         "partition.kind",          // becomes vm() == null (checked below)
         "partition.cmdline",       // vm only; the process partition here has no vm()
-        "partition.machine", "partition.on_crash", "partition.stop_timeout", // vm only: checked on the VM below
+        "partition.machine", "partition.stop_timeout", // vm only: checked on the VM below (on_crash: both kinds)
         "partition.disk.controller", // checked below on the attachment
         "partition.workload.args",
         ".disk", ".qos_policy", ".switch", ".partition", // the file declares one of each; see the empty config below

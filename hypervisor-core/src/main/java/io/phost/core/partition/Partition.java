@@ -6,6 +6,7 @@ import io.phost.core.ic.ShutdownVsp;
 import io.phost.core.ic.TimeSyncVsp;
 import io.phost.core.sys.Fd;
 import io.phost.core.sys.Signals;
+import io.phost.core.vm.CrashRestarts;
 import io.phost.core.vmbus.GuestMemory;
 import io.phost.core.vmbus.VirtualServiceProvider;
 import io.phost.core.vmbus.VmbusServer;
@@ -20,6 +21,7 @@ import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -29,6 +31,7 @@ import java.util.concurrent.TimeUnit;
 public final class Partition implements ChildPartition {
     private static final SecureRandom RANDOM = new SecureRandom();
     private static final int FAULT_HISTORY = 16;
+    private static final System.Logger LOG = System.getLogger("phost.partitions");
 
     private final PartitionHost host;
     private final PartitionSpec spec;
@@ -36,6 +39,12 @@ public final class Partition implements ChildPartition {
     private final List<VirtualServiceProvider> services = new ArrayList<>();
     private final ArrayDeque<String> faults = new ArrayDeque<>();
     private long faultCount;
+    /** on_crash: the streak and backoff are the VM partitions' own ({@link CrashRestarts}). */
+    private final CrashRestarts crashes;
+    private ScheduledFuture<?> pendingRestart;
+    private int restarts;
+    /** Bumped by every launch, so a restart scheduled for an earlier run does nothing. */
+    private long generation;
 
     private volatile PartitionState state = PartitionState.CREATED;
     private String reason = "";
@@ -44,6 +53,7 @@ public final class Partition implements ChildPartition {
     private VmbusServer server;
     private Cgroup cgroup;
     private String cgroupText = "not started";
+    private String cpusText = "not started";
     private Arena memoryArena;
     private int memfd = -1;
 
@@ -55,6 +65,7 @@ public final class Partition implements ChildPartition {
     Partition(PartitionHost host, PartitionSpec spec) {
         this.host = host;
         this.spec = spec;
+        this.crashes = new CrashRestarts(spec.onCrash(), host.options().backoff());
         RANDOM.nextBytes(credential);
         PartitionHost.Options o = host.options();
         this.heartbeat = new HeartbeatVsp(spec.name(), o.heartbeatInterval().toNanos());
@@ -132,16 +143,27 @@ public final class Partition implements ChildPartition {
         }
     }
 
-    /** Launches the child (launched specs) or starts waiting for it to attach (external specs). */
+    /**
+     * A user start: clears the fault history and the crash streak, then launches the child (launched specs)
+     * or starts waiting for it to attach (external specs).
+     */
     @Override
     public synchronized void start() throws IOException {
         if (state.live()) {
             throw new IllegalStateException("partition " + name() + " is " + state);
         }
+        cancelRestart();
         synchronized (faults) {
             faults.clear();
             faultCount = 0;
         }
+        crashes.reset();
+        launch();
+    }
+
+    /** Holding the monitor: launch (or await) the child; used by start() and by on_crash = "restart". */
+    private void launch() throws IOException {
+        generation++;
         reason = "";
         startedNanos = System.nanoTime();
         state = PartitionState.STARTING;
@@ -167,7 +189,23 @@ public final class Partition implements ChildPartition {
         cg.add(p.pid());
         cgroup = cg;
         cgroupText = cg.describe();
+        cpusText = pin(p);
+        crashes.running(); // a process partition is up once launched (it may never attach over VMBus)
         p.onExit().thenAccept(this::processExited);
+    }
+
+    /** {@code cpus}: pins every thread of the launched process; a refusal is stated, the process runs unpinned. */
+    private String pin(Process p) {
+        if (spec.cpus().isEmpty()) {
+            return "not pinned (no cpus key)";
+        }
+        try {
+            List<Long> tids = io.phost.core.sys.CpuAffinity.pinProcess(p.pid(), spec.cpus());
+            return "pinned to " + spec.cpus() + ": " + tids.size() + " threads";
+        } catch (IOException | RuntimeException e) {
+            LOG.log(System.Logger.Level.WARNING, "cannot pin partition=" + name() + " cpus=" + spec.cpus() + " reason=\"" + e.getMessage() + "\"");
+            return "NOT pinned to " + spec.cpus() + ": " + e.getMessage();
+        }
     }
 
     /** SIGSTOP: the guest's vCPUs (its process) stop; heartbeats are not expected while paused. */
@@ -209,6 +247,7 @@ public final class Partition implements ChildPartition {
     public void stop(Duration grace) {
         Process p;
         synchronized (this) {
+            cancelRestart();
             if (!state.live()) {
                 return;
             }
@@ -268,12 +307,18 @@ public final class Partition implements ChildPartition {
 
     /** Kills the process at once (SIGKILL) and tears everything down; state CRASHED with {@code why}. */
     public void kill(String why) {
+        synchronized (this) {
+            cancelRestart();
+        }
         crash(why, PartitionState.CRASHED);
     }
 
     /** Kills the process at once (SIGKILL) and tears everything down; state STOPPED with {@code why}. */
     @Override
     public void turnOff(String why) {
+        synchronized (this) {
+            cancelRestart();
+        }
         crash(why, PartitionState.STOPPED);
     }
 
@@ -282,6 +327,9 @@ public final class Partition implements ChildPartition {
         Map<String, String> details = new LinkedHashMap<>();
         details.put("log", spec.launched() ? logFile().toString() : "none (external process)");
         details.put("cgroup", spec.launched() ? cgroupText : "none (external process: phost did not launch it)");
+        details.put("on_crash", spec.onCrash().name().toLowerCase(java.util.Locale.ROOT));
+        details.put("restarts", Integer.toString(restarts));
+        details.put("cpus", spec.launched() ? cpusText : "not pinned (external process: phost did not launch it)");
         return new PartitionStatus(name(), PartitionKind.PROCESS, state,
             process != null && process.isAlive() ? process.pid() : -1, spec.vcpus(), spec.memoryBytes(),
             server == null ? 0 : server.openChannels(), server == null ? 0 : server.offers().size(), faultCount(),
@@ -383,7 +431,7 @@ public final class Partition implements ChildPartition {
                 return;
             }
         }
-        host.async(() -> crash("VMBus connection lost: " + why, PartitionState.CRASHED));
+        host.async(() -> crashedUnasked("VMBus connection lost: " + why));
     }
 
     private void processExited(Process p) {
@@ -412,8 +460,8 @@ public final class Partition implements ChildPartition {
                 return;
             }
         }
-        crash("process exited with code " + p.exitValue()
-            + (oom > 0 ? " (killed by the kernel: over its cgroup memory limit; " + limits + ")" : ""), PartitionState.CRASHED);
+        crashedUnasked("process exited with code " + p.exitValue()
+            + (oom > 0 ? " (killed by the kernel: over its cgroup memory limit; " + limits + ")" : ""));
     }
 
     /** Watchdog: STARTING too long, or RUNNING without heartbeat answers. */
@@ -430,18 +478,72 @@ public final class Partition implements ChildPartition {
             }
         }
         if (why != null) {
-            crash(why, PartitionState.CRASHED);
+            crashedUnasked(why);
         }
     }
 
-    void crash(String why, PartitionState to) {
+    /**
+     * The partition went down without being asked (its process exited, missed heartbeats, lost VMBus): CRASHED,
+     * then on_crash applies to a launched partition exactly as to a VM: restart after the backoff, or stay;
+     * FAULTED after too many crashes in a row.
+     */
+    private void crashedUnasked(String why) {
+        if (!crash(why, PartitionState.CRASHED)) {
+            return;
+        }
+        synchronized (this) {
+            if (state != PartitionState.CRASHED || !spec.launched() || pendingRestart != null) {
+                return; // a user verb came in between, or an external partition (phost cannot relaunch it)
+            }
+            CrashRestarts.Outcome o = crashes.crashed();
+            if (o.faulted()) {
+                state = PartitionState.FAULTED;
+                reason = o.inARow() + " crashes in a row, last: " + why;
+                LOG.log(System.Logger.Level.ERROR, "faulted partition=" + name() + " reason=\"" + reason + "\"");
+                return;
+            }
+            LOG.log(System.Logger.Level.WARNING, "crashed partition=" + name() + " reason=\"" + why + "\"");
+            if (o.restartAfter() != null) {
+                reason = why + "; restart in " + o.restartAfter().toMillis() + " ms (on_crash = restart)";
+                long gen = generation;
+                pendingRestart = CrashRestarts.schedule(() -> policyRestart(gen), o.restartAfter());
+            }
+        }
+    }
+
+    private synchronized void policyRestart(long gen) {
+        if (gen != generation || state != PartitionState.CRASHED) {
+            return;
+        }
+        pendingRestart = null;
+        restarts++;
+        LOG.log(System.Logger.Level.INFO, "restarting partition=" + name() + " restart=" + restarts);
+        try {
+            launch();
+        } catch (IOException | RuntimeException e) {
+            state = PartitionState.CRASHED;
+            reason = "restart failed: " + e.getMessage();
+            LOG.log(System.Logger.Level.ERROR, "restart failed partition=" + name() + " reason=\"" + reason + "\"");
+        }
+    }
+
+    /** Holding the monitor: calls off a scheduled on_crash restart (a user verb wins). */
+    private void cancelRestart() {
+        if (pendingRestart != null) {
+            pendingRestart.cancel(false);
+            pendingRestart = null;
+        }
+    }
+
+    /** Ends the partition in state {@code to}; false when it was not live (nothing changed). */
+    boolean crash(String why, PartitionState to) {
         Process p;
         synchronized (this) {
             if (!state.live() && state != PartitionState.CREATED) {
-                return;
+                return false;
             }
             if (state == PartitionState.CREATED) {
-                return;
+                return false;
             }
             p = process;
             // Kill and reap before the new state is visible: whoever sees FAULTED/CRASHED/STOPPED must
@@ -458,6 +560,7 @@ public final class Partition implements ChildPartition {
             reason = why;
             teardown();
         }
+        return true;
     }
 
     /** Releases the VMBus connection, channels, GPADLs, guest memory mapping and memfd. Idempotent. */

@@ -48,7 +48,7 @@ public final class PartitionHost implements AutoCloseable {
      */
     public record Options(Duration heartbeatInterval, Duration heartbeatTimeout, Duration timeSyncInterval,
                           Duration attachTimeout, int maxFaults, VmbusServer.Limits limits, List<Integer> agentCpus,
-                          PollingMode polling) {
+                          PollingMode polling, io.phost.core.vm.RestartBackoff backoff) {
         public Options {
             agentCpus = List.copyOf(agentCpus);
             java.util.Objects.requireNonNull(polling, "polling");
@@ -56,31 +56,38 @@ public final class PartitionHost implements AutoCloseable {
 
         public static Options defaults() {
             return new Options(Duration.ofSeconds(1), Duration.ofSeconds(10), Duration.ofSeconds(10),
-                Duration.ofSeconds(60), 8, VmbusServer.Limits.defaults(), List.of(), PollingMode.LATENCY);
+                Duration.ofSeconds(60), 8, VmbusServer.Limits.defaults(), List.of(), PollingMode.LATENCY,
+                io.phost.core.vm.RestartBackoff.defaults());
         }
 
         public Options withAgentCpus(List<Integer> cpus) {
             return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, limits,
-                cpus, polling);
+                cpus, polling, backoff);
         }
 
         public Options withHeartbeat(Duration interval, Duration timeout) {
-            return new Options(interval, timeout, timeSyncInterval, attachTimeout, maxFaults, limits, agentCpus, polling);
+            return new Options(interval, timeout, timeSyncInterval, attachTimeout, maxFaults, limits, agentCpus, polling, backoff);
         }
 
         public Options withMaxFaults(int n) {
             return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, n, limits,
-                agentCpus, polling);
+                agentCpus, polling, backoff);
         }
 
         public Options withLimits(VmbusServer.Limits l) {
             return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, l,
-                agentCpus, polling);
+                agentCpus, polling, backoff);
+        }
+
+        /** The {@code on_crash = "restart"} backoff (the VM partitions' one). */
+        public Options withBackoff(io.phost.core.vm.RestartBackoff b) {
+            return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, limits,
+                agentCpus, polling, b);
         }
 
         public Options withPolling(PollingMode mode) {
             return new Options(heartbeatInterval, heartbeatTimeout, timeSyncInterval, attachTimeout, maxFaults, limits,
-                agentCpus, mode);
+                agentCpus, mode, backoff);
         }
     }
 

@@ -12,12 +12,12 @@ import java.lang.System.Logger.Level;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import io.phost.core.sys.CpuAffinity;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.concurrent.Executors;
-import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 
@@ -40,11 +40,6 @@ import java.util.concurrent.TimeUnit;
 public final class VmPartition implements ChildPartition {
     private static final Logger LOG = System.getLogger("phost.partitions");
     private static final int FAULT_HISTORY = 16;
-    private static final ScheduledExecutorService TIMER = Executors.newSingleThreadScheduledExecutor(r -> {
-        Thread t = new Thread(r, "vm-restart-timer");
-        t.setDaemon(true);
-        return t;
-    });
 
     /**
      * @param qemu           the QEMU binary (name on PATH or absolute)
@@ -82,13 +77,13 @@ public final class VmPartition implements ChildPartition {
     private String reason = "";
     private long faultCount;
     private int restarts;
-    private int consecutiveCrashes;
+    private final CrashRestarts crashes;
     private long generation;
-    private long runningSinceNanos;
     private Process process;
     private QmpClient qmp;
     private Cgroup cgroup;
     private String cgroupText = "not started";
+    private String cpusText = "not started";
     private ScheduledFuture<?> pendingRestart;
     /** Set by the SHUTDOWN event when the guest itself powered off (read when QEMU exits). */
     private volatile String guestShutdown;
@@ -99,6 +94,7 @@ public final class VmPartition implements ChildPartition {
         this.spec = spec;
         this.dir = dir;
         this.options = options;
+        this.crashes = new CrashRestarts(spec.onCrash(), options.backoff());
         this.accel = accel;
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
@@ -155,7 +151,7 @@ public final class VmPartition implements ChildPartition {
                 faults.clear();
                 faultCount = 0;
             }
-            consecutiveCrashes = 0;
+            crashes.reset();
             gen = begin();
         }
         String failure = launch(gen);
@@ -210,11 +206,15 @@ public final class VmPartition implements ChildPartition {
                 cgroup = cg;
                 cgroupText = cg.describe();
             }
+            String pinned = pin(p, q); // before cont: no guest code runs on another CPU
+            synchronized (this) {
+                cpusText = pinned;
+            }
             q.execute("cont", options.commandTimeout());
             synchronized (this) {
                 if (gen == generation && state == PartitionState.STARTING) {
                     state = PartitionState.RUNNING;
-                    runningSinceNanos = System.nanoTime();
+                    crashes.running();
                 }
             }
             p.onExit().thenAccept(x -> exited(x, gen));
@@ -275,12 +275,40 @@ public final class VmPartition implements ChildPartition {
         }
     }
 
+    /**
+     * {@code cpus}: pins the vCPU threads QMP names ({@code query-cpus-fast} thread-id), then every other QEMU
+     * thread, to the spec's CPUs. A refusal is stated (status details "cpus"), not fatal: the VM runs unpinned.
+     */
+    private String pin(Process p, QmpClient q) {
+        if (spec.cpus().isEmpty()) {
+            return "not pinned (no cpus key)";
+        }
+        List<Long> vcpuThreads = new ArrayList<>();
+        try {
+            if (q.execute("query-cpus-fast", options.commandTimeout()) instanceof List<?> list) {
+                for (Object o : list) {
+                    if (o instanceof Map<?, ?> m && m.get("thread-id") instanceof Number n) {
+                        vcpuThreads.add(n.longValue());
+                    }
+                }
+            }
+            for (long tid : vcpuThreads) {
+                CpuAffinity.pin(tid, spec.cpus());
+            }
+            List<Long> all = CpuAffinity.pinProcess(p.pid(), spec.cpus());
+            String text = "pinned to " + spec.cpus() + ": vCPU threads " + vcpuThreads + " and " + (all.size()
+                - all.stream().filter(vcpuThreads::contains).count()) + " other QEMU threads";
+            LOG.log(Level.INFO, "pinned partition=" + name() + " cpus=" + spec.cpus() + " vcpu_threads=" + vcpuThreads);
+            return text;
+        } catch (IOException | RuntimeException e) {
+            LOG.log(Level.WARNING, "cannot pin partition=" + name() + " cpus=" + spec.cpus() + " reason=\"" + e.getMessage() + "\"");
+            return "NOT pinned to " + spec.cpus() + ": " + e.getMessage();
+        }
+    }
+
     /** Holding the monitor: record a crash and apply on_crash. */
     private void crashed(String why) {
-        boolean stable = runningSinceNanos != 0
-            && System.nanoTime() - runningSinceNanos >= options.backoff().stableAfter().toNanos();
-        runningSinceNanos = 0;
-        consecutiveCrashes = stable ? 1 : consecutiveCrashes + 1;
+        CrashRestarts.Outcome o = crashes.crashed();
         synchronized (faults) {
             faultCount++;
             faults.addLast(why);
@@ -288,20 +316,20 @@ public final class VmPartition implements ChildPartition {
                 faults.removeFirst();
             }
         }
-        if (consecutiveCrashes >= options.backoff().maxConsecutive()) {
+        if (o.faulted()) {
             state = PartitionState.FAULTED;
-            reason = consecutiveCrashes + " crashes in a row, last: " + why;
+            reason = o.inARow() + " crashes in a row, last: " + why;
             LOG.log(Level.ERROR, "faulted partition=" + name() + " reason=\"" + reason + "\"");
             return;
         }
         state = PartitionState.CRASHED;
         reason = why;
         LOG.log(Level.WARNING, "crashed partition=" + name() + " reason=\"" + why + "\"");
-        if (spec.onCrash() == VmSpec.CrashPolicy.RESTART) {
-            Duration d = options.backoff().delay(consecutiveCrashes);
+        if (o.restartAfter() != null) {
+            Duration d = o.restartAfter();
             reason = why + "; restart in " + d.toMillis() + " ms (on_crash = restart)";
             long gen = generation;
-            pendingRestart = TIMER.schedule(() -> policyRestart(gen), d.toNanos(), TimeUnit.NANOSECONDS);
+            pendingRestart = CrashRestarts.schedule(() -> policyRestart(gen), d);
         }
     }
 
@@ -525,6 +553,7 @@ public final class VmPartition implements ChildPartition {
         d.put("qemu_log", qemuLog.toString());
         d.put("on_crash", spec.onCrash().name().toLowerCase(java.util.Locale.ROOT));
         d.put("restarts", Integer.toString(restarts));
+        d.put("cpus", cpusText);
         d.put("guest_agent", "none (qemu-guest-agent is not wired yet)");
         d.put("guest_ready", spec.readyMarker() == null ? "unknown (no ready marker configured)"
             : readyGeneration == generation && state.live() ? "yes" : state.live() ? "no (booting)" : "no");

@@ -13,6 +13,7 @@ import java.util.List;
  * @param devices     vhost-user devices served by this phost, in order (the first disk boots under firmware)
  * @param onCrash     what to do when QEMU dies without being asked to
  * @param stopTimeout how long a graceful stop waits for the guest to power off before QEMU is killed
+ * @param cpus        host CPUs QEMU's threads are pinned to (sched_setaffinity); empty = not pinned
  * @param readyMarker text the guest prints on its console once it is up and handles the ACPI power button
  *                    (the test guest prints {@code PHOST-GUEST-READY}), or null when the guest says nothing. A
  *                    guest with a marker that has not printed it yet is still booting: it has mounted nothing
@@ -20,7 +21,8 @@ import java.util.List;
  *                    {@code stopTimeout} for nothing. Without a marker every stop asks over ACPI first.
  */
 public record VmSpec(String name, int vcpus, long memoryBytes, Machine machine, BootSource boot,
-                     List<VmDevice> devices, CrashPolicy onCrash, Duration stopTimeout, String readyMarker) {
+                     List<VmDevice> devices, CrashPolicy onCrash, Duration stopTimeout, String readyMarker,
+                     List<Integer> cpus) {
     public static final long MIB = 1L << 20;
 
     /** QEMU machine types we build command lines for. */
@@ -55,12 +57,24 @@ public record VmSpec(String name, int vcpus, long memoryBytes, Machine machine, 
             throw new IllegalArgumentException("partition " + name + ": ready marker must be 1..64 printable ASCII characters");
         }
         devices = List.copyOf(devices);
+        cpus = cpus == null ? List.of() : List.copyOf(cpus);
+        for (int c : cpus) {
+            if (c < 0 || c >= io.phost.core.sys.CpuAffinity.MAX_CPUS) {
+                throw new IllegalArgumentException("partition " + name + ": CPU " + c + " is outside 0..1023");
+            }
+        }
         java.util.Set<String> ids = new java.util.HashSet<>();
         for (VmDevice d : devices) {
             if (!ids.add(d.id())) {
                 throw new IllegalArgumentException("partition " + name + ": device id " + d.id() + " used twice");
             }
         }
+    }
+
+    /** No CPU pinning. */
+    public VmSpec(String name, int vcpus, long memoryBytes, Machine machine, BootSource boot,
+                  List<VmDevice> devices, CrashPolicy onCrash, Duration stopTimeout, String readyMarker) {
+        this(name, vcpus, memoryBytes, machine, boot, devices, onCrash, stopTimeout, readyMarker, List.of());
     }
 
     /** A guest that prints no ready marker. */
@@ -70,11 +84,16 @@ public record VmSpec(String name, int vcpus, long memoryBytes, Machine machine, 
     }
 
     public VmSpec withDevices(List<VmDevice> d) {
-        return new VmSpec(name, vcpus, memoryBytes, machine, boot, d, onCrash, stopTimeout, readyMarker);
+        return new VmSpec(name, vcpus, memoryBytes, machine, boot, d, onCrash, stopTimeout, readyMarker, cpus);
     }
 
     public VmSpec withReadyMarker(String marker) {
-        return new VmSpec(name, vcpus, memoryBytes, machine, boot, devices, onCrash, stopTimeout, marker);
+        return new VmSpec(name, vcpus, memoryBytes, machine, boot, devices, onCrash, stopTimeout, marker, cpus);
+    }
+
+    /** {@code cpus}: the host CPUs every QEMU thread (vCPUs and the rest) is pinned to; empty = no pinning. */
+    public VmSpec withCpus(List<Integer> c) {
+        return new VmSpec(name, vcpus, memoryBytes, machine, boot, devices, onCrash, stopTimeout, readyMarker, c);
     }
 
     /** Paths the spec needs to exist before QEMU starts (kernel, initrd). */

@@ -117,6 +117,50 @@ class VmPartitionTest {
         assertEquals(0, vm.status().faultCount(), "a stop is not a crash");
     }
 
+    /** Cpus_allowed_list of every thread of {@code pid}, by thread id. */
+    private static java.util.Map<Long, String> allowedLists(long pid) throws Exception {
+        java.util.Map<Long, String> m = new java.util.TreeMap<>();
+        try (var tasks = Files.list(Path.of("/proc/" + pid + "/task"))) {
+            for (Path t : tasks.toList()) {
+                String status = Files.readString(t.resolve("status"));
+                m.put(Long.parseLong(t.getFileName().toString()), status.lines()
+                    .filter(l -> l.startsWith("Cpus_allowed_list:")).findFirst().orElseThrow().split(":")[1].strip());
+            }
+        }
+        return m;
+    }
+
+    @Test
+    void shouldPinEveryQemuThreadVcpusFirstToTheCpusKey() throws Exception {
+        List<Integer> online = io.phost.core.sys.CpuAffinity.online();
+        org.junit.jupiter.api.Assumptions.assumeTrue(online.size() >= 2, "pinning is only visible with 2+ CPUs: " + online);
+        int last = online.getLast();
+        VmSpec spec = new VmSpec("vm-pin", 2, 64L << 20, VmSpec.Machine.Q35,
+            new BootSource.Firmware(BootSource.Firmware.Type.BIOS), List.of(), VmSpec.CrashPolicy.STOP, Duration.ofSeconds(1))
+            .withCpus(List.of(last));
+        vm = new VmPartition(spec, dir, dir.resolve("vm-pin.console.log"), Accelerator.detect(), VmPartition.Options.defaults());
+        vm.start();
+        String cpus = vm.status().details().get("cpus");
+        assertTrue(cpus.startsWith("pinned to [" + last + "]: vCPU threads ["), cpus + "\n" + diag());
+        java.util.Map<Long, String> allowed = allowedLists(vm.pid());
+        assertTrue(allowed.size() >= 3, "QEMU has a main thread, vCPU thread(s) and helpers: " + allowed);
+        for (var e : allowed.entrySet()) {
+            assertEquals(Integer.toString(last), e.getValue(), "thread " + e.getKey() + " of QEMU: " + allowed);
+        }
+        // the vCPU threads QMP names are among them
+        String tids = cpus.substring(cpus.indexOf("vCPU threads [") + 14, cpus.indexOf(']', cpus.indexOf("vCPU threads [")));
+        for (String tid : tids.split(", ")) {
+            assertEquals(Integer.toString(last), allowed.get(Long.parseLong(tid)), "vCPU thread " + tid + ": " + allowed);
+        }
+    }
+
+    @Test
+    void shouldSayAVmWithoutCpusIsNotPinned() throws Exception {
+        vm = bios("vm-nopin", VmSpec.CrashPolicy.STOP);
+        vm.start();
+        assertEquals("not pinned (no cpus key)", vm.status().details().get("cpus"));
+    }
+
     @Test
     void shouldPutQemuInItsOwnCgroupOrSayWhyNot() throws Exception {
         vm = bios("vm-cg", VmSpec.CrashPolicy.STOP);
