@@ -106,6 +106,68 @@ class RunMeteringTest {
         }
     }
 
+    /** A process partition's NIC (the mixed workload's bridged TAP) is metered from its switch port's counters. */
+    @Test
+    void shouldMeterANicFromItsSwitchPort() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue("root".equals(System.getProperty("user.name")), "the workload's TAP needs root");
+        String name = "m" + ProcessHandle.current().pid() % 100_000; // its TAP pt-NAME is unique on the host
+        Path cfg = dir.resolve("nic.toml");
+        Files.writeString(cfg, """
+            [host]
+            name = "meter-nic"
+            data_dir = "%s"
+
+            [[switch]]
+            name = "lan"
+            type = "private"
+
+            [[disk]]
+            name = "d"
+            path = "d.raw"
+            format = "raw"
+            create = { type = "fixed", size = "16MiB" }
+
+            [[partition]]
+            name = "%s"
+            workload = { kind = "mixed", args = ["--io", "--rw randread --bs 4k --runtime 0"] }
+              [[partition.disk]]
+              disk = "d"
+              [[partition.nic]]
+              switch = "lan"
+            """.formatted(dir.resolve("data"), name));
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--plain", "--config", cfg.toString())) {
+            p.awaitLine("phost: ready", Duration.ofSeconds(60));
+            String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
+            ManagementClient c = new ManagementClient(ManagementAddress.parse(endpoint), null);
+            long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+            Map<?, ?> nic = null;
+            while (System.nanoTime() < deadline) {
+                Map<?, ?> m = (Map<?, ?>) Json.parse(c.get("/v1/partitions/measure?name=" + name).bodyText());
+                List<?> nics = (List<?>) m.get("nics");
+                if (!nics.isEmpty()) {
+                    nic = (Map<?, ?>) nics.getFirst();
+                    if (((Number) nic.get("bytes_out")).longValue() + ((Number) nic.get("bytes_in")).longValue() > 0) {
+                        break;
+                    }
+                }
+                Thread.sleep(250);
+            }
+            assertTrue(nic != null, "no NIC metered: " + c.get("/v1/partitions/measure?name=" + name).bodyText());
+            assertEquals("lan", nic.get("switch"));
+            long metered = ((Number) nic.get("bytes_out")).longValue() + ((Number) nic.get("bytes_in")).longValue();
+            assertTrue(metered > 0, "nothing crossed the port: " + nic);
+            long port = 0;
+            Map<?, ?> status = (Map<?, ?>) Json.parse(c.get("/v1/status").bodyText());
+            for (Object o : (List<?>) status.get("switches")) {
+                Map<?, ?> row = (Map<?, ?>) o;
+                if (String.valueOf(row.get("port")).startsWith(name + "/")) {
+                    port = ((Number) row.get("rx_bytes")).longValue() + ((Number) row.get("tx_bytes")).longValue();
+                }
+            }
+            assertTrue(port >= metered, "the meter (" + metered + ") cannot exceed the port's counters (" + port + ")");
+        }
+    }
+
     private static Map<?, ?> measure(ManagementClient c) throws Exception {
         HttpResponse r = c.get("/v1/partitions/measure?name=p");
         assertEquals(200, r.status(), r.bodyText());
