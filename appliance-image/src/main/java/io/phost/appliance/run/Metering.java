@@ -237,6 +237,21 @@ final class Metering {
                 nics.add(n);
             });
             r.put("nics", nics);
+            Map<String, long[]> bySwitch = new java.util.TreeMap<>(); // the partition's traffic per switch
+            m.nics.forEach((nic, c) -> {
+                long[] t = bySwitch.computeIfAbsent(nic.substring(0, nic.indexOf('/')), k -> new long[2]);
+                t[0] += c[0].total();
+                t[1] += c[1].total();
+            });
+            List<Object> switches = new java.util.ArrayList<>();
+            bySwitch.forEach((sw, t) -> {
+                Map<String, Object> x = new LinkedHashMap<>();
+                x.put("switch", sw);
+                x.put("bytes_in", t[0]);
+                x.put("bytes_out", t[1]);
+                switches.add(x);
+            });
+            r.put("switches", switches);
         }
         return r;
     }

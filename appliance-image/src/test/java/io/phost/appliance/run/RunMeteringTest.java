@@ -154,6 +154,9 @@ class RunMeteringTest {
             }
             assertTrue(nic != null, "no NIC metered: " + c.get("/v1/partitions/measure?name=" + name).bodyText());
             assertEquals("lan", nic.get("switch"));
+            Map<?, ?> perSwitch = (Map<?, ?>) ((List<?>) ((Map<?, ?>) Json.parse(c.get("/v1/partitions/measure?name=" + name)
+                .bodyText())).get("switches")).getFirst();
+            assertEquals("lan", perSwitch.get("switch"));
             long metered = ((Number) nic.get("bytes_out")).longValue() + ((Number) nic.get("bytes_in")).longValue();
             assertTrue(metered > 0, "nothing crossed the port: " + nic);
             long port = 0;
