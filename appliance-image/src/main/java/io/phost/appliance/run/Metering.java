@@ -6,10 +6,14 @@ import io.phost.qos.QosFlowSnapshot;
 import io.phost.storage.DiskStats;
 import java.io.IOException;
 import java.nio.file.Files;
+import io.prometheus.metrics.model.snapshots.Unit;
 import java.nio.file.Path;
+import java.time.Instant;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
@@ -191,11 +195,9 @@ final class Metering {
         return -1;
     }
 
-    /** Starts a new metering period for {@code name} (counters to zero); false when no such meter. */
-    boolean reset(String name) {
-        Meter m = meters.computeIfAbsent(name, n -> new Meter());
-        m.reset();
-        return true;
+    /** Starts a new metering period for {@code name} (its meters to zero). */
+    void reset(String name) {
+        meters.computeIfAbsent(name, n -> new Meter()).reset();
     }
 
     /** The report for {@code name}, the shape of GET /v1/partitions/measure. */
@@ -205,7 +207,7 @@ final class Metering {
         synchronized (m) {
             double seconds = Math.max(1e-3, (System.nanoTime() - m.sinceNanos) / 1e9);
             r.put("partition", name);
-            r.put("since", java.time.Instant.ofEpochMilli(m.sinceMillis).toString());
+            r.put("since", Instant.ofEpochMilli(m.sinceMillis).toString());
             r.put("duration_seconds", Math.round(seconds * 10) / 10.0);
             r.put("cpu_seconds", m.cpuMicros.total() / 1e6);
             r.put("average_cpu_percent", round2(m.cpuMicros.total() / 1e4 / seconds));
@@ -213,7 +215,7 @@ final class Metering {
             r.put("average_memory_bytes", m.memSamples == 0 ? 0 : Math.round(m.memSum / m.memSamples));
             r.put("peak_memory_bytes", m.memMax);
             r.put("minimum_memory_bytes", m.memSamples == 0 ? 0 : m.memMin);
-            List<Object> disks = new java.util.ArrayList<>();
+            List<Object> disks = new ArrayList<>();
             m.disks.forEach((disk, c) -> {
                 Map<String, Object> d = new LinkedHashMap<>();
                 d.put("disk", disk);
@@ -226,7 +228,7 @@ final class Metering {
                 disks.add(d);
             });
             r.put("disks", disks);
-            List<Object> nics = new java.util.ArrayList<>();
+            List<Object> nics = new ArrayList<>();
             m.nics.forEach((nic, c) -> {
                 Map<String, Object> n = new LinkedHashMap<>();
                 int slash = nic.indexOf('/');
@@ -237,13 +239,13 @@ final class Metering {
                 nics.add(n);
             });
             r.put("nics", nics);
-            Map<String, long[]> bySwitch = new java.util.TreeMap<>(); // the partition's traffic per switch
+            Map<String, long[]> bySwitch = new TreeMap<>(); // the partition's traffic per switch
             m.nics.forEach((nic, c) -> {
                 long[] t = bySwitch.computeIfAbsent(nic.substring(0, nic.indexOf('/')), k -> new long[2]);
                 t[0] += c[0].total();
                 t[1] += c[1].total();
             });
-            List<Object> switches = new java.util.ArrayList<>();
+            List<Object> switches = new ArrayList<>();
             bySwitch.forEach((sw, t) -> {
                 Map<String, Object> x = new LinkedHashMap<>();
                 x.put("switch", sw);
@@ -266,9 +268,9 @@ final class Metering {
                 mem = m.memNow;
             }
             out.counter("phost_partition_cpu_seconds", "CPU time the partition's processes used (cgroup accounting)",
-                io.prometheus.metrics.model.snapshots.Unit.SECONDS, cpu, "partition", name);
+                Unit.SECONDS, cpu, "partition", name);
             out.gauge("phost_partition_memory_bytes", "Memory charged to the partition's cgroup at the last metering tick",
-                io.prometheus.metrics.model.snapshots.Unit.BYTES, mem, "partition", name);
+                Unit.BYTES, mem, "partition", name);
         });
     }
 
