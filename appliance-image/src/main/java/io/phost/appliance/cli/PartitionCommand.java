@@ -22,7 +22,8 @@ import picocli.CommandLine.Parameters;
     + "(as Start-VM/Stop-VM, virsh start/shutdown/destroy/suspend/resume).",
     subcommands = {PartitionCommand.ListPartitions.class, PartitionCommand.Start.class, PartitionCommand.Stop.class,
         PartitionCommand.Restart.class, PartitionCommand.Pause.class, PartitionCommand.Resume.class,
-        PartitionCommand.Kill.class, PartitionCommand.Console.class, PartitionCommand.Logs.class})
+        PartitionCommand.Kill.class, PartitionCommand.Console.class, PartitionCommand.Logs.class,
+        PartitionCommand.Measure.class})
 public final class PartitionCommand {
 
     @Command(mixinStandardHelpOptions = true, name = "list", description = "Show every partition: kind, state, pid, faults and why it is in its state.")
@@ -182,6 +183,81 @@ public final class PartitionCommand {
         String resource() {
             return "logs";
         }
+    }
+
+    @Command(mixinStandardHelpOptions = true, name = "measure", description = "Resource metering since the partition "
+        + "started or since the last reset (as Measure-VM): average and peak CPU, memory, disk bytes and normalized "
+        + "IOPS per disk, network bytes per NIC.")
+    static final class Measure implements Callable<Integer> {
+        @Mixin
+        StatusCommand.EndpointOptions endpoint;
+
+        @Parameters(index = "0", paramLabel = "NAME", description = "The partition.")
+        String name;
+
+        @Option(names = "--reset", description = "Start a new metering period (the meters go to zero) and show it.")
+        boolean reset;
+
+        @Option(names = "--json", description = "Print the raw JSON.")
+        boolean json;
+
+        @Override
+        public Integer call() throws IOException {
+            String q = Query.encode(Map.of("name", name));
+            HttpResponse r = reset ? endpoint.post("/v1/partitions/measure/reset?" + q) : endpoint.get("/v1/partitions/measure?" + q);
+            if (r.status() == 404 || r.status() == 400) {
+                throw new UserException("measure: " + r.bodyText().strip(), 2);
+            }
+            String body = QosCommand.ok(r).bodyText();
+            System.out.print(json ? body : measureText((Map<?, ?>) Json.parse(body)));
+            return 0;
+        }
+    }
+
+    /** The report of {@code measure} in human units: a summary, then a table per disk and per NIC. */
+    static String measureText(Map<?, ?> m) {
+        StringBuilder sb = new StringBuilder();
+        TextTable t = new TextTable(List.of("PARTITION", "SINCE", "DURATION", "AVG CPU", "PEAK CPU", "AVG MEM", "PEAK MEM", "MIN MEM"));
+        t.row(List.of(m.get("partition"), m.get("since"), num(m, "duration_seconds") + "s",
+            String.format(java.util.Locale.ROOT, "%.1f%%", num(m, "average_cpu_percent")),
+            String.format(java.util.Locale.ROOT, "%.1f%%", num(m, "peak_cpu_percent")),
+            bytes(num(m, "average_memory_bytes")), bytes(num(m, "peak_memory_bytes")), bytes(num(m, "minimum_memory_bytes"))));
+        sb.append(t);
+        List<?> disks = (List<?>) m.get("disks");
+        if (disks != null && !disks.isEmpty()) {
+            TextTable d = new TextTable(List.of("DISK", "READ", "WRITTEN", "READS", "WRITES", "NORMALIZED IOS", "AVG IOPS"));
+            for (Object o : disks) {
+                Map<?, ?> x = (Map<?, ?>) o;
+                d.row(List.of(x.get("disk"), bytes(num(x, "read_bytes")), bytes(num(x, "write_bytes")), x.get("reads"),
+                    x.get("writes"), x.get("normalized_ios"), x.get("average_normalized_iops")));
+            }
+            sb.append('\n').append(d);
+        }
+        List<?> nics = (List<?>) m.get("nics");
+        if (nics != null && !nics.isEmpty()) {
+            TextTable n = new TextTable(List.of("SWITCH", "NIC", "IN", "OUT"));
+            for (Object o : nics) {
+                Map<?, ?> x = (Map<?, ?>) o;
+                n.row(List.of(x.get("switch"), x.get("nic"), bytes(num(x, "bytes_in")), bytes(num(x, "bytes_out"))));
+            }
+            sb.append('\n').append(n);
+        }
+        return sb.toString();
+    }
+
+    private static double num(Map<?, ?> m, String k) {
+        return m.get(k) instanceof Number n ? n.doubleValue() : 0;
+    }
+
+    /** 1536 -> "1.5 KiB". */
+    static String bytes(double b) {
+        String[] units = {"B", "KiB", "MiB", "GiB", "TiB"};
+        int i = 0;
+        while (b >= 1024 && i < units.length - 1) {
+            b /= 1024;
+            i++;
+        }
+        return i == 0 ? String.format(java.util.Locale.ROOT, "%.0f B", b) : String.format(java.util.Locale.ROOT, "%.1f %s", b, units[i]);
     }
 
     /** NAME KIND STATE PID VCPUS MEMORY FAULTS REASON, one row per partition. */

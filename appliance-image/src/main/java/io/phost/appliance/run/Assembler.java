@@ -32,6 +32,9 @@ public final class Assembler {
         VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos), disks, qos);
         PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks),
             storage, network, vmDisks, disks, qos);
+        Metering metering = new Metering(partitions, storage, qos, network);
+        partitions.metering(metering);
+        storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own
         // Uses every part above (a merge in progress must end before the disks close): added without a list.
         app.add(new CheckpointsComponent(new CheckpointService(
             new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks), cfg.host().dataDir())));

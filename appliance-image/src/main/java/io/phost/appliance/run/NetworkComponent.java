@@ -144,6 +144,20 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
 
     private long samples;
 
+    /** Per NIC port of {@code partition} (port names are PARTITION/NIC): {rx_bytes, tx_bytes} as the switch counts them. */
+    Map<String, long[]> portBytes(String partition) {
+        Map<String, long[]> m = new LinkedHashMap<>();
+        for (ManagedSwitch sw : switches.all()) {
+            sw.counters().forEach((port, c) -> {
+                if (port.startsWith(partition + "/")) {
+                    m.put(sw.spec().name() + "/" + port.substring(partition.length() + 1),
+                        new long[] {c.getOrDefault("rx_bytes", 0L), c.getOrDefault("tx_bytes", 0L)});
+                }
+            });
+        }
+        return m;
+    }
+
     private void sample() {
         if (samples++ % 5 == 0) {
             // Namespaces of guests that were killed (their `phost guest net` could not clean up): gone in ~5 s.

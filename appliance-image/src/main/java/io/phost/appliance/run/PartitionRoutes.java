@@ -27,6 +27,8 @@ import java.util.function.Function;
  *   GET  /partitions/console?name=N[&amp;bytes=65536]     the tail of a VM's serial console log (text)
  *   GET  /partitions/logs?name=N[&amp;bytes=65536]        the tail of the partition's own log: a process's
  *                                                      stdout/stderr, QEMU's messages for a VM (text)
+ *   GET  /partitions/measure?name=N                    resource metering since start or reset (Measure-VM)
+ *   POST /partitions/measure/reset?name=N              starts a new metering period; 200: the zeroed report
  * </pre>
  */
 final class PartitionRoutes {
@@ -47,6 +49,8 @@ final class PartitionRoutes {
         }
         r.put("GET /v1/partitions/console", q -> tail(q, true));
         r.put("GET /v1/partitions/logs", q -> tail(q, false));
+        r.put("GET /v1/partitions/measure", q -> measure(q, false));
+        r.put("POST /v1/partitions/measure/reset", q -> measure(q, true));
         return r;
     }
 
@@ -108,6 +112,23 @@ final class PartitionRoutes {
             throw new IllegalArgumentException("no partition named '" + name + "'");
         }
         return List.of(p);
+    }
+
+    private HttpResponse measure(String query, boolean reset) {
+        ChildPartition p;
+        try {
+            p = targets(Map.of("name", Query.parse(query).getOrDefault("name", ""))).getFirst();
+        } catch (IllegalArgumentException e) {
+            return HttpResponse.text(e.getMessage().startsWith("no partition") ? 404 : 400, e.getMessage() + "\n");
+        }
+        Metering m = partitions.metering();
+        if (m == null) {
+            return HttpResponse.text(503, "metering is not running yet\n");
+        }
+        if (reset) {
+            m.reset(p.name());
+        }
+        return HttpResponse.json(Json.pretty(m.report(p.name())));
     }
 
     private HttpResponse tail(String query, boolean console) {

@@ -222,8 +222,23 @@ public final class PartitionsComponent implements Component {
         return m;
     }
 
+    private volatile Metering metering;
+
+    /** Metering (set once by the assembler, after the storage and network parts exist); null before. */
+    Metering metering() {
+        return metering;
+    }
+
+    void metering(Metering m) {
+        metering = m;
+    }
+
     @Override
     public void metrics(Metrics m) {
+        Metering meter = metering;
+        if (meter != null) {
+            meter.metrics(m);
+        }
         for (PartitionStatus s : statuses()) {
             m.state("phost_partition_state", "Lifecycle state of the partition", PARTITION_STATES, s.state().name(),
                 "partition", s.name());

@@ -39,6 +39,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
     private final Map<String, String> diskNames = new ConcurrentHashMap<>();
     /** partition/disk → the LUN serving it (checkpoints switch its disk). */
     private final Map<String, io.phost.storage.scsi.ScsiLun> luns = new ConcurrentHashMap<>();
+    private final List<Runnable> tickListeners = new java.util.concurrent.CopyOnWriteArrayList<>();
     private final ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor(r ->
         Thread.ofPlatform().daemon().name("storage-stats").unstarted(r));
 
@@ -84,7 +85,40 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
         }
     }
 
+    /** Runs {@code r} after each one-second sample, on the sampler thread (metering rides on this tick). */
+    void onTick(Runnable r) {
+        tickListeners.add(r);
+    }
+
+    /** Each disk of a process partition (by its config name) with its counters; reading them costs no syscall. */
+    Map<String, DiskStats> diskStats(String partition) {
+        Map<String, DiskStats> m = new LinkedHashMap<>();
+        Map<Integer, StorageVsp> controllers = vsps.get(partition);
+        if (controllers != null) {
+            controllers.forEach((controller, vsp) -> {
+                for (StorageVsp.DiskInfo d : vsp.disks()) {
+                    m.put(diskNames.getOrDefault(partition + "/" + controller + "/" + d.lun(), d.name()), d.stats());
+                }
+            });
+        }
+        return m;
+    }
+
     private void sample() {
+        try {
+            sampleRates();
+        } finally {
+            for (Runnable r : tickListeners) {
+                try {
+                    r.run();
+                } catch (RuntimeException e) { // a listener's failure must not end the periodic task
+                    System.getLogger("phost.storage").log(System.Logger.Level.WARNING, "tick listener failed: " + e);
+                }
+            }
+        }
+    }
+
+    private void sampleRates() {
         long now = System.nanoTime();
         vsps.forEach((partition, controllers) -> controllers.forEach((controller, vsp) -> {
             for (StorageVsp.DiskInfo d : vsp.disks()) {

@@ -93,7 +93,29 @@ public final class Cgroup implements AutoCloseable {
                 byController.remove(controller);
             }
         }
+        if (v2 == null || !controllerEnabled(v2, "cpu")) {
+            accountCpuV1(mounts, own, leaf, dirs, byController);
+        }
         return new Cgroup(dirs, byController, enforced, not);
+    }
+
+    /**
+     * v1 without cpuacct in the cpu hierarchy: a cpuacct group of its own, for metering only (no limit; a
+     * failure leaves CPU metering to the process's own CPU time).
+     */
+    private static void accountCpuV1(List<String[]> mounts, Map<String, String> own, String leaf, List<Path> dirs,
+                                     Map<String, Path> byController) {
+        Path v1 = v1Dir(mounts, own, "cpuacct");
+        if (v1 == null || dirs.contains(v1.resolve(leaf))) {
+            return;
+        }
+        try {
+            Files.createDirectories(v1.resolve(leaf));
+            dirs.add(v1.resolve(leaf));
+            byController.put("cpuacct", v1.resolve(leaf));
+        } catch (IOException | RuntimeException e) {
+            // metering falls back to the process's CPU time
+        }
     }
 
     /** Writes one controller's limit; returns null when it holds, else why not. */
@@ -170,6 +192,68 @@ public final class Cgroup implements AutoCloseable {
             }
         }
         return 0;
+    }
+
+    /**
+     * CPU time the cgroup's tasks used, microseconds, or -1 when no cgroup accounts it: v2 {@code cpu.stat
+     * usage_usec}; v1 {@code cpuacct.usage} (nanoseconds) where cpuacct shares the cpu hierarchy. Read on the
+     * metering tick, never on the I/O path.
+     */
+    public long cpuUsageMicros() {
+        for (Path d : dirs) {
+            Long v2 = statField(d.resolve("cpu.stat"), "usage_usec");
+            if (v2 != null) {
+                return v2;
+            }
+            Long v1 = number(d.resolve("cpuacct.usage"));
+            if (v1 != null) {
+                return v1 / 1000;
+            }
+        }
+        return -1;
+    }
+
+    /** Memory charged to the cgroup now (v2 {@code memory.current}, v1 {@code memory.usage_in_bytes}); -1: unknown. */
+    public long memoryCurrent() {
+        return firstNumber("memory.current", "memory.usage_in_bytes");
+    }
+
+    /** The kernel's high-water mark (v2 {@code memory.peak}, v1 {@code memory.max_usage_in_bytes}); -1: unknown. */
+    public long memoryPeak() {
+        return firstNumber("memory.peak", "memory.max_usage_in_bytes");
+    }
+
+    private long firstNumber(String... files) {
+        for (Path d : dirs) {
+            for (String f : files) {
+                Long v = number(d.resolve(f));
+                if (v != null) {
+                    return v;
+                }
+            }
+        }
+        return -1;
+    }
+
+    private static Long number(Path p) {
+        try {
+            return Long.parseLong(Files.readString(p).trim());
+        } catch (IOException | NumberFormatException e) {
+            return null;
+        }
+    }
+
+    private static Long statField(Path p, String key) {
+        try {
+            for (String line : Files.readAllLines(p)) {
+                if (line.startsWith(key + " ")) {
+                    return Long.parseLong(line.substring(key.length() + 1).trim());
+                }
+            }
+        } catch (IOException | NumberFormatException e) {
+            return null;
+        }
+        return null;
     }
 
     /** "cpu=2 CPU (v1), memory=... bytes (v1), pids=256 (v1)" plus "; not enforced: x (why)". */

@@ -26,6 +26,11 @@ public interface ChildPartition {
 
     PartitionStatus status();
 
+    /** The cgroup of the running process (metering reads its CPU and memory accounting), or null. */
+    default Cgroup cgroup() {
+        return null;
+    }
+
     /** Whether the host starts it when it starts ({@code autostart}). */
     void start() throws IOException;
 

@@ -51,7 +51,7 @@ public final class Partition implements ChildPartition {
     private Process process;
     private long startedNanos;
     private VmbusServer server;
-    private Cgroup cgroup;
+    private volatile Cgroup cgroup; // volatile: the metering tick reads it without the monitor
     private String cgroupText = "not started";
     private String cpusText = "not started";
     private Arena memoryArena;
@@ -72,6 +72,11 @@ public final class Partition implements ChildPartition {
         this.shutdown = new ShutdownVsp(spec.name());
         this.timesync = new TimeSyncVsp(spec.name(), o.timeSyncInterval().toNanos());
         this.kvp = new KvpVsp(spec.name());
+    }
+
+    @Override
+    public Cgroup cgroup() {
+        return cgroup;
     }
 
     @Override

@@ -81,7 +81,7 @@ public final class VmPartition implements ChildPartition {
     private long generation;
     private Process process;
     private QmpClient qmp;
-    private Cgroup cgroup;
+    private volatile Cgroup cgroup; // volatile: the metering tick reads it without the monitor
     private String cgroupText = "not started";
     private String cpusText = "not started";
     private ScheduledFuture<?> pendingRestart;
@@ -99,6 +99,11 @@ public final class VmPartition implements ChildPartition {
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
         this.qemuLog = dir.resolve(spec.name() + ".qemu.log");
+    }
+
+    @Override
+    public Cgroup cgroup() {
+        return cgroup;
     }
 
     @Override
