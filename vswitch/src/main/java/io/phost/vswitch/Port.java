@@ -35,8 +35,8 @@ public final class Port {
     boolean aclIn;
     boolean aclOut;
     boolean ipGuard;
-    /** Cap on what the switch sends to this port, or null. */
-    TokenBucket toPort;
+    /** Cap on what the switch sends to this port, shared among its senders by weight, or null. */
+    WeightedPolicer toPort;
     int maxMacs;
     /** Largest IP packet (L2 payload) in or out, 0 = no limit. */
     int mtu;
@@ -94,7 +94,7 @@ public final class Port {
         long toPortBytesPerSecond = c.maxBandwidthToPortBps() / 8;
         // Policer towards the port: 100 ms of burst (at least two GSO super-frames), as for the ingress shaper.
         toPort = toPortBytesPerSecond == 0 ? null
-            : new TokenBucket(toPortBytesPerSecond, Math.max(2 * 65_536, toPortBytesPerSecond / 10), now);
+            : new WeightedPolicer(toPortBytesPerSecond, Math.max(2 * 65_536, toPortBytesPerSecond / 10), now);
         weight = c.minBandwidthWeight();
         maxMacs = c.maxMacAddresses();
         mtu = c.mtu();

@@ -61,6 +61,7 @@ public final class VSwitch {
     private long frameSeq;
 
     // Per-frame state, set by receive() for the egress helpers.
+    private Port fIn;
     private DirectBuffer fBuffer;
     private int fOffset;
     private int fLength;
@@ -157,6 +158,11 @@ public final class VSwitch {
         p.up = false;
         forget(p);
         ports[p.index] = null;
+        for (int i = 0; i < portLimit; i++) {
+            if (ports[i] != null && ports[i].toPort != null) {
+                ports[i].toPort.forget(p.index); // the slot's next port starts with no share history
+            }
+        }
         while (portLimit > 0 && ports[portLimit - 1] == null) {
             portLimit--;
         }
@@ -336,6 +342,7 @@ public final class VSwitch {
         }
 
         frameSeq++;
+        fIn = in;
         fBuffer = b;
         fOffset = off;
         fLength = len;
@@ -477,8 +484,9 @@ public final class VSwitch {
             out.counters.dropped(DropReason.OVERSIZE); // would exceed the destination NIC's MTU
             return;
         }
-        if (out.toPort != null && !mirrored && !out.toPort.tryConsume(len, nowNanos)) {
-            out.counters.dropped(DropReason.BANDWIDTH); // policed: a TCP sender sees the loss and slows down
+        if (out.toPort != null && !mirrored && !out.toPort.tryAdmit(fIn.index, fIn.weight, len, nowNanos)) {
+            // Policed, each sender to its weighted share: a TCP sender sees the loss and slows down.
+            out.counters.dropped(DropReason.BANDWIDTH);
             return;
         }
         if ((meta.requiredOffloads() & ~out.offloads) != 0) {

@@ -222,6 +222,46 @@ class NamespaceTrafficTest {
         assertTrue(bps <= 1.05 * limit && bps >= 0.7 * limit, "TCP limited to " + limit + " but measured " + bps);
     }
 
+    /**
+     * Minimum bandwidth by weight at a constrained egress: two vNICs with weights 3 and 1 each flood a third,
+     * whose port is capped at 40 Mbit/s ({@code max_bandwidth_in}), with 40 Mbit/s of UDP for 5 s at the same
+     * time; each receives its weighted share (3/4 and 1/4 of what arrives, within 10 % of that share). Alone,
+     * the weight-1 vNIC gets the whole cap (no contention, no reservation held back). Before: the cap was one
+     * token bucket, first come first served, and the two got about half each whatever their weights.
+     */
+    @Test
+    void shouldShareACappedPortByMinimumBandwidthWeightUnderContentionOnly() throws Exception {
+        VSwitch sw = new VSwitch("wt", SwitchType.PRIVATE);
+        long cap = 40_000_000;
+        tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withLimits(0, 0, 3, 64), "10.81.0.1/24", true);
+        tapPort(sw, "b", PortKind.VNIC, PortConfig.vnic(mac(2)).withLimits(0, 0, 1, 64), "10.81.0.2/24", true);
+        tapPort(sw, "c", PortKind.VNIC, PortConfig.vnic(mac(3)).withMaxBandwidthToPort(cap), "10.81.0.3/24", true);
+        start(sw);
+        assertTrue(Netns.ping(ns(net, "a"), "10.81.0.3", 2) && Netns.ping(ns(net, "b"), "10.81.0.3", 2));
+
+        var heavy = java.util.concurrent.CompletableFuture.supplyAsync(() -> Netns.iperf(ns(net, "c"), "10.81.0.3",
+            5301, ns(net, "a"), 5, "-u", "-b", "40M", "-l", "1400"));
+        String light = Netns.iperf(ns(net, "c"), "10.81.0.3", 5302, ns(net, "b"), 5, "-u", "-b", "40M", "-l", "1400");
+        double a = received(heavy.get());
+        double b = received(light);
+        double share = a / (a + b);
+        System.out.printf("weights 3:1 into a %d bit/s cap: %.2f and %.2f Mbit/s received (share %.3f, want 0.750)%n",
+            cap, a / 1e6, b / 1e6, share);
+        assertTrue(Math.abs(share - 0.75) <= 0.075, "weight 3 of 4 got share " + share + " (" + a + " vs " + b + ")");
+        assertTrue(a + b <= 1.1 * cap && a + b >= 0.8 * cap, "the cap is shared, not lost: " + (a + b));
+
+        double alone = received(Netns.iperf(ns(net, "c"), "10.81.0.3", 5303, ns(net, "b"), 3, "-u", "-b", "60M",
+            "-l", "1400"));
+        System.out.printf("weight 1 alone: %.2f Mbit/s%n", alone / 1e6);
+        assertTrue(alone >= 0.75 * cap && alone <= 1.15 * cap, "without contention the weight-1 vNIC may use the whole cap: "
+            + alone);
+    }
+
+    /** UDP payload bits/s that reached the iperf3 server. */
+    private static double received(String udpJson) {
+        return Netns.json(udpJson, "sum", "bits_per_second") * (1 - Netns.json(udpJson, "sum", "lost_percent") / 100);
+    }
+
     /** TX drops of a TAP as its namespace sees them: frames the kernel could not queue for the switch. */
     private static long tapTxDropped(String ns, String ifname) {
         String json = Netns.must("ip", "-n", ns, "-s", "-j", "link", "show", "dev", ifname);

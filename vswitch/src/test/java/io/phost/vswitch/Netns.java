@@ -91,15 +91,22 @@ final class Netns implements AutoCloseable {
 
     /** iperf3 from {@code clientNs} to a one-shot server in {@code serverNs}; returns the JSON report. */
     static String iperf(String serverNs, String serverIp, String clientNs, int seconds, String... extra) {
+        return iperf(serverNs, serverIp, 5201, clientNs, seconds, extra);
+    }
+
+    /** As above with the server on {@code port} (in the test's own namespace), so several can run at once. */
+    static String iperf(String serverNs, String serverIp, int port, String clientNs, int seconds, String... extra) {
         Process server;
         try {
-            server = new ProcessBuilder("ip", "netns", "exec", serverNs, "iperf3", "-s", "-1", "-B", serverIp)
+            server = new ProcessBuilder("ip", "netns", "exec", serverNs, "iperf3", "-s", "-1", "-B", serverIp,
+                    "-p", Integer.toString(port))
                 .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
         } catch (IOException e) {
             throw new RuntimeException(e);
         }
         try {
-            List<String> cmd = new ArrayList<>(List.of("iperf3", "-c", serverIp, "-t", Integer.toString(seconds), "-J"));
+            List<String> cmd = new ArrayList<>(List.of("iperf3", "-c", serverIp, "-p", Integer.toString(port), "-t",
+                Integer.toString(seconds), "-J"));
             cmd.addAll(List.of(extra));
             Result r = null;
             for (int attempt = 0; attempt < 60; attempt++) {
