@@ -38,10 +38,18 @@ public enum DropReason {
     PORT_DOWN,
     /** Over the destination port's cap towards it ({@code PortConfig.maxBandwidthToPortBps}; policed). */
     BANDWIDTH,
-    /** ARP or IPv4 from a port with an IP guard, claiming an address the port is not configured with. */
+    /**
+     * ARP, IPv4 or IPv6 from a port with an IP guard, claiming a source address the port is not configured with
+     * (IPv6: nor its EUI-64 link-local address).
+     */
     IP_SPOOF,
     /** Denied by a port ACL ({@code PortAcl}), in either direction. */
-    ACL;
+    ACL,
+    /**
+     * ND inspection on a port with IPv6 addresses: a neighbour advertisement for an address the port is not
+     * configured with, or an RS/NS/NA whose link-layer address option is not the port's MAC (or is malformed).
+     */
+    ND_SPOOF;
 
     static final DropReason[] VALUES = values();
 }

@@ -104,39 +104,18 @@ final class Guards {
             if (end - l3 < 40) {
                 return PASS;
             }
-            int payloadLength = EthernetDescriptor.u16(b, l3 + 4);
-            if (payloadLength != 0) { // 0: a jumbogram, whose length is in hop-by-hop options
-                end = Math.min(end, l3 + 40 + payloadLength);
+            end = end6(b, l3, end);
+            long u = upperLayer6(b, l3, end);
+            if (u == LATER_FRAGMENT) {
+                return PASS; // a later fragment: useless without the first, which is checked
             }
-            int next = b.getByte(l3 + 6) & 0xff;
-            int p = l3 + 40;
-            for (int i = 0; i < MAX_EXTENSION_HEADERS; i++) {
-                if (next == 0 || next == 43 || next == 60 || next == 51) {
-                    if (end - p < 2) {
-                        return hidden(dhcpGuard, routerGuard); // the chain is cut: what follows is unknowable
-                    }
-                    int len = next == 51 ? ((b.getByte(p + 1) & 0xff) + 2) * 4 : ((b.getByte(p + 1) & 0xff) + 1) * 8;
-                    next = b.getByte(p) & 0xff;
-                    p += len;
-                } else if (next == 44) {
-                    if (end - p < 8) {
-                        return hidden(dhcpGuard, routerGuard);
-                    }
-                    int fragOffset = EthernetDescriptor.u16(b, p + 2) >>> 3;
-                    if (fragOffset != 0) {
-                        return PASS; // a later fragment: useless without the first, which is checked
-                    }
-                    next = b.getByte(p) & 0xff;
-                    p += 8;
-                } else {
-                    break;
-                }
-            }
-            if (next == 0 || next == 43 || next == 60 || next == 51 || next == 44) {
-                // More extension headers than any real sender uses: a guarded port does not get to hide an RA
-                // or a DHCPv6 reply behind them.
+            if (u == HIDDEN) {
+                // The chain is cut, or longer than any real sender makes it: a guarded port does not get to hide
+                // an RA or a DHCPv6 reply behind it.
                 return hidden(dhcpGuard, routerGuard);
             }
+            int next = (int) (u >>> 32);
+            int p = (int) u;
             if (next == 17 && dhcpGuard) {
                 if (end - p < 8) {
                     return DHCP;
@@ -158,6 +137,51 @@ final class Guards {
             }
         }
         return PASS;
+    }
+
+    /** {@link #upperLayer6}: a later fragment (offset above 0), which carries no upper-layer header. */
+    static final long LATER_FRAGMENT = -1;
+    /** {@link #upperLayer6}: the extension chain is cut short or deeper than {@value #MAX_EXTENSION_HEADERS}. */
+    static final long HIDDEN = -2;
+
+    /** End of an IPv6 packet at {@code l3}: its payload length, so Ethernet padding is never read as packet. */
+    static int end6(DirectBuffer b, int l3, int end) {
+        int payloadLength = EthernetDescriptor.u16(b, l3 + 4);
+        return payloadLength == 0 ? end : Math.min(end, l3 + 40 + payloadLength); // 0: a jumbogram
+    }
+
+    /**
+     * Walks the IPv6 extension headers (hop-by-hop 0, routing 43, fragment 44, dest-opts 60, AH 51) of the packet
+     * at {@code l3}: {@code next header << 32 | offset} of the upper-layer header, or LATER_FRAGMENT, or HIDDEN.
+     */
+    static long upperLayer6(DirectBuffer b, int l3, int end) {
+        int next = b.getByte(l3 + 6) & 0xff;
+        int p = l3 + 40;
+        for (int i = 0; ; i++) {
+            boolean extension = next == 0 || next == 43 || next == 60 || next == 51 || next == 44;
+            if (extension && i == MAX_EXTENSION_HEADERS) {
+                return HIDDEN;
+            }
+            if (next == 0 || next == 43 || next == 60 || next == 51) {
+                if (end - p < 2) {
+                    return HIDDEN;
+                }
+                int len = next == 51 ? ((b.getByte(p + 1) & 0xff) + 2) * 4 : ((b.getByte(p + 1) & 0xff) + 1) * 8;
+                next = b.getByte(p) & 0xff;
+                p += len;
+            } else if (next == 44) {
+                if (end - p < 8) {
+                    return HIDDEN;
+                }
+                if (EthernetDescriptor.u16(b, p + 2) >>> 3 != 0) {
+                    return LATER_FRAGMENT;
+                }
+                next = b.getByte(p) & 0xff;
+                p += 8;
+            } else {
+                return ((long) next << 32) | p;
+            }
+        }
     }
 
     private static int hidden(boolean dhcpGuard, boolean routerGuard) {

@@ -35,6 +35,9 @@ public final class Port {
     boolean aclIn;
     boolean aclOut;
     boolean ipGuard;
+    /** IPv6 addresses (high, low pairs) this port may claim; only read when ip6Guard. */
+    long[] ipv6Addresses = new long[0];
+    boolean ip6Guard;
     /** Cap on what the switch sends to this port, shared among its senders by weight, or null. */
     WeightedPolicer toPort;
     int maxMacs;
@@ -83,7 +86,9 @@ public final class Port {
         }
         ipAddresses = c.ipAddresses();
         ipGuard = ipAddresses.length > 0;
-        guarded = dhcpGuard || routerGuard || ipGuard;
+        ipv6Addresses = c.ipv6Addresses();
+        ip6Guard = ipv6Addresses.length > 0;
+        guarded = dhcpGuard || routerGuard || ipGuard || ip6Guard;
         mirror = c.mirror();
         storm = c.stormLimitPps() == 0 ? null : new TokenBucket(c.stormLimitPps(), Math.max(1, c.stormLimitPps() / 10), now);
         long bytesPerSecond = c.maxBandwidthBps() / 8;

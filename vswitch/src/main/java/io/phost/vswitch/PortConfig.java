@@ -32,12 +32,15 @@ import java.util.Arrays;
  *                            source address is not listed (nor 0.0.0.0: DHCP and ARP probes) are dropped as
  *                            IP_SPOOF
  * @param acls                port ACL rules ({@link PortAcl}, Add-VMNetworkAdapterAcl); empty = allow all
+ * @param ipv6Addresses       IPv6 addresses the port may claim, as (high, low) pairs of longs; empty = IPv6 not
+ *                            guarded. With it, IPv6 from other sources (but its EUI-64 link-local address and ::)
+ *                            is dropped as IP_SPOOF, and ND announcing other addresses or MACs as ND_SPOOF
  */
 public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trunkAllowed, int nativeVlan,
                          boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, MirrorMode mirror,
                          long stormLimitPps, long maxBandwidthBps, int minBandwidthWeight, int maxMacAddresses,
                          int vmqWeight, int iovWeight, int mtu, long maxBandwidthToPortBps, int[] ipAddresses,
-                         PortAcl[] acls) {
+                         PortAcl[] acls, long[] ipv6Addresses) {
     public static final int DEFAULT_MTU = 1500;
     public static final int MIN_MTU = 68;
     public static final int MAX_MTU = 9000;
@@ -46,6 +49,10 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
         trunkAllowed = trunkAllowed == null ? new int[0] : trunkAllowed.clone();
         ipAddresses = ipAddresses == null ? new int[0] : ipAddresses.clone();
         acls = acls == null ? new PortAcl[0] : acls.clone();
+        ipv6Addresses = ipv6Addresses == null ? new long[0] : ipv6Addresses.clone();
+        if (ipv6Addresses.length % 2 != 0) {
+            throw new IllegalArgumentException("IPv6 addresses are (high, low) pairs of longs");
+        }
         if (vlanMode == VlanMode.ACCESS && (accessVlan < 1 || accessVlan > 4094)) {
             throw new IllegalArgumentException("access VLAN must be 1..4094: " + accessVlan);
         }
@@ -75,7 +82,7 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
     /** A vNIC with Hyper-V's defaults: untagged, spoofing off, no guards, weight 1, 1 024 MACs, VMQ on. */
     public static PortConfig vnic(long mac) {
         return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, false, false, false, MirrorMode.NONE,
-            0, 0, 1, 1024, 100, 0, DEFAULT_MTU, 0, null, null);
+            0, 0, 1, 1024, 100, 0, DEFAULT_MTU, 0, null, null, null);
     }
 
     /** An uplink or host port: any source MAC, trunk of every VLAN with the untagged network native. */
@@ -85,71 +92,98 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
             all[i] = i + 1;
         }
         return new PortConfig(-1, VlanMode.TRUNK, 0, all, 0, true, false, false, MirrorMode.NONE,
-            0, 0, 1, 65536, 0, 0, 0, 0, null, null);
+            0, 0, 1, 65536, 0, 0, 0, 0, null, null, null);
     }
 
     public PortConfig withAccessVlan(int vlan) {
         return new PortConfig(mac, VlanMode.ACCESS, vlan, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
-            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls, ipv6Addresses);
     }
 
     public PortConfig withTrunk(int nativeVlan, int... allowed) {
         return new PortConfig(mac, VlanMode.TRUNK, 0, allowed, nativeVlan, macSpoofing, dhcpGuard, routerGuard,
-            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
+            mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls, ipv6Addresses);
     }
 
     public PortConfig withUntagged() {
         return new PortConfig(mac, VlanMode.UNTAGGED, 0, null, 0, macSpoofing, dhcpGuard, routerGuard, mirror,
-            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
+            stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls, ipv6Addresses);
     }
 
     public PortConfig withGuards(boolean macSpoofing, boolean dhcpGuard, boolean routerGuard) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
+            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls, ipv6Addresses);
     }
 
     public PortConfig withMirror(MirrorMode m) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, m, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
+            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls, ipv6Addresses);
     }
 
     public PortConfig withLimits(long stormPps, long maxBps, int weight, int maxMacs) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
-            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls);
+            routerGuard, mirror, stormPps, maxBps, weight, maxMacs, vmqWeight, iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls, ipv6Addresses);
     }
 
     public PortConfig withOffloadWeights(int vmq, int iov) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
-            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov, mtu, maxBandwidthToPortBps, ipAddresses, acls);
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmq, iov, mtu, maxBandwidthToPortBps, ipAddresses, acls, ipv6Addresses);
     }
 
     public PortConfig withMtu(int newMtu) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, newMtu, maxBandwidthToPortBps, ipAddresses, acls);
+            iovWeight, newMtu, maxBandwidthToPortBps, ipAddresses, acls, ipv6Addresses);
     }
 
     /** Caps what the switch sends to this port (towards the partition) at {@code bps} bits/s; 0 = no cap. */
     public PortConfig withMaxBandwidthToPort(long bps) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu, bps, ipAddresses, acls);
+            iovWeight, mtu, bps, ipAddresses, acls, ipv6Addresses);
     }
 
     /** ARP inspection and IP spoofing guard: the port may only claim these IPv4 addresses (none: no guard). */
     public PortConfig withIpAddresses(int... ips) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu, maxBandwidthToPortBps, ips, acls);
+            iovWeight, mtu, maxBandwidthToPortBps, ips, acls, ipv6Addresses);
     }
 
     /** Port ACLs (see {@link PortAcl}); replaces the port's rules. */
     public PortConfig withAcls(PortAcl... rules) {
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
-            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, rules);
+            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, rules, ipv6Addresses);
+    }
+
+    /** IPv6 spoofing guard and ND inspection: the port may only claim these (high, low pairs; none: no guard). */
+    public PortConfig withIpv6Addresses(long... pairs) {
+        return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
+            routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
+            iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, acls, pairs);
+    }
+
+    /** An IPv6 address in text form as the (high, low) pair {@link #withIpv6Addresses} takes; no DNS. */
+    public static long[] ipv6(String text) {
+        java.net.InetAddress a;
+        try {
+            a = java.net.Inet6Address.ofLiteral(text);
+        } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("'" + text + "' is not an IPv6 address");
+        }
+        if (!(a instanceof java.net.Inet6Address)) {
+            throw new IllegalArgumentException("'" + text + "' is not an IPv6 address");
+        }
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.wrap(a.getAddress());
+        return new long[] {bb.getLong(), bb.getLong()};
+    }
+
+    @Override
+    public long[] ipv6Addresses() {
+        return ipv6Addresses.clone();
     }
 
     @Override
@@ -171,7 +205,7 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
             && p.minBandwidthWeight == minBandwidthWeight && p.maxMacAddresses == maxMacAddresses
             && p.vmqWeight == vmqWeight && p.iovWeight == iovWeight && p.mtu == mtu
             && p.maxBandwidthToPortBps == maxBandwidthToPortBps && Arrays.equals(p.ipAddresses, ipAddresses)
-            && Arrays.equals(p.acls, acls);
+            && Arrays.equals(p.acls, acls) && Arrays.equals(p.ipv6Addresses, ipv6Addresses);
     }
 
     @Override

@@ -325,6 +325,13 @@ public final class VSwitch {
                 in.counters.dropped(DropReason.IP_SPOOF);
                 return;
             }
+            if (in.ip6Guard && etype == EthernetDescriptor.TYPE_IPV6) {
+                int g6 = Ipv6Guard.check(b, payload + 2, off + len, in.ipv6Addresses, in.mac, !in.macSpoofing);
+                if (g6 != Ipv6Guard.PASS) {
+                    in.counters.dropped(g6 == Ipv6Guard.SPOOF ? DropReason.IP_SPOOF : DropReason.ND_SPOOF);
+                    return;
+                }
+            }
             int g = Guards.check(b, payload + 2, off + len, etype, in.dhcpGuard, in.routerGuard);
             if (g != Guards.PASS) {
                 in.counters.dropped(g == Guards.DHCP ? DropReason.DHCP_GUARD : DropReason.ROUTER_GUARD);

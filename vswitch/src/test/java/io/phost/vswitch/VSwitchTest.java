@@ -404,4 +404,62 @@ class VSwitchTest {
         long total = a.counters().rxPackets() + up.counters().rxPackets();
         assertEquals(50_000, total);
     }
+
+    /** An IPv6 packet from {@code src} (hi, lo) with the given upper layer. */
+    private static byte[] ipv6From(long[] src, int next, byte[] rest) {
+        byte[] p = Frames.ipv6(next, rest);
+        java.nio.ByteBuffer.wrap(p).putLong(8, src[0]).putLong(16, src[1]);
+        return p;
+    }
+
+    /** ICMPv6 ND message: type, target (null for RS), and one link-layer address option (kind 1/2) or none. */
+    private static byte[] nd(int type, long[] target, int optionKind, long optionMac) {
+        int fixed = type == 133 ? 8 : 24;
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(fixed + (optionKind == 0 ? 0 : 8));
+        bb.put((byte) type).put((byte) 0).putShort((short) 0).putInt(type == 136 ? 0x6000_0000 : 0);
+        if (target != null) {
+            bb.putLong(target[0]).putLong(target[1]);
+        }
+        if (optionKind != 0) {
+            bb.put((byte) optionKind).put((byte) 1).putShort((short) (optionMac >>> 32)).putInt((int) optionMac);
+        }
+        return bb.array();
+    }
+
+    /**
+     * IPv6 spoofing guard and ND inspection (ip_addresses with an IPv6 entry): the port may send from its address,
+     * its EUI-64 link-local address and :: only; NA may only announce its own addresses, and RS/NS/NA link-layer
+     * options must carry its own MAC. Before: IPv6 and ND were not inspected at all.
+     */
+    @Test
+    void shouldDropIpv6FromForeignSourcesAndNdThatAnnouncesForeignAddressesOrMacs() {
+        long[] own = PortConfig.ipv6("fd00:81::2");
+        long[] other = PortConfig.ipv6("fd00:81::9");
+        long[] linkLocal = {0xfe80_0000_0000_0000L, Ipv6Guard.eui64(A)};
+        long[] none = {0, 0};
+        assertEquals(PortConfig.ipv6("fe80::ff:fe00:a")[1], linkLocal[1], "EUI-64 of 02:00:00:00:00:0a");
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withIpv6Addresses(own), ra, null);
+        vnic("b", B, rb);
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(own, 17, Frames.udp(5000, 5001))));
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(linkLocal, 58, nd(135, other, 1, A))));  // NS with its own MAC
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(none, 58, nd(135, own, 0, 0))));         // DAD probe
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(own, 58, nd(136, own, 2, A))));          // NA for itself
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(linkLocal, 58, nd(133, null, 1, A))));   // RS
+        send(a, frame(B, A, -1, 0x0800, Frames.ipv4(17, Frames.udp(1, 2))));              // IPv4 not guarded here
+        assertEquals(6, rb.count(), a.counters().snapshot().toString());
+
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(other, 17, Frames.udp(5000, 5001))));
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(new long[] {0xfe80_0000_0000_0000L, 9}, 58, nd(135, own, 1, A))));
+        assertEquals(2, a.counters().drops(DropReason.IP_SPOOF));
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(own, 58, nd(136, other, 2, A))));        // NA for someone else
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(own, 58, nd(136, own, 2, C))));          // NA with a forged MAC
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(linkLocal, 58, nd(135, other, 1, C))));  // NS with a forged MAC
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(linkLocal, 58, nd(133, null, 1, C))));   // RS with a forged MAC
+        byte[] zeroLength = nd(135, other, 1, A);
+        zeroLength[25] = 0;
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(linkLocal, 58, zeroLength)));            // malformed option
+        send(a, frame(B, A, -1, 0x86dd, ipv6From(own, 60, Frames.hopByHop(58, nd(136, other, 2, A))))); // behind dest-opts
+        assertEquals(6, a.counters().drops(DropReason.ND_SPOOF), a.counters().snapshot().toString());
+        assertEquals(6, rb.count());
+    }
 }

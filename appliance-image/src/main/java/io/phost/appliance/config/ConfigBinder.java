@@ -1081,9 +1081,9 @@ final class ConfigBinder implements TomlNode.Errors {
         List<String> ips = n.strings("ip_addresses");
         if (ips != null) {
             for (String ip : ips) {
-                Integer v = NicConfig.ipv4(ip);
-                if (v == null || v == 0 || (v >>> 28) == 0xe || v == -1) {
-                    n.error("ip_addresses", Reason.INVALID_VALUE, "'" + ip + "' is not a unicast IPv4 address (a.b.c.d)");
+                if (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip)) {
+                    n.error("ip_addresses", Reason.INVALID_VALUE,
+                        "'" + ip + "' is not a unicast IPv4 address (a.b.c.d) nor a unicast IPv6 address (fd00::5)");
                     ok = false;
                 }
             }

@@ -59,6 +59,22 @@ public record NicConfig(String switchName, String mac, Integer vlanAccess, List<
         return v;
     }
 
+    /** A unicast IPv4 address (not 0.0.0.0, multicast or broadcast) for {@code ip_addresses}. */
+    public static boolean isUnicastIpv4(String text) {
+        Integer v = ipv4(text);
+        return v != null && v != 0 && (v >>> 28) != 0xe && v != -1;
+    }
+
+    /** A unicast IPv6 address (not ::, not multicast ff00::/8) for {@code ip_addresses}. */
+    public static boolean isUnicastIpv6(String text) {
+        try {
+            long[] a = io.phost.vswitch.PortConfig.ipv6(text);
+            return (a[0] != 0 || a[1] != 0) && (a[0] >>> 56) != 0xff;
+        } catch (IllegalArgumentException e) {
+            return false;
+        }
+    }
+
     /** {@link #maxBandwidth} in bits per second (what switch ports count), saturating; 0 = unlimited. */
     public long maxBandwidthBitsPerSecond() {
         return maxBandwidth > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : maxBandwidth * 8;

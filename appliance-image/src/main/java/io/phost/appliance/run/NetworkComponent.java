@@ -137,7 +137,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
         c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
         c = c.withMaxBandwidthToPort(n.maxBandwidthInBitsPerSecond());
-        c = c.withIpAddresses(n.ipAddresses().stream().mapToInt(NicConfig::ipv4).toArray());
+        c = c.withIpAddresses(n.ipAddresses().stream().filter(ip -> ip.indexOf(':') < 0).mapToInt(NicConfig::ipv4).toArray());
+        c = c.withIpv6Addresses(n.ipAddresses().stream().filter(ip -> ip.indexOf(':') >= 0)
+            .flatMapToLong(ip -> java.util.Arrays.stream(PortConfig.ipv6(ip))).toArray());
         c = c.withAcls(n.acl().stream().map(io.phost.vswitch.PortAcl::parse).toArray(io.phost.vswitch.PortAcl[]::new));
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }

@@ -1,5 +1,6 @@
 package io.phost.appliance.run;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -48,20 +49,24 @@ class NetworkComponentTest {
     void shouldCarryAclsIpGuardAndIngressCapIntoThePortAndRefuseABadRule() throws Exception {
         NicConfig n = ConfigLoader.parse("nic.toml", NIC + """
             acl = ["deny both 10.0.0.0/8", "allow inbound 02:50:48:00:00:09"]
-            ip_addresses = ["10.1.2.3"]
+            ip_addresses = ["10.1.2.3", "fd00:10::5"]
             max_bandwidth_in = "1MB/s"
             """).partitions().getFirst().nics().getFirst();
         PortConfig c = NetworkComponent.portConfig(n);
         assertEquals("[deny both 10.0.0.0/8, allow inbound 02:50:48:00:00:09]", java.util.Arrays.toString(c.acls()));
         assertEquals(0x0a_01_02_03, c.ipAddresses()[0]);
+        assertEquals(1, c.ipAddresses().length);
+        assertArrayEquals(new long[] {0xfd00_0010_0000_0000L, 5}, c.ipv6Addresses());
         assertEquals(8_000_000, c.maxBandwidthToPortBps());
         ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("bad.toml", NIC + """
             acl = ["deny sideways 10.0.0.0/8"]
-            ip_addresses = ["10.1.2"]
+            ip_addresses = ["10.1.2", "ff02::1", "fd00::1::2"]
             """));
         assertTrue(e.getMessage().contains("bad.toml:10:") && e.getMessage().contains("'sideways' is not inbound"),
             e.getMessage());
         assertTrue(e.getMessage().contains("bad.toml:11:") && e.getMessage().contains("'10.1.2' is not a unicast IPv4"),
             e.getMessage());
+        assertTrue(e.getMessage().contains("'ff02::1' is not a unicast IPv4 address (a.b.c.d) nor a unicast IPv6")
+            && e.getMessage().contains("'fd00::1::2' is not"), e.getMessage());
     }
 }
