@@ -34,6 +34,8 @@ public final class Port {
     PortAcl[] acls = new PortAcl[0];
     boolean aclIn;
     boolean aclOut;
+    /** Flows admitted by stateful ACL rules, or null when the port has none. */
+    AclFlowTable flows;
     boolean ipGuard;
     /** IPv6 addresses (high, low pairs) this port may claim; only read when ip6Guard. */
     long[] ipv6Addresses = new long[0];
@@ -80,10 +82,14 @@ public final class Port {
         acls = c.acls();
         aclIn = false;
         aclOut = false;
+        boolean stateful = false;
         for (PortAcl a : acls) {
             aclIn |= a.inbound();
             aclOut |= a.outbound();
+            stateful |= a.stateful();
         }
+        // Kept across a rule change, so established flows survive it (they still need a stateful rule to exist).
+        flows = !stateful ? null : flows != null ? flows : new AclFlowTable();
         ipAddresses = c.ipAddresses();
         ipGuard = ipAddresses.length > 0;
         ipv6Addresses = c.ipv6Addresses();

@@ -4,17 +4,25 @@ import java.util.Locale;
 import org.agrona.DirectBuffer;
 
 /**
- * A port ACL rule, as Add-VMNetworkAdapterAcl sets one: allow or deny traffic to or from a remote IPv4 prefix or
- * MAC address, in one direction or both. Directions are the partition's: OUTBOUND is what it sends (checked as
- * the frame enters the switch, remote = destination), INBOUND what it receives (checked as the frame leaves to
- * it, remote = source). Of the rules that match a frame the most specific wins (a MAC rule over any prefix, a
- * longer prefix over a shorter one), DENY over ALLOW at equal specificity; a frame no rule matches is allowed.
- * IPv4 rules look at IPv4 packets and at ARP (sender or target address); other ethertypes match MAC rules only.
+ * A port ACL rule, as Add-VMNetworkAdapterAcl sets one (remote IPv4 prefix or MAC, one direction or both) and as
+ * Add-VMNetworkAdapterExtendedAcl extends it (an IP protocol, a remote port, stateful). Directions are the
+ * partition's: OUTBOUND is what it sends (checked as the frame enters the switch, remote = destination), INBOUND
+ * what it receives (checked as the frame leaves to it, remote = source). Of the rules that match a frame the most
+ * specific wins (a MAC rule over any IP rule; then the longer prefix; then a rule naming a remote port, then one
+ * naming a protocol), DENY over ALLOW at equal specificity; a frame no rule matches is allowed. IPv4 rules without
+ * a protocol look at IPv4 packets and at ARP (sender or target address); rules with a protocol only at IPv4 packets
+ * of that protocol (ports: first fragments of TCP/UDP); other ethertypes match MAC rules only.
+ * <p>A <b>stateful</b> ALLOW rule (TCP/UDP) that lets a packet through records its flow in the port's
+ * {@link AclFlowTable}; packets of a recorded flow pass both ways before any rule is looked at, so
+ * {@code "allow outbound any tcp stateful"} next to {@code "deny inbound any tcp"} lets the partition's own
+ * connections and their replies through while unsolicited inbound TCP stays out.
  * <pre>
- * text form (config key acl): "ACTION DIRECTION REMOTE"
+ * text form (config key acl): "ACTION DIRECTION REMOTE [PROTOCOL[:PORT]] [stateful]"
  *   ACTION     allow | deny
  *   DIRECTION  inbound | outbound | both
  *   REMOTE     a.b.c.d[/len] | xx:xx:xx:xx:xx:xx | any (= 0.0.0.0/0)
+ *   PROTOCOL   tcp | udp | icmp, optionally with the remote port (1..65535, tcp and udp)
+ *   stateful   allow + tcp or udp only: replies of a flow this rule let through pass the other way
  * </pre>
  *
  * @param deny          true for DENY
@@ -23,10 +31,20 @@ import org.agrona.DirectBuffer;
  * @param mac           remote MAC, or -1 for an IPv4 rule
  * @param ip            remote IPv4 network (big-endian int) of an IPv4 rule
  * @param prefixLength  0..32 for an IPv4 rule
+ * @param protocol      IP protocol number (6 TCP, 17 UDP, 1 ICMP), 0 = any (and ARP)
+ * @param remotePort    remote TCP/UDP port, 0 = any
+ * @param stateful      record the flows this ALLOW rule admits
  */
-public record PortAcl(boolean deny, boolean inbound, boolean outbound, long mac, int ip, int prefixLength) {
-    /** Specificity of a MAC rule: above any IPv4 prefix. */
-    private static final int MAC_SPECIFICITY = 64;
+public record PortAcl(boolean deny, boolean inbound, boolean outbound, long mac, int ip, int prefixLength,
+                      int protocol, int remotePort, boolean stateful) {
+    /** {@link #decide}: the frame is denied. */
+    static final int DENY = 0;
+    /** {@link #decide}: the frame is allowed. */
+    static final int ALLOW = 1;
+    /** {@link #decide}: allowed by a stateful rule: record its flow. */
+    static final int ALLOW_STATEFUL = 2;
+    /** Specificity of a MAC rule: above any IP rule. */
+    private static final int MAC_SPECIFICITY = 1000;
 
     public PortAcl {
         if (!inbound && !outbound) {
@@ -35,16 +53,34 @@ public record PortAcl(boolean deny, boolean inbound, boolean outbound, long mac,
         if (mac == -1 && (prefixLength < 0 || prefixLength > 32)) {
             throw new IllegalArgumentException("prefix length must be 0..32: " + prefixLength);
         }
+        if (protocol != 0 && protocol != 1 && protocol != 6 && protocol != 17) {
+            throw new IllegalArgumentException("protocol must be tcp (6), udp (17) or icmp (1): " + protocol);
+        }
+        if (remotePort < 0 || remotePort > 65535 || (remotePort != 0 && protocol != 6 && protocol != 17)) {
+            throw new IllegalArgumentException("a remote port (1..65535) needs tcp or udp: " + remotePort);
+        }
+        if (stateful && (deny || (protocol != 6 && protocol != 17))) {
+            throw new IllegalArgumentException("stateful needs an allow rule for tcp or udp");
+        }
+        if (mac != -1 && protocol != 0) {
+            throw new IllegalArgumentException("a MAC rule takes no protocol");
+        }
         if (mac == -1) {
             ip &= mask(prefixLength);
         }
     }
 
+    /** A basic rule (Add-VMNetworkAdapterAcl): any protocol, not stateful. */
+    public PortAcl(boolean deny, boolean inbound, boolean outbound, long mac, int ip, int prefixLength) {
+        this(deny, inbound, outbound, mac, ip, prefixLength, 0, 0, false);
+    }
+
     /** Parses the text form (see the class comment); the message of the exception says what is wrong. */
     public static PortAcl parse(String text) {
         String[] w = text.trim().toLowerCase(Locale.ROOT).split("\\s+");
-        if (w.length != 3) {
-            throw new IllegalArgumentException("'" + text + "' is not \"allow|deny inbound|outbound|both REMOTE\"");
+        if (w.length < 3 || w.length > 5) {
+            throw new IllegalArgumentException("'" + text
+                + "' is not \"allow|deny inbound|outbound|both REMOTE [tcp|udp|icmp[:PORT]] [stateful]\"");
         }
         boolean deny = switch (w[0]) {
             case "allow" -> false;
@@ -56,13 +92,41 @@ public record PortAcl(boolean deny, boolean inbound, boolean outbound, long mac,
         if (!in && !out) {
             throw new IllegalArgumentException("'" + w[1] + "' is not inbound, outbound or both");
         }
+        boolean stateful = w.length > 3 && w[w.length - 1].equals("stateful");
+        int protocolWords = w.length - 3 - (stateful ? 1 : 0);
+        int protocol = 0;
+        int port = 0;
+        if (protocolWords > 1) {
+            throw new IllegalArgumentException("'" + w[w.length - 1] + "' is not stateful");
+        }
+        if (protocolWords == 1) {
+            String[] pp = w[3].split(":", -1);
+            protocol = switch (pp[0]) {
+                case "tcp" -> 6;
+                case "udp" -> 17;
+                case "icmp" -> 1;
+                default -> throw new IllegalArgumentException("'" + w[3] + "' is not tcp, udp or icmp (with :PORT)");
+            };
+            if (pp.length > 2 || (pp.length == 2 && !pp[1].matches("[0-9]{1,5}"))) {
+                throw new IllegalArgumentException("'" + w[3] + "' has no port 1..65535 after ':'");
+            }
+            port = pp.length == 2 ? Integer.parseInt(pp[1]) : 0;
+            if (pp.length == 2 && (port < 1 || port > 65535)) {
+                throw new IllegalArgumentException("'" + w[3] + "' has no port 1..65535 after ':'");
+            }
+        }
+        if (stateful && (deny || (protocol != 6 && protocol != 17))) {
+            throw new IllegalArgumentException("'" + text + "': stateful needs an allow rule for tcp or udp");
+        }
         String r = w[2];
         if (r.equals("any")) {
-            return new PortAcl(deny, in, out, -1, 0, 0);
+            return new PortAcl(deny, in, out, -1, 0, 0, protocol, port, stateful);
         }
         if (r.indexOf(':') >= 0) {
-            long mac = EthernetDescriptor.parseMac(r);
-            return new PortAcl(deny, in, out, mac, 0, 0);
+            if (protocol != 0) {
+                throw new IllegalArgumentException("'" + text + "': a MAC rule takes no protocol");
+            }
+            return new PortAcl(deny, in, out, EthernetDescriptor.parseMac(r), 0, 0);
         }
         int slash = r.indexOf('/');
         int len = 32;
@@ -85,7 +149,7 @@ public record PortAcl(boolean deny, boolean inbound, boolean outbound, long mac,
             }
             ip = (ip << 8) | Integer.parseInt(s);
         }
-        return new PortAcl(deny, in, out, -1, ip, len);
+        return new PortAcl(deny, in, out, -1, ip, len, protocol, port, stateful);
     }
 
     private static int mask(int len) {
@@ -93,23 +157,31 @@ public record PortAcl(boolean deny, boolean inbound, boolean outbound, long mac,
     }
 
     /**
-     * True when {@code acls} let the frame pass. {@code towardsPort}: INBOUND rules (the frame goes to the port;
+     * DENY, ALLOW or ALLOW_STATEFUL for a frame. {@code towardsPort}: INBOUND rules (the frame goes to the port;
      * remote = source), else OUTBOUND (remote = destination). {@code l3}..{@code end} is the payload of ethertype
      * {@code type}; {@code remoteMac} the remote side's MAC. Allocates nothing.
      */
-    static boolean permits(PortAcl[] acls, boolean towardsPort, long remoteMac, DirectBuffer b, int l3, int end,
-                           int type) {
+    static int decide(PortAcl[] acls, boolean towardsPort, long remoteMac, DirectBuffer b, int l3, int end, int type) {
         int remoteIp = 0;
         boolean hasIp = false;
+        int proto = -1; // -1: not an IPv4 packet (ARP matches IP rules without a protocol only)
+        int remotePort = -1;
         if (type == EthernetDescriptor.TYPE_IPV4 && end - l3 >= 20) {
             remoteIp = b.getInt(l3 + (towardsPort ? 12 : 16), java.nio.ByteOrder.BIG_ENDIAN);
             hasIp = true;
+            proto = b.getByte(l3 + 9) & 0xff;
+            int l4 = l3 + (b.getByte(l3) & 0x0f) * 4;
+            boolean first = (EthernetDescriptor.u16(b, l3 + 6) & 0x1fff) == 0;
+            if ((proto == 6 || proto == 17) && first && end - l4 >= 4) {
+                remotePort = EthernetDescriptor.u16(b, l4 + (towardsPort ? 0 : 2));
+            }
         } else if (type == EthernetDescriptor.TYPE_ARP && end - l3 >= 28) {
             remoteIp = b.getInt(l3 + (towardsPort ? 14 : 24), java.nio.ByteOrder.BIG_ENDIAN);
             hasIp = true;
         }
         int best = -1;
         boolean deny = false;
+        boolean stateful = false;
         for (PortAcl a : acls) {
             if (towardsPort ? !a.inbound : !a.outbound) {
                 continue;
@@ -121,19 +193,28 @@ public record PortAcl(boolean deny, boolean inbound, boolean outbound, long mac,
                 }
                 specificity = MAC_SPECIFICITY;
             } else {
-                if (!hasIp || (remoteIp & mask(a.prefixLength)) != a.ip) {
+                if (!hasIp || (remoteIp & mask(a.prefixLength)) != a.ip
+                    || (a.protocol != 0 && a.protocol != proto) || (a.remotePort != 0 && a.remotePort != remotePort)) {
                     continue;
                 }
-                specificity = a.prefixLength;
+                specificity = a.prefixLength * 4 + (a.remotePort != 0 ? 2 : 0) + (a.protocol != 0 ? 1 : 0);
             }
             if (specificity > best) {
                 best = specificity;
                 deny = a.deny;
+                stateful = a.stateful;
             } else if (specificity == best) {
                 deny |= a.deny;
+                stateful |= a.stateful;
             }
         }
-        return !deny;
+        return deny ? DENY : stateful ? ALLOW_STATEFUL : ALLOW;
+    }
+
+    /** True when {@code acls} let the frame pass (see {@link #decide}). */
+    static boolean permits(PortAcl[] acls, boolean towardsPort, long remoteMac, DirectBuffer b, int l3, int end,
+                           int type) {
+        return decide(acls, towardsPort, remoteMac, b, l3, end, type) != DENY;
     }
 
     @Override
@@ -141,6 +222,9 @@ public record PortAcl(boolean deny, boolean inbound, boolean outbound, long mac,
         String remote = mac != -1 ? EthernetDescriptor.formatMac(mac)
             : prefixLength == 0 ? "any" : ((ip >>> 24) & 0xff) + "." + ((ip >>> 16) & 0xff) + "." + ((ip >>> 8) & 0xff)
                 + "." + (ip & 0xff) + "/" + prefixLength;
-        return (deny ? "deny " : "allow ") + (inbound && outbound ? "both " : inbound ? "inbound " : "outbound ") + remote;
+        String proto = protocol == 0 ? "" : " " + (protocol == 6 ? "tcp" : protocol == 17 ? "udp" : "icmp")
+            + (remotePort == 0 ? "" : ":" + remotePort);
+        return (deny ? "deny " : "allow ") + (inbound && outbound ? "both " : inbound ? "inbound " : "outbound ") + remote
+            + proto + (stateful ? " stateful" : "");
     }
 }

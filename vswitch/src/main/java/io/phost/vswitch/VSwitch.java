@@ -338,7 +338,7 @@ public final class VSwitch {
                 return;
             }
         }
-        if (in.aclOut && !PortAcl.permits(in.acls, false, dst, b, payload + 2, off + len, etype)) {
+        if ((in.aclOut || in.flows != null) && !aclAllows(in, false, dst, b, payload + 2, off + len, etype)) {
             in.counters.dropped(DropReason.ACL);
             return;
         }
@@ -434,13 +434,34 @@ public final class VSwitch {
         return true;
     }
 
+    /**
+     * Port ACLs of {@code p} for a frame from it ({@code towardsPort} false) or to it: a flow a stateful rule admitted
+     * passes before the rules; a frame a stateful rule admits records its flow.
+     */
+    private boolean aclAllows(Port p, boolean towardsPort, long remoteMac, DirectBuffer b, int l3, int end, int etype) {
+        AclFlowTable flows = p.flows;
+        boolean tracked = flows != null && flows.key(b, l3, end, etype, towardsPort);
+        if (tracked && flows.refresh(nowNanos)) {
+            return true;
+        }
+        if (towardsPort ? !p.aclIn : !p.aclOut) {
+            return true;
+        }
+        int decision = PortAcl.decide(p.acls, towardsPort, remoteMac, b, l3, end, etype);
+        if (decision == PortAcl.ALLOW_STATEFUL && tracked) {
+            flows.record(nowNanos);
+        }
+        return decision != PortAcl.DENY;
+    }
+
     private void transmit(Port out, int vlan) {
         out.deliveredSeq = frameSeq;
         if (!out.up) {
             out.counters.dropped(DropReason.PORT_DOWN);
             return;
         }
-        if (out.aclIn && !PortAcl.permits(out.acls, true, fSrc, fBuffer, fPayload + 2, fOffset + fLength, fEtype)) {
+        if ((out.aclIn || out.flows != null)
+            && !aclAllows(out, true, fSrc, fBuffer, fPayload + 2, fOffset + fLength, fEtype)) {
             out.counters.dropped(DropReason.ACL);
             return;
         }

@@ -166,6 +166,38 @@ class NamespaceTrafficTest {
     }
 
     /**
+     * Stateful extended ACLs (Add-VMNetworkAdapterExtendedAcl -Stateful): a vNIC with "allow outbound any tcp
+     * stateful" and "deny inbound any tcp" opens TCP connections to the host and gets their replies (iperf3 both
+     * directions of data, -R included), while the host cannot open a connection to it; the refused SYNs count as
+     * ACL drops. Before: no stateful rules, so denying inbound TCP also killed the vNIC's own connections.
+     */
+    @Test
+    void shouldLetOutboundTcpFlowsAndTheirRepliesThroughButNotUnsolicitedInbound() throws InterruptedException {
+        VSwitch sw = new VSwitch("sacl", SwitchType.INTERNAL);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.83.0.1/24", true);
+        Port a = tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withAcls(
+            PortAcl.parse("allow outbound any tcp stateful"), PortAcl.parse("deny inbound any tcp")), "10.83.0.2/24", true);
+        start(sw);
+        assertTrue(Netns.ping(ns(net, "a"), "10.83.0.1", 2), "ICMP and ARP are not covered by the tcp rules");
+        double up = Netns.json(Netns.iperf(ns(net, "h"), "10.83.0.1", ns(net, "a"), 2), "sum_received", "bits_per_second");
+        double down = Netns.json(Netns.iperf(ns(net, "h"), "10.83.0.1", ns(net, "a"), 2, "-R"), "sum_received",
+            "bits_per_second");
+        System.out.printf("stateful ACL: vNIC-opened TCP %.0f Mbit/s out, %.0f Mbit/s back (-R)%n", up / 1e6, down / 1e6);
+        assertTrue(up > 10e6 && down > 10e6, "the vNIC's own connections work both ways: " + up + " / " + down);
+        long drops = a.counters().drops(DropReason.ACL);
+
+        Process server = Netns.start(ns(net, "a"), "iperf3", "-s", "-1", "-B", "10.83.0.2");
+        try {
+            Thread.sleep(500); // listening, so only the ACL can make the connection fail
+            Netns.Result r = Netns.exec(ns(net, "h"), 15, "iperf3", "-c", "10.83.0.2", "-t", "1", "--connect-timeout", "2000");
+            assertTrue(r.exitCode() != 0, "the host must not open a connection to the vNIC: " + r.output());
+        } finally {
+            server.destroyForcibly();
+        }
+        assertTrue(a.counters().drops(DropReason.ACL) > drops, "unsolicited SYNs counted: " + a.counters().snapshot());
+    }
+
+    /**
      * Port ACLs (Add-VMNetworkAdapterAcl): a vNIC that denies 10.80.0.0/24 both ways but allows 10.80.0.1 (more
      * specific) reaches the host at .1 and not the second host port at .3, in either direction; the drops are
      * counted as ACL. Before: no ACLs, everything passed.
@@ -194,8 +226,14 @@ class NamespaceTrafficTest {
         assertEquals("deny both 10.80.0.0/24", PortAcl.parse("deny both 10.80.0.7/24").toString());
         assertEquals("allow inbound 02:50:00:00:00:01", PortAcl.parse("ALLOW inbound 02:50:00:00:00:01").toString());
         assertEquals("deny outbound any", PortAcl.parse("deny outbound any").toString());
+        assertEquals("allow outbound 10.0.0.0/8 tcp:443 stateful", PortAcl.parse("allow outbound 10.1.0.0/8 TCP:443 stateful")
+            .toString());
+        assertEquals("deny inbound any udp", PortAcl.parse("deny inbound any udp").toString());
         for (String bad : new String[] {"deny", "block both any", "deny sideways any", "deny both 10.0.0.0/33",
-            "deny both 10.0.0", "deny both 300.0.0.1", "deny both 02:50:00:00:zz:01", "deny both 10.0.0.0/x"}) {
+            "deny both 10.0.0", "deny both 300.0.0.1", "deny both 02:50:00:00:zz:01", "deny both 10.0.0.0/x",
+            "deny outbound any tcp stateful", "allow outbound any stateful", "allow outbound any icmp:5",
+            "allow outbound any tcp:0", "allow outbound any tcp:70000", "allow outbound any sctp", "allow both any tcp x",
+            "allow both 02:50:00:00:00:01 tcp"}) {
             try {
                 PortAcl.parse(bad);
                 throw new AssertionError("accepted: " + bad);

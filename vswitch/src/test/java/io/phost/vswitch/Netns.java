@@ -85,6 +85,17 @@ final class Netns implements AutoCloseable {
         return run(timeoutSeconds, full);
     }
 
+    /** Starts {@code cmd} in {@code ns} in the background (output discarded); the caller destroys it. */
+    static Process start(String ns, String... cmd) {
+        List<String> full = new ArrayList<>(List.of("ip", "netns", "exec", ns));
+        full.addAll(List.of(cmd));
+        try {
+            return new ProcessBuilder(full).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        } catch (IOException e) {
+            throw new RuntimeException(e);
+        }
+    }
+
     static boolean ping(String ns, String ip, int count) {
         return exec(ns, count + 5, "ping", "-c", Integer.toString(count), "-i", "0.2", "-W", "1", ip).exitCode == 0;
     }

@@ -48,21 +48,22 @@ class NetworkComponentTest {
     @Test
     void shouldCarryAclsIpGuardAndIngressCapIntoThePortAndRefuseABadRule() throws Exception {
         NicConfig n = ConfigLoader.parse("nic.toml", NIC + """
-            acl = ["deny both 10.0.0.0/8", "allow inbound 02:50:48:00:00:09"]
+            acl = ["deny both 10.0.0.0/8", "allow inbound 02:50:48:00:00:09", "allow outbound any tcp:443 stateful"]
             ip_addresses = ["10.1.2.3", "fd00:10::5"]
             max_bandwidth_in = "1MB/s"
             """).partitions().getFirst().nics().getFirst();
         PortConfig c = NetworkComponent.portConfig(n);
-        assertEquals("[deny both 10.0.0.0/8, allow inbound 02:50:48:00:00:09]", java.util.Arrays.toString(c.acls()));
+        assertEquals("[deny both 10.0.0.0/8, allow inbound 02:50:48:00:00:09, allow outbound any tcp:443 stateful]", java.util.Arrays.toString(c.acls()));
         assertEquals(0x0a_01_02_03, c.ipAddresses()[0]);
         assertEquals(1, c.ipAddresses().length);
         assertArrayEquals(new long[] {0xfd00_0010_0000_0000L, 5}, c.ipv6Addresses());
         assertEquals(8_000_000, c.maxBandwidthToPortBps());
         ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("bad.toml", NIC + """
-            acl = ["deny sideways 10.0.0.0/8"]
+            acl = ["deny sideways 10.0.0.0/8", "deny outbound any tcp stateful"]
             ip_addresses = ["10.1.2", "ff02::1", "fd00::1::2"]
             """));
-        assertTrue(e.getMessage().contains("bad.toml:10:") && e.getMessage().contains("'sideways' is not inbound"),
+        assertTrue(e.getMessage().contains("bad.toml:10:") && e.getMessage().contains("'sideways' is not inbound")
+            && e.getMessage().contains("stateful needs an allow rule for tcp or udp"),
             e.getMessage());
         assertTrue(e.getMessage().contains("bad.toml:11:") && e.getMessage().contains("'10.1.2' is not a unicast IPv4"),
             e.getMessage());
