@@ -174,22 +174,22 @@ class NamespaceTrafficTest {
     @Test
     void shouldLetOutboundTcpFlowsAndTheirRepliesThroughButNotUnsolicitedInbound() throws InterruptedException {
         VSwitch sw = new VSwitch("sacl", SwitchType.INTERNAL);
-        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.83.0.1/24", true);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.86.0.1/24", true);
         Port a = tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withAcls(
-            PortAcl.parse("allow outbound any tcp stateful"), PortAcl.parse("deny inbound any tcp")), "10.83.0.2/24", true);
+            PortAcl.parse("allow outbound any tcp stateful"), PortAcl.parse("deny inbound any tcp")), "10.86.0.2/24", true);
         start(sw);
-        assertTrue(Netns.ping(ns(net, "a"), "10.83.0.1", 2), "ICMP and ARP are not covered by the tcp rules");
-        double up = Netns.json(Netns.iperf(ns(net, "h"), "10.83.0.1", ns(net, "a"), 2), "sum_received", "bits_per_second");
-        double down = Netns.json(Netns.iperf(ns(net, "h"), "10.83.0.1", ns(net, "a"), 2, "-R"), "sum_received",
+        assertTrue(Netns.ping(ns(net, "a"), "10.86.0.1", 2), "ICMP and ARP are not covered by the tcp rules");
+        double up = Netns.json(Netns.iperf(ns(net, "h"), "10.86.0.1", ns(net, "a"), 2), "sum_received", "bits_per_second");
+        double down = Netns.json(Netns.iperf(ns(net, "h"), "10.86.0.1", ns(net, "a"), 2, "-R"), "sum_received",
             "bits_per_second");
         System.out.printf("stateful ACL: vNIC-opened TCP %.0f Mbit/s out, %.0f Mbit/s back (-R)%n", up / 1e6, down / 1e6);
         assertTrue(up > 10e6 && down > 10e6, "the vNIC's own connections work both ways: " + up + " / " + down);
         long drops = a.counters().drops(DropReason.ACL);
 
-        Process server = Netns.start(ns(net, "a"), "iperf3", "-s", "-1", "-B", "10.83.0.2");
+        Process server = Netns.start(ns(net, "a"), "iperf3", "-s", "-1", "-B", "10.86.0.2");
         try {
             Thread.sleep(500); // listening, so only the ACL can make the connection fail
-            Netns.Result r = Netns.exec(ns(net, "h"), 15, "iperf3", "-c", "10.83.0.2", "-t", "1", "--connect-timeout", "2000");
+            Netns.Result r = Netns.exec(ns(net, "h"), 15, "iperf3", "-c", "10.86.0.2", "-t", "1", "--connect-timeout", "2000");
             assertTrue(r.exitCode() != 0, "the host must not open a connection to the vNIC: " + r.output());
         } finally {
             server.destroyForcibly();
