@@ -99,6 +99,34 @@ public final class ManagedSwitch implements AutoCloseable {
         }
     }
 
+    /**
+     * Caps what the switch sends out of its uplink (external) or, without one, its host TAP (internal) at
+     * {@code bitsPerSecond}, shared among the ports sending there by their min-bandwidth weights (the uplink's
+     * capacity, which the switch cannot know by itself). Applied on the switch thread before this returns.
+     */
+    public void capUplink(long bitsPerSecond) {
+        try {
+            submitCap(bitsPerSecond).join();
+        } catch (java.util.concurrent.CompletionException e) {
+            throw e.getCause() instanceof RuntimeException r ? r : e;
+        }
+    }
+
+    private java.util.concurrent.CompletableFuture<Void> submitCap(long bitsPerSecond) {
+        return agent.submit(s -> {
+            Port target = null;
+            for (Port p : s.ports()) {
+                if (p.kind() == PortKind.UPLINK || (p.kind() == PortKind.HOST && target == null)) {
+                    target = p;
+                }
+            }
+            if (target == null) {
+                throw new IllegalStateException(spec.name() + " has neither an uplink nor a host port to cap");
+            }
+            s.configure(target, target.config().withMaxBandwidthToPort(bitsPerSecond));
+        });
+    }
+
     /** The management-OS TAP's actual name (for /status), or null when the switch has none. */
     public String hostTap() {
         return hostTap;

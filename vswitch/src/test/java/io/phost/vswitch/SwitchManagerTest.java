@@ -24,6 +24,14 @@ class SwitchManagerTest {
             ManagedSwitch priv = mgr.create(new SwitchSpec("backend", SwitchType.PRIVATE, null, false, false,
                 BandwidthMode.NONE, 2, null, null));
             assertTrue(Netns.run(5, "ip", "link", "show", hostTap).exitCode() == 0, "management-OS TAP exists");
+            internal.capUplink(80_000_000); // uplink_bandwidth: the host TAP's capacity, divided by weight
+            Port hostPort = internal.vswitch().ports().stream().filter(p -> p.kind() == PortKind.HOST).findFirst().orElseThrow();
+            assertEquals(80_000_000, hostPort.config().maxBandwidthToPortBps());
+            assertEquals(10_000_000, hostPort.toPort.bytesPerSecond());
+            external.capUplink(8_000_000);
+            Port up = external.vswitch().ports().stream().filter(p -> p.kind() == PortKind.UPLINK).findFirst().orElseThrow();
+            assertEquals(1_000_000, up.toPort.bytesPerSecond());
+            assertThrows(IllegalStateException.class, () -> priv.capUplink(8_000_000));
             assertNull(external.sriov());
             assertTrue(external.iovStatus().contains("not an SR-IOV capable device"), external.iovStatus());
             assertThrows(IllegalArgumentException.class, () -> mgr.create(SwitchSpec.privateSwitch("lab")));

@@ -637,7 +637,12 @@ final class ConfigBinder implements TomlNode.Errors {
         SwitchConfig.BandwidthMode mode = n.enumValue("bandwidth_mode", SwitchConfig.BandwidthMode.class);
         Long mtu = n.integer("mtu");
         Long vmqWorkers = n.integer("vmq_workers");
+        Long uplinkBandwidth = n.bandwidth("uplink_bandwidth");
         boolean ok = true;
+        if (type == SwitchConfig.Type.PRIVATE && uplinkBandwidth != null && uplinkBandwidth > 0) {
+            n.error("uplink_bandwidth", Reason.CONFLICT, "a private switch has neither an uplink nor a host TAP to cap");
+            ok = false;
+        }
         if (uplink != null && (uplink.isEmpty() || uplink.length() > 15 || uplink.contains("/")
             || uplink.chars().anyMatch(Character::isWhitespace))) {
             n.error("uplink", Reason.INVALID_VALUE,
@@ -671,10 +676,11 @@ final class ConfigBinder implements TomlNode.Errors {
             }
         }
         if (!ok || name == null || type == null || management == null || iov == null || mode == null || mtu == null
-            || vmqWorkers == null) {
+            || vmqWorkers == null || uplinkBandwidth == null) {
             return null;
         }
-        return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue(), vmqWorkers.intValue());
+        return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue(), vmqWorkers.intValue(),
+            uplinkBandwidth);
     }
 
     // ---- [[partition]] ----

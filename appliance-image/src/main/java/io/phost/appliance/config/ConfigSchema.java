@@ -153,7 +153,9 @@ public final class ConfigSchema {
             .add(key("enable_iov", Kind.BOOLEAN).def("false").note("external only"))
             .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight").note("absolute is refused (not implemented)"))
             .add(key("mtu", Kind.INTEGER).def("1500").range(68, 9000).note("jumbo frames up to 9000"))
-            .add(key("vmq_workers", Kind.INTEGER).def("0").range(0, 16).note("0 = no VMQ"));
+            .add(key("vmq_workers", Kind.INTEGER).def("0").range(0, 16).note("0 = no VMQ"))
+            .add(key("uplink_bandwidth", Kind.BANDWIDTH).def("0").atLeast(0)
+                .note("bytes/s out of the uplink or host TAP; not private; 0 = not capped"));
         section("partition", true)
             .add(key("name", Kind.NAME).req())
             .add(key("vcpus", Kind.INTEGER).def("1").range(1, 64))

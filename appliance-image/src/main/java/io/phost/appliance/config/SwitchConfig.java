@@ -9,12 +9,14 @@ package io.phost.appliance.config;
  * @param mtu               largest IP packet on the switch's vNIC ports and its host TAP (68..9000)
  * @param vmqWorkers        VMQ worker threads (0..16) draining the receive queues of VM NICs with vmq_weight > 0;
  *                          0 = no VMQ (those NICs are served on the switch's thread)
+ * @param uplinkBandwidth   bytes/s the switch sends out of its uplink (external) or host TAP (internal), shared
+ *                          among the sending ports by min_bandwidth_weight; 0 = not capped, not divided
  */
 public record SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
-                           BandwidthMode bandwidthMode, int mtu, int vmqWorkers) {
+                           BandwidthMode bandwidthMode, int mtu, int vmqWorkers, long uplinkBandwidth) {
     public SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
                         BandwidthMode bandwidthMode, int mtu) {
-        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, mtu, 0);
+        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, mtu, 0, 0);
     }
 
     public enum Type { EXTERNAL, INTERNAL, PRIVATE }

@@ -60,6 +60,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
                     s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
                     s.vmqWorkers(), null, null, s.mtu()));
+                if (s.uplinkBandwidth() > 0) {
+                    sw.capUplink(s.uplinkBandwidth() > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : s.uplinkBandwidth() * 8);
+                }
                 LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
                     + (s.uplink() == null ? "" : " uplink=" + s.uplink())
                     + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\""

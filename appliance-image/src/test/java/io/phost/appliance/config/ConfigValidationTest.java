@@ -365,6 +365,18 @@ class ConfigValidationTest {
             "t.toml:18:3: partition[0].nic[1].iov_weight: switch 's' does not have enable_iov = true");
     }
 
+    /** uplink_bandwidth divides an uplink or host TAP: a private switch has neither. */
+    @Test
+    void shouldRefuseUplinkBandwidthOnAPrivateSwitchWithItsPosition() {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "s"
+            type = "private"
+            uplink_bandwidth = "10MB/s"
+            """,
+            "t.toml:6:1: switch[0].uplink_bandwidth: a private switch has neither an uplink nor a host TAP to cap");
+    }
+
     /** Before: "absolute" validated and then failed when phost run built the switch. */
     @Test
     void shouldRefuseAbsoluteBandwidthModeAtValidationWithItsPosition() {
