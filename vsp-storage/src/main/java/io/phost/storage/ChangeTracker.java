@@ -52,7 +52,8 @@ public final class ChangeTracker implements AutoCloseable {
         NEW("no earlier backup point: tracking starts with this one"),
         UNCLEAN_STOP("the host stopped without closing the bitmap (killed or crashed)"),
         CORRUPT("the bitmap file is unreadable (bad checksum, size or magic)"),
-        REVERTED("a checkpoint was applied: the disk went back to an older state");
+        REVERTED("a checkpoint was applied: the disk went back to an older state"),
+        BACKUP_INTERRUPTED("the host stopped during a backup: its changes were never confirmed copied");
 
         public final String text;
 
