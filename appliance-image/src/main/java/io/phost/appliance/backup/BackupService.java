@@ -104,7 +104,7 @@ public final class BackupService {
         NbdServer server;
         try {
             NbdDirtyBitmap bitmap = new NbdDirtyBitmap(BITMAP, cut[0]);
-            server = NbdServer.unix(trackers.dir().resolve(disk + ".nbd.sock"),
+            server = NbdServer.unix(trackers.dir().resolve(disk + ".nbd.sock").toAbsolutePath(),
                 List.of(new NbdServer.Export(disk, frozen, true).withDirtyBitmap(bitmap)));
         } catch (IOException | RuntimeException e) {
             frozen.close();

@@ -6,6 +6,8 @@ import io.phost.appliance.backup.ChangeTrackers;
 import io.phost.appliance.checkpoint.CheckpointService;
 import io.phost.appliance.checkpoint.CheckpointsComponent;
 import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.PartitionConfig;
+import io.phost.storage.scsi.ScsiLun;
 
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -37,8 +39,16 @@ public final class Assembler {
         StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos), disks, qos, tracking);
         NetworkComponent network = app.add(NetworkComponent.start(cfg), new Component[0]);
         VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos), disks, qos, tracking);
-        tracking.resume(partitionLuns(cfg, storage, vmDisks)); // before any partition writes
-        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks),
+        // Tracked disks get their bitmaps back before any partition writes: a VM's LUNs exist now, a process
+        // partition's when the partitions are built (this source runs right after storage's, before autostart).
+        for (var p : cfg.partitions()) {
+            tracking.resume(luns(p, vmDisks::lun));
+        }
+        PartitionsComponent.VspSource resumeTracking = p -> {
+            tracking.resume(luns(p, storage::lun));
+            return List.of();
+        };
+        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, resumeTracking, network), vmDisks),
             storage, network, vmDisks, disks, qos);
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
@@ -50,17 +60,13 @@ public final class Assembler {
         app.add(new BackupComponent(new BackupService(host, checkpoints, tracking)));
     }
 
-    /** Each partition disk's LUN (process partitions' SCSI LUNs, VM partitions' vhost-user-blk LUNs). */
-    private static Map<String, io.phost.storage.scsi.ScsiLun> partitionLuns(ApplianceConfig cfg, StorageComponent storage,
-                                                                          VmDisksComponent vmDisks) {
-        Map<String, io.phost.storage.scsi.ScsiLun> luns = new LinkedHashMap<>();
-        for (var p : cfg.partitions()) {
-            for (var a : p.disks()) {
-                var lun = storage.lun(p.name(), a.disk());
-                lun = lun != null ? lun : vmDisks.lun(p.name(), a.disk());
-                if (lun != null) {
-                    luns.put(a.disk(), lun);
-                }
+    /** The LUNs {@code lookup} (partition, disk → LUN or null) has for {@code p}'s disks. */
+    private static Map<String, ScsiLun> luns(PartitionConfig p, java.util.function.BiFunction<String, String, ScsiLun> lookup) {
+        Map<String, ScsiLun> luns = new LinkedHashMap<>();
+        for (var a : p.disks()) {
+            ScsiLun lun = lookup.apply(p.name(), a.disk());
+            if (lun != null) {
+                luns.put(a.disk(), lun);
             }
         }
         return luns;
