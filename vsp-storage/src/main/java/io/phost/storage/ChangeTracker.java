@@ -117,6 +117,9 @@ public final class ChangeTracker implements AutoCloseable {
             t.generation = 0;
             t.generationId = UUID.randomUUID();
             t.invalid = exists ? t.load() : Reason.NEW;
+            if (f.size() != t.image.length) {
+                f.truncate(t.image.length); // a file of another disk size: rewritten whole, no stale tail
+            }
             t.persist(true);
         } catch (IOException | RuntimeException e) {
             f.close();

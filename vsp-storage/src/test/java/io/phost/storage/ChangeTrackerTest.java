@@ -77,6 +77,10 @@ class ChangeTrackerTest {
         }
         try (ChangeTracker t = ChangeTracker.open(f, SIZE * 2)) {
             assertEquals(ChangeTracker.Reason.CORRUPT, t.invalidReason(), "a disk of another size");
+            t.cut(); // a full backup point
+        }
+        try (ChangeTracker t = ChangeTracker.open(f, SIZE * 2)) {
+            assertEquals(ChangeTracker.Reason.NONE, t.invalidReason(), "rewritten whole for the new size");
         }
     }
 
