@@ -102,6 +102,8 @@ class BackupRunTest {
             assertEquals(0, Main.execute("backup", "status", "d0", "--host", ep));
             Map<?, ?> b = start(c);
             assertEquals("full", b.get("kind"), b.toString());
+            assertEquals(409, c.post("/v1/backups/start?disk=d0").status(), "one backup of a disk at a time");
+            assertEquals(404, c.post("/v1/backups/start?disk=nope").status());
             String uri = String.valueOf(b.get("uri"));
             assertExtents(List.of(0L, SIZE), dirty(uri));
             tool("qemu-img", "convert", "-f", "raw", "-O", "raw", uri, copy.toString()); // the full backup
@@ -146,6 +148,7 @@ class BackupRunTest {
             tool("qemu-img", "compare", "-f", "raw", "-F", "raw", copy.toString(), uri);
             assertEquals(0, Main.execute("backup", "finish", "d0", "--host", ep));
             assertEquals("incremental", tracking(status(c)).get("next_backup"));
+            assertEquals(404, c.post("/v1/backups/finish?disk=d0").status(), "nothing left to finish");
         });
     }
 
