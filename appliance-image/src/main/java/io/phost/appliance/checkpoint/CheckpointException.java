@@ -1,10 +1,10 @@
 package io.phost.appliance.checkpoint;
 
-/** A checkpoint operation refused or failed; {@link #status} is the HTTP status the API answers with. */
+/** A checkpoint (or backup) operation refused or failed; {@link #status} is the HTTP status the API answers with. */
 public final class CheckpointException extends Exception {
     private final int status;
 
-    CheckpointException(int status, String message) {
+    public CheckpointException(int status, String message) {
         super(message);
         this.status = status;
     }

@@ -34,4 +34,8 @@ public interface CheckpointHost {
     void diskSwitched(String disk, Path path, VirtualDisk open);
 
     Duration stopTimeout(ChildPartition p);
+
+    /** A checkpoint apply took {@code disk} back to an older state (its change tracking no longer holds). */
+    default void diskReverted(String disk) {
+    }
 }

@@ -112,8 +112,17 @@ public final class CheckpointService {
     // ------------------------------------------------------------------------------------------ create
 
     /** Takes checkpoint {@code name} of partition {@code partition} (running or not). */
-    public synchronized Map<String, Object> create(String partition, String name) throws CheckpointException, IOException,
+    public Map<String, Object> create(String partition, String name) throws CheckpointException, IOException,
         InterruptedException {
+        return create(partition, name, disk -> { });
+    }
+
+    /**
+     * Takes a checkpoint and calls {@code atPause} with each disk's name while that disk's I/O is paused and
+     * drained, before it goes on with its new child (a backup point cuts the disk's change bitmap there).
+     */
+    public synchronized Map<String, Object> create(String partition, String name, java.util.function.Consumer<String> atPause)
+        throws CheckpointException, IOException, InterruptedException {
         ChildPartition p = checkedPartition(partition);
         requireName(name);
         CheckpointState s = state(partition);
@@ -131,7 +140,8 @@ public final class CheckpointService {
         try {
             for (String disk : host.disksOf(partition)) {
                 Path parent = Path.of(leaf(s, disk));
-                pauseNanos.add(switchToNewChild(s, partition, disk, parent, () -> c.images.put(disk, parent.toString())));
+                pauseNanos.add(switchToNewChild(s, partition, disk, parent, () -> c.images.put(disk, parent.toString()),
+                    () -> atPause.accept(disk)));
             }
         } catch (IOException | RuntimeException e) {
             s.checkpoints.remove(c); // disks already switched stay on their (valid) new children
@@ -160,6 +170,11 @@ public final class CheckpointService {
      */
     private long switchToNewChild(CheckpointState s, String partition, String disk, Path parent, Runnable alsoRecord)
         throws IOException, InterruptedException {
+        return switchToNewChild(s, partition, disk, parent, alsoRecord, () -> { });
+    }
+
+    private long switchToNewChild(CheckpointState s, String partition, String disk, Path parent, Runnable alsoRecord,
+                                  Runnable atPause) throws IOException, InterruptedException {
         CheckpointStore store = store(partition);
         ScsiLun lun = host.lun(partition, disk);
         String oldLeaf = leaf(s, disk);
@@ -180,6 +195,7 @@ public final class CheckpointService {
             r = LunDiskSwitch.switchDisk(lun, new LunDiskSwitch.Step() {
                 @Override
                 public VirtualDisk openNext() throws IOException {
+                    atPause.run();
                     if (running != null) {
                         if (!running.dataWriteGuid().equals(expected)) {
                             OnlineMerge.relink(child, parent); // still empty: only its parent linkage changes
@@ -301,6 +317,7 @@ public final class CheckpointService {
                 forgetLeaf(s, store, discarded);
             });
             deleteIfOurs(store, discarded);
+            host.diskReverted(disk);
         }
         store.save(s);
         LOG.log(Level.INFO, "checkpoint applied partition=" + partition + " checkpoint=" + name);

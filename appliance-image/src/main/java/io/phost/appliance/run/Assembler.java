@@ -1,10 +1,17 @@
 package io.phost.appliance.run;
 
+import io.phost.appliance.backup.BackupComponent;
+import io.phost.appliance.backup.BackupService;
+import io.phost.appliance.backup.ChangeTrackers;
 import io.phost.appliance.checkpoint.CheckpointService;
 import io.phost.appliance.checkpoint.CheckpointsComponent;
 import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.PartitionConfig;
+import io.phost.storage.scsi.ScsiLun;
 
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 
 /**
  * The only place that turns a validated {@link ApplianceConfig} into running parts: disks, QoS (and the NBD
@@ -18,6 +25,8 @@ public final class Assembler {
 
     public static void assemble(ApplianceConfig cfg, Appliance app) throws Exception {
         DisksComponent disks = app.add(DisksComponent.open(cfg, CheckpointHostAdapter.recover(cfg)));
+        // Closed after every LUN that writes to a tracked disk (storage and VM disks use it): a clean bitmap close.
+        ChangeTrackers tracking = app.add(new ChangeTrackers(cfg.host().dataDir()), new Component[0]);
         QosComponent qos = app.add(new QosComponent(cfg), new Component[0]);
         NbdComponent nbd = NbdComponent.start(cfg, disks, qos);
         if (nbd != null) {
@@ -27,16 +36,39 @@ public final class Assembler {
         if (vhost != null) {
             app.add(vhost, disks, qos);
         }
-        StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos), disks, qos);
+        StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos), disks, qos, tracking);
         NetworkComponent network = app.add(NetworkComponent.start(cfg), new Component[0]);
-        VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos), disks, qos);
-        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks),
+        VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos), disks, qos, tracking);
+        // Tracked disks get their bitmaps back before any partition writes: a VM's LUNs exist now, a process
+        // partition's when the partitions are built (this source runs right after storage's, before autostart).
+        for (var p : cfg.partitions()) {
+            tracking.resume(luns(p, vmDisks::lun));
+        }
+        PartitionsComponent.VspSource resumeTracking = p -> {
+            tracking.resume(luns(p, storage::lun));
+            return List.of();
+        };
+        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, resumeTracking, network), vmDisks),
             storage, network, vmDisks, disks, qos);
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own
         // Uses every part above (a merge in progress must end before the disks close): added without a list.
-        app.add(new CheckpointsComponent(new CheckpointService(
-            new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks), cfg.host().dataDir())));
+        CheckpointHostAdapter host = new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks, tracking);
+        CheckpointService checkpoints = new CheckpointService(host, cfg.host().dataDir());
+        app.add(new CheckpointsComponent(checkpoints));
+        app.add(new BackupComponent(new BackupService(host, checkpoints, tracking)));
+    }
+
+    /** The LUNs {@code lookup} (partition, disk → LUN or null) has for {@code p}'s disks. */
+    private static Map<String, ScsiLun> luns(PartitionConfig p, java.util.function.BiFunction<String, String, ScsiLun> lookup) {
+        Map<String, ScsiLun> luns = new LinkedHashMap<>();
+        for (var a : p.disks()) {
+            ScsiLun lun = lookup.apply(p.name(), a.disk());
+            if (lun != null) {
+                luns.put(a.disk(), lun);
+            }
+        }
+        return luns;
     }
 }

@@ -1,5 +1,6 @@
 package io.phost.appliance.run;
 
+import io.phost.appliance.backup.ChangeTrackers;
 import io.phost.appliance.checkpoint.CheckpointHost;
 import io.phost.appliance.checkpoint.CheckpointRecovery;
 import io.phost.appliance.config.ApplianceConfig;
@@ -7,6 +8,7 @@ import io.phost.appliance.config.DiskAttachment;
 import io.phost.vhdx.DiskFormat;
 import io.phost.appliance.config.PartitionConfig;
 import io.phost.core.partition.ChildPartition;
+import io.phost.storage.ChangeTracker;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.vhdx.VirtualDisk;
 
@@ -24,10 +26,12 @@ final class CheckpointHostAdapter implements CheckpointHost {
     private final StorageComponent storage;
     private final PartitionsComponent partitions;
     private final VmDisksComponent vmDisks;
+    private final ChangeTrackers tracking;
 
     CheckpointHostAdapter(ApplianceConfig cfg, DisksComponent disks, StorageComponent storage, PartitionsComponent partitions,
-                          VmDisksComponent vmDisks) {
+                          VmDisksComponent vmDisks, ChangeTrackers tracking) {
         this.vmDisks = vmDisks;
+        this.tracking = tracking;
         this.cfg = cfg;
         this.disks = disks;
         this.storage = storage;
@@ -94,5 +98,10 @@ final class CheckpointHostAdapter implements CheckpointHost {
     @Override
     public Duration stopTimeout(ChildPartition p) {
         return partitions.stopTimeout(p);
+    }
+
+    @Override
+    public void diskReverted(String disk) {
+        tracking.invalidate(disk, ChangeTracker.Reason.REVERTED);
     }
 }

@@ -111,6 +111,13 @@ class ExampleConfigRunTest {
                 String path = op.substring(op.indexOf(' ') + 1);
                 Map<?, ?> responses = (Map<?, ?>) ((Map<?, ?>) ((Map<?, ?>) ((Map<?, ?>) served.get("paths"))
                     .get(path)).get(method.toLowerCase())).get("responses");
+                if (path.startsWith("/v1/backups")) {
+                    // A backup takes a checkpoint: asked about a disk no partition has, each verb answers its documented 404.
+                    HttpResponse r = method.equals("POST") ? client.post(path + "?disk=no-such-disk") : client.get(path + "?disk=no-such-disk");
+                    assertEquals(404, r.status(), op + ": " + r.bodyText());
+                    assertTrue(responses.containsKey("404"), op + ": 404 is documented");
+                    return;
+                }
                 if (path.startsWith("/v1/partitions/") || path.startsWith("/v1/switches/")) {
                     // Lifecycle verbs and port changes would disturb the other checks: a verb on an unknown partition
                     // (or a port change naming no switch) must answer its documented 404; console/logs of a process partition answer 404 (no console) or 200 (its log).

@@ -41,6 +41,7 @@ final class NbdNegotiation {
     private final Map<String, Export> exports;
     private boolean structured;
     private boolean baseAllocation;
+    private NbdDirtyBitmap selectedBitmap;
     private Export export;
 
     NbdNegotiation(Wire wire, ByteBuffer in, ByteBuffer out, Map<String, Export> exports) {
@@ -60,6 +61,11 @@ final class NbdNegotiation {
 
     boolean baseAllocation() {
         return baseAllocation;
+    }
+
+    /** The dirty bitmap the client selected, if it belongs to the export it went on with; else null. */
+    NbdDirtyBitmap dirtyBitmap() {
+        return export != null && export.dirtyBitmap() == selectedBitmap ? selectedBitmap : null;
     }
 
     private ByteBuffer readIn(int n) throws IOException {
@@ -265,27 +271,39 @@ final class NbdNegotiation {
             optionReply(option, REP_ERR_INVALID, null);
             return;
         }
-        if (!exports.containsKey(name)) {
+        Export e = exports.get(name);
+        if (e == null) {
             optionReply(option, REP_ERR_UNKNOWN, null);
             return;
         }
-        boolean match = false;
-        if (option == OPT_LIST_META_CONTEXT && queries.isEmpty()) {
-            match = true;
-        }
+        boolean list = option == OPT_LIST_META_CONTEXT;
+        boolean match = list && queries.isEmpty();
+        NbdDirtyBitmap bitmap = e.dirtyBitmap();
+        boolean bitmapMatch = bitmap != null && list && queries.isEmpty();
         for (String q : queries) {
-            if (q.equals(BASE_ALLOCATION) || (option == OPT_LIST_META_CONTEXT && q.equals("base:"))) {
+            if (q.equals(BASE_ALLOCATION) || (list && q.equals("base:"))) {
                 match = true;
+            }
+            if (bitmap != null && (q.equals(bitmap.context())
+                || list && (q.equals("qemu:") || q.equals(NbdDirtyBitmap.PREFIX)))) {
+                bitmapMatch = true;
             }
         }
         if (option == OPT_SET_META_CONTEXT) {
             baseAllocation = match;
+            selectedBitmap = bitmapMatch ? bitmap : null;
         }
         if (match) {
-            byte[] ctx = BASE_ALLOCATION.getBytes(StandardCharsets.US_ASCII);
-            ByteBuffer b = ByteBuffer.allocate(4 + ctx.length).putInt(BASE_ALLOCATION_ID).put(ctx).flip();
-            optionReply(option, REP_META_CONTEXT, b);
+            contextReply(option, BASE_ALLOCATION_ID, BASE_ALLOCATION);
+        }
+        if (bitmapMatch) {
+            contextReply(option, NbdDirtyBitmap.CONTEXT_ID, bitmap.context());
         }
         optionReply(option, REP_ACK, null);
+    }
+
+    private void contextReply(int option, int id, String context) throws IOException {
+        byte[] ctx = context.getBytes(StandardCharsets.UTF_8);
+        optionReply(option, REP_META_CONTEXT, ByteBuffer.allocate(4 + ctx.length).putInt(id).put(ctx).flip());
     }
 }

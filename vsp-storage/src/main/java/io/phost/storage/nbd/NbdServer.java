@@ -42,7 +42,7 @@ import static io.phost.storage.nbd.NbdDescriptor.*;
  * TCP port, so qemu-img, qemu-io, nbdinfo, nbdcopy and fio's nbd engine can use any configured disk.
  *
  * <p>Options: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST/SET_META_CONTEXT
- * ({@code base:allocation}). Commands: READ, WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, DISC.
+ * ({@code base:allocation}, a backup's {@code qemu:dirty-bitmap:NAME}). Commands: READ, WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, DISC.
  *
  * <p>Each connection has a reader thread that decodes requests into one of {@value #SLOTS} preallocated
  * slots (its payload buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}; all payload
@@ -128,18 +128,24 @@ public final class NbdServer implements AutoCloseable {
     }
 
     /** One exported disk; {@code qos} (the disk's flow for NBD clients) admits its I/O as guest I/O is admitted. */
-    public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats, QosFlow qos) {
+    public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats, QosFlow qos,
+                         NbdDirtyBitmap dirtyBitmap) {
         public Export(String name, VirtualDisk disk, boolean readOnly) {
-            this(name, disk, readOnly || disk.readOnly(), new DiskStats(), QosFlow.UNLIMITED);
+            this(name, disk, readOnly || disk.readOnly(), new DiskStats(), QosFlow.UNLIMITED, null);
         }
 
         public Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats) {
-            this(name, disk, readOnly, stats, QosFlow.UNLIMITED);
+            this(name, disk, readOnly, stats, QosFlow.UNLIMITED, null);
         }
 
         /** This export with its I/O admitted by {@code flow}. */
         public Export withQos(QosFlow flow) {
-            return new Export(name, disk, readOnly, stats, flow);
+            return new Export(name, disk, readOnly, stats, flow, dirtyBitmap);
+        }
+
+        /** This export also offering {@code bitmap}'s {@code qemu:dirty-bitmap:NAME} context (a backup's). */
+        public Export withDirtyBitmap(NbdDirtyBitmap bitmap) {
+            return new Export(name, disk, readOnly, stats, qos, bitmap);
         }
     }
 
@@ -439,6 +445,8 @@ public final class NbdServer implements AutoCloseable {
         private long streamOffset;
         private boolean structured;
         private boolean baseAllocation;
+        /** The export's qemu:dirty-bitmap context when the client selected it, else null. */
+        private NbdDirtyBitmap dirtyBitmap;
         private Export export;
         private volatile boolean dead;
 
@@ -559,6 +567,7 @@ public final class NbdServer implements AutoCloseable {
                 export = negotiation.export();
                 structured = negotiation.structured();
                 baseAllocation = negotiation.baseAllocation();
+                dirtyBitmap = negotiation.dirtyBitmap();
                 handshaking = false;
                 ScheduledFuture<?> d = deadline;
                 if (d != null) {
@@ -865,7 +874,7 @@ public final class NbdServer implements AutoCloseable {
             } else if ((s.type == CMD_READ || s.type == CMD_BLOCK_STATUS) && len == 0
                 || len > MAX_PAYLOAD && (s.type == CMD_READ)) {
                 error = EINVAL;
-            } else if (s.type == CMD_BLOCK_STATUS && !baseAllocation) {
+            } else if (s.type == CMD_BLOCK_STATUS && !baseAllocation && dirtyBitmap == null) {
                 error = EINVAL;
             }
             if (error == 0) {
@@ -977,6 +986,20 @@ public final class NbdServer implements AutoCloseable {
         }
 
         private void replyBlockStatus(Slot s, VirtualDisk disk, long len) throws IOException {
+            NbdDirtyBitmap bitmap = dirtyBitmap;
+            int max = (s.flags & CMD_FLAG_REQ_ONE) != 0 ? 1 : MAX_EXTENTS;
+            if (baseAllocation) {
+                replyAllocation(s, disk, len, bitmap == null);
+            }
+            if (bitmap != null) { // one chunk per selected context; the last one carries DONE
+                ByteBuffer x = s.extents.clear();
+                x.putInt(NbdDirtyBitmap.CONTEXT_ID);
+                bitmap.extents(s.offset, len, max, x);
+                sendBlockStatus(s, x.flip(), true);
+            }
+        }
+
+        private void replyAllocation(Slot s, VirtualDisk disk, long len, boolean last) throws IOException {
             ByteBuffer x = s.extents.clear();
             x.putInt(BASE_ALLOCATION_ID);
             long end = s.offset + len;
@@ -1003,9 +1026,12 @@ public final class NbdServer implements AutoCloseable {
             } else {
                 x.putInt((int) len).putInt(0);
             }
-            x.flip();
+            sendBlockStatus(s, x.flip(), last);
+        }
+
+        private void sendBlockStatus(Slot s, ByteBuffer x, boolean last) throws IOException {
             ByteBuffer h = s.header.clear();
-            h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_BLOCK_STATUS)
+            h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) (last ? REPLY_FLAG_DONE : 0)).putShort((short) REPLY_TYPE_BLOCK_STATUS)
                 .putLong(s.cookie).putInt(x.remaining()).flip();
             send(s, h, x);
         }

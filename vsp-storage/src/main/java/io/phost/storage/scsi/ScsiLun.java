@@ -1,12 +1,14 @@
 package io.phost.storage.scsi;
 
 import io.phost.qos.QosFlow;
+import io.phost.storage.ChangeTracker;
 import io.phost.storage.DiskStats;
 import io.phost.storage.backend.SgIo;
 import io.phost.storage.engine.IoEngines;
 import io.phost.vhdx.DiskCapabilities;
 import io.phost.vhdx.VirtualDisk;
 
+import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.charset.StandardCharsets;
@@ -76,6 +78,8 @@ public final class ScsiLun {
     private final boolean discard;
     private final SgIo sg;
     volatile boolean removed;
+    /** Change tracking for incremental backup, or null (set while I/O is paused or before the first command). */
+    private volatile ChangeTracker tracker;
 
     /**
      * @param name     a short name for status ("vm1-disk0")
@@ -187,6 +191,55 @@ public final class ScsiLun {
         disk = next;
         diskGeneration++;
         return old;
+    }
+
+    /** Starts (or, with null, stops) recording which blocks the initiator writes; see {@link ChangeTracker}. */
+    public void trackChanges(ChangeTracker t) {
+        tracker = t;
+    }
+
+    public ChangeTracker changeTracker() {
+        return tracker;
+    }
+
+    /**
+     * Marks what {@code r} (a prepared data command, counted in flight) will write, before it is dispatched:
+     * a backup point cut while I/O is paused thus finds every write in exactly one generation.
+     */
+    void markChanged(ScsiRequest r) {
+        ChangeTracker t = tracker;
+        if (t == null || r.read) {
+            return;
+        }
+        switch (r.op) {
+            case OP_WRITE -> t.mark(r.ioOffset, r.ioLength);
+            case OP_PATTERN -> t.mark(r.unmapOffset[0], r.unmapLength[0]);
+            case OP_UNMAP, OP_ZEROES -> {
+                if (r.unmapCount == 0) {
+                    t.mark(r.ioOffset, r.ioLength);
+                }
+                for (int i = 0; i < r.unmapCount; i++) {
+                    t.mark(r.unmapOffset[i], r.unmapLength[i]);
+                }
+            }
+            default -> { }
+        }
+    }
+
+    /** A flush succeeded on the disk: makes the change bits durable before it completes; 0 or -EIO. */
+    long persistChanges() {
+        ChangeTracker t = tracker;
+        if (t == null) {
+            return 0;
+        }
+        try {
+            t.persistIfChanged();
+            return 0;
+        } catch (IOException | RuntimeException e) {
+            System.getLogger("phost.storage").log(System.Logger.Level.ERROR, "disk=" + name
+                + ": change tracking bitmap not stored; the flush fails: " + e);
+            return -5;
+        }
     }
 
     /** Requests of this LUN currently executing (a hot-remove waits for zero). */

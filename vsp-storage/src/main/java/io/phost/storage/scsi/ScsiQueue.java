@@ -134,6 +134,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             hold(r);
             return;
         }
+        lun.markChanged(r); // counted in flight first: a backup point's pause cannot split it
         r.admitted = false;
         r.startNanos = System.nanoTime();
         r.notBefore = 0;
@@ -320,6 +321,9 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
 
     private void onIo(ScsiRequest r, long result) {
         ScsiLun lun = r.target;
+        if (r.op == ScsiLun.OP_FLUSH && result == 0) {
+            result = lun.persistChanges(); // the change bits are durable before the flush (or FUA write) completes
+        }
         if (r.op == ScsiLun.OP_WRITE && r.fua && result == r.ioLength) {
             // FUA: the write is durable only after a flush; chain one before completing.
             r.fua = false;
