@@ -30,8 +30,13 @@ public final class Assembler {
         StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos), disks, qos);
         NetworkComponent network = app.add(NetworkComponent.start(cfg), new Component[0]);
         VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos), disks, qos);
-        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks),
+        // With peers, a process partition's RBD locks follow it (taken when it starts here) and peers are watched.
+        RbdLocks locks = cfg.cluster().clustered() ? new RbdLocks(cfg, disks) : null;
+        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks, locks),
             storage, network, vmDisks, disks, qos);
+        if (locks != null) {
+            app.add(new ClusterComponent(cfg, partitions, locks), partitions, disks);
+        }
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own

@@ -49,7 +49,7 @@ public final class DisksComponent implements Component {
                     LOG.log(Level.INFO, "opened disk=" + d.name() + " checkpoint_leaf=" + leaf + " size=" + disk.size());
                     continue;
                 }
-                c.openOne(d, cfg.host().dataDir());
+                c.openOne(d, cfg.host().dataDir(), followsPartitionLock(cfg, d));
             }
         } catch (IOException | RuntimeException e) {
             c.close();
@@ -58,16 +58,26 @@ public final class DisksComponent implements Component {
         return c;
     }
 
-    private void openOne(DiskConfig d, Path dataDir) throws IOException {
+    /**
+     * With peers, a writable RBD disk of a process partition takes its exclusive lock when the partition starts
+     * here and gives it up when it stops, so the partition can run on either appliance ({@link RbdLocks}).
+     */
+    static boolean followsPartitionLock(ApplianceConfig cfg, DiskConfig d) {
+        return cfg.cluster().clustered() && d.format() == DiskFormat.RBD && !d.readOnly()
+            && !cfg.partitionsUsing(d).isEmpty() && cfg.partitionsUsing(d).stream().noneMatch(p -> p.isVm());
+    }
+
+    private void openOne(DiskConfig d, Path dataDir, boolean deferLock) throws IOException {
         Path path = d.resolvedPath(dataDir);
         if (d.format() == DiskFormat.RBD) {
             DiskConfig.Rbd r = d.rbd();
             RbdDisk rbd = RbdDisk.open(new RbdDisk.Options(r.clusterConfig(), r.client(), r.keyring(), r.pool(),
                 r.namespace(), r.image(), d.create() == null ? 0 : d.create().size(), d.readOnly(), r.breakLock(),
-                r.connectTimeoutSeconds()));
+                r.connectTimeoutSeconds(), deferLock));
             disks.put(d.name(), new OpenDisk(d, path, rbd, false));
             LOG.log(Level.INFO, "opened disk=" + d.name() + " format=rbd image=" + r.spec() + " size=" + rbd.size()
-                + " read_only=" + d.readOnly() + (d.readOnly() ? "" : " exclusive_lock=held"));
+                + " read_only=" + d.readOnly() + (d.readOnly() ? "" : deferLock ? " exclusive_lock=with_partition"
+                : " exclusive_lock=held"));
             return;
         }
         if (d.format() == DiskFormat.PASSTHROUGH) {
