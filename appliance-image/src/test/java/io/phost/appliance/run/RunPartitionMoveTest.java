@@ -141,6 +141,9 @@ class RunPartitionMoveTest {
             ManagementClient cb = client(endB);
             assertEquals("running", awaitState(ca, "db", "running"));
             assertNotEquals("running", state(cb, "db"), "B must not start what A runs (A holds the RBD lock)");
+            HttpResponse second = cb.post("/v1/partitions/start?name=db");
+            assertEquals(409, second.status(), "a start on B while A runs db");
+            assertTrue(second.bodyText().contains("exclusive lock"), second.bodyText());
             // A block written through A's NBD export while A holds the lock: it must survive every move.
             run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 2M 64k", "nbd+unix:///data?socket=" + dataA.resolve("nbd.sock"));
 
@@ -161,10 +164,12 @@ class RunPartitionMoveTest {
             for (int round = 0; soak && round < 3; round++) {
                 for (String p : List.of("db", "quiet")) {
                     Thread.sleep(1000); // let the busy partition write
-                    long there = move(ca, cb, p, "b");
-                    long back = move(cb, ca, p, "a");
-                    System.out.printf("quick-migration partition=%s round=%d a->b=%d ms b->a=%d ms load=%s%n",
-                        p, round, there, back, Files.readString(Path.of("/proc/loadavg")).strip());
+                    Map<?, ?> there = move(ca, cb, p, "b");
+                    Map<?, ?> back = move(cb, ca, p, "a");
+                    System.out.printf("quick-migration partition=%s round=%d a->b total/stop/start=%s/%s/%s ms "
+                        + "b->a=%s/%s/%s ms load=%s%n", p, round, there.get("total_ms"), there.get("stop_ms"),
+                        there.get("start_ms"), back.get("total_ms"), back.get("stop_ms"), back.get("start_ms"),
+                        Files.readString(Path.of("/proc/loadavg")).strip());
                 }
             }
 
@@ -179,6 +184,11 @@ class RunPartitionMoveTest {
             System.out.printf("ha-restart detect+restart=%d ms load=%s%n", (System.nanoTime() - killed) / 1_000_000,
                 Files.readString(Path.of("/proc/loadavg")).strip());
             assertNotEquals("running", state(cb, "quiet"), "quiet is not ha: it stays stopped on B");
+            HttpResponse health = cb.get("/v1/health");
+            assertEquals(503, health.status(), "a dead peer degrades the survivor's health");
+            assertTrue(health.bodyText().contains("cluster"), health.bodyText());
+            Map<?, ?> cluster = (Map<?, ?>) ((Map<?, ?>) Json.parse(cb.get("/v1/status").bodyText())).get("cluster");
+            assertEquals("db", ((Map<?, ?>) ((List<?>) cluster.get("takeovers")).getFirst()).get("partition"), cluster.toString());
             HttpResponse unreachable = cb.post("/v1/partitions/move?name=db&to=a");
             assertEquals(409, unreachable.status());
             assertTrue(unreachable.bodyText().contains("unreachable"), unreachable.bodyText());
@@ -241,13 +251,13 @@ class RunPartitionMoveTest {
         }
     }
 
-    /** Moves {@code p} with the CLI; returns the move's total time in ms as the API reports it. */
-    private static long move(ManagementClient from, ManagementClient to, String p, String peer) throws Exception {
+    /** Moves {@code p} through the API; returns the answer (stop_ms, start_ms, total_ms). */
+    private static Map<?, ?> move(ManagementClient from, ManagementClient to, String p, String peer) throws Exception {
         HttpResponse r = from.post("/v1/partitions/move?name=" + p + "&to=" + peer);
         assertEquals(200, r.status(), r.bodyText());
         assertEquals("running", state(to, p));
         assertEquals("stopped", state(from, p));
-        return ((Number) ((Map<?, ?>) Json.parse(r.bodyText())).get("total_ms")).longValue();
+        return (Map<?, ?>) Json.parse(r.bodyText());
     }
 
     private PhostProcess started(List<PhostProcess> all, String run, Path cfg) throws Exception {
