@@ -216,8 +216,7 @@ final class ClusterComponent implements Component {
         if (!locks.movable(p.name())) {
             List<String> local = cfg.partition(p.name()).orElseThrow().disks().stream()
                 .map(a -> cfg.disk(a.disk()).orElseThrow())
-                .filter(d -> locks.disksOf(p.name()).stream().noneMatch(r -> r.options().image().equals(
-                    d.rbd() == null ? null : d.rbd().image())))
+                .filter(d -> !DisksComponent.followsPartitionLock(cfg, d))
                 .map(d -> d.name() + " (" + d.format().name().toLowerCase() + (d.readOnly() ? ", read-only" : "") + ")")
                 .toList();
             return "disk " + String.join(", ", local) + " is local to this appliance; only writable rbd disks "
