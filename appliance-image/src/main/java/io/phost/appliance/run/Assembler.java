@@ -40,6 +40,9 @@ public final class Assembler {
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own
+        if (disks.all().stream().anyMatch(d -> d.config().rbd() != null)) {
+            storage.onTick(disks::refreshRbdSizes); // live grow through rbd resize
+        }
         // Uses every part above (a merge in progress must end before the disks close): added without a list.
         app.add(new CheckpointsComponent(new CheckpointService(
             new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks), cfg.host().dataDir())));

@@ -113,6 +113,39 @@ public final class DisksComponent implements Component {
         LOG.log(Level.INFO, "opened disk=" + d.name() + " format=" + disk.format() + " size=" + disk.size() + " read_only=" + disk.readOnly());
     }
 
+    /**
+     * Live grow through {@code rbd resize}: re-reads each RBD disk's size (on the storage sampler's one-second
+     * tick). I/O bounds, the NBD export's size for new clients and the status follow at once; a change is
+     * handed to {@link #notifyGuestsOfCapacityChange}.
+     */
+    void refreshRbdSizes() {
+        for (OpenDisk d : disks.values()) {
+            if (d.disk() instanceof RbdDisk rbd) {
+                long before = rbd.size();
+                try {
+                    long after = rbd.refreshSize();
+                    if (after != before) {
+                        LOG.log(Level.INFO, "resized disk=" + d.config().name() + " image=" + rbd.options().spec()
+                            + " from=" + before + " to=" + after);
+                        notifyGuestsOfCapacityChange(d, before, after);
+                    }
+                } catch (IOException | RuntimeException e) {
+                    LOG.log(Level.WARNING, "size refresh failed disk=" + d.config().name() + " reason=\"" + e.getMessage() + "\"");
+                }
+            }
+        }
+    }
+
+    /**
+     * The hook for telling the guests that a disk's capacity changed. Not wired yet: the guest-facing path
+     * (VMBus/SCSI unit attention, virtio-blk config change) is issue 14's; until then a guest sees the new size
+     * only when it reconnects (NBD) or re-reads it after its own rescan.
+     */
+    void notifyGuestsOfCapacityChange(OpenDisk disk, long oldSize, long newSize) {
+        LOG.log(Level.INFO, "capacity change not yet signalled to guests disk=" + disk.config().name()
+            + " old=" + oldSize + " new=" + newSize);
+    }
+
     /** A checkpoint switched {@code name} to {@code path} (now open as {@code disk}; the old one is closed). */
     public void replace(String name, Path path, VirtualDisk disk) {
         disks.computeIfPresent(name, (n, old) -> new OpenDisk(old.config(), path, disk, false));

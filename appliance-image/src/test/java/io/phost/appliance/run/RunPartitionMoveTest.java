@@ -216,6 +216,15 @@ class RunPartitionMoveTest {
                 partition(cb, "db").toString());
             assertEquals("running", state(ca, "db"));
 
+            // Live grow: rbd resize (run by the lock holder, A) reaches A's disk: status and a new NBD client see it.
+            ceph.run("rbd", "resize", "--size", "32M", "rbd/" + image);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (diskSize(ca, "data") != 32L << 20 && System.nanoTime() < deadline) {
+                Thread.sleep(200);
+            }
+            assertEquals(32L << 20, diskSize(ca, "data"), "A's disk follows rbd resize");
+            run("qemu-io", "-f", "raw", "-c", "write -P 0x6b 24M 64k", "nbd+unix:///data?socket=" + dataA.resolve("nbd.sock"));
+
             for (PhostProcess p : List.of(a, b)) {
                 p.process().destroy();
                 assertTrue(p.process().waitFor(30, TimeUnit.SECONDS), "phost stops on SIGTERM");
@@ -249,6 +258,10 @@ class RunPartitionMoveTest {
         for (int i = 2 << 20; i < (2 << 20) + (64 << 10); i++) {
             assertEquals((byte) 0x5a, img[i], "NBD block byte at " + i);
         }
+        assertEquals(32 << 20, img.length, "the image was grown");
+        for (int i = 24 << 20; i < (24 << 20) + (64 << 10); i++) {
+            assertEquals((byte) 0x6b, img[i], "byte written past the old end at " + i);
+        }
     }
 
     /** Moves {@code p} through the API; returns the answer (stop_ms, start_ms, total_ms). */
@@ -278,6 +291,16 @@ class RunPartitionMoveTest {
             }
         }
         throw new AssertionError("no partition " + name);
+    }
+
+    private static long diskSize(ManagementClient c, String disk) throws IOException {
+        Map<?, ?> status = (Map<?, ?>) Json.parse(c.get("/v1/status").bodyText());
+        for (Object o : (List<?>) status.get("disks")) {
+            if (disk.equals(((Map<?, ?>) o).get("name"))) {
+                return ((Number) ((Map<?, ?>) o).get("size")).longValue();
+            }
+        }
+        throw new AssertionError("no disk " + disk + " in " + status);
     }
 
     private static String state(ManagementClient c, String name) throws IOException {

@@ -91,7 +91,8 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
     private final long cluster;
     private final long io;
     private final long image;
-    private final long size;
+    /** The image's size; grows when someone runs {@code rbd resize} (see {@link #refreshSize}). */
+    private volatile long size;
     private final EventFd completions;
     // hand-off state, guarded by 'this'
     private final RbdEngine[] engines = new RbdEngine[MAX_ENGINES];
@@ -284,6 +285,17 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
             }
             return null;
         });
+    }
+
+    /**
+     * Re-reads the image's size from librbd (which refreshes its header after another client's
+     * {@code rbd resize}, or runs the resize itself when this handle holds the lock). I/O bounds follow the
+     * new size at once; returns it.
+     */
+    public long refreshSize() throws IOException {
+        long now = onCephStack("size " + options.spec(), () -> Librbd.size(image));
+        size = now;
+        return now;
     }
 
     /** Who holds the image's exclusive lock (librbd's owner strings); empty when nobody does. */
