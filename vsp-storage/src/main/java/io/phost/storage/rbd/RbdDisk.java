@@ -98,6 +98,9 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
     private final RbdEngine[] engines = new RbdEngine[MAX_ENGINES];
     private final MemorySegment comps = Arena.global().allocate(ValueLayout.JAVA_LONG, POLL_BATCH);
     private boolean closed;
+    /** Orders control-path calls (size refresh) against close; not 'this', which the I/O hand-off uses. */
+    private final Object handleLock = new Object();
+    private boolean handleClosed;
 
     private RbdDisk(Options options, long cluster, long io, long image, EventFd completions) {
         this.options = options;
@@ -293,9 +296,14 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
      * new size at once; returns it.
      */
     public long refreshSize() throws IOException {
-        long now = onCephStack("size " + options.spec(), () -> Librbd.size(image));
-        size = now;
-        return now;
+        synchronized (handleLock) { // never on a closed handle (librbd would use freed memory)
+            if (handleClosed) {
+                return size;
+            }
+            long now = onCephStack("size " + options.spec(), () -> Librbd.size(image));
+            size = now;
+            return now;
+        }
     }
 
     /** Who holds the image's exclusive lock (librbd's owner strings); empty when nobody does. */
@@ -476,6 +484,9 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
                 return;
             }
             closed = true;
+        }
+        synchronized (handleLock) {
+            handleClosed = true;
         }
         try {
             onCephStack("close " + options.spec(), () -> {
