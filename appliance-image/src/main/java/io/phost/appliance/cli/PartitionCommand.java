@@ -23,7 +23,7 @@ import picocli.CommandLine.Parameters;
     subcommands = {PartitionCommand.ListPartitions.class, PartitionCommand.Start.class, PartitionCommand.Stop.class,
         PartitionCommand.Restart.class, PartitionCommand.Pause.class, PartitionCommand.Resume.class,
         PartitionCommand.Kill.class, PartitionCommand.Console.class, PartitionCommand.Logs.class,
-        PartitionCommand.Measure.class})
+        PartitionCommand.Measure.class, PartitionMoveCommand.class})
 public final class PartitionCommand {
 
     @Command(mixinStandardHelpOptions = true, name = "list", description = "Show every partition: kind, state, pid, faults and why it is in its state.")

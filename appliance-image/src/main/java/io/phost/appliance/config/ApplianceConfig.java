@@ -13,7 +13,13 @@ import java.util.Optional;
  * @param source where it was read from (a file, or a pseudo path such as {@code <demo>}); informative only
  */
 public record ApplianceConfig(Path source, HostConfig host, List<DiskConfig> disks, List<QosPolicyConfig> qosPolicies,
-                              List<SwitchConfig> switches, List<PartitionConfig> partitions) {
+                              List<SwitchConfig> switches, List<PartitionConfig> partitions, ClusterConfig cluster) {
+
+    /** An appliance without peers. */
+    public ApplianceConfig(Path source, HostConfig host, List<DiskConfig> disks, List<QosPolicyConfig> qosPolicies,
+                           List<SwitchConfig> switches, List<PartitionConfig> partitions) {
+        this(source, host, disks, qosPolicies, switches, partitions, ClusterConfig.NONE);
+    }
 
     public ApplianceConfig {
         Objects.requireNonNull(source, "source");
@@ -22,6 +28,7 @@ public record ApplianceConfig(Path source, HostConfig host, List<DiskConfig> dis
         qosPolicies = List.copyOf(qosPolicies);
         switches = List.copyOf(switches);
         partitions = List.copyOf(partitions);
+        cluster = cluster == null ? ClusterConfig.NONE : cluster;
     }
 
     public Optional<DiskConfig> disk(String name) {
@@ -67,6 +74,6 @@ public record ApplianceConfig(Path source, HostConfig host, List<DiskConfig> dis
      * directory this way). A management address that was defaulted from the old data dir moves along.
      */
     public ApplianceConfig withDataDir(Path dataDir) {
-        return new ApplianceConfig(source, host.withDataDir(dataDir), disks, qosPolicies, switches, partitions);
+        return new ApplianceConfig(source, host.withDataDir(dataDir), disks, qosPolicies, switches, partitions, cluster);
     }
 }

@@ -100,6 +100,7 @@ final class ConfigBinder implements TomlNode.Errors {
                 partitions.put(name, new Defined<>(p, n));
             }
         }
+        ClusterConfig cluster = cluster(root, host, disks);
         if (errors.size() > before) {
             return null;
         }
@@ -113,7 +114,98 @@ final class ConfigBinder implements TomlNode.Errors {
         for (PartitionDraft p : drafts) {
             built.add(p.build());
         }
-        return new ApplianceConfig(source, host, values(disks), values(policies), values(switches), built);
+        return new ApplianceConfig(source, host, values(disks), values(policies), values(switches), built, cluster);
+    }
+
+    // ---- [[peer]] and [[partition]] ha ----
+
+    /** The peers and the {@code ha = true} partitions; null (errors recorded) when any is invalid. */
+    private ClusterConfig cluster(TomlNode root, HostConfig host, Map<String, Defined<DiskConfig>> disks) {
+        List<ClusterConfig.Peer> peers = new ArrayList<>();
+        Map<String, Defined<ClusterConfig.Peer>> byName = new LinkedHashMap<>();
+        boolean ok = true;
+        for (TomlNode n : root.tables("peer")) {
+            ClusterConfig.Peer p = peer(n, host);
+            String name = n.string("name");
+            if (p == null || !unique(byName, name, n, "peer")) {
+                ok = false;
+                continue;
+            }
+            byName.put(name, new Defined<>(p, n));
+            peers.add(p);
+        }
+        Set<String> ha = new java.util.LinkedHashSet<>();
+        for (TomlNode n : root.tables("partition")) {
+            Boolean on = n.bool("ha");
+            if (on == null) {
+                ok = false;
+            } else if (on) {
+                ok &= haPartition(n, disks, !root.tables("peer").isEmpty());
+                ha.add(n.string("name"));
+            }
+        }
+        return ok ? new ClusterConfig(peers, ha) : null;
+    }
+
+    private ClusterConfig.Peer peer(TomlNode n, HostConfig host) {
+        String name = n.string("name");
+        String management = n.string("management");
+        String tokenFile = n.string("token_file");
+        Long lease = n.integer("lease");
+        Path token = tokenFile == null ? null : path(n, "token_file", tokenFile);
+        boolean ok = name != null && management != null && lease != null && (tokenFile == null || token != null);
+        if (name != null && host != null && name.equals(host.name())) {
+            n.error("name", Reason.CONFLICT, "peer '" + name + "' has this host's own name ([host] name)");
+            ok = false;
+        }
+        if (token != null && !token.isAbsolute()) {
+            n.error("token_file", Reason.INVALID_VALUE, "token_file must be an absolute path");
+            ok = false;
+        }
+        if (management != null) {
+            Matcher unix = UNIX.matcher(management);
+            Matcher tcp = TCP.matcher(management);
+            if (tcp.matches()) {
+                int port = Integer.parseInt(tcp.group(2));
+                if (port < 1 || port > 65535) {
+                    n.error("management", Reason.OUT_OF_RANGE, "port " + port + " is out of range (1..65535)");
+                    ok = false;
+                } else if (tokenFile == null) {
+                    n.error("management", Reason.MISSING_KEY, "a tcp peer needs token_file (its management token)");
+                    ok = false;
+                }
+            } else if (!unix.matches()) {
+                n.error("management", Reason.INVALID_VALUE,
+                    "'" + management + "' is not \"unix:/absolute/path\" or \"tcp://HOST:PORT\"");
+                ok = false;
+            }
+        }
+        return ok ? new ClusterConfig.Peer(name, management, token, lease.intValue()) : null;
+    }
+
+    /** An HA partition can restart on a peer: a process partition whose every disk is a writable RBD image. */
+    private static boolean haPartition(TomlNode n, Map<String, Defined<DiskConfig>> disks, boolean hasPeers) {
+        if (!hasPeers) {
+            n.error("ha", Reason.CONFLICT, "ha = true needs a [[peer]] to restart the partition on");
+            return false;
+        }
+        if ("vm".equals(n.word("kind"))) {
+            n.error("ha", Reason.CONFLICT, "ha restarts process partitions only (a VM partition cannot move yet)");
+            return false;
+        }
+        boolean ok = true;
+        for (TomlNode a : n.tables("disk")) {
+            String diskName = a.string("disk");
+            Defined<DiskConfig> d = diskName == null ? null : disks.get(diskName);
+            DiskConfig disk = d == null ? null : d.value();
+            if (disk != null && (disk.format() != DiskFormat.RBD || disk.readOnly())) {
+                a.error("disk", Reason.CONFLICT, "ha partition '" + n.string("name") + "' uses disk '" + diskName
+                    + "', which is " + (disk.readOnly() ? "read-only" : "local to this host (format "
+                    + disk.format().name().toLowerCase() + ")") + "; another host can only take over writable rbd disks");
+                ok = false;
+            }
+        }
+        return ok;
     }
 
     private static boolean anyMissing(Map<String, ? extends Defined<?>> m) {

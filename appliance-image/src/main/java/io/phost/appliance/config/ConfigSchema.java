@@ -95,7 +95,8 @@ public final class ConfigSchema {
             .tables("disk", "disk")
             .tables("qos_policy", "qos_policy")
             .tables("switch", "switch")
-            .tables("partition", "partition");
+            .tables("partition", "partition")
+            .tables("peer", "peer");
         section("host", false)
             .add(key("name", Kind.NAME).def("phost"))
             .add(key("data_dir", Kind.PATH).req().note("absolute, or \"${tmp}\""))
@@ -165,6 +166,7 @@ public final class ConfigSchema {
             .add(key("command", Kind.STRING_ARRAY).note("non-empty; not with workload"))
             .add(new KeyBuilder("workload", Kind.TABLE).computed("idle when no command").child("partition.workload"))
             .add(key("autostart", Kind.BOOLEAN).def("true"))
+            .add(key("ha", Kind.BOOLEAN).def("false").note("process only; needs a [[peer]] and only writable rbd disks"))
             .add(key("cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023).note("online CPUs of this host"))
             .add(key("kind", Kind.ENUM).def("process").allowed("process", "vm"))
             .add(key("machine", Kind.ENUM).def("q35").allowed("q35", "pc").note("vm only"))
@@ -207,6 +209,11 @@ public final class ConfigSchema {
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
             .add(key("args", Kind.STRING_ARRAY).def("[]").note("checked as the workload's command line"));
+        section("peer", true)
+            .add(key("name", Kind.NAME).req().note("not this host's name"))
+            .add(key("management", Kind.STRING).req().note("\"unix:/abs/path\" or \"tcp://HOST:PORT\""))
+            .add(key("token_file", Kind.PATH).note("absolute; required for tcp"))
+            .add(key("lease", Kind.INTEGER).def("5").range(2, 300).note("seconds of silence before HA restart"));
     }
 
     private ConfigSchema() {

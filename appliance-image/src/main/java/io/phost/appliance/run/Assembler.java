@@ -48,11 +48,19 @@ public final class Assembler {
             tracking.resume(luns(p, storage::lun));
             return List.of();
         };
-        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, resumeTracking, network), vmDisks),
+        // With peers, a process partition's RBD locks follow it (taken when it starts here) and peers are watched.
+        RbdLocks locks = cfg.cluster().clustered() ? new RbdLocks(cfg, disks) : null;
+        PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, resumeTracking, network), vmDisks, locks),
             storage, network, vmDisks, disks, qos);
+        if (locks != null) {
+            app.add(new ClusterComponent(cfg, partitions, locks), partitions, disks);
+        }
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own
+        if (disks.all().stream().anyMatch(d -> d.config().rbd() != null)) {
+            storage.onTick(disks::refreshRbdSizes); // live grow through rbd resize
+        }
         // Uses every part above (a merge in progress must end before the disks close): added without a list.
         CheckpointHostAdapter host = new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks, tracking);
         CheckpointService checkpoints = new CheckpointService(host, cfg.host().dataDir());

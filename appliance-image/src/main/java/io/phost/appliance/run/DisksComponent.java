@@ -49,7 +49,7 @@ public final class DisksComponent implements Component {
                     LOG.log(Level.INFO, "opened disk=" + d.name() + " checkpoint_leaf=" + leaf + " size=" + disk.size());
                     continue;
                 }
-                c.openOne(d, cfg.host().dataDir());
+                c.openOne(d, cfg.host().dataDir(), followsPartitionLock(cfg, d));
             }
         } catch (IOException | RuntimeException e) {
             c.close();
@@ -58,16 +58,26 @@ public final class DisksComponent implements Component {
         return c;
     }
 
-    private void openOne(DiskConfig d, Path dataDir) throws IOException {
+    /**
+     * With peers, a writable RBD disk of a process partition takes its exclusive lock when the partition starts
+     * here and gives it up when it stops, so the partition can run on either appliance ({@link RbdLocks}).
+     */
+    static boolean followsPartitionLock(ApplianceConfig cfg, DiskConfig d) {
+        return cfg.cluster().clustered() && d.format() == DiskFormat.RBD && !d.readOnly()
+            && !cfg.partitionsUsing(d).isEmpty() && cfg.partitionsUsing(d).stream().noneMatch(p -> p.isVm());
+    }
+
+    private void openOne(DiskConfig d, Path dataDir, boolean deferLock) throws IOException {
         Path path = d.resolvedPath(dataDir);
         if (d.format() == DiskFormat.RBD) {
             DiskConfig.Rbd r = d.rbd();
             RbdDisk rbd = RbdDisk.open(new RbdDisk.Options(r.clusterConfig(), r.client(), r.keyring(), r.pool(),
                 r.namespace(), r.image(), d.create() == null ? 0 : d.create().size(), d.readOnly(), r.breakLock(),
-                r.connectTimeoutSeconds()));
+                r.connectTimeoutSeconds(), deferLock));
             disks.put(d.name(), new OpenDisk(d, path, rbd, false));
             LOG.log(Level.INFO, "opened disk=" + d.name() + " format=rbd image=" + r.spec() + " size=" + rbd.size()
-                + " read_only=" + d.readOnly() + (d.readOnly() ? "" : " exclusive_lock=held"));
+                + " read_only=" + d.readOnly() + (d.readOnly() ? "" : deferLock ? " exclusive_lock=with_partition"
+                : " exclusive_lock=held"));
             return;
         }
         if (d.format() == DiskFormat.PASSTHROUGH) {
@@ -101,6 +111,39 @@ public final class DisksComponent implements Component {
             ? RawDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
         disks.put(d.name(), new OpenDisk(d, path, disk, created));
         LOG.log(Level.INFO, "opened disk=" + d.name() + " format=" + disk.format() + " size=" + disk.size() + " read_only=" + disk.readOnly());
+    }
+
+    /**
+     * Live grow through {@code rbd resize}: re-reads each RBD disk's size (on the storage sampler's one-second
+     * tick). I/O bounds, the NBD export's size for new clients and the status follow at once; a change is
+     * handed to {@link #notifyGuestsOfCapacityChange}.
+     */
+    void refreshRbdSizes() {
+        for (OpenDisk d : disks.values()) {
+            if (d.disk() instanceof RbdDisk rbd) {
+                long before = rbd.size();
+                try {
+                    long after = rbd.refreshSize();
+                    if (after != before) {
+                        LOG.log(Level.INFO, "resized disk=" + d.config().name() + " image=" + rbd.options().spec()
+                            + " from=" + before + " to=" + after);
+                        notifyGuestsOfCapacityChange(d, before, after);
+                    }
+                } catch (IOException | RuntimeException e) {
+                    LOG.log(Level.WARNING, "size refresh failed disk=" + d.config().name() + " reason=\"" + e.getMessage() + "\"");
+                }
+            }
+        }
+    }
+
+    /**
+     * The hook for telling the guests that a disk's capacity changed. Not wired yet: the guest-facing path
+     * (VMBus/SCSI unit attention, virtio-blk config change) is issue 14's; until then a guest sees the new size
+     * only when it reconnects (NBD) or re-reads it after its own rescan.
+     */
+    void notifyGuestsOfCapacityChange(OpenDisk disk, long oldSize, long newSize) {
+        LOG.log(Level.INFO, "capacity change not yet signalled to guests disk=" + disk.config().name()
+            + " old=" + oldSize + " new=" + newSize);
     }
 
     /** A checkpoint switched {@code name} to {@code path} (now open as {@code disk}; the old one is closed). */

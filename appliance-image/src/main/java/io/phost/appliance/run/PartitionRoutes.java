@@ -80,12 +80,12 @@ final class PartitionRoutes {
             Duration grace = timeout != null ? timeout : partitions.stopTimeout(p);
             try {
                 switch (verb) {
-                    case "start" -> p.start();
-                    case "stop" -> p.stop(grace);
+                    case "start" -> partitions.start(p, false);
+                    case "stop" -> partitions.stop(p, grace);
                     case "restart" -> p.restart(grace);
                     case "pause" -> p.pause();
                     case "resume" -> p.resume();
-                    case "kill" -> p.turnOff("killed by request");
+                    case "kill" -> partitions.turnOff(p, "killed by request");
                     default -> throw new IllegalArgumentException(verb);
                 }
             } catch (IOException | RuntimeException e) {

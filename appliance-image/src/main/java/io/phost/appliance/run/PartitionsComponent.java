@@ -73,10 +73,17 @@ public final class PartitionsComponent implements Component {
 
     public static PartitionsComponent start(ApplianceConfig cfg, List<VspSource> sources, VmDisksComponent vmDisks)
         throws IOException {
+        return start(cfg, sources, vmDisks, null);
+    }
+
+    /** @param locks the RBD locks that follow the partitions on an appliance with peers, else null */
+    static PartitionsComponent start(ApplianceConfig cfg, List<VspSource> sources, VmDisksComponent vmDisks,
+                                     RbdLocks locks) throws IOException {
         Path dir = cfg.host().dataDir().resolve("partitions");
         PartitionHost host = new PartitionHost(dir, launcher(cfg),
             PartitionHost.Options.defaults().withAgentCpus(cfg.host().vspCpus()).withPolling(cfg.host().polling()));
         PartitionsComponent c = new PartitionsComponent(cfg, host);
+        c.locks = locks;
         Accelerator accel = cfg.partitions().stream().anyMatch(PartitionConfig::isVm) ? Accelerator.detect() : null;
         try {
             for (PartitionConfig p : cfg.partitions()) {
@@ -115,8 +122,20 @@ public final class PartitionsComponent implements Component {
         return c;
     }
 
-    /** Starts at host start: a process partition that cannot launch fails the host; a VM is left CRASHED (its status says why). */
+    /**
+     * Starts at host start: a process partition that cannot launch fails the host; a VM is left CRASHED (its
+     * status says why). A partition whose disks another appliance holds runs there: it stays stopped here.
+     */
     private void startOne(ChildPartition p) throws IOException {
+        if (locks != null) {
+            try {
+                locks.acquire(p.name(), false);
+            } catch (IOException e) {
+                LOG.log(Level.INFO, "not started partition=" + p.name() + " reason=\"runs on another appliance: "
+                    + e.getMessage() + "\"");
+                return;
+            }
+        }
         try {
             p.start();
             if (p.kind() == io.phost.core.partition.PartitionKind.PROCESS) { // a VM logs its own start (accelerator)
@@ -124,6 +143,9 @@ public final class PartitionsComponent implements Component {
             }
         } catch (IOException e) {
             if (p.kind() == io.phost.core.partition.PartitionKind.PROCESS) {
+                if (locks != null) {
+                    locks.release(p.name());
+                }
                 throw e;
             }
             LOG.log(Level.ERROR, "start failed partition=" + p.name() + " reason=\"" + e.getMessage() + "\"");
@@ -168,6 +190,46 @@ public final class PartitionsComponent implements Component {
             cmd.addAll(p.workload().args());
             return cmd;
         };
+    }
+
+    /** The RBD locks that follow the partitions (an appliance with peers), else null. */
+    RbdLocks locks() {
+        return locks;
+    }
+
+    /**
+     * A user's (or a peer's) start: with peers, the partition's RBD locks first; refused naming the holder when
+     * another appliance runs it. {@code breakHolder} (HA takeover) breaks and blocklists that holder instead.
+     */
+    void start(ChildPartition p, boolean breakHolder) throws IOException {
+        boolean lockHere = locks != null && !p.state().live();
+        if (lockHere) {
+            locks.acquire(p.name(), breakHolder);
+        }
+        try {
+            p.start();
+        } catch (IOException | RuntimeException e) {
+            if (lockHere) {
+                locks.release(p.name());
+            }
+            throw e;
+        }
+    }
+
+    /** A user's stop: graceful within {@code grace}; with peers the partition's disks are flushed and unlocked after. */
+    void stop(ChildPartition p, Duration grace) {
+        p.stop(grace);
+        if (locks != null) {
+            locks.release(p.name());
+        }
+    }
+
+    /** Ends the partition at once, then (with peers) flushes and unlocks its disks. */
+    void turnOff(ChildPartition p, String why) {
+        p.turnOff(why);
+        if (locks != null) {
+            locks.release(p.name());
+        }
     }
 
     public PartitionHost host() {
@@ -223,6 +285,7 @@ public final class PartitionsComponent implements Component {
     }
 
     private volatile Metering metering;
+    private RbdLocks locks;
 
     /** Metering (set once by the assembler, after the storage and network parts exist); null before. */
     Metering metering() {

@@ -38,7 +38,8 @@ class DocDefaultsTest {
         "partition.workload.args",
         ".disk", ".qos_policy", ".switch", ".partition", // the file declares one of each; see the empty config below
         "partition.disk", "partition.nic",  // the VM partition has neither: checked below
-        "disk.rbd.connect_timeout");  // bound as connectTimeoutSeconds: checked below
+        "disk.rbd.connect_timeout",  // bound as connectTimeoutSeconds: checked below
+        ".peer", "peer.lease", "partition.ha"); // bound into cluster(): checked below
 
     @Test
     void shouldLoadEveryDocumentedDefaultWhenTheKeyIsLeftOut() throws Exception {
@@ -74,6 +75,10 @@ class DocDefaultsTest {
             name = "v"
             kind = "vm"
             firmware = "bios"
+
+            [[peer]]
+            name = "b"
+            management = "unix:/run/b/phost.sock"
             """.formatted(data));
         ApplianceConfig cfg = ConfigLoader.load(cfgFile);
         Map<String, Object> bound = new LinkedHashMap<>();
@@ -82,6 +87,7 @@ class DocDefaultsTest {
         bound.put("disk.create", cfg.disks().getFirst().create());
         bound.put("disk.rbd", cfg.disks().get(1).rbd());
         bound.put("qos_policy", cfg.qosPolicies().getFirst());
+        bound.put("peer", cfg.cluster().peers().getFirst());
         bound.put("switch", cfg.switches().getFirst());
         bound.put("partition", cfg.partitions().getFirst());
         bound.put("partition.disk", cfg.partitions().getFirst().disks().getFirst());
@@ -120,6 +126,8 @@ class DocDefaultsTest {
         assertEquals(List.of("q35", "stop", 30), List.of(vm.machine(), vm.onCrash(), vm.stopTimeout()));
         assertEquals(0, cfg.partitions().getFirst().disks().getFirst().controller());
         assertEquals(10, cfg.disks().get(1).rbd().connectTimeoutSeconds());
+        assertEquals(5, cfg.cluster().peers().getFirst().leaseSeconds(), "docs: [[peer]] lease = 5");
+        assertEquals(java.util.Set.of(), cfg.cluster().haPartitions(), "docs: ha = false");
         assertEquals(List.of(List.of(), List.of()), List.of(cfg.partitions().get(1).disks(), cfg.partitions().get(1).nics()));
         ApplianceConfig empty = ConfigLoader.load(Files.writeString(dir.resolve("empty.toml"),
             "[host]\ndata_dir = \"" + data + "\"\n"));

@@ -13,6 +13,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 
 /**
  * A Ceph RBD image as a {@link VirtualDisk}, through librbd (FFM, {@link Librbd}). One rados client and one
@@ -56,9 +57,18 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
      * @param createSize    bytes to create the image with when it does not exist; 0 = it must exist
      * @param breakLock     break (and blocklist) another client's exclusive lock instead of refusing
      * @param connectTimeoutSeconds bound on reaching the monitors (client_mount_timeout, rados_mon_op_timeout)
+     * @param deferLock     open without the exclusive lock; the owner takes it with {@link #acquireLock} when the
+     *                      partition using the disk starts (a disk shared by two appliances, see docs/cluster.md)
      */
     public record Options(Path clusterConfig, String client, Path keyring, String pool, String namespace,
-                          String image, long createSize, boolean readOnly, boolean breakLock, int connectTimeoutSeconds) {
+                          String image, long createSize, boolean readOnly, boolean breakLock, int connectTimeoutSeconds,
+                          boolean deferLock) {
+        public Options(Path clusterConfig, String client, Path keyring, String pool, String namespace,
+                       String image, long createSize, boolean readOnly, boolean breakLock, int connectTimeoutSeconds) {
+            this(clusterConfig, client, keyring, pool, namespace, image, createSize, readOnly, breakLock,
+                connectTimeoutSeconds, false);
+        }
+
         public Options {
             if (pool == null || pool.isEmpty() || image == null || image.isEmpty()) {
                 throw new IllegalArgumentException("rbd: pool and image are required");
@@ -81,12 +91,16 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
     private final long cluster;
     private final long io;
     private final long image;
-    private final long size;
+    /** The image's size; grows when someone runs {@code rbd resize} (see {@link #refreshSize}). */
+    private volatile long size;
     private final EventFd completions;
     // hand-off state, guarded by 'this'
     private final RbdEngine[] engines = new RbdEngine[MAX_ENGINES];
     private final MemorySegment comps = Arena.global().allocate(ValueLayout.JAVA_LONG, POLL_BATCH);
     private boolean closed;
+    /** Orders control-path calls (size refresh) against close; not 'this', which the I/O hand-off uses. */
+    private final Object handleLock = new Object();
+    private boolean handleClosed;
 
     private RbdDisk(Options options, long cluster, long io, long image, EventFd completions) {
         this.options = options;
@@ -198,8 +212,8 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
                     + new NativeException("rbd_open", (int) -h).getMessage());
             }
             image = h;
-            if (!o.readOnly()) {
-                takeLock(o, image);
+            if (!o.readOnly() && !o.deferLock()) {
+                takeLock(o, image, o.breakLock());
             }
             efd = EventFd.create();
             Librbd.check(Librbd.setImageNotification(image, efd.fd()), "rbd_set_image_notification");
@@ -219,9 +233,10 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
         }
     }
 
-    private static void takeLock(Options o, long image) throws IOException {
-        int r = Librbd.lockAcquireExclusive(image);
-        if (r == -EROFS && o.breakLock()) {
+    private static void takeLock(Options o, long image, boolean breakLock) throws IOException {
+        if (breakLock) {
+            // Break first, not after a refused acquire: asking a dead holder for the lock waits for librbd's
+            // request timeout (rbd_request_timed_out_seconds, 30 s), which would delay an HA takeover.
             for (String owner : Librbd.lockOwners(image)) {
                 int b = Librbd.lockBreak(image, owner);
                 if (b < 0 && b != -Errno.ENOENT) {
@@ -229,8 +244,8 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
                         + new NativeException("rbd_lock_break", -b).getMessage());
                 }
             }
-            r = Librbd.lockAcquireExclusive(image);
         }
+        int r = Librbd.lockAcquireExclusive(image);
         if (r == -EROFS) {
             throw new IOException("rbd disk " + o.spec() + ": another client holds the image's exclusive lock ("
                 + String.join(", ", Librbd.lockOwners(image)) + "); stop that appliance, or set break_lock = true "
@@ -247,6 +262,53 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
 
     public Options options() {
         return options;
+    }
+
+    /**
+     * Takes the image's exclusive lock now (a {@code deferLock} disk, when its partition starts here). With
+     * {@code breakHolder} a holder is broken and blocklisted first, as {@code break_lock} does at open.
+     *
+     * @throws IOException naming the holder when another client holds the lock and it is not to be broken
+     */
+    public void acquireLock(boolean breakHolder) throws IOException {
+        checkWritable("take the exclusive lock");
+        onCephStack("lock " + options.spec(), () -> {
+            takeLock(options, image, breakHolder);
+            return null;
+        });
+    }
+
+    /** Flushes and gives the exclusive lock up (a {@code deferLock} disk whose partition stopped or moved away). */
+    public void releaseLock() throws IOException {
+        flush();
+        onCephStack("unlock " + options.spec(), () -> {
+            int r = Librbd.lockRelease(image);
+            if (r < 0 && r != -Errno.ENOENT && r != -Errno.EINVAL && r != -ESHUTDOWN) {
+                throw new IOException("rbd disk " + options.spec() + ": " + new NativeException("rbd_lock_release", -r).getMessage());
+            }
+            return null;
+        });
+    }
+
+    /**
+     * Re-reads the image's size from librbd (which refreshes its header after another client's
+     * {@code rbd resize}, or runs the resize itself when this handle holds the lock). I/O bounds follow the
+     * new size at once; returns it.
+     */
+    public long refreshSize() throws IOException {
+        synchronized (handleLock) { // never on a closed handle (librbd would use freed memory)
+            if (handleClosed) {
+                return size;
+            }
+            long now = onCephStack("size " + options.spec(), () -> Librbd.size(image));
+            size = now;
+            return now;
+        }
+    }
+
+    /** Who holds the image's exclusive lock (librbd's owner strings); empty when nobody does. */
+    public List<String> lockOwners() throws IOException {
+        return onCephStack("lock owners " + options.spec(), () -> List.of(Librbd.lockOwners(image)));
     }
 
     /** True while this handle holds the image's exclusive lock (false once another client broke it). */
@@ -422,6 +484,9 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
                 return;
             }
             closed = true;
+        }
+        synchronized (handleLock) {
+            handleClosed = true;
         }
         try {
             onCephStack("close " + options.spec(), () -> {

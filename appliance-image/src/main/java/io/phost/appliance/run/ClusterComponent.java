@@ -1,0 +1,378 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.ClusterConfig.Peer;
+import io.phost.appliance.mgmt.HttpResponse;
+import io.phost.appliance.mgmt.ManagementAddress;
+import io.phost.appliance.mgmt.ManagementClient;
+import io.phost.appliance.mgmt.ManagementServer;
+import io.phost.appliance.util.Query;
+import io.phost.core.partition.ChildPartition;
+import io.phost.core.partition.PartitionKind;
+import io.phost.core.partition.PartitionState;
+import io.phost.core.sys.Librbd;
+import io.phost.core.text.Json;
+import java.io.IOException;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.nio.file.Files;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import java.util.function.Function;
+
+/**
+ * This appliance among its {@code [[peer]]}s on one Ceph cluster (docs/cluster.md):
+ * <ul>
+ *   <li><b>Quick Migration</b> ({@code POST /v1/partitions/move?name=N&to=PEER}): stop the partition here
+ *       (graceful, then its disks flushed and their RBD locks released), then ask the peer to start it from its
+ *       own copy of the same {@code [[partition]]} stanza. The lock is the arbiter: the peer cannot start it while
+ *       it still runs here, so there is no moment with two writers.</li>
+ *   <li><b>Heartbeat and HA restart</b>: every second each peer's {@code /health} is asked; a peer silent for its
+ *       {@code lease} is dead, and when every peer is dead this appliance restarts the {@code ha = true} partitions whose lock another
+ *       client still holds, breaking that lock (librbd blocklists the holder: a frozen peer that wakes up
+ *       cannot write). A partition whose lock this appliance lost is turned off (it was fenced).</li>
+ * </ul>
+ */
+final class ClusterComponent implements Component {
+    private static final Logger LOG = System.getLogger("phost.cluster");
+    static final long HEARTBEAT_MS = 1000;
+    private static final long HEALTH_TIMEOUT_MS = 2000;
+    private static final long PEER_CALL_TIMEOUT_MS = 60_000;
+
+    private final ApplianceConfig cfg;
+    private final PartitionsComponent partitions;
+    private final RbdLocks locks;
+    private final Map<String, PeerState> peers = new LinkedHashMap<>();
+    private final List<Map<String, Object>> takeovers = new ArrayList<>();
+    private final Thread heartbeat;
+    private volatile boolean closed;
+
+    /** What this appliance knows of one peer. */
+    private static final class PeerState {
+        final Peer peer;
+        volatile long lastSeenNanos;
+        volatile boolean seen;
+        volatile boolean dead;
+
+        PeerState(Peer peer, long now) {
+            this.peer = peer;
+            this.lastSeenNanos = now; // a peer never heard of counts from our own start
+        }
+    }
+
+    ClusterComponent(ApplianceConfig cfg, PartitionsComponent partitions, RbdLocks locks) {
+        this.cfg = cfg;
+        this.partitions = partitions;
+        this.locks = locks;
+        long now = System.nanoTime();
+        for (Peer p : cfg.cluster().peers()) {
+            peers.put(p.name(), new PeerState(p, now));
+        }
+        // librbd's lock calls want a big stack (see RbdDisk): the heartbeat may break a lock.
+        heartbeat = new Thread(null, this::heartbeatLoop, "phost-cluster-heartbeat", Librbd.CEPH_STACK_BYTES);
+        heartbeat.setDaemon(true);
+        heartbeat.start();
+    }
+
+    @Override
+    public String name() {
+        return "cluster";
+    }
+
+    @Override
+    public Object status() {
+        Map<String, Object> m = new LinkedHashMap<>();
+        List<Object> rows = new ArrayList<>();
+        long now = System.nanoTime();
+        for (PeerState s : peers.values()) {
+            Map<String, Object> r = new LinkedHashMap<>();
+            r.put("name", s.peer.name());
+            r.put("management", s.peer.management());
+            r.put("alive", !s.dead && s.seen);
+            r.put("silent_ms", (now - s.lastSeenNanos) / 1_000_000);
+            r.put("lease_s", s.peer.leaseSeconds());
+            rows.add(r);
+        }
+        m.put("peers", rows);
+        m.put("ha_partitions", cfg.cluster().haPartitions().stream().sorted().toList());
+        synchronized (takeovers) {
+            m.put("takeovers", List.copyOf(takeovers));
+        }
+        return m;
+    }
+
+    @Override
+    public String problem() {
+        List<String> dead = peers.values().stream().filter(s -> s.dead).map(s -> s.peer.name()).toList();
+        return dead.isEmpty() ? null : "peer(s) not answering: " + String.join(", ", dead);
+    }
+
+    @Override
+    public Map<String, Function<String, HttpResponse>> routes() {
+        return Map.of("POST /v1/partitions/move", this::move);
+    }
+
+    // ---- Quick Migration ----
+
+    private HttpResponse move(String query) {
+        Map<String, String> q = Query.parse(query);
+        String name = q.getOrDefault("name", "");
+        String to = q.getOrDefault("to", "");
+        if (name.isBlank() || to.isBlank()) {
+            return HttpResponse.text(400, "move needs name=PARTITION and to=PEER\n");
+        }
+        ChildPartition p = partitions.partition(name);
+        if (p == null) {
+            return HttpResponse.text(404, "no partition named '" + name + "'\n");
+        }
+        PeerState peer = peers.get(to);
+        if (peer == null) {
+            return HttpResponse.text(404, "no peer named '" + to + "' (peers: "
+                + String.join(", ", peers.keySet()) + "; see [[peer]] in the config)\n");
+        }
+        String refused = refusal(p);
+        if (refused != null) {
+            return HttpResponse.text(409, "move " + name + ": " + refused + "\n");
+        }
+        String there;
+        try {
+            there = peerState(peer.peer, name);
+        } catch (IOException e) {
+            return HttpResponse.text(409, "move " + name + ": peer '" + to + "' at " + peer.peer.management()
+                + " is unreachable: " + e.getMessage() + "; the partition keeps running here\n");
+        }
+        if (there == null) {
+            return HttpResponse.text(409, "move " + name + ": peer '" + to + "' has no partition '" + name
+                + "' (both appliances need the same [[partition]] and [[disk]] stanzas)\n");
+        }
+        if (PartitionState.valueOf(there.toUpperCase(java.util.Locale.ROOT)).live()) {
+            return HttpResponse.text(409, "move " + name + ": it is already " + there + " on peer '" + to + "'\n");
+        }
+        long t0 = System.nanoTime();
+        partitions.stop(p, partitions.stopTimeout(p)); // graceful, then flush and release the RBD locks
+        long stopped = System.nanoTime();
+        HttpResponse started;
+        try {
+            started = call(peer.peer, "/v1/partitions/start?" + Query.encode(Map.of("name", name)), false);
+        } catch (IOException e) {
+            started = HttpResponse.text(502, e.getMessage());
+        }
+        if (started.status() != 200) {
+            String why = started.bodyText().strip();
+            String back = restartHere(p);
+            LOG.log(Level.WARNING, "move failed partition=" + name + " to=" + to + " reason=\"" + why + "\" here=" + back);
+            return HttpResponse.text(502, "move " + name + ": peer '" + to + "' did not start it: " + why
+                + "; " + back + "\n");
+        }
+        String state = awaitRunning(peer.peer, name);
+        long done = System.nanoTime();
+        Map<String, Object> r = new LinkedHashMap<>();
+        r.put("partition", name);
+        r.put("from", cfg.host().name());
+        r.put("to", to);
+        r.put("stop_ms", (stopped - t0) / 1_000_000);
+        r.put("start_ms", (done - stopped) / 1_000_000);
+        r.put("total_ms", (done - t0) / 1_000_000);
+        r.put("state", state);
+        LOG.log(Level.INFO, "moved partition=" + name + " to=" + to + " stop_ms=" + r.get("stop_ms")
+            + " start_ms=" + r.get("start_ms"));
+        return HttpResponse.json(Json.pretty(r));
+    }
+
+    /** Waits (bounded) until the peer reports the partition running (its guest attached); returns the last state. */
+    private static String awaitRunning(Peer peer, String name) {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        String state = "unknown";
+        while (System.nanoTime() < deadline) {
+            try {
+                state = String.valueOf(peerState(peer, name)).toLowerCase(java.util.Locale.ROOT);
+            } catch (IOException e) {
+                state = "unknown";
+            }
+            if (state.equals("running") || state.equals("stopped") || state.equals("crashed") || state.equals("faulted")) {
+                return state;
+            }
+            try {
+                Thread.sleep(20);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                return state;
+            }
+        }
+        return state;
+    }
+
+    /** Why {@code p} cannot move, or null: only process partitions whose every disk is on RBD move. */
+    private String refusal(ChildPartition p) {
+        if (p.kind() != PartitionKind.PROCESS) {
+            return "it is a VM partition; only process partitions move (VM migration is not built)";
+        }
+        if (!locks.movable(p.name())) {
+            List<String> local = cfg.partition(p.name()).orElseThrow().disks().stream()
+                .map(a -> cfg.disk(a.disk()).orElseThrow())
+                .filter(d -> !DisksComponent.followsPartitionLock(cfg, d))
+                .map(d -> d.name() + " (" + d.format().name().toLowerCase() + (d.readOnly() ? ", read-only" : "") + ")")
+                .toList();
+            return "disk " + String.join(", ", local) + " is local to this appliance; only writable rbd disks "
+                + "are shared with a peer";
+        }
+        return null;
+    }
+
+    private String restartHere(ChildPartition p) {
+        try {
+            partitions.start(p, false);
+            return "started again here";
+        } catch (IOException | RuntimeException e) {
+            return "and it could not start here again: " + e.getMessage();
+        }
+    }
+
+    /** The partition's state on the peer, or null when the peer has no such partition. */
+    private static String peerState(Peer peer, String name) throws IOException {
+        HttpResponse r = call(peer, "/v1/partitions", true);
+        if (r.status() != 200) {
+            throw new IOException("GET /v1/partitions answered " + r.status() + ": " + r.bodyText().strip());
+        }
+        for (Object o : (List<?>) Json.parse(r.bodyText())) {
+            Map<?, ?> m = (Map<?, ?>) o;
+            if (name.equals(m.get("name"))) {
+                return String.valueOf(m.get("state"));
+            }
+        }
+        return null;
+    }
+
+    /** One management call to a peer, bounded in time (a peer that hangs must not hang the caller). */
+    private static HttpResponse call(Peer peer, String target, boolean get) throws IOException {
+        return call(peer, target, get, PEER_CALL_TIMEOUT_MS);
+    }
+
+    private static HttpResponse call(Peer peer, String target, boolean get, long timeoutMs) throws IOException {
+        String token = peer.tokenFile() == null ? null : Files.readString(peer.tokenFile()).strip();
+        ManagementClient c = new ManagementClient(ManagementAddress.parse(peer.management()), token);
+        CompletableFuture<HttpResponse> f = new CompletableFuture<>();
+        Thread t = Thread.ofVirtual().name("peer-" + peer.name()).start(() -> {
+            try {
+                f.complete(get ? c.get(target) : c.post(target));
+            } catch (Throwable e) {
+                f.completeExceptionally(e);
+            }
+        });
+        try {
+            return f.get(timeoutMs, TimeUnit.MILLISECONDS);
+        } catch (TimeoutException e) {
+            t.interrupt();
+            throw new IOException("no answer within " + timeoutMs + " ms");
+        } catch (ExecutionException e) {
+            throw new IOException(e.getCause().getMessage() == null ? e.getCause().toString() : e.getCause().getMessage(),
+                e.getCause());
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IOException("interrupted");
+        }
+    }
+
+    // ---- heartbeat, HA restart, fencing ----
+
+    private void heartbeatLoop() {
+        while (!closed) {
+            for (PeerState s : peers.values()) {
+                beat(s);
+            }
+            try {
+                checkFenced();
+                // Only when every peer is silent: the lock names a client, not an appliance, so with a live peer
+                // the holder could be that peer (safe for any number of peers; a two-appliance cluster loses nothing).
+                if (peers.values().stream().allMatch(s -> s.dead)) {
+                    takeOver();
+                }
+            } catch (RuntimeException e) {
+                LOG.log(Level.WARNING, "cluster check failed reason=\"" + e + "\"");
+            }
+            try {
+                Thread.sleep(HEARTBEAT_MS);
+            } catch (InterruptedException e) {
+                return;
+            }
+        }
+    }
+
+    private void beat(PeerState s) {
+        boolean alive;
+        try {
+            alive = call(s.peer, ManagementServer.HEALTH, true, HEALTH_TIMEOUT_MS).status() > 0;
+        } catch (IOException e) {
+            alive = false;
+        }
+        long now = System.nanoTime();
+        if (alive) {
+            s.lastSeenNanos = now;
+            s.seen = true;
+            if (s.dead) {
+                s.dead = false;
+                LOG.log(Level.INFO, "peer answering again peer=" + s.peer.name());
+            }
+        } else if (!s.dead && now - s.lastSeenNanos > TimeUnit.SECONDS.toNanos(s.peer.leaseSeconds())) {
+            s.dead = true;
+            LOG.log(Level.WARNING, "peer lease expired peer=" + s.peer.name() + " silent_ms="
+                + (now - s.lastSeenNanos) / 1_000_000);
+        }
+    }
+
+    /**
+     * A dead peer's HA partitions: restart here each one that is stopped here and whose lock another client
+     * still holds (it was running elsewhere when the peer died); one nobody holds was stopped on purpose.
+     */
+    private void takeOver() {
+        for (String name : cfg.cluster().haPartitions()) {
+            ChildPartition p = partitions.partition(name);
+            if (p == null || p.state().live() || p.state() == PartitionState.CRASHED || p.state() == PartitionState.FAULTED) {
+                continue;
+            }
+            try {
+                if (locks.holders(name).isEmpty()) {
+                    continue;
+                }
+                long t0 = System.nanoTime();
+                List<String> holders = locks.holders(name);
+                partitions.start(p, true);
+                long ms = (System.nanoTime() - t0) / 1_000_000;
+                Map<String, Object> t = new LinkedHashMap<>();
+                t.put("partition", name);
+                t.put("fenced", holders);
+                t.put("start_ms", ms);
+                synchronized (takeovers) {
+                    takeovers.add(t);
+                }
+                LOG.log(Level.WARNING, "ha restart partition=" + name + " fenced=\"" + String.join(",", holders)
+                    + "\" start_ms=" + ms);
+            } catch (IOException | RuntimeException e) {
+                LOG.log(Level.ERROR, "ha restart failed partition=" + name + " reason=\"" + e.getMessage() + "\"");
+            }
+        }
+    }
+
+    /** A live partition whose disk lock another appliance broke was fenced: its I/O fails, so it is turned off. */
+    private void checkFenced() {
+        for (ChildPartition p : partitions.partitions()) {
+            if (p.state().live() && !locks.disksOf(p.name()).isEmpty() && locks.lostLock(p.name())) {
+                LOG.log(Level.WARNING, "fenced partition=" + p.name() + ": another appliance took its disks over");
+                p.turnOff("fenced: another appliance took its disks over (RBD lock broken)");
+            }
+        }
+    }
+
+    @Override
+    public void close() throws InterruptedException {
+        closed = true;
+        heartbeat.interrupt();
+        heartbeat.join(5000);
+    }
+}

@@ -1,0 +1,352 @@
+package io.phost.appliance.run;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.phost.appliance.Main;
+import io.phost.appliance.mgmt.HttpResponse;
+import io.phost.appliance.mgmt.ManagementAddress;
+import io.phost.appliance.mgmt.ManagementClient;
+import io.phost.core.text.Json;
+import io.phost.storage.vmbus.GuestIo;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Two `phost run` appliances (separate data dirs and management sockets) on one throwaway Ceph cluster
+ * ({@link CephTestCluster}), each with the same disk and partition stanzas and the other as its {@code [[peer]]}:
+ * <ol>
+ *   <li>Quick Migration: a busy process partition (random 4 KiB pattern writes, {@link GuestIo#pattern}) and an
+ *       idle one move A → B → A with {@code phost partition move}; refusals name the reason (unknown peer, a
+ *       local disk, a VM partition).</li>
+ *   <li>HA restart: SIGKILL of A (and its partitions); B restarts the {@code ha = true} partition after A's lease,
+ *       breaking A's lock; a move to the dead A is refused as unreachable.</li>
+ *   <li>Fencing: A comes back, B is frozen (SIGSTOP), A takes the partition over; when B wakes up (SIGCONT) its
+ *       writes to the image fail (its client is blocklisted) and it turns its copy of the partition off.</li>
+ * </ol>
+ * Finally the image holds only the pattern (or zeros) in the busy region, and a block written through A's NBD
+ * export at the start is intact ({@code rbd export} read back here). With {@code -Dphost.soak=true} the moves
+ * run three rounds and print the times (docs/benchmarks.md).
+ */
+@Timeout(420)
+class RunPartitionMoveTest {
+    private static final long SEED = 7;
+    private static final int SPAN = 1 << 20;
+    private static final int BS = 4096;
+
+    @TempDir
+    Path dir;
+
+    private String config(String name, String peer, Path data, Path peerData, CephTestCluster ceph, String image) {
+        return """
+            [host]
+            name = "%s"
+            data_dir = "%s"
+
+            [[peer]]
+            name = "%s"
+            management = "unix:%s/phost.sock"
+            lease = 3
+
+            [[disk]]
+            name = "data"
+            format = "rbd"
+            nbd_export = true
+            [disk.rbd]
+            pool = "rbd"
+            image = "%s"
+            cluster_config = "%s"
+            connect_timeout = 20
+            [disk.create]
+            size = "16MiB"
+
+            [[disk]]
+            name = "quiet-disk"
+            format = "rbd"
+            [disk.rbd]
+            pool = "rbd"
+            image = "%s-quiet"
+            cluster_config = "%s"
+            connect_timeout = 20
+            [disk.create]
+            size = "4MiB"
+
+            [[disk]]
+            name = "scratch"
+            format = "raw"
+            path = "scratch.raw"
+            [disk.create]
+            size = "1MiB"
+
+            [[partition]]
+            name = "db"
+            memory = "64MiB"
+            ha = true
+            [partition.workload]
+            kind = "io"
+            args = ["--rw", "randwrite", "--bs", "4k", "--iodepth", "4", "--span", "1m", "--runtime", "0", "--seed", "%d"]
+            [[partition.disk]]
+            disk = "data"
+
+            [[partition]]
+            name = "quiet"
+            memory = "32MiB"
+            [partition.workload]
+            kind = "idle"
+            [[partition.disk]]
+            disk = "quiet-disk"
+
+            [[partition]]
+            name = "local"
+            memory = "32MiB"
+            autostart = false
+            [partition.workload]
+            kind = "idle"
+            [[partition.disk]]
+            disk = "scratch"
+
+            [[partition]]
+            name = "vm"
+            kind = "vm"
+            firmware = "bios"
+            memory = "64MiB"
+            autostart = false
+            """.formatted(name, data, peer, peerData, image, ceph.conf(), image, ceph.conf(), SEED);
+    }
+
+    @Test
+    void shouldMovePartitionsBetweenTwoAppliancesAndRestartThemWhenTheirHostDies() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        String image = "move-" + ProcessHandle.current().pid();
+        Path dataA = dir.resolve("a");
+        Path dataB = dir.resolve("b");
+        Path cfgA = dir.resolve("a.toml");
+        Path cfgB = dir.resolve("b.toml");
+        Files.writeString(cfgA, config("a", "b", dataA, dataB, ceph, image));
+        Files.writeString(cfgB, config("b", "a", dataB, dataA, ceph, image));
+        String endA = "unix:" + dataA.resolve("phost.sock");
+        String endB = "unix:" + dataB.resolve("phost.sock");
+        boolean soak = Boolean.getBoolean("phost.soak");
+        List<PhostProcess> all = new ArrayList<>();
+        try {
+            PhostProcess a = started(all, "run-a", cfgA);
+            PhostProcess b = started(all, "run-b", cfgB);
+            ManagementClient ca = client(endA);
+            ManagementClient cb = client(endB);
+            assertEquals("running", awaitState(ca, "db", "running"));
+            assertNotEquals("running", state(cb, "db"), "B must not start what A runs (A holds the RBD lock)");
+            HttpResponse second = cb.post("/v1/partitions/start?name=db");
+            assertEquals(409, second.status(), "a start on B while A runs db");
+            assertTrue(second.bodyText().contains("exclusive lock"), second.bodyText());
+            // A block written through A's NBD export while A holds the lock: it must survive every move.
+            run("qemu-io", "-f", "raw", "-c", "write -P 0x5a 2M 64k", "nbd+unix:///data?socket=" + dataA.resolve("nbd.sock"));
+
+            // Refusals, each naming its reason.
+            assertEquals(2, Main.execute("partition", "move", "db", "--to", "nowhere", "--host", endA));
+            HttpResponse local = ca.post("/v1/partitions/move?name=local&to=b");
+            assertEquals(409, local.status());
+            assertTrue(local.bodyText().contains("scratch") && local.bodyText().contains("local"), local.bodyText());
+            HttpResponse vm = ca.post("/v1/partitions/move?name=vm&to=b");
+            assertEquals(409, vm.status());
+            assertTrue(vm.bodyText().contains("VM partition"), vm.bodyText());
+
+            // Quick Migration A -> B -> A with the CLI (busy) and the API (idle); timed rounds with -Dphost.soak=true.
+            assertEquals(0, Main.execute("partition", "move", "db", "--to", "b", "--host", endA));
+            assertEquals("running", state(cb, "db"));
+            assertEquals("stopped", state(ca, "db"));
+            assertEquals(0, Main.execute("partition", "move", "db", "--to", "a", "--host", endB));
+            assertEquals("running", state(ca, "db"));
+            move(ca, cb, "quiet", "b");
+            move(cb, ca, "quiet", "a");
+            for (int round = 0; soak && round < 3; round++) {
+                for (String p : List.of("db", "quiet")) {
+                    Thread.sleep(1000); // let the busy partition write
+                    Map<?, ?> there = move(ca, cb, p, "b");
+                    Map<?, ?> back = move(cb, ca, p, "a");
+                    System.out.printf("quick-migration partition=%s round=%d a->b total/stop/start=%s/%s/%s ms "
+                        + "b->a=%s/%s/%s ms load=%s%n", p, round, there.get("total_ms"), there.get("stop_ms"),
+                        there.get("start_ms"), back.get("total_ms"), back.get("stop_ms"), back.get("start_ms"),
+                        Files.readString(Path.of("/proc/loadavg")).strip());
+                }
+            }
+
+            // HA: A dies with its partitions; B restarts db (ha = true) after A's 3 s lease, breaking A's lock.
+            Thread.sleep(1000);
+            List<ProcessHandle> aTree = new ArrayList<>(a.process().descendants().toList());
+            long killed = System.nanoTime();
+            a.process().destroyForcibly();
+            aTree.forEach(ProcessHandle::destroyForcibly);
+            assertTrue(a.process().waitFor(10, TimeUnit.SECONDS));
+            assertEquals("running", awaitState(cb, "db", "running"));
+            System.out.printf("ha-restart detect+restart=%d ms load=%s%n", (System.nanoTime() - killed) / 1_000_000,
+                Files.readString(Path.of("/proc/loadavg")).strip());
+            assertNotEquals("running", state(cb, "quiet"), "quiet is not ha: it stays stopped on B");
+            HttpResponse health = cb.get("/v1/health");
+            assertEquals(503, health.status(), "a dead peer degrades the survivor's health");
+            assertTrue(health.bodyText().contains("cluster"), health.bodyText());
+            Map<?, ?> cluster = (Map<?, ?>) ((Map<?, ?>) Json.parse(cb.get("/v1/status").bodyText())).get("cluster");
+            assertEquals("db", ((Map<?, ?>) ((List<?>) cluster.get("takeovers")).getFirst()).get("partition"), cluster.toString());
+            HttpResponse unreachable = cb.post("/v1/partitions/move?name=db&to=a");
+            assertEquals(409, unreachable.status());
+            assertTrue(unreachable.bodyText().contains("unreachable"), unreachable.bodyText());
+            assertEquals("running", state(cb, "db"), "a refused move leaves the partition running");
+
+            // A comes back: db stays on B. Then B freezes; A takes db over and B, woken up, is fenced.
+            a = started(all, "run-a2", cfgA);
+            ca = client(endA);
+            assertNotEquals("running", state(ca, "db"), "A must not start what B runs");
+            b.process().toHandle().descendants().forEach(h -> signal(h.pid(), "STOP"));
+            signal(b.process().pid(), "STOP");
+            try {
+                assertEquals("running", awaitState(ca, "db", "running"));
+            } finally {
+                signal(b.process().pid(), "CONT");
+                b.process().toHandle().descendants().forEach(h -> signal(h.pid(), "CONT"));
+            }
+            ProcessResult fenced = exec("qemu-io", "-f", "raw", "-c", "write -P 0x11 0 4k",
+                "nbd+unix:///data?socket=" + dataB.resolve("nbd.sock"));
+            assertTrue(fenced.exitCode != 0 || fenced.output.contains("failed"), "fenced B still wrote: " + fenced.output);
+            // Its guest's writes fail (it crashes), or B's heartbeat sees the lost lock first and turns it off.
+            String onB = awaitState(cb, "db", "stopped", "crashed");
+            assertTrue(onB.equals("stopped") || onB.equals("crashed"), "B's fenced copy still " + onB);
+            assertTrue(onB.equals("crashed") || partition(cb, "db").get("reason").toString().contains("fenced"),
+                partition(cb, "db").toString());
+            assertEquals("running", state(ca, "db"));
+
+            // Live grow: rbd resize (run by the lock holder, A) reaches A's disk: status and a new NBD client see it.
+            ceph.run("rbd", "resize", "--size", "32M", "rbd/" + image);
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (diskSize(ca, "data") != 32L << 20 && System.nanoTime() < deadline) {
+                Thread.sleep(200);
+            }
+            assertEquals(32L << 20, diskSize(ca, "data"), "A's disk follows rbd resize");
+            run("qemu-io", "-f", "raw", "-c", "write -P 0x6b 24M 64k", "nbd+unix:///data?socket=" + dataA.resolve("nbd.sock"));
+
+            for (PhostProcess p : List.of(a, b)) {
+                p.process().destroy();
+                assertTrue(p.process().waitFor(30, TimeUnit.SECONDS), "phost stops on SIGTERM");
+            }
+        } finally {
+            all.forEach(PhostProcess::close);
+        }
+        verifyImage(ceph, image);
+    }
+
+    /** Every 4 KiB block of the busy region holds the pattern or zeros, many hold the pattern; the NBD block is intact. */
+    private void verifyImage(CephTestCluster ceph, String image) throws Exception {
+        Path out = dir.resolve("image.raw");
+        ceph.run("rbd", "export", "rbd/" + image, out.toString());
+        byte[] img = Files.readAllBytes(out);
+        ByteBuffer bb = ByteBuffer.wrap(img).order(ByteOrder.LITTLE_ENDIAN);
+        int patterned = 0;
+        for (int block = 0; block < SPAN / BS; block++) {
+            int base = block * BS;
+            boolean zero = true;
+            boolean pattern = true;
+            for (int i = 0; i < BS; i += 8) {
+                long v = bb.getLong(base + i);
+                zero &= v == 0;
+                pattern &= v == GuestIo.pattern(base + i, SEED);
+            }
+            assertTrue(zero || pattern, "block at " + base + " is neither the pattern nor zeros");
+            patterned += pattern ? 1 : 0;
+        }
+        assertTrue(patterned > 16, "the busy partition wrote only " + patterned + " blocks");
+        for (int i = 2 << 20; i < (2 << 20) + (64 << 10); i++) {
+            assertEquals((byte) 0x5a, img[i], "NBD block byte at " + i);
+        }
+        assertEquals(32 << 20, img.length, "the image was grown");
+        for (int i = 24 << 20; i < (24 << 20) + (64 << 10); i++) {
+            assertEquals((byte) 0x6b, img[i], "byte written past the old end at " + i);
+        }
+    }
+
+    /** Moves {@code p} through the API; returns the answer (stop_ms, start_ms, total_ms). */
+    private static Map<?, ?> move(ManagementClient from, ManagementClient to, String p, String peer) throws Exception {
+        HttpResponse r = from.post("/v1/partitions/move?name=" + p + "&to=" + peer);
+        assertEquals(200, r.status(), r.bodyText());
+        assertEquals("running", state(to, p));
+        assertEquals("stopped", state(from, p));
+        return (Map<?, ?>) Json.parse(r.bodyText());
+    }
+
+    private PhostProcess started(List<PhostProcess> all, String run, Path cfg) throws Exception {
+        PhostProcess p = PhostProcess.start(dir.resolve(run), "run", "--config", cfg.toString());
+        all.add(p);
+        p.awaitLine("phost: ready", Duration.ofSeconds(90));
+        return p;
+    }
+
+    private static ManagementClient client(String endpoint) {
+        return new ManagementClient(ManagementAddress.parse(endpoint), null);
+    }
+
+    private static Map<?, ?> partition(ManagementClient c, String name) throws IOException {
+        for (Object o : (List<?>) Json.parse(c.get("/v1/partitions").bodyText())) {
+            if (name.equals(((Map<?, ?>) o).get("name"))) {
+                return (Map<?, ?>) o;
+            }
+        }
+        throw new AssertionError("no partition " + name);
+    }
+
+    private static long diskSize(ManagementClient c, String disk) throws IOException {
+        Map<?, ?> status = (Map<?, ?>) Json.parse(c.get("/v1/status").bodyText());
+        for (Object o : (List<?>) status.get("disks")) {
+            if (disk.equals(((Map<?, ?>) o).get("name"))) {
+                return ((Number) ((Map<?, ?>) o).get("size")).longValue();
+            }
+        }
+        throw new AssertionError("no disk " + disk + " in " + status);
+    }
+
+    private static String state(ManagementClient c, String name) throws IOException {
+        return String.valueOf(partition(c, name).get("state"));
+    }
+
+    private static String awaitState(ManagementClient c, String name, String... wanted) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        String s = state(c, name);
+        while (!List.of(wanted).contains(s) && System.nanoTime() < deadline) {
+            Thread.sleep(100);
+            s = state(c, name);
+        }
+        return s;
+    }
+
+    private static void signal(long pid, String sig) {
+        try {
+            new ProcessBuilder("kill", "-" + sig, Long.toString(pid)).start().waitFor(10, TimeUnit.SECONDS);
+        } catch (IOException | InterruptedException e) {
+            throw new AssertionError("kill -" + sig + " " + pid, e);
+        }
+    }
+
+    private record ProcessResult(int exitCode, String output) {
+    }
+
+    private static ProcessResult exec(String... cmd) throws IOException, InterruptedException {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(60, TimeUnit.SECONDS), String.join(" ", cmd) + " hung");
+        return new ProcessResult(p.exitValue(), out);
+    }
+
+    private static void run(String... cmd) throws IOException, InterruptedException {
+        ProcessResult r = exec(cmd);
+        assertEquals(0, r.exitCode, String.join(" ", cmd) + ": " + r.output);
+    }
+}
