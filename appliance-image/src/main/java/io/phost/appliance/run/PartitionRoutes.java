@@ -29,11 +29,20 @@ import java.util.function.Function;
  *                                                      stdout/stderr, QEMU's messages for a VM (text)
  *   GET  /partitions/measure?name=N                    resource metering since start or reset (Measure-VM)
  *   POST /partitions/measure/reset?name=N              starts a new metering period; 200: the zeroed report
+ *   GET  /events[?since=SEQ][&amp;wait_s=S]                events after SEQ as NDJSON, waiting up to S s for news
  * </pre>
  */
 final class PartitionRoutes {
     static final int DEFAULT_TAIL = 64 * 1024;
     static final int MAX_TAIL = 4 * 1024 * 1024;
+    static final int MAX_EVENT_WAIT_S = 30;
+    /**
+     * Event readers that may wait at once: a waiting request holds one of the endpoint's 16 serving slots, so
+     * followers beyond this many are answered at once (they simply ask again) and never starve other requests.
+     */
+    static final int MAX_EVENT_WAITERS = 4;
+
+    private final java.util.concurrent.Semaphore eventWaiters = new java.util.concurrent.Semaphore(MAX_EVENT_WAITERS);
 
     private final PartitionsComponent partitions;
 
@@ -51,7 +60,40 @@ final class PartitionRoutes {
         r.put("GET /v1/partitions/logs", q -> tail(q, false));
         r.put("GET /v1/partitions/measure", q -> measure(q, false));
         r.put("POST /v1/partitions/measure/reset", q -> measure(q, true));
+        r.put("GET /v1/events", this::events);
         return r;
+    }
+
+    private HttpResponse events(String query) {
+        Map<String, String> q = Query.parse(query);
+        long since;
+        int wait;
+        try {
+            since = Long.parseLong(q.getOrDefault("since", "0"));
+            wait = Integer.parseInt(q.getOrDefault("wait_s", "0"));
+        } catch (NumberFormatException e) {
+            return HttpResponse.text(400, "since and wait_s must be whole numbers\n");
+        }
+        if (since < 0 || wait < 0 || wait > MAX_EVENT_WAIT_S) {
+            return HttpResponse.text(400, "since must be 0 or more and wait_s 0.." + MAX_EVENT_WAIT_S + "\n");
+        }
+        boolean mayWait = wait > 0 && eventWaiters.tryAcquire();
+        EventJournal.Page page;
+        try {
+            page = partitions.events().since(since, Duration.ofSeconds(mayWait ? wait : 0), EventJournal.BACKLOG);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            page = new EventJournal.Page(List.of(), 0);
+        } finally {
+            if (mayWait) {
+                eventWaiters.release();
+            }
+        }
+        StringBuilder sb = new StringBuilder();
+        for (Object line : page.json()) {
+            sb.append(Json.write(line)).append('\n');
+        }
+        return new HttpResponse(200, "application/x-ndjson", sb.toString().getBytes(StandardCharsets.UTF_8));
     }
 
     private HttpResponse verb(String verb, String query) {

@@ -86,7 +86,9 @@ public final class GuestAgent implements AutoCloseable {
         while (!closed) {
             beat();
             try {
-                Thread.sleep(period);
+                // until first contact, look every second: the agent starts late in the guest's boot
+                Thread.sleep(heartbeat == Heartbeat.NO_CONTACT ? Duration.ofSeconds(1).compareTo(period) < 0
+                    ? Duration.ofSeconds(1) : period : period);
             } catch (InterruptedException e) {
                 return;
             }

@@ -27,12 +27,12 @@ final class GuestText {
         return m.get(key) instanceof String s ? clean(s, max) : "";
     }
 
-    /** guest-get-osinfo: "PRETTY-NAME (kernel RELEASE)", or the name and version when there is no pretty name. */
+    /** guest-get-osinfo: "PRETTY-NAME (kernel RELEASE)" (unless the name shows the release), or the name and version when there is no pretty name. */
     static String os(Map<?, ?> m) {
         String pretty = field(m, "pretty-name", 128);
         String base = !pretty.isEmpty() ? pretty : (field(m, "name", 64) + " " + field(m, "version", 64)).strip();
         String kernel = field(m, "kernel-release", 64);
-        return kernel.isEmpty() ? base : base + " (kernel " + kernel + ")";
+        return kernel.isEmpty() || base.contains(kernel) ? base : base + " (kernel " + kernel + ")";
     }
 
     /** guest-network-get-interfaces: "IFNAME ADDRESS/PREFIX" for every address but loopback's. */

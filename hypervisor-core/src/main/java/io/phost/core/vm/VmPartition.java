@@ -557,10 +557,10 @@ public final class VmPartition implements ChildPartition {
             LOG.log(Level.WARNING, "cannot resume partition=" + name() + " to stop it: " + e.getMessage());
         }
         // an agent that never answered is not asked (an agent-less guest would only cost a timeout)
-        String agentRefused = a == null || a.heartbeat() == GuestAgent.Heartbeat.NO_CONTACT ? "no guest agent answers"
-            : a.shutdown();
+        boolean agentless = a == null || a.heartbeat() == GuestAgent.Heartbeat.NO_CONTACT;
+        String agentRefused = agentless ? "" : a.shutdown();
         String asked = agentRefused == null ? "guest-shutdown through the guest agent"
-            : "ACPI power-down (" + agentRefused + ")";
+            : agentless ? "ACPI power-down" : "ACPI power-down (guest agent: " + agentRefused + ")";
         try {
             if (agentRefused == null) {
                 LOG.log(Level.INFO, "stopping partition=" + name() + " via=guest-agent");
