@@ -24,7 +24,9 @@ import org.junit.jupiter.api.io.TempDir;
  * port phost gives every VM. "vm-agent" (a NIC on a private switch, address 10.85.0.2/24, host name
  * agent-vm) shows its heartbeat, OS, host name and address in /v1/status; after pause/resume the agent sets
  * its clock; `partition stop` goes through guest-shutdown (the guest's /sbin/shutdown prints a marker).
- * "vm-plain" boots the same guest without the agent: its status says so and nothing fails.
+ * "vm-plain" boots the same guest without the agent: its status says so and nothing fails; its QEMU is then
+ * SIGKILLed, and the crash is a log line and an event that a running {@code phost events} follower prints.
+ * GET /v1/events holds the partitions' state changes and the heartbeat's first contact.
  */
 @Timeout(420)
 class RunVmGuestAgentTest {
@@ -108,9 +110,25 @@ class RunVmGuestAgentTest {
                 stopped.get("reason"), stopped.toString());
             assertTrue(text("/v1/partitions/console?name=vm-agent").contains("PHOST-GUEST-AGENT-SHUTDOWN"));
 
-            // the agent-less guest stops through ACPI as before
-            assertEquals(0, cli("stop", "vm-plain"));
-            assertEquals("stopped: the guest powered off after ACPI power-down", partition("vm-plain").get("reason"));
+            // events: a follower sees vm-plain's crash (QEMU SIGKILLed); the backlog holds what came before
+            try (PhostProcess follower = PhostProcess.start(dir.resolve("run-events"), "events", "--json", "--host", endpoint())) {
+                Thread.sleep(3000); // the follower has printed the backlog and waits for news (a long poll)
+                io.phost.core.sys.Signals.kill(((Number) partition("vm-plain").get("pid")).longValue(), 9);
+                String crash = follower.awaitLine("a crash event", l -> l.contains("\"type\":\"crash\""), Duration.ofSeconds(60));
+                assertTrue(crash.contains("\"partition\":\"vm-plain\"") && crash.contains("QEMU exited with code 137"), crash);
+            }
+            assertTrue(p.stderr().contains("msg=\"crashed\" partition=vm-plain"), "a crash is also a log line:\n" + p.stderr());
+            String events = text("/v1/events?since=0");
+            // a state held for less than the watcher's 200 ms may be skipped: look for the states arrived at
+            for (String want : List.of("-> running",
+                    "\"type\":\"heartbeat_ok\",\"partition\":\"vm-agent\"",
+                    "\"partition\":\"vm-agent\",\"message\":\"running -> paused",
+                    "-> stopped: stopped: the guest powered off after guest-shutdown through the guest agent",
+                    "\"partition\":\"vm-plain\",\"message\":\"running -> crashed: QEMU exited with code 137")) {
+                assertTrue(events.contains(want), want + " in\n" + events);
+            }
+            long last = ((Number) ((Map<?, ?>) Json.parse(events.strip().lines().reduce((a, b) -> b).orElseThrow())).get("seq")).longValue();
+            assertEquals("", text("/v1/events?since=" + last), "nothing after the newest");
 
             p.process().destroy();
             assertTrue(p.process().waitFor(30, TimeUnit.SECONDS));
