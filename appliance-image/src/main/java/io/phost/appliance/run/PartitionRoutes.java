@@ -22,7 +22,7 @@ import java.util.function.Function;
  * partition, {@code all=true} every one.
  * <pre>
  *   GET  /partitions                                   every partition's status (JSON array)
- *   POST /partitions/start|stop|restart|pause|resume|kill?name=N | all=true [&amp;timeout_s=S (stop, restart)]
+ *   POST /partitions/start|stop|restart|pause|resume|kill|freeze|thaw?name=N | all=true [&amp;timeout_s=S (stop, restart)]
  *        200: the affected partitions' status; 404: no such partition; 409: not possible in its state
  *   GET  /partitions/console?name=N[&amp;bytes=65536]     the tail of a VM's serial console log (text)
  *   GET  /partitions/logs?name=N[&amp;bytes=65536]        the tail of the partition's own log: a process's
@@ -53,7 +53,7 @@ final class PartitionRoutes {
     Map<String, Function<String, HttpResponse>> routes() {
         Map<String, Function<String, HttpResponse>> r = new LinkedHashMap<>();
         r.put("GET /v1/partitions", q -> HttpResponse.json(Json.pretty(partitions.status())));
-        for (String verb : List.of("start", "stop", "restart", "pause", "resume", "kill")) {
+        for (String verb : List.of("start", "stop", "restart", "pause", "resume", "kill", "freeze", "thaw")) {
             r.put("POST /v1/partitions/" + verb, q -> verb(verb, q));
         }
         r.put("GET /v1/partitions/console", q -> tail(q, true));
@@ -128,6 +128,8 @@ final class PartitionRoutes {
                     case "pause" -> p.pause();
                     case "resume" -> p.resume();
                     case "kill" -> p.turnOff("killed by request");
+                    case "freeze" -> vm(p, verb).freezeFileSystems();
+                    case "thaw" -> vm(p, verb).thawFileSystems();
                     default -> throw new IllegalArgumentException(verb);
                 }
             } catch (IOException | RuntimeException e) {
@@ -139,6 +141,14 @@ final class PartitionRoutes {
             return HttpResponse.text(409, verb + " " + String.join("; ", failures) + "\n");
         }
         return HttpResponse.json(Json.pretty(done));
+    }
+
+    /** fsfreeze needs a VM's guest agent: a process partition is refused by name (409). */
+    private static VmPartition vm(ChildPartition p, String verb) {
+        if (p instanceof VmPartition vm) {
+            return vm;
+        }
+        throw new IllegalStateException("cannot " + verb + " file systems of a process partition: that needs a VM's guest agent");
     }
 
     private List<ChildPartition> targets(Map<String, String> q) {

@@ -102,6 +102,13 @@ class RunVmGuestAgentTest {
             assertEquals(0, cli("resume", "vm-agent"));
             awaitPartition("vm-agent", s -> String.valueOf(details(s).get("time_sync")).startsWith("set to the host's clock"));
 
+            // fsfreeze through the agent (the test guest mounts no disk file system: it freezes 0 of them)
+            assertEquals(0, cli("freeze", "vm-agent"));
+            assertTrue(String.valueOf(details(partition("vm-agent")).get("fsfreeze")).startsWith("frozen (0 file systems) at "));
+            assertEquals(0, cli("thaw", "vm-agent"));
+            assertTrue(String.valueOf(details(partition("vm-agent")).get("fsfreeze")).startsWith("thawed (0 file systems) at "));
+            assertEquals(1, cli("freeze", "vm-plain"), "no agent: refused (409), not a crash");
+
             // stop through the agent: guest-shutdown runs the guest's /sbin/shutdown
             assertEquals(0, cli("stop", "vm-agent"));
             Map<?, ?> stopped = partition("vm-agent");

@@ -5,10 +5,8 @@ import java.lang.System.Logger.Level;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
-import java.util.function.Consumer;
 
 /**
  * Integration services of a VM partition over qemu-guest-agent: QEMU exposes the guest's virtio-serial port
@@ -55,6 +53,8 @@ public final class GuestAgent implements AutoCloseable {
     private QmpClient conn; // guarded by connLock
     private volatile Thread heartbeatThread;
     private volatile boolean closed;
+    /** While the VM is paused its agent cannot answer: no beats, so a pause is not a lost heartbeat. */
+    private volatile boolean paused;
 
     private volatile Heartbeat heartbeat = Heartbeat.NO_CONTACT;
     private volatile long missedInARow;
@@ -95,8 +95,16 @@ public final class GuestAgent implements AutoCloseable {
         }
     }
 
+    /** Pauses or resumes the heartbeat with the VM's vCPUs. */
+    public void paused(boolean p) {
+        paused = p;
+    }
+
     /** One heartbeat: a guest-ping, then guest info when due. */
     void beat() {
+        if (paused) {
+            return;
+        }
         boolean answered = ping(timeout);
         Heartbeat before = heartbeat;
         if (answered) {

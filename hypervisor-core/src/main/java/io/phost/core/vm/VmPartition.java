@@ -82,7 +82,7 @@ public final class VmPartition implements ChildPartition {
     private final ConsoleLog console;
     private final Path qmpSocket;
     private final Path qemuLog;
-    private final Path agentSocket;
+    private final VmIntegration integration;
     private final ArrayDeque<String> faults = new ArrayDeque<>();
 
     private volatile PartitionState state = PartitionState.CREATED;
@@ -94,8 +94,6 @@ public final class VmPartition implements ChildPartition {
     private Process process;
     private QmpClient qmp;
     private volatile Cgroup cgroup; // volatile: the metering tick reads it without the monitor
-    private volatile GuestAgent agent; // volatile: status and fsfreeze read it without the monitor
-    private volatile String timeSync = "not yet (set after every resume)";
     private String cgroupText = "not started";
     private String cpusText = "not started";
     private ScheduledFuture<?> pendingRestart;
@@ -113,7 +111,8 @@ public final class VmPartition implements ChildPartition {
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
         this.qemuLog = dir.resolve(spec.name() + ".qemu.log");
-        this.agentSocket = dir.resolve(spec.name() + ".qga");
+        this.integration = new VmIntegration(spec.name(), dir.resolve(spec.name() + ".qga"), options.agentPeriod(),
+            options.agentTimeout());
     }
 
     @Override
@@ -155,7 +154,7 @@ public final class VmPartition implements ChildPartition {
 
     /** The argv this VM is launched with. */
     public List<String> commandLine() {
-        return QemuCommandLine.build(options.qemu(), spec, accel, qmpSocket, agentSocket);
+        return QemuCommandLine.build(options.qemu(), spec, accel, qmpSocket, integration.socket());
     }
 
     /** A user start: clears the fault history and the crash streak, then launches. */
@@ -200,7 +199,7 @@ public final class VmPartition implements ChildPartition {
             }
             Files.createDirectories(dir);
             Files.deleteIfExists(qmpSocket);
-            Files.deleteIfExists(agentSocket);
+            Files.deleteIfExists(integration.socket());
             List<String> argv = commandLine();
             ProcessBuilder pb = new ProcessBuilder(argv);
             pb.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
@@ -236,9 +235,7 @@ public final class VmPartition implements ChildPartition {
                 if (gen == generation && state == PartitionState.STARTING) {
                     state = PartitionState.RUNNING;
                     crashes.running();
-                    agent = new GuestAgent(agentSocket, name(), options.agentPeriod(), options.agentTimeout(),
-                        (hb, text) -> { });
-                    agent.start();
+                    integration.connect();
                 }
             }
             p.onExit().thenAccept(x -> exited(x, gen));
@@ -380,10 +377,7 @@ public final class VmPartition implements ChildPartition {
 
     /** Holding the monitor: closes QMP and removes the cgroup (QEMU has exited). */
     private void release() {
-        if (agent != null) {
-            agent.close();
-            agent = null;
-        }
+        integration.disconnect();
         if (qmp != null) {
             qmp.close();
             qmp = null;
@@ -404,7 +398,13 @@ public final class VmPartition implements ChildPartition {
             }
             q = qmp;
         }
-        q.execute("stop", options.commandTimeout());
+        integration.paused(true);
+        try {
+            q.execute("stop", options.commandTimeout());
+        } catch (RuntimeException e) {
+            integration.paused(false); // still running: keep the heartbeat
+            throw e;
+        }
         synchronized (this) {
             if (state == PartitionState.RUNNING) {
                 state = PartitionState.PAUSED;
@@ -429,24 +429,7 @@ public final class VmPartition implements ChildPartition {
                 reason = "";
             }
         }
-        syncTimeAfterResume();
-    }
-
-    /** Time sync: the guest's clock stood still while paused; the agent sets it (off the caller's thread). */
-    private void syncTimeAfterResume() {
-        GuestAgent a = agent;
-        if (a == null) {
-            return;
-        }
-        Thread.ofVirtual().name("qga-time-" + name()).start(() -> {
-            try {
-                a.syncTime();
-                timeSync = "set to the host's clock after the resume at " + java.time.Instant.now();
-            } catch (QmpException e) {
-                timeSync = "not set after the resume at " + java.time.Instant.now() + ": " + e.getMessage();
-            }
-            LOG.log(Level.INFO, "time sync partition=" + name() + " result=\"" + timeSync + "\"");
-        });
+        integration.resumed(); // time sync: the guest's clock stood still while paused
     }
 
     /**
@@ -456,26 +439,17 @@ public final class VmPartition implements ChildPartition {
      * @return how many file systems the guest froze
      */
     public int freezeFileSystems() {
-        return requireAgent("freeze").freezeFileSystems();
+        return integration.freeze(state);
     }
 
     /** @return how many file systems the guest thawed */
     public int thawFileSystems() {
-        return requireAgent("thaw").thawFileSystems();
-    }
-
-    private GuestAgent requireAgent(String what) {
-        GuestAgent a = agent;
-        if (a == null || !a.inContact()) {
-            throw new IllegalStateException("partition " + name() + ": cannot " + what + " file systems: "
-                + (a == null ? "the VM is " + state : "its guest agent is not in contact: " + a.describe()));
-        }
-        return a;
+        return integration.thaw(state);
     }
 
     /** The guest agent of the running VM, or null when it is not running. */
     public GuestAgent guestAgent() {
-        return agent;
+        return integration.agent();
     }
 
     private void guestReady(long gen) {
@@ -519,7 +493,7 @@ public final class VmPartition implements ChildPartition {
             q = qmp;
         }
         if (p != null) {
-            String how = booting ? killBooting(p) : powerDown(p, q, agent, paused, grace);
+            String how = booting ? killBooting(p) : powerDown(p, q, integration.agent(), paused, grace);
             synchronized (this) {
                 reason = how;
             }
@@ -650,17 +624,7 @@ public final class VmPartition implements ChildPartition {
         d.put("on_crash", spec.onCrash().name().toLowerCase(java.util.Locale.ROOT));
         d.put("restarts", Integer.toString(restarts));
         d.put("cpus", cpusText);
-        GuestAgent a = agent;
-        d.put("guest_agent", a == null ? "not running" : a.describe());
-        d.put("heartbeat", a == null ? "not running" : a.heartbeat().name());
-        GuestAgent.GuestInfo gi = a == null ? null : a.info();
-        if (gi != null) {
-            d.put("guest_os", gi.os());
-            d.put("guest_hostname", gi.hostname());
-            d.put("guest_addresses", String.join(", ", gi.addresses()));
-            d.put("guest_agent_version", gi.agentVersion());
-        }
-        d.put("time_sync", timeSync);
+        integration.describe(d);
         d.put("guest_ready", spec.readyMarker() == null ? "unknown (no ready marker configured)"
             : readyGeneration == generation && state.live() ? "yes" : state.live() ? "no (booting)" : "no");
         List<String> f;

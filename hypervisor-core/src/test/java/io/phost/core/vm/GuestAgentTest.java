@@ -150,6 +150,22 @@ class GuestAgentTest {
     }
 
     @Test
+    void shouldNotCountBeatsWhileTheVmIsPaused() throws Exception {
+        agent = GuestAgentTest::wellBehaved;
+        try (GuestAgent a = client(serve())) {
+            a.beat();
+            agent = req -> null; // a paused guest cannot answer
+            a.paused(true);
+            for (int i = 0; i < GuestAgent.LOST_AFTER + 1; i++) {
+                a.beat();
+            }
+            assertEquals(GuestAgent.Heartbeat.OK, a.heartbeat(), "a pause is not a lost heartbeat");
+            assertTrue(a.describe().contains("missed 0 in a row, 0 in all"), a.describe());
+            assertEquals(1, events.size(), events.toString());
+        }
+    }
+
+    @Test
     void shouldStayNoContactWithoutAnAgentAndNotShutDownThroughIt() throws Exception {
         agent = req -> null;
         try (GuestAgent a = client(serve())) {
