@@ -3,7 +3,9 @@
 # busybox-static initramfs whose init loads the virtio modules, runs the script given on the kernel
 # command line, prints a marker and powers off. Prints the directory that holds `vmlinuz` and
 # `initramfs.gz`. Cached per kernel version under ${PHOST_GUEST_CACHE:-~/.cache/phost/test-guest}.
-# Needs: apt-get (Debian's packages), dpkg-deb, gzip, /bin/busybox (package busybox-static).
+# The guest also carries Debian's qemu-guest-agent and the shared libraries it links (glib, libc, ...),
+# taken from their .deb files (ldd against the unpacked tree checks that nothing is missing).
+# Needs: apt-get (Debian's packages), dpkg-deb, gzip, ldd, /bin/busybox (package busybox-static).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${PHOST_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phost/test-guest}
@@ -23,8 +25,10 @@ if [ -z "$pkg" ]; then
   pkg=$(dep)
 fi
 [ -n "$pkg" ] || die "cannot resolve $meta (apt-get update; Debian's package lists needed)"
-out="$cache/$pkg"
-if [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.gz" ] && [ "$out/initramfs.gz" -nt "$here/init" ]; then
+# "+qga": this kit carries the guest agent (kept apart from kits built without it)
+out="$cache/$pkg+qga"
+if [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.gz" ] && [ "$out/initramfs.gz" -nt "$here/init" ] \
+   && [ "$out/initramfs.gz" -nt "$here/build.sh" ]; then
   echo "$out"; exit 0
 fi
 
@@ -53,6 +57,30 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
   [ -n "$f" ] || continue
   cp "$f" "$root/lib/modules/$m.ko"; echo "$m" >> "$root/etc/modules"
 done
+# qemu-guest-agent (the integration services' peer) and every library it links, from Debian's packages.
+agent_pkgs="qemu-guest-agent libglib2.0-0 libpcre2-8-0 libnuma1 libudev1 liburing2 libc6"
+mkdir -p "$cache/agent" "$work/a"
+for p in $agent_pkgs; do
+  ls "$cache/agent/${p}"_*.deb >/dev/null 2>&1 && continue
+  (cd "$cache/agent" && apt-get download "$p" >/dev/null 2>&1) || die "apt-get download $p failed"
+done
+for d in "$cache"/agent/*.deb; do dpkg-deb -x "$d" "$work/a"; done
+libdirs="$work/a/lib/x86_64-linux-gnu:$work/a/usr/lib/x86_64-linux-gnu"
+needed=$(LD_LIBRARY_PATH=$libdirs ldd "$work/a/usr/sbin/qemu-ga") || die "ldd qemu-ga failed"
+echo "$needed" | grep -q "not found" && die "qemu-ga needs a library none of [$agent_pkgs] has: $needed"
+mkdir -p "$root"/{sbin,lib64,lib/x86_64-linux-gnu,var/run,etc/qemu}
+cp "$work/a/usr/sbin/qemu-ga" "$root/sbin/qemu-ga"
+for lib in $(echo "$needed" | awk '$2 == "=>" {print $3}'); do
+  case "$lib" in "$work"/a/*) ;; *) die "qemu-ga resolved $lib outside the agent's packages" ;; esac
+  cp -L "$lib" "$root/lib/x86_64-linux-gnu/"
+done
+cp -L "$work/a/lib64/ld-linux-x86-64.so.2" "$root/lib64/"
+# What guest-shutdown and guest-set-time run (qemu-ga execs /sbin/shutdown -P|-h|-r +0 and /sbin/hwclock -w).
+cp "$here/shutdown" "$root/sbin/shutdown"; chmod 755 "$root/sbin/shutdown"
+ln -s /bin/busybox "$root/sbin/hwclock"
+printf 'NAME="phost test guest"\nID=phost-test-guest\nVERSION_ID=1\nPRETTY_NAME="phost test guest (busybox, Debian kernel %s)"\n' "$kver" \
+  > "$root/etc/os-release"
+
 (cd "$root" && find . | "$bb" cpio -o -H newc 2>/dev/null | gzip -9) > "$out/initramfs.gz.tmp"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"; mv "$out/initramfs.gz.tmp" "$out/initramfs.gz"
 echo "$kver" > "$out/kernel-version"

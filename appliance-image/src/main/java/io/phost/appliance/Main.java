@@ -25,6 +25,7 @@ import picocli.CommandLine.Option;
         StatusCommand.class,
         QosCommand.class,
         PartitionCommand.class,
+        io.phost.appliance.cli.EventsCommand.class,
         io.phost.appliance.cli.CheckpointCommand.class,
         io.phost.appliance.cli.BackupCommand.class,
         BenchCommand.class,

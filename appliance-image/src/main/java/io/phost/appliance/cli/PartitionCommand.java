@@ -22,8 +22,8 @@ import picocli.CommandLine.Parameters;
     + "(as Start-VM/Stop-VM, virsh start/shutdown/destroy/suspend/resume).",
     subcommands = {PartitionCommand.ListPartitions.class, PartitionCommand.Start.class, PartitionCommand.Stop.class,
         PartitionCommand.Restart.class, PartitionCommand.Pause.class, PartitionCommand.Resume.class,
-        PartitionCommand.Kill.class, PartitionCommand.Console.class, PartitionCommand.Logs.class,
-        PartitionCommand.Measure.class, PartitionMoveCommand.class})
+        PartitionCommand.Kill.class, PartitionCommand.Freeze.class, PartitionCommand.Thaw.class, PartitionCommand.Console.class,
+        PartitionCommand.Logs.class, PartitionCommand.Measure.class, PartitionMoveCommand.class})
 public final class PartitionCommand {
 
     @Command(mixinStandardHelpOptions = true, name = "list", description = "Show every partition: kind, state, pid, faults and why it is in its state.")
@@ -102,12 +102,29 @@ public final class PartitionCommand {
         }
     }
 
-    @Command(mixinStandardHelpOptions = true, name = "stop", description = "Shut down gracefully: a VM gets an ACPI "
-        + "power-button press, a process partition the shutdown integration service; killed when still running after the timeout.")
+    @Command(mixinStandardHelpOptions = true, name = "stop", description = "Shut down gracefully: a VM gets guest-shutdown "
+        + "through its guest agent when it answers, else an ACPI power-button press; a process partition the shutdown integration service; killed when still running after the timeout.")
     static final class Stop extends TimedVerb {
         @Override
         String verb() {
             return "stop";
+        }
+    }
+
+    @Command(mixinStandardHelpOptions = true, name = "freeze", description = "Freeze a VM's guest file systems through "
+        + "qemu-guest-agent (guest-fsfreeze-freeze), e.g. around a checkpoint; status details.fsfreeze says how many.")
+    static final class Freeze extends Verb {
+        @Override
+        String verb() {
+            return "freeze";
+        }
+    }
+
+    @Command(mixinStandardHelpOptions = true, name = "thaw", description = "Thaw a VM's guest file systems (guest-fsfreeze-thaw).")
+    static final class Thaw extends Verb {
+        @Override
+        String verb() {
+            return "thaw";
         }
     }
 

@@ -39,7 +39,7 @@ public final class StatusCommand implements Callable<Integer> {
         if (json) {
             System.out.print(r.bodyText());
         } else {
-            System.out.print(render(doc));
+            System.out.print(render(doc) + guests(doc));
         }
         List<String> down = troubled(doc);
         if (!down.isEmpty()) {
@@ -63,6 +63,28 @@ public final class StatusCommand implements Callable<Integer> {
             }
         }
         return out;
+    }
+
+    /**
+     * The VMs' integration services as a table (the details column of the partitions table is JSON): heartbeat,
+     * and what the guest agent says about the guest. "" when no partition has a guest agent channel.
+     */
+    static String guests(Object doc) {
+        List<Object> rows = new java.util.ArrayList<>();
+        if (doc instanceof Map<?, ?> m && m.get("partitions") instanceof List<?> parts) {
+            for (Object o : parts) {
+                if (o instanceof Map<?, ?> p && p.get("details") instanceof Map<?, ?> d && d.get("heartbeat") != null) {
+                    Map<String, Object> row = new java.util.LinkedHashMap<>();
+                    row.put("partition", p.get("name"));
+                    row.put("heartbeat", d.get("heartbeat"));
+                    row.put("os", d.get("guest_os"));
+                    row.put("hostname", d.get("guest_hostname"));
+                    row.put("addresses", d.get("guest_addresses"));
+                    rows.add(row);
+                }
+            }
+        }
+        return rows.isEmpty() ? "" : "\nguests (qemu-guest-agent):\n" + TextTable.of(rows).toString().indent(2);
     }
 
     /** Renders /status for people: scalars as "key: value", lists of objects as tables. */

@@ -22,18 +22,27 @@ import java.util.function.Function;
  * partition, {@code all=true} every one.
  * <pre>
  *   GET  /partitions                                   every partition's status (JSON array)
- *   POST /partitions/start|stop|restart|pause|resume|kill?name=N | all=true [&amp;timeout_s=S (stop, restart)]
+ *   POST /partitions/start|stop|restart|pause|resume|kill|freeze|thaw?name=N | all=true [&amp;timeout_s=S (stop, restart)]
  *        200: the affected partitions' status; 404: no such partition; 409: not possible in its state
  *   GET  /partitions/console?name=N[&amp;bytes=65536]     the tail of a VM's serial console log (text)
  *   GET  /partitions/logs?name=N[&amp;bytes=65536]        the tail of the partition's own log: a process's
  *                                                      stdout/stderr, QEMU's messages for a VM (text)
  *   GET  /partitions/measure?name=N                    resource metering since start or reset (Measure-VM)
  *   POST /partitions/measure/reset?name=N              starts a new metering period; 200: the zeroed report
+ *   GET  /events[?since=SEQ][&amp;wait_s=S]                events after SEQ as NDJSON, waiting up to S s for news
  * </pre>
  */
 final class PartitionRoutes {
     static final int DEFAULT_TAIL = 64 * 1024;
     static final int MAX_TAIL = 4 * 1024 * 1024;
+    static final int MAX_EVENT_WAIT_S = 30;
+    /**
+     * Event readers that may wait at once: a waiting request holds one of the endpoint's 16 serving slots, so
+     * followers beyond this many are answered at once (they simply ask again) and never starve other requests.
+     */
+    static final int MAX_EVENT_WAITERS = 4;
+
+    private final java.util.concurrent.Semaphore eventWaiters = new java.util.concurrent.Semaphore(MAX_EVENT_WAITERS);
 
     private final PartitionsComponent partitions;
 
@@ -44,14 +53,47 @@ final class PartitionRoutes {
     Map<String, Function<String, HttpResponse>> routes() {
         Map<String, Function<String, HttpResponse>> r = new LinkedHashMap<>();
         r.put("GET /v1/partitions", q -> HttpResponse.json(Json.pretty(partitions.status())));
-        for (String verb : List.of("start", "stop", "restart", "pause", "resume", "kill")) {
+        for (String verb : List.of("start", "stop", "restart", "pause", "resume", "kill", "freeze", "thaw")) {
             r.put("POST /v1/partitions/" + verb, q -> verb(verb, q));
         }
         r.put("GET /v1/partitions/console", q -> tail(q, true));
         r.put("GET /v1/partitions/logs", q -> tail(q, false));
         r.put("GET /v1/partitions/measure", q -> measure(q, false));
         r.put("POST /v1/partitions/measure/reset", q -> measure(q, true));
+        r.put("GET /v1/events", this::events);
         return r;
+    }
+
+    private HttpResponse events(String query) {
+        Map<String, String> q = Query.parse(query);
+        long since;
+        int wait;
+        try {
+            since = Long.parseLong(q.getOrDefault("since", "0"));
+            wait = Integer.parseInt(q.getOrDefault("wait_s", "0"));
+        } catch (NumberFormatException e) {
+            return HttpResponse.text(400, "since and wait_s must be whole numbers\n");
+        }
+        if (since < 0 || wait < 0 || wait > MAX_EVENT_WAIT_S) {
+            return HttpResponse.text(400, "since must be 0 or more and wait_s 0.." + MAX_EVENT_WAIT_S + "\n");
+        }
+        boolean mayWait = wait > 0 && eventWaiters.tryAcquire();
+        EventJournal.Page page;
+        try {
+            page = partitions.events().since(since, Duration.ofSeconds(mayWait ? wait : 0), EventJournal.BACKLOG);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            page = new EventJournal.Page(List.of(), 0);
+        } finally {
+            if (mayWait) {
+                eventWaiters.release();
+            }
+        }
+        StringBuilder sb = new StringBuilder();
+        for (Object line : page.json()) {
+            sb.append(Json.write(line)).append('\n');
+        }
+        return new HttpResponse(200, "application/x-ndjson", sb.toString().getBytes(StandardCharsets.UTF_8));
     }
 
     private HttpResponse verb(String verb, String query) {
@@ -86,6 +128,8 @@ final class PartitionRoutes {
                     case "pause" -> p.pause();
                     case "resume" -> p.resume();
                     case "kill" -> partitions.turnOff(p, "killed by request");
+                    case "freeze" -> vm(p, verb).freezeFileSystems();
+                    case "thaw" -> vm(p, verb).thawFileSystems();
                     default -> throw new IllegalArgumentException(verb);
                 }
             } catch (IOException | RuntimeException e) {
@@ -97,6 +141,14 @@ final class PartitionRoutes {
             return HttpResponse.text(409, verb + " " + String.join("; ", failures) + "\n");
         }
         return HttpResponse.json(Json.pretty(done));
+    }
+
+    /** fsfreeze needs a VM's guest agent: a process partition is refused by name (409). */
+    private static VmPartition vm(ChildPartition p, String verb) {
+        if (p instanceof VmPartition vm) {
+            return vm;
+        }
+        throw new IllegalStateException("cannot " + verb + " file systems of a process partition: that needs a VM's guest agent");
     }
 
     private List<ChildPartition> targets(Map<String, String> q) {

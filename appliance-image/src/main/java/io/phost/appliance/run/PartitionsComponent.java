@@ -61,6 +61,8 @@ public final class PartitionsComponent implements Component {
     private final PartitionHost host;
     /** Every partition, in config order. */
     private final Map<String, ChildPartition> partitions = new LinkedHashMap<>();
+    private final EventJournal events = new EventJournal();
+    private PartitionEventWatcher watcher;
 
     private PartitionsComponent(ApplianceConfig cfg, PartitionHost host) {
         this.cfg = cfg;
@@ -110,6 +112,7 @@ public final class PartitionsComponent implements Component {
                 }
                 c.partitions.put(p.name(), partition);
             }
+            c.watcher = new PartitionEventWatcher(c::partitions, c.events);
             for (PartitionConfig p : cfg.partitions()) {
                 if (p.autostart()) {
                     c.startOne(c.partitions.get(p.name()));
@@ -241,6 +244,11 @@ public final class PartitionsComponent implements Component {
         return List.copyOf(partitions.values());
     }
 
+    /** The event stream: partition state changes, crashes, faults, restarts, heartbeat loss. */
+    public EventJournal events() {
+        return events;
+    }
+
     public ChildPartition partition(String name) {
         return partitions.get(name);
     }
@@ -328,6 +336,9 @@ public final class PartitionsComponent implements Component {
             }, r -> Thread.ofVirtual().start(r)));
         }
         CompletableFuture.allOf(stops.toArray(CompletableFuture[]::new)).join();
+        if (watcher != null) {
+            watcher.close();
+        }
         host.close();
     }
 }

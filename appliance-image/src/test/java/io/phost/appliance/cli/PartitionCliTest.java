@@ -29,6 +29,22 @@ class PartitionCliTest {
     }
 
     @Test
+    void shouldShowEachVmsGuestAgentDataAsATable() {
+        String doc = """
+            {"partitions": [{"name": "web", "kind": "process", "details": {"restarts": "0"}},
+              {"name": "vm1", "kind": "vm", "details": {"heartbeat": "OK", "guest_os": "Debian GNU/Linux 12",
+                "guest_hostname": "web1", "guest_addresses": "eth0 10.0.0.2/24"}},
+              {"name": "vm2", "kind": "vm", "details": {"heartbeat": "NO_CONTACT"}}]}
+            """;
+        List<String> lines = StatusCommand.guests(Json.parse(doc)).lines().toList();
+        assertEquals("guests (qemu-guest-agent):", lines.get(1));
+        assertTrue(lines.get(2).matches(" +partition +heartbeat +os +hostname +addresses"), lines.toString());
+        assertTrue(lines.get(3).matches(" +vm1 +OK +Debian GNU/Linux 12 +web1 +eth0 10.0.0.2/24"), lines.toString());
+        assertTrue(lines.get(4).matches(" +vm2 +NO_CONTACT +- +- +-"), lines.toString());
+        assertEquals("", StatusCommand.guests(Json.parse("{\"partitions\": []}")), "no VM, no section");
+    }
+
+    @Test
     void shouldListPartitionsWithKindStateAndReason() {
         String t = PartitionCommand.table((List<?>) ((java.util.Map<?, ?>) Json.parse(STATUS)).get("partitions"));
         List<String> lines = t.lines().toList();

@@ -65,10 +65,16 @@ public final class PhostProcess implements AutoCloseable {
 
     /** Waits for a stdout line starting with {@code prefix}; fails with the child's stderr when it does not come. */
     public String awaitLine(String prefix, Duration timeout) throws InterruptedException {
+        return awaitLine(prefix, l -> l.startsWith(prefix), timeout);
+    }
+
+    /** Waits for a stdout line that {@code ok} accepts ({@code what} names it in the failure). */
+    public String awaitLine(String what, java.util.function.Predicate<String> ok, Duration timeout) throws InterruptedException {
+        String prefix = what;
         long deadline = System.nanoTime() + timeout.toNanos();
         while (System.nanoTime() < deadline) {
             String line = stdout.poll(100, TimeUnit.MILLISECONDS);
-            if (line != null && line.startsWith(prefix)) {
+            if (line != null && ok.test(line)) {
                 return line;
             }
             if (line == null && !process.isAlive() && stdout.isEmpty()) {

@@ -150,7 +150,7 @@ class RunStopTest {
                 stop_timeout = 30
                 ready_marker = "%4$s"
                 disk = [{ disk = "%1$s-disk" }]
-                """.formatted(vm[0], guest, TestGuestKit.cmdline("echo up", true), vm[1]));
+                """.formatted(vm[0], guest, TestGuestKit.cmdline("echo up", true) + TestGuestKit.NO_AGENT, vm[1]));
         }
         Files.writeString(cfg, toml.toString());
         try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--plain", "--config", cfg.toString())) {

@@ -89,7 +89,8 @@ class RunVmPartitionTest {
             autostart = false
             on_crash = "restart"
             stop_timeout = 60
-            """.formatted(data, guest, TestGuestKit.cmdline(diskScript, false), TestGuestKit.cmdline("true", true)));
+            """.formatted(data, guest, TestGuestKit.cmdline(diskScript, false),
+                TestGuestKit.cmdline("true", true) + TestGuestKit.NO_AGENT));
         try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString())) {
             p.awaitLine("phost: ready", Duration.ofSeconds(60));
             String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
@@ -131,6 +132,7 @@ class RunVmPartitionTest {
             assertTrue(String.valueOf(((List<?>) restarted.get("faults")).getFirst()).startsWith("QEMU exited with code 137"),
                 restarted.toString());
             assertEquals("1", ((Map<?, ?>) restarted.get("details")).get("restarts"));
+            assertEquals("NO_CONTACT", ((Map<?, ?>) restarted.get("details")).get("heartbeat"), "a guest without an agent is stated");
 
             // stop: ACPI power button; the guest's init powers off (no SIGKILL needed)
             awaitConsoleCount("vm-life", "PHOST-GUEST-DONE rc=0", 2, p);

@@ -42,6 +42,9 @@ final class TestGuestKit {
         return dir;
     }
 
+    /** Appended to a command line: the guest does not start qemu-guest-agent (stops go through ACPI). */
+    static final String NO_AGENT = " phost.agent=0";
+
     /** A kernel command line that runs {@code script} (busybox sh) in the guest; {@code hold} keeps it up after. */
     static String cmdline(String script, boolean hold) {
         String b64 = Base64.getEncoder().encodeToString(script.getBytes(StandardCharsets.UTF_8));

@@ -39,6 +39,8 @@ public final class Partition implements ChildPartition {
     private final List<VirtualServiceProvider> services = new ArrayList<>();
     private final ArrayDeque<String> faults = new ArrayDeque<>();
     private long faultCount;
+    /** Guest faults only (crashes are in the fault list too, but max_faults counts what the guest did). */
+    private long guestFaults;
     /** on_crash: the streak and backoff are the VM partitions' own ({@link CrashRestarts}). */
     private final CrashRestarts crashes;
     private ScheduledFuture<?> pendingRestart;
@@ -161,6 +163,7 @@ public final class Partition implements ChildPartition {
         synchronized (faults) {
             faults.clear();
             faultCount = 0;
+            guestFaults = 0;
         }
         crashes.reset();
         launch();
@@ -418,15 +421,21 @@ public final class Partition implements ChildPartition {
     void fault(String why) {
         boolean tooMany;
         synchronized (faults) {
-            faultCount++;
-            faults.addLast(why);
-            while (faults.size() > FAULT_HISTORY) {
-                faults.removeFirst();
-            }
-            tooMany = faultCount >= host.options().maxFaults() && state.live() && state != PartitionState.STOPPING;
+            record(why);
+            guestFaults++;
+            tooMany = guestFaults >= host.options().maxFaults() && state.live() && state != PartitionState.STOPPING;
         }
         if (tooMany) {
             host.async(() -> crash(faultCount() + " guest faults, last: " + why, PartitionState.FAULTED));
+        }
+    }
+
+    /** Holding the fault list's lock: one more fault or crash in the history. */
+    private void record(String why) {
+        faultCount++;
+        faults.addLast(why);
+        while (faults.size() > FAULT_HISTORY) {
+            faults.removeFirst();
         }
     }
 
@@ -495,6 +504,9 @@ public final class Partition implements ChildPartition {
     private void crashedUnasked(String why) {
         if (!crash(why, PartitionState.CRASHED)) {
             return;
+        }
+        synchronized (faults) {
+            record(why); // a crash is a fault of the partition, as for a VM
         }
         synchronized (this) {
             if (state != PartitionState.CRASHED || !spec.launched() || pendingRestart != null) {

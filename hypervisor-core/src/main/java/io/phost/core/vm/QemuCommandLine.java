@@ -16,6 +16,8 @@ import java.util.List;
  *    -qmp unix:SOCK,server=on,wait=off   -chardev stdio,id=console0,signal=off -serial chardev:console0
  *    -kernel K -initrd I -append CMDLINE | -bios OVMF.fd (uefi) | SeaBIOS (bios, QEMU's default)
  *    per device: -chardev socket,id=ID,path=SOCK + -device vhost-user-blk-pci|vhost-user-scsi-pci|virtio-net-pci
+ *    -device virtio-serial-pci  -chardev socket,id=qga0,path=AGENT,server=on,wait=off
+ *    -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0     the guest agent's channel
  *    -S                                   vCPUs held until phost has confined QEMU and sends "cont"
  * </pre>
  * The console is QEMU's stdout, which phost reads and writes to a rotated log ({@link ConsoleLog}).
@@ -30,12 +32,21 @@ public final class QemuCommandLine {
     private QemuCommandLine() {}
 
     /** argv for {@code spec} on {@code accel}, QMP listening on {@code qmpSocket}; {@code qemu} is the binary. */
-    public static List<String> build(String qemu, VmSpec spec, Accelerator accel, Path qmpSocket) {
-        return build(qemu, spec, accel, qmpSocket, OVMF);
+    /** The virtio-serial port name qemu-guest-agent opens in the guest. */
+    public static final String AGENT_PORT = "org.qemu.guest_agent.0";
+
+    /**
+     * argv for {@code spec} on {@code accel}, QMP listening on {@code qmpSocket}, the guest agent's port on
+     * {@code agentSocket}; {@code qemu} is the binary.
+     */
+    public static List<String> build(String qemu, VmSpec spec, Accelerator accel, Path qmpSocket, Path agentSocket) {
+        return build(qemu, spec, accel, qmpSocket, agentSocket, OVMF);
     }
 
-    static List<String> build(String qemu, VmSpec spec, Accelerator accel, Path qmpSocket, List<Path> ovmf) {
+    static List<String> build(String qemu, VmSpec spec, Accelerator accel, Path qmpSocket, Path agentSocket,
+                              List<Path> ovmf) {
         QemuValues.requirePath("QMP socket", qmpSocket);
+        QemuValues.requirePath("guest agent socket", agentSocket);
         long mib = spec.memoryBytes() / VmSpec.MIB;
         boolean kvm = accel.type() == Accelerator.Type.KVM;
         List<String> a = new ArrayList<>(64);
@@ -93,6 +104,9 @@ public final class QemuCommandLine {
                 }
             }
         }
+        add(a, "-device", "virtio-serial-pci,id=vser0");
+        add(a, "-chardev", "socket,id=qga0,path=" + QemuValues.escape(agentSocket.toString()) + ",server=on,wait=off");
+        add(a, "-device", "virtserialport,bus=vser0.0,chardev=qga0,name=" + AGENT_PORT);
         a.add("-S");
         return a;
     }

@@ -29,11 +29,16 @@ import java.util.function.Consumer;
  * One reader thread takes lines off the socket: replies complete the waiting command (matched by id),
  * events go to the listener. Commands may be sent from any thread. A message longer than
  * {@link #MAX_MESSAGE} closes the connection (QEMU never sends one; a peer that does is not QEMU).
+ * <p>
+ * The guest agent speaks the same protocol without the greeting ({@link #open}); it runs inside the guest,
+ * so its peer is hostile: every line is bounded (the caller's limit), nesting is bounded by {@code Json}'s
+ * depth limit, and any malformed message closes the connection (the caller reconnects).
  */
 public final class QmpClient implements AutoCloseable {
     static final int MAX_MESSAGE = 1 << 20;
 
     private final SocketChannel channel;
+    private final int maxMessage;
     private final Consumer<Map<String, Object>> events;
     private final Map<Long, CompletableFuture<Map<String, Object>>> pending = new ConcurrentHashMap<>();
     private final AtomicLong ids = new AtomicLong();
@@ -41,10 +46,29 @@ public final class QmpClient implements AutoCloseable {
     private final Thread reader;
     private volatile String closedWhy;
 
-    private QmpClient(SocketChannel channel, Consumer<Map<String, Object>> events, String name) {
+    private QmpClient(SocketChannel channel, int maxMessage, Consumer<Map<String, Object>> events, String threadName) {
         this.channel = channel;
+        this.maxMessage = maxMessage;
         this.events = events;
-        this.reader = Thread.ofPlatform().daemon().name("qmp-" + name).unstarted(this::readLoop);
+        this.reader = Thread.ofPlatform().daemon().name(threadName).unstarted(this::readLoop);
+    }
+
+    /**
+     * One connection attempt to a peer that sends no greeting (qemu-guest-agent behind QEMU's chardev socket);
+     * lines longer than {@code maxMessage} bytes close it.
+     */
+    public static QmpClient open(Path socket, int maxMessage, Consumer<Map<String, Object>> events, String threadName) {
+        SocketChannel ch = null;
+        try {
+            ch = SocketChannel.open(StandardProtocolFamily.UNIX);
+            ch.connect(UnixDomainSocketAddress.of(socket));
+            QmpClient c = new QmpClient(ch, maxMessage, events, threadName);
+            c.reader.start();
+            return c;
+        } catch (IOException e) {
+            closeQuietly(ch);
+            throw new QmpException(QmpException.Reason.DISCONNECTED, "cannot connect to " + socket + ": " + e.getMessage());
+        }
     }
 
     /**
@@ -60,7 +84,7 @@ public final class QmpClient implements AutoCloseable {
             try {
                 ch = SocketChannel.open(StandardProtocolFamily.UNIX);
                 ch.connect(UnixDomainSocketAddress.of(socket));
-                QmpClient c = new QmpClient(ch, events, name);
+                QmpClient c = new QmpClient(ch, MAX_MESSAGE, events, "qmp-" + name);
                 c.reader.start();
                 c.handshake(Duration.ofNanos(Math.max(1, deadline - System.nanoTime())));
                 return c;
@@ -155,8 +179,8 @@ public final class QmpClient implements AutoCloseable {
                     if (b == '\n') {
                         dispatch(line.toString(StandardCharsets.UTF_8).strip());
                         line.reset();
-                    } else if (line.size() >= MAX_MESSAGE) {
-                        throw new QmpException(QmpException.Reason.TOO_LONG, "a message over " + MAX_MESSAGE + " bytes");
+                    } else if (line.size() >= maxMessage) {
+                        throw new QmpException(QmpException.Reason.TOO_LONG, "a message over " + maxMessage + " bytes");
                     } else {
                         line.write(b);
                     }

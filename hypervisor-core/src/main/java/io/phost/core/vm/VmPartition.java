@@ -47,20 +47,31 @@ public final class VmPartition implements ChildPartition {
      * @param commandTimeout how long a QMP command may take
      * @param memoryOverhead QEMU's own memory on top of guest RAM, for the cgroup limit
      * @param pidsLimit      most QEMU threads (vCPUs, I/O workers, RCU, ...)
+     * @param agentPeriod    between guest-agent heartbeats
+     * @param agentTimeout   how long a guest-agent call may take
      */
     public record Options(String qemu, Duration qmpTimeout, Duration commandTimeout, RestartBackoff backoff,
-                          long memoryOverhead, int pidsLimit, long consoleMaxBytes) {
+                          long memoryOverhead, int pidsLimit, long consoleMaxBytes, Duration agentPeriod,
+                          Duration agentTimeout) {
         public static Options defaults() {
             return new Options(QemuCommandLine.QEMU, Duration.ofSeconds(30), Duration.ofSeconds(10),
-                RestartBackoff.defaults(), 256L << 20, 512, ConsoleLog.DEFAULT_MAX_BYTES);
+                RestartBackoff.defaults(), 256L << 20, 512, ConsoleLog.DEFAULT_MAX_BYTES, Duration.ofSeconds(5),
+                Duration.ofSeconds(5));
         }
 
         public Options withQemu(String binary) {
-            return new Options(binary, qmpTimeout, commandTimeout, backoff, memoryOverhead, pidsLimit, consoleMaxBytes);
+            return new Options(binary, qmpTimeout, commandTimeout, backoff, memoryOverhead, pidsLimit, consoleMaxBytes,
+                agentPeriod, agentTimeout);
         }
 
         public Options withBackoff(RestartBackoff b) {
-            return new Options(qemu, qmpTimeout, commandTimeout, b, memoryOverhead, pidsLimit, consoleMaxBytes);
+            return new Options(qemu, qmpTimeout, commandTimeout, b, memoryOverhead, pidsLimit, consoleMaxBytes,
+                agentPeriod, agentTimeout);
+        }
+
+        public Options withAgent(Duration period, Duration timeout) {
+            return new Options(qemu, qmpTimeout, commandTimeout, backoff, memoryOverhead, pidsLimit, consoleMaxBytes,
+                period, timeout);
         }
     }
 
@@ -71,6 +82,7 @@ public final class VmPartition implements ChildPartition {
     private final ConsoleLog console;
     private final Path qmpSocket;
     private final Path qemuLog;
+    private final VmIntegration integration;
     private final ArrayDeque<String> faults = new ArrayDeque<>();
 
     private volatile PartitionState state = PartitionState.CREATED;
@@ -99,6 +111,8 @@ public final class VmPartition implements ChildPartition {
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
         this.qemuLog = dir.resolve(spec.name() + ".qemu.log");
+        this.integration = new VmIntegration(spec.name(), dir.resolve(spec.name() + ".qga"), options.agentPeriod(),
+            options.agentTimeout());
     }
 
     @Override
@@ -140,7 +154,7 @@ public final class VmPartition implements ChildPartition {
 
     /** The argv this VM is launched with. */
     public List<String> commandLine() {
-        return QemuCommandLine.build(options.qemu(), spec, accel, qmpSocket);
+        return QemuCommandLine.build(options.qemu(), spec, accel, qmpSocket, integration.socket());
     }
 
     /** A user start: clears the fault history and the crash streak, then launches. */
@@ -185,6 +199,7 @@ public final class VmPartition implements ChildPartition {
             }
             Files.createDirectories(dir);
             Files.deleteIfExists(qmpSocket);
+            Files.deleteIfExists(integration.socket());
             List<String> argv = commandLine();
             ProcessBuilder pb = new ProcessBuilder(argv);
             pb.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
@@ -220,6 +235,7 @@ public final class VmPartition implements ChildPartition {
                 if (gen == generation && state == PartitionState.STARTING) {
                     state = PartitionState.RUNNING;
                     crashes.running();
+                    integration.connect();
                 }
             }
             p.onExit().thenAccept(x -> exited(x, gen));
@@ -361,6 +377,7 @@ public final class VmPartition implements ChildPartition {
 
     /** Holding the monitor: closes QMP and removes the cgroup (QEMU has exited). */
     private void release() {
+        integration.disconnect();
         if (qmp != null) {
             qmp.close();
             qmp = null;
@@ -381,7 +398,13 @@ public final class VmPartition implements ChildPartition {
             }
             q = qmp;
         }
-        q.execute("stop", options.commandTimeout());
+        integration.paused(true);
+        try {
+            q.execute("stop", options.commandTimeout());
+        } catch (RuntimeException e) {
+            integration.paused(false); // still running: keep the heartbeat
+            throw e;
+        }
         synchronized (this) {
             if (state == PartitionState.RUNNING) {
                 state = PartitionState.PAUSED;
@@ -406,6 +429,27 @@ public final class VmPartition implements ChildPartition {
                 reason = "";
             }
         }
+        integration.resumed(); // time sync: the guest's clock stood still while paused
+    }
+
+    /**
+     * Freezes the guest's file systems through its agent (for a consistent checkpoint); thaw with
+     * {@link #thawFileSystems()}. Fails with a message naming the partition when the guest has no agent.
+     *
+     * @return how many file systems the guest froze
+     */
+    public int freezeFileSystems() {
+        return integration.freeze(state);
+    }
+
+    /** @return how many file systems the guest thawed */
+    public int thawFileSystems() {
+        return integration.thaw(state);
+    }
+
+    /** The guest agent of the running VM, or null when it is not running. */
+    public GuestAgent guestAgent() {
+        return integration.agent();
     }
 
     private void guestReady(long gen) {
@@ -449,7 +493,7 @@ public final class VmPartition implements ChildPartition {
             q = qmp;
         }
         if (p != null) {
-            String how = booting ? killBooting(p) : powerDown(p, q, paused, grace);
+            String how = booting ? killBooting(p) : powerDown(p, q, integration.agent(), paused, grace);
             synchronized (this) {
                 reason = how;
             }
@@ -472,18 +516,39 @@ public final class VmPartition implements ChildPartition {
             + "), so it could not take the ACPI power button and had nothing of its own to flush";
     }
 
-    private String powerDown(Process p, QmpClient q, boolean paused, Duration grace) {
-        String asked = "ACPI power-down";
+    /**
+     * The guest agent's guest-shutdown when the agent answers (it shuts the guest down as its own OS would);
+     * the ACPI power button otherwise, or when the guest is still up halfway through {@code grace}; SIGKILL
+     * once {@code grace} has passed.
+     */
+    private String powerDown(Process p, QmpClient q, GuestAgent a, boolean paused, Duration grace) {
+        long deadline = System.nanoTime() + grace.toNanos();
         try {
             if (paused) {
-                q.execute("cont", options.commandTimeout()); // a paused guest cannot see the power button
+                q.execute("cont", options.commandTimeout()); // a paused guest can neither see the button nor answer
             }
-            q.execute("system_powerdown", options.commandTimeout());
         } catch (QmpException | NullPointerException e) {
-            asked = "no ACPI power-down (" + e.getMessage() + ")";
+            LOG.log(Level.WARNING, "cannot resume partition=" + name() + " to stop it: " + e.getMessage());
         }
+        // an agent that never answered is not asked (an agent-less guest would only cost a timeout)
+        boolean agentless = a == null || a.heartbeat() == GuestAgent.Heartbeat.NO_CONTACT;
+        String agentRefused = agentless ? "" : a.shutdown();
+        String asked = agentRefused == null ? "guest-shutdown through the guest agent"
+            : agentless ? "ACPI power-down" : "ACPI power-down (guest agent: " + agentRefused + ")";
         try {
-            if (p.waitFor(grace.toNanos(), TimeUnit.NANOSECONDS)) {
+            if (agentRefused == null) {
+                LOG.log(Level.INFO, "stopping partition=" + name() + " via=guest-agent");
+                if (p.waitFor(grace.toNanos() / 2, TimeUnit.NANOSECONDS)) {
+                    return "stopped: the guest powered off after " + asked;
+                }
+                asked += ", then ACPI power-down (still up after " + grace.dividedBy(2) + ")";
+            }
+            try {
+                q.execute("system_powerdown", options.commandTimeout());
+            } catch (QmpException | NullPointerException e) {
+                asked += "; no ACPI power-down (" + e.getMessage() + ")";
+            }
+            if (p.waitFor(Math.max(0, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
                 return "stopped: the guest powered off after " + asked;
             }
             p.destroyForcibly();
@@ -559,7 +624,7 @@ public final class VmPartition implements ChildPartition {
         d.put("on_crash", spec.onCrash().name().toLowerCase(java.util.Locale.ROOT));
         d.put("restarts", Integer.toString(restarts));
         d.put("cpus", cpusText);
-        d.put("guest_agent", "none (qemu-guest-agent is not wired yet)");
+        integration.describe(d);
         d.put("guest_ready", spec.readyMarker() == null ? "unknown (no ready marker configured)"
             : readyGeneration == generation && state.live() ? "yes" : state.live() ? "no (booting)" : "no");
         List<String> f;

@@ -78,6 +78,8 @@ class PartitionCrashPolicyTest {
         assertTrue(p.awaitState(PartitionState.FAULTED, Duration.ofSeconds(20)), p.status().toString());
         assertEquals("3 crashes in a row, last: process exited with code 3", p.status().reason());
         assertEquals("2", p.status().details().get("restarts"));
+        assertEquals(3, p.faultCount(), "every crash is a fault, as for a VM");
+        assertEquals(java.util.Collections.nCopies(3, "process exited with code 3"), p.faults());
         Thread.sleep(600);
         assertEquals(PartitionState.FAULTED, p.state(), "no restart after FAULTED");
     }
@@ -90,6 +92,8 @@ class PartitionCrashPolicyTest {
         Thread.sleep(500); // longer than the first backoff delay
         assertEquals(PartitionState.CRASHED, p.state());
         assertEquals("process exited with code 7", p.status().reason());
+        assertEquals(List.of("process exited with code 7"), p.status().faults(), "the crash is in the faults list");
+        assertEquals(1, p.status().faultCount());
         assertEquals("0", p.status().details().get("restarts"));
         assertEquals("stop", p.status().details().get("on_crash"));
     }

@@ -11,6 +11,7 @@ class QemuCommandLineTest {
     private static final Accelerator TCG = new Accelerator(Accelerator.Type.TCG, "test");
     private static final Accelerator KVM = new Accelerator(Accelerator.Type.KVM, "test");
     private static final Path QMP = Path.of("/run/phost/vm1.qmp");
+    private static final Path QGA = Path.of("/run/phost/vm1.qga");
 
     private static VmSpec spec(BootSource boot, List<VmDevice> devices) {
         return new VmSpec("vm1", 2, 256L << 20, VmSpec.Machine.Q35, boot, devices, VmSpec.CrashPolicy.RESTART,
@@ -40,7 +41,7 @@ class QemuCommandLineTest {
 
     @Test
     void shouldPutGuestRamInASharedMemfdBackend() {
-        List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), TCG, QMP);
+        List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), TCG, QMP, QGA);
         assertEquals("memory-backend-memfd,id=ram0,size=256M,share=on", after(a, "-object"));
         assertTrue(after(a, "-machine").contains("memory-backend=ram0"), a.toString());
         assertEquals("256M", after(a, "-m"));
@@ -48,8 +49,16 @@ class QemuCommandLineTest {
     }
 
     @Test
+    void shouldGiveEveryVmTheGuestAgentsVirtioSerialPortOnItsOwnSocket() {
+        List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), TCG, QMP, QGA);
+        assertTrue(a.contains("virtio-serial-pci,id=vser0"), a.toString());
+        assertTrue(a.contains("socket,id=qga0,path=/run/phost/vm1.qga,server=on,wait=off"), a.toString());
+        assertTrue(a.contains("virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"), a.toString());
+    }
+
+    @Test
     void shouldConfineQemuWithSandboxNoDefaultsAndHeldVcpus() {
-        List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), TCG, QMP);
+        List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), TCG, QMP, QGA);
         assertTrue(after(a, "-sandbox").startsWith("on,"), a.toString());
         assertTrue(after(a, "-sandbox").contains("spawn=deny") && after(a, "-sandbox").contains("elevateprivileges=deny"));
         assertTrue(a.contains("-nodefaults") && a.contains("-no-user-config"));
@@ -61,18 +70,18 @@ class QemuCommandLineTest {
 
     @Test
     void shouldUseTcgWithABoundedTranslationCacheWithoutKvm() {
-        List<String> tcg = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), TCG, QMP);
+        List<String> tcg = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), TCG, QMP, QGA);
         assertEquals("q35,memory-backend=ram0", after(tcg, "-machine"));
         assertEquals("tcg,tb-size=64", after(tcg, "-accel"));
         assertEquals("max", after(tcg, "-cpu"));
-        List<String> kvm = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), KVM, QMP);
+        List<String> kvm = QemuCommandLine.build("qemu", spec(kernel(""), List.of()), KVM, QMP, QGA);
         assertEquals("kvm", after(kvm, "-accel"));
         assertEquals("host", after(kvm, "-cpu"));
     }
 
     @Test
     void shouldPassTheKernelCommandLineAsOneArgumentUntouched() {
-        List<String> a = QemuCommandLine.build("qemu", spec(kernel("console=ttyS0 phost.run=dd,bs=4k quiet"), List.of()), TCG, QMP);
+        List<String> a = QemuCommandLine.build("qemu", spec(kernel("console=ttyS0 phost.run=dd,bs=4k quiet"), List.of()), TCG, QMP, QGA);
         assertEquals("/boot/vmlinuz", after(a, "-kernel"));
         assertEquals("/boot/initrd.img", after(a, "-initrd"));
         assertEquals("console=ttyS0 phost.run=dd,bs=4k quiet", after(a, "-append"));
@@ -94,7 +103,7 @@ class QemuCommandLineTest {
     @Test
     void shouldDoubleCommasInSocketPathsSoTheyCannotAddOptions() {
         VmDevice d = VmDevice.blk("disk0", Path.of("/tmp/a,server=on/d.sock"), 2);
-        List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of(d)), TCG, Path.of("/tmp/x,y/q.sock"));
+        List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of(d)), TCG, Path.of("/tmp/x,y/q.sock"), QGA);
         assertTrue(valuesOf(a, "-chardev").contains("socket,id=disk0,path=/tmp/a,,server=on/d.sock"), a.toString());
         assertEquals("unix:/tmp/x,,y/q.sock,server=on,wait=off", after(a, "-qmp"));
     }
@@ -104,11 +113,13 @@ class QemuCommandLineTest {
         List<VmDevice> devs = List.of(VmDevice.blk("disk0", Path.of("/s/d0"), 2),
             new VmDevice("scsi0", VmDevice.Type.SCSI, Path.of("/s/c0"), 1, null),
             new VmDevice("nic0", VmDevice.Type.NET, Path.of("/s/n0"), 1, "02:50:48:00:00:01"));
-        List<String> a = QemuCommandLine.build("qemu", spec(new BootSource.Firmware(BootSource.Firmware.Type.BIOS), devs), TCG, QMP);
+        List<String> a = QemuCommandLine.build("qemu", spec(new BootSource.Firmware(BootSource.Firmware.Type.BIOS), devs), TCG, QMP, QGA);
         List<String> devices = valuesOf(a, "-device");
         assertEquals(List.of("vhost-user-blk-pci,id=disk0-dev,chardev=disk0,num-queues=2,bootindex=0",
             "vhost-user-scsi-pci,id=scsi0-dev,chardev=scsi0,num_queues=1",
-            "virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,vectors=0"), devices);
+            "virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,vectors=0",
+            "virtio-serial-pci,id=vser0", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"), devices,
+            "the disks and NICs on vhost-user, and the guest agent's channel: nothing else");
         assertEquals(List.of("vhost-user,id=nic0-net,chardev=nic0,queues=1"), valuesOf(a, "-netdev"));
         assertFalse(a.contains("-drive") || a.contains("-blockdev"), "no QEMU block layer: " + a);
         assertFalse(a.contains("-bios"), "SeaBIOS is QEMU's default");
@@ -118,7 +129,7 @@ class QemuCommandLineTest {
     void shouldNameTheOvmfPackageWhenUefiFirmwareIsMissing() {
         VmSpec s = spec(new BootSource.Firmware(BootSource.Firmware.Type.UEFI), List.of());
         IllegalStateException e = assertThrows(IllegalStateException.class,
-            () -> QemuCommandLine.build("qemu", s, TCG, QMP, List.of(Path.of("/nonexistent/OVMF.fd"))));
+            () -> QemuCommandLine.build("qemu", s, TCG, QMP, QGA, List.of(Path.of("/nonexistent/OVMF.fd"))));
         assertTrue(e.getMessage().contains("apt-get install ovmf"), e.getMessage());
     }
 

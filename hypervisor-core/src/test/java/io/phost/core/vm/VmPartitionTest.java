@@ -187,7 +187,8 @@ class VmPartitionTest {
         long first = vm.pid();
         Signals.kill(first, 9);
         long deadline = System.nanoTime() + LONG.toNanos();
-        while (System.nanoTime() < deadline && !(vm.state() == PartitionState.RUNNING && vm.pid() != first)) {
+        // pid() is -1 between the SIGKILL and phost noticing the exit (state still RUNNING): wait for a new QEMU
+        while (System.nanoTime() < deadline && !(vm.state() == PartitionState.RUNNING && vm.pid() > 0 && vm.pid() != first)) {
             Thread.sleep(20);
         }
         PartitionStatus s = vm.status();
