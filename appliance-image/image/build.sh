@@ -87,7 +87,7 @@ add_module() { # $1: path relative to the module tree
 }
 while read -r m; do
   case "$m" in ''|'#'*) continue;; esac
-  rel=$(grep -E "(^|/)$m\.ko:" "$moddep" | head -n 1 | cut -d: -f1)
+  rel=$(grep -E "(^|/)$m\.ko:" "$moddep" | head -n 1 | cut -d: -f1 || true)   # (pipefail would exit silently)
   [ -n "$rel" ] || { log "kernel $kver has no module $m"; exit 1; }
   add_module "$rel"
 done < "$here/modules.list"
