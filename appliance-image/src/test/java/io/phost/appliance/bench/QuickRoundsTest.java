@@ -23,7 +23,8 @@ import org.junit.jupiter.params.provider.ValueSource;
  * with --quick, through the CLI as a user does (root, iperf3, ip netns and QEMU are CI peers: .ci/run).
  * The announced time is for an otherwise idle 2-core machine; the bound allows twice that, or more when the
  * load average per core is higher (every round slows alike: vm took 467 s at load 33 on 2 cores). The vm
- * suite boots seven TCG guests (~150 s), so it runs with -Dphost.soak=true only; switch runs by default.
+ * suite boots seven TCG guests (~150 s) and storage runs ~110 s of fio and guest I/O, so they run with
+ * -Dphost.soak=true only; switch runs by default.
  */
 class QuickRoundsTest {
     /** README.md, docs/benchmarks.md and {@code bench --help} name every suite whose --quick takes over a minute, with its time. */
@@ -45,9 +46,11 @@ class QuickRoundsTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"switch", "vm"})
+    @ValueSource(strings = {"switch", "vm", "storage"})
     void shouldRunEveryComparedPointThreeTimesAndFinishInTheAnnouncedTime(String suite, @TempDir Path dir) throws Exception {
-        Assumptions.assumeTrue(!suite.equals("vm") || Boolean.getBoolean("phost.soak"), "bench vm --quick: -Dphost.soak=true");
+        Assumptions.assumeTrue(suite.equals("switch") || Boolean.getBoolean("phost.soak"), "bench " + suite + " --quick: -Dphost.soak=true");
+        String only = System.getProperty("phost.bench.quickSuites"); // e.g. -Dphost.bench.quickSuites=storage for a re-run
+        Assumptions.assumeTrue(only == null || List.of(only.split(",")).contains(suite), "not in phost.bench.quickSuites");
         BenchSuite s = BenchRunner.suites().get(suite);
         double load = load();
         Path json = dir.resolve(suite + ".json");
