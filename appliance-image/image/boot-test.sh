@@ -7,7 +7,12 @@
 #   iso     the hybrid ISO under SeaBIOS with the config on a second disk labelled APPLCFG
 #   broken  the raw disk with a broken appliance.toml: the FILE:LINE:COL errors must reach the console and
 #           GET /health on the network port (503), with nothing started
-# Usage: boot-test.sh [uefi] [iso] [broken]   (default: all three). Exit 0 only if every step passed.
+#   vm      the raw disk with a VM partition (the test guest, tools/test-guest, copied to the data partition)
+#           inside the appliance: QEMU in the image must start it up to QMP ready (state running), then the
+#           guest under nested TCG should print its marker on the partition's console (time reported;
+#           PHOST_NESTED_TIMEOUT, default 900 s, bounds the wait: nested TCG is slow, so not reaching the
+#           marker is reported as a note, not a failure)
+# Usage: boot-test.sh [uefi] [iso] [broken] [vm]   (default: all four). Exit 0 only if every step passed.
 # Guest networking is qemu's user mode with restrict=on: the guest reaches nothing outside qemu; the only
 # path in is the forwarded port on 127.0.0.1.
 set -uo pipefail
@@ -16,7 +21,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 img_dir="${PHOST_IMAGE_OUT:-$root/appliance-image/target/image}"
 timeout_s=${PHOST_BOOT_TIMEOUT:-420}
-tests=("$@"); [ ${#tests[@]} -gt 0 ] || tests=(uefi iso broken)
+tests=("$@"); [ ${#tests[@]} -gt 0 ] || tests=(uefi iso broken vm)
 
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -72,7 +77,7 @@ start_qemu() {
   port=$(free_port)
   rm -f "$tmp/mon"; mkfifo "$tmp/mon"
   t_boot=$(date +%s.%N)
-  qemu-system-x86_64 -m 768 -smp 2 -display none -serial "file:$tmp/$name.log" -monitor stdio \
+  qemu-system-x86_64 -m "${appliance_mib:-768}" -smp 2 -display none -serial "file:$tmp/$name.log" -monitor stdio \
     -netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$port-:8443" -device virtio-net-pci,netdev=n0 \
     "$@" < "$tmp/mon" > "$tmp/$name.qemu.log" 2>&1 &
   qpid=$!
@@ -206,6 +211,75 @@ run_broken() {
   else
     bad "broken: GET /health answered $code: $body"
   fi
+  stop_qemu
+}
+
+# The VM partition path: the image's own QEMU starts a tiny VM partition (nested TCG under this TCG).
+run_vm() {
+  local kit
+  kit=$(bash "$root/tools/test-guest/build.sh" | tail -n 1) && [ -f "$kit/vmlinuz" ] || { bad "vm: no test guest (tools/test-guest/build.sh)"; return; }
+  test_config vm-test > "$tmp/appliance.toml"
+  cat >> "$tmp/appliance.toml" <<EOF
+
+[[partition]]
+name = "tiny"
+kind = "vm"
+memory = "256MiB"
+kernel = "/data/phost/guest/vmlinuz"
+initrd = "/data/phost/guest/initramfs.gz"
+cmdline = "console=ttyS0 quiet phost.script=$(printf 'echo PHOST-IMAGE-VM-OK\n' | base64 -w0)"
+disk = [{ disk = "scratch" }]
+EOF
+  "$root/phost" image flash --config "$tmp/appliance.toml" --add "$tmp/token" --add "$tmp/expose" --image "$img_dir/phost.img" \
+    --to "$tmp/vm.img" >/dev/null || { bad "vm: flash failed"; return; }
+  # the guest's kernel and initramfs into /data/phost/guest on the (not yet grown) data partition
+  local start size
+  start=$(sfdisk -d "$tmp/vm.img" | awk -F'start= *' '/APPLDATA/ {split($2, a, ","); print a[1]}')
+  size=$(sfdisk -d "$tmp/vm.img" | awk -F'size= *' '/APPLDATA/ {split($2, a, ","); print a[1]}')
+  dd if="$tmp/vm.img" of="$tmp/vmdata.img" bs=512 skip="$start" count="$size" status=none
+  printf 'mkdir /phost/guest\nwrite %s /phost/guest/vmlinuz\nwrite %s /phost/guest/initramfs.gz\n' \
+    "$kit/vmlinuz" "$kit/initramfs.gz" > "$tmp/debugfs.cmds"
+  debugfs -w -f "$tmp/debugfs.cmds" "$tmp/vmdata.img" >/dev/null 2>&1
+  debugfs -R 'ls -l /phost/guest' "$tmp/vmdata.img" 2>/dev/null | grep -q initramfs.gz || { bad "vm: could not copy the guest"; return; }
+  dd if="$tmp/vmdata.img" of="$tmp/vm.img" bs=512 seek="$start" conv=notrunc status=none
+  truncate -s 1G "$tmp/vm.img"
+  cp /usr/share/OVMF/OVMF_VARS_4M.fd "$tmp/vars.fd"
+  appliance_mib=1536 start_qemu vm -machine q35 \
+    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
+    -drive "if=pflash,format=raw,file=$tmp/vars.fd" -drive "file=$tmp/vm.img,format=raw,if=virtio"
+  if ! wait_for vm 'phost: ready'; then bad "vm: no ready line within ${timeout_s}s"; show_console vm; stop_qemu; return; fi
+  ok "vm: appliance ready after $(elapsed)s"
+  local t0 state="" i=0 auth=(-H "Authorization: Bearer $token")
+  t0=$(date +%s.%N)
+  while [ $i -lt "$timeout_s" ]; do
+    state=$(curl -s --max-time 10 "${auth[@]}" "http://127.0.0.1:$port/v1/partitions" | tr ',{}' '\n\n\n' \
+      | awk '/"name": *"tiny"/ {f=1} f && /"state"/ {gsub(/[" ]/, ""); split($0, a, ":"); print a[2]; exit}')
+    case "$state" in running|stopped|crashed|faulted) break;; esac
+    sleep 2; i=$((i + 2))
+  done
+  local qmp_s
+  qmp_s=$(echo "$(date +%s.%N) $t0" | awk '{printf "%.1f", $1 - $2}')
+  case "$state" in
+    running|stopped) ok "vm: VM partition tiny reached $state (QEMU in the image, QMP ready) ${qmp_s}s after the ready line";;
+    *) bad "vm: VM partition tiny is '${state:-?}' after ${qmp_s}s"; show_console vm
+       curl -s --max-time 10 "${auth[@]}" "http://127.0.0.1:$port/v1/partitions"; echo; stop_qemu; return;;
+  esac
+  local console="" nested=${PHOST_NESTED_TIMEOUT:-900}
+  i=0
+  while [ $i -lt "$nested" ]; do
+    console=$(curl -s --max-time 10 "${auth[@]}" "http://127.0.0.1:$port/v1/partitions/console?name=tiny")
+    echo "$console" | grep -q 'PHOST-GUEST-DONE' && break
+    sleep 5; i=$((i + 5))
+  done
+  local marker_s
+  marker_s=$(echo "$(date +%s.%N) $t0" | awk '{printf "%.1f", $1 - $2}')
+  if echo "$console" | grep -q 'PHOST-IMAGE-VM-OK'; then
+    ok "vm: the guest ran its script under nested TCG: marker ${marker_s}s after the ready line"
+  else
+    echo "boot-test: note: vm: no guest marker within ${nested}s of nested TCG (QMP ready took ${qmp_s}s); console tail:"
+    echo "$console" | tail -n 5
+  fi
+  echo "boot-test: numbers: vm: QMP ready ${qmp_s}s, guest marker ${marker_s}s after phost ready (nested TCG)"
   stop_qemu
 }
 

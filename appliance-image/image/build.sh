@@ -35,7 +35,8 @@ need=()
 for pc in busybox-static:/bin/busybox fdisk:sfdisk dosfstools:mkfs.vfat mtools:mcopy e2fsprogs:mke2fs \
           cpio:cpio zstd:zstd binutils:objcopy systemd-boot-efi:/usr/lib/systemd/boot/efi/linuxx64.efi.stub \
           grub-common:grub-mkrescue grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/moddep.lst \
-          grub-pc-bin:/usr/lib/grub/i386-pc/moddep.lst xorriso:xorriso; do
+          grub-pc-bin:/usr/lib/grub/i386-pc/moddep.lst xorriso:xorriso qemu-system-x86:qemu-system-x86_64 \
+          ovmf:/usr/share/ovmf/OVMF.fd; do
   pkg=${pc%%:*} probe=${pc#*:}
   if [[ $probe == /* ]]; then [ -e "$probe" ] || need+=("$pkg"); else command -v "$probe" >/dev/null || need+=("$pkg"); fi
 done
@@ -86,7 +87,7 @@ add_module() { # $1: path relative to the module tree
 }
 while read -r m; do
   case "$m" in ''|'#'*) continue;; esac
-  rel=$(grep -E "(^|/)$m\.ko:" "$moddep" | head -n 1 | cut -d: -f1)
+  rel=$(grep -E "(^|/)$m\.ko:" "$moddep" | head -n 1 | cut -d: -f1 || true)   # (pipefail would exit silently)
   [ -n "$rel" ] || { log "kernel $kver has no module $m"; exit 1; }
   add_module "$rel"
 done < "$here/modules.list"
@@ -114,6 +115,25 @@ for b in sfdisk resize2fs; do
   copy_with_libs "$(command -v "$b")"
   ln -sf "$(readlink -f "$(command -v "$b")")" "$rootfs/sbin/$b" 2>/dev/null || true
 done
+# ---- QEMU for VM partitions: the binary, its TCG module and libraries, and only the firmware a -nodefaults
+# q35 VM with phost's devices loads (found with strace -e openat on such a VM): SeaBIOS, the option ROM that
+# boots -kernel, the TPR patching ROM, virtio-net's iPXE ROM; OVMF for firmware = "uefi". QEMU finds them
+# relative to its own path (/usr/bin/../share/qemu, ../share/seabios, ../lib/ipxe/qemu), so the layout is
+# kept. KVM is built in; TCG (no /dev/kvm) is a module.
+qemu=$(command -v qemu-system-x86_64 || true)
+[ -n "$qemu" ] || { log "qemu-system-x86_64 is not installed (Debian: apt-get install qemu-system-x86)"; exit 1; }
+mkdir -p "$rootfs/usr/bin"
+copy_with_libs "$(readlink -f "$qemu")"
+[ -e "$rootfs/usr/bin/qemu-system-x86_64" ] || cp -L "$qemu" "$rootfs/usr/bin/qemu-system-x86_64"
+strip --strip-unneeded "$rootfs/usr/bin/qemu-system-x86_64"
+for f in /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so; do copy_with_libs "$f"; done
+for f in /usr/share/seabios/bios-256k.bin /usr/share/qemu/linuxboot_dma.bin /usr/share/qemu/kvmvapic.bin \
+         /usr/lib/ipxe/qemu/efi-virtio.rom /usr/share/ovmf/OVMF.fd; do
+  [ -f "$f" ] || { log "QEMU firmware $f is missing (Debian: qemu-system-x86, ipxe-qemu, seabios, ovmf)"; exit 1; }
+  mkdir -p "$rootfs$(dirname "$f")"
+  cp -L "$f" "$rootfs$f"
+done
+log "QEMU: $(du -sh "$rootfs/usr/bin/qemu-system-x86_64" | cut -f1) binary, firmware and libraries included"
 install -m 0755 "$here/init" "$rootfs/init"
 install -m 0755 "$here/udhcpc.script" "$rootfs/etc/phost/udhcpc.script"
 echo phost > "$rootfs/etc/hostname"

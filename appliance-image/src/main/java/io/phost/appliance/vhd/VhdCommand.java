@@ -137,6 +137,17 @@ public final class VhdCommand implements Callable<Integer> {
         return s == null ? null : format(s);
     }
 
+    /**
+     * Refuses to describe an arbitrary file as a raw disk: a file without a VHDX or VHD signature is taken as
+     * raw only when -f raw says so or its name does (.raw/.img/.bin), since any file "is" a raw image.
+     */
+    static void requireImage(Path file, String format) throws IOException {
+        if (format == null && VirtualDisks.detect(file) == DiskFormat.RAW && formatFromName(file) != DiskFormat.RAW) {
+            throw new UserException(file + ": not a disk image (no VHDX or VHD signature); to read it as a raw disk, "
+                + "pass --format raw", 2);
+        }
+    }
+
     @Command(name = "create", mixinStandardHelpOptions = true,
         description = {"Create a new image.",
             "The format defaults to the file's extension (.vhd, .raw/.img, else vhdx); a --parent makes a "
@@ -242,6 +253,7 @@ public final class VhdCommand implements Callable<Integer> {
             return guard(() -> {
                 requireOutput(output);
                 json |= output.equals("json");
+                requireImage(file, format);
                 ImageInfo first = DiskOps.info(file, sourceFormat(format));
                 java.util.List<ImageInfo> all = new java.util.ArrayList<>(java.util.List.of(first));
                 if (backingChain) {

@@ -14,7 +14,7 @@ class SwitchRoundsTest {
         BenchResult r = SwitchBenchSuite.roundsResult(BenchResult.vsPeer("tcp", 2.0, "Gbit/s", "bridge", 3.0),
             new double[] {3e9, 1e9, 2e9}, new double[] {4e9, 3e9, 5e9}, 1e9, "Gbit/s");
         assertEquals(Map.of("phost_min", 1.0, "phost_median", 2.0, "phost_max", 3.0, "peer_min", 3.0, "peer_median", 4.0,
-            "peer_max", 5.0), r.series());
+            "peer_max", 5.0, "rounds", 3.0), r.series());
         assertEquals("Gbit/s", r.seriesUnit());
 
         BenchResult f = SwitchBenchSuite.medianOf(new BenchResult[] {

@@ -9,8 +9,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.condition.EnabledIfSystemProperty;
 
 /**
- * Builds the appliance image and boots it in qemu (TCG): UEFI raw disk, BIOS ISO, broken config.
- * Opt-in (-Dphost.image=true) because build plus three emulated boots take 10-20 minutes on 2 cores;
+ * Builds the appliance image and boots it in qemu (TCG): UEFI raw disk, BIOS ISO, broken config, and a VM
+ * partition started by the image's own QEMU (nested TCG).
+ * Opt-in (-Dphost.image=true) because build plus four emulated boots take 15-30 minutes on 2 cores;
  * the same runs as {@code appliance-image/image/build.sh && appliance-image/image/boot-test.sh}.
  * Its output is in target/boot-test.log.
  */

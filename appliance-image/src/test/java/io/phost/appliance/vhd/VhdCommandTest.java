@@ -192,6 +192,21 @@ class VhdCommandTest {
         assertTrue(err.toString(StandardCharsets.UTF_8).contains("already exists"));
     }
 
+    /** Issue 17: {@code vhd info /etc/passwd} said "format: raw" with exit 0; any file "is" a raw image. */
+    @Test
+    void shouldSayAFileWithoutASignatureIsNotADiskImageUnlessToldItIsRaw() throws Exception {
+        Path text = dir.resolve("passwd");
+        Files.writeString(text, "root:x:0:0:root:/root:/bin/sh\n");
+        assertEquals(2, phost("vhd", "info", text.toString()));
+        String e = err.toString(StandardCharsets.UTF_8);
+        assertTrue(e.contains(text + ": not a disk image") && e.contains("--format raw"), e);
+        assertEquals(0, phost("vhd", "info", text.toString(), "--format", "raw"));
+        assertTrue(out().contains("raw"), out());
+        Path named = dir.resolve("disk.img");
+        Files.write(named, new byte[4096]);
+        assertEquals(0, phost("vhd", "info", named.toString()), "a raw-named file is read as raw");
+    }
+
     @Test
     void shouldRefuseWhatWouldLoseDataAndUseConsistentExitCodes() throws Exception {
         assertEquals(2, phost("vhd"), "phost vhd alone is a usage error");

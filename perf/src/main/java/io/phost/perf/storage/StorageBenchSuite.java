@@ -175,6 +175,9 @@ public final class StorageBenchSuite implements BenchSuite {
      * into the series.
      * Returns the next progress step.
      */
+    /** Rounds of each NBD point, ours and qemu-nbd in ABBA order (also with --quick: one pair has no spread). */
+    private static final int NBD_ROUNDS = 3;
+
     private static int nbdVsQemuNbd(BenchContext ctx, boolean quick, boolean fio, double seconds, long fileSize,
                                     List<BenchResult> out, int step, int total) throws Exception {
         if (!fio || !exists("qemu-nbd") || !fioHasEngine("nbd")) {
@@ -216,19 +219,20 @@ public final class StorageBenchSuite implements BenchSuite {
             fioIops(ctx, oursTarget, warmUp, seconds);
             fioIops(ctx, peerTarget, warmUp, seconds);
             for (Point pt : nbdPoints) {
-                ctx.progress(step++, total, pt.name() + " nbd (phost, qemu-nbd)");
-                double oursA = fioIops(ctx, oursTarget, pt, seconds);
-                double peerA = fioIops(ctx, peerTarget, pt, seconds);
-                ctx.progress(step++, total, pt.name() + " nbd (qemu-nbd, phost)");
-                double peerB = fioIops(ctx, peerTarget, pt, seconds);
-                double oursB = fioIops(ctx, oursTarget, pt, seconds);
-                Map<String, Double> series = new LinkedHashMap<>();
-                series.put("phost_iops_run1", oursA);
-                series.put("phost_iops_run2", oursB);
-                series.put("qemu_nbd_iops_run1", peerA);
-                series.put("qemu_nbd_iops_run2", peerB);
-                out.add(BenchResult.vsPeer(pt.name() + " vhdx nbd-export", (oursA + oursB) / 2, "IOPS", "qemu-nbd",
-                    (peerA + peerB) / 2).withSeries("IOPS", series));
+                ctx.progress(step++, total, pt.name() + " nbd (phost and qemu-nbd, 3 ABBA rounds)");
+                double[] ours = new double[NBD_ROUNDS];
+                double[] peer = new double[NBD_ROUNDS];
+                for (int r = 0; r < NBD_ROUNDS; r++) { // ABBA: a drift in the machine's load hits both alike
+                    if (Rounds.oursFirst(r)) {
+                        ours[r] = fioIops(ctx, oursTarget, pt, seconds);
+                        peer[r] = fioIops(ctx, peerTarget, pt, seconds);
+                    } else {
+                        peer[r] = fioIops(ctx, peerTarget, pt, seconds);
+                        ours[r] = fioIops(ctx, oursTarget, pt, seconds);
+                    }
+                }
+                step++;
+                out.add(Rounds.compare(pt.name() + " vhdx nbd-export", "IOPS", ours, "qemu-nbd", peer, false));
             }
         } finally {
             q.destroy();
@@ -247,6 +251,9 @@ public final class StorageBenchSuite implements BenchSuite {
      * buffered, so on an image that fits in RAM it is served from the host page cache: a different cache
      * mode, not a like-for-like peer). 4 KiB points only.
      */
+    /** Rounds of each VHDX-vs-raw point (also with --quick). */
+    private static final int VHDX_ROUNDS = 3;
+
     private static void vhdxVsRaw(BenchContext ctx, List<BenchResult> out, List<Point> points, double seconds,
                                   long fileSize) throws Exception {
         Path raw = ctx.workDir().resolve("bench-vhdx-peer.raw");
@@ -303,31 +310,34 @@ public final class StorageBenchSuite implements BenchSuite {
                     if (pt.bs() != 4096) {
                         continue;
                     }
-                    // ABBA order (raw, vhdx, threads, vhdx, raw), half the time each: cancels a drift in the
-                    // machine's load between the two LUNs the ratio compares.
-                    int[] order = {0, 1, 2, 1, 0};
-                    double[] iops = new double[3];
+                    // 3 rounds, raw and VHDX in ABBA order (the threads-engine LUN last), half the time each: a
+                    // drift in the machine's load between the two LUNs the ratio compares hits both alike.
+                    double[][] rounds = new double[3][VHDX_ROUNDS];
                     double[] lat = new double[3];
                     double p99 = 0;
-                    for (int lun : order) {
-                        double t = lun == 2 ? seconds : seconds / 2;
-                        GuestIo.Result g = GuestIo.run(client, new GuestIo.Options(pt.rw(), pt.bs(), pt.qd(), 1, t, 0, lun,
-                            false, 1, 50, 0, fileSize));
-                        double w = lun == 2 ? 1 : 0.5;
-                        iops[lun] += w * g.iops();
-                        lat[lun] += w * g.latMeanUs();
-                        if (lun == 1) {
-                            p99 = Math.max(p99, g.latP99Us());
+                    for (int r = 0; r < VHDX_ROUNDS; r++) {
+                        for (int lun : Rounds.oursFirst(r) ? new int[] {1, 0, 2} : new int[] {0, 1, 2}) {
+                            GuestIo.Result g = GuestIo.run(client, new GuestIo.Options(pt.rw(), pt.bs(), pt.qd(), 1, seconds / 2, 0,
+                                lun, false, 1, 50, 0, fileSize));
+                            rounds[lun][r] = g.iops();
+                            lat[lun] += g.latMeanUs() / VHDX_ROUNDS;
+                            if (lun == 1) {
+                                p99 = Math.max(p99, g.latP99Us());
+                            }
                         }
                     }
+                    double[] iops = {Rounds.Stats.of(rounds[0]).median(), Rounds.Stats.of(rounds[1]).median(),
+                        Rounds.Stats.of(rounds[2]).median()};
                     Map<String, Double> series = new LinkedHashMap<>();
                     series.put("lat_mean_us", lat[1]);
                     series.put("lat_p99_us", p99);
                     series.put("raw_lat_mean_us", lat[0]);
                     series.put("threads_engine_iops", iops[2]);
                     series.put("mapped_vs_threads", iops[1] / Math.max(1e-9, iops[2]));
-                    out.add(BenchResult.vsPeer(pt.name() + " vhdx vmbus-guest", iops[1], "IOPS", "raw vmbus-guest", iops[0])
-                        .withSeries(series));
+                    BenchResult r = Rounds.compare(pt.name() + " vhdx vmbus-guest", "IOPS", rounds[1], "raw vmbus-guest",
+                        rounds[0], false);
+                    series.putAll(r.series());
+                    out.add(r.withSeries(series));
                 }
             }
         }

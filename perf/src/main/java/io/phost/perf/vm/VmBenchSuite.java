@@ -9,6 +9,7 @@ import io.phost.core.vm.VmSpec;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
+import io.phost.perf.Rounds;
 import io.phost.vhdx.RawDisk;
 import io.phost.storage.vhost.VhostUserBlkExport;
 import java.io.IOException;
@@ -20,7 +21,6 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Base64;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
@@ -50,10 +50,13 @@ public final class VmBenchSuite implements BenchSuite {
         echo "IO-END $(cut -d' ' -f1 /proc/uptime)"
         """;
 
-    /** One round boots two TCG guests (~20-45 s each) and idles 3 s. */
+    /** Every point runs this many interleaved rounds, with --quick too: one round has no spread to report. */
+    static final int ROUNDS = 3;
+
+    /** Seven TCG boots of the test guest (3 rounds of ours and plain QEMU, one idle VM; ~15-25 s each on 2 shared cores). */
     @Override
     public java.time.Duration quickDuration() {
-        return java.time.Duration.ofSeconds(90);
+        return java.time.Duration.ofSeconds(150);
     }
 
     @Override
@@ -72,7 +75,7 @@ public final class VmBenchSuite implements BenchSuite {
         if (guest == null) {
             return List.of();
         }
-        int rounds = ctx.quick() ? 1 : 3;
+        int rounds = ROUNDS;
         Path disk = ctx.workDir().resolve("vm-bench.raw");
         try (RandomAccessFile f = new RandomAccessFile(disk.toFile(), "rw")) {
             f.setLength(DISK);
@@ -87,21 +90,24 @@ public final class VmBenchSuite implements BenchSuite {
         int step = 0;
         String cmdline = "console=ttyS0 quiet phost.script=" + Base64.getEncoder().encodeToString(SCRIPT.getBytes(StandardCharsets.UTF_8));
         for (int r = 0; r < rounds; r++) {
-            ctx.progress(step++, steps, "round " + (r + 1) + ": VM partition (vhost-user-blk)");
-            String console = runPhost(ctx.workDir(), guest, disk, cmdline, accel, "bench" + r, oursStart);
-            oursIo.add(mibPerSecond(console));
-            ctx.progress(step++, steps, "round " + (r + 1) + ": plain QEMU (-drive if=virtio)");
-            String out = runPlainQemu(guest, disk, cmdline, accel, peerStart);
-            peerIo.add(mibPerSecond(out));
+            for (boolean ours : new boolean[] {Rounds.oursFirst(r), !Rounds.oursFirst(r)}) { // ABBA: drift hits both
+                if (ours) {
+                    ctx.progress(step++, steps, "round " + (r + 1) + ": VM partition (vhost-user-blk)");
+                    oursIo.add(mibPerSecond(runPhost(ctx.workDir(), guest, disk, cmdline, accel, "bench" + r, oursStart)));
+                } else {
+                    ctx.progress(step++, steps, "round " + (r + 1) + ": plain QEMU (-drive if=virtio)");
+                    peerIo.add(mibPerSecond(runPlainQemu(guest, disk, cmdline, accel, peerStart)));
+                }
+            }
         }
         ctx.progress(step, steps, "phost CPU while a VM idles");
         double idle = idleCpu(ctx, guest, disk, accel);
         ctx.progress(steps, steps, "done");
         List<BenchResult> results = new ArrayList<>();
-        results.add(BenchResult.vsPeerLowerIsBetter("start to marker (" + accel.type().qemuName + ")", median(oursStart), "s",
-            "plain QEMU", median(peerStart)).withSeries("s", series(oursStart, peerStart)));
-        results.add(BenchResult.vsPeer("in-guest 64k seq read, direct (" + accel.type().qemuName + ")", median(oursIo), "MiB/s",
-            "QEMU virtio-blk", median(peerIo)).withSeries("MiB/s", series(oursIo, peerIo)));
+        results.add(Rounds.compare("start to marker (" + accel.type().qemuName + ")", "s", array(oursStart), "plain QEMU",
+            array(peerStart), true));
+        results.add(Rounds.compare("in-guest 64k seq read, direct (" + accel.type().qemuName + ")", "MiB/s", array(oursIo),
+            "QEMU virtio-blk", array(peerIo), false));
         results.add(new BenchResult("phost CPU per idle VM (1 disk)", idle, "% core", null, Double.NaN, true, Map.of()));
         return results;
     }
@@ -244,18 +250,8 @@ public final class VmBenchSuite implements BenchSuite {
         return seconds <= 0 ? Double.NaN : 32.0 / seconds;
     }
 
-    private static Map<String, Double> series(List<Double> ours, List<Double> peer) {
-        Map<String, Double> s = new LinkedHashMap<>();
-        s.put("ours_min", ours.stream().mapToDouble(Double::doubleValue).min().orElse(Double.NaN));
-        s.put("ours_max", ours.stream().mapToDouble(Double::doubleValue).max().orElse(Double.NaN));
-        s.put("peer_min", peer.stream().mapToDouble(Double::doubleValue).min().orElse(Double.NaN));
-        s.put("peer_max", peer.stream().mapToDouble(Double::doubleValue).max().orElse(Double.NaN));
-        return s;
-    }
-
-    static double median(List<Double> v) {
-        List<Double> s = v.stream().filter(d -> !d.isNaN()).sorted().toList();
-        return s.isEmpty() ? Double.NaN : s.get(s.size() / 2);
+    private static double[] array(List<Double> v) {
+        return v.stream().mapToDouble(Double::doubleValue).toArray();
     }
 
     private static boolean onPath(String exe) {
