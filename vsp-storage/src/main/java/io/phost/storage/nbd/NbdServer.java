@@ -1,12 +1,17 @@
 package io.phost.storage.nbd;
 
-import io.phost.core.sys.DiskFullException;
 import io.phost.core.sys.SocketFiles;
 import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
+import io.phost.storage.engine.IoEngines;
+import io.phost.storage.scsi.BlockOp;
+import io.phost.storage.scsi.BlockResult;
+import io.phost.storage.scsi.ScsiLun;
+import io.phost.storage.scsi.ScsiQueue;
+import io.phost.storage.scsi.ScsiRequest;
+import io.phost.storage.scsi.ScsiTarget;
 import io.phost.vhdx.AllocationMap;
 import io.phost.vhdx.VirtualDisk;
-import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -19,7 +24,6 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -31,34 +35,36 @@ import java.util.concurrent.Executors;
 import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.locks.LockSupport;
 
 import static io.phost.storage.nbd.NbdDescriptor.*;
 
 /**
- * An NBD server (newstyle fixed handshake) exporting {@link VirtualDisk}s on a Unix socket or a loopback
- * TCP port, so qemu-img, qemu-io, nbdinfo, nbdcopy and fio's nbd engine can use any configured disk.
+ * An NBD server (newstyle fixed handshake) exporting disks on a Unix socket or a loopback TCP port, so
+ * qemu-img, qemu-io, nbdinfo, nbdcopy and fio's nbd engine can use any configured disk. It is a transport
+ * of the storage core like VMBus storvsc and vhost-user-blk: each connection decodes NBD requests into core
+ * block requests ({@link ScsiRequest#block}) on its own {@link ScsiQueue} over the export's {@link ScsiLun},
+ * so NBD I/O is admitted by the disk's QoS flow, runs on the disk's I/O engine, counts in the LUN's
+ * statistics and waits while a checkpoint pauses the LUN; completions are encoded back by
+ * {@link NbdReplyWriter}. The handshake is {@link NbdNegotiation}.
  *
  * <p>Options: EXPORT_NAME, ABORT, LIST, INFO, GO, STRUCTURED_REPLY, LIST/SET_META_CONTEXT
  * ({@code base:allocation}). Commands: READ, WRITE (FUA), FLUSH, TRIM, WRITE_ZEROES, BLOCK_STATUS, DISC.
  *
- * <p>Each connection has a reader thread that decodes requests into one of {@value #SLOTS} preallocated
- * slots (its payload buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}; all payload
- * buffers of a connection together stay within {@link Limits#connectionBufferBytes()}). A request
- * that arrives alone (nothing in flight, nothing more buffered) is served inline by the reader, with no
- * thread hop; requests that pipeline go to a shared worker pool, so up to {@value #SLOTS} run in parallel
- * per connection. Replies of an inline burst are batched into one write; others are written whole under
- * the connection's write lock. Before sleeping, an idle reader polls briefly for the next request (an
- * adaptive window, see {@code Connection.fill}). The steady request path allocates nothing (buffers,
- * slots and disk views are reused). Hostile input gets an NBD error reply, or closes
- * only that connection ({@link NbdProtocolException}); the server keeps serving others.
+ * <p>One thread per connection reads requests into one of {@value #SLOTS} preallocated slots (its payload
+ * buffer grows to the largest request seen, never past {@link #MAX_PAYLOAD}; all payload buffers of a
+ * connection together stay within {@link Limits#connectionBufferBytes()}), submits them, and drives the
+ * queue: up to {@value #SLOTS} requests run at once per connection. Replies are batched and written before
+ * the thread waits. An idle connection polls briefly for the next request before sleeping (an adaptive
+ * window, see {@code Connection.fill}). The steady request path allocates nothing (buffers, slots and
+ * requests are reused). Hostile input gets an NBD error reply, or closes only that connection
+ * ({@link NbdProtocolException}); the server keeps serving others.
  *
  * <p>Resource bounds ({@link Limits}): at most {@code maxConnections} connections (more are closed at
  * accept), a client that has not finished the handshake within {@code handshakeTimeout} is dropped, and a
  * connection's memory (native, from its own arenas) is freed when it closes, not when the GC runs. A
- * connection in handshake holds ~33 KiB; one in transmission ~0.7 MiB plus its payload buffers.
+ * connection in handshake holds ~33 KiB; one in transmission ~0.5 MiB plus its payload buffers.
  */
 public final class NbdServer implements AutoCloseable {
     private static final System.Logger LOG = System.getLogger(NbdServer.class.getName());
@@ -72,13 +78,9 @@ public final class NbdServer implements AutoCloseable {
     /** Smallest payload buffer a slot gets (most requests fit: 4-64 KiB). */
     private static final int MIN_PAYLOAD_BUFFER = 64 << 10;
     private static final ByteBuffer EMPTY = ByteBuffer.allocateDirect(0);
+    /** Longest wait for a disk completion before the connection looks at its socket again. */
+    private static final long IO_WAIT_NANOS = 50_000;
 
-    /**
-     * Requests that take less than this on average are served inline even when pipelined: a handoff to a
-     * worker (a cross-thread wakeup) costs more than the request itself, so parallelism would not pay.
-     * System property {@code phost.nbd.inlineBelowMicros} (default 30; 0 sends every pipelined request to workers).
-     */
-    private final long inlineBelowNanos = Long.getLong("phost.nbd.inlineBelowMicros", 30) * 1000;
     /** Longest poll for a connection's next request before sleeping (see Connection.fill; 0: never poll). */
     private final long pollMaxNanos = Long.getLong("phost.nbd.pollMicros", 100) * 1000;
     private static final long POLL_MIN_NANOS = 4_000;
@@ -86,7 +88,6 @@ public final class NbdServer implements AutoCloseable {
     private final Path socketPath;
     private final int port;
     private final Map<String, Export> exports;
-    private final NbdWorkerPool workers;
     private final Set<Connection> connections = ConcurrentHashMap.newKeySet();
     private final Thread acceptor;
     private final Limits limits;
@@ -127,24 +128,43 @@ public final class NbdServer implements AutoCloseable {
         }
     }
 
-    /** One exported disk; {@code qos} (the disk's flow for NBD clients) admits its I/O as guest I/O is admitted. */
-    public record Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats, QosFlow qos) {
+    /**
+     * One exported disk, served through its own storage-core {@link ScsiLun}: the LUN's QoS flow (the disk's
+     * flow for NBD clients) admits its I/O as guest I/O is admitted, its engine runs it, its stats count it.
+     */
+    public record Export(String name, ScsiLun lun) {
         public Export(String name, VirtualDisk disk, boolean readOnly) {
-            this(name, disk, readOnly || disk.readOnly(), new DiskStats(), QosFlow.UNLIMITED);
+            this(name, new ScsiLun(name, disk, QosFlow.UNLIMITED, readOnly, IoEngines.Kind.AUTO));
         }
 
-        public Export(String name, VirtualDisk disk, boolean readOnly, DiskStats stats) {
-            this(name, disk, readOnly, stats, QosFlow.UNLIMITED);
+        public VirtualDisk disk() {
+            return lun.disk();
+        }
+
+        public boolean readOnly() {
+            return lun.readOnly();
+        }
+
+        public DiskStats stats() {
+            return lun.stats();
+        }
+
+        public QosFlow qos() {
+            return lun.qos();
         }
 
         /** This export with its I/O admitted by {@code flow}. */
         public Export withQos(QosFlow flow) {
-            return new Export(name, disk, readOnly, stats, flow);
+            return new Export(name, new ScsiLun(name, lun.disk(), flow, lun.readOnly(), lun.engineKind()));
+        }
+
+        /** This export with its I/O run by {@code engine} (the disk's configured {@code io_engine}). */
+        public Export withEngine(IoEngines.Kind engine) {
+            return new Export(name, new ScsiLun(name, lun.disk(), lun.qos(), lun.readOnly(), engine));
         }
     }
 
-    private NbdServer(ServerSocketChannel server, Path socketPath, int port, List<Export> exports, int threads,
-                      Limits limits) {
+    private NbdServer(ServerSocketChannel server, Path socketPath, int port, List<Export> exports, Limits limits) {
         this.server = server;
         this.limits = limits;
         this.timeouts = Executors.newSingleThreadScheduledExecutor(r -> {
@@ -158,7 +178,6 @@ public final class NbdServer implements AutoCloseable {
         for (Export e : exports) {
             this.exports.put(e.name(), e);
         }
-        this.workers = new NbdWorkerPool("nbd-worker", threads, 4096);
         this.acceptor = new Thread(this::acceptLoop, "nbd-accept");
         this.acceptor.setDaemon(true);
     }
@@ -173,7 +192,7 @@ public final class NbdServer implements AutoCloseable {
 
     public static NbdServer unix(Path path, List<Export> exports, Limits limits) throws IOException {
         ServerSocketChannel ch = SocketFiles.bindPrivate(path);
-        NbdServer s = new NbdServer(ch, path, -1, exports, workerThreads(), limits);
+        NbdServer s = new NbdServer(ch, path, -1, exports, limits);
         s.acceptor.start();
         return s;
     }
@@ -187,13 +206,9 @@ public final class NbdServer implements AutoCloseable {
         ServerSocketChannel ch = ServerSocketChannel.open(StandardProtocolFamily.INET);
         ch.bind(new InetSocketAddress(InetAddress.getLoopbackAddress(), port));
         int bound = ((InetSocketAddress) ch.getLocalAddress()).getPort();
-        NbdServer s = new NbdServer(ch, null, bound, exports, workerThreads(), limits);
+        NbdServer s = new NbdServer(ch, null, bound, exports, limits);
         s.acceptor.start();
         return s;
-    }
-
-    private static int workerThreads() {
-        return Integer.getInteger("phost.nbd.threads", 8);
     }
 
     public int port() {
@@ -317,11 +332,12 @@ public final class NbdServer implements AutoCloseable {
         for (Connection c : connections) {
             c.shutdown();
         }
-        workers.close();
         timeouts.shutdownNow();
         try {
             acceptor.join(1000);
-            workers.join(5000);
+            for (Connection c : connections) {
+                c.join(5000); // each finishes its running requests on its own thread
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
@@ -330,32 +346,17 @@ public final class NbdServer implements AutoCloseable {
         }
     }
 
-    /** One request in flight: header fields plus its (reused) payload buffer. */
-    private final class Slot implements Runnable {
-        final Connection conn;
-        final ByteBuffer header;
-        final ByteBuffer extents;
-        final ByteBuffer[] gather = new ByteBuffer[2];
-        /** The payload buffer (empty until the first request with data) and the arena that owns it. */
+    /** The NBD side of one request slot (header fields, payload buffer); its core side is the {@link ScsiRequest} of the same index. */
+    private static final class Slot {
+        /** The payload buffer (empty until the first request with data), the arena that owns it, its address. */
         ByteBuffer data = EMPTY;
         Arena dataArena;
-        MemorySegment dataSegment = MemorySegment.ofBuffer(EMPTY);
-        /** The last view handed to the disk, kept because clients repeat one length (no allocation per request). */
-        MemorySegment view;
-        long viewLength = -1;
-        /** Reply into the connection's batch (set by the reader for inline requests with more buffered). */
-        boolean batched;
+        long dataAddress;
         int flags;
         int type;
         long cookie;
         long offset;
         int length;
-
-        Slot(Connection conn, Arena arena) {
-            this.conn = conn;
-            this.header = arena.allocate(64).asByteBuffer().order(ByteOrder.BIG_ENDIAN);
-            this.extents = arena.allocate(8 + 8 * MAX_EXTENTS).asByteBuffer().order(ByteOrder.BIG_ENDIAN);
-        }
 
         /** Makes the payload buffer hold {@code n} bytes; the reader sized it already ({@link Connection#reserve}). */
         ByteBuffer payload(int n) {
@@ -374,73 +375,44 @@ public final class NbdServer implements AutoCloseable {
                 dataArena = null;
             }
             data = EMPTY;
+            dataAddress = 0;
             if (capacity > 0) {
                 dataArena = Arena.ofShared();
-                data = dataArena.allocate(capacity, 4096).asByteBuffer();
+                MemorySegment m = dataArena.allocate(capacity, 4096); // page-aligned: fine for O_DIRECT engines
+                data = m.asByteBuffer();
+                dataAddress = m.address();
             }
-            dataSegment = MemorySegment.ofBuffer(data);
-            viewLength = -1;
             return data.capacity() - before;
-        }
-
-        /** The first {@code n} payload bytes as a segment (n within the payload buffer). */
-        MemorySegment view(long n) {
-            if (n != viewLength) {
-                view = dataSegment.asSlice(0, n);
-                viewLength = n;
-            }
-            return view;
-        }
-
-        @Override
-        public void run() {
-            long t0 = System.nanoTime();
-            try {
-                conn.execute(this);
-                conn.sample(System.nanoTime() - t0);
-            } catch (IOException e) {
-                conn.shutdown();
-            } catch (RuntimeException e) {
-                LOG.log(System.Logger.Level.WARNING, "nbd request failed", e);
-                conn.shutdown();
-            } finally {
-                conn.release(this);
-            }
         }
     }
 
-    private final class Connection implements Runnable, NbdNegotiation.Wire {
+    private final class Connection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Completion {
         private final SocketChannel ch;
         /** Owns every fixed buffer of this connection; closed (memory freed) when the connection ends. */
         private final Arena arena = Arena.ofShared();
         private long arenaBytes;
         private final ByteBuffer in;
         private final ByteBuffer out;
-        /** Free slots: workers and the reader return them, only the reader takes (no lock, no allocation). */
-        private final ManyToOneConcurrentArrayQueue<Slot> free = new ManyToOneConcurrentArrayQueue<>(SLOTS);
-        /** All slots, for trimming their payload buffers (created when transmission starts). */
+        /** The storage-core queue this connection's requests run on (created when transmission starts). */
+        private ScsiQueue queue;
         private final Slot[] slots = new Slot[SLOTS];
-        /** Payload buffer bytes of all slots (reader thread only). */
+        /** Payload buffer bytes of all slots (connection thread only). */
         private long payloadBytes;
         /** Cancels the handshake timeout; set by the acceptor before the reader starts. */
         volatile ScheduledFuture<?> deadline;
         private volatile boolean handshaking = true;
         private boolean released;
-        private final Object writeLock = new Object();
-        /** Requests handed to workers and not yet answered. */
-        private final AtomicInteger inFlight = new AtomicInteger();
-        /** Moving average of request service time; reader and workers write it (volatile: the reader sees workers' samples). */
-        private volatile long serviceNanos;
         private ByteBuffer rx;
-        /** Replies of an inline-served burst, written together (reader thread only). */
-        private ByteBuffer tx;
-        /** Current poll window in fill() (reader thread only). */
+        private ByteBuffer extents;
+        private NbdReplyWriter replies;
+        /** Current poll window in fill() (connection thread only). */
         private long pollNanos;
+        private boolean nonBlocking;
         private long streamOffset;
-        private boolean structured;
         private boolean baseAllocation;
         private Export export;
         private volatile boolean dead;
+        private volatile Thread thread;
 
         Connection(SocketChannel ch) throws IOException {
             this.ch = ch;
@@ -463,17 +435,18 @@ public final class NbdServer implements AutoCloseable {
             return b;
         }
 
-        /** Transmission buffers and slots: only a client that finished the handshake costs this memory. */
-        private void startTransmission() {
+        /** Transmission buffers, slots and the core queue: only a client that finished the handshake costs this. */
+        private void startTransmission(boolean structured) {
             rx = allocate(RX_BUFFER);
-            tx = allocate(RX_BUFFER);
+            extents = allocate(8 + 8 * MAX_EXTENTS);
+            replies = new NbdReplyWriter(this, allocate(RX_BUFFER), allocate(64));
+            replies.structured(structured);
             for (int i = 0; i < SLOTS; i++) {
-                slots[i] = new Slot(this, arena);
-                free.add(slots[i]);
+                slots[i] = new Slot();
             }
-            long slotBytes = SLOTS * (64L + 8 + 8 * MAX_EXTENTS);
-            arenaBytes += slotBytes;
-            bufferBytes.addAndGet(slotBytes);
+            ScsiTarget target = new ScsiTarget();
+            target.add(0, export.lun());
+            queue = new ScsiQueue(target, SLOTS, 1, this); // one iovec: a payload buffer is contiguous
         }
 
         /** The acceptor's timer: a client still haggling options after the limit is dropped. */
@@ -485,11 +458,11 @@ public final class NbdServer implements AutoCloseable {
         }
 
         /**
-         * Makes {@code s}'s payload buffer hold {@code n} bytes (n <= MAX_PAYLOAD; reader thread only). When
-         * that would take the connection past its buffer budget, waits until nothing is in flight and frees
-         * the other slots' buffers first, so one connection never holds more than the budget.
+         * Makes {@code s}'s payload buffer hold {@code n} bytes (n <= MAX_PAYLOAD). When that would take the
+         * connection past its buffer budget, finishes every outstanding request and frees the other slots'
+         * buffers first, so one connection never holds more than the budget.
          */
-        private void reserve(Slot s, int n) throws NbdProtocolException {
+        private void reserve(Slot s, int n) throws IOException {
             int have = s.data.capacity();
             if (have >= n) {
                 return;
@@ -499,11 +472,11 @@ public final class NbdServer implements AutoCloseable {
                 target = n;
             }
             if (payloadBytes - have + target > limits.connectionBufferBytes()) {
-                while (inFlight.get() > 0) {
+                while (queue.outstanding() > 0) {
                     if (dead) {
                         throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "connection closed");
                     }
-                    LockSupport.parkNanos(20_000); // only with nothing in flight may other slots' buffers go
+                    pump(); // only with nothing in flight may other slots' buffers go
                 }
                 for (Slot o : slots) {
                     if (o != s && o.data.capacity() > 0) {
@@ -545,19 +518,21 @@ public final class NbdServer implements AutoCloseable {
             }
         }
 
-        /** A worker is done with {@code s}: its reply is written. */
-        void release(Slot s) {
-            free.add(s);
-            inFlight.decrementAndGet();
+        /** Waits for the connection thread to end (server close: its requests are finished or abandoned then). */
+        void join(long millis) throws InterruptedException {
+            Thread t = thread;
+            if (t != null) {
+                t.join(millis);
+            }
         }
 
         @Override
         public void run() {
+            thread = Thread.currentThread();
             try {
                 NbdNegotiation negotiation = new NbdNegotiation(this, in, out, exports);
                 boolean go = negotiation.run();
                 export = negotiation.export();
-                structured = negotiation.structured();
                 baseAllocation = negotiation.baseAllocation();
                 handshaking = false;
                 ScheduledFuture<?> d = deadline;
@@ -565,7 +540,7 @@ public final class NbdServer implements AutoCloseable {
                     d.cancel(false);
                 }
                 if (go && !dead) {
-                    startTransmission();
+                    startTransmission(negotiation.structured());
                     transmission();
                 }
             } catch (NbdProtocolException e) {
@@ -584,13 +559,13 @@ public final class NbdServer implements AutoCloseable {
                 LOG.log(System.Logger.Level.WARNING, "nbd connection dropped: " + e, e); // a bug, but only this client pays
             } finally {
                 handshaking = false;
-                // Let running requests finish before closing so they can still reply.
-                long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-                while (inFlight.get() > 0 && System.nanoTime() < until) {
-                    LockSupport.parkNanos(100_000);
-                }
                 shutdown();
-                if (inFlight.get() == 0) {
+                boolean idle = true;
+                if (queue != null) {
+                    queue.close(); // lets running requests finish (their replies go nowhere now), closes the engines
+                    idle = queue.outstanding() == 0;
+                }
+                if (idle) {
                     release();
                 } else {
                     LOG.log(System.Logger.Level.WARNING, "nbd connection closed with requests still running; its buffers are kept");
@@ -608,6 +583,7 @@ public final class NbdServer implements AutoCloseable {
 
         @Override
         public void readFully(ByteBuffer b) throws IOException {
+            blocking();
             while (b.hasRemaining()) {
                 int n = ch.read(b);
                 if (n < 0) {
@@ -617,7 +593,7 @@ public final class NbdServer implements AutoCloseable {
             }
         }
 
-        /** One buffer (not the varargs form: that allocates an array per reply). */
+        /** One buffer (not the varargs form: that allocates an array per reply). Spins if the socket is non-blocking. */
         @Override
         public void writeFully(ByteBuffer b) throws IOException {
             while (b.hasRemaining()) {
@@ -637,31 +613,56 @@ public final class NbdServer implements AutoCloseable {
             }
         }
 
+        /** Switches the socket to blocking mode (one fcntl, only when it changes). */
+        private void blocking() throws IOException {
+            if (nonBlocking) {
+                ch.configureBlocking(true);
+                nonBlocking = false;
+            }
+        }
+
+        private void nonBlocking() throws IOException {
+            if (!nonBlocking) {
+                ch.configureBlocking(false);
+                nonBlocking = true;
+            }
+        }
+
+        /** One read into rx of whatever the socket has (0 when non-blocking and nothing came). */
+        private int readSome() throws IOException {
+            int r = ch.read(rx);
+            if (r < 0) {
+                throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "client closed");
+            }
+            streamOffset += r;
+            return r;
+        }
+
         // ---- transmission ----
 
         /**
          * Reads requests from {@link #rx} (filled by whatever one read() returns, so requests a client
-         * pipelines arrive together) and serves each one inline on this thread when nothing else of the
-         * connection is in flight and no further byte is already buffered: a QD1 client then costs no
-         * thread hop (a cross-thread wakeup is 50-150 us on a loaded VM, several times the request itself).
-         * Pipelined requests go to the worker pool so slow ones (a disk that seeks) overlap, unless recent
-         * requests finished faster than a handoff, when the reader serves the burst itself.
+         * pipelines arrive together), decodes each into a core request on this connection's {@link ScsiQueue}
+         * and answers it when the queue completes it. One thread does everything: the disk's QoS flow admits
+         * each request and the disk's I/O engine runs it (io_uring, inline for memory, threads ...), as for a
+         * guest's I/O; BLOCK_STATUS, a metadata query, is answered at once.
          * <pre>
          *   rx (read mode):  | consumed | req 28 B | [write data] | next req ... | (free) |
          *                               ^position                              ^limit
-         *   inline  when inFlight == 0 and (position == limit after parsing this request,
-         *                                   or requests have been fast: serviceNanos < inlineBelowNanos)
-         *   worker  otherwise (inFlight++ before handing over; the worker decrements after its reply)
+         *   request ──decode/check──▶ ScsiRequest.block ──▶ queue.submit ──▶ QoS ──▶ engine
+         *   engine completion ──▶ onScsiComplete ──▶ reply into the batch ──▶ flushed before any wait
          * </pre>
          */
         private void transmission() throws IOException {
             rx.clear().flip();
-            tx.clear();
             try {
                 serve();
             } finally {
                 if (!dead) {
-                    flushReplies(); // answers to the requests before a DISC or a protocol error still go out
+                    while (queue.outstanding() > 0 && !dead) {
+                        pump(); // answers to the requests before a DISC or a protocol error still go out
+                    }
+                    replies.flush();
                 }
             }
         }
@@ -675,10 +676,8 @@ public final class NbdServer implements AutoCloseable {
                     throw new NbdProtocolException(NbdProtocolException.Reason.BAD_REQUEST_MAGIC, at,
                         "0x" + Integer.toHexString(magic));
                 }
-                Slot s = takeSlot();
-                if (s == null) {
-                    return;
-                }
+                ScsiRequest r = acquire();
+                Slot s = slots[r.slot()];
                 s.flags = rx.getShort() & 0xFFFF;
                 s.type = rx.getShort() & 0xFFFF;
                 s.cookie = rx.getLong();
@@ -686,13 +685,13 @@ public final class NbdServer implements AutoCloseable {
                 s.length = rx.getInt();
                 long length = s.length & 0xFFFFFFFFL;
                 if (s.type == CMD_DISC) {
-                    free.add(s);
+                    queue.release(r);
                     return;
                 }
                 if (s.type == CMD_WRITE) {
                     if (length > MAX_PAYLOAD) {
                         if (length > 2L * MAX_PAYLOAD) {
-                            free.add(s);
+                            queue.release(r);
                             throw new NbdProtocolException(NbdProtocolException.Reason.PAYLOAD_TOO_LONG,
                                 at + 24, "write of " + length + " bytes");
                         }
@@ -703,61 +702,127 @@ public final class NbdServer implements AutoCloseable {
                         receive(s.payload((int) length));
                     }
                 } else if (s.type == CMD_READ && length > 0 && length <= MAX_PAYLOAD) {
-                    reserve(s, (int) length); // here, not in execute(): only the reader may wait for buffer room
+                    reserve(s, (int) length);
                 }
-                if (inFlight.get() == 0 && (!rx.hasRemaining() || serviceNanos < inlineBelowNanos)) {
-                    s.batched = rx.hasRemaining();
-                    if (!s.batched) {
-                        flushReplies(); // the burst's last request: send what is batched before working on it
-                    }
-                    long t0 = System.nanoTime();
-                    try {
-                        execute(s);
-                    } finally {
-                        free.add(s);
-                    }
-                    sample(System.nanoTime() - t0);
-                } else {
-                    s.batched = false;
-                    inFlight.incrementAndGet(); // before the handoff: the worker's decrement must not go first
-                    if (!workers.trySubmit(s)) {
-                        s.run(); // queue full (many connections): serve it here, which also slows this client down
-                    }
-                }
+                start(r, s);
             }
         }
 
-        /** A free slot; waits only when all {@value #SLOTS} are in flight. Null when the connection died. */
-        private Slot takeSlot() {
-            Slot s;
-            int idle = 0;
-            while ((s = free.poll()) == null) {
+        /** A free core request; when all {@value #SLOTS} are in flight, finishes some first. */
+        private ScsiRequest acquire() throws IOException {
+            ScsiRequest r;
+            while ((r = queue.tryAcquire()) == null) {
                 if (dead || closed) {
-                    return null;
+                    throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "connection closed");
                 }
-                if (++idle < 64) {
-                    Thread.onSpinWait();
-                } else {
-                    LockSupport.parkNanos(20_000); // rare: 64 requests in flight; workers free slots without waking us
-                }
+                pump();
             }
-            return s;
+            return r;
+        }
+
+        /** Checks one request as NBD defines its errors, then submits it to the core (or answers it here). */
+        private void start(ScsiRequest r, Slot s) throws IOException {
+            int error = check(s);
+            if (error != 0 || s.type == CMD_BLOCK_STATUS) {
+                try {
+                    if (error == 0) {
+                        blockStatus(s);
+                    } else {
+                        replies.status(s.cookie, error, s.type == CMD_READ || s.type == CMD_BLOCK_STATUS);
+                    }
+                } finally {
+                    queue.release(r);
+                }
+                return;
+            }
+            long len = s.length & 0xFFFFFFFFL;
+            boolean fua = (s.flags & CMD_FLAG_FUA) != 0;
+            int tag = r.slot();
+            switch (s.type) {
+                case CMD_READ -> r.block(0, BlockOp.READ, s.offset, len, false, tag).data().tryAdd(s.dataAddress, len);
+                case CMD_WRITE -> {
+                    r.block(0, BlockOp.WRITE, s.offset, len, fua, tag);
+                    if (len > 0) {
+                        r.data().tryAdd(s.dataAddress, len);
+                    }
+                }
+                case CMD_FLUSH -> r.block(0, BlockOp.FLUSH, 0, 0, false, tag);
+                case CMD_TRIM -> r.block(0, BlockOp.UNMAP, s.offset, len, fua, tag);
+                default -> r.block(0, BlockOp.WRITE_ZEROES, s.offset, len, fua, tag);
+            }
+            queue.submit(r);
+        }
+
+        /** The NBD error a request gets before it reaches the disk, or 0. */
+        private int check(Slot s) {
+            long len = s.length & 0xFFFFFFFFL;
+            long size = export.disk().size();
+            boolean write = s.type == CMD_WRITE || s.type == CMD_TRIM || s.type == CMD_WRITE_ZEROES;
+            if (s.type < 0 || s.type == CMD_CACHE || s.type > CMD_BLOCK_STATUS) {
+                return EINVAL;
+            } else if ((s.flags & ~(CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLAG_REQ_ONE)) != 0) {
+                return EINVAL; // includes FAST_ZERO, which we do not advertise
+            } else if (write && export.readOnly()) {
+                return EPERM;
+            } else if (s.type != CMD_FLUSH && (s.offset < 0 || len > size - s.offset)) {
+                return write ? ENOSPC : EINVAL;
+            } else if (s.type != CMD_FLUSH && s.type != CMD_BLOCK_STATUS
+                && ((s.offset | len) % export.disk().logicalSectorSize()) != 0) {
+                return EINVAL; // violates the minimum block size we advertised
+            } else if ((s.type == CMD_READ || s.type == CMD_BLOCK_STATUS) && len == 0 || len > MAX_PAYLOAD && s.type == CMD_READ) {
+                return EINVAL;
+            } else if (s.type == CMD_BLOCK_STATUS && !baseAllocation) {
+                return EINVAL;
+            }
+            return 0;
+        }
+
+        /** The core finished a request: encode its reply (connection thread; the queue calls back from pump). */
+        @Override
+        public void onScsiComplete(ScsiRequest r) {
+            Slot s = slots[r.slot()];
+            try {
+                int error = errno(r.result());
+                if (error == 0 && s.type == CMD_READ) {
+                    replies.read(s.cookie, s.offset, s.payload(s.length));
+                } else {
+                    replies.status(s.cookie, error, s.type == CMD_READ);
+                }
+            } catch (IOException e) {
+                shutdown(); // the client is gone; the serve loop ends on its next read
+            } finally {
+                queue.release(r);
+            }
+        }
+
+        private static int errno(BlockResult result) {
+            return switch (result) {
+                case OK -> 0;
+                case NO_SPACE -> ENOSPC; // the client sees a full disk, as from a local one
+                case READ_ONLY -> EPERM;
+                case INVALID, UNSUPPORTED -> EINVAL;
+                case IO_ERROR -> EIO;
+            };
         }
 
         /**
-         * Folds one request's service time into the moving average: 1/32 weight, samples capped at 4x the
-         * inline threshold, so a few requests stretched by preemption on a busy host do not flip the
-         * connection to workers; a disk that is really slow (every sample high) does within ~30 requests.
+         * Drives the core queue while requests are outstanding: submits and reaps (replies go to the batch),
+         * writes the batch, and when there was nothing to do waits up to {@link #IO_WAIT_NANOS} for a
+         * completion, so a new request from the client is not kept waiting longer than that.
          */
-        void sample(long nanos) {
-            long avg = serviceNanos;
-            long capped = Math.min(nanos, 4 * inlineBelowNanos);
-            serviceNanos = avg + ((capped - avg) >> 5); // racy read-modify-write: a heuristic, a lost sample is harmless
+        private void pump() throws IOException {
+            int work = queue.doWork();
+            replies.flush();
+            if (work == 0 && queue.outstanding() > 0) {
+                queue.awaitWork(IO_WAIT_NANOS);
+                replies.flush();
+            }
         }
 
         /**
-         * Makes {@code rx} hold at least {@code n} unread bytes, reading as much as the socket has. With
-         * nothing in flight it first polls the socket for up to {@link #pollNanos}, an adaptive window
+         * Makes {@code rx} hold at least {@code n} unread bytes, reading as much as the socket has. While
+         * requests are outstanding the socket is read without blocking, between turns of {@link #pump}.
+         * With nothing outstanding it first polls the socket for up to {@link #pollNanos}, an adaptive window
          * (QEMU's aio polling works the same way): a QD1 client sends its next request one round trip
          * after our reply, and catching it awake saves the reader's wakeup (50-150 us on a VM whose vCPUs
          * idle). The window doubles (from 4 us up to {@code phost.nbd.pollMicros}, default 100) when the
@@ -768,9 +833,28 @@ public final class NbdServer implements AutoCloseable {
             if (rx.remaining() >= n) {
                 return;
             }
-            flushReplies(); // the read below may wait for the client, which may be waiting for these
             rx.compact();
-            if (pollMaxNanos > 0 && inFlight.get() == 0) {
+            try {
+                while (rx.position() < n) {
+                    if (queue.outstanding() > 0) {
+                        nonBlocking();
+                        queue.doWork();
+                        if (readSome() == 0) {
+                            pump();
+                        }
+                    } else {
+                        replies.flush(); // the read below may wait for the client, which may be waiting for these
+                        idleFill(n);
+                    }
+                }
+            } finally {
+                rx.flip();
+            }
+        }
+
+        /** Fills rx to {@code n} bytes with nothing outstanding: the adaptive poll window, then a blocking read. */
+        private void idleFill(int n) throws IOException {
+            if (pollMaxNanos > 0) {
                 long t0 = System.nanoTime();
                 if (pollNanos == 0 || !poll(n, t0 + pollNanos)) {
                     blockingFill(n);
@@ -781,39 +865,26 @@ public final class NbdServer implements AutoCloseable {
             } else {
                 blockingFill(n);
             }
-            rx.flip();
         }
 
         /** Non-blocking reads into rx until it holds {@code n} bytes (true) or {@code deadline} passes. */
         private boolean poll(int n, long deadline) throws IOException {
-            ch.configureBlocking(false); // safe: with nothing in flight no worker writes to the channel
-            try {
-                while (rx.position() < n) {
-                    int r = ch.read(rx);
-                    if (r < 0) {
-                        throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "client closed");
+            nonBlocking();
+            while (rx.position() < n) {
+                if (readSome() == 0) {
+                    if (System.nanoTime() - deadline > 0) {
+                        return false;
                     }
-                    streamOffset += r;
-                    if (r == 0) {
-                        if (System.nanoTime() - deadline > 0) {
-                            return false;
-                        }
-                        Thread.onSpinWait();
-                    }
+                    Thread.onSpinWait();
                 }
-                return true;
-            } finally {
-                ch.configureBlocking(true);
             }
+            return true;
         }
 
         private void blockingFill(int n) throws IOException {
+            blocking();
             while (rx.position() < n) {
-                int r = ch.read(rx);
-                if (r < 0) {
-                    throw new NbdProtocolException(NbdProtocolException.Reason.EOF, streamOffset, "client closed");
-                }
-                streamOffset += r;
+                readSome();
             }
         }
 
@@ -827,8 +898,8 @@ public final class NbdServer implements AutoCloseable {
                 rx.limit(limit);
             }
             if (dst.hasRemaining()) {
-                flushReplies();
-                readFully(dst);
+                replies.flush();
+                readFully(dst); // the client is sending this payload now: a blocking read ends
             }
         }
 
@@ -844,140 +915,11 @@ public final class NbdServer implements AutoCloseable {
             }
         }
 
-        /** Runs one request on a worker thread and replies. */
-        void execute(Slot s) throws IOException {
-            Export e = export;
-            VirtualDisk disk = e.disk();
+        /** Answers BLOCK_STATUS for base:allocation from the disk's allocation map (all data when it has none). */
+        private void blockStatus(Slot s) throws IOException {
+            VirtualDisk disk = export.disk();
             long len = s.length & 0xFFFFFFFFL;
-            int error = 0;
-            boolean write = s.type == CMD_WRITE || s.type == CMD_TRIM || s.type == CMD_WRITE_ZEROES;
-            if (s.type < 0 || s.type == CMD_CACHE || s.type > CMD_BLOCK_STATUS) {
-                error = EINVAL;
-            } else if ((s.flags & ~(CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF | CMD_FLAG_REQ_ONE)) != 0) {
-                error = EINVAL; // includes FAST_ZERO, which we do not advertise
-            } else if (write && e.readOnly()) {
-                error = EPERM;
-            } else if (s.type != CMD_FLUSH && (s.offset < 0 || len > disk.size() - s.offset)) {
-                error = write ? ENOSPC : EINVAL;
-            } else if (s.type != CMD_FLUSH && s.type != CMD_BLOCK_STATUS
-                && ((s.offset | len) % disk.logicalSectorSize()) != 0) {
-                error = EINVAL; // violates the minimum block size we advertised
-            } else if ((s.type == CMD_READ || s.type == CMD_BLOCK_STATUS) && len == 0
-                || len > MAX_PAYLOAD && (s.type == CMD_READ)) {
-                error = EINVAL;
-            } else if (s.type == CMD_BLOCK_STATUS && !baseAllocation) {
-                error = EINVAL;
-            }
-            if (error == 0) {
-                boolean diskIo = s.type != CMD_BLOCK_STATUS; // a metadata query, not disk I/O (as SCSI GET LBA STATUS)
-                int qosBytes = s.type == CMD_READ || s.type == CMD_WRITE ? (int) len : 0;
-                if (diskIo) {
-                    admit(e.qos(), qosBytes);
-                }
-                long t0 = System.nanoTime();
-                try {
-                    switch (s.type) {
-                        case CMD_READ -> {
-                            s.payload((int) len);
-                            disk.read(s.offset, s.view(len));
-                            e.stats().recordRead(len, System.nanoTime() - t0);
-                            replyRead(s, len);
-                            return;
-                        }
-                        case CMD_WRITE -> {
-                            disk.write(s.offset, s.view(len));
-                            if ((s.flags & CMD_FLAG_FUA) != 0) {
-                                disk.flush();
-                            }
-                            e.stats().recordWrite(len, System.nanoTime() - t0);
-                        }
-                        case CMD_FLUSH -> {
-                            disk.flush();
-                            e.stats().recordFlush(System.nanoTime() - t0);
-                        }
-                        case CMD_TRIM -> {
-                            disk.unmap(s.offset, len);
-                            if ((s.flags & CMD_FLAG_FUA) != 0) {
-                                disk.flush();
-                            }
-                            e.stats().recordUnmap(System.nanoTime() - t0);
-                        }
-                        case CMD_WRITE_ZEROES -> {
-                            disk.writeZeroes(s.offset, len);
-                            if ((s.flags & CMD_FLAG_FUA) != 0) {
-                                disk.flush();
-                            }
-                            e.stats().recordUnmap(System.nanoTime() - t0);
-                        }
-                        case CMD_BLOCK_STATUS -> {
-                            replyBlockStatus(s, disk, len);
-                            return;
-                        }
-                        default -> error = EINVAL;
-                    }
-                } catch (IOException | RuntimeException ex) {
-                    if (write && DiskFullException.isDiskFull(ex)) {
-                        error = ENOSPC; // the client sees a full disk, as from a local one
-                        if (e.stats().recordNoSpace()) {
-                            LOG.log(System.Logger.Level.WARNING, "nbd export=" + e.name() + ": no space left on the host file system (" + ex.getMessage()
-                                + "); writes fail with ENOSPC until space is freed");
-                        }
-                    } else {
-                        e.stats().recordError();
-                        error = ex instanceof IllegalArgumentException ? EINVAL : EIO;
-                    }
-                } finally {
-                    if (diskIo) {
-                        long now = System.nanoTime();
-                        e.qos().completed(qosBytes, now - t0, now);
-                    }
-                }
-            }
-            if (error != 0 && structured && (s.type == CMD_READ || s.type == CMD_BLOCK_STATUS)) {
-                replyStructuredError(s, error);
-            } else {
-                replySimple(s, error);
-            }
-        }
-
-        /**
-         * Parks this worker until the export's QoS flow admits an I/O of {@code bytes}: an NBD client is held
-         * to the disk's limit as a guest is (its other requests wait in the connection's window meanwhile).
-         */
-        private static void admit(QosFlow qos, int bytes) {
-            long now = System.nanoTime();
-            for (long wait; (wait = qos.tryAdmit(bytes, now)) > 0; now = System.nanoTime()) {
-                LockSupport.parkNanos(wait);
-            }
-        }
-
-        private void replySimple(Slot s, int error) throws IOException {
-            ByteBuffer h = s.header.clear();
-            h.putInt(SIMPLE_REPLY_MAGIC).putInt(error).putLong(s.cookie).flip();
-            send(s, h, null);
-        }
-
-        private void replyStructuredError(Slot s, int error) throws IOException {
-            ByteBuffer h = s.header.clear();
-            h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_ERROR)
-                .putLong(s.cookie).putInt(6).putInt(error).putShort((short) 0).flip();
-            send(s, h, null);
-        }
-
-        private void replyRead(Slot s, long len) throws IOException {
-            ByteBuffer h = s.header.clear();
-            if (structured) {
-                h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_OFFSET_DATA)
-                    .putLong(s.cookie).putInt((int) (len + 8)).putLong(s.offset).flip();
-            } else {
-                h.putInt(SIMPLE_REPLY_MAGIC).putInt(0).putLong(s.cookie).flip();
-            }
-            s.data.clear().limit((int) len);
-            send(s, h, s.data);
-        }
-
-        private void replyBlockStatus(Slot s, VirtualDisk disk, long len) throws IOException {
-            ByteBuffer x = s.extents.clear();
+            ByteBuffer x = extents.clear();
             x.putInt(BASE_ALLOCATION_ID);
             long end = s.offset + len;
             int max = (s.flags & CMD_FLAG_REQ_ONE) != 0 ? 1 : MAX_EXTENTS;
@@ -995,59 +937,14 @@ public final class NbdServer implements AutoCloseable {
                         runEnd = Math.min(Math.max(map.nextUnallocated(at), at + 1), end);
                         state = 0;
                     }
-                    long runLen = runEnd - at;
-                    x.putInt((int) runLen).putInt(state);
+                    x.putInt((int) (runEnd - at)).putInt(state);
                     at = runEnd;
                     n++;
                 }
             } else {
                 x.putInt((int) len).putInt(0);
             }
-            x.flip();
-            ByteBuffer h = s.header.clear();
-            h.putInt(STRUCTURED_REPLY_MAGIC).putShort((short) REPLY_FLAG_DONE).putShort((short) REPLY_TYPE_BLOCK_STATUS)
-                .putLong(s.cookie).putInt(x.remaining()).flip();
-            send(s, h, x);
-        }
-
-        /**
-         * Sends one reply: appended to {@link #tx} when the reader serves a pipelined burst inline (one
-         * write for the whole burst instead of one syscall and one client wakeup per reply), else written
-         * at once, whole, under the write lock so it never interleaves with a worker's.
-         */
-        private void send(Slot s, ByteBuffer h, ByteBuffer body) throws IOException {
-            if (s.batched) {
-                int need = h.remaining() + (body == null ? 0 : body.remaining());
-                if (need <= tx.remaining()) {
-                    tx.put(h);
-                    if (body != null) {
-                        tx.put(body);
-                    }
-                    return;
-                }
-                flushReplies();
-            }
-            synchronized (writeLock) {
-                if (body == null) {
-                    writeFully(h);
-                } else {
-                    s.gather[0] = h;
-                    s.gather[1] = body;
-                    writeFully(s.gather);
-                }
-            }
-        }
-
-        /** Writes the batched replies (reader thread only); called before anything that may wait for the client. */
-        private void flushReplies() throws IOException {
-            if (tx.position() == 0) {
-                return;
-            }
-            tx.flip();
-            synchronized (writeLock) {
-                writeFully(tx);
-            }
-            tx.clear();
+            replies.blockStatus(s.cookie, x.flip());
         }
     }
 }

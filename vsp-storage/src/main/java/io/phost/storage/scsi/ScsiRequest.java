@@ -44,7 +44,12 @@ public final class ScsiRequest {
 
     // Execution state, owned by the queue.
     ScsiLun target;
-    int op;
+    /** Built by {@link #block} (no CDB to decode) rather than {@link #reset}. */
+    boolean block;
+    BlockOp op;
+    /** While the flush a FUA request chained runs: the request's own operation and its result. */
+    BlockOp fuaOp;
+    long fuaResult;
     long ioOffset;
     long ioLength;
     long startNanos;
@@ -83,7 +88,53 @@ public final class ScsiRequest {
         this.status = Scsi.STATUS_GOOD;
         this.senseLength = 0;
         this.transferred = 0;
+        this.block = false;
         return this;
+    }
+
+    /**
+     * Resets the request for a block operation a transport decoded from its own wire format (virtio-blk,
+     * NBD): no CDB, the queue validates and runs it like a decoded SCSI command. For UNMAP and WRITE_ZEROES
+     * {@code offset}/{@code length} are the first range; {@link #tryAddRange} adds more. READ and WRITE
+     * carry their data in {@link #data()}, exactly {@code length} bytes.
+     */
+    public ScsiRequest block(int lun, BlockOp op, long offset, long length, boolean fua, long tag) {
+        if (op == BlockOp.WRITE_PATTERN) {
+            throw new IllegalArgumentException("WRITE_PATTERN comes only from a SCSI WRITE SAME");
+        }
+        this.lun = lun;
+        this.cdbLength = 0;
+        this.direction = op == BlockOp.READ ? DIR_IN : op == BlockOp.WRITE ? DIR_OUT : DIR_NONE;
+        this.tag = tag;
+        this.data.clear();
+        this.status = Scsi.STATUS_GOOD;
+        this.senseLength = 0;
+        this.transferred = 0;
+        this.block = true;
+        this.op = op;
+        this.fua = fua;
+        this.ioOffset = offset;
+        this.ioLength = length;
+        this.unmapCount = 1;
+        this.unmapOffset[0] = offset;
+        this.unmapLength[0] = length;
+        return this;
+    }
+
+    /** Adds a range to a block UNMAP/WRITE_ZEROES request; false when the request holds as many as it can. */
+    public boolean tryAddRange(long offset, long length) {
+        if (unmapCount == unmapOffset.length) {
+            return false;
+        }
+        unmapOffset[unmapCount] = offset;
+        unmapLength[unmapCount] = length;
+        unmapCount++;
+        return true;
+    }
+
+    /** How the request ended, for transports that speak no SCSI (see {@link BlockResult}). */
+    public BlockResult result() {
+        return BlockResult.of(this);
     }
 
     /** Convenience for tests and tools: a CDB from bytes. Allocates nothing beyond the caller's array. */
