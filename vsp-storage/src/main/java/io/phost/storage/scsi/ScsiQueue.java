@@ -13,16 +13,18 @@ import java.util.List;
 import java.util.concurrent.locks.LockSupport;
 
 /**
- * One command queue of a {@link ScsiTarget} (one per VMBus channel / sub-channel, or per NBD-style
- * client): a fixed pool of {@link ScsiRequest} slots, one {@link IoEngine} per LUN opened lazily, QoS
- * admission and completion. Single-threaded: its owner (an Agent) calls {@link #submit} and
- * {@link #doWork}; {@link Completion#onScsiComplete} runs on that thread too.
+ * The storage core's request queue, one per transport queue (VMBus channel or sub-channel, virtqueue, NBD
+ * connection) over a {@link ScsiTarget}: a fixed pool of {@link ScsiRequest} slots, one {@link IoEngine} per
+ * LUN opened lazily, QoS admission and completion. Single-threaded: its owner (an Agent, or an NBD
+ * connection's thread) calls {@link #submit} and {@link #doWork}; {@link Completion#onScsiComplete} runs on
+ * that thread too. SCSI transports submit CDBs; block transports submit {@link ScsiRequest#block} requests.
  *
  * <pre>
- *   r = queue.tryAcquire();  r.reset(lun, cdb, ...); r.data().tryAdd(...);  queue.submit(r);
+ *   r = queue.tryAcquire();  r.reset(lun, cdb, ...)  or  r.block(lun, BlockOp.READ, offset, length, fua, tag);
+ *   r.data().tryAdd(...);  queue.submit(r);
  *   ... queue.doWork() ...  -> completion.onScsiComplete(r)  -> transport replies -> queue.release(r)
  *
- *   submit: prepare (decode/validate) --DONE--> complete
+ *   submit: prepare (CDB) / prepareBlock --DONE--> complete
  *                                     --IO----> QoS admit --wait>0--> deferred (retried in doWork)
  *                                                         --0-------> engine.try* --full--> deferred
  * </pre>

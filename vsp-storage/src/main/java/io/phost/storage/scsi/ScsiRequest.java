@@ -13,7 +13,8 @@ import java.nio.ByteOrder;
  * {@link ScsiQueue.Completion}. Reused for every command; nothing is allocated per command.
  *
  * <pre>
- *   in:  cdb[16] cdbLength lun data(IoVecs) direction tag
+ *   in:  cdb[16] cdbLength lun data(IoVecs) direction tag          (SCSI transports: {@link #reset})
+ *    or: lun BlockOp offset length fua ranges data(IoVecs) tag     (block transports: {@link #block})
  *   out: status senseLength sense[18] transferred         (fixed-format sense, SPC-4 4.5.3)
  * </pre>
  */
