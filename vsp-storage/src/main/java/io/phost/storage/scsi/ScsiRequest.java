@@ -79,18 +79,23 @@ public final class ScsiRequest {
         if (length < 1 || length > MAX_CDB) {
             throw new IllegalArgumentException("CDB length " + length);
         }
-        this.lun = lun;
+        start(lun, direction, tag, false);
         cdb.fill((byte) 0);
         MemorySegment.copy(src, srcOffset, cdb, 0, length);
         this.cdbLength = length;
+        return this;
+    }
+
+    /** The part of a reset both request forms share: addressing, no data yet, no result yet. */
+    private void start(int lun, int direction, long tag, boolean block) {
+        this.lun = lun;
         this.direction = direction;
         this.tag = tag;
+        this.block = block;
         this.data.clear();
         this.status = Scsi.STATUS_GOOD;
         this.senseLength = 0;
         this.transferred = 0;
-        this.block = false;
-        return this;
     }
 
     /**
@@ -103,15 +108,8 @@ public final class ScsiRequest {
         if (op == BlockOp.WRITE_PATTERN) {
             throw new IllegalArgumentException("WRITE_PATTERN comes only from a SCSI WRITE SAME");
         }
-        this.lun = lun;
+        start(lun, op == BlockOp.READ ? DIR_IN : op == BlockOp.WRITE ? DIR_OUT : DIR_NONE, tag, true);
         this.cdbLength = 0;
-        this.direction = op == BlockOp.READ ? DIR_IN : op == BlockOp.WRITE ? DIR_OUT : DIR_NONE;
-        this.tag = tag;
-        this.data.clear();
-        this.status = Scsi.STATUS_GOOD;
-        this.senseLength = 0;
-        this.transferred = 0;
-        this.block = true;
         this.op = op;
         this.fua = fua;
         this.ioOffset = offset;
