@@ -492,8 +492,11 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
         try {
             while (rx.position() < n) {
                 if (queue.outstanding() > 0) {
+                    queue.doWork(); // submits what was decoded; an inline engine or a page-cache hit is done here
+                    if (queue.outstanding() == 0) {
+                        continue; // all answered: the idle path flushes the replies and waits for the client
+                    }
                     nonBlocking();
-                    queue.doWork();
                     if (readSome() == 0) {
                         pump();
                     }
