@@ -248,11 +248,16 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
         }
     }
 
-    /** One buffer (not the varargs form: that allocates an array per reply). Spins if the socket is non-blocking. */
+    /**
+     * One buffer (not the varargs form: that allocates an array per reply). When the socket is full (a
+     * non-blocking write took nothing) the rest is written blocking, as a slow reader of replies deserves.
+     */
     @Override
     public void writeFully(ByteBuffer b) throws IOException {
         while (b.hasRemaining()) {
-            ch.write(b);
+            if (ch.write(b) == 0) {
+                blocking();
+            }
         }
     }
 
@@ -264,6 +269,9 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
         }
         while (left > 0) {
             long n = ch.write(bufs);
+            if (n == 0) {
+                blocking();
+            }
             left -= n;
         }
     }
