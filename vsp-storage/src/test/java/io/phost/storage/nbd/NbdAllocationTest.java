@@ -60,6 +60,8 @@ class NbdAllocationTest {
             }
         } finally {
             Files.deleteIfExists(file);
+            Files.deleteIfExists(sock);
+            Files.deleteIfExists(sock.getParent());
         }
     }
 
