@@ -23,6 +23,8 @@ import static io.phost.storage.nbd.NbdDescriptor.*;
  * One NBD client of an {@link NbdServer}: the handshake ({@link NbdNegotiation}), then transmission on one
  * thread that decodes requests into storage-core block requests on the connection's own {@link ScsiQueue},
  * drives that queue and answers completions through {@link NbdReplyWriter}. See {@link #transmission}.
+ * (About 600 lines: one room, the connection's buffers and the loop over them; negotiation, reply encoding
+ * and slots live in their own classes.)
  */
 final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Completion {
     private static final System.Logger LOG = System.getLogger(NbdServer.class.getName());
