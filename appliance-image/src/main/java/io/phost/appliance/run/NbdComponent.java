@@ -51,7 +51,7 @@ public final class NbdComponent implements Component {
                 DisksComponent.OpenDisk open = disks.get(d.name());
                 // The disk's QoS policy binds NBD clients too; the flow shows under owner "nbd".
                 QosFlow flow = qos.service().createFlow(FLOW_OWNER, d.name(), d.qosPolicy(), StorageComponent.deviceOf(open.path()));
-                exports.add(new NbdServer.Export(d.name(), open.disk(), d.readOnly()).withQos(flow));
+                exports.add(new NbdServer.Export(d.name(), open.disk(), d.readOnly()).withQos(flow).withEngine(d.ioEngine()));
             }
         }
         if (exports.isEmpty()) {

@@ -1,6 +1,7 @@
 package io.phost.perf.storage;
 
 import io.phost.storage.backend.MemoryDisk;
+import io.phost.storage.engine.IoEngines;
 import io.phost.storage.nbd.NbdServer;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;
@@ -32,10 +33,10 @@ import java.util.concurrent.TimeUnit;
  * 4 KiB NBD READ and WRITE round trips against {@link NbdServer} over a Unix socket, from a client whose
  * buffers are all preallocated, on a RAM disk: the export's per-request cost (decode, dispatch, disk view,
  * reply) with the socket hop included. With {@code -prof gc} the {@code gc.alloc.rate.norm} line counts
- * every thread of the JVM, so it covers the server's reader and workers too; the steady path should show
- * about 0 B/op. {@code qd8} sends eight requests in one write (a pipelined burst) and reads eight replies;
- * {@code inlineBelowMicros=0} forces such bursts onto the worker pool, 30 (the default) lets the reader
- * serve fast requests itself.
+ * every thread of the JVM, so it covers the server's connection thread and engine threads too; the steady
+ * path should show about 0 B/op. {@code qd8} sends eight requests in one write (a pipelined burst) and reads
+ * eight replies. {@code engine} is the export's I/O engine: AUTO (inline for a RAM disk, on the connection's
+ * thread) or THREADS (the thread-pool engine: a hop to a worker and back per request).
  * <pre>
  *   phost bench jmh NbdExportBenchmark --prof gc
  * </pre>
@@ -59,8 +60,8 @@ public class NbdExportBenchmark {
     private static final int BURST = 8;
     private static final long DISK = 64L << 20;
 
-    @Param({"30", "0"})
-    public int inlineBelowMicros;
+    @Param({"AUTO", "THREADS"})
+    public String engine;
 
     private Path dir;
     private MemoryDisk disk;
@@ -75,9 +76,8 @@ public class NbdExportBenchmark {
     public void setUp() throws IOException {
         dir = Files.createTempDirectory("nbd-bench");
         disk = MemoryDisk.ram(DISK, 512, false);
-        System.setProperty("phost.nbd.inlineBelowMicros", Integer.toString(inlineBelowMicros));
-        server = NbdServer.unix(dir.resolve("nbd.sock"), List.of(new NbdServer.Export("bench", disk, false)));
-        System.clearProperty("phost.nbd.inlineBelowMicros");
+        NbdServer.Export export = new NbdServer.Export("bench", disk, false).withEngine(IoEngines.Kind.valueOf(engine));
+        server = NbdServer.unix(dir.resolve("nbd.sock"), List.of(export));
         ch = SocketChannel.open(StandardProtocolFamily.UNIX);
         ch.connect(UnixDomainSocketAddress.of(dir.resolve("nbd.sock")));
         handshake();

@@ -36,13 +36,6 @@ public final class ScsiLun {
     /** driver_status low bits (DRIVER_ERROR, DRIVER_TIMEOUT ...); 0x08 (DRIVER_SENSE) only says sense is valid. */
     private static final int SG_DRIVER_MASK = 0x07;
 
-    static final int OP_READ = 1;
-    static final int OP_WRITE = 2;
-    static final int OP_FLUSH = 3;
-    static final int OP_UNMAP = 4;
-    static final int OP_ZEROES = 5;
-    /** WRITE SAME with a non-zero block: the queue replicates it and writes the range chunk by chunk. */
-    static final int OP_PATTERN = 6;
 
     /** Largest single READ/WRITE we accept and advertise (VPD B0), in bytes. */
     public static final int MAX_TRANSFER_BYTES = 2 << 20;
@@ -212,9 +205,9 @@ public final class ScsiLun {
             return;
         }
         switch (r.op) {
-            case OP_WRITE -> t.mark(r.ioOffset, r.ioLength);
-            case OP_PATTERN -> t.mark(r.unmapOffset[0], r.unmapLength[0]);
-            case OP_UNMAP, OP_ZEROES -> {
+            case WRITE -> t.mark(r.ioOffset, r.ioLength);
+            case WRITE_PATTERN -> t.mark(r.unmapOffset[0], r.unmapLength[0]);
+            case UNMAP, WRITE_ZEROES -> {
                 if (r.unmapCount == 0) {
                     t.mark(r.ioOffset, r.ioLength);
                 }
@@ -451,6 +444,73 @@ public final class ScsiLun {
         return false;
     }
 
+    /**
+     * Validates a block request a transport built with {@link ScsiRequest#block} (no CDB), with the checks a
+     * decoded CDB gets: a write to a read-only LUN is DATA PROTECT; a range past the capacity or not in whole
+     * blocks, or data that does not match the length, is ILLEGAL REQUEST. Returns {@link #IO} or {@link #DONE}.
+     */
+    int prepareBlock(ScsiRequest r) {
+        r.target = this;
+        r.fuaFlush = false;
+        r.unmapNext = 1;
+        r.read = r.op == BlockOp.READ;
+        if (r.op.writes() && readOnly) {
+            r.checkCondition(Scsi.KEY_DATA_PROTECT, Scsi.ASC_WRITE_PROTECTED);
+            return DONE;
+        }
+        switch (r.op) {
+            case BlockOp.READ, BlockOp.WRITE -> {
+                if (badByteRange(r, r.ioOffset, r.ioLength)) {
+                    return DONE;
+                }
+                if (r.ioLength != r.data().totalLength()) {
+                    r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB);
+                    return DONE;
+                }
+                r.fua &= !r.read;
+                return r.ioLength == 0 ? noData(r) : IO;
+            }
+            case BlockOp.FLUSH -> {
+                r.ioOffset = 0;
+                r.ioLength = 0;
+                return IO;
+            }
+            case BlockOp.UNMAP, BlockOp.WRITE_ZEROES -> {
+                int count = 0;
+                for (int i = 0; i < r.unmapCount; i++) {
+                    if (badByteRange(r, r.unmapOffset[i], r.unmapLength[i])) {
+                        return DONE;
+                    }
+                    if (r.unmapLength[i] > 0) { // empty ranges are no-ops: keep the rest packed
+                        r.unmapOffset[count] = r.unmapOffset[i];
+                        r.unmapLength[count] = r.unmapLength[i];
+                        count++;
+                    }
+                }
+                r.unmapCount = count;
+                if (count == 0) {
+                    return noData(r);
+                }
+                r.ioOffset = r.unmapOffset[0];
+                r.ioLength = r.unmapLength[0];
+                return IO;
+            }
+            default -> {
+                r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_COMMAND_OPERATION_CODE);
+                return DONE;
+            }
+        }
+    }
+
+    /** A byte range that is not whole blocks or not within the capacity: sets ILLEGAL REQUEST and returns true. */
+    private boolean badByteRange(ScsiRequest r, long offset, long length) {
+        if (((offset | length) & (blockSize - 1)) != 0) {
+            r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB);
+            return true;
+        }
+        return outOfRange(r, offset >> blockShift, length >> blockShift); // negative stays negative: refused
+    }
+
     private int readWrite(ScsiRequest r, boolean read, long lba, long count, boolean fua) {
         if (directionMismatch(r, read ? ScsiRequest.DIR_IN : ScsiRequest.DIR_OUT)) {
             return DONE;
@@ -477,7 +537,7 @@ public final class ScsiLun {
             return DONE;
         }
         r.read = read;
-        r.op = read ? OP_READ : OP_WRITE;
+        r.op = read ? BlockOp.READ : BlockOp.WRITE;
         r.ioOffset = lba << blockShift;
         r.ioLength = bytes;
         r.fua = fua && !read;
@@ -489,7 +549,7 @@ public final class ScsiLun {
             return DONE;
         }
         r.read = false;
-        r.op = OP_FLUSH;
+        r.op = BlockOp.FLUSH;
         r.ioOffset = 0;
         r.ioLength = 0;
         return IO;
@@ -546,7 +606,7 @@ public final class ScsiLun {
             return noData(r);
         }
         r.read = false;
-        r.op = OP_UNMAP;
+        r.op = BlockOp.UNMAP;
         r.unmapCount = count;
         r.unmapNext = 1;
         r.ioOffset = r.unmapOffset[0];
@@ -589,7 +649,7 @@ public final class ScsiLun {
                 // the pattern (SBC-3 5.45: the device unmaps only when that reads back the same). The
                 // queue copies the block into its pattern buffer and writes [offset, offset+length) in
                 // chunks; ioOffset advances per chunk.
-                r.op = OP_PATTERN;
+                r.op = BlockOp.WRITE_PATTERN;
                 r.unmapCount = 0;
                 r.unmapOffset[0] = lba << blockShift;
                 r.unmapLength[0] = count << blockShift;
@@ -598,7 +658,7 @@ public final class ScsiLun {
                 return IO;
             }
         }
-        r.op = unmapBit ? OP_UNMAP : OP_ZEROES;
+        r.op = unmapBit ? BlockOp.UNMAP : BlockOp.WRITE_ZEROES;
         r.unmapCount = 1;
         r.unmapNext = 1;
         r.unmapOffset[0] = lba << blockShift;
@@ -802,7 +862,7 @@ public final class ScsiLun {
     void completeIo(ScsiRequest r, long result, long nowNanos) {
         long latency = nowNanos - r.startNanos;
         switch (r.op) {
-            case OP_READ, OP_WRITE -> {
+            case BlockOp.READ, BlockOp.WRITE -> {
                 if (result == r.ioLength) {
                     r.good(result);
                     if (r.read) {
@@ -819,7 +879,7 @@ public final class ScsiLun {
                     r.senseInformation(r.ioOffset >>> blockShift);
                 }
             }
-            case OP_PATTERN -> {
+            case BlockOp.WRITE_PATTERN -> {
                 if (result == r.ioLength) {
                     r.good(blockSize); // the one block of data-out the command carried
                     stats.recordWrite(r.unmapLength[0], latency);
@@ -832,7 +892,7 @@ public final class ScsiLun {
                     r.senseInformation(r.ioOffset >>> blockShift);
                 }
             }
-            case OP_FLUSH -> {
+            case BlockOp.FLUSH -> {
                 if (result == 0) {
                     r.good(0);
                     stats.recordFlush(latency);

@@ -10,18 +10,21 @@ import java.lang.foreign.MemorySegment;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.locks.LockSupport;
 
 /**
- * One command queue of a {@link ScsiTarget} (one per VMBus channel / sub-channel, or per NBD-style
- * client): a fixed pool of {@link ScsiRequest} slots, one {@link IoEngine} per LUN opened lazily, QoS
- * admission and completion. Single-threaded: its owner (an Agent) calls {@link #submit} and
- * {@link #doWork}; {@link Completion#onScsiComplete} runs on that thread too.
+ * The storage core's request queue, one per transport queue (VMBus channel or sub-channel, virtqueue, NBD
+ * connection) over a {@link ScsiTarget}: a fixed pool of {@link ScsiRequest} slots, one {@link IoEngine} per
+ * LUN opened lazily, QoS admission and completion. Single-threaded: its owner (an Agent, or an NBD
+ * connection's thread) calls {@link #submit} and {@link #doWork}; {@link Completion#onScsiComplete} runs on
+ * that thread too. SCSI transports submit CDBs; block transports submit {@link ScsiRequest#block} requests.
  *
  * <pre>
- *   r = queue.tryAcquire();  r.reset(lun, cdb, ...); r.data().tryAdd(...);  queue.submit(r);
+ *   r = queue.tryAcquire();  r.reset(lun, cdb, ...)  or  r.block(lun, BlockOp.READ, offset, length, fua, tag);
+ *   r.data().tryAdd(...);  queue.submit(r);
  *   ... queue.doWork() ...  -> completion.onScsiComplete(r)  -> transport replies -> queue.release(r)
  *
- *   submit: prepare (decode/validate) --DONE--> complete
+ *   submit: prepare (CDB) / prepareBlock --DONE--> complete
  *                                     --IO----> QoS admit --wait>0--> deferred (retried in doWork)
  *                                                         --0-------> engine.try* --full--> deferred
  * </pre>
@@ -57,6 +60,8 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     private final MemorySegment scratch;
     /** Largest write a pattern WRITE SAME issues at once; a multiple of every supported block size (64 KiB max). */
     static final int PATTERN_CHUNK = 128 << 10;
+    /** Longest sleep of {@link #awaitWork} when only QoS-deferred or held commands are outstanding. */
+    private static final long DEFERRED_WAIT_NANOS = 50_000;
     private MemorySegment pattern;
     private final IoVecs patternVecs = new IoVecs(1);
     /** The request whose block the pattern buffer holds, or null when it is free. */
@@ -124,7 +129,8 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             hold(r);
             return;
         }
-        if (lun.prepare(r, scratch, target) == ScsiLun.DONE) {
+        int prepared = r.block ? lun.prepareBlock(r) : lun.prepare(r, scratch, target);
+        if (prepared == ScsiLun.DONE) {
             finish(r);
             return;
         }
@@ -163,7 +169,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     private void dispatch(ScsiRequest r, long now) {
         ScsiLun lun = r.target;
         if (!r.admitted) {
-            int bytes = r.op == ScsiLun.OP_READ || r.op == ScsiLun.OP_WRITE ? (int) r.ioLength : 0;
+            int bytes = r.op == BlockOp.READ || r.op == BlockOp.WRITE ? (int) r.ioLength : 0;
             long wait = lun.qos().tryAdmit(bytes, now);
             if (wait > 0) {
                 r.notBefore = now + wait;
@@ -180,17 +186,17 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             onIo(r, -5);
             return;
         }
-        if (r.op == ScsiLun.OP_PATTERN && !preparePatternChunk(r, lun)) {
+        if (r.op == BlockOp.WRITE_PATTERN && !preparePatternChunk(r, lun)) {
             r.notBefore = 0;
             deferred.add(r); // another pattern command holds the buffer
             return;
         }
         boolean ok = switch (r.op) {
-            case ScsiLun.OP_READ -> engine.tryRead(r.ioOffset, r.data(), r.slot);
-            case ScsiLun.OP_WRITE -> engine.tryWrite(r.ioOffset, r.data(), r.slot);
-            case ScsiLun.OP_PATTERN -> engine.tryWrite(r.ioOffset, patternVecs, r.slot);
-            case ScsiLun.OP_FLUSH -> engine.tryFlush(r.slot);
-            case ScsiLun.OP_UNMAP -> engine.tryUnmap(r.ioOffset, r.ioLength, r.slot);
+            case BlockOp.READ -> engine.tryRead(r.ioOffset, r.data(), r.slot);
+            case BlockOp.WRITE -> engine.tryWrite(r.ioOffset, r.data(), r.slot);
+            case BlockOp.WRITE_PATTERN -> engine.tryWrite(r.ioOffset, patternVecs, r.slot);
+            case BlockOp.FLUSH -> engine.tryFlush(r.slot);
+            case BlockOp.UNMAP -> engine.tryUnmap(r.ioOffset, r.ioLength, r.slot);
             default -> engine.tryWriteZeroes(r.ioOffset, r.ioLength, r.slot);
         };
         if (ok) {
@@ -311,6 +317,10 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
                 return e.await(this, timeoutNanos);
             }
         }
+        if (!deferred.isEmpty() || !held.isEmpty()) {
+            // Waiting for QoS admission or a paused LUN: nothing to block on, so sleep a little instead of spinning.
+            LockSupport.parkNanos(Math.min(timeoutNanos, DEFERRED_WAIT_NANOS));
+        }
         return 0;
     }
 
@@ -321,42 +331,47 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
 
     private void onIo(ScsiRequest r, long result) {
         ScsiLun lun = r.target;
-        if (r.op == ScsiLun.OP_FLUSH && result == 0) {
+        if (r.op == BlockOp.FLUSH && result == 0) {
             result = lun.persistChanges(); // the change bits are durable before the flush (or FUA write) completes
         }
-        if (r.op == ScsiLun.OP_WRITE && r.fua && result == r.ioLength) {
-            // FUA: the write is durable only after a flush; chain one before completing.
-            r.fua = false;
-            r.fuaFlush = true;
-            r.op = ScsiLun.OP_FLUSH;
-            dispatch(r, System.nanoTime());
-            return;
-        }
         if (r.fuaFlush) {
+            // The flush a FUA request chained is done: complete the request as its own operation ended.
             r.fuaFlush = false;
-            r.op = ScsiLun.OP_WRITE;
-            result = result == 0 ? r.ioLength : result;
-        }
-        if (r.op == ScsiLun.OP_PATTERN) {
-            if (result == r.ioLength && r.ioOffset + r.ioLength < r.unmapOffset[0] + r.unmapLength[0]) {
-                r.ioOffset += r.ioLength;
+            r.op = r.fuaOp;
+            result = result == 0 ? r.fuaResult : result;
+        } else {
+            if (r.op == BlockOp.WRITE_PATTERN) {
+                if (result == r.ioLength && r.ioOffset + r.ioLength < r.unmapOffset[0] + r.unmapLength[0]) {
+                    r.ioOffset += r.ioLength;
+                    dispatch(r, System.nanoTime());
+                    return;
+                }
+                if (patternOwner == r) {
+                    patternOwner = null; // done or failed: a deferred pattern command may take the buffer
+                }
+            }
+            boolean ranged = r.op == BlockOp.UNMAP || r.op == BlockOp.WRITE_ZEROES;
+            if (result == 0 && ranged && r.unmapNext < r.unmapCount) {
+                int i = r.unmapNext++;
+                r.ioOffset = r.unmapOffset[i];
+                r.ioLength = r.unmapLength[i];
                 dispatch(r, System.nanoTime());
                 return;
             }
-            if (patternOwner == r) {
-                patternOwner = null; // done or failed: a deferred pattern command may take the buffer
+            if (r.fua && (ranged ? result == 0 : result == r.ioLength)) {
+                // FUA: the change is durable only after a flush; chain one before completing.
+                r.fua = false;
+                r.fuaFlush = true;
+                r.fuaOp = r.op;
+                r.fuaResult = result;
+                r.op = BlockOp.FLUSH;
+                dispatch(r, System.nanoTime());
+                return;
             }
-        }
-        if (result == 0 && (r.op == ScsiLun.OP_UNMAP || r.op == ScsiLun.OP_ZEROES) && r.unmapNext < r.unmapCount) {
-            int i = r.unmapNext++;
-            r.ioOffset = r.unmapOffset[i];
-            r.ioLength = r.unmapLength[i];
-            dispatch(r, System.nanoTime());
-            return;
         }
         long now = System.nanoTime();
         lun.completeIo(r, result, now);
-        lun.qos().completed(r.read || r.op == ScsiLun.OP_WRITE ? (int) r.ioLength : 0, now - r.startNanos, now);
+        lun.qos().completed(r.read || r.op == BlockOp.WRITE ? (int) r.ioLength : 0, now - r.startNanos, now);
         lun.inFlight.decrementAndGet();
         finish(r);
     }

@@ -13,7 +13,8 @@ import java.nio.ByteOrder;
  * {@link ScsiQueue.Completion}. Reused for every command; nothing is allocated per command.
  *
  * <pre>
- *   in:  cdb[16] cdbLength lun data(IoVecs) direction tag
+ *   in:  cdb[16] cdbLength lun data(IoVecs) direction tag          (SCSI transports: {@link #reset})
+ *    or: lun BlockOp offset length fua ranges data(IoVecs) tag     (block transports: {@link #block})
  *   out: status senseLength sense[18] transferred         (fixed-format sense, SPC-4 4.5.3)
  * </pre>
  */
@@ -44,7 +45,12 @@ public final class ScsiRequest {
 
     // Execution state, owned by the queue.
     ScsiLun target;
-    int op;
+    /** Built by {@link #block} (no CDB to decode) rather than {@link #reset}. */
+    boolean block;
+    BlockOp op;
+    /** While the flush a FUA request chained runs: the request's own operation and its result. */
+    BlockOp fuaOp;
+    long fuaResult;
     long ioOffset;
     long ioLength;
     long startNanos;
@@ -73,17 +79,61 @@ public final class ScsiRequest {
         if (length < 1 || length > MAX_CDB) {
             throw new IllegalArgumentException("CDB length " + length);
         }
-        this.lun = lun;
+        start(lun, direction, tag, false);
         cdb.fill((byte) 0);
         MemorySegment.copy(src, srcOffset, cdb, 0, length);
         this.cdbLength = length;
+        return this;
+    }
+
+    /** The part of a reset both request forms share: addressing, no data yet, no result yet. */
+    private void start(int lun, int direction, long tag, boolean block) {
+        this.lun = lun;
         this.direction = direction;
         this.tag = tag;
+        this.block = block;
         this.data.clear();
         this.status = Scsi.STATUS_GOOD;
         this.senseLength = 0;
         this.transferred = 0;
+    }
+
+    /**
+     * Resets the request for a block operation a transport decoded from its own wire format (virtio-blk,
+     * NBD): no CDB, the queue validates and runs it like a decoded SCSI command. For UNMAP and WRITE_ZEROES
+     * {@code offset}/{@code length} are the first range; {@link #tryAddRange} adds more. READ and WRITE
+     * carry their data in {@link #data()}, exactly {@code length} bytes.
+     */
+    public ScsiRequest block(int lun, BlockOp op, long offset, long length, boolean fua, long tag) {
+        if (op == BlockOp.WRITE_PATTERN) {
+            throw new IllegalArgumentException("WRITE_PATTERN comes only from a SCSI WRITE SAME");
+        }
+        start(lun, op == BlockOp.READ ? DIR_IN : op == BlockOp.WRITE ? DIR_OUT : DIR_NONE, tag, true);
+        this.cdbLength = 0;
+        this.op = op;
+        this.fua = fua;
+        this.ioOffset = offset;
+        this.ioLength = length;
+        this.unmapCount = 1;
+        this.unmapOffset[0] = offset;
+        this.unmapLength[0] = length;
         return this;
+    }
+
+    /** Adds a range to a block UNMAP/WRITE_ZEROES request; false when the request holds as many as it can. */
+    public boolean tryAddRange(long offset, long length) {
+        if (unmapCount == unmapOffset.length) {
+            return false;
+        }
+        unmapOffset[unmapCount] = offset;
+        unmapLength[unmapCount] = length;
+        unmapCount++;
+        return true;
+    }
+
+    /** How the request ended, for transports that speak no SCSI (see {@link BlockResult}). */
+    public BlockResult result() {
+        return BlockResult.of(this);
     }
 
     /** Convenience for tests and tools: a CDB from bytes. Allocates nothing beyond the caller's array. */

@@ -2,7 +2,8 @@ package io.phost.storage.vhost;
 
 import io.phost.core.vhost.DescriptorChain;
 import io.phost.storage.engine.IoVecs;
-import io.phost.storage.scsi.Scsi;
+import io.phost.storage.scsi.BlockOp;
+import io.phost.storage.scsi.BlockResult;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.storage.scsi.ScsiQueue;
 import io.phost.storage.scsi.ScsiRequest;
@@ -11,37 +12,31 @@ import io.phost.storage.scsi.ScsiTarget;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 
 import static io.phost.storage.vhost.VirtioBlkDescriptor.*;
 
 /**
- * One virtio-blk queue: pops request chains, decodes each into one storage-core command (READ(16),
- * WRITE(16), SYNCHRONIZE CACHE(16), UNMAP, WRITE SAME(16) with NDOB) on a {@link ScsiQueue} slot whose
- * iovecs point straight into guest memory (zero copy), and on completion writes the status byte and
- * returns the chain to the used ring. Everything is preallocated per queue: nothing is allocated per I/O.
+ * One virtio-blk queue: pops request chains, decodes each into one storage-core block request
+ * ({@link ScsiRequest#block}: READ, WRITE, FLUSH, UNMAP over up to {@value VirtioBlkDescriptor#MAX_DISCARD_SEG}
+ * ranges, WRITE_ZEROES) on a {@link ScsiQueue} slot whose iovecs point straight into guest memory (zero
+ * copy), and on completion writes the status byte and returns the chain to the used ring. No SCSI CDB is
+ * built: the core validates and runs the request as it does a decoded CDB. Everything is preallocated per
+ * queue: nothing is allocated per I/O.
  * <pre>
  *   chain:  [ header 16 B ][ data ... ][ status 1 B ]      readable: header (+ data for OUT/DISCARD/WZ)
  *                                                          writable: (data for IN/GET_ID) + status
- *   IN/OUT  sector (512 B units) -> LBA (blk_size units); misaligned or not a whole block -> IOERR
- *   status: GOOD -> OK; ILLEGAL REQUEST / INVALID OPCODE -> UNSUPP; anything else -> IOERR
+ *   IN/OUT  sector (512 B units) -> byte offset; misaligned or not a whole block -> IOERR
+ *   status: BlockResult OK -> OK; UNSUPPORTED -> UNSUPP; anything else -> IOERR
  * </pre>
  */
 final class VhostUserBlkQueue extends ScsiAdapterQueue {
-    private static final ValueLayout.OfLong BE64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
-    private static final ValueLayout.OfInt BE32 = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
-    private static final ValueLayout.OfShort BE16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
-    private static final int UNMAP_LIST_LENGTH = 8 + 16 * MAX_DISCARD_SEG;
-
     private final ScsiLun lun;
     private final byte[] id;
     private final int blockShift;
     private final int sectorsPerBlockMask;
     private final MemorySegment header;
-    private final MemorySegment cdb;
     private final MemorySegment segments;
     private final MemorySegment idBuffer;
-    private final MemorySegment unmapLists;
     private final int[] heads;
     private final long[] statusAddress;
     private final boolean[] isRead;
@@ -55,10 +50,8 @@ final class VhostUserBlkQueue extends ScsiAdapterQueue {
         this.sectorsPerBlockMask = (lun.blockSize() >>> SECTOR_SHIFT) - 1;
         Arena arena = Arena.ofAuto();
         this.header = arena.allocate(HEADER_LENGTH, 8);
-        this.cdb = arena.allocate(ScsiRequest.MAX_CDB, 8);
         this.segments = arena.allocate((long) SEGMENT_LENGTH * MAX_DISCARD_SEG, 8);
         this.idBuffer = arena.allocate(ID_BYTES, 8);
-        this.unmapLists = arena.allocate((long) UNMAP_LIST_LENGTH * depth, 8);
         this.heads = new int[depth];
         this.statusAddress = new long[depth];
         this.isRead = new boolean[depth];
@@ -102,12 +95,7 @@ final class VhostUserBlkQueue extends ScsiAdapterQueue {
                 }
                 readWrite(r, c, false, sector, readableData);
             }
-            case T_FLUSH -> {
-                cdb.fill((byte) 0);
-                cdb.set(ValueLayout.JAVA_BYTE, 0, (byte) Scsi.SYNCHRONIZE_CACHE_16);
-                r.reset(0, cdb, 0, 16, ScsiRequest.DIR_NONE, slot);
-                scsi.submit(r);
-            }
+            case T_FLUSH -> scsi.submit(r.block(0, BlockOp.FLUSH, 0, 0, false, slot));
             case T_GET_ID -> {
                 idVecs.clear();
                 if (!addRange(idVecs, c, false, 0, Math.min(writableData, ID_BYTES))) {
@@ -124,16 +112,12 @@ final class VhostUserBlkQueue extends ScsiAdapterQueue {
     }
 
     private void readWrite(ScsiRequest r, DescriptorChain c, boolean read, long sector, long length) {
-        long lba = lba(sector);
-        if (lba < 0 || (length & ((1L << blockShift) - 1)) != 0 || length > ScsiLun.MAX_TRANSFER_BYTES) {
+        long offset = byteOffset(sector);
+        if (offset < 0 || (length & ((1L << blockShift) - 1)) != 0 || length > ScsiLun.MAX_TRANSFER_BYTES) {
             finish(r, S_IOERR, 0);
             return;
         }
-        cdb.fill((byte) 0);
-        cdb.set(ValueLayout.JAVA_BYTE, 0, (byte) (read ? Scsi.READ_16 : Scsi.WRITE_16));
-        cdb.set(BE64, 2, lba);
-        cdb.set(BE32, 10, (int) (length >>> blockShift));
-        r.reset(0, cdb, 0, 16, read ? ScsiRequest.DIR_IN : ScsiRequest.DIR_OUT, r.slot());
+        r.block(0, read ? BlockOp.READ : BlockOp.WRITE, offset, length, false, r.slot());
         if (!addRange(r.data(), c, !read, read ? 0 : HEADER_LENGTH, length)) {
             finish(r, S_IOERR, 0);
             return;
@@ -142,7 +126,7 @@ final class VhostUserBlkQueue extends ScsiAdapterQueue {
         scsi.submit(r);
     }
 
-    /** DISCARD: up to {@link VirtioBlkDescriptor#MAX_DISCARD_SEG} segments become one SCSI UNMAP parameter list. */
+    /** DISCARD: up to {@link VirtioBlkDescriptor#MAX_DISCARD_SEG} segments become one UNMAP request's ranges. */
     private void discard(ScsiRequest r, DescriptorChain c, long length) {
         if (length == 0 || length % SEGMENT_LENGTH != 0 || length / SEGMENT_LENGTH > MAX_DISCARD_SEG || lun.readOnly()) {
             finish(r, length == 0 || lun.readOnly() ? S_IOERR : S_UNSUPP, 0);
@@ -150,48 +134,40 @@ final class VhostUserBlkQueue extends ScsiAdapterQueue {
         }
         int n = (int) (length / SEGMENT_LENGTH);
         gatherReadable(c, HEADER_LENGTH, segments, length);
-        long listAt = (long) UNMAP_LIST_LENGTH * r.slot();
-        MemorySegment list = unmapLists.asSlice(listAt, UNMAP_LIST_LENGTH);
         for (int i = 0; i < n; i++) {
             long sector = segments.get(LE64, (long) SEGMENT_LENGTH * i);
             long sectors = segments.get(LE32, (long) SEGMENT_LENGTH * i + 8) & 0xFFFFFFFFL;
             int flags = segments.get(LE32, (long) SEGMENT_LENGTH * i + 12);
-            long lba = lba(sector);
-            if (flags != 0 || lba < 0 || (sectors & sectorsPerBlockMask) != 0) {
+            long offset = byteOffset(sector);
+            if (flags != 0 || offset < 0 || !wholeBlocksWithinUnmapLimit(sectors)) {
                 finish(r, flags != 0 ? S_UNSUPP : S_IOERR, 0); // unmap flag is reserved for DISCARD
                 return;
             }
-            list.set(BE64, 8 + 16L * i, lba);
-            list.set(BE32, 16 + 16L * i, (int) (sectors >>> (blockShift - SECTOR_SHIFT)));
-            list.set(BE32, 20 + 16L * i, 0);
+            long bytes = sectors << SECTOR_SHIFT;
+            if (i == 0) {
+                r.block(0, BlockOp.UNMAP, offset, bytes, false, r.slot());
+            } else {
+                r.tryAddRange(offset, bytes); // n <= MAX_DISCARD_SEG < the slot's range capacity
+            }
         }
-        int paramLength = 8 + 16 * n;
-        list.set(BE16, 0, (short) (paramLength - 2));
-        list.set(BE16, 2, (short) (16 * n));
-        list.set(BE32, 4, 0);
-        cdb.fill((byte) 0);
-        cdb.set(ValueLayout.JAVA_BYTE, 0, (byte) Scsi.UNMAP);
-        cdb.set(BE16, 7, (short) paramLength);
-        r.reset(0, cdb, 0, 10, ScsiRequest.DIR_OUT, r.slot());
-        r.data().tryAdd(list.address(), paramLength);
         scsi.submit(r);
     }
 
-    /** WRITE_ZEROES: one segment becomes WRITE SAME(16) with NDOB (no data-out), UNMAP when the flag allows. */
+    /** WRITE_ZEROES: one segment becomes a WRITE_ZEROES request, or UNMAP when the flag allows it. */
     private void writeZeroes(ScsiRequest r, DescriptorChain c, long length) {
         if (length != SEGMENT_LENGTH) {
             finish(r, length == 0 ? S_IOERR : S_UNSUPP, 0);
             return;
         }
         gatherReadable(c, HEADER_LENGTH, segments, SEGMENT_LENGTH);
-        long lba = lba(segments.get(LE64, 0));
+        long offset = byteOffset(segments.get(LE64, 0));
         long sectors = segments.get(LE32, 8) & 0xFFFFFFFFL;
         int flags = segments.get(LE32, 12);
         if ((flags & ~1) != 0) {
             finish(r, S_UNSUPP, 0);
             return;
         }
-        if (lba < 0 || (sectors & sectorsPerBlockMask) != 0) {
+        if (offset < 0 || !wholeBlocksWithinUnmapLimit(sectors)) {
             finish(r, S_IOERR, 0);
             return;
         }
@@ -199,33 +175,27 @@ final class VhostUserBlkQueue extends ScsiAdapterQueue {
             finish(r, S_OK, 0);
             return;
         }
-        cdb.fill((byte) 0);
-        cdb.set(ValueLayout.JAVA_BYTE, 0, (byte) Scsi.WRITE_SAME_16);
-        cdb.set(ValueLayout.JAVA_BYTE, 1, (byte) (0x01 | ((flags & 1) != 0 ? 0x08 : 0))); // NDOB, UNMAP
-        cdb.set(BE64, 2, lba);
-        cdb.set(BE32, 10, (int) (sectors >>> (blockShift - SECTOR_SHIFT)));
-        r.reset(0, cdb, 0, 16, ScsiRequest.DIR_NONE, r.slot());
-        scsi.submit(r);
+        BlockOp op = (flags & 1) != 0 ? BlockOp.UNMAP : BlockOp.WRITE_ZEROES; // UNMAP: zeroes that may deallocate
+        scsi.submit(r.block(0, op, offset, sectors << SECTOR_SHIFT, false, r.slot()));
     }
 
-    /** The LBA of a 512-byte {@code sector}, or -1 when it is past 2^63 bytes or not on a block boundary. */
-    private long lba(long sector) {
+    /** The byte offset of a 512-byte {@code sector}, or -1 when it is past 2^63 bytes or not on a block boundary. */
+    private long byteOffset(long sector) {
         if (sector < 0 || sector > (Long.MAX_VALUE >>> SECTOR_SHIFT) || (sector & sectorsPerBlockMask) != 0) {
             return -1;
         }
-        return sector >>> (blockShift - SECTOR_SHIFT);
+        return sector << SECTOR_SHIFT;
+    }
+
+    /** Whole blocks and no more than the advertised max_discard/max_write_zeroes sectors. */
+    private boolean wholeBlocksWithinUnmapLimit(long sectors) {
+        return (sectors & sectorsPerBlockMask) == 0 && sectors <= ScsiLun.MAX_UNMAP_BYTES >>> SECTOR_SHIFT;
     }
 
     @Override
     public void onScsiComplete(ScsiRequest r) {
-        byte status;
-        if (r.status() == Scsi.STATUS_GOOD) {
-            status = S_OK;
-        } else if (r.senseKey() == Scsi.KEY_ILLEGAL_REQUEST && r.ascq() == Scsi.ASC_INVALID_COMMAND_OPERATION_CODE) {
-            status = S_UNSUPP;
-        } else {
-            status = S_IOERR;
-        }
+        BlockResult result = r.result();
+        byte status = result == BlockResult.OK ? S_OK : result == BlockResult.UNSUPPORTED ? S_UNSUPP : S_IOERR;
         int slot = r.slot();
         int written = status == S_OK && isRead[slot] ? (int) r.transferred() : 0;
         finish(r, status, written);

@@ -1,5 +1,6 @@
 package io.phost.storage.nbd;
 
+import io.phost.storage.engine.IoEngines;
 import io.phost.vhdx.RawDisk;
 import io.phost.storage.tools.Proc;
 import org.junit.jupiter.api.AfterEach;
@@ -9,6 +10,7 @@ import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.net.StandardProtocolFamily;
 import java.net.UnixDomainSocketAddress;
 import java.nio.ByteBuffer;
@@ -17,9 +19,12 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.Random;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.TimeUnit;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
@@ -176,15 +181,38 @@ class NbdServerTest {
     }
 
     @Test
-    void shouldAnswerPipelinedRequestsFromWorkersWhenInlineServiceIsOff() throws Exception {
-        // inlineBelowMicros=0: every request that arrives behind another goes to the worker pool.
-        System.setProperty("phost.nbd.inlineBelowMicros", "0");
-        Path sock = dir.resolve("workers.sock");
-        try (NbdServer workers = NbdServer.unix(sock, List.of(new NbdServer.Export("disk", disk, false)))) {
-            System.clearProperty("phost.nbd.inlineBelowMicros");
+    void shouldAnswerPipelinedRequestsRunOnTheThreadPoolEngine() throws Exception {
+        // The export's I/O runs on the disk's engine: threads complete out of order, io_uring (the default
+        // above) in batches; each reply must still carry its own cookie and data.
+        Path sock = dir.resolve("threads.sock");
+        NbdServer.Export export = new NbdServer.Export("disk", disk, false).withEngine(IoEngines.Kind.THREADS);
+        try (NbdServer threads = NbdServer.unix(sock, List.of(export))) {
             pipelinedBurst(sock);
-        } finally {
-            System.clearProperty("phost.nbd.inlineBelowMicros");
+        }
+        assertTrue(export.stats().writes() >= 48 && export.stats().reads() >= 48,
+            "the core LUN counted the export's I/O: " + export.stats().writes() + " writes, " + export.stats().reads() + " reads");
+    }
+
+    @Test
+    void shouldHoldNbdWritesWhileTheLunIsPausedAndRunThemOnResume() throws Exception {
+        // NBD I/O goes through the storage core: a checkpoint's pauseIo holds it as it holds a guest's.
+        Path sock = dir.resolve("pause.sock");
+        NbdServer.Export export = new NbdServer.Export("disk", disk, false);
+        try (NbdServer paused = NbdServer.unix(sock, List.of(export))) {
+            assertTrue(export.lun().pauseIo(1000));
+            CompletableFuture<Integer> write = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return NbdTestClient.write(sock, "disk", 0, 4096);
+                } catch (IOException e) {
+                    throw new UncheckedIOException(e);
+                }
+            });
+            Thread.sleep(300);
+            assertFalse(write.isDone(), "the write must wait while the LUN is paused");
+            assertEquals(0, export.stats().writes());
+            export.lun().resumeIo();
+            assertEquals(0, write.get(10, TimeUnit.SECONDS));
+            assertEquals(1, export.stats().writes());
         }
     }
 

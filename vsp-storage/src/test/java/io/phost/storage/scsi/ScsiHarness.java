@@ -26,6 +26,21 @@ final class ScsiHarness implements AutoCloseable {
         if (buffer != null && buffer.byteSize() > 0) {
             r.data().add(buffer);
         }
+        return submitAndWait(r);
+    }
+
+    /** Executes a block request (no CDB) over {@code buffer} (READ/WRITE data, else null). */
+    ScsiRequest runBlock(int lun, BlockOp op, long offset, long length, boolean fua, MemorySegment buffer) {
+        ScsiRequest r = queue.tryAcquire();
+        r.block(lun, op, offset, length, fua, 0);
+        if (buffer != null && buffer.byteSize() > 0) {
+            r.data().add(buffer);
+        }
+        return submitAndWait(r);
+    }
+
+    /** Submits a request the caller built on a slot of {@link #queue}, waits for it and releases the slot. */
+    ScsiRequest submitAndWait(ScsiRequest r) {
         int before = completions;
         queue.submit(r);
         long deadline = System.nanoTime() + 10_000_000_000L;

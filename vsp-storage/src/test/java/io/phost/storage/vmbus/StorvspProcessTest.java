@@ -34,7 +34,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 /**
- * End to end with real processes: three child partitions (child JVMs running {@link GuestIo}) write
+ * End to end with real processes: three child partitions (child JVMs running {@link GuestIoChild}) write
  * verified patterns through the VMBus SCSI path to a dynamic VHDX, a raw file and a loop-device
  * pass-through disk; afterwards the host checks the bytes with qemu-img (VHDX → raw) and direct reads.
  * Recipe for the device: {@code truncate -s 32M f; losetup -f --show f} (detached in cleanup).
@@ -73,7 +73,7 @@ class StorvspProcessTest {
             }
         }
         cmd.addAll(List.of("-Xmx64m", "-XX:TieredStopAtLevel=1", "-cp", System.getProperty("java.class.path"),
-            GuestIo.class.getName()));
+            GuestIoChild.class.getName()));
         cmd.addAll(List.of(args));
         return cmd;
     }
@@ -81,8 +81,7 @@ class StorvspProcessTest {
     private Partition start(String name, VirtualDisk disk, long seed) throws Exception {
         StorageVsp vsp = new StorageVsp(name, 1);
         vsp.attach(0, "disk", disk, QosFlow.UNLIMITED, false);
-        Partition p = host.create(PartitionSpec.command(name, 1, MEM, guestCommand("--rw", "randwrite", "--bs", "64k",
-            "--size", "6m", "--iodepth", "8", "--jobs", "2", "--verify", "--seed", Long.toString(seed), "--json")));
+        Partition p = host.create(PartitionSpec.command(name, 1, MEM, guestCommand(Long.toString(seed))));
         p.offer(vsp);
         p.start();
         return p;
