@@ -603,7 +603,7 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
     }
 
     /** base:allocation extents from the disk's allocation map (all data when it has none). */
-    private ByteBuffer allocation(long offset, long len, int max) {
+    private ByteBuffer allocation(long offset, long len, int max) throws IOException {
         VirtualDisk disk = export.disk();
         ByteBuffer x = extents.clear();
         x.putInt(BASE_ALLOCATION_ID);
