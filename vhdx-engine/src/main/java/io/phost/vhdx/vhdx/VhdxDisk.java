@@ -139,6 +139,10 @@ public final class VhdxDisk implements MappedDisk {
      * blocks therefore need no session yet; writes into older blocks do.
      */
     private final long sessionFloor;
+    /** File size at open: durable as far as this open knows (FlushedFileOffset of a session's first entry). */
+    private final long openFileSize;
+    /** How far {@link #allocate} has extended the file with ftruncate; guarded by itself (grows only). */
+    private final long[] extendedTo = new long[1];
     /** A block was allocated before the session started: close must flush so it is logged. */
     private volatile boolean allocatedBeforeSession;
     private volatile boolean closed;
@@ -173,8 +177,10 @@ public final class VhdxDisk implements MappedDisk {
         for (int i = 0; i < LOCK_STRIPES; i++) {
             stripes[i] = new Object();
         }
-        long end = Math.max(file.size(), p.logPlan == null ? 0 : p.logPlan.lastFileOffset());
+        this.openFileSize = file.size();
+        long end = Math.max(openFileSize, p.logPlan == null ? 0 : p.logPlan.lastFileOffset());
         this.fileEnd = new AtomicLong(roundUp(end, 1 << 20));
+        this.extendedTo[0] = openFileSize;
         this.sessionFloor = fileEnd.get();
         this.overlay = overlay;
         this.parent = parent;
@@ -761,9 +767,20 @@ public final class VhdxDisk implements MappedDisk {
         if (!sessionStarted) {
             allocatedBeforeSession = true;
         }
-        // Extend the file now so the BAT never points past EOF (qemu refuses such images); the byte is
-        // inside this new, unpublished block, so no other writer can race on it.
-        file.write(off + bytes - 1, ZEROS, 0, 1);
+        // Extend the file now so the BAT never points past EOF (qemu refuses such images). ftruncate, not a
+        // byte written at the end: a sparse extension like a raw file's, with no data block to write back;
+        // ahead by a quarter of the file (at least 4 allocations, at most 1 GiB) so most allocations make
+        // no call at all. close() trims the unused sparse tail. Only ever grows, so a slower allocator of
+        // a lower block cannot cut off a later one.
+        long end = off + bytes;
+        synchronized (extendedTo) {
+            if (end > extendedTo[0]) {
+                long ahead = Math.min(Math.max(4 * bytes, end >>> 2), 1L << 30);
+                long target = roundUp(end + ahead, 1 << 20);
+                file.truncate(target);
+                extendedTo[0] = target;
+            }
+        }
         return off;
     }
 
@@ -878,6 +895,16 @@ public final class VhdxDisk implements MappedDisk {
             // makes it durable; a block allocated after the snapshot waits for the next flush.
             List<VhdxLog.Update> pages = collectDirty();
             long durableSize = file.size();
+            int max = VhdxLog.maxPagesPerEntry(header.logLength());
+            if (!sessionStarted && canStartSessionWithEntry(pages, durableSize, max)) {
+                try {
+                    startSessionWithEntry(pages, durableSize);
+                } catch (IOException | RuntimeException e) {
+                    remarkDirty(pages);
+                    throw e;
+                }
+                return;
+            }
             if (pages.isEmpty() || sessionStarted) {
                 file.dataSync();
             }
@@ -887,7 +914,6 @@ public final class VhdxDisk implements MappedDisk {
             if (!sessionStarted) {
                 startSession(); // its first header fdatasync also makes the data written so far durable
             }
-            int max = VhdxLog.maxPagesPerEntry(header.logLength());
             try {
                 for (int i = 0; i < pages.size(); i += max) {
                     List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
@@ -968,24 +994,81 @@ public final class VhdxDisk implements MappedDisk {
     }
 
     /**
+     * The session's first commit may share one fdatasync with the session header when the image has no
+     * parent and the entry holds only BAT sectors: then every block an entry maps but whose data did not
+     * land before a crash reads zeros, which is what it read before (the write was never acknowledged),
+     * and replay extends the file to LastFileOffset. With a parent, a lost block would hide the parent's
+     * data, so differencing images keep the data fdatasync before the entry. The extension replay may make
+     * is bounded ({@link VhdxLog#MAX_EXTENSION}); beyond it the two-fdatasync path is taken.
+     */
+    private boolean canStartSessionWithEntry(List<VhdxLog.Update> pages, long size, int max) {
+        if (p.hasParent || pages.isEmpty() || pages.size() > max || size - openFileSize > VhdxLog.MAX_EXTENSION) {
+            return false;
+        }
+        long batOff = p.bat.fileOffset();
+        long batEnd = batOff + (long) batDirty.length() * 4096;
+        for (VhdxLog.Update u : pages) {
+            if (u.fileOffset() < batOff || u.fileOffset() >= batEnd) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Starts the session and commits {@code pages} with one fdatasync, raw's count for a first flush:
+     * <pre>
+     *   write header (non-current slot, sequence+1, new GUIDs and LogGuid)
+     *   write log entry (FlushedFileOffset = size at open, LastFileOffset = size now)
+     *   fdatasync          data, extension, header and entry durable together
+     *   write header (other slot, sequence+2; durable with the next fdatasync)
+     *   apply in place     (durable with the next flush's first fdatasync, as in commit)
+     * </pre>
+     * A crash before the fdatasync completes leaves any subset: the old header current (entry ignored,
+     * new blocks unreferenced), or the new header with no valid entry (log empty), or both (replay maps
+     * the new blocks; those whose data did not land read zeros). Under commitLock.
+     */
+    private void startSessionWithEntry(List<VhdxLog.Update> pages, long size) throws IOException {
+        fileWriteGuid = UUID.randomUUID();
+        dataWriteGuid = UUID.randomUUID();
+        logGuid = UUID.randomUUID();
+        logPosition = 0;
+        logSequence = 0;
+        writeHeaders(1, 0);
+        writeEntry(pages, openFileSize, size);
+        file.dataSync();
+        sessionStarted = true; // volatile write: publishes the GUIDs to lock-free writers' fast check
+        writeHeaders(1, 0);
+        applyInPlace(pages);
+    }
+
+    /**
      * Writes one log entry for {@code batch}, syncs it, applies it in place (unsynced).
      * {@code durableSize}: a file size already made durable that covers every block the batch references
      * (FlushedFileOffset; replay refuses a file shorter than it).
      */
     private void commit(List<VhdxLog.Update> batch, long durableSize) throws IOException {
-        long fileSize = durableSize;
+        writeEntry(batch, durableSize, durableSize);
+        file.dataSync();
+        applyInPlace(batch);
+    }
+
+    /** Writes the next log entry for {@code batch} at the log position (no sync). Under commitLock. */
+    private void writeEntry(List<VhdxLog.Update> batch, long flushedFileOffset, long lastFileOffset) throws IOException {
         int n = batch.size();
         long entryLength = (LogDescriptor.descriptorSectors(n) + n) * LogDescriptor.SECTOR;
         if (logPosition + entryLength > header.logLength()) {
             logPosition = 0;
         }
-        byte[] entry = VhdxLog.buildEntry(batch, ++logSequence, logGuid, logPosition, fileSize, fileSize);
+        byte[] entry = VhdxLog.buildEntry(batch, ++logSequence, logGuid, logPosition, flushedFileOffset, lastFileOffset);
         file.write(header.logOffset() + logPosition, entry, 0, entry.length);
-        file.dataSync();
         logPosition += entryLength;
         if (logPosition >= header.logLength()) {
             logPosition = 0;
         }
+    }
+
+    private void applyInPlace(List<VhdxLog.Update> batch) throws IOException {
         for (VhdxLog.Update u : batch) {
             file.write(u.fileOffset(), u.page(), 0, u.page().length);
         }
@@ -1077,6 +1160,7 @@ public final class VhdxDisk implements MappedDisk {
                     file.dataSync(); // in-place metadata of the last commit is durable: the log can be emptied
                     logGuid = Le.ZERO_GUID;
                     writeHeaders();
+                    trimExtension();
                 } finally {
                     commitLock.unlock();
                 }
@@ -1114,6 +1198,21 @@ public final class VhdxDisk implements MappedDisk {
         }
         if (failure != null) {
             throw failure;
+        }
+    }
+
+    /**
+     * Cuts the sparse tail {@link #allocate} extended ahead of the last block. Only once the log is empty
+     * (an entry's FlushedFileOffset may name the longer size); not synced: a crash keeps the tail, as it
+     * keeps blocks allocated and never flushed. Under commitLock.
+     */
+    private void trimExtension() throws IOException {
+        synchronized (extendedTo) {
+            long end = fileEnd.get();
+            if (extendedTo[0] > end && file.size() > end) {
+                file.truncate(end);
+                extendedTo[0] = end;
+            }
         }
     }
 
