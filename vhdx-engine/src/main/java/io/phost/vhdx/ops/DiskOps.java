@@ -509,8 +509,14 @@ public final class DiskOps {
         return compact(path, CompactMode.FULL, progress);
     }
 
-    /** {@link #compact(Path, Progress)} in {@code mode} (QUICK reads no data to find zeros; VHDX only). */
+    /**
+     * {@link #compact(Path, Progress)} in {@code mode} (QUICK reads no data to find zeros; VHDX only; RETRIM
+     * punches unused space without changing the image, {@link ImageRetrim}).
+     */
     public static CompactResult compact(Path path, CompactMode mode, Progress progress) throws IOException {
+        if (mode == CompactMode.RETRIM) {
+            return ImageRetrim.retrim(path, progress);
+        }
         long diskBefore = diskBytes(path);
         long sizeBefore = Files.size(path);
         switch (VirtualDisks.detect(path)) {
@@ -525,7 +531,7 @@ public final class DiskOps {
         return new CompactResult(diskBefore, diskBytes(path), sizeBefore, Files.size(path));
     }
 
-    private static void punchZeros(RawDisk d, Progress progress) throws IOException {
+    static void punchZeros(RawDisk d, Progress progress) throws IOException {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment buf = arena.allocate(CHUNK, 4096);
             MemorySegment zeros = arena.allocate(CHUNK, 4096);

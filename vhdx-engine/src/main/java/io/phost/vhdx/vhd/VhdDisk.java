@@ -1254,6 +1254,39 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
         return n;
     }
 
+    /**
+     * The file ranges {@code [start, end)} the image uses, unsorted: the footer copy, dynamic header, BAT,
+     * parent locator data, every allocated block (bitmap and data) and the footer; the third element is 1
+     * for a block's data area (where zero runs may be punched). The whole file for a fixed disk.
+     */
+    public List<long[]> fileRangesInUse() throws IOException {
+        long fileSize = file.size();
+        List<long[]> used = new ArrayList<>();
+        if (header == null) {
+            used.add(new long[] {0, size, 1});
+            used.add(new long[] {size, fileSize});
+            return used;
+        }
+        used.add(new long[] {0, VhdFooter.LENGTH});
+        used.add(new long[] {footer.dataOffset(), footer.dataOffset() + VhdDynamicHeader.LENGTH});
+        used.add(new long[] {batOffset, batOffset + ((header.maxTableEntries() * 4 + SECTOR - 1) & -SECTOR)});
+        for (int i = 0; i < VhdDynamicHeader.LOCATOR_COUNT; i++) {
+            if (header.locatorCode(i) != 0 && header.locatorSpace(i) != 0) {
+                long at = header.locatorDataOffset(i);
+                used.add(new long[] {at, at + Math.max(header.locatorSpace(i) * SECTOR, header.locatorLength(i))});
+            }
+        }
+        for (int b = 0; b < bat.length; b++) {
+            long start = blockFileOffset(b);
+            if (start >= 0) {
+                used.add(new long[] {start, start + bitmapBytes});
+                used.add(new long[] {start + bitmapBytes, start + bitmapBytes + blockSize, 1});
+            }
+        }
+        used.add(new long[] {fileSize - VhdFooter.LENGTH, fileSize});
+        return used;
+    }
+
     /** Current file length (footer included). */
     public long fileSize() throws IOException {
         return file.size();

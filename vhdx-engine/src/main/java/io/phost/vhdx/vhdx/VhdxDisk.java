@@ -1712,6 +1712,31 @@ public final class VhdxDisk implements MappedDisk {
         return copy;
     }
 
+    /**
+     * The file ranges {@code [start, end)} the image uses, unsorted: the header section, the log, every region
+     * (BAT, metadata, any other), and every payload and sector-bitmap block the BAT maps as present. Anything
+     * else in the file (space of blocks unmapped or zeroed, blocks a crash left unreferenced, the tail)
+     * holds nothing a reader sees: retrim punches it.
+     */
+    public List<long[]> fileRangesInUse() {
+        List<long[]> used = new ArrayList<>();
+        used.add(new long[] {0, VhdxHeaderDescriptor.HEADER_SECTION_LENGTH});
+        used.add(new long[] {header.logOffset(), header.logOffset() + header.logLength()});
+        for (VhdxParser.Region r : p.regions) {
+            used.add(new long[] {r.fileOffset(), r.fileOffset() + r.length()});
+        }
+        for (int i = 0; i < bat.length; i++) {
+            long e = (long) LONGS.getAcquire(bat, i);
+            boolean bitmapEntry = i % (chunkRatio + 1) == chunkRatio;
+            int st = state(e);
+            if (bitmapEntry ? st == SB_PRESENT : st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT) {
+                long len = bitmapEntry ? SECTOR_BITMAP_BLOCK_LENGTH : blockSize;
+                used.add(new long[] {fileOffset(e), fileOffset(e) + len, bitmapEntry ? 0 : 1});
+            }
+        }
+        return used;
+    }
+
     /** End of the last region or of the log, whichever is further. */
     long metadataEnd() {
         long end = header.logOffset() + header.logLength();
