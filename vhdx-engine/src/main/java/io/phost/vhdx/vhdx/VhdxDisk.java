@@ -1737,6 +1737,70 @@ public final class VhdxDisk implements MappedDisk {
         return used;
     }
 
+    /**
+     * For an in-place compact: starts the session without a new DataWriteGuid (compaction changes no
+     * virtual sector, so children stay linked), so later flushes commit through the log under it.
+     */
+    public void startLayoutSession() throws IOException {
+        checkWritable();
+        startSession(false);
+    }
+
+    /**
+     * Copies present block {@code block} to {@code to} (1 MiB aligned, inside the file, used by nothing:
+     * the caller's free space) and points the in-memory BAT there; the next {@link #flush()} makes the
+     * copy durable and then logs the entry, so a crash leaves the block at either place with the same data.
+     * The target is punched first (stale bytes of a block released earlier) and only the source's data
+     * ranges are copied, so holes stay holes. The caller must not reuse the old place before that flush.
+     * Offline only: no I/O may run on the block meanwhile.
+     */
+    public void moveBlock(long block, long to) throws IOException {
+        checkWritable();
+        if (!sessionStarted) {
+            startSession(false);
+        }
+        int idx = (int) payloadIndex(block, chunkRatio);
+        long e = (long) LONGS.getAcquire(bat, idx);
+        int st = state(e);
+        if ((st != PAYLOAD_FULLY_PRESENT && st != PAYLOAD_PARTIALLY_PRESENT) || (to & ((1 << 20) - 1)) != 0
+            || to < VhdxHeaderDescriptor.HEADER_SECTION_LENGTH || to + blockSize > file.size()) {
+            throw new IllegalArgumentException("cannot move block " + block + " (state " + st + ") to " + to);
+        }
+        long from = fileOffset(e);
+        file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, to, blockSize);
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment buf = a.allocate(1 << 20, 4096);
+            for (long o = 0; o < blockSize; ) {
+                long data = file.seekData(from + o);
+                if (data < 0 || data >= from + blockSize) {
+                    break;
+                }
+                o = (data - from) & -4096L;
+                long n = Math.min(buf.byteSize(), blockSize - o);
+                long got = file.read(from + o, buf, 0, n);
+                file.write(to + o, buf, 0, got);
+                o += n;
+            }
+        }
+        LONGS.setRelease(bat, idx, entry(st, to));
+        batDirty.set(idx / BAT_ENTRIES_PER_SECTOR, 1);
+    }
+
+    /**
+     * After an in-place compact: the file is cut after the last structure or present block when the image
+     * is closed, once its log is empty (as {@link #trimExtension} does for the room allocated ahead).
+     */
+    public void cutAfterLastUsedOnClose() throws IOException {
+        long end = 0;
+        for (long[] r : fileRangesInUse()) {
+            end = Math.max(end, r[1]);
+        }
+        fileEnd.set(roundUp(end, 1 << 20));
+        synchronized (extendedTo) {
+            extendedTo[0] = Math.max(extendedTo[0], file.size());
+        }
+    }
+
     /** End of the last region or of the log, whichever is further. */
     long metadataEnd() {
         long end = header.logOffset() + header.logLength();
