@@ -66,8 +66,9 @@ import java.util.concurrent.locks.ReentrantLock;
  * sequence+1, followed by fdatasync (MS-VHDX 2.2.2.1), then the other slot with sequence+2 whose
  * durability waits for the next fdatasync (the log entry's). Writes that
  * allocate only append blocks past the end the image had at open: no BAT on disk
- * points there until the flush that logs them, so the header rewrite (one fdatasync) waits for that flush
- * and a fresh image's first writes cost about what a raw file's sparse extension does. A crash before that
+ * points there until the flush that logs them, so the header rewrite waits for that flush (for an image
+ * without a parent it even shares the log entry's fdatasync: {@link #startSessionWithEntry}) and a fresh
+ * image's first writes cost about what a raw file's sparse extension does. A crash before that
  * flush leaves the header as it was and unreferenced space at the end. On close the LogGuid is set back to zero (log empty), so qemu
  * and Hyper-V see a clean image.
  */
