@@ -480,8 +480,9 @@ public final class VhdCommand implements Callable<Integer> {
     static final class Compact implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
-        @Option(names = "--mode", paramLabel = "full|quick", description = "full (default; also prezeroed): read the data and"
-            + " drop zeros too; quick (also pretrimmed): drop only what the metadata marks free (Optimize-VHD -Mode).")
+        @Option(names = "--mode", paramLabel = "full|quick|retrim", description = "full (default; also prezeroed): read the data and"
+            + " drop zeros too; quick (also pretrimmed): drop only what the metadata marks free; retrim: change nothing in"
+            + " the image, punch the file space it does not use and its zero pages out of the file (Optimize-VHD -Mode).")
         String mode = "full";
         @picocli.CommandLine.Mixin
         ProgressOptions progress = new ProgressOptions();

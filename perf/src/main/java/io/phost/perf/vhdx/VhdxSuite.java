@@ -3,6 +3,7 @@ package io.phost.perf.vhdx;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
+import io.phost.perf.Rounds;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.DiskType;
@@ -120,33 +121,56 @@ public final class VhdxSuite implements BenchSuite {
     /**
      * First-write allocation: one 4 KiB write into each block of a fresh dynamic image (VHDX 32 MiB, VHD
      * 2 MiB blocks; 256 blocks, 64 with --quick), then one flush, as a guest's first writes followed by
-     * its FLUSH; vs the same writes and fdatasync into a fresh sparse raw file. Ours and raw alternate
-     * over three fresh pairs (the first pair is a JIT warm-up and not counted); allocations per second
-     * over the whole write+flush.
+     * its FLUSH; vs the same writes and one fdatasync into a fresh sparse raw file. Both sides first run
+     * fresh pairs until each has made 2048 first writes (not counted: otherwise the measurement is the JIT
+     * compiling our longer path while the kernel's is always warm), then 5 (9) counted pairs in ABBA
+     * order ({@link Rounds#oursFirst}); allocations per second per pair, compared with
+     * {@link Rounds#compare}, and the per-pair ratio's min/median/max in the series.
      */
     private static BenchResult firstWrite(Path dir, DiskFormat format, String label, boolean quick) throws IOException {
         long blockBytes = format == DiskFormat.VHDX ? 32L << 20 : 2L << 20;
         int blocks = quick ? 64 : 256;
         long size = blockBytes * blocks;
-        long oursNs = 0;
-        long peerNs = 0;
-        int counted = 0;
+        int warmup = (2048 + blocks - 1) / blocks;
+        int counted = quick ? 5 : 9;
+        double[] ours = new double[counted];
+        double[] raw = new double[counted];
+        double[] ratio = new double[counted];
+        CreateOptions image = CreateOptions.of(format, DiskType.DYNAMIC, size);
+        CreateOptions sparse = CreateOptions.of(DiskFormat.RAW, DiskType.DYNAMIC, size);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment small = arena.allocate(4096, 4096);
             small.fill((byte) 0x3c);
-            for (int pair = 0; pair < 4; pair++) {
-                long o = timedFirstWrites(dir.resolve("first." + format.id()), CreateOptions.of(format, DiskType.DYNAMIC, size), small, blockBytes);
-                long r = timedFirstWrites(dir.resolve("first.raw"), CreateOptions.of(DiskFormat.RAW, DiskType.DYNAMIC, size), small, blockBytes);
-                if (pair > 0) {
-                    oursNs += o;
-                    peerNs += r;
-                    counted++;
+            for (int pair = 0; pair < warmup + counted; pair++) {
+                boolean oursFirst = Rounds.oursFirst(pair);
+                long o = 0;
+                long r = 0;
+                if (oursFirst) {
+                    o = timedFirstWrites(dir.resolve("first." + format.id()), image, small, blockBytes);
+                }
+                r = timedFirstWrites(dir.resolve("first.raw"), sparse, small, blockBytes);
+                if (!oursFirst) {
+                    o = timedFirstWrites(dir.resolve("first." + format.id()), image, small, blockBytes);
+                }
+                int k = pair - warmup;
+                if (k >= 0) {
+                    ours[k] = blocks / (o / 1e9);
+                    raw[k] = blocks / (r / 1e9);
+                    ratio[k] = ours[k] / raw[k];
                 }
             }
         }
-        double allocs = (double) blocks * counted;
-        return BenchResult.vsPeer("first-write-alloc 4k+flush " + label, allocs / (oursNs / 1e9),
-            "allocs/s", "raw file first write", allocs / (peerNs / 1e9));
+        Rounds.Stats rs = Rounds.Stats.of(ratio);
+        Map<String, Double> perPair = new LinkedHashMap<>();
+        perPair.put("pair_ratio_min", rs.min());
+        perPair.put("pair_ratio_median", rs.median());
+        perPair.put("pair_ratio_max", rs.max());
+        perPair.put("warmup_pairs", (double) warmup);
+        BenchResult result = Rounds.compare("first-write-alloc 4k+flush " + label, "allocs/s", ours,
+            "raw file first write", raw, false);
+        Map<String, Double> series = new LinkedHashMap<>(result.series());
+        series.putAll(perPair);
+        return result.withSeries(series);
     }
 
     private static long timedFirstWrites(Path file, CreateOptions opts, MemorySegment buf, long blockBytes) throws IOException {

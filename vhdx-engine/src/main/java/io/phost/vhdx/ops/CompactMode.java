@@ -10,18 +10,20 @@ import java.util.Locale;
  *   <li>QUICK (-Mode Quick, Pretrimmed): only what the image's metadata already marks free is dropped
  *       (unallocated, unmapped and zero blocks, unreferenced file space); no data is read to find zeros.
  *       VHD and raw images have no such metadata beyond their holes: QUICK is FULL for them.</li>
+ *   <li>RETRIM (-Mode Retrim): nothing is compacted; the file space the image does not use (and zero pages
+ *       inside its blocks) is punched out of the file, the image's allocation unchanged ({@link ImageRetrim}).</li>
  * </ul>
- * Hyper-V's Retrim (trims passed to the host storage without compacting) has no counterpart here.
  */
 public enum CompactMode {
-    FULL, QUICK;
+    FULL, QUICK, RETRIM;
 
-    /** full | quick, and Hyper-V's prezeroed (= full) and pretrimmed (= quick). */
+    /** full | quick | retrim, and Hyper-V's prezeroed (= full) and pretrimmed (= quick). */
     public static CompactMode parse(String s) {
         return switch (s.toLowerCase(Locale.ROOT)) {
             case "full", "prezeroed" -> FULL;
             case "quick", "pretrimmed" -> QUICK;
-            default -> throw new IllegalArgumentException("unknown compact mode \"" + s + "\" (full, quick, prezeroed, pretrimmed)");
+            case "retrim" -> RETRIM;
+            default -> throw new IllegalArgumentException("unknown compact mode \"" + s + "\" (full, quick, retrim, prezeroed, pretrimmed)");
         };
     }
 }

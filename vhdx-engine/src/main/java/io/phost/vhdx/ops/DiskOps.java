@@ -509,8 +509,14 @@ public final class DiskOps {
         return compact(path, CompactMode.FULL, progress);
     }
 
-    /** {@link #compact(Path, Progress)} in {@code mode} (QUICK reads no data to find zeros; VHDX only). */
+    /**
+     * {@link #compact(Path, Progress)} in {@code mode} (QUICK reads no data to find zeros; VHDX only; RETRIM
+     * punches unused space without changing the image, {@link ImageRetrim}).
+     */
     public static CompactResult compact(Path path, CompactMode mode, Progress progress) throws IOException {
+        if (mode == CompactMode.RETRIM) {
+            return ImageRetrim.retrim(path, progress);
+        }
         long diskBefore = diskBytes(path);
         long sizeBefore = Files.size(path);
         switch (VirtualDisks.detect(path)) {
@@ -525,7 +531,7 @@ public final class DiskOps {
         return new CompactResult(diskBefore, diskBytes(path), sizeBefore, Files.size(path));
     }
 
-    private static void punchZeros(RawDisk d, Progress progress) throws IOException {
+    static void punchZeros(RawDisk d, Progress progress) throws IOException {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment buf = arena.allocate(CHUNK, 4096);
             MemorySegment zeros = arena.allocate(CHUNK, 4096);
@@ -548,14 +554,33 @@ public final class DiskOps {
     }
 
     /**
-     * VHDX compact: the non-zero blocks are copied into a new image beside the old one, which takes the old
-     * image's VirtualDiskId and DataWriteGuid (children stay linked: it reads the same) and replaces it
-     * atomically, unless it would not take less space on disk (then the old file stays as it was). A
-     * differencing image is rebuilt as a differencing image of the same parent holding only the sectors
-     * that read differently from the parent (so sectors it stored with the parent's data are dropped too).
-     * QUICK copies allocated ranges as they are, without looking for zeros.
+     * VHDX compact. A dynamic image is compacted in place ({@link VhdxCompactInPlace}: same file, same
+     * VirtualDiskId and DataWriteGuid, every BAT change through the log). Fixed and differencing images:
+     * the non-zero blocks are copied into a new image beside the old one, which takes the old image's
+     * VirtualDiskId and DataWriteGuid (children stay linked: it reads the same) and replaces it atomically,
+     * unless it would not take less space on disk (then the old file stays as it was). A differencing image
+     * is rebuilt as a differencing image of the same parent holding only the sectors that read differently
+     * from the parent (so sectors it stored with the parent's data are dropped too). QUICK copies allocated
+     * ranges as they are, without looking for zeros.
      */
     private static void compactVhdx(Path path, CompactMode mode, Progress progress) throws IOException {
+        try (VhdxDisk d = VhdxDisk.open(path, false)) { // the exclusive flock: refused while open elsewhere
+            if (d.parent() == null && d.type() == DiskType.DYNAMIC) {
+                VhdxCompactInPlace.compact(d, mode, progress);
+                d.close(); // empties the log, then cuts the file after the last block
+                if (mode == CompactMode.FULL) {
+                    ImageRetrim.retrim(path, Progress.NONE); // zero pages inside the blocks that stay
+                }
+                return;
+            }
+        }
+        compactByRebuild(path, mode, progress);
+    }
+
+    /**
+     * Fixed and differencing VHDX: rebuilt beside the old file and renamed over it (see {@link #compactVhdx}).
+     */
+    private static void compactByRebuild(Path path, CompactMode mode, Progress progress) throws IOException {
         NewImage target = NewImage.prepare(path, true, List.of()); // refuses an image open elsewhere
         try {
             UUID diskId;

@@ -22,6 +22,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.locks.ReentrantLock;
 
 import static io.phost.vhdx.vhd.VhdFormatException.Reason;
@@ -44,12 +45,18 @@ import static io.phost.vhdx.vhd.VhdFormatException.Reason;
  * create carry creator "win " (Hyper-V's convention) and the exact requested size, so Hyper-V, qemu and
  * we all see the same size; the geometry is the spec's, for BIOS-era guests only.
  *
- * <p><b>Block allocation.</b> Under {@code allocLock}: the footer is first written past the new block (the
- * file grows, the old footer position is now inside the new block), then the bitmap (all ones for dynamic
- * disks, as qemu does; all zeros for differencing), then the BAT entry on disk, and only then the entry is
- * published in memory with a release store. Concurrent readers of an unpublished block read zeros (or
- * the parent), which is what they would have seen a moment earlier. A crash at any point leaves at worst
- * an unreferenced block (reclaimed by {@code compact}). Block data is never reused after allocation.
+ * <p><b>Block allocation.</b> Under {@code allocLock}. When the block does not fit before the footer, the
+ * footer is first written further on (the file grows by at least four blocks or a quarter of its size, at
+ * most 1 GiB, so most allocations skip this; the gap is a hole) and the old footer sector zeroed. Then the
+ * block's bitmap is written (all ones for dynamic disks, as qemu does; all zeros for differencing) and the
+ * entry is published in memory with a release store and its BAT sector marked dirty. {@link #flush()}
+ * writes the dirty BAT sectors, then fdatasyncs: one fdatasync per flush, like a raw file. Concurrent
+ * readers of an unpublished block read zeros (or the parent), which is what they would have seen a moment
+ * earlier. A process killed at any point leaves a footer at the end of the file and BAT entries on disk
+ * only for blocks whose bitmap was written before them, so at worst unreferenced blocks (reclaimed by
+ * {@code compact}); {@link #close()} trims the unused room before the footer. Block data is never reused
+ * after allocation. VHD has no log: a power loss during a flush may keep a BAT sector and lose the write
+ * that grew the file, as before; VHDX's log is the format for that.
  *
  * <p><b>Steady path.</b> A read or write inside an allocated block is one pread/pwrite on the caller's
  * segment after one acquire-load of the BAT entry; differencing disks also test bits in the cached sector
@@ -77,6 +84,7 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
     private static final VarHandle BITMAPS = MethodHandles.arrayElementVarHandle(long[][].class);
     private static final VarHandle BITS = MethodHandles.arrayElementVarHandle(long[].class);
     private static final ValueLayout.OfInt U32 = VhdFooter.U32;
+    private static final int ENTRIES_PER_SECTOR = SECTOR / 4;
 
     private final PosixFile file;
     private final Arena arena;
@@ -96,6 +104,15 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
     private final Object[] bitmapLocks;
     /** Where the next block goes: the footer's current offset. Guarded by allocLock. */
     private long nextFree;
+    /** Where the footer is now (the file ends 512 bytes after it); [nextFree, footerAt) is a hole. Under allocLock. */
+    private long footerAt;
+    /** BAT sectors (128 entries each) changed in memory since the last flush. */
+    private final AtomicIntegerArray batDirty;
+    /** A new block's bitmap: all ones (dynamic) or zeros (differencing); and one zero sector. */
+    private final MemorySegment newBitmap;
+    private final MemorySegment zeroSector;
+    /** One BAT sector as flush writes it; under allocLock. */
+    private final MemorySegment batSector;
     private volatile boolean closed;
     /** The fd for mapped I/O, opened by the first {@link #mappedFd()}; guarded by mappedLock. */
     private final Object mappedLock = new Object();
@@ -114,6 +131,9 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
         this.parentPath = parentPath;
         this.bat = bat;
         this.nextFree = nextFree;
+        this.footerAt = nextFree;
+        this.zeroSector = arena.allocate(SECTOR, 8);
+        this.batSector = arena.allocate(SECTOR, 8);
         if (header != null) {
             this.blockSize = header.blockSize();
             this.blockShift = Long.numberOfTrailingZeros(blockSize);
@@ -124,7 +144,12 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
             for (int i = 0; i < bitmapLocks.length; i++) {
                 bitmapLocks[i] = new Object();
             }
+            this.batDirty = new AtomicIntegerArray((bat.length + ENTRIES_PER_SECTOR - 1) / ENTRIES_PER_SECTOR);
+            this.newBitmap = arena.allocate(bitmapBytes, 8);
+            newBitmap.fill(bitmaps == null ? (byte) 0xFF : 0);
         } else {
+            this.batDirty = new AtomicIntegerArray(0);
+            this.newBitmap = null;
             this.blockSize = 0;
             this.blockShift = 0;
             this.bitmapBytes = 0;
@@ -907,45 +932,91 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
             if (entry != -1) {
                 return entry;
             }
-            long oldFooter = nextFree;
             // Data area 4 KiB aligned (O_DIRECT, 4K-sector hosts): the bitmap sits just before a 4 KiB boundary.
-            long start = ((oldFooter + bitmapBytes + 4095) & -4096L) - bitmapBytes;
-            if (start < oldFooter) {
+            long start = ((nextFree + bitmapBytes + 4095) & -4096L) - bitmapBytes;
+            if (start < nextFree) {
                 start += 4096;
             }
             long end = start + bitmapBytes + blockSize;
             if (start / SECTOR >= VhdDynamicHeader.UNALLOCATED) {
-                throw new VhdFormatException(Reason.TOO_LARGE, oldFooter, "file too large for a 32-bit BAT entry");
+                throw new VhdFormatException(Reason.TOO_LARGE, nextFree, "file too large for a 32-bit BAT entry");
             }
-            try (Arena tmp = Arena.ofConfined()) {
-                // 1. The footer moves past the new block: the file grows, its tail is still a valid footer.
-                file.writeFully(footer.segment(), end);
-                // 2. One write: zeros over the stale footer and any alignment gap, then the bitmap.
-                long gap = start - oldFooter;
-                MemorySegment bm = tmp.allocate(gap + bitmapBytes, 8);
-                bm.asSlice(gap).fill(bitmaps == null ? (byte) 0xFF : 0);
-                file.writeFully(bm, oldFooter);
-                // 3. The BAT entry on disk; the data area is a hole past the old end, so it reads as zeros.
-                MemorySegment e = tmp.allocate(4, 4);
-                entry = (int) (start / SECTOR);
-                e.set(U32, 0, entry);
-                file.writeFully(e, batOffset + 4L * block);
+            if (end > footerAt) {
+                growBefore(end);
             }
+            // The range below nextFree's old footer is a hole or zeroed: only the bitmap needs writing.
+            file.writeFully(newBitmap, start);
+            entry = (int) (start / SECTOR);
             nextFree = end;
             if (bitmaps != null) {
                 BITMAPS.setRelease(bitmaps, block, new long[(int) ((blockSize / SECTOR + 63) >>> 6)]);
             }
-            // 4. Publish: readers that see the entry find bitmap and BAT on disk already.
+            // Publish: readers that see the entry find the bitmap on disk; flush() writes the BAT sector.
             BAT.setRelease(bat, block, entry);
+            batDirty.set(block / ENTRIES_PER_SECTOR, 1);
             return entry;
         } finally {
             allocLock.unlock();
         }
     }
 
+    /**
+     * Moves the footer past {@code end} and some room ahead: first the new footer (the file grows, its tail
+     * is a valid footer at every moment), then zeros over the old one, now inside the hole. Under allocLock.
+     */
+    private void growBefore(long end) throws IOException {
+        long blockBytes = bitmapBytes + blockSize;
+        long ahead = Math.min(Math.max(4 * blockBytes, end >>> 2), 1L << 30);
+        long newFooter = (end + ahead + SECTOR - 1) & -(long) SECTOR;
+        if (newFooter / SECTOR >= VhdDynamicHeader.UNALLOCATED) {
+            newFooter = end; // near the 2 TiB limit of 32-bit sector numbers: no room ahead
+        }
+        file.writeFully(footer.segment(), newFooter);
+        file.writeFully(zeroSector, footerAt);
+        footerAt = newFooter;
+    }
+
+    /** Writes the BAT sectors changed since the last call (SIGKILL-safe: see the class comment). */
+    private void writeDirtyBat() throws IOException {
+        allocLock.lock();
+        try {
+            for (int s = 0; s < batDirty.length(); s++) {
+                if (batDirty.get(s) == 0 || batDirty.getAndSet(s, 0) == 0) {
+                    continue;
+                }
+                int first = s * ENTRIES_PER_SECTOR;
+                int n = Math.min(ENTRIES_PER_SECTOR, bat.length - first);
+                for (int i = 0; i < n; i++) {
+                    batSector.set(U32, 4L * i, (int) BAT.getAcquire(bat, first + i));
+                }
+                try {
+                    file.writeFully(batSector.asSlice(0, 4L * n), batOffset + 4L * first);
+                } catch (IOException | RuntimeException e) {
+                    batDirty.set(s, 1); // the next flush retries it
+                    throw e;
+                }
+            }
+        } finally {
+            allocLock.unlock();
+        }
+    }
+
+    /**
+     * Gives the room allocated ahead back: the footer is written at the end of the last block, then the
+     * file cut after it (a kill in between leaves the old footer last, still valid). Under allocLock.
+     */
+    private void trimToLastBlock() throws IOException {
+        if (footerAt > nextFree) {
+            file.writeFully(footer.segment(), nextFree);
+            file.truncate(nextFree + VhdFooter.LENGTH);
+            footerAt = nextFree;
+        }
+    }
+
     @Override
     public void flush() throws IOException {
         if (!readOnly()) {
+            writeDirtyBat();
             file.dataSync();
         }
     }
@@ -1183,6 +1254,39 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
         return n;
     }
 
+    /**
+     * The file ranges {@code [start, end)} the image uses, unsorted: the footer copy, dynamic header, BAT,
+     * parent locator data, every allocated block (bitmap and data) and the footer; the third element is 1
+     * for a block's data area (where zero runs may be punched). The whole file for a fixed disk.
+     */
+    public List<long[]> fileRangesInUse() throws IOException {
+        long fileSize = file.size();
+        List<long[]> used = new ArrayList<>();
+        if (header == null) {
+            used.add(new long[] {0, size, 1});
+            used.add(new long[] {size, fileSize});
+            return used;
+        }
+        used.add(new long[] {0, VhdFooter.LENGTH});
+        used.add(new long[] {footer.dataOffset(), footer.dataOffset() + VhdDynamicHeader.LENGTH});
+        used.add(new long[] {batOffset, batOffset + ((header.maxTableEntries() * 4 + SECTOR - 1) & -SECTOR)});
+        for (int i = 0; i < VhdDynamicHeader.LOCATOR_COUNT; i++) {
+            if (header.locatorCode(i) != 0 && header.locatorSpace(i) != 0) {
+                long at = header.locatorDataOffset(i);
+                used.add(new long[] {at, at + Math.max(header.locatorSpace(i) * SECTOR, header.locatorLength(i))});
+            }
+        }
+        for (int b = 0; b < bat.length; b++) {
+            long start = blockFileOffset(b);
+            if (start >= 0) {
+                used.add(new long[] {start, start + bitmapBytes});
+                used.add(new long[] {start + bitmapBytes, start + bitmapBytes + blockSize, 1});
+            }
+        }
+        used.add(new long[] {fileSize - VhdFooter.LENGTH, fileSize});
+        return used;
+    }
+
     /** Current file length (footer included). */
     public long fileSize() throws IOException {
         return file.size();
@@ -1225,6 +1329,15 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
         }
         try {
             if (!readOnly()) {
+                writeDirtyBat();
+                if (header != null) {
+                    allocLock.lock();
+                    try {
+                        trimToLastBlock();
+                    } finally {
+                        allocLock.unlock();
+                    }
+                }
                 file.dataSync();
             }
         } finally {

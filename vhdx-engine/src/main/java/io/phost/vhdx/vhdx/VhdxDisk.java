@@ -66,8 +66,9 @@ import java.util.concurrent.locks.ReentrantLock;
  * sequence+1, followed by fdatasync (MS-VHDX 2.2.2.1), then the other slot with sequence+2 whose
  * durability waits for the next fdatasync (the log entry's). Writes that
  * allocate only append blocks past the end the image had at open: no BAT on disk
- * points there until the flush that logs them, so the header rewrite (one fdatasync) waits for that flush
- * and a fresh image's first writes cost about what a raw file's sparse extension does. A crash before that
+ * points there until the flush that logs them, so the header rewrite waits for that flush (for an image
+ * without a parent it even shares the log entry's fdatasync: {@link #startSessionWithEntry}) and a fresh
+ * image's first writes cost about what a raw file's sparse extension does. A crash before that
  * flush leaves the header as it was and unreferenced space at the end. On close the LogGuid is set back to zero (log empty), so qemu
  * and Hyper-V see a clean image.
  */
@@ -139,6 +140,10 @@ public final class VhdxDisk implements MappedDisk {
      * blocks therefore need no session yet; writes into older blocks do.
      */
     private final long sessionFloor;
+    /** File size at open: durable as far as this open knows (FlushedFileOffset of a session's first entry). */
+    private final long openFileSize;
+    /** How far {@link #allocate} has extended the file with ftruncate; guarded by itself (grows only). */
+    private final long[] extendedTo = new long[1];
     /** A block was allocated before the session started: close must flush so it is logged. */
     private volatile boolean allocatedBeforeSession;
     private volatile boolean closed;
@@ -173,8 +178,10 @@ public final class VhdxDisk implements MappedDisk {
         for (int i = 0; i < LOCK_STRIPES; i++) {
             stripes[i] = new Object();
         }
-        long end = Math.max(file.size(), p.logPlan == null ? 0 : p.logPlan.lastFileOffset());
+        this.openFileSize = file.size();
+        long end = Math.max(openFileSize, p.logPlan == null ? 0 : p.logPlan.lastFileOffset());
         this.fileEnd = new AtomicLong(roundUp(end, 1 << 20));
+        this.extendedTo[0] = openFileSize;
         this.sessionFloor = fileEnd.get();
         this.overlay = overlay;
         this.parent = parent;
@@ -761,9 +768,20 @@ public final class VhdxDisk implements MappedDisk {
         if (!sessionStarted) {
             allocatedBeforeSession = true;
         }
-        // Extend the file now so the BAT never points past EOF (qemu refuses such images); the byte is
-        // inside this new, unpublished block, so no other writer can race on it.
-        file.write(off + bytes - 1, ZEROS, 0, 1);
+        // Extend the file now so the BAT never points past EOF (qemu refuses such images). ftruncate, not a
+        // byte written at the end: a sparse extension like a raw file's, with no data block to write back;
+        // ahead by a quarter of the file (at least 4 allocations, at most 1 GiB) so most allocations make
+        // no call at all. close() trims the unused sparse tail. Only ever grows, so a slower allocator of
+        // a lower block cannot cut off a later one.
+        long end = off + bytes;
+        synchronized (extendedTo) {
+            if (end > extendedTo[0]) {
+                long ahead = Math.min(Math.max(4 * bytes, end >>> 2), 1L << 30);
+                long target = roundUp(end + ahead, 1 << 20);
+                file.truncate(target);
+                extendedTo[0] = target;
+            }
+        }
         return off;
     }
 
@@ -878,6 +896,16 @@ public final class VhdxDisk implements MappedDisk {
             // makes it durable; a block allocated after the snapshot waits for the next flush.
             List<VhdxLog.Update> pages = collectDirty();
             long durableSize = file.size();
+            int max = VhdxLog.maxPagesPerEntry(header.logLength());
+            if (!sessionStarted && canStartSessionWithEntry(pages, durableSize, max)) {
+                try {
+                    startSessionWithEntry(pages, durableSize);
+                } catch (IOException | RuntimeException e) {
+                    remarkDirty(pages);
+                    throw e;
+                }
+                return;
+            }
             if (pages.isEmpty() || sessionStarted) {
                 file.dataSync();
             }
@@ -887,7 +915,6 @@ public final class VhdxDisk implements MappedDisk {
             if (!sessionStarted) {
                 startSession(); // its first header fdatasync also makes the data written so far durable
             }
-            int max = VhdxLog.maxPagesPerEntry(header.logLength());
             try {
                 for (int i = 0; i < pages.size(); i += max) {
                     List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
@@ -968,24 +995,81 @@ public final class VhdxDisk implements MappedDisk {
     }
 
     /**
+     * The session's first commit may share one fdatasync with the session header when the image has no
+     * parent and the entry holds only BAT sectors: then every block an entry maps but whose data did not
+     * land before a crash reads zeros, which is what it read before (the write was never acknowledged),
+     * and replay extends the file to LastFileOffset. With a parent, a lost block would hide the parent's
+     * data, so differencing images keep the data fdatasync before the entry. The extension replay may make
+     * is bounded ({@link VhdxLog#MAX_EXTENSION}); beyond it the two-fdatasync path is taken.
+     */
+    private boolean canStartSessionWithEntry(List<VhdxLog.Update> pages, long size, int max) {
+        if (p.hasParent || pages.isEmpty() || pages.size() > max || size - openFileSize > VhdxLog.MAX_EXTENSION) {
+            return false;
+        }
+        long batOff = p.bat.fileOffset();
+        long batEnd = batOff + (long) batDirty.length() * 4096;
+        for (VhdxLog.Update u : pages) {
+            if (u.fileOffset() < batOff || u.fileOffset() >= batEnd) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /**
+     * Starts the session and commits {@code pages} with one fdatasync, raw's count for a first flush:
+     * <pre>
+     *   write header (non-current slot, sequence+1, new GUIDs and LogGuid)
+     *   write log entry (FlushedFileOffset = size at open, LastFileOffset = size now)
+     *   fdatasync          data, extension, header and entry durable together
+     *   write header (other slot, sequence+2; durable with the next fdatasync)
+     *   apply in place     (durable with the next flush's first fdatasync, as in commit)
+     * </pre>
+     * A crash before the fdatasync completes leaves any subset: the old header current (entry ignored,
+     * new blocks unreferenced), or the new header with no valid entry (log empty), or both (replay maps
+     * the new blocks; those whose data did not land read zeros). Under commitLock.
+     */
+    private void startSessionWithEntry(List<VhdxLog.Update> pages, long size) throws IOException {
+        fileWriteGuid = UUID.randomUUID();
+        dataWriteGuid = UUID.randomUUID();
+        logGuid = UUID.randomUUID();
+        logPosition = 0;
+        logSequence = 0;
+        writeHeaders(1, 0);
+        writeEntry(pages, openFileSize, size);
+        file.dataSync();
+        sessionStarted = true; // volatile write: publishes the GUIDs to lock-free writers' fast check
+        writeHeaders(1, 0);
+        applyInPlace(pages);
+    }
+
+    /**
      * Writes one log entry for {@code batch}, syncs it, applies it in place (unsynced).
      * {@code durableSize}: a file size already made durable that covers every block the batch references
      * (FlushedFileOffset; replay refuses a file shorter than it).
      */
     private void commit(List<VhdxLog.Update> batch, long durableSize) throws IOException {
-        long fileSize = durableSize;
+        writeEntry(batch, durableSize, durableSize);
+        file.dataSync();
+        applyInPlace(batch);
+    }
+
+    /** Writes the next log entry for {@code batch} at the log position (no sync). Under commitLock. */
+    private void writeEntry(List<VhdxLog.Update> batch, long flushedFileOffset, long lastFileOffset) throws IOException {
         int n = batch.size();
         long entryLength = (LogDescriptor.descriptorSectors(n) + n) * LogDescriptor.SECTOR;
         if (logPosition + entryLength > header.logLength()) {
             logPosition = 0;
         }
-        byte[] entry = VhdxLog.buildEntry(batch, ++logSequence, logGuid, logPosition, fileSize, fileSize);
+        byte[] entry = VhdxLog.buildEntry(batch, ++logSequence, logGuid, logPosition, flushedFileOffset, lastFileOffset);
         file.write(header.logOffset() + logPosition, entry, 0, entry.length);
-        file.dataSync();
         logPosition += entryLength;
         if (logPosition >= header.logLength()) {
             logPosition = 0;
         }
+    }
+
+    private void applyInPlace(List<VhdxLog.Update> batch) throws IOException {
         for (VhdxLog.Update u : batch) {
             file.write(u.fileOffset(), u.page(), 0, u.page().length);
         }
@@ -1077,6 +1161,7 @@ public final class VhdxDisk implements MappedDisk {
                     file.dataSync(); // in-place metadata of the last commit is durable: the log can be emptied
                     logGuid = Le.ZERO_GUID;
                     writeHeaders();
+                    trimExtension();
                 } finally {
                     commitLock.unlock();
                 }
@@ -1114,6 +1199,21 @@ public final class VhdxDisk implements MappedDisk {
         }
         if (failure != null) {
             throw failure;
+        }
+    }
+
+    /**
+     * Cuts the sparse tail {@link #allocate} extended ahead of the last block. Only once the log is empty
+     * (an entry's FlushedFileOffset may name the longer size); not synced: a crash keeps the tail, as it
+     * keeps blocks allocated and never flushed. Under commitLock.
+     */
+    private void trimExtension() throws IOException {
+        synchronized (extendedTo) {
+            long end = fileEnd.get();
+            if (extendedTo[0] > end && file.size() > end) {
+                file.truncate(end);
+                extendedTo[0] = end;
+            }
         }
     }
 
@@ -1611,6 +1711,95 @@ public final class VhdxDisk implements MappedDisk {
             copy[i] = (long) LONGS.getAcquire(bat, i);
         }
         return copy;
+    }
+
+    /**
+     * The file ranges {@code [start, end)} the image uses, unsorted: the header section, the log, every region
+     * (BAT, metadata, any other), and every payload and sector-bitmap block the BAT maps as present. Anything
+     * else in the file (space of blocks unmapped or zeroed, blocks a crash left unreferenced, the tail)
+     * holds nothing a reader sees: retrim punches it.
+     */
+    public List<long[]> fileRangesInUse() {
+        List<long[]> used = new ArrayList<>();
+        used.add(new long[] {0, VhdxHeaderDescriptor.HEADER_SECTION_LENGTH});
+        used.add(new long[] {header.logOffset(), header.logOffset() + header.logLength()});
+        for (VhdxParser.Region r : p.regions) {
+            used.add(new long[] {r.fileOffset(), r.fileOffset() + r.length()});
+        }
+        for (int i = 0; i < bat.length; i++) {
+            long e = (long) LONGS.getAcquire(bat, i);
+            boolean bitmapEntry = i % (chunkRatio + 1) == chunkRatio;
+            int st = state(e);
+            if (bitmapEntry ? st == SB_PRESENT : st == PAYLOAD_FULLY_PRESENT || st == PAYLOAD_PARTIALLY_PRESENT) {
+                long len = bitmapEntry ? SECTOR_BITMAP_BLOCK_LENGTH : blockSize;
+                used.add(new long[] {fileOffset(e), fileOffset(e) + len, bitmapEntry ? 0 : 1});
+            }
+        }
+        return used;
+    }
+
+    /**
+     * For an in-place compact: starts the session without a new DataWriteGuid (compaction changes no
+     * virtual sector, so children stay linked), so later flushes commit through the log under it.
+     */
+    public void startLayoutSession() throws IOException {
+        checkWritable();
+        startSession(false);
+    }
+
+    /**
+     * Copies present block {@code block} to {@code to} (1 MiB aligned, inside the file, used by nothing:
+     * the caller's free space) and points the in-memory BAT there; the next {@link #flush()} makes the
+     * copy durable and then logs the entry, so a crash leaves the block at either place with the same data.
+     * The target is punched first (stale bytes of a block released earlier) and only the source's data
+     * ranges are copied, so holes stay holes. The caller must not reuse the old place before that flush.
+     * Offline only: no I/O may run on the block meanwhile.
+     */
+    public void moveBlock(long block, long to) throws IOException {
+        checkWritable();
+        if (!sessionStarted) {
+            startSession(false);
+        }
+        int idx = (int) payloadIndex(block, chunkRatio);
+        long e = (long) LONGS.getAcquire(bat, idx);
+        int st = state(e);
+        if ((st != PAYLOAD_FULLY_PRESENT && st != PAYLOAD_PARTIALLY_PRESENT) || (to & ((1 << 20) - 1)) != 0
+            || to < VhdxHeaderDescriptor.HEADER_SECTION_LENGTH || to + blockSize > file.size()) {
+            throw new IllegalArgumentException("cannot move block " + block + " (state " + st + ") to " + to);
+        }
+        long from = fileOffset(e);
+        file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, to, blockSize);
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment buf = a.allocate(1 << 20, 4096);
+            for (long o = 0; o < blockSize; ) {
+                long data = file.seekData(from + o);
+                if (data < 0 || data >= from + blockSize) {
+                    break;
+                }
+                o = (data - from) & -4096L;
+                long n = Math.min(buf.byteSize(), blockSize - o);
+                long got = file.read(from + o, buf, 0, n);
+                file.write(to + o, buf, 0, got);
+                o += n;
+            }
+        }
+        LONGS.setRelease(bat, idx, entry(st, to));
+        batDirty.set(idx / BAT_ENTRIES_PER_SECTOR, 1);
+    }
+
+    /**
+     * After an in-place compact: the file is cut after the last structure or present block when the image
+     * is closed, once its log is empty (as {@link #trimExtension} does for the room allocated ahead).
+     */
+    public void cutAfterLastUsedOnClose() throws IOException {
+        long end = 0;
+        for (long[] r : fileRangesInUse()) {
+            end = Math.max(end, r[1]);
+        }
+        fileEnd.set(roundUp(end, 1 << 20));
+        synchronized (extendedTo) {
+            extendedTo[0] = Math.max(extendedTo[0], file.size());
+        }
     }
 
     /** End of the last region or of the log, whichever is further. */

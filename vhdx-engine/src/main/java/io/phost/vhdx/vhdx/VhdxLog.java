@@ -109,11 +109,13 @@ final class VhdxLog {
     static final long MAX_FILE_OFFSET = (64L << 40) + (1L << 40);
 
     /**
-     * How far replay may extend the file (LastFileOffset beyond the current size). Writers record the
-     * size after syncing their data, so a valid log needs little or nothing; a hostile one must not make
-     * us create a multi-terabyte file.
+     * How far replay may extend the file (LastFileOffset beyond the current size). A writer whose session
+     * header and first entry share one fdatasync (VhdxDisk) records the size after its allocations, which
+     * a crash may not have made durable: up to this much (its allocations since open; past it the writer
+     * syncs the extension first). The extension is sparse; a hostile log still cannot make us create a
+     * multi-terabyte file.
      */
-    static final long MAX_EXTENSION = 1L << 30;
+    static final long MAX_EXTENSION = 64L << 30;
 
     private static int u32At(byte[] log, long pos) {
         return Le.i32(log, (int) (pos % log.length));

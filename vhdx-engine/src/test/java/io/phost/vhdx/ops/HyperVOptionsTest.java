@@ -191,6 +191,56 @@ class HyperVOptionsTest {
         runOk("qemu-img", "check", "-q", "-f", "vhdx", f.toString());
     }
 
+    /**
+     * Retrim (Optimize-VHD -Mode Retrim) punches the space of unmapped blocks and the zero pages inside
+     * allocated ones out of the file, and changes nothing else: same allocation, size, identity and
+     * content (qemu-img compare, qemu-img check), for VHDX and VHD.
+     */
+    @Test
+    void shouldRetrimUnusedSpaceWithoutChangingTheImage() throws Exception {
+        for (DiskFormat format : new DiskFormat[] {DiskFormat.VHDX, DiskFormat.VHD}) {
+            Path f = dir.resolve("r." + format.id());
+            long bs = format == DiskFormat.VHDX ? 1 << 20 : 2 << 20;
+            DiskOps.create(f, CreateOptions.of(format, DiskType.DYNAMIC, 64L << 20).withBlockSize(bs), false);
+            try (VirtualDisk d = VirtualDisks.open(f, false)) {
+                for (int i = 0; i < 10; i++) {
+                    write(d, i * bs, (int) bs, i);
+                }
+                d.unmap(0, 4 * bs); // released: VHDX keeps the file space, VHD punches it itself
+                d.write(8 * bs, MemorySegment.ofArray(new byte[(int) bs])); // allocated, all zeros
+                d.write(9 * bs, MemorySegment.ofArray(new byte[(int) bs / 2])); // half zeros
+                d.flush();
+            }
+            Path before = flatten(f, "before-" + format.id() + ".raw");
+            ImageInfo infoBefore = DiskOps.info(f);
+            long sizeBefore = Files.size(f);
+            long diskBefore = DiskOps.diskBytes(f);
+            UUID guidBefore = format == DiskFormat.VHDX ? dataWriteGuid(f) : null;
+            DiskOps.CompactResult r = DiskOps.compact(f, CompactMode.RETRIM, Progress.NONE);
+            long freed = diskBefore - r.diskBytesAfter();
+            long expected = (format == DiskFormat.VHDX ? 4 * bs : 0) + bs + bs / 2;
+            assertTrue(freed >= expected, format + ": freed " + freed + " of at least " + expected);
+            assertEquals(sizeBefore, Files.size(f), format + ": the file keeps its length");
+            assertEquals(infoBefore.allocatedBytes(), DiskOps.info(f).allocatedBytes(), format + ": allocation unchanged");
+            if (guidBefore != null) {
+                assertEquals(guidBefore, dataWriteGuid(f), "children stay linked");
+            }
+            assertEquals(sha(before), sha(flatten(f, "after-" + format.id() + ".raw")), format + ": reads the same");
+            Tools.assumeTool("qemu-img");
+            String q = format == DiskFormat.VHDX ? "vhdx" : "vpc";
+            runOk("qemu-img", "compare", "-q", "-f", q, "-F", "raw", f.toString(), before.toString());
+            if (format == DiskFormat.VHDX) {
+                runOk("qemu-img", "check", "-q", "-f", "vhdx", f.toString());
+            }
+        }
+    }
+
+    private static UUID dataWriteGuid(Path f) throws Exception {
+        try (VhdxDisk d = VhdxDisk.open(f, true)) {
+            return d.dataWriteGuid();
+        }
+    }
+
     @Test
     void shouldResetTheDiskIdentifierKeepingDataAndChildren() throws Exception {
         Path base = dir.resolve("base.vhdx");

@@ -7,7 +7,8 @@ import java.nio.file.Path;
 
 /**
  * A child JVM for the kill tests in {@link ImageSafetyTest}: {@code merge CHILD} merges CHILD into its
- * parent; {@code convert SRC DST} converts SRC into a new VHDX DST; {@code resize FILE BYTES} grows FILE.
+ * parent; {@code convert SRC DST} converts SRC into a new VHDX DST; {@code resize FILE BYTES} grows FILE;
+ * {@code compact FILE} compacts FILE (full mode; a dynamic VHDX in place).
  */
 public final class MergeMain {
     private MergeMain() {}
@@ -25,6 +26,12 @@ public final class MergeMain {
                 System.out.println("go");
                 System.out.flush();
                 DiskOps.resize(Path.of(args[1]), Long.parseLong(args[2]), false, Progress.NONE);
+            }
+            case "compact" -> {
+                io.phost.vhdx.VirtualDisks.open(Path.of(args[1]), true).close();
+                System.out.println("go");
+                System.out.flush();
+                DiskOps.compact(Path.of(args[1]), CompactMode.FULL, Progress.NONE);
             }
             default -> throw new IllegalArgumentException(args[0]);
         }

@@ -52,6 +52,76 @@ class VhdDiskTest {
         }
     }
 
+    /**
+     * Allocation writes the bitmap and moves the footer ahead; the BAT sectors wait for the flush. A copy of
+     * the file taken before the flush (what a SIGKILL leaves) is a valid image without the new blocks, one
+     * taken after it has them; a clean close gives the room ahead back. Both copies pass our check and
+     * {@code qemu-img check -f vpc}, and the unflushed copy takes new writes again.
+     */
+    @Test
+    void shouldWriteTheBatAtFlushAndLeaveAValidImageWhenKilledBefore() throws Exception {
+        Path p = dir.resolve("deferred.vhd");
+        Path killed = dir.resolve("killed.vhd");
+        Path flushed = dir.resolve("flushed.vhd");
+        VhdDisk.create(p, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, 64 << 20)).close();
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment w = a.allocate(4096, 4096);
+            MemorySegment r = a.allocate(4096, 4096);
+            long blockEnd;
+            try (VhdDisk d = VhdDisk.open(p, false)) {
+                Tools.pattern(w, 0, 1);
+                d.write(0, w);
+                d.flush();
+                for (int b : new int[] {5, 9}) {
+                    Tools.pattern(w, (long) b << 21, b);
+                    d.write((long) b << 21, w);
+                }
+                Files.copy(p, killed);
+                d.flush();
+                Files.copy(p, flushed);
+                blockEnd = d.blockFileOffset(9) + VhdDisk.bitmapBytesFor(2 << 20) + (2 << 20);
+                assertTrue(d.fileSize() > blockEnd + 512, "the footer moved ahead of the last block");
+            }
+            assertEquals(blockEnd + 512, Files.size(p), "close gives the room ahead back");
+            for (Path c : new Path[] {killed, flushed, p}) {
+                boolean hasNew = c != killed;
+                assertEquals(0, io.phost.vhdx.ops.DiskOps.check(c, false).exitCode(), c.toString());
+                if (Files.isExecutable(Path.of("/usr/bin/qemu-img"))) {
+                    // qemu has no check for vpc: it must read what we read
+                    Path raw = dir.resolve("export.raw");
+                    try (VhdDisk d = VhdDisk.open(c, true)) {
+                        Files.write(raw, Tools.readAll(d));
+                    }
+                    Tools.runOk("qemu-img", "compare", "-q", "-f", "vpc", "-F", "raw", c.toString(), raw.toString());
+                    Files.delete(raw);
+                }
+                try (VhdDisk d = VhdDisk.open(c, true)) {
+                    d.read(0, r);
+                    Tools.pattern(w, 0, 1);
+                    assertEquals(-1, r.mismatch(w), c + ": flushed before");
+                    for (int b : new int[] {5, 9}) {
+                        d.read((long) b << 21, r);
+                        if (hasNew) {
+                            Tools.pattern(w, (long) b << 21, b);
+                        } else {
+                            w.fill((byte) 0);
+                        }
+                        assertEquals(-1, r.mismatch(w), c + ": block " + b);
+                    }
+                }
+            }
+            try (VhdDisk d = VhdDisk.open(killed, false)) {
+                Tools.pattern(w, 7L << 21, 7);
+                d.write(7L << 21, w);
+            }
+            assertEquals(0, io.phost.vhdx.ops.DiskOps.check(killed, false).exitCode());
+            try (VhdDisk d = VhdDisk.open(killed, true)) {
+                d.read(7L << 21, r);
+                assertEquals(-1, r.mismatch(w), "a write after the kill");
+            }
+        }
+    }
+
     @Test
     void shouldAlignBlockDataTo4KiB() throws Exception {
         Path p = dir.resolve("align.vhd");
@@ -231,10 +301,11 @@ class VhdDiskTest {
                 pool.shutdown();
             }
             assertEquals(blocks * bs, d.allocatedBytes());
-            // Blocks start at 3584 (data 4 KiB aligned) and follow each other bs + 4 KiB apart; then the footer.
-            long lastEnd = 3584 + (blocks - 1) * (bs + 4096) + 512 + bs;
-            assertEquals(lastEnd + 512, Files.size(p), "one block per index, no leaks");
         }
+        // Blocks start at 3584 (data 4 KiB aligned) and follow each other bs + 4 KiB apart; then the footer
+        // (once closed: while open it sits further on, with room for the next allocations).
+        long lastEnd = 3584 + (blocks - 1) * (bs + 4096) + 512 + bs;
+        assertEquals(lastEnd + 512, Files.size(p), "one block per index, no leaks");
         try (VhdDisk d = VhdDisk.open(p, true); Arena a = Arena.ofConfined()) {
             MemorySegment buf = a.allocate(4096, 4096);
             MemorySegment expect = a.allocate(4096, 4096);
