@@ -26,6 +26,7 @@ import picocli.CommandLine.Option;
         QosCommand.class,
         PartitionCommand.class,
         io.phost.appliance.cli.CheckpointCommand.class,
+        io.phost.appliance.cli.DiskCommand.class,
         BenchCommand.class,
         GuestCommand.class,
         VhdCommand.class,

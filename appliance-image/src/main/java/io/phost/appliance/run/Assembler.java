@@ -32,6 +32,7 @@ public final class Assembler {
         VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos), disks, qos);
         PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, network), vmDisks),
             storage, network, vmDisks, disks, qos);
+        app.add(new DiskResizeComponent(cfg, disks, storage, vmDisks), storage, vmDisks, disks);
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own

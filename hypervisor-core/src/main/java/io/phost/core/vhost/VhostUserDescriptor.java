@@ -61,6 +61,8 @@ public final class VhostUserDescriptor {
     public static final int PF_MQ = 0;
     public static final int PF_LOG_SHMFD = 1;
     public static final int PF_REPLY_ACK = 3;
+    /** VHOST_USER_PROTOCOL_F_BACKEND_REQ (SLAVE_REQ in QEMU 7.2): the back-end channel (SET_BACKEND_REQ_FD). */
+    public static final int PF_BACKEND_REQ = 5;
     public static final int PF_CONFIG = 9;
     public static final int PF_INFLIGHT_SHMFD = 12;
     public static final int PF_RESET_DEVICE = 13;
@@ -68,8 +70,11 @@ public final class VhostUserDescriptor {
     public static final int PF_STATUS = 16;
 
     /** What this backend implements, offered in GET_PROTOCOL_FEATURES. */
-    public static final long PROTOCOL_FEATURES = (1L << PF_MQ) | (1L << PF_REPLY_ACK) | (1L << PF_CONFIG)
+    public static final long PROTOCOL_FEATURES = (1L << PF_MQ) | (1L << PF_REPLY_ACK) | (1L << PF_BACKEND_REQ) | (1L << PF_CONFIG)
         | (1L << PF_RESET_DEVICE) | (1L << PF_CONFIGURE_MEM_SLOTS) | (1L << PF_STATUS);
+
+    /** Back-end → front-end request on the back-end channel: the config space changed (no payload; QEMU re-reads it). */
+    public static final int BACKEND_CONFIG_CHANGE_MSG = 2;
 
     /** Transport features offered on top of the device's. */
     public static final long TRANSPORT_FEATURES = (1L << F_RING_INDIRECT_DESC) | (1L << F_RING_EVENT_IDX)

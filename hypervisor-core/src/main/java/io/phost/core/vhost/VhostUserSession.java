@@ -37,6 +37,9 @@ final class VhostUserSession implements AutoCloseable {
     private final long protocolOffered;
     private GuestMemory memory = GuestMemory.empty();
     private InflightRegion inflight;
+    /** The back-end channel (SET_BACKEND_REQ_FD), or null; written from other threads by {@link #sendConfigChange}. */
+    private volatile UnixSocket backendChannel;
+    private final MemorySegment backendOut = Arena.ofAuto().allocate(HEADER_LENGTH, 8);
     private long ackedFeatures;
     private long ackedProtocol;
     private int status;
@@ -243,6 +246,14 @@ final class VhostUserSession implements AutoCloseable {
                 ack();
             }
             case GET_STATUS -> replyU64(status);
+            case SET_BACKEND_REQ_FD -> {
+                UnixSocket old = backendChannel;
+                backendChannel = UnixSocket.adopt(adopt(0));
+                if (old != null) {
+                    old.close();
+                }
+                ack();
+            }
             default -> throw new VhostUserException(VhostUserException.Reason.UNSUPPORTED_REQUEST,
                 req + " (" + req.code + ") is not implemented by this back-end and its protocol feature was not offered");
         }
@@ -524,6 +535,29 @@ final class VhostUserSession implements AutoCloseable {
         socket.send(out, HEADER_LENGTH + size, fds);
     }
 
+    /**
+     * Tells the front-end the config space changed (BACKEND_CONFIG_CHANGE_MSG on the back-end channel, no reply
+     * asked): QEMU re-reads it with GET_CONFIG and, for a new blk capacity, interrupts the guest. False when the
+     * front-end set up no channel (it did not negotiate BACKEND_REQ) or the channel is gone.
+     */
+    boolean sendConfigChange() {
+        UnixSocket ch = backendChannel;
+        if (ch == null) {
+            return false;
+        }
+        synchronized (backendOut) {
+            backendOut.set(ValueLayout.JAVA_INT_UNALIGNED, REQUEST_OFFSET, BACKEND_CONFIG_CHANGE_MSG);
+            backendOut.set(ValueLayout.JAVA_INT_UNALIGNED, FLAGS_OFFSET, VERSION);
+            backendOut.set(ValueLayout.JAVA_INT_UNALIGNED, SIZE_OFFSET, 0);
+            try {
+                ch.send(backendOut, HEADER_LENGTH);
+                return true;
+            } catch (NativeException e) {
+                return false; // the front-end closed its end (EPIPE): it will re-read the config when it reconnects
+            }
+        }
+    }
+
     /** Wakes the control thread (close from another thread): the next read sees the socket closed. */
     void interrupt() {
         socket.close();
@@ -538,6 +572,11 @@ final class VhostUserSession implements AutoCloseable {
         if (inflight != null) {
             inflight.close();
             inflight = null;
+        }
+        UnixSocket ch = backendChannel;
+        backendChannel = null;
+        if (ch != null) {
+            ch.close();
         }
         socket.close();
     }
