@@ -11,6 +11,7 @@ import io.phost.core.text.Json;
 import io.phost.storage.checkpoint.LunDiskSwitch;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.vhdx.DiskFormat;
+import io.phost.vhdx.RawDisk;
 import io.phost.vhdx.VirtualDisk;
 import io.phost.vhdx.ops.DiskOps;
 import io.phost.vhdx.ops.Progress;
@@ -87,11 +88,23 @@ final class DiskResizeComponent implements Component {
             return HttpResponse.error(e.status, e.reason, e.getMessage());
         } catch (IOException | RuntimeException e) {
             LOG.log(Level.ERROR, "resize of disk=" + a.get("name") + " failed", e);
-            return HttpResponse.error(500, HttpResponse.Reason.INTERNAL_ERROR, "resize failed: " + e.getMessage());
+            return HttpResponse.error(500, HttpResponse.Reason.INTERNAL_ERROR, "resize failed: " + causes(e));
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
             return HttpResponse.error(500, HttpResponse.Reason.INTERNAL_ERROR, "interrupted");
         }
+    }
+
+    /** The message of {@code e}, its causes and what was suppressed (a failed reopen after a failed grow). */
+    private static String causes(Throwable e) {
+        StringBuilder sb = new StringBuilder(String.valueOf(e.getMessage()));
+        for (Throwable s : e.getSuppressed()) {
+            sb.append("; also: ").append(causes(s));
+        }
+        for (Throwable c = e.getCause(); c != null; c = c.getCause()) {
+            sb.append("; cause: ").append(c.getMessage());
+        }
+        return sb.toString();
     }
 
     /** One resize at a time: each holds its LUN's I/O for the duration of the file's growth. */
@@ -137,7 +150,12 @@ final class DiskResizeComponent implements Component {
         VirtualDisk next;
         long pauseNanos = 0;
         try {
-            if (t.lun() == null) {
+            if (d.format() == DiskFormat.RAW) {
+                // DisksComponent opened it as a RawDisk (openImage): grown in place, over the same fd.
+                long t0 = System.nanoTime();
+                next = growRawInPlace(name, t, (RawDisk) open.disk(), wanted);
+                pauseNanos = System.nanoTime() - t0;
+            } else if (t.lun() == null) {
                 next = growUnattached(name, path, open.disk(), grow);
             } else {
                 LunDiskSwitch.Step onLun = new LunDiskSwitch.Step() {
@@ -199,6 +217,31 @@ final class DiskResizeComponent implements Component {
         if (wanted % sector != 0) {
             throw new ResizeException(400, HttpResponse.Reason.INVALID_ARGUMENT, "disk '" + name + "': size " + wanted
                 + " is not a multiple of its " + sector + "-byte sectors");
+        }
+    }
+
+    /**
+     * A raw image grows in place ({@link RawDisk#grownTo}): the LUN's I/O is held only for the truncate and
+     * the swap. Not closed and reopened: a queue's io_uring that registered the file keeps its lock held.
+     */
+    private static VirtualDisk growRawInPlace(String name, Target t, RawDisk raw, long wanted) throws IOException, InterruptedException {
+        ScsiLun lun = t.lun();
+        if (lun != null && !lun.pauseIo(DRAIN_TIMEOUT_MILLIS)) {
+            lun.resumeIo();
+            throw new IOException("disk '" + name + "': " + lun.inFlight() + " commands still executing after "
+                + DRAIN_TIMEOUT_MILLIS + " ms; not resized");
+        }
+        try {
+            raw.flush();
+            RawDisk next = raw.grownTo(wanted);
+            if (lun != null) {
+                lun.swapGrownDisk(next, t.scsi());
+            }
+            return next;
+        } finally {
+            if (lun != null) {
+                lun.resumeIo();
+            }
         }
     }
 

@@ -102,7 +102,9 @@ class RunVmDiskResizeTest {
             assertEquals(404, client.post("/v1/disks/resize?name=nosuch&size=1GiB").status());
 
             assertEquals(0, Main.execute("disk", "resize", "vmgrow", "48MiB", "--host", endpoint));
-            Map<?, ?> scsi = (Map<?, ?>) Json.parse(client.post("/v1/disks/resize?name=scsigrow&size=%2B8MiB").bodyText());
+            HttpResponse grown = client.post("/v1/disks/resize?name=scsigrow&size=%2B8MiB");
+            assertEquals(200, grown.status(), grown.bodyText() + p.stderr());
+            Map<?, ?> scsi = (Map<?, ?>) Json.parse(grown.bodyText());
             assertEquals(24L << 20, ((Number) scsi.get("size")).longValue(), scsi.toString());
             assertEquals("vhost-user-scsi", scsi.get("transport"), scsi.toString());
 
