@@ -45,6 +45,8 @@ final class DiskResizeComponent implements Component {
     private final DisksComponent disks;
     private final StorageComponent storage;
     private final VmDisksComponent vmDisks;
+    private volatile int resizes;
+    private volatile Map<String, Object> last = Map.of();
 
     DiskResizeComponent(ApplianceConfig cfg, DisksComponent disks, StorageComponent storage, VmDisksComponent vmDisks) {
         this.cfg = cfg;
@@ -70,9 +72,10 @@ final class DiskResizeComponent implements Component {
         return "disk_resize";
     }
 
+    /** /status: how many live resizes were made and the last one's answer (what an operator checks afterwards). */
     @Override
     public Object status() {
-        return Map.of();
+        return Map.of("resizes", resizes, "last", last);
     }
 
     @Override
@@ -109,12 +112,15 @@ final class DiskResizeComponent implements Component {
 
     /** One resize at a time: each holds its LUN's I/O for the duration of the file's growth. */
     synchronized Map<String, Object> resize(String name, String sizeText) throws ResizeException, IOException, InterruptedException {
-        if (name == null || name.isBlank() || sizeText == null || sizeText.isBlank()) {
-            throw new ResizeException(400, HttpResponse.Reason.INVALID_ARGUMENT, "name=DISK and size=SIZE are required");
+        if (name == null || name.isBlank()) {
+            throw new ResizeException(400, HttpResponse.Reason.INVALID_ARGUMENT, "name=DISK is required");
         }
         DisksComponent.OpenDisk open = disks.get(name);
         if (open == null) {
             throw new ResizeException(404, HttpResponse.Reason.NOT_FOUND, "no disk named '" + name + "'");
+        }
+        if (sizeText == null || sizeText.isBlank()) {
+            throw new ResizeException(400, HttpResponse.Reason.INVALID_ARGUMENT, "size=SIZE is required (20GiB, or +1GiB)");
         }
         DiskConfig d = open.config();
         long current = open.disk().size();
@@ -190,6 +196,8 @@ final class DiskResizeComponent implements Component {
         out.put("transport", t.transport());
         out.put("guest_notified", notified);
         out.put("io_pause_ms", pauseNanos / 1e6);
+        resizes++; // under the method's lock
+        last = Map.copyOf(out);
         LOG.log(Level.INFO, "resized disk=" + name + " from=" + current + " to=" + next.size() + " partition=" + out.get("partition")
             + " transport=" + t.transport() + " guest_notified=" + notified + " io_pause_ms=" + out.get("io_pause_ms"));
         return out;
