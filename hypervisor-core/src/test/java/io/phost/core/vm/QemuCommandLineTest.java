@@ -95,7 +95,7 @@ class QemuCommandLineTest {
     void shouldDoubleCommasInSocketPathsSoTheyCannotAddOptions() {
         VmDevice d = VmDevice.blk("disk0", Path.of("/tmp/a,server=on/d.sock"), 2);
         List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of(d)), TCG, Path.of("/tmp/x,y/q.sock"));
-        assertTrue(valuesOf(a, "-chardev").contains("socket,id=disk0,path=/tmp/a,,server=on/d.sock"), a.toString());
+        assertTrue(valuesOf(a, "-chardev").contains("socket,id=disk0,path=/tmp/a,,server=on/d.sock,reconnect=1"), a.toString());
         assertEquals("unix:/tmp/x,,y/q.sock,server=on,wait=off", after(a, "-qmp"));
     }
 
@@ -110,6 +110,8 @@ class QemuCommandLineTest {
             "vhost-user-scsi-pci,id=scsi0-dev,chardev=scsi0,num_queues=1",
             "virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,vectors=0"), devices);
         assertEquals(List.of("vhost-user,id=nic0-net,chardev=nic0,queues=1"), valuesOf(a, "-netdev"));
+        assertEquals(List.of("stdio,id=console0,signal=off", "socket,id=disk0,path=/s/d0,reconnect=1", "socket,id=scsi0,path=/s/c0",
+            "socket,id=nic0,path=/s/n0,reconnect=1"), valuesOf(a, "-chardev"), "a restarted back-end is reconnected (not scsi: QEMU 7.2 cannot)");
         assertFalse(a.contains("-drive") || a.contains("-blockdev"), "no QEMU block layer: " + a);
         assertFalse(a.contains("-bios"), "SeaBIOS is QEMU's default");
     }
