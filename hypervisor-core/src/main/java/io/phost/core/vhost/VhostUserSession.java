@@ -295,6 +295,10 @@ final class VhostUserSession implements AutoCloseable {
                 "SET_FEATURES 0x" + Long.toHexString(v) + " has bits not offered: 0x" + Long.toHexString(v & ~offered));
         }
         boolean changed = v != ackedFeatures;
+        if (((v ^ ackedFeatures) & (1L << F_LOG_ALL)) != 0) {
+            System.getLogger("phost.vhost").log(System.Logger.Level.INFO, "vhost-user " + name + ": dirty logging "
+                + ((v & (1L << F_LOG_ALL)) != 0 ? "on" + (dirtyLog == null ? " (no log yet)" : "") : "off"));
+        }
         ackedFeatures = v;
         device.featuresAcked(v);
         if (changed) {
@@ -347,6 +351,8 @@ final class VhostUserSession implements AutoCloseable {
             throw new VhostUserException(VhostUserException.Reason.BAD_FD_COUNT, "SET_LOG_BASE carried " + nfds + " descriptors, expected 1");
         }
         DirtyLog next = DirtyLog.map(adopt(0), msg.u64(0), msg.u64(8));
+        System.getLogger("phost.vhost").log(System.Logger.Level.INFO, "vhost-user " + name + ": dirty log of " + msg.u64(0)
+            + " bytes mapped (migration); logging " + ((ackedFeatures & (1L << F_LOG_ALL)) != 0 ? "on" : "off until LOG_ALL"));
         List<Vring> wasRunning = stopAll();
         DirtyLog old = dirtyLog;
         dirtyLog = next;

@@ -93,7 +93,8 @@ class VhostUserBlkMigrationTest {
             }
         }
         String console = Files.readString(dir.resolve("destination.log"));
-        assertTrue(console.contains("MIGRATED-OK") && console.contains("PHOST-GUEST-DONE rc=0"), console);
+        assertTrue(console.contains("MIGRATED-OK") && console.contains("PHOST-GUEST-DONE rc=0"),
+            "source:\n" + Files.readString(dir.resolve("source.log")) + "\ndestination:\n" + console);
         String out = Proc.ok(60, "qemu-io", "-f", "raw", "-r", "-c", "read -P 0xa6 4M 1M", image.toString());
         assertFalse(out.contains("verification failed"), out);
     }
