@@ -28,6 +28,7 @@ import picocli.CommandLine.Option;
         io.phost.appliance.cli.EventsCommand.class,
         io.phost.appliance.cli.CheckpointCommand.class,
         io.phost.appliance.cli.BackupCommand.class,
+        io.phost.appliance.cli.DiskCommand.class,
         BenchCommand.class,
         GuestCommand.class,
         VhdCommand.class,

@@ -67,6 +67,25 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
         return openForGuest(path, readOnly, preferDirect, false);
     }
 
+    /**
+     * Grows this open image file to {@code newSize} in place (ftruncate, then fdatasync so the new length is
+     * durable) and returns the disk at its new size over the same open file: its lock, and any io_uring that
+     * registered its fd, stay valid (a close and reopen would find the file still locked by such a ring). The
+     * returned disk owns the file from then on: drop this one without closing it.
+     */
+    public RawDisk grownTo(long newSize) throws IOException {
+        if (blockDevice) {
+            throw new IllegalArgumentException("a block device's size is the device's: " + file.path());
+        }
+        if (newSize < size || newSize % SECTOR != 0) {
+            throw new IllegalArgumentException("a raw image grows to a multiple of " + SECTOR + " bytes not below "
+                + size + ": " + newSize);
+        }
+        file.truncate(newSize);
+        file.dataSync();
+        return new RawDisk(file, newSize, logicalSector, physicalSector, false, format);
+    }
+
     /** Opens a host block device exclusively (O_EXCL) with O_DIRECT: the pass-through backend. */
     public static RawDisk openDevice(Path device, boolean readOnly) throws IOException {
         return openForGuest(device, readOnly, true, true);

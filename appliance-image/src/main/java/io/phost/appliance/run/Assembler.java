@@ -55,6 +55,7 @@ public final class Assembler {
         if (locks != null) {
             app.add(new ClusterComponent(cfg, partitions, locks), partitions, disks);
         }
+        app.add(new DiskResizeComponent(cfg, disks, storage, vmDisks), storage, vmDisks, disks);
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own

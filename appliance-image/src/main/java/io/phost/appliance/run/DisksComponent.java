@@ -105,10 +105,7 @@ public final class DisksComponent implements Component {
             LOG.log(Level.INFO, "created disk=" + d.name() + " path=" + path + " format=" + d.format().name().toLowerCase()
                 + " type=" + cr.type().name().toLowerCase() + " size=" + cr.size());
         }
-        // Raw images go through the storage backend's RawDisk (an fd, so io_uring and O_DIRECT apply);
-        // VHDX and VHD through the format engine.
-        VirtualDisk disk = d.format() == DiskFormat.RAW
-            ? RawDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
+        VirtualDisk disk = openImage(d, path);
         disks.put(d.name(), new OpenDisk(d, path, disk, created));
         LOG.log(Level.INFO, "opened disk=" + d.name() + " format=" + disk.format() + " size=" + disk.size() + " read_only=" + disk.readOnly());
     }
@@ -147,6 +144,15 @@ public final class DisksComponent implements Component {
     }
 
     /** A checkpoint switched {@code name} to {@code path} (now open as {@code disk}; the old one is closed). */
+     * Opens an image file of disk {@code d} as the host serves it: raw images through the storage backend's
+     * RawDisk (an fd, so io_uring and O_DIRECT apply), VHDX and VHD through the format engine. Used at start
+     * and to reopen a disk after a live resize.
+     */
+    static VirtualDisk openImage(DiskConfig d, Path path) throws IOException {
+        return d.format() == DiskFormat.RAW ? RawDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
+    }
+
+    /** A checkpoint (or a live resize) switched {@code name} to {@code path} (now open as {@code disk}; the old one is closed). */
     public void replace(String name, Path path, VirtualDisk disk) {
         disks.computeIfPresent(name, (n, old) -> new OpenDisk(old.config(), path, disk, false));
     }

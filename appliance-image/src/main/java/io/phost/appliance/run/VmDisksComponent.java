@@ -138,10 +138,31 @@ public final class VmDisksComponent implements Component {
     public io.phost.storage.scsi.ScsiLun lun(String partition, String disk) {
         for (Export e : byPartition.getOrDefault(partition, List.of())) {
             if (e.attachment().disk().equals(disk)) {
-                return e.export().lun();
+                return e.export() != null ? e.export().lun() : e.lun();
             }
         }
         return null;
+    }
+
+    /**
+     * Where {@code disk} is served to a VM, or null: its partition, its LUN, whether that LUN is on a SCSI
+     * controller, and how QEMU learns of a new capacity (a blk export's CONFIG_CHANGE_MSG; true when sent).
+     */
+    VmDisk served(String disk) {
+        for (Map.Entry<String, List<Export>> p : byPartition.entrySet()) {
+            for (Export e : p.getValue()) {
+                if (e.attachment().disk().equals(disk)) {
+                    return e.export() != null
+                        ? new VmDisk(p.getKey(), e.export().lun(), false, e.export()::configChanged)
+                        : new VmDisk(p.getKey(), e.lun(), true, () -> false);
+                }
+            }
+        }
+        return null;
+    }
+
+    /** A VM's disk as {@link #served} finds it. */
+    record VmDisk(String partition, ScsiLun lun, boolean scsi, java.util.function.BooleanSupplier configChanged) {
     }
 
     /** The vhost-user devices QEMU gets for partition {@code p}, in boot order. */

@@ -118,8 +118,8 @@ class ExampleConfigRunTest {
                     assertTrue(responses.containsKey("404"), op + ": 404 is documented");
                     return;
                 }
-                if (path.startsWith("/v1/partitions/") || path.startsWith("/v1/switches/")) {
-                    // Lifecycle verbs and port changes would disturb the other checks: a verb on an unknown partition
+                if (path.startsWith("/v1/partitions/") || path.startsWith("/v1/switches/") || path.startsWith("/v1/disks/")) {
+                    // Lifecycle verbs, port changes and disk resizes would disturb the other checks: a verb on an unknown partition (or disk)
                     // (or a port change naming no switch) must answer its documented 404; console/logs of a process partition answer 404 (no console) or 200 (its log).
                     HttpResponse r = method.equals("POST") ? client.post(path + "?name=no-such-partition")
                         : client.get(path + "?name=" + aPartition);

@@ -87,6 +87,14 @@ public final class UnixSocket implements AutoCloseable {
         return fd;
     }
 
+    /** Wraps a connected socket received over SCM_RIGHTS (a vhost-user back-end channel); this object owns it now. */
+    public static UnixSocket adopt(int fd) {
+        if (fd < 0) {
+            throw new IllegalArgumentException("not a descriptor: " + fd);
+        }
+        return new UnixSocket(fd);
+    }
+
     /** A listening SOCK_SEQPACKET socket bound at {@code path} (which must not exist). */
     public static UnixSocket listen(Path path, int backlog) {
         return listen(path, backlog, SOCK_SEQPACKET);

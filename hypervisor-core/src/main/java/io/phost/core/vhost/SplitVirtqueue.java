@@ -52,6 +52,9 @@ public final class SplitVirtqueue {
     private int usedIdx;
     private int signalledUsed;
     private boolean signalledValid;
+    /** The dirty log while VHOST_F_LOG_ALL is on (null: off), and the used ring's guest-physical address for it. */
+    private DirtyLog log;
+    private long usedLogGpa;
 
     /**
      * @param descHost/availHost/usedHost host addresses that {@link #layout} checked
@@ -168,6 +171,9 @@ public final class SplitVirtqueue {
                 return false;
             }
             EVERYTHING.set(U16, used + 4 + 8L * size, (short) lastAvail);
+            if (log != null && usedLogGpa >= 0) {
+                log.mark(usedLogGpa + 4 + 8L * size, 2);
+            }
             VarHandle.fullFence(); // StoreLoad: publish avail_event before re-reading avail.idx (else a kick is lost)
             availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
             if (availIdx == lastAvail) {
@@ -296,8 +302,65 @@ public final class SplitVirtqueue {
         }
         VarHandle.releaseFence(); // StoreStore: the element must be visible before used.idx covers it
         EVERYTHING.set(U16, used + 2, (short) usedIdx);
+        if (log != null) {
+            logPushed(head, e - used);
+        }
         if (inflight != null) {
             inflight.afterPush(head, usedIdx);
+        }
+    }
+
+    /**
+     * Logs guest writes for migration from now on (before the worker starts): {@code usedLogGpa} is the used
+     * ring's guest-physical address from SET_VRING_ADDR (VHOST_VRING_F_LOG), -1 when the ring is not logged.
+     */
+    void logTo(DirtyLog dirtyLog, long usedGpa) {
+        this.log = dirtyLog;
+        this.usedLogGpa = usedGpa;
+    }
+
+    /** Marks what completing chain {@code head} wrote: its device-writable buffers, the used entry, used.idx. */
+    private void logPushed(int head, long entryOffset) {
+        markWritable(head);
+        if (usedLogGpa >= 0) {
+            log.mark(usedLogGpa + entryOffset, 8);
+            log.mark(usedLogGpa + 2, 2);
+        }
+    }
+
+    /**
+     * Marks chain {@code head}'s device-writable buffers, re-read from the table (the driver may not touch a
+     * chain before its used entry; one that no longer walks was valid when popped and is left: a lying
+     * driver only loses its own pages). Bounded like {@link #walk}; allocates nothing.
+     */
+    private void markWritable(int head) {
+        long table = desc;
+        int tableSize = size;
+        boolean inIndirect = false;
+        int i = head;
+        for (int budget = size + MAX_SIZE; budget > 0 && i < tableSize; budget--) {
+            long d = table + (long) DESC_LENGTH * i;
+            long addr = EVERYTHING.get(U64, d);
+            long len = EVERYTHING.get(U32, d + 8) & 0xFFFFFFFFL;
+            int flags = EVERYTHING.get(U16, d + 12) & 0xFFFF;
+            if ((flags & DESC_F_INDIRECT) != 0) {
+                long host = inIndirect || len == 0 || len % DESC_LENGTH != 0 || len / DESC_LENGTH > MAX_SIZE ? -1 : memory.translateGpa(addr, len);
+                if (host < 0) {
+                    return;
+                }
+                table = host;
+                tableSize = (int) (len / DESC_LENGTH);
+                inIndirect = true;
+                i = 0;
+                continue;
+            }
+            if ((flags & DESC_F_WRITE) != 0) {
+                log.mark(addr, len);
+            }
+            if ((flags & DESC_F_NEXT) == 0) {
+                return;
+            }
+            i = EVERYTHING.get(U16, d + 14) & 0xFFFF;
         }
     }
 

@@ -140,6 +140,16 @@ public final class VhostUserBackend implements AutoCloseable {
         return s == null ? 0 : s.runningQueues();
     }
 
+    /**
+     * The device's config space changed (a disk grew): asks the connected front-end to re-read it
+     * (BACKEND_CONFIG_CHANGE_MSG). False when no front-end is connected or it has no back-end channel; a
+     * front-end that connects later reads the new config anyway.
+     */
+    public boolean notifyConfigChanged() {
+        VhostUserSession s = session;
+        return s != null && s.sendConfigChange();
+    }
+
     /** Front-ends that have connected since start. */
     public long connections() {
         return connections.get();

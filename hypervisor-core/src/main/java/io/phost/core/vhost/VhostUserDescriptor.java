@@ -42,6 +42,8 @@ public final class VhostUserDescriptor {
     public static final int REGION_MMAP_OFFSET = 24;
 
     public static final int VRING_ADDR_LENGTH = 40;
+    /** SET_VRING_ADDR flags bit 0 (VHOST_VRING_F_LOG): the log field holds the used ring's guest-physical address. */
+    public static final int VRING_F_LOG = 0x1;
     public static final long VRING_NOFD_MASK = 1L << 8;
     public static final long VRING_INDEX_MASK = 0xFF;
 
@@ -54,13 +56,15 @@ public final class VhostUserDescriptor {
     /** VHOST_USER_F_PROTOCOL_FEATURES. */
     public static final int F_PROTOCOL_FEATURES = 30;
     public static final int F_VERSION_1 = 32;
-    /** VHOST_F_LOG_ALL: dirty logging for migration (not offered: LOG_SHMFD is not implemented). */
+    /** VHOST_F_LOG_ALL: while negotiated, every write into guest memory is marked in the dirty log ({@link DirtyLog}). */
     public static final int F_LOG_ALL = 26;
 
     // Protocol feature bits.
     public static final int PF_MQ = 0;
     public static final int PF_LOG_SHMFD = 1;
     public static final int PF_REPLY_ACK = 3;
+    /** VHOST_USER_PROTOCOL_F_BACKEND_REQ (SLAVE_REQ in QEMU 7.2): the back-end channel (SET_BACKEND_REQ_FD). */
+    public static final int PF_BACKEND_REQ = 5;
     public static final int PF_CONFIG = 9;
     public static final int PF_INFLIGHT_SHMFD = 12;
     public static final int PF_RESET_DEVICE = 13;
@@ -68,11 +72,14 @@ public final class VhostUserDescriptor {
     public static final int PF_STATUS = 16;
 
     /** What this backend implements, offered in GET_PROTOCOL_FEATURES. */
-    public static final long PROTOCOL_FEATURES = (1L << PF_MQ) | (1L << PF_REPLY_ACK) | (1L << PF_CONFIG)
+    public static final long PROTOCOL_FEATURES = (1L << PF_MQ) | (1L << PF_LOG_SHMFD) | (1L << PF_REPLY_ACK) | (1L << PF_BACKEND_REQ) | (1L << PF_CONFIG)
         | (1L << PF_RESET_DEVICE) | (1L << PF_CONFIGURE_MEM_SLOTS) | (1L << PF_STATUS);
 
+    /** Back-end → front-end request on the back-end channel: the config space changed (no payload; QEMU re-reads it). */
+    public static final int BACKEND_CONFIG_CHANGE_MSG = 2;
+
     /** Transport features offered on top of the device's. */
-    public static final long TRANSPORT_FEATURES = (1L << F_RING_INDIRECT_DESC) | (1L << F_RING_EVENT_IDX)
+    public static final long TRANSPORT_FEATURES = (1L << F_LOG_ALL) | (1L << F_RING_INDIRECT_DESC) | (1L << F_RING_EVENT_IDX)
         | (1L << F_PROTOCOL_FEATURES) | (1L << F_VERSION_1);
 
     private VhostUserDescriptor() {}

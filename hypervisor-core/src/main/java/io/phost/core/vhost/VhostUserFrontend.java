@@ -131,6 +131,7 @@ public final class VhostUserFrontend implements AutoCloseable {
             throw new IllegalStateException("bad reply to " + expected + ": code " + code + " flags " + flags + " size " + size);
         }
         int[] more = new int[UnixSocket.MAX_FDS];
+        java.util.Arrays.fill(more, -1); // a reply without payload (SET_LOG_BASE's) reads none: close nothing, not fd 0
         if (size > 0 && socket.readFully(in, HEADER_LENGTH, size, more, timeoutMillis) <= 0) {
             throw new IllegalStateException("reply payload missing");
         }

@@ -37,6 +37,11 @@ final class VhostUserSession implements AutoCloseable {
     private final long protocolOffered;
     private GuestMemory memory = GuestMemory.empty();
     private InflightRegion inflight;
+    /** SET_LOG_BASE's mapping (null before); queues log into it while VHOST_F_LOG_ALL is negotiated. */
+    private DirtyLog dirtyLog;
+    /** The back-end channel (SET_BACKEND_REQ_FD), or null; written from other threads by {@link #sendConfigChange}. */
+    private volatile UnixSocket backendChannel;
+    private final MemorySegment backendOut = Arena.ofAuto().allocate(HEADER_LENGTH, 8);
     private long ackedFeatures;
     private long ackedProtocol;
     private int status;
@@ -147,12 +152,31 @@ final class VhostUserSession implements AutoCloseable {
                 ack();
             }
             case SET_VRING_ADDR -> {
-                Vring v = idleRing(msg.u32(0), req);
-                v.descUser = msg.u64(8);
-                v.usedUser = msg.u64(16);
-                v.availUser = msg.u64(24);
-                v.addressed = true;
+                Vring v = ring(msg.u32(0), req);
+                long descU = msg.u64(8);
+                long usedU = msg.u64(16);
+                long availU = msg.u64(24);
+                long logGpa = (msg.u32(4) & VRING_F_LOG) != 0 ? msg.u64(32) : -1;
+                if (v.running()) {
+                    // QEMU turns used-ring logging on and off on running rings as migration starts and ends.
+                    if (descU != v.descUser || usedU != v.usedUser || availU != v.availUser) {
+                        throw new VhostUserException(VhostUserException.Reason.BAD_STATE, req + " moves running queue " + v.index);
+                    }
+                    v.stop();
+                    v.usedLogGpa = logGpa;
+                    tryStart(v);
+                } else {
+                    v.descUser = descU;
+                    v.usedUser = usedU;
+                    v.availUser = availU;
+                    v.usedLogGpa = logGpa;
+                    v.addressed = true;
+                }
                 ack();
+            }
+            case SET_LOG_BASE -> setLogBase(nfds);
+            case SET_LOG_FD -> {
+                ack(); // the fd (closed after the message) would tell QEMU of a log resize we never ask for
             }
             case SET_VRING_BASE -> {
                 Vring v = idleRing(msg.u32(0), req);
@@ -243,6 +267,14 @@ final class VhostUserSession implements AutoCloseable {
                 ack();
             }
             case GET_STATUS -> replyU64(status);
+            case SET_BACKEND_REQ_FD -> {
+                UnixSocket old = backendChannel;
+                backendChannel = UnixSocket.adopt(adopt(0));
+                if (old != null) {
+                    old.close();
+                }
+                ack();
+            }
             default -> throw new VhostUserException(VhostUserException.Reason.UNSUPPORTED_REQUEST,
                 req + " (" + req.code + ") is not implemented by this back-end and its protocol feature was not offered");
         }
@@ -263,6 +295,10 @@ final class VhostUserSession implements AutoCloseable {
                 "SET_FEATURES 0x" + Long.toHexString(v) + " has bits not offered: 0x" + Long.toHexString(v & ~offered));
         }
         boolean changed = v != ackedFeatures;
+        if (((v ^ ackedFeatures) & (1L << F_LOG_ALL)) != 0) {
+            System.getLogger("phost.vhost").log(System.Logger.Level.INFO, "vhost-user " + name + ": dirty logging "
+                + ((v & (1L << F_LOG_ALL)) != 0 ? "on" + (dirtyLog == null ? " (no log yet)" : "") : "off"));
+        }
         ackedFeatures = v;
         device.featuresAcked(v);
         if (changed) {
@@ -302,6 +338,29 @@ final class VhostUserSession implements AutoCloseable {
         old.close();
         startAll(wasRunning);
         ack();
+    }
+
+    /**
+     * SET_LOG_BASE (LOG_SHMFD): {u64 size, u64 offset} + the log's fd. Running rings stop and restart on the
+     * new log (QEMU sends a larger one when guest memory grows), then the old one is unmapped. QEMU waits for
+     * a reply with this request code whatever REPLY_ACK says.
+     */
+    private void setLogBase(int nfds) {
+        msg.requireSize(16);
+        if (nfds != 1) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_FD_COUNT, "SET_LOG_BASE carried " + nfds + " descriptors, expected 1");
+        }
+        DirtyLog next = DirtyLog.map(adopt(0), msg.u64(0), msg.u64(8));
+        System.getLogger("phost.vhost").log(System.Logger.Level.INFO, "vhost-user " + name + ": dirty log of " + msg.u64(0)
+            + " bytes mapped (migration); logging " + ((ackedFeatures & (1L << F_LOG_ALL)) != 0 ? "on" : "off until LOG_ALL"));
+        List<Vring> wasRunning = stopAll();
+        DirtyLog old = dirtyLog;
+        dirtyLog = next;
+        if (old != null) {
+            old.close();
+        }
+        startAll(wasRunning);
+        send(VhostUserRequest.SET_LOG_BASE, 0);
     }
 
     private void addMemRegion() {
@@ -466,6 +525,7 @@ final class VhostUserSession implements AutoCloseable {
             }
             tracking = inflight.queue(v.index);
         }
+        v.log = (ackedFeatures & (1L << F_LOG_ALL)) != 0 ? dirtyLog : null;
         v.start(name, device, memory, eventIdx, indirect, tracking, cpus, onQueueError);
     }
 
@@ -524,6 +584,29 @@ final class VhostUserSession implements AutoCloseable {
         socket.send(out, HEADER_LENGTH + size, fds);
     }
 
+    /**
+     * Tells the front-end the config space changed (BACKEND_CONFIG_CHANGE_MSG on the back-end channel, no reply
+     * asked): QEMU re-reads it with GET_CONFIG and, for a new blk capacity, interrupts the guest. False when the
+     * front-end set up no channel (it did not negotiate BACKEND_REQ) or the channel is gone.
+     */
+    boolean sendConfigChange() {
+        UnixSocket ch = backendChannel;
+        if (ch == null) {
+            return false;
+        }
+        synchronized (backendOut) {
+            backendOut.set(ValueLayout.JAVA_INT_UNALIGNED, REQUEST_OFFSET, BACKEND_CONFIG_CHANGE_MSG);
+            backendOut.set(ValueLayout.JAVA_INT_UNALIGNED, FLAGS_OFFSET, VERSION);
+            backendOut.set(ValueLayout.JAVA_INT_UNALIGNED, SIZE_OFFSET, 0);
+            try {
+                ch.send(backendOut, HEADER_LENGTH);
+                return true;
+            } catch (NativeException e) {
+                return false; // the front-end closed its end (EPIPE): it will re-read the config when it reconnects
+            }
+        }
+    }
+
     /** Wakes the control thread (close from another thread): the next read sees the socket closed. */
     void interrupt() {
         socket.close();
@@ -538,6 +621,15 @@ final class VhostUserSession implements AutoCloseable {
         if (inflight != null) {
             inflight.close();
             inflight = null;
+        }
+        if (dirtyLog != null) {
+            dirtyLog.close();
+            dirtyLog = null;
+        }
+        UnixSocket ch = backendChannel;
+        backendChannel = null;
+        if (ch != null) {
+            ch.close();
         }
         socket.close();
     }

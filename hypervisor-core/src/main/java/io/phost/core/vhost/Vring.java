@@ -33,6 +33,10 @@ final class Vring {
     long descUser;
     long availUser;
     long usedUser;
+    /** SET_VRING_ADDR's log address (the used ring's guest-physical address) when its VHOST_VRING_F_LOG flag is set, else -1. */
+    long usedLogGpa = -1;
+    /** The session's dirty log while VHOST_F_LOG_ALL is negotiated, else null; applied when the worker starts. */
+    DirtyLog log;
     int base;
     int kickFd = -1;
     boolean kickPolled;
@@ -70,6 +74,9 @@ final class Vring {
         long[] host = SplitVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
         InflightTracker tracker = inflight == null ? null : new InflightTracker(inflight, size);
         queue = new SplitVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call, tracker);
+        if (log != null) {
+            queue.logTo(log, usedLogGpa);
+        }
         if (queue.resubmitted() > 0) {
             System.getLogger("phost.vhost").log(System.Logger.Level.INFO,
                 "vhost-user " + name + " queue " + index + " resubmits " + queue.resubmitted() + " requests left in flight by a previous back-end");
@@ -199,6 +206,7 @@ final class Vring {
         }
         size = 0;
         addressed = false;
+        usedLogGpa = -1;
         base = 0;
         started = false;
         enabled = false;

@@ -17,6 +17,7 @@ import java.util.function.Consumer;
 import static io.phost.core.vhost.VhostUserDescriptor.*;
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -137,6 +138,27 @@ class VhostUserBackendTest {
     }
 
     // ---- hostile front-ends: message level ----
+
+    @Test
+    void shouldSendConfigChangeOnTheBackendChannelTheFrontEndSetUp() {
+        assertFalse(backend.notifyConfigChanged(), "nobody connected");
+        try (io.phost.core.sys.UnixSocket listener = io.phost.core.sys.UnixSocket.listenStream(dir.resolve("backend-req.sock"), 1);
+             io.phost.core.sys.UnixSocket ours = io.phost.core.sys.UnixSocket.connectStream(dir.resolve("backend-req.sock"));
+             io.phost.core.sys.UnixSocket theirs = listener.accept(5_000);
+             VhostUserFrontend f = VhostUserFrontend.connect(backend.socketPath(), 1 << 20)) {
+            f.negotiate(ALL);
+            assertTrue((f.getU64(VhostUserRequest.GET_PROTOCOL_FEATURES) & (1L << PF_BACKEND_REQ)) != 0, "BACKEND_REQ offered");
+            assertFalse(backend.notifyConfigChanged(), "no channel yet");
+            f.send(VhostUserRequest.SET_BACKEND_REQ_FD, FLAG_NEED_REPLY, null, ours.fd());
+            assertEquals(0, f.reply(VhostUserRequest.SET_BACKEND_REQ_FD, 5_000).get(U64, 0));
+            assertTrue(backend.notifyConfigChanged());
+            MemorySegment msg = java.lang.foreign.Arena.ofAuto().allocate(HEADER_LENGTH);
+            assertEquals(HEADER_LENGTH, theirs.readFully(msg, 0, HEADER_LENGTH, new int[io.phost.core.sys.UnixSocket.MAX_FDS], 5_000));
+            assertEquals(BACKEND_CONFIG_CHANGE_MSG, msg.get(U32, REQUEST_OFFSET));
+            assertEquals(VERSION, msg.get(U32, FLAGS_OFFSET), "version 1, no reply asked");
+            assertEquals(0, msg.get(U32, SIZE_OFFSET));
+        }
+    }
 
     @Test
     void shouldDropAFrontEndThatSendsAWrongVersion() {

@@ -104,7 +104,7 @@ class QemuCommandLineTest {
     void shouldDoubleCommasInSocketPathsSoTheyCannotAddOptions() {
         VmDevice d = VmDevice.blk("disk0", Path.of("/tmp/a,server=on/d.sock"), 2);
         List<String> a = QemuCommandLine.build("qemu", spec(kernel(""), List.of(d)), TCG, Path.of("/tmp/x,y/q.sock"), QGA);
-        assertTrue(valuesOf(a, "-chardev").contains("socket,id=disk0,path=/tmp/a,,server=on/d.sock"), a.toString());
+        assertTrue(valuesOf(a, "-chardev").contains("socket,id=disk0,path=/tmp/a,,server=on/d.sock,reconnect=1"), a.toString());
         assertEquals("unix:/tmp/x,,y/q.sock,server=on,wait=off", after(a, "-qmp"));
     }
 
@@ -121,6 +121,8 @@ class QemuCommandLineTest {
             "virtio-serial-pci,id=vser0", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"), devices,
             "the disks and NICs on vhost-user, and the guest agent's channel: nothing else");
         assertEquals(List.of("vhost-user,id=nic0-net,chardev=nic0,queues=1"), valuesOf(a, "-netdev"));
+        assertEquals(List.of("stdio,id=console0,signal=off", "socket,id=disk0,path=/s/d0,reconnect=1", "socket,id=scsi0,path=/s/c0",
+            "socket,id=nic0,path=/s/n0,reconnect=1", "socket,id=qga0,path=/run/phost/vm1.qga,server=on,wait=off"), valuesOf(a, "-chardev"), "a restarted back-end is reconnected (not scsi: QEMU 7.2 cannot)");
         assertFalse(a.contains("-drive") || a.contains("-blockdev"), "no QEMU block layer: " + a);
         assertFalse(a.contains("-bios"), "SeaBIOS is QEMU's default");
     }

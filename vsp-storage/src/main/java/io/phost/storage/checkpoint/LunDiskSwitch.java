@@ -24,6 +24,11 @@ public final class LunDiskSwitch {
 
         /** {@link #openNext} failed: reopen the old disk so the LUN continues unchanged. */
         VirtualDisk reopenPrevious() throws IOException;
+
+        /** Puts {@code next} behind the LUN (a live grow swaps a larger disk: {@link ScsiLun#swapGrownDisk}). */
+        default void swapInto(ScsiLun lun, VirtualDisk next) {
+            lun.swapDisk(next);
+        }
     }
 
     /**
@@ -80,7 +85,7 @@ public final class LunDiskSwitch {
             lun.resumeIo();
             throw e;
         }
-        lun.swapDisk(next);
+        step.swapInto(lun, next);
         lun.resumeIo();
         return new Result(System.nanoTime() - t0, drained - t0, closed - drained, next);
     }

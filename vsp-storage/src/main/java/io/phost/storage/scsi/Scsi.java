@@ -63,6 +63,7 @@ public final class Scsi {
     public static final int ASC_WRITE_PROTECTED = 0x2700;
     public static final int ASC_SAVING_PARAMETERS_NOT_SUPPORTED = 0x3900;
     public static final int ASC_REPORTED_LUNS_DATA_HAS_CHANGED = 0x3F0E;
+    public static final int ASC_CAPACITY_DATA_HAS_CHANGED = 0x2A09;
     public static final int ASC_INTERNAL_TARGET_FAILURE = 0x4400;
 
     /** Fixed-format sense data length we return (18 bytes fits storvsc's 20-byte sense buffer). */

@@ -61,7 +61,10 @@ public final class ScsiLun {
     private final long naa;
     private final int blockSize;
     private final int blockShift;
-    private final long blocks;
+    /** Changes only in {@link #swapGrownDisk} (a live grow, I/O paused); volatile for GET_CONFIG's thread. */
+    private volatile long blocks;
+    /** Set by a live grow: the next command reports CAPACITY DATA HAS CHANGED once ({@link #reportCapacityChange}). */
+    private volatile boolean capacityChanged;
     private final int physicalExponent;
     private final DiskStats stats = new DiskStats();
     final AtomicInteger inFlight = new AtomicInteger();
@@ -233,6 +236,46 @@ public final class ScsiLun {
                 + ": change tracking bitmap not stored; the flush fails: " + e);
             return -5;
         }
+    /**
+     * Replaces the backing disk with the same image grown (a live resize; I/O paused and drained): same sector
+     * sizes, not smaller. The LUN's capacity follows. With {@code unitAttention} (a SCSI initiator: VMBus storvsc,
+     * virtio-scsi) its next command other than INQUIRY, REPORT LUNS or REQUEST SENSE gets a CAPACITY DATA HAS
+     * CHANGED unit attention (SBC-4), so the initiator re-reads READ CAPACITY; a virtio-blk LUN, whose driver
+     * never sees sense data, learns it from the config change instead. Returns the old disk, still open.
+     */
+    public VirtualDisk swapGrownDisk(VirtualDisk next, boolean unitAttention) {
+        VirtualDisk old = disk;
+        if (next.size() < old.size() || next.logicalSectorSize() != old.logicalSectorSize()
+            || next.physicalSectorSize() != old.physicalSectorSize()) {
+            throw new IllegalArgumentException("LUN " + name + ": the grown disk (" + next.size() + " bytes, "
+                + next.logicalSectorSize() + "/" + next.physicalSectorSize() + ") is smaller or has other sector sizes than the old one ("
+                + old.size() + " bytes, " + old.logicalSectorSize() + "/" + old.physicalSectorSize() + ")");
+        }
+        if (!ioPaused || inFlight.get() != 0) {
+            throw new IllegalStateException("LUN " + name + ": pause and drain I/O before swapping its disk");
+        }
+        if (sgFd >= 0) {
+            throw new IllegalStateException("LUN " + name + " passes SCSI commands through to a device; its disk cannot be swapped");
+        }
+        disk = next;
+        diskGeneration++;
+        blocks = next.size() >>> blockShift;
+        capacityChanged = unitAttention; // before resumeIo's volatile write: the queues' next command sees it
+        return old;
+    }
+
+    /**
+     * The unit attention a live grow left, on the first command that may carry it (SPC-4 §5.14: not INQUIRY,
+     * REPORT LUNS, REQUEST SENSE); true when {@code r} was answered with it.
+     */
+    private boolean reportCapacityChange(ScsiRequest r, int opcode) {
+        if (opcode == Scsi.INQUIRY || opcode == Scsi.REPORT_LUNS || opcode == Scsi.REQUEST_SENSE) {
+            return false;
+        }
+        capacityChanged = false;
+        r.checkCondition(Scsi.KEY_UNIT_ATTENTION, Scsi.ASC_CAPACITY_DATA_HAS_CHANGED);
+        stats.recordOther();
+        return true;
     }
 
     /** Requests of this LUN currently executing (a hot-remove waits for zero). */
@@ -254,6 +297,9 @@ public final class ScsiLun {
         }
         if (r.cdbLength() < need) {
             r.checkCondition(Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB, r.cdbLength(), 1);
+            return DONE;
+        }
+        if (capacityChanged && reportCapacityChange(r, opcode)) {
             return DONE;
         }
         if (sgFd >= 0 && passThrough(r, opcode)) {

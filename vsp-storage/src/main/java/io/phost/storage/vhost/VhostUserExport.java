@@ -45,6 +45,14 @@ abstract class VhostUserExport implements AutoCloseable {
         return backend.lastError();
     }
 
+    /**
+     * The device's config space changed (a LUN's disk grew): the connected front-end is told to re-read it
+     * (BACKEND_CONFIG_CHANGE_MSG). False when no front-end with a back-end channel is connected.
+     */
+    public final boolean configChanged() {
+        return backend.notifyConfigChanged();
+    }
+
     /** Stops serving: in-flight I/O completes, the socket file is removed. What was exported stays open. */
     @Override
     public final void close() {
