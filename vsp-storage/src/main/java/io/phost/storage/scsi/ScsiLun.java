@@ -236,6 +236,8 @@ public final class ScsiLun {
                 + ": change tracking bitmap not stored; the flush fails: " + e);
             return -5;
         }
+    }
+
     /**
      * Replaces the backing disk with the same image grown (a live resize; I/O paused and drained): same sector
      * sizes, not smaller. The LUN's capacity follows. With {@code unitAttention} (a SCSI initiator: VMBus storvsc,
