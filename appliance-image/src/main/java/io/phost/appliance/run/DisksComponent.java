@@ -143,7 +143,7 @@ public final class DisksComponent implements Component {
             + " old=" + oldSize + " new=" + newSize);
     }
 
-    /** A checkpoint switched {@code name} to {@code path} (now open as {@code disk}; the old one is closed). */
+    /**
      * Opens an image file of disk {@code d} as the host serves it: raw images through the storage backend's
      * RawDisk (an fd, so io_uring and O_DIRECT apply), VHDX and VHD through the format engine. Used at start
      * and to reopen a disk after a live resize.
