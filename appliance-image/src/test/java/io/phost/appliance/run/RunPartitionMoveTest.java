@@ -1,5 +1,7 @@
 package io.phost.appliance.run;
 
+import io.phost.storage.rbd.CephTestCluster;
+
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
