@@ -2,6 +2,7 @@ package io.phost.appliance.checkpoint;
 
 import io.phost.core.partition.ChildPartition;
 import io.phost.core.partition.PartitionState;
+import io.phost.core.vm.VmPartition;
 import io.phost.storage.checkpoint.LunDiskSwitch;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.vhdx.CreateOptions;
@@ -36,6 +37,7 @@ public final class CheckpointService {
     private static final Logger LOG = System.getLogger("phost.checkpoint");
     static final long DRAIN_MILLIS = 10_000;
     static final String CRASH_CONSISTENT = "crash-consistent";
+    static final String APPLICATION_CONSISTENT = "application-consistent";
 
     private final CheckpointHost host;
     private final Path dataDir;
@@ -129,11 +131,12 @@ public final class CheckpointService {
         if (s.checkpoint(name) != null) {
             throw new CheckpointException(409, "partition '" + partition + "' already has a checkpoint named '" + name + "'");
         }
-        // No freeze channel yet (no guest agent for VMs, no freeze request in the process partitions'
-        // integration services): the checkpoint holds what was written (and completed) before the pause,
-        // as after a power cut.
+        // Production checkpoint: a VM whose guest agent answers freezes its file systems around the switch.
+        // Anything else (a process partition: no freeze request in its integration services yet; a VM without
+        // an agent; a failed freeze) holds what was written and completed before the pause, as after a power cut.
+        VmPartition frozen = freeze(p);
         CheckpointState.Checkpoint c = new CheckpointState.Checkpoint(name, Instant.now().toString(), s.current,
-            CRASH_CONSISTENT, Map.of());
+            frozen != null ? APPLICATION_CONSISTENT : CRASH_CONSISTENT, Map.of());
         c.pending = true; // until every disk switched: a start drops a pending checkpoint
         s.checkpoints.add(c);
         List<Long> pauseNanos = new ArrayList<>();
@@ -147,6 +150,8 @@ public final class CheckpointService {
             s.checkpoints.remove(c); // disks already switched stay on their (valid) new children
             store(partition).save(s);
             throw e;
+        } finally {
+            thaw(frozen);
         }
         s.current = name;
         c.pending = false;
@@ -156,6 +161,32 @@ public final class CheckpointService {
         Map<String, Object> out = json(s, c);
         out.put("pause_us", pauseNanos.stream().map(n -> n / 1000).toList());
         return out;
+    }
+
+    /** Freezes a running VM's file systems through its guest agent; the VM, or null when it cannot. */
+    private static VmPartition freeze(ChildPartition p) {
+        if (!(p instanceof VmPartition vm) || p.state() != PartitionState.RUNNING || vm.guestAgent() == null) {
+            return null;
+        }
+        try {
+            vm.freezeFileSystems();
+            return vm;
+        } catch (RuntimeException e) {
+            LOG.log(Level.WARNING, "checkpoint is crash-consistent partition=" + p.name() + " reason=\"" + e.getMessage() + "\"");
+            return null;
+        }
+    }
+
+    private static void thaw(VmPartition vm) {
+        if (vm == null) {
+            return;
+        }
+        try {
+            vm.thawFileSystems();
+        } catch (RuntimeException e) {
+            // The agent thaws on its own when its freeze times out (qemu-ga's fsfreeze hook); say so loudly.
+            LOG.log(Level.ERROR, "thaw failed after a checkpoint partition=" + vm.name() + " reason=\"" + e.getMessage() + "\"");
+        }
     }
 
     /**

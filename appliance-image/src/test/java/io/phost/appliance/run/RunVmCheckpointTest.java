@@ -22,7 +22,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * guest writes 1 MiB of 0xa5 at 1 MiB, the host checkpoints it while it runs, the guest then overwrites the
  * range with 0x5a (now into the checkpoint's child) and powers off. qemu-io finds 0xa5 in the checkpoint's
  * export and 0x5a in a later one; after deleting the first checkpoint (merge) and applying it back, the data
- * is what each checkpoint held.
+ * is what each checkpoint held. The running VM's checkpoint is application-consistent (its guest agent froze the
+ * file systems around the switch); the stopped VM's is crash-consistent.
  * <pre>
  *   qemu-io -f vhdx -r -c "read -P 0xa5 1M 1M" export.vhdx
  * </pre>
@@ -70,8 +71,10 @@ class RunVmCheckpointTest {
             String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
             ManagementClient c = new ManagementClient(ManagementAddress.parse(endpoint), null);
             awaitConsole(c, "PATTERN-A-WRITTEN");
+            awaitHeartbeat(c); // the guest agent answers: the checkpoint freezes the guest's file systems
             HttpResponse r = c.post("/v1/partitions/checkpoints/create?name=vm&checkpoint=a");
             assertEquals(200, r.status(), r.bodyText());
+            assertEquals("application-consistent", ((Map<?, ?>) Json.parse(r.bodyText())).get("consistency"), r.bodyText());
             System.out.println("VM checkpoint a: " + ((Map<?, ?>) Json.parse(r.bodyText())).get("pause_us") + " us");
             String console = awaitConsole(c, "PHOST-GUEST-DONE");
             assertTrue(console.contains("PATTERN-B-WRITTEN") && console.contains("PHOST-GUEST-DONE rc=0"), console);
@@ -80,7 +83,9 @@ class RunVmCheckpointTest {
                 Thread.sleep(200);
             }
             assertEquals("stopped", state(c));
-            assertEquals(200, c.post("/v1/partitions/checkpoints/create?name=vm&checkpoint=b").status());
+            HttpResponse rb = c.post("/v1/partitions/checkpoints/create?name=vm&checkpoint=b");
+            assertEquals(200, rb.status(), rb.bodyText());
+            assertEquals("crash-consistent", ((Map<?, ?>) Json.parse(rb.bodyText())).get("consistency"), "a stopped VM has no agent to freeze");
             Path ea = export(endpoint, "a");
             Path eb = export(endpoint, "b");
             qemu("qemu-io", "-f", "vhdx", "-r", "-c", "read -P 0xa5 1M 1M", ea.toString());
@@ -112,6 +117,19 @@ class RunVmCheckpointTest {
 
     private static String state(ManagementClient c) throws Exception {
         return String.valueOf(((Map<?, ?>) ((List<?>) Json.parse(c.get("/v1/partitions").bodyText())).getFirst()).get("state"));
+    }
+
+    private static void awaitHeartbeat(ManagementClient c) throws Exception {
+        long deadline = System.nanoTime() + BOOT.toNanos();
+        Object details = null;
+        while (System.nanoTime() < deadline) {
+            details = ((Map<?, ?>) ((List<?>) Json.parse(c.get("/v1/partitions").bodyText())).getFirst()).get("details");
+            if (details instanceof Map<?, ?> d && "OK".equals(d.get("heartbeat"))) {
+                return;
+            }
+            Thread.sleep(250);
+        }
+        throw new AssertionError("the guest agent never answered: " + details);
     }
 
     private static String awaitConsole(ManagementClient c, String marker) throws Exception {
