@@ -13,22 +13,36 @@ import java.util.stream.Stream;
  * The embedded demo's VM partition: added when {@code qemu-system-x86_64} is installed and a test guest is
  * found ({@code PHOST_TEST_GUEST=DIR}, or the newest build of {@code tools/test-guest} in its cache). The
  * guest writes and reads its own VHDX (served by phost over vhost-user-blk) in a loop, visible live in the
- * view's "vm disks" rows. When either is missing the demo runs without it and says how to get it.
+ * view's "vm disks" rows, and pings the demo's storage worker across the demo switch from its vhost-user-net
+ * NIC every few seconds (its console says each result: {@code phost partition console demo-vm}). When either
+ * is missing the demo runs without it and says how to get it.
  *
  * @param toml the stanzas to append to the demo config, or null
  * @param note one line for the log: what was added, or what is missing and how to get it
  */
 public record DemoVm(String toml, String note) {
-    /** Disk I/O forever: 256 KiB written and read back with O_DIRECT each second, at offsets moving through 64 MiB. */
+    /** The demo VM's address on the demo switch, and the partition it pings (demo.toml's storage worker). */
+    static final String ADDRESS = "10.213.0.3";
+    static final String PEER = "10.213.0.1";
+
+    /**
+     * Disk I/O forever: 256 KiB written and read back with O_DIRECT each second, at offsets moving through
+     * 64 MiB; every 5 s one ping to the storage worker across the switch, its result on the console.
+     */
     static final String SCRIPT = """
+        ip link set eth0 up
+        ip addr add %s/24 dev eth0
         i=0
         while :; do
           dd if=/dev/urandom of=/dev/vda bs=4096 count=64 seek=$((i * 64)) oflag=direct conv=notrunc 2>/dev/null
           dd if=/dev/vda of=/dev/null bs=4096 count=64 skip=$((i * 64)) iflag=direct 2>/dev/null
-          i=$(( (i + 1) % 256 ))
+          if [ $((i %% 5)) -eq 0 ]; then
+            if ping -c 1 -W 2 %s >/dev/null 2>&1; then echo "demo-vm: ping %s ok"; else echo "demo-vm: ping %s failed"; fi
+          fi
+          i=$(( (i + 1) %% 256 ))
           sleep 1
         done
-        """;
+        """.formatted(ADDRESS, PEER, PEER, PEER);
 
     public static DemoVm find() {
         String home = System.getProperty("user.home", "/root");
@@ -71,6 +85,7 @@ public record DemoVm(String toml, String note) {
             stop_timeout = 5
             ready_marker = "PHOST-GUEST-READY"
             disk = [{ disk = "demo-vm-disk" }]
+            nic = [{ switch = "demo-net" }]
             """.formatted(tomlString(g.resolve("vmlinuz")), tomlString(g.resolve("initramfs.gz")), cmdline);
         return new DemoVm(toml, "demo VM partition demo-vm boots " + g.resolve("vmlinuz")
             + " (console: phost partition console demo-vm)");

@@ -31,6 +31,11 @@ class DemoVmTest {
         assertTrue(p.isVm());
         assertEquals(k.resolve("vmlinuz"), p.vm().resolvedKernel(c.host().dataDir()));
         assertEquals("demo-vm-disk", p.disks().getFirst().disk());
+        assertEquals("demo-net", p.nics().getFirst().switchName(), "the demo VM is on the demo switch");
+        assertTrue(ConfigLoader.loadDemo(dir.resolve("data2")).partitions().stream()
+                .flatMap(q -> q.workload() == null ? java.util.stream.Stream.<String>empty() : q.workload().args().stream())
+                .anyMatch(a -> a.contains(DemoVm.PEER + "/")),
+            "the address the demo VM pings belongs to a demo partition");
         assertTrue(p.vm().cmdline().length() <= 2048 && p.vm().cmdline().contains("phost.hold=1"));
         assertEquals(3, c.partitions().size());
     }
