@@ -11,7 +11,10 @@ package io.phost.vswitch;
  * </pre>
  * Under contention every sender gets rate × weight / W; a lone sender (W = its own weight) gets the whole rate,
  * and what a sender leaves unused flows to the others through the spare pool, so the cap is work conserving.
- * A sender that stops is forgotten after {@link #ACTIVE_NANOS}, and its share goes back to the others.
+ * A sender that stops is forgotten after {@link #ACTIVE_NANOS}, and its share goes back to the others; its
+ * unused credit, and the rate of any time nobody sent, go to the spare pool, so a TCP sender that paused for a
+ * retransmission timeout comes back to a full bucket, as with a plain token bucket (not to an empty one, which
+ * would drop its first segment and double the timeout again).
  * One thread (the switch's); preallocated per-sender state indexed by port slot, nothing allocated per frame.
  */
 final class WeightedPolicer {
@@ -30,6 +33,8 @@ final class WeightedPolicer {
     private int activeWeight;
     private double spare;
     private long lastSweep;
+    /** When the last active sender was last seen (meaningful while none is active). */
+    private long idleSince;
 
     /** {@code bytesPerSecond} > 0; {@code burst} bytes of depth shared by all senders. */
     WeightedPolicer(long bytesPerSecond, long burst, long now) {
@@ -40,6 +45,7 @@ final class WeightedPolicer {
         this.burst = burst;
         this.spare = burst;
         this.lastSweep = now;
+        this.idleSince = now;
     }
 
     long bytesPerSecond() {
@@ -51,6 +57,10 @@ final class WeightedPolicer {
         if (now - lastSweep >= SWEEP_NANOS) {
             lastSweep = now;
             expire(now);
+        }
+        if (activeCount == 0 && now > idleSince) {
+            spare = Math.min(burst, spare + (now - idleSince) * bytesPerNano); // nobody used the rate meanwhile
+            idleSince = now;
         }
         if (weightOf[from] == 0) {
             weightOf[from] = weight;
@@ -96,9 +106,7 @@ final class WeightedPolicer {
         for (int i = activeCount - 1; i >= 0; i--) {
             int s = active[i];
             if (now - lastSeen[s] > ACTIVE_NANOS) {
-                activeWeight -= weightOf[s];
-                weightOf[s] = 0;
-                active[i] = active[--activeCount];
+                leave(i, lastSeen[s]);
             }
         }
     }
@@ -107,11 +115,22 @@ final class WeightedPolicer {
     void forget(int slot) {
         for (int i = 0; i < activeCount; i++) {
             if (active[i] == slot) {
-                activeWeight -= weightOf[slot];
-                weightOf[slot] = 0;
-                active[i] = active[--activeCount];
+                leave(i, lastSeen[slot]);
                 return;
             }
+        }
+    }
+
+    /** The sender at {@code active[i]}, last seen at {@code seen}, stops competing; its credit becomes spare. */
+    private void leave(int i, long seen) {
+        int s = active[i];
+        spare = Math.min(burst, spare + credit[s]);
+        credit[s] = 0;
+        activeWeight -= weightOf[s];
+        weightOf[s] = 0;
+        active[i] = active[--activeCount];
+        if (activeCount == 0) {
+            idleSince = Math.max(idleSince, seen);
         }
     }
 }
