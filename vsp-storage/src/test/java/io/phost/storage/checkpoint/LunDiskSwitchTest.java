@@ -195,7 +195,13 @@ class LunDiskSwitchTest {
         int n = Integer.getInteger("phost.bench.switches", 20);
         for (int round = 1; round <= rounds; round++) {
             for (String how : new String[] {"on-leaf", "reopen", "inside"}) {
-                long[] pause = measureSwitches(round + how, n, !how.equals("inside"), how.equals("on-leaf"));
+                long[][] parts = new long[3][n];
+                long[] pause = measureSwitches(round + how, n, !how.equals("inside"), how.equals("on-leaf"), parts);
+                for (long[] part : parts) {
+                    Arrays.sort(part);
+                }
+                System.out.printf("switch pause round %d, child %s, %d switches (ms): p50 of drain=%.2f flush(+close)=%.2f "
+                    + "open=%.2f%n", round, how, n, parts[0][n / 2] / 1e6, parts[1][n / 2] / 1e6, parts[2][n / 2] / 1e6);
                 System.out.printf("switch pause round %d, child %s, %d switches (ms): min=%.2f p50=%.2f "
                         + "p99=%.2f max=%.2f%n", round, how, n, pause[0] / 1e6, pause[n / 2] / 1e6,
                     pause[Math.min(n - 1, (int) Math.ceil(n * 0.99) - 1)] / 1e6, pause[n - 1] / 1e6);
@@ -204,7 +210,7 @@ class LunDiskSwitchTest {
         }
     }
 
-    private long[] measureSwitches(String tag, int n, boolean childBefore, boolean onLeaf) throws Exception {
+    private long[] measureSwitches(String tag, int n, boolean childBefore, boolean onLeaf, long[][] parts) throws Exception {
         Path base = dir.resolve(tag + "-base.vhdx");
         VirtualDisk disk = VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, SIZE));
         ScsiTarget target = new ScsiTarget();
@@ -249,6 +255,9 @@ class LunDiskSwitchTest {
                 }
             }, 5_000);
             pause[k] = r.pauseNanos();
+            parts[0][k] = r.drainNanos();
+            parts[1][k] = r.closeNanos();
+            parts[2][k] = r.openNanos();
             parent = child;
         }
         w.stop.set(true);
