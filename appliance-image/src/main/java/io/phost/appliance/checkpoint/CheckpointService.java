@@ -194,8 +194,9 @@ public final class CheckpointService {
      * (with {@code alsoRecord} applied) is durable before the LUN runs on it. Returns the I/O pause.
      * <pre>
      *   parent is the running leaf (create, delete):  child written and state saved BEFORE the pause;
-     *       pause = drain + flush/close + open child (re-linked first if the leaf's first write of its
-     *       session changed its DataWriteGuid after the child was made)
+     *       pause = drain + flush + open child on the open leaf (VhdxDisk.openChildOn: the leaf's session
+     *       ends as on close, it stays open read-only as the child's parent; no chain reopened). Fallback
+     *       if the leaf's DataWriteGuid moved after the child was made: close, re-link, open the chain)
      *   parent is another image (apply):              child created and state saved inside the pause
      * </pre>
      */
@@ -224,9 +225,32 @@ public final class CheckpointService {
         LunDiskSwitch.Result r;
         try {
             r = LunDiskSwitch.switchDisk(lun, new LunDiskSwitch.Step() {
+                private boolean paused;
+
+                @Override
+                public VirtualDisk openNextOn(VirtualDisk old) throws IOException {
+                    if (running == null || old != running || !running.dataWriteGuid().equals(expected)) {
+                        return null;
+                    }
+                    paused = true;
+                    try {
+                        atPause.run();
+                    } catch (RuntimeException e) {
+                        try {
+                            old.close(); // openNextOn's contract: throwing, it has closed the old disk
+                        } catch (IOException suppressed) {
+                            e.addSuppressed(suppressed);
+                        }
+                        throw e;
+                    }
+                    return VhdxDisk.openChildOn(child, running);
+                }
+
                 @Override
                 public VirtualDisk openNext() throws IOException {
-                    atPause.run();
+                    if (!paused) {
+                        atPause.run();
+                    }
                     if (running != null) {
                         if (!running.dataWriteGuid().equals(expected)) {
                             OnlineMerge.relink(child, parent); // still empty: only its parent linkage changes

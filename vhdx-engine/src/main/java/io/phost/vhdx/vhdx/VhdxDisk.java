@@ -194,6 +194,46 @@ public final class VhdxDisk implements MappedDisk {
         this.currentSlot = p.header.slot();
     }
 
+    /**
+     * The read-only view {@link #demoteToParent} hands a child: the same fd, parsed metadata, BAT and loaded
+     * sector bitmaps (all durable by then), and the header state as the last commit left it.
+     */
+    private VhdxDisk(VhdxDisk rw) {
+        this.path = rw.path;
+        this.file = rw.file;
+        this.readOnly = true;
+        this.p = rw.p;
+        this.size = rw.size;
+        this.blockSize = rw.blockSize;
+        this.blockShift = rw.blockShift;
+        this.blockMask = rw.blockMask;
+        this.chunkRatio = rw.chunkRatio;
+        this.logicalSectorSize = rw.logicalSectorSize;
+        this.sectorShift = rw.sectorShift;
+        this.bat = rw.bat;
+        this.batDirty = rw.batDirty;
+        this.bitmaps = rw.bitmaps;
+        for (int i = 0; i < LOCK_STRIPES; i++) {
+            stripes[i] = new Object();
+        }
+        this.openFileSize = rw.openFileSize;
+        this.fileEnd = rw.fileEnd;
+        this.extendedTo[0] = rw.extendedTo[0];
+        this.sessionFloor = rw.sessionFloor;
+        this.overlay = rw.overlay;
+        this.parent = rw.parent;
+        this.logState = rw.logState;
+        this.header = rw.header;
+        this.fileWriteGuid = rw.fileWriteGuid;
+        this.dataWriteGuid = rw.dataWriteGuid;
+        this.logGuid = rw.logGuid;
+        this.headerSequence = rw.headerSequence;
+        this.currentSlot = rw.currentSlot;
+        this.logPosition = rw.logPosition;
+        this.logSequence = rw.logSequence;
+        this.sessionStarted = rw.sessionStarted;
+    }
+
     // ---------------------------------------------------------------- open / create
 
     /**
@@ -237,13 +277,19 @@ public final class VhdxDisk implements MappedDisk {
 
     private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent, boolean exclusive)
         throws IOException {
+        return open(path, readOnly, depth, skipParent, exclusive, null);
+    }
+
+    /** {@code givenParent}: the open parent to read through instead of opening the chain (never closed here). */
+    private static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent, boolean exclusive,
+                                 VhdxDisk givenParent) throws IOException {
         PosixFile f = PosixFile.open(path, readOnly);
         try {
             if (!f.tryLock(exclusive)) {
                 throw new IOException(path + " is in use: " + (readOnly ? "open read-write" : "open")
                     + " elsewhere (flock held)");
             }
-            return openFile(path, f, readOnly, depth, skipParent);
+            return openFile(path, f, readOnly, depth, skipParent, givenParent);
         } catch (IOException | RuntimeException | Error e) {
             try {
                 f.close();
@@ -254,8 +300,8 @@ public final class VhdxDisk implements MappedDisk {
         }
     }
 
-    private static VhdxDisk openFile(Path path, PosixFile f, boolean readOnly, int depth, boolean skipParent)
-        throws IOException {
+    private static VhdxDisk openFile(Path path, PosixFile f, boolean readOnly, int depth, boolean skipParent,
+                                     VhdxDisk givenParent) throws IOException {
         VhdxParser.Parsed p = new VhdxParser.Parsed();
         p.readOnly = readOnly;
         p.fileSize = f.size();
@@ -322,7 +368,10 @@ public final class VhdxDisk implements MappedDisk {
 
         VhdxDisk parent = null;
         if (p.hasParent && !skipParent) {
-            parent = openParent(path, p, depth);
+            parent = givenParent != null ? checkGivenParent(path, p, givenParent) : openParent(path, p, depth);
+        } else if (givenParent != null) {
+            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, 0, path + " is not a differencing image: it has no parent to open on "
+                + givenParent.path());
         }
         VhdxDisk d;
         try {
@@ -339,7 +388,7 @@ public final class VhdxDisk implements MappedDisk {
                 }
             }
         } catch (IOException | RuntimeException e) {
-            if (parent != null) {
+            if (parent != null && parent != givenParent) {
                 parent.close();
             }
             throw e;
@@ -385,6 +434,35 @@ public final class VhdxDisk implements MappedDisk {
         }
         VhdxDisk parent = open(parentPath, true, depth + 1);
         try {
+            return checkLinkage(parentPath, p, parent);
+        } catch (IOException | RuntimeException e) {
+            parent.close();
+            throw e;
+        }
+    }
+
+    /** {@link #openChildOn}: the child's locator must name {@code parent}'s file and its DataWriteGuid. */
+    private static VhdxDisk checkGivenParent(Path child, VhdxParser.Parsed p, VhdxDisk parent) throws IOException {
+        long locAt = p.metadata.fileOffset();
+        Path parentPath = resolveParent(child, p.parentLocator);
+        if (parentPath == null || !java.nio.file.Files.isSameFile(parentPath, parent.path())) {
+            throw new VhdxFormatException(Reason.BAD_PARENT_LOCATOR, locAt, "the child's parent locator names " + parentPath
+                + ", not the open parent " + parent.path());
+        }
+        int depth = 1;
+        for (VhdxDisk d = parent.parent; d != null; d = d.parent) {
+            depth++;
+        }
+        if (depth + 1 >= MAX_CHAIN_DEPTH) {
+            throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain longer than " + MAX_CHAIN_DEPTH + " images");
+        }
+        return checkLinkage(parentPath, p, parent);
+    }
+
+    private static VhdxDisk checkLinkage(Path parentPath, VhdxParser.Parsed p, VhdxDisk parent) throws IOException {
+        long locAt = p.metadata.fileOffset();
+        Map<String, String> kv = p.parentLocator;
+        {
             UUID linkage = Le.parseBraced(kv.get("parent_linkage"));
             String l2 = kv.get("parent_linkage2");
             UUID linkage2 = l2 == null ? null : Le.parseBraced(l2);
@@ -403,9 +481,6 @@ public final class VhdxDisk implements MappedDisk {
                         + p.virtualSize + "/" + p.logicalSectorSize);
             }
             return parent;
-        } catch (IOException | RuntimeException e) {
-            parent.close();
-            throw e;
         }
     }
 
@@ -470,6 +545,87 @@ public final class VhdxDisk implements MappedDisk {
      */
     public static void createChildOf(Path child, VhdxDisk parent) throws IOException {
         VhdxImageWriter.create(child, new VhdxCreateOptions(0, DiskType.DIFFERENCING, 0, 0, 0, parent.path()), parent);
+    }
+
+    /**
+     * Opens the differencing image {@code child} read-write on the running leaf {@code leaf} (its parent,
+     * made by {@link #createChildOf}) without reopening the chain from files: what a checkpoint's switch does
+     * inside its I/O pause. The leaf's write session ends as {@link #close} ends it (flushed, log emptied,
+     * headers written), its flock drops from exclusive to shared, and a read-only view on the same fd and
+     * metadata becomes the child's parent; {@code leaf} itself is closed and the view (with the leaf's own
+     * parents) closes when the child does.
+     * <pre>
+     *   before:  LUN → leaf (rw, LOCK_EX) → parents (ro, LOCK_SH)
+     *   after:   LUN → child (rw, LOCK_EX) → view of leaf (ro, LOCK_SH, same fd) → parents
+     * </pre>
+     * The caller must have stopped I/O on {@code leaf}. On failure {@code leaf} and its chain are closed
+     * (exactly once) and the caller reopens the previous image from its file.
+     */
+    public static VhdxDisk openChildOn(Path child, VhdxDisk leaf) throws IOException {
+        VhdxDisk view = leaf.demoteToParent();
+        try {
+            return open(child, false, 0, false, true, view);
+        } catch (IOException | RuntimeException | Error e) {
+            try {
+                view.close();
+            } catch (IOException suppressed) {
+                e.addSuppressed(suppressed);
+            }
+            throw e;
+        }
+    }
+
+    /** Ends this read-write open like {@link #close} but keeps the fd: see {@link #openChildOn}. */
+    private VhdxDisk demoteToParent() throws IOException {
+        if (readOnly || closed) {
+            throw new IllegalStateException((closed ? "closed: " : "read-only: ") + path + "; only an open read-write image becomes a parent");
+        }
+        IOException failure = null;
+        VhdxDisk view = null;
+        try {
+            endSession();
+            if (!file.tryLock(false)) { // EX → SH: readers (a backup export, qemu-img) may open it from now on
+                throw new IOException(path + ": could not lower its flock to shared");
+            }
+            commitLock.lock();
+            try {
+                view = new VhdxDisk(this);
+            } finally {
+                commitLock.unlock();
+            }
+        } catch (IOException e) {
+            failure = e;
+        } finally {
+            closed = true;
+            synchronized (mappedLock) {
+                if (mappedFile != null) {
+                    try {
+                        mappedFile.close(); // the engine's rings keep their own reference; the view reads through file
+                    } catch (IOException e) {
+                        failure = failure == null ? e : failure;
+                    }
+                    mappedFile = null;
+                }
+            }
+            if (failure != null) {
+                try {
+                    file.close();
+                } catch (IOException e) {
+                    failure.addSuppressed(e);
+                }
+                if (parent != null) {
+                    try {
+                        parent.close();
+                    } catch (IOException e) {
+                        failure.addSuppressed(e);
+                    }
+                }
+            }
+        }
+        if (failure != null) {
+            throw failure;
+        }
+        return view;
     }
 
     // ---------------------------------------------------------------- VirtualDisk
@@ -1151,20 +1307,8 @@ public final class VhdxDisk implements MappedDisk {
         }
         IOException failure = null;
         try {
-            if (!readOnly && !sessionStarted && (allocatedBeforeSession || anyDirty())) {
-                flush(); // logs the blocks allocated before any flush; this starts the session
-            }
-            if (!readOnly && sessionStarted) {
-                flush();
-                commitLock.lock();
-                try {
-                    file.dataSync(); // in-place metadata of the last commit is durable: the log can be emptied
-                    logGuid = Le.ZERO_GUID;
-                    writeHeaders();
-                    trimExtension();
-                } finally {
-                    commitLock.unlock();
-                }
+            if (!readOnly) {
+                endSession();
             }
         } catch (IOException e) {
             failure = e;
@@ -1199,6 +1343,25 @@ public final class VhdxDisk implements MappedDisk {
         }
         if (failure != null) {
             throw failure;
+        }
+    }
+
+    /** Makes everything written durable and empties the log (a read-write open, before close or demotion). */
+    private void endSession() throws IOException {
+        if (!sessionStarted && (allocatedBeforeSession || anyDirty())) {
+            flush(); // logs the blocks allocated before any flush; this starts the session
+        }
+        if (sessionStarted) {
+            flush();
+            commitLock.lock();
+            try {
+                file.dataSync(); // in-place metadata of the last commit is durable: the log can be emptied
+                logGuid = Le.ZERO_GUID;
+                writeHeaders();
+                trimExtension();
+            } finally {
+                commitLock.unlock();
+            }
         }
     }
 

@@ -79,4 +79,60 @@ class CreateChildOfTest {
             }
         }
     }
+
+    /**
+     * A checkpoint's switch opens the child on the running leaf itself: the leaf's data shows through, its
+     * file is clean on disk (log empty, readable elsewhere: its flock is shared now) while the child runs,
+     * and closing the child closes the leaf's view and its chain once, releasing every lock.
+     */
+    @Test
+    void shouldOpenTheChildOnTheOpenLeafWithoutReopeningTheChain() throws Exception {
+        Path base = dir.resolve("base.vhdx");
+        Path leafPath = dir.resolve("leaf.avhdx");
+        Path child = dir.resolve("child.avhdx");
+        VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, 16L << 20)).close();
+        VirtualDisks.create(leafPath, CreateOptions.differencing(DiskFormat.VHDX, base)).close();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(4096, 4096);
+            VhdxDisk leaf = VhdxDisk.open(leafPath, false);
+            leaf.startWriteSession();
+            VhdxDisk.createChildOf(child, leaf);
+            buf.fill((byte) 7);
+            leaf.write(4096, buf); // after the child was made: still one session, the child stays linked
+            leaf.flush();
+            VhdxDisk running = VhdxDisk.openChildOn(child, leaf);
+            try {
+                assertThrows(IllegalStateException.class, () -> leaf.write(0, buf), "the leaf object is closed");
+                running.read(4096, buf);
+                assertEquals(7, buf.get(ValueLayout.JAVA_BYTE, 0));
+                buf.fill((byte) 9);
+                running.write(0, buf);
+                running.flush();
+                try (VhdxDisk other = VhdxDisk.open(leafPath, true)) { // shared flock, log empty
+                    assertEquals(VhdxDisk.LogState.CLEAN, other.logState());
+                    other.read(4096, buf);
+                    assertEquals(7, buf.get(ValueLayout.JAVA_BYTE, 0));
+                }
+                assertThrows(java.io.IOException.class, () -> VhdxDisk.open(leafPath, false), "read-only parent of a running child");
+            } finally {
+                running.close();
+            }
+            try (VhdxDisk again = VhdxDisk.open(leafPath, false)) { // every lock released
+                again.read(0, buf);
+                assertEquals(0, buf.get(ValueLayout.JAVA_BYTE, 0));
+            }
+            try (VirtualDisk d = VirtualDisks.open(child, true)) {
+                d.read(0, buf);
+                assertEquals(9, buf.get(ValueLayout.JAVA_BYTE, 0));
+                d.read(4096, buf);
+                assertEquals(7, buf.get(ValueLayout.JAVA_BYTE, 0));
+            }
+            // A child linked elsewhere: refused, the leaf closed (once) so it reopens from its file.
+            VhdxDisk leaf2 = VhdxDisk.open(leafPath, false);
+            Path stranger = dir.resolve("stranger.avhdx");
+            VirtualDisks.create(stranger, CreateOptions.differencing(DiskFormat.VHDX, base)).close();
+            assertThrows(VhdxFormatException.class, () -> VhdxDisk.openChildOn(stranger, leaf2));
+            VhdxDisk.open(leafPath, false).close();
+        }
+    }
 }

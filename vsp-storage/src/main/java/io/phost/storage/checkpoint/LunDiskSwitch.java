@@ -11,8 +11,12 @@ import java.io.IOException;
  * end (the same leaf, re-linked to a new parent). The guest sees its commands wait, never fail.
  * <pre>
  *   pauseIo (new commands held, wait for in-flight = 0)
- *     → flush old → close old            (an open image holds a flock its child's open would conflict with)
- *     → next = step.openNext()           (failure: step.reopenPrevious(), the LUN goes on with it)
+ *     → flush old
+ *     → next = step.openNextOn(old)      (a child opened on the open old disk, which becomes its parent;
+ *                                         failure: old is closed, step.reopenPrevious(), the LUN goes on with it)
+ *     → or, when that answers null:
+ *       close old                        (an open image holds a flock its child's open would conflict with)
+ *       → next = step.openNext()         (failure: step.reopenPrevious(), the LUN goes on with it)
  *     → lun.swapDisk(next) → resumeIo    (held commands start on next)
  * </pre>
  */
@@ -21,6 +25,15 @@ public final class LunDiskSwitch {
     public interface Step {
         /** Creates/opens the disk the LUN continues on (same size and sector sizes). */
         VirtualDisk openNext() throws IOException;
+
+        /**
+         * Opens the next disk on the flushed, still open {@code old} disk, which it takes over (as the next
+         * disk's parent; it closes with it). Null, with {@code old} untouched, when this step needs {@code old}
+         * closed first ({@link #openNext}, the default). Throwing, it must have closed {@code old}.
+         */
+        default VirtualDisk openNextOn(VirtualDisk old) throws IOException {
+            return null;
+        }
 
         /** {@link #openNext} failed: reopen the old disk so the LUN continues unchanged. */
         VirtualDisk reopenPrevious() throws IOException;
@@ -34,7 +47,7 @@ public final class LunDiskSwitch {
     /**
      * How long the LUN's I/O was held (drain + close + open), its parts, and the disk it runs on now.
      * @param drainNanos waiting for in-flight commands
-     * @param closeNanos flushing and closing the old disk
+     * @param closeNanos flushing (and, unless the next disk opened on it, closing) the old disk
      */
     public record Result(long pauseNanos, long drainNanos, long closeNanos, VirtualDisk disk) {
         /** Creating/opening the next disk (the step's own work). */
@@ -67,11 +80,15 @@ public final class LunDiskSwitch {
             lun.resumeIo(); // nothing changed yet: the guest goes on with the old disk (its next flush fails too)
             throw e;
         }
-        old.close();
         long closed = System.nanoTime();
         VirtualDisk next;
         try {
-            next = step.openNext();
+            next = step.openNextOn(old);
+            if (next == null) {
+                old.close();
+                closed = System.nanoTime();
+                next = step.openNext();
+            }
         } catch (IOException | RuntimeException e) {
             VirtualDisk back;
             try {
