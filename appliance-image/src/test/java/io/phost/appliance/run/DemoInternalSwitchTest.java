@@ -23,7 +23,7 @@ import org.junit.jupiter.api.io.TempDir;
  */
 @Timeout(240)
 class DemoInternalSwitchTest {
-    private static final Pattern SUBNET = Pattern.compile("demo subnet=(10\\.213\\.\\d+\\.)0/24");
+    private static final Pattern SUBNET = Pattern.compile(" subnet=(10\\.213\\.\\d+\\.)0/24");
 
     @TempDir
     Path dir;
@@ -35,6 +35,9 @@ class DemoInternalSwitchTest {
         Assumptions.assumeTrue(Files.isExecutable(Path.of("/usr/bin/iperf3")), "iperf3 is missing");
         try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--plain", "--duration", "150s")) {
             p.awaitLine("phost: ready", Duration.ofSeconds(90));
+            for (int i = 0; i < 50 && !p.stderr().contains("switch created"); i++) {
+                Thread.sleep(100); // stderr is read on its own thread
+            }
             Matcher m = SUBNET.matcher(p.stderr());
             assertTrue(m.find(), p.stderr());
             String net = m.group(1);
