@@ -28,7 +28,8 @@ import picocli.CommandLine.Option;
 
 @Command(name = "run", description = {
     "Run the parent partition host from a config, or without --config the embedded demo appliance",
-    "(a dynamic VHDX, a private switch and two process partitions in a temporary data dir).",
+    "(a dynamic VHDX, an internal switch the host reaches at 10.213.0.254/24 and two process partitions",
+    "in a temporary data dir).",
     "Stops cleanly on SIGTERM/SIGINT/SIGHUP (exit 0). Prints 'phost: ready ...' once serving."})
 public final class RunCommand implements Callable<Integer> {
     private static final Logger LOG = System.getLogger("phost.run");
