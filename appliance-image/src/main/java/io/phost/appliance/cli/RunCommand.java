@@ -90,6 +90,9 @@ public final class RunCommand implements Callable<Integer> {
         if (demoDir != null && !privileges.netAdmin()) {
             // The notice above names the feature (host vNICs, need CAP_NET_ADMIN); the demo's disk I/O still runs.
             cfg = cfg.withoutHostVnics();
+        } else if (demoDir != null && !Files.exists(Path.of("/dev/net/tun"))) {
+            LOG.log(Level.WARNING, "demo host vNIC off reason=\"no /dev/net/tun (modprobe tun)\" switch=demo-net runs=private");
+            cfg = cfg.withoutHostVnics();
         }
         ManagementServer server = null;
         StatusView view = null;

@@ -41,6 +41,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     private final Map<String, NetworkAdapter> adapters = new ConcurrentHashMap<>();
     /** NICs of VM partitions, by port name: vhost-user-net ports QEMU connects to. */
     private final Map<String, VhostUserNetPort> vmNics = new ConcurrentHashMap<>();
+    /** {@code host_address} of each internal switch that has one, by switch name (for /status). */
+    private final Map<String, String> hostAddresses = new ConcurrentHashMap<>();
     private Path vhostDir;
     private List<Integer> vspCpus = List.of();
     private final Map<String, long[]> lastPackets = new ConcurrentHashMap<>();
@@ -62,6 +64,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                     s.vmqWorkers(), null, null, s.mtu()));
                 if (s.hostAddress() != null && sw.hostTap() != null) {
                     addHostAddress(s.name(), sw.hostTap(), s.hostAddress());
+                    c.hostAddresses.put(s.name(), s.hostAddress());
                 }
                 if (s.uplinkBandwidth() > 0) {
                     sw.capUplink(s.uplinkBandwidth() > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : s.uplinkBandwidth() * 8);
@@ -229,6 +232,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", null);
                 m.put("host_tap", sw.hostTap());
+                m.put("host_address", hostAddresses.get(sw.spec().name()));
                 rows.add(m);
             }
             sw.counters().forEach((port, counters) -> {
@@ -237,6 +241,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", port);
                 m.put("host_tap", sw.hostTap());
+                m.put("host_address", hostAddresses.get(sw.spec().name()));
                 m.put("mtu", mtuOf(sw, port));
                 VhostUserNetPort vmNic = vmNics.get(port);
                 if (vmNic != null) {

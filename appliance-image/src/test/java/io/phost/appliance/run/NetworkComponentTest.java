@@ -44,6 +44,7 @@ class NetworkComponentTest {
             String addr = ip("-o", "addr", "show", "dev", tap);
             assertTrue(addr.contains("inet 10.91.157.1/24"), addr);
             assertTrue(ip("-o", "link", "show", "dev", tap).contains(",UP"), "brought up");
+            assertTrue(c.status().toString().contains("host_address=10.91.157.1/24"), c.status().toString());
         }
         assertTrue(!ip("-o", "addr", "show").contains("10.91.157.1/24"), "gone with the TAP");
     }
