@@ -28,7 +28,8 @@ import picocli.CommandLine.Option;
 
 @Command(name = "run", description = {
     "Run the parent partition host from a config, or without --config the embedded demo appliance",
-    "(a dynamic VHDX, a private switch and two process partitions in a temporary data dir).",
+    "(a dynamic VHDX, an internal switch the host reaches at 10.213.0.254/24 and two process partitions",
+    "in a temporary data dir).",
     "Stops cleanly on SIGTERM/SIGINT/SIGHUP (exit 0). Prints 'phost: ready ...' once serving."})
 public final class RunCommand implements Callable<Integer> {
     private static final Logger LOG = System.getLogger("phost.run");
@@ -60,8 +61,16 @@ public final class RunCommand implements Callable<Integer> {
             } else {
                 demoDir = Files.createTempDirectory("phost-demo-");
                 io.phost.appliance.run.DemoVm vm = io.phost.appliance.run.DemoVm.find();
-                cfg = ConfigLoader.loadDemo(demoDir, vm.toml() == null ? "" : vm.toml());
+                String subnet = io.phost.appliance.run.DemoSubnet.pick();
+                if (subnet == null) {
+                    throw new UserException("the demo's internal switch needs a free /24 in 10.213.0.0/16, and this "
+                        + "machine routes all of them (ip route); run a config of your own instead", 1);
+                }
+                cfg = ConfigLoader.loadDemo(demoDir, vm.toml() == null ? "" : vm.toml(), subnet);
                 LOG.log(Level.INFO, "running the embedded demo data_dir=" + demoDir);
+                LOG.log(Level.INFO, "demo subnet=" + subnet + "0/24 host_address=" + subnet + "254 partitions=" + subnet
+                    + "1," + subnet + "2" + (subnet.equals(ConfigLoader.DEMO_SUBNET_PREFIX) ? ""
+                    : " reason=\"" + ConfigLoader.DEMO_SUBNET_PREFIX + "0/24 is already routed on this machine\""));
                 LOG.log(Level.INFO, vm.note());
             }
         } catch (ConfigException e) {
@@ -77,6 +86,13 @@ public final class RunCommand implements Callable<Integer> {
         app.privileges(privileges);
         if (!privileges.root()) {
             LOG.log(Level.WARNING, privileges.notice()); // once, before anything fails for want of it
+        }
+        if (demoDir != null && !privileges.netAdmin()) {
+            // The notice above names the feature (host vNICs, need CAP_NET_ADMIN); the demo's disk I/O still runs.
+            cfg = cfg.withoutHostVnics();
+        } else if (demoDir != null && !Files.exists(Path.of("/dev/net/tun"))) {
+            LOG.log(Level.WARNING, "demo host vNIC off reason=\"no /dev/net/tun (modprobe tun)\" switch=demo-net runs=private");
+            cfg = cfg.withoutHostVnics();
         }
         ManagementServer server = null;
         StatusView view = null;

@@ -76,4 +76,11 @@ public record ApplianceConfig(Path source, HostConfig host, List<DiskConfig> dis
     public ApplianceConfig withDataDir(Path dataDir) {
         return new ApplianceConfig(source, host.withDataDir(dataDir), disks, qosPolicies, switches, partitions, cluster);
     }
+
+    /** This config with every internal switch made private (no host TAP): the demo run without CAP_NET_ADMIN. */
+    public ApplianceConfig withoutHostVnics() {
+        List<SwitchConfig> s = switches.stream()
+            .map(sw -> sw.type() == SwitchConfig.Type.INTERNAL ? sw.asPrivate() : sw).toList();
+        return new ApplianceConfig(source, host, disks, qosPolicies, s, partitions, cluster);
+    }
 }

@@ -730,7 +730,19 @@ final class ConfigBinder implements TomlNode.Errors {
         Long mtu = n.integer("mtu");
         Long vmqWorkers = n.integer("vmq_workers");
         Long uplinkBandwidth = n.bandwidth("uplink_bandwidth");
+        String hostAddress = n.string("host_address");
         boolean ok = true;
+        if (hostAddress != null) {
+            String why = hostAddressProblem(hostAddress);
+            if (why != null) {
+                n.error("host_address", Reason.INVALID_VALUE, why);
+                ok = false;
+            } else if (type != null && type != SwitchConfig.Type.INTERNAL) {
+                n.error("host_address", Reason.CONFLICT, "only an internal switch has a host vNIC to address; this one is "
+                    + type.name().toLowerCase(Locale.ROOT));
+                ok = false;
+            }
+        }
         if (type == SwitchConfig.Type.PRIVATE && uplinkBandwidth != null && uplinkBandwidth > 0) {
             n.error("uplink_bandwidth", Reason.CONFLICT, "a private switch has neither an uplink nor a host TAP to cap");
             ok = false;
@@ -772,7 +784,32 @@ final class ConfigBinder implements TomlNode.Errors {
             return null;
         }
         return new SwitchConfig(name, type, uplink, management, iov, mode, mtu.intValue(), vmqWorkers.intValue(),
-            uplinkBandwidth);
+            uplinkBandwidth, hostAddress);
+    }
+
+    /**
+     * Why {@code text} is not a host address for an internal switch's TAP: an IPv4 unicast address with a prefix
+     * length 1..30 that is neither the subnet's network nor its broadcast address; null when it is one.
+     */
+    static String hostAddressProblem(String text) {
+        int slash = text.indexOf('/');
+        String suffix = slash < 0 ? "" : text.substring(slash + 1);
+        Integer ip = slash < 0 ? null : NicConfig.ipv4(text.substring(0, slash));
+        if (ip == null || suffix.isEmpty() || suffix.length() > 2 || !suffix.chars().allMatch(Character::isDigit)) {
+            return "'" + text + "' is not an IPv4 address with a prefix length (e.g. \"10.91.0.1/24\")";
+        }
+        int prefix = Integer.parseInt(suffix);
+        if (prefix < 1 || prefix > 30) {
+            return "prefix length /" + prefix + " is out of range (1..30)";
+        }
+        if (!NicConfig.isUnicastIpv4(text.substring(0, slash)) || (ip >>> 24) == 127) {
+            return "'" + text.substring(0, slash) + "' is not a unicast address (not 0.0.0.0, loopback, multicast, broadcast)";
+        }
+        int host = ip & (int) ((1L << (32 - prefix)) - 1);
+        if (host == 0 || host == (int) ((1L << (32 - prefix)) - 1)) {
+            return "'" + text + "' is the subnet's " + (host == 0 ? "network" : "broadcast") + " address, not a host's";
+        }
+        return null;
     }
 
     // ---- [[partition]] ----

@@ -117,8 +117,20 @@ public final class ConfigLoader {
 
     /** The embedded demo with {@code extra} TOML appended (the run-time VM partition, when there is one). */
     public static ApplianceConfig loadDemo(Path dataDir, String extra) {
+        return loadDemo(dataDir, extra, DEMO_SUBNET_PREFIX);
+    }
+
+    /** The first three octets of the demo's /24 as the demo file writes them (its switch and partitions). */
+    public static final String DEMO_SUBNET_PREFIX = "10.213.0.";
+
+    /**
+     * The embedded demo with {@code extra} appended and its subnet moved to {@code subnetPrefix} ("10.213.N.", as
+     * {@code DemoSubnet} picks one the machine does not route yet).
+     */
+    public static ApplianceConfig loadDemo(Path dataDir, String extra, String subnetPrefix) {
         try {
-            return parse("<demo>", resourceText(DEMO_RESOURCE) + extra).withDataDir(dataDir);
+            return parse("<demo>", resourceText(DEMO_RESOURCE).replace(DEMO_SUBNET_PREFIX, subnetPrefix) + extra)
+                .withDataDir(dataDir);
         } catch (ConfigException e) {
             throw new IllegalStateException("the embedded demo config is invalid:\n" + e.getMessage(), e);
         }

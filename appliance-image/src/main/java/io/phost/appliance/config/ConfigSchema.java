@@ -156,7 +156,8 @@ public final class ConfigSchema {
             .add(key("mtu", Kind.INTEGER).def("1500").range(68, 9000).note("jumbo frames up to 9000"))
             .add(key("vmq_workers", Kind.INTEGER).def("0").range(0, 16).note("0 = no VMQ"))
             .add(key("uplink_bandwidth", Kind.BANDWIDTH).def("0").atLeast(0)
-                .note("bytes/s out of the uplink or host TAP; not private; 0 = not capped"));
+                .note("bytes/s out of the uplink or host TAP; not private; 0 = not capped"))
+            .add(key("host_address", Kind.STRING).note("internal only; IPv4 CIDR such as 10.91.0.1/24"));
         section("partition", true)
             .add(key("name", Kind.NAME).req())
             .add(key("vcpus", Kind.INTEGER).def("1").range(1, 64))

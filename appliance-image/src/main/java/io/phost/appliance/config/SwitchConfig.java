@@ -11,12 +11,20 @@ package io.phost.appliance.config;
  *                          0 = no VMQ (those NICs are served on the switch's thread)
  * @param uplinkBandwidth   bytes/s the switch sends out of its uplink (external) or host TAP (internal), shared
  *                          among the sending ports by min_bandwidth_weight; 0 = not capped, not divided
+ * @param hostAddress       internal only: IPv4 CIDR ({@code 10.91.0.1/24}) given to the host TAP at start, so the
+ *                          host reaches the partitions without {@code ip addr}; null = the TAP gets no address
  */
 public record SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
-                           BandwidthMode bandwidthMode, int mtu, int vmqWorkers, long uplinkBandwidth) {
+                           BandwidthMode bandwidthMode, int mtu, int vmqWorkers, long uplinkBandwidth,
+                           String hostAddress) {
     public SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
                         BandwidthMode bandwidthMode, int mtu) {
-        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, mtu, 0, 0);
+        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, mtu, 0, 0, null);
+    }
+
+    /** The same switch as a private one, without a host TAP (the demo without CAP_NET_ADMIN). */
+    public SwitchConfig asPrivate() {
+        return new SwitchConfig(name, Type.PRIVATE, null, false, false, bandwidthMode, mtu, vmqWorkers, 0, null);
     }
 
     public enum Type { EXTERNAL, INTERNAL, PRIVATE }

@@ -170,6 +170,9 @@ public final class LogfmtLoggerFinder extends System.LoggerFinder {
         return Logfmt.quote(s);
     }
 
-    /** One logfmt field: a bare or double-quoted value. */
-    static final Pattern PAIR = Pattern.compile("[A-Za-z_][A-Za-z0-9_.]*=([^\\s\"=]*|\"([^\"\\\\\\n]|\\\\.)*\")");
+    /**
+     * One logfmt field: a bare or double-quoted value. Possessive runs: a long quoted value (the demo's notice
+     * without root) must not recurse once per character, which overflowed the main thread's stack.
+     */
+    static final Pattern PAIR = Pattern.compile("[A-Za-z_][A-Za-z0-9_.]*=([^\\s\"=]*+|\"(?:[^\"\\\\\\n]++|\\\\.)*+\")");
 }

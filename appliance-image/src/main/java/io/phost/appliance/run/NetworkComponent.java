@@ -41,6 +41,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     private final Map<String, NetworkAdapter> adapters = new ConcurrentHashMap<>();
     /** NICs of VM partitions, by port name: vhost-user-net ports QEMU connects to. */
     private final Map<String, VhostUserNetPort> vmNics = new ConcurrentHashMap<>();
+    /** {@code host_address} of each internal switch that has one, by switch name (for /status). */
+    private final Map<String, String> hostAddresses = new ConcurrentHashMap<>();
     private Path vhostDir;
     private List<Integer> vspCpus = List.of();
     private final Map<String, long[]> lastPackets = new ConcurrentHashMap<>();
@@ -60,12 +62,17 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
                     s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
                     s.vmqWorkers(), null, null, s.mtu()));
+                if (s.hostAddress() != null && sw.hostTap() != null) {
+                    addHostAddress(s.name(), sw.hostTap(), s.hostAddress());
+                    c.hostAddresses.put(s.name(), s.hostAddress());
+                }
                 if (s.uplinkBandwidth() > 0) {
                     sw.capUplink(s.uplinkBandwidth() > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : s.uplinkBandwidth() * 8);
                 }
                 LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
                     + (s.uplink() == null ? "" : " uplink=" + s.uplink())
-                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap()) + " iov=\"" + sw.iovStatus() + "\""
+                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap())
+                    + (s.hostAddress() == null ? "" : " host_address=" + s.hostAddress()) + " iov=\"" + sw.iovStatus() + "\""
                     + " vmq_workers=" + s.vmqWorkers());
             }
         } catch (RuntimeException e) {
@@ -75,6 +82,32 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR); // a crashed run's leftovers
         c.sampler.scheduleAtFixedRate(c::sample, 1, 1, TimeUnit.SECONDS);
         return c;
+    }
+
+    /**
+     * Gives an internal switch's host TAP its {@code host_address} and brings it up, with {@code ip} as
+     * {@code phost guest net} does for a partition's TAP (the kernel adds the subnet's route). The address goes
+     * with the TAP when the switch closes.
+     */
+    static void addHostAddress(String switchName, String tap, String cidr) {
+        for (List<String> cmd : List.of(List.of("ip", "addr", "add", cidr, "dev", tap), List.of("ip", "link", "set", tap, "up"))) {
+            String out;
+            int rc;
+            try {
+                Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+                out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8).strip();
+                rc = p.waitFor();
+            } catch (IOException e) {
+                throw new IllegalStateException("switch " + switchName + ": host_address " + cidr + ": " + e.getMessage(), e);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("switch " + switchName + ": interrupted setting host_address", e);
+            }
+            if (rc != 0) {
+                throw new IllegalStateException("switch " + switchName + ": host_address " + cidr + " on " + tap + ": `"
+                    + String.join(" ", cmd) + "` failed (exit " + rc + "): " + out);
+            }
+        }
     }
 
     @Override
@@ -199,6 +232,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", null);
                 m.put("host_tap", sw.hostTap());
+                m.put("host_address", hostAddresses.get(sw.spec().name()));
                 rows.add(m);
             }
             sw.counters().forEach((port, counters) -> {
@@ -207,6 +241,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("type", sw.spec().type().name().toLowerCase());
                 m.put("port", port);
                 m.put("host_tap", sw.hostTap());
+                m.put("host_address", hostAddresses.get(sw.spec().name()));
                 m.put("mtu", mtuOf(sw, port));
                 VhostUserNetPort vmNic = vmNics.get(port);
                 if (vmNic != null) {

@@ -47,6 +47,11 @@ public record Privileges(long uid, long capEff) {
         return uid == 0;
     }
 
+    /** May create TAP devices and set addresses: the host vNIC of an internal switch. */
+    public boolean netAdmin() {
+        return root() || has(CAP_NET_ADMIN);
+    }
+
     boolean has(int capability) {
         return (capEff & (1L << capability)) != 0;
     }
@@ -67,7 +72,8 @@ public record Privileges(long uid, long capEff) {
             return off;
         }
         if (!has(CAP_NET_ADMIN)) {
-            off.add("partition NICs bridged to TAP devices in network namespaces (guest net, guest mixed --net): "
+            off.add("partition NICs bridged to TAP devices in network namespaces (guest net, guest mixed --net) and "
+                + "host vNICs of internal switches (the demo's switch runs private, the host cannot reach its partitions): "
                 + "need CAP_NET_ADMIN");
         }
         if (!has(CAP_NET_RAW)) {

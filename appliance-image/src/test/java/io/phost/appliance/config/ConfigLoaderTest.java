@@ -145,7 +145,8 @@ class ConfigLoaderTest {
         assertEquals(DiskFormat.VHDX, disk.format());
         assertEquals(DiskType.DYNAMIC, disk.create().type());
         assertEquals(1, demo.switches().size());
-        assertEquals(SwitchConfig.Type.PRIVATE, demo.switches().getFirst().type());
+        assertEquals(SwitchConfig.Type.INTERNAL, demo.switches().getFirst().type()); // issue 12: the host reaches the demo
+        assertEquals("10.213.0.254/24", demo.switches().getFirst().hostAddress());
         assertEquals(2, demo.partitions().size());
         for (PartitionConfig p : demo.partitions()) {
             assertNull(p.command());

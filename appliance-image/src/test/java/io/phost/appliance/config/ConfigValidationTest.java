@@ -377,6 +377,43 @@ class ConfigValidationTest {
             "t.toml:6:1: switch[0].uplink_bandwidth: a private switch has neither an uplink nor a host TAP to cap");
     }
 
+    /** host_address (issue 12): the host vNIC's IPv4 address of an internal switch, checked with its position. */
+    @Test
+    void shouldCheckHostAddressOfAnInternalSwitchWithItsPosition() throws ConfigException {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "a"
+            type = "internal"
+            host_address = "10.91.0.1"
+            [[switch]]
+            name = "b"
+            type = "internal"
+            host_address = "10.91.1.0/24"
+            [[switch]]
+            name = "c"
+            type = "private"
+            host_address = "10.91.2.1/24"
+            [[switch]]
+            name = "d"
+            type = "internal"
+            host_address = "10.91.3.1/31"
+            [[switch]]
+            name = "e"
+            type = "internal"
+            host_address = "10.91.4.1/24"
+            """,
+            "t.toml:6:1: switch[0].host_address: '10.91.0.1' is not an IPv4 address with a prefix length (e.g. \"10.91.0.1/24\")",
+            "t.toml:10:1: switch[1].host_address: '10.91.1.0/24' is the subnet's network address, not a host's",
+            "t.toml:14:1: switch[2].host_address: only an internal switch has a host vNIC to address; this one is private",
+            "t.toml:18:1: switch[3].host_address: prefix length /31 is out of range (1..30)");
+        assertEquals("10.91.4.1/24", ConfigLoader.parse("t.toml", HOST + """
+            [[switch]]
+            name = "e"
+            type = "internal"
+            host_address = "10.91.4.1/24"
+            """).switchConfig("e").orElseThrow().hostAddress());
+    }
+
     /** Before: "absolute" validated and then failed when phost run built the switch. */
     @Test
     void shouldRefuseAbsoluteBandwidthModeAtValidationWithItsPosition() {

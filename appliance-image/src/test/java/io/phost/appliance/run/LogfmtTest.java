@@ -15,6 +15,17 @@ class LogfmtTest {
     /** Fields separated by one space, each key=bare or key="quoted with \-escapes". */
     static final Pattern LINE = Pattern.compile(LogfmtLoggerFinder.PAIR.pattern() + "( " + LogfmtLoggerFinder.PAIR.pattern() + ")*");
 
+    /** Before: a quoted value recursed once per character and a ~2 KB one overflowed a 512 KiB stack. */
+    @Test
+    void shouldMatchALongQuotedValueOnASmallStack() throws Exception {
+        String field = "off=\"" + "a; b \\\" c ".repeat(5000) + "\"";
+        boolean[] ok = new boolean[1];
+        Thread t = new Thread(null, () -> ok[0] = LogfmtLoggerFinder.PAIR.matcher(field).matches(), "small", 256 * 1024);
+        t.start();
+        t.join();
+        assertTrue(ok[0], "matched without a StackOverflowError");
+    }
+
     @Test
     void shouldWriteEveryMessageAsStrictLogfmt() {
         List<String> messages = List.of(

@@ -17,6 +17,47 @@ import org.junit.jupiter.api.Test;
 
 /** appliance.toml NIC keys reach the switch port's policy (before: mirroring, storm and MAC limits were Java-only). */
 class NetworkComponentTest {
+    /**
+     * Issue 12: {@code host_address} puts the address on the internal switch's host TAP and brings it up, and the
+     * address goes with the TAP; one that cannot be set fails the start naming the switch (a config is loud).
+     */
+    @Test
+    void shouldGiveTheHostTapItsHostAddressAndFailLoudlyWhenItCannot() throws Exception {
+        IllegalStateException e = assertThrows(IllegalStateException.class,
+            () -> NetworkComponent.addHostAddress("lan", "phnosuchtap0", "10.91.157.1/24"));
+        assertTrue(e.getMessage().startsWith("switch lan: host_address 10.91.157.1/24 on phnosuchtap0: `ip addr add"),
+            e.getMessage());
+        org.junit.jupiter.api.Assumptions.assumeTrue(Privileges.current().root()
+            && java.nio.file.Files.exists(java.nio.file.Path.of("/dev/net/tun")), "a host TAP needs root");
+        String name = "ha" + ProcessHandle.current().pid() % 100000;
+        var cfg = ConfigLoader.parse("t.toml", """
+            [host]
+            data_dir = "/tmp/phost-host-address-test"
+            [[switch]]
+            name = "%s"
+            type = "internal"
+            host_address = "10.91.157.1/24"
+            """.formatted(name));
+        String tap;
+        try (NetworkComponent c = NetworkComponent.start(cfg)) {
+            tap = c.switchNamed(name).hostTap();
+            String addr = ip("-o", "addr", "show", "dev", tap);
+            assertTrue(addr.contains("inet 10.91.157.1/24"), addr);
+            assertTrue(ip("-o", "link", "show", "dev", tap).contains(",UP"), "brought up");
+            assertTrue(c.status().toString().contains("host_address=10.91.157.1/24"), c.status().toString());
+        }
+        assertTrue(!ip("-o", "addr", "show").contains("10.91.157.1/24"), "gone with the TAP");
+    }
+
+    private static String ip(String... args) throws Exception {
+        List<String> cmd = new java.util.ArrayList<>(List.of("ip"));
+        cmd.addAll(List.of(args));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8);
+        p.waitFor();
+        return out;
+    }
+
     @Test
     void shouldCarryMirroringStormLimitAndMacLimitIntoThePortConfig() {
         NicConfig n = new NicConfig("s", "02:50:48:00:00:07", 10, List.of(), null, true, true, false, 1000, 5, 0, 0,
