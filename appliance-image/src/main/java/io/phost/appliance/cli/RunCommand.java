@@ -60,12 +60,12 @@ public final class RunCommand implements Callable<Integer> {
                 cfg = ConfigLoader.load(config);
             } else {
                 demoDir = Files.createTempDirectory("phost-demo-");
-                io.phost.appliance.run.DemoVm vm = io.phost.appliance.run.DemoVm.find();
                 String subnet = io.phost.appliance.run.DemoSubnet.pick();
                 if (subnet == null) {
                     throw new UserException("the demo's internal switch needs a free /24 in 10.213.0.0/16, and this "
                         + "machine routes all of them (ip route); run a config of your own instead", 1);
                 }
+                io.phost.appliance.run.DemoVm vm = io.phost.appliance.run.DemoVm.find(subnet);
                 cfg = ConfigLoader.loadDemo(demoDir, vm.toml() == null ? "" : vm.toml(), subnet);
                 LOG.log(Level.INFO, "running the embedded demo data_dir=" + demoDir);
                 LOG.log(Level.INFO, "demo subnet=" + subnet + "0/24 host_address=" + subnet + "254 partitions=" + subnet

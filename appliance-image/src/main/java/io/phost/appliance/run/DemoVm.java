@@ -21,38 +21,43 @@ import java.util.stream.Stream;
  * @param note one line for the log: what was added, or what is missing and how to get it
  */
 public record DemoVm(String toml, String note) {
-    /** The demo VM's address on the demo switch, and the partition it pings (demo.toml's storage worker). */
-    static final String ADDRESS = "10.213.0.3";
-    static final String PEER = "10.213.0.1";
+    /** The demo VM's host number on the demo subnet, and the one it pings (demo.toml's storage worker). */
+    static final int ADDRESS_HOST = 3;
+    static final int PEER_HOST = 1;
 
     /**
      * Disk I/O forever: 256 KiB written and read back with O_DIRECT each second, at offsets moving through
      * 64 MiB; every 5 s one ping to the storage worker across the switch, its result on the console.
+     * {@code subnet} is the demo's /24 prefix ({@link DemoSubnet}), e.g. {@code "10.213.0."}.
      */
-    static final String SCRIPT = """
-        ip link set eth0 up
-        ip addr add %s/24 dev eth0
-        i=0
-        while :; do
-          dd if=/dev/urandom of=/dev/vda bs=4096 count=64 seek=$((i * 64)) oflag=direct conv=notrunc 2>/dev/null
-          dd if=/dev/vda of=/dev/null bs=4096 count=64 skip=$((i * 64)) iflag=direct 2>/dev/null
-          if [ $((i %% 5)) -eq 0 ]; then
-            if ping -c 1 -W 2 %s >/dev/null 2>&1; then echo "demo-vm: ping %s ok"; else echo "demo-vm: ping %s failed"; fi
-          fi
-          i=$(( (i + 1) %% 256 ))
-          sleep 1
-        done
-        """.formatted(ADDRESS, PEER, PEER, PEER);
+    static String script(String subnet) {
+        String peer = subnet + PEER_HOST;
+        return """
+            ip link set eth0 up
+            ip addr add %s/24 dev eth0
+            i=0
+            while :; do
+              dd if=/dev/urandom of=/dev/vda bs=4096 count=64 seek=$((i * 64)) oflag=direct conv=notrunc 2>/dev/null
+              dd if=/dev/vda of=/dev/null bs=4096 count=64 skip=$((i * 64)) iflag=direct 2>/dev/null
+              if [ $((i %% 5)) -eq 0 ]; then
+                if ping -c 1 -W 2 %s >/dev/null 2>&1; then echo "demo-vm: ping %s ok"; else echo "demo-vm: ping %s failed"; fi
+              fi
+              i=$(( (i + 1) %% 256 ))
+              sleep 1
+            done
+            """.formatted(subnet + ADDRESS_HOST, peer, peer, peer);
+    }
 
-    public static DemoVm find() {
+    /** The demo VM for the demo running on {@code subnet} (its /24 prefix, e.g. {@code "10.213.0."}). */
+    public static DemoVm find(String subnet) {
         String home = System.getProperty("user.home", "/root");
         String cache = System.getenv("PHOST_GUEST_CACHE");
         Path cacheDir = cache != null ? Path.of(cache) : Path.of(System.getenv().getOrDefault("XDG_CACHE_HOME", home + "/.cache"),
             "phost", "test-guest");
-        return find(onPath("qemu-system-x86_64"), System.getenv("PHOST_TEST_GUEST"), cacheDir);
+        return find(onPath("qemu-system-x86_64"), System.getenv("PHOST_TEST_GUEST"), cacheDir, subnet);
     }
 
-    static DemoVm find(boolean qemu, String guestEnv, Path cacheDir) {
+    static DemoVm find(boolean qemu, String guestEnv, Path cacheDir, String subnet) {
         if (!qemu) {
             return new DemoVm(null, "no VM partition in the demo: qemu-system-x86_64 is not installed "
                 + "(Debian: apt-get install qemu-system-x86)");
@@ -64,7 +69,7 @@ public record DemoVm(String toml, String note) {
         }
         Path g = guest.get().toAbsolutePath();
         String cmdline = "console=ttyS0 quiet phost.script="
-            + Base64.getEncoder().encodeToString(SCRIPT.getBytes(StandardCharsets.UTF_8)) + " phost.hold=1";
+            + Base64.getEncoder().encodeToString(script(subnet).getBytes(StandardCharsets.UTF_8)) + " phost.hold=1";
         String toml = """
 
             # Added at run time because QEMU and a test guest are installed (see docs/partitions.md).
