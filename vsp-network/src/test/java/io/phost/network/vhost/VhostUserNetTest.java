@@ -175,6 +175,28 @@ class VhostUserNetTest {
     }
 
     @Test
+    @org.junit.jupiter.api.Timeout(value = 60, threadMode = org.junit.jupiter.api.Timeout.ThreadMode.SEPARATE_THREAD) // sendmsg is not interruptible
+    void shouldNotBlockLinkChangesOnAFrontEndThatNeverReadsItsBackendChannel() {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        Path chanPath = dir.resolve("backend-req.sock");
+        try (io.phost.core.sys.UnixSocket listener = io.phost.core.sys.UnixSocket.listenStream(chanPath, 1);
+             io.phost.core.sys.UnixSocket ours = io.phost.core.sys.UnixSocket.connectStream(chanPath);
+             io.phost.core.sys.UnixSocket theirs = listener.accept(5_000)) {
+            VhostUserFrontend f = driver(p);
+            f.send(io.phost.core.vhost.VhostUserRequest.SET_BACKEND_REQ_FD, io.phost.core.vhost.VhostUserDescriptor.FLAG_NEED_REPLY, null, ours.fd());
+            assertEquals(0, f.reply(io.phost.core.vhost.VhostUserRequest.SET_BACKEND_REQ_FD, 5_000).get(ValueLayout.JAVA_LONG_UNALIGNED, 0));
+            int sent = 0;
+            for (int i = 0; i < 20_000; i++) { // the channel fills after a few hundred messages; nobody reads it
+                sent += p.link(i % 2 == 1) ? 1 : 0;
+            }
+            assertTrue(sent < 20_000, "a full channel drops the message instead of blocking");
+            assertTrue(p.link());
+            assertEquals(STATUS_LINK_UP, f.config(CONFIG_LENGTH).get(LE16, STATUS_OFFSET), "the state is still served");
+            assertNull(p.lastError());
+        }
+    }
+
+    @Test
     void shouldCarryFramesFromTheGuestToAnotherPortAndBack() throws Exception {
         VhostUserNetPort p = nic("n0", GUEST_MAC);
         VhostUserFrontend f = driver(p);
