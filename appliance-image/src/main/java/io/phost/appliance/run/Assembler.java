@@ -52,6 +52,8 @@ public final class Assembler {
         RbdLocks locks = cfg.cluster().clustered() ? new RbdLocks(cfg, disks) : null;
         PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, resumeTracking, network), vmDisks, locks),
             storage, network, vmDisks, disks, qos);
+        network.guestLink((partition, device, up) -> partitions.partition(partition) instanceof io.phost.core.vm.VmPartition vm
+            && vm.setLink(device, up));
         if (locks != null) {
             app.add(new ClusterComponent(cfg, partitions, locks), partitions, disks);
         }

@@ -43,6 +43,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     private final Map<String, VhostUserNetPort> vmNics = new ConcurrentHashMap<>();
     /** {@code host_address} of each internal switch that has one, by switch name (for /status). */
     private final Map<String, String> hostAddresses = new ConcurrentHashMap<>();
+    /** Port name → {partition, VM device id} of each VM NIC: whom a link change is told to. */
+    private final Map<String, String[]> vmNicIds = new ConcurrentHashMap<>();
+    private volatile GuestLink guestLink = (partition, device, up) -> false;
     private Path vhostDir;
     private List<Integer> vspCpus = List.of();
     private final Map<String, long[]> lastPackets = new ConcurrentHashMap<>();
@@ -150,11 +153,23 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             }
             VhostUserNetPort nic = VhostUserNetPort.start(portName, switches.get(n.switchName()), pc, socket, vspCpus);
             vmNics.put(portName, nic);
+            vmNicIds.put(portName, new String[] {p.name(), "nic" + i});
             LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + p.name() + "-nic" + i + " switch="
                 + n.switchName() + " mac=" + n.mac() + " data_path=vhost-user-net socket=" + socket);
             out.add(new VmDevice("nic" + i, VmDevice.Type.NET, socket, 1, n.mac().toLowerCase(java.util.Locale.ROOT)));
         }
         return out;
+    }
+
+    /** Tells a VM's guest its NIC's link changed (QMP {@code set_link}); true when the VM was told. */
+    @FunctionalInterface
+    interface GuestLink {
+        boolean set(String partition, String deviceId, boolean up);
+    }
+
+    /** Installs how link changes reach VM guests (the partitions component; the default tells nobody). */
+    void guestLink(GuestLink g) {
+        guestLink = g;
     }
 
     static PortConfig portConfig(NicConfig n) {
@@ -248,6 +263,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                     m.put("data_path", "vhost-user-net");
                     m.put("socket", vmNic.socketPath().toString());
                     m.put("connected", vmNic.connected());
+                    m.put("link", vmNic.link() ? "up" : "down");
                     m.put("last_error", vmNic.lastError() == null ? "" : vmNic.lastError());
                 }
                 NetworkAdapter nic = adapterOf(port);
@@ -296,6 +312,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
      * {@code router_guard}, {@code max_bandwidth} and {@code max_bandwidth_in} (bytes/s, 0 = unlimited) change;
      * the switch applies the new policy on its next duty cycle (well within a second) and the answer is the
      * port's new settings. Learned addresses of the port are forgotten, as with any reconfiguration.
+     * {@code link=up|down} (VM NICs only) is the port's admin link state: down drops frames both ways and the
+     * guest's virtio-net sees its carrier go (config {@code status}, told to QEMU by QMP {@code set_link}).
      */
     io.phost.appliance.mgmt.HttpResponse changePort(String query) {
         Map<String, String> q = io.phost.appliance.util.Query.parse(query);
@@ -310,6 +328,19 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 + sw.spec().name() + "'\n");
         }
         PortConfig c = port.config();
+        VhostUserNetPort vmNic = vmNics.get(port.name());
+        Boolean linkUp = null;
+        if (q.containsKey("link")) {
+            String l = q.get("link");
+            if (!"up".equals(l) && !"down".equals(l)) {
+                return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: link must be up or down, not '" + l + "'\n");
+            }
+            if (vmNic == null) {
+                return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: link applies to VM NICs "
+                    + "(vhost-user-net ports) only; '" + port.name() + "' is not one\n");
+            }
+            linkUp = "up".equals(l);
+        }
         try {
             if (q.containsKey("vlan_access")) {
                 int v = Integer.parseInt(q.get("vlan_access"));
@@ -331,6 +362,16 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         }
         PortConfig next = c;
         sw.agent().submit(s -> s.configure(port, next)).join();
+        boolean guestTold = false;
+        if (linkUp != null) {
+            vmNic.link(linkUp);
+            String[] id = vmNicIds.get(port.name());
+            try {
+                guestTold = id != null && guestLink.set(id[0], id[1], linkUp);
+            } catch (RuntimeException e) { // QEMU gone or slow: the port's state stands, the guest learns it at restart
+                LOG.log(Level.WARNING, "link change not told to the guest port=" + port.name() + ": " + e.getMessage());
+            }
+        }
         LOG.log(Level.INFO, "port changed switch=" + sw.spec().name() + " port=" + port.name() + " query=\"" + query + "\"");
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("switch", sw.spec().name());
@@ -341,6 +382,12 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         m.put("router_guard", next.routerGuard());
         m.put("max_bandwidth", next.maxBandwidthBps() / 8);
         m.put("max_bandwidth_in", next.maxBandwidthToPortBps() / 8);
+        if (vmNic != null) {
+            m.put("link", vmNic.link() ? "up" : "down");
+        }
+        if (linkUp != null) {
+            m.put("guest_notified", guestTold);
+        }
         return io.phost.appliance.mgmt.HttpResponse.json(io.phost.core.text.Json.pretty(m));
     }
 

@@ -269,7 +269,11 @@ final class VhostUserSession implements AutoCloseable {
             case GET_STATUS -> replyU64(status);
             case SET_BACKEND_REQ_FD -> {
                 UnixSocket old = backendChannel;
-                backendChannel = UnixSocket.adopt(adopt(0));
+                int ch = adopt(0);
+                // Non-blocking: a front-end that never reads its channel must not block whoever reports a config
+                // change (the management thread for a link change); a full channel is a message not sent.
+                Fd.setNonBlocking(ch);
+                backendChannel = UnixSocket.adopt(ch);
                 if (old != null) {
                     old.close();
                 }
@@ -602,7 +606,7 @@ final class VhostUserSession implements AutoCloseable {
                 ch.send(backendOut, HEADER_LENGTH);
                 return true;
             } catch (NativeException e) {
-                return false; // the front-end closed its end (EPIPE): it will re-read the config when it reconnects
+                return false; // closed (EPIPE) or full (EAGAIN): it re-reads the config when it reconnects
             }
         }
     }

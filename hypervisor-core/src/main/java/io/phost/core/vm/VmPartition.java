@@ -99,6 +99,8 @@ public final class VmPartition implements ChildPartition {
     private ScheduledFuture<?> pendingRestart;
     /** Set by the SHUTDOWN event when the guest itself powered off (read when QEMU exits). */
     private volatile String guestShutdown;
+    /** NET devices (by {@link VmDevice#id()}) whose link was set down: re-applied when QEMU (re)starts. */
+    private final java.util.Set<String> linksDown = java.util.concurrent.ConcurrentHashMap.newKeySet();
     /** The generation whose console showed the spec's ready marker (-1: none yet). */
     private volatile long readyGeneration = -1;
 
@@ -227,6 +229,9 @@ public final class VmPartition implements ChildPartition {
                 cgroupText = cg.describe();
             }
             String pinned = pin(p, q); // before cont: no guest code runs on another CPU
+            for (String nic : linksDown) { // a restarted QEMU starts with every link up
+                q.execute("set_link", java.util.Map.of("name", nic + "-net", "up", false), options.commandTimeout());
+            }
             synchronized (this) {
                 cpusText = pinned;
             }
@@ -387,6 +392,33 @@ public final class VmPartition implements ChildPartition {
             cgroup = null;
         }
         process = null;
+    }
+
+    /**
+     * Sets the link of NET device {@code deviceId} as the guest sees it (QMP {@code set_link} on its netdev:
+     * virtio-net's config {@code status} and a config interrupt). QEMU's {@code -netdev vhost-user} keeps
+     * virtio-net's config space itself (QEMU 7.2 ignores the back-end's config-change message), so this is how
+     * a port's link reaches the guest. Remembered and re-applied when QEMU restarts; returns false (and only
+     * remembers) when QEMU is not running.
+     */
+    public boolean setLink(String deviceId, boolean up) {
+        if (spec.devices().stream().noneMatch(d -> d.type() == VmDevice.Type.NET && d.id().equals(deviceId))) {
+            throw new IllegalArgumentException("partition " + name() + " has no NIC '" + deviceId + "'");
+        }
+        if (up) {
+            linksDown.remove(deviceId);
+        } else {
+            linksDown.add(deviceId);
+        }
+        QmpClient q;
+        synchronized (this) {
+            q = state == PartitionState.RUNNING || state == PartitionState.PAUSED ? qmp : null;
+        }
+        if (q == null) {
+            return false;
+        }
+        q.execute("set_link", java.util.Map.of("name", deviceId + "-net", "up", up), options.commandTimeout());
+        return true;
     }
 
     @Override

@@ -10,6 +10,8 @@ public final class NetCounters {
     volatile long rxTooBig;
     /** Switch agent: frames for the guest while it had no running receive queue. */
     volatile long rxNoQueue;
+    /** Switch agent: frames either way dropped while the port's link is down ({@link VhostUserNetPort#link(boolean)}). */
+    volatile long linkDownDrops;
     /** TX worker: frames from the guest handed to the switch. */
     volatile long txFrames;
     /** TX worker: malformed frames from the guest (too short or long, offload state not negotiated or out of range). */
@@ -25,6 +27,10 @@ public final class NetCounters {
 
     public long rxNoQueue() {
         return rxNoQueue;
+    }
+
+    public long linkDownDrops() {
+        return linkDownDrops;
     }
 
     public long txFrames() {

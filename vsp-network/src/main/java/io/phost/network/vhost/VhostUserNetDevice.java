@@ -49,6 +49,8 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     private volatile long acked;
     private volatile int offloads;
     private volatile boolean rxRunning;
+    /** The port's link (admin state): down → config status 0 and no frames either way, as an unplugged cable. */
+    private volatile boolean linkUp = true;
     private volatile Runnable onOffloadsChanged = () -> { };
     final NetCounters counters = new NetCounters();
 
@@ -66,6 +68,14 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     long ackedFeatures() {
         return acked;
+    }
+
+    boolean linkUp() {
+        return linkUp;
+    }
+
+    void linkUp(boolean up) {
+        linkUp = up;
     }
 
     void rxRunning(boolean running) {
@@ -88,7 +98,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     public int readConfig(MemorySegment dst) {
         MemorySegment c = MemorySegment.ofArray(new byte[CONFIG_LENGTH]);
         MemorySegment.copy(MemorySegment.ofArray(mac), 0, c, MAC_OFFSET, 6);
-        c.set(ValueLayout.JAVA_SHORT_UNALIGNED, STATUS_OFFSET, (short) STATUS_LINK_UP);
+        c.set(ValueLayout.JAVA_SHORT_UNALIGNED, STATUS_OFFSET, (short) (linkUp ? STATUS_LINK_UP : 0));
         c.set(ValueLayout.JAVA_SHORT_UNALIGNED, MAX_VIRTQUEUE_PAIRS_OFFSET, (short) 1);
         c.set(ValueLayout.JAVA_SHORT_UNALIGNED, MTU_OFFSET, (short) mtu);
         MemorySegment.copy(c, 0, dst, 0, Math.min(CONFIG_LENGTH, dst.byteSize()));
@@ -127,6 +137,10 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
             counters.rxNoQueue++; // no driver (not connected, or its RX queue stopped): a link without a peer
             return true;
         }
+        if (!linkUp) {
+            counters.linkDownDrops++; // the cable is out: the switch's frame goes nowhere
+            return true;
+        }
         int index = toGuest.ring().tryClaim(VnetFrameRing.MSG, HDR_LENGTH + length);
         if (index <= 0) {
             return false;
@@ -158,6 +172,10 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     }
 
     private void onIngress(int type, MutableDirectBuffer buffer, int index, int length) {
+        if (!linkUp) {
+            counters.linkDownDrops++; // sent by the guest before it saw the link go down: dropped, not switched
+            return;
+        }
         ingressHandler.onFrame(buffer, index + HDR_LENGTH, length - HDR_LENGTH, ingressMeta.readFrom(buffer, index));
     }
 

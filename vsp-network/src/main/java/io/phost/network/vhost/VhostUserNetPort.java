@@ -79,6 +79,24 @@ public final class VhostUserNetPort implements AutoCloseable {
         return device.counters;
     }
 
+    /** The port's link state as the guest is told it (config {@code status}): true = up (the default). */
+    public boolean link() {
+        return device.linkUp();
+    }
+
+    /**
+     * Sets the port's link (admin up/down, or the cable of a NIC whose guest went away): the config space's
+     * {@code status} becomes LINK_UP or 0, frames either way are dropped while down ({@code linkDownDrops}),
+     * and the front-end is asked to re-read the config (BACKEND_CONFIG_CHANGE_MSG). Returns whether that
+     * message was sent: false without a connected front-end or back-end channel, and QEMU 7.2's
+     * {@code -netdev vhost-user} ignores it (its virtio-net config is its own; phost's VM partitions use QMP
+     * {@code set_link} as well, see NetworkComponent). A front-end that connects later reads the new state.
+     */
+    public boolean link(boolean up) {
+        device.linkUp(up);
+        return backend.notifyConfigChanged();
+    }
+
     /** The virtio features the driver acknowledged (0 before it did). */
     public long ackedFeatures() {
         return device.ackedFeatures();

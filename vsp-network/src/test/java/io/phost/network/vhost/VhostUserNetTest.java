@@ -54,6 +54,7 @@ class VhostUserNetTest {
         sw.close();
         Files.deleteIfExists(dir.resolve("n0.sock"));
         Files.deleteIfExists(dir.resolve("n1.sock"));
+        Files.deleteIfExists(dir.resolve("backend-req.sock"));
         Files.deleteIfExists(dir);
     }
 
@@ -124,6 +125,75 @@ class VhostUserNetTest {
         assertArrayEquals(new byte[] {2, 0, 0, 0, 0, 1}, c.asSlice(0, 6).toArray(ValueLayout.JAVA_BYTE));
         assertEquals(STATUS_LINK_UP, c.get(LE16, STATUS_OFFSET));
         assertEquals(WANTED, f.features() & WANTED, "every wanted feature is offered");
+    }
+
+    @Test
+    void shouldReportLinkDownAndUpInConfigStatusWithAConfigChangeAndDropFramesWhileDown() throws Exception {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        Path chanPath = dir.resolve("backend-req.sock");
+        try (io.phost.core.sys.UnixSocket listener = io.phost.core.sys.UnixSocket.listenStream(chanPath, 1);
+             io.phost.core.sys.UnixSocket ours = io.phost.core.sys.UnixSocket.connectStream(chanPath);
+             io.phost.core.sys.UnixSocket theirs = listener.accept(5_000)) {
+            VhostUserFrontend f = driver(p);
+            f.send(io.phost.core.vhost.VhostUserRequest.SET_BACKEND_REQ_FD, io.phost.core.vhost.VhostUserDescriptor.FLAG_NEED_REPLY, null, ours.fd());
+            assertEquals(0, f.reply(io.phost.core.vhost.VhostUserRequest.SET_BACKEND_REQ_FD, 5_000).get(ValueLayout.JAVA_LONG_UNALIGNED, 0));
+            VhostUserFrontend.Queue rx = f.startQueue(RX_QUEUE, 64);
+            VhostUserFrontend.Queue tx = f.startQueue(TX_QUEUE, 64);
+            assertTrue(p.link());
+            assertEquals(STATUS_LINK_UP, f.config(CONFIG_LENGTH).get(LE16, STATUS_OFFSET));
+
+            assertTrue(p.link(false), "config change sent on the back-end channel");
+            MemorySegment msg = java.lang.foreign.Arena.ofAuto().allocate(12);
+            assertEquals(12, theirs.readFully(msg, 0, 12, new int[io.phost.core.sys.UnixSocket.MAX_FDS], 5_000));
+            assertEquals(io.phost.core.vhost.VhostUserDescriptor.BACKEND_CONFIG_CHANGE_MSG, msg.get(ValueLayout.JAVA_INT_UNALIGNED, 0));
+            assertFalse(p.link());
+            assertEquals(0, f.config(CONFIG_LENGTH).get(LE16, STATUS_OFFSET), "link down: status 0");
+
+            // While down: a guest frame is dropped (its chain still returned), the peer's frame is not delivered.
+            send(f, tx, new byte[HDR_LENGTH], frame(PEER_MAC, GUEST_MAC, 100, 1));
+            assertNotNull(tx.awaitUsed(5_000), "TX chain returned");
+            postRx(f, rx, 2, 1536);
+            byte[] in = frame(GUEST_MAC, PEER_MAC, 200, 2);
+            assertTrue(peerIn.tryWrite(MemorySegment.ofArray(in), 0, in.length));
+            long deadline = System.nanoTime() + 5_000_000_000L;
+            while (p.counters().linkDownDrops() < 2 && System.nanoTime() < deadline) {
+                Thread.sleep(5);
+            }
+            assertEquals(2, p.counters().linkDownDrops(), "one frame each way dropped");
+            assertEquals(0, p.counters().rxFrames());
+            assertEquals(0, peerOut.poll((seg, off, len) -> { }, 8), "nothing reached the peer");
+
+            assertTrue(p.link(true));
+            assertEquals(12, theirs.readFully(msg, 0, 12, new int[io.phost.core.sys.UnixSocket.MAX_FDS], 5_000));
+            assertEquals(io.phost.core.vhost.VhostUserDescriptor.BACKEND_CONFIG_CHANGE_MSG, msg.get(ValueLayout.JAVA_INT_UNALIGNED, 0));
+            assertEquals(STATUS_LINK_UP, f.config(CONFIG_LENGTH).get(LE16, STATUS_OFFSET), "link up again");
+            byte[] out = frame(PEER_MAC, GUEST_MAC, 100, 3);
+            send(f, tx, new byte[HDR_LENGTH], out);
+            assertArrayEquals(out, awaitPeerFrame(), "frames flow again");
+            assertNull(p.lastError());
+        }
+    }
+
+    @Test
+    @org.junit.jupiter.api.Timeout(value = 60, threadMode = org.junit.jupiter.api.Timeout.ThreadMode.SEPARATE_THREAD) // sendmsg is not interruptible
+    void shouldNotBlockLinkChangesOnAFrontEndThatNeverReadsItsBackendChannel() {
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        Path chanPath = dir.resolve("backend-req.sock");
+        try (io.phost.core.sys.UnixSocket listener = io.phost.core.sys.UnixSocket.listenStream(chanPath, 1);
+             io.phost.core.sys.UnixSocket ours = io.phost.core.sys.UnixSocket.connectStream(chanPath);
+             io.phost.core.sys.UnixSocket theirs = listener.accept(5_000)) {
+            VhostUserFrontend f = driver(p);
+            f.send(io.phost.core.vhost.VhostUserRequest.SET_BACKEND_REQ_FD, io.phost.core.vhost.VhostUserDescriptor.FLAG_NEED_REPLY, null, ours.fd());
+            assertEquals(0, f.reply(io.phost.core.vhost.VhostUserRequest.SET_BACKEND_REQ_FD, 5_000).get(ValueLayout.JAVA_LONG_UNALIGNED, 0));
+            int sent = 0;
+            for (int i = 0; i < 20_000; i++) { // the channel fills after a few hundred messages; nobody reads it
+                sent += p.link(i % 2 == 1) ? 1 : 0;
+            }
+            assertTrue(sent < 20_000, "a full channel drops the message instead of blocking");
+            assertTrue(p.link());
+            assertEquals(STATUS_LINK_UP, f.config(CONFIG_LENGTH).get(LE16, STATUS_OFFSET), "the state is still served");
+            assertNull(p.lastError());
+        }
     }
 
     @Test
