@@ -154,7 +154,9 @@ class StorvspProcessTest {
             String json = awaitResult(p);
             assertTrue(json.contains("\"errors\":0") && json.contains("\"verify_errors\":0"), p.name() + ": " + json);
             assertTrue(!json.contains("\"verified\":0,"), json);
-            assertEquals(0, p.faultCount(), p.faults().toString());
+            // No guest fault. A child that already finished and exited may show up as a lost connection (a
+            // crash is in the fault list since issue 15): the partitions are checked one after the other.
+            assertEquals(List.of(), p.faults().stream().filter(f -> !f.startsWith("VMBus connection lost")).toList());
         }
         host.close();
         vhdx.close();
