@@ -33,6 +33,9 @@ public final class PhostProcess implements AutoCloseable {
     /** With extra JVM flags, e.g. {@code -Dphost.log.level=DEBUG}. */
     public static PhostProcess start(Path runtimeDir, List<String> jvmFlags, String... args) throws IOException {
         List<String> cmd = new ArrayList<>();
+        // SIGHUP back to its default: a test run under nohup would otherwise hand phost an ignored SIGHUP
+        // (inherited across exec), and phost rightly keeps ignoring it.
+        cmd.addAll(List.of("env", "--default-signal=HUP"));
         cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
         cmd.addAll(GuestLauncher.inheritedJvmFlags());
         cmd.addAll(jvmFlags);

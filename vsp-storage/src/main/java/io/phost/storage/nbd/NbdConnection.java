@@ -192,6 +192,9 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
             NbdNegotiation negotiation = new NbdNegotiation(this, in, out, server.exports());
             boolean go = negotiation.run();
             export = negotiation.export();
+            if (export != null) {
+                export.lun().followGrownDisk(); // the client was given the disk's size now: the LUN must serve it
+            }
             baseAllocation = negotiation.baseAllocation();
             dirtyBitmap = negotiation.dirtyBitmap();
             handshaking = false;

@@ -239,6 +239,18 @@ public final class ScsiLun {
     }
 
     /**
+     * The disk grew in place (an RBD image resized by its cluster: same object, larger {@code size()}): the LUN
+     * serves the new capacity from now on. Grow only, and no unit attention: a transport whose clients learn the
+     * size when they connect (NBD) calls it for each new client.
+     */
+    public void followGrownDisk() {
+        long now = disk.size() >>> blockShift;
+        if (now > blocks) {
+            blocks = now;
+        }
+    }
+
+    /**
      * Replaces the backing disk with the same image grown (a live resize; I/O paused and drained): same sector
      * sizes, not smaller. The LUN's capacity follows. With {@code unitAttention} (a SCSI initiator: VMBus storvsc,
      * virtio-scsi) its next command other than INQUIRY, REPORT LUNS or REQUEST SENSE gets a CAPACITY DATA HAS
