@@ -4,12 +4,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
-import io.phost.core.partition.GuestLauncher;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -31,15 +30,8 @@ class DemoRunVmTest {
             && Files.exists(Path.of("/dev/net/tun")) && TestGuestKit.onPath("qemu-system-x86_64"),
             "needs root, /dev/net/tun (the demo's namespaces) and qemu-system-x86_64");
         Path guest = TestGuestKit.directory();
-        List<String> cmd = new ArrayList<>();
-        cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-        cmd.addAll(GuestLauncher.inheritedJvmFlags());
-        cmd.add("-Dphost.runtime.dir=" + dir.resolve("run"));
-        cmd.addAll(List.of("-cp", System.getProperty("java.class.path"), "io.phost.appliance.Main", "run", "--plain",
-            "--duration", "240s"));
-        ProcessBuilder pb = new ProcessBuilder(cmd);
-        pb.environment().put("PHOST_TEST_GUEST", guest.toString());
-        try (PhostProcess p = PhostProcess.of(pb)) {
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), List.of(), Map.of("PHOST_TEST_GUEST", guest.toString()),
+                "run", "--plain", "--duration", "240s")) {
             p.awaitLine("phost: ready", Duration.ofSeconds(90));
             String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
             ManagementClient c = new ManagementClient(ManagementAddress.parse(endpoint), null);

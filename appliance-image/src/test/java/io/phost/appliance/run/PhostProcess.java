@@ -10,6 +10,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.BlockingQueue;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -32,6 +33,12 @@ public final class PhostProcess implements AutoCloseable {
 
     /** With extra JVM flags, e.g. {@code -Dphost.log.level=DEBUG}. */
     public static PhostProcess start(Path runtimeDir, List<String> jvmFlags, String... args) throws IOException {
+        return start(runtimeDir, jvmFlags, Map.of(), args);
+    }
+
+    /** With extra JVM flags and environment variables (e.g. {@code PHOST_TEST_GUEST} for the demo's VM). */
+    public static PhostProcess start(Path runtimeDir, List<String> jvmFlags, Map<String, String> env,
+                                     String... args) throws IOException {
         List<String> cmd = new ArrayList<>();
         // SIGHUP back to its default: a test run under nohup would otherwise hand phost an ignored SIGHUP
         // (inherited across exec), and phost rightly keeps ignoring it.
@@ -44,7 +51,9 @@ public final class PhostProcess implements AutoCloseable {
         cmd.add(System.getProperty("java.class.path"));
         cmd.add("io.phost.appliance.Main");
         cmd.addAll(List.of(args));
-        return new PhostProcess(new ProcessBuilder(cmd).start());
+        ProcessBuilder pb = new ProcessBuilder(cmd);
+        pb.environment().putAll(env);
+        return new PhostProcess(pb.start());
     }
 
     /** A phost started some other way (e.g. under {@code setpriv} as another user). */
