@@ -183,6 +183,36 @@ public final class ManagedSwitch implements AutoCloseable {
         return attach(name, config, tap, tap);
     }
 
+    /** The port named {@code name} (as in /status), or null. */
+    public Port port(String name) {
+        for (Port p : sw.ports()) {
+            if (p.name().equals(name)) {
+                return p;
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Changes a running port's policy (Set-VMNetworkAdapter on a running host): {@code change} maps the port's current
+     * config to the new one; the switch's bandwidth mode is applied and the result takes effect on the switch thread
+     * before this returns (VLAN, guards, ACLs, addresses, bandwidth and weight alike). Learned addresses of the port are
+     * forgotten; flows a stateful ACL admitted survive while a stateful rule remains. Returns the config now in force.
+     */
+    public PortConfig reconfigure(Port port, java.util.function.UnaryOperator<PortConfig> change) {
+        PortConfig[] applied = new PortConfig[1];
+        try {
+            agent.submit(s -> {
+                PortConfig next = effective(change.apply(port.config()));
+                s.configure(port, next);
+                applied[0] = next;
+            }).join();
+        } catch (java.util.concurrent.CompletionException e) {
+            throw e.getCause() instanceof RuntimeException r ? r : e;
+        }
+        return applied[0];
+    }
+
     public void detach(Port p) {
         agent.submit(s -> s.removePort(p)).join();
     }

@@ -169,6 +169,12 @@ public final class Port {
         return mtu;
     }
 
+    /** Live flows in the port's stateful ACL table (walks the table: for status only), or -1 when it has none. */
+    public int aclFlows() {
+        AclFlowTable f = flows;
+        return f == null ? -1 : f.size(System.nanoTime());
+    }
+
     public PortCounters counters() {
         return counters;
     }

@@ -188,9 +188,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
         c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
         c = c.withMaxBandwidthToPort(n.maxBandwidthInBitsPerSecond());
-        c = c.withIpAddresses(n.ipAddresses().stream().filter(ip -> ip.indexOf(':') < 0).mapToInt(NicConfig::ipv4).toArray());
-        c = c.withIpv6Addresses(n.ipAddresses().stream().filter(ip -> ip.indexOf(':') >= 0)
-            .flatMapToLong(ip -> java.util.Arrays.stream(PortConfig.ipv6(ip))).toArray());
+        c = withIpAddresses(c, n.ipAddresses());
         c = c.withAcls(n.acl().stream().map(io.phost.vswitch.PortAcl::parse).toArray(io.phost.vswitch.PortAcl[]::new));
         return c.withOffloadWeights(n.vmqWeight(), n.iovWeight());
     }
@@ -258,6 +256,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("host_tap", sw.hostTap());
                 m.put("host_address", hostAddresses.get(sw.spec().name()));
                 m.put("mtu", mtuOf(sw, port));
+                io.phost.vswitch.Port live = sw.port(port);
+                int flows = live == null ? -1 : live.aclFlows();
+                m.put("acl_flows", flows < 0 ? null : flows); // stateful ACL table occupancy (of 4096)
                 VhostUserNetPort vmNic = vmNics.get(port);
                 if (vmNic != null) {
                     m.put("data_path", "vhost-user-net");
@@ -321,13 +322,11 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         if (sw == null) {
             return io.phost.appliance.mgmt.HttpResponse.text(404, "no switch '" + q.get("switch") + "'\n");
         }
-        io.phost.vswitch.Port port = sw.vswitch().ports().stream().filter(p -> p.name().equals(q.get("port")))
-            .findFirst().orElse(null);
+        io.phost.vswitch.Port port = q.get("port") == null ? null : sw.port(q.get("port"));
         if (port == null) {
             return io.phost.appliance.mgmt.HttpResponse.text(404, "no port '" + q.get("port") + "' on switch '"
                 + sw.spec().name() + "'\n");
         }
-        PortConfig c = port.config();
         VhostUserNetPort vmNic = vmNics.get(port.name());
         Boolean linkUp = null;
         if (q.containsKey("link")) {
@@ -341,27 +340,14 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             }
             linkUp = "up".equals(l);
         }
+        java.util.function.UnaryOperator<PortConfig> change;
         try {
-            if (q.containsKey("vlan_access")) {
-                int v = Integer.parseInt(q.get("vlan_access"));
-                c = v == 0 ? c.withUntagged() : c.withAccessVlan(v);
-            }
-            if (q.containsKey("mac_spoofing") || q.containsKey("dhcp_guard") || q.containsKey("router_guard")) {
-                c = c.withGuards(bool(q, "mac_spoofing", c.macSpoofing()), bool(q, "dhcp_guard", c.dhcpGuard()),
-                    bool(q, "router_guard", c.routerGuard()));
-            }
-            if (q.containsKey("max_bandwidth")) {
-                c = c.withLimits(c.stormLimitPps(), Math.multiplyExact(Long.parseLong(q.get("max_bandwidth")), 8),
-                    c.minBandwidthWeight(), c.maxMacAddresses());
-            }
-            if (q.containsKey("max_bandwidth_in")) {
-                c = c.withMaxBandwidthToPort(Math.multiplyExact(Long.parseLong(q.get("max_bandwidth_in")), 8));
-            }
+            change = portChange(q);
+            change.apply(port.config()); // every value is checked before the switch sees it
         } catch (IllegalArgumentException | ArithmeticException e) {
             return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: " + e.getMessage() + "\n");
         }
-        PortConfig next = c;
-        sw.agent().submit(s -> s.configure(port, next)).join();
+        PortConfig next = sw.reconfigure(port, change);
         boolean guestTold = false;
         if (linkUp != null) {
             vmNic.link(linkUp);
@@ -382,6 +368,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         m.put("router_guard", next.routerGuard());
         m.put("max_bandwidth", next.maxBandwidthBps() / 8);
         m.put("max_bandwidth_in", next.maxBandwidthToPortBps() / 8);
+        m.put("min_bandwidth_weight", next.minBandwidthWeight());
+        m.put("acl", java.util.Arrays.stream(next.acls()).map(Object::toString).toList());
+        m.put("ip_addresses", ipAddressTexts(next));
         if (vmNic != null) {
             m.put("link", vmNic.link() ? "up" : "down");
         }
@@ -389,6 +378,101 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             m.put("guest_notified", guestTold);
         }
         return io.phost.appliance.mgmt.HttpResponse.json(io.phost.core.text.Json.pretty(m));
+    }
+
+    /**
+     * The change a {@code POST /v1/switches/port} query asks for, as a function of the port's current config:
+     * {@code vlan_access}, {@code mac_spoofing}, {@code dhcp_guard}, {@code router_guard}, {@code max_bandwidth},
+     * {@code max_bandwidth_in} (bytes/s), {@code min_bandwidth_weight} (0..100, 0 = the default share 1), {@code acl}
+     * (rules as in the NIC key, separated by commas; empty = none) and {@code ip_addresses} (comma-separated IPv4/IPv6;
+     * empty = no IP guard). Keys not given keep their value. Throws IllegalArgumentException naming a bad field.
+     */
+    static java.util.function.UnaryOperator<PortConfig> portChange(Map<String, String> q) {
+        return current -> {
+            PortConfig c = current;
+            if (q.containsKey("vlan_access")) {
+                int v = Integer.parseInt(q.get("vlan_access"));
+                c = v == 0 ? c.withUntagged() : c.withAccessVlan(v);
+            }
+            if (q.containsKey("mac_spoofing") || q.containsKey("dhcp_guard") || q.containsKey("router_guard")) {
+                c = c.withGuards(bool(q, "mac_spoofing", c.macSpoofing()), bool(q, "dhcp_guard", c.dhcpGuard()),
+                    bool(q, "router_guard", c.routerGuard()));
+            }
+            if (q.containsKey("max_bandwidth")) {
+                c = c.withLimits(c.stormLimitPps(), Math.multiplyExact(Long.parseLong(q.get("max_bandwidth")), 8),
+                    c.minBandwidthWeight(), c.maxMacAddresses());
+            }
+            if (q.containsKey("max_bandwidth_in")) {
+                c = c.withMaxBandwidthToPort(Math.multiplyExact(Long.parseLong(q.get("max_bandwidth_in")), 8));
+            }
+            if (q.containsKey("min_bandwidth_weight")) {
+                int w = Integer.parseInt(q.get("min_bandwidth_weight"));
+                if (w < 0 || w > 100) {
+                    throw new IllegalArgumentException("min_bandwidth_weight must be 0..100, not " + w);
+                }
+                c = c.withLimits(c.stormLimitPps(), c.maxBandwidthBps(), Math.max(1, w), c.maxMacAddresses());
+            }
+            if (q.containsKey("acl")) {
+                try {
+                    c = c.withAcls(list(q.get("acl")).stream().map(io.phost.vswitch.PortAcl::parse)
+                        .toArray(io.phost.vswitch.PortAcl[]::new));
+                } catch (IllegalArgumentException e) {
+                    throw new IllegalArgumentException("acl: " + e.getMessage(), e);
+                }
+            }
+            if (q.containsKey("ip_addresses")) {
+                List<String> ips = list(q.get("ip_addresses"));
+                for (String ip : ips) {
+                    if (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip)) {
+                        throw new IllegalArgumentException("ip_addresses: '" + ip + "' is not a unicast IPv4 or IPv6 address");
+                    }
+                }
+                c = withIpAddresses(c, ips);
+            }
+            return c;
+        };
+    }
+
+    private static List<String> list(String commaSeparated) {
+        return java.util.Arrays.stream(commaSeparated.split(",")).map(String::strip).filter(x -> !x.isEmpty()).toList();
+    }
+
+    private static PortConfig withIpAddresses(PortConfig c, List<String> ips) {
+        return c.withIpAddresses(ips.stream().filter(ip -> ip.indexOf(':') < 0).mapToInt(NicConfig::ipv4).toArray())
+            .withIpv6Addresses(ips.stream().filter(ip -> ip.indexOf(':') >= 0)
+                .flatMapToLong(ip -> java.util.Arrays.stream(PortConfig.ipv6(ip))).toArray());
+    }
+
+    private static List<String> ipAddressTexts(PortConfig c) {
+        List<String> out = new ArrayList<>();
+        for (int ip : c.ipAddresses()) {
+            out.add((ip >>> 24) + "." + (ip >>> 16 & 0xff) + "." + (ip >>> 8 & 0xff) + "." + (ip & 0xff));
+        }
+        long[] v6 = c.ipv6Addresses();
+        for (int i = 0; i + 1 < v6.length; i += 2) {
+            byte[] b = java.nio.ByteBuffer.allocate(16).putLong(v6[i]).putLong(v6[i + 1]).array();
+            try {
+                out.add(java.net.InetAddress.getByAddress(b).getHostAddress());
+            } catch (java.net.UnknownHostException e) {
+                throw new IllegalStateException(e); // 16 bytes is always an address
+            }
+        }
+        return out;
+    }
+
+    /**
+     * Applies a NIC's config to its running port (for a live config apply): everything but the MAC-derived identity
+     * and the MTU, which the guest negotiated, takes effect on the switch thread before this returns. Returns the
+     * config in force, or null when the switch or port does not exist.
+     */
+    public PortConfig applyNic(String switchName, String portName, NicConfig n) {
+        ManagedSwitch sw = switches.get(switchName);
+        io.phost.vswitch.Port port = sw == null ? null : sw.port(portName);
+        if (port == null) {
+            return null;
+        }
+        PortConfig wanted = portConfig(n);
+        return sw.reconfigure(port, c -> wanted.withMtu(c.mtu()));
     }
 
     private static boolean bool(Map<String, String> q, String key, boolean current) {
