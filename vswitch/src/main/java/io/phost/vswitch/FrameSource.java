@@ -14,6 +14,12 @@ public interface FrameSource extends AutoCloseable {
         return -1;
     }
 
+    /** Every fd whose readiness means frames (a team polls several sockets); the default is {@link #readinessFd}. */
+    default int[] readinessFds() {
+        int fd = readinessFd();
+        return fd < 0 ? new int[0] : new int[] {fd};
+    }
+
     /**
      * Called on the switch's thread just before it sleeps on {@link #readinessFd}: returns false when frames are
      * already waiting (then it does not sleep). Kernel fds (TAP, socket) need nothing: the default is true.

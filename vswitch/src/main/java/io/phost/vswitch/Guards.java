@@ -65,6 +65,12 @@ final class Guards {
         return false;
     }
 
+    /** The sender address an ARP or IPv4 packet claims (as {@link #claimsOwnAddress} reads it), or 0. */
+    static int claimedIpv4(DirectBuffer b, int l3, int end, int type) {
+        int at = type == TYPE_ARP ? l3 + 14 : type == TYPE_IPV4 ? l3 + 12 : -1;
+        return at < 0 || end - at < 4 ? 0 : b.getInt(at, java.nio.ByteOrder.BIG_ENDIAN);
+    }
+
     /** {@code l3}..{@code end} is the network-layer packet of the given ethertype. */
     static int check(DirectBuffer b, int l3, int end, int type, boolean dhcpGuard, boolean routerGuard) {
         if (type == TYPE_IPV4) {

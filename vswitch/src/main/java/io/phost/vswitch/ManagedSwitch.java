@@ -23,6 +23,7 @@ public final class ManagedSwitch implements AutoCloseable {
     private final List<AutoCloseable> devices = new ArrayList<>();
     private final Thread rebalancer;
     private String hostTap;
+    private TeamUplink team;
 
     private ManagedSwitch(SwitchSpec spec) {
         if (spec.bandwidthMode() == BandwidthMode.ABSOLUTE) {
@@ -36,9 +37,17 @@ public final class ManagedSwitch implements AutoCloseable {
         String status = "SR-IOV not requested";
         try {
             if (spec.type() == SwitchType.EXTERNAL) {
-                PacketSocketPort up = PacketSocketPort.open(spec.uplink());
-                devices.add(up);
-                agent.submit(s -> s.addPort("uplink:" + spec.uplink(), PortKind.UPLINK, PortConfig.uplink(), up, up)).join();
+                if (spec.teamed()) {
+                    TeamUplink up = TeamUplink.open(spec.uplinks(), spec.sysfsRoot());
+                    devices.add(up);
+                    team = up;
+                    agent.submit(s -> s.addPort("uplink:" + String.join("+", spec.uplinks()), PortKind.UPLINK,
+                        PortConfig.uplink(), up, up)).join();
+                } else {
+                    PacketSocketPort up = PacketSocketPort.open(spec.uplink());
+                    devices.add(up);
+                    agent.submit(s -> s.addPort("uplink:" + spec.uplink(), PortKind.UPLINK, PortConfig.uplink(), up, up)).join();
+                }
                 if (spec.enableIov()) {
                     String why = SriovUplink.whyUnused(spec.sysfsRoot(), spec.uplink());
                     if (why == null) {
@@ -125,6 +134,11 @@ public final class ManagedSwitch implements AutoCloseable {
             }
             s.configure(target, target.config().withMaxBandwidthToPort(bitsPerSecond));
         });
+    }
+
+    /** The uplink team (switch-embedded teaming), or null when the switch has one uplink or none. */
+    public TeamUplink team() {
+        return team;
     }
 
     /** The management-OS TAP's actual name (for /status), or null when the switch has none. */

@@ -13,6 +13,7 @@ public final class Port {
     final FrameSource source;
     final PortCounters counters = new PortCounters();
     final FrameHandler ingress;
+    static final int MAX_LEASES = 4;
 
     volatile PortConfig config;
     VlanMode vlanMode;
@@ -37,6 +38,9 @@ public final class Port {
     /** Flows admitted by stateful ACL rules, or null when the port has none. */
     AclFlowTable flows;
     boolean ipGuard;
+    /** Addresses leased to this port by DHCP (snooped ACKs) and when each lease ends (nanos; MAX_VALUE = never). */
+    final int[] leasedIps = new int[MAX_LEASES];
+    final long[] leaseEnds = new long[MAX_LEASES];
     /** IPv6 addresses (high, low pairs) this port may claim; only read when ip6Guard. */
     long[] ipv6Addresses = new long[0];
     boolean ip6Guard;
@@ -110,6 +114,45 @@ public final class Port {
         maxMacs = c.maxMacAddresses();
         mtu = c.mtu();
         config = c;
+    }
+
+    /** Records a DHCP lease of {@code ip} until {@code until} (renewals refresh it; a full table replaces the oldest end). */
+    void lease(int ip, long until) {
+        int slot = 0;
+        for (int i = 0; i < MAX_LEASES; i++) {
+            if (leasedIps[i] == ip) {
+                slot = i;
+                break;
+            }
+            if (leaseEnds[i] - leaseEnds[slot] < 0) {
+                slot = i;
+            }
+        }
+        leasedIps[slot] = ip;
+        leaseEnds[slot] = until;
+    }
+
+    /** True when {@code ip} is leased to this port and the lease has not ended at {@code now}. */
+    boolean leased(int ip, long now) {
+        for (int i = 0; i < MAX_LEASES; i++) {
+            if (leasedIps[i] == ip && ip != 0 && now - leaseEnds[i] < 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** The addresses leased now (for status): "a.b.c.d" each. */
+    public java.util.List<String> dhcpLeases() {
+        long now = owner.now();
+        java.util.List<String> out = new java.util.ArrayList<>();
+        for (int i = 0; i < MAX_LEASES; i++) {
+            int ip = leasedIps[i];
+            if (ip != 0 && now - leaseEnds[i] < 0) {
+                out.add((ip >>> 24) + "." + (ip >>> 16 & 0xff) + "." + (ip >>> 8 & 0xff) + "." + (ip & 0xff));
+            }
+        }
+        return out;
     }
 
     /** The switch-internal VLAN (0 = untagged network) of a frame arriving with {@code vid} (-1 = no tag), or -1. */

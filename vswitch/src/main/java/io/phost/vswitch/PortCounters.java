@@ -19,6 +19,7 @@ public final class PortCounters {
     private static final int MIRRORED = 4;
     private static final int MAC_LIMIT_HITS = 5;
     private static final int SOFTWARE_OFFLOAD = 6;
+    private static final int DHCP_LEASES = 7;
     private static final int DROP_BASE = 8;
 
     /** Indices spaced so the hot counters share one cache line; drops follow. */
@@ -55,6 +56,15 @@ public final class PortCounters {
 
     void mirrored(int frames) {
         add(MIRRORED, frames);
+    }
+
+    void dhcpLeaseLearned() {
+        add(DHCP_LEASES, 1);
+    }
+
+    /** DHCPACKs to this port that its IP guard learned an address from (snooping). */
+    public long dhcpLeasesLearned() {
+        return get(DHCP_LEASES);
     }
 
     void macLimitHit() {
@@ -116,6 +126,7 @@ public final class PortCounters {
         m.put("mirrored_packets", mirroredPackets());
         m.put("mac_limit_hits", macLimitHits());
         m.put("sw_offload_packets", softwareOffloadFrames());
+        m.put("dhcp_leases_learned", dhcpLeasesLearned());
         for (DropReason r : DropReason.VALUES) {
             long v = drops(r);
             if (v != 0) {

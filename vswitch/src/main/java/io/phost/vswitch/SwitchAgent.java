@@ -136,15 +136,17 @@ public final class SwitchAgent implements Agent {
             if (p.source == null) {
                 continue;
             }
-            int fd = p.source.readinessFd();
-            if (fd < 0 || n == MAX_FDS) {
+            int[] fds = p.source.readinessFds();
+            if (fds.length == 0 || n + fds.length > MAX_FDS) {
                 allFds = false;
                 continue;
             }
-            pollFds.putInt(n * 8, fd);
-            pollFds.putShort(n * 8 + 4, NetSyscalls.POLLIN);
-            pollFds.putShort(n * 8 + 6, (short) 0);
-            n++;
+            for (int fd : fds) {
+                pollFds.putInt(n * 8, fd);
+                pollFds.putShort(n * 8 + 4, NetSyscalls.POLLIN);
+                pollFds.putShort(n * 8 + 6, (short) 0);
+                n++;
+            }
         }
         pollFdCount = n;
         pollable = allFds;

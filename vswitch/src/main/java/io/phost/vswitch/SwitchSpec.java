@@ -15,9 +15,17 @@ import java.nio.file.Path;
  * @param hostTap           name of the management-OS TAP (null: derived, see {@link #hostTapName})
  * @param sysfsRoot         "/sys" in production; tests use a simulated tree
  * @param mtu               the switch's MTU: the host TAP's MTU and the upper bound of its vNICs' (68..9000)
+ * @param uplinks           external: every uplink interface, {@code uplink} first; two or more form a team
+ *                          ({@link TeamUplink}); null or empty = just {@code uplink}
  */
 public record SwitchSpec(String name, SwitchType type, String uplink, boolean allowManagementOs, boolean enableIov,
-                         BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot, int mtu) {
+                         BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot, int mtu,
+                         java.util.List<String> uplinks) {
+    public SwitchSpec(String name, SwitchType type, String uplink, boolean allowManagementOs, boolean enableIov,
+                      BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot, int mtu) {
+        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, vmqWorkers, hostTap, sysfsRoot, mtu, null);
+    }
+
     public SwitchSpec(String name, SwitchType type, String uplink, boolean allowManagementOs, boolean enableIov,
                       BandwidthMode bandwidthMode, int vmqWorkers, String hostTap, Path sysfsRoot) {
         this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, vmqWorkers, hostTap, sysfsRoot,
@@ -41,6 +49,11 @@ public record SwitchSpec(String name, SwitchType type, String uplink, boolean al
         if (vmqWorkers < 0) {
             throw new IllegalArgumentException("vmq workers must be >= 0");
         }
+        uplinks = uplinks == null || uplinks.isEmpty() ? (uplink == null ? java.util.List.of() : java.util.List.of(uplink))
+            : java.util.List.copyOf(uplinks);
+        if (uplink != null && !uplinks.getFirst().equals(uplink)) {
+            throw new IllegalArgumentException("switch " + name + ": uplink " + uplink + " must be the first of uplinks " + uplinks);
+        }
         bandwidthMode = bandwidthMode == null ? BandwidthMode.WEIGHT : bandwidthMode;
         sysfsRoot = sysfsRoot == null ? Path.of("/sys") : sysfsRoot;
     }
@@ -55,6 +68,11 @@ public record SwitchSpec(String name, SwitchType type, String uplink, boolean al
 
     public static SwitchSpec external(String name, String uplink, boolean allowManagementOs) {
         return new SwitchSpec(name, SwitchType.EXTERNAL, uplink, allowManagementOs, false, BandwidthMode.WEIGHT, 0, null, null);
+    }
+
+    /** True when the uplink is a team of two or more interfaces. */
+    public boolean teamed() {
+        return uplinks.size() > 1;
     }
 
     public boolean hasHostPort() {

@@ -47,6 +47,9 @@ public final class VSwitch {
     private final Port[] ports = new Port[MAX_PORTS];
     private int portLimit;
     private Port[] mirrorDestinations = new Port[0];
+    /** Ports with an IPv4 guard: DHCP ACKs are only read while there is one. */
+    private int snoopingPorts;
+    private final DhcpSnooping dhcp = new DhcpSnooping();
     private volatile List<Port> portList = List.of();
 
     private final UnsafeBuffer untagged = new UnsafeBuffer(ByteBuffer.allocateDirect(MAX_FRAME + 8));
@@ -144,6 +147,21 @@ public final class VSwitch {
         return p;
     }
 
+    /**
+     * A DHCPACK from a port the DHCP guard allows to serve: the client's port (its pinned MAC in the VLAN), when its IP
+     * guard is on, may use the leased address until the lease ends.
+     */
+    private void learnLease(int vlan) {
+        Port client = lookup(vlan, dhcp.clientMac);
+        if (client == null || !client.ipGuard || client.mac != dhcp.clientMac) {
+            return;
+        }
+        long until = dhcp.leaseSeconds == DhcpSnooping.INFINITE ? nowNanos + Long.MAX_VALUE / 2
+            : nowNanos + Math.min(dhcp.leaseSeconds, 1L << 31) * 1_000_000_000L;
+        client.lease(dhcp.leasedAddress, until);
+        client.counters.dhcpLeaseLearned();
+    }
+
     /** Applies a new policy to a port; learned addresses of the port are forgotten. */
     public void configure(Port p, PortConfig config) {
         checkOwn(p);
@@ -197,6 +215,11 @@ public final class VSwitch {
             }
         }
         mirrorDestinations = mirrors.toArray(new Port[0]);
+        int snooping = 0;
+        for (Port p : all) {
+            snooping += p.ipGuard ? 1 : 0;
+        }
+        snoopingPorts = snooping;
         portList = List.copyOf(all);
     }
 
@@ -321,7 +344,8 @@ public final class VSwitch {
             return;
         }
         if (in.guarded) {
-            if (in.ipGuard && !Guards.claimsOwnAddress(b, payload + 2, off + len, etype, in.ipAddresses)) {
+            if (in.ipGuard && !Guards.claimsOwnAddress(b, payload + 2, off + len, etype, in.ipAddresses)
+                && !in.leased(Guards.claimedIpv4(b, payload + 2, off + len, etype), nowNanos)) {
                 in.counters.dropped(DropReason.IP_SPOOF);
                 return;
             }
@@ -341,6 +365,10 @@ public final class VSwitch {
         if ((in.aclOut || in.flows != null) && !aclAllows(in, false, dst, b, payload + 2, off + len, etype)) {
             in.counters.dropped(DropReason.ACL);
             return;
+        }
+        if (snoopingPorts > 0 && !in.dhcpGuard && etype == EthernetDescriptor.TYPE_IPV4
+            && dhcp.readAck(b, payload + 2, off + len)) {
+            learnLease(vlan);
         }
         // A vNIC with spoofing off can only send from its own MAC, which is pinned in every VLAN it carries:
         // nothing to learn (saves a hash probe per frame on the common path).

@@ -462,4 +462,64 @@ class VSwitchTest {
         assertEquals(6, a.counters().drops(DropReason.ND_SPOOF), a.counters().snapshot().toString());
         assertEquals(6, rb.count());
     }
+
+    /** An IPv4 UDP packet from {@code src} to {@code dst} with ports and payload (checksums zero: the switch ignores them). */
+    private static byte[] udp4(int src, int dst, int sport, int dport, byte[] payload) {
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(28 + payload.length);
+        bb.put((byte) 0x45).put((byte) 0).putShort((short) (28 + payload.length)).putInt(0);
+        bb.put((byte) 64).put((byte) 17).putShort((short) 0).putInt(src).putInt(dst);
+        bb.putShort((short) sport).putShort((short) dport).putShort((short) (8 + payload.length)).putShort((short) 0);
+        return bb.put(payload).array();
+    }
+
+    /** A DHCP server message (BOOTREPLY) of {@code type} leasing {@code yiaddr} to {@code chaddr} for {@code seconds}. */
+    private static byte[] dhcpReply(int type, long chaddr, int yiaddr, int seconds) {
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(236 + 4 + 3 + 6 + 1);
+        bb.put((byte) 2).put((byte) 1).put((byte) 6).put((byte) 0).putInt(0x1234).putInt(0).putInt(0).putInt(yiaddr);
+        bb.putInt(0).putInt(0).putInt((int) (chaddr >>> 16)).putShort((short) chaddr);
+        bb.position(236);
+        bb.putInt(0x6382_5363).put((byte) 53).put((byte) 1).put((byte) type);
+        bb.put((byte) 51).put((byte) 4).putInt(seconds).put((byte) 255);
+        return bb.array();
+    }
+
+    /**
+     * DHCP snooping: a vNIC whose IP guard is on with no static address (the config's "dhcp") may use the address a
+     * DHCPACK from the uplink leased it, until the lease ends; an OFFER, or an ACK from a port the DHCP guard covers
+     * (a rogue server), teaches nothing. Before: every address not listed was IP_SPOOF.
+     */
+    @Test
+    void shouldAllowAnAddressLeasedByADhcpAckFromAnAllowedServerUntilTheLeaseEnds() {
+        sw.tick(SECOND);
+        Port u = sw.addPort("u", PortKind.UPLINK, PortConfig.uplink(), rc, null);
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withIpAddresses(0), ra, null);
+        Port rogue = sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B).withGuards(false, true, false), rb, null);
+        int leased = 0x0a_00_00_32;
+        int server = 0x0a_00_00_01;
+        byte[] fromLeased = frame(D, A, -1, 0x0800, udp4(leased, server, 5000, 53, new byte[8]));
+        send(a, fromLeased);
+        assertEquals(1, a.counters().drops(DropReason.IP_SPOOF), "not leased yet");
+        send(u, frame(A, D, -1, 0x0800, udp4(server, leased, 67, 68, dhcpReply(2, A, leased, 10))));
+        send(a, fromLeased);
+        assertEquals(2, a.counters().drops(DropReason.IP_SPOOF), "an OFFER leases nothing");
+        send(rogue, frame(A, B, -1, 0x0800, udp4(0x0a_00_00_02, leased, 67, 68, dhcpReply(5, A, leased, 10))));
+        assertEquals(1, rogue.counters().drops(DropReason.DHCP_GUARD));
+        send(a, fromLeased);
+        assertEquals(3, a.counters().drops(DropReason.IP_SPOOF), "a guarded port's ACK teaches nothing");
+        int before = ra.count();
+        send(u, frame(A, D, -1, 0x0800, udp4(server, leased, 67, 68, dhcpReply(5, A, leased, 10))));
+        assertEquals(before + 1, ra.count(), "the ACK reaches the client");
+        assertEquals(1, a.counters().dhcpLeasesLearned());
+        assertEquals(java.util.List.of("10.0.0.50"), a.dhcpLeases());
+        int out = rc.count();
+        send(a, fromLeased);
+        assertEquals(out + 1, rc.count(), "the leased address passes");
+        assertEquals(3, a.counters().drops(DropReason.IP_SPOOF));
+        send(a, frame(D, A, -1, 0x0800, udp4(leased + 1, server, 5000, 53, new byte[8])));
+        assertEquals(4, a.counters().drops(DropReason.IP_SPOOF), "only the leased address");
+        sw.tick(SECOND + 11 * SECOND);
+        send(a, fromLeased);
+        assertEquals(5, a.counters().drops(DropReason.IP_SPOOF), "the lease ended");
+        assertEquals(java.util.List.of(), a.dhcpLeases());
+    }
 }

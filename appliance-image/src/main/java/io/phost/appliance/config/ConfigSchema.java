@@ -149,7 +149,8 @@ public final class ConfigSchema {
         section("switch", true)
             .add(key("name", Kind.NAME).req())
             .add(key("type", Kind.ENUM).req().allowed("external", "internal", "private"))
-            .add(key("uplink", Kind.STRING).note("external only, and required there"))
+            .add(key("uplink", Kind.STRING).note("external only; it or uplinks is required there"))
+            .add(key("uplinks", Kind.STRING_ARRAY).def("[]").note("external only; 2..8 interfaces teamed (switch-embedded teaming); not with uplink"))
             .add(key("allow_management_os", Kind.BOOLEAN).def("false").note("external only"))
             .add(key("enable_iov", Kind.BOOLEAN).def("false").note("external only"))
             .add(key("bandwidth_mode", Kind.ENUM).def("none").allowed("none", "absolute", "weight").note("absolute is refused (not implemented)"))
@@ -157,7 +158,9 @@ public final class ConfigSchema {
             .add(key("vmq_workers", Kind.INTEGER).def("0").range(0, 16).note("0 = no VMQ"))
             .add(key("uplink_bandwidth", Kind.BANDWIDTH).def("0").atLeast(0)
                 .note("bytes/s out of the uplink or host TAP; not private; 0 = not capped"))
-            .add(key("host_address", Kind.STRING).note("internal only; IPv4 CIDR such as 10.91.0.1/24"));
+            .add(key("host_address", Kind.STRING).note("internal only; IPv4 CIDR such as 10.91.0.1/24"))
+            .add(key("nat", Kind.BOOLEAN).def("false").note("internal only; needs host_address; nftables masquerade"))
+            .add(key("nat_prefix", Kind.STRING).note("IPv4 CIDR containing host_address; default: host_address's subnet; needs nat = true"));
         section("partition", true)
             .add(key("name", Kind.NAME).req())
             .add(key("vcpus", Kind.INTEGER).def("1").range(1, 64))
@@ -205,7 +208,7 @@ public final class ConfigSchema {
             .add(key("port_mirroring", Kind.ENUM).def("none").allowed("none", "source", "destination"))
             .add(key("storm_limit", Kind.INTEGER).def("0").range(0, 100_000_000).note("packets/s; 0 = unlimited"))
             .add(key("max_mac_addresses", Kind.INTEGER).def("1024").range(1, 65_536))
-            .add(key("ip_addresses", Kind.STRING_ARRAY).def("[]").note("IPv4 or IPv6; ARP/ND inspection and IP spoofing guard; [] = off"))
+            .add(key("ip_addresses", Kind.STRING_ARRAY).def("[]").note("IPv4, IPv6 or \"dhcp\"; ARP/ND inspection and IP spoofing guard; [] = off"))
             .add(key("acl", Kind.STRING_ARRAY).def("[]").note("rules \"ACTION DIRECTION REMOTE [PROTOCOL[:PORT]] [stateful]\"; [] = allow all"));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))

@@ -13,10 +13,26 @@ package io.phost.appliance.config;
  *                          among the sending ports by min_bandwidth_weight; 0 = not capped, not divided
  * @param hostAddress       internal only: IPv4 CIDR ({@code 10.91.0.1/24}) given to the host TAP at start, so the
  *                          host reaches the partitions without {@code ip addr}; null = the TAP gets no address
+ * @param natPrefix         internal only: the IPv4 prefix ({@code 10.91.0.0/24}) masqueraded out of the host (NetNat);
+ *                          null = no NAT
+ * @param uplinks           external only: the uplink interfaces, two or more when teamed (switch-embedded teaming);
+ *                          {@code uplink} is the first of them
  */
 public record SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
                            BandwidthMode bandwidthMode, int mtu, int vmqWorkers, long uplinkBandwidth,
-                           String hostAddress) {
+                           String hostAddress, String natPrefix, java.util.List<String> uplinks) {
+    public SwitchConfig {
+        uplinks = uplinks == null || uplinks.isEmpty() ? (uplink == null ? java.util.List.of() : java.util.List.of(uplink))
+            : java.util.List.copyOf(uplinks);
+        uplink = uplinks.isEmpty() ? null : uplinks.getFirst();
+    }
+
+    public SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
+                        BandwidthMode bandwidthMode, int mtu, int vmqWorkers, long uplinkBandwidth, String hostAddress) {
+        this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, mtu, vmqWorkers, uplinkBandwidth, hostAddress,
+            null, null);
+    }
+
     public SwitchConfig(String name, Type type, String uplink, boolean allowManagementOs, boolean enableIov,
                         BandwidthMode bandwidthMode, int mtu) {
         this(name, type, uplink, allowManagementOs, enableIov, bandwidthMode, mtu, 0, 0, null);

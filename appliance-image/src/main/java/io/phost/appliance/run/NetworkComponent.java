@@ -43,6 +43,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     private final Map<String, VhostUserNetPort> vmNics = new ConcurrentHashMap<>();
     /** {@code host_address} of each internal switch that has one, by switch name (for /status). */
     private final Map<String, String> hostAddresses = new ConcurrentHashMap<>();
+    /** NAT of each internal switch with {@code nat = true}, by switch name. */
+    private final Map<String, io.phost.vswitch.NatGateway> nats = new ConcurrentHashMap<>();
+    private final Map<String, String> natPrefixes = new ConcurrentHashMap<>();
     /** Port name → {partition, VM device id} of each VM NIC: whom a link change is told to. */
     private final Map<String, String[]> vmNicIds = new ConcurrentHashMap<>();
     private volatile GuestLink guestLink = (partition, device, up) -> false;
@@ -60,22 +63,31 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         NetworkComponent c = new NetworkComponent();
         c.vhostDir = cfg.host().dataDir().resolve("vhost");
         c.vspCpus = cfg.host().vspCpus();
+        Path natState = cfg.host().dataDir().resolve("nat");
+        for (String t : io.phost.vswitch.NatGateway.sweep(natState)) { // what a killed run left
+            LOG.log(Level.INFO, "nat table removed name=" + t + " reason=\"left by a run that did not stop cleanly\"");
+        }
         try {
             for (SwitchConfig s : cfg.switches()) {
                 ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
                     s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
-                    s.vmqWorkers(), null, null, s.mtu()));
+                    s.vmqWorkers(), null, null, s.mtu(), s.uplinks()));
                 if (s.hostAddress() != null && sw.hostTap() != null) {
                     addHostAddress(s.name(), sw.hostTap(), s.hostAddress());
                     c.hostAddresses.put(s.name(), s.hostAddress());
+                    if (s.natPrefix() != null) {
+                        c.nats.put(s.name(), io.phost.vswitch.NatGateway.start(null, sw.hostTap(), s.natPrefix(), natState));
+                        c.natPrefixes.put(s.name(), s.natPrefix());
+                    }
                 }
                 if (s.uplinkBandwidth() > 0) {
                     sw.capUplink(s.uplinkBandwidth() > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : s.uplinkBandwidth() * 8);
                 }
                 LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
-                    + (s.uplink() == null ? "" : " uplink=" + s.uplink())
+                    + (s.uplink() == null ? "" : " uplink=" + String.join("+", s.uplinks()))
                     + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap())
-                    + (s.hostAddress() == null ? "" : " host_address=" + s.hostAddress()) + " iov=\"" + sw.iovStatus() + "\""
+                    + (s.hostAddress() == null ? "" : " host_address=" + s.hostAddress())
+                    + (s.natPrefix() == null ? "" : " nat=" + s.natPrefix()) + " iov=\"" + sw.iovStatus() + "\""
                     + " vmq_workers=" + s.vmqWorkers());
             }
         } catch (RuntimeException e) {
@@ -246,6 +258,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("port", null);
                 m.put("host_tap", sw.hostTap());
                 m.put("host_address", hostAddresses.get(sw.spec().name()));
+                m.put("nat", natPrefixes.get(sw.spec().name()));
                 rows.add(m);
             }
             sw.counters().forEach((port, counters) -> {
@@ -255,10 +268,17 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 m.put("port", port);
                 m.put("host_tap", sw.hostTap());
                 m.put("host_address", hostAddresses.get(sw.spec().name()));
+                m.put("nat", natPrefixes.get(sw.spec().name()));
                 m.put("mtu", mtuOf(sw, port));
+                if (sw.team() != null && port.startsWith("uplink:")) {
+                    m.put("team", sw.team().status()); // member -> {up, tx_frames}
+                }
                 io.phost.vswitch.Port live = sw.port(port);
                 int flows = live == null ? -1 : live.aclFlows();
                 m.put("acl_flows", flows < 0 ? null : flows); // stateful ACL table occupancy (of 4096)
+                if (live != null && live.kind() == io.phost.vswitch.PortKind.VNIC) {
+                    m.put("dhcp_leases", live.dhcpLeases()); // addresses the IP guard learned by DHCP snooping
+                }
                 VhostUserNetPort vmNic = vmNics.get(port);
                 if (vmNic != null) {
                     m.put("data_path", "vhost-user-net");
@@ -423,8 +443,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             if (q.containsKey("ip_addresses")) {
                 List<String> ips = list(q.get("ip_addresses"));
                 for (String ip : ips) {
-                    if (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip)) {
-                        throw new IllegalArgumentException("ip_addresses: '" + ip + "' is not a unicast IPv4 or IPv6 address");
+                    if (!ip.equals("dhcp") && (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip))) {
+                        throw new IllegalArgumentException("ip_addresses: '" + ip + "' is not a unicast IPv4 or IPv6 address nor dhcp");
                     }
                 }
                 c = withIpAddresses(c, ips);
@@ -438,7 +458,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     }
 
     private static PortConfig withIpAddresses(PortConfig c, List<String> ips) {
-        return c.withIpAddresses(ips.stream().filter(ip -> ip.indexOf(':') < 0).mapToInt(NicConfig::ipv4).toArray())
+        // "dhcp" is 0.0.0.0 in the list: the IPv4 guard is on and allows what DHCP leases (snooped), 0.0.0.0 always passes.
+        return c.withIpAddresses(ips.stream().filter(ip -> ip.indexOf(':') < 0)
+                .mapToInt(ip -> ip.equals("dhcp") ? 0 : NicConfig.ipv4(ip)).toArray())
             .withIpv6Addresses(ips.stream().filter(ip -> ip.indexOf(':') >= 0)
                 .flatMapToLong(ip -> java.util.Arrays.stream(PortConfig.ipv6(ip))).toArray());
     }
@@ -446,7 +468,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     private static List<String> ipAddressTexts(PortConfig c) {
         List<String> out = new ArrayList<>();
         for (int ip : c.ipAddresses()) {
-            out.add((ip >>> 24) + "." + (ip >>> 16 & 0xff) + "." + (ip >>> 8 & 0xff) + "." + (ip & 0xff));
+            out.add(ip == 0 ? "dhcp" : (ip >>> 24) + "." + (ip >>> 16 & 0xff) + "." + (ip >>> 8 & 0xff) + "." + (ip & 0xff));
         }
         long[] v6 = c.ipv6Addresses();
         for (int i = 0; i + 1 < v6.length; i += 2) {
@@ -529,6 +551,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     public void close() {
         sampler.shutdownNow();
         vmNics.values().forEach(VhostUserNetPort::close);
+        nats.values().forEach(io.phost.vswitch.NatGateway::close); // before the TAP goes: exactly our tables
+        nats.clear();
         switches.close();
         io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR);
     }

@@ -333,7 +333,7 @@ class ConfigValidationTest {
             uplink = "eth1"
             enable_iov = true
             """,
-            "t.toml:3:1: switch[0]: an external switch needs uplink = \"<host interface>\"",
+            "t.toml:3:1: switch[0]: an external switch needs uplink = \"<host interface>\" (or uplinks = [...] for a team)",
             "t.toml:9:1: switch[1].uplink: only an external switch has an uplink; this one is private",
             "t.toml:10:1: switch[1].enable_iov: SR-IOV needs a physical uplink: external switches only; this one is private");
     }
@@ -412,6 +412,105 @@ class ConfigValidationTest {
             type = "internal"
             host_address = "10.91.4.1/24"
             """).switchConfig("e").orElseThrow().hostAddress());
+    }
+
+    /** NAT (issue 12): internal only, needs host_address, nat_prefix must contain it; errors with positions. */
+    @Test
+    void shouldCheckNatOfAnInternalSwitchWithItsPosition() throws ConfigException {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "a"
+            type = "internal"
+            nat = true
+            [[switch]]
+            name = "b"
+            type = "private"
+            nat = true
+            [[switch]]
+            name = "c"
+            type = "internal"
+            host_address = "10.91.2.1/24"
+            nat = true
+            nat_prefix = "10.92.0.0/16"
+            [[switch]]
+            name = "d"
+            type = "internal"
+            host_address = "10.91.3.1/24"
+            nat_prefix = "10.91.3.0/24"
+            [[switch]]
+            name = "e"
+            type = "internal"
+            host_address = "10.91.4.1/24"
+            nat = true
+            nat_prefix = "10.91.4.1/24"
+            """,
+            "t.toml:6:1: switch[0].nat: nat needs host_address = \"A.B.C.D/N\": the partitions' gateway on the switch",
+            "t.toml:10:1: switch[1].nat: nat: only an internal switch is NATed (its partitions reach the outside through"
+                + " the host); this one is private",
+            "t.toml:16:1: switch[2].nat_prefix: nat_prefix: 10.92.0.0/16 does not contain host_address 10.91.2.1/24",
+            "t.toml:21:1: switch[3].nat_prefix: nat_prefix needs nat = true",
+            "t.toml:27:1: switch[4].nat_prefix: nat_prefix: '10.91.4.1/24' has host bits set; the prefix is 10.91.4.0/24");
+        ApplianceConfig cfg = ConfigLoader.parse("t.toml", HOST + """
+            [[switch]]
+            name = "e"
+            type = "internal"
+            host_address = "10.91.4.1/24"
+            nat = true
+            [[switch]]
+            name = "f"
+            type = "internal"
+            host_address = "10.91.5.1/24"
+            nat = true
+            nat_prefix = "10.91.0.0/16"
+            [[switch]]
+            name = "g"
+            type = "internal"
+            host_address = "10.91.6.1/24"
+            """);
+        assertEquals("10.91.4.0/24", cfg.switchConfig("e").orElseThrow().natPrefix());
+        assertEquals("10.91.0.0/16", cfg.switchConfig("f").orElseThrow().natPrefix());
+        assertEquals(null, cfg.switchConfig("g").orElseThrow().natPrefix());
+    }
+
+    /** Switch-embedded teaming (issue 12): uplinks = [...] on an external switch, 2..8 distinct names, not with uplink. */
+    @Test
+    void shouldCheckTeamedUplinksWithTheirPosition() throws ConfigException {
+        assertErrors(HOST + """
+            [[switch]]
+            name = "a"
+            type = "external"
+            uplinks = ["eth1"]
+            [[switch]]
+            name = "b"
+            type = "external"
+            uplink = "eth1"
+            uplinks = ["eth1", "eth2"]
+            [[switch]]
+            name = "c"
+            type = "external"
+            uplinks = ["eth1", "eth1"]
+            [[switch]]
+            name = "d"
+            type = "internal"
+            uplinks = ["eth1", "eth2"]
+            [[switch]]
+            name = "e"
+            type = "external"
+            uplinks = ["eth1", "a/b"]
+            """,
+            "t.toml:6:1: switch[0].uplinks: a team has 2..8 interfaces, not 1 (use uplink = \"eth1\")",
+            "t.toml:11:1: switch[1].uplinks: give either uplink (one interface) or uplinks (a team), not both",
+            "t.toml:15:1: switch[2].uplinks: an interface is listed twice: [eth1, eth1]",
+            "t.toml:19:1: switch[3].uplinks: only an external switch has uplinks; this one is internal",
+            "t.toml:23:1: switch[4].uplinks: 'a/b' is not a Linux interface name (1-15 characters, no '/' or spaces)");
+        SwitchConfig s = ConfigLoader.parse("t.toml", HOST + """
+            [[switch]]
+            name = "t"
+            type = "external"
+            uplinks = ["eth1", "eth2"]
+            """).switchConfig("t").orElseThrow();
+        assertEquals(java.util.List.of("eth1", "eth2"), s.uplinks());
+        assertEquals("eth1", s.uplink());
     }
 
     /** Before: "absolute" validated and then failed when phost run built the switch. */
