@@ -284,7 +284,13 @@ public final class NetVsc implements AutoCloseable {
         }
         int msg = u32(buf, data);
         if (msg == MSG_LINK_STATE) {
-            linkUp = u32(buf, data + 4) == 1;
+            // RNDIS_INDICATE_STATUS_MSG: only the media states change the link; other statuses are ignored.
+            if (n >= LINK_STATE_LENGTH && u32(buf, data + 4) == RNDIS_INDICATE_STATUS_MSG) {
+                int status = u32(buf, data + 12);
+                if (status == RNDIS_STATUS_MEDIA_CONNECT || status == RNDIS_STATUS_MEDIA_DISCONNECT) {
+                    linkUp = status == RNDIS_STATUS_MEDIA_CONNECT;
+                }
+            }
             return true;
         }
         if (msg == MSG_SEND_RNDIS_PKT && n >= PKT_LENGTH) {

@@ -202,6 +202,16 @@ public final class NetVsp implements VirtualServiceProvider {
         return drops.get(r.ordinal());
     }
 
+    /** The NIC's admin link state (true unless set down). */
+    public boolean linkUp() {
+        return linkUp;
+    }
+
+    /**
+     * The NIC's link, as a cable plugged or pulled: the guest is told with an RNDIS media status indication
+     * (MEDIA_CONNECT / MEDIA_DISCONNECT); while down nothing is delivered to the guest and what it sends is dropped
+     * (counted as LINK_DOWN).
+     */
     public void setLinkUp(boolean up) {
         linkUp = up;
         wakePrimary();
@@ -476,6 +486,8 @@ public final class NetVsp implements VirtualServiceProvider {
             if (section < 0 || section >= sendSections || length < hdr + 14 || length > size) {
                 count(NvspReason.BAD_SECTION);
                 status = STATUS_FAILURE;
+            } else if (!linkUp) {
+                count(NvspReason.LINK_DOWN); // a cable pulled: the frame goes nowhere (completed, so the section is free)
             } else if (!(hdr != 0
                 ? in.tryWrite(guest, base + (long) section * size, length) // header and frame as they are
                 : in.tryWrite(guest, base + (long) section * size, length, PacketMeta.NONE))) {
@@ -526,9 +538,14 @@ public final class NetVsp implements VirtualServiceProvider {
             int work = 0;
             boolean link = linkUp;
             if (link != lastLink) {
+                // A media status indication, as netvsc's host sends RNDIS_INDICATE_STATUS_MSG.
                 u32(reply, 0, MSG_LINK_STATE);
-                u32(reply, 4, link ? 1 : 0);
-                if (ctx.tryWrite(PacketDescriptor.TYPE_INBAND, 0, 0, reply, 0, 8)) {
+                u32(reply, 4, RNDIS_INDICATE_STATUS_MSG);
+                u32(reply, 8, LINK_STATE_LENGTH - 4);
+                u32(reply, 12, link ? RNDIS_STATUS_MEDIA_CONNECT : RNDIS_STATUS_MEDIA_DISCONNECT);
+                u32(reply, 16, 0);
+                u32(reply, 20, 0);
+                if (ctx.tryWrite(PacketDescriptor.TYPE_INBAND, 0, 0, reply, 0, LINK_STATE_LENGTH)) {
                     lastLink = link;
                     work++;
                 }

@@ -37,7 +37,8 @@ import java.util.UUID;
  * host → guest
  *  SEND_RNDIS_PKT 107 (completion requested, trans id = section): a received frame in recv buffer section
  *     u32 type | u32 channel_type | u32 section_index | u32 length;  guest completes with 108
- *  LINK_STATE 4098: u32 type | u32 up
+ *  LINK_STATE 4098: u32 type | RNDIS_INDICATE_STATUS_MSG: u32 msg_type (7) | u32 msg_length (20) |
+ *     u32 status (RNDIS_STATUS_MEDIA_CONNECT 0x4001000B / _DISCONNECT 0x4001000C) | u32 buf_length (0) | u32 buf_offset (0)
  * </pre>
  */
 public final class NvspDescriptor {
@@ -58,6 +59,12 @@ public final class NvspDescriptor {
     public static final int MSG_QUERY_CONFIG = 4096;
     public static final int MSG_QUERY_CONFIG_COMPLETE = 4097;
     public static final int MSG_LINK_STATE = 4098;
+    /** RNDIS (MS-RNDIS 2.2.10): a status indication, and the two media states a NIC's link reports with it. */
+    public static final int RNDIS_INDICATE_STATUS_MSG = 7;
+    public static final int RNDIS_STATUS_MEDIA_CONNECT = 0x4001_000B;
+    public static final int RNDIS_STATUS_MEDIA_DISCONNECT = 0x4001_000C;
+    /** LINK_STATE's length: the NVSP type, then the RNDIS indication (5 u32). */
+    public static final int LINK_STATE_LENGTH = 24;
 
     public static final int STATUS_SUCCESS = 1;
     public static final int STATUS_FAILURE = 2;

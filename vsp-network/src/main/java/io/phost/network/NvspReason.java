@@ -25,7 +25,9 @@ public enum NvspReason {
     /** NDIS_CONFIG after the buffers were announced, or on a sub-channel: ignored (sections are sized by then). */
     LATE_CONFIG,
     /** A partial-checksum or GSO frame for a guest without offloads (only in the moment its caps change). */
-    UNFINISHED;
+    UNFINISHED,
+    /** A frame the guest sent while its NIC's link is administratively down: dropped, counted. */
+    LINK_DOWN;
 
     static final NvspReason[] VALUES = values();
 }

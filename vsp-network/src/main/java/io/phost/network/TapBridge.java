@@ -28,6 +28,8 @@ public final class TapBridge implements Runnable, AutoCloseable {
     private static final int IDLE_WAIT_MILLIS = 200;
     private final NetVsc vsc;
     private final TapDevice tap;
+    /** The TAP's carrier as last set (a TAP starts with carrier on). */
+    private boolean carrier = true;
     private final MemorySegment frame = Arena.ofShared().allocate(NvspDescriptor.GSO_SECTION_SIZE, 64);
     private final MemorySegment pollFds = Arena.ofShared().allocate(16, 8);
     private volatile boolean running = true;
@@ -80,6 +82,12 @@ public final class TapBridge implements Runnable, AutoCloseable {
             }
         }
         work += vsc.poll(toTap, 64);
+        boolean link = vsc.linkUp();
+        if (link != carrier) {
+            tap.setCarrier(link); // the host's media status indication, as the partition's stack sees a link
+            carrier = link;
+            work++;
+        }
         return work;
     }
 

@@ -159,6 +159,42 @@ class SyntheticNicTrafficTest {
     }
 
     /**
+     * A synthetic NIC's link (issue 12): set down, the guest gets an RNDIS media status indication (MEDIA_DISCONNECT),
+     * its TAP's carrier goes to 0 within a second and no frame crosses either way (what it sends counts as LINK_DOWN);
+     * set up, the carrier comes back and so does ping. Before: LINK_STATE was a bare flag nobody set and the guest
+     * side ignored it, so the partition never saw its link.
+     */
+    @Test
+    void shouldPullAndPlugASyntheticNicsLinkThroughAnRndisMediaStatusIndication() throws Exception {
+        NetVsp a = partitionWithNic("a", 0x02_70_00_00_00_07L, "10.83.0.1/24");
+        partitionWithNic("b", 0x02_70_00_00_00_08L, "10.83.0.2/24");
+        String nsA = "phna" + tag;
+        assertEquals(0, run(15, "ip", "netns", "exec", nsA, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.83.0.2"));
+        a.setLinkUp(false);
+        long t0 = System.nanoTime();
+        waitFor(() -> carrier(nsA, "phna" + tag).equals("0"));
+        assertTrue(System.nanoTime() - t0 < 1_000_000_000L, "carrier gone within a second");
+        assertTrue(run(10, "ip", "netns", "exec", "phnb" + tag, "ping", "-c", "2", "-i", "0.2", "-W", "1", "10.83.0.1") != 0,
+            "nothing reaches a partition whose link is down");
+        a.setLinkUp(true);
+        waitFor(() -> carrier(nsA, "phna" + tag).equals("1"));
+        assertEquals(0, run(15, "ip", "netns", "exec", nsA, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.83.0.2"),
+            "link up again");
+    }
+
+    private static String carrier(String ns, String dev) {
+        try {
+            Process p = new ProcessBuilder("ip", "netns", "exec", ns, "cat", "/sys/class/net/" + dev + "/carrier")
+                .redirectErrorStream(true).start();
+            String out = new String(p.getInputStream().readAllBytes()).strip();
+            p.waitFor();
+            return out;
+        } catch (Exception e) {
+            return e.toString();
+        }
+    }
+
+    /**
      * Jumbo frames: two partitions with MTU 9000 exchange 8 000-byte pings unfragmented (DF set) and TCP; a third
      * with MTU 1500 on the same switch gets nothing above its MTU, and each such frame is counted as OVERSIZE at
      * its port (before: every frame above 2 048 bytes vanished without a counter, whatever the MTU).

@@ -29,6 +29,8 @@ public final class PacketSocketPort implements FrameSource, FrameSink {
     private int block;
     private int packetInBlock;
     private int packetOffset;
+    /** errno of the last send(2) that failed, 0 if none has (for status: why a link refuses frames). */
+    private volatile int lastSendErrno;
 
     public PacketSocketPort(PacketSocketV3 socket) {
         this.socket = socket;
@@ -115,7 +117,15 @@ public final class PacketSocketPort implements FrameSource, FrameSink {
         }
         tx.putBytes(hdr, buffer, offset, length);
         long r = socket.send(txAddress, hdr + length);
+        if (r < 0) {
+            lastSendErrno = (int) -r;
+        }
         return r >= 0;
+    }
+
+    /** errno of the last failed send(2) (ENETDOWN, ENOBUFS, EAGAIN ...), 0 when none failed. */
+    public int lastSendErrno() {
+        return lastSendErrno;
     }
 
     @Override

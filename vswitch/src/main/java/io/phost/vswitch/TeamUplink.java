@@ -36,6 +36,8 @@ public final class TeamUplink implements FrameSource, FrameSink {
     /** Bit i set: member i's link is up. Written by the monitor, read by the switch thread. */
     private volatile int upMask;
     private FrameHandler downstream;
+    /** Frames that left by another member because the chosen one refused them. */
+    private long sendFailovers;
     private int next;
 
     private TeamUplink(List<String> names, PacketSocketPort[] members, Path sysfsRoot) {
@@ -121,11 +123,20 @@ public final class TeamUplink implements FrameSource, FrameSink {
         long mac = (buffer.getInt(offset + 6, java.nio.ByteOrder.BIG_ENDIAN) & 0xffff_ffffL) << 16
             | (buffer.getShort(offset + 10, java.nio.ByteOrder.BIG_ENDIAN) & 0xffff);
         int member = memberFor(mac, mask);
-        if (!members[member].tryTransmit(buffer, offset, length, meta)) {
-            return false;
+        if (members[member].tryTransmit(buffer, offset, length, meta)) {
+            txFrames[member]++;
+            return true;
         }
-        txFrames[member]++;
-        return true;
+        // The link died before the monitor saw it (ENETDOWN) or its queue is full: another member that is up takes it.
+        for (int i = 1; i < members.length; i++) {
+            int other = (member + i) % members.length;
+            if ((mask & (1 << other)) != 0 && members[other].tryTransmit(buffer, offset, length, meta)) {
+                txFrames[other]++;
+                sendFailovers++;
+                return true;
+            }
+        }
+        return false;
     }
 
     /** The member a frame from {@code mac} leaves by when the members in {@code upMask} are up (non-zero). */
@@ -170,14 +181,20 @@ public final class TeamUplink implements FrameSource, FrameSink {
         return fds;
     }
 
-    /** Member name → {"up": true|false, "tx_frames": n}, for /status (tx counts read racily from the switch thread). */
+    /** Member name → {"up": true|false, "tx_frames": n, "last_send_errno": e}, for /status (tx counts read racily from the switch thread). */
     public Map<String, Map<String, Object>> status() {
         int mask = upMask;
         Map<String, Map<String, Object>> m = new LinkedHashMap<>();
         for (int i = 0; i < names.length; i++) {
-            m.put(names[i], Map.of("up", (mask & (1 << i)) != 0, "tx_frames", txFrames[i]));
+            m.put(names[i], Map.of("up", (mask & (1 << i)) != 0, "tx_frames", txFrames[i],
+                "last_send_errno", members[i].lastSendErrno()));
         }
         return m;
+    }
+
+    /** Frames that left by another member than their hash chose, because that one refused them (link just died). */
+    public long sendFailovers() {
+        return sendFailovers;
     }
 
     /** Frames sent on member {@code i} (the switch thread's count). */

@@ -110,9 +110,12 @@ class TeamUplinkTest {
             Thread.sleep(50);
         }
         long a2 = team.txFrames(0);
+        long b2 = team.txFrames(1);
+        String kernelBefore = Netns.must("ip", "-s", "link", "show", a0);
         assertTrue(Netns.ping(pa, "10.94.0.100", 3), "back on member 0");
-        assertTrue(team.txFrames(0) >= a2 + 3, "member 0 carries its vNIC again: " + team.status() + " "
-            + sw.ports().getFirst().counters().snapshot() + " mask " + TeamUplink.memberFor(macA, 0b11));
+        assertTrue(team.txFrames(0) >= a2 + 3, "member 0 carries its vNIC again: " + team.status() + " member 1 " + b2
+            + " -> " + team.txFrames(1) + " failovers " + team.sendFailovers() + " vNIC " + sw.ports().get(1).counters()
+            .snapshot() + "\n" + kernelBefore + "\n" + Netns.must("ip", "-s", "link", "show", a0));
         for (Port p : sw.ports()) {
             assertEquals(0, p.counters().drops(DropReason.LOOP), p + " " + p.counters().snapshot());
         }

@@ -294,6 +294,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                     // down while the partition is stopped or crashed: nothing is queued for it until it re-attaches
                     m.put("guest_attached", nic.vsp().guestAttached());
                     m.put("offloads", nic.vsp().offloadHeader() ? "vnet-hdr" : "none");
+                    m.put("link", nic.vsp().linkUp() ? "up" : "down");
                 }
                 double[] r = rates.get(sw.spec().name() + "/" + port);
                 m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
@@ -329,12 +330,11 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
 
     /**
      * Live port change (Set-VMNetworkAdapter / -Vlan on a running host): {@code switch} and {@code port} name the
-     * port (as in /status); any of {@code vlan_access} (0 = untagged), {@code mac_spoofing}, {@code dhcp_guard},
-     * {@code router_guard}, {@code max_bandwidth} and {@code max_bandwidth_in} (bytes/s, 0 = unlimited) change;
-     * the switch applies the new policy on its next duty cycle (well within a second) and the answer is the
-     * port's new settings. Learned addresses of the port are forgotten, as with any reconfiguration.
-     * {@code link=up|down} (VM NICs only) is the port's admin link state: down drops frames both ways and the
-     * guest's virtio-net sees its carrier go (config {@code status}, told to QEMU by QMP {@code set_link}).
+     * port (as in /status); the settings {@link #portChange} reads change, through {@link ManagedSwitch#reconfigure},
+     * before this returns (well within a second), and the answer is the port's new settings. Learned addresses of
+     * the port are forgotten, as with any reconfiguration. {@code link=up|down} (partitions' NICs) is the port's
+     * admin link state: down drops frames both ways; a VM's virtio-net sees its carrier go (config {@code status},
+     * told to QEMU by QMP {@code set_link}), a process partition's synthetic NIC gets an RNDIS media status indication.
      */
     io.phost.appliance.mgmt.HttpResponse changePort(String query) {
         Map<String, String> q = io.phost.appliance.util.Query.parse(query);
@@ -348,15 +348,16 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 + sw.spec().name() + "'\n");
         }
         VhostUserNetPort vmNic = vmNics.get(port.name());
+        NetworkAdapter vmbusNic = adapterOf(port.name());
         Boolean linkUp = null;
         if (q.containsKey("link")) {
             String l = q.get("link");
             if (!"up".equals(l) && !"down".equals(l)) {
                 return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: link must be up or down, not '" + l + "'\n");
             }
-            if (vmNic == null) {
-                return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: link applies to VM NICs "
-                    + "(vhost-user-net ports) only; '" + port.name() + "' is not one\n");
+            if (vmNic == null && vmbusNic == null) {
+                return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: link applies to partitions' NICs "
+                    + "(VMBus synthetic NICs and vhost-user-net ports) only; '" + port.name() + "' is neither\n");
             }
             linkUp = "up".equals(l);
         }
@@ -369,7 +370,11 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         }
         PortConfig next = sw.reconfigure(port, change);
         boolean guestTold = false;
-        if (linkUp != null) {
+        if (linkUp != null && vmbusNic != null) {
+            // An RNDIS media status indication: the partition's TAP loses (or regains) its carrier.
+            vmbusNic.vsp().setLinkUp(linkUp);
+            guestTold = vmbusNic.vsp().guestAttached();
+        } else if (linkUp != null) {
             vmNic.link(linkUp);
             String[] id = vmNicIds.get(port.name());
             try {
@@ -393,6 +398,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         m.put("ip_addresses", ipAddressTexts(next));
         if (vmNic != null) {
             m.put("link", vmNic.link() ? "up" : "down");
+        } else if (vmbusNic != null) {
+            m.put("link", vmbusNic.vsp().linkUp() ? "up" : "down");
         }
         if (linkUp != null) {
             m.put("guest_notified", guestTold);

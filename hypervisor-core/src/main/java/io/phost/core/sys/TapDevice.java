@@ -109,6 +109,16 @@ public final class TapDevice implements AutoCloseable {
         }
     }
 
+    /** TUNSETCARRIER (linux/if_tun.h): _IOW('T', 226, int), the carrier state as a pointer to an int. */
+    private static final long TUNSETCARRIER = 0x400454e2L;
+
+    /** Sets the TAP's carrier (a NIC's link): off, the interface shows NO-CARRIER and the kernel sends nothing on it. */
+    public void setCarrier(boolean on) {
+        try (Arena a = Arena.ofConfined()) {
+            NetSyscalls.ioctl(fd, TUNSETCARRIER, a.allocateFrom(ValueLayout.JAVA_INT, on ? 1 : 0), "TUNSETCARRIER " + name);
+        }
+    }
+
     /** Reads one frame (with its vnet header when enabled) into {@code address}; bytes read or -errno. */
     public long read(long address, int capacity) {
         return NetSyscalls.read(fd, address, capacity);
