@@ -39,6 +39,7 @@ class DocDefaultsTest {
         ".disk", ".qos_policy", ".switch", ".partition", // the file declares one of each; see the empty config below
         "partition.disk", "partition.nic",  // the VM partition has neither: checked below
         "disk.rbd.connect_timeout",  // bound as connectTimeoutSeconds: checked below
+        "switch.nat",                // false is bound as natPrefix() == null: checked below
         ".peer", "peer.lease", "partition.ha"); // bound into cluster(): checked below
 
     @Test
@@ -126,6 +127,7 @@ class DocDefaultsTest {
         assertEquals(List.of("q35", "stop", 30), List.of(vm.machine(), vm.onCrash(), vm.stopTimeout()));
         assertEquals(0, cfg.partitions().getFirst().disks().getFirst().controller());
         assertEquals(10, cfg.disks().get(1).rbd().connectTimeoutSeconds());
+        assertEquals(null, cfg.switches().getFirst().natPrefix(), "nat = false by default: no NAT prefix");
         assertEquals(5, cfg.cluster().peers().getFirst().leaseSeconds(), "docs: [[peer]] lease = 5");
         assertEquals(java.util.Set.of(), cfg.cluster().haPartitions(), "docs: ha = false");
         assertEquals(List.of(List.of(), List.of()), List.of(cfg.partitions().get(1).disks(), cfg.partitions().get(1).nics()));
