@@ -5,6 +5,7 @@ import io.phost.core.sys.DirectFile;
 import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
 import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.HandoffSampler;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
@@ -358,6 +359,8 @@ public final class StorageBenchSuite implements BenchSuite {
         double[] uring = new double[rounds];
         double[] psync = new double[rounds];
         double[] vspWait = new double[rounds];
+        double[] guestWait = new double[rounds];
+        long[] handoff = new long[0];
         GuestIo.Result last = null;
         long cpu = 0;
         for (int i = 0; i < rounds; i++) {
@@ -367,7 +370,14 @@ public final class StorageBenchSuite implements BenchSuite {
                 if ((half == 0) == guestFirst) {
                     long cpu0 = vspCpuNanos();
                     long vspWait0 = Schedstat.waitNanos("vsp-storage");
+                    if (HandoffSampler.ENABLED) {
+                        HandoffSampler.drainAll(); // drop the previous point's and the warm-up's samples
+                    }
                     last = PIN ? pinnedRun(client, options) : GuestIo.run(client, options);
+                    if (HandoffSampler.ENABLED) {
+                        handoff = concat(handoff, HandoffSampler.drainAll());
+                    }
+                    guestWait[i] = last.runqueueWaitUsPerIo();
                     cpu += vspCpuNanos() - cpu0;
                     guest[i] = last.iops();
                     // run-queue delay per I/O of the VSP agents (schedstat; the guest-io threads exit with the
@@ -390,6 +400,12 @@ public final class StorageBenchSuite implements BenchSuite {
         series.put("mib_s", last.mibps());
         series.put("rounds", (double) rounds);
         series.put("vsp_runqueue_wait_us_per_io", median(vspWait));
+        series.put("guest_runqueue_wait_us_per_io", median(guestWait));
+        if (HandoffSampler.ENABLED) {
+            Map<String, Double> h = HandoffBreakdown.of(handoff);
+            series.putAll(h);
+            ctx.log(pt.name() + " " + lunName + " hand-off: " + h);
+        }
         series.put("guest_iops_min", Arrays.stream(guest).min().orElse(0));
         series.put("guest_iops_max", Arrays.stream(guest).max().orElse(0));
         double ours = median(guest);
@@ -447,6 +463,12 @@ public final class StorageBenchSuite implements BenchSuite {
             throw err[0];
         }
         return r[0];
+    }
+
+    private static long[] concat(long[] a, long[] b) {
+        long[] c = Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
     }
 
     private static List<String> concat(List<String> a, String b) {
