@@ -285,6 +285,11 @@ public final class GuestIo {
             int nextVerify = verifyMode ? written.nextSetBit(0) : -1;
             while (true) {
                 boolean more = verifyMode ? nextVerify >= 0 : issuedRef[0] < budget && System.nanoTime() < deadline;
+                // Several free slots: submit them as one burst (one publish, one fence, at most one signal).
+                boolean burst = freeRef[0] > 1 && more;
+                if (burst) {
+                    q.beginBatch();
+                }
                 while (more && freeRef[0] > 0) {
                     int slot = freeSlots[freeRef[0] - 1];
                     long unit;
@@ -307,6 +312,9 @@ public final class GuestIo {
                     } else {
                         more = issuedRef[0] < budget && System.nanoTime() < deadline;
                     }
+                }
+                if (burst) {
+                    q.endBatch();
                 }
                 if (q.inFlight() == 0 && !more) {
                     return;

@@ -183,6 +183,20 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         return ok;
     }
 
+    /**
+     * Starts a burst: requests submitted until {@link #endBatch} are published to the host together, with one
+     * write_index store, one StoreLoad fence and at most one doorbell (Hyper-V's signalling rule applied to
+     * the burst: signal if the ring was empty before it). Use it when several slots are free at once.
+     */
+    public void beginBatch() {
+        channel.outbound().beginBatch();
+    }
+
+    /** Publishes the burst started by {@link #beginBatch} (the host sees none of it before). */
+    public void endBatch() {
+        channel.outbound().endBatch();
+    }
+
     /** Sends a hand-made packet (hostile-guest tests): raw ranges and a raw vstor_packet. */
     public boolean trySubmitRaw(int slot, MemorySegment rawRanges, int rangesLength, MemorySegment vstor, int vstorLength) {
         boolean ok = rangesLength == 0
