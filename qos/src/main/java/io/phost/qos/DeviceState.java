@@ -1,11 +1,11 @@
 package io.phost.qos;
 
-import java.lang.invoke.MethodHandles;
-import java.lang.invoke.VarHandle;
-
 /**
  * One backing device (a capacity domain): the flows on it share its throughput. The hot path touches only
- * {@link #outstanding}; everything else belongs to the controller (guarded by the service's control lock).
+ * the outstanding count; everything else belongs to the controller (guarded by the service's control lock).
+ * The count is not kept per I/O: it is the flows' admitted minus completed I/Os (their own thread-striped
+ * counters, plain adds), summed only when a flow's share tag is ahead of now and on every
+ * {@link #REFRESH_EVERY}-th admission of a queue thread, which keeps {@link #shareCharging} current.
  *
  * <pre>
  *   outstanding >= queueDepth  ⇒ the device is busy: only flows behind their minimum or due on their
@@ -14,20 +14,17 @@ import java.lang.invoke.VarHandle;
  * </pre>
  */
 final class DeviceState {
-    private static final VarHandle OUTSTANDING;
-
-    static {
-        try {
-            OUTSTANDING = MethodHandles.lookup().findVarHandle(DeviceState.class, "outstanding", int.class);
-        } catch (ReflectiveOperationException e) {
-            throw new ExceptionInInitializerError(e);
-        }
-    }
+    /** A queue thread re-reads the outstanding count on this many admissions (a power of two). */
+    static final int REFRESH_EVERY = 16;
 
     final String id;
     /** Busy threshold; the device's useful parallelism. */
     volatile int queueDepth;
-    @SuppressWarnings("unused") private volatile int outstanding;
+    /**
+     * The device was at least half full at its last reading: admissions charge the share tags. Below half
+     * its depth nobody is held back, so the uncontended path skips the share tag's CAS.
+     */
+    volatile boolean shareCharging;
     volatile ManagedQosFlow[] flows = new ManagedQosFlow[0];
 
     // ---- controller state (control lock) ----
@@ -51,12 +48,20 @@ final class DeviceState {
         this.queueDepth = queueDepth;
     }
 
+    /**
+     * I/Os admitted and not completed on this device, summed over its flows' stripes: exact when the device
+     * is quiet, otherwise off by the I/Os that moved during the sum. Also updates {@link #shareCharging}.
+     */
     int outstanding() {
-        return (int) OUTSTANDING.getVolatile(this);
-    }
-
-    /** Returns the count before the change. */
-    int addOutstanding(int delta) {
-        return (int) OUTSTANDING.getAndAdd(this, delta);
+        long n = 0;
+        for (ManagedQosFlow f : flows) {
+            n += f.outstandingIos();
+        }
+        int out = (int) Math.max(0, Math.min(Integer.MAX_VALUE, n));
+        boolean charging = out * 2L >= queueDepth;
+        if (charging != shareCharging) {
+            shareCharging = charging; // written only on a change: the line stays shared between queue threads
+        }
+        return out;
     }
 }

@@ -6,10 +6,10 @@ import java.lang.invoke.VarHandle;
 /**
  * A flow (partition × disk) created by {@link QosService}. {@link #tryAdmit} is lock-free: a few volatile
  * reads, one CAS per tag the policy uses (limit, bandwidth, minimum; the share tag only when the device
- * is at least half full), one atomic add on the device's outstanding count, and plain adds to the calling
- * thread's own counter stripe; it allocates nothing. Many queue threads may share one flow. A policy with
+ * is at least half full) and plain adds to the calling thread's own counter stripe (the device's outstanding
+ * count is derived from those); it allocates nothing. Many queue threads may share one flow. A policy with
  * only a maximum, far below it, spends a per-thread lease of limit units instead of a CAS per I/O
- * ({@link #tryLeased}): an unconstrained flow's only locked instruction per I/O is the outstanding count.
+ * ({@link #tryLeased}): an unconstrained flow takes no locked instruction per I/O.
  *
  * <pre>
  *  tryAdmit(bytes, now)                                           units = ceil(bytes / normalization)
@@ -21,7 +21,7 @@ import java.lang.invoke.VarHandle;
  *    ├─ device outstanding < depth ? ─────▶ admit (a slot is free: work-conserving)
  *    ├─ share tag P <= now ? ─────────────▶ admit (its weighted share of a busy device is due)
  *    └─ otherwise ────────────────────────▶ wait min(P - now, retryCap)
- *  admit: CAS L += units/max, R += units/min, P += units/share, B += bytes/bw; outstanding++
+ *  admit: CAS L += units/max, R += units/min, P += units/share (device half full), B += bytes/bw
  * </pre>
  * Every admission charges every tag, so service in one phase counts toward the others (as in mClock,
  * where weight-phase service reduces the reservation tags): a flow gets max(minimum, weighted share).
@@ -222,7 +222,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
             return wait;
         }
         c.setOwned(stripe, StripedCounters.LEASED_UNITS, credit - units);
-        admitted(units, nowNanos, false);
+        admitted(stripe, units, nowNanos, false);
         return 0;
     }
 
@@ -258,17 +258,31 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     }
 
     private void admitted(int units, long nowNanos, boolean alwaysChargeShare) {
+        admitted(counters.ownStripe(), units, nowNanos, alwaysChargeShare);
+    }
+
+    /** {@code stripe}: the caller's {@link StripedCounters#ownStripe}, when it has looked it up already. */
+    private void admitted(int stripe, int units, long nowNanos, boolean alwaysChargeShare) {
         final DeviceState d = device;
-        final int before = d.addOutstanding(1);
-        // The share tag only matters once the device fills up; below half its depth nobody is held back,
-        // so skipping the CAS keeps the uncontended path cheap and forgets borrowing done while idle.
-        if (alwaysChargeShare || before * 2 >= d.queueDepth) {
-            PolicyBucket.charge(SHARE_TAT, this, nowNanos, shareSlackNanos, units * shareNanosPerUnit, shareCapNanos);
-        }
         final StripedCounters c = counters;
-        final int stripe = c.ownStripe();
         c.add(stripe, StripedCounters.ADMITTED_UNITS, units);
         c.add(stripe, StripedCounters.ADMITTED_IOS, 1);
+        // The device's fill is read (a sum over its flows' stripes) on every REFRESH_EVERY-th admission of
+        // this thread, and whenever a share tag is ahead of now (busyGate): nothing per I/O is shared.
+        if (stripe < 0 || (c.getOwned(stripe, StripedCounters.ADMITTED_IOS) & (DeviceState.REFRESH_EVERY - 1)) == 0) {
+            d.outstanding();
+        }
+        // The share tag only matters once the device fills up; below half its depth nobody is held back,
+        // so skipping the CAS keeps the uncontended path cheap and forgets borrowing done while idle.
+        if (alwaysChargeShare || d.shareCharging) {
+            PolicyBucket.charge(SHARE_TAT, this, nowNanos, shareSlackNanos, units * shareNanosPerUnit, shareCapNanos);
+        }
+    }
+
+    /** Admitted minus completed I/Os (completed read first, so a racing I/O cannot make it negative). */
+    long outstandingIos() {
+        long done = completedIos();
+        return admittedIos() - done;
     }
 
     @Override
@@ -280,7 +294,6 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
         c.add(stripe, StripedCounters.COMPLETED_UNITS, units);
         c.add(stripe, StripedCounters.COMPLETED_BYTES, Math.max(bytes, 0));
         c.add(stripe, StripedCounters.LATENCY_NANOS, Math.max(latencyNanos, 0L));
-        device.addOutstanding(-1);
         service.maybeControl(nowNanos);
     }
 

@@ -108,6 +108,23 @@ public final class VmbusClient implements AutoCloseable {
         }
     }
 
+    /**
+     * One message, waiting until {@code deadlineNanos}: 0 from {@link UnixSocket#receive} is a timeout or a
+     * signal (EINTR: a profiler's timer, a jcmd attach), so wait again for the rest of the time.
+     */
+    private static long receiveBefore(UnixSocket s, MemorySegment m, int[] fds, long deadlineNanos) {
+        while (true) {
+            long left = deadlineNanos - System.nanoTime();
+            long n = s.receive(m, fds, (int) Math.max(1, left / 1_000_000));
+            for (int f : fds) {
+                Fd.close(f);
+            }
+            if (n != 0 || left <= 0) {
+                return n;
+            }
+        }
+    }
+
     private static int negotiate(UnixSocket s, String partition, byte[] credential, GuestRam ram) {
         byte[] name = partition.getBytes(StandardCharsets.UTF_8);
         if (name.length > MAX_NAME_LENGTH || credential.length != CREDENTIAL_LENGTH) {
@@ -123,10 +140,7 @@ public final class VmbusClient implements AutoCloseable {
             m.set(ValueLayout.JAVA_BYTE, CONTACT_NAME_LENGTH, (byte) name.length);
             MemorySegment.copy(name, 0, m, ValueLayout.JAVA_BYTE, CONTACT_NAME, name.length);
             s.send(m, len, ram.memfd());
-            long n = s.receive(m, fds, (int) REQUEST_TIMEOUT.toMillis());
-            for (int f : fds) {
-                Fd.close(f);
-            }
+            long n = receiveBefore(s, m, fds, System.nanoTime() + REQUEST_TIMEOUT.toNanos());
             if (n <= 0) {
                 throw new VmbusProtocolException(VmbusProtocolException.Reason.NOT_AUTHORISED, INITIATE_CONTACT,
                     "host closed the connection or did not answer (wrong partition or credential?)");

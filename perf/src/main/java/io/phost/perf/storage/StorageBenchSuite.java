@@ -5,6 +5,8 @@ import io.phost.core.sys.DirectFile;
 import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
 import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.HandoffSampler;
+import io.phost.core.vmbus.PollingMode;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
@@ -22,6 +24,7 @@ import io.phost.storage.engine.IoVecs;
 import io.phost.storage.nbd.NbdServer;
 import io.phost.storage.vmbus.GuestIo;
 import io.phost.storage.vmbus.StorvscClient;
+import io.phost.storage.vmbus.StorvscQueue;
 import io.phost.vhdx.vhdx.VhdxCreateOptions;
 import io.phost.vhdx.vhdx.VhdxDisk;
 
@@ -136,7 +139,8 @@ public final class StorageBenchSuite implements BenchSuite {
         try (RawDisk disk = RawDisk.openFile(diskFile, false, true);
              RawDisk shm = RawDisk.openFile(shmFile, false, true);
              MemoryDisk nul = MemoryDisk.nullDisk(fileSize);
-             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults().withAgentCpus(PIN ? List.of(1) : List.of()))) {
+             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults()
+                 .withAgentCpus(PIN ? List.of(1) : List.of()).withPolling(POLLING))) {
             if (!disk.direct()) {
                 ctx.log("the work dir's file system refused O_DIRECT: 'disk' runs buffered");
             }
@@ -158,6 +162,10 @@ public final class StorageBenchSuite implements BenchSuite {
                 }
                 for (int lun = 0; lun < 3; lun++) {
                     for (Point pt : points) {
+                        if (!(pt.name() + " " + names[lun]).matches(POINTS)) {
+                            step++;
+                            continue;
+                        }
                         ctx.progress(step++, total, pt.name() + " " + names[lun]);
                         out.addAll(vmbusPoint(ctx, client, pt, lun, names[lun], files[lun], disks[lun], fio, rounds,
                             seconds, fileSize));
@@ -352,12 +360,14 @@ public final class StorageBenchSuite implements BenchSuite {
                                                 Path file, RawDisk disk, boolean fio, int rounds, double seconds,
                                                 long fileSize) throws Exception {
         GuestIo.Options options = new GuestIo.Options(pt.rw(), pt.bs(), pt.qd(), 1, seconds, 0, lun, false, 1, 50, 0,
-            fileSize);
+            fileSize, GUEST_POLL_MICROS);
         boolean native_ = file != null && fio;
         double[] guest = new double[rounds];
         double[] uring = new double[rounds];
         double[] psync = new double[rounds];
         double[] vspWait = new double[rounds];
+        double[] guestWait = new double[rounds];
+        long[] handoff = new long[0];
         GuestIo.Result last = null;
         long cpu = 0;
         for (int i = 0; i < rounds; i++) {
@@ -367,7 +377,14 @@ public final class StorageBenchSuite implements BenchSuite {
                 if ((half == 0) == guestFirst) {
                     long cpu0 = vspCpuNanos();
                     long vspWait0 = Schedstat.waitNanos("vsp-storage");
+                    if (HandoffSampler.ENABLED) {
+                        HandoffSampler.drainAll(); // drop the previous point's and the warm-up's samples
+                    }
                     last = PIN ? pinnedRun(client, options) : GuestIo.run(client, options);
+                    if (HandoffSampler.ENABLED) {
+                        handoff = concat(handoff, HandoffSampler.drainAll());
+                    }
+                    guestWait[i] = last.runqueueWaitUsPerIo();
                     cpu += vspCpuNanos() - cpu0;
                     guest[i] = last.iops();
                     // run-queue delay per I/O of the VSP agents (schedstat; the guest-io threads exit with the
@@ -390,6 +407,12 @@ public final class StorageBenchSuite implements BenchSuite {
         series.put("mib_s", last.mibps());
         series.put("rounds", (double) rounds);
         series.put("vsp_runqueue_wait_us_per_io", median(vspWait));
+        series.put("guest_runqueue_wait_us_per_io", median(guestWait));
+        if (HandoffSampler.ENABLED) {
+            Map<String, Double> h = HandoffBreakdown.of(handoff);
+            series.putAll(h);
+            ctx.log(pt.name() + " " + lunName + " hand-off: " + h);
+        }
         series.put("guest_iops_min", Arrays.stream(guest).min().orElse(0));
         series.put("guest_iops_max", Arrays.stream(guest).max().orElse(0));
         double ours = median(guest);
@@ -429,6 +452,13 @@ public final class StorageBenchSuite implements BenchSuite {
     }
 
     private static final boolean PIN = System.getenv("PHOST_BENCH_PIN") != null;
+    // For repeated experiments on one point (issue 19): which "point lun" names run (a regex, e.g.
+    // "4k-randread-qd1 (null|disk-odirect)"), the host's polling mode and the guest's poll budget.
+    private static final String POINTS = System.getenv().getOrDefault("PHOST_BENCH_STORAGE_POINTS", ".*");
+    private static final PollingMode POLLING = PollingMode.valueOf(
+        System.getenv().getOrDefault("PHOST_BENCH_POLLING", "latency").toUpperCase(java.util.Locale.ROOT));
+    private static final int GUEST_POLL_MICROS = Integer.parseInt(
+        System.getenv().getOrDefault("PHOST_BENCH_GUEST_POLL_US", String.valueOf(StorvscQueue.DEFAULT_POLL_MICROS)));
 
     private static GuestIo.Result pinnedRun(StorvscClient client, GuestIo.Options options) throws Exception {
         GuestIo.Result[] r = new GuestIo.Result[1];
@@ -447,6 +477,12 @@ public final class StorageBenchSuite implements BenchSuite {
             throw err[0];
         }
         return r[0];
+    }
+
+    private static long[] concat(long[] a, long[] b) {
+        long[] c = Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, c, a.length, b.length);
+        return c;
     }
 
     private static List<String> concat(List<String> a, String b) {

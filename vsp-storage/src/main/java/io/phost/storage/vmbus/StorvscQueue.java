@@ -5,6 +5,7 @@ import io.phost.core.vmbus.ClientChannel;
 import io.phost.core.vmbus.DoorbellIdleStrategy;
 import io.phost.core.vmbus.GpaDirectRanges;
 import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.HandoffSampler;
 import io.phost.core.vmbus.PacketDescriptor;
 import io.phost.core.vmbus.PacketHandler;
 import io.phost.core.vmbus.VmbusClient;
@@ -56,6 +57,7 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
     private final int[] lengths = new int[1];
     private final boolean[] busy;
     private final DoorbellIdleStrategy idle;
+    private final HandoffSampler sampler;
     private long pollNanos = DEFAULT_POLL_MICROS * 1_000L;
     private int inFlight;
     private Completion completion;
@@ -75,6 +77,7 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         this.packet = arena.allocate(PACKET_SIZE, 8);
         this.ranges = arena.allocate(8 + 8 + 8L * (slotBytes / GuestRam.PAGE_SIZE + 2), 8);
         this.busy = new boolean[depth];
+        this.sampler = HandoffSampler.forChannel(channel.relid());
         // After the poll budget of await: a short spin, two yields, then sleep on the doorbell.
         this.idle = new DoorbellIdleStrategy(channel.inbound(), EventFd.adopt(channel.hostDoorbellFd()).view(),
             500, 2, 1_000);
@@ -159,6 +162,9 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         packet.set(ValueLayout.JAVA_BYTE, SRB_DATA_IN, (byte) (length == 0 ? DATA_UNKNOWN : dataIn));
         packet.set(U32, SRB_DATA_TRANSFER_LENGTH, (int) length);
         MemorySegment.copy(cdb, 0, packet, SRB_CDB, cdbLength);
+        if (HandoffSampler.ENABLED) {
+            sampler.guestSubmit(slot);
+        }
         boolean ok;
         if (length == 0) {
             ok = channel.tryWrite(PacketDescriptor.TYPE_INBAND, PacketDescriptor.FLAG_COMPLETION_REQUESTED, slot,
@@ -175,6 +181,20 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
             inFlight++;
         }
         return ok;
+    }
+
+    /**
+     * Starts a burst: requests submitted until {@link #endBatch} are published to the host together, with one
+     * write_index store, one StoreLoad fence and at most one doorbell (Hyper-V's signalling rule applied to
+     * the burst: signal if the ring was empty before it). Use it when several slots are free at once.
+     */
+    public void beginBatch() {
+        channel.outbound().beginBatch();
+    }
+
+    /** Publishes the burst started by {@link #beginBatch} (the host sees none of it before). */
+    public void endBatch() {
+        channel.outbound().endBatch();
     }
 
     /** Sends a hand-made packet (hostile-guest tests): raw ranges and a raw vstor_packet. */
@@ -250,6 +270,9 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
             return true; // not ours: ignore
         }
         int slot = (int) transId;
+        if (HandoffSampler.ENABLED) {
+            sampler.guestWake(slot);
+        }
         busy[slot] = false;
         inFlight--;
         int status = n >= 12 ? buf.get(U32, d + STATUS_OFFSET) : -1;

@@ -5,6 +5,7 @@ import io.phost.core.vmbus.ChannelHandler;
 import io.phost.core.vmbus.GpaDirectRanges;
 import io.phost.core.vmbus.GuestMemory;
 import io.phost.core.vmbus.GuestMemoryException;
+import io.phost.core.vmbus.HandoffSampler;
 import io.phost.core.vmbus.PacketDescriptor;
 import io.phost.storage.engine.IoVecs;
 import io.phost.storage.scsi.Scsi;
@@ -65,6 +66,9 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     private long hostileRequests;
     private long lastActivity;
     private boolean sawPacket;
+    private final HandoffSampler sampler;
+    private final long[] toEngine;
+    private int toEngineCount;
 
     public StorvspChannel(ChannelContext ctx, ScsiTarget target, int depth, int subChannels, Runnable onChannelClosed) {
         this.ctx = ctx;
@@ -85,6 +89,8 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
         this.ready = ctx.subChannelIndex() != 0;
         this.begun = ready;
         this.version = VERSION_WIN10;
+        this.sampler = HandoffSampler.forChannel(ctx.relid());
+        this.toEngine = HandoffSampler.ENABLED ? new long[depth] : null;
     }
 
     /** Asks the guest to rescan the bus (LUN hot-add/remove); safe from any thread. */
@@ -104,6 +110,9 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     @Override
     public boolean onPacket(MemorySegment buf, long off, int len, int type, int flags, long transId) {
         sawPacket = true;
+        if (HandoffSampler.ENABLED) {
+            sampler.stamp(transId, HandoffSampler.HOST_PICKUP);
+        }
         long data;
         int n;
         boolean gpa = type == PacketDescriptor.TYPE_GPA_DIRECT;
@@ -255,6 +264,9 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
             hostileRequests++; // data promised but no pages described
             return early(r, SRB_STATUS_INVALID_REQUEST, Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_INVALID_FIELD_IN_CDB);
         }
+        if (HandoffSampler.ENABLED) {
+            toEngine[Math.min(toEngineCount++, toEngine.length - 1)] = transId; // stamped when doWork hands the batch to the engine
+        }
         queue.submit(r);
         return true;
     }
@@ -316,6 +328,9 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     @Override
     public void onScsiComplete(ScsiRequest r) {
         int slot = r.slot();
+        if (HandoffSampler.ENABLED) {
+            sampler.stamp(transIds[slot], HandoffSampler.COMPLETION_SEEN);
+        }
         boolean good = r.status() == Scsi.STATUS_GOOD;
         buildReply(slot, good ? SRB_STATUS_SUCCESS : SRB_STATUS_ERROR | SRB_STATUS_AUTOSENSE_VALID,
             r.status(), r.transferred());
@@ -332,6 +347,9 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
         if (!wantsCompletion[slot]) {
             queue.release(queue.slot(slot));
             return;
+        }
+        if (HandoffSampler.ENABLED) {
+            sampler.stamp(transIds[slot], HandoffSampler.COMPLETION_POSTED);
         }
         if (pendingCount == 0 && ctx.tryComplete(transIds[slot], reply, 0, replyLength[slot])) {
             queue.release(queue.slot(slot));
@@ -383,6 +401,12 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
                 enumerateBus = false;
                 work++;
             }
+        }
+        if (HandoffSampler.ENABLED) {
+            for (int i = 0; i < toEngineCount; i++) {
+                sampler.stamp(toEngine[i], HandoffSampler.ENGINE_SUBMIT);
+            }
+            toEngineCount = 0;
         }
         work += queue.doWork();
         long now = System.nanoTime();

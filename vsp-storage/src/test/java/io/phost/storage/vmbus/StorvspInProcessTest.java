@@ -157,6 +157,21 @@ class StorvspInProcessTest {
     }
 
     @Test
+    void shouldPublishABurstOfRequestsOnceAtItsEndAndCompleteThemAll() throws Exception {
+        StorvscQueue q = client.queue(0);
+        long signals0 = q.channel().outbound().signalsSent();
+        q.beginBatch();
+        for (int s = 0; s < 8; s++) {
+            assertTrue(q.tryRead(s, 0, s * 8L, 8, 512));
+        }
+        Thread.sleep(50);
+        assertEquals(0, q.poll((slot, scsi, srb, transferred, key, ascq) -> { }), "the host saw part of an unpublished burst");
+        q.endBatch();
+        drain(q, 8, true);
+        assertTrue(q.channel().outbound().signalsSent() - signals0 <= 1, "one burst, at most one doorbell");
+    }
+
+    @Test
     void shouldRejectWritesToAReadOnlyLunWithDataProtect() {
         StorvscQueue q = client.queue(0);
         assertTrue(q.tryWrite(3, 2, 0, 8, 512));
