@@ -107,7 +107,7 @@ public final class ScsiTarget {
         if (opcode == Scsi.REPORT_LUNS && r.cdbLength() >= 12) {
             reportLuns(r, scratch);
         } else if (opcode == Scsi.INQUIRY && r.cdbLength() >= 6 && (r.u8(1) & 0x03) == 0 && r.u8(2) == 0) {
-            int len = ScsiLun.standardInquiry(scratch, 0x7F); // qualifier 011b, type 1Fh: no LU here
+            int len = SpcPages.standardInquiry(scratch, 0x7F); // qualifier 011b, type 1Fh: no LU here
             int n = (int) Math.min(Math.min(len, r.u16(3)), r.data().totalLength());
             r.data().scatterFrom(scratch, 0, n);
             r.good(n);
