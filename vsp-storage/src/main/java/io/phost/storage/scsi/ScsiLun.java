@@ -50,7 +50,6 @@ public final class ScsiLun {
     private volatile boolean capacityChanged;
     private final DiskStats stats = new DiskStats();
     final AtomicInteger inFlight = new AtomicInteger();
-    volatile boolean removed;
     /** Change tracking for incremental backup, or null (set while I/O is paused or before the first command). */
     private volatile ChangeTracker tracker;
     private final SbcCommands sbc;
