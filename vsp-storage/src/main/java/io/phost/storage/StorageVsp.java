@@ -82,10 +82,19 @@ public final class StorageVsp implements VirtualServiceProvider {
     }
 
     public ScsiLun attach(int lun, String name, VirtualDisk disk, QosFlow qos, boolean readOnly, IoEngines.Kind engine) {
-        ScsiLun unit = new ScsiLun(partition + "-" + name, disk, qos, readOnly, engine);
+        return attach(lun, new ScsiLun(lunName(partition, name), disk, qos, readOnly, engine));
+    }
+
+    /** Attaches a LUN made elsewhere: the disk's one LUN that another transport (an NBD export) serves too. */
+    public ScsiLun attach(int lun, ScsiLun unit) {
         target.add(lun, unit);
         rescan();
         return unit;
+    }
+
+    /** The name of the LUN serving disk {@code disk} to {@code partition} (its INQUIRY serial derives from it). */
+    public static String lunName(String partition, String disk) {
+        return partition + "-" + disk;
     }
 
     /**

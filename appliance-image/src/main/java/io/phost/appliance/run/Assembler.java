@@ -36,7 +36,8 @@ public final class Assembler {
         if (vhost != null) {
             app.add(vhost, disks, qos);
         }
-        StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos), disks, qos, tracking);
+        StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos, nbd == null ? disk -> null : nbd::sharedLun),
+            disks, qos, tracking);
         NetworkComponent network = app.add(NetworkComponent.start(cfg), new Component[0]);
         VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos), disks, qos, tracking);
         // Tracked disks get their bitmaps back before any partition writes: a VM's LUNs exist now, a process

@@ -4,7 +4,10 @@ import io.phost.appliance.config.ApplianceConfig;
 import io.phost.appliance.config.DiskConfig;
 import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
+import io.phost.appliance.config.PartitionConfig;
+import io.phost.storage.StorageVsp;
 import io.phost.storage.nbd.NbdServer;
+import io.phost.storage.scsi.ScsiLun;
 import java.io.IOException;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
@@ -20,6 +23,11 @@ import java.util.Map;
  * some disk is exported; a read-only disk is exported read-only. The server has no authentication, which is
  * why the config allows only a Unix socket or loopback TCP.
  *
+ * <p>A disk that one process partition serves is exported through that partition's LUN, made here and
+ * attached by {@link StorageComponent} when the partition is built ({@link #sharedLun}): one image, one LUN,
+ * one QoS flow (the partition's), one checkpoint pause, so checkpoints and backups work on exported disks.
+ * The export's connections still run on the NBD engine choice ({@link NbdServer.Export#sharing}).
+ *
  * <pre>
  *   qemu-img info 'nbd+unix:///scratch?socket=/data/phost/nbd.sock'
  *   nbdinfo nbd://127.0.0.1:10809/scratch
@@ -32,26 +40,38 @@ public final class NbdComponent implements Component {
 
     private final NbdServer server;
     private final List<NbdServer.Export> exports;
+    /** disk → the LUN its export shares with the process partition serving it. */
+    private final Map<String, ScsiLun> shared;
 
-    private NbdComponent(NbdServer server, List<NbdServer.Export> exports) {
+    private NbdComponent(NbdServer server, List<NbdServer.Export> exports, Map<String, ScsiLun> shared) {
         this.server = server;
         this.exports = exports;
+        this.shared = Map.copyOf(shared);
     }
 
     /** Wraps a running server (tests). */
     static NbdComponent of(NbdServer server, List<NbdServer.Export> exports) {
-        return new NbdComponent(server, exports);
+        return new NbdComponent(server, exports, Map.of());
     }
 
     /** Starts the server, or returns null when no disk is exported. */
     public static NbdComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) throws IOException {
         List<NbdServer.Export> exports = new ArrayList<>();
+        Map<String, ScsiLun> shared = new LinkedHashMap<>();
         for (DiskConfig d : cfg.disks()) {
             if (d.nbdExport()) {
                 DisksComponent.OpenDisk open = disks.get(d.name());
-                // The disk's QoS policy binds NBD clients too; the flow shows under owner "nbd".
-                QosFlow flow = qos.service().createFlow(FLOW_OWNER, d.name(), d.qosPolicy(), StorageComponent.deviceOf(open.path()));
-                exports.add(new NbdServer.Export(d.name(), open.disk(), d.readOnly()).withQos(flow).withEngine(d.ioEngine()));
+                String partition = servingPartition(cfg, d.name());
+                // The disk's QoS policy binds NBD clients too: the serving partition's flow, else owner "nbd".
+                QosFlow flow = qos.service().createFlow(partition != null ? partition : FLOW_OWNER, d.name(), d.qosPolicy(),
+                    StorageComponent.deviceOf(open.path()));
+                if (partition != null) {
+                    ScsiLun lun = new ScsiLun(StorageVsp.lunName(partition, d.name()), open.disk(), flow, d.readOnly(), d.ioEngine());
+                    shared.put(d.name(), lun);
+                    exports.add(NbdServer.Export.sharing(d.name(), lun, d.ioEngine()));
+                } else {
+                    exports.add(new NbdServer.Export(d.name(), open.disk(), d.readOnly()).withQos(flow).withEngine(d.ioEngine()));
+                }
             }
         }
         if (exports.isEmpty()) {
@@ -70,7 +90,23 @@ public final class NbdComponent implements Component {
         for (NbdServer.Export e : exports) {
             LOG.log(Level.INFO, "exported disk=" + e.name() + " uri=" + server.uri(e.name()) + " read_only=" + e.readOnly());
         }
-        return new NbdComponent(server, exports);
+        return new NbdComponent(server, exports, shared);
+    }
+
+    /**
+     * The process partition whose LUN an export of {@code disk} shares: the one process partition attaching it,
+     * or null (no partition, several, or a VM's, whose disk LUNs are the vhost-user exports').
+     */
+    public static String servingPartition(ApplianceConfig cfg, String disk) {
+        List<PartitionConfig> users = cfg.partitions().stream()
+            .filter(p -> p.disks().stream().anyMatch(a -> a.disk().equals(disk)))
+            .toList();
+        return users.size() == 1 && users.getFirst().vm() == null ? users.getFirst().name() : null;
+    }
+
+    /** The LUN {@code disk}'s export shares with its process partition, or null. */
+    public ScsiLun sharedLun(String disk) {
+        return shared.get(disk);
     }
 
     @Override

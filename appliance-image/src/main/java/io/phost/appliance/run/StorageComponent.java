@@ -32,6 +32,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
     private final ApplianceConfig cfg;
     private final DisksComponent disks;
     private final QosComponent qos;
+    private final java.util.function.Function<String, io.phost.storage.scsi.ScsiLun> sharedLun;
     /** partition -> controller -> VSP. */
     private final Map<String, Map<Integer, StorageVsp>> vsps = new ConcurrentHashMap<>();
     private final Map<String, Rates> rates = new ConcurrentHashMap<>();
@@ -49,6 +50,13 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
     }
 
     public StorageComponent(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) {
+        this(cfg, disks, qos, disk -> null);
+    }
+
+    /** @param sharedLun disk → the LUN its NBD export made for the partition serving it (see {@link NbdComponent}), or null */
+    public StorageComponent(ApplianceConfig cfg, DisksComponent disks, QosComponent qos,
+                            java.util.function.Function<String, io.phost.storage.scsi.ScsiLun> sharedLun) {
+        this.sharedLun = sharedLun;
         this.cfg = cfg;
         this.disks = disks;
         this.qos = qos;
@@ -62,9 +70,14 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
             DiskConfig d = cfg.disk(a.disk()).orElseThrow();
             StorageVsp vsp = controllers.computeIfAbsent(a.controller(),
                 c -> new StorageVsp(p.name(), Math.max(0, Math.min(p.vcpus(), 8) - 1)));
-            QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(disks.get(d.name()).path()));
-            luns.put(p.name() + "/" + d.name(),
-                vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), d.ioEngine()));
+            io.phost.storage.scsi.ScsiLun shared = sharedLun.apply(d.name());
+            if (shared != null) { // exported over NBD too: the export's LUN is this partition's (flow included)
+                luns.put(p.name() + "/" + d.name(), vsp.attach(a.lun(), shared));
+            } else {
+                QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(disks.get(d.name()).path()));
+                luns.put(p.name() + "/" + d.name(),
+                    vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), d.ioEngine()));
+            }
             diskNames.put(p.name() + "/" + a.controller() + "/" + a.lun(), d.name());
         }
         vsps.put(p.name(), controllers);
@@ -73,7 +86,12 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
 
     /** The LUN serving {@code disk} to process partition {@code partition}, or null. */
     public io.phost.storage.scsi.ScsiLun lun(String partition, String disk) {
-        return luns.get(partition + "/" + disk);
+        io.phost.storage.scsi.ScsiLun lun = luns.get(partition + "/" + disk);
+        if (lun == null) { // not built yet: a disk exported over NBD has its LUN already
+            io.phost.storage.scsi.ScsiLun shared = sharedLun.apply(disk);
+            lun = shared != null && shared.name().equals(io.phost.storage.StorageVsp.lunName(partition, disk)) ? shared : null;
+        }
+        return lun;
     }
 
     /** Flows on one file system share its capacity estimate: the device id is the file store's name. */

@@ -218,9 +218,10 @@ class CheckpointRunTest {
             HttpResponse raw = c.post("/v1/partitions/checkpoints/create?name=r&checkpoint=a");
             assertEquals(409, raw.status());
             assertTrue(raw.bodyText().contains("disk 'raw0'") && raw.bodyText().contains("not VHDX"), raw.bodyText());
+            // A disk exported over NBD that one process partition serves shares that partition's LUN: it can be
+            // checkpointed now (RunNbdCheckpointTest writes through the export around the switch).
             HttpResponse nbd = c.post("/v1/partitions/checkpoints/create?name=n&checkpoint=a");
-            assertEquals(409, nbd.status());
-            assertTrue(nbd.bodyText().contains("exported over NBD"), nbd.bodyText());
+            assertEquals(200, nbd.status(), nbd.bodyText());
             assertEquals(404, c.post("/v1/partitions/checkpoints/create?name=nope&checkpoint=a").status());
             assertEquals(404, c.get("/v1/partitions/checkpoints?name=nope").status());
             assertEquals(400, c.get("/v1/partitions/checkpoints").status());

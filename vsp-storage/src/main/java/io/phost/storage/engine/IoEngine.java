@@ -46,6 +46,16 @@ public interface IoEngine extends AutoCloseable {
     /** "io_uring", "threads": for status and logs. */
     String name();
 
+    /**
+     * Waits until every submitted request has completed, dropping the completions: closing an engine must not
+     * let the kernel or a worker write into buffers the caller frees afterwards.
+     */
+    default void drain() {
+        while (inFlight() > 0) {
+            await((u, r) -> { }, 1_000_000L);
+        }
+    }
+
     @Override
     void close();
 }

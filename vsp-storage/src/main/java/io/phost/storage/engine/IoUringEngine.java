@@ -192,9 +192,7 @@ public final class IoUringEngine implements IoEngine, IoUring.CqeHandler {
     @Override
     public void close() {
         // Drain so the kernel never writes into buffers the caller frees after close.
-        while (inFlight > 0) {
-            await((u, r) -> { }, 1_000_000L);
-        }
+        drain();
         ring.close();
     }
 }

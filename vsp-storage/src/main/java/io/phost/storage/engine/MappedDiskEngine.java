@@ -295,9 +295,7 @@ public final class MappedDiskEngine implements IoEngine {
 
     @Override
     public void close() {
-        while (inFlight > 0) {
-            await((u, r) -> { }, 1_000_000L);
-        }
+        drain();
         fast.close();
         slow.close();
     }

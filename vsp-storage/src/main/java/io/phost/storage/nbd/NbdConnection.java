@@ -105,7 +105,7 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
         }
         ScsiTarget target = new ScsiTarget();
         target.add(0, export.lun());
-        queue = new ScsiQueue(target, SLOTS, 1, this); // one iovec: a payload buffer is contiguous
+        queue = new ScsiQueue(target, SLOTS, 1, this, export.engine()); // one iovec: a payload buffer is contiguous
     }
 
     /** The acceptor's timer: a client still haggling options after the limit is dropped. */

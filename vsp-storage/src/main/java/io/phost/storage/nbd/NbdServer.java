@@ -105,16 +105,26 @@ public final class NbdServer implements AutoCloseable {
     }
 
     /**
-     * One exported disk, served through its own storage-core {@link ScsiLun}: the LUN's QoS flow (the disk's
-     * flow for NBD clients) admits its I/O as guest I/O is admitted, its engine runs it, its stats count it.
+     * One exported disk, served through a storage-core {@link ScsiLun}: its own, or, for a disk a partition
+     * serves, that partition's ({@link #sharing}): one image, one LUN, one QoS flow, one checkpoint pause. The
+     * LUN's flow admits NBD I/O as guest I/O, its stats count it. {@code engine} is the engine the export's
+     * connections run that LUN's I/O on (see {@link #engineFor}), whatever engine the LUN's guests use.
      */
-    public record Export(String name, ScsiLun lun, NbdDirtyBitmap dirtyBitmap) {
+    public record Export(String name, ScsiLun lun, IoEngines.Kind engine, NbdDirtyBitmap dirtyBitmap) {
         public Export(String name, ScsiLun lun) {
-            this(name, lun, null);
+            this(name, lun, lun.engineKind(), null);
         }
 
         public Export(String name, VirtualDisk disk, boolean readOnly) {
-            this(name, new ScsiLun(name, disk, QosFlow.UNLIMITED, readOnly, engineFor(disk, IoEngines.Kind.AUTO)));
+            this(name, new ScsiLun(name, disk, QosFlow.UNLIMITED, readOnly, IoEngines.Kind.AUTO), engineFor(disk, IoEngines.Kind.AUTO), null);
+        }
+
+        /**
+         * An export of the disk behind {@code lun}, the LUN a partition serves it through (its I/O, QoS flow and
+         * checkpoint pause are the partition's), run on {@code configured} ({@code io_engine}) as NBD wants it.
+         */
+        public static Export sharing(String name, ScsiLun lun, IoEngines.Kind configured) {
+            return new Export(name, lun, engineFor(lun.disk(), configured), null);
         }
 
         public VirtualDisk disk() {
@@ -133,14 +143,14 @@ public final class NbdServer implements AutoCloseable {
             return lun.qos();
         }
 
-        /** This export with its I/O admitted by {@code flow}. */
+        /** This export with its I/O admitted by {@code flow} (on a LUN of its own). */
         public Export withQos(QosFlow flow) {
-            return new Export(name, new ScsiLun(name, lun.disk(), flow, lun.readOnly(), lun.engineKind()), dirtyBitmap);
+            return new Export(name, new ScsiLun(name, lun.disk(), flow, lun.readOnly(), lun.engineKind()), engine, dirtyBitmap);
         }
 
         /** This export with its I/O run by {@code engine} (the disk's configured {@code io_engine}). */
         public Export withEngine(IoEngines.Kind engine) {
-            return new Export(name, new ScsiLun(name, lun.disk(), lun.qos(), lun.readOnly(), engineFor(lun.disk(), engine)), dirtyBitmap);
+            return new Export(name, lun, engineFor(lun.disk(), engine), dirtyBitmap);
         }
 
         /**
@@ -157,7 +167,7 @@ public final class NbdServer implements AutoCloseable {
 
         /** This export also offering {@code bitmap}'s {@code qemu:dirty-bitmap:NAME} context (a backup's). */
         public Export withDirtyBitmap(NbdDirtyBitmap bitmap) {
-            return new Export(name, lun, bitmap);
+            return new Export(name, lun, engine, bitmap);
         }
     }
 

@@ -37,6 +37,7 @@ public final class Scsi {
     public static final byte STATUS_GOOD = 0x00;
     public static final byte STATUS_CHECK_CONDITION = 0x02;
     public static final byte STATUS_BUSY = 0x08;
+    public static final byte STATUS_TASK_ABORTED = 0x40;
 
     // Sense keys.
     public static final int KEY_NO_SENSE = 0x0;

@@ -7,6 +7,8 @@ import io.phost.storage.engine.IoVecs;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
@@ -67,14 +69,39 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     /** The request whose block the pattern buffer holds, or null when it is free. */
     private ScsiRequest patternOwner;
     private final int engineDepth;
+    /** The engine kind this queue opens for every LUN, or null for each LUN's own ({@link ScsiLun#engineKind}). */
+    private final IoEngines.Kind engineKind;
     private long dirty;
     private int outstanding;
+    /** {@link #outstanding} as other threads may read it ({@link #idle}); written with release semantics. */
+    @SuppressWarnings("unused")
+    private int publishedOutstanding;
+    /** Sequence of the last task management order this queue applied; read by the managing thread. */
+    private volatile long appliedTaskOrder;
+    private static final VarHandle PUBLISHED_OUTSTANDING;
+
+    static {
+        try {
+            PUBLISHED_OUTSTANDING = MethodHandles.lookup().findVarHandle(ScsiQueue.class, "publishedOutstanding", int.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
 
     /**
      * @param depth       command slots (queue depth)
      * @param maxSegments scatter/gather entries per command (e.g. pages of the largest transfer + 1)
      */
     public ScsiQueue(ScsiTarget target, int depth, int maxSegments, Completion completion) {
+        this(target, depth, maxSegments, completion, null);
+    }
+
+    /**
+     * A queue that runs its LUNs' I/O on {@code engineKind} rather than on each LUN's own kind: a transport
+     * whose clients want another path to the same LUN (NBD reads through the page cache, guests O_DIRECT).
+     */
+    public ScsiQueue(ScsiTarget target, int depth, int maxSegments, Completion completion, IoEngines.Kind engineKind) {
+        this.engineKind = engineKind;
         this.target = target;
         this.completion = completion;
         this.slots = new ScsiRequest[depth];
@@ -87,6 +114,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
         }
         this.scratch = Arena.ofAuto().allocate(2048, 8);
         this.engineDepth = Integer.highestOneBit(Math.max(2, depth - 1) * 2);
+        target.register(this);
     }
 
     public ScsiTarget target() {
@@ -118,9 +146,10 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
 
     /** Starts {@code r}; completes it at once (through the callback) when no I/O is needed. */
     public void submit(ScsiRequest r) {
-        outstanding++;
+        PUBLISHED_OUTSTANDING.setRelease(this, ++outstanding);
+        r.started = false;
         ScsiLun lun = target.lun(r.lun());
-        if (lun == null || lun.removed) {
+        if (lun == null) {
             target.noSuchLun(r, scratch);
             finish(r);
             return;
@@ -200,6 +229,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             default -> engine.tryWriteZeroes(r.ioOffset, r.ioLength, r.slot);
         };
         if (ok) {
+            r.started = true;
             dirty |= 1L << r.lun();
         } else {
             r.notBefore = 0;
@@ -243,7 +273,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
         if (e != null) {
             retiring.add(e); // the LUN or its disk was replaced: let the old engine drain
         }
-        e = IoEngines.open(lun.disk(), lun.engineKind(), engineDepth);
+        e = IoEngines.open(lun.disk(), engineKind != null ? engineKind : lun.engineKind(), engineDepth);
         engines[index] = e;
         engineOwners[index] = lun;
         engineGenerations[index] = generation;
@@ -258,6 +288,10 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
 
     /** One duty cycle: retries deferred commands, submits batches, reaps completions. */
     public int doWork() {
+        TaskOrder order = target.taskOrder();
+        if (order != null && order.sequence != appliedTaskOrder) {
+            applyTaskOrder(order);
+        }
         int work = held.isEmpty() ? 0 : resubmitHeld();
         int n = deferred.size();
         if (n > 0) {
@@ -369,6 +403,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
                 return;
             }
         }
+        r.started = false;
         long now = System.nanoTime();
         lun.completeIo(r, result, now);
         lun.qos().completed(r.read || r.op == BlockOp.WRITE ? (int) r.ioLength : 0, now - r.startNanos, now);
@@ -377,12 +412,86 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     }
 
     private void finish(ScsiRequest r) {
-        outstanding--;
+        PUBLISHED_OUTSTANDING.setRelease(this, --outstanding);
+        TaskOrder order = r.taskOrder;
+        r.taskOrder = null;
         completion.onScsiComplete(r);
+        if (order != null) {
+            order.running.decrementAndGet(); // after the reply: a TMF answer never overtakes the command's
+        }
+    }
+
+    /**
+     * Applies a task management order (on this queue's thread): commands in its scope that no engine has
+     * started are completed with TASK ABORTED; started ones are counted in {@code order.running} and complete
+     * normally. A query only counts.
+     */
+    private void applyTaskOrder(TaskOrder order) {
+        boolean abort = order.function.aborts();
+        for (ScsiRequest r : slots) {
+            if (r.started && order.covers(r)) {
+                if (r.taskOrder != null) {
+                    r.taskOrder.running.decrementAndGet(); // an earlier order that timed out: the new one waits now
+                }
+                order.found.incrementAndGet();
+                order.running.incrementAndGet();
+                r.taskOrder = order;
+            }
+        }
+        for (int i = held.size(); i > 0; i--) {
+            ScsiRequest r = held.poll();
+            if (order.covers(r)) {
+                order.found.incrementAndGet();
+                if (abort) {
+                    abortTask(r, false);
+                    continue;
+                }
+            }
+            held.add(r);
+        }
+        for (int i = deferred.size(); i > 0; i--) {
+            ScsiRequest r = deferred.poll();
+            if (!r.started && order.covers(r)) {
+                order.found.incrementAndGet();
+                if (abort) {
+                    abortTask(r, true);
+                    continue;
+                }
+            }
+            deferred.add(r);
+        }
+        appliedTaskOrder = order.sequence;
+    }
+
+    /** Completes a command no engine started with TASK ABORTED; {@code counted}: it was counted in flight. */
+    private void abortTask(ScsiRequest r, boolean counted) {
+        if (counted) {
+            ScsiLun lun = r.target;
+            if (patternOwner == r) {
+                patternOwner = null;
+            }
+            if (r.admitted) {
+                lun.qos().completed(r.op == BlockOp.READ || r.op == BlockOp.WRITE ? (int) r.ioLength : 0, 0, System.nanoTime());
+            }
+            lun.inFlight.decrementAndGet();
+        }
+        r.taskAborted();
+        finish(r);
+    }
+
+    /** True once this queue applied {@code order}. */
+    boolean applied(TaskOrder order) {
+        return appliedTaskOrder >= order.sequence;
+    }
+
+    /** True when the queue holds no submitted command (read from any thread). */
+    boolean idle() {
+        return (int) PUBLISHED_OUTSTANDING.getAcquire(this) == 0;
     }
 
     @Override
     public void close() {
+        target.unregister(this);
         long deadline = System.nanoTime() + 5_000_000_000L;
         while (outstanding > 0 && System.nanoTime() < deadline) {
             awaitWork(1_000_000L);

@@ -59,6 +59,10 @@ public final class ScsiRequest {
     boolean fuaFlush;
     boolean read;
     boolean admitted;
+    /** An engine has taken this request (or a step of its chain): a task management function cannot recall it. */
+    boolean started;
+    /** The task management order waiting for this started request to complete, or null. */
+    TaskOrder taskOrder;
     int unmapCount;
     int unmapNext;
     final long[] unmapOffset;
@@ -249,6 +253,13 @@ public final class ScsiRequest {
     /** A status other than GOOD/CHECK CONDITION from a pass-through device (BUSY, TASK SET FULL ...), no sense. */
     void deviceStatus(byte deviceStatus) {
         status = deviceStatus;
+        transferred = 0;
+        senseLength = 0;
+    }
+
+    /** TASK ABORTED (SAM-5): a task management function aborted the command before it started. */
+    void taskAborted() {
+        status = Scsi.STATUS_TASK_ABORTED;
         transferred = 0;
         senseLength = 0;
     }

@@ -2,7 +2,10 @@ package io.phost.storage.scsi;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReferenceArray;
+import java.util.concurrent.locks.LockSupport;
 
 import static io.phost.storage.scsi.ScsiRequest.U32;
 
@@ -12,12 +15,24 @@ import static io.phost.storage.scsi.ScsiRequest.U32;
  * LUN rejects new commands at once while its in-flight ones finish ({@link #remove} then
  * {@link #awaitIdle}). Commands to an empty LUN get what SPC-4 prescribes: INQUIRY answers with
  * peripheral qualifier 011b, REPORT LUNS works, everything else is LOGICAL UNIT NOT SUPPORTED.
+ *
+ * <p>Task management ({@link #manage}) reaches every {@link ScsiQueue} of the target:
+ * <pre>
+ *   manage ── order = new TaskOrder ──▶ each queue, on its own thread (doWork):
+ *               held / deferred, not yet dispatched  → completed at once with TASK ABORTED
+ *               already in the kernel (preadv, io_uring ...)  → complete normally; counted in order.running
+ *          ◀── every busy queue applied it, running == 0 ──  FUNCTION COMPLETE (a query: SUCCEEDED if found)
+ * </pre>
  */
 public final class ScsiTarget {
     public static final int MAX_LUNS = 64;
 
     private final AtomicReferenceArray<ScsiLun> luns = new AtomicReferenceArray<>(MAX_LUNS);
     private volatile long generation;
+    private final CopyOnWriteArrayList<ScsiQueue> queues = new CopyOnWriteArrayList<>();
+    /** The latest task management function; queues apply each one once ({@link ScsiQueue#applyTaskOrder}). */
+    private volatile TaskOrder taskOrder;
+    private long taskSequence;
 
     /** Adds {@code unit} at {@code lun}; throws when the slot is taken. */
     public void add(int lun, ScsiLun unit) {
@@ -31,9 +46,8 @@ public final class ScsiTarget {
     /** Removes the unit at {@code lun} (new commands fail from now on) and returns it, or null. */
     public ScsiLun remove(int lun) {
         checkLun(lun);
-        ScsiLun unit = luns.getAndSet(lun, null);
+        ScsiLun unit = luns.getAndSet(lun, null); // queues read the table per command: new ones fail from now on
         if (unit != null) {
-            unit.removed = true;
             generation++;
         }
         return unit;
@@ -47,6 +61,66 @@ public final class ScsiTarget {
                 return false;
             }
             Thread.sleep(1);
+        }
+        return true;
+    }
+
+    void register(ScsiQueue q) {
+        queues.add(q);
+    }
+
+    void unregister(ScsiQueue q) {
+        queues.remove(q);
+    }
+
+    TaskOrder taskOrder() {
+        return taskOrder;
+    }
+
+    /**
+     * Runs a task management function (any thread; one at a time per target). Commands in scope that no engine
+     * has started yet (waiting for QoS, a full engine, or a paused LUN) complete with TASK ABORTED through their
+     * queue's completion; commands already in the kernel cannot be recalled, so the function waits for them to
+     * complete normally. Returns when that is done, or {@link TaskResponse#SERVICE_DELIVERY_FAILURE} when
+     * commands still ran after {@code timeoutMillis}.
+     */
+    public TaskResponse manage(TaskFunction function, int lun, long tag, long timeoutMillis) {
+        return manage(function, lun, tag, timeoutMillis, null);
+    }
+
+    /**
+     * {@link #manage(TaskFunction, int, long, long)} from the thread that owns {@code own} (a transport whose
+     * task management arrives on its I/O thread, like storvsc): that queue keeps working while the function waits.
+     */
+    public synchronized TaskResponse manage(TaskFunction function, int lun, long tag, long timeoutMillis, ScsiQueue own) {
+        if (!function.wholeTarget() && lun(lun) == null) {
+            return TaskResponse.INCORRECT_LUN;
+        }
+        TaskOrder order = new TaskOrder(++taskSequence, function, lun, tag);
+        taskOrder = order;
+        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(timeoutMillis);
+        for (ScsiQueue q : queues) {
+            // An idle queue holds nothing the order could cover: commands it takes from now on are newer.
+            while (!q.applied(order) && !q.idle()) {
+                if (!pause(deadline, own)) {
+                    return TaskResponse.SERVICE_DELIVERY_FAILURE;
+                }
+            }
+        }
+        while (order.running.get() > 0) {
+            if (!pause(deadline, own)) {
+                return TaskResponse.SERVICE_DELIVERY_FAILURE;
+            }
+        }
+        return function.aborts() || order.found.get() == 0 ? TaskResponse.FUNCTION_COMPLETE : TaskResponse.FUNCTION_SUCCEEDED;
+    }
+
+    private static boolean pause(long deadline, ScsiQueue own) {
+        if (System.nanoTime() - deadline > 0) {
+            return false;
+        }
+        if (own == null || own.awaitWork(100_000) == 0) {
+            LockSupport.parkNanos(100_000);
         }
         return true;
     }
@@ -107,7 +181,7 @@ public final class ScsiTarget {
         if (opcode == Scsi.REPORT_LUNS && r.cdbLength() >= 12) {
             reportLuns(r, scratch);
         } else if (opcode == Scsi.INQUIRY && r.cdbLength() >= 6 && (r.u8(1) & 0x03) == 0 && r.u8(2) == 0) {
-            int len = ScsiLun.standardInquiry(scratch, 0x7F); // qualifier 011b, type 1Fh: no LU here
+            int len = SpcPages.standardInquiry(scratch, 0x7F); // qualifier 011b, type 1Fh: no LU here
             int n = (int) Math.min(Math.min(len, r.u16(3)), r.data().totalLength());
             r.data().scatterFrom(scratch, 0, n);
             r.good(n);

@@ -80,7 +80,7 @@ final class VhostUserScsiDevice implements VhostUserDevice {
     @Override
     public VirtqueueHandler openQueue(int index) {
         return switch (index) {
-            case CONTROL_QUEUE -> new VhostUserScsiControlQueue();
+            case CONTROL_QUEUE -> new VhostUserScsiControlQueue(target);
             case EVENT_QUEUE -> new VhostUserScsiEventQueue();
             default -> new VhostUserScsiQueue(target, QUEUE_DEPTH);
         };

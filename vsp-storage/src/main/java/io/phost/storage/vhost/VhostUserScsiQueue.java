@@ -86,7 +86,7 @@ final class VhostUserScsiQueue extends ScsiAdapterQueue {
             cdbLength = ScsiRequest.MAX_CDB; // reserved/vendor groups: the core answers INVALID COMMAND OPERATION CODE
         }
         int direction = out > 0 ? ScsiRequest.DIR_OUT : in > 0 ? ScsiRequest.DIR_IN : ScsiRequest.DIR_NONE;
-        r.reset(lun, req, REQ_CDB_OFFSET, cdbLength, direction, slot);
+        r.reset(lun, req, REQ_CDB_OFFSET, cdbLength, direction, req.get(LE64, REQ_ID_OFFSET)); // the id a TMF names
         expected[slot] = out > 0 ? out : in;
         dataIn[slot] = in > 0;
         if (!addRange(r.data(), c, out > 0, out > 0 ? REQ_LENGTH : RESP_LENGTH, expected[slot])) {
@@ -109,7 +109,7 @@ final class VhostUserScsiQueue extends ScsiAdapterQueue {
         resp.set(LE32, RESP_SENSE_LEN_OFFSET, senseLength);
         resp.set(LE32, RESP_RESIDUAL_OFFSET, (int) Math.max(0, expected[slot] - transferred));
         resp.set(ValueLayout.JAVA_BYTE, RESP_STATUS_OFFSET, r.status());
-        resp.set(ValueLayout.JAVA_BYTE, RESP_RESPONSE_OFFSET, S_OK);
+        resp.set(ValueLayout.JAVA_BYTE, RESP_RESPONSE_OFFSET, r.status() == Scsi.STATUS_TASK_ABORTED ? S_ABORTED : S_OK);
         if (senseLength > 0) {
             MemorySegment.copy(r.sense(), 0, resp, RESP_SENSE_OFFSET, senseLength);
         }

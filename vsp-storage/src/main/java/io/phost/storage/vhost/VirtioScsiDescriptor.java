@@ -20,6 +20,7 @@ import java.lang.foreign.ValueLayout;
  */
 final class VirtioScsiDescriptor {
     static final ValueLayout.OfInt LE32 = ValueLayout.JAVA_INT_UNALIGNED;
+    static final ValueLayout.OfLong LE64 = ValueLayout.JAVA_LONG_UNALIGNED;
 
     static final int CDB_SIZE = 32;
     static final int SENSE_SIZE = 96;
@@ -39,6 +40,16 @@ final class VirtioScsiDescriptor {
     static final int T_AN_QUERY = 1;
     static final int T_AN_SUBSCRIBE = 2;
     static final int TMF_LENGTH = 24;
+    static final int TMF_SUBTYPE_OFFSET = 4;
+    static final int TMF_LUN_OFFSET = 8;
+    static final int TMF_ID_OFFSET = 16;
+    static final int TMF_ABORT_TASK = 0;
+    static final int TMF_ABORT_TASK_SET = 1;
+    static final int TMF_CLEAR_TASK_SET = 3;
+    static final int TMF_I_T_NEXUS_RESET = 4;
+    static final int TMF_LOGICAL_UNIT_RESET = 5;
+    static final int TMF_QUERY_TASK = 6;
+    static final int TMF_QUERY_TASK_SET = 7;
     static final int AN_LENGTH = 16;
 
     static final int EVENT_LENGTH = 16;
@@ -47,10 +58,13 @@ final class VirtioScsiDescriptor {
     // Responses (virtio 1.2 §5.6.6.1, §5.6.6.2).
     static final byte S_OK = 0;
     static final byte S_OVERRUN = 1;
+    static final byte S_ABORTED = 2;
     static final byte S_BAD_TARGET = 3;
     static final byte S_FAILURE = 9;
     static final byte S_FUNCTION_COMPLETE = 0;
+    static final byte S_FUNCTION_SUCCEEDED = 10;
     static final byte S_FUNCTION_REJECTED = 11;
+    static final byte S_INCORRECT_LUN = 12;
 
     static final int CONTROL_QUEUE = 0;
     static final int EVENT_QUEUE = 1;

@@ -11,6 +11,9 @@ import io.phost.storage.engine.IoVecs;
 import io.phost.storage.scsi.Scsi;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.storage.scsi.ScsiQueue;
+import io.phost.storage.scsi.SenseData;
+import io.phost.storage.scsi.TaskFunction;
+import io.phost.storage.scsi.TaskResponse;
 import io.phost.storage.scsi.ScsiRequest;
 import io.phost.storage.scsi.ScsiTarget;
 
@@ -43,6 +46,8 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     private static final long FOLLOW_UP_NANOS = 10_000L;
     private static final int MAX_SEGMENTS = MAX_TRANSFER_BYTES / GuestMemory.PAGE_SIZE + 1;
 
+    /** How long a reset waits for commands already in the kernel before it reports failure. */
+    private static final long RESET_TIMEOUT_MILLIS = 30_000;
     private final ChannelContext ctx;
     private final ScsiQueue queue;
     private final int subChannels;
@@ -194,7 +199,12 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
                     }
                 }
                 case OP_RESET_LUN, OP_RESET_ADAPTER, OP_RESET_BUS -> {
-                    // Commands complete in order and never hang in the host, so a reset has nothing to abort.
+                    // storvsc names no LUN in a reset: it resets the adapter, i.e. the whole target. This queue
+                    // keeps completing (and replying through `reply`) while the core aborts, so rebuild it after.
+                    TaskResponse done = queue.target().manage(TaskFunction.I_T_NEXUS_RESET, 0, 0, RESET_TIMEOUT_MILLIS, queue);
+                    reply.fill((byte) 0);
+                    MemorySegment.copy(request, 0, reply, 0, PACKET_SIZE);
+                    status = done == TaskResponse.FUNCTION_COMPLETE ? STATUS_SUCCESS : STATUS_UNSUCCESSFUL;
                 }
                 default -> {
                     hostileRequests++;
@@ -301,11 +311,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
         int slot = r.slot();
         buildReply(slot, srbStatus, senseKey == 0 ? Scsi.STATUS_GOOD : Scsi.STATUS_CHECK_CONDITION, 0);
         if (senseKey != 0) {
-            reply.set(ValueLayout.JAVA_BYTE, SRB_SENSE, (byte) 0x70);
-            reply.set(ValueLayout.JAVA_BYTE, SRB_SENSE + 2, (byte) senseKey);
-            reply.set(ValueLayout.JAVA_BYTE, SRB_SENSE + 7, (byte) 10);
-            reply.set(ValueLayout.JAVA_BYTE, SRB_SENSE + 12, (byte) (ascq >>> 8));
-            reply.set(ValueLayout.JAVA_BYTE, SRB_SENSE + 13, (byte) ascq);
+            SenseData.writeFixed(reply.asSlice(SRB_SENSE, Scsi.FIXED_SENSE_LENGTH), senseKey, ascq, -1, -1);
             reply.set(ValueLayout.JAVA_BYTE, SRB_SENSE_INFO_LENGTH, (byte) Scsi.FIXED_SENSE_LENGTH);
             reply.set(ValueLayout.JAVA_BYTE, SRB_SRB_STATUS, (byte) (srbStatus | SRB_STATUS_AUTOSENSE_VALID));
         }

@@ -128,6 +128,8 @@ class VhostUserScsiTest {
                 long tresp = f.alloc(1, 8);
                 f.at(tmf, TMF_LENGTH).fill((byte) 0);
                 f.at(tmf, 8).set(LE32, 4, 5); // LOGICAL UNIT RESET
+                f.at(tmf, TMF_LENGTH).set(ValueLayout.JAVA_BYTE, TMF_LUN_OFFSET, (byte) 1); // target 0, LUN 0
+                f.at(tmf, TMF_LENGTH).set(ValueLayout.JAVA_BYTE, TMF_LUN_OFFSET + 2, (byte) 0x40);
                 f.at(tresp, 1).set(ValueLayout.JAVA_BYTE, 0, (byte) 0x55);
                 ctrl.add(new long[] {tmf, tresp}, new int[] {TMF_LENGTH, 1}, new boolean[] {false, true});
                 ctrl.kick();
