@@ -62,21 +62,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         c.vspCpus = cfg.host().vspCpus();
         try {
             for (SwitchConfig s : cfg.switches()) {
-                ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
-                    s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
-                    s.vmqWorkers(), null, null, s.mtu()));
-                if (s.hostAddress() != null && sw.hostTap() != null) {
-                    addHostAddress(s.name(), sw.hostTap(), s.hostAddress());
-                    c.hostAddresses.put(s.name(), s.hostAddress());
-                }
-                if (s.uplinkBandwidth() > 0) {
-                    sw.capUplink(s.uplinkBandwidth() > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : s.uplinkBandwidth() * 8);
-                }
-                LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
-                    + (s.uplink() == null ? "" : " uplink=" + s.uplink())
-                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap())
-                    + (s.hostAddress() == null ? "" : " host_address=" + s.hostAddress()) + " iov=\"" + sw.iovStatus() + "\""
-                    + " vmq_workers=" + s.vmqWorkers());
+                c.addSwitch(s);
             }
         } catch (RuntimeException e) {
             c.close();
@@ -85,6 +71,92 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR); // a crashed run's leftovers
         c.sampler.scheduleAtFixedRate(c::sample, 1, 1, TimeUnit.SECONDS);
         return c;
+    }
+
+    /** Creates a switch (at start, or added by a live config change). */
+    void addSwitch(SwitchConfig s) {
+        ManagedSwitch sw = switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
+            s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
+            s.vmqWorkers(), null, null, s.mtu()));
+        try {
+            if (s.hostAddress() != null && sw.hostTap() != null) {
+                addHostAddress(s.name(), sw.hostTap(), s.hostAddress());
+                hostAddresses.put(s.name(), s.hostAddress());
+            }
+            if (s.uplinkBandwidth() > 0) {
+                sw.capUplink(s.uplinkBandwidth() > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : s.uplinkBandwidth() * 8);
+            }
+        } catch (RuntimeException e) {
+            switches.remove(s.name());
+            throw e;
+        }
+        LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
+            + (s.uplink() == null ? "" : " uplink=" + s.uplink())
+            + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap())
+            + (s.hostAddress() == null ? "" : " host_address=" + s.hostAddress()) + " iov=\"" + sw.iovStatus() + "\""
+            + " vmq_workers=" + s.vmqWorkers());
+    }
+
+    /** Removes a switch a live config change dropped; refused while a partition's port is on it. */
+    void removeSwitch(String name) {
+        ManagedSwitch sw = switches.get(name);
+        if (sw == null) {
+            return;
+        }
+        List<String> inUse = sw.vswitch().ports().stream().map(io.phost.vswitch.Port::name)
+            .filter(n -> adapterOf(n) != null || vmNics.containsKey(n)).toList();
+        if (!inUse.isEmpty()) {
+            throw new IllegalStateException("switch " + name + " still has ports in use: " + String.join(", ", inUse));
+        }
+        switches.remove(name);
+        hostAddresses.remove(name);
+        LOG.log(Level.INFO, "switch removed name=" + name);
+    }
+
+    /** Removes a removed process partition's NIC ports from their switches. */
+    void detach(PartitionConfig p) {
+        for (int i = 0; i < p.nics().size(); i++) {
+            NetworkAdapter a = adapters.remove(p.name() + "-nic" + i);
+            if (a != null) {
+                a.vsp().detach();
+            }
+        }
+    }
+
+    /**
+     * Gives NIC {@code nic} of {@code partition} the port settings of {@code n} (a live config change; its switch,
+     * MAC and MTU stay). Returns the settings it had, for an undo with {@link #restorePort}.
+     */
+    PortConfig reconfigurePort(String partition, int nic, NicConfig n) {
+        ManagedSwitch sw = switches.get(n.switchName());
+        io.phost.vswitch.Port port = sw == null ? null : portNamed(sw, partition + "/" + partition + "-nic" + nic);
+        if (port == null) {
+            throw new IllegalStateException("partition " + partition + " nic " + nic + " has no port on switch " + n.switchName());
+        }
+        PortConfig before = port.config();
+        configure(sw, port, sw.effective(portConfig(n)).withMtu(before.mtu()));
+        return before;
+    }
+
+    /** Puts back the settings {@link #reconfigurePort} returned. */
+    void restorePort(String partition, int nic, String switchName, PortConfig settings) {
+        ManagedSwitch sw = switches.get(switchName);
+        io.phost.vswitch.Port port = sw == null ? null : portNamed(sw, partition + "/" + partition + "-nic" + nic);
+        if (port != null) {
+            configure(sw, port, settings);
+        }
+    }
+
+    private static io.phost.vswitch.Port portNamed(ManagedSwitch sw, String name) {
+        return sw.vswitch().ports().stream().filter(p -> p.name().equals(name)).findFirst().orElse(null);
+    }
+
+    /**
+     * The one per-port update path (the API's {@code POST /v1/switches/port} and live config changes): the switch
+     * applies it on its next duty cycle, well within a second.
+     */
+    private static void configure(ManagedSwitch sw, io.phost.vswitch.Port port, PortConfig next) {
+        sw.agent().submit(s -> s.configure(port, next)).join();
     }
 
     /**
@@ -361,7 +433,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: " + e.getMessage() + "\n");
         }
         PortConfig next = c;
-        sw.agent().submit(s -> s.configure(port, next)).join();
+        configure(sw, port, next);
         boolean guestTold = false;
         if (linkUp != null) {
             vmNic.link(linkUp);
