@@ -227,6 +227,9 @@ public final class ManagementServer implements Closeable {
         if (requestLine.length < 2 || !bodyRoutes.containsKey(requestLine[0] + " " + requestLine[1].replaceFirst("\\?.*", ""))) {
             return null;
         }
+        if (!address.isUnix() && !authorized(head.split("\r\n"))) {
+            return null; // answered 401 without reading what a stranger sends
+        }
         long length = -1;
         for (String line : head.split("\r\n")) {
             int colon = line.indexOf(':');

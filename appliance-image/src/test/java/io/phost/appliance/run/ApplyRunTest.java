@@ -99,24 +99,24 @@ class ApplyRunTest {
             assertTrue(dry.out.contains("dry run: nothing was changed"), dry.toString());
             assertTrue(ping(NS_A, "10.187.0.2"), "a dry run changes nothing");
 
-            Cli vlan = cli("apply", v2.toString());
+            Cli vlan = api(v2, false);
             assertEquals(0, vlan.exit, vlan + host.stderr());
             assertFalse(ping(NS_A, "10.187.0.2"), "pb is on VLAN 10 within a second of the apply: pa (untagged) no longer reaches it");
 
             Path v3 = write("v3.toml", config(", vlan_access = 10", partitionC()));
-            Cli add = cli("apply", v3.toString());
+            Cli add = api(v3, false);
             assertEquals(0, add.exit, add + host.stderr());
             assertTrue(add.out.contains("+ partition pc"), add.toString());
             awaitPing(NS_C, "10.187.0.2", host); // the added partition runs and reaches its VLAN 10 peer
 
             Path v4 = write("v4.toml", config(", vlan_access = 10, acl = [\"deny inbound 10.187.0.3\"]", partitionC()));
-            Cli acl = cli("apply", v4.toString());
+            Cli acl = api(v4, false);
             assertEquals(0, acl.exit, acl + host.stderr());
             assertFalse(ping(NS_C, "10.187.0.2"), "the ACL drops pc's traffic to pb within a second");
 
             Path syntax = write("v5.toml", config(", vlan_access = 10", "\n[[partition]\n"));
-            Cli bad = cli("apply", syntax.toString());
-            assertEquals(2, bad.exit, bad.toString());
+            Cli bad = api(syntax, false);
+            assertEquals(400, bad.exit, bad.toString());
             assertTrue(bad.err.contains(syntax + ":"), bad.toString());
             Path refused = write("v6.toml", config(", vlan_access = 10", partitionC()).replaceFirst("memory = \"64MiB\"", "memory = \"128MiB\""));
             Cli no = cli("apply", refused.toString());
@@ -125,13 +125,13 @@ class ApplyRunTest {
             assertFalse(ping(NS_C, "10.187.0.2"), "after the refusals the ACL (which both bad files drop) still holds");
 
             Path v7 = write("v7.toml", config(", vlan_access = 10, acl = [\"deny inbound 10.187.0.3\"]", ""));
-            Cli remove = cli("apply", v7.toString());
+            Cli remove = api(v7, false);
             assertEquals(0, remove.exit, remove + host.stderr());
             assertTrue(remove.out.contains("- partition pc (stopped)"), remove.toString());
             assertFalse(partitions(host).contains("\"pc\""), "pc is gone");
 
-            Cli policy = cli("qos", "set-policy", "gold", "--max-iops", "500");
-            assertEquals(0, policy.exit, policy.toString());
+            var policy = client().post("/v1/qos/policies?name=gold&max_iops=500"); // what phost qos set-policy sends
+            assertEquals(200, policy.status(), policy.bodyText());
             host.process().destroy();
             assertTrue(host.process().waitFor(60, TimeUnit.SECONDS));
         }
@@ -196,6 +196,16 @@ class ApplyRunTest {
         public String toString() {
             return "exit " + exit + "\nstdout:\n" + out + "\nstderr:\n" + err;
         }
+    }
+
+    /**
+     * POST /v1/config as {@code phost apply} sends it (the CLI's own JVM start is paid only where its output is
+     * checked): exit 0 for a 200, else the status; out is the body.
+     */
+    private Cli api(Path file, boolean dryRun) throws Exception {
+        var r = client().post("/v1/config?dry_run=" + dryRun + "&file=" + java.net.URLEncoder.encode(file.toString(), StandardCharsets.UTF_8),
+            Files.readAllBytes(file));
+        return new Cli(r.status() == 200 ? 0 : r.status(), r.bodyText(), r.bodyText());
     }
 
     /** The phost CLI against the test's host (found through the runtime dir), to its exit. */
