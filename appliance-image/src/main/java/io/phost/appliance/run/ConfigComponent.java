@@ -115,6 +115,7 @@ public final class ConfigComponent implements Component {
                     LOG.log(Level.ERROR, "undo failed: " + u);
                 }
             }
+            partitions.config(running); // an added partition's step had already moved it on
             return new Outcome(500, "failed", plan, List.of(what + ": " + e.getMessage()
                 + " (every change was undone; the host runs the previous config)"));
         }

@@ -114,6 +114,17 @@ class ApplyRunTest {
             assertEquals(0, acl.exit, acl + host.stderr());
             assertFalse(ping(NS_C, "10.187.0.2"), "the ACL drops pc's traffic to pb within a second");
 
+            // A step that fails (a partition whose program does not exist) undoes the steps before it (the policy).
+            Path failing = write("v4f.toml", config(", vlan_access = 10, acl = [\"deny inbound 10.187.0.3\"]", partitionC()
+                + "\n[[partition]]\nname = \"broken\"\nmemory = \"64MiB\"\ncommand = [\"" + dir.resolve("no-such-program") + "\"]\n")
+                .replace("max_iops = 1000", "max_iops = 2000"));
+            Cli fails = api(failing, false);
+            assertEquals(500, fails.exit, fails + host.stderr());
+            assertTrue(fails.out.contains("\"failed\"") && fails.out.contains("undone"), fails.toString());
+            assertTrue(client().get("/v1/qos/policies").bodyText().replace(" ", "").contains("\"max_iops\":1000"),
+                "the policy change before the failed step was undone");
+            assertFalse(partitions(host).contains("\"broken\""), "the failed partition is not left behind");
+
             Path syntax = write("v5.toml", config(", vlan_access = 10", "\n[[partition]\n"));
             Cli bad = api(syntax, false);
             assertEquals(400, bad.exit, bad.toString());
