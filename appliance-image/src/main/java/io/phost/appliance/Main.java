@@ -24,6 +24,7 @@ import picocli.CommandLine.Option;
         ConfigCommand.class,
         StatusCommand.class,
         QosCommand.class,
+        io.phost.appliance.cli.ApplyCommand.class,
         PartitionCommand.class,
         io.phost.appliance.cli.EventsCommand.class,
         io.phost.appliance.cli.CheckpointCommand.class,

@@ -56,7 +56,8 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     final DeviceState device;
     final String partition;
     final String disk;
-    final String policyName;
+    /** Changed only under the service's control lock ({@link QosService#changeFlowPolicy}). */
+    volatile String policyName;
     private final long shareSlackNanos;
     private final long retryCapNanos;
     private final long shareLeadNanos;

@@ -109,6 +109,29 @@ public final class QosService {
         }
     }
 
+    /**
+     * Moves every flow of (partition, disk) to {@code policyName} (null: no policy), as a live config change of a
+     * disk's policy does; the flows keep their counters. Returns how many flows moved.
+     */
+    public int changeFlowPolicy(String partition, String disk, String policyName) {
+        control.lock();
+        try {
+            int moved = 0;
+            for (ManagedQosFlow f : flows) {
+                if (f.partition.equals(partition) && f.disk.equals(disk)) {
+                    f.policyName = policyName;
+                    f.dedicatedBucket = null; // another policy: a fresh bucket, not the old one's history
+                    f.binding = bind(f);
+                    f.ctl.status = f.binding.unknownPolicy() ? QosFlowStatus.UnknownPolicyId : QosFlowStatus.Ok;
+                    moved++;
+                }
+            }
+            return moved;
+        } finally {
+            control.unlock();
+        }
+    }
+
     public Optional<QosPolicy> policy(String name) {
         control.lock();
         try {

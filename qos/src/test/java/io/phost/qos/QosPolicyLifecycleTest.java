@@ -45,6 +45,24 @@ class QosPolicyLifecycleTest {
     }
 
     @Test
+    void shouldMoveAFlowToAnotherPolicyLive() {
+        ManualNanoClock clock = new ManualNanoClock(0);
+        QosService qos = bigDevice(clock);
+        qos.updatePolicy(QosPolicy.dedicated("slow", 0, 500));
+        qos.updatePolicy(QosPolicy.dedicated("fast", 0, 3000));
+        Simulation sim = sim(clock, 4);
+        Simulation.Client c = sim.client(qos.createFlow("vm1", "a", "slow"), 8, 8192);
+        sim.at(2 * S, () -> assertEquals(1, qos.changeFlowPolicy("vm1", "a", "fast")));
+        sim.run();
+        assertWithin(500, c.units(1), 0.02, "under slow");
+        assertWithin(3000, c.units(3), 0.02, "under fast, after the move");
+        assertEquals("fast", qos.flows().getFirst().policy());
+        assertEquals(1, qos.changeFlowPolicy("vm1", "a", "nope"));
+        assertEquals(QosFlowStatus.UnknownPolicyId, qos.flows().getFirst().status());
+        assertEquals(0, qos.changeFlowPolicy("vm2", "a", "fast"), "no such flow");
+    }
+
+    @Test
     void shouldMeetAnAggregatedMinimumForThePolicyAsAWhole() {
         ManualNanoClock clock = new ManualNanoClock(0);
         QosService qos = new QosService(QosConfig.defaults().withDevice(20_000, 16), clock);

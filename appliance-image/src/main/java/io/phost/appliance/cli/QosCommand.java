@@ -79,7 +79,7 @@ public final class QosCommand {
 
     @Command(name = "set-policy", description = {
         "Create or change a policy on the running host; live flows follow within a second.",
-        "Unset options keep the policy's current values. (The change is not written back to appliance.toml.)"})
+        "Unset options keep the policy's current values. The change is saved with the running config (DATA_DIR/applied.toml)."})
     static final class SetPolicy implements Callable<Integer> {
         @Mixin
         StatusCommand.EndpointOptions endpoint;

@@ -55,9 +55,21 @@ public final class RunCommand implements Callable<Integer> {
         CountDownLatch stop = Signals.stopOnTermination();
         Path demoDir = null;
         ApplianceConfig cfg;
+        String configText = null;
         try {
             if (config != null) {
                 cfg = ConfigLoader.load(config);
+                Path chosen = io.phost.appliance.run.AppliedConfig.choose(config, cfg.host().dataDir());
+                if (!chosen.equals(config)) {
+                    try {
+                        cfg = ConfigLoader.load(chosen);
+                    } catch (ConfigException e) { // a saved file is always valid; if not, say so and run FILE
+                        LOG.log(Level.WARNING, "the applied config is invalid, running " + config + " instead: "
+                            + e.errors().getFirst());
+                        chosen = config;
+                    }
+                }
+                configText = readText(chosen);
             } else {
                 demoDir = Files.createTempDirectory("phost-demo-");
                 String subnet = io.phost.appliance.run.DemoSubnet.pick();
@@ -104,7 +116,7 @@ public final class RunCommand implements Callable<Integer> {
                 throw new UserException("management endpoint " + cfg.host().management() + ": " + e, 1, e);
             }
             try {
-                Assembler.assemble(cfg, app);
+                Assembler.assemble(cfg, configText, app);
             } catch (Exception e) {
                 // Never a half-configured appliance: stop what was started, report, exit non-zero.
                 app.close();
@@ -176,6 +188,16 @@ public final class RunCommand implements Callable<Integer> {
             } else {
                 stop.await(limit.toMillis(), TimeUnit.MILLISECONDS);
             }
+        }
+    }
+
+    /** The text live changes start from; null (no live changes) if it cannot be read again. */
+    private static String readText(Path file) {
+        try {
+            return Files.readString(file);
+        } catch (IOException e) {
+            LOG.log(Level.WARNING, "cannot read " + file + " again; live changes (phost apply) are off: " + e.getMessage());
+            return null;
         }
     }
 

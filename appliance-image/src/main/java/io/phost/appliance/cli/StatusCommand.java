@@ -158,6 +158,16 @@ public final class StatusCommand implements Callable<Integer> {
             return call(target, true);
         }
 
+        /** POSTs {@code body} to {@code target}. */
+        public HttpResponse post(String target, byte[] body) throws IOException {
+            ManagementClient c = client();
+            try {
+                return c.post(target, body);
+            } catch (IOException e) {
+                throw new UserException("cannot reach phost at " + c.address() + ": " + e.getMessage());
+            }
+        }
+
         private HttpResponse call(String target, boolean post) throws IOException {
             ManagementClient c = client();
             try {

@@ -31,17 +31,32 @@ public final class ManagementClient {
         return request("POST", target);
     }
 
+    /** POST with {@code body} (e.g. a config's text for /v1/config). */
+    public HttpResponse post(String target, byte[] body) throws IOException {
+        return request("POST", target, body);
+    }
+
     private HttpResponse request(String method, String target) throws IOException {
+        return request(method, target, method.equals("POST") ? new byte[0] : null);
+    }
+
+    private HttpResponse request(String method, String target, byte[] body) throws IOException {
         try (SocketChannel ch = address.isUnix()
             ? SocketChannel.open(address.family()) : SocketChannel.open()) {
             ch.connect(address.socketAddress());
             String req = method + " " + target + " HTTP/1.1\r\nHost: phost\r\n"
                 + (token != null ? "Authorization: Bearer " + token + "\r\n" : "")
-                + (method.equals("POST") ? "Content-Length: 0\r\n" : "")
+                + (body != null ? "Content-Length: " + body.length + "\r\n" : "")
                 + "Connection: close\r\n\r\n";
             ByteBuffer out = ByteBuffer.wrap(req.getBytes(StandardCharsets.ISO_8859_1));
             while (out.hasRemaining()) {
                 ch.write(out);
+            }
+            if (body != null) {
+                ByteBuffer b = ByteBuffer.wrap(body);
+                while (b.hasRemaining()) {
+                    ch.write(b);
+                }
             }
             ByteArrayOutputStream all = new ByteArrayOutputStream();
             ByteBuffer buf = ByteBuffer.allocate(8192);
@@ -74,8 +89,8 @@ public final class ManagementClient {
                     headers.put(name, value);
                 }
             }
-            byte[] body = java.util.Arrays.copyOfRange(bytes, end + 4, bytes.length);
-            return new HttpResponse(status, contentType, body, headers);
+            byte[] responseBody = java.util.Arrays.copyOfRange(bytes, end + 4, bytes.length);
+            return new HttpResponse(status, contentType, responseBody, headers);
         }
     }
 

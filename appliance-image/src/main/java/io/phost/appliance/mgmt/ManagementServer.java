@@ -55,6 +55,10 @@ public final class ManagementServer implements Closeable {
     private final ServerSocketChannel server;
     private final String token;
     private final Map<String, Function<String, HttpResponse>> routes = new ConcurrentHashMap<>();
+    /** POST routes that read a request body (at most {@link #MAX_BODY} bytes, Content-Length required). */
+    private final Map<String, java.util.function.BiFunction<String, byte[], HttpResponse>> bodyRoutes = new ConcurrentHashMap<>();
+    /** The largest request body read (a config file's limit). */
+    public static final int MAX_BODY = 1 << 20;
     /** Connections whose request head is still being read, oldest first. */
     private final ConcurrentLinkedDeque<SocketChannel> pending = new ConcurrentLinkedDeque<>();
     private final AtomicInteger pendingCount = new AtomicInteger();
@@ -107,6 +111,13 @@ public final class ManagementServer implements Closeable {
         return this;
     }
 
+    /** Routes POST {@code path} to {@code handler}, which gets the query string and the request body. */
+    public ManagementServer routePostBody(String path, java.util.function.BiFunction<String, byte[], HttpResponse> handler) {
+        bodyRoutes.put("POST " + path, handler);
+        routes.put("POST " + path, q -> handler.apply(q, new byte[0]));
+        return this;
+    }
+
     public ManagementServer start() {
         acceptor.start();
         return this;
@@ -150,8 +161,9 @@ public final class ManagementServer implements Closeable {
 
     private void serve(SocketChannel ch) {
         String head;
+        ByteArrayOutputStream rest = new ByteArrayOutputStream();
         try {
-            head = readHead(ch);
+            head = readHead(ch, rest);
         } catch (IOException e) {
             return;
         } finally {
@@ -166,7 +178,12 @@ public final class ManagementServer implements Closeable {
             return;
         }
         long t0 = System.nanoTime();
-        HttpResponse r = handle(head);
+        HttpResponse r;
+        try {
+            r = handle(head, readBody(ch, head, rest));
+        } catch (IOException e) {
+            r = HttpResponse.error(400, HttpResponse.Reason.BAD_REQUEST, oneLine(e.getMessage()));
+        }
         respond(ch, r);
         if (LOG.isLoggable(System.Logger.Level.DEBUG)) { // -Dphost.log.level=DEBUG: one line per API request
             String[] line = head.substring(0, Math.max(0, head.indexOf("\r\n"))).split(" ");
@@ -201,7 +218,56 @@ public final class ManagementServer implements Closeable {
         }
     }
 
+    /**
+     * The body of a request to a body route (Content-Length bytes, at most {@link #MAX_BODY}), else null: other
+     * routes read no body.
+     */
+    private byte[] readBody(SocketChannel ch, String head, ByteArrayOutputStream rest) throws IOException {
+        String[] requestLine = head.substring(0, Math.max(0, head.indexOf("\r\n") < 0 ? head.length() : head.indexOf("\r\n"))).split(" ");
+        if (requestLine.length < 2 || !bodyRoutes.containsKey(requestLine[0] + " " + requestLine[1].replaceFirst("\\?.*", ""))) {
+            return null;
+        }
+        if (!address.isUnix() && !authorized(head.split("\r\n"))) {
+            return null; // answered 401 without reading what a stranger sends
+        }
+        long length = -1;
+        for (String line : head.split("\r\n")) {
+            int colon = line.indexOf(':');
+            if (colon > 0 && line.substring(0, colon).trim().equalsIgnoreCase("content-length")) {
+                try {
+                    length = Long.parseLong(line.substring(colon + 1).trim());
+                } catch (NumberFormatException e) {
+                    throw new IOException("bad Content-Length");
+                }
+            }
+        }
+        if (length < 0) {
+            throw new IOException("a body is required, with Content-Length");
+        }
+        if (length > MAX_BODY) {
+            throw new IOException("body larger than " + MAX_BODY + " bytes");
+        }
+        var timeout = timeouts.schedule(() -> closeQuietly(ch), READ_TIMEOUT_MS, TimeUnit.MILLISECONDS);
+        try {
+            ByteBuffer buf = ByteBuffer.allocate(8192);
+            while (rest.size() < length) {
+                int n = ch.read(buf.clear());
+                if (n < 0) {
+                    throw new IOException("connection closed before the body ended");
+                }
+                rest.write(buf.array(), 0, n);
+            }
+        } finally {
+            timeout.cancel(false);
+        }
+        return java.util.Arrays.copyOf(rest.toByteArray(), (int) length);
+    }
+
     HttpResponse handle(String head) {
+        return handle(head, null);
+    }
+
+    HttpResponse handle(String head, byte[] body) {
         String[] lines = head.split("\r\n");
         String[] requestLine = lines[0].split(" ");
         if (requestLine.length != 3 || !requestLine[2].startsWith("HTTP/1.")) {
@@ -216,6 +282,10 @@ public final class ManagementServer implements Closeable {
             return HttpResponse.error(401, HttpResponse.Reason.UNAUTHORIZED, "missing or wrong bearer token");
         }
         Function<String, HttpResponse> handler = routes.get(method + " " + path);
+        var bodyHandler = body == null ? null : bodyRoutes.get(method + " " + path);
+        if (bodyHandler != null) {
+            handler = query1 -> bodyHandler.apply(query1, body);
+        }
         if (handler == null) {
             String allow = allowed(path);
             if (!allow.isEmpty()) {
@@ -292,7 +362,7 @@ public final class ManagementServer implements Closeable {
      * Reads up to the blank line ending the request head; null when it exceeds {@link #MAX_HEAD}. A client
      * that sends nothing for {@link #IDLE_TIMEOUT_MS}, or takes {@link #READ_TIMEOUT_MS} in all, is closed.
      */
-    private String readHead(SocketChannel ch) throws IOException {
+    private String readHead(SocketChannel ch, ByteArrayOutputStream rest) throws IOException {
         long started = System.nanoTime();
         var timeout = timeouts.schedule(() -> closeQuietly(ch), IDLE_TIMEOUT_MS, TimeUnit.MILLISECONDS);
         try {
@@ -313,6 +383,8 @@ public final class ManagementServer implements Closeable {
                 String s = head.toString(StandardCharsets.ISO_8859_1);
                 int end = s.indexOf("\r\n\r\n");
                 if (end >= 0) {
+                    byte[] all = head.toByteArray();
+                    rest.write(all, end + 4, all.length - end - 4); // the start of a body
                     return s.substring(0, end);
                 }
             }

@@ -59,7 +59,7 @@ public final class Appliance implements AutoCloseable {
         this.uses.put(component, java.util.Arrays.stream(uses).filter(java.util.Objects::nonNull).toList());
         components.add(component);
         if (server != null) {
-            component.routes().forEach(this::install);
+            installAll(component);
         }
         return component;
     }
@@ -91,7 +91,15 @@ public final class Appliance implements AutoCloseable {
         install("GET /v1/status", q -> HttpResponse.json(Json.pretty(status())));
         install("GET /v1/metrics", q -> HttpResponse.metrics(metrics().text()));
         install("GET /openapi.json", q -> HttpResponse.json(OpenApi.json()));
-        components.forEach(c -> c.routes().forEach(this::install));
+        components.forEach(this::installAll);
+    }
+
+    private void installAll(Component c) {
+        c.routes().forEach(this::install);
+        c.bodyRoutes().forEach((key, handler) -> {
+            OpenApi.requireDocumented(key);
+            server.routePostBody(key.substring(key.indexOf(' ') + 1), handler);
+        });
     }
 
     /** {@code key} is "METHOD /path" (a bare "/path" is a GET). */

@@ -24,6 +24,11 @@ public final class Assembler {
     private Assembler() {}
 
     public static void assemble(ApplianceConfig cfg, Appliance app) throws Exception {
+        assemble(cfg, null, app);
+    }
+
+    /** @param text the config's text, which live changes ({@code phost apply}) start from; null for the demo */
+    public static void assemble(ApplianceConfig cfg, String text, Appliance app) throws Exception {
         DisksComponent disks = app.add(DisksComponent.open(cfg, CheckpointHostAdapter.recover(cfg)));
         // Closed after every LUN that writes to a tracked disk (storage and VM disks use it): a clean bitmap close.
         ChangeTrackers tracking = app.add(new ChangeTrackers(cfg.host().dataDir()), new Component[0]);
@@ -74,6 +79,7 @@ public final class Assembler {
         CheckpointService checkpoints = new CheckpointService(host, cfg.host().dataDir());
         app.add(new CheckpointsComponent(checkpoints));
         app.add(new BackupComponent(new BackupService(host, checkpoints, tracking)));
+        app.add(new ConfigComponent(cfg, text, qos, network, storage, partitions), qos, network, storage, partitions);
     }
 
     /** The LUNs {@code lookup} (partition, disk → LUN or null) has for {@code p}'s disks. */

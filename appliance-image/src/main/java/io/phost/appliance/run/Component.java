@@ -36,6 +36,11 @@ public interface Component extends AutoCloseable {
         return Map.of();
     }
 
+    /** POST resources that read a request body: {@code "POST /v1/..."} to the handler of (query string, body). */
+    default Map<String, java.util.function.BiFunction<String, byte[], HttpResponse>> bodyRoutes() {
+        return Map.of();
+    }
+
     /** Stops the component and releases what it holds (flushes disks). Must not throw for a clean stop. */
     @Override
     void close() throws Exception;

@@ -46,6 +46,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     /** NAT of each internal switch with {@code nat = true}, by switch name. */
     private final Map<String, io.phost.vswitch.NatGateway> nats = new ConcurrentHashMap<>();
     private final Map<String, String> natPrefixes = new ConcurrentHashMap<>();
+    private Path natState;
     /** Port name → {partition, VM device id} of each VM NIC: whom a link change is told to. */
     private final Map<String, String[]> vmNicIds = new ConcurrentHashMap<>();
     private volatile GuestLink guestLink = (partition, device, up) -> false;
@@ -63,32 +64,13 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         NetworkComponent c = new NetworkComponent();
         c.vhostDir = cfg.host().dataDir().resolve("vhost");
         c.vspCpus = cfg.host().vspCpus();
-        Path natState = cfg.host().dataDir().resolve("nat");
-        for (String t : io.phost.vswitch.NatGateway.sweep(natState)) { // what a killed run left
+        c.natState = cfg.host().dataDir().resolve("nat");
+        for (String t : io.phost.vswitch.NatGateway.sweep(c.natState)) { // what a killed run left
             LOG.log(Level.INFO, "nat table removed name=" + t + " reason=\"left by a run that did not stop cleanly\"");
         }
         try {
             for (SwitchConfig s : cfg.switches()) {
-                ManagedSwitch sw = c.switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
-                    s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
-                    s.vmqWorkers(), null, null, s.mtu(), s.uplinks()));
-                if (s.hostAddress() != null && sw.hostTap() != null) {
-                    addHostAddress(s.name(), sw.hostTap(), s.hostAddress());
-                    c.hostAddresses.put(s.name(), s.hostAddress());
-                    if (s.natPrefix() != null) {
-                        c.nats.put(s.name(), io.phost.vswitch.NatGateway.start(null, sw.hostTap(), s.natPrefix(), natState));
-                        c.natPrefixes.put(s.name(), s.natPrefix());
-                    }
-                }
-                if (s.uplinkBandwidth() > 0) {
-                    sw.capUplink(s.uplinkBandwidth() > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : s.uplinkBandwidth() * 8);
-                }
-                LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
-                    + (s.uplink() == null ? "" : " uplink=" + String.join("+", s.uplinks()))
-                    + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap())
-                    + (s.hostAddress() == null ? "" : " host_address=" + s.hostAddress())
-                    + (s.natPrefix() == null ? "" : " nat=" + s.natPrefix()) + " iov=\"" + sw.iovStatus() + "\""
-                    + " vmq_workers=" + s.vmqWorkers());
+                c.addSwitch(s);
             }
         } catch (RuntimeException e) {
             c.close();
@@ -97,6 +79,107 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         io.phost.network.NetnsLeases.sweepStale(io.phost.network.NetnsLeases.DEFAULT_DIR); // a crashed run's leftovers
         c.sampler.scheduleAtFixedRate(c::sample, 1, 1, TimeUnit.SECONDS);
         return c;
+    }
+
+    /** Creates a switch (at start, or added by a live config change). */
+    void addSwitch(SwitchConfig s) {
+        ManagedSwitch sw = switches.create(new SwitchSpec(s.name(), SwitchType.valueOf(s.type().name()),
+            s.uplink(), s.allowManagementOs(), s.enableIov(), BandwidthMode.valueOf(s.bandwidthMode().name()),
+            s.vmqWorkers(), null, null, s.mtu(), s.uplinks()));
+        try {
+            if (s.hostAddress() != null && sw.hostTap() != null) {
+                addHostAddress(s.name(), sw.hostTap(), s.hostAddress());
+                hostAddresses.put(s.name(), s.hostAddress());
+                if (s.natPrefix() != null) {
+                    nats.put(s.name(), io.phost.vswitch.NatGateway.start(null, sw.hostTap(), s.natPrefix(), natState));
+                    natPrefixes.put(s.name(), s.natPrefix());
+                }
+            }
+            if (s.uplinkBandwidth() > 0) {
+                sw.capUplink(s.uplinkBandwidth() > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : s.uplinkBandwidth() * 8);
+            }
+        } catch (RuntimeException e) {
+            closeNat(s.name());
+            switches.remove(s.name());
+            throw e;
+        }
+        LOG.log(Level.INFO, "switch created name=" + s.name() + " type=" + s.type().name().toLowerCase()
+            + (s.uplink() == null ? "" : " uplink=" + String.join("+", s.uplinks()))
+            + (sw.hostTap() == null ? "" : " host_tap=" + sw.hostTap())
+            + (s.hostAddress() == null ? "" : " host_address=" + s.hostAddress())
+            + (s.natPrefix() == null ? "" : " nat=" + s.natPrefix()) + " iov=\"" + sw.iovStatus() + "\""
+            + " vmq_workers=" + s.vmqWorkers());
+    }
+
+    private void closeNat(String switchName) {
+        io.phost.vswitch.NatGateway nat = nats.remove(switchName);
+        natPrefixes.remove(switchName);
+        if (nat != null) {
+            nat.close();
+        }
+    }
+
+    /** Removes a switch a live config change dropped; refused while a partition's port is on it. */
+    void removeSwitch(String name) {
+        ManagedSwitch sw = switches.get(name);
+        if (sw == null) {
+            return;
+        }
+        List<String> inUse = sw.vswitch().ports().stream().map(io.phost.vswitch.Port::name)
+            .filter(n -> adapterOf(n) != null || vmNics.containsKey(n)).toList();
+        if (!inUse.isEmpty()) {
+            throw new IllegalStateException("switch " + name + " still has ports in use: " + String.join(", ", inUse));
+        }
+        closeNat(name); // before the TAP goes: exactly our table
+        switches.remove(name);
+        hostAddresses.remove(name);
+        LOG.log(Level.INFO, "switch removed name=" + name);
+    }
+
+    /** Removes a removed process partition's NIC ports from their switches. */
+    void detach(PartitionConfig p) {
+        for (int i = 0; i < p.nics().size(); i++) {
+            NetworkAdapter a = adapters.remove(p.name() + "-nic" + i);
+            if (a != null) {
+                a.vsp().detach();
+            }
+        }
+    }
+
+    /**
+     * Gives NIC {@code nic} of {@code partition} the port settings of {@code n} (a live config change; its switch,
+     * MAC and MTU stay). Returns the settings it had, for an undo with {@link #restorePort}.
+     */
+    PortConfig reconfigurePort(String partition, int nic, NicConfig n) {
+        ManagedSwitch sw = switches.get(n.switchName());
+        io.phost.vswitch.Port port = sw == null ? null : portNamed(sw, partition + "/" + partition + "-nic" + nic);
+        if (port == null) {
+            throw new IllegalStateException("partition " + partition + " nic " + nic + " has no port on switch " + n.switchName());
+        }
+        PortConfig before = port.config();
+        configure(sw, port, sw.effective(portConfig(n)).withMtu(before.mtu()));
+        return before;
+    }
+
+    /** Puts back the settings {@link #reconfigurePort} returned. */
+    void restorePort(String partition, int nic, String switchName, PortConfig settings) {
+        ManagedSwitch sw = switches.get(switchName);
+        io.phost.vswitch.Port port = sw == null ? null : portNamed(sw, partition + "/" + partition + "-nic" + nic);
+        if (port != null) {
+            configure(sw, port, settings);
+        }
+    }
+
+    private static io.phost.vswitch.Port portNamed(ManagedSwitch sw, String name) {
+        return sw.vswitch().ports().stream().filter(p -> p.name().equals(name)).findFirst().orElse(null);
+    }
+
+    /**
+     * The one per-port update path (the API's {@code POST /v1/switches/port} and live config changes): the switch
+     * applies it on its next duty cycle, well within a second.
+     */
+    private static void configure(ManagedSwitch sw, io.phost.vswitch.Port port, PortConfig next) {
+        sw.reconfigure(port, current -> next);
     }
 
     /**
@@ -487,21 +570,6 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             }
         }
         return out;
-    }
-
-    /**
-     * Applies a NIC's config to its running port (for a live config apply): everything but the MAC-derived identity
-     * and the MTU, which the guest negotiated, takes effect on the switch thread before this returns. Returns the
-     * config in force, or null when the switch or port does not exist.
-     */
-    public PortConfig applyNic(String switchName, String portName, NicConfig n) {
-        ManagedSwitch sw = switches.get(switchName);
-        io.phost.vswitch.Port port = sw == null ? null : sw.port(portName);
-        if (port == null) {
-            return null;
-        }
-        PortConfig wanted = portConfig(n);
-        return sw.reconfigure(port, c -> wanted.withMtu(c.mtu()));
     }
 
     private static boolean bool(Map<String, String> q, String key, boolean current) {

@@ -57,16 +57,20 @@ public final class PartitionsComponent implements Component {
         }
     }
 
-    private final ApplianceConfig cfg;
+    /** The config partitions are built from; a live apply replaces it (the launcher reads it at each start). */
+    private final java.util.concurrent.atomic.AtomicReference<ApplianceConfig> config;
+    private final Accelerator accel;
     private final PartitionHost host;
     /** Every partition, in config order. */
     private final Map<String, ChildPartition> partitions = new LinkedHashMap<>();
     private final EventJournal events = new EventJournal();
     private PartitionEventWatcher watcher;
 
-    private PartitionsComponent(ApplianceConfig cfg, PartitionHost host) {
-        this.cfg = cfg;
+    private PartitionsComponent(java.util.concurrent.atomic.AtomicReference<ApplianceConfig> config, PartitionHost host,
+                                Accelerator accel) {
+        this.config = config;
         this.host = host;
+        this.accel = accel;
     }
 
     public static PartitionsComponent start(ApplianceConfig cfg, List<VspSource> sources) throws IOException {
@@ -82,35 +86,15 @@ public final class PartitionsComponent implements Component {
     static PartitionsComponent start(ApplianceConfig cfg, List<VspSource> sources, VmDisksComponent vmDisks,
                                      RbdLocks locks) throws IOException {
         Path dir = cfg.host().dataDir().resolve("partitions");
-        PartitionHost host = new PartitionHost(dir, launcher(cfg),
+        var config = new java.util.concurrent.atomic.AtomicReference<>(cfg);
+        PartitionHost host = new PartitionHost(dir, launcher(config::get),
             PartitionHost.Options.defaults().withAgentCpus(cfg.host().vspCpus()).withPolling(cfg.host().polling()));
-        PartitionsComponent c = new PartitionsComponent(cfg, host);
-        c.locks = locks;
         Accelerator accel = cfg.partitions().stream().anyMatch(PartitionConfig::isVm) ? Accelerator.detect() : null;
+        PartitionsComponent c = new PartitionsComponent(config, host, accel);
+        c.locks = locks;
         try {
             for (PartitionConfig p : cfg.partitions()) {
-                ChildPartition partition;
-                if (p.isVm()) {
-                    List<VmDevice> nics = new ArrayList<>();
-                    for (VspSource s : sources) {
-                        nics.addAll(s.vmDevicesFor(p));
-                    }
-                    VmSpec spec = vmSpec(cfg, p, vmDisks, nics);
-                    partition = new VmPartition(spec, dir, p.vm().resolvedConsole(cfg.host().dataDir()), accel,
-                        VmPartition.Options.defaults());
-                } else {
-                    PartitionSpec spec = new PartitionSpec(p.name(), p.vcpus(), p.memory(),
-                        p.command(), p.command() == null ? p.workload().kind() : null,
-                        VmSpec.CrashPolicy.valueOf(p.onCrash().toUpperCase(Locale.ROOT)), p.cpus());
-                    Partition process = host.create(spec);
-                    for (VspSource s : sources) {
-                        for (VirtualServiceProvider vsp : s.vspsFor(p)) {
-                            process.offer(vsp);
-                        }
-                    }
-                    partition = process;
-                }
-                c.partitions.put(p.name(), partition);
+                c.partitions.put(p.name(), c.build(cfg, p, sources, vmDisks));
             }
             c.watcher = new PartitionEventWatcher(c::partitions, c.events);
             for (PartitionConfig p : cfg.partitions()) {
@@ -123,6 +107,78 @@ public final class PartitionsComponent implements Component {
             throw e;
         }
         return c;
+    }
+
+    /** Builds one partition (state CREATED) with the devices {@code sources} give it. */
+    private ChildPartition build(ApplianceConfig cfg, PartitionConfig p, List<VspSource> sources, VmDisksComponent vmDisks)
+        throws IOException {
+        Path dir = host.dataDir();
+        if (p.isVm()) {
+            List<VmDevice> nics = new ArrayList<>();
+            for (VspSource s : sources) {
+                nics.addAll(s.vmDevicesFor(p));
+            }
+            VmSpec spec = vmSpec(cfg, p, vmDisks, nics);
+            return new VmPartition(spec, dir, p.vm().resolvedConsole(cfg.host().dataDir()), accel, VmPartition.Options.defaults());
+        }
+        PartitionSpec spec = new PartitionSpec(p.name(), p.vcpus(), p.memory(),
+            p.command(), p.command() == null ? p.workload().kind() : null,
+            VmSpec.CrashPolicy.valueOf(p.onCrash().toUpperCase(Locale.ROOT)), p.cpus());
+        Partition process = host.create(spec);
+        for (VspSource s : sources) {
+            for (VirtualServiceProvider vsp : s.vspsFor(p)) {
+                process.offer(vsp);
+            }
+        }
+        return process;
+    }
+
+    /**
+     * A live config change adds process partition {@code p} of {@code next}: built with the devices of
+     * {@code sources}, and started when {@code start} (a launch failure throws, the partition forgotten again).
+     */
+    void addLive(ApplianceConfig next, PartitionConfig p, List<VspSource> sources, boolean start) throws IOException {
+        ApplianceConfig before = config.getAndSet(next);
+        ChildPartition partition;
+        try {
+            partition = build(next, p, sources, null);
+        } catch (IOException | RuntimeException e) {
+            config.set(before);
+            host.remove(p.name(), Duration.ZERO);
+            throw e;
+        }
+        synchronized (partitions) {
+            partitions.put(p.name(), partition);
+        }
+        if (start) {
+            try {
+                start(partition, false);
+            } catch (IOException | RuntimeException e) {
+                removeLive(p.name());
+                config.set(before);
+                throw e;
+            }
+        }
+        LOG.log(Level.INFO, "partition added partition=" + p.name() + " started=" + start);
+    }
+
+    /** A live config change removes a partition: stopped gracefully, then forgotten. */
+    void removeLive(String name) {
+        ChildPartition p;
+        synchronized (partitions) {
+            p = partitions.remove(name);
+        }
+        if (p == null) {
+            return;
+        }
+        stop(p, stopTimeout(p));
+        host.remove(name, Duration.ZERO);
+        LOG.log(Level.INFO, "partition removed partition=" + name);
+    }
+
+    /** The config the partitions follow now (a live apply sets it). */
+    void config(ApplianceConfig next) {
+        config.set(next);
     }
 
     /**
@@ -176,9 +232,9 @@ public final class PartitionsComponent implements Component {
     }
 
     /** Built-in workloads run as {@code phost guest KIND ARGS...} on this JVM's runtime and class path. */
-    static GuestLauncher launcher(ApplianceConfig cfg) {
+    static GuestLauncher launcher(java.util.function.Supplier<ApplianceConfig> cfg) {
         return spec -> {
-            PartitionConfig p = cfg.partition(spec.name()).orElseThrow();
+            PartitionConfig p = cfg.get().partition(spec.name()).orElseThrow();
             List<String> cmd = new ArrayList<>();
             cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
             cmd.addAll(GuestLauncher.inheritedJvmFlags());
@@ -241,7 +297,9 @@ public final class PartitionsComponent implements Component {
 
     /** Every partition, in config order. */
     public List<ChildPartition> partitions() {
-        return List.copyOf(partitions.values());
+        synchronized (partitions) {
+            return List.copyOf(partitions.values());
+        }
     }
 
     /** The event stream: partition state changes, crashes, faults, restarts, heartbeat loss. */
@@ -250,7 +308,9 @@ public final class PartitionsComponent implements Component {
     }
 
     public ChildPartition partition(String name) {
-        return partitions.get(name);
+        synchronized (partitions) {
+            return partitions.get(name);
+        }
     }
 
     /** The graceful-stop budget of {@code p} for a user's stop: a VM's stop_timeout, else the host's. */
@@ -259,12 +319,12 @@ public final class PartitionsComponent implements Component {
     }
 
     ApplianceConfig config() {
-        return cfg;
+        return config.get();
     }
 
     public List<PartitionStatus> statuses() {
         List<PartitionStatus> s = new ArrayList<>();
-        for (ChildPartition p : partitions.values()) {
+        for (ChildPartition p : partitions()) {
             s.add(p.status());
         }
         return s;
@@ -327,7 +387,7 @@ public final class PartitionsComponent implements Component {
     @Override
     public void close() {
         List<CompletableFuture<Void>> stops = new ArrayList<>();
-        for (ChildPartition p : partitions.values()) {
+        for (ChildPartition p : partitions()) {
             stops.add(CompletableFuture.runAsync(() -> {
                 long t0 = System.nanoTime();
                 p.stop(STOP_GRACE);

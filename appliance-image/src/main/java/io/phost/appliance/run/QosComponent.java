@@ -28,6 +28,8 @@ public final class QosComponent implements Component {
     private static final Logger LOG = System.getLogger("phost.qos");
 
     private final QosService service = new QosService();
+    /** Told each policy {@code POST /v1/qos/policies} set, so the running config (and its saved copy) follows. */
+    private volatile java.util.function.Consumer<QosPolicyConfig> onPolicySet = p -> { };
     private final ScheduledExecutorService ticker = Executors.newSingleThreadScheduledExecutor(r ->
         Thread.ofPlatform().daemon().name("qos-tick").unstarted(r));
 
@@ -45,6 +47,10 @@ public final class QosComponent implements Component {
     static QosPolicy toPolicy(QosPolicyConfig p) {
         return new QosPolicy(p.name(), QosPolicy.Type.valueOf(p.type().name()), p.minIops(), p.maxIops(),
             p.maxBandwidth(), p.normalizationSize(), p.weight());
+    }
+
+    void onPolicySet(java.util.function.Consumer<QosPolicyConfig> listener) {
+        onPolicySet = listener;
     }
 
     public QosService service() {
@@ -98,7 +104,8 @@ public final class QosComponent implements Component {
         });
         boolean isNew = fields.isEmpty();
         fields.putAll(q);
-        QosPolicy p = toPolicy(ConfigLoader.parseQosPolicy(fields)); // IllegalArgumentException: 400 with the message
+        QosPolicyConfig config = ConfigLoader.parseQosPolicy(fields); // IllegalArgumentException: 400 with the message
+        QosPolicy p = toPolicy(config);
         synchronized (this) {
             if (isNew && service.policy(p.name()).isEmpty() && service.policies().size() >= MAX_POLICIES) {
                 return HttpResponse.error(409, HttpResponse.Reason.LIMIT_REACHED, "the host already has " + MAX_POLICIES
@@ -106,6 +113,7 @@ public final class QosComponent implements Component {
             }
             service.updatePolicy(p);
         }
+        onPolicySet.accept(config);
         LOG.log(Level.INFO, "policy changed name=" + p.name() + " type=" + Records.enumValue(p.type()) + " min_iops="
             + p.minIops() + " max_iops=" + p.maxIops() + " max_bandwidth=" + p.maxBandwidthBytesPerSec()
             + " normalization_size=" + p.normalizationSize() + " weight=" + p.weight());

@@ -40,6 +40,8 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
     private final Map<String, String> diskNames = new ConcurrentHashMap<>();
     /** partition/disk → the LUN serving it (checkpoints switch its disk). */
     private final Map<String, io.phost.storage.scsi.ScsiLun> luns = new ConcurrentHashMap<>();
+    /** partition → its disks' QoS flows (closed when a live config change removes the partition). */
+    private final Map<String, List<io.phost.qos.ManagedQosFlow>> flows = new ConcurrentHashMap<>();
     private final List<Runnable> tickListeners = new java.util.concurrent.CopyOnWriteArrayList<>();
     private final ScheduledExecutorService sampler = Executors.newSingleThreadScheduledExecutor(r ->
         Thread.ofPlatform().daemon().name("storage-stats").unstarted(r));
@@ -74,7 +76,8 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
             if (shared != null) { // exported over NBD too: the export's LUN is this partition's (flow included)
                 luns.put(p.name() + "/" + d.name(), vsp.attach(a.lun(), shared));
             } else {
-                QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(disks.get(d.name()).path()));
+                var flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(disks.get(d.name()).path()));
+                flows.computeIfAbsent(p.name(), k -> new java.util.concurrent.CopyOnWriteArrayList<>()).add(flow);
                 luns.put(p.name() + "/" + d.name(),
                     vsp.attach(a.lun(), d.name(), disks.get(d.name()).disk(), flow, d.readOnly(), d.ioEngine()));
             }
@@ -82,6 +85,19 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
         }
         vsps.put(p.name(), controllers);
         return List.copyOf(controllers.values());
+    }
+
+    /** Forgets a partition a live config change removed (after it stopped): its controllers, LUNs and QoS flows. */
+    void forget(String partition) {
+        vsps.remove(partition);
+        String prefix = partition + "/";
+        luns.keySet().removeIf(k -> k.startsWith(prefix));
+        diskNames.keySet().removeIf(k -> k.startsWith(prefix));
+        rates.keySet().removeIf(k -> k.startsWith(prefix));
+        List<io.phost.qos.ManagedQosFlow> gone = flows.remove(partition);
+        if (gone != null) {
+            gone.forEach(io.phost.qos.ManagedQosFlow::close);
+        }
     }
 
     /** The LUN serving {@code disk} to process partition {@code partition}, or null. */

@@ -48,6 +48,22 @@ class ManagementServerTest {
     }
 
     @Test
+    void shouldHandABodyRouteItsWholeBodyAndRefuseABodyWithoutALengthOrTooLarge() throws IOException {
+        try (ManagementServer s = new ManagementServer(ManagementAddress.parse("tcp://127.0.0.1:0"), "t")) {
+            s.routePostBody("/v1/config", (q, body) -> HttpResponse.text(200, q + "|" + new String(body, StandardCharsets.UTF_8))).start();
+            ManagementClient c = new ManagementClient(s.address(), "t");
+            String big = "x".repeat(100_000); // several reads, the first beside the head
+            assertEquals("dry_run=true|" + big, c.post("/v1/config?dry_run=true", big.getBytes(StandardCharsets.UTF_8)).bodyText());
+            int port = s.address().socketAddress() instanceof InetSocketAddress i ? i.getPort() : -1;
+            String noLength = rawRequest(port, "POST /v1/config HTTP/1.1\r\nAuthorization: Bearer t\r\n\r\n");
+            assertTrue(noLength.startsWith("HTTP/1.1 400") && noLength.contains("Content-Length"), noLength);
+            String tooLarge = rawRequest(port, "POST /v1/config HTTP/1.1\r\nAuthorization: Bearer t\r\nContent-Length: "
+                + (ManagementServer.MAX_BODY + 1) + "\r\n\r\n");
+            assertTrue(tooLarge.startsWith("HTTP/1.1 400") && tooLarge.contains("larger than"), tooLarge);
+        }
+    }
+
+    @Test
     void shouldRequireTheBearerTokenOnTcpExceptForHealth() throws IOException {
         try (ManagementServer s = new ManagementServer(ManagementAddress.parse("tcp://127.0.0.1:0"), "s3cret")) {
             s.route("/v1/health", q -> HttpResponse.json("{}")).route("/status", q -> HttpResponse.json("{\"a\":1}")).start();

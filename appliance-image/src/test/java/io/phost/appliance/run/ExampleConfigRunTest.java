@@ -118,6 +118,14 @@ class ExampleConfigRunTest {
                     assertTrue(responses.containsKey("404"), op + ": 404 is documented");
                     return;
                 }
+                if (path.equals("/v1/config")) {
+                    // A live change would disturb the other checks: an empty config is invalid, answered as documented.
+                    HttpResponse r = client.post(path + "?dry_run=true", new byte[0]);
+                    assertEquals(400, r.status(), op + ": " + r.bodyText());
+                    assertTrue(responses.containsKey("400"), op + ": 400 is documented");
+                    assertEquals("invalid", ((Map<?, ?>) Json.parse(r.bodyText())).get("result"), r.bodyText());
+                    return;
+                }
                 if (path.startsWith("/v1/partitions/") || path.startsWith("/v1/switches/") || path.startsWith("/v1/disks/")) {
                     // Lifecycle verbs, port changes and disk resizes would disturb the other checks: a verb on an unknown partition (or disk)
                     // (or a port change naming no switch) must answer its documented 404; console/logs of a process partition answer 404 (no console) or 200 (its log).

@@ -1,0 +1,259 @@
+package io.phost.appliance.run;
+
+import io.phost.appliance.config.ApplianceConfig;
+import io.phost.appliance.config.ConfigChange;
+import io.phost.appliance.config.ConfigDiff;
+import io.phost.appliance.config.ConfigError;
+import io.phost.appliance.config.ConfigException;
+import io.phost.appliance.config.ConfigLoader;
+import io.phost.appliance.config.DiskConfig;
+import io.phost.appliance.config.NicConfig;
+import io.phost.appliance.config.PartitionConfig;
+import io.phost.appliance.config.QosPolicyConfig;
+import io.phost.appliance.config.SwitchConfig;
+import io.phost.appliance.mgmt.HttpResponse;
+import io.phost.appliance.util.Query;
+import io.phost.core.text.Json;
+import io.phost.vswitch.PortConfig;
+import java.io.IOException;
+import java.lang.System.Logger;
+import java.lang.System.Logger.Level;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayDeque;
+import java.util.Deque;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.function.BiFunction;
+
+/**
+ * The running config and its live changes ({@code phost apply}, {@code POST /v1/config}): a new config is validated
+ * as {@code phost run} validates it, compared with the running one ({@link ConfigDiff}), and either refused as a
+ * whole (a change that cannot be made live, named at its position) or made in one step: each change is undone
+ * again if a later one fails, so the host runs the old config or the new one, never a mix. The applied config
+ * is saved ({@link AppliedConfig}); so is each {@code qos set-policy}.
+ */
+public final class ConfigComponent implements Component {
+    private static final Logger LOG = System.getLogger("phost.config");
+
+    private final QosComponent qos;
+    private final NetworkComponent network;
+    private final StorageComponent storage;
+    private final PartitionsComponent partitions;
+    private ApplianceConfig running;
+    /** The running config's text; null for the embedded demo, which has no file to change. */
+    private String runningText;
+    private int applied;
+
+    ConfigComponent(ApplianceConfig cfg, String text, QosComponent qos, NetworkComponent network, StorageComponent storage,
+                    PartitionsComponent partitions) {
+        this.running = cfg;
+        this.runningText = text == null ? null : AppliedConfig.withoutHeader(text);
+        this.qos = qos;
+        this.network = network;
+        this.storage = storage;
+        this.partitions = partitions;
+        qos.onPolicySet(this::savePolicy);
+    }
+
+    /** What an apply answered: the plan, the errors (config errors or refusals, as FILE:LINE:COL lines), the outcome. */
+    public record Outcome(int status, String result, List<String> plan, List<String> errors) {
+        Map<String, Object> json() {
+            Map<String, Object> m = new LinkedHashMap<>();
+            m.put("result", result);
+            m.put("plan", plan);
+            m.put("errors", errors);
+            return m;
+        }
+    }
+
+    /**
+     * Validates {@code text} (named {@code file} in positions), and unless {@code dryRun} makes the difference live.
+     * Results: {@code applied}, {@code unchanged}, {@code dry_run}, {@code invalid} (400), {@code refused} (409),
+     * {@code failed} (500, every step undone).
+     */
+    public synchronized Outcome apply(String file, String text, boolean dryRun) {
+        if (runningText == null) {
+            return new Outcome(409, "refused", List.of(), List.of("the embedded demo has no config file to change; "
+                + "run phost run --config FILE to change a host live"));
+        }
+        ApplianceConfig next;
+        try {
+            next = ConfigLoader.parse(file, text);
+        } catch (ConfigException e) {
+            return new Outcome(400, "invalid", List.of(), e.errors().stream().map(ConfigError::toString).toList());
+        }
+        if (next.needsDataDir()) {
+            next = next.withDataDir(running.host().dataDir());
+        }
+        ConfigDiff diff = ConfigDiff.between(running, next, text);
+        List<String> plan = diff.plan();
+        if (!diff.refusals().isEmpty()) {
+            return new Outcome(409, "refused", plan, diff.refusals().stream().map(ConfigError::toString).toList());
+        }
+        if (dryRun) {
+            return new Outcome(200, "dry_run", plan, List.of());
+        }
+        if (diff.changes().isEmpty() && text.equals(runningText)) {
+            return new Outcome(200, "unchanged", plan, List.of());
+        }
+        Deque<Runnable> undo = new ArrayDeque<>();
+        ConfigChange current = null;
+        try {
+            for (ConfigChange c : diff.changes()) {
+                current = c;
+                undo.push(make(c, next));
+            }
+            AppliedConfig.save(running.host().dataDir(), text, file);
+        } catch (IOException | RuntimeException e) {
+            String what = current == null ? "saving the applied config" : current.planLine();
+            LOG.log(Level.ERROR, "apply failed, undoing step=\"" + what + "\" error=\"" + e.getMessage() + "\"");
+            while (!undo.isEmpty()) {
+                try {
+                    undo.pop().run();
+                } catch (RuntimeException u) {
+                    LOG.log(Level.ERROR, "undo failed: " + u);
+                }
+            }
+            partitions.config(running); // an added partition's step had already moved it on
+            return new Outcome(500, "failed", plan, List.of(what + ": " + e.getMessage()
+                + " (every change was undone; the host runs the previous config)"));
+        }
+        running = next;
+        runningText = text;
+        partitions.config(next);
+        applied++;
+        plan.forEach(line -> LOG.log(Level.INFO, "applied change=\"" + line + "\""));
+        LOG.log(Level.INFO, "config applied file=" + file + " changes=" + plan.size() + " saved=" + AppliedConfig.path(next.host().dataDir()));
+        return new Outcome(200, "applied", plan, List.of());
+    }
+
+    /** Makes one change live and returns how to undo it. */
+    private Runnable make(ConfigChange c, ApplianceConfig next) throws IOException {
+        var service = qos.service();
+        return switch (c.subject()) {
+            case QOS_POLICY -> {
+                QosPolicyConfig before = (QosPolicyConfig) c.before();
+                if (c.after() == null) {
+                    service.removePolicy(c.name());
+                } else {
+                    service.updatePolicy(QosComponent.toPolicy((QosPolicyConfig) c.after()));
+                }
+                yield before == null ? () -> service.removePolicy(c.name()) : () -> service.updatePolicy(QosComponent.toPolicy(before));
+            }
+            case SWITCH -> {
+                if (c.after() != null) {
+                    network.addSwitch((SwitchConfig) c.after());
+                    yield () -> network.removeSwitch(c.name());
+                }
+                network.removeSwitch(c.name());
+                yield () -> network.addSwitch((SwitchConfig) c.before());
+            }
+            case PARTITION -> {
+                if (c.after() != null) {
+                    PartitionConfig p = (PartitionConfig) c.after();
+                    addPartition(next, p, p.autostart());
+                    yield () -> removePartition(p);
+                }
+                PartitionConfig p = (PartitionConfig) c.before();
+                var child = partitions.partition(p.name());
+                boolean wasRunning = child != null && child.state().live();
+                ApplianceConfig before = running;
+                removePartition(p);
+                yield () -> {
+                    try {
+                        addPartition(before, p, wasRunning);
+                    } catch (IOException e) {
+                        throw new java.io.UncheckedIOException(e);
+                    }
+                };
+            }
+            case DISK_POLICY -> {
+                DiskConfig before = (DiskConfig) c.before();
+                DiskConfig after = (DiskConfig) c.after();
+                List<PartitionConfig> users = next.partitionsUsing(after);
+                users.forEach(p -> service.changeFlowPolicy(p.name(), after.name(), after.qosPolicy()));
+                yield () -> users.forEach(p -> service.changeFlowPolicy(p.name(), before.name(), before.qosPolicy()));
+            }
+            case PORT -> {
+                NicConfig after = (NicConfig) c.after();
+                PortConfig before = network.reconfigurePort(c.name(), c.nic(), after);
+                yield () -> network.restorePort(c.name(), c.nic(), after.switchName(), before);
+            }
+            case AUTOSTART -> () -> { }; // read at the next start of phost
+        };
+    }
+
+    private void addPartition(ApplianceConfig cfg, PartitionConfig p, boolean start) throws IOException {
+        try {
+            partitions.addLive(cfg, p, List.of(storage, network), start);
+        } catch (IOException | RuntimeException e) {
+            network.detach(p);
+            storage.forget(p.name());
+            throw e;
+        }
+    }
+
+    private void removePartition(PartitionConfig p) {
+        partitions.removeLive(p.name());
+        network.detach(p);
+        storage.forget(p.name());
+    }
+
+    /** A {@code qos set-policy} made live: written into the running config's text and saved. */
+    private synchronized void savePolicy(QosPolicyConfig p) {
+        if (runningText == null) {
+            return; // the demo: nothing to save to
+        }
+        String text = QosPolicyText.upsert(runningText, p);
+        try {
+            ApplianceConfig next = ConfigLoader.parse(running.source().toString(), text);
+            AppliedConfig.save(running.host().dataDir(), text, "phost qos set-policy " + p.name());
+            running = next.needsDataDir() ? next.withDataDir(running.host().dataDir()) : next;
+            runningText = text;
+            partitions.config(running);
+            LOG.log(Level.INFO, "policy saved name=" + p.name() + " config=" + AppliedConfig.path(running.host().dataDir()));
+        } catch (ConfigException | IOException e) {
+            LOG.log(Level.WARNING, "policy not saved (lost at restart) name=" + p.name() + " error=\"" + e.getMessage() + "\"");
+        }
+    }
+
+    @Override
+    public String name() {
+        return "config";
+    }
+
+    @Override
+    public synchronized Object status() {
+        Map<String, Object> s = new LinkedHashMap<>();
+        s.put("source", running.source().toString());
+        s.put("applied_changes", applied);
+        s.put("saved", runningText == null ? null : AppliedConfig.path(running.host().dataDir()).toString());
+        return s;
+    }
+
+    /** POST /v1/config[?dry_run=true][&file=NAME]: the body is the new appliance.toml. */
+    @Override
+    public Map<String, BiFunction<String, byte[], HttpResponse>> bodyRoutes() {
+        return Map.of("POST /v1/config", (query, body) -> {
+            Map<String, String> q = Query.parse(query);
+            String dry = q.getOrDefault("dry_run", "false");
+            if (!dry.equals("true") && !dry.equals("false")) {
+                throw new IllegalArgumentException("dry_run: must be true or false, not '" + dry + "'");
+            }
+            String text;
+            try {
+                text = StandardCharsets.UTF_8.newDecoder().decode(java.nio.ByteBuffer.wrap(body)).toString();
+            } catch (java.nio.charset.CharacterCodingException e) {
+                throw new IllegalArgumentException("body: the config is not UTF-8");
+            }
+            Outcome o = apply(q.getOrDefault("file", "<request>"), text, dry.equals("true"));
+            return new HttpResponse(o.status(), "application/json",
+                (Json.pretty(o.json()) + "\n").getBytes(StandardCharsets.UTF_8));
+        });
+    }
+
+    @Override
+    public void close() {
+    }
+}

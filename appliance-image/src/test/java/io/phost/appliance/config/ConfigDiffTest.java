@@ -1,0 +1,126 @@
+package io.phost.appliance.config;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/** The differ behind {@code phost apply}: which changes are live, in which order, and where refusals point. */
+class ConfigDiffTest {
+    private static final String BASE = """
+        [host]
+        name = "h"
+        data_dir = "/var/lib/phost-diff-test"
+
+        [[qos_policy]]
+        name = "gold"
+        max_iops = 1000
+
+        [[disk]]
+        name = "d0"
+        path = "d0.vhdx"
+        create = { size = "1GiB" }
+
+        [[switch]]
+        name = "lan"
+        type = "private"
+
+        [[partition]]
+        name = "web"
+        memory = "64MiB"
+        workload = { kind = "idle" }
+        disk = [{ disk = "d0", lun = 0 }]
+        nic = [{ switch = "lan", mac = "02:00:00:00:00:01" }]
+        """;
+
+    private static ConfigDiff diff(String before, String after) throws ConfigException {
+        return ConfigDiff.between(ConfigLoader.parse("old.toml", before), ConfigLoader.parse("new.toml", after), after);
+    }
+
+    @Test
+    void shouldFindNothingBetweenEqualConfigs() throws Exception {
+        assertTrue(diff(BASE, BASE).isEmpty());
+    }
+
+    @Test
+    void shouldPlanPoliciesPortsAndADisksPolicyLive() throws Exception {
+        String after = BASE.replace("max_iops = 1000", "max_iops = 2000")
+            .replace("create = { size = \"1GiB\" }", "create = { size = \"1GiB\" }\nqos_policy = \"silver\"")
+            .replace("[[disk]]", "[[qos_policy]]\nname = \"silver\"\nmax_iops = 50\n\n[[disk]]")
+            .replace("mac = \"02:00:00:00:00:01\" }", "mac = \"02:00:00:00:00:01\", vlan_access = 10, acl = [\"deny inbound 10.0.0.0/8\"] }");
+        ConfigDiff d = diff(BASE, after);
+        assertEquals(List.of(), d.refusals());
+        assertEquals(List.of(
+            "~ qos_policy gold: max_iops 1000 -> 2000",
+            "+ qos_policy silver",
+            "~ disk d0: qos_policy none -> \"silver\"",
+            "~ port of partition web nic 0: vlan_access none -> 10, acl [] -> [deny inbound 10.0.0.0/8]"), d.plan());
+    }
+
+    @Test
+    void shouldRemovePartitionsFirstAndSwitchesAndPoliciesLast() throws Exception {
+        String before = BASE + """
+
+            [[switch]]
+            name = "old"
+            type = "private"
+
+            [[partition]]
+            name = "gone"
+            memory = "64MiB"
+            workload = { kind = "idle" }
+            nic = [{ switch = "old", mac = "02:00:00:00:00:09" }]
+            """;
+        String after = BASE + """
+
+            [[partition]]
+            name = "new"
+            memory = "64MiB"
+            workload = { kind = "idle" }
+            """;
+        ConfigDiff d = diff(before, after);
+        assertEquals(List.of(), d.refusals());
+        assertEquals(List.of("- partition gone (stopped)", "+ partition new (started if autostart)", "- switch old"), d.plan());
+    }
+
+    @Test
+    void shouldRefuseWhatCannotChangeLiveAtItsPositionInTheNewFile() throws Exception {
+        String after = BASE.replace("memory = \"64MiB\"", "memory = \"128MiB\"")
+            .replace("mac = \"02:00:00:00:00:01\"", "mac = \"02:00:00:00:00:02\"")
+            .replace("name = \"h\"", "name = \"h2\"");
+        ConfigDiff d = diff(BASE, after);
+        assertEquals(3, d.refusals().size(), d.refusals().toString());
+        assertEquals("new.toml:2:1: host.name: cannot change on a running host: the [host] section is read at start only; "
+            + "restart phost to change it", d.refusals().get(0).toString());
+        ConfigError memory = d.refusals().get(1);
+        assertEquals("partition[0].memory", memory.keyPath());
+        assertEquals(20, memory.line());
+        assertTrue(memory.message().contains("fixed while the partition exists"), memory.message());
+        ConfigError nic = d.refusals().get(2);
+        assertEquals("partition[0].nic[0].mac", nic.keyPath());
+        assertEquals(23, nic.line());
+    }
+
+    @Test
+    void shouldRefuseDiskHotAddWithTheReason() throws Exception {
+        String after = BASE.replace("[[switch]]", """
+            [[disk]]
+            name = "d1"
+            path = "d1.vhdx"
+            create = { size = "1GiB" }
+
+            [[switch]]""").replace("disk = [{ disk = \"d0\", lun = 0 }]", "disk = [{ disk = \"d0\", lun = 0 }, { disk = \"d1\", lun = 1 }]");
+        ConfigDiff d = diff(BASE, after);
+        assertEquals(List.of("disk[1]", "partition[0].disk"), d.refusals().stream().map(ConfigError::keyPath).toList());
+        assertEquals(14, d.refusals().get(0).line());
+        assertTrue(d.refusals().get(1).message().contains("hot-add of a LUN"), d.refusals().get(1).message());
+    }
+
+    @Test
+    void shouldNameConfigKeysOfRecordComponents() {
+        assertEquals("switch", ConfigDiff.key("switchName"));
+        assertEquals("max_bandwidth_in", ConfigDiff.key("maxBandwidthIn"));
+        assertEquals("vcpus", ConfigDiff.key("vcpus"));
+    }
+}
