@@ -5,7 +5,6 @@ import io.phost.appliance.config.DiskAttachment;
 import io.phost.appliance.config.DiskConfig;
 import io.phost.appliance.config.PartitionConfig;
 import io.phost.core.vmbus.VirtualServiceProvider;
-import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
 import io.phost.storage.StorageVsp;
 import io.phost.storage.engine.IoEngines;
