@@ -28,7 +28,7 @@ class VhostUserFuzzTest {
     private static final boolean SOAK = Boolean.getBoolean("phost.soak");
     private static final int HEADERS = Integer.getInteger("phost.vhost.fuzzCases", SOAK ? 100_000 : 20_000);
     private static final int QUEUES = Integer.getInteger("phost.vhost.fuzzCases", SOAK ? 100_000 : 5_000);
-    /** Messages over the socket, 50 a connection. */
+    /** Up to 50 messages a connection (the back-end drops most connections sooner, on their first bad message). */
     private static final int STREAM_MESSAGES = Integer.getInteger("phost.vhost.fuzzCases", SOAK ? 100_000 : 3_000);
 
     private static final ValueLayout.OfShort U16 = ValueLayout.JAVA_SHORT_UNALIGNED;
@@ -142,6 +142,7 @@ class VhostUserFuzzTest {
         SplittableRandom rnd = new SplittableRandom(41);
         try (VhostUserBackend b = VhostUserBackend.start("fuzz", dir.resolve("fuzz.sock"), new EchoDevice(2))) {
             int connections = Math.max(1, STREAM_MESSAGES / 50);
+            int sent = 0;
             for (int conn = 0; conn < connections; conn++) {
                 try (VhostUserFrontend f = VhostUserFrontend.connect(b.socketPath(), 1 << 20)) {
                     if (rnd.nextBoolean()) {
@@ -168,6 +169,7 @@ class VhostUserFuzzTest {
                             } else {
                                 f.send(r, 0, payload.length == 0 ? null : p);
                             }
+                            sent++;
                         } catch (RuntimeException gone) {
                             break; // the back-end hung up on us: expected for hostile input
                         }
@@ -187,6 +189,7 @@ class VhostUserFuzzTest {
                 assertEquals(0x1122334455667788L, f.at(dst, 8).get(U64, 0));
             }
             assertTrue(b.connections() >= connections + 1);
+            System.out.println("VhostUserFuzzTest: " + connections + " connections, " + sent + " random messages sent");
         }
     }
 }
