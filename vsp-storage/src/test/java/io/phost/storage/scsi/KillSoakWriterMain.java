@@ -14,7 +14,7 @@ import java.util.SplittableRandom;
  * The process {@link StorageKillSoakTest} SIGKILLs: opens an image read-write through the storage path
  * ({@link ScsiLun} on an {@link io.phost.storage.engine.IoEngine}, driven by a {@link ScsiQueue}), prints
  * {@code READY}, then writes numbered, checksummed {@link KillSoakRecord}s with WRITE(16) in batches of 1-8 in
- * flight, and after a random share of the batches a SYNCHRONIZE CACHE; once that completes it prints
+ * flight (never two to one slot at once: their order would be undefined), and after a random share of the batches a SYNCHRONIZE CACHE; once that completes it prints
  * {@code FLUSHED n}: records 0..n-1 of this round are durable. Runs until killed, or until
  * {@code -Dphost.killsoak.exitAfter=N} records (to train the AOT cache), then closes the disk cleanly.
  * Args: image round engine(AUTO|IO_URING|THREADS|INLINE) [more images, written one after the other: training]
@@ -60,16 +60,22 @@ public final class KillSoakWriterMain {
                 System.out.flush();
                 for (long n = 0; n < exitAfter; ) {
                     int batch = 1 + random.nextInt(DEPTH);
-                    int target0 = done[0] + batch;
-                    for (int i = 0; i < batch; i++, n++) {
+                    long[] inFlight = new long[batch];
+                    int submitted = 0;
+                    int before = done[0];
+                    for (; submitted < batch; submitted++, n++) {
                         long slot = KillSoakRecord.slotOf(round, n, slots);
-                        KillSoakRecord.fill(buffers[i], round, n, slot);
+                        if (contains(inFlight, submitted, slot)) {
+                            break; // two writes in flight to one place have no order: the next batch takes it
+                        }
+                        inFlight[submitted] = slot;
+                        KillSoakRecord.fill(buffers[submitted], round, n, slot);
                         ScsiRequest r = queue.tryAcquire();
                         r.reset(0, write16(slot * blocksPerRecord, blocksPerRecord), ScsiRequest.DIR_OUT, n);
-                        r.data().add(buffers[i]);
+                        r.data().add(buffers[submitted]);
                         queue.submit(r);
                     }
-                    awaitDone(queue, done, target0, failed);
+                    awaitDone(queue, done, before + submitted, failed);
                     if (random.nextInt(3) == 0) { // flush at random points
                         ScsiRequest r = queue.tryAcquire();
                         r.reset(0, sync, ScsiRequest.DIR_NONE, -1);
@@ -81,6 +87,15 @@ public final class KillSoakWriterMain {
                 }
             }
         }
+    }
+
+    private static boolean contains(long[] slots, int count, long slot) {
+        for (int i = 0; i < count; i++) {
+            if (slots[i] == slot) {
+                return true;
+            }
+        }
+        return false;
     }
 
     /** Waits until {@code target} commands have completed; exits 3 on any error status. */

@@ -131,7 +131,7 @@ class StorageKillSoakTest {
             if (image.rounds % QEMU_EVERY == 0 && Files.isExecutable(QEMU_IMG)) {
                 qemuCheck(image, dir);
             }
-            if (SOAK && (round + 1) % 100 == 0) {
+            if (SOAK && (round + 1) % 20 == 0) {
                 report(round + 1, started);
             }
         }
