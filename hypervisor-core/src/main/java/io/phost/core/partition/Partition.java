@@ -442,7 +442,7 @@ public final class Partition implements ChildPartition {
     /**
      * A guest that exits closes its VMBus connection a moment before the host sees the exit status, so a lost
      * connection of a launched process waits this long for the exit: the status tells an Off (code 0) from a
-     * crash. A process still running after it has lost its connection for good.
+     * crash. A process still running after that has lost its connection for good (and is killed).
      */
     static final Duration EXIT_STATUS_WAIT = Duration.ofSeconds(2);
 

@@ -14,7 +14,8 @@ import java.util.SplittableRandom;
  * The process {@link StorageKillSoakTest} SIGKILLs: opens an image read-write through the storage path
  * ({@link ScsiLun} on an {@link io.phost.storage.engine.IoEngine}, driven by a {@link ScsiQueue}), prints
  * {@code READY}, then writes numbered, checksummed {@link KillSoakRecord}s with WRITE(16) in batches of 1-8 in
- * flight (never two to one slot at once: their order would be undefined), and after a random share of the batches a SYNCHRONIZE CACHE; once that completes it prints
+ * flight (never two to one slot at once: their order would be undefined), and after a random third of the
+ * batches a SYNCHRONIZE CACHE; once that completes it prints
  * {@code FLUSHED n}: records 0..n-1 of this round are durable. Runs until killed, or until
  * {@code -Dphost.killsoak.exitAfter=N} records (to train the AOT cache), then closes the disk cleanly.
  * Args: image round engine(AUTO|IO_URING|THREADS|INLINE) [more images, written one after the other: training]
@@ -79,8 +80,9 @@ public final class KillSoakWriterMain {
                     if (random.nextInt(3) == 0) { // flush at random points
                         ScsiRequest r = queue.tryAcquire();
                         r.reset(0, sync, ScsiRequest.DIR_NONE, -1);
+                        int target = done[0] + 1;
                         queue.submit(r);
-                        awaitDone(queue, done, done[0] + 1, failed);
+                        awaitDone(queue, done, target, failed);
                         System.out.println("FLUSHED " + n);
                         System.out.flush();
                     }
