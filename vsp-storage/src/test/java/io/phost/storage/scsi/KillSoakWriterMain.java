@@ -80,9 +80,9 @@ public final class KillSoakWriterMain {
                     if (random.nextInt(3) == 0) { // flush at random points
                         ScsiRequest r = queue.tryAcquire();
                         r.reset(0, sync, ScsiRequest.DIR_NONE, -1);
-                        int target = done[0] + 1;
+                        int flushDone = done[0] + 1;
                         queue.submit(r);
-                        awaitDone(queue, done, target, failed);
+                        awaitDone(queue, done, flushDone, failed);
                         System.out.println("FLUSHED " + n);
                         System.out.flush();
                     }
