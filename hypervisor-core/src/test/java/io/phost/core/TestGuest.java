@@ -39,6 +39,9 @@ public final class TestGuest {
                 case "idle" -> Thread.sleep(Long.MAX_VALUE);
                 case "hostile" -> hostile(bus, ic, 12);
                 case "hostile-soak" -> hostile(bus, ic, Integer.MAX_VALUE);
+                case "exit-0" -> closeAndExit(bus, 0);
+                case "exit-3" -> closeAndExit(bus, 3);
+                case "exit-kill" -> closeAndExit(bus, -io.phost.core.sys.Signals.SIGKILL);
                 default -> throw new IllegalArgumentException(args[0]);
             }
         } catch (Throwable t) {
@@ -50,6 +53,19 @@ public final class TestGuest {
             }
         }
         Thread.sleep(Long.MAX_VALUE);
+    }
+
+    /**
+     * A program that ends by itself: closes its VMBus connection as an exiting process does, so the host sees the
+     * connection drop a moment before the exit status, then exits with {@code status} (negative: killed by that signal).
+     */
+    private static void closeAndExit(VmbusClient bus, int status) throws InterruptedException {
+        bus.close();
+        Thread.sleep(100);
+        if (status < 0) {
+            io.phost.core.sys.Signals.kill(ProcessHandle.current().pid(), -status);
+        }
+        Runtime.getRuntime().halt(status);
     }
 
     /** One round of inband echoes and one GPA-direct checksum; returns "ok" or a description. */

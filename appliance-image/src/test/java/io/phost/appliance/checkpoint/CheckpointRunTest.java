@@ -301,7 +301,7 @@ class CheckpointRunTest {
         assertEquals(wanted, state(c));
     }
 
-    /** The workload ends by itself: the process exits 0 (the partition reads "crashed: exited with code 0"). */
+    /** The workload ends by itself: the process exits 0 (the partition reads "stopped: process exited with code 0"). */
     private static void awaitEnd(ManagementClient c) throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(120).toNanos();
         while (System.nanoTime() < deadline && List.of("running", "starting").contains(state(c))) {

@@ -439,13 +439,36 @@ public final class Partition implements ChildPartition {
         }
     }
 
+    /**
+     * A guest that exits closes its VMBus connection a moment before the host sees the exit status, so a lost
+     * connection of a launched process waits this long for the exit: the status tells an Off (code 0) from a
+     * crash. A process still running after that has lost its connection for good (and is killed).
+     */
+    static final Duration EXIT_STATUS_WAIT = Duration.ofSeconds(2);
+
     private void disconnected(String why) {
+        Process p;
         synchronized (this) {
             if (state == PartitionState.STOPPING || !state.live()) {
                 return;
             }
+            p = process;
         }
-        host.async(() -> crashedUnasked("VMBus connection lost: " + why));
+        host.async(() -> {
+            if (p != null && exitsWithin(p, EXIT_STATUS_WAIT)) {
+                return; // processExited (onExit) reports it with its status
+            }
+            crashedUnasked("VMBus connection lost: " + why);
+        });
+    }
+
+    private static boolean exitsWithin(Process p, Duration wait) {
+        try {
+            return p.waitFor(wait.toMillis(), TimeUnit.MILLISECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
     }
 
     private void processExited(Process p) {
@@ -474,8 +497,27 @@ public final class Partition implements ChildPartition {
                 return;
             }
         }
-        crashedUnasked("process exited with code " + p.exitValue()
-            + (oom > 0 ? " (killed by the kernel: over its cgroup memory limit; " + limits + ")" : ""));
+        int code = p.exitValue();
+        if (code == 0) {
+            // The program ended by itself: the partition is Off, as Hyper-V would say; no fault, no on_crash.
+            if (crash("process exited with code 0", PartitionState.STOPPED)) {
+                LOG.log(System.Logger.Level.INFO, "stopped partition=" + name() + " reason=\"process exited with code 0\"");
+            }
+            return;
+        }
+        crashedUnasked("process exited with code " + code
+            + (oom > 0 ? " (killed by the kernel: over its cgroup memory limit; " + limits + ")" : signalNote(code)));
+    }
+
+    /** " (SIGSEGV)" for a status of 128 + a signal number (how a process killed by a signal reads), else "". */
+    static String signalNote(int code) {
+        int signal = code - 128;
+        if (signal < 1 || signal > 64) {
+            return "";
+        }
+        String[] names = {null, "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+            "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM"};
+        return " (" + (signal < names.length ? names[signal] : "signal " + signal) + ")";
     }
 
     /** Watchdog: STARTING too long, or RUNNING without heartbeat answers. */

@@ -156,4 +156,32 @@ class PartitionProcessTest {
         assertTrue(evil.faultCount() > 20, "attacks were made: " + evil.faultCount());
         assertEquals(0, good.faultCount(), good.faults().toString());
     }
+
+    @Test
+    void shouldReportAProgramThatExitsWithStatusZeroAsStoppedNotAsAFault() throws Exception {
+        Partition p = host.create(PartitionSpec.builtin("done", 1, MEM, "exit-0").withOnCrash(io.phost.core.vm.VmSpec.CrashPolicy.RESTART));
+        p.start();
+        assertTrue(p.awaitState(PartitionState.STOPPED, LONG), p.status() + log("done"));
+        Thread.sleep(500); // past the first on_crash backoff: an Off partition is not restarted
+        PartitionStatus s = p.status();
+        assertEquals(PartitionState.STOPPED, s.state(), s.toString());
+        assertEquals("process exited with code 0", s.reason());
+        assertEquals(List.of(), s.faults(), "a clean exit is no fault");
+        assertEquals(0, s.faultCount());
+        assertEquals("0", s.details().get("restarts"));
+    }
+
+    @Test
+    void shouldReportAProgramThatExitsWithAnErrorOrASignalAsCrashedWithItsStatus() throws Exception {
+        Partition failed = host.create(PartitionSpec.builtin("failed", 1, MEM, "exit-3"));
+        Partition killed = host.create(PartitionSpec.builtin("killed", 1, MEM, "exit-kill"));
+        failed.start();
+        killed.start();
+        assertTrue(failed.awaitState(PartitionState.CRASHED, LONG), failed.status() + log("failed"));
+        assertTrue(killed.awaitState(PartitionState.CRASHED, LONG), killed.status() + log("killed"));
+        assertEquals("process exited with code 3", failed.status().reason(), "the status, not a lost connection");
+        assertEquals(List.of("process exited with code 3"), failed.status().faults());
+        assertEquals("process exited with code 137 (SIGKILL)", killed.status().reason());
+        assertEquals(List.of("process exited with code 137 (SIGKILL)"), killed.status().faults());
+    }
 }

@@ -19,10 +19,18 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * Property tests: any bytes either parse or throw {@link VhostUserException} — never another exception,
- * a hang, or an allocation sized by the input. Seeds are fixed so a failure reproduces.
+ * a hang, or an allocation sized by the input. Seeds are fixed so a failure reproduces. Cases per test:
+ * {@code -Dphost.vhost.fuzzCases=N}; by default 20,000 headers, 5,000 virtqueues and 3,000 messages over the socket,
+ * with {@code -Dphost.soak=true} 100,000 of each.
  */
-@Timeout(120)
+@Timeout(120) // a soak lifts it: -Djunit.jupiter.execution.timeout.mode=disabled
 class VhostUserFuzzTest {
+    private static final boolean SOAK = Boolean.getBoolean("phost.soak");
+    private static final int HEADERS = Integer.getInteger("phost.vhost.fuzzCases", SOAK ? 100_000 : 20_000);
+    private static final int QUEUES = Integer.getInteger("phost.vhost.fuzzCases", SOAK ? 100_000 : 5_000);
+    /** Random messages sent over the socket, up to 50 a connection (the back-end drops most connections sooner). */
+    private static final int STREAM_MESSAGES = Integer.getInteger("phost.vhost.fuzzCases", SOAK ? 100_000 : 3_000);
+
     private static final ValueLayout.OfShort U16 = ValueLayout.JAVA_SHORT_UNALIGNED;
     private static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED;
     private static final ValueLayout.OfLong U64 = ValueLayout.JAVA_LONG_UNALIGNED;
@@ -36,7 +44,7 @@ class VhostUserFuzzTest {
         MemorySegment buf = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
         VhostUserMessage m = new VhostUserMessage(buf);
         int parsed = 0;
-        for (int i = 0; i < 20_000; i++) {
+        for (int i = 0; i < HEADERS; i++) {
             int code = rnd.nextInt(4) == 0 ? rnd.nextInt() : rnd.nextInt(45);
             int flags = rnd.nextInt(3) == 0 ? rnd.nextInt() : VERSION | (rnd.nextBoolean() ? FLAG_NEED_REPLY : 0);
             int size = rnd.nextInt(3) == 0 ? rnd.nextInt() : new int[] {0, 4, 8, 12, 40, 264, 300}[rnd.nextInt(7)];
@@ -52,6 +60,7 @@ class VhostUserFuzzTest {
                 // the parser's own error
             }
         }
+        System.out.println("VhostUserFuzzTest: " + HEADERS + " headers, parsed " + parsed);
         assertTrue(parsed > 100, "some random headers are valid (" + parsed + ")");
     }
 
@@ -67,7 +76,7 @@ class VhostUserFuzzTest {
         int popped = 0;
         int rejected = 0;
         try {
-            for (int c = 0; c < 5_000; c++) {
+            for (int c = 0; c < QUEUES; c++) {
                 int qsize = 1 << rnd.nextInt(1, 8);
                 long desc = 0x1000;
                 long avail = desc + 16L * qsize;
@@ -124,6 +133,7 @@ class VhostUserFuzzTest {
             SharedMemory.unmap(mine);
             Fd.close(fd);
         }
+        System.out.println("VhostUserFuzzTest: " + QUEUES + " virtqueues, popped " + popped + ", rejected " + rejected);
         assertTrue(popped > 500 && rejected > 1000, "both outcomes exercised: popped " + popped + ", rejected " + rejected);
     }
 
@@ -131,7 +141,9 @@ class VhostUserFuzzTest {
     void shouldSurviveRandomMessageStreamsAndServeAWellBehavedFrontEndAfterwards() {
         SplittableRandom rnd = new SplittableRandom(41);
         try (VhostUserBackend b = VhostUserBackend.start("fuzz", dir.resolve("fuzz.sock"), new EchoDevice(2))) {
-            for (int conn = 0; conn < 60; conn++) {
+            int connections = 0;
+            int sent = 0;
+            for (; sent < STREAM_MESSAGES; connections++) {
                 try (VhostUserFrontend f = VhostUserFrontend.connect(b.socketPath(), 1 << 20)) {
                     if (rnd.nextBoolean()) {
                         f.negotiate(~0L);
@@ -157,6 +169,7 @@ class VhostUserFuzzTest {
                             } else {
                                 f.send(r, 0, payload.length == 0 ? null : p);
                             }
+                            sent++;
                         } catch (RuntimeException gone) {
                             break; // the back-end hung up on us: expected for hostile input
                         }
@@ -175,7 +188,8 @@ class VhostUserFuzzTest {
                 assertEquals(8, used[1]);
                 assertEquals(0x1122334455667788L, f.at(dst, 8).get(U64, 0));
             }
-            assertTrue(b.connections() >= 61);
+            assertTrue(b.connections() >= connections + 1);
+            System.out.println("VhostUserFuzzTest: " + connections + " connections, " + sent + " random messages sent");
         }
     }
 }

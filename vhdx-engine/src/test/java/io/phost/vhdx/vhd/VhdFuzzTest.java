@@ -25,7 +25,7 @@ import static org.junit.jupiter.api.Assertions.*;
  * checks. Allocation is bounded by construction (the BAT array is limited by the file's own size).
  */
 class VhdFuzzTest {
-    static final int ROUNDS = Integer.getInteger("phost.fuzz.rounds", Boolean.getBoolean("phost.soak") ? 50_000 : 3_000);
+    static final int ROUNDS = Integer.getInteger("phost.fuzz.rounds", Boolean.getBoolean("phost.soak") ? 100_000 : 3_000);
 
     @TempDir
     Path diskDir;
@@ -79,7 +79,7 @@ class VhdFuzzTest {
         int refused = 0;
         int rounds = 0;
         long t0 = System.nanoTime();
-        long deadline = System.nanoTime() + Duration.ofSeconds(Boolean.getBoolean("phost.soak") ? 600 : 30).toNanos();
+        long deadline = System.nanoTime() + Duration.ofSeconds(Boolean.getBoolean("phost.soak") ? 4 * 3600 : 30).toNanos();
         for (int round = 0; round < ROUNDS && System.nanoTime() < deadline; round++) {
             rounds++;
             byte[] img = bases[round % bases.length].clone();

@@ -57,7 +57,7 @@ class VhdxFuzzTest {
     }
 
     private void run() throws Exception {
-        int iterations = Boolean.getBoolean("phost.soak") ? 100_000 : 3000;
+        int iterations = Integer.getInteger("phost.fuzz.rounds", Boolean.getBoolean("phost.soak") ? 100_000 : 3000);
         List<Path> seeds = new ArrayList<>();
         seeds.add(dynamicSeed());
         seeds.add(differencingSeed());
@@ -66,7 +66,7 @@ class VhdxFuzzTest {
             seeds.add(qemuSeed());
         }
         int[] outcomes = new int[2];
-        assertTimeoutPreemptively(Duration.ofMinutes(Boolean.getBoolean("phost.soak") ? 60 : 3), () -> {
+        assertTimeoutPreemptively(Duration.ofMinutes(Boolean.getBoolean("phost.soak") ? 240 : 3), () -> {
             Random r = new Random(7);
             for (int i = 0; i < iterations; i++) {
                 Path seed = seeds.get(i % seeds.size());
