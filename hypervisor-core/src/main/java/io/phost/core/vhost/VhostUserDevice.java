@@ -15,6 +15,14 @@ public interface VhostUserDevice {
     int maxQueues();
 
     /**
+     * The GET_QUEUE_NUM answer: the queues ({@link #maxQueues}) for blk and scsi; a net device answers queue
+     * pairs, as QEMU's vhost-user-net compares it with its {@code queues=} pairs.
+     */
+    default int queueNum() {
+        return maxQueues();
+    }
+
+    /**
      * Writes the device's config space (little-endian, virtio layout) into {@code dst}, at most
      * {@code dst.byteSize()} bytes; returns the config space's full length.
      */

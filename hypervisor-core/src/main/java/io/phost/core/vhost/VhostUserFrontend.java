@@ -83,7 +83,7 @@ public final class VhostUserFrontend implements AutoCloseable {
     }
 
     /** Allocates guest memory (bump allocator); returns its guest-physical address. */
-    public long alloc(long size, long align) {
+    public synchronized long alloc(long size, long align) {
         long at = (next + align - 1) & -align;
         if (at + size > memory.byteSize()) {
             throw new IllegalStateException("test guest memory exhausted");
@@ -334,6 +334,11 @@ public final class VhostUserFrontend implements AutoCloseable {
     }
 
     /** GET_VRING_BASE: stops the queue; returns the back-end's next avail index. */
+    /** SET_VRING_ENABLE (what QEMU sends for the queue pairs a virtio-net guest turns on or off). */
+    public void enableQueue(int index, boolean on) {
+        setState(VhostUserRequest.SET_VRING_ENABLE, index, on ? 1 : 0);
+    }
+
     public int stopQueue(int index) {
         send(VhostUserRequest.GET_VRING_BASE, 0, u32s(index, 0));
         return reply(VhostUserRequest.GET_VRING_BASE, 30_000).get(U32, 4);

@@ -139,7 +139,7 @@ final class VhostUserSession implements AutoCloseable {
                 ackedProtocol = v;
                 ack();
             }
-            case GET_QUEUE_NUM -> replyU64(rings.length);
+            case GET_QUEUE_NUM -> replyU64(Math.min(device.queueNum(), rings.length));
             case GET_MAX_MEM_SLOTS -> replyU64(MAX_MEM_SLOTS);
             case SET_MEM_TABLE -> setMemTable(nfds);
             case ADD_MEM_REG -> addMemRegion();
