@@ -56,6 +56,8 @@ public final class VhostUserDescriptor {
     /** VHOST_USER_F_PROTOCOL_FEATURES. */
     public static final int F_PROTOCOL_FEATURES = 30;
     public static final int F_VERSION_1 = 32;
+    /** VIRTIO_F_RING_PACKED: offered for devices that say so ({@link VhostUserDevice#packedRings}). */
+    public static final int F_RING_PACKED = 34;
     /** VHOST_F_LOG_ALL: while negotiated, every write into guest memory is marked in the dirty log ({@link DirtyLog}). */
     public static final int F_LOG_ALL = 26;
 

@@ -40,6 +40,14 @@ public interface VhostUserDevice {
         return false;
     }
 
+    /**
+     * Whether the transport may offer VIRTIO_F_RING_PACKED for this device ({@link PackedVirtqueue}): its
+     * queues then have no inflight tracking and no dirty logging.
+     */
+    default boolean packedRings() {
+        return false;
+    }
+
     /** Called with the negotiated virtio features (SET_FEATURES). */
     default void featuresAcked(long features) {
     }

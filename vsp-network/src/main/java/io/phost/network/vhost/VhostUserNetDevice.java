@@ -117,6 +117,11 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         return 2 * pairs.length;
     }
 
+    @Override
+    public boolean packedRings() {
+        return true;
+    }
+
     /** QEMU's vhost-user-net reads GET_QUEUE_NUM as queue pairs (its {@code -netdev vhost-user,queues=N}). */
     @Override
     public int queueNum() {

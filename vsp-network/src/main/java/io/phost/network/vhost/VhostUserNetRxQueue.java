@@ -3,7 +3,7 @@ package io.phost.network.vhost;
 import static io.phost.network.vhost.VirtioNetDescriptor.*;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VhostUserException;
 import io.phost.core.vhost.VirtqueueHandler;
 import java.nio.ByteOrder;
@@ -17,7 +17,7 @@ import org.agrona.concurrent.UnsafeBuffer;
  * A receive queue (2k, of pair k): frames the switch queued for the guest are scattered into the guest's device-writable
  * chains, header first. With MRG_RXBUF a frame may take several chains ({@code num_buffers} says how many);
  * without, it must fit one chain or it is dropped (counted). When the guest has too few buffers for the next
- * frame, the chains popped for it are given back ({@link SplitVirtqueue#discard}), the frame stays queued and
+ * frame, the chains popped for it are given back ({@link Virtqueue#discard}), the frame stays queued and
  * the worker sleeps until the guest kicks.
  * <pre>
  *   stream written:  [ header (hdr bytes, num_buffers = chains used) ][ frame ]
@@ -41,7 +41,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
     private final int[] written = new int[MAX_CHAINS_PER_FRAME];
     private final UnsafeBuffer guest = new UnsafeBuffer(0, 0);
     private final BooleanSupplier empty;
-    private SplitVirtqueue queue;
+    private Virtqueue queue;
     private boolean armed;
     private boolean stalled;
     private int delivered;
@@ -64,7 +64,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
     }
 
     @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain unused) {
+    public int doWork(Virtqueue q, DescriptorChain unused) {
         if (armed) {
             pair.rxWake.disarm();
             armed = false;
@@ -177,7 +177,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
     }
 
     @Override
-    public void close(SplitVirtqueue q) {
+    public void close(Virtqueue q) {
         pair.rxRunning = false;
         if (armed) {
             pair.rxWake.disarm();

@@ -3,7 +3,7 @@ package io.phost.network.vhost;
 import static io.phost.network.vhost.VirtioNetDescriptor.*;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VirtqueueHandler;
 import io.phost.vswitch.PacketMeta;
 import java.util.concurrent.locks.LockSupport;
@@ -46,7 +46,7 @@ final class VhostUserNetTxQueue implements VirtqueueHandler {
     }
 
     @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain chain) {
+    public int doWork(Virtqueue q, DescriptorChain chain) {
         int sent = 0;
         int returned = 0;
         while (sent + returned < BATCH) {
@@ -148,7 +148,7 @@ final class VhostUserNetTxQueue implements VirtqueueHandler {
     }
 
     @Override
-    public void close(SplitVirtqueue q) {
+    public void close(Virtqueue q) {
         if (pending) {
             // stopping with a chain the switch had no room for: the frame is lost, the buffer goes back
             counters.txErrors++;

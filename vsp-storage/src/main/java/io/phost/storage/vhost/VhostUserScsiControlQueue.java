@@ -1,7 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VirtqueueHandler;
 
 import java.lang.foreign.Arena;
@@ -25,7 +25,7 @@ final class VhostUserScsiControlQueue implements VirtqueueHandler {
     private final io.phost.storage.engine.IoVecs out = new io.phost.storage.engine.IoVecs(8);
 
     @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain c) {
+    public int doWork(Virtqueue q, DescriptorChain c) {
         int n = 0;
         while (q.tryPop(c)) {
             n++;
@@ -72,6 +72,6 @@ final class VhostUserScsiControlQueue implements VirtqueueHandler {
     }
 
     @Override
-    public void close(SplitVirtqueue q) {
+    public void close(Virtqueue q) {
     }
 }

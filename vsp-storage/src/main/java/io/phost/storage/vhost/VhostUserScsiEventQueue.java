@@ -1,7 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VirtqueueHandler;
 
 import java.lang.foreign.MemorySegment;
@@ -15,14 +15,14 @@ import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
  * into their first 4 bytes (when the first writable buffer has room) and used length 0.
  */
 final class VhostUserScsiEventQueue implements VirtqueueHandler {
-    // SAFETY: only at chain element addresses that SplitVirtqueue translated and bounds-checked.
+    // SAFETY: only at chain element addresses that the virtqueue translated and bounds-checked.
     private static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     private int[] heads;
     private long[] first;
     private int held;
 
     @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain c) {
+    public int doWork(Virtqueue q, DescriptorChain c) {
         if (heads == null) {
             heads = new int[q.size()];
             first = new long[q.size()];
@@ -48,7 +48,7 @@ final class VhostUserScsiEventQueue implements VirtqueueHandler {
     }
 
     @Override
-    public void close(SplitVirtqueue q) {
+    public void close(Virtqueue q) {
         for (int i = 0; i < held; i++) {
             if (first[i] != 0) {
                 EVERYTHING.set(ValueLayout.JAVA_INT_UNALIGNED, first[i], T_NO_EVENT);
