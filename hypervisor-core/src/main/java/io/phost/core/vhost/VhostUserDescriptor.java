@@ -64,6 +64,8 @@ public final class VhostUserDescriptor {
     // Protocol feature bits.
     public static final int PF_MQ = 0;
     public static final int PF_LOG_SHMFD = 1;
+    /** VHOST_USER_PROTOCOL_F_RARP: SEND_RARP after migration, offered by devices that announce ({@link VhostUserDevice#announces}). */
+    public static final int PF_RARP = 2;
     public static final int PF_REPLY_ACK = 3;
     /** VHOST_USER_PROTOCOL_F_BACKEND_REQ (SLAVE_REQ in QEMU 7.2): the back-end channel (SET_BACKEND_REQ_FD). */
     public static final int PF_BACKEND_REQ = 5;

@@ -48,6 +48,18 @@ public interface VhostUserDevice {
         return false;
     }
 
+    /** Whether the device takes SEND_RARP (a NIC: the RARP protocol feature is offered). */
+    default boolean announces() {
+        return false;
+    }
+
+    /**
+     * SEND_RARP on the control thread: after a migration, make the network learn that {@code mac} (48 bits,
+     * first wire byte highest) is now here. Must not touch a queue (each has one producer, its worker).
+     */
+    default void announce(long mac) {
+    }
+
     /** Called with the negotiated virtio features (SET_FEATURES). */
     default void featuresAcked(long features) {
     }

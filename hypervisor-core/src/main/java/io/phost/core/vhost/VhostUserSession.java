@@ -58,7 +58,8 @@ final class VhostUserSession implements AutoCloseable {
         this.socket = socket;
         this.device = device;
         this.onQueueError = onQueueError;
-        this.protocolOffered = PROTOCOL_FEATURES | (device.tracksInflight() ? 1L << PF_INFLIGHT_SHMFD : 0);
+        this.protocolOffered = PROTOCOL_FEATURES | (device.tracksInflight() ? 1L << PF_INFLIGHT_SHMFD : 0)
+            | (device.announces() ? 1L << PF_RARP : 0);
         int n = Math.max(1, Math.min(device.maxQueues(), 256));
         this.rings = new Vring[n];
         for (int i = 0; i < n; i++) {
@@ -283,6 +284,18 @@ final class VhostUserSession implements AutoCloseable {
                 if (old != null) {
                     old.close();
                 }
+                ack();
+            }
+            case SEND_RARP -> {
+                if ((ackedProtocol & (1L << PF_RARP)) == 0) {
+                    throw new VhostUserException(VhostUserException.Reason.UNSUPPORTED_REQUEST, req + " without the RARP protocol feature");
+                }
+                long payload = msg.u64(0); // the guest's MAC in its first six bytes, in wire order
+                long mac = 0;
+                for (int i = 0; i < 6; i++) {
+                    mac = mac << 8 | (payload >>> (8 * i) & 0xFF);
+                }
+                device.announce(mac);
                 ack();
             }
             default -> throw new VhostUserException(VhostUserException.Reason.UNSUPPORTED_REQUEST,

@@ -45,6 +45,10 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     private final WakeupSignal switchWake = new WakeupSignal();
     private final BooleanSupplier fromGuestEmpty = this::allFromGuestEmpty;
     private int nextPoll;
+    /** A SEND_RARP's MAC (control thread) waiting for the switch's agent to inject it (-1: none). */
+    private final java.util.concurrent.atomic.AtomicLong pendingAnnouncement = new java.util.concurrent.atomic.AtomicLong(-1);
+    private final org.agrona.concurrent.UnsafeBuffer announcement = new org.agrona.concurrent.UnsafeBuffer(new byte[RarpAnnouncement.LENGTH]);
+    private final PacketMeta plainMeta = new PacketMeta();
     private final byte[] mac;
     private final int mtu;
     private final PacketMeta ingressMeta = new PacketMeta();
@@ -96,6 +100,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         NetCounters sum = new NetCounters();
         sum.rxNoQueue = counters.rxNoQueue;
         sum.linkDownDrops = counters.linkDownDrops;
+        sum.announcements = counters.announcements;
         for (NetQueuePair p : pairs) {
             sum.rxFrames += p.counters.rxFrames;
             sum.rxTooBig += p.counters.rxTooBig;
@@ -120,6 +125,21 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     @Override
     public boolean packedRings() {
         return true;
+    }
+
+    @Override
+    public boolean announces() {
+        return true;
+    }
+
+    /**
+     * SEND_RARP (control thread): hands the MAC to the switch's agent, which injects the RARP frame at the next
+     * poll as if the guest had sent it on this port (ingress policy and learning apply); no queue is touched.
+     */
+    @Override
+    public void announce(long mac) {
+        pendingAnnouncement.set(mac);
+        switchWake.signalIfArmed();
     }
 
     /** QEMU's vhost-user-net reads GET_QUEUE_NUM as queue pairs (its {@code -netdev vhost-user,queues=N}). */
@@ -230,6 +250,13 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     public int poll(FrameHandler handler, int limit) {
         ingressHandler = handler;
         int n = 0;
+        if (pendingAnnouncement.get() >= 0) {
+            long mac = pendingAnnouncement.getAndSet(-1);
+            if (mac >= 0) {
+                RarpAnnouncement.write(announcement, mac);
+                n += injectAnnouncement(handler);
+            }
+        }
         int first = nextPoll;
         for (int i = 0; i < pairs.length && n < limit; i++) {
             NetQueuePair p = pairs[(first + i) % pairs.length];
@@ -239,7 +266,21 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         return n;
     }
 
+    private int injectAnnouncement(FrameHandler handler) {
+        if (!linkUp) {
+            counters.linkDownDrops++;
+            return 0;
+        }
+        plainMeta.clear();
+        handler.onFrame(announcement, 0, RarpAnnouncement.LENGTH, plainMeta);
+        counters.announcements++;
+        return 1;
+    }
+
     private boolean allFromGuestEmpty() {
+        if (pendingAnnouncement.get() >= 0) {
+            return false;
+        }
         for (NetQueuePair p : pairs) {
             if (!p.fromGuest.isEmpty()) {
                 return false;

@@ -31,6 +31,7 @@ final class VhostUserScsiDevice implements VhostUserDevice {
 
     private final ScsiTarget target;
     private final int requestQueues;
+    final ScsiEventMailbox events = new ScsiEventMailbox();
 
     VhostUserScsiDevice(ScsiTarget target, int requestQueues) {
         this.target = target;
@@ -39,6 +40,11 @@ final class VhostUserScsiDevice implements VhostUserDevice {
 
     ScsiTarget target() {
         return target;
+    }
+
+    /** LUN {@code lun} grew: a VIRTIO_SCSI_T_PARAM_CHANGE event for the guest (any thread). */
+    void capacityChanged(int lun) {
+        events.paramChanged(lun);
     }
 
     /** VIRTIO_SCSI_F_CHANGE. */
@@ -81,7 +87,7 @@ final class VhostUserScsiDevice implements VhostUserDevice {
     public VirtqueueHandler openQueue(int index) {
         return switch (index) {
             case CONTROL_QUEUE -> new VhostUserScsiControlQueue();
-            case EVENT_QUEUE -> new VhostUserScsiEventQueue();
+            case EVENT_QUEUE -> new VhostUserScsiEventQueue(events);
             default -> new VhostUserScsiQueue(target, QUEUE_DEPTH);
         };
     }
