@@ -192,12 +192,16 @@ public final class VhostUserFrontend implements AutoCloseable {
 
     /**
      * SET_OWNER, features ({@code wanted} ∩ offered, plus PROTOCOL_FEATURES), protocol features (all
-     * offered) and the memory table. Returns the negotiated virtio features.
+     * offered) and the memory table. Returns the negotiated virtio features. Wanting both LOG_ALL and
+     * RING_PACKED (e.g. {@code ~0L}) gets split rings: phost logs dirty pages for split rings only.
      */
     public long negotiate(long wanted) {
         send(VhostUserRequest.SET_OWNER, 0, null);
         long offered = getU64(VhostUserRequest.GET_FEATURES);
         features = offered & (wanted | (1L << F_PROTOCOL_FEATURES));
+        if ((features & (1L << F_LOG_ALL)) != 0) {
+            features &= ~(1L << F_RING_PACKED);
+        }
         setU64(VhostUserRequest.SET_FEATURES, features);
         if ((features & (1L << F_PROTOCOL_FEATURES)) != 0) {
             long pf = getU64(VhostUserRequest.GET_PROTOCOL_FEATURES);
