@@ -50,9 +50,10 @@ public final class PackedVirtqueue implements Virtqueue {
     private final EventFd call;
     /** Descriptors each in-flight buffer id's chain took in the ring (the used position moves on by that much). */
     private final int[] descriptorsOfId;
-    /** Descriptors of the last popped chains, newest at {@code pops - 1}, for {@link #discard}. */
+    /** Descriptors of the last popped chains (a ring, newest before {@code poppedNext}), for {@link #discard}. */
     private final int[] popped;
-    private int pops;
+    private int poppedNext;
+    private int poppedCount;
     private int nextAvail;
     private boolean availWrap;
     private int nextUsed;
@@ -175,7 +176,9 @@ public final class PackedVirtqueue implements Virtqueue {
         }
         chain.head(id);
         descriptorsOfId[id] = taken;
-        popped[pops++ % size] = taken;
+        popped[poppedNext] = taken;
+        poppedNext = poppedNext + 1 == size ? 0 : poppedNext + 1;
+        poppedCount = Math.min(poppedCount + 1, size);
         nextAvail = pos;
         availWrap = wrap;
         return true;
@@ -230,11 +233,13 @@ public final class PackedVirtqueue implements Virtqueue {
 
     @Override
     public void discard(int chains) {
-        if (chains < 0 || chains > Math.min(size, pops)) {
+        if (chains < 0 || chains > poppedCount) {
             throw new IllegalArgumentException("discard " + chains + " of queue size " + size);
         }
         for (int k = 0; k < chains; k++) {
-            int back = popped[--pops % size];
+            poppedNext = poppedNext == 0 ? size - 1 : poppedNext - 1;
+            poppedCount--;
+            int back = popped[poppedNext];
             nextAvail -= back;
             if (nextAvail < 0) {
                 nextAvail += size;

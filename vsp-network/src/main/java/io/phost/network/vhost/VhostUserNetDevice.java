@@ -11,10 +11,12 @@ import io.phost.vswitch.PacketMeta;
 import io.phost.vswitch.WakeupSignal;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
 import org.agrona.DirectBuffer;
 import org.agrona.MutableDirectBuffer;
 import org.agrona.concurrent.MessageHandler;
+import org.agrona.concurrent.UnsafeBuffer;
 
 /**
  * virtio-net over vhost-user into one vswitch port, with one or more receive/transmit queue pairs
@@ -46,8 +48,8 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     private final BooleanSupplier fromGuestEmpty = this::allFromGuestEmpty;
     private int nextPoll;
     /** A SEND_RARP's MAC (control thread) waiting for the switch's agent to inject it (-1: none). */
-    private final java.util.concurrent.atomic.AtomicLong pendingAnnouncement = new java.util.concurrent.atomic.AtomicLong(-1);
-    private final org.agrona.concurrent.UnsafeBuffer announcement = new org.agrona.concurrent.UnsafeBuffer(new byte[RarpAnnouncement.LENGTH]);
+    private final AtomicLong pendingAnnouncement = new AtomicLong(-1);
+    private final UnsafeBuffer announcement = new UnsafeBuffer(new byte[RarpAnnouncement.LENGTH]);
     private final PacketMeta plainMeta = new PacketMeta();
     private final byte[] mac;
     private final int mtu;

@@ -47,12 +47,17 @@ final class VhostUserScsiDevice implements VhostUserDevice {
         events.paramChanged(lun);
     }
 
+    /**
+     * VIRTIO_SCSI_F_HOTPLUG: no hot-plug event is ever raised, but Linux's virtio_scsi posts event buffers only
+     * with it, and PARAM_CHANGE events ({@link #capacityChanged}) need them.
+     */
+    static final int F_HOTPLUG = 0;
     /** VIRTIO_SCSI_F_CHANGE. */
     static final int F_CHANGE = 2;
 
     @Override
     public long features() {
-        return 1L << F_CHANGE;
+        return 1L << F_HOTPLUG | 1L << F_CHANGE;
     }
 
     @Override

@@ -13,7 +13,7 @@ import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
  * virtio-scsi queue 1 (device → driver events). The buffers the driver posts (Linux: 8, because CHANGE is
  * negotiated) are held; a LUN whose capacity grew ({@link ScsiEventMailbox}) takes one, filled with
  * <pre>
- *   le32 event = PARAM_CHANGE (3)   u8 lun[8] = 1, 0, 0x40 | lun >> 8, lun   le32 reason = asc 0x2A | ascq 0x09 << 8
+ *   le32 event = PARAM_CHANGE (3)   u8 lun[8] = 1, 0, 0, lun   le32 reason = asc 0x2A | ascq 0x09 << 8
  * </pre>
  * (CAPACITY DATA HAS CHANGED; Linux's virtio_scsi rescans that device). A LUN with no buffer waits for the next
  * one. When the queue stops, held buffers are returned with NO_EVENT in their first 4 bytes and used length 0.
@@ -70,7 +70,7 @@ final class VhostUserScsiEventQueue implements VirtqueueHandler {
             EVERYTHING.set(ValueLayout.JAVA_INT_UNALIGNED, at, T_PARAM_CHANGE);
             EVERYTHING.set(ValueLayout.JAVA_LONG_UNALIGNED, at + 4, 0L);
             EVERYTHING.set(ValueLayout.JAVA_BYTE, at + 4, (byte) 1);
-            EVERYTHING.set(ValueLayout.JAVA_BYTE, at + 6, (byte) (0x40 | lun >> 8));
+            EVERYTHING.set(ValueLayout.JAVA_BYTE, at + 6, (byte) (lun >= 256 ? 0x40 | lun >> 8 : 0)); // as QEMU: Linux reads lun[2] << 8 | lun[3] unmasked
             EVERYTHING.set(ValueLayout.JAVA_BYTE, at + 7, (byte) lun);
             EVERYTHING.set(ValueLayout.JAVA_INT_UNALIGNED, at + 12, REASON_CAPACITY_CHANGED);
             q.pushUsed(heads[held], EVENT_LENGTH);
