@@ -291,7 +291,7 @@ final class DiskResizeComponent implements Component {
         VmDisksComponent.VmDisk vm = vmDisks.served(disk);
         if (vm != null) {
             return vm.scsi()
-                ? new Target(vm.partition(), vm.lun(), true, "vhost-user-scsi", null)
+                ? new Target(vm.partition(), vm.lun(), true, "vhost-user-scsi", vm.configChanged())
                 : new Target(vm.partition(), vm.lun(), false, "vhost-user-blk", vm.configChanged());
         }
         for (PartitionConfig p : cfg.partitions()) {

@@ -146,7 +146,8 @@ public final class VmDisksComponent implements Component {
 
     /**
      * Where {@code disk} is served to a VM, or null: its partition, its LUN, whether that LUN is on a SCSI
-     * controller, and how QEMU learns of a new capacity (a blk export's CONFIG_CHANGE_MSG; true when sent).
+     * controller, and how the guest learns of a new capacity (a blk export's CONFIG_CHANGE_MSG, a SCSI
+     * controller's PARAM_CHANGE event; true when sent to a connected front-end).
      */
     VmDisk served(String disk) {
         for (Map.Entry<String, List<Export>> p : byPartition.entrySet()) {
@@ -154,7 +155,7 @@ public final class VmDisksComponent implements Component {
                 if (e.attachment().disk().equals(disk)) {
                     return e.export() != null
                         ? new VmDisk(p.getKey(), e.export().lun(), false, e.export()::configChanged)
-                        : new VmDisk(p.getKey(), e.lun(), true, () -> false);
+                        : new VmDisk(p.getKey(), e.lun(), true, () -> e.scsi().capacityChanged(e.attachment().lun()));
                 }
             }
         }

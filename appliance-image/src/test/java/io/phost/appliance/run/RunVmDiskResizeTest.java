@@ -24,8 +24,9 @@ import org.junit.jupiter.api.io.TempDir;
  * The guest writes a pattern near the start of each and waits; the test grows the VHDX with
  * {@code phost disk resize vmgrow 48MiB} and the raw disk with {@code POST /v1/disks/resize}. The guest polls
  * {@code /sys/block/vda/size} until it changes (phost's CONFIG_CHANGE_MSG made QEMU re-read the capacity and
- * interrupt it; nothing in the guest asks), rescans the SCSI disk (its first command after the grow gets the
- * CAPACITY DATA HAS CHANGED unit attention), writes a second pattern past each old end and reads both back.
+ * interrupt it; nothing in the guest asks), rescans the SCSI disk (phost raises VIRTIO_SCSI_T_PARAM_CHANGE, but
+ * this guest was not seen to act on it; its first command after the grow gets the CAPACITY DATA HAS CHANGED
+ * unit attention), writes a second pattern past each old end and reads both back.
  * After phost stops: {@code qemu-io -f vhdx -r -c "read -P 0xa5 1M 1M" -c "read -P 0x5a 40M 1M" vm-grow.vhdx},
  * {@code qemu-img check}, the same reads on the raw file, and both files' new virtual sizes.
  * Also: a shrink and an unknown disk are refused with their reasons, the disk untouched.
@@ -107,6 +108,7 @@ class RunVmDiskResizeTest {
             Map<?, ?> scsi = (Map<?, ?>) Json.parse(grown.bodyText());
             assertEquals(24L << 20, ((Number) scsi.get("size")).longValue(), scsi.toString());
             assertEquals("vhost-user-scsi", scsi.get("transport"), scsi.toString());
+            assertEquals(Boolean.TRUE, scsi.get("guest_notified"), "a PARAM_CHANGE event was raised: " + scsi);
 
             console = awaitConsole(client, p, "PHOST-GUEST-DONE", console);
             assertTrue(console.contains("VDA-GREW 98304") && console.contains("SCSI-GREW 49152")

@@ -31,6 +31,11 @@ public final class DescriptorChain {
     }
 
     /** False when the chain is full. Readable elements must all come before writable ones (checked by the caller). */
+    /** Packed rings learn the buffer id from the chain's last descriptor. */
+    void head(int head) {
+        this.head = head;
+    }
+
     boolean tryAppend(long hostAddress, int len, boolean writable) {
         if (count == address.length) {
             return false;

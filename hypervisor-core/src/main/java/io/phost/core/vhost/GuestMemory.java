@@ -115,6 +115,16 @@ public final class GuestMemory implements AutoCloseable {
         return new GuestMemory(keep.toArray(new Region[0]));
     }
 
+    /** Whether a region with exactly these coordinates is in the table. */
+    public boolean contains(long gpa, long size, long uaddr, long mmapOffset) {
+        for (Region r : regions) {
+            if (r.gpa == gpa && r.size == size && r.uaddr == uaddr && r.mmapOffset == mmapOffset) {
+                return true;
+            }
+        }
+        return false;
+    }
+
     private static boolean overlaps(long a, long aLen, long b, long bLen) {
         return a < b + bLen && b < a + aLen; // no overflow: every end was checked below 2^63
     }

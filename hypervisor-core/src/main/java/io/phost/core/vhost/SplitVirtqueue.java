@@ -21,7 +21,7 @@ import java.lang.invoke.VarHandle;
  *
  * <p>Single-threaded: the queue's worker pops, pushes and notifies.
  */
-public final class SplitVirtqueue {
+public final class SplitVirtqueue implements Virtqueue {
     public static final int DESC_F_NEXT = 1;
     public static final int DESC_F_WRITE = 2;
     public static final int DESC_F_INDIRECT = 4;
@@ -95,7 +95,12 @@ public final class SplitVirtqueue {
         }
     }
 
-    /** Requests found in flight when the queue started (INFLIGHT_SHMFD), popped again before new ones. */
+    @Override
+    public int vringBase() {
+        return lastAvail;
+    }
+
+    @Override
     public int resubmitted() {
         return inflight == null ? 0 : inflight.recovered();
     }
@@ -135,10 +140,12 @@ public final class SplitVirtqueue {
         }
     }
 
+    @Override
     public int index() {
         return index;
     }
 
+    @Override
     public int size() {
         return size;
     }
@@ -157,6 +164,7 @@ public final class SplitVirtqueue {
      * EVENT_IDX an empty ring first publishes avail_event (so the driver kicks on its next request) and
      * looks once more, closing the race with a request made in between.
      */
+    @Override
     public boolean tryPop(DescriptorChain chain) {
         if (inflight != null) {
             int again = inflight.nextResubmit();
@@ -200,6 +208,7 @@ public final class SplitVirtqueue {
      * {@link #tryPop}s): a receive queue that popped buffers for a frame that does not fit yet. As Linux
      * vhost's {@code vhost_discard_vq_desc}; the driver cannot have reused them (they are not in the used ring).
      */
+    @Override
     public void discard(int chains) {
         if (chains < 0 || chains > size) {
             throw new IllegalArgumentException("discard " + chains + " of queue size " + size);
@@ -292,6 +301,7 @@ public final class SplitVirtqueue {
     }
 
     /** Returns chain {@code head} to the driver with {@code written} bytes written into its buffers. */
+    @Override
     public void pushUsed(int head, int written) {
         long e = used + 4 + 8L * (usedIdx & mask);
         EVERYTHING.set(U32, e, head);
@@ -368,6 +378,7 @@ public final class SplitVirtqueue {
      * Signals the call eventfd if the driver wants an interrupt for the used entries pushed since the last
      * call: with EVENT_IDX when used_event falls in (old, new]; else unless avail.flags has NO_INTERRUPT.
      */
+    @Override
     public void notifyIfNeeded() {
         VarHandle.fullFence(); // StoreLoad: used.idx must be visible before we read the driver's suppression
         boolean need;

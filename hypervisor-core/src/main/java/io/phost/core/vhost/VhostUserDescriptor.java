@@ -56,12 +56,16 @@ public final class VhostUserDescriptor {
     /** VHOST_USER_F_PROTOCOL_FEATURES. */
     public static final int F_PROTOCOL_FEATURES = 30;
     public static final int F_VERSION_1 = 32;
+    /** VIRTIO_F_RING_PACKED: offered for devices that say so ({@link VhostUserDevice#packedRings}). */
+    public static final int F_RING_PACKED = 34;
     /** VHOST_F_LOG_ALL: while negotiated, every write into guest memory is marked in the dirty log ({@link DirtyLog}). */
     public static final int F_LOG_ALL = 26;
 
     // Protocol feature bits.
     public static final int PF_MQ = 0;
     public static final int PF_LOG_SHMFD = 1;
+    /** VHOST_USER_PROTOCOL_F_RARP: SEND_RARP after migration, offered by devices that announce ({@link VhostUserDevice#announces}). */
+    public static final int PF_RARP = 2;
     public static final int PF_REPLY_ACK = 3;
     /** VHOST_USER_PROTOCOL_F_BACKEND_REQ (SLAVE_REQ in QEMU 7.2): the back-end channel (SET_BACKEND_REQ_FD). */
     public static final int PF_BACKEND_REQ = 5;

@@ -15,6 +15,14 @@ public interface VhostUserDevice {
     int maxQueues();
 
     /**
+     * The GET_QUEUE_NUM answer: the queues ({@link #maxQueues}) for blk and scsi; a net device answers queue
+     * pairs, as QEMU's vhost-user-net compares it with its {@code queues=} pairs.
+     */
+    default int queueNum() {
+        return maxQueues();
+    }
+
+    /**
      * Writes the device's config space (little-endian, virtio layout) into {@code dst}, at most
      * {@code dst.byteSize()} bytes; returns the config space's full length.
      */
@@ -30,6 +38,26 @@ public interface VhostUserDevice {
      */
     default boolean tracksInflight() {
         return false;
+    }
+
+    /**
+     * Whether the transport may offer VIRTIO_F_RING_PACKED for this device ({@link PackedVirtqueue}): its
+     * queues then have no inflight tracking and no dirty logging.
+     */
+    default boolean packedRings() {
+        return false;
+    }
+
+    /** Whether the device takes SEND_RARP (a NIC: the RARP protocol feature is offered). */
+    default boolean announces() {
+        return false;
+    }
+
+    /**
+     * SEND_RARP on the control thread: after a migration, make the network learn that {@code mac} (48 bits,
+     * first wire byte highest) is now here. Must not touch a queue (each has one producer, its worker).
+     */
+    default void announce(long mac) {
     }
 
     /** Called with the negotiated virtio features (SET_FEATURES). */

@@ -83,7 +83,7 @@ public final class VhostUserFrontend implements AutoCloseable {
     }
 
     /** Allocates guest memory (bump allocator); returns its guest-physical address. */
-    public long alloc(long size, long align) {
+    public synchronized long alloc(long size, long align) {
         long at = (next + align - 1) & -align;
         if (at + size > memory.byteSize()) {
             throw new IllegalStateException("test guest memory exhausted");
@@ -192,12 +192,16 @@ public final class VhostUserFrontend implements AutoCloseable {
 
     /**
      * SET_OWNER, features ({@code wanted} ∩ offered, plus PROTOCOL_FEATURES), protocol features (all
-     * offered) and the memory table. Returns the negotiated virtio features.
+     * offered) and the memory table. Returns the negotiated virtio features. Wanting both LOG_ALL and
+     * RING_PACKED (e.g. {@code ~0L}) gets split rings: phost logs dirty pages for split rings only.
      */
     public long negotiate(long wanted) {
         send(VhostUserRequest.SET_OWNER, 0, null);
         long offered = getU64(VhostUserRequest.GET_FEATURES);
         features = offered & (wanted | (1L << F_PROTOCOL_FEATURES));
+        if ((features & (1L << F_LOG_ALL)) != 0) {
+            features &= ~(1L << F_RING_PACKED);
+        }
         setU64(VhostUserRequest.SET_FEATURES, features);
         if ((features & (1L << F_PROTOCOL_FEATURES)) != 0) {
             long pf = getU64(VhostUserRequest.GET_PROTOCOL_FEATURES);
@@ -238,7 +242,13 @@ public final class VhostUserFrontend implements AutoCloseable {
         return copy;
     }
 
-    /** Sets up queue {@code index} of {@code size} entries in guest memory, with kick and call eventfds, and enables it. */
+    /** Avail and used positions 0 with both wrap counters 1: a fresh packed ring's vring base. */
+    public static final int PACKED_FRESH_BASE = 0x8000_8000;
+
+    /**
+     * Sets up queue {@code index} of {@code size} entries in guest memory, with kick and call eventfds, and
+     * enables it; a packed ring when VIRTIO_F_RING_PACKED was negotiated, else a split one.
+     */
     public Queue startQueue(int index, int size) {
         Queue q = new Queue(index, size);
         queues.add(q);
@@ -253,7 +263,7 @@ public final class VhostUserFrontend implements AutoCloseable {
         if (ack) {
             reply(VhostUserRequest.SET_VRING_ADDR, 5_000);
         }
-        setState(VhostUserRequest.SET_VRING_BASE, index, 0);
+        setState(VhostUserRequest.SET_VRING_BASE, index, q.packed ? PACKED_FRESH_BASE : 0);
         setU64(VhostUserRequest.SET_VRING_CALL, index, q.call.fd());
         setU64(VhostUserRequest.SET_VRING_KICK, index, q.kick.fd());
         if ((features & (1L << F_PROTOCOL_FEATURES)) != 0) {
@@ -333,7 +343,12 @@ public final class VhostUserFrontend implements AutoCloseable {
         }
     }
 
-    /** GET_VRING_BASE: stops the queue; returns the back-end's next avail index. */
+    /** SET_VRING_ENABLE (what QEMU sends for the queue pairs a virtio-net guest turns on or off). */
+    public void enableQueue(int index, boolean on) {
+        setState(VhostUserRequest.SET_VRING_ENABLE, index, on ? 1 : 0);
+    }
+
+    /** GET_VRING_BASE: stops the queue; returns the back-end's vring base (split: its next avail index). */
     public int stopQueue(int index) {
         send(VhostUserRequest.GET_VRING_BASE, 0, u32s(index, 0));
         return reply(VhostUserRequest.GET_VRING_BASE, 30_000).get(U32, 4);
@@ -352,14 +367,24 @@ public final class VhostUserFrontend implements AutoCloseable {
         private int availIdx;
         private int lastUsed;
         private int freeHint;
+        /** VIRTIO_F_RING_PACKED: {@code desc} is the descriptor ring, {@code avail} the driver area, {@code used} the device area. */
+        public final boolean packed;
+        private boolean availWrap = true;
+        private boolean usedWrap = true;
+        /** Packed: descriptors in the ring per buffer id in flight ({@code busy} marks ids), and free ring slots. */
+        private int[] slotsOfId;
+        private int freeSlots;
 
         Queue(int index, int size) {
             this.index = index;
             this.size = size;
+            this.packed = (features & (1L << F_RING_PACKED)) != 0;
             this.desc = alloc(16L * size, 16);
-            this.avail = alloc(6 + 2L * size, 2);
-            this.used = alloc(6 + 8L * size, 4);
+            this.avail = packed ? alloc(4, 4) : alloc(6 + 2L * size, 2);
+            this.used = packed ? alloc(4, 4) : alloc(6 + 8L * size, 4);
             this.busy = new boolean[size];
+            this.slotsOfId = new int[size];
+            this.freeSlots = size;
         }
 
         /** Guest-physical address of descriptor {@code i} (tests write hostile descriptors there). */
@@ -403,6 +428,9 @@ public final class VhostUserFrontend implements AutoCloseable {
          * publishes it and returns its head; -1 when too few descriptors are free.
          */
         public int add(long[] addrs, int[] lens, boolean[] writable) {
+            if (packed) {
+                return addPacked(addrs, lens, writable, false);
+            }
             int n = addrs.length;
             int[] ids = new int[n];
             int found = 0;
@@ -427,6 +455,9 @@ public final class VhostUserFrontend implements AutoCloseable {
 
         /** Adds a chain through one indirect table (allocated in guest memory) and publishes it. */
         public int addIndirect(long[] addrs, int[] lens, boolean[] writable) {
+            if (packed) {
+                return addPacked(addrs, lens, writable, true);
+            }
             int n = addrs.length;
             long table = alloc(16L * n, 16);
             MemorySegment t = at(table, 16L * n);
@@ -449,6 +480,113 @@ public final class VhostUserFrontend implements AutoCloseable {
             return -1;
         }
 
+        /**
+         * Packed ring: writes the chain at the avail position (or one INDIRECT descriptor and a table), the
+         * first descriptor's flags last, and returns its buffer id; -1 when too few slots or ids are free.
+         */
+        private int addPacked(long[] addrs, int[] lens, boolean[] writable, boolean indirect) {
+            int n = addrs.length;
+            int slots = indirect ? 1 : n;
+            int id = -1;
+            for (int k = 0; k < size && id < 0; k++) {
+                int i = (freeHint + k) % size;
+                if (!busy[i]) {
+                    id = i;
+                }
+            }
+            if (id < 0 || slots > freeSlots) {
+                return -1;
+            }
+            busy[id] = true;
+            slotsOfId[id] = slots;
+            freeSlots -= slots;
+            freeHint = (id + 1) % size;
+            int first = availIdx;
+            boolean firstWrap = availWrap;
+            int firstFlags = 0;
+            if (indirect) {
+                long table = alloc(16L * n, 16);
+                for (int k = 0; k < n; k++) {
+                    writePackedDescriptor(at(table, 16L * n), k, addrs[k], lens[k], 0, writable[k] ? SplitVirtqueue.DESC_F_WRITE : 0);
+                }
+                firstFlags = SplitVirtqueue.DESC_F_INDIRECT | availBits(availWrap);
+                writePackedDescriptor(at(desc, 16L * size), availIdx, table, 16 * n, id, -1);
+                advanceAvail();
+            } else {
+                for (int k = 0; k < n; k++) {
+                    int flags = (writable[k] ? SplitVirtqueue.DESC_F_WRITE : 0) | (k + 1 < n ? SplitVirtqueue.DESC_F_NEXT : 0) | availBits(availWrap);
+                    if (k == 0) {
+                        firstFlags = flags;
+                        writePackedDescriptor(at(desc, 16L * size), availIdx, addrs[k], lens[k], id, -1);
+                    } else {
+                        writePackedDescriptor(at(desc, 16L * size), availIdx, addrs[k], lens[k], id, flags);
+                    }
+                    advanceAvail();
+                }
+            }
+            VarHandle.releaseFence(); // the rest of the chain before the first descriptor's flags make it available
+            at(desc + 16L * first + 14, 2).set(U16, 0, (short) firstFlags);
+            return id;
+        }
+
+        private static int availBits(boolean wrap) {
+            return wrap ? PackedVirtqueue.DESC_F_AVAIL : PackedVirtqueue.DESC_F_USED;
+        }
+
+        private void advanceAvail() {
+            if (++availIdx == size) {
+                availIdx = 0;
+                availWrap = !availWrap;
+            }
+        }
+
+        /** Writes packed descriptor {@code i} of {@code ring} raw ({@code flags} -1: leave the flags). */
+        public void writePackedDescriptor(MemorySegment ring, int i, long addr, int len, int id, int flags) {
+            ring.set(U64, 16L * i, addr);
+            ring.set(U32, 16L * i + 8, len);
+            ring.set(U16, 16L * i + 12, (short) id);
+            if (flags >= 0) {
+                ring.set(U16, 16L * i + 14, (short) flags);
+            }
+        }
+
+        /** Packed: the driver area's {@code flags} (ENABLE 0, DISABLE 1, DESC 2) and {@code off_wrap}. */
+        public void setDriverEvent(int flags, int offWrap) {
+            at(avail, 4).set(U16, 0, (short) offWrap);
+            at(avail, 4).set(U16, 2, (short) flags);
+        }
+
+        private int[] awaitUsedPacked(long deadline) {
+            while (true) {
+                VarHandle.acquireFence();
+                int flags = at(desc + 16L * lastUsed + 14, 2).get(U16, 0) & 0xFFFF;
+                boolean a = (flags & PackedVirtqueue.DESC_F_AVAIL) != 0;
+                boolean u = (flags & PackedVirtqueue.DESC_F_USED) != 0;
+                if (a == usedWrap && u == usedWrap) {
+                    break;
+                }
+                long left = deadline - System.nanoTime();
+                if (left <= 0) {
+                    return null;
+                }
+                call.await((int) Math.max(1, Math.min(50, left / 1_000_000L)));
+            }
+            VarHandle.acquireFence(); // id and len after the flags that cover them
+            int id = at(desc + 16L * lastUsed + 12, 2).get(U16, 0) & 0xFFFF;
+            int len = at(desc + 16L * lastUsed + 8, 4).get(U32, 0);
+            int slots = id < size && busy[id] ? slotsOfId[id] : 1;
+            lastUsed += slots;
+            if (lastUsed >= size) {
+                lastUsed -= size;
+                usedWrap = !usedWrap;
+            }
+            if (id < size && busy[id]) {
+                busy[id] = false;
+                freeSlots += slots;
+            }
+            return new int[] {id, len};
+        }
+
         public void kick() {
             kick.signal();
         }
@@ -465,6 +603,9 @@ public final class VhostUserFrontend implements AutoCloseable {
          */
         public int[] awaitUsed(int timeoutMillis) {
             long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;
+            if (packed) {
+                return awaitUsedPacked(deadline);
+            }
             // As Linux's virtio_ring does: ask for a call when the used index passes what we consumed
             // (EVENT_IDX), then look again, so a completion between the two is not missed.
             setUsedEvent(lastUsed);

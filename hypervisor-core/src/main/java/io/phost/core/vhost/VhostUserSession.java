@@ -36,6 +36,12 @@ final class VhostUserSession implements AutoCloseable {
     private final Vring[] rings;
     private final long protocolOffered;
     private GuestMemory memory = GuestMemory.empty();
+    /**
+     * ADD_MEM_REG count per region (by guest-physical address): QEMU's vhost-user-net sends every region once
+     * per queue pair (one vhost device each, all on this socket), and REM_MEM_REG as often; a region goes
+     * when the last of them removes it.
+     */
+    private final java.util.Map<Long, Integer> regionAdds = new java.util.HashMap<>();
     private InflightRegion inflight;
     /** SET_LOG_BASE's mapping (null before); queues log into it while VHOST_F_LOG_ALL is negotiated. */
     private DirtyLog dirtyLog;
@@ -52,7 +58,8 @@ final class VhostUserSession implements AutoCloseable {
         this.socket = socket;
         this.device = device;
         this.onQueueError = onQueueError;
-        this.protocolOffered = PROTOCOL_FEATURES | (device.tracksInflight() ? 1L << PF_INFLIGHT_SHMFD : 0);
+        this.protocolOffered = PROTOCOL_FEATURES | (device.tracksInflight() ? 1L << PF_INFLIGHT_SHMFD : 0)
+            | (device.announces() ? 1L << PF_RARP : 0);
         int n = Math.max(1, Math.min(device.maxQueues(), 256));
         this.rings = new Vring[n];
         for (int i = 0; i < n; i++) {
@@ -120,7 +127,7 @@ final class VhostUserSession implements AutoCloseable {
 
     private void handle(VhostUserRequest req, int nfds) {
         switch (req) {
-            case GET_FEATURES -> replyU64(device.features() | TRANSPORT_FEATURES);
+            case GET_FEATURES -> replyU64(offeredFeatures());
             case SET_FEATURES -> setFeatures(msg.u64(0));
             case SET_OWNER -> ack();
             case RESET_OWNER, RESET_DEVICE -> {
@@ -139,7 +146,7 @@ final class VhostUserSession implements AutoCloseable {
                 ackedProtocol = v;
                 ack();
             }
-            case GET_QUEUE_NUM -> replyU64(rings.length);
+            case GET_QUEUE_NUM -> replyU64(Math.min(device.queueNum(), rings.length));
             case GET_MAX_MEM_SLOTS -> replyU64(MAX_MEM_SLOTS);
             case SET_MEM_TABLE -> setMemTable(nfds);
             case ADD_MEM_REG -> addMemRegion();
@@ -181,7 +188,7 @@ final class VhostUserSession implements AutoCloseable {
             case SET_VRING_BASE -> {
                 Vring v = idleRing(msg.u32(0), req);
                 int base = msg.u32(4);
-                if (Integer.compareUnsigned(base, 0xFFFF) > 0) {
+                if (!packed() && Integer.compareUnsigned(base, 0xFFFF) > 0) {
                     throw new VhostUserException(VhostUserException.Reason.BAD_STATE,
                         "SET_VRING_BASE queue " + v.index + " base " + Integer.toUnsignedString(base) + " above 65535 (split rings)");
                 }
@@ -279,6 +286,18 @@ final class VhostUserSession implements AutoCloseable {
                 }
                 ack();
             }
+            case SEND_RARP -> {
+                if ((ackedProtocol & (1L << PF_RARP)) == 0) {
+                    throw new VhostUserException(VhostUserException.Reason.UNSUPPORTED_REQUEST, req + " without the RARP protocol feature");
+                }
+                long payload = msg.u64(0); // the guest's MAC in its first six bytes, in wire order
+                long mac = 0;
+                for (int i = 0; i < 6; i++) {
+                    mac = mac << 8 | (payload >>> (8 * i) & 0xFF);
+                }
+                device.announce(mac);
+                ack();
+            }
             default -> throw new VhostUserException(VhostUserException.Reason.UNSUPPORTED_REQUEST,
                 req + " (" + req.code + ") is not implemented by this back-end and its protocol feature was not offered");
         }
@@ -292,11 +311,23 @@ final class VhostUserSession implements AutoCloseable {
         return (ackedProtocol & (1L << PF_REPLY_ACK)) != 0;
     }
 
+    private long offeredFeatures() {
+        return device.features() | TRANSPORT_FEATURES | (device.packedRings() ? 1L << F_RING_PACKED : 0);
+    }
+
+    private boolean packed() {
+        return (ackedFeatures & (1L << F_RING_PACKED)) != 0;
+    }
+
     private void setFeatures(long v) {
-        long offered = device.features() | TRANSPORT_FEATURES;
+        long offered = offeredFeatures();
         if ((v & ~offered) != 0) {
             throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
                 "SET_FEATURES 0x" + Long.toHexString(v) + " has bits not offered: 0x" + Long.toHexString(v & ~offered));
+        }
+        if ((v & (1L << F_RING_PACKED)) != 0 && (v & (1L << F_LOG_ALL)) != 0) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
+                "SET_FEATURES 0x" + Long.toHexString(v) + ": dirty logging (LOG_ALL) is not implemented for packed rings");
         }
         boolean changed = v != ackedFeatures;
         if (((v ^ ackedFeatures) & (1L << F_LOG_ALL)) != 0) {
@@ -340,6 +371,8 @@ final class VhostUserSession implements AutoCloseable {
         GuestMemory old = memory;
         memory = next;
         old.close();
+        regionAdds.clear();
+        mapped.forEach(r -> regionAdds.put(r.gpa(), 1));
         startAll(wasRunning);
         ack();
     }
@@ -368,6 +401,13 @@ final class VhostUserSession implements AutoCloseable {
     }
 
     private void addMemRegion() {
+        long gpa = msg.u64(8 + REGION_GPA_OFFSET);
+        if (memory.contains(gpa, msg.u64(8 + REGION_SIZE_OFFSET), msg.u64(8 + REGION_UADDR_OFFSET), msg.u64(8 + REGION_MMAP_OFFSET))) {
+            Fd.close(adopt(0)); // the same region again (another queue pair's vhost device): already mapped
+            regionAdds.merge(gpa, 1, Integer::sum);
+            ack();
+            return;
+        }
         if (memory.regionCount() >= MAX_MEM_SLOTS) {
             throw new VhostUserException(VhostUserException.Reason.BAD_REGION, "ADD_MEM_REG beyond " + MAX_MEM_SLOTS + " slots");
         }
@@ -376,11 +416,20 @@ final class VhostUserSession implements AutoCloseable {
         GuestMemory next = memory.with(new ArrayList<>(List.of(r)));
         List<Vring> wasRunning = stopAll();
         memory = next;
+        regionAdds.put(gpa, 1);
         startAll(wasRunning);
         ack();
     }
 
     private void removeMemRegion() {
+        long gpa = msg.u64(8 + REGION_GPA_OFFSET);
+        Integer adds = regionAdds.get(gpa);
+        if (adds != null && adds > 1 && memory.contains(gpa, msg.u64(8 + REGION_SIZE_OFFSET), msg.u64(8 + REGION_UADDR_OFFSET), msg.u64(8 + REGION_MMAP_OFFSET))) {
+            regionAdds.put(gpa, adds - 1); // another queue pair's device still has it
+            ack();
+            return;
+        }
+        regionAdds.remove(gpa);
         List<GuestMemory.Region> removed = new ArrayList<>(1);
         GuestMemory next = memory.without(msg.u64(8 + REGION_GPA_OFFSET), msg.u64(8 + REGION_SIZE_OFFSET), removed);
         List<Vring> wasRunning = stopAll();
@@ -522,7 +571,7 @@ final class VhostUserSession implements AutoCloseable {
         boolean eventIdx = (ackedFeatures & (1L << F_RING_EVENT_IDX)) != 0;
         boolean indirect = (ackedFeatures & (1L << F_RING_INDIRECT_DESC)) != 0;
         MemorySegment tracking = null;
-        if (inflight != null && (ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) != 0) {
+        if (inflight != null && (ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) != 0 && !packed()) { // split-ring layout only
             if (v.size > inflight.queueSize()) {
                 throw new VhostUserException(VhostUserException.Reason.BAD_STATE,
                     "queue " + v.index + " size " + v.size + " exceeds the inflight region's queue size " + inflight.queueSize());
@@ -530,6 +579,7 @@ final class VhostUserSession implements AutoCloseable {
             tracking = inflight.queue(v.index);
         }
         v.log = (ackedFeatures & (1L << F_LOG_ALL)) != 0 ? dirtyLog : null;
+        v.packed = packed();
         v.start(name, device, memory, eventIdx, indirect, tracking, cpus, onQueueError);
     }
 
@@ -622,6 +672,7 @@ final class VhostUserSession implements AutoCloseable {
         resetRings();
         memory.close();
         memory = GuestMemory.empty();
+        regionAdds.clear();
         if (inflight != null) {
             inflight.close();
             inflight = null;

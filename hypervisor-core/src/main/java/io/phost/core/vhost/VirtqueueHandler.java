@@ -3,12 +3,12 @@ package io.phost.core.vhost;
 /**
  * Serves one started virtqueue on its worker thread (one thread per queue, so single-threaded). The
  * worker calls {@link #doWork} after each kick and while requests are in flight; the handler pops chains,
- * starts them, completes finished ones with {@link SplitVirtqueue#pushUsed} and calls
- * {@link SplitVirtqueue#notifyIfNeeded} once per batch. Must not allocate per request.
+ * starts them, completes finished ones with {@link Virtqueue#pushUsed} and calls
+ * {@link Virtqueue#notifyIfNeeded} once per batch. Must not allocate per request.
  */
 public interface VirtqueueHandler {
     /** Pops, starts and completes what it can without blocking; returns the amount of work done. */
-    int doWork(SplitVirtqueue queue, DescriptorChain chain);
+    int doWork(Virtqueue queue, DescriptorChain chain);
 
     /** Requests started and not yet pushed to the used ring. */
     int inFlight();
@@ -28,5 +28,5 @@ public interface VirtqueueHandler {
      * Completes every in-flight request (pushing each to the used ring) and releases the handler's
      * resources; called when the queue stops (GET_VRING_BASE, disconnect, reset) or breaks.
      */
-    void close(SplitVirtqueue queue);
+    void close(Virtqueue queue);
 }

@@ -37,7 +37,10 @@ final class Vring {
     long usedLogGpa = -1;
     /** The session's dirty log while VHOST_F_LOG_ALL is negotiated, else null; applied when the worker starts. */
     DirtyLog log;
+    /** SET_VRING_BASE's value (packed rings: both positions and wrap counters, see {@link PackedVirtqueue}). */
     int base;
+    /** VIRTIO_F_RING_PACKED negotiated: the worker serves a {@link PackedVirtqueue}. */
+    boolean packed;
     int kickFd = -1;
     boolean kickPolled;
     boolean started;
@@ -49,7 +52,7 @@ final class Vring {
     private Thread thread;
     private volatile boolean stopping;
     private EventFd stop;
-    private SplitVirtqueue queue;
+    private Virtqueue queue;
 
     Vring(int index) {
         this.index = index;
@@ -71,11 +74,17 @@ final class Vring {
      */
     void start(String name, VhostUserDevice device, GuestMemory memory, boolean eventIdx, boolean indirect, MemorySegment inflight,
                List<Integer> cpus, Consumer<String> onError) {
-        long[] host = SplitVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
-        InflightTracker tracker = inflight == null ? null : new InflightTracker(inflight, size);
-        queue = new SplitVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call, tracker);
-        if (log != null) {
-            queue.logTo(log, usedLogGpa);
+        if (packed) {
+            long[] host = PackedVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
+            queue = new PackedVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call);
+        } else {
+            long[] host = SplitVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
+            InflightTracker tracker = inflight == null ? null : new InflightTracker(inflight, size);
+            SplitVirtqueue split = new SplitVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call, tracker);
+            if (log != null) {
+                split.logTo(log, usedLogGpa);
+            }
+            queue = split;
         }
         if (queue.resubmitted() > 0) {
             System.getLogger("phost.vhost").log(System.Logger.Level.INFO,
@@ -85,7 +94,7 @@ final class Vring {
         stop = EventFd.create();
         stopping = false;
         error = null;
-        SplitVirtqueue q = queue;
+        Virtqueue q = queue;
         EventFd stopFd = stop;
         EventFd kick = kickFd >= 0 ? EventFd.adopt(kickFd).view() : null;
         thread = Thread.ofPlatform().name(name + "-q" + index).daemon().unstarted(() -> {
@@ -108,7 +117,7 @@ final class Vring {
         }
     }
 
-    private void run(SplitVirtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, Consumer<String> onError) {
+    private void run(Virtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, Consumer<String> onError) {
         DescriptorChain chain = new DescriptorChain(CHAIN_CAPACITY);
         int wake = handler.wakeupFd();
         int nfds = wake >= 0 ? 3 : 2;
@@ -183,7 +192,7 @@ final class Vring {
         if (interrupted) {
             Thread.currentThread().interrupt();
         }
-        base = queue.lastAvailIndex();
+        base = queue.vringBase();
         stop.close();
         stop = null;
         thread = null;
@@ -208,6 +217,7 @@ final class Vring {
         addressed = false;
         usedLogGpa = -1;
         base = 0;
+        packed = false;
         started = false;
         enabled = false;
     }

@@ -45,7 +45,7 @@ final class EchoDevice implements VhostUserDevice {
     public VirtqueueHandler openQueue(int index) {
         return new VirtqueueHandler() {
             @Override
-            public int doWork(SplitVirtqueue q, DescriptorChain c) {
+            public int doWork(Virtqueue q, DescriptorChain c) {
                 int n = 0;
                 while (q.tryPop(c)) {
                     long copied = 0;
@@ -84,7 +84,7 @@ final class EchoDevice implements VhostUserDevice {
             }
 
             @Override
-            public void close(SplitVirtqueue q) {
+            public void close(Virtqueue q) {
             }
         };
     }

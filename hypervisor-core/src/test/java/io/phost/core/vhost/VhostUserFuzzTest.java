@@ -137,6 +137,98 @@ class VhostUserFuzzTest {
         assertTrue(popped > 500 && rejected > 1000, "both outcomes exercised: popped " + popped + ", rejected " + rejected);
     }
 
+    /** As above for packed rings: random descriptors, flags, wrap counters, ids, indirect tables and bases. */
+    @Test
+    void shouldWalkOrRejectEveryRandomPackedVirtqueue() {
+        long size = 1 << 20;
+        int fd = SharedMemory.createUnsealed("fuzz-packed", size);
+        MemorySegment mine = SharedMemory.mapShared(fd, 0, size);
+        long gpa = 0x10_0000L;
+        GuestMemory memory = GuestMemory.of(new java.util.ArrayList<>(List.of(GuestMemory.mapRegion(0, gpa, size, mine.address(), 0, Fd.dup(fd)))));
+        SplittableRandom rnd = new SplittableRandom(1415);
+        DescriptorChain chain = new DescriptorChain(Vring.CHAIN_CAPACITY);
+        int popped = 0;
+        int rejected = 0;
+        try {
+            for (int c = 0; c < 5_000; c++) {
+                int qsize = 1 << rnd.nextInt(1, 8);
+                long desc = 0x1000;
+                long driver = desc + 16L * qsize;
+                long device = driver + 4;
+                long[] host = PackedVirtqueue.layout(0, memory, qsize, mine.address() + desc, mine.address() + driver, mine.address() + device);
+                int base = rnd.nextInt(4) == 0 ? rnd.nextInt() : (rnd.nextInt(qsize) | (rnd.nextBoolean() ? 0x8000 : 0)) * 0x10001;
+                PackedVirtqueue q;
+                try {
+                    q = new PackedVirtqueue(0, memory, qsize, host[0], host[1], host[2], base, rnd.nextBoolean(), rnd.nextBoolean(), null);
+                } catch (VhostUserException badBase) {
+                    rejected++;
+                    continue;
+                }
+                for (int i = 0; i < qsize; i++) { // descriptors: mostly plausible and available, sometimes garbage
+                    long d = desc + 16L * i;
+                    long addr = switch (rnd.nextInt(5)) {
+                        case 0 -> rnd.nextLong();
+                        case 1 -> gpa + size - rnd.nextInt(64);
+                        default -> gpa + 0x8000 + rnd.nextInt(0x70000);
+                    };
+                    int len = rnd.nextInt(6) == 0 ? rnd.nextInt() : rnd.nextInt(1, 4096);
+                    boolean wrap = (base & 0x8000) != 0;
+                    int kind = rnd.nextInt(8) == 0 ? rnd.nextInt(8)
+                        : (rnd.nextInt(3) == 0 ? SplitVirtqueue.DESC_F_NEXT : 0) | (rnd.nextInt(3) == 0 ? SplitVirtqueue.DESC_F_WRITE : 0);
+                    int flags = kind | switch (rnd.nextInt(8)) { // mostly available for the ring's avail wrap counter
+                        case 0 -> rnd.nextInt(65536);
+                        case 1 -> wrap ? PackedVirtqueue.DESC_F_USED : PackedVirtqueue.DESC_F_AVAIL;
+                        default -> wrap ? PackedVirtqueue.DESC_F_AVAIL : PackedVirtqueue.DESC_F_USED;
+                    };
+                    int id = rnd.nextInt(5) == 0 ? rnd.nextInt(65536) : rnd.nextInt(qsize);
+                    if ((flags & SplitVirtqueue.DESC_F_INDIRECT) != 0 && rnd.nextBoolean()) {
+                        long table = gpa + 0x40000 + 16L * rnd.nextInt(1000);
+                        addr = table;
+                        len = 16 * rnd.nextInt(0, 40);
+                        for (int k = 0; k < len / 16; k++) {
+                            long t = table - gpa + 16L * k;
+                            mine.set(U64, t, rnd.nextInt(10) == 0 ? rnd.nextLong() : gpa + 0x8000 + rnd.nextInt(0x70000));
+                            mine.set(U32, t + 8, rnd.nextInt(1, 512));
+                            mine.set(U16, t + 12, (short) rnd.nextInt(65536));
+                            mine.set(U16, t + 14, (short) rnd.nextInt(8));
+                        }
+                    }
+                    mine.set(U64, d, addr);
+                    mine.set(U32, d + 8, len);
+                    mine.set(U16, d + 12, (short) id);
+                    mine.set(U16, d + 14, (short) flags);
+                }
+                mine.set(U16, driver, (short) rnd.nextInt(65536));
+                mine.set(U16, driver + 2, (short) rnd.nextInt(4));
+                try {
+                    for (int i = 0; i <= qsize && q.tryPop(chain); i++) {
+                        popped++;
+                        assertTrue(chain.head() >= 0 && chain.head() < qsize, "buffer id inside the queue");
+                        for (int k = 0; k < chain.count(); k++) { // every element lies inside the region
+                            assertTrue(chain.address(k) >= memory.hostOfGpa(0, gpa), "inside guest memory");
+                            assertTrue(chain.address(k) - memory.hostOfGpa(0, gpa) + chain.length(k) <= size, "ends inside guest memory");
+                        }
+                        if (rnd.nextInt(8) == 0) {
+                            q.discard(1);
+                        } else {
+                            q.pushUsed(chain.head(), rnd.nextInt(4096));
+                            q.notifyIfNeeded();
+                        }
+                    }
+                } catch (VhostUserException expected) {
+                    rejected++;
+                }
+                int b = q.vringBase();
+                assertTrue((b & 0x7FFF) < qsize && ((b >>> 16) & 0x7FFF) < qsize, "positions stay inside the ring: 0x" + Integer.toHexString(b));
+            }
+        } finally {
+            memory.close();
+            SharedMemory.unmap(mine);
+            Fd.close(fd);
+        }
+        assertTrue(popped > 500 && rejected > 1000, "both outcomes exercised: popped " + popped + ", rejected " + rejected);
+    }
+
     @Test
     void shouldSurviveRandomMessageStreamsAndServeAWellBehavedFrontEndAfterwards() {
         SplittableRandom rnd = new SplittableRandom(41);

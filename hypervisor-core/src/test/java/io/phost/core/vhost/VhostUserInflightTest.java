@@ -59,7 +59,7 @@ class VhostUserInflightTest {
         public VirtqueueHandler openQueue(int index) {
             return new VirtqueueHandler() {
                 @Override
-                public int doWork(SplitVirtqueue q, DescriptorChain c) {
+                public int doWork(Virtqueue q, DescriptorChain c) {
                     int n = 0;
                     while (q.tryPop(c)) {
                         taken.add(c.head());
@@ -78,7 +78,7 @@ class VhostUserInflightTest {
                 }
 
                 @Override
-                public void close(SplitVirtqueue q) {
+                public void close(Virtqueue q) {
                 }
             };
         }

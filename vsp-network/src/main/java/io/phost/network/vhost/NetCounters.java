@@ -12,6 +12,8 @@ public final class NetCounters {
     volatile long rxNoQueue;
     /** Switch agent: frames either way dropped while the port's link is down ({@link VhostUserNetPort#link(boolean)}). */
     volatile long linkDownDrops;
+    /** Switch agent: RARP announcements injected for SEND_RARP (after a migration). */
+    volatile long announcements;
     /** TX worker: frames from the guest handed to the switch. */
     volatile long txFrames;
     /** TX worker: malformed frames from the guest (too short or long, offload state not negotiated or out of range). */
@@ -31,6 +33,10 @@ public final class NetCounters {
 
     public long linkDownDrops() {
         return linkDownDrops;
+    }
+
+    public long announcements() {
+        return announcements;
     }
 
     public long txFrames() {

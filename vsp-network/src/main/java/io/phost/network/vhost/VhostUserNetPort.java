@@ -34,8 +34,18 @@ public final class VhostUserNetPort implements AutoCloseable {
 
     /** Attaches port {@code name} to {@code sw} and serves it on {@code socketPath}; workers pinned to {@code cpus}. */
     public static VhostUserNetPort start(String name, ManagedSwitch sw, PortConfig config, Path socketPath, List<Integer> cpus) {
+        return start(name, sw, config, socketPath, cpus, 1);
+    }
+
+    /**
+     * As above with {@code queuePairs} (1..16) receive/transmit queue pairs, each served by its own two workers;
+     * more than one offers VIRTIO_NET_F_MQ (QEMU: {@code -netdev vhost-user,queues=N} and
+     * {@code virtio-net-pci,mq=on}).
+     */
+    public static VhostUserNetPort start(String name, ManagedSwitch sw, PortConfig config, Path socketPath, List<Integer> cpus,
+                                         int queuePairs) {
         long mac = config.mac() == -1 ? randomMac() : config.mac();
-        VhostUserNetDevice device = new VhostUserNetDevice(mac, config.mtu() == 0 ? PortConfig.DEFAULT_MTU : config.mtu());
+        VhostUserNetDevice device = new VhostUserNetDevice(mac, config.mtu() == 0 ? PortConfig.DEFAULT_MTU : config.mtu(), queuePairs);
         Port port = sw.attach(name, config, device, device);
         // The guest's GUEST_CSUM/TSO acks change what the sink takes: re-apply the policy on the switch's thread.
         device.onOffloadsChanged(() -> sw.agent().submit(s -> s.configure(port, port.config())));
@@ -75,8 +85,9 @@ public final class VhostUserNetPort implements AutoCloseable {
         return backend.lastError();
     }
 
+    /** The device's counters summed over its queue pairs (a snapshot). */
     public NetCounters counters() {
-        return device.counters;
+        return device.countersSnapshot();
     }
 
     /** The port's link state as the guest is told it (config {@code status}): true = up (the default). */

@@ -3,7 +3,7 @@ package io.phost.network.vhost;
 import static io.phost.network.vhost.VirtioNetDescriptor.*;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VhostUserException;
 import io.phost.core.vhost.VirtqueueHandler;
 import java.nio.ByteOrder;
@@ -14,10 +14,10 @@ import org.agrona.concurrent.ControlledMessageHandler;
 import org.agrona.concurrent.UnsafeBuffer;
 
 /**
- * The receive queue (0): frames the switch queued for the guest are scattered into the guest's device-writable
+ * A receive queue (2k, of pair k): frames the switch queued for the guest are scattered into the guest's device-writable
  * chains, header first. With MRG_RXBUF a frame may take several chains ({@code num_buffers} says how many);
  * without, it must fit one chain or it is dropped (counted). When the guest has too few buffers for the next
- * frame, the chains popped for it are given back ({@link SplitVirtqueue#discard}), the frame stays queued and
+ * frame, the chains popped for it are given back ({@link Virtqueue#discard}), the frame stays queued and
  * the worker sleeps until the guest kicks.
  * <pre>
  *   stream written:  [ header (hdr bytes, num_buffers = chains used) ][ frame ]
@@ -32,7 +32,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
     static final int CHAIN_CAPACITY = 64;
     private static final int BATCH = 64;
 
-    private final VhostUserNetDevice device;
+    private final NetQueuePair pair;
     private final VnetFrameRing ring;
     private final int hdr;
     private final boolean mergeable;
@@ -41,7 +41,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
     private final int[] written = new int[MAX_CHAINS_PER_FRAME];
     private final UnsafeBuffer guest = new UnsafeBuffer(0, 0);
     private final BooleanSupplier empty;
-    private SplitVirtqueue queue;
+    private Virtqueue queue;
     private boolean armed;
     private boolean stalled;
     private int delivered;
@@ -50,9 +50,9 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
     private int curElem;
     private int curOffset;
 
-    VhostUserNetRxQueue(VhostUserNetDevice device, int hdr, boolean mergeable, boolean guestCsum) {
-        this.device = device;
-        this.ring = device.toGuest;
+    VhostUserNetRxQueue(NetQueuePair pair, int hdr, boolean mergeable, boolean guestCsum) {
+        this.pair = pair;
+        this.ring = pair.toGuest;
         this.hdr = hdr;
         this.mergeable = mergeable;
         this.guestCsum = guestCsum;
@@ -60,13 +60,13 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
         for (int i = 0; i < chains.length; i++) {
             chains[i] = new DescriptorChain(CHAIN_CAPACITY);
         }
-        device.rxRunning(true);
+        pair.rxRunning = true;
     }
 
     @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain unused) {
+    public int doWork(Virtqueue q, DescriptorChain unused) {
         if (armed) {
-            device.rxWake.disarm();
+            pair.rxWake.disarm();
             armed = false;
         }
         queue = q;
@@ -82,7 +82,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
         if (stalled) {
             return 0; // sleep until the guest kicks (it adds buffers)
         }
-        if (device.rxWake.arm(empty)) {
+        if (pair.rxWake.arm(empty)) {
             armed = true; // sleep until the switch queues a frame (wakeupFd) or a kick
             return 0;
         }
@@ -98,7 +98,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
         while (room < total) {
             if (used == (mergeable ? MAX_CHAINS_PER_FRAME : 1)) {
                 queue.discard(used);
-                device.counters.rxTooBig++;
+                pair.counters.rxTooBig++;
                 return Action.CONTINUE; // dropped: does not fit what the guest posts
             }
             DescriptorChain c = chains[used];
@@ -109,7 +109,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
             }
             if (c.readableCount() != 0) {
                 throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_ORDER,
-                    "queue " + RX_QUEUE + " head " + c.head() + ": device-readable buffer in a receive chain");
+                    "queue " + 2 * pair.index + " head " + c.head() + ": device-readable buffer in a receive chain");
             }
             written[used] = 0;
             room += c.writableBytes();
@@ -130,7 +130,7 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
             queue.pushUsed(chains[k].head(), written[k]);
         }
         delivered++;
-        device.counters.rxFrames++;
+        pair.counters.rxFrames++;
         return Action.CONTINUE;
     }
 
@@ -173,14 +173,14 @@ final class VhostUserNetRxQueue implements VirtqueueHandler, ControlledMessageHa
 
     @Override
     public int wakeupFd() {
-        return device.rxWake.fd();
+        return pair.rxWake.fd();
     }
 
     @Override
-    public void close(SplitVirtqueue q) {
-        device.rxRunning(false);
+    public void close(Virtqueue q) {
+        pair.rxRunning = false;
         if (armed) {
-            device.rxWake.disarm();
+            pair.rxWake.disarm();
             armed = false;
         }
     }

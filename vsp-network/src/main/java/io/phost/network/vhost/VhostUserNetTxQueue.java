@@ -3,7 +3,7 @@ package io.phost.network.vhost;
 import static io.phost.network.vhost.VirtioNetDescriptor.*;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VirtqueueHandler;
 import io.phost.vswitch.PacketMeta;
 import java.util.concurrent.locks.LockSupport;
@@ -12,7 +12,7 @@ import org.agrona.concurrent.UnsafeBuffer;
 import org.agrona.concurrent.ringbuffer.OneToOneRingBuffer;
 
 /**
- * The transmit queue (1): each chain's device-readable bytes are {@code [header][frame]}; the frame is gathered
+ * A transmit queue (2k + 1, of pair k): each chain's device-readable bytes are {@code [header][frame]}; the frame is gathered
  * into the switch-bound ring with the header normalised to 12 bytes, and the chain is returned at once.
  * When the ring is full the popped chain waits (one, {@link #inFlight} = 1) and is retried; the switch drains
  * the ring. Frames that are too short or too long, or whose offload state was not negotiated or points past
@@ -23,6 +23,7 @@ final class VhostUserNetTxQueue implements VirtqueueHandler {
     private static final int BATCH = 64;
 
     private final VhostUserNetDevice device;
+    private final NetCounters counters;
     private final OneToOneRingBuffer ring;
     private final int maxFrame;
     private final int hdr;
@@ -33,10 +34,11 @@ final class VhostUserNetTxQueue implements VirtqueueHandler {
     private boolean pending;
     private int pendingHead;
 
-    VhostUserNetTxQueue(VhostUserNetDevice device, int hdr, long features) {
+    VhostUserNetTxQueue(VhostUserNetDevice device, NetQueuePair pair, int hdr, long features) {
         this.device = device;
-        this.ring = device.fromGuest.ring();
-        this.maxFrame = Math.min(device.fromGuest.maxFrame(), io.phost.vswitch.VSwitch.MAX_FRAME);
+        this.counters = pair.counters;
+        this.ring = pair.fromGuest.ring();
+        this.maxFrame = Math.min(pair.fromGuest.maxFrame(), io.phost.vswitch.VSwitch.MAX_FRAME);
         this.hdr = hdr;
         this.csum = (features & (1L << F_CSUM)) != 0;
         this.tso4 = (features & (1L << F_HOST_TSO4)) != 0;
@@ -44,7 +46,7 @@ final class VhostUserNetTxQueue implements VirtqueueHandler {
     }
 
     @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain chain) {
+    public int doWork(Virtqueue q, DescriptorChain chain) {
         int sent = 0;
         int returned = 0;
         while (sent + returned < BATCH) {
@@ -54,7 +56,7 @@ final class VhostUserNetTxQueue implements VirtqueueHandler {
             pending = false;
             long frame = chain.readableBytes() - hdr;
             if (frame < MIN_FRAME || frame > maxFrame || !offloadsValid(chain, (int) frame)) {
-                device.counters.txErrors++;
+                counters.txErrors++;
                 q.pushUsed(chain.head(), 0);
                 returned++;
                 continue;
@@ -71,7 +73,7 @@ final class VhostUserNetTxQueue implements VirtqueueHandler {
             sent++;
         }
         if (sent > 0) {
-            device.counters.txFrames += sent;
+            counters.txFrames += sent;
             device.wakeSwitch();
         }
         if (sent + returned > 0) {
@@ -146,10 +148,10 @@ final class VhostUserNetTxQueue implements VirtqueueHandler {
     }
 
     @Override
-    public void close(SplitVirtqueue q) {
+    public void close(Virtqueue q) {
         if (pending) {
             // stopping with a chain the switch had no room for: the frame is lost, the buffer goes back
-            device.counters.txErrors++;
+            counters.txErrors++;
             q.pushUsed(pendingHead, 0);
             q.notifyIfNeeded();
             pending = false;

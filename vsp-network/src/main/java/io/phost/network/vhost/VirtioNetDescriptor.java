@@ -10,7 +10,8 @@ package io.phost.network.vhost;
  *  config space (12 bytes served)
  *   0: u8 mac[6]   6: le16 status (1 = LINK_UP)   8: le16 max_virtqueue_pairs   10: le16 mtu
  * </pre>
- * Queues: 0 = receiveq (device → driver, device-writable chains), 1 = transmitq (driver → device).
+ * Queues: 2k = receiveq k (device → driver, device-writable chains), 2k + 1 = transmitq k (driver → device);
+ * the control queue (with MQ) is QEMU's own, never the back-end's.
  */
 final class VirtioNetDescriptor {
     static final int F_CSUM = 0;
@@ -23,6 +24,7 @@ final class VirtioNetDescriptor {
     static final int F_HOST_TSO6 = 12;
     static final int F_MRG_RXBUF = 15;
     static final int F_STATUS = 16;
+    static final int F_MQ = 22;
     static final int F_VERSION_1 = 32;
 
     static final int HDR_LENGTH = 12;
@@ -36,6 +38,7 @@ final class VirtioNetDescriptor {
     static final int MTU_OFFSET = 10;
     static final int STATUS_LINK_UP = 1;
 
+    /** Queue index modulo 2 of a receive and a transmit queue. */
     static final int RX_QUEUE = 0;
     static final int TX_QUEUE = 1;
 

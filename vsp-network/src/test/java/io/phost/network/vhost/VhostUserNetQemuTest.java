@@ -79,17 +79,17 @@ class VhostUserNetQemuTest {
                 .redirectOutput(received.toFile()).redirectError(ProcessBuilder.Redirect.DISCARD).start();
             cleanup.add(listener::destroyForcibly);
             Path sock = dir.resolve("net.sock");
-            VhostUserNetPort nic = VhostUserNetPort.start("vm/eth0", sw, PortConfig.vnic(GUEST_MAC), sock, List.of());
+            VhostUserNetPort nic = VhostUserNetPort.start("vm/eth0", sw, PortConfig.vnic(GUEST_MAC), sock, List.of(), 2);
             cleanup.add(nic);
             Path log = dir.resolve("console.log");
             String script = Base64.getEncoder().encodeToString(SCRIPT.getBytes(StandardCharsets.UTF_8));
-            Process qemu = new ProcessBuilder("qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-m", "256",
+            Process qemu = new ProcessBuilder("qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-m", "256", "-smp", "2",
                 "-nodefaults", "-nographic", "-serial", "stdio", "-no-reboot",
                 "-kernel", guest.resolve("vmlinuz").toString(), "-initrd", guest.resolve("initramfs.gz").toString(),
                 "-append", "console=ttyS0 quiet phost.script=" + script,
                 "-object", "memory-backend-memfd,id=mem,size=256M,share=on", "-numa", "node,memdev=mem",
-                "-chardev", "socket,id=c0,path=" + sock, "-netdev", "vhost-user,id=n0,chardev=c0",
-                "-device", "virtio-net-pci,netdev=n0,mac=02:83:00:00:00:02,vectors=0")
+                "-chardev", "socket,id=c0,path=" + sock, "-netdev", "vhost-user,id=n0,chardev=c0,queues=2",
+                "-device", "virtio-net-pci,netdev=n0,mac=02:83:00:00:00:02,vectors=0,mq=on")
                 .redirectErrorStream(true).redirectOutput(log.toFile()).start();
             cleanup.add(qemu::destroyForcibly);
             try {
@@ -99,6 +99,7 @@ class VhostUserNetQemuTest {
                         + "\nphost: " + nic.lastError() + " rx=" + nic.counters().rxFrames() + " tx=" + nic.counters().txFrames());
                     Thread.sleep(200);
                 }
+                assertEquals(4, nic.runningQueues(), "two queue pairs run (the guest has 2 vCPUs)");
                 assertEquals(0, Net.run(20, "ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.3", "-W", "3", "10.83.0.2"),
                     "namespace pings the guest");
                 assertTrue(qemu.waitFor(60, TimeUnit.SECONDS), "guest powers off:\n" + Files.readString(log));
@@ -114,7 +115,7 @@ class VhostUserNetQemuTest {
                 assertEquals(0, nic.counters().txErrors());
                 long acked = nic.ackedFeatures();
                 for (int bit : new int[] {VirtioNetDescriptor.F_VERSION_1, VirtioNetDescriptor.F_MRG_RXBUF, VirtioNetDescriptor.F_CSUM,
-                    VirtioNetDescriptor.F_GUEST_CSUM, VirtioNetDescriptor.F_HOST_TSO4, VirtioNetDescriptor.F_GUEST_TSO4}) {
+                    VirtioNetDescriptor.F_GUEST_CSUM, VirtioNetDescriptor.F_HOST_TSO4, VirtioNetDescriptor.F_GUEST_TSO4, VirtioNetDescriptor.F_MQ}) {
                     assertTrue((acked & (1L << bit)) != 0, "Linux's virtio_net acked feature bit " + bit + ": 0x" + Long.toHexString(acked));
                 }
                 assertTrue(nic.counters().txFrames() > 0 && nic.counters().rxFrames() > 0, "frames both ways");

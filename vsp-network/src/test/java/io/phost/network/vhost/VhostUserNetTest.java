@@ -197,6 +197,149 @@ class VhostUserNetTest {
     }
 
     @Test
+    void shouldServeFourQueuePairsConcurrentlyAndKeepEachFlowOnOneReceiveQueue() throws Exception {
+        int pairs = 4;
+        VhostUserNetPort p = VhostUserNetPort.start("vm/n0", sw, PortConfig.vnic(GUEST_MAC), dir.resolve("n0.sock"), List.of(), pairs);
+        closers.add(p);
+        VhostUserFrontend f = VhostUserFrontend.connect(p.socketPath(), 16 << 20);
+        closers.add(f);
+        f.negotiate(WANTED | 1L << F_MQ);
+        assertEquals(pairs, f.getU64(io.phost.core.vhost.VhostUserRequest.GET_QUEUE_NUM), "GET_QUEUE_NUM answers queue pairs");
+        assertEquals(pairs, f.config(CONFIG_LENGTH).get(LE16, MAX_VIRTQUEUE_PAIRS_OFFSET));
+        VhostUserFrontend.Queue[] rx = new VhostUserFrontend.Queue[pairs];
+        VhostUserFrontend.Queue[] tx = new VhostUserFrontend.Queue[pairs];
+        for (int k = 0; k < pairs; k++) {
+            rx[k] = f.startQueue(2 * k, 256);
+            tx[k] = f.startQueue(2 * k + 1, 256);
+        }
+        assertTrue(waitFor(() -> p.runningQueues() == 2 * pairs), "every queue runs");
+
+        // Transmit: four threads, one per queue, 200 frames each at once; each frame says which queue and which one.
+        int perQueue = 200;
+        Thread[] senders = new Thread[pairs];
+        Throwable[] failed = new Throwable[1];
+        for (int k = 0; k < pairs; k++) {
+            int queue = k;
+            senders[k] = Thread.ofPlatform().start(() -> {
+                try {
+                    for (int i = 0; i < perQueue; i++) {
+                        byte[] fr = frame(PEER_MAC, GUEST_MAC, 80, 0);
+                        fr[14] = (byte) queue;
+                        fr[15] = (byte) i;
+                        long a = f.alloc(HDR_LENGTH + fr.length, 8);
+                        MemorySegment.copy(MemorySegment.ofArray(fr), 0, f.at(a + HDR_LENGTH, fr.length), 0, fr.length);
+                        assertTrue(tx[queue].add(new long[] {a}, new int[] {HDR_LENGTH + fr.length}, new boolean[] {false}) >= 0);
+                        tx[queue].kick();
+                    }
+                } catch (Throwable t) {
+                    failed[0] = t;
+                }
+            });
+        }
+        boolean[][] seen = new boolean[pairs][perQueue];
+        int got = 0;
+        long deadline = System.nanoTime() + 20_000_000_000L;
+        while (got < pairs * perQueue && System.nanoTime() < deadline) {
+            int[] n = {0};
+            peerOut.poll((seg, off, len) -> {
+                int q = seg.get(ValueLayout.JAVA_BYTE, off + 14);
+                int i = seg.get(ValueLayout.JAVA_BYTE, off + 15) & 0xff;
+                assertFalse(seen[q][i], "frame " + q + "/" + i + " once");
+                seen[q][i] = true;
+                n[0]++;
+            }, 64);
+            got += n[0];
+            if (n[0] == 0) {
+                Thread.sleep(1);
+            }
+        }
+        for (Thread t : senders) {
+            t.join();
+        }
+        assertNull(failed[0]);
+        assertEquals(pairs * perQueue, got, "every frame of every transmit queue reached the peer");
+
+        // Receive: 32 UDP flows (source ports), 2 frames each; every flow's frames land on one queue.
+        long[][] bufs = new long[pairs][256];
+        for (int k = 0; k < pairs; k++) {
+            for (int b = 0; b < 64; b++) {
+                long a = f.alloc(1536, 8);
+                int head = rx[k].add(new long[] {a}, new int[] {1536}, new boolean[] {true});
+                bufs[k][head] = a;
+            }
+            rx[k].kick();
+        }
+        int[] queueOfFlow = receiveFlows(f, p, rx, bufs, 32, 0);
+        long queuesUsed = java.util.Arrays.stream(queueOfFlow).distinct().count();
+        assertTrue(queuesUsed > 1, "flows spread over the receive queues: " + java.util.Arrays.toString(queueOfFlow));
+
+        // The guest turns pairs 2 and 3 off (QEMU: VIRTIO_NET_CTRL_MQ → SET_VRING_ENABLE 0): only 0 and 1 receive.
+        f.enableQueue(4, false);
+        f.enableQueue(6, false);
+        assertTrue(waitFor(() -> p.runningQueues() == 2 * pairs - 2));
+        int[] after = receiveFlows(f, p, rx, bufs, 32, 100);
+        for (int q : after) {
+            assertTrue(q < 2, "a disabled queue gets nothing: " + java.util.Arrays.toString(after));
+        }
+        assertEquals(0, p.counters().rxTooBig());
+        assertNull(p.lastError());
+    }
+
+    /** The peer sends {@code flows} UDP flows twice each; returns the receive queue each flow arrived on. */
+    private int[] receiveFlows(VhostUserFrontend f, VhostUserNetPort p, VhostUserFrontend.Queue[] rx, long[][] bufs,
+                               int flows, int portBase) throws Exception {
+        int[] queueOfFlow = new int[flows];
+        Arrays.fill(queueOfFlow, -1);
+        for (int round = 0; round < 2; round++) {
+            for (int fl = 0; fl < flows; fl++) {
+                byte[] in = Ipv4Udp.frame(GUEST_MAC, PEER_MAC, 32);
+                in[34] = (byte) ((portBase + fl) >> 8);
+                in[35] = (byte) (portBase + fl);
+                while (!peerIn.tryWrite(MemorySegment.ofArray(in), 0, in.length)) {
+                    Thread.sleep(1);
+                }
+            }
+        }
+        int got = 0;
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        while (got < 2 * flows && System.nanoTime() < deadline) {
+            boolean any = false;
+            for (int k = 0; k < rx.length; k++) {
+                int[] u = rx[k].awaitUsed(1);
+                if (u == null) {
+                    continue;
+                }
+                any = true;
+                got++;
+                MemorySegment b = f.at(bufs[k][u[0]], 1536);
+                int fl = ((b.get(ValueLayout.JAVA_BYTE, HDR_LENGTH + 34) & 0xff) << 8 | (b.get(ValueLayout.JAVA_BYTE, HDR_LENGTH + 35) & 0xff)) - portBase;
+                assertTrue(queueOfFlow[fl] == -1 || queueOfFlow[fl] == k, "flow " + fl + " on queues " + queueOfFlow[fl] + " and " + k);
+                queueOfFlow[fl] = k;
+                // give the buffer back
+                int head = rx[k].add(new long[] {bufs[k][u[0]]}, new int[] {1536}, new boolean[] {true});
+                bufs[k][head] = bufs[k][u[0]];
+                rx[k].kick();
+            }
+            if (!any) {
+                Thread.sleep(1);
+            }
+        }
+        assertEquals(2 * flows, got, "every frame delivered: " + p.counters().rxNoQueue() + " without a queue");
+        return queueOfFlow;
+    }
+
+    static boolean waitFor(java.util.function.BooleanSupplier c) throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (!c.getAsBoolean()) {
+            if (System.nanoTime() > deadline) {
+                return false;
+            }
+            Thread.sleep(5);
+        }
+        return true;
+    }
+
+    @Test
     void shouldCarryFramesFromTheGuestToAnotherPortAndBack() throws Exception {
         VhostUserNetPort p = nic("n0", GUEST_MAC);
         VhostUserFrontend f = driver(p);

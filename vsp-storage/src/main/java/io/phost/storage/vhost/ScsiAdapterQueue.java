@@ -1,7 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VirtqueueHandler;
 import io.phost.storage.engine.IoVecs;
 import io.phost.storage.scsi.ScsiQueue;
@@ -17,14 +17,14 @@ import java.lang.foreign.MemorySegment;
  * {@link #push} for each chain it returns. Nothing is allocated per request.
  */
 abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completion {
-    // SAFETY: used only at host addresses of chain elements, which SplitVirtqueue translated into mapped
+    // SAFETY: used only at host addresses of chain elements, which the virtqueue translated into mapped
     // guest regions and bounds-checked; the regions stay mapped while the queue runs.
     static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     /** How long close waits for in-flight commands before closing the core queue anyway. */
     private static final long CLOSE_DRAIN_NANOS = 30_000_000_000L;
 
     final ScsiQueue scsi;
-    private SplitVirtqueue queue;
+    private Virtqueue queue;
     private boolean notifyPending;
 
     ScsiAdapterQueue(ScsiTarget target, int depth, int maxSegments) {
@@ -35,7 +35,7 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
     abstract void start(ScsiRequest r, DescriptorChain c);
 
     @Override
-    public final int doWork(SplitVirtqueue q, DescriptorChain chain) {
+    public final int doWork(Virtqueue q, DescriptorChain chain) {
         queue = q;
         int work = 0;
         while (true) {
@@ -67,7 +67,7 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
     }
 
     @Override
-    public final void close(SplitVirtqueue q) {
+    public final void close(Virtqueue q) {
         queue = q;
         long deadline = System.nanoTime() + CLOSE_DRAIN_NANOS;
         while (scsi.outstanding() > 0 && System.nanoTime() - deadline < 0) {

@@ -47,6 +47,11 @@ final class VhostUserBlkDevice implements VhostUserDevice {
         return f;
     }
 
+    @Override
+    public boolean packedRings() {
+        return true;
+    }
+
     /** Block requests are idempotent and the queue never gives chains back: resubmission after a kill is safe. */
     @Override
     public boolean tracksInflight() {

@@ -57,5 +57,10 @@ abstract class VhostUserExport implements AutoCloseable {
     @Override
     public final void close() {
         backend.close();
+        released();
+    }
+
+    /** After the back-end stopped: the export's own resources go. */
+    protected void released() {
     }
 }

@@ -1,7 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.DescriptorChain;
-import io.phost.core.vhost.SplitVirtqueue;
+import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VirtqueueHandler;
 import io.phost.storage.scsi.ScsiTarget;
 import io.phost.storage.scsi.TaskFunction;
@@ -36,7 +36,7 @@ final class VhostUserScsiControlQueue implements VirtqueueHandler {
     }
 
     @Override
-    public int doWork(SplitVirtqueue q, DescriptorChain c) {
+    public int doWork(Virtqueue q, DescriptorChain c) {
         int n = 0;
         while (q.tryPop(c)) {
             n++;
@@ -116,6 +116,6 @@ final class VhostUserScsiControlQueue implements VirtqueueHandler {
     }
 
     @Override
-    public void close(SplitVirtqueue q) {
+    public void close(Virtqueue q) {
     }
 }

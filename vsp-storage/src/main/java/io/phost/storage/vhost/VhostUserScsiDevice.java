@@ -13,8 +13,8 @@ import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
  * virtio-scsi over the storage core: one controller = one {@link ScsiTarget} (target 0) with its LUNs, as the
  * config lays them out. Queue 0 is control, 1 events, 2.. requests (each its own {@link ScsiQueue} over the
  * shared target). Device features: CHANGE only (QEMU passes its own default-on {@code param_change} bit
- * through to the back-end unmasked, and refuses to start if SET_FEATURES fails; we simply never send a
- * parameter-change event). Not offered: INOUT, HOTPLUG, T10_PI.
+ * through to the back-end unmasked, and refuses to start if SET_FEATURES fails; a grown LUN raises a
+ * parameter-change event, {@link #capacityChanged}). Not offered: INOUT, HOTPLUG, T10_PI.
  * <pre>
  *  config (36)  le32 num_queues @0 | le32 seg_max @4 | le32 max_sectors @8 | le32 cmd_per_lun @12
  *               | le32 event_info_size @16 | le32 sense_size @20 | le32 cdb_size @24 | le16 max_channel @28
@@ -31,6 +31,7 @@ final class VhostUserScsiDevice implements VhostUserDevice {
 
     private final ScsiTarget target;
     private final int requestQueues;
+    final ScsiEventMailbox events = new ScsiEventMailbox();
 
     VhostUserScsiDevice(ScsiTarget target, int requestQueues) {
         this.target = target;
@@ -39,6 +40,11 @@ final class VhostUserScsiDevice implements VhostUserDevice {
 
     ScsiTarget target() {
         return target;
+    }
+
+    /** LUN {@code lun} grew: a VIRTIO_SCSI_T_PARAM_CHANGE event for the guest (any thread). */
+    void capacityChanged(int lun) {
+        events.paramChanged(lun);
     }
 
     /** VIRTIO_SCSI_F_CHANGE. */
@@ -81,7 +87,7 @@ final class VhostUserScsiDevice implements VhostUserDevice {
     public VirtqueueHandler openQueue(int index) {
         return switch (index) {
             case CONTROL_QUEUE -> new VhostUserScsiControlQueue(target);
-            case EVENT_QUEUE -> new VhostUserScsiEventQueue();
+            case EVENT_QUEUE -> new VhostUserScsiEventQueue(events);
             default -> new VhostUserScsiQueue(target, QUEUE_DEPTH);
         };
     }

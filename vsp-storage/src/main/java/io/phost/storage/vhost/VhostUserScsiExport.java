@@ -49,17 +49,35 @@ public final class VhostUserScsiExport extends VhostUserExport {
     }
 
     private final ScsiTarget target;
+    private final VhostUserScsiDevice device;
 
-    private VhostUserScsiExport(String name, ScsiTarget target, VhostUserBackend backend) {
+    private VhostUserScsiExport(String name, ScsiTarget target, VhostUserScsiDevice device, VhostUserBackend backend) {
         super(name, backend);
         this.target = target;
+        this.device = device;
     }
 
     /** Starts serving {@code target} on {@code socketPath} (created; a stale socket is replaced). */
     public static VhostUserScsiExport start(String name, ScsiTarget target, Path socketPath, Options options) {
         Objects.requireNonNull(target, "target");
         VhostUserScsiDevice device = new VhostUserScsiDevice(target, options.requestQueues());
-        return new VhostUserScsiExport(name, target, VhostUserBackend.start(name, socketPath, device, options.cpus()));
+        return new VhostUserScsiExport(name, target, device, VhostUserBackend.start(name, socketPath, device, options.cpus()));
+    }
+
+    /**
+     * LUN {@code lun} grew (after {@code ScsiLun.swapGrownDisk}): raises VIRTIO_SCSI_T_PARAM_CHANGE with
+     * CAPACITY DATA HAS CHANGED (0x2A/0x09) on the event queue, so a Linux guest rescans the device and sees
+     * the new size. Delivered when the driver has an event buffer posted (at once for Linux, which keeps 8);
+     * the unit attention the LUN reports to its next command stays. Returns whether a front-end is connected.
+     */
+    public boolean capacityChanged(int lun) {
+        device.capacityChanged(lun);
+        return connected();
+    }
+
+    @Override
+    protected void released() {
+        device.events.close();
     }
 
     public ScsiTarget target() {

@@ -35,7 +35,10 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @Timeout(120)
 class VhostUserBlkTest {
     private static final long SIZE = 16L << 20;
-    private static final long WANTED = ~0L; // everything the back-end offers
+    /** Everything the back-end offers, with split rings. */
+    private static final long WANTED = ~(1L << VhostUserDescriptor.F_RING_PACKED);
+    /** Everything with packed rings (dirty logging is split-only). */
+    private static final long PACKED = ~(1L << VhostUserDescriptor.F_LOG_ALL);
 
     @TempDir
     Path dir;
@@ -45,7 +48,7 @@ class VhostUserBlkTest {
         Path image = dir.resolve("disk.raw");
         RawDisk.createSparse(image, SIZE);
         try (RawDisk disk = RawDisk.openFile(image, false, false)) {
-            exercise(disk, "raw-disk");
+            exercise(disk, "raw-disk", WANTED);
         }
         verifyWithQemu(image, "raw");
     }
@@ -55,7 +58,7 @@ class VhostUserBlkTest {
         Path image = dir.resolve("disk.vhdx");
         VhdxDisk.create(image, VhdxCreateOptions.dynamic(SIZE).withBlockSize(1 << 20)).close();
         try (VhdxDisk disk = VhdxDisk.open(image, false)) {
-            exercise(disk, "vhdx-disk");
+            exercise(disk, "vhdx-disk", PACKED);
         }
         String check = Proc.ok(60, "qemu-img", "check", "-f", "vhdx", image.toString());
         assertTrue(check.contains("No errors"), check);
@@ -73,7 +76,7 @@ class VhostUserBlkTest {
         try {
             try (RawDisk dev = RawDisk.openDevice(Path.of(loop), false)) {
                 assertTrue(dev.blockDevice());
-                exercise(dev, "loop-disk");
+                exercise(dev, "loop-disk", WANTED);
             }
         } finally {
             Proc.run(30, "losetup", "-d", loop);
@@ -103,11 +106,95 @@ class VhostUserBlkTest {
         }
     }
 
-    private void exercise(VirtualDisk disk, String name) throws Exception {
+    /** Four queues driven at once from four threads (QEMU's num-queues = vCPUs), all admitted through one QoS flow. */
+    @Test
+    void shouldServeFourQueuesConcurrentlyThroughOneQosFlow() throws Exception {
+        serveFourQueuesConcurrently(WANTED);
+    }
+
+    @Test
+    void shouldServeFourPackedQueuesConcurrentlyThroughOneQosFlow() throws Exception {
+        serveFourQueuesConcurrently(PACKED);
+    }
+
+    private void serveFourQueuesConcurrently(long wanted) throws Exception {
+        Path image = dir.resolve("mq.raw");
+        RawDisk.createSparse(image, SIZE);
+        java.util.concurrent.atomic.AtomicLong admitted = new java.util.concurrent.atomic.AtomicLong();
+        java.util.Set<String> admittingThreads = java.util.concurrent.ConcurrentHashMap.newKeySet();
+        io.phost.qos.QosFlow flow = new io.phost.qos.QosFlow() {
+            @Override
+            public long tryAdmit(int bytes, long nowNanos) {
+                admitted.incrementAndGet();
+                admittingThreads.add(Thread.currentThread().getName());
+                return 0;
+            }
+
+            @Override
+            public void completed(int bytes, long latencyNanos, long nowNanos) {
+            }
+        };
+        int queues = 4;
+        int perQueue = 64;
+        try (RawDisk disk = RawDisk.openFile(image, false, false);
+             VhostUserBlkExport e = VhostUserBlkExport.start("mq", disk, dir.resolve("mq.sock"),
+                 VhostUserBlkExport.Options.defaults().withQueues(queues).withQos(flow));
+             VhostUserFrontend f = VhostUserFrontend.connect(e.socketPath(), 32 << 20)) {
+            f.negotiate(wanted);
+            assertEquals(queues, f.getU64(io.phost.core.vhost.VhostUserRequest.GET_QUEUE_NUM));
+            Blk[] q = new Blk[queues];
+            long[] buf = new long[queues];
+            for (int k = 0; k < queues; k++) {
+                q[k] = new Blk(f, f.startQueue(k, 64));
+                buf[k] = f.alloc(4096, 4096);
+            }
+            assertTrue(waitFor(() -> e.runningQueues() == queues), "every queue runs");
+            java.util.concurrent.ConcurrentLinkedQueue<Throwable> failures = new java.util.concurrent.ConcurrentLinkedQueue<>();
+            Thread[] drivers = new Thread[queues];
+            for (int k = 0; k < queues; k++) {
+                int queue = k;
+                drivers[k] = Thread.ofPlatform().start(() -> {
+                    try {
+                        MemorySegment b = f.at(buf[queue], 4096);
+                        for (int i = 0; i < perQueue; i++) { // queue k writes blocks k, k+4, k+8, ... each with its own byte
+                            b.fill((byte) (queue * perQueue + i));
+                            assertEquals(S_OK, q[queue].request(T_OUT, 8L * (queues * i + queue), buf[queue], 4096, false)[0]);
+                        }
+                        for (int i = 0; i < perQueue; i++) {
+                            b.fill((byte) 0);
+                            assertEquals(S_OK, q[queue].request(T_IN, 8L * (queues * i + queue), buf[queue], 4096, true)[0]);
+                            for (int off = 0; off < 4096; off += 512) {
+                                assertEquals((byte) (queue * perQueue + i), b.get(ValueLayout.JAVA_BYTE, off), "queue " + queue + " block " + i);
+                            }
+                        }
+                    } catch (Throwable t) {
+                        failures.add(t);
+                    }
+                });
+            }
+            for (Thread t : drivers) {
+                t.join();
+            }
+            assertTrue(failures.isEmpty(), () -> failures.peek().toString());
+            assertEquals(2L * queues * perQueue, admitted.get(), "every I/O of every queue went through the one flow");
+            assertTrue(admittingThreads.size() > 1, "the queues' own workers admitted them: " + admittingThreads);
+            assertNull(e.lastError());
+        }
+        // The interleaved blocks as the four queues wrote them, read by qemu-io.
+        for (int k = 0; k < queues; k++) {
+            int i = perQueue - 1;
+            String out = Proc.ok(60, "qemu-io", "-f", "raw", "-c",
+                "read -P " + ((k * perQueue + i) & 0xff) + " " + 4096L * (queues * i + k) + " 4k", image.toString());
+            assertTrue(!out.contains("Pattern verification failed"), out);
+        }
+    }
+
+    private void exercise(VirtualDisk disk, String name, long wanted) throws Exception {
         try (VhostUserBlkExport e = VhostUserBlkExport.start(name, disk, dir.resolve(name + ".sock"),
                  VhostUserBlkExport.Options.defaults().withQueues(2));
              VhostUserFrontend f = VhostUserFrontend.connect(e.socketPath(), 32 << 20)) {
-            long features = f.negotiate(WANTED);
+            long features = f.negotiate(wanted);
+            assertEquals(wanted == PACKED, (features & (1L << VhostUserDescriptor.F_RING_PACKED)) != 0, "packed ring negotiated");
             for (int bit : new int[] {F_SEG_MAX, F_BLK_SIZE, F_FLUSH, F_TOPOLOGY, F_MQ, F_DISCARD, F_WRITE_ZEROES,
                 VhostUserDescriptor.F_VERSION_1, VhostUserDescriptor.F_RING_EVENT_IDX, VhostUserDescriptor.F_RING_INDIRECT_DESC}) {
                 assertTrue((features & (1L << bit)) != 0, "feature bit " + bit + " negotiated");
@@ -174,7 +261,11 @@ class VhostUserBlkTest {
             assertTrue(stats.get("reads") >= 4 && stats.get("writes") >= 4, stats.toString());
             assertNull(e.lastError(), "no protocol error");
             int base = f.stopQueue(0);
-            assertEquals(q0.used(), base, "GET_VRING_BASE reports every request as consumed");
+            if (wanted == PACKED) { // avail position and wrap | used position and wrap << 16: every chain returned
+                assertEquals(base & 0xFFFF, base >>> 16, "GET_VRING_BASE: used where avail is, 0x" + Integer.toHexString(base));
+            } else {
+                assertEquals(q0.used(), base, "GET_VRING_BASE reports every request as consumed");
+            }
         }
     }
 

@@ -18,10 +18,7 @@ import java.nio.ByteOrder;
 import java.nio.file.Path;
 
 import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
-import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
-import static org.junit.jupiter.api.Assertions.assertNotNull;
-import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.*;
 
 /**
  * vhost-user-scsi with the test front-end standing in for QEMU: INQUIRY, READ CAPACITY, WRITE/READ through
@@ -72,6 +69,51 @@ class VhostUserScsiTest {
         c.set(BE64, 2, lba);
         c.set(BE32, 10, blocks);
         return c.toArray(ValueLayout.JAVA_BYTE);
+    }
+
+    /** A grown LUN raises VIRTIO_SCSI_T_PARAM_CHANGE (asc/ascq 0x2A/0x09) in a buffer of the event queue. */
+    @Test
+    void shouldRaiseAParameterChangeEventWhenALunGrows() throws Exception {
+        Path a = dir.resolve("grow.raw");
+        RawDisk.createSparse(a, 8L << 20);
+        try (RawDisk da = RawDisk.openFile(a, false, false)) {
+            ScsiTarget t = new ScsiTarget();
+            t.add(3, new ScsiLun("grow", da, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
+            try (VhostUserScsiExport e = VhostUserScsiExport.start("scsi", t, dir.resolve("s.sock"), VhostUserScsiExport.Options.defaults().withRequestQueues(1));
+                 VhostUserFrontend f = VhostUserFrontend.connect(e.socketPath(), 8 << 20)) {
+                f.negotiate(~0L);
+                f.startQueue(CONTROL_QUEUE, 16);
+                VhostUserFrontend.Queue events = f.startQueue(EVENT_QUEUE, 16);
+                f.startQueue(FIRST_REQUEST_QUEUE, 16);
+                long ev = f.alloc(EVENT_LENGTH, 8);
+                f.at(ev, EVENT_LENGTH).fill((byte) 0x77);
+                int head = events.add(new long[] {ev}, new int[] {EVENT_LENGTH}, new boolean[] {true});
+                events.kick();
+                Thread.sleep(100); // the worker holds the buffer; nothing to report yet
+                assertEquals(0, events.usedIndex(), "no event before a change");
+
+                assertTrue(e.capacityChanged(3));
+                int[] u = events.awaitUsed(5_000);
+                assertNotNull(u, "the event buffer came back");
+                assertArrayEquals(new int[] {head, EVENT_LENGTH}, u);
+                MemorySegment m = f.at(ev, EVENT_LENGTH);
+                assertEquals(3, m.get(LE32, 0), "VIRTIO_SCSI_T_PARAM_CHANGE");
+                // lun[2] without the flat-space 0x40 below LUN 256, as QEMU sends it: Linux's virtio_scsi reads lun[2] << 8 | lun[3]
+                assertArrayEquals(new byte[] {1, 0, 0, 3, 0, 0, 0, 0}, m.asSlice(4, 8).toArray(ValueLayout.JAVA_BYTE), "LUN 3 of target 0");
+                assertEquals(0x2A, m.get(ValueLayout.JAVA_BYTE, 12), "asc CAPACITY DATA HAS CHANGED");
+                assertEquals(0x09, m.get(ValueLayout.JAVA_BYTE, 13), "ascq");
+
+                // A change while the driver has no buffer posted waits for the next buffer.
+                assertTrue(e.capacityChanged(3));
+                Thread.sleep(100);
+                long ev2 = f.alloc(EVENT_LENGTH, 8);
+                int head2 = events.add(new long[] {ev2}, new int[] {EVENT_LENGTH}, new boolean[] {true});
+                events.kick();
+                assertArrayEquals(new int[] {head2, EVENT_LENGTH}, events.awaitUsed(5_000));
+                assertEquals(3, f.at(ev2, EVENT_LENGTH).get(LE32, 0));
+                assertNull(e.lastError());
+            }
+        }
     }
 
     @Test
