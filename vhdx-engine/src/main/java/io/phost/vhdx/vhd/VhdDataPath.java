@@ -175,6 +175,10 @@ final class VhdDataPath {
             MemorySegment part = (pos == 0 && n == length) ? src : src.asSlice(pos, n);
             int entry = (int) BAT.getAcquire(d.bat, block);
             if (entry == -1) {
+                if (inBlock == 0 && d.firstWrite != null && n <= FIRST_WRITE_MAX && allocateWith(block, part)) {
+                    pos += n;
+                    continue;
+                }
                 entry = allocate(block);
             }
             long blockStart = Integer.toUnsignedLong(entry) * SECTOR;
@@ -235,32 +239,65 @@ final class VhdDataPath {
             if (entry != -1) {
                 return entry;
             }
-            // Data area 4 KiB aligned (O_DIRECT, 4K-sector hosts): the bitmap sits just before a 4 KiB boundary.
-            long start = ((d.nextFree + d.bitmapBytes + 4095) & -4096L) - d.bitmapBytes;
-            if (start < d.nextFree) {
-                start += 4096;
-            }
-            long end = start + d.bitmapBytes + d.blockSize;
-            if (start / SECTOR >= VhdDynamicHeader.UNALLOCATED) {
-                throw new VhdFormatException(Reason.TOO_LARGE, d.nextFree, "file too large for a 32-bit BAT entry");
-            }
-            if (end > d.footerAt) {
-                growBefore(end);
-            }
+            long start = place();
             // The range below nextFree's old footer is a hole or zeroed: only the bitmap needs writing.
             d.file.writeFully(d.newBitmap, start);
-            entry = (int) (start / SECTOR);
-            d.nextFree = end;
-            if (d.bitmaps != null) {
-                BITMAPS.setRelease(d.bitmaps, block, new long[(int) ((d.blockSize / SECTOR + 63) >>> 6)]);
-            }
-            // Publish: readers that see the entry find the bitmap on disk; flush() writes the BAT sector.
-            BAT.setRelease(d.bat, block, entry);
-            d.batDirty.set(block / ENTRIES_PER_SECTOR, 1);
-            return entry;
+            return publish(block, start);
         } finally {
             d.allocLock.unlock();
         }
+    }
+
+    /**
+     * A dynamic disk's first write at the start of a new block: the bitmap and {@code data} are adjacent in
+     * the file, so they go out as one pwrite (through {@link VhdDisk#firstWrite}), which is what a raw file
+     * pays for its first write. False when another thread allocated the block first (nothing written).
+     */
+    boolean allocateWith(int block, MemorySegment data) throws IOException {
+        d.allocLock.lock();
+        try {
+            if ((int) BAT.getAcquire(d.bat, block) != -1) {
+                return false;
+            }
+            long start = place();
+            long n = d.bitmapBytes + data.byteSize();
+            MemorySegment.copy(data, 0, d.firstWrite, d.bitmapBytes, data.byteSize());
+            d.file.writeFully(d.firstWrite.asSlice(0, n), start);
+            publish(block, start);
+            return true;
+        } finally {
+            d.allocLock.unlock();
+        }
+    }
+
+    /** Where the next block starts, with the footer moved past it if needed. Under allocLock. */
+    private long place() throws IOException {
+        // Data area 4 KiB aligned (O_DIRECT, 4K-sector hosts): the bitmap sits just before a 4 KiB boundary.
+        long start = ((d.nextFree + d.bitmapBytes + 4095) & -4096L) - d.bitmapBytes;
+        if (start < d.nextFree) {
+            start += 4096;
+        }
+        long end = start + d.bitmapBytes + d.blockSize;
+        if (start / SECTOR >= VhdDynamicHeader.UNALLOCATED) {
+            throw new VhdFormatException(Reason.TOO_LARGE, d.nextFree, "file too large for a 32-bit BAT entry");
+        }
+        if (end > d.footerAt) {
+            growBefore(end);
+        }
+        return start;
+    }
+
+    /** Publishes the block whose bitmap is written at {@code start}; flush() writes its BAT sector. Under allocLock. */
+    private int publish(int block, long start) {
+        int entry = (int) (start / SECTOR);
+        d.nextFree = start + d.bitmapBytes + d.blockSize;
+        if (d.bitmaps != null) {
+            BITMAPS.setRelease(d.bitmaps, block, new long[(int) ((d.blockSize / SECTOR + 63) >>> 6)]);
+        }
+        // Publish: readers that see the entry find the bitmap on disk.
+        BAT.setRelease(d.bat, block, entry);
+        d.batDirty.set(block / ENTRIES_PER_SECTOR, 1);
+        return entry;
     }
 
     /**
@@ -269,7 +306,7 @@ final class VhdDataPath {
      */
     void growBefore(long end) throws IOException {
         long blockBytes = d.bitmapBytes + d.blockSize;
-        long ahead = Math.min(Math.max(4 * blockBytes, end >>> 2), 1L << 30);
+        long ahead = Math.min(Math.max(16 * blockBytes, end >>> 1), 1L << 30);
         long newFooter = (end + ahead + SECTOR - 1) & -(long) SECTOR;
         if (newFooter / SECTOR >= VhdDynamicHeader.UNALLOCATED) {
             newFooter = end; // near the 2 TiB limit of 32-bit sector numbers: no room ahead

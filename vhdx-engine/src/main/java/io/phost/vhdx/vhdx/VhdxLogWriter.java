@@ -3,8 +3,10 @@ package io.phost.vhdx.vhdx;
 import io.phost.vhdx.VhdxFormatException;
 import io.phost.vhdx.VhdxFormatException.Reason;
 import java.io.IOException;
+import java.security.SecureRandom;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.SplittableRandom;
 import java.util.UUID;
 
 import static io.phost.vhdx.vhdx.BatDescriptor.*;
@@ -39,6 +41,8 @@ import static io.phost.vhdx.vhdx.VhdxDisk.*;
  * On close the LogGuid is set back to zero (log empty), so qemu and Hyper-V see a clean image.
  */
 final class VhdxLogWriter {
+    private static final SplittableRandom GUIDS = new SplittableRandom(new SecureRandom().nextLong());
+
     private final VhdxDisk d;
 
     VhdxLogWriter(VhdxDisk d) {
@@ -190,9 +194,9 @@ final class VhdxLogWriter {
      * the new blocks; those whose data did not land read zeros). Under commitLock.
      */
     void startSessionWithEntry(List<VhdxLog.Update> pages, long size) throws IOException {
-        d.fileWriteGuid = UUID.randomUUID();
-        d.dataWriteGuid = UUID.randomUUID();
-        d.logGuid = UUID.randomUUID();
+        d.fileWriteGuid = sessionGuid();
+        d.dataWriteGuid = sessionGuid();
+        d.logGuid = sessionGuid();
         d.logPosition = 0;
         d.logSequence = 0;
         writeHeaders(1, 0);
@@ -251,11 +255,11 @@ final class VhdxLogWriter {
             if (d.sessionStarted) {
                 return;
             }
-            d.fileWriteGuid = UUID.randomUUID();
+            d.fileWriteGuid = sessionGuid();
             if (newDataWriteGuid) {
-                d.dataWriteGuid = UUID.randomUUID();
+                d.dataWriteGuid = sessionGuid();
             }
-            d.logGuid = UUID.randomUUID();
+            d.logGuid = sessionGuid();
             d.logPosition = 0;
             d.logSequence = 0;
             // One fdatasync: the non-current slot gets sequence+1 and is current once durable (MS-VHDX
@@ -268,6 +272,21 @@ final class VhdxLogWriter {
         } finally {
             d.commitLock.unlock();
         }
+    }
+
+    /**
+     * A random (version 4) GUID for a session header. UUID.randomUUID takes SecureRandom's lock and reads
+     * /dev/urandom per call, three times per session start, a measurable part of a fresh image's first flush;
+     * these GUIDs need to be unique, not secret, so they come from a generator SecureRandom seeds once.
+     */
+    static UUID sessionGuid() {
+        long hi;
+        long lo;
+        synchronized (GUIDS) {
+            hi = GUIDS.nextLong();
+            lo = GUIDS.nextLong();
+        }
+        return new UUID((hi & ~0xF000L) | 0x4000L, (lo & ~(3L << 62)) | (1L << 63));
     }
 
     /** Writes the header state to both slots (non-current first), fdatasync after each. Under commitLock. */
