@@ -44,12 +44,25 @@ final class VhdxLogWriter {
     private static final SplittableRandom GUIDS = new SplittableRandom(new SecureRandom().nextLong());
 
     private final VhdxDisk d;
+    /**
+     * Metadata was applied in place after the last fdatasync here: the log cannot be emptied before one more.
+     * Guarded by commitLock; only this class's syncs clear it (another sync just costs one more at close).
+     */
+    private boolean inPlaceUnsynced;
 
     VhdxLogWriter(VhdxDisk d) {
         this.d = d;
     }
 
     public void flush() throws IOException {
+        flush(true);
+    }
+
+    /**
+     * {@code syncWhenClean} false: with no dirty metadata, skip the data fdatasync (for {@link #endSession},
+     * whose header fdatasync follows and covers the data; nothing has to be durable before that header).
+     */
+    private void flush(boolean syncWhenClean) throws IOException {
         if (d.readOnly || d.closed) {
             return;
         }
@@ -70,8 +83,8 @@ final class VhdxLogWriter {
                 }
                 return;
             }
-            if (pages.isEmpty() || d.sessionStarted) {
-                d.file.dataSync();
+            if (pages.isEmpty() ? syncWhenClean : d.sessionStarted) {
+                sync();
             }
             if (pages.isEmpty()) {
                 return;
@@ -83,7 +96,7 @@ final class VhdxLogWriter {
                 for (int i = 0; i < pages.size(); i += max) {
                     List<VhdxLog.Update> batch = pages.subList(i, Math.min(pages.size(), i + max));
                     if (i > 0) {
-                        d.file.dataSync(); // the previous batch's in-place writes must be durable before its entry is superseded
+                        sync(); // the previous batch's in-place writes must be durable before its entry is superseded
                     }
                     commit(batch, durableSize);
                 }
@@ -201,7 +214,7 @@ final class VhdxLogWriter {
         d.logSequence = 0;
         writeHeaders(1, 0);
         writeEntry(pages, d.openFileSize, size);
-        d.file.dataSync();
+        sync();
         d.sessionStarted = true; // volatile write: publishes the GUIDs to lock-free writers' fast check
         writeHeaders(1, 0);
         applyInPlace(pages);
@@ -214,7 +227,7 @@ final class VhdxLogWriter {
      */
     void commit(List<VhdxLog.Update> batch, long durableSize) throws IOException {
         writeEntry(batch, durableSize, durableSize);
-        d.file.dataSync();
+        sync();
         applyInPlace(batch);
     }
 
@@ -234,9 +247,16 @@ final class VhdxLogWriter {
     }
 
     void applyInPlace(List<VhdxLog.Update> batch) throws IOException {
+        inPlaceUnsynced = true;
         for (VhdxLog.Update u : batch) {
             d.file.write(u.fileOffset(), u.page(), 0, u.page().length);
         }
+    }
+
+    /** fdatasync of the image; after it no in-place metadata write waits for one. Under commitLock. */
+    private void sync() throws IOException {
+        d.file.dataSync();
+        inPlaceUnsynced = false;
     }
 
     /** First write of this session: new FileWriteGuid, DataWriteGuid and LogGuid, durable before any data. */
@@ -305,7 +325,7 @@ final class VhdxLogWriter {
                 d.header.logLength(), d.header.logOffset());
             d.file.write(VhdxHeaderDescriptor.headerFileOffset(slot), h, 0, h.length);
             if (step < synced) {
-                d.file.dataSync();
+                sync();
             }
             d.currentSlot = slot;
         }
@@ -317,12 +337,17 @@ final class VhdxLogWriter {
             flush(); // logs the blocks allocated before any flush; this starts the session
         }
         if (d.sessionStarted) {
-            flush();
             d.commitLock.lock();
             try {
-                d.file.dataSync(); // in-place metadata of the last commit is durable: the log can be emptied
+                flush(false);
+                if (inPlaceUnsynced) {
+                    sync(); // the last commit's in-place metadata is durable before the log is emptied
+                }
                 d.logGuid = Le.ZERO_GUID;
-                writeHeaders();
+                // One fdatasync, as at the session's start: the copy written first (non-current slot, higher
+                // sequence) is current once durable, and it also makes this session's data durable; the
+                // other copy is written without a sync of its own: lost or torn, the synced copy stays current.
+                writeHeaders(2, 1);
                 trimExtension();
             } finally {
                 d.commitLock.unlock();
@@ -374,15 +399,15 @@ final class VhdxLogWriter {
             startSession();
         }
         long durableSize = d.file.size();
-        d.file.dataSync();
+        sync();
         int max = VhdxLog.maxPagesPerEntry(d.header.logLength());
         for (int i = 0; i < pages.size(); i += max) {
             if (i > 0) {
-                d.file.dataSync();
+                sync();
             }
             commit(pages.subList(i, Math.min(pages.size(), i + max)), durableSize);
         }
-        d.file.dataSync();
+        sync();
     }
 
 }
