@@ -85,6 +85,7 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
     static final ValueLayout.OfInt U32 = VhdFooter.U32;
     static final int ENTRIES_PER_SECTOR = SECTOR / 4;
 
+    // The open image's state, package-private for VhdOpen, VhdDataPath and VhdMaintenance.
     final PosixFile file;
     final Arena arena;
     final VhdFooter footer;
@@ -123,7 +124,7 @@ public final class VhdDisk implements MappedDisk, AllocationMap {
     final VhdDataPath data = new VhdDataPath(this);
 
     VhdDisk(PosixFile file, Arena arena, VhdFooter footer, VhdDynamicHeader header, long size,
-                    int[] bat, VhdDisk parent, Path parentPath, long nextFree) {
+            int[] bat, VhdDisk parent, Path parentPath, long nextFree) {
         this.file = file;
         this.arena = arena;
         this.footer = footer;

@@ -80,6 +80,7 @@ public final class VhdxDisk implements MappedDisk {
     static final int BAT_ENTRIES_PER_SECTOR = 4096 / 8;
     static final MemorySegment ZEROS = Arena.global().allocate(1 << 20, 4096);
 
+    // The open image's state, package-private for the collaborators that work on it (see the class comment).
     final Path path;
     final PosixFile file;
     final boolean readOnly;
@@ -141,7 +142,7 @@ public final class VhdxDisk implements MappedDisk {
     }
 
     VhdxDisk(Path path, PosixFile file, boolean readOnly, VhdxParser.Parsed p, Overlay overlay,
-                     VhdxDisk parent, LogState logState) throws IOException {
+             VhdxDisk parent, LogState logState) throws IOException {
         this.path = path;
         this.file = file;
         this.readOnly = readOnly;
