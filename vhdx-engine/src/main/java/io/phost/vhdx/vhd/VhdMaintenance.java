@@ -49,7 +49,7 @@ public final class VhdMaintenance {
             throw new VhdFormatException(Reason.TOO_LARGE, 0, "size " + newSize + " over the 2040 GiB VHD limit");
         }
         try (PosixFile f = PosixFile.open(path, false); Arena arena = Arena.ofConfined()) {
-            VhdDisk.Parsed p = VhdDisk.parse(f, arena);
+            VhdOpen.Parsed p = VhdOpen.parse(f, arena);
             if (p.footerFromCopy()) {
                 throw new VhdFormatException(Reason.BAD_FOOTER_CHECKSUM, p.footerOffset(),
                     "the footer is damaged; run check --repair first");
@@ -285,7 +285,7 @@ public final class VhdMaintenance {
             parentTimestamp = p.footer().timestamp();
         }
         try (PosixFile f = PosixFile.open(child, false); Arena arena = Arena.ofConfined()) {
-            VhdDisk.Parsed c = VhdDisk.parse(f, arena);
+            VhdOpen.Parsed c = VhdOpen.parse(f, arena);
             if (c.footer().diskType() != VhdFooter.TYPE_DIFFERENCING) {
                 throw new VhdFormatException(Reason.UNSUPPORTED, c.footerOffset() + VhdFooter.DISK_TYPE_OFFSET,
                     child + " is not a differencing disk");
@@ -356,9 +356,9 @@ public final class VhdMaintenance {
         List<String> notes = new ArrayList<>();
         List<String> repaired = new ArrayList<>();
         try (PosixFile f = PosixFile.open(path, !repair); Arena arena = Arena.ofConfined()) {
-            VhdDisk.Parsed p;
+            VhdOpen.Parsed p;
             try {
-                p = VhdDisk.parse(f, arena);
+                p = VhdOpen.parse(f, arena);
             } catch (VhdFormatException e) {
                 problems.add(e.getMessage());
                 return new CheckResult(problems, notes, repaired, false);
@@ -375,7 +375,7 @@ public final class VhdMaintenance {
                 VhdFooter copy = new VhdFooter(arena.allocate(VhdFooter.LENGTH, 8));
                 f.readFully(copy.segment(), 0);
                 if (copy.segment().mismatch(footer.segment()) != -1) {
-                    VhdFormatException bad = VhdDisk.footerProblem(copy, 0);
+                    VhdFormatException bad = VhdOpen.footerProblem(copy, 0);
                     problems.add("footer copy at offset 0 " + (bad != null ? "is damaged: " + bad.getMessage()
                         : "differs from the footer"));
                     if (repair) {

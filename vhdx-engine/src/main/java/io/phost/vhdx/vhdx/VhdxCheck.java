@@ -179,10 +179,10 @@ public final class VhdxCheck {
             boolean headers = before.findings().stream().anyMatch(x -> x.code().equals("HEADER_COPY_BAD"));
             boolean table = before.findings().stream().anyMatch(x -> x.code().equals("REGION_TABLE_COPY_BAD"));
             if (headers) {
-                d.rewriteHeaders();
+                d.maintenance.rewriteHeaders();
             }
             if (table) {
-                d.rewriteRegionTables();
+                d.maintenance.rewriteRegionTables();
             }
         }
         return check(path);

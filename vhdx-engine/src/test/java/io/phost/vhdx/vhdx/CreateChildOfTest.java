@@ -17,6 +17,7 @@ import java.nio.file.Path;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * A child made from an open read-write parent (a checkpoint prepared before its I/O pause): it opens when
@@ -134,5 +135,53 @@ class CreateChildOfTest {
             assertThrows(VhdxFormatException.class, () -> VhdxDisk.openChildOn(stranger, leaf2));
             VhdxDisk.open(leafPath, false).close();
         }
+    }
+
+    /**
+     * The checkpoint switch ends the flushed leaf's session with two fdatasyncs: the last commit's in-place
+     * metadata, then the first header copy (log empty), which also covers the data; the second copy is written
+     * without its own. A crash that loses that second copy leaves the synced one current: a clean image with
+     * every flushed write.
+     */
+    @Test
+    void shouldEndTheLeafsSessionWithTwoFdatasyncsAndSurviveLosingTheUnsyncedHeaderCopy() throws Exception {
+        Path base = dir.resolve("base.vhdx");
+        Path leafPath = dir.resolve("leaf.avhdx");
+        Path child = dir.resolve("child.avhdx");
+        Path lost = dir.resolve("lost.avhdx");
+        VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, 16L << 20)).close();
+        VirtualDisks.create(leafPath, CreateOptions.differencing(DiskFormat.VHDX, base)).close();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(4096, 4096);
+            VhdxDisk leaf = VhdxDisk.open(leafPath, false);
+            leaf.startWriteSession();
+            VhdxDisk.createChildOf(child, leaf);
+            buf.fill((byte) 7);
+            leaf.write(4096, buf);
+            leaf.flush(); // as the switch does before the pause ends the session: its in-place BAT write is unsynced
+            byte[] before = java.nio.file.Files.readAllBytes(leafPath);
+            long syncs = leaf.fileSyncs();
+            VhdxDisk running = VhdxDisk.openChildOn(child, leaf);
+            try {
+                assertEquals(2, leaf.fileSyncs() - syncs, "in-place metadata, then the first header copy");
+                byte[] now = java.nio.file.Files.readAllBytes(leafPath);
+                int h1 = (int) VhdxHeaderDescriptor.headerFileOffset(0);
+                int h2 = (int) VhdxHeaderDescriptor.headerFileOffset(1);
+                int newer = Le.i64(now, h1 + 8) > Le.i64(now, h2 + 8) ? h1 : h2;
+                System.arraycopy(before, newer, now, newer, 4096); // the unsynced copy never reached the disk
+                java.nio.file.Files.write(lost, now);
+            } finally {
+                running.close();
+            }
+        }
+        try (VhdxDisk d = VhdxDisk.open(lost, true); Arena arena = Arena.ofConfined()) {
+            assertEquals(VhdxDisk.LogState.CLEAN, d.logState(), "the synced copy is current and says the log is empty");
+            MemorySegment buf = arena.allocate(4096, 4096);
+            d.read(4096, buf);
+            assertEquals(7, buf.get(ValueLayout.JAVA_BYTE, 0));
+            d.read(0, buf);
+            assertEquals(0, buf.get(ValueLayout.JAVA_BYTE, 0));
+        }
+        assertTrue(VhdxCheck.check(lost).clean()); // qemu-img cannot open differencing VHDX: no second opinion
     }
 }
