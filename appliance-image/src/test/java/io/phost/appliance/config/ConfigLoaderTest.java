@@ -46,7 +46,7 @@ class ConfigLoaderTest {
         assertEquals("unix:/srv/phost/phost.sock", c.host().management());
         assertEquals(Path.of("/srv/phost/phost.sock"), c.host().managementSocket());
         assertEquals(List.of(), c.host().vspCpus());
-        assertEquals(io.phost.core.vmbus.PollingMode.LATENCY, c.host().polling());
+        assertEquals(io.phost.core.vmbus.PollingMode.ADAPTIVE, c.host().polling());
         DiskConfig d = c.disk("d").orElseThrow();
         assertEquals(DiskFormat.VHDX, d.format());
         assertEquals(new DiskConfig.Create(DiskType.DYNAMIC, Units.GIB, 32 * Units.MIB, 512, 4096), d.create());
