@@ -10,7 +10,7 @@ import java.util.function.LongSupplier;
  * needed, and sleeping in the kernel wins by orders of magnitude.
  * <p>
  * The thread reports the end of every idle episode (work found after idling) and whether its spin found
- * the work. Every {@link #WINDOW} episodes the governor reads the thread's run-queue wait (one
+ * the work. Every {@link #WINDOW} episodes (or {@link #WINDOW_NANOS}, whichever ends first) the governor reads the thread's run-queue wait (one
  * {@code pread} of {@code /proc/thread-self/schedstat}) and the clock, and:
  * <ul>
  *   <li>while spinning: stops when the thread spent more than 1/{@link #CONTENDED_FRACTION} of the window
@@ -25,6 +25,9 @@ import java.util.function.LongSupplier;
 public final class SpinGovernor {
     /** Idle episodes between two decisions. */
     static final int WINDOW = 64;
+    /** ... or this much time, once the window has at least {@link #MIN_EPISODES}. */
+    static final long WINDOW_NANOS = 20_000_000L;
+    static final int MIN_EPISODES = 8;
     /** Spinning stops when run-queue wait exceeds 1/20 (5%) of the window's wall time. */
     static final int CONTENDED_FRACTION = 20;
     /** Spinning may resume when run-queue wait is below 1/100 (1%) of the window's wall time. */
@@ -71,10 +74,17 @@ public final class SpinGovernor {
      * thread slept on its doorbell.
      */
     public void episodeEnded(boolean spinPaid) {
+        if (windowStart == Long.MIN_VALUE) {
+            startWindow(clock.getAsLong(), probe.waitNanos()); // the first episode of this thread: baseline
+            return;
+        }
         if (spinPaid) {
             paid++;
         }
-        if (++episodes >= WINDOW) {
+        ++episodes;
+        // A slow channel (a QD1 disk at tens of IOPS) decides on time rather than wait for 64 episodes;
+        // the clock read is a vDSO call, no syscall, once per idle episode only.
+        if (episodes >= WINDOW || (episodes >= MIN_EPISODES && clock.getAsLong() - windowStart >= WINDOW_NANOS)) {
             decide();
         }
     }
@@ -82,25 +92,27 @@ public final class SpinGovernor {
     private void decide() {
         long now = clock.getAsLong();
         long wait = probe.waitNanos();
-        if (windowStart != Long.MIN_VALUE) {
-            long elapsed = Math.max(1, now - windowStart);
-            boolean known = wait >= 0 && waitAtStart >= 0; // unknown: decide on spin hits alone
-            long waited = known ? wait - waitAtStart : 0;
-            if (spin) {
-                boolean contended = waited * CONTENDED_FRACTION > elapsed;
-                boolean missing = paid * MISS_FRACTION < episodes;
-                if (contended || missing) {
-                    spin = false;
-                    cooldown = cooldownLength;
-                    cooldownLength = Math.min(MAX_COOLDOWN, cooldownLength * 2);
-                } else {
-                    cooldownLength = 1; // a window of spinning that paid: the next back-off starts short
-                }
-            } else if (--cooldown <= 0 && waited * QUIET_FRACTION < elapsed) {
-                spin = true; // a trial: the next window decides whether it pays
+        long elapsed = Math.max(1, now - windowStart);
+        boolean known = wait >= 0 && waitAtStart >= 0; // unknown: decide on spin hits alone
+        long waited = known ? wait - waitAtStart : 0;
+        if (spin) {
+            boolean contended = waited * CONTENDED_FRACTION > elapsed;
+            boolean missing = paid * MISS_FRACTION < episodes;
+            if (contended || missing) {
+                spin = false;
+                cooldown = cooldownLength;
+                cooldownLength = Math.min(MAX_COOLDOWN, cooldownLength * 2);
+            } else {
+                cooldownLength = 1; // a window of spinning that paid: the next back-off starts short
             }
+        } else if (--cooldown <= 0 && waited * QUIET_FRACTION < elapsed) {
+            spin = true; // a trial: the next window decides whether it pays
         }
         decisions++;
+        startWindow(now, wait);
+    }
+
+    private void startWindow(long now, long wait) {
         windowStart = now;
         waitAtStart = wait;
         episodes = 0;

@@ -15,6 +15,10 @@ class SpinGovernorTest {
     private long runQueueWait;
     private final SpinGovernor g = new SpinGovernor(() -> runQueueWait, () -> now);
 
+    SpinGovernorTest() {
+        g.episodeEnded(true); // the thread's first episode only takes the baseline
+    }
+
     /** One window of episodes lasting {@code wallNanos}, of which the thread waited {@code waitNanos} for a CPU. */
     private void window(long wallNanos, long waitNanos, int paidEpisodes) {
         for (int i = 0; i < SpinGovernor.WINDOW; i++) {
@@ -35,7 +39,6 @@ class SpinGovernorTest {
 
     @Test
     void shouldStopSpinningWhenTheThreadWaitsForACpuAndResumeAfterACoolDownOnceQuiet() {
-        window(1_000_000, 0, SpinGovernor.WINDOW); // first window only sets the baseline
         window(1_000_000, 200_000, SpinGovernor.WINDOW); // 20% of the time in a run queue
         assertFalse(g.shouldSpin(), "preempted: stop spinning even though spins found work");
         window(1_000_000, 0, 0); // quiet again: cool-down of one window ends, trial begins
@@ -50,7 +53,6 @@ class SpinGovernorTest {
 
     @Test
     void shouldNotResumeSpinningWhileTheMachineStaysLoaded() {
-        window(1_000_000, 0, SpinGovernor.WINDOW);
         window(1_000_000, 500_000, SpinGovernor.WINDOW);
         assertFalse(g.shouldSpin());
         for (int w = 0; w < 200; w++) {
@@ -61,14 +63,29 @@ class SpinGovernorTest {
 
     @Test
     void shouldStopSpinningWhenSpinsRarelyFindWorkEvenOnAnIdleMachine() {
-        window(1_000_000, 0, SpinGovernor.WINDOW);
         window(1_000_000, 0, SpinGovernor.WINDOW / 8); // 1 in 8 spins found work: below 1 in 4
         assertFalse(g.shouldSpin());
     }
 
     @Test
+    void shouldDecideAfterTwentyMillisecondsOnASlowChannel() {
+        for (int i = 0; i < SpinGovernor.MIN_EPISODES - 1; i++) {
+            now += 10_000_000; // a 100 IOPS disk at QD1
+            runQueueWait += 5_000_000;
+            g.episodeEnded(true);
+        }
+        assertEquals(0, g.decisions(), "fewer than 8 episodes: no decision yet");
+        now += 10_000_000;
+        runQueueWait += 5_000_000;
+        g.episodeEnded(true);
+        assertEquals(1, g.decisions());
+        assertFalse(g.shouldSpin(), "half the time in a run queue");
+    }
+
+    @Test
     void shouldDecideOnSpinHitsAloneWithoutSchedstat() {
         SpinGovernor blind = new SpinGovernor(() -> -1, () -> now);
+        blind.episodeEnded(true);
         for (int w = 0; w < 3; w++) {
             for (int i = 0; i < SpinGovernor.WINDOW; i++) {
                 now += 1_000;
@@ -101,7 +118,6 @@ class SpinGovernorTest {
             VmbusRing.initialise(control);
             VmbusRing rx = new VmbusRing(control, a.allocate(4096, 4096), 4096, Doorbell.NONE);
             DoorbellIdleStrategy s = new DoorbellIdleStrategy(rx, doorbell, 2_000, 20, 1_000, g);
-            window(1_000_000, 0, SpinGovernor.WINDOW);
             window(1_000_000, 900_000, SpinGovernor.WINDOW);
             assertFalse(g.shouldSpin());
             doorbell.signal();
