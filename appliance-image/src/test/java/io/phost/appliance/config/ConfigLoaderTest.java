@@ -265,7 +265,7 @@ class ConfigLoaderTest {
         ApplianceConfig c = ConfigLoader.parse("p.toml", MINIMAL + "polling = \"efficiency\"\n");
         assertEquals(io.phost.core.vmbus.PollingMode.EFFICIENCY, c.host().polling());
         ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("p.toml", MINIMAL + "polling = \"efficent\"\n"));
-        assertEquals("p.toml:3:1: host.polling: 'efficent' is not one of latency, efficiency",
+        assertEquals("p.toml:3:1: host.polling: 'efficent' is not one of adaptive, latency, efficiency",
             e.errors().getFirst().toString());
     }
 
