@@ -14,7 +14,7 @@ import org.agrona.concurrent.IdleStrategy;
  *               then arm and sleep. Every request that arrives after that pays one eventfd wake-up
  *               (≈ 15-20 µs on this 2-vCPU VM); nearly no CPU is spent waiting.
  *   ADAPTIVE    (the default) LATENCY while spinning pays, EFFICIENCY while it does not: every 64 idle
- *               episodes each agent reads its own run-queue wait ({@link SpinGovernor}) and stops spinning
+ *               episodes (or 20 ms) each agent reads its own run-queue wait ({@link SpinGovernor}) and stops spinning
  *               when it waited for a CPU more than 5% of the time or fewer than 1/4 of its spins found
  *               work; it tries spinning again after a doubling cool-down once its run-queue wait is < 1%.
  *               On a loaded or small host it behaves like EFFICIENCY, on a dedicated one like LATENCY.
