@@ -106,7 +106,7 @@ public final class ConfigSchema {
             .add(key("nbd", Kind.STRING).computed("unix:<data_dir>/nbd.sock")
                 .note("\"unix:/abs/path\" or \"tcp://127.0.0.1:PORT\""))
             .add(key("vsp_cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023))
-            .add(key("polling", Kind.ENUM).def("latency").allowed("latency", "efficiency"));
+            .add(key("polling", Kind.ENUM).def("adaptive").allowed("adaptive", "latency", "efficiency"));
         section("disk", true)
             .add(key("name", Kind.NAME).req())
             .add(key("path", Kind.PATH).note("required unless rbd; relative to data_dir; absolute for passthrough"))

@@ -14,8 +14,8 @@ import java.util.Objects;
  * @param managementTokenFile file holding the bearer token; required for tcp, null otherwise unless set;
  *                            relative paths are relative to the data dir
  * @param vspCpus             CPUs that VSP worker threads may run on; empty means no pinning
- * @param polling             how channel agents wait for guests: spin briefly first (latency) or sleep at once
- *                            (efficiency)
+ * @param polling             how channel agents wait for guests: spin while it pays (adaptive), spin briefly
+ *                            first (latency) or sleep at once (efficiency)
  */
 public record HostConfig(String name, Path dataDir, String management, String managementTokenFile, String nbd,
                          List<Integer> vspCpus, PollingMode polling) {

@@ -46,7 +46,7 @@ class ConfigLoaderTest {
         assertEquals("unix:/srv/phost/phost.sock", c.host().management());
         assertEquals(Path.of("/srv/phost/phost.sock"), c.host().managementSocket());
         assertEquals(List.of(), c.host().vspCpus());
-        assertEquals(io.phost.core.vmbus.PollingMode.LATENCY, c.host().polling());
+        assertEquals(io.phost.core.vmbus.PollingMode.ADAPTIVE, c.host().polling());
         DiskConfig d = c.disk("d").orElseThrow();
         assertEquals(DiskFormat.VHDX, d.format());
         assertEquals(new DiskConfig.Create(DiskType.DYNAMIC, Units.GIB, 32 * Units.MIB, 512, 4096), d.create());
@@ -265,7 +265,7 @@ class ConfigLoaderTest {
         ApplianceConfig c = ConfigLoader.parse("p.toml", MINIMAL + "polling = \"efficiency\"\n");
         assertEquals(io.phost.core.vmbus.PollingMode.EFFICIENCY, c.host().polling());
         ConfigException e = assertThrows(ConfigException.class, () -> ConfigLoader.parse("p.toml", MINIMAL + "polling = \"efficent\"\n"));
-        assertEquals("p.toml:3:1: host.polling: 'efficent' is not one of latency, efficiency",
+        assertEquals("p.toml:3:1: host.polling: 'efficent' is not one of adaptive, latency, efficiency",
             e.errors().getFirst().toString());
     }
 

@@ -56,7 +56,7 @@ public final class PartitionHost implements AutoCloseable {
 
         public static Options defaults() {
             return new Options(Duration.ofSeconds(1), Duration.ofSeconds(10), Duration.ofSeconds(10),
-                Duration.ofSeconds(60), 8, VmbusServer.Limits.defaults(), List.of(), PollingMode.LATENCY,
+                Duration.ofSeconds(60), 8, VmbusServer.Limits.defaults(), List.of(), PollingMode.ADAPTIVE,
                 io.phost.core.vm.RestartBackoff.defaults());
         }
 

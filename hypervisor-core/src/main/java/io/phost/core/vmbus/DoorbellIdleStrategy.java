@@ -21,6 +21,8 @@ import org.agrona.concurrent.IdleStrategy;
 public final class DoorbellIdleStrategy implements IdleStrategy {
     /** A yield that took this long ran someone else: the CPU is contended and polling would steal from them. */
     private static final long CONTENDED_NANOS = 20_000L;
+    /** The {@link #efficiency} spin: catches a packet already on its way without costing CPU. */
+    private static final int EFFICIENCY_SPINS = 64;
 
     private final VmbusRing rx;
     private final EventFd doorbell;
@@ -28,15 +30,26 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
     private final int yields;
     private final int sleepTimeoutMillis;
 
+    private final SpinGovernor governor;
+
     private int spun;
     private int yielded;
     private long sleeps;
+    private boolean idling;
+    private boolean slept;
 
     /**
      * @param rx        the ring this agent reads (armed before sleeping); null to just sleep on the doorbell
      * @param doorbell  the eventfd the peer signals; one {@link EventFd#view()} per thread
      */
     public DoorbellIdleStrategy(VmbusRing rx, EventFd doorbell, int spins, int yields, int sleepTimeoutMillis) {
+        this(rx, doorbell, spins, yields, sleepTimeoutMillis, null);
+    }
+
+    /** As above; a non-null {@code governor} skips the spin and yield phases while it says spinning does not pay. */
+    public DoorbellIdleStrategy(VmbusRing rx, EventFd doorbell, int spins, int yields, int sleepTimeoutMillis,
+                                SpinGovernor governor) {
+        this.governor = governor;
         this.rx = rx;
         this.doorbell = doorbell;
         this.spins = spins;
@@ -52,9 +65,17 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
         return new DoorbellIdleStrategy(rx, doorbell, 2_000, 20, 1_000);
     }
 
+    /**
+     * {@link PollingMode#ADAPTIVE}: the {@link #defaults} spin and yields while the agent thread's
+     * {@link SpinGovernor} says spinning pays, else the {@link #efficiency} ~1 µs spin and sleep.
+     */
+    public static DoorbellIdleStrategy adaptive(VmbusRing rx, EventFd doorbell) {
+        return new DoorbellIdleStrategy(rx, doorbell, 2_000, 20, 1_000, SpinGovernor.forPollingThread());
+    }
+
     /** {@link PollingMode#EFFICIENCY}: a ~1 µs spin for packets already on their way, then sleep on the doorbell. */
     public static DoorbellIdleStrategy efficiency(VmbusRing rx, EventFd doorbell) {
-        return new DoorbellIdleStrategy(rx, doorbell, 64, 0, 1_000);
+        return new DoorbellIdleStrategy(rx, doorbell, EFFICIENCY_SPINS, 0, 1_000);
     }
 
     /** Busy polling only (benchmarks of the polling mode): never arms the interrupt. */
@@ -70,6 +91,11 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
     @Override
     public void idle(int workCount) {
         if (workCount > 0) {
+            if (idling && governor != null) {
+                governor.episodeEnded(!slept);
+            }
+            idling = false;
+            slept = false;
             reset();
         } else {
             idle();
@@ -78,6 +104,16 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
 
     @Override
     public void idle() {
+        idling = true;
+        if (governor != null && !governor.shouldSpin()) {
+            if (spun < EFFICIENCY_SPINS) {
+                spun++;
+                Thread.onSpinWait();
+                return;
+            }
+            sleep();
+            return;
+        }
         if (spun < spins) {
             spun++;
             Thread.onSpinWait();
@@ -98,6 +134,7 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
     private void sleep() {
         if (rx == null || rx.armInterrupt()) {
             sleeps++;
+            slept = true;
             doorbell.await(sleepTimeoutMillis);
         }
         if (rx != null) {
@@ -110,6 +147,11 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
     public void reset() {
         spun = 0;
         yielded = 0;
+    }
+
+    /** The adaptive policy's state, or null for a fixed strategy (status and tests). */
+    public SpinGovernor governor() {
+        return governor;
     }
 
     /** How many times this strategy blocked on the doorbell (status and tests). */

@@ -13,18 +13,25 @@ import org.agrona.concurrent.IdleStrategy;
  *   EFFICIENCY  after each packet spin briefly (64 onSpinWait, ~1 µs, for packets already on their way),
  *               then arm and sleep. Every request that arrives after that pays one eventfd wake-up
  *               (≈ 15-20 µs on this 2-vCPU VM); nearly no CPU is spent waiting.
+ *   ADAPTIVE    (the default) LATENCY while spinning pays, EFFICIENCY while it does not: every 64 idle
+ *               episodes (or 20 ms) each agent reads its own run-queue wait ({@link SpinGovernor}) and stops spinning
+ *               when it waited for a CPU more than 5% of the time or fewer than 1/4 of its spins found
+ *               work; it tries spinning again after a doubling cool-down once its run-queue wait is < 1%.
+ *               On a loaded or small host it behaves like EFFICIENCY, on a dedicated one like LATENCY.
  * </pre>
  * Idle channels sleep in poll(2) in both modes (woken once per second by the sleep timeout).
  */
 public enum PollingMode {
     LATENCY,
-    EFFICIENCY;
+    EFFICIENCY,
+    ADAPTIVE;
 
     /** The idle strategy for one channel agent reading {@code rx} and woken by {@code doorbell}. */
     public IdleStrategy idleStrategy(VmbusRing rx, EventFd doorbell) {
         return switch (this) {
             case LATENCY -> DoorbellIdleStrategy.defaults(rx, doorbell);
             case EFFICIENCY -> DoorbellIdleStrategy.efficiency(rx, doorbell);
+            case ADAPTIVE -> DoorbellIdleStrategy.adaptive(rx, doorbell);
         };
     }
 }

@@ -40,9 +40,10 @@ public interface VirtualServiceProvider {
     }
 
     /**
-     * The idle strategy under the host's polling setting: in {@link PollingMode#LATENCY} (the default) the
-     * device's own choice ({@link #idleStrategy(VmbusRing, io.phost.core.sys.EventFd)}); in
-     * {@link PollingMode#EFFICIENCY} the host's choice wins, so no device keeps a CPU spinning.
+     * The idle strategy under the host's polling setting: in {@link PollingMode#LATENCY} the device's own
+     * choice ({@link #idleStrategy(VmbusRing, io.phost.core.sys.EventFd)}); in {@link PollingMode#EFFICIENCY}
+     * and {@link PollingMode#ADAPTIVE} (the default) the host's choice wins, so no device keeps a CPU
+     * spinning that another thread needs.
      */
     default org.agrona.concurrent.IdleStrategy idleStrategy(VmbusRing rx, io.phost.core.sys.EventFd doorbell, PollingMode mode) {
         return mode == PollingMode.LATENCY ? idleStrategy(rx, doorbell) : mode.idleStrategy(rx, doorbell);

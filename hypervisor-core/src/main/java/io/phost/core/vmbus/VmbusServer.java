@@ -93,7 +93,7 @@ public final class VmbusServer implements Runnable, AutoCloseable {
      */
     public VmbusServer(String partition, UnixSocket socket, int memfd, GuestMemory memory, int version, Limits limits,
                        List<Integer> agentCpus, Listener listener) {
-        this(partition, socket, memfd, memory, version, limits, agentCpus, PollingMode.LATENCY, listener);
+        this(partition, socket, memfd, memory, version, limits, agentCpus, PollingMode.ADAPTIVE, listener);
     }
 
     /** As above, with the host's {@code polling} setting for the channel agents' idle strategies. */

@@ -71,6 +71,8 @@ class PollingModeTest {
             assertSame(busy[0], own, "latency: the device's own choice");
             DoorbellIdleStrategy host = (DoorbellIdleStrategy) spinner.idleStrategy(rx, doorbell, PollingMode.EFFICIENCY);
             assertEquals(65, callsUntilSleep(host, doorbell));
+            DoorbellIdleStrategy adaptive = (DoorbellIdleStrategy) spinner.idleStrategy(rx, doorbell, PollingMode.ADAPTIVE);
+            assertEquals(true, adaptive.governor() != null, "adaptive: the host's governed strategy");
         }
     }
 }

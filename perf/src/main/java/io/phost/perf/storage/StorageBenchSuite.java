@@ -456,7 +456,7 @@ public final class StorageBenchSuite implements BenchSuite {
     // "4k-randread-qd1 (null|disk-odirect)"), the host's polling mode and the guest's poll budget.
     private static final String POINTS = System.getenv().getOrDefault("PHOST_BENCH_STORAGE_POINTS", ".*");
     private static final PollingMode POLLING = PollingMode.valueOf(
-        System.getenv().getOrDefault("PHOST_BENCH_POLLING", "latency").toUpperCase(java.util.Locale.ROOT));
+        System.getenv().getOrDefault("PHOST_BENCH_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT));
     private static final int GUEST_POLL_MICROS = Integer.parseInt(
         System.getenv().getOrDefault("PHOST_BENCH_GUEST_POLL_US", String.valueOf(StorvscQueue.DEFAULT_POLL_MICROS)));
 

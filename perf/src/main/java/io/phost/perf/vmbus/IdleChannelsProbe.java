@@ -119,8 +119,12 @@ public final class IdleChannelsProbe {
         double seconds = args.length > 1 ? Double.parseDouble(args[1]) : 5;
         int trickle = args.length > 2 ? Integer.parseInt(args[2]) : 10;
         for (int run = 0; run < 3; run++) {
-            for (PollingMode mode : run % 2 == 0 ? new PollingMode[] {PollingMode.LATENCY, PollingMode.EFFICIENCY}
-                : new PollingMode[] {PollingMode.EFFICIENCY, PollingMode.LATENCY}) {
+            // every mode once per run, the order reversed every other run (A B C, C B A, ...)
+            PollingMode[] modes = {PollingMode.LATENCY, PollingMode.ADAPTIVE, PollingMode.EFFICIENCY};
+            if (run % 2 == 1) {
+                java.util.Collections.reverse(java.util.Arrays.asList(modes));
+            }
+            for (PollingMode mode : modes) {
                 double[] r = measure(mode, channels, seconds, trickle);
                 System.out.printf(Locale.ROOT, "run %d %-10s %d channels: idle %.3f%% of a core, one packet per channel every %d ms %.3f%%%n",
                     run, mode.name().toLowerCase(Locale.ROOT), channels, r[0], trickle, r[1]);

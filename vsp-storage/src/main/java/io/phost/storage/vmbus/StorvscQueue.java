@@ -8,6 +8,7 @@ import io.phost.core.vmbus.GuestRam;
 import io.phost.core.vmbus.HandoffSampler;
 import io.phost.core.vmbus.PacketDescriptor;
 import io.phost.core.vmbus.PacketHandler;
+import io.phost.core.vmbus.SpinGovernor;
 import io.phost.core.vmbus.VmbusClient;
 
 import java.lang.foreign.Arena;
@@ -44,6 +45,13 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
      * blk-mq poll queues and SPDK do; the budget bounds the CPU spent on a slow device.
      */
     public static final int DEFAULT_POLL_MICROS = 1_000;
+    /**
+     * Whether {@link #await} lets a {@link SpinGovernor} skip the poll budget while polling does not pay
+     * (the thread waits for a CPU, or its polls rarely find the completion): the default. Off
+     * ({@code -Dphost.guest.adaptivePoll=false}) the budget is always polled, as before issue 19's
+     * adaptive mode (kept for comparison runs).
+     */
+    static final boolean ADAPTIVE_POLL = !"false".equals(System.getProperty("phost.guest.adaptivePoll"));
     private static final long SPIN_NANOS = 20_000L;
     private static final long CONTENDED_NANOS = 20_000L;
     private static final int GPADL_PAGES = 4096;
@@ -58,8 +66,10 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
     private final boolean[] busy;
     private final DoorbellIdleStrategy idle;
     private final HandoffSampler sampler;
+    private final SpinGovernor governor = ADAPTIVE_POLL ? SpinGovernor.forPollingThread() : null;
     private long pollNanos = DEFAULT_POLL_MICROS * 1_000L;
     private int inFlight;
+    private long sleepsBefore;
     private Completion completion;
 
     StorvscQueue(VmbusClient bus, ClientChannel channel, int depth, int slotBytes) {
@@ -230,12 +240,20 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
      */
     public int await(Completion c, long timeoutNanos) {
         long start = System.nanoTime();
-        boolean contended = false;
+        boolean contended = governor != null && !governor.shouldSpin();
+        boolean polled = false;
         while (true) {
             int n = poll(c);
             if (n > 0) {
+                if (governor != null && polled) {
+                    governor.episodeEnded(idle.sleeps() == sleepsBefore);
+                }
                 idle.reset();
                 return n;
+            }
+            if (!polled) {
+                polled = true;
+                sleepsBefore = idle.sleeps();
             }
             long now = System.nanoTime();
             long waited = now - start;
