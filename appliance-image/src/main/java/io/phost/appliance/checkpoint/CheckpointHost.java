@@ -1,6 +1,7 @@
 package io.phost.appliance.checkpoint;
 
 import io.phost.core.partition.ChildPartition;
+import io.phost.storage.rbd.RbdDisk;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.vhdx.VirtualDisk;
 
@@ -34,6 +35,11 @@ public interface CheckpointHost {
     void diskSwitched(String disk, Path path, VirtualDisk open);
 
     Duration stopTimeout(ChildPartition p);
+
+    /** The open RBD image behind {@code disk} (its checkpoints are RBD snapshots), or null for an image file. */
+    default RbdDisk rbdDisk(String disk) {
+        return null;
+    }
 
     /** A checkpoint apply took {@code disk} back to an older state (its change tracking no longer holds). */
     default void diskReverted(String disk) {

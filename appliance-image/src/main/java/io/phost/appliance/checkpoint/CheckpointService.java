@@ -4,6 +4,7 @@ import io.phost.core.partition.ChildPartition;
 import io.phost.core.partition.PartitionState;
 import io.phost.core.vm.VmPartition;
 import io.phost.storage.checkpoint.LunDiskSwitch;
+import io.phost.storage.rbd.RbdDisk;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.vhdx.CreateOptions;
 import io.phost.vhdx.DiskFormat;
@@ -89,8 +90,13 @@ public final class CheckpointService {
         if (disks.isEmpty()) {
             throw new CheckpointException(409, "partition '" + name + "' has no disks to checkpoint");
         }
+        boolean rbd = onRbd(name);
         for (String d : disks) {
-            if (!host.isVhdx(d)) {
+            if ((host.rbdDisk(d) != null) != rbd) {
+                throw new CheckpointException(409, "partition '" + name + "' has disks on RBD and disks in image files: a "
+                    + "checkpoint takes RBD snapshots of all its disks or differencing children of all of them");
+            }
+            if (!rbd && !host.isVhdx(d)) {
                 throw new CheckpointException(409, "disk '" + d + "' of partition '" + name + "' is not VHDX: a "
                     + "checkpoint needs a differencing child (.avhdx); convert it with phost vhd convert");
             }
@@ -105,6 +111,16 @@ public final class CheckpointService {
                 + merges.get(name).checkpoint + "'; wait for the delete to finish");
         }
         return p;
+    }
+
+    /** The partition's disks are RBD images: its checkpoints are RBD snapshots ({@link #checkedPartition} forbids a mix). */
+    private boolean onRbd(String partition) {
+        return host.rbdDisk(host.disksOf(partition).getFirst()) != null;
+    }
+
+    /** The RBD snapshot that holds checkpoint {@code checkpoint} of {@code partition} on each of its disks. */
+    static String snapshotName(String partition, String checkpoint) {
+        return "phost." + partition + "." + checkpoint;
     }
 
     private String leaf(CheckpointState s, String disk) {
@@ -140,8 +156,15 @@ public final class CheckpointService {
         c.pending = true; // until every disk switched: a start drops a pending checkpoint
         s.checkpoints.add(c);
         List<Long> pauseNanos = new ArrayList<>();
+        boolean rbd = onRbd(partition);
         try {
             for (String disk : host.disksOf(partition)) {
+                if (rbd) {
+                    String snapshot = snapshotName(partition, name);
+                    pauseNanos.add(snapshotUnderPause(partition, disk, snapshot, () -> atPause.accept(disk)));
+                    c.images.put(disk, "rbd:" + host.rbdDisk(disk).options().spec() + "@" + snapshot);
+                    continue;
+                }
                 Path parent = Path.of(leaf(s, disk));
                 pauseNanos.add(switchToNewChild(s, partition, disk, parent, () -> c.images.put(disk, parent.toString()),
                     () -> atPause.accept(disk)));
@@ -149,6 +172,9 @@ public final class CheckpointService {
         } catch (IOException | RuntimeException e) {
             s.checkpoints.remove(c); // disks already switched stay on their (valid) new children
             store(partition).save(s);
+            if (rbd) {
+                removeSnapshots(partition, name, e);
+            }
             throw e;
         } finally {
             thaw(frozen);
@@ -161,6 +187,45 @@ public final class CheckpointService {
         Map<String, Object> out = json(s, c);
         out.put("pause_us", pauseNanos.stream().map(n -> n / 1000).toList());
         return out;
+    }
+
+    /**
+     * Takes RBD snapshot {@code snapshot} of {@code disk} inside the same I/O pause as a differencing switch: new
+     * commands wait, those in flight finish, the image is flushed, the snapshot is taken, I/O resumes. A snapshot
+     * of that name left by a create that crashed before its state was saved (the state has no such checkpoint) is
+     * replaced. Returns the pause.
+     */
+    private long snapshotUnderPause(String partition, String disk, String snapshot, Runnable atPause)
+        throws IOException, InterruptedException {
+        RbdDisk rbd = host.rbdDisk(disk);
+        rbd.removeSnapshot(snapshot);
+        ScsiLun lun = host.lun(partition, disk);
+        long t0 = System.nanoTime();
+        try {
+            if (!lun.pauseIo(DRAIN_MILLIS)) {
+                throw new IOException("disk '" + disk + "': " + lun.inFlight() + " commands still executing after "
+                    + DRAIN_MILLIS + " ms; no snapshot taken");
+            }
+            atPause.run();
+            rbd.flush();
+            rbd.createSnapshot(snapshot);
+        } finally {
+            lun.resumeIo();
+        }
+        long pause = System.nanoTime() - t0;
+        pauses.record(pause);
+        return pause;
+    }
+
+    /** Removes checkpoint {@code checkpoint}'s snapshots from every disk of {@code partition}; failures go to {@code into}. */
+    private void removeSnapshots(String partition, String checkpoint, Exception into) {
+        for (String disk : host.disksOf(partition)) {
+            try {
+                host.rbdDisk(disk).removeSnapshot(snapshotName(partition, checkpoint));
+            } catch (IOException | RuntimeException e) {
+                into.addSuppressed(e);
+            }
+        }
     }
 
     /** Freezes a running VM's file systems through its guest agent; the VM, or null when it cannot. */
@@ -365,14 +430,23 @@ public final class CheckpointService {
             }
         }
         CheckpointStore store = store(partition);
-        for (String disk : host.disksOf(partition)) {
-            String discarded = leaf(s, disk);
-            switchToNewChild(s, partition, disk, Path.of(c.images.get(disk)), () -> {
-                s.current = name;
-                forgetLeaf(s, store, discarded);
-            });
-            deleteIfOurs(store, discarded);
-            host.diskReverted(disk);
+        if (onRbd(partition)) {
+            // The partition is stopped: nothing writes while each image's head goes back to the snapshot.
+            for (String disk : host.disksOf(partition)) {
+                host.rbdDisk(disk).rollbackToSnapshot(snapshotName(partition, name));
+                host.diskReverted(disk);
+            }
+            s.current = name;
+        } else {
+            for (String disk : host.disksOf(partition)) {
+                String discarded = leaf(s, disk);
+                switchToNewChild(s, partition, disk, Path.of(c.images.get(disk)), () -> {
+                    s.current = name;
+                    forgetLeaf(s, store, discarded);
+                });
+                deleteIfOurs(store, discarded);
+                host.diskReverted(disk);
+            }
         }
         store.save(s);
         LOG.log(Level.INFO, "checkpoint applied partition=" + partition + " checkpoint=" + name);
@@ -415,6 +489,10 @@ public final class CheckpointService {
             if (d == null || !c.images.containsKey(d)) {
                 throw new CheckpointException(400, "disk=NAME is required and must be one of " + disks);
             }
+            if (host.rbdDisk(d) != null) {
+                throw new CheckpointException(409, "checkpoint '" + name + "' of disk '" + d + "' is the RBD snapshot "
+                    + c.images.get(d).substring("rbd:".length()) + "; export it with rbd export");
+            }
             image = Path.of(c.images.get(d));
         }
         if (dst == null || !dst.isAbsolute()) {
@@ -449,6 +527,9 @@ public final class CheckpointService {
             if (c == null) {
                 throw new CheckpointException(404, "partition '" + partition + "' has no checkpoint named '" + name + "'");
             }
+            if (onRbd(partition)) {
+                return deleteSnapshots(s, partition, name);
+            }
             Map<String, String> child = new LinkedHashMap<>();
             for (String disk : host.disksOf(partition)) {
                 String image = c.images.get(disk);
@@ -482,6 +563,20 @@ public final class CheckpointService {
         out.put("partition", partition);
         out.put("deleting", name);
         out.put("merge", mergeJson(progress));
+        return out;
+    }
+
+    /** An RBD checkpoint goes at once: its snapshots are removed (nothing to merge), then it leaves the tree. */
+    private Map<String, Object> deleteSnapshots(CheckpointState s, String partition, String name) throws IOException {
+        for (String disk : host.disksOf(partition)) {
+            host.rbdDisk(disk).removeSnapshot(snapshotName(partition, name));
+        }
+        dropFromTree(s, name);
+        store(partition).save(s);
+        LOG.log(Level.INFO, "checkpoint deleted partition=" + partition + " checkpoint=" + name + " rbd_snapshots_removed=true");
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("partition", partition);
+        out.put("deleted", name);
         return out;
     }
 
@@ -559,26 +654,31 @@ public final class CheckpointService {
 
     /** The deleted checkpoint leaves the tree; its children hang on its parent; then the merged files go. */
     static void finishMerge(CheckpointState s, CheckpointStore store, CheckpointState.Merge merge) throws IOException {
-        CheckpointState.Checkpoint gone = s.checkpoint(merge.checkpoint());
-        if (gone != null) {
-            s.checkpoints.remove(gone);
-            List<CheckpointState.Checkpoint> kept = new ArrayList<>();
-            for (CheckpointState.Checkpoint c : s.checkpoints) {
-                kept.add(merge.checkpoint().equals(c.parent)
-                    ? new CheckpointState.Checkpoint(c.name, c.created, gone.parent, c.consistency, c.images) : c);
-            }
-            s.checkpoints.clear();
-            s.checkpoints.addAll(kept);
-            if (merge.checkpoint().equals(s.current)) {
-                s.current = gone.parent;
-            }
-        }
+        dropFromTree(s, merge.checkpoint());
         store.save(s);
         for (String child : merge.child().values()) {
             OnlineMerge.finish(Path.of(child));
         }
         s.merge = null;
         store.save(s);
+    }
+
+    /** Checkpoint {@code name} leaves the tree: its children hang on its parent, which becomes current if it was. */
+    private static void dropFromTree(CheckpointState s, String name) {
+        CheckpointState.Checkpoint gone = s.checkpoint(name);
+        if (gone == null) {
+            return;
+        }
+        s.checkpoints.remove(gone);
+        List<CheckpointState.Checkpoint> kept = new ArrayList<>();
+        for (CheckpointState.Checkpoint c : s.checkpoints) {
+            kept.add(name.equals(c.parent) ? new CheckpointState.Checkpoint(c.name, c.created, gone.parent, c.consistency, c.images) : c);
+        }
+        s.checkpoints.clear();
+        s.checkpoints.addAll(kept);
+        if (name.equals(s.current)) {
+            s.current = gone.parent;
+        }
     }
 
     // ------------------------------------------------------------------------------------------ status

@@ -41,6 +41,9 @@ public final class GuestIoCommand implements Callable<Integer> {
     @Option(names = "--poll-us", defaultValue = "" + StorvscQueue.DEFAULT_POLL_MICROS,
         description = "poll for completions this long while I/O is in flight before sleeping (0: interrupt mode)")
     int pollUs;
+    @Option(names = "--wait-grow", defaultValue = "0", description = "seconds to wait for the disk to grow first (the capacity"
+        + " changed unit attention); then run past the old end, --offset counting from there (0: do not wait)")
+    int waitGrow;
     @Option(names = "--verify", description = "write a pattern and read every written block back")
     boolean verify;
     @Option(names = "--json", description = "print JSON")
@@ -54,6 +57,9 @@ public final class GuestIoCommand implements Callable<Integer> {
         size("--span", span);
         if (runtime < 0) {
             throw new IllegalArgumentException("--runtime must be >= 0 seconds: " + runtime);
+        }
+        if (waitGrow < 0) {
+            throw new IllegalArgumentException("--wait-grow must be >= 0 seconds: " + waitGrow);
         }
         options();
     }
@@ -79,7 +85,8 @@ public final class GuestIoCommand implements Callable<Integer> {
             CompletableFuture<GuestIo.Result> run = new CompletableFuture<>();
             Thread.ofPlatform().daemon().name("guest-io").start(() -> {
                 try {
-                    run.complete(GuestIo.run(s.bus(), o));
+                    run.complete(waitGrow > 0 ? GuestIo.runAfterGrow(s.bus(), o, Duration.ofSeconds(waitGrow))
+                        : GuestIo.run(s.bus(), o));
                 } catch (Throwable t) {
                     run.completeExceptionally(t);
                 }

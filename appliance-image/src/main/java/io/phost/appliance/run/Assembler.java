@@ -57,12 +57,16 @@ public final class Assembler {
         if (locks != null) {
             app.add(new ClusterComponent(cfg, partitions, locks), partitions, disks);
         }
-        app.add(new DiskResizeComponent(cfg, disks, storage, vmDisks), storage, vmDisks, disks);
+        DiskResizeComponent resize = app.add(new DiskResizeComponent(cfg, disks, storage, vmDisks), storage, vmDisks, disks);
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own
         if (disks.all().stream().anyMatch(d -> d.config().rbd() != null)) {
-            storage.onTick(disks::refreshRbdSizes); // live grow through rbd resize
+            storage.onTick(disks::refreshRbdSizes); // live grow through rbd resize, told to the guests:
+            disks.onCapacityChange(resize::followGrownImage);
+            if (vhost != null) {
+                disks.onCapacityChange(vhost::followGrownDisk);
+            }
         }
         // Uses every part above (a merge in progress must end before the disks close): added without a list.
         CheckpointHostAdapter host = new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks, tracking);

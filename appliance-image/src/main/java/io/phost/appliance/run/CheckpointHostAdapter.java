@@ -9,6 +9,7 @@ import io.phost.vhdx.DiskFormat;
 import io.phost.appliance.config.PartitionConfig;
 import io.phost.core.partition.ChildPartition;
 import io.phost.storage.ChangeTracker;
+import io.phost.storage.rbd.RbdDisk;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.vhdx.VirtualDisk;
 
@@ -98,6 +99,12 @@ final class CheckpointHostAdapter implements CheckpointHost {
     @Override
     public Duration stopTimeout(ChildPartition p) {
         return partitions.stopTimeout(p);
+    }
+
+    @Override
+    public RbdDisk rbdDisk(String disk) {
+        DisksComponent.OpenDisk open = disks.get(disk);
+        return open != null && open.disk() instanceof RbdDisk rbd ? rbd : null;
     }
 
     @Override

@@ -203,6 +203,20 @@ final class DiskResizeComponent implements Component {
         return out;
     }
 
+    /**
+     * An RBD image grew in place ({@code rbd resize}, seen by {@link DisksComponent#refreshRbdSizes}): the LUN serving
+     * it to a guest follows, and the guest is told as after a resize here (a unit attention or CONFIG_CHANGE_MSG).
+     */
+    void followGrownImage(String name) {
+        Target t = target(name);
+        if (t.lun() == null || !t.lun().followGrownDisk(t.scsi())) {
+            return;
+        }
+        boolean notified = t.scsi() || t.notifier() != null && t.notifier().getAsBoolean();
+        LOG.log(Level.INFO, "capacity change disk=" + name + " partition=" + t.partition() + " transport=" + t.transport()
+            + " size=" + t.lun().blocks() * t.lun().blockSize() + " guest_notified=" + notified);
+    }
+
     private void refuseUnresizable(DiskConfig d, DisksComponent.OpenDisk open, long current, long wanted) throws ResizeException {
         String name = d.name();
         if (d.format() == DiskFormat.PASSTHROUGH || d.format() == DiskFormat.RBD) {

@@ -18,6 +18,8 @@ import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.CopyOnWriteArrayList;
+import java.util.function.Consumer;
 
 /**
  * Opens (or creates, when {@code [disk.create]} says so and the file is missing) every configured disk:
@@ -32,6 +34,7 @@ public final class DisksComponent implements Component {
     }
 
     private final Map<String, OpenDisk> disks = new LinkedHashMap<>();
+    private final List<Consumer<String>> capacityListeners = new CopyOnWriteArrayList<>();
 
     public static DisksComponent open(ApplianceConfig cfg) throws IOException {
         return open(cfg, Map.of());
@@ -112,8 +115,8 @@ public final class DisksComponent implements Component {
 
     /**
      * Live grow through {@code rbd resize}: re-reads each RBD disk's size (on the storage sampler's one-second
-     * tick). I/O bounds, the NBD export's size for new clients and the status follow at once; a change is
-     * handed to {@link #notifyGuestsOfCapacityChange}.
+     * tick). I/O bounds, the NBD export's size for new clients and the status follow at once; the parts serving
+     * the disk to guests are told ({@link #onCapacityChange}).
      */
     void refreshRbdSizes() {
         for (OpenDisk d : disks.values()) {
@@ -124,7 +127,7 @@ public final class DisksComponent implements Component {
                     if (after != before) {
                         LOG.log(Level.INFO, "resized disk=" + d.config().name() + " image=" + rbd.options().spec()
                             + " from=" + before + " to=" + after);
-                        notifyGuestsOfCapacityChange(d, before, after);
+                        notifyGuestsOfCapacityChange(d);
                     }
                 } catch (IOException | RuntimeException e) {
                     LOG.log(Level.WARNING, "size refresh failed disk=" + d.config().name() + " reason=\"" + e.getMessage() + "\"");
@@ -133,14 +136,15 @@ public final class DisksComponent implements Component {
         }
     }
 
-    /**
-     * The hook for telling the guests that a disk's capacity changed. Not wired yet: the guest-facing path
-     * (VMBus/SCSI unit attention, virtio-blk config change) is issue 14's; until then a guest sees the new size
-     * only when it reconnects (NBD) or re-reads it after its own rescan.
-     */
-    void notifyGuestsOfCapacityChange(OpenDisk disk, long oldSize, long newSize) {
-        LOG.log(Level.INFO, "capacity change not yet signalled to guests disk=" + disk.config().name()
-            + " old=" + oldSize + " new=" + newSize);
+    /** {@code listener} gets the name of each disk whose image grew in place (the parts serving it to guests). */
+    void onCapacityChange(Consumer<String> listener) {
+        capacityListeners.add(listener);
+    }
+
+    private void notifyGuestsOfCapacityChange(OpenDisk disk) {
+        for (Consumer<String> l : capacityListeners) {
+            l.accept(disk.config().name());
+        }
     }
 
     /**

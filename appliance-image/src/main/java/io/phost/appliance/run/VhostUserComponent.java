@@ -54,6 +54,15 @@ public final class VhostUserComponent implements Component {
         return exports.isEmpty() ? null : new VhostUserComponent(exports);
     }
 
+    /** {@code disk} grew in place (an RBD resize): its export serves the new size and tells the connected front-end. */
+    void followGrownDisk(String disk) {
+        for (VhostUserBlkExport e : exports) {
+            if (e.name().equals(disk) && e.lun().followGrownDisk(false)) {
+                LOG.log(Level.INFO, "capacity change vhost-user-blk disk=" + disk + " front_end_notified=" + e.configChanged());
+            }
+        }
+    }
+
     @Override
     public String name() {
         return "vhost_user";

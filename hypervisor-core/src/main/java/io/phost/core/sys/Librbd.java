@@ -43,7 +43,7 @@ public final class Librbd {
         RBD_AIO_CREATE_COMPLETION, RBD_AIO_READV, RBD_AIO_WRITEV, RBD_AIO_FLUSH, RBD_AIO_WRITE_ZEROES,
         RBD_AIO_GET_RETURN_VALUE, RBD_AIO_GET_ARG, RBD_AIO_RELEASE, RBD_SET_IMAGE_NOTIFICATION, RBD_POLL_IO_EVENTS,
         RBD_LOCK_ACQUIRE, RBD_LOCK_RELEASE, RBD_LOCK_GET_OWNERS, RBD_LOCK_GET_OWNERS_CLEANUP, RBD_LOCK_BREAK,
-        RBD_IS_EXCLUSIVE_LOCK_OWNER;
+        RBD_IS_EXCLUSIVE_LOCK_OWNER, RBD_SNAP_CREATE, RBD_SNAP_ROLLBACK, RBD_SNAP_REMOVE;
 
     static {
         // dlopen runs Ceph's static constructors, which build its option table on the stack: megabytes, more
@@ -137,6 +137,10 @@ public final class Librbd {
         RBD_LOCK_BREAK = bind(rbd, "rbd_lock_break", FunctionDescriptor.of(i, l, i, l));
         // int rbd_is_exclusive_lock_owner(rbd_image_t image, int *is_owner)
         RBD_IS_EXCLUSIVE_LOCK_OWNER = bind(rbd, "rbd_is_exclusive_lock_owner", FunctionDescriptor.of(i, l, l));
+        // int rbd_snap_create(rbd_image_t image, const char *snapname), and the same shape for rollback and remove
+        RBD_SNAP_CREATE = bind(rbd, "rbd_snap_create", FunctionDescriptor.of(i, l, l));
+        RBD_SNAP_ROLLBACK = bind(rbd, "rbd_snap_rollback", FunctionDescriptor.of(i, l, l));
+        RBD_SNAP_REMOVE = bind(rbd, "rbd_snap_remove", FunctionDescriptor.of(i, l, l));
     }
 
     private Librbd() {}
@@ -322,6 +326,29 @@ public final class Librbd {
     public static int resize(long image, long size) {
         try {
             return (int) RBD_RESIZE.invokeExact(image, size);
+        } catch (Throwable t) {
+            throw Native.rethrow(t);
+        }
+    }
+
+    /** {@code rbd_snap_create}: 0 or -errno (-EEXIST when the image has a snapshot of that name). */
+    public static int snapCreate(long image, String snapshot) {
+        return snapCall(RBD_SNAP_CREATE, image, snapshot);
+    }
+
+    /** {@code rbd_snap_rollback}: the image's head becomes the snapshot's data (and size); 0 or -errno. */
+    public static int snapRollback(long image, String snapshot) {
+        return snapCall(RBD_SNAP_ROLLBACK, image, snapshot);
+    }
+
+    /** {@code rbd_snap_remove}: 0 or -errno (-ENOENT when there is no such snapshot). */
+    public static int snapRemove(long image, String snapshot) {
+        return snapCall(RBD_SNAP_REMOVE, image, snapshot);
+    }
+
+    private static int snapCall(MethodHandle h, long image, String snapshot) {
+        try (Arena a = Arena.ofConfined()) {
+            return (int) h.invokeExact(image, a.allocateFrom(snapshot).address());
         } catch (Throwable t) {
             throw Native.rethrow(t);
         }

@@ -306,6 +306,54 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
         }
     }
 
+    /**
+     * Takes RBD snapshot {@code name} of the image (a checkpoint: the caller has paused and flushed the I/O that
+     * must be in it). Fails when a snapshot of that name exists.
+     */
+    public void createSnapshot(String name) throws IOException {
+        snapshotCall("rbd_snap_create", name, () -> Librbd.snapCreate(image, name));
+    }
+
+    /**
+     * Rolls the image back to snapshot {@code name} (nothing may write meanwhile); the size follows the snapshot's.
+     * A {@code deferLock} disk whose partition is stopped holds no lock: it takes the lock for the rollback and gives
+     * it back, so a rollback is refused, naming the holder, while another appliance runs the partition.
+     */
+    public void rollbackToSnapshot(String name) throws IOException {
+        boolean borrowed = !options.readOnly() && !onCephStack("lock owner " + options.spec(), this::holdsLock);
+        if (borrowed) {
+            acquireLock(false);
+        }
+        try {
+            snapshotCall("rbd_snap_rollback", name, () -> Librbd.snapRollback(image, name));
+        } finally {
+            if (borrowed) {
+                releaseLock();
+            }
+        }
+        refreshSize();
+    }
+
+    /** Removes snapshot {@code name}; a missing one counts as removed (a delete that crashed half-way runs again). */
+    public void removeSnapshot(String name) throws IOException {
+        snapshotCall("rbd_snap_remove", name, () -> {
+            int r = Librbd.snapRemove(image, name);
+            return r == -Errno.ENOENT ? 0 : r;
+        });
+    }
+
+    private void snapshotCall(String call, String name, CephCall<Integer> op) throws IOException {
+        synchronized (handleLock) {
+            if (handleClosed) {
+                throw new IOException("rbd disk " + options.spec() + " is closed");
+            }
+            int r = onCephStack(call + " " + options.spec() + "@" + name, op);
+            if (r < 0) {
+                throw new IOException("rbd disk " + options.spec() + ": " + new NativeException(call + " " + name, -r).getMessage());
+            }
+        }
+    }
+
     /** Who holds the image's exclusive lock (librbd's owner strings); empty when nobody does. */
     public List<String> lockOwners() throws IOException {
         return onCephStack("lock owners " + options.spec(), () -> List.of(Librbd.lockOwners(image)));

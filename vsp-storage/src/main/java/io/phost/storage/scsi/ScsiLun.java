@@ -244,10 +244,21 @@ public final class ScsiLun {
      * size when they connect (NBD) calls it for each new client.
      */
     public void followGrownDisk() {
+        followGrownDisk(false);
+    }
+
+    /**
+     * As {@link #followGrownDisk()}, for the LUN a guest uses: with {@code unitAttention} (a SCSI initiator) its next
+     * command gets CAPACITY DATA HAS CHANGED, as after {@link #swapGrownDisk}. True when the capacity grew.
+     */
+    public boolean followGrownDisk(boolean unitAttention) {
         long now = disk.size() >>> blockShift;
-        if (now > blocks) {
-            blocks = now;
+        if (now <= blocks) {
+            return false;
         }
+        blocks = now;
+        capacityChanged = unitAttention;
+        return true;
     }
 
     /**

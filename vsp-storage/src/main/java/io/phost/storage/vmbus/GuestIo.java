@@ -4,9 +4,12 @@ import io.phost.core.text.ByteSize;
 
 import io.phost.core.ic.GuestIntegration;
 import io.phost.core.vmbus.VmbusClient;
+import io.phost.storage.scsi.Scsi;
 
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.time.Duration;
 import java.util.Arrays;
 import java.util.BitSet;
 import java.util.List;
@@ -89,6 +92,49 @@ public final class GuestIo {
             return run(client, o);
         }
     }
+
+    /**
+     * Waits up to {@code wait} for the disk to grow while the partition runs, the way a SCSI initiator learns it:
+     * a command (TEST UNIT READY, every 100 ms) answered with the CAPACITY DATA HAS CHANGED unit attention, then
+     * READ CAPACITY. Then runs {@code o} on the region past the old end ({@code offset} counts from there).
+     * Fails when no such unit attention came in time, or the capacity did not grow.
+     */
+    public static Result runAfterGrow(VmbusClient bus, Options o, Duration wait) throws Exception {
+        try (StorvscClient client = StorvscClient.connect(bus, null, o.jobs(), o.iodepth(), o.bs())) {
+            long[] before = client.readCapacity(o.lun());
+            System.err.println("guest io: LUN " + o.lun() + " has " + before[0] * before[1] + " bytes; waiting up to "
+                + wait.toSeconds() + " s for it to grow");
+            awaitCapacityChange(client, o.lun(), wait);
+            long[] after = client.readCapacity(o.lun());
+            if (after[0] <= before[0]) {
+                throw new IllegalStateException("LUN " + o.lun() + ": the capacity changed unit attention came, but READ CAPACITY still says "
+                    + after[0] + " blocks (was " + before[0] + ")");
+            }
+            long oldEnd = before[0] * before[1];
+            return run(client, new Options(o.rw(), o.bs(), o.iodepth(), o.jobs(), o.runtimeSeconds(), o.size(), o.lun(),
+                o.verify(), o.seed(), o.rwmixread(), oldEnd + o.offset(), o.span(), o.pollMicros()));
+        }
+    }
+
+    private static void awaitCapacityChange(StorvscClient client, int lun, Duration wait) throws InterruptedException {
+        MemorySegment testUnitReady = Arena.ofAuto().allocate(6); // opcode 0x00, no data
+        long deadline = System.nanoTime() + wait.toNanos();
+        while (true) {
+            int[] r = StorvscClient.runSync(client.queue(0), lun, testUnitReady, 6, StorvscDescriptor.DATA_UNKNOWN, 0);
+            if (r[0] == CHECK_CONDITION && r[3] == Scsi.KEY_UNIT_ATTENTION
+                && r[4] == Scsi.ASC_CAPACITY_DATA_HAS_CHANGED) {
+                return;
+            }
+            if (System.nanoTime() > deadline) {
+                throw new IllegalStateException("LUN " + lun + ": no CAPACITY DATA HAS CHANGED unit attention within " + wait
+                    + " (last TEST UNIT READY: scsi status " + r[0] + ", sense key " + r[3] + ", asc/ascq 0x"
+                    + Integer.toHexString(r[4]) + ")");
+            }
+            Thread.sleep(100);
+        }
+    }
+
+    private static final int CHECK_CONDITION = 2;
 
     public static Result run(StorvscClient client, Options o) throws Exception {
         long[] cap = client.readCapacity(o.lun());
@@ -308,6 +354,9 @@ public final class GuestIo {
                 }
                 q.await((slot, scsi, srb, transferred, key, ascq) -> {
                     long now = System.nanoTime();
+                    if (scsi == CHECK_CONDITION && key == Scsi.KEY_UNIT_ATTENTION && start(slot, unitOf[slot], isWrite[slot])) {
+                        return; // the disk grew (or was reset): retried as an initiator does; the slot stays in flight
+                    }
                     if (scsi != 0 || (srb & 0x3F) != StorvscDescriptor.SRB_STATUS_SUCCESS) {
                         errors++;
                     } else if (verifyMode || (o.verify() && !isWrite[slot])) {

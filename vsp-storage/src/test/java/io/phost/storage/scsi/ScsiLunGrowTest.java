@@ -1,9 +1,11 @@
 package io.phost.storage.scsi;
 
 import io.phost.storage.backend.MemoryDisk;
+import io.phost.vhdx.VirtualDisk;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.Test;
 
+import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteOrder;
@@ -11,7 +13,9 @@ import java.nio.ByteOrder;
 import static io.phost.storage.scsi.ScsiHarness.cdb;
 import static io.phost.storage.scsi.ScsiHarness.rw16;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * A live grow ({@link ScsiLun#swapGrownDisk}): the LUN's capacity follows the grown disk, and a SCSI initiator's
@@ -64,6 +68,40 @@ class ScsiLunGrowTest {
         assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x8A, 12_000, 8), ScsiRequest.DIR_OUT, h.buffer(4096)).status(),
             "a write past the old end");
         assertEquals(16384, lun.blocks());
+    }
+
+    /** An RBD image grown by {@code rbd resize}: the same disk object, a larger {@code size()}. */
+    @Test
+    void shouldTellTheInitiatorWhenTheDiskGrewInPlace() throws Exception {
+        long[] reported = {4L << 20};
+        VirtualDisk inPlace = new VirtualDisk() {
+            public long size() { return reported[0]; }
+            public int logicalSectorSize() { return 512; }
+            public int physicalSectorSize() { return 512; }
+            public boolean readOnly() { return false; }
+            public void read(long offset, MemorySegment dst) throws IOException { big.read(offset, dst); }
+            public void write(long offset, MemorySegment src) throws IOException { big.write(offset, src); }
+            public void flush() { }
+            public void writeZeroes(long offset, long length) throws IOException { big.writeZeroes(offset, length); }
+            public String format() { return "grows-in-place"; }
+            public void close() { }
+        };
+        ScsiLun grows = new ScsiLun("grow1", inPlace);
+        target.add(0, grows);
+        h = new ScsiHarness(target);
+        assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x88, 0, 1), ScsiRequest.DIR_IN, h.buffer(512)).status());
+        assertFalse(grows.followGrownDisk(true), "nothing grew yet");
+        reported[0] = 8L << 20;
+        assertTrue(grows.followGrownDisk(true));
+        ScsiRequest r = h.run(0, rw16(0x88, 0, 1), ScsiRequest.DIR_IN, h.buffer(512));
+        assertEquals(Scsi.STATUS_CHECK_CONDITION, r.status());
+        assertEquals(Scsi.KEY_UNIT_ATTENTION, r.senseKey());
+        assertEquals(Scsi.ASC_CAPACITY_DATA_HAS_CHANGED, r.ascq());
+        assertEquals((8L << 20) / 512 - 1, lastLba(), "READ CAPACITY(16) reports the grown size");
+        assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x8A, 12_000, 8), ScsiRequest.DIR_OUT, h.buffer(4096)).status(),
+            "a write past the old end");
+        assertFalse(grows.followGrownDisk(true), "the same size again is no change (and no second unit attention)");
+        assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x88, 0, 1), ScsiRequest.DIR_IN, h.buffer(512)).status());
     }
 
     @Test
