@@ -74,6 +74,11 @@ final class CheckpointHostAdapter implements CheckpointHost {
     }
 
     @Override
+    public boolean isVhd(String disk) {
+        return cfg.disk(disk).map(d -> d.format() == DiskFormat.VHD).orElse(false);
+    }
+
+    @Override
     public String otherExport(String disk) {
         return cfg.disk(disk).map(d -> d.nbdExport() ? "it is exported over NBD (nbd_export = true)"
             : d.vhostUser() ? "it is exported over vhost-user (vhost_user = true)" : null).orElse(null);
