@@ -79,16 +79,27 @@ public final class GuestIo {
     /** Attaches from the partition environment, answers the integration services, runs, publishes the result. */
     public static Result runInPartition(Options o) throws Exception {
         try (VmbusClient bus = VmbusClient.attachFromEnvironment();
-             GuestIntegration ic = new GuestIntegration(bus, reason -> System.exit(0));
-             StorvscClient client = StorvscClient.connect(bus, null, o.jobs(), o.iodepth(), o.bs())) {
-            // Application-consistent checkpoints: a freeze request holds new commands, waits for those in
-            // flight and flushes the disk (on queue 0, idle then: its job waits for the thaw).
-            GuestWriteGate gate = new GuestWriteGate(() -> synchronizeCache(client, o.lun()));
-            ic.quiescer(gate);
-            Result r = run(client, o, gate);
-            ic.quiescer(null);
+             GuestIntegration ic = new GuestIntegration(bus, reason -> System.exit(0))) {
+            Result r = run(bus, o, ic);
             ic.publish("storage-io", r.json());
             return r;
+        }
+    }
+
+    /**
+     * Runs the workload and answers the host's freeze requests meanwhile (application-consistent checkpoints):
+     * a freeze holds new commands, waits for those in flight and flushes the disk (on queue 0, idle then: its
+     * job waits for the thaw).
+     */
+    public static Result run(VmbusClient bus, Options o, GuestIntegration ic) throws Exception {
+        try (StorvscClient client = StorvscClient.connect(bus, null, o.jobs(), o.iodepth(), o.bs())) {
+            GuestWriteGate gate = new GuestWriteGate(() -> synchronizeCache(client, o.lun()));
+            ic.quiescer(gate);
+            try {
+                return run(client, o, gate);
+            } finally {
+                ic.quiescer(null);
+            }
         }
     }
 
