@@ -25,6 +25,11 @@ public interface CheckpointHost {
 
     boolean isVhdx(String disk);
 
+    /** Whether {@code disk} is a VHD (its checkpoints are differencing {@code .vhd} children). */
+    default boolean isVhd(String disk) {
+        return false;
+    }
+
     /** Why {@code disk} is served by something besides its partition's LUN (NBD, vhost-user), or null. */
     String otherExport(String disk);
 

@@ -97,7 +97,7 @@ public final class CheckpointRecovery {
             for (Path f : files.toList()) {
                 String name = f.getFileName().toString();
                 String image = f.toAbsolutePath().toString().replaceFirst("\\.merge-(stage|journal)(\\.tmp)?$", "");
-                boolean ours = name.endsWith(".avhdx") || name.contains(".avhdx.merge-") || name.endsWith(".tmp");
+                boolean ours = CheckpointStore.ours(name);
                 if (ours && !s.references(image)) {
                     LOG.log(Level.INFO, "removing unreferenced checkpoint file " + f);
                     Files.deleteIfExists(f);

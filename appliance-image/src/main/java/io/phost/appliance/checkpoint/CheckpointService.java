@@ -11,6 +11,7 @@ import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.DiskType;
 import io.phost.vhdx.VirtualDisk;
 import io.phost.vhdx.VirtualDisks;
+import io.phost.vhdx.vhd.VhdDisk;
 import io.phost.vhdx.vhdx.VhdxDisk;
 import io.phost.vhdx.ops.DiskOps;
 import io.phost.vhdx.ops.OnlineMerge;
@@ -28,8 +29,8 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 
 /**
- * Production checkpoints of running partitions: create (each disk switched to a differencing child under a
- * short I/O pause), apply (revert: the partition is stopped and each disk gets a new child of the
+ * Production checkpoints of running partitions: create (each disk switched to a differencing child, .avhdx
+ * under a VHDX or .vhd under a VHD, under a short I/O pause), apply (revert: the partition is stopped and each disk gets a new child of the
  * checkpoint's image), delete (the checkpoint's single child image merged into its image online, in the
  * background) and export (a standalone VHDX of the checkpoint). State changes are saved atomically before
  * the LUN runs on what they describe, so a crash leaves the partition on a complete chain.
@@ -96,9 +97,9 @@ public final class CheckpointService {
                 throw new CheckpointException(409, "partition '" + name + "' has disks on RBD and disks in image files: a "
                     + "checkpoint takes RBD snapshots of all its disks or differencing children of all of them");
             }
-            if (!rbd && !host.isVhdx(d)) {
-                throw new CheckpointException(409, "disk '" + d + "' of partition '" + name + "' is not VHDX: a "
-                    + "checkpoint needs a differencing child (.avhdx); convert it with phost vhd convert");
+            if (!rbd && !host.isVhdx(d) && !host.isVhd(d)) {
+                throw new CheckpointException(409, "disk '" + d + "' of partition '" + name + "' is neither VHDX nor VHD: "
+                    + "a checkpoint needs a differencing child (.avhdx or .vhd); convert it with phost vhd convert");
             }
             String other = host.otherExport(d);
             if (other != null) {
@@ -147,12 +148,13 @@ public final class CheckpointService {
         if (s.checkpoint(name) != null) {
             throw new CheckpointException(409, "partition '" + partition + "' already has a checkpoint named '" + name + "'");
         }
-        // Production checkpoint: a VM whose guest agent answers freezes its file systems around the switch.
-        // Anything else (a process partition: no freeze request in its integration services yet; a VM without
-        // an agent; a failed freeze) holds what was written and completed before the pause, as after a power cut.
-        VmPartition frozen = freeze(p);
+        // Production checkpoint: the guest freezes around the switch (a VM's file systems through its agent, a
+        // process partition's writes through its backup integration service). A guest that cannot (no agent or
+        // service, no answer, a refusal, not running) gives a crash-consistent checkpoint: what was written and
+        // completed before the pause, as after a power cut; the answer says why.
+        Quiesce frozen = quiesce(p);
         CheckpointState.Checkpoint c = new CheckpointState.Checkpoint(name, Instant.now().toString(), s.current,
-            frozen != null ? APPLICATION_CONSISTENT : CRASH_CONSISTENT, Map.of());
+            frozen.consistent() ? APPLICATION_CONSISTENT : CRASH_CONSISTENT, Map.of());
         c.pending = true; // until every disk switched: a start drops a pending checkpoint
         s.checkpoints.add(c);
         List<Long> pauseNanos = new ArrayList<>();
@@ -177,7 +179,7 @@ public final class CheckpointService {
             }
             throw e;
         } finally {
-            thaw(frozen);
+            frozen.thaw().run();
         }
         s.current = name;
         c.pending = false;
@@ -186,6 +188,9 @@ public final class CheckpointService {
             + " pause_us=" + pauseNanos.stream().map(n -> Long.toString(n / 1000)).toList());
         Map<String, Object> out = json(s, c);
         out.put("pause_us", pauseNanos.stream().map(n -> n / 1000).toList());
+        if (!frozen.consistent()) {
+            out.put("consistency_reason", frozen.reason());
+        }
         return out;
     }
 
@@ -228,24 +233,54 @@ public final class CheckpointService {
         }
     }
 
-    /** Freezes a running VM's file systems through its guest agent; the VM, or null when it cannot. */
-    private static VmPartition freeze(ChildPartition p) {
-        if (!(p instanceof VmPartition vm) || p.state() != PartitionState.RUNNING || vm.guestAgent() == null) {
-            return null;
+    /** How long a guest has to answer a freeze or thaw, and how long it holds its writes at most (then thaws by itself). */
+    static final java.time.Duration QUIESCE_ANSWER = java.time.Duration.ofSeconds(5);
+    static final java.time.Duration QUIESCE_HOLD = java.time.Duration.ofSeconds(10);
+
+    /** The guest's freeze for a checkpoint: {@code thaw} undoes it; a non-null {@code reason} says why there was none. */
+    record Quiesce(Runnable thaw, String reason) {
+        static Quiesce none(String reason) {
+            return new Quiesce(() -> { }, reason);
         }
-        try {
-            vm.freezeFileSystems();
-            return vm;
-        } catch (RuntimeException e) {
-            LOG.log(Level.WARNING, "checkpoint is crash-consistent partition=" + p.name() + " reason=\"" + e.getMessage() + "\"");
-            return null;
+
+        boolean consistent() {
+            return reason == null;
         }
     }
 
-    private static void thaw(VmPartition vm) {
-        if (vm == null) {
-            return;
+    /** Freezes a running guest: a VM's file systems through its guest agent, a process partition's writes through VSS. */
+    private static Quiesce quiesce(ChildPartition p) {
+        String why;
+        if (p.state() != PartitionState.RUNNING) {
+            why = "the partition is not running";
+        } else if (p instanceof VmPartition vm) {
+            why = vm.guestAgent() == null ? "the VM has no guest agent" : null;
+            if (why == null) {
+                try {
+                    vm.freezeFileSystems();
+                    return new Quiesce(() -> thaw(vm), null);
+                } catch (RuntimeException e) {
+                    why = "guest-fsfreeze-freeze failed: " + e.getMessage();
+                }
+            }
+        } else if (p instanceof io.phost.core.partition.Partition proc) {
+            why = proc.freezeWrites(QUIESCE_ANSWER, QUIESCE_HOLD);
+            if (why == null) {
+                return new Quiesce(() -> {
+                    if (!proc.thawWrites(QUIESCE_ANSWER)) {
+                        LOG.log(Level.ERROR, "thaw not confirmed after a checkpoint partition=" + p.name()
+                            + " (the guest thaws by itself after " + QUIESCE_HOLD.toSeconds() + " s)");
+                    }
+                }, null);
+            }
+        } else {
+            why = "this kind of partition has no freeze";
         }
+        LOG.log(Level.WARNING, "checkpoint is crash-consistent partition=" + p.name() + " reason=\"" + why + "\"");
+        return Quiesce.none(why);
+    }
+
+    private static void thaw(VmPartition vm) {
         try {
             vm.thawFileSystems();
         } catch (RuntimeException e) {
@@ -275,9 +310,19 @@ public final class CheckpointService {
         CheckpointStore store = store(partition);
         ScsiLun lun = host.lun(partition, disk);
         String oldLeaf = leaf(s, disk);
-        Path child = store.newImage(s, disk);
+        DiskFormat format = VirtualDisks.detect(parent);
+        Path child = store.newImage(s, disk, format);
         Files.createDirectories(store.dir());
-        VhdxDisk running = parent.toString().equals(oldLeaf) && lun.disk() instanceof VhdxDisk v ? v : null;
+        boolean parentRuns = parent.toString().equals(oldLeaf);
+        VhdxDisk running = parentRuns && lun.disk() instanceof VhdxDisk v ? v : null;
+        // A VHD child is linked by its parent's unique id, which writes never change: made before the pause too,
+        // and opened after the parent's close (VHD opens take no flock, but a writer's close trims its file).
+        boolean vhdPrepared = parentRuns && lun.disk() instanceof VhdDisk;
+        if (vhdPrepared) {
+            VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHD, parent)).close();
+            record(s, disk, child, parent, alsoRecord);
+            store.save(s);
+        }
         java.util.UUID linkedTo = null;
         if (running != null) {
             running.startWriteSession(); // its DataWriteGuid is now fixed until it closes: the child stays linked
@@ -316,6 +361,9 @@ public final class CheckpointService {
                     if (!paused) {
                         atPause.run();
                     }
+                    if (vhdPrepared) {
+                        return VirtualDisks.open(child, false);
+                    }
                     if (running != null) {
                         if (!running.dataWriteGuid().equals(expected)) {
                             OnlineMerge.relink(child, parent); // still empty: only its parent linkage changes
@@ -324,7 +372,7 @@ public final class CheckpointService {
                     }
                     // Created in place (fsynced by the writer): until the state names it, a crash leaves an
                     // unreferenced file that the next start removes.
-                    VirtualDisk next = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, parent));
+                    VirtualDisk next = VirtualDisks.create(child, CreateOptions.differencing(format, parent));
                     try {
                         record(s, disk, child, parent, alsoRecord);
                         store.save(s); // from here a restart opens the child
@@ -466,7 +514,7 @@ public final class CheckpointService {
 
     private static void deleteIfOurs(CheckpointStore store, String image) throws IOException {
         Path p = Path.of(image);
-        if (p.startsWith(store.dir().toAbsolutePath()) && image.endsWith(".avhdx")) {
+        if (p.startsWith(store.dir().toAbsolutePath()) && (image.endsWith(".avhdx") || image.endsWith(".vhd"))) {
             Files.deleteIfExists(p);
         }
     }
@@ -699,6 +747,22 @@ public final class CheckpointService {
         m.put("merges", running);
         m.put("pause", pauses.json());
         return m;
+    }
+
+    /**
+     * Only production checkpoints (disks, with the guest quiesced) are built. A standard checkpoint (a VM's device
+     * and memory state saved with QEMU migration to a file, restored with -incoming) is refused with what is missing.
+     */
+    static void requireProductionType(String type) throws CheckpointException {
+        if (type == null || type.equals("production")) {
+            return;
+        }
+        if (type.equals("standard")) {
+            throw new CheckpointException(409, "standard checkpoints (device and memory state) are not built yet: saving "
+                + "a VM's state with QEMU migration to a file and restoring it with -incoming on the checkpoint's disks is "
+                + "missing; take a production checkpoint (type=production, the default)");
+        }
+        throw new CheckpointException(400, "type must be production or standard, not '" + type + "' (type=TYPE)");
     }
 
     static String requireName(String name) throws CheckpointException {

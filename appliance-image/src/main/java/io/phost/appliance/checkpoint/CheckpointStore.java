@@ -2,6 +2,7 @@ package io.phost.appliance.checkpoint;
 
 import io.phost.core.text.Json;
 import io.phost.core.sys.PosixFile;
+import io.phost.vhdx.DiskFormat;
 
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -57,6 +58,16 @@ final class CheckpointStore {
 
     /** A new image name for {@code disk} (the counter is saved with the state that first names the image). */
     Path newImage(CheckpointState s, String disk) {
-        return dir.resolve(disk + "-" + s.nextImage++ + ".avhdx").toAbsolutePath();
+        return newImage(s, disk, DiskFormat.VHDX);
+    }
+
+    /** A new child image name in {@code format}: {@code .avhdx} under a VHDX, a differencing {@code .vhd} under a VHD. */
+    Path newImage(CheckpointState s, String disk, DiskFormat format) {
+        return dir.resolve(disk + "-" + s.nextImage++ + (format == DiskFormat.VHD ? ".vhd" : ".avhdx")).toAbsolutePath();
+    }
+
+    /** A file this store made (an image, a merge's stage or journal, a temporary file), by its name. */
+    static boolean ours(String name) {
+        return name.endsWith(".avhdx") || name.endsWith(".vhd") || name.contains(".avhdx.merge-") || name.endsWith(".tmp");
     }
 }

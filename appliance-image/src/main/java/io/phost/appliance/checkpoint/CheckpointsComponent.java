@@ -16,7 +16,7 @@ import java.util.function.Function;
  * Checkpoints on the management API (query arguments, like the partition verbs):
  * <pre>
  *   GET  /v1/partitions/checkpoints?name=P                       the tree, the leaves, a delete's progress
- *   POST /v1/partitions/checkpoints/create?name=P&amp;checkpoint=C   200: the checkpoint and each disk's I/O pause
+ *   POST /v1/partitions/checkpoints/create?name=P&amp;checkpoint=C[&amp;type=production]   200: the checkpoint and each disk's I/O pause
  *   POST /v1/partitions/checkpoints/apply?name=P&amp;checkpoint=C    stops P if needed, reverts, starts it again
  *   POST /v1/partitions/checkpoints/delete?name=P&amp;checkpoint=C[&amp;wait=true]   202: the online merge started
  *   POST /v1/partitions/checkpoints/export?name=P&amp;checkpoint=C&amp;path=ABS[&amp;disk=D]   a standalone VHDX
@@ -56,7 +56,10 @@ public final class CheckpointsComponent implements Component {
     public Map<String, Function<String, HttpResponse>> routes() {
         Map<String, Function<String, HttpResponse>> r = new LinkedHashMap<>();
         r.put("GET /v1/partitions/checkpoints", q -> call(q, false, a -> service.list(a.get("name"))));
-        r.put("POST /v1/partitions/checkpoints/create", q -> call(q, true, a -> service.create(a.get("name"), a.get("checkpoint"))));
+        r.put("POST /v1/partitions/checkpoints/create", q -> call(q, true, a -> {
+            CheckpointService.requireProductionType(a.get("type"));
+            return service.create(a.get("name"), a.get("checkpoint"));
+        }));
         r.put("POST /v1/partitions/checkpoints/apply", q -> call(q, true, a -> service.apply(a.get("name"), a.get("checkpoint"))));
         r.put("POST /v1/partitions/checkpoints/delete", q -> call(q, true,
             a -> service.delete(a.get("name"), a.get("checkpoint"), "true".equals(a.get("wait")))));

@@ -93,11 +93,21 @@ public final class CheckpointCommand {
         @Parameters(index = "1", paramLabel = "CHECKPOINT", description = "A new name: letters, digits, . _ -")
         String checkpoint;
 
+        @Option(names = "--type", paramLabel = "TYPE", defaultValue = "production", description =
+            "production (default: the disks, with the guest's writes frozen when it can) or standard (a VM's memory "
+                + "and device state too: not built yet, refused).")
+        String type;
+
         @Override
         public Integer call() throws IOException {
-            HttpResponse r = post("create", query(checkpoint));
+            Map<String, Object> q = query(checkpoint);
+            if (!type.equals("production")) {
+                q.put("type", type);
+            }
+            HttpResponse r = post("create", q);
             Map<?, ?> m = (Map<?, ?>) Json.parse(r.bodyText());
             return print(r, "created checkpoint " + checkpoint + " of " + partition + " (" + m.get("consistency")
+                + (m.get("consistency_reason") != null ? ": " + m.get("consistency_reason") : "")
                 + ", I/O pause per disk us=" + m.get("pause_us") + ")");
         }
     }

@@ -86,7 +86,7 @@ public final class GuestIoCommand implements Callable<Integer> {
             Thread.ofPlatform().daemon().name("guest-io").start(() -> {
                 try {
                     run.complete(waitGrow > 0 ? GuestIo.runAfterGrow(s.bus(), o, Duration.ofSeconds(waitGrow))
-                        : GuestIo.run(s.bus(), o));
+                        : GuestIo.run(s.bus(), o, s.integration()));
                 } catch (Throwable t) {
                     run.completeExceptionally(t);
                 }

@@ -74,6 +74,11 @@ final class CheckpointHostAdapter implements CheckpointHost {
     }
 
     @Override
+    public boolean isVhd(String disk) {
+        return cfg.disk(disk).map(d -> d.format() == DiskFormat.VHD).orElse(false);
+    }
+
+    @Override
     public String otherExport(String disk) {
         // An NBD export of a process partition's disk shares that partition's LUN: the switch covers it.
         return cfg.disk(disk).map(d -> d.nbdExport() && NbdComponent.servingPartition(cfg, disk) == null

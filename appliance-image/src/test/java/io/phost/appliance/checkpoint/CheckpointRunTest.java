@@ -44,6 +44,10 @@ class CheckpointRunTest {
     Path dir;
 
     private String config(String workloadArgs, boolean autostart) {
+        return config(workloadArgs, autostart, "vhdx");
+    }
+
+    private String config(String workloadArgs, boolean autostart, String format) {
         return """
             [host]
             name = "ckpt"
@@ -51,8 +55,8 @@ class CheckpointRunTest {
 
             [[disk]]
             name = "d0"
-            path = "d0.vhdx"
-            format = "vhdx"
+            path = "d0.%s"
+            format = "%s"
             create = { type = "dynamic", size = "256MiB" }
 
             [[partition]]
@@ -63,7 +67,7 @@ class CheckpointRunTest {
               [[partition.disk]]
               disk = "d0"
               lun = 0
-            """.formatted(dir.resolve("data"), autostart, workloadArgs);
+            """.formatted(dir.resolve("data"), format, format, autostart, workloadArgs);
     }
 
     @Test
@@ -76,12 +80,13 @@ class CheckpointRunTest {
             String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
             ManagementClient c = new ManagementClient(ManagementAddress.parse(endpoint), null);
             awaitState(c, "running");
-            Thread.sleep(1000);
+            awaitWrites(c); // the workload runs (and answers freezes) once it writes
             for (String name : List.of("c1", "c2", "c3")) {
                 HttpResponse r = c.post("/v1/partitions/checkpoints/create?name=p&checkpoint=" + name);
                 assertEquals(200, r.status(), r.bodyText());
                 Map<?, ?> m = (Map<?, ?>) Json.parse(r.bodyText());
-                assertEquals("crash-consistent", m.get("consistency"));
+                // The workload answers the freeze request: its writes were flushed and held around the switch.
+                assertEquals("application-consistent", m.get("consistency"), r.bodyText());
                 System.out.println("checkpoint " + name + " pause_us=" + m.get("pause_us") + " state=" + state(c));
                 Thread.sleep(700);
             }
@@ -101,6 +106,7 @@ class CheckpointRunTest {
             awaitEnd(c);
             String log = c.get("/v1/partitions/logs?name=p").bodyText();
             assertTrue(log.contains("errors=0,") && log.contains("verify_errors=0") && !log.contains("verified=0,"), log);
+            assertTrue(log.contains("writes frozen and flushed for a checkpoint"), log);
 
             // Export c2 and c3: qemu-img reads them; every word is zero or the workload's pattern.
             Path e2 = dir.resolve("e2.vhdx");
@@ -122,6 +128,50 @@ class CheckpointRunTest {
             Map<?, ?> status = (Map<?, ?>) ((Map<?, ?>) Json.parse(c.get("/v1/status").bodyText())).get("checkpoints");
             System.out.println("status.checkpoints=" + status);
             assertTrue(((Number) ((Map<?, ?>) status.get("pause")).get("count")).longValue() >= 6, status.toString());
+        }
+    }
+
+    /**
+     * A VHD disk gets differencing .vhd children: checkpoints while the workload writes and verifies, a delete
+     * merged online, exports that hold only the pattern, and an apply that reads as the checkpoint again.
+     */
+    @Test
+    void shouldCheckpointAVhdDiskWithDifferencingVhdChildren() throws Exception {
+        Path cfg = dir.resolve("appliance.toml");
+        Files.writeString(cfg, config("\"--rw\", \"randwrite\", \"--bs\", \"4k\", \"--iodepth\", \"4\", \"--runtime\", \"12\", "
+            + "\"--span\", \"16m\", \"--verify\", \"--seed\", \"" + SEED + "\"", true, "vhd"));
+        Path ckdir = dir.resolve("data/checkpoints/p");
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(), "--plain")) {
+            p.awaitLine("phost: ready", Duration.ofSeconds(60));
+            String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
+            ManagementClient c = new ManagementClient(ManagementAddress.parse(endpoint), null);
+            awaitState(c, "running");
+            Thread.sleep(700);
+            for (String name : List.of("c1", "c2")) {
+                HttpResponse r = c.post("/v1/partitions/checkpoints/create?name=p&checkpoint=" + name);
+                assertEquals(200, r.status(), r.bodyText());
+                System.out.println("vhd checkpoint " + name + " pause_us=" + ((Map<?, ?>) Json.parse(r.bodyText())).get("pause_us"));
+                Thread.sleep(700);
+            }
+            assertEquals(ckdir.resolve("d0-2.vhd").toAbsolutePath().toString(), ((Map<?, ?>) list(c).get("leaves")).get("d0"));
+            qemuImg("info", "-f", "vpc", ckdir.resolve("d0-1.vhd").toString()); // a differencing VHD qemu opens with its chain
+            assertEquals(0, Main.execute("checkpoint", "delete", "p", "c1", "--wait", "--host", endpoint));
+            assertEquals("running", state(c), () -> partitionAndLog(c));
+            assertFalse(Files.exists(ckdir.resolve("d0-1.vhd")), "c1's child merged into d0.vhd and removed");
+            assertEquals(dir.resolve("data/d0.vhd").toAbsolutePath().toString(),
+                ((Map<?, ?>) ((Map<?, ?>) ((List<?>) list(c).get("checkpoints")).getFirst()).get("images")).get("d0"));
+            awaitEnd(c);
+            String log = c.get("/v1/partitions/logs?name=p").bodyText();
+            assertTrue(log.contains("errors=0,") && log.contains("verify_errors=0") && !log.contains("verified=0,"), log);
+
+            Path e2 = dir.resolve("e2.vhdx");
+            assertEquals(0, Main.execute("checkpoint", "export", "p", "c2", e2.toString(), "--host", endpoint));
+            assertTrue(checkPattern(e2) > 0);
+            assertEquals(0, Main.execute("checkpoint", "apply", "p", "c2", "--host", endpoint));
+            assertEquals(200, c.post("/v1/partitions/checkpoints/create?name=p&checkpoint=after-apply").status());
+            Path ea = dir.resolve("ea.vhdx");
+            assertEquals(0, Main.execute("checkpoint", "export", "p", "after-apply", ea.toString(), "--host", endpoint));
+            qemuImg("compare", "-f", "vhdx", "-F", "vhdx", e2.toString(), ea.toString());
         }
     }
 
@@ -210,6 +260,20 @@ class CheckpointRunTest {
               [[partition.disk]]
               disk = "shared"
               lun = 0
+
+            [[disk]]
+            name = "i0"
+            path = "i0.vhdx"
+            format = "vhdx"
+            create = { type = "dynamic", size = "16MiB" }
+
+            [[partition]]
+            name = "i"
+            memory = "16MiB"
+            workload = { kind = "idle" }
+              [[partition.disk]]
+              disk = "i0"
+              lun = 0
             """.formatted(dir.resolve("data")));
         try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(), "--plain")) {
             p.awaitLine("phost: ready", Duration.ofSeconds(60));
@@ -217,7 +281,7 @@ class CheckpointRunTest {
             ManagementClient c = new ManagementClient(ManagementAddress.parse(endpoint), null);
             HttpResponse raw = c.post("/v1/partitions/checkpoints/create?name=r&checkpoint=a");
             assertEquals(409, raw.status());
-            assertTrue(raw.bodyText().contains("disk 'raw0'") && raw.bodyText().contains("not VHDX"), raw.bodyText());
+            assertTrue(raw.bodyText().contains("disk 'raw0'") && raw.bodyText().contains("neither VHDX nor VHD"), raw.bodyText());
             // A disk exported over NBD that one process partition serves shares that partition's LUN: it can be
             // checkpointed now (RunNbdCheckpointTest writes through the export around the switch).
             HttpResponse nbd = c.post("/v1/partitions/checkpoints/create?name=n&checkpoint=a");
@@ -227,6 +291,26 @@ class CheckpointRunTest {
             assertEquals(400, c.get("/v1/partitions/checkpoints").status());
             assertEquals(1, Main.execute("checkpoint", "create", "r", "a", "--host", endpoint), "409 exits 1");
             assertFalse(Files.exists(dir.resolve("data/checkpoints/r/state.json")), "a refusal writes nothing");
+            // A running guest that cannot freeze (the idle workload has nothing to hold) gets a crash-consistent
+            // checkpoint that says why.
+            long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+            HttpResponse idle;
+            Map<?, ?> m;
+            do {
+                Thread.sleep(200);
+                idle = c.post("/v1/partitions/checkpoints/create?name=i&checkpoint=c" + System.nanoTime());
+                assertEquals(200, idle.status(), idle.bodyText());
+                m = (Map<?, ?>) Json.parse(idle.bodyText());
+            } while (List.of("the partition is not running", "the guest has no backup (VSS) integration service open")
+                .contains(String.valueOf(m.get("consistency_reason"))) && System.nanoTime() < deadline);
+            assertEquals("crash-consistent", m.get("consistency"), idle.bodyText());
+            assertEquals("the guest has nothing that can freeze its writes", m.get("consistency_reason"), idle.bodyText());
+            HttpResponse standard = c.post("/v1/partitions/checkpoints/create?name=i&checkpoint=s&type=standard");
+            assertEquals(409, standard.status());
+            assertTrue(standard.bodyText().contains("standard checkpoints") && standard.bodyText().contains("not built yet"),
+                standard.bodyText());
+            assertEquals(400, c.post("/v1/partitions/checkpoints/create?name=i&checkpoint=s&type=bogus").status());
+            assertEquals(1, Main.execute("checkpoint", "create", "i", "s", "--type", "standard", "--host", endpoint));
         }
     }
 
@@ -291,6 +375,20 @@ class CheckpointRunTest {
 
     private static String state(ManagementClient c) throws Exception {
         return String.valueOf(((Map<?, ?>) ((List<?>) Json.parse(c.get("/v1/partitions").bodyText())).getFirst()).get("state"));
+    }
+
+    /** Until the metering shows partition p's first disk written (it ticks once a second). */
+    private static void awaitWrites(ManagementClient c) throws Exception {
+        long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+        while (System.nanoTime() < deadline) {
+            Map<?, ?> m = (Map<?, ?>) Json.parse(c.get("/v1/partitions/measure?name=p").bodyText());
+            List<?> disks = (List<?>) m.get("disks");
+            if (disks != null && !disks.isEmpty() && ((Number) ((Map<?, ?>) disks.getFirst()).get("write_bytes")).longValue() > 0) {
+                return;
+            }
+            Thread.sleep(100);
+        }
+        throw new AssertionError("the workload did not write within 60 s");
     }
 
     private static void awaitState(ManagementClient c, String wanted) throws Exception {

@@ -19,8 +19,10 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.function.Consumer;
 
 /**
- * The guest side of the integration services: opens heartbeat, shutdown, time sync and KVP when offered
- * and serves them from one thread that sleeps in poll(2) on all four doorbells when idle.
+ * The guest side of the integration services: opens heartbeat, shutdown, time sync, KVP and backup (VSS) when
+ * offered and serves them from one thread that sleeps in poll(2) on their doorbells when idle. A freeze request
+ * goes to the program's {@link WriteQuiescer} (none set: answered "unsupported"); a frozen guest thaws by itself
+ * when the request's timeout passes without a thaw, so a host that dies mid-checkpoint cannot hold it forever.
  */
 public final class GuestIntegration implements AutoCloseable {
     private final VmbusClient bus;
@@ -30,6 +32,9 @@ public final class GuestIntegration implements AutoCloseable {
     private ClientChannel shutdown;
     private ClientChannel timesync;
     private ClientChannel kvp;
+    private ClientChannel vss;
+    private volatile WriteQuiescer quiescer;
+    private volatile long freezeGeneration;
     private final Map<String, String> hostValues = new ConcurrentHashMap<>();
     private final MemorySegment reply = Arena.ofAuto().allocate(IcMessage.MAX_MESSAGE, 8);
     private final MemorySegment pollFds;
@@ -52,6 +57,7 @@ public final class GuestIntegration implements AutoCloseable {
         shutdown = openIfOffered(IcMessage.SHUTDOWN_TYPE);
         timesync = openIfOffered(IcMessage.TIMESYNC_TYPE);
         kvp = openIfOffered(IcMessage.KVP_TYPE);
+        vss = openIfOffered(IcMessage.VSS_TYPE);
         pollFds = Arena.ofAuto().allocate(Poll.POLLFD_SIZE * Math.max(1, channels.size()), 8);
         thread = new Thread(this::serve, "guest-ic");
         thread.setDaemon(true);
@@ -67,6 +73,11 @@ public final class GuestIntegration implements AutoCloseable {
             }
         }
         return null;
+    }
+
+    /** The program's freeze/thaw of its writes, for the host's application-consistent checkpoints. */
+    public void quiescer(WriteQuiescer q) {
+        quiescer = q;
     }
 
     /** Tests: stop answering heartbeats (simulates a hung guest). */
@@ -171,6 +182,52 @@ public final class GuestIntegration implements AutoCloseable {
         return true;
     };
 
+    private final PacketHandler vssHandler = (buf, off, len, type, flags, transId) -> {
+        long d = PacketDescriptor.dataOffset(buf, off);
+        int n = PacketDescriptor.dataLength(buf, off, len);
+        int status;
+        if (n < IcMessage.PAYLOAD + 8) {
+            status = IcMessage.VSS_FAILED; // a guest ignores malformed host messages, but answers them
+        } else {
+            int op = buf.get(IcMessage.U32, d + IcMessage.VSS_OP);
+            long holdMillis = Math.max(1, buf.get(IcMessage.U32, d + IcMessage.VSS_TIMEOUT_MS) & 0xffffffffL);
+            status = vssRequest(op, holdMillis);
+        }
+        IcMessage.header(reply, IcMessage.VSS, 0, 0);
+        reply.set(IcMessage.U16, IcMessage.STATUS, (short) status);
+        vss.tryWrite(PacketDescriptor.TYPE_COMPLETION, 0, transId, reply, 0, IcMessage.PAYLOAD);
+        return true; // a full ring drops the answer: the host times out and says so, never holding us
+    };
+
+    private int vssRequest(int op, long holdMillis) {
+        WriteQuiescer q = quiescer;
+        if (q == null) {
+            return IcMessage.VSS_UNSUPPORTED;
+        }
+        if (op == IcMessage.VSS_THAW) {
+            freezeGeneration++;
+            return q.thaw() ? IcMessage.VSS_OK : IcMessage.VSS_NOT_FROZEN;
+        }
+        if (op != IcMessage.VSS_FREEZE) {
+            return IcMessage.VSS_FAILED;
+        }
+        if (!q.freeze(Duration.ofMillis(Math.min(holdMillis, 5000)))) {
+            return IcMessage.VSS_FAILED;
+        }
+        long generation = ++freezeGeneration;
+        Thread.ofVirtual().start(() -> { // the guest's own limit: thaw if the host never does
+            try {
+                Thread.sleep(holdMillis);
+            } catch (InterruptedException e) {
+                return;
+            }
+            if (freezeGeneration == generation && q.thaw()) {
+                System.err.println("guest integration: writes thawed by the freeze timeout (" + holdMillis + " ms)");
+            }
+        });
+        return IcMessage.VSS_OK;
+    }
+
     private void serve() {
         int idle = 0;
         try {
@@ -187,6 +244,9 @@ public final class GuestIntegration implements AutoCloseable {
                 }
                 if (shutdown != null) {
                     work += shutdown.tryRead(shutdownHandler, 1);
+                }
+                if (vss != null) {
+                    work += vss.tryRead(vssHandler, 1);
                 }
                 if (shutdownReason != null) {
                     String r = shutdownReason;

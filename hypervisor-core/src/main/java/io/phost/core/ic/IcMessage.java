@@ -18,6 +18,9 @@ import java.util.UUID;
  *  KVP       (4)  payload: u8 op @16 (1 SET, 2 DELETE, 3 GUEST_SET, 4 GUEST_DELETE) | u8 pool @17 |
  *                 u16 key_len @18 | u16 value_len @20 | u16 reserved @22 | key @24 | value
  *                 SET/DELETE host→guest (the "external" pool); GUEST_* guest→host (the guest's own pairs)
+ *  VSS       (5)  host→guest payload: u32 op @16 (1 FREEZE, 2 THAW), u32 timeout_ms @20 (FREEZE: the guest thaws
+ *                 by itself after it); guest completes with status 0 (done: FREEZE = writes flushed and held),
+ *                 1 (the guest has nothing that can freeze), 2 (freezing failed or timed out), 3 (THAW: was not frozen)
  * </pre>
  * Keys are at most 512 bytes and values 2048 (Hyper-V's HV_KVP_EXCHANGE_MAX_*_SIZE); a side receiving
  * more treats it as a protocol fault.
@@ -27,6 +30,15 @@ public final class IcMessage {
     public static final int SHUTDOWN = 2;
     public static final int TIMESYNC = 3;
     public static final int KVP = 4;
+    public static final int VSS = 5;
+    public static final int VSS_OP = 16;
+    public static final int VSS_TIMEOUT_MS = 20;
+    public static final int VSS_FREEZE = 1;
+    public static final int VSS_THAW = 2;
+    public static final int VSS_OK = 0;
+    public static final int VSS_UNSUPPORTED = 1;
+    public static final int VSS_FAILED = 2;
+    public static final int VSS_NOT_FROZEN = 3;
 
     public static final int MSGTYPE = 0;
     public static final int STATUS = 2;
@@ -53,6 +65,7 @@ public final class IcMessage {
     public static final UUID SHUTDOWN_TYPE = UUID.fromString("0e0b6031-5213-4934-818b-38d90ced39db");
     public static final UUID TIMESYNC_TYPE = UUID.fromString("9527e630-d0ae-497b-adce-e80ab0175caf");
     public static final UUID KVP_TYPE = UUID.fromString("a9a0f4e7-5a45-4d96-b827-8a841e8c03e6");
+    public static final UUID VSS_TYPE = UUID.fromString("35fa2e29-ea23-4236-96ae-3a6ebacba440");
 
     static final ValueLayout.OfShort U16 = ValueLayout.JAVA_SHORT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
     static final ValueLayout.OfInt U32 = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);

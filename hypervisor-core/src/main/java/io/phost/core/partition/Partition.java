@@ -4,6 +4,8 @@ import io.phost.core.ic.HeartbeatVsp;
 import io.phost.core.ic.KvpVsp;
 import io.phost.core.ic.ShutdownVsp;
 import io.phost.core.ic.TimeSyncVsp;
+import io.phost.core.ic.IcMessage;
+import io.phost.core.ic.VssVsp;
 import io.phost.core.sys.Fd;
 import io.phost.core.sys.Signals;
 import io.phost.core.vm.CrashRestarts;
@@ -63,6 +65,7 @@ public final class Partition implements ChildPartition {
     final ShutdownVsp shutdown;
     final TimeSyncVsp timesync;
     final KvpVsp kvp;
+    final VssVsp vss;
 
     Partition(PartitionHost host, PartitionSpec spec) {
         this.host = host;
@@ -74,6 +77,7 @@ public final class Partition implements ChildPartition {
         this.shutdown = new ShutdownVsp(spec.name());
         this.timesync = new TimeSyncVsp(spec.name(), o.timeSyncInterval().toNanos());
         this.kvp = new KvpVsp(spec.name());
+        this.vss = new VssVsp(spec.name());
     }
 
     @Override
@@ -247,6 +251,51 @@ public final class Partition implements ChildPartition {
     }
 
     /**
+     * Asks the guest, through the backup (VSS) integration service, to flush and hold its writes; it thaws by itself
+     * after {@code hold}. Returns null when the guest answered that it is frozen, else why it is not (no service
+     * open, no answer within {@code answerWithin}, or the guest's own refusal): the caller's checkpoint is then only
+     * crash-consistent. Never called under the partition's lock (the guest may be slow or hostile).
+     */
+    public String freezeWrites(Duration answerWithin, Duration hold) {
+        if (state() != PartitionState.RUNNING) {
+            return "the partition is " + state().name().toLowerCase(java.util.Locale.ROOT);
+        }
+        if (!vss.isOpen()) {
+            return "the guest has no backup (VSS) integration service open";
+        }
+        try {
+            int status = vss.request(IcMessage.VSS_FREEZE, (int) Math.min(Integer.MAX_VALUE, hold.toMillis()))
+                .get(answerWithin.toMillis(), TimeUnit.MILLISECONDS);
+            return switch (status) {
+                case IcMessage.VSS_OK -> null;
+                case IcMessage.VSS_UNSUPPORTED -> "the guest has nothing that can freeze its writes";
+                default -> "the guest could not freeze its writes (status " + status + ")";
+            };
+        } catch (java.util.concurrent.TimeoutException e) {
+            thawWrites(answerWithin); // a late freeze must not hold the guest until its own timeout
+            return "the guest did not answer the freeze request within " + answerWithin.toMillis() + " ms";
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return "interrupted";
+        } catch (java.util.concurrent.ExecutionException e) {
+            return e.getCause().getMessage();
+        }
+    }
+
+    /** Releases the writes {@link #freezeWrites} held; false when the guest did not confirm (it thaws by itself later). */
+    public boolean thawWrites(Duration answerWithin) {
+        try {
+            int status = vss.request(IcMessage.VSS_THAW, 0).get(answerWithin.toMillis(), TimeUnit.MILLISECONDS);
+            return status == IcMessage.VSS_OK;
+        } catch (java.util.concurrent.TimeoutException | java.util.concurrent.ExecutionException e) {
+            return false;
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return false;
+        }
+    }
+
+    /**
      * Graceful stop: asks the guest through the shutdown service and waits up to {@code grace} for its
      * process to exit (or, for an external partition, its connection to close); then SIGKILL.
      * Returns when the partition is STOPPED.
@@ -407,6 +456,7 @@ public final class Partition implements ChildPartition {
         s.offer(shutdown);
         s.offer(timesync);
         s.offer(kvp);
+        s.offer(vss);
         for (VirtualServiceProvider v : services) {
             s.offer(v);
         }

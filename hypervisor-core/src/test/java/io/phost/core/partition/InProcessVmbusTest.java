@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.*;
 import io.phost.core.EchoVsp;
 import io.phost.core.TestGuest;
 import io.phost.core.ic.GuestIntegration;
+import io.phost.core.ic.WriteQuiescer;
 import io.phost.core.sys.SharedMemory;
 import io.phost.core.vmbus.ChannelMessage;
 import io.phost.core.vmbus.ChannelOffer;
@@ -85,7 +86,7 @@ class InProcessVmbusTest {
         VmbusClient c = attach(p);
         assertEquals(ChannelMessage.VERSIONS[0], c.version());
         assertEquals(PartitionState.RUNNING, p.state());
-        assertEquals(5, c.offers().size(), "4 integration services + the echo device");
+        assertEquals(6, c.offers().size(), "5 integration services + the echo device");
         assertEquals("ok", TestGuest.exercise(c));
         assertTrue(echo.gpaDirect.get() >= 1);
         assertEquals(0, p.faultCount(), p.faults().toString());
@@ -271,6 +272,70 @@ class InProcessVmbusTest {
                 Thread.sleep(10);
             }
             assertFalse(ic.hostValues().containsKey("HostName"));
+        }
+    }
+
+    /**
+     * The backup (VSS) integration service: a freeze reaches the guest's quiescer and is answered, a thaw
+     * releases it; a guest with no quiescer says so, one that answers too late is thawed and named, and a
+     * frozen guest whose host never thaws thaws by itself after the request's hold time.
+     */
+    @Test
+    void shouldFreezeAndThawTheGuestsWritesThroughTheBackupService() throws Exception {
+        Partition p = external("vss", null);
+        VmbusClient c = attach(p);
+        assertEquals("the guest has no backup (VSS) integration service open", p.freezeWrites(Duration.ofSeconds(1), Duration.ofSeconds(1)));
+        java.util.concurrent.atomic.AtomicInteger freezes = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.atomic.AtomicBoolean frozen = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.concurrent.atomic.AtomicLong freezeDelayMillis = new java.util.concurrent.atomic.AtomicLong();
+        try (GuestIntegration ic = new GuestIntegration(c, r -> { })) {
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            String why;
+            while ((why = p.freezeWrites(Duration.ofSeconds(2), Duration.ofSeconds(5))) != null
+                && why.contains("no backup") && System.nanoTime() < deadline) {
+                Thread.sleep(10); // the guest's integration thread opens the channel
+            }
+            assertEquals("the guest has nothing that can freeze its writes", why);
+            ic.quiescer(new WriteQuiescer() {
+                @Override
+                public boolean freeze(Duration within) {
+                    try {
+                        Thread.sleep(freezeDelayMillis.get());
+                    } catch (InterruptedException e) {
+                        return false;
+                    }
+                    freezes.incrementAndGet();
+                    frozen.set(true);
+                    return true;
+                }
+
+                @Override
+                public boolean thaw() {
+                    return frozen.getAndSet(false);
+                }
+            });
+            assertNull(p.freezeWrites(Duration.ofSeconds(2), Duration.ofSeconds(30)));
+            assertTrue(frozen.get());
+            assertTrue(p.thawWrites(Duration.ofSeconds(2)));
+            assertFalse(frozen.get());
+            assertFalse(p.thawWrites(Duration.ofSeconds(2)), "a second thaw: the guest was not frozen");
+
+            freezeDelayMillis.set(1500); // answers after the host stopped waiting: the host thaws it at once
+            String late = p.freezeWrites(Duration.ofMillis(300), Duration.ofSeconds(30));
+            assertTrue(late != null && late.contains("did not answer"), late);
+            deadline = System.nanoTime() + 10_000_000_000L;
+            while ((freezes.get() < 2 || frozen.get()) && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertFalse(frozen.get(), "the late freeze was undone by the host's thaw");
+
+            freezeDelayMillis.set(0);
+            assertNull(p.freezeWrites(Duration.ofSeconds(2), Duration.ofMillis(300)));
+            deadline = System.nanoTime() + 10_000_000_000L;
+            while (frozen.get() && System.nanoTime() < deadline) {
+                Thread.sleep(10);
+            }
+            assertFalse(frozen.get(), "no thaw from the host: the guest thawed itself after the hold time");
         }
     }
 

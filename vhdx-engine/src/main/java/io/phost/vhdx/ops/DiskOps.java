@@ -682,7 +682,7 @@ public final class DiskOps {
         return new CopyResult(written, Math.max(0, size - written));
     }
 
-    private static CopyResult mergeVhd(Path child, Progress progress) throws IOException {
+    static CopyResult mergeVhd(Path child, Progress progress) throws IOException {
         try (VhdDisk c = VhdDisk.open(child, true)) {
             if (c.parent() == null) {
                 throw new IllegalArgumentException(child + " is not a differencing image");

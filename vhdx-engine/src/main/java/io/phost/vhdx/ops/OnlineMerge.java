@@ -2,6 +2,8 @@ package io.phost.vhdx.ops;
 
 import io.phost.vhdx.DiskFormat;
 import io.phost.vhdx.VirtualDisks;
+import io.phost.vhdx.vhd.VhdDisk;
+import io.phost.vhdx.vhd.VhdMaintenance;
 
 import java.io.IOException;
 import java.nio.file.Files;
@@ -21,6 +23,9 @@ import java.nio.file.Path;
  * </pre>
  * A kill before the journal exists leaves a stale stage ({@link #discardUncommitted}: roll back); a kill
  * after it is finished by running {@link #apply} again ({@link #committed} says which).
+ * <p>A differencing VHD needs no stage or journal: its link to the parent is the parent's unique id, which
+ * writes never change, so the child keeps opening on a half-written parent and {@link #apply} (copy every
+ * range the child stores into the parent, flush) can simply run again after a kill.
  */
 public final class OnlineMerge {
     private OnlineMerge() {
@@ -40,8 +45,13 @@ public final class OnlineMerge {
 
     /** Stages {@code child}'s blocks and writes the journal; nothing to do when the journal exists. */
     public static void prepare(Path child, Progress progress) throws IOException {
-        if (VirtualDisks.detect(child) != DiskFormat.VHDX) {
-            throw new IllegalArgumentException(child + ": an online merge needs a differencing VHDX");
+        DiskFormat f = VirtualDisks.detect(child);
+        if (f == DiskFormat.VHD) {
+            requireDifferencingVhd(child);
+            return;
+        }
+        if (f != DiskFormat.VHDX) {
+            throw new IllegalArgumentException(child + ": an online merge needs a differencing VHDX or VHD");
         }
         if (committed(child)) {
             return;
@@ -53,6 +63,9 @@ public final class OnlineMerge {
 
     /** Writes the staged blocks into the parent and flushes it; returns the bytes written. Repeatable. */
     public static long apply(Path child, Progress progress) throws IOException {
+        if (isVhd(child)) {
+            return DiskOps.mergeVhd(child, progress).bytesWritten(); // no flock on VHDs: the running chain's readers stay
+        }
         Path journal = VhdxMerge.journalOf(child);
         if (!Files.exists(journal)) {
             throw new IllegalStateException("no merge journal beside " + child + ": prepare first");
@@ -70,7 +83,23 @@ public final class OnlineMerge {
      * view is unchanged (the parent now reads what the child did), so it keeps its own DataWriteGuid.
      */
     public static void relink(Path grandchild, Path parent) throws IOException {
+        if (isVhd(grandchild)) {
+            VhdMaintenance.setParent(grandchild, parent, true); // the parent's unique id is not the child's: forced
+            return;
+        }
         io.phost.vhdx.vhdx.VhdxDisk.setParent(grandchild, parent, true, true);
+    }
+
+    private static boolean isVhd(Path image) throws IOException {
+        return Files.exists(image) && VirtualDisks.detect(image) == DiskFormat.VHD;
+    }
+
+    private static void requireDifferencingVhd(Path child) throws IOException {
+        try (VhdDisk c = VhdDisk.open(child, true)) {
+            if (c.parent() == null) {
+                throw new IllegalArgumentException(child + ": an online merge needs a differencing VHD");
+            }
+        }
     }
 
     /** Deletes the merged child, then the journal and the stage. */

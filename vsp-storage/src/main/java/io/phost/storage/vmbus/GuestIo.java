@@ -80,10 +80,37 @@ public final class GuestIo {
     public static Result runInPartition(Options o) throws Exception {
         try (VmbusClient bus = VmbusClient.attachFromEnvironment();
              GuestIntegration ic = new GuestIntegration(bus, reason -> System.exit(0))) {
-            Result r = run(bus, o);
+            Result r = run(bus, o, ic);
             ic.publish("storage-io", r.json());
             return r;
         }
+    }
+
+    /**
+     * Runs the workload and answers the host's freeze requests meanwhile (application-consistent checkpoints):
+     * a freeze holds new commands, waits for those in flight and flushes the disk (on queue 0, idle then: its
+     * job waits for the thaw).
+     */
+    public static Result run(VmbusClient bus, Options o, GuestIntegration ic) throws Exception {
+        try (StorvscClient client = StorvscClient.connect(bus, null, o.jobs(), o.iodepth(), o.bs())) {
+            GuestWriteGate gate = new GuestWriteGate(() -> synchronizeCache(client, o.lun()));
+            ic.quiescer(gate);
+            try {
+                return run(client, o, gate);
+            } finally {
+                ic.quiescer(null);
+            }
+        }
+    }
+
+    private static void synchronizeCache(StorvscClient client, int lun) {
+        MemorySegment cdb = Arena.ofAuto().allocate(10);
+        cdb.set(ValueLayout.JAVA_BYTE, 0, (byte) Scsi.SYNCHRONIZE_CACHE_10);
+        int[] r = StorvscClient.runSync(client.queue(0), lun, cdb, 10, StorvscDescriptor.DATA_UNKNOWN, 0);
+        if (r[0] != 0) {
+            throw new IllegalStateException("SYNCHRONIZE CACHE failed: scsi status " + r[0]);
+        }
+        System.err.println("guest io: writes frozen and flushed for a checkpoint");
     }
 
     /** Runs the workload against the storage controller offered on {@code bus}. */
@@ -137,6 +164,11 @@ public final class GuestIo {
     private static final int CHECK_CONDITION = 2;
 
     public static Result run(StorvscClient client, Options o) throws Exception {
+        return run(client, o, null);
+    }
+
+    /** With {@code gate} (or null): the jobs hold their commands while it is frozen. */
+    static Result run(StorvscClient client, Options o, GuestWriteGate gate) throws Exception {
         long[] cap = client.readCapacity(o.lun());
         int blockSize = (int) cap[1];
         if (o.bs() % blockSize != 0) {
@@ -153,7 +185,10 @@ public final class GuestIo {
         Thread[] ts = new Thread[jobs];
         long start = System.nanoTime();
         for (int j = 0; j < jobs; j++) {
-            js[j] = new Job(client.queue(j), o, j, jobs, units, blockSize);
+            js[j] = new Job(client.queue(j), o, j, jobs, units, blockSize, gate);
+            if (gate != null) {
+                gate.join();
+            }
             Thread t = new Thread(js[j]::run, "guest-io-" + j);
             ts[j] = t;
             t.start();
@@ -231,8 +266,11 @@ public final class GuestIo {
         long nextSeq;
         Exception failure;
 
-        Job(StorvscQueue q, Options o, int index, int jobs, long units, int blockSize) {
+        final GuestWriteGate gate;
+
+        Job(StorvscQueue q, Options o, int index, int jobs, long units, int blockSize, GuestWriteGate gate) {
             this.q = q;
+            this.gate = gate;
             q.pollMicros(o.pollMicros());
             this.o = o;
             this.units = units;
@@ -266,6 +304,10 @@ public final class GuestIo {
                 }
             } catch (Exception e) {
                 failure = e;
+            } finally {
+                if (gate != null) {
+                    gate.leave();
+                }
             }
         }
 
@@ -319,7 +361,7 @@ public final class GuestIo {
         }
 
         /** Keeps iodepth commands in flight until the deadline or the budget; verifyMode reads written units. */
-        private void phase(long deadline, long budget, boolean verifyMode) {
+        private void phase(long deadline, long budget, boolean verifyMode) throws InterruptedException {
             long issued = 0;
             int[] freeSlots = new int[o.iodepth()];
             int free = 0;
@@ -331,12 +373,17 @@ public final class GuestIo {
             int nextVerify = verifyMode ? written.nextSetBit(0) : -1;
             while (true) {
                 boolean more = verifyMode ? nextVerify >= 0 : issuedRef[0] < budget && System.nanoTime() < deadline;
+                boolean held = gate != null && gate.held();
+                if (held && more && q.inFlight() == 0) {
+                    gate.awaitThaw(); // frozen for a checkpoint: nothing of ours in flight until the thaw
+                    continue;
+                }
                 // Several free slots: submit them as one burst (one publish, one fence, at most one signal).
-                boolean burst = freeRef[0] > 1 && more;
+                boolean burst = freeRef[0] > 1 && more && !held;
                 if (burst) {
                     q.beginBatch();
                 }
-                while (more && freeRef[0] > 0) {
+                while (more && !held && freeRef[0] > 0) {
                     int slot = freeSlots[freeRef[0] - 1];
                     long unit;
                     boolean write;
@@ -393,7 +440,7 @@ public final class GuestIo {
             }
         }
 
-        private void verifyPass() {
+        private void verifyPass() throws InterruptedException {
             phase(Long.MAX_VALUE, Long.MAX_VALUE, true);
         }
     }
