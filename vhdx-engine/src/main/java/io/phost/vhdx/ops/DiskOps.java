@@ -554,18 +554,16 @@ public final class DiskOps {
     }
 
     /**
-     * VHDX compact. A dynamic image is compacted in place ({@link VhdxCompactInPlace}: same file, same
-     * VirtualDiskId and DataWriteGuid, every BAT change through the log). Fixed and differencing images:
-     * the non-zero blocks are copied into a new image beside the old one, which takes the old image's
-     * VirtualDiskId and DataWriteGuid (children stay linked: it reads the same) and replaces it atomically,
-     * unless it would not take less space on disk (then the old file stays as it was). A differencing image
-     * is rebuilt as a differencing image of the same parent holding only the sectors that read differently
-     * from the parent (so sectors it stored with the parent's data are dropped too). QUICK copies allocated
-     * ranges as they are, without looking for zeros.
+     * VHDX compact. Dynamic and differencing images are compacted in place ({@link VhdxCompactInPlace}: same
+     * file, same VirtualDiskId and DataWriteGuid, every BAT change through the log; a differencing image's
+     * sector-bitmap blocks stay where they are). Fixed images: the blocks are copied into a new image beside
+     * the old one, which takes the old image's VirtualDiskId and DataWriteGuid (children stay linked: it reads
+     * the same) and replaces it atomically, unless it would not take less space on disk (then the old file
+     * stays as it was). QUICK copies allocated ranges as they are, without looking for zeros.
      */
     private static void compactVhdx(Path path, CompactMode mode, Progress progress) throws IOException {
         try (VhdxDisk d = VhdxDisk.open(path, false)) { // the exclusive flock: refused while open elsewhere
-            if (d.parent() == null && d.type() == DiskType.DYNAMIC) {
+            if (d.type() == DiskType.DYNAMIC || d.type() == DiskType.DIFFERENCING) {
                 VhdxCompactInPlace.compact(d, mode, progress);
                 d.close(); // empties the log, then cuts the file after the last block
                 if (mode == CompactMode.FULL) {
@@ -578,7 +576,7 @@ public final class DiskOps {
     }
 
     /**
-     * Fixed and differencing VHDX: rebuilt beside the old file and renamed over it (see {@link #compactVhdx}).
+     * Fixed VHDX: rebuilt beside the old file and renamed over it (see {@link #compactVhdx}).
      */
     private static void compactByRebuild(Path path, CompactMode mode, Progress progress) throws IOException {
         NewImage target = NewImage.prepare(path, true, List.of()); // refuses an image open elsewhere

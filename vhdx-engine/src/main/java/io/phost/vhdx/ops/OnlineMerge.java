@@ -16,13 +16,15 @@ import java.nio.file.Path;
  * so the parent can be written while that chain stays open; the caller re-links the child's own child to
  * the parent (under a short I/O pause) before calling {@link #finish}.
  * <pre>
- *   prepare   stage the child's stored blocks, then the journal (tmp + fsync + rename): committed
- *   apply     stage → parent (shared flock: this process's readers stay open), flush; idempotent
+ *   prepare   the journal (tmp + fsync + rename): committed
+ *   apply     child's view → parent, copied once (shared flock: this process's readers stay open), flush;
+ *             idempotent
  *   ...       caller: re-link the child's children to the parent, record it durably
- *   finish    delete child, journal, stage
+ *   finish    delete child, journal (and a stage of the earlier staged format)
  * </pre>
- * A kill before the journal exists leaves a stale stage ({@link #discardUncommitted}: roll back); a kill
- * after it is finished by running {@link #apply} again ({@link #committed} says which).
+ * A kill before the journal exists leaves the chain untouched ({@link #discardUncommitted} removes a stage
+ * an earlier version may have left); a kill after it is finished by running {@link #apply} again
+ * ({@link #committed} says which).
  * <p>A differencing VHD needs no stage or journal: its link to the parent is the parent's unique id, which
  * writes never change, so the child keeps opening on a half-written parent and {@link #apply} (copy every
  * range the child stores into the parent, flush) can simply run again after a kill.
@@ -36,14 +38,14 @@ public final class OnlineMerge {
         return Files.exists(VhdxMerge.journalOf(child));
     }
 
-    /** Removes a stage left by a merge killed before its journal was written (the chain was never touched). */
+    /** Removes a stage an earlier version left when killed before its journal (the chain was never touched). */
     public static void discardUncommitted(Path child) throws IOException {
         if (!committed(child)) {
             Files.deleteIfExists(VhdxMerge.stageOf(child));
         }
     }
 
-    /** Stages {@code child}'s blocks and writes the journal; nothing to do when the journal exists. */
+    /** Writes the journal; nothing to do when it exists. */
     public static void prepare(Path child, Progress progress) throws IOException {
         DiskFormat f = VirtualDisks.detect(child);
         if (f == DiskFormat.VHD) {
@@ -56,12 +58,11 @@ public final class OnlineMerge {
         if (committed(child)) {
             return;
         }
-        Path stage = VhdxMerge.stageOf(child);
-        Files.deleteIfExists(stage);
-        VhdxMerge.stage(child, stage, progress).write(VhdxMerge.journalOf(child));
+        Files.deleteIfExists(VhdxMerge.stageOf(child));
+        VhdxMerge.commit(child);
     }
 
-    /** Writes the staged blocks into the parent and flushes it; returns the bytes written. Repeatable. */
+    /** Writes the child's view into the parent and flushes it; returns the bytes written. Repeatable. */
     public static long apply(Path child, Progress progress) throws IOException {
         if (isVhd(child)) {
             return DiskOps.mergeVhd(child, progress).bytesWritten(); // no flock on VHDs: the running chain's readers stay
@@ -70,7 +71,9 @@ public final class OnlineMerge {
         if (!Files.exists(journal)) {
             throw new IllegalStateException("no merge journal beside " + child + ": prepare first");
         }
-        return VhdxMerge.apply(VhdxMerge.Journal.read(journal), VhdxMerge.stageOf(child), progress, true);
+        VhdxMerge.Journal j = VhdxMerge.Journal.read(journal);
+        return j.staged() ? VhdxMerge.apply(j, VhdxMerge.stageOf(child), progress, true)
+            : VhdxMerge.copy(child, j, progress, true);
     }
 
     /** The parent the journal names (where {@link #apply} writes). */

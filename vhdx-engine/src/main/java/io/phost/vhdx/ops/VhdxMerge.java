@@ -22,22 +22,27 @@ import java.util.UUID;
 
 /**
  * Merges a differencing VHDX into its parent so that a kill at any point can be finished by running the
- * merge again. Three phases, because an open child holds a shared lock on its parent and the parent needs
- * an exclusive one to be written, and because the parent's first write gives it a new DataWriteGuid (after
- * which the child no longer opens):
+ * merge again. The data is copied once, straight from the child's view into the parent:
  * <pre>
- *   1 stage    child open: its view of every block it says something about → CHILD.merge-stage (sparse raw)
- *   2 journal  CHILD.merge-journal written (tmp + fsync + rename): parent, its VirtualDiskId, block lists
- *              ── from here on the merge is committed: a rerun resumes at 3 without opening the child ──
- *   3 apply    stage → parent (ZERO blocks as zeros), flush; idempotent, so a rerun repeats it whole
- *   4 finish   child deleted (or re-linked to the parent's new DataWriteGuid with --keep-child), then
- *              the journal and the stage
+ *   1 journal  CHILD.merge-journal written (tmp + fsync + rename): parent path and VirtualDiskId
+ *              ── from here on the merge is committed: a rerun resumes at 2 ──
+ *   2 apply    parent opened read-write, child opened read-only reading through it
+ *              ({@link VhdxDisk#openChildReadingThrough}); for every block the child says something about,
+ *              the child's view → parent (ZERO blocks as zeros); flush
+ *   3 finish   child deleted (or re-linked to the parent's new DataWriteGuid with --keep-child), journal
  * </pre>
- * For sectors the child does not store, its view is the parent's own data, so rewriting them changes
- * nothing. A kill in phase 1 leaves the chain untouched (a stale stage without a journal is discarded).
+ * Why a rerun of 2 is sound although the parent's first write gave it a new DataWriteGuid (the child then
+ * no longer opens normally; the journal vouches for the linkage): every write of the merge puts into
+ * the parent exactly what the child reads there. Sectors the child stores read from the child whatever the
+ * parent holds; sectors it does not store read the parent's, which the merge either left alone or rewrote
+ * with the value they already had. So the child reads the same through a partly merged parent: 2 can be
+ * repeated whole, and the child may read through the parent while it is being written. Journals of the
+ * earlier staged format ({@code phost-vhdx-merge 1}: block lists plus CHILD.merge-stage) are still
+ * finished from their stage.
  */
 final class VhdxMerge {
-    private static final String MAGIC = "phost-vhdx-merge 1";
+    private static final String MAGIC = "phost-vhdx-merge 2";
+    private static final String STAGED_MAGIC = "phost-vhdx-merge 1";
 
     private VhdxMerge() {}
 
@@ -57,11 +62,10 @@ final class VhdxMerge {
         if (Files.exists(journal)) {
             j = Journal.read(journal);
         } else {
-            Files.deleteIfExists(stage); // a phase-1 leftover of ours: no journal means nothing was committed
-            j = stage(child, stage, progress);
-            j.write(journal);
+            Files.deleteIfExists(stage); // a leftover of the staged format: no journal means nothing was committed
+            j = commit(child);
         }
-        long written = apply(j, stage, progress);
+        long written = j.staged() ? apply(j, stage, progress) : copy(child, j, progress, false);
         if (keepChild) {
             if (Files.exists(child)) {
                 VhdxDisk.setParent(child, j.parent, true, true); // its view is unchanged: keep its own guid
@@ -76,45 +80,73 @@ final class VhdxMerge {
         return new DiskOps.CopyResult(written, j.size - written);
     }
 
-    static Journal stage(Path child, Path stage, Progress progress) throws IOException {
+    /** Phase 1: the journal naming the child's parent, durable before the parent is touched. */
+    static Journal commit(Path child) throws IOException {
+        Journal j;
         try (VhdxDisk c = VhdxDisk.open(child, true)) {
             if (c.parent() == null) {
                 throw new IllegalArgumentException(child + " is not a differencing image");
             }
-            Journal j = new Journal(c.parentChain().getFirst().path().toAbsolutePath(), c.parent().virtualDiskId(),
-                c.size(), c.blockSize(), new ArrayList<>(), new ArrayList<>());
-            boolean ok = false;
-            try (RawDisk s = RawDisk.create(stage, (j.size + 511) & -512L, false); Arena arena = Arena.ofConfined()) {
-                MemorySegment buf = arena.allocate(DiskOps.CHUNK, 4096);
-                for (long b = 0; b < c.blockCount(); b++) {
-                    long start = b * j.blockSize;
-                    long len = Math.min(j.blockSize, j.size - start);
-                    switch (c.blockState(b)) {
-                        case NOT_PRESENT, UNDEFINED -> {
-                            continue;
-                        }
-                        case ZERO -> j.zeroBlocks.add(b);
-                        default -> {
-                            j.dataBlocks.add(b);
-                            for (long d = 0; d < len; ) {
-                                long n = Math.min(DiskOps.CHUNK, len - d);
-                                MemorySegment part = buf.asSlice(0, n);
-                                c.read(start + d, part);
-                                s.write(start + d, part);
-                                d += n;
-                            }
+            j = new Journal(c.parentChain().getFirst().path().toAbsolutePath(), c.parent().virtualDiskId(),
+                c.size(), c.blockSize(), List.of(), List.of(), false);
+        }
+        j.write(journalOf(child));
+        return j;
+    }
+
+    /**
+     * Phase 2: the child's view of every block it stores (or zeroes) → the parent, then a flush; returns the
+     * bytes written. {@code besideReaders}: the parent is also open read-only elsewhere in this process (an
+     * online merge under a running chain), so it is opened with a shared flock.
+     */
+    static long copy(Path child, Journal j, Progress progress, boolean besideReaders) throws IOException {
+        if (!Files.exists(child)) {
+            return 0; // deleted at finish, which follows the flush of this phase: nothing left to copy
+        }
+        long written = 0;
+        VhdxDisk p = besideReaders ? VhdxDisk.openBesideReaders(j.parent) : VhdxDisk.open(j.parent, false);
+        VhdxDisk c;
+        try {
+            checkParent(j, p);
+            // the child reads through the parent being written; after a kill part-way the parent has a new
+            // DataWriteGuid, which the journal vouches for (the class comment says why the view is the same)
+            c = VhdxDisk.openChildReadingThrough(child, p, true);
+        } catch (IOException | RuntimeException | Error e) {
+            p.close();
+            throw e;
+        }
+        try (c; p; Arena arena = Arena.ofConfined()) {
+            MemorySegment buf = arena.allocate(DiskOps.CHUNK, 4096);
+            for (long b = 0; b < c.blockCount(); b++) {
+                long start = b * j.blockSize;
+                long len = Math.min(j.blockSize, j.size - start);
+                switch (c.blockState(b)) {
+                    case NOT_PRESENT, UNDEFINED -> {
+                        continue;
+                    }
+                    case ZERO -> p.writeZeroes(start, len);
+                    default -> {
+                        for (long d = 0; d < len; ) {
+                            long n = Math.min(DiskOps.CHUNK, len - d);
+                            MemorySegment part = buf.asSlice(0, n);
+                            c.read(start + d, part);
+                            p.write(start + d, part);
+                            d += n;
                         }
                     }
-                    progress.update((start + len) / 2, j.size);
                 }
-                s.flush();
-                ok = true;
-            } finally {
-                if (!ok) {
-                    Files.deleteIfExists(stage);
-                }
+                written += len;
+                progress.update(start + len, j.size);
             }
-            return j;
+            p.flush();
+        }
+        return written;
+    }
+
+    private static void checkParent(Journal j, VhdxDisk p) {
+        if (!p.virtualDiskId().equals(j.parentDiskId)) {
+            throw new IllegalStateException("the merge journal names parent " + j.parent + " with VirtualDiskId "
+                + j.parentDiskId + ", which that file no longer is; not resuming");
         }
     }
 
@@ -122,7 +154,7 @@ final class VhdxMerge {
         return apply(j, stage, progress, false);
     }
 
-    /** Phase 3; {@code besideReaders}: the parent is open read-only in this process (an online merge). */
+    /** Phase 2 of a journal in the staged format: stage → parent. */
     static long apply(Journal j, Path stage, Progress progress, boolean besideReaders) throws IOException {
         if (!Files.exists(stage)) {
             throw new IOException("the merge stage " + stage + " is missing; the journal beside it cannot be finished");
@@ -160,11 +192,11 @@ final class VhdxMerge {
         return written;
     }
 
-    /** What phase 3 needs, durable before the parent is touched. */
+    /** What phase 2 needs, durable before the parent is touched; {@code staged}: the earlier format. */
     record Journal(Path parent, UUID parentDiskId, long size, long blockSize, List<Long> dataBlocks,
-                   List<Long> zeroBlocks) {
+                   List<Long> zeroBlocks, boolean staged) {
         void write(Path journal) throws IOException {
-            StringBuilder b = new StringBuilder(MAGIC).append('\n');
+            StringBuilder b = new StringBuilder(staged ? STAGED_MAGIC : MAGIC).append('\n');
             b.append("parent=").append(parent).append('\n');
             b.append("parentDiskId=").append(parentDiskId).append('\n');
             b.append("size=").append(size).append('\n');
@@ -183,7 +215,8 @@ final class VhdxMerge {
 
         static Journal read(Path journal) throws IOException {
             List<String> lines = Files.readAllLines(journal, StandardCharsets.UTF_8);
-            if (lines.isEmpty() || !lines.getFirst().equals(MAGIC) || !lines.getLast().equals("end")) {
+            boolean staged = !lines.isEmpty() && lines.getFirst().equals(STAGED_MAGIC);
+            if (lines.isEmpty() || !(staged || lines.getFirst().equals(MAGIC)) || !lines.getLast().equals("end")) {
                 throw new IOException(journal + " is not a complete phost merge journal; remove it to start over");
             }
             Map<String, String> kv = new LinkedHashMap<>();
@@ -197,7 +230,7 @@ final class VhdxMerge {
             try {
                 return new Journal(Path.of(kv.get("parent")), UUID.fromString(kv.get("parentDiskId")),
                     Long.parseLong(kv.get("size")), Long.parseLong(kv.get("blockSize")), split(kv.get("data")),
-                    split(kv.get("zero")));
+                    split(kv.get("zero")), staged);
             } catch (RuntimeException e) {
                 throw new IOException(journal + ": unreadable merge journal (" + e.getMessage() + ")", e);
             }

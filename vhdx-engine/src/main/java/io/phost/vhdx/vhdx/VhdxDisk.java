@@ -307,6 +307,18 @@ public final class VhdxDisk implements MappedDisk {
         }
     }
 
+    /**
+     * Opens differencing image {@code child} read-only, reading through {@code parent}, which is already open
+     * (read-write for a merge writing the child's view into it); the linkage is checked against
+     * {@code parent}'s DataWriteGuid unless {@code linkageVouched} (a merge resumed from its journal: the
+     * parent's new DataWriteGuid came from writing what the child reads anyway). Closing the child closes
+     * {@code parent}.
+     */
+    public static VhdxDisk openChildReadingThrough(Path child, VhdxDisk parent, boolean linkageVouched)
+        throws IOException {
+        return VhdxOpen.open(child, true, 0, false, false, parent, linkageVouched);
+    }
+
     /** Ends this read-write open like {@link #close} but keeps the fd: see {@link #openChildOn}. */
 
     // ---------------------------------------------------------------- VirtualDisk

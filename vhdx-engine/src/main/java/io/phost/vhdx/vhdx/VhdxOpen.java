@@ -37,13 +37,19 @@ final class VhdxOpen {
     /** {@code givenParent}: the open parent to read through instead of opening the chain (never closed here). */
     static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent, boolean exclusive,
                                  VhdxDisk givenParent) throws IOException {
+        return open(path, readOnly, depth, skipParent, exclusive, givenParent, false);
+    }
+
+    /** {@code linkageVouched}: the caller knows the child reads right through {@code givenParent}'s new data. */
+    static VhdxDisk open(Path path, boolean readOnly, int depth, boolean skipParent, boolean exclusive,
+                         VhdxDisk givenParent, boolean linkageVouched) throws IOException {
         PosixFile f = PosixFile.open(path, readOnly);
         try {
             if (!f.tryLock(exclusive)) {
                 throw new IOException(path + " is in use: " + (readOnly ? "open read-write" : "open")
                     + " elsewhere (flock held)");
             }
-            return openFile(path, f, readOnly, depth, skipParent, givenParent);
+            return openFile(path, f, readOnly, depth, skipParent, givenParent, linkageVouched);
         } catch (IOException | RuntimeException | Error e) {
             try {
                 f.close();
@@ -55,7 +61,7 @@ final class VhdxOpen {
     }
 
     static VhdxDisk openFile(Path path, PosixFile f, boolean readOnly, int depth, boolean skipParent,
-                                     VhdxDisk givenParent) throws IOException {
+                                     VhdxDisk givenParent, boolean linkageVouched) throws IOException {
         VhdxParser.Parsed p = new VhdxParser.Parsed();
         p.readOnly = readOnly;
         p.fileSize = f.size();
@@ -122,7 +128,7 @@ final class VhdxOpen {
 
         VhdxDisk parent = null;
         if (p.hasParent && !skipParent) {
-            parent = givenParent != null ? checkGivenParent(path, p, givenParent) : openParent(path, p, depth);
+            parent = givenParent != null ? checkGivenParent(path, p, givenParent, linkageVouched) : openParent(path, p, depth);
         } else if (givenParent != null) {
             throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, 0, path + " is not a differencing image: it has no parent to open on "
                 + givenParent.path());
@@ -196,7 +202,8 @@ final class VhdxOpen {
     }
 
     /** {@link VhdxDisk#openChildOn}: the child's locator must name {@code parent}'s file and its DataWriteGuid. */
-    static VhdxDisk checkGivenParent(Path child, VhdxParser.Parsed p, VhdxDisk parent) throws IOException {
+    static VhdxDisk checkGivenParent(Path child, VhdxParser.Parsed p, VhdxDisk parent, boolean linkageVouched)
+        throws IOException {
         long locAt = p.metadata.fileOffset();
         Path parentPath = resolveParent(child, p.parentLocator);
         if (parentPath == null || !java.nio.file.Files.isSameFile(parentPath, parent.path())) {
@@ -210,10 +217,15 @@ final class VhdxOpen {
         if (depth + 1 >= MAX_CHAIN_DEPTH) {
             throw new VhdxFormatException(Reason.BAD_PARENT_CHAIN, locAt, "parent chain longer than " + MAX_CHAIN_DEPTH + " images");
         }
-        return checkLinkage(parentPath, p, parent);
+        return checkLinkage(parentPath, p, parent, linkageVouched);
     }
 
     static VhdxDisk checkLinkage(Path parentPath, VhdxParser.Parsed p, VhdxDisk parent) throws IOException {
+        return checkLinkage(parentPath, p, parent, false);
+    }
+
+    static VhdxDisk checkLinkage(Path parentPath, VhdxParser.Parsed p, VhdxDisk parent, boolean linkageVouched)
+        throws IOException {
         long locAt = p.metadata.fileOffset();
         Map<String, String> kv = p.parentLocator;
         {
@@ -224,7 +236,7 @@ final class VhdxOpen {
                 throw new VhdxFormatException(Reason.BAD_PARENT_LOCATOR, locAt, "parent_linkage is not a GUID: " + kv.get("parent_linkage"));
             }
             UUID actual = parent.dataWriteGuid();
-            if (!actual.equals(linkage) && !actual.equals(linkage2)) {
+            if (!linkageVouched && !actual.equals(linkage) && !actual.equals(linkage2)) {
                 throw new VhdxFormatException(Reason.PARENT_LINKAGE_MISMATCH, locAt,
                     "parent " + parentPath + " has DataWriteGuid " + Le.braced(actual) + " but the child expects " + Le.braced(linkage)
                         + (linkage2 != null ? " or " + Le.braced(linkage2) : ""));

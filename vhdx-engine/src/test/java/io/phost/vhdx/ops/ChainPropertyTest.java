@@ -53,17 +53,31 @@ class ChainPropertyTest {
         // tmpfs when there is one: the engine's fsyncs would otherwise dominate (the logic under test is the same)
         Path shm = Path.of("/dev/shm");
         Path root = Files.isDirectory(shm) && Files.isWritable(shm) ? Files.createTempDirectory(shm, "phost-chains-") : dir;
+        // a soak keeps going past a failure (and says how far it got), so one run lists every failing seed
+        boolean soak = chains == SOAK_CHAINS;
+        List<String> failures = new ArrayList<>();
+        long start = System.nanoTime();
         try {
-            for (int i = 0; i < chains; i++) {
+            for (int i = 0; i < chains && failures.size() < 10; i++) {
                 long seed = one != null ? base : base + i * 0x9E3779B97F4A7C15L;
                 Path d = Files.createDirectory(root.resolve("c" + i));
                 try {
                     new Chain(d, new SplittableRandom(seed), i % 8 == 0).run();
                 } catch (Throwable t) {
-                    throw new AssertionError("chain seed " + seed + " (rerun with -Dphost.chainSeed=" + seed + "): " + t, t);
+                    AssertionError e = new AssertionError("chain seed " + seed + " (rerun with -Dphost.chainSeed=" + seed + "): " + t, t);
+                    if (!soak) {
+                        throw e;
+                    }
+                    e.printStackTrace();
+                    failures.add(e.getMessage());
                 }
                 clear(d);
+                if (soak && (i + 1) % 100 == 0) {
+                    System.err.printf("ChainPropertyTest: %d chains (base seed %d), %d failed, %d s%n",
+                        i + 1, base, failures.size(), (System.nanoTime() - start) / 1_000_000_000L);
+                }
             }
+            assertTrue(failures.isEmpty(), "failing chains: " + failures);
         } finally {
             if (!root.equals(dir)) {
                 try (Stream<Path> s = Files.list(root)) {

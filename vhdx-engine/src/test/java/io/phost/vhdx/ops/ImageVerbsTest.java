@@ -16,6 +16,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.util.HexFormat;
+import java.util.List;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -433,4 +434,33 @@ class ImageVerbsTest {
         assertFalse(Files.exists(dir.resolve("x.raw")));
     }
 
+    /**
+     * Zero runs not aligned to -S: qemu-img 7.2 holes only the S-aligned pieces inside a run (a 12 KiB run at
+     * 4 KiB gets an 8 KiB hole with -S 8k, none with -S 16k), and so do we: the two outputs map identically.
+     * <pre>
+     *   qemu-img convert -f raw -O raw -S 8k src.raw q.raw; qemu-img map --output=json -f raw q.raw
+     * </pre>
+     */
+    @Test
+    void shouldHoleTheSameUnalignedZeroRunsAsQemuImgConvert() throws Exception {
+        Tools.assumeTool("qemu-img");
+        byte[] b = new byte[1 << 20];
+        java.util.Arrays.fill(b, (byte) 0x55);
+        java.util.Arrays.fill(b, 4096, 16384, (byte) 0);           // 12 KiB at 4 KiB
+        java.util.Arrays.fill(b, 6 * 8192 + 1024, 6 * 8192 + 1024 + 12288, (byte) 0); // 12 KiB at 49 KiB
+        java.util.Arrays.fill(b, 66560, 66560 + 20480, (byte) 0);  // 20 KiB at 65 KiB
+        java.util.Arrays.fill(b, 131072 + 512, 131072 + 512 + 4096, (byte) 0); // 4 KiB, no aligned page inside
+        Path src = dir.resolve("runs.raw");
+        Files.write(src, b);
+        for (String s : List.of("4k", "8k", "16k")) {
+            Path ours = dir.resolve("ours-" + s + ".raw");
+            Path theirs = dir.resolve("theirs-" + s + ".raw");
+            long bytes = Long.parseLong(s.substring(0, s.length() - 1)) << 10;
+            ImageConvert.toNew(src, null, ours, DiskFormat.RAW, DiskType.DYNAMIC, 0, null, bytes, false, Progress.NONE);
+            runOk("qemu-img", "convert", "-S", s, "-f", "raw", "-O", "raw", src.toString(), theirs.toString());
+            runOk("qemu-img", "compare", "-q", "-s", "-f", "raw", "-F", "raw", theirs.toString(), ours.toString());
+            assertEquals(runOk("qemu-img", "map", "--output=json", "-f", "raw", theirs.toString()),
+                runOk("qemu-img", "map", "--output=json", "-f", "raw", ours.toString()), "-S " + s + ": the same holes");
+        }
+    }
 }

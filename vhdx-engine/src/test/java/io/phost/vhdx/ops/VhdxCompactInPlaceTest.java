@@ -135,6 +135,73 @@ class VhdxCompactInPlaceTest {
         System.out.println("in-place compact kill outcomes: " + outcomes);
     }
 
+    /**
+     * A differencing VHDX over {@code base} (48 MiB of data): whole blocks, 64 KiB pieces (PARTIALLY_PRESENT,
+     * sector bitmaps through the log), zero blocks and unmapped ones; returns the child's view.
+     */
+    private static byte[] buildChild(Path base, Path child, int seed) throws Exception {
+        build(base, seed + 100);
+        VhdxDisk.create(child, io.phost.vhdx.vhdx.VhdxCreateOptions.differencing(base)).close();
+        try (VirtualDisk d = VirtualDisks.open(child, false)) {
+            byte[] b = new byte[1 << 20];
+            for (int i = 0; i < 48; i++) {
+                Tools.pattern(MemorySegment.ofArray(b), (long) i << 20, seed + i);
+                switch (i % 4) {
+                    case 0 -> d.write((long) i << 20, MemorySegment.ofArray(b));
+                    case 1 -> d.write(((long) i << 20) + (128 << 10), MemorySegment.ofArray(b).asSlice(0, 64 << 10));
+                    case 2 -> d.write((long) i << 20, MemorySegment.ofArray(new byte[1 << 20]));
+                    default -> { }
+                }
+            }
+            for (int i = 0; i < 24; i += 4) {
+                d.unmap((long) i << 20, 1 << 20);
+            }
+            d.flush();
+        }
+        return read(child);
+    }
+
+    @Test
+    void shouldCompactADifferencingVhdxInPlaceAndSurviveKills() throws Exception {
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        Random rnd = new Random(18);
+        int rounds = Boolean.getBoolean("phost.soak") ? 20 : 3;
+        java.util.Map<String, Integer> outcomes = new java.util.TreeMap<>();
+        for (int round = 0; round <= rounds; round++) {
+            Path base = dir.resolve("db" + round + ".vhdx");
+            Path child = dir.resolve("dc" + round + ".avhdx");
+            Path grandchild = dir.resolve("dg" + round + ".avhdx");
+            byte[] expected = buildChild(base, child, round);
+            VhdxDisk.create(grandchild, io.phost.vhdx.vhdx.VhdxCreateOptions.differencing(child)).close();
+            Object inode = Files.getAttribute(child, "unix:ino");
+            UUID guid;
+            try (VhdxDisk d = VhdxDisk.open(child, true)) {
+                guid = d.dataWriteGuid();
+            }
+            long built = Files.size(child);
+            if (round > 0) { // round 0 runs undisturbed; the others are SIGKILLed at a random moment first
+                Process p = startCompact(java, child);
+                assertEquals("go", awaitGo(new BufferedReader(new InputStreamReader(p.getInputStream()))));
+                Thread.sleep(rnd.nextInt(400));
+                p.destroyForcibly();
+                assertTrue(p.waitFor(30, TimeUnit.SECONDS));
+                assertArrayEquals(expected, read(child), "round " + round + ": killed");
+                assertArrayEquals(expected, read(grandchild), "round " + round + ": the grandchild still opens");
+                outcomes.merge(Files.size(child) == built ? "killed" : "finished", 1, Integer::sum);
+            }
+            DiskOps.compact(child, CompactMode.FULL, Progress.NONE);
+            assertEquals(inode, Files.getAttribute(child, "unix:ino"), "the same file, not a replacement");
+            assertTrue(Files.size(child) < built, "file cut: " + built + " -> " + Files.size(child));
+            try (VhdxDisk d = VhdxDisk.open(child, true)) {
+                assertEquals(guid, d.dataWriteGuid(), "children stay linked");
+            }
+            assertArrayEquals(expected, read(child));
+            assertArrayEquals(expected, read(grandchild), "the grandchild reads through the compacted child");
+            assertEquals(0, DiskOps.check(child, false).exitCode(), DiskOps.check(child, false).toString());
+        }
+        System.out.println("differencing in-place compact kill outcomes: " + outcomes);
+    }
+
     private static Process startCompact(String java, Path img) throws Exception {
         return new ProcessBuilder(java, "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"),
             MergeMain.class.getName(), "compact", img.toString()).redirectErrorStream(true).start();
