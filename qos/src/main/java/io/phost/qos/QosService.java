@@ -28,6 +28,9 @@ import java.util.function.Consumer;
  *
  * Management calls ({@link #updatePolicy}, {@link #flows}, …) take the control lock; I/O threads only
  * ever {@code tryLock} it, so they never block. Policy changes reach live flows before the call returns.
+ *
+ * <p>Why one class of about 700 lines: the policy store, the flows and the controller share the control lock and
+ * the per-device state it guards; apart, that lock and state would have to be shared across classes.
  */
 public final class QosService {
     private static final System.Logger LOG = System.getLogger("io.phost.qos");

@@ -31,6 +31,9 @@ import java.util.concurrent.TimeUnit;
 /**
  * The virtual switches of appliance.toml and the partitions' synthetic NICs on them. Each NIC becomes a
  * switch port with its VLAN, guards and bandwidth policy, offered to its partition as a netvsc-style VSP.
+ *
+ * <p>Why one class of about 630 lines: it owns the live switches, ports and NAT rules, and each method is one
+ * operation (start, reconfigure, status, metrics) on that one state.
  */
 public final class NetworkComponent implements Component, PartitionsComponent.VspSource {
     private static final Logger LOG = System.getLogger("phost.network");

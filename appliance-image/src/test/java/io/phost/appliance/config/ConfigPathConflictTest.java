@@ -72,6 +72,6 @@ class ConfigPathConflictTest {
     void shouldResolveSymbolicLinksInTheMiddleOfAPath() throws Exception {
         Files.createDirectories(dir.resolve("images"));
         Files.createSymbolicLink(dir.resolve("link"), dir.resolve("images"));
-        assertEquals(dir.toRealPath().resolve("images/new.vhdx"), ConfigBinder.realPath(dir.resolve("link/new.vhdx")));
+        assertEquals(dir.toRealPath().resolve("images/new.vhdx"), DiskBinder.realPath(dir.resolve("link/new.vhdx")));
     }
 }

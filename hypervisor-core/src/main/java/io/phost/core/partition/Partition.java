@@ -29,6 +29,9 @@ import java.util.concurrent.TimeUnit;
 /**
  * One child partition: its spec, credential, process, VMBus connection and integration services.
  * Lifecycle methods are thread-safe (they hold this object's monitor; waits happen outside it).
+ *
+ * <p>Why one class of about 650 lines: it is one lifecycle state machine (launch, pause, stop, crash, restart
+ * policy) guarded by one monitor; split, the monitor and its state would spread over several classes.
  */
 public final class Partition implements ChildPartition {
     private static final SecureRandom RANDOM = new SecureRandom();

@@ -27,6 +27,9 @@ import static io.phost.core.vhost.VhostUserDescriptor.*;
  *   }
  * </pre>
  * Not thread-safe; one thread drives it. Allocation is fine here: this is the test-side driver.
+ *
+ * <p>Why one class of about 660 lines: it is the test-side mirror of the protocol, one method per request, and its
+ * queues share the memory it maps; it has no other job.
  */
 public final class VhostUserFrontend implements AutoCloseable {
     /** Guest-physical base of the one memory region (not 0, so a mix-up with offsets shows). */

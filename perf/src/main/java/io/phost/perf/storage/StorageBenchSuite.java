@@ -59,6 +59,9 @@ import java.util.regex.Pattern;
  *   backends: disk = file with O_DIRECT in the work dir; tmpfs = file in /dev/shm; null = no data at all
  *   points:   4k randread/randwrite at QD1 and QD32, 1 MiB sequential read/write at QD4 (full mode)
  * </pre>
+ *
+ * <p>Why one class of about 600 lines: one method per benchmark point of one suite, all using the same run,
+ * pinning and median helpers.
  */
 public final class StorageBenchSuite implements BenchSuite {
     private static final Pattern READ_IOPS = Pattern.compile("\"read\"\\s*:\\s*\\{[^{}]*?\"iops\"\\s*:\\s*([0-9.eE+-]+)");

