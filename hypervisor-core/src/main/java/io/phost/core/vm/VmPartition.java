@@ -36,6 +36,8 @@ import java.util.concurrent.TimeUnit;
  * Files in {@code dir}: {@code NAME.qmp} (QMP socket), {@code NAME.qemu.log} (QEMU's own stderr) and the
  * console log. Lifecycle methods are thread-safe; QMP round trips happen outside this object's monitor
  * (QMP events arrive on the reader thread, which never takes the monitor).
+ * <p>Over ~600 lines because the lifecycle above is one state machine; the command line, QMP, cgroup and
+ * guest-agent pieces already live in their own classes.
  */
 public final class VmPartition implements ChildPartition {
     private static final Logger LOG = System.getLogger("phost.partitions");

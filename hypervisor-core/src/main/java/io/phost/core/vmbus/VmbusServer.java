@@ -30,6 +30,9 @@ import org.agrona.concurrent.AgentRunner;
  * <p>Every guest-written value is checked: message lengths and types, relids, GPADL page counts (against
  * guest memory and per-partition limits, before anything is allocated), pfns, ring geometry, descriptor
  * types of passed fds; messages beyond the rate limit are dropped and counted as faults.
+ *
+ * <p>Over ~600 lines because it is one state machine (Hyper-V's channel-management protocol) whose messages
+ * all touch the same offer/GPADL/channel tables under one monitor; split, the tables would need sharing.
  */
 public final class VmbusServer implements Runnable, AutoCloseable {
     /** Limits applied to the guest; defaults suit tests and the appliance. */

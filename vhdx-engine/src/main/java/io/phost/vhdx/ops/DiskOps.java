@@ -37,6 +37,8 @@ import java.util.concurrent.atomic.AtomicReference;
  * The image operations behind {@code phost vhd}: info, check, convert, resize, compact, merge, set-parent.
  * Formats are recognised from content. Operations that rewrite an image build the new one beside it and
  * rename it into place atomically, so a crash leaves the old image or the new one, never half of each.
+ * <p>Over ~600 lines because it is the facade of every verb (one short entry point each, the real work in
+ * VhdxMerge, VhdxCompactInPlace, OnlineMerge, the converters and the image classes).
  */
 public final class DiskOps {
     /** Copy unit of convert/merge: large enough for sequential throughput, small enough to skip zeros. */
