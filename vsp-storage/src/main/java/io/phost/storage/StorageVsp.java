@@ -41,6 +41,8 @@ public final class StorageVsp implements VirtualServiceProvider {
     private final UUID instance;
     private final int subChannels;
     private final ScsiTarget target = new ScsiTarget();
+    /** The guest's I_T nexus: its primary channel and sub-channels share unit attentions. */
+    private volatile ScsiTarget.Initiator initiator;
     private final List<StorvspChannel> channels = new CopyOnWriteArrayList<>();
 
     /** One attached disk, as /status shows it. */
@@ -146,7 +148,10 @@ public final class StorageVsp implements VirtualServiceProvider {
     @Override
     public ChannelHandler open(ChannelContext ctx) {
         StorvspChannel[] self = new StorvspChannel[1];
-        StorvspChannel ch = new StorvspChannel(ctx, target, QUEUE_DEPTH, subChannels, () -> channels.remove(self[0]));
+        if (ctx.subChannelIndex() == 0 || initiator == null) {
+            initiator = target.newInitiator(); // a guest (re)connecting: its sub-channels follow
+        }
+        StorvspChannel ch = new StorvspChannel(ctx, target, initiator, QUEUE_DEPTH, subChannels, () -> channels.remove(self[0]));
         self[0] = ch;
         channels.add(ch);
         return ch;

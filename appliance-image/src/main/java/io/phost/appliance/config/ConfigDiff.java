@@ -2,6 +2,7 @@ package io.phost.appliance.config;
 
 import io.phost.appliance.config.ConfigChange.Op;
 import io.phost.appliance.config.ConfigChange.Subject;
+import io.phost.vhdx.DiskFormat;
 import java.lang.reflect.RecordComponent;
 import java.util.ArrayList;
 import java.util.List;
@@ -128,8 +129,12 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
                 DiskConfig d = next.disks().get(i);
                 var old = running.disk(d.name());
                 if (old.isEmpty()) {
-                    refuse("disk[" + i + "]", "adding a disk to a running host is not supported yet (its file is "
-                        + "opened, created and locked at start); restart phost to add it");
+                    String why = hotAddable(d);
+                    if (why != null) {
+                        refuse("disk[" + i + "]", "adding " + why + " to a running host is not supported yet; restart phost");
+                    } else {
+                        addsAndChanges.add(new ConfigChange(Op.ADD, Subject.DISK, d.name(), -1, null, d, ""));
+                    }
                     continue;
                 }
                 String key = firstDifference(withPolicy(old.get(), d.qosPolicy()), d);
@@ -143,10 +148,26 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
             }
             for (DiskConfig d : running.disks()) {
                 if (next.disk(d.name()).isEmpty()) {
-                    refuse("disk", "removing disk '" + d.name() + "' from a running host is not supported yet (its "
-                        + "image stays open until phost stops); keep its [[disk]] table, or restart phost");
+                    String why = hotAddable(d);
+                    if (why != null) {
+                        refuse("disk", "removing " + why.replace("a disk", "disk '" + d.name() + "'") + " from a running "
+                            + "host is not supported yet (it is served until phost stops); keep its [[disk]] table, or restart phost");
+                    } else {
+                        lastRemovals.add(new ConfigChange(Op.REMOVE, Subject.DISK, d.name(), -1, d, null, ""));
+                    }
                 }
             }
+        }
+
+        /** Null when disk {@code d} can be opened or closed live, else what it is (for the refusal). */
+        private String hotAddable(DiskConfig d) {
+            if (d.nbdExport() || d.vhostUser()) {
+                return "a disk exported over NBD or vhost-user";
+            }
+            if (d.format() == DiskFormat.RBD || d.format() == DiskFormat.PASSTHROUGH) {
+                return "an " + d.format().name().toLowerCase(java.util.Locale.ROOT) + " disk";
+            }
+            return null;
         }
 
         private void partitions() {
@@ -176,8 +197,7 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
 
         private void partition(String at, PartitionConfig old, PartitionConfig p) {
             if (!old.disks().equals(p.disks())) {
-                refuse(at + ".disk", "adding or removing a disk of a running partition (hot-add of a LUN) is not "
-                    + "supported yet; stop the partition, remove it in one apply and add it back in the next");
+                attachments(at, old, p);
             }
             if (old.nics().size() != p.nics().size()) {
                 refuse(at + ".nic", "adding or removing a NIC of a running partition is not supported: the "
@@ -198,6 +218,44 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
             if (old.autostart() != p.autostart()) {
                 settings.add(new ConfigChange(Op.CHANGE, Subject.AUTOSTART, p.name(), -1, old, p,
                     "autostart " + old.autostart() + " -> " + p.autostart() + " (takes effect at the next start of phost)"));
+            }
+        }
+
+        /**
+         * A process partition's disks are hot-added and hot-removed as LUNs of its existing controllers (removals first,
+         * so a LUN can change disks in one apply); a VM's are not yet.
+         */
+        private void attachments(String at, PartitionConfig old, PartitionConfig p) {
+            if (p.isVm()) {
+                refuse(at + ".disk", "adding or removing a disk of a running VM partition (virtio-scsi hot-plug) is not "
+                    + "supported yet; remove the partition in one apply and add it back in the next");
+                return;
+            }
+            Set<Integer> controllers = new java.util.HashSet<>();
+            old.disks().forEach(a -> controllers.add(a.controller()));
+            for (DiskAttachment a : old.disks()) {
+                if (!p.disks().contains(a)) {
+                    removedPartitions.add(new ConfigChange(Op.REMOVE, Subject.ATTACHMENT, p.name(), -1, a, null, ""));
+                }
+            }
+            for (int n = 0; n < p.disks().size(); n++) {
+                DiskAttachment a = p.disks().get(n);
+                if (old.disks().contains(a)) {
+                    continue;
+                }
+                if (!controllers.contains(a.controller())) {
+                    refuse(at + ".disk[" + n + "].controller", "a new controller cannot be added to a running "
+                        + "partition (its VMBus offer is made when the partition is built); attach the disk to controller "
+                        + controllers.stream().sorted().map(String::valueOf).collect(java.util.stream.Collectors.joining(" or "))
+                        + ", or remove the partition and add it back");
+                    continue;
+                }
+                DiskConfig d = next.disk(a.disk()).orElseThrow();
+                if (hotAddable(d) != null) {
+                    refuse(at + ".disk[" + n + "]", "hot-adding " + hotAddable(d) + " is not supported yet; restart phost");
+                    continue;
+                }
+                settings.add(new ConfigChange(Op.ADD, Subject.ATTACHMENT, p.name(), -1, null, a, ""));
             }
         }
 

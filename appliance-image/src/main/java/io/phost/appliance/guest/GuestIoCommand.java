@@ -44,6 +44,9 @@ public final class GuestIoCommand implements Callable<Integer> {
     @Option(names = "--wait-grow", defaultValue = "0", description = "seconds to wait for the disk to grow first (the capacity"
         + " changed unit attention); then run past the old end, --offset counting from there (0: do not wait)")
     int waitGrow;
+    @Option(names = "--wait-lun", defaultValue = "0", description = "seconds to wait for --lun to be hot-added first (the"
+        + " REPORTED LUNS DATA HAS CHANGED unit attention, then REPORT LUNS, as an initiator rescans); 0: do not wait")
+    int waitLun;
     @Option(names = "--verify", description = "write a pattern and read every written block back")
     boolean verify;
     @Option(names = "--json", description = "print JSON")
@@ -60,6 +63,9 @@ public final class GuestIoCommand implements Callable<Integer> {
         }
         if (waitGrow < 0) {
             throw new IllegalArgumentException("--wait-grow must be >= 0 seconds: " + waitGrow);
+        }
+        if (waitLun < 0) {
+            throw new IllegalArgumentException("--wait-lun must be >= 0 seconds: " + waitLun);
         }
         options();
     }
@@ -86,6 +92,7 @@ public final class GuestIoCommand implements Callable<Integer> {
             Thread.ofPlatform().daemon().name("guest-io").start(() -> {
                 try {
                     run.complete(waitGrow > 0 ? GuestIo.runAfterGrow(s.bus(), o, Duration.ofSeconds(waitGrow))
+                        : waitLun > 0 ? GuestIo.runAfterLunAdded(s.bus(), o, Duration.ofSeconds(waitLun))
                         : GuestIo.run(s.bus(), o, s.integration()));
                 } catch (Throwable t) {
                     run.completeExceptionally(t);

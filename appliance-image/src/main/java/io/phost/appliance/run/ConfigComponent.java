@@ -6,6 +6,7 @@ import io.phost.appliance.config.ConfigDiff;
 import io.phost.appliance.config.ConfigError;
 import io.phost.appliance.config.ConfigException;
 import io.phost.appliance.config.ConfigLoader;
+import io.phost.appliance.config.DiskAttachment;
 import io.phost.appliance.config.DiskConfig;
 import io.phost.appliance.config.NicConfig;
 import io.phost.appliance.config.PartitionConfig;
@@ -181,7 +182,40 @@ public final class ConfigComponent implements Component {
                 yield () -> network.restorePort(c.name(), c.nic(), after.switchName(), before);
             }
             case AUTOSTART -> () -> { }; // read at the next start of phost
+            case DISK -> {
+                DisksComponent disks = storage.disks();
+                if (c.after() != null) {
+                    disks.openLive((DiskConfig) c.after(), next.host().dataDir());
+                    yield () -> closeQuietly(disks, c.name());
+                }
+                disks.closeLive(c.name());
+                yield () -> {
+                    try {
+                        disks.openLive((DiskConfig) c.before(), running.host().dataDir());
+                    } catch (IOException e) {
+                        throw new java.io.UncheckedIOException(e);
+                    }
+                };
+            }
+            case ATTACHMENT -> {
+                if (c.after() != null) {
+                    DiskAttachment a = (DiskAttachment) c.after();
+                    storage.hotAdd(c.name(), a);
+                    yield () -> storage.hotRemove(c.name(), a);
+                }
+                DiskAttachment a = (DiskAttachment) c.before();
+                storage.hotRemove(c.name(), a);
+                yield () -> storage.hotAdd(c.name(), a);
+            }
         };
+    }
+
+    private static void closeQuietly(DisksComponent disks, String name) {
+        try {
+            disks.closeLive(name);
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 
     private void addPartition(ApplianceConfig cfg, PartitionConfig p, boolean start) throws IOException {

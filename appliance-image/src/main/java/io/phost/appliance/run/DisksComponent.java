@@ -156,6 +156,26 @@ public final class DisksComponent implements Component {
         return d.format() == DiskFormat.RAW ? RawDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
     }
 
+    /** Opens (or creates) a disk a live config change added. */
+    synchronized void openLive(DiskConfig d, Path dataDir) throws IOException {
+        if (disks.containsKey(d.name())) {
+            throw new IllegalStateException("disk '" + d.name() + "' is open already");
+        }
+        openOne(d, dataDir, false);
+    }
+
+    /** Flushes and closes a disk a live config change removed (no LUN serves it any more). */
+    synchronized void closeLive(String name) throws IOException {
+        OpenDisk d = disks.remove(name);
+        if (d != null) {
+            if (!d.disk().readOnly()) {
+                d.disk().flush();
+            }
+            d.disk().close();
+            LOG.log(Level.INFO, "closed disk=" + name);
+        }
+    }
+
     /** A checkpoint (or a live resize) switched {@code name} to {@code path} (now open as {@code disk}; the old one is closed). */
     public void replace(String name, Path path, VirtualDisk disk) {
         disks.computeIfPresent(name, (n, old) -> new OpenDisk(old.config(), path, disk, false));

@@ -68,7 +68,7 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
     public List<VirtualServiceProvider> vspsFor(PartitionConfig p) throws IOException {
         Map<Integer, StorageVsp> controllers = new TreeMap<>();
         for (DiskAttachment a : p.disks()) {
-            DiskConfig d = cfg.disk(a.disk()).orElseThrow();
+            DiskConfig d = disks.get(a.disk()).config(); // the open disk's config: a live apply may have added it
             StorageVsp vsp = controllers.computeIfAbsent(a.controller(),
                 c -> new StorageVsp(p.name(), Math.max(0, Math.min(p.vcpus(), 8) - 1)));
             io.phost.storage.scsi.ScsiLun shared = sharedLun.apply(d.name());
@@ -84,6 +84,65 @@ public final class StorageComponent implements Component, PartitionsComponent.Vs
         }
         vsps.put(p.name(), controllers);
         return List.copyOf(controllers.values());
+    }
+
+    /**
+     * Hot-adds disk {@code a} to a built process partition as a LUN of its controller, behind a new QoS flow; the guest
+     * hears REPORTED LUNS DATA HAS CHANGED on its next command and a storvsc bus rescan. False when the partition has
+     * no storage built (it gets the disk when it is built).
+     */
+    boolean hotAdd(String partition, DiskAttachment a) {
+        Map<Integer, StorageVsp> controllers = vsps.get(partition);
+        if (controllers == null) {
+            return false;
+        }
+        StorageVsp vsp = controllers.get(a.controller());
+        if (vsp == null) {
+            throw new IllegalStateException("partition '" + partition + "' has no controller " + a.controller());
+        }
+        DisksComponent.OpenDisk open = disks.get(a.disk());
+        DiskConfig d = open.config();
+        var flow = qos.service().createFlow(partition, d.name(), d.qosPolicy(), deviceOf(open.path()));
+        try {
+            luns.put(partition + "/" + d.name(), vsp.attach(a.lun(), d.name(), open.disk(), flow, d.readOnly(), d.ioEngine()));
+        } catch (RuntimeException e) {
+            flow.close();
+            throw e;
+        }
+        flows.computeIfAbsent(partition, k -> new java.util.concurrent.CopyOnWriteArrayList<>()).add(flow);
+        diskNames.put(partition + "/" + a.controller() + "/" + a.lun(), d.name());
+        return true;
+    }
+
+    /**
+     * Hot-removes disk {@code a} from a built process partition: new commands to its LUN fail at once, in-flight ones
+     * finish (up to 10 s), its QoS flow closes. The disk stays open (a live apply closes it if no table names it).
+     */
+    void hotRemove(String partition, DiskAttachment a) {
+        Map<Integer, StorageVsp> controllers = vsps.get(partition);
+        StorageVsp vsp = controllers == null ? null : controllers.get(a.controller());
+        if (vsp == null) {
+            return;
+        }
+        try {
+            vsp.detach(a.lun(), 10_000);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while LUN " + a.lun() + " drained", e);
+        }
+        luns.remove(partition + "/" + a.disk());
+        diskNames.remove(partition + "/" + a.controller() + "/" + a.lun());
+        List<io.phost.qos.ManagedQosFlow> own = flows.getOrDefault(partition, List.of());
+        for (io.phost.qos.ManagedQosFlow f : own) {
+            if (f.disk().equals(a.disk())) {
+                own.remove(f);
+                f.close();
+            }
+        }
+    }
+
+    DisksComponent disks() {
+        return disks;
     }
 
     /** Forgets a partition a live config change removed (after it stopped): its controllers, LUNs and QoS flows. */

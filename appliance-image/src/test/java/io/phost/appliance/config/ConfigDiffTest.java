@@ -102,19 +102,48 @@ class ConfigDiffTest {
         assertEquals(23, nic.line());
     }
 
-    @Test
-    void shouldRefuseDiskHotAddWithTheReason() throws Exception {
-        String after = BASE.replace("[[switch]]", """
-            [[disk]]
-            name = "d1"
-            path = "d1.vhdx"
-            create = { size = "1GiB" }
+    private static final String WITH_D1 = BASE.replace("[[switch]]", """
+        [[disk]]
+        name = "d1"
+        path = "d1.vhdx"
+        create = { size = "1GiB" }
 
-            [[switch]]""").replace("disk = [{ disk = \"d0\", lun = 0 }]", "disk = [{ disk = \"d0\", lun = 0 }, { disk = \"d1\", lun = 1 }]");
-        ConfigDiff d = diff(BASE, after);
-        assertEquals(List.of("disk[1]", "partition[0].disk"), d.refusals().stream().map(ConfigError::keyPath).toList());
+        [[switch]]""").replace("disk = [{ disk = \"d0\", lun = 0 }]", "disk = [{ disk = \"d0\", lun = 0 }, { disk = \"d1\", lun = 1 }]");
+
+    @Test
+    void shouldHotAddADiskOpeningItsNewImageFirst() throws Exception {
+        ConfigDiff d = diff(BASE, WITH_D1);
+        assertEquals(List.of(), d.refusals());
+        assertEquals(List.of("+ disk d1 (opened)", "+ disk d1 of partition web at controller 0 lun 1 (hot-add)"), d.plan());
+    }
+
+    @Test
+    void shouldHotRemoveADiskBeforeClosingItsImage() throws Exception {
+        ConfigDiff d = diff(WITH_D1, BASE);
+        assertEquals(List.of(), d.refusals());
+        assertEquals(List.of("- disk d1 of partition web at controller 0 lun 1 (hot-remove)", "- disk d1 (closed)"), d.plan());
+    }
+
+    @Test
+    void shouldMoveADiskToAnotherLunAsARemoveThenAnAdd() throws Exception {
+        ConfigDiff d = diff(WITH_D1, WITH_D1.replace("lun = 1", "lun = 2"));
+        assertEquals(List.of("- disk d1 of partition web at controller 0 lun 1 (hot-remove)",
+            "+ disk d1 of partition web at controller 0 lun 2 (hot-add)"), d.plan());
+    }
+
+    @Test
+    void shouldRefuseANewControllerAndAVmsDiskWithTheReason() throws Exception {
+        ConfigDiff d = diff(BASE, WITH_D1.replace("lun = 1 }", "lun = 1, controller = 1 }"));
+        assertEquals(List.of("partition[0].disk[1].controller"), d.refusals().stream().map(ConfigError::keyPath).toList());
+        assertTrue(d.refusals().get(0).message().contains("attach the disk to controller 0"), d.refusals().get(0).message());
+    }
+
+    @Test
+    void shouldRefuseHotAddingAnExportedDisk() throws Exception {
+        ConfigDiff d = diff(BASE, WITH_D1.replace("path = \"d1.vhdx\"", "path = \"d1.vhdx\"\nnbd_export = true"));
+        assertEquals(List.of("disk[1]", "partition[0].disk[1]"), d.refusals().stream().map(ConfigError::keyPath).toList());
         assertEquals(14, d.refusals().get(0).line());
-        assertTrue(d.refusals().get(1).message().contains("hot-add of a LUN"), d.refusals().get(1).message());
+        assertTrue(d.refusals().get(0).message().contains("exported over NBD"), d.refusals().get(0).message());
     }
 
     @Test

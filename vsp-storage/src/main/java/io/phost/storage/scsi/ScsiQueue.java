@@ -49,6 +49,8 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     }
 
     private final ScsiTarget target;
+    /** The I_T nexus this queue's commands come from (shared by the queues of one guest controller). */
+    private final ScsiTarget.Initiator initiator;
     private final Completion completion;
     private final ScsiRequest[] slots;
     private final ArrayDeque<ScsiRequest> free;
@@ -101,6 +103,13 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
      * whose clients want another path to the same LUN (NBD reads through the page cache, guests O_DIRECT).
      */
     public ScsiQueue(ScsiTarget target, int depth, int maxSegments, Completion completion, IoEngines.Kind engineKind) {
+        this(target, depth, maxSegments, completion, engineKind, target.newInitiator());
+    }
+
+    /** A queue of {@code initiator}, whose other queues share its unit attentions (a storvsc sub-channel). */
+    public ScsiQueue(ScsiTarget target, int depth, int maxSegments, Completion completion, IoEngines.Kind engineKind,
+                     ScsiTarget.Initiator initiator) {
+        this.initiator = initiator;
         this.engineKind = engineKind;
         this.target = target;
         this.completion = completion;
@@ -150,7 +159,14 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
         r.started = false;
         ScsiLun lun = target.lun(r.lun());
         if (lun == null) {
+            if (!r.block) {
+                target.noteInventory(initiator, r); // a first command or REPORT LUNS: what it knows now
+            }
             target.noSuchLun(r, scratch);
+            finish(r);
+            return;
+        }
+        if (!r.block && target.reportLunsChange(initiator, r)) {
             finish(r);
             return;
         }

@@ -4,6 +4,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 import java.util.concurrent.locks.LockSupport;
 
@@ -28,7 +29,8 @@ public final class ScsiTarget {
     public static final int MAX_LUNS = 64;
 
     private final AtomicReferenceArray<ScsiLun> luns = new AtomicReferenceArray<>(MAX_LUNS);
-    private volatile long generation;
+    /** Changes on every add/remove: the LUN inventory's version that {@link Initiator}s compare with. */
+    private final AtomicLong generation = new AtomicLong();
     private final CopyOnWriteArrayList<ScsiQueue> queues = new CopyOnWriteArrayList<>();
     /** The latest task management function; queues apply each one once ({@link ScsiQueue#applyTaskOrder}). */
     private volatile TaskOrder taskOrder;
@@ -40,7 +42,7 @@ public final class ScsiTarget {
         if (!luns.compareAndSet(lun, null, unit)) {
             throw new IllegalStateException("LUN " + lun + " is in use");
         }
-        generation++;
+        generation.incrementAndGet();
     }
 
     /** Removes the unit at {@code lun} (new commands fail from now on) and returns it, or null. */
@@ -48,7 +50,7 @@ public final class ScsiTarget {
         checkLun(lun);
         ScsiLun unit = luns.getAndSet(lun, null); // queues read the table per command: new ones fail from now on
         if (unit != null) {
-            generation++;
+            generation.incrementAndGet();
         }
         return unit;
     }
@@ -131,7 +133,59 @@ public final class ScsiTarget {
 
     /** Changes on every add/remove (transports use it to tell the initiator to rescan). */
     public long generation() {
-        return generation;
+        return generation.get();
+    }
+
+    /**
+     * One I_T nexus: the queues of one guest's controller (a storvsc channel and its sub-channels) share it. It
+     * remembers the LUN inventory it was told about, so that after a hot-add or hot-remove exactly one of its
+     * commands gets the REPORTED LUNS DATA HAS CHANGED unit attention (SPC-4 §5.14), and REPORT LUNS clears it.
+     */
+    public static final class Initiator {
+        /** The inventory it knows; {@link #UNKNOWN} until its first command (a new nexus has nothing to learn). */
+        private final AtomicLong seen = new AtomicLong(UNKNOWN);
+        private static final long UNKNOWN = -1;
+
+        private Initiator() {}
+    }
+
+    /** A new initiator (a guest connecting): the inventory at its first command is what it knows. */
+    public Initiator newInitiator() {
+        return new Initiator();
+    }
+
+    /**
+     * The pending REPORTED LUNS DATA HAS CHANGED unit attention of {@code initiator}, on a command that may carry
+     * it (not INQUIRY or REQUEST SENSE; REPORT LUNS clears it, SPC-4 §6.33): true when {@code r} was answered with
+     * it. Queues of one initiator race for it with a CAS, so the initiator sees it once.
+     */
+    /** A command to an empty LUN carries no unit attention, but a first command or REPORT LUNS sets what it knows. */
+    void noteInventory(Initiator initiator, ScsiRequest r) {
+        long seen = initiator.seen.get();
+        if (seen == Initiator.UNKNOWN || r.opcode() == Scsi.REPORT_LUNS) {
+            initiator.seen.compareAndSet(seen, generation.get());
+        }
+    }
+
+    boolean reportLunsChange(Initiator initiator, ScsiRequest r) {
+        long now = generation.get();
+        long seen = initiator.seen.get();
+        if (seen == now) {
+            return false;
+        }
+        if (seen == Initiator.UNKNOWN) {
+            initiator.seen.compareAndSet(Initiator.UNKNOWN, now);
+            return false;
+        }
+        int opcode = r.opcode();
+        if (opcode == Scsi.INQUIRY || opcode == Scsi.REQUEST_SENSE) {
+            return false;
+        }
+        if (!initiator.seen.compareAndSet(seen, now) || opcode == Scsi.REPORT_LUNS) {
+            return false;
+        }
+        r.checkCondition(Scsi.KEY_UNIT_ATTENTION, Scsi.ASC_REPORTED_LUNS_DATA_HAS_CHANGED);
+        return true;
     }
 
     public int count() {

@@ -143,6 +143,35 @@ public final class GuestIo {
         }
     }
 
+    /**
+     * Waits up to {@code wait} for LUN {@code o.lun()} to be hot-added, the way a SCSI initiator learns it: a command
+     * to LUN 0 (TEST UNIT READY, every 100 ms) answered with REPORTED LUNS DATA HAS CHANGED, then REPORT LUNS (the
+     * rescan). Then runs {@code o} on the new LUN. Fails when no such unit attention came in time or the LUN is not
+     * reported.
+     */
+    public static Result runAfterLunAdded(VmbusClient bus, Options o, Duration wait) throws Exception {
+        try (StorvscClient client = StorvscClient.connect(bus, null, o.jobs(), o.iodepth(), o.bs())) {
+            System.err.println("guest io: LUNs " + client.reportLuns() + "; waiting up to " + wait.toSeconds()
+                + " s for LUN " + o.lun() + " to be added");
+            MemorySegment testUnitReady = Arena.ofAuto().allocate(6);
+            long deadline = System.nanoTime() + wait.toNanos();
+            while (true) {
+                int[] r = StorvscClient.runSync(client.queue(0), 0, testUnitReady, 6, StorvscDescriptor.DATA_UNKNOWN, 0);
+                if (r[0] == CHECK_CONDITION && r[3] == Scsi.KEY_UNIT_ATTENTION && r[4] == Scsi.ASC_REPORTED_LUNS_DATA_HAS_CHANGED) {
+                    List<Integer> luns = client.reportLuns();
+                    System.err.println("guest io: reported LUNs changed; REPORT LUNS: " + luns);
+                    if (luns.contains(o.lun())) {
+                        return run(client, o);
+                    }
+                }
+                if (System.nanoTime() > deadline) {
+                    throw new IllegalStateException("LUN " + o.lun() + " was not added within " + wait);
+                }
+                Thread.sleep(100);
+            }
+        }
+    }
+
     private static void awaitCapacityChange(StorvscClient client, int lun, Duration wait) throws InterruptedException {
         MemorySegment testUnitReady = Arena.ofAuto().allocate(6); // opcode 0x00, no data
         long deadline = System.nanoTime() + wait.toNanos();

@@ -76,10 +76,16 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     private int toEngineCount;
 
     public StorvspChannel(ChannelContext ctx, ScsiTarget target, int depth, int subChannels, Runnable onChannelClosed) {
+        this(ctx, target, target.newInitiator(), depth, subChannels, onChannelClosed);
+    }
+
+    /** A channel of {@code initiator}: the guest's primary channel and its sub-channels are one I_T nexus. */
+    public StorvspChannel(ChannelContext ctx, ScsiTarget target, ScsiTarget.Initiator initiator, int depth, int subChannels,
+                          Runnable onChannelClosed) {
         this.ctx = ctx;
         this.subChannels = subChannels;
         this.onChannelClosed = onChannelClosed;
-        this.queue = new ScsiQueue(target, depth, MAX_SEGMENTS, this);
+        this.queue = new ScsiQueue(target, depth, MAX_SEGMENTS, this, null, initiator);
         Arena arena = Arena.ofAuto();
         this.request = arena.allocate(PACKET_SIZE, 8);
         this.reply = arena.allocate(PACKET_SIZE, 8);

@@ -12,11 +12,16 @@ final class ScsiHarness implements AutoCloseable {
     int completions;
 
     ScsiHarness(ScsiTarget target) {
+        this(target, target.newInitiator());
+    }
+
+    /** A queue of {@code initiator} (another queue of the same guest controller shares its unit attentions). */
+    ScsiHarness(ScsiTarget target, ScsiTarget.Initiator initiator) {
         this.target = target;
         this.queue = new ScsiQueue(target, 8, 64, r -> {
             last = r;
             completions++;
-        });
+        }, null, initiator);
     }
 
     /** Executes {@code cdb} with a data buffer of {@code bufLen} bytes (pre-filled from {@code out} if given). */

@@ -304,6 +304,8 @@ class ScsiLunTest {
         assertEquals(-1, disk.contents().asSlice(SIZE - 512, 512).mismatch(block));
         MemoryDisk ro = MemoryDisk.ram(1 << 20, 512, false);
         target.add(1, new ScsiLun("ro", ro, QosFlow.UNLIMITED, true, IoEngines.Kind.AUTO));
+        assertCheck(h.run(1, rw16(0x93, 0, 4), ScsiRequest.DIR_OUT, block),
+            Scsi.KEY_UNIT_ATTENTION, Scsi.ASC_REPORTED_LUNS_DATA_HAS_CHANGED); // a hot-add: told once
         assertCheck(h.run(1, rw16(0x93, 0, 4), ScsiRequest.DIR_OUT, block), Scsi.KEY_DATA_PROTECT, Scsi.ASC_WRITE_PROTECTED);
         assertEquals(0, ro.contents().get(ValueLayout.JAVA_BYTE, 0));
     }
@@ -425,6 +427,8 @@ class ScsiLunTest {
         assertCheck(h.run(7, rw10(0x28, 0, 1), ScsiRequest.DIR_IN, h.buffer(512)),
             Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_LOGICAL_UNIT_NOT_SUPPORTED);
         target.add(7, new ScsiLun("d7", d7));
+        assertCheck(h.run(7, rw10(0x2A, 0, 1), ScsiRequest.DIR_OUT, h.buffer(512)),
+            Scsi.KEY_UNIT_ATTENTION, Scsi.ASC_REPORTED_LUNS_DATA_HAS_CHANGED);
         assertEquals(Scsi.STATUS_GOOD, h.run(7, rw10(0x2A, 0, 1), ScsiRequest.DIR_OUT, h.buffer(512)).status());
         ScsiLun removed = target.remove(7);
         assertTrue(ScsiTarget.awaitIdle(removed, 1000));
@@ -432,6 +436,8 @@ class ScsiLunTest {
             Scsi.KEY_ILLEGAL_REQUEST, Scsi.ASC_LOGICAL_UNIT_NOT_SUPPORTED);
         MemoryDisk again = MemoryDisk.ram(2 << 20, 4096, false);
         target.add(7, new ScsiLun("d7b", again));
+        assertCheck(h.run(7, rw10(0x28, 0, 1), ScsiRequest.DIR_IN, h.buffer(4096)),
+            Scsi.KEY_UNIT_ATTENTION, Scsi.ASC_REPORTED_LUNS_DATA_HAS_CHANGED);
         MemorySegment cap = h.buffer(8);
         h.run(7, cdb(0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0), ScsiRequest.DIR_IN, cap);
         assertEquals(4096, cap.get(BE32, 4), "the new disk's geometry");
