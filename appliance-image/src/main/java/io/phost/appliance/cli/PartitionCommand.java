@@ -15,7 +15,9 @@ import picocli.CommandLine.ArgGroup;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
 
 @Command(mixinStandardHelpOptions = true, name = "partition", description =
     "Partition lifecycle on a running host, for process and VM partitions alike "
@@ -66,7 +68,13 @@ public final class PartitionCommand {
         @ArgGroup(exclusive = true, multiplicity = "1")
         Target target;
 
-        abstract String verb();
+        @Spec
+        CommandSpec spec;
+
+        /** The verb is the subcommand's name, as the API path has it. */
+        String verb() {
+            return spec.name();
+        }
 
         String extraQuery() {
             return "";
@@ -96,68 +104,36 @@ public final class PartitionCommand {
 
     @Command(mixinStandardHelpOptions = true, name = "start", description = "Start a stopped, crashed or autostart = false partition.")
     static final class Start extends Verb {
-        @Override
-        String verb() {
-            return "start";
-        }
     }
 
     @Command(mixinStandardHelpOptions = true, name = "stop", description = "Shut down gracefully: a VM gets guest-shutdown "
         + "through its guest agent when it answers, else an ACPI power-button press; a process partition the shutdown integration service; killed when still running after the timeout.")
     static final class Stop extends TimedVerb {
-        @Override
-        String verb() {
-            return "stop";
-        }
     }
 
     @Command(mixinStandardHelpOptions = true, name = "freeze", description = "Freeze a VM's guest file systems through "
         + "qemu-guest-agent (guest-fsfreeze-freeze), e.g. around a checkpoint; status details.fsfreeze says how many.")
     static final class Freeze extends Verb {
-        @Override
-        String verb() {
-            return "freeze";
-        }
     }
 
     @Command(mixinStandardHelpOptions = true, name = "thaw", description = "Thaw a VM's guest file systems (guest-fsfreeze-thaw).")
     static final class Thaw extends Verb {
-        @Override
-        String verb() {
-            return "thaw";
-        }
     }
 
     @Command(mixinStandardHelpOptions = true, name = "restart", description = "Stop (gracefully, as stop) and start again.")
     static final class Restart extends TimedVerb {
-        @Override
-        String verb() {
-            return "restart";
-        }
     }
 
     @Command(mixinStandardHelpOptions = true, name = "pause", description = "Freeze the partition (a VM's vCPUs stop; a process gets SIGSTOP).")
     static final class Pause extends Verb {
-        @Override
-        String verb() {
-            return "pause";
-        }
     }
 
     @Command(mixinStandardHelpOptions = true, name = "resume", description = "Continue a paused partition.")
     static final class Resume extends Verb {
-        @Override
-        String verb() {
-            return "resume";
-        }
     }
 
     @Command(mixinStandardHelpOptions = true, name = "kill", description = "End the partition at once (SIGKILL; as Stop-VM -TurnOff). No restart policy applies.")
     static final class Kill extends Verb {
-        @Override
-        String verb() {
-            return "kill";
-        }
     }
 
     abstract static class Tail implements Callable<Integer> {

@@ -56,13 +56,6 @@ public final class VhdCommand implements Callable<Integer> {
     }
 
     /** Runs an operation, turning library failures into one-line user errors. */
-    /** The --output values every reporting verb takes; anything else is a usage error (exit 2). */
-    static void requireOutput(String output) {
-        if (!output.equals("human") && !output.equals("json")) {
-            throw new UserException("unknown --output \"" + output + "\" (human or json)", 2);
-        }
-    }
-
     static int guard(Op op) {
         try {
             return op.run();
@@ -241,8 +234,8 @@ public final class VhdCommand implements Callable<Integer> {
         Path file;
         @Option(names = "--json", description = "Print one JSON object (an array with --backing-chain); same as --output json.")
         boolean json;
-        @Option(names = "--output", paramLabel = "human|json", description = "Report format (default human).")
-        String output = "human";
+        @picocli.CommandLine.Mixin
+        OutputOption output = new OutputOption();
         @Option(names = {"-f", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Read FILE as this format (default: from its content).")
         String format;
         @Option(names = "--backing-chain", description = "Also describe every parent, nearest first.")
@@ -251,8 +244,7 @@ public final class VhdCommand implements Callable<Integer> {
         @Override
         public Integer call() {
             return guard(() -> {
-                requireOutput(output);
-                json |= output.equals("json");
+                json |= output.json();
                 requireImage(file, format);
                 ImageInfo first = DiskOps.info(file, sourceFormat(format));
                 java.util.List<ImageInfo> all = new java.util.ArrayList<>(java.util.List.of(first));
@@ -307,15 +299,15 @@ public final class VhdCommand implements Callable<Integer> {
         boolean repair;
         @Option(names = {"-f", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Check FILE as this format (default: from its content).")
         String format;
-        @Option(names = "--output", paramLabel = "human|json", description = "Report format (default human).")
-        String output = "human";
+        @picocli.CommandLine.Mixin
+        OutputOption output = new OutputOption();
 
         @Override
         public Integer call() {
             return guard(() -> {
-                requireOutput(output);
+                boolean json = output.json();
                 CheckReport r = DiskOps.check(file, sourceFormat(format), repair);
-                if (output.equals("json")) {
+                if (json) {
                     System.out.println(r.toJson(file.toString()));
                     return r.exitCode();
                 }
@@ -626,18 +618,18 @@ public final class VhdCommand implements Callable<Integer> {
         Path file;
         @Option(names = {"-f", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Read FILE as this format.")
         String format;
-        @Option(names = "--output", paramLabel = "human|json", description = "Report format (default human).")
-        String output = "human";
+        @picocli.CommandLine.Mixin
+        OutputOption output = new OutputOption();
 
         @Override
         public Integer call() {
             return guard(() -> {
-                requireOutput(output);
+                boolean json = output.json();
                 java.util.List<io.phost.vhdx.ops.ImageMap.Extent> extents;
                 try (VirtualDisk d = open(file, format)) {
                     extents = io.phost.vhdx.ops.ImageMap.of(d);
                 }
-                if (output.equals("json")) {
+                if (json) {
                     System.out.println(io.phost.vhdx.ops.ImageMap.toJson(extents));
                     return 0;
                 }

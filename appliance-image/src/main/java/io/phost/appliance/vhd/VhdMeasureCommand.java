@@ -30,13 +30,13 @@ final class VhdMeasureCommand implements Callable<Integer> {
     String type = "dynamic";
     @Option(names = "--block-size", paramLabel = "B", description = "Block size of the image measured for.")
     String blockSize;
-    @Option(names = "--output", paramLabel = "human|json", description = "Report format (default human).")
-    String output = "human";
+    @picocli.CommandLine.Mixin
+    OutputOption output = new OutputOption();
 
     @Override
     public Integer call() {
         return VhdCommand.guard(() -> {
-            VhdCommand.requireOutput(output);
+            boolean json = output.json();
             if ((file == null) == (size == null)) {
                 throw new UserException("measure takes FILE or --size, one of them", 2);
             }
@@ -58,7 +58,7 @@ final class VhdMeasureCommand implements Callable<Integer> {
                 }
                 r = ImageMeasure.ofSize(s, f, t, b, 512);
             }
-            if (output.equals("json")) {
+            if (json) {
                 System.out.println(r.toJson());
             } else {
                 System.out.println("required size: " + r.required());

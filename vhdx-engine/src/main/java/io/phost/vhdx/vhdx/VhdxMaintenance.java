@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.UUID;
+import java.util.function.ObjIntConsumer;
 
 import static io.phost.vhdx.vhdx.BatDescriptor.*;
 import static io.phost.vhdx.vhdx.VhdxDisk.*;
@@ -234,19 +235,29 @@ final class VhdxMaintenance {
         }
         d.commitLock.lock();
         try {
-            d.writer.startSession(false);
-            long at = d.writer.metadataItemFileOffset(MetadataDescriptor.PHYSICAL_SECTOR_SIZE);
-            long pageOff = at & ~4095L;
-            if (at + 4 > pageOff + 4096) {
-                throw new VhdxFormatException(Reason.OUT_OF_BOUNDS, at, "physical sector size item crosses a page");
-            }
-            byte[] page = new byte[4096];
-            d.file.read(pageOff, page, 0, 4096);
-            Le.put32(page, (int) (at - pageOff), bytes);
-            d.writer.commitAll(List.of(new VhdxLog.Update(pageOff, page, 0)));
+            rewriteMetadataItem(MetadataDescriptor.PHYSICAL_SECTOR_SIZE, 4, "physical sector size item",
+                    (page, off) -> Le.put32(page, off, bytes));
         } finally {
             d.commitLock.unlock();
         }
+    }
+
+    /**
+     * Rewrites one metadata item in place through the log, in a write session; the caller holds the commit
+     * lock. The item must lie within one 4 KiB page.
+     */
+    private void rewriteMetadataItem(UUID item, int size, String what, ObjIntConsumer<byte[]> put)
+            throws IOException {
+        d.writer.startSession(false);
+        long at = d.writer.metadataItemFileOffset(item);
+        long pageOff = at & ~4095L;
+        if (at + size > pageOff + 4096) {
+            throw new VhdxFormatException(Reason.OUT_OF_BOUNDS, at, what + " crosses a page");
+        }
+        byte[] page = new byte[4096];
+        d.file.read(pageOff, page, 0, 4096);
+        put.accept(page, (int) (at - pageOff));
+        d.writer.commitAll(List.of(new VhdxLog.Update(pageOff, page, 0)));
     }
 
     void adopt(UUID virtualDiskId, UUID newDataWriteGuid) throws IOException {
@@ -256,16 +267,8 @@ final class VhdxMaintenance {
                 throw new IllegalStateException("adopt an identity before any write: " + d.path);
             }
             d.dataWriteGuid = newDataWriteGuid;
-            d.writer.startSession(false);
-            long at = d.writer.metadataItemFileOffset(MetadataDescriptor.VIRTUAL_DISK_ID);
-            long pageOff = at & ~4095L;
-            if (at + 16 > pageOff + 4096) {
-                throw new VhdxFormatException(Reason.OUT_OF_BOUNDS, at, "virtual disk id crosses a page");
-            }
-            byte[] page = new byte[4096];
-            d.file.read(pageOff, page, 0, 4096);
-            Le.putGuid(page, (int) (at - pageOff), virtualDiskId);
-            d.writer.commitAll(List.of(new VhdxLog.Update(pageOff, page, 0)));
+            rewriteMetadataItem(MetadataDescriptor.VIRTUAL_DISK_ID, 16, "virtual disk id",
+                    (page, off) -> Le.putGuid(page, off, virtualDiskId));
         } finally {
             d.commitLock.unlock();
         }
