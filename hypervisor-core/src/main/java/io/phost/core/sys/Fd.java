@@ -55,19 +55,9 @@ public final class Fd {
 
     /** One read(2); returns bytes read, or -1 with errno EAGAIN for a non-blocking fd with nothing to read. */
     public static long read(int fd, MemorySegment buf, long len) {
-        return transfer(READ, "read", fd, buf, len);
-    }
-
-    /** One write(2); returns bytes written, or -1 on EAGAIN. */
-    public static long write(int fd, MemorySegment buf, long len) {
-        return transfer(WRITE, "write", fd, buf, len);
-    }
-
-    /** read(2) or write(2) through {@code call}, retried on EINTR; -1 on EAGAIN. */
-    private static long transfer(MethodHandle call, String name, int fd, MemorySegment buf, long len) {
         try {
             while (true) {
-                long r = (long) call.invokeExact(Native.errnoState(), fd, buf, len);
+                long r = (long) READ.invokeExact(Native.errnoState(), fd, buf, len);
                 if (r >= 0) {
                     return r;
                 }
@@ -78,7 +68,29 @@ public final class Fd {
                 if (e == Errno.EAGAIN) {
                     return -1;
                 }
-                throw new NativeException(name + "(" + fd + ")", e);
+                throw new NativeException("read(" + fd + ")", e);
+            }
+        } catch (Throwable t) {
+            throw Native.rethrow(t);
+        }
+    }
+
+    /** One write(2); returns bytes written, or -1 on EAGAIN. */
+    public static long write(int fd, MemorySegment buf, long len) {
+        try {
+            while (true) {
+                long r = (long) WRITE.invokeExact(Native.errnoState(), fd, buf, len);
+                if (r >= 0) {
+                    return r;
+                }
+                int e = Native.lastErrno();
+                if (e == Errno.EINTR) {
+                    continue;
+                }
+                if (e == Errno.EAGAIN) {
+                    return -1;
+                }
+                throw new NativeException("write(" + fd + ")", e);
             }
         } catch (Throwable t) {
             throw Native.rethrow(t);
