@@ -81,7 +81,7 @@ class ConfigValidationTest {
             workload = { kind = "mixed", args = ["--io", "--rw sideways"] }
             """,
             "t.toml:7:31: partition[0].workload.args[2]: 'phost guest io' does not take '--block-size' (it takes --rw --bs "
-                + "--iodepth --numjobs --runtime --size --lun --offset --span --rwmixread --seed --poll-us --wait-grow --verify --json)",
+                + "--iodepth --numjobs --runtime --size --lun --offset --span --rwmixread --seed --poll-us --wait-grow --wait-lun --verify --json)",
             "t.toml:11:48: partition[1].workload.args[1]: 'phost guest io': Invalid value for option '--iodepth': 'many' is not an int",
             "t.toml:15:27: partition[2].workload.args: 'phost guest io': --bs: unknown size unit 'KiX' (use B, KiB, MiB, GiB, TiB or PiB; K/KB, M/MB, ... mean the same powers of 1024)",
             "t.toml:19:37: partition[3].workload.args[0]: 'phost guest idle' does not take '--fast' (it takes no arguments)",
