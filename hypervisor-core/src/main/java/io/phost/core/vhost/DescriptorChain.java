@@ -52,6 +52,31 @@ public final class DescriptorChain {
         return true;
     }
 
+    static final int APPENDED = 0;
+    static final int NOT_MAPPED = 1;
+    static final int TOO_LONG = 2;
+
+    /**
+     * Appends guest range [gpa, gpa+len) region by region (a buffer may span adjacent regions): APPENDED, or
+     * NOT_MAPPED / TOO_LONG for the ring to report with its own position. Shared by the split and packed rings.
+     */
+    int appendGuestRange(GuestMemory memory, long gpa, long len, boolean writable) {
+        long left = len;
+        while (left > 0) {
+            int r = memory.regionOfGpa(gpa);
+            if (r < 0) {
+                return NOT_MAPPED;
+            }
+            long n = Math.min(left, memory.bytesToEnd(r, gpa));
+            if (!tryAppend(memory.hostOfGpa(r, gpa), (int) n, writable)) {
+                return TOO_LONG;
+            }
+            gpa += n; // stays below the region's end, itself below 2^63
+            left -= n;
+        }
+        return APPENDED;
+    }
+
     /** The head descriptor index: the id the used ring reports back. */
     public int head() {
         return head;

@@ -208,20 +208,11 @@ public final class PackedVirtqueue implements Virtqueue {
             throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_ORDER,
                 "queue " + index + " at " + nextAvail + ": device-readable after device-writable");
         }
-        long gpa = addr;
-        long left = len;
-        while (left > 0) {
-            int r = memory.regionOfGpa(gpa);
-            if (r < 0) {
-                throw notMapped(addr, len);
-            }
-            long n = Math.min(left, memory.bytesToEnd(r, gpa));
-            if (!chain.tryAppend(memory.hostOfGpa(r, gpa), (int) n, write)) {
-                throw new VhostUserException(VhostUserException.Reason.CHAIN_TOO_LONG,
-                    "queue " + index + " at " + nextAvail + ": more than " + chain.capacity() + " buffers");
-            }
-            gpa += n;
-            left -= n;
+        switch (chain.appendGuestRange(memory, addr, len, write)) {
+            case DescriptorChain.NOT_MAPPED -> throw notMapped(addr, len);
+            case DescriptorChain.TOO_LONG -> throw new VhostUserException(VhostUserException.Reason.CHAIN_TOO_LONG,
+                "queue " + index + " at " + nextAvail + ": more than " + chain.capacity() + " buffers");
+            default -> { }
         }
     }
 

@@ -275,22 +275,12 @@ public final class SplitVirtqueue implements Virtqueue {
         }
     }
 
-    /** Translates [addr, addr+len) region by region (a buffer may span adjacent regions). */
     private void append(DescriptorChain chain, int head, int i, long addr, long len, boolean write) {
-        long gpa = addr;
-        long left = len;
-        while (left > 0) {
-            int r = memory.regionOfGpa(gpa);
-            if (r < 0) {
-                throw notMapped(head, i, addr, len);
-            }
-            long n = Math.min(left, memory.bytesToEnd(r, gpa));
-            if (!chain.tryAppend(memory.hostOfGpa(r, gpa), (int) n, write)) {
-                throw new VhostUserException(VhostUserException.Reason.CHAIN_TOO_LONG,
-                    "queue " + index + " head " + head + ": more than " + chain.capacity() + " buffers");
-            }
-            gpa += n; // stays below the region's end, itself below 2^63
-            left -= n;
+        switch (chain.appendGuestRange(memory, addr, len, write)) {
+            case DescriptorChain.NOT_MAPPED -> throw notMapped(head, i, addr, len);
+            case DescriptorChain.TOO_LONG -> throw new VhostUserException(VhostUserException.Reason.CHAIN_TOO_LONG,
+                "queue " + index + " head " + head + ": more than " + chain.capacity() + " buffers");
+            default -> { }
         }
     }
 
