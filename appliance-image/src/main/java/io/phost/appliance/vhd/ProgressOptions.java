@@ -2,6 +2,8 @@ package io.phost.appliance.vhd;
 
 import picocli.CommandLine.Option;
 
+import java.io.IOException;
+
 /** {@code -p}/{@code -q} of the long-running verbs, as qemu-img has them. */
 final class ProgressOptions {
     static final ProgressOptions DEFAULT = new ProgressOptions();
@@ -16,5 +18,18 @@ final class ProgressOptions {
         if (!quiet) {
             System.out.println(line);
         }
+    }
+
+    /** Runs {@code work} with a progress bar labelled {@code label}, drawn as these options say, and closes the bar. */
+    <T> T withBar(String label, BarWork<T> work) throws IOException {
+        try (ProgressBar bar = new ProgressBar(label, this)) {
+            return work.run(bar);
+        }
+    }
+
+    /** Work that reports its progress to a bar. */
+    @FunctionalInterface
+    interface BarWork<T> {
+        T run(ProgressBar bar) throws IOException;
     }
 }

@@ -145,7 +145,7 @@ public final class VhdCommand implements Callable<Integer> {
         description = {"Create a new image.",
             "The format defaults to the file's extension (.vhd, .raw/.img, else vhdx); a --parent makes a "
                 + "differencing image of the parent's size."})
-    static final class Create implements Callable<Integer> {
+    static final class Create extends VhdVerb {
         @Parameters(index = "0", paramLabel = "FILE", description = "The image to create (must not exist unless --force).")
         Path file;
         @Option(names = "--force", description = "Replace an existing FILE (atomically, once the new image is complete).")
@@ -169,69 +169,65 @@ public final class VhdCommand implements Callable<Integer> {
         Path source;
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                DiskFormat f = format != null ? format(format) : formatFromName(file);
-                if (source != null) {
-                    if (parent != null || size != null) {
-                        throw new UserException("--source gives the content and the size: drop --size/--parent", 2);
-                    }
-                    DiskType st = type != null ? type(type) : DiskType.DYNAMIC;
-                    if (st == DiskType.DIFFERENCING) {
-                        throw new UserException("--source makes a fixed or dynamic image", 2);
-                    }
-                    long b = blockSize == null ? 0 : Sizes.parse(blockSize);
-                    DiskOps.CopyResult r = DiskOps.convert(source, null, file, f, st, b, force, io.phost.vhdx.ops.Progress.NONE);
-                    long made = DiskOps.info(file).virtualSize();
-                    System.out.println("created " + file + " from " + source + ": " + f.id() + " " + st.id() + ", "
-                        + Sizes.human(made) + " (" + made + " bytes), " + Sizes.human(r.bytesWritten()) + " of data");
-                    return 0;
+        int run() throws IOException {
+            DiskFormat f = format != null ? format(format) : formatFromName(file);
+            if (source != null) {
+                if (parent != null || size != null) {
+                    throw new UserException("--source gives the content and the size: drop --size/--parent", 2);
                 }
-                DiskType t = type != null ? type(type) : parent != null ? DiskType.DIFFERENCING : DiskType.DYNAMIC;
-                if (t == DiskType.DIFFERENCING && parent == null) {
-                    throw new UserException("a differencing image needs --parent", 2);
+                DiskType st = type != null ? type(type) : DiskType.DYNAMIC;
+                if (st == DiskType.DIFFERENCING) {
+                    throw new UserException("--source makes a fixed or dynamic image", 2);
                 }
-                if (t != DiskType.DIFFERENCING && parent != null) {
-                    throw new UserException("--parent makes a differencing image; drop --type " + t.id(), 2);
-                }
-                if (t != DiskType.DIFFERENCING && size == null) {
-                    throw new UserException("--size is required", 2);
-                }
-                if (t == DiskType.DIFFERENCING && size != null) {
-                    throw new UserException("--size cannot be used with --parent: a differencing image has its parent's size", 2);
-                }
-                if (f != DiskFormat.VHDX && ((physical != null && physical != 512) || logical != 512)) {
-                    throw new UserException(f.id() + " images have 512-byte sectors; --logical-sector/--physical-sector 4096"
-                        + " need --format vhdx", 2);
-                }
-                long s = size == null ? 0 : Sizes.parse(size);
                 long b = blockSize == null ? 0 : Sizes.parse(blockSize);
-                if (s % logical != 0) {
-                    throw new UserException("--size must be a multiple of the " + logical + "-byte sector: " + size, 2);
-                }
-                if (b != 0 && Long.bitCount(b) != 1) {
-                    throw new UserException("--block-size must be a power of two: " + blockSize, 2);
-                }
-                int phys = physical != null ? physical : f == DiskFormat.VHDX ? Math.max(4096, logical) : Math.max(512, logical);
-                CreateOptions o;
-                try {
-                    o = new CreateOptions(f, t, s, parent, b, logical, phys);
-                } catch (IllegalArgumentException e) {
-                    throw new UserException(e.getMessage(), 2);
-                }
-                long made = DiskOps.create(file, o, force);
-                System.out.println("created " + file + ": " + f.id() + " " + t.id() + ", "
-                    + Sizes.human(made) + " (" + made + " bytes)");
+                DiskOps.CopyResult r = DiskOps.convert(source, null, file, f, st, b, force, io.phost.vhdx.ops.Progress.NONE);
+                long made = DiskOps.info(file).virtualSize();
+                System.out.println("created " + file + " from " + source + ": " + f.id() + " " + st.id() + ", "
+                    + Sizes.human(made) + " (" + made + " bytes), " + Sizes.human(r.bytesWritten()) + " of data");
                 return 0;
-            });
+            }
+            DiskType t = type != null ? type(type) : parent != null ? DiskType.DIFFERENCING : DiskType.DYNAMIC;
+            if (t == DiskType.DIFFERENCING && parent == null) {
+                throw new UserException("a differencing image needs --parent", 2);
+            }
+            if (t != DiskType.DIFFERENCING && parent != null) {
+                throw new UserException("--parent makes a differencing image; drop --type " + t.id(), 2);
+            }
+            if (t != DiskType.DIFFERENCING && size == null) {
+                throw new UserException("--size is required", 2);
+            }
+            if (t == DiskType.DIFFERENCING && size != null) {
+                throw new UserException("--size cannot be used with --parent: a differencing image has its parent's size", 2);
+            }
+            if (f != DiskFormat.VHDX && ((physical != null && physical != 512) || logical != 512)) {
+                throw new UserException(f.id() + " images have 512-byte sectors; --logical-sector/--physical-sector 4096"
+                    + " need --format vhdx", 2);
+            }
+            long s = size == null ? 0 : Sizes.parse(size);
+            long b = blockSize == null ? 0 : Sizes.parse(blockSize);
+            if (s % logical != 0) {
+                throw new UserException("--size must be a multiple of the " + logical + "-byte sector: " + size, 2);
+            }
+            if (b != 0 && Long.bitCount(b) != 1) {
+                throw new UserException("--block-size must be a power of two: " + blockSize, 2);
+            }
+            int phys = physical != null ? physical : f == DiskFormat.VHDX ? Math.max(4096, logical) : Math.max(512, logical);
+            CreateOptions o;
+            try {
+                o = new CreateOptions(f, t, s, parent, b, logical, phys);
+            } catch (IllegalArgumentException e) {
+                throw new UserException(e.getMessage(), 2);
+            }
+            long made = DiskOps.create(file, o, force);
+            System.out.println("created " + file + ": " + f.id() + " " + t.id() + ", "
+                + Sizes.human(made) + " (" + made + " bytes)");
+            return 0;
         }
     }
 
     @Command(name = "info", mixinStandardHelpOptions = true,
         description = "Show format, type, virtual size, block and sector sizes, parent chain, allocated bytes and log state.")
-    static final class Info implements Callable<Integer> {
-        @Parameters(index = "0", paramLabel = "FILE")
-        Path file;
+    static final class Info extends VhdVerb.OnFile {
         @Option(names = "--json", description = "Print one JSON object (an array with --backing-chain); same as --output json.")
         boolean json;
         @picocli.CommandLine.Mixin
@@ -242,30 +238,28 @@ public final class VhdCommand implements Callable<Integer> {
         boolean backingChain;
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                json |= output.json();
-                requireImage(file, format);
-                ImageInfo first = DiskOps.info(file, sourceFormat(format));
-                java.util.List<ImageInfo> all = new java.util.ArrayList<>(java.util.List.of(first));
-                if (backingChain) {
-                    for (String p : first.parentChain()) {
-                        all.add(DiskOps.info(Path.of(p)));
-                    }
+        int run() throws IOException {
+            json |= output.json();
+            requireImage(file, format);
+            ImageInfo first = DiskOps.info(file, sourceFormat(format));
+            java.util.List<ImageInfo> all = new java.util.ArrayList<>(java.util.List.of(first));
+            if (backingChain) {
+                for (String p : first.parentChain()) {
+                    all.add(DiskOps.info(Path.of(p)));
                 }
-                if (json) {
-                    System.out.println(backingChain
-                        ? "[" + String.join(",\n", all.stream().map(ImageInfo::toJson).toList()) + "]" : first.toJson());
-                    return 0;
-                }
-                for (int k = 0; k < all.size(); k++) {
-                    if (k > 0) {
-                        System.out.println();
-                    }
-                    print(all.get(k));
-                }
+            }
+            if (json) {
+                System.out.println(backingChain
+                    ? "[" + String.join(",\n", all.stream().map(ImageInfo::toJson).toList()) + "]" : first.toJson());
                 return 0;
-            });
+            }
+            for (int k = 0; k < all.size(); k++) {
+                if (k > 0) {
+                    System.out.println();
+                }
+                print(all.get(k));
+            }
+            return 0;
         }
 
         private static void print(ImageInfo i) {
@@ -292,9 +286,7 @@ public final class VhdCommand implements Callable<Integer> {
     @Command(name = "check", mixinStandardHelpOptions = true,
         description = {"Check an image's structures.",
             "Exit status: 0 clean (or all repaired), 1 problems found, 2 unreadable."})
-    static final class Check implements Callable<Integer> {
-        @Parameters(index = "0", paramLabel = "FILE")
-        Path file;
+    static final class Check extends VhdVerb.OnFile {
         @Option(names = "--repair", description = "Fix what is safely fixable (VHD footer copies; VHDX log replay).")
         boolean repair;
         @Option(names = {"-f", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Check FILE as this format (default: from its content).")
@@ -303,24 +295,22 @@ public final class VhdCommand implements Callable<Integer> {
         OutputOption output = new OutputOption();
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                boolean json = output.json();
-                CheckReport r = DiskOps.check(file, sourceFormat(format), repair);
-                if (json) {
-                    System.out.println(r.toJson(file.toString()));
-                    return r.exitCode();
-                }
-                r.problems().forEach(p -> System.out.println("problem: " + p));
-                r.repaired().forEach(p -> System.out.println("repaired: " + p));
-                r.notes().forEach(p -> System.out.println("note: " + p));
-                System.out.println(switch (r.exitCode()) {
-                    case 0 -> "No problems found.";
-                    case 1 -> r.problems().size() + " problem(s) found" + (repair ? "" : "; --repair may fix them");
-                    default -> "The image cannot be read.";
-                });
+        int run() throws IOException {
+            boolean json = output.json();
+            CheckReport r = DiskOps.check(file, sourceFormat(format), repair);
+            if (json) {
+                System.out.println(r.toJson(file.toString()));
                 return r.exitCode();
+            }
+            r.problems().forEach(p -> System.out.println("problem: " + p));
+            r.repaired().forEach(p -> System.out.println("repaired: " + p));
+            r.notes().forEach(p -> System.out.println("note: " + p));
+            System.out.println(switch (r.exitCode()) {
+                case 0 -> "No problems found.";
+                case 1 -> r.problems().size() + " problem(s) found" + (repair ? "" : "; --repair may fix them");
+                default -> "The image cannot be read.";
             });
+            return r.exitCode();
         }
     }
 
@@ -331,7 +321,7 @@ public final class VhdCommand implements Callable<Integer> {
             "replaced only with --force, never when it is SRC or one of SRC's parents.",
             "-n writes into an existing DST in place instead (as qemu-img convert -n); -B makes DST a",
             "differencing image of BACKING that stores only what differs from it."})
-    static final class Convert implements Callable<Integer> {
+    static final class Convert extends VhdVerb {
         @Parameters(index = "0", paramLabel = "SRC")
         Path src;
         @Parameters(index = "1", paramLabel = "DST")
@@ -362,60 +352,58 @@ public final class VhdCommand implements Callable<Integer> {
         ProgressOptions progress = new ProgressOptions();
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                DiskType t = type(type);
-                if (t == DiskType.DIFFERENCING) {
-                    throw new UserException("convert makes fixed or dynamic images (-B makes a differencing one)", 2);
+        int run() throws IOException {
+            DiskType t = type(type);
+            if (t == DiskType.DIFFERENCING) {
+                throw new UserException("convert makes fixed or dynamic images (-B makes a differencing one)", 2);
+            }
+            if (targetIsZero && !noCreate) {
+                throw new UserException("--target-is-zero needs -n (a new image reads as zeros anyway)", 2);
+            }
+            if (noCreate && (backing != null || force || blockSize != null || !type.equals("dynamic") || logical != null
+                || physical != null)) {
+                throw new UserException("-n writes into DST as it is: -B, --force, --block-size, --type and sector sizes"
+                    + " do not apply", 2);
+            }
+            for (Integer sec : new Integer[] {logical, physical}) {
+                if (sec != null && sec != 512 && sec != 4096) {
+                    throw new UserException("sector sizes are 512 or 4096: " + sec, 2);
                 }
-                if (targetIsZero && !noCreate) {
-                    throw new UserException("--target-is-zero needs -n (a new image reads as zeros anyway)", 2);
-                }
-                if (noCreate && (backing != null || force || blockSize != null || !type.equals("dynamic") || logical != null
-                    || physical != null)) {
-                    throw new UserException("-n writes into DST as it is: -B, --force, --block-size, --type and sector sizes"
-                        + " do not apply", 2);
-                }
-                for (Integer sec : new Integer[] {logical, physical}) {
-                    if (sec != null && sec != 512 && sec != 4096) {
-                        throw new UserException("sector sizes are 512 or 4096: " + sec, 2);
-                    }
-                }
-                if (backing != null && (logical != null || physical != null)) {
-                    throw new UserException("-B takes the backing image's sector sizes", 2);
-                }
-                if (backing != null && !type.equals("dynamic")) {
-                    throw new UserException("-B makes a differencing image: drop --type", 2);
-                }
-                long granule = sparse == null ? 4096 : Sizes.parse(sparse);
-                if (granule % 512 != 0 || granule > (1 << 20) || (granule != 0 && (1 << 20) % granule != 0)) {
-                    throw new UserException("-S must be 0 or a multiple of 512 that divides 1M: " + sparse, 2);
-                }
-                long b = blockSize == null ? 0 : Sizes.parse(blockSize);
-                long t0 = System.nanoTime();
-                DiskOps.CopyResult r;
-                DiskFormat f;
-                try (ProgressBar bar = new ProgressBar("convert", progress)) {
-                    if (noCreate) {
-                        f = format != null ? format(format) : VirtualDisks.detect(dst);
-                        r = io.phost.vhdx.ops.ImageConvert.into(src, sourceFormat(sourceFormat), dst,
-                            format != null ? f : null, targetIsZero, granule, bar);
+            }
+            if (backing != null && (logical != null || physical != null)) {
+                throw new UserException("-B takes the backing image's sector sizes", 2);
+            }
+            if (backing != null && !type.equals("dynamic")) {
+                throw new UserException("-B makes a differencing image: drop --type", 2);
+            }
+            long granule = sparse == null ? 4096 : Sizes.parse(sparse);
+            if (granule % 512 != 0 || granule > (1 << 20) || (granule != 0 && (1 << 20) % granule != 0)) {
+                throw new UserException("-S must be 0 or a multiple of 512 that divides 1M: " + sparse, 2);
+            }
+            long b = blockSize == null ? 0 : Sizes.parse(blockSize);
+            long t0 = System.nanoTime();
+            DiskOps.CopyResult r;
+            DiskFormat f;
+            try (ProgressBar bar = new ProgressBar("convert", progress)) {
+                if (noCreate) {
+                    f = format != null ? format(format) : VirtualDisks.detect(dst);
+                    r = io.phost.vhdx.ops.ImageConvert.into(src, sourceFormat(sourceFormat), dst,
+                        format != null ? f : null, targetIsZero, granule, bar);
+                } else {
+                    f = format != null ? format(format) : formatFromName(dst);
+                    if (backing == null && granule == 4096 && logical == null && physical == null) {
+                        r = DiskOps.convert(src, sourceFormat(sourceFormat), dst, f, t, b, force, bar);
                     } else {
-                        f = format != null ? format(format) : formatFromName(dst);
-                        if (backing == null && granule == 4096 && logical == null && physical == null) {
-                            r = DiskOps.convert(src, sourceFormat(sourceFormat), dst, f, t, b, force, bar);
-                        } else {
-                            r = io.phost.vhdx.ops.ImageConvert.toNew(src, sourceFormat(sourceFormat), dst, f, t, b,
-                                logical == null ? 0 : logical, physical == null ? 0 : physical, backing, granule, force, bar);
-                        }
+                        r = io.phost.vhdx.ops.ImageConvert.toNew(src, sourceFormat(sourceFormat), dst, f, t, b,
+                            logical == null ? 0 : logical, physical == null ? 0 : physical, backing, granule, force, bar);
                     }
                 }
-                double s = (System.nanoTime() - t0) / 1e9;
-                progress.say(String.format(Locale.ROOT, "converted %s -> %s (%s%s): %s written, %s skipped, %.2f s",
-                    src, dst, f.id(), backing != null ? ", parent " + backing : noCreate ? ", in place" : "",
-                    Sizes.human(r.bytesWritten()), Sizes.human(r.bytesSkipped()), s));
-                return 0;
-            });
+            }
+            double s = (System.nanoTime() - t0) / 1e9;
+            progress.say(String.format(Locale.ROOT, "converted %s -> %s (%s%s): %s written, %s skipped, %.2f s",
+                src, dst, f.id(), backing != null ? ", parent " + backing : noCreate ? ", in place" : "",
+                Sizes.human(r.bytesWritten()), Sizes.human(r.bytesSkipped()), s));
+            return 0;
         }
     }
 
@@ -423,9 +411,7 @@ public final class VhdCommand implements Callable<Integer> {
         description = {"Change an image's virtual size (absolute, or relative: +1G, -512M).",
             "VHD and VHDX grow; shrinking needs --shrink and is refused (file unchanged) unless the cut-off",
             "tail reads as zeros (VHDX, raw); VHD never shrinks."})
-    static final class Resize implements Callable<Integer> {
-        @Parameters(index = "0", paramLabel = "FILE")
-        Path file;
+    static final class Resize extends VhdVerb.OnFile {
         @Option(names = "--size", paramLabel = "S", description = "New virtual size (K/M/G/T), or +S/-S relative to the current one.")
         String size;
         @Option(names = "--shrink", description = "Allow the size to get smaller (as qemu-img resize --shrink).")
@@ -437,31 +423,23 @@ public final class VhdCommand implements Callable<Integer> {
         ProgressOptions progress = new ProgressOptions();
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                if ((size == null) == !toMinimum) {
-                    throw new UserException("resize takes --size or --to-minimum-size, one of them", 2);
-                }
-                if (toMinimum) {
-                    long n;
-                    try (ProgressBar bar = new ProgressBar("resize", progress)) {
-                        n = io.phost.vhdx.ops.ImageFacts.shrinkToMinimum(file, bar);
-                    }
-                    progress.say("resized " + file + " to " + Sizes.human(n) + " (" + n + " bytes)");
-                    return 0;
-                }
+        int run() throws IOException {
+            if ((size == null) == !toMinimum) {
+                throw new UserException("resize takes --size or --to-minimum-size, one of them", 2);
+            }
+            long n;
+            if (toMinimum) {
+                n = progress.withBar("resize", bar -> io.phost.vhdx.ops.ImageFacts.shrinkToMinimum(file, bar));
+            } else {
                 long current = DiskOps.info(file).virtualSize();
                 long wanted = Sizes.parseRelative(size, current);
                 if (wanted <= 0 || wanted % 512 != 0) {
                     throw new UserException("the new size must be a positive multiple of 512 bytes: " + size + " gives " + wanted, 2);
                 }
-                long n;
-                try (ProgressBar bar = new ProgressBar("resize", progress)) {
-                    n = DiskOps.resize(file, wanted, shrink, bar);
-                }
-                progress.say("resized " + file + " to " + Sizes.human(n) + " (" + n + " bytes)");
-                return 0;
-            });
+                n = progress.withBar("resize", bar -> DiskOps.resize(file, wanted, shrink, bar));
+            }
+            progress.say("resized " + file + " to " + Sizes.human(n) + " (" + n + " bytes)");
+            return 0;
         }
     }
 
@@ -469,9 +447,7 @@ public final class VhdCommand implements Callable<Integer> {
         description = {"Release zero and unmapped blocks so the file shrinks (the image reads the same).",
             "A VHDX keeps its identity (children stay linked); the file is never made larger. A differencing",
             "VHDX keeps only what reads differently from its parent."})
-    static final class Compact implements Callable<Integer> {
-        @Parameters(index = "0", paramLabel = "FILE")
-        Path file;
+    static final class Compact extends VhdVerb.OnFile {
         @Option(names = "--mode", paramLabel = "full|quick|retrim", description = "full (default; also prezeroed): read the data and"
             + " drop zeros too; quick (also pretrimmed): drop only what the metadata marks free; retrim: change nothing in"
             + " the image, punch the file space it does not use and its zero pages out of the file (Optimize-VHD -Mode).")
@@ -480,23 +456,18 @@ public final class VhdCommand implements Callable<Integer> {
         ProgressOptions progress = new ProgressOptions();
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                io.phost.vhdx.ops.CompactMode m;
-                try {
-                    m = io.phost.vhdx.ops.CompactMode.parse(mode);
-                } catch (IllegalArgumentException e) {
-                    throw new UserException(e.getMessage(), 2);
-                }
-                DiskOps.CompactResult r;
-                try (ProgressBar bar = new ProgressBar("compact", progress)) {
-                    r = DiskOps.compact(file, m, bar);
-                }
-                progress.say("compacted " + file + ": file " + Sizes.human(r.fileSizeBefore()) + " -> "
-                    + Sizes.human(r.fileSizeAfter()) + ", on disk " + Sizes.human(r.diskBytesBefore()) + " -> "
-                    + Sizes.human(r.diskBytesAfter()));
-                return 0;
-            });
+        int run() throws IOException {
+            io.phost.vhdx.ops.CompactMode m;
+            try {
+                m = io.phost.vhdx.ops.CompactMode.parse(mode);
+            } catch (IllegalArgumentException e) {
+                throw new UserException(e.getMessage(), 2);
+            }
+            DiskOps.CompactResult r = progress.withBar("compact", bar -> DiskOps.compact(file, m, bar));
+            progress.say("compacted " + file + ": file " + Sizes.human(r.fileSizeBefore()) + " -> "
+                + Sizes.human(r.fileSizeAfter()) + ", on disk " + Sizes.human(r.diskBytesBefore()) + " -> "
+                + Sizes.human(r.diskBytesAfter()));
+            return 0;
         }
     }
 
@@ -506,7 +477,7 @@ public final class VhdCommand implements Callable<Integer> {
             "A VHDX merge that was killed is finished by running the same command again.",
             "With --to ANCESTOR: every image from CHILD up is merged into ANCESTOR, step by step.",
             "With --into NEW: the whole chain is written to a new image and left untouched."})
-    static final class Merge implements Callable<Integer> {
+    static final class Merge extends VhdVerb {
         @Parameters(index = "0", paramLabel = "CHILD")
         Path child;
         @Option(names = "--into", paramLabel = "NEW", description = "Write the flattened chain to this new image.")
@@ -526,29 +497,25 @@ public final class VhdCommand implements Callable<Integer> {
         ProgressOptions progress = new ProgressOptions();
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                if (into != null && to != null) {
-                    throw new UserException("--into and --to exclude each other", 2);
+        int run() throws IOException {
+            if (into != null && to != null) {
+                throw new UserException("--into and --to exclude each other", 2);
+            }
+            if (to != null && keepChild) {
+                throw new UserException("--keep-child works with a merge into the parent only", 2);
+            }
+            DiskOps.CopyResult r = progress.withBar("merge", bar -> {
+                if (to != null) {
+                    return DiskOps.mergeIntoAncestor(child, to, bar);
+                } else if (into != null) {
+                    DiskFormat f = format != null ? format(format) : formatFromName(into);
+                    return DiskOps.mergeInto(child, into, f, type(type), force, bar);
                 }
-                if (to != null && keepChild) {
-                    throw new UserException("--keep-child works with a merge into the parent only", 2);
-                }
-                DiskOps.CopyResult r;
-                try (ProgressBar bar = new ProgressBar("merge", progress)) {
-                    if (to != null) {
-                        r = DiskOps.mergeIntoAncestor(child, to, bar);
-                    } else if (into != null) {
-                        DiskFormat f = format != null ? format(format) : formatFromName(into);
-                        r = DiskOps.mergeInto(child, into, f, type(type), force, bar);
-                    } else {
-                        r = DiskOps.mergeIntoParent(child, keepChild, bar);
-                    }
-                }
-                progress.say("merged " + child + (into != null ? " into " + into : to != null ? " into " + to : " into its parent")
-                    + ": " + Sizes.human(r.bytesWritten()) + " written");
-                return 0;
+                return DiskOps.mergeIntoParent(child, keepChild, bar);
             });
+            progress.say("merged " + child + (into != null ? " into " + into : to != null ? " into " + to : " into its parent")
+                + ": " + Sizes.human(r.bytesWritten()) + " written");
+            return 0;
         }
     }
 
@@ -556,7 +523,7 @@ public final class VhdCommand implements Callable<Integer> {
         description = {"Point differencing image CHILD at PARENT (after the parent moved or was renamed).",
             "PARENT must be the image CHILD was made from (VHD unique id, VHDX DataWriteGuid); --force skips",
             "that check. CHILD keeps its own identity, so images made from CHILD stay linked to it."})
-    static final class SetParent implements Callable<Integer> {
+    static final class SetParent extends VhdVerb {
         @Parameters(index = "0", paramLabel = "CHILD")
         Path child;
         @Parameters(index = "1", paramLabel = "PARENT")
@@ -565,16 +532,14 @@ public final class VhdCommand implements Callable<Integer> {
         boolean force;
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                if (java.nio.file.Files.exists(child) && java.nio.file.Files.exists(parent)
-                    && java.nio.file.Files.isSameFile(child, parent)) {
-                    throw new UserException("CHILD and PARENT are the same file (" + child + "); an image cannot be its own parent", 2);
-                }
-                DiskOps.setParent(child, parent, force);
-                System.out.println(child + " now has parent " + parent);
-                return 0;
-            });
+        int run() throws IOException {
+            if (java.nio.file.Files.exists(child) && java.nio.file.Files.exists(parent)
+                && java.nio.file.Files.isSameFile(child, parent)) {
+                throw new UserException("CHILD and PARENT are the same file (" + child + "); an image cannot be its own parent", 2);
+            }
+            DiskOps.setParent(child, parent, force);
+            System.out.println(child + " now has parent " + parent);
+            return 0;
         }
     }
 
@@ -582,7 +547,7 @@ public final class VhdCommand implements Callable<Integer> {
         description = {"Compare what two images read (any formats; a chain reads as a whole), as qemu-img compare.",
             "A larger image's extra area must read as zeros unless --strict.",
             "Exit status: 0 identical, 1 different, 2 error."})
-    static final class Compare implements Callable<Integer> {
+    static final class Compare extends VhdVerb {
         @Parameters(index = "0", paramLabel = "A")
         Path a;
         @Parameters(index = "1", paramLabel = "B")
@@ -597,48 +562,42 @@ public final class VhdCommand implements Callable<Integer> {
         ProgressOptions progress = new ProgressOptions();
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                io.phost.vhdx.ops.ImageCompare.Result r;
-                try (VirtualDisk da = open(a, formatA); VirtualDisk db = open(b, formatB);
-                     ProgressBar bar = new ProgressBar("compare", progress)) {
-                    r = io.phost.vhdx.ops.ImageCompare.compare(da, db, strict, bar);
-                }
-                progress.say(r.identical() ? "Images are identical." : "Images differ: " + r.reason() + ".");
-                return r.identical() ? 0 : 1;
-            });
+        int run() throws IOException {
+            io.phost.vhdx.ops.ImageCompare.Result r;
+            try (VirtualDisk da = open(a, formatA); VirtualDisk db = open(b, formatB);
+                 ProgressBar bar = new ProgressBar("compare", progress)) {
+                r = io.phost.vhdx.ops.ImageCompare.compare(da, db, strict, bar);
+            }
+            progress.say(r.identical() ? "Images are identical." : "Images differ: " + r.reason() + ".");
+            return r.identical() ? 0 : 1;
         }
     }
 
     @Command(name = "map", mixinStandardHelpOptions = true,
         description = {"List FILE's extents (a chain as a whole): runs that may hold data and runs that read as",
             "zeros without being stored, as qemu-img map."})
-    static final class MapCmd implements Callable<Integer> {
-        @Parameters(index = "0", paramLabel = "FILE")
-        Path file;
+    static final class MapCmd extends VhdVerb.OnFile {
         @Option(names = {"-f", "--format"}, paramLabel = "vhdx|vhd|raw", description = "Read FILE as this format.")
         String format;
         @picocli.CommandLine.Mixin
         OutputOption output = new OutputOption();
 
         @Override
-        public Integer call() {
-            return guard(() -> {
-                boolean json = output.json();
-                java.util.List<io.phost.vhdx.ops.ImageMap.Extent> extents;
-                try (VirtualDisk d = open(file, format)) {
-                    extents = io.phost.vhdx.ops.ImageMap.of(d);
-                }
-                if (json) {
-                    System.out.println(io.phost.vhdx.ops.ImageMap.toJson(extents));
-                    return 0;
-                }
-                System.out.println(String.format("%-20s%-20s%s", "Offset", "Length", "Kind"));
-                for (io.phost.vhdx.ops.ImageMap.Extent e : extents) {
-                    System.out.println(String.format("0x%-18x0x%-18x%s", e.start(), e.length(), e.data() ? "data" : "zero"));
-                }
+        int run() throws IOException {
+            boolean json = output.json();
+            java.util.List<io.phost.vhdx.ops.ImageMap.Extent> extents;
+            try (VirtualDisk d = open(file, format)) {
+                extents = io.phost.vhdx.ops.ImageMap.of(d);
+            }
+            if (json) {
+                System.out.println(io.phost.vhdx.ops.ImageMap.toJson(extents));
                 return 0;
-            });
+            }
+            System.out.println(String.format("%-20s%-20s%s", "Offset", "Length", "Kind"));
+            for (io.phost.vhdx.ops.ImageMap.Extent e : extents) {
+                System.out.println(String.format("0x%-18x0x%-18x%s", e.start(), e.length(), e.data() ? "data" : "zero"));
+            }
+            return 0;
         }
     }
 

@@ -9,15 +9,15 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
+import java.io.IOException;
 import java.nio.file.Path;
-import java.util.concurrent.Callable;
 
 /** {@code phost vhd measure}: the file size a conversion (or a new image) needs, as {@code qemu-img measure}. */
 @Command(name = "measure", mixinStandardHelpOptions = true,
     description = {"Show the file size converting FILE (or a new image of --size) to -O needs, as qemu-img measure:",
         "required (a dynamic image with FILE's allocated blocks; an upper bound, exact when they hold data)",
         "and fully allocated (every block present). Raw: the virtual size for both."})
-final class VhdMeasureCommand implements Callable<Integer> {
+final class VhdMeasureCommand extends VhdVerb {
     @Parameters(index = "0", arity = "0..1", paramLabel = "FILE", description = "The image to measure (or --size).")
     Path file;
     @Option(names = "--size", paramLabel = "S", description = "Measure a new, empty image of this size instead of FILE.")
@@ -34,37 +34,35 @@ final class VhdMeasureCommand implements Callable<Integer> {
     OutputOption output = new OutputOption();
 
     @Override
-    public Integer call() {
-        return VhdCommand.guard(() -> {
-            boolean json = output.json();
-            if ((file == null) == (size == null)) {
-                throw new UserException("measure takes FILE or --size, one of them", 2);
+    int run() throws IOException {
+        boolean json = output.json();
+        if ((file == null) == (size == null)) {
+            throw new UserException("measure takes FILE or --size, one of them", 2);
+        }
+        DiskFormat f = VhdCommand.format(outputFormat);
+        DiskType t = VhdCommand.type(type);
+        if (t == DiskType.DIFFERENCING) {
+            throw new UserException("measure sizes fixed or dynamic images", 2);
+        }
+        long b = blockSize == null ? 0 : Sizes.parse(blockSize);
+        ImageMeasure.Result r;
+        if (file != null) {
+            try (VirtualDisk d = VhdCommand.open(file, format)) {
+                r = ImageMeasure.of(d, f, t, b);
             }
-            DiskFormat f = VhdCommand.format(outputFormat);
-            DiskType t = VhdCommand.type(type);
-            if (t == DiskType.DIFFERENCING) {
-                throw new UserException("measure sizes fixed or dynamic images", 2);
+        } else {
+            long s = Sizes.parse(size);
+            if (s <= 0 || s % 512 != 0) {
+                throw new UserException("--size must be a positive multiple of 512: " + size, 2);
             }
-            long b = blockSize == null ? 0 : Sizes.parse(blockSize);
-            ImageMeasure.Result r;
-            if (file != null) {
-                try (VirtualDisk d = VhdCommand.open(file, format)) {
-                    r = ImageMeasure.of(d, f, t, b);
-                }
-            } else {
-                long s = Sizes.parse(size);
-                if (s <= 0 || s % 512 != 0) {
-                    throw new UserException("--size must be a positive multiple of 512: " + size, 2);
-                }
-                r = ImageMeasure.ofSize(s, f, t, b, 512);
-            }
-            if (json) {
-                System.out.println(r.toJson());
-            } else {
-                System.out.println("required size: " + r.required());
-                System.out.println("fully allocated size: " + r.fullyAllocated());
-            }
-            return 0;
-        });
+            r = ImageMeasure.ofSize(s, f, t, b, 512);
+        }
+        if (json) {
+            System.out.println(r.toJson());
+        } else {
+            System.out.println("required size: " + r.required());
+            System.out.println("fully allocated size: " + r.fullyAllocated());
+        }
+        return 0;
     }
 }

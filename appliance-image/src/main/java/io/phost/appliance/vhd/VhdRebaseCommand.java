@@ -7,9 +7,9 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
+import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.concurrent.Callable;
 
 /** {@code phost vhd rebase}: a new parent for a differencing image, copying what it needs (qemu-img rebase). */
 @Command(name = "rebase", mixinStandardHelpOptions = true,
@@ -17,7 +17,7 @@ import java.util.concurrent.Callable;
         "every sector where the old chain and NEW_PARENT differ is copied into CHILD first. A VHDX keeps its",
         "identity, so images made from CHILD stay linked. -u only re-points CHILD (qemu-img rebase -u):",
         "CHILD then reads NEW_PARENT's data wherever it stores nothing itself."})
-final class VhdRebaseCommand implements Callable<Integer> {
+final class VhdRebaseCommand extends VhdVerb {
     @Parameters(index = "0", paramLabel = "CHILD")
     Path child;
     @Parameters(index = "1", paramLabel = "NEW_PARENT")
@@ -28,18 +28,13 @@ final class VhdRebaseCommand implements Callable<Integer> {
     ProgressOptions progress = new ProgressOptions();
 
     @Override
-    public Integer call() {
-        return VhdCommand.guard(() -> {
-            if (Files.exists(child) && Files.exists(parent) && Files.isSameFile(child, parent)) {
-                throw new UserException("CHILD and NEW_PARENT are the same file (" + child + ")", 2);
-            }
-            DiskOps.CopyResult r;
-            try (ProgressBar bar = new ProgressBar("rebase", progress)) {
-                r = ImageRebase.rebase(child, parent, unsafe, bar);
-            }
-            progress.say("rebased " + child + " onto " + parent + (unsafe ? " (unsafe: nothing copied)"
-                : ": " + Sizes.human(r.bytesWritten()) + " copied in"));
-            return 0;
-        });
+    int run() throws IOException {
+        if (Files.exists(child) && Files.exists(parent) && Files.isSameFile(child, parent)) {
+            throw new UserException("CHILD and NEW_PARENT are the same file (" + child + ")", 2);
+        }
+        DiskOps.CopyResult r = progress.withBar("rebase", bar -> ImageRebase.rebase(child, parent, unsafe, bar));
+        progress.say("rebased " + child + " onto " + parent + (unsafe ? " (unsafe: nothing copied)"
+            : ": " + Sizes.human(r.bytesWritten()) + " copied in"));
+        return 0;
     }
 }
