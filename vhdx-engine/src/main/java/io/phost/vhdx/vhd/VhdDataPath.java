@@ -21,10 +21,28 @@ final class VhdDataPath {
     }
 
     public void read(long offset, MemorySegment dst) throws IOException {
-        long length = dst.byteSize();
+        transfer(offset, dst, false);
+    }
+
+    public void write(long offset, MemorySegment src) throws IOException {
+        d.checkWritable();
+        transfer(offset, src, true);
+    }
+
+    /**
+     * The per-request block loop of {@link #read} and {@link #write}: splits [offset, +length) at block
+     * boundaries and hands each piece to {@link #readPart} or {@link #writePart}. A boolean, not a callback,
+     * picks the direction so the loop allocates nothing and stays monomorphic.
+     */
+    private void transfer(long offset, MemorySegment buf, boolean write) throws IOException {
+        long length = buf.byteSize();
         d.checkRange(offset, length);
         if (d.header == null) {
-            d.file.readFully(dst, offset);
+            if (write) {
+                d.file.writeFully(buf, offset);
+            } else {
+                d.file.readFully(buf, offset);
+            }
             return;
         }
         long mask = d.blockSize - 1;
@@ -35,19 +53,44 @@ final class VhdDataPath {
             long inBlock = voff & mask;
             long n = Math.min(length - pos, d.blockSize - inBlock);
             // Whole-request fast path: no slice object when the request lies in one block.
-            MemorySegment part = (pos == 0 && n == length) ? dst : dst.asSlice(pos, n);
+            MemorySegment part = (pos == 0 && n == length) ? buf : buf.asSlice(pos, n);
             int entry = (int) BAT.getAcquire(d.bat, block);
-            if (entry == -1) {
-                readBelow(voff, part);
+            if (write) {
+                writePart(block, entry, inBlock, part);
             } else {
-                long data = Integer.toUnsignedLong(entry) * SECTOR + d.bitmapBytes + inBlock;
-                if (d.bitmaps == null) {
-                    d.file.readFully(part, data);
-                } else {
-                    readDifferencing(block, inBlock, data, voff, part);
-                }
+                readPart(block, entry, inBlock, voff, part);
             }
             pos += n;
+        }
+    }
+
+    /** Reads {@code part}, which lies in block {@code block} (BAT entry {@code entry}) from {@code inBlock} on. */
+    private void readPart(int block, int entry, long inBlock, long voff, MemorySegment part) throws IOException {
+        if (entry == -1) {
+            readBelow(voff, part);
+            return;
+        }
+        long data = Integer.toUnsignedLong(entry) * SECTOR + d.bitmapBytes + inBlock;
+        if (d.bitmaps == null) {
+            d.file.readFully(part, data);
+        } else {
+            readDifferencing(block, inBlock, data, voff, part);
+        }
+    }
+
+    /** Writes {@code part} into block {@code block} from {@code inBlock} on, allocating the block if needed. */
+    private void writePart(int block, int entry, long inBlock, MemorySegment part) throws IOException {
+        long n = part.byteSize();
+        if (entry == -1) {
+            if (inBlock == 0 && d.firstWrite != null && n <= FIRST_WRITE_MAX && allocateWith(block, part)) {
+                return;
+            }
+            entry = allocate(block);
+        }
+        long blockStart = Integer.toUnsignedLong(entry) * SECTOR;
+        d.file.writeFully(part, blockStart + d.bitmapBytes + inBlock);
+        if (d.bitmaps != null) {
+            markPresent(block, blockStart, (int) (inBlock / SECTOR), (int) (n / SECTOR));
         }
     }
 
@@ -154,39 +197,6 @@ final class VhdDataPath {
             }
             BITMAPS.setRelease(d.bitmaps, block, bits);
             return bits;
-        }
-    }
-
-    public void write(long offset, MemorySegment src) throws IOException {
-        d.checkWritable();
-        long length = src.byteSize();
-        d.checkRange(offset, length);
-        if (d.header == null) {
-            d.file.writeFully(src, offset);
-            return;
-        }
-        long mask = d.blockSize - 1;
-        long pos = 0;
-        while (pos < length) {
-            long voff = offset + pos;
-            int block = (int) (voff >>> d.blockShift);
-            long inBlock = voff & mask;
-            long n = Math.min(length - pos, d.blockSize - inBlock);
-            MemorySegment part = (pos == 0 && n == length) ? src : src.asSlice(pos, n);
-            int entry = (int) BAT.getAcquire(d.bat, block);
-            if (entry == -1) {
-                if (inBlock == 0 && d.firstWrite != null && n <= FIRST_WRITE_MAX && allocateWith(block, part)) {
-                    pos += n;
-                    continue;
-                }
-                entry = allocate(block);
-            }
-            long blockStart = Integer.toUnsignedLong(entry) * SECTOR;
-            d.file.writeFully(part, blockStart + d.bitmapBytes + inBlock);
-            if (d.bitmaps != null) {
-                markPresent(block, blockStart, (int) (inBlock / SECTOR), (int) (n / SECTOR));
-            }
-            pos += n;
         }
     }
 
