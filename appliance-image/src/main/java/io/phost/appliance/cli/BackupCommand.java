@@ -1,6 +1,5 @@
 package io.phost.appliance.cli;
 
-import io.phost.appliance.UserException;
 import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.util.Query;
 import io.phost.core.text.Json;
@@ -32,14 +31,9 @@ public final class BackupCommand {
         boolean json;
 
         Map<?, ?> call(String method, String path, Map<String, Object> query) throws IOException {
-            HttpResponse r = method.equals("GET") ? endpoint.get(path + "?" + Query.encode(query))
-                : endpoint.post(path + "?" + Query.encode(query));
-            if (r.status() >= 400 && r.status() < 500) {
-                throw new UserException("backup: " + r.bodyText().strip(), r.status() == 409 ? 1 : 2);
-            }
-            if (r.status() != 200) {
-                throw new UserException("host answered " + r.status() + ": " + r.bodyText().strip());
-            }
+            String target = path + "?" + Query.encode(query);
+            HttpResponse r = HostAnswer.require(method.equals("GET") ? endpoint.get(target) : endpoint.post(target),
+                "backup", false);
             if (json) {
                 System.out.print(r.bodyText());
             }

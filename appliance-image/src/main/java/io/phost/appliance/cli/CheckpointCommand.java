@@ -35,14 +35,8 @@ public final class CheckpointCommand {
         boolean json;
 
         HttpResponse post(String verb, Map<String, Object> query) throws IOException {
-            HttpResponse r = endpoint.post("/v1/partitions/checkpoints/" + verb + "?" + Query.encode(query));
-            if (r.status() >= 400 && r.status() < 500) {
-                throw new UserException("checkpoint " + verb + ": " + r.bodyText().strip(), r.status() == 409 ? 1 : 2);
-            }
-            if (r.status() != 200 && r.status() != 202) {
-                throw new UserException("host answered " + r.status() + ": " + r.bodyText().strip());
-            }
-            return r;
+            return HostAnswer.require(endpoint.post("/v1/partitions/checkpoints/" + verb + "?" + Query.encode(query)),
+                "checkpoint " + verb, true);
         }
 
         Map<String, Object> query(String checkpoint) {
