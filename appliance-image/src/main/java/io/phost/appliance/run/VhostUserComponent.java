@@ -5,6 +5,7 @@ import io.phost.appliance.config.DiskConfig;
 import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
 import io.phost.storage.vhost.VhostUserBlkExport;
+import io.phost.storage.vhost.VhostUserExport;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
 import java.nio.file.Path;
@@ -77,17 +78,27 @@ public final class VhostUserComponent implements Component {
             m.put("disk", e.name());
             m.put("socket", e.socketPath().toString());
             m.put("read_only", e.readOnly());
-            m.put("connected", e.connected());
-            m.put("queues", e.runningQueues());
-            m.put("reads", s.reads());
-            m.put("writes", s.writes());
-            m.put("bytes_read", s.bytesRead());
-            m.put("bytes_written", s.bytesWritten());
-            m.put("errors", s.errors());
-            m.put("last_error", e.lastError() == null ? "" : e.lastError());
+            putConnectionAndIo(m, e, s, true);
             rows.add(m);
         }
         return rows;
+    }
+
+    /**
+     * The columns every vhost-user export's status row ends with (here and in {@link VmDisksComponent}):
+     * the front-end's connection, then the disk's I/O counts ({@code bytes} adds the byte counts).
+     */
+    static void putConnectionAndIo(Map<String, Object> m, VhostUserExport e, DiskStats s, boolean bytes) {
+        m.put("connected", e.connected());
+        m.put("queues", e.runningQueues());
+        m.put("reads", s.reads());
+        m.put("writes", s.writes());
+        if (bytes) {
+            m.put("bytes_read", s.bytesRead());
+            m.put("bytes_written", s.bytesWritten());
+        }
+        m.put("errors", s.errors());
+        m.put("last_error", e.lastError() == null ? "" : e.lastError());
     }
 
     @Override

@@ -11,6 +11,7 @@ import io.phost.storage.engine.IoEngines;
 import io.phost.storage.scsi.ScsiLun;
 import io.phost.storage.scsi.ScsiTarget;
 import io.phost.storage.vhost.VhostUserBlkExport;
+import io.phost.storage.vhost.VhostUserExport;
 import io.phost.storage.vhost.VhostUserScsiExport;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
@@ -49,20 +50,9 @@ public final class VmDisksComponent implements Component {
             return export != null ? "vhost-user-blk" : "vhost-user-scsi";
         }
 
-        Path socket() {
-            return export != null ? export.socketPath() : scsi.socketPath();
-        }
-
-        boolean connected() {
-            return export != null ? export.connected() : scsi.connected();
-        }
-
-        int runningQueues() {
-            return export != null ? export.runningQueues() : scsi.runningQueues();
-        }
-
-        String lastError() {
-            return export != null ? export.lastError() : scsi.lastError();
+        /** The vhost-user endpoint serving this disk (the SCSI controller's for a LUN). */
+        VhostUserExport endpoint() {
+            return export != null ? export : scsi;
         }
     }
 
@@ -201,13 +191,8 @@ public final class VmDisksComponent implements Component {
                     m.put("controller", e.attachment().controller());
                     m.put("lun", e.attachment().lun());
                 }
-                m.put("socket", e.socket().toString());
-                m.put("connected", e.connected());
-                m.put("queues", e.runningQueues());
-                m.put("reads", s.reads());
-                m.put("writes", s.writes());
-                m.put("errors", s.errors());
-                m.put("last_error", e.lastError() == null ? "" : e.lastError());
+                m.put("socket", e.endpoint().socketPath().toString());
+                VhostUserComponent.putConnectionAndIo(m, e.endpoint(), s, false);
                 rows.add(m);
             }
         });
@@ -224,7 +209,7 @@ public final class VmDisksComponent implements Component {
                 m.counter("phost_vm_disk_writes", "virtio-blk writes completed for a VM", s.writes(), l);
                 m.counter("phost_vm_disk_errors", "virtio-blk requests answered with an error", s.errors(), l);
                 m.gauge("phost_vm_disk_connected", "1 while QEMU is connected to the disk's vhost-user socket",
-                    e.connected() ? 1 : 0, l);
+                    e.endpoint().connected() ? 1 : 0, l);
             }
         });
     }

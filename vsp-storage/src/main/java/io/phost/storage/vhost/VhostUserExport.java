@@ -8,7 +8,7 @@ import java.nio.file.Path;
  * What every vhost-user export shares: its name and the {@link VhostUserBackend} serving it (socket,
  * connection state, last error, close). The public exports add what they export (a disk, a SCSI target).
  */
-abstract class VhostUserExport implements AutoCloseable {
+public abstract class VhostUserExport implements AutoCloseable {
     private final String name;
     private final VhostUserBackend backend;
 
