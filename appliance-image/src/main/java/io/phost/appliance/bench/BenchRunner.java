@@ -40,32 +40,7 @@ public final class BenchRunner {
             ? Files.createTempDirectory(Path.of("/dev/shm"), "phost-bench-") : Files.createTempDirectory("phost-bench-tmpfs-");
         Progress progress = new Progress(progressOut, System.console() != null && System.console().isTerminal());
         try {
-            return List.copyOf(suite.run(new BenchContext() {
-                @Override
-                public boolean quick() {
-                    return quick;
-                }
-
-                @Override
-                public Path workDir() {
-                    return work;
-                }
-
-                @Override
-                public Path tmpfsDir() {
-                    return shm;
-                }
-
-                @Override
-                public void progress(int done, int total, String step) {
-                    progress.update(done, total, step);
-                }
-
-                @Override
-                public void log(String line) {
-                    progress.log(line);
-                }
-            }));
+            return List.copyOf(suite.run(BenchContext.of(quick, work, shm, progress)));
         } finally {
             progress.finish();
             Trees.deleteTree(work);
@@ -100,7 +75,7 @@ public final class BenchRunner {
     }
 
     /** A one-line progress bar on a terminal; plain lines otherwise (CI logs). */
-    static final class Progress {
+    static final class Progress implements BenchContext.Sink {
         private final PrintStream out;
         private final boolean terminal;
         private String last = "";
@@ -110,7 +85,8 @@ public final class BenchRunner {
             this.terminal = terminal;
         }
 
-        synchronized void update(int done, int total, String step) {
+        @Override
+        public synchronized void progress(int done, int total, String step) {
             if (terminal) {
                 int width = 30;
                 int filled = total <= 0 ? 0 : Math.min(width, done * width / total);
@@ -123,7 +99,8 @@ public final class BenchRunner {
             }
         }
 
-        synchronized void log(String line) {
+        @Override
+        public synchronized void log(String line) {
             if (terminal) {
                 out.print("\r\033[2K" + line + "\n" + last);
             } else {

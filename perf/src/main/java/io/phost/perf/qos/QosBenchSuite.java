@@ -313,32 +313,7 @@ public final class QosBenchSuite implements BenchSuite {
         long t0 = System.nanoTime();
         List<BenchResult> results;
         try {
-            results = new QosBenchSuite().run(new BenchContext() {
-                @Override
-                public boolean quick() {
-                    return quick;
-                }
-
-                @Override
-                public Path workDir() {
-                    return work;
-                }
-
-                @Override
-                public Path tmpfsDir() {
-                    return tmpfs;
-                }
-
-                @Override
-                public void progress(int done, int total, String stepName) {
-                    System.err.printf("[%d/%d] %s%n", done, total, stepName);
-                }
-
-                @Override
-                public void log(String line) {
-                    System.err.println("  " + line);
-                }
-            });
+            results = new QosBenchSuite().run(BenchContext.of(quick, work, tmpfs, BenchContext.STDERR));
         } finally {
             Files.deleteIfExists(tmpfs);
             Files.deleteIfExists(work);

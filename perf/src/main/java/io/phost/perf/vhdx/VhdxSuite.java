@@ -323,13 +323,7 @@ public final class VhdxSuite implements BenchSuite {
         Path work = Files.createTempDirectory(Path.of(System.getProperty("java.io.tmpdir")), "vhdxbench");
         Path shm = Path.of("/dev/shm");
         Path tmpfs = Files.isDirectory(shm) ? Files.createTempDirectory(shm, "vhdxbench") : work;
-        BenchContext ctx = new BenchContext() {
-            public boolean quick() { return quick; }
-            public Path workDir() { return work; }
-            public Path tmpfsDir() { return tmpfs; }
-            public void progress(int done, int total, String s) { System.err.println("[" + done + "/" + total + "] " + s); }
-            public void log(String line) { System.err.println(line); }
-        };
+        BenchContext ctx = BenchContext.of(quick, work, tmpfs, BenchContext.STDERR);
         try {
             for (BenchResult r : new VhdxSuite().run(ctx)) {
                 System.out.println(String.format(Locale.ROOT, "%-40s %12.1f %-9s peer(%s) %12.1f  ratio %.3f",

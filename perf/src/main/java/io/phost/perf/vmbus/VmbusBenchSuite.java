@@ -234,27 +234,7 @@ public final class VmbusBenchSuite implements BenchSuite {
         boolean quick = List.of(args).contains("--quick");
         Path work = Files.createTempDirectory("phost-bench");
         Path shm = Files.createTempDirectory(Path.of("/dev/shm"), "phost-bench");
-        BenchContext ctx = new BenchContext() {
-            public boolean quick() {
-                return quick;
-            }
-
-            public Path workDir() {
-                return work;
-            }
-
-            public Path tmpfsDir() {
-                return shm;
-            }
-
-            public void progress(int done, int total, String step) {
-                System.err.println("[" + done + "/" + total + "] " + step);
-            }
-
-            public void log(String line) {
-                System.err.println("  " + line);
-            }
-        };
+        BenchContext ctx = BenchContext.of(quick, work, shm, BenchContext.STDERR);
         for (BenchResult r : new VmbusBenchSuite().run(ctx)) {
             System.out.printf(java.util.Locale.ROOT, "%-36s %12.3f %-5s peer %-16s %12.3f ratio %6.2f %s%n", r.name(), r.value(), r.unit(),
                 r.peer(), r.peerValue(), r.ratio(), r.series());

@@ -15,27 +15,7 @@ public final class SwitchBenchMain {
     public static void main(String[] args) throws Exception {
         boolean quick = args.length > 0 && args[0].equals("--quick");
         Path work = Files.createTempDirectory("phost-bench-switch");
-        BenchContext ctx = new BenchContext() {
-            public boolean quick() {
-                return quick;
-            }
-
-            public Path workDir() {
-                return work;
-            }
-
-            public Path tmpfsDir() {
-                return work;
-            }
-
-            public void progress(int done, int total, String step) {
-                System.err.printf("[%d/%d] %s%n", done, total, step);
-            }
-
-            public void log(String line) {
-                System.err.println(line);
-            }
-        };
+        BenchContext ctx = BenchContext.of(quick, work, work, BenchContext.STDERR);
         long t0 = System.nanoTime();
         for (BenchResult r : new SwitchBenchSuite().run(ctx)) {
             System.out.printf("%-34s %10.3f %-7s peer %-22s %10.3f  ratio %.2f  %s%n", r.name(), r.value(), r.unit(),
