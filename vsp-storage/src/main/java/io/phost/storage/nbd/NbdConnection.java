@@ -218,8 +218,10 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
             }
         } catch (OutOfMemoryError e) {
             LOG.log(System.Logger.Level.WARNING, "nbd connection dropped: out of memory for its buffers", e);
-        } catch (RuntimeException e) {
-            LOG.log(System.Logger.Level.WARNING, "nbd connection dropped: " + e, e); // a bug, but only this client pays
+        } catch (RuntimeException | Error e) {
+            // A bug, or an Error such as a class that failed to initialise: only this client pays, the server
+            // keeps accepting and serving the others.
+            LOG.log(System.Logger.Level.WARNING, "nbd connection dropped: " + e, e);
         } finally {
             handshaking = false;
             shutdown();
@@ -328,13 +330,24 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
         rx.clear().flip();
         try {
             serve();
-        } finally {
-            if (!dead) {
-                while (queue.outstanding() > 0 && !dead) {
-                    pump(); // answers to the requests before a DISC or a protocol error still go out
-                }
-                replies.flush();
-            }
+        } catch (NbdProtocolException e) {
+            answerOutstanding();
+            throw e;
+        }
+        answerOutstanding();
+    }
+
+    /**
+     * Sends the answers to the requests before a DISC or a protocol error. Not after anything else: an I/O error
+     * means the client is gone, and after an unexpected exception or Error (a bug, or an engine whose class
+     * failed to initialise) a request may be held by nothing, so waiting for it would spin forever.
+     */
+    private void answerOutstanding() throws IOException {
+        while (queue.outstanding() > 0 && !dead) {
+            pump();
+        }
+        if (!dead) {
+            replies.flush();
         }
     }
 

@@ -230,6 +230,11 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             // The backend cannot take I/O (e.g. its fd was closed by a hot-remove): fail this command only.
             onIo(r, -5);
             return;
+        } catch (Error e) {
+            // No engine (e.g. its class failed to initialise): the command is failed, so no request is left
+            // outstanding with nothing to complete it, and the Error goes on to end the caller's loop.
+            onIo(r, -5);
+            throw e;
         }
         if (r.op == BlockOp.WRITE_PATTERN && !preparePatternChunk(r, lun)) {
             r.notBefore = 0;

@@ -216,6 +216,53 @@ class NbdServerTest {
         }
     }
 
+    @Test
+    void shouldEndAConnectionWhoseEngineThrowsAnErrorAndKeepServingTheOthers() throws Exception {
+        // An Error while opening the engine at the first I/O (as when Agrona fails to initialise in a JVM without
+        // its --add-exports) once left the connection pumping forever for a request no engine held.
+        Path sock = dir.resolve("error.sock");
+        java.util.concurrent.atomic.AtomicBoolean armed = new java.util.concurrent.atomic.AtomicBoolean();
+        io.phost.vhdx.VirtualDisk broken = new io.phost.vhdx.VirtualDisk() {
+            public long size() { return disk.size(); }
+            public int logicalSectorSize() { return disk.logicalSectorSize(); }
+            public int physicalSectorSize() { return disk.physicalSectorSize(); }
+            public boolean readOnly() { return false; }
+            public void read(long offset, java.lang.foreign.MemorySegment dst) throws IOException { disk.read(offset, dst); }
+            public void write(long offset, java.lang.foreign.MemorySegment src) throws IOException { disk.write(offset, src); }
+            public void flush() throws IOException { disk.flush(); }
+            public void writeZeroes(long offset, long length) throws IOException { disk.writeZeroes(offset, length); }
+            public String format() { return "raw"; }
+            public void close() { }
+
+            @Override
+            public io.phost.vhdx.DiskCapabilities capabilities() {
+                if (armed.get() && StackWalker.getInstance().walk(f -> f.anyMatch(
+                    frame -> frame.getClassName().equals(IoEngines.class.getName())))) { // the queue opens its engine
+                    throw new NoClassDefFoundError("test: the engine's class failed to initialise");
+                }
+                return io.phost.vhdx.VirtualDisk.super.capabilities();
+            }
+        };
+        NbdServer.Export bad = new NbdServer.Export("bad", broken, false).withEngine(IoEngines.Kind.INLINE);
+        try (NbdServer both = NbdServer.unix(sock, List.of(bad, new NbdServer.Export("disk", disk, false)))) {
+            armed.set(true);
+            CompletableFuture<Object> write = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return NbdTestClient.write(sock, "bad", 0, 4096);
+                } catch (IOException | AssertionError e) {
+                    return e; // the server closed the connection without a reply
+                }
+            });
+            Object outcome = write.get(15, TimeUnit.SECONDS);
+            assertTrue(outcome instanceof Throwable, "the connection ends without an answer: " + outcome);
+            for (int i = 0; i < 250 && both.connectionCount() > 0; i++) {
+                Thread.sleep(20);
+            }
+            assertEquals(0, both.connectionCount(), "the connection thread ended and left the server");
+            assertEquals(0, NbdTestClient.write(sock, "disk", 0, 4096), "the server still serves other clients");
+        }
+    }
+
     private void pipelinedBurst(Path sock) throws Exception {
         try (SocketChannel ch = SocketChannel.open(StandardProtocolFamily.UNIX)) {
             ch.connect(UnixDomainSocketAddress.of(sock));
