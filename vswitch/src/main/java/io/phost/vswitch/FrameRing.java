@@ -91,51 +91,53 @@ public final class FrameRing implements FrameSource, FrameSink {
             return false;
         }
         MemorySegment.copy(src, offset, segment, index, length);
-        ring.commit(index); // ordered length write publishes the record to the consumer
-        if (onWrite != null) {
-            onWrite.run();
-        }
+        publish(index);
         return true;
     }
 
     /** Copies a frame from a memory segment into the ring with {@code meta} as its header; false when full. */
     public boolean tryWrite(MemorySegment src, long offset, int length, PacketMeta meta) {
-        if (hdr == 0 && !meta.isPlain()) {
-            return false;
-        }
-        int index = ring.tryClaim(MSG, hdr + length);
+        int index = claim(length, meta);
         if (index <= 0) {
             return false;
         }
-        if (hdr != 0) {
-            meta.writeTo(ring.buffer(), index, hdr);
-        }
         MemorySegment.copy(src, offset, segment, index + hdr, length);
-        ring.commit(index);
-        if (onWrite != null) {
-            onWrite.run();
-        }
+        publish(index);
         return true;
     }
 
     @Override
     public boolean tryTransmit(DirectBuffer buffer, int offset, int length, PacketMeta meta) {
-        if (hdr == 0 && !meta.isPlain()) {
-            return false;
-        }
-        int index = ring.tryClaim(MSG, hdr + length);
+        int index = claim(length, meta);
         if (index <= 0) {
             return false;
         }
-        if (hdr != 0) {
+        ring.buffer().putBytes(index + hdr, buffer, offset, length);
+        publish(index);
+        return true;
+    }
+
+    /**
+     * Claims a record for a frame of {@code length} bytes and writes {@code meta} as its header (a meta ring);
+     * the record's index, or a value <= 0 when the ring is full or a plain ring cannot carry {@code meta}.
+     */
+    private int claim(int length, PacketMeta meta) {
+        if (hdr == 0 && !meta.isPlain()) {
+            return 0;
+        }
+        int index = ring.tryClaim(MSG, hdr + length);
+        if (index > 0 && hdr != 0) {
             meta.writeTo(ring.buffer(), index, hdr);
         }
-        ring.buffer().putBytes(index + hdr, buffer, offset, length);
-        ring.commit(index);
+        return index;
+    }
+
+    /** Publishes a claimed record (its ordered length write) and wakes the consumer. */
+    private void publish(int index) {
+        ring.commit(index); // ordered length write publishes the record to the consumer
         if (onWrite != null) {
             onWrite.run();
         }
-        return true;
     }
 
     @Override
