@@ -44,7 +44,7 @@ public final class Assembler {
         StorageComponent storage = app.add(new StorageComponent(cfg, disks, qos, nbd == null ? disk -> null : nbd::sharedLun),
             disks, qos, tracking);
         NetworkComponent network = app.add(NetworkComponent.start(cfg), new Component[0]);
-        VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos), disks, qos, tracking);
+        VmDisksComponent vmDisks = app.add(VmDisksComponent.start(cfg, disks, qos, nbd == null ? disk -> null : nbd::sharedLun), disks, qos, tracking);
         // Tracked disks get their bitmaps back before any partition writes: a VM's LUNs exist now, a process
         // partition's when the partitions are built (this source runs right after storage's, before autostart).
         for (var p : cfg.partitions()) {

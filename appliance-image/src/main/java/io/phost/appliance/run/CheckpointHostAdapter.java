@@ -80,9 +80,9 @@ final class CheckpointHostAdapter implements CheckpointHost {
 
     @Override
     public String otherExport(String disk) {
-        // An NBD export of a process partition's disk shares that partition's LUN: the switch covers it.
+        // An NBD export of a disk one partition serves shares that partition's LUN: the switch covers it.
         return cfg.disk(disk).map(d -> d.nbdExport() && NbdComponent.servingPartition(cfg, disk) == null
-            ? "it is exported over NBD (nbd_export = true) and not served by exactly one process partition"
+            ? "it is exported over NBD (nbd_export = true) and not served by exactly one partition"
             : d.vhostUser() ? "it is exported over vhost-user (vhost_user = true)" : null).orElse(null);
     }
 

@@ -23,9 +23,10 @@ import java.util.Map;
  * some disk is exported; a read-only disk is exported read-only. The server has no authentication, which is
  * why the config allows only a Unix socket or loopback TCP.
  *
- * <p>A disk that one process partition serves is exported through that partition's LUN, made here and
- * attached by {@link StorageComponent} when the partition is built ({@link #sharedLun}): one image, one LUN,
- * one QoS flow (the partition's), one checkpoint pause, so checkpoints and backups work on exported disks.
+ * <p>A disk that one partition serves is exported through that partition's LUN, made here and attached by
+ * {@link StorageComponent} when a process partition is built, or served by {@link VmDisksComponent}'s
+ * vhost-user export for a VM ({@link #sharedLun}): one image, one LUN, one QoS flow (the partition's), one
+ * checkpoint pause, so checkpoints and backups work on exported disks.
  * The export's connections still run on the NBD engine choice ({@link NbdServer.Export#sharing}).
  *
  * <pre>
@@ -66,7 +67,10 @@ public final class NbdComponent implements Component {
                 QosFlow flow = qos.service().createFlow(partition != null ? partition : FLOW_OWNER, d.name(), d.qosPolicy(),
                     StorageComponent.deviceOf(open.path()));
                 if (partition != null) {
-                    ScsiLun lun = new ScsiLun(StorageVsp.lunName(partition, d.name()), open.disk(), flow, d.readOnly(), d.ioEngine());
+                    PartitionConfig p = cfg.partition(partition).orElseThrow();
+                    ScsiLun lun = p.isVm()
+                        ? VmDisksComponent.newLun(p, attachment(p, d.name()), d, open.disk(), flow)
+                        : new ScsiLun(StorageVsp.lunName(partition, d.name()), open.disk(), flow, d.readOnly(), d.ioEngine());
                     shared.put(d.name(), lun);
                     exports.add(NbdServer.Export.sharing(d.name(), lun, d.ioEngine()));
                 } else {
@@ -94,14 +98,19 @@ public final class NbdComponent implements Component {
     }
 
     /**
-     * The process partition whose LUN an export of {@code disk} shares: the one process partition attaching it,
-     * or null (no partition, several, or a VM's, whose disk LUNs are the vhost-user exports').
+     * The partition whose LUN an export of {@code disk} shares: the one partition attaching it (a process
+     * partition's VMBus LUN, a VM's vhost-user-blk or -scsi LUN), or null (no partition, or several: each has a
+     * LUN of its own, see docs/architecture.md).
      */
     public static String servingPartition(ApplianceConfig cfg, String disk) {
         List<PartitionConfig> users = cfg.partitions().stream()
             .filter(p -> p.disks().stream().anyMatch(a -> a.disk().equals(disk)))
             .toList();
-        return users.size() == 1 && users.getFirst().vm() == null ? users.getFirst().name() : null;
+        return users.size() == 1 ? users.getFirst().name() : null;
+    }
+
+    private static io.phost.appliance.config.DiskAttachment attachment(PartitionConfig p, String disk) {
+        return p.disks().stream().filter(a -> a.disk().equals(disk)).findFirst().orElseThrow();
     }
 
     /** The LUN {@code disk}'s export shares with its process partition, or null. */

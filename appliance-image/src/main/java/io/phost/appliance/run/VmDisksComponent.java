@@ -61,6 +61,15 @@ public final class VmDisksComponent implements Component {
     private VmDisksComponent() {}
 
     public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) throws java.io.IOException {
+        return start(cfg, disks, qos, disk -> null);
+    }
+
+    /**
+     * @param sharedLun disk → the LUN its NBD export made for the VM partition serving it ({@link NbdComponent},
+     *                  built by {@link #newLun}), or null: that disk's vhost-user export serves the same LUN
+     */
+    public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos,
+                                         java.util.function.Function<String, ScsiLun> sharedLun) throws java.io.IOException {
         VmDisksComponent c = new VmDisksComponent();
         try {
             Path base = cfg.host().dataDir().resolve("vhost").resolve("partitions");
@@ -82,7 +91,11 @@ public final class VmDisksComponent implements Component {
                         throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
                             + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
                     }
-                    QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+                    ScsiLun lun = sharedLun.apply(d.name());
+                    if (lun == null) {
+                        QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+                        lun = newLun(p, a, d, open.disk(), flow);
+                    }
                     if (a.bus() == DiskAttachment.Bus.SCSI) {
                         VhostUserScsiExport scsi = controllers.get(a.controller());
                         if (scsi == null) {
@@ -90,16 +103,14 @@ public final class VmDisksComponent implements Component {
                                 VhostUserScsiExport.Options.defaults().withRequestQueues(queues(p)));
                             controllers.put(a.controller(), scsi);
                         }
-                        ScsiLun lun = new ScsiLun(d.name(), open.disk(), flow, d.readOnly(), IoEngines.Kind.AUTO);
                         scsi.target().add(a.lun(), lun);
                         exports.add(new Export(p.name(), a, null, scsi, lun));
                         LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-scsi controller="
                             + a.controller() + " lun=" + a.lun() + " socket=" + socket);
                         continue;
                     }
-                    VhostUserBlkExport e = VhostUserBlkExport.start(p.name() + "." + d.name(), open.disk(), socket,
-                        VhostUserBlkExport.Options.defaults().withReadOnly(d.readOnly()).withQos(flow)
-                            .withQueues(queues(p)).withSerial(d.name()));
+                    VhostUserBlkExport e = VhostUserBlkExport.start(p.name() + "." + d.name(), lun, socket,
+                        VhostUserBlkExport.Options.defaults().withQueues(queues(p)).withSerial(d.name()));
                     exports.add(new Export(p.name(), a, e, null, null));
                     LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-blk socket=" + socket);
                 }
@@ -109,6 +120,16 @@ public final class VmDisksComponent implements Component {
             throw e;
         }
         return c;
+    }
+
+    /**
+     * The LUN that serves disk {@code d} ({@code disk}, behind {@code flow}) to VM partition {@code p} at {@code a}:
+     * a vhost-user-scsi controller's LUN is named after the disk, a vhost-user-blk export's after partition and
+     * disk; both run on the automatic engine.
+     */
+    static ScsiLun newLun(PartitionConfig p, DiskAttachment a, DiskConfig d, io.phost.vhdx.VirtualDisk disk, QosFlow flow) {
+        String name = a.bus() == DiskAttachment.Bus.SCSI ? d.name() : p.name() + "." + d.name();
+        return new ScsiLun(name, disk, flow, d.readOnly(), IoEngines.Kind.AUTO);
     }
 
     /** One queue per vCPU (QEMU's default for vhost-user-blk-pci), at most 4: each queue is a worker thread here. */

@@ -91,6 +91,71 @@ class RunNbdCheckpointTest {
         }
     }
 
+    @Test
+    void shouldShareAVmDisksLunWithItsNbdExportAndCheckpointIt() throws Exception {
+        // A VM partition's disks (vhost-user-blk and a vhost-user-scsi LUN) exported over NBD too: the export runs
+        // on the VM's LUN (its stats count the NBD writes, no VM needs to run), so a checkpoint takes them (was 409).
+        assumeTrue(exec("qemu-io", "--version").exitCode == 0, "qemu-utils not installed");
+        Path data = dir.resolve("data");
+        Path sock = dir.resolve("nbd.sock");
+        Path kernel = Files.writeString(dir.resolve("vmlinuz"), "not booted: autostart = false");
+        Path cfg = dir.resolve("appliance.toml");
+        Files.writeString(cfg, """
+            [host]
+            name = "nbd-vm"
+            data_dir = "%s"
+            nbd = "unix:%s"
+
+            [[disk]]
+            name = "vblk"
+            path = "vblk.vhdx"
+            nbd_export = true
+            create = { type = "dynamic", size = "16MiB" }
+
+            [[disk]]
+            name = "vscsi"
+            path = "vscsi.vhdx"
+            nbd_export = true
+            create = { type = "dynamic", size = "16MiB" }
+
+            [[partition]]
+            name = "v"
+            kind = "vm"
+            memory = "256MiB"
+            kernel = "%s"
+            autostart = false
+            disk = [{ disk = "vblk" }, { disk = "vscsi", bus = "scsi", controller = 1, lun = 2 }]
+            """.formatted(data, sock, kernel));
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(), "--plain")) {
+            p.awaitLine("phost: ready", Duration.ofSeconds(60));
+            ManagementClient c = new ManagementClient(ManagementAddress.parse(
+                Files.readAllLines(dir.resolve("run/endpoint")).getFirst()), null);
+            for (String disk : new String[] {"vblk", "vscsi"}) {
+                run("qemu-io", "-f", "raw", "-c", "write -P 0xa1 0 256k", "nbd+unix:///" + disk + "?socket=" + sock);
+            }
+            java.util.List<?> rows = (java.util.List<?>) ((java.util.Map<?, ?>) io.phost.core.text.Json.parse(
+                c.get("/v1/status").bodyText())).get("vm_disks");
+            assertEquals(2, rows.size(), rows.toString());
+            for (Object o : rows) {
+                java.util.Map<?, ?> row = (java.util.Map<?, ?>) o;
+                assertTrue(((Number) row.get("writes")).longValue() >= 1, "the VM's LUN counted the NBD writes: " + row);
+            }
+            var created = c.post("/v1/partitions/checkpoints/create?name=v&checkpoint=one");
+            assertEquals(200, created.status(), created.bodyText());
+            for (String disk : new String[] {"vblk", "vscsi"}) {
+                String uri = "nbd+unix:///" + disk + "?socket=" + sock;
+                run("qemu-io", "-f", "raw", "-c", "write -P 0xb2 1M 256k", uri);
+                String read = run("qemu-io", "-f", "raw", "-c", "read -P 0xa1 0 256k", "-c", "read -P 0xb2 1M 256k", uri);
+                assertTrue(!read.contains("Pattern verification failed") && read.contains("read 262144/262144"), read);
+            }
+            p.process().destroy();
+            assertTrue(p.process().waitFor(20, TimeUnit.SECONDS));
+        }
+        try (Stream<Path> s = Files.walk(data)) {
+            assertEquals(2, s.filter(f -> f.toString().endsWith(".avhdx")).count(), "each disk switched to a new leaf");
+        }
+    }
+
     private static byte[] filled(int b) {
         byte[] a = new byte[256 << 10];
         java.util.Arrays.fill(a, (byte) b);

@@ -101,7 +101,14 @@ public final class VhostUserBlkExport extends VhostUserExport {
      */
     public static VhostUserBlkExport start(String name, VirtualDisk disk, Path socketPath, Options options) {
         Objects.requireNonNull(disk, "disk");
-        ScsiLun lun = new ScsiLun(name, disk, options.qos(), options.readOnly(), options.engine());
+        return start(name, new ScsiLun(name, disk, options.qos(), options.readOnly(), options.engine()), socketPath, options);
+    }
+
+    /**
+     * Serves an existing LUN (one an NBD export of the same disk shares, say): its disk, QoS flow, read-only flag
+     * and engine are the LUN's; of {@code options} only the queues, serial and CPUs apply.
+     */
+    public static VhostUserBlkExport start(String name, ScsiLun lun, Path socketPath, Options options) {
         VhostUserBlkDevice device = new VhostUserBlkDevice(lun, options.queues(), options.serial() == null ? name : options.serial());
         VhostUserBackend backend = VhostUserBackend.start(name, socketPath, device, options.cpus());
         return new VhostUserBlkExport(name, device, backend);
