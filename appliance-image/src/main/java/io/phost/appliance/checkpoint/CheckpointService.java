@@ -42,6 +42,8 @@ public final class CheckpointService {
     static final long DRAIN_MILLIS = 10_000;
     static final String CRASH_CONSISTENT = "crash-consistent";
     static final String APPLICATION_CONSISTENT = "application-consistent";
+    /** A standard checkpoint's: the VM's disks, devices and memory at one stopped moment. */
+    static final String RUNNING_STATE = "running-state";
 
     private final CheckpointHost host;
     private final Path dataDir;
@@ -132,10 +134,19 @@ public final class CheckpointService {
 
     // ------------------------------------------------------------------------------------------ create
 
-    /** Takes checkpoint {@code name} of partition {@code partition} (running or not). */
+    /** Takes production checkpoint {@code name} of partition {@code partition} (running or not). */
     public Map<String, Object> create(String partition, String name) throws CheckpointException, IOException,
         InterruptedException {
-        return create(partition, name, disk -> { });
+        return create(partition, name, false);
+    }
+
+    /**
+     * Takes checkpoint {@code name}; {@code standard}: of a running VM, with its device and memory state (see
+     * {@link #createStandard}), else a production checkpoint.
+     */
+    public Map<String, Object> create(String partition, String name, boolean standard) throws CheckpointException,
+        IOException, InterruptedException {
+        return standard ? createStandard(partition, name) : create(partition, name, disk -> { });
     }
 
     /**
@@ -155,16 +166,37 @@ public final class CheckpointService {
         // service, no answer, a refusal, not running) gives a crash-consistent checkpoint: what was written and
         // completed before the pause, as after a power cut; the answer says why.
         Quiesce frozen = quiesce(p);
-        CheckpointState.Checkpoint c = new CheckpointState.Checkpoint(name, Instant.now().toString(), s.current,
-            frozen.consistent() ? APPLICATION_CONSISTENT : CRASH_CONSISTENT, Map.of());
+        List<Long> pauseNanos;
+        CheckpointState.Checkpoint c;
+        try {
+            c = newCheckpoint(s, name, frozen.consistent() ? APPLICATION_CONSISTENT : CRASH_CONSISTENT);
+            pauseNanos = switchAll(s, partition, c, atPause);
+        } finally {
+            frozen.thaw().run();
+        }
+        Map<String, Object> out = finishCreate(s, p, c, pauseNanos);
+        if (!frozen.consistent()) {
+            out.put("consistency_reason", frozen.reason());
+        }
+        return out;
+    }
+
+    private static CheckpointState.Checkpoint newCheckpoint(CheckpointState s, String name, String consistency) {
+        CheckpointState.Checkpoint c = new CheckpointState.Checkpoint(name, Instant.now().toString(), s.current, consistency, Map.of());
         c.pending = true; // until every disk switched: a start drops a pending checkpoint
         s.checkpoints.add(c);
+        return c;
+    }
+
+    /** Switches every disk of {@code partition} to a new child (or RBD snapshot) for {@code c}; returns each pause. */
+    private List<Long> switchAll(CheckpointState s, String partition, CheckpointState.Checkpoint c,
+                                 java.util.function.Consumer<String> atPause) throws IOException, InterruptedException {
         List<Long> pauseNanos = new ArrayList<>();
         boolean rbd = onRbd(partition);
         try {
             for (String disk : host.disksOf(partition)) {
                 if (rbd) {
-                    String snapshot = snapshotName(partition, name);
+                    String snapshot = snapshotName(partition, c.name);
                     pauseNanos.add(snapshotUnderPause(partition, disk, snapshot, () -> atPause.accept(disk)));
                     c.images.put(disk, "rbd:" + host.rbdDisk(disk).options().spec() + "@" + snapshot);
                     continue;
@@ -174,26 +206,89 @@ public final class CheckpointService {
                     () -> atPause.accept(disk)));
             }
         } catch (IOException | RuntimeException e) {
-            s.checkpoints.remove(c); // disks already switched stay on their (valid) new children
-            store(partition).save(s);
-            if (rbd) {
-                removeSnapshots(partition, name, e);
-            }
+            dropFailed(s, partition, c, e);
             throw e;
-        } finally {
-            frozen.thaw().run();
         }
-        s.current = name;
-        c.pending = false;
+        return pauseNanos;
+    }
+
+    /** A create that failed: the checkpoint goes (disks already switched stay on their valid new children). */
+    private void dropFailed(CheckpointState s, String partition, CheckpointState.Checkpoint c, Exception e) throws IOException {
+        s.checkpoints.remove(c);
         store(partition).save(s);
-        LOG.log(Level.INFO, "checkpoint created partition=" + partition + " checkpoint=" + name + " state=" + p.state()
-            + " pause_us=" + pauseNanos.stream().map(n -> Long.toString(n / 1000)).toList());
+        if (onRbd(partition)) {
+            removeSnapshots(partition, c.name, e);
+        }
+    }
+
+    private Map<String, Object> finishCreate(CheckpointState s, ChildPartition p, CheckpointState.Checkpoint c,
+                                             List<Long> pauseNanos) throws IOException {
+        s.current = c.name;
+        c.pending = false;
+        store(p.name()).save(s);
+        LOG.log(Level.INFO, "checkpoint created partition=" + p.name() + " checkpoint=" + c.name + " state=" + p.state()
+            + (c.vmState != null ? " type=standard" : "") + " pause_us=" + pauseNanos.stream().map(n -> Long.toString(n / 1000)).toList());
         Map<String, Object> out = json(s, c);
         out.put("pause_us", pauseNanos.stream().map(n -> n / 1000).toList());
-        if (!frozen.consistent()) {
-            out.put("consistency_reason", frozen.reason());
-        }
         return out;
+    }
+
+    /**
+     * A standard checkpoint of a running (or paused) VM: its device and memory state too, so apply brings it back
+     * to the exact moment. The VM is stopped (QMP {@code stop}: vCPUs halt, the vhost-user queues drain and stop),
+     * each disk switches to its new child at that same moment, QEMU writes its migration stream to
+     * {@code CHECKPOINT.vmstate.tmp} (fsynced, then renamed), the checkpoint is recorded, and the VM continues.
+     * The guest is not frozen: nothing of it runs between the disks' cut and the memory's.
+     */
+    private synchronized Map<String, Object> createStandard(String partition, String name) throws CheckpointException,
+        IOException, InterruptedException {
+        ChildPartition p = checkedPartition(partition);
+        requireName(name);
+        if (!(p instanceof VmPartition vm)) {
+            throw new CheckpointException(409, "partition '" + partition + "' is a process partition: standard checkpoints "
+                + "(memory state) are for VM partitions; take a production checkpoint");
+        }
+        if (p.state() != PartitionState.RUNNING && p.state() != PartitionState.PAUSED) {
+            throw new CheckpointException(409, "partition '" + partition + "' is " + p.state().name().toLowerCase(java.util.Locale.ROOT)
+                + ": a standard checkpoint saves a running VM's memory; take a production checkpoint of its disks");
+        }
+        CheckpointState s = state(partition);
+        if (s.checkpoint(name) != null) {
+            throw new CheckpointException(409, "partition '" + partition + "' already has a checkpoint named '" + name + "'");
+        }
+        CheckpointStore store = store(partition);
+        boolean wasRunning = p.state() == PartitionState.RUNNING;
+        if (wasRunning) {
+            vm.pause();
+        }
+        long t0 = System.nanoTime();
+        try {
+            CheckpointState.Checkpoint c = newCheckpoint(s, name, RUNNING_STATE);
+            List<Long> pauseNanos = switchAll(s, partition, c, disk -> { });
+            Path file = store.vmState(name);
+            Path tmp = Path.of(file + ".tmp");
+            try {
+                Files.deleteIfExists(tmp);
+                vm.saveState(tmp);
+                try (io.phost.core.sys.PosixFile f = io.phost.core.sys.PosixFile.open(tmp, false)) {
+                    f.sync();
+                }
+                Files.move(tmp, file, java.nio.file.StandardCopyOption.ATOMIC_MOVE, java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            } catch (IOException | RuntimeException e) {
+                Files.deleteIfExists(tmp);
+                dropFailed(s, partition, c, e);
+                throw e;
+            }
+            c.vmState = file.toString();
+            Map<String, Object> out = finishCreate(s, p, c, pauseNanos);
+            out.put("vm_state_bytes", Files.size(file));
+            out.put("vm_stopped_ms", (System.nanoTime() - t0) / 1_000_000);
+            return out;
+        } finally {
+            if (wasRunning) {
+                vm.resume();
+            }
+        }
     }
 
     /**
@@ -442,9 +537,13 @@ public final class CheckpointService {
         m.put("name", c.name);
         m.put("created", c.created);
         m.put("parent", c.parent);
+        m.put("type", c.vmState != null ? "standard" : "production");
         m.put("consistency", c.consistency);
         m.put("current", c.name.equals(s.current));
         m.put("images", c.images);
+        if (c.vmState != null) {
+            m.put("vm_state", c.vmState);
+        }
         return m;
     }
 
@@ -473,8 +572,17 @@ public final class CheckpointService {
             throw new CheckpointException(404, "partition '" + partition + "' has no checkpoint named '" + name + "'");
         }
         boolean wasLive = p.state().live();
+        Path vmState = c.vmState == null ? null : Path.of(c.vmState);
+        if (vmState != null && !(p instanceof VmPartition && Files.isReadable(vmState))) {
+            throw new CheckpointException(409, "checkpoint '" + name + "' is a standard checkpoint whose saved state "
+                + vmState + " cannot be read (or the partition is no VM); not applied");
+        }
         if (wasLive) {
-            p.stop(host.stopTimeout(p));
+            if (vmState != null) {
+                p.turnOff("applying standard checkpoint " + name); // its memory is replaced: nothing to shut down
+            } else {
+                p.stop(host.stopTimeout(p));
+            }
             if (!p.awaitState(PartitionState.STOPPED, host.stopTimeout(p).plusSeconds(5))) {
                 throw new CheckpointException(409, "partition '" + partition + "' did not stop (" + p.state() + "); not applied");
             }
@@ -499,8 +607,11 @@ public final class CheckpointService {
             }
         }
         store.save(s);
-        LOG.log(Level.INFO, "checkpoint applied partition=" + partition + " checkpoint=" + name);
-        if (wasLive) {
+        LOG.log(Level.INFO, "checkpoint applied partition=" + partition + " checkpoint=" + name
+            + (vmState != null ? " restoring_state=" + vmState : ""));
+        if (vmState != null) {
+            ((VmPartition) p).startFromState(vmState); // the saved VM was running: it goes on from that moment
+        } else if (wasLive) {
             p.start();
         }
         return list(partition);
@@ -621,8 +732,9 @@ public final class CheckpointService {
         for (String disk : host.disksOf(partition)) {
             host.rbdDisk(disk).removeSnapshot(snapshotName(partition, name));
         }
-        dropFromTree(s, name);
+        CheckpointState.Checkpoint gone = dropFromTree(s, name);
         store(partition).save(s);
+        deleteVmState(gone);
         LOG.log(Level.INFO, "checkpoint deleted partition=" + partition + " checkpoint=" + name + " rbd_snapshots_removed=true");
         Map<String, Object> out = new LinkedHashMap<>();
         out.put("partition", partition);
@@ -704,8 +816,9 @@ public final class CheckpointService {
 
     /** The deleted checkpoint leaves the tree; its children hang on its parent; then the merged files go. */
     static void finishMerge(CheckpointState s, CheckpointStore store, CheckpointState.Merge merge) throws IOException {
-        dropFromTree(s, merge.checkpoint());
+        CheckpointState.Checkpoint gone = dropFromTree(s, merge.checkpoint());
         store.save(s);
+        deleteVmState(gone);
         for (String child : merge.child().values()) {
             OnlineMerge.finish(Path.of(child));
         }
@@ -713,22 +826,39 @@ public final class CheckpointService {
         store.save(s);
     }
 
-    /** Checkpoint {@code name} leaves the tree: its children hang on its parent, which becomes current if it was. */
-    private static void dropFromTree(CheckpointState s, String name) {
+    /** A deleted standard checkpoint's saved VM state goes once the state without it is saved. */
+    private static void deleteVmState(CheckpointState.Checkpoint gone) throws IOException {
+        if (gone != null && gone.vmState != null) {
+            Files.deleteIfExists(Path.of(gone.vmState));
+        }
+    }
+
+    /**
+     * Checkpoint {@code name} leaves the tree: its children hang on its parent, which becomes current if it was.
+     * Returns it (null: it was not there).
+     */
+    private static CheckpointState.Checkpoint dropFromTree(CheckpointState s, String name) {
         CheckpointState.Checkpoint gone = s.checkpoint(name);
         if (gone == null) {
-            return;
+            return null;
         }
         s.checkpoints.remove(gone);
         List<CheckpointState.Checkpoint> kept = new ArrayList<>();
         for (CheckpointState.Checkpoint c : s.checkpoints) {
-            kept.add(name.equals(c.parent) ? new CheckpointState.Checkpoint(c.name, c.created, gone.parent, c.consistency, c.images) : c);
+            if (name.equals(c.parent)) {
+                CheckpointState.Checkpoint moved = new CheckpointState.Checkpoint(c.name, c.created, gone.parent, c.consistency, c.images);
+                moved.vmState = c.vmState;
+                kept.add(moved);
+            } else {
+                kept.add(c);
+            }
         }
         s.checkpoints.clear();
         s.checkpoints.addAll(kept);
         if (name.equals(s.current)) {
             s.current = gone.parent;
         }
+        return gone;
     }
 
     // ------------------------------------------------------------------------------------------ status
@@ -751,18 +881,13 @@ public final class CheckpointService {
         return m;
     }
 
-    /**
-     * Only production checkpoints (disks, with the guest quiesced) are built. A standard checkpoint (a VM's device
-     * and memory state saved with QEMU migration to a file, restored with -incoming) is refused with what is missing.
-     */
-    static void requireProductionType(String type) throws CheckpointException {
+    /** {@code type=}: true for standard (device and memory state too), false for production (the default). */
+    static boolean isStandard(String type) throws CheckpointException {
         if (type == null || type.equals("production")) {
-            return;
+            return false;
         }
         if (type.equals("standard")) {
-            throw new CheckpointException(409, "standard checkpoints (device and memory state) are not built yet: saving "
-                + "a VM's state with QEMU migration to a file and restoring it with -incoming on the checkpoint's disks is "
-                + "missing; take a production checkpoint (type=production, the default)");
+            return true;
         }
         throw new CheckpointException(400, "type must be production or standard, not '" + type + "' (type=TYPE)");
     }

@@ -29,6 +29,8 @@ final class CheckpointState {
         final Map<String, String> images;
         /** Set while create runs: the checkpoint is not usable until every disk switched. */
         boolean pending;
+        /** A standard checkpoint's saved VM device and memory state (QEMU migration stream), or null (production). */
+        String vmState;
 
         Checkpoint(String name, String created, String parent, String consistency, Map<String, String> images) {
             this.name = name;
@@ -79,10 +81,10 @@ final class CheckpointState {
         return out;
     }
 
-    /** True when {@code image} is a leaf or some checkpoint's image or some image's parent. */
+    /** True when {@code image} is a leaf, some checkpoint's image or saved VM state, or some image's parent. */
     boolean references(String image) {
         return leaves.containsValue(image) || parents.containsKey(image) || parents.containsValue(image)
-            || checkpoints.stream().anyMatch(c -> c.images.containsValue(image));
+            || checkpoints.stream().anyMatch(c -> c.images.containsValue(image) || image.equals(c.vmState));
     }
 
     // ------------------------------------------------------------------------------------------ JSON
@@ -101,6 +103,9 @@ final class CheckpointState {
             cm.put("images", c.images);
             if (c.pending) {
                 cm.put("pending", true);
+            }
+            if (c.vmState != null) {
+                cm.put("vm_state", c.vmState);
             }
             list.add(cm);
         }
@@ -128,6 +133,7 @@ final class CheckpointState {
             Checkpoint cp = new Checkpoint(string(c, "name"), string(c, "created"), (String) c.get("parent"),
                 string(c, "consistency"), strings(c, "images"));
             cp.pending = Boolean.TRUE.equals(c.get("pending"));
+            cp.vmState = c.get("vm_state") instanceof String v ? v : null;
             s.checkpoints.add(cp);
         }
         s.current = (String) m.get("current");

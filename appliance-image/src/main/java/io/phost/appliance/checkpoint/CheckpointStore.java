@@ -66,8 +66,16 @@ final class CheckpointStore {
         return dir.resolve(disk + "-" + s.nextImage++ + (format == DiskFormat.VHD ? ".vhd" : ".avhdx")).toAbsolutePath();
     }
 
-    /** A file this store made (an image, a merge's stage or journal, a temporary file), by its name. */
+    /** A file this store made (an image, a merge's stage or journal, a saved VM state, a temporary file), by its name. */
     static boolean ours(String name) {
-        return name.endsWith(".avhdx") || name.endsWith(".vhd") || name.contains(".avhdx.merge-") || name.endsWith(".tmp");
+        return name.endsWith(".avhdx") || name.endsWith(".vhd") || name.contains(".avhdx.merge-") || name.endsWith(".tmp")
+            || name.endsWith(VM_STATE);
+    }
+
+    static final String VM_STATE = ".vmstate";
+
+    /** Where standard checkpoint {@code checkpoint}'s VM device and memory state is kept. */
+    Path vmState(String checkpoint) {
+        return dir.resolve(checkpoint + VM_STATE).toAbsolutePath();
     }
 }

@@ -56,10 +56,8 @@ public final class CheckpointsComponent implements Component {
     public Map<String, Function<String, HttpResponse>> routes() {
         Map<String, Function<String, HttpResponse>> r = new LinkedHashMap<>();
         r.put("GET /v1/partitions/checkpoints", q -> call(q, false, a -> service.list(a.get("name"))));
-        r.put("POST /v1/partitions/checkpoints/create", q -> call(q, true, a -> {
-            CheckpointService.requireProductionType(a.get("type"));
-            return service.create(a.get("name"), a.get("checkpoint"));
-        }));
+        r.put("POST /v1/partitions/checkpoints/create", q -> call(q, true,
+            a -> service.create(a.get("name"), a.get("checkpoint"), CheckpointService.isStandard(a.get("type")))));
         r.put("POST /v1/partitions/checkpoints/apply", q -> call(q, true, a -> service.apply(a.get("name"), a.get("checkpoint"))));
         r.put("POST /v1/partitions/checkpoints/delete", q -> call(q, true,
             a -> service.delete(a.get("name"), a.get("checkpoint"), "true".equals(a.get("wait")))));

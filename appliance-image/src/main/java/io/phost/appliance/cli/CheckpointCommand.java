@@ -88,8 +88,8 @@ public final class CheckpointCommand {
         String checkpoint;
 
         @Option(names = "--type", paramLabel = "TYPE", defaultValue = "production", description =
-            "production (default: the disks, with the guest's writes frozen when it can) or standard (a VM's memory "
-                + "and device state too: not built yet, refused).")
+            "production (default: the disks, with the guest's writes frozen when it can) or standard (a running VM's "
+                + "memory and device state too: the VM stops while they are saved; apply resumes it from that moment).")
         String type;
 
         @Override
@@ -102,6 +102,8 @@ public final class CheckpointCommand {
             Map<?, ?> m = (Map<?, ?>) Json.parse(r.bodyText());
             return print(r, "created checkpoint " + checkpoint + " of " + partition + " (" + m.get("consistency")
                 + (m.get("consistency_reason") != null ? ": " + m.get("consistency_reason") : "")
+                + (m.get("vm_state_bytes") != null ? ", VM stopped " + m.get("vm_stopped_ms") + " ms, state "
+                    + m.get("vm_state_bytes") + " bytes" : "")
                 + ", I/O pause per disk us=" + m.get("pause_us") + ")");
         }
     }

@@ -307,7 +307,7 @@ class CheckpointRunTest {
             assertEquals("the guest has nothing that can freeze its writes", m.get("consistency_reason"), idle.bodyText());
             HttpResponse standard = c.post("/v1/partitions/checkpoints/create?name=i&checkpoint=s&type=standard");
             assertEquals(409, standard.status());
-            assertTrue(standard.bodyText().contains("standard checkpoints") && standard.bodyText().contains("not built yet"),
+            assertTrue(standard.bodyText().contains("process partition") && standard.bodyText().contains("VM partitions"),
                 standard.bodyText());
             assertEquals(400, c.post("/v1/partitions/checkpoints/create?name=i&checkpoint=s&type=bogus").status());
             assertEquals(1, Main.execute("checkpoint", "create", "i", "s", "--type", "standard", "--host", endpoint));

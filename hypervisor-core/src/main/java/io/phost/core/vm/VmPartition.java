@@ -7,6 +7,16 @@ import io.phost.core.partition.PartitionState;
 import io.phost.core.partition.PartitionStatus;
 import java.io.File;
 import java.io.IOException;
+import java.io.InterruptedIOException;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.channels.FileChannel;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
+import java.nio.file.StandardOpenOption;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeoutException;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
 import java.nio.file.Files;
@@ -105,6 +115,8 @@ public final class VmPartition implements ChildPartition {
     private final java.util.Set<String> linksDown = java.util.concurrent.ConcurrentHashMap.newKeySet();
     /** The generation whose console showed the spec's ready marker (-1: none yet). */
     private volatile long readyGeneration = -1;
+    /** A saved state the next launch restores ({@link #startFromState}); null: boot. Used by one launch only. */
+    private Path incoming;
 
     public VmPartition(VmSpec spec, Path dir, Path consoleLog, Accelerator accel, Options options) {
         this.spec = spec;
@@ -164,11 +176,28 @@ public final class VmPartition implements ChildPartition {
     /** A user start: clears the fault history and the crash streak, then launches. */
     @Override
     public void start() throws IOException {
+        startFrom(null);
+    }
+
+    /**
+     * Starts QEMU on the device and memory state {@link #saveState} wrote ({@code -incoming unix:SOCKET}, fed from the file):
+     * the guest goes on from the moment it was saved instead of booting. Its disks must read as they did then.
+     * A crash restart after this boots normally.
+     */
+    public void startFromState(Path file) throws IOException {
+        if (!Files.isReadable(file)) {
+            throw new IOException(file + " does not exist or is not readable");
+        }
+        startFrom(file);
+    }
+
+    private void startFrom(Path saved) throws IOException {
         long gen;
         synchronized (this) {
             if (state.live()) {
                 throw new IllegalStateException("partition " + name() + " is " + state);
             }
+            incoming = saved;
             cancelRestart();
             synchronized (faults) {
                 faults.clear();
@@ -195,6 +224,11 @@ public final class VmPartition implements ChildPartition {
         Process p = null;
         Cgroup cg = null;
         QmpClient q = null;
+        Path restore;
+        synchronized (this) {
+            restore = incoming;
+            incoming = null;
+        }
         try {
             for (Path f : spec.inputFiles()) {
                 if (!Files.isReadable(f)) {
@@ -204,7 +238,12 @@ public final class VmPartition implements ChildPartition {
             Files.createDirectories(dir);
             Files.deleteIfExists(qmpSocket);
             Files.deleteIfExists(integration.socket());
-            List<String> argv = commandLine();
+            List<String> argv = new ArrayList<>(commandLine());
+            if (restore != null) {
+                Files.deleteIfExists(migrationSocket());
+                argv.add("-incoming");
+                argv.add("unix:" + migrationSocket());
+            }
             ProcessBuilder pb = new ProcessBuilder(argv);
             pb.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
             pb.redirectError(ProcessBuilder.Redirect.appendTo(qemuLog.toFile()));
@@ -237,6 +276,11 @@ public final class VmPartition implements ChildPartition {
             synchronized (this) {
                 cpusText = pinned;
             }
+            if (restore != null) {
+                feedIncoming(restore, p);
+                awaitIncoming(q);
+                readyGeneration = gen; // the saved guest had booted: it prints no ready marker again
+            }
             q.execute("cont", options.commandTimeout());
             synchronized (this) {
                 if (gen == generation && state == PartitionState.STARTING) {
@@ -246,7 +290,8 @@ public final class VmPartition implements ChildPartition {
                 }
             }
             p.onExit().thenAccept(x -> exited(x, gen));
-            LOG.log(Level.INFO, "started partition=" + name() + " kind=vm pid=" + p.pid() + " accel=" + accel.type().qemuName);
+            LOG.log(Level.INFO, "started partition=" + name() + " kind=vm pid=" + p.pid() + " accel=" + accel.type().qemuName
+                + (restore != null ? " restored_from=" + restore : ""));
             return null;
         } catch (IOException | RuntimeException e) {
             String why = "start failed: " + e.getMessage() + lastQemuMessage();
@@ -273,6 +318,137 @@ public final class VmPartition implements ChildPartition {
                 }
             }
             return why;
+        }
+    }
+
+    /** How long loading or saving a VM's state may take (QEMU reads or writes all of guest RAM). */
+    static final Duration STATE_TIMEOUT = Duration.ofSeconds(300);
+
+    /** Waits until QEMU (started with -S -incoming) has loaded the saved state: "inmigrate" turns "paused". */
+    private void awaitIncoming(QmpClient q) throws IOException {
+        long deadline = System.nanoTime() + STATE_TIMEOUT.toNanos();
+        while (true) {
+            String status = q.execute("query-status", options.commandTimeout()) instanceof Map<?, ?> m ? String.valueOf(m.get("status")) : "";
+            if (!status.equals("inmigrate")) {
+                if (!status.equals("paused")) {
+                    throw new IOException("loading the saved state left QEMU " + status + ", not paused");
+                }
+                return;
+            }
+            if (System.nanoTime() > deadline) {
+                throw new IOException("QEMU did not load the saved state within " + STATE_TIMEOUT.toSeconds() + " s");
+            }
+            sleep(50);
+        }
+    }
+
+    /**
+     * Saves the paused VM's device and memory state to {@code file} and waits for the end; the VM stays paused
+     * (QEMU "postmigrate") until {@link #resume()}. QEMU migrates to a Unix socket phost listens on and phost
+     * writes the stream to the file: {@code exec:cat > FILE} is not possible, QEMU runs under
+     * {@code -sandbox spawn=deny} and seccomp kills it when it forks (QEMU 7.2 has no {@code file:} URI). The
+     * vhost-user back-ends' queues stopped at the pause (GET_VRING_BASE drains them), so the guest memory and
+     * ring positions saved are final.
+     */
+    public void saveState(Path file) throws IOException {
+        QmpClient q;
+        synchronized (this) {
+            if (state != PartitionState.PAUSED) {
+                throw new IllegalStateException("partition " + name() + " is " + state + ", not PAUSED");
+            }
+            q = qmp;
+        }
+        Path sock = migrationSocket();
+        Files.deleteIfExists(sock);
+        try (ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
+             FileChannel out = FileChannel.open(file, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                 StandardOpenOption.TRUNCATE_EXISTING)) {
+            server.bind(UnixDomainSocketAddress.of(sock));
+            CompletableFuture<Long> copied = new CompletableFuture<>();
+            Thread.ofPlatform().daemon().name("vm-state-save-" + name()).start(() -> {
+                try (SocketChannel in = server.accept()) {
+                    long n = 0;
+                    for (long r; (r = out.transferFrom(in, n, 1L << 30)) > 0; ) {
+                        n += r;
+                    }
+                    copied.complete(n);
+                } catch (IOException | RuntimeException e) {
+                    copied.completeExceptionally(e);
+                }
+            });
+            // The VM is stopped: no page changes, so the only limit worth having is the disk's speed.
+            q.execute("migrate-set-parameters", Map.of("max-bandwidth", 1L << 40), options.commandTimeout());
+            q.execute("migrate", Map.of("uri", "unix:" + sock), options.commandTimeout());
+            awaitMigration(q);
+            long bytes = copied.get(STATE_TIMEOUT.toSeconds(), TimeUnit.SECONDS); // QEMU closes the socket when done
+            LOG.log(Level.INFO, "state saved partition=" + name() + " file=" + file + " bytes=" + bytes);
+        } catch (ExecutionException | TimeoutException e) {
+            throw new IOException("writing the state of " + name() + " to " + file + " failed: " + e, e);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new InterruptedIOException("interrupted");
+        } finally {
+            Files.deleteIfExists(sock);
+        }
+    }
+
+    private void awaitMigration(QmpClient q) throws IOException {
+        long deadline = System.nanoTime() + STATE_TIMEOUT.toNanos();
+        while (true) {
+            Object r = q.execute("query-migrate", options.commandTimeout());
+            String status = r instanceof Map<?, ?> m ? String.valueOf(m.get("status")) : "";
+            switch (status) {
+                case "completed" -> {
+                    return;
+                }
+                case "failed", "cancelled" -> throw new IOException("saving the state of " + name() + " failed: "
+                    + (r instanceof Map<?, ?> m && m.get("error-desc") != null ? m.get("error-desc") : status) + lastQemuMessage());
+                default -> {
+                }
+            }
+            if (System.nanoTime() > deadline) {
+                q.execute("migrate_cancel", options.commandTimeout());
+                throw new IOException("saving the state of " + name() + " took over " + STATE_TIMEOUT.toSeconds() + " s; cancelled");
+            }
+            sleep(20);
+        }
+    }
+
+    /** The Unix socket a state is saved or restored through (QEMU connects to it, or listens on it with -incoming). */
+    private Path migrationSocket() {
+        return dir.resolve(spec.name() + ".migrate");
+    }
+
+    /** Feeds the saved state to QEMU's {@code -incoming unix:} listener (it appears once QEMU has set up). */
+    private void feedIncoming(Path state, Process qemu) throws IOException {
+        Path sock = migrationSocket();
+        long deadline = System.nanoTime() + options.qmpTimeout().toNanos();
+        SocketChannel ch = null;
+        while (ch == null) {
+            try {
+                ch = SocketChannel.open(UnixDomainSocketAddress.of(sock));
+            } catch (IOException e) {
+                if (!qemu.isAlive() || System.nanoTime() > deadline) {
+                    throw new IOException("QEMU's incoming migration socket " + sock + " did not open: " + e.getMessage(), e);
+                }
+                sleep(20);
+            }
+        }
+        try (SocketChannel c = ch; FileChannel in = FileChannel.open(state, StandardOpenOption.READ)) {
+            long size = in.size();
+            for (long n = 0; n < size; ) {
+                n += in.transferTo(n, size - n, c);
+            }
+            c.shutdownOutput();
+        }
+    }
+
+    private static void sleep(long millis) throws IOException {
+        try {
+            Thread.sleep(millis);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new InterruptedIOException("interrupted");
         }
     }
 
