@@ -97,9 +97,9 @@ final class NicBinder {
         List<String> ips = n.strings("ip_addresses");
         if (ips != null) {
             for (String ip : ips) {
-                if (!ip.equals("dhcp") && (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip))) {
+                if (!ip.equals("dhcp") && !ip.equals("dhcp6") && (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip))) {
                     n.error("ip_addresses", Reason.INVALID_VALUE,
-                        "'" + ip + "' is not a unicast IPv4 address (a.b.c.d), a unicast IPv6 address (fd00::5) nor \"dhcp\"");
+                        "'" + ip + "' is not a unicast IPv4 address (a.b.c.d), a unicast IPv6 address (fd00::5), \"dhcp\" nor \"dhcp6\"");
                     ok = false;
                 }
             }
