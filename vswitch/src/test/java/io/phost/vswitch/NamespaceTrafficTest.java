@@ -404,6 +404,33 @@ class NamespaceTrafficTest {
             + alone);
     }
 
+    /**
+     * bandwidth_mode = "absolute": a vNIC reserving 30 Mbit/s keeps at least its reservation of a 40 Mbit/s cap while
+     * one without a reservation floods the same port, and the other still gets through. Before: absolute mode was
+     * refused (no reservation could be expressed; weights stopped at 100).
+     */
+    @Test
+    void shouldGiveAnAbsoluteReservationItsBandwidthAtACappedPortUnderContention() throws Exception {
+        VSwitch sw = new VSwitch("abs", SwitchType.PRIVATE);
+        long cap = 40_000_000;
+        long reserved = 30_000_000;
+        tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withLimits(0, 0, PortConfig.absoluteWeight(reserved), 64),
+            "10.84.0.1/24", true);
+        tapPort(sw, "b", PortKind.VNIC, PortConfig.vnic(mac(2)).withLimits(0, 0, PortConfig.absoluteWeight(0), 64),
+            "10.84.0.2/24", true);
+        tapPort(sw, "c", PortKind.VNIC, PortConfig.vnic(mac(3)).withMaxBandwidthToPort(cap), "10.84.0.3/24", true);
+        start(sw);
+        assertTrue(Netns.ping(ns(net, "a"), "10.84.0.3", 2) && Netns.ping(ns(net, "b"), "10.84.0.3", 2));
+        var reservedFlow = java.util.concurrent.CompletableFuture.supplyAsync(() -> Netns.iperf(ns(net, "c"), "10.84.0.3",
+            5304, ns(net, "a"), 5, "-u", "-b", "40M", "-l", "1400"));
+        String other = Netns.iperf(ns(net, "c"), "10.84.0.3", 5305, ns(net, "b"), 5, "-u", "-b", "40M", "-l", "1400");
+        double a = received(reservedFlow.get());
+        double b = received(other);
+        System.out.printf("30 Mbit/s reserved vs none into a %d bit/s cap: %.2f and %.2f Mbit/s%n", cap, a / 1e6, b / 1e6);
+        assertTrue(a >= 0.9 * reserved, "the reservation holds: " + a + " (other " + b + ")");
+        assertTrue(b > 0 && a + b <= 1.1 * cap, "the other gets the rest, the cap holds: " + b);
+    }
+
     /** UDP payload bits/s that reached the iperf3 server. */
     private static double received(String udpJson) {
         return Netns.json(udpJson, "sum", "bits_per_second") * (1 - Netns.json(udpJson, "sum", "lost_percent") / 100);

@@ -282,8 +282,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             c = c.withTrunk(n.nativeVlan() == null ? 0 : n.nativeVlan(), n.vlanTrunk().stream().mapToInt(Integer::intValue).toArray());
         }
         c = c.withGuards(n.macSpoofing(), n.dhcpGuard(), n.routerGuard());
-        // Config weight 0 means "no weight": the switch's default share (1).
-        c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
+        // Config weight 0 means "no weight": the switch's default share (1); a reservation (absolute mode) is a weight.
+        c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), n.portWeight(), n.maxMacAddresses());
         c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
         c = c.withMaxBandwidthToPort(n.maxBandwidthInBitsPerSecond());
         c = withIpAddresses(c, n.ipAddresses());
