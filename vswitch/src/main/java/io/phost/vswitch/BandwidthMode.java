@@ -6,6 +6,9 @@ public enum BandwidthMode {
     NONE,
     /** Minimum bandwidth as relative weights (1..100): deficit round robin on the switch core. */
     WEIGHT,
-    /** Minimum bandwidth in bits per second: not implemented; creating such a switch is refused. */
+    /**
+     * Minimum bandwidth in bits per second: each reservation becomes a weight ({@link PortConfig#absoluteWeight}),
+     * shared by the same weighted scheduler.
+     */
     ABSOLUTE
 }

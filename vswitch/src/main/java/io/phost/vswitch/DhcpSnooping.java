@@ -9,18 +9,35 @@ import org.agrona.DirectBuffer;
  *   IPv4 (first fragment) → UDP 67 → 68 → BOOTP: op @0 = 2 (BOOTREPLY), hlen @2 = 6, yiaddr @16, chaddr @28,
  *   magic cookie @236, options @240: 53 (message type) = 5 (ACK), 51 (lease time, seconds; absent = infinite)
  * </pre>
+ * DHCPv6 (RFC 8415): a REPLY a server on an allowed port sends to a client leases the addresses of its IA_NA / IA_TA
+ * options; the client is the frame's destination MAC (a server answers the client's link-local address directly).
+ * <pre>
+ *   IPv6 (after extension headers) → UDP 547 → 546 → msg-type @0 = 7 (REPLY), transaction id @1..3, options @4:
+ *   option: code (2) length (2) data.  IA_NA (3): IAID, T1, T2 (4 each), then options;  IA_TA (4): IAID, then options
+ *   IAADDR (5), inside an IA: address (16), preferred lifetime (4), valid lifetime (4; 0 = ended, 0xffffffff = infinite)
+ * </pre>
  * One instance per switch, used on its thread; the result is left in fields (no allocation per packet).
  */
 final class DhcpSnooping {
     private static final int BOOTP_HEADER = 236;
     private static final int DHCP_MAGIC_COOKIE = 0x6382_5363;
     private static final int ACK = 5;
+    private static final int REPLY6 = 7;
+    private static final int IA_NA = 3;
+    private static final int IA_TA = 4;
+    private static final int IAADDR = 5;
     static final long INFINITE = -1;
 
     /** The last ACK's client hardware address, leased address and lease time in seconds (INFINITE for none). */
     long clientMac;
     int leasedAddress;
     long leaseSeconds;
+
+    /** The last DHCPv6 REPLY's addresses (high, low pairs) and their valid lifetimes in seconds (INFINITE for none). */
+    static final int MAX_ADDRESSES6 = 4;
+    final long[] addresses6 = new long[2 * MAX_ADDRESSES6];
+    final long[] lifetimes6 = new long[MAX_ADDRESSES6];
+    int count6;
 
     /** True when the IPv4 packet {@code l3}..{@code end} is a DHCPACK to a client; fills the fields. */
     boolean readAck(DirectBuffer b, int l3, int end) {
@@ -72,5 +89,77 @@ final class DhcpSnooping {
         leasedAddress = b.getInt(bootp + 16, java.nio.ByteOrder.BIG_ENDIAN);
         leaseSeconds = lease;
         return leasedAddress != 0;
+    }
+
+    /**
+     * True when the IPv6 packet {@code l3}..{@code end} is a DHCPv6 REPLY to a client carrying at least one IA
+     * address; fills addresses6, lifetimes6, count6 (the first {@value #MAX_ADDRESSES6}). A malformed option (one
+     * that runs past its container) makes the whole reply untrusted.
+     */
+    boolean readReply6(DirectBuffer b, int l3, int end) {
+        count6 = 0;
+        if (end - l3 < 40 || (b.getByte(l3) & 0xf0) != 0x60) {
+            return false;
+        }
+        end = Guards.end6(b, l3, end);
+        long u = Guards.upperLayer6(b, l3, end);
+        if (u < 0 || (u >>> 32) != 17) {
+            return false;
+        }
+        int l4 = (int) u;
+        if (end - l4 < 12 || EthernetDescriptor.u16(b, l4) != 547 || EthernetDescriptor.u16(b, l4 + 2) != 546
+            || (b.getByte(l4 + 8) & 0xff) != REPLY6) {
+            return false;
+        }
+        int udpEnd = Math.min(end, l4 + EthernetDescriptor.u16(b, l4 + 4));
+        for (int o = l4 + 12; o < udpEnd; ) {
+            if (udpEnd - o < 4) {
+                return fail6();
+            }
+            int code = EthernetDescriptor.u16(b, o);
+            int len = EthernetDescriptor.u16(b, o + 2);
+            int data = o + 4;
+            if (udpEnd - data < len) {
+                return fail6();
+            }
+            int skip = code == IA_NA ? 12 : code == IA_TA ? 4 : -1;
+            if (skip >= 0 && (len < skip || !readIaAddresses(b, data + skip, data + len))) {
+                return fail6();
+            }
+            o = data + len;
+        }
+        return count6 > 0;
+    }
+
+    private boolean readIaAddresses(DirectBuffer b, int o, int end) {
+        while (o < end) {
+            if (end - o < 4) {
+                return false;
+            }
+            int code = EthernetDescriptor.u16(b, o);
+            int len = EthernetDescriptor.u16(b, o + 2);
+            int data = o + 4;
+            if (end - data < len) {
+                return false;
+            }
+            if (code == IAADDR) {
+                if (len < 24) {
+                    return false;
+                }
+                if (count6 < MAX_ADDRESSES6) {
+                    addresses6[2 * count6] = b.getLong(data, java.nio.ByteOrder.BIG_ENDIAN);
+                    addresses6[2 * count6 + 1] = b.getLong(data + 8, java.nio.ByteOrder.BIG_ENDIAN);
+                    long valid = b.getInt(data + 20, java.nio.ByteOrder.BIG_ENDIAN) & 0xffff_ffffL;
+                    lifetimes6[count6++] = valid == 0xffff_ffffL ? INFINITE : valid;
+                }
+            }
+            o = data + len;
+        }
+        return true;
+    }
+
+    private boolean fail6() {
+        count6 = 0;
+        return false;
     }
 }

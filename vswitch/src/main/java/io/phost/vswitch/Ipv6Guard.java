@@ -16,7 +16,8 @@ import org.agrona.DirectBuffer;
  * the guest's stack uses for ND before anything else) and from :: (duplicate address detection); anything else is
  * SPOOF. ND inspection (the IPv6 counterpart of ARP inspection): a neighbour advertisement may only announce one
  * of those addresses as its target, and a link-layer address option in RS/NS/NA must be the port's own MAC (when
- * the port has one); otherwise ND. A packet too short to show what is checked is dropped too.
+ * the port has one); otherwise ND. Addresses a DHCPv6 REPLY leased to the port (snooped) count as listed until the
+ * lease ends. A packet too short to show what is checked is dropped too.
  */
 final class Ipv6Guard {
     static final int PASS = 0;
@@ -34,17 +35,19 @@ final class Ipv6Guard {
     }
 
     /**
-     * {@code allowed}: hi, lo pairs. {@code mac}: the port's MAC (-1 none); {@code checkMac}: inspect link-layer
-     * address options (off when the port may spoof its MAC).
+     * The port's listed addresses (hi, lo pairs) and DHCPv6 leases at {@code now}; its MAC (-1 none); link-layer
+     * address options are inspected unless the port may spoof its MAC.
      */
-    static int check(DirectBuffer b, int l3, int end, long[] allowed, long mac, boolean checkMac) {
+    static int check(DirectBuffer b, int l3, int end, Port port, long now) {
+        long mac = port.mac;
+        boolean checkMac = !port.macSpoofing;
         if (end - l3 < 40) {
             return SPOOF;
         }
         end = Guards.end6(b, l3, end);
         long srcHi = b.getLong(l3 + 8, java.nio.ByteOrder.BIG_ENDIAN);
         long srcLo = b.getLong(l3 + 16, java.nio.ByteOrder.BIG_ENDIAN);
-        if (!(srcHi == 0 && srcLo == 0) && !owns(srcHi, srcLo, allowed, mac)) {
+        if (!(srcHi == 0 && srcLo == 0) && !owns(srcHi, srcLo, port, now)) {
             return SPOOF;
         }
         long u = Guards.upperLayer6(b, l3, end);
@@ -71,7 +74,7 @@ final class Ipv6Guard {
             return ND;
         }
         if (type == 136 && !owns(b.getLong(icmp + 8, java.nio.ByteOrder.BIG_ENDIAN),
-            b.getLong(icmp + 16, java.nio.ByteOrder.BIG_ENDIAN), allowed, mac)) {
+            b.getLong(icmp + 16, java.nio.ByteOrder.BIG_ENDIAN), port, now)) {
             return ND; // advertising an address the port is not configured with
         }
         return mac == -1 || !checkMac ? PASS : checkLinkLayerOptions(b, options, end, mac);
@@ -95,8 +98,10 @@ final class Ipv6Guard {
         return p < end ? ND : PASS;
     }
 
-    private static boolean owns(long hi, long lo, long[] allowed, long mac) {
-        if (mac != -1 && hi == LINK_LOCAL_HI && lo == eui64(mac)) {
+    private static boolean owns(long hi, long lo, Port port, long now) {
+        long mac = port.mac;
+        long[] allowed = port.ipv6Addresses;
+        if (mac != -1 && hi == LINK_LOCAL_HI && lo == eui64(mac) || port.leased6(hi, lo, now)) {
             return true;
         }
         for (int i = 0; i < allowed.length; i += 2) {

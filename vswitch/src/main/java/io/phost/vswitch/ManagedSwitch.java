@@ -26,10 +26,6 @@ public final class ManagedSwitch implements AutoCloseable {
     private TeamUplink team;
 
     private ManagedSwitch(SwitchSpec spec) {
-        if (spec.bandwidthMode() == BandwidthMode.ABSOLUTE) {
-            throw new UnsupportedOperationException("switch " + spec.name()
-                + ": absolute minimum bandwidth is not implemented; use bandwidth mode WEIGHT");
-        }
         this.spec = spec;
         this.sw = new VSwitch(spec.name(), spec.type());
         this.agent = new SwitchAgent(sw);

@@ -41,6 +41,9 @@ public final class Port {
     /** Addresses leased to this port by DHCP (snooped ACKs) and when each lease ends (nanos; MAX_VALUE = never). */
     final int[] leasedIps = new int[MAX_LEASES];
     final long[] leaseEnds = new long[MAX_LEASES];
+    /** Addresses leased by DHCPv6 (snooped REPLYs): high, low pairs, and when each lease ends. */
+    final long[] leasedIps6 = new long[2 * MAX_LEASES];
+    final long[] lease6Ends = new long[MAX_LEASES];
     /** IPv6 addresses (high, low pairs) this port may claim; only read when ip6Guard. */
     long[] ipv6Addresses = new long[0];
     boolean ip6Guard;
@@ -142,7 +145,34 @@ public final class Port {
         return false;
     }
 
-    /** The addresses leased now (for status): "a.b.c.d" each. */
+    /** Records a DHCPv6 lease of (hi, lo) until {@code until}, as {@link #lease} does for IPv4. */
+    void lease6(long hi, long lo, long until) {
+        int slot = 0;
+        for (int i = 0; i < MAX_LEASES; i++) {
+            if (leasedIps6[2 * i] == hi && leasedIps6[2 * i + 1] == lo) {
+                slot = i;
+                break;
+            }
+            if (lease6Ends[i] - lease6Ends[slot] < 0) {
+                slot = i;
+            }
+        }
+        leasedIps6[2 * slot] = hi;
+        leasedIps6[2 * slot + 1] = lo;
+        lease6Ends[slot] = until;
+    }
+
+    /** True when (hi, lo) is leased to this port by DHCPv6 and the lease has not ended at {@code now}. */
+    boolean leased6(long hi, long lo, long now) {
+        for (int i = 0; i < MAX_LEASES; i++) {
+            if (leasedIps6[2 * i] == hi && leasedIps6[2 * i + 1] == lo && (hi | lo) != 0 && now - lease6Ends[i] < 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    /** The addresses leased now (for status): "a.b.c.d" each, then IPv6 ones. */
     public java.util.List<String> dhcpLeases() {
         long now = owner.now();
         java.util.List<String> out = new java.util.ArrayList<>();
@@ -150,6 +180,16 @@ public final class Port {
             int ip = leasedIps[i];
             if (ip != 0 && now - leaseEnds[i] < 0) {
                 out.add((ip >>> 24) + "." + (ip >>> 16 & 0xff) + "." + (ip >>> 8 & 0xff) + "." + (ip & 0xff));
+            }
+        }
+        for (int i = 0; i < MAX_LEASES; i++) {
+            if ((leasedIps6[2 * i] | leasedIps6[2 * i + 1]) != 0 && now - lease6Ends[i] < 0) {
+                byte[] a = java.nio.ByteBuffer.allocate(16).putLong(leasedIps6[2 * i]).putLong(leasedIps6[2 * i + 1]).array();
+                try {
+                    out.add(java.net.InetAddress.getByAddress(a).getHostAddress());
+                } catch (java.net.UnknownHostException e) {
+                    throw new IllegalStateException(e); // 16 bytes is always an address
+                }
             }
         }
         return out;

@@ -44,6 +44,10 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
     public static final int DEFAULT_MTU = 1500;
     public static final int MIN_MTU = 68;
     public static final int MAX_MTU = 9000;
+    /** Largest weight: an absolute reservation of 100 Gbit/s (weight mode uses 1..100). */
+    public static final int MAX_WEIGHT = 100_000;
+    /** Bits per second of absolute reservation per unit of weight. */
+    public static final long ABSOLUTE_WEIGHT_UNIT_BPS = 1_000_000;
 
     public PortConfig {
         trunkAllowed = trunkAllowed == null ? new int[0] : trunkAllowed.clone();
@@ -64,8 +68,8 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
         if (nativeVlan < 0 || nativeVlan > 4094) {
             throw new IllegalArgumentException("native VLAN must be 0..4094: " + nativeVlan);
         }
-        if (minBandwidthWeight < 1 || minBandwidthWeight > 100) {
-            throw new IllegalArgumentException("minimum bandwidth weight must be 1..100: " + minBandwidthWeight);
+        if (minBandwidthWeight < 1 || minBandwidthWeight > MAX_WEIGHT) {
+            throw new IllegalArgumentException("minimum bandwidth weight must be 1.." + MAX_WEIGHT + ": " + minBandwidthWeight);
         }
         if (maxMacAddresses < 1 || stormLimitPps < 0 || maxBandwidthBps < 0 || vmqWeight < 0 || iovWeight < 0
             || maxBandwidthToPortBps < 0) {
@@ -157,6 +161,17 @@ public record PortConfig(long mac, VlanMode vlanMode, int accessVlan, int[] trun
         return new PortConfig(mac, vlanMode, accessVlan, trunkAllowed, nativeVlan, macSpoofing, dhcpGuard,
             routerGuard, mirror, stormLimitPps, maxBandwidthBps, minBandwidthWeight, maxMacAddresses, vmqWeight,
             iovWeight, mtu, maxBandwidthToPortBps, ipAddresses, rules, ipv6Addresses);
+    }
+
+    /**
+     * The weight of an absolute minimum-bandwidth reservation (Hyper-V's MinimumBandwidthAbsolute, bits/s): one unit
+     * per started Mbit/s, at least 1 (a NIC without a reservation counts as 1 Mbit/s). Weights divide a capped
+     * port's rate in proportion, so every sender gets at least its reservation while the reservations of the
+     * senders competing there add up to no more than the cap, and the rest of the cap in proportion too.
+     */
+    public static int absoluteWeight(long bitsPerSecond) {
+        long units = bitsPerSecond / ABSOLUTE_WEIGHT_UNIT_BPS + (bitsPerSecond % ABSOLUTE_WEIGHT_UNIT_BPS == 0 ? 0 : 1);
+        return (int) Math.max(1, Math.min(MAX_WEIGHT, units));
     }
 
     /** IPv6 spoofing guard and ND inspection: the port may only claim these (high, low pairs; none: no guard). */

@@ -12,7 +12,8 @@ import org.agrona.DirectBuffer;
  * uplink port of an external switch.
  * <pre>
  *   out: member = the (hash(source MAC) mod U)-th member whose link is up (U of them)  → one vNIC stays on one member,
- *        several vNICs spread; a member going down moves only its MACs, and they move back when it returns
+ *        several vNICs spread; a member going down moves only its MACs, and they move back when it returns (as
+ *        SET rebalances on link recovery), with their first frame
  *   in:  unicast from any member; broadcast/multicast only from the primary (the first member that is up), since the
  *        physical switch floods those to every member and the partitions must see each once
  *   link: each member's sysfs operstate ("up", or "unknown" for drivers without carrier reporting), read every
@@ -25,6 +26,7 @@ import org.agrona.DirectBuffer;
 public final class TeamUplink implements FrameSource, FrameSink {
     static final int MAX_MEMBERS = 8;
     private static final long CHECK_MILLIS = 100;
+    private static final int ENETDOWN = 100;
 
     private final String[] names;
     private final PacketSocketPort[] members;
@@ -123,7 +125,12 @@ public final class TeamUplink implements FrameSource, FrameSink {
         long mac = (buffer.getInt(offset + 6, java.nio.ByteOrder.BIG_ENDIAN) & 0xffff_ffffL) << 16
             | (buffer.getShort(offset + 10, java.nio.ByteOrder.BIG_ENDIAN) & 0xffff);
         int member = memberFor(mac, mask);
-        if (members[member].tryTransmit(buffer, offset, length, meta)) {
+        PacketSocketPort chosen = members[member];
+        // A link that went down leaves ENETDOWN pending on its socket (packet_notifier sets sk_err), and the first
+        // send after the link is back returns it, consuming it: that send is tried once more before falling over,
+        // so traffic returns to a recovered member with its first frame.
+        if (chosen.tryTransmit(buffer, offset, length, meta)
+            || chosen.lastSendErrno() == ENETDOWN && chosen.tryTransmit(buffer, offset, length, meta)) {
             txFrames[member]++;
             return true;
         }

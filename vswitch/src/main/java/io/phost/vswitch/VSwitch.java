@@ -50,8 +50,9 @@ public final class VSwitch {
     private final Port[] ports = new Port[MAX_PORTS];
     private int portLimit;
     private Port[] mirrorDestinations = new Port[0];
-    /** Ports with an IPv4 guard: DHCP ACKs are only read while there is one. */
+    /** Ports with an IPv4 (IPv6) guard: DHCP ACKs (DHCPv6 REPLYs) are only read while there is one. */
     private int snoopingPorts;
+    private int snooping6Ports;
     private final DhcpSnooping dhcp = new DhcpSnooping();
     private volatile List<Port> portList = List.of();
 
@@ -165,6 +166,25 @@ public final class VSwitch {
         client.counters.dhcpLeaseLearned();
     }
 
+    /**
+     * A DHCPv6 REPLY from a port the DHCP guard allows to serve, sent to {@code clientMac}: the client's port (that
+     * MAC pinned in the VLAN), when its IPv6 guard is on, may use each address until its valid lifetime ends
+     * (0 ends a lease now: a released or declined address).
+     */
+    private void learnLeases6(int vlan, long clientMac) {
+        Port client = lookup(vlan, clientMac);
+        if (client == null || !client.ip6Guard || client.mac != clientMac) {
+            return;
+        }
+        for (int i = 0; i < dhcp.count6; i++) {
+            long s = dhcp.lifetimes6[i];
+            long until = s == DhcpSnooping.INFINITE ? nowNanos + Long.MAX_VALUE / 2
+                : nowNanos + Math.min(s, 1L << 31) * 1_000_000_000L;
+            client.lease6(dhcp.addresses6[2 * i], dhcp.addresses6[2 * i + 1], until);
+            client.counters.dhcpLeaseLearned();
+        }
+    }
+
     /** Applies a new policy to a port; learned addresses of the port are forgotten. */
     public void configure(Port p, PortConfig config) {
         checkOwn(p);
@@ -219,10 +239,13 @@ public final class VSwitch {
         }
         mirrorDestinations = mirrors.toArray(new Port[0]);
         int snooping = 0;
+        int snooping6 = 0;
         for (Port p : all) {
             snooping += p.ipGuard ? 1 : 0;
+            snooping6 += p.ip6Guard ? 1 : 0;
         }
         snoopingPorts = snooping;
+        snooping6Ports = snooping6;
         portList = List.copyOf(all);
     }
 
@@ -353,7 +376,7 @@ public final class VSwitch {
                 return;
             }
             if (in.ip6Guard && etype == EthernetDescriptor.TYPE_IPV6) {
-                int g6 = Ipv6Guard.check(b, payload + 2, off + len, in.ipv6Addresses, in.mac, !in.macSpoofing);
+                int g6 = Ipv6Guard.check(b, payload + 2, off + len, in, nowNanos);
                 if (g6 != Ipv6Guard.PASS) {
                     in.counters.dropped(g6 == Ipv6Guard.SPOOF ? DropReason.IP_SPOOF : DropReason.ND_SPOOF);
                     return;
@@ -372,6 +395,9 @@ public final class VSwitch {
         if (snoopingPorts > 0 && !in.dhcpGuard && etype == EthernetDescriptor.TYPE_IPV4
             && dhcp.readAck(b, payload + 2, off + len)) {
             learnLease(vlan);
+        } else if (snooping6Ports > 0 && !in.dhcpGuard && etype == EthernetDescriptor.TYPE_IPV6
+            && dhcp.readReply6(b, payload + 2, off + len)) {
+            learnLeases6(vlan, dst);
         }
         // A vNIC with spoofing off can only send from its own MAC, which is pinned in every VLAN it carries:
         // nothing to learn (saves a hash probe per frame on the common path).

@@ -243,6 +243,79 @@ class NamespaceTrafficTest {
         }
     }
 
+    /**
+     * DHCPv6 snooping with real stacks: dnsmasq on the host port serves fd00:83::100-1ff, dhclient -6 in the vNIC's
+     * namespace (IPv6 guard on with no static address: "dhcp6") gets a lease through the switch; ping -6 from the
+     * leased address then reaches the host, while one from an address nobody leased (::9) stays IP_SPOOF.
+     * Before: the REPLY taught the guard nothing and the leased address was IP_SPOOF too.
+     */
+    @Test
+    void shouldLetAVnicUseTheAddressADhcpv6ServerLeasedIt(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+        throws Exception {
+        Assumptions.assumeTrue(Netns.run(5, "dnsmasq", "--version").exitCode() == 0
+            && Netns.run(5, "dhclient", "--version").exitCode() == 0, "needs dnsmasq and dhclient (isc-dhcp-client)");
+        VSwitch sw = new VSwitch("dh6", SwitchType.INTERNAL);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.83.0.1/24", true);
+        Port a = tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withIpv6Addresses(0, 0), "10.83.0.2/24", true);
+        String h = ns(net, "h");
+        String na = ns(net, "a");
+        Netns.must("ip", "-n", h, "addr", "add", "fd00:83::1/64", "dev", net.ifname("h"), "nodad");
+        start(sw);
+        Process server = Netns.start(h, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+            "--user=root", "--interface=" + net.ifname("h"), "--bind-interfaces",
+            "--dhcp-range=fd00:83::100,fd00:83::1ff,64,600", "--dhcp-leasefile=" + dir.resolve("leases"),
+            "--pid-file=" + dir.resolve("dnsmasq.pid"));
+        java.nio.file.Path lease = dir.resolve("client.lease");
+        java.nio.file.Path clientPid = dir.resolve("dhclient.pid");
+        try {
+            waitForLinkLocal(na, net.ifname("a"));
+            Netns.must("ip", "-n", na, "addr", "add", "fd00:83::9/64", "dev", net.ifname("a"), "nodad");
+            assertTrue(Netns.exec(na, 8, "ping", "-6", "-c", "1", "-W", "1", "-I", "fd00:83::9", "fd00:83::1")
+                .exitCode() != 0, "an address nobody leased must not pass");
+            long spoofed = a.counters().drops(DropReason.IP_SPOOF);
+            assertTrue(spoofed > 0, a.counters().snapshot().toString());
+
+            // -1: one try; -sf /bin/true: the test, not a script, adds the address (and nothing touches resolv.conf).
+            Netns.Result r = Netns.exec(na, 40, "dhclient", "-6", "-1", "-sf", "/bin/true", "-lf", lease.toString(),
+                "-pf", clientPid.toString(), net.ifname("a"));
+            assertEquals(0, r.exitCode(), r.output() + " " + a.counters().snapshot());
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("iaaddr (fd00:83::[0-9a-f]+)")
+                .matcher(java.nio.file.Files.readString(lease));
+            assertTrue(m.find(), java.nio.file.Files.readString(lease));
+            String leased = m.group(1);
+            assertTrue(a.counters().dhcpLeasesLearned() >= 1, a.counters().snapshot().toString());
+            assertEquals(PortConfig.ipv6(leased)[1], PortConfig.ipv6(a.dhcpLeases().get(0))[1], a.dhcpLeases().toString());
+
+            Netns.must("ip", "-n", na, "addr", "add", leased + "/64", "dev", net.ifname("a"), "nodad");
+            assertEquals(0, Netns.exec(na, 12, "ping", "-6", "-c", "2", "-i", "0.2", "-w", "8", "-I", leased, "fd00:83::1")
+                .exitCode(), "ping -6 from the leased address: " + a.counters().snapshot());
+            long afterLease = a.counters().drops(DropReason.IP_SPOOF);
+            assertTrue(Netns.exec(na, 8, "ping", "-6", "-c", "1", "-W", "1", "-I", "fd00:83::9", "fd00:83::1")
+                .exitCode() != 0, "::9 is still not leased");
+            assertTrue(a.counters().drops(DropReason.IP_SPOOF) > afterLease, a.counters().snapshot().toString());
+        } finally {
+            if (java.nio.file.Files.exists(clientPid)) {
+                // dhclient -1 stays in the background after its lease: end it by its own pid file.
+                long pid = Long.parseLong(java.nio.file.Files.readString(clientPid).strip());
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroy);
+            }
+            server.destroy();
+            server.waitFor(5, java.util.concurrent.TimeUnit.SECONDS);
+        }
+    }
+
+    /** Waits (≤ 10 s) until {@code ifname}'s link-local address has passed duplicate address detection. */
+    private static void waitForLinkLocal(String ns, String ifname) throws InterruptedException {
+        for (int i = 0; i < 100; i++) {
+            String out = Netns.must("ip", "-n", ns, "-6", "addr", "show", "dev", ifname, "scope", "link");
+            if (out.contains("fe80") && !out.contains("tentative")) {
+                return;
+            }
+            Thread.sleep(100);
+        }
+        throw new AssertionError(ifname + " in " + ns + " has no usable link-local address");
+    }
+
     @Test
     void shouldHoldTheMaximumBandwidthWithinFivePercent() {
         VSwitch sw = new VSwitch("bw", SwitchType.PRIVATE);
@@ -329,6 +402,33 @@ class NamespaceTrafficTest {
         System.out.printf("weight 1 alone: %.2f Mbit/s%n", alone / 1e6);
         assertTrue(alone >= 0.75 * cap && alone <= 1.15 * cap, "without contention the weight-1 vNIC may use the whole cap: "
             + alone);
+    }
+
+    /**
+     * bandwidth_mode = "absolute": a vNIC reserving 30 Mbit/s keeps at least its reservation of a 40 Mbit/s cap while
+     * one without a reservation floods the same port, and the other still gets through. Before: absolute mode was
+     * refused (no reservation could be expressed; weights stopped at 100).
+     */
+    @Test
+    void shouldGiveAnAbsoluteReservationItsBandwidthAtACappedPortUnderContention() throws Exception {
+        VSwitch sw = new VSwitch("abs", SwitchType.PRIVATE);
+        long cap = 40_000_000;
+        long reserved = 30_000_000;
+        tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withLimits(0, 0, PortConfig.absoluteWeight(reserved), 64),
+            "10.84.0.1/24", true);
+        tapPort(sw, "b", PortKind.VNIC, PortConfig.vnic(mac(2)).withLimits(0, 0, PortConfig.absoluteWeight(0), 64),
+            "10.84.0.2/24", true);
+        tapPort(sw, "c", PortKind.VNIC, PortConfig.vnic(mac(3)).withMaxBandwidthToPort(cap), "10.84.0.3/24", true);
+        start(sw);
+        assertTrue(Netns.ping(ns(net, "a"), "10.84.0.3", 2) && Netns.ping(ns(net, "b"), "10.84.0.3", 2));
+        var reservedFlow = java.util.concurrent.CompletableFuture.supplyAsync(() -> Netns.iperf(ns(net, "c"), "10.84.0.3",
+            5304, ns(net, "a"), 5, "-u", "-b", "40M", "-l", "1400"));
+        String other = Netns.iperf(ns(net, "c"), "10.84.0.3", 5305, ns(net, "b"), 5, "-u", "-b", "40M", "-l", "1400");
+        double a = received(reservedFlow.get());
+        double b = received(other);
+        System.out.printf("30 Mbit/s reserved vs none into a %d bit/s cap: %.2f and %.2f Mbit/s%n", cap, a / 1e6, b / 1e6);
+        assertTrue(a >= 0.9 * reserved, "the reservation holds: " + a + " (other " + b + ")");
+        assertTrue(b > 0 && a + b <= 1.1 * cap, "the other gets the rest, the cap holds: " + b);
     }
 
     /** UDP payload bits/s that reached the iperf3 server. */

@@ -14,7 +14,7 @@ import org.junit.jupiter.api.Test;
  * Switch-embedded teaming with veths: an external switch teamed over two veths whose far ends are ports of a Linux
  * bridge in a "LAN" namespace (10.94.0.100); two vNIC namespaces whose MACs hash to different members. Their
  * traffic leaves by both members; when one member's veth is set down the traffic on it (a running TCP stream
- * included) moves to the other and continues; once it is up again the team reports it up and traffic flows.
+ * included) moves to the other and continues; once it is up again its traffic moves back to it (switch-back).
  * Needs root and iperf3.
  */
 class TeamUplinkTest {
@@ -110,10 +110,16 @@ class TeamUplinkTest {
         while (!Boolean.TRUE.equals(team.status().get(a0).get("up")) && System.nanoTime() < deadline) {
             Thread.sleep(50);
         }
-        // Back up: the monitor reports it and both vNICs keep reaching the LAN. (That frames hashed to member 0 leave
-        // by it again is not asserted: in this test they were not seen on it after the re-up; see docs/vswitch.md.)
-        assertTrue(Netns.ping(pa, "10.94.0.100", 3) && Netns.ping(pb, "10.94.0.100", 3), "both reach the LAN: "
-            + team.status());
+        // Back up: the hash spreads over both members again, so pa's frames leave by member 0 at once — its first
+        // send included, which used to fail with the ENETDOWN the link's going down left pending on the socket and
+        // fall over to member 1 (a failover per recovery, and before the monitor saw the link up, none by it).
+        long a2 = team.txFrames(0);
+        long f2 = team.sendFailovers();
+        assertTrue(Netns.ping(pa, "10.94.0.100", 3), "pa reaches the LAN: " + team.status());
+        assertTrue(team.txFrames(0) >= a2 + 3, "pa's frames leave by member 0 again: " + a2 + " -> " + team.txFrames(0)
+            + " " + team.status());
+        assertEquals(f2, team.sendFailovers(), "no frame fell over: " + team.status());
+        assertTrue(Netns.ping(pb, "10.94.0.100", 3), "pb reaches the LAN");
         // The LAN bridge floods the vNICs' broadcasts sent on one member back on the other: those are stopped as LOOP
         // at the uplink, never delivered to a vNIC as if they came from the LAN.
         assertTrue(sw.ports().getFirst().counters().drops(DropReason.LOOP) > 0, sw.ports().getFirst().counters().snapshot()

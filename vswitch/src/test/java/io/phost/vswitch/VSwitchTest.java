@@ -522,4 +522,51 @@ class VSwitchTest {
         assertEquals(5, a.counters().drops(DropReason.IP_SPOOF), "the lease ended");
         assertEquals(java.util.List.of(), a.dhcpLeases());
     }
+
+    /** A DHCPv6 message of {@code type} (UDP 547 → 546) with one IA_NA holding one IAADDR; {@code iaaddrLength} 24 is valid. */
+    private static byte[] dhcp6(int type, long[] address, int validSeconds, int iaaddrLength) {
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(8 + 4 + 4 + 12 + 4 + 24);
+        bb.putShort((short) 547).putShort((short) 546).putShort((short) bb.capacity()).putShort((short) 0);
+        bb.putInt(type << 24 | 0x00_abcd);
+        bb.putShort((short) 3).putShort((short) (12 + 4 + 24)).putInt(1).putInt(0).putInt(0);   // IA_NA
+        bb.putShort((short) 5).putShort((short) iaaddrLength).putLong(address[0]).putLong(address[1]);
+        bb.putInt(validSeconds).putInt(validSeconds);
+        return bb.array();
+    }
+
+    /**
+     * DHCPv6 snooping: a vNIC with the IPv6 guard and no static address (the config's "dhcp6") may use an address a
+     * REPLY from the uplink leased it (to its MAC), until the valid lifetime ends; an ADVERTISE, a REPLY whose IAADDR
+     * runs past its IA, and one from a port the DHCP guard covers teach nothing. Before: every address not listed
+     * was IP_SPOOF.
+     */
+    @Test
+    void shouldAllowAnAddressLeasedByADhcpv6ReplyFromAnAllowedServerUntilItsLifetimeEnds() {
+        sw.tick(SECOND);
+        Port u = sw.addPort("u", PortKind.UPLINK, PortConfig.uplink(), rc, null);
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withIpv6Addresses(0, 0), ra, null);
+        Port rogue = sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B).withGuards(false, true, false), rb, null);
+        long[] leased = PortConfig.ipv6("fd00:83::150");
+        long[] server = PortConfig.ipv6("fe80::1");
+        byte[] fromLeased = frame(D, A, -1, 0x86dd, ipv6From(leased, 17, Frames.udp(5000, 53)));
+        send(a, fromLeased);
+        assertEquals(1, a.counters().drops(DropReason.IP_SPOOF), "not leased yet");
+        send(u, frame(A, D, -1, 0x86dd, ipv6From(server, 17, dhcp6(2, leased, 60, 24))));
+        send(u, frame(A, D, -1, 0x86dd, ipv6From(server, 17, dhcp6(7, leased, 60, 25))));
+        send(rogue, frame(A, B, -1, 0x86dd, ipv6From(server, 17, dhcp6(7, leased, 60, 24))));
+        assertEquals(1, rogue.counters().drops(DropReason.DHCP_GUARD));
+        send(a, fromLeased);
+        assertEquals(2, a.counters().drops(DropReason.IP_SPOOF), "ADVERTISE, a malformed REPLY, a rogue REPLY: no lease");
+        send(u, frame(A, D, -1, 0x86dd, ipv6From(server, 17, dhcp6(7, leased, 60, 24))));
+        assertEquals(1, a.counters().dhcpLeasesLearned());
+        assertEquals(java.util.List.of("fd00:83:0:0:0:0:0:150"), a.dhcpLeases());
+        int out = rc.count();
+        send(a, fromLeased);
+        assertEquals(out + 1, rc.count(), "the leased address passes");
+        send(a, frame(D, A, -1, 0x86dd, ipv6From(PortConfig.ipv6("fd00:83::151"), 17, Frames.udp(5000, 53))));
+        assertEquals(3, a.counters().drops(DropReason.IP_SPOOF), "only the leased address");
+        sw.tick(SECOND + 61 * SECOND);
+        send(a, fromLeased);
+        assertEquals(4, a.counters().drops(DropReason.IP_SPOOF), "the lease ended");
+    }
 }

@@ -87,4 +87,22 @@ class WeightedPolicerTest {
         assertTrue(admitted > 0);
         assertEquals(0, after - before, "bytes allocated for 30 000 frames");
     }
+
+    /** Absolute reservations as weights: one unit per started Mbit/s, at least 1, at most MAX_WEIGHT. */
+    @Test
+    void shouldTurnAnAbsoluteReservationIntoAWeightThatHoldsIt() {
+        assertEquals(1, PortConfig.absoluteWeight(0));
+        assertEquals(1, PortConfig.absoluteWeight(1));
+        assertEquals(30, PortConfig.absoluteWeight(30_000_000));
+        assertEquals(31, PortConfig.absoluteWeight(30_000_001));
+        assertEquals(PortConfig.MAX_WEIGHT, PortConfig.absoluteWeight(Long.MAX_VALUE));
+        // 40 Mbit/s cap (5 MB/s): 30 Mbit/s reserved against two senders without a reservation.
+        long[] clock = {0};
+        WeightedPolicer p = new WeightedPolicer(RATE, RATE / 10, 0);
+        int[] w = {PortConfig.absoluteWeight(30_000_000), PortConfig.absoluteWeight(0), PortConfig.absoluteWeight(0)};
+        run(p, w, new boolean[] {true, true, true}, 1, clock);
+        long[] got = run(p, w, new boolean[] {true, true, true}, 5, clock);
+        assertTrue(got[0] * 8 / 5 >= 30_000_000, "reservation held: " + got[0] * 8 / 5 + " bit/s");
+        assertTrue(got[1] > 0 && got[2] > 0);
+    }
 }

@@ -17,6 +17,9 @@ final class NicBinder {
         "\\p{XDigit}{2}([:-])\\p{XDigit}{2}(?:\\1\\p{XDigit}{2}){4}");
     /** Prefix of generated MACs: locally administered (bit 1 of the first octet), unicast, then "PH". */
     private static final String GENERATED_MAC_PREFIX = "02:50:48";
+    /** min_bandwidth's ceiling in bytes/s: PortConfig.MAX_WEIGHT Mbit/s. */
+    private static final long MAX_RESERVATION = io.phost.vswitch.PortConfig.MAX_WEIGHT
+        * io.phost.vswitch.PortConfig.ABSOLUTE_WEIGHT_UNIT_BPS / 8;
     private NicBinder() {
     }
 
@@ -26,7 +29,8 @@ final class NicBinder {
             NicConfig c = nic;
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
                 c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu(),
-                c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn(), c.ipAddresses(), c.acl());
+                c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn(), c.ipAddresses(), c.acl(),
+                c.minBandwidth());
         }
     }
 
@@ -97,14 +101,15 @@ final class NicBinder {
         List<String> ips = n.strings("ip_addresses");
         if (ips != null) {
             for (String ip : ips) {
-                if (!ip.equals("dhcp") && (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip))) {
+                if (!ip.equals("dhcp") && !ip.equals("dhcp6") && (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip))) {
                     n.error("ip_addresses", Reason.INVALID_VALUE,
-                        "'" + ip + "' is not a unicast IPv4 address (a.b.c.d), a unicast IPv6 address (fd00::5) nor \"dhcp\"");
+                        "'" + ip + "' is not a unicast IPv4 address (a.b.c.d), a unicast IPv6 address (fd00::5), \"dhcp\" nor \"dhcp6\"");
                     ok = false;
                 }
             }
         }
         Long weight = n.integer("min_bandwidth_weight");
+        Long minBandwidth = n.bandwidth("min_bandwidth");
         Long vmq = n.integer("vmq_weight");
         Long iov = n.integer("iov_weight");
         Long mtu = n.has("mtu") ? n.integer("mtu") : null;
@@ -124,20 +129,29 @@ final class NicBinder {
                 + sw.bandwidthMode().name().toLowerCase(Locale.ROOT) + "\"; weights need \"weight\"");
             ok = false;
         }
+        if (sw != null && minBandwidth != null && minBandwidth > 0 && sw.bandwidthMode() != SwitchConfig.BandwidthMode.ABSOLUTE) {
+            n.error("min_bandwidth", Reason.CONFLICT, "switch '" + sw.name() + "' has bandwidth_mode = \""
+                + sw.bandwidthMode().name().toLowerCase(Locale.ROOT) + "\"; reservations need \"absolute\"");
+            ok = false;
+        }
+        if (minBandwidth != null && minBandwidth > MAX_RESERVATION) {
+            n.error("min_bandwidth", Reason.OUT_OF_RANGE, "a reservation is at most 100Gbps (12500000000 bytes/s)");
+            ok = false;
+        }
         if (sw != null && iov != null && iov > 0 && !sw.enableIov()) {
             n.error("iov_weight", Reason.CONFLICT, "switch '" + sw.name() + "' does not have enable_iov = true");
             ok = false;
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
             || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
-            || maxBandwidthIn == null || ips == null || acl == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
+            || maxBandwidthIn == null || minBandwidth == null || ips == null || acl == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
             return null;
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
             spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
             mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue(),
-            maxBandwidthIn, ips, acl);
+            maxBandwidthIn, ips, acl, minBandwidth);
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

@@ -21,12 +21,13 @@ import java.util.List;
  * @param maxBandwidthIn     bytes per second cap on what the switch sends to the partition (0 = unlimited)
  * @param ipAddresses        IPv4 addresses the NIC may claim (ARP inspection, IP spoofing guard); empty = no guard
  * @param acl                port ACL rules in text form ("deny both 10.0.0.0/8"), checked at load; empty = allow all
+ * @param minBandwidth       bytes per second reserved under contention (switch bandwidth_mode = absolute; 0 = none)
  */
 public record NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
                         boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
                         int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
                         long stormLimit, int maxMacAddresses, long maxBandwidthIn, List<String> ipAddresses,
-                        List<String> acl) {
+                        List<String> acl, long minBandwidth) {
     public enum Mirroring { NONE, SOURCE, DESTINATION }
 
     public NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
@@ -35,6 +36,24 @@ public record NicConfig(String switchName, String mac, Integer vlanAccess, List<
                      long stormLimit, int maxMacAddresses) {
         this(switchName, mac, vlanAccess, vlanTrunk, nativeVlan, macSpoofing, dhcpGuard, routerGuard, maxBandwidth,
             minBandwidthWeight, vmqWeight, iovWeight, mtu, mirroring, stormLimit, maxMacAddresses, 0, List.of(), List.of());
+    }
+
+    public NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
+                     boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
+                     int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
+                     long stormLimit, int maxMacAddresses, long maxBandwidthIn, List<String> ipAddresses, List<String> acl) {
+        this(switchName, mac, vlanAccess, vlanTrunk, nativeVlan, macSpoofing, dhcpGuard, routerGuard, maxBandwidth,
+            minBandwidthWeight, vmqWeight, iovWeight, mtu, mirroring, stormLimit, maxMacAddresses, maxBandwidthIn,
+            ipAddresses, acl, 0);
+    }
+
+    /**
+     * The port's share under contention: the absolute reservation as a weight when there is one
+     * ({@code PortConfig.absoluteWeight}), else min_bandwidth_weight (0 = the default share 1).
+     */
+    public int portWeight() {
+        return minBandwidth > 0 ? io.phost.vswitch.PortConfig.absoluteWeight(
+            minBandwidth > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : minBandwidth * 8) : Math.max(1, minBandwidthWeight);
     }
 
     public NicConfig {

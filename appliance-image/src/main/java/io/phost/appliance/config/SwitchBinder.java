@@ -79,12 +79,6 @@ final class SwitchBinder {
                 "'" + uplink + "' is not a Linux interface name (1-15 characters, no '/' or spaces)");
             ok = false;
         }
-        if (mode == SwitchConfig.BandwidthMode.ABSOLUTE) {
-            // Refused here rather than at run time: the switch has no absolute (bits/s) reservations.
-            n.error("bandwidth_mode", Reason.INVALID_VALUE,
-                "\"absolute\" minimum bandwidth is not implemented; use \"weight\" (min_bandwidth_weight) or \"none\"");
-            ok = false;
-        }
         if (type == SwitchConfig.Type.EXTERNAL && !n.has("uplink") && (uplinks == null || uplinks.isEmpty())) {
             n.errorHere(Reason.CONFLICT, "an external switch needs uplink = \"<host interface>\" (or uplinks = [...] for a team)");
             ok = false;

@@ -282,8 +282,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             c = c.withTrunk(n.nativeVlan() == null ? 0 : n.nativeVlan(), n.vlanTrunk().stream().mapToInt(Integer::intValue).toArray());
         }
         c = c.withGuards(n.macSpoofing(), n.dhcpGuard(), n.routerGuard());
-        // Config weight 0 means "no weight": the switch's default share (1).
-        c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), Math.max(1, n.minBandwidthWeight()), n.maxMacAddresses());
+        // Config weight 0 means "no weight": the switch's default share (1); a reservation (absolute mode) is a weight.
+        c = c.withLimits(n.stormLimit(), n.maxBandwidthBitsPerSecond(), n.portWeight(), n.maxMacAddresses());
         c = c.withMirror(io.phost.vswitch.MirrorMode.valueOf(n.mirroring().name()));
         c = c.withMaxBandwidthToPort(n.maxBandwidthInBitsPerSecond());
         c = withIpAddresses(c, n.ipAddresses());
@@ -536,8 +536,8 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             if (q.containsKey("ip_addresses")) {
                 List<String> ips = list(q.get("ip_addresses"));
                 for (String ip : ips) {
-                    if (!ip.equals("dhcp") && (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip))) {
-                        throw new IllegalArgumentException("ip_addresses: '" + ip + "' is not a unicast IPv4 or IPv6 address nor dhcp");
+                    if (!ip.equals("dhcp") && !ip.equals("dhcp6") && (ip.indexOf(':') >= 0 ? !NicConfig.isUnicastIpv6(ip) : !NicConfig.isUnicastIpv4(ip))) {
+                        throw new IllegalArgumentException("ip_addresses: '" + ip + "' is not a unicast IPv4 or IPv6 address nor dhcp / dhcp6");
                     }
                 }
                 c = withIpAddresses(c, ips);
@@ -551,11 +551,13 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     }
 
     private static PortConfig withIpAddresses(PortConfig c, List<String> ips) {
-        // "dhcp" is 0.0.0.0 in the list: the IPv4 guard is on and allows what DHCP leases (snooped), 0.0.0.0 always passes.
-        return c.withIpAddresses(ips.stream().filter(ip -> ip.indexOf(':') < 0)
+        // "dhcp" is 0.0.0.0 in the list: the IPv4 guard is on and allows what DHCP leases (snooped), 0.0.0.0 always
+        // passes. "dhcp6" is :: likewise for IPv6 (DHCPv6 REPLYs snooped; :: is DAD's source and always passes).
+        return c.withIpAddresses(ips.stream().filter(ip -> ip.indexOf(':') < 0 && !ip.equals("dhcp6"))
                 .mapToInt(ip -> ip.equals("dhcp") ? 0 : NicConfig.ipv4(ip)).toArray())
-            .withIpv6Addresses(ips.stream().filter(ip -> ip.indexOf(':') >= 0)
-                .flatMapToLong(ip -> java.util.Arrays.stream(PortConfig.ipv6(ip))).toArray());
+            .withIpv6Addresses(ips.stream().filter(ip -> ip.indexOf(':') >= 0 || ip.equals("dhcp6"))
+                .flatMapToLong(ip -> ip.equals("dhcp6") ? java.util.stream.LongStream.of(0, 0)
+                    : java.util.Arrays.stream(PortConfig.ipv6(ip))).toArray());
     }
 
     private static List<String> ipAddressTexts(PortConfig c) {
@@ -565,6 +567,10 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         }
         long[] v6 = c.ipv6Addresses();
         for (int i = 0; i + 1 < v6.length; i += 2) {
+            if ((v6[i] | v6[i + 1]) == 0) {
+                out.add("dhcp6");
+                continue;
+            }
             byte[] b = java.nio.ByteBuffer.allocate(16).putLong(v6[i]).putLong(v6[i + 1]).array();
             try {
                 out.add(java.net.InetAddress.getByAddress(b).getHostAddress());

@@ -513,16 +513,50 @@ class ConfigValidationTest {
         assertEquals("eth1", s.uplink());
     }
 
-    /** Before: "absolute" validated and then failed when phost run built the switch. */
+    /**
+     * bandwidth_mode = "absolute": NICs reserve min_bandwidth (bits or bytes per second), turned into weights; a
+     * reservation on a switch of another mode, or above 100Gbps, is refused with its position. Before: "absolute"
+     * was refused at validation (and earlier validated, then failed at run).
+     */
     @Test
-    void shouldRefuseAbsoluteBandwidthModeAtValidationWithItsPosition() {
-        assertErrors(HOST + """
+    void shouldTakeAbsoluteReservationsOnlyOnAnAbsoluteSwitch() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + """
             [[switch]]
             name = "s"
             type = "private"
             bandwidth_mode = "absolute"
+            [[partition]]
+            name = "p"
+              [[partition.nic]]
+              switch = "s"
+              min_bandwidth = "100Mbps"
+              [[partition.nic]]
+              switch = "s"
+            """);
+        var nics = c.partitions().getFirst().nics();
+        assertEquals(12_500_000, nics.get(0).minBandwidth());
+        assertEquals(100, nics.get(0).portWeight());
+        assertEquals(1, nics.get(1).portWeight(), "no reservation: one unit");
+        assertErrors(HOST + """
+            [[switch]]
+            name = "w"
+            type = "private"
+            bandwidth_mode = "weight"
+            [[switch]]
+            name = "a"
+            type = "private"
+            bandwidth_mode = "absolute"
+            [[partition]]
+            name = "p"
+              [[partition.nic]]
+              switch = "w"
+              min_bandwidth = "10Mbps"
+              [[partition.nic]]
+              switch = "a"
+              min_bandwidth = "200Gbps"
             """,
-            "t.toml:6:1: switch[0].bandwidth_mode: \"absolute\" minimum bandwidth is not implemented; use \"weight\" (min_bandwidth_weight) or \"none\"");
+            "t.toml:15:3: partition[0].nic[0].min_bandwidth: switch 'w' has bandwidth_mode = \"weight\"; reservations need \"absolute\"",
+            "t.toml:18:3: partition[0].nic[1].min_bandwidth: a reservation is at most 100Gbps (12500000000 bytes/s)");
     }
 
     @Test

@@ -108,7 +108,7 @@ class NetworkComponentTest {
             e.getMessage());
         assertTrue(e.getMessage().contains("bad.toml:11:") && e.getMessage().contains("'10.1.2' is not a unicast IPv4"),
             e.getMessage());
-        assertTrue(e.getMessage().contains("'ff02::1' is not a unicast IPv4 address (a.b.c.d), a unicast IPv6 address (fd00::5) nor \"dhcp\"")
+        assertTrue(e.getMessage().contains("'ff02::1' is not a unicast IPv4 address (a.b.c.d), a unicast IPv6 address (fd00::5), \"dhcp\" nor \"dhcp6\"")
             && e.getMessage().contains("'fd00::1::2' is not"), e.getMessage());
     }
 }
