@@ -36,6 +36,7 @@ public final class IoUring implements AutoCloseable {
     public static final byte OP_WRITEV = 2;
     public static final byte OP_FSYNC = 3;
     public static final byte OP_READ_FIXED = 4;
+    public static final byte OP_POLL_ADD = 6;
     public static final byte OP_WRITE_FIXED = 5;
     public static final byte OP_FALLOCATE = 17;
     public static final byte OP_READ = 22;
@@ -43,6 +44,8 @@ public final class IoUring implements AutoCloseable {
 
     /** sqe flags: the fd field is an index into the registered file table. */
     public static final byte IOSQE_FIXED_FILE = 1;
+    /** poll32_events of a POLL_ADD: readable. */
+    public static final int POLLIN = 1;
     /** fsync_flags: fdatasync semantics. */
     public static final int IORING_FSYNC_DATASYNC = 1;
 

@@ -25,6 +25,15 @@ public interface VirtqueueHandler {
     void awaitCompletion(long timeoutNanos);
 
     /**
+     * As {@link #awaitCompletion(long)}, but a kick also ends the wait where the device allows it (io_uring: the
+     * kick eventfd armed as a POLL_ADD on the device's ring, {@link io.phost.core.sys.DeviceWait}), so a
+     * request arriving while others are in flight does not wait for their completion or the timeout.
+     */
+    default void awaitCompletion(io.phost.core.sys.EventFd kick, long timeoutNanos) {
+        awaitCompletion(timeoutNanos);
+    }
+
+    /**
      * Completes every in-flight request (pushing each to the used ring) and releases the handler's
      * resources; called when the queue stops (GET_VRING_BASE, disconnect, reset) or breaks.
      */

@@ -135,7 +135,7 @@ final class Vring {
                     continue;
                 }
                 if (handler.inFlight() > 0) {
-                    handler.awaitCompletion(IN_FLIGHT_SLICE_NANOS);
+                    handler.awaitCompletion(kick, IN_FLIGHT_SLICE_NANOS);
                     if (kick != null) {
                         kick.tryConsume();
                     }

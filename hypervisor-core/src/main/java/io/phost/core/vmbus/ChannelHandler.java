@@ -1,5 +1,7 @@
 package io.phost.core.vmbus;
 
+import io.phost.core.sys.DeviceWait;
+
 /**
  * The per-channel (per queue) side of a VSP. Runs on the channel's agent thread only: no locking needed
  * for state it keeps to itself. {@link #onPacket} gets each guest packet in place; {@link #doWork} is
@@ -9,6 +11,16 @@ public interface ChannelHandler extends PacketHandler {
     /** Work not driven by packets (e.g. reaping io_uring completions); returns the amount done (0 = idle). */
     default int doWork() {
         return 0;
+    }
+
+    /**
+     * Device completions that ring no doorbell (io_uring), for the agent to sleep on together with the guest's
+     * doorbell ({@link DoorbellIdleStrategy#sleepThrough}), or null. The server calls this once, before the
+     * first duty cycle, and only when the agent's idle strategy will use it; from then on {@link #doWork} may
+     * return 0 while that device has requests in flight.
+     */
+    default DeviceWait deviceWait() {
+        return null;
     }
 
     /** The channel closed (guest CLOSECHANNEL, rescind, reset after a fault, or partition stop). */

@@ -1,5 +1,6 @@
 package io.phost.core.vmbus;
 
+import io.phost.core.sys.DeviceWait;
 import io.phost.core.sys.EventFd;
 import org.agrona.concurrent.IdleStrategy;
 
@@ -16,6 +17,11 @@ import org.agrona.concurrent.IdleStrategy;
  *     → ARM: interrupt_mask = 0; fence; ring still empty? → poll(doorbell, timeout) → mask, back to SPIN
  *                                      └─ no: a packet raced in → mask, back to SPIN
  * </pre>
+ * With a {@link DeviceWait} attached ({@link #sleepThrough}: a storage channel whose I/O runs on io_uring) the
+ * sleep covers the device too: while requests are in flight the agent sleeps in {@code io_uring_enter} with
+ * the doorbell armed as a POLL_ADD on the device's ring, so a completion or a guest request wakes it, and
+ * requests the duty cycle prepared are submitted by that same call when the agent is not going to spin
+ * (QD1: one system call for submit and wait). A spinning agent submits first, then polls both.
  * Not thread-safe: one per agent.
  */
 public final class DoorbellIdleStrategy implements IdleStrategy {
@@ -32,6 +38,8 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
 
     private final SpinGovernor governor;
 
+    private DeviceWait device;
+    private boolean submitDeferred;
     private int spun;
     private int yielded;
     private long sleeps;
@@ -88,6 +96,14 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
         return new DoorbellIdleStrategy(rx, doorbell, 0, 0, 1_000);
     }
 
+    /**
+     * Sleeps through {@code device} while it has requests in flight: its completions and the doorbell wake one
+     * wait. Set once, by the agent's owner, before the agent runs.
+     */
+    public void sleepThrough(DeviceWait device) {
+        this.device = device;
+    }
+
     @Override
     public void idle(int workCount) {
         if (workCount > 0) {
@@ -97,6 +113,16 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
             idling = false;
             slept = false;
             reset();
+            if (device != null && device.unsubmitted()) {
+                // Leave the batch for the wait of the next, probably idle, cycle (one io_uring_enter), but never
+                // for two busy cycles in a row, and not when the agent will spin: the device works meanwhile.
+                if (submitDeferred || spinsFirst()) {
+                    submitDeferred = false;
+                    device.submit();
+                } else {
+                    submitDeferred = true;
+                }
+            }
         } else {
             idle();
         }
@@ -105,6 +131,14 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
     @Override
     public void idle() {
         idling = true;
+        if (device != null && device.unsubmitted()) {
+            submitDeferred = false;
+            if (!spinsFirst()) {
+                sleep(); // submit and wait in one io_uring_enter
+                return;
+            }
+            device.submit();
+        }
         if (governor != null && !governor.shouldSpin()) {
             if (spun < EFFICIENCY_SPINS) {
                 spun++;
@@ -131,11 +165,25 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
         sleep();
     }
 
+    /** Whether this idle episode polls before it sleeps (else it sleeps after the short efficiency spin). */
+    private boolean spinsFirst() {
+        return governor != null ? governor.shouldSpin() : spins > EFFICIENCY_SPINS;
+    }
+
     private void sleep() {
         if (rx == null || rx.armInterrupt()) {
             sleeps++;
             slept = true;
-            doorbell.await(sleepTimeoutMillis);
+            if (device != null && device.busy()) {
+                device.await(doorbell, sleepTimeoutMillis * 1_000_000L);
+            } else {
+                if (device != null && device.unsubmitted()) {
+                    device.submit();
+                }
+                doorbell.await(sleepTimeoutMillis);
+            }
+        } else if (device != null && device.unsubmitted()) {
+            device.submit(); // a packet raced in: the agent goes on working, the device too
         }
         if (rx != null) {
             rx.maskInterrupts();

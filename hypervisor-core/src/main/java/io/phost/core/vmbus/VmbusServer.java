@@ -516,6 +516,12 @@ public final class VmbusServer implements Runnable, AutoCloseable {
             String role = offer.vsp().name() + "-" + partition + "-q" + offer.subChannelIndex();
             c.agent = new ChannelAgent(role, c.rx, c.tx, c.handler, reason -> tasks.add(() -> channelFault(c, reason)));
             c.idle = offer.vsp().idleStrategy(c.rx, c.fromGuest, polling);
+            if (c.idle instanceof DoorbellIdleStrategy d) {
+                io.phost.core.sys.DeviceWait device = c.handler.deviceWait();
+                if (device != null) {
+                    d.sleepThrough(device);
+                }
+            }
             c.runner = new AgentRunner(c.idle, t -> { }, null, c.agent);
             open.put(relid, c);
             AgentRunner.startOnThread(c.runner, r -> {

@@ -37,6 +37,28 @@ public interface IoEngine extends AutoCloseable {
     /** Blocks until at least one completion is ready or {@code timeoutNanos} passes, then polls. */
     int await(IoCompletionHandler handler, long timeoutNanos);
 
+    /**
+     * True when {@link #awaitWithDoorbell} works: the engine's completions and a doorbell eventfd can wake one
+     * wait (io_uring: the doorbell is a POLL_ADD on the engine's ring).
+     */
+    default boolean wakesOnDoorbell() {
+        return false;
+    }
+
+    /**
+     * Submits what is queued and sleeps until a completion is ready, {@code doorbell} is signalled or
+     * {@code timeoutNanos} pass, in one system call; completions are left for {@link #poll}. False (nothing
+     * done) when this engine cannot: the caller waits with {@link #await}.
+     */
+    default boolean awaitWithDoorbell(io.phost.core.sys.EventFd doorbell, long timeoutNanos) {
+        return false;
+    }
+
+    /** True while requests are queued and not yet handed over by {@link #submit}. */
+    default boolean hasUnsubmitted() {
+        return false;
+    }
+
     /** Requests submitted and not yet delivered by {@link #poll}. */
     int inFlight();
 

@@ -1,7 +1,9 @@
 package io.phost.storage.engine;
 
 import io.phost.core.sys.DirectFile;
+import io.phost.core.sys.EventFd;
 import io.phost.core.sys.IoUring;
+import io.phost.core.sys.UringDoorbell;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -18,6 +20,7 @@ public final class IoUringEngine implements IoEngine, IoUring.CqeHandler {
     private static final int FIXED_FILE = 0;
 
     private final IoUring ring;
+    private final UringDoorbell doorbell;
     private final int depth;
     private int unsubmitted;
     private int inFlight;
@@ -35,6 +38,7 @@ public final class IoUringEngine implements IoEngine, IoUring.CqeHandler {
             throw e;
         }
         this.depth = ring.sqEntries();
+        this.doorbell = new UringDoorbell(ring);
     }
 
     /**
@@ -145,7 +149,7 @@ public final class IoUringEngine implements IoEngine, IoUring.CqeHandler {
 
     @Override
     public int poll(IoCompletionHandler h) {
-        if (inFlight == 0) {
+        if (inFlight == 0 && !doorbell.armed()) {
             return 0;
         }
         handler = h;
@@ -169,7 +173,39 @@ public final class IoUringEngine implements IoEngine, IoUring.CqeHandler {
     }
 
     @Override
+    public boolean wakesOnDoorbell() {
+        return true;
+    }
+
+    @Override
+    public boolean awaitWithDoorbell(EventFd bell, long timeoutNanos) {
+        if (ring.cqReady() > 0) {
+            submit();
+            return true; // a completion (or the doorbell's own CQE) is already there: poll takes it
+        }
+        int n = doorbell.await(bell, unsubmitted, timeoutNanos);
+        if (n < 0) {
+            return false;
+        }
+        unsubmitted -= Math.min(n, unsubmitted);
+        return true;
+    }
+
+    @Override
+    public boolean hasUnsubmitted() {
+        return unsubmitted > 0;
+    }
+
+    /** How many times a doorbell woke this engine's wait (tests). */
+    public long doorbellRings() {
+        return doorbell.rings();
+    }
+
+    @Override
     public void onCqe(long userData, int res, int flags) {
+        if (doorbell.onCqe(userData)) {
+            return;
+        }
         inFlight--;
         handler.onIoComplete(userData, res);
     }

@@ -1,5 +1,7 @@
 package io.phost.storage.scsi;
 
+import io.phost.core.sys.DeviceWait;
+import io.phost.core.sys.EventFd;
 import io.phost.storage.engine.IoCompletionHandler;
 import io.phost.storage.engine.IoEngine;
 import io.phost.storage.engine.IoEngines;
@@ -74,6 +76,8 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     /** The engine kind this queue opens for every LUN, or null for each LUN's own ({@link ScsiLun#engineKind}). */
     private final IoEngines.Kind engineKind;
     private long dirty;
+    /** Set by {@link #deviceWait}: doWork leaves io_uring batches for the worker's {@link #submit}/{@link #await}. */
+    private boolean deferSubmit;
     private int outstanding;
     /** {@link #outstanding} as other threads may read it ({@link #idle}); written with release semantics. */
     @SuppressWarnings("unused")
@@ -332,7 +336,11 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
         while (d != 0) {
             int i = Long.numberOfTrailingZeros(d);
             d &= d - 1;
-            engines[i].submit();
+            if (deferSubmit && engines[i].wakesOnDoorbell()) {
+                dirty |= 1L << i; // the worker's next wait submits it in the same io_uring_enter (DeviceWait)
+            } else {
+                engines[i].submit();
+            }
         }
         for (int i = 0; i < ScsiTarget.MAX_LUNS; i++) {
             IoEngine e = engines[i];
@@ -378,6 +386,81 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
         }
         return 0;
     }
+
+    /**
+     * This queue as the {@link DeviceWait} of a worker that sleeps on its completions and its doorbell together.
+     * From now on {@link #doWork} does not submit io_uring batches itself: the worker submits them before it
+     * spins, or with its wait (one io_uring_enter at QD1). Other engines still submit in doWork.
+     */
+    public DeviceWait deviceWait() {
+        deferSubmit = true;
+        return waiter;
+    }
+
+    /** A {@link DeviceWait} over this queue without deferred submission (vhost-user workers). */
+    public DeviceWait waiter() {
+        return waiter;
+    }
+
+    private final DeviceWait waiter = new DeviceWait() {
+        @Override
+        public boolean busy() {
+            if (outstanding == 0 || !deferred.isEmpty() || !held.isEmpty() || !retiring.isEmpty()) {
+                return false; // QoS waits, paused LUNs and retiring engines have no fd to sleep on
+            }
+            boolean any = false;
+            for (IoEngine e : engines) {
+                if (e != null && (e.inFlight() > 0)) {
+                    if (!e.wakesOnDoorbell()) {
+                        return false;
+                    }
+                    any = true;
+                }
+            }
+            return any;
+        }
+
+        @Override
+        public boolean unsubmitted() {
+            return dirty != 0;
+        }
+
+        @Override
+        public void submit() {
+            long d = dirty;
+            dirty = 0;
+            while (d != 0) {
+                int i = Long.numberOfTrailingZeros(d);
+                d &= d - 1;
+                engines[i].submit();
+            }
+        }
+
+        @Override
+        public void await(EventFd doorbell, long timeoutNanos) {
+            IoEngine sleepOn = null;
+            for (int i = 0; i < engines.length; i++) {
+                IoEngine e = engines[i];
+                if (e == null || e.inFlight() == 0) {
+                    continue;
+                }
+                if (sleepOn == null && e.wakesOnDoorbell()) {
+                    sleepOn = e;
+                    dirty &= ~(1L << i);
+                } else if ((dirty & (1L << i)) != 0) {
+                    dirty &= ~(1L << i);
+                    e.submit(); // only one ring can carry the wait: the others submit on their own
+                }
+            }
+            if (sleepOn == null || !sleepOn.awaitWithDoorbell(doorbell, timeoutNanos)) {
+                if (sleepOn != null) {
+                    sleepOn.submit();
+                }
+                submit();
+                LockSupport.parkNanos(Math.min(timeoutNanos, DEFERRED_WAIT_NANOS));
+            }
+        }
+    };
 
     @Override
     public void onIoComplete(long userData, long result) {

@@ -1,5 +1,7 @@
 package io.phost.storage.vhost;
 
+import io.phost.core.sys.DeviceWait;
+import io.phost.core.sys.EventFd;
 import io.phost.core.vhost.DescriptorChain;
 import io.phost.core.vhost.Virtqueue;
 import io.phost.core.vhost.VirtqueueHandler;
@@ -63,6 +65,17 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
     @Override
     public final void awaitCompletion(long timeoutNanos) {
         scsi.awaitWork(timeoutNanos);
+        flushNotify();
+    }
+
+    @Override
+    public final void awaitCompletion(EventFd kick, long timeoutNanos) {
+        DeviceWait device = scsi.waiter();
+        if (kick != null && device.busy()) {
+            device.await(kick, timeoutNanos); // a completion or a kick wakes it; doWork reaps
+        } else {
+            scsi.awaitWork(timeoutNanos);
+        }
         flushNotify();
     }
 

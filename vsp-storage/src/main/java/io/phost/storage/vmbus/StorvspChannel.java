@@ -1,5 +1,6 @@
 package io.phost.storage.vmbus;
 
+import io.phost.core.sys.DeviceWait;
 import io.phost.core.vmbus.ChannelContext;
 import io.phost.core.vmbus.ChannelHandler;
 import io.phost.core.vmbus.GpaDirectRanges;
@@ -74,6 +75,8 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     private final HandoffSampler sampler;
     private final long[] toEngine;
     private int toEngineCount;
+    /** Non-null once the agent sleeps on the queue's io_uring completions and the doorbell together. */
+    private DeviceWait deviceWait;
 
     public StorvspChannel(ChannelContext ctx, ScsiTarget target, int depth, int subChannels, Runnable onChannelClosed) {
         this(ctx, target, target.newInitiator(), depth, subChannels, onChannelClosed);
@@ -421,6 +424,9 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
             toEngineCount = 0;
         }
         work += queue.doWork();
+        if (deviceWait != null && deviceWait.busy()) {
+            return work; // idle: the agent sleeps on the completions and the doorbell in one io_uring_enter
+        }
         long now = System.nanoTime();
         if (work > 0 || sawPacket) {
             sawPacket = false;
@@ -433,6 +439,12 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
             work += queue.awaitWork(WAIT_NANOS);
         }
         return work > 0 || queue.outstanding() > 0 ? work + 1 : 0;
+    }
+
+    @Override
+    public DeviceWait deviceWait() {
+        deviceWait = queue.deviceWait();
+        return deviceWait;
     }
 
     @Override

@@ -21,15 +21,27 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * The VSP's queue agent allocates nothing per I/O once warm: 4 KiB reads through the whole VMBus path
- * (ring, vstor_packet decode, GPADL page checks, SCSI decode, io_uring on a tmpfs file, completion), with
+ * (ring, vstor_packet decode, GPADL page checks, SCSI decode, the engine: inline on tmpfs, io_uring on disk, completion), with
  * the agent thread's allocated-bytes counter read before and after.
  */
 @Timeout(120)
 class StorvspAllocationTest {
     @Test
     void shouldNotAllocatePerIoOnTheVspAgentThread() throws Exception {
+        assertNoAllocationPerIo(Path.of("/dev/shm")); // tmpfs: the inline engine
+    }
+
+    /** An O_DIRECT file on a disk: io_uring, the agent sleeping on the doorbell and the completions together. */
+    @Test
+    void shouldNotAllocatePerIoWhenTheAgentSleepsInIoUring() throws Exception {
+        Path target = Path.of("target");
+        Files.createDirectories(target);
+        assertNoAllocationPerIo(target);
+    }
+
+    private static void assertNoAllocationPerIo(Path where) throws Exception {
         Path dir = Files.createTempDirectory("phost-alloc");
-        Path file = Files.createTempFile(Path.of("/dev/shm"), "alloc", ".raw");
+        Path file = Files.createTempFile(where, "alloc", ".raw");
         RawDisk.createSparse(file, 16L << 20);
         try (RawDisk disk = RawDisk.openFile(file, false, true);
              PartitionHost host = new PartitionHost(dir, s -> List.of("false"), PartitionHost.Options.defaults())) {
