@@ -197,6 +197,14 @@ public final class ConfigComponent implements Component {
                     }
                 };
             }
+            case NIC -> {
+                if (c.after() != null) {
+                    addNic(c.name(), c.nic(), (NicConfig) c.after());
+                    yield () -> removeNic(c.name(), c.nic());
+                }
+                removeNic(c.name(), c.nic());
+                yield () -> addNic(c.name(), c.nic(), (NicConfig) c.before());
+            }
             case ATTACHMENT -> {
                 if (c.after() != null) {
                     DiskAttachment a = (DiskAttachment) c.after();
@@ -208,6 +216,31 @@ public final class ConfigComponent implements Component {
                 yield () -> storage.hotAdd(c.name(), a);
             }
         };
+    }
+
+    /**
+     * Hot-adds a NIC to a process partition (Add-VMNetworkAdapter on a running VM): its port joins the switch, then
+     * the running guest gets the VMBus offer (a stopped partition gets it at its next start).
+     */
+    private void addNic(String partition, int index, NicConfig n) {
+        var vsp = network.attachNic(partition, index, n);
+        try {
+            if (partitions.partition(partition) instanceof io.phost.core.partition.Partition p) {
+                p.offer(vsp);
+            }
+        } catch (RuntimeException e) {
+            network.detachNic(partition, index);
+            throw e;
+        }
+    }
+
+    /** Hot-removes a process partition's NIC: the guest gets the rescind first, then the port leaves the switch. */
+    private void removeNic(String partition, int index) {
+        var vsp = network.nicVsp(partition, index);
+        if (vsp != null && partitions.partition(partition) instanceof io.phost.core.partition.Partition p) {
+            p.rescind(vsp);
+        }
+        network.detachNic(partition, index);
     }
 
     private static void closeQuietly(DisksComponent disks, String name) {
