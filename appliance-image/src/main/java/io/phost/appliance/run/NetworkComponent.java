@@ -432,6 +432,18 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         return rows;
     }
 
+    /** Told each port change of a partition's NIC, so it is saved in the applied config (a restart keeps it). */
+    interface PortChangeListener {
+        void changed(String partition, int nic, Map<String, String> query);
+    }
+
+    private static final java.util.regex.Pattern NIC_PORT = java.util.regex.Pattern.compile("([^/]+)/\\1-nic(\\d+)");
+    private volatile PortChangeListener onPortChange = (p, n, q) -> { };
+
+    void onPortChange(PortChangeListener listener) {
+        onPortChange = listener;
+    }
+
     @Override
     public Map<String, java.util.function.Function<String, io.phost.appliance.mgmt.HttpResponse>> routes() {
         return Map.of("POST /v1/switches/port", this::changePort);
@@ -493,6 +505,10 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             }
         }
         LOG.log(Level.INFO, "port changed switch=" + sw.spec().name() + " port=" + port.name() + " query=\"" + query + "\"");
+        java.util.regex.Matcher nic = NIC_PORT.matcher(port.name());
+        if (nic.matches()) {
+            onPortChange.changed(nic.group(1), Integer.parseInt(nic.group(2)), q);
+        }
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("switch", sw.spec().name());
         m.put("port", port.name());

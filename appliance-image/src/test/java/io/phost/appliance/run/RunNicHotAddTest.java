@@ -23,7 +23,8 @@ import org.junit.jupiter.api.io.TempDir;
  * on a running VM): partition pd starts with one NIC while its {@code net} workload waits for NIC 1; the apply adds
  * NIC 1 (a port on the switch, then a VMBus offer), the guest bridges it into its namespace and pa reaches it; an
  * apply whose later step fails undoes an added NIC (its port is not left on the switch); applying the first file
- * again removes NIC 1 (rescind, then the port leaves). Before: NIC count changes were refused, and the guest's
+ * again removes NIC 1 (rescind, then the port leaves); a port change through {@code POST /v1/switches/port} is
+ * saved in applied.toml and a restart comes back to it. Before: NIC count changes were refused, and the guest's
  * {@code --nic 1} silently bridged NIC 0 when NIC 1 was not offered yet. Needs root (TAP, netns).
  */
 @Timeout(300)
@@ -100,8 +101,23 @@ class RunNicHotAddTest {
             assertFalse(switches().contains("pd/pd-nic1"), switches());
             assertFalse(ping(NS_A, "10.188.0.4"), "NIC 1 is gone (pd's NIC 0, on the same switch, is not bridged)");
             assertTrue(partitions().contains("\"pd\""), "the partition is still there");
+
+            // A port change through the API is saved in applied.toml (the NIC's inline table), so a restart keeps it.
+            String port = "/v1/switches/port?switch=n12h" + TAG + "&port=pa/pa-nic0";
+            var change = client().post(port + "&max_bandwidth_in=1000000&acl=deny%20both%2010.188.0.77");
+            assertEquals(200, change.status(), change.bodyText());
+            String saved = Files.readString(dir.resolve("data/applied.toml"));
+            assertTrue(saved.contains("max_bandwidth_in = 1000000, acl = [\"deny both 10.188.0.77\"] }"), saved);
             host.process().destroy();
             assertTrue(host.process().waitFor(60, TimeUnit.SECONDS));
+        }
+        try (PhostProcess again = PhostProcess.start(dir.resolve("run"), "run", "--config", v1.toString())) {
+            again.awaitLine("phost: ready", Duration.ofSeconds(90));
+            String settings = client().post("/v1/switches/port?switch=n12h" + TAG + "&port=pa/pa-nic0").bodyText();
+            assertTrue(settings.contains("deny both 10.188.0.77") && settings.contains("\"max_bandwidth_in\": 1000000"),
+                "the restarted host has the port change: " + settings);
+            again.process().destroy();
+            assertTrue(again.process().waitFor(60, TimeUnit.SECONDS));
         }
     }
 
