@@ -12,6 +12,7 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.time.Duration;
+import java.util.List;
 
 /**
  * The child side of a synthetic NIC (netvsc-style VSC): opens the channel, negotiates NVSP, learns MAC/MTU/
@@ -148,17 +149,33 @@ public final class NetVsc implements AutoCloseable {
             CAP_VNET_HDR | (offloads & CAP_OFFLOAD_MASK), timeout);
     }
 
+    /**
+     * The {@code index}-th synthetic NIC in offer order (relid), waiting up to {@code timeout} for it to be offered
+     * (a NIC hot-added to a running partition comes later). Before, an index not offered yet fell back to NIC 0.
+     */
     private static ChannelOffer offer(VmbusClient client, int index, Duration timeout) {
-        ChannelOffer offer = client.awaitOffer(NETVSC_TYPE, 0, timeout);
-        if (index > 0) {
-            int seen = 0;
-            for (ChannelOffer o : client.offers()) {
-                if (o.interfaceType().equals(NETVSC_TYPE) && seen++ == index) {
-                    offer = o;
-                }
+        if (index == 0) {
+            return client.awaitOffer(NETVSC_TYPE, 0, timeout);
+        }
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (true) {
+            List<ChannelOffer> nics = client.offers().stream()
+                .filter(o -> o.interfaceType().equals(NETVSC_TYPE) && o.subChannelIndex() == 0)
+                .sorted(java.util.Comparator.comparingInt(ChannelOffer::relid)).toList();
+            if (nics.size() > index) {
+                return nics.get(index);
+            }
+            if (System.nanoTime() - deadline > 0) {
+                throw new IllegalStateException("no synthetic NIC " + index + " offered within " + timeout + " ("
+                    + nics.size() + " offered)");
+            }
+            try {
+                Thread.sleep(5);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException(e);
             }
         }
-        return offer;
     }
 
     /** True when every frame both ways starts with the 12-byte virtio_net_hdr ({@link #openWithOffloads}). */

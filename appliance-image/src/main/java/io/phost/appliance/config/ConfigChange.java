@@ -5,7 +5,7 @@ package io.phost.appliance.config;
  *
  * @param name   the QoS policy, disk, switch or partition; for {@link Subject#PORT} and {@link Subject#ATTACHMENT}
  *               the partition (an attachment's before/after is its {@link DiskAttachment})
- * @param nic    the NIC's index in its partition for {@link Subject#PORT}, else -1
+ * @param nic    the NIC's index in its partition for {@link Subject#PORT} and {@link Subject#NIC}, else -1
  * @param before the running item (null for an addition)
  * @param after  the new item (null for a removal)
  * @param detail the changed keys with old and new values ({@code vlan_access 10 -> 20}), empty for add/remove
@@ -14,7 +14,7 @@ public record ConfigChange(Op op, Subject subject, String name, int nic, Object 
     public enum Op { ADD, CHANGE, REMOVE }
 
     /** In the order {@link ConfigDiff} lists (and a live apply makes) them. */
-    public enum Subject { QOS_POLICY, SWITCH, DISK, PARTITION, DISK_POLICY, PORT, AUTOSTART, ATTACHMENT }
+    public enum Subject { QOS_POLICY, SWITCH, DISK, PARTITION, DISK_POLICY, PORT, AUTOSTART, ATTACHMENT, NIC }
 
     /** The plan's line: {@code + qos_policy gold}, {@code ~ port web nic 0: vlan_access 10 -> 20}, {@code - switch lab}. */
     public String planLine() {
@@ -35,6 +35,8 @@ public record ConfigChange(Op op, Subject subject, String name, int nic, Object 
                     + (op == Op.ADD ? " (hot-add)" : " (hot-remove)");
             }
             case PORT -> "port of partition " + name + " nic " + nic;
+            case NIC -> "nic " + nic + " of partition " + name + (op == Op.ADD
+                ? " on switch " + ((NicConfig) after).switchName() + " (hot-add)" : " (hot-remove)");
             case AUTOSTART -> "partition " + name;
         };
         return sign + " " + what + (detail.isEmpty() ? "" : ": " + detail);

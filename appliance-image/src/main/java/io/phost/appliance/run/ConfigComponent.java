@@ -9,6 +9,7 @@ import io.phost.appliance.config.ConfigLoader;
 import io.phost.appliance.config.DiskAttachment;
 import io.phost.appliance.config.DiskConfig;
 import io.phost.appliance.config.NicConfig;
+import io.phost.appliance.config.NicText;
 import io.phost.appliance.config.PartitionConfig;
 import io.phost.appliance.config.QosPolicyConfig;
 import io.phost.appliance.config.SwitchConfig;
@@ -55,6 +56,7 @@ public final class ConfigComponent implements Component {
         this.storage = storage;
         this.partitions = partitions;
         qos.onPolicySet(this::savePolicy);
+        network.onPortChange(this::savePort);
     }
 
     /** What an apply answered: the plan, the errors (config errors or refusals, as FILE:LINE:COL lines), the outcome. */
@@ -197,6 +199,14 @@ public final class ConfigComponent implements Component {
                     }
                 };
             }
+            case NIC -> {
+                if (c.after() != null) {
+                    addNic(c.name(), c.nic(), (NicConfig) c.after());
+                    yield () -> removeNic(c.name(), c.nic());
+                }
+                removeNic(c.name(), c.nic());
+                yield () -> addNic(c.name(), c.nic(), (NicConfig) c.before());
+            }
             case ATTACHMENT -> {
                 if (c.after() != null) {
                     DiskAttachment a = (DiskAttachment) c.after();
@@ -208,6 +218,31 @@ public final class ConfigComponent implements Component {
                 yield () -> storage.hotAdd(c.name(), a);
             }
         };
+    }
+
+    /**
+     * Hot-adds a NIC to a process partition (Add-VMNetworkAdapter on a running VM): its port joins the switch, then
+     * the running guest gets the VMBus offer (a stopped partition gets it at its next start).
+     */
+    private void addNic(String partition, int index, NicConfig n) {
+        var vsp = network.attachNic(partition, index, n);
+        try {
+            if (partitions.partition(partition) instanceof io.phost.core.partition.Partition p) {
+                p.offer(vsp);
+            }
+        } catch (RuntimeException e) {
+            network.detachNic(partition, index);
+            throw e;
+        }
+    }
+
+    /** Hot-removes a process partition's NIC: the guest gets the rescind first, then the port leaves the switch. */
+    private void removeNic(String partition, int index) {
+        var vsp = network.nicVsp(partition, index);
+        if (vsp != null && partitions.partition(partition) instanceof io.phost.core.partition.Partition p) {
+            p.rescind(vsp);
+        }
+        network.detachNic(partition, index);
     }
 
     private static void closeQuietly(DisksComponent disks, String name) {
@@ -250,6 +285,58 @@ public final class ConfigComponent implements Component {
         } catch (ConfigException | IOException e) {
             LOG.log(Level.WARNING, "policy not saved (lost at restart) name=" + p.name() + " error=\"" + e.getMessage() + "\"");
         }
+    }
+
+    /**
+     * A {@code POST /v1/switches/port} change of a partition's NIC: its config keys are written into the running
+     * config's text ({@link NicText}) and saved, so a restart comes back to them. {@code link} is state, not config.
+     */
+    private synchronized void savePort(String partition, int nic, Map<String, String> q) {
+        if (runningText == null) {
+            return;
+        }
+        int index = running.partitions().stream().map(PartitionConfig::name).toList().indexOf(partition);
+        Map<String, String> values = nicValues(q);
+        if (index < 0 || values.isEmpty()) {
+            return;
+        }
+        try {
+            String text = NicText.set(runningText, index, nic, values);
+            ApplianceConfig next = ConfigLoader.parse(running.source().toString(), text);
+            AppliedConfig.save(running.host().dataDir(), text, "POST /v1/switches/port " + partition + " nic " + nic);
+            running = next.needsDataDir() ? next.withDataDir(running.host().dataDir()) : next;
+            runningText = text;
+            partitions.config(running);
+            LOG.log(Level.INFO, "port change saved partition=" + partition + " nic=" + nic + " config="
+                + AppliedConfig.path(running.host().dataDir()));
+        } catch (ConfigException | IOException | IllegalArgumentException e) {
+            LOG.log(Level.WARNING, "port change not saved (lost at restart) partition=" + partition + " nic=" + nic
+                + " error=\"" + e.getMessage() + "\"");
+        }
+    }
+
+    /** The NIC keys (TOML value text; null = remove the key) a port change query sets. */
+    static Map<String, String> nicValues(Map<String, String> q) {
+        Map<String, String> v = new LinkedHashMap<>();
+        if (q.containsKey("vlan_access")) {
+            int vlan = Integer.parseInt(q.get("vlan_access"));
+            v.put("vlan_access", vlan == 0 ? null : Integer.toString(vlan)); // 0: untagged, no VLAN key
+            v.put("vlan_trunk", null);
+            v.put("native_vlan", null);
+        }
+        for (String key : List.of("mac_spoofing", "dhcp_guard", "router_guard", "max_bandwidth", "max_bandwidth_in",
+            "min_bandwidth_weight")) {
+            if (q.containsKey(key)) {
+                v.put(key, q.get(key));
+            }
+        }
+        for (String key : List.of("acl", "ip_addresses")) {
+            if (q.containsKey(key)) {
+                v.put(key, NicText.strings(java.util.Arrays.stream(q.get(key).split(",")).map(String::strip)
+                    .filter(x -> !x.isEmpty()).toList()));
+            }
+        }
+        return v;
     }
 
     @Override

@@ -215,15 +215,38 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     public List<VirtualServiceProvider> vspsFor(PartitionConfig p) {
         List<VirtualServiceProvider> out = new ArrayList<>();
         for (int i = 0; i < p.nics().size(); i++) {
-            NicConfig n = p.nics().get(i);
-            String nicName = p.name() + "-nic" + i;
-            NetworkAdapter a = NetworkAdapter.attach(switches.get(n.switchName()), p.name(), nicName, portConfig(n), n.mtu());
-            adapters.put(nicName, a);
-            LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + nicName + " switch=" + n.switchName()
-                + " mac=" + n.mac() + " data_path=" + a.dataPath() + " sriov=\"" + a.vfStatus() + "\"");
-            out.add(a.vsp());
+            out.add(attachNic(p.name(), i, p.nics().get(i)));
         }
         return out;
+    }
+
+    /** NIC {@code i} of process partition {@code partition} as a port on its switch; returns the VSP to offer. */
+    VirtualServiceProvider attachNic(String partition, int i, NicConfig n) {
+        String nicName = partition + "-nic" + i;
+        ManagedSwitch sw = switches.get(n.switchName());
+        if (sw == null) {
+            throw new IllegalStateException("partition " + partition + " nic " + i + ": no switch " + n.switchName());
+        }
+        NetworkAdapter a = NetworkAdapter.attach(sw, partition, nicName, portConfig(n), n.mtu());
+        adapters.put(nicName, a);
+        LOG.log(Level.INFO, "vnic attached partition=" + partition + " nic=" + nicName + " switch=" + n.switchName()
+            + " mac=" + n.mac() + " data_path=" + a.dataPath() + " sriov=\"" + a.vfStatus() + "\"");
+        return a.vsp();
+    }
+
+    /** The VSP of NIC {@code i} of {@code partition} (to rescind before {@link #detachNic}), or null. */
+    VirtualServiceProvider nicVsp(String partition, int i) {
+        NetworkAdapter a = adapters.get(partition + "-nic" + i);
+        return a == null ? null : a.vsp();
+    }
+
+    /** Takes NIC {@code i} of {@code partition} off its switch (a live removal; the guest was rescinded first). */
+    void detachNic(String partition, int i) {
+        NetworkAdapter a = adapters.remove(partition + "-nic" + i);
+        if (a != null) {
+            a.vsp().detach();
+            LOG.log(Level.INFO, "vnic detached partition=" + partition + " nic=" + partition + "-nic" + i);
+        }
     }
 
     /**
@@ -409,6 +432,18 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         return rows;
     }
 
+    /** Told each port change of a partition's NIC, so it is saved in the applied config (a restart keeps it). */
+    interface PortChangeListener {
+        void changed(String partition, int nic, Map<String, String> query);
+    }
+
+    private static final java.util.regex.Pattern NIC_PORT = java.util.regex.Pattern.compile("([^/]+)/\\1-nic(\\d+)");
+    private volatile PortChangeListener onPortChange = (p, n, q) -> { };
+
+    void onPortChange(PortChangeListener listener) {
+        onPortChange = listener;
+    }
+
     @Override
     public Map<String, java.util.function.Function<String, io.phost.appliance.mgmt.HttpResponse>> routes() {
         return Map.of("POST /v1/switches/port", this::changePort);
@@ -470,6 +505,10 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             }
         }
         LOG.log(Level.INFO, "port changed switch=" + sw.spec().name() + " port=" + port.name() + " query=\"" + query + "\"");
+        java.util.regex.Matcher nic = NIC_PORT.matcher(port.name());
+        if (nic.matches()) {
+            onPortChange.changed(nic.group(1), Integer.parseInt(nic.group(2)), q);
+        }
         Map<String, Object> m = new LinkedHashMap<>();
         m.put("switch", sw.spec().name());
         m.put("port", port.name());
