@@ -1,5 +1,6 @@
 package io.phost.core.vmbus;
 
+import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.function.LongSupplier;
 
 /**
@@ -43,6 +44,37 @@ public final class SpinGovernor {
         long waitNanos();
     }
 
+    /** Process-wide totals per side ({@link #totals}): one atomic add per decided window, none per I/O. */
+    private static final AtomicLongArray TOTALS = new AtomicLongArray(2 * Totals.FIELDS);
+
+    /**
+     * What the governors of one side (host agents {@code vsp-*}, or every other polling thread: guests) did,
+     * summed over all of them since the process started: window time spent allowed to spin and not, the
+     * decisions to stop (and why) and the trials of spinning again.
+     */
+    public record Totals(long spinNanos, long sleepNanos, long contendedStops, long missStops, long trials,
+                         long waitNanos) {
+        static final int FIELDS = 6;
+
+        /** The share of governed time the threads were allowed to spin. */
+        public double spinShare() {
+            long all = spinNanos + sleepNanos;
+            return all == 0 ? Double.NaN : (double) spinNanos / all;
+        }
+
+        public Totals minus(Totals o) {
+            return new Totals(spinNanos - o.spinNanos, sleepNanos - o.sleepNanos, contendedStops - o.contendedStops,
+                missStops - o.missStops, trials - o.trials, waitNanos - o.waitNanos);
+        }
+    }
+
+    /** Totals of the host agents ({@code host}) or of the other polling threads. */
+    public static Totals totals(boolean host) {
+        int b = host ? 0 : Totals.FIELDS;
+        return new Totals(TOTALS.get(b), TOTALS.get(b + 1), TOTALS.get(b + 2), TOTALS.get(b + 3), TOTALS.get(b + 4),
+            TOTALS.get(b + 5));
+    }
+
     private final RunQueueProbe probe;
     private final LongSupplier clock;
     private boolean spin = true;
@@ -53,6 +85,8 @@ public final class SpinGovernor {
     private int cooldown;
     private int cooldownLength = 1;
     private long decisions;
+    /** Offset into {@link #TOTALS}: host agent or guest, known from the thread's name at its first episode. */
+    private int side;
 
     public SpinGovernor(RunQueueProbe probe, LongSupplier clock) {
         this.probe = probe;
@@ -75,6 +109,7 @@ public final class SpinGovernor {
      */
     public void episodeEnded(boolean spinPaid) {
         if (windowStart == Long.MIN_VALUE) {
+            side = Thread.currentThread().getName().startsWith("vsp-") ? 0 : Totals.FIELDS;
             startWindow(clock.getAsLong(), probe.waitNanos()); // the first episode of this thread: baseline
             return;
         }
@@ -95,10 +130,13 @@ public final class SpinGovernor {
         long elapsed = Math.max(1, now - windowStart);
         boolean known = wait >= 0 && waitAtStart >= 0; // unknown: decide on spin hits alone
         long waited = known ? wait - waitAtStart : 0;
+        TOTALS.addAndGet(side + (spin ? 0 : 1), elapsed);
+        TOTALS.addAndGet(side + 5, waited);
         if (spin) {
             boolean contended = waited * CONTENDED_FRACTION > elapsed;
             boolean missing = paid * MISS_FRACTION < episodes;
             if (contended || missing) {
+                TOTALS.incrementAndGet(side + (contended ? 2 : 3));
                 spin = false;
                 cooldown = cooldownLength;
                 cooldownLength = Math.min(MAX_COOLDOWN, cooldownLength * 2);
@@ -107,6 +145,7 @@ public final class SpinGovernor {
             }
         } else if (--cooldown <= 0 && waited * QUIET_FRACTION < elapsed) {
             spin = true; // a trial: the next window decides whether it pays
+            TOTALS.incrementAndGet(side + 4);
         }
         decisions++;
         startWindow(now, wait);

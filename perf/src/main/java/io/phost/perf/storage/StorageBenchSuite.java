@@ -7,6 +7,7 @@ import io.phost.core.partition.PartitionSpec;
 import io.phost.core.vmbus.GuestRam;
 import io.phost.core.vmbus.HandoffSampler;
 import io.phost.core.vmbus.PollingMode;
+import io.phost.core.vmbus.SpinGovernor;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
@@ -373,6 +374,8 @@ public final class StorageBenchSuite implements BenchSuite {
         long[] handoff = new long[0];
         GuestIo.Result last = null;
         long cpu = 0;
+        SpinGovernor.Totals host0 = SpinGovernor.totals(true);
+        SpinGovernor.Totals guest0 = SpinGovernor.totals(false);
         for (int i = 0; i < rounds; i++) {
             // ABBA: guest first in rounds 0 and 3, natives first in rounds 1 and 2, so load drift hits both
             boolean guestFirst = Rounds.oursFirst(i);
@@ -411,11 +414,17 @@ public final class StorageBenchSuite implements BenchSuite {
         series.put("rounds", (double) rounds);
         series.put("vsp_runqueue_wait_us_per_io", median(vspWait));
         series.put("guest_runqueue_wait_us_per_io", median(guestWait));
+        // what the adaptive governors decided during this point (all rounds): share of governed time allowed to
+        // spin, stops (run-queue wait > 5% / spins that missed), trials of spinning again, run-queue wait share
+        putGovernor(series, "governor_host_", SpinGovernor.totals(true).minus(host0));
+        putGovernor(series, "governor_guest_", SpinGovernor.totals(false).minus(guest0));
         if (HandoffSampler.ENABLED) {
             Map<String, Double> h = HandoffBreakdown.of(handoff);
             series.putAll(h);
             ctx.log(pt.name() + " " + lunName + " hand-off: " + h);
         }
+        // host CPU time per I/O (agent threads' CPU clocks: time preempted by other processes is not counted)
+        series.put("vsp_cpu_us_per_io", cpu / 1e3 / Math.max(1.0, Arrays.stream(guest).sum() * seconds));
         series.put("guest_iops_min", Arrays.stream(guest).min().orElse(0));
         series.put("guest_iops_max", Arrays.stream(guest).max().orElse(0));
         double ours = median(guest);
@@ -452,6 +461,16 @@ public final class StorageBenchSuite implements BenchSuite {
         out.add(new BenchResult(name, ours, "IOPS", psyncBetter ? "fio psync" : "fio io_uring",
             trusted ? (psyncBetter ? p : u) : Double.NaN, false, Map.of()).withSeries(series));
         return out;
+    }
+
+    private static void putGovernor(Map<String, Double> series, String prefix, SpinGovernor.Totals t) {
+        long governed = t.spinNanos() + t.sleepNanos();
+        series.put(prefix + "spin_share", t.spinShare());
+        series.put(prefix + "governed_ms", governed / 1e6);
+        series.put(prefix + "contended_stops", (double) t.contendedStops());
+        series.put(prefix + "miss_stops", (double) t.missStops());
+        series.put(prefix + "trials", (double) t.trials());
+        series.put(prefix + "runqueue_share", governed == 0 ? Double.NaN : (double) t.waitNanos() / governed);
     }
 
     private static final boolean PIN = System.getenv("PHOST_BENCH_PIN") != null;
