@@ -467,8 +467,8 @@ public final class VhdCommand implements Callable<Integer> {
 
     @Command(name = "compact", mixinStandardHelpOptions = true,
         description = {"Release zero and unmapped blocks so the file shrinks (the image reads the same).",
-            "A VHDX keeps its identity (children stay linked); the file is never made larger. A differencing",
-            "VHDX keeps only what reads differently from its parent."})
+            "In place, as Optimize-VHD: the same file and identity (children stay linked); the file is never",
+            "made larger. A fixed VHD/VHDX is left unchanged (as Optimize-VHD does), with a note saying so."})
     static final class Compact implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "FILE")
         Path file;
@@ -491,6 +491,10 @@ public final class VhdCommand implements Callable<Integer> {
                 DiskOps.CompactResult r;
                 try (ProgressBar bar = new ProgressBar("compact", progress)) {
                     r = DiskOps.compact(file, m, bar);
+                }
+                if (r.note() != null) {
+                    progress.say(file + ": " + r.note());
+                    return 0;
                 }
                 progress.say("compacted " + file + ": file " + Sizes.human(r.fileSizeBefore()) + " -> "
                     + Sizes.human(r.fileSizeAfter()) + ", on disk " + Sizes.human(r.diskBytesBefore()) + " -> "

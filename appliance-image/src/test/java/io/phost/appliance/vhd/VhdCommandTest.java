@@ -89,6 +89,12 @@ class VhdCommandTest {
         assertTrue(e.contains("cannot shrink"), e);
         assertFalse(e.contains("UNSUPPORTED") || e.contains("fileOffset"), "no internal codes: " + e);
         assertEquals(0, phost("vhd", "compact", vhd));
+        String fixed = dir.resolve("f.vhdx").toString();
+        assertEquals(0, phost("vhd", "create", fixed, "--size", "8M", "--type", "fixed"));
+        byte[] fixedBefore = Files.readAllBytes(Path.of(fixed));
+        assertEquals(0, phost("vhd", "compact", fixed)); // as Optimize-VHD: a fixed disk is left alone, and we say so
+        assertTrue(out().contains("fixed image is not compacted"), out());
+        assertArrayEquals(fixedBefore, Files.readAllBytes(Path.of(fixed)));
         String raw = dir.resolve("c.raw").toString();
         assertEquals(0, phost("vhd", "convert", vhd, raw, "--format", "raw", "--type", "fixed"));
         assertEquals(1L << 30, Files.size(Path.of(raw)));
