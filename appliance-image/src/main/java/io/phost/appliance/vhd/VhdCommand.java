@@ -445,8 +445,8 @@ public final class VhdCommand implements Callable<Integer> {
 
     @Command(name = "compact", mixinStandardHelpOptions = true,
         description = {"Release zero and unmapped blocks so the file shrinks (the image reads the same).",
-            "A VHDX keeps its identity (children stay linked); the file is never made larger. A differencing",
-            "VHDX keeps only what reads differently from its parent."})
+            "In place, as Optimize-VHD: the same file and identity (children stay linked); the file is never",
+            "made larger. A fixed VHD/VHDX is left unchanged (as Optimize-VHD does), with a note saying so."})
     static final class Compact extends VhdVerb.OnFile {
         @Option(names = "--mode", paramLabel = "full|quick|retrim", description = "full (default; also prezeroed): read the data and"
             + " drop zeros too; quick (also pretrimmed): drop only what the metadata marks free; retrim: change nothing in"
@@ -464,6 +464,10 @@ public final class VhdCommand implements Callable<Integer> {
                 throw new UserException(e.getMessage(), 2);
             }
             DiskOps.CompactResult r = progress.withBar("compact", bar -> DiskOps.compact(file, m, bar));
+            if (r.note() != null) {
+                progress.say(file + ": " + r.note());
+                return 0;
+            }
             progress.say("compacted " + file + ": file " + Sizes.human(r.fileSizeBefore()) + " -> "
                 + Sizes.human(r.fileSizeAfter()) + ", on disk " + Sizes.human(r.diskBytesBefore()) + " -> "
                 + Sizes.human(r.diskBytesAfter()));

@@ -89,6 +89,12 @@ class VhdCommandTest {
         assertTrue(e.contains("cannot shrink"), e);
         assertFalse(e.contains("UNSUPPORTED") || e.contains("fileOffset"), "no internal codes: " + e);
         assertEquals(0, phost("vhd", "compact", vhd));
+        String fixed = dir.resolve("f.vhdx").toString();
+        assertEquals(0, phost("vhd", "create", fixed, "--size", "8M", "--type", "fixed"));
+        byte[] fixedBefore = Files.readAllBytes(Path.of(fixed));
+        assertEquals(0, phost("vhd", "compact", fixed)); // as Optimize-VHD: a fixed disk is left alone, and we say so
+        assertTrue(out().contains("fixed image is not compacted"), out());
+        assertArrayEquals(fixedBefore, Files.readAllBytes(Path.of(fixed)));
         String raw = dir.resolve("c.raw").toString();
         assertEquals(0, phost("vhd", "convert", vhd, raw, "--format", "raw", "--type", "fixed"));
         assertEquals(1L << 30, Files.size(Path.of(raw)));
@@ -275,6 +281,60 @@ class VhdCommandTest {
         assertEquals(2, phost("vhd", "info", q.toString()));
         assertTrue(err.toString(StandardCharsets.UTF_8).contains("qcow2 image"), err.toString(StandardCharsets.UTF_8));
         assertEquals(0, phost("vhd", "info", q.toString(), "-f", "raw"));
+    }
+
+    /** Writes {@code len} bytes of {@code value} at {@code off} of an image, through the engine (a guest's writes). */
+    private static void fill(Path image, long off, int len, int value) throws Exception {
+        try (io.phost.vhdx.VirtualDisk d = io.phost.vhdx.VirtualDisks.open(image, false)) {
+            d.write(off, java.lang.foreign.MemorySegment.ofArray(new byte[len]).fill((byte) value));
+            d.flush();
+        }
+    }
+
+    @Test
+    void shouldMergeToAnAncestorKeepAChildRepairAFooterAndCompareStrictly() throws Exception {
+        String base = dir.resolve("base.vhd").toString();
+        String mid = dir.resolve("mid.vhd").toString();
+        String top = dir.resolve("top.vhd").toString();
+        assertEquals(0, phost("vhd", "create", base, "--size", "8M"));
+        assertEquals(0, phost("vhd", "create", mid, "--parent", base));
+        assertEquals(0, phost("vhd", "create", top, "--parent", mid));
+        fill(Path.of(mid), 1 << 20, 4096, 1);
+        fill(Path.of(top), 3 << 20, 4096, 2);
+        String ref = dir.resolve("ref.raw").toString();
+        assertEquals(0, phost("vhd", "convert", top, ref, "-q"));
+        // Merge-VHD -DestinationPath: the chain from top up into base; the merged images are deleted
+        assertEquals(0, phost("vhd", "merge", top, "--to", base, "-q"));
+        assertFalse(Files.exists(Path.of(top)) || Files.exists(Path.of(mid)), "merged images deleted");
+        assertEquals(0, phost("vhd", "compare", base, ref, "-F", "raw"));
+        // --keep-child: the child stays and still reads the same, now redundantly
+        String kid = dir.resolve("kid.vhd").toString();
+        assertEquals(0, phost("vhd", "create", kid, "--parent", base));
+        fill(Path.of(kid), 5 << 20, 4096, 3);
+        String kidRef = dir.resolve("kid.raw").toString();
+        assertEquals(0, phost("vhd", "convert", kid, kidRef, "-q"));
+        assertEquals(0, phost("vhd", "merge", kid, "--keep-child", "-q"));
+        assertTrue(Files.exists(Path.of(kid)));
+        assertEquals(0, phost("vhd", "compare", kid, kidRef, "-F", "raw", "-p"));
+        assertEquals(0, phost("vhd", "compare", base, kidRef, "--format-b", "raw"));
+        // compare --strict: a larger image whose extra area reads zeros differs only when strict
+        String big = dir.resolve("big.raw").toString();
+        assertEquals(0, phost("vhd", "convert", base, big, "-q"));
+        assertEquals(0, phost("vhd", "resize", big, "--size", "+1M", "-q"));
+        assertEquals(0, phost("vhd", "compare", base, big));
+        assertEquals(1, phost("vhd", "compare", base, big, "--strict"));
+        assertTrue(out().contains("Images differ"), out());
+        // check --repair: a damaged footer is rewritten from its copy at offset 0
+        Path b = Path.of(base);
+        byte[] bytes = Files.readAllBytes(b);
+        bytes[bytes.length - 512 + 70] ^= 0x5a; // inside the footer (after the checksum field)
+        Files.write(b, bytes);
+        assertEquals(1, phost("vhd", "check", base));
+        assertTrue(out().contains("--repair may fix"), out());
+        assertEquals(0, phost("vhd", "check", base, "--repair"));
+        assertTrue(out().contains("repaired: footer rewritten"), out());
+        assertEquals(0, phost("vhd", "check", base));
+        assertEquals(0, phost("vhd", "compare", base, kidRef, "-F", "raw"));
     }
 
     @Test

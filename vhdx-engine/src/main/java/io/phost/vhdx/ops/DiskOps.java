@@ -28,7 +28,6 @@ import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.UUID;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
@@ -498,14 +497,26 @@ public final class DiskOps {
 
     // ------------------------------------------------------------------------------------------ compact
 
-    /** File bytes (allocated on disk) before and after a compact. */
-    public record CompactResult(long diskBytesBefore, long diskBytesAfter, long fileSizeBefore, long fileSizeAfter) {
+    /**
+     * File bytes (allocated on disk) before and after a compact; {@code note} says why nothing was done
+     * (a fixed image), else null.
+     */
+    public record CompactResult(long diskBytesBefore, long diskBytesAfter, long fileSizeBefore, long fileSizeAfter,
+                                String note) {
+        CompactResult(long diskBytesBefore, long diskBytesAfter, long fileSizeBefore, long fileSizeAfter) {
+            this(diskBytesBefore, diskBytesAfter, fileSizeBefore, fileSizeAfter, null);
+        }
     }
 
+    /** Why a fixed image is left as it is (Optimize-VHD does not compact fixed disks either). */
+    static final String FIXED_NOT_COMPACTED = "a fixed image is not compacted (its blocks are allocated by design, as "
+        + "Optimize-VHD leaves fixed disks alone); left unchanged. 'compact --mode retrim' punches its zero pages out "
+        + "of the file, 'convert --type dynamic' makes a dynamic copy";
+
     /**
-     * Releases zero and unmapped blocks so the file shrinks. VHD: see {@link VhdMaintenance#compact}. Raw: zero
-     * chunks are punched out. VHDX (fixed/dynamic): rebuilt beside the old file with only non-zero blocks and
-     * renamed into place with the old identity; a differencing VHDX against its parent.
+     * Releases zero and unmapped blocks so the file shrinks, in place (the same file, identity and footer:
+     * children stay linked). VHD: {@link VhdMaintenance#compact}; VHDX: {@link VhdxCompactInPlace}; raw: zero
+     * chunks are punched out. Fixed VHD and VHDX images are left unchanged, with a note, as Optimize-VHD does.
      */
     public static CompactResult compact(Path path, Progress progress) throws IOException {
         return compact(path, CompactMode.FULL, progress);
@@ -521,8 +532,15 @@ public final class DiskOps {
         }
         long diskBefore = diskBytes(path);
         long sizeBefore = Files.size(path);
-        switch (VirtualDisks.detect(path)) {
-            case VHD -> VhdMaintenance.compact(path);
+        DiskFormat format = VirtualDisks.detect(path);
+        if (isFixed(path, format)) {
+            return new CompactResult(diskBefore, diskBefore, sizeBefore, sizeBefore, FIXED_NOT_COMPACTED);
+        }
+        switch (format) {
+            case VHD -> {
+                VhdMaintenance.compact(path);
+                ImageRetrim.retrim(path, Progress.NONE); // zero pages inside the blocks that stay
+            }
             case RAW -> {
                 try (RawDisk d = RawDisk.open(path, false)) {
                     punchZeros(d, progress);
@@ -531,6 +549,22 @@ public final class DiskOps {
             case VHDX -> compactVhdx(path, mode, progress);
         }
         return new CompactResult(diskBefore, diskBytes(path), sizeBefore, Files.size(path));
+    }
+
+    private static boolean isFixed(Path path, DiskFormat format) throws IOException {
+        return switch (format) {
+            case VHD -> {
+                try (VhdDisk d = VhdDisk.openDetached(path)) {
+                    yield d.type() == DiskType.FIXED;
+                }
+            }
+            case VHDX -> {
+                try (VhdxDisk d = VhdxDisk.open(path, true)) {
+                    yield d.type() == DiskType.FIXED;
+                }
+            }
+            default -> false;
+        };
     }
 
     static void punchZeros(RawDisk d, Progress progress) throws IOException {
@@ -556,64 +590,16 @@ public final class DiskOps {
     }
 
     /**
-     * VHDX compact. Dynamic and differencing images are compacted in place ({@link VhdxCompactInPlace}: same
-     * file, same VirtualDiskId and DataWriteGuid, every BAT change through the log; a differencing image's
-     * sector-bitmap blocks stay where they are). Fixed images: the blocks are copied into a new image beside
-     * the old one, which takes the old image's VirtualDiskId and DataWriteGuid (children stay linked: it reads
-     * the same) and replaces it atomically, unless it would not take less space on disk (then the old file
-     * stays as it was). QUICK copies allocated ranges as they are, without looking for zeros.
+     * VHDX compact in place ({@link VhdxCompactInPlace}: same file, same VirtualDiskId and DataWriteGuid, every
+     * BAT change through the log; a differencing image's sector-bitmap blocks stay where they are). FULL then
+     * punches the zero pages left inside the blocks that stay.
      */
     private static void compactVhdx(Path path, CompactMode mode, Progress progress) throws IOException {
         try (VhdxDisk d = VhdxDisk.open(path, false)) { // the exclusive flock: refused while open elsewhere
-            if (d.type() == DiskType.DYNAMIC || d.type() == DiskType.DIFFERENCING) {
-                VhdxCompactInPlace.compact(d, mode, progress);
-                d.close(); // empties the log, then cuts the file after the last block
-                if (mode == CompactMode.FULL) {
-                    ImageRetrim.retrim(path, Progress.NONE); // zero pages inside the blocks that stay
-                }
-                return;
-            }
-        }
-        compactByRebuild(path, mode, progress);
-    }
-
-    /**
-     * Fixed VHDX: rebuilt beside the old file and renamed over it (see {@link #compactVhdx}).
-     */
-    private static void compactByRebuild(Path path, CompactMode mode, Progress progress) throws IOException {
-        NewImage target = NewImage.prepare(path, true, List.of()); // refuses an image open elsewhere
-        try {
-            UUID diskId;
-            UUID dataWrite;
-            try (VhdxDisk in = VhdxDisk.open(path, true)) {
-                diskId = in.virtualDiskId();
-                dataWrite = in.dataWriteGuid();
-                DiskType type = in.parent() != null ? DiskType.DIFFERENCING
-                    : in.leaveBlocksAllocated() ? DiskType.FIXED : DiskType.DYNAMIC;
-                Path parent = in.parent() != null ? in.parent().path() : null;
-                CreateOptions o = new CreateOptions(DiskFormat.VHDX, type, parent != null ? 0 : in.size(), parent,
-                    in.blockSize(), in.logicalSectorSize(), in.physicalSectorSize());
-                try (VirtualDisk out = VirtualDisks.create(target.tmp(), o)) {
-                    if (parent != null) {
-                        // either mode reads both: what differs from the parent is what the child must keep
-                        ImageCopy.copy(in, out, in.size(), ImageCopy.Baseline.DISK, in.parent(), 512, progress);
-                    } else if (mode == CompactMode.QUICK) {
-                        ImageCopy.copy(in, out, in.size(), ImageCopy.Baseline.ZEROS, null, ImageCopy.AS_IS, progress);
-                    } else {
-                        copy(in, out, in.size(), progress);
-                    }
-                    out.flush();
-                }
-            }
-            VhdxDisk.adoptIdentity(target.tmp(), diskId, dataWrite);
-            if (diskBytes(target.tmp()) >= diskBytes(path)) {
-                target.abandon(null);
-                return; // nothing to gain: never grow the file
-            }
-            target.publish();
-        } catch (IOException | RuntimeException | Error e) {
-            target.abandon(e);
-            throw e;
+            VhdxCompactInPlace.compact(d, mode, progress);
+        } // close empties the log, then cuts the file after the last block
+        if (mode == CompactMode.FULL) {
+            ImageRetrim.retrim(path, Progress.NONE);
         }
     }
 

@@ -8,10 +8,8 @@ import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HexFormat;
@@ -24,7 +22,7 @@ import static io.phost.vhdx.vhd.VhdFormatException.Reason;
  * opener) and orders its writes so a crash leaves either the old or the new image readable:
  * <ul>
  *   <li>resize: the new footer is written past the new end before anything points there;</li>
- *   <li>compact: a complete new file beside the old one, fsynced, then an atomic rename;</li>
+ *   <li>compact: in place, each block copied and made durable before the BAT points at it ({@link VhdCompactInPlace});</li>
  *   <li>set-parent: new locator data is appended first, the dynamic header (one sector) is rewritten last.</li>
  * </ul>
  */
@@ -145,10 +143,10 @@ public final class VhdMaintenance {
     }
 
     /**
-     * Compacts a VHD. Dynamic: blocks that read as zeros are dropped, the rest are packed into a new file (same
-     * unique id, so children stay linked), which atomically replaces the old one. Differencing: blocks whose
-     * bitmap is empty are dropped (zeros in a child hide the parent and are kept). Fixed: zero ranges are
-     * punched out of the file (its length cannot change).
+     * Compacts a VHD in place (the same file: children stay linked, see {@link VhdCompactInPlace}). Dynamic:
+     * blocks that read as zeros are released, differencing: blocks whose bitmap is empty (zeros in a child
+     * hide the parent and are kept); the last blocks then move into the space released, and the file is cut.
+     * Fixed: zero ranges are punched out of the file (its length cannot change).
      */
     public static CompactResult compact(Path path) throws IOException {
         long before = Files.size(path);
@@ -158,74 +156,7 @@ public final class VhdMaintenance {
                 return compactFixed(path, before);
             }
         }
-        Path tmp = path.resolveSibling(path.getFileName() + ".compact-tmp");
-        Files.deleteIfExists(tmp);
-        int released = 0;
-        try (VhdDisk src = VhdDisk.open(path, true); PosixFile out = PosixFile.createNew(tmp);
-             Arena arena = Arena.ofConfined()) {
-            VhdFooter footer = new VhdFooter(arena.allocate(VhdFooter.LENGTH, 8));
-            footer.segment().copyFrom(src.footer().segment());
-            VhdDynamicHeader h = new VhdDynamicHeader(arena.allocate(VhdDynamicHeader.LENGTH, 8));
-            h.segment().copyFrom(src.header().segment());
-            footer.dataOffset(VhdFooter.LENGTH).sealChecksum();
-            int blocks = src.blockCount();
-            long batOffset = VhdFooter.LENGTH + VhdDynamicHeader.LENGTH;
-            long batBytes = ((long) blocks * 4 + VhdDisk.SECTOR - 1) & -VhdDisk.SECTOR;
-            h.tableOffset(batOffset).maxTableEntries(blocks);
-            long end = batOffset + batBytes;
-            // Parent locators: copy each one's data to the new file.
-            for (int i = 0; i < VhdDynamicHeader.LOCATOR_COUNT; i++) {
-                long len = h.locatorLength(i);
-                if (h.locatorCode(i) == 0 || len == 0 || len > VhdDisk.MAX_LOCATOR_LENGTH) {
-                    h.locator(i, 0, 0, 0, 0);
-                    continue;
-                }
-                long space = (len + VhdDisk.SECTOR - 1) & -VhdDisk.SECTOR;
-                MemorySegment data = arena.allocate(space, 8);
-                src.file().readFully(data.asSlice(0, len), src.header().locatorDataOffset(i));
-                out.writeFully(data, end);
-                h.locator(i, h.locatorCode(i), space / VhdDisk.SECTOR, len, end);
-                end += space;
-            }
-            h.sealChecksum();
-            MemorySegment bat = arena.allocate(batBytes, 8);
-            bat.fill((byte) 0xFF);
-            long bitmapBytes = VhdDisk.bitmapBytesFor(src.blockSize());
-            long blockBytes = bitmapBytes + src.blockSize();
-            MemorySegment buf = arena.allocate(blockBytes, 4096);
-            MemorySegment zeros = arena.allocate(src.blockSize(), 4096);
-            boolean differencing = src.parent() != null;
-            for (int b = 0; b < blocks; b++) {
-                long at = src.blockFileOffset(b);
-                if (at < 0) {
-                    continue;
-                }
-                src.file().readFully(buf, at);
-                boolean empty = differencing
-                    ? buf.asSlice(0, bitmapBytes).mismatch(zeros.asSlice(0, bitmapBytes)) == -1
-                    : buf.asSlice(bitmapBytes).mismatch(zeros) == -1;
-                if (empty) {
-                    released++;
-                    continue;
-                }
-                long start = ((end + bitmapBytes + 4095) & -4096L) - bitmapBytes;
-                if (start < end) {
-                    start += 4096;
-                }
-                out.writeFully(buf, start);
-                bat.set(U32, 4L * b, (int) (start / VhdDisk.SECTOR));
-                end = start + blockBytes;
-            }
-            out.writeFully(bat, batOffset);
-            out.writeFully(footer.segment(), 0);
-            out.writeFully(h.segment(), VhdFooter.LENGTH);
-            out.writeFully(footer.segment(), end);
-            out.sync();
-        } catch (IOException | RuntimeException e) {
-            Files.deleteIfExists(tmp);
-            throw e;
-        }
-        replace(tmp, path);
+        int released = VhdCompactInPlace.compact(path);
         return new CompactResult(before, Files.size(path), released);
     }
 
@@ -251,23 +182,6 @@ public final class VhdMaintenance {
             d.flush();
         }
         return new CompactResult(before, Files.size(path), released);
-    }
-
-    static void replace(Path tmp, Path path) throws IOException {
-        try {
-            Files.move(tmp, path, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
-        } catch (AtomicMoveNotSupportedException e) {
-            Files.move(tmp, path, StandardCopyOption.REPLACE_EXISTING);
-        }
-        syncDirectory(path.toAbsolutePath().getParent());
-    }
-
-    static void syncDirectory(Path dir) {
-        try (PosixFile d = PosixFile.open(dir, true)) {
-            d.sync();
-        } catch (IOException ignored) {
-            // Some file systems refuse fsync on a directory; the rename is still done.
-        }
     }
 
     // ------------------------------------------------------------------------------------------ set-parent

@@ -250,6 +250,59 @@ class ImageSafetyTest {
         }
     }
 
+    /**
+     * A VHD merge writes the child's data into the parent in place, without changing the parent's unique id:
+     * killed part-way, the child still reads the same through the half-merged parent (it stores every sector
+     * it holds), and running the merge again finishes it. qemu-img compare checks the merged parent.
+     */
+    @Test
+    void shouldFinishAVhdMergeThatWasKilledPartWay() throws Exception {
+        java.util.Random rnd = new java.util.Random(2106);
+        for (int round = 0; round < 3; round++) {
+            Path base = dir.resolve("vbase" + round + ".vhd");
+            Path child = dir.resolve("vchild" + round + ".vhd");
+            try (VirtualDisk d = VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHD, DiskType.DYNAMIC, 48L << 20))) {
+                d.write(7L << 20, MemorySegment.ofArray(new byte[4096]).fill((byte) 9));
+            }
+            try (VirtualDisk d = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHD, base))) {
+                byte[] b = new byte[1 << 20];
+                for (long off = 0; off < 44L << 20; off += 3L << 19) {
+                    Tools.pattern(MemorySegment.ofArray(b), off, round);
+                    d.write(off, MemorySegment.ofArray(b));
+                }
+            }
+            byte[] expected = view(child);
+            String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+            Process p = new ProcessBuilder(java, "--enable-native-access=ALL-UNNAMED", "-cp", System.getProperty("java.class.path"),
+                MergeMain.class.getName(), "merge", child.toString()).redirectErrorStream(true).start();
+            assertEquals('s', p.getInputStream().read(), "child JVM started");
+            // round 0 kills at once; the others once the parent is being written, a little later each
+            java.nio.file.attribute.FileTime untouched = Files.getLastModifiedTime(base);
+            long deadline = System.nanoTime() + 20_000_000_000L;
+            while (round > 0 && p.isAlive() && Files.getLastModifiedTime(base).equals(untouched) && System.nanoTime() < deadline) {
+                Thread.onSpinWait();
+            }
+            boolean writing = !Files.getLastModifiedTime(base).equals(untouched);
+            Thread.sleep(round == 0 ? 0 : (round - 1) * 20L + rnd.nextInt(20));
+            p.destroyForcibly(); // SIGKILL
+            assertTrue(p.waitFor(30, TimeUnit.SECONDS));
+            System.out.println("VHD merge kill round " + round + ": parent being written=" + writing + " child=" + Files.exists(child));
+            if (Files.exists(child)) {
+                assertArrayEquals(expected, view(child), "round " + round + ": the child reads the same through a half-merged parent");
+                assertEquals(0, DiskOps.check(child, false).exitCode(), DiskOps.check(child, false).toString());
+                DiskOps.mergeIntoParent(child, false, Progress.NONE); // finishes the merge
+            }
+            assertFalse(Files.exists(child));
+            assertArrayEquals(expected, view(base), "round " + round + ": the parent holds the merged view");
+            assertEquals(0, DiskOps.check(base, false).exitCode());
+            if (Files.isExecutable(Path.of("/usr/bin/qemu-img"))) {
+                Path raw = dir.resolve("vref" + round + ".raw");
+                Files.write(raw, expected);
+                Tools.runOk("qemu-img", "compare", "-q", "-f", "vpc", "-F", "raw", base.toString(), raw.toString());
+            }
+        }
+    }
+
     @Test
     void shouldLeaveNoCleanLookingPartialImageWhenAConvertIsKilled() throws Exception {
         Path src = dir.resolve("src.raw");
