@@ -17,6 +17,8 @@ import io.phost.appliance.util.Query;
 import io.phost.core.text.Json;
 import io.phost.vswitch.PortConfig;
 import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
 import java.nio.charset.StandardCharsets;
@@ -105,6 +107,7 @@ public final class ConfigComponent implements Component {
                 current = c;
                 undo.push(make(c, next));
             }
+            current = null; // a failure from here is the save's, not the last change's
             AppliedConfig.save(running.host().dataDir(), text, file);
         } catch (IOException | RuntimeException e) {
             String what = current == null ? "saving the applied config" : current.planLine();
@@ -185,8 +188,16 @@ public final class ConfigComponent implements Component {
             case DISK -> {
                 DisksComponent disks = storage.disks();
                 if (c.after() != null) {
-                    disks.openLive((DiskConfig) c.after(), next.host().dataDir());
-                    yield () -> closeQuietly(disks, c.name());
+                    DiskConfig d = (DiskConfig) c.after();
+                    Path file = d.rbd() == null ? d.resolvedPath(next.host().dataDir()) : null;
+                    boolean made = file != null && !Files.exists(file); // opening it creates it (create = {...})
+                    disks.openLive(d, next.host().dataDir());
+                    yield () -> {
+                        closeQuietly(disks, c.name());
+                        if (made) {
+                            deleteQuietly(file); // an undone add leaves no image behind
+                        }
+                    };
                 }
                 disks.closeLive(c.name());
                 yield () -> {
@@ -208,6 +219,14 @@ public final class ConfigComponent implements Component {
                 yield () -> storage.hotAdd(c.name(), a);
             }
         };
+    }
+
+    private static void deleteQuietly(Path file) {
+        try {
+            Files.deleteIfExists(file);
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
     }
 
     private static void closeQuietly(DisksComponent disks, String name) {
