@@ -19,7 +19,7 @@ import java.util.function.Function;
  *   POST /v1/backups/start?disk=D                backup point taken; 200: the NBD URI and the qemu:dirty-bitmap context
  *   POST /v1/backups/finish?disk=D[&amp;abandon=true]  export closed, backup checkpoint merged away
  * </pre>
- * 404: no such disk of a partition, or no backup to finish; 409: not possible now (a backup runs, not VHDX, a merge runs).
+ * 404: no such disk of a partition, or no backup to finish; 409: not possible now (a backup runs, neither VHDX nor VHD, a merge runs).
  */
 public final class BackupComponent implements Component {
     private final BackupService service;

@@ -59,9 +59,9 @@ public final class BackupService {
         }
         for (String p : host.partitionNames()) {
             if (host.disksOf(p).contains(disk)) {
-                if (!host.isVhdx(disk)) {
-                    throw new CheckpointException(409, "disk '" + disk + "' is not VHDX: a backup point is a checkpoint, "
-                        + "which needs a differencing child (.avhdx); convert it with phost vhd convert");
+                if (!host.isVhdx(disk) && !host.isVhd(disk)) {
+                    throw new CheckpointException(409, "disk '" + disk + "' is neither VHDX nor VHD: a backup point is a "
+                        + "checkpoint, which needs a differencing child (.avhdx or .vhd); convert it with phost vhd convert");
                 }
                 return p;
             }

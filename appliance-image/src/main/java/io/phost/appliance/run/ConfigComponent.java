@@ -18,6 +18,8 @@ import io.phost.appliance.util.Query;
 import io.phost.core.text.Json;
 import io.phost.vswitch.PortConfig;
 import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
 import java.nio.charset.StandardCharsets;
@@ -107,6 +109,7 @@ public final class ConfigComponent implements Component {
                 current = c;
                 undo.push(make(c, next));
             }
+            current = null; // a failure from here is the save's, not the last change's
             AppliedConfig.save(running.host().dataDir(), text, file);
         } catch (IOException | RuntimeException e) {
             String what = current == null ? "saving the applied config" : current.planLine();
@@ -187,8 +190,16 @@ public final class ConfigComponent implements Component {
             case DISK -> {
                 DisksComponent disks = storage.disks();
                 if (c.after() != null) {
-                    disks.openLive((DiskConfig) c.after(), next.host().dataDir());
-                    yield () -> closeQuietly(disks, c.name());
+                    DiskConfig d = (DiskConfig) c.after();
+                    Path file = d.rbd() == null ? d.resolvedPath(next.host().dataDir()) : null;
+                    boolean made = file != null && !Files.exists(file); // opening it creates it (create = {...})
+                    disks.openLive(d, next.host().dataDir());
+                    yield () -> {
+                        closeQuietly(disks, c.name());
+                        if (made) {
+                            deleteQuietly(file); // an undone add leaves no image behind
+                        }
+                    };
                 }
                 disks.closeLive(c.name());
                 yield () -> {
@@ -220,6 +231,7 @@ public final class ConfigComponent implements Component {
         };
     }
 
+<<<<<<< HEAD
     /**
      * Hot-adds a NIC to a process partition (Add-VMNetworkAdapter on a running VM): its port joins the switch, then
      * the running guest gets the VMBus offer (a stopped partition gets it at its next start).
@@ -245,6 +257,16 @@ public final class ConfigComponent implements Component {
         network.detachNic(partition, index);
     }
 
+=======
+    private static void deleteQuietly(Path file) {
+        try {
+            Files.deleteIfExists(file);
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+>>>>>>> ops18
     private static void closeQuietly(DisksComponent disks, String name) {
         try {
             disks.closeLive(name);

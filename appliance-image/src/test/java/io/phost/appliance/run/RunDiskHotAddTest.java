@@ -97,6 +97,68 @@ class RunDiskHotAddTest {
         }
     }
 
+    /**
+     * The undo of a hot-add: an apply that adds a disk at LUN 1 of a running partition, whose last step (saving the
+     * applied config) fails, gives every step back: the LUN is detached, the disk closed and the image it created
+     * deleted (it was left behind before). The same apply then succeeds, which it could not with LUN 1 still taken
+     * or the disk still open. The guest waits for a LUN 2 that never comes, so a LUN that comes and goes is harmless.
+     */
+    @Test
+    void shouldUndoAHotAddWhenALaterStepFails() throws Exception {
+        Path data = dir.resolve("data");
+        Path added = dir.resolve("added.vhdx");
+        String base = """
+            [host]
+            name = "hotundo"
+            data_dir = "%s"
+
+            [[disk]]
+            name = "boot"
+            path = "%s"
+            create = { size = "8MiB" }
+            %%s
+            [[partition]]
+            name = "hot"
+            memory = "64MiB"
+            [partition.workload]
+            kind = "io"
+            args = ["--wait-lun", "120", "--lun", "2", "--rw", "write", "--bs", "64k", "--size", "1m"]
+            [[partition.disk]]
+            disk = "boot"
+            lun = 0
+            %%s""".formatted(data, dir.resolve("boot.vhdx"));
+        Path v1 = dir.resolve("v1.toml");
+        Files.writeString(v1, base.formatted("", ""));
+        byte[] v2 = base.formatted("""
+
+            [[disk]]
+            name = "added"
+            path = "%s"
+            create = { size = "8MiB" }
+            """.formatted(added), """
+            [[partition.disk]]
+            disk = "added"
+            lun = 1
+            """).getBytes(java.nio.charset.StandardCharsets.UTF_8);
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", v1.toString())) {
+            p.awaitLine("phost: ready", Duration.ofSeconds(90));
+            ManagementClient c = new ManagementClient(ManagementAddress.parse("unix:" + data.resolve("phost.sock")), null);
+            awaitLog(data, "to be added");
+            Path blocker = data.resolve(".applied.toml.tmp"); // a directory where the save writes its temporary file
+            Files.createDirectories(blocker);
+            var failed = c.post("/v1/config?file=v2.toml", v2);
+            assertEquals(500, failed.status(), failed.bodyText());
+            assertTrue(failed.bodyText().contains("(hot-add)") && failed.bodyText().contains("saving the applied config")
+                && failed.bodyText().contains("undone"), failed.bodyText());
+            assertTrue(!Files.exists(added), "the undone add deleted the image it created");
+            Files.delete(blocker);
+            var ok = c.post("/v1/config?file=v2.toml", v2);
+            assertEquals(200, ok.status(), "LUN 1 and the disk were given back: " + ok.bodyText());
+            assertTrue(Files.exists(added));
+            assertTrue(log(data).contains("to be added") && !log(data).contains("LUN 2 was not added"), log(data));
+        }
+    }
+
     private static String log(Path data) throws Exception {
         try (Stream<Path> files = Files.walk(data)) {
             Path log = files.filter(f -> f.getFileName().toString().equals("hot.log")).findFirst().orElse(null);

@@ -39,19 +39,41 @@ class MergeThroughputBench {
         Assumptions.assumeTrue(Boolean.getBoolean("phost.bench"), "benchmark: -Dphost.bench=true");
         Tools.assumeTool("qemu-img");
         List<Double> ours = new ArrayList<>();
+        List<Double> offline = new ArrayList<>();
         List<Double> qemu = new ArrayList<>();
         for (int round = 1; round <= 3; round++) {
             ours.add(vhdxMerge(round));
+            offline.add(vhdxOfflineMerge(round));
             qemu.add(qcow2Commit(round));
-            System.out.printf("merge round %d: phost online merge %.1f MiB/s, qemu-img commit (qcow2) %.1f MiB/s%n",
-                round, ours.getLast(), qemu.getLast());
+            System.out.printf("merge round %d: phost online merge %.1f MiB/s, phost vhd merge %.1f MiB/s, qemu-img commit (qcow2) "
+                + "%.1f MiB/s%n", round, ours.getLast(), offline.getLast(), qemu.getLast());
         }
-        System.out.println("merge phost MiB/s min/median/max = " + summary(ours) + "; qemu-img commit = " + summary(qemu));
+        System.out.println("merge phost MiB/s min/median/max = " + summary(ours) + "; phost vhd merge = " + summary(offline)
+            + "; qemu-img commit = " + summary(qemu));
+    }
+
+    /** {@code phost vhd merge CHILD} (DiskOps.mergeIntoParent: journal, copy once, flush, child deleted). */
+    private double vhdxOfflineMerge(int round) throws Exception {
+        Path child = chain("o" + round);
+        long t0 = System.nanoTime();
+        DiskOps.mergeIntoParent(child, false, Progress.NONE);
+        return CHUNKS / ((System.nanoTime() - t0) / 1e9);
     }
 
     private double vhdxMerge(int round) throws Exception {
-        Path base = dir.resolve("b" + round + ".vhdx");
-        Path child = dir.resolve("c" + round + ".avhdx");
+        Path child = chain("n" + round);
+        long t0 = System.nanoTime();
+        OnlineMerge.prepare(child, Progress.NONE);
+        OnlineMerge.apply(child, Progress.NONE);
+        double s = (System.nanoTime() - t0) / 1e9;
+        OnlineMerge.finish(child);
+        return CHUNKS / s;
+    }
+
+    /** A 512 MiB VHDX base (1 MiB blocks) and a child holding every other MiB; returns the child. */
+    private Path chain(String name) throws Exception {
+        Path base = dir.resolve(name + ".vhdx");
+        Path child = dir.resolve(name + ".avhdx");
         VirtualDisks.create(base, CreateOptions.of(DiskFormat.VHDX, DiskType.DYNAMIC, SIZE).withBlockSize(MIB)).close();
         try (VirtualDisk c = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, base));
              Arena arena = Arena.ofConfined()) {
@@ -62,12 +84,7 @@ class MergeThroughputBench {
             }
             c.flush();
         }
-        long t0 = System.nanoTime();
-        OnlineMerge.prepare(child, Progress.NONE);
-        OnlineMerge.apply(child, Progress.NONE);
-        double s = (System.nanoTime() - t0) / 1e9;
-        OnlineMerge.finish(child);
-        return CHUNKS / s;
+        return child;
     }
 
     private double qcow2Commit(int round) throws Exception {
