@@ -231,7 +231,6 @@ public final class ConfigComponent implements Component {
         };
     }
 
-<<<<<<< HEAD
     /**
      * Hot-adds a NIC to a process partition (Add-VMNetworkAdapter on a running VM): its port joins the switch, then
      * the running guest gets the VMBus offer (a stopped partition gets it at its next start).
@@ -257,7 +256,6 @@ public final class ConfigComponent implements Component {
         network.detachNic(partition, index);
     }
 
-=======
     private static void deleteQuietly(Path file) {
         try {
             Files.deleteIfExists(file);
@@ -266,7 +264,6 @@ public final class ConfigComponent implements Component {
         }
     }
 
->>>>>>> ops18
     private static void closeQuietly(DisksComponent disks, String name) {
         try {
             disks.closeLive(name);
