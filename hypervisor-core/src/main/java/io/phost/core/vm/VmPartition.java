@@ -77,7 +77,8 @@ public final class VmPartition implements ChildPartition {
         }
     }
 
-    private final VmSpec spec;
+    /** The spec; its devices change when a disk is hot-plugged or unplugged ({@link #addDisk}, {@link #removeDisk}). */
+    private volatile VmSpec spec;
     private final Path dir;
     private final Options options;
     private final Accelerator accel;
@@ -103,6 +104,10 @@ public final class VmPartition implements ChildPartition {
     private volatile String guestShutdown;
     /** NET devices (by {@link VmDevice#id()}) whose link was set down: re-applied when QEMU (re)starts. */
     private final java.util.Set<String> linksDown = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    /** Hot-plugged disks of the running QEMU: device id -> the spare port it took ("" on machine pc). */
+    private final Map<String, String> hotPlugged = new java.util.concurrent.ConcurrentHashMap<>();
+    /** device_del requests waiting for their DEVICE_DELETED event, by QEMU device id. */
+    private final Map<String, java.util.concurrent.CompletableFuture<Void>> deletions = new java.util.concurrent.ConcurrentHashMap<>();
     /** The generation whose console showed the spec's ready marker (-1: none yet). */
     private volatile long readyGeneration = -1;
 
@@ -184,6 +189,7 @@ public final class VmPartition implements ChildPartition {
     }
 
     private long begin() {
+        hotPlugged.clear(); // a new QEMU starts with every spare port free (hot-plugged disks are in the spec now)
         state = PartitionState.STARTING;
         reason = "";
         guestShutdown = null;
@@ -278,6 +284,12 @@ public final class VmPartition implements ChildPartition {
 
     /** QMP events, on the QMP reader thread: never take the monitor here. */
     private void event(Map<String, Object> e) {
+        if ("DEVICE_DELETED".equals(e.get("event")) && e.get("data") instanceof Map<?, ?> d && d.get("device") instanceof String id) {
+            var waiting = deletions.get(id);
+            if (waiting != null) {
+                waiting.complete(null);
+            }
+        }
         if ("SHUTDOWN".equals(e.get("event")) && e.get("data") instanceof Map<?, ?> d && Boolean.TRUE.equals(d.get("guest"))) {
             guestShutdown = String.valueOf(d.get("reason"));
         }
@@ -421,6 +433,107 @@ public final class VmPartition implements ChildPartition {
         }
         q.execute("set_link", java.util.Map.of("name", deviceId + "-net", "up", up), options.commandTimeout());
         return true;
+    }
+
+    /**
+     * Adds vhost-user-blk disk {@code d}, whose back-end already listens on its socket: hot-plugged into a running
+     * QEMU over QMP ({@code chardev-add}, then {@code device_add} on a free spare {@code pcie-root-port} on q35, on
+     * the root bus on pc) and part of every later start. Returns false when QEMU is not running (its next start
+     * has the disk). Throws, with nothing changed, when QEMU refuses or no spare port is left.
+     */
+    public boolean addDisk(VmDevice d) {
+        if (d.type() != VmDevice.Type.BLK) {
+            throw new IllegalArgumentException("only vhost-user-blk disks are hot-plugged, not " + d.type());
+        }
+        if (spec.devices().stream().anyMatch(x -> x.id().equals(d.id()))) {
+            throw new IllegalStateException("partition " + name() + " has a device '" + d.id() + "' already");
+        }
+        QmpClient q = liveQmp();
+        if (q != null) {
+            String port = spec.machine() == VmSpec.Machine.Q35 ? freePort() : "";
+            Duration t = options.commandTimeout();
+            q.execute("chardev-add", Map.of("id", d.id(), "backend", Map.of("type", "socket", "data", Map.of(
+                "addr", Map.of("type", "unix", "data", Map.of("path", d.socket().toString())), "server", false, "reconnect", 1))), t);
+            try {
+                Map<String, Object> args = new java.util.LinkedHashMap<>();
+                args.put("driver", "vhost-user-blk-pci");
+                args.put("id", d.id() + "-dev");
+                args.put("chardev", d.id());
+                args.put("num-queues", d.queues());
+                if (!port.isEmpty()) {
+                    args.put("bus", port);
+                }
+                q.execute("device_add", args, t);
+            } catch (RuntimeException e) {
+                try {
+                    q.execute("chardev-remove", Map.of("id", d.id()), t);
+                } catch (RuntimeException again) {
+                    e.addSuppressed(again);
+                }
+                throw e;
+            }
+            hotPlugged.put(d.id(), port);
+            LOG.log(Level.INFO, "hot-plugged partition=" + name() + " device=" + d.id() + " socket=" + d.socket()
+                + (port.isEmpty() ? "" : " port=" + port));
+        }
+        synchronized (this) {
+            List<VmDevice> devices = new java.util.ArrayList<>(spec.devices());
+            devices.add(d);
+            spec = spec.withDevices(devices);
+        }
+        return q != null;
+    }
+
+    /**
+     * Removes disk {@code id} ({@link VmDevice#id()}): in a running QEMU {@code device_del}, then waits up to
+     * {@code timeout} for DEVICE_DELETED (the guest has to release it: ACPI eject or the PCIe attention button),
+     * then {@code chardev-remove}; only then may its back-end close. Returns false when QEMU is not running.
+     * Throws when the guest did not let go in time (the disk stays in the spec; QEMU may still remove it later).
+     */
+    public boolean removeDisk(String id, Duration timeout) {
+        VmDevice d = spec.devices().stream().filter(x -> x.id().equals(id) && x.type() == VmDevice.Type.BLK).findFirst()
+            .orElseThrow(() -> new IllegalArgumentException("partition " + name() + " has no disk device '" + id + "'"));
+        QmpClient q = liveQmp();
+        if (q != null) {
+            var gone = new java.util.concurrent.CompletableFuture<Void>();
+            deletions.put(id + "-dev", gone);
+            try {
+                q.execute("device_del", Map.of("id", id + "-dev"), options.commandTimeout());
+                gone.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+            } catch (java.util.concurrent.TimeoutException e) {
+                throw new IllegalStateException("partition " + name() + ": the guest did not release disk device " + id
+                    + " within " + timeout.toSeconds() + " s (no DEVICE_DELETED)");
+            } catch (InterruptedException | java.util.concurrent.ExecutionException e) {
+                Thread.currentThread().interrupt();
+                throw new IllegalStateException("interrupted while waiting for DEVICE_DELETED of " + id, e);
+            } finally {
+                deletions.remove(id + "-dev");
+            }
+            q.execute("chardev-remove", Map.of("id", id), options.commandTimeout());
+            hotPlugged.remove(id);
+            LOG.log(Level.INFO, "hot-unplugged partition=" + name() + " device=" + id);
+        }
+        synchronized (this) {
+            List<VmDevice> devices = new java.util.ArrayList<>(spec.devices());
+            devices.remove(d);
+            spec = spec.withDevices(devices);
+        }
+        return q != null;
+    }
+
+    /** QMP of a QEMU that runs (or is paused), else null. */
+    private synchronized QmpClient liveQmp() {
+        return state == PartitionState.RUNNING || state == PartitionState.PAUSED ? qmp : null;
+    }
+
+    private String freePort() {
+        for (String port : QemuCommandLine.hotPlugPorts()) {
+            if (!hotPlugged.containsValue(port)) {
+                return port;
+            }
+        }
+        throw new IllegalStateException("partition " + name() + ": all " + QemuCommandLine.HOT_PLUG_PORTS
+            + " hot-plug ports of this QEMU are taken; restart the partition (its disks then get their own ports)");
     }
 
     @Override
