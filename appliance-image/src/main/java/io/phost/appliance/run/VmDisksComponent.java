@@ -155,10 +155,11 @@ public final class VmDisksComponent implements Component {
         List<Export> exports = byPartition.computeIfAbsent(p.name(), k -> new java.util.concurrent.CopyOnWriteArrayList<>());
         java.util.Set<String> ids = new java.util.HashSet<>();
         exports.forEach(e -> ids.add(e.deviceId()));
-        String id = "disk" + exports.size();
-        for (int i = exports.size(); ids.contains(id); i++) {
-            id = "disk" + i;
+        int n = exports.size();
+        while (ids.contains("disk" + n)) {
+            n++;
         }
+        String id = "disk" + n;
         ManagedQosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
         Export e;
         try {

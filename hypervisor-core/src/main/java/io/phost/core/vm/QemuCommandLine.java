@@ -38,11 +38,7 @@ public final class QemuCommandLine {
 
     /** The spare ports' ids. */
     static List<String> hotPlugPorts() {
-        List<String> ports = new ArrayList<>(HOT_PLUG_PORTS);
-        for (int i = 0; i < HOT_PLUG_PORTS; i++) {
-            ports.add("hp" + i);
-        }
-        return ports;
+        return java.util.stream.IntStream.range(0, HOT_PLUG_PORTS).mapToObj(i -> "hp" + i).toList();
     }
 
     /**

@@ -503,9 +503,11 @@ public final class VmPartition implements ChildPartition {
             } catch (java.util.concurrent.TimeoutException e) {
                 throw new IllegalStateException("partition " + name() + ": the guest did not release disk device " + id
                     + " within " + timeout.toSeconds() + " s (no DEVICE_DELETED)");
-            } catch (InterruptedException | java.util.concurrent.ExecutionException e) {
+            } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
                 throw new IllegalStateException("interrupted while waiting for DEVICE_DELETED of " + id, e);
+            } catch (java.util.concurrent.ExecutionException e) {
+                throw new IllegalStateException("waiting for DEVICE_DELETED of " + id + ": " + e.getCause(), e);
             } finally {
                 deletions.remove(id + "-dev");
             }
