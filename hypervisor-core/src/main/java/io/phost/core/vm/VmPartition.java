@@ -104,10 +104,7 @@ public final class VmPartition implements ChildPartition {
     private volatile String guestShutdown;
     /** NET devices (by {@link VmDevice#id()}) whose link was set down: re-applied when QEMU (re)starts. */
     private final java.util.Set<String> linksDown = java.util.concurrent.ConcurrentHashMap.newKeySet();
-    /** Hot-plugged disks of the running QEMU: device id -> the spare port it took ("" on machine pc). */
-    private final Map<String, String> hotPlugged = new java.util.concurrent.ConcurrentHashMap<>();
-    /** device_del requests waiting for their DEVICE_DELETED event, by QEMU device id. */
-    private final Map<String, java.util.concurrent.CompletableFuture<Void>> deletions = new java.util.concurrent.ConcurrentHashMap<>();
+    private final DiskHotPlug hotPlug;
     /** The generation whose console showed the spec's ready marker (-1: none yet). */
     private volatile long readyGeneration = -1;
 
@@ -120,6 +117,7 @@ public final class VmPartition implements ChildPartition {
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
         this.qemuLog = dir.resolve(spec.name() + ".qemu.log");
+        this.hotPlug = new DiskHotPlug(spec.name(), spec.machine(), options.commandTimeout());
         this.integration = new VmIntegration(spec.name(), dir.resolve(spec.name() + ".qga"), options.agentPeriod(),
             options.agentTimeout());
     }
@@ -189,7 +187,7 @@ public final class VmPartition implements ChildPartition {
     }
 
     private long begin() {
-        hotPlugged.clear(); // a new QEMU starts with every spare port free (hot-plugged disks are in the spec now)
+        hotPlug.reset();
         state = PartitionState.STARTING;
         reason = "";
         guestShutdown = null;
@@ -284,12 +282,7 @@ public final class VmPartition implements ChildPartition {
 
     /** QMP events, on the QMP reader thread: never take the monitor here. */
     private void event(Map<String, Object> e) {
-        if ("DEVICE_DELETED".equals(e.get("event")) && e.get("data") instanceof Map<?, ?> d && d.get("device") instanceof String id) {
-            var waiting = deletions.get(id);
-            if (waiting != null) {
-                waiting.complete(null);
-            }
-        }
+        hotPlug.event(e);
         if ("SHUTDOWN".equals(e.get("event")) && e.get("data") instanceof Map<?, ?> d && Boolean.TRUE.equals(d.get("guest"))) {
             guestShutdown = String.valueOf(d.get("reason"));
         }
@@ -424,10 +417,7 @@ public final class VmPartition implements ChildPartition {
         } else {
             linksDown.add(deviceId);
         }
-        QmpClient q;
-        synchronized (this) {
-            q = state == PartitionState.RUNNING || state == PartitionState.PAUSED ? qmp : null;
-        }
+        QmpClient q = liveQmp();
         if (q == null) {
             return false;
         }
@@ -450,31 +440,7 @@ public final class VmPartition implements ChildPartition {
         }
         QmpClient q = liveQmp();
         if (q != null) {
-            String port = spec.machine() == VmSpec.Machine.Q35 ? freePort() : "";
-            Duration t = options.commandTimeout();
-            q.execute("chardev-add", Map.of("id", d.id(), "backend", Map.of("type", "socket", "data", Map.of(
-                "addr", Map.of("type", "unix", "data", Map.of("path", d.socket().toString())), "server", false, "reconnect", 1))), t);
-            try {
-                Map<String, Object> args = new java.util.LinkedHashMap<>();
-                args.put("driver", "vhost-user-blk-pci");
-                args.put("id", d.id() + "-dev");
-                args.put("chardev", d.id());
-                args.put("num-queues", d.queues());
-                if (!port.isEmpty()) {
-                    args.put("bus", port);
-                }
-                q.execute("device_add", args, t);
-            } catch (RuntimeException e) {
-                try {
-                    q.execute("chardev-remove", Map.of("id", d.id()), t);
-                } catch (RuntimeException again) {
-                    e.addSuppressed(again);
-                }
-                throw e;
-            }
-            hotPlugged.put(d.id(), port);
-            LOG.log(Level.INFO, "hot-plugged partition=" + name() + " device=" + d.id() + " socket=" + d.socket()
-                + (port.isEmpty() ? "" : " port=" + port));
+            hotPlug.plug(q, d);
         }
         synchronized (this) {
             List<VmDevice> devices = new java.util.ArrayList<>(spec.devices());
@@ -495,25 +461,7 @@ public final class VmPartition implements ChildPartition {
             .orElseThrow(() -> new IllegalArgumentException("partition " + name() + " has no disk device '" + id + "'"));
         QmpClient q = liveQmp();
         if (q != null) {
-            var gone = new java.util.concurrent.CompletableFuture<Void>();
-            deletions.put(id + "-dev", gone);
-            try {
-                q.execute("device_del", Map.of("id", id + "-dev"), options.commandTimeout());
-                gone.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
-            } catch (java.util.concurrent.TimeoutException e) {
-                throw new IllegalStateException("partition " + name() + ": the guest did not release disk device " + id
-                    + " within " + timeout.toSeconds() + " s (no DEVICE_DELETED)");
-            } catch (InterruptedException e) {
-                Thread.currentThread().interrupt();
-                throw new IllegalStateException("interrupted while waiting for DEVICE_DELETED of " + id, e);
-            } catch (java.util.concurrent.ExecutionException e) {
-                throw new IllegalStateException("waiting for DEVICE_DELETED of " + id + ": " + e.getCause(), e);
-            } finally {
-                deletions.remove(id + "-dev");
-            }
-            q.execute("chardev-remove", Map.of("id", id), options.commandTimeout());
-            hotPlugged.remove(id);
-            LOG.log(Level.INFO, "hot-unplugged partition=" + name() + " device=" + id);
+            hotPlug.unplug(q, id, timeout);
         }
         synchronized (this) {
             List<VmDevice> devices = new java.util.ArrayList<>(spec.devices());
@@ -526,16 +474,6 @@ public final class VmPartition implements ChildPartition {
     /** QMP of a QEMU that runs (or is paused), else null. */
     private synchronized QmpClient liveQmp() {
         return state == PartitionState.RUNNING || state == PartitionState.PAUSED ? qmp : null;
-    }
-
-    private String freePort() {
-        for (String port : QemuCommandLine.hotPlugPorts()) {
-            if (!hotPlugged.containsValue(port)) {
-                return port;
-            }
-        }
-        throw new IllegalStateException("partition " + name() + ": all " + QemuCommandLine.HOT_PLUG_PORTS
-            + " hot-plug ports of this QEMU are taken; restart the partition (its disks then get their own ports)");
     }
 
     @Override
