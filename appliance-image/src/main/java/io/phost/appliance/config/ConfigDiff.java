@@ -233,12 +233,12 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
 
         /**
          * A process partition's disks are hot-added and hot-removed as LUNs of its existing controllers (removals first,
-         * so a LUN can change disks in one apply); a VM's are not yet.
+         * so a LUN can change disks in one apply); a VM's {@code bus = "blk"} disks as PCI devices (QMP device_add and
+         * device_del), its SCSI LUNs not.
          */
         private void attachments(String at, PartitionConfig old, PartitionConfig p) {
             if (p.isVm()) {
-                refuse(at + ".disk", "adding or removing a disk of a running VM partition (virtio-scsi hot-plug) is not "
-                    + "supported yet; remove the partition in one apply and add it back in the next");
+                vmAttachments(at, old, p);
                 return;
             }
             Set<Integer> controllers = new java.util.HashSet<>();
@@ -266,6 +266,36 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
                     continue;
                 }
                 settings.add(new ConfigChange(Op.ADD, Subject.ATTACHMENT, p.name(), -1, null, a, ""));
+            }
+        }
+
+        private static final String NO_SCSI_HOTPLUG = "a LUN of a VM's vhost-user-scsi controller cannot be hot-added or "
+            + "hot-removed: phost does not offer VIRTIO_SCSI_F_HOTPLUG (with it offered, a Linux guest was not seen to act "
+            + "on the controller's events); use bus = \"blk\" (a PCI hot-plug), or remove the partition and add it back";
+
+        private void vmAttachments(String at, PartitionConfig old, PartitionConfig p) {
+            for (DiskAttachment a : old.disks()) {
+                if (!p.disks().contains(a)) {
+                    if (a.bus() == DiskAttachment.Bus.SCSI) {
+                        refuse(at + ".disk", "removing disk '" + a.disk() + "': " + NO_SCSI_HOTPLUG);
+                    } else {
+                        removedPartitions.add(new ConfigChange(Op.REMOVE, Subject.ATTACHMENT, p.name(), -1, a, null, ""));
+                    }
+                }
+            }
+            for (int n = 0; n < p.disks().size(); n++) {
+                DiskAttachment a = p.disks().get(n);
+                if (old.disks().contains(a)) {
+                    continue;
+                }
+                DiskConfig d = next.disk(a.disk()).orElseThrow();
+                if (a.bus() == DiskAttachment.Bus.SCSI) {
+                    refuse(at + ".disk[" + n + "]", NO_SCSI_HOTPLUG);
+                } else if (hotAddable(d) != null) {
+                    refuse(at + ".disk[" + n + "]", "hot-adding " + hotAddable(d) + " is not supported yet; restart phost");
+                } else {
+                    settings.add(new ConfigChange(Op.ADD, Subject.ATTACHMENT, p.name(), -1, null, a, ""));
+                }
             }
         }
 

@@ -211,7 +211,9 @@ public final class ConfigSchema {
             .add(key("storm_limit", Kind.INTEGER).def("0").range(0, 100_000_000).note("packets/s; 0 = unlimited"))
             .add(key("max_mac_addresses", Kind.INTEGER).def("1024").range(1, 65_536))
             .add(key("ip_addresses", Kind.STRING_ARRAY).def("[]").note("IPv4, IPv6, \"dhcp\" or \"dhcp6\"; ARP/ND inspection and IP spoofing guard; [] = off"))
-            .add(key("acl", Kind.STRING_ARRAY).def("[]").note("rules \"ACTION DIRECTION REMOTE [PROTOCOL[:PORT]] [stateful]\"; [] = allow all"));
+            .add(key("acl", Kind.STRING_ARRAY).def("[]").note("rules \"ACTION DIRECTION REMOTE [PROTOCOL[:PORT]] [stateful]\"; [] = allow all"))
+            .add(key("queues", Kind.INTEGER).def("1").range(1, NicConfig.MAX_QUEUES)
+                .note("vm only: virtio-net queue pairs (multi-queue above 1)"));
         section("partition.workload", false)
             .add(key("kind", Kind.ENUM).req().allowed(Workload.KINDS.stream().sorted().toArray(String[]::new)))
             .add(key("args", Kind.STRING_ARRAY).def("[]").note("checked as the workload's command line"));

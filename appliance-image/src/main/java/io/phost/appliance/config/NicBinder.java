@@ -30,7 +30,7 @@ final class NicBinder {
             return new NicConfig(c.switchName(), mac[0], c.vlanAccess(), c.vlanTrunk(), c.nativeVlan(), c.macSpoofing(),
                 c.dhcpGuard(), c.routerGuard(), c.maxBandwidth(), c.minBandwidthWeight(), c.vmqWeight(), c.iovWeight(), c.mtu(),
                 c.mirroring(), c.stormLimit(), c.maxMacAddresses(), c.maxBandwidthIn(), c.ipAddresses(), c.acl(),
-                c.minBandwidth());
+                c.minBandwidth(), c.queues());
         }
     }
 
@@ -116,6 +116,7 @@ final class NicBinder {
         NicConfig.Mirroring mirroring = n.enumValue("port_mirroring", NicConfig.Mirroring.class);
         Long storm = n.integer("storm_limit");
         Long maxMacs = n.integer("max_mac_addresses");
+        Long queues = n.integer("queues");
         if (n.has("mtu") && mtu == null) {
             ok = false;
         }
@@ -144,14 +145,15 @@ final class NicBinder {
         }
         if (!ok || (access == null && n.has("vlan_access")) || (nativeVlan == null && n.has("native_vlan"))
             || trunk == null || spoofing == null || dhcp == null || router == null || maxBandwidth == null
-            || maxBandwidthIn == null || minBandwidth == null || ips == null || acl == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null) {
+            || maxBandwidthIn == null || minBandwidth == null || ips == null || acl == null || weight == null || vmq == null || iov == null || mirroring == null || storm == null || maxMacs == null
+            || queues == null) {
             return null;
         }
         NicConfig nic = new NicConfig(switchName, mac, access == null ? null : access.intValue(),
             trunk.stream().map(Long::intValue).toList(), nativeVlan == null ? null : nativeVlan.intValue(),
             spoofing, dhcp, router, maxBandwidth, weight.intValue(), vmq.intValue(), iov.intValue(),
             mtu != null ? mtu.intValue() : sw != null ? sw.mtu() : 1500, mirroring, storm, maxMacs.intValue(),
-            maxBandwidthIn, ips, acl, minBandwidth);
+            maxBandwidthIn, ips, acl, minBandwidth, queues.intValue());
         return new NicDraft(partition, index, nic, new String[] {mac});
     }
 

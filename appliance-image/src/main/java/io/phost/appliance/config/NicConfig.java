@@ -22,13 +22,17 @@ import java.util.List;
  * @param ipAddresses        IPv4 addresses the NIC may claim (ARP inspection, IP spoofing guard); empty = no guard
  * @param acl                port ACL rules in text form ("deny both 10.0.0.0/8"), checked at load; empty = allow all
  * @param minBandwidth       bytes per second reserved under contention (switch bandwidth_mode = absolute; 0 = none)
+ * @param queues             a VM NIC's queue pairs (virtio-net multi-queue, 1..{@link #MAX_QUEUES}); 1 on process partitions
  */
 public record NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
                         boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
                         int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,
                         long stormLimit, int maxMacAddresses, long maxBandwidthIn, List<String> ipAddresses,
-                        List<String> acl, long minBandwidth) {
+                        List<String> acl, long minBandwidth, int queues) {
     public enum Mirroring { NONE, SOURCE, DESTINATION }
+
+    /** The most queue pairs phost's vhost-user-net device serves. */
+    public static final int MAX_QUEUES = 16;
 
     public NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
                      boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
@@ -44,7 +48,7 @@ public record NicConfig(String switchName, String mac, Integer vlanAccess, List<
                      long stormLimit, int maxMacAddresses, long maxBandwidthIn, List<String> ipAddresses, List<String> acl) {
         this(switchName, mac, vlanAccess, vlanTrunk, nativeVlan, macSpoofing, dhcpGuard, routerGuard, maxBandwidth,
             minBandwidthWeight, vmqWeight, iovWeight, mtu, mirroring, stormLimit, maxMacAddresses, maxBandwidthIn,
-            ipAddresses, acl, 0);
+            ipAddresses, acl, 0, 1);
     }
 
     /**

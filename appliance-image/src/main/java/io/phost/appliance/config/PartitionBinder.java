@@ -230,6 +230,10 @@ final class PartitionBinder {
             NicDraft d = NicBinder.nic(nicNodes.get(i), name, i, switches, macOwners);
             if (d == null) {
                 ok = false;
+            } else if (!isVm && d.nic().queues() > 1) {
+                nicNodes.get(i).error("queues", Reason.CONFLICT, "queues is for a VM's NIC (virtio-net multi-queue); "
+                    + "a process partition's synthetic NIC has one channel");
+                ok = false;
             } else {
                 nics.add(d);
             }

@@ -79,7 +79,7 @@ public final class Assembler {
         CheckpointService checkpoints = new CheckpointService(host, cfg.host().dataDir());
         app.add(new CheckpointsComponent(checkpoints));
         app.add(new BackupComponent(new BackupService(host, checkpoints, tracking)));
-        app.add(new ConfigComponent(cfg, text, qos, network, storage, partitions), qos, network, storage, partitions);
+        app.add(new ConfigComponent(cfg, text, qos, network, storage, partitions, vmDisks), qos, network, storage, partitions, vmDisks);
     }
 
     /** The LUNs {@code lookup} (partition, disk → LUN or null) has for {@code p}'s disks. */

@@ -44,19 +44,21 @@ public final class ConfigComponent implements Component {
     private final NetworkComponent network;
     private final StorageComponent storage;
     private final PartitionsComponent partitions;
+    private final VmDisksComponent vmDisks;
     private ApplianceConfig running;
     /** The running config's text; null for the embedded demo, which has no file to change. */
     private String runningText;
     private int applied;
 
     ConfigComponent(ApplianceConfig cfg, String text, QosComponent qos, NetworkComponent network, StorageComponent storage,
-                    PartitionsComponent partitions) {
+                    PartitionsComponent partitions, VmDisksComponent vmDisks) {
         this.running = cfg;
         this.runningText = text == null ? null : AppliedConfig.withoutHeader(text);
         this.qos = qos;
         this.network = network;
         this.storage = storage;
         this.partitions = partitions;
+        this.vmDisks = vmDisks;
         qos.onPolicySet(this::savePolicy);
         network.onPortChange(this::savePort);
     }
@@ -219,6 +221,9 @@ public final class ConfigComponent implements Component {
                 yield () -> addNic(c.name(), c.nic(), (NicConfig) c.before());
             }
             case ATTACHMENT -> {
+                if ((c.after() != null ? next : running).partition(c.name()).orElseThrow().isVm()) {
+                    yield vmAttachment(c, next);
+                }
                 if (c.after() != null) {
                     DiskAttachment a = (DiskAttachment) c.after();
                     storage.hotAdd(c.name(), a);
@@ -247,6 +252,44 @@ public final class ConfigComponent implements Component {
         }
     }
 
+    /** How long a guest has to release a hot-unplugged disk (ACPI eject, or PCIe's 5 s attention button under TCG). */
+    private static final java.time.Duration UNPLUG_TIMEOUT = java.time.Duration.ofSeconds(60);
+
+    /**
+     * A VM's blk disk: plugged in as its export starts and QEMU gets the device (PCI hot-plug), or unplugged as QEMU
+     * lets go of it (DEVICE_DELETED) and then its export closes. A VM that is not running gets it at its next start.
+     */
+    private Runnable vmAttachment(ConfigChange c, ApplianceConfig next) throws IOException {
+        io.phost.core.vm.VmPartition vm = partitions.partition(c.name()) instanceof io.phost.core.vm.VmPartition v ? v : null;
+        if (c.after() != null) {
+            DiskAttachment a = (DiskAttachment) c.after();
+            plugIn(vm, next.partition(c.name()).orElseThrow(), a);
+            return () -> unplug(vm, c.name(), a.disk());
+        }
+        DiskAttachment a = (DiskAttachment) c.before();
+        unplug(vm, c.name(), a.disk());
+        PartitionConfig p = running.partition(c.name()).orElseThrow();
+        return () -> {
+            try {
+                plugIn(vm, p, a);
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        };
+    }
+
+    private void plugIn(io.phost.core.vm.VmPartition vm, PartitionConfig p, DiskAttachment a) throws IOException {
+        io.phost.core.vm.VmDevice device = vmDisks.hotAdd(p, a);
+        try {
+            if (vm != null) {
+                vm.addDisk(device);
+            }
+        } catch (RuntimeException e) {
+            vmDisks.hotRemove(p.name(), a.disk());
+            throw e;
+        }
+    }
+
     /** Hot-removes a process partition's NIC: the guest gets the rescind first, then the port leaves the switch. */
     private void removeNic(String partition, int index) {
         var vsp = network.nicVsp(partition, index);
@@ -262,6 +305,17 @@ public final class ConfigComponent implements Component {
         } catch (IOException e) {
             throw new java.io.UncheckedIOException(e);
         }
+    }
+
+    private void unplug(io.phost.core.vm.VmPartition vm, String partition, String disk) {
+        String id = vmDisks.deviceId(partition, disk);
+        if (id == null) {
+            return;
+        }
+        if (vm != null) {
+            vm.removeDisk(id, UNPLUG_TIMEOUT);
+        }
+        vmDisks.hotRemove(partition, disk);
     }
 
     private static void closeQuietly(DisksComponent disks, String name) {

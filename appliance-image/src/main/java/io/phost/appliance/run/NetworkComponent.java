@@ -272,12 +272,12 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             if (n.mtu() > 0) {
                 pc = pc.withMtu(n.mtu());
             }
-            VhostUserNetPort nic = VhostUserNetPort.start(portName, switches.get(n.switchName()), pc, socket, vspCpus);
+            VhostUserNetPort nic = VhostUserNetPort.start(portName, switches.get(n.switchName()), pc, socket, vspCpus, n.queues());
             vmNics.put(portName, nic);
             vmNicIds.put(portName, new String[] {p.name(), "nic" + i});
             LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + p.name() + "-nic" + i + " switch="
                 + n.switchName() + " mac=" + n.mac() + " data_path=vhost-user-net socket=" + socket);
-            out.add(new VmDevice("nic" + i, VmDevice.Type.NET, socket, 1, n.mac().toLowerCase(java.util.Locale.ROOT)));
+            out.add(new VmDevice("nic" + i, VmDevice.Type.NET, socket, n.queues(), n.mac().toLowerCase(java.util.Locale.ROOT)));
         }
         return out;
     }

@@ -5,6 +5,7 @@ import io.phost.appliance.config.DiskAttachment;
 import io.phost.appliance.config.DiskConfig;
 import io.phost.appliance.config.PartitionConfig;
 import io.phost.core.vm.VmDevice;
+import io.phost.qos.ManagedQosFlow;
 import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
 import io.phost.storage.engine.IoEngines;
@@ -40,8 +41,12 @@ public final class VmDisksComponent implements Component {
     /** sun_path is 108 bytes with the terminating NUL. */
     private static final int MAX_SOCKET_PATH = 107;
 
-    /** A disk on a VM: its own blk export, or a LUN of a SCSI controller's export (shared by its LUNs). */
-    private record Export(String partition, DiskAttachment attachment, VhostUserBlkExport export, VhostUserScsiExport scsi, ScsiLun lun) {
+    /**
+     * A disk on a VM: its own blk export (QEMU device {@code deviceId}), or a LUN of a SCSI controller's export
+     * (shared by its LUNs); {@code flow} its QoS flow.
+     */
+    private record Export(String partition, DiskAttachment attachment, VhostUserBlkExport export, VhostUserScsiExport scsi, ScsiLun lun,
+                          String deviceId, ManagedQosFlow flow) {
         DiskStats stats() {
             return export != null ? export.stats() : lun.stats();
         }
@@ -54,11 +59,17 @@ public final class VmDisksComponent implements Component {
         VhostUserExport endpoint() {
             return export != null ? export : scsi;
         }
+
+    private final Map<String, List<Export>> byPartition = new java.util.concurrent.ConcurrentHashMap<>();
+    private final Path base;
+    private final DisksComponent disks;
+    private final QosComponent qos;
+
+    private VmDisksComponent(Path base, DisksComponent disks, QosComponent qos) {
+        this.base = base;
+        this.disks = disks;
+        this.qos = qos;
     }
-
-    private final Map<String, List<Export>> byPartition = new LinkedHashMap<>();
-
-    private VmDisksComponent() {}
 
     public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos) throws java.io.IOException {
         return start(cfg, disks, qos, disk -> null);
@@ -70,9 +81,9 @@ public final class VmDisksComponent implements Component {
      */
     public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos,
                                          java.util.function.Function<String, ScsiLun> sharedLun) throws java.io.IOException {
-        VmDisksComponent c = new VmDisksComponent();
+        VmDisksComponent c = new VmDisksComponent(cfg.host().dataDir().resolve("vhost").resolve("partitions"), disks, qos);
+        Path base = c.base;
         try {
-            Path base = cfg.host().dataDir().resolve("vhost").resolve("partitions");
             for (PartitionConfig p : cfg.partitions()) {
                 if (!p.isVm() || p.disks().isEmpty()) {
                     continue;
@@ -80,7 +91,7 @@ public final class VmDisksComponent implements Component {
                 Path dir = Files.createDirectories(base.resolve(p.name()));
                 List<DiskAttachment> ordered = new ArrayList<>(p.disks());
                 ordered.sort(Comparator.comparingInt(DiskAttachment::controller).thenComparingInt(DiskAttachment::lun));
-                List<Export> exports = new ArrayList<>();
+                List<Export> exports = new java.util.concurrent.CopyOnWriteArrayList<>();
                 c.byPartition.put(p.name(), exports);
                 Map<Integer, VhostUserScsiExport> controllers = new LinkedHashMap<>();
                 for (DiskAttachment a : ordered) {
@@ -92,8 +103,9 @@ public final class VmDisksComponent implements Component {
                             + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
                     }
                     ScsiLun lun = sharedLun.apply(d.name());
+                    ManagedQosFlow flow = null; // the NBD export's LUN brings its own flow
                     if (lun == null) {
-                        QosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+                        flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
                         lun = newLun(p, a, d, open.disk(), flow);
                     }
                     if (a.bus() == DiskAttachment.Bus.SCSI) {
@@ -104,15 +116,12 @@ public final class VmDisksComponent implements Component {
                             controllers.put(a.controller(), scsi);
                         }
                         scsi.target().add(a.lun(), lun);
-                        exports.add(new Export(p.name(), a, null, scsi, lun));
+                        exports.add(new Export(p.name(), a, null, scsi, lun, "scsi" + a.controller(), flow));
                         LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-scsi controller="
                             + a.controller() + " lun=" + a.lun() + " socket=" + socket);
                         continue;
                     }
-                    VhostUserBlkExport e = VhostUserBlkExport.start(p.name() + "." + d.name(), lun, socket,
-                        VhostUserBlkExport.Options.defaults().withQueues(queues(p)).withSerial(d.name()));
-                    exports.add(new Export(p.name(), a, e, null, null));
-                    LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-blk socket=" + socket);
+                    exports.add(blkExport(p, a, d, lun, socket, flow, "disk" + exports.size()));
                 }
             }
         } catch (java.io.IOException | RuntimeException e) {
@@ -130,6 +139,76 @@ public final class VmDisksComponent implements Component {
     static ScsiLun newLun(PartitionConfig p, DiskAttachment a, DiskConfig d, io.phost.vhdx.VirtualDisk disk, QosFlow flow) {
         String name = a.bus() == DiskAttachment.Bus.SCSI ? d.name() : p.name() + "." + d.name();
         return new ScsiLun(name, disk, flow, d.readOnly(), IoEngines.Kind.AUTO);
+    }
+
+    /** {@code flow} is null when the LUN is shared with the disk's NBD export (which owns the flow). */
+    private static Export blkExport(PartitionConfig p, DiskAttachment a, DiskConfig d, ScsiLun lun, Path socket,
+                                    ManagedQosFlow flow, String deviceId) {
+        VhostUserBlkExport e = VhostUserBlkExport.start(p.name() + "." + d.name(), lun, socket,
+            VhostUserBlkExport.Options.defaults().withQueues(queues(p)).withSerial(d.name()));
+        LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-blk socket=" + socket);
+        return new Export(p.name(), a, e, null, null, deviceId, flow);
+    }
+
+    /**
+     * A live apply hot-plugs disk {@code a} (bus blk) into VM partition {@code p}: its export listens (behind a new QoS
+     * flow) before QEMU is told; returns the device QEMU gets ({@code VmPartition.addDisk}). The disk is open already.
+     */
+    synchronized VmDevice hotAdd(PartitionConfig p, DiskAttachment a) throws java.io.IOException {
+        if (a.bus() != DiskAttachment.Bus.BLK) {
+            throw new IllegalArgumentException("only bus = \"blk\" disks are hot-plugged into a VM");
+        }
+        DisksComponent.OpenDisk open = disks.get(a.disk());
+        DiskConfig d = open.config();
+        Path socket = Files.createDirectories(base.resolve(p.name())).resolve(d.name() + ".sock");
+        if (socket.toString().length() > MAX_SOCKET_PATH) {
+            throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
+                + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
+        }
+        List<Export> exports = byPartition.computeIfAbsent(p.name(), k -> new java.util.concurrent.CopyOnWriteArrayList<>());
+        java.util.Set<String> ids = new java.util.HashSet<>();
+        exports.forEach(e -> ids.add(e.deviceId()));
+        int n = exports.size();
+        while (ids.contains("disk" + n)) {
+            n++;
+        }
+        String id = "disk" + n;
+        ManagedQosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+        Export e;
+        try {
+            e = blkExport(p, a, d, newLun(p, a, d, open.disk(), flow), socket, flow, id);
+        } catch (RuntimeException ex) {
+            flow.close();
+            throw ex;
+        }
+        exports.add(e);
+        return VmDevice.blk(id, socket, queues(p));
+    }
+
+    /** The QEMU device id of {@code disk} on VM partition {@code partition} (blk only), or null. */
+    String deviceId(String partition, String disk) {
+        for (Export e : byPartition.getOrDefault(partition, List.of())) {
+            if (e.export() != null && e.attachment().disk().equals(disk)) {
+                return e.deviceId();
+            }
+        }
+        return null;
+    }
+
+    /** After QEMU let go of it ({@code VmPartition.removeDisk}): closes {@code disk}'s export and its QoS flow. */
+    synchronized void hotRemove(String partition, String disk) {
+        List<Export> exports = byPartition.getOrDefault(partition, List.of());
+        for (Export e : exports) {
+            if (e.export() != null && e.attachment().disk().equals(disk)) {
+                exports.remove(e);
+                e.export().close();
+                if (e.flow() != null) {
+                    e.flow().close();
+                }
+                LOG.log(Level.INFO, "closed export disk=" + disk + " partition=" + partition);
+                return;
+            }
+        }
     }
 
     /** One queue per vCPU (QEMU's default for vhost-user-blk-pci), at most 4: each queue is a worker thread here. */
@@ -181,10 +260,9 @@ public final class VmDisksComponent implements Component {
     public List<VmDevice> devicesFor(PartitionConfig p) {
         List<VmDevice> out = new ArrayList<>();
         List<VhostUserScsiExport> seen = new ArrayList<>();
-        int i = 0;
         for (Export e : byPartition.getOrDefault(p.name(), List.of())) {
             if (e.export() != null) {
-                out.add(VmDevice.blk("disk" + i++, e.export().socketPath(), queues(p))); // as many as the export offers
+                out.add(VmDevice.blk(e.deviceId(), e.export().socketPath(), queues(p))); // as many as the export offers
             } else if (!seen.contains(e.scsi())) {
                 seen.add(e.scsi());
                 out.add(new VmDevice("scsi" + e.attachment().controller(), VmDevice.Type.SCSI, e.scsi().socketPath(), queues(p), null));

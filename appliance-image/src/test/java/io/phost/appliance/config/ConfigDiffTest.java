@@ -146,6 +146,41 @@ class ConfigDiffTest {
         assertTrue(d.refusals().get(0).message().contains("exported over NBD"), d.refusals().get(0).message());
     }
 
+    private static final String VM = BASE + """
+
+        [[disk]]
+        name = "v0"
+        path = "v0.raw"
+        format = "raw"
+        create = { type = "fixed", size = "16MiB" }
+
+        [[disk]]
+        name = "v1"
+        path = "v1.raw"
+        format = "raw"
+        create = { type = "fixed", size = "16MiB" }
+
+        [[partition]]
+        name = "vm1"
+        kind = "vm"
+        memory = "256MiB"
+        kernel = "/boot/vmlinuz"
+        disk = [{ disk = "v0" }]
+        """;
+
+    @Test
+    void shouldHotPlugAndUnplugAVmsBlkDiskAndRefuseScsiLuns() throws Exception {
+        String added = VM.replace("disk = [{ disk = \"v0\" }]", "disk = [{ disk = \"v0\" }, { disk = \"v1\", lun = 1 }]");
+        ConfigDiff plug = diff(VM, added);
+        assertEquals(List.of(), plug.refusals());
+        assertEquals(List.of("+ disk v1 of partition vm1 at controller 0 lun 1 (hot-add)"), plug.plan());
+        assertEquals(List.of("- disk v1 of partition vm1 at controller 0 lun 1 (hot-remove)"), diff(added, VM).plan());
+
+        ConfigDiff scsi = diff(VM, added.replace("lun = 1 }", "lun = 1, bus = \"scsi\" }"));
+        assertEquals(List.of("partition[1].disk[1]"), scsi.refusals().stream().map(ConfigError::keyPath).toList());
+        assertTrue(scsi.refusals().get(0).message().contains("VIRTIO_SCSI_F_HOTPLUG"), scsi.refusals().get(0).message());
+    }
+
     @Test
     void shouldNameConfigKeysOfRecordComponents() {
         assertEquals("switch", ConfigDiff.key("switchName"));

@@ -66,6 +66,39 @@ class VmConfigValidationTest {
             """, "t.toml:7:1: partition[0].ready_marker: the ready marker must be 1..64 printable ASCII characters");
     }
 
+    private static final String SWITCH = """
+        [[switch]]
+        name = "lan"
+        type = "private"
+        """; // lines 3-5
+
+    @Test
+    void shouldGiveAVmNicItsQueuePairsAndRefuseThemElsewhere() throws ConfigException {
+        ApplianceConfig c = ConfigLoader.parse("t.toml", HOST + SWITCH + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            firmware = "bios"
+            nic = [{ switch = "lan", queues = 4 }, { switch = "lan" }]
+            """);
+        assertEquals(4, c.partition("vm1").orElseThrow().nics().get(0).queues());
+        assertEquals(1, c.partition("vm1").orElseThrow().nics().get(1).queues(), "default: one pair");
+        assertErrors(HOST + SWITCH + """
+            [[partition]]
+            name = "vm1"
+            kind = "vm"
+            firmware = "bios"
+            nic = [{ switch = "lan", queues = 17 }]
+            """, "t.toml:10:26: partition[0].nic[0].queues: 17 is out of range (1..16)");
+        assertErrors(HOST + SWITCH + """
+            [[partition]]
+            name = "p1"
+            workload = { kind = "idle" }
+            nic = [{ switch = "lan", queues = 2 }]
+            """, "t.toml:9:26: partition[0].nic[0].queues: queues is for a VM's NIC (virtio-net multi-queue); "
+                + "a process partition's synthetic NIC has one channel");
+    }
+
     @Test
     void shouldRequireExactlyOneBootSource() {
         assertErrors(HOST + """

@@ -20,7 +20,9 @@ import org.junit.jupiter.api.io.TempDir;
  * `phost run` with a {@code kind = "vm"} partition whose {@code [[partition.nic]]} is on an internal switch:
  * phost serves the NIC as vhost-user-net on that switch and QEMU (TCG) gets {@code -netdev vhost-user}. The
  * switch's host TAP is moved into a network namespace this test creates (so no address lands on the host);
- * the guest pings the TAP's address and the namespace pings the guest. Needs root (TAP, netns), QEMU and the
+ * the guest pings the TAP's address and the namespace pings the guest. The NIC has {@code queues = 2}: QEMU gets
+ * {@code queues=2} and {@code mq=on,vectors=0} and the guest's virtio_net acks MQ (with one vCPU Linux runs one
+ * pair). Needs root (TAP, netns), QEMU and the
  * test guest kit.
  */
 @Timeout(300)
@@ -41,7 +43,7 @@ class RunVmNicTest {
             ip addr add 10.84.0.2/24 dev eth0
             i=0
             until ping -c 1 -W 2 10.84.0.1 >/dev/null; do i=$((i+1)); [ $i -lt 30 ] || exit 1; done
-            echo GUEST-PING-OK
+            echo "GUEST-PING-OK mq=$(cut -c23 /sys/class/net/eth0/device/features)"
             sleep 10
             """;
         Path cfg = dir.resolve("appliance.toml");
@@ -61,7 +63,7 @@ class RunVmNicTest {
             kernel = "%2$s/vmlinuz"
             initrd = "%2$s/initramfs.gz"
             cmdline = "%3$s"
-            nic = [{ switch = "vn%4$s", mac = "02:84:00:00:00:02" }]
+            nic = [{ switch = "vn%4$s", mac = "02:84:00:00:00:02", queues = 2 }]
             """.formatted(dir.resolve("data"), guest, TestGuestKit.cmdline(script, false), tag));
         run(5, "ip", "netns", "del", ns);
         assertEquals(0, run(5, "ip", "netns", "add", ns));
@@ -84,7 +86,9 @@ class RunVmNicTest {
                 Thread.sleep(300);
                 console = client.get("/v1/partitions/console?name=vm-net").bodyText();
             }
-            assertTrue(console.contains("GUEST-PING-OK"), console);
+            assertTrue(console.contains("GUEST-PING-OK mq=1"), "queues = 2: the guest's virtio_net acked MQ:\n" + console);
+            String qemu = client.get("/v1/partitions/logs?name=vm-net").bodyText();
+            assertTrue(qemu.contains("queues=2") && qemu.contains("mq=on,vectors=0"), "QEMU's command line:\n" + qemu);
             assertEquals(0, run(20, "ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.3", "-W", "3", "10.84.0.2"),
                 "the namespace pings the guest");
             String status = client.get("/v1/status").bodyText();

@@ -314,8 +314,14 @@ final class VhostUserSession implements AutoCloseable {
         return (ackedProtocol & (1L << PF_REPLY_ACK)) != 0;
     }
 
+    /**
+     * RING_PACKED is offered unless INFLIGHT_SHMFD was acked: the inflight region's layout here is the split
+     * ring's, so a front-end that wants restart safety (QEMU's vhost-user-blk acks the protocol feature, then asks
+     * GET_FEATURES again before SET_FEATURES) gets split rings even with {@code packed=on}.
+     */
     private long offeredFeatures() {
-        return device.features() | TRANSPORT_FEATURES | (device.packedRings() ? 1L << F_RING_PACKED : 0);
+        boolean packed = device.packedRings() && (ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) == 0;
+        return device.features() | TRANSPORT_FEATURES | (packed ? 1L << F_RING_PACKED : 0);
     }
 
     private boolean packed() {
@@ -323,7 +329,7 @@ final class VhostUserSession implements AutoCloseable {
     }
 
     private void setFeatures(long v) {
-        long offered = offeredFeatures();
+        long offered = offeredFeatures() | (ackedFeatures & (1L << F_RING_PACKED)); // acked before INFLIGHT_SHMFD: kept
         if ((v & ~offered) != 0) {
             throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
                 "SET_FEATURES 0x" + Long.toHexString(v) + " has bits not offered: 0x" + Long.toHexString(v & ~offered));

@@ -16,6 +16,8 @@ import java.util.List;
  *    -qmp unix:SOCK,server=on,wait=off   -chardev stdio,id=console0,signal=off -serial chardev:console0
  *    -kernel K -initrd I -append CMDLINE | -bios OVMF.fd (uefi) | SeaBIOS (bios, QEMU's default)
  *    per device: -chardev socket,id=ID,path=SOCK[,reconnect=1] + -device vhost-user-blk-pci|vhost-user-scsi-pci|virtio-net-pci
+ *      (q35: each blk disk behind its own -device pcie-root-port,id=ID-port, so it can be hot-unplugged)
+ *    q35: -device pcie-root-port,id=hp0..hp3   spare ports for disks hot-plugged later (VmPartition.addDisk)
  *    -device virtio-serial-pci  -chardev socket,id=qga0,path=AGENT,server=on,wait=off
  *    -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0     the guest agent's channel
  *    -S                                   vCPUs held until phost has confined QEMU and sends "cont"
@@ -29,7 +31,15 @@ public final class QemuCommandLine {
     /** Where Debian's {@code ovmf} package puts the combined firmware image (first existing wins). */
     static final List<Path> OVMF = List.of(Path.of("/usr/share/ovmf/OVMF.fd"), Path.of("/usr/share/qemu/OVMF.fd"));
 
+    /** Spare {@code pcie-root-port}s per QEMU start on q35, for disks hot-plugged while it runs. */
+    public static final int HOT_PLUG_PORTS = 4;
+
     private QemuCommandLine() {}
+
+    /** The spare ports' ids. */
+    static List<String> hotPlugPorts() {
+        return java.util.stream.IntStream.range(0, HOT_PLUG_PORTS).mapToObj(i -> "hp" + i).toList();
+    }
 
     /**
      * {@code ,reconnect=1} for blk and net: a restarted back-end is reconnected within a second, and QEMU 7.2
@@ -92,12 +102,17 @@ public final class QemuCommandLine {
             }
         }
         boolean firstDisk = spec.boot() instanceof BootSource.Firmware;
+        boolean q35 = spec.machine() == VmSpec.Machine.Q35;
+        int chassis = 0;
         for (VmDevice d : spec.devices()) {
             add(a, "-chardev", "socket,id=" + d.id() + ",path=" + QemuValues.escape(d.socket().toString()) + reconnect(d));
             switch (d.type()) {
                 case BLK -> {
+                    if (q35) { // q35's root complex cannot hot-unplug: a root port of its own can
+                        add(a, "-device", "pcie-root-port,id=" + d.id() + "-port,chassis=" + ++chassis);
+                    }
                     add(a, "-device", "vhost-user-blk-pci,id=" + d.id() + "-dev,chardev=" + d.id()
-                        + ",num-queues=" + d.queues() + (firstDisk ? ",bootindex=0" : ""));
+                        + ",num-queues=" + d.queues() + (q35 ? ",bus=" + d.id() + "-port" : "") + (firstDisk ? ",bootindex=0" : ""));
                     firstDisk = false;
                 }
                 case SCSI -> {
@@ -107,10 +122,17 @@ public final class QemuCommandLine {
                 }
                 case NET -> {
                     add(a, "-netdev", "vhost-user,id=" + d.id() + "-net,chardev=" + d.id() + ",queues=" + d.queues());
-                    // vectors=0: QEMU 7.2 segfaults with vhost-user-net under TCG when MSI-X is on
+                    // vectors=0: QEMU 7.2 segfaults with vhost-user-net under TCG when MSI-X is on (a KVM-only path);
+                    // with KVM and N queue pairs, 2N+2 vectors (one per queue, config, control) as QEMU's docs say
+                    boolean mq = d.queues() > 1;
                     add(a, "-device", "virtio-net-pci,id=" + d.id() + "-dev,netdev=" + d.id() + "-net,mac=" + d.mac()
-                        + (kvm ? "" : ",vectors=0"));
+                        + (mq ? ",mq=on" : "") + (!kvm ? ",vectors=0" : mq ? ",vectors=" + (2 * d.queues() + 2) : ""));
                 }
+            }
+        }
+        if (q35) {
+            for (String port : hotPlugPorts()) {
+                add(a, "-device", "pcie-root-port,id=" + port + ",chassis=" + ++chassis);
             }
         }
         add(a, "-device", "virtio-serial-pci,id=vser0");

@@ -87,7 +87,8 @@ public final class VmPartition implements ChildPartition {
         }
     }
 
-    private final VmSpec spec;
+    /** The spec; its devices change when a disk is hot-plugged or unplugged ({@link #addDisk}, {@link #removeDisk}). */
+    private volatile VmSpec spec;
     private final Path dir;
     private final Options options;
     private final Accelerator accel;
@@ -113,6 +114,7 @@ public final class VmPartition implements ChildPartition {
     private volatile String guestShutdown;
     /** NET devices (by {@link VmDevice#id()}) whose link was set down: re-applied when QEMU (re)starts. */
     private final java.util.Set<String> linksDown = java.util.concurrent.ConcurrentHashMap.newKeySet();
+    private final DiskHotPlug hotPlug;
     /** The generation whose console showed the spec's ready marker (-1: none yet). */
     private volatile long readyGeneration = -1;
     /** A saved state the next launch restores ({@link #startFromState}); null: boot. Used by one launch only. */
@@ -127,6 +129,7 @@ public final class VmPartition implements ChildPartition {
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
         this.qemuLog = dir.resolve(spec.name() + ".qemu.log");
+        this.hotPlug = new DiskHotPlug(spec.name(), spec.machine(), options.commandTimeout());
         this.integration = new VmIntegration(spec.name(), dir.resolve(spec.name() + ".qga"), options.agentPeriod(),
             options.agentTimeout());
     }
@@ -213,6 +216,7 @@ public final class VmPartition implements ChildPartition {
     }
 
     private long begin() {
+        hotPlug.reset();
         state = PartitionState.STARTING;
         reason = "";
         guestShutdown = null;
@@ -454,6 +458,7 @@ public final class VmPartition implements ChildPartition {
 
     /** QMP events, on the QMP reader thread: never take the monitor here. */
     private void event(Map<String, Object> e) {
+        hotPlug.event(e);
         if ("SHUTDOWN".equals(e.get("event")) && e.get("data") instanceof Map<?, ?> d && Boolean.TRUE.equals(d.get("guest"))) {
             guestShutdown = String.valueOf(d.get("reason"));
         }
@@ -588,15 +593,63 @@ public final class VmPartition implements ChildPartition {
         } else {
             linksDown.add(deviceId);
         }
-        QmpClient q;
-        synchronized (this) {
-            q = state == PartitionState.RUNNING || state == PartitionState.PAUSED ? qmp : null;
-        }
+        QmpClient q = liveQmp();
         if (q == null) {
             return false;
         }
         q.execute("set_link", java.util.Map.of("name", deviceId + "-net", "up", up), options.commandTimeout());
         return true;
+    }
+
+    /**
+     * Adds vhost-user-blk disk {@code d}, whose back-end already listens on its socket: hot-plugged into a running
+     * QEMU over QMP ({@code chardev-add}, then {@code device_add} on a free spare {@code pcie-root-port} on q35, on
+     * the root bus on pc) and part of every later start. Returns false when QEMU is not running (its next start
+     * has the disk). Throws, with nothing changed, when QEMU refuses or no spare port is left.
+     */
+    public boolean addDisk(VmDevice d) {
+        if (d.type() != VmDevice.Type.BLK) {
+            throw new IllegalArgumentException("only vhost-user-blk disks are hot-plugged, not " + d.type());
+        }
+        if (spec.devices().stream().anyMatch(x -> x.id().equals(d.id()))) {
+            throw new IllegalStateException("partition " + name() + " has a device '" + d.id() + "' already");
+        }
+        QmpClient q = liveQmp();
+        if (q != null) {
+            hotPlug.plug(q, d);
+        }
+        synchronized (this) {
+            List<VmDevice> devices = new java.util.ArrayList<>(spec.devices());
+            devices.add(d);
+            spec = spec.withDevices(devices);
+        }
+        return q != null;
+    }
+
+    /**
+     * Removes disk {@code id} ({@link VmDevice#id()}): in a running QEMU {@code device_del}, then waits up to
+     * {@code timeout} for DEVICE_DELETED (the guest has to release it: ACPI eject or the PCIe attention button),
+     * then {@code chardev-remove}; only then may its back-end close. Returns false when QEMU is not running.
+     * Throws when the guest did not let go in time (the disk stays in the spec; QEMU may still remove it later).
+     */
+    public boolean removeDisk(String id, Duration timeout) {
+        VmDevice d = spec.devices().stream().filter(x -> x.id().equals(id) && x.type() == VmDevice.Type.BLK).findFirst()
+            .orElseThrow(() -> new IllegalArgumentException("partition " + name() + " has no disk device '" + id + "'"));
+        QmpClient q = liveQmp();
+        if (q != null) {
+            hotPlug.unplug(q, id, timeout);
+        }
+        synchronized (this) {
+            List<VmDevice> devices = new java.util.ArrayList<>(spec.devices());
+            devices.remove(d);
+            spec = spec.withDevices(devices);
+        }
+        return q != null;
+    }
+
+    /** QMP of a QEMU that runs (or is paused), else null. */
+    private synchronized QmpClient liveQmp() {
+        return state == PartitionState.RUNNING || state == PartitionState.PAUSED ? qmp : null;
     }
 
     @Override

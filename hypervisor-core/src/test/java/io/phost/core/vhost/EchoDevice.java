@@ -4,7 +4,7 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
 /** A test device: each chain's device-readable bytes are copied into its device-writable bytes. */
-final class EchoDevice implements VhostUserDevice {
+class EchoDevice implements VhostUserDevice {
     private static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     private final int queues;
     private final boolean tracksInflight;

@@ -181,6 +181,45 @@ class VhostUserInflightTest {
         }
     }
 
+    /**
+     * QEMU's vhost-user-blk acks INFLIGHT_SHMFD and then asks GET_FEATURES again before SET_FEATURES: from then on
+     * RING_PACKED is not offered (the inflight layout is split-only), so {@code packed=on} gets restart-safe split
+     * rings; a front-end that acked RING_PACKED first keeps it.
+     */
+    @Test
+    void shouldStopOfferingPackedRingsOnceInflightTrackingIsAcked() throws InterruptedException {
+        EchoDevice packedBlk = new EchoDevice(1, true) {
+            @Override
+            public boolean packedRings() {
+                return true;
+            }
+        };
+        try (VhostUserBackend b = VhostUserBackend.start("packed", dir.resolve("k.sock"), packedBlk);
+             VhostUserFrontend f = VhostUserFrontend.connect(b.socketPath(), 1 << 20)) {
+            long packed = 1L << F_RING_PACKED;
+            long offered = f.getU64(VhostUserRequest.GET_FEATURES);
+            assertEquals(packed, offered & packed, "offered before the protocol features");
+            long pf = f.getU64(VhostUserRequest.GET_PROTOCOL_FEATURES);
+            f.setU64(VhostUserRequest.SET_PROTOCOL_FEATURES, pf & ~(1L << PF_INFLIGHT_SHMFD));
+            assertEquals(packed, f.getU64(VhostUserRequest.GET_FEATURES) & packed, "still offered without INFLIGHT_SHMFD");
+            f.setU64(VhostUserRequest.SET_PROTOCOL_FEATURES, pf);
+            assertEquals(0, f.getU64(VhostUserRequest.GET_FEATURES) & packed, "not offered with INFLIGHT_SHMFD");
+            f.setU64(VhostUserRequest.SET_FEATURES, offered);
+            for (int i = 0; i < 400 && b.lastError() == null; i++) {
+                Thread.sleep(5);
+            }
+            assertTrue(String.valueOf(b.lastError()).contains("not offered"), "RING_PACKED acked after INFLIGHT_SHMFD is refused: " + b.lastError());
+        }
+        try (VhostUserBackend b = VhostUserBackend.start("packed-first", dir.resolve("l.sock"), packedBlk);
+             VhostUserFrontend f = VhostUserFrontend.connect(b.socketPath(), 1 << 20)) {
+            assertEquals(1L << F_RING_PACKED, f.negotiate(ALL & ~(1L << F_LOG_ALL)) & (1L << F_RING_PACKED),
+                "SET_FEATURES before SET_PROTOCOL_FEATURES (the test front-end's order): packed");
+            f.setU64(VhostUserRequest.SET_FEATURES, f.features());
+            f.getU64(VhostUserRequest.GET_QUEUE_NUM);
+            assertEquals(null, b.lastError(), "a packed ring acked before INFLIGHT_SHMFD stays acceptable");
+        }
+    }
+
     @Test
     void shouldOfferInflightOnlyToDevicesThatTrackIt() {
         try (VhostUserBackend plain = VhostUserBackend.start("plain", dir.resolve("p.sock"), new EchoDevice(1));
