@@ -119,7 +119,7 @@ public final class DisksComponent implements Component {
      * the disk to guests are told ({@link #onCapacityChange}).
      */
     void refreshRbdSizes() {
-        for (OpenDisk d : disks.values()) {
+        for (OpenDisk d : all()) { // a copy: a live apply may open or close a disk meanwhile
             if (d.disk() instanceof RbdDisk rbd) {
                 long before = rbd.size();
                 try {
@@ -156,12 +156,15 @@ public final class DisksComponent implements Component {
         return d.format() == DiskFormat.RAW ? RawDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
     }
 
-    /** Opens (or creates) a disk a live config change added. */
-    synchronized void openLive(DiskConfig d, Path dataDir) throws IOException {
+    /**
+     * Opens (or creates) a disk a live config change added ({@code cfg}: the new config); an RBD disk whose lock
+     * follows its partition is opened without it, as at start.
+     */
+    synchronized void openLive(DiskConfig d, ApplianceConfig cfg) throws IOException {
         if (disks.containsKey(d.name())) {
             throw new IllegalStateException("disk '" + d.name() + "' is open already");
         }
-        openOne(d, dataDir, false);
+        openOne(d, cfg.host().dataDir(), followsPartitionLock(cfg, d));
     }
 
     /** Flushes and closes a disk a live config change removed (no LUN serves it any more). */
@@ -185,7 +188,7 @@ public final class DisksComponent implements Component {
         return disks.get(name);
     }
 
-    public List<OpenDisk> all() {
+    public synchronized List<OpenDisk> all() {
         return List.copyOf(disks.values());
     }
 
