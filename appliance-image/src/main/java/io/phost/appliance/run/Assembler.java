@@ -70,9 +70,9 @@ public final class Assembler {
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own
         // Live grow through rbd resize, told to the guests (also for an RBD disk a live apply adds later).
         storage.onTick(disks::refreshRbdSizes);
-        disks.onCapacityChange(resize::followGrownImage);
+        disks.onCapacityChange(resize::followResizedImage);
         if (vhost != null) {
-            disks.onCapacityChange(vhost::followGrownDisk);
+            disks.onCapacityChange(vhost::followDiskSize);
         }
         // Uses every part above (a merge in progress must end before the disks close): added without a list.
         CheckpointHostAdapter host = new CheckpointHostAdapter(running, disks, storage, partitions, vmDisks, tracking);

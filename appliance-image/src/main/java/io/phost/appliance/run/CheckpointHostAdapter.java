@@ -118,5 +118,6 @@ final class CheckpointHostAdapter implements CheckpointHost {
     @Override
     public void diskReverted(String disk) {
         tracking.invalidate(disk, ChangeTracker.Reason.REVERTED);
+        disks.sizeMayHaveChanged(disk); // an RBD rollback takes the snapshot's size: the LUNs follow, guests are told
     }
 }

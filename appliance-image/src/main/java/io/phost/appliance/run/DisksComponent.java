@@ -141,6 +141,14 @@ public final class DisksComponent implements Component {
         capacityListeners.add(listener);
     }
 
+    /** Disk {@code name} may have changed size in place (a rollback to a snapshot): the parts serving it re-read it. */
+    void sizeMayHaveChanged(String name) {
+        OpenDisk d = get(name);
+        if (d != null) {
+            notifyGuestsOfCapacityChange(d);
+        }
+    }
+
     private void notifyGuestsOfCapacityChange(OpenDisk disk) {
         for (Consumer<String> l : capacityListeners) {
             l.accept(disk.config().name());
@@ -171,11 +179,17 @@ public final class DisksComponent implements Component {
     synchronized void closeLive(String name) throws IOException {
         OpenDisk d = disks.remove(name);
         if (d != null) {
-            if (!d.disk().readOnly()) {
-                d.disk().flush();
-            }
+            flushBeforeClose(d.disk());
             d.disk().close();
             LOG.log(Level.INFO, "closed disk=" + name);
+        }
+    }
+
+    private static void flushBeforeClose(VirtualDisk disk) throws IOException {
+        if (disk instanceof RbdDisk rbd) {
+            rbd.flushBeforeClose(); // a disk whose lock is with another appliance has nothing here to flush
+        } else if (!disk.readOnly()) {
+            disk.flush();
         }
     }
 
@@ -223,9 +237,7 @@ public final class DisksComponent implements Component {
     public void close() {
         for (OpenDisk d : disks.values()) {
             try {
-                if (!d.disk().readOnly()) {
-                    d.disk().flush();
-                }
+                flushBeforeClose(d.disk());
                 d.disk().close();
             } catch (IOException e) {
                 LOG.log(Level.ERROR, "closing disk=" + d.config().name() + " failed", e);
