@@ -51,6 +51,11 @@ public final class ConfigStanzas {
         return String.join("\n", out);
     }
 
+    /** The names of the {@code [[partition]]} tables in {@code text}. */
+    public static List<String> partitions(String text) {
+        return tables(lines(text)).stream().filter(t -> t.kind.equals("partition")).map(t -> t.name).toList();
+    }
+
     /** The names of the {@code [[disk]]} tables in {@code text}, with the text of each table. */
     public static java.util.Map<String, String> disks(String text) {
         List<String> lines = lines(text);

@@ -189,6 +189,7 @@ final class ClusterComponent implements Component {
                 ? "take its definition: " : "start it: ") + why + "; " + back + "\n");
         }
         String state = awaitRunning(peer.peer, name);
+        long done = System.nanoTime(); // the partition runs there: what follows no longer delays it
         int announced = announce(peer.peer, name);
         String released = null;
         if (stanzas != null) {
@@ -196,7 +197,6 @@ final class ClusterComponent implements Component {
             released = here.status() == 200 ? "handed over" : "handed over; still defined (stopped) here: "
                 + String.join("; ", here.errors());
         }
-        long done = System.nanoTime();
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("partition", name);
         r.put("from", cfg.host().name());
@@ -236,6 +236,9 @@ final class ClusterComponent implements Component {
     private static int announce(Peer peer, String name) {
         try {
             HttpResponse r = call(peer, "/v1/partitions/announce?" + Query.encode(Map.of("name", name)), false);
+            if (r.status() == 404) {
+                return 0; // no NIC to announce
+            }
             return r.status() == 200 ? ((Number) ((Map<?, ?>) Json.parse(r.bodyText())).get("nics")).intValue() : -1;
         } catch (IOException | RuntimeException e) {
             LOG.log(Level.WARNING, "announce failed partition=" + name + " peer=" + peer.name() + " reason=\"" + e.getMessage() + "\"");

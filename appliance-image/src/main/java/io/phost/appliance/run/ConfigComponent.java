@@ -156,6 +156,10 @@ public final class ConfigComponent implements Component {
         if (runningText == null) {
             return apply(from, "", dryRun); // the demo's refusal
         }
+        int tables = ConfigStanzas.partitions(stanzas).size();
+        if (tables != 1) {
+            return new Outcome(400, "invalid", List.of(), List.of("body: one [[partition]] table expected, found " + tables));
+        }
         StringBuilder text = new StringBuilder(runningText.endsWith("\n") ? runningText : runningText + "\n");
         String partitionOnly = stanzas;
         for (Map.Entry<String, String> d : ConfigStanzas.disks(stanzas).entrySet()) {

@@ -425,6 +425,9 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         for (NetworkAdapter a; (a = adapters.get(name + "-nic" + nics)) != null; nics++) {
             a.vsp().announce();
         }
+        if (nics == 0) {
+            return io.phost.appliance.mgmt.HttpResponse.text(404, "no partition '" + name + "' with a synthetic NIC here\n");
+        }
         LOG.log(Level.INFO, "announce partition=" + name + " nics=" + nics);
         return io.phost.appliance.mgmt.HttpResponse.json(io.phost.core.text.Json.write(Map.of("partition", name, "nics", nics)));
     }

@@ -72,6 +72,8 @@ class ConfigStanzasTest {
         assertTrue(s.contains("name = \"not-a-table\""), "a multi-line string is part of its table: " + s);
         assertFalse(s.contains("[[switch]]") || s.contains("name = \"other\"") || s.contains("[host]"), s);
         assertEquals(List.of("web-disk", "shared"), List.copyOf(ConfigStanzas.disks(s).keySet()));
+        assertEquals(List.of("web"), ConfigStanzas.partitions(s));
+        assertEquals(List.of("other", "web"), ConfigStanzas.partitions(TEXT));
         // The cut tables on top of a config without them make a valid config with the same partition.
         String rest = ConfigStanzas.without(TEXT, "web", List.of("web-disk"));
         ApplianceConfig without = ConfigLoader.parse("rest.toml", rest);

@@ -230,12 +230,12 @@ class RunPartitionMoveTest {
             move(ca, cb, "quiet", "b");
             move(cb, ca, "quiet", "a");
             for (int round = 0; soak && round < 3; round++) {
-                for (String p : List.of("db", "quiet")) {
+                for (String p : List.of("db", "quiet", "web")) { // web: its definition is handed over each time
                     Thread.sleep(1000); // let the busy partition write
                     Map<?, ?> there = move(ca, cb, p, "b");
                     Map<?, ?> back = move(cb, ca, p, "a");
-                    System.out.printf("quick-migration partition=%s round=%d a->b total/stop/start=%s/%s/%s ms "
-                        + "b->a=%s/%s/%s ms load=%s%n", p, round, there.get("total_ms"), there.get("stop_ms"),
+                    System.out.printf("quick-migration partition=%s round=%d definition=%s a->b total/stop/start=%s/%s/%s ms "
+                        + "b->a=%s/%s/%s ms load=%s%n", p, round, there.get("definition"), there.get("total_ms"), there.get("stop_ms"),
                         there.get("start_ms"), back.get("total_ms"), back.get("stop_ms"), back.get("start_ms"),
                         Files.readString(Path.of("/proc/loadavg")).strip());
                 }
@@ -352,6 +352,12 @@ class RunPartitionMoveTest {
         }
         awaitPing(NS_WATCH, "10.20.0.1"); // A's watch reaches B's web across the veth pair
         assertTrue(portCounter(cb, "web", "announcements") >= 1, "B's web NIC counts its announcement");
+        // Added live on B, web is known to B's checkpoints as if B had started with it (an RBD snapshot).
+        HttpResponse ck = cb.post("/v1/partitions/checkpoints/create?name=web&checkpoint=moved");
+        assertEquals(200, ck.status(), ck.bodyText());
+        assertTrue(ck.bodyText().contains("@phost.web.moved"), ck.bodyText());
+        HttpResponse gone = cb.post("/v1/partitions/checkpoints/delete?name=web&checkpoint=moved&wait=true");
+        assertEquals(200, gone.status(), gone.bodyText());
 
         HttpResponse back = cb.post("/v1/partitions/move?name=web&to=a");
         assertEquals(200, back.status(), back.bodyText());
@@ -431,8 +437,13 @@ class RunPartitionMoveTest {
         HttpResponse r = from.post("/v1/partitions/move?name=" + p + "&to=" + peer);
         assertEquals(200, r.status(), r.bodyText());
         assertEquals("running", state(to, p));
-        assertEquals("stopped", state(from, p));
-        return (Map<?, ?>) Json.parse(r.bodyText());
+        Map<?, ?> answer = (Map<?, ?>) Json.parse(r.bodyText());
+        if (answer.get("definition").equals("handed over")) {
+            assertTrue(!partitionNames(from).contains(p), "the source dropped " + p);
+        } else {
+            assertEquals("stopped", state(from, p));
+        }
+        return answer;
     }
 
     private PhostProcess started(List<PhostProcess> all, String run, Path cfg) throws Exception {
