@@ -47,7 +47,7 @@ import org.junit.jupiter.api.io.TempDir;
  * over, the applied configs follow (a restart of A comes back without it), its NIC announces itself with a RARP,
  * and a partition left on A reaches it across the veth pair the test joins the two switches with. Needs root.
  */
-@Timeout(420)
+@Timeout(900) // the default run takes about 4 min at load 20-30; -Dphost.soak=true adds about 4
 class RunPartitionMoveTest {
     private static final long SEED = 7;
     private static final int SPAN = 1 << 20;
