@@ -10,6 +10,7 @@ import io.phost.core.vmbus.Gpadl;
 import io.phost.core.vmbus.PacketDescriptor;
 import io.phost.core.vmbus.VirtualServiceProvider;
 import io.phost.core.vmbus.VmbusRing;
+import io.phost.network.vhost.RarpAnnouncement;
 import io.phost.vswitch.FrameHandler;
 import io.phost.vswitch.FrameRing;
 import io.phost.vswitch.FrameSource;
@@ -80,7 +81,17 @@ public final class NetVsp implements VirtualServiceProvider {
     private volatile FrameRing[] ingress = new FrameRing[0];
     /** Wakes the switch agent sleeping in poll(2) when a channel agent puts a guest frame into an ingress ring. */
     private final WakeupSignal ingressSignal = new WakeupSignal();
+    /** A move's announcement waiting for the switch's agent, which injects it once the guest's port is up. */
+    private final java.util.concurrent.atomic.AtomicBoolean announcePending = new java.util.concurrent.atomic.AtomicBoolean();
+    /** Switch agent only: the announcement frame and its metadata (no allocation when it is sent). */
+    private final org.agrona.concurrent.UnsafeBuffer announcement =
+        new org.agrona.concurrent.UnsafeBuffer(new byte[RarpAnnouncement.LENGTH]);
+    private final PacketMeta announcementMeta = new PacketMeta();
+    private volatile long announcements;
     private final java.util.function.BooleanSupplier ingressEmpty = () -> {
+        if (announceNow()) {
+            return false;
+        }
         for (FrameRing r : ingress) {
             if (!r.isEmpty()) {
                 return false;
@@ -121,6 +132,13 @@ public final class NetVsp implements VirtualServiceProvider {
             @Override
             public int poll(FrameHandler handler, int limit) {
                 int n = 0;
+                if (announceNow() && announcePending.compareAndSet(true, false)) {
+                    RarpAnnouncement.write(announcement, mac);
+                    announcementMeta.clear();
+                    handler.onFrame(announcement, 0, RarpAnnouncement.LENGTH, announcementMeta);
+                    announcements++;
+                    n++;
+                }
                 for (FrameRing r : ingress) {
                     n += r.poll(handler, limit - n);
                     if (n >= limit) {
@@ -187,6 +205,27 @@ public final class NetVsp implements VirtualServiceProvider {
 
     public Port port() {
         return port;
+    }
+
+    /**
+     * After this partition moved here from another appliance: a broadcast RARP from the NIC's MAC (as QEMU's
+     * announce_self, {@link RarpAnnouncement}), injected by the switch's agent as if the guest had sent it, so the
+     * switches along the way (this one, the uplink's LAN, a peer appliance's switch) learn the MAC's new port. Sent
+     * once the guest's port is up (its receive buffer granted); safe from any thread.
+     */
+    public void announce() {
+        announcePending.set(true);
+        ingressSignal.signalIfArmed();
+    }
+
+    /** Announcements sent ({@link #announce}). */
+    public long announcements() {
+        return announcements;
+    }
+
+    private boolean announceNow() {
+        Port p = port;
+        return announcePending.get() && p != null && p.isUp();
     }
 
     public long mac() {
@@ -446,7 +485,7 @@ public final class NetVsp implements VirtualServiceProvider {
             u32(reply, STATUS_OFFSET, STATUS_SUCCESS);
             if (receive) {
                 egress.poll(DISCARD, Integer.MAX_VALUE); // frames queued before the port went down last time
-                agent.submit(sw -> sw.setUp(port, true));
+                agent.submit(sw -> sw.setUp(port, true)); // a pending announcement goes out now (ingressEmpty)
                 free = new int[sections];
                 outstanding = new boolean[sections];
                 for (int i = 0; i < sections; i++) {

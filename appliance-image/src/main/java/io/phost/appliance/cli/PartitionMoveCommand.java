@@ -14,8 +14,10 @@ import picocli.CommandLine.Parameters;
 
 /** {@code phost partition move NAME --to PEER}: Quick Migration to a {@code [[peer]]} appliance (docs/cluster.md). */
 @Command(mixinStandardHelpOptions = true, name = "move", description = "Quick Migration: stop the partition here, "
-    + "release its RBD disks and start it on the peer appliance (a [[peer]] of this host's config). Refused when a "
-    + "disk is not on RBD, when the partition is a VM, or when the peer does not answer.")
+    + "release its RBD disks and start it on the peer appliance (a [[peer]] of this host's config); a peer without "
+    + "the partition gets its [[partition]] and [[disk]] tables (applied live there, dropped here), and its NICs "
+    + "announce themselves there (a RARP each). Refused when a disk is not on RBD, when the partition is a VM, or "
+    + "when the peer does not answer or cannot take the definition.")
 final class PartitionMoveCommand implements Callable<Integer> {
     @Mixin
     StatusCommand.EndpointOptions endpoint;
@@ -41,7 +43,9 @@ final class PartitionMoveCommand implements Callable<Integer> {
         }
         Map<?, ?> m = (Map<?, ?>) Json.parse(r.bodyText());
         System.out.println("moved " + m.get("partition") + " from " + m.get("from") + " to " + m.get("to") + " in "
-            + m.get("total_ms") + " ms (stop " + m.get("stop_ms") + " ms, start " + m.get("start_ms") + " ms)");
+            + m.get("total_ms") + " ms (stop " + m.get("stop_ms") + " ms, start " + m.get("start_ms") + " ms)"
+            + (String.valueOf(m.get("definition")).startsWith("handed over") ? "; definition " + m.get("definition") : "")
+            + (m.get("nics_announced") instanceof Number n && n.intValue() > 0 ? "; " + n + " NIC(s) announced" : ""));
         return 0;
     }
 }

@@ -68,8 +68,8 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
             if (host != null) {
                 refuse("host." + host, "the [host] section is read at start only; restart phost to change it");
             }
-            if (!running.cluster().equals(next.cluster())) {
-                refuse("cluster", "the [cluster] section is read at start only; restart phost to change it");
+            if (!running.cluster().peers().equals(next.cluster().peers())) {
+                refuse("peer", "the [[peer]] tables are read at start only; restart phost to change them");
             }
             qosPolicies();
             List<ConfigChange> switchRemovals = switches();
@@ -159,12 +159,15 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
             }
         }
 
-        /** Null when disk {@code d} can be opened or closed live, else what it is (for the refusal). */
+        /**
+         * Null when disk {@code d} can be opened or closed live, else what it is (for the refusal). An RBD disk can (a
+         * partition moving between appliances brings its disks along).
+         */
         private String hotAddable(DiskConfig d) {
             if (d.nbdExport() || d.vhostUser()) {
                 return "a disk exported over NBD or vhost-user";
             }
-            if (d.format() == DiskFormat.RBD || d.format() == DiskFormat.PASSTHROUGH) {
+            if (d.format() == DiskFormat.PASSTHROUGH) {
                 return "an " + d.format().name().toLowerCase(java.util.Locale.ROOT) + " disk";
             }
             return null;
@@ -261,8 +264,10 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
                     continue;
                 }
                 DiskConfig d = next.disk(a.disk()).orElseThrow();
-                if (hotAddable(d) != null) {
-                    refuse(at + ".disk[" + n + "]", "hot-adding " + hotAddable(d) + " is not supported yet; restart phost");
+                String what = d.format() == DiskFormat.RBD ? "an rbd disk (its lock follows the partition, taken at its "
+                    + "start)" : hotAddable(d);
+                if (what != null) {
+                    refuse(at + ".disk[" + n + "]", "hot-adding " + what + " is not supported yet; restart phost");
                     continue;
                 }
                 settings.add(new ConfigChange(Op.ADD, Subject.ATTACHMENT, p.name(), -1, null, a, ""));

@@ -55,31 +55,35 @@ public final class Assembler {
             return List.of();
         };
         // With peers, a process partition's RBD locks follow it (taken when it starts here) and peers are watched.
-        RbdLocks locks = cfg.cluster().clustered() ? new RbdLocks(cfg, disks) : null;
+        // The locks, the cluster and the checkpoints follow the running config (a live apply adds partitions).
+        var built = new java.util.concurrent.atomic.AtomicReference<PartitionsComponent>();
+        java.util.function.Supplier<ApplianceConfig> running = () -> built.get() == null ? cfg : built.get().config();
+        RbdLocks locks = cfg.cluster().clustered() ? new RbdLocks(running, disks) : null;
         PartitionsComponent partitions = app.add(PartitionsComponent.start(cfg, List.of(storage, resumeTracking, network), vmDisks, locks),
             storage, network, vmDisks, disks, qos);
+        built.set(partitions);
         network.guestLink((partition, device, up) -> partitions.partition(partition) instanceof io.phost.core.vm.VmPartition vm
             && vm.setLink(device, up));
-        if (locks != null) {
-            app.add(new ClusterComponent(cfg, partitions, locks), partitions, disks);
-        }
         DiskResizeComponent resize = app.add(new DiskResizeComponent(cfg, disks, storage, vmDisks), storage, vmDisks, disks);
         Metering metering = new Metering(partitions, storage, qos, network);
         partitions.metering(metering);
         storage.onTick(metering::sample); // the storage sampler's one-second tick: no thread of its own
-        if (disks.all().stream().anyMatch(d -> d.config().rbd() != null)) {
-            storage.onTick(disks::refreshRbdSizes); // live grow through rbd resize, told to the guests:
-            disks.onCapacityChange(resize::followGrownImage);
-            if (vhost != null) {
-                disks.onCapacityChange(vhost::followGrownDisk);
-            }
+        // Live grow through rbd resize, told to the guests (also for an RBD disk a live apply adds later).
+        storage.onTick(disks::refreshRbdSizes);
+        disks.onCapacityChange(resize::followResizedImage);
+        if (vhost != null) {
+            disks.onCapacityChange(vhost::followDiskSize);
         }
         // Uses every part above (a merge in progress must end before the disks close): added without a list.
-        CheckpointHostAdapter host = new CheckpointHostAdapter(cfg, disks, storage, partitions, vmDisks, tracking);
+        CheckpointHostAdapter host = new CheckpointHostAdapter(running, disks, storage, partitions, vmDisks, tracking);
         CheckpointService checkpoints = new CheckpointService(host, cfg.host().dataDir());
         app.add(new CheckpointsComponent(checkpoints));
         app.add(new BackupComponent(new BackupService(host, checkpoints, tracking)));
-        app.add(new ConfigComponent(cfg, text, qos, network, storage, partitions, vmDisks), qos, network, storage, partitions, vmDisks);
+        ConfigComponent config = app.add(new ConfigComponent(cfg, text, qos, network, storage, partitions, vmDisks,
+            resumeTracking), qos, network, storage, partitions, vmDisks);
+        if (locks != null) {
+            app.add(new ClusterComponent(cfg, running, config, partitions, locks), partitions, disks, config);
+        }
     }
 
     /** The LUNs {@code lookup} (partition, disk → LUN or null) has for {@code p}'s disks. */

@@ -22,18 +22,19 @@ import java.util.Map;
 
 /** Checkpoints' view of the running host: partitions, their disks' configs and LUNs, and the open disks. */
 final class CheckpointHostAdapter implements CheckpointHost {
-    private final ApplianceConfig cfg;
+    /** The running config: a partition added live (phost apply, a move) has checkpoints too. */
+    private final java.util.function.Supplier<ApplianceConfig> config;
     private final DisksComponent disks;
     private final StorageComponent storage;
     private final PartitionsComponent partitions;
     private final VmDisksComponent vmDisks;
     private final ChangeTrackers tracking;
 
-    CheckpointHostAdapter(ApplianceConfig cfg, DisksComponent disks, StorageComponent storage, PartitionsComponent partitions,
+    CheckpointHostAdapter(java.util.function.Supplier<ApplianceConfig> config, DisksComponent disks, StorageComponent storage, PartitionsComponent partitions,
                           VmDisksComponent vmDisks, ChangeTrackers tracking) {
         this.vmDisks = vmDisks;
         this.tracking = tracking;
-        this.cfg = cfg;
+        this.config = config;
         this.disks = disks;
         this.storage = storage;
         this.partitions = partitions;
@@ -55,33 +56,33 @@ final class CheckpointHostAdapter implements CheckpointHost {
 
     @Override
     public List<String> partitionNames() {
-        return cfg.partitions().stream().map(PartitionConfig::name).toList();
+        return config.get().partitions().stream().map(PartitionConfig::name).toList();
     }
 
     @Override
     public List<String> disksOf(String partition) {
-        return cfg.partition(partition).map(p -> p.disks().stream().map(DiskAttachment::disk).toList()).orElse(List.of());
+        return config.get().partition(partition).map(p -> p.disks().stream().map(DiskAttachment::disk).toList()).orElse(List.of());
     }
 
     @Override
     public Path configuredPath(String disk) {
-        return cfg.disk(disk).orElseThrow().resolvedPath(cfg.host().dataDir());
+        return config.get().disk(disk).orElseThrow().resolvedPath(config.get().host().dataDir());
     }
 
     @Override
     public boolean isVhdx(String disk) {
-        return cfg.disk(disk).map(d -> d.format() == DiskFormat.VHDX).orElse(false);
+        return config.get().disk(disk).map(d -> d.format() == DiskFormat.VHDX).orElse(false);
     }
 
     @Override
     public boolean isVhd(String disk) {
-        return cfg.disk(disk).map(d -> d.format() == DiskFormat.VHD).orElse(false);
+        return config.get().disk(disk).map(d -> d.format() == DiskFormat.VHD).orElse(false);
     }
 
     @Override
     public String otherExport(String disk) {
         // An NBD export of a disk one partition serves shares that partition's LUN: the switch covers it.
-        return cfg.disk(disk).map(d -> d.nbdExport() && NbdComponent.servingPartition(cfg, disk) == null
+        return config.get().disk(disk).map(d -> d.nbdExport() && NbdComponent.servingPartition(config.get(), disk) == null
             ? "it is exported over NBD (nbd_export = true) and not served by exactly one partition"
             : d.vhostUser() ? "it is exported over vhost-user (vhost_user = true)" : null).orElse(null);
     }
@@ -117,5 +118,6 @@ final class CheckpointHostAdapter implements CheckpointHost {
     @Override
     public void diskReverted(String disk) {
         tracking.invalidate(disk, ChangeTracker.Reason.REVERTED);
+        disks.sizeMayHaveChanged(disk); // an RBD rollback takes the snapshot's size: the LUNs follow, guests are told
     }
 }

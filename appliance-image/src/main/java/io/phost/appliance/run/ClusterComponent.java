@@ -30,9 +30,13 @@ import java.util.function.Function;
  * This appliance among its {@code [[peer]]}s on one Ceph cluster (docs/cluster.md):
  * <ul>
  *   <li><b>Quick Migration</b> ({@code POST /v1/partitions/move?name=N&to=PEER}): stop the partition here
- *       (graceful, then its disks flushed and their RBD locks released), then ask the peer to start it from its
- *       own copy of the same {@code [[partition]]} stanza. The lock is the arbiter: the peer cannot start it while
- *       it still runs here, so there is no moment with two writers.</li>
+ *       (graceful, then its disks flushed and their RBD locks released), then ask the peer to start it. A peer
+ *       that has its own copy of the {@code [[partition]]} table (an {@code ha} partition needs one on every
+ *       appliance) starts that; to one without it this appliance hands its table and its disks' tables over
+ *       ({@code POST /v1/partitions/receive}, a live apply there) and drops them from its own config (a live
+ *       apply here); both applied configs are saved, so restarts come back right. Both applies are dry-run first,
+ *       before anything stops. The lock is the arbiter: the peer cannot start it while it still runs here, so
+ *       there is no moment with two writers.</li>
  *   <li><b>Heartbeat and HA restart</b>: every second each peer's {@code /health} is asked; a peer silent for its
  *       {@code lease} is dead, and when every peer is dead this appliance restarts the {@code ha = true} partitions whose lock another
  *       client still holds, breaking that lock (librbd blocklists the holder: a frozen peer that wakes up
@@ -45,7 +49,11 @@ final class ClusterComponent implements Component {
     private static final long HEALTH_TIMEOUT_MS = 2000;
     private static final long PEER_CALL_TIMEOUT_MS = 60_000;
 
+    /** The start-time config: this host's name and its peers (fixed while it runs). */
     private final ApplianceConfig cfg;
+    /** The running config: partitions come and go with live applies and moves. */
+    private final java.util.function.Supplier<ApplianceConfig> running;
+    private final ConfigComponent config;
     private final PartitionsComponent partitions;
     private final RbdLocks locks;
     private final Map<String, PeerState> peers = new LinkedHashMap<>();
@@ -66,8 +74,11 @@ final class ClusterComponent implements Component {
         }
     }
 
-    ClusterComponent(ApplianceConfig cfg, PartitionsComponent partitions, RbdLocks locks) {
+    ClusterComponent(ApplianceConfig cfg, java.util.function.Supplier<ApplianceConfig> running, ConfigComponent config,
+                     PartitionsComponent partitions, RbdLocks locks) {
         this.cfg = cfg;
+        this.running = running;
+        this.config = config;
         this.partitions = partitions;
         this.locks = locks;
         long now = System.nanoTime();
@@ -100,7 +111,7 @@ final class ClusterComponent implements Component {
             rows.add(r);
         }
         m.put("peers", rows);
-        m.put("ha_partitions", cfg.cluster().haPartitions().stream().sorted().toList());
+        m.put("ha_partitions", running.get().cluster().haPartitions().stream().sorted().toList());
         synchronized (takeovers) {
             m.put("takeovers", List.copyOf(takeovers));
         }
@@ -147,31 +158,45 @@ final class ClusterComponent implements Component {
             return HttpResponse.text(409, "move " + name + ": peer '" + to + "' at " + peer.peer.management()
                 + " is unreachable: " + e.getMessage() + "; the partition keeps running here\n");
         }
-        if (there == null) {
-            return HttpResponse.text(409, "move " + name + ": peer '" + to + "' has no partition '" + name
-                + "' (both appliances need the same [[partition]] and [[disk]] stanzas)\n");
-        }
-        if (PartitionState.valueOf(there.toUpperCase(java.util.Locale.ROOT)).live()) {
+        if (there != null && PartitionState.valueOf(there.toUpperCase(java.util.Locale.ROOT)).live()) {
             return HttpResponse.text(409, "move " + name + ": it is already " + there + " on peer '" + to + "'\n");
         }
+        // A peer without the partition gets its definition: both sides' applies are tried first (dry runs).
+        String stanzas = there == null ? config.stanzas(name) : null;
+        if (there == null) {
+            String why = stanzas == null ? "this host has no config file to hand its table over from"
+                : handOver(peer.peer, stanzas, true);
+            if (why == null) {
+                ConfigComponent.Outcome here = config.release(name, to, true);
+                why = here.status() == 200 ? null : "this host cannot drop its table: " + String.join("; ", here.errors());
+            }
+            if (why != null) {
+                return HttpResponse.text(409, "move " + name + ": peer '" + to + "' has no partition '" + name
+                    + "' and cannot take its definition: " + why + "; the partition keeps running here\n");
+            }
+        }
         long t0 = System.nanoTime();
+        boolean wasRunning = p.state().live();
         partitions.stop(p, partitions.stopTimeout(p)); // graceful, then flush and release the RBD locks
         long stopped = System.nanoTime();
-        HttpResponse started;
-        try {
-            started = call(peer.peer, "/v1/partitions/start?" + Query.encode(Map.of("name", name)), false);
-        } catch (IOException e) {
-            started = HttpResponse.text(502, e.getMessage());
-        }
+        String failed = stanzas == null ? null : handOver(peer.peer, stanzas, false);
+        HttpResponse started = failed != null ? HttpResponse.text(409, failed) : startOnPeer(peer.peer, name);
         if (started.status() != 200) {
             String why = started.bodyText().strip();
-            String back = restartHere(p);
+            String back = wasRunning ? restartHere(p) : "it stays stopped here";
             LOG.log(Level.WARNING, "move failed partition=" + name + " to=" + to + " reason=\"" + why + "\" here=" + back);
-            return HttpResponse.text(502, "move " + name + ": peer '" + to + "' did not start it: " + why
-                + "; " + back + "\n");
+            return HttpResponse.text(502, "move " + name + ": peer '" + to + "' did not " + (failed != null
+                ? "take its definition: " : "start it: ") + why + "; " + back + "\n");
         }
         String state = awaitRunning(peer.peer, name);
-        long done = System.nanoTime();
+        long done = System.nanoTime(); // the partition runs there: what follows no longer delays it
+        int announced = announce(peer.peer, name);
+        String released = null;
+        if (stanzas != null) {
+            ConfigComponent.Outcome here = config.release(name, to, false);
+            released = here.status() == 200 ? "handed over" : "handed over; still defined (stopped) here: "
+                + String.join("; ", here.errors());
+        }
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("partition", name);
         r.put("from", cfg.host().name());
@@ -180,9 +205,58 @@ final class ClusterComponent implements Component {
         r.put("start_ms", (done - stopped) / 1_000_000);
         r.put("total_ms", (done - t0) / 1_000_000);
         r.put("state", state);
+        r.put("definition", released == null ? "the peer's own" : released);
+        r.put("nics_announced", announced);
         LOG.log(Level.INFO, "moved partition=" + name + " to=" + to + " stop_ms=" + r.get("stop_ms")
             + " start_ms=" + r.get("start_ms"));
         return HttpResponse.json(Json.pretty(r));
+    }
+
+    /** Asks the peer to take partition tables {@code stanzas} (a live apply there); null when it did, else why not. */
+    private String handOver(Peer peer, String stanzas, boolean dryRun) {
+        try {
+            HttpResponse r = call(peer, "/v1/partitions/receive?" + Query.encode(Map.of("from", cfg.host().name(),
+                "dry_run", Boolean.toString(dryRun))), stanzas.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+            if (r.status() == 200) {
+                return null;
+            }
+            Object errors = r.bodyText().startsWith("{") ? ((Map<?, ?>) Json.parse(r.bodyText())).get("errors") : null;
+            return errors instanceof List<?> l && !l.isEmpty()
+                ? l.stream().map(String::valueOf).collect(java.util.stream.Collectors.joining("; "))
+                : r.status() + " " + r.bodyText().strip();
+        } catch (IOException | RuntimeException e) {
+            return "peer unreachable: " + e.getMessage();
+        }
+    }
+
+    /**
+     * Asks the peer to announce the partition's NICs (a gratuitous RARP each, so the LAN learns their new port);
+     * returns how many, -1 when the peer could not be asked (the move stands: the guest's own traffic teaches the LAN).
+     */
+    private static int announce(Peer peer, String name) {
+        try {
+            HttpResponse r = call(peer, "/v1/partitions/announce?" + Query.encode(Map.of("name", name)), false);
+            if (r.status() == 404) {
+                return 0; // no NIC to announce
+            }
+            return r.status() == 200 ? ((Number) ((Map<?, ?>) Json.parse(r.bodyText())).get("nics")).intValue() : -1;
+        } catch (IOException | RuntimeException e) {
+            LOG.log(Level.WARNING, "announce failed partition=" + name + " peer=" + peer.name() + " reason=\"" + e.getMessage() + "\"");
+            return -1;
+        }
+    }
+
+    /** Starts the partition on the peer unless it is running there already (an autostart partition it was handed). */
+    private static HttpResponse startOnPeer(Peer peer, String name) {
+        try {
+            String there = peerState(peer, name);
+            if (there != null && PartitionState.valueOf(there.toUpperCase(java.util.Locale.ROOT)).live()) {
+                return HttpResponse.text(200, there);
+            }
+            return call(peer, "/v1/partitions/start?" + Query.encode(Map.of("name", name)), false);
+        } catch (IOException e) {
+            return HttpResponse.text(502, e.getMessage());
+        }
     }
 
     /** Waits (bounded) until the peer reports the partition running (its guest attached); returns the last state. */
@@ -214,6 +288,7 @@ final class ClusterComponent implements Component {
             return "it is a VM partition; only process partitions move (VM migration is not built)";
         }
         if (!locks.movable(p.name())) {
+            ApplianceConfig cfg = running.get();
             List<String> local = cfg.partition(p.name()).orElseThrow().disks().stream()
                 .map(a -> cfg.disk(a.disk()).orElseThrow())
                 .filter(d -> !DisksComponent.followsPartitionLock(cfg, d))
@@ -254,13 +329,25 @@ final class ClusterComponent implements Component {
         return call(peer, target, get, PEER_CALL_TIMEOUT_MS);
     }
 
+    private static HttpResponse call(Peer peer, String target, byte[] body) throws IOException {
+        return call(peer, target, c -> c.post(target, body), PEER_CALL_TIMEOUT_MS);
+    }
+
     private static HttpResponse call(Peer peer, String target, boolean get, long timeoutMs) throws IOException {
+        return call(peer, target, c -> get ? c.get(target) : c.post(target), timeoutMs);
+    }
+
+    private interface PeerCall {
+        HttpResponse on(ManagementClient c) throws IOException;
+    }
+
+    private static HttpResponse call(Peer peer, String target, PeerCall request, long timeoutMs) throws IOException {
         String token = peer.tokenFile() == null ? null : Files.readString(peer.tokenFile()).strip();
         ManagementClient c = new ManagementClient(ManagementAddress.parse(peer.management()), token);
         CompletableFuture<HttpResponse> f = new CompletableFuture<>();
         Thread t = Thread.ofVirtual().name("peer-" + peer.name()).start(() -> {
             try {
-                f.complete(get ? c.get(target) : c.post(target));
+                f.complete(request.on(c));
             } catch (Throwable e) {
                 f.completeExceptionally(e);
             }
@@ -331,7 +418,7 @@ final class ClusterComponent implements Component {
      * still holds (it was running elsewhere when the peer died); one nobody holds was stopped on purpose.
      */
     private void takeOver() {
-        for (String name : cfg.cluster().haPartitions()) {
+        for (String name : running.get().cluster().haPartitions()) {
             ChildPartition p = partitions.partition(name);
             if (p == null || p.state().live() || p.state() == PartitionState.CRASHED || p.state() == PartitionState.FAULTED) {
                 continue;

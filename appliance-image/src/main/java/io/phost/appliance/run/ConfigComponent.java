@@ -6,6 +6,7 @@ import io.phost.appliance.config.ConfigDiff;
 import io.phost.appliance.config.ConfigError;
 import io.phost.appliance.config.ConfigException;
 import io.phost.appliance.config.ConfigLoader;
+import io.phost.appliance.config.ConfigStanzas;
 import io.phost.appliance.config.DiskAttachment;
 import io.phost.appliance.config.DiskConfig;
 import io.phost.appliance.config.NicConfig;
@@ -45,13 +46,16 @@ public final class ConfigComponent implements Component {
     private final StorageComponent storage;
     private final PartitionsComponent partitions;
     private final VmDisksComponent vmDisks;
+    /** Reattaches a partition's change trackers (RCT) when it is built; a live-added one gets them too. */
+    private final PartitionsComponent.VspSource tracking;
     private ApplianceConfig running;
     /** The running config's text; null for the embedded demo, which has no file to change. */
     private String runningText;
     private int applied;
 
     ConfigComponent(ApplianceConfig cfg, String text, QosComponent qos, NetworkComponent network, StorageComponent storage,
-                    PartitionsComponent partitions, VmDisksComponent vmDisks) {
+                    PartitionsComponent partitions, VmDisksComponent vmDisks,
+                    PartitionsComponent.VspSource tracking) {
         this.running = cfg;
         this.runningText = text == null ? null : AppliedConfig.withoutHeader(text);
         this.qos = qos;
@@ -59,6 +63,7 @@ public final class ConfigComponent implements Component {
         this.storage = storage;
         this.partitions = partitions;
         this.vmDisks = vmDisks;
+        this.tracking = tracking;
         qos.onPolicySet(this::savePolicy);
         network.onPortChange(this::savePort);
     }
@@ -136,6 +141,78 @@ public final class ConfigComponent implements Component {
         return new Outcome(200, "applied", plan, List.of());
     }
 
+    // ---- a partition's definition moving between appliances (phost partition move) ----
+
+    /**
+     * The text of partition {@code name}'s table and of its disks' tables, as this host's config has them (what a
+     * move hands to the peer); null on the embedded demo.
+     */
+    synchronized String stanzas(String name) {
+        PartitionConfig p = running.partition(name).orElse(null);
+        if (runningText == null || p == null) {
+            return null;
+        }
+        return ConfigStanzas.of(runningText, name, p.disks().stream().map(DiskAttachment::disk).distinct().toList());
+    }
+
+    /**
+     * A peer hands over a partition ({@code stanzas}: its table and its disks' tables): they are added to this
+     * host's config and applied live as one {@code phost apply}. A disk table this host has already must be the
+     * same disk (it is used as it is); one of the same name that differs is refused.
+     */
+    public synchronized Outcome receive(String from, String stanzas, boolean dryRun) {
+        if (runningText == null) {
+            return apply(from, "", dryRun); // the demo's refusal
+        }
+        int tables = ConfigStanzas.partitions(stanzas).size();
+        if (tables != 1) {
+            return new Outcome(400, "invalid", List.of(), List.of("body: one [[partition]] table expected, found " + tables));
+        }
+        StringBuilder text = new StringBuilder(runningText.endsWith("\n") ? runningText : runningText + "\n");
+        String partitionOnly = stanzas;
+        for (Map.Entry<String, String> d : ConfigStanzas.disks(stanzas).entrySet()) {
+            DiskConfig mine = running.disk(d.getKey()).orElse(null);
+            if (mine == null) {
+                continue;
+            }
+            String differs = sameDisk(mine, d.getValue());
+            if (differs != null) {
+                return new Outcome(409, "refused", List.of(), List.of("disk '" + d.getKey() + "': this host has a "
+                    + "different disk of that name (" + differs + "); rename one of them"));
+            }
+            partitionOnly = ConfigStanzas.without(partitionOnly, "", List.of(d.getKey()));
+        }
+        text.append('\n').append(partitionOnly.strip()).append('\n');
+        return apply(from, text.toString(), dryRun);
+    }
+
+    /** Null when {@code table} (one {@code [[disk]]} table) describes {@code mine}, else the first key that differs. */
+    private String sameDisk(DiskConfig mine, String table) {
+        try {
+            String probe = "[host]\nname = \"probe\"\ndata_dir = \"" + running.host().dataDir() + "\"\n\n" + table;
+            DiskConfig theirs = ConfigLoader.parse("<peer's disk>", probe).disk(mine.name()).orElseThrow();
+            return theirs.equals(mine) ? null : "its [[disk]] table differs";
+        } catch (ConfigException e) {
+            return e.errors().getFirst().toString();
+        }
+    }
+
+    /**
+     * This host gives partition {@code name} away (it moved to a peer): its table, and those of its disks no other
+     * partition uses, leave the config, applied live (the partition is stopped already) and saved.
+     */
+    public synchronized Outcome release(String name, String to, boolean dryRun) {
+        PartitionConfig p = running.partition(name).orElse(null);
+        if (runningText == null || p == null) {
+            return new Outcome(404, "refused", List.of(), List.of("no partition '" + name + "' in the running config"));
+        }
+        List<String> own = p.disks().stream().map(DiskAttachment::disk).distinct()
+            .filter(d -> running.partitions().stream().noneMatch(o -> !o.name().equals(name)
+                && o.disks().stream().anyMatch(a -> a.disk().equals(d))))
+            .toList();
+        return apply("partition move of " + name + " to " + to, ConfigStanzas.without(runningText, name, own), dryRun);
+    }
+
     /** Makes one change live and returns how to undo it. */
     private Runnable make(ConfigChange c, ApplianceConfig next) throws IOException {
         var service = qos.service();
@@ -195,7 +272,7 @@ public final class ConfigComponent implements Component {
                     DiskConfig d = (DiskConfig) c.after();
                     Path file = d.rbd() == null ? d.resolvedPath(next.host().dataDir()) : null;
                     boolean made = file != null && !Files.exists(file); // opening it creates it (create = {...})
-                    disks.openLive(d, next.host().dataDir());
+                    disks.openLive(d, next);
                     yield () -> {
                         closeQuietly(disks, c.name());
                         if (made) {
@@ -206,7 +283,7 @@ public final class ConfigComponent implements Component {
                 disks.closeLive(c.name());
                 yield () -> {
                     try {
-                        disks.openLive((DiskConfig) c.before(), running.host().dataDir());
+                        disks.openLive((DiskConfig) c.before(), running);
                     } catch (IOException e) {
                         throw new java.io.UncheckedIOException(e);
                     }
@@ -328,7 +405,7 @@ public final class ConfigComponent implements Component {
 
     private void addPartition(ApplianceConfig cfg, PartitionConfig p, boolean start) throws IOException {
         try {
-            partitions.addLive(cfg, p, List.of(storage, network), start);
+            partitions.addLive(cfg, p, List.of(storage, tracking, network), start);
         } catch (IOException | RuntimeException e) {
             network.detach(p);
             storage.forget(p.name());
@@ -426,25 +503,44 @@ public final class ConfigComponent implements Component {
         return s;
     }
 
-    /** POST /v1/config[?dry_run=true][&file=NAME]: the body is the new appliance.toml. */
+    /**
+     * POST /v1/config[?dry_run=true][&file=NAME]: the body is the new appliance.toml. POST
+     * /v1/partitions/receive?from=HOST[&dry_run=true]: the body is a partition's table and its disks' tables, handed
+     * over by a peer moving the partition here ({@link #receive}).
+     */
     @Override
     public Map<String, BiFunction<String, byte[], HttpResponse>> bodyRoutes() {
         return Map.of("POST /v1/config", (query, body) -> {
             Map<String, String> q = Query.parse(query);
-            String dry = q.getOrDefault("dry_run", "false");
-            if (!dry.equals("true") && !dry.equals("false")) {
-                throw new IllegalArgumentException("dry_run: must be true or false, not '" + dry + "'");
+            return answer(apply(q.getOrDefault("file", "<request>"), utf8(body), dryRun(q)));
+        }, "POST /v1/partitions/receive", (query, body) -> {
+            Map<String, String> q = Query.parse(query);
+            String from = q.getOrDefault("from", "");
+            if (from.isBlank()) {
+                throw new IllegalArgumentException("from: the peer handing the partition over is required");
             }
-            String text;
-            try {
-                text = StandardCharsets.UTF_8.newDecoder().decode(java.nio.ByteBuffer.wrap(body)).toString();
-            } catch (java.nio.charset.CharacterCodingException e) {
-                throw new IllegalArgumentException("body: the config is not UTF-8");
-            }
-            Outcome o = apply(q.getOrDefault("file", "<request>"), text, dry.equals("true"));
-            return new HttpResponse(o.status(), "application/json",
-                (Json.pretty(o.json()) + "\n").getBytes(StandardCharsets.UTF_8));
+            return answer(receive("partition moved from " + from, utf8(body), dryRun(q)));
         });
+    }
+
+    private static boolean dryRun(Map<String, String> q) {
+        String dry = q.getOrDefault("dry_run", "false");
+        if (!dry.equals("true") && !dry.equals("false")) {
+            throw new IllegalArgumentException("dry_run: must be true or false, not '" + dry + "'");
+        }
+        return dry.equals("true");
+    }
+
+    private static String utf8(byte[] body) {
+        try {
+            return StandardCharsets.UTF_8.newDecoder().decode(java.nio.ByteBuffer.wrap(body)).toString();
+        } catch (java.nio.charset.CharacterCodingException e) {
+            throw new IllegalArgumentException("body: the config is not UTF-8");
+        }
+    }
+
+    private static HttpResponse answer(Outcome o) {
+        return new HttpResponse(o.status(), "application/json", (Json.pretty(o.json()) + "\n").getBytes(StandardCharsets.UTF_8));
     }
 
     @Override

@@ -204,12 +204,13 @@ final class DiskResizeComponent implements Component {
     }
 
     /**
-     * An RBD image grew in place ({@code rbd resize}, seen by {@link DisksComponent#refreshRbdSizes}): the LUN serving
-     * it to a guest follows, and the guest is told as after a resize here (a unit attention or CONFIG_CHANGE_MSG).
+     * An RBD image changed size in place ({@code rbd resize}, seen by {@link DisksComponent#refreshRbdSizes}, or a
+     * checkpoint's rollback to a smaller snapshot): the LUN serving it to a guest follows, and the guest is told as
+     * after a resize here (a unit attention or CONFIG_CHANGE_MSG).
      */
-    void followGrownImage(String name) {
+    void followResizedImage(String name) {
         Target t = target(name);
-        if (t.lun() == null || !t.lun().followGrownDisk(t.scsi())) {
+        if (t.lun() == null || !t.lun().followDiskSize(t.scsi())) {
             return;
         }
         boolean notified = t.scsi() || t.notifier() != null && t.notifier().getAsBoolean();

@@ -119,7 +119,7 @@ public final class DisksComponent implements Component {
      * the disk to guests are told ({@link #onCapacityChange}).
      */
     void refreshRbdSizes() {
-        for (OpenDisk d : disks.values()) {
+        for (OpenDisk d : all()) { // a copy: a live apply may open or close a disk meanwhile
             if (d.disk() instanceof RbdDisk rbd) {
                 long before = rbd.size();
                 try {
@@ -141,6 +141,14 @@ public final class DisksComponent implements Component {
         capacityListeners.add(listener);
     }
 
+    /** Disk {@code name} may have changed size in place (a rollback to a snapshot): the parts serving it re-read it. */
+    void sizeMayHaveChanged(String name) {
+        OpenDisk d = get(name);
+        if (d != null) {
+            notifyGuestsOfCapacityChange(d);
+        }
+    }
+
     private void notifyGuestsOfCapacityChange(OpenDisk disk) {
         for (Consumer<String> l : capacityListeners) {
             l.accept(disk.config().name());
@@ -156,23 +164,32 @@ public final class DisksComponent implements Component {
         return d.format() == DiskFormat.RAW ? RawDisk.openFile(path, d.readOnly(), true) : VirtualDisks.open(path, d.readOnly());
     }
 
-    /** Opens (or creates) a disk a live config change added. */
-    synchronized void openLive(DiskConfig d, Path dataDir) throws IOException {
+    /**
+     * Opens (or creates) a disk a live config change added ({@code cfg}: the new config); an RBD disk whose lock
+     * follows its partition is opened without it, as at start.
+     */
+    synchronized void openLive(DiskConfig d, ApplianceConfig cfg) throws IOException {
         if (disks.containsKey(d.name())) {
             throw new IllegalStateException("disk '" + d.name() + "' is open already");
         }
-        openOne(d, dataDir, false);
+        openOne(d, cfg.host().dataDir(), followsPartitionLock(cfg, d));
     }
 
     /** Flushes and closes a disk a live config change removed (no LUN serves it any more). */
     synchronized void closeLive(String name) throws IOException {
         OpenDisk d = disks.remove(name);
         if (d != null) {
-            if (!d.disk().readOnly()) {
-                d.disk().flush();
-            }
+            flushBeforeClose(d.disk());
             d.disk().close();
             LOG.log(Level.INFO, "closed disk=" + name);
+        }
+    }
+
+    private static void flushBeforeClose(VirtualDisk disk) throws IOException {
+        if (disk instanceof RbdDisk rbd) {
+            rbd.flushBeforeClose(); // a disk whose lock is with another appliance has nothing here to flush
+        } else if (!disk.readOnly()) {
+            disk.flush();
         }
     }
 
@@ -185,7 +202,7 @@ public final class DisksComponent implements Component {
         return disks.get(name);
     }
 
-    public List<OpenDisk> all() {
+    public synchronized List<OpenDisk> all() {
         return List.copyOf(disks.values());
     }
 
@@ -220,9 +237,7 @@ public final class DisksComponent implements Component {
     public void close() {
         for (OpenDisk d : disks.values()) {
             try {
-                if (!d.disk().readOnly()) {
-                    d.disk().flush();
-                }
+                flushBeforeClose(d.disk());
                 d.disk().close();
             } catch (IOException e) {
                 LOG.log(Level.ERROR, "closing disk=" + d.config().name() + " failed", e);

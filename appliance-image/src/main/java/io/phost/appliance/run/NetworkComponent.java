@@ -404,6 +404,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                     m.put("guest_attached", nic.vsp().guestAttached());
                     m.put("offloads", nic.vsp().offloadHeader() ? "vnet-hdr" : "none");
                     m.put("link", nic.vsp().linkUp() ? "up" : "down");
+                    m.put("announcements", nic.vsp().announcements()); // RARPs sent after a move here
                 }
                 double[] r = rates.get(sw.spec().name() + "/" + port);
                 m.put("rx_pps", r == null ? 0.0 : Math.round(r[0]));
@@ -446,7 +447,24 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
 
     @Override
     public Map<String, java.util.function.Function<String, io.phost.appliance.mgmt.HttpResponse>> routes() {
-        return Map.of("POST /v1/switches/port", this::changePort);
+        return Map.of("POST /v1/switches/port", this::changePort, "POST /v1/partitions/announce", this::announce);
+    }
+
+    /**
+     * POST /v1/partitions/announce?name=P (a peer that moved P here asks it): each synthetic NIC of P sends a
+     * broadcast RARP from its MAC once its guest is attached ({@link io.phost.network.NetVsp#announce}).
+     */
+    io.phost.appliance.mgmt.HttpResponse announce(String query) {
+        String name = io.phost.appliance.util.Query.parse(query).getOrDefault("name", "");
+        int nics = 0;
+        for (NetworkAdapter a; (a = adapters.get(name + "-nic" + nics)) != null; nics++) {
+            a.vsp().announce();
+        }
+        if (nics == 0) {
+            return io.phost.appliance.mgmt.HttpResponse.text(404, "no partition '" + name + "' with a synthetic NIC here\n");
+        }
+        LOG.log(Level.INFO, "announce partition=" + name + " nics=" + nics);
+        return io.phost.appliance.mgmt.HttpResponse.json(io.phost.core.text.Json.write(Map.of("partition", name, "nics", nics)));
     }
 
     /**

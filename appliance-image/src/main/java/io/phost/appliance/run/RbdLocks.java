@@ -9,6 +9,7 @@ import java.lang.System.Logger;
 import java.lang.System.Logger.Level;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.function.Supplier;
 
 /**
  * On an appliance with peers, a process partition's RBD disks are opened at host start without their
@@ -20,16 +21,18 @@ import java.util.List;
 final class RbdLocks {
     private static final Logger LOG = System.getLogger("phost.cluster");
 
-    private final ApplianceConfig cfg;
+    /** The running config: a live apply (a partition moved here) changes which disks a partition has. */
+    private final Supplier<ApplianceConfig> config;
     private final DisksComponent disks;
 
-    RbdLocks(ApplianceConfig cfg, DisksComponent disks) {
-        this.cfg = cfg;
+    RbdLocks(Supplier<ApplianceConfig> config, DisksComponent disks) {
+        this.config = config;
         this.disks = disks;
     }
 
     /** The partition's disks whose lock follows it (empty on a stand-alone appliance). */
     List<RbdDisk> disksOf(String partition) {
+        ApplianceConfig cfg = config.get();
         PartitionConfig p = cfg.partition(partition).orElse(null);
         List<RbdDisk> out = new ArrayList<>();
         if (p == null) {
@@ -46,7 +49,7 @@ final class RbdLocks {
 
     /** True when the partition's disks are all shared storage (RBD) that another appliance can open. */
     boolean movable(String partition) {
-        PartitionConfig p = cfg.partition(partition).orElse(null);
+        PartitionConfig p = config.get().partition(partition).orElse(null);
         return p != null && !p.isVm() && disksOf(partition).size() == p.disks().size();
     }
 

@@ -55,10 +55,13 @@ public final class VhostUserComponent implements Component {
         return exports.isEmpty() ? null : new VhostUserComponent(exports);
     }
 
-    /** {@code disk} grew in place (an RBD resize): its export serves the new size and tells the connected front-end. */
-    void followGrownDisk(String disk) {
+    /**
+     * {@code disk} changed size in place (an RBD resize or a rollback to a smaller snapshot): its export serves the new
+     * size and tells the connected front-end.
+     */
+    void followDiskSize(String disk) {
         for (VhostUserBlkExport e : exports) {
-            if (e.name().equals(disk) && e.lun().followGrownDisk(false)) {
+            if (e.name().equals(disk) && e.lun().followDiskSize(false)) {
                 LOG.log(Level.INFO, "capacity change vhost-user-blk disk=" + disk + " front_end_notified=" + e.configChanged());
             }
         }

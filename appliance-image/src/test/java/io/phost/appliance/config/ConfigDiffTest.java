@@ -187,4 +187,62 @@ class ConfigDiffTest {
         assertEquals("max_bandwidth_in", ConfigDiff.key("maxBandwidthIn"));
         assertEquals("vcpus", ConfigDiff.key("vcpus"));
     }
+
+    private static final String CLUSTERED = """
+        [host]
+        name = "a"
+        data_dir = "/var/lib/phost-diff-test"
+
+        [[peer]]
+        name = "b"
+        management = "unix:/run/b.sock"
+
+        [[disk]]
+        name = "d0"
+        path = "d0.vhdx"
+        create = { size = "1GiB" }
+
+        [[partition]]
+        name = "web"
+        memory = "64MiB"
+        workload = { kind = "idle" }
+        disk = [{ disk = "d0", lun = 0 }]
+        """;
+
+    private static final String RBD_PARTITION = """
+
+        [[disk]]
+        name = "db-disk"
+        format = "rbd"
+        rbd = { pool = "rbd", image = "db", cluster_config = "/etc/ceph/ceph.conf" }
+
+        [[partition]]
+        name = "db"
+        memory = "64MiB"
+        ha = true
+        workload = { kind = "idle" }
+        disk = [{ disk = "db-disk" }]
+        """;
+
+    @Test
+    void shouldAddAndRemoveAPartitionWithItsRbdDiskLiveAsAMoveDoes() throws Exception {
+        ConfigDiff in = diff(CLUSTERED, CLUSTERED + RBD_PARTITION);
+        assertEquals(List.of(), in.refusals());
+        assertEquals(List.of("+ disk db-disk (opened)", "+ partition db (started if autostart)"), in.plan());
+        ConfigDiff out = diff(CLUSTERED + RBD_PARTITION, CLUSTERED);
+        assertEquals(List.of(), out.refusals());
+        assertEquals(List.of("- partition db (stopped)", "- disk db-disk (closed)"), out.plan());
+    }
+
+    @Test
+    void shouldRefuseNewPeersAndAnRbdLunHotAddedToARunningPartition() throws Exception {
+        String after = CLUSTERED.replace("name = \"b\"", "name = \"c\"") + RBD_PARTITION.replace("disk = [{ disk = \"db-disk\" }]", "")
+            .replace("[[partition]]\nname = \"db\"\nmemory = \"64MiB\"\nha = true\nworkload = { kind = \"idle\" }\n", "");
+        after = after.replace("disk = [{ disk = \"d0\", lun = 0 }]", "disk = [{ disk = \"d0\", lun = 0 }, { disk = \"db-disk\", lun = 1 }]");
+        ConfigDiff d = diff(CLUSTERED, after);
+        List<String> why = d.refusals().stream().map(ConfigError::toString).toList();
+        assertEquals(2, why.size(), why.toString());
+        assertTrue(why.get(0).contains("peer") && why.get(0).contains("read at start only"), why.toString());
+        assertTrue(why.get(1).contains("partition[0].disk[1]: cannot change on a running host: hot-adding an rbd disk"), why.toString());
+    }
 }

@@ -118,9 +118,9 @@ class ExampleConfigRunTest {
                     assertTrue(responses.containsKey("404"), op + ": 404 is documented");
                     return;
                 }
-                if (path.equals("/v1/config")) {
-                    // A live change would disturb the other checks: an empty config is invalid, answered as documented.
-                    HttpResponse r = client.post(path + "?dry_run=true", new byte[0]);
+                if (path.equals("/v1/config") || path.equals("/v1/partitions/receive")) {
+                    // A live change would disturb the other checks: an empty config (or hand-over) is invalid, answered as documented.
+                    HttpResponse r = client.post(path + "?dry_run=true&from=test", new byte[0]);
                     assertEquals(400, r.status(), op + ": " + r.bodyText());
                     assertTrue(responses.containsKey("400"), op + ": 400 is documented");
                     assertEquals("invalid", ((Map<?, ?>) Json.parse(r.bodyText())).get("result"), r.bodyText());

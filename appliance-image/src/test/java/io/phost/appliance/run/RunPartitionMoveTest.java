@@ -42,8 +42,12 @@ import org.junit.jupiter.api.io.TempDir;
  * Finally the image holds only the pattern (or zeros) in the busy region, and a block written through A's NBD
  * export at the start is intact ({@code rbd export} read back here). With {@code -Dphost.soak=true} the moves
  * run three rounds and print the times (docs/benchmarks.md).
+ *
+ * <p>Also a partition defined on A only (web: an RBD disk, a NIC on the "lan" switch): its move hands its tables
+ * over, the applied configs follow (a restart of A comes back without it), its NIC announces itself with a RARP,
+ * and a partition left on A reaches it across the veth pair the test joins the two switches with. Needs root.
  */
-@Timeout(420)
+@Timeout(900) // the default run takes about 4 min at load 20-30; -Dphost.soak=true adds about 4
 class RunPartitionMoveTest {
     private static final long SEED = 7;
     private static final int SPAN = 1 << 20;
@@ -52,11 +56,60 @@ class RunPartitionMoveTest {
     @TempDir
     Path dir;
 
-    private String config(String name, String peer, Path data, Path peerData, CephTestCluster ceph, String image) {
+    private static final String TAG = Long.toString(ProcessHandle.current().pid() % 100000);
+    /** The veth pair joining the two appliances' "lan" switches (one end each as its uplink). */
+    private static final String VETH_A = "move20a" + TAG;
+    private static final String VETH_B = "move20b" + TAG;
+    /** web's namespace (its guest's TAP, wherever it runs) and watch's (a partition that stays on A). */
+    private static final String NS_WEB = "move20w" + TAG;
+    private static final String NS_WATCH = "move20x" + TAG;
+    private static final String WEB_MAC = "02:20:00:00:00:01";
+
+    /**
+     * Only on A at first: web (an RBD disk and a NIC on lan), which moves with its definition, and watch, which
+     * stays on A and looks at web across the veth pair once web runs on B.
+     */
+    private String onlyOnA(String image, CephTestCluster ceph) {
+        return """
+
+            # web moves between the appliances with its definition
+            [[disk]]
+            name = "web-disk"
+            format = "rbd"
+            [disk.rbd]
+            pool = "rbd"
+            image = "%s-web"
+            cluster_config = "%s"
+            connect_timeout = 20
+            [disk.create]
+            size = "4MiB"
+
+            [[partition]]
+            name = "web"
+            memory = "64MiB"
+            workload = { kind = "net", args = ["--netns", "%s", "--address", "10.20.0.1/24"] }
+            disk = [{ disk = "web-disk" }]
+            nic = [{ switch = "lan", mac = "%s" }]
+
+            [[partition]]
+            name = "watch"
+            memory = "64MiB"
+            workload = { kind = "net", args = ["--netns", "%s", "--address", "10.20.0.2/24"] }
+            nic = [{ switch = "lan", mac = "02:20:00:00:00:02" }]
+            """.formatted(image, ceph.conf(), NS_WEB, WEB_MAC, NS_WATCH);
+    }
+
+    private String config(String name, String peer, Path data, Path peerData, CephTestCluster ceph, String image,
+                          String uplink) {
         return """
             [host]
             name = "%s"
             data_dir = "%s"
+
+            [[switch]]
+            name = "lan"
+            type = "external"
+            uplink = "%s"
 
             [[peer]]
             name = "%s"
@@ -126,7 +179,7 @@ class RunPartitionMoveTest {
             firmware = "bios"
             memory = "64MiB"
             autostart = false
-            """.formatted(name, data, peer, peerData, image, ceph.conf(), image, ceph.conf(), SEED);
+            """.formatted(name, data, uplink, peer, peerData, image, ceph.conf(), image, ceph.conf(), SEED);
     }
 
     @Test
@@ -137,8 +190,11 @@ class RunPartitionMoveTest {
         Path dataB = dir.resolve("b");
         Path cfgA = dir.resolve("a.toml");
         Path cfgB = dir.resolve("b.toml");
-        Files.writeString(cfgA, config("a", "b", dataA, dataB, ceph, image));
-        Files.writeString(cfgB, config("b", "a", dataB, dataA, ceph, image));
+        Files.writeString(cfgA, config("a", "b", dataA, dataB, ceph, image, VETH_A) + onlyOnA(image, ceph));
+        Files.writeString(cfgB, config("b", "a", dataB, dataA, ceph, image, VETH_B));
+        sh("ip", "link", "add", VETH_A, "type", "veth", "peer", "name", VETH_B);
+        sh("ip", "link", "set", VETH_A, "up");
+        sh("ip", "link", "set", VETH_B, "up");
         String endA = "unix:" + dataA.resolve("phost.sock");
         String endB = "unix:" + dataB.resolve("phost.sock");
         boolean soak = Boolean.getBoolean("phost.soak");
@@ -174,16 +230,18 @@ class RunPartitionMoveTest {
             move(ca, cb, "quiet", "b");
             move(cb, ca, "quiet", "a");
             for (int round = 0; soak && round < 3; round++) {
-                for (String p : List.of("db", "quiet")) {
+                for (String p : List.of("db", "quiet", "web")) { // web: its definition is handed over each time
                     Thread.sleep(1000); // let the busy partition write
                     Map<?, ?> there = move(ca, cb, p, "b");
                     Map<?, ?> back = move(cb, ca, p, "a");
-                    System.out.printf("quick-migration partition=%s round=%d a->b total/stop/start=%s/%s/%s ms "
-                        + "b->a=%s/%s/%s ms load=%s%n", p, round, there.get("total_ms"), there.get("stop_ms"),
+                    System.out.printf("quick-migration partition=%s round=%d definition=%s a->b total/stop/start=%s/%s/%s ms "
+                        + "b->a=%s/%s/%s ms load=%s%n", p, round, there.get("definition"), there.get("total_ms"), there.get("stop_ms"),
                         there.get("start_ms"), back.get("total_ms"), back.get("stop_ms"), back.get("start_ms"),
                         Files.readString(Path.of("/proc/loadavg")).strip());
                 }
             }
+
+            moveWithDefinition(ca, cb, dataA, dataB);
 
             // HA: A dies with its partitions; B restarts db (ha = true) after A's 3 s lease, breaking A's lock.
             Thread.sleep(1000);
@@ -210,6 +268,10 @@ class RunPartitionMoveTest {
             a = started(all, "run-a2", cfgA);
             ca = client(endA);
             assertNotEquals("running", state(ca, "db"), "A must not start what B runs");
+            assertTrue(a.stderr().contains("running the config applied live"), "A restarts from its applied config");
+            assertTrue(partitionNames(ca).contains("watch") && !partitionNames(ca).contains("web"),
+                "A comes back without web, which moved to B: " + partitionNames(ca));
+            assertEquals("running", state(cb, "web"));
             b.process().toHandle().descendants().forEach(h -> signal(h.pid(), "STOP"));
             signal(b.process().pid(), "STOP");
             try {
@@ -243,8 +305,102 @@ class RunPartitionMoveTest {
             }
         } finally {
             all.forEach(PhostProcess::close);
+            exec("ip", "link", "del", VETH_A);
+            exec("ip", "netns", "del", NS_WEB);
+            exec("ip", "netns", "del", NS_WATCH);
         }
         verifyImage(ceph, image);
+    }
+
+    /**
+     * web is defined on A only: a move hands its tables to B (a live apply there) and drops them from A (a live
+     * apply here), both saved; on B its NIC announces itself with a RARP that crosses the veth pair into A's switch
+     * (seen in watch's namespace), and watch on A reaches web on B across the veth pair. Then back to A, and to B.
+     */
+    private void moveWithDefinition(ManagementClient ca, ManagementClient cb, Path dataA, Path dataB) throws Exception {
+        assertEquals("running", awaitState(ca, "web", "running"));
+        assertEquals("running", awaitState(ca, "watch", "running"));
+        assertTrue(!partitionNames(cb).contains("web"), "B has no web of its own");
+        awaitPing(NS_WATCH, "10.20.0.1");
+        Path rarp = dir.resolve("rarp.txt");
+        Process capture = new ProcessBuilder("ip", "netns", "exec", NS_WATCH, "timeout", "90", "tcpdump", "-l", "-n", "-e",
+            "-i", "phost0", "-c", "1", "ether proto 0x8035 and ether src " + WEB_MAC)
+            .redirectErrorStream(true).redirectOutput(rarp.toFile()).start();
+        try {
+            long listening = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (!Files.readString(rarp).contains("listening on") && System.nanoTime() < listening) {
+                Thread.sleep(50);
+            }
+            HttpResponse r = ca.post("/v1/partitions/move?name=web&to=b");
+            assertEquals(200, r.status(), r.bodyText());
+            Map<?, ?> moved = (Map<?, ?>) Json.parse(r.bodyText());
+            assertEquals("handed over", moved.get("definition"), r.bodyText());
+            assertEquals(1, ((Number) moved.get("nics_announced")).intValue(), r.bodyText());
+            System.out.printf("quick-migration-with-definition partition=web a->b total/stop/start=%s/%s/%s ms load=%s%n",
+                moved.get("total_ms"), moved.get("stop_ms"), moved.get("start_ms"),
+                Files.readString(Path.of("/proc/loadavg")).strip());
+            assertEquals("running", state(cb, "web"));
+            assertTrue(!partitionNames(ca).contains("web"), "A dropped web: " + partitionNames(ca));
+            assertTrue(applied(dataB).contains("name = \"web\"") && applied(dataB).contains("name = \"web-disk\""),
+                applied(dataB));
+            assertTrue(!applied(dataA).contains("name = \"web\"") && !applied(dataA).contains("web-disk"), applied(dataA));
+            assertTrue(capture.waitFor(60, TimeUnit.SECONDS), "no RARP from web reached watch across the veth: "
+                + Files.readString(rarp));
+            assertTrue(Files.readString(rarp).contains("Reverse Request"), Files.readString(rarp));
+        } finally {
+            capture.destroyForcibly();
+        }
+        awaitPing(NS_WATCH, "10.20.0.1"); // A's watch reaches B's web across the veth pair
+        assertTrue(portCounter(cb, "web", "announcements") >= 1, "B's web NIC counts its announcement");
+        // Added live on B, web is known to B's checkpoints as if B had started with it (an RBD snapshot).
+        HttpResponse ck = cb.post("/v1/partitions/checkpoints/create?name=web&checkpoint=moved");
+        assertEquals(200, ck.status(), ck.bodyText());
+        assertTrue(ck.bodyText().contains("@phost.web.moved"), ck.bodyText());
+        HttpResponse gone = cb.post("/v1/partitions/checkpoints/delete?name=web&checkpoint=moved&wait=true");
+        assertEquals(200, gone.status(), gone.bodyText());
+
+        HttpResponse back = cb.post("/v1/partitions/move?name=web&to=a");
+        assertEquals(200, back.status(), back.bodyText());
+        assertTrue(back.bodyText().contains("handed over"), back.bodyText());
+        assertEquals("running", state(ca, "web"));
+        assertTrue(!partitionNames(cb).contains("web") && !applied(dataB).contains("name = \"web\""), applied(dataB));
+        awaitPing(NS_WATCH, "10.20.0.1");
+        assertEquals(0, Main.execute("partition", "move", "web", "--to", "b", "--host", "unix:" + dataA.resolve("phost.sock")));
+        assertEquals("running", state(cb, "web"));
+        awaitPing(NS_WATCH, "10.20.0.1");
+    }
+
+    private static String applied(Path data) throws IOException {
+        return Files.readString(AppliedConfig.path(data));
+    }
+
+    private static List<String> partitionNames(ManagementClient c) throws IOException {
+        return ((List<?>) Json.parse(c.get("/v1/partitions").bodyText())).stream()
+            .map(o -> String.valueOf(((Map<?, ?>) o).get("name"))).toList();
+    }
+
+    /** A counter of {@code partition}'s first NIC port in /v1/status's network rows. */
+    private static long portCounter(ManagementClient c, String partition, String key) throws IOException {
+        Map<?, ?> status = (Map<?, ?>) Json.parse(c.get("/v1/status").bodyText());
+        for (Object o : (List<?>) status.get("switches")) {
+            Map<?, ?> row = (Map<?, ?>) o;
+            if ((partition + "/" + partition + "-nic0").equals(row.get("port"))) {
+                return ((Number) row.get(key)).longValue();
+            }
+        }
+        throw new AssertionError("no port of " + partition + " in " + status.get("switches"));
+    }
+
+    private static void awaitPing(String ns, String to) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (!exec("ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", to).output.contains(" 0% packet loss")) {
+            assertTrue(System.nanoTime() < deadline, ns + " never reached " + to);
+            Thread.sleep(300);
+        }
+    }
+
+    private static void sh(String... cmd) throws IOException, InterruptedException {
+        run(cmd);
     }
 
     /** Every 4 KiB block of the busy region holds the pattern or zeros, many hold the pattern; the NBD block is intact. */
@@ -281,8 +437,13 @@ class RunPartitionMoveTest {
         HttpResponse r = from.post("/v1/partitions/move?name=" + p + "&to=" + peer);
         assertEquals(200, r.status(), r.bodyText());
         assertEquals("running", state(to, p));
-        assertEquals("stopped", state(from, p));
-        return (Map<?, ?>) Json.parse(r.bodyText());
+        Map<?, ?> answer = (Map<?, ?>) Json.parse(r.bodyText());
+        if (answer.get("definition").equals("handed over")) {
+            assertTrue(!partitionNames(from).contains(p), "the source dropped " + p);
+        } else {
+            assertEquals("stopped", state(from, p));
+        }
+        return answer;
     }
 
     private PhostProcess started(List<PhostProcess> all, String run, Path cfg) throws Exception {

@@ -28,7 +28,9 @@ import org.junit.jupiter.api.io.TempDir;
  * partition (random 4 KiB pattern writes over VMBus) on an RBD image. A checkpoint taken while it writes is the
  * snapshot {@code phost.db.c1} ({@code rbd snap ls}), listed with it; the partition writes on and is stopped; the
  * head then differs from the snapshot ({@code rbd export IMAGE} against {@code rbd export IMAGE@phost.db.c1}).
- * Apply rolls the head back to exactly the snapshot's data; delete removes the snapshot and the checkpoint.
+ * Apply rolls the head back to exactly the snapshot's data, and to its size: the image grown after the checkpoint
+ * shrinks back and the partition's LUN follows (the guest is told as for a grow); delete removes the snapshot and
+ * the checkpoint.
  */
 @Timeout(300)
 class RunRbdCheckpointTest {
@@ -93,9 +95,13 @@ class RunRbdCheckpointTest {
             assertFalse(java.util.Arrays.equals(snap, export(ceph, "rbd/" + image, "head.raw")),
                 "the partition wrote after the checkpoint: the head must differ from the snapshot");
 
+            // Grown after the checkpoint: the apply takes the image back to the snapshot's 8 MiB, and the LUN with it.
+            ceph.run("rbd", "resize", "--size", "16M", "rbd/" + image);
+            awaitLog(p, "msg=\"capacity change\" disk=data partition=db transport=vmbus-storvsc size=16777216 ");
             HttpResponse applied = c.post("/v1/partitions/checkpoints/apply?name=db&checkpoint=c1");
             assertEquals(200, applied.status(), applied.bodyText());
             assertArrayEquals(snap, export(ceph, "rbd/" + image, "applied.raw"), "apply rolls the image back to the snapshot");
+            awaitLog(p, "msg=\"capacity change\" disk=data partition=db transport=vmbus-storvsc size=8388608 ");
 
             HttpResponse deleted = c.post("/v1/partitions/checkpoints/delete?name=db&checkpoint=c1&wait=true");
             assertEquals(200, deleted.status(), deleted.bodyText());
@@ -104,6 +110,14 @@ class RunRbdCheckpointTest {
             assertTrue(left.isEmpty(), left.toString());
             p.process().destroy();
             assertTrue(p.process().waitFor(30, TimeUnit.SECONDS), "phost stops on SIGTERM");
+        }
+    }
+
+    private static void awaitLog(PhostProcess p, String text) throws InterruptedException {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        while (!p.stderr().contains(text)) {
+            assertTrue(System.nanoTime() < deadline, "no '" + text + "' in the log:\n" + p.stderr());
+            Thread.sleep(100);
         }
     }
 

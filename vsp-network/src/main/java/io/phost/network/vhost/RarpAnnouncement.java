@@ -5,20 +5,21 @@ import org.agrona.concurrent.UnsafeBuffer;
 /**
  * The frame QEMU's {@code announce_self} sends for a migrated guest, which a vhost-user back-end with the RARP
  * protocol feature sends instead (SEND_RARP): a broadcast RARP "request reverse" from the guest's MAC, so
- * switches along the way learn the MAC's new port.
+ * switches along the way learn the MAC's new port. A process partition's synthetic NIC sends the same frame after
+ * a move to another appliance ({@link io.phost.network.NetVsp#announce}).
  * <pre>
  *   ff:ff:ff:ff:ff:ff  MAC  0x8035 | htype 1  ptype 0x0800  hlen 6  plen 4  op 3 | sha MAC  spa 0  tha MAC  tpa 0 | pad to 60
  * </pre>
  */
-final class RarpAnnouncement {
-    static final int LENGTH = 60;
+public final class RarpAnnouncement {
+    public static final int LENGTH = 60;
     static final int ETHERTYPE = 0x8035;
 
     private RarpAnnouncement() {
     }
 
     /** Writes the announcement for {@code mac} into {@code b} at 0 (LENGTH bytes). */
-    static void write(UnsafeBuffer b, long mac) {
+    public static void write(UnsafeBuffer b, long mac) {
         b.setMemory(0, LENGTH, (byte) 0);
         b.setMemory(0, 6, (byte) 0xFF);
         putMac(b, 6, mac);

@@ -193,7 +193,7 @@ final class NbdConnection implements Runnable, NbdNegotiation.Wire, ScsiQueue.Co
             boolean go = negotiation.run();
             export = negotiation.export();
             if (export != null) {
-                export.lun().followGrownDisk(); // the client was given the disk's size now: the LUN must serve it
+                export.lun().followDiskSize(); // the client was given the disk's size now: the LUN must serve it
             }
             baseAllocation = negotiation.baseAllocation();
             dirtyBitmap = negotiation.dirtyBitmap();

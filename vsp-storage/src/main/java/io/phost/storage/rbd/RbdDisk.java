@@ -291,6 +291,17 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
     }
 
     /**
+     * Flushes before a close, unless this is a {@code deferLock} disk that holds no lock (its partition stopped here
+     * or runs on another appliance): the release already flushed, and librbd refuses a flush without the lock (EROFS).
+     */
+    public void flushBeforeClose() throws IOException {
+        if (options.readOnly() || options.deferLock() && !onCephStack("lock owner " + options.spec(), this::holdsLock)) {
+            return;
+        }
+        flush();
+    }
+
+    /**
      * Re-reads the image's size from librbd (which refreshes its header after another client's
      * {@code rbd resize}, or runs the resize itself when this handle holds the lock). I/O bounds follow the
      * new size at once; returns it.

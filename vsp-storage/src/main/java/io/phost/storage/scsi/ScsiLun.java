@@ -212,21 +212,22 @@ public final class ScsiLun {
     }
 
     /**
-     * The disk grew in place (an RBD image resized by its cluster: same object, larger {@code size()}): the LUN
-     * serves the new capacity from now on. Grow only, and no unit attention: a transport whose clients learn the
-     * size when they connect (NBD) calls it for each new client.
+     * The disk changed size in place (an RBD image resized by its cluster, or rolled back to a smaller snapshot: same
+     * object, another {@code size()}): the LUN serves the new capacity from now on. No unit attention: a transport
+     * whose clients learn the size when they connect (NBD) calls it for each new client.
      */
-    public void followGrownDisk() {
-        followGrownDisk(false);
+    public void followDiskSize() {
+        followDiskSize(false);
     }
 
     /**
-     * As {@link #followGrownDisk()}, for the LUN a guest uses: with {@code unitAttention} (a SCSI initiator) its next
-     * command gets CAPACITY DATA HAS CHANGED, as after {@link #swapGrownDisk}. True when the capacity grew.
+     * As {@link #followDiskSize()}, for the LUN a guest uses: with {@code unitAttention} (a SCSI initiator) its next
+     * command gets CAPACITY DATA HAS CHANGED, as after {@link #swapGrownDisk}. True when the capacity changed (a
+     * rollback shrinks it: I/O past the new end then fails as out of range instead of reaching the image).
      */
-    public boolean followGrownDisk(boolean unitAttention) {
+    public boolean followDiskSize(boolean unitAttention) {
         long now = disk.size() >>> blockShift;
-        if (now <= blocks) {
+        if (now == blocks) {
             return false;
         }
         blocks = now;

@@ -90,9 +90,9 @@ class ScsiLunGrowTest {
         target.add(0, grows);
         h = new ScsiHarness(target);
         assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x88, 0, 1), ScsiRequest.DIR_IN, h.buffer(512)).status());
-        assertFalse(grows.followGrownDisk(true), "nothing grew yet");
+        assertFalse(grows.followDiskSize(true), "nothing grew yet");
         reported[0] = 8L << 20;
-        assertTrue(grows.followGrownDisk(true));
+        assertTrue(grows.followDiskSize(true));
         ScsiRequest r = h.run(0, rw16(0x88, 0, 1), ScsiRequest.DIR_IN, h.buffer(512));
         assertEquals(Scsi.STATUS_CHECK_CONDITION, r.status());
         assertEquals(Scsi.KEY_UNIT_ATTENTION, r.senseKey());
@@ -100,8 +100,39 @@ class ScsiLunGrowTest {
         assertEquals((8L << 20) / 512 - 1, lastLba(), "READ CAPACITY(16) reports the grown size");
         assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x8A, 12_000, 8), ScsiRequest.DIR_OUT, h.buffer(4096)).status(),
             "a write past the old end");
-        assertFalse(grows.followGrownDisk(true), "the same size again is no change (and no second unit attention)");
+        assertFalse(grows.followDiskSize(true), "the same size again is no change (and no second unit attention)");
         assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x88, 0, 1), ScsiRequest.DIR_IN, h.buffer(512)).status());
+    }
+
+    /** An RBD image rolled back to a smaller snapshot: the same disk object, a smaller {@code size()}. */
+    @Test
+    void shouldShrinkWithTheDiskAfterARollbackToASmallerSnapshot() throws Exception {
+        long[] reported = {8L << 20};
+        VirtualDisk inPlace = new VirtualDisk() {
+            public long size() { return reported[0]; }
+            public int logicalSectorSize() { return 512; }
+            public int physicalSectorSize() { return 512; }
+            public boolean readOnly() { return false; }
+            public void read(long offset, MemorySegment dst) throws IOException { big.read(offset, dst); }
+            public void write(long offset, MemorySegment src) throws IOException { big.write(offset, src); }
+            public void flush() { }
+            public void writeZeroes(long offset, long length) throws IOException { big.writeZeroes(offset, length); }
+            public String format() { return "rolled-back"; }
+            public void close() { }
+        };
+        ScsiLun lun8 = new ScsiLun("shrink0", inPlace);
+        target.add(0, lun8);
+        h = new ScsiHarness(target);
+        assertEquals(Scsi.STATUS_GOOD, h.run(0, rw16(0x88, 12_000, 1), ScsiRequest.DIR_IN, h.buffer(512)).status());
+        reported[0] = 4L << 20;
+        assertTrue(lun8.followDiskSize(true), "the smaller size is a change");
+        ScsiRequest r = h.run(0, rw16(0x88, 0, 1), ScsiRequest.DIR_IN, h.buffer(512));
+        assertEquals(Scsi.KEY_UNIT_ATTENTION, r.senseKey());
+        assertEquals(Scsi.ASC_CAPACITY_DATA_HAS_CHANGED, r.ascq());
+        assertEquals((4L << 20) / 512 - 1, lastLba(), "READ CAPACITY(16) reports the snapshot's size");
+        assertEquals(Scsi.STATUS_CHECK_CONDITION, h.run(0, rw16(0x88, 12_000, 1), ScsiRequest.DIR_IN, h.buffer(512)).status(),
+            "a read past the new end is out of range");
+        assertEquals(8192, lun8.blocks());
     }
 
     @Test
