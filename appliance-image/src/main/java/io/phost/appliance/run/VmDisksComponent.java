@@ -59,6 +59,7 @@ public final class VmDisksComponent implements Component {
         VhostUserExport endpoint() {
             return export != null ? export : scsi;
         }
+    }
 
     private final Map<String, List<Export>> byPartition = new java.util.concurrent.ConcurrentHashMap<>();
     private final Path base;
