@@ -43,11 +43,12 @@ import java.util.concurrent.TimeUnit;
  *  QEMU exits unasked ─▶ CRASHED (a fault) ─on_crash=restart, after a backoff─▶ STARTING ...
  *                        too many crashes in a row ─▶ FAULTED (left alone until a user starts it)
  * </pre>
- * Files in {@code dir}: {@code NAME.qmp} (QMP socket), {@code NAME.qemu.log} (QEMU's own stderr) and the
- * console log. Lifecycle methods are thread-safe; QMP round trips happen outside this object's monitor
+ * Files in {@code dir}: {@code NAME.qmp} (QMP socket), {@code NAME.qemu.log} (QEMU's own stderr), the
+ * console log, and {@code NAME.migrate} while a saved state streams through it ({@link #saveState},
+ * {@link #startFromState}). Lifecycle methods are thread-safe; QMP round trips happen outside this object's monitor
  * (QMP events arrive on the reader thread, which never takes the monitor).
- * <p>Over ~600 lines because the lifecycle above is one state machine; the command line, QMP, cgroup and
- * guest-agent pieces already live in their own classes.
+ * <p>Over ~800 lines because the lifecycle above is one state machine (saving and restoring a state included);
+ * the command line, QMP, cgroup and guest-agent pieces already live in their own classes.
  */
 public final class VmPartition implements ChildPartition {
     private static final Logger LOG = System.getLogger("phost.partitions");
