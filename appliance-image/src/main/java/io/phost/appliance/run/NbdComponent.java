@@ -41,7 +41,7 @@ public final class NbdComponent implements Component {
 
     private final NbdServer server;
     private final List<NbdServer.Export> exports;
-    /** disk → the LUN its export shares with the process partition serving it. */
+    /** disk → the LUN its export shares with the partition serving it. */
     private final Map<String, ScsiLun> shared;
 
     private NbdComponent(NbdServer server, List<NbdServer.Export> exports, Map<String, ScsiLun> shared) {
@@ -113,7 +113,7 @@ public final class NbdComponent implements Component {
         return p.disks().stream().filter(a -> a.disk().equals(disk)).findFirst().orElseThrow();
     }
 
-    /** The LUN {@code disk}'s export shares with its process partition, or null. */
+    /** The LUN {@code disk}'s export shares with the partition serving it (process or VM), or null. */
     public ScsiLun sharedLun(String disk) {
         return shared.get(disk);
     }
