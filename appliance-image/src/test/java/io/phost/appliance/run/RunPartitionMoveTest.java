@@ -192,9 +192,9 @@ class RunPartitionMoveTest {
         Path cfgB = dir.resolve("b.toml");
         Files.writeString(cfgA, config("a", "b", dataA, dataB, ceph, image, VETH_A) + onlyOnA(image, ceph));
         Files.writeString(cfgB, config("b", "a", dataB, dataA, ceph, image, VETH_B));
-        sh("ip", "link", "add", VETH_A, "type", "veth", "peer", "name", VETH_B);
-        sh("ip", "link", "set", VETH_A, "up");
-        sh("ip", "link", "set", VETH_B, "up");
+        run("ip", "link", "add", VETH_A, "type", "veth", "peer", "name", VETH_B);
+        run("ip", "link", "set", VETH_A, "up");
+        run("ip", "link", "set", VETH_B, "up");
         String endA = "unix:" + dataA.resolve("phost.sock");
         String endB = "unix:" + dataB.resolve("phost.sock");
         boolean soak = Boolean.getBoolean("phost.soak");
@@ -399,9 +399,6 @@ class RunPartitionMoveTest {
         }
     }
 
-    private static void sh(String... cmd) throws IOException, InterruptedException {
-        run(cmd);
-    }
 
     /** Every 4 KiB block of the busy region holds the pattern or zeros, many hold the pattern; the NBD block is intact. */
     private void verifyImage(CephTestCluster ceph, String image) throws Exception {
