@@ -34,6 +34,7 @@ public record NicConfig(String switchName, String mac, Integer vlanAccess, List<
     /** The most queue pairs phost's vhost-user-net device serves. */
     public static final int MAX_QUEUES = 16;
 
+    /** One queue pair (the record before {@code queues}; kept for its callers). */
     public NicConfig(String switchName, String mac, Integer vlanAccess, List<Integer> vlanTrunk, Integer nativeVlan,
                      boolean macSpoofing, boolean dhcpGuard, boolean routerGuard, long maxBandwidth,
                      int minBandwidthWeight, int vmqWeight, int iovWeight, int mtu, Mirroring mirroring,

@@ -127,7 +127,7 @@ class RunVmPartitionTest {
             // a QEMU that dies is detected and restarted by policy
             io.phost.core.sys.Signals.kill(firstPid, 9);
             Map<?, ?> restarted = awaitPartition("vm-life", s -> "running".equals(s.get("state"))
-                && ((Number) s.get("pid")).longValue() != firstPid, p);
+                && s.get("pid") instanceof Number pid && pid.longValue() != firstPid, p); // no pid while the crash is handled
             assertEquals(1L, ((Number) restarted.get("fault_count")).longValue(), restarted.toString());
             assertTrue(String.valueOf(((List<?>) restarted.get("faults")).getFirst()).startsWith("QEMU exited with code 137"),
                 restarted.toString());
