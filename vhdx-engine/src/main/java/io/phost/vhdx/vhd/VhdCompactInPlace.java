@@ -33,6 +33,7 @@ final class VhdCompactInPlace {
     private static final long PAGE = 4096;
     /** Moves per fdatasync pair: bounds how much copying a kill can waste. */
     private static final int BATCH = 64;
+    private static final int ENTRIES_PER_SECTOR = VhdDisk.SECTOR / 4;
 
     private final PosixFile f;
     private final Arena arena;
@@ -64,6 +65,9 @@ final class VhdCompactInPlace {
                 throw new IOException(path + " is in use (open by another phost process); not compacting it");
             }
             VhdOpen.Parsed p = VhdOpen.parse(f, arena);
+            if (p.header() == null) {
+                throw new IllegalArgumentException(path + " is a fixed VHD: nothing to compact");
+            }
             if (p.footerFromCopy()) {
                 throw new VhdFormatException(Reason.BAD_FOOTER_CHECKSUM, p.footerOffset(),
                     "the footer is damaged; run check --repair first");
@@ -216,8 +220,6 @@ final class VhdCompactInPlace {
         f.truncate(end + VhdFooter.LENGTH);
         f.dataSync();
     }
-
-    private static final int ENTRIES_PER_SECTOR = VhdDisk.SECTOR / 4;
 
     private int sectorsOfBat() {
         return (bat.length + ENTRIES_PER_SECTOR - 1) / ENTRIES_PER_SECTOR;

@@ -143,44 +143,15 @@ public final class VhdMaintenance {
     }
 
     /**
-     * Compacts a VHD in place (the same file: children stay linked, see {@link VhdCompactInPlace}). Dynamic:
-     * blocks that read as zeros are released, differencing: blocks whose bitmap is empty (zeros in a child
-     * hide the parent and are kept); the last blocks then move into the space released, and the file is cut.
-     * Fixed: zero ranges are punched out of the file (its length cannot change).
+     * Compacts a dynamic or differencing VHD in place (the same file: children stay linked, see
+     * {@link VhdCompactInPlace}). Dynamic: blocks that read as zeros are released, differencing: blocks whose
+     * bitmap is empty (zeros in a child hide the parent and are kept); the last blocks then move into the
+     * space released, and the file is cut. A fixed VHD is refused: it has nothing to release (the image tools
+     * leave it unchanged, as Optimize-VHD does).
      */
     public static CompactResult compact(Path path) throws IOException {
         long before = Files.size(path);
-        try (VhdDisk d = VhdDisk.open(path, true)) {
-            if (d.header() == null) {
-                d.close();
-                return compactFixed(path, before);
-            }
-        }
         int released = VhdCompactInPlace.compact(path);
-        return new CompactResult(before, Files.size(path), released);
-    }
-
-    private static CompactResult compactFixed(Path path, long before) throws IOException {
-        int released = 0;
-        try (VhdDisk d = VhdDisk.open(path, false); Arena arena = Arena.ofConfined()) {
-            long chunk = 1 << 20;
-            MemorySegment buf = arena.allocate(chunk, 4096);
-            MemorySegment zeros = arena.allocate(chunk, 4096);
-            for (long off = d.nextAllocated(0); off < d.size(); ) {
-                long n = Math.min(chunk, d.size() - off);
-                MemorySegment part = buf.asSlice(0, n);
-                d.read(off, part);
-                if (part.mismatch(zeros.asSlice(0, n)) == -1) {
-                    d.unmap(off, n);
-                    released++;
-                }
-                off += n;
-                if (off < d.size()) {
-                    off = d.nextAllocated(off);
-                }
-            }
-            d.flush();
-        }
         return new CompactResult(before, Files.size(path), released);
     }
 
