@@ -388,6 +388,13 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     }
 
     /**
+     * Whether queue workers sleep on io_uring completions and their doorbell together ({@link #deviceWait}, the
+     * issue-19 hand-off). Off by default: at load 18-36 on the 2-vCPU test VM it did not beat the earlier wait
+     * (docs/benchmarks.md, issue 19 section 12); {@code -Dphost.storage.uringHandoff=true} turns it on.
+     */
+    public static final boolean URING_HANDOFF = Boolean.getBoolean("phost.storage.uringHandoff");
+
+    /**
      * This queue as the {@link DeviceWait} of a worker that sleeps on its completions and its doorbell together.
      * From now on {@link #doWork} does not submit io_uring batches itself: the worker submits them before it
      * spins, or with its wait (one io_uring_enter at QD1). Other engines still submit in doWork.

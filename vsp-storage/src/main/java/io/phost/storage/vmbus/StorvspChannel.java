@@ -443,7 +443,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
 
     @Override
     public DeviceWait deviceWait() {
-        deviceWait = queue.deviceWait();
+        deviceWait = ScsiQueue.URING_HANDOFF ? queue.deviceWait() : null;
         return deviceWait;
     }
 

@@ -31,7 +31,7 @@ class StorvspAllocationTest {
         assertNoAllocationPerIo(Path.of("/dev/shm")); // tmpfs: the inline engine
     }
 
-    /** An O_DIRECT file on a disk: io_uring, the agent sleeping on the doorbell and the completions together. */
+    /** An O_DIRECT file on a disk: the io_uring engine (with -Dphost.storage.uringHandoff=true, its hand-off too). */
     @Test
     void shouldNotAllocatePerIoWhenTheAgentSleepsInIoUring() throws Exception {
         Path target = Path.of("target");
