@@ -35,8 +35,12 @@ class SwitchManagerTest {
             assertNull(external.sriov());
             assertTrue(external.iovStatus().contains("not an SR-IOV capable device"), external.iovStatus());
             assertThrows(IllegalArgumentException.class, () -> mgr.create(SwitchSpec.privateSwitch("lab")));
-            assertThrows(UnsupportedOperationException.class, () -> ManagedSwitch.create(new SwitchSpec("abs",
-                SwitchType.PRIVATE, null, false, false, BandwidthMode.ABSOLUTE, 0, null, null)));
+            // Absolute mode runs (reservations are weights, PortConfig.absoluteWeight): a port keeps its weight.
+            try (ManagedSwitch abs = ManagedSwitch.create(new SwitchSpec("abs", SwitchType.PRIVATE, null, false, false,
+                BandwidthMode.ABSOLUTE, 0, null, null))) {
+                assertEquals(300, abs.effective(PortConfig.vnic(1).withLimits(0, 0, PortConfig.absoluteWeight(300_000_000), 64))
+                    .minBandwidthWeight());
+            }
 
             // Two namespaces on the private switch through VMQ workers (vmq_weight > 0 and = 0).
             Port a = priv.attachTap("a", PortConfig.vnic(0x02_73_00_00_00_01L).withLimits(0, 0, 50, 64), net.ifname("qa"), false);

@@ -33,6 +33,8 @@ import org.agrona.concurrent.AgentRunner;
  * rings ⇄ NetVsc, in this process as an external partition) is bridged to a TAP in namespace {@code phbp*}.
  * Host → partition traffic arrives as TSO/partial-checksum frames; the NIC is opened as {@code phost guest net}
  * opens it (per-frame virtio_net_hdr on VMBus, TAP with IFF_VNET_HDR + TUNSETOFFLOAD), so they cross whole.
+ * With {@code lan}, the switch is external instead: its uplink is an AF_PACKET socket on a veth whose far end (default
+ * offloads on: partial checksums and GSO towards the switch) sits in the "LAN" namespace, at the same address.
  */
 final class PartitionHostRig implements AutoCloseable {
     private static final long MEM = 32L << 20;
@@ -46,18 +48,35 @@ final class PartitionHostRig implements AutoCloseable {
     private final AgentRunner runner;
 
     PartitionHostRig(String tag) throws Exception {
+        this(tag, false);
+    }
+
+    PartitionHostRig(String tag, boolean lan) throws Exception {
         hostNs = "phbh" + tag;
         partitionNs = "phbp" + tag;
         dir = Files.createTempDirectory("phost-bench-net");
         host = new PartitionHost(dir, spec -> List.of("false"), PartitionHost.Options.defaults());
-        SwitchAgent agent = new SwitchAgent(new VSwitch("bench-internal", SwitchType.INTERNAL));
+        SwitchAgent agent = new SwitchAgent(new VSwitch(lan ? "bench-external" : "bench-internal",
+            lan ? SwitchType.EXTERNAL : SwitchType.INTERNAL));
         runner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
         AgentRunner.startOnThread(runner);
         try {
-            TapPort hostTap = TapPort.open("phbht" + tag, true);
-            cleanup.add(hostTap);
-            agent.submit(s -> s.addPort("host", PortKind.HOST, PortConfig.uplink(), hostTap, hostTap)).join();
-            namespace(hostNs, hostTap.name(), HOST_IP + "/24", null);
+            if (lan) {
+                String uplink = "phbu" + tag;
+                run(5, "ip", "link", "del", uplink);
+                must("ip", "link", "add", uplink, "type", "veth", "peer", "name", "phbl" + tag);
+                cleanup.add(() -> run(5, "ip", "link", "del", uplink));
+                must("ip", "link", "set", uplink, "up");
+                io.phost.vswitch.PacketSocketPort up = io.phost.vswitch.PacketSocketPort.open(uplink);
+                cleanup.add(up);
+                agent.submit(s -> s.addPort("uplink", PortKind.UPLINK, PortConfig.uplink(), up, up)).join();
+                namespace(hostNs, "phbl" + tag, HOST_IP + "/24", null);
+            } else {
+                TapPort hostTap = TapPort.open("phbht" + tag, true);
+                cleanup.add(hostTap);
+                agent.submit(s -> s.addPort("host", PortKind.HOST, PortConfig.uplink(), hostTap, hostTap)).join();
+                namespace(hostNs, hostTap.name(), HOST_IP + "/24", null);
+            }
             long mac = 0x02_62_00_00_00_01L;
             NetVsp vsp = new NetVsp("bench", "eth0", PortConfig.vnic(mac), 1500, agent);
             Partition p = host.create(PartitionSpec.external("bench", 1, MEM));

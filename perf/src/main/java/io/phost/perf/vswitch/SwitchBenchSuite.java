@@ -27,7 +27,8 @@ import org.agrona.concurrent.AgentRunner;
  * ports with virtio-net headers and TSO/checksum offloads) vs through a Linux bridge with veths, same run;
  * (3) ping latency p50/p99 through each; (4) TCP partition ↔ host over an internal switch and a synthetic NIC
  * (VMBus rings, host TAP with TSO/checksum offloads, software segmentation in the switch), both directions,
- * vs the same namespaces joined by a Linux bridge + veths. Every point runs {@link #ROUNDS} rounds, interleaved
+ * vs the same namespaces joined by a Linux bridge + veths; (5) the same partition ↔ LAN over an external switch
+ * whose uplink is a veth with default offloads (AF_PACKET with vnet headers). Every point runs {@link #ROUNDS} rounds, interleaved
  * with the bridge, also with --quick (which shortens each round instead: 0.5 s forwarding, 2 s iperf3, 50 pings,
  * 1 s partition iperf3); the result is the median round with min/median/max of both sides in the series. Parts 2-4 need root, iproute2, iperf3 and ping; without them they are skipped with a
  * log line.
@@ -86,20 +87,25 @@ public final class SwitchBenchSuite implements BenchSuite {
             "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
         results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
             "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
-        results.addAll(partitionHost(ctx, tag, quick ? 1 : 8, rounds));
+        results.addAll(partitionHost(ctx, tag, quick ? 1 : 8, rounds, false));
+        results.addAll(partitionHost(ctx, tag, quick ? 1 : 8, rounds, true));
         return results;
     }
 
     /** Interleaved rounds of every point and its bridge peer, in a full run and with --quick. */
     static final int ROUNDS = 3;
 
-    /** TCP host → partition and partition → host over a synthetic NIC vs bridge + veth, {@code rounds} rounds. */
-    static List<BenchResult> partitionHost(BenchContext ctx, String tag, int seconds, int rounds) throws Exception {
+    /**
+     * TCP host → partition and partition → host over a synthetic NIC vs bridge + veth, {@code rounds} rounds; with
+     * {@code lan} the "host" is a LAN namespace behind an external switch's veth uplink.
+     */
+    static List<BenchResult> partitionHost(BenchContext ctx, String tag, int seconds, int rounds, boolean lan)
+        throws Exception {
         double[][] phost = new double[2][rounds];
         double[][] bridge = new double[2][rounds];
         for (int round = 0; round < rounds; round++) {
-            ctx.progress(round, rounds, "TCP partition <-> host, round " + (round + 1));
-            try (PartitionHostRig rig = new PartitionHostRig(tag)) {
+            ctx.progress(round, rounds, "TCP partition <-> " + (lan ? "LAN" : "host") + ", round " + (round + 1));
+            try (PartitionHostRig rig = new PartitionHostRig(tag, lan)) {
                 phost[0][round] = tcp(rig.hostNs, rig.partitionNs, PartitionHostRig.PARTITION_IP, seconds);
                 phost[1][round] = tcp(rig.partitionNs, rig.hostNs, PartitionHostRig.HOST_IP, seconds);
             }
@@ -112,7 +118,8 @@ public final class SwitchBenchSuite implements BenchSuite {
             }
         }
         List<BenchResult> out = new ArrayList<>();
-        String[] names = {"tcp host->partition (synthetic NIC)", "tcp partition->host (synthetic NIC)"};
+        String[] names = lan ? new String[] {"tcp lan->partition (synthetic NIC, external)", "tcp partition->lan (synthetic NIC, external)"}
+            : new String[] {"tcp host->partition (synthetic NIC)", "tcp partition->host (synthetic NIC)"};
         for (int d = 0; d < 2; d++) {
             out.add(roundsResult(BenchResult.vsPeer(names[d], median(phost[d]) / 1e9, "Gbit/s", "linux bridge + veth",
                 median(bridge[d]) / 1e9), phost[d], bridge[d], 1e9, "Gbit/s"));
