@@ -53,6 +53,7 @@ public final class RunCommand implements Callable<Integer> {
     public Integer call() throws Exception {
         Duration limit = duration == null ? null : parseDuration(duration);
         CountDownLatch stop = Signals.stopOnTermination();
+        io.phost.core.sys.ProcessExit.prepare(); // linked now, not during the stop
         Path demoDir = null;
         ApplianceConfig cfg;
         String configText = null;

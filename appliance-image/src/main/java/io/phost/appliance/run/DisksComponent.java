@@ -33,6 +33,10 @@ public final class DisksComponent implements Component {
     public record OpenDisk(DiskConfig config, Path path, VirtualDisk disk, boolean created) {
     }
 
+    /**
+     * Guarded by itself, not by this component's monitor: a live add or remove opens or flushes under the monitor,
+     * and /status, metrics and the LUNs must not wait for that I/O (nor see the map half-changed).
+     */
     private final Map<String, OpenDisk> disks = new LinkedHashMap<>();
     private final List<Consumer<String>> capacityListeners = new CopyOnWriteArrayList<>();
 
@@ -48,7 +52,7 @@ public final class DisksComponent implements Component {
                 Path leaf = leaves.get(d.name());
                 if (leaf != null) {
                     VirtualDisk disk = VirtualDisks.open(leaf, d.readOnly());
-                    c.disks.put(d.name(), new OpenDisk(d, leaf, disk, false));
+                    c.put(new OpenDisk(d, leaf, disk, false));
                     LOG.log(Level.INFO, "opened disk=" + d.name() + " checkpoint_leaf=" + leaf + " size=" + disk.size());
                     continue;
                 }
@@ -77,7 +81,7 @@ public final class DisksComponent implements Component {
             RbdDisk rbd = RbdDisk.open(new RbdDisk.Options(r.clusterConfig(), r.client(), r.keyring(), r.pool(),
                 r.namespace(), r.image(), d.create() == null ? 0 : d.create().size(), d.readOnly(), r.breakLock(),
                 r.connectTimeoutSeconds(), deferLock));
-            disks.put(d.name(), new OpenDisk(d, path, rbd, false));
+            put(new OpenDisk(d, path, rbd, false));
             LOG.log(Level.INFO, "opened disk=" + d.name() + " format=rbd image=" + r.spec() + " size=" + rbd.size()
                 + " read_only=" + d.readOnly() + (d.readOnly() ? "" : deferLock ? " exclusive_lock=with_partition"
                 : " exclusive_lock=held"));
@@ -89,7 +93,7 @@ public final class DisksComponent implements Component {
             }
             // Exclusive (O_EXCL) and O_DIRECT: nobody else on the host may use the device while a guest owns it.
             VirtualDisk dev = RawDisk.openDevice(path, d.readOnly());
-            disks.put(d.name(), new OpenDisk(d, path, dev, false));
+            put(new OpenDisk(d, path, dev, false));
             LOG.log(Level.INFO, "opened disk=" + d.name() + " format=passthrough device=" + path + " size=" + dev.size());
             return;
         }
@@ -109,7 +113,7 @@ public final class DisksComponent implements Component {
                 + " type=" + cr.type().name().toLowerCase() + " size=" + cr.size());
         }
         VirtualDisk disk = openImage(d, path);
-        disks.put(d.name(), new OpenDisk(d, path, disk, created));
+        put(new OpenDisk(d, path, disk, created));
         LOG.log(Level.INFO, "opened disk=" + d.name() + " format=" + disk.format() + " size=" + disk.size() + " read_only=" + disk.readOnly());
     }
 
@@ -169,7 +173,7 @@ public final class DisksComponent implements Component {
      * follows its partition is opened without it, as at start.
      */
     synchronized void openLive(DiskConfig d, ApplianceConfig cfg) throws IOException {
-        if (disks.containsKey(d.name())) {
+        if (get(d.name()) != null) {
             throw new IllegalStateException("disk '" + d.name() + "' is open already");
         }
         openOne(d, cfg.host().dataDir(), followsPartitionLock(cfg, d));
@@ -177,7 +181,10 @@ public final class DisksComponent implements Component {
 
     /** Flushes and closes a disk a live config change removed (no LUN serves it any more). */
     synchronized void closeLive(String name) throws IOException {
-        OpenDisk d = disks.remove(name);
+        OpenDisk d;
+        synchronized (disks) {
+            d = disks.remove(name);
+        }
         if (d != null) {
             flushBeforeClose(d.disk());
             d.disk().close();
@@ -195,15 +202,28 @@ public final class DisksComponent implements Component {
 
     /** A checkpoint (or a live resize) switched {@code name} to {@code path} (now open as {@code disk}; the old one is closed). */
     public void replace(String name, Path path, VirtualDisk disk) {
-        disks.computeIfPresent(name, (n, old) -> new OpenDisk(old.config(), path, disk, false));
+        synchronized (disks) {
+            disks.computeIfPresent(name, (n, old) -> new OpenDisk(old.config(), path, disk, false));
+        }
+    }
+
+    private void put(OpenDisk d) {
+        synchronized (disks) {
+            disks.put(d.config().name(), d);
+        }
     }
 
     public OpenDisk get(String name) {
-        return disks.get(name);
+        synchronized (disks) {
+            return disks.get(name);
+        }
     }
 
-    public synchronized List<OpenDisk> all() {
-        return List.copyOf(disks.values());
+    /** A snapshot, in config order; safe while a live change adds or removes disks. */
+    public List<OpenDisk> all() {
+        synchronized (disks) {
+            return List.copyOf(disks.values());
+        }
     }
 
     @Override
@@ -214,7 +234,7 @@ public final class DisksComponent implements Component {
     @Override
     public Object status() {
         List<Object> rows = new ArrayList<>();
-        for (OpenDisk d : disks.values()) {
+        for (OpenDisk d : all()) {
             Map<String, Object> m = new LinkedHashMap<>();
             m.put("name", d.config().name());
             m.put("format", d.config().format().name().toLowerCase());
@@ -228,14 +248,14 @@ public final class DisksComponent implements Component {
 
     @Override
     public void metrics(Metrics m) {
-        for (OpenDisk d : disks.values()) {
+        for (OpenDisk d : all()) {
             m.gauge("phost_disk_size_bytes", "Virtual size of a disk", io.prometheus.metrics.model.snapshots.Unit.BYTES, d.disk().size(), "disk", d.config().name());
         }
     }
 
     @Override
     public void close() {
-        for (OpenDisk d : disks.values()) {
+        for (OpenDisk d : all()) {
             try {
                 flushBeforeClose(d.disk());
                 d.disk().close();
@@ -243,6 +263,8 @@ public final class DisksComponent implements Component {
                 LOG.log(Level.ERROR, "closing disk=" + d.config().name() + " failed", e);
             }
         }
-        disks.clear();
+        synchronized (disks) {
+            disks.clear();
+        }
     }
 }

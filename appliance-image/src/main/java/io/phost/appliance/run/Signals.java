@@ -21,7 +21,7 @@ public final class Signals {
         for (String name : new String[] {"TERM", "INT", "HUP"}) {
             Signal.handle(new Signal(name), s -> {
                 if (stop.getCount() == 0) {
-                    Runtime.getRuntime().halt(130);
+                    io.phost.core.sys.ProcessExit.now(130);
                 }
                 System.getLogger("phost.run").log(System.Logger.Level.INFO, "signal=SIG" + s.getName() + " stopping");
                 stop.countDown();

@@ -20,6 +20,7 @@ public final class ChannelAgent implements Agent {
     private final ChannelHandler handler;
     private final Consumer<String> onFault;
     private volatile String pendingFault;
+    private volatile boolean stopping;
 
     /**
      * @param tx the host→guest ring; replies written during one duty cycle are published together
@@ -35,6 +36,9 @@ public final class ChannelAgent implements Agent {
 
     @Override
     public int doWork() {
+        if (stopping) {
+            throw new AgentTerminationException(true);
+        }
         int work;
         if (tx != null) {
             tx.beginBatch();
@@ -63,6 +67,15 @@ public final class ChannelAgent implements Agent {
         if (pendingFault == null) {
             pendingFault = reason;
         }
+    }
+
+    /**
+     * Ends the agent at its next duty cycle. Set before the agent is woken for a close: woken first, it could
+     * loop and fall asleep again before the runner's own running flag was cleared, and sleep out its whole
+     * doorbell timeout.
+     */
+    void stop() {
+        stopping = true;
     }
 
     @Override

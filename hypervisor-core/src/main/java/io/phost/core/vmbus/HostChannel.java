@@ -123,6 +123,7 @@ final class HostChannel implements ChannelContext {
     void shutdown() {
         AgentRunner r = runner;
         if (r != null) {
+            agent.stop(); // before the wakeup, so the woken agent cannot go back to sleep
             wakeup();
             r.close();
         }

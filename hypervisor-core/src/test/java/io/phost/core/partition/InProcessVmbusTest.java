@@ -367,6 +367,67 @@ class InProcessVmbusTest {
         }
     }
 
+    /**
+     * A stop never waits for an idle channel agent's doorbell timeout. The agent used to be woken before it was
+     * told to end: one that woke, looped and slept again before the stop flag was set slept out its whole timeout
+     * (1 s for the integration services, so 1-2 s of every partition stop). The device here idles 30 s between
+     * doorbells and 24 channels are closed at once, so the race is near-certain to show if it exists.
+     */
+    @Test
+    void shouldStopIdleChannelsWithoutWaitingForTheirDoorbellTimeout() throws Exception {
+        SleepyVsp sleepy = new SleepyVsp();
+        Partition p = host.create(PartitionSpec.external("sleepy", 1, MEM));
+        p.offer(sleepy);
+        p.start();
+        VmbusClient c = attach(p);
+        ChannelOffer o = c.awaitOffer(SleepyVsp.TYPE, 0, Duration.ofSeconds(5));
+        c.open(o, 2, null);
+        p.server().channel(c.offers().stream().filter(x -> x.interfaceType().equals(SleepyVsp.TYPE)).findFirst()
+            .orElseThrow().relid()).offerSubChannels(23);
+        for (int i = 1; i <= 23; i++) {
+            c.open(c.awaitOffer(SleepyVsp.TYPE, i, Duration.ofSeconds(5)), 2, null);
+        }
+        Thread.sleep(300); // every agent asleep on its doorbell
+        long t0 = System.nanoTime();
+        p.turnOff("test");
+        long ms = (System.nanoTime() - t0) / 1_000_000;
+        assertTrue(ms < 15_000, "closing 24 idle channels took " + ms + " ms: an agent slept out its 30 s doorbell timeout");
+        assertTrue(Thread.getAllStackTraces().keySet().stream().noneMatch(t -> t.getName().startsWith("vsp-sleepy-sleepy-q")),
+            "every channel agent has ended");
+    }
+
+    /** A device whose agents sleep up to 30 s on the doorbell between packets (whatever the host's polling mode). */
+    private static final class SleepyVsp implements io.phost.core.vmbus.VirtualServiceProvider {
+        static final java.util.UUID TYPE = java.util.UUID.fromString("0c1e5a4e-1111-4a6b-9d7e-000000000030");
+
+        @Override
+        public java.util.UUID interfaceType() {
+            return TYPE;
+        }
+
+        @Override
+        public java.util.UUID instance() {
+            return TYPE;
+        }
+
+        @Override
+        public String name() {
+            return "vsp-sleepy";
+        }
+
+        @Override
+        public io.phost.core.vmbus.ChannelHandler open(io.phost.core.vmbus.ChannelContext ctx) {
+            return (buf, off, len, type, flags, transId) -> true;
+        }
+
+        @Override
+        public org.agrona.concurrent.IdleStrategy idleStrategy(io.phost.core.vmbus.VmbusRing rx,
+                                                               io.phost.core.sys.EventFd doorbell,
+                                                               io.phost.core.vmbus.PollingMode mode) {
+            return new io.phost.core.vmbus.DoorbellIdleStrategy(rx, doorbell, 0, 0, 30_000);
+        }
+    }
+
     private static long agentCpu(ThreadMXBean mx) {
         long sum = 0;
         for (Thread t : Thread.getAllStackTraces().keySet()) {
