@@ -45,7 +45,7 @@ class DisksComponentLiveTest {
                     disks.closeLive("d" + i);
                 }
                 for (int i = 1; i < 8; i++) {
-                    disks.openLive(cfg.disks().get(i), dir);
+                    disks.openLive(cfg.disks().get(i), cfg);
                 }
                 rounds++;
             }
