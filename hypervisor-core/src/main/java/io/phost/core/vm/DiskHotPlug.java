@@ -150,6 +150,6 @@ final class DiskHotPlug {
             }
         }
         throw new IllegalStateException("partition " + partition + ": all " + QemuCommandLine.HOT_PLUG_PORTS
-            + " hot-plug ports of this QEMU are taken; restart the partition (its disks then get their own ports)");
+            + " hot-plug ports of this QEMU are taken; restart the partition (its disks and NICs then get their own ports)");
     }
 }
