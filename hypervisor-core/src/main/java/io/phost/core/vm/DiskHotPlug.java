@@ -29,7 +29,7 @@ final class DiskHotPlug {
     private final boolean q35;
     private final boolean kvm;
     private final Duration commandTimeout;
-    /** Hot-plugged disks of the running QEMU: device id -> the spare port it took ("" on machine pc). */
+    /** Hot-plugged disks and NICs of the running QEMU: device id -> the spare port it took ("" on machine pc). */
     private final Map<String, String> ports = new ConcurrentHashMap<>();
     /** device_del requests waiting for their DEVICE_DELETED event, by QEMU device id. */
     private final Map<String, CompletableFuture<Void>> deletions = new ConcurrentHashMap<>();
