@@ -202,23 +202,18 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
             if (!old.disks().equals(p.disks())) {
                 attachments(at, old, p);
             }
-            if (old.nics().size() != p.nics().size() && p.isVm()) {
-                refuse(at + ".nic", "adding or removing a NIC of a running VM partition (virtio-net hot-plug) is not "
-                    + "supported yet; remove the partition in one apply and add it back in the next");
-            } else {
-                int common = Math.min(old.nics().size(), p.nics().size());
-                for (int n = 0; n < common; n++) {
-                    nic(at + ".nic[" + n + "]", p.name(), n, old.nics().get(n), p.nics().get(n));
-                }
-                // A process partition's NICs are hot-added and hot-removed at the end of its list (a VMBus offer or
-                // rescind; the guest numbers NICs in offer order, so one in the middle would renumber the rest):
-                // removals first, highest index first, and additions where the partition's other changes are made.
-                for (int n = old.nics().size() - 1; n >= common; n--) {
-                    removedPartitions.add(new ConfigChange(Op.REMOVE, Subject.NIC, p.name(), n, old.nics().get(n), null, ""));
-                }
-                for (int n = common; n < p.nics().size(); n++) {
-                    addsAndChanges.add(new ConfigChange(Op.ADD, Subject.NIC, p.name(), n, null, p.nics().get(n), ""));
-                }
+            int common = Math.min(old.nics().size(), p.nics().size());
+            for (int n = 0; n < common; n++) {
+                nic(at + ".nic[" + n + "]", p.name(), n, old.nics().get(n), p.nics().get(n));
+            }
+            // NICs are hot-added and hot-removed at the end of the list (a VMBus offer or rescind, or a VM's virtio-net
+            // PCI hot-plug; guests number NICs in arrival order, so one in the middle would renumber the rest):
+            // removals first, highest index first, and additions where the partition's other changes are made.
+            for (int n = old.nics().size() - 1; n >= common; n--) {
+                removedPartitions.add(new ConfigChange(Op.REMOVE, Subject.NIC, p.name(), n, old.nics().get(n), null, ""));
+            }
+            for (int n = common; n < p.nics().size(); n++) {
+                addsAndChanges.add(new ConfigChange(Op.ADD, Subject.NIC, p.name(), n, null, p.nics().get(n), ""));
             }
             PartitionConfig sameButNicsDisks = new PartitionConfig(old.name(), old.vcpus(), old.memory(), p.disks(), p.nics(),
                 old.command(), old.workload(), p.autostart(), old.vm(), old.onCrash(), old.cpus());

@@ -290,6 +290,9 @@ public final class ConfigComponent implements Component {
                 };
             }
             case NIC -> {
+                if ((c.after() != null ? next : running).partition(c.name()).orElseThrow().isVm()) {
+                    yield vmNic(c);
+                }
                 if (c.after() != null) {
                     addNic(c.name(), c.nic(), (NicConfig) c.after());
                     yield () -> removeNic(c.name(), c.nic());
@@ -327,6 +330,45 @@ public final class ConfigComponent implements Component {
             network.detachNic(partition, index);
             throw e;
         }
+    }
+
+    /**
+     * A VM's NIC: its vhost-user-net port listens and joins the switch before QEMU gets the device (chardev-add,
+     * netdev_add, device_add virtio-net-pci); removal waits for the guest to let go (DEVICE_DELETED) before the port
+     * closes. A VM that is not running gets it at its next start.
+     */
+    private Runnable vmNic(ConfigChange c) throws IOException {
+        if (c.after() != null) {
+            plugInNic(c.name(), c.nic(), (NicConfig) c.after());
+            return () -> unplugNic(c.name(), c.nic());
+        }
+        unplugNic(c.name(), c.nic());
+        return () -> {
+            try {
+                plugInNic(c.name(), c.nic(), (NicConfig) c.before());
+            } catch (IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+        };
+    }
+
+    private void plugInNic(String partition, int index, NicConfig n) throws IOException {
+        io.phost.core.vm.VmDevice device = network.attachVmNic(partition, index, n);
+        try {
+            if (partitions.partition(partition) instanceof io.phost.core.vm.VmPartition vm) {
+                vm.addNic(device);
+            }
+        } catch (RuntimeException e) {
+            network.detachVmNic(partition, index);
+            throw e;
+        }
+    }
+
+    private void unplugNic(String partition, int index) {
+        if (partitions.partition(partition) instanceof io.phost.core.vm.VmPartition vm) {
+            vm.removeNic("nic" + index, UNPLUG_TIMEOUT);
+        }
+        network.detachVmNic(partition, index);
     }
 
     /** How long a guest has to release a hot-unplugged disk (ACPI eject, or PCIe's 5 s attention button under TCG). */

@@ -258,28 +258,43 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         if (!p.isVm() || p.nics().isEmpty()) {
             return List.of();
         }
-        Files.createDirectories(vhostDir);
         List<VmDevice> out = new ArrayList<>();
         for (int i = 0; i < p.nics().size(); i++) {
-            NicConfig n = p.nics().get(i);
-            String portName = p.name() + "/" + p.name() + "-nic" + i;
-            Path socket = vhostDir.resolve(p.name() + ".nic" + i + ".sock");
-            if (socket.toString().length() > MAX_SOCKET_PATH) {
-                throw new IOException("partition '" + p.name() + "' nic " + i + ": vhost-user socket path " + socket
-                    + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
-            }
-            PortConfig pc = portConfig(n);
-            if (n.mtu() > 0) {
-                pc = pc.withMtu(n.mtu());
-            }
-            VhostUserNetPort nic = VhostUserNetPort.start(portName, switches.get(n.switchName()), pc, socket, vspCpus, n.queues());
-            vmNics.put(portName, nic);
-            vmNicIds.put(portName, new String[] {p.name(), "nic" + i});
-            LOG.log(Level.INFO, "vnic attached partition=" + p.name() + " nic=" + p.name() + "-nic" + i + " switch="
-                + n.switchName() + " mac=" + n.mac() + " data_path=vhost-user-net socket=" + socket);
-            out.add(new VmDevice("nic" + i, VmDevice.Type.NET, socket, n.queues(), n.mac().toLowerCase(java.util.Locale.ROOT)));
+            out.add(attachVmNic(p.name(), i, p.nics().get(i)));
         }
         return out;
+    }
+
+    /** NIC {@code i} of VM partition {@code partition}: its vhost-user-net port listens and is on its switch. */
+    VmDevice attachVmNic(String partition, int i, NicConfig n) throws IOException {
+        Files.createDirectories(vhostDir);
+        String portName = partition + "/" + partition + "-nic" + i;
+        Path socket = vhostDir.resolve(partition + ".nic" + i + ".sock");
+        if (socket.toString().length() > MAX_SOCKET_PATH) {
+            throw new IOException("partition '" + partition + "' nic " + i + ": vhost-user socket path " + socket
+                + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
+        }
+        PortConfig pc = portConfig(n);
+        if (n.mtu() > 0) {
+            pc = pc.withMtu(n.mtu());
+        }
+        VhostUserNetPort nic = VhostUserNetPort.start(portName, switches.get(n.switchName()), pc, socket, vspCpus, n.queues());
+        vmNics.put(portName, nic);
+        vmNicIds.put(portName, new String[] {partition, "nic" + i});
+        LOG.log(Level.INFO, "vnic attached partition=" + partition + " nic=" + partition + "-nic" + i + " switch="
+            + n.switchName() + " mac=" + n.mac() + " data_path=vhost-user-net socket=" + socket);
+        return new VmDevice("nic" + i, VmDevice.Type.NET, socket, n.queues(), n.mac().toLowerCase(java.util.Locale.ROOT));
+    }
+
+    /** Closes NIC {@code i} of VM partition {@code partition} and takes its port off the switch (QEMU let go first). */
+    void detachVmNic(String partition, int i) {
+        String portName = partition + "/" + partition + "-nic" + i;
+        vmNicIds.remove(portName);
+        VhostUserNetPort nic = vmNics.remove(portName);
+        if (nic != null) {
+            nic.close();
+            LOG.log(Level.INFO, "vnic detached partition=" + partition + " nic=" + partition + "-nic" + i);
+        }
     }
 
     /** Tells a VM's guest its NIC's link changed (QMP {@code set_link}); true when the VM was told. */

@@ -182,6 +182,19 @@ class ConfigDiffTest {
     }
 
     @Test
+    void shouldHotPlugAndUnplugAVmsNicAtTheEndOfItsListAndRefuseChangingItsMac() throws Exception {
+        String one = VM.replace("disk = [{ disk = \"v0\" }]", "disk = [{ disk = \"v0\" }]\nnic = [{ switch = \"lan\", mac = \"02:00:00:00:01:01\" }]");
+        String two = one.replace("mac = \"02:00:00:00:01:01\" }]", "mac = \"02:00:00:00:01:01\" }, { switch = \"lan\", mac = \"02:00:00:00:01:02\" }]");
+        ConfigDiff plug = diff(one, two);
+        assertEquals(List.of(), plug.refusals());
+        assertEquals(List.of("+ nic 1 of partition vm1 on switch lan (hot-add)"), plug.plan());
+        assertEquals(List.of("- nic 1 of partition vm1 (hot-remove)"), diff(two, one).plan());
+
+        ConfigDiff mac = diff(two, two.replace("02:00:00:00:01:02", "02:00:00:00:01:03"));
+        assertEquals(List.of("partition[1].nic[1].mac"), mac.refusals().stream().map(ConfigError::keyPath).toList());
+    }
+
+    @Test
     void shouldNameConfigKeysOfRecordComponents() {
         assertEquals("switch", ConfigDiff.key("switchName"));
         assertEquals("max_bandwidth_in", ConfigDiff.key("maxBandwidthIn"));

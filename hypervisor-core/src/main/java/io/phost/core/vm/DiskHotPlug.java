@@ -12,11 +12,13 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * PCI hot-plug of vhost-user-blk disks into a running QEMU over QMP, for {@link VmPartition}:
+ * PCI hot-plug of vhost-user-blk disks and vhost-user-net NICs into a running QEMU over QMP, for {@link VmPartition}:
  * <pre>
- *   plug    chardev-add {id, backend: socket, client, reconnect 1}  then  device_add vhost-user-blk-pci
- *           on a free spare pcie-root-port (q35: hp0..hp3) or the root bus (pc); a refused device_add removes the chardev
- *   unplug  device_del ID-dev, wait for DEVICE_DELETED (the guest releases it), chardev-remove
+ *   plug    chardev-add {id, backend: socket, client, reconnect 1}  then (net: netdev_add vhost-user ID-net)
+ *           device_add vhost-user-blk-pci | virtio-net-pci on a free spare pcie-root-port (q35: hp0..hp3) or the
+ *           root bus (pc); a refused step undoes the ones before it
+ *   unplug  device_del ID-dev, wait for DEVICE_DELETED (the guest releases it), chardev-remove (net: netdev_del,
+ *           which deletes the netdev's chardev too)
  * </pre>
  * The spare ports a QEMU has are free again when it restarts ({@link #reset}).
  */
@@ -25,15 +27,17 @@ final class DiskHotPlug {
 
     private final String partition;
     private final boolean q35;
+    private final boolean kvm;
     private final Duration commandTimeout;
-    /** Hot-plugged disks of the running QEMU: device id -> the spare port it took ("" on machine pc). */
+    /** Hot-plugged disks and NICs of the running QEMU: device id -> the spare port it took ("" on machine pc). */
     private final Map<String, String> ports = new ConcurrentHashMap<>();
     /** device_del requests waiting for their DEVICE_DELETED event, by QEMU device id. */
     private final Map<String, CompletableFuture<Void>> deletions = new ConcurrentHashMap<>();
 
-    DiskHotPlug(String partition, VmSpec.Machine machine, Duration commandTimeout) {
+    DiskHotPlug(String partition, VmSpec.Machine machine, boolean kvm, Duration commandTimeout) {
         this.partition = partition;
         this.q35 = machine == VmSpec.Machine.Q35;
+        this.kvm = kvm;
         this.commandTimeout = commandTimeout;
     }
 
@@ -47,22 +51,18 @@ final class DiskHotPlug {
         q.execute("chardev-add", Map.of("id", d.id(), "backend", Map.of("type", "socket", "data", Map.of(
             "addr", Map.of("type", "unix", "data", Map.of("path", d.socket().toString())), "server", false, "reconnect", 1))),
             commandTimeout);
+        boolean net = d.type() == VmDevice.Type.NET;
+        boolean netdev = false;
         try {
-            Map<String, Object> args = new LinkedHashMap<>();
-            args.put("driver", "vhost-user-blk-pci");
-            args.put("id", d.id() + "-dev");
-            args.put("chardev", d.id());
-            args.put("num-queues", d.queues());
-            if (!port.isEmpty()) {
-                args.put("bus", port);
+            if (net) {
+                q.execute("netdev_add", Map.of("type", "vhost-user", "id", d.id() + "-net", "chardev", d.id(),
+                    "queues", d.queues()), commandTimeout);
+                netdev = true;
             }
-            q.execute("device_add", args, commandTimeout);
+            q.execute("device_add", deviceArgs(d, port), commandTimeout);
         } catch (RuntimeException e) {
-            try {
-                q.execute("chardev-remove", Map.of("id", d.id()), commandTimeout);
-            } catch (RuntimeException again) {
-                e.addSuppressed(again);
-            }
+            // a vhost-user netdev deletes its chardev with itself (QEMU's net_vhost_user_cleanup)
+            quietly(q, netdev ? "netdev_del" : "chardev-remove", d.id() + (netdev ? "-net" : ""), e);
             throw e;
         }
         ports.put(d.id(), port);
@@ -70,15 +70,51 @@ final class DiskHotPlug {
             + (port.isEmpty() ? "" : " port=" + port));
     }
 
+    /** The device_add arguments: as {@link QemuCommandLine} puts the same device on a command line. */
+    private Map<String, Object> deviceArgs(VmDevice d, String port) {
+        Map<String, Object> args = new LinkedHashMap<>();
+        args.put("id", d.id() + "-dev");
+        if (d.type() == VmDevice.Type.NET) {
+            args.put("driver", "virtio-net-pci");
+            args.put("netdev", d.id() + "-net");
+            args.put("mac", d.mac());
+            boolean mq = d.queues() > 1;
+            if (mq) {
+                args.put("mq", true);
+            }
+            if (!kvm) { // QEMU 7.2 segfaults with vhost-user-net under TCG when MSI-X is on (see QemuCommandLine)
+                args.put("vectors", 0);
+            } else if (mq) {
+                args.put("vectors", 2 * d.queues() + 2);
+            }
+        } else {
+            args.put("driver", "vhost-user-blk-pci");
+            args.put("chardev", d.id());
+            args.put("num-queues", d.queues());
+        }
+        if (!port.isEmpty()) {
+            args.put("bus", port);
+        }
+        return args;
+    }
+
+    private void quietly(QmpClient q, String command, String id, RuntimeException failure) {
+        try {
+            q.execute(command, Map.of("id", id), commandTimeout);
+        } catch (RuntimeException again) {
+            failure.addSuppressed(again);
+        }
+    }
+
     /** Throws when the guest did not release the device within {@code timeout} (QEMU may still remove it later). */
-    void unplug(QmpClient q, String id, Duration timeout) {
+    void unplug(QmpClient q, String id, boolean net, Duration timeout) {
         var gone = new CompletableFuture<Void>();
         deletions.put(id + "-dev", gone);
         try {
             q.execute("device_del", Map.of("id", id + "-dev"), commandTimeout);
             gone.get(timeout.toMillis(), TimeUnit.MILLISECONDS);
         } catch (TimeoutException e) {
-            throw new IllegalStateException("partition " + partition + ": the guest did not release disk device " + id
+            throw new IllegalStateException("partition " + partition + ": the guest did not release device " + id
                 + " within " + timeout.toSeconds() + " s (no DEVICE_DELETED)");
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
@@ -88,7 +124,11 @@ final class DiskHotPlug {
         } finally {
             deletions.remove(id + "-dev");
         }
-        q.execute("chardev-remove", Map.of("id", id), commandTimeout);
+        if (net) { // the vhost-user netdev deletes its chardev with itself (QEMU's net_vhost_user_cleanup)
+            q.execute("netdev_del", Map.of("id", id + "-net"), commandTimeout);
+        } else {
+            q.execute("chardev-remove", Map.of("id", id), commandTimeout);
+        }
         ports.remove(id);
         LOG.log(Level.INFO, "hot-unplugged partition=" + partition + " device=" + id);
     }
@@ -110,6 +150,6 @@ final class DiskHotPlug {
             }
         }
         throw new IllegalStateException("partition " + partition + ": all " + QemuCommandLine.HOT_PLUG_PORTS
-            + " hot-plug ports of this QEMU are taken; restart the partition (its disks then get their own ports)");
+            + " hot-plug ports of this QEMU are taken; restart the partition (its disks and NICs then get their own ports)");
     }
 }

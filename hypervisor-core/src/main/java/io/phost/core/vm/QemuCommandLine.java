@@ -125,8 +125,12 @@ public final class QemuCommandLine {
                     // vectors=0: QEMU 7.2 segfaults with vhost-user-net under TCG when MSI-X is on (a KVM-only path);
                     // with KVM and N queue pairs, 2N+2 vectors (one per queue, config, control) as QEMU's docs say
                     boolean mq = d.queues() > 1;
+                    if (q35) { // as a disk: on a root port of its own, so `phost apply` can hot-unplug it
+                        add(a, "-device", "pcie-root-port,id=" + d.id() + "-port,chassis=" + ++chassis);
+                    }
                     add(a, "-device", "virtio-net-pci,id=" + d.id() + "-dev,netdev=" + d.id() + "-net,mac=" + d.mac()
-                        + (mq ? ",mq=on" : "") + (!kvm ? ",vectors=0" : mq ? ",vectors=" + (2 * d.queues() + 2) : ""));
+                        + (mq ? ",mq=on" : "") + (!kvm ? ",vectors=0" : mq ? ",vectors=" + (2 * d.queues() + 2) : "")
+                        + (q35 ? ",bus=" + d.id() + "-port" : ""));
                 }
             }
         }

@@ -130,7 +130,7 @@ public final class VmPartition implements ChildPartition {
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
         this.qemuLog = dir.resolve(spec.name() + ".qemu.log");
-        this.hotPlug = new DiskHotPlug(spec.name(), spec.machine(), options.commandTimeout());
+        this.hotPlug = new DiskHotPlug(spec.name(), spec.machine(), accel.type() == Accelerator.Type.KVM, options.commandTimeout());
         this.integration = new VmIntegration(spec.name(), dir.resolve(spec.name() + ".qga"), options.agentPeriod(),
             options.agentTimeout());
     }
@@ -612,6 +612,21 @@ public final class VmPartition implements ChildPartition {
         if (d.type() != VmDevice.Type.BLK) {
             throw new IllegalArgumentException("only vhost-user-blk disks are hot-plugged, not " + d.type());
         }
+        return plug(d);
+    }
+
+    /**
+     * Adds vhost-user-net NIC {@code d}, whose back-end already listens on its socket, as {@link #addDisk} does a
+     * disk: {@code chardev-add}, {@code netdev_add} type vhost-user, {@code device_add virtio-net-pci} with its MAC.
+     */
+    public boolean addNic(VmDevice d) {
+        if (d.type() != VmDevice.Type.NET) {
+            throw new IllegalArgumentException("not a NIC: " + d.type());
+        }
+        return plug(d);
+    }
+
+    private boolean plug(VmDevice d) {
         if (spec.devices().stream().anyMatch(x -> x.id().equals(d.id()))) {
             throw new IllegalStateException("partition " + name() + " has a device '" + d.id() + "' already");
         }
@@ -634,12 +649,22 @@ public final class VmPartition implements ChildPartition {
      * Throws when the guest did not let go in time (the disk stays in the spec; QEMU may still remove it later).
      */
     public boolean removeDisk(String id, Duration timeout) {
-        VmDevice d = spec.devices().stream().filter(x -> x.id().equals(id) && x.type() == VmDevice.Type.BLK).findFirst()
-            .orElseThrow(() -> new IllegalArgumentException("partition " + name() + " has no disk device '" + id + "'"));
+        return unplug(id, VmDevice.Type.BLK, timeout);
+    }
+
+    /** Removes NIC {@code id} as {@link #removeDisk} does a disk, with {@code netdev_del} (which takes its chardev along). */
+    public boolean removeNic(String id, Duration timeout) {
+        return unplug(id, VmDevice.Type.NET, timeout);
+    }
+
+    private boolean unplug(String id, VmDevice.Type type, Duration timeout) {
+        VmDevice d = spec.devices().stream().filter(x -> x.id().equals(id) && x.type() == type).findFirst()
+            .orElseThrow(() -> new IllegalArgumentException("partition " + name() + " has no " + type + " device '" + id + "'"));
         QmpClient q = liveQmp();
         if (q != null) {
-            hotPlug.unplug(q, id, timeout);
+            hotPlug.unplug(q, id, type == VmDevice.Type.NET, timeout);
         }
+        linksDown.remove(id);
         synchronized (this) {
             List<VmDevice> devices = new java.util.ArrayList<>(spec.devices());
             devices.remove(d);

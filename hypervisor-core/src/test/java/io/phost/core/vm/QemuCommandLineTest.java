@@ -114,10 +114,10 @@ class QemuCommandLineTest {
         VmSpec s = spec(kernel(""), devs);
         List<String> tcg = QemuCommandLine.build("qemu", s, TCG, QMP, QGA);
         assertEquals(List.of("vhost-user,id=nic0-net,chardev=nic0,queues=4"), valuesOf(tcg, "-netdev"));
-        assertTrue(valuesOf(tcg, "-device").contains("virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,mq=on,vectors=0"),
+        assertTrue(valuesOf(tcg, "-device").contains("virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,mq=on,vectors=0,bus=nic0-port"),
             tcg.toString());
         List<String> kvm = QemuCommandLine.build("qemu", s, KVM, QMP, QGA);
-        assertTrue(valuesOf(kvm, "-device").contains("virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,mq=on,vectors=10"),
+        assertTrue(valuesOf(kvm, "-device").contains("virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,mq=on,vectors=10,bus=nic0-port"),
             kvm.toString());
     }
 
@@ -131,12 +131,13 @@ class QemuCommandLineTest {
         assertEquals(List.of("pcie-root-port,id=disk0-port,chassis=1",
             "vhost-user-blk-pci,id=disk0-dev,chardev=disk0,num-queues=2,bus=disk0-port,bootindex=0",
             "vhost-user-scsi-pci,id=scsi0-dev,chardev=scsi0,num_queues=1",
-            "virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,vectors=0",
-            "pcie-root-port,id=hp0,chassis=2", "pcie-root-port,id=hp1,chassis=3", "pcie-root-port,id=hp2,chassis=4",
-            "pcie-root-port,id=hp3,chassis=5",
+            "pcie-root-port,id=nic0-port,chassis=2",
+            "virtio-net-pci,id=nic0-dev,netdev=nic0-net,mac=02:50:48:00:00:01,vectors=0,bus=nic0-port",
+            "pcie-root-port,id=hp0,chassis=3", "pcie-root-port,id=hp1,chassis=4", "pcie-root-port,id=hp2,chassis=5",
+            "pcie-root-port,id=hp3,chassis=6",
             "virtio-serial-pci,id=vser0", "virtserialport,bus=vser0.0,chardev=qga0,name=org.qemu.guest_agent.0"), devices,
-            "the disks (each on a root port of its own: q35 hot-unplugs only there) and NICs on vhost-user, spare ports for "
-                + "hot-plugged disks, and the guest agent's channel: nothing else");
+            "the disks and NICs (each on a root port of its own: q35 hot-unplugs only there) on vhost-user, spare ports for "
+                + "hot-plugged disks and NICs, and the guest agent's channel: nothing else");
         assertEquals(List.of("vhost-user,id=nic0-net,chardev=nic0,queues=1"), valuesOf(a, "-netdev"));
         assertEquals(List.of("stdio,id=console0,signal=off", "socket,id=disk0,path=/s/d0,reconnect=1", "socket,id=scsi0,path=/s/c0",
             "socket,id=nic0,path=/s/n0,reconnect=1", "socket,id=qga0,path=/run/phost/vm1.qga,server=on,wait=off"), valuesOf(a, "-chardev"), "a restarted back-end is reconnected (not scsi: QEMU 7.2 cannot)");
