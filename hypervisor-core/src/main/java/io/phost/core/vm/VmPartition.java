@@ -115,7 +115,7 @@ public final class VmPartition implements ChildPartition {
     private volatile String guestShutdown;
     /** NET devices (by {@link VmDevice#id()}) whose link was set down: re-applied when QEMU (re)starts. */
     private final java.util.Set<String> linksDown = java.util.concurrent.ConcurrentHashMap.newKeySet();
-    private final DiskHotPlug hotPlug;
+    private final PciHotPlug hotPlug;
     /** The generation whose console showed the spec's ready marker (-1: none yet). */
     private volatile long readyGeneration = -1;
     /** A saved state the next launch restores ({@link #startFromState}); null: boot. Used by one launch only. */
@@ -130,7 +130,7 @@ public final class VmPartition implements ChildPartition {
         this.console = new ConsoleLog(consoleLog, options.consoleMaxBytes());
         this.qmpSocket = dir.resolve(spec.name() + ".qmp");
         this.qemuLog = dir.resolve(spec.name() + ".qemu.log");
-        this.hotPlug = new DiskHotPlug(spec.name(), spec.machine(), accel.type() == Accelerator.Type.KVM, options.commandTimeout());
+        this.hotPlug = new PciHotPlug(spec.name(), spec.machine(), accel.type() == Accelerator.Type.KVM, options.commandTimeout());
         this.integration = new VmIntegration(spec.name(), dir.resolve(spec.name() + ".qga"), options.agentPeriod(),
             options.agentTimeout());
     }

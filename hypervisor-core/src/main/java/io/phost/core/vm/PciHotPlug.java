@@ -22,7 +22,7 @@ import java.util.concurrent.TimeoutException;
  * </pre>
  * The spare ports a QEMU has are free again when it restarts ({@link #reset}).
  */
-final class DiskHotPlug {
+final class PciHotPlug {
     private static final Logger LOG = System.getLogger("phost.partitions");
 
     private final String partition;
@@ -34,7 +34,7 @@ final class DiskHotPlug {
     /** device_del requests waiting for their DEVICE_DELETED event, by QEMU device id. */
     private final Map<String, CompletableFuture<Void>> deletions = new ConcurrentHashMap<>();
 
-    DiskHotPlug(String partition, VmSpec.Machine machine, boolean kvm, Duration commandTimeout) {
+    PciHotPlug(String partition, VmSpec.Machine machine, boolean kvm, Duration commandTimeout) {
         this.partition = partition;
         this.q35 = machine == VmSpec.Machine.Q35;
         this.kvm = kvm;

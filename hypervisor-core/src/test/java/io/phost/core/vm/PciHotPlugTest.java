@@ -21,7 +21,7 @@ import org.junit.jupiter.api.io.TempDir;
  * The QMP commands a NIC hot-plug and unplug send, in order, and what a refused device_add undoes. No chardev-remove
  * after netdev_del: QEMU deletes a vhost-user netdev's chardev with it and would answer "Chardev 'nic1' not found".
  */
-class DiskHotPlugTest {
+class PciHotPlugTest {
     private static final Duration T = Duration.ofSeconds(5);
 
     @TempDir
@@ -30,7 +30,7 @@ class DiskHotPlugTest {
     /** Commands the scripted QEMU received (without their ids); device_add fails when {@code refuseDeviceAdd}. */
     private final List<Map<String, Object>> commands = new CopyOnWriteArrayList<>();
 
-    private QmpClient qemu(DiskHotPlug hp, boolean refuseDeviceAdd) throws IOException {
+    private QmpClient qemu(PciHotPlug hp, boolean refuseDeviceAdd) throws IOException {
         Path sock = dir.resolve("q.sock");
         ServerSocketChannel server = ServerSocketChannel.open(StandardProtocolFamily.UNIX);
         server.bind(UnixDomainSocketAddress.of(sock));
@@ -82,7 +82,7 @@ class DiskHotPlugTest {
 
     @Test
     void shouldPlugANicAsChardevNetdevAndVirtioNetOnASparePortAndUnplugItInReverse() throws Exception {
-        DiskHotPlug hp = new DiskHotPlug("vm", VmSpec.Machine.Q35, false, T);
+        PciHotPlug hp = new PciHotPlug("vm", VmSpec.Machine.Q35, false, T);
         try (QmpClient q = qemu(hp, false)) {
             hp.plug(q, nic());
             hp.unplug(q, "nic1", true, T);
@@ -98,7 +98,7 @@ class DiskHotPlugTest {
 
     @Test
     void shouldRemoveTheNetdevAndChardevWhenQemuRefusesTheDevice() throws Exception {
-        DiskHotPlug hp = new DiskHotPlug("vm", VmSpec.Machine.PC, true, T);
+        PciHotPlug hp = new PciHotPlug("vm", VmSpec.Machine.PC, true, T);
         try (QmpClient q = qemu(hp, true)) {
             assertThrows(QmpException.class, () -> hp.plug(q, nic()));
         }
