@@ -74,18 +74,7 @@ class ScsiLunGrowTest {
     @Test
     void shouldTellTheInitiatorWhenTheDiskGrewInPlace() throws Exception {
         long[] reported = {4L << 20};
-        VirtualDisk inPlace = new VirtualDisk() {
-            public long size() { return reported[0]; }
-            public int logicalSectorSize() { return 512; }
-            public int physicalSectorSize() { return 512; }
-            public boolean readOnly() { return false; }
-            public void read(long offset, MemorySegment dst) throws IOException { big.read(offset, dst); }
-            public void write(long offset, MemorySegment src) throws IOException { big.write(offset, src); }
-            public void flush() { }
-            public void writeZeroes(long offset, long length) throws IOException { big.writeZeroes(offset, length); }
-            public String format() { return "grows-in-place"; }
-            public void close() { }
-        };
+        VirtualDisk inPlace = resizedInPlace(reported, "grows-in-place");
         ScsiLun grows = new ScsiLun("grow1", inPlace);
         target.add(0, grows);
         h = new ScsiHarness(target);
@@ -108,18 +97,7 @@ class ScsiLunGrowTest {
     @Test
     void shouldShrinkWithTheDiskAfterARollbackToASmallerSnapshot() throws Exception {
         long[] reported = {8L << 20};
-        VirtualDisk inPlace = new VirtualDisk() {
-            public long size() { return reported[0]; }
-            public int logicalSectorSize() { return 512; }
-            public int physicalSectorSize() { return 512; }
-            public boolean readOnly() { return false; }
-            public void read(long offset, MemorySegment dst) throws IOException { big.read(offset, dst); }
-            public void write(long offset, MemorySegment src) throws IOException { big.write(offset, src); }
-            public void flush() { }
-            public void writeZeroes(long offset, long length) throws IOException { big.writeZeroes(offset, length); }
-            public String format() { return "rolled-back"; }
-            public void close() { }
-        };
+        VirtualDisk inPlace = resizedInPlace(reported, "rolled-back");
         ScsiLun lun8 = new ScsiLun("shrink0", inPlace);
         target.add(0, lun8);
         h = new ScsiHarness(target);
@@ -148,5 +126,24 @@ class ScsiLunGrowTest {
         onBig.pauseIo(1000);
         assertThrows(IllegalArgumentException.class, () -> onBig.swapGrownDisk(small, true));
         assertEquals(16384, onBig.blocks());
+    }
+
+    /**
+     * An RBD image resized by {@code rbd resize} or a snapshot rollback: the same disk object (backed by {@code big})
+     * whose {@code size()} is whatever {@code reported[0]} says.
+     */
+    private VirtualDisk resizedInPlace(long[] reported, String format) {
+        return new VirtualDisk() {
+            public long size() { return reported[0]; }
+            public int logicalSectorSize() { return 512; }
+            public int physicalSectorSize() { return 512; }
+            public boolean readOnly() { return false; }
+            public void read(long offset, MemorySegment dst) throws IOException { big.read(offset, dst); }
+            public void write(long offset, MemorySegment src) throws IOException { big.write(offset, src); }
+            public void flush() { }
+            public void writeZeroes(long offset, long length) throws IOException { big.writeZeroes(offset, length); }
+            public String format() { return format; }
+            public void close() { }
+        };
     }
 }
