@@ -1,16 +1,25 @@
 package io.phost.perf.rbd;
 
+import io.phost.core.partition.Partition;
+import io.phost.core.partition.PartitionHost;
+import io.phost.core.partition.PartitionSpec;
 import io.phost.core.sys.Librbd;
+import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.VmbusClient;
 import io.phost.core.vhost.VhostUserFrontend;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
 import io.phost.perf.vhost.VhostBlkLoad;
+import io.phost.qos.QosFlow;
+import io.phost.storage.StorageVsp;
 import io.phost.storage.engine.IoEngine;
 import io.phost.storage.engine.IoEngines;
 import io.phost.storage.engine.IoVecs;
 import io.phost.storage.rbd.RbdDisk;
 import io.phost.storage.vhost.VhostUserBlkExport;
+import io.phost.storage.vmbus.GuestIo;
+import io.phost.storage.vmbus.StorvscClient;
 
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -21,6 +30,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HexFormat;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -30,10 +40,11 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * {@code phost bench rbd}: 4 KiB random reads and writes at QD1 and QD32 on one RBD image, three ways in the
- * same run, interleaved round by round: a vhost-user-blk front-end through phost's export (virtio-blk →
- * storage queue → librbd engine), phost's librbd engine driven directly (the floor under every transport),
- * and fio's own {@code rbd} engine (the peer). Every side runs with the librbd cache off.
+ * {@code phost bench rbd}: 4 KiB random reads and writes at QD1 and QD32 on one RBD image, four ways in the
+ * same run, interleaved round by round: a process partition's guest over VMBus (storvsc → SCSI → storage
+ * queue → librbd engine), a vhost-user-blk front-end through phost's export (virtio-blk → storage queue →
+ * librbd engine), phost's librbd engine driven directly (the floor under every transport), and fio's own
+ * {@code rbd} engine (the peer). Every side runs with the librbd cache off.
  *
  * <p>Cluster: {@code $CEPH_CONF} (pool {@code $PHOST_BENCH_RBD_POOL}, default rbd) when set; else a throwaway
  * one started with {@code tools/ceph-test-cluster/start.sh} (found above the working directory) and removed.
@@ -51,7 +62,7 @@ public final class RbdBenchSuite implements BenchSuite {
 
     @Override
     public String description() {
-        return "Ceph RBD: phost over vhost-user and its librbd engine vs fio's rbd engine, 4k random QD1/QD32";
+        return "Ceph RBD: phost over VMBus, over vhost-user and its librbd engine vs fio's rbd engine, 4k random QD1/QD32";
     }
 
     @Override
@@ -110,13 +121,16 @@ public final class RbdBenchSuite implements BenchSuite {
         List<Point> points = List.of(new Point("4k-randread-qd1", false, 1), new Point("4k-randread-qd32", false, 32),
             new Point("4k-randwrite-qd1", true, 1), new Point("4k-randwrite-qd32", true, 32));
         List<BenchResult> results = new ArrayList<>();
-        int total = points.size() * rounds * 3;
+        int total = points.size() * rounds * 4;
         int step = 0;
         for (Point pt : points) {
+            double[] vmbus = new double[rounds];
             double[] vhost = new double[rounds];
             double[] engine = new double[rounds];
             double[] peer = new double[rounds];
             for (int r = 0; r < rounds; r++) {
+                ctx.progress(step++, total, pt.name() + " vmbus-guest round " + (r + 1));
+                vmbus[r] = viaVmbus(ctx, opts, pt, seconds, r);
                 ctx.progress(step++, total, pt.name() + " vhost-user round " + (r + 1));
                 vhost[r] = viaVhostUser(ctx, opts, pt, seconds, r);
                 ctx.progress(step++, total, pt.name() + " engine round " + (r + 1));
@@ -125,6 +139,7 @@ public final class RbdBenchSuite implements BenchSuite {
                 peer[r] = fio ? viaFio(ctx, conf, pool, pt, seconds) : Double.NaN;
             }
             String peerName = fio ? "fio rbd engine" : null;
+            results.add(result(pt.name() + " vmbus-guest", vmbus, peerName, peer));
             results.add(result(pt.name() + " vhost-user", vhost, peerName, peer));
             results.add(result(pt.name() + " librbd-engine", engine, peerName, peer));
         }
@@ -168,6 +183,30 @@ public final class RbdBenchSuite implements BenchSuite {
             VhostUserFrontend.Queue q = f.startQueue(0, 128);
             VhostBlkLoad.run(f, q, pt.write(), 4096, pt.qd(), IMAGE_SIZE, Math.min(0.3, seconds / 2), 7 + round); // warm-up
             return VhostBlkLoad.run(f, q, pt.write(), 4096, pt.qd(), IMAGE_SIZE, seconds, 1000 + round);
+        }
+    }
+
+    /** A process partition's guest: storvsc over VMBus, one channel of depth 32, SCSI, storage queue, engine. */
+    private static double viaVmbus(BenchContext ctx, RbdDisk.Options opts, Point pt, double seconds, int round)
+        throws Exception {
+        Path dataDir = Files.createDirectories(ctx.workDir().resolve("rbd-host"));
+        try (RbdDisk disk = RbdDisk.open(opts);
+             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults())) {
+            StorageVsp vsp = new StorageVsp("rbd-bench", 0);
+            vsp.attach(0, "rbd", disk, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO);
+            Partition p = host.create(PartitionSpec.external("rbd-bench", 1, 32L << 20));
+            p.offer(vsp);
+            p.start();
+            try (GuestRam ram = GuestRam.create("rbd-bench-guest", 32L << 20);
+                 VmbusClient bus = VmbusClient.attach(host.socketPath(), "rbd-bench",
+                     HexFormat.of().parseHex(p.credentialHex()), ram);
+                 StorvscClient client = StorvscClient.connect(bus, vsp.instance(), 1, 32, 64 << 10)) {
+                String rw = pt.write() ? "randwrite" : "randread";
+                GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, Math.min(0.3, seconds / 2), 0, 0, false,
+                    7 + round, 50, 0, IMAGE_SIZE)); // warm-up
+                return GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false, 1000 + round,
+                    50, 0, IMAGE_SIZE)).iops();
+            }
         }
     }
 

@@ -32,6 +32,7 @@ public final class RbdEngine implements IoEngine {
     private final long argBase;
     private final MemorySegment completionOut = Arena.global().allocate(ValueLayout.JAVA_LONG);
     private final MemorySegment pollFds = Arena.global().allocate(2 * Poll.POLLFD_SIZE, 8);
+    private final MemorySegment timeout = Arena.global().allocate(Poll.TIMESPEC_SIZE, 8);
     private final EventFd wake = EventFd.create();
     /** Other threads signal through this handle, only under the disk's lock (it has one scratch buffer). */
     private final EventFd wakeSignal = wake.view();
@@ -199,8 +200,9 @@ public final class RbdEngine implements IoEngine {
         if (n > 0) {
             return n;
         }
-        int millis = (int) Math.max(1, Math.min(Integer.MAX_VALUE, (timeoutNanos + 999_999) / 1_000_000));
-        Poll.poll(pollFds, 2, millis);
+        // Nanosecond timeout: callers wait 50-200 µs between looks at their ring or kick fd; poll(2)'s whole
+        // milliseconds made each such wait 1 ms, so new requests sat in the ring until a completion came.
+        Poll.ppoll(pollFds, 2, timeout, timeoutNanos);
         wake.tryConsume();
         return poll(handler);
     }
