@@ -152,7 +152,7 @@ public final class PartitionsComponent implements Component {
         }
         if (start) {
             try {
-                start(partition, false);
+                startOne(partition); // as at boot: one another appliance runs (its lock is held) stays stopped here
             } catch (IOException | RuntimeException e) {
                 removeLive(p.name());
                 config.set(before);
