@@ -6,9 +6,10 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 /**
- * The text of a config's {@code [[partition]]} and {@code [[disk]]} tables, cut and pasted as the operator wrote
- * them (comments and all): what a partition move hands to the peer ({@code phost partition move}), which adds it
- * to its own config and applies that live, while this host drops the same tables from its own.
+ * The text of a config's {@code [[partition]]}, {@code [[disk]]} and {@code [[qos_policy]]} tables, cut and pasted as
+ * the operator wrote them (comments and all): what a partition move hands to the peer ({@code phost partition move}),
+ * which adds it to its own config and applies that live, while this host drops the partition's and its disks'
+ * tables from its own (the policies stay: other disks may name them).
  *
  * <p>A table runs from its {@code [[disk]]}/{@code [[partition]]} header to the next header that is not one of its
  * sub-tables ({@code [disk.rbd]}, {@code [[partition.nic]]}), with the comment lines right above its header; its
@@ -27,10 +28,15 @@ public final class ConfigStanzas {
 
     /** The tables of partition {@code partition} and of each of {@code disks}, in file order, as text. */
     public static String of(String text, String partition, List<String> disks) {
+        return of(text, partition, disks, List.of());
+    }
+
+    /** As {@link #of(String, String, List)}, with the tables of the QoS policies {@code policies}. */
+    public static String of(String text, String partition, List<String> disks, List<String> policies) {
         List<String> lines = lines(text);
         StringBuilder out = new StringBuilder();
         for (Table t : tables(lines)) {
-            if (wanted(t, partition, disks)) {
+            if (wanted(t, partition, disks) || t.kind.equals("qos_policy") && policies.contains(t.name)) {
                 out.append(String.join("\n", lines.subList(t.from, t.to)).strip()).append("\n\n");
             }
         }
@@ -58,10 +64,33 @@ public final class ConfigStanzas {
 
     /** The names of the {@code [[disk]]} tables in {@code text}, with the text of each table. */
     public static java.util.Map<String, String> disks(String text) {
+        return named(text, "disk");
+    }
+
+    /** The names of the {@code [[qos_policy]]} tables in {@code text}, with the text of each table. */
+    public static java.util.Map<String, String> policies(String text) {
+        return named(text, "qos_policy");
+    }
+
+    /** {@code text} without the {@code [[qos_policy]]} tables named {@code names}. */
+    public static String withoutPolicies(String text, List<String> names) {
+        List<String> lines = lines(text);
+        List<String> out = new ArrayList<>(lines);
+        List<Table> ts = tables(lines);
+        for (int i = ts.size() - 1; i >= 0; i--) {
+            Table t = ts.get(i);
+            if (t.kind.equals("qos_policy") && names.contains(t.name)) {
+                out.subList(t.from, t.to).clear();
+            }
+        }
+        return String.join("\n", out);
+    }
+
+    private static java.util.Map<String, String> named(String text, String kind) {
         List<String> lines = lines(text);
         java.util.Map<String, String> out = new java.util.LinkedHashMap<>();
         for (Table t : tables(lines)) {
-            if (t.kind.equals("disk") && t.name != null) {
+            if (t.kind.equals(kind) && t.name != null) {
                 out.put(t.name, String.join("\n", lines.subList(t.from, t.to)).strip() + "\n");
             }
         }

@@ -152,7 +152,11 @@ public final class ConfigComponent implements Component {
         if (runningText == null || p == null) {
             return null;
         }
-        return ConfigStanzas.of(runningText, name, p.disks().stream().map(DiskAttachment::disk).distinct().toList());
+        List<String> disks = p.disks().stream().map(DiskAttachment::disk).distinct().toList();
+        // The policies its disks name go along: the peer adds those it lacks (its switches it must have: they bind NICs)
+        List<String> policies = disks.stream().map(running::disk).flatMap(java.util.Optional::stream)
+            .map(DiskConfig::qosPolicy).filter(java.util.Objects::nonNull).distinct().toList();
+        return ConfigStanzas.of(runningText, name, disks, policies);
     }
 
     /**
@@ -182,16 +186,32 @@ public final class ConfigComponent implements Component {
             }
             partitionOnly = ConfigStanzas.without(partitionOnly, "", List.of(d.getKey()));
         }
+        for (Map.Entry<String, String> q : ConfigStanzas.policies(stanzas).entrySet()) {
+            QosPolicyConfig mine = running.qosPolicy(q.getKey()).orElse(null);
+            if (mine == null) {
+                continue; // added with the partition
+            }
+            String differs = sameTable(c -> c.qosPolicy(mine.name()).orElseThrow(), mine, q.getValue());
+            if (differs != null) {
+                return new Outcome(409, "refused", List.of(), List.of("qos policy '" + q.getKey() + "': this host has a "
+                    + "different policy of that name (" + differs + "); rename one of them"));
+            }
+            partitionOnly = ConfigStanzas.withoutPolicies(partitionOnly, List.of(q.getKey()));
+        }
         text.append('\n').append(partitionOnly.strip()).append('\n');
         return apply(from, text.toString(), dryRun);
     }
 
     /** Null when {@code table} (one {@code [[disk]]} table) describes {@code mine}, else the first key that differs. */
     private String sameDisk(DiskConfig mine, String table) {
+        return sameTable(c -> c.disk(mine.name()).orElseThrow(), mine, table);
+    }
+
+    /** Null when {@code table}, parsed alone, gives what {@code pick} takes from it equal to {@code mine}, else why not. */
+    private String sameTable(java.util.function.Function<ApplianceConfig, Object> pick, Object mine, String table) {
         try {
             String probe = "[host]\nname = \"probe\"\ndata_dir = \"" + running.host().dataDir() + "\"\n\n" + table;
-            DiskConfig theirs = ConfigLoader.parse("<peer's disk>", probe).disk(mine.name()).orElseThrow();
-            return theirs.equals(mine) ? null : "its [[disk]] table differs";
+            return pick.apply(ConfigLoader.parse("<peer's table>", probe)).equals(mine) ? null : "its table differs";
         } catch (ConfigException e) {
             return e.errors().getFirst().toString();
         }

@@ -87,6 +87,26 @@ class ConfigStanzasTest {
     }
 
     @Test
+    void shouldCutTheQosPoliciesItsDisksNameWithoutDroppingThemHere() throws Exception {
+        String text = TEXT.replace("format = \"rbd\"\n[disk.rbd]", "format = \"rbd\"\nqos_policy = \"gold\"\n[disk.rbd]")
+            + "\n[[qos_policy]]\nname = \"gold\"\nmax_iops = 500\n\n[[qos_policy]]\nname = \"silver\"\nmax_iops = 100\n";
+        String s = ConfigStanzas.of(text, "web", List.of("web-disk", "shared"), List.of("gold"));
+        assertEquals(List.of("gold"), List.copyOf(ConfigStanzas.policies(s).keySet()));
+        assertTrue(ConfigStanzas.policies(s).get("gold").contains("max_iops = 500"), s);
+        assertFalse(s.contains("silver"), s);
+        // A peer without gold takes it with the disk; one with the same gold keeps its own (the table is cut).
+        // (switches are not handed over: the peer has its own lan)
+        String peer = "[host]\nname = \"b\"\ndata_dir = \"/var/lib/phost-stanzas-test-b\"\n\n"
+            + "[[switch]]\nname = \"lan\"\ntype = \"private\"\n\n";
+        ApplianceConfig taken = ConfigLoader.parse("b.toml", peer + s);
+        assertEquals(ConfigLoader.parse("a.toml", text).qosPolicy("gold"), taken.qosPolicy("gold"));
+        assertEquals("gold", taken.disk("web-disk").orElseThrow().qosPolicy());
+        String kept = ConfigStanzas.withoutPolicies(s, List.of("gold"));
+        assertTrue(ConfigStanzas.policies(kept).isEmpty() && kept.contains("name = \"web-disk\""), kept);
+        ConfigLoader.parse("b2.toml", peer + "[[qos_policy]]\nname = \"gold\"\nmax_iops = 500\n\n" + kept);
+    }
+
+    @Test
     void shouldFindNothingForAnUnknownPartition() {
         assertEquals("", ConfigStanzas.of(TEXT, "nope", List.of()));
         assertEquals(TEXT, ConfigStanzas.without(TEXT, "nope", List.of()));

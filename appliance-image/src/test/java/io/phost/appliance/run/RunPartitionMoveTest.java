@@ -72,10 +72,16 @@ class RunPartitionMoveTest {
     private String onlyOnA(String image, CephTestCluster ceph) {
         return """
 
-            # web moves between the appliances with its definition
+            # web moves between the appliances with its definition, and its disk's QoS policy (B has none)
+            [[qos_policy]]
+            name = "web-limit"
+            type = "dedicated"
+            max_iops = 5000
+
             [[disk]]
             name = "web-disk"
             format = "rbd"
+            qos_policy = "web-limit"
             [disk.rbd]
             pool = "rbd"
             image = "%s-web"
@@ -97,6 +103,34 @@ class RunPartitionMoveTest {
             workload = { kind = "net", args = ["--netns", "%s", "--address", "10.20.0.2/24"] }
             nic = [{ switch = "lan", mac = "02:20:00:00:00:02" }]
             """.formatted(image, ceph.conf(), NS_WEB, WEB_MAC, NS_WATCH);
+    }
+
+    /**
+     * An ha partition added live (phost apply) on both appliances, as docs/cluster.md asks: the same tables on
+     * each; its image exists already (a marker block imported at 2 MiB), its guest writes the pattern.
+     */
+    private static String liveHa(String image, CephTestCluster ceph) {
+        return """
+
+            [[disk]]
+            name = "live-disk"
+            format = "rbd"
+            [disk.rbd]
+            pool = "rbd"
+            image = "%s-live"
+            cluster_config = "%s"
+            connect_timeout = 20
+
+            [[partition]]
+            name = "live"
+            memory = "64MiB"
+            ha = true
+            [partition.workload]
+            kind = "io"
+            args = ["--rw", "randwrite", "--bs", "4k", "--iodepth", "4", "--span", "1m", "--runtime", "0", "--seed", "%d"]
+            [[partition.disk]]
+            disk = "live-disk"
+            """.formatted(image, ceph.conf(), SEED);
     }
 
     private String config(String name, String peer, Path data, Path peerData, CephTestCluster ceph, String image,
@@ -243,6 +277,23 @@ class RunPartitionMoveTest {
 
             moveWithDefinition(ca, cb, dataA, dataB);
 
+            // An ha partition added live on both appliances: it starts on A; B keeps its copy stopped (A holds the
+            // lock) instead of failing the apply.
+            byte[] marked = new byte[4 << 20];
+            java.util.Arrays.fill(marked, 2 << 20, (2 << 20) + (64 << 10), (byte) 0x5a);
+            Path markedFile = Files.write(dir.resolve("live.raw"), marked);
+            ceph.run("rbd", "import", markedFile.toString(), "rbd/" + image + "-live");
+            for (Path data : List.of(dataA, dataB)) {
+                Path next = Files.writeString(dir.resolve(data.getFileName() + "-live.toml"),
+                    Files.readString(data.resolve("applied.toml")) + liveHa(image, ceph));
+                assertEquals(0, Main.execute("apply", next.toString(), "--host", "unix:" + data.resolve("phost.sock")),
+                    "phost apply of the live ha partition on " + data.getFileName());
+                if (data == dataA) {
+                    assertEquals("running", awaitState(ca, "live", "running"));
+                }
+            }
+            assertNotEquals("running", state(cb, "live"), "B must not start what A runs (A holds the RBD lock)");
+
             // HA: A dies with its partitions; B restarts db (ha = true) after A's 3 s lease, breaking A's lock.
             Thread.sleep(1000);
             List<ProcessHandle> aTree = new ArrayList<>(a.process().descendants().toList());
@@ -253,12 +304,14 @@ class RunPartitionMoveTest {
             assertEquals("running", awaitState(cb, "db", "running"));
             System.out.printf("ha-restart detect+restart=%d ms load=%s%n", (System.nanoTime() - killed) / 1_000_000,
                 Files.readString(Path.of("/proc/loadavg")).strip());
+            assertEquals("running", awaitState(cb, "live", "running"), "the ha partition added live comes back on B");
             assertNotEquals("running", state(cb, "quiet"), "quiet is not ha: it stays stopped on B");
             HttpResponse health = cb.get("/v1/health");
             assertEquals(503, health.status(), "a dead peer degrades the survivor's health");
             assertTrue(health.bodyText().contains("cluster"), health.bodyText());
             Map<?, ?> cluster = (Map<?, ?>) ((Map<?, ?>) Json.parse(cb.get("/v1/status").bodyText())).get("cluster");
-            assertEquals("db", ((Map<?, ?>) ((List<?>) cluster.get("takeovers")).getFirst()).get("partition"), cluster.toString());
+            assertTrue(((List<?>) cluster.get("takeovers")).stream().anyMatch(t -> "db".equals(((Map<?, ?>) t).get("partition"))),
+                cluster.toString());
             HttpResponse unreachable = cb.post("/v1/partitions/move?name=db&to=a");
             assertEquals(409, unreachable.status());
             assertTrue(unreachable.bodyText().contains("unreachable"), unreachable.bodyText());
@@ -310,6 +363,7 @@ class RunPartitionMoveTest {
             exec("ip", "netns", "del", NS_WATCH);
         }
         verifyImage(ceph, image);
+        verifyLiveImage(ceph, image + "-live");
     }
 
     /**
@@ -344,6 +398,21 @@ class RunPartitionMoveTest {
             assertTrue(applied(dataB).contains("name = \"web\"") && applied(dataB).contains("name = \"web-disk\""),
                 applied(dataB));
             assertTrue(!applied(dataA).contains("name = \"web\"") && !applied(dataA).contains("web-disk"), applied(dataA));
+            assertTrue(applied(dataB).contains("name = \"web-limit\"") && applied(dataA).contains("name = \"web-limit\""),
+                "the policy went along and stays on A: " + applied(dataB));
+            HttpResponse differs = cb.post("/v1/partitions/receive?from=a&dry_run=true", """
+                [[partition]]
+                name = "other"
+                memory = "32MiB"
+                workload = { kind = "idle" }
+
+                [[qos_policy]]
+                name = "web-limit"
+                type = "dedicated"
+                max_iops = 1
+                """.getBytes(StandardCharsets.UTF_8));
+            assertEquals(409, differs.status(), differs.bodyText());
+            assertTrue(differs.bodyText().contains("qos policy 'web-limit'"), differs.bodyText());
             assertTrue(capture.waitFor(60, TimeUnit.SECONDS), "no RARP from web reached watch across the veth: "
                 + Files.readString(rarp));
             assertTrue(Files.readString(rarp).contains("Reverse Request"), Files.readString(rarp));
@@ -402,7 +471,20 @@ class RunPartitionMoveTest {
 
     /** Every 4 KiB block of the busy region holds the pattern or zeros, many hold the pattern; the NBD block is intact. */
     private void verifyImage(CephTestCluster ceph, String image) throws Exception {
-        Path out = dir.resolve("image.raw");
+        byte[] img = verifyPatternAndMarker(ceph, image);
+        assertEquals(32 << 20, img.length, "the image was grown");
+        for (int i = 24 << 20; i < (24 << 20) + (64 << 10); i++) {
+            assertEquals((byte) 0x6b, img[i], "byte written past the old end at " + i);
+        }
+    }
+
+    /** The live ha partition's image: its guest's pattern (on A, then on B) and the marker imported before. */
+    private void verifyLiveImage(CephTestCluster ceph, String image) throws Exception {
+        assertEquals(4 << 20, verifyPatternAndMarker(ceph, image).length);
+    }
+
+    private byte[] verifyPatternAndMarker(CephTestCluster ceph, String image) throws Exception {
+        Path out = dir.resolve(image + ".raw");
         ceph.run("rbd", "export", "rbd/" + image, out.toString());
         byte[] img = Files.readAllBytes(out);
         ByteBuffer bb = ByteBuffer.wrap(img).order(ByteOrder.LITTLE_ENDIAN);
@@ -421,12 +503,9 @@ class RunPartitionMoveTest {
         }
         assertTrue(patterned > 16, "the busy partition wrote only " + patterned + " blocks");
         for (int i = 2 << 20; i < (2 << 20) + (64 << 10); i++) {
-            assertEquals((byte) 0x5a, img[i], "NBD block byte at " + i);
+            assertEquals((byte) 0x5a, img[i], "marker byte at " + i);
         }
-        assertEquals(32 << 20, img.length, "the image was grown");
-        for (int i = 24 << 20; i < (24 << 20) + (64 << 10); i++) {
-            assertEquals((byte) 0x6b, img[i], "byte written past the old end at " + i);
-        }
+        return img;
     }
 
     /** Moves {@code p} through the API; returns the answer (stop_ms, start_ms, total_ms). */
