@@ -153,7 +153,7 @@ public final class ConfigComponent implements Component {
             return null;
         }
         List<String> disks = p.disks().stream().map(DiskAttachment::disk).distinct().toList();
-        // The policies its disks name go along: the peer adds those it lacks (its switches it must have: they bind NICs)
+        // The QoS policies its disks name go along (the peer adds those it lacks); switches do not: they bind host NICs
         List<String> policies = disks.stream().map(running::disk).flatMap(java.util.Optional::stream)
             .map(DiskConfig::qosPolicy).filter(java.util.Objects::nonNull).distinct().toList();
         return ConfigStanzas.of(runningText, name, disks, policies);

@@ -34,8 +34,10 @@ import org.junit.jupiter.api.io.TempDir;
  *   <li>Quick Migration: a busy process partition (random 4 KiB pattern writes, {@link GuestIo#pattern}) and an
  *       idle one move A → B → A with {@code phost partition move}; refusals name the reason (unknown peer, a
  *       local disk, a VM partition).</li>
- *   <li>HA restart: SIGKILL of A (and its partitions); B restarts the {@code ha = true} partition after A's lease,
- *       breaking A's lock; a move to the dead A is refused as unreachable.</li>
+ *   <li>HA restart: SIGKILL of A (and its partitions); B restarts the {@code ha = true} partitions after A's lease,
+ *       breaking A's locks: db, and live, added by {@code phost apply} on both hosts just before (B's apply leaves
+ *       it stopped: A holds its lock), whose image keeps its guest's pattern and a marker block; a move to the
+ *       dead A is refused as unreachable.</li>
  *   <li>Fencing: A comes back, B is frozen (SIGSTOP), A takes the partition over; when B wakes up (SIGCONT) its
  *       writes to the image fail (its client is blocklisted) and it turns its copy of the partition off.</li>
  * </ol>
@@ -44,7 +46,8 @@ import org.junit.jupiter.api.io.TempDir;
  * run three rounds and print the times (docs/benchmarks.md).
  *
  * <p>Also a partition defined on A only (web: an RBD disk, a NIC on the "lan" switch): its move hands its tables
- * over, the applied configs follow (a restart of A comes back without it), its NIC announces itself with a RARP,
+ * over with its disk's QoS policy (a differing same-named policy is refused), the applied configs follow (a restart
+ * of A comes back without it), its NIC announces itself with a RARP,
  * and a partition left on A reaches it across the veth pair the test joins the two switches with. Needs root.
  */
 @Timeout(900) // the default run takes about 4 min at load 20-30; -Dphost.soak=true adds about 4
