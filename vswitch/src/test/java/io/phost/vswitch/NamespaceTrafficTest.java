@@ -308,6 +308,82 @@ class NamespaceTrafficTest {
         }
     }
 
+    /**
+     * DHCPv6 relay snooping with real stacks: a router partition (vNIC "r", IPv6 guard listing only its own
+     * fd00:84::2) runs dnsmasq as a DHCPv6 relay for a client namespace behind it (fd00:85::/64 over a veth);
+     * dnsmasq on the host port serves that prefix. The server's RELAY-REPL crosses the switch to the router's MAC,
+     * so the router's port learns the client's lease, and the client's ping -6 from it, which the router forwards,
+     * passes the guard; one from an unleased fd00:85::9 stays IP_SPOOF. Before: RELAY-REPL taught nothing and the
+     * leased address was IP_SPOOF too.
+     */
+    @Test
+    void shouldLetARouterVnicForwardFromAnAddressItsDhcpv6RelayLeased(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+        throws Exception {
+        Assumptions.assumeTrue(Netns.run(5, "dnsmasq", "--version").exitCode() == 0
+            && Netns.run(5, "dhclient", "--version").exitCode() == 0, "needs dnsmasq and dhclient (isc-dhcp-client)");
+        VSwitch sw = new VSwitch("dr6", SwitchType.INTERNAL);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.84.0.1/24", true);
+        Port r = tapPort(sw, "r", PortKind.VNIC, PortConfig.vnic(mac(2)).withIpv6Addresses(PortConfig.ipv6("fd00:84::2")),
+            "10.84.0.2/24", true);
+        String h = ns(net, "h");
+        String nr = ns(net, "r");
+        String nc = net.ns("c");
+        String toClient = net.ifname("rc");
+        String client = net.ifname("cr");
+        net.veth(toClient, client);
+        net.place(toClient, nr, "fd00:85::1/64");
+        Netns.must("ip", "link", "set", client, "netns", nc);
+        Netns.must("ip", "-n", nc, "link", "set", client, "up");
+        Netns.must("ip", "-n", h, "addr", "add", "fd00:84::1/64", "dev", net.ifname("h"), "nodad");
+        Netns.must("ip", "-n", h, "-6", "route", "add", "fd00:85::/64", "via", "fd00:84::2");
+        Netns.must("ip", "-n", nr, "addr", "add", "fd00:84::2/64", "dev", net.ifname("r"), "nodad");
+        Netns.must("ip", "netns", "exec", nr, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1");
+        start(sw);
+        Process server = Netns.start(h, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+            "--user=root", "--interface=" + net.ifname("h"), "--bind-interfaces",
+            "--dhcp-range=fd00:85::100,fd00:85::1ff,64,600", "--dhcp-leasefile=" + dir.resolve("leases"),
+            "--pid-file=" + dir.resolve("server.pid"));
+        Process relay = Netns.start(nr, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+            "--user=root", "--dhcp-relay=fd00:85::1,fd00:84::1", "--interface=" + toClient,
+            "--interface=" + net.ifname("r"), "--bind-interfaces", "--pid-file=" + dir.resolve("relay.pid"));
+        java.nio.file.Path lease = dir.resolve("client.lease");
+        java.nio.file.Path clientPid = dir.resolve("dhclient.pid");
+        try {
+            waitForLinkLocal(nc, client);
+            waitForLinkLocal(nr, net.ifname("r"));
+            Netns.Result d = Netns.exec(nc, 40, "dhclient", "-6", "-1", "-sf", "/bin/true", "-lf", lease.toString(),
+                "-pf", clientPid.toString(), client);
+            assertEquals(0, d.exitCode(), d.output() + " " + r.counters().snapshot());
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("iaaddr (fd00:85::[0-9a-f]+)")
+                .matcher(java.nio.file.Files.readString(lease));
+            assertTrue(m.find(), java.nio.file.Files.readString(lease));
+            String leased = m.group(1);
+            assertTrue(r.counters().dhcpLeasesLearned() >= 1, r.counters().snapshot().toString());
+            assertTrue(r.dhcpLeases().stream().anyMatch(a -> PortConfig.ipv6(a)[1] == PortConfig.ipv6(leased)[1]),
+                r.dhcpLeases() + " " + leased);
+
+            Netns.must("ip", "-n", nc, "addr", "add", leased + "/64", "dev", client, "nodad");
+            Netns.must("ip", "-n", nc, "addr", "add", "fd00:85::9/64", "dev", client, "nodad");
+            Netns.must("ip", "-n", nc, "-6", "route", "add", "default", "via", "fd00:85::1");
+            long spoofed = r.counters().drops(DropReason.IP_SPOOF);
+            assertEquals(0, Netns.exec(nc, 12, "ping", "-6", "-c", "2", "-i", "0.2", "-w", "8", "-I", leased, "fd00:84::1")
+                .exitCode(), "ping -6 from the relayed lease: " + r.counters().snapshot());
+            assertEquals(spoofed, r.counters().drops(DropReason.IP_SPOOF), r.counters().snapshot().toString());
+            assertTrue(Netns.exec(nc, 8, "ping", "-6", "-c", "1", "-W", "1", "-I", "fd00:85::9", "fd00:84::1")
+                .exitCode() != 0, "an address nobody leased must not pass");
+            assertTrue(r.counters().drops(DropReason.IP_SPOOF) > spoofed, r.counters().snapshot().toString());
+        } finally {
+            if (java.nio.file.Files.exists(clientPid)) {
+                long pid = Long.parseLong(java.nio.file.Files.readString(clientPid).strip());
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroy);
+            }
+            for (Process p : List.of(relay, server)) {
+                p.destroy();
+                p.waitFor(5, java.util.concurrent.TimeUnit.SECONDS);
+            }
+        }
+    }
+
     /** Waits (≤ 10 s) until {@code ifname}'s link-local address has passed duplicate address detection. */
     private static void waitForLinkLocal(String ns, String ifname) throws InterruptedException {
         for (int i = 0; i < 100; i++) {
