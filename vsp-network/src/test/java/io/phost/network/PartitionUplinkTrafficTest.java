@@ -251,6 +251,42 @@ class PartitionUplinkTrafficTest {
         bothWays(nic, lan, "10.84.0.100", "10.84.0.1", offloads);
     }
 
+    /** An iperf3 UDP run's lost datagrams, and how many of them the receiver's full socket buffer dropped. */
+    record UdpLoss(double packets, double lost, long socketDrops) {
+        /** Lost on the way (switch, VMBus, TAPs), not by a receiver that got no CPU in time: percent of those sent. */
+        double pathPercent() {
+            return packets == 0 ? 100 : 100 * Math.max(0, lost - socketDrops) / packets;
+        }
+
+        @Override
+        public String toString() {
+            return String.format("%.0f of %.0f lost (%d by the receiving socket's full buffer; path %.2f%%)",
+                lost, packets, socketDrops, pathPercent());
+        }
+    }
+
+    /**
+     * 1 s of 20 Mbit/s UDP to an iperf3 server at {@code serverIp} in {@code serverNs}. On a machine at load ~30 the
+     * server can go without a CPU for longer than its socket buffer lasts (208 KiB: ~80 ms at 20 Mbit/s), and the
+     * kernel drops there, after the path (a run lost 39.8% that way); those drops are the namespace's UDP
+     * RcvbufErrors (/proc/net/snmp is per namespace) and are told apart, so the assertion is on the path alone.
+     */
+    private static UdpLoss udpLoss(String serverNs, String serverIp, String clientNs) throws Exception {
+        long before = udpRcvbufErrors(serverNs);
+        String json = SyntheticNicTrafficTest.iperf(serverNs, serverIp, clientNs, 1, "-u", "-b", "20M", "-l", "1400",
+            CONNECT_TIMEOUT);
+        long socketDrops = udpRcvbufErrors(serverNs) - before;
+        return new UdpLoss(SyntheticNicTrafficTest.number(json, "sum", "packets"),
+            SyntheticNicTrafficTest.number(json, "sum", "lost_packets"), socketDrops);
+    }
+
+    private static long udpRcvbufErrors(String ns) throws Exception {
+        List<String> udp = SyntheticNicTrafficTest.output("ip", "netns", "exec", ns, "cat", "/proc/net/snmp").lines()
+            .filter(l -> l.startsWith("Udp:")).toList();
+        List<String> names = List.of(udp.get(0).split("\\s+"));
+        return Long.parseLong(udp.get(1).split("\\s+")[names.indexOf("RcvbufErrors")]);
+    }
+
     private void bothWays(NetVsp nic, String farNs, String farIp, String partitionIp, boolean offloads)
         throws Exception {
         String php = "php" + tag;
@@ -259,20 +295,20 @@ class PartitionUplinkTrafficTest {
         assertEquals(0, SyntheticNicTrafficTest.run(15, "ip", "netns", "exec", php, "ping", "-c", "3", "-i", "0.2", "-W", "2",
             farIp), "ping partition -> far side");
         Port port = nic.port();
+        // 2 s measured after 1 s left out (-O 1): at load ~30 one lost early segment costs TCP a 1 s retransmission
+        // timeout, which made a 2 s run with no omit measure 4.9 Mbit/s once (the GRO run beside it 51 Mbit/s).
         double toPartition = SyntheticNicTrafficTest.number(
-            SyntheticNicTrafficTest.iperf(php, partitionIp, farNs, 2, CONNECT_TIMEOUT), "sum_received", "bits_per_second");
+            SyntheticNicTrafficTest.iperf(php, partitionIp, farNs, 3, "-O", "1", CONNECT_TIMEOUT), "sum_received", "bits_per_second");
         double fromPartition = SyntheticNicTrafficTest.number(
-            SyntheticNicTrafficTest.iperf(farNs, farIp, php, 2, CONNECT_TIMEOUT), "sum_received", "bits_per_second");
-        double udpLostIn = SyntheticNicTrafficTest.number(
-            SyntheticNicTrafficTest.iperf(php, partitionIp, farNs, 1, "-u", "-b", "20M", "-l", "1400", CONNECT_TIMEOUT), "sum", "lost_percent");
-        double udpLostOut = SyntheticNicTrafficTest.number(
-            SyntheticNicTrafficTest.iperf(farNs, farIp, php, 1, "-u", "-b", "20M", "-l", "1400", CONNECT_TIMEOUT), "sum", "lost_percent");
-        System.out.printf("partition <-> %s: TCP in %.1f Mbit/s, out %.1f Mbit/s; UDP lost in %.2f%% out %.2f%%; %s;"
-            + " TAP write errors %d%n", farNs, toPartition / 1e6, fromPartition / 1e6, udpLostIn, udpLostOut,
+            SyntheticNicTrafficTest.iperf(farNs, farIp, php, 3, "-O", "1", CONNECT_TIMEOUT), "sum_received", "bits_per_second");
+        UdpLoss in = udpLoss(php, partitionIp, farNs);
+        UdpLoss out = udpLoss(farNs, farIp, php);
+        System.out.printf("partition <-> %s: TCP in %.1f Mbit/s, out %.1f Mbit/s; UDP in %s, out %s; %s;"
+            + " TAP write errors %d%n", farNs, toPartition / 1e6, fromPartition / 1e6, in, out,
             port.counters().snapshot(), bridges.getFirst().tapWriteErrors());
         assertTrue(toPartition > 5e6, "TCP far side -> partition: " + toPartition + " " + port.counters().snapshot());
         assertTrue(fromPartition > 5e6, "TCP partition -> far side: " + fromPartition + " " + port.counters().snapshot());
-        assertTrue(udpLostIn < 25 && udpLostOut < 25, "UDP loss in " + udpLostIn + "% out " + udpLostOut + "%");
+        assertTrue(in.pathPercent() < 25 && out.pathPercent() < 25, "UDP lost on the path in " + in + ", out " + out);
         assertEquals(0, port.counters().drops(DropReason.OFFLOAD_UNSUPPORTED), port.counters().snapshot().toString());
         if (!offloads) {
             assertTrue(port.counters().softwareOffloadFrames() > 1000,

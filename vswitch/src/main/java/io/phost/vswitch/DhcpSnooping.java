@@ -16,6 +16,12 @@ import org.agrona.DirectBuffer;
  *   option: code (2) length (2) data.  IA_NA (3): IAID, T1, T2 (4 each), then options;  IA_TA (4): IAID, then options
  *   IAADDR (5), inside an IA: address (16), preferred lifetime (4), valid lifetime (4; 0 = ended, 0xffffffff = infinite)
  * </pre>
+ * A RELAY-REPL (UDP 547 → 547, msg-type 13) sent to a client's MAC (a relay agent, or a lightweight relay
+ * (RFC 6221), behind that port) counts as the REPLY its Relay Message option carries, through up to
+ * {@value #MAX_RELAY_DEPTH} nested relays (deeper, or malformed, is ignored):
+ * <pre>
+ *   RELAY-REPL: msg-type @0 = 13, hop-count @1, link-address @2, peer-address @18, options @34 (Relay Message = 9)
+ * </pre>
  * One instance per switch, used on its thread; the result is left in fields (no allocation per packet).
  */
 final class DhcpSnooping {
@@ -26,6 +32,12 @@ final class DhcpSnooping {
     private static final int IA_NA = 3;
     private static final int IA_TA = 4;
     private static final int IAADDR = 5;
+    private static final int RELAY_REPL = 13;
+    private static final int RELAY_MSG = 9;
+    /** msg-type, hop-count, link-address, peer-address. */
+    private static final int RELAY_HEADER = 34;
+    /** RFC 8415's HOP_COUNT_LIMIT: no real chain of relays nests deeper. */
+    static final int MAX_RELAY_DEPTH = 8;
     static final long INFINITE = -1;
 
     /** The last ACK's client hardware address, leased address and lease time in seconds (INFINITE for none). */
@@ -92,8 +104,8 @@ final class DhcpSnooping {
     }
 
     /**
-     * True when the IPv6 packet {@code l3}..{@code end} is a DHCPv6 REPLY to a client carrying at least one IA
-     * address; fills addresses6, lifetimes6, count6 (the first {@value #MAX_ADDRESSES6}). A malformed option (one
+     * True when the IPv6 packet {@code l3}..{@code end} is a DHCPv6 REPLY to a client (or a RELAY-REPL carrying
+     * one) with at least one IA address; fills addresses6, lifetimes6, count6 (the first {@value #MAX_ADDRESSES6}). A malformed option (one
      * that runs past its container) makes the whole reply untrusted.
      */
     boolean readReply6(DirectBuffer b, int l3, int end) {
@@ -107,19 +119,68 @@ final class DhcpSnooping {
             return false;
         }
         int l4 = (int) u;
-        if (end - l4 < 12 || EthernetDescriptor.u16(b, l4) != 547 || EthernetDescriptor.u16(b, l4 + 2) != 546
-            || (b.getByte(l4 + 8) & 0xff) != REPLY6) {
+        if (end - l4 < 12 || EthernetDescriptor.u16(b, l4) != 547) {
             return false;
         }
-        int udpEnd = Math.min(end, l4 + EthernetDescriptor.u16(b, l4 + 4));
-        for (int o = l4 + 12; o < udpEnd; ) {
-            if (udpEnd - o < 4) {
+        int dstPort = EthernetDescriptor.u16(b, l4 + 2);
+        int message = l4 + 8;
+        int messageEnd = Math.min(end, l4 + EthernetDescriptor.u16(b, l4 + 4));
+        int type = b.getByte(message) & 0xff;
+        if (dstPort == 547 && type == RELAY_REPL) {
+            for (int depth = 0; type == RELAY_REPL; depth++) {
+                if (depth == MAX_RELAY_DEPTH) {
+                    return false;
+                }
+                long m = relayMessage(b, message, messageEnd);
+                if (m < 0) {
+                    return false;
+                }
+                message = (int) (m >>> 32);
+                messageEnd = (int) m;
+                type = b.getByte(message) & 0xff;
+            }
+        } else if (dstPort != 546) {
+            return false;
+        }
+        return type == REPLY6 && readReplyOptions(b, message + 4, messageEnd);
+    }
+
+    /**
+     * The Relay Message option of the RELAY-REPL at {@code o}..{@code end}: {@code start << 32 | end} of the message
+     * it carries (at least its 4-byte header), or -1 when there is none or an option runs past the RELAY-REPL.
+     */
+    private static long relayMessage(DirectBuffer b, int o, int end) {
+        long found = -1;
+        for (o += RELAY_HEADER; o < end; ) {
+            if (end - o < 4) {
+                return -1;
+            }
+            int code = EthernetDescriptor.u16(b, o);
+            int len = EthernetDescriptor.u16(b, o + 2);
+            int data = o + 4;
+            if (end - data < len) {
+                return -1;
+            }
+            if (code == RELAY_MSG && found < 0) {
+                if (len < 4) {
+                    return -1;
+                }
+                found = ((long) data << 32) | (data + len);
+            }
+            o = data + len;
+        }
+        return found;
+    }
+
+    private boolean readReplyOptions(DirectBuffer b, int o, int end) {
+        while (o < end) {
+            if (end - o < 4) {
                 return fail6();
             }
             int code = EthernetDescriptor.u16(b, o);
             int len = EthernetDescriptor.u16(b, o + 2);
             int data = o + 4;
-            if (udpEnd - data < len) {
+            if (end - data < len) {
                 return fail6();
             }
             int skip = code == IA_NA ? 12 : code == IA_TA ? 4 : -1;

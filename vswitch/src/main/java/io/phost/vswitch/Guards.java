@@ -16,8 +16,9 @@ import org.agrona.DirectBuffer;
  *   UDP: DHCPv6 message type @8 (2 ADVERTISE, 7 REPLY, 10 RECONFIGURE, 13 RELAY-REPL); ICMPv6 type @0 (134 RA, 137 redirect)
  * </pre>
  * DHCP is recognised by content and by the client's port, not by the server's source port: a server message
- * is what a client would act on, so UDP to the client port (68, DHCPv6 546), from the server port (67, 547), or
- * a BOOTREPLY with the DHCP magic cookie on any ports is dropped. Only first fragments carry the L4 header
+ * is what a client would act on, so UDP to the client port (68, DHCPv6 546), from the server port (67, 547), a
+ * DHCPv6 server or relay message (ADVERTISE, REPLY, RECONFIGURE, RELAY-REPL) to the relay port 547, or a BOOTREPLY
+ * with the DHCP magic cookie on any ports is dropped. Only first fragments carry the L4 header
  * (later ones cannot be reassembled without it); a first fragment or packet that cuts the L4 header (or the
  * IPv6 extension chain) short hides what it is and is dropped on a guarded port (RFC 7112 requires the whole
  * header chain in the first fragment).
@@ -128,7 +129,7 @@ final class Guards {
                 }
                 int src = EthernetDescriptor.u16(b, p);
                 int dst = EthernetDescriptor.u16(b, p + 2);
-                if (src == 547 || dst == 546) {
+                if (src == 547 || dst == 546 || dst == 547 && isServerMessage6(b, p + 8, end)) {
                     return DHCP;
                 }
             }
@@ -192,6 +193,18 @@ final class Guards {
 
     private static int hidden(boolean dhcpGuard, boolean routerGuard) {
         return routerGuard ? ROUTER : DHCP;
+    }
+
+    /**
+     * A DHCPv6 message only servers and relays send (ADVERTISE, REPLY, RECONFIGURE, RELAY-REPL): toward port 547 it
+     * would feed a relay agent, whatever the source port.
+     */
+    private static boolean isServerMessage6(DirectBuffer b, int message, int end) {
+        if (end - message < 1) {
+            return false;
+        }
+        int type = b.getByte(message) & 0xff;
+        return type == 2 || type == 7 || type == 10 || type == 13;
     }
 
     /** A BOOTP BOOTREPLY (op 2) carrying the DHCP magic cookie: a DHCP OFFER, ACK or NAK on whatever ports. */

@@ -119,6 +119,11 @@ public final class Port {
         config = c;
     }
 
+    /** The share the weighted scheduler gives this port as a sender (1..PortConfig.MAX_WEIGHT). */
+    public int weight() {
+        return weight;
+    }
+
     /** Records a DHCP lease of {@code ip} until {@code until} (renewals refresh it; a full table replaces the oldest end). */
     void lease(int ip, long until) {
         int slot = 0;

@@ -308,6 +308,82 @@ class NamespaceTrafficTest {
         }
     }
 
+    /**
+     * DHCPv6 relay snooping with real stacks: a router partition (vNIC "r", IPv6 guard listing only its own
+     * fd00:84::2) runs dnsmasq as a DHCPv6 relay for a client namespace behind it (fd00:85::/64 over a veth);
+     * dnsmasq on the host port serves that prefix. The server's RELAY-REPL crosses the switch to the router's MAC,
+     * so the router's port learns the client's lease, and the client's ping -6 from it, which the router forwards,
+     * passes the guard; one from an unleased fd00:85::9 stays IP_SPOOF. Before: RELAY-REPL taught nothing and the
+     * leased address was IP_SPOOF too.
+     */
+    @Test
+    void shouldLetARouterVnicForwardFromAnAddressItsDhcpv6RelayLeased(@org.junit.jupiter.api.io.TempDir java.nio.file.Path dir)
+        throws Exception {
+        Assumptions.assumeTrue(Netns.run(5, "dnsmasq", "--version").exitCode() == 0
+            && Netns.run(5, "dhclient", "--version").exitCode() == 0, "needs dnsmasq and dhclient (isc-dhcp-client)");
+        VSwitch sw = new VSwitch("dr6", SwitchType.INTERNAL);
+        tapPort(sw, "h", PortKind.HOST, PortConfig.uplink(), "10.84.0.1/24", true);
+        Port r = tapPort(sw, "r", PortKind.VNIC, PortConfig.vnic(mac(2)).withIpv6Addresses(PortConfig.ipv6("fd00:84::2")),
+            "10.84.0.2/24", true);
+        String h = ns(net, "h");
+        String nr = ns(net, "r");
+        String nc = net.ns("c");
+        String toClient = net.ifname("rc");
+        String client = net.ifname("cr");
+        net.veth(toClient, client);
+        net.place(toClient, nr, "fd00:85::1/64");
+        Netns.must("ip", "link", "set", client, "netns", nc);
+        Netns.must("ip", "-n", nc, "link", "set", client, "up");
+        Netns.must("ip", "-n", h, "addr", "add", "fd00:84::1/64", "dev", net.ifname("h"), "nodad");
+        Netns.must("ip", "-n", h, "-6", "route", "add", "fd00:85::/64", "via", "fd00:84::2");
+        Netns.must("ip", "-n", nr, "addr", "add", "fd00:84::2/64", "dev", net.ifname("r"), "nodad");
+        Netns.must("ip", "netns", "exec", nr, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1");
+        start(sw);
+        Process server = Netns.start(h, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+            "--user=root", "--interface=" + net.ifname("h"), "--bind-interfaces",
+            "--dhcp-range=fd00:85::100,fd00:85::1ff,64,600", "--dhcp-leasefile=" + dir.resolve("leases"),
+            "--pid-file=" + dir.resolve("server.pid"));
+        Process relay = Netns.start(nr, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+            "--user=root", "--dhcp-relay=fd00:85::1,fd00:84::1", "--interface=" + toClient,
+            "--interface=" + net.ifname("r"), "--bind-interfaces", "--pid-file=" + dir.resolve("relay.pid"));
+        java.nio.file.Path lease = dir.resolve("client.lease");
+        java.nio.file.Path clientPid = dir.resolve("dhclient.pid");
+        try {
+            waitForLinkLocal(nc, client);
+            waitForLinkLocal(nr, net.ifname("r"));
+            Netns.Result d = Netns.exec(nc, 40, "dhclient", "-6", "-1", "-sf", "/bin/true", "-lf", lease.toString(),
+                "-pf", clientPid.toString(), client);
+            assertEquals(0, d.exitCode(), d.output() + " " + r.counters().snapshot());
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("iaaddr (fd00:85::[0-9a-f]+)")
+                .matcher(java.nio.file.Files.readString(lease));
+            assertTrue(m.find(), java.nio.file.Files.readString(lease));
+            String leased = m.group(1);
+            assertTrue(r.counters().dhcpLeasesLearned() >= 1, r.counters().snapshot().toString());
+            assertTrue(r.dhcpLeases().stream().anyMatch(a -> PortConfig.ipv6(a)[1] == PortConfig.ipv6(leased)[1]),
+                r.dhcpLeases() + " " + leased);
+
+            Netns.must("ip", "-n", nc, "addr", "add", leased + "/64", "dev", client, "nodad");
+            Netns.must("ip", "-n", nc, "addr", "add", "fd00:85::9/64", "dev", client, "nodad");
+            Netns.must("ip", "-n", nc, "-6", "route", "add", "default", "via", "fd00:85::1");
+            long spoofed = r.counters().drops(DropReason.IP_SPOOF);
+            assertEquals(0, Netns.exec(nc, 12, "ping", "-6", "-c", "2", "-i", "0.2", "-w", "8", "-I", leased, "fd00:84::1")
+                .exitCode(), "ping -6 from the relayed lease: " + r.counters().snapshot());
+            assertEquals(spoofed, r.counters().drops(DropReason.IP_SPOOF), r.counters().snapshot().toString());
+            assertTrue(Netns.exec(nc, 8, "ping", "-6", "-c", "1", "-W", "1", "-I", "fd00:85::9", "fd00:84::1")
+                .exitCode() != 0, "an address nobody leased must not pass");
+            assertTrue(r.counters().drops(DropReason.IP_SPOOF) > spoofed, r.counters().snapshot().toString());
+        } finally {
+            if (java.nio.file.Files.exists(clientPid)) {
+                long pid = Long.parseLong(java.nio.file.Files.readString(clientPid).strip());
+                ProcessHandle.of(pid).ifPresent(ProcessHandle::destroy);
+            }
+            for (Process p : List.of(relay, server)) {
+                p.destroy();
+                p.waitFor(5, java.util.concurrent.TimeUnit.SECONDS);
+            }
+        }
+    }
+
     /** Waits (≤ 10 s) until {@code ifname}'s link-local address has passed duplicate address detection. */
     private static void waitForLinkLocal(String ns, String ifname) throws InterruptedException {
         for (int i = 0; i < 100; i++) {
@@ -390,19 +466,16 @@ class NamespaceTrafficTest {
         start(sw);
         assertTrue(Netns.ping(ns(net, "a"), "10.81.0.3", 2) && Netns.ping(ns(net, "b"), "10.81.0.3", 2));
 
-        var heavy = java.util.concurrent.CompletableFuture.supplyAsync(() -> Netns.iperf(ns(net, "c"), "10.81.0.3",
-            5301, ns(net, "a"), 5, "-u", "-b", "40M", "-l", "1400"));
-        String light = Netns.iperf(ns(net, "c"), "10.81.0.3", 5302, ns(net, "b"), 5, "-u", "-b", "40M", "-l", "1400");
-        double a = received(heavy.get());
-        double b = received(light);
+        double[] got = udpFlows(ns(net, "c"), "10.81.0.3", new int[] {5301, 5302}, new String[] {ns(net, "a"), ns(net, "b")}, 40);
+        double a = got[0];
+        double b = got[1];
         double share = a / (a + b);
-        System.out.printf("weights 3:1 into a %d bit/s cap: %.2f and %.2f Mbit/s received (share %.3f, want 0.750)%n",
+        System.out.printf("weights 3:1 into a %d bit/s cap: %.2f and %.2f Mbit/s arrived (share %.3f, want 0.750)%n",
             cap, a / 1e6, b / 1e6, share);
         assertTrue(Math.abs(share - 0.75) <= 0.075, "weight 3 of 4 got share " + share + " (" + a + " vs " + b + ")");
         assertTrue(a + b <= 1.1 * cap && a + b >= 0.8 * cap, "the cap is shared, not lost: " + (a + b));
 
-        double alone = received(Netns.iperf(ns(net, "c"), "10.81.0.3", 5303, ns(net, "b"), 3, "-u", "-b", "60M",
-            "-l", "1400"));
+        double alone = udpFlows(ns(net, "c"), "10.81.0.3", new int[] {5303}, new String[] {ns(net, "b")}, 60)[0];
         System.out.printf("weight 1 alone: %.2f Mbit/s%n", alone / 1e6);
         assertTrue(alone >= 0.75 * cap && alone <= 1.15 * cap, "without contention the weight-1 vNIC may use the whole cap: "
             + alone);
@@ -425,19 +498,87 @@ class NamespaceTrafficTest {
         tapPort(sw, "c", PortKind.VNIC, PortConfig.vnic(mac(3)).withMaxBandwidthToPort(cap), "10.84.0.3/24", true);
         start(sw);
         assertTrue(Netns.ping(ns(net, "a"), "10.84.0.3", 2) && Netns.ping(ns(net, "b"), "10.84.0.3", 2));
-        var reservedFlow = java.util.concurrent.CompletableFuture.supplyAsync(() -> Netns.iperf(ns(net, "c"), "10.84.0.3",
-            5304, ns(net, "a"), 5, "-u", "-b", "40M", "-l", "1400"));
-        String other = Netns.iperf(ns(net, "c"), "10.84.0.3", 5305, ns(net, "b"), 5, "-u", "-b", "40M", "-l", "1400");
-        double a = received(reservedFlow.get());
-        double b = received(other);
-        System.out.printf("30 Mbit/s reserved vs none into a %d bit/s cap: %.2f and %.2f Mbit/s%n", cap, a / 1e6, b / 1e6);
+        double[] got = udpFlows(ns(net, "c"), "10.84.0.3", new int[] {5304, 5305}, new String[] {ns(net, "a"), ns(net, "b")}, 40);
+        double a = got[0];
+        double b = got[1];
+        System.out.printf("30 Mbit/s reserved vs none into a %d bit/s cap: %.2f and %.2f Mbit/s arrived%n", cap, a / 1e6, b / 1e6);
         assertTrue(a >= 0.9 * reserved, "the reservation holds: " + a + " (other " + b + ")");
         assertTrue(b > 0 && a + b <= 1.1 * cap, "the other gets the rest, the cap holds: " + b);
     }
 
-    /** UDP payload bits/s that reached the iperf3 server. */
-    private static double received(String udpJson) {
-        return Netns.json(udpJson, "sum", "bits_per_second") * (1 - Netns.json(udpJson, "sum", "lost_percent") / 100);
+    /**
+     * UDP floods of {@code mbits} Mbit/s (1,400-byte datagrams, 8 s) from each of {@code clients} to iperf3 servers
+     * on {@code ports} at {@code serverIp} in {@code serverNs}, started together: the bits/s of each flow that reached
+     * the server's namespace (nftables input counters, per destination port) over 3 s while all of them flow.
+     * Why not iperf3's own totals: on a loaded machine one client can start a second or two after the other (server
+     * start-up, connection retries), and while it is alone the other gets the whole cap, which skews a whole-run
+     * share (a 1 s lag turns 3:1 into 0.67); and a server without a CPU loses datagrams in its socket buffer after
+     * the switch delivered them. The window opens once every flow has been seen arriving, and each flow must keep
+     * arriving in both halves of it.
+     */
+    private double[] udpFlows(String serverNs, String serverIp, int[] ports, String[] clients, int mbits) throws Exception {
+        Netns.must("ip", "netns", "exec", serverNs, "nft", "add", "table", "inet", "n12w");
+        Netns.must("ip", "netns", "exec", serverNs, "nft", "add", "chain", "inet", "n12w", "in",
+            "{ type filter hook input priority 0; }");
+        for (int port : ports) {
+            Netns.must("ip", "netns", "exec", serverNs, "nft", "add", "rule", "inet", "n12w", "in", "udp", "dport",
+                Integer.toString(port), "counter");
+        }
+        try {
+            List<java.util.concurrent.CompletableFuture<String>> runs = new ArrayList<>();
+            for (int i = 0; i < ports.length; i++) {
+                int port = ports[i];
+                String client = clients[i];
+                runs.add(java.util.concurrent.CompletableFuture.supplyAsync(() -> Netns.iperf(serverNs, serverIp, port,
+                    client, 8, "-u", "-b", mbits + "M", "-l", "1400"), r -> Thread.ofPlatform().start(r)));
+            }
+            long[] last = nftBytes(serverNs, ports);
+            long deadline = System.nanoTime() + 5_000_000_000L;
+            boolean all = false;
+            while (!all) {
+                assertTrue(System.nanoTime() < deadline, "the flows did not all start within 5 s");
+                Thread.sleep(100);
+                long[] now = nftBytes(serverNs, ports);
+                all = true;
+                for (int i = 0; i < ports.length; i++) {
+                    all &= now[i] > last[i];
+                }
+                last = now;
+            }
+            long before = System.nanoTime();
+            long[] start = nftBytes(serverNs, ports);
+            long t0 = (before + System.nanoTime()) / 2; // a read takes a process start: time it at its middle
+            Thread.sleep(1500);
+            long[] middle = nftBytes(serverNs, ports);
+            Thread.sleep(1500);
+            before = System.nanoTime();
+            long[] end = nftBytes(serverNs, ports);
+            long t1 = (before + System.nanoTime()) / 2;
+            double[] bps = new double[ports.length];
+            for (int i = 0; i < ports.length; i++) {
+                assertTrue(middle[i] > start[i] && end[i] > middle[i], "flow to port " + ports[i] + " stopped in the window");
+                bps[i] = (end[i] - start[i]) * 8e9 / (t1 - t0);
+            }
+            for (var r : runs) {
+                r.get();
+            }
+            return bps;
+        } finally {
+            Netns.run(5, "ip", "netns", "exec", serverNs, "nft", "delete", "table", "inet", "n12w");
+        }
+    }
+
+    /** The input counters' bytes per destination port (IP packets as the namespace received them). */
+    private static long[] nftBytes(String ns, int[] ports) {
+        String rules = Netns.must("ip", "netns", "exec", ns, "nft", "list", "chain", "inet", "n12w", "in");
+        long[] out = new long[ports.length];
+        for (int i = 0; i < ports.length; i++) {
+            java.util.regex.Matcher m = java.util.regex.Pattern.compile("dport " + ports[i] + " counter packets \\d+ bytes (\\d+)")
+                .matcher(rules);
+            assertTrue(m.find(), rules);
+            out[i] = Long.parseLong(m.group(1));
+        }
+        return out;
     }
 
     /** TX drops of a TAP as its namespace sees them: frames the kernel could not queue for the switch. */

@@ -525,13 +525,104 @@ class VSwitchTest {
 
     /** A DHCPv6 message of {@code type} (UDP 547 → 546) with one IA_NA holding one IAADDR; {@code iaaddrLength} 24 is valid. */
     private static byte[] dhcp6(int type, long[] address, int validSeconds, int iaaddrLength) {
-        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(8 + 4 + 4 + 12 + 4 + 24);
-        bb.putShort((short) 547).putShort((short) 546).putShort((short) bb.capacity()).putShort((short) 0);
+        return udp6(547, 546, dhcp6Message(type, address, validSeconds, iaaddrLength));
+    }
+
+    /** The DHCPv6 message of {@link #dhcp6} without its UDP header. */
+    private static byte[] dhcp6Message(int type, long[] address, int validSeconds, int iaaddrLength) {
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(4 + 4 + 12 + 4 + 24);
         bb.putInt(type << 24 | 0x00_abcd);
         bb.putShort((short) 3).putShort((short) (12 + 4 + 24)).putInt(1).putInt(0).putInt(0);   // IA_NA
         bb.putShort((short) 5).putShort((short) iaaddrLength).putLong(address[0]).putLong(address[1]);
         bb.putInt(validSeconds).putInt(validSeconds);
         return bb.array();
+    }
+
+    /** {@code message} behind a UDP header. */
+    private static byte[] udp6(int srcPort, int dstPort, byte[] message) {
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(8 + message.length);
+        bb.putShort((short) srcPort).putShort((short) dstPort).putShort((short) bb.capacity()).putShort((short) 0);
+        return bb.put(message).array();
+    }
+
+    /**
+     * A RELAY-REPL (13: hop count, link-address, peer-address) with an Interface-ID option (18) and then a Relay
+     * Message option (9) whose declared length is {@code relayMsgLength} (the message's length when valid).
+     */
+    private static byte[] relayReply(byte[] message, int relayMsgLength) {
+        java.nio.ByteBuffer bb = java.nio.ByteBuffer.allocate(34 + 8 + 4 + message.length);
+        bb.put((byte) 13).put((byte) 0).putLong(0).putLong(0).putLong(0xfe80_0000_0000_0000L).putLong(0x1234);
+        bb.putShort((short) 18).putShort((short) 4).putInt(7);                                   // Interface-ID
+        bb.putShort((short) 9).putShort((short) relayMsgLength).put(message);                    // Relay Message
+        return bb.array();
+    }
+
+    /** {@code message} wrapped in {@code depth} RELAY-REPLs. */
+    private static byte[] relayed(byte[] message, int depth) {
+        for (int i = 0; i < depth; i++) {
+            message = relayReply(message, message.length);
+        }
+        return message;
+    }
+
+    /**
+     * A guarded port is a client: it may not send a RELAY-REPL toward a relay or server port (547) from whatever
+     * port, as it may not send a REPLY. Before: only source port 547 or destination 546 were dropped, so a
+     * RELAY-REPL from 5555 to 547 passed. A client's SOLICIT (546 → 547) and a RELAY-FORW-less UDP to 547 pass.
+     */
+    @Test
+    void shouldDropARelayReplyFromAGuardedPortWhateverItsSourcePort() {
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withGuards(false, true, false), ra, null);
+        vnic("b", B, rb);
+        long[] leased = PortConfig.ipv6("fd00:83::150");
+        byte[] relayRepl = relayed(dhcp6Message(7, leased, 60, 24), 1);
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(17, udp6(547, 547, relayRepl))));
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(17, udp6(5555, 547, relayRepl))));
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(17, udp6(5555, 547, dhcp6Message(7, leased, 60, 24)))));
+        assertEquals(0, rb.count());
+        assertEquals(3, a.counters().drops(DropReason.DHCP_GUARD));
+        send(a, frame(B, A, -1, 0x86dd, Frames.ipv6(17, udp6(546, 547, dhcp6Message(1, leased, 60, 24))))); // SOLICIT
+        assertEquals(1, rb.count(), "a client's SOLICIT passes");
+    }
+
+    /**
+     * DHCPv6 relay snooping: a RELAY-REPL (UDP 547 → 547) from an unguarded port to a guarded vNIC's MAC (a relay
+     * agent or lightweight relay, RFC 6221, behind that NIC) whose Relay Message is a REPLY, also through two
+     * relays, leases its addresses as a direct REPLY does. Relayed ADVERTISEs, a Relay Message running past the
+     * RELAY-REPL, relays nested deeper than 8 (the hop-count limit), and a RELAY-REPL without a Relay Message
+     * teach nothing. Before: RELAY-REPL was not read at all.
+     */
+    @Test
+    void shouldAllowAnAddressLeasedByARelayedDhcpv6Reply() {
+        sw.tick(SECOND);
+        Port u = sw.addPort("u", PortKind.UPLINK, PortConfig.uplink(), rc, null);
+        Port a = sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withIpv6Addresses(0, 0), ra, null);
+        long[] leased = PortConfig.ipv6("fd00:83::150");
+        long[] nested = PortConfig.ipv6("fd00:83::151");
+        long[] server = PortConfig.ipv6("fd00:83::1");
+        byte[] reply = dhcp6Message(7, leased, 60, 24);
+        byte[] fromLeased = frame(D, A, -1, 0x86dd, ipv6From(leased, 17, Frames.udp(5000, 53)));
+        byte[] fromNested = frame(D, A, -1, 0x86dd, ipv6From(nested, 17, Frames.udp(5000, 53)));
+        byte[] tooLong = relayReply(reply, reply.length + 1);
+        byte[] noRelayMessage = java.util.Arrays.copyOf(relayReply(new byte[0], 0), 34 + 8);
+        for (byte[] untrusted : new byte[][] {relayed(dhcp6Message(2, leased, 60, 24), 1), tooLong, noRelayMessage,
+            relayed(dhcp6Message(7, leased, 60, 25), 1), relayed(reply, 9)}) {
+            send(u, frame(A, D, -1, 0x86dd, ipv6From(server, 17, udp6(547, 547, untrusted))));
+        }
+        send(a, fromLeased);
+        assertEquals(1, a.counters().drops(DropReason.IP_SPOOF), "untrusted relays lease nothing");
+        assertEquals(0, a.counters().dhcpLeasesLearned());
+        send(u, frame(A, D, -1, 0x86dd, ipv6From(server, 17, udp6(547, 547, relayed(reply, 1)))));
+        send(u, frame(A, D, -1, 0x86dd, ipv6From(server, 17, udp6(547, 547, relayed(dhcp6Message(7, nested, 60, 24), 8)))));
+        assertEquals(2, a.counters().dhcpLeasesLearned());
+        int out = rc.count();
+        send(a, fromLeased);
+        send(a, fromNested);
+        assertEquals(out + 2, rc.count(), "both relayed leases pass");
+        assertEquals(1, a.counters().drops(DropReason.IP_SPOOF));
+        sw.tick(SECOND + 61 * SECOND);
+        send(a, fromLeased);
+        assertEquals(2, a.counters().drops(DropReason.IP_SPOOF), "the lease ended");
     }
 
     /**

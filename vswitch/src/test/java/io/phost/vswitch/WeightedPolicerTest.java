@@ -37,6 +37,19 @@ class WeightedPolicerTest {
         assertEquals(5 * RATE, got[0] + got[1], 0.02 * 5 * RATE);
     }
 
+    /** A live weight change (POST /v1/switches/port) moves the share with the next frames, without a restart. */
+    @Test
+    void shouldMoveTheShareWhenASendersWeightChangesUnderContention() {
+        long[] clock = {0};
+        WeightedPolicer p = new WeightedPolicer(RATE, RATE / 10, 0);
+        run(p, new int[] {1, 1}, new boolean[] {true, true}, 1, clock);
+        long[] even = run(p, new int[] {1, 1}, new boolean[] {true, true}, 2, clock);
+        assertEquals(0.5, (double) even[0] / (even[0] + even[1]), 0.01);
+        run(p, new int[] {30, 10}, new boolean[] {true, true}, 1, clock);
+        long[] got = run(p, new int[] {30, 10}, new boolean[] {true, true}, 5, clock);
+        assertEquals(0.75, (double) got[0] / (got[0] + got[1]), 0.01, got[0] + " vs " + got[1]);
+    }
+
     @Test
     void shouldGiveALoneSenderTheWholeCapAndForgetSendersThatStopped() {
         long[] clock = {0};

@@ -170,15 +170,12 @@ public final class CheckpointService {
         CheckpointState.Checkpoint c;
         try {
             c = newCheckpoint(s, name, frozen.consistent() ? APPLICATION_CONSISTENT : CRASH_CONSISTENT);
+            c.consistencyReason = frozen.consistent() ? null : frozen.reason(); // saved with it: listings say why too
             pauseNanos = switchAll(s, partition, c, atPause);
         } finally {
             frozen.thaw().run();
         }
-        Map<String, Object> out = finishCreate(s, p, c, pauseNanos);
-        if (!frozen.consistent()) {
-            out.put("consistency_reason", frozen.reason());
-        }
-        return out;
+        return finishCreate(s, p, c, pauseNanos);
     }
 
     private static CheckpointState.Checkpoint newCheckpoint(CheckpointState s, String name, String consistency) {
@@ -539,6 +536,9 @@ public final class CheckpointService {
         m.put("parent", c.parent);
         m.put("type", c.vmState != null ? "standard" : "production");
         m.put("consistency", c.consistency);
+        if (c.consistencyReason != null) {
+            m.put("consistency_reason", c.consistencyReason);
+        }
         m.put("current", c.name.equals(s.current));
         m.put("images", c.images);
         if (c.vmState != null) {
@@ -848,6 +848,7 @@ public final class CheckpointService {
             if (name.equals(c.parent)) {
                 CheckpointState.Checkpoint moved = new CheckpointState.Checkpoint(c.name, c.created, gone.parent, c.consistency, c.images);
                 moved.vmState = c.vmState;
+                moved.consistencyReason = c.consistencyReason;
                 kept.add(moved);
             } else {
                 kept.add(c);

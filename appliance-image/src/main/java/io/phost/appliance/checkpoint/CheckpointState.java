@@ -31,6 +31,8 @@ final class CheckpointState {
         boolean pending;
         /** A standard checkpoint's saved VM device and memory state (QEMU migration stream), or null (production). */
         String vmState;
+        /** Why a production checkpoint is only crash-consistent (the guest could not freeze), or null. */
+        String consistencyReason;
 
         Checkpoint(String name, String created, String parent, String consistency, Map<String, String> images) {
             this.name = name;
@@ -107,6 +109,9 @@ final class CheckpointState {
             if (c.vmState != null) {
                 cm.put("vm_state", c.vmState);
             }
+            if (c.consistencyReason != null) {
+                cm.put("consistency_reason", c.consistencyReason);
+            }
             list.add(cm);
         }
         m.put("checkpoints", list);
@@ -134,6 +139,7 @@ final class CheckpointState {
                 string(c, "consistency"), strings(c, "images"));
             cp.pending = Boolean.TRUE.equals(c.get("pending"));
             cp.vmState = c.get("vm_state") instanceof String v ? v : null;
+            cp.consistencyReason = c.get("consistency_reason") instanceof String r ? r : null; // absent before 2026-12
             s.checkpoints.add(cp);
         }
         s.current = (String) m.get("current");

@@ -18,8 +18,7 @@ final class NicBinder {
     /** Prefix of generated MACs: locally administered (bit 1 of the first octet), unicast, then "PH". */
     private static final String GENERATED_MAC_PREFIX = "02:50:48";
     /** min_bandwidth's ceiling in bytes/s: PortConfig.MAX_WEIGHT Mbit/s. */
-    private static final long MAX_RESERVATION = io.phost.vswitch.PortConfig.MAX_WEIGHT
-        * io.phost.vswitch.PortConfig.ABSOLUTE_WEIGHT_UNIT_BPS / 8;
+    private static final long MAX_RESERVATION = NicConfig.MAX_MIN_BANDWIDTH;
     private NicBinder() {
     }
 

@@ -61,6 +61,10 @@ public record NicConfig(String switchName, String mac, Integer vlanAccess, List<
             minBandwidth > Long.MAX_VALUE / 8 ? Long.MAX_VALUE : minBandwidth * 8) : Math.max(1, minBandwidthWeight);
     }
 
+    /** min_bandwidth's ceiling in bytes/s: PortConfig.MAX_WEIGHT Mbit/s (100Gbps). */
+    public static final long MAX_MIN_BANDWIDTH = io.phost.vswitch.PortConfig.MAX_WEIGHT
+        * io.phost.vswitch.PortConfig.ABSOLUTE_WEIGHT_UNIT_BPS / 8;
+
     public NicConfig {
         vlanTrunk = List.copyOf(vlanTrunk);
         ipAddresses = ipAddresses == null ? List.of() : List.copyOf(ipAddresses);

@@ -536,10 +536,15 @@ public final class ConfigComponent implements Component {
             v.put("vlan_trunk", null);
             v.put("native_vlan", null);
         }
-        for (String key : List.of("mac_spoofing", "dhcp_guard", "router_guard", "max_bandwidth", "max_bandwidth_in",
-            "min_bandwidth_weight")) {
+        for (String key : List.of("mac_spoofing", "dhcp_guard", "router_guard", "min_bandwidth_weight")) {
             if (q.containsKey(key)) {
                 v.put(key, q.get(key));
+            }
+        }
+        for (String key : List.of("max_bandwidth", "max_bandwidth_in", "min_bandwidth")) {
+            String b = q.get(key);
+            if (b != null) { // bytes/s as an integer, "100Mbps" as the string the config reads (checked before)
+                v.put(key, b.strip().matches("\\d+") ? b.strip() : "\"" + b.strip() + "\"");
             }
         }
         for (String key : List.of("acl", "ip_addresses")) {

@@ -403,6 +403,11 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 if (live != null && live.kind() == io.phost.vswitch.PortKind.VNIC) {
                     m.put("dhcp_leases", live.dhcpLeases()); // addresses the IP guard learned by DHCP snooping
                 }
+                if (live != null) { // the bandwidth policy in force (bytes/s; weight: the scheduler's share)
+                    m.put("max_bandwidth", live.config().maxBandwidthBps() / 8);
+                    m.put("max_bandwidth_in", live.config().maxBandwidthToPortBps() / 8);
+                    m.put("bandwidth_weight", live.weight());
+                }
                 VhostUserNetPort vmNic = vmNics.get(port);
                 if (vmNic != null) {
                     m.put("data_path", "vhost-user-net");
@@ -517,7 +522,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         }
         java.util.function.UnaryOperator<PortConfig> change;
         try {
-            change = portChange(q);
+            change = portChange(q, sw.spec().name(), sw.spec().bandwidthMode());
             change.apply(port.config()); // every value is checked before the switch sees it
         } catch (IllegalArgumentException | ArithmeticException e) {
             return io.phost.appliance.mgmt.HttpResponse.text(400, "bad port setting: " + e.getMessage() + "\n");
@@ -552,6 +557,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         m.put("max_bandwidth", next.maxBandwidthBps() / 8);
         m.put("max_bandwidth_in", next.maxBandwidthToPortBps() / 8);
         m.put("min_bandwidth_weight", next.minBandwidthWeight());
+        m.put("bandwidth_weight", port.weight()); // in absolute mode: one unit per started Mbit/s of min_bandwidth
         m.put("acl", java.util.Arrays.stream(next.acls()).map(Object::toString).toList());
         m.put("ip_addresses", ipAddressTexts(next));
         if (vmNic != null) {
@@ -568,11 +574,42 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
     /**
      * The change a {@code POST /v1/switches/port} query asks for, as a function of the port's current config:
      * {@code vlan_access}, {@code mac_spoofing}, {@code dhcp_guard}, {@code router_guard}, {@code max_bandwidth},
-     * {@code max_bandwidth_in} (bytes/s), {@code min_bandwidth_weight} (0..100, 0 = the default share 1), {@code acl}
-     * (rules as in the NIC key, separated by commas; empty = none) and {@code ip_addresses} (comma-separated IPv4/IPv6;
-     * empty = no IP guard). Keys not given keep their value. Throws IllegalArgumentException naming a bad field.
+     * {@code max_bandwidth_in} (bandwidths as in the config: bytes/s or "100Mbps"), {@code min_bandwidth_weight}
+     * (0..100, 0 = the default share 1; above 0 only on a switch in weight mode), {@code min_bandwidth} (a reservation,
+     * only in absolute mode, at most 100Gbps; it becomes the port's weight, {@link PortConfig#absoluteWeight}),
+     * {@code acl} (rules as in the NIC key, separated by commas; empty = none) and {@code ip_addresses}
+     * (comma-separated IPv4/IPv6; empty = no IP guard). Keys not given keep their value. Throws
+     * IllegalArgumentException naming a bad field, as the config's validation does.
      */
-    static java.util.function.UnaryOperator<PortConfig> portChange(Map<String, String> q) {
+    static java.util.function.UnaryOperator<PortConfig> portChange(Map<String, String> q, String switchName,
+                                                                   BandwidthMode mode) {
+        Long maxBandwidth = bandwidth(q, "max_bandwidth");
+        Long maxBandwidthIn = bandwidth(q, "max_bandwidth_in");
+        Long minBandwidth = bandwidth(q, "min_bandwidth");
+        Integer weight = null;
+        if (q.containsKey("min_bandwidth_weight")) {
+            weight = integer(q, "min_bandwidth_weight");
+            if (weight < 0 || weight > 100) {
+                throw new IllegalArgumentException("min_bandwidth_weight must be 0..100, not " + weight);
+            }
+            if (weight > 0 && mode != BandwidthMode.WEIGHT) {
+                throw new IllegalArgumentException("min_bandwidth_weight: switch '" + switchName + "' has bandwidth_mode = \""
+                    + mode.name().toLowerCase(java.util.Locale.ROOT) + "\"; weights need \"weight\"");
+            }
+            weight = Math.max(1, weight);
+        }
+        if (minBandwidth != null) {
+            if (minBandwidth > 0 && mode != BandwidthMode.ABSOLUTE) {
+                throw new IllegalArgumentException("min_bandwidth: switch '" + switchName + "' has bandwidth_mode = \""
+                    + mode.name().toLowerCase(java.util.Locale.ROOT) + "\"; reservations need \"absolute\"");
+            }
+            if (minBandwidth > NicConfig.MAX_MIN_BANDWIDTH) {
+                throw new IllegalArgumentException("min_bandwidth: a reservation is at most 100Gbps (12500000000 bytes/s), not "
+                    + minBandwidth + " bytes/s");
+            }
+            weight = minBandwidth == 0 ? 1 : PortConfig.absoluteWeight(minBandwidth * 8);
+        }
+        Integer newWeight = weight;
         return current -> {
             PortConfig c = current;
             if (q.containsKey("vlan_access")) {
@@ -583,19 +620,14 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
                 c = c.withGuards(bool(q, "mac_spoofing", c.macSpoofing()), bool(q, "dhcp_guard", c.dhcpGuard()),
                     bool(q, "router_guard", c.routerGuard()));
             }
-            if (q.containsKey("max_bandwidth")) {
-                c = c.withLimits(c.stormLimitPps(), Math.multiplyExact(Long.parseLong(q.get("max_bandwidth")), 8),
-                    c.minBandwidthWeight(), c.maxMacAddresses());
+            if (maxBandwidth != null) {
+                c = c.withLimits(c.stormLimitPps(), maxBandwidth * 8, c.minBandwidthWeight(), c.maxMacAddresses());
             }
-            if (q.containsKey("max_bandwidth_in")) {
-                c = c.withMaxBandwidthToPort(Math.multiplyExact(Long.parseLong(q.get("max_bandwidth_in")), 8));
+            if (maxBandwidthIn != null) {
+                c = c.withMaxBandwidthToPort(maxBandwidthIn * 8);
             }
-            if (q.containsKey("min_bandwidth_weight")) {
-                int w = Integer.parseInt(q.get("min_bandwidth_weight"));
-                if (w < 0 || w > 100) {
-                    throw new IllegalArgumentException("min_bandwidth_weight must be 0..100, not " + w);
-                }
-                c = c.withLimits(c.stormLimitPps(), c.maxBandwidthBps(), Math.max(1, w), c.maxMacAddresses());
+            if (newWeight != null) {
+                c = c.withLimits(c.stormLimitPps(), c.maxBandwidthBps(), newWeight, c.maxMacAddresses());
             }
             if (q.containsKey("acl")) {
                 try {
@@ -616,6 +648,31 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
             }
             return c;
         };
+    }
+
+    /** A bandwidth query value in bytes/s (an integer or "100Mbps", as in the config), or null when not given. */
+    private static Long bandwidth(Map<String, String> q, String key) {
+        String v = q.get(key);
+        if (v == null) {
+            return null;
+        }
+        try {
+            long bytes = io.phost.appliance.config.Units.parseBandwidth(v);
+            if (bytes > Long.MAX_VALUE / 8) {
+                throw new IllegalArgumentException(key + ": '" + v + "' is too large");
+            }
+            return bytes;
+        } catch (io.phost.appliance.config.Units.UnitException e) {
+            throw new IllegalArgumentException(key + ": " + e.getMessage(), e);
+        }
+    }
+
+    private static int integer(Map<String, String> q, String key) {
+        try {
+            return Integer.parseInt(q.get(key).strip());
+        } catch (NumberFormatException e) {
+            throw new IllegalArgumentException(key + " must be an integer, not '" + q.get(key) + "'", e);
+        }
     }
 
     private static List<String> list(String commaSeparated) {

@@ -59,7 +59,10 @@ class ExampleConfigRunTest {
         names = ConfigLoader.load(cfg).partitions().stream().map(PartitionConfig::name).toList();
         assertTrue(names.size() >= 2, "the example has partitions: " + names);
         host = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString(), "--plain");
-        host.awaitLine("phost: ready", Duration.ofSeconds(60));
+        long t0 = System.nanoTime();
+        host.awaitLineWhileProgressing("phost: ready", Duration.ofSeconds(90), Duration.ofSeconds(300));
+        System.out.printf("the example config: phost: ready after %.1f s (load %s)%n", (System.nanoTime() - t0) / 1e9,
+            Files.readString(Path.of("/proc/loadavg")).strip());
         socket = "unix:" + data.resolve("phost.sock");
         client = new ManagementClient(ManagementAddress.parse(socket), null);
     }

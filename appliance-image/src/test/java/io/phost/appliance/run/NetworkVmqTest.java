@@ -170,6 +170,7 @@ class NetworkVmqTest {
         assertEquals(400, route.apply(port + "&acl=permit%20everything").status());
         assertEquals(400, route.apply(port + "&ip_addresses=10.89.0.300").status());
         assertEquals(400, route.apply(port + "&min_bandwidth_weight=101").status());
+        assertEquals(400, route.apply(port + "&min_bandwidth=10Mbps").status(), "a reservation needs absolute mode");
     }
 
     /**
@@ -202,22 +203,90 @@ class NetworkVmqTest {
         namespace("phqa" + tag, sw.hostTap(), "10.88.0.100/24");
         namespace("phqb" + tag, heavyTap, "10.88.0.1/24");
         namespace("phqc" + tag, lightTap, "10.88.0.2/24");
+        double[] got = floodHost("10.88.0.100");
+        double a = got[0];
+        double b = got[1];
+        double share = a / (a + b);
+        System.out.printf("uplink_bandwidth 40 Mbit/s, weights 3:1: %.2f and %.2f Mbit/s (share %.3f)%n",
+            a / 1e6, b / 1e6, share);
+        assertTrue(Math.abs(share - 0.75) <= 0.075, "weight 3 of 4 got share " + share + ": " + a + " vs " + b);
+        assertTrue(a + b <= 44e6, "the host TAP is capped at 40 Mbit/s: " + (a + b));
+    }
+
+    /**
+     * Live reservations through the API (absolute mode): the same 40 Mbit/s host TAP, two vNICs started without
+     * reservations (1:1); {@code POST /v1/switches/port} gives vm0 min_bandwidth = 30Mbps and vm1 "10Mbps", the
+     * scheduler's weights become 30 and 10 at once (response, {@link io.phost.vswitch.Port#weight}, /status), and
+     * the next 5 s of UDP floods reach the host 3:1 (share 0.75 ± 0.075). A weight on an absolute switch, a
+     * reservation above 100Gbps and a bandwidth that is not one are refused naming the field. Before: the route
+     * had no min_bandwidth and the share stayed 1:1.
+     */
+    @Test
+    void shouldApplyANewReservationToARunningPortThroughTheApi() throws Exception {
+        Assumptions.assumeTrue(new java.io.File("/dev/net/tun").canWrite() && run("ip", "netns", "list") == 0
+            && run("iperf3", "--version") == 0, "needs root, /dev/net/tun and iperf3");
+        dir = Files.createTempDirectory("phost-uplink");
+        network = NetworkComponent.start(ConfigLoader.parse("uplink.toml", """
+            [host]
+            data_dir = "%s"
+            [[switch]]
+            name = "r%s"
+            type = "internal"
+            bandwidth_mode = "absolute"
+            uplink_bandwidth = "5MB/s"
+            """.formatted(dir, tag)));
+        ManagedSwitch sw = network.switchNamed("r" + tag);
+        String heavyTap = "phqv" + tag;
+        String lightTap = "phqw" + tag;
+        sw.attachTap("vm0", PortConfig.vnic(0x02_51_00_00_00_06L), heavyTap, true);
+        sw.attachTap("vm1", PortConfig.vnic(0x02_51_00_00_00_07L), lightTap, true);
+        run("ip", "link", "set", heavyTap, "address", "02:51:00:00:00:06");
+        run("ip", "link", "set", lightTap, "address", "02:51:00:00:00:07");
+        namespace("phqa" + tag, sw.hostTap(), "10.90.0.100/24");
+        namespace("phqb" + tag, heavyTap, "10.90.0.1/24");
+        namespace("phqc" + tag, lightTap, "10.90.0.2/24");
+        var route = network.routes().get("POST /v1/switches/port");
+        String vm0 = "switch=r" + tag + "&port=vm0";
+        var r = route.apply(vm0 + "&min_bandwidth=30Mbps");
+        assertEquals(200, r.status(), new String(r.body()));
+        assertTrue(new String(r.body()).replace(" ", "").contains("\"bandwidth_weight\":30"), new String(r.body()));
+        assertEquals(200, route.apply("switch=r" + tag + "&port=vm1&min_bandwidth=10Mbps").status());
+        assertEquals(30, sw.port("vm0").weight());
+        assertEquals(10, sw.port("vm1").weight());
+        @SuppressWarnings("unchecked")
+        List<Map<String, Object>> rows = (List<Map<String, Object>>) network.status();
+        assertEquals(30, rows.stream().filter(x -> "vm0".equals(x.get("port"))).findFirst().orElseThrow().get("bandwidth_weight"));
+        for (String[] bad : new String[][] {{"min_bandwidth_weight=40", "min_bandwidth_weight"},
+            {"min_bandwidth=200Gbps", "min_bandwidth"}, {"min_bandwidth=fast", "min_bandwidth"},
+            {"max_bandwidth=fast", "max_bandwidth"}}) {
+            var refused = route.apply(vm0 + "&" + bad[0]);
+            assertEquals(400, refused.status(), bad[0]);
+            assertTrue(new String(refused.body()).contains(bad[1]), new String(refused.body()));
+        }
+        assertEquals(30, sw.port("vm0").weight(), "a refused change changes nothing");
+
+        double[] got = floodHost("10.90.0.100");
+        double share = got[0] / (got[0] + got[1]);
+        System.out.printf("uplink_bandwidth 40 Mbit/s, live reservations 30:10 Mbit/s: %.2f and %.2f Mbit/s (share %.3f)%n",
+            got[0] / 1e6, got[1] / 1e6, share);
+        assertTrue(Math.abs(share - 0.75) <= 0.075, "30 of 40 Mbit/s reserved got share " + share);
+    }
+
+    /**
+     * 5 s of 40 Mbit/s UDP from phqb and phqc each to iperf3 servers at {@code hostIp} in phqa: the bits/s received
+     * from each.
+     */
+    private double[] floodHost(String hostIp) throws Exception {
         List<Process> servers = List.of(
-            background("phqa" + tag, "iperf3", "-s", "-1", "-B", "10.88.0.100", "-p", "5301"),
-            background("phqa" + tag, "iperf3", "-s", "-1", "-B", "10.88.0.100", "-p", "5302"));
+            background("phqa" + tag, "iperf3", "-s", "-1", "-B", hostIp, "-p", "5301"),
+            background("phqa" + tag, "iperf3", "-s", "-1", "-B", hostIp, "-p", "5302"));
         try {
             Thread.sleep(500);
             var heavy = java.util.concurrent.CompletableFuture.supplyAsync(() -> output("ip", "netns", "exec", "phqb" + tag,
-                "iperf3", "-c", "10.88.0.100", "-p", "5301", "-u", "-b", "40M", "-l", "1400", "-t", "5", "-J"));
+                "iperf3", "-c", hostIp, "-p", "5301", "-u", "-b", "40M", "-l", "1400", "-t", "5", "-J"));
             String light = output("ip", "netns", "exec", "phqc" + tag,
-                "iperf3", "-c", "10.88.0.100", "-p", "5302", "-u", "-b", "40M", "-l", "1400", "-t", "5", "-J");
-            double a = udpReceived(heavy.get());
-            double b = udpReceived(light);
-            double share = a / (a + b);
-            System.out.printf("uplink_bandwidth 40 Mbit/s, weights 3:1: %.2f and %.2f Mbit/s (share %.3f)%n",
-                a / 1e6, b / 1e6, share);
-            assertTrue(Math.abs(share - 0.75) <= 0.075, "weight 3 of 4 got share " + share + ": " + a + " vs " + b);
-            assertTrue(a + b <= 44e6, "the host TAP is capped at 40 Mbit/s: " + (a + b));
+                "iperf3", "-c", hostIp, "-p", "5302", "-u", "-b", "40M", "-l", "1400", "-t", "5", "-J");
+            return new double[] {udpReceived(heavy.get()), udpReceived(light)};
         } finally {
             servers.forEach(Process::destroyForcibly);
         }

@@ -75,6 +75,34 @@ public final class PhostProcess implements AutoCloseable {
         }
     }
 
+    /**
+     * Waits for a stdout line starting with {@code prefix} as long as phost keeps making progress: it fails when phost
+     * exits, when {@code quiet} passes without a new line on stdout or stderr (each start-up step logs one, so
+     * that is a hang), or after {@code atMost}. For starts whose length is the machine's load: a fixed deadline fails
+     * a host that is slow but moving (a shared 2-vCPU machine at load ~30 started the example config in over 60 s).
+     */
+    public String awaitLineWhileProgressing(String prefix, Duration quiet, Duration atMost) throws InterruptedException {
+        long start = System.nanoTime();
+        long lastProgress = start;
+        int seen = stderr.length();
+        while (System.nanoTime() - start < atMost.toNanos() && System.nanoTime() - lastProgress < quiet.toNanos()) {
+            String line = stdout.poll(100, TimeUnit.MILLISECONDS);
+            if (line != null && line.startsWith(prefix)) {
+                return line;
+            }
+            if (line != null || stderr.length() != seen) {
+                seen = stderr.length();
+                lastProgress = System.nanoTime();
+            }
+            if (line == null && !process.isAlive() && stdout.isEmpty()) {
+                break;
+            }
+        }
+        throw new AssertionError("no line '" + prefix + "' from phost after " + (System.nanoTime() - start) / 1_000_000
+            + " ms (last output " + (System.nanoTime() - lastProgress) / 1_000_000 + " ms ago); exit="
+            + (process.isAlive() ? "running" : process.exitValue()) + "; stderr:\n" + stderr);
+    }
+
     /** Waits for a stdout line starting with {@code prefix}; fails with the child's stderr when it does not come. */
     public String awaitLine(String prefix, Duration timeout) throws InterruptedException {
         return awaitLine(prefix, l -> l.startsWith(prefix), timeout);
