@@ -228,7 +228,7 @@ public final class PackedVirtqueue implements Virtqueue {
                     throw new VhostUserException(VhostUserException.Reason.BAD_INDIRECT,
                         "queue " + index + ": resubmitted chain of " + num + " descriptors has an indirect one");
                 }
-                indirectTable(chain, f & ~SplitVirtqueue.DESC_F_NEXT, inflight.addr(e), inflight.len(e));
+                indirectTable(chain, f, inflight.addr(e), inflight.len(e));
             } else {
                 append(chain, f, inflight.addr(e), inflight.len(e));
             }
