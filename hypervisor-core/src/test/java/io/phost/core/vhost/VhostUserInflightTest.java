@@ -356,6 +356,80 @@ class VhostUserInflightTest {
         }
     }
 
+    /**
+     * Packed regions left by random pops and (cut-short) pushes, then scribbled on by the front-end in up to three
+     * random bytes: recovery either refuses with a VhostUserException or yields chains whose entries, lengths and
+     * positions stay inside the ring, and exactly the entries not in flight can be taken again.
+     */
+    @Test
+    void shouldSurviveRandomPackedRegions() {
+        java.util.Random r = new java.util.Random(14);
+        int accepted = 0;
+        int resubmitted = 0;
+        try (Arena a = Arena.ofConfined()) {
+            for (int round = 0; round < 3_000; round++) {
+                int size = 1 << r.nextInt(5);
+                MemorySegment region = a.allocate(PackedInflightTracker.queueStride(size), 64);
+                PackedInflightTracker before = new PackedInflightTracker(region, size); // a real state first ...
+                before.recover(0, true, pos -> 0, "q");
+                List<Integer> heads = new ArrayList<>();
+                for (int left = size; left > 0 && r.nextBoolean(); ) {
+                    int n = 1 + r.nextInt(left);
+                    for (int k = 0; k < n; k++) {
+                        before.descriptor(0x1000 + k, 1, heads.size(), k + 1 < n ? SplitVirtqueue.DESC_F_NEXT : 0);
+                    }
+                    heads.add(before.taken());
+                    left -= n;
+                }
+                int used = 0;
+                for (int h : heads) {
+                    if (r.nextBoolean()) {
+                        used = (used + before.chainLength(h)) % size;
+                        before.beforePush(h, used, true);
+                        if (r.nextBoolean()) {
+                            before.afterPush(h);
+                        }
+                    }
+                }
+                for (int k = r.nextInt(4); k > 0; k--) { // ... then the front-end scribbles on it
+                    region.set(ValueLayout.JAVA_BYTE, r.nextInt((int) region.byteSize()), (byte) r.nextInt(256));
+                }
+                PackedInflightTracker t = new PackedInflightTracker(region, size);
+                try {
+                    t.recover(0, true, pos -> r.nextInt(1 << 16), "q");
+                } catch (VhostUserException refused) {
+                    continue;
+                }
+                assertTrue(t.usedIdx() < size && t.availIdx() < size);
+                accepted++;
+                resubmitted += t.recovered() > 0 ? 1 : 0;
+                int descriptors = 0;
+                for (int h = t.nextResubmit(); h >= 0; h = t.nextResubmit()) {
+                    int e = h;
+                    for (int k = 1; k < t.chainLength(h); k++) {
+                        e = t.nextEntry(e);
+                        assertTrue(e >= 0 && e < size);
+                    }
+                    descriptors += t.chainLength(h);
+                }
+                assertTrue(descriptors <= size);
+                for (int k = 0; k < size - descriptors; k++) { // every entry not in flight is free again
+                    t.descriptor(0x1000, 1, 0, 0);
+                    t.taken();
+                }
+                int extra = 0;
+                try {
+                    t.descriptor(0x1000, 1, 0, 0);
+                } catch (VhostUserException full) {
+                    extra = -1;
+                }
+                assertEquals(-1, extra, "no entry beyond the ring's size");
+            }
+        }
+        System.out.println("random packed regions: " + accepted + " of 3000 accepted, " + resubmitted + " with chains to resubmit");
+        assertTrue(resubmitted > 50, "the accepted path with chains in flight was exercised: " + resubmitted);
+    }
+
     @Test
     void shouldRefuseAnInconsistentPackedRegion() {
         try (Arena a = Arena.ofConfined()) {
