@@ -8,10 +8,12 @@ import io.phost.appliance.mgmt.HttpResponse;
 import io.phost.appliance.mgmt.ManagementAddress;
 import io.phost.appliance.mgmt.ManagementClient;
 import io.phost.core.text.Json;
+import io.phost.core.vm.QmpClient;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -31,8 +33,12 @@ import org.junit.jupiter.api.io.TempDir;
  * {@code qemu-img check}, the same reads on the raw file, and both files' new virtual sizes.
  * Also: a shrink and an unknown disk are refused with their reasons, the disk untouched. Then disk hot-plug by
  * {@code POST /v1/config} (what {@code phost apply} sends): a new raw disk on bus blk is hot-plugged (the guest
- * finds {@code /dev/vdb} with the disk's name as serial, writes and reads back a pattern) and unplugged again
- * (the guest sees it go; the export's socket is removed); the same disk as a SCSI LUN is refused (409).
+ * finds {@code /dev/vdb} with the disk's name as serial, writes and reads back a pattern); the same disk as a SCSI
+ * LUN is refused (409). Three more take the other spare ports; a fifth and a disk whose {@code device_add} QEMU
+ * refuses (the test, on a QMP monitor of its own, holds the device id phost picks) each fail the apply (500, the
+ * disk named) with every step undone: no socket, no image, no chardev in QEMU, no QoS flow, applied.toml as before.
+ * The first disk is unplugged in between (the guest sees it go; the export's socket is removed). Then the guest,
+ * still running, writes and reads back vda and one of the hot-plugged disks after that one grows.
  */
 @Timeout(300)
 class RunVmDiskResizeTest {
@@ -48,27 +54,32 @@ class RunVmDiskResizeTest {
         String script = """
             set -e
             s=$(ls /sys/bus/scsi/devices/|grep ':0:0$'|head -n1);d=$(ls /sys/bus/scsi/devices/$s/block/)
-            dd if=/dev/zero bs=65536 count=16 2>/dev/null|tr '\\000' '\\245' >/tmp/a
-            dd if=/dev/zero bs=65536 count=16 2>/dev/null|tr '\\000' '\\132' >/tmp/b
-            w(){ dd if=$1 of=/dev/$2 bs=65536 seek=$3 conv=fsync 2>/dev/null; }
-            c(){ dd if=/dev/$2 of=/tmp/r bs=65536 skip=$3 count=16 2>/dev/null; cmp $1 /tmp/r; }
-            w /tmp/a vda 16; w /tmp/a $d 16
-            echo "GROW-ME vda=$(cat /sys/block/vda/size) $d=$(cat /sys/block/$d/size)"
-            i=0;while [ "$(cat /sys/block/vda/size)" = 65536 ];do i=$((i+1));[ $i -lt 600 ];sleep 0.2;done
-            echo "VDA-GREW $(cat /sys/block/vda/size)"
-            i=0;while [ "$(cat /sys/block/$d/size)" = 32768 ];do i=$((i+1));[ $i -lt 300 ];sleep 0.4
-              echo 1 >/sys/block/$d/device/rescan;done
-            echo "SCSI-GREW $(cat /sys/block/$d/size)"
-            w /tmp/b vda 640; w /tmp/b $d 320
-            echo 3 >/proc/sys/vm/drop_caches
-            c /tmp/a vda 16; c /tmp/b vda 640; c /tmp/a $d 16; c /tmp/b $d 320
+            p(){ dd if=/dev/zero bs=65536 count=16 2>/dev/null|tr '\\000' $1 >/tmp/$2; }
+            w(){ dd if=/tmp/$1 of=/dev/$2 bs=65536 seek=$3 conv=fsync 2>/dev/null; }
+            c(){ dd if=/dev/$2 of=/tmp/r bs=65536 skip=$3 count=16 2>/dev/null; cmp /tmp/$1 /tmp/r; }
+            u(){ i=0;while eval "$1";do i=$((i+1));[ $i -lt 900 ];sleep 0.2;done; }
+            z(){ cat /sys/block/$1/size; }
+            p '\\245' a;p '\\132' b;w a vda 16;w a $d 16
+            echo "GROW-ME vda=$(z vda) $d=$(z $d)"
+            u '[ $(z vda) = 65536 ]'
+            echo "VDA-GREW $(z vda)"
+            u '[ $(z $d) = 32768 ]&&echo 1 >/sys/block/$d/device/rescan'
+            echo "SCSI-GREW $(z $d)"
+            w b vda 640;w b $d 320;echo 3 >/proc/sys/vm/drop_caches
+            c a vda 16;c b vda 640;c a $d 16;c b $d 320
             echo GROWN-OK
-            i=0;while [ ! -e /sys/block/vdb ];do i=$((i+1));[ $i -lt 900 ];sleep 0.2;done
-            echo "HOTPLUG-SEEN $(cat /sys/block/vdb/size) $(cat /sys/block/vdb/serial)"
-            w /tmp/b vdb 0; echo 3 >/proc/sys/vm/drop_caches; c /tmp/b vdb 0
+            u '[ ! -e /sys/block/vdb ]'
+            echo "HOTPLUG-SEEN $(z vdb) $(cat /sys/block/vdb/serial)"
+            w b vdb 0;echo 3 >/proc/sys/vm/drop_caches;c b vdb 0
             echo HOTPLUG-OK
-            i=0;while [ -e /sys/block/vdb ];do i=$((i+1));[ $i -lt 900 ];sleep 0.2;done
+            u '[ $(ls /sys/block|grep -c ^vd) -lt 5 ]'
+            echo FOUR-PLUGGED
+            u '[ -e /sys/block/vdb ]'
             echo UNPLUG-SEEN
+            for x in $(ls /sys/block|grep ^vd);do [ $(cat /sys/block/$x/serial) != hpa ]||h=$x;done
+            u '[ $(z $h) = 2048 ]'
+            w a vda 32;w a $h 0;echo 3 >/proc/sys/vm/drop_caches;c a vda 32;c a $h 0
+            echo STILL-OK
             """;
         Path cfg = dir.resolve("appliance.toml");
         String config = """
@@ -98,18 +109,10 @@ class RunVmDiskResizeTest {
             disk = [{ disk = "vmgrow" }, { disk = "scsigrow", bus = "scsi", controller = 1, lun = 0 }]
             """.formatted(data, guest, TestGuestKit.cmdline(script, false));
         Files.writeString(cfg, config);
-        String attachments = "disk = [{ disk = \"vmgrow\" }, { disk = \"scsigrow\", bus = \"scsi\", controller = 1, lun = 0 }]";
-        String hotDisk = """
-            [[disk]]
-            name = "vmhot"
-            path = "vm-hot.img"
-            format = "raw"
-            create = { type = "fixed", size = "8MiB" }
-
-            [[partition]]""";
-        String plugged = config.replace("[[partition]]", hotDisk)
-            .replace(attachments, attachments.replace("}]", "}, { disk = \"vmhot\", lun = 2 }]"));
-        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), "run", "--config", cfg.toString())) {
+        String plugged = withDisks(config, "vmhot");
+        Path testQmp = dir.resolve("test-qmp.sock");
+        Map<String, String> env = Map.of("PATH", qemuWithTestMonitor(dir.resolve("bin"), testQmp) + ":" + System.getenv("PATH"));
+        try (PhostProcess p = PhostProcess.start(dir.resolve("run"), List.of(), env, "run", "--config", cfg.toString())) {
             p.awaitLine("phost: ready", Duration.ofSeconds(60));
             String endpoint = Files.readAllLines(dir.resolve("run/endpoint")).getFirst();
             ManagementClient client = new ManagementClient(ManagementAddress.parse(endpoint), null);
@@ -142,22 +145,47 @@ class RunVmDiskResizeTest {
             assertTrue(console.contains("HOTPLUG-SEEN 16384 vmhot"), "8 MiB, serial = the disk's name:\n" + console);
             String status = client.get("/v1/status").bodyText();
             assertTrue(status.contains(data.resolve("vhost/partitions/vm-grow/vmhot.sock").toString()), status);
-            // And unplugged again: device_del, the guest releases it (DEVICE_DELETED), then the export closes.
-            HttpResponse unplug = client.post("/v1/config", config.getBytes(StandardCharsets.UTF_8));
-            assertEquals(200, unplug.status(), unplug.bodyText() + p.stderr());
-            assertTrue(unplug.bodyText().contains("- disk vmhot of partition vm-grow at controller 0 lun 2 (hot-remove)"), unplug.bodyText());
-            assertTrue(!Files.exists(data.resolve("vhost/partitions/vm-grow/vmhot.sock")), "the export closed");
+            // Failed hot-plugs undo every step: the test has a QMP monitor of its own on this QEMU (qemuWithTestMonitor).
+            try (QmpClient qmp = QmpClient.connect(testQmp, Duration.ofSeconds(30), () -> true, e -> { }, "test")) {
+                // Three more fill the four spare ports (vmhot has hp0); a fifth finds none before QEMU is asked.
+                HttpResponse four = client.post("/v1/config", withDisks(config, "vmhot", "hpa", "hpb", "hpc").getBytes(StandardCharsets.UTF_8));
+                assertEquals(200, four.status(), four.bodyText() + p.stderr());
+                String saved = Files.readString(data.resolve("applied.toml"));
+                HttpResponse fifth = client.post("/v1/config", withDisks(config, "vmhot", "hpa", "hpb", "hpc", "hpd").getBytes(StandardCharsets.UTF_8));
+                assertEquals(500, fifth.status(), fifth.bodyText());
+                assertTrue(fifth.bodyText().contains("+ disk hpd of partition vm-grow at controller 0 lun 6 (hot-add): partition "
+                    + "vm-grow: all 4 hot-plug ports of this QEMU are taken"), fifth.bodyText());
+                assertUndone(client, qmp, data, "hpd", saved);
+                console = awaitConsole(client, p, "FOUR-PLUGGED", console);
 
+                // vmhot is unplugged: device_del, the guest releases it (DEVICE_DELETED), then the export closes.
+                HttpResponse unplug = client.post("/v1/config", withDisks(config, "hpa", "hpb", "hpc").getBytes(StandardCharsets.UTF_8));
+                assertEquals(200, unplug.status(), unplug.bodyText() + p.stderr());
+                assertTrue(unplug.bodyText().contains("- disk vmhot of partition vm-grow at controller 0 lun 2 (hot-remove)"), unplug.bodyText());
+                assertTrue(!Files.exists(data.resolve("vhost/partitions/vm-grow/vmhot.sock")), "the export closed");
+
+                // QEMU refuses device_add: a device of the test holds the id phost gives the next disk. That id is disk6,
+                // the one hpd had: had hpd stayed in the VM's spec, phost would have refused before asking QEMU.
+                qmp.execute("device_add", Map.of("driver", "pci-testdev", "id", "disk6-dev", "bus", "hp0"), Duration.ofSeconds(30));
+                saved = Files.readString(data.resolve("applied.toml"));
+                HttpResponse refused = client.post("/v1/config", withDisks(config, "hpa", "hpb", "hpc", "hpx").getBytes(StandardCharsets.UTF_8));
+                assertEquals(500, refused.status(), refused.bodyText());
+                assertTrue(refused.bodyText().contains("+ disk hpx of partition vm-grow at controller 0 lun 7 (hot-add)")
+                    && refused.bodyText().contains("device_add: GenericError: Duplicate device ID 'disk6-dev'"), refused.bodyText());
+                assertUndone(client, qmp, data, "hpx", saved);
+            }
+            // The guest still runs and its disks still work: hpa grows (it waits for that), it writes vda and hpa.
+            assertEquals(0, Main.execute("disk", "resize", "hpa", "2MiB", "--host", endpoint));
             console = awaitConsole(client, p, "PHOST-GUEST-DONE", console);
             assertTrue(console.contains("VDA-GREW 98304") && console.contains("SCSI-GREW 49152")
-                && console.contains("GROWN-OK") && console.contains("UNPLUG-SEEN") && console.contains("PHOST-GUEST-DONE rc=0"), console);
+                && console.contains("GROWN-OK") && console.contains("UNPLUG-SEEN") && console.contains("STILL-OK") && console.contains("PHOST-GUEST-DONE rc=0"), console);
             p.process().destroy();
             assertTrue(p.process().waitFor(30, TimeUnit.SECONDS));
             assertEquals(0, p.process().exitValue(), p.stderr());
         }
         String vhdx = data.resolve("vm-grow.vhdx").toString();
-        String a = run("qemu-io", "-f", "vhdx", "-r", "-c", "read -P 0xa5 1M 1M", "-c", "read -P 0x5a 40M 1M", vhdx);
-        assertTrue(!a.contains("verification failed") && a.split("read 1048576/1048576 bytes", -1).length == 3, a);
+        String a = run("qemu-io", "-f", "vhdx", "-r", "-c", "read -P 0xa5 1M 1M", "-c", "read -P 0x5a 40M 1M", "-c", "read -P 0xa5 2M 1M", vhdx);
+        assertTrue(!a.contains("verification failed") && a.split("read 1048576/1048576 bytes", -1).length == 4, a);
         run("qemu-img", "check", "-f", "vhdx", vhdx);
         assertTrue(run("qemu-img", "info", "-f", "vhdx", vhdx).contains("virtual size: 48 MiB"));
         String raw = data.resolve("scsi-grow.img").toString();
@@ -166,6 +194,70 @@ class RunVmDiskResizeTest {
         assertEquals(24L << 20, Files.size(Path.of(raw)));
         String hot = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0x5a 0 1M", data.resolve("vm-hot.img").toString());
         assertTrue(!hot.contains("verification failed"), hot);
+        String hpa = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0xa5 0 1M", data.resolve("hpa.img").toString());
+        assertTrue(!hpa.contains("verification failed"), hpa);
+        assertEquals(2L << 20, Files.size(data.resolve("hpa.img")));
+    }
+
+    /** Disks hot-plugged by the test, each on bus blk at a fixed LUN (2 + its index) so that applies differ only by them. */
+    private static final List<String> HOT_DISKS = List.of("vmhot", "hpa", "hpb", "hpc", "hpd", "hpx");
+
+    /** {@code config} with raw disks {@code names} (from {@link #HOT_DISKS}) added to the partition. */
+    private static String withDisks(String config, String... names) {
+        StringBuilder tables = new StringBuilder();
+        StringBuilder attachments = new StringBuilder();
+        for (String n : names) {
+            tables.append("""
+                [[disk]]
+                name = "%s"
+                path = "%s"
+                format = "raw"
+                create = { type = "fixed", size = "%s" }
+
+                """.formatted(n, n.equals("vmhot") ? "vm-hot.img" : n + ".img", n.equals("vmhot") ? "8MiB" : "1MiB"));
+            attachments.append(", { disk = \"%s\", lun = %d }".formatted(n, 2 + HOT_DISKS.indexOf(n)));
+        }
+        String last = "controller = 1, lun = 0 }]";
+        return config.replace("[[partition]]", tables + "[[partition]]").replace(last, last.replace("}]", "}" + attachments + "]"));
+    }
+
+    /**
+     * A failed hot-add of {@code disk} left nothing behind: the export's socket and the new image are gone, QEMU has no
+     * chardev for it, no QoS flow or status entry names it, and applied.toml is still {@code saved}.
+     */
+    private static void assertUndone(ManagementClient client, QmpClient qmp, Path data, String disk, String saved) throws Exception {
+        assertTrue(!Files.exists(data.resolve("vhost/partitions/vm-grow/" + disk + ".sock")), "the export closed");
+        assertTrue(!Files.exists(data.resolve(disk + ".img")), "the image the apply created is deleted");
+        String chardevs = String.valueOf(qmp.execute("query-chardev", Duration.ofSeconds(30)));
+        assertTrue(!chardevs.contains(disk + ".sock"), "the chardev is removed: " + chardevs);
+        String flows = client.get("/v1/qos/flows").bodyText();
+        assertTrue(flows.contains("vmgrow") && !flows.contains(disk), flows);
+        String status = client.get("/v1/status").bodyText();
+        assertTrue(status.contains("vmgrow") && !status.contains(disk), status);
+        assertEquals(saved, Files.readString(data.resolve("applied.toml")), "applied.toml unchanged");
+    }
+
+    /**
+     * A {@code qemu-system-x86_64} in {@code bin} that runs the real one with a second QMP monitor on {@code socket}
+     * (phost holds the first), so the test can look at QEMU and get in its way. Returns {@code bin}.
+     */
+    private static Path qemuWithTestMonitor(Path bin, Path socket) throws Exception {
+        String real = null;
+        for (String d : System.getenv("PATH").split(":")) {
+            if (real == null && Files.isExecutable(Path.of(d, "qemu-system-x86_64"))) {
+                real = Path.of(d, "qemu-system-x86_64").toString();
+            }
+        }
+        assertTrue(real != null, "qemu-system-x86_64 is missing");
+        Files.createDirectories(bin);
+        Path wrapper = bin.resolve("qemu-system-x86_64");
+        Files.writeString(wrapper, """
+            #!/bin/sh
+            for a in "$@"; do [ "$a" != -qmp ] || exec %1$s "$@" -qmp unix:%2$s,server=on,wait=off; done
+            exec %1$s "$@"
+            """.formatted(real, socket));
+        Files.setPosixFilePermissions(wrapper, java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
+        return bin;
     }
 
     private static String awaitConsole(ManagementClient client, PhostProcess p, String marker, String console) throws Exception {

@@ -18,8 +18,11 @@ import java.lang.foreign.MemorySegment;
  *                         | u16 last_batch_head @12 | u16 used_idx @14 | DescStateSplit desc[desc_num] @16
  *  DescStateSplit (16)    u8 inflight @0 | u8 pad[5] | u16 next @6 | u64 counter @8
  * </pre>
- * The layout is libvhost-user's (split rings); the stride rounds each queue's region up to 64 bytes. The
- * contents are the front-end's memory as much as ours: {@link InflightTracker} trusts nothing it reads back.
+ * That is the split rings' layout (libvhost-user's); packed rings use QueueRegionPacked
+ * ({@link PackedInflightTracker}). The front-end does not say which: the back-end picks the layout from the
+ * features acked before GET_INFLIGHT_FD/SET_INFLIGHT_FD (QEMU 5.2 and later send SET_FEATURES first). The stride
+ * rounds each queue's region up to 64 bytes. The contents are the front-end's memory as much as ours: the
+ * trackers trust nothing they read back.
  */
 final class InflightRegion implements AutoCloseable {
     static final int PAYLOAD_LENGTH = 24;
@@ -47,19 +50,25 @@ final class InflightRegion implements AutoCloseable {
     private final int numQueues;
     private final int queueSize;
     private final long stride;
+    private final boolean packed;
 
-    private InflightRegion(Arena arena, MemorySegment mapped, int numQueues, int queueSize) {
+    private InflightRegion(Arena arena, MemorySegment mapped, int numQueues, int queueSize, boolean packed) {
         this.arena = arena;
         this.mapped = mapped;
         this.numQueues = numQueues;
         this.queueSize = queueSize;
-        this.stride = queueStride(queueSize);
+        this.packed = packed;
+        this.stride = queueStride(queueSize, packed);
     }
 
     /** Bytes of one queue's region: header + one state per descriptor, rounded up to 64. */
     static long queueStride(int queueSize) {
         long n = QUEUE_HEADER_LENGTH + (long) DESC_STATE_LENGTH * queueSize;
         return (n + ALIGNMENT - 1) & -ALIGNMENT;
+    }
+
+    static long queueStride(int queueSize, boolean packed) {
+        return packed ? PackedInflightTracker.queueStride(queueSize) : queueStride(queueSize);
     }
 
     static void checkShape(int numQueues, int queueSize, int maxQueues, String what) {
@@ -77,13 +86,13 @@ final class InflightRegion implements AutoCloseable {
      * A fresh, zeroed region (every queue version 0) in a new memfd, sealed against shrinking so the
      * front-end cannot make our mapping fault. The caller sends {@link #fd} and then closes it.
      */
-    static Created create(int numQueues, int queueSize, int maxQueues) {
+    static Created create(int numQueues, int queueSize, int maxQueues, boolean packed) {
         checkShape(numQueues, queueSize, maxQueues, "GET_INFLIGHT_FD");
-        long size = queueStride(queueSize) * numQueues;
+        long size = queueStride(queueSize, packed) * numQueues;
         int fd = SharedMemory.createSealed("phost-vhost-inflight", size);
         try {
             Arena arena = Arena.ofShared();
-            return new Created(new InflightRegion(arena, SharedMemory.mapShared(fd, 0, size, arena), numQueues, queueSize), fd, size);
+            return new Created(new InflightRegion(arena, SharedMemory.mapShared(fd, 0, size, arena), numQueues, queueSize, packed), fd, size);
         } catch (RuntimeException e) {
             Fd.close(fd);
             throw e;
@@ -96,13 +105,15 @@ final class InflightRegion implements AutoCloseable {
      * Maps the front-end's region (SET_INFLIGHT_FD), checking that its size matches the shape and that the
      * file is long enough (a short file would fault). Closes {@code fd} (the mapping keeps the pages).
      */
-    static InflightRegion adopt(int fd, long mmapSize, long mmapOffset, int numQueues, int queueSize, int maxQueues) {
+    static InflightRegion adopt(int fd, long mmapSize, long mmapOffset, int numQueues, int queueSize, int maxQueues,
+                                boolean packed) {
         try {
             checkShape(numQueues, queueSize, maxQueues, "SET_INFLIGHT_FD");
-            long need = queueStride(queueSize) * numQueues;
+            long need = queueStride(queueSize, packed) * numQueues;
             String where = "SET_INFLIGHT_FD mmap_size=" + mmapSize + " mmap_offset=" + mmapOffset + " queues=" + numQueues + " queue_size=" + queueSize;
             if (mmapSize != need || mmapOffset < 0 || mmapOffset > Long.MAX_VALUE - mmapSize || (mmapOffset % SharedMemory.PAGE_SIZE) != 0) {
-                throw new VhostUserException(VhostUserException.Reason.BAD_REGION, where + ": expected mmap_size " + need + " at a page-aligned offset");
+                throw new VhostUserException(VhostUserException.Reason.BAD_REGION, where + ": expected mmap_size " + need
+                    + " (" + (packed ? "packed" : "split") + " rings) at a page-aligned offset");
             }
             long fileSize;
             try {
@@ -115,7 +126,7 @@ final class InflightRegion implements AutoCloseable {
             }
             Arena arena = Arena.ofShared();
             try {
-                return new InflightRegion(arena, SharedMemory.mapShared(fd, mmapOffset, mmapSize, arena), numQueues, queueSize);
+                return new InflightRegion(arena, SharedMemory.mapShared(fd, mmapOffset, mmapSize, arena), numQueues, queueSize, packed);
             } catch (NativeException e) {
                 arena.close();
                 throw new VhostUserException(VhostUserException.Reason.BAD_REGION, where + ": " + e.getMessage());
@@ -131,6 +142,11 @@ final class InflightRegion implements AutoCloseable {
 
     int queueSize() {
         return queueSize;
+    }
+
+    /** Laid out for packed rings (QueueRegionPacked), else split. */
+    boolean packed() {
+        return packed;
     }
 
     /** Queue {@code index}'s region, or null when the front-end asked for fewer queues. */

@@ -21,7 +21,9 @@ import java.lang.invoke.VarHandle;
  * Hostile driver, as for split rings: a chain may not take more descriptors than the ring has, buffer ids
  * must be below the queue size, indirect tables may not nest or share a chain, every buffer is translated
  * through {@link GuestMemory} with overflow-safe bounds; any violation throws {@link VhostUserException}.
- * No inflight tracking and no dirty logging for packed rings (the session refuses LOG_ALL with them).
+ * With INFLIGHT_SHMFD every chain taken is copied into the front-end's inflight region
+ * ({@link PackedInflightTracker}) and the chains a killed back-end left there are resubmitted first; no dirty
+ * logging for packed rings (the session refuses LOG_ALL with them).
  *
  * <p>Single-threaded: the queue's worker pops, pushes and notifies.
  */
@@ -48,6 +50,9 @@ public final class PackedVirtqueue implements Virtqueue {
     private final boolean eventIdx;
     private final boolean indirect;
     private final EventFd call;
+    /** INFLIGHT_SHMFD tracking (null: none), and each in-flight buffer id's head entry there. */
+    private final PackedInflightTracker inflight;
+    private final int[] entryOfId;
     /** Descriptors each in-flight buffer id's chain took in the ring (the used position moves on by that much). */
     private final int[] descriptorsOfId;
     /** Descriptors of the last popped chains (a ring, newest before {@code poppedNext}), for {@link #discard}. */
@@ -67,6 +72,16 @@ public final class PackedVirtqueue implements Virtqueue {
      */
     PackedVirtqueue(int index, GuestMemory memory, int size, long descHost, long driverHost, long deviceHost, int base,
                     boolean eventIdx, boolean indirect, EventFd call) {
+        this(index, memory, size, descHost, driverHost, deviceHost, base, eventIdx, indirect, call, null);
+    }
+
+    /**
+     * As above, with inflight tracking: unless the region is fresh, both positions come from it (QEMU 7.2's
+     * SET_VRING_BASE after losing a back-end is the one of the ring's last start) and its in-flight chains are
+     * popped again first.
+     */
+    PackedVirtqueue(int index, GuestMemory memory, int size, long descHost, long driverHost, long deviceHost, int base,
+                    boolean eventIdx, boolean indirect, EventFd call, PackedInflightTracker inflight) {
         this.index = index;
         this.memory = memory;
         this.size = size;
@@ -77,6 +92,9 @@ public final class PackedVirtqueue implements Virtqueue {
         this.call = call;
         this.descriptorsOfId = new int[size];
         this.popped = new int[size];
+        this.inflight = inflight;
+        this.entryOfId = new int[size];
+        java.util.Arrays.fill(entryOfId, -1);
         this.nextAvail = base & 0x7FFF;
         this.availWrap = (base & 0x8000) != 0;
         int used = base >>> 16;
@@ -85,6 +103,13 @@ public final class PackedVirtqueue implements Virtqueue {
         if (nextAvail >= size || nextUsed >= size) {
             throw new VhostUserException(VhostUserException.Reason.BAD_STATE,
                 "queue " + index + " size " + size + ": packed vring base 0x" + Integer.toHexString(base) + " points past the ring");
+        }
+        if (inflight != null && inflight.recover(nextUsed, usedWrap,
+            pos -> EVERYTHING.get(U16, descHost + (long) SplitVirtqueue.DESC_LENGTH * pos + 14) & 0xFFFF, "queue " + index)) {
+            nextUsed = inflight.usedIdx();
+            usedWrap = inflight.usedWrap();
+            nextAvail = inflight.availIdx();
+            availWrap = inflight.availWrap();
         }
         EVERYTHING.set(U16, deviceHost + 2, (short) EVENT_F_ENABLE); // kick us for every new chain
     }
@@ -121,7 +146,7 @@ public final class PackedVirtqueue implements Virtqueue {
 
     @Override
     public int resubmitted() {
-        return 0;
+        return inflight == null ? 0 : inflight.recovered();
     }
 
     @Override
@@ -131,6 +156,13 @@ public final class PackedVirtqueue implements Virtqueue {
 
     @Override
     public boolean tryPop(DescriptorChain chain) {
+        if (inflight != null) {
+            int again = inflight.nextResubmit();
+            if (again >= 0) {
+                resubmit(chain, again); // still the guest's chain: it has not seen it completed
+                return true;
+            }
+        }
         int flags = EVERYTHING.get(U16, desc + (long) SplitVirtqueue.DESC_LENGTH * nextAvail + 14) & 0xFFFF;
         if (((flags & DESC_F_AVAIL) != 0) != availWrap || ((flags & DESC_F_USED) != 0) == availWrap) {
             return false;
@@ -155,14 +187,11 @@ public final class PackedVirtqueue implements Virtqueue {
                 pos = 0;
                 wrap = !wrap;
             }
+            if (inflight != null) {
+                inflight.descriptor(addr, len, id, f);
+            }
             if ((f & SplitVirtqueue.DESC_F_INDIRECT) != 0) {
-                if (!indirect || chain.count() > 0 || (f & SplitVirtqueue.DESC_F_NEXT) != 0 || len == 0
-                    || len % SplitVirtqueue.DESC_LENGTH != 0 || len / SplitVirtqueue.DESC_LENGTH > SplitVirtqueue.MAX_SIZE) {
-                    throw new VhostUserException(VhostUserException.Reason.BAD_INDIRECT,
-                        "queue " + index + " at " + nextAvail + ": indirect table of " + len + " bytes"
-                            + (!indirect ? " (INDIRECT_DESC not negotiated)" : " not alone, not a multiple of 16 or too big"));
-                }
-                walkIndirect(chain, addr, (int) (len / SplitVirtqueue.DESC_LENGTH));
+                indirectTable(chain, f, addr, len);
                 break;
             }
             append(chain, f, addr, len);
@@ -176,12 +205,56 @@ public final class PackedVirtqueue implements Virtqueue {
         }
         chain.head(id);
         descriptorsOfId[id] = taken;
+        if (inflight != null) {
+            entryOfId[id] = inflight.taken();
+        }
         popped[poppedNext] = taken;
         poppedNext = poppedNext + 1 == size ? 0 : poppedNext + 1;
         poppedCount = Math.min(poppedCount + 1, size);
         nextAvail = pos;
         availWrap = wrap;
         return true;
+    }
+
+    /** Chain {@code head} of the inflight region, as a killed back-end took it from the ring. */
+    private void resubmit(DescriptorChain chain, int head) {
+        chain.reset(0);
+        int num = inflight.chainLength(head);
+        int e = head;
+        for (int k = 0; ; k++) {
+            int f = inflight.flags(e);
+            if ((f & SplitVirtqueue.DESC_F_INDIRECT) != 0) {
+                if (num != 1) {
+                    throw new VhostUserException(VhostUserException.Reason.BAD_INDIRECT,
+                        "queue " + index + ": resubmitted chain of " + num + " descriptors has an indirect one");
+                }
+                indirectTable(chain, f, inflight.addr(e), inflight.len(e));
+            } else {
+                append(chain, f, inflight.addr(e), inflight.len(e));
+            }
+            if (k + 1 == num) {
+                break;
+            }
+            e = inflight.nextEntry(e);
+        }
+        int id = inflight.id(e);
+        if (id >= size) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_INDEX,
+                "queue " + index + ": resubmitted buffer id " + id + " >= queue size " + size);
+        }
+        chain.head(id);
+        descriptorsOfId[id] = num;
+        entryOfId[id] = head;
+    }
+
+    private void indirectTable(DescriptorChain chain, int f, long addr, long len) {
+        if (!indirect || chain.count() > 0 || (f & SplitVirtqueue.DESC_F_NEXT) != 0 || len == 0
+            || len % SplitVirtqueue.DESC_LENGTH != 0 || len / SplitVirtqueue.DESC_LENGTH > SplitVirtqueue.MAX_SIZE) {
+            throw new VhostUserException(VhostUserException.Reason.BAD_INDIRECT,
+                "queue " + index + " at " + nextAvail + ": indirect table of " + len + " bytes"
+                    + (!indirect ? " (INDIRECT_DESC not negotiated)" : " not alone, not a multiple of 16 or too big"));
+        }
+        walkIndirect(chain, addr, (int) (len / SplitVirtqueue.DESC_LENGTH));
     }
 
     /** An indirect table's descriptors in order (their NEXT flags and ids are not used in packed tables). */
@@ -227,6 +300,9 @@ public final class PackedVirtqueue implements Virtqueue {
         if (chains < 0 || chains > poppedCount) {
             throw new IllegalArgumentException("discard " + chains + " of queue size " + size);
         }
+        if (inflight != null) {
+            throw new IllegalStateException("discard on queue " + index + " with inflight tracking (its device must not offer INFLIGHT_SHMFD)");
+        }
         for (int k = 0; k < chains; k++) {
             poppedNext = poppedNext == 0 ? size - 1 : poppedNext - 1;
             poppedCount--;
@@ -241,16 +317,28 @@ public final class PackedVirtqueue implements Virtqueue {
 
     @Override
     public void pushUsed(int head, int written) {
+        boolean known = head >= 0 && head < size;
+        int after = nextUsed + (known ? Math.max(1, descriptorsOfId[head]) : 1);
+        boolean afterWrap = usedWrap;
+        if (after >= size) {
+            after -= size;
+            afterWrap = !afterWrap;
+        }
+        int entry = known && inflight != null ? entryOfId[head] : -1;
+        if (entry >= 0) {
+            inflight.beforePush(entry, after, afterWrap);
+        }
         long d = desc + (long) SplitVirtqueue.DESC_LENGTH * nextUsed;
         EVERYTHING.set(U32, d + 8, written);
         EVERYTHING.set(U16, d + 12, (short) head);
         int flags = usedWrap ? DESC_F_AVAIL | DESC_F_USED : 0;
         VarHandle.releaseFence(); // StoreStore: id and len before the flags that hand the descriptor back
         EVERYTHING.set(U16, d + 14, (short) (written > 0 ? flags | SplitVirtqueue.DESC_F_WRITE : flags));
-        nextUsed += head >= 0 && head < size ? Math.max(1, descriptorsOfId[head]) : 1;
-        if (nextUsed >= size) {
-            nextUsed -= size;
-            usedWrap = !usedWrap;
+        nextUsed = after;
+        usedWrap = afterWrap;
+        if (entry >= 0) {
+            inflight.afterPush(entry);
+            entryOfId[head] = -1;
         }
     }
 

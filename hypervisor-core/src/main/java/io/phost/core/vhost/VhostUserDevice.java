@@ -42,7 +42,7 @@ public interface VhostUserDevice {
 
     /**
      * Whether the transport may offer VIRTIO_F_RING_PACKED for this device ({@link PackedVirtqueue}): its
-     * queues then have no inflight tracking and no dirty logging.
+     * queues then have no dirty logging (inflight tracking, where offered, uses the packed layout).
      */
     default boolean packedRings() {
         return false;

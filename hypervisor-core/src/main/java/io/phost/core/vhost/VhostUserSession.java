@@ -314,14 +314,8 @@ final class VhostUserSession implements AutoCloseable {
         return (ackedProtocol & (1L << PF_REPLY_ACK)) != 0;
     }
 
-    /**
-     * RING_PACKED is offered unless INFLIGHT_SHMFD was acked: the inflight region's layout here is the split
-     * ring's, so a front-end that wants restart safety (QEMU's vhost-user-blk acks the protocol feature, then asks
-     * GET_FEATURES again before SET_FEATURES) gets split rings even with {@code packed=on}.
-     */
     private long offeredFeatures() {
-        boolean packed = device.packedRings() && (ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) == 0;
-        return device.features() | TRANSPORT_FEATURES | (packed ? 1L << F_RING_PACKED : 0);
+        return device.features() | TRANSPORT_FEATURES | (device.packedRings() ? 1L << F_RING_PACKED : 0);
     }
 
     private boolean packed() {
@@ -329,7 +323,7 @@ final class VhostUserSession implements AutoCloseable {
     }
 
     private void setFeatures(long v) {
-        long offered = offeredFeatures() | (ackedFeatures & (1L << F_RING_PACKED)); // acked before INFLIGHT_SHMFD: kept
+        long offered = offeredFeatures();
         if ((v & ~offered) != 0) {
             throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
                 "SET_FEATURES 0x" + Long.toHexString(v) + " has bits not offered: 0x" + Long.toHexString(v & ~offered));
@@ -468,7 +462,9 @@ final class VhostUserSession implements AutoCloseable {
         checkInflightPayload(VhostUserRequest.GET_INFLIGHT_FD);
         int numQueues = msg.u16(InflightRegion.NUM_QUEUES_OFFSET);
         int queueSize = msg.u16(InflightRegion.QUEUE_SIZE_OFFSET);
-        InflightRegion.Created c = InflightRegion.create(numQueues, queueSize, rings.length);
+        InflightRegion.Created c = InflightRegion.create(numQueues, queueSize, rings.length, packed());
+        System.getLogger("phost.vhost").log(System.Logger.Level.INFO, "vhost-user " + name + ": inflight region for "
+            + numQueues + " queues of " + queueSize + " (" + (packed() ? "packed" : "split") + " rings)");
         try {
             replaceInflight(c.region());
             MemorySegment p = out.asSlice(HEADER_LENGTH, InflightRegion.PAYLOAD_LENGTH);
@@ -488,7 +484,7 @@ final class VhostUserSession implements AutoCloseable {
         inflightNegotiated(VhostUserRequest.SET_INFLIGHT_FD);
         checkInflightPayload(VhostUserRequest.SET_INFLIGHT_FD);
         InflightRegion r = InflightRegion.adopt(adopt(0), msg.u64(InflightRegion.MMAP_SIZE_OFFSET), msg.u64(InflightRegion.MMAP_OFFSET_OFFSET),
-            msg.u16(InflightRegion.NUM_QUEUES_OFFSET), msg.u16(InflightRegion.QUEUE_SIZE_OFFSET), rings.length);
+            msg.u16(InflightRegion.NUM_QUEUES_OFFSET), msg.u16(InflightRegion.QUEUE_SIZE_OFFSET), rings.length, packed());
         replaceInflight(r);
         ack();
     }
@@ -580,7 +576,11 @@ final class VhostUserSession implements AutoCloseable {
         boolean eventIdx = (ackedFeatures & (1L << F_RING_EVENT_IDX)) != 0;
         boolean indirect = (ackedFeatures & (1L << F_RING_INDIRECT_DESC)) != 0;
         MemorySegment tracking = null;
-        if (inflight != null && (ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) != 0 && !packed()) { // split-ring layout only
+        if (inflight != null && (ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) != 0 && inflight.packed() != packed()) {
+            System.getLogger("phost.vhost").log(System.Logger.Level.WARNING, "vhost-user " + name + " queue " + v.index
+                + " runs without inflight tracking: the region was made for " + (inflight.packed() ? "packed" : "split")
+                + " rings, the ring is " + (packed() ? "packed" : "split") + " (features changed after GET_INFLIGHT_FD)");
+        } else if (inflight != null && (ackedProtocol & (1L << PF_INFLIGHT_SHMFD)) != 0) {
             if (v.size > inflight.queueSize()) {
                 throw new VhostUserException(VhostUserException.Reason.BAD_STATE,
                     "queue " + v.index + " size " + v.size + " exceeds the inflight region's queue size " + inflight.queueSize());

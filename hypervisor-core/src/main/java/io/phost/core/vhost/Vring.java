@@ -76,7 +76,8 @@ final class Vring {
                List<Integer> cpus, Consumer<String> onError) {
         if (packed) {
             long[] host = PackedVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
-            queue = new PackedVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call);
+            PackedInflightTracker tracker = inflight == null ? null : new PackedInflightTracker(inflight, size);
+            queue = new PackedVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call, tracker);
         } else {
             long[] host = SplitVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
             InflightTracker tracker = inflight == null ? null : new InflightTracker(inflight, size);

@@ -22,8 +22,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
  * Real QEMU (TCG) boots the test guest ({@code tools/test-guest}) with its disk on phost's
  * vhost-user-blk export; the guest's own virtio_blk driver writes a pattern, drops its caches, reads it
  * back and compares, discards a range; then qemu-io verifies the image. A second device on the same boot asks
- * for {@code packed=on}: QEMU 7.2 acks INFLIGHT_SHMFD, so phost negotiates split rings (restart safety first;
- * the guest's feature bits say so) and the guest writes and reads it with buffered and O_DIRECT 64 KiB I/O.
+ * for {@code packed=on}: QEMU 7.2 acks INFLIGHT_SHMFD and the ring stays packed (its inflight region has the
+ * packed layout; the guest's feature bits say so) and the guest writes and reads it with buffered and O_DIRECT
+ * 64 KiB I/O.
  * Recipe:
  * <pre>
  *   g=$(bash tools/test-guest/build.sh)
@@ -76,6 +77,23 @@ class VhostUserBlkQemuTest {
         RawDisk.createSparse(packedImage, 16L << 20);
         Path packedSock = dir.resolve("packed.sock");
         String console;
+        List<String> logs = new java.util.concurrent.CopyOnWriteArrayList<>();
+        java.util.logging.Handler handler = new java.util.logging.Handler() {
+            @Override
+            public void publish(java.util.logging.LogRecord r) {
+                logs.add(r.getMessage());
+            }
+
+            @Override
+            public void flush() {
+            }
+
+            @Override
+            public void close() {
+            }
+        };
+        java.util.logging.Logger vhostLog = java.util.logging.Logger.getLogger("phost.vhost");
+        vhostLog.addHandler(handler);
         try (RawDisk disk = RawDisk.openFile(image, false, false);
              RawDisk packedDisk = RawDisk.openFile(packedImage, false, false);
              VhostUserBlkExport e = VhostUserBlkExport.start("qemu-disk", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(2));
@@ -99,13 +117,17 @@ class VhostUserBlkQemuTest {
             assertEquals(null, e.lastError(), "no protocol error; console:\n" + console);
             assertTrue(e.stats().snapshot().get("writes") > 0, "the guest's writes went through phost");
             assertEquals(null, packed.lastError(), "no protocol error on the packed device; console:\n" + console);
+        } finally {
+            vhostLog.removeHandler(handler);
         }
+        boolean packedInflight = logs.stream().anyMatch(l -> l.contains("qemu-packed") && l.contains("inflight region for 1 queues of") && l.contains("(packed rings)"));
         assertTrue(console.contains("PHOST-GUEST-DONE rc=0") && console.contains("PATTERN-OK"), console);
         assertTrue(console.contains("SECTORS 131072 QUEUES 2"), "capacity and queues as exported:\n" + console);
         java.util.regex.Matcher f = java.util.regex.Pattern.compile("VDB-FEATURES ([01]{64})").matcher(console);
         assertTrue(f.find() && console.contains("VDB-OK"), console);
         assertEquals('1', f.group(1).charAt(32), "VERSION_1 (the guest's feature bit string, bit 0 first)");
-        assertEquals('0', f.group(1).charAt(34), "packed=on, but QEMU acked INFLIGHT_SHMFD: phost negotiated split rings");
+        assertEquals('1', f.group(1).charAt(34), "packed=on with INFLIGHT_SHMFD acked: RING_PACKED negotiated");
+        assertTrue(packedInflight, "the packed device got an inflight region of the packed layout: " + logs);
         String out = Proc.ok(60, "qemu-io", "-f", "raw", "-c", "read -P 0xa5 0 1M", "-c", "read -P 0 1M 1M", image.toString());
         assertFalse(out.contains("Pattern verification failed"), out);
         out = Proc.ok(60, "qemu-io", "-f", "raw", "-c", "read -P 0x5a 0 2M", packedImage.toString());
