@@ -8,7 +8,6 @@ import io.phost.appliance.mgmt.ManagementClient;
 import io.phost.appliance.mgmt.ManagementServer;
 import io.phost.appliance.util.Query;
 import io.phost.core.partition.ChildPartition;
-import io.phost.core.partition.PartitionKind;
 import io.phost.core.partition.PartitionState;
 import io.phost.core.sys.Librbd;
 import io.phost.core.text.Json;
@@ -282,11 +281,8 @@ final class ClusterComponent implements Component {
         return state;
     }
 
-    /** Why {@code p} cannot move, or null: only process partitions whose every disk is on RBD move. */
+    /** Why {@code p} cannot move, or null: only partitions (process or VM) whose every disk is on RBD move. */
     private String refusal(ChildPartition p) {
-        if (p.kind() != PartitionKind.PROCESS) {
-            return "it is a VM partition; only process partitions move (VM migration is not built)";
-        }
         if (!locks.movable(p.name())) {
             ApplianceConfig cfg = running.get();
             List<String> local = cfg.partition(p.name()).orElseThrow().disks().stream()
