@@ -290,6 +290,48 @@ public final class PartitionsComponent implements Component {
         }
     }
 
+    /**
+     * The target of a live migration ({@link MigrationTarget}): QEMU starts paused on {@code -incoming uri}; once the
+     * state has arrived the partition's RBD locks are taken, retried for up to {@code lockWaitMs} while the source
+     * still flushes and releases them, and the guest resumes. Returns when it runs here.
+     */
+    void startIncoming(VmPartition vm, String uri, Runnable listening, long lockWaitMs) throws IOException {
+        boolean[] locked = {false};
+        try {
+            vm.startIncoming(uri, listening, () -> {
+                if (locks != null) {
+                    acquireWithin(vm.name(), lockWaitMs);
+                    locked[0] = true;
+                }
+            });
+        } catch (IOException | RuntimeException e) {
+            if (locked[0]) {
+                locks.release(vm.name());
+            }
+            throw e;
+        }
+    }
+
+    private void acquireWithin(String partition, long waitMs) throws IOException {
+        long deadline = System.nanoTime() + waitMs * 1_000_000;
+        while (true) {
+            try {
+                locks.acquire(partition, false);
+                return;
+            } catch (IOException e) {
+                if (System.nanoTime() > deadline) {
+                    throw e;
+                }
+            }
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new java.io.InterruptedIOException("interrupted");
+            }
+        }
+    }
+
     /** A user's stop: graceful within {@code grace}; with peers the partition's disks are flushed and unlocked after. */
     void stop(ChildPartition p, Duration grace) {
         p.stop(grace);

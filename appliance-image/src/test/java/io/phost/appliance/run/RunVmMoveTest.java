@@ -39,8 +39,11 @@ import org.junit.jupiter.api.io.TempDir;
  *       tables to B, B builds the VM (its disk's vhost-user export, its NIC's port on B's {@code lan}) and boots
  *       it; B announces the NIC (one RARP, seen on B's veth in the LAN namespace). The guest's data verifies on B,
  *       the LAN pings it, A's applied config lost it and B's has it.</li>
- *   <li>With {@code -Dphost.soak=true}: back to A with the CLI and once more to B, each verified the same way,
- *       the move times printed (docs/benchmarks.md).</li>
+ *   <li>Live migration B → A ({@code live=true}): the guest's tick loop goes on on A in the same boot, QEMU's
+ *       SEND_RARP reaches the LAN through A's uplink, the LAN pings it, the image holds its data; the downtime
+ *       ({@code query-migrate}) is printed.</li>
+ *   <li>With {@code -Dphost.soak=true}: Quick Migration to B and back to A (once with the CLI), twice, each
+ *       verified the same way, the move times printed (docs/benchmarks.md).</li>
  * </ol>
  * Needs root (veths, netns), QEMU and the test guest kit.
  */
@@ -74,6 +77,9 @@ class RunVmMoveTest {
           echo "V20-DATA-WRITTEN $(cat /tmp/sum)"
         fi
         echo V20-UP
+        boot=$(head -c 4 /dev/urandom | md5sum | cut -c1-8)
+        i=0
+        while :; do i=$((i+1)); echo "V20-TICK $boot $i"; sleep 1; done
         """;
 
     @TempDir
@@ -173,9 +179,10 @@ class RunVmMoveTest {
             assertTrue(local.bodyText().contains("vm20-scratch (raw) is local"), local.bodyText());
 
             moveAndVerify(ca, cb, b, "b", sum, dataA, dataB, true);
-            for (int round = 0; soak && round < 2; round++) {
-                moveAndVerify(cb, ca, a, "a", sum, dataB, dataA, false);
-                moveAndVerify(ca, cb, b, "b", sum, dataA, dataB, false);
+            migrateLive(cb, ca, a, sum, dataB, dataA, ceph, image);
+            for (int round = 0; soak && round < 2; round++) { // vm20 is on A
+                moveAndVerify(ca, cb, b, "b", sum, dataA, dataB, true);
+                moveAndVerify(cb, ca, a, "a", sum, dataB, dataA, round > 0); // the CLI once
             }
             for (PhostProcess p : List.of(a, b)) {
                 p.process().destroy();
@@ -204,6 +211,7 @@ class RunVmMoveTest {
             while (!Files.readString(rarp).contains("listening on") && System.nanoTime() < listening) {
                 Thread.sleep(50);
             }
+            int boots = count(console(to), "V20-UP"); // the target's console log keeps earlier boots
             long t0 = System.nanoTime();
             if (api) {
                 HttpResponse r = from.post("/v1/partitions/move?name=vm20&to=" + peer);
@@ -222,7 +230,8 @@ class RunVmMoveTest {
             assertTrue(capture.waitFor(90, TimeUnit.SECONDS), "no RARP from the VM's MAC on " + peer + "'s uplink: "
                 + Files.readString(rarp));
             assertTrue(Files.readString(rarp).contains("Reverse Request"), Files.readString(rarp));
-            String console = awaitConsole(to, target, "V20-UP");
+            String console = awaitConsole(to, target, "V20-UP", boots + 1);
+            console = console.substring(console.lastIndexOf("PHOST-GUEST-READY"));
             System.out.printf(" guest-up=%d ms load=%s%n", (System.nanoTime() - t0) / 1_000_000,
                 Files.readString(Path.of("/proc/loadavg")).strip());
             assertTrue(console.contains("V20-DATA-CHECK now=" + sum + " then=" + sum), "the guest's data on " + peer
@@ -236,6 +245,70 @@ class RunVmMoveTest {
             applied(dataTo));
         assertTrue(!applied(dataFrom).contains("name = \"vm20\"") && !applied(dataFrom).contains("vm20-data"),
             applied(dataFrom));
+    }
+
+    private static final Pattern TICK = Pattern.compile("V20-TICK ([0-9a-f]{8}) (\\d+)");
+
+    /**
+     * Live migration of vm20 from B to A ({@code live=true}): the guest's tick loop goes on on A in the same boot (its
+     * boot id, a higher count, no second boot), QEMU's SEND_RARP reaches the LAN through A's uplink, the LAN pings
+     * the guest, the image holds the guest's data ({@code rbd export}), and the downtime is printed.
+     */
+    private void migrateLive(ManagementClient from, ManagementClient to, PhostProcess target, String sum, Path dataFrom,
+                             Path dataTo, CephTestCluster ceph, String image) throws Exception {
+        Matcher before = TICK.matcher(awaitConsole(from, target, "V20-TICK"));
+        String boot = null;
+        int last = 0;
+        while (before.find()) {
+            boot = before.group(1);
+            last = Integer.parseInt(before.group(2));
+        }
+        Path rarp = dir.resolve("rarp-live.txt");
+        Process capture = new ProcessBuilder("ip", "netns", "exec", NS, "timeout", "180", "tcpdump", "-l", "-n", "-e",
+            "-i", LAN_A, "-c", "1", "ether proto 0x8035 and ether src " + MAC)
+            .redirectErrorStream(true).redirectOutput(rarp.toFile()).start();
+        try {
+            long listening = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (!Files.readString(rarp).contains("listening on") && System.nanoTime() < listening) {
+                Thread.sleep(50);
+            }
+            HttpResponse r = from.post("/v1/partitions/move?name=vm20&to=a&live=true");
+            assertEquals(200, r.status(), r.bodyText() + "\nA:\n" + target.stderr());
+            Map<?, ?> m = (Map<?, ?>) Json.parse(r.bodyText());
+            assertEquals("live", m.get("mode"), r.bodyText());
+            assertEquals("running", m.get("state"), r.bodyText());
+            System.out.printf("vm-live-migration to=a downtime=%s ms migration=%s ms ram=%s bytes handover=%s ms total=%s ms load=%s%n",
+                m.get("migration_downtime_ms"), m.get("migration_total_ms"), m.get("migration_ram_bytes"),
+                m.get("handover_ms"), m.get("total_ms"), Files.readString(Path.of("/proc/loadavg")).strip());
+            assertTrue(capture.waitFor(90, TimeUnit.SECONDS), "no RARP from the VM's MAC on A's uplink: " + Files.readString(rarp));
+        } finally {
+            capture.destroyForcibly();
+        }
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        int after = 0;
+        while (after <= last) {
+            assertTrue(System.nanoTime() < deadline, "the guest's ticks (boot " + boot + ", last " + last
+                + " on B) did not go on on A:\n" + to.get("/v1/partitions/console?name=vm20").bodyText());
+            Thread.sleep(300);
+            Matcher m = TICK.matcher(to.get("/v1/partitions/console?name=vm20").bodyText());
+            while (m.find()) {
+                if (m.group(1).equals(boot)) {
+                    after = Math.max(after, Integer.parseInt(m.group(2)));
+                }
+            }
+        }
+        assertTrue(count(console(to).substring(console(to).indexOf(boot)), "PHOST-GUEST-READY") == 0,
+            "no second boot on A");
+        awaitPing();
+        assertTrue(!partitionNames(from).contains("vm20"), "B dropped vm20 after the migration");
+        assertTrue(applied(dataTo).contains("name = \"vm20\"") && !applied(dataFrom).contains("name = \"vm20\""),
+            applied(dataTo));
+        Path out = dir.resolve("image.raw");
+        Files.deleteIfExists(out);
+        ceph.run("rbd", "export", "rbd/" + image, out.toString());
+        byte[] img = Files.readAllBytes(out);
+        byte[] md5 = java.security.MessageDigest.getInstance("MD5").digest(java.util.Arrays.copyOfRange(img, 4096, 4096 + (1 << 20)));
+        assertEquals(sum, java.util.HexFormat.of().formatHex(md5), "the guest's data in the image after the migration");
     }
 
     /** The LAN namespace: a bridge over both uplinks' far ends, with the LAN side's address. */
@@ -263,15 +336,32 @@ class RunVmMoveTest {
         }
     }
 
+    private static String console(ManagementClient c) throws IOException {
+        HttpResponse r = c.get("/v1/partitions/console?name=vm20");
+        return r.status() == 200 ? r.bodyText() : "";
+    }
+
+    private static int count(String text, String marker) {
+        int n = 0;
+        for (int i = text.indexOf(marker); i >= 0; i = text.indexOf(marker, i + 1)) {
+            n++;
+        }
+        return n;
+    }
+
     private static String awaitConsole(ManagementClient c, PhostProcess p, String marker) throws Exception {
+        return awaitConsole(c, p, marker, 1);
+    }
+
+    /** Waits until the console shows {@code marker} {@code times} times. */
+    private static String awaitConsole(ManagementClient c, PhostProcess p, String marker, int times) throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(180).toNanos();
         String console = "";
-        while (!console.contains(marker)) {
+        while (count(console, marker) < times) {
             assertTrue(System.nanoTime() < deadline && !console.contains("PHOST-GUEST-DONE rc=1"), "no " + marker + ":\n"
                 + console + "\nqemu:\n" + c.get("/v1/partitions/logs?name=vm20").bodyText() + "\nphost:\n" + p.stderr());
             Thread.sleep(300);
-            HttpResponse r = c.get("/v1/partitions/console?name=vm20");
-            console = r.status() == 200 ? r.bodyText() : "";
+            console = console(c);
         }
         return console;
     }
