@@ -383,7 +383,7 @@ public final class VmPartition implements ChildPartition {
             }
             p.onExit().thenAccept(x -> exited(x, gen));
             LOG.log(Level.INFO, "started partition=" + name() + " kind=vm pid=" + p.pid() + " accel=" + accel.type().qemuName
-                + (restore != null ? " restored_from=" + restore : "") + (live != null ? " migrated_from=" + live.uri() : ""));
+                + (restore != null ? " restored_from=" + restore : "") + (live != null ? " incoming=" + live.uri() : ""));
             return null;
         } catch (IOException | RuntimeException e) {
             String why = "start failed: " + e.getMessage() + lastQemuMessage();
