@@ -175,10 +175,7 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
 
         private void partitions() {
             for (PartitionConfig p : running.partitions()) {
-                if (next.partition(p.name()).isEmpty() && p.isVm()) {
-                    refuse("partition", "removing VM partition '" + p.name() + "' from a running host is not "
-                        + "supported yet (its vhost-user devices live until phost stops); restart phost");
-                } else if (next.partition(p.name()).isEmpty()) {
+                if (next.partition(p.name()).isEmpty()) {
                     removedPartitions.add(new ConfigChange(Op.REMOVE, Subject.PARTITION, p.name(), -1, p, null, ""));
                 }
             }
@@ -187,11 +184,7 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
                 String at = "partition[" + i + "]";
                 var old = running.partition(p.name());
                 if (old.isEmpty()) {
-                    if (p.isVm()) {
-                        refuse(at, "adding a VM partition to a running host is not supported yet; restart phost");
-                    } else {
-                        addsAndChanges.add(new ConfigChange(Op.ADD, Subject.PARTITION, p.name(), -1, null, p, ""));
-                    }
+                    addsAndChanges.add(new ConfigChange(Op.ADD, Subject.PARTITION, p.name(), -1, null, p, ""));
                     continue;
                 }
                 partition(at, old.get(), p);

@@ -8,7 +8,6 @@ import io.phost.appliance.mgmt.ManagementClient;
 import io.phost.appliance.mgmt.ManagementServer;
 import io.phost.appliance.util.Query;
 import io.phost.core.partition.ChildPartition;
-import io.phost.core.partition.PartitionKind;
 import io.phost.core.partition.PartitionState;
 import io.phost.core.sys.Librbd;
 import io.phost.core.text.Json;
@@ -126,7 +125,8 @@ final class ClusterComponent implements Component {
 
     @Override
     public Map<String, Function<String, HttpResponse>> routes() {
-        return Map.of("POST /v1/partitions/move", this::move);
+        return Map.of("POST /v1/partitions/move", this::move,
+            "POST /v1/partitions/incoming", new MigrationTarget(cfg.host(), partitions)::incoming);
     }
 
     // ---- Quick Migration ----
@@ -175,6 +175,9 @@ final class ClusterComponent implements Component {
                     + "' and cannot take its definition: " + why + "; the partition keeps running here\n");
             }
         }
+        if ("true".equals(q.get("live"))) {
+            return migrateLive(p, peer.peer, stanzas);
+        }
         long t0 = System.nanoTime();
         boolean wasRunning = p.state().live();
         partitions.stop(p, partitions.stopTimeout(p)); // graceful, then flush and release the RBD locks
@@ -212,11 +215,73 @@ final class ClusterComponent implements Component {
         return HttpResponse.json(Json.pretty(r));
     }
 
+    /**
+     * Live migration of running VM {@code p} to {@code peer} (which has no partition of that name: {@code stanzas},
+     * dry-run already, are its tables): the peer builds it without starting it, starts QEMU on {@code -incoming}
+     * ({@link MigrationTarget}), this QEMU {@code migrate}s to it (vhost-user dirty logging; its rings drain at the
+     * switch-over), then QEMU here is ended and the disks flushed and unlocked, and the peer takes the locks and
+     * resumes the guest. A failure before the switch-over leaves the guest running here.
+     */
+    private HttpResponse migrateLive(ChildPartition p, Peer peer, String stanzas) {
+        String name = p.name();
+        if (!(p instanceof io.phost.core.vm.VmPartition vm) || p.state() != PartitionState.RUNNING) {
+            return HttpResponse.text(409, "move " + name + ": live migration takes a running VM partition\n");
+        }
+        if (stanzas == null) {
+            return HttpResponse.text(409, "move " + name + ": live migration hands the VM's tables over; peer '"
+                + peer.name() + "' has a partition '" + name + "' of its own\n");
+        }
+        long t0 = System.nanoTime();
+        String failed = handOver(peer, stanzas, false, false);
+        Map<String, Object> migrated;
+        try {
+            if (failed != null) {
+                throw new IOException("the peer did not take its definition: " + failed);
+            }
+            HttpResponse in = call(peer, "/v1/partitions/incoming?" + Query.encode(Map.of("name", name)), false);
+            if (in.status() != 200) {
+                throw new IOException("the peer did not start QEMU for it: " + in.bodyText().strip());
+            }
+            migrated = vm.migrateLive(String.valueOf(((Map<?, ?>) Json.parse(in.bodyText())).get("uri")));
+        } catch (IOException | RuntimeException e) {
+            LOG.log(Level.WARNING, "live migration failed partition=" + name + " to=" + peer.name() + " reason=\""
+                + e.getMessage() + "\"");
+            return HttpResponse.text(502, "move " + name + " (live): " + e.getMessage() + "; "
+                + (p.state() == PartitionState.RUNNING ? "the VM runs on here" : "the VM is " + p.state() + " here")
+                + (failed == null ? "; its tables stay on peer '" + peer.name() + "' (stopped)" : "") + "\n");
+        }
+        long switched = System.nanoTime();
+        partitions.turnOff(p, "migrated to " + peer.name()); // QEMU quits; the disks are flushed and unlocked
+        String state = awaitRunning(peer, name);
+        long done = System.nanoTime();
+        // No announce from here: the target's QEMU sends SEND_RARP through each NIC's vhost-user-net port itself.
+        ConfigComponent.Outcome here = config.release(name, peer.name(), false);
+        Map<String, Object> r = new LinkedHashMap<>();
+        r.put("partition", name);
+        r.put("from", cfg.host().name());
+        r.put("to", peer.name());
+        r.put("mode", "live");
+        migrated.forEach((k, v) -> r.put("migration_" + k, v));
+        r.put("handover_ms", (done - switched) / 1_000_000);
+        r.put("total_ms", (done - t0) / 1_000_000);
+        r.put("state", state);
+        r.put("definition", here.status() == 200 ? "handed over" : "handed over; still defined (stopped) here: "
+            + String.join("; ", here.errors()));
+        LOG.log(Level.INFO, "migrated partition=" + name + " to=" + peer.name() + " live=true " + migrated);
+        return HttpResponse.json(Json.pretty(r));
+    }
+
     /** Asks the peer to take partition tables {@code stanzas} (a live apply there); null when it did, else why not. */
     private String handOver(Peer peer, String stanzas, boolean dryRun) {
+        return handOver(peer, stanzas, dryRun, true);
+    }
+
+    /** As above; {@code start} false: the peer builds the partition without starting it (a live migration's target). */
+    private String handOver(Peer peer, String stanzas, boolean dryRun, boolean start) {
         try {
             HttpResponse r = call(peer, "/v1/partitions/receive?" + Query.encode(Map.of("from", cfg.host().name(),
-                "dry_run", Boolean.toString(dryRun))), stanzas.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+                "dry_run", Boolean.toString(dryRun), "start", Boolean.toString(start))),
+                stanzas.getBytes(java.nio.charset.StandardCharsets.UTF_8));
             if (r.status() == 200) {
                 return null;
             }
@@ -282,11 +347,8 @@ final class ClusterComponent implements Component {
         return state;
     }
 
-    /** Why {@code p} cannot move, or null: only process partitions whose every disk is on RBD move. */
+    /** Why {@code p} cannot move, or null: only partitions (process or VM) whose every disk is on RBD move. */
     private String refusal(ChildPartition p) {
-        if (p.kind() != PartitionKind.PROCESS) {
-            return "it is a VM partition; only process partitions move (VM migration is not built)";
-        }
         if (!locks.movable(p.name())) {
             ApplianceConfig cfg = running.get();
             List<String> local = cfg.partition(p.name()).orElseThrow().disks().stream()
@@ -449,7 +511,9 @@ final class ClusterComponent implements Component {
     /** A live partition whose disk lock another appliance broke was fenced: its I/O fails, so it is turned off. */
     private void checkFenced() {
         for (ChildPartition p : partitions.partitions()) {
-            if (p.state().live() && !locks.disksOf(p.name()).isEmpty() && locks.lostLock(p.name())) {
+            // Not while STARTING: a VM receiving a live migration takes its locks only once the state has arrived.
+            if (p.state().live() && p.state() != PartitionState.STARTING && !locks.disksOf(p.name()).isEmpty()
+                && locks.lostLock(p.name())) {
                 LOG.log(Level.WARNING, "fenced partition=" + p.name() + ": another appliance took its disks over");
                 p.turnOff("fenced: another appliance took its disks over (RBD lock broken)");
             }

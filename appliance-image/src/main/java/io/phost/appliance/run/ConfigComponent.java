@@ -165,6 +165,26 @@ public final class ConfigComponent implements Component {
      * same disk (it is used as it is); one of the same name that differs is refused.
      */
     public synchronized Outcome receive(String from, String stanzas, boolean dryRun) {
+        return receive(from, stanzas, dryRun, true);
+    }
+
+    /**
+     * As above; {@code start} false builds the partition without starting it, whatever its {@code autostart}: a VM
+     * that arrives by live migration ({@link MigrationTarget}) starts from the source's state instead.
+     */
+    public synchronized Outcome receive(String from, String stanzas, boolean dryRun, boolean start) {
+        holdAdded = !start;
+        try {
+            return receiveAndApply(from, stanzas, dryRun);
+        } finally {
+            holdAdded = false;
+        }
+    }
+
+    /** True while {@link #receive} adds a partition that must not start yet (a live migration's target). */
+    private boolean holdAdded;
+
+    private Outcome receiveAndApply(String from, String stanzas, boolean dryRun) {
         if (runningText == null) {
             return apply(from, "", dryRun); // the demo's refusal
         }
@@ -257,7 +277,7 @@ public final class ConfigComponent implements Component {
             case PARTITION -> {
                 if (c.after() != null) {
                     PartitionConfig p = (PartitionConfig) c.after();
-                    addPartition(next, p, p.autostart());
+                    addPartition(next, p, p.autostart() && !holdAdded);
                     yield () -> removePartition(p);
                 }
                 PartitionConfig p = (PartitionConfig) c.before();
@@ -586,7 +606,8 @@ public final class ConfigComponent implements Component {
             if (from.isBlank()) {
                 throw new IllegalArgumentException("from: the peer handing the partition over is required");
             }
-            return answer(receive("partition moved from " + from, utf8(body), dryRun(q)));
+            return answer(receive("partition moved from " + from, utf8(body), dryRun(q),
+                !"false".equals(q.getOrDefault("start", "true"))));
         });
     }
 

@@ -66,12 +66,13 @@ public final class DisksComponent implements Component {
     }
 
     /**
-     * With peers, a writable RBD disk of a process partition takes its exclusive lock when the partition starts
-     * here and gives it up when it stops, so the partition can run on either appliance ({@link RbdLocks}).
+     * With peers, a writable RBD disk of a partition (a process partition or a VM) takes its exclusive lock when the
+     * partition starts here and gives it up when it stops, so the partition can run on either appliance
+     * ({@link RbdLocks}); a VM's QEMU has quit (its vhost-user rings drained) before the lock goes.
      */
     static boolean followsPartitionLock(ApplianceConfig cfg, DiskConfig d) {
         return cfg.cluster().clustered() && d.format() == DiskFormat.RBD && !d.readOnly()
-            && !cfg.partitionsUsing(d).isEmpty() && cfg.partitionsUsing(d).stream().noneMatch(p -> p.isVm());
+            && !cfg.partitionsUsing(d).isEmpty();
     }
 
     private void openOne(DiskConfig d, Path dataDir, boolean deferLock) throws IOException {

@@ -139,9 +139,13 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         LOG.log(Level.INFO, "switch removed name=" + name);
     }
 
-    /** Removes a removed process partition's NIC ports from their switches. */
+    /** Removes a removed partition's NIC ports from their switches (a VM's once its QEMU has quit). */
     void detach(PartitionConfig p) {
         for (int i = 0; i < p.nics().size(); i++) {
+            if (p.isVm()) {
+                detachVmNic(p.name(), i);
+                continue;
+            }
             NetworkAdapter a = adapters.remove(p.name() + "-nic" + i);
             if (a != null) {
                 a.vsp().detach();
@@ -480,8 +484,11 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         for (NetworkAdapter a; (a = adapters.get(name + "-nic" + nics)) != null; nics++) {
             a.vsp().announce();
         }
+        for (VhostUserNetPort vm; (vm = vmNics.get(name + "/" + name + "-nic" + nics)) != null; nics++) {
+            vm.announce(); // as SEND_RARP: a VM started here after a Quick Migration
+        }
         if (nics == 0) {
-            return io.phost.appliance.mgmt.HttpResponse.text(404, "no partition '" + name + "' with a synthetic NIC here\n");
+            return io.phost.appliance.mgmt.HttpResponse.text(404, "no partition '" + name + "' with a NIC here\n");
         }
         LOG.log(Level.INFO, "announce partition=" + name + " nics=" + nics);
         return io.phost.appliance.mgmt.HttpResponse.json(io.phost.core.text.Json.write(Map.of("partition", name, "nics", nics)));

@@ -59,18 +59,19 @@ public final class PartitionsComponent implements Component {
 
     /** The config partitions are built from; a live apply replaces it (the launcher reads it at each start). */
     private final java.util.concurrent.atomic.AtomicReference<ApplianceConfig> config;
-    private final Accelerator accel;
+    /** Detected when the first VM partition is built (at start, or when a live apply or a move adds one). */
+    private Accelerator accel;
     private final PartitionHost host;
+    /** Serves VM partitions' disks; a live apply adds and removes a VM's exports here. */
+    private VmDisksComponent vmDisks;
     /** Every partition, in config order. */
     private final Map<String, ChildPartition> partitions = new LinkedHashMap<>();
     private final EventJournal events = new EventJournal();
     private PartitionEventWatcher watcher;
 
-    private PartitionsComponent(java.util.concurrent.atomic.AtomicReference<ApplianceConfig> config, PartitionHost host,
-                                Accelerator accel) {
+    private PartitionsComponent(java.util.concurrent.atomic.AtomicReference<ApplianceConfig> config, PartitionHost host) {
         this.config = config;
         this.host = host;
-        this.accel = accel;
     }
 
     public static PartitionsComponent start(ApplianceConfig cfg, List<VspSource> sources) throws IOException {
@@ -89,12 +90,12 @@ public final class PartitionsComponent implements Component {
         var config = new java.util.concurrent.atomic.AtomicReference<>(cfg);
         PartitionHost host = new PartitionHost(dir, launcher(config::get),
             PartitionHost.Options.defaults().withAgentCpus(cfg.host().vspCpus()).withPolling(cfg.host().polling()));
-        Accelerator accel = cfg.partitions().stream().anyMatch(PartitionConfig::isVm) ? Accelerator.detect() : null;
-        PartitionsComponent c = new PartitionsComponent(config, host, accel);
+        PartitionsComponent c = new PartitionsComponent(config, host);
         c.locks = locks;
+        c.vmDisks = vmDisks;
         try {
             for (PartitionConfig p : cfg.partitions()) {
-                c.partitions.put(p.name(), c.build(cfg, p, sources, vmDisks));
+                c.partitions.put(p.name(), c.build(cfg, p, sources));
             }
             c.watcher = new PartitionEventWatcher(c::partitions, c.events);
             for (PartitionConfig p : cfg.partitions()) {
@@ -110,8 +111,7 @@ public final class PartitionsComponent implements Component {
     }
 
     /** Builds one partition (state CREATED) with the devices {@code sources} give it. */
-    private ChildPartition build(ApplianceConfig cfg, PartitionConfig p, List<VspSource> sources, VmDisksComponent vmDisks)
-        throws IOException {
+    private ChildPartition build(ApplianceConfig cfg, PartitionConfig p, List<VspSource> sources) throws IOException {
         Path dir = host.dataDir();
         if (p.isVm()) {
             List<VmDevice> nics = new ArrayList<>();
@@ -119,6 +119,11 @@ public final class PartitionsComponent implements Component {
                 nics.addAll(s.vmDevicesFor(p));
             }
             VmSpec spec = vmSpec(cfg, p, vmDisks, nics);
+            synchronized (this) {
+                if (accel == null) {
+                    accel = Accelerator.detect();
+                }
+            }
             return new VmPartition(spec, dir, p.vm().resolvedConsole(cfg.host().dataDir()), accel, VmPartition.Options.defaults());
         }
         PartitionSpec spec = new PartitionSpec(p.name(), p.vcpus(), p.memory(),
@@ -134,17 +139,24 @@ public final class PartitionsComponent implements Component {
     }
 
     /**
-     * A live config change adds process partition {@code p} of {@code next}: built with the devices of
-     * {@code sources}, and started when {@code start} (a launch failure throws, the partition forgotten again).
+     * A live config change adds partition {@code p} of {@code next}: built with the devices of {@code sources} (a
+     * VM's disk exports listen first), and started when {@code start} (a launch failure throws, the partition
+     * forgotten again).
      */
     void addLive(ApplianceConfig next, PartitionConfig p, List<VspSource> sources, boolean start) throws IOException {
         ApplianceConfig before = config.getAndSet(next);
         ChildPartition partition;
         try {
-            partition = build(next, p, sources, null);
+            if (p.isVm()) {
+                vmDisks.addPartition(next, p);
+            }
+            partition = build(next, p, sources);
         } catch (IOException | RuntimeException e) {
             config.set(before);
             host.remove(p.name(), Duration.ZERO);
+            if (p.isVm()) {
+                vmDisks.removePartition(p.name());
+            }
             throw e;
         }
         synchronized (partitions) {
@@ -162,7 +174,7 @@ public final class PartitionsComponent implements Component {
         LOG.log(Level.INFO, "partition added partition=" + p.name() + " started=" + start);
     }
 
-    /** A live config change removes a partition: stopped gracefully, then forgotten. */
+    /** A live config change removes a partition: stopped gracefully, then forgotten (a VM's disk exports close). */
     void removeLive(String name) {
         ChildPartition p;
         synchronized (partitions) {
@@ -173,6 +185,9 @@ public final class PartitionsComponent implements Component {
         }
         stop(p, stopTimeout(p));
         host.remove(name, Duration.ZERO);
+        if (p instanceof VmPartition && vmDisks != null) {
+            vmDisks.removePartition(name);
+        }
         LOG.log(Level.INFO, "partition removed partition=" + name);
     }
 
@@ -272,6 +287,48 @@ public final class PartitionsComponent implements Component {
                 locks.release(p.name());
             }
             throw e;
+        }
+    }
+
+    /**
+     * The target of a live migration ({@link MigrationTarget}): QEMU starts paused on {@code -incoming uri}; once the
+     * state has arrived the partition's RBD locks are taken, retried for up to {@code lockWaitMs} while the source
+     * still flushes and releases them, and the guest resumes. Returns when it runs here.
+     */
+    void startIncoming(VmPartition vm, String uri, Runnable listening, long lockWaitMs) throws IOException {
+        boolean[] locked = {false};
+        try {
+            vm.startIncoming(uri, listening, () -> {
+                if (locks != null) {
+                    acquireWithin(vm.name(), lockWaitMs);
+                    locked[0] = true;
+                }
+            });
+        } catch (IOException | RuntimeException e) {
+            if (locked[0]) {
+                locks.release(vm.name());
+            }
+            throw e;
+        }
+    }
+
+    private void acquireWithin(String partition, long waitMs) throws IOException {
+        long deadline = System.nanoTime() + waitMs * 1_000_000;
+        while (true) {
+            try {
+                locks.acquire(partition, false);
+                return;
+            } catch (IOException e) {
+                if (System.nanoTime() > deadline) {
+                    throw e;
+                }
+            }
+            try {
+                Thread.sleep(10);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                throw new java.io.InterruptedIOException("interrupted");
+            }
         }
     }
 

@@ -12,7 +12,7 @@ import java.util.List;
 import java.util.function.Supplier;
 
 /**
- * On an appliance with peers, a process partition's RBD disks are opened at host start without their
+ * On an appliance with peers, a partition's (process or VM) RBD disks are opened at host start without their
  * exclusive lock ({@link DisksComponent#followsPartitionLock}); the lock goes with the partition: taken when it
  * starts here, given up (after a flush) when it stops. The lock is the arbiter of where a partition runs: a
  * start while another appliance holds it is refused naming the holder, so two appliances never run one
@@ -50,7 +50,7 @@ final class RbdLocks {
     /** True when the partition's disks are all shared storage (RBD) that another appliance can open. */
     boolean movable(String partition) {
         PartitionConfig p = config.get().partition(partition).orElse(null);
-        return p != null && !p.isVm() && disksOf(partition).size() == p.disks().size();
+        return p != null && disksOf(partition).size() == p.disks().size();
     }
 
     /**

@@ -83,53 +83,86 @@ public final class VmDisksComponent implements Component {
     public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos,
                                          java.util.function.Function<String, ScsiLun> sharedLun) throws java.io.IOException {
         VmDisksComponent c = new VmDisksComponent(cfg.host().dataDir().resolve("vhost").resolve("partitions"), disks, qos);
-        Path base = c.base;
         try {
             for (PartitionConfig p : cfg.partitions()) {
-                if (!p.isVm() || p.disks().isEmpty()) {
-                    continue;
-                }
-                Path dir = Files.createDirectories(base.resolve(p.name()));
-                List<DiskAttachment> ordered = new ArrayList<>(p.disks());
-                ordered.sort(Comparator.comparingInt(DiskAttachment::controller).thenComparingInt(DiskAttachment::lun));
-                List<Export> exports = new java.util.concurrent.CopyOnWriteArrayList<>();
-                c.byPartition.put(p.name(), exports);
-                Map<Integer, VhostUserScsiExport> controllers = new LinkedHashMap<>();
-                for (DiskAttachment a : ordered) {
-                    DiskConfig d = cfg.disk(a.disk()).orElseThrow();
-                    DisksComponent.OpenDisk open = disks.get(d.name());
-                    Path socket = dir.resolve(a.bus() == DiskAttachment.Bus.SCSI ? "scsi" + a.controller() + ".sock" : d.name() + ".sock");
-                    if (socket.toString().length() > MAX_SOCKET_PATH) {
-                        throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
-                            + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
-                    }
-                    ScsiLun lun = sharedLun.apply(d.name());
-                    ManagedQosFlow flow = null; // the NBD export's LUN brings its own flow
-                    if (lun == null) {
-                        flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
-                        lun = newLun(p, a, d, open.disk(), flow);
-                    }
-                    if (a.bus() == DiskAttachment.Bus.SCSI) {
-                        VhostUserScsiExport scsi = controllers.get(a.controller());
-                        if (scsi == null) {
-                            scsi = VhostUserScsiExport.start(p.name() + ".scsi" + a.controller(), new ScsiTarget(), socket,
-                                VhostUserScsiExport.Options.defaults().withRequestQueues(queues(p)));
-                            controllers.put(a.controller(), scsi);
-                        }
-                        scsi.target().add(a.lun(), lun);
-                        exports.add(new Export(p.name(), a, null, scsi, lun, "scsi" + a.controller(), flow));
-                        LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-scsi controller="
-                            + a.controller() + " lun=" + a.lun() + " socket=" + socket);
-                        continue;
-                    }
-                    exports.add(blkExport(p, a, d, lun, socket, flow, "disk" + exports.size()));
-                }
+                c.export(cfg, p, sharedLun);
             }
         } catch (java.io.IOException | RuntimeException e) {
             c.close();
             throw e;
         }
         return c;
+    }
+
+    /**
+     * A VM partition a live apply added (a move brought it here): its disks' exports listen before its QEMU is
+     * built. Its disks are open already; none is shared with an NBD export (those are not added live).
+     */
+    synchronized void addPartition(ApplianceConfig cfg, PartitionConfig p) throws java.io.IOException {
+        try {
+            export(cfg, p, disk -> null);
+        } catch (java.io.IOException | RuntimeException e) {
+            removePartition(p.name());
+            throw e;
+        }
+    }
+
+    /** A VM partition a live apply removed (its QEMU has quit): its exports close, with their QoS flows. */
+    synchronized void removePartition(String partition) {
+        List<Export> exports = byPartition.remove(partition);
+        if (exports == null) {
+            return;
+        }
+        for (Export e : exports) {
+            e.endpoint().close(); // a SCSI controller's LUNs close it again: idempotent
+            if (e.flow() != null) {
+                e.flow().close();
+            }
+        }
+        LOG.log(Level.INFO, "closed exports partition=" + partition + " disks=" + exports.size());
+    }
+
+    /** Starts the exports of VM partition {@code p}'s disks (none for a process partition). */
+    private void export(ApplianceConfig cfg, PartitionConfig p, java.util.function.Function<String, ScsiLun> sharedLun)
+        throws java.io.IOException {
+        if (!p.isVm() || p.disks().isEmpty()) {
+            return;
+        }
+        Path dir = Files.createDirectories(base.resolve(p.name()));
+        List<DiskAttachment> ordered = new ArrayList<>(p.disks());
+        ordered.sort(Comparator.comparingInt(DiskAttachment::controller).thenComparingInt(DiskAttachment::lun));
+        List<Export> exports = new java.util.concurrent.CopyOnWriteArrayList<>();
+        byPartition.put(p.name(), exports);
+        Map<Integer, VhostUserScsiExport> controllers = new LinkedHashMap<>();
+        for (DiskAttachment a : ordered) {
+            DiskConfig d = cfg.disk(a.disk()).orElseThrow();
+            DisksComponent.OpenDisk open = disks.get(d.name());
+            Path socket = dir.resolve(a.bus() == DiskAttachment.Bus.SCSI ? "scsi" + a.controller() + ".sock" : d.name() + ".sock");
+            if (socket.toString().length() > MAX_SOCKET_PATH) {
+                throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
+                    + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
+            }
+            ScsiLun lun = sharedLun.apply(d.name());
+            ManagedQosFlow flow = null; // the NBD export's LUN brings its own flow
+            if (lun == null) {
+                flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+                lun = newLun(p, a, d, open.disk(), flow);
+            }
+            if (a.bus() == DiskAttachment.Bus.SCSI) {
+                VhostUserScsiExport scsi = controllers.get(a.controller());
+                if (scsi == null) {
+                    scsi = VhostUserScsiExport.start(p.name() + ".scsi" + a.controller(), new ScsiTarget(), socket,
+                        VhostUserScsiExport.Options.defaults().withRequestQueues(queues(p)));
+                    controllers.put(a.controller(), scsi);
+                }
+                scsi.target().add(a.lun(), lun);
+                exports.add(new Export(p.name(), a, null, scsi, lun, "scsi" + a.controller(), flow));
+                LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-scsi controller="
+                    + a.controller() + " lun=" + a.lun() + " socket=" + socket);
+                continue;
+            }
+            exports.add(blkExport(p, a, d, lun, socket, flow, "disk" + exports.size()));
+        }
     }
 
     /**

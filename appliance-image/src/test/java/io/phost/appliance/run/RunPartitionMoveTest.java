@@ -33,7 +33,7 @@ import org.junit.jupiter.api.io.TempDir;
  * <ol>
  *   <li>Quick Migration: a busy process partition (random 4 KiB pattern writes, {@link GuestIo#pattern}) and an
  *       idle one move A → B → A with {@code phost partition move}; refusals name the reason (unknown peer, a
- *       local disk, a VM partition).</li>
+ *       local disk; VM partitions move too: {@link RunVmMoveTest}).</li>
  *   <li>HA restart: SIGKILL of A (and its partitions); B restarts the {@code ha = true} partitions after A's lease,
  *       breaking A's locks: db, and live, added by {@code phost apply} on both hosts just before (B's apply leaves
  *       it stopped: A holds its lock), whose image keeps its guest's pattern and a marker block; a move to the
@@ -209,13 +209,6 @@ class RunPartitionMoveTest {
             kind = "idle"
             [[partition.disk]]
             disk = "scratch"
-
-            [[partition]]
-            name = "vm"
-            kind = "vm"
-            firmware = "bios"
-            memory = "64MiB"
-            autostart = false
             """.formatted(name, data, uplink, peer, peerData, image, ceph.conf(), image, ceph.conf(), SEED);
     }
 
@@ -254,9 +247,6 @@ class RunPartitionMoveTest {
             HttpResponse local = ca.post("/v1/partitions/move?name=local&to=b");
             assertEquals(409, local.status());
             assertTrue(local.bodyText().contains("scratch") && local.bodyText().contains("local"), local.bodyText());
-            HttpResponse vm = ca.post("/v1/partitions/move?name=vm&to=b");
-            assertEquals(409, vm.status());
-            assertTrue(vm.bodyText().contains("VM partition"), vm.bodyText());
 
             // Quick Migration A -> B -> A with the CLI (busy) and the API (idle); timed rounds with -Dphost.soak=true.
             assertEquals(0, Main.execute("partition", "move", "db", "--to", "b", "--host", endA));

@@ -120,6 +120,21 @@ public final class VmPartition implements ChildPartition {
     private volatile long readyGeneration = -1;
     /** A saved state the next launch restores ({@link #startFromState}); null: boot. Used by one launch only. */
     private Path incoming;
+    /** A live migration the next launch receives ({@link #startIncoming}); null: none. Used by one launch only. */
+    private LiveIncoming liveIncoming;
+
+    /**
+     * The target side of a live migration: QEMU listens on {@code uri}; {@code listening} runs once it does (the
+     * source may connect), {@code beforeCont} once the whole state arrived, before the guest runs again here.
+     */
+    private record LiveIncoming(String uri, Runnable listening, IoAction beforeCont) {
+    }
+
+    /** A step that may fail with an I/O error. */
+    @FunctionalInterface
+    public interface IoAction {
+        void run() throws IOException;
+    }
 
     public VmPartition(VmSpec spec, Path dir, Path consoleLog, Accelerator accel, Options options) {
         this.spec = spec;
@@ -195,13 +210,74 @@ public final class VmPartition implements ChildPartition {
         startFrom(file);
     }
 
+    /**
+     * The target of a live migration: starts QEMU paused with {@code -incoming uri} (e.g. {@code tcp:10.0.0.2:49152};
+     * QEMU's {@code -sandbox} allows sockets), runs {@code listening} once QEMU listens, waits (up to
+     * {@link #STATE_TIMEOUT}) until the source's QEMU has sent the whole state, runs {@code beforeCont} (the caller
+     * takes the disks' locks there) and resumes the guest. Returns when the guest runs here, or throws (CRASHED).
+     */
+    public void startIncoming(String uri, Runnable listening, IoAction beforeCont) throws IOException {
+        startFrom(null, new LiveIncoming(uri, listening, beforeCont));
+    }
+
+    /**
+     * The source of a live migration: QMP {@code migrate} of the running guest to {@code uri} (the target's
+     * {@link #startIncoming}), waits for {@code completed} (the vhost-user back-ends' rings were drained at the
+     * switch-over: GET_VRING_BASE) and leaves QEMU paused ("postmigrate"). Returns QEMU's {@code query-migrate}
+     * numbers: {@code downtime} and {@code total-time} in ms, {@code ram} transferred bytes. A failed or
+     * cancelled migration throws and the guest runs on here.
+     */
+    public Map<String, Object> migrateLive(String uri) throws IOException {
+        QmpClient q;
+        synchronized (this) {
+            if (state != PartitionState.RUNNING) {
+                throw new IllegalStateException("partition " + name() + " is " + state + ", not RUNNING");
+            }
+            q = qmp;
+        }
+        q.execute("migrate", Map.of("uri", uri), options.commandTimeout());
+        try {
+            awaitMigration(q);
+        } catch (IOException e) {
+            synchronized (this) {
+                if (state == PartitionState.RUNNING && "postmigrate".equals(queryStatus())) {
+                    q.execute("cont", options.commandTimeout()); // a failure after the switch-over: run on here
+                }
+            }
+            throw e;
+        }
+        Object r = q.execute("query-migrate", options.commandTimeout());
+        synchronized (this) {
+            if (state == PartitionState.RUNNING) {
+                state = PartitionState.PAUSED;
+                reason = "migrated to " + uri;
+            }
+        }
+        Map<String, Object> out = new java.util.LinkedHashMap<>();
+        if (r instanceof Map<?, ?> m) {
+            out.put("downtime_ms", m.get("downtime"));
+            out.put("total_ms", m.get("total-time"));
+            out.put("setup_ms", m.get("setup-time"));
+            if (m.get("ram") instanceof Map<?, ?> ram) {
+                out.put("ram_bytes", ram.get("transferred"));
+            }
+        }
+        LOG.log(Level.INFO, "migrated partition=" + name() + " uri=" + uri + " " + out);
+        return out;
+    }
+
     private void startFrom(Path saved) throws IOException {
+        startFrom(saved, null);
+    }
+
+    private void startFrom(Path saved, LiveIncoming live) throws IOException {
         long gen;
         synchronized (this) {
             if (state.live()) {
                 throw new IllegalStateException("partition " + name() + " is " + state);
             }
             incoming = saved;
+            liveIncoming = live;
             cancelRestart();
             synchronized (faults) {
                 faults.clear();
@@ -230,9 +306,12 @@ public final class VmPartition implements ChildPartition {
         Cgroup cg = null;
         QmpClient q = null;
         Path restore;
+        LiveIncoming live;
         synchronized (this) {
             restore = incoming;
             incoming = null;
+            live = liveIncoming;
+            liveIncoming = null;
         }
         try {
             for (Path f : spec.inputFiles()) {
@@ -248,6 +327,9 @@ public final class VmPartition implements ChildPartition {
                 Files.deleteIfExists(migrationSocket());
                 argv.add("-incoming");
                 argv.add("unix:" + migrationSocket());
+            } else if (live != null) {
+                argv.add("-incoming");
+                argv.add(live.uri());
             }
             ProcessBuilder pb = new ProcessBuilder(argv);
             pb.redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")));
@@ -285,6 +367,11 @@ public final class VmPartition implements ChildPartition {
                 feedIncoming(restore, p);
                 awaitIncoming(q);
                 readyGeneration = gen; // the saved guest had booted: it prints no ready marker again
+            } else if (live != null) {
+                live.listening().run(); // QMP answers: QEMU's -incoming listener was set up before its main loop
+                awaitIncoming(q);
+                live.beforeCont().run();
+                readyGeneration = gen; // the migrated guest had booted
             }
             q.execute("cont", options.commandTimeout());
             synchronized (this) {
@@ -296,7 +383,7 @@ public final class VmPartition implements ChildPartition {
             }
             p.onExit().thenAccept(x -> exited(x, gen));
             LOG.log(Level.INFO, "started partition=" + name() + " kind=vm pid=" + p.pid() + " accel=" + accel.type().qemuName
-                + (restore != null ? " restored_from=" + restore : ""));
+                + (restore != null ? " restored_from=" + restore : "") + (live != null ? " incoming=" + live.uri() : ""));
             return null;
         } catch (IOException | RuntimeException e) {
             String why = "start failed: " + e.getMessage() + lastQemuMessage();
@@ -406,7 +493,7 @@ public final class VmPartition implements ChildPartition {
                 case "completed" -> {
                     return;
                 }
-                case "failed", "cancelled" -> throw new IOException("saving the state of " + name() + " failed: "
+                case "failed", "cancelled" -> throw new IOException("migrating the state of " + name() + " failed: "
                     + (r instanceof Map<?, ?> m && m.get("error-desc") != null ? m.get("error-desc") : status) + lastQemuMessage());
                 default -> {
                 }

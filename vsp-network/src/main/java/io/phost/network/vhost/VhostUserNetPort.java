@@ -24,12 +24,14 @@ public final class VhostUserNetPort implements AutoCloseable {
     private final Port port;
     private final VhostUserNetDevice device;
     private final VhostUserBackend backend;
+    private final long mac;
 
-    private VhostUserNetPort(ManagedSwitch sw, Port port, VhostUserNetDevice device, VhostUserBackend backend) {
+    private VhostUserNetPort(ManagedSwitch sw, Port port, VhostUserNetDevice device, VhostUserBackend backend, long mac) {
         this.sw = sw;
         this.port = port;
         this.device = device;
         this.backend = backend;
+        this.mac = mac;
     }
 
     /** Attaches port {@code name} to {@code sw} and serves it on {@code socketPath}; workers pinned to {@code cpus}. */
@@ -57,7 +59,7 @@ public final class VhostUserNetPort implements AutoCloseable {
             device.release();
             throw e;
         }
-        return new VhostUserNetPort(sw, port, device, backend);
+        return new VhostUserNetPort(sw, port, device, backend, mac);
     }
 
     private static long randomMac() {
@@ -67,6 +69,14 @@ public final class VhostUserNetPort implements AutoCloseable {
 
     public Port port() {
         return port;
+    }
+
+    /**
+     * Announces the guest's MAC from this port as SEND_RARP does (one broadcast RARP injected by the switch's agent):
+     * after its VM was moved here from another appliance, so the LAN learns the new port before the guest speaks.
+     */
+    public void announce() {
+        device.announce(mac);
     }
 
     public Path socketPath() {

@@ -1,0 +1,408 @@
+package io.phost.appliance.run;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.phost.appliance.Main;
+import io.phost.appliance.mgmt.HttpResponse;
+import io.phost.appliance.mgmt.ManagementAddress;
+import io.phost.appliance.mgmt.ManagementClient;
+import io.phost.core.text.Json;
+import io.phost.storage.rbd.CephTestCluster;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * Quick Migration of a VM partition between two `phost run` appliances on one throwaway Ceph cluster
+ * ({@link CephTestCluster}). The VM (TCG, the test guest) is defined on A only: its data disk is an RBD image
+ * (vhost-user-blk) and its NIC is on A's switch {@code lan}. The two appliances' {@code lan} switches are external
+ * switches whose uplinks are veths into one namespace, where a Linux bridge joins them (the LAN) and holds the
+ * LAN side's address. The guest writes 1 MiB of random data and its md5 to its disk on its first boot; each later
+ * boot re-reads it and prints both sums.
+ * <ol>
+ *   <li>On A: the guest writes its data, and the LAN pings it.</li>
+ *   <li>A VM partition with a local (raw) disk is refused, naming the disk.</li>
+ *   <li>{@code move vm20 --to b}: A shuts the guest down (ACPI), flushes and unlocks the image, hands the VM's
+ *       tables to B, B builds the VM (its disk's vhost-user export, its NIC's port on B's {@code lan}) and boots
+ *       it; B announces the NIC (one RARP, seen on B's veth in the LAN namespace). The guest's data verifies on B,
+ *       the LAN pings it, A's applied config lost it and B's has it.</li>
+ *   <li>Live migration B → A ({@code live=true}): the guest's tick loop goes on on A in the same boot, QEMU's
+ *       SEND_RARP reaches the LAN through A's uplink, the LAN pings it, the image holds its data; the downtime
+ *       ({@code query-migrate}) is printed.</li>
+ *   <li>With {@code -Dphost.soak=true}, twice: Quick Migration to B and back to A (once with the CLI), then live
+ *       migration to B and back to A, each verified the same way, the times printed (docs/benchmarks.md).</li>
+ * </ol>
+ * Needs root (veths, netns), QEMU and the test guest kit.
+ */
+@Timeout(600)
+class RunVmMoveTest {
+    private static final String TAG = Long.toString(ProcessHandle.current().pid() % 100000);
+    /** The LAN: a namespace with a bridge over the far ends of the two appliances' uplink veths. */
+    private static final String NS = "v20lan" + TAG;
+    private static final String UPLINK_A = "v20a" + TAG;
+    private static final String UPLINK_B = "v20b" + TAG;
+    private static final String LAN_A = "v20x" + TAG;
+    private static final String LAN_B = "v20y" + TAG;
+    private static final String MAC = "02:20:00:00:20:01";
+    private static final String GUEST_IP = "10.20.9.2";
+
+    /** First boot: write 1 MiB of random data at 4 KiB and its md5 at 1.2 MiB; later boots: re-read and compare. */
+    private static final String SCRIPT = """
+        ip link set eth0 up
+        ip addr add 10.20.9.2/24 dev eth0
+        if [ "$(dd if=/dev/vda bs=8 count=1 2>/dev/null)" = "V20DATA1" ]; then
+          now=$(dd if=/dev/vda bs=4096 skip=1 count=256 2>/dev/null | md5sum | cut -c1-32)
+          then=$(dd if=/dev/vda bs=4096 skip=300 count=1 2>/dev/null | head -c 32)
+          echo "V20-DATA-CHECK now=$now then=$then"
+        else
+          dd if=/dev/urandom of=/tmp/blob bs=4096 count=256 2>/dev/null
+          dd if=/tmp/blob of=/dev/vda bs=4096 seek=1 conv=fsync 2>/dev/null
+          md5sum /tmp/blob | cut -c1-32 > /tmp/sum
+          dd if=/tmp/sum of=/dev/vda bs=4096 seek=300 conv=fsync 2>/dev/null
+          printf V20DATA1 > /tmp/magic
+          dd if=/tmp/magic of=/dev/vda bs=8 count=1 conv=fsync 2>/dev/null
+          echo "V20-DATA-WRITTEN $(cat /tmp/sum)"
+        fi
+        echo V20-UP
+        boot=$(head -c 4 /dev/urandom | md5sum | cut -c1-8)
+        i=0
+        while :; do i=$((i+1)); echo "V20-TICK $boot $i"; sleep 1; done
+        """;
+
+    @TempDir
+    Path dir;
+
+    private String config(String name, String peer, Path data, Path peerData, String uplink, String vms) {
+        return """
+            [host]
+            name = "%s"
+            data_dir = "%s"
+
+            [[switch]]
+            name = "lan"
+            type = "external"
+            uplink = "%s"
+
+            [[peer]]
+            name = "%s"
+            management = "unix:%s/phost.sock"
+            lease = 5
+            %s""".formatted(name, data, uplink, peer, peerData, vms);
+    }
+
+    /** On A only: vm20 (an RBD data disk and a NIC on lan), and a VM with a local disk that cannot move. */
+    private static String vms(Path guest, CephTestCluster ceph, String image) {
+        return """
+
+            [[disk]]
+            name = "vm20-data"
+            format = "rbd"
+            [disk.rbd]
+            pool = "rbd"
+            image = "%1$s"
+            cluster_config = "%2$s"
+            connect_timeout = 20
+            [disk.create]
+            size = "8MiB"
+
+            [[disk]]
+            name = "vm20-scratch"
+            format = "raw"
+            path = "scratch.raw"
+            [disk.create]
+            size = "1MiB"
+
+            [[partition]]
+            name = "vm20"
+            kind = "vm"
+            memory = "256MiB"
+            kernel = "%3$s/vmlinuz"
+            initrd = "%3$s/initramfs.gz"
+            cmdline = "%4$s"
+            stop_timeout = 20
+            disk = [{ disk = "vm20-data" }]
+            nic = [{ switch = "lan", mac = "%5$s" }]
+
+            [[partition]]
+            name = "vm20-local"
+            kind = "vm"
+            memory = "64MiB"
+            autostart = false
+            kernel = "%3$s/vmlinuz"
+            disk = [{ disk = "vm20-scratch" }]
+            """.formatted(image, ceph.conf(), guest, TestGuestKit.cmdline(SCRIPT, true) + TestGuestKit.NO_AGENT, MAC);
+    }
+
+    @Test
+    void shouldMoveAVmPartitionWithItsRbdDiskToThePeerAndReachItFromTheLan() throws Exception {
+        Assumptions.assumeTrue(ProcessHandle.current().info().user().orElse("").equals("root"),
+            "needs root (veths, network namespaces)");
+        Path guest = TestGuestKit.directory();
+        CephTestCluster ceph = CephTestCluster.get();
+        String image = "vm20-" + ProcessHandle.current().pid();
+        Path dataA = dir.resolve("a");
+        Path dataB = dir.resolve("b");
+        Path cfgA = dir.resolve("a.toml");
+        Path cfgB = dir.resolve("b.toml");
+        Files.writeString(cfgA, config("a", "b", dataA, dataB, UPLINK_A, vms(guest, ceph, image)));
+        Files.writeString(cfgB, config("b", "a", dataB, dataA, UPLINK_B, ""));
+        boolean soak = Boolean.getBoolean("phost.soak");
+        List<PhostProcess> all = new ArrayList<>();
+        try {
+            lan();
+            PhostProcess a = started(all, "run-a", cfgA);
+            PhostProcess b = started(all, "run-b", cfgB);
+            ManagementClient ca = client("unix:" + dataA.resolve("phost.sock"));
+            ManagementClient cb = client("unix:" + dataB.resolve("phost.sock"));
+
+            String first = awaitConsole(ca, a, "V20-UP");
+            Matcher written = Pattern.compile("V20-DATA-WRITTEN ([0-9a-f]{32})").matcher(first);
+            assertTrue(written.find(), "the first boot writes the data:\n" + first);
+            String sum = written.group(1);
+            awaitPing();
+
+            HttpResponse local = ca.post("/v1/partitions/move?name=vm20-local&to=b");
+            assertEquals(409, local.status(), local.bodyText());
+            assertTrue(local.bodyText().contains("vm20-scratch (raw) is local"), local.bodyText());
+
+            moveAndVerify(ca, cb, b, "b", sum, dataA, dataB, true);
+            migrateLive(cb, ca, a, "a", sum, dataB, dataA, ceph, image);
+            for (int round = 0; soak && round < 2; round++) { // vm20 is on A
+                moveAndVerify(ca, cb, b, "b", sum, dataA, dataB, true);
+                moveAndVerify(cb, ca, a, "a", sum, dataB, dataA, round > 0); // the CLI once
+                migrateLive(ca, cb, b, "b", sum, dataA, dataB, ceph, image);
+                migrateLive(cb, ca, a, "a", sum, dataB, dataA, ceph, image);
+            }
+            for (PhostProcess p : List.of(a, b)) {
+                p.process().destroy();
+                assertTrue(p.process().waitFor(60, TimeUnit.SECONDS), "phost stops on SIGTERM");
+            }
+        } finally {
+            all.forEach(PhostProcess::close);
+            exec("ip", "link", "del", UPLINK_A);
+            exec("ip", "link", "del", UPLINK_B);
+            exec("ip", "netns", "del", NS);
+        }
+    }
+
+    /**
+     * Moves vm20 from {@code from} to {@code to} (the API, or the CLI when {@code api} is false): the RARP reaches the
+     * LAN through the target's uplink, the guest's data verifies there, the LAN pings it, the definitions followed.
+     */
+    private void moveAndVerify(ManagementClient from, ManagementClient to, PhostProcess target, String peer, String sum,
+                               Path dataFrom, Path dataTo, boolean api) throws Exception {
+        Path rarp = dir.resolve("rarp-" + System.nanoTime() + ".txt");
+        Process capture = new ProcessBuilder("ip", "netns", "exec", NS, "timeout", "120", "tcpdump", "-l", "-n", "-e",
+            "-i", peer.equals("b") ? LAN_B : LAN_A, "-c", "1", "ether proto 0x8035 and ether src " + MAC)
+            .redirectErrorStream(true).redirectOutput(rarp.toFile()).start();
+        try {
+            long listening = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (!Files.readString(rarp).contains("listening on") && System.nanoTime() < listening) {
+                Thread.sleep(50);
+            }
+            // The target's console log keeps earlier boots there (read from the file: the partition is not there yet).
+            Path log = dataTo.resolve("partitions/vm20.console.log");
+            int boots = Files.exists(log) ? count(Files.readString(log), "V20-UP") : 0;
+            long t0 = System.nanoTime();
+            if (api) {
+                HttpResponse r = from.post("/v1/partitions/move?name=vm20&to=" + peer);
+                assertEquals(200, r.status(), r.bodyText());
+                Map<?, ?> moved = (Map<?, ?>) Json.parse(r.bodyText());
+                assertEquals("handed over", moved.get("definition"), r.bodyText());
+                assertEquals(1, ((Number) moved.get("nics_announced")).intValue(), r.bodyText());
+                System.out.printf("vm-quick-migration to=%s total/stop/start=%s/%s/%s ms", peer, moved.get("total_ms"),
+                    moved.get("stop_ms"), moved.get("start_ms"));
+            } else {
+                String from0 = peer.equals("a") ? "b" : "a";
+                assertEquals(0, Main.execute("partition", "move", "vm20", "--to", peer, "--host",
+                    "unix:" + dir.resolve(from0).resolve("phost.sock")));
+                System.out.printf("vm-quick-migration to=%s total=%d ms (cli)", peer, (System.nanoTime() - t0) / 1_000_000);
+            }
+            assertTrue(capture.waitFor(90, TimeUnit.SECONDS), "no RARP from the VM's MAC on " + peer + "'s uplink: "
+                + Files.readString(rarp));
+            assertTrue(Files.readString(rarp).contains("Reverse Request"), Files.readString(rarp));
+            String console = awaitConsole(to, target, "V20-UP", boots + 1);
+            console = console.substring(console.lastIndexOf("PHOST-GUEST-READY"));
+            System.out.printf(" guest-up=%d ms load=%s%n", (System.nanoTime() - t0) / 1_000_000,
+                Files.readString(Path.of("/proc/loadavg")).strip());
+            assertTrue(console.contains("V20-DATA-CHECK now=" + sum + " then=" + sum), "the guest's data on " + peer
+                + " (written " + sum + "):\n" + console);
+        } finally {
+            capture.destroyForcibly();
+        }
+        awaitPing();
+        assertTrue(!partitionNames(from).contains("vm20"), "the source dropped vm20: " + partitionNames(from));
+        assertTrue(applied(dataTo).contains("name = \"vm20\"") && applied(dataTo).contains("name = \"vm20-data\""),
+            applied(dataTo));
+        assertTrue(!applied(dataFrom).contains("name = \"vm20\"") && !applied(dataFrom).contains("vm20-data"),
+            applied(dataFrom));
+    }
+
+    private static final Pattern TICK = Pattern.compile("V20-TICK ([0-9a-f]{8}) (\\d+)");
+
+    /**
+     * Live migration of vm20 to {@code peer} ({@code live=true}): the guest's tick loop goes on there in the same boot
+     * (its boot id, a higher count, no second boot), QEMU's SEND_RARP reaches the LAN through the peer's uplink, the
+     * LAN pings the guest, the image holds the guest's data ({@code rbd export}), and the downtime is printed.
+     */
+    private void migrateLive(ManagementClient from, ManagementClient to, PhostProcess target, String peer, String sum,
+                             Path dataFrom, Path dataTo, CephTestCluster ceph, String image) throws Exception {
+        Matcher before = TICK.matcher(awaitConsole(from, target, "V20-TICK"));
+        String boot = null;
+        int last = 0;
+        while (before.find()) {
+            boot = before.group(1);
+            last = Integer.parseInt(before.group(2));
+        }
+        Path rarp = dir.resolve("rarp-live-" + System.nanoTime() + ".txt");
+        Process capture = new ProcessBuilder("ip", "netns", "exec", NS, "timeout", "180", "tcpdump", "-l", "-n", "-e",
+            "-i", peer.equals("b") ? LAN_B : LAN_A, "-c", "1", "ether proto 0x8035 and ether src " + MAC)
+            .redirectErrorStream(true).redirectOutput(rarp.toFile()).start();
+        try {
+            long listening = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+            while (!Files.readString(rarp).contains("listening on") && System.nanoTime() < listening) {
+                Thread.sleep(50);
+            }
+            HttpResponse r = from.post("/v1/partitions/move?name=vm20&to=" + peer + "&live=true");
+            assertEquals(200, r.status(), r.bodyText() + "\nA:\n" + target.stderr());
+            Map<?, ?> m = (Map<?, ?>) Json.parse(r.bodyText());
+            assertEquals("live", m.get("mode"), r.bodyText());
+            assertEquals("running", m.get("state"), r.bodyText());
+            System.out.printf("vm-live-migration to=" + peer + " downtime=%s ms migration=%s ms ram=%s bytes handover=%s ms total=%s ms load=%s%n",
+                m.get("migration_downtime_ms"), m.get("migration_total_ms"), m.get("migration_ram_bytes"),
+                m.get("handover_ms"), m.get("total_ms"), Files.readString(Path.of("/proc/loadavg")).strip());
+            assertTrue(capture.waitFor(90, TimeUnit.SECONDS), "no RARP from the VM's MAC on " + peer + "'s uplink: "
+                + Files.readString(rarp));
+        } finally {
+            capture.destroyForcibly();
+        }
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        int after = 0;
+        while (after <= last) {
+            assertTrue(System.nanoTime() < deadline, "the guest's ticks (boot " + boot + ", last " + last
+                + ") did not go on on " + peer + ":\n" + to.get("/v1/partitions/console?name=vm20").bodyText());
+            Thread.sleep(300);
+            Matcher m = TICK.matcher(to.get("/v1/partitions/console?name=vm20").bodyText());
+            while (m.find()) {
+                if (m.group(1).equals(boot)) {
+                    after = Math.max(after, Integer.parseInt(m.group(2)));
+                }
+            }
+        }
+        assertTrue(count(console(to).substring(console(to).indexOf(boot)), "PHOST-GUEST-READY") == 0,
+            "no second boot on " + peer);
+        awaitPing();
+        assertTrue(!partitionNames(from).contains("vm20"), "the source dropped vm20 after the migration");
+        assertTrue(applied(dataTo).contains("name = \"vm20\"") && !applied(dataFrom).contains("name = \"vm20\""),
+            applied(dataTo));
+        Path out = dir.resolve("image.raw");
+        Files.deleteIfExists(out);
+        ceph.run("rbd", "export", "rbd/" + image, out.toString());
+        byte[] img = Files.readAllBytes(out);
+        byte[] md5 = java.security.MessageDigest.getInstance("MD5").digest(java.util.Arrays.copyOfRange(img, 4096, 4096 + (1 << 20)));
+        assertEquals(sum, java.util.HexFormat.of().formatHex(md5), "the guest's data in the image after the migration");
+    }
+
+    /** The LAN namespace: a bridge over both uplinks' far ends, with the LAN side's address. */
+    private static void lan() throws Exception {
+        exec("ip", "netns", "del", NS);
+        run("ip", "netns", "add", NS);
+        run("ip", "-n", NS, "link", "add", "br0", "type", "bridge");
+        for (String[] pair : new String[][] {{UPLINK_A, LAN_A}, {UPLINK_B, LAN_B}}) {
+            exec("ip", "link", "del", pair[0]);
+            run("ip", "link", "add", pair[0], "type", "veth", "peer", "name", pair[1]);
+            run("ip", "link", "set", pair[1], "netns", NS);
+            run("ip", "-n", NS, "link", "set", pair[1], "master", "br0");
+            run("ip", "-n", NS, "link", "set", pair[1], "up");
+            run("ip", "link", "set", pair[0], "up");
+        }
+        run("ip", "-n", NS, "addr", "add", "10.20.9.1/24", "dev", "br0");
+        run("ip", "-n", NS, "link", "set", "br0", "up");
+    }
+
+    private static void awaitPing() throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+        while (!exec("ip", "netns", "exec", NS, "ping", "-c", "1", "-W", "1", GUEST_IP).output.contains(" 0% packet loss")) {
+            assertTrue(System.nanoTime() < deadline, "the LAN never reached the guest at " + GUEST_IP);
+            Thread.sleep(300);
+        }
+    }
+
+    private static String console(ManagementClient c) throws IOException {
+        HttpResponse r = c.get("/v1/partitions/console?name=vm20");
+        return r.status() == 200 ? r.bodyText() : "";
+    }
+
+    private static int count(String text, String marker) {
+        int n = 0;
+        for (int i = text.indexOf(marker); i >= 0; i = text.indexOf(marker, i + 1)) {
+            n++;
+        }
+        return n;
+    }
+
+    private static String awaitConsole(ManagementClient c, PhostProcess p, String marker) throws Exception {
+        return awaitConsole(c, p, marker, 1);
+    }
+
+    /** Waits until the console shows {@code marker} {@code times} times. */
+    private static String awaitConsole(ManagementClient c, PhostProcess p, String marker, int times) throws Exception {
+        long deadline = System.nanoTime() + Duration.ofSeconds(180).toNanos();
+        String console = "";
+        while (count(console, marker) < times) {
+            assertTrue(System.nanoTime() < deadline && !console.contains("PHOST-GUEST-DONE rc=1"), "no " + marker + ":\n"
+                + console + "\nqemu:\n" + c.get("/v1/partitions/logs?name=vm20").bodyText() + "\nphost:\n" + p.stderr());
+            Thread.sleep(300);
+            console = console(c);
+        }
+        return console;
+    }
+
+    private static String applied(Path data) throws IOException {
+        return Files.readString(AppliedConfig.path(data));
+    }
+
+    private static List<String> partitionNames(ManagementClient c) throws IOException {
+        return ((List<?>) Json.parse(c.get("/v1/partitions").bodyText())).stream()
+            .map(o -> String.valueOf(((Map<?, ?>) o).get("name"))).toList();
+    }
+
+    private PhostProcess started(List<PhostProcess> all, String run, Path cfg) throws Exception {
+        PhostProcess p = PhostProcess.start(dir.resolve(run), "run", "--config", cfg.toString());
+        all.add(p);
+        p.awaitLine("phost: ready", Duration.ofSeconds(90));
+        return p;
+    }
+
+    private static ManagementClient client(String endpoint) {
+        return new ManagementClient(ManagementAddress.parse(endpoint), null);
+    }
+
+    private record ProcessResult(int exitCode, String output) {
+    }
+
+    private static ProcessResult exec(String... cmd) throws IOException, InterruptedException {
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertTrue(p.waitFor(60, TimeUnit.SECONDS), String.join(" ", cmd) + " hung");
+        return new ProcessResult(p.exitValue(), out);
+    }
+
+    private static void run(String... cmd) throws IOException, InterruptedException {
+        ProcessResult r = exec(cmd);
+        assertEquals(0, r.exitCode, String.join(" ", cmd) + ": " + r.output);
+    }
+}
