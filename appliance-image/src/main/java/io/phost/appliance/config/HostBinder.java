@@ -177,7 +177,7 @@ final class HostBinder {
             return false;
         }
         if ("vm".equals(n.word("kind"))) {
-            n.error("ha", Reason.CONFLICT, "ha restarts process partitions only (a VM partition cannot move yet)");
+            n.error("ha", Reason.CONFLICT, "ha restarts process partitions only (HA restart of a VM partition is not built; a VM moves with phost partition move)");
             return false;
         }
         boolean ok = true;

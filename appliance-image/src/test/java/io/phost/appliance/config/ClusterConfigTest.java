@@ -111,6 +111,6 @@ class ClusterConfigTest {
             """,
             "t.toml:25:1: partition[0].disk[0].disk: ha partition 'p' uses disk 'local', which is local to this host "
                 + "(format raw); another host can only take over writable rbd disks",
-            "t.toml:31:1: partition[1].ha: ha restarts process partitions only (a VM partition cannot move yet)");
+            "t.toml:31:1: partition[1].ha: ha restarts process partitions only (HA restart of a VM partition is not built; a VM moves with phost partition move)");
     }
 }
