@@ -315,7 +315,8 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     }
 
     long admittedUnits() {
-        return counters.sum(StripedCounters.ADMITTED_UNITS);
+        // every I/O is at least one unit: only the units beyond one are counted apart
+        return counters.sum(StripedCounters.ADMITTED_IOS) + counters.sum(StripedCounters.ADMITTED_EXTRA_UNITS);
     }
 
     long admittedIos() {
@@ -327,7 +328,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     }
 
     long completedUnits() {
-        return counters.sum(StripedCounters.COMPLETED_UNITS);
+        return counters.sum(StripedCounters.COMPLETED_IOS) + counters.sum(StripedCounters.COMPLETED_EXTRA_UNITS);
     }
 
     long completedBytes() {

@@ -17,10 +17,12 @@ import java.lang.invoke.VarHandle;
  * </pre>
  */
 final class StripedCounters {
-    static final int ADMITTED_UNITS = 0;
+    /** Units beyond one per I/O (a 4 KiB I/O at the default normalization adds nothing here). */
+    static final int ADMITTED_EXTRA_UNITS = 0;
     static final int ADMITTED_IOS = 1;
     static final int COMPLETED_IOS = 2;
-    static final int COMPLETED_UNITS = 3;
+    /** Units beyond one per completed I/O. */
+    static final int COMPLETED_EXTRA_UNITS = 3;
     static final int COMPLETED_BYTES = 4;
     static final int LATENCY_NANOS = 5;
     /** Not a counter: limit units the stripe's owner has already charged to the limit tag (a lease). */
@@ -68,30 +70,39 @@ final class StripedCounters {
     }
 
     /**
-     * One admission: ADMITTED_UNITS += units, ADMITTED_IOS += 1. Returns the stripe's admitted I/Os after
-     * the add (what a caller sampling every n-th admission needs), or -1 on the shared stripe.
+     * One admission of {@code units} (>= 1): ADMITTED_IOS += 1, and ADMITTED_EXTRA_UNITS += units - 1 only
+     * when that is not 0, so the usual one-unit I/O costs one store. Returns the stripe's admitted I/Os
+     * after the add (what a caller sampling every n-th admission needs), or -1 on the shared stripe.
      */
     long addAdmission(int stripe, long units) {
         if (stripe < 0) {
-            CELL.getAndAdd(cells, shared + ADMITTED_UNITS, units);
+            if (units != 1) {
+                CELL.getAndAdd(cells, shared + ADMITTED_EXTRA_UNITS, units - 1);
+            }
             CELL.getAndAdd(cells, shared + ADMITTED_IOS, 1L);
             return -1;
         }
-        addOwned(stripe + ADMITTED_UNITS, units);
+        if (units != 1) {
+            addOwned(stripe + ADMITTED_EXTRA_UNITS, units - 1);
+        }
         return addOwned(stripe + ADMITTED_IOS, 1);
     }
 
-    /** One completion: COMPLETED_IOS, COMPLETED_UNITS, COMPLETED_BYTES and LATENCY_NANOS in one call. */
+    /** One completion of {@code units} (>= 1): I/Os, extra units (when not 0), bytes and latency. */
     void addCompletion(int stripe, long units, long bytes, long latencyNanos) {
         if (stripe < 0) {
             CELL.getAndAdd(cells, shared + COMPLETED_IOS, 1L);
-            CELL.getAndAdd(cells, shared + COMPLETED_UNITS, units);
+            if (units != 1) {
+                CELL.getAndAdd(cells, shared + COMPLETED_EXTRA_UNITS, units - 1);
+            }
             CELL.getAndAdd(cells, shared + COMPLETED_BYTES, bytes);
             CELL.getAndAdd(cells, shared + LATENCY_NANOS, latencyNanos);
             return;
         }
         addOwned(stripe + COMPLETED_IOS, 1);
-        addOwned(stripe + COMPLETED_UNITS, units);
+        if (units != 1) {
+            addOwned(stripe + COMPLETED_EXTRA_UNITS, units - 1);
+        }
         addOwned(stripe + COMPLETED_BYTES, bytes);
         addOwned(stripe + LATENCY_NANOS, latencyNanos);
     }
