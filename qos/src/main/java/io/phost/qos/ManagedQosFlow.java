@@ -265,12 +265,10 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     /** {@code stripe}: the caller's {@link StripedCounters#ownStripe}, when it has looked it up already. */
     private void admitted(int stripe, int units, long nowNanos, boolean alwaysChargeShare) {
         final DeviceState d = device;
-        final StripedCounters c = counters;
-        c.add(stripe, StripedCounters.ADMITTED_UNITS, units);
-        c.add(stripe, StripedCounters.ADMITTED_IOS, 1);
+        final long admittedHere = counters.addAdmission(stripe, units);
         // The device's fill is read (a sum over its flows' stripes) on every REFRESH_EVERY-th admission of
         // this thread, and whenever a share tag is ahead of now (busyGate): nothing per I/O is shared.
-        if (stripe < 0 || (c.getOwned(stripe, StripedCounters.ADMITTED_IOS) & (DeviceState.REFRESH_EVERY - 1)) == 0) {
+        if (admittedHere < 0 || (admittedHere & (DeviceState.REFRESH_EVERY - 1)) == 0) {
             d.outstanding();
         }
         // The share tag only matters once the device fills up; below half its depth nobody is held back,
@@ -290,11 +288,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     public void completed(int bytes, long latencyNanos, long nowNanos) {
         final int units = binding.units(bytes);
         final StripedCounters c = counters;
-        final int stripe = c.ownStripe();
-        c.add(stripe, StripedCounters.COMPLETED_IOS, 1);
-        c.add(stripe, StripedCounters.COMPLETED_UNITS, units);
-        c.add(stripe, StripedCounters.COMPLETED_BYTES, Math.max(bytes, 0));
-        c.add(stripe, StripedCounters.LATENCY_NANOS, Math.max(latencyNanos, 0L));
+        c.addCompletion(c.ownStripe(), units, Math.max(bytes, 0), Math.max(latencyNanos, 0L));
         service.maybeControl(nowNanos);
     }
 
@@ -321,7 +315,8 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     }
 
     long admittedUnits() {
-        return counters.sum(StripedCounters.ADMITTED_UNITS);
+        // every I/O is at least one unit: only the units beyond one are counted apart
+        return counters.sum(StripedCounters.ADMITTED_IOS) + counters.sum(StripedCounters.ADMITTED_EXTRA_UNITS);
     }
 
     long admittedIos() {
@@ -333,7 +328,7 @@ public final class ManagedQosFlow implements QosFlow, AutoCloseable {
     }
 
     long completedUnits() {
-        return counters.sum(StripedCounters.COMPLETED_UNITS);
+        return counters.sum(StripedCounters.COMPLETED_IOS) + counters.sum(StripedCounters.COMPLETED_EXTRA_UNITS);
     }
 
     long completedBytes() {

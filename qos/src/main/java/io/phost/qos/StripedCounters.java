@@ -17,17 +17,20 @@ import java.lang.invoke.VarHandle;
  * </pre>
  */
 final class StripedCounters {
-    static final int ADMITTED_UNITS = 0;
+    /** Units beyond one per I/O (a 4 KiB I/O at the default normalization adds nothing here). */
+    static final int ADMITTED_EXTRA_UNITS = 0;
     static final int ADMITTED_IOS = 1;
     static final int COMPLETED_IOS = 2;
-    static final int COMPLETED_UNITS = 3;
+    /** Units beyond one per completed I/O. */
+    static final int COMPLETED_EXTRA_UNITS = 3;
     static final int COMPLETED_BYTES = 4;
     static final int LATENCY_NANOS = 5;
-    static final int GATE_WAITS = 6;
-    static final int LIMIT_WAITS = 7;
-    static final int LEAD_WAITS = 8;
     /** Not a counter: limit units the stripe's owner has already charged to the limit tag (a lease). */
-    static final int LEASED_UNITS = 9;
+    static final int LEASED_UNITS = 6;
+    // the slots above are touched on every I/O (56 bytes together); the wait counters only when one waits
+    static final int GATE_WAITS = 7;
+    static final int LIMIT_WAITS = 8;
+    static final int LEAD_WAITS = 9;
     /** 16 longs = 128 bytes: two cache lines, so adjacent-line prefetch does not pair stripes either. */
     static final int STRIDE = 16;
     private static final VarHandle CELL = MethodHandles.arrayElementVarHandle(long[].class);
@@ -60,12 +63,58 @@ final class StripedCounters {
      */
     void add(int stripe, int counter, long delta) {
         if (stripe >= 0) {
-            final int i = stripe + counter;
-            // single writer (the owner): no lost update; opaque so the controller's sum sees whole values
-            CELL.setOpaque(cells, i, (long) CELL.getOpaque(cells, i) + delta);
+            addOwned(stripe + counter, delta);
         } else {
             CELL.getAndAdd(cells, shared + counter, delta);
         }
+    }
+
+    /**
+     * One admission of {@code units} (>= 1): ADMITTED_IOS += 1, and ADMITTED_EXTRA_UNITS += units - 1 only
+     * when that is not 0, so the usual one-unit I/O costs one store. Returns the stripe's admitted I/Os
+     * after the add (what a caller sampling every n-th admission needs), or -1 on the shared stripe.
+     */
+    long addAdmission(int stripe, long units) {
+        if (stripe < 0) {
+            if (units != 1) {
+                CELL.getAndAdd(cells, shared + ADMITTED_EXTRA_UNITS, units - 1);
+            }
+            CELL.getAndAdd(cells, shared + ADMITTED_IOS, 1L);
+            return -1;
+        }
+        if (units != 1) {
+            addOwned(stripe + ADMITTED_EXTRA_UNITS, units - 1);
+        }
+        return addOwned(stripe + ADMITTED_IOS, 1);
+    }
+
+    /** One completion of {@code units} (>= 1): I/Os, extra units (when not 0), bytes and latency. */
+    void addCompletion(int stripe, long units, long bytes, long latencyNanos) {
+        if (stripe < 0) {
+            CELL.getAndAdd(cells, shared + COMPLETED_IOS, 1L);
+            if (units != 1) {
+                CELL.getAndAdd(cells, shared + COMPLETED_EXTRA_UNITS, units - 1);
+            }
+            CELL.getAndAdd(cells, shared + COMPLETED_BYTES, bytes);
+            CELL.getAndAdd(cells, shared + LATENCY_NANOS, latencyNanos);
+            return;
+        }
+        addOwned(stripe + COMPLETED_IOS, 1);
+        if (units != 1) {
+            addOwned(stripe + COMPLETED_EXTRA_UNITS, units - 1);
+        }
+        addOwned(stripe + COMPLETED_BYTES, bytes);
+        addOwned(stripe + LATENCY_NANOS, latencyNanos);
+    }
+
+    /**
+     * The owner's add: a plain read (only the owner writes the cell, so it reads its own last value) and an
+     * opaque store, so the controller's sum sees whole values. Returns the new value.
+     */
+    private long addOwned(int i, long delta) {
+        final long v = cells[i] + delta;
+        CELL.setOpaque(cells, i, v);
+        return v;
     }
 
     /** Number of stripes (for sizing what all stripes together may hold). */
@@ -80,7 +129,8 @@ final class StripedCounters {
     int ownStripe() {
         final long me = Thread.currentThread().threadId() + 1;
         final int o = STRIDE + (int) ((me - 1) & mask) * STRIDE;
-        final long owner = (long) CELL.getOpaque(owners, o);
+        // plain read: a stripe's owner is written once (CAS from 0); a stale 0 only makes the CAS fail
+        final long owner = owners[o];
         return owner == me || (owner == 0 && CELL.compareAndSet(owners, o, 0L, me)) ? o : -1;
     }
 

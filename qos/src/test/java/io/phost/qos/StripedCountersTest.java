@@ -60,4 +60,23 @@ class StripedCountersTest {
         t.join();
         assertEquals(-1, other[0], "a second thread on the same stripe is not its owner");
     }
+
+    @Test
+    void shouldCountAdmissionsAndCompletionsOnTheOwnedAndTheSharedStripe() {
+        StripedCounters c = new StripedCounters(2);
+        int mine = c.ownStripe();
+        assertEquals(1, c.addAdmission(mine, 3), "the owner gets its stripe's running admission count");
+        assertEquals(2, c.addAdmission(mine, 5));
+        c.addCompletion(mine, 3, 4096, 1_000);
+        // a thread that does not own its stripe passes -1: the shared stripe, added atomically
+        long shared = c.addAdmission(-1, 7);
+        c.addCompletion(-1, 7, 512, 20);
+        assertEquals(-1, shared, "no running count from the shared stripe");
+        assertEquals(15 - 3, c.sum(StripedCounters.ADMITTED_EXTRA_UNITS), "units beyond one per I/O");
+        assertEquals(3, c.sum(StripedCounters.ADMITTED_IOS));
+        assertEquals(2, c.sum(StripedCounters.COMPLETED_IOS));
+        assertEquals(10 - 2, c.sum(StripedCounters.COMPLETED_EXTRA_UNITS));
+        assertEquals(4096 + 512, c.sum(StripedCounters.COMPLETED_BYTES));
+        assertEquals(1_020, c.sum(StripedCounters.LATENCY_NANOS));
+    }
 }
