@@ -8,11 +8,13 @@ import java.lang.invoke.VarHandle;
  * cache line on every I/O (the LongAdder idea, without its allocation on contention). The first thread to
  * use a stripe owns it and adds with a plain load and an opaque store: a single writer needs no atomic
  * instruction, so the per-I/O bookkeeping of an unconstrained flow costs no locked operation. A thread
- * whose stripe is owned by another adds atomically to the shared stripe. The controller sums the stripes.
+ * whose stripe is owned by another live thread adds atomically to the shared stripe; a stripe whose owner has
+ * ended is taken over (queue threads are replaced when channels close and reopen, and without the take-over
+ * every later thread would pay the shared stripe's atomics). The controller sums the stripes.
  *
  * <pre>
  *   cells: | pad 128 B | stripe 0: 9 counters + pad (128 B) | ... | stripe n-1 | shared stripe |
- *   owners[s] = threadId + 1 of stripe s's owner, 0 while unclaimed (claimed once with a CAS)
+ *   owners[s] = the thread owning stripe s, null while unclaimed (claimed with a CAS, again once it ended)
  *   add: stripe = threadId & mask; owner? plain add : shared stripe getAndAdd
  * </pre>
  */
@@ -34,10 +36,11 @@ final class StripedCounters {
     /** 16 longs = 128 bytes: two cache lines, so adjacent-line prefetch does not pair stripes either. */
     static final int STRIDE = 16;
     private static final VarHandle CELL = MethodHandles.arrayElementVarHandle(long[].class);
+    private static final VarHandle OWNER = MethodHandles.arrayElementVarHandle(Thread[].class);
 
     private final long[] cells;
-    /** Owner of each stripe (threadId + 1), spaced a stride apart like the cells (written once). */
-    private final long[] owners;
+    /** Owner of each stripe, spaced a stride apart like the cells (written when claimed). */
+    private final Thread[] owners;
     private final int mask;
     private final int shared;
 
@@ -45,7 +48,7 @@ final class StripedCounters {
         int n = Integer.highestOneBit(Math.max(1, stripes - 1)) << 1;
         this.mask = n - 1;
         this.cells = new long[(n + 2) * STRIDE];
-        this.owners = new long[(n + 1) * STRIDE];
+        this.owners = new Thread[(n + 1) * STRIDE];
         this.shared = STRIDE + n * STRIDE;
     }
 
@@ -123,15 +126,24 @@ final class StripedCounters {
     }
 
     /**
-     * The calling thread's own stripe (claimed now if free), or -1 when another thread owns it. Only the
-     * owner may use {@link #getOwned}/{@link #setOwned} on it.
+     * The calling thread's own stripe (claimed now if free or if its owner has ended), or -1 when another live
+     * thread owns it. Only the owner may use {@link #getOwned}/{@link #setOwned} on it.
      */
     int ownStripe() {
-        final long me = Thread.currentThread().threadId() + 1;
-        final int o = STRIDE + (int) ((me - 1) & mask) * STRIDE;
-        // plain read: a stripe's owner is written once (CAS from 0); a stale 0 only makes the CAS fail
-        final long owner = owners[o];
-        return owner == me || (owner == 0 && CELL.compareAndSet(owners, o, 0L, me)) ? o : -1;
+        final Thread me = Thread.currentThread();
+        final int o = STRIDE + (int) (me.threadId() & mask) * STRIDE;
+        // plain read: a stale value only makes the claim's CAS fail
+        final Thread owner = owners[o];
+        return owner == me || claim(o, owner, me) ? o : -1;
+    }
+
+    /**
+     * Takes stripe {@code o} when it is free or its owner has ended. An ended owner's last adds are visible here:
+     * seeing {@code isAlive() == false} synchronizes with the thread's end (JLS 17.4.4), so the new owner's plain
+     * reads continue from the old owner's values.
+     */
+    private boolean claim(int o, Thread owner, Thread me) {
+        return (owner == null || !owner.isAlive()) && OWNER.compareAndSet(owners, o, owner, me);
     }
 
     long getOwned(int stripe, int slot) {

@@ -79,4 +79,29 @@ class StripedCountersTest {
         assertEquals(4096 + 512, c.sum(StripedCounters.COMPLETED_BYTES));
         assertEquals(1_020, c.sum(StripedCounters.LATENCY_NANOS));
     }
+
+    @Test
+    void shouldHandAStripeOnWhenItsOwnerHasEnded() throws Exception {
+        // Queue threads are replaced when a channel closes and reopens: each new thread must get a stripe of its
+        // own again (before, the first owner kept it forever and every later thread paid the shared stripe's CAS).
+        StripedCounters c = new StripedCounters(2);
+        long firstId = -1;
+        for (int generation = 0; generation < 4; generation++) {
+            int[] got = {-2};
+            Thread t;
+            do { // threads mapping to one stripe (stripes are chosen by thread id)
+                t = new Thread(() -> {
+                    got[0] = c.ownStripe();
+                    c.add(got[0], StripedCounters.ADMITTED_IOS, 5);
+                });
+            } while (firstId >= 0 && ((t.threadId() ^ firstId) & 1) != 0);
+            if (firstId < 0) {
+                firstId = t.threadId();
+            }
+            t.start();
+            t.join();
+            assertTrue(got[0] >= 0, "generation " + generation + " owns its stripe, not the shared one");
+        }
+        assertEquals(20L, c.sum(StripedCounters.ADMITTED_IOS), "the new owners continue from the old values");
+    }
 }
