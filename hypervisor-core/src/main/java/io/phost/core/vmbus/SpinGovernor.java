@@ -25,8 +25,9 @@ import java.util.function.LongSupplier;
  *       of docs/benchmarks.md: 4–6 full-window trials per bench point at load 30).</li>
  * </ul>
  * A governor starts in the state its thread's previous one left (a guest thread that opens a new queue); a
- * thread without one (a new channel's agent) starts not spinning, tries spinning after one window, and backs
- * off from a failed trial as long as the last governor of its side (host agents or guests) did.
+ * thread without one (a new channel's agent) starts not spinning and waits its side's (host agents' or
+ * guests') current back-off before its first trial: one window where spinning pays, up to
+ * {@link #MAX_COOLDOWN} where trials keep failing (a trial per new channel cost 4-21% spinning under load).
  * Nothing is allocated and no syscall is made per I/O: the probe runs once per window of idle episodes.
  * Not thread-safe: one per polling thread.
  */
@@ -167,8 +168,9 @@ public final class SpinGovernor {
         state = memory.threads.get();
         if (state == null) {
             state = new ThreadState();
-            state.cooldown = 1; // one window, then a short trial; a failure backs off as long as the side's last
+            // the side's current back-off: 1 window while spinning pays there, longer after failed trials
             state.cooldownLength = memory.sideCooldown.get(host ? 0 : 1);
+            state.cooldown = state.cooldownLength;
             memory.threads.set(state);
         }
         spin = state.spin;

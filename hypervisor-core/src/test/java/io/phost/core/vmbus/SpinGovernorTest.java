@@ -146,28 +146,35 @@ class SpinGovernorTest {
         assertTrue(next.shouldSpin());
     }
 
+    /** Windows a governor on a new thread (named as a guest's) waits before its first trial of spinning. */
+    private int newThreadWindowsToFirstTrial() throws InterruptedException {
+        int[] windows = {-1};
+        Thread t = new Thread(() -> {
+            SpinGovernor fresh = governor();
+            fresh.episodeEnded(true);
+            windows[0] = fresh.shouldSpin() ? 0 : quietUntilTrial(fresh);
+        }, "guest-2");
+        t.start();
+        t.join();
+        return windows[0];
+    }
+
     @Test
-    void shouldStartANewThreadWithOneTrialAndItsSidesLastBackOff() throws Exception {
+    void shouldStartANewThreadOneWindowBeforeATrialWhereSpinningPays() throws Exception {
+        startSpinning();
+        assertEquals(1, newThreadWindowsToFirstTrial());
+    }
+
+    @Test
+    void shouldStartANewThreadWithItsSidesBackOffWhereTrialsFail() throws Exception {
         startSpinning();
         window(1_000_000, 200_000, SpinGovernor.WINDOW); // first failure: next back-off 2 windows
-        for (int fails = 0; fails < 4; fails++) { // four failed trials: 4, 8, 16, 32
+        for (int fails = 0; fails < 4; fails++) { // four failed trials: back-off 4, 8, 16, 32
             quietUntilTrial(g);
             trial(100_000, 20_000, SpinGovernor.MIN_EPISODES);
             assertFalse(g.shouldSpin());
         }
-        int[] windowsToSecondTrial = {-1};
-        Thread other = new Thread(() -> {
-            SpinGovernor fresh = governor();
-            fresh.episodeEnded(true);
-            if (fresh.shouldSpin() || quietUntilTrial(fresh) != 1) {
-                return; // not one window, then a trial
-            }
-            episodes(fresh, SpinGovernor.MIN_EPISODES, 100_000, 20_000, SpinGovernor.MIN_EPISODES);
-            windowsToSecondTrial[0] = fresh.shouldSpin() ? 0 : quietUntilTrial(fresh);
-        }, "guest-2");
-        other.start();
-        other.join();
-        assertEquals(32, windowsToSecondTrial[0], "one window, a failed trial, then the side's last back-off (32)");
+        assertEquals(32, newThreadWindowsToFirstTrial(), "a new channel under sustained contention: no trial for 32 windows");
     }
 
     /** Quiet 20 ms windows of {@link SpinGovernor#MIN_EPISODES} episodes until a trial starts; how many. */
