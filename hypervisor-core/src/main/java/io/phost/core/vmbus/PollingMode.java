@@ -16,7 +16,10 @@ import org.agrona.concurrent.IdleStrategy;
  *   ADAPTIVE    (the default) LATENCY while spinning pays, EFFICIENCY while it does not: every 64 idle
  *               episodes (or 20 ms) each agent reads its own run-queue wait ({@link SpinGovernor}) and stops spinning
  *               when it waited for a CPU more than 5% of the time or fewer than 1/4 of its spins found
- *               work; it tries spinning again after a doubling cool-down once its run-queue wait is < 1%.
+ *               work; it tries spinning again after a doubling cool-down (at most 1,024 windows) once its
+ *               run-queue wait is < 1%, and judges that trial after 8 episodes. A new channel or queue starts
+ *               not spinning (or where its thread's last governor stopped), its first trial after its side's
+ *               current back-off.
  *               On a loaded or small host it behaves like EFFICIENCY, on a dedicated one like LATENCY.
  * </pre>
  * Idle channels sleep in poll(2) in both modes (woken once per second by the sleep timeout).

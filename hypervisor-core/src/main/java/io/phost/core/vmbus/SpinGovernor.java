@@ -1,5 +1,6 @@
 package io.phost.core.vmbus;
 
+import java.util.concurrent.atomic.AtomicIntegerArray;
 import java.util.concurrent.atomic.AtomicLongArray;
 import java.util.function.LongSupplier;
 
@@ -18,8 +19,15 @@ import java.util.function.LongSupplier;
  *       waiting for a CPU, or when fewer than 1/{@link #MISS_FRACTION} of its spins found work;</li>
  *   <li>while sleeping: after a cool-down of 1, 2, 4 … {@link #MAX_COOLDOWN} windows (doubling with every
  *       failed trial, reset by a trial that paid) tries spinning again if the thread's run-queue wait in
- *       the last window was below 1/{@link #QUIET_FRACTION}.</li>
+ *       the last window was below 1/{@link #QUIET_FRACTION}. A trial is judged after its first
+ *       {@link #MIN_EPISODES} episodes: a thread that sleeps between requests rarely waits for a CPU, so the
+ *       quiet test passes under load too, and only spinning shows what spinning costs (issue 19, section 12
+ *       of docs/benchmarks.md: 4–6 full-window trials per bench point at load 30).</li>
  * </ul>
+ * A governor starts in the state its thread's previous one left (a guest thread that opens a new queue); a
+ * thread without one (a new channel's agent) starts not spinning and waits its side's (host agents' or
+ * guests') current back-off before its first trial: one window where spinning pays, up to
+ * {@link #MAX_COOLDOWN} where trials keep failing (a trial per new channel cost 4-21% spinning under load).
  * Nothing is allocated and no syscall is made per I/O: the probe runs once per window of idle episodes.
  * Not thread-safe: one per polling thread.
  */
@@ -35,8 +43,11 @@ public final class SpinGovernor {
     static final int QUIET_FRACTION = 100;
     /** Spinning stops when fewer than 1/4 of the window's spins found work before the thread slept. */
     static final int MISS_FRACTION = 4;
-    /** Longest cool-down, in windows, before another trial of spinning. */
-    static final int MAX_COOLDOWN = 64;
+    /**
+     * Longest cool-down, in windows, before another trial of spinning: under sustained contention a trial
+     * every ~1,024 windows (20 s at QD1 on a loaded disk, well under 1 s on a busy channel) instead of 64.
+     */
+    static final int MAX_COOLDOWN = 1_024;
 
     /** Cumulative ns the calling thread spent runnable but not running; negative when unknown. */
     @FunctionalInterface
@@ -75,22 +86,47 @@ public final class SpinGovernor {
             TOTALS.get(b + 5));
     }
 
+    /** Where a governor leaves its state for the next one on the same thread. */
+    static final class ThreadState {
+        boolean spin;
+        boolean trial;
+        int cooldown;
+        int cooldownLength;
+    }
+
+    /** What governors remember: each thread's last state, and each side's last cool-down length (new threads). */
+    static final class Memory {
+        final ThreadLocal<ThreadState> threads = new ThreadLocal<>();
+        final AtomicIntegerArray sideCooldown = new AtomicIntegerArray(new int[] {1, 1});
+    }
+
+    private static final Memory PROCESS = new Memory();
+
     private final RunQueueProbe probe;
     private final LongSupplier clock;
-    private boolean spin = true;
+    private final Memory memory;
+    private ThreadState state;
+    private boolean spin;
+    private boolean trial;
     private int episodes;
     private int paid;
     private long windowStart = Long.MIN_VALUE;
     private long waitAtStart;
     private int cooldown;
-    private int cooldownLength = 1;
+    private int cooldownLength;
     private long decisions;
     /** Offset into {@link #TOTALS}: host agent or guest, known from the thread's name at its first episode. */
     private int side;
 
     public SpinGovernor(RunQueueProbe probe, LongSupplier clock) {
+        this(probe, clock, PROCESS);
+    }
+
+    /** As above, remembering states in {@code memory} (tests give each case its own). */
+    SpinGovernor(RunQueueProbe probe, LongSupplier clock, Memory memory) {
         this.probe = probe;
         this.clock = clock;
+        this.memory = memory;
     }
 
     /** Probes whichever thread calls {@link #episodeEnded} (its own schedstat) with {@link System#nanoTime()}. */
@@ -109,7 +145,7 @@ public final class SpinGovernor {
      */
     public void episodeEnded(boolean spinPaid) {
         if (windowStart == Long.MIN_VALUE) {
-            side = Thread.currentThread().getName().startsWith("vsp-") ? 0 : Totals.FIELDS;
+            adoptThreadState();
             startWindow(clock.getAsLong(), probe.waitNanos()); // the first episode of this thread: baseline
             return;
         }
@@ -119,9 +155,28 @@ public final class SpinGovernor {
         ++episodes;
         // A slow channel (a QD1 disk at tens of IOPS) decides on time rather than wait for 64 episodes;
         // the clock read is a vDSO call, no syscall, once per idle episode only.
-        if (episodes >= WINDOW || (episodes >= MIN_EPISODES && clock.getAsLong() - windowStart >= WINDOW_NANOS)) {
+        if (episodes >= WINDOW
+            || (episodes >= MIN_EPISODES && (trial || clock.getAsLong() - windowStart >= WINDOW_NANOS))) {
             decide();
         }
+    }
+
+    /** Once, on the polling thread: continue where this thread's previous governor stopped. */
+    private void adoptThreadState() {
+        boolean host = Thread.currentThread().getName().startsWith("vsp-");
+        side = host ? 0 : Totals.FIELDS;
+        state = memory.threads.get();
+        if (state == null) {
+            state = new ThreadState();
+            // the side's current back-off: 1 window while spinning pays there, longer after failed trials
+            state.cooldownLength = memory.sideCooldown.get(host ? 0 : 1);
+            state.cooldown = state.cooldownLength;
+            memory.threads.set(state);
+        }
+        spin = state.spin;
+        trial = state.trial;
+        cooldown = state.cooldown;
+        cooldownLength = state.cooldownLength;
     }
 
     private void decide() {
@@ -143,11 +198,18 @@ public final class SpinGovernor {
             } else {
                 cooldownLength = 1; // a window of spinning that paid: the next back-off starts short
             }
+            trial = false;
         } else if (--cooldown <= 0 && waited * QUIET_FRACTION < elapsed) {
-            spin = true; // a trial: the next window decides whether it pays
+            spin = true; // a trial: judged after its first MIN_EPISODES episodes
+            trial = true;
             TOTALS.incrementAndGet(side + 4);
         }
         decisions++;
+        state.spin = spin;
+        state.trial = trial;
+        state.cooldown = cooldown;
+        state.cooldownLength = cooldownLength;
+        memory.sideCooldown.set(side == 0 ? 0 : 1, cooldownLength);
         startWindow(now, wait);
     }
 

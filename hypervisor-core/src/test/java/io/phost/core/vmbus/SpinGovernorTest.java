@@ -13,37 +13,82 @@ import org.junit.jupiter.api.Test;
 class SpinGovernorTest {
     private long now;
     private long runQueueWait;
-    private final SpinGovernor g = new SpinGovernor(() -> runQueueWait, () -> now);
+    private final SpinGovernor.Memory memory = new SpinGovernor.Memory();
+    private final SpinGovernor g = governor();
 
     SpinGovernorTest() {
         g.episodeEnded(true); // the thread's first episode only takes the baseline
     }
 
+    private SpinGovernor governor() {
+        return new SpinGovernor(() -> runQueueWait, () -> now, memory);
+    }
+
     /** One window of episodes lasting {@code wallNanos}, of which the thread waited {@code waitNanos} for a CPU. */
     private void window(long wallNanos, long waitNanos, int paidEpisodes) {
-        for (int i = 0; i < SpinGovernor.WINDOW; i++) {
-            now += wallNanos / SpinGovernor.WINDOW;
-            runQueueWait += waitNanos / SpinGovernor.WINDOW;
-            g.episodeEnded(i < paidEpisodes);
+        episodes(g, SpinGovernor.WINDOW, wallNanos, waitNanos, paidEpisodes);
+    }
+
+    /** A trial's window: decided after {@link SpinGovernor#MIN_EPISODES} episodes. */
+    private void trial(long wallNanos, long waitNanos, int paidEpisodes) {
+        episodes(g, SpinGovernor.MIN_EPISODES, wallNanos, waitNanos, paidEpisodes);
+    }
+
+    private void episodes(SpinGovernor gov, int n, long wallNanos, long waitNanos, int paidEpisodes) {
+        for (int i = 0; i < n; i++) {
+            now += wallNanos / n;
+            runQueueWait += waitNanos / n;
+            gov.episodeEnded(i < paidEpisodes);
         }
+    }
+
+    /** From the fresh state (not spinning): one quiet window starts a trial, which pays. */
+    private void startSpinning() {
+        window(1_000_000, 0, 0);
+        assertTrue(g.shouldSpin(), "a quiet window after the first starts a trial");
+        trial(100_000, 0, SpinGovernor.MIN_EPISODES);
+        assertTrue(g.shouldSpin(), "the trial paid");
+    }
+
+    @Test
+    void shouldStartNotSpinningAndTrySpinningAfterOneQuietWindow() {
+        assertFalse(g.shouldSpin(), "a new thread starts as efficiency does");
+        window(1_000_000, 0, 0);
+        assertTrue(g.shouldSpin());
+    }
+
+    @Test
+    void shouldJudgeATrialAfterItsFirstEightEpisodes() {
+        window(1_000_000, 0, 0);
+        assertTrue(g.shouldSpin());
+        long before = g.decisions();
+        // 100 µs episodes, half of it in a run queue: long before a 20 ms or 64-episode window would end
+        episodes(g, SpinGovernor.MIN_EPISODES - 1, 700_000, 350_000, SpinGovernor.MIN_EPISODES - 1);
+        assertEquals(before, g.decisions(), "seven episodes: not judged yet");
+        assertTrue(g.shouldSpin());
+        episodes(g, 1, 100_000, 50_000, 1);
+        assertEquals(before + 1, g.decisions(), "judged after eight episodes (0.8 ms), not a full window");
+        assertFalse(g.shouldSpin(), "the trial waited for a CPU half the time");
     }
 
     @Test
     void shouldKeepSpinningWhileSpinsFindWorkAndTheThreadKeepsItsCpu() {
+        startSpinning();
         for (int w = 0; w < 10; w++) {
             window(1_000_000, 10_000, SpinGovernor.WINDOW); // 1% run-queue wait, every spin paid
             assertTrue(g.shouldSpin(), "window " + w);
         }
-        assertEquals(10, g.decisions());
+        assertEquals(12, g.decisions());
     }
 
     @Test
     void shouldStopSpinningWhenTheThreadWaitsForACpuAndResumeAfterACoolDownOnceQuiet() {
+        startSpinning();
         window(1_000_000, 200_000, SpinGovernor.WINDOW); // 20% of the time in a run queue
         assertFalse(g.shouldSpin(), "preempted: stop spinning even though spins found work");
         window(1_000_000, 0, 0); // quiet again: cool-down of one window ends, trial begins
         assertTrue(g.shouldSpin());
-        window(1_000_000, 200_000, SpinGovernor.WINDOW); // the trial is preempted again
+        trial(100_000, 20_000, SpinGovernor.MIN_EPISODES); // the trial is preempted again
         assertFalse(g.shouldSpin());
         window(1_000_000, 0, 0);
         assertFalse(g.shouldSpin(), "second failure: the cool-down doubled to two windows");
@@ -52,7 +97,23 @@ class SpinGovernorTest {
     }
 
     @Test
+    void shouldCapTheCoolDownAtAbout1024Windows() {
+        startSpinning();
+        window(1_000_000, 200_000, SpinGovernor.WINDOW);
+        int expected = 1;
+        for (int trials = 0; trials < 14; trials++) {
+            int windows = quietUntilTrial(g);
+            assertEquals(expected, windows, "cool-down before trial " + trials);
+            expected = Math.min(SpinGovernor.MAX_COOLDOWN, expected * 2);
+            trial(100_000, 20_000, SpinGovernor.MIN_EPISODES); // every trial is preempted
+            assertFalse(g.shouldSpin());
+        }
+        assertEquals(1_024, SpinGovernor.MAX_COOLDOWN);
+    }
+
+    @Test
     void shouldNotResumeSpinningWhileTheMachineStaysLoaded() {
+        startSpinning();
         window(1_000_000, 500_000, SpinGovernor.WINDOW);
         assertFalse(g.shouldSpin());
         for (int w = 0; w < 200; w++) {
@@ -62,7 +123,73 @@ class SpinGovernorTest {
     }
 
     @Test
+    void shouldStartANewQueueInTheStateItsThreadLastHad() {
+        startSpinning();
+        SpinGovernor spinningQueue = governor();
+        assertFalse(spinningQueue.shouldSpin(), "nothing known before the queue's first episode");
+        spinningQueue.episodeEnded(true);
+        assertTrue(spinningQueue.shouldSpin(), "the thread's last governor was spinning and it paid");
+
+        episodes(spinningQueue, SpinGovernor.WINDOW, 1_000_000, 200_000, SpinGovernor.WINDOW);
+        assertFalse(spinningQueue.shouldSpin());
+        episodes(spinningQueue, SpinGovernor.WINDOW, 1_000_000, 0, 0);
+        assertTrue(spinningQueue.shouldSpin(), "trial");
+        episodes(spinningQueue, SpinGovernor.MIN_EPISODES, 100_000, 20_000, SpinGovernor.MIN_EPISODES);
+        assertFalse(spinningQueue.shouldSpin(), "failed trial: the next cool-down is two windows");
+
+        SpinGovernor next = governor(); // a bench round's new queue on the same thread
+        next.episodeEnded(true);
+        assertFalse(next.shouldSpin(), "starts where the last queue stopped: not spinning");
+        episodes(next, SpinGovernor.WINDOW, 1_000_000, 0, 0);
+        assertFalse(next.shouldSpin(), "and inherits its cool-down (two windows), not a fresh trial");
+        episodes(next, SpinGovernor.WINDOW, 1_000_000, 0, 0);
+        assertTrue(next.shouldSpin());
+    }
+
+    /** Windows a governor on a new thread (named as a guest's) waits before its first trial of spinning. */
+    private int newThreadWindowsToFirstTrial() throws InterruptedException {
+        int[] windows = {-1};
+        Thread t = new Thread(() -> {
+            SpinGovernor fresh = governor();
+            fresh.episodeEnded(true);
+            windows[0] = fresh.shouldSpin() ? 0 : quietUntilTrial(fresh);
+        }, "guest-2");
+        t.start();
+        t.join();
+        return windows[0];
+    }
+
+    @Test
+    void shouldStartANewThreadOneWindowBeforeATrialWhereSpinningPays() throws Exception {
+        startSpinning();
+        assertEquals(1, newThreadWindowsToFirstTrial());
+    }
+
+    @Test
+    void shouldStartANewThreadWithItsSidesBackOffWhereTrialsFail() throws Exception {
+        startSpinning();
+        window(1_000_000, 200_000, SpinGovernor.WINDOW); // first failure: next back-off 2 windows
+        for (int fails = 0; fails < 4; fails++) { // four failed trials: back-off 4, 8, 16, 32
+            quietUntilTrial(g);
+            trial(100_000, 20_000, SpinGovernor.MIN_EPISODES);
+            assertFalse(g.shouldSpin());
+        }
+        assertEquals(32, newThreadWindowsToFirstTrial(), "a new channel under sustained contention: no trial for 32 windows");
+    }
+
+    /** Quiet 20 ms windows of {@link SpinGovernor#MIN_EPISODES} episodes until a trial starts; how many. */
+    private int quietUntilTrial(SpinGovernor gov) {
+        int windows = 0;
+        while (!gov.shouldSpin() && windows < 5_000) {
+            episodes(gov, SpinGovernor.MIN_EPISODES, SpinGovernor.WINDOW_NANOS, 0, 0);
+            windows++;
+        }
+        return windows;
+    }
+
+    @Test
     void shouldStopSpinningWhenSpinsRarelyFindWorkEvenOnAnIdleMachine() {
+        startSpinning();
         window(1_000_000, 0, SpinGovernor.WINDOW / 8); // 1 in 8 spins found work: below 1 in 4
         assertFalse(g.shouldSpin());
     }
@@ -79,23 +206,19 @@ class SpinGovernorTest {
         runQueueWait += 5_000_000;
         g.episodeEnded(true);
         assertEquals(1, g.decisions());
-        assertFalse(g.shouldSpin(), "half the time in a run queue");
+        assertFalse(g.shouldSpin(), "half the time in a run queue: no trial");
     }
 
     @Test
     void shouldDecideOnSpinHitsAloneWithoutSchedstat() {
-        SpinGovernor blind = new SpinGovernor(() -> -1, () -> now);
+        SpinGovernor blind = new SpinGovernor(() -> -1, () -> now, new SpinGovernor.Memory());
         blind.episodeEnded(true);
-        for (int w = 0; w < 3; w++) {
-            for (int i = 0; i < SpinGovernor.WINDOW; i++) {
-                now += 1_000;
-                blind.episodeEnded(true);
-            }
-        }
+        episodes(blind, SpinGovernor.WINDOW, 64_000, 0, 0);
+        assertTrue(blind.shouldSpin(), "no run-queue wait known: a trial");
+        episodes(blind, SpinGovernor.MIN_EPISODES, 8_000, 0, SpinGovernor.MIN_EPISODES);
+        episodes(blind, SpinGovernor.WINDOW, 64_000, 0, SpinGovernor.WINDOW);
         assertTrue(blind.shouldSpin());
-        for (int i = 0; i < SpinGovernor.WINDOW; i++) {
-            blind.episodeEnded(false);
-        }
+        episodes(blind, SpinGovernor.WINDOW, 64_000, 0, 0);
         assertFalse(blind.shouldSpin());
     }
 
@@ -118,7 +241,7 @@ class SpinGovernorTest {
             VmbusRing.initialise(control);
             VmbusRing rx = new VmbusRing(control, a.allocate(4096, 4096), 4096, Doorbell.NONE);
             DoorbellIdleStrategy s = new DoorbellIdleStrategy(rx, doorbell, 2_000, 20, 1_000, g);
-            window(1_000_000, 900_000, SpinGovernor.WINDOW);
+            window(1_000_000, 900_000, SpinGovernor.WINDOW); // a new thread starts not spinning; no trial
             assertFalse(g.shouldSpin());
             doorbell.signal();
             int calls = 0;

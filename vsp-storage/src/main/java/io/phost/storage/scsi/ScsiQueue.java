@@ -389,8 +389,9 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
 
     /**
      * Whether queue workers sleep on io_uring completions and their doorbell together ({@link #deviceWait}, the
-     * issue-19 hand-off). Off by default: at load 18-36 on the 2-vCPU test VM it did not beat the earlier wait
-     * (docs/benchmarks.md, issue 19 section 12); {@code -Dphost.storage.uringHandoff=true} turns it on.
+     * issue-19 hand-off). Off by default: at load 18-38 on the 2-vCPU test VM it lost to the earlier wait on
+     * IOPS and on agent CPU per I/O (docs/benchmarks.md, issue 19 sections 12-13); {@code
+     * -Dphost.storage.uringHandoff=true} turns it on.
      */
     public static final boolean URING_HANDOFF = Boolean.getBoolean("phost.storage.uringHandoff");
 
