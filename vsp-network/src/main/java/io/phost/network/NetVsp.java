@@ -2,6 +2,9 @@ package io.phost.network;
 
 import static io.phost.network.NvspDescriptor.*;
 
+import io.phost.core.sys.DeviceWait;
+import io.phost.core.sys.EventFd;
+import io.phost.core.sys.NetSyscalls;
 import io.phost.core.vmbus.ChannelContext;
 import io.phost.core.vmbus.ChannelHandler;
 import io.phost.core.vmbus.GuestMemory;
@@ -22,6 +25,7 @@ import io.phost.vswitch.SwitchAgent;
 import io.phost.vswitch.WakeupSignal;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicLongArray;
@@ -642,7 +646,7 @@ public final class NetVsp implements VirtualServiceProvider {
         }
 
         @Override
-        public io.phost.core.sys.DeviceWait deviceWait() {
+        public DeviceWait deviceWait() {
             if (!isPrimary) {
                 return null;
             }
@@ -657,7 +661,7 @@ public final class NetVsp implements VirtualServiceProvider {
          * egress ring's {@link #egressSignal} in one poll(2). While egress waits for the guest (no free section,
          * no ring space, link down) only the doorbell can help, so only it is watched.
          */
-        private final class EgressWait implements io.phost.core.sys.DeviceWait {
+        private final class EgressWait implements DeviceWait {
             private final MemorySegment pollFds = Arena.ofAuto().allocate(16, 8);
             private final java.util.function.BooleanSupplier nothingToPost = () -> egressBlocked || egress.isEmpty();
 
@@ -676,19 +680,19 @@ public final class NetVsp implements VirtualServiceProvider {
             }
 
             @Override
-            public void await(io.phost.core.sys.EventFd doorbell, long timeoutNanos) {
+            public void await(EventFd doorbell, long timeoutNanos) {
                 if (!egressSignal.arm(nothingToPost)) {
                     return; // a frame raced in: back to work
                 }
-                pollFds.set(java.lang.foreign.ValueLayout.JAVA_INT, 0, doorbell.fd());
-                pollFds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 4, io.phost.core.sys.NetSyscalls.POLLIN);
-                pollFds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 6, (short) 0);
-                pollFds.set(java.lang.foreign.ValueLayout.JAVA_INT, 8, egressSignal.fd());
-                pollFds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 12, io.phost.core.sys.NetSyscalls.POLLIN);
-                pollFds.set(java.lang.foreign.ValueLayout.JAVA_SHORT, 14, (short) 0);
-                io.phost.core.sys.NetSyscalls.poll(pollFds.address(), 2, (int) Math.max(1, timeoutNanos / 1_000_000L));
+                pollFds.set(ValueLayout.JAVA_INT, 0, doorbell.fd());
+                pollFds.set(ValueLayout.JAVA_SHORT, 4, NetSyscalls.POLLIN);
+                pollFds.set(ValueLayout.JAVA_SHORT, 6, (short) 0);
+                pollFds.set(ValueLayout.JAVA_INT, 8, egressSignal.fd());
+                pollFds.set(ValueLayout.JAVA_SHORT, 12, NetSyscalls.POLLIN);
+                pollFds.set(ValueLayout.JAVA_SHORT, 14, (short) 0);
+                NetSyscalls.poll(pollFds.address(), 2, (int) Math.max(1, timeoutNanos / 1_000_000L));
                 egressSignal.disarm();
-                if (pollFds.get(java.lang.foreign.ValueLayout.JAVA_SHORT, 6) != 0) {
+                if (pollFds.get(ValueLayout.JAVA_SHORT, 6) != 0) {
                     doorbell.tryConsume();
                 }
             }
