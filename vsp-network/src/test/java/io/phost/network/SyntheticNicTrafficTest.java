@@ -246,8 +246,8 @@ class SyntheticNicTrafficTest {
      * The switch no longer rings a vNIC agent's doorbell for every frame it queues: the agent sleeps on its doorbell
      * and the egress ring's signal together, and the switch signals only an agent about to sleep. A lost signal
      * would leave a frame waiting out the agent's 1 s doorbell timeout, so pings spaced so that every agent is
-     * asleep when each request and reply arrive must come back quickly (20 pings, 0.3 s apart: with the signal
-     * broken most replies took 0.3-1 s).
+     * asleep when each request and reply arrive must come back quickly (20 pings, 0.3 s apart: with the switch's
+     * signal removed all 20 took 0.32-1.34 s; with it, 1.1-51 ms at load 23).
      */
     @Test
     void shouldWakeASleepingNicAgentForEveryFrameTheSwitchQueues() throws Exception {
