@@ -2,6 +2,9 @@ package io.phost.network;
 
 import static io.phost.network.NvspDescriptor.*;
 
+import io.phost.core.sys.DeviceWait;
+import io.phost.core.sys.EventFd;
+import io.phost.core.sys.NetSyscalls;
 import io.phost.core.vmbus.ChannelContext;
 import io.phost.core.vmbus.ChannelHandler;
 import io.phost.core.vmbus.GuestMemory;
@@ -22,6 +25,7 @@ import io.phost.vswitch.SwitchAgent;
 import io.phost.vswitch.WakeupSignal;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.Arrays;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicLongArray;
@@ -34,6 +38,9 @@ import java.util.concurrent.atomic.AtomicLongArray;
  *  switch agent ──▶ egress FrameRing ──▶ primary channel agent ──copy──▶ guest recv-buffer section
  *                                                             ──SEND_RNDIS_PKT(section)──▶ guest, completes
  * </pre>
+ * The switch writes egress without a system call: the primary channel's agent sleeps through {@link EgressWait}
+ * (its doorbell and {@link #egressSignal} in one poll(2)), so the switch signals only an agent about to sleep,
+ * instead of ringing its doorbell for every frame (a write(2) on the switch's thread and a wake-up each).
  * Each channel's agent is this vNIC's own worker (the VMQ role for synthetic NICs: one receive queue per
  * vNIC, filtered by the switch's MAC+VLAN table, drained on its own thread). Every guest field is read once,
  * checked, and a bad message is counted by {@link NvspReason} and dropped; the channel keeps working.
@@ -79,6 +86,10 @@ public final class NetVsp implements VirtualServiceProvider {
     /** Records carry offload state; its {@link FrameRing#offloads} are what the attached guest finishes. */
     private final FrameRing egress = FrameRing.withMeta(EGRESS_RING_BYTES);
     private volatile FrameRing[] ingress = new FrameRing[0];
+    /** Wakes the primary channel's agent sleeping in {@link EgressWait} when the switch queues a frame for it. */
+    private final WakeupSignal egressSignal = new WakeupSignal();
+    /** True once the primary agent sleeps through {@link EgressWait}; before, every egress frame rings its doorbell. */
+    private volatile boolean egressWaitInstalled;
     /** Wakes the switch agent sleeping in poll(2) when a channel agent puts a guest frame into an ingress ring. */
     private final WakeupSignal ingressSignal = new WakeupSignal();
     /** A move's announcement waiting for the switch's agent, which injects it once the guest's port is up. */
@@ -163,7 +174,7 @@ public final class NetVsp implements VirtualServiceProvider {
                 ingressSignal.disarm();
             }
         };
-        egress.onWrite(this::wakePrimary);
+        egress.onWrite(this::onEgressWrite);
         Port[] holder = new Port[1];
         agent.submit(sw -> {
             holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, portConfig, egress, source);
@@ -179,6 +190,14 @@ public final class NetVsp implements VirtualServiceProvider {
 
     public int mtu() {
         return mtu;
+    }
+
+    private void onEgressWrite() {
+        if (egressWaitInstalled) {
+            egressSignal.signalIfArmed();
+        } else {
+            wakePrimary();
+        }
     }
 
     private void wakePrimary() {
@@ -265,6 +284,7 @@ public final class NetVsp implements VirtualServiceProvider {
         agent.submit(sw -> sw.removePort(port)).join();
         // The switch no longer arms this source, so no producer can find it armed and write to the fd.
         ingressSignal.close();
+        egressSignal.close(); // the switch writes no more egress, the only producer of this signal
     }
 
     @Override
@@ -335,6 +355,8 @@ public final class NetVsp implements VirtualServiceProvider {
         private int pendingLength;
         private boolean lastLink = true;
         private final FrameRing.SegmentHandler toGuest = this::toGuest;
+        /** Set by doWork: egress waits for a receive section, ring space or the link, which the guest's doorbell signals. */
+        private boolean egressBlocked;
 
         Channel(ChannelContext ctx, FrameRing in) {
             this.ctx = ctx;
@@ -598,6 +620,7 @@ public final class NetVsp implements VirtualServiceProvider {
             }
             if (pendingSection >= 0) {
                 if (!post(pendingSection, pendingLength)) {
+                    egressBlocked = true; // post asked the guest to signal when ring space frees
                     return work;
                 }
                 pendingSection = -1;
@@ -614,7 +637,65 @@ public final class NetVsp implements VirtualServiceProvider {
                 }
                 work++;
             }
+            egressBlocked = !link || freeCount == 0 || pendingSection >= 0;
+            if (!egressBlocked && ctx.tx().bytesFree() <= need) {
+                egressBlocked = true;
+                ctx.requestSpace(need); // the guest signals once it has read enough of the ring
+            }
             return work;
+        }
+
+        @Override
+        public DeviceWait deviceWait() {
+            if (!isPrimary) {
+                return null;
+            }
+            egressWaitInstalled = true;
+            return egressWait;
+        }
+
+        private final EgressWait egressWait = new EgressWait();
+
+        /**
+         * The primary agent's sleep: its doorbell (guest packets, completions, ring space, link changes) and the
+         * egress ring's {@link #egressSignal} in one poll(2). While egress waits for the guest (no free section,
+         * no ring space, link down) only the doorbell can help, so only it is watched.
+         */
+        private final class EgressWait implements DeviceWait {
+            private final MemorySegment pollFds = Arena.ofAuto().allocate(16, 8);
+            private final java.util.function.BooleanSupplier nothingToPost = () -> egressBlocked || egress.isEmpty();
+
+            @Override
+            public boolean busy() {
+                return recvBase >= 0; // before the grant the port is down: no egress to wait for
+            }
+
+            @Override
+            public boolean unsubmitted() {
+                return false;
+            }
+
+            @Override
+            public void submit() {
+            }
+
+            @Override
+            public void await(EventFd doorbell, long timeoutNanos) {
+                if (!egressSignal.arm(nothingToPost)) {
+                    return; // a frame raced in: back to work
+                }
+                pollFds.set(ValueLayout.JAVA_INT, 0, doorbell.fd());
+                pollFds.set(ValueLayout.JAVA_SHORT, 4, NetSyscalls.POLLIN);
+                pollFds.set(ValueLayout.JAVA_SHORT, 6, (short) 0);
+                pollFds.set(ValueLayout.JAVA_INT, 8, egressSignal.fd());
+                pollFds.set(ValueLayout.JAVA_SHORT, 12, NetSyscalls.POLLIN);
+                pollFds.set(ValueLayout.JAVA_SHORT, 14, (short) 0);
+                NetSyscalls.poll(pollFds.address(), 2, (int) Math.max(1, timeoutNanos / 1_000_000L));
+                egressSignal.disarm();
+                if (pollFds.get(ValueLayout.JAVA_SHORT, 6) != 0) {
+                    doorbell.tryConsume();
+                }
+            }
         }
 
         /** One egress record ([header 12][frame]) into a receive section, with or without its header. */

@@ -26,8 +26,13 @@ public final class SwitchAgent implements Agent {
     /** Bytes of credit per unit of weight per round: one GSO super-frame, so weight 1 always makes progress. */
     static final long QUANTUM = 65_536;
     private static final int BATCH = 32;
-    private static final int SPINS_BEFORE_POLL = 200;
-    /** 1 ms polls after the spins (~0.1 s) before the long sleeps. */
+    /**
+     * Busy-polling after the last frame before arming and sleeping: catches the next frame of a flow or a
+     * ping's reply without a wake-up, and stays short because every round reads each TAP port (a read(2)
+     * each) on CPUs the flows' own stacks need. Time-bounded, so the cost does not grow with the port count.
+     */
+    static final long SPIN_NANOS = 50_000;
+    /** 1 ms polls after the spin (~0.1 s) before the long sleeps. */
     private static final int SHORT_POLLS = 100;
     private static final int MAX_FDS = 256;
     /** Longest sleep: bounds MAC aging lateness only; frames and commands wake the agent at once. */
@@ -182,12 +187,14 @@ public final class SwitchAgent implements Agent {
     /** An idle strategy for this agent: spin, then sleep in poll(2) on the ports' fds (1 ms at most). */
     public IdleStrategy idleStrategy() {
         return new IdleStrategy() {
-            private int idle;
+            /** Sleeps since the last work (0: still in the spin window that follows work). */
+            private int polls;
+            private long lastWork = System.nanoTime();
 
             @Override
             public void idle(int workCount) {
                 if (workCount > 0) {
-                    idle = 0;
+                    reset();
                     return;
                 }
                 idle();
@@ -195,26 +202,29 @@ public final class SwitchAgent implements Agent {
 
             @Override
             public void idle() {
-                idle = Math.min(idle + 1, SPINS_BEFORE_POLL + SHORT_POLLS); // capped: never wraps
-                if (idle < SPINS_BEFORE_POLL) {
+                if (polls == 0 && System.nanoTime() - lastWork < SPIN_NANOS) {
                     Thread.onSpinWait();
-                } else if (!pollable || shaping) {
+                    return;
+                }
+                polls = Math.min(polls + 1, SHORT_POLLS + 1); // capped: never wraps
+                if (!pollable || shaping) {
                     // A source without an fd, or a port in bandwidth debt (its fd stays readable): short parks.
                     java.util.concurrent.locks.LockSupport.parkNanos(50_000);
                 } else if (armAll()) {
                     // Right after traffic: 1 ms polls (as quick to wake as before); once quiet: long sleeps.
-                    int wait = idle < SPINS_BEFORE_POLL + SHORT_POLLS ? 1 : IDLE_WAIT_MILLIS;
+                    int wait = polls <= SHORT_POLLS ? 1 : IDLE_WAIT_MILLIS;
                     int ready = NetSyscalls.poll(pollFdsAddress, pollFdCount, wait);
                     disarmAll();
                     if (ready > 0) {
-                        idle = 0;
+                        reset();
                     }
                 }
             }
 
             @Override
             public void reset() {
-                idle = 0;
+                polls = 0;
+                lastWork = System.nanoTime();
             }
         };
     }

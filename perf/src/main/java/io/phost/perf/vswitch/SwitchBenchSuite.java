@@ -55,12 +55,14 @@ public final class SwitchBenchSuite implements BenchSuite {
         boolean quick = ctx.quick();
         List<BenchResult> results = new ArrayList<>();
         int rounds = ROUNDS; // --quick shortens the rounds, never drops them: one round has no spread
-        ctx.progress(0, 3, "64-byte forwarding");
-        BenchResult[] fwd = new BenchResult[rounds];
-        for (int r = 0; r < rounds; r++) {
-            fwd[r] = forwarding(quick ? 500 : 8_000 / ROUNDS);
+        if (point("forward")) {
+            ctx.progress(0, 3, "64-byte forwarding");
+            BenchResult[] fwd = new BenchResult[rounds];
+            for (int r = 0; r < rounds; r++) {
+                fwd[r] = forwarding(quick ? 500 : 8_000 / ROUNDS);
+            }
+            results.add(medianOf(fwd));
         }
-        results.add(medianOf(fwd));
         if (!toolsPresent()) {
             ctx.log("skipping namespace benchmarks: needs root, ip netns, /dev/net/tun, iperf3, ping");
             return results;
@@ -68,6 +70,31 @@ public final class SwitchBenchSuite implements BenchSuite {
         int seconds = quick ? 2 : 10;
         int pings = quick ? 50 : 500;
         String tag = Long.toString(ProcessHandle.current().pid() % 10000);
+        if (point("netns")) {
+            results.addAll(netns(ctx, tag, seconds, pings, rounds));
+        }
+        if (point("host")) {
+            results.addAll(partitionHost(ctx, tag, quick ? 1 : 8, rounds, false));
+        }
+        if (point("lan")) {
+            results.addAll(partitionHost(ctx, tag, quick ? 1 : 8, rounds, true));
+        }
+        return results;
+    }
+
+    /**
+     * The points to run, from {@code PHOST_BENCH_SWITCH_POINTS} (comma-separated: forward, netns, host, lan;
+     * unset: all), e.g. {@code PHOST_BENCH_SWITCH_POINTS=host,lan} for the partition TCP points alone.
+     */
+    private static boolean point(String name) {
+        String only = System.getenv("PHOST_BENCH_SWITCH_POINTS");
+        return only == null || only.isBlank() || java.util.Arrays.asList(only.split(",")).contains(name);
+    }
+
+    /** TCP netns ↔ netns and ping through phost TAP ports vs a Linux bridge, {@code rounds} interleaved rounds. */
+    private static List<BenchResult> netns(BenchContext ctx, String tag, int seconds, int pings, int rounds)
+        throws Exception {
+        List<BenchResult> results = new ArrayList<>();
         double[][] phost = new double[3][rounds];
         double[][] bridge = new double[3][rounds];
         for (int r = 0; r < rounds; r++) { // interleaved, so load drift hits both sides alike
@@ -87,8 +114,6 @@ public final class SwitchBenchSuite implements BenchSuite {
             "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
         results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
             "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
-        results.addAll(partitionHost(ctx, tag, quick ? 1 : 8, rounds, false));
-        results.addAll(partitionHost(ctx, tag, quick ? 1 : 8, rounds, true));
         return results;
     }
 
