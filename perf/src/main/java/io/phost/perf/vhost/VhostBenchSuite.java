@@ -31,6 +31,7 @@ import java.util.concurrent.TimeUnit;
  * TCG is in the loop. 4 KiB random read and write at QD1 and QD32; each point runs ours and the peer
  * interleaved, three rounds; the result is each side's median, min/median/max in the series. A last point
  * is the QD1 round trip over a disk that moves no data (phost's null disk vs qemu-storage-daemon's null-co).
+ * The vhost-user-net point (64-byte frames through the switch vs dpdk-testpmd) is {@link VhostNetPoint}.
  * <pre>
  *   qemu-storage-daemon --blockdev driver=file,node-name=f,filename=IMG,cache.direct=on,aio=io_uring \
  *     --blockdev driver=raw|vhdx,node-name=d,file=f \
@@ -47,7 +48,7 @@ public final class VhostBenchSuite implements BenchSuite {
 
     @Override
     public String description() {
-        return "vhost-user-blk export vs qemu-storage-daemon's (io_uring, O_DIRECT) on raw and VHDX, same driver.";
+        return "vhost-user-blk export vs qemu-storage-daemon's (io_uring, O_DIRECT) on raw and VHDX; vhost-user-net vs dpdk-testpmd; same driver.";
     }
 
     @Override
@@ -60,7 +61,7 @@ public final class VhostBenchSuite implements BenchSuite {
         }
         List<BenchResult> out = new ArrayList<>();
         String[] formats = {"raw", "vhdx"};
-        int total = formats.length * 4;
+        int total = formats.length * 4 + 2; // + the null round trip and the net point
         int step = 0;
         for (String format : formats) {
             Path ours = ctx.workDir().resolve("vhost-bench-ours." + format);
@@ -93,7 +94,10 @@ public final class VhostBenchSuite implements BenchSuite {
                 }
             }
         }
+        ctx.progress(step++, total, "4k-read-qd1 round trip null");
         out.add(nullLatency(ctx, qsd, seconds, size));
+        ctx.progress(step, total, "64B-frames vhost-user-net");
+        out.add(VhostNetPoint.run(ctx, ROUNDS, seconds));
         ctx.progress(total, total, "done");
         return out;
     }
@@ -213,7 +217,7 @@ public final class VhostBenchSuite implements BenchSuite {
         return RawDisk.openFile(path, false, false);
     }
 
-    private static boolean exists(String tool) {
+    static boolean exists(String tool) {
         for (String dir : System.getenv().getOrDefault("PATH", "/usr/bin:/bin").split(":")) {
             if (Files.isExecutable(Path.of(dir, tool))) {
                 return true;
