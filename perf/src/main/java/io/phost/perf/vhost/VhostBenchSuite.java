@@ -4,6 +4,7 @@ import io.phost.core.vhost.VhostUserFrontend;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
+import io.phost.perf.Rounds;
 import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.storage.vhost.VhostUserBlkExport;
@@ -29,8 +30,9 @@ import java.util.concurrent.TimeUnit;
  * raw image and a fully allocated dynamic VHDX, both driven by the same test front-end
  * ({@link VhostUserFrontend}: memfd guest memory, one queue, kicks and calls) standing in for the VMM, so no
  * TCG is in the loop. 4 KiB random read and write at QD1 and QD32; each point runs ours and the peer
- * interleaved, three rounds; the result is each side's median, min/median/max in the series. A last point
+ * interleaved (ABBA), three rounds; the result is each side's median, min/median/max in the series. A last point
  * is the QD1 round trip over a disk that moves no data (phost's null disk vs qemu-storage-daemon's null-co).
+ * At QD32 on raw the same phost rounds are also compared with fio on the same file ({@link NativeFio}), interleaved.
  * The vhost-user-net point (64-byte frames through the switch vs dpdk-testpmd) is {@link VhostNetPoint}.
  * <pre>
  *   qemu-storage-daemon --blockdev driver=file,node-name=f,filename=IMG,cache.direct=on,aio=io_uring \
@@ -59,6 +61,10 @@ public final class VhostBenchSuite implements BenchSuite {
         if (!qsd) {
             ctx.log("qemu-storage-daemon not installed (Debian: qemu-system-common): no peer");
         }
+        boolean fio = exists("fio");
+        if (!fio) {
+            ctx.log("fio not installed (Debian: fio): no native baseline at QD32");
+        }
         List<BenchResult> out = new ArrayList<>();
         String[] formats = {"raw", "vhdx"};
         int total = formats.length * 4 + 2; // + the null round trip and the net point
@@ -74,9 +80,20 @@ public final class VhostBenchSuite implements BenchSuite {
                     ctx.progress(step++, total, point);
                     double[] a = new double[ROUNDS];
                     double[] b = new double[ROUNDS];
-                    for (int r = 0; r < ROUNDS; r++) {
-                        a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                    double[] c = new double[ROUNDS];
+                    boolean vsNative = fio && format.equals("raw") && qd == 32;
+                    for (int r = 0; r < ROUNDS; r++) { // ABBA: ours, qsd, fio / qsd, fio, ours / …
+                        if (Rounds.oursFirst(r)) {
+                            a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                        }
                         b[r] = qsd ? peer(ctx, peer, format, write, qd, size, seconds, r) : Double.NaN;
+                        c[r] = vsNative ? NativeFio.run(ours, write, 4096, qd, seconds) : Double.NaN;
+                        if (!Rounds.oursFirst(r)) {
+                            a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                        }
+                    }
+                    if (vsNative) {
+                        out.add(Rounds.compare(point + " vs native", "IOPS", a, "native fio (io_uring, O_DIRECT, same file)", c, false));
                     }
                     Map<String, Double> series = new LinkedHashMap<>();
                     Arrays.sort(a);
