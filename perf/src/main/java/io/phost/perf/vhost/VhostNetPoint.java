@@ -22,8 +22,8 @@ import java.util.concurrent.TimeUnit;
  * The vhost-user-net point of {@code phost bench vhost}: 64-byte frames from one vhost-user-net port to another
  * through phost's switch (a private switch, two {@link VhostUserNetPort}s) against dpdk-testpmd forwarding
  * between two {@code net_vhost} ports in io mode, the same {@link VhostNetLoad} driving both as the two
- * guests' VMMs. One untimed phost run first lets the JIT compile the data path (testpmd is native code); then
- * rounds interleave ABBA. Per round: frames per second received by B; the forwarder's CPU time per frame (phost:
+ * guests' VMMs. One untimed phost run (three rounds long) first lets the JIT compile the data path (testpmd is
+ * native code); then rounds interleave ABBA. Per round: frames per second received by B; the forwarder's CPU time per frame (phost:
  * this process's CPU minus the driver thread's; testpmd: its /proc stat, which includes its busy-polling core);
  * for phost, the bytes allocated per frame by the threads it started (switch, ports' control threads, queue
  * workers).
@@ -53,7 +53,7 @@ final class VhostNetPoint {
         }
         Round[] ours = new Round[rounds];
         Round[] theirs = new Round[rounds];
-        ours(ctx, seconds, -1); // untimed: lets the JIT compile phost's data path (testpmd is native code)
+        ours(ctx, 3 * seconds, -1); // untimed: lets the JIT compile phost's data path (testpmd is native code)
         for (int r = 0; r < rounds; r++) {
             if (Rounds.oursFirst(r) || !peer) {
                 ours[r] = ours(ctx, seconds, r);
