@@ -147,7 +147,7 @@ public final class VhostBenchSuite implements BenchSuite {
         }
         double[] a = roundTripUs(ours);
         double[] b = roundTripUs(peer);
-        BenchResult added = addedLatency(ours, floor, peer); // before the sorts below: differences of the same round
+        BenchResult added = addedLatency(ours, floor, peer);
         Arrays.sort(a);
         Arrays.sort(b);
         Map<String, Double> series = new LinkedHashMap<>();
