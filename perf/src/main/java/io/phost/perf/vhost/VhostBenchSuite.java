@@ -284,14 +284,33 @@ public final class VhostBenchSuite implements BenchSuite {
         }
     }
 
-    private static double drive(Path sock, boolean write, int qd, long size, double seconds, int round) {
+    private static double drive(Path sock, boolean write, int qd, long size, double seconds, int round) throws InterruptedException {
         return drive(sock, write, qd, size, seconds, round, null).perSecond();
     }
 
-    private static Rate drive(Path sock, boolean write, int qd, long size, double seconds, int round, LongSupplier backendCpu) {
-        try (VhostUserFrontend f = VhostUserFrontend.connect(sock, 16L << 20)) {
+    private static Rate drive(Path sock, boolean write, int qd, long size, double seconds, int round, LongSupplier backendCpu)
+        throws InterruptedException {
+        try (VhostUserFrontend f = connect(sock, 16L << 20)) {
             f.negotiate(WANTED);
             return load(f, f.startQueue(0, 128), write, qd, size, seconds, round, backendCpu);
+        }
+    }
+
+    /**
+     * Connects, retrying for up to 5 s while the socket is refused: a peer process's socket file appears at
+     * bind(2), a moment before it listens (qemu-storage-daemon was caught in that window once).
+     */
+    static VhostUserFrontend connect(Path sock, long memory) throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (true) {
+            try {
+                return VhostUserFrontend.connect(sock, memory);
+            } catch (RuntimeException e) {
+                if (System.nanoTime() - deadline > 0 || e.getMessage() == null || !e.getMessage().contains("Connection refused")) {
+                    throw e;
+                }
+                Thread.sleep(10);
+            }
         }
     }
 

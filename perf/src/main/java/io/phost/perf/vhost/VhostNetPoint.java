@@ -143,9 +143,9 @@ final class VhostNetPoint {
      * Connects the two front-ends and pumps; {@code existing} (the threads that ran before phost's switch and
      * ports started, null for another process) leaves the threads phost started whose allocation is counted.
      */
-    private static Round drive(Path a, Path b, double seconds, Cpu cpu, long[] existing) {
-        try (VhostUserFrontend fa = VhostUserFrontend.connect(a, GUEST_MEMORY);
-             VhostUserFrontend fb = VhostUserFrontend.connect(b, GUEST_MEMORY)) {
+    private static Round drive(Path a, Path b, double seconds, Cpu cpu, long[] existing) throws InterruptedException {
+        try (VhostUserFrontend fa = VhostBenchSuite.connect(a, GUEST_MEMORY);
+             VhostUserFrontend fb = VhostBenchSuite.connect(b, GUEST_MEMORY)) {
             fa.negotiate(VhostNetLoad.FEATURES);
             fb.negotiate(VhostNetLoad.FEATURES);
             VhostNetLoad load = new VhostNetLoad(fa, fb, MAC_A, MAC_B);
