@@ -1,9 +1,11 @@
 package io.phost.perf.vhost;
 
+import io.phost.core.vhost.VhostUserDescriptor;
 import io.phost.core.vhost.VhostUserFrontend;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
+import io.phost.perf.Rounds;
 import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.storage.vhost.VhostUserBlkExport;
@@ -22,6 +24,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
+import java.util.function.LongSupplier;
 
 /**
  * {@code phost bench vhost}: phost's vhost-user-blk export against qemu-storage-daemon's
@@ -29,8 +32,10 @@ import java.util.concurrent.TimeUnit;
  * raw image and a fully allocated dynamic VHDX, both driven by the same test front-end
  * ({@link VhostUserFrontend}: memfd guest memory, one queue, kicks and calls) standing in for the VMM, so no
  * TCG is in the loop. 4 KiB random read and write at QD1 and QD32; each point runs ours and the peer
- * interleaved, three rounds; the result is each side's median, min/median/max in the series. A last point
+ * interleaved (ABBA), three rounds; the result is each side's median, min/median/max in the series. A last point
  * is the QD1 round trip over a disk that moves no data (phost's null disk vs qemu-storage-daemon's null-co).
+ * At QD32 on raw the same phost rounds are also compared with fio on the same file ({@link NativeFio}), interleaved.
+ * The vhost-user-net point (64-byte frames through the switch vs dpdk-testpmd) is {@link VhostNetPoint}.
  * <pre>
  *   qemu-storage-daemon --blockdev driver=file,node-name=f,filename=IMG,cache.direct=on,aio=io_uring \
  *     --blockdev driver=raw|vhdx,node-name=d,file=f \
@@ -39,6 +44,11 @@ import java.util.concurrent.TimeUnit;
  */
 public final class VhostBenchSuite implements BenchSuite {
     private static final int ROUNDS = 3;
+    /**
+     * Every feature offered but LOG_ALL (a VMM acks it only while migrating: it turns on dirty logging) and
+     * RING_PACKED (QEMU 7.2 runs blk on split rings with inflight tracking; qemu-storage-daemon has no packed).
+     */
+    static final long WANTED = ~((1L << VhostUserDescriptor.F_LOG_ALL) | (1L << VhostUserDescriptor.F_RING_PACKED));
 
     @Override
     public String name() {
@@ -47,7 +57,7 @@ public final class VhostBenchSuite implements BenchSuite {
 
     @Override
     public String description() {
-        return "vhost-user-blk export vs qemu-storage-daemon's (io_uring, O_DIRECT) on raw and VHDX, same driver.";
+        return "vhost-user-blk export vs qemu-storage-daemon's (io_uring, O_DIRECT) on raw and VHDX; vhost-user-net vs dpdk-testpmd; same driver.";
     }
 
     @Override
@@ -58,9 +68,13 @@ public final class VhostBenchSuite implements BenchSuite {
         if (!qsd) {
             ctx.log("qemu-storage-daemon not installed (Debian: qemu-system-common): no peer");
         }
+        boolean fio = exists("fio");
+        if (!fio) {
+            ctx.log("fio not installed (Debian: fio): no native baseline at QD32");
+        }
         List<BenchResult> out = new ArrayList<>();
         String[] formats = {"raw", "vhdx"};
-        int total = formats.length * 4;
+        int total = formats.length * 4 + 2; // + the null round trip and the net point
         int step = 0;
         for (String format : formats) {
             Path ours = ctx.workDir().resolve("vhost-bench-ours." + format);
@@ -73,9 +87,20 @@ public final class VhostBenchSuite implements BenchSuite {
                     ctx.progress(step++, total, point);
                     double[] a = new double[ROUNDS];
                     double[] b = new double[ROUNDS];
-                    for (int r = 0; r < ROUNDS; r++) {
-                        a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                    double[] c = new double[ROUNDS];
+                    boolean vsNative = fio && format.equals("raw") && qd == 32;
+                    for (int r = 0; r < ROUNDS; r++) { // ABBA: ours, qsd, fio / qsd, fio, ours / …
+                        if (Rounds.oursFirst(r)) {
+                            a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                        }
                         b[r] = qsd ? peer(ctx, peer, format, write, qd, size, seconds, r) : Double.NaN;
+                        c[r] = vsNative ? NativeFio.run(ours, write, 4096, qd, seconds) : Double.NaN;
+                        if (!Rounds.oursFirst(r)) {
+                            a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                        }
+                    }
+                    if (vsNative) {
+                        out.add(Rounds.compare(point + " vs native", "IOPS", a, "native fio (io_uring, O_DIRECT, same file)", c, false));
                     }
                     Map<String, Double> series = new LinkedHashMap<>();
                     Arrays.sort(a);
@@ -93,26 +118,36 @@ public final class VhostBenchSuite implements BenchSuite {
                 }
             }
         }
-        out.add(nullLatency(ctx, qsd, seconds, size));
+        ctx.progress(step++, total, "4k-read-qd1 round trip null");
+        nullLatency(out, ctx, qsd, seconds, size);
+        ctx.progress(step, total, "64B-frames vhost-user-net");
+        out.add(VhostNetPoint.run(ctx, ROUNDS, seconds));
         ctx.progress(total, total, "done");
         return out;
     }
 
     /**
      * Round-trip time of one 4 KiB read at QD1 over a disk that moves no data (phost's null disk,
-     * qemu-storage-daemon's null-co): what the back-end, the eventfds and the thread wake-ups cost per I/O.
+     * qemu-storage-daemon's null-co): what the back-end, the eventfds and the thread wake-ups cost per I/O; and,
+     * from the same rounds, the part of it phost adds ({@link #addedLatency}).
      */
-    private static BenchResult nullLatency(BenchContext ctx, boolean qsd, double seconds, long size) throws Exception {
-        double[] a = new double[ROUNDS];
-        double[] b = new double[ROUNDS];
-        Path sock = ctx.workDir().resolve("phost-null.sock");
-        for (int r = 0; r < ROUNDS; r++) {
-            try (VirtualDisk disk = MemoryDisk.nullDisk(size);
-                 VhostUserBlkExport e = VhostUserBlkExport.start("null", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
-                a[r] = 1e6 / drive(sock, false, 1, size, seconds, r);
+    private static void nullLatency(List<BenchResult> out, BenchContext ctx, boolean qsd, double seconds, long size) throws Exception {
+        Rate[] ours = new Rate[ROUNDS];
+        Rate[] peer = new Rate[ROUNDS];
+        Rate[] floor = new Rate[ROUNDS];
+        for (int r = 0; r < ROUNDS; r++) { // ABBA
+            if (Rounds.oursFirst(r)) {
+                ours[r] = oursNull(ctx, size, seconds, r);
             }
-            b[r] = qsd ? 1e6 / peerNull(ctx, size, seconds, r) : Double.NaN;
+            peer[r] = qsd ? peerNull(ctx, size, seconds, r) : new Rate(Double.NaN, Double.NaN);
+            floor[r] = trivial(ctx, size, seconds, r);
+            if (!Rounds.oursFirst(r)) {
+                ours[r] = oursNull(ctx, size, seconds, r);
+            }
         }
+        double[] a = roundTripUs(ours);
+        double[] b = roundTripUs(peer);
+        BenchResult added = addedLatency(ours, floor, peer);
         Arrays.sort(a);
         Arrays.sort(b);
         Map<String, Double> series = new LinkedHashMap<>();
@@ -124,11 +159,75 @@ public final class VhostBenchSuite implements BenchSuite {
             series.put("qsd_median", b[ROUNDS / 2]);
             series.put("qsd_max", b[ROUNDS - 1]);
         }
-        return BenchResult.vsPeerLowerIsBetter("4k-read-qd1 round trip null", a[ROUNDS / 2], "us",
-            qsd ? "qemu-storage-daemon null-co" : null, qsd ? b[ROUNDS / 2] : Double.NaN).withSeries("us", series);
+        out.add(BenchResult.vsPeerLowerIsBetter("4k-read-qd1 round trip null", a[ROUNDS / 2], "us",
+            qsd ? "qemu-storage-daemon null-co" : null, qsd ? b[ROUNDS / 2] : Double.NaN).withSeries("us", series));
+        out.add(added);
     }
 
-    private static double peerNull(BenchContext ctx, long size, double seconds, int round) throws Exception {
+    /**
+     * The latency phost adds per 4 KiB read at QD1 over a null disk: per round, phost's round trip minus the same
+     * driver's round trip against {@link TrivialBlkResponder} (the same kick and call wake-ups, no back-end work),
+     * measured next to each other; min / median / max of those differences, both round trips in the series. The
+     * same for the back-end's CPU time per request (phost's threads against the responder's), which holds still
+     * under load better than wall time; qemu-storage-daemon's CPU per request for comparison.
+     */
+    static BenchResult addedLatency(Rate[] phost, Rate[] floor, Rate[] qsd) {
+        double[] p = roundTripUs(phost);
+        double[] t = roundTripUs(floor);
+        double[] added = new double[p.length];
+        double[] addedCpu = new double[p.length];
+        for (int r = 0; r < added.length; r++) {
+            added[r] = p[r] - t[r];
+            addedCpu[r] = phost[r].cpuNsPerIo() - floor[r].cpuNsPerIo();
+        }
+        Map<String, Double> series = new LinkedHashMap<>();
+        put(series, "added_us", added);
+        put(series, "phost_round_trip_us", p);
+        put(series, "trivial_round_trip_us", t);
+        put(series, "added_cpu_ns_per_io", addedCpu);
+        put(series, "phost_cpu_ns_per_io", Arrays.stream(phost).mapToDouble(Rate::cpuNsPerIo).toArray());
+        put(series, "trivial_cpu_ns_per_io", Arrays.stream(floor).mapToDouble(Rate::cpuNsPerIo).toArray());
+        put(series, "qsd_cpu_ns_per_io", Arrays.stream(qsd).mapToDouble(Rate::cpuNsPerIo).toArray());
+        return new BenchResult("4k-read-qd1 latency added by phost null", Rounds.Stats.of(added).median(), "us", null, Double.NaN,
+            true, Map.of()).withSeries(series);
+    }
+
+    private static void put(Map<String, Double> series, String key, double[] v) {
+        Rounds.Stats s = Rounds.Stats.of(v);
+        series.put(key + "_min", s.min());
+        series.put(key + "_median", s.median());
+        series.put(key + "_max", s.max());
+    }
+
+    private static double[] roundTripUs(Rate[] rounds) {
+        return Arrays.stream(rounds).mapToDouble(r -> 1e6 / r.perSecond()).toArray();
+    }
+
+    private static Rate oursNull(BenchContext ctx, long size, double seconds, int round) throws Exception {
+        Path sock = ctx.workDir().resolve("phost-null.sock");
+        long[] existing = BackendCpu.existingThreads();
+        try (VirtualDisk disk = MemoryDisk.nullDisk(size);
+             VhostUserBlkExport e = VhostUserBlkExport.start("null", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
+            return drive(sock, false, 1, size, seconds, round, BackendCpu.threadsStartedAfter(existing));
+        }
+    }
+
+    /** The same driver and load against the trivial in-process responder. */
+    static Rate trivial(BenchContext ctx, long size, double seconds, int round) throws Exception {
+        Path sock = ctx.workDir().resolve("trivial.sock");
+        Files.deleteIfExists(sock);
+        long[] existing = BackendCpu.existingThreads();
+        try (TrivialBlkResponder t = TrivialBlkResponder.listen(sock);
+             VhostUserFrontend f = VhostUserFrontend.connect(sock, 16L << 20)) {
+            VhostUserFrontend.Queue q = t.serve(f, ff -> {
+                ff.negotiate(WANTED);
+                return ff.startQueue(0, 128);
+            });
+            return load(f, q, false, 1, size, seconds, round, BackendCpu.threadsStartedAfter(existing));
+        }
+    }
+
+    private static Rate peerNull(BenchContext ctx, long size, double seconds, int round) throws Exception {
         Path sock = ctx.workDir().resolve("qsd-null.sock");
         Files.deleteIfExists(sock);
         Process p = new ProcessBuilder("qemu-storage-daemon",
@@ -142,7 +241,7 @@ public final class VhostBenchSuite implements BenchSuite {
                 }
                 Thread.sleep(10);
             }
-            return drive(sock, false, 1, size, seconds, round);
+            return drive(sock, false, 1, size, seconds, round, BackendCpu.process(p.pid()));
         } finally {
             p.destroy();
             if (!p.waitFor(10, TimeUnit.SECONDS)) {
@@ -185,13 +284,47 @@ public final class VhostBenchSuite implements BenchSuite {
         }
     }
 
-    private static double drive(Path sock, boolean write, int qd, long size, double seconds, int round) {
-        try (VhostUserFrontend f = VhostUserFrontend.connect(sock, 16L << 20)) {
-            f.negotiate(~0L);
-            VhostUserFrontend.Queue q = f.startQueue(0, 128);
-            VhostBlkLoad.run(f, q, write, 4096, qd, size, Math.min(0.3, seconds / 2), 7 + round); // warm-up
-            return VhostBlkLoad.run(f, q, write, 4096, qd, size, seconds, 1000 + round);
+    private static double drive(Path sock, boolean write, int qd, long size, double seconds, int round) throws InterruptedException {
+        return drive(sock, write, qd, size, seconds, round, null).perSecond();
+    }
+
+    private static Rate drive(Path sock, boolean write, int qd, long size, double seconds, int round, LongSupplier backendCpu)
+        throws InterruptedException {
+        try (VhostUserFrontend f = connect(sock, 16L << 20)) {
+            f.negotiate(WANTED);
+            return load(f, f.startQueue(0, 128), write, qd, size, seconds, round, backendCpu);
         }
+    }
+
+    /**
+     * Connects, retrying for up to 5 s while the socket is refused: a peer process's socket file appears at
+     * bind(2), a moment before it listens (qemu-storage-daemon was caught in that window once).
+     */
+    static VhostUserFrontend connect(Path sock, long memory) throws InterruptedException {
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        while (true) {
+            try {
+                return VhostUserFrontend.connect(sock, memory);
+            } catch (RuntimeException e) {
+                if (System.nanoTime() - deadline > 0 || e.getMessage() == null || !e.getMessage().contains("Connection refused")) {
+                    throw e;
+                }
+                Thread.sleep(10);
+            }
+        }
+    }
+
+    /** Requests per second, and the back-end's CPU nanoseconds per request (NaN when not measured). */
+    record Rate(double perSecond, double cpuNsPerIo) {}
+
+    private static Rate load(VhostUserFrontend f, VhostUserFrontend.Queue q, boolean write, int qd, long size, double seconds, int round,
+                             LongSupplier backendCpu) {
+        VhostBlkLoad.run(f, q, write, 4096, qd, size, Math.min(0.3, seconds / 2), 7 + round); // warm-up
+        long c0 = backendCpu == null ? 0 : backendCpu.getAsLong();
+        long t0 = System.nanoTime();
+        double rate = VhostBlkLoad.run(f, q, write, 4096, qd, size, seconds, 1000 + round);
+        double ios = rate * ((System.nanoTime() - t0) / 1e9);
+        return new Rate(rate, backendCpu == null ? Double.NaN : (backendCpu.getAsLong() - c0) / ios);
     }
 
     /** A raw file or a dynamic VHDX with every block written (steady state: no allocation during the run). */
@@ -213,7 +346,7 @@ public final class VhostBenchSuite implements BenchSuite {
         return RawDisk.openFile(path, false, false);
     }
 
-    private static boolean exists(String tool) {
+    static boolean exists(String tool) {
         for (String dir : System.getenv().getOrDefault("PATH", "/usr/bin:/bin").split(":")) {
             if (Files.isExecutable(Path.of(dir, tool))) {
                 return true;
