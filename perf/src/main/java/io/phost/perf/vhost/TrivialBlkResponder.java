@@ -160,9 +160,13 @@ final class TrivialBlkResponder implements AutoCloseable {
         stop.signal();
         if (worker != null) {
             try {
-                worker.join(5_000);
+                worker.join(30_000);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
+            }
+            if (worker.isAlive()) {
+                // the caller unmaps the guest memory the worker reads right after this: refuse rather than crash
+                throw new IllegalStateException("trivial-blk-q0 did not stop within 30 s");
             }
         }
         if (conn != null) {

@@ -217,13 +217,20 @@ public final class VhostBenchSuite implements BenchSuite {
         Path sock = ctx.workDir().resolve("trivial.sock");
         Files.deleteIfExists(sock);
         long[] existing = BackendCpu.existingThreads();
-        try (TrivialBlkResponder t = TrivialBlkResponder.listen(sock);
-             VhostUserFrontend f = VhostUserFrontend.connect(sock, 16L << 20)) {
+        TrivialBlkResponder t = TrivialBlkResponder.listen(sock);
+        VhostUserFrontend f = null;
+        try {
+            f = VhostUserFrontend.connect(sock, 16L << 20);
             VhostUserFrontend.Queue q = t.serve(f, ff -> {
                 ff.negotiate(WANTED);
                 return ff.startQueue(0, 128);
             });
             return load(f, q, false, 1, size, seconds, round, BackendCpu.threadsStartedAfter(existing));
+        } finally {
+            t.close(); // its worker reads the rings through f's mapping: stop it before f unmaps guest memory
+            if (f != null) {
+                f.close();
+            }
         }
     }
 
