@@ -61,8 +61,9 @@ final class MigrationTarget {
         if (!(p instanceof VmPartition)) {
             return HttpResponse.text(409, "partition " + name + " is not a VM arriving here\n");
         }
-        if (resumed.contains(name)) {
-            return HttpResponse.text(409, "partition " + name + " resumed here; the migration is done\n");
+        // A VM arriving here is STARTING (QEMU on -incoming) or not started; one that runs was not rolled back.
+        if (resumed.contains(name) || p.state().live() && p.state() != io.phost.core.partition.PartitionState.STARTING) {
+            return HttpResponse.text(409, "partition " + name + " is " + p.state() + " here (resumed: the migration is done)\n");
         }
         partitions.turnOff(p, "live migration from " + from + " failed; rolled back");
         ConfigComponent.Outcome dropped = config.release(name, from + " (rollback)", false);
