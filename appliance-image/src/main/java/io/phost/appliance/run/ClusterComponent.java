@@ -310,7 +310,7 @@ final class ClusterComponent implements Component {
             if (r.status() == 409) {
                 return null; // it resumed there: the guest runs on the peer
             }
-            if (r.status() != 200) {
+            if (r.status() != 200 && r.status() != 404) { // 404: nothing of it there
                 throw new IOException(r.status() + " " + r.bodyText().strip());
             }
             peerSide = "the peer dropped it";
@@ -333,7 +333,7 @@ final class ClusterComponent implements Component {
         try {
             HttpResponse r = call(peer, "/v1/partitions/incoming/abort?" + Query.encode(Map.of("name", name,
                 "from", cfg.host().name())), false);
-            return r.status() == 200 ? "peer '" + peer.name() + "' dropped it"
+            return r.status() == 200 || r.status() == 404 ? "peer '" + peer.name() + "' dropped it"
                 : "peer '" + peer.name() + "' did not drop it: " + r.status() + " " + r.bodyText().strip();
         } catch (IOException | RuntimeException e) {
             return "peer '" + peer.name() + "' could not be asked to drop it: " + e.getMessage();

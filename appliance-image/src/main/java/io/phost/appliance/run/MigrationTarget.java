@@ -48,15 +48,15 @@ final class MigrationTarget {
     }
 
     /**
-     * The source's rollback: 200 once this appliance has no QEMU, no lock and no tables of VM {@code name} left;
-     * 409 when its guest has resumed here (the migration happened: the source must not run it again).
+     * The source's rollback: 200 once this appliance has no QEMU, no lock and no tables of VM {@code name} left
+     * (404: it had none); 409 when its guest has resumed here (the migration happened: the source must not run it again).
      */
     HttpResponse abort(String query) {
         String name = Query.parse(query).getOrDefault("name", "");
         String from = Query.parse(query).getOrDefault("from", "the source");
         ChildPartition p = partitions.partition(name);
         if (p == null) {
-            return HttpResponse.text(200, "no partition '" + name + "' here\n");
+            return HttpResponse.text(404, "no partition named '" + name + "' here (nothing to roll back)\n");
         }
         if (!(p instanceof VmPartition)) {
             return HttpResponse.text(409, "partition " + name + " is not a VM arriving here\n");
