@@ -54,7 +54,7 @@ import org.junit.jupiter.api.io.TempDir;
  * </ol>
  * Needs root (veths, netns), QEMU and the test guest kit.
  */
-@Timeout(1800) // the soak with -Dphost.vmmove.cycles runs long; the default run takes about two minutes
+@Timeout(1800) // the soak with -Dphost.vmmove.cycles runs long (884 s at load 21-31); the default run 2-6 min
 class RunVmMoveTest {
     private static final String TAG = Long.toString(ProcessHandle.current().pid() % 100000);
     /** The LAN: a namespace with a bridge over the far ends of the two appliances' uplink veths. */
@@ -189,7 +189,7 @@ class RunVmMoveTest {
             failedLiveMigrationRollsBack(cb, ca, b, "a", dataB, dataA);
             // Live migration only with -Dphost.soak=true: in a clean-clone CI run the migrated guest once panicked
             // on A (NULL dereference in hrtimer_start_range_ns, 5.8 s into its boot on B). Not reproduced since: 0 of
-            // 11 live migrations with phost (6 right after a fresh boot) and 0 of 26 without it (QEMU alone,
+            // 11 live migrations with phost (7 right after a fresh boot) and 0 of 26 without it (QEMU alone,
             // tools/vm-migration-loop) on 2026-12-06; cause unknown, QEMU 7.2 TCG suspected (docs/cluster.md).
             if (soak) {
                 migrateLive(cb, ca, a, "a", sum, dataB, dataA, ceph, image);
