@@ -170,7 +170,7 @@ public final class ConfigSchema {
             .add(key("command", Kind.STRING_ARRAY).note("non-empty; not with workload"))
             .add(new KeyBuilder("workload", Kind.TABLE).computed("idle when no command").child("partition.workload"))
             .add(key("autostart", Kind.BOOLEAN).def("true"))
-            .add(key("ha", Kind.BOOLEAN).def("false").note("process only; needs a [[peer]] and only writable rbd disks"))
+            .add(key("ha", Kind.BOOLEAN).def("false").note("process or VM; needs a [[peer]] and only writable rbd disks"))
             .add(key("cpus", Kind.INTEGER_ARRAY).def("[]").range(0, 1023).note("online CPUs of this host"))
             .add(key("kind", Kind.ENUM).def("process").allowed("process", "vm"))
             .add(key("machine", Kind.ENUM).def("q35").allowed("q35", "pc").note("vm only"))

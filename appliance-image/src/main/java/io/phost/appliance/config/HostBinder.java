@@ -170,14 +170,10 @@ final class HostBinder {
         return ok ? new ClusterConfig.Peer(name, management, token, lease.intValue()) : null;
     }
 
-    /** An HA partition can restart on a peer: a process partition whose every disk is a writable RBD image. */
+    /** An HA partition can restart on a peer: a process or VM partition whose every disk is a writable RBD image. */
     private static boolean haPartition(TomlNode n, Map<String, Defined<DiskConfig>> disks, boolean hasPeers) {
         if (!hasPeers) {
             n.error("ha", Reason.CONFLICT, "ha = true needs a [[peer]] to restart the partition on");
-            return false;
-        }
-        if ("vm".equals(n.word("kind"))) {
-            n.error("ha", Reason.CONFLICT, "ha restarts process partitions only (HA restart of a VM partition is not built; a VM moves with phost partition move)");
             return false;
         }
         boolean ok = true;

@@ -58,6 +58,9 @@ final class ClusterComponent implements Component {
     private final Map<String, PeerState> peers = new LinkedHashMap<>();
     private final List<Map<String, Object>> takeovers = new ArrayList<>();
     private final Thread heartbeat;
+    private final MigrationTarget target;
+    /** VMs live-migrating away: paused after the switch-over with their locks released, not fenced (see checkFenced). */
+    private final java.util.Set<String> migratingOut = java.util.concurrent.ConcurrentHashMap.newKeySet();
     private volatile boolean closed;
 
     /** What this appliance knows of one peer. */
@@ -80,6 +83,7 @@ final class ClusterComponent implements Component {
         this.config = config;
         this.partitions = partitions;
         this.locks = locks;
+        this.target = new MigrationTarget(cfg.host(), partitions, config);
         long now = System.nanoTime();
         for (Peer p : cfg.cluster().peers()) {
             peers.put(p.name(), new PeerState(p, now));
@@ -126,7 +130,8 @@ final class ClusterComponent implements Component {
     @Override
     public Map<String, Function<String, HttpResponse>> routes() {
         return Map.of("POST /v1/partitions/move", this::move,
-            "POST /v1/partitions/incoming", new MigrationTarget(cfg.host(), partitions)::incoming);
+            "POST /v1/partitions/incoming", target::incoming,
+            "POST /v1/partitions/incoming/abort", target::abort);
     }
 
     // ---- Quick Migration ----
@@ -220,7 +225,9 @@ final class ClusterComponent implements Component {
      * dry-run already, are its tables): the peer builds it without starting it, starts QEMU on {@code -incoming}
      * ({@link MigrationTarget}), this QEMU {@code migrate}s to it (vhost-user dirty logging; its rings drain at the
      * switch-over), then QEMU here is ended and the disks flushed and unlocked, and the peer takes the locks and
-     * resumes the guest. A failure before the switch-over leaves the guest running here.
+     * resumes the guest. A failure at any step before the guest resumes there rolls back: the guest runs on here
+     * with its disks and locks, and the peer drops its QEMU, locks and the tables it was handed
+     * ({@link MigrationTarget#abort}).
      */
     private HttpResponse migrateLive(ChildPartition p, Peer peer, String stanzas) {
         String name = p.name();
@@ -244,15 +251,34 @@ final class ClusterComponent implements Component {
             }
             migrated = vm.migrateLive(String.valueOf(((Map<?, ?>) Json.parse(in.bodyText())).get("uri")));
         } catch (IOException | RuntimeException e) {
+            // Before the switch-over (or QEMU resumed the guest here after a late failure): the peer is cleaned up.
+            String peerSide = failed == null ? "; " + abortOnPeer(peer, name) : "";
             LOG.log(Level.WARNING, "live migration failed partition=" + name + " to=" + peer.name() + " reason=\""
-                + e.getMessage() + "\"");
+                + e.getMessage() + "\"" + peerSide);
             return HttpResponse.text(502, "move " + name + " (live): " + e.getMessage() + "; "
                 + (p.state() == PartitionState.RUNNING ? "the VM runs on here" : "the VM is " + p.state() + " here")
-                + (failed == null ? "; its tables stay on peer '" + peer.name() + "' (stopped)" : "") + "\n");
+                + peerSide + "\n");
         }
         long switched = System.nanoTime();
-        partitions.turnOff(p, "migrated to " + peer.name()); // QEMU quits; the disks are flushed and unlocked
-        String state = awaitRunning(peer, name);
+        // QEMU here stays paused ("postmigrate") until the peer runs the guest: until then this is the way back.
+        migratingOut.add(name);
+        String state;
+        try {
+            locks.release(name); // flush and unlock: the rings were drained at the switch-over
+            state = awaitRunning(peer, name);
+            if (!state.equals("running")) {
+                String back = rollBack(vm, peer, state);
+                if (back != null) {
+                    LOG.log(Level.WARNING, "live migration failed after the switch-over partition=" + name + " to="
+                        + peer.name() + " peer_state=" + state + " " + back);
+                    return HttpResponse.text(502, "move " + name + " (live): the peer did not resume the guest (it is "
+                        + state + " there); " + back + "\n");
+                }
+            }
+            p.turnOff("migrated to " + peer.name()); // QEMU quits (its locks were released above)
+        } finally {
+            migratingOut.remove(name);
+        }
         long done = System.nanoTime();
         // No announce from here: the target's QEMU sends SEND_RARP through each NIC's vhost-user-net port itself.
         ConfigComponent.Outcome here = config.release(name, peer.name(), false);
@@ -269,6 +295,49 @@ final class ClusterComponent implements Component {
             + String.join("; ", here.errors()));
         LOG.log(Level.INFO, "migrated partition=" + name + " to=" + peer.name() + " live=true " + migrated);
         return HttpResponse.json(Json.pretty(r));
+    }
+
+    /**
+     * After the switch-over the peer did not report the guest running: if the peer confirms it never resumed it and
+     * has dropped it, this appliance takes the locks again and resumes its paused QEMU; returns what happened, or
+     * null when the peer runs the guest after all (the migration stands).
+     */
+    private String rollBack(io.phost.core.vm.VmPartition vm, Peer peer, String peerState) {
+        String peerSide;
+        try {
+            HttpResponse r = call(peer, "/v1/partitions/incoming/abort?" + Query.encode(Map.of("name", vm.name(),
+                "from", cfg.host().name())), false);
+            if (r.status() == 409) {
+                return null; // it resumed there: the guest runs on the peer
+            }
+            if (r.status() != 200 && r.status() != 404) { // 404: nothing of it there
+                throw new IOException(r.status() + " " + r.bodyText().strip());
+            }
+            peerSide = "the peer dropped it";
+        } catch (IOException | RuntimeException e) {
+            // Unknown whether the peer runs it: the locks decide. Taking them fails while the peer holds them.
+            peerSide = "the peer could not be asked to drop it (" + e.getMessage() + ")";
+        }
+        try {
+            locks.acquire(vm.name(), false);
+            vm.resume();
+            return "rolled back: the VM runs on here; " + peerSide;
+        } catch (IOException | RuntimeException e) {
+            vm.turnOff("live migration to " + peer.name() + " failed after the switch-over");
+            return "the VM could not resume here either (" + e.getMessage() + "); it is stopped; " + peerSide;
+        }
+    }
+
+    /** Rollback before the switch-over: the peer drops the VM's QEMU, locks and tables; says how that went. */
+    private String abortOnPeer(Peer peer, String name) {
+        try {
+            HttpResponse r = call(peer, "/v1/partitions/incoming/abort?" + Query.encode(Map.of("name", name,
+                "from", cfg.host().name())), false);
+            return r.status() == 200 || r.status() == 404 ? "peer '" + peer.name() + "' dropped it"
+                : "peer '" + peer.name() + "' did not drop it: " + r.status() + " " + r.bodyText().strip();
+        } catch (IOException | RuntimeException e) {
+            return "peer '" + peer.name() + "' could not be asked to drop it: " + e.getMessage();
+        }
     }
 
     /** Asks the peer to take partition tables {@code stanzas} (a live apply there); null when it did, else why not. */
@@ -512,7 +581,8 @@ final class ClusterComponent implements Component {
     private void checkFenced() {
         for (ChildPartition p : partitions.partitions()) {
             // Not while STARTING: a VM receiving a live migration takes its locks only once the state has arrived.
-            if (p.state().live() && p.state() != PartitionState.STARTING && !locks.disksOf(p.name()).isEmpty()
+            if (p.state().live() && p.state() != PartitionState.STARTING && !migratingOut.contains(p.name())
+                && !locks.disksOf(p.name()).isEmpty()
                 && locks.lostLock(p.name())) {
                 LOG.log(Level.WARNING, "fenced partition=" + p.name() + ": another appliance took its disks over");
                 p.turnOff("fenced: another appliance took its disks over (RBD lock broken)");

@@ -14,6 +14,7 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -25,6 +26,9 @@ import java.util.concurrent.TimeoutException;
  * {@code -incoming tcp:HOST:PORT} (HOST: this appliance's management address, 127.0.0.1 for a Unix one), and the
  * answer ({@code {"uri": ...}}) comes once it listens. When the whole state has arrived the VM's RBD locks are
  * taken (retried while the source still flushes and releases them) and the guest resumes here.
+ * <p>{@code POST /v1/partitions/incoming/abort?name=VM} is the source's rollback of a failed migration: unless the
+ * guest has already resumed here, QEMU is ended, the locks released and the tables the source handed over dropped
+ * (a live apply), so this appliance is as it was before.
  */
 final class MigrationTarget {
     private static final Logger LOG = System.getLogger("phost.cluster");
@@ -33,10 +37,42 @@ final class MigrationTarget {
 
     private final HostConfig host;
     private final PartitionsComponent partitions;
+    private final ConfigComponent config;
+    /** VMs whose guest resumed here after an incoming migration: from then on the migration is done, no abort. */
+    private final Set<String> resumed = java.util.concurrent.ConcurrentHashMap.newKeySet();
 
-    MigrationTarget(HostConfig host, PartitionsComponent partitions) {
+    MigrationTarget(HostConfig host, PartitionsComponent partitions, ConfigComponent config) {
         this.host = host;
         this.partitions = partitions;
+        this.config = config;
+    }
+
+    /**
+     * The source's rollback: 200 once this appliance has no QEMU, no lock and no tables of VM {@code name} left
+     * (404: it had none); 409 when its guest has resumed here (the migration happened: the source must not run it again).
+     */
+    HttpResponse abort(String query) {
+        String name = Query.parse(query).getOrDefault("name", "");
+        String from = Query.parse(query).getOrDefault("from", "the source");
+        ChildPartition p = partitions.partition(name);
+        if (p == null) {
+            return HttpResponse.text(404, "no partition named '" + name + "' here (nothing to roll back)\n");
+        }
+        if (!(p instanceof VmPartition)) {
+            return HttpResponse.text(409, "partition " + name + " is not a VM arriving here\n");
+        }
+        // A VM arriving here is STARTING (QEMU on -incoming) or not started; one that runs was not rolled back.
+        if (resumed.contains(name) || p.state().live() && p.state() != io.phost.core.partition.PartitionState.STARTING) {
+            return HttpResponse.text(409, "partition " + name + " is " + p.state() + " here (resumed: the migration is done)\n");
+        }
+        partitions.turnOff(p, "live migration from " + from + " failed; rolled back");
+        ConfigComponent.Outcome dropped = config.release(name, from + " (rollback)", false);
+        if (dropped.status() != 200) {
+            return HttpResponse.text(500, "partition " + name + " is off here but its tables stay: "
+                + String.join("; ", dropped.errors()) + "\n");
+        }
+        LOG.log(Level.INFO, "incoming migration rolled back partition=" + name + " from=" + from);
+        return HttpResponse.text(200, "partition " + name + " removed\n");
     }
 
     HttpResponse incoming(String query) {
@@ -48,6 +84,7 @@ final class MigrationTarget {
         if (p.state().live()) {
             return HttpResponse.text(409, "partition " + name + " is " + p.state() + " here\n");
         }
+        resumed.remove(name);
         String uri;
         try {
             String h = listenHost();
@@ -60,6 +97,7 @@ final class MigrationTarget {
         Thread t = new Thread(null, () -> {
             try {
                 partitions.startIncoming(vm, uri, () -> listening.complete(null), LOCK_WAIT_MS);
+                resumed.add(name);
             } catch (IOException | RuntimeException e) {
                 listening.completeExceptionally(e);
                 LOG.log(Level.WARNING, "incoming migration failed partition=" + name + " reason=\"" + e.getMessage() + "\"");

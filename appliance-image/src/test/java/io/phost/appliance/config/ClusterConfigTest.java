@@ -46,10 +46,16 @@ class ClusterConfigTest {
             name = "p"
             ha = true
             disk = [{ disk = "db" }]
+
+            [[partition]]
+            name = "v"
+            kind = "vm"
+            firmware = "bios"
+            ha = true
             """);
         assertEquals(List.of(new ClusterConfig.Peer("b", "tcp://10.0.0.2:8443", Path.of("/etc/phost/b.token"), 7),
             new ClusterConfig.Peer("c", "unix:/run/c/phost.sock", null, 5)), c.cluster().peers());
-        assertEquals(Set.of("p"), c.cluster().haPartitions());
+        assertEquals(Set.of("p", "v"), c.cluster().haPartitions()); // a VM restarts on a peer too
         assertEquals(true, c.cluster().clustered());
     }
 
@@ -84,7 +90,7 @@ class ClusterConfigTest {
     }
 
     @Test
-    void shouldRefuseHaForAVmALocalDiskOrWithoutPeers() {
+    void shouldRefuseHaForALocalDiskOrWithoutPeers() {
         assertErrors(HEAD + """
             [[partition]]
             name = "p"
@@ -102,15 +108,8 @@ class ClusterConfigTest {
             ha = true
             [[partition.disk]]
             disk = "local"
-
-            [[partition]]
-            name = "v"
-            kind = "vm"
-            firmware = "bios"
-            ha = true
             """,
             "t.toml:25:1: partition[0].disk[0].disk: ha partition 'p' uses disk 'local', which is local to this host "
-                + "(format raw); another host can only take over writable rbd disks",
-            "t.toml:31:1: partition[1].ha: ha restarts process partitions only (HA restart of a VM partition is not built; a VM moves with phost partition move)");
+                + "(format raw); another host can only take over writable rbd disks");
     }
 }

@@ -42,11 +42,19 @@ import org.junit.jupiter.api.io.TempDir;
  *   <li>With {@code -Dphost.soak=true} only: live migration B → A ({@code live=true}): the guest's tick loop goes
  *       on on A in the same boot, QEMU's SEND_RARP reaches the LAN through A's uplink, the LAN pings it, the image
  *       holds its data; the downtime ({@code query-migrate}) is printed. Then, twice: Quick Migration to B and back to A (once with the CLI), then live
- *       migration to B and back to A, each verified the same way, the times printed (docs/benchmarks.md).</li>
+ *       migration to B and back to A, each verified the same way, the times printed (docs/benchmarks.md). After every
+ *       live migration the target's console must show no panic, oops or BUG for 3 s. {@code -Dphost.vmmove.cycles=N}
+ *       adds N cycles of a quick move to B (a fresh boot) and a live migration back right after the first tick.</li>
+ *   <li>Before the live steps (default suite): a live migration B → A whose target QEMU the test SIGKILLs as soon as
+ *       it appears rolls back: 502, the guest ticks on at B in the same boot, the LAN pings it, A has no table, no
+ *       QEMU and no vhost-user socket of the VM.</li>
+ *   <li>Last (default suite): HA restart of a VM. {@code vm20ha} ({@code ha = true}) is applied on A, then on B
+ *       (stopped there: A holds its lock); A's phost and QEMUs are SIGKILLed; B boots it after A's lease and its
+ *       data verifies.</li>
  * </ol>
  * Needs root (veths, netns), QEMU and the test guest kit.
  */
-@Timeout(600)
+@Timeout(1800) // the soak with -Dphost.vmmove.cycles runs long (884 s at load 21-31); the default run 2-6 min
 class RunVmMoveTest {
     private static final String TAG = Long.toString(ProcessHandle.current().pid() % 100000);
     /** The LAN: a namespace with a bridge over the far ends of the two appliances' uplink veths. */
@@ -178,11 +186,20 @@ class RunVmMoveTest {
             assertTrue(local.bodyText().contains("vm20-scratch (raw) is local"), local.bodyText());
 
             moveAndVerify(ca, cb, b, "b", sum, dataA, dataB, true);
+            failedLiveMigrationRollsBack(cb, ca, b, "a", dataB, dataA);
             // Live migration only with -Dphost.soak=true: in a clean-clone CI run the migrated guest once panicked
-            // on A (NULL dereference in hrtimer_start_range_ns, 5.8 s into its boot on B), cause not found (QEMU 7.2
-            // TCG's migration, docs/vhost-user.md, or a page the dirty log missed); the soak run migrates five times.
+            // on A (NULL dereference in hrtimer_start_range_ns, 5.8 s into its boot on B). Not reproduced since: 0 of
+            // 11 live migrations with phost (7 right after a fresh boot) and 0 of 26 without it (QEMU alone,
+            // tools/vm-migration-loop) on 2026-12-06; cause unknown, QEMU 7.2 TCG suspected (docs/cluster.md).
             if (soak) {
                 migrateLive(cb, ca, a, "a", sum, dataB, dataA, ceph, image);
+            }
+            // -Dphost.vmmove.cycles=N (with the soak): N more cycles of a quick move to B (a fresh boot) and a live
+            // migration back right after the guest's first tick, the moment the CI run's guest panicked.
+            for (int cycle = 0; soak && cycle < Integer.getInteger("phost.vmmove.cycles", 0); cycle++) {
+                moveAndVerify(ca, cb, b, "b", sum, dataA, dataB, true);
+                migrateLive(cb, ca, a, "a", sum, dataB, dataA, ceph, image);
+                System.out.println("vm-live-cycle " + (cycle + 1) + " passed");
             }
             for (int round = 0; soak && round < 2; round++) { // vm20 is on A
                 moveAndVerify(ca, cb, b, "b", sum, dataA, dataB, true);
@@ -190,6 +207,7 @@ class RunVmMoveTest {
                 migrateLive(ca, cb, b, "b", sum, dataA, dataB, ceph, image);
                 migrateLive(cb, ca, a, "a", sum, dataB, dataA, ceph, image);
             }
+            haRestartAfterSigkill(ca, cb, a, b, dataA, dataB, guest, ceph, image + "-ha");
             for (PhostProcess p : List.of(a, b)) {
                 p.process().destroy();
                 assertTrue(p.process().waitFor(60, TimeUnit.SECONDS), "phost stops on SIGTERM");
@@ -258,6 +276,143 @@ class RunVmMoveTest {
     private static final Pattern TICK = Pattern.compile("V20-TICK ([0-9a-f]{8}) (\\d+)");
 
     /**
+     * A live migration whose target QEMU dies (SIGKILLed as soon as it appears) rolls back: 502, the guest's ticks go
+     * on at the source in the same boot and the LAN pings it there; the peer has no tables, no QEMU and no export
+     * sockets of the VM left.
+     */
+    private void failedLiveMigrationRollsBack(ManagementClient from, ManagementClient to, PhostProcess source,
+                                              String peer, Path dataFrom, Path dataTo) throws Exception {
+        Matcher before = TICK.matcher(awaitConsole(from, source, "V20-TICK"));
+        String boot = null;
+        int last = 0;
+        while (before.find()) {
+            boot = before.group(1);
+            last = Integer.parseInt(before.group(2));
+        }
+        java.util.concurrent.atomic.AtomicBoolean killed = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.concurrent.atomic.AtomicBoolean moving = new java.util.concurrent.atomic.AtomicBoolean(true);
+        Thread killer = Thread.ofPlatform().start(() -> {
+            while (moving.get() && !killed.get()) {
+                incomingQemus(dataTo).forEach(h -> killed.compareAndSet(false, h.destroyForcibly()));
+                try {
+                    Thread.sleep(5);
+                } catch (InterruptedException e) {
+                    return;
+                }
+            }
+        });
+        HttpResponse r;
+        try {
+            r = from.post("/v1/partitions/move?name=vm20&to=" + peer + "&live=true");
+        } finally {
+            moving.set(false);
+            killer.join();
+        }
+        assertTrue(killed.get(), "the target's incoming QEMU was never seen: " + r.bodyText());
+        assertEquals(502, r.status(), r.bodyText());
+        assertTrue(r.bodyText().contains("the VM runs on here") && r.bodyText().contains("dropped it"), r.bodyText());
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+        int after = 0;
+        while (after <= last + 1) {
+            assertTrue(System.nanoTime() < deadline, "the guest's ticks (boot " + boot + ", last " + last
+                + ") did not go on at the source after the rollback:\n" + console(from));
+            Thread.sleep(300);
+            Matcher m = TICK.matcher(console(from));
+            while (m.find()) {
+                if (m.group(1).equals(boot)) {
+                    after = Math.max(after, Integer.parseInt(m.group(2)));
+                }
+            }
+        }
+        awaitPing();
+        assertTrue(partitionNames(from).contains("vm20") && applied(dataFrom).contains("name = \"vm20\""),
+            "the source keeps vm20: " + partitionNames(from));
+        assertTrue(!partitionNames(to).contains("vm20") && !applied(dataTo).contains("name = \"vm20\"")
+            && !applied(dataTo).contains("vm20-data"), "the peer dropped vm20's tables: " + applied(dataTo));
+        assertTrue(incomingQemus(dataTo).isEmpty(), "no QEMU of vm20 left on the peer");
+        Path exports = dataTo.resolve("vhost/partitions/vm20");
+        try (var left = Files.exists(exports) ? Files.list(exports) : java.util.stream.Stream.<Path>empty()) {
+            assertEquals(List.of(), left.toList(), "the peer's vhost-user sockets of vm20");
+        }
+        System.out.println("vm-live-rollback to=" + peer + ": " + r.bodyText().strip());
+    }
+
+    /**
+     * HA restart of a VM: {@code vm20ha} ({@code ha = true}, an RBD disk, no NIC) is applied on A (it boots there and
+     * writes its data) and then on B (it stays stopped: A holds its lock); A and its QEMUs are SIGKILLed; B breaks
+     * the lock (Ceph blocklists A's client) after A's lease and boots the VM, whose data verifies.
+     */
+    private void haRestartAfterSigkill(ManagementClient ca, ManagementClient cb, PhostProcess a, PhostProcess b,
+                                       Path dataA, Path dataB, Path guest, CephTestCluster ceph, String image) throws Exception {
+        String ha = """
+
+            [[disk]]
+            name = "vm20ha-data"
+            format = "rbd"
+            [disk.rbd]
+            pool = "rbd"
+            image = "%1$s"
+            cluster_config = "%2$s"
+            connect_timeout = 20
+            [disk.create]
+            size = "8MiB"
+
+            [[partition]]
+            name = "vm20ha"
+            kind = "vm"
+            memory = "128MiB"
+            ha = true
+            kernel = "%3$s/vmlinuz"
+            initrd = "%3$s/initramfs.gz"
+            cmdline = "%4$s"
+            stop_timeout = 20
+            disk = [{ disk = "vm20ha-data" }]
+            """.formatted(image, ceph.conf(), guest, TestGuestKit.cmdline(SCRIPT, true) + TestGuestKit.NO_AGENT);
+        HttpResponse onA = ca.post("/v1/config", (applied(dataA) + ha).getBytes(StandardCharsets.UTF_8));
+        assertEquals(200, onA.status(), onA.bodyText());
+        String first = awaitConsole(ca, a, "vm20ha", "V20-UP", 1);
+        Matcher written = Pattern.compile("V20-DATA-WRITTEN ([0-9a-f]{32})").matcher(first);
+        assertTrue(written.find(), "vm20ha's first boot writes the data:\n" + first);
+        HttpResponse onB = cb.post("/v1/config", (applied(dataB) + ha).getBytes(StandardCharsets.UTF_8));
+        assertEquals(200, onB.status(), onB.bodyText());
+        String waiting = state(cb, "vm20ha");
+        assertTrue("stopped".equals(waiting) || "created".equals(waiting), "vm20ha waits on B while A holds its lock: " + waiting);
+        long t0 = System.nanoTime();
+        a.process().destroyForcibly(); // SIGKILL: A's phost and its QEMUs die at once, as with a host's power
+        qemusOf(dataA).forEach(ProcessHandle::destroyForcibly);
+        assertTrue(a.process().waitFor(30, TimeUnit.SECONDS), "A's phost ends on SIGKILL");
+        String again = awaitConsole(cb, b, "vm20ha", "V20-DATA-CHECK", 1);
+        System.out.printf("vm-ha-restart detect+boot=%d ms load=%s%n", (System.nanoTime() - t0) / 1_000_000,
+            Files.readString(Path.of("/proc/loadavg")).strip());
+        assertTrue(again.contains("V20-DATA-CHECK now=" + written.group(1) + " then=" + written.group(1)),
+            "vm20ha's data on B (written " + written.group(1) + "):\n" + again);
+        String status = cb.get("/v1/status").bodyText();
+        assertTrue(status.contains("vm20ha"), "B's status lists the takeover: " + status);
+    }
+
+    private static String state(ManagementClient c, String name) throws IOException {
+        for (Object o : (List<?>) Json.parse(c.get("/v1/partitions").bodyText())) {
+            if (name.equals(((Map<?, ?>) o).get("name"))) {
+                return String.valueOf(((Map<?, ?>) o).get("state")).toLowerCase(java.util.Locale.ROOT);
+            }
+        }
+        return null;
+    }
+
+    /** Every QEMU whose files are under {@code data} (a host's data dir). */
+    private static List<ProcessHandle> qemusOf(Path data) {
+        return ProcessHandle.allProcesses().filter(h -> h.info().commandLine()
+            .filter(c -> c.contains("qemu-system") && c.contains(data.toString())).isPresent()).toList();
+    }
+
+    /** QEMU processes of vm20 whose files are under {@code data} (the migration target's, on {@code -incoming}). */
+    private static List<ProcessHandle> incomingQemus(Path data) {
+        return ProcessHandle.allProcesses().filter(h -> h.info().commandLine()
+            .filter(c -> c.contains("qemu-system") && c.contains("-incoming") && c.contains(data.toString())).isPresent())
+            .toList();
+    }
+
+    /**
      * Live migration of vm20 to {@code peer} ({@code live=true}): the guest's tick loop goes on there in the same boot
      * (its boot id, a higher count, no second boot), QEMU's SEND_RARP reaches the LAN through the peer's uplink, the
      * LAN pings the guest, the image holds the guest's data ({@code rbd export}), and the downtime is printed.
@@ -306,8 +461,13 @@ class RunVmMoveTest {
                 }
             }
         }
-        assertTrue(count(console(to).substring(console(to).indexOf(boot)), "PHOST-GUEST-READY") == 0,
-            "no second boot on " + peer);
+        String since = console(to).substring(console(to).indexOf(boot));
+        assertTrue(count(since, "PHOST-GUEST-READY") == 0, "no second boot on " + peer);
+        Thread.sleep(3000); // the CI run's guest panicked about a second after it resumed: give it the time to
+        since = console(to).substring(console(to).indexOf(boot));
+        for (String bad : List.of("Kernel panic", "BUG:", "Oops", "general protection fault", "list_add corruption")) {
+            assertTrue(!since.contains(bad), "the migrated guest on " + peer + " failed (" + bad + "):\n" + since);
+        }
         awaitPing();
         assertTrue(!partitionNames(from).contains("vm20"), "the source dropped vm20 after the migration");
         assertTrue(applied(dataTo).contains("name = \"vm20\"") && !applied(dataFrom).contains("name = \"vm20\""),
@@ -346,7 +506,11 @@ class RunVmMoveTest {
     }
 
     private static String console(ManagementClient c) throws IOException {
-        HttpResponse r = c.get("/v1/partitions/console?name=vm20");
+        return console(c, "vm20");
+    }
+
+    private static String console(ManagementClient c, String name) throws IOException {
+        HttpResponse r = c.get("/v1/partitions/console?name=" + name);
         return r.status() == 200 ? r.bodyText() : "";
     }
 
@@ -364,13 +528,18 @@ class RunVmMoveTest {
 
     /** Waits until the console shows {@code marker} {@code times} times. */
     private static String awaitConsole(ManagementClient c, PhostProcess p, String marker, int times) throws Exception {
+        return awaitConsole(c, p, "vm20", marker, times);
+    }
+
+    private static String awaitConsole(ManagementClient c, PhostProcess p, String name, String marker, int times)
+        throws Exception {
         long deadline = System.nanoTime() + Duration.ofSeconds(180).toNanos();
         String console = "";
         while (count(console, marker) < times) {
             assertTrue(System.nanoTime() < deadline && !console.contains("PHOST-GUEST-DONE rc=1"), "no " + marker + ":\n"
-                + console + "\nqemu:\n" + c.get("/v1/partitions/logs?name=vm20").bodyText() + "\nphost:\n" + p.stderr());
+                + console + "\nqemu:\n" + c.get("/v1/partitions/logs?name=" + name).bodyText() + "\nphost:\n" + p.stderr());
             Thread.sleep(300);
-            console = console(c);
+            console = console(c, name);
         }
         return console;
     }
