@@ -263,8 +263,8 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
         }
 
         private static final String NO_SCSI_HOTPLUG = "a LUN of a VM's vhost-user-scsi controller cannot be hot-added or "
-            + "hot-removed: phost does not offer VIRTIO_SCSI_F_HOTPLUG (with it offered, a Linux guest was not seen to act "
-            + "on the controller's events); use bus = \"blk\" (a PCI hot-plug), or remove the partition and add it back";
+            + "hot-removed by apply yet (the back-end's VIRTIO_SCSI_F_HOTPLUG events are not wired to it); use bus = \"blk\" "
+            + "(a PCI hot-plug), or remove the partition and add it back";
 
         private void vmAttachments(String at, PartitionConfig old, PartitionConfig p) {
             for (DiskAttachment a : old.disks()) {

@@ -185,6 +185,20 @@ public final class GuestMemory implements AutoCloseable {
         return -1;
     }
 
+    /**
+     * Guest-physical address of the front-end user range [uaddr, uaddr+len) if one region holds it wholly, else
+     * -1: where a ring given by user address sits for the dirty log, which counts guest-physical pages.
+     */
+    public long gpaOfUser(long uaddr, long len) {
+        for (Region r : regions) {
+            if (uaddr >= r.uaddr && uaddr - r.uaddr < r.size) {
+                long off = uaddr - r.uaddr;
+                return len >= 0 && len <= r.size - off ? r.gpa + off : -1;
+            }
+        }
+        return -1;
+    }
+
     /** Unmaps every region. The caller guarantees no queue still reads through this table. */
     @Override
     public void close() {

@@ -22,8 +22,8 @@ import java.lang.invoke.VarHandle;
  * must be below the queue size, indirect tables may not nest or share a chain, every buffer is translated
  * through {@link GuestMemory} with overflow-safe bounds; any violation throws {@link VhostUserException}.
  * With INFLIGHT_SHMFD every chain taken is copied into the front-end's inflight region
- * ({@link PackedInflightTracker}) and the chains a killed back-end left there are resubmitted first; no dirty
- * logging for packed rings (the session refuses LOG_ALL with them).
+ * ({@link PackedInflightTracker}) and the chains a killed back-end left there are resubmitted first. While
+ * VHOST_F_LOG_ALL is on, every guest page the queue writes is marked in the dirty log ({@link PackedWriteLog}).
  *
  * <p>Single-threaded: the queue's worker pops, pushes and notifies.
  */
@@ -65,6 +65,8 @@ public final class PackedVirtqueue implements Virtqueue {
     private boolean usedWrap;
     private int signalledUsed;
     private boolean signalledValid;
+    /** Dirty logging while VHOST_F_LOG_ALL is on (null: off). */
+    private PackedWriteLog writeLog;
 
     /**
      * @param descHost/driverHost/deviceHost host addresses that {@link #layout} checked
@@ -112,6 +114,17 @@ public final class PackedVirtqueue implements Virtqueue {
             availWrap = inflight.availWrap();
         }
         EVERYTHING.set(U16, deviceHost + 2, (short) EVENT_F_ENABLE); // kick us for every new chain
+    }
+
+    /**
+     * Logs guest writes for migration from now on (before the worker starts). {@code ringLogged}: SET_VRING_ADDR
+     * had VHOST_VRING_F_LOG, so the ring's own writes (used elements, device area) are marked too, at the
+     * guest-physical addresses of {@code descUser} and {@code deviceUser}.
+     */
+    void logTo(DirtyLog dirtyLog, boolean ringLogged, long descUser, long deviceUser) {
+        long descGpa = ringLogged ? memory.gpaOfUser(descUser, (long) SplitVirtqueue.DESC_LENGTH * size) : -1;
+        long deviceGpa = ringLogged ? memory.gpaOfUser(deviceUser, EVENT_AREA_LENGTH) : -1;
+        writeLog = new PackedWriteLog(dirtyLog, memory, size, descGpa, deviceGpa);
     }
 
     /** Checks a queue size and the three addresses (front-end user addresses); returns their host addresses. */
@@ -169,6 +182,9 @@ public final class PackedVirtqueue implements Virtqueue {
         }
         VarHandle.acquireFence(); // LoadLoad: the chain's descriptors only after the flags that made it available
         chain.reset(0);
+        if (writeLog != null) {
+            writeLog.begin();
+        }
         int pos = nextAvail;
         boolean wrap = availWrap;
         int taken = 0;
@@ -195,6 +211,7 @@ public final class PackedVirtqueue implements Virtqueue {
                 break;
             }
             append(chain, f, addr, len);
+            logWritable(f, addr, len);
             if ((f & SplitVirtqueue.DESC_F_NEXT) == 0) {
                 break;
             }
@@ -204,6 +221,9 @@ public final class PackedVirtqueue implements Virtqueue {
                 "queue " + index + " at " + nextAvail + ": buffer id " + id + " >= queue size " + size);
         }
         chain.head(id);
+        if (writeLog != null) {
+            writeLog.commit(id);
+        }
         descriptorsOfId[id] = taken;
         if (inflight != null) {
             entryOfId[id] = inflight.taken();
@@ -219,6 +239,9 @@ public final class PackedVirtqueue implements Virtqueue {
     /** Chain {@code head} of the inflight region, as a killed back-end took it from the ring. */
     private void resubmit(DescriptorChain chain, int head) {
         chain.reset(0);
+        if (writeLog != null) {
+            writeLog.begin();
+        }
         int num = inflight.chainLength(head);
         int e = head;
         for (int k = 0; ; k++) {
@@ -231,6 +254,7 @@ public final class PackedVirtqueue implements Virtqueue {
                 indirectTable(chain, f, inflight.addr(e), inflight.len(e));
             } else {
                 append(chain, f, inflight.addr(e), inflight.len(e));
+                logWritable(f, inflight.addr(e), inflight.len(e));
             }
             if (k + 1 == num) {
                 break;
@@ -243,6 +267,9 @@ public final class PackedVirtqueue implements Virtqueue {
                 "queue " + index + ": resubmitted buffer id " + id + " >= queue size " + size);
         }
         chain.head(id);
+        if (writeLog != null) {
+            writeLog.commit(id);
+        }
         descriptorsOfId[id] = num;
         entryOfId[id] = head;
     }
@@ -255,6 +282,15 @@ public final class PackedVirtqueue implements Virtqueue {
                     + (!indirect ? " (INDIRECT_DESC not negotiated)" : " not alone, not a multiple of 16 or too big"));
         }
         walkIndirect(chain, addr, (int) (len / SplitVirtqueue.DESC_LENGTH));
+        if (writeLog != null) {
+            writeLog.indirect(addr, len);
+        }
+    }
+
+    private void logWritable(int flags, long addr, long len) {
+        if (writeLog != null && (flags & SplitVirtqueue.DESC_F_WRITE) != 0) {
+            writeLog.writable(addr, len);
+        }
     }
 
     /** An indirect table's descriptors in order (their NEXT flags and ids are not used in packed tables). */
@@ -334,6 +370,9 @@ public final class PackedVirtqueue implements Virtqueue {
         int flags = usedWrap ? DESC_F_AVAIL | DESC_F_USED : 0;
         VarHandle.releaseFence(); // StoreStore: id and len before the flags that hand the descriptor back
         EVERYTHING.set(U16, d + 14, (short) (written > 0 ? flags | SplitVirtqueue.DESC_F_WRITE : flags));
+        if (writeLog != null) {
+            writeLog.pushed(head, nextUsed);
+        }
         nextUsed = after;
         usedWrap = afterWrap;
         if (entry >= 0) {

@@ -41,8 +41,8 @@ public interface VhostUserDevice {
     }
 
     /**
-     * Whether the transport may offer VIRTIO_F_RING_PACKED for this device ({@link PackedVirtqueue}): its
-     * queues then have no dirty logging (inflight tracking, where offered, uses the packed layout).
+     * Whether the transport may offer VIRTIO_F_RING_PACKED for this device ({@link PackedVirtqueue}; dirty
+     * logging and inflight tracking, where offered, work with it as with split rings).
      */
     default boolean packedRings() {
         return false;

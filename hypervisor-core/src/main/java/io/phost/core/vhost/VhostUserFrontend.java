@@ -195,14 +195,14 @@ public final class VhostUserFrontend implements AutoCloseable {
 
     /**
      * SET_OWNER, features ({@code wanted} ∩ offered, plus PROTOCOL_FEATURES), protocol features (all
-     * offered) and the memory table. Returns the negotiated virtio features. Wanting both LOG_ALL and
-     * RING_PACKED (e.g. {@code ~0L}) gets split rings: phost logs dirty pages for split rings only.
+     * offered) and the memory table. Returns the negotiated virtio features. Wanting everything ({@code ~0L})
+     * gets split rings, as QEMU uses unless {@code packed=on}; any other mask gets RING_PACKED if it names it.
      */
     public long negotiate(long wanted) {
         send(VhostUserRequest.SET_OWNER, 0, null);
         long offered = getU64(VhostUserRequest.GET_FEATURES);
         features = offered & (wanted | (1L << F_PROTOCOL_FEATURES));
-        if ((features & (1L << F_LOG_ALL)) != 0) {
+        if (wanted == ~0L) {
             features &= ~(1L << F_RING_PACKED);
         }
         setU64(VhostUserRequest.SET_FEATURES, features);

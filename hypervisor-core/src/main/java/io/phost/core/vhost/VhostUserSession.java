@@ -328,10 +328,6 @@ final class VhostUserSession implements AutoCloseable {
             throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
                 "SET_FEATURES 0x" + Long.toHexString(v) + " has bits not offered: 0x" + Long.toHexString(v & ~offered));
         }
-        if ((v & (1L << F_RING_PACKED)) != 0 && (v & (1L << F_LOG_ALL)) != 0) {
-            throw new VhostUserException(VhostUserException.Reason.BAD_FEATURES,
-                "SET_FEATURES 0x" + Long.toHexString(v) + ": dirty logging (LOG_ALL) is not implemented for packed rings");
-        }
         boolean changed = v != ackedFeatures;
         if (((v ^ ackedFeatures) & (1L << F_LOG_ALL)) != 0) {
             System.getLogger("phost.vhost").log(System.Logger.Level.INFO, "vhost-user " + name + ": dirty logging "

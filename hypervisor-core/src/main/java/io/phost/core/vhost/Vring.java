@@ -77,7 +77,11 @@ final class Vring {
         if (packed) {
             long[] host = PackedVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
             PackedInflightTracker tracker = inflight == null ? null : new PackedInflightTracker(inflight, size);
-            queue = new PackedVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call, tracker);
+            PackedVirtqueue packedQueue = new PackedVirtqueue(index, memory, size, host[0], host[1], host[2], base, eventIdx, indirect, call, tracker);
+            if (log != null) {
+                packedQueue.logTo(log, usedLogGpa >= 0, descUser, usedUser);
+            }
+            queue = packedQueue;
         } else {
             long[] host = SplitVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
             InflightTracker tracker = inflight == null ? null : new InflightTracker(inflight, size);

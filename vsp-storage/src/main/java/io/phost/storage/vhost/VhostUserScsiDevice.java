@@ -12,9 +12,10 @@ import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
 /**
  * virtio-scsi over the storage core: one controller = one {@link ScsiTarget} (target 0) with its LUNs, as the
  * config lays them out. Queue 0 is control, 1 events, 2.. requests (each its own {@link ScsiQueue} over the
- * shared target). Device features: CHANGE only (QEMU passes its own default-on {@code param_change} bit
- * through to the back-end unmasked, and refuses to start if SET_FEATURES fails; a grown LUN raises a
- * parameter-change event, {@link #capacityChanged}). Not offered: INOUT, HOTPLUG, T10_PI.
+ * shared target). Device features: HOTPLUG (a LUN added or removed live raises a transport-reset event,
+ * {@link #lunChanged}) and CHANGE (QEMU passes its own default-on {@code param_change} bit through to the
+ * back-end unmasked, and refuses to start if SET_FEATURES fails; a grown LUN raises a parameter-change event,
+ * {@link #capacityChanged}). Not offered: INOUT, T10_PI.
  * <pre>
  *  config (36)  le32 num_queues @0 | le32 seg_max @4 | le32 max_sectors @8 | le32 cmd_per_lun @12
  *               | le32 event_info_size @16 | le32 sense_size @20 | le32 cdb_size @24 | le16 max_channel @28
@@ -47,12 +48,26 @@ final class VhostUserScsiDevice implements VhostUserDevice {
         events.paramChanged(lun);
     }
 
+    /** LUN {@code lun} was added ({@code added}) or removed: a VIRTIO_SCSI_T_TRANSPORT_RESET event (any thread). */
+    void lunChanged(int lun, boolean added) {
+        events.transportReset(lun, added ? VhostUserScsiEventQueue.EVT_RESET_RESCAN : VhostUserScsiEventQueue.EVT_RESET_REMOVED);
+    }
+
+    /** VIRTIO_SCSI_F_HOTPLUG: LUN hot-add/remove events. */
+    static final int F_HOTPLUG = 1;
     /** VIRTIO_SCSI_F_CHANGE. */
     static final int F_CHANGE = 2;
 
+    private volatile boolean hotplugAcked;
+
     @Override
     public long features() {
-        return 1L << F_CHANGE;
+        return 1L << F_HOTPLUG | 1L << F_CHANGE;
+    }
+
+    @Override
+    public void featuresAcked(long features) {
+        hotplugAcked = (features & 1L << F_HOTPLUG) != 0;
     }
 
     @Override
@@ -87,7 +102,7 @@ final class VhostUserScsiDevice implements VhostUserDevice {
     public VirtqueueHandler openQueue(int index) {
         return switch (index) {
             case CONTROL_QUEUE -> new VhostUserScsiControlQueue(target);
-            case EVENT_QUEUE -> new VhostUserScsiEventQueue(events);
+            case EVENT_QUEUE -> new VhostUserScsiEventQueue(events, () -> hotplugAcked);
             default -> new VhostUserScsiQueue(target, QUEUE_DEPTH);
         };
     }

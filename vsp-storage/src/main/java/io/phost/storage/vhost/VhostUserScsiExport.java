@@ -75,6 +75,29 @@ public final class VhostUserScsiExport extends VhostUserExport {
         return connected();
     }
 
+    /**
+     * Adds {@code unit} at LUN {@code lun} of the running controller (it answers commands at once) and raises
+     * VIRTIO_SCSI_T_TRANSPORT_RESET / RESCAN for it, so a Linux guest that acked HOTPLUG probes it and a new
+     * disk appears without a manual rescan. Throws when the LUN is taken.
+     */
+    public void addLun(int lun, io.phost.storage.scsi.ScsiLun unit) {
+        target.add(lun, unit);
+        device.lunChanged(lun, true);
+    }
+
+    /**
+     * Removes LUN {@code lun} (new commands get CHECK CONDITION / LOGICAL UNIT NOT SUPPORTED from now on) and
+     * raises VIRTIO_SCSI_T_TRANSPORT_RESET / REMOVED for it, so the guest drops the disk. Returns the unit (null
+     * if none) for the caller to close once {@link io.phost.storage.scsi.ScsiTarget#awaitIdle} says so.
+     */
+    public io.phost.storage.scsi.ScsiLun removeLun(int lun) {
+        io.phost.storage.scsi.ScsiLun unit = target.remove(lun);
+        if (unit != null) {
+            device.lunChanged(lun, false);
+        }
+        return unit;
+    }
+
     @Override
     protected void released() {
         device.events.close();

@@ -59,20 +59,38 @@ class VhostUserBlkAllocationTest {
             Thread worker = Thread.getAllStackTraces().keySet().stream()
                 .filter(t -> t.getName().equals(name + "-q0")).findFirst()
                 .orElseThrow(() -> new AssertionError("no queue worker: " + Thread.getAllStackTraces().keySet()));
-            // Three windows, judged by the best. Seen once under heavy load: a single 10,000-I/O window with
-            // exactly 40 B/IO, 0 B in every rerun; the likely cause is the JIT recompiling the path mid-window
-            // (not proven). A steady per-I/O allocation shows in every window and still fails.
+            // Windows judged by the best one the JIT stayed out of. Under load (2 vCPUs, load 30) C2 runs late:
+            // seen 65-90 B/IO in all of three windows right after the warm-up, and 328 B in one window of an
+            // otherwise clean run (also one 744 B window with no compilation: a one-off, not per I/O; its path is
+            // not identified). The likely cause of the 65-90 B/IO (not proven): until the downcall paths (preadv/pwritev, poll, eventfd) are C2-compiled,
+            // FFM's capture-segment slice is not scalar-replaced, and a recompilation mid-window allocates on
+            // the worker too. So measure until a window passes with no compilation anywhere in the JVM
+            // (CompilationMXBean time unchanged); a steady per-I/O allocation of ours shows in that window too.
+            var jit = ManagementFactory.getCompilationMXBean();
             int ios = 5_000;
             long best = Long.MAX_VALUE;
-            for (int w = 0; w < 3; w++) {
+            boolean quiet = false;
+            StringBuilder seen = new StringBuilder();
+            long deadline = System.nanoTime() + 60_000_000_000L;
+            for (int w = 0; w < 3 || (!quiet && w < 40 && System.nanoTime() - deadline < 0); w++) {
+                long jitBefore = jit.getTotalCompilationTime();
                 long before = mx.getThreadAllocatedBytes(worker.threadId());
                 run(blk, buf, ios);
                 long after = mx.getThreadAllocatedBytes(worker.threadId());
-                System.out.println(name + " worker: " + (after - before) + " bytes for " + ios + " I/Os");
-                best = Math.min(best, after - before);
+                boolean windowQuiet = jit.getTotalCompilationTime() == jitBefore;
+                seen.append(' ').append(after - before).append(windowQuiet ? "" : "(jit)");
+                if (windowQuiet && !quiet) {
+                    best = Long.MAX_VALUE; // from now on judge only windows the JIT stayed out of
+                }
+                if (windowQuiet || !quiet) {
+                    best = Math.min(best, after - before);
+                }
+                quiet |= windowQuiet;
             }
+            System.out.println(name + " worker bytes per " + ios + "-I/O window:" + seen);
             double perIo = best / (double) ios;
-            assertTrue(perIo < 16 + FFM_ERRNO_SLICE_BYTES, "worker allocated at best " + best + " bytes for " + ios + " I/Os (" + perIo + " B/IO)");
+            assertTrue(perIo < 16 + FFM_ERRNO_SLICE_BYTES, "worker allocated at best " + best + " bytes for " + ios
+                + " I/Os (" + perIo + " B/IO" + (quiet ? "" : ", no window without JIT activity") + "); windows:" + seen);
         } finally {
             Files.deleteIfExists(file);
         }

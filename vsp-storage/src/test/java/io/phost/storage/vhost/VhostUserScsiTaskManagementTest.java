@@ -55,6 +55,22 @@ class VhostUserScsiTaskManagementTest {
         return f.at(resp, 1).get(ValueLayout.JAVA_BYTE, 0);
     }
 
+    /**
+     * Waits until the request queue has taken the command from the ring: the control queue runs on its own thread,
+     * so under load a QUERY TASK can overtake the kick, and a task the target has not received does not exist
+     * (FUNCTION COMPLETE is then the right answer; it failed this test once). Until then QUERY TASK may only
+     * say COMPLETE; anything else, or no SUCCEEDED within 10 s, fails.
+     */
+    private static void awaitTaskReceived(VhostUserFrontend f, VhostUserFrontend.Queue ctrl, long id) throws InterruptedException {
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        int answer;
+        while ((answer = tmf(f, ctrl, TMF_QUERY_TASK, 0, id)) != S_FUNCTION_SUCCEEDED) {
+            assertEquals(S_FUNCTION_COMPLETE, answer, "QUERY TASK before the command arrived");
+            assertTrue(System.nanoTime() - deadline < 0, "the held READ never reached the target within 10 s");
+            Thread.sleep(20);
+        }
+    }
+
     @Test
     void shouldAbortACommandThatHasNotStarted() throws Exception {
         ScsiTarget t = new ScsiTarget();
@@ -83,6 +99,7 @@ class VhostUserScsiTaskManagementTest {
             q.kick();
             assertNull(q.awaitUsed(300), "held while the LUN is paused");
 
+            awaitTaskReceived(f, ctrl, 0x1234_5678_9AL);
             assertEquals(S_FUNCTION_SUCCEEDED, tmf(f, ctrl, TMF_QUERY_TASK, 0, 0x1234_5678_9AL), "the task exists");
             assertEquals(S_FUNCTION_COMPLETE, tmf(f, ctrl, TMF_QUERY_TASK, 0, 99), "no task with that id");
             assertEquals(S_INCORRECT_LUN, tmf(f, ctrl, TMF_ABORT_TASK, 7, 0x1234_5678_9AL));

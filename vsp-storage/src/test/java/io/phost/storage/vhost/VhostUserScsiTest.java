@@ -33,8 +33,8 @@ class VhostUserScsiTest {
     @TempDir
     Path dir;
 
-    /** Sends one command on {@code q}; returns {response, status, residual, usedLen, senseKey}. */
-    private static int[] command(VhostUserFrontend f, VhostUserFrontend.Queue q, int target, int lun, byte[] cdb, long data, int dataLen, boolean in) {
+    /** Sends one command on {@code q}; returns {response, status, residual, usedLen, senseKey, asc} (-1: no sense). */
+    static int[] command(VhostUserFrontend f, VhostUserFrontend.Queue q, int target, int lun, byte[] cdb, long data, int dataLen, boolean in) {
         long req = f.alloc(REQ_LENGTH, 8);
         long resp = f.alloc(RESP_LENGTH, 8);
         MemorySegment r = f.at(req, REQ_LENGTH);
@@ -58,12 +58,14 @@ class VhostUserScsiTest {
         assertNotNull(u, "command completed");
         assertEquals(head, u[0]);
         MemorySegment s = f.at(resp, RESP_LENGTH);
-        int senseKey = s.get(LE32, RESP_SENSE_LEN_OFFSET) > 0 ? s.get(ValueLayout.JAVA_BYTE, RESP_SENSE_OFFSET + 2) & 0x0F : -1;
+        boolean sense = s.get(LE32, RESP_SENSE_LEN_OFFSET) > 0;
+        int senseKey = sense ? s.get(ValueLayout.JAVA_BYTE, RESP_SENSE_OFFSET + 2) & 0x0F : -1;
+        int asc = sense ? s.get(ValueLayout.JAVA_BYTE, RESP_SENSE_OFFSET + 12) & 0xFF : -1;
         return new int[] {s.get(ValueLayout.JAVA_BYTE, RESP_RESPONSE_OFFSET), s.get(ValueLayout.JAVA_BYTE, RESP_STATUS_OFFSET) & 0xFF,
-            s.get(LE32, RESP_RESIDUAL_OFFSET), u[1], senseKey};
+            s.get(LE32, RESP_RESIDUAL_OFFSET), u[1], senseKey, asc};
     }
 
-    private static byte[] rw16(int op, long lba, int blocks) {
+    static byte[] rw16(int op, long lba, int blocks) {
         MemorySegment c = MemorySegment.ofArray(new byte[16]);
         c.set(ValueLayout.JAVA_BYTE, 0, (byte) op);
         c.set(BE64, 2, lba);
