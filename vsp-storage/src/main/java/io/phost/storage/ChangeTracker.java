@@ -53,7 +53,9 @@ public final class ChangeTracker implements AutoCloseable {
         UNCLEAN_STOP("the host stopped without closing the bitmap (killed or crashed)"),
         CORRUPT("the bitmap file is unreadable (bad checksum, size or magic)"),
         REVERTED("a checkpoint was applied: the disk went back to an older state"),
-        BACKUP_INTERRUPTED("the host stopped during a backup: its changes were never confirmed copied");
+        BACKUP_INTERRUPTED("the host stopped during a backup: its changes were never confirmed copied"),
+        /** Appended last: the ordinal is stored in the bitmap file. */
+        ADDED_LIVE("the partition was added or moved here while the host ran: its disk may have been written elsewhere");
 
         public final String text;
 

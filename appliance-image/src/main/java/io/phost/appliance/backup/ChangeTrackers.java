@@ -55,15 +55,34 @@ public final class ChangeTrackers implements Component {
         }
     }
 
-    /** The tracker of {@code disk}, created and attached to {@code lun} at its first backup. */
+    /**
+     * Reattaches the trackers of a partition added while the host runs (a live apply, a partition moved here
+     * from a peer): before, it got them only at the next host start. Its disks may have been written where
+     * this host's bitmap did not see it (on the peer it moved from, through a partition since removed), so a
+     * bitmap that exists is invalidated: the next backup is full.
+     */
+    public void resumeAdded(Map<String, ScsiLun> luns) throws IOException {
+        for (Map.Entry<String, ScsiLun> e : luns.entrySet()) {
+            if (Files.exists(bitmapFile(e.getKey()))) {
+                ChangeTracker t = attach(e.getKey(), e.getValue());
+                t.invalidate(ChangeTracker.Reason.ADDED_LIVE);
+                t.persistIfChanged();
+            }
+        }
+    }
+
+    /**
+     * The tracker of {@code disk}, created at its first backup, attached to {@code lun} (again when a partition
+     * added live brings a new LUN for a disk whose tracker is open).
+     */
     synchronized ChangeTracker attach(String disk, ScsiLun lun) throws IOException {
         ChangeTracker t = trackers.get(disk);
         if (t == null) {
             Files.createDirectories(dir);
             t = ChangeTracker.open(bitmapFile(disk), lun.blocks() * lun.blockSize());
-            lun.trackChanges(t);
             trackers.put(disk, t);
         }
+        lun.trackChanges(t);
         return t;
     }
 

@@ -79,8 +79,22 @@ public final class Assembler {
         CheckpointService checkpoints = new CheckpointService(host, cfg.host().dataDir());
         app.add(new CheckpointsComponent(checkpoints));
         app.add(new BackupComponent(new BackupService(host, checkpoints, tracking)));
+        // A partition added live (or moved here) gets its trackers back as it is built, a VM's too, invalidated.
+        PartitionsComponent.VspSource resumeAddedTracking = new PartitionsComponent.VspSource() {
+            @Override
+            public List<io.phost.core.vmbus.VirtualServiceProvider> vspsFor(PartitionConfig p) throws java.io.IOException {
+                tracking.resumeAdded(luns(p, storage::lun));
+                return List.of();
+            }
+
+            @Override
+            public List<io.phost.core.vm.VmDevice> vmDevicesFor(PartitionConfig p) throws java.io.IOException {
+                tracking.resumeAdded(luns(p, vmDisks::lun));
+                return List.of();
+            }
+        };
         ConfigComponent config = app.add(new ConfigComponent(cfg, text, qos, network, storage, partitions, vmDisks,
-            resumeTracking), qos, network, storage, partitions, vmDisks);
+            resumeAddedTracking), qos, network, storage, partitions, vmDisks);
         if (locks != null) {
             app.add(new ClusterComponent(cfg, running, config, partitions, locks), partitions, disks, config);
         }

@@ -247,6 +247,22 @@ public final class PartitionHost implements AutoCloseable {
         }
     }
 
+    /**
+     * One message within {@code timeoutMillis}: 0 from {@link UnixSocket#receive} is a timeout or a signal
+     * (EINTR from poll: async-profiler's wall clock mode, a jcmd attach), so wait again for the rest of the time.
+     * Read as a bad first message, a signal made the host hang up (the guest's next send: Broken pipe).
+     */
+    private static long receiveWithin(UnixSocket c, MemorySegment m, int[] fds, int timeoutMillis) {
+        long deadline = System.nanoTime() + timeoutMillis * 1_000_000L;
+        while (true) {
+            long left = deadline - System.nanoTime();
+            long n = c.receive(m, fds, (int) Math.max(1, left / 1_000_000));
+            if (n != 0 || left <= 0) {
+                return n;
+            }
+        }
+    }
+
     private void attach(UnixSocket c) {
         MemorySegment m = Arena.ofAuto().allocate(MAX_LENGTH + 16, 8);
         int[] fds = new int[UnixSocket.MAX_FDS];
@@ -255,7 +271,7 @@ public final class PartitionHost implements AutoCloseable {
         boolean released = false;
         try {
             for (int attempt = 0; attempt < VERSIONS.length + 1; attempt++) {
-                long n = c.receive(m, fds, 5_000);
+                long n = receiveWithin(c, m, fds, 5_000);
                 int fd = takeOnlyFd(fds);
                 if (n < CONTACT_NAME || n > MAX_LENGTH || type(m) != INITIATE_CONTACT || fd < 0) {
                     Fd.close(fd);

@@ -13,6 +13,7 @@ import io.phost.perf.BenchSuite;
 import io.phost.perf.vhost.VhostBlkLoad;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
+import io.phost.storage.engine.IoCompletionHandler;
 import io.phost.storage.engine.IoEngine;
 import io.phost.storage.engine.IoEngines;
 import io.phost.storage.engine.IoVecs;
@@ -48,6 +49,8 @@ import java.util.regex.Pattern;
  *
  * <p>Cluster: {@code $CEPH_CONF} (pool {@code $PHOST_BENCH_RBD_POOL}, default rbd) when set; else a throwaway
  * one started with {@code tools/ceph-test-cluster/start.sh} (found above the working directory) and removed.
+ * {@code $PHOST_BENCH_RBD_ONLY} (for profiling one side) keeps the points and sides whose names it lists, comma
+ * separated: {@code 4k-randread-qd32,engine} runs only the engine at read QD32 (sides: vmbus, vhost, engine, fio).
  */
 public final class RbdBenchSuite implements BenchSuite {
     private static final Pattern READ_IOPS = Pattern.compile("\"read\"\\s*:\\s*\\{[^{}]*?\"iops\"\\s*:\\s*([0-9.eE+-]+)");
@@ -122,6 +125,11 @@ public final class RbdBenchSuite implements BenchSuite {
             "--io-total", Long.toString(IMAGE_SIZE), pool + "/" + IMAGE), conf, 300);
         List<Point> points = List.of(new Point("4k-randread-qd1", false, 1), new Point("4k-randread-qd32", false, 32),
             new Point("4k-randwrite-qd1", true, 1), new Point("4k-randwrite-qd32", true, 32));
+        List<String> only = System.getenv("PHOST_BENCH_RBD_ONLY") == null ? List.of()
+            : List.of(System.getenv("PHOST_BENCH_RBD_ONLY").split(","));
+        List<String> onlyPoints = only.stream().filter(o -> o.startsWith("4k-")).toList();
+        List<String> onlySides = only.stream().filter(o -> !o.startsWith("4k-")).toList();
+        points = points.stream().filter(p -> onlyPoints.isEmpty() || onlyPoints.contains(p.name())).toList();
         List<BenchResult> results = new ArrayList<>();
         int total = points.size() * rounds * 4;
         int step = 0;
@@ -132,13 +140,13 @@ public final class RbdBenchSuite implements BenchSuite {
             double[] peer = new double[rounds];
             for (int r = 0; r < rounds; r++) {
                 ctx.progress(step++, total, pt.name() + " vmbus-guest round " + (r + 1));
-                vmbus[r] = viaVmbus(ctx, opts, pt, seconds, r);
+                vmbus[r] = runs(onlySides, "vmbus") ? viaVmbus(ctx, opts, pt, seconds, r) : Double.NaN;
                 ctx.progress(step++, total, pt.name() + " vhost-user round " + (r + 1));
-                vhost[r] = viaVhostUser(ctx, opts, pt, seconds, r);
+                vhost[r] = runs(onlySides, "vhost") ? viaVhostUser(ctx, opts, pt, seconds, r) : Double.NaN;
                 ctx.progress(step++, total, pt.name() + " engine round " + (r + 1));
-                engine[r] = viaEngine(opts, pt, seconds, r);
+                engine[r] = runs(onlySides, "engine") ? viaEngine(opts, pt, seconds, r) : Double.NaN;
                 ctx.progress(step++, total, pt.name() + " fio rbd round " + (r + 1));
-                peer[r] = fio ? viaFio(ctx, conf, pool, pt, seconds) : Double.NaN;
+                peer[r] = fio && runs(onlySides, "fio") ? viaFio(ctx, conf, pool, pt, seconds) : Double.NaN;
             }
             String peerName = fio ? "fio rbd engine" : null;
             results.add(result(pt.name() + " vmbus-guest", vmbus, peerName, peer));
@@ -148,6 +156,10 @@ public final class RbdBenchSuite implements BenchSuite {
         ctx.progress(total, total, "done");
         exec(List.of("rbd", "rm", pool + "/" + IMAGE), conf, 120, true);
         return results;
+    }
+
+    private static boolean runs(List<String> onlySides, String side) {
+        return onlySides.isEmpty() || onlySides.contains(side);
     }
 
     private static double median(double[] v) {
@@ -216,49 +228,57 @@ public final class RbdBenchSuite implements BenchSuite {
     private static double viaEngine(RbdDisk.Options opts, Point pt, double seconds, int round) throws IOException {
         try (RbdDisk disk = RbdDisk.open(opts); Arena a = Arena.ofConfined();
              IoEngine e = IoEngines.open(disk, IoEngines.Kind.AUTO, Math.max(2, pt.qd()))) {
-            int qd = pt.qd();
-            IoVecs[] v = new IoVecs[qd];
-            for (int i = 0; i < qd; i++) {
-                v[i] = IoVecs.of(a.allocate(4096, 4096));
-            }
-            long units = IMAGE_SIZE / 4096;
-            SplittableRandom r = new SplittableRandom(100 + round);
-            int[] freeSlots = new int[qd];
-            int[] free = {0};
-            long[] done = {0};
-            long[] errors = {0};
-            for (int i = 0; i < qd; i++) {
-                freeSlots[free[0]++] = i;
-            }
-            long t0 = System.nanoTime();
-            long end = t0 + (long) (seconds * 1e9);
-            while (System.nanoTime() < end) {
-                while (free[0] > 0) {
-                    int s = freeSlots[--free[0]];
-                    long off = r.nextLong(units) * 4096;
-                    if (!(pt.write() ? e.tryWrite(off, v[s], s) : e.tryRead(off, v[s], s))) {
-                        free[0]++;
-                        break;
-                    }
-                }
-                e.submit();
-                e.await((u, res) -> {
-                    freeSlots[free[0]++] = (int) u;
-                    done[0]++;
-                    if (res != 4096) {
-                        errors[0]++;
-                    }
-                }, 1_000_000L);
-            }
-            double el = (System.nanoTime() - t0) / 1e9;
-            while (e.inFlight() > 0) {
-                e.await((u, res) -> { }, 1_000_000L);
-            }
-            if (errors[0] > 0) {
-                throw new IllegalStateException("rbd bench: " + errors[0] + " engine requests failed");
-            }
-            return done[0] / el;
+            // warm-up, as the transports' loads and fio's ramp_time have (it ran JIT-cold before)
+            engineLoad(e, a, pt, Math.min(0.3, seconds / 2), 7 + round);
+            return engineLoad(e, a, pt, seconds, 100 + round);
         }
+    }
+
+    /** QD requests kept in flight on {@code e} for {@code seconds}; returns IOPS. One handler, no allocation per I/O. */
+    private static double engineLoad(IoEngine e, Arena a, Point pt, double seconds, int seed) {
+        int qd = pt.qd();
+        IoVecs[] v = new IoVecs[qd];
+        for (int i = 0; i < qd; i++) {
+            v[i] = IoVecs.of(a.allocate(4096, 4096));
+        }
+        long units = IMAGE_SIZE / 4096;
+        SplittableRandom r = new SplittableRandom(seed);
+        int[] freeSlots = new int[qd];
+        int[] free = {0};
+        long[] done = {0};
+        long[] errors = {0};
+        for (int i = 0; i < qd; i++) {
+            freeSlots[free[0]++] = i;
+        }
+        IoCompletionHandler onDone = (u, res) -> {
+            freeSlots[free[0]++] = (int) u;
+            done[0]++;
+            if (res != 4096) {
+                errors[0]++;
+            }
+        };
+        long t0 = System.nanoTime();
+        long end = t0 + (long) (seconds * 1e9);
+        while (System.nanoTime() < end) {
+            while (free[0] > 0) {
+                int s = freeSlots[--free[0]];
+                long off = r.nextLong(units) * 4096;
+                if (!(pt.write() ? e.tryWrite(off, v[s], s) : e.tryRead(off, v[s], s))) {
+                    free[0]++;
+                    break;
+                }
+            }
+            e.submit();
+            e.await(onDone, 1_000_000L);
+        }
+        double iops = done[0] / ((System.nanoTime() - t0) / 1e9);
+        while (e.inFlight() > 0) {
+            e.await(onDone, 1_000_000L); // the next load reuses the buffers
+        }
+        if (errors[0] > 0) {
+            throw new IllegalStateException("rbd bench: " + errors[0] + " engine requests failed");
+        }
+        return iops;
     }
 
     private static double viaFio(BenchContext ctx, Path conf, String pool, Point pt, double seconds) throws Exception {

@@ -28,8 +28,9 @@ import java.util.List;
  * <pre>
  *   engine A ─ rbd_aio_readv(arg = A.id&lt;&lt;17 | slot) ─▶ librbd ─▶ OSD
  *                                                        ◀─ done: list += c; write(eventfd)
- *   any engine's poll: lock; read(eventfd) &gt; 0 ? rbd_poll_io_events → for each c:
+ *   any engine's poll: lock; rbd_poll_io_events → for each c:
  *        owner = arg&gt;&gt;&gt;17; owner.ring += (slot, result); release(c); owner ≠ me ? signal(owner.wake)
+ *   an engine's wait: ppoll(eventfd, own wake) → read only the fds that polled readable → poll
  * </pre>
  *
  * <p>Writers hold the image's exclusive lock ({@code rbd_lock_acquire}) from open to close: a second
@@ -414,14 +415,12 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
     }
 
     /**
-     * Moves every finished completion to its engine's ring (caller holds the lock). Reads the eventfd
-     * first: librbd appends to its list before it signals, so a zero count means nothing was appended
-     * since the last drain, and a completion appended after our read re-arms the eventfd.
+     * Moves every finished completion to its engine's ring (caller holds the lock). Pops librbd's list
+     * without reading the eventfd first: {@code rbd_poll_io_events} is a lock-free pop, a read(2) per look
+     * was most of a spinning queue agent's CPU per I/O. The eventfd is reset only by {@link #rearmLocked},
+     * before a sleep on it.
      */
     void drainLocked(RbdEngine caller) {
-        if (completions.tryConsume() == 0) {
-            return;
-        }
         int n;
         do {
             n = Librbd.pollIoEvents(image, comps.address(), POLL_BATCH);
@@ -437,6 +436,15 @@ public final class RbdDisk implements VirtualDisk, EngineSource {
                 }
             }
         } while (n == POLL_BATCH);
+    }
+
+    /**
+     * Resets the completion eventfd (caller holds the lock) once a poll on it said it is readable, so the
+     * next poll sleeps. librbd appends to its list before it signals: a completion appended after this read
+     * re-arms the fd, one appended before it is found by the {@link #drainLocked} that must follow.
+     */
+    void rearmLocked() {
+        completions.tryConsume();
     }
 
     // ---- VirtualDisk: synchronous path ----

@@ -202,8 +202,18 @@ public final class RbdEngine implements IoEngine {
         }
         // Nanosecond timeout: callers wait 50-200 µs between looks at their ring or kick fd; poll(2)'s whole
         // milliseconds made each such wait 1 ms, so new requests sat in the ring until a completion came.
+        // A completion fd still readable from completions poll() already popped returns at once: the rearm
+        // below makes the next wait sleep. Each fd is read only when it polled readable (a read(2) that finds
+        // nothing was a third of the syscalls per wait).
         Poll.ppoll(pollFds, 2, timeout, timeoutNanos);
-        wake.tryConsume();
+        if ((pollFds.get(ValueLayout.JAVA_SHORT, 6) & Poll.POLLIN) != 0) {
+            synchronized (disk) {
+                disk.rearmLocked();
+            }
+        }
+        if ((pollFds.get(ValueLayout.JAVA_SHORT, Poll.POLLFD_SIZE + 6) & Poll.POLLIN) != 0) {
+            wake.tryConsume();
+        }
         return poll(handler);
     }
 
