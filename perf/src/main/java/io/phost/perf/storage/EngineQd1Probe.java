@@ -34,8 +34,9 @@ public final class EngineQd1Probe {
         Path dir = Path.of(args.length > 0 ? args[0] : System.getProperty("java.io.tmpdir"));
         long millis = args.length > 1 ? Long.parseLong(args[1]) : 1_000;
         int rounds = args.length > 2 ? Integer.parseInt(args[2]) : 3;
-        Path file = Files.createTempFile(dir, "qd1probe", ".raw");
+        Path file = dir.resolve("qd1probe-" + ProcessHandle.current().pid() + ".raw");
         try {
+            RawDisk.createSparse(file, FILE_BYTES);
             fill(file);
             System.out.println("load before: " + Files.readString(Path.of("/proc/loadavg")).trim());
             for (boolean direct : new boolean[] {true, false}) {
