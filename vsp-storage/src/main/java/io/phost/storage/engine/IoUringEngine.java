@@ -219,9 +219,31 @@ public final class IoUringEngine implements IoEngine, IoUring.CqeHandler {
         long n = loneRead
             ? DirectFile.preadv(fd, v.arrayAddress(), v.count(), loneOffset)
             : DirectFile.pwritev(fd, v.arrayAddress(), v.count(), loneOffset);
+        if (!loneRead && n >= 0 && n < v.totalLength()) {
+            n = writeRest(v, loneOffset, n); // e.g. the file system filled up mid-way: the real errno (ENOSPC)
+        }
         loneResult = n;
         loneState = LONE_DONE;
         loneRuns++;
+    }
+
+    /** Writes what a short pwritev left: the whole length, or -errno of the write that failed. */
+    private long writeRest(IoVecs v, long offset, long done) {
+        long at = offset;
+        long skip = done;
+        try {
+            for (int s = 0; s < v.count(); s++) {
+                long len = v.lengthAt(s);
+                if (skip < len) {
+                    DirectFile.pwrite(fd, v.baseAt(s) + skip, len - skip, at + skip);
+                }
+                skip = Math.max(0, skip - len);
+                at += len;
+            }
+            return v.totalLength();
+        } catch (io.phost.core.sys.NativeException e) {
+            return -e.errno();
+        }
     }
 
     /** How many requests ran as psync because they were alone (tests, status). */

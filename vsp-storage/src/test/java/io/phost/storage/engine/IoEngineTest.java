@@ -251,6 +251,34 @@ class IoEngineTest {
         }
     }
 
+    /** A lone write that fills the file system reports -ENOSPC, not a short count (as the inline engine does). */
+    @Test
+    void shouldReportEnospcForALoneWriteThatFillsTheFileSystem() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        assumeTrue("root".equals(System.getProperty("user.name")), "mounting a tmpfs needs root");
+        Path mnt = java.nio.file.Files.createDirectory(dir.resolve("full"));
+        Process p = new ProcessBuilder("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt.toString())
+            .redirectErrorStream(true).start();
+        assertTrue(p.waitFor(10, java.util.concurrent.TimeUnit.SECONDS) && p.exitValue() == 0, "mount a 1 MiB tmpfs");
+        try {
+            Path file = mnt.resolve("d.raw");
+            RawDisk.createSparse(file, 4 << 20);
+            try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, true);
+                 IoUringEngine engine = new IoUringEngine(disk.fd(), 4, true)) {
+                MemorySegment big = arena.allocate(2 << 20, 4096);
+                big.fill((byte) 7);
+                long[] res = {Long.MIN_VALUE};
+                assertTrue(engine.tryWrite(0, IoVecs.of(big), 1));
+                engine.submit();
+                assertEquals(1, engine.poll((u, r) -> res[0] = r));
+                assertEquals(1, engine.loneRuns());
+                assertEquals(-28, res[0], "2 MiB into a 1 MiB file system: ENOSPC");
+            }
+        } finally {
+            new ProcessBuilder("umount", "-l", mnt.toString()).start().waitFor(10, java.util.concurrent.TimeUnit.SECONDS);
+        }
+    }
+
     /** A disk kind the engines have never heard of chooses its engine by what it declares (issue 13). */
     @Test
     void shouldChooseTheEngineFromDeclaredCapabilitiesNotFromTheDiskClass() throws Exception {
