@@ -279,6 +279,24 @@ class IoEngineTest {
         }
     }
 
+    /** Issue 19: the automatic choice: lone psync on an O_DIRECT fd, the ring on a buffered fd. */
+    @Test
+    void shouldRunLoneRequestsAsPsyncOnlyOnODirectFds() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("choice.raw");
+        RawDisk.createSparse(file, 1 << 20);
+        for (boolean direct : new boolean[] {true, false}) {
+            try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, direct);
+                 IoEngine engine = IoEngines.open(disk, IoEngines.Kind.IO_URING, 4)) {
+                assumeTrue(disk.direct() == direct, "O_DIRECT as asked on this file system");
+                assertTrue(engine.tryWrite(0, IoVecs.of(arena.allocate(4096, 4096)), 1));
+                engine.submit();
+                while (engine.await((u, r) -> assertEquals(4096, r), 1_000_000_000L) == 0) { }
+                assertEquals(direct ? 1 : 0, ((IoUringEngine) engine).loneRuns(), direct ? "O_DIRECT" : "buffered");
+            }
+        }
+    }
+
     /** A disk kind the engines have never heard of chooses its engine by what it declares (issue 13). */
     @Test
     void shouldChooseTheEngineFromDeclaredCapabilitiesNotFromTheDiskClass() throws Exception {
