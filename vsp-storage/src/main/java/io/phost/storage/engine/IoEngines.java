@@ -43,7 +43,9 @@ public final class IoEngines {
             return new InlineEngine(disk, depth); // a memory copy (or nothing): cheaper than a thread hop
         }
         if (caps.fdBacked() && kind != Kind.THREADS && ioUringAvailable()) {
-            return new IoUringEngine(caps.fd(), depth);
+            // A lone request runs as psync on O_DIRECT fds only (EngineQd1Probe, docs/benchmarks.md issue 19
+            // section 15: psync 1.0-1.2x on reads, 6.8x on writes there; on buffered fds io_uring was faster).
+            return new IoUringEngine(caps.fd(), depth, IoUringEngine.QD1_SYNC && caps.directAlignment() > 1);
         }
         return new ThreadPoolEngine(disk, depth);
     }

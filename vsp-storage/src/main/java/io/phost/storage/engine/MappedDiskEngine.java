@@ -62,7 +62,7 @@ public final class MappedDiskEngine implements IoEngine {
     private MappedDiskEngine(MappedDisk disk, int fd, int depth) {
         this.disk = disk;
         this.depth = depth;
-        this.fast = new IoUringEngine(fd, depth);
+        this.fast = new IoUringEngine(fd, depth, IoUringEngine.QD1_SYNC && disk.mappedAlignment() > 1); // as IoEngines
         this.slow = new ThreadPoolEngine(disk, depth);
         this.alignment = Math.max(1, disk.mappedAlignment());
         this.freeSlots = new int[depth];

@@ -139,6 +139,164 @@ class IoEngineTest {
         }
     }
 
+    /** Issue 19: a lone read or write runs as one preadv/pwritev in submit; poll delivers it without a wait. */
+    @Test
+    void shouldRunALoneRequestAsPsyncAndDeliverItAtTheNextPoll() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("lone.raw");
+        RawDisk.createSparse(file, 1 << 20);
+        try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, true);
+             IoUringEngine engine = new IoUringEngine(disk.fd(), 8, true)) {
+            MemorySegment out = arena.allocate(4096, 4096);
+            out.fill((byte) 0x5A);
+            long[] res = {Long.MIN_VALUE, -1};
+            IoCompletionHandler h = (u, r) -> { res[0] = r; res[1] = u; };
+            assertTrue(engine.tryWrite(8192, IoVecs.of(out), 11));
+            assertTrue(engine.hasUnsubmitted(), "the lone request waits for submit");
+            assertEquals(1, engine.submit());
+            assertEquals(1, engine.loneRuns(), "a lone write runs as pwritev");
+            assertEquals(1, engine.inFlight(), "in flight until delivered");
+            assertEquals(1, engine.poll(h), "delivered by poll, no wait needed");
+            assertEquals(4096, res[0]);
+            assertEquals(11, res[1]);
+            assertEquals(0, engine.inFlight());
+            MemorySegment in = arena.allocate(4096, 4096);
+            assertTrue(engine.tryRead(8192, IoVecs.of(in), 12));
+            assertEquals(1, engine.await(h, 1_000_000_000L), "await runs and delivers a held lone request");
+            assertEquals(2, engine.loneRuns());
+            assertEquals(4096, res[0]);
+            assertEquals(-1, in.mismatch(out), "the lone read returns what the lone write stored");
+            assertTrue(engine.tryRead(2L << 20, IoVecs.of(in), 13));
+            engine.submit();
+            assertEquals(1, engine.poll(h));
+            assertEquals(0, res[0], "a lone read at EOF transfers nothing, as on the ring");
+        }
+    }
+
+    /** Issue 19: a second request before submit sends both through io_uring (QD > 1 keeps the ring). */
+    @Test
+    void shouldSendEverythingThroughTheRingWhenASecondRequestJoinsBeforeSubmit() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("pair.raw");
+        RawDisk.createSparse(file, 1 << 20);
+        try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, true);
+             IoUringEngine engine = new IoUringEngine(disk.fd(), 8, true)) {
+            MemorySegment a = arena.allocate(4096, 4096);
+            MemorySegment b = arena.allocate(4096, 4096);
+            a.fill((byte) 1);
+            b.fill((byte) 2);
+            assertTrue(engine.tryWrite(0, IoVecs.of(a), 1));
+            assertTrue(engine.tryWrite(4096, IoVecs.of(b), 2));
+            assertTrue(engine.tryFlush(3));
+            engine.submit();
+            long[] res = new long[4];
+            int[] seen = {0};
+            while (seen[0] < 3) {
+                engine.await((u, r) -> { res[(int) u] = r; seen[0]++; }, 1_000_000_000L);
+            }
+            assertEquals(0, engine.loneRuns(), "none of the three was alone");
+            assertEquals(4096, res[1]);
+            assertEquals(4096, res[2]);
+            assertEquals(0, res[3]);
+            MemorySegment check = arena.allocate(8192, 4096);
+            disk.read(0, check);
+            assertEquals(-1, check.asSlice(0, 4096).mismatch(a));
+            assertEquals(-1, check.asSlice(4096, 4096).mismatch(b));
+            assertTrue(engine.tryRead(0, IoVecs.of(a), 5));
+            assertTrue(engine.tryFlush(6));
+            engine.submit();
+            seen[0] = 0;
+            while (seen[0] < 2) {
+                engine.await((u, r) -> seen[0]++, 1_000_000_000L);
+            }
+            assertEquals(0, engine.loneRuns(), "a flush behind a held read sends the read to the ring too");
+        }
+        try (RawDisk disk = RawDisk.openFile(file, false, true);
+             IoUringEngine off = new IoUringEngine(disk.fd(), 32, false)) {
+            roundTrip(disk, off);
+            assertEquals(0, off.loneRuns(), "switched off, nothing runs as psync");
+        }
+    }
+
+    /** Issue 19: the lone psync path allocates nothing per I/O (best of a few windows after a JIT warm-up). */
+    @Test
+    void shouldNotAllocatePerLoneRequest() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("alloc.raw");
+        RawDisk.createSparse(file, 4 << 20);
+        try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, true);
+             IoUringEngine engine = new IoUringEngine(disk.fd(), 8, true)) {
+            IoVecs v = IoVecs.of(arena.allocate(4096, 4096));
+            long[] done = {0};
+            IoCompletionHandler h = (u, r) -> done[0]++;
+            var mx = (com.sun.management.ThreadMXBean) java.lang.management.ManagementFactory.getThreadMXBean();
+            int warm = 4000;
+            int measured = 4000;
+            long bytes = Long.MAX_VALUE;
+            for (int w = 0; w < 6; w++) {
+                long before = mx.getCurrentThreadAllocatedBytes();
+                for (int i = 0; i < (w == 0 ? warm : measured); i++) {
+                    long off = ((i * 37L) & 1023) * 4096;
+                    assertTrue((i & 1) == 0 ? engine.tryRead(off, v, i) : engine.tryWrite(off, v, i));
+                    engine.submit();
+                    engine.poll(h);
+                }
+                if (w > 0) {
+                    bytes = Math.min(bytes, mx.getCurrentThreadAllocatedBytes() - before);
+                }
+            }
+            assertEquals(warm + 5L * measured, done[0]);
+            assertEquals(done[0], engine.loneRuns());
+            assertTrue(bytes < measured, bytes + " bytes allocated for " + measured + " lone I/Os");
+        }
+    }
+
+    /** A lone write that fills the file system reports -ENOSPC, not a short count (as the inline engine does). */
+    @Test
+    void shouldReportEnospcForALoneWriteThatFillsTheFileSystem() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        assumeTrue("root".equals(System.getProperty("user.name")), "mounting a tmpfs needs root");
+        Path mnt = java.nio.file.Files.createDirectory(dir.resolve("full"));
+        Process p = new ProcessBuilder("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt.toString())
+            .redirectErrorStream(true).start();
+        assertTrue(p.waitFor(10, java.util.concurrent.TimeUnit.SECONDS) && p.exitValue() == 0, "mount a 1 MiB tmpfs");
+        try {
+            Path file = mnt.resolve("d.raw");
+            RawDisk.createSparse(file, 4 << 20);
+            try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, true);
+                 IoUringEngine engine = new IoUringEngine(disk.fd(), 4, true)) {
+                MemorySegment big = arena.allocate(2 << 20, 4096);
+                big.fill((byte) 7);
+                long[] res = {Long.MIN_VALUE};
+                assertTrue(engine.tryWrite(0, IoVecs.of(big), 1));
+                engine.submit();
+                assertEquals(1, engine.poll((u, r) -> res[0] = r));
+                assertEquals(1, engine.loneRuns());
+                assertEquals(-28, res[0], "2 MiB into a 1 MiB file system: ENOSPC");
+            }
+        } finally {
+            new ProcessBuilder("umount", "-l", mnt.toString()).start().waitFor(10, java.util.concurrent.TimeUnit.SECONDS);
+        }
+    }
+
+    /** Issue 19: the automatic choice: lone psync on an O_DIRECT fd, the ring on a buffered fd. */
+    @Test
+    void shouldRunLoneRequestsAsPsyncOnlyOnODirectFds() throws Exception {
+        assumeTrue(IoEngines.ioUringAvailable(), "io_uring unavailable on this kernel");
+        Path file = dir.resolve("choice.raw");
+        RawDisk.createSparse(file, 1 << 20);
+        for (boolean direct : new boolean[] {true, false}) {
+            try (Arena arena = Arena.ofConfined(); RawDisk disk = RawDisk.openFile(file, false, direct);
+                 IoEngine engine = IoEngines.open(disk, IoEngines.Kind.IO_URING, 4)) {
+                assumeTrue(disk.direct() == direct, "O_DIRECT as asked on this file system");
+                assertTrue(engine.tryWrite(0, IoVecs.of(arena.allocate(4096, 4096)), 1));
+                engine.submit();
+                while (engine.await((u, r) -> assertEquals(4096, r), 1_000_000_000L) == 0) { }
+                assertEquals(direct ? 1 : 0, ((IoUringEngine) engine).loneRuns(), direct ? "O_DIRECT" : "buffered");
+            }
+        }
+    }
+
     /** A disk kind the engines have never heard of chooses its engine by what it declares (issue 13). */
     @Test
     void shouldChooseTheEngineFromDeclaredCapabilitiesNotFromTheDiskClass() throws Exception {

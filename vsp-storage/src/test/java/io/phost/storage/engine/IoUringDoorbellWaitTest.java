@@ -38,7 +38,7 @@ class IoUringDoorbellWaitTest {
             int readEnd = fds.get(ValueLayout.JAVA_INT, 0);
             int writeEnd = fds.get(ValueLayout.JAVA_INT, 4);
             List<Long> done = new ArrayList<>();
-            try (IoUringEngine engine = new IoUringEngine(readEnd, 4)) {
+            try (IoUringEngine engine = new IoUringEngine(readEnd, 4, false)) { // the ring's wait, not the lone psync
                 assertTrue(engine.wakesOnDoorbell());
                 MemorySegment buf = arena.allocate(8, 8);
                 assertTrue(engine.tryRead(0, IoVecs.of(buf), 5));
