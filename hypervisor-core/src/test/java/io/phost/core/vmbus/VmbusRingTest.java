@@ -203,6 +203,28 @@ class VmbusRingTest {
         }
     }
 
+    /** The hot path writes through raw addresses: a caller's length must be refused before any byte is written. */
+    @Test
+    void shouldRefuseCallerLengthsThatCannotFitBeforeWritingAnything() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            MemorySegment src = bytes(a, 64, 3);
+            int[][] bad = {{Integer.MAX_VALUE, 0}, {Integer.MAX_VALUE - 3, 0}, {-1, 0}, {DATA, 0}, {8, Integer.MAX_VALUE - 7},
+                {8, -8}, {8, 12}, {DATA - 16, 0}};
+            for (int[] b : bad) {
+                assertThrows(IllegalArgumentException.class, () -> w.tryWrite(6, 0, 0, src, 0, b[1], src, 0, b[0]),
+                    "length " + b[0] + " ext " + b[1]);
+            }
+            // a length that fits the ring but not the caller's buffer: refused by the source bounds check
+            assertThrows(IndexOutOfBoundsException.class, () -> w.tryWrite(6, 0, 0, src, 0, 128));
+            assertThrows(IndexOutOfBoundsException.class, () -> w.tryWrite(6, 0, 0, src, 60, 8));
+            assertEquals(0, m[0].get(PacketDescriptor.U32, 0), "nothing was published");
+            assertEquals(0, w.packetsWritten());
+            assertTrue(w.tryWrite(6, 0, 0, src, 0, 64), "the ring still works");
+        }
+    }
+
     @Test
     void shouldOnlyEverThrowRingExceptionForRandomControlAndDataBytes() {
         Random rnd = new Random(7);
