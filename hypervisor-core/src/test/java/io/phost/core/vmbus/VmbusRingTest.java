@@ -270,4 +270,66 @@ class VmbusRingTest {
             assertEquals(1, signals.get(), "an empty batch publishes nothing");
         }
     }
+    /**
+     * Hyper-V's signalling rule with batches, across two threads: a reader that finds the ring empty arms its
+     * interrupt and sleeps on the doorbell; the writer publishes bursts of random size with one index store and
+     * signals only if the ring was empty before the burst. No wake-up may be lost: the reader's sleeps are
+     * bounded by a long timeout that counts as a failure, and every packet arrives in order.
+     */
+    @Test
+    void shouldNeverLoseAWakeUpWhenBatchesArePublishedToASleepingReader() throws Exception {
+        try (Arena a = Arena.ofShared()) {
+            MemorySegment[] m = ringMemory(a);
+            java.util.concurrent.Semaphore doorbell = new java.util.concurrent.Semaphore(0);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, doorbell::release);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            final long packets = 200_000;
+            AtomicInteger lostWakeUps = new AtomicInteger();
+            long[] next = {0};
+            boolean[] outOfOrder = {false};
+            Thread reader = new Thread(() -> {
+                while (next[0] < packets) {
+                    int n = r.tryRead((b, o, l, t, f, id) -> {
+                        outOfOrder[0] |= id != next[0]++;
+                        return true;
+                    }, 64);
+                    if (n == 0 && r.armInterrupt()) {
+                        try {
+                            if (!doorbell.tryAcquire(10, java.util.concurrent.TimeUnit.SECONDS) && !r.isEmpty()) {
+                                lostWakeUps.incrementAndGet(); // data was there and nobody woke us
+                            }
+                        } catch (InterruptedException e) {
+                            return;
+                        }
+                        r.maskInterrupts();
+                    }
+                }
+            }, "ring-sleeper");
+            reader.start();
+            MemorySegment p = bytes(a, 64, 5);
+            Random rnd = new Random(11);
+            long id = 0;
+            while (id < packets) {
+                int burst = 1 + rnd.nextInt(40);
+                w.beginBatch();
+                for (int i = 0; i < burst && id < packets; i++) {
+                    if (w.tryWrite(6, 0, id, p, 0, 8 + rnd.nextInt(57))) {
+                        id++;
+                    } else {
+                        break;
+                    }
+                }
+                w.endBatch();
+                if (rnd.nextInt(8) == 0) {
+                    Thread.onSpinWait(); // let the reader drain and fall asleep now and then
+                    Thread.yield();
+                }
+            }
+            reader.join(60_000);
+            assertFalse(reader.isAlive(), "the reader got every packet within 60 s (stuck at " + next[0] + " of " + packets + ")");
+            assertEquals(0, lostWakeUps.get(), "a sleeping reader was never woken for data already published");
+            assertFalse(outOfOrder[0], "packets arrived in order");
+            assertTrue(w.signalsSent() > 0, "the reader slept and was signalled at least once");
+        }
+    }
 }
