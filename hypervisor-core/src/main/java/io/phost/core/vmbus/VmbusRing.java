@@ -27,9 +27,9 @@ import org.agrona.UnsafeApi;
  * its session check. Raw access is safe only because (1) every offset is bounded before use: our own
  * indices, the peer's indices and descriptors are validated against {@code dataSize} (a bad one throws
  * {@link RingException}) and a caller's lengths are checked against the ring size before anything is
- * written; (2) the mapping is unmapped only after every thread using this ring has ended
- * ({@code HostChannel.shutdown} joins the agent first; a {@link ClientChannel} is closed by its owner after
- * its own reader and writer stop). Payload bytes still go through the segments: a caller's source buffer is
+ * written; (2) the mapping is never unmapped under a thread using this ring ({@code HostChannel.shutdown}
+ * unmaps after the agent thread has ended; a guest's rings are unmapped by the GC once unreachable,
+ * {@link RingMapping#mapUntilUnreachable}; this ring keeps its data segment, and so the mapping, reachable). Payload bytes still go through the segments: a caller's source buffer is
  * bounds-checked by {@code MemorySegment.copy}, and handlers get the checked data segment.
  *
  * <p>Threading: one writer thread and one reader thread per ring (OneToOne), in different processes.
@@ -45,7 +45,7 @@ public final class VmbusRing {
     }
 
     private final MemorySegment data;
-    /** Base addresses of {@link #control} and {@link #data}: the raw hot path (see the class comment). */
+    /** Base addresses of the control page and of {@link #data}: the raw hot path (see the class comment). */
     private final long controlAddress;
     private final long dataAddress;
     private final int dataSize;
