@@ -39,7 +39,7 @@ public final class ChannelAgent implements Agent {
         if (stopping) {
             throw new AgentTerminationException(true);
         }
-        int work;
+        int work = 0;
         if (tx != null) {
             tx.beginBatch();
         }
@@ -48,10 +48,13 @@ public final class ChannelAgent implements Agent {
             work += handler.doWork();
         } catch (RingException | GuestMemoryException e) {
             fault(e.getMessage());
-            work = 0;
         } finally {
             if (tx != null) {
-                tx.endBatch();
+                try {
+                    tx.endBatch(); // publishing validates the guest's read_index: a bad one faults this channel too
+                } catch (RingException e) {
+                    fault(e.getMessage());
+                }
             }
         }
         String f = pendingFault;

@@ -171,7 +171,11 @@ public final class ClientChannel implements AutoCloseable {
         return ringPages;
     }
 
-    /** CLOSECHANNEL, then GPADL teardown of the ring pages. */
+    /**
+     * CLOSECHANNEL, then GPADL teardown of the ring pages. The rings stay mapped until nothing reaches this
+     * channel ({@link RingMapping#mapUntilUnreachable}): their raw-address accesses ({@link VmbusRing}) from a
+     * thread still using the channel never touch unmapped memory.
+     */
     @Override
     public void close() {
         client.close(this);

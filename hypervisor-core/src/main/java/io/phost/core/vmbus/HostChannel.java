@@ -8,6 +8,8 @@ import org.agrona.concurrent.AgentRunner;
 
 /** The host end of one open channel (one queue): its two rings, doorbells, handler and agent. */
 final class HostChannel implements ChannelContext {
+    private static final System.Logger LOG = System.getLogger(HostChannel.class.getName());
+    private static final long AGENT_END_TIMEOUT_NANOS = 30_000_000_000L;
     final VmbusServer server;
     final VmbusServer.Offer offer;
     final Gpadl ringGpadl;
@@ -119,13 +121,21 @@ final class HostChannel implements ChannelContext {
         }
     }
 
-    /** Stops the agent (waking it first), closes the handler, unmaps the rings and closes the doorbells. */
+    /**
+     * Stops the agent (waking it first), closes the handler, unmaps the rings and closes the doorbells. The
+     * rings are accessed through raw addresses ({@link VmbusRing}), so they are unmapped only once the agent
+     * thread has ended and the handler has stopped its own threads ({@code onClose}); an agent that will not
+     * end keeps its mappings (a leak, logged) rather than fault on unmapped memory.
+     */
     void shutdown() {
         AgentRunner r = runner;
+        boolean agentEnded = true;
         if (r != null) {
+            Thread agentThread = r.thread(); // close() replaces it with a tombstone
             agent.stop(); // before the wakeup, so the woken agent cannot go back to sleep
             wakeup();
             r.close();
+            agentEnded = awaitEnd(agentThread);
         }
         if (handler != null) {
             try {
@@ -134,10 +144,40 @@ final class HostChannel implements ChannelContext {
                 // a VSP failing to close must not keep the partition's resources alive
             }
         }
-        rxMap.close();
-        txMap.close();
+        if (agentEnded) {
+            rxMap.close();
+            txMap.close();
+        } else {
+            LOG.log(System.Logger.Level.ERROR, "channel agent did not end; its rings stay mapped relid=" + relid());
+        }
         fromGuest.close();
         toGuest.close();
+    }
+
+    /**
+     * AgentRunner.close returns early when the closing thread is interrupted or another close is under way;
+     * the unmap must still wait for the agent itself (interrupts are kept for the caller).
+     */
+    private static boolean awaitEnd(Thread agentThread) {
+        if (agentThread == null) {
+            return true; // never started
+        }
+        if (agentThread == Thread.currentThread()) {
+            return false; // the agent cannot unmap the rings it is still running on
+        }
+        long deadline = System.nanoTime() + AGENT_END_TIMEOUT_NANOS;
+        boolean interrupted = false;
+        while (agentThread.isAlive() && System.nanoTime() < deadline) {
+            try {
+                agentThread.join(100);
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        return !agentThread.isAlive();
     }
 
     static boolean isEventFd(int fd) {

@@ -14,6 +14,7 @@ import java.lang.foreign.MemorySegment;
  * Runs of consecutive pfns are mapped with one mmap each, so a contiguous ring costs three mmaps.
  */
 public final class RingMapping implements AutoCloseable {
+    /** Null when the garbage collector unmaps ({@link #mapUntilUnreachable}). */
     private final Arena arena;
     private final MemorySegment control;
     private final MemorySegment data;
@@ -26,8 +27,25 @@ public final class RingMapping implements AutoCloseable {
         this.data = reservation.asSlice(RingDescriptor.CONTROL_LENGTH, doubleMap ? 2L * dataSize : dataSize);
     }
 
-    /** Maps pages {@code pfns[from .. from+count)} of {@code memfd} as a ring. */
+    /**
+     * Maps pages {@code pfns[from .. from+count)} of {@code memfd} as a ring, unmapped by {@link #close}. The
+     * ring's hot path uses raw addresses ({@link VmbusRing}): close only after every thread using it has ended.
+     */
     public static RingMapping map(int memfd, long[] pfns, int from, int count, boolean doubleMap) {
+        return map(memfd, pfns, from, count, doubleMap, true);
+    }
+
+    /**
+     * As {@link #map}, but unmapped by the garbage collector once nothing can reach the mapping (or a ring
+     * over it): {@link #close} does nothing. For the guest side, whose rings are used by threads the library
+     * does not own (a VSC's reader, the integration-services thread): a raw access after an explicit unmap
+     * would fault the process, and a reachable ring is never unmapped.
+     */
+    public static RingMapping mapUntilUnreachable(int memfd, long[] pfns, int from, int count, boolean doubleMap) {
+        return map(memfd, pfns, from, count, doubleMap, false);
+    }
+
+    private static RingMapping map(int memfd, long[] pfns, int from, int count, boolean doubleMap, boolean closeable) {
         if (count < 2) {
             throw new RingException(RingException.Reason.BAD_GEOMETRY, 0, "a ring needs a control page and at least one data page");
         }
@@ -36,9 +54,9 @@ public final class RingMapping implements AutoCloseable {
             throw new RingException(RingException.Reason.BAD_GEOMETRY, 0, "data area of " + dataSize + " bytes");
         }
         long total = RingDescriptor.CONTROL_LENGTH + (doubleMap ? 2 : 1) * dataSize;
-        // a shared arena: unmapping waits until no thread is inside an access, and later accesses throw
-        // IllegalStateException instead of crashing the JVM (a guest may force a reset at any moment)
-        Arena arena = Arena.ofShared();
+        // a shared arena still guards the MemorySegment accesses (payload copies, handlers): unmapping waits
+        // until no thread is inside one, and later ones throw instead of crashing the JVM
+        Arena arena = closeable ? Arena.ofShared() : Arena.ofAuto();
         MemorySegment r = SharedMemory.reserve(total, arena);
         try {
             mapRun(r, 0, memfd, pfns, from, 1);
@@ -47,10 +65,12 @@ public final class RingMapping implements AutoCloseable {
                 mapRun(r, RingDescriptor.CONTROL_LENGTH + dataSize, memfd, pfns, from + 1, count - 1);
             }
         } catch (RuntimeException e) {
-            arena.close();
+            if (closeable) {
+                arena.close();
+            }
             throw e;
         }
-        return new RingMapping(arena, r, (int) dataSize, doubleMap);
+        return new RingMapping(closeable ? arena : null, r, (int) dataSize, doubleMap);
     }
 
     private static void mapRun(MemorySegment r, long at, int memfd, long[] pfns, int from, int count) {
@@ -83,8 +103,11 @@ public final class RingMapping implements AutoCloseable {
         return new VmbusRing(control, data, dataSize, peer);
     }
 
+    /** Unmaps now ({@link #map}); a no-op for {@link #mapUntilUnreachable}. */
     @Override
     public void close() {
-        arena.close();
+        if (arena != null) {
+            arena.close();
+        }
     }
 }

@@ -289,8 +289,8 @@ public final class VmbusClient implements AutoCloseable {
             VmbusRing.initialise(pages.segment().asSlice((long) pagesEachWay * GuestRam.PAGE_SIZE));
             handle = createGpadl(offer.relid(), pages);
             long[] pfns = pages.pfns();
-            outMap = RingMapping.map(ram.memfd(), pfns, 0, pagesEachWay, true);
-            inMap = RingMapping.map(ram.memfd(), pfns, pagesEachWay, pagesEachWay, true);
+            outMap = RingMapping.mapUntilUnreachable(ram.memfd(), pfns, 0, pagesEachWay, true);
+            inMap = RingMapping.mapUntilUnreachable(ram.memfd(), pfns, pagesEachWay, pagesEachWay, true);
             toHost = EventFd.create();
             fromHost = EventFd.create();
             int openId = nextOpenId.getAndIncrement();

@@ -3,7 +3,6 @@ package io.phost.core.vmbus;
 import static io.phost.core.vmbus.PacketDescriptor.HEADER_LENGTH;
 import static io.phost.core.vmbus.PacketDescriptor.TRAILER_LENGTH;
 import static io.phost.core.vmbus.PacketDescriptor.U32;
-import static io.phost.core.vmbus.PacketDescriptor.U64;
 import static io.phost.core.vmbus.RingDescriptor.FEATURE_BITS_OFFSET;
 import static io.phost.core.vmbus.RingDescriptor.FEATURE_PENDING_SEND_SZ;
 import static io.phost.core.vmbus.RingDescriptor.INTERRUPT_MASK_OFFSET;
@@ -12,8 +11,7 @@ import static io.phost.core.vmbus.RingDescriptor.READ_INDEX_OFFSET;
 import static io.phost.core.vmbus.RingDescriptor.WRITE_INDEX_OFFSET;
 
 import java.lang.foreign.MemorySegment;
-import java.lang.foreign.ValueLayout;
-import java.lang.invoke.VarHandle;
+import org.agrona.UnsafeApi;
 
 /**
  * A flyweight over one VMBus ring ({@link RingDescriptor}) used by exactly one side: the writer calls
@@ -22,13 +20,23 @@ import java.lang.invoke.VarHandle;
  * private field and only published; the peer's index is re-read from shared memory and validated every
  * time, because the peer may be hostile. Nothing here allocates or blocks.
  *
+ * <p>Raw access: the descriptor, trailer and control-page accesses use {@link UnsafeApi} on the mapping's
+ * addresses (what Agrona's buffers compile to: one {@code mov} each). A {@code MemorySegment} access pays a
+ * liveness and a bounds check per field that the JIT cannot hoist for a segment held in a field (about 15%
+ * of a packet), and a {@code MemorySegment.ofAddress(..).reinterpret(..)} view keeps the bounds check and
+ * its session check. Raw access is safe only because (1) every offset is bounded before use: our own
+ * indices, the peer's indices and descriptors are validated against {@code dataSize} (a bad one throws
+ * {@link RingException}) and a caller's lengths are checked against the ring size before anything is
+ * written; (2) the mapping is never unmapped under a thread using this ring ({@code HostChannel.shutdown}
+ * unmaps after the agent thread has ended; a guest's rings are unmapped by the GC once unreachable,
+ * {@link RingMapping#mapUntilUnreachable}; this ring keeps its data segment, and so the mapping, reachable). Payload bytes still go through the segments: a caller's source buffer is
+ * bounds-checked by {@code MemorySegment.copy}, and handlers get the checked data segment.
+ *
  * <p>Threading: one writer thread and one reader thread per ring (OneToOne), in different processes.
- * Byte order: VMBus is little-endian; the control-page VarHandles use native order, so this class
- * requires a little-endian host (x86-64, aarch64), checked at class load.
+ * Byte order: VMBus is little-endian and the raw accesses use native order, so this class requires a
+ * little-endian host (x86-64, aarch64), checked at class load.
  */
 public final class VmbusRing {
-    /** Coordinates (MemorySegment, long offset); aligned int access with acquire/release/volatile modes. */
-    private static final VarHandle INT = ValueLayout.JAVA_INT.varHandle();
 
     static {
         if (java.nio.ByteOrder.nativeOrder() != java.nio.ByteOrder.LITTLE_ENDIAN) {
@@ -36,8 +44,10 @@ public final class VmbusRing {
         }
     }
 
-    private final MemorySegment control;
     private final MemorySegment data;
+    /** Base addresses of the control page and of {@link #data}: the raw hot path (see the class comment). */
+    private final long controlAddress;
+    private final long dataAddress;
     private final int dataSize;
     private final boolean doubleMapped;
     private final MemorySegment scratch;
@@ -66,14 +76,18 @@ public final class VmbusRing {
             throw new RingException(RingException.Reason.BAD_GEOMETRY, 0,
                 "control=" + control.byteSize() + " data=" + data.byteSize() + " dataSize=" + dataSize);
         }
-        this.control = control;
+        if (!control.isNative() || !data.isNative()) {
+            throw new RingException(RingException.Reason.BAD_GEOMETRY, 0, "ring memory must be native (raw access)");
+        }
         this.data = data;
+        this.controlAddress = control.address();
+        this.dataAddress = data.address();
         this.dataSize = dataSize;
         this.doubleMapped = data.byteSize() == 2L * dataSize;
         this.scratch = doubleMapped ? null : MemorySegment.ofArray(new long[dataSize / 8]);
         this.peer = peer;
-        this.writeIndex = checkedIndex((int) INT.getVolatile(control, (long) WRITE_INDEX_OFFSET), "write_index");
-        this.readIndex = checkedIndex((int) INT.getVolatile(control, (long) READ_INDEX_OFFSET), "read_index");
+        this.writeIndex = checkedIndex(getIntVolatile(WRITE_INDEX_OFFSET), "write_index");
+        this.readIndex = checkedIndex(getIntVolatile(READ_INDEX_OFFSET), "read_index");
         this.readIndexCache = readIndex;
     }
 
@@ -81,7 +95,7 @@ public final class VmbusRing {
     public static void initialise(MemorySegment control) {
         control.asSlice(0, RingDescriptor.CONTROL_LENGTH).fill((byte) 0);
         control.set(U32, FEATURE_BITS_OFFSET, FEATURE_PENDING_SEND_SZ);
-        VarHandle.fullFence(); // the zeroed page is visible before the GPADL that publishes it is sent
+        UnsafeApi.fullFence(); // the zeroed page is visible before the GPADL that publishes it is sent
     }
 
     public int dataSize() {
@@ -112,10 +126,14 @@ public final class VmbusRing {
      */
     public boolean tryWrite(int type, int flags, long transId, MemorySegment ext, long extOffset, int extLength,
                             MemorySegment src, long srcOffset, int length) {
+        // the caller's lengths, bounded once against the ring before any raw write (and before the sums
+        // below could overflow); the caller's offsets are bounded by MemorySegment.copy on its own buffers
+        if (length < 0 || extLength < 0 || (extLength & 7) != 0 || length >= dataSize || extLength >= dataSize) {
+            throw new IllegalArgumentException("length " + length + " / extension " + extLength + " cannot fit a ring of " + dataSize);
+        }
         final int headerLength = HEADER_LENGTH + extLength;
         final int packetLength = headerLength + ((length + 7) & ~7);
-        if (length < 0 || extLength < 0 || (extLength & 7) != 0 || packetLength > PacketDescriptor.MAX_PACKET_LENGTH
-            || packetLength + TRAILER_LENGTH >= dataSize) {
+        if (packetLength > PacketDescriptor.MAX_PACKET_LENGTH || packetLength + TRAILER_LENGTH >= dataSize) {
             throw new IllegalArgumentException("packet of " + packetLength + " bytes cannot fit a ring of " + dataSize);
         }
         final int total = packetLength + TRAILER_LENGTH;
@@ -177,14 +195,14 @@ public final class VmbusRing {
 
     private void publish(int previouslyPublished) {
         // release: every packet byte written so far is visible before the index that publishes it
-        INT.setRelease(control, (long) WRITE_INDEX_OFFSET, writeIndex);
+        putIntRelease(WRITE_INDEX_OFFSET, writeIndex);
         // StoreLoad: our write_index store must be globally visible before we sample interrupt_mask and
         // read_index; otherwise a reader arming its interrupt could miss both the index and the signal.
-        VarHandle.fullFence();
-        if ((int) INT.getVolatile(control, (long) INTERRUPT_MASK_OFFSET) == 0) {
+        UnsafeApi.fullFence();
+        if (getIntVolatile(INTERRUPT_MASK_OFFSET) == 0) {
             // the read index is read here anyway: validate it, so a corrupted one is seen on this path too
             // (tryWrite only re-reads it when its cached copy says the ring is full)
-            final int read = (int) INT.getVolatile(control, (long) READ_INDEX_OFFSET);
+            final int read = getIntVolatile(READ_INDEX_OFFSET);
             if (read < 0 || read >= dataSize || (read & 7) != 0) {
                 throw new RingException(RingException.Reason.BAD_INDEX, read, "read_index " + read + " (dataSize " + dataSize + ")");
             }
@@ -200,20 +218,20 @@ public final class VmbusRing {
      * if the space is already there (retry the write now), false if the caller may block on its doorbell.
      */
     public boolean requestSpace(int bytes) {
-        INT.setVolatile(control, (long) PENDING_SEND_SZ_OFFSET, bytes); // volatile: StoreLoad before re-reading read_index
+        putIntVolatile(PENDING_SEND_SZ_OFFSET, bytes); // volatile: StoreLoad before re-reading read_index
         return bytesFree() > bytes;
     }
 
     /** Clears pending_send_sz after a successful write (the reader stops checking). */
     public void clearPendingSend() {
-        if (control.get(U32, PENDING_SEND_SZ_OFFSET) != 0) {
-            INT.setRelease(control, (long) PENDING_SEND_SZ_OFFSET, 0);
+        if (getIntVolatile(PENDING_SEND_SZ_OFFSET) != 0) {
+            putIntRelease(PENDING_SEND_SZ_OFFSET, 0);
         }
     }
 
     /** Bytes a writer could use now (including the trailer), from the validated read index. */
     public int bytesFree() {
-        int read = (int) INT.getAcquire(control, (long) READ_INDEX_OFFSET);
+        int read = getIntAcquire(READ_INDEX_OFFSET);
         if (read < 0 || read >= dataSize || (read & 7) != 0) {
             return 0;
         }
@@ -228,7 +246,7 @@ public final class VmbusRing {
     /** Writer: re-reads and validates read_index into the cache. */
     private int refreshReadIndex() {
         // acquire: the reader's reads of the bytes it released happen-before we overwrite them
-        final int read = (int) INT.getAcquire(control, (long) READ_INDEX_OFFSET);
+        final int read = getIntAcquire(READ_INDEX_OFFSET);
         if (read < 0 || read >= dataSize || (read & 7) != 0) {
             // the peer corrupted its own read index: the owner resets the channel
             throw new RingException(RingException.Reason.BAD_INDEX, read, "read_index " + read + " (dataSize " + dataSize + ")");
@@ -254,7 +272,7 @@ public final class VmbusRing {
      */
     public int tryRead(PacketHandler handler, int limit) {
         // acquire: the packet bytes written before this index are visible to the loads below
-        final int write = (int) INT.getAcquire(control, (long) WRITE_INDEX_OFFSET);
+        final int write = getIntAcquire(WRITE_INDEX_OFFSET);
         final int start = readIndex;
         if (write == start) {
             return 0;
@@ -310,7 +328,7 @@ public final class VmbusRing {
         if (count > 0) {
             readIndex = read;
             // release: our loads of the consumed packets complete before the writer may reuse their bytes
-            INT.setRelease(control, (long) READ_INDEX_OFFSET, read);
+            putIntRelease(READ_INDEX_OFFSET, read);
             packetsRead += count;
             signalBlockedWriter(start, read);
         }
@@ -321,12 +339,12 @@ public final class VmbusRing {
     private void signalBlockedWriter(int start, int read) {
         // StoreLoad: publish read_index before sampling pending_send_sz; pairs with requestSpace()'s
         // volatile store + re-read, so either the writer sees our space or we see its request.
-        VarHandle.fullFence();
-        int pending = (int) INT.getVolatile(control, (long) PENDING_SEND_SZ_OFFSET);
+        UnsafeApi.fullFence();
+        int pending = getIntVolatile(PENDING_SEND_SZ_OFFSET);
         if (pending == 0) {
             return;
         }
-        int write = (int) INT.getVolatile(control, (long) WRITE_INDEX_OFFSET);
+        int write = getIntVolatile(WRITE_INDEX_OFFSET);
         if (write < 0 || write >= dataSize) {
             return; // the next tryRead reports the bad index
         }
@@ -341,12 +359,12 @@ public final class VmbusRing {
 
     /** Reader: true when there is nothing to read. */
     public boolean isEmpty() {
-        return (int) INT.getAcquire(control, (long) WRITE_INDEX_OFFSET) == readIndex;
+        return getIntAcquire(WRITE_INDEX_OFFSET) == readIndex;
     }
 
     /** Reader: tell the writer not to signal (we are polling). Plain ordered store; a stale 0 only costs a signal. */
     public void maskInterrupts() {
-        INT.setRelease(control, (long) INTERRUPT_MASK_OFFSET, 1);
+        putIntRelease(INTERRUPT_MASK_OFFSET, 1);
     }
 
     /**
@@ -354,10 +372,10 @@ public final class VmbusRing {
      * empty (safe to block on the doorbell), false when a packet slipped in (keep polling).
      */
     public boolean armInterrupt() {
-        INT.setVolatile(control, (long) INTERRUPT_MASK_OFFSET, 0);
+        putIntVolatile(INTERRUPT_MASK_OFFSET, 0);
         // volatile store then volatile load = StoreLoad: pairs with the writer's fullFence, so either it
         // sees mask == 0 and signals, or we see its new write_index here.
-        return (int) INT.getVolatile(control, (long) WRITE_INDEX_OFFSET) == readIndex;
+        return getIntVolatile(WRITE_INDEX_OFFSET) == readIndex;
     }
 
     public long signalsSent() {
@@ -398,11 +416,27 @@ public final class VmbusRing {
     }
 
     private void putLong(int pos, long v) {
-        data.set(U64, at(pos), v);
+        UnsafeApi.putLong(null, dataAddress + at(pos), v);
     }
 
     private long getLong(int pos) {
-        return data.get(U64, at(pos));
+        return UnsafeApi.getLong(null, dataAddress + at(pos));
+    }
+
+    private int getIntVolatile(int controlOffset) {
+        return UnsafeApi.getIntVolatile(null, controlAddress + controlOffset);
+    }
+
+    private int getIntAcquire(int controlOffset) {
+        return UnsafeApi.getIntAcquire(null, controlAddress + controlOffset);
+    }
+
+    private void putIntRelease(int controlOffset, int v) {
+        UnsafeApi.putIntRelease(null, controlAddress + controlOffset, v);
+    }
+
+    private void putIntVolatile(int controlOffset, int v) {
+        UnsafeApi.putIntVolatile(null, controlAddress + controlOffset, v);
     }
 
     private void copyIn(int pos, MemorySegment src, long srcOffset, int length) {

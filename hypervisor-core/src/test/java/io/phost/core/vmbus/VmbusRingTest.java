@@ -203,6 +203,28 @@ class VmbusRingTest {
         }
     }
 
+    /** The hot path writes through raw addresses: a caller's length must be refused before any byte is written. */
+    @Test
+    void shouldRefuseCallerLengthsThatCannotFitBeforeWritingAnything() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            MemorySegment src = bytes(a, 64, 3);
+            int[][] bad = {{Integer.MAX_VALUE, 0}, {Integer.MAX_VALUE - 3, 0}, {-1, 0}, {DATA, 0}, {8, Integer.MAX_VALUE - 7},
+                {8, -8}, {8, 12}, {DATA - 16, 0}};
+            for (int[] b : bad) {
+                assertThrows(IllegalArgumentException.class, () -> w.tryWrite(6, 0, 0, src, 0, b[1], src, 0, b[0]),
+                    "length " + b[0] + " ext " + b[1]);
+            }
+            // a length that fits the ring but not the caller's buffer: refused by the source bounds check
+            assertThrows(IndexOutOfBoundsException.class, () -> w.tryWrite(6, 0, 0, src, 0, 128));
+            assertThrows(IndexOutOfBoundsException.class, () -> w.tryWrite(6, 0, 0, src, 60, 8));
+            assertEquals(0, m[0].get(PacketDescriptor.U32, 0), "nothing was published");
+            assertEquals(0, w.packetsWritten());
+            assertTrue(w.tryWrite(6, 0, 0, src, 0, 64), "the ring still works");
+        }
+    }
+
     @Test
     void shouldOnlyEverThrowRingExceptionForRandomControlAndDataBytes() {
         Random rnd = new Random(7);
@@ -246,6 +268,68 @@ class VmbusRingTest {
             w.beginBatch();
             w.endBatch();
             assertEquals(1, signals.get(), "an empty batch publishes nothing");
+        }
+    }
+    /**
+     * Hyper-V's signalling rule with batches, across two threads: a reader that finds the ring empty arms its
+     * interrupt and sleeps on the doorbell; the writer publishes bursts of random size with one index store and
+     * signals only if the ring was empty before the burst. No wake-up may be lost: the reader's sleeps are
+     * bounded by a long timeout that counts as a failure, and every packet arrives in order.
+     */
+    @Test
+    void shouldNeverLoseAWakeUpWhenBatchesArePublishedToASleepingReader() throws Exception {
+        try (Arena a = Arena.ofShared()) {
+            MemorySegment[] m = ringMemory(a);
+            java.util.concurrent.Semaphore doorbell = new java.util.concurrent.Semaphore(0);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, doorbell::release);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            final long packets = 200_000;
+            AtomicInteger lostWakeUps = new AtomicInteger();
+            long[] next = {0};
+            boolean[] outOfOrder = {false};
+            Thread reader = new Thread(() -> {
+                while (next[0] < packets) {
+                    int n = r.tryRead((b, o, l, t, f, id) -> {
+                        outOfOrder[0] |= id != next[0]++;
+                        return true;
+                    }, 64);
+                    if (n == 0 && r.armInterrupt()) {
+                        try {
+                            if (!doorbell.tryAcquire(10, java.util.concurrent.TimeUnit.SECONDS) && !r.isEmpty()) {
+                                lostWakeUps.incrementAndGet(); // data was there and nobody woke us
+                            }
+                        } catch (InterruptedException e) {
+                            return;
+                        }
+                        r.maskInterrupts();
+                    }
+                }
+            }, "ring-sleeper");
+            reader.start();
+            MemorySegment p = bytes(a, 64, 5);
+            Random rnd = new Random(11);
+            long id = 0;
+            while (id < packets) {
+                int burst = 1 + rnd.nextInt(40);
+                w.beginBatch();
+                for (int i = 0; i < burst && id < packets; i++) {
+                    if (w.tryWrite(6, 0, id, p, 0, 8 + rnd.nextInt(57))) {
+                        id++;
+                    } else {
+                        break;
+                    }
+                }
+                w.endBatch();
+                if (rnd.nextInt(8) == 0) {
+                    Thread.onSpinWait(); // let the reader drain and fall asleep now and then
+                    Thread.yield();
+                }
+            }
+            reader.join(60_000);
+            assertFalse(reader.isAlive(), "the reader got every packet within 60 s (stuck at " + next[0] + " of " + packets + ")");
+            assertEquals(0, lostWakeUps.get(), "a sleeping reader was never woken for data already published");
+            assertFalse(outOfOrder[0], "packets arrived in order");
+            assertTrue(w.signalsSent() > 0, "the reader slept and was signalled at least once");
         }
     }
 }
