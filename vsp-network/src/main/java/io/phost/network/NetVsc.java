@@ -245,8 +245,34 @@ public final class NetVsc implements AutoCloseable {
         if (length > sendSectionSize || length < (vnetHdr ? FRAME_HDR_LENGTH : 0) + 14 || freeSendCount == 0) {
             return false;
         }
+        MemorySegment.copy(src, offset, send.segment(), (long) freeSend[freeSendCount - 1] * sendSectionSize, length);
+        return trySendInPlace(length);
+    }
+
+    /**
+     * The native address of the send section the next frame goes into, for a caller that reads the frame
+     * straight into it (a TAP read: one copy fewer than {@link #trySend}), then calls {@link #trySendInPlace};
+     * 0 when no section is free or the buffer is not native memory.
+     */
+    public long nextSendAddress() {
+        MemorySegment m = send.segment();
+        return freeSendCount == 0 || !m.isNative() ? 0 : m.address() + (long) freeSend[freeSendCount - 1] * sendSectionSize;
+    }
+
+    /** Bytes one send section holds (the most a frame written at {@link #nextSendAddress} may have). */
+    public int sendSectionSize() {
+        return sendSectionSize;
+    }
+
+    /**
+     * Sends the frame of {@code length} bytes already written at {@link #nextSendAddress}; false when it is too
+     * short or long, no section is free or the ring is full (the section stays free; the frame is not sent).
+     */
+    public boolean trySendInPlace(int length) {
+        if (length > sendSectionSize || length < (vnetHdr ? FRAME_HDR_LENGTH : 0) + 14 || freeSendCount == 0) {
+            return false;
+        }
         int section = freeSend[freeSendCount - 1];
-        MemorySegment.copy(src, offset, send.segment(), (long) section * sendSectionSize, length);
         u32(packet, 0, MSG_SEND_RNDIS_PKT);
         u32(packet, PKT_CHANNEL_TYPE_OFFSET, 0);
         u32(packet, PKT_SECTION_OFFSET, section);

@@ -11,11 +11,14 @@ import io.phost.core.vmbus.GuestMemory;
 import io.phost.core.vmbus.GuestMemoryException;
 import io.phost.core.vmbus.Gpadl;
 import io.phost.core.vmbus.PacketDescriptor;
+import io.phost.core.vmbus.RingException;
+import io.phost.core.vmbus.RingWriterLock;
 import io.phost.core.vmbus.VirtualServiceProvider;
 import io.phost.core.vmbus.VmbusRing;
 import io.phost.network.vhost.RarpAnnouncement;
 import io.phost.vswitch.FrameHandler;
 import io.phost.vswitch.FrameRing;
+import io.phost.vswitch.FrameSink;
 import io.phost.vswitch.FrameSource;
 import io.phost.vswitch.PacketMeta;
 import io.phost.vswitch.Port;
@@ -35,9 +38,15 @@ import java.util.concurrent.atomic.AtomicLongArray;
  * for the messages. Threads and queues:
  * <pre>
  *  guest ──ring──▶ channel agent (primary or sub-channel) ──copy──▶ ingress FrameRing ──▶ switch agent
- *  switch agent ──▶ egress FrameRing ──▶ primary channel agent ──copy──▶ guest recv-buffer section
- *                                                             ──SEND_RNDIS_PKT(section)──▶ guest, completes
+ *  switch agent ──copy──▶ guest recv-buffer section ──SEND_RNDIS_PKT(section)──▶ guest, completes
+ *        (when the primary agent holds the ring, the guest has no free section or ring space, or frames are
+ *         already queued:) ──▶ egress FrameRing ──▶ primary channel agent ──copy──▶ section, as above
  * </pre>
+ * The switch's thread writes a frame straight into the guest ({@link Channel#tryDeliver}: no hop to the channel's
+ * thread, one copy fewer) under the ring's {@link RingWriterLock}, which the primary agent holds through each
+ * duty cycle; it never waits for it: a frame it cannot deliver now goes to the egress ring, and so does every
+ * frame after it until the ring is drained (by the agent, or by the switch itself once it gets the lock), so
+ * frames reach the guest in order.
  * The switch writes egress without a system call: the primary channel's agent sleeps through {@link EgressWait}
  * (its doorbell and {@link #egressSignal} in one poll(2)), so the switch signals only an agent about to sleep,
  * instead of ringing its doorbell for every frame (a write(2) on the switch's thread and a wake-up each).
@@ -85,6 +94,34 @@ public final class NetVsp implements VirtualServiceProvider {
     private final Port port;
     /** Records carry offload state; its {@link FrameRing#offloads} are what the attached guest finishes. */
     private final FrameRing egress = FrameRing.withMeta(EGRESS_RING_BYTES);
+    /** Shared by the primary agent and the switch's thread for the primary channel's host→guest ring. */
+    private final RingWriterLock txLock = new RingWriterLock();
+    /** The primary channel once its guest granted a receive buffer: the switch delivers straight to it. */
+    private volatile Channel direct;
+    /** Frames the switch wrote straight into the guest, and frames it queued for the channel's agent. */
+    private volatile long directFrames;
+    private volatile long queuedFrames;
+    /** The port's sink: straight into the guest when it can, else the egress ring (see the class comment). */
+    private final FrameSink guestSink = new FrameSink() {
+        @Override
+        public boolean tryTransmit(org.agrona.DirectBuffer buffer, int offset, int length, PacketMeta meta) {
+            Channel c = direct;
+            if (c != null && c.tryDeliver(buffer, offset, length, meta)) {
+                directFrames++; // the switch's thread only
+                return true;
+            }
+            if (egress.tryTransmit(buffer, offset, length, meta)) {
+                queuedFrames++;
+                return true;
+            }
+            return false;
+        }
+
+        @Override
+        public int offloads() {
+            return egress.offloads();
+        }
+    };
     private volatile FrameRing[] ingress = new FrameRing[0];
     /** Wakes the primary channel's agent sleeping in {@link EgressWait} when the switch queues a frame for it. */
     private final WakeupSignal egressSignal = new WakeupSignal();
@@ -177,7 +214,7 @@ public final class NetVsp implements VirtualServiceProvider {
         egress.onWrite(this::onEgressWrite);
         Port[] holder = new Port[1];
         agent.submit(sw -> {
-            holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, portConfig, egress, source);
+            holder[0] = sw.addPort(partition + "/" + nicName, PortKind.VNIC, portConfig, guestSink, source);
             sw.setUp(holder[0], false); // no guest yet: nothing is queued for it (up once it grants its buffer)
         }).join();
         this.port = holder[0];
@@ -262,6 +299,16 @@ public final class NetVsp implements VirtualServiceProvider {
 
     public long drops(NvspReason r) {
         return drops.get(r.ordinal());
+    }
+
+    /** Frames the switch's thread wrote straight into the guest's receive buffer. */
+    public long directFrames() {
+        return directFrames;
+    }
+
+    /** Frames the switch queued for the channel's agent (agent busy, guest without free section or ring space). */
+    public long queuedFrames() {
+        return queuedFrames;
     }
 
     /** The NIC's admin link state (true unless set down). */
@@ -516,6 +563,10 @@ public final class NetVsp implements VirtualServiceProvider {
                 freeCount = sections;
                 recvSections = sections;
                 recvBase = base;
+                if (guest.isNative()) {
+                    receiveView.wrap(guest.address() + base, sections * sectionSize);
+                    direct = this; // the agent holds txLock here: the switch sees the arrays above first
+                }
                 u32(reply, 8, 1);                      // one section descriptor
                 u32(reply, 12, 0);                     // offset
                 u32(reply, 16, sectionSize);          // sub_alloc_size
@@ -646,6 +697,11 @@ public final class NetVsp implements VirtualServiceProvider {
         }
 
         @Override
+        public RingWriterLock ringWriterLock() {
+            return isPrimary ? txLock : null;
+        }
+
+        @Override
         public DeviceWait deviceWait() {
             if (!isPrimary) {
                 return null;
@@ -726,6 +782,61 @@ public final class NetVsp implements VirtualServiceProvider {
         }
 
         private final MemorySegment packet = Arena.ofAuto().allocate(PKT_LENGTH, 8);
+        /** The granted receive buffer, for the switch's thread to write frames with their header into. */
+        private final org.agrona.concurrent.UnsafeBuffer receiveView = new org.agrona.concurrent.UnsafeBuffer(new byte[0]);
+
+        /**
+         * On the switch's thread: writes one frame (and, for a guest using it, its header) into a free receive
+         * section and posts it, as {@link #toGuest} does for queued ones, after posting the frames queued before
+         * it. False, with nothing written, when the agent holds the ring, frames are still queued, or the guest
+         * has no free section, ring space or link: the caller queues it.
+         */
+        boolean tryDeliver(org.agrona.DirectBuffer frame, int offset, int length, PacketMeta meta) {
+            if (!txLock.tryLock()) {
+                return false;
+            }
+            try {
+                int need = VmbusRing.spaceFor(0, PKT_LENGTH);
+                if (direct != this || !linkUp) {
+                    return false;
+                }
+                // The agent's drain loop (doWork), here: the queued frames go first.
+                while (pendingSection < 0 && freeCount > 0 && ctx.tx().bytesFree() > need
+                    && egress.poll(toGuest, 1) > 0) {
+                    // one frame at a time, as doWork does
+                }
+                if (pendingSection >= 0 || freeCount == 0 || !egress.isEmpty() || ctx.tx().bytesFree() <= need) {
+                    return false;
+                }
+                int hdr = vnetHdr ? FRAME_HDR_LENGTH : 0;
+                int size = sectionSize;
+                if (hdr + length > size) {
+                    count(NvspReason.OVERSIZE); // the switch enforces the MTU; counted, never silent
+                    return true;
+                }
+                if (hdr == 0 && (meta.flags != 0 || meta.gsoType != 0)) {
+                    count(NvspReason.UNFINISHED); // as toGuest: only while the guest's caps change
+                    return true;
+                }
+                int section = free[--freeCount];
+                outstanding[section] = true;
+                int at = section * size;
+                if (hdr != 0) {
+                    meta.writeTo(receiveView, at, hdr);
+                }
+                receiveView.putBytes(at + hdr, frame, offset, length);
+                if (!post(section, hdr + length)) {
+                    pendingSection = section; // the guest's doorbell wakes the agent, which posts it
+                    pendingLength = hdr + length;
+                }
+                return true;
+            } catch (RingException e) {
+                ctx.fault(e.getMessage()); // a guest that corrupted its ring: the agent resets the channel
+                return true;
+            } finally {
+                txLock.unlock();
+            }
+        }
 
         private boolean post(int section, int length) {
             u32(packet, 0, MSG_SEND_RNDIS_PKT);
@@ -748,6 +859,12 @@ public final class NetVsp implements VirtualServiceProvider {
                 ingress = next;
             }
             if (isPrimary) {
+                txLock.lock(); // the switch's thread is not writing into this guest, and will not again
+                try {
+                    direct = null;
+                } finally {
+                    txLock.unlock();
+                }
                 primary = null;
                 recvBase = -1;
                 sendBase = -1;

@@ -19,6 +19,8 @@ public final class ChannelAgent implements Agent {
     private final VmbusRing tx;
     private final ChannelHandler handler;
     private final Consumer<String> onFault;
+    /** Held through each duty cycle when another thread also writes {@link #tx} (see the handler's lock). */
+    private final RingWriterLock writerLock;
     private volatile String pendingFault;
     private volatile boolean stopping;
 
@@ -32,6 +34,7 @@ public final class ChannelAgent implements Agent {
         this.tx = tx;
         this.handler = handler;
         this.onFault = onFault;
+        this.writerLock = handler.ringWriterLock();
     }
 
     @Override
@@ -40,6 +43,9 @@ public final class ChannelAgent implements Agent {
             throw new AgentTerminationException(true);
         }
         int work = 0;
+        if (writerLock != null) {
+            writerLock.lock();
+        }
         if (tx != null) {
             tx.beginBatch();
         }
@@ -49,11 +55,15 @@ public final class ChannelAgent implements Agent {
         } catch (RingException | GuestMemoryException e) {
             fault(e.getMessage());
         } finally {
-            if (tx != null) {
-                try {
+            try {
+                if (tx != null) {
                     tx.endBatch(); // publishing validates the guest's read_index: a bad one faults this channel too
-                } catch (RingException e) {
-                    fault(e.getMessage());
+                }
+            } catch (RingException e) {
+                fault(e.getMessage());
+            } finally {
+                if (writerLock != null) {
+                    writerLock.unlock();
                 }
             }
         }

@@ -5,7 +5,8 @@ import java.util.UUID;
 
 /**
  * What a VSP handler can do with its channel. The write methods are for the channel's agent thread
- * (the ring has one writer); {@link #wakeup} and {@link #offerSubChannels} may be called from anywhere.
+ * (the ring has one writer), or for another thread holding the handler's {@link ChannelHandler#ringWriterLock};
+ * {@link #wakeup} and {@link #offerSubChannels} may be called from anywhere.
  */
 public interface ChannelContext {
     /** Partition name. */

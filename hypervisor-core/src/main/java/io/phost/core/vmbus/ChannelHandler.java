@@ -23,6 +23,16 @@ public interface ChannelHandler extends PacketHandler {
         return null;
     }
 
+    /**
+     * A lock for a handler whose host→guest ring another thread also writes, or null (the ring has one writer,
+     * the agent). The agent holds it through each duty cycle; the handler's other writer must hold it while it
+     * writes, and {@link #onClose} must take it before the ring goes away. Asked for once, before the first duty
+     * cycle.
+     */
+    default RingWriterLock ringWriterLock() {
+        return null;
+    }
+
     /** The channel closed (guest CLOSECHANNEL, rescind, reset after a fault, or partition stop). */
     default void onClose() {
     }
