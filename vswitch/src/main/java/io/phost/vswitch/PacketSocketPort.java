@@ -7,7 +7,8 @@ import org.agrona.concurrent.UnsafeBuffer;
 
 /**
  * The external switch's uplink: an AF_PACKET socket on a named interface, receiving through its TPACKET_V3
- * ring (read in place, no copy) and sending with writev(2) ({@link GatherWriter}: no copy in user space). See {@link PacketSocketV3} for the ring layout.
+ * ring (read in place, no copy) and sending with writev(2) ({@link GatherWriter}: no copy in user space).
+ * See {@link PacketSocketV3} for the ring layout.
  * <pre>
  *   block[i].status: KERNEL ──(kernel fills, retires)──▶ USER ──(we walk its packets, store KERNEL)──▶ KERNEL
  * </pre>

@@ -27,7 +27,6 @@ public final class TapPort implements FrameSource, FrameSink {
     private final UnsafeBuffer rx = new UnsafeBuffer(rxMemory);
     private final GatherWriter tx = new GatherWriter();
     private final PacketMeta rxMeta = new PacketMeta();
-
     private long writeErrors;
 
     public TapPort(TapDevice tap) {
