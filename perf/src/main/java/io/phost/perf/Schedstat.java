@@ -33,6 +33,31 @@ public final class Schedstat {
         return sum;
     }
 
+    /**
+     * The three schedstat fields summed over this process's threads whose comm starts with {@code prefix}:
+     * {ns on CPU, ns runnable but waiting for a CPU, timeslices}; zeros if none is found.
+     */
+    public static long[] sample(String prefix) {
+        long[] sum = new long[3];
+        try (DirectoryStream<Path> tasks = Files.newDirectoryStream(Path.of("/proc/self/task"))) {
+            for (Path t : tasks) {
+                try {
+                    if (Files.readString(t.resolve("comm")).startsWith(prefix)) {
+                        String[] f = Files.readString(t.resolve("schedstat")).trim().split("\\s+");
+                        for (int i = 0; i < 3; i++) {
+                            sum[i] += Long.parseLong(f[i]);
+                        }
+                    }
+                } catch (IOException | RuntimeException e) {
+                    // the thread exited between the listing and the read
+                }
+            }
+        } catch (IOException e) {
+            return sum;
+        }
+        return sum;
+    }
+
     /** The second field of a schedstat line: ns spent runnable on a run queue. */
     static long parseWait(String schedstat) {
         return Long.parseLong(schedstat.trim().split("\\s+")[1]);

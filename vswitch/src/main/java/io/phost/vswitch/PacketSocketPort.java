@@ -1,15 +1,14 @@
 package io.phost.vswitch;
 
 import io.phost.core.sys.PacketSocketV3;
-import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import org.agrona.BufferUtil;
 import org.agrona.DirectBuffer;
 import org.agrona.concurrent.UnsafeBuffer;
 
 /**
  * The external switch's uplink: an AF_PACKET socket on a named interface, receiving through its TPACKET_V3
- * ring (read in place, no copy) and sending with send(2). See {@link PacketSocketV3} for the ring layout.
+ * ring (read in place, no copy) and sending with writev(2) ({@link GatherWriter}: no copy in user space).
+ * See {@link PacketSocketV3} for the ring layout.
  * <pre>
  *   block[i].status: KERNEL ──(kernel fills, retires)──▶ USER ──(we walk its packets, store KERNEL)──▶ KERNEL
  * </pre>
@@ -23,9 +22,7 @@ public final class PacketSocketPort implements FrameSource, FrameSink {
     private final int blockCount;
     private final int hdr;
     private final PacketMeta rxMeta = new PacketMeta();
-    private final ByteBuffer txMemory = ByteBuffer.allocateDirect(VSwitch.MAX_FRAME + 16);
-    private final long txAddress = BufferUtil.address(txMemory);
-    private final UnsafeBuffer tx = new UnsafeBuffer(txMemory);
+    private final GatherWriter tx = new GatherWriter();
     private int block;
     private int packetInBlock;
     private int packetOffset;
@@ -111,12 +108,11 @@ public final class PacketSocketPort implements FrameSource, FrameSink {
     @Override
     public boolean tryTransmit(DirectBuffer buffer, int offset, int length, PacketMeta meta) {
         if (hdr != 0) {
-            meta.writeTo(tx, 0, hdr);
+            meta.writeTo(tx.header(), 0, hdr);
         } else if (!meta.isPlain()) {
             return false;
         }
-        tx.putBytes(hdr, buffer, offset, length);
-        long r = socket.send(txAddress, hdr + length);
+        long r = tx.write(socket.fd(), hdr, buffer, offset, length); // non-blocking socket: as send(MSG_DONTWAIT)
         if (r < 0) {
             lastSendErrno = (int) -r;
         }

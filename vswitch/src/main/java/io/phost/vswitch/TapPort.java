@@ -14,7 +14,7 @@ import org.agrona.concurrent.UnsafeBuffer;
  * offloaded frames; with {@code TUN_F_*} offloads the kernel hands over 64 KiB TSO super-frames).
  * <pre>
  *   rx buffer:  [ virtio_net_hdr 12 ][ Ethernet frame ... ]   read(2) fills both at once
- *   tx buffer:  the same, built by one copy, then one write(2)
+ *   tx:         writev(2) of { our virtio_net_hdr, the frame where the switch holds it } ({@link GatherWriter})
  * </pre>
  * Reads happen on the switch's thread, writes on whichever single thread drains this port's egress.
  */
@@ -23,11 +23,9 @@ public final class TapPort implements FrameSource, FrameSink {
     private final TapDevice tap;
     private final int hdr;
     private final ByteBuffer rxMemory = ByteBuffer.allocateDirect(CAPACITY);
-    private final ByteBuffer txMemory = ByteBuffer.allocateDirect(CAPACITY);
     private final long rxAddress = BufferUtil.address(rxMemory);
-    private final long txAddress = BufferUtil.address(txMemory);
     private final UnsafeBuffer rx = new UnsafeBuffer(rxMemory);
-    private final UnsafeBuffer tx = new UnsafeBuffer(txMemory);
+    private final GatherWriter tx = new GatherWriter();
     private final PacketMeta rxMeta = new PacketMeta();
     private long writeErrors;
 
@@ -75,12 +73,11 @@ public final class TapPort implements FrameSource, FrameSink {
     @Override
     public boolean tryTransmit(DirectBuffer buffer, int offset, int length, PacketMeta meta) {
         if (hdr != 0) {
-            meta.writeTo(tx, 0, hdr);
+            meta.writeTo(tx.header(), 0, hdr);
         } else if (!meta.isPlain()) {
             return false;
         }
-        tx.putBytes(hdr, buffer, offset, length);
-        long r = tap.write(txAddress, hdr + length);
+        long r = tx.write(tap.fd(), hdr, buffer, offset, length);
         if (r < 0) {
             writeErrors++;
             // EIO: the interface is down (no carrier); the frame is lost like on a real unplugged NIC.

@@ -396,20 +396,29 @@ class NamespaceTrafficTest {
         throw new AssertionError(ifname + " in " + ns + " has no usable link-local address");
     }
 
+    /**
+     * The shaper holds a port's max bandwidth (≤ 5 % over it) and, with its queue full, admits nearly all of it.
+     * "Nearly all" is judged against an uncapped port carrying the same offered load at the same time through the
+     * same switch, never against a fixed floor: on a CPU-starved machine both fall short together, while a shaper
+     * that admits too little still fails on an idle one (before: a fixed 90 % UDP and 70 % TCP floor, which load
+     * alone could break).
+     */
     @Test
-    void shouldHoldTheMaximumBandwidthWithinFivePercent() {
+    void shouldHoldTheMaximumBandwidthWithinFivePercent() throws Exception {
         VSwitch sw = new VSwitch("bw", SwitchType.PRIVATE);
         long limit = 20_000_000;
-        tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withLimits(0, limit, 1, 64), "10.78.0.1/24", true);
+        Port a = tapPort(sw, "a", PortKind.VNIC, PortConfig.vnic(mac(1)).withLimits(0, limit, 1, 64), "10.78.0.1/24", true);
         setMac(net, "a", mac(1));
         tapPort(sw, "b", PortKind.VNIC, PortConfig.vnic(mac(2)), "10.78.0.2/24", true);
         setMac(net, "b", mac(2));
+        Port c = tapPort(sw, "c", PortKind.VNIC, PortConfig.vnic(mac(3)), "10.78.0.3/24", true);
+        setMac(net, "c", mac(3));
         start(sw);
         assertTrue(Netns.ping(ns(net, "a"), "10.78.0.2", 2));
-        // The shaper itself: offer 2.5x the limit over UDP and measure what the port lets into the switch
-        // (frame bytes, from the port's counters) over 3 s in the middle of a 5 s flood.
-        Port a = sw.ports().get(0);
-        long[] window = new long[6];
+        assertTrue(Netns.ping(ns(net, "c"), "10.78.0.2", 2));
+        // The shaper itself: a and c each offer 50 Mbit/s of UDP (2.5x the limit) for 5 s at the same time; what
+        // each port lets into the switch (frame bytes, from its counters) is measured over 3 s in the middle.
+        long[] window = new long[8];
         String tapA = net.ifname("a");
         Thread sampler = Thread.ofPlatform().start(() -> {
             try {
@@ -417,36 +426,46 @@ class NamespaceTrafficTest {
                 window[4] = tapTxDropped(ns(net, "a"), tapA);
                 window[0] = System.nanoTime();
                 window[1] = a.counters().rxBytes();
+                window[6] = c.counters().rxBytes();
                 Thread.sleep(3000);
                 window[2] = System.nanoTime();
                 window[3] = a.counters().rxBytes();
+                window[7] = c.counters().rxBytes();
                 window[5] = tapTxDropped(ns(net, "a"), tapA);
             } catch (InterruptedException e) {
                 Thread.currentThread().interrupt();
             }
         });
-        String udp = Netns.iperf(ns(net, "b"), "10.78.0.2", ns(net, "a"), 5, "-u", "-b", "50M", "-l", "1400");
-        try {
-            sampler.join();
-        } catch (InterruptedException e) {
-            throw new AssertionError(e);
-        }
+        var uncappedUdp = java.util.concurrent.CompletableFuture.supplyAsync(
+            () -> Netns.iperf(ns(net, "b"), "10.78.0.2", 5202, ns(net, "c"), 5, "-u", "-b", "50M", "-l", "1400"));
+        Netns.iperf(ns(net, "b"), "10.78.0.2", ns(net, "a"), 5, "-u", "-b", "50M", "-l", "1400");
+        uncappedUdp.get(60, java.util.concurrent.TimeUnit.SECONDS);
+        sampler.join(10_000);
+        assertTrue(window[2] != 0, "the sampler did not finish its 3 s window");
         double shaped = (window[3] - window[1]) * 8e9 / (window[2] - window[0]);
-        double received = Netns.json(udp, "sum", "bits_per_second") * (1 - Netns.json(udp, "sum", "lost_percent") / 100);
+        double uncapped = (window[7] - window[6]) * 8e9 / (window[2] - window[0]);
         long backlogDrops = window[5] - window[4];
-        System.out.printf("max bandwidth %d bit/s: port admitted %.2f Mbit/s (frames), iperf3 UDP received %.2f Mbit/s"
-            + " (payload), TAP queue overflowed %d times in the window%n", limit, shaped / 1e6, received / 1e6, backlogDrops);
+        System.out.printf("max bandwidth %d bit/s: port admitted %.2f Mbit/s (frames), the uncapped port beside it"
+            + " %.2f Mbit/s, TAP queue overflowed %d times in the window%n", limit, shaped / 1e6, uncapped / 1e6, backlogDrops);
         assertTrue(shaped <= 1.05 * limit, "limited to " + limit + " but the port admitted " + shaped);
         if (backlogDrops > 0) {
-            // The sender kept the port's queue full the whole window, so the shaper decided the rate, up to the
-            // switch thread's own waits for a CPU: a clean-clone CI run at load ~30 admitted 93.6% (18.7 of 20).
-            assertTrue(shaped >= 0.90 * limit, "limited to " + limit + " with a full queue but admitted only " + shaped);
+            // The sender kept the port's queue full the whole window, so the shaper decided the rate.
+            double possible = Math.min(limit, uncapped);
+            assertTrue(shaped >= 0.90 * possible, "limited to " + limit + " with a full queue the port admitted only "
+                + shaped + " while the uncapped port beside it admitted " + uncapped);
         }
-        // TCP through the same port never exceeds the limit and gets most of it (on a CPU-starved host the
-        // sender, not the shaper, is what falls short).
+        // TCP through the same port never exceeds the limit and gets most of what a TCP flow paced to the limit
+        // (iperf3 -b) gets through the uncapped port at the same time.
+        var pacedTcp = java.util.concurrent.CompletableFuture.supplyAsync(
+            () -> Netns.iperf(ns(net, "b"), "10.78.0.2", 5202, ns(net, "c"), 3, "-O", "1", "-b", "20M"));
         String tcp = Netns.iperf(ns(net, "b"), "10.78.0.2", ns(net, "a"), 3, "-O", "1");
         double bps = Netns.json(tcp, "sum_received", "bits_per_second");
-        assertTrue(bps <= 1.05 * limit && bps >= 0.7 * limit, "TCP limited to " + limit + " but measured " + bps);
+        double paced = Netns.json(pacedTcp.get(60, java.util.concurrent.TimeUnit.SECONDS), "sum_received", "bits_per_second");
+        System.out.printf("TCP through the capped port %.2f Mbit/s, paced to the limit through the uncapped one %.2f%n",
+            bps / 1e6, paced / 1e6);
+        assertTrue(bps <= 1.05 * limit, "TCP limited to " + limit + " but measured " + bps);
+        assertTrue(bps >= 0.7 * Math.min(limit, paced), "TCP through a port capped at " + limit + " got " + bps
+            + " while a flow paced to the limit through an uncapped port got " + paced);
     }
 
     /**

@@ -39,6 +39,7 @@ public final class NetSyscalls {
     private static final MethodHandle CLOSE = Native.downcall("close", FunctionDescriptor.of(I, I));
     private static final MethodHandle READ = Native.downcall("read", FunctionDescriptor.of(L, I, L, L));
     private static final MethodHandle WRITE = Native.downcall("write", FunctionDescriptor.of(L, I, L, L));
+    private static final MethodHandle WRITEV = Native.downcall("writev", FunctionDescriptor.of(L, I, L, I));
     /** ioctl(int fd, unsigned long request, void *arg): variadic after the request. */
     private static final MethodHandle IOCTL = variadic("ioctl", FunctionDescriptor.of(I, I, L, P), 2);
     private static final MethodHandle POLL = Native.downcall("poll", FunctionDescriptor.of(I, L, L, I));
@@ -91,6 +92,16 @@ public final class NetSyscalls {
     public static long write(int fd, long address, long length) {
         try {
             long r = (long) WRITE.invokeExact(Native.errnoState(), fd, address, length);
+            return r >= 0 ? r : -Native.lastErrno();
+        } catch (Throwable t) {
+            throw Native.rethrow(t);
+        }
+    }
+
+    /** writev(2) of {@code count} iovecs at {@code iovAddress}; returns bytes written, or -errno. */
+    public static long writev(int fd, long iovAddress, int count) {
+        try {
+            long r = (long) WRITEV.invokeExact(Native.errnoState(), fd, iovAddress, count);
             return r >= 0 ? r : -Native.lastErrno();
         } catch (Throwable t) {
             throw Native.rethrow(t);

@@ -97,9 +97,11 @@ public final class SwitchBenchSuite implements BenchSuite {
         List<BenchResult> results = new ArrayList<>();
         double[][] phost = new double[3][rounds];
         double[][] bridge = new double[3][rounds];
+        PingHopProbe probe = new PingHopProbe();
+        SwitchThreadStats stats = new SwitchThreadStats(probe);
         for (int r = 0; r < rounds; r++) { // interleaved, so load drift hits both sides alike
             ctx.progress(1, 3, "TCP + ping through phost, round " + (r + 1) + " of " + rounds);
-            double[] p = throughPhost(tag, seconds, pings);
+            double[] p = throughPhost(tag, seconds, pings, probe, stats);
             ctx.progress(2, 3, "TCP + ping through a Linux bridge, round " + (r + 1) + " of " + rounds);
             double[] b = throughBridge(tag, seconds, pings);
             for (int m = 0; m < 3; m++) {
@@ -108,12 +110,19 @@ public final class SwitchBenchSuite implements BenchSuite {
             }
         }
         ctx.progress(3, 3, "done");
+        ctx.log("switch thread, all rounds: " + stats.summary());
         results.add(roundsResult(BenchResult.vsPeer("tcp-throughput netns->netns", median(phost[0]) / 1e9, "Gbit/s",
             "linux bridge + veth", median(bridge[0]) / 1e9), phost[0], bridge[0], 1e9, "Gbit/s"));
         results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50", median(phost[1]), "us",
             "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
         results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
             "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
+        // Diagnostics of the phost rounds (own entries: their series mix units, so reports do not chart them)
+        results.add(BenchResult.alone("switch thread CPU per GB, tcp netns->netns", stats.tcpSeries()
+            .get("switch_cpu_s_per_gb"), "CPU-s/GB"));
+        Map<String, Double> hops = stats.pingSeries();
+        results.add(BenchResult.alone("ping hop to-switch p50 (phost)", hops.get("hop_to_switch_p50_us"), "us")
+            .withSeries(hops));
         return results;
     }
 
@@ -264,7 +273,8 @@ public final class SwitchBenchSuite implements BenchSuite {
             .withSeries(Map.of("bytes_allocated_per_frame", (double) alloc / frames, "frames", (double) frames));
     }
 
-    private static double[] throughPhost(String tag, int seconds, int pings) throws Exception {
+    private static double[] throughPhost(String tag, int seconds, int pings, PingHopProbe probe, SwitchThreadStats stats)
+        throws Exception {
         String nsA = "phbA" + tag;
         String nsB = "phbB" + tag;
         VSwitch sw = new VSwitch("bench", SwitchType.PRIVATE);
@@ -274,14 +284,16 @@ public final class SwitchBenchSuite implements BenchSuite {
         try {
             a = TapPort.open("phbta" + tag, true);
             b = TapPort.open("phbtb" + tag, true);
-            sw.addPort("a", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_01L), a, a);
-            sw.addPort("b", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_02L), b, b);
+            PingHopProbe.Port pa = probe.wrap(a);
+            PingHopProbe.Port pb = probe.wrap(b);
+            stats.ports(sw.addPort("a", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_01L), pa, pa),
+                sw.addPort("b", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_02L), pb, pb));
             namespace(nsA, a.name(), "10.90.0.1/24", "02:60:00:00:00:01");
             namespace(nsB, b.name(), "10.90.0.2/24", "02:60:00:00:00:02");
             SwitchAgent agent = new SwitchAgent(sw);
             runner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
             AgentRunner.startOnThread(runner);
-            return measure(nsA, nsB, "10.90.0.2", seconds, pings);
+            return measure(nsA, nsB, "10.90.0.2", seconds, pings, stats);
         } finally {
             if (runner != null) {
                 runner.close();
@@ -312,7 +324,7 @@ public final class SwitchBenchSuite implements BenchSuite {
                 must("ip", "link", "set", host, "up");
                 namespace(side[0], guest, side[2], null);
             }
-            return measure(nsA, nsB, "10.91.0.2", seconds, pings);
+            return measure(nsA, nsB, "10.91.0.2", seconds, pings, Phases.NONE);
         } finally {
             run(5, "ip", "link", "del", "phrha" + tag);
             run(5, "ip", "link", "del", "phrhb" + tag);
@@ -334,8 +346,18 @@ public final class SwitchBenchSuite implements BenchSuite {
         must("ip", "-n", ns, "link", "set", ifname, "up");
     }
 
+    /** Told when the TCP and ping phases of a round start and end (to sample the switch thread around them). */
+    interface Phases {
+        Phases NONE = new Phases() {};
+
+        default void tcp(boolean start) {}
+
+        default void ping(boolean start) {}
+    }
+
     /** Returns {TCP bits/s, ping p50 us, ping p99 us} from nsA to serverIp in nsB. */
-    private static double[] measure(String nsA, String nsB, String serverIp, int seconds, int pings) throws Exception {
+    private static double[] measure(String nsA, String nsB, String serverIp, int seconds, int pings, Phases phases)
+        throws Exception {
         // Wait for the path (ARP, DAD) before timing anything.
         for (int i = 0; i < 50 && run(5, "ip", "netns", "exec", nsA, "ping", "-c", "1", "-W", "1", serverIp).exitCode != 0; i++) {
             Thread.sleep(100);
@@ -345,8 +367,10 @@ public final class SwitchBenchSuite implements BenchSuite {
         double bps = Double.NaN;
         try {
             for (int attempt = 0; attempt < 50; attempt++) {
+                phases.tcp(true);
                 Result r = run(seconds + 20, "ip", "netns", "exec", nsA, "iperf3", "-c", serverIp, "-t",
                     Integer.toString(seconds), "-O", "1", "-J");
+                phases.tcp(false);
                 if (r.output.contains("Connection refused")) {
                     Thread.sleep(100);
                     continue;
@@ -359,8 +383,10 @@ public final class SwitchBenchSuite implements BenchSuite {
             server.waitFor(5, TimeUnit.SECONDS);
             server.destroyForcibly();
         }
+        phases.ping(true);
         Result ping = run(pings / 50 + 20, "ip", "netns", "exec", nsA, "ping", "-c", Integer.toString(pings),
             "-i", "0.01", serverIp);
+        phases.ping(false);
         Matcher m = Pattern.compile("time=([0-9.]+) ms").matcher(ping.output);
         List<Double> rtts = new ArrayList<>();
         while (m.find()) {
