@@ -108,6 +108,44 @@ final class VhostNetPoint {
         }
     }
 
+    /**
+     * What two connected, idle vhost-user-net VMs cost phost: both ports' queues started (EVENT_IDX, receive
+     * buffers posted, no frame sent), then CPU time over {@code seconds} after a 1 s settle, as fractions of one
+     * core: {whole JVM (an upper bound: JIT, GC, the idle driver), the threads phost started (switch agent,
+     * control threads, queue workers)}.
+     */
+    static double[] idleCoreFraction(BenchContext ctx, double seconds) throws Exception {
+        var threads = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+        long[] existing = threads.getAllThreadIds();
+        Path a = ctx.workDir().resolve("phost-idle-a.sock");
+        Path b = ctx.workDir().resolve("phost-idle-b.sock");
+        try (ManagedSwitch sw = ManagedSwitch.create(SwitchSpec.privateSwitch("vbidle" + ProcessHandle.current().pid() % 100000));
+             VhostUserNetPort pa = VhostUserNetPort.start("bench/a", sw, PortConfig.vnic(MAC_A), a, List.of());
+             VhostUserNetPort pb = VhostUserNetPort.start("bench/b", sw, PortConfig.vnic(MAC_B), b, List.of());
+             VhostUserFrontend fa = VhostBenchSuite.connect(a, GUEST_MEMORY);
+             VhostUserFrontend fb = VhostBenchSuite.connect(b, GUEST_MEMORY)) {
+            for (VhostUserFrontend f : List.of(fa, fb)) {
+                f.negotiate(VhostNetLoad.FEATURES);
+                VhostUserFrontend.Queue rx = f.startQueue(VhostNetLoad.RX_QUEUE, VhostNetLoad.RING);
+                f.startQueue(VhostNetLoad.TX_QUEUE, VhostNetLoad.RING);
+                for (int i = 0; i < 64; i++) {
+                    rx.add(new long[] {f.alloc(2048, 64)}, new int[] {2048}, new boolean[] {true});
+                }
+                VhostNetLoad.driverOk(f);
+                rx.kick();
+            }
+            Thread.sleep(1000);
+            Cpu cpu = Cpu.thisProcess();
+            long[] started = startedSince(threads.getAllThreadIds(), existing);
+            long c0 = cpu.nanos();
+            long p0 = sum(threads.getThreadCpuTime(started));
+            long t0 = System.nanoTime();
+            Thread.sleep((long) (seconds * 1000));
+            double wall = System.nanoTime() - t0;
+            return new double[] {(cpu.nanos() - c0) / wall, (sum(threads.getThreadCpuTime(started)) - p0) / wall};
+        }
+    }
+
     static Round testpmd(BenchContext ctx, double seconds) throws Exception {
         Path a = ctx.workDir().resolve("testpmd-a.sock");
         Path b = ctx.workDir().resolve("testpmd-b.sock");
