@@ -40,8 +40,16 @@ final class VhostNetPoint {
     private static final long GUEST_MEMORY = 16L << 20;
     private static final long CLOCK_TICK_NANOS = 10_000_000L; // USER_HZ 100 on Linux
 
-    /** One round of one side: frames per second, CPU nanoseconds per frame, allocated bytes per frame (NaN: not measured). */
-    record Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame) {}
+    /**
+     * One round of one side: frames per second, CPU nanoseconds per frame, allocated bytes per frame, and (phost)
+     * CPU nanoseconds per frame of only the threads phost started (switch agent, queue workers: the data path
+     * without the JVM's JIT and GC threads); NaN: not measured.
+     */
+    record Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame, double threadCpuNsPerFrame) {
+        Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame) {
+            this(pps, cpuNsPerFrame, allocBytesPerFrame, Double.NaN);
+        }
+    }
 
     private VhostNetPoint() {}
 
@@ -75,6 +83,7 @@ final class VhostNetPoint {
         Map<String, Double> series = new LinkedHashMap<>(r.series());
         put(series, "ours_cpu_ns_per_frame", pick(ours, Round::cpuNsPerFrame));
         put(series, "ours_alloc_bytes_per_frame", pick(ours, Round::allocBytesPerFrame));
+        put(series, "ours_thread_cpu_ns_per_frame", pick(ours, Round::threadCpuNsPerFrame));
         if (theirs != null) {
             put(series, "peer_cpu_ns_per_frame", pick(theirs, Round::cpuNsPerFrame));
         }
@@ -195,13 +204,16 @@ final class VhostNetPoint {
             long cpu0 = cpu.nanos() - (cpu.includesDriver() ? threads.getCurrentThreadCpuTime() : 0);
             long[] started = existing == null ? new long[0] : startedSince(threads.getAllThreadIds(), existing);
             long alloc0 = sum(threads.getThreadAllocatedBytes(started));
+            long thread0 = sum(threads.getThreadCpuTime(started));
             long t0 = System.nanoTime();
             long frames = load.pump(seconds);
             long t1 = System.nanoTime();
             long cpu1 = cpu.nanos() - (cpu.includesDriver() ? threads.getCurrentThreadCpuTime() : 0);
             long alloc1 = sum(threads.getThreadAllocatedBytes(started));
+            long thread1 = sum(threads.getThreadCpuTime(started));
             return new Round(frames / ((t1 - t0) / 1e9), (cpu1 - cpu0) / (double) frames,
-                existing == null ? Double.NaN : (alloc1 - alloc0) / (double) frames);
+                existing == null ? Double.NaN : (alloc1 - alloc0) / (double) frames,
+                existing == null ? Double.NaN : (thread1 - thread0) / (double) frames);
         }
     }
 

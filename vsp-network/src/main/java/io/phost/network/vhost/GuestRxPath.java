@@ -16,7 +16,8 @@ import org.agrona.concurrent.UnsafeBuffer;
  * MRG_RXBUF a frame may take several chains ({@code num_buffers} says how many); without, it must fit one
  * chain or it is dropped (counted). When the guest has too few buffers the chains popped for the frame are
  * given back ({@link Virtqueue#discard}) and the switch counts the frame EGRESS_FULL, as a full NIC queue.
- * The call to the guest is deferred ({@link #callPending}) and made once per burst by {@link PendingCalls}.
+ * Within a vhost-user-net transmit burst the call to the guest is deferred ({@link #callPending}) and made once
+ * per burst by {@link PendingCalls}; a frame from any other source is called at once.
  * <pre>
  *   stream written:  [ header (hdr bytes, num_buffers = chains used) ][ frame ]
  *   chain k gets:    min(its writable bytes, what is left), chains filled in order
@@ -77,7 +78,7 @@ final class GuestRxPath {
                 return true; // dropped: does not fit what the guest posts
             }
             DescriptorChain c = chains[used];
-            if (!q.tryPop(c)) {
+            if (!q.tryPopQuiet(c)) { // a kick adding buffers would change nothing: the frame is dropped, not held
                 q.discard(used);
                 return false;
             }
@@ -105,7 +106,7 @@ final class GuestRxPath {
             q.pushUsed(chains[k].head(), written[k]);
         }
         pair.counters.rxFrames++;
-        if (++callPending >= CALL_EVERY) {
+        if (++callPending >= CALL_EVERY || !calls.burst) {
             call();
         } else if (!listed) {
             listed = true;

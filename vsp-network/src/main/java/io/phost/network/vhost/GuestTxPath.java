@@ -21,6 +21,8 @@ import org.agrona.concurrent.UnsafeBuffer;
  *   guest kick ──▶ queue worker (relay: {@link SwitchServedQueue}) ──▶ {@link #kicked}, switch wake-up
  *   switch agent: poll ──▶ pop ─▶ gather ─▶ switch (policies, forwarding, destination sink) ─▶ push used
  * </pre>
+ * While the agent polls, the guest is asked not to kick ({@link Virtqueue#tryPopQuiet}); the agent asks for
+ * kicks again only before it sleeps ({@link #wantKicks}), as Linux vhost-net's busy polling does.
  * Agent thread only, except {@link #kicked}; allocates nothing per frame.
  */
 final class GuestTxPath {
@@ -58,7 +60,7 @@ final class GuestTxPath {
         }
         int taken = 0;
         int sent = 0;
-        while (taken < limit && q.tryPop(chain)) {
+        while (taken < limit && q.tryPopQuiet(chain)) { // no kicks wanted while the agent polls: enableKicks before it sleeps
             taken++;
             long length = chain.readableBytes() - hdr;
             if (length < MIN_FRAME || length > VSwitch.MAX_FRAME) {
@@ -103,6 +105,11 @@ final class GuestTxPath {
             case PacketMeta.GSO_TCPV6 -> tso6 && (flags & PacketMeta.FLAG_NEEDS_CSUM) != 0;
             default -> false;
         };
+    }
+
+    /** Agent, before it sleeps: asks the guest to kick on its next frame; true when one is already there. */
+    boolean wantKicks() {
+        return kicked || queue.enableKicks();
     }
 
     /** Copies header (to 0; a legacy 10-byte one leaves num_buffers 0) and frame (to 12) out of the chain's readable buffers. */

@@ -300,29 +300,32 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     @Override
     public int poll(FrameHandler handler, int limit) {
         PendingCalls pending = calls();
-        pending.drain(); // frames other ports sent this device's guest since the last burst
+        pending.startBurst();
         int n = 0;
-        if (pendingAnnouncement.get() >= 0) {
-            long mac = pendingAnnouncement.getAndSet(-1);
-            if (mac >= 0) {
-                RarpAnnouncement.write(announcement, mac);
-                n += injectAnnouncement(handler);
-            }
-        }
-        int first = nextPoll;
-        for (int i = 0; i < pairs.length && n < limit; i++) {
-            NetQueuePair p = pairs[(first + i) % pairs.length];
-            SwitchServedQueue tx = p.tx;
-            if (tx != null) {
-                try {
-                    n += tx.tx().poll(handler, limit - n, linkUp, counters);
-                } catch (RuntimeException e) {
-                    broken(p, tx, e);
+        try {
+            if (pendingAnnouncement.get() >= 0) {
+                long mac = pendingAnnouncement.getAndSet(-1);
+                if (mac >= 0) {
+                    RarpAnnouncement.write(announcement, mac);
+                    n += injectAnnouncement(handler);
                 }
             }
+            int first = nextPoll;
+            for (int i = 0; i < pairs.length && n < limit; i++) {
+                NetQueuePair p = pairs[(first + i) % pairs.length];
+                SwitchServedQueue tx = p.tx;
+                if (tx != null) {
+                    try {
+                        n += tx.tx().poll(handler, limit - n, linkUp, counters);
+                    } catch (RuntimeException e) {
+                        broken(p, tx, e);
+                    }
+                }
+            }
+            nextPoll = first + 1 == pairs.length ? 0 : first + 1; // a busy pair does not starve the others
+        } finally {
+            pending.endBurst(); // one call per destination queue for this burst
         }
-        nextPoll = first + 1 == pairs.length ? 0 : first + 1; // a busy pair does not starve the others
-        pending.drain(); // one call per destination queue for this burst
         return n;
     }
 
@@ -337,14 +340,17 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         return 1;
     }
 
-    /** Agent, before it sleeps: nothing the guest sent (a kick) or the control thread asked for is waiting. */
+    /**
+     * Agent, before it sleeps: nothing the guest sent (a kick, or a frame found while asking for kicks again) or
+     * the control thread asked for is waiting.
+     */
     private boolean noKicks() {
         if (pendingAnnouncement.get() >= 0) {
             return false;
         }
         for (NetQueuePair p : pairs) {
             SwitchServedQueue tx = p.tx;
-            if (tx != null && tx.tx().kicked) {
+            if (tx != null && tx.tx().wantKicks()) {
                 return false;
             }
         }
@@ -363,7 +369,6 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     @Override
     public boolean armWakeup() {
-        calls().drain(); // the last burst's calls go out before the agent sleeps
         return switchWake.arm(noKicks);
     }
 
