@@ -61,7 +61,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     /** The port's link (admin state): down → config status 0 and no frames either way, as an unplugged cable. */
     private volatile boolean linkUp = true;
     private volatile Runnable onOffloadsChanged = () -> { };
-    /** Written by the switch's agent ({@code rxNoQueue}, {@code linkDownDrops}); the workers write their pair's. */
+    /** Written by the switch's agent, as are the pairs' counters. */
     final NetCounters counters = new NetCounters();
 
     VhostUserNetDevice(long mac, int mtu, int queuePairs) {

@@ -40,7 +40,8 @@ public final class VhostUserNetPort implements AutoCloseable {
     }
 
     /**
-     * As above with {@code queuePairs} (1..16) receive/transmit queue pairs, served by the switch's agent thread (each queue's worker only relays kicks);
+     * As above with {@code queuePairs} (1..16) receive/transmit queue pairs, served by the switch's agent thread
+     * (each queue's worker, pinned to {@code cpus}, only relays kicks);
      * more than one offers VIRTIO_NET_F_MQ (QEMU: {@code -netdev vhost-user,queues=N} and
      * {@code virtio-net-pci,mq=on}).
      */
