@@ -47,8 +47,11 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     private final BooleanSupplier noKicks = this::noKicks;
     /** Runs a command on the switch's agent thread and waits for it (set by the port once it is attached). */
     private volatile java.util.function.Consumer<Runnable> onSwitchThread = Runnable::run;
-    /** The agent thread's pending calls (looked up on that thread at its first frame). */
-    private PendingCalls calls;
+    /**
+     * True when the port's sink is behind a VMQ queue: a VMQ worker thread, not the agent, calls
+     * {@link #tryTransmit}, so delivery and the queue hand-overs take the device's lock.
+     */
+    private volatile boolean sinkOnVmq;
     private int nextPoll;
     /** A SEND_RARP's MAC (control thread) waiting for the switch's agent to inject it (-1: none). */
     private final AtomicLong pendingAnnouncement = new AtomicLong(-1);
@@ -82,6 +85,10 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     /** How the queue workers reach the switch's agent thread: {@code run} runs the command there and returns when it ran. */
     void onSwitchThread(java.util.function.Consumer<Runnable> run) {
         onSwitchThread = run;
+    }
+
+    void sinkOnVmq(boolean on) {
+        sinkOnVmq = on;
     }
 
     void onOffloadsChanged(Runnable r) {
@@ -177,12 +184,14 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     /** Queue worker: hands its started queue to the agent (in order with a later {@link #detach}). */
     void attach(NetQueuePair pair, SwitchServedQueue handler, io.phost.core.vhost.Virtqueue q) {
         onSwitchThread.accept(() -> {
-            if (handler.tx() != null) {
-                handler.tx().queue = q;
-                pair.tx = handler;
-            } else {
-                handler.rx().queue = q;
-                pair.rx = handler;
+            synchronized (this) { // uncontended unless a VMQ worker delivers (sinkOnVmq)
+                if (handler.tx() != null) {
+                    handler.tx().queue = q;
+                    pair.tx = handler;
+                } else {
+                    handler.rx().queue = q;
+                    pair.rx = handler;
+                }
             }
         });
     }
@@ -192,7 +201,11 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
      * longer touches it (GET_VRING_BASE reads its position next); pending calls to the guest are made first.
      */
     void detach(NetQueuePair pair, SwitchServedQueue handler) {
-        onSwitchThread.accept(() -> release(pair, handler));
+        onSwitchThread.accept(() -> {
+            synchronized (this) {
+                release(pair, handler);
+            }
+        });
     }
 
     /** Agent thread: stops serving {@code handler}'s queue (a stop, or a ring found hostile). */
@@ -227,6 +240,15 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     @Override
     public boolean tryTransmit(DirectBuffer buffer, int offset, int length, PacketMeta meta) {
+        if (sinkOnVmq) {
+            synchronized (this) {
+                return transmit(buffer, offset, length, meta);
+            }
+        }
+        return transmit(buffer, offset, length, meta);
+    }
+
+    private boolean transmit(DirectBuffer buffer, int offset, int length, PacketMeta meta) {
         NetQueuePair pair = steer(buffer, offset, length);
         if (pair == null) {
             counters.rxNoQueue++; // no driver (not connected, or its RX queues stopped): a link without a peer
@@ -238,20 +260,12 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         }
         SwitchServedQueue rx = pair.rx;
         try {
-            return rx.rx().deliver(buffer, offset, length, meta, calls());
+            // on a VMQ worker the thread's list is never in a burst: the call is made at once
+            return rx.rx().deliver(buffer, offset, length, meta, PendingCalls.ofThisThread());
         } catch (RuntimeException e) {
             broken(pair, rx, e);
             return true; // the frame is lost with the queue
         }
-    }
-
-    private PendingCalls calls() {
-        PendingCalls c = calls;
-        if (c == null) {
-            c = PendingCalls.ofThisThread();
-            calls = c;
-        }
-        return c;
     }
 
     /** Agent thread: a hostile ring; the queue stops being served and its worker reports the error. */
@@ -299,7 +313,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     @Override
     public int poll(FrameHandler handler, int limit) {
-        PendingCalls pending = calls();
+        PendingCalls pending = PendingCalls.ofThisThread();
         pending.startBurst();
         int n = 0;
         try {

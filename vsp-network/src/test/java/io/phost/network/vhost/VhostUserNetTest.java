@@ -340,6 +340,36 @@ class VhostUserNetTest {
     }
 
     @Test
+    void shouldDeliverToTheGuestFromAVmqWorkerWhenTheSwitchHasVmq() throws Exception {
+        // With VMQ a worker thread, not the switch's agent, calls the port's sink: delivery takes the device's lock.
+        sw.close();
+        sw = ManagedSwitch.create(new SwitchSpec("vq" + ProcessHandle.current().pid() % 100000, io.phost.vswitch.SwitchType.PRIVATE,
+            null, false, false, io.phost.vswitch.BandwidthMode.WEIGHT, 2, null, null));
+        peerIn = new FrameRing(1 << 20);
+        peerOut = new FrameRing(1 << 20);
+        sw.attach("peer", PortConfig.vnic(PEER_MAC), peerOut, peerIn);
+        VhostUserNetPort p = nic("n0", GUEST_MAC);
+        VhostUserFrontend f = driver(p);
+        VhostUserFrontend.Queue rx = f.startQueue(RX_QUEUE, 64);
+        VhostUserFrontend.Queue tx = f.startQueue(TX_QUEUE, 64);
+        byte[] out = frame(PEER_MAC, GUEST_MAC, 100, 5);
+        send(f, tx, new byte[HDR_LENGTH], out);
+        assertArrayEquals(out, awaitPeerFrame());
+        long[] bufs = postRx(f, rx, 40, 1536);
+        for (int i = 0; i < 32; i++) {
+            byte[] in = frame(GUEST_MAC, PEER_MAC, 200 + i, i);
+            while (!peerIn.tryWrite(MemorySegment.ofArray(in), 0, in.length)) {
+                Thread.sleep(1);
+            }
+            int[] used = rx.awaitUsed(5_000);
+            assertNotNull(used, "frame " + i + " reached the guest through a VMQ worker");
+            assertArrayEquals(in, f.at(bufs[i], 1536).asSlice(HDR_LENGTH, in.length).toArray(ValueLayout.JAVA_BYTE));
+        }
+        assertEquals(32, p.counters().rxFrames());
+        assertNull(p.lastError());
+    }
+
+    @Test
     void shouldCarryFramesFromTheGuestToAnotherPortAndBack() throws Exception {
         VhostUserNetPort p = nic("n0", GUEST_MAC);
         VhostUserFrontend f = driver(p);
