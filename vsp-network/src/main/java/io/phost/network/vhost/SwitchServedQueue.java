@@ -11,7 +11,7 @@ import io.phost.core.vhost.VirtqueueHandler;
  * transmit queue to it, and reports a ring the agent found hostile as this queue's error. It sleeps in poll(2)
  * on the kick otherwise, so frames cross no thread between the two ports' rings.
  * <pre>
- *   first doWork: attach (on the agent)   kick: tx.kicked = true, wake the agent   close: detach (on the agent, waited for)
+ *   started: attach (on the agent)   kick: tx.kicked = true, wake the agent   close: detach (on the agent, waited for)
  *   agent hits a bad ring: failure + signal ──▶ doWork throws ──▶ the queue breaks as any other (err fd, lastError)
  * </pre>
  */
@@ -24,6 +24,7 @@ final class SwitchServedQueue implements VirtqueueHandler {
     private final GuestRxPath rx;
     private final EventFd failed = EventFd.create();
     private volatile RuntimeException failure;
+    /** Set on the control thread before the worker starts (Thread.start orders it), read by the worker. */
     private boolean attached;
 
     private SwitchServedQueue(VhostUserNetDevice device, NetQueuePair pair, GuestTxPath tx, GuestRxPath rx) {
@@ -47,15 +48,17 @@ final class SwitchServedQueue implements VirtqueueHandler {
         if (e != null) {
             throw e;
         }
-        if (!attached) {
-            attached = true;
-            device.attach(pair, this, q);
-        }
         if (tx != null) {
             tx.kicked = true;
             device.wakeSwitch();
         }
         return 0; // sleep until the next kick (or a failure signal)
+    }
+
+    @Override
+    public void started(Virtqueue q) {
+        attached = true;
+        device.attach(pair, this, q);
     }
 
     GuestTxPath tx() {

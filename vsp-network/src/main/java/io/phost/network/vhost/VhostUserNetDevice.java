@@ -181,7 +181,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
             : SwitchServedQueue.transmit(this, pair, new GuestTxPath(pair.counters, hdr, f));
     }
 
-    /** Queue worker: hands its started queue to the agent (in order with a later {@link #detach}). */
+    /** Control thread, as the queue starts: hands it to the agent (in order with the later {@link #detach}). */
     void attach(NetQueuePair pair, SwitchServedQueue handler, io.phost.core.vhost.Virtqueue q) {
         onSwitchThread.accept(() -> {
             synchronized (this) { // uncontended unless a VMQ worker delivers (sinkOnVmq)
