@@ -25,7 +25,7 @@ import org.agrona.concurrent.UnsafeBuffer;
  * guards, ACLs, bandwidth and mirroring apply exactly as for a synthetic NIC, to the port as a whole.
  * <pre>
  *   switch agent: poll ──▶ pair[k] TX chains ──gather──▶ switch ──tryTransmit──▶ pair[flow hash] RX chains (scatter)
- *   after each burst and before the agent sleeps: one call per receive queue that got frames ({@link PendingCalls})
+ *   after each transmit burst: one call per receive queue that got frames ({@link PendingCalls})
  *   guest TX kick ──▶ "name-q2k+1" worker ──▶ wakes the agent (only while it sleeps)
  * </pre>
  * Steering: a frame goes to the running receive queue its flow hashes to ({@link FlowHash}); which pairs run
