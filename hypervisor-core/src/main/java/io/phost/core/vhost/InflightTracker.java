@@ -108,6 +108,11 @@ final class InflightTracker {
         return resubmitCount;
     }
 
+    /** True while {@link #nextResubmit} has heads left. */
+    boolean hasResubmit() {
+        return resubmitNext < resubmitCount;
+    }
+
     /** The next head to resubmit (in the order they were first taken), or -1 when none is left. */
     int nextResubmit() {
         return resubmitNext < resubmitCount ? resubmit[resubmitNext++] : -1;

@@ -166,6 +166,34 @@ public final class SplitVirtqueue implements Virtqueue {
      */
     @Override
     public boolean tryPop(DescriptorChain chain) {
+        return pop(chain, true);
+    }
+
+    @Override
+    public boolean tryPopQuiet(DescriptorChain chain) {
+        return pop(chain, false);
+    }
+
+    @Override
+    public boolean enableKicks() {
+        if (inflight != null && inflight.hasResubmit()) {
+            return true;
+        }
+        if (eventIdx) {
+            publishAvailEvent();
+            VarHandle.fullFence(); // StoreLoad: publish avail_event before re-reading avail.idx (else a kick is lost)
+        }
+        return (EVERYTHING.get(U16, avail + 2) & 0xFFFF) != lastAvail;
+    }
+
+    private void publishAvailEvent() {
+        EVERYTHING.set(U16, used + 4 + 8L * size, (short) lastAvail);
+        if (log != null && usedLogGpa >= 0) {
+            log.mark(usedLogGpa + 4 + 8L * size, 2);
+        }
+    }
+
+    private boolean pop(DescriptorChain chain, boolean enableKicks) {
         if (inflight != null) {
             int again = inflight.nextResubmit();
             if (again >= 0) {
@@ -175,13 +203,10 @@ public final class SplitVirtqueue implements Virtqueue {
         }
         int availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
         if (availIdx == lastAvail) {
-            if (!eventIdx) {
+            if (!eventIdx || !enableKicks) {
                 return false;
             }
-            EVERYTHING.set(U16, used + 4 + 8L * size, (short) lastAvail);
-            if (log != null && usedLogGpa >= 0) {
-                log.mark(usedLogGpa + 4 + 8L * size, 2);
-            }
+            publishAvailEvent();
             VarHandle.fullFence(); // StoreLoad: publish avail_event before re-reading avail.idx (else a kick is lost)
             availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
             if (availIdx == lastAvail) {

@@ -13,6 +13,24 @@ public interface Virtqueue {
     /** Pops the next available chain into {@code chain} (its {@code head()} is what {@link #pushUsed} takes); false when none. */
     boolean tryPop(DescriptorChain chain);
 
+    /**
+     * As {@link #tryPop}, but an empty ring leaves the driver's kicks as they are (EVENT_IDX: avail_event is not
+     * moved up), for a device that busy-polls while frames flow and calls {@link #enableKicks} before it sleeps.
+     * A ring without such suppression pops as {@link #tryPop}.
+     */
+    default boolean tryPopQuiet(DescriptorChain chain) {
+        return tryPop(chain);
+    }
+
+    /**
+     * Asks the driver to kick on its next request (EVENT_IDX: avail_event = the next index), then looks again:
+     * true when a request is already available (the caller must not sleep). A ring without suppression answers
+     * false: its {@link #tryPop} already asked for kicks when it found the ring empty.
+     */
+    default boolean enableKicks() {
+        return false;
+    }
+
     /** Gives back the last {@code chains} popped chains unchanged: the next pops return them again. */
     void discard(int chains);
 

@@ -7,6 +7,14 @@ package io.phost.core.vhost;
  * {@link Virtqueue#notifyIfNeeded} once per batch. Must not allocate per request.
  */
 public interface VirtqueueHandler {
+    /**
+     * The queue is about to be served (control thread, before the worker starts): a handler whose queue another
+     * thread serves (vhost-user-net's switch agent) hands it over here, so it runs as soon as the front-end's
+     * message that started it is answered.
+     */
+    default void started(Virtqueue queue) {
+    }
+
     /** Pops, starts and completes what it can without blocking; returns the amount of work done. */
     int doWork(Virtqueue queue, DescriptorChain chain);
 

@@ -102,6 +102,7 @@ final class Vring {
         Virtqueue q = queue;
         EventFd stopFd = stop;
         EventFd kick = kickFd >= 0 ? EventFd.adopt(kickFd).view() : null;
+        handler.started(q);
         thread = Thread.ofPlatform().name(name + "-q" + index).daemon().unstarted(() -> {
             pin(cpus);
             run(q, handler, kick, stopFd, onError);

@@ -63,7 +63,7 @@ final class VhostNetLoad {
     }
 
     /** SET_STATUS DRIVER_OK, as QEMU sends once the queues are set up: DPDK's vhost starts a device only then (PF_STATUS). */
-    private static void driverOk(VhostUserFrontend f) {
+    static void driverOk(VhostUserFrontend f) {
         if ((f.getU64(VhostUserRequest.GET_PROTOCOL_FEATURES) & (1L << VhostUserDescriptor.PF_STATUS)) != 0) {
             f.setU64(VhostUserRequest.SET_STATUS, 0x0F); // ACKNOWLEDGE | DRIVER | DRIVER_OK | FEATURES_OK
         }

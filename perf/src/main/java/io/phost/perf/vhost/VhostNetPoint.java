@@ -40,8 +40,16 @@ final class VhostNetPoint {
     private static final long GUEST_MEMORY = 16L << 20;
     private static final long CLOCK_TICK_NANOS = 10_000_000L; // USER_HZ 100 on Linux
 
-    /** One round of one side: frames per second, CPU nanoseconds per frame, allocated bytes per frame (NaN: not measured). */
-    record Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame) {}
+    /**
+     * One round of one side: frames per second, CPU nanoseconds per frame, allocated bytes per frame, and (phost)
+     * CPU nanoseconds per frame of only the threads phost started (switch agent, queue workers: the data path
+     * without the JVM's JIT and GC threads); NaN: not measured.
+     */
+    record Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame, double threadCpuNsPerFrame) {
+        Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame) {
+            this(pps, cpuNsPerFrame, allocBytesPerFrame, Double.NaN);
+        }
+    }
 
     private VhostNetPoint() {}
 
@@ -75,6 +83,7 @@ final class VhostNetPoint {
         Map<String, Double> series = new LinkedHashMap<>(r.series());
         put(series, "ours_cpu_ns_per_frame", pick(ours, Round::cpuNsPerFrame));
         put(series, "ours_alloc_bytes_per_frame", pick(ours, Round::allocBytesPerFrame));
+        put(series, "ours_thread_cpu_ns_per_frame", pick(ours, Round::threadCpuNsPerFrame));
         if (theirs != null) {
             put(series, "peer_cpu_ns_per_frame", pick(theirs, Round::cpuNsPerFrame));
         }
@@ -105,6 +114,44 @@ final class VhostNetPoint {
              VhostUserNetPort pa = VhostUserNetPort.start("bench/a", sw, PortConfig.vnic(MAC_A), a, List.of());
              VhostUserNetPort pb = VhostUserNetPort.start("bench/b", sw, PortConfig.vnic(MAC_B), b, List.of())) {
             return drive(a, b, seconds, Cpu.thisProcess(), existing);
+        }
+    }
+
+    /**
+     * What two connected, idle vhost-user-net VMs cost phost: both ports' queues started (EVENT_IDX, receive
+     * buffers posted, no frame sent), then CPU time over {@code seconds} after a 1 s settle, as fractions of one
+     * core: {whole JVM (an upper bound: JIT, GC, the idle driver), the threads phost started (switch agent,
+     * control threads, queue workers)}.
+     */
+    static double[] idleCoreFraction(BenchContext ctx, double seconds) throws Exception {
+        var threads = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
+        long[] existing = threads.getAllThreadIds();
+        Path a = ctx.workDir().resolve("phost-idle-a.sock");
+        Path b = ctx.workDir().resolve("phost-idle-b.sock");
+        try (ManagedSwitch sw = ManagedSwitch.create(SwitchSpec.privateSwitch("vbidle" + ProcessHandle.current().pid() % 100000));
+             VhostUserNetPort pa = VhostUserNetPort.start("bench/a", sw, PortConfig.vnic(MAC_A), a, List.of());
+             VhostUserNetPort pb = VhostUserNetPort.start("bench/b", sw, PortConfig.vnic(MAC_B), b, List.of());
+             VhostUserFrontend fa = VhostBenchSuite.connect(a, GUEST_MEMORY);
+             VhostUserFrontend fb = VhostBenchSuite.connect(b, GUEST_MEMORY)) {
+            for (VhostUserFrontend f : List.of(fa, fb)) {
+                f.negotiate(VhostNetLoad.FEATURES);
+                VhostUserFrontend.Queue rx = f.startQueue(VhostNetLoad.RX_QUEUE, VhostNetLoad.RING);
+                f.startQueue(VhostNetLoad.TX_QUEUE, VhostNetLoad.RING);
+                for (int i = 0; i < 64; i++) {
+                    rx.add(new long[] {f.alloc(2048, 64)}, new int[] {2048}, new boolean[] {true});
+                }
+                VhostNetLoad.driverOk(f);
+                rx.kick();
+            }
+            Thread.sleep(1000);
+            Cpu cpu = Cpu.thisProcess();
+            long[] started = startedSince(threads.getAllThreadIds(), existing);
+            long c0 = cpu.nanos();
+            long p0 = sum(threads.getThreadCpuTime(started));
+            long t0 = System.nanoTime();
+            Thread.sleep((long) (seconds * 1000));
+            double wall = System.nanoTime() - t0;
+            return new double[] {(cpu.nanos() - c0) / wall, (sum(threads.getThreadCpuTime(started)) - p0) / wall};
         }
     }
 
@@ -157,13 +204,16 @@ final class VhostNetPoint {
             long cpu0 = cpu.nanos() - (cpu.includesDriver() ? threads.getCurrentThreadCpuTime() : 0);
             long[] started = existing == null ? new long[0] : startedSince(threads.getAllThreadIds(), existing);
             long alloc0 = sum(threads.getThreadAllocatedBytes(started));
+            long thread0 = sum(threads.getThreadCpuTime(started));
             long t0 = System.nanoTime();
             long frames = load.pump(seconds);
             long t1 = System.nanoTime();
             long cpu1 = cpu.nanos() - (cpu.includesDriver() ? threads.getCurrentThreadCpuTime() : 0);
             long alloc1 = sum(threads.getThreadAllocatedBytes(started));
+            long thread1 = sum(threads.getThreadCpuTime(started));
             return new Round(frames / ((t1 - t0) / 1e9), (cpu1 - cpu0) / (double) frames,
-                existing == null ? Double.NaN : (alloc1 - alloc0) / (double) frames);
+                existing == null ? Double.NaN : (alloc1 - alloc0) / (double) frames,
+                existing == null ? Double.NaN : (thread1 - thread0) / (double) frames);
         }
     }
 

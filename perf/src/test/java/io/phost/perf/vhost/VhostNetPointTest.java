@@ -43,8 +43,8 @@ class VhostNetPointTest {
 
     @Test
     void shouldCompareMediansAndKeepCpuAndAllocationPerFrameOfBothSides() {
-        VhostNetPoint.Round[] ours = {new VhostNetPoint.Round(300, 900, 0), new VhostNetPoint.Round(200, 1000, 0.5),
-            new VhostNetPoint.Round(100, 1100, 0)};
+        VhostNetPoint.Round[] ours = {new VhostNetPoint.Round(300, 900, 0, 400), new VhostNetPoint.Round(200, 1000, 0.5, 450),
+            new VhostNetPoint.Round(100, 1100, 0, 500)};
         VhostNetPoint.Round[] peer = {new VhostNetPoint.Round(100, 500, Double.NaN), new VhostNetPoint.Round(105, 600, Double.NaN),
             new VhostNetPoint.Round(110, 700, Double.NaN)};
         BenchResult r = VhostNetPoint.result(ours, peer);
@@ -52,6 +52,7 @@ class VhostNetPointTest {
         assertEquals(105, r.peerValue());
         assertEquals(1000, r.series().get("ours_cpu_ns_per_frame_median"));
         assertEquals(0.5, r.series().get("ours_alloc_bytes_per_frame_max"));
+        assertEquals(450, r.series().get("ours_thread_cpu_ns_per_frame_median"), "the data path's threads alone");
         assertEquals(600, r.series().get("peer_cpu_ns_per_frame_median"));
         assertTrue(Double.isNaN(VhostNetPoint.result(ours, null).ratio()), "no peer, no ratio");
     }
@@ -76,5 +77,14 @@ class VhostNetPointTest {
                 s.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
             }
         }
+    }
+
+    @Test
+    void shouldOfferTheNetPointAloneAsSuiteVhostNet() {
+        io.phost.perf.BenchSuite s = java.util.ServiceLoader.load(io.phost.perf.BenchSuite.class).stream()
+            .map(java.util.ServiceLoader.Provider::get).filter(x -> x.name().equals("vhost-net")).findFirst()
+            .orElseThrow(() -> new AssertionError("no suite vhost-net in META-INF/services"));
+        assertTrue(s instanceof VhostNetBenchSuite, s.getClass().getName());
+        assertTrue(s.description().contains("vhost-user-net"), s.description());
     }
 }

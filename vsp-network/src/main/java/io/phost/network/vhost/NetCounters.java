@@ -4,9 +4,9 @@ package io.phost.network.vhost;
  * Counters of one vhost-user-net device. Each field has a single writer (named), read anywhere.
  */
 public final class NetCounters {
-    /** RX worker: frames written into guest buffers. */
+    /** Switch agent (receive fill): frames written into guest buffers. */
     volatile long rxFrames;
-    /** RX worker: frames dropped because they do not fit the guest's receive buffers. */
+    /** Switch agent (receive fill): frames dropped because they do not fit the guest's receive buffers. */
     volatile long rxTooBig;
     /** Switch agent: frames for the guest while it had no running receive queue. */
     volatile long rxNoQueue;
@@ -14,9 +14,9 @@ public final class NetCounters {
     volatile long linkDownDrops;
     /** Switch agent: RARP announcements injected for SEND_RARP (after a migration). */
     volatile long announcements;
-    /** TX worker: frames from the guest handed to the switch. */
+    /** Switch agent (transmit pop): frames from the guest handed to the switch. */
     volatile long txFrames;
-    /** TX worker: malformed frames from the guest (too short or long, offload state not negotiated or out of range). */
+    /** Switch agent (transmit pop): malformed frames from the guest (too short or long, offload state not negotiated or out of range). */
     volatile long txErrors;
 
     public long rxFrames() {

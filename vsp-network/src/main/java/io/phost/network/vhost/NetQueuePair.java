@@ -1,26 +1,19 @@
 package io.phost.network.vhost;
 
-import io.phost.vswitch.WakeupSignal;
-
 /**
- * One virtio-net queue pair (receiveq {@code 2k}, transmitq {@code 2k + 1}) of a {@link VhostUserNetDevice}: its
- * own switch-bound and guest-bound frame rings (each one-producer one-consumer: the pair's worker and the
- * switch's agent), the RX worker's wakeup and the counters its two workers write.
+ * One virtio-net queue pair (receiveq {@code 2k}, transmitq {@code 2k + 1}) of a {@link VhostUserNetDevice}: the
+ * two queues the switch's agent serves while they run, and the counters.
  */
 final class NetQueuePair {
     final int index;
-    final VnetFrameRing toGuest;
-    final VnetFrameRing fromGuest;
-    /** Wakes this pair's RX worker when the switch queued a frame for it. */
-    final WakeupSignal rxWake = new WakeupSignal();
-    /** Written by this pair's RX and TX workers only (one writer per field). */
+    /** Written by the agent thread only (the receive path, the transmit path; one writer per field). */
     final NetCounters counters = new NetCounters();
-    /** Set while the pair's receive queue runs (started and enabled): the switch steers frames only to those. */
-    volatile boolean rxRunning;
+    /** The running transmit queue the agent pops, or null (agent thread only: set and cleared by commands run there). */
+    SwitchServedQueue tx;
+    /** The running receive queue the agent fills, or null: the switch steers frames only to running ones (agent thread). */
+    SwitchServedQueue rx;
 
-    NetQueuePair(int index, int ringBytes) {
+    NetQueuePair(int index) {
         this.index = index;
-        this.toGuest = new VnetFrameRing(ringBytes);
-        this.fromGuest = new VnetFrameRing(ringBytes);
     }
 }

@@ -14,19 +14,19 @@ import java.lang.foreign.ValueLayout;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.BooleanSupplier;
 import org.agrona.DirectBuffer;
-import org.agrona.MutableDirectBuffer;
-import org.agrona.concurrent.MessageHandler;
 import org.agrona.concurrent.UnsafeBuffer;
 
 /**
  * virtio-net over vhost-user into one vswitch port, with one or more receive/transmit queue pairs
- * ({@link NetQueuePair}; more than one → VIRTIO_NET_F_MQ). The device is the port's {@link FrameSink}
- * (switch → a pair's {@code toGuest} ring → its RX queue worker → guest buffers) and its {@link FrameSource}
- * (guest buffers → a TX queue worker → its pair's {@code fromGuest} ring → switch), so VLANs, guards, ACLs,
- * bandwidth and mirroring apply exactly as for a synthetic NIC, to the port as a whole.
+ * ({@link NetQueuePair}; more than one → VIRTIO_NET_F_MQ). The device is the port's {@link FrameSource} and its
+ * {@link FrameSink}, and the switch's agent thread serves its virtqueues itself: one thread runs a port's
+ * transmit pop → the switch's forwarding and policies → the destination port's receive fill, with no queue
+ * or thread hand-off in between (the queue workers only relay kicks: {@link SwitchServedQueue}). VLANs,
+ * guards, ACLs, bandwidth and mirroring apply exactly as for a synthetic NIC, to the port as a whole.
  * <pre>
- *   switch agent ──tryTransmit──▶ pair[flow hash].toGuest ──(wake eventfd)──▶ "name-q2k" ──scatter──▶ RX chains
- *   TX chains ──gather──▶ "name-q2k+1" ──▶ pair[k].fromGuest ──(WakeupSignal)──▶ switch agent ──poll all──▶ switch
+ *   switch agent: poll ──▶ pair[k] TX chains ──gather──▶ switch ──tryTransmit──▶ pair[flow hash] RX chains (scatter)
+ *   after each transmit burst: one call per receive queue that got frames ({@link PendingCalls})
+ *   guest TX kick ──▶ "name-q2k+1" worker ──▶ wakes the agent (only while it sleeps)
  * </pre>
  * Steering: a frame goes to the running receive queue its flow hashes to ({@link FlowHash}); which pairs run
  * follows SET_VRING_ENABLE, which QEMU sends when the guest sets the number of pairs (VIRTIO_NET_CTRL_MQ on
@@ -36,16 +36,22 @@ import org.agrona.concurrent.UnsafeBuffer;
  * ({@link #offloads}).
  */
 final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSource {
-    static final int RING_BYTES = 1 << 20;
-    /** Queue pairs one device may have (each costs two frame rings). */
+    /** Queue pairs one device may have. */
     static final int MAX_PAIRS = 16;
     static final long OFFERED = (1L << F_CSUM) | (1L << F_GUEST_CSUM) | (1L << F_MAC) | (1L << F_GUEST_TSO4)
         | (1L << F_GUEST_TSO6) | (1L << F_HOST_TSO4) | (1L << F_HOST_TSO6) | (1L << F_MRG_RXBUF) | (1L << F_STATUS);
 
     final NetQueuePair[] pairs;
-    /** Wakes the switch agent when a TX worker queued a guest frame. */
+    /** Wakes the switch agent when a guest kicked a transmit queue. */
     private final WakeupSignal switchWake = new WakeupSignal();
-    private final BooleanSupplier fromGuestEmpty = this::allFromGuestEmpty;
+    private final BooleanSupplier noKicks = this::noKicks;
+    /** Runs a command on the switch's agent thread and waits for it (set by the port once it is attached). */
+    private volatile java.util.function.Consumer<Runnable> onSwitchThread = Runnable::run;
+    /**
+     * True when the port's sink is behind a VMQ queue: a VMQ worker thread, not the agent, calls
+     * {@link #tryTransmit}, so delivery and the queue hand-overs take the device's lock.
+     */
+    private volatile boolean sinkOnVmq;
     private int nextPoll;
     /** A SEND_RARP's MAC (control thread) waiting for the switch's agent to inject it (-1: none). */
     private final AtomicLong pendingAnnouncement = new AtomicLong(-1);
@@ -53,32 +59,36 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     private final PacketMeta plainMeta = new PacketMeta();
     private final byte[] mac;
     private final int mtu;
-    private final PacketMeta ingressMeta = new PacketMeta();
-    private final MessageHandler ingressAdapter = this::onIngress;
-    private FrameHandler ingressHandler;
     private volatile long acked;
     private volatile int offloads;
     /** The port's link (admin state): down → config status 0 and no frames either way, as an unplugged cable. */
     private volatile boolean linkUp = true;
     private volatile Runnable onOffloadsChanged = () -> { };
-    /** Written by the switch's agent ({@code rxNoQueue}, {@code linkDownDrops}); the workers write their pair's. */
+    /** Written by the switch's agent, as are the pairs' counters. */
     final NetCounters counters = new NetCounters();
 
     VhostUserNetDevice(long mac, int mtu, int queuePairs) {
         if (queuePairs < 1 || queuePairs > MAX_PAIRS) {
             throw new IllegalArgumentException("queue pairs " + queuePairs + " not in 1.." + MAX_PAIRS);
         }
-        // one pair keeps the 1 MiB rings; more pairs share about 2 MiB per direction
-        int ringBytes = queuePairs == 1 ? RING_BYTES : Math.max(RING_BYTES / 4, Integer.highestOneBit(2 * RING_BYTES / queuePairs));
         pairs = new NetQueuePair[queuePairs];
         for (int i = 0; i < queuePairs; i++) {
-            pairs[i] = new NetQueuePair(i, ringBytes);
+            pairs[i] = new NetQueuePair(i);
         }
         this.mac = new byte[6];
         for (int i = 0; i < 6; i++) {
             this.mac[i] = (byte) (mac >>> (8 * (5 - i)));
         }
         this.mtu = mtu;
+    }
+
+    /** How the queue workers reach the switch's agent thread: {@code run} runs the command there and returns when it ran. */
+    void onSwitchThread(java.util.function.Consumer<Runnable> run) {
+        onSwitchThread = run;
+    }
+
+    void sinkOnVmq(boolean on) {
+        sinkOnVmq = on;
     }
 
     void onOffloadsChanged(Runnable r) {
@@ -167,8 +177,48 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         int hdr = (f & ((1L << F_VERSION_1) | (1L << F_MRG_RXBUF))) != 0 ? HDR_LENGTH : LEGACY_HDR_LENGTH;
         NetQueuePair pair = pairs[index / 2];
         return index % 2 == RX_QUEUE
-            ? new VhostUserNetRxQueue(pair, hdr, (f & (1L << F_MRG_RXBUF)) != 0, (f & (1L << F_GUEST_CSUM)) != 0)
-            : new VhostUserNetTxQueue(this, pair, hdr, f);
+            ? SwitchServedQueue.receive(this, pair, new GuestRxPath(pair, hdr, (f & (1L << F_MRG_RXBUF)) != 0, (f & (1L << F_GUEST_CSUM)) != 0))
+            : SwitchServedQueue.transmit(this, pair, new GuestTxPath(pair.counters, hdr, f));
+    }
+
+    /** Control thread, as the queue starts: hands it to the agent (in order with the later {@link #detach}). */
+    void attach(NetQueuePair pair, SwitchServedQueue handler, io.phost.core.vhost.Virtqueue q) {
+        onSwitchThread.accept(() -> {
+            synchronized (this) { // uncontended unless a VMQ worker delivers (sinkOnVmq)
+                if (handler.tx() != null) {
+                    handler.tx().queue = q;
+                    pair.tx = handler;
+                } else {
+                    handler.rx().queue = q;
+                    pair.rx = handler;
+                }
+            }
+        });
+    }
+
+    /**
+     * Queue worker, as its queue stops: takes the queue back from the agent and returns once the agent no
+     * longer touches it (GET_VRING_BASE reads its position next); pending calls to the guest are made first.
+     */
+    void detach(NetQueuePair pair, SwitchServedQueue handler) {
+        onSwitchThread.accept(() -> {
+            synchronized (this) {
+                release(pair, handler);
+            }
+        });
+    }
+
+    /** Agent thread: stops serving {@code handler}'s queue (a stop, or a ring found hostile). */
+    private static void release(NetQueuePair pair, SwitchServedQueue handler) {
+        if (pair.tx == handler) {
+            pair.tx = null;
+            handler.tx().queue = null;
+        }
+        if (pair.rx == handler) {
+            pair.rx = null;
+            handler.rx().call();
+            handler.rx().queue = null;
+        }
     }
 
     @Override
@@ -190,6 +240,15 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     @Override
     public boolean tryTransmit(DirectBuffer buffer, int offset, int length, PacketMeta meta) {
+        if (sinkOnVmq) {
+            synchronized (this) {
+                return transmit(buffer, offset, length, meta);
+            }
+        }
+        return transmit(buffer, offset, length, meta);
+    }
+
+    private boolean transmit(DirectBuffer buffer, int offset, int length, PacketMeta meta) {
         NetQueuePair pair = steer(buffer, offset, length);
         if (pair == null) {
             counters.rxNoQueue++; // no driver (not connected, or its RX queues stopped): a link without a peer
@@ -199,26 +258,30 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
             counters.linkDownDrops++; // the cable is out: the switch's frame goes nowhere
             return true;
         }
-        int index = pair.toGuest.ring().tryClaim(VnetFrameRing.MSG, HDR_LENGTH + length);
-        if (index <= 0) {
-            return false;
+        SwitchServedQueue rx = pair.rx;
+        try {
+            // on a VMQ worker the thread's list is never in a burst: the call is made at once
+            return rx.rx().deliver(buffer, offset, length, meta, PendingCalls.ofThisThread());
+        } catch (RuntimeException e) {
+            broken(pair, rx, e);
+            return true; // the frame is lost with the queue
         }
-        MutableDirectBuffer b = pair.toGuest.ring().buffer();
-        meta.writeTo(b, index, HDR_LENGTH);
-        b.putBytes(index + HDR_LENGTH, buffer, offset, length);
-        pair.toGuest.ring().commit(index); // ordered length write publishes the record to the RX worker
-        pair.rxWake.signalIfArmed();
-        return true;
+    }
+
+    /** Agent thread: a hostile ring; the queue stops being served and its worker reports the error. */
+    private static void broken(NetQueuePair pair, SwitchServedQueue handler, RuntimeException e) {
+        release(pair, handler);
+        handler.fail(e);
     }
 
     /** The running receive queue's pair for this frame's flow, or null when none runs. */
     private NetQueuePair steer(DirectBuffer buffer, int offset, int length) {
         if (pairs.length == 1) {
-            return pairs[0].rxRunning ? pairs[0] : null;
+            return pairs[0].rx != null ? pairs[0] : null;
         }
         int running = 0;
         for (NetQueuePair p : pairs) {
-            running += p.rxRunning ? 1 : 0;
+            running += p.rx != null ? 1 : 0;
         }
         if (running == 0) {
             return null;
@@ -226,14 +289,14 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         int k = length < MIN_FRAME ? 0 : Integer.remainderUnsigned(FlowHash.of(buffer, offset, length), running);
         NetQueuePair last = null;
         for (NetQueuePair p : pairs) {
-            if (p.rxRunning) {
+            if (p.rx != null) {
                 last = p;
                 if (k-- == 0) {
                     return p;
                 }
             }
         }
-        return last; // a queue stopped between the two passes
+        return last;
     }
 
     @Override
@@ -250,21 +313,33 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     @Override
     public int poll(FrameHandler handler, int limit) {
-        ingressHandler = handler;
+        PendingCalls pending = PendingCalls.ofThisThread();
+        pending.startBurst();
         int n = 0;
-        if (pendingAnnouncement.get() >= 0) {
-            long mac = pendingAnnouncement.getAndSet(-1);
-            if (mac >= 0) {
-                RarpAnnouncement.write(announcement, mac);
-                n += injectAnnouncement(handler);
+        try {
+            if (pendingAnnouncement.get() >= 0) {
+                long mac = pendingAnnouncement.getAndSet(-1);
+                if (mac >= 0) {
+                    RarpAnnouncement.write(announcement, mac);
+                    n += injectAnnouncement(handler);
+                }
             }
+            int first = nextPoll;
+            for (int i = 0; i < pairs.length && n < limit; i++) {
+                NetQueuePair p = pairs[(first + i) % pairs.length];
+                SwitchServedQueue tx = p.tx;
+                if (tx != null) {
+                    try {
+                        n += tx.tx().poll(handler, limit - n, linkUp, counters);
+                    } catch (RuntimeException e) {
+                        broken(p, tx, e);
+                    }
+                }
+            }
+            nextPoll = first + 1 == pairs.length ? 0 : first + 1; // a busy pair does not starve the others
+        } finally {
+            pending.endBurst(); // one call per destination queue for this burst
         }
-        int first = nextPoll;
-        for (int i = 0; i < pairs.length && n < limit; i++) {
-            NetQueuePair p = pairs[(first + i) % pairs.length];
-            n += p.fromGuest.ring().read(ingressAdapter, limit - n);
-        }
-        nextPoll = first + 1 == pairs.length ? 0 : first + 1; // a busy pair does not starve the others
         return n;
     }
 
@@ -279,27 +354,24 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         return 1;
     }
 
-    private boolean allFromGuestEmpty() {
+    /**
+     * Agent, before it sleeps: nothing the guest sent (a kick, or a frame found while asking for kicks again) or
+     * the control thread asked for is waiting.
+     */
+    private boolean noKicks() {
         if (pendingAnnouncement.get() >= 0) {
             return false;
         }
         for (NetQueuePair p : pairs) {
-            if (!p.fromGuest.isEmpty()) {
+            SwitchServedQueue tx = p.tx;
+            if (tx != null && tx.tx().wantKicks()) {
                 return false;
             }
         }
         return true;
     }
 
-    private void onIngress(int type, MutableDirectBuffer buffer, int index, int length) {
-        if (!linkUp) {
-            counters.linkDownDrops++; // sent by the guest before it saw the link go down: dropped, not switched
-            return;
-        }
-        ingressHandler.onFrame(buffer, index + HDR_LENGTH, length - HDR_LENGTH, ingressMeta.readFrom(buffer, index));
-    }
-
-    /** TX workers: after publishing frames. */
+    /** Transmit queue workers: after a guest kick. */
     void wakeSwitch() {
         switchWake.signalIfArmed();
     }
@@ -311,7 +383,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     @Override
     public boolean armWakeup() {
-        return switchWake.arm(fromGuestEmpty);
+        return switchWake.arm(noKicks);
     }
 
     @Override
@@ -325,9 +397,6 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
     }
 
     void release() {
-        for (NetQueuePair p : pairs) {
-            p.rxWake.close();
-        }
         switchWake.close();
     }
 }

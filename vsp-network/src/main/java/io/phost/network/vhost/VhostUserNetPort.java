@@ -40,7 +40,8 @@ public final class VhostUserNetPort implements AutoCloseable {
     }
 
     /**
-     * As above with {@code queuePairs} (1..16) receive/transmit queue pairs, each served by its own two workers;
+     * As above with {@code queuePairs} (1..16) receive/transmit queue pairs, served by the switch's agent thread
+     * (each queue's worker, pinned to {@code cpus}, only relays kicks);
      * more than one offers VIRTIO_NET_F_MQ (QEMU: {@code -netdev vhost-user,queues=N} and
      * {@code virtio-net-pci,mq=on}).
      */
@@ -48,7 +49,11 @@ public final class VhostUserNetPort implements AutoCloseable {
                                          int queuePairs) {
         long mac = config.mac() == -1 ? randomMac() : config.mac();
         VhostUserNetDevice device = new VhostUserNetDevice(mac, config.mtu() == 0 ? PortConfig.DEFAULT_MTU : config.mtu(), queuePairs);
+        // With VMQ on the switch (a queue of its own, or the default queue for vmq_weight 0) a VMQ worker calls
+        // the sink: it then fills the guest's receive queues under the device's lock, not lock-free on the agent.
+        device.sinkOnVmq(sw.vmq() != null);
         Port port = sw.attach(name, config, device, device);
+        device.onSwitchThread(command -> runOnAgent(sw, name, command));
         // The guest's GUEST_CSUM/TSO acks change what the sink takes: re-apply the policy on the switch's thread.
         device.onOffloadsChanged(() -> sw.agent().submit(s -> s.configure(port, port.config())));
         VhostUserBackend backend;
@@ -60,6 +65,22 @@ public final class VhostUserNetPort implements AutoCloseable {
             throw e;
         }
         return new VhostUserNetPort(sw, port, device, backend, mac);
+    }
+
+    /**
+     * Runs {@code command} on the switch's agent thread and waits for it: the queue workers hand their queues
+     * to the agent and take them back this way. Bounded: a switch already closed runs nothing any more, so
+     * nothing can touch the queue after the wait either.
+     */
+    private static void runOnAgent(ManagedSwitch sw, String name, Runnable command) {
+        try {
+            sw.agent().submit(s -> command.run()).get(5, java.util.concurrent.TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        } catch (java.util.concurrent.ExecutionException | java.util.concurrent.TimeoutException e) {
+            System.getLogger("phost.vhost").log(System.Logger.Level.WARNING,
+                "vhost-user-net " + name + ": switch agent did not run a queue hand-over (" + e + "); the switch is closed or stuck");
+        }
     }
 
     private static long randomMac() {

@@ -1,0 +1,153 @@
+package io.phost.network.vhost;
+
+import static io.phost.network.vhost.VirtioNetDescriptor.*;
+
+import io.phost.core.vhost.DescriptorChain;
+import io.phost.core.vhost.VhostUserException;
+import io.phost.core.vhost.Virtqueue;
+import io.phost.vswitch.PacketMeta;
+import java.nio.ByteOrder;
+import org.agrona.DirectBuffer;
+import org.agrona.concurrent.UnsafeBuffer;
+
+/**
+ * A receive queue (2k) as the switch's agent fills it: the switch's frame is scattered straight into the
+ * guest's device-writable chains, header first, inside {@code tryTransmit} (no queue, no second thread). With
+ * MRG_RXBUF a frame may take several chains ({@code num_buffers} says how many); without, it must fit one
+ * chain or it is dropped (counted). When the guest has too few buffers the chains popped for the frame are
+ * given back ({@link Virtqueue#discard}) and the switch counts the frame EGRESS_FULL, as a full NIC queue.
+ * Within a vhost-user-net transmit burst the call to the guest is deferred ({@link #callPending}) and made once
+ * per burst by {@link PendingCalls}; a frame from any other source is called at once.
+ * <pre>
+ *   stream written:  [ header (hdr bytes, num_buffers = chains used) ][ frame ]
+ *   chain k gets:    min(its writable bytes, what is left), chains filled in order
+ * </pre>
+ * Agent thread only; allocates nothing per frame.
+ */
+final class GuestRxPath {
+    /** Chains one frame may take (a 64 KiB frame in 1 536-byte mergeable buffers takes 44). */
+    static final int MAX_CHAINS_PER_FRAME = 64;
+    /** Buffers one receive chain may have (Linux uses 1 with MRG_RXBUF, up to 19 for big packets without). */
+    static final int CHAIN_CAPACITY = 64;
+    /** Frames after which the call is made even inside a burst, so a long burst does not starve the guest. */
+    static final int CALL_EVERY = 64;
+
+    private final NetQueuePair pair;
+    private final int hdr;
+    private final boolean mergeable;
+    private final boolean guestCsum;
+    private final DescriptorChain[] chains = new DescriptorChain[MAX_CHAINS_PER_FRAME];
+    private final int[] written = new int[MAX_CHAINS_PER_FRAME];
+    private final UnsafeBuffer header = new UnsafeBuffer(new byte[HDR_LENGTH]);
+    private final UnsafeBuffer guest = new UnsafeBuffer(0, 0);
+    /** Attached queue (agent thread): null before the worker attached it and after it detached or broke. */
+    Virtqueue queue;
+    /** Frames pushed since the last call decision (0: nothing to tell the guest). */
+    private int callPending;
+    /** In the agent's {@link PendingCalls} list (once, however many frames). */
+    boolean listed;
+    // scatter cursor
+    private int curChain;
+    private int curElem;
+    private int curOffset;
+
+    GuestRxPath(NetQueuePair pair, int hdr, boolean mergeable, boolean guestCsum) {
+        this.pair = pair;
+        this.hdr = hdr;
+        this.mergeable = mergeable;
+        this.guestCsum = guestCsum;
+        for (int i = 0; i < chains.length; i++) {
+            chains[i] = new DescriptorChain(CHAIN_CAPACITY);
+        }
+    }
+
+    /**
+     * Writes one frame into the guest's buffers; false when the guest posted too few (nothing consumed).
+     * Returns true for a frame dropped as too big for what the guest posts (counted {@code rxTooBig}).
+     * {@code calls} learns of the first frame since the last call. Throws on a hostile ring.
+     */
+    boolean deliver(DirectBuffer buffer, int offset, int length, PacketMeta meta, PendingCalls calls) {
+        Virtqueue q = queue;
+        int total = hdr + length;
+        int used = 0;
+        long room = 0;
+        while (room < total) {
+            if (used == (mergeable ? MAX_CHAINS_PER_FRAME : 1)) {
+                q.discard(used);
+                pair.counters.rxTooBig++;
+                return true; // dropped: does not fit what the guest posts
+            }
+            DescriptorChain c = chains[used];
+            if (!q.tryPopQuiet(c)) { // a kick adding buffers would change nothing: the frame is dropped, not held
+                q.discard(used);
+                return false;
+            }
+            if (c.readableCount() != 0) {
+                throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_ORDER,
+                    "queue " + 2 * pair.index + " head " + c.head() + ": device-readable buffer in a receive chain");
+            }
+            written[used] = 0;
+            room += c.writableBytes();
+            used++;
+        }
+        meta.writeTo(header, 0, HDR_LENGTH);
+        if (hdr == HDR_LENGTH) {
+            header.putShort(NUM_BUFFERS_OFFSET, (short) used, ByteOrder.LITTLE_ENDIAN);
+        }
+        if (!guestCsum) {
+            header.putByte(0, (byte) 0); // spec: flags are 0 unless GUEST_CSUM was negotiated
+        }
+        curChain = 0;
+        curElem = 0;
+        curOffset = 0;
+        scatter(header, 0, hdr);
+        scatter(buffer, offset, length);
+        for (int k = 0; k < used; k++) {
+            q.pushUsed(chains[k].head(), written[k]);
+        }
+        pair.counters.rxFrames++;
+        if (++callPending >= CALL_EVERY || !calls.burst) {
+            call();
+        } else if (!listed) {
+            listed = true;
+            calls.add(this);
+        }
+        return true;
+    }
+
+    /** Tells the guest about the frames pushed since the last call, if it wants to hear (EVENT_IDX, NO_INTERRUPT). */
+    void call() {
+        if (callPending > 0 && queue != null) {
+            callPending = 0;
+            queue.notifyIfNeeded();
+        }
+    }
+
+    /** Copies {@code len} bytes from {@code src} at the cursor, advancing it across elements and chains. */
+    private void scatter(DirectBuffer src, int srcIndex, int len) {
+        int left = len;
+        int s = srcIndex;
+        while (left > 0) {
+            DescriptorChain c = chains[curChain];
+            if (curElem == c.count()) {
+                curChain++;
+                curElem = 0;
+                curOffset = 0;
+                continue;
+            }
+            int space = c.length(curElem) - curOffset;
+            if (space == 0) {
+                curElem++;
+                curOffset = 0;
+                continue;
+            }
+            int n = Math.min(space, left);
+            guest.wrap(c.address(curElem) + curOffset, n);
+            guest.putBytes(0, src, s, n);
+            written[curChain] += n;
+            curOffset += n;
+            s += n;
+            left -= n;
+        }
+    }
+}

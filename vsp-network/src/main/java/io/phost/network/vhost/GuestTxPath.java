@@ -1,0 +1,135 @@
+package io.phost.network.vhost;
+
+import static io.phost.network.vhost.VirtioNetDescriptor.*;
+
+import io.phost.core.vhost.DescriptorChain;
+import io.phost.core.vhost.Virtqueue;
+import io.phost.vswitch.FrameHandler;
+import io.phost.vswitch.PacketMeta;
+import io.phost.vswitch.VSwitch;
+import java.nio.ByteBuffer;
+import org.agrona.concurrent.UnsafeBuffer;
+
+/**
+ * A transmit queue (2k + 1) as the switch's agent serves it: pops a burst of chains, copies each
+ * {@code [header][frame]} out of guest memory into one private buffer (so a guest rewriting its buffer cannot
+ * change a frame after the switch's policies looked at it), hands it to the switch, which forwards it at
+ * once (down to the destination port's sink), and returns the chain. One {@link Virtqueue#notifyIfNeeded}
+ * per burst. Frames that are too short or too long, or whose offload state was not negotiated or points past
+ * the frame, are dropped and counted ({@code txErrors}): the guest's data, not a protocol error.
+ * <pre>
+ *   guest kick ──▶ queue worker (relay: {@link SwitchServedQueue}) ──▶ {@link #kicked}, switch wake-up
+ *   switch agent: poll ──▶ pop ─▶ gather ─▶ switch (policies, forwarding, destination sink) ─▶ push used
+ * </pre>
+ * While the agent polls, the guest is asked not to kick ({@link Virtqueue#tryPopQuiet}); the agent asks for
+ * kicks again only before it sleeps ({@link #wantKicks}), as Linux vhost-net's busy polling does.
+ * Agent thread only, except {@link #kicked}; allocates nothing per frame.
+ */
+final class GuestTxPath {
+    private final NetCounters counters;
+    private final int hdr;
+    private final boolean csum;
+    private final boolean tso4;
+    private final boolean tso6;
+    private final DescriptorChain chain = new DescriptorChain(1024);
+    /** The frame being switched: header normalised to 12 bytes at 0, the Ethernet frame at 12. */
+    private final UnsafeBuffer frame = new UnsafeBuffer(ByteBuffer.allocateDirect(HDR_LENGTH + VSwitch.MAX_FRAME));
+    private final UnsafeBuffer guest = new UnsafeBuffer(0, 0);
+    private final PacketMeta meta = new PacketMeta();
+    /** Set by the worker on a guest kick (the agent clears it before it pops): the agent must not sleep. */
+    volatile boolean kicked;
+    /** Attached queue (agent thread): null before the worker attached it and after it detached or broke. */
+    Virtqueue queue;
+
+    GuestTxPath(NetCounters counters, int hdr, long features) {
+        this.counters = counters;
+        this.hdr = hdr;
+        this.csum = (features & (1L << F_CSUM)) != 0;
+        this.tso4 = (features & (1L << F_HOST_TSO4)) != 0;
+        this.tso6 = (features & (1L << F_HOST_TSO6)) != 0;
+    }
+
+    /**
+     * Switches up to {@code limit} frames of the guest's; with {@code linkUp} false they are popped and dropped
+     * ({@code down} counts them). Returns the chains taken. Throws what the queue throws on a hostile ring.
+     */
+    int poll(FrameHandler handler, int limit, boolean linkUp, NetCounters down) {
+        Virtqueue q = queue;
+        if (kicked) {
+            kicked = false;
+        }
+        int taken = 0;
+        int sent = 0;
+        while (taken < limit && q.tryPopQuiet(chain)) { // no kicks wanted while the agent polls: enableKicks before it sleeps
+            taken++;
+            long length = chain.readableBytes() - hdr;
+            if (length < MIN_FRAME || length > VSwitch.MAX_FRAME) {
+                counters.txErrors++;
+            } else {
+                gather((int) length);
+                if (!offloadsValid((int) length)) {
+                    counters.txErrors++;
+                } else if (!linkUp) {
+                    down.linkDownDrops++; // sent before the guest saw the link go down: dropped, not switched
+                } else {
+                    handler.onFrame(frame, HDR_LENGTH, (int) length, meta.readFrom(frame, 0));
+                    sent++;
+                }
+            }
+            q.pushUsed(chain.head(), 0);
+        }
+        if (taken > 0) {
+            counters.txFrames += sent;
+            q.notifyIfNeeded();
+        }
+        return taken;
+    }
+
+    /** The copied header's offload fields: only negotiated kinds, checksum field inside the frame. */
+    private boolean offloadsValid(int length) {
+        int flags = frame.getByte(0) & 0xff;
+        int gso = frame.getByte(1) & 0xff & ~PacketMeta.GSO_ECN;
+        if ((flags & PacketMeta.FLAG_NEEDS_CSUM) != 0) {
+            if (!csum) {
+                return false;
+            }
+            int start = (frame.getByte(6) & 0xff) | (frame.getByte(7) & 0xff) << 8;
+            int offset = (frame.getByte(8) & 0xff) | (frame.getByte(9) & 0xff) << 8;
+            if (start + offset + 2 > length) {
+                return false;
+            }
+        }
+        return switch (gso) {
+            case PacketMeta.GSO_NONE -> true;
+            case PacketMeta.GSO_TCPV4 -> tso4 && (flags & PacketMeta.FLAG_NEEDS_CSUM) != 0;
+            case PacketMeta.GSO_TCPV6 -> tso6 && (flags & PacketMeta.FLAG_NEEDS_CSUM) != 0;
+            default -> false;
+        };
+    }
+
+    /** Agent, before it sleeps: asks the guest to kick on its next frame; true when one is already there. */
+    boolean wantKicks() {
+        return kicked || queue.enableKicks();
+    }
+
+    /** Copies header (to 0; a legacy 10-byte one leaves num_buffers 0) and frame (to 12) out of the chain's readable buffers. */
+    private void gather(int length) {
+        frame.putShort(NUM_BUFFERS_OFFSET, (short) 0);
+        long pos = 0; // position in the chain's readable stream
+        long end = hdr + (long) length;
+        for (int e = 0; e < chain.readableCount() && pos < end; e++) {
+            int len = chain.length(e);
+            guest.wrap(chain.address(e), len);
+            int from = 0;
+            if (pos < hdr) {
+                int h = (int) Math.min(len, hdr - pos);
+                frame.putBytes((int) pos, guest, 0, h);
+                from = h;
+            }
+            if (from < len) {
+                frame.putBytes(HDR_LENGTH + (int) (pos + from - hdr), guest, from, len - from);
+            }
+            pos += len;
+        }
+    }
+}
