@@ -160,13 +160,6 @@ class QemuCommandLineTest {
     }
 
     @Test
-    void shouldFallBackToTcgAndSayWhyWhenThereIsNoKvmDevice() {
-        Accelerator a = Accelerator.detect(Path.of("/nonexistent/kvm"));
-        assertEquals(Accelerator.Type.TCG, a.type());
-        assertTrue(a.reason().contains("no /nonexistent/kvm"), a.reason());
-    }
-
-    @Test
     void shouldDoubleTheRestartDelayUpToTheCap() {
         RestartBackoff b = new RestartBackoff(Duration.ofMillis(100), Duration.ofMillis(700), Duration.ofSeconds(60), 8);
         assertEquals(List.of(100L, 200L, 400L, 700L, 700L),

@@ -72,7 +72,7 @@ class VmPartitionTest {
         assertEquals("running", vm.queryStatus());
         PartitionStatus s = vm.status();
         assertTrue(s.pid() > 0);
-        assertEquals(Files.exists(Accelerator.DEV_KVM) ? "kvm" : "tcg", s.details().get("accelerator").substring(0, 3));
+        assertEquals(Accelerator.detect().type().qemuName, s.details().get("accelerator").substring(0, 3));
         String cmdline = Files.readString(Path.of("/proc/" + s.pid() + "/cmdline")).replace('\0', ' ');
         assertTrue(cmdline.contains("memory-backend-memfd") && cmdline.contains("-sandbox on"), cmdline);
 
