@@ -6,12 +6,14 @@ import java.util.function.LongSupplier;
 
 /**
  * Bytes a thread allocates per operation, judged as the allocation tests must be on a loaded CI machine: after the
- * caller's warm-up, windows of a fixed number of operations run until one passes with no JIT compilation anywhere in
- * the JVM ({@link CompilationMXBean} time unchanged), at least three and at most 40 or 60 s; the best window the JIT
- * stayed out of counts (the best of all when none did). Under load (2 vCPUs, load 30) C2 runs late: until the
- * downcall paths are compiled, FFM's errno-capture slice is not scalar-replaced, and a recompilation mid-window
- * allocates on the measured thread too (seen: 65-90 B/IO in every window right after a warm-up, one 328 B window).
- * A steady allocation of ours shows in every window, quiet ones included.
+ * caller's warm-up, windows of a fixed number of operations run (at least three) until one passes with no JIT
+ * compilation finished anywhere in the JVM ({@link CompilationMXBean} time unchanged) and within
+ * {@link Result#withinJdkSlice}, or 40 windows or 60 s went by; the best window the JIT stayed out of counts (the
+ * best of all when none did). Under load (2 vCPUs, load 20-30) C2 runs late: until the downcall paths are
+ * compiled, FFM's errno-capture slice is not scalar-replaced, and a recompilation mid-window allocates on the
+ * measured thread too (seen: 65-90 B/IO in every window right after a warm-up, one 328 B window; 61 B per
+ * vhost-user-scsi command in two windows with no compilation finished in them, at load 19: a C2 compile that spans
+ * a window adds its time only when it ends). A steady allocation of ours shows in every window, however many run.
  */
 public final class AllocationWindows {
     /**
@@ -57,7 +59,7 @@ public final class AllocationWindows {
         boolean quiet = false;
         StringBuilder seen = new StringBuilder();
         long deadline = System.nanoTime() + MAX_NANOS;
-        for (int w = 0; w < 3 || (!quiet && w < MAX_WINDOWS && System.nanoTime() - deadline < 0); w++) {
+        for (int w = 0; w < 3 || (!(quiet && passes(best, ops)) && w < MAX_WINDOWS && System.nanoTime() - deadline < 0); w++) {
             long jitBefore = jit.getTotalCompilationTime();
             long before = allocated.getAsLong();
             window.run();
@@ -73,5 +75,9 @@ public final class AllocationWindows {
             quiet |= windowQuiet;
         }
         return new Result(best, ops, quiet, seen.toString());
+    }
+
+    private static boolean passes(long bytes, int ops) {
+        return new Result(bytes, ops, true, "").withinJdkSlice();
     }
 }
