@@ -11,9 +11,11 @@ import java.util.function.LongSupplier;
  * {@link Result#withinJdkSlice}, or 40 windows or 60 s went by; the best window the JIT stayed out of counts (the
  * best of all when none did). Under load (2 vCPUs, load 20-30) C2 runs late: until the downcall paths are
  * compiled, FFM's errno-capture slice is not scalar-replaced, and a recompilation mid-window allocates on the
- * measured thread too (seen: 65-90 B/IO in every window right after a warm-up, one 328 B window; 61 B per
- * vhost-user-scsi command in two windows with no compilation finished in them, at load 19: a C2 compile that spans
- * a window adds its time only when it ends). A steady allocation of ours shows in every window, however many run.
+ * measured thread too (seen: 65-90 B/IO in every window right after a warm-up, one 328 B window). Whether the
+ * slice is scalar-replaced also depends on what else ran in the JVM: after the other vsp-storage tests the mapped
+ * engine allocated exactly 40 B/IO and the vhost-user-scsi worker 53-67 B per command in windows with no
+ * compilation, alone 0 B (likely type-profile pollution defeating escape analysis; profilers make it vanish).
+ * A steady allocation of ours shows in every window, however many run.
  */
 public final class AllocationWindows {
     /**
