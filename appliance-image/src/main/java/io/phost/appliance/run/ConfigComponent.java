@@ -416,7 +416,9 @@ public final class ConfigComponent implements Component {
 
     /**
      * A VM's blk disk: plugged in as its export starts and QEMU gets the device (PCI hot-plug), or unplugged as QEMU
-     * lets go of it (DEVICE_DELETED) and then its export closes. A VM that is not running gets it at its next start.
+     * lets go of it (DEVICE_DELETED) and then its export closes. A VM's SCSI LUN: added to or removed from its running
+     * vhost-user-scsi controller, which tells the guest with a virtio-scsi hot-plug event (QEMU is not involved). A VM
+     * that is not running gets it at its next start.
      */
     private Runnable vmAttachment(ConfigChange c, ApplianceConfig next) throws IOException {
         io.phost.core.vm.VmPartition vm = partitions.partition(c.name()) instanceof io.phost.core.vm.VmPartition v ? v : null;
@@ -439,6 +441,9 @@ public final class ConfigComponent implements Component {
 
     private void plugIn(io.phost.core.vm.VmPartition vm, PartitionConfig p, DiskAttachment a) throws IOException {
         io.phost.core.vm.VmDevice device = vmDisks.hotAdd(p, a);
+        if (device == null) {
+            return; // a SCSI LUN: its controller's event told the guest
+        }
         try {
             if (vm != null) {
                 vm.addDisk(device);
@@ -467,11 +472,8 @@ public final class ConfigComponent implements Component {
     }
 
     private void unplug(io.phost.core.vm.VmPartition vm, String partition, String disk) {
-        String id = vmDisks.deviceId(partition, disk);
-        if (id == null) {
-            return;
-        }
-        if (vm != null) {
+        String id = vmDisks.deviceId(partition, disk); // null for a SCSI LUN: QEMU keeps its controller
+        if (id != null && vm != null) {
             vm.removeDisk(id, UNPLUG_TIMEOUT);
         }
         vmDisks.hotRemove(partition, disk);

@@ -62,6 +62,11 @@ public final class VmDisksComponent implements Component {
     }
 
     private final Map<String, List<Export>> byPartition = new java.util.concurrent.ConcurrentHashMap<>();
+    /**
+     * Each VM's vhost-user-scsi controllers by number: a controller lives as long as its partition (QEMU's device is
+     * made at start), even while an apply has removed one LUN and not yet added the next.
+     */
+    private final Map<String, Map<Integer, VhostUserScsiExport>> scsiControllers = new java.util.concurrent.ConcurrentHashMap<>();
     private final Path base;
     private final DisksComponent disks;
     private final QosComponent qos;
@@ -110,6 +115,10 @@ public final class VmDisksComponent implements Component {
     /** A VM partition a live apply removed (its QEMU has quit): its exports close, with their QoS flows. */
     synchronized void removePartition(String partition) {
         List<Export> exports = byPartition.remove(partition);
+        Map<Integer, VhostUserScsiExport> controllers = scsiControllers.remove(partition);
+        if (controllers != null) {
+            controllers.values().forEach(VhostUserScsiExport::close);
+        }
         if (exports == null) {
             return;
         }
@@ -133,7 +142,8 @@ public final class VmDisksComponent implements Component {
         ordered.sort(Comparator.comparingInt(DiskAttachment::controller).thenComparingInt(DiskAttachment::lun));
         List<Export> exports = new java.util.concurrent.CopyOnWriteArrayList<>();
         byPartition.put(p.name(), exports);
-        Map<Integer, VhostUserScsiExport> controllers = new LinkedHashMap<>();
+        Map<Integer, VhostUserScsiExport> controllers = new java.util.concurrent.ConcurrentHashMap<>();
+        scsiControllers.put(p.name(), controllers);
         for (DiskAttachment a : ordered) {
             DiskConfig d = cfg.disk(a.disk()).orElseThrow();
             DisksComponent.OpenDisk open = disks.get(d.name());
@@ -185,12 +195,15 @@ public final class VmDisksComponent implements Component {
     }
 
     /**
-     * A live apply hot-plugs disk {@code a} (bus blk) into VM partition {@code p}: its export listens (behind a new QoS
-     * flow) before QEMU is told; returns the device QEMU gets ({@code VmPartition.addDisk}). The disk is open already.
+     * A live apply hot-plugs disk {@code a} into VM partition {@code p}: a blk disk's export listens (behind a new QoS
+     * flow) before QEMU is told, and the device QEMU gets is returned ({@code VmPartition.addDisk}); a SCSI LUN is
+     * added to its running controller ({@link #hotAddLun}) and null is returned: QEMU has nothing to do. The disk is
+     * open already.
      */
     synchronized VmDevice hotAdd(PartitionConfig p, DiskAttachment a) throws java.io.IOException {
-        if (a.bus() != DiskAttachment.Bus.BLK) {
-            throw new IllegalArgumentException("only bus = \"blk\" disks are hot-plugged into a VM");
+        if (a.bus() == DiskAttachment.Bus.SCSI) {
+            hotAddLun(p, a);
+            return null;
         }
         DisksComponent.OpenDisk open = disks.get(a.disk());
         DiskConfig d = open.config();
@@ -219,6 +232,37 @@ public final class VmDisksComponent implements Component {
         return VmDevice.blk(id, socket, queues(p));
     }
 
+    /**
+     * Adds disk {@code a} as a LUN of VM partition {@code p}'s running vhost-user-scsi controller, behind a new QoS
+     * flow: it answers commands at once, and a guest that acked VIRTIO_SCSI_F_HOTPLUG gets a TRANSPORT_RESET / RESCAN
+     * event and probes it (a VM that is not running finds it when it next scans the bus).
+     */
+    private void hotAddLun(PartitionConfig p, DiskAttachment a) {
+        VhostUserScsiExport scsi = scsiControllers.getOrDefault(p.name(), Map.of()).get(a.controller());
+        if (scsi == null) {
+            throw new IllegalStateException("partition '" + p.name() + "' has no vhost-user-scsi controller " + a.controller()
+                + " (a controller is made when the VM starts)");
+        }
+        DisksComponent.OpenDisk open = disks.get(a.disk());
+        DiskConfig d = open.config();
+        ManagedQosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+        ScsiLun lun;
+        try {
+            lun = newLun(p, a, d, open.disk(), flow);
+            scsi.addLun(a.lun(), lun);
+        } catch (RuntimeException ex) {
+            flow.close();
+            throw ex;
+        }
+        byPartition.computeIfAbsent(p.name(), k -> new java.util.concurrent.CopyOnWriteArrayList<>())
+            .add(new Export(p.name(), a, null, scsi, lun, "scsi" + a.controller(), flow));
+        LOG.log(Level.INFO, "hot-added disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-scsi controller="
+            + a.controller() + " lun=" + a.lun());
+    }
+
+    /** How long a hot-removed LUN's in-flight commands have to finish before its QoS flow closes. */
+    private static final long LUN_DRAIN_MILLIS = 10_000;
+
     /** The QEMU device id of {@code disk} on VM partition {@code partition} (blk only), or null. */
     String deviceId(String partition, String disk) {
         for (Export e : byPartition.getOrDefault(partition, List.of())) {
@@ -229,19 +273,43 @@ public final class VmDisksComponent implements Component {
         return null;
     }
 
-    /** After QEMU let go of it ({@code VmPartition.removeDisk}): closes {@code disk}'s export and its QoS flow. */
+    /**
+     * A blk disk, after QEMU let go of it ({@code VmPartition.removeDisk}): its export closes. A SCSI LUN: it leaves
+     * its controller (new commands get LOGICAL UNIT NOT SUPPORTED, a guest that acked VIRTIO_SCSI_F_HOTPLUG gets a
+     * TRANSPORT_RESET / REMOVED event) and its in-flight commands finish. Then {@code disk}'s QoS flow closes.
+     */
     synchronized void hotRemove(String partition, String disk) {
         List<Export> exports = byPartition.getOrDefault(partition, List.of());
         for (Export e : exports) {
-            if (e.export() != null && e.attachment().disk().equals(disk)) {
-                exports.remove(e);
-                e.export().close();
-                if (e.flow() != null) {
-                    e.flow().close();
-                }
-                LOG.log(Level.INFO, "closed export disk=" + disk + " partition=" + partition);
-                return;
+            if (!e.attachment().disk().equals(disk)) {
+                continue;
             }
+            exports.remove(e);
+            if (e.export() != null) {
+                e.export().close();
+                LOG.log(Level.INFO, "closed export disk=" + disk + " partition=" + partition);
+            } else {
+                drain(e.scsi().removeLun(e.attachment().lun()), e);
+                LOG.log(Level.INFO, "hot-removed disk=" + disk + " partition=" + partition + " transport=vhost-user-scsi controller="
+                    + e.attachment().controller() + " lun=" + e.attachment().lun());
+            }
+            if (e.flow() != null) {
+                e.flow().close();
+            }
+            return;
+        }
+    }
+
+    /** Waits for a removed LUN's commands to finish (they keep its QoS flow busy until then). */
+    private static void drain(ScsiLun unit, Export e) {
+        try {
+            if (unit != null && !io.phost.storage.scsi.ScsiTarget.awaitIdle(unit, LUN_DRAIN_MILLIS)) {
+                LOG.log(Level.WARNING, "LUN still busy " + LUN_DRAIN_MILLIS + " ms after its removal disk=" + e.attachment().disk()
+                    + " partition=" + e.partition() + " in_flight=" + unit.inFlight());
+            }
+        } catch (InterruptedException ex) {
+            Thread.currentThread().interrupt();
+            throw new IllegalStateException("interrupted while LUN " + e.attachment().lun() + " drained", ex);
         }
     }
 
@@ -352,9 +420,8 @@ public final class VmDisksComponent implements Component {
         byPartition.values().forEach(list -> list.forEach(e -> {
             if (e.export() != null) {
                 e.export().close();
-            } else {
-                e.scsi().close(); // idempotent: the controller's other LUNs close it again
             }
         }));
+        scsiControllers.values().forEach(m -> m.values().forEach(VhostUserScsiExport::close));
     }
 }

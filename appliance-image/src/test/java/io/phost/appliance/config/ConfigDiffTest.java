@@ -169,17 +169,55 @@ class ConfigDiffTest {
         """;
 
     @Test
-    void shouldHotPlugAndUnplugAVmsBlkDiskAndRefuseScsiLuns() throws Exception {
+    void shouldHotPlugAndUnplugAVmsBlkDisk() throws Exception {
         String added = VM.replace("disk = [{ disk = \"v0\" }]", "disk = [{ disk = \"v0\" }, { disk = \"v1\", lun = 1 }]");
         ConfigDiff plug = diff(VM, added);
         assertEquals(List.of(), plug.refusals());
         assertEquals(List.of("+ disk v1 of partition vm1 at controller 0 lun 1 (hot-add)"), plug.plan());
         assertEquals(List.of("- disk v1 of partition vm1 at controller 0 lun 1 (hot-remove)"), diff(added, VM).plan());
-
-        ConfigDiff scsi = diff(VM, added.replace("lun = 1 }", "lun = 1, bus = \"scsi\" }"));
-        assertEquals(List.of("partition[1].disk[1]"), scsi.refusals().stream().map(ConfigError::keyPath).toList());
-        assertTrue(scsi.refusals().get(0).message().contains("VIRTIO_SCSI_F_HOTPLUG"), scsi.refusals().get(0).message());
     }
+
+    @Test
+    void shouldHotAddAndRemoveAVmsScsiLunOnAControllerItHas() throws Exception {
+        String scsi = VM.replace("disk = [{ disk = \"v0\" }]", "disk = [{ disk = \"v0\", bus = \"scsi\", controller = 1 }]");
+        String added = scsi.replace("controller = 1 }]", "controller = 1 }, { disk = \"v1\", bus = \"scsi\", controller = 1, lun = 5 }]");
+        ConfigDiff plug = diff(scsi, added);
+        assertEquals(List.of(), plug.refusals());
+        assertEquals(List.of("+ disk v1 of partition vm1 at controller 1 lun 5 (hot-add)"), plug.plan());
+        assertEquals(List.of("- disk v1 of partition vm1 at controller 1 lun 5 (hot-remove)"), diff(added, scsi).plan());
+        // Another disk at a LUN in one apply: the old one leaves first, so the controller is never without its LUNs for long
+        ConfigDiff swap = diff(scsi, scsi.replace("disk = \"v0\", bus", "disk = \"v1\", bus"));
+        assertEquals(List.of(), swap.refusals());
+        assertEquals(List.of("- disk v0 of partition vm1 at controller 1 lun 0 (hot-remove)",
+            "+ disk v1 of partition vm1 at controller 1 lun 0 (hot-add)"), swap.plan());
+    }
+
+    @Test
+    void shouldRefuseANewScsiControllerOnAVmAndTheRemovalOfItsLastLun() throws Exception {
+        String added = VM.replace("disk = [{ disk = \"v0\" }]", "disk = [{ disk = \"v0\" }, { disk = \"v1\", lun = 1, bus = \"scsi\" }]");
+        ConfigDiff none = diff(VM, added);
+        assertEquals(List.of("partition[1].disk[1].controller"), none.refusals().stream().map(ConfigError::keyPath).toList());
+        assertTrue(none.refusals().get(0).message().contains("a new SCSI controller cannot be added to a running VM")
+            && none.refusals().get(0).message().contains("use bus = \"blk\""), none.refusals().get(0).message());
+
+        ConfigDiff other = diff(added, added.replace("lun = 1, bus = \"scsi\" }]", "lun = 1, bus = \"scsi\" }, "
+            + "{ disk = \"v2\", bus = \"scsi\", controller = 2 }]") + "\n" + V2);
+        assertEquals(List.of("partition[1].disk[2].controller"), other.refusals().stream().map(ConfigError::keyPath).toList());
+        assertTrue(other.refusals().get(0).message().contains("attach the disk to controller 0"), other.refusals().get(0).message());
+
+        ConfigDiff last = diff(added, VM);
+        assertEquals(List.of("partition[1].disk"), last.refusals().stream().map(ConfigError::keyPath).toList());
+        assertTrue(last.refusals().get(0).message().contains("last LUN of SCSI controller 0"), last.refusals().get(0).message());
+    }
+
+    private static final String V2 = """
+        [[disk]]
+        name = "v2"
+        path = "v2.raw"
+        format = "raw"
+        create = { type = "fixed", size = "16MiB" }
+
+        """;
 
     @Test
     void shouldHotPlugAndUnplugAVmsNicAtTheEndOfItsListAndRefuseChangingItsMac() throws Exception {

@@ -30,13 +30,17 @@ import org.junit.jupiter.api.io.TempDir;
  * this guest was not seen to act on it; its first command after the grow gets the CAPACITY DATA HAS CHANGED
  * unit attention), writes a second pattern past each old end and reads both back.
  * After phost stops: {@code qemu-io -f vhdx -r -c "read -P 0xa5 1M 1M" -c "read -P 0x5a 40M 1M" vm-grow.vhdx},
- * {@code qemu-img check}, the same reads on the raw file, and both files' new virtual sizes.
+ * {@code qemu-img check}, the same reads on the raw file, and both files' new virtual sizes; the hot-added disks'
+ * patterns are read back from their files.
  * Also: a shrink and an unknown disk are refused with their reasons, the disk untouched. Then disk hot-plug by
- * {@code POST /v1/config} (what {@code phost apply} sends): a new raw disk on bus blk is hot-plugged (the guest
- * finds {@code /dev/vdb} with the disk's name as serial, writes and reads back a pattern); the same disk as a SCSI
- * LUN is refused (409). Three more take the other spare ports; a fifth and a disk whose {@code device_add} QEMU
- * refuses (the test, on a QMP monitor of its own, holds the device id phost picks) each fail the apply (500, the
- * disk named) with every step undone: no socket, no image, no chardev in QEMU, no QoS flow, applied.toml as before.
+ * {@code POST /v1/config} (what {@code phost apply} sends): a new raw disk is added as LUN 1 of the running SCSI
+ * controller (the guest finds a new {@code /dev/sdX} of its size with no rescan of its own, writes and reads back a
+ * pattern; /status and the QoS flows list it) and removed again (the guest sees it go; its row and flow are gone).
+ * A new raw disk on bus blk is hot-plugged (the guest finds {@code /dev/vdb} with the disk's name as serial, writes
+ * and reads back a pattern). Three more take the other spare ports; a fifth (in the same apply as another SCSI LUN,
+ * added before it) and a disk whose {@code device_add} QEMU refuses (the test, on a QMP monitor of its own, holds
+ * the device id phost picks) each fail the apply (500, the disk named) with every step undone: no socket, no image,
+ * no chardev in QEMU, no LUN, no QoS flow, applied.toml as before.
  * The first disk is unplugged in between (the guest sees it go; the export's socket is removed). Then the guest,
  * still running, writes and reads back vda and one of the hot-plugged disks after that one grows.
  */
@@ -68,6 +72,12 @@ class RunVmDiskResizeTest {
             w b vda 640;w b $d 320;echo 3 >/proc/sys/vm/drop_caches
             c a vda 16;c b vda 640;c a $d 16;c b $d 320
             echo GROWN-OK
+            f(){ for x in /sys/block/sd*;do [ "$(cat $x/size 2>/dev/null)" != 24576 ]||echo ${x##*/};done; }
+            u '[ -z "$(f)" ]'
+            h=$(f);w b $h 0;echo 3 >/proc/sys/vm/drop_caches;c b $h 0
+            echo "SCSI-HOT-OK $h"
+            u '[ -e /sys/block/$h ]'
+            echo SCSI-GONE
             u '[ ! -e /sys/block/vdb ]'
             echo "HOTPLUG-SEEN $(z vdb) $(cat /sys/block/vdb/serial)"
             w b vdb 0;echo 3 >/proc/sys/vm/drop_caches;c b vdb 0
@@ -132,12 +142,23 @@ class RunVmDiskResizeTest {
             assertEquals(Boolean.TRUE, scsi.get("guest_notified"), "a PARAM_CHANGE event was raised: " + scsi);
 
             console = awaitConsole(client, p, "GROWN-OK", console);
-            // A SCSI LUN cannot be hot-added (no virtio-scsi hotplug events): refused with the reason, nothing changed.
-            HttpResponse scsiAdd = client.post("/v1/config", plugged.replace("{ disk = \"vmhot\", lun = 2 }",
-                "{ disk = \"vmhot\", bus = \"scsi\", controller = 1, lun = 1 }").getBytes(StandardCharsets.UTF_8));
-            assertEquals(409, scsiAdd.status(), scsiAdd.bodyText());
-            assertTrue(scsiAdd.bodyText().contains("VIRTIO_SCSI_F_HOTPLUG"), scsiAdd.bodyText());
-            // A blk disk is: the export listens, QEMU hot-plugs it on a spare PCIe port, the guest finds /dev/vdb.
+            // A SCSI LUN is hot-added to the running controller: no QEMU step; the guest hears a virtio-scsi event.
+            HttpResponse lunAdd = client.post("/v1/config", withScsiLun(config, "scsihot", "12MiB").getBytes(StandardCharsets.UTF_8));
+            assertEquals(200, lunAdd.status(), lunAdd.bodyText() + p.stderr());
+            assertTrue(lunAdd.bodyText().contains("+ disk scsihot of partition vm-grow at controller 1 lun 1 (hot-add)"), lunAdd.bodyText());
+            console = awaitConsole(client, p, "SCSI-HOT-OK", console);
+            String lunStatus = client.get("/v1/status").bodyText();
+            assertTrue(lunStatus.matches("(?s).*\"disk\"\\s*:\\s*\"scsihot\",\\s*\"transport\"\\s*:\\s*\"vhost-user-scsi\",\\s*"
+                + "\"controller\"\\s*:\\s*1,\\s*\"lun\"\\s*:\\s*1,.*"), "a status row for LUN 1 of controller 1: " + lunStatus);
+            assertTrue(client.get("/v1/qos/flows").bodyText().contains("scsihot"), "the LUN has its QoS flow");
+            assertTrue(client.get("/v1/metrics").bodyText().contains("disk=\"scsihot\""), "the LUN has its metrics");
+            HttpResponse lunRemove = client.post("/v1/config", config.getBytes(StandardCharsets.UTF_8));
+            assertEquals(200, lunRemove.status(), lunRemove.bodyText() + p.stderr());
+            assertTrue(lunRemove.bodyText().contains("- disk scsihot of partition vm-grow at controller 1 lun 1 (hot-remove)"), lunRemove.bodyText());
+            console = awaitConsole(client, p, "SCSI-GONE", console);
+            assertTrue(!client.get("/v1/status").bodyText().contains("scsihot") && !client.get("/v1/qos/flows").bodyText().contains("scsihot"),
+                "the LUN's status row and QoS flow are gone");
+            // A blk disk is hot-plugged: the export listens, QEMU hot-plugs it on a spare PCIe port, the guest finds /dev/vdb.
             HttpResponse plug = client.post("/v1/config", plugged.getBytes(StandardCharsets.UTF_8));
             assertEquals(200, plug.status(), plug.bodyText() + p.stderr());
             assertTrue(plug.bodyText().contains("+ disk vmhot of partition vm-grow at controller 0 lun 2 (hot-add)"), plug.bodyText());
@@ -151,11 +172,15 @@ class RunVmDiskResizeTest {
                 HttpResponse four = client.post("/v1/config", withDisks(config, "vmhot", "hpa", "hpb", "hpc").getBytes(StandardCharsets.UTF_8));
                 assertEquals(200, four.status(), four.bodyText() + p.stderr());
                 String saved = Files.readString(data.resolve("applied.toml"));
-                HttpResponse fifth = client.post("/v1/config", withDisks(config, "vmhot", "hpa", "hpb", "hpc", "hpd").getBytes(StandardCharsets.UTF_8));
+                // The SCSI LUN in the same apply is added first (it precedes hpd in the list), then undone.
+                HttpResponse fifth = client.post("/v1/config", withScsiLun(withDisks(config, "vmhot", "hpa", "hpb", "hpc", "hpd"),
+                    "scsifail", "1MiB").getBytes(StandardCharsets.UTF_8));
                 assertEquals(500, fifth.status(), fifth.bodyText());
-                assertTrue(fifth.bodyText().contains("+ disk hpd of partition vm-grow at controller 0 lun 6 (hot-add): partition "
+                assertTrue(fifth.bodyText().contains("+ disk scsifail of partition vm-grow at controller 1 lun 1 (hot-add)")
+                    && fifth.bodyText().contains("+ disk hpd of partition vm-grow at controller 0 lun 6 (hot-add): partition "
                     + "vm-grow: all 4 hot-plug ports of this QEMU are taken"), fifth.bodyText());
                 assertUndone(client, qmp, data, "hpd", saved);
+                assertUndone(client, qmp, data, "scsifail", saved);
                 console = awaitConsole(client, p, "FOUR-PLUGGED", console);
 
                 // vmhot is unplugged: device_del, the guest releases it (DEVICE_DELETED), then the export closes.
@@ -194,6 +219,8 @@ class RunVmDiskResizeTest {
         assertEquals(24L << 20, Files.size(Path.of(raw)));
         String hot = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0x5a 0 1M", data.resolve("vm-hot.img").toString());
         assertTrue(!hot.contains("verification failed"), hot);
+        String lun = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0x5a 0 1M", "-c", "read -P 0 1M 11M", data.resolve("scsihot.img").toString());
+        assertTrue(!lun.contains("verification failed") && lun.split("bytes at offset", -1).length == 3, lun);
         String hpa = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0xa5 0 1M", data.resolve("hpa.img").toString());
         assertTrue(!hpa.contains("verification failed"), hpa);
         assertEquals(2L << 20, Files.size(data.resolve("hpa.img")));
@@ -219,6 +246,21 @@ class RunVmDiskResizeTest {
         }
         String last = "controller = 1, lun = 0 }]";
         return config.replace("[[partition]]", tables + "[[partition]]").replace(last, last.replace("}]", "}" + attachments + "]"));
+    }
+
+    /** {@code config} with raw disk {@code name} of {@code size} added as LUN 1 of SCSI controller 1, before any disk added after it. */
+    private static String withScsiLun(String config, String name, String size) {
+        String table = """
+            [[disk]]
+            name = "%s"
+            path = "%s.img"
+            format = "raw"
+            create = { type = "fixed", size = "%s" }
+
+            """.formatted(name, name, size);
+        String at = "controller = 1, lun = 0 }";
+        return config.replace("[[partition]]", table + "[[partition]]")
+            .replace(at, at + ", { disk = \"" + name + "\", bus = \"scsi\", controller = 1, lun = 1 }");
     }
 
     /**

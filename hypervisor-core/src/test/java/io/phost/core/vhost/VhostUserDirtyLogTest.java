@@ -1,7 +1,5 @@
 package io.phost.core.vhost;
 
-import io.phost.core.sys.Fd;
-import io.phost.core.sys.SharedMemory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -29,27 +27,23 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @Timeout(60)
 class VhostUserDirtyLogTest {
     private static final long MEMORY = 4 << 20;
-    /** One bit per page of guest-physical space up to 2 GiB (the test front-end's RAM sits at 1 GiB). */
-    private static final long LOG_BYTES = (2L << 30) / 4096 / 8;
 
     @TempDir
     Path dir;
     private VhostUserBackend backend;
-    private int logFd;
-    private MemorySegment log;
+    private FrontendDirtyLog log;
 
     @BeforeEach
     void start() {
         backend = VhostUserBackend.start("dirty", dir.resolve("dirty.sock"), new EchoDevice(1));
-        logFd = SharedMemory.createUnsealed("phost-test-log", LOG_BYTES);
-        log = SharedMemory.mapShared(logFd, 0, LOG_BYTES);
     }
 
     @AfterEach
     void stop() {
         backend.close();
-        SharedMemory.unmap(log);
-        Fd.close(logFd);
+        if (log != null) {
+            log.close();
+        }
     }
 
     @Test
@@ -81,21 +75,10 @@ class VhostUserDirtyLogTest {
 
     /** One echo of 16 bytes into a buffer that straddles a page boundary; returns the pages marked meanwhile. */
     private Set<Long> echoOnce(VhostUserFrontend f, boolean logUsedRing) {
-        MemorySegment p = MemorySegment.ofArray(new byte[16]);
-        p.set(ValueLayout.JAVA_LONG_UNALIGNED, 0, LOG_BYTES);
-        p.set(ValueLayout.JAVA_LONG_UNALIGNED, 8, 0L);
-        f.send(VhostUserRequest.SET_LOG_BASE, 0, p, logFd);
-        assertEquals(0, f.reply(VhostUserRequest.SET_LOG_BASE, 5_000).byteSize(), "QEMU waits for this reply");
+        log = FrontendDirtyLog.attach(f);
         VhostUserFrontend.Queue q = f.startQueue(0, 8);
         if (logUsedRing) { // as QEMU at migration start: the running ring gets the log flag and the used ring's GPA
-            MemorySegment a = MemorySegment.ofArray(new byte[VRING_ADDR_LENGTH]);
-            a.set(ValueLayout.JAVA_INT_UNALIGNED, 4, VRING_F_LOG);
-            a.set(ValueLayout.JAVA_LONG_UNALIGNED, 8, f.userAddress(q.descriptorAddress(0)));
-            a.set(ValueLayout.JAVA_LONG_UNALIGNED, 16, f.userAddress(q.usedAddress()));
-            a.set(ValueLayout.JAVA_LONG_UNALIGNED, 24, f.userAddress(q.availAddress()));
-            a.set(ValueLayout.JAVA_LONG_UNALIGNED, 32, q.usedAddress());
-            f.send(VhostUserRequest.SET_VRING_ADDR, FLAG_NEED_REPLY, a);
-            assertEquals(0, f.reply(VhostUserRequest.SET_VRING_ADDR, 5_000).get(ValueLayout.JAVA_LONG_UNALIGNED, 0));
+            log.logRing(q);
         }
         long src = f.alloc(4096, 4096);
         long pages = f.alloc(3 * 4096, 4096);
@@ -104,7 +87,7 @@ class VhostUserDirtyLogTest {
         required = new TreeSet<>(List.of(written >>> 12, (written >>> 12) + 1, (q.usedAddress() + 2) >>> 12,
             (q.usedAddress() + 4) >>> 12, (q.usedAddress() + 11) >>> 12));
         availEventPage = (q.usedAddress() + 4 + 8L * 8) >>> 12;
-        log.fill((byte) 0);
+        log.clear();
         int head = q.add(new long[] {src, written}, new int[] {16, 16}, new boolean[] {false, true});
         q.kick();
         int[] used = q.awaitUsed(5_000);
@@ -112,12 +95,7 @@ class VhostUserDirtyLogTest {
         assertEquals(head, used[0]);
         assertEquals(16, used[1]);
         assertEquals(16, f.at(written + 15, 1).get(ValueLayout.JAVA_BYTE, 0));
-        Set<Long> marked = new TreeSet<>();
-        for (long page = 0; page < LOG_BYTES * 8; page++) {
-            if ((log.get(ValueLayout.JAVA_BYTE, page >>> 3) & (1 << (page & 7))) != 0) {
-                marked.add(page);
-            }
-        }
+        Set<Long> marked = log.marked();
         assertTrue(!marked.contains(src >>> 12), "the page only read is not marked: " + marked);
         return marked;
     }

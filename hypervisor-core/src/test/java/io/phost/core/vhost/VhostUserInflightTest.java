@@ -32,56 +32,46 @@ class VhostUserInflightTest {
     Path dir;
 
     /** A device whose handler takes chains and never completes them, not even when stopped: a killed process. */
-    private static final class DyingDevice implements VhostUserDevice {
+    private static final class DyingDevice extends TestDevice {
         final List<Integer> taken = new CopyOnWriteArrayList<>();
 
-        @Override
-        public long features() {
-            return 0;
+        DyingDevice() {
+            super(1, true, false);
         }
 
         @Override
-        public int maxQueues() {
-            return 1;
+        int work(Virtqueue q, DescriptorChain c) {
+            int n = 0;
+            while (q.tryPop(c)) {
+                taken.add(c.head());
+                n++;
+            }
+            return n;
         }
+    }
 
-        @Override
-        public int readConfig(MemorySegment dst) {
-            return 0;
+    /**
+     * Makes {@code dst.length} 8-byte echo requests available on {@code q} and kicks once: request i reads
+     * {@code first + i} and writes to {@code dst[i]}. Returns their heads (buffer ids on a packed ring).
+     */
+    private static int[] echoes(VhostUserFrontend f, VhostUserFrontend.Queue q, long first, long[] dst) {
+        int[] heads = new int[dst.length];
+        for (int i = 0; i < dst.length; i++) {
+            long src = f.alloc(8, 8);
+            dst[i] = f.alloc(8, 8);
+            f.at(src, 8).set(ValueLayout.JAVA_LONG_UNALIGNED, 0, first + i);
+            heads[i] = q.add(new long[] {src, dst[i]}, new int[] {8, 8}, new boolean[] {false, true});
         }
+        q.kick();
+        return heads;
+    }
 
-        @Override
-        public boolean tracksInflight() {
-            return true;
+    /** Waits up to 2.5 s until the dying back-end took {@code n} chains. */
+    private static void awaitTaken(List<Integer> taken, int n) throws InterruptedException {
+        for (int i = 0; i < 500 && taken.size() < n; i++) {
+            Thread.sleep(5);
         }
-
-        @Override
-        public VirtqueueHandler openQueue(int index) {
-            return new VirtqueueHandler() {
-                @Override
-                public int doWork(Virtqueue q, DescriptorChain c) {
-                    int n = 0;
-                    while (q.tryPop(c)) {
-                        taken.add(c.head());
-                        n++;
-                    }
-                    return n;
-                }
-
-                @Override
-                public int inFlight() {
-                    return 0;
-                }
-
-                @Override
-                public void awaitCompletion(long timeoutNanos) {
-                }
-
-                @Override
-                public void close(Virtqueue q) {
-                }
-            };
-        }
+        assertEquals(n, taken.size(), "the first back-end took all " + n);
     }
 
     @Test
@@ -93,24 +83,13 @@ class VhostUserInflightTest {
             f.negotiate(ALL);
             assertTrue(f.getInflight(1, 16) >= 16 + 16 * 16, "region for one queue of 16");
             VhostUserFrontend.Queue q = f.startQueue(0, 16);
-            long[] src = new long[5];
             long[] dst = new long[5];
-            int[] heads = new int[5];
-            for (int i = 0; i < 5; i++) {
-                src[i] = f.alloc(8, 8);
-                dst[i] = f.alloc(8, 8);
-                f.at(src[i], 8).set(ValueLayout.JAVA_LONG_UNALIGNED, 0, 0x1111_0000L + i);
-                heads[i] = q.add(new long[] {src[i], dst[i]}, new int[] {8, 8}, new boolean[] {false, true});
-            }
-            q.kick();
-            for (int i = 0; i < 500 && dying.taken.size() < 5; i++) {
-                Thread.sleep(5);
-            }
-            assertEquals(5, dying.taken.size(), "the first back-end took all five");
+            int[] heads = echoes(f, q, 0x1111_0000L, dst);
+            awaitTaken(dying.taken, 5);
             assertEquals(0, q.usedIndex(), "and completed none");
             first.close(); // gone without completing anything
 
-            try (VhostUserBackend second = VhostUserBackend.start("echo", dir.resolve("b.sock"), new EchoDevice(1, true))) {
+            try (VhostUserBackend second = VhostUserBackend.start("echo", dir.resolve("b.sock"), new EchoDevice(1, true, false))) {
                 f.reconnect(dir.resolve("b.sock"));
                 f.negotiate(ALL);
                 f.setInflight();
@@ -182,74 +161,26 @@ class VhostUserInflightTest {
     }
 
     /** A packed-ring device: it takes every chain and completes every other one (in pop order), then is killed. */
-    private static final class HalfDyingDevice implements VhostUserDevice {
+    private static final class HalfDyingDevice extends TestDevice {
         final List<Integer> taken = new CopyOnWriteArrayList<>();
 
-        @Override
-        public long features() {
-            return 0;
+        HalfDyingDevice() {
+            super(1, true, true);
         }
 
         @Override
-        public int maxQueues() {
-            return 1;
-        }
-
-        @Override
-        public int readConfig(MemorySegment dst) {
-            return 0;
-        }
-
-        @Override
-        public boolean tracksInflight() {
-            return true;
-        }
-
-        @Override
-        public boolean packedRings() {
-            return true;
-        }
-
-        @Override
-        public VirtqueueHandler openQueue(int index) {
-            return new VirtqueueHandler() {
-                @Override
-                public int doWork(Virtqueue q, DescriptorChain c) {
-                    int n = 0;
-                    while (q.tryPop(c)) {
-                        taken.add(c.head());
-                        if (taken.size() % 2 == 0) {
-                            q.pushUsed(c.head(), 0);
-                            q.notifyIfNeeded();
-                        }
-                        n++;
-                    }
-                    return n;
+        int work(Virtqueue q, DescriptorChain c) {
+            int n = 0;
+            while (q.tryPop(c)) {
+                taken.add(c.head());
+                if (taken.size() % 2 == 0) {
+                    q.pushUsed(c.head(), 0);
+                    q.notifyIfNeeded();
                 }
-
-                @Override
-                public int inFlight() {
-                    return 0;
-                }
-
-                @Override
-                public void awaitCompletion(long timeoutNanos) {
-                }
-
-                @Override
-                public void close(Virtqueue q) {
-                }
-            };
-        }
-    }
-
-    private static EchoDevice packedEcho() {
-        return new EchoDevice(1, true) {
-            @Override
-            public boolean packedRings() {
-                return true;
+                n++;
             }
-        };
+            return n;
+        }
     }
 
     /**
@@ -270,25 +201,14 @@ class VhostUserInflightTest {
             assertEquals(PackedInflightTracker.queueStride(16), f.getInflight(1, 16), "the packed layout's region");
             VhostUserFrontend.Queue q = f.startQueue(0, 16);
             assertTrue(q.packed);
-            long[] src = new long[5];
             long[] dst = new long[5];
-            int[] ids = new int[5];
-            for (int i = 0; i < 5; i++) {
-                src[i] = f.alloc(8, 8);
-                dst[i] = f.alloc(8, 8);
-                f.at(src[i], 8).set(ValueLayout.JAVA_LONG_UNALIGNED, 0, 0x2222_0000L + i);
-                ids[i] = q.add(new long[] {src[i], dst[i]}, new int[] {8, 8}, new boolean[] {false, true});
-            }
-            q.kick();
-            for (int i = 0; i < 500 && dying.taken.size() < 5; i++) {
-                Thread.sleep(5);
-            }
-            assertEquals(5, dying.taken.size(), "the first back-end took all five");
+            int[] ids = echoes(f, q, 0x2222_0000L, dst);
+            awaitTaken(dying.taken, 5);
             first.close();
             assertEquals(ids[1], q.awaitUsed(5_000)[0], "request 1 completed, in request 0's slots");
             assertEquals(ids[3], q.awaitUsed(5_000)[0]);
 
-            try (VhostUserBackend second = VhostUserBackend.start("echo", dir.resolve("pb.sock"), packedEcho())) {
+            try (VhostUserBackend second = VhostUserBackend.start("echo", dir.resolve("pb.sock"), new EchoDevice(1, true, true))) {
                 f.reconnect(dir.resolve("pb.sock"));
                 f.negotiate(noLog);
                 f.setInflight();

@@ -1,7 +1,5 @@
 package io.phost.core.vhost;
 
-import io.phost.core.sys.Fd;
-import io.phost.core.sys.SharedMemory;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -14,7 +12,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Set;
-import java.util.TreeSet;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.locks.LockSupport;
 
@@ -36,7 +33,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @Timeout(60)
 class VhostUserPackedDirtyLogTest {
     private static final long MEMORY = 4 << 20;
-    private static final long LOG_BYTES = (2L << 30) / 4096 / 8;
     private static final int QUEUE = 8;
     private static final long PACKED_WITH_LOG = (1L << F_RING_PACKED) | (1L << F_LOG_ALL) | (1L << F_RING_INDIRECT_DESC)
         | (1L << F_RING_EVENT_IDX) | (1L << F_VERSION_1);
@@ -45,90 +41,68 @@ class VhostUserPackedDirtyLogTest {
     Path dir;
     private VhostUserBackend backend;
     private HoldingDevice device;
-    private int logFd;
-    private MemorySegment log;
+    private FrontendDirtyLog log;
 
     /** Pops chains and holds them until released, then completes them newest first, filling every writable byte. */
-    private static final class HoldingDevice implements VhostUserDevice {
+    private static final class HoldingDevice extends TestDevice {
         private static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
         final AtomicBoolean release = new AtomicBoolean();
         volatile int held;
         private final List<long[]> chains = new ArrayList<>();
 
-        @Override
-        public long features() {
-            return 0;
+        HoldingDevice() {
+            super(1, false, true);
         }
 
         @Override
-        public int maxQueues() {
-            return 1;
-        }
-
-        @Override
-        public int readConfig(MemorySegment dst) {
-            return 0;
-        }
-
-        @Override
-        public boolean packedRings() {
-            return true;
-        }
-
-        @Override
-        public VirtqueueHandler openQueue(int index) {
-            return new VirtqueueHandler() {
-                @Override
-                public int doWork(Virtqueue q, DescriptorChain c) {
-                    int n = 0;
-                    while (q.tryPop(c)) {
-                        long[] w = new long[1 + 2 * (c.count() - c.readableCount())];
-                        w[0] = c.head();
-                        for (int i = c.readableCount(), k = 1; i < c.count(); i++, k += 2) {
-                            w[k] = c.address(i);
-                            w[k + 1] = c.length(i);
-                        }
-                        chains.add(w);
-                        n++;
+        int work(Virtqueue q, DescriptorChain c) {
+            int n = 0;
+            while (q.tryPop(c)) {
+                long[] w = new long[1 + 2 * (c.count() - c.readableCount())];
+                w[0] = c.head();
+                for (int i = c.readableCount(), k = 1; i < c.count(); i++, k += 2) {
+                    w[k] = c.address(i);
+                    w[k + 1] = c.length(i);
+                }
+                chains.add(w);
+                n++;
+            }
+            held = chains.size();
+            if (release.get() && !chains.isEmpty()) {
+                for (int i = chains.size() - 1; i >= 0; i--) {
+                    long[] w = chains.get(i);
+                    long written = 0;
+                    for (int k = 1; k < w.length; k += 2) {
+                        EVERYTHING.asSlice(w[k], w[k + 1]).fill((byte) (0xA0 + i));
+                        written += w[k + 1];
                     }
-                    held = chains.size();
-                    if (release.get() && !chains.isEmpty()) {
-                        for (int i = chains.size() - 1; i >= 0; i--) {
-                            long[] w = chains.get(i);
-                            long written = 0;
-                            for (int k = 1; k < w.length; k += 2) {
-                                EVERYTHING.asSlice(w[k], w[k + 1]).fill((byte) (0xA0 + i));
-                                written += w[k + 1];
-                            }
-                            q.pushUsed((int) w[0], (int) written);
-                        }
-                        n += chains.size();
-                        chains.clear();
-                        held = 0;
-                        release.set(false);
-                        q.notifyIfNeeded();
-                    }
-                    return n;
+                    q.pushUsed((int) w[0], (int) written);
                 }
+                n += chains.size();
+                chains.clear();
+                held = 0;
+                release.set(false);
+                q.notifyIfNeeded();
+            }
+            return n;
+        }
 
-                @Override
-                public int inFlight() {
-                    return chains.size();
-                }
+        @Override
+        int held() {
+            return chains.size();
+        }
 
-                @Override
-                public void awaitCompletion(long timeoutNanos) {
-                    LockSupport.parkNanos(timeoutNanos);
-                }
+        @Override
+        void awaitCompletion(long timeoutNanos) {
+            LockSupport.parkNanos(timeoutNanos);
+        }
 
-                @Override
-                public void close(Virtqueue q) {
-                    for (long[] w : chains) {
-                        q.pushUsed((int) w[0], 0);
-                    }
-                    chains.clear();
-                }
-            };
+        @Override
+        void stopped(Virtqueue q) {
+            for (long[] w : chains) {
+                q.pushUsed((int) w[0], 0);
+            }
+            chains.clear();
         }
     }
 
@@ -136,15 +110,14 @@ class VhostUserPackedDirtyLogTest {
     void start() {
         device = new HoldingDevice();
         backend = VhostUserBackend.start("pdirty", dir.resolve("pdirty.sock"), device);
-        logFd = SharedMemory.createUnsealed("phost-test-plog", LOG_BYTES);
-        log = SharedMemory.mapShared(logFd, 0, LOG_BYTES);
     }
 
     @AfterEach
     void stop() {
         backend.close();
-        SharedMemory.unmap(log);
-        Fd.close(logFd);
+        if (log != null) {
+            log.close();
+        }
     }
 
     @Test
@@ -154,12 +127,12 @@ class VhostUserPackedDirtyLogTest {
             assertEquals(PACKED_WITH_LOG, acked & PACKED_WITH_LOG,
                 "packed ring and LOG_ALL are offered and accepted together: 0x" + Long.toHexString(acked));
             assertTrue((f.getU64(VhostUserRequest.GET_PROTOCOL_FEATURES) & (1L << PF_LOG_SHMFD)) != 0, "LOG_SHMFD offered");
-            setLogBase(f);
+            log = FrontendDirtyLog.attach(f);
             VhostUserFrontend.Queue q = f.startQueue(0, QUEUE);
             assertTrue(q.packed);
-            log.fill((byte) 0);
-            logRing(f, q); // as QEMU at migration start: the running ring restarts with VHOST_VRING_F_LOG
-            assertTrue(marked().contains(q.usedAddress() >>> 12), "the device area, written at the ring's start, is marked");
+            log.clear();
+            log.logRing(q); // as QEMU at migration start: the running ring restarts with VHOST_VRING_F_LOG
+            assertTrue(log.marked().contains(q.usedAddress() >>> 12), "the device area, written at the ring's start, is marked");
             for (int round = 0; round < 2; round++) {
                 List<Integer> ids = new ArrayList<>();
                 for (int i = 0; i < 3; i++) { // 3 direct chains of 2 descriptors + 1 indirect: 7 of 8 slots
@@ -177,8 +150,8 @@ class VhostUserPackedDirtyLogTest {
                     Thread.sleep(2);
                 }
                 assertEquals(ids.size(), device.held, "the device popped all " + ids.size() + " chains within 10 s");
-                log.fill((byte) 0);
-                byte[] before = f.memory().toArray(ValueLayout.JAVA_BYTE);
+                log.clear();
+                byte[] before = log.snapshot();
                 device.release.set(true);
                 q.kick();
                 List<Integer> completed = new ArrayList<>();
@@ -188,8 +161,8 @@ class VhostUserPackedDirtyLogTest {
                     completed.add(u[0]);
                 }
                 assertEquals(ids.reversed(), completed, "completed newest first");
-                Set<Long> changed = changedPages(before, f.memory().toArray(ValueLayout.JAVA_BYTE));
-                Set<Long> marked = marked();
+                Set<Long> changed = log.changedSince(before);
+                Set<Long> marked = log.marked();
                 assertEquals(changed, marked, "round " + round + ": marked pages must be exactly the changed ones");
                 assertTrue(changed.size() >= 8, "the test wrote into enough pages to mean something: " + changed);
             }
@@ -203,10 +176,10 @@ class VhostUserPackedDirtyLogTest {
             long offered = f.getU64(VhostUserRequest.GET_FEATURES);
             assertEquals((1L << F_RING_PACKED) | (1L << F_LOG_ALL), offered & ((1L << F_RING_PACKED) | (1L << F_LOG_ALL)));
             f.negotiate(PACKED_WITH_LOG & ~(1L << F_LOG_ALL));
-            setLogBase(f);
+            log = FrontendDirtyLog.attach(f);
             VhostUserFrontend.Queue q = f.startQueue(0, QUEUE);
-            logRing(f, q);
-            log.fill((byte) 0);
+            log.logRing(q);
+            log.clear();
             long dst = f.alloc(4096, 4096);
             int id = q.add(new long[] {f.alloc(8, 8), dst}, new int[] {8, 4096}, new boolean[] {false, true});
             device.release.set(true);
@@ -215,50 +188,7 @@ class VhostUserPackedDirtyLogTest {
             assertNotNull(u, "completed within 10 s");
             assertArrayEquals(new int[] {id, 4096}, u);
             assertEquals((byte) 0xA0, f.at(dst, 1).get(ValueLayout.JAVA_BYTE, 0));
-            assertEquals(Set.of(), marked(), "without LOG_ALL nothing is marked");
+            assertEquals(Set.of(), log.marked(), "without LOG_ALL nothing is marked");
         }
-    }
-
-    private void setLogBase(VhostUserFrontend f) {
-        MemorySegment p = MemorySegment.ofArray(new byte[16]);
-        p.set(ValueLayout.JAVA_LONG_UNALIGNED, 0, LOG_BYTES);
-        f.send(VhostUserRequest.SET_LOG_BASE, 0, p, logFd);
-        assertEquals(0, f.reply(VhostUserRequest.SET_LOG_BASE, 5_000).byteSize(), "QEMU waits for this reply");
-    }
-
-    /** SET_VRING_ADDR with VHOST_VRING_F_LOG and, as QEMU sends for packed rings, the device area's address to log. */
-    private static void logRing(VhostUserFrontend f, VhostUserFrontend.Queue q) {
-        MemorySegment a = MemorySegment.ofArray(new byte[VRING_ADDR_LENGTH]);
-        a.set(ValueLayout.JAVA_INT_UNALIGNED, 4, VRING_F_LOG);
-        a.set(ValueLayout.JAVA_LONG_UNALIGNED, 8, f.userAddress(q.descriptorAddress(0)));
-        a.set(ValueLayout.JAVA_LONG_UNALIGNED, 16, f.userAddress(q.usedAddress()));
-        a.set(ValueLayout.JAVA_LONG_UNALIGNED, 24, f.userAddress(q.availAddress()));
-        a.set(ValueLayout.JAVA_LONG_UNALIGNED, 32, q.usedAddress());
-        f.send(VhostUserRequest.SET_VRING_ADDR, FLAG_NEED_REPLY, a);
-        assertEquals(0, f.reply(VhostUserRequest.SET_VRING_ADDR, 5_000).get(ValueLayout.JAVA_LONG_UNALIGNED, 0));
-    }
-
-    private static Set<Long> changedPages(byte[] before, byte[] after) {
-        Set<Long> pages = new TreeSet<>();
-        for (int i = 0; i < before.length; i++) {
-            if (before[i] != after[i]) {
-                pages.add((VhostUserFrontend.GPA_BASE + i) >>> 12);
-                i |= 4095; // next page
-            }
-        }
-        return pages;
-    }
-
-    private Set<Long> marked() {
-        Set<Long> pages = new TreeSet<>();
-        for (long b = 0; b < LOG_BYTES; b += 8) {
-            long word = log.get(ValueLayout.JAVA_LONG_UNALIGNED, b);
-            while (word != 0) {
-                int bit = Long.numberOfTrailingZeros(word);
-                pages.add(b * 8 + bit);
-                word &= word - 1;
-            }
-        }
-        return pages;
     }
 }

@@ -1,16 +1,13 @@
 package io.phost.storage.vhost;
 
-import io.phost.core.sys.Fd;
-import io.phost.core.sys.SharedMemory;
+import io.phost.core.vhost.FrontendDirtyLog;
 import io.phost.core.vhost.VhostUserDescriptor;
 import io.phost.core.vhost.VhostUserFrontend;
-import io.phost.core.vhost.VhostUserRequest;
 import io.phost.vhdx.RawDisk;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
 
-import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -35,7 +32,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 @Timeout(120)
 class VhostUserBlkPackedDirtyLogTest {
     private static final long SIZE = 16L << 20;
-    private static final long LOG_BYTES = (2L << 30) / 4096 / 8;
     /** Every feature (not {@code ~0L}, which the test driver answers with split rings). */
     private static final long PACKED_WITH_LOG = ~0L & ~(1L << 63);
 
@@ -48,8 +44,6 @@ class VhostUserBlkPackedDirtyLogTest {
         byte[] content = new byte[(int) SIZE];
         new Random(14).nextBytes(content);
         Files.write(image, content);
-        int logFd = SharedMemory.createUnsealed("phost-test-blklog", LOG_BYTES);
-        MemorySegment log = SharedMemory.mapShared(logFd, 0, LOG_BYTES);
         try (RawDisk disk = RawDisk.openFile(image, false, false);
              VhostUserBlkExport e = VhostUserBlkExport.start("pblklog", disk, dir.resolve("pblklog.sock"),
                  VhostUserBlkExport.Options.defaults().withQueues(1));
@@ -58,73 +52,49 @@ class VhostUserBlkPackedDirtyLogTest {
             long both = (1L << VhostUserDescriptor.F_RING_PACKED) | (1L << VhostUserDescriptor.F_LOG_ALL);
             assertEquals(both, features & both, "packed ring and LOG_ALL negotiated together: 0x" + Long.toHexString(features));
             f.getInflight(1, 64);
-            MemorySegment p = MemorySegment.ofArray(new byte[16]);
-            p.set(ValueLayout.JAVA_LONG_UNALIGNED, 0, LOG_BYTES);
-            f.send(VhostUserRequest.SET_LOG_BASE, 0, p, logFd);
-            assertEquals(0, f.reply(VhostUserRequest.SET_LOG_BASE, 5_000).byteSize());
-            VhostUserFrontend.Queue ring = f.startQueue(0, 64);
-            assertTrue(ring.packed);
-            logRing(f, ring);
-            VhostUserBlkTest.Blk blk = new VhostUserBlkTest.Blk(f, ring);
-            int[] lengths = {512, 4096, 8192 + 512, 64 << 10, 4096, 1024};
-            long[] buffers = new long[lengths.length];
-            for (int i = 0; i < lengths.length; i++) {
-                buffers[i] = f.alloc(lengths[i] + 4096, 512) + (i % 2 == 0 ? 0 : 4096 - 512); // odd ones straddle a page
+            try (FrontendDirtyLog log = FrontendDirtyLog.attach(f)) {
+                readAndCompare(f, log, content);
             }
-            long written = f.alloc(4096, 4096);
-            f.at(written, 4096).fill((byte) 0x5A);
-            log.fill((byte) 0);
-            byte[] before = f.memory().toArray(ValueLayout.JAVA_BYTE);
-            Set<Long> expected = new TreeSet<>();
-            int requests = 0;
-            while (requests < 50) { // 3 descriptors each: the 64-slot ring wraps twice
-                int i = requests % lengths.length;
-                long sector = (requests * 37L) % (SIZE / 512 - 256);
-                int[] r = blk.request(T_IN, sector, buffers[i], lengths[i], true);
-                assertArrayEquals(new int[] {S_OK, lengths[i] + 1}, r, "read " + requests);
-                assertArrayEquals(java.util.Arrays.copyOfRange(content, (int) (sector * 512), (int) (sector * 512) + lengths[i]),
-                    f.at(buffers[i], lengths[i]).toArray(ValueLayout.JAVA_BYTE), "read " + requests + " data");
-                for (long page = buffers[i] >>> 12; page <= (buffers[i] + lengths[i] - 1) >>> 12; page++) {
-                    expected.add(page);
-                }
-                requests++;
-            }
-            assertArrayEquals(new int[] {S_OK, 1}, blk.request(T_OUT, 8, written, 4096, false), "the write");
-            Set<Long> changed = new TreeSet<>();
-            byte[] after = f.memory().toArray(ValueLayout.JAVA_BYTE);
-            for (int i = 0; i < before.length; i++) {
-                if (before[i] != after[i]) {
-                    changed.add((VhostUserFrontend.GPA_BASE + i) >>> 12);
-                    i |= 4095;
-                }
-            }
-            Set<Long> marked = new TreeSet<>();
-            for (long b = 0; b < LOG_BYTES; b += 8) {
-                for (long w = log.get(ValueLayout.JAVA_LONG_UNALIGNED, b); w != 0; w &= w - 1) {
-                    marked.add(b * 8 + Long.numberOfTrailingZeros(w));
-                }
-            }
-            expected.add(ring.descriptorAddress(0) >>> 12);
-            expected.add(ring.descriptorAddress(63) >>> 12);
-            assertTrue(marked.containsAll(expected), "marked " + marked + " must hold every read buffer's and the ring's pages " + expected);
-            assertTrue(!marked.contains(written >>> 12), "the written buffer was only read by the back-end: " + marked);
-            assertEquals(changed, marked, "the pages marked are exactly the pages changed");
             assertNull(e.lastError());
-        } finally {
-            SharedMemory.unmap(log);
-            Fd.close(logFd);
         }
     }
 
-    /** SET_VRING_ADDR with VHOST_VRING_F_LOG on the running ring, as QEMU at migration start. */
-    private static void logRing(VhostUserFrontend f, VhostUserFrontend.Queue q) {
-        MemorySegment a = MemorySegment.ofArray(new byte[VhostUserDescriptor.VRING_ADDR_LENGTH]);
-        a.set(ValueLayout.JAVA_INT_UNALIGNED, 4, VhostUserDescriptor.VRING_F_LOG);
-        a.set(ValueLayout.JAVA_LONG_UNALIGNED, 8, f.userAddress(q.descriptorAddress(0)));
-        a.set(ValueLayout.JAVA_LONG_UNALIGNED, 16, f.userAddress(q.usedAddress()));
-        a.set(ValueLayout.JAVA_LONG_UNALIGNED, 24, f.userAddress(q.availAddress()));
-        a.set(ValueLayout.JAVA_LONG_UNALIGNED, 32, q.usedAddress());
-        f.send(VhostUserRequest.SET_VRING_ADDR, VhostUserDescriptor.FLAG_NEED_REPLY, a);
-        assertEquals(0, f.reply(VhostUserRequest.SET_VRING_ADDR, 5_000).get(ValueLayout.JAVA_LONG_UNALIGNED, 0));
+    /** 50 reads of several sizes and a write through a packed ring of 64 that wraps twice; marked must equal changed. */
+    private static void readAndCompare(VhostUserFrontend f, FrontendDirtyLog log, byte[] content) {
+        VhostUserFrontend.Queue ring = f.startQueue(0, 64);
+        assertTrue(ring.packed);
+        log.logRing(ring);
+        VhostUserBlkTest.Blk blk = new VhostUserBlkTest.Blk(f, ring);
+        int[] lengths = {512, 4096, 8192 + 512, 64 << 10, 4096, 1024};
+        long[] buffers = new long[lengths.length];
+        for (int i = 0; i < lengths.length; i++) {
+            buffers[i] = f.alloc(lengths[i] + 4096, 512) + (i % 2 == 0 ? 0 : 4096 - 512); // odd ones straddle a page
+        }
+        long written = f.alloc(4096, 4096);
+        f.at(written, 4096).fill((byte) 0x5A);
+        log.clear();
+        byte[] before = log.snapshot();
+        Set<Long> expected = new TreeSet<>();
+        int requests = 0;
+        while (requests < 50) { // 3 descriptors each: the 64-slot ring wraps twice
+            int i = requests % lengths.length;
+            long sector = (requests * 37L) % (SIZE / 512 - 256);
+            int[] r = blk.request(T_IN, sector, buffers[i], lengths[i], true);
+            assertArrayEquals(new int[] {S_OK, lengths[i] + 1}, r, "read " + requests);
+            assertArrayEquals(java.util.Arrays.copyOfRange(content, (int) (sector * 512), (int) (sector * 512) + lengths[i]),
+                f.at(buffers[i], lengths[i]).toArray(ValueLayout.JAVA_BYTE), "read " + requests + " data");
+            for (long page = buffers[i] >>> 12; page <= (buffers[i] + lengths[i] - 1) >>> 12; page++) {
+                expected.add(page);
+            }
+            requests++;
+        }
+        assertArrayEquals(new int[] {S_OK, 1}, blk.request(T_OUT, 8, written, 4096, false), "the write");
+        Set<Long> changed = log.changedSince(before);
+        Set<Long> marked = log.marked();
+        expected.add(ring.descriptorAddress(0) >>> 12);
+        expected.add(ring.descriptorAddress(63) >>> 12);
+        assertTrue(marked.containsAll(expected), "marked " + marked + " must hold every read buffer's and the ring's pages " + expected);
+        assertTrue(!marked.contains(written >>> 12), "the written buffer was only read by the back-end: " + marked);
+        assertEquals(changed, marked, "the pages marked are exactly the pages changed");
     }
 }

@@ -1,6 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.VhostUserFrontend;
+import io.phost.storage.tools.AllocationWindows;
 import io.phost.qos.QosFlow;
 import io.phost.vhdx.RawDisk;
 import io.phost.storage.engine.IoEngines;
@@ -56,16 +57,10 @@ class VhostUserScsiAllocationTest {
                 Thread worker = Thread.getAllStackTraces().keySet().stream()
                     .filter(th -> th.getName().equals("vhost-scsi-alloc-q2")).findFirst()
                     .orElseThrow(() -> new AssertionError("no request queue worker"));
-                int ios = 5_000;
-                long best = Long.MAX_VALUE;
-                for (int w = 0; w < 3; w++) { // judged by the best window, as VhostUserBlkAllocationTest
-                    long before = mx.getThreadAllocatedBytes(worker.threadId());
-                    run(f, q, r, req, resp, buf, ios);
-                    long after = mx.getThreadAllocatedBytes(worker.threadId());
-                    System.out.println("vhost-user-scsi worker: " + (after - before) + " bytes for " + ios + " commands");
-                    best = Math.min(best, after - before);
-                }
-                assertTrue(best / (double) ios < 16 + VhostUserBlkAllocationTest.FFM_ERRNO_SLICE_BYTES, "worker allocated at best " + best + " bytes for " + ios + " commands");
+                AllocationWindows.Result w = AllocationWindows.measure(5_000, () -> run(f, q, r, req, resp, buf, 5_000),
+                    () -> mx.getThreadAllocatedBytes(worker.threadId()));
+                System.out.println("vhost-user-scsi worker bytes per 5000-command window:" + w.windows());
+                assertTrue(w.withinJdkSlice(), "worker " + w.describe("commands"));
                 assertEquals(null, e.lastError());
             }
         } finally {

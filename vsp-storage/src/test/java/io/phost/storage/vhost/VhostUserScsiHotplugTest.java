@@ -12,13 +12,14 @@ import org.junit.jupiter.api.io.TempDir;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 
-import static io.phost.storage.vhost.VhostUserScsiTest.command;
-import static io.phost.storage.vhost.VhostUserScsiTest.rw16;
+import static io.phost.storage.vhost.ScsiTestDriver.BE64;
+import static io.phost.storage.vhost.ScsiTestDriver.INQUIRY;
+import static io.phost.storage.vhost.ScsiTestDriver.READ_CAPACITY_16;
+import static io.phost.storage.vhost.ScsiTestDriver.rw16;
 import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
 import static org.junit.jupiter.api.Assertions.*;
 
@@ -32,7 +33,6 @@ import static org.junit.jupiter.api.Assertions.*;
  */
 @Timeout(60)
 class VhostUserScsiHotplugTest {
-    private static final ValueLayout.OfLong BE64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
     private static final int TRANSPORT_RESET = 1;
     private static final int RESCAN = 1;
     private static final int REMOVED = 2;
@@ -56,42 +56,41 @@ class VhostUserScsiHotplugTest {
             ScsiTarget t = new ScsiTarget();
             t.add(0, new ScsiLun("a", da, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
             try (VhostUserScsiExport e = VhostUserScsiExport.start("hp", t, dir.resolve("hp.sock"), VhostUserScsiExport.Options.defaults().withRequestQueues(1));
-                 VhostUserFrontend f = VhostUserFrontend.connect(e.socketPath(), 16 << 20)) {
-                assertTrue((f.negotiate(~0L) & 1L << HOTPLUG_BIT) != 0, "VIRTIO_SCSI_F_HOTPLUG offered and acked");
-                f.startQueue(CONTROL_QUEUE, 16);
-                VhostUserFrontend.Queue events = f.startQueue(EVENT_QUEUE, 256);
-                VhostUserFrontend.Queue q = f.startQueue(FIRST_REQUEST_QUEUE, 64);
+                 ScsiTestDriver d = ScsiTestDriver.connect(e, 16 << 20, ~0L, 256, 64)) {
+                assertTrue((d.features & 1L << HOTPLUG_BIT) != 0, "VIRTIO_SCSI_F_HOTPLUG offered and acked");
+                VhostUserFrontend f = d.f;
+                VhostUserFrontend.Queue events = d.events;
                 long buf = f.alloc(64 << 10, 4096);
 
                 // LUN 5 added live: RESCAN for it, then it serves commands.
                 List<Long> posted = post(f, events, 2);
                 e.addLun(5, new ScsiLun("b", db, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
                 assertEquals(new Event(TRANSPORT_RESET, lun(5), RESCAN), awaitEvent(f, events, posted));
-                int[] r = command(f, q, 0, 5, new byte[] {0x12, 0, 0, 0, 96, 0}, buf, 96, true); // INQUIRY
+                int[] r = d.command(5, INQUIRY, buf, 96, true);
                 assertEquals(0, r[1], "INQUIRY GOOD on the added LUN");
                 assertEquals(0, f.at(buf, 1).get(ValueLayout.JAVA_BYTE, 0) & 0xE0, "peripheral qualifier 000b: connected");
-                r = command(f, q, 0, 5, new byte[] {(byte) 0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0}, buf, 32, true);
+                r = d.command(5, READ_CAPACITY_16, buf, 32, true);
                 assertEquals(0, r[1], "READ CAPACITY(16) GOOD");
                 assertEquals((12L << 20) / 512 - 1, f.at(buf, 8).get(BE64, 0), "the added LUN's last LBA");
                 f.at(buf, 4096).fill((byte) 0x3C);
-                assertEquals(0, command(f, q, 0, 5, rw16(0x8A, 100, 8), buf, 4096, false)[1], "WRITE(16) GOOD");
+                assertEquals(0, d.command(5, rw16(0x8A, 100, 8), buf, 4096, false)[1], "WRITE(16) GOOD");
                 f.at(buf, 4096).fill((byte) 0);
-                assertEquals(0, command(f, q, 0, 5, rw16(0x88, 100, 8), buf, 4096, true)[1], "READ(16) GOOD");
+                assertEquals(0, d.command(5, rw16(0x88, 100, 8), buf, 4096, true)[1], "READ(16) GOOD");
                 assertEquals((byte) 0x3C, f.at(buf + 4095, 1).get(ValueLayout.JAVA_BYTE, 0), "read back what was written");
 
                 // LUN 5 removed live: REMOVED for it, then LOGICAL UNIT NOT SUPPORTED.
                 ScsiLun removed = e.removeLun(5);
                 assertNotNull(removed);
                 assertEquals(new Event(TRANSPORT_RESET, lun(5), REMOVED), awaitEvent(f, events, posted));
-                r = command(f, q, 0, 5, rw16(0x88, 100, 8), buf, 4096, true);
+                r = d.command(5, rw16(0x88, 100, 8), buf, 4096, true);
                 assertEquals(2, r[1], "CHECK CONDITION on the removed LUN");
                 assertEquals(5, r[4], "ILLEGAL REQUEST");
                 assertEquals(0x25, r[5], "LOGICAL UNIT NOT SUPPORTED");
                 assertTrue(ScsiTarget.awaitIdle(removed, 5_000));
-                r = command(f, q, 0, 0, rw16(0x88, 0, 8), buf, 4096, true);
+                r = d.command(0, rw16(0x88, 0, 8), buf, 4096, true);
                 assertArrayEquals(new int[] {2, 6, 0x3F}, new int[] {r[1], r[4], r[5]},
                     "LUN 0's next command: CHECK CONDITION / UNIT ATTENTION / REPORTED LUNS DATA HAS CHANGED");
-                assertEquals(0, command(f, q, 0, 0, rw16(0x88, 0, 8), buf, 4096, true)[1], "then LUN 0 serves as before");
+                assertEquals(0, d.command(0, rw16(0x88, 0, 8), buf, 4096, true)[1], "then LUN 0 serves as before");
 
                 // Events wait, in order, while no buffer is posted.
                 e.addLun(6, new ScsiLun("b6", db, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
@@ -129,17 +128,16 @@ class VhostUserScsiHotplugTest {
         try (RawDisk da = RawDisk.openFile(a, false, false)) {
             try (VhostUserScsiExport e = VhostUserScsiExport.start("nohp", new ScsiTarget(), dir.resolve("nohp.sock"),
                      VhostUserScsiExport.Options.defaults().withRequestQueues(1));
-                 VhostUserFrontend f = VhostUserFrontend.connect(e.socketPath(), 8 << 20)) {
-                assertEquals(0, f.negotiate(~(1L << HOTPLUG_BIT)) & 1L << HOTPLUG_BIT);
-                f.startQueue(CONTROL_QUEUE, 16);
-                VhostUserFrontend.Queue events = f.startQueue(EVENT_QUEUE, 16);
-                VhostUserFrontend.Queue q = f.startQueue(FIRST_REQUEST_QUEUE, 16);
+                 ScsiTestDriver d = ScsiTestDriver.connect(e, 8 << 20, ~(1L << HOTPLUG_BIT), 16, 16)) {
+                assertEquals(0, d.features & 1L << HOTPLUG_BIT);
+                VhostUserFrontend f = d.f;
+                VhostUserFrontend.Queue events = d.events;
                 post(f, events, 1);
                 e.addLun(2, new ScsiLun("a", da, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
                 Thread.sleep(300);
                 assertEquals(0, events.usedIndex(), "no event without HOTPLUG");
                 long buf = f.alloc(4096, 4096);
-                assertEquals(0, command(f, q, 0, 2, new byte[] {0x12, 0, 0, 0, 96, 0}, buf, 96, true)[1], "the LUN serves anyway");
+                assertEquals(0, d.command(2, INQUIRY, buf, 96, true)[1], "the LUN serves anyway");
                 e.capacityChanged(2);
                 assertNotNull(events.awaitUsed(5_000), "PARAM_CHANGE still goes out (CHANGE is acked)");
                 assertNull(e.lastError());

@@ -14,9 +14,12 @@ import org.junit.jupiter.api.io.TempDir;
 
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.nio.ByteOrder;
 import java.nio.file.Path;
 
+import static io.phost.storage.vhost.ScsiTestDriver.BE64;
+import static io.phost.storage.vhost.ScsiTestDriver.INQUIRY;
+import static io.phost.storage.vhost.ScsiTestDriver.READ_CAPACITY_16;
+import static io.phost.storage.vhost.ScsiTestDriver.rw16;
 import static io.phost.storage.vhost.VirtioScsiDescriptor.*;
 import static org.junit.jupiter.api.Assertions.*;
 
@@ -27,51 +30,8 @@ import static org.junit.jupiter.api.Assertions.*;
  */
 @Timeout(60)
 class VhostUserScsiTest {
-    private static final ValueLayout.OfInt BE32 = ValueLayout.JAVA_INT_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
-    private static final ValueLayout.OfLong BE64 = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.BIG_ENDIAN);
-
     @TempDir
     Path dir;
-
-    /** Sends one command on {@code q}; returns {response, status, residual, usedLen, senseKey, asc} (-1: no sense). */
-    static int[] command(VhostUserFrontend f, VhostUserFrontend.Queue q, int target, int lun, byte[] cdb, long data, int dataLen, boolean in) {
-        long req = f.alloc(REQ_LENGTH, 8);
-        long resp = f.alloc(RESP_LENGTH, 8);
-        MemorySegment r = f.at(req, REQ_LENGTH);
-        r.fill((byte) 0);
-        r.set(ValueLayout.JAVA_BYTE, 0, (byte) 1);
-        r.set(ValueLayout.JAVA_BYTE, 1, (byte) target);
-        r.set(ValueLayout.JAVA_BYTE, 2, (byte) (0x40 | (lun >> 8)));
-        r.set(ValueLayout.JAVA_BYTE, 3, (byte) lun);
-        MemorySegment.copy(MemorySegment.ofArray(cdb), 0, r, REQ_CDB_OFFSET, cdb.length);
-        f.at(resp, RESP_LENGTH).fill((byte) 0x77);
-        int head;
-        if (dataLen == 0) {
-            head = q.add(new long[] {req, resp}, new int[] {REQ_LENGTH, RESP_LENGTH}, new boolean[] {false, true});
-        } else if (in) {
-            head = q.add(new long[] {req, resp, data}, new int[] {REQ_LENGTH, RESP_LENGTH, dataLen}, new boolean[] {false, true, true});
-        } else {
-            head = q.add(new long[] {req, data, resp}, new int[] {REQ_LENGTH, dataLen, RESP_LENGTH}, new boolean[] {false, false, true});
-        }
-        q.kick();
-        int[] u = q.awaitUsed(10_000);
-        assertNotNull(u, "command completed");
-        assertEquals(head, u[0]);
-        MemorySegment s = f.at(resp, RESP_LENGTH);
-        boolean sense = s.get(LE32, RESP_SENSE_LEN_OFFSET) > 0;
-        int senseKey = sense ? s.get(ValueLayout.JAVA_BYTE, RESP_SENSE_OFFSET + 2) & 0x0F : -1;
-        int asc = sense ? s.get(ValueLayout.JAVA_BYTE, RESP_SENSE_OFFSET + 12) & 0xFF : -1;
-        return new int[] {s.get(ValueLayout.JAVA_BYTE, RESP_RESPONSE_OFFSET), s.get(ValueLayout.JAVA_BYTE, RESP_STATUS_OFFSET) & 0xFF,
-            s.get(LE32, RESP_RESIDUAL_OFFSET), u[1], senseKey, asc};
-    }
-
-    static byte[] rw16(int op, long lba, int blocks) {
-        MemorySegment c = MemorySegment.ofArray(new byte[16]);
-        c.set(ValueLayout.JAVA_BYTE, 0, (byte) op);
-        c.set(BE64, 2, lba);
-        c.set(BE32, 10, blocks);
-        return c.toArray(ValueLayout.JAVA_BYTE);
-    }
 
     /** A grown LUN raises VIRTIO_SCSI_T_PARAM_CHANGE (asc/ascq 0x2A/0x09) in a buffer of the event queue. */
     @Test
@@ -82,11 +42,9 @@ class VhostUserScsiTest {
             ScsiTarget t = new ScsiTarget();
             t.add(3, new ScsiLun("grow", da, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
             try (VhostUserScsiExport e = VhostUserScsiExport.start("scsi", t, dir.resolve("s.sock"), VhostUserScsiExport.Options.defaults().withRequestQueues(1));
-                 VhostUserFrontend f = VhostUserFrontend.connect(e.socketPath(), 8 << 20)) {
-                f.negotiate(~0L);
-                f.startQueue(CONTROL_QUEUE, 16);
-                VhostUserFrontend.Queue events = f.startQueue(EVENT_QUEUE, 16);
-                f.startQueue(FIRST_REQUEST_QUEUE, 16);
+                 ScsiTestDriver d = ScsiTestDriver.connect(e, 8 << 20, ~0L, 16, 16)) {
+                VhostUserFrontend f = d.f;
+                VhostUserFrontend.Queue events = d.events;
                 long ev = f.alloc(EVENT_LENGTH, 8);
                 f.at(ev, EVENT_LENGTH).fill((byte) 0x77);
                 int head = events.add(new long[] {ev}, new int[] {EVENT_LENGTH}, new boolean[] {true});
@@ -129,42 +87,41 @@ class VhostUserScsiTest {
             t.add(0, new ScsiLun("a", da, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
             t.add(1, new ScsiLun("b", db, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO));
             try (VhostUserScsiExport e = VhostUserScsiExport.start("scsi", t, dir.resolve("s.sock"), VhostUserScsiExport.Options.defaults().withRequestQueues(1));
-                 VhostUserFrontend f = VhostUserFrontend.connect(e.socketPath(), 8 << 20)) {
-                f.negotiate(~0L);
+                 ScsiTestDriver d = ScsiTestDriver.connect(e, 8 << 20, ~0L, 16, 64)) {
+                VhostUserFrontend f = d.f;
                 assertEquals(3, f.getU64(VhostUserRequest.GET_QUEUE_NUM), "control, event, one request queue");
-                VhostUserFrontend.Queue ctrl = f.startQueue(CONTROL_QUEUE, 16);
-                f.startQueue(EVENT_QUEUE, 16);
-                VhostUserFrontend.Queue q = f.startQueue(FIRST_REQUEST_QUEUE, 64);
+                VhostUserFrontend.Queue ctrl = d.control;
+                VhostUserFrontend.Queue q = d.requests;
 
                 long buf = f.alloc(64 << 10, 4096);
-                int[] r = command(f, q, 0, 0, new byte[] {0x12, 0, 0, 0, 96, 0}, buf, 96, true); // INQUIRY
+                int[] r = d.command(0, INQUIRY, buf, 96, true);
                 assertEquals(S_OK, r[0]);
                 assertEquals(0, r[1], "GOOD");
                 assertEquals(0, f.at(buf, 1).get(ValueLayout.JAVA_BYTE, 0) & 0x1F, "direct-access device");
 
-                r = command(f, q, 0, 1, new byte[] {(byte) 0x9E, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0}, buf, 32, true); // READ CAPACITY(16)
+                r = d.command(1, READ_CAPACITY_16, buf, 32, true);
                 assertEquals(0, r[1]);
                 assertEquals((16L << 20) / 512 - 1, f.at(buf, 8).get(BE64, 0), "LUN 1's last LBA");
 
                 f.at(buf, 64 << 10).fill((byte) 0xC3);
-                r = command(f, q, 0, 1, rw16(0x8A, 2048, 128), buf, 64 << 10, false); // WRITE(16) 64 KiB at 1 MiB
+                r = d.command(1, rw16(0x8A, 2048, 128), buf, 64 << 10, false); // WRITE(16) 64 KiB at 1 MiB
                 assertEquals(0, r[1]);
                 assertEquals(0, r[2], "no residual");
                 f.at(buf, 64 << 10).fill((byte) 0);
-                r = command(f, q, 0, 1, rw16(0x88, 2048, 128), buf, 64 << 10, true); // READ(16)
+                r = d.command(1, rw16(0x88, 2048, 128), buf, 64 << 10, true); // READ(16)
                 assertEquals(0, r[1]);
                 assertEquals(RESP_LENGTH + (64 << 10), r[3], "used length = response + data in");
                 assertEquals((byte) 0xC3, f.at(buf + 65535, 1).get(ValueLayout.JAVA_BYTE, 0));
 
-                r = command(f, q, 0, 5, new byte[] {0x00, 0, 0, 0, 0, 0}, 0, 0, false); // TEST UNIT READY on a missing LUN
+                r = d.command(5, new byte[] {0x00, 0, 0, 0, 0, 0}, 0, 0, false); // TEST UNIT READY on a missing LUN
                 assertEquals(S_OK, r[0]);
                 assertEquals(2, r[1], "CHECK CONDITION");
                 assertEquals(5, r[4], "ILLEGAL REQUEST (logical unit not supported)");
 
-                r = command(f, q, 3, 0, new byte[] {0x00, 0, 0, 0, 0, 0}, 0, 0, false); // another target
+                r = ScsiTestDriver.command(f, q, 3, 0, new byte[] {0x00, 0, 0, 0, 0, 0}, 0, 0, false); // another target
                 assertEquals(S_BAD_TARGET, r[0]);
 
-                r = command(f, q, 0, 0, rw16(0x88, 1L << 40, 8), buf, 4096, true); // READ past the end
+                r = d.command(0, rw16(0x88, 1L << 40, 8), buf, 4096, true); // READ past the end
                 assertEquals(2, r[1]);
                 assertEquals(4096, r[2], "nothing transferred");
 
