@@ -71,7 +71,7 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
     @Override
     public final void awaitCompletion(EventFd kick, long timeoutNanos) {
         DeviceWait device = scsi.waiter();
-        if (ScsiQueue.URING_HANDOFF && kick != null && device.busy()) {
+        if (kick != null && device.busy()) { // busy(): the engines in flight hand off (librbd; io_uring opt-in)
             device.await(kick, timeoutNanos); // a completion or a kick wakes it; doWork reaps
         } else {
             scsi.awaitWork(timeoutNanos);
