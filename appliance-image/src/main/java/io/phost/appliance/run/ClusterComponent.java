@@ -47,6 +47,10 @@ final class ClusterComponent implements Component {
     static final long HEARTBEAT_MS = 1000;
     private static final long HEALTH_TIMEOUT_MS = 2000;
     private static final long PEER_CALL_TIMEOUT_MS = 60_000;
+    /** One look at the peer while a migrated guest is paused on both sides (the whole wait is 30 s). */
+    private static final long AWAIT_LOOK_TIMEOUT_MS = 5_000;
+    /** The rollback's request that the peer drop the VM, after the switch-over (the guest waits paused). */
+    private static final long ROLLBACK_ABORT_TIMEOUT_MS = 20_000;
 
     /** The start-time config: this host's name and its peers (fixed while it runs). */
     private final ApplianceConfig cfg;
@@ -306,7 +310,7 @@ final class ClusterComponent implements Component {
         String peerSide;
         try {
             HttpResponse r = call(peer, "/v1/partitions/incoming/abort?" + Query.encode(Map.of("name", vm.name(),
-                "from", cfg.host().name())), false);
+                "from", cfg.host().name())), false, ROLLBACK_ABORT_TIMEOUT_MS); // the guest is paused meanwhile
             if (r.status() == 409) {
                 return null; // it resumed there: the guest runs on the peer
             }
@@ -399,7 +403,11 @@ final class ClusterComponent implements Component {
         String state = "unknown";
         while (System.nanoTime() < deadline) {
             try {
-                state = String.valueOf(peerState(peer, name)).toLowerCase(java.util.Locale.ROOT);
+                // Each look is bounded by what is left of the 30 s: the guest is paused on both sides meanwhile, and
+                // a peer that stopped answering held it there for a whole 60 s call (then 60 s more to abort).
+                long left = Math.max(1_000, TimeUnit.NANOSECONDS.toMillis(deadline - System.nanoTime()));
+                state = String.valueOf(peerState(peer, name, Math.min(left, AWAIT_LOOK_TIMEOUT_MS)))
+                    .toLowerCase(java.util.Locale.ROOT);
             } catch (IOException e) {
                 state = "unknown";
             }
@@ -442,7 +450,11 @@ final class ClusterComponent implements Component {
 
     /** The partition's state on the peer, or null when the peer has no such partition. */
     private static String peerState(Peer peer, String name) throws IOException {
-        HttpResponse r = call(peer, "/v1/partitions", true);
+        return peerState(peer, name, PEER_CALL_TIMEOUT_MS);
+    }
+
+    private static String peerState(Peer peer, String name, long timeoutMs) throws IOException {
+        HttpResponse r = call(peer, "/v1/partitions", true, timeoutMs);
         if (r.status() != 200) {
             throw new IOException("GET /v1/partitions answered " + r.status() + ": " + r.bodyText().strip());
         }

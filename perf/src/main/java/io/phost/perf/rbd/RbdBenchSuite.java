@@ -78,6 +78,21 @@ public final class RbdBenchSuite implements BenchSuite {
     private record Point(String name, boolean write, int qd) {
     }
 
+    /**
+     * One side's round: IOPS, and CPU µs per I/O over the measured window (the whole process but its JIT threads;
+     * for phost's sides that includes the in-process guest or front-end driving the load) and of the queue agent
+     * alone (NaN for the engine and fio, which have none).
+     */
+    private record Round(double iops, double cpuUs, double agentUs) {
+        static final Round NONE = new Round(Double.NaN, Double.NaN, Double.NaN);
+
+        static Round of(double iops, CpuWindow w) {
+            double ios = iops * w.wallNanos() / 1e9;
+            return new Round(iops, ios > 0 ? w.cpuNanos() / 1e3 / ios : Double.NaN,
+                ios > 0 ? w.agentNanos() / 1e3 / ios : Double.NaN);
+        }
+    }
+
     @Override
     public List<BenchResult> run(BenchContext ctx) throws Exception {
         if (!Librbd.available()) {
@@ -134,24 +149,27 @@ public final class RbdBenchSuite implements BenchSuite {
         int total = points.size() * rounds * 4;
         int step = 0;
         for (Point pt : points) {
-            double[] vmbus = new double[rounds];
-            double[] vhost = new double[rounds];
-            double[] engine = new double[rounds];
-            double[] peer = new double[rounds];
+            Round[] vmbus = new Round[rounds];
+            Round[] vhost = new Round[rounds];
+            Round[] engine = new Round[rounds];
+            Round[] peer = new Round[rounds];
             for (int r = 0; r < rounds; r++) {
                 ctx.progress(step++, total, pt.name() + " vmbus-guest round " + (r + 1));
-                vmbus[r] = runs(onlySides, "vmbus") ? viaVmbus(ctx, opts, pt, seconds, r) : Double.NaN;
+                vmbus[r] = runs(onlySides, "vmbus") ? viaVmbus(ctx, opts, pt, seconds, r) : Round.NONE;
                 ctx.progress(step++, total, pt.name() + " vhost-user round " + (r + 1));
-                vhost[r] = runs(onlySides, "vhost") ? viaVhostUser(ctx, opts, pt, seconds, r) : Double.NaN;
+                vhost[r] = runs(onlySides, "vhost") ? viaVhostUser(ctx, opts, pt, seconds, r) : Round.NONE;
                 ctx.progress(step++, total, pt.name() + " engine round " + (r + 1));
-                engine[r] = runs(onlySides, "engine") ? viaEngine(opts, pt, seconds, r) : Double.NaN;
+                engine[r] = runs(onlySides, "engine") ? viaEngine(opts, pt, seconds, r) : Round.NONE;
                 ctx.progress(step++, total, pt.name() + " fio rbd round " + (r + 1));
-                peer[r] = fio && runs(onlySides, "fio") ? viaFio(ctx, conf, pool, pt, seconds) : Double.NaN;
+                peer[r] = fio && runs(onlySides, "fio") ? viaFio(ctx, conf, pool, pt, seconds) : Round.NONE;
             }
             String peerName = fio ? "fio rbd engine" : null;
             results.add(result(pt.name() + " vmbus-guest", vmbus, peerName, peer));
             results.add(result(pt.name() + " vhost-user", vhost, peerName, peer));
             results.add(result(pt.name() + " librbd-engine", engine, peerName, peer));
+            results.add(cpuResult(pt.name() + " vmbus-guest cpu", vmbus, peerName, peer));
+            results.add(cpuResult(pt.name() + " vhost-user cpu", vhost, peerName, peer));
+            results.add(cpuResult(pt.name() + " librbd-engine cpu", engine, peerName, peer));
         }
         ctx.progress(total, total, "done");
         exec(List.of("rbd", "rm", pool + "/" + IMAGE), conf, 120, true);
@@ -166,6 +184,42 @@ public final class RbdBenchSuite implements BenchSuite {
         double[] s = v.clone();
         Arrays.sort(s);
         return s[s.length / 2];
+    }
+
+    private static double[] column(Round[] rounds, java.util.function.ToDoubleFunction<Round> f) {
+        double[] v = new double[rounds.length];
+        for (int i = 0; i < rounds.length; i++) {
+            v[i] = f.applyAsDouble(rounds[i]);
+        }
+        return v;
+    }
+
+    private static BenchResult result(String name, Round[] ours, String peer, Round[] theirs) {
+        return result(name, column(ours, Round::iops), peer, column(theirs, Round::iops));
+    }
+
+    /** CPU µs per I/O (lower is better), min/median/max per side, and the queue agent's share for phost's sides. */
+    private static BenchResult cpuResult(String name, Round[] ours, String peer, Round[] theirs) {
+        double[] o = column(ours, Round::cpuUs);
+        double[] t = column(theirs, Round::cpuUs);
+        double[] a = column(ours, Round::agentUs);
+        Arrays.sort(o);
+        Arrays.sort(t);
+        Arrays.sort(a);
+        Map<String, Double> series = new LinkedHashMap<>();
+        series.put("phost min", o[0]);
+        series.put("phost median", o[o.length / 2]);
+        series.put("phost max", o[o.length - 1]);
+        series.put("agent min", a[0]);
+        series.put("agent median", a[a.length / 2]);
+        series.put("agent max", a[a.length - 1]);
+        if (peer != null) {
+            series.put("fio min", t[0]);
+            series.put("fio median", t[t.length / 2]);
+            series.put("fio max", t[t.length - 1]);
+        }
+        return new BenchResult(name, o[o.length / 2], "us CPU/IO", peer, peer == null ? Double.NaN : t[t.length / 2],
+            true, Map.of()).withSeries("us CPU/IO", series);
     }
 
     private static BenchResult result(String name, double[] ours, String peer, double[] theirs) {
@@ -186,7 +240,7 @@ public final class RbdBenchSuite implements BenchSuite {
             Map.of()).withSeries("IOPS", series);
     }
 
-    private static double viaVhostUser(BenchContext ctx, RbdDisk.Options opts, Point pt, double seconds, int round)
+    private static Round viaVhostUser(BenchContext ctx, RbdDisk.Options opts, Point pt, double seconds, int round)
         throws IOException {
         Path sock = ctx.workDir().resolve("rbd-vhost.sock");
         Files.deleteIfExists(sock);
@@ -196,12 +250,13 @@ public final class RbdBenchSuite implements BenchSuite {
             f.negotiate(~0L);
             VhostUserFrontend.Queue q = f.startQueue(0, 128);
             VhostBlkLoad.run(f, q, pt.write(), 4096, pt.qd(), IMAGE_SIZE, Math.min(0.3, seconds / 2), 7 + round); // warm-up
-            return VhostBlkLoad.run(f, q, pt.write(), 4096, pt.qd(), IMAGE_SIZE, seconds, 1000 + round);
+            CpuWindow w = CpuWindow.self();
+            return Round.of(VhostBlkLoad.run(f, q, pt.write(), 4096, pt.qd(), IMAGE_SIZE, seconds, 1000 + round), w);
         }
     }
 
     /** A process partition's guest: storvsc over VMBus, one channel of depth 32, SCSI, storage queue, engine. */
-    private static double viaVmbus(BenchContext ctx, RbdDisk.Options opts, Point pt, double seconds, int round)
+    private static Round viaVmbus(BenchContext ctx, RbdDisk.Options opts, Point pt, double seconds, int round)
         throws Exception {
         Path dataDir = Files.createDirectories(ctx.workDir().resolve("rbd-host"));
         try (RbdDisk disk = RbdDisk.open(opts);
@@ -218,19 +273,23 @@ public final class RbdBenchSuite implements BenchSuite {
                 String rw = pt.write() ? "randwrite" : "randread";
                 GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, Math.min(0.3, seconds / 2), 0, 0, false,
                     7 + round, 50, 0, IMAGE_SIZE)); // warm-up
-                return GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false, 1000 + round,
-                    50, 0, IMAGE_SIZE)).iops();
+                CpuWindow w = CpuWindow.self();
+                return Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
+                    1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
             }
         }
     }
 
     /** The engine the storage queue picks for an RBD disk, driven directly (no transport, no SCSI). */
-    private static double viaEngine(RbdDisk.Options opts, Point pt, double seconds, int round) throws IOException {
+    private static Round viaEngine(RbdDisk.Options opts, Point pt, double seconds, int round) throws IOException {
         try (RbdDisk disk = RbdDisk.open(opts); Arena a = Arena.ofConfined();
              IoEngine e = IoEngines.open(disk, IoEngines.Kind.AUTO, Math.max(2, pt.qd()))) {
             // warm-up, as the transports' loads and fio's ramp_time have (it ran JIT-cold before)
             engineLoad(e, a, pt, Math.min(0.3, seconds / 2), 7 + round);
-            return engineLoad(e, a, pt, seconds, 100 + round);
+            CpuWindow w = CpuWindow.self();
+            double iops = engineLoad(e, a, pt, seconds, 100 + round);
+            Round r = Round.of(iops, w);
+            return new Round(r.iops(), r.cpuUs(), Double.NaN);
         }
     }
 
@@ -281,18 +340,51 @@ public final class RbdBenchSuite implements BenchSuite {
         return iops;
     }
 
-    private static double viaFio(BenchContext ctx, Path conf, String pool, Point pt, double seconds) throws Exception {
+    private static Round viaFio(BenchContext ctx, Path conf, String pool, Point pt, double seconds) throws Exception {
         List<String> cmd = List.of("fio", "--name=peer", "--ioengine=rbd", "--clientname=admin", "--pool=" + pool,
             "--rbdname=" + IMAGE, "--rw=" + (pt.write() ? "randwrite" : "randread"), "--bs=4k", "--iodepth=" + pt.qd(),
             "--ramp_time=0.3", "--runtime=" + seconds, "--time_based", "--output-format=json", "--norandommap",
             "--randrepeat=0");
-        String json = exec(cmd, conf, 120);
+        List<long[]> samples = new ArrayList<>(); // {nanoTime, fio's CPU ns}
+        String json = exec(cmd, conf, 120, false, samples);
         Matcher m = (pt.write() ? WRITE_IOPS : READ_IOPS).matcher(json);
         if (!m.find()) {
             ctx.log("rbd: no IOPS in fio's output: " + json.lines().findFirst().orElse(""));
+            return Round.NONE;
+        }
+        double iops = Double.parseDouble(m.group(1));
+        return new Round(iops, fioCpuUs(samples, seconds, iops), Double.NaN);
+    }
+
+    /**
+     * fio's CPU µs per I/O in its steady state: CPU rate over the last 70% of its measured run (ending 0.1 s
+     * before it exits: its start, rbd connection and ramp are left out as phost's sides leave theirs out),
+     * divided by its IOPS.
+     */
+    private static double fioCpuUs(List<long[]> samples, double seconds, double iops) {
+        if (samples.size() < 3 || !(iops > 0)) {
             return Double.NaN;
         }
-        return Double.parseDouble(m.group(1));
+        long endAt = samples.get(samples.size() - 1)[0] - 100_000_000L;
+        long startAt = endAt - (long) (0.7 * seconds * 1e9);
+        long[] first = null;
+        long[] last = null;
+        for (long[] s : samples) {
+            if (s[1] <= 0) {
+                continue; // the process was gone
+            }
+            if (first == null && s[0] >= startAt) {
+                first = s;
+            }
+            if (s[0] <= endAt) {
+                last = s;
+            }
+        }
+        if (first == null || last == null || last[0] - first[0] < 200_000_000L) {
+            return Double.NaN;
+        }
+        double rate = (double) (last[1] - first[1]) / (last[0] - first[0]);
+        return rate / iops * 1e6;
     }
 
     private static boolean fioHasRbd() {
@@ -322,6 +414,12 @@ public final class RbdBenchSuite implements BenchSuite {
     /** Runs a command with CEPH_CONF (and the librbd cache off, for fio); returns stdout; fails unless {@code mayFail}. */
     private static String exec(List<String> cmd, Path conf, int timeoutSeconds, boolean mayFail)
         throws IOException, InterruptedException {
+        return exec(cmd, conf, timeoutSeconds, mayFail, null);
+    }
+
+    /** As above; a non-null {@code cpuSamples} gets {nanoTime, the child's CPU ns} every 50 ms while it runs. */
+    private static String exec(List<String> cmd, Path conf, int timeoutSeconds, boolean mayFail, List<long[]> cpuSamples)
+        throws IOException, InterruptedException {
         ProcessBuilder pb = new ProcessBuilder(cmd);
         if (conf != null) {
             pb.environment().put("CEPH_CONF", conf.toString());
@@ -331,10 +429,26 @@ public final class RbdBenchSuite implements BenchSuite {
         try {
             pb.redirectError(err.toFile());
             Process p = pb.start();
+            Thread sampler = null;
+            if (cpuSamples != null) {
+                sampler = Thread.ofPlatform().daemon().name("rbd-bench-cpu").start(() -> {
+                    while (p.isAlive()) {
+                        cpuSamples.add(new long[] {System.nanoTime(), CpuWindow.processCpu(p.pid())});
+                        try {
+                            Thread.sleep(50);
+                        } catch (InterruptedException e) {
+                            return;
+                        }
+                    }
+                });
+            }
             String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
             if (!p.waitFor(timeoutSeconds, TimeUnit.SECONDS)) {
                 p.destroyForcibly();
                 throw new IOException(String.join(" ", cmd) + ": no answer in " + timeoutSeconds + " s");
+            }
+            if (sampler != null) {
+                sampler.join();
             }
             if (p.exitValue() != 0 && !mayFail) {
                 throw new IOException(String.join(" ", cmd) + " exited " + p.exitValue() + ": " + Files.readString(err));

@@ -46,6 +46,15 @@ public interface IoEngine extends AutoCloseable {
     }
 
     /**
+     * True when queue workers sleep through this engine ({@link #awaitWithDoorbell}) without being asked to:
+     * librbd's one {@code ppoll}. io_uring's hand-off is opt-in ({@code -Dphost.storage.uringHandoff=true}: under
+     * load it lost to the timed waits, docs/storage.md).
+     */
+    default boolean handsOffByDefault() {
+        return false;
+    }
+
+    /**
      * Submits what is queued and sleeps until a completion is ready, {@code doorbell} is signalled or
      * {@code timeoutNanos} pass, in one system call; completions are left for {@link #poll}. False (nothing
      * done) when this engine cannot: the caller waits with {@link #await}.

@@ -336,7 +336,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
         while (d != 0) {
             int i = Long.numberOfTrailingZeros(d);
             d &= d - 1;
-            if (deferSubmit && engines[i].wakesOnDoorbell()) {
+            if (deferSubmit && handsOff(engines[i])) {
                 dirty |= 1L << i; // the worker's next wait submits it in the same io_uring_enter (DeviceWait)
             } else {
                 engines[i].submit();
@@ -396,6 +396,14 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
     public static final boolean URING_HANDOFF = Boolean.getBoolean("phost.storage.uringHandoff");
 
     /**
+     * Whether this queue's worker sleeps through {@code e} with its doorbell ({@link #deviceWait}): engines that
+     * hand off by default (librbd, issue 20) always, io_uring only with {@link #URING_HANDOFF}.
+     */
+    private static boolean handsOff(IoEngine e) {
+        return e.wakesOnDoorbell() && (URING_HANDOFF || e.handsOffByDefault());
+    }
+
+    /**
      * This queue as the {@link DeviceWait} of a worker that sleeps on its completions and its doorbell together.
      * From now on {@link #doWork} does not submit io_uring batches itself: the worker submits them before it
      * spins, or with its wait (one io_uring_enter at QD1). Other engines still submit in doWork.
@@ -416,16 +424,21 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             if (outstanding == 0 || !deferred.isEmpty() || !held.isEmpty() || !retiring.isEmpty()) {
                 return false; // QoS waits, paused LUNs and retiring engines have no fd to sleep on
             }
-            boolean any = false;
+            int busyEngines = 0;
+            boolean byDefault = false;
             for (IoEngine e : engines) {
                 if (e != null && (e.inFlight() > 0)) {
-                    if (!e.wakesOnDoorbell()) {
+                    if (!handsOff(e)) {
                         return false;
                     }
-                    any = true;
+                    busyEngines++;
+                    byDefault |= e.handsOffByDefault();
                 }
             }
-            return any;
+            // One wait carries one engine's completions: with librbd I/O in flight on two LUNs the worker keeps
+            // its timed looks (a completion of the second would wait for the doorbell). io_uring's opt-in
+            // hand-off keeps its earlier rule (docs/storage.md).
+            return busyEngines == 1 || (busyEngines > 1 && !byDefault);
         }
 
         @Override
@@ -452,7 +465,7 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
                 if (e == null || e.inFlight() == 0) {
                     continue;
                 }
-                if (sleepOn == null && e.wakesOnDoorbell()) {
+                if (sleepOn == null && handsOff(e)) {
                     sleepOn = e;
                     dirty &= ~(1L << i);
                 } else if ((dirty & (1L << i)) != 0) {

@@ -24,6 +24,8 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
     static final MemorySegment EVERYTHING = MemorySegment.NULL.reinterpret(Long.MAX_VALUE);
     /** How long close waits for in-flight commands before closing the core queue anyway. */
     private static final long CLOSE_DRAIN_NANOS = 30_000_000_000L;
+    /** Longest sleep through a hand-off engine (a completion or a kick ends it first); the timed slice is 200 µs. */
+    private static final long HANDOFF_WAIT_NANOS = 100_000_000L;
 
     final ScsiQueue scsi;
     private Virtqueue queue;
@@ -71,8 +73,10 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
     @Override
     public final void awaitCompletion(EventFd kick, long timeoutNanos) {
         DeviceWait device = scsi.waiter();
-        if (ScsiQueue.URING_HANDOFF && kick != null && device.busy()) {
-            device.await(kick, timeoutNanos); // a completion or a kick wakes it; doWork reaps
+        if (kick != null && device.busy()) { // busy(): the engines in flight hand off (librbd; io_uring opt-in)
+            // A completion or a kick wakes it; doWork reaps. The worker's short slice only bounds how late it sees a
+            // stop, and a stop waits for the requests in flight anyway (close drains them): sleep until one is done.
+            device.await(kick, Math.max(timeoutNanos, HANDOFF_WAIT_NANOS));
         } else {
             scsi.awaitWork(timeoutNanos);
         }

@@ -75,7 +75,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
     private final HandoffSampler sampler;
     private final long[] toEngine;
     private int toEngineCount;
-    /** Non-null once the agent sleeps on the queue's io_uring completions and the doorbell together. */
+    /** Non-null once the agent can sleep through the queue's engines and the doorbell together (DeviceWait). */
     private DeviceWait deviceWait;
 
     public StorvspChannel(ChannelContext ctx, ScsiTarget target, int depth, int subChannels, Runnable onChannelClosed) {
@@ -425,7 +425,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
         }
         work += queue.doWork();
         if (deviceWait != null && deviceWait.busy()) {
-            return work; // idle: the agent sleeps on the completions and the doorbell in one io_uring_enter
+            return work; // idle: the agent sleeps on the completions and the doorbell in one call (io_uring_enter, ppoll)
         }
         long now = System.nanoTime();
         if (work > 0 || sawPacket) {
@@ -443,7 +443,7 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
 
     @Override
     public DeviceWait deviceWait() {
-        deviceWait = ScsiQueue.URING_HANDOFF ? queue.deviceWait() : null;
+        deviceWait = queue.deviceWait(); // busy() only while the engines in flight hand off (librbd; io_uring opt-in)
         return deviceWait;
     }
 

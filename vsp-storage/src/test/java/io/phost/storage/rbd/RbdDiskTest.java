@@ -232,6 +232,59 @@ class RbdDiskTest {
     }
 
     /**
+     * The {@code DeviceWait} hand-off: a queue worker sleeps in one wait on the engine's completions and its
+     * doorbell. A doorbell rung while the engine waits ends the wait (and is drained, else the next wait would
+     * return at once); a write in flight ends a wait with a 30 s timeout when it completes, without the bell.
+     */
+    @Test
+    void shouldWakeTheHandOffWaitOnTheDoorbellAndOnACompletion() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        long longWait = 30_000_000_000L;
+        try (RbdDisk disk = RbdDisk.open(ceph.options("handoff", 16 * MIB, false, false)); Arena arena = Arena.ofConfined();
+             io.phost.core.sys.EventFd bell = io.phost.core.sys.EventFd.create()) {
+            RbdEngine e = (RbdEngine) disk.openEngine(2);
+            try {
+                assertTrue(e.wakesOnDoorbell() && e.handsOffByDefault(), "librbd hands off by default");
+                Thread guest = Thread.ofPlatform().start(() -> {
+                    try {
+                        Thread.sleep(100);
+                    } catch (InterruptedException ex) {
+                        Thread.currentThread().interrupt();
+                    }
+                    bell.view().signal();
+                });
+                long t0 = System.nanoTime();
+                assertTrue(e.awaitWithDoorbell(bell, longWait));
+                long waited = System.nanoTime() - t0;
+                guest.join();
+                assertTrue(waited < longWait / 2, "the doorbell ended the wait after " + waited / 1_000_000 + " ms");
+                assertEquals(1, e.doorbellRings());
+                assertEquals(0, bell.tryConsume(), "the wait drained the doorbell");
+
+                MemorySegment b = arena.allocate(4096, 4096);
+                fill(b, 3);
+                long[] result = {Long.MIN_VALUE};
+                assertTrue(e.tryWrite(4096, IoVecs.of(b), 5));
+                e.submit();
+                long deadline = System.nanoTime() + longWait;
+                int waits = 0;
+                while (result[0] == Long.MIN_VALUE && System.nanoTime() < deadline) {
+                    // a completion fd still readable from an earlier completion may end one wait at once
+                    assertTrue(e.awaitWithDoorbell(bell, longWait));
+                    waits++;
+                    e.poll((u, r) -> result[0] = u * 100_000 + r);
+                }
+                assertEquals(5L * 100_000 + 4096, result[0], "the write completed with its 4096 bytes");
+                assertTrue(waits <= 3, waits + " waits for one completion");
+                assertTrue(System.nanoTime() < deadline, "the completion ended the wait before its timeout");
+                assertEquals(1, e.doorbellRings(), "no doorbell was rung for the write");
+            } finally {
+                e.close();
+            }
+        }
+    }
+
+    /**
      * A queue agent between sleeps polls its engine on every loop; each look read(2) the completion eventfd,
      * most of the agent's CPU per I/O at QD32. Polls pop librbd's list without a syscall now: polling a write
      * (an OSD round trip) until it completes makes far fewer read(2)s than polls (/proc/thread-self/io syscr).

@@ -1,0 +1,92 @@
+package io.phost.perf.rbd;
+
+import java.io.IOException;
+import java.lang.management.ManagementFactory;
+import java.lang.management.ThreadMXBean;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+
+/**
+ * CPU time a process spent during a window of a benchmark, from {@code /proc/PID/task/*}: the first field of
+ * each task's {@code schedstat} (nanoseconds on a CPU), summed over the tasks alive at both ends. The JVM's
+ * JIT compiler threads are left out (fio has none; they are warm-up, not per-I/O work). For this JVM the
+ * queue agents' share is measured apart: Java threads whose name ends with {@code -q0} (a VMBus storage
+ * channel agent {@code vsp-storage-…-q0}, a vhost-user queue worker {@code …-q0}).
+ *
+ * <p>For information beside IOPS: CPU per I/O compares the sides' efficiency while 2 vCPUs are shared with
+ * the OSD, where IOPS alone mostly says who got a CPU.
+ */
+final class CpuWindow {
+    private final long pid;
+    private final long startNanos;
+    private final long startCpu;
+    private final long startAgent;
+
+    private CpuWindow(long pid) {
+        this.pid = pid;
+        this.startNanos = System.nanoTime();
+        this.startCpu = processCpu(pid);
+        this.startAgent = pid == ProcessHandle.current().pid() ? agentCpu() : 0;
+    }
+
+    /** Starts a window over this JVM. */
+    static CpuWindow self() {
+        return new CpuWindow(ProcessHandle.current().pid());
+    }
+
+    /** Starts a window over another process (fio). */
+    static CpuWindow of(long pid) {
+        return new CpuWindow(pid);
+    }
+
+    /** CPU nanoseconds (JIT threads left out) spent since the start. */
+    long cpuNanos() {
+        return processCpu(pid) - startCpu;
+    }
+
+    /** CPU nanoseconds of this JVM's queue agents since the start. */
+    long agentNanos() {
+        return agentCpu() - startAgent;
+    }
+
+    /** Wall nanoseconds since the start. */
+    long wallNanos() {
+        return System.nanoTime() - startNanos;
+    }
+
+    /** Sum of schedstat run time over the process's tasks, compiler threads excluded; 0 once it is gone. */
+    static long processCpu(long pid) {
+        long sum = 0;
+        try (DirectoryStream<Path> tasks = Files.newDirectoryStream(Path.of("/proc/" + pid + "/task"))) {
+            for (Path t : tasks) {
+                try {
+                    String comm = Files.readString(t.resolve("comm")).trim();
+                    if (comm.contains("CompilerThre")) {
+                        continue;
+                    }
+                    String s = Files.readString(t.resolve("schedstat"));
+                    int sp = s.indexOf(' ');
+                    sum += Long.parseLong(sp > 0 ? s.substring(0, sp) : s.trim());
+                } catch (IOException | NumberFormatException e) {
+                    // the task ended between the listing and the read: its time is not counted
+                }
+            }
+        } catch (IOException e) {
+            return 0;
+        }
+        return sum;
+    }
+
+    private static long agentCpu() {
+        ThreadMXBean mx = ManagementFactory.getThreadMXBean();
+        long sum = 0;
+        for (Thread t : Thread.getAllStackTraces().keySet()) {
+            if (t.getName().endsWith("-q0") && t != Thread.currentThread()) {
+                long ns = mx.getThreadCpuTime(t.threadId());
+                sum += Math.max(0, ns);
+            }
+        }
+        return sum;
+    }
+}
