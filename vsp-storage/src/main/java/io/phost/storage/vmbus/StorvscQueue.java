@@ -189,6 +189,9 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         if (ok) {
             busy[slot] = true;
             inFlight++;
+            if (HandoffSampler.ENABLED) {
+                sampler.stamp(slot, HandoffSampler.GUEST_PUBLISHED);
+            }
         }
         return ok;
     }
@@ -310,6 +313,9 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         }
         if (completion != null) {
             completion.onComplete(slot, scsi, srb, transferred, key, ascq);
+        }
+        if (HandoffSampler.ENABLED) {
+            sampler.guestHandled(slot);
         }
         return true;
     }
