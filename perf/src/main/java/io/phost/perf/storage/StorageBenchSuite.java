@@ -374,6 +374,7 @@ public final class StorageBenchSuite implements BenchSuite {
         double[][] psyncLat = {new double[rounds], new double[rounds]};
         double[][] guestLat = {new double[rounds], new double[rounds]};
         double[] vspWait = new double[rounds];
+        double[] guestSleeps = new double[rounds];
         double[] guestWait = new double[rounds];
         long[] handoff = new long[0];
         GuestIo.Result last = null;
@@ -390,7 +391,9 @@ public final class StorageBenchSuite implements BenchSuite {
                     if (HandoffSampler.ENABLED) {
                         HandoffSampler.drainAll(); // drop the previous point's and the warm-up's samples
                     }
+                    long sleeps0 = client.queue(0).doorbellSleeps();
                     last = PIN ? pinnedRun(client, options) : GuestIo.run(client, options);
+                    guestSleeps[i] = (client.queue(0).doorbellSleeps() - sleeps0) / (double) Math.max(1, last.ios());
                     if (HandoffSampler.ENABLED) {
                         handoff = concat(handoff, HandoffSampler.drainAll());
                     }
@@ -427,6 +430,8 @@ public final class StorageBenchSuite implements BenchSuite {
         series.put("rounds", (double) rounds);
         series.put("vsp_runqueue_wait_us_per_io", median(vspWait));
         series.put("guest_runqueue_wait_us_per_io", median(guestWait));
+        // share of the guest's waits that ended asleep on the doorbell (a wake-up) rather than polling
+        series.put("guest_doorbell_sleeps_per_io", median(guestSleeps));
         // what the adaptive governors decided during this point (all rounds): share of governed time allowed to
         // spin, stops (run-queue wait > 5% / spins that missed), trials of spinning again, run-queue wait share
         putGovernor(series, "governor_host_", SpinGovernor.totals(true).minus(host0));

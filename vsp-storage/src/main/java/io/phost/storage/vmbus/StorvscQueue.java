@@ -109,6 +109,11 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         return inFlight;
     }
 
+    /** How many times {@link #await} slept on the host's doorbell (the rest found the completion polling). */
+    public long doorbellSleeps() {
+        return idle.sleeps();
+    }
+
     /** Largest transfer one slot can carry. */
     public int slotBytes() {
         return slotBytes;
