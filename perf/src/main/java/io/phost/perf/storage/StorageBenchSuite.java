@@ -369,7 +369,12 @@ public final class StorageBenchSuite implements BenchSuite {
         double[] guest = new double[rounds];
         double[] uring = new double[rounds];
         double[] psync = new double[rounds];
+        // per round: mean and p50 of the whole I/O (fio's lat_ns: submit to completion), µs
+        double[][] uringLat = {new double[rounds], new double[rounds]};
+        double[][] psyncLat = {new double[rounds], new double[rounds]};
+        double[][] guestLat = {new double[rounds], new double[rounds]};
         double[] vspWait = new double[rounds];
+        double[] guestSleeps = new double[rounds];
         double[] guestWait = new double[rounds];
         long[] handoff = new long[0];
         GuestIo.Result last = null;
@@ -386,11 +391,15 @@ public final class StorageBenchSuite implements BenchSuite {
                     if (HandoffSampler.ENABLED) {
                         HandoffSampler.drainAll(); // drop the previous point's and the warm-up's samples
                     }
+                    long sleeps0 = client.queue(0).doorbellSleeps();
                     last = PIN ? pinnedRun(client, options) : GuestIo.run(client, options);
+                    guestSleeps[i] = (client.queue(0).doorbellSleeps() - sleeps0) / (double) Math.max(1, last.ios());
                     if (HandoffSampler.ENABLED) {
                         handoff = concat(handoff, HandoffSampler.drainAll());
                     }
                     guestWait[i] = last.runqueueWaitUsPerIo();
+                    guestLat[0][i] = last.latMeanUs();
+                    guestLat[1][i] = last.latP50Us();
                     cpu += vspCpuNanos() - cpu0;
                     guest[i] = last.iops();
                     // run-queue delay per I/O of the VSP agents (schedstat; the guest-io threads exit with the
@@ -400,8 +409,15 @@ public final class StorageBenchSuite implements BenchSuite {
                 } else if (native_) {
                     List<String> target = List.of("--filename=" + file, "--direct=" + (disk.direct() ? 1 : 0),
                         "--size=" + fileSize);
-                    uring[i] = fioIops(ctx, concat(target, "--ioengine=io_uring"), pt, seconds);
-                    psync[i] = pt.qd() == 1 ? fioIops(ctx, concat(target, "--ioengine=psync"), pt, seconds) : Double.NaN;
+                    double[] lat = new double[2];
+                    uring[i] = fioIops(ctx, concat(concat(target, "--ioengine=io_uring"), "--lat_percentiles=1"), pt, seconds, lat);
+                    uringLat[0][i] = lat[0];
+                    uringLat[1][i] = lat[1];
+                    psync[i] = pt.qd() == 1
+                        ? fioIops(ctx, concat(concat(target, "--ioengine=psync"), "--lat_percentiles=1"), pt, seconds, lat) : Double.NaN;
+                    psyncLat[0][i] = pt.qd() == 1 ? lat[0] : Double.NaN;
+                    psyncLat[1][i] = pt.qd() == 1 ? lat[1] : Double.NaN;
+
                 }
             }
         }
@@ -414,6 +430,8 @@ public final class StorageBenchSuite implements BenchSuite {
         series.put("rounds", (double) rounds);
         series.put("vsp_runqueue_wait_us_per_io", median(vspWait));
         series.put("guest_runqueue_wait_us_per_io", median(guestWait));
+        // share of the guest's waits that ended asleep on the doorbell (a wake-up) rather than polling
+        series.put("guest_doorbell_sleeps_per_io", median(guestSleeps));
         // what the adaptive governors decided during this point (all rounds): share of governed time allowed to
         // spin, stops (run-queue wait > 5% / spins that missed), trials of spinning again, run-queue wait share
         putGovernor(series, "governor_host_", SpinGovernor.totals(true).minus(host0));
@@ -447,6 +465,13 @@ public final class StorageBenchSuite implements BenchSuite {
             series.put("fio_psync_iops", p);
         }
         boolean psyncBetter = p > u;
+        // Whole-I/O latency, median over rounds, guest (submit to handler) and the better fio engine (submit to
+        // completion): equal p50s with unequal means put the gap in the tail.
+        double[][] peerLat = psyncBetter ? psyncLat : uringLat;
+        series.put("guest_lat_mean_us_median", median(guestLat[0]));
+        series.put("guest_lat_p50_us_median", median(guestLat[1]));
+        series.put("fio_lat_mean_us", median(peerLat[0]));
+        series.put("fio_lat_p50_us", median(peerLat[1]));
         Rounds.Stats peerStats = Rounds.Stats.of(psyncBetter ? psync : uring);
         series.put("peer_min", peerStats.min());
         series.put("peer_max", peerStats.max());
@@ -590,6 +615,14 @@ public final class StorageBenchSuite implements BenchSuite {
     }
 
     private static double fioIops(BenchContext ctx, List<String> target, Point pt, double seconds) throws Exception {
+        return fioIops(ctx, target, pt, seconds, new double[2]);
+    }
+
+    /** As above; {@code lat} receives fio's whole-I/O latency (lat_ns) mean and p50 in µs, NaN when absent. */
+    private static double fioIops(BenchContext ctx, List<String> target, Point pt, double seconds, double[] lat)
+        throws Exception {
+        lat[0] = Double.NaN;
+        lat[1] = Double.NaN;
         List<String> cmd = new ArrayList<>(List.of("fio", "--name=peer", "--rw=" + pt.rw(), "--bs=" + pt.bs(),
             "--iodepth=" + pt.qd(), "--runtime=" + seconds, "--time_based", "--output-format=json", "--norandommap",
             "--randrepeat=0"));
@@ -603,6 +636,19 @@ public final class StorageBenchSuite implements BenchSuite {
             String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
             ctx.log("fio failed (" + String.join(" ", cmd) + "): " + err.lines().findFirst().orElse(""));
             return Double.NaN;
+        }
+        try {
+            Object doc = io.phost.core.text.Json.parse(json.substring(json.indexOf('{')));
+            Object job = ((List<?>) ((Map<?, ?>) doc).get("jobs")).get(0);
+            Map<?, ?> side = (Map<?, ?>) ((Map<?, ?>) job).get(pt.rw().contains("write") ? "write" : "read");
+            Map<?, ?> latNs = (Map<?, ?>) side.get("lat_ns");
+            lat[0] = ((Number) latNs.get("mean")).doubleValue() / 1e3;
+            Object pcts = latNs.get("percentile");
+            if (pcts instanceof Map<?, ?> pm && pm.get("50.000000") instanceof Number p50) {
+                lat[1] = p50.doubleValue() / 1e3;
+            }
+        } catch (RuntimeException e) {
+            // an older fio's layout: IOPS alone
         }
         return Double.parseDouble(m.group(1));
     }

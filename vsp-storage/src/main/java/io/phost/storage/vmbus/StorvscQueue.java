@@ -109,6 +109,11 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         return inFlight;
     }
 
+    /** How many times {@link #await} slept on the host's doorbell (the rest found the completion polling). */
+    public long doorbellSleeps() {
+        return idle.sleeps();
+    }
+
     /** Largest transfer one slot can carry. */
     public int slotBytes() {
         return slotBytes;
@@ -189,6 +194,9 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         if (ok) {
             busy[slot] = true;
             inFlight++;
+            if (HandoffSampler.ENABLED) {
+                sampler.stamp(slot, HandoffSampler.GUEST_PUBLISHED);
+            }
         }
         return ok;
     }
@@ -310,6 +318,9 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
         }
         if (completion != null) {
             completion.onComplete(slot, scsi, srb, transferred, key, ascq);
+        }
+        if (HandoffSampler.ENABLED) {
+            sampler.guestHandled(slot);
         }
         return true;
     }

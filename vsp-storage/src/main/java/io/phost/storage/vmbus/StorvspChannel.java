@@ -427,11 +427,12 @@ public final class StorvspChannel implements ChannelHandler, ScsiQueue.Completio
         if (deviceWait != null && deviceWait.busy()) {
             return work; // idle: the agent sleeps on the completions and the doorbell in one call (io_uring_enter, ppoll)
         }
-        long now = System.nanoTime();
+        // The clock only where it is needed: an empty cycle with nothing in flight (a spinning agent between
+        // two QD1 requests, or an inline engine's) reads none (~24 ns per read on the 2-vCPU test VM).
         if (work > 0 || sawPacket) {
             sawPacket = false;
-            lastActivity = now;
-        } else if (queue.outstanding() > 0 && now - lastActivity > FOLLOW_UP_NANOS) {
+            lastActivity = System.nanoTime();
+        } else if (queue.outstanding() > 0 && System.nanoTime() - lastActivity > FOLLOW_UP_NANOS) {
             // Nothing on the ring and I/O in flight: wait for it in the engine (io_uring_enter with a
             // timeout) instead of spinning; io_uring completions raise no doorbell, so the agent must not sleep.
             // Right after activity it polls the ring a little longer first: a guest answering completions
