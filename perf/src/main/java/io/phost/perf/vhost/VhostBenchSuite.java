@@ -2,6 +2,7 @@ package io.phost.perf.vhost;
 
 import io.phost.core.vhost.VhostUserDescriptor;
 import io.phost.core.vhost.VhostUserFrontend;
+import io.phost.core.vmbus.PollingMode;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
@@ -72,6 +73,8 @@ public final class VhostBenchSuite implements BenchSuite {
         if (!fio) {
             ctx.log("fio not installed (Debian: fio): no native baseline at QD32");
         }
+        ctx.log("phost's queue workers poll in " + POLLING.name().toLowerCase(java.util.Locale.ROOT)
+            + " mode (PHOST_BENCH_POLLING=adaptive|latency|efficiency)");
         List<BenchResult> out = new ArrayList<>();
         String[] formats = {"raw", "vhdx"};
         int total = formats.length * 4 + 2; // + the null round trip and the net point
@@ -88,15 +91,23 @@ public final class VhostBenchSuite implements BenchSuite {
                     double[] a = new double[ROUNDS];
                     double[] b = new double[ROUNDS];
                     double[] c = new double[ROUNDS];
+                    double[] cpuA = new double[ROUNDS];
+                    double[] cpuB = new double[ROUNDS];
                     boolean vsNative = fio && format.equals("raw") && qd == 32;
                     for (int r = 0; r < ROUNDS; r++) { // ABBA: ours, qsd, fio / qsd, fio, ours / …
                         if (Rounds.oursFirst(r)) {
-                            a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                            Rate o = ours(ctx, ours, format, write, qd, size, seconds, r);
+                            a[r] = o.perSecond();
+                            cpuA[r] = o.cpuNsPerIo();
                         }
-                        b[r] = qsd ? peer(ctx, peer, format, write, qd, size, seconds, r) : Double.NaN;
+                        Rate pr = qsd ? peer(ctx, peer, format, write, qd, size, seconds, r) : new Rate(Double.NaN, Double.NaN);
+                        b[r] = pr.perSecond();
+                        cpuB[r] = pr.cpuNsPerIo();
                         c[r] = vsNative ? NativeFio.run(ours, write, 4096, qd, seconds) : Double.NaN;
                         if (!Rounds.oursFirst(r)) {
-                            a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                            Rate o = ours(ctx, ours, format, write, qd, size, seconds, r);
+                            a[r] = o.perSecond();
+                            cpuA[r] = o.cpuNsPerIo();
                         }
                     }
                     if (vsNative) {
@@ -112,7 +123,9 @@ public final class VhostBenchSuite implements BenchSuite {
                         series.put("qsd_min", b[0]);
                         series.put("qsd_median", b[ROUNDS / 2]);
                         series.put("qsd_max", b[ROUNDS - 1]);
+                        put(series, "qsd_cpu_ns_per_io", cpuB);
                     }
+                    put(series, "phost_cpu_ns_per_io", cpuA);
                     out.add(BenchResult.vsPeer(point, a[ROUNDS / 2], "IOPS", qsd ? "qemu-storage-daemon" : null,
                         qsd ? b[ROUNDS / 2] : Double.NaN).withSeries("IOPS", series));
                 }
@@ -207,7 +220,7 @@ public final class VhostBenchSuite implements BenchSuite {
         Path sock = ctx.workDir().resolve("phost-null.sock");
         long[] existing = BackendCpu.existingThreads();
         try (VirtualDisk disk = MemoryDisk.nullDisk(size);
-             VhostUserBlkExport e = VhostUserBlkExport.start("null", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
+             VhostUserBlkExport e = VhostUserBlkExport.start("null", disk, sock, exportOptions())) {
             return drive(sock, false, 1, size, seconds, round, BackendCpu.threadsStartedAfter(existing));
         }
     }
@@ -257,16 +270,28 @@ public final class VhostBenchSuite implements BenchSuite {
         }
     }
 
-    private static double ours(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
+    /**
+     * phost's polling mode in this bench ({@code PHOST_BENCH_POLLING=adaptive|latency|efficiency}, default
+     * {@code adaptive} as the product's {@code [host] polling}).
+     */
+    static final PollingMode POLLING = PollingMode.valueOf(
+        System.getenv().getOrDefault("PHOST_BENCH_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT));
+
+    static VhostUserBlkExport.Options exportOptions() {
+        return VhostUserBlkExport.Options.defaults().withQueues(1).withPolling(POLLING);
+    }
+
+    private static Rate ours(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
                                int round) throws Exception {
         Path sock = ctx.workDir().resolve("phost-vhost.sock");
+        long[] existing = BackendCpu.existingThreads();
         try (VirtualDisk disk = format.equals("raw") ? RawDisk.openFile(image, false, true) : VhdxDisk.open(image, false);
-             VhostUserBlkExport e = VhostUserBlkExport.start("bench", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
-            return drive(sock, write, qd, size, seconds, round);
+             VhostUserBlkExport e = VhostUserBlkExport.start("bench", disk, sock, exportOptions())) {
+            return drive(sock, write, qd, size, seconds, round, BackendCpu.threadsStartedAfter(existing));
         }
     }
 
-    private static double peer(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
+    private static Rate peer(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
                                int round) throws Exception {
         Path sock = ctx.workDir().resolve("qsd-vhost.sock");
         Files.deleteIfExists(sock);
@@ -282,17 +307,13 @@ public final class VhostBenchSuite implements BenchSuite {
                 }
                 Thread.sleep(10);
             }
-            return drive(sock, write, qd, size, seconds, round);
+            return drive(sock, write, qd, size, seconds, round, BackendCpu.process(p.pid()));
         } finally {
             p.destroy();
             if (!p.waitFor(10, TimeUnit.SECONDS)) {
                 p.destroyForcibly();
             }
         }
-    }
-
-    private static double drive(Path sock, boolean write, int qd, long size, double seconds, int round) throws InterruptedException {
-        return drive(sock, write, qd, size, seconds, round, null).perSecond();
     }
 
     private static Rate drive(Path sock, boolean write, int qd, long size, double seconds, int round, LongSupplier backendCpu)
