@@ -114,7 +114,14 @@ class VirtqueuePollingKickTest {
                         failure.set(t);
                     }
                 });
-                long kicks = drive(mine, eventIdx, kick);
+                long kicks;
+                try {
+                    kicks = drive(mine, eventIdx, kick, device::isAlive);
+                } catch (AssertionError e) {
+                    device.join(10_000);
+                    assertNull(failure.get(), () -> "device: " + failure.get());
+                    throw e;
+                }
                 device.join(60_000);
                 assertFalse(device.isAlive(), "device thread ended");
                 assertNull(failure.get(), () -> "device: " + failure.get());
@@ -137,10 +144,10 @@ class VirtqueuePollingKickTest {
                 done++;
                 continue;
             }
-            for (int spin = rnd.nextInt(200); spin > 0 && !q.available(); spin--) {
+            for (int spin = rnd.nextInt(64); spin > 0 && !q.available(); spin--) {
                 Thread.onSpinWait();
             }
-            if (q.available() || q.enableKicks()) {
+            if (q.enableKicks()) { // no look of its own in between: the re-check is what closes the race
                 q.disableKicks();
                 continue;
             }
@@ -155,10 +162,10 @@ class VirtqueuePollingKickTest {
     }
 
     /**
-     * The driver: keeps up to 4 requests outstanding, adds 1-3 at a time, then kicks only if the device asks, as
-     * Linux's virtio_ring does; reaps used entries by reading used.idx. Returns the kicks sent.
+     * The driver: waits until everything it sent is answered (reading used.idx), spins a random while, adds 1-3
+     * requests, then kicks only if the device asks, as Linux's virtio_ring does. Returns the kicks sent.
      */
-    private static long drive(MemorySegment mine, boolean eventIdx, EventFd kick) {
+    private static long drive(MemorySegment mine, boolean eventIdx, EventFd kick, java.util.function.BooleanSupplier deviceAlive) {
         SplittableRandom rnd = new SplittableRandom(7);
         int availIdx = 0;
         int kickedAt = 0;
@@ -169,15 +176,18 @@ class VirtqueuePollingKickTest {
             while (true) {
                 VarHandle.acquireFence();
                 usedIdx = mine.get(U16, USED + 2) & 0xFFFF;
-                if (((availIdx - usedIdx) & 0xFFFF) < 4) {
-                    break;
+                if (usedIdx == (availIdx & 0xFFFF)) {
+                    break; // all answered: a lost wake-up now stops the run (the device times out with a request waiting)
                 }
-                if (System.nanoTime() > deadline) {
+                if (System.nanoTime() > deadline || !deviceAlive.getAsBoolean()) {
                     throw new AssertionError("device stopped completing at " + usedIdx);
                 }
                 Thread.yield();
             }
-            int n = Math.min(1 + rnd.nextInt(3), Math.min(REQUESTS - availIdx, 4 - ((availIdx - usedIdx) & 0xFFFF)));
+            for (int spin = rnd.nextInt(64); spin > 0; spin--) {
+                Thread.onSpinWait(); // land the next batch anywhere in the device's spin, including its last look
+            }
+            int n = Math.min(1 + rnd.nextInt(3), REQUESTS - availIdx);
             for (int k = 0; k < n; k++) {
                 int d = availIdx % QSIZE;
                 writeDescriptor(mine, d);
@@ -198,11 +208,6 @@ class VirtqueuePollingKickTest {
             if (need) {
                 kick.signal();
                 kicks++;
-            }
-            if (rnd.nextInt(8) == 0) {
-                for (int spin = rnd.nextInt(400); spin > 0; spin--) {
-                    Thread.onSpinWait(); // sometimes let the device run dry and head for its sleep
-                }
             }
         }
         mine.set(U16, USED_EVENT, (short) 0);
