@@ -62,10 +62,11 @@ final class VringPoller {
      */
     boolean poll(Virtqueue q, java.util.function.BooleanSupplier stopping) {
         idling = true;
-        if (!afterWork || (governor != null && !governor.shouldSpin())) {
+        boolean justWorked = afterWork;
+        afterWork = false; // one spin per idle episode: a timeout wake-up later does not spin
+        if (!justWorked || (governor != null && !governor.shouldSpin())) {
             return false;
         }
-        afterWork = false;
         spins++;
         q.disableKicks();
         long start = System.nanoTime();
