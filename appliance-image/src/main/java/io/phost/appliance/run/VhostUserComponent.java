@@ -44,7 +44,7 @@ public final class VhostUserComponent implements Component {
                 Path sock = DiskConfig.vhostUserSocket(cfg.host().dataDir(), d.name());
                 VhostUserBlkExport e = VhostUserBlkExport.start(d.name(), open.disk(), sock, VhostUserBlkExport.Options.defaults()
                     .withReadOnly(d.readOnly()).withQos(flow).withEngine(d.ioEngine())
-                    .withCpus(cfg.host().vspCpus()));
+                    .withCpus(cfg.host().vspCpus()).withPolling(cfg.host().polling()));
                 exports.add(e);
                 LOG.log(Level.INFO, "vhost-user-blk disk=" + d.name() + " socket=" + sock + " read_only=" + e.readOnly());
             }

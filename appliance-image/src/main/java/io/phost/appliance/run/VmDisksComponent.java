@@ -70,6 +70,8 @@ public final class VmDisksComponent implements Component {
     private final Path base;
     private final DisksComponent disks;
     private final QosComponent qos;
+    /** {@code [host] polling}: how the blk exports' queue workers wait for requests. */
+    private io.phost.core.vmbus.PollingMode polling = io.phost.core.vmbus.PollingMode.ADAPTIVE;
 
     private VmDisksComponent(Path base, DisksComponent disks, QosComponent qos) {
         this.base = base;
@@ -88,6 +90,7 @@ public final class VmDisksComponent implements Component {
     public static VmDisksComponent start(ApplianceConfig cfg, DisksComponent disks, QosComponent qos,
                                          java.util.function.Function<String, ScsiLun> sharedLun) throws java.io.IOException {
         VmDisksComponent c = new VmDisksComponent(cfg.host().dataDir().resolve("vhost").resolve("partitions"), disks, qos);
+        c.polling = cfg.host().polling();
         try {
             for (PartitionConfig p : cfg.partitions()) {
                 c.export(cfg, p, sharedLun);
@@ -186,10 +189,10 @@ public final class VmDisksComponent implements Component {
     }
 
     /** {@code flow} is null when the LUN is shared with the disk's NBD export (which owns the flow). */
-    private static Export blkExport(PartitionConfig p, DiskAttachment a, DiskConfig d, ScsiLun lun, Path socket,
+    private Export blkExport(PartitionConfig p, DiskAttachment a, DiskConfig d, ScsiLun lun, Path socket,
                                     ManagedQosFlow flow, String deviceId) {
         VhostUserBlkExport e = VhostUserBlkExport.start(p.name() + "." + d.name(), lun, socket,
-            VhostUserBlkExport.Options.defaults().withQueues(queues(p)).withSerial(d.name()));
+            VhostUserBlkExport.Options.defaults().withQueues(queues(p)).withSerial(d.name()).withPolling(polling));
         LOG.log(Level.INFO, "exported disk=" + d.name() + " partition=" + p.name() + " transport=vhost-user-blk socket=" + socket);
         return new Export(p.name(), a, e, null, null, deviceId, flow);
     }

@@ -250,6 +250,11 @@ final class PackedInflightTracker {
         return resubmitCount;
     }
 
+    /** True while {@link #nextResubmit} has chains left. */
+    boolean hasResubmit() {
+        return resubmitNext < resubmitCount;
+    }
+
     /** The head entry of the next chain to resubmit (in the order they were first taken), or -1. */
     int nextResubmit() {
         return resubmitNext < resubmitCount ? resubmit[resubmitNext++] : -1;

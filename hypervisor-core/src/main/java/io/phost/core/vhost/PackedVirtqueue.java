@@ -47,6 +47,7 @@ public final class PackedVirtqueue implements Virtqueue {
     private final int size;
     private final long desc;
     private final long driverArea;
+    private final long deviceArea;
     private final boolean eventIdx;
     private final boolean indirect;
     private final EventFd call;
@@ -67,6 +68,8 @@ public final class PackedVirtqueue implements Virtqueue {
     private boolean signalledValid;
     /** Dirty logging while VHOST_F_LOG_ALL is on (null: off). */
     private PackedWriteLog writeLog;
+    /** Between {@link #disableKicks} and {@link #enableKicks}: the device area says DISABLE. */
+    private boolean kicksOff;
 
     /**
      * @param descHost/driverHost/deviceHost host addresses that {@link #layout} checked
@@ -89,6 +92,7 @@ public final class PackedVirtqueue implements Virtqueue {
         this.size = size;
         this.desc = descHost;
         this.driverArea = driverHost;
+        this.deviceArea = deviceHost;
         this.eventIdx = eventIdx;
         this.indirect = indirect;
         this.call = call;
@@ -165,6 +169,42 @@ public final class PackedVirtqueue implements Virtqueue {
     @Override
     public int vringBase() {
         return (nextAvail | (availWrap ? 0x8000 : 0)) | (nextUsed | (usedWrap ? 0x8000 : 0)) << 16;
+    }
+
+    @Override
+    public boolean enableKicks() {
+        boolean wasOff = kicksOff;
+        kicksOff = false;
+        if (wasOff) {
+            setDeviceFlags(EVENT_F_ENABLE);
+            VarHandle.fullFence(); // StoreLoad: ask for kicks before looking at the ring again (else a kick is lost)
+        }
+        return available();
+    }
+
+    @Override
+    public void disableKicks() {
+        if (!kicksOff) {
+            kicksOff = true;
+            setDeviceFlags(EVENT_F_DISABLE);
+        }
+    }
+
+    @Override
+    public boolean available() {
+        if (inflight != null && inflight.hasResubmit()) {
+            return true;
+        }
+        int flags = EVERYTHING.get(U16, desc + (long) SplitVirtqueue.DESC_LENGTH * nextAvail + 14) & 0xFFFF;
+        return ((flags & DESC_F_AVAIL) != 0) == availWrap && ((flags & DESC_F_USED) != 0) != availWrap;
+    }
+
+    /** The device area's flags word (ENABLE or DISABLE: kicks are never asked for by descriptor position here). */
+    private void setDeviceFlags(int flags) {
+        EVERYTHING.set(U16, deviceArea + 2, (short) flags);
+        if (writeLog != null) {
+            writeLog.deviceFlagsWritten();
+        }
     }
 
     @Override

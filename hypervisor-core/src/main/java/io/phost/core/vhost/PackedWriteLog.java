@@ -37,6 +37,7 @@ final class PackedWriteLog {
     private final boolean[] table;
     private final int[] next;
     private final int[] firstOfId;
+    private final long deviceGpa;
     private int free;
     private int pending = NONE;
     private int pendingLast = NONE;
@@ -59,8 +60,14 @@ final class PackedWriteLog {
             next[i] = i + 1 < size ? i + 1 : NONE;
         }
         free = 0;
+        this.deviceGpa = deviceGpa;
+        deviceFlagsWritten(); // the flags word the queue's constructor wrote (EVENT_F_ENABLE)
+    }
+
+    /** The queue wrote its device area's flags word (kicks enabled or disabled). */
+    void deviceFlagsWritten() {
         if (deviceGpa >= 0) {
-            log.mark(deviceGpa + 2, 2); // the flags word the queue's constructor wrote (EVENT_F_ENABLE)
+            log.mark(deviceGpa + 2, 2);
         }
     }
 

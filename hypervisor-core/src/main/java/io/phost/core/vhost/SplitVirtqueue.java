@@ -26,6 +26,8 @@ public final class SplitVirtqueue implements Virtqueue {
     public static final int DESC_F_WRITE = 2;
     public static final int DESC_F_INDIRECT = 4;
     public static final int AVAIL_F_NO_INTERRUPT = 1;
+    /** used.flags: the device polls, the driver need not kick (only without EVENT_IDX). */
+    public static final int USED_F_NO_NOTIFY = 1;
     public static final int MAX_SIZE = 32768;
     static final int DESC_LENGTH = 16;
 
@@ -52,6 +54,8 @@ public final class SplitVirtqueue implements Virtqueue {
     private int usedIdx;
     private int signalledUsed;
     private boolean signalledValid;
+    /** Between {@link #disableKicks} and {@link #enableKicks}: the device polls and asks for no kicks. */
+    private boolean kicksOff;
     /** The dirty log while VHOST_F_LOG_ALL is on (null: off), and the used ring's guest-physical address for it. */
     private DirtyLog log;
     private long usedLogGpa;
@@ -162,7 +166,8 @@ public final class SplitVirtqueue implements Virtqueue {
     /**
      * Pops the next available chain into {@code chain}; returns false when the ring is empty. With
      * EVENT_IDX an empty ring first publishes avail_event (so the driver kicks on its next request) and
-     * looks once more, closing the race with a request made in between.
+     * looks once more, closing the race with a request made in between (not while kicks are disabled:
+     * {@link #disableKicks}).
      */
     @Override
     public boolean tryPop(DescriptorChain chain) {
@@ -176,14 +181,46 @@ public final class SplitVirtqueue implements Virtqueue {
 
     @Override
     public boolean enableKicks() {
+        boolean wasOff = kicksOff;
+        kicksOff = false;
         if (inflight != null && inflight.hasResubmit()) {
             return true;
         }
         if (eventIdx) {
             publishAvailEvent();
-            VarHandle.fullFence(); // StoreLoad: publish avail_event before re-reading avail.idx (else a kick is lost)
+        } else if (wasOff) {
+            setUsedFlags(0);
+        }
+        if (eventIdx || wasOff) {
+            VarHandle.fullFence(); // StoreLoad: ask for kicks before re-reading avail.idx (else a kick is lost)
         }
         return (EVERYTHING.get(U16, avail + 2) & 0xFFFF) != lastAvail;
+    }
+
+    @Override
+    public void disableKicks() {
+        if (kicksOff) {
+            return;
+        }
+        kicksOff = true;
+        if (!eventIdx) {
+            setUsedFlags(USED_F_NO_NOTIFY);
+        }
+        // EVENT_IDX: avail_event stays at the index the device last asked for; the driver kicks once when it
+        // passes it and not again until enableKicks moves it (Linux vhost's vhost_disable_notify does the same).
+    }
+
+    @Override
+    public boolean available() {
+        return (inflight != null && inflight.hasResubmit()) || (EVERYTHING.get(U16, avail + 2) & 0xFFFF) != lastAvail;
+    }
+
+    /** used.flags is the device's: only NO_NOTIFY is defined; ordered by the caller's fence. */
+    private void setUsedFlags(int flags) {
+        EVERYTHING.set(U16, used, (short) flags);
+        if (log != null && usedLogGpa >= 0) {
+            log.mark(usedLogGpa, 2);
+        }
     }
 
     private void publishAvailEvent() {
@@ -203,7 +240,7 @@ public final class SplitVirtqueue implements Virtqueue {
         }
         int availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
         if (availIdx == lastAvail) {
-            if (!eventIdx || !enableKicks) {
+            if (!eventIdx || !enableKicks || kicksOff) {
                 return false;
             }
             publishAvailEvent();

@@ -2,6 +2,7 @@ package io.phost.core.vhost;
 
 import io.phost.core.sys.NativeException;
 import io.phost.core.sys.UnixSocket;
+import io.phost.core.vmbus.PollingMode;
 
 import java.io.IOException;
 import java.io.UncheckedIOException;
@@ -31,6 +32,7 @@ public final class VhostUserBackend implements AutoCloseable {
     private final Path socketPath;
     private final VhostUserDevice device;
     private final List<Integer> cpus;
+    private final PollingMode polling;
     private final UnixSocket listener;
     private final Thread thread;
     private volatile boolean closed;
@@ -38,7 +40,9 @@ public final class VhostUserBackend implements AutoCloseable {
     private volatile String lastError;
     private final AtomicLong connections = new AtomicLong();
 
-    private VhostUserBackend(String name, Path socketPath, VhostUserDevice device, List<Integer> cpus, UnixSocket listener) {
+    private VhostUserBackend(String name, Path socketPath, VhostUserDevice device, List<Integer> cpus, PollingMode polling,
+                             UnixSocket listener) {
+        this.polling = polling;
         this.name = name;
         this.socketPath = socketPath;
         this.device = device;
@@ -60,6 +64,17 @@ public final class VhostUserBackend implements AutoCloseable {
      * ({@code [host] vsp_cpus}; empty = no pinning; a CPU that cannot be used is logged and ignored).
      */
     public static VhostUserBackend start(String name, Path socketPath, VhostUserDevice device, List<Integer> cpus) {
+        return start(name, socketPath, device, cpus, PollingMode.EFFICIENCY);
+    }
+
+    /**
+     * As above, with the host's polling mode ({@code [host] polling}): how the workers of queues that poll
+     * ({@link VirtqueueHandler#pollsWhileIdle}: storage request queues) wait for the driver's next request
+     * ({@link VringPoller}); {@link PollingMode#EFFICIENCY} is the worker that sleeps on every kick.
+     */
+    public static VhostUserBackend start(String name, Path socketPath, VhostUserDevice device, List<Integer> cpus,
+                                         PollingMode polling) {
+        java.util.Objects.requireNonNull(polling, "polling");
         try {
             if (Files.exists(socketPath, LinkOption.NOFOLLOW_LINKS)) {
                 if (Files.isRegularFile(socketPath, LinkOption.NOFOLLOW_LINKS) || Files.isDirectory(socketPath, LinkOption.NOFOLLOW_LINKS)
@@ -76,7 +91,7 @@ public final class VhostUserBackend implements AutoCloseable {
             throw new UncheckedIOException("vhost-user socket " + socketPath, e);
         }
         UnixSocket l = UnixSocket.listenStream(socketPath, 1);
-        VhostUserBackend b = new VhostUserBackend(name, socketPath, device, cpus, l);
+        VhostUserBackend b = new VhostUserBackend(name, socketPath, device, cpus, polling, l);
         b.thread.start();
         return b;
     }
@@ -97,7 +112,7 @@ public final class VhostUserBackend implements AutoCloseable {
                 continue;
             }
             connections.incrementAndGet();
-            VhostUserSession s = new VhostUserSession(name, c, device, cpus, this::queueFailed);
+            VhostUserSession s = new VhostUserSession(name, c, device, cpus, polling, this::queueFailed);
             session = s;
             try {
                 while (!closed && s.step()) {

@@ -368,6 +368,8 @@ public final class VhostUserFrontend implements AutoCloseable {
         final EventFd call = EventFd.create();
         private final boolean[] busy;
         private int availIdx;
+        /** The avail index at the last {@link #kickIfNeeded} (EVENT_IDX: the batch since then decides). */
+        private int kickedAvail;
         private int lastUsed;
         private int freeHint;
         /** VIRTIO_F_RING_PACKED: {@code desc} is the descriptor ring, {@code avail} the driver area, {@code used} the device area. */
@@ -592,6 +594,30 @@ public final class VhostUserFrontend implements AutoCloseable {
 
         public void kick() {
             kick.signal();
+        }
+
+        /**
+         * Kicks only if the device asked for it, as a guest's driver does (Linux {@code virtqueue_kick_prepare}):
+         * split rings with EVENT_IDX when the avail index passed avail_event since the last call, else unless
+         * used.flags has NO_NOTIFY; packed rings unless the device area says DISABLE. Returns whether it kicked.
+         */
+        public boolean kickIfNeeded() {
+            VarHandle.fullFence(); // the published requests before the device's suppression is read (else a kick is lost)
+            boolean need;
+            if (packed) {
+                need = (at(used, 4).get(U16, 2) & 0xFFFF) != PackedVirtqueue.EVENT_F_DISABLE;
+            } else if ((features & (1L << VhostUserDescriptor.F_RING_EVENT_IDX)) != 0) {
+                int event = at(used + 4 + 8L * size, 2).get(U16, 0) & 0xFFFF;
+                int now = availIdx;
+                need = ((now - event - 1) & 0xFFFF) < ((now - kickedAvail) & 0xFFFF);
+            } else {
+                need = (at(used, 2).get(U16, 0) & SplitVirtqueue.USED_F_NO_NOTIFY) == 0;
+            }
+            kickedAvail = availIdx;
+            if (need) {
+                kick.signal();
+            }
+            return need;
         }
 
         /** The back-end's used index as it is now in guest memory. */

@@ -32,6 +32,7 @@ final class VhostUserSession implements AutoCloseable {
     private final VhostUserDevice device;
     private final Consumer<String> onQueueError;
     private final List<Integer> cpus;
+    private final io.phost.core.vmbus.PollingMode polling;
     private final MemorySegment in = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
     private final MemorySegment out = Arena.ofAuto().allocate(HEADER_LENGTH + MAX_PAYLOAD, 8);
     private final VhostUserMessage msg = new VhostUserMessage(in);
@@ -56,7 +57,14 @@ final class VhostUserSession implements AutoCloseable {
     private int status;
 
     VhostUserSession(String name, UnixSocket socket, VhostUserDevice device, List<Integer> cpus, Consumer<String> onQueueError) {
+        this(name, socket, device, cpus, io.phost.core.vmbus.PollingMode.EFFICIENCY, onQueueError);
+    }
+
+    /** As above; {@code polling}: how queue workers of polling handlers wait for requests ({@link VringPoller}). */
+    VhostUserSession(String name, UnixSocket socket, VhostUserDevice device, List<Integer> cpus,
+                     io.phost.core.vmbus.PollingMode polling, Consumer<String> onQueueError) {
         this.cpus = cpus;
+        this.polling = java.util.Objects.requireNonNull(polling, "polling");
         this.name = name;
         this.socket = socket;
         this.device = device;
@@ -585,7 +593,7 @@ final class VhostUserSession implements AutoCloseable {
         }
         v.log = (ackedFeatures & (1L << F_LOG_ALL)) != 0 ? dirtyLog : null;
         v.packed = packed();
-        v.start(name, device, memory, eventIdx, indirect, tracking, cpus, onQueueError);
+        v.start(name, device, memory, eventIdx, indirect, tracking, cpus, polling, onQueueError);
     }
 
     private List<Vring> stopAll() {

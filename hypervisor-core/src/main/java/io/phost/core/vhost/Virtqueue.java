@@ -10,7 +10,11 @@ public interface Virtqueue {
 
     int size();
 
-    /** Pops the next available chain into {@code chain} (its {@code head()} is what {@link #pushUsed} takes); false when none. */
+    /**
+     * Pops the next available chain into {@code chain} (its {@code head()} is what {@link #pushUsed} takes); false
+     * when none. Finding the ring empty asks the driver for kicks again (split rings with EVENT_IDX), unless
+     * {@link #disableKicks} is in force.
+     */
     boolean tryPop(DescriptorChain chain);
 
     /**
@@ -23,13 +27,27 @@ public interface Virtqueue {
     }
 
     /**
-     * Asks the driver to kick on its next request (EVENT_IDX: avail_event = the next index), then looks again:
-     * true when a request is already available (the caller must not sleep). A ring without suppression answers
-     * false: its {@link #tryPop} already asked for kicks when it found the ring empty.
+     * Asks the driver to kick on its next request, then looks again (after a full fence): true when a request is
+     * already available (the caller must not sleep; closes the race with a request made just before). Split
+     * rings: with EVENT_IDX avail_event = the next index, else VRING_USED_F_NO_NOTIFY is cleared if
+     * {@link #disableKicks} set it; packed rings: the device area's flags back to ENABLE. Ends what
+     * {@link #disableKicks} started.
      */
-    default boolean enableKicks() {
-        return false;
-    }
+    boolean enableKicks();
+
+    /**
+     * The device polls the ring from now on until {@link #enableKicks}: the driver is asked not to kick (split
+     * rings: VRING_USED_F_NO_NOTIFY in used.flags, or with EVENT_IDX avail_event simply left where it is; packed
+     * rings: the device area's flags DISABLE), and {@link #tryPop} no longer asks for kicks when it finds the ring
+     * empty. A hint the driver may ignore: a kick that still comes is harmless. Cheap when already disabled.
+     */
+    void disableKicks();
+
+    /**
+     * Whether a chain is available to pop (or a resubmitted one waits), without popping it or changing what the
+     * driver is asked: the read a polling device spins on.
+     */
+    boolean available();
 
     /** Gives back the last {@code chains} popped chains unchanged: the next pops return them again. */
     void discard(int chains);

@@ -18,6 +18,16 @@ public interface VirtqueueHandler {
     /** Pops, starts and completes what it can without blocking; returns the amount of work done. */
     int doWork(Virtqueue queue, DescriptorChain chain);
 
+    /**
+     * Whether the worker may poll the avail ring (kicks disabled) instead of sleeping right away when nothing is in
+     * flight, as the host's polling mode says ({@link VringPoller}): true for request queues whose driver waits for
+     * each answer (storage), false where a poll would only burn a CPU (event and control queues, or a queue another
+     * thread serves).
+     */
+    default boolean pollsWhileIdle() {
+        return false;
+    }
+
     /** Requests started and not yet pushed to the used ring. */
     int inFlight();
 

@@ -4,6 +4,7 @@ import io.phost.core.sys.CpuAffinity;
 import io.phost.core.sys.EventFd;
 import io.phost.core.sys.Fd;
 import io.phost.core.sys.Poll;
+import io.phost.core.vmbus.PollingMode;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -19,7 +20,9 @@ import java.util.function.Consumer;
  *   running ──GET_VRING_BASE / ENABLE 0 / memory change / disconnect──▶ stopped (in-flight completed)
  * </pre>
  * Worker loop: {@code doWork}; when idle and nothing is in flight, sleep in poll(2) on the kick and stop
- * eventfds; while requests are in flight, wait on the handler's completions in short slices.
+ * eventfds (a storage handler first polls the avail ring per the host's polling mode, {@link VringPoller}, with
+ * the driver's kicks disabled, and asks for them again with a re-check before it sleeps); while requests are in
+ * flight, wait on the handler's completions in short slices.
  */
 final class Vring {
     private static final long IN_FLIGHT_SLICE_NANOS = 200_000L;
@@ -74,6 +77,15 @@ final class Vring {
      */
     void start(String name, VhostUserDevice device, GuestMemory memory, boolean eventIdx, boolean indirect, MemorySegment inflight,
                List<Integer> cpus, Consumer<String> onError) {
+        start(name, device, memory, eventIdx, indirect, inflight, cpus, PollingMode.EFFICIENCY, onError);
+    }
+
+    /**
+     * As above; {@code polling} is how the worker waits for requests when its handler polls
+     * ({@link VirtqueueHandler#pollsWhileIdle}, {@link VringPoller}).
+     */
+    void start(String name, VhostUserDevice device, GuestMemory memory, boolean eventIdx, boolean indirect, MemorySegment inflight,
+               List<Integer> cpus, PollingMode polling, Consumer<String> onError) {
         if (packed) {
             long[] host = PackedVirtqueue.layout(index, memory, size, descUser, availUser, usedUser);
             PackedInflightTracker tracker = inflight == null ? null : new PackedInflightTracker(inflight, size);
@@ -105,7 +117,7 @@ final class Vring {
         handler.started(q);
         thread = Thread.ofPlatform().name(name + "-q" + index).daemon().unstarted(() -> {
             pin(cpus);
-            run(q, handler, kick, stopFd, onError);
+            run(q, handler, kick, stopFd, handler.pollsWhileIdle() && handler.wakeupFd() < 0 ? VringPoller.of(polling) : null, onError);
         });
         thread.start();
     }
@@ -123,8 +135,9 @@ final class Vring {
         }
     }
 
-    private void run(Virtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, Consumer<String> onError) {
+    private void run(Virtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, VringPoller poller, Consumer<String> onError) {
         DescriptorChain chain = new DescriptorChain(CHAIN_CAPACITY);
+        java.util.function.BooleanSupplier stoppingFlag = () -> stopping;
         int wake = handler.wakeupFd();
         int nfds = wake >= 0 ? 3 : 2;
         MemorySegment fds = Arena.ofAuto().allocate(3 * Poll.POLLFD_SIZE, 4);
@@ -138,6 +151,9 @@ final class Vring {
             while (!stopping) {
                 int work = handler.doWork(q, chain);
                 if (work > 0) {
+                    if (poller != null) {
+                        poller.worked();
+                    }
                     continue;
                 }
                 if (handler.inFlight() > 0) {
@@ -152,6 +168,15 @@ final class Vring {
                     // so a front-end cannot make us spin a core.
                     java.util.concurrent.locks.LockSupport.parkNanos(50_000L);
                     continue;
+                }
+                if (poller != null) {
+                    if (poller.poll(q, stoppingFlag)) {
+                        continue; // a request arrived while polling: kicks stay off
+                    }
+                    poller.sleeping();
+                    if (q.enableKicks()) {
+                        continue; // it came right as the worker went to sleep
+                    }
                 }
                 fds.set(ValueLayout.JAVA_SHORT, 6, (short) 0);
                 fds.set(ValueLayout.JAVA_SHORT, 14, (short) 0);

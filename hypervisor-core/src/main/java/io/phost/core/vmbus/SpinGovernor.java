@@ -105,6 +105,8 @@ public final class SpinGovernor {
     private final RunQueueProbe probe;
     private final LongSupplier clock;
     private final Memory memory;
+    /** Counted with the host agents ({@link #forHostThread}) rather than by the thread's name. */
+    private final boolean hostByRole;
     private ThreadState state;
     private boolean spin;
     private boolean trial;
@@ -124,14 +126,27 @@ public final class SpinGovernor {
 
     /** As above, remembering states in {@code memory} (tests give each case its own). */
     SpinGovernor(RunQueueProbe probe, LongSupplier clock, Memory memory) {
+        this(probe, clock, memory, false);
+    }
+
+    private SpinGovernor(RunQueueProbe probe, LongSupplier clock, Memory memory, boolean host) {
         this.probe = probe;
         this.clock = clock;
         this.memory = memory;
+        this.hostByRole = host;
     }
 
     /** Probes whichever thread calls {@link #episodeEnded} (its own schedstat) with {@link System#nanoTime()}. */
     public static SpinGovernor forPollingThread() {
         return new SpinGovernor(new ThreadSchedstat(), System::nanoTime);
+    }
+
+    /**
+     * As {@link #forPollingThread}, counted with the host agents whatever the thread's name: a back-end thread of
+     * the host that is not a VMBus agent (a vhost-user queue worker, {@code <disk>-q<N>}).
+     */
+    public static SpinGovernor forHostThread() {
+        return new SpinGovernor(new ThreadSchedstat(), System::nanoTime, PROCESS, true);
     }
 
     /** Whether the thread should spin before it sleeps (cheap: a field read). */
@@ -163,7 +178,7 @@ public final class SpinGovernor {
 
     /** Once, on the polling thread: continue where this thread's previous governor stopped. */
     private void adoptThreadState() {
-        boolean host = Thread.currentThread().getName().startsWith("vsp-");
+        boolean host = hostByRole || Thread.currentThread().getName().startsWith("vsp-");
         side = host ? 0 : Totals.FIELDS;
         state = memory.threads.get();
         if (state == null) {

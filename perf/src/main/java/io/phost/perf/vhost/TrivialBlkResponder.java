@@ -21,7 +21,8 @@ import java.nio.file.Path;
  * EVENT_IDX) to hand it queue 0's kick and call eventfds; its worker thread then does what any back-end must:
  * sleep in poll(2) on the kick, read the avail ring, walk each chain to its status byte, write OK, publish the
  * used entry and signal the call. It moves no data and checks nothing (the front-end is the bench's own).
- * It runs in the bench's process and reads the rings through the front-end's own mapping of guest memory.
+ * It runs in the bench's process and reads the rings through the front-end's own mapping of guest memory. When
+ * phost's workers poll ({@code PHOST_BENCH_POLLING} not {@code efficiency}) it polls the same way after each answer.
  * <pre>
  *   per request: kick wake-up → avail idx → desc chain → status = 0 → used elem + idx → call    (phost: the same
  *   wake-ups plus its request parsing, disk dispatch and completion: the difference is phost's part)
@@ -42,13 +43,26 @@ final class TrivialBlkResponder implements AutoCloseable {
     private volatile boolean stopping;
     private final EventFd stop = EventFd.create();
 
-    private TrivialBlkResponder(UnixSocket listener, Path path) {
+    /** After answering, poll the avail ring this long (kicks off) before sleeping: 0 = sleep at once. */
+    private final long spinNanos;
+
+    private TrivialBlkResponder(UnixSocket listener, Path path, long spinNanos) {
         this.listener = listener;
         this.path = path;
+        this.spinNanos = spinNanos;
     }
 
     static TrivialBlkResponder listen(Path socket) {
-        return new TrivialBlkResponder(UnixSocket.listenStream(socket, 1), socket);
+        return listen(socket, 0);
+    }
+
+    /**
+     * As {@link #listen(Path)}; with {@code spinNanos} &gt; 0 the responder polls like phost's queue workers in
+     * {@code latency} mode (VRING_USED_F_NO_NOTIFY while it spins, cleared with a re-check before it sleeps), so
+     * the floor has the same wake-ups as a polling phost.
+     */
+    static TrivialBlkResponder listen(Path socket, long spinNanos) {
+        return new TrivialBlkResponder(UnixSocket.listenStream(socket, 1), socket, spinNanos);
     }
 
     /**
@@ -123,9 +137,23 @@ final class TrivialBlkResponder implements AutoCloseable {
         fds.set(ValueLayout.JAVA_INT, 8, stop.fd());
         fds.set(ValueLayout.JAVA_SHORT, 12, (short) Poll.POLLIN);
         int next = 0;
+        boolean spin = false;
         while (!stopping) {
             VarHandle.acquireFence();
             int availIdx = avail.get(U16, 2) & 0xFFFF;
+            if (availIdx == next && spin) {
+                spin = false;
+                used.set(U16, 0, (short) 1); // VRING_USED_F_NO_NOTIFY while polling
+                long t0 = System.nanoTime();
+                while (availIdx == next && System.nanoTime() - t0 < spinNanos && !stopping) {
+                    Thread.onSpinWait();
+                    VarHandle.acquireFence();
+                    availIdx = avail.get(U16, 2) & 0xFFFF;
+                }
+                used.set(U16, 0, (short) 0);
+                VarHandle.fullFence(); // kicks wanted again before the last look (else a kick is lost)
+                availIdx = avail.get(U16, 2) & 0xFFFF;
+            }
             if (availIdx == next) {
                 fds.set(ValueLayout.JAVA_SHORT, 6, (short) 0);
                 fds.set(ValueLayout.JAVA_SHORT, 14, (short) 0);
@@ -151,6 +179,7 @@ final class TrivialBlkResponder implements AutoCloseable {
             }
             VarHandle.fullFence();
             call.signal();
+            spin = spinNanos > 0;
         }
     }
 

@@ -2,6 +2,7 @@ package io.phost.perf.vhost;
 
 import io.phost.core.vhost.VhostUserDescriptor;
 import io.phost.core.vhost.VhostUserFrontend;
+import io.phost.core.vmbus.PollingMode;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
@@ -72,6 +73,8 @@ public final class VhostBenchSuite implements BenchSuite {
         if (!fio) {
             ctx.log("fio not installed (Debian: fio): no native baseline at QD32");
         }
+        ctx.log("phost's queue workers poll in " + POLLING.name().toLowerCase(java.util.Locale.ROOT)
+            + " mode (PHOST_BENCH_POLLING=adaptive|latency|efficiency)");
         List<BenchResult> out = new ArrayList<>();
         String[] formats = {"raw", "vhdx"};
         int total = formats.length * 4 + 2; // + the null round trip and the net point
@@ -85,18 +88,29 @@ public final class VhostBenchSuite implements BenchSuite {
                 for (int qd : new int[] {1, 32}) {
                     String point = "4k-rand" + (write ? "write" : "read") + "-qd" + qd + " " + format;
                     ctx.progress(step++, total, point);
+                    if (!point.matches(POINTS)) {
+                        continue;
+                    }
                     double[] a = new double[ROUNDS];
                     double[] b = new double[ROUNDS];
                     double[] c = new double[ROUNDS];
+                    double[] cpuA = new double[ROUNDS];
+                    double[] cpuB = new double[ROUNDS];
                     boolean vsNative = fio && format.equals("raw") && qd == 32;
                     for (int r = 0; r < ROUNDS; r++) { // ABBA: ours, qsd, fio / qsd, fio, ours / …
                         if (Rounds.oursFirst(r)) {
-                            a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                            Rate o = ours(ctx, ours, format, write, qd, size, seconds, r);
+                            a[r] = o.perSecond();
+                            cpuA[r] = o.cpuNsPerIo();
                         }
-                        b[r] = qsd ? peer(ctx, peer, format, write, qd, size, seconds, r) : Double.NaN;
+                        Rate pr = qsd ? peer(ctx, peer, format, write, qd, size, seconds, r) : new Rate(Double.NaN, Double.NaN);
+                        b[r] = pr.perSecond();
+                        cpuB[r] = pr.cpuNsPerIo();
                         c[r] = vsNative ? NativeFio.run(ours, write, 4096, qd, seconds) : Double.NaN;
                         if (!Rounds.oursFirst(r)) {
-                            a[r] = ours(ctx, ours, format, write, qd, size, seconds, r);
+                            Rate o = ours(ctx, ours, format, write, qd, size, seconds, r);
+                            a[r] = o.perSecond();
+                            cpuA[r] = o.cpuNsPerIo();
                         }
                     }
                     if (vsNative) {
@@ -112,16 +126,22 @@ public final class VhostBenchSuite implements BenchSuite {
                         series.put("qsd_min", b[0]);
                         series.put("qsd_median", b[ROUNDS / 2]);
                         series.put("qsd_max", b[ROUNDS - 1]);
+                        put(series, "qsd_cpu_ns_per_io", cpuB);
                     }
+                    put(series, "phost_cpu_ns_per_io", cpuA);
                     out.add(BenchResult.vsPeer(point, a[ROUNDS / 2], "IOPS", qsd ? "qemu-storage-daemon" : null,
                         qsd ? b[ROUNDS / 2] : Double.NaN).withSeries("IOPS", series));
                 }
             }
         }
         ctx.progress(step++, total, "4k-read-qd1 round trip null");
-        nullLatency(out, ctx, qsd, seconds, size);
+        if ("4k-read-qd1 round trip null".matches(POINTS)) {
+            nullLatency(out, ctx, qsd, seconds, size);
+        }
         ctx.progress(step, total, "64B-frames vhost-user-net");
-        out.add(VhostNetPoint.run(ctx, ROUNDS, seconds));
+        if ("64B-frames vhost-user-net".matches(POINTS)) {
+            out.add(VhostNetPoint.run(ctx, ROUNDS, seconds));
+        }
         ctx.progress(total, total, "done");
         return out;
     }
@@ -207,7 +227,7 @@ public final class VhostBenchSuite implements BenchSuite {
         Path sock = ctx.workDir().resolve("phost-null.sock");
         long[] existing = BackendCpu.existingThreads();
         try (VirtualDisk disk = MemoryDisk.nullDisk(size);
-             VhostUserBlkExport e = VhostUserBlkExport.start("null", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
+             VhostUserBlkExport e = VhostUserBlkExport.start("null", disk, sock, exportOptions())) {
             return drive(sock, false, 1, size, seconds, round, BackendCpu.threadsStartedAfter(existing));
         }
     }
@@ -217,7 +237,8 @@ public final class VhostBenchSuite implements BenchSuite {
         Path sock = ctx.workDir().resolve("trivial.sock");
         Files.deleteIfExists(sock);
         long[] existing = BackendCpu.existingThreads();
-        TrivialBlkResponder t = TrivialBlkResponder.listen(sock);
+        // the floor waits as phost's workers do: polling ~50 µs after each answer unless phost runs in efficiency
+        TrivialBlkResponder t = TrivialBlkResponder.listen(sock, POLLING == PollingMode.EFFICIENCY ? 0 : 50_000L);
         VhostUserFrontend f = null;
         try {
             f = VhostUserFrontend.connect(sock, 16L << 20);
@@ -257,16 +278,31 @@ public final class VhostBenchSuite implements BenchSuite {
         }
     }
 
-    private static double ours(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
+    /**
+     * phost's polling mode in this bench ({@code PHOST_BENCH_POLLING=adaptive|latency|efficiency}, default
+     * {@code adaptive} as the product's {@code [host] polling}).
+     */
+    static final PollingMode POLLING = PollingMode.valueOf(
+        System.getenv().getOrDefault("PHOST_BENCH_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT));
+
+    /** Which points run (a regex over their names, e.g. {@code 4k-rand.*-qd1 .*}; {@code PHOST_BENCH_VHOST_POINTS}, default all). */
+    static final String POINTS = System.getenv().getOrDefault("PHOST_BENCH_VHOST_POINTS", ".*");
+
+    static VhostUserBlkExport.Options exportOptions() {
+        return VhostUserBlkExport.Options.defaults().withQueues(1).withPolling(POLLING);
+    }
+
+    private static Rate ours(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
                                int round) throws Exception {
         Path sock = ctx.workDir().resolve("phost-vhost.sock");
+        long[] existing = BackendCpu.existingThreads();
         try (VirtualDisk disk = format.equals("raw") ? RawDisk.openFile(image, false, true) : VhdxDisk.open(image, false);
-             VhostUserBlkExport e = VhostUserBlkExport.start("bench", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1))) {
-            return drive(sock, write, qd, size, seconds, round);
+             VhostUserBlkExport e = VhostUserBlkExport.start("bench", disk, sock, exportOptions())) {
+            return drive(sock, write, qd, size, seconds, round, BackendCpu.threadsStartedAfter(existing));
         }
     }
 
-    private static double peer(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
+    private static Rate peer(BenchContext ctx, Path image, String format, boolean write, int qd, long size, double seconds,
                                int round) throws Exception {
         Path sock = ctx.workDir().resolve("qsd-vhost.sock");
         Files.deleteIfExists(sock);
@@ -282,17 +318,13 @@ public final class VhostBenchSuite implements BenchSuite {
                 }
                 Thread.sleep(10);
             }
-            return drive(sock, write, qd, size, seconds, round);
+            return drive(sock, write, qd, size, seconds, round, BackendCpu.process(p.pid()));
         } finally {
             p.destroy();
             if (!p.waitFor(10, TimeUnit.SECONDS)) {
                 p.destroyForcibly();
             }
         }
-    }
-
-    private static double drive(Path sock, boolean write, int qd, long size, double seconds, int round) throws InterruptedException {
-        return drive(sock, write, qd, size, seconds, round, null).perSecond();
     }
 
     private static Rate drive(Path sock, boolean write, int qd, long size, double seconds, int round, LongSupplier backendCpu)

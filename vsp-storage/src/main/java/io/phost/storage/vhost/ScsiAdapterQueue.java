@@ -59,6 +59,12 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
         return work;
     }
 
+    /** A driver waits for each answer: the worker may poll for its next request ({@code [host] polling}). */
+    @Override
+    public final boolean pollsWhileIdle() {
+        return true;
+    }
+
     @Override
     public final int inFlight() {
         return scsi.outstanding();

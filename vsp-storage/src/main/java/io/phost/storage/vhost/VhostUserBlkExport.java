@@ -1,6 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.VhostUserBackend;
+import io.phost.core.vmbus.PollingMode;
 import io.phost.qos.QosFlow;
 import io.phost.storage.DiskStats;
 import io.phost.storage.engine.IoEngines;
@@ -37,10 +38,15 @@ public final class VhostUserBlkExport extends VhostUserExport {
      * @param engine   the I/O engine kind for this disk
      * @param serial   the GET_ID answer (up to 20 ASCII bytes; longer is cut), null for the export's name
      * @param cpus     CPUs the queue workers are pinned to ({@code [host] vsp_cpus}); empty = no pinning
+     * @param polling  how a queue worker with nothing in flight waits for the next request ({@code [host] polling}):
+     *                 {@code latency} polls the avail ring ~50 µs with the driver's kicks off before it sleeps,
+     *                 {@code adaptive} does so while its governor says it pays, {@code efficiency} sleeps at once
      */
-    public record Options(boolean readOnly, QosFlow qos, int queues, IoEngines.Kind engine, String serial, List<Integer> cpus) {
+    public record Options(boolean readOnly, QosFlow qos, int queues, IoEngines.Kind engine, String serial, List<Integer> cpus,
+                          PollingMode polling) {
         public Options {
             Objects.requireNonNull(qos, "qos");
+            Objects.requireNonNull(polling, "polling");
             Objects.requireNonNull(engine, "engine");
             cpus = List.copyOf(cpus);
             if (queues < 1 || queues > MAX_QUEUES) {
@@ -53,38 +59,47 @@ public final class VhostUserBlkExport extends VhostUserExport {
             this(readOnly, qos, queues, engine, serial, List.of());
         }
 
+        /** The options before the polling mode (the host's default, {@link PollingMode#ADAPTIVE}). */
+        public Options(boolean readOnly, QosFlow qos, int queues, IoEngines.Kind engine, String serial, List<Integer> cpus) {
+            this(readOnly, qos, queues, engine, serial, cpus, PollingMode.ADAPTIVE);
+        }
+
         /**
          * Writable, unlimited QoS, {@value #MAX_QUEUES} queues offered, automatic engine, serial = export name,
-         * no pinning. Offering many queues costs nothing until the front-end starts them (a worker and 128
+         * no pinning, {@code adaptive} polling (the host's default). Offering many queues costs nothing until the front-end starts them (a worker and 128
          * request slots per started queue); QEMU starts its own num-queues (default: one per vCPU) and refuses
          * to start when that exceeds what the back-end offers.
          */
         public static Options defaults() {
-            return new Options(false, QosFlow.UNLIMITED, MAX_QUEUES, IoEngines.Kind.AUTO, null, List.of());
+            return new Options(false, QosFlow.UNLIMITED, MAX_QUEUES, IoEngines.Kind.AUTO, null, List.of(), PollingMode.ADAPTIVE);
+        }
+
+        public Options withPolling(PollingMode mode) {
+            return new Options(readOnly, qos, queues, engine, serial, cpus, mode);
         }
 
         public Options withCpus(List<Integer> list) {
-            return new Options(readOnly, qos, queues, engine, serial, list);
+            return new Options(readOnly, qos, queues, engine, serial, list, polling);
         }
 
         public Options withReadOnly(boolean ro) {
-            return new Options(ro, qos, queues, engine, serial, cpus);
+            return new Options(ro, qos, queues, engine, serial, cpus, polling);
         }
 
         public Options withQos(QosFlow flow) {
-            return new Options(readOnly, flow, queues, engine, serial, cpus);
+            return new Options(readOnly, flow, queues, engine, serial, cpus, polling);
         }
 
         public Options withQueues(int n) {
-            return new Options(readOnly, qos, n, engine, serial, cpus);
+            return new Options(readOnly, qos, n, engine, serial, cpus, polling);
         }
 
         public Options withEngine(IoEngines.Kind kind) {
-            return new Options(readOnly, qos, queues, kind, serial, cpus);
+            return new Options(readOnly, qos, queues, kind, serial, cpus, polling);
         }
 
         public Options withSerial(String s) {
-            return new Options(readOnly, qos, queues, engine, s, cpus);
+            return new Options(readOnly, qos, queues, engine, s, cpus, polling);
         }
     }
 
@@ -106,11 +121,11 @@ public final class VhostUserBlkExport extends VhostUserExport {
 
     /**
      * Serves an existing LUN (one an NBD export of the same disk shares, say): its disk, QoS flow, read-only flag
-     * and engine are the LUN's; of {@code options} only the queues, serial and CPUs apply.
+     * and engine are the LUN's; of {@code options} only the queues, serial, CPUs and polling mode apply.
      */
     public static VhostUserBlkExport start(String name, ScsiLun lun, Path socketPath, Options options) {
         VhostUserBlkDevice device = new VhostUserBlkDevice(lun, options.queues(), options.serial() == null ? name : options.serial());
-        VhostUserBackend backend = VhostUserBackend.start(name, socketPath, device, options.cpus());
+        VhostUserBackend backend = VhostUserBackend.start(name, socketPath, device, options.cpus(), options.polling());
         return new VhostUserBlkExport(name, device, backend);
     }
 

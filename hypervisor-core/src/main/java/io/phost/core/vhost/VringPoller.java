@@ -1,0 +1,110 @@
+package io.phost.core.vhost;
+
+import io.phost.core.vmbus.PollingMode;
+import io.phost.core.vmbus.SpinGovernor;
+
+/**
+ * How a vhost-user queue worker with nothing in flight waits for the driver's next request under the host's
+ * {@link PollingMode} ({@code [host] polling}), as the VMBus channel agents do (issue 19, item 6):
+ * <pre>
+ *   EFFICIENCY  no polling: ask for kicks, sleep in poll(2) on the kick eventfd (one wake-up per request after
+ *               a pause; the worker as it always was)
+ *   LATENCY     after work: kicks off ({@link Virtqueue#disableKicks}), spin on the avail ring for
+ *               {@value #SPIN_NANOS} ns, then up to {@value #YIELDS} yields (one slower than {@value #CONTENDED_NANOS} ns
+ *               means another thread wants this CPU: stop), then ask for kicks with the re-check
+ *               ({@link Virtqueue#enableKicks}) and sleep. A QD1 driver's next request finds the worker awake.
+ *   ADAPTIVE    LATENCY while the thread's {@link SpinGovernor} says spinning pays, else EFFICIENCY
+ * </pre>
+ * Spinning happens once per idle episode, right after work: a worker woken by its 1 s sleep timeout does not
+ * spin, so an idle device costs what it costs in EFFICIENCY. Not thread-safe: one per worker.
+ */
+final class VringPoller {
+    /** Spin this long on the avail ring after work: covers a driver that sleeps on its call eventfd (~10-30 µs to wake). */
+    static final long SPIN_NANOS = 50_000L;
+    static final int YIELDS = 20;
+    /** A yield that took this long ran someone else: polling would steal the CPU from them. */
+    static final long CONTENDED_NANOS = 20_000L;
+
+    private final SpinGovernor governor;
+    private boolean afterWork;
+    private boolean idling;
+    private boolean slept;
+    private long spins;
+    private long sleeps;
+
+    private VringPoller(SpinGovernor governor) {
+        this.governor = governor;
+    }
+
+    /** The poller for {@code mode}, or null for {@link PollingMode#EFFICIENCY} (the worker never polls). */
+    static VringPoller of(PollingMode mode) {
+        return switch (mode) {
+            case EFFICIENCY -> null;
+            case LATENCY -> new VringPoller(null);
+            case ADAPTIVE -> new VringPoller(SpinGovernor.forHostThread());
+        };
+    }
+
+    /** The worker did work (popped or completed requests). */
+    void worked() {
+        if (idling && governor != null) {
+            governor.episodeEnded(!slept);
+        }
+        idling = false;
+        slept = false;
+        afterWork = true;
+    }
+
+    /**
+     * The worker has nothing to do and nothing in flight: polls {@code q} (kicks disabled) while the mode allows,
+     * and returns true when a request arrived (the worker works on; kicks stay disabled), false when it should
+     * ask for kicks and sleep. {@code stopping} is read between spins.
+     */
+    boolean poll(Virtqueue q, java.util.function.BooleanSupplier stopping) {
+        idling = true;
+        boolean justWorked = afterWork;
+        afterWork = false; // one spin per idle episode: a timeout wake-up later does not spin
+        if (!justWorked || (governor != null && !governor.shouldSpin())) {
+            return false;
+        }
+        spins++;
+        q.disableKicks();
+        long start = System.nanoTime();
+        int n = 0;
+        while (true) {
+            if (q.available()) {
+                return true;
+            }
+            Thread.onSpinWait();
+            if ((++n & 63) == 0 && (System.nanoTime() - start >= SPIN_NANOS || stopping.getAsBoolean())) {
+                break;
+            }
+        }
+        for (int y = 0; y < YIELDS; y++) {
+            long t0 = System.nanoTime();
+            Thread.yield();
+            if (q.available()) {
+                return true;
+            }
+            if (System.nanoTime() - t0 >= CONTENDED_NANOS) {
+                break; // another thread needed this CPU: stop polling, sleep now
+            }
+        }
+        return false;
+    }
+
+    /** The worker is about to sleep on its kick eventfd. */
+    void sleeping() {
+        slept = true;
+        sleeps++;
+    }
+
+    /** Idle episodes that spun, and sleeps (tests, status). */
+    long spins() {
+        return spins;
+    }
+
+    long sleeps() {
+        return sleeps;
+    }
+}
