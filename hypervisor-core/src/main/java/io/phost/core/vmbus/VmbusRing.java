@@ -258,9 +258,15 @@ public final class VmbusRing {
      * if the space is already there (retry the write now), false if the caller may block on its doorbell.
      */
     public boolean requestSpace(int bytes) {
-        flush(); // the reader can only free space it can see: never wait on our own queued packets
         putIntVolatile(PENDING_SEND_SZ_OFFSET, bytes); // volatile: StoreLoad before re-reading read_index
-        return bytesFree() > bytes;
+        if (bytesFree() > bytes) {
+            return true;
+        }
+        // the reader can only free space it can see: a writer must never wait on its own queued packets
+        // (published only here, when the space is missing: a VSP that calls this as a space check on every
+        // packet keeps its duty-cycle batch)
+        flush();
+        return false;
     }
 
     /**
