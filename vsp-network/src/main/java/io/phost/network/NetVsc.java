@@ -345,7 +345,8 @@ public final class NetVsc implements AutoCloseable {
     /**
      * Handles up to {@code limit} packets from the host: frames go to {@code rx}; completions free sections. The
      * completions we owe the host for its frames are published in bursts of up to {@link #COMPLETION_BURST} and
-     * before this returns (with any sends queued before).
+     * before this returns (a publish also publishes frames {@linkplain #queueSend queued} before it; a sender
+     * still calls {@link #flush} itself).
      */
     public int poll(FrameReceiver rx, int limit) {
         receiver = rx;
