@@ -15,7 +15,8 @@ import org.agrona.UnsafeApi;
 
 /**
  * A flyweight over one VMBus ring ({@link RingDescriptor}) used by exactly one side: the writer calls
- * {@code tryWrite*}, the reader calls {@link #tryRead}; each process builds its own instance over the same
+ * {@code tryWrite*} (publish each packet) or {@link #tryQueue} + {@link #flush} (publish a burst once), the
+ * reader calls {@link #tryRead}; each process builds its own instance over the same
  * shared pages. The side's own index (write index for the writer, read index for the reader) is kept in a
  * private field and only published; the peer's index is re-read from shared memory and validated every
  * time, because the peer may be hostile. Nothing here allocates or blocks.
