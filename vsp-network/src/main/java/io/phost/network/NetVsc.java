@@ -28,6 +28,8 @@ import java.util.List;
 public final class NetVsc implements AutoCloseable {
     private static final long SEND_TAG = 1L << 32;
     private static final long CONTROL_TAG = 1L << 40;
+    /** RNDIS_PKT_COMPLETE: message type and status. */
+    private static final int COMPLETION_LENGTH = 8;
 
     /** Receives frames from the host; the segment slice is valid during the call only. */
     @FunctionalInterface
@@ -60,6 +62,16 @@ public final class NetVsc implements AutoCloseable {
     private long received;
     private long sent;
     private final PacketHandler handler = this::onPacket;
+    /** Completions queued by {@link #poll} since its last publish (published every {@link #COMPLETION_BURST}). */
+    private int queuedCompletions;
+    /** True while pending_send_sz asks the host to signal us for space for a completion. */
+    private boolean spaceRequested;
+    /**
+     * Completions for received frames published together (one write_index store and fence per burst, see
+     * {@link ClientChannel#tryQueue}); at most this many, so the host gets its receive sections back while we
+     * still hand later frames on (a 64-frame poll would otherwise hold them all until its end).
+     */
+    static final int COMPLETION_BURST = 8;
     // Control replies while initialising.
     private long awaitedTransId = -1;
     private final MemorySegment awaitedReply = Arena.ofAuto().allocate(64, 8);
@@ -196,6 +208,7 @@ public final class NetVsc implements AutoCloseable {
         long deadline = System.nanoTime() + timeout.toNanos();
         while (awaitedLength < 0) {
             channel.read(handler, 16, Duration.ofMillis(50));
+            publishCompletions();
             if (System.nanoTime() > deadline) {
                 throw new IllegalStateException("no answer to NVSP message " + u32(msg, 0) + " in " + timeout);
             }
@@ -232,21 +245,40 @@ public final class NetVsc implements AutoCloseable {
         return sent;
     }
 
-    /** True when a send section is free (so a caller can hold a frame back instead of dropping it). */
+    /**
+     * True when a send section is free (so a caller can hold a frame back instead of dropping it). Reads the
+     * host's read_index only when the cached one says the ring is full.
+     */
     public boolean canSend() {
-        return freeSendCount > 0 && channel.outbound().bytesFree() > io.phost.core.vmbus.VmbusRing.spaceFor(0, PKT_LENGTH);
+        return freeSendCount > 0 && channel.outbound().hasSpaceFor(0, PKT_LENGTH);
     }
 
     /**
-     * Sends one frame from {@code src} (with {@link #offloadHeader}: header and frame); false when no send
-     * section is free or the ring is full.
+     * Sends one frame from {@code src} (with {@link #offloadHeader}: header and frame), published at once with
+     * any frames {@linkplain #queueSend queued} before it; false when no send section is free or the ring is full.
      */
     public boolean trySend(MemorySegment src, long offset, int length) {
+        boolean queued = queueSend(src, offset, length);
+        channel.flush();
+        return queued;
+    }
+
+    /**
+     * As {@link #trySend}, but the host does not see the frame until {@link #flush} (or the next publishing
+     * send): a sender with several frames ready queues them and flushes once (one write_index store, fence and
+     * at most one signal per burst, {@link ClientChannel#tryQueue}).
+     */
+    public boolean queueSend(MemorySegment src, long offset, int length) {
         if (length > sendSectionSize || length < (vnetHdr ? FRAME_HDR_LENGTH : 0) + 14 || freeSendCount == 0) {
             return false;
         }
         MemorySegment.copy(src, offset, send.segment(), (long) freeSend[freeSendCount - 1] * sendSectionSize, length);
-        return trySendInPlace(length);
+        return queueSendInPlace(length);
+    }
+
+    /** Publishes the frames queued by {@link #queueSend} / {@link #queueSendInPlace}; false when none were. */
+    public boolean flush() {
+        return channel.flush();
     }
 
     /**
@@ -265,10 +297,18 @@ public final class NetVsc implements AutoCloseable {
     }
 
     /**
-     * Sends the frame of {@code length} bytes already written at {@link #nextSendAddress}; false when it is too
-     * short or long, no section is free or the ring is full (the section stays free; the frame is not sent).
+     * Sends the frame of {@code length} bytes already written at {@link #nextSendAddress}, published at once with
+     * any frames queued before it; false when it is too short or long, no section is free or the ring is full
+     * (the section stays free; the frame is not sent).
      */
     public boolean trySendInPlace(int length) {
+        boolean queued = queueSendInPlace(length);
+        channel.flush();
+        return queued;
+    }
+
+    /** As {@link #trySendInPlace}, queued until {@link #flush} (see {@link #queueSend}). */
+    public boolean queueSendInPlace(int length) {
         if (length > sendSectionSize || length < (vnetHdr ? FRAME_HDR_LENGTH : 0) + 14 || freeSendCount == 0) {
             return false;
         }
@@ -277,7 +317,7 @@ public final class NetVsc implements AutoCloseable {
         u32(packet, PKT_CHANNEL_TYPE_OFFSET, 0);
         u32(packet, PKT_SECTION_OFFSET, section);
         u32(packet, PKT_LENGTH_OFFSET, length);
-        if (!channel.tryWrite(PacketDescriptor.TYPE_INBAND, PacketDescriptor.FLAG_COMPLETION_REQUESTED,
+        if (!channel.tryQueue(PacketDescriptor.TYPE_INBAND, PacketDescriptor.FLAG_COMPLETION_REQUESTED,
             SEND_TAG + section, packet, 0, PKT_LENGTH)) {
             return false;
         }
@@ -302,10 +342,26 @@ public final class NetVsc implements AutoCloseable {
         return u32(r, STATUS_OFFSET) == STATUS_SUCCESS ? u32(r, 8) : 0;
     }
 
-    /** Handles up to {@code limit} packets from the host: frames go to {@code rx}; completions free sections. */
+    /**
+     * Handles up to {@code limit} packets from the host: frames go to {@code rx}; completions free sections. The
+     * completions we owe the host for its frames are published in bursts of up to {@link #COMPLETION_BURST} and
+     * before this returns (a publish also publishes frames {@linkplain #queueSend queued} before it; a sender
+     * still calls {@link #flush} itself).
+     */
     public int poll(FrameReceiver rx, int limit) {
         receiver = rx;
-        return channel.tryRead(handler, limit);
+        try {
+            return channel.tryRead(handler, limit);
+        } finally {
+            publishCompletions();
+        }
+    }
+
+    private void publishCompletions() {
+        if (queuedCompletions > 0) {
+            queuedCompletions = 0;
+            channel.flush();
+        }
     }
 
     private boolean onPacket(MemorySegment buf, long off, int len, int type, int flags, long transId) {
@@ -340,8 +396,17 @@ public final class NetVsc implements AutoCloseable {
             // The host is as untrusted to us as we are to it: check the section before touching memory.
             int section = u32(buf, data + PKT_SECTION_OFFSET);
             int length = u32(buf, data + PKT_LENGTH_OFFSET);
-            if (!channel.outbound().requestSpace(64)) {
-                return false; // cannot complete yet: leave it
+            // Room for our completion? From the cached read_index first: requestSpace (pending_send_sz, a
+            // StoreLoad and a store to the control line the host reads) only when the ring looks full.
+            if (!channel.outbound().hasSpaceFor(0, COMPLETION_LENGTH)) {
+                spaceRequested = true;
+                if (!channel.outbound().requestSpace(io.phost.core.vmbus.VmbusRing.spaceFor(0, COMPLETION_LENGTH))) {
+                    return false; // cannot complete yet: leave it; the host signals once it has read enough
+                }
+            }
+            if (spaceRequested) {
+                spaceRequested = false;
+                channel.outbound().clearPendingSend();
             }
             if (section >= 0 && section < recvSections && length > 0 && length <= recvSectionSize) {
                 if (receiver != null) {
@@ -351,7 +416,10 @@ public final class NetVsc implements AutoCloseable {
             }
             u32(completion, 0, MSG_SEND_RNDIS_PKT_COMPLETE);
             u32(completion, 4, STATUS_SUCCESS);
-            channel.tryWrite(PacketDescriptor.TYPE_COMPLETION, 0, transId, completion, 0, 8);
+            if (channel.tryQueue(PacketDescriptor.TYPE_COMPLETION, 0, transId, completion, 0, COMPLETION_LENGTH)
+                && ++queuedCompletions >= COMPLETION_BURST) {
+                publishCompletions();
+            }
         }
         return true;
     }

@@ -14,8 +14,9 @@ import java.time.Duration;
  * namespace on one side, a synthetic NIC on the other, so the real Linux stack's frames travel over VMBus
  * to the switch. One thread; it sleeps in poll(2) on the TAP fd and the host's doorbell eventfd.
  * <pre>
- *   TAP read ──▶ send-buffer section ──▶ NetVsc.trySendInPlace   only while a section is free: the TAP queue
- *                                                           holds the rest (back-pressure, no drop here)
+ *   TAP read ──▶ send-buffer section ──▶ NetVsc.queueSendInPlace only while a section is free: the TAP queue
+ *                                                           holds the rest (back-pressure, no drop here);
+ *                                                           published to the host in bursts (SEND_BURST)
  *   NetVsc.poll ──▶ recv-buffer section ──▶ TAP write
  * </pre>
  * With offloads ({@link #openNic}; IFF_VNET_HDR + TUNSETOFFLOAD on the TAP, {@link NetVsc#openWithOffloads} on
@@ -73,6 +74,13 @@ public final class TapBridge implements Runnable, AutoCloseable {
         }
     }
 
+    /**
+     * Frames read from the TAP in one go published to the host together (one write_index store and fence per
+     * burst, {@link NetVsc#queueSendInPlace}). The first frame of a cycle goes at once: a lone frame (a ping)
+     * waits for no further read(2), and the host starts on it while we read the rest.
+     */
+    static final int SEND_BURST = 8;
+
     /** One duty cycle; returns the work done. */
     public int doWork() {
         int work = 0;
@@ -84,12 +92,15 @@ public final class TapBridge implements Runnable, AutoCloseable {
             if (n <= 0) {
                 break;
             }
-            if (section != 0 ? vsc.trySendInPlace((int) n) : vsc.trySend(frame, 0, (int) n)) {
-                work++;
+            if (section != 0 ? vsc.queueSendInPlace((int) n) : vsc.queueSend(frame, 0, (int) n)) {
+                if (work++ % SEND_BURST == 0) {
+                    vsc.flush(); // the cycle's first frame, then every SEND_BURST-th
+                }
             } else {
                 break; // ring full: this frame is lost, like a full NIC queue; TCP recovers
             }
         }
+        vsc.flush(); // the TAP ran dry (or no section / ring space is left): publish the rest
         work += vsc.poll(toTap, 64);
         boolean link = vsc.linkUp();
         if (link != carrier) {

@@ -15,7 +15,8 @@ import org.agrona.UnsafeApi;
 
 /**
  * A flyweight over one VMBus ring ({@link RingDescriptor}) used by exactly one side: the writer calls
- * {@code tryWrite*}, the reader calls {@link #tryRead}; each process builds its own instance over the same
+ * {@code tryWrite*} (publish each packet) or {@link #tryQueue} + {@link #flush} (publish a burst once), the
+ * reader calls {@link #tryRead}; each process builds its own instance over the same
  * shared pages. The side's own index (write index for the writer, read index for the reader) is kept in a
  * private field and only published; the peer's index is re-read from shared memory and validated every
  * time, because the peer may be hostile. Nothing here allocates or blocks.
@@ -57,8 +58,9 @@ public final class VmbusRing {
     private int readIndex;
     /** Writer: the last validated read_index seen (only ever behind the reader's, so free space is never over-stated). */
     private int readIndexCache;
+    /** Writer: the write index last made visible (published); packets beyond it are queued. */
+    private int published;
     private boolean batching;
-    private int batchStart;
     private long signalsSent;
     private long packetsWritten;
     private long packetsRead;
@@ -89,6 +91,7 @@ public final class VmbusRing {
         this.writeIndex = checkedIndex(getIntVolatile(WRITE_INDEX_OFFSET), "write_index");
         this.readIndex = checkedIndex(getIntVolatile(READ_INDEX_OFFSET), "read_index");
         this.readIndexCache = readIndex;
+        this.published = writeIndex;
     }
 
     /** Zeroes a fresh control page and advertises pending_send_sz support (done by the ring's allocator). */
@@ -120,11 +123,34 @@ public final class VmbusRing {
 
     /**
      * Writes a packet whose descriptor is extended by {@code extLength} bytes (a multiple of 8; e.g. the
-     * GPA-direct range list) followed by {@code length} data bytes. Returns false, with nothing written,
-     * when the ring lacks space (it never becomes completely full). Signals the peer only if the ring
-     * went from empty to non-empty and the reader has not masked interrupts.
+     * GPA-direct range list) followed by {@code length} data bytes, and publishes it together with any
+     * packets {@linkplain #tryQueue queued} before it (unless inside {@link #beginBatch}). Returns false,
+     * with nothing written, when the ring lacks space (it never becomes completely full); queued packets are
+     * published either way, so a caller that waits for space never waits on its own unpublished bytes.
+     * Signals the peer only if the ring went from empty to non-empty and the reader has not masked interrupts.
      */
     public boolean tryWrite(int type, int flags, long transId, MemorySegment ext, long extOffset, int extLength,
+                            MemorySegment src, long srcOffset, int length) {
+        final boolean written = tryQueue(type, flags, transId, ext, extOffset, extLength, src, srcOffset, length);
+        if (!batching) {
+            flush();
+        }
+        return written;
+    }
+
+    /**
+     * Burst API, step 1: writes the packet like {@link #tryWrite} but does not publish it: the reader cannot
+     * see it (and the peer is not signalled) until {@link #flush}, {@link #endBatch} or the next publishing
+     * {@link #tryWrite}. A sender with several packets ready queues them and flushes once: one write_index
+     * store and one StoreLoad fence (the one Hyper-V's signalling rule needs per publish) for the whole burst
+     * instead of one per packet. Queued packets use ring space; false when the ring lacks space for this one.
+     */
+    public boolean tryQueue(int type, int flags, long transId, MemorySegment src, long srcOffset, int length) {
+        return tryQueue(type, flags, transId, null, 0, 0, src, srcOffset, length);
+    }
+
+    /** {@link #tryQueue(int, int, long, MemorySegment, long, int)} with a descriptor extension (see {@link #tryWrite}). */
+    public boolean tryQueue(int type, int flags, long transId, MemorySegment ext, long extOffset, int extLength,
                             MemorySegment src, long srcOffset, int length) {
         // the caller's lengths, bounded once against the ring before any raw write (and before the sums
         // below could overflow); the caller's offsets are bounded by MemorySegment.copy on its own buffers
@@ -165,35 +191,50 @@ public final class VmbusRing {
         }
         writeIndex = newWrite;
         packetsWritten++;
-        if (!batching) {
-            publish(oldWrite);
-        }
         return true;
     }
 
     /**
-     * Starts a batch: packets written until {@link #endBatch} are published together with one index store
-     * and one fence (a VSP agent completing a duty cycle's worth of requests). The signal rule is applied
-     * to the batch as a whole: signal if the ring was empty before it.
+     * Burst API, step 2: publishes every packet queued since the last publish with one write_index store and
+     * one fence, and signals the peer at most once: if the reader had consumed everything published before
+     * (the ring went from empty to non-empty) and has not masked interrupts, the rule Hyper-V applies per
+     * publish, applied to the burst. Returns false (and does nothing) when nothing is queued.
+     *
+     * @throws RingException when the reader's read_index, read for the signal decision, is impossible
      */
-    public void beginBatch() {
-        if (!batching) {
-            batching = true;
-            batchStart = writeIndex;
+    public boolean flush() {
+        if (writeIndex == published) {
+            return false;
         }
+        publish();
+        return true;
     }
 
-    /** Publishes the packets written since {@link #beginBatch} (no-op if none). */
+    /** Writer: true when packets are written but not yet published ({@link #tryQueue}, {@link #beginBatch}). */
+    public boolean hasQueued() {
+        return writeIndex != published;
+    }
+
+    /**
+     * Starts a batch: until {@link #endBatch}, {@link #tryWrite} queues instead of publishing, so code that
+     * only knows {@code tryWrite} (a handler completing requests during a VSP agent's duty cycle) still
+     * publishes once per cycle. The signal rule is applied to the batch as a whole (see {@link #flush}).
+     */
+    public void beginBatch() {
+        batching = true;
+    }
+
+    /** Ends the batch and publishes what it queued (no-op if none). */
     public void endBatch() {
         if (batching) {
             batching = false;
-            if (writeIndex != batchStart) {
-                publish(batchStart);
-            }
+            flush();
         }
     }
 
-    private void publish(int previouslyPublished) {
+    private void publish() {
+        final int previouslyPublished = published;
+        published = writeIndex;
         // release: every packet byte written so far is visible before the index that publishes it
         putIntRelease(WRITE_INDEX_OFFSET, writeIndex);
         // StoreLoad: our write_index store must be globally visible before we sample interrupt_mask and
@@ -219,7 +260,24 @@ public final class VmbusRing {
      */
     public boolean requestSpace(int bytes) {
         putIntVolatile(PENDING_SEND_SZ_OFFSET, bytes); // volatile: StoreLoad before re-reading read_index
-        return bytesFree() > bytes;
+        if (bytesFree() > bytes) {
+            return true;
+        }
+        // the reader can only free space it can see: a writer must never wait on its own queued packets
+        // (published only here, when the space is missing: a VSP that calls this as a space check on every
+        // packet keeps its duty-cycle batch)
+        flush();
+        return false;
+    }
+
+    /**
+     * Writer: true when a packet with {@code extLength} extension and {@code length} data bytes fits now
+     * (queued packets count as used). Reads read_index only when the cached one says it does not fit; an
+     * impossible read_index reads as "no space" (the next write reports it).
+     */
+    public boolean hasSpaceFor(int extLength, int length) {
+        final int need = spaceFor(extLength, length);
+        return need < freeSpace(readIndexCache, writeIndex) || need < bytesFree();
     }
 
     /** Clears pending_send_sz after a successful write (the reader stops checking). */

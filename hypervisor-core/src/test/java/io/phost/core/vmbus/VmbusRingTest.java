@@ -270,6 +270,82 @@ class VmbusRingTest {
             assertEquals(1, signals.get(), "an empty batch publishes nothing");
         }
     }
+    @Test
+    void shouldQueueWithoutPublishingUntilFlushAndSignalOncePerBurst() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            AtomicInteger signals = new AtomicInteger();
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, signals::incrementAndGet);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            MemorySegment p = bytes(a, 64, 1);
+            List<Long> ids = new ArrayList<>();
+            PacketHandler collect = (b, o, l, t, f, id) -> ids.add(id);
+            assertFalse(w.flush(), "nothing queued: nothing to publish");
+            assertTrue(w.tryQueue(6, 0, 1, p, 0, 64));
+            assertTrue(w.tryQueue(6, 0, 2, p, 0, 13));
+            assertTrue(w.hasQueued());
+            assertEquals(0, m[0].get(PacketDescriptor.U32, RingDescriptor.WRITE_INDEX_OFFSET), "write_index not stored yet");
+            assertEquals(0, r.tryRead(collect, 10), "queued packets are invisible to the reader");
+            assertEquals(0, signals.get(), "and the peer is not signalled");
+            assertTrue(w.flush());
+            assertFalse(w.hasQueued());
+            assertEquals(w.writeIndex(), m[0].get(PacketDescriptor.U32, RingDescriptor.WRITE_INDEX_OFFSET));
+            assertEquals(1, signals.get(), "one signal for the burst into an empty ring");
+            assertFalse(w.flush());
+            assertEquals(1, signals.get(), "an empty flush signals nothing");
+            // a publishing tryWrite publishes the queue before it, in order, with the queue's signal decision
+            assertEquals(2, r.tryRead(collect, 10));
+            assertTrue(w.tryQueue(6, 0, 3, p, 0, 8));
+            assertTrue(w.tryWrite(6, 0, 4, p, 0, 8));
+            assertFalse(w.hasQueued());
+            assertEquals(2, signals.get());
+            assertEquals(2, r.tryRead(collect, 10));
+            assertEquals(List.of(1L, 2L, 3L, 4L), ids);
+            // a burst into a ring the reader has not drained does not signal (it was not empty)
+            assertTrue(w.tryWrite(6, 0, 5, p, 0, 8));
+            assertTrue(w.tryQueue(6, 0, 6, p, 0, 8));
+            assertTrue(w.flush());
+            assertEquals(3, signals.get(), "only the write into the empty ring signalled");
+            // masked interrupts: no signal at all
+            r.tryRead(collect, 10);
+            r.maskInterrupts();
+            assertTrue(w.tryQueue(6, 0, 7, p, 0, 8));
+            assertTrue(w.flush());
+            assertEquals(3, signals.get());
+        }
+    }
+
+    @Test
+    void shouldPublishTheQueueBeforeAWriterWaitsForSpace() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment[] m = ringMemory(a);
+            VmbusRing w = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            VmbusRing r = new VmbusRing(m[0], m[1], DATA, Doorbell.NONE);
+            MemorySegment p = bytes(a, 256, 3);
+            int queued = 0;
+            while (w.tryQueue(6, 0, queued, p, 0, 256)) {
+                queued++;
+            }
+            assertTrue(queued > 10);
+            assertFalse(w.hasSpaceFor(0, 256), "queued packets use the space");
+            assertEquals(0, r.tryRead((b, o, l, t, f, id) -> true, 1000));
+            // requestSpace publishes first: the reader can then free what the writer waits for
+            assertFalse(w.requestSpace(VmbusRing.spaceFor(0, 256)));
+            assertFalse(w.hasQueued());
+            assertEquals(queued, r.tryRead((b, o, l, t, f, id) -> true, 1000));
+            assertTrue(w.hasSpaceFor(0, 256), "free again once read (read_index re-read when the cache says full)");
+            w.clearPendingSend();
+            // a failing publishing tryWrite publishes the queue too
+            int more = 0;
+            while (w.tryQueue(6, 0, more, p, 0, 256)) {
+                more++;
+            }
+            assertFalse(w.tryWrite(6, 0, -1, p, 0, 256));
+            assertFalse(w.hasQueued());
+            assertEquals(more, r.tryRead((b, o, l, t, f, id) -> true, 1000));
+        }
+    }
+
     /**
      * Hyper-V's signalling rule with batches, across two threads: a reader that finds the ring empty arms its
      * interrupt and sleeps on the doorbell; the writer publishes bursts of random size with one index store and
@@ -278,6 +354,16 @@ class VmbusRingTest {
      */
     @Test
     void shouldNeverLoseAWakeUpWhenBatchesArePublishedToASleepingReader() throws Exception {
+        neverLoseAWakeUp(false);
+    }
+
+    /** The same stress through the burst API: tryQueue + flush, with single publishing tryWrites mixed in. */
+    @Test
+    void shouldNeverLoseAWakeUpWhenQueuedBurstsAreFlushedToASleepingReader() throws Exception {
+        neverLoseAWakeUp(true);
+    }
+
+    private static void neverLoseAWakeUp(boolean queueAndFlush) throws Exception {
         try (Arena a = Arena.ofShared()) {
             MemorySegment[] m = ringMemory(a);
             java.util.concurrent.Semaphore doorbell = new java.util.concurrent.Semaphore(0);
@@ -311,15 +397,28 @@ class VmbusRingTest {
             long id = 0;
             while (id < packets) {
                 int burst = 1 + rnd.nextInt(40);
-                w.beginBatch();
-                for (int i = 0; i < burst && id < packets; i++) {
-                    if (w.tryWrite(6, 0, id, p, 0, 8 + rnd.nextInt(57))) {
-                        id++;
-                    } else {
-                        break;
+                if (queueAndFlush) {
+                    for (int i = 0; i < burst && id < packets; i++) {
+                        // now and then a publishing write in the middle of a burst (it publishes the queue too)
+                        boolean single = rnd.nextInt(16) == 0;
+                        if (single ? w.tryWrite(6, 0, id, p, 0, 8 + rnd.nextInt(57)) : w.tryQueue(6, 0, id, p, 0, 8 + rnd.nextInt(57))) {
+                            id++;
+                        } else {
+                            break;
+                        }
                     }
+                    w.flush();
+                } else {
+                    w.beginBatch();
+                    for (int i = 0; i < burst && id < packets; i++) {
+                        if (w.tryWrite(6, 0, id, p, 0, 8 + rnd.nextInt(57))) {
+                            id++;
+                        } else {
+                            break;
+                        }
+                    }
+                    w.endBatch();
                 }
-                w.endBatch();
                 if (rnd.nextInt(8) == 0) {
                     Thread.onSpinWait(); // let the reader drain and fall asleep now and then
                     Thread.yield();

@@ -21,6 +21,7 @@ import org.openjdk.jmh.annotations.Fork;
 import org.openjdk.jmh.annotations.Level;
 import org.openjdk.jmh.annotations.Measurement;
 import org.openjdk.jmh.annotations.Mode;
+import org.openjdk.jmh.annotations.OperationsPerInvocation;
 import org.openjdk.jmh.annotations.OutputTimeUnit;
 import org.openjdk.jmh.annotations.Param;
 import org.openjdk.jmh.annotations.Scope;
@@ -32,7 +33,8 @@ import org.openjdk.jmh.annotations.Warmup;
 /**
  * Single-thread cost of one packet written and read back (no cross-core traffic): the VMBus ring
  * double-mapped over a memfd, the same ring single-mapped (wrap via split copies / scratch), and Agrona's
- * OneToOneRingBuffer. All rings have 256 KiB of data. Run with {@code -prof gc} to see
+ * OneToOneRingBuffer. All rings have 256 KiB of data. The {@code *Burst} pair: 16 packets written (ours
+ * queued and published once with {@code tryQueue} + {@code flush}; Agrona publishing each), then one read call. Run with {@code -prof gc} to see
  * {@code gc.alloc.rate.norm} = 0 B/op (no allocation per packet).
  * <pre>
  *   java --enable-native-access=ALL-UNNAMED --add-exports java.base/jdk.internal.misc=ALL-UNNAMED \
@@ -47,6 +49,7 @@ import org.openjdk.jmh.annotations.Warmup;
 @Fork(value = 1, jvmArgsAppend = {"--enable-native-access=ALL-UNNAMED", "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED"})
 public class VmbusRingBenchmark {
     private static final int PAGES = 65;
+    private static final int BURST = 16;
 
     @Param({"64", "1024"})
     int size;
@@ -118,6 +121,29 @@ public class VmbusRingBenchmark {
     public long agronaOneToOne() {
         agrona.write(1, agronaPayload, 0, size);
         agrona.read(agronaHandler, 1);
+        return sink;
+    }
+
+    /** 16 packets queued and published once (the burst API), then read in one call; time per packet. */
+    @Benchmark
+    @OperationsPerInvocation(BURST)
+    public long vmbusDoubleMappedBurst() {
+        for (int i = 0; i < BURST; i++) {
+            dmWriter.tryQueue(6, 0, i, payload, 0, size);
+        }
+        dmWriter.flush();
+        dmReader.tryRead(vmbusHandler, BURST);
+        return sink;
+    }
+
+    /** Agrona in the same pattern: 16 writes (it publishes each: no batch API), one read call; per packet. */
+    @Benchmark
+    @OperationsPerInvocation(BURST)
+    public long agronaOneToOneBurst() {
+        for (int i = 0; i < BURST; i++) {
+            agrona.write(1, agronaPayload, 0, size);
+        }
+        agrona.read(agronaHandler, BURST);
         return sink;
     }
 }
