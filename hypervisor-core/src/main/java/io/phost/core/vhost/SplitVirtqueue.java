@@ -49,6 +49,11 @@ public final class SplitVirtqueue implements Virtqueue {
     private final EventFd call;
     private final InflightTracker inflight;
     private int lastAvail;
+    /**
+     * avail.idx as last read: while lastAvail is behind it, chains are known to be waiting and pop reads no
+     * shared index (the driver writes that cache line at every request: a cross-core miss per read).
+     */
+    private int availSeen;
     private int usedIdx;
     private int signalledUsed;
     private boolean signalledValid;
@@ -93,6 +98,7 @@ public final class SplitVirtqueue implements Virtqueue {
                 this.usedIdx = guestUsed;
             }
         }
+        this.availSeen = lastAvail;
     }
 
     @Override
@@ -201,7 +207,7 @@ public final class SplitVirtqueue implements Virtqueue {
                 return true;
             }
         }
-        int availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
+        int availIdx = availSeen != lastAvail ? availSeen : EVERYTHING.get(U16, avail + 2) & 0xFFFF;
         if (availIdx == lastAvail) {
             if (!eventIdx || !enableKicks) {
                 return false;
@@ -218,6 +224,7 @@ public final class SplitVirtqueue implements Virtqueue {
             throw new VhostUserException(VhostUserException.Reason.AVAIL_INDEX_JUMP,
                 "queue " + index + ": avail.idx " + availIdx + " is " + pending + " ahead of " + lastAvail + ", queue size " + size);
         }
+        availSeen = availIdx;
         VarHandle.acquireFence(); // LoadLoad: read ring entries and descriptors only after avail.idx
         int head = EVERYTHING.get(U16, avail + 4 + 2L * (lastAvail & mask)) & 0xFFFF;
         lastAvail = (lastAvail + 1) & 0xFFFF;
