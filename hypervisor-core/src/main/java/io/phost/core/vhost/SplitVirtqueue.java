@@ -55,6 +55,8 @@ public final class SplitVirtqueue implements Virtqueue {
      */
     private int availSeen;
     private int usedIdx;
+    /** used.idx as the driver sees it: behind usedIdx while {@link #pushUsedLater} entries wait for publishUsed. */
+    private int usedPublished;
     private int signalledUsed;
     private boolean signalledValid;
     /** The dirty log while VHOST_F_LOG_ALL is on (null: off), and the used ring's guest-physical address for it. */
@@ -99,6 +101,7 @@ public final class SplitVirtqueue implements Virtqueue {
             }
         }
         this.availSeen = lastAvail;
+        this.usedPublished = usedIdx;
     }
 
     @Override
@@ -334,11 +337,33 @@ public final class SplitVirtqueue implements Virtqueue {
         }
         VarHandle.releaseFence(); // StoreStore: the element must be visible before used.idx covers it
         EVERYTHING.set(U16, used + 2, (short) usedIdx);
+        usedPublished = usedIdx;
         if (log != null) {
             logPushed(head, e - used);
         }
         if (inflight != null) {
             inflight.afterPush(head, usedIdx);
+        }
+    }
+
+    @Override
+    public void pushUsedLater(int head, int written) {
+        if (inflight != null || log != null) {
+            pushUsed(head, written); // both follow every used.idx store
+            return;
+        }
+        long e = used + 4 + 8L * (usedIdx & mask);
+        EVERYTHING.set(U32, e, head);
+        EVERYTHING.set(U32, e + 4, written);
+        usedIdx = (usedIdx + 1) & 0xFFFF;
+    }
+
+    @Override
+    public void publishUsed() {
+        if (usedPublished != usedIdx) {
+            VarHandle.releaseFence(); // StoreStore: the elements must be visible before used.idx covers them
+            EVERYTHING.set(U16, used + 2, (short) usedIdx);
+            usedPublished = usedIdx;
         }
     }
 
@@ -402,6 +427,7 @@ public final class SplitVirtqueue implements Virtqueue {
      */
     @Override
     public void notifyIfNeeded() {
+        publishUsed();
         VarHandle.fullFence(); // StoreLoad: used.idx must be visible before we read the driver's suppression
         boolean need;
         if (eventIdx) {
