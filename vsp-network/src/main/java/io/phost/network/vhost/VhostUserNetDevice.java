@@ -332,8 +332,8 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
                 }
             }
             int first = nextPoll;
-            for (int i = 0; i < pairs.length && n < limit; i++) {
-                NetQueuePair p = pairs[(first + i) % pairs.length];
+            for (int i = 0, k = first; i < pairs.length && n < limit; i++, k = k + 1 == pairs.length ? 0 : k + 1) {
+                NetQueuePair p = pairs[k]; // k = (first + i) mod pairs, without a division per poll
                 SwitchServedQueue tx = p.tx;
                 if (tx != null) {
                     try {
