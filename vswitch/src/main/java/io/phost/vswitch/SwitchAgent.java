@@ -22,8 +22,9 @@ import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
  *           keeps the agent on 50 us parks instead
  * </pre>
  * <b>Clock.</b> The agent reads {@code System.nanoTime} only every {@link #CLOCK_ROUNDS} rounds or
- * {@link #CLOCK_FRAMES} frames, whichever comes first, and after every sleep (a read per round and per spin
- * was 28 % of the agent's time when forwarding small frames). So the switch's clock (storm limits, shaping,
+ * {@link #CLOCK_FRAMES} frames, whichever comes first, after every sleep, and every round while a port is
+ * skipped for bandwidth debt (it waits on time). A read per round and per spin was 28 % of the agent's time
+ * when forwarding small frames. So the switch's clock (storm limits, shaping,
  * policers, ACL flows, MAC aging) is at most that many rounds or frames behind while the agent is awake and
  * current when it wakes; token buckets refill by elapsed time, so a late read delays a refill a little and
  * never changes a long-run rate. The spin after work is measured on this clock: it lasts
@@ -125,8 +126,8 @@ public final class SwitchAgent implements Agent {
 
     @Override
     public int doWork() {
-        if (roundsSinceClock >= CLOCK_ROUNDS || framesSinceClock >= CLOCK_FRAMES) {
-            readClock();
+        if (shaping || roundsSinceClock >= CLOCK_ROUNDS || framesSinceClock >= CLOCK_FRAMES) {
+            readClock(); // a port in bandwidth debt waits on time: then every round, as before
         }
         roundsSinceClock++;
         long now = this.now;

@@ -92,6 +92,22 @@ class SwitchAgentClockTest {
     }
 
     @Test
+    void shouldReadTheClockEveryRoundWhileAPortIsInBandwidthDebt() {
+        byte[] frame = java.util.Arrays.copyOf(Frames.plain(B, A), 1000);
+        Repeater a = new Repeater(frame);
+        sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A).withLimits(0, 8_000_000, 1, 16), new Counting(), a);
+        sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B), toB, null);
+        a.offer = 1_000; // far more than the 131,072-byte burst: the port goes into debt in the first round
+        agent.doWork();
+        agent.doWork(); // skipped for the debt: from the next round on the clock is read every round
+        long before = agent.clockReads();
+        for (int i = 0; i < 100; i++) {
+            agent.doWork(); // skipped (in debt) every round: the clock does not advance
+        }
+        assertEquals(100, agent.clockReads() - before, "a shaped port waits on time: a read per round");
+    }
+
+    @Test
     void shouldSpinAboutSpinNanosAfterWorkAndReadTheClockAfterEverySleep() {
         Repeater a = new Repeater(Frames.plain(B, A));
         sw.addPort("a", PortKind.VNIC, PortConfig.vnic(A), new Counting(), a);
