@@ -61,6 +61,10 @@ public final class Port {
     long deliveredSeq = -1;
     /** DRR deficit in bytes (min-bandwidth weights). */
     long deficit;
+    /** The switch's last unicast lookup for frames from this port: key (vlan << 48 | MAC), answer, table version. */
+    long lastDstKey = -1;
+    Port lastDst;
+    long lastDstVersion = -1;
 
     Port(VSwitch owner, int index, String name, PortKind kind, FrameSink sink, FrameSource source) {
         this.owner = owner;

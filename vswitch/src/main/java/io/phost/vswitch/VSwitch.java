@@ -47,6 +47,11 @@ public final class VSwitch {
     private final SwitchType type;
     private final long agingMillis;
     private final Long2LongHashMap macTable = new Long2LongHashMap(1024, 0.6f, MISSING);
+    /**
+     * Changes whenever a (vlan, MAC) may map to another port, or a port's policy or presence changed: a source
+     * port's cached last destination ({@link #unicastDestination}) is valid only while this is unchanged.
+     */
+    private long macVersion;
     private final Port[] ports = new Port[MAX_PORTS];
     private int portLimit;
     private Port[] mirrorDestinations = new Port[0];
@@ -238,6 +243,7 @@ public final class VSwitch {
             }
         }
         mirrorDestinations = mirrors.toArray(new Port[0]);
+        macVersion++; // a port came, went or changed its policy (carries(vlan) may differ)
         int snooping = 0;
         int snooping6 = 0;
         for (Port p : all) {
@@ -269,10 +275,12 @@ public final class VSwitch {
     }
 
     private void pin(Port p, int vlan) {
+        macVersion++;
         macTable.put(((long) vlan << 48) | p.mac, STATIC_BIT | (p.index + 1));
     }
 
     private void forget(Port p) {
+        macVersion++;
         Long2LongHashMap.EntryIterator it = macTable.entrySet().iterator();
         while (it.hasNext()) {
             it.next();
@@ -294,6 +302,7 @@ public final class VSwitch {
                     p.learned--;
                 }
                 it.remove();
+                macVersion++;
             }
         }
     }
@@ -422,14 +431,13 @@ public final class VSwitch {
         boolean mirrorThis = in.mirror == MirrorMode.SOURCE;
 
         if (!EthernetDescriptor.isMulticast(dst)) {
-            long v = macTable.get(((long) vlan << 48) | dst);
-            if (v != MISSING) {
-                Port out = ports[(int) (v & 0xffff) - 1];
+            Port out = unicastDestination(in, ((long) vlan << 48) | dst);
+            if (out != null) {
                 if (out == in) {
                     in.counters.dropped(DropReason.SAME_PORT);
                     return;
                 }
-                if (out != null && out.carries(vlan)) {
+                if (out.carries(vlan)) {
                     transmit(out, vlan);
                     mirrorThis |= out.mirror == MirrorMode.SOURCE;
                     if (mirrorThis) {
@@ -454,6 +462,22 @@ public final class VSwitch {
         if (mirrorThis) {
             mirror(vlan);
         }
+    }
+
+    /**
+     * The port {@code key} (vlan << 48 | MAC) is learned or pinned on, or null. A source port keeps its last
+     * answer while the table and the ports are unchanged ({@link #macVersion}): a flow's frames skip the hash probe.
+     */
+    private Port unicastDestination(Port in, long key) {
+        if (in.lastDstKey == key && in.lastDstVersion == macVersion) {
+            return in.lastDst;
+        }
+        long v = macTable.get(key);
+        Port out = v == MISSING ? null : ports[(int) (v & 0xffff) - 1];
+        in.lastDstKey = key;
+        in.lastDst = out;
+        in.lastDstVersion = macVersion;
+        return out;
     }
 
     /** Learns (vlan, src) on {@code in}; false when the frame must be dropped (a loop through the uplink). */
@@ -481,6 +505,7 @@ public final class VSwitch {
                 old.learned--;
             }
             macTable.remove(key);
+            macVersion++;
         }
         if (in.learned >= in.maxMacs) {
             in.counters.macLimitHit();
@@ -488,6 +513,7 @@ public final class VSwitch {
         }
         in.learned++;
         macTable.put(key, (nowMillis << 16) | portField);
+        macVersion++; // a refresh of the same port's entry (above) changes no mapping
         return true;
     }
 

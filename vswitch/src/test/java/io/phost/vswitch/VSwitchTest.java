@@ -94,6 +94,48 @@ class VSwitchTest {
         assertSame(a, sw.lookup(0, A), "static vNIC entries never age");
     }
 
+    /**
+     * A source port keeps its last unicast destination between frames (no hash probe per frame); every change
+     * that can move a destination must be seen at the next frame: a move, aging, a policy change, a removal.
+     */
+    @Test
+    void shouldFollowEveryChangeOfTheLastDestinationOfASourcePort() {
+        sw.tick(SECOND);
+        Port a = vnic("a", A, ra);
+        Port b = sw.addPort("b", PortKind.VNIC, PortConfig.vnic(B).withGuards(true, false, false), rb, null);
+        Port c = sw.addPort("c", PortKind.VNIC, PortConfig.vnic(C).withGuards(true, false, false), rc, null);
+        send(b, plain(A, D)); // D learned on b
+        send(a, plain(D, A));
+        send(a, plain(D, A));
+        assertEquals(2, rb.count());
+        assertEquals(1, ra.count());
+        send(c, plain(A, D)); // D moves to c
+        send(a, plain(D, A));
+        assertEquals(2, rb.count(), "after the move D's frames go to c only");
+        assertEquals(1, rc.count());
+        sw.tick(SECOND + 20 * SECOND); // D ages out: unknown unicast floods
+        send(a, plain(D, A));
+        assertEquals(3, rb.count());
+        assertEquals(2, rc.count());
+        send(c, plain(A, D)); // learned on c again, then c leaves VLAN 0
+        send(a, plain(D, A));
+        assertEquals(3, rc.count());
+        sw.configure(c, c.config().withAccessVlan(7));
+        send(a, plain(D, A));
+        assertEquals(3, rc.count(), "c no longer carries VLAN 0");
+        assertEquals(4, rb.count(), "D unknown in VLAN 0 again: flooded");
+        send(b, plain(A, D));
+        send(a, plain(D, A));
+        assertEquals(5, rb.count());
+        sw.removePort(b);
+        send(a, plain(D, A));
+        assertEquals(5, rb.count(), "a removed port gets nothing");
+        assertEquals(3, rc.count());
+        assertEquals(0, a.counters().drops(DropReason.SAME_PORT));
+        send(a, plain(A, A)); // its own pinned MAC
+        assertEquals(1, a.counters().drops(DropReason.SAME_PORT));
+    }
+
     @Test
     void shouldStopLearningAtThePortsMacLimitButStillForward() {
         Port up = sw.addPort("up", PortKind.UPLINK, PortConfig.uplink().withLimits(0, 0, 1, 2), rc, null);

@@ -51,7 +51,14 @@ public final class SplitVirtqueue implements Virtqueue {
     private final EventFd call;
     private final InflightTracker inflight;
     private int lastAvail;
+    /**
+     * avail.idx as last read: while lastAvail is behind it, chains are known to be waiting and pop reads no
+     * shared index (the driver writes that cache line at every request: a cross-core miss per read).
+     */
+    private int availSeen;
     private int usedIdx;
+    /** used.idx as the driver sees it: behind usedIdx while {@link #pushUsedLater} entries wait for publishUsed. */
+    private int usedPublished;
     private int signalledUsed;
     private boolean signalledValid;
     /** Between {@link #disableKicks} and {@link #enableKicks}: the device polls and asks for no kicks. */
@@ -97,6 +104,8 @@ public final class SplitVirtqueue implements Virtqueue {
                 this.usedIdx = guestUsed;
             }
         }
+        this.availSeen = lastAvail;
+        this.usedPublished = usedIdx;
     }
 
     @Override
@@ -238,7 +247,7 @@ public final class SplitVirtqueue implements Virtqueue {
                 return true;
             }
         }
-        int availIdx = EVERYTHING.get(U16, avail + 2) & 0xFFFF;
+        int availIdx = availSeen != lastAvail ? availSeen : EVERYTHING.get(U16, avail + 2) & 0xFFFF;
         if (availIdx == lastAvail) {
             if (!eventIdx || !enableKicks || kicksOff) {
                 return false;
@@ -255,6 +264,7 @@ public final class SplitVirtqueue implements Virtqueue {
             throw new VhostUserException(VhostUserException.Reason.AVAIL_INDEX_JUMP,
                 "queue " + index + ": avail.idx " + availIdx + " is " + pending + " ahead of " + lastAvail + ", queue size " + size);
         }
+        availSeen = availIdx;
         VarHandle.acquireFence(); // LoadLoad: read ring entries and descriptors only after avail.idx
         int head = EVERYTHING.get(U16, avail + 4 + 2L * (lastAvail & mask)) & 0xFFFF;
         lastAvail = (lastAvail + 1) & 0xFFFF;
@@ -364,11 +374,33 @@ public final class SplitVirtqueue implements Virtqueue {
         }
         VarHandle.releaseFence(); // StoreStore: the element must be visible before used.idx covers it
         EVERYTHING.set(U16, used + 2, (short) usedIdx);
+        usedPublished = usedIdx;
         if (log != null) {
             logPushed(head, e - used);
         }
         if (inflight != null) {
             inflight.afterPush(head, usedIdx);
+        }
+    }
+
+    @Override
+    public void pushUsedLater(int head, int written) {
+        if (inflight != null || log != null) {
+            pushUsed(head, written); // both follow every used.idx store
+            return;
+        }
+        long e = used + 4 + 8L * (usedIdx & mask);
+        EVERYTHING.set(U32, e, head);
+        EVERYTHING.set(U32, e + 4, written);
+        usedIdx = (usedIdx + 1) & 0xFFFF;
+    }
+
+    @Override
+    public void publishUsed() {
+        if (usedPublished != usedIdx) {
+            VarHandle.releaseFence(); // StoreStore: the elements must be visible before used.idx covers them
+            EVERYTHING.set(U16, used + 2, (short) usedIdx);
+            usedPublished = usedIdx;
         }
     }
 
@@ -432,6 +464,7 @@ public final class SplitVirtqueue implements Virtqueue {
      */
     @Override
     public void notifyIfNeeded() {
+        publishUsed();
         VarHandle.fullFence(); // StoreLoad: used.idx must be visible before we read the driver's suppression
         boolean need;
         if (eventIdx) {

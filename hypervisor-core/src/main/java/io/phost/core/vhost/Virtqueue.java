@@ -55,6 +55,19 @@ public interface Virtqueue {
     /** Returns chain {@code head} (packed: the buffer id) to the driver with {@code written} bytes written into it. */
     void pushUsed(int head, int written);
 
+    /**
+     * As {@link #pushUsed}, but the driver may see the chain only at the next {@link #publishUsed} or
+     * {@link #notifyIfNeeded}: a burst stores the shared used index once, not per chain. Rings with inflight
+     * tracking or a dirty log, and packed rings, push at once.
+     */
+    default void pushUsedLater(int head, int written) {
+        pushUsed(head, written);
+    }
+
+    /** Makes every chain pushed with {@link #pushUsedLater} visible to the driver (no signal). */
+    default void publishUsed() {
+    }
+
     /** Signals the call eventfd if the driver wants to hear about the chains pushed since the last signal. */
     void notifyIfNeeded();
 

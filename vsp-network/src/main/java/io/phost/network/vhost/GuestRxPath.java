@@ -103,7 +103,7 @@ final class GuestRxPath {
         scatter(header, 0, hdr);
         scatter(buffer, offset, length);
         for (int k = 0; k < used; k++) {
-            q.pushUsed(chains[k].head(), written[k]);
+            q.pushUsedLater(chains[k].head(), written[k]); // published by call(): once per burst
         }
         pair.counters.rxFrames++;
         if (++callPending >= CALL_EVERY || !calls.burst) {

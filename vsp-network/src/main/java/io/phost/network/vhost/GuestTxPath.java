@@ -76,7 +76,7 @@ final class GuestTxPath {
                     sent++;
                 }
             }
-            q.pushUsed(chain.head(), 0);
+            q.pushUsedLater(chain.head(), 0); // published by notifyIfNeeded below: one used.idx store per burst
         }
         if (taken > 0) {
             counters.txFrames += sent;

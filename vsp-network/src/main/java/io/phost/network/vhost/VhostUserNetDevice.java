@@ -52,6 +52,8 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
      * {@link #tryTransmit}, so delivery and the queue hand-overs take the device's lock.
      */
     private volatile boolean sinkOnVmq;
+    /** The switch agent's list of receive queues to call after a transmit burst (set before the port is attached). */
+    private PendingCalls pendingCalls = new PendingCalls();
     private int nextPoll;
     /** A SEND_RARP's MAC (control thread) waiting for the switch's agent to inject it (-1: none). */
     private final AtomicLong pendingAnnouncement = new AtomicLong(-1);
@@ -89,6 +91,11 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     void sinkOnVmq(boolean on) {
         sinkOnVmq = on;
+    }
+
+    /** The list shared by every vhost-user-net device on the same switch agent; before the port is attached. */
+    void pendingCalls(PendingCalls calls) {
+        pendingCalls = calls;
     }
 
     void onOffloadsChanged(Runnable r) {
@@ -260,8 +267,8 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         }
         SwitchServedQueue rx = pair.rx;
         try {
-            // on a VMQ worker the thread's list is never in a burst: the call is made at once
-            return rx.rx().deliver(buffer, offset, length, meta, PendingCalls.ofThisThread());
+            // on a VMQ worker (sinkOnVmq) the agent's list is not ours to touch: the call is made at once
+            return rx.rx().deliver(buffer, offset, length, meta, sinkOnVmq ? PendingCalls.IMMEDIATE : pendingCalls);
         } catch (RuntimeException e) {
             broken(pair, rx, e);
             return true; // the frame is lost with the queue
@@ -313,7 +320,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
 
     @Override
     public int poll(FrameHandler handler, int limit) {
-        PendingCalls pending = PendingCalls.ofThisThread();
+        PendingCalls pending = pendingCalls;
         pending.startBurst();
         int n = 0;
         try {
@@ -325,8 +332,8 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
                 }
             }
             int first = nextPoll;
-            for (int i = 0; i < pairs.length && n < limit; i++) {
-                NetQueuePair p = pairs[(first + i) % pairs.length];
+            for (int i = 0, k = first; i < pairs.length && n < limit; i++, k = k + 1 == pairs.length ? 0 : k + 1) {
+                NetQueuePair p = pairs[k]; // k = (first + i) mod pairs, without a division per poll
                 SwitchServedQueue tx = p.tx;
                 if (tx != null) {
                     try {

@@ -52,6 +52,7 @@ public final class VhostUserNetPort implements AutoCloseable {
         // With VMQ on the switch (a queue of its own, or the default queue for vmq_weight 0) a VMQ worker calls
         // the sink: it then fills the guest's receive queues under the device's lock, not lock-free on the agent.
         device.sinkOnVmq(sw.vmq() != null);
+        device.pendingCalls(PendingCalls.of(sw.agent())); // one list per agent thread: calls wait for the burst's end
         Port port = sw.attach(name, config, device, device);
         device.onSwitchThread(command -> runOnAgent(sw, name, command));
         // The guest's GUEST_CSUM/TSO acks change what the sink takes: re-apply the policy on the switch's thread.
