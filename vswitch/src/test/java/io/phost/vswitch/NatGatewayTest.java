@@ -88,9 +88,8 @@ class NatGatewayTest {
         String table = NatGateway.tableName(host.name());
         try (NatGateway nat = NatGateway.start(gw, host.name(), "10.93.0.0/24", state)) {
             assertEquals("1", forwarding(gw));
-            String tcp = Netns.iperf(out, "198.51.100.2", part, 2);
-            double bps = Netns.json(tcp, "sum_received", "bits_per_second");
-            assertTrue(bps > 1e6, "TCP partition -> outside through the host's NAT: " + bps);
+            // TCP partition -> outside through the host's NAT: 1 MiB arrives whole (no speed floor: CI is loaded).
+            System.out.println("TCP through NAT: " + Netns.assertVerifiedTcp(out, "198.51.100.2", part, 1 << 20, 120));
             String rules = Netns.must("ip", "netns", "exec", gw, "nft", "list", "table", "ip", table);
             assertTrue(rules.contains("masquerade") && rules.contains("10.93.0.0/24"), rules);
             assertEquals(List.of(), NatGateway.sweep(state), "a running gateway is not a leftover");

@@ -146,6 +146,57 @@ final class Netns implements AutoCloseable {
         }
     }
 
+    /**
+     * TCP that must hold on a loaded machine, judged by its bytes, not its speed: {@code bytes} of seeded random data
+     * go from {@code clientNs} to {@code serverIp} in {@code serverNs} with busybox {@code nc} (the receiver reads to
+     * EOF into a file); fails unless the receiver got exactly those bytes (size and content) within {@code timeoutSeconds}.
+     * Skips (assumption) when busybox is missing. Returns a line for the log (size, time, Mbit/s).
+     */
+    static String assertVerifiedTcp(String serverNs, String serverIp, String clientNs, int bytes, int timeoutSeconds)
+        throws Exception {
+        int busybox = run(5, "busybox", "nc", "--help").exitCode;
+        org.junit.jupiter.api.Assumptions.assumeTrue(busybox == 0 || busybox == 1, "needs busybox (nc)");
+        java.nio.file.Path dir = java.nio.file.Files.createTempDirectory("phost-tcp");
+        byte[] data = new byte[bytes];
+        new java.util.Random(bytes).nextBytes(data);
+        java.nio.file.Path sent = java.nio.file.Files.write(dir.resolve("sent.bin"), data);
+        java.nio.file.Path received = dir.resolve("received.bin");
+        Process server = start(serverNs, "busybox", "nc", "-l", "-p", "7012", "-e", "busybox", "sh", "-c",
+            "cat > '" + received + "'");
+        long t0 = System.nanoTime();
+        long deadline = t0 + timeoutSeconds * 1_000_000_000L;
+        try {
+            String client = "never connected";
+            while (System.nanoTime() < deadline) {
+                Process c = new ProcessBuilder("ip", "netns", "exec", clientNs, "busybox", "nc", serverIp, "7012")
+                    .redirectInput(sent.toFile()).redirectErrorStream(true).start();
+                if (!c.waitFor(Math.max(1, deadline - System.nanoTime()), TimeUnit.NANOSECONDS)) {
+                    c.destroyForcibly();
+                    client = "still sending after " + timeoutSeconds + " s";
+                    break;
+                }
+                client = "exit " + c.exitValue() + " " + new String(c.getInputStream().readAllBytes(), StandardCharsets.UTF_8).strip();
+                if (c.exitValue() == 0) {
+                    break;
+                }
+                Thread.sleep(100); // connection refused: the listener is not up yet
+            }
+            boolean done = server.waitFor(Math.max(1, deadline - System.nanoTime()), TimeUnit.NANOSECONDS);
+            double secs = (System.nanoTime() - t0) / 1e9;
+            byte[] got = java.nio.file.Files.exists(received) ? java.nio.file.Files.readAllBytes(received) : new byte[0];
+            String what = got.length + " of " + bytes + " bytes, client " + client + (done ? "" : ", receiver not done");
+            org.junit.jupiter.api.Assertions.assertTrue(done, "TCP transfer did not finish in " + timeoutSeconds + " s: " + what);
+            org.junit.jupiter.api.Assertions.assertArrayEquals(data, got, "TCP transfer arrived changed: " + what);
+            return String.format("%d bytes intact in %.2f s (%.1f Mbit/s)", bytes, secs, bytes * 8 / secs / 1e6);
+        } finally {
+            server.destroyForcibly();
+            server.waitFor(5, TimeUnit.SECONDS);
+            for (java.nio.file.Path f : new java.nio.file.Path[] {sent, received, dir}) {
+                java.nio.file.Files.deleteIfExists(f);
+            }
+        }
+    }
+
     /** A number following {@code "key":} after the last occurrence of {@code section} in iperf3's JSON. */
     static double json(String json, String section, String key) {
         int s = json.lastIndexOf("\"" + section + "\"");

@@ -94,11 +94,18 @@ class TeamUplinkTest {
             }
             Netns.must("ip", "link", "set", a0, "down");
         });
+        long member1Before = team.txFrames(1);
         String tcp = Netns.iperf(lan, "10.94.0.100", pa, 4);
         down.get();
-        double bps = Netns.json(tcp, "sum_received", "bits_per_second");
-        assertTrue(bps > 1e6, "TCP continued over the other member: " + bps);
+        // No speed floor (CI is loaded): iperf3 finished without error, data arrived, and the stream's frames
+        // left by member 1 once member 0 was down.
+        double bytes = Netns.json(tcp, "sum_received", "bytes");
+        assertTrue(bytes > 65_536, "TCP moved data across the failover: " + bytes + " bytes");
+        assertTrue(team.txFrames(1) - member1Before >= 10, "the stream continued over member 1: "
+            + (team.txFrames(1) - member1Before) + " frames");
         assertEquals(Boolean.FALSE, team.status().get(a0).get("up"), team.status().toString());
+        // A new connection from the failed member's vNIC crosses the other member whole.
+        System.out.println("TCP after failover: " + Netns.assertVerifiedTcp(lan, "10.94.0.100", pa, 1 << 20, 120));
         long a1 = team.txFrames(0);
         long b1 = team.txFrames(1);
         assertTrue(Netns.ping(pa, "10.94.0.100", 3) && Netns.ping(pb, "10.94.0.100", 3), "both still reach the LAN");

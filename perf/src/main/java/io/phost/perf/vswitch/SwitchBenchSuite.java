@@ -95,8 +95,8 @@ public final class SwitchBenchSuite implements BenchSuite {
     private static List<BenchResult> netns(BenchContext ctx, String tag, int seconds, int pings, int rounds)
         throws Exception {
         List<BenchResult> results = new ArrayList<>();
-        double[][] phost = new double[3][rounds];
-        double[][] bridge = new double[3][rounds];
+        double[][] phost = new double[4][rounds];
+        double[][] bridge = new double[4][rounds];
         PingHopProbe probe = new PingHopProbe();
         SwitchThreadStats stats = new SwitchThreadStats(probe);
         for (int r = 0; r < rounds; r++) { // interleaved, so load drift hits both sides alike
@@ -104,7 +104,7 @@ public final class SwitchBenchSuite implements BenchSuite {
             double[] p = throughPhost(tag, seconds, pings, probe, stats);
             ctx.progress(2, 3, "TCP + ping through a Linux bridge, round " + (r + 1) + " of " + rounds);
             double[] b = throughBridge(tag, seconds, pings);
-            for (int m = 0; m < 3; m++) {
+            for (int m = 0; m < 4; m++) {
                 phost[m][r] = p[m];
                 bridge[m][r] = b[m];
             }
@@ -118,8 +118,18 @@ public final class SwitchBenchSuite implements BenchSuite {
         results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
             "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
         // Diagnostics of the phost rounds (own entries: their series mix units, so reports do not chart them)
-        results.add(BenchResult.alone("switch thread CPU per GB, tcp netns->netns", stats.tcpSeries()
-            .get("switch_cpu_s_per_gb"), "CPU-s/GB"));
+        double switchPerGb = stats.tcpSeries().get("switch_cpu_s_per_gb");
+        results.add(BenchResult.alone("switch thread CPU per GB, tcp netns->netns", switchPerGb, "CPU-s/GB"));
+        // Where a 2-vCPU machine's cycles go per GB on each path: iperf3's client and server (each with the
+        // kernel work done in its context: copies, TCP, the bridge's forwarding in softirq) plus, for phost, the
+        // switch thread. With both CPUs busy, throughput is bounded by 2 CPUs / total.
+        Map<String, Double> cpu = new java.util.LinkedHashMap<>();
+        cpu.put("phost_iperf3_cpu_s_per_gb", median(phost[3]));
+        cpu.put("phost_switch_cpu_s_per_gb", switchPerGb);
+        cpu.put("phost_total_cpu_s_per_gb", median(phost[3]) + switchPerGb);
+        cpu.put("bridge_iperf3_cpu_s_per_gb", median(bridge[3]));
+        results.add(BenchResult.alone("CPU per GB all threads, tcp netns->netns (phost)", median(phost[3]) + switchPerGb,
+            "CPU-s/GB").withSeries(cpu));
         Map<String, Double> hops = stats.pingSeries();
         results.add(BenchResult.alone("ping hop to-switch p50 (phost)", hops.get("hop_to_switch_p50_us"), "us")
             .withSeries(hops));
@@ -355,7 +365,10 @@ public final class SwitchBenchSuite implements BenchSuite {
         default void ping(boolean start) {}
     }
 
-    /** Returns {TCP bits/s, ping p50 us, ping p99 us} from nsA to serverIp in nsB. */
+    /**
+     * Returns {TCP bits/s, ping p50 us, ping p99 us, iperf3 client + server CPU-s per GB} from nsA to serverIp in
+     * nsB (the CPU from iperf3's own {@code cpu_utilization_percent}: each process's CPU over the test's wall time).
+     */
     private static double[] measure(String nsA, String nsB, String serverIp, int seconds, int pings, Phases phases)
         throws Exception {
         // Wait for the path (ARP, DAD) before timing anything.
@@ -365,6 +378,7 @@ public final class SwitchBenchSuite implements BenchSuite {
         Process server = new ProcessBuilder("ip", "netns", "exec", nsB, "iperf3", "-s", "-1", "-B", serverIp)
             .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
         double bps = Double.NaN;
+        double cpuPerGb = Double.NaN;
         try {
             for (int attempt = 0; attempt < 50; attempt++) {
                 phases.tcp(true);
@@ -376,6 +390,9 @@ public final class SwitchBenchSuite implements BenchSuite {
                     continue;
                 }
                 bps = number(r.output, "sum_received", "bits_per_second");
+                double cpus = (number(r.output, "cpu_utilization_percent", "host_total")
+                    + number(r.output, "cpu_utilization_percent", "remote_total")) / 100;
+                cpuPerGb = cpus / (bps / 8 / 1e9);
                 break;
             }
         } finally {
@@ -394,7 +411,7 @@ public final class SwitchBenchSuite implements BenchSuite {
         }
         double[] sorted = rtts.stream().mapToDouble(Double::doubleValue).toArray();
         Arrays.sort(sorted);
-        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99)};
+        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99), cpuPerGb};
     }
 
     private static double percentile(double[] sorted, double p) {
