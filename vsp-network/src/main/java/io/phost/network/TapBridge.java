@@ -25,12 +25,15 @@ import java.time.Duration;
  */
 public final class TapBridge implements Runnable, AutoCloseable {
     /**
-     * Busy-polling after the last frame before sleeping in poll(2): long enough to catch the next frame of a
-     * flow or a ping's reply crossing the switch, short enough that the read(2) calls it makes do not take the
-     * CPU the partition's own stack needs (it was 1,000 iterations, ~1–2 ms of read(2), and kept this thread
-     * runnable through a whole TCP flow: 13,000 preemptions in 3 s on 2 loaded vCPUs).
+     * Busy-polling after the last frame before sleeping in poll(2): long enough to catch a frame already on its
+     * way, short enough that the read(2) calls it makes do not take the CPU the partition's own stack needs. Every
+     * spin round reads the TAP (a system call), so the spin is paid in empty reads: at 50 µs this thread made
+     * 245-445 read(2) per MB of TCP (10-20 per 64 KiB frame, most of them empty) and used 0.44-0.55 CPU-s per GB;
+     * at 10 µs, 92-201 per MB and 0.36-0.44 CPU-s per GB, with the host's other threads unchanged (three
+     * interleaved pairs of {@code phost bench switch}'s host point at load 13-25; docs/benchmarks.md, issue 12,
+     * tenth session). It was 1,000 iterations, ~1-2 ms of read(2), before the eighth session.
      */
-    static final long SPIN_NANOS = 50_000;
+    static final long SPIN_NANOS = 10_000;
     private static final int SHORT_NAPS = 50;
     private static final int IDLE_WAIT_MILLIS = 200;
     private final NetVsc vsc;
