@@ -82,6 +82,12 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
         if (kick != null && device.busy()) { // busy(): the engines in flight hand off (librbd; io_uring opt-in)
             // A completion or a kick wakes it; doWork reaps. The worker's short slice only bounds how late it sees a
             // stop, and a stop waits for the requests in flight anyway (close drains them): sleep until one is done.
+            // A polling worker may have turned the driver's kicks off: ask for them again, or a request queued
+            // behind those in flight would wait for their completion. (One that raced in before this is popped
+            // after the next completion, which the requests in flight guarantee.)
+            if (queue != null) {
+                queue.enableKicks();
+            }
             device.await(kick, Math.max(timeoutNanos, HANDOFF_WAIT_NANOS));
         } else {
             scsi.awaitWork(timeoutNanos);

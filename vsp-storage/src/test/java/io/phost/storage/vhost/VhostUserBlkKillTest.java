@@ -81,8 +81,8 @@ class VhostUserBlkKillTest {
                 "-chardev", "socket,id=c0,path=" + sock + ",reconnect=1", "-device", "vhost-user-blk-pci,chardev=c0,num-queues=1",
                 "-chardev", "socket,id=c1,path=" + packedSock + ",reconnect=1", "-device", "vhost-user-blk-pci,chardev=c1,num-queues=1,packed=on")
                 .redirectErrorStream(true).redirectOutput(log.toFile()).start();
-            // Each export is killed on its own third completion (the disks' writebacks need not run in step) and
-            // replaced a second later: writeback is under way and throttled, so more requests are in flight.
+            // Each export is killed once it holds a request after its third completion (the disks need not run in
+            // step) and replaced a second later: at least that request is in flight, whatever the timing.
             var packedRestart = java.util.concurrent.CompletableFuture.supplyAsync(() ->
                 killAndRestart(firstPacked, packedImage, packedSock, "second-packed.log", log));
             second = killAndRestart(first, image, sock, "second.log", log);
@@ -119,10 +119,13 @@ class VhostUserBlkKillTest {
         }
     }
 
-    /** SIGKILLs {@code first} at its third completion, before the guest's writes are done, and starts a new export. */
+    /**
+     * SIGKILLs {@code first} once it holds a request it will never complete (after its third completion), before the
+     * guest's writes are done, and starts a new export.
+     */
     private Export killAndRestart(Export first, Path image, Path sock, String logName, Path console) {
         try {
-            first.await("DONE 3", 240);
+            first.await("HELD", 240);
             first.process.destroyForcibly(); // SIGKILL
             assertTrue(first.process.waitFor(30, TimeUnit.SECONDS));
             assertFalse(Files.readString(console).contains("SYNCED"), "the kill came before the guest's writes were done");
