@@ -5,6 +5,7 @@ import io.phost.storage.rbd.CephTestCluster;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
 
 import io.phost.appliance.Main;
 import io.phost.appliance.mgmt.HttpResponse;
@@ -406,8 +407,11 @@ class RunPartitionMoveTest {
                 """.getBytes(StandardCharsets.UTF_8));
             assertEquals(409, differs.status(), differs.bodyText());
             assertTrue(differs.bodyText().contains("qos policy 'web-limit'"), differs.bodyText());
-            assertTrue(capture.waitFor(60, TimeUnit.SECONDS), "no RARP from web reached watch across the veth: "
-                + Files.readString(rarp));
+            if (!capture.waitFor(60, TimeUnit.SECONDS)) {
+                // say where it stopped: B's NIC counters (announcements sent), both switches' ports and drops
+                fail("no RARP from web reached watch across the veth: " + Files.readString(rarp)
+                    + "\nB: " + cb.get("/v1/status").bodyText() + "\nA: " + ca.get("/v1/status").bodyText());
+            }
             assertTrue(Files.readString(rarp).contains("Reverse Request"), Files.readString(rarp));
         } finally {
             capture.destroyForcibly();
