@@ -21,6 +21,8 @@ import static org.junit.jupiter.api.Assertions.*;
  * differencing), 4 KiB native buffers.
  */
 class VhdSteadyPathTest {
+    private static final long FFM_ERRNO_SLICE_BYTES = 40;
+
     @TempDir
     Path dir;
 
@@ -47,7 +49,12 @@ class VhdSteadyPathTest {
                     run(d, buf, 20_000);
                     perOp = (allocated() - before) / 20_000;
                 }
-                assertEquals(0, perOp, p.getFileName() + " allocates per request");
+                // The JDK's own errno-capture slice (40 B per downcall, normally scalar-replaced by C2) is sometimes
+                // left in for a whole run, depending on what else the JVM ran (a clean-clone CI run: r.raw 40 B);
+                // anything of ours on top of it (an object is at least 16 bytes) still fails. See vsp-storage's
+                // AllocationWindows.FFM_ERRNO_SLICE_BYTES.
+                assertTrue(perOp == 0 || perOp == FFM_ERRNO_SLICE_BYTES,
+                    p.getFileName() + " allocates per request: " + perOp + " B");
             }
         }
     }
