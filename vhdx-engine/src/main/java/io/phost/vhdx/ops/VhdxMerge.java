@@ -61,6 +61,14 @@ final class VhdxMerge {
         Journal j;
         if (Files.exists(journal)) {
             j = Journal.read(journal);
+            if (!j.staged() && !Files.exists(child)) {
+                // Killed in phase 3 between deleting the child and the journal: the parent already holds the
+                // merged view (the child goes only after the copy); only the journal is left to remove.
+                Files.delete(journal);
+                NewImage.syncDirectory(child);
+                progress.update(j.size, j.size);
+                return new DiskOps.CopyResult(0, j.size);
+            }
         } else {
             Files.deleteIfExists(stage); // a leftover of the staged format: no journal means nothing was committed
             j = commit(child);

@@ -233,7 +233,7 @@ class ImageSafetyTest {
             assertTrue(p.waitFor(30, TimeUnit.SECONDS));
             boolean committed = Files.exists(VhdxMerge.journalOf(child));
             System.out.println("merge kill round " + round + ": journal=" + committed + " child=" + Files.exists(child));
-            if (committed) {
+            if (committed && Files.exists(child)) { // (a kill after the child's deletion leaves only the journal)
                 CheckReport r = DiskOps.check(child, false);
                 assertEquals(1, r.exitCode(), "check points at the unfinished merge: " + r);
                 assertTrue(r.problems().getFirst().contains("phost vhd merge"), r.toString());
@@ -248,6 +248,27 @@ class ImageSafetyTest {
             assertArrayEquals(expected, view(base), "round " + round + ": the parent holds the merged view");
             assertEquals(List.of(), strays());
         }
+    }
+
+    /** Killed between deleting the child and the journal (the merge's last step): a rerun removes the journal. */
+    @Test
+    void shouldFinishAVhdxMergeKilledAfterTheChildWasDeleted() throws Exception {
+        Path base = vhdx("base.vhdx", 16L << 20, 1 << 20, 0);
+        Path child = dir.resolve("child.avhdx");
+        try (VirtualDisk d = VirtualDisks.create(child, CreateOptions.differencing(DiskFormat.VHDX, base))) {
+            d.write(5 << 20, MemorySegment.ofArray(new byte[1 << 20]).fill((byte) 9));
+        }
+        byte[] expected = view(child);
+        Path journal = VhdxMerge.journalOf(child);
+        VhdxMerge.commit(child);
+        byte[] journalBytes = Files.readAllBytes(journal);
+        DiskOps.mergeIntoParent(child, false, Progress.NONE); // resumes from the journal and finishes
+        assertFalse(Files.exists(child));
+        Files.write(journal, journalBytes); // the state a kill right after the child's deletion leaves
+        DiskOps.mergeIntoParent(child, false, Progress.NONE);
+        assertFalse(Files.exists(journal), "the rerun removed the journal");
+        assertArrayEquals(expected, view(base), "the parent holds the merged view");
+        assertEquals(List.of(), strays());
     }
 
     /**
