@@ -202,13 +202,15 @@ final class ClusterComponent implements Component {
         }
         String state = awaitRunning(peer.peer, name);
         long done = System.nanoTime(); // the partition runs there: what follows no longer delays it
-        int announced = announce(peer.peer, name);
         String released = null;
         if (stanzas != null) {
             ConfigComponent.Outcome here = config.release(name, to, false);
             released = here.status() == 200 ? "handed over" : "handed over; still defined (stopped) here: "
                 + String.join("; ", here.errors());
         }
+        // Only now: until the release removed its NIC's port here, this switch holds the NIC's pinned MAC and drops
+        // the peer's RARP arriving on the uplink as a loop (a clean-clone run of RunPartitionMoveTest saw drop_loop).
+        int announced = announce(peer.peer, name);
         Map<String, Object> r = new LinkedHashMap<>();
         r.put("partition", name);
         r.put("from", cfg.host().name());
