@@ -307,15 +307,24 @@ public final class SwitchAgent implements Agent {
         for (int i = 0; i < limit; i++) {
             Port p = sw.portAt(i);
             if (p != null && p.source != null && p.up && !p.source.armWakeup()) {
-                disarmAll();
+                disarmAll(true);
                 return false;
             }
         }
         return true;
     }
 
-    private void disarmAll() {
-        commandSignal.disarm();
+    /**
+     * Disarms every source and the command signal. {@code drainCommands}: read the command eventfd's counter (a
+     * read(2)); after a poll(2) only when its revents says it fired, so a frame's wake-up pays no read of it (a
+     * signal that lands after the poll returned keeps the fd readable: the next sleep returns at once and drains it).
+     */
+    private void disarmAll(boolean drainCommands) {
+        if (drainCommands) {
+            commandSignal.disarm();
+        } else {
+            commandSignal.disarmOnly();
+        }
         int limit = sw.portLimit();
         for (int i = 0; i < limit; i++) {
             Port p = sw.portAt(i);
@@ -383,7 +392,7 @@ public final class SwitchAgent implements Agent {
                     if (ready > 0) {
                         readySleeps++;
                     }
-                    disarmAll();
+                    disarmAll(ready < 0 || (ready > 0 && pollFds.getShort(6) != 0)); // EINTR: drain to be safe
                     readClock(); // slept: the clock must be current for the frames that woke us
                     if (ready > 0) {
                         polls = 0;
