@@ -130,11 +130,6 @@ public final class PacketSocketPort implements FrameSource, FrameSink {
     }
 
     @Override
-    public boolean kernelQueue() {
-        return true; // poll() is a read(2)/recv per call
-    }
-
-    @Override
     public int readinessFd() {
         return socket.fd();
     }

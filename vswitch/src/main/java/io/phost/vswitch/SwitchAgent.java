@@ -22,8 +22,8 @@ import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
  *   idle:   spin, then arm every source and poll(2) on their fds plus the command eventfd (the "interrupt"):
  *           1 ms at a time for ~0.1 s after traffic, then up to 100 ms; a port being shaped (bucket in debt)
  *           keeps the agent on 50 us parks instead
- *   spin:   rounds poll the sources fed from memory (guest rings, vhost-user queues) only; the kernel-queue
- *           sources (TAP, AF_PACKET: a read(2) per poll) are checked together with one zero-timeout poll(2)
+ *   spin:   rounds poll the sources read in memory (guest rings, vhost-user queues, AF_PACKET's TPACKET
+ *           ring) only; the kernel-queue sources (TAP: a read(2) per poll) are checked together with one zero-timeout poll(2)
  *           every {@link #FD_CHECK_NANOS} and polled only when one is readable
  * </pre>
  * <b>Spin length</b> ({@code [host] polling}, as the channel agents): {@code efficiency} spins

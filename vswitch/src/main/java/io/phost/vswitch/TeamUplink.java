@@ -175,11 +175,6 @@ public final class TeamUplink implements FrameSource, FrameSink {
     }
 
     @Override
-    public boolean kernelQueue() {
-        return true; // poll() is a read(2)/recv per call
-    }
-
-    @Override
     public int readinessFd() {
         return members[0].readinessFd();
     }
