@@ -156,9 +156,8 @@ class SwitchAgentSpinTest {
         assertEquals(SwitchAgent.EFFICIENCY_SPIN_NANOS, new SwitchAgent(sw, () -> t, PollingMode.EFFICIENCY, null).spinNanos());
         assertEquals(SwitchAgent.RESPONSE_SPIN_NANOS, new SwitchAgent(sw, () -> t, PollingMode.LATENCY, null).spinNanos());
         SwitchAgent adaptive = new SwitchAgent(sw, () -> t, PollingMode.ADAPTIVE, new SpinGovernor(() -> 0, () -> t));
-        assertEquals(SwitchAgent.SPIN_NANOS, adaptive.spinNanos(), "adaptive starts on the short spin");
-        assertTrue(SwitchAgent.EFFICIENCY_SPIN_NANOS < SwitchAgent.SPIN_NANOS
-            && SwitchAgent.SPIN_NANOS < SwitchAgent.RESPONSE_SPIN_NANOS);
+        assertEquals(SwitchAgent.EFFICIENCY_SPIN_NANOS, adaptive.spinNanos(), "adaptive starts on the short spin");
+        assertTrue(SwitchAgent.EFFICIENCY_SPIN_NANOS < SwitchAgent.RESPONSE_SPIN_NANOS);
     }
 
     @Test
@@ -187,12 +186,12 @@ class SwitchAgentSpinTest {
         AtomicLong runQueueWait = new AtomicLong();
         SwitchAgent agent = new SwitchAgent(sw, () -> t, PollingMode.ADAPTIVE, new SpinGovernor(runQueueWait::get, () -> t));
         IdleStrategy idle = agent.idleStrategy();
-        // Requests from a, each answered by b 100 us later: beyond the short spin, within the long one.
-        long replyAfter = (SwitchAgent.SPIN_NANOS + SwitchAgent.RESPONSE_SPIN_NANOS) / 2 / MICROS;
+        // Requests from a, each answered by b 105 us later: beyond the short spin, within the long one.
+        long replyAfter = (SwitchAgent.EFFICIENCY_SPIN_NANOS + SwitchAgent.RESPONSE_SPIN_NANOS) / 2 / MICROS;
         int episodes = 0;
         while (agent.spinNanos() != SwitchAgent.RESPONSE_SPIN_NANOS) {
             exchange(agent, idle, a, b, replyAfter);
-            assertTrue(++episodes < 1_000, "replies 100 us after each request never made the adaptive spin longer");
+            assertTrue(++episodes < 1_000, "replies 105 us after each request never made the adaptive spin longer");
         }
         long spinning = toB.frames;
         for (int i = 0; i < 200; i++) {
@@ -202,7 +201,7 @@ class SwitchAgentSpinTest {
         assertTrue(toA.frames >= 200 && toB.frames - spinning == 200);
         // Now the thread waits for a CPU half the time: the governor stops the long spin at its next decision.
         int more = 0;
-        while (agent.spinNanos() != SwitchAgent.SPIN_NANOS) {
+        while (agent.spinNanos() != SwitchAgent.EFFICIENCY_SPIN_NANOS) {
             runQueueWait.addAndGet(replyAfter * MICROS);
             exchange(agent, idle, a, b, replyAfter);
             assertTrue(++more < 500, "a contended CPU never stopped the long spin");
