@@ -23,8 +23,8 @@ import org.agrona.concurrent.ManyToOneConcurrentArrayQueue;
  *           1 ms at a time for ~0.1 s after traffic, then up to 100 ms; a port being shaped (bucket in debt)
  *           keeps the agent on 50 us parks instead
  *   spin:   rounds poll the sources read in memory (guest rings, vhost-user queues, AF_PACKET's TPACKET
- *           ring) only; the kernel-queue sources (TAP: a read(2) per poll) are checked together with one zero-timeout poll(2)
- *           every {@link #FD_CHECK_NANOS} and polled only when one is readable
+ *           ring) every round; the kernel-queue sources (TAP: a read(2) per poll) are checked together with one
+ *           zero-timeout poll(2) per round and read only when one is readable
  * </pre>
  * <b>Spin length</b> ({@code [host] polling}, as the channel agents): {@code efficiency} spins
  * {@link #EFFICIENCY_SPIN_NANOS}; {@code latency} spins {@link #RESPONSE_SPIN_NANOS}, long enough for a reply
@@ -58,12 +58,6 @@ public final class SwitchAgent implements Agent {
      * bridge's 50 -> 10 us spin saved 19-22 % of its CPU per GB, tenth session).
      */
     static final long EFFICIENCY_SPIN_NANOS = 10_000;
-    /**
-     * While spinning, between two zero-timeout poll(2) checks of the kernel-queue sources' fds (one call for all of
-     * them). A read(2) per TAP per round made ~20-30 read(2) per 64 KiB frame on an internal switch's host TAP
-     * (sw12, tenth session); a frame that arrives during the spin waits at most this long (plus a clock period).
-     */
-    static final long FD_CHECK_NANOS = 8_000;
     /** 1 ms polls after the spin (~0.1 s) before the long sleeps. */
     private static final int SHORT_POLLS = 100;
     private static final int MAX_FDS = 256;
@@ -292,7 +286,13 @@ public final class SwitchAgent implements Agent {
         kernelCovered = allKernel;
     }
 
-    /** While spinning: one zero-timeout poll(2) over the kernel-queue sources' fds, due every FD_CHECK_NANOS. */
+    /**
+     * While spinning: one zero-timeout poll(2) over the kernel-queue sources' fds, every round. It replaces a read(2)
+     * per TAP per round (one call whatever the TAP count) and finds a frame as soon as the reads did: checking every
+     * 8 us instead cut read(2) per MB on the host TAP path from 220-228 to 81-99 but cost 0.57-0.62 instead of
+     * 0.46-0.49 switch CPU-s per GB on the netns path (longer spins per frame; docs/benchmarks.md, issue 12
+     * eleventh session).
+     */
     private void checkKernelFds() {
         if (kernelFdCount > 0) {
             fdChecks++;
@@ -337,8 +337,8 @@ public final class SwitchAgent implements Agent {
     }
 
     /**
-     * An idle strategy for this agent: spin (memory sources every round, kernel-queue fds checked every
-     * {@link #FD_CHECK_NANOS}), then sleep in poll(2) on every port's fd (1 ms, then up to 100 ms).
+     * An idle strategy for this agent: spin (memory sources every round, kernel-queue fds with one zero-timeout
+     * poll(2) per round), then sleep in poll(2) on every port's fd (1 ms, then up to 100 ms).
      */
     public IdleStrategy idleStrategy() {
         return new IdleStrategy() {
@@ -346,7 +346,6 @@ public final class SwitchAgent implements Agent {
             private int polls;
             /** On the agent's clock (no read of its own: see the class comment). */
             private long lastWork = now;
-            private long lastFdCheck = now;
             /** This episode's spin, decided when it starts (the governor's answer may change between episodes). */
             private long spinNanos = spinNanos();
             /** An idle round happened since the last work: the next work ends an idle episode (the governor's unit). */
@@ -371,10 +370,7 @@ public final class SwitchAgent implements Agent {
                 idling = true;
                 if (polls == 0 && now - lastWork < spinNanos) {
                     spinning = true;
-                    if (now - lastFdCheck >= FD_CHECK_NANOS) {
-                        lastFdCheck = now;
-                        checkKernelFds();
-                    }
+                    checkKernelFds();
                     Thread.onSpinWait();
                     return;
                 }
@@ -399,7 +395,6 @@ public final class SwitchAgent implements Agent {
                     if (ready > 0) {
                         polls = 0;
                         lastWork = now; // a spin follows the wake-up, as after work
-                        lastFdCheck = now;
                     }
                 }
             }
@@ -408,7 +403,6 @@ public final class SwitchAgent implements Agent {
             public void reset() {
                 polls = 0;
                 lastWork = now;
-                lastFdCheck = now;
                 spinning = false;
                 idling = false;
                 slept = false;
