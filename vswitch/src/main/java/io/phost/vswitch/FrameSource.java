@@ -28,6 +28,17 @@ public interface FrameSource extends AutoCloseable {
         return true;
     }
 
+    /**
+     * True when {@link #poll} costs a system call even when nothing waits (a TAP's {@code read(2)}; an AF_PACKET
+     * uplink reads its mmap'd TPACKET ring in memory, so it is not one). While
+     * the switch's agent spins it then checks all such sources' {@link #readinessFds} with one zero-timeout
+     * {@code poll(2)} now and then and polls them only when one is readable, instead of a {@code read(2)} per
+     * source per spin round. Sources fed from memory (the default, false) are polled every round.
+     */
+    default boolean kernelQueue() {
+        return false;
+    }
+
     /** Called on the switch's thread after a sleep (or a refused arm) ends. */
     default void disarmWakeup() {
     }

@@ -25,10 +25,10 @@ public final class ManagedSwitch implements AutoCloseable {
     private String hostTap;
     private TeamUplink team;
 
-    private ManagedSwitch(SwitchSpec spec) {
+    private ManagedSwitch(SwitchSpec spec, io.phost.core.vmbus.PollingMode polling) {
         this.spec = spec;
         this.sw = new VSwitch(spec.name(), spec.type());
-        this.agent = new SwitchAgent(sw);
+        this.agent = new SwitchAgent(sw, polling);
         SriovUplink iov = null;
         String status = "SR-IOV not requested";
         try {
@@ -143,7 +143,12 @@ public final class ManagedSwitch implements AutoCloseable {
     }
 
     public static ManagedSwitch create(SwitchSpec spec) {
-        return new ManagedSwitch(spec);
+        return create(spec, io.phost.core.vmbus.PollingMode.ADAPTIVE);
+    }
+
+    /** A switch whose agent spins after work as {@code polling} says ({@code [host] polling}). */
+    public static ManagedSwitch create(SwitchSpec spec, io.phost.core.vmbus.PollingMode polling) {
+        return new ManagedSwitch(spec, polling);
     }
 
     public SwitchSpec spec() {

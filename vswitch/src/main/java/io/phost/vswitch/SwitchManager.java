@@ -8,12 +8,18 @@ import java.util.Map;
 /** Several switches per appliance, by name. Thread-safe. */
 public final class SwitchManager implements AutoCloseable {
     private final Map<String, ManagedSwitch> switches = new LinkedHashMap<>();
+    private io.phost.core.vmbus.PollingMode polling = io.phost.core.vmbus.PollingMode.ADAPTIVE;
+
+    /** How the agents of switches created from now on spin after work ({@code [host] polling}). */
+    public synchronized void polling(io.phost.core.vmbus.PollingMode mode) {
+        this.polling = java.util.Objects.requireNonNull(mode, "polling");
+    }
 
     public synchronized ManagedSwitch create(SwitchSpec spec) {
         if (switches.containsKey(spec.name())) {
             throw new IllegalArgumentException("switch " + spec.name() + " already exists");
         }
-        ManagedSwitch s = ManagedSwitch.create(spec);
+        ManagedSwitch s = ManagedSwitch.create(spec, polling);
         switches.put(spec.name(), s);
         return s;
     }

@@ -96,6 +96,11 @@ public final class TapPort implements FrameSource, FrameSink {
     }
 
     @Override
+    public boolean kernelQueue() {
+        return true; // poll() is a read(2)/recv per call
+    }
+
+    @Override
     public int readinessFd() {
         return tap.fd();
     }

@@ -50,6 +50,14 @@ public final class WakeupSignal implements AutoCloseable {
         NetSyscalls.read(fd.fd(), drain.address(), 8); // non-blocking eventfd: EAGAIN when nothing is pending
     }
 
+    /**
+     * Consumer, after a poll(2) that says this fd did not fire: stop wanting signals, leave the counter (a signal
+     * written since keeps the fd readable, so the consumer's next poll(2) returns at once and drains it then).
+     */
+    public void disarmOnly() {
+        armed = false;
+    }
+
     /** Producer, after publishing: wake the consumer if it is (about to be) asleep. */
     public void signalIfArmed() {
         // The frame was published with an ordered (release) store; without a full fence that store could be

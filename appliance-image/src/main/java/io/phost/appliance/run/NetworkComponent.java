@@ -67,6 +67,7 @@ public final class NetworkComponent implements Component, PartitionsComponent.Vs
         NetworkComponent c = new NetworkComponent();
         c.vhostDir = cfg.host().dataDir().resolve("vhost");
         c.vspCpus = cfg.host().vspCpus();
+        c.switches.polling(cfg.host().polling()); // the switch agents' spin after work, as the channel agents'
         c.natState = cfg.host().dataDir().resolve("nat");
         for (String t : io.phost.vswitch.NatGateway.sweep(c.natState)) { // what a killed run left
             LOG.log(Level.INFO, "nat table removed name=" + t + " reason=\"left by a run that did not stop cleanly\"");

@@ -176,6 +176,11 @@ final class PingHopProbe {
         }
 
         @Override
+        public boolean kernelQueue() {
+            return source.kernelQueue();
+        }
+
+        @Override
         public int readinessFd() {
             return source.readinessFd();
         }

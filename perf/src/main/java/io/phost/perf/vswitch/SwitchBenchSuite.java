@@ -72,6 +72,8 @@ public final class SwitchBenchSuite implements BenchSuite {
         String tag = Long.toString(ProcessHandle.current().pid() % 10000);
         if (point("netns")) {
             results.addAll(netns(ctx, tag, seconds, pings, rounds));
+        } else if (point("ping")) {
+            results.addAll(netns(ctx, tag, 0, pings, rounds)); // the netns rig's pings alone (a short quiet slot)
         }
         if (point("host")) {
             results.addAll(partitionHost(ctx, tag, quick ? 1 : 8, rounds, false));
@@ -84,7 +86,8 @@ public final class SwitchBenchSuite implements BenchSuite {
 
     /**
      * The points to run, from {@code PHOST_BENCH_SWITCH_POINTS} (comma-separated: forward, netns, host, lan;
-     * unset: all), e.g. {@code PHOST_BENCH_SWITCH_POINTS=host,lan} for the partition TCP points alone.
+     * unset: all), e.g. {@code PHOST_BENCH_SWITCH_POINTS=host,lan} for the partition TCP points alone; {@code ping}
+     * runs the netns point's pings without its TCP.
      */
     private static boolean point(String name) {
         String only = System.getenv("PHOST_BENCH_SWITCH_POINTS");
@@ -111,6 +114,16 @@ public final class SwitchBenchSuite implements BenchSuite {
         }
         ctx.progress(3, 3, "done");
         ctx.log("switch thread, all rounds: " + stats.summary());
+        if (seconds == 0) { // pings alone
+            results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50", median(phost[1]), "us",
+                "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
+            results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
+                "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
+            Map<String, Double> hops = stats.pingSeries();
+            results.add(BenchResult.alone("ping hop to-switch p50 (phost)", hops.get("hop_to_switch_p50_us"), "us")
+                .withSeries(hops));
+            return results;
+        }
         results.add(roundsResult(BenchResult.vsPeer("tcp-throughput netns->netns", median(phost[0]) / 1e9, "Gbit/s",
             "linux bridge + veth", median(bridge[0]) / 1e9), phost[0], bridge[0], 1e9, "Gbit/s"));
         results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50", median(phost[1]), "us",
@@ -300,7 +313,9 @@ public final class SwitchBenchSuite implements BenchSuite {
                 sw.addPort("b", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_02L), pb, pb));
             namespace(nsA, a.name(), "10.90.0.1/24", "02:60:00:00:00:01");
             namespace(nsB, b.name(), "10.90.0.2/24", "02:60:00:00:00:02");
-            SwitchAgent agent = new SwitchAgent(sw);
+            // [host] polling for the switch agent: PHOST_BENCH_SWITCH_POLLING (adaptive, latency, efficiency; default adaptive)
+            SwitchAgent agent = new SwitchAgent(sw, io.phost.core.vmbus.PollingMode.valueOf(
+                System.getenv().getOrDefault("PHOST_BENCH_SWITCH_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT)));
             runner = new AgentRunner(agent.idleStrategy(), Throwable::printStackTrace, null, agent);
             AgentRunner.startOnThread(runner);
             return measure(nsA, nsB, "10.90.0.2", seconds, pings, stats);
@@ -375,12 +390,13 @@ public final class SwitchBenchSuite implements BenchSuite {
         for (int i = 0; i < 50 && run(5, "ip", "netns", "exec", nsA, "ping", "-c", "1", "-W", "1", serverIp).exitCode != 0; i++) {
             Thread.sleep(100);
         }
-        Process server = new ProcessBuilder("ip", "netns", "exec", nsB, "iperf3", "-s", "-1", "-B", serverIp)
-            .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
         double bps = Double.NaN;
         double cpuPerGb = Double.NaN;
+        Process server = seconds == 0 ? null // pings alone
+            : new ProcessBuilder("ip", "netns", "exec", nsB, "iperf3", "-s", "-1", "-B", serverIp)
+                .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
         try {
-            for (int attempt = 0; attempt < 50; attempt++) {
+            for (int attempt = 0; server != null && attempt < 50; attempt++) {
                 phases.tcp(true);
                 Result r = run(seconds + 20, "ip", "netns", "exec", nsA, "iperf3", "-c", serverIp, "-t",
                     Integer.toString(seconds), "-O", "1", "-J");
@@ -396,13 +412,16 @@ public final class SwitchBenchSuite implements BenchSuite {
                 break;
             }
         } finally {
-            server.destroy();
-            server.waitFor(5, TimeUnit.SECONDS);
-            server.destroyForcibly();
+            if (server != null) {
+                server.destroy();
+                server.waitFor(5, TimeUnit.SECONDS);
+                server.destroyForcibly();
+            }
         }
         phases.ping(true);
+        String interval = System.getenv().getOrDefault("PHOST_BENCH_PING_INTERVAL", "0.01"); // seconds between pings
         Result ping = run(pings / 50 + 20, "ip", "netns", "exec", nsA, "ping", "-c", Integer.toString(pings),
-            "-i", "0.01", serverIp);
+            "-i", interval, serverIp);
         phases.ping(false);
         Matcher m = Pattern.compile("time=([0-9.]+) ms").matcher(ping.output);
         List<Double> rtts = new ArrayList<>();
