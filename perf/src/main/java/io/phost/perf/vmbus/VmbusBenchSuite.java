@@ -104,11 +104,19 @@ public final class VmbusBenchSuite implements BenchSuite {
             out.add(Rounds.compare("oneway-" + size + "B 2-process, burst of " + VmbusPeer.BURST, "Mpps",
                 scaled(ours, "vmbus-oneway-burst" + VmbusPeer.BURST + "-" + size, 1e-6),
                 "agrona OneToOne", scaled(agrona, "agrona-oneway-" + size, 1e-6), false));
+            // the same two senders to a host agent that publishes read_index lazily (VmbusRing.publishReadIndexLazily)
+            out.add(Rounds.compare("oneway-" + size + "B 2-process, publish per packet, lazy read_index", "Mpps",
+                scaled(ours, "vmbus-lazy-oneway-" + size, 1e-6), "agrona OneToOne", scaled(agrona, "agrona-oneway-" + size, 1e-6), false));
+            out.add(Rounds.compare("oneway-" + size + "B 2-process, burst of " + VmbusPeer.BURST + ", lazy read_index", "Mpps",
+                scaled(ours, "vmbus-lazy-oneway-burst" + VmbusPeer.BURST + "-" + size, 1e-6),
+                "agrona OneToOne", scaled(agrona, "agrona-oneway-" + size, 1e-6), false));
         }
         out.add(withExtra(Rounds.compare("rtt-64B busy-poll p50", "us", scaled(ours, "vmbus-rtt-busy-p50-us", 1),
             "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p50-us", 1), true), Map.of("disruptor-in-process-p50-us", drtt[0])));
         out.add(withExtra(Rounds.compare("rtt-64B busy-poll p99", "us", scaled(ours, "vmbus-rtt-busy-p99-us", 1),
             "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p99-us", 1), true), Map.of("disruptor-in-process-p99-us", drtt[1])));
+        out.add(Rounds.compare("rtt-64B busy-poll p50, lazy read_index", "us", scaled(ours, "vmbus-lazy-rtt-busy-p50-us", 1),
+            "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p50-us", 1), true));
         out.add(alone("rtt-64B interrupt (eventfd) p50", scaled(ours, "vmbus-rtt-irq-p50-us", 1), "us"));
         out.add(alone("rtt-64B interrupt (eventfd) p99", scaled(ours, "vmbus-rtt-irq-p99-us", 1), "us"));
         out.add(alone("host agent allocation per packet", scaled(ours, "alloc-bytes-per-packet", 1), "B"));
@@ -145,10 +153,12 @@ public final class VmbusBenchSuite implements BenchSuite {
         Path dir = Files.createTempDirectory(ctx.tmpfsDir(), "vmbus");
         BenchVsp busy = new BenchVsp(true);
         BenchVsp irq = new BenchVsp(false);
+        BenchVsp lazy = new BenchVsp(true, true);
         try (PartitionHost host = new PartitionHost(dir, launcher(), PartitionHost.Options.defaults())) {
             Partition p = host.create(PartitionSpec.builtin("bench", 1, 64L << 20, "vmbus:" + millis + ":" + rtt));
             p.offer(busy);
             p.offer(irq);
+            p.offer(lazy);
             p.start();
             Path log = dir.resolve("bench.log");
             com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
