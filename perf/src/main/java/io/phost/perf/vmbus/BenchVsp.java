@@ -14,12 +14,12 @@ import org.agrona.concurrent.IdleStrategy;
  * The benchmark device: packets without FLAG_COMPLETION_REQUESTED are counted (one-way throughput);
  * packets with it are echoed back as completions in place (round trip). {@code busy} selects pure busy
  * polling for the agent, otherwise pure interrupt mode (arm, sleep on the eventfd at once). {@code lazy}: the
- * agent publishes read_index lazily ({@link VirtualServiceProvider#lazyReadIndex}), the same busy agent otherwise.
+ * agent publishes read_index lazily ({@link VirtualServiceProvider#lazyReadIndex}), the same agent otherwise (the
+ * guest cannot tell: same interface type).
  */
 public final class BenchVsp implements VirtualServiceProvider {
     public static final UUID BUSY_TYPE = UUID.fromString("7a0e2c1f-5b0b-4c39-9d43-0000000000b1");
     public static final UUID IRQ_TYPE = UUID.fromString("7a0e2c1f-5b0b-4c39-9d43-0000000000b2");
-    public static final UUID BUSY_LAZY_TYPE = UUID.fromString("7a0e2c1f-5b0b-4c39-9d43-0000000000b3");
     private final boolean busy;
     private final boolean lazy;
     volatile long packets;
@@ -36,7 +36,7 @@ public final class BenchVsp implements VirtualServiceProvider {
 
     @Override
     public UUID interfaceType() {
-        return lazy ? BUSY_LAZY_TYPE : busy ? BUSY_TYPE : IRQ_TYPE;
+        return busy ? BUSY_TYPE : IRQ_TYPE;
     }
 
     @Override

@@ -56,26 +56,17 @@ public final class VmbusPeer {
         VmbusClient bus = VmbusClient.attachFromEnvironment();
         ChannelOffer busyOffer = bus.awaitOffer(BenchVsp.BUSY_TYPE, 0, Duration.ofSeconds(10));
         ChannelOffer irqOffer = bus.awaitOffer(BenchVsp.IRQ_TYPE, 0, Duration.ofSeconds(10));
-        ChannelOffer lazyOffer = bus.awaitOffer(BenchVsp.BUSY_LAZY_TYPE, 0, Duration.ofSeconds(10));
         ClientChannel busy = bus.open(busyOffer, RING_PAGES, null);
         ClientChannel irq = bus.open(irqOffer, RING_PAGES, null);
-        ClientChannel lazy = bus.open(lazyOffer, RING_PAGES, null);
         MemorySegment payload = Arena.ofAuto().allocate(1024, 8);
         busy.inbound().maskInterrupts(); // we busy-poll this channel: the host must not signal us
-        lazy.inbound().maskInterrupts();
         for (int size : new int[] {64, 1024}) {
-            for (ClientChannel ch : new ClientChannel[] {busy, lazy}) {
-                vmbusOneWay(ch, payload, size, millis / 4, 1); // warm-up
-                vmbusOneWay(ch, payload, size, millis / 4, BURST);
-            }
-            // the host agent storing read_index after every batch (eager) and lazily, alternating
+            vmbusOneWay(busy, payload, size, millis / 4, 1); // warm-up
+            vmbusOneWay(busy, payload, size, millis / 4, BURST);
             result("vmbus-oneway-" + size, vmbusOneWay(busy, payload, size, millis, 1));
-            result("vmbus-lazy-oneway-" + size, vmbusOneWay(lazy, payload, size, millis, 1));
-            result("vmbus-lazy-oneway-burst" + BURST + "-" + size, vmbusOneWay(lazy, payload, size, millis, BURST));
             result("vmbus-oneway-burst" + BURST + "-" + size, vmbusOneWay(busy, payload, size, millis, BURST));
         }
         rtt("vmbus-rtt-busy", busy, payload, rttCount, null);
-        rtt("vmbus-lazy-rtt-busy", lazy, payload, rttCount, null);
         rtt("vmbus-rtt-irq", irq, payload, Math.max(1000, rttCount / 10),
             DoorbellIdleStrategy.interruptOnly(irq.inbound(), irq.hostDoorbell()));
     }
