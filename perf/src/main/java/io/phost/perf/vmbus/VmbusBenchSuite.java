@@ -123,6 +123,12 @@ public final class VmbusBenchSuite implements BenchSuite {
             "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p50-us", 1), true), Map.of("disruptor-in-process-p50-us", drtt[0])));
         out.add(withExtra(Rounds.compare("rtt-64B busy-poll p99", "us", scaled(ours, "vmbus-rtt-busy-p99-us", 1),
             "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p99-us", 1), true), Map.of("disruptor-in-process-p99-us", drtt[1])));
+        // the lazy agent against the eager one directly (same child, adjacent runs in every round)
+        for (String key : new String[] {"vmbus-oneway-64", "vmbus-oneway-1024", "vmbus-oneway-burst" + VmbusPeer.BURST + "-64",
+            "vmbus-oneway-burst" + VmbusPeer.BURST + "-1024"}) {
+            out.add(Rounds.compare(key.replace("vmbus-", "") + " 2-process, lazy vs eager read_index", "Mpps", scaled(oursLazy, key, 1e-6),
+                "vmbus eager read_index", scaled(ours, key, 1e-6), false));
+        }
         out.add(Rounds.compare("rtt-64B busy-poll p50, lazy read_index", "us", scaled(oursLazy, "vmbus-rtt-busy-p50-us", 1),
             "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p50-us", 1), true));
         out.add(alone("rtt-64B interrupt (eventfd) p50", scaled(ours, "vmbus-rtt-irq-p50-us", 1), "us"));
