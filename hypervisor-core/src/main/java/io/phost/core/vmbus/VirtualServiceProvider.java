@@ -40,6 +40,18 @@ public interface VirtualServiceProvider {
     }
 
     /**
+     * Whether each channel's agent publishes the guest→host ring's read_index lazily
+     * ({@link VmbusRing#publishReadIndexLazily}: every quarter ring, whenever the guest has set pending_send_sz,
+     * and always before the agent arms its interrupt to sleep) instead of after every read batch. Hyper-V's
+     * signalling rules hold either way (the method comment says why); a guest sees its free space lag by less
+     * than a quarter ring while the agent polls. Off by default: a device opts in once its own traffic was
+     * measured with it.
+     */
+    default boolean lazyReadIndex() {
+        return false;
+    }
+
+    /**
      * The idle strategy under the host's polling setting: in {@link PollingMode#LATENCY} the device's own
      * choice ({@link #idleStrategy(VmbusRing, io.phost.core.sys.EventFd)}); in {@link PollingMode#EFFICIENCY}
      * and {@link PollingMode#ADAPTIVE} (the default) the host's choice wins, so no device keeps a CPU

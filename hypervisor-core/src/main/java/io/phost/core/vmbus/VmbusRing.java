@@ -18,8 +18,9 @@ import org.agrona.UnsafeApi;
  * {@code tryWrite*} (publish each packet) or {@link #tryQueue} + {@link #flush} (publish a burst once), the
  * reader calls {@link #tryRead}; each process builds its own instance over the same
  * shared pages. The side's own index (write index for the writer, read index for the reader) is kept in a
- * private field and only published; the peer's index is re-read from shared memory and validated every
- * time, because the peer may be hostile. Nothing here allocates or blocks.
+ * private field and only published (a reader may publish its index lazily, {@link #publishReadIndexLazily});
+ * the peer's index is re-read from shared memory and validated every time, because the peer may be hostile.
+ * Nothing here allocates or blocks.
  *
  * <p>Raw access: the descriptor, trailer and control-page accesses use {@link UnsafeApi} on the mapping's
  * addresses (what Agrona's buffers compile to: one {@code mov} each). A {@code MemorySegment} access pays a
@@ -56,6 +57,10 @@ public final class VmbusRing {
 
     private int writeIndex;
     private int readIndex;
+    /** Reader: the read index last stored to read_index; behind {@link #readIndex} only in the lazy mode. */
+    private int readPublished;
+    /** Reader: publish read_index lazily ({@link #publishReadIndexLazily}). */
+    private boolean lazyReadIndex;
     /** Writer: the last validated read_index seen (only ever behind the reader's, so free space is never over-stated). */
     private int readIndexCache;
     /** Writer: the write index last made visible (published); packets beyond it are queued. */
@@ -91,6 +96,7 @@ public final class VmbusRing {
         this.writeIndex = checkedIndex(getIntVolatile(WRITE_INDEX_OFFSET), "write_index");
         this.readIndex = checkedIndex(getIntVolatile(READ_INDEX_OFFSET), "read_index");
         this.readIndexCache = readIndex;
+        this.readPublished = readIndex;
         this.published = writeIndex;
     }
 
@@ -333,6 +339,9 @@ public final class VmbusRing {
         final int write = getIntAcquire(WRITE_INDEX_OFFSET);
         final int start = readIndex;
         if (write == start) {
+            if (start != readPublished) {
+                publishIfAsked(); // lazy: a writer blocked on space asks through pending_send_sz
+            }
             return 0;
         }
         if (write < 0 || write >= dataSize || (write & 7) != 0) {
@@ -385,15 +394,87 @@ public final class VmbusRing {
         }
         if (count > 0) {
             readIndex = read;
-            // release: our loads of the consumed packets complete before the writer may reuse their bytes
-            putIntRelease(READ_INDEX_OFFSET, read);
             packetsRead += count;
-            signalBlockedWriter(start, read);
+            if (!lazyReadIndex || unpublishedBytes() >= dataSize >>> 2) {
+                publishReadIndex();
+                return count;
+            }
+        }
+        if (readIndex != readPublished) {
+            publishIfAsked();
         }
         return count;
     }
 
-    /** Honours pending_send_sz: wake a blocked writer once free space crosses what it asked for. */
+    /**
+     * Reader: publish read_index lazily (on) or after every read batch (off, the default). A lazy reader stores
+     * read_index only (1) once a quarter of the ring has been consumed since the last store, (2) whenever the
+     * writer has set pending_send_sz (read on every {@link #tryRead}, the empty ones included: it sits on the
+     * cache line the read of write_index just loaded), and (3) always in {@link #armInterrupt}, before the
+     * interrupt is unmasked. A busy reader then only reads the control cache line and the writer only writes
+     * it: the line no longer bounces back for a read_index store after every batch.
+     *
+     * <p>Why Hyper-V's rules still hold (a real VSC sees no difference it could act on):
+     * <ul>
+     *   <li>Signal on write: the writer reads read_index to signal only when interrupt_mask is 0. A polling reader
+     *       keeps the mask at 1; before it clears the mask it publishes read_index ({@link #armInterrupt}:
+     *       read_index store, mask store, StoreLoad, re-check write_index), so a writer that sees mask 0 sees the
+     *       reader's true position, and "read_index == the write index before my publish" means exactly what it
+     *       means with an eager reader. A reader that never masks still publishes before it sleeps, and while it
+     *       polls a missed signal costs nothing.</li>
+     *   <li>pending_send_sz: the writer stores it (StoreLoad) and re-reads read_index. Either that re-read sees the
+     *       space, or the reader sees pending_send_sz at its next poll (it keeps polling until it arms, and arming
+     *       publishes with the same store-fence-check), publishes and signals once the free space crosses the
+     *       request, measured from the index the writer could last see, as Linux's {@code hv_pkt_iter_close}
+     *       does. A reader going to sleep always publishes, so a blocked writer is never left behind a sleeping
+     *       reader.</li>
+     *   <li>A writer that polls for space without pending_send_sz (old hosts "simply poll if full") sees free
+     *       space that lags the truth by less than a quarter of the ring while the reader polls, and the exact
+     *       value once it sleeps.</li>
+     * </ul>
+     * A hostile writer that keeps pending_send_sz set only makes this reader publish after every batch (the
+     * eager cost), on its own channel. Reader thread only; turning it off publishes what is pending.
+     */
+    public void publishReadIndexLazily(boolean on) {
+        lazyReadIndex = on;
+        if (!on && readIndex != readPublished) {
+            publishReadIndex();
+        }
+    }
+
+    /** Reader: whether read_index is published lazily ({@link #publishReadIndexLazily}). */
+    public boolean readIndexLazy() {
+        return lazyReadIndex;
+    }
+
+    /** Reader: bytes consumed but not yet published in read_index (0 unless lazy). */
+    public int unpublishedBytes() {
+        final int from = readPublished;
+        final int to = readIndex;
+        return to >= from ? to - from : dataSize - from + to;
+    }
+
+    /** Lazy reader: publish now if the writer asked for space (pending_send_sz set). */
+    private void publishIfAsked() {
+        if (getIntAcquire(PENDING_SEND_SZ_OFFSET) != 0) {
+            publishReadIndex();
+        }
+    }
+
+    /** Stores read_index, then applies the pending_send_sz rule to the space freed since the last store. */
+    private void publishReadIndex() {
+        final int from = readPublished;
+        final int read = readIndex;
+        readPublished = read;
+        // release: our loads of the consumed packets complete before the writer may reuse their bytes
+        putIntRelease(READ_INDEX_OFFSET, read);
+        signalBlockedWriter(from, read);
+    }
+
+    /**
+     * Honours pending_send_sz: wake a blocked writer once free space crosses what it asked for. {@code start} is
+     * the read_index the writer could see before this store (the previous publish), {@code read} the new one.
+     */
     private void signalBlockedWriter(int start, int read) {
         // StoreLoad: publish read_index before sampling pending_send_sz; pairs with requestSpace()'s
         // volatile store + re-read, so either the writer sees our space or we see its request.
@@ -426,10 +507,16 @@ public final class VmbusRing {
     }
 
     /**
-     * Reader about to sleep: clears interrupt_mask, then re-checks the ring. Returns true when it is still
-     * empty (safe to block on the doorbell), false when a packet slipped in (keep polling).
+     * Reader about to sleep: publishes read_index (if a {@linkplain #publishReadIndexLazily lazy} reader held it
+     * back), clears interrupt_mask, then re-checks the ring. Returns true when it is still empty (safe to block
+     * on the doorbell), false when a packet slipped in (keep polling).
      */
     public boolean armInterrupt() {
+        if (readIndex != readPublished) {
+            // before the mask is cleared: a writer that sees mask 0 must see where we really are, or its
+            // "ring was empty before my publish" check (read_index == its old write index) fails and it never signals
+            publishReadIndex();
+        }
         putIntVolatile(INTERRUPT_MASK_OFFSET, 0);
         // volatile store then volatile load = StoreLoad: pairs with the writer's fullFence, so either it
         // sees mask == 0 and signals, or we see its new write_index here.

@@ -514,6 +514,7 @@ public final class VmbusServer implements Runnable, AutoCloseable {
                 throw new VmbusProtocolException(VmbusProtocolException.Reason.BAD_RELID, OPENCHANNEL, "VSP " + offer.vsp().name() + " refused: " + e.getMessage());
             }
             String role = offer.vsp().name() + "-" + partition + "-q" + offer.subChannelIndex();
+            c.rx.publishReadIndexLazily(offer.vsp().lazyReadIndex()); // before the agent thread starts
             c.agent = new ChannelAgent(role, c.rx, c.tx, c.handler, reason -> tasks.add(() -> channelFault(c, reason)));
             c.idle = offer.vsp().idleStrategy(c.rx, c.fromGuest, polling);
             if (c.idle instanceof DoorbellIdleStrategy d) {

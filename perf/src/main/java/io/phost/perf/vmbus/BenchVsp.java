@@ -13,22 +13,35 @@ import org.agrona.concurrent.IdleStrategy;
 /**
  * The benchmark device: packets without FLAG_COMPLETION_REQUESTED are counted (one-way throughput);
  * packets with it are echoed back as completions in place (round trip). {@code busy} selects pure busy
- * polling for the agent, otherwise pure interrupt mode (arm, sleep on the eventfd at once).
+ * polling for the agent, otherwise pure interrupt mode (arm, sleep on the eventfd at once). {@code lazy}: the
+ * agent publishes read_index lazily ({@link VirtualServiceProvider#lazyReadIndex}), the same agent otherwise (the
+ * guest cannot tell: same interface type).
  */
 public final class BenchVsp implements VirtualServiceProvider {
     public static final UUID BUSY_TYPE = UUID.fromString("7a0e2c1f-5b0b-4c39-9d43-0000000000b1");
     public static final UUID IRQ_TYPE = UUID.fromString("7a0e2c1f-5b0b-4c39-9d43-0000000000b2");
     private final boolean busy;
+    private final boolean lazy;
     volatile long packets;
     volatile Thread agentThread;
 
     public BenchVsp(boolean busy) {
+        this(busy, false);
+    }
+
+    public BenchVsp(boolean busy, boolean lazy) {
         this.busy = busy;
+        this.lazy = lazy;
     }
 
     @Override
     public UUID interfaceType() {
         return busy ? BUSY_TYPE : IRQ_TYPE;
+    }
+
+    @Override
+    public boolean lazyReadIndex() {
+        return lazy;
     }
 
     @Override
@@ -38,7 +51,7 @@ public final class BenchVsp implements VirtualServiceProvider {
 
     @Override
     public String name() {
-        return busy ? "bench-busy" : "bench-irq";
+        return lazy ? "bench-busy-lazy" : busy ? "bench-busy" : "bench-irq";
     }
 
     @Override

@@ -41,6 +41,9 @@ import org.agrona.concurrent.ringbuffer.RingBuffer;
  * the host agent thread; single-thread CPU per packet. Every point runs in several rounds, ours and Agrona
  * in ABBA order, reported as the median with min/median/max; no ratio when Agrona's own spread exceeds
  * 20% ({@link Rounds}). The machine's load and steal during the run are reported with the results.
+ * Each round runs the VMBus child twice, the host agent publishing read_index after every read batch (the
+ * default) and lazily ({@link io.phost.core.vmbus.VmbusRing#publishReadIndexLazily}); the "lazy read_index" rows
+ * are the second run, the same child and the same writer.
  */
 public final class VmbusBenchSuite implements BenchSuite {
     @Override
@@ -62,17 +65,22 @@ public final class VmbusBenchSuite implements BenchSuite {
         MachineLoad load = MachineLoad.start();
         List<Map<String, Double>> ours = new ArrayList<>();
         List<Map<String, Double>> agrona = new ArrayList<>();
+        // the same child against a host agent publishing read_index lazily (a separate run, so that no third
+        // busy agent spins beside the measured pair on a 2-vCPU machine)
+        List<Map<String, Double>> oursLazy = new ArrayList<>();
         List<double[]> cost64 = new ArrayList<>();
         List<double[]> cost1k = new ArrayList<>();
         int steps = rounds + 1;
         for (int round = 0; round < rounds; round++) {
-            ctx.progress(round, steps, "round " + (round + 1) + "/" + rounds + ": vmbus child partition and agrona child process (ABBA)");
+            ctx.progress(round, steps, "round " + (round + 1) + "/" + rounds + ": vmbus child partition (host agent eager, then lazy read_index) and agrona child process (ABBA)");
             if (Rounds.oursFirst(round)) {
-                ours.add(runVmbus(ctx, millis, rtt));
+                ours.add(runVmbus(ctx, millis, rtt, false));
+                oursLazy.add(runVmbus(ctx, millis, rtt, true));
                 agrona.add(runAgrona(ctx, millis, rtt));
             } else {
                 agrona.add(runAgrona(ctx, millis, rtt));
-                ours.add(runVmbus(ctx, millis, rtt));
+                oursLazy.add(runVmbus(ctx, millis, rtt, true));
+                ours.add(runVmbus(ctx, millis, rtt, false));
             }
             // single-thread CPU per packet (interleaves ours and Agrona inside the probe): once per round
             cost64.add(RingCostProbe.measure(64, ctx.quick() ? 500_000 : 2_000_000));
@@ -104,14 +112,29 @@ public final class VmbusBenchSuite implements BenchSuite {
             out.add(Rounds.compare("oneway-" + size + "B 2-process, burst of " + VmbusPeer.BURST, "Mpps",
                 scaled(ours, "vmbus-oneway-burst" + VmbusPeer.BURST + "-" + size, 1e-6),
                 "agrona OneToOne", scaled(agrona, "agrona-oneway-" + size, 1e-6), false));
+            // the same two senders to a host agent that publishes read_index lazily (VmbusRing.publishReadIndexLazily)
+            out.add(Rounds.compare("oneway-" + size + "B 2-process, publish per packet, lazy read_index", "Mpps",
+                scaled(oursLazy, "vmbus-oneway-" + size, 1e-6), "agrona OneToOne", scaled(agrona, "agrona-oneway-" + size, 1e-6), false));
+            out.add(Rounds.compare("oneway-" + size + "B 2-process, burst of " + VmbusPeer.BURST + ", lazy read_index", "Mpps",
+                scaled(oursLazy, "vmbus-oneway-burst" + VmbusPeer.BURST + "-" + size, 1e-6),
+                "agrona OneToOne", scaled(agrona, "agrona-oneway-" + size, 1e-6), false));
         }
         out.add(withExtra(Rounds.compare("rtt-64B busy-poll p50", "us", scaled(ours, "vmbus-rtt-busy-p50-us", 1),
             "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p50-us", 1), true), Map.of("disruptor-in-process-p50-us", drtt[0])));
         out.add(withExtra(Rounds.compare("rtt-64B busy-poll p99", "us", scaled(ours, "vmbus-rtt-busy-p99-us", 1),
             "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p99-us", 1), true), Map.of("disruptor-in-process-p99-us", drtt[1])));
+        // the lazy agent against the eager one directly (same child, adjacent runs in every round)
+        for (String key : new String[] {"vmbus-oneway-64", "vmbus-oneway-1024", "vmbus-oneway-burst" + VmbusPeer.BURST + "-64",
+            "vmbus-oneway-burst" + VmbusPeer.BURST + "-1024"}) {
+            out.add(Rounds.compare(key.replace("vmbus-", "") + " 2-process, lazy vs eager read_index", "Mpps", scaled(oursLazy, key, 1e-6),
+                "vmbus eager read_index", scaled(ours, key, 1e-6), false));
+        }
+        out.add(Rounds.compare("rtt-64B busy-poll p50, lazy read_index", "us", scaled(oursLazy, "vmbus-rtt-busy-p50-us", 1),
+            "agrona OneToOne", scaled(agrona, "agrona-rtt-busy-p50-us", 1), true));
         out.add(alone("rtt-64B interrupt (eventfd) p50", scaled(ours, "vmbus-rtt-irq-p50-us", 1), "us"));
         out.add(alone("rtt-64B interrupt (eventfd) p99", scaled(ours, "vmbus-rtt-irq-p99-us", 1), "us"));
         out.add(alone("host agent allocation per packet", scaled(ours, "alloc-bytes-per-packet", 1), "B"));
+        out.add(alone("host agent allocation per packet, lazy read_index", scaled(oursLazy, "alloc-bytes-per-packet", 1), "B"));
         out.addAll(load.results("machine: "));
         return out;
     }
@@ -141,9 +164,9 @@ public final class VmbusBenchSuite implements BenchSuite {
         return GuestLauncher.sameJvm(VmbusPeer.class.getName(), List.of("-Xmx256m"));
     }
 
-    private static Map<String, Double> runVmbus(BenchContext ctx, long millis, int rtt) throws Exception {
+    private static Map<String, Double> runVmbus(BenchContext ctx, long millis, int rtt, boolean lazyReadIndex) throws Exception {
         Path dir = Files.createTempDirectory(ctx.tmpfsDir(), "vmbus");
-        BenchVsp busy = new BenchVsp(true);
+        BenchVsp busy = new BenchVsp(true, lazyReadIndex);
         BenchVsp irq = new BenchVsp(false);
         try (PartitionHost host = new PartitionHost(dir, launcher(), PartitionHost.Options.defaults())) {
             Partition p = host.create(PartitionSpec.builtin("bench", 1, 64L << 20, "vmbus:" + millis + ":" + rtt));
@@ -153,14 +176,9 @@ public final class VmbusBenchSuite implements BenchSuite {
             Path log = dir.resolve("bench.log");
             com.sun.management.ThreadMXBean mx = (com.sun.management.ThreadMXBean) ManagementFactory.getThreadMXBean();
             long deadline = System.nanoTime() + Duration.ofMinutes(5).toNanos();
-            long allocStart = -1;
-            long packetsStart = 0;
+            AllocationWindow eagerAlloc = new AllocationWindow(busy, mx);
             while (System.nanoTime() < deadline) {
-                Thread agent = busy.agentThread;
-                if (allocStart < 0 && agent != null && busy.packets > 100_000) {
-                    allocStart = mx.getThreadAllocatedBytes(agent.threadId());
-                    packetsStart = busy.packets;
-                }
+                eagerAlloc.startOnceWarm();
                 String text = Files.exists(log) ? Files.readString(log) : "";
                 if (text.contains("DONE") || !p.state().live()) {
                     break;
@@ -168,14 +186,39 @@ public final class VmbusBenchSuite implements BenchSuite {
                 Thread.sleep(20);
             }
             Map<String, Double> r = parse(Files.exists(log) ? Files.readAllLines(log) : List.of(), ctx);
-            Thread agent = busy.agentThread;
-            if (allocStart >= 0 && agent != null) {
-                long bytes = mx.getThreadAllocatedBytes(agent.threadId()) - allocStart;
-                long packets = busy.packets - packetsStart;
-                r.put("alloc-bytes-per-packet", packets > 0 ? bytes / (double) packets : Double.NaN);
-                r.put("alloc-packets", (double) packets);
-            }
+            eagerAlloc.report(r, "alloc-bytes-per-packet", "alloc-packets");
             return r;
+        }
+    }
+
+    /** Bytes the agent thread of one bench channel allocates per packet, from 100,000 packets on (after warm-up). */
+    private static final class AllocationWindow {
+        private final BenchVsp vsp;
+        private final com.sun.management.ThreadMXBean mx;
+        private long bytesStart = -1;
+        private long packetsStart;
+
+        AllocationWindow(BenchVsp vsp, com.sun.management.ThreadMXBean mx) {
+            this.vsp = vsp;
+            this.mx = mx;
+        }
+
+        void startOnceWarm() {
+            Thread agent = vsp.agentThread;
+            if (bytesStart < 0 && agent != null && vsp.packets > 100_000) {
+                bytesStart = mx.getThreadAllocatedBytes(agent.threadId());
+                packetsStart = vsp.packets;
+            }
+        }
+
+        void report(Map<String, Double> r, String bytesKey, String packetsKey) {
+            Thread agent = vsp.agentThread;
+            if (bytesStart >= 0 && agent != null) {
+                long bytes = mx.getThreadAllocatedBytes(agent.threadId()) - bytesStart;
+                long packets = vsp.packets - packetsStart;
+                r.put(bytesKey, packets > 0 ? bytes / (double) packets : Double.NaN);
+                r.put(packetsKey, (double) packets);
+            }
         }
     }
 
