@@ -65,6 +65,8 @@ class RunVmMoveTest {
     private static final String LAN_B = "v20y" + TAG;
     private static final String MAC = "02:20:00:00:20:01";
     private static final String GUEST_IP = "10.20.9.2";
+    /** The hosts' live-migration time limit ({@code -Dphost.vm.migrateTimeoutSeconds}): the cancel step waits it out. */
+    private static final int MIGRATE_TIMEOUT_S = 40;
 
     /** First boot: write 1 MiB of random data at 4 KiB and its md5 at 1.2 MiB; later boots: re-read and compare. */
     private static final String SCRIPT = """
@@ -192,6 +194,8 @@ class RunVmMoveTest {
             // 11 live migrations with phost (7 right after a fresh boot) and 0 of 26 without it (QEMU alone,
             // tools/vm-migration-loop) on 2026-12-06; cause unknown, QEMU 7.2 TCG suspected (docs/cluster.md).
             if (soak) {
+                brokenStreamRollsBack(cb, ca, b, "a", dataB, dataA);
+                cancelledMigrateRollsBack(cb, ca, b, "a", dataB, dataA);
                 peerLostAfterSwitchOverRollsBack(cb, ca, b, a, "a", dataB, dataA);
                 migrateLive(cb, ca, a, "a", sum, dataB, dataA, ceph, image);
             }
@@ -283,13 +287,9 @@ class RunVmMoveTest {
      */
     private void failedLiveMigrationRollsBack(ManagementClient from, ManagementClient to, PhostProcess source,
                                               String peer, Path dataFrom, Path dataTo) throws Exception {
-        Matcher before = TICK.matcher(awaitConsole(from, source, "V20-TICK"));
-        String boot = null;
-        int last = 0;
-        while (before.find()) {
-            boot = before.group(1);
-            last = Integer.parseInt(before.group(2));
-        }
+        Ticks t = ticks(from, source);
+        String boot = t.boot();
+        int last = t.last();
         java.util.concurrent.atomic.AtomicBoolean killed = new java.util.concurrent.atomic.AtomicBoolean();
         java.util.concurrent.atomic.AtomicBoolean moving = new java.util.concurrent.atomic.AtomicBoolean(true);
         Thread killer = Thread.ofPlatform().start(() -> {
@@ -310,6 +310,17 @@ class RunVmMoveTest {
             killer.join();
         }
         assertTrue(killed.get(), "the target's incoming QEMU was never seen: " + r.bodyText());
+        assertRolledBackBeforeSwitchOver(r, from, to, dataFrom, dataTo, boot, last, "vm-live-rollback to=" + peer);
+    }
+
+    /**
+     * The source's answer to a live migration that failed before the switch-over, and what must hold after it: 502
+     * naming the VM running here and the peer having dropped it, the guest's ticks going on at the source in boot
+     * {@code boot} past {@code last}, the LAN pinging it, and the peer left without tables, QEMU or export sockets.
+     */
+    private void assertRolledBackBeforeSwitchOver(HttpResponse r, ManagementClient from, ManagementClient to,
+                                                  Path dataFrom, Path dataTo, String boot, int last, String step)
+        throws Exception {
         assertEquals(502, r.status(), r.bodyText());
         assertTrue(r.bodyText().contains("the VM runs on here") && r.bodyText().contains("dropped it"), r.bodyText());
         long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
@@ -335,7 +346,122 @@ class RunVmMoveTest {
         try (var left = Files.exists(exports) ? Files.list(exports) : java.util.stream.Stream.<Path>empty()) {
             assertEquals(List.of(), left.toList(), "the peer's vhost-user sockets of vm20");
         }
-        System.out.println("vm-live-rollback to=" + peer + ": " + r.bodyText().strip());
+        assertEquals("running", state(from, "vm20"), "vm20 runs on at the source");
+        System.out.println(step + ": " + r.bodyText().strip());
+    }
+
+    /** The guest's current boot id and its last tick at the source (the ticks a rollback must continue). */
+    private record Ticks(String boot, int last) {
+    }
+
+    private Ticks ticks(ManagementClient from, PhostProcess source) throws Exception {
+        Matcher before = TICK.matcher(awaitConsole(from, source, "V20-TICK"));
+        String boot = null;
+        int last = 0;
+        while (before.find()) {
+            boot = before.group(1);
+            last = Integer.parseInt(before.group(2));
+        }
+        return new Ticks(boot, last);
+    }
+
+    /** Something done to the target's incoming QEMU once its migration stream on {@code port} is established. */
+    @FunctionalInterface
+    private interface StreamFault {
+        void inject(ProcessHandle qemu, int port) throws IOException, InterruptedException;
+    }
+
+    /**
+     * Starts a live migration of vm20 to {@code peer} and runs {@code fault} once, as soon as the target QEMU's
+     * migration stream is ESTABLISHED (looked at every 2 ms; a TCG guest's RAM takes ~2 s to send). Returns the
+     * source's answer; fails when the stream was never seen.
+     */
+    private HttpResponse migrateWithFault(ManagementClient from, String peer, Path dataTo, StreamFault fault)
+        throws Exception {
+        java.util.concurrent.atomic.AtomicBoolean done = new java.util.concurrent.atomic.AtomicBoolean();
+        java.util.concurrent.atomic.AtomicReference<Exception> failed = new java.util.concurrent.atomic.AtomicReference<>();
+        java.util.concurrent.atomic.AtomicBoolean moving = new java.util.concurrent.atomic.AtomicBoolean(true);
+        Thread injector = Thread.ofPlatform().start(() -> {
+            try {
+                while (moving.get() && !done.get()) {
+                    for (ProcessHandle q : incomingQemus(dataTo)) {
+                        int port = incomingPort(q);
+                        if (!done.get() && port > 0 && established(port)) {
+                            fault.inject(q, port);
+                            done.set(true);
+                        }
+                    }
+                    Thread.sleep(2);
+                }
+            } catch (IOException | InterruptedException | RuntimeException e) {
+                failed.set(e);
+            }
+        });
+        HttpResponse r;
+        try {
+            r = from.post("/v1/partitions/move?name=vm20&to=" + peer + "&live=true");
+        } finally {
+            moving.set(false);
+            injector.join();
+        }
+        assertTrue(failed.get() == null, "the fault was not injected: " + failed.get() + "; the move answered "
+            + r.status() + " " + r.bodyText());
+        assertTrue(done.get(), "the target's migration stream was never seen: " + r.status() + " " + r.bodyText());
+        return r;
+    }
+
+    /**
+     * A broken migration stream while the target appliance stays up (soak): once the stream is established the
+     * test destroys both ends of its TCP connection ({@code ss -K}, the kernel's socket destroy). The source's QEMU
+     * fails its {@code migrate} before the switch-over and keeps running the guest, the target's QEMU fails its
+     * load; the source asks the peer to drop the VM: 502, the guest ticks on at the source in the same boot, the
+     * peer has no tables, QEMU or sockets of it.
+     */
+    private void brokenStreamRollsBack(ManagementClient from, ManagementClient to, PhostProcess source, String peer,
+                                       Path dataFrom, Path dataTo) throws Exception {
+        Ticks t = ticks(from, source);
+        long t0 = System.nanoTime();
+        HttpResponse r = migrateWithFault(from, peer, dataTo, (qemu, port) -> {
+            String filter = "( sport = :" + port + " or dport = :" + port + " )";
+            ProcessResult ss = exec("ss", "-K", "-t", filter);
+            if (established(port)) {
+                throw new IOException("ss -K did not destroy the migration connection on port " + port
+                    + " (kernel without CONFIG_INET_DIAG_DESTROY?): " + ss.output());
+            }
+        });
+        assertRolledBackBeforeSwitchOver(r, from, to, dataFrom, dataTo, t.boot(), t.last(),
+            "vm-live-rollback-broken-stream to=" + peer + " in " + (System.nanoTime() - t0) / 1_000_000 + " ms");
+    }
+
+    /**
+     * A cancelled {@code migrate} (soak): the target's QEMU is SIGSTOPped once its stream is established, so the
+     * stream stalls and never completes; the source's {@code -Dphost.vm.migrateTimeoutSeconds} (this test's hosts:
+     * {@link #MIGRATE_TIMEOUT_S}) runs out and phost cancels the migration ({@code migrate_cancel}). The guest never
+     * stopped at the source; the peer's abort ends its (stopped) QEMU and drops the tables: 502 naming the cancel,
+     * and the same checks as every rollback before the switch-over.
+     */
+    private void cancelledMigrateRollsBack(ManagementClient from, ManagementClient to, PhostProcess source, String peer,
+                                           Path dataFrom, Path dataTo) throws Exception {
+        Ticks t = ticks(from, source);
+        List<ProcessHandle> stopped = new java.util.concurrent.CopyOnWriteArrayList<>();
+        long t0 = System.nanoTime();
+        HttpResponse r;
+        try {
+            r = migrateWithFault(from, peer, dataTo, (qemu, port) -> {
+                exec("kill", "-STOP", Long.toString(qemu.pid()));
+                stopped.add(qemu);
+            });
+        } finally {
+            for (ProcessHandle q : stopped) {
+                exec("kill", "-CONT", Long.toString(q.pid())); // gone already after the peer's abort (SIGKILL)
+            }
+        }
+        long ms = (System.nanoTime() - t0) / 1_000_000;
+        assertTrue(r.bodyText().contains("cancelled"), "the source cancelled its migrate: " + r.bodyText());
+        assertTrue(ms >= MIGRATE_TIMEOUT_S * 1000L, "the cancel came after the time limit (" + ms + " ms): "
+            + r.bodyText());
+        assertRolledBackBeforeSwitchOver(r, from, to, dataFrom, dataTo, t.boot(), t.last(),
+            "vm-live-rollback-cancelled to=" + peer + " in " + ms + " ms");
     }
 
     /**
@@ -675,7 +801,9 @@ class RunVmMoveTest {
     }
 
     private PhostProcess started(List<PhostProcess> all, String run, Path cfg) throws Exception {
-        PhostProcess p = PhostProcess.start(dir.resolve(run), "run", "--config", cfg.toString());
+        // the live migrations' time limit, short enough for the cancelled-migrate step, far above a TCG guest's ~2-10 s
+        PhostProcess p = PhostProcess.start(dir.resolve(run), List.of("-Dphost.vm.migrateTimeoutSeconds=" + MIGRATE_TIMEOUT_S),
+            "run", "--config", cfg.toString());
         all.add(p);
         p.awaitLine("phost: ready", Duration.ofSeconds(90));
         return p;

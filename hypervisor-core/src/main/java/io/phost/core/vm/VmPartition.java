@@ -237,7 +237,7 @@ public final class VmPartition implements ChildPartition {
         }
         q.execute("migrate", Map.of("uri", uri), options.commandTimeout());
         try {
-            awaitMigration(q);
+            awaitMigration(q, MIGRATE_TIMEOUT);
         } catch (IOException e) {
             synchronized (this) {
                 if (state == PartitionState.RUNNING && "postmigrate".equals(queryStatus())) {
@@ -415,6 +415,13 @@ public final class VmPartition implements ChildPartition {
 
     /** How long loading or saving a VM's state may take (QEMU reads or writes all of guest RAM). */
     static final Duration STATE_TIMEOUT = Duration.ofSeconds(300);
+    /**
+     * How long a live migration's {@code migrate} may take before it is cancelled (the guest runs on here):
+     * {@link #STATE_TIMEOUT} unless {@code -Dphost.vm.migrateTimeoutSeconds} says otherwise (RunVmMoveTest's soak
+     * shortens it to inject a cancelled {@code migrate}).
+     */
+    static final Duration MIGRATE_TIMEOUT = Duration.ofSeconds(Long.getLong("phost.vm.migrateTimeoutSeconds",
+        STATE_TIMEOUT.toSeconds()));
 
     /** Waits until QEMU (started with -S -incoming) has loaded the saved state: "inmigrate" turns "paused". */
     private void awaitIncoming(QmpClient q) throws IOException {
@@ -471,7 +478,7 @@ public final class VmPartition implements ChildPartition {
             // The VM is stopped: no page changes, so the only limit worth having is the disk's speed.
             q.execute("migrate-set-parameters", Map.of("max-bandwidth", 1L << 40), options.commandTimeout());
             q.execute("migrate", Map.of("uri", "unix:" + sock), options.commandTimeout());
-            awaitMigration(q);
+            awaitMigration(q, STATE_TIMEOUT);
             long bytes = copied.get(STATE_TIMEOUT.toSeconds(), TimeUnit.SECONDS); // QEMU closes the socket when done
             LOG.log(Level.INFO, "state saved partition=" + name() + " file=" + file + " bytes=" + bytes);
         } catch (ExecutionException | TimeoutException e) {
@@ -484,8 +491,8 @@ public final class VmPartition implements ChildPartition {
         }
     }
 
-    private void awaitMigration(QmpClient q) throws IOException {
-        long deadline = System.nanoTime() + STATE_TIMEOUT.toNanos();
+    private void awaitMigration(QmpClient q, Duration limit) throws IOException {
+        long deadline = System.nanoTime() + limit.toNanos();
         while (true) {
             Object r = q.execute("query-migrate", options.commandTimeout());
             String status = r instanceof Map<?, ?> m ? String.valueOf(m.get("status")) : "";
@@ -500,7 +507,7 @@ public final class VmPartition implements ChildPartition {
             }
             if (System.nanoTime() > deadline) {
                 q.execute("migrate_cancel", options.commandTimeout());
-                throw new IOException("saving the state of " + name() + " took over " + STATE_TIMEOUT.toSeconds() + " s; cancelled");
+                throw new IOException("saving the state of " + name() + " took over " + limit.toSeconds() + " s; cancelled");
             }
             sleep(20);
         }

@@ -5,11 +5,14 @@ import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
 import io.phost.core.sys.Librbd;
 import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.HandoffSampler;
+import io.phost.core.vmbus.SpinGovernor;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.core.vhost.VhostUserFrontend;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
+import io.phost.perf.storage.HandoffBreakdown;
 import io.phost.perf.vhost.VhostBlkLoad;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
@@ -273,9 +276,24 @@ public final class RbdBenchSuite implements BenchSuite {
                 String rw = pt.write() ? "randwrite" : "randread";
                 GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, Math.min(0.3, seconds / 2), 0, 0, false,
                     7 + round, 50, 0, IMAGE_SIZE)); // warm-up
+                if (HandoffSampler.ENABLED) {
+                    HandoffSampler.drainAll(); // drop the warm-up's samples
+                }
+                SpinGovernor.Totals host0 = SpinGovernor.totals(true);
+                SpinGovernor.Totals guest0 = SpinGovernor.totals(false);
                 CpuWindow w = CpuWindow.self();
-                return Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
+                Round r = Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
                     1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
+                // whether the adaptive governors let the agent and the guest spin in this round (share of time)
+                ctx.log(String.format(java.util.Locale.ROOT, "%s vmbus-guest round %d: %.0f IOPS, spin share agent %.2f guest %.2f",
+                    pt.name(), round + 1, r.iops(), SpinGovernor.totals(true).minus(host0).spinShare(),
+                    SpinGovernor.totals(false).minus(guest0).spinShare()));
+                if (HandoffSampler.ENABLED) {
+                    // -Dphost.handoff.sample=N: where a request's time goes between guest, agent and librbd
+                    ctx.log(pt.name() + " vmbus-guest round " + (round + 1) + " hand-off: "
+                        + HandoffBreakdown.of(HandoffSampler.drainAll()));
+                }
+                return r;
             }
         }
     }
