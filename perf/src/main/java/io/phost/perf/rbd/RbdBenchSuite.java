@@ -86,6 +86,14 @@ public final class RbdBenchSuite implements BenchSuite {
      * for phost's sides that includes the in-process guest or front-end driving the load) and of the queue agent
      * alone (NaN for the engine and fio, which have none).
      */
+    /**
+     * The VMBus agents' polling mode (the config's {@code polling}); {@code PHOST_BENCH_RBD_POLLING=latency} compares
+     * always-spinning agents with the default {@code adaptive} (with {@code -Dphost.guest.adaptivePoll=false} for the
+     * guest's side).
+     */
+    private static final io.phost.core.vmbus.PollingMode AGENT_POLLING = io.phost.core.vmbus.PollingMode.valueOf(
+        System.getenv().getOrDefault("PHOST_BENCH_RBD_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT));
+
     private record Round(double iops, double cpuUs, double agentUs) {
         static final Round NONE = new Round(Double.NaN, Double.NaN, Double.NaN);
 
@@ -263,7 +271,8 @@ public final class RbdBenchSuite implements BenchSuite {
         throws Exception {
         Path dataDir = Files.createDirectories(ctx.workDir().resolve("rbd-host"));
         try (RbdDisk disk = RbdDisk.open(opts);
-             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults())) {
+             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"),
+                 PartitionHost.Options.defaults().withPolling(AGENT_POLLING))) {
             StorageVsp vsp = new StorageVsp("rbd-bench", 0);
             vsp.attach(0, "rbd", disk, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO);
             Partition p = host.create(PartitionSpec.external("rbd-bench", 1, 32L << 20));
