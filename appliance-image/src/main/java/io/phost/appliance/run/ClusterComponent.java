@@ -147,6 +147,21 @@ final class ClusterComponent implements Component {
         if (name.isBlank() || to.isBlank()) {
             return HttpResponse.text(400, "move needs name=PARTITION and to=PEER\n");
         }
+        java.time.Duration migrateLimit = io.phost.core.vm.VmPartition.MIGRATE_LIMIT;
+        String limit = q.get("migrate_timeout_ms");
+        if (limit != null) {
+            long ms;
+            try {
+                ms = Long.parseLong(limit);
+            } catch (NumberFormatException e) {
+                ms = -1;
+            }
+            if (ms < 1 || ms > migrateLimit.toMillis()) {
+                return HttpResponse.text(400, "move " + name + ": migrate_timeout_ms=" + limit + " is not a whole number of"
+                    + " milliseconds from 1 to " + migrateLimit.toMillis() + "\n");
+            }
+            migrateLimit = java.time.Duration.ofMillis(ms);
+        }
         ChildPartition p = partitions.partition(name);
         if (p == null) {
             return HttpResponse.text(404, "no partition named '" + name + "'\n");
@@ -185,7 +200,7 @@ final class ClusterComponent implements Component {
             }
         }
         if ("true".equals(q.get("live"))) {
-            return migrateLive(p, peer.peer, stanzas);
+            return migrateLive(p, peer.peer, stanzas, migrateLimit);
         }
         long t0 = System.nanoTime();
         boolean wasRunning = p.state().live();
@@ -235,7 +250,7 @@ final class ClusterComponent implements Component {
      * with its disks and locks, and the peer drops its QEMU, locks and the tables it was handed
      * ({@link MigrationTarget#abort}).
      */
-    private HttpResponse migrateLive(ChildPartition p, Peer peer, String stanzas) {
+    private HttpResponse migrateLive(ChildPartition p, Peer peer, String stanzas, java.time.Duration limit) {
         String name = p.name();
         if (!(p instanceof io.phost.core.vm.VmPartition vm) || p.state() != PartitionState.RUNNING) {
             return HttpResponse.text(409, "move " + name + ": live migration takes a running VM partition\n");
@@ -255,7 +270,7 @@ final class ClusterComponent implements Component {
             if (in.status() != 200) {
                 throw new IOException("the peer did not start QEMU for it: " + in.bodyText().strip());
             }
-            migrated = vm.migrateLive(String.valueOf(((Map<?, ?>) Json.parse(in.bodyText())).get("uri")));
+            migrated = vm.migrateLive(String.valueOf(((Map<?, ?>) Json.parse(in.bodyText())).get("uri")), limit);
         } catch (IOException | RuntimeException e) {
             // Before the switch-over (or QEMU resumed the guest here after a late failure): the peer is cleaned up.
             String peerSide = failed == null ? "; " + abortOnPeer(peer, name) : "";

@@ -50,8 +50,11 @@ final class MigrationTarget {
     /**
      * The source's rollback: 200 once this appliance has no QEMU, no lock and no tables of VM {@code name} left
      * (404: it had none); 409 when its guest has resumed here (the migration happened: the source must not run it again).
+     * One abort at a time: the source's abort, queued while this appliance did not answer, and a second one (the
+     * source's retry, an operator's) would otherwise both find the partition and the second fail to release tables
+     * the first just dropped (500 "no partition in the running config"; RunVmMoveTest's soak, after a SIGCONT).
      */
-    HttpResponse abort(String query) {
+    synchronized HttpResponse abort(String query) {
         String name = Query.parse(query).getOrDefault("name", "");
         String from = Query.parse(query).getOrDefault("from", "the source");
         ChildPartition p = partitions.partition(name);

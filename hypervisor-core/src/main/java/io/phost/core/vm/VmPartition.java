@@ -228,6 +228,14 @@ public final class VmPartition implements ChildPartition {
      * cancelled migration throws and the guest runs on here.
      */
     public Map<String, Object> migrateLive(String uri) throws IOException {
+        return migrateLive(uri, STATE_TIMEOUT);
+    }
+
+    /**
+     * As {@link #migrateLive(String)}, cancelling the migration ({@code migrate_cancel}; the guest runs on here)
+     * when it has not completed within {@code limit}.
+     */
+    public Map<String, Object> migrateLive(String uri, Duration limit) throws IOException {
         QmpClient q;
         synchronized (this) {
             if (state != PartitionState.RUNNING) {
@@ -237,7 +245,7 @@ public final class VmPartition implements ChildPartition {
         }
         q.execute("migrate", Map.of("uri", uri), options.commandTimeout());
         try {
-            awaitMigration(q);
+            awaitMigration(q, limit);
         } catch (IOException e) {
             synchronized (this) {
                 if (state == PartitionState.RUNNING && "postmigrate".equals(queryStatus())) {
@@ -415,6 +423,8 @@ public final class VmPartition implements ChildPartition {
 
     /** How long loading or saving a VM's state may take (QEMU reads or writes all of guest RAM). */
     static final Duration STATE_TIMEOUT = Duration.ofSeconds(300);
+    /** The longest (and default) time limit of a live migration's {@code migrate} ({@link #migrateLive(String, Duration)}). */
+    public static final Duration MIGRATE_LIMIT = STATE_TIMEOUT;
 
     /** Waits until QEMU (started with -S -incoming) has loaded the saved state: "inmigrate" turns "paused". */
     private void awaitIncoming(QmpClient q) throws IOException {
@@ -471,7 +481,7 @@ public final class VmPartition implements ChildPartition {
             // The VM is stopped: no page changes, so the only limit worth having is the disk's speed.
             q.execute("migrate-set-parameters", Map.of("max-bandwidth", 1L << 40), options.commandTimeout());
             q.execute("migrate", Map.of("uri", "unix:" + sock), options.commandTimeout());
-            awaitMigration(q);
+            awaitMigration(q, STATE_TIMEOUT);
             long bytes = copied.get(STATE_TIMEOUT.toSeconds(), TimeUnit.SECONDS); // QEMU closes the socket when done
             LOG.log(Level.INFO, "state saved partition=" + name() + " file=" + file + " bytes=" + bytes);
         } catch (ExecutionException | TimeoutException e) {
@@ -484,8 +494,8 @@ public final class VmPartition implements ChildPartition {
         }
     }
 
-    private void awaitMigration(QmpClient q) throws IOException {
-        long deadline = System.nanoTime() + STATE_TIMEOUT.toNanos();
+    private void awaitMigration(QmpClient q, Duration limit) throws IOException {
+        long deadline = System.nanoTime() + limit.toNanos();
         while (true) {
             Object r = q.execute("query-migrate", options.commandTimeout());
             String status = r instanceof Map<?, ?> m ? String.valueOf(m.get("status")) : "";
@@ -500,10 +510,30 @@ public final class VmPartition implements ChildPartition {
             }
             if (System.nanoTime() > deadline) {
                 q.execute("migrate_cancel", options.commandTimeout());
-                throw new IOException("saving the state of " + name() + " took over " + STATE_TIMEOUT.toSeconds() + " s; cancelled");
+                String after = awaitCancelled(q);
+                throw new IOException("migrating the state of " + name() + " took over " + limit.toMillis()
+                    + " ms; cancelled (" + after + ")");
             }
             sleep(20);
         }
+    }
+
+    /**
+     * After {@code migrate_cancel}: waits (up to 10 s) until QEMU's migration has left {@code cancelling}, so the
+     * guest runs here again and a next {@code migrate} is accepted; returns the status it ended in.
+     */
+    private String awaitCancelled(QmpClient q) throws IOException {
+        long deadline = System.nanoTime() + 10_000_000_000L;
+        String status;
+        do {
+            Object r = q.execute("query-migrate", options.commandTimeout());
+            status = r instanceof Map<?, ?> m ? String.valueOf(m.get("status")) : "";
+            if (!status.equals("cancelling") && !status.equals("active") && !status.equals("setup")) {
+                return status;
+            }
+            sleep(20);
+        } while (System.nanoTime() < deadline);
+        return status + " after 10 s";
     }
 
     /** The Unix socket a state is saved or restored through (QEMU connects to it, or listens on it with -incoming). */

@@ -5,11 +5,14 @@ import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
 import io.phost.core.sys.Librbd;
 import io.phost.core.vmbus.GuestRam;
+import io.phost.core.vmbus.HandoffSampler;
+import io.phost.core.vmbus.SpinGovernor;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.core.vhost.VhostUserFrontend;
 import io.phost.perf.BenchContext;
 import io.phost.perf.BenchResult;
 import io.phost.perf.BenchSuite;
+import io.phost.perf.storage.HandoffBreakdown;
 import io.phost.perf.vhost.VhostBlkLoad;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
@@ -83,6 +86,14 @@ public final class RbdBenchSuite implements BenchSuite {
      * for phost's sides that includes the in-process guest or front-end driving the load) and of the queue agent
      * alone (NaN for the engine and fio, which have none).
      */
+    /**
+     * The VMBus agents' polling mode (the config's {@code polling}); {@code PHOST_BENCH_RBD_POLLING=latency} compares
+     * always-spinning agents with the default {@code adaptive} (with {@code -Dphost.guest.adaptivePoll=false} for the
+     * guest's side).
+     */
+    private static final io.phost.core.vmbus.PollingMode AGENT_POLLING = io.phost.core.vmbus.PollingMode.valueOf(
+        System.getenv().getOrDefault("PHOST_BENCH_RBD_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT));
+
     private record Round(double iops, double cpuUs, double agentUs) {
         static final Round NONE = new Round(Double.NaN, Double.NaN, Double.NaN);
 
@@ -260,7 +271,8 @@ public final class RbdBenchSuite implements BenchSuite {
         throws Exception {
         Path dataDir = Files.createDirectories(ctx.workDir().resolve("rbd-host"));
         try (RbdDisk disk = RbdDisk.open(opts);
-             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults())) {
+             PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"),
+                 PartitionHost.Options.defaults().withPolling(AGENT_POLLING))) {
             StorageVsp vsp = new StorageVsp("rbd-bench", 0);
             vsp.attach(0, "rbd", disk, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO);
             Partition p = host.create(PartitionSpec.external("rbd-bench", 1, 32L << 20));
@@ -273,9 +285,24 @@ public final class RbdBenchSuite implements BenchSuite {
                 String rw = pt.write() ? "randwrite" : "randread";
                 GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, Math.min(0.3, seconds / 2), 0, 0, false,
                     7 + round, 50, 0, IMAGE_SIZE)); // warm-up
+                if (HandoffSampler.ENABLED) {
+                    HandoffSampler.drainAll(); // drop the warm-up's samples
+                }
+                SpinGovernor.Totals host0 = SpinGovernor.totals(true);
+                SpinGovernor.Totals guest0 = SpinGovernor.totals(false);
                 CpuWindow w = CpuWindow.self();
-                return Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
+                Round r = Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
                     1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
+                // whether the adaptive governors let the agent and the guest spin in this round (share of time)
+                ctx.log(String.format(java.util.Locale.ROOT, "%s vmbus-guest round %d: %.0f IOPS, spin share agent %.2f guest %.2f",
+                    pt.name(), round + 1, r.iops(), SpinGovernor.totals(true).minus(host0).spinShare(),
+                    SpinGovernor.totals(false).minus(guest0).spinShare()));
+                if (HandoffSampler.ENABLED) {
+                    // -Dphost.handoff.sample=N: where a request's time goes between guest, agent and librbd
+                    ctx.log(pt.name() + " vmbus-guest round " + (round + 1) + " hand-off: "
+                        + HandoffBreakdown.of(HandoffSampler.drainAll()));
+                }
+                return r;
             }
         }
     }

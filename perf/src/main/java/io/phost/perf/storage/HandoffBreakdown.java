@@ -15,11 +15,11 @@ import java.util.Map;
  * the median, the 90th percentile and the mean over the rows where both stamps were seen. Means are what
  * add up: at QD1 the steps' means sum to the cycle's, which is 1/IOPS when every request is sampled.
  */
-final class HandoffBreakdown {
+public final class HandoffBreakdown {
     private HandoffBreakdown() {}
 
     /** Series entries {@code handoff_<step>_p50_us} / {@code _p90_us} / {@code _mean_us} and {@code handoff_samples}. */
-    static Map<String, Double> of(long[] rows) {
+    public static Map<String, Double> of(long[] rows) {
         Map<String, Double> out = new LinkedHashMap<>();
         int n = rows.length / HandoffSampler.STAGES;
         out.put("handoff_samples", (double) n);

@@ -3,6 +3,7 @@ package io.phost.storage.rbd;
 import io.phost.core.sys.EventFd;
 import io.phost.core.sys.Librbd;
 import io.phost.core.sys.Poll;
+import io.phost.core.vmbus.SpinGovernor;
 import io.phost.storage.engine.IoCompletionHandler;
 import io.phost.storage.engine.IoEngine;
 import io.phost.storage.engine.IoVecs;
@@ -33,6 +34,14 @@ import java.lang.foreign.ValueLayout;
 public final class RbdEngine implements IoEngine {
     /** Whether queue workers sleep through this engine with their doorbell; on unless set to false. */
     static final boolean HANDOFF = !"false".equalsIgnoreCase(System.getProperty("phost.storage.rbdHandoff"));
+    /**
+     * How long a hand-off wait with one request in flight polls librbd's completions ({@code rbd_poll_io_events},
+     * no system call) before it sleeps in {@code ppoll}, while this engine's {@link SpinGovernor} allows it:
+     * a completion caught spinning saves the eventfd wake-up of the agent (issue 20's QD1 hops). 0: never.
+     */
+    static final long SPIN_NANOS = Long.getLong("phost.storage.rbdSpinMicros", 0) * 1_000L;
+    /** false: spin whatever the governor says (measurements only). */
+    static final boolean SPIN_GOVERNED = !"false".equalsIgnoreCase(System.getProperty("phost.storage.rbdSpinGoverned"));
     private static final long COMPLETION_REVENTS = 6;
     private static final long WAKE_REVENTS = Poll.POLLFD_SIZE + 6;
     private static final long BELL_FD = 2 * Poll.POLLFD_SIZE;
@@ -68,6 +77,12 @@ public final class RbdEngine implements IoEngine {
     private int inFlight;
     private int sinceSubmit;
     private long doorbellRings;
+    /** Decides the completion spin from its hits and the agent thread's run-queue wait; null without a spin. */
+    private SpinGovernor spinGovernor = SPIN_NANOS > 0 ? SpinGovernor.forHostThread() : null;
+    private long spinNanos = SPIN_NANOS;
+    private boolean spinGoverned = SPIN_GOVERNED;
+    private long spinHits;
+    private long spinMisses;
 
     RbdEngine(RbdDisk disk, int depth) {
         if (depth <= 0 || depth > 1 << 16) {
@@ -267,6 +282,20 @@ public final class RbdEngine implements IoEngine {
                 return true;
             }
         }
+        if (spinGovernor != null && inFlight == 1) {
+            // One request in flight (QD1): its guest waits for it and sends nothing meanwhile, so the doorbell
+            // need not be watched while the completion is polled for.
+            boolean spin = !spinGoverned || spinGovernor.shouldSpin();
+            if (spin && spinForCompletion()) {
+                spinHits++;
+                spinGovernor.episodeEnded(true);
+                return true;
+            }
+            if (spin) {
+                spinMisses++;
+            }
+            spinGovernor.episodeEnded(false); // judged after the sleep below: the spin did not find it
+        }
         pollFds.set(ValueLayout.JAVA_INT, BELL_FD, doorbell.fd());
         Poll.ppoll(pollFds, 3, timeout, timeoutNanos);
         consumeReadable();
@@ -275,6 +304,41 @@ public final class RbdEngine implements IoEngine {
             doorbell.tryConsume();
         }
         return true;
+    }
+
+    /**
+     * Polls librbd's completion list for up to {@link #spinNanos}; true when one of this engine's requests
+     * finished (left in the ring for the worker's {@link #poll}). The completion eventfd stays signalled, so
+     * the next sleep's {@code ppoll} returns at once and resets it: one wasted look, no lost wake-up.
+     */
+    private boolean spinForCompletion() {
+        long end = System.nanoTime() + spinNanos;
+        do {
+            synchronized (disk) {
+                disk.drainLocked(this);
+                if (doneCount > 0) {
+                    return true;
+                }
+            }
+            Thread.onSpinWait();
+        } while (System.nanoTime() < end);
+        return false;
+    }
+
+    /** Sets this engine's completion spin (tests): {@code nanos} 0 turns it off; {@code governed} false always spins. */
+    void spinFor(long nanos, boolean governed) {
+        spinNanos = nanos;
+        spinGoverned = governed;
+        spinGovernor = nanos > 0 ? SpinGovernor.forHostThread() : null;
+    }
+
+    /** Completion spins that found the request finished, and those that slept after all (status, bench). */
+    long spinHits() {
+        return spinHits;
+    }
+
+    long spinMisses() {
+        return spinMisses;
     }
 
     /** How many times a doorbell ended this engine's wait (tests). */

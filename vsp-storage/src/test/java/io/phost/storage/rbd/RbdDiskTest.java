@@ -285,6 +285,51 @@ class RbdDiskTest {
     }
 
     /**
+     * The QD1 completion spin: with one request in flight a hand-off wait polls librbd's completions before it
+     * sleeps. A spin long enough for the OSD's round trip finds the completion without sleeping (no ppoll: the wait
+     * returns with the completion in the ring); one too short for it sleeps and the completion still wakes it.
+     */
+    @Test
+    void shouldCatchAQd1CompletionSpinningAndSleepWhenTheSpinEnds() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        long longWait = 30_000_000_000L;
+        try (RbdDisk disk = RbdDisk.open(ceph.options("spin", 16 * MIB, false, false)); Arena arena = Arena.ofConfined();
+             io.phost.core.sys.EventFd bell = io.phost.core.sys.EventFd.create()) {
+            RbdEngine e = (RbdEngine) disk.openEngine(2);
+            try {
+                MemorySegment b = arena.allocate(4096, 4096);
+                fill(b, 9);
+                long[] result = {Long.MIN_VALUE};
+                e.spinFor(longWait, false); // the spin outlasts any OSD round trip
+                assertTrue(e.tryWrite(8192, IoVecs.of(b), 6));
+                e.submit();
+                assertTrue(e.awaitWithDoorbell(bell, longWait));
+                assertEquals(1, e.poll((u, r) -> result[0] = u * 100_000 + r), "the spin left the completion in the ring");
+                assertEquals(6L * 100_000 + 4096, result[0], "the write completed with its 4096 bytes");
+                assertEquals(1, e.spinHits(), "the spin found the completion");
+                assertEquals(0, e.spinMisses());
+
+                e.spinFor(1, false); // 1 ns: over before any OSD answers
+                result[0] = Long.MIN_VALUE;
+                assertTrue(e.tryRead(8192, IoVecs.of(b), 7));
+                e.submit();
+                long deadline = System.nanoTime() + longWait;
+                while (result[0] == Long.MIN_VALUE && System.nanoTime() < deadline) {
+                    assertTrue(e.awaitWithDoorbell(bell, longWait));
+                    e.poll((u, r) -> result[0] = u * 100_000 + r);
+                }
+                assertEquals(7L * 100_000 + 4096, result[0], "the read completed with its 4096 bytes");
+                assertTrue(System.nanoTime() < deadline, "the completion ended the sleep before its timeout");
+                assertTrue(e.spinMisses() >= 1, "the short spin missed and slept: hits " + e.spinHits()
+                    + ", misses " + e.spinMisses());
+                assertEquals(0, e.doorbellRings(), "no doorbell was rung");
+            } finally {
+                e.close();
+            }
+        }
+    }
+
+    /**
      * A queue agent between sleeps polls its engine on every loop; each look read(2) the completion eventfd,
      * most of the agent's CPU per I/O at QD32. Polls pop librbd's list without a syscall now: polling a write
      * (an OSD round trip) until it completes makes far fewer read(2)s than polls (/proc/thread-self/io syscr).
