@@ -8,6 +8,7 @@ import io.phost.vswitch.PortKind;
 import io.phost.vswitch.SwitchAgent;
 import io.phost.vswitch.SwitchType;
 import io.phost.vswitch.TapPort;
+import io.phost.vswitch.TapReceive;
 import io.phost.vswitch.VSwitch;
 import java.io.IOException;
 import java.lang.management.ManagementFactory;
@@ -91,48 +92,86 @@ public final class SwitchBenchSuite implements BenchSuite {
         return only == null || only.isBlank() || java.util.Arrays.asList(only.split(",")).contains(name);
     }
 
+    /**
+     * The TAP receive modes the netns point runs, from {@code PHOST_BENCH_TAP_RX} (comma-separated: inline, rps,
+     * napi-thread ({@link TapReceive}), vmq (a VMQ worker thread writes into both TAPs); unset: inline). Every mode
+     * runs in every round, interleaved with the bridge; the first is the compared point, the others get entries
+     * of their own named with the mode.
+     */
+    static List<String> tapModes() {
+        String v = System.getenv("PHOST_BENCH_TAP_RX");
+        if (v == null || v.isBlank()) {
+            return List.of("inline");
+        }
+        List<String> modes = List.of(v.split(","));
+        for (String m : modes) {
+            if (!m.equals("vmq")) {
+                TapReceive.parse(m); // a clear error before any round runs
+            }
+        }
+        return modes;
+    }
+
     /** TCP netns ↔ netns and ping through phost TAP ports vs a Linux bridge, {@code rounds} interleaved rounds. */
     private static List<BenchResult> netns(BenchContext ctx, String tag, int seconds, int pings, int rounds)
         throws Exception {
         List<BenchResult> results = new ArrayList<>();
-        double[][] phost = new double[4][rounds];
+        List<String> modes = tapModes();
+        double[][][] phostByMode = new double[modes.size()][4][rounds];
         double[][] bridge = new double[4][rounds];
-        PingHopProbe probe = new PingHopProbe();
-        SwitchThreadStats stats = new SwitchThreadStats(probe);
+        SwitchThreadStats[] statsByMode = new SwitchThreadStats[modes.size()];
+        for (int m = 0; m < modes.size(); m++) {
+            statsByMode[m] = new SwitchThreadStats(new PingHopProbe());
+        }
         for (int r = 0; r < rounds; r++) { // interleaved, so load drift hits both sides alike
-            ctx.progress(1, 3, "TCP + ping through phost, round " + (r + 1) + " of " + rounds);
-            double[] p = throughPhost(tag, seconds, pings, probe, stats);
+            for (int mode = 0; mode < modes.size(); mode++) {
+                ctx.progress(1, 3, "TCP + ping through phost (tap rx " + modes.get(mode) + "), round " + (r + 1) + " of " + rounds);
+                double[] p = throughPhost(tag, seconds, pings, statsByMode[mode], modes.get(mode));
+                ctx.log("round " + (r + 1) + " phost " + modes.get(mode) + ": " + Arrays.toString(p));
+                for (int m = 0; m < 4; m++) {
+                    phostByMode[mode][m][r] = p[m];
+                }
+            }
             ctx.progress(2, 3, "TCP + ping through a Linux bridge, round " + (r + 1) + " of " + rounds);
             double[] b = throughBridge(tag, seconds, pings);
+            ctx.log("round " + (r + 1) + " bridge: " + Arrays.toString(b));
             for (int m = 0; m < 4; m++) {
-                phost[m][r] = p[m];
                 bridge[m][r] = b[m];
             }
         }
         ctx.progress(3, 3, "done");
-        ctx.log("switch thread, all rounds: " + stats.summary());
-        results.add(roundsResult(BenchResult.vsPeer("tcp-throughput netns->netns", median(phost[0]) / 1e9, "Gbit/s",
-            "linux bridge + veth", median(bridge[0]) / 1e9), phost[0], bridge[0], 1e9, "Gbit/s"));
-        results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50", median(phost[1]), "us",
-            "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
-        results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
-            "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
-        // Diagnostics of the phost rounds (own entries: their series mix units, so reports do not chart them)
-        double switchPerGb = stats.tcpSeries().get("switch_cpu_s_per_gb");
-        results.add(BenchResult.alone("switch thread CPU per GB, tcp netns->netns", switchPerGb, "CPU-s/GB"));
-        // Where a 2-vCPU machine's cycles go per GB on each path: iperf3's client and server (each with the
-        // kernel work done in its context: copies, TCP, the bridge's forwarding in softirq) plus, for phost, the
-        // switch thread. With both CPUs busy, throughput is bounded by 2 CPUs / total.
-        Map<String, Double> cpu = new java.util.LinkedHashMap<>();
-        cpu.put("phost_iperf3_cpu_s_per_gb", median(phost[3]));
-        cpu.put("phost_switch_cpu_s_per_gb", switchPerGb);
-        cpu.put("phost_total_cpu_s_per_gb", median(phost[3]) + switchPerGb);
-        cpu.put("bridge_iperf3_cpu_s_per_gb", median(bridge[3]));
-        results.add(BenchResult.alone("CPU per GB all threads, tcp netns->netns (phost)", median(phost[3]) + switchPerGb,
-            "CPU-s/GB").withSeries(cpu));
-        Map<String, Double> hops = stats.pingSeries();
-        results.add(BenchResult.alone("ping hop to-switch p50 (phost)", hops.get("hop_to_switch_p50_us"), "us")
-            .withSeries(hops));
+        for (int mode = 0; mode < modes.size(); mode++) {
+            double[][] phost = phostByMode[mode];
+            SwitchThreadStats stats = statsByMode[mode];
+            String suffix = mode == 0 ? "" : " [tap rx " + modes.get(mode) + "]";
+            ctx.log("switch thread, all rounds" + suffix + ": " + stats.summary());
+            results.add(roundsResult(BenchResult.vsPeer("tcp-throughput netns->netns" + suffix, median(phost[0]) / 1e9,
+                "Gbit/s", "linux bridge + veth", median(bridge[0]) / 1e9), phost[0], bridge[0], 1e9, "Gbit/s"));
+            results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50" + suffix, median(phost[1]), "us",
+                "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
+            results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99" + suffix, median(phost[2]), "us",
+                "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
+            // Diagnostics of the phost rounds (own entries: their series mix units, so reports do not chart them)
+            Map<String, Double> tcpSeries = stats.tcpSeries();
+            double switchPerGb = tcpSeries.get("switch_cpu_s_per_gb");
+            double helperPerGb = tcpSeries.get("helper_cpu_s_per_gb");
+            results.add(BenchResult.alone("switch thread CPU per GB, tcp netns->netns" + suffix, switchPerGb, "CPU-s/GB"));
+            // Where a 2-vCPU machine's cycles go per GB on each path: iperf3's client and server (each with the
+            // kernel work done in its context: copies, TCP, the bridge's forwarding in softirq) plus, for phost, the
+            // switch thread and its helper threads (VMQ worker, threaded NAPI). With both CPUs busy, throughput is
+            // bounded by 2 CPUs / total. Softirq work RPS sends to an idle CPU is counted nowhere.
+            Map<String, Double> cpu = new java.util.LinkedHashMap<>();
+            cpu.put("phost_iperf3_cpu_s_per_gb", median(phost[3]));
+            cpu.put("phost_switch_cpu_s_per_gb", switchPerGb);
+            cpu.put("phost_helper_cpu_s_per_gb", helperPerGb);
+            cpu.put("phost_total_cpu_s_per_gb", median(phost[3]) + switchPerGb + helperPerGb);
+            cpu.put("bridge_iperf3_cpu_s_per_gb", median(bridge[3]));
+            results.add(BenchResult.alone("CPU per GB all threads, tcp netns->netns (phost)" + suffix,
+                median(phost[3]) + switchPerGb + helperPerGb, "CPU-s/GB").withSeries(cpu));
+            Map<String, Double> hops = stats.pingSeries();
+            results.add(BenchResult.alone("ping hop to-switch p50 (phost)" + suffix, hops.get("hop_to_switch_p50_us"), "us")
+                .withSeries(hops));
+        }
         return results;
     }
 
@@ -283,8 +322,12 @@ public final class SwitchBenchSuite implements BenchSuite {
             .withSeries(Map.of("bytes_allocated_per_frame", (double) alloc / frames, "frames", (double) frames));
     }
 
-    private static double[] throughPhost(String tag, int seconds, int pings, PingHopProbe probe, SwitchThreadStats stats)
+    private static double[] throughPhost(String tag, int seconds, int pings, SwitchThreadStats stats, String mode)
         throws Exception {
+        PingHopProbe probe = stats.probe();
+        boolean vmqMode = mode.equals("vmq");
+        TapReceive receive = vmqMode ? TapReceive.INLINE : TapReceive.parse(mode);
+        io.phost.vswitch.Vmq vmq = vmqMode ? new io.phost.vswitch.Vmq(1) : null;
         String nsA = "phbA" + tag;
         String nsB = "phbB" + tag;
         VSwitch sw = new VSwitch("bench", SwitchType.PRIVATE);
@@ -292,12 +335,17 @@ public final class SwitchBenchSuite implements BenchSuite {
         TapPort b = null;
         AgentRunner runner = null;
         try {
-            a = TapPort.open("phbta" + tag, true);
-            b = TapPort.open("phbtb" + tag, true);
+            a = TapPort.open("phbta" + tag, true, receive);
+            b = TapPort.open("phbtb" + tag, true, receive);
             PingHopProbe.Port pa = probe.wrap(a);
             PingHopProbe.Port pb = probe.wrap(b);
-            stats.ports(sw.addPort("a", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_01L), pa, pa),
-                sw.addPort("b", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_02L), pb, pb));
+            io.phost.vswitch.FrameSink sa = vmq == null ? pa : vmq.attach("a", 1, pa);
+            io.phost.vswitch.FrameSink sb = vmq == null ? pb : vmq.attach("b", 1, pb);
+            stats.ports(sw.addPort("a", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_01L), sa, pa),
+                sw.addPort("b", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_02L), sb, pb));
+            if (vmq != null) {
+                vmq.start();
+            }
             namespace(nsA, a.name(), "10.90.0.1/24", "02:60:00:00:00:01");
             namespace(nsB, b.name(), "10.90.0.2/24", "02:60:00:00:00:02");
             SwitchAgent agent = new SwitchAgent(sw);
@@ -307,6 +355,9 @@ public final class SwitchBenchSuite implements BenchSuite {
         } finally {
             if (runner != null) {
                 runner.close();
+            }
+            if (vmq != null) {
+                vmq.close();
             }
             if (a != null) {
                 a.close();
