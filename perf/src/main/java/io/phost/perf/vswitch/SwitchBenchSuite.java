@@ -117,8 +117,8 @@ public final class SwitchBenchSuite implements BenchSuite {
         throws Exception {
         List<BenchResult> results = new ArrayList<>();
         List<String> modes = tapModes();
-        double[][][] phostByMode = new double[modes.size()][4][rounds];
-        double[][] bridge = new double[4][rounds];
+        double[][][] phostByMode = new double[modes.size()][5][rounds];
+        double[][] bridge = new double[5][rounds];
         SwitchThreadStats[] statsByMode = new SwitchThreadStats[modes.size()];
         for (int m = 0; m < modes.size(); m++) {
             statsByMode[m] = new SwitchThreadStats(new PingHopProbe());
@@ -128,14 +128,14 @@ public final class SwitchBenchSuite implements BenchSuite {
                 ctx.progress(1, 3, "TCP + ping through phost (tap rx " + modes.get(mode) + "), round " + (r + 1) + " of " + rounds);
                 double[] p = throughPhost(tag, seconds, pings, statsByMode[mode], modes.get(mode));
                 ctx.log("round " + (r + 1) + " phost " + modes.get(mode) + ": " + Arrays.toString(p));
-                for (int m = 0; m < 4; m++) {
+                for (int m = 0; m < 5; m++) {
                     phostByMode[mode][m][r] = p[m];
                 }
             }
             ctx.progress(2, 3, "TCP + ping through a Linux bridge, round " + (r + 1) + " of " + rounds);
             double[] b = throughBridge(tag, seconds, pings);
             ctx.log("round " + (r + 1) + " bridge: " + Arrays.toString(b));
-            for (int m = 0; m < 4; m++) {
+            for (int m = 0; m < 5; m++) {
                 bridge[m][r] = b[m];
             }
         }
@@ -166,6 +166,11 @@ public final class SwitchBenchSuite implements BenchSuite {
             cpu.put("phost_helper_cpu_s_per_gb", helperPerGb);
             cpu.put("phost_total_cpu_s_per_gb", median(phost[3]) + switchPerGb + helperPerGb);
             cpu.put("bridge_iperf3_cpu_s_per_gb", median(bridge[3]));
+            // The whole machine's busy CPU (/proc/stat: user, nice, system, irq, softirq) per GB while iperf3 ran:
+            // counts softirq work wherever it lands (RPS), and everything else running, so it means something only
+            // on a quiet machine.
+            cpu.put("phost_machine_cpu_s_per_gb", median(phost[4]));
+            cpu.put("bridge_machine_cpu_s_per_gb", median(bridge[4]));
             results.add(BenchResult.alone("CPU per GB all threads, tcp netns->netns (phost)" + suffix,
                 median(phost[3]) + switchPerGb + helperPerGb, "CPU-s/GB").withSeries(cpu));
             Map<String, Double> hops = stats.pingSeries();
@@ -417,8 +422,9 @@ public final class SwitchBenchSuite implements BenchSuite {
     }
 
     /**
-     * Returns {TCP bits/s, ping p50 us, ping p99 us, iperf3 client + server CPU-s per GB} from nsA to serverIp in
-     * nsB (the CPU from iperf3's own {@code cpu_utilization_percent}: each process's CPU over the test's wall time).
+     * Returns {TCP bits/s, ping p50 us, ping p99 us, iperf3 client + server CPU-s per GB, the machine's busy CPU-s
+     * per GB} from nsA to serverIp in nsB (iperf3's CPU from its own {@code cpu_utilization_percent}: each process's
+     * CPU over the test's wall time).
      */
     private static double[] measure(String nsA, String nsB, String serverIp, int seconds, int pings, Phases phases)
         throws Exception {
@@ -430,11 +436,14 @@ public final class SwitchBenchSuite implements BenchSuite {
             .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
         double bps = Double.NaN;
         double cpuPerGb = Double.NaN;
+        double machinePerGb = Double.NaN;
         try {
             for (int attempt = 0; attempt < 50; attempt++) {
                 phases.tcp(true);
+                long[] busy0 = machineBusy();
                 Result r = run(seconds + 20, "ip", "netns", "exec", nsA, "iperf3", "-c", serverIp, "-t",
                     Integer.toString(seconds), "-O", "1", "-J");
+                long[] busy1 = machineBusy();
                 phases.tcp(false);
                 if (r.output.contains("Connection refused")) {
                     Thread.sleep(100);
@@ -444,6 +453,8 @@ public final class SwitchBenchSuite implements BenchSuite {
                 double cpus = (number(r.output, "cpu_utilization_percent", "host_total")
                     + number(r.output, "cpu_utilization_percent", "remote_total")) / 100;
                 cpuPerGb = cpus / (bps / 8 / 1e9);
+                // iperf3 runs seconds + 1 (the omitted first second) at about the measured rate
+                machinePerGb = (busy1[0] - busy0[0]) / (double) busy1[1] / (bps / 8 / 1e9 * (seconds + 1));
                 break;
             }
         } finally {
@@ -462,7 +473,20 @@ public final class SwitchBenchSuite implements BenchSuite {
         }
         double[] sorted = rtts.stream().mapToDouble(Double::doubleValue).toArray();
         Arrays.sort(sorted);
-        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99), cpuPerGb};
+        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99), cpuPerGb, machinePerGb};
+    }
+
+    /** {busy ticks of all CPUs (user, nice, system, irq, softirq), ticks per second} from /proc/stat's cpu line. */
+    private static long[] machineBusy() {
+        try {
+            String line = java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/stat")).get(0);
+            String[] f = line.trim().split("\\s+");
+            long busy = Long.parseLong(f[1]) + Long.parseLong(f[2]) + Long.parseLong(f[3]) + Long.parseLong(f[6])
+                + Long.parseLong(f[7]);
+            return new long[] {busy, 100}; // USER_HZ
+        } catch (IOException | RuntimeException e) {
+            return new long[] {0, 100};
+        }
     }
 
     private static double percentile(double[] sorted, double p) {
