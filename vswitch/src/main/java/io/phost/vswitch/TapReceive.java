@@ -13,6 +13,10 @@ import java.nio.file.Path;
  *   <li>{@link #INLINE}: the default, in the switch's {@code write(2)};
  *   <li>{@link #RPS}: Receive Packet Steering over every CPU ({@code queues/rx-0/rps_cpus}): the frame is queued
  *       to the backlog of the CPU its flow hashes to, and that CPU's softirq runs the stack;
+ *   <li>{@link #RFS}: RPS plus Receive Flow Steering ({@code queues/rx-0/rps_flow_cnt} = {@link #RFS_FLOWS}): the
+ *       frame goes to the CPU where the flow's receiving socket was last read, not to a hashed one. RFS also needs
+ *       the machine-wide {@code net.core.rps_sock_flow_entries} above 0, which phost does not set (an
+ *       administrator's choice); without it this is {@link #RPS};
  *   <li>{@link #NAPI_THREAD}: the TAP is opened with {@code IFF_NAPI} and its NAPI instance made threaded
  *       ({@code /sys/class/net/NAME/threaded}): {@code write(2)} queues the frame and wakes a kernel thread
  *       ({@code napi/NAME-ID}) that runs the stack, which the scheduler places on whichever CPU is free.
@@ -22,7 +26,11 @@ import java.nio.file.Path;
 public enum TapReceive {
     INLINE,
     RPS,
+    RFS,
     NAPI_THREAD;
+
+    /** Flow-table entries of the TAP's receive queue in {@link #RFS} mode (the kernel rounds up to a power of 2). */
+    static final int RFS_FLOWS = 4096;
 
     /** Extra {@code TUNSETIFF} flags this mode needs. */
     int tunFlags() {
@@ -34,17 +42,22 @@ public enum TapReceive {
         switch (this) {
             case INLINE -> { }
             case RPS -> write(Path.of("/sys/class/net", name, "queues/rx-0/rps_cpus"), allCpusMask());
+            case RFS -> {
+                write(Path.of("/sys/class/net", name, "queues/rx-0/rps_cpus"), allCpusMask());
+                write(Path.of("/sys/class/net", name, "queues/rx-0/rps_flow_cnt"), Integer.toString(RFS_FLOWS));
+            }
             case NAPI_THREAD -> write(Path.of("/sys/class/net", name, "threaded"), "1");
         }
     }
 
-    /** Parses a config value: inline, rps, napi-thread. */
+    /** Parses a mode's name: inline, rps, rfs, napi-thread. */
     public static TapReceive parse(String value) {
         return switch (value) {
             case "inline" -> INLINE;
             case "rps" -> RPS;
+            case "rfs" -> RFS;
             case "napi-thread" -> NAPI_THREAD;
-            default -> throw new IllegalArgumentException("tap receive mode must be inline, rps or napi-thread, not \""
+            default -> throw new IllegalArgumentException("tap receive mode must be inline, rps, rfs or napi-thread, not \""
                 + value + "\"");
         };
     }

@@ -65,7 +65,11 @@ class TapReceiveTest {
         devices.add(a);
         TapPort b = TapPort.open(net.ifname("rb"), true, mode);
         devices.add(b);
-        if (mode == TapReceive.RPS) {
+        if (mode == TapReceive.RFS) {
+            assertEquals(Integer.toString(TapReceive.RFS_FLOWS),
+                Files.readString(Path.of("/sys/class/net", b.name(), "queues/rx-0/rps_flow_cnt")).trim(), "rps_flow_cnt of " + b.name());
+        }
+        if (mode == TapReceive.RPS || mode == TapReceive.RFS) {
             String mask = Files.readString(Path.of("/sys/class/net", b.name(), "queues/rx-0/rps_cpus")).trim();
             assertEquals(Long.parseLong(TapReceive.allCpusMask().replace(",", ""), 16),
                 Long.parseLong(mask.replace(",", ""), 16), "rps_cpus of " + b.name());

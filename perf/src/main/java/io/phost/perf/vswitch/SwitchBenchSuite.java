@@ -93,7 +93,7 @@ public final class SwitchBenchSuite implements BenchSuite {
     }
 
     /**
-     * The TAP receive modes the netns point runs, from {@code PHOST_BENCH_TAP_RX} (comma-separated: inline, rps,
+     * The TAP receive modes the netns point runs, from {@code PHOST_BENCH_TAP_RX} (comma-separated: inline, rps, rfs,
      * napi-thread ({@link TapReceive}), vmq (a VMQ worker thread writes into both TAPs); unset: inline). Every mode
      * runs in every round, interleaved with the bridge; the first is the compared point, the others get entries
      * of their own named with the mode.
