@@ -117,8 +117,8 @@ public final class SwitchBenchSuite implements BenchSuite {
         throws Exception {
         List<BenchResult> results = new ArrayList<>();
         List<String> modes = tapModes();
-        double[][][] phostByMode = new double[modes.size()][6][rounds];
-        double[][] bridge = new double[6][rounds];
+        double[][][] phostByMode = new double[modes.size()][8][rounds];
+        double[][] bridge = new double[8][rounds];
         SwitchThreadStats[] statsByMode = new SwitchThreadStats[modes.size()];
         for (int m = 0; m < modes.size(); m++) {
             statsByMode[m] = new SwitchThreadStats(new PingHopProbe());
@@ -128,14 +128,14 @@ public final class SwitchBenchSuite implements BenchSuite {
                 ctx.progress(1, 3, "TCP + ping through phost (tap rx " + modes.get(mode) + "), round " + (r + 1) + " of " + rounds);
                 double[] p = throughPhost(tag, seconds, pings, statsByMode[mode], modes.get(mode));
                 ctx.log("round " + (r + 1) + " phost " + modes.get(mode) + ": " + Arrays.toString(p));
-                for (int m = 0; m < 6; m++) {
+                for (int m = 0; m < 8; m++) {
                     phostByMode[mode][m][r] = p[m];
                 }
             }
             ctx.progress(2, 3, "TCP + ping through a Linux bridge, round " + (r + 1) + " of " + rounds);
             double[] b = throughBridge(tag, seconds, pings);
             ctx.log("round " + (r + 1) + " bridge: " + Arrays.toString(b));
-            for (int m = 0; m < 6; m++) {
+            for (int m = 0; m < 8; m++) {
                 bridge[m][r] = b[m];
             }
         }
@@ -173,6 +173,11 @@ public final class SwitchBenchSuite implements BenchSuite {
             cpu.put("bridge_machine_cpu_s_per_gb", median(bridge[4]));
             // TCP retransmissions the sender counted (a frame lost on the way, e.g. a full TAP queue, shows here)
             cpu.put("phost_tcp_retransmits", median(phost[5]));
+            // The pipeline's stages one by one (the busiest bounds a quiet run): iperf3 client, server, switch
+            cpu.put("phost_client_cpu_s_per_gb", median(phost[6]));
+            cpu.put("phost_server_cpu_s_per_gb", median(phost[7]));
+            cpu.put("bridge_client_cpu_s_per_gb", median(bridge[6]));
+            cpu.put("bridge_server_cpu_s_per_gb", median(bridge[7]));
             cpu.put("bridge_tcp_retransmits", median(bridge[5]));
             results.add(BenchResult.alone("CPU per GB all threads, tcp netns->netns (phost)" + suffix,
                 median(phost[3]) + switchPerGb + helperPerGb, "CPU-s/GB").withSeries(cpu));
@@ -426,7 +431,7 @@ public final class SwitchBenchSuite implements BenchSuite {
 
     /**
      * Returns {TCP bits/s, ping p50 us, ping p99 us, iperf3 client + server CPU-s per GB, the machine's busy CPU-s
-     * per GB, TCP retransmissions} from nsA to serverIp in nsB (iperf3's CPU from its own {@code cpu_utilization_percent}: each process's
+     * per GB, TCP retransmissions, client's and server's CPU-s per GB} from nsA to serverIp in nsB (iperf3's CPU from its own {@code cpu_utilization_percent}: each process's
      * CPU over the test's wall time).
      */
     private static double[] measure(String nsA, String nsB, String serverIp, int seconds, int pings, Phases phases)
@@ -441,6 +446,8 @@ public final class SwitchBenchSuite implements BenchSuite {
         double cpuPerGb = Double.NaN;
         double machinePerGb = Double.NaN;
         double retransmits = Double.NaN;
+        double clientPerGb = Double.NaN;
+        double serverPerGb = Double.NaN;
         try {
             for (int attempt = 0; attempt < 50; attempt++) {
                 phases.tcp(true);
@@ -457,6 +464,8 @@ public final class SwitchBenchSuite implements BenchSuite {
                 double cpus = (number(r.output, "cpu_utilization_percent", "host_total")
                     + number(r.output, "cpu_utilization_percent", "remote_total")) / 100;
                 cpuPerGb = cpus / (bps / 8 / 1e9);
+                clientPerGb = number(r.output, "cpu_utilization_percent", "host_total") / 100 / (bps / 8 / 1e9);
+                serverPerGb = number(r.output, "cpu_utilization_percent", "remote_total") / 100 / (bps / 8 / 1e9);
                 // iperf3 runs seconds + 1 (the omitted first second) at about the measured rate
                 retransmits = number(r.output, "sum_sent", "retransmits");
                 machinePerGb = (busy1[0] - busy0[0]) / (double) busy1[1] / (bps / 8 / 1e9 * (seconds + 1));
@@ -478,7 +487,8 @@ public final class SwitchBenchSuite implements BenchSuite {
         }
         double[] sorted = rtts.stream().mapToDouble(Double::doubleValue).toArray();
         Arrays.sort(sorted);
-        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99), cpuPerGb, machinePerGb, retransmits};
+        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99), cpuPerGb, machinePerGb, retransmits,
+            clientPerGb, serverPerGb};
     }
 
     /** {busy ticks of all CPUs (user, nice, system, irq, softirq), ticks per second} from /proc/stat's cpu line. */
