@@ -36,8 +36,23 @@ public final class TapPort implements FrameSource, FrameSink {
 
     /** Opens TAP {@code name} with the virtio-net header; {@code offloads} asks the kernel for TSO/csum offload. */
     public static TapPort open(String name, boolean offloads) {
+        return open(name, offloads, TapReceive.INLINE);
+    }
+
+    /**
+     * As {@link #open(String, boolean)}, with the receiving stack of the frames this port writes run where
+     * {@code receive} says (call before the TAP moves to another namespace).
+     */
+    public static TapPort open(String name, boolean offloads, TapReceive receive) {
         int flags = offloads ? TapDevice.TUN_F_CSUM | TapDevice.TUN_F_TSO4 | TapDevice.TUN_F_TSO6 | TapDevice.TUN_F_TSO_ECN : 0;
-        return new TapPort(TapDevice.open(name, true, flags));
+        TapDevice tap = TapDevice.open(name, true, flags, receive.tunFlags());
+        try {
+            receive.apply(tap.name());
+        } catch (RuntimeException e) {
+            tap.close();
+            throw e;
+        }
+        return new TapPort(tap);
     }
 
     public TapDevice device() {

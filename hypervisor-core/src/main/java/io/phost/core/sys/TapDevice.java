@@ -25,6 +25,8 @@ public final class TapDevice implements AutoCloseable {
     public static final int IFF_TAP = 0x0002;
     public static final int IFF_NO_PI = 0x1000;
     public static final int IFF_VNET_HDR = 0x4000;
+    /** tun queues written frames for a NAPI instance instead of running the stack inside write(2). */
+    public static final int IFF_NAPI = 0x0010;
     public static final long TUNSETIFF = 0x400454caL;
     public static final long TUNSETOFFLOAD = 0x400454d0L;
     public static final long TUNSETVNETHDRSZ = 0x400454d8L;
@@ -52,6 +54,11 @@ public final class TapDevice implements AutoCloseable {
      * GSO super-frames (requires {@code vnetHeader}).
      */
     public static TapDevice open(String name, boolean vnetHeader, int offloads) {
+        return open(name, vnetHeader, offloads, 0);
+    }
+
+    /** As {@link #open(String, boolean, int)} with extra {@code TUNSETIFF} flags ({@link #IFF_NAPI}). */
+    public static TapDevice open(String name, boolean vnetHeader, int offloads, int extraFlags) {
         if (name.getBytes(StandardCharsets.US_ASCII).length > 15) {
             throw new IllegalArgumentException("interface name longer than 15 bytes: " + name);
         }
@@ -63,7 +70,7 @@ public final class TapDevice implements AutoCloseable {
             MemorySegment ifr = a.allocate(40);
             byte[] n = name.getBytes(StandardCharsets.US_ASCII);
             MemorySegment.copy(n, 0, ifr, ValueLayout.JAVA_BYTE, 0, n.length);
-            short flags = (short) (IFF_TAP | IFF_NO_PI | (vnetHeader ? IFF_VNET_HDR : 0));
+            short flags = (short) (IFF_TAP | IFF_NO_PI | (vnetHeader ? IFF_VNET_HDR : 0) | extraFlags);
             ifr.set(ValueLayout.JAVA_SHORT, 16, flags);
             NetSyscalls.ioctl(fd, TUNSETIFF, ifr, "TUNSETIFF " + name);
             String actual = ifr.getString(0, StandardCharsets.US_ASCII);

@@ -8,6 +8,7 @@ import io.phost.vswitch.PortKind;
 import io.phost.vswitch.SwitchAgent;
 import io.phost.vswitch.SwitchType;
 import io.phost.vswitch.TapPort;
+import io.phost.vswitch.TapReceive;
 import io.phost.vswitch.VSwitch;
 import java.io.IOException;
 import java.lang.management.ManagementFactory;
@@ -94,58 +95,109 @@ public final class SwitchBenchSuite implements BenchSuite {
         return only == null || only.isBlank() || java.util.Arrays.asList(only.split(",")).contains(name);
     }
 
+    /**
+     * The TAP receive modes the netns point runs, from {@code PHOST_BENCH_TAP_RX} (comma-separated: inline, rps, rfs,
+     * napi-thread ({@link TapReceive}), vmq (a VMQ worker thread writes into both TAPs); unset: inline). Every mode
+     * runs in every round, interleaved with the bridge; the first is the compared point, the others get entries
+     * of their own named with the mode.
+     */
+    static List<String> tapModes() {
+        String v = System.getenv("PHOST_BENCH_TAP_RX");
+        if (v == null || v.isBlank()) {
+            return List.of("inline");
+        }
+        List<String> modes = List.of(v.split(","));
+        for (String m : modes) {
+            if (!m.equals("vmq")) {
+                TapReceive.parse(m); // a clear error before any round runs
+            }
+        }
+        return modes;
+    }
+
     /** TCP netns ↔ netns and ping through phost TAP ports vs a Linux bridge, {@code rounds} interleaved rounds. */
     private static List<BenchResult> netns(BenchContext ctx, String tag, int seconds, int pings, int rounds)
         throws Exception {
         List<BenchResult> results = new ArrayList<>();
-        double[][] phost = new double[4][rounds];
-        double[][] bridge = new double[4][rounds];
-        PingHopProbe probe = new PingHopProbe();
-        SwitchThreadStats stats = new SwitchThreadStats(probe);
+        List<String> modes = tapModes();
+        double[][][] phostByMode = new double[modes.size()][8][rounds];
+        double[][] bridge = new double[8][rounds];
+        SwitchThreadStats[] statsByMode = new SwitchThreadStats[modes.size()];
+        for (int m = 0; m < modes.size(); m++) {
+            statsByMode[m] = new SwitchThreadStats(new PingHopProbe());
+        }
         for (int r = 0; r < rounds; r++) { // interleaved, so load drift hits both sides alike
-            ctx.progress(1, 3, "TCP + ping through phost, round " + (r + 1) + " of " + rounds);
-            double[] p = throughPhost(tag, seconds, pings, probe, stats);
+            for (int mode = 0; mode < modes.size(); mode++) {
+                ctx.progress(1, 3, "TCP + ping through phost (tap rx " + modes.get(mode) + "), round " + (r + 1) + " of " + rounds);
+                double[] p = throughPhost(tag, seconds, pings, statsByMode[mode], modes.get(mode));
+                ctx.log("round " + (r + 1) + " phost " + modes.get(mode) + ": " + Arrays.toString(p));
+                for (int m = 0; m < 8; m++) {
+                    phostByMode[mode][m][r] = p[m];
+                }
+            }
             ctx.progress(2, 3, "TCP + ping through a Linux bridge, round " + (r + 1) + " of " + rounds);
             double[] b = throughBridge(tag, seconds, pings);
-            for (int m = 0; m < 4; m++) {
-                phost[m][r] = p[m];
+            ctx.log("round " + (r + 1) + " bridge: " + Arrays.toString(b));
+            for (int m = 0; m < 8; m++) {
                 bridge[m][r] = b[m];
             }
         }
         ctx.progress(3, 3, "done");
-        ctx.log("switch thread, all rounds: " + stats.summary());
-        if (seconds == 0) { // pings alone
-            results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50", median(phost[1]), "us",
+        for (int mode = 0; mode < modes.size(); mode++) {
+            double[][] phost = phostByMode[mode];
+            SwitchThreadStats stats = statsByMode[mode];
+            String suffix = mode == 0 ? "" : " [tap rx " + modes.get(mode) + "]";
+            ctx.log("switch thread, all rounds" + suffix + ": " + stats.summary());
+            if (seconds == 0) { // pings alone
+                results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50" + suffix, median(phost[1]),
+                    "us", "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
+                results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99" + suffix, median(phost[2]),
+                    "us", "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
+                Map<String, Double> hops = stats.pingSeries();
+                results.add(BenchResult.alone("ping hop to-switch p50 (phost)" + suffix, hops.get("hop_to_switch_p50_us"),
+                    "us").withSeries(hops));
+                continue;
+            }
+            results.add(roundsResult(BenchResult.vsPeer("tcp-throughput netns->netns" + suffix, median(phost[0]) / 1e9,
+                "Gbit/s", "linux bridge + veth", median(bridge[0]) / 1e9), phost[0], bridge[0], 1e9, "Gbit/s"));
+            results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50" + suffix, median(phost[1]), "us",
                 "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
-            results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
+            results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99" + suffix, median(phost[2]), "us",
                 "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
+            // Diagnostics of the phost rounds (own entries: their series mix units, so reports do not chart them)
+            Map<String, Double> tcpSeries = stats.tcpSeries();
+            double switchPerGb = tcpSeries.get("switch_cpu_s_per_gb");
+            double helperPerGb = tcpSeries.get("helper_cpu_s_per_gb");
+            results.add(BenchResult.alone("switch thread CPU per GB, tcp netns->netns" + suffix, switchPerGb, "CPU-s/GB"));
+            // Where a 2-vCPU machine's cycles go per GB on each path: iperf3's client and server (each with the
+            // kernel work done in its context: copies, TCP, the bridge's forwarding in softirq) plus, for phost, the
+            // switch thread and its helper threads (VMQ worker, threaded NAPI). With both CPUs busy, throughput is
+            // bounded by 2 CPUs / total. Softirq work RPS sends to an idle CPU is counted nowhere.
+            Map<String, Double> cpu = new java.util.LinkedHashMap<>();
+            cpu.put("phost_iperf3_cpu_s_per_gb", median(phost[3]));
+            cpu.put("phost_switch_cpu_s_per_gb", switchPerGb);
+            cpu.put("phost_helper_cpu_s_per_gb", helperPerGb);
+            cpu.put("phost_total_cpu_s_per_gb", median(phost[3]) + switchPerGb + helperPerGb);
+            cpu.put("bridge_iperf3_cpu_s_per_gb", median(bridge[3]));
+            // The whole machine's busy CPU (/proc/stat: user, nice, system, irq, softirq) per GB while iperf3 ran:
+            // counts softirq work wherever it lands (RPS), and everything else running, so it means something only
+            // on a quiet machine.
+            cpu.put("phost_machine_cpu_s_per_gb", median(phost[4]));
+            cpu.put("bridge_machine_cpu_s_per_gb", median(bridge[4]));
+            // TCP retransmissions the sender counted (a frame lost on the way, e.g. a full TAP queue, shows here)
+            cpu.put("phost_tcp_retransmits", median(phost[5]));
+            // The pipeline's stages one by one (the busiest bounds a quiet run): iperf3 client, server, switch
+            cpu.put("phost_client_cpu_s_per_gb", median(phost[6]));
+            cpu.put("phost_server_cpu_s_per_gb", median(phost[7]));
+            cpu.put("bridge_client_cpu_s_per_gb", median(bridge[6]));
+            cpu.put("bridge_server_cpu_s_per_gb", median(bridge[7]));
+            cpu.put("bridge_tcp_retransmits", median(bridge[5]));
+            results.add(BenchResult.alone("CPU per GB all threads, tcp netns->netns (phost)" + suffix,
+                median(phost[3]) + switchPerGb + helperPerGb, "CPU-s/GB").withSeries(cpu));
             Map<String, Double> hops = stats.pingSeries();
-            results.add(BenchResult.alone("ping hop to-switch p50 (phost)", hops.get("hop_to_switch_p50_us"), "us")
+            results.add(BenchResult.alone("ping hop to-switch p50 (phost)" + suffix, hops.get("hop_to_switch_p50_us"), "us")
                 .withSeries(hops));
-            return results;
         }
-        results.add(roundsResult(BenchResult.vsPeer("tcp-throughput netns->netns", median(phost[0]) / 1e9, "Gbit/s",
-            "linux bridge + veth", median(bridge[0]) / 1e9), phost[0], bridge[0], 1e9, "Gbit/s"));
-        results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p50", median(phost[1]), "us",
-            "linux bridge + veth", median(bridge[1])), phost[1], bridge[1], 1, "us"));
-        results.add(roundsResult(BenchResult.vsPeerLowerIsBetter("ping-latency p99", median(phost[2]), "us",
-            "linux bridge + veth", median(bridge[2])), phost[2], bridge[2], 1, "us"));
-        // Diagnostics of the phost rounds (own entries: their series mix units, so reports do not chart them)
-        double switchPerGb = stats.tcpSeries().get("switch_cpu_s_per_gb");
-        results.add(BenchResult.alone("switch thread CPU per GB, tcp netns->netns", switchPerGb, "CPU-s/GB"));
-        // Where a 2-vCPU machine's cycles go per GB on each path: iperf3's client and server (each with the
-        // kernel work done in its context: copies, TCP, the bridge's forwarding in softirq) plus, for phost, the
-        // switch thread. With both CPUs busy, throughput is bounded by 2 CPUs / total.
-        Map<String, Double> cpu = new java.util.LinkedHashMap<>();
-        cpu.put("phost_iperf3_cpu_s_per_gb", median(phost[3]));
-        cpu.put("phost_switch_cpu_s_per_gb", switchPerGb);
-        cpu.put("phost_total_cpu_s_per_gb", median(phost[3]) + switchPerGb);
-        cpu.put("bridge_iperf3_cpu_s_per_gb", median(bridge[3]));
-        results.add(BenchResult.alone("CPU per GB all threads, tcp netns->netns (phost)", median(phost[3]) + switchPerGb,
-            "CPU-s/GB").withSeries(cpu));
-        Map<String, Double> hops = stats.pingSeries();
-        results.add(BenchResult.alone("ping hop to-switch p50 (phost)", hops.get("hop_to_switch_p50_us"), "us")
-            .withSeries(hops));
         return results;
     }
 
@@ -296,8 +348,12 @@ public final class SwitchBenchSuite implements BenchSuite {
             .withSeries(Map.of("bytes_allocated_per_frame", (double) alloc / frames, "frames", (double) frames));
     }
 
-    private static double[] throughPhost(String tag, int seconds, int pings, PingHopProbe probe, SwitchThreadStats stats)
+    private static double[] throughPhost(String tag, int seconds, int pings, SwitchThreadStats stats, String mode)
         throws Exception {
+        PingHopProbe probe = stats.probe();
+        boolean vmqMode = mode.equals("vmq");
+        TapReceive receive = vmqMode ? TapReceive.INLINE : TapReceive.parse(mode);
+        io.phost.vswitch.Vmq vmq = vmqMode ? new io.phost.vswitch.Vmq(1) : null;
         String nsA = "phbA" + tag;
         String nsB = "phbB" + tag;
         VSwitch sw = new VSwitch("bench", SwitchType.PRIVATE);
@@ -305,12 +361,17 @@ public final class SwitchBenchSuite implements BenchSuite {
         TapPort b = null;
         AgentRunner runner = null;
         try {
-            a = TapPort.open("phbta" + tag, true);
-            b = TapPort.open("phbtb" + tag, true);
+            a = TapPort.open("phbta" + tag, true, receive);
+            b = TapPort.open("phbtb" + tag, true, receive);
             PingHopProbe.Port pa = probe.wrap(a);
             PingHopProbe.Port pb = probe.wrap(b);
-            stats.ports(sw.addPort("a", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_01L), pa, pa),
-                sw.addPort("b", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_02L), pb, pb));
+            io.phost.vswitch.FrameSink sa = vmq == null ? pa : vmq.attach("a", 1, pa);
+            io.phost.vswitch.FrameSink sb = vmq == null ? pb : vmq.attach("b", 1, pb);
+            stats.ports(sw.addPort("a", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_01L), sa, pa),
+                sw.addPort("b", PortKind.VNIC, PortConfig.vnic(0x02_60_00_00_00_02L), sb, pb));
+            if (vmq != null) {
+                vmq.start();
+            }
             namespace(nsA, a.name(), "10.90.0.1/24", "02:60:00:00:00:01");
             namespace(nsB, b.name(), "10.90.0.2/24", "02:60:00:00:00:02");
             // [host] polling for the switch agent: PHOST_BENCH_SWITCH_POLLING (adaptive, latency, efficiency; default adaptive)
@@ -322,6 +383,9 @@ public final class SwitchBenchSuite implements BenchSuite {
         } finally {
             if (runner != null) {
                 runner.close();
+            }
+            if (vmq != null) {
+                vmq.close();
             }
             if (a != null) {
                 a.close();
@@ -381,8 +445,9 @@ public final class SwitchBenchSuite implements BenchSuite {
     }
 
     /**
-     * Returns {TCP bits/s, ping p50 us, ping p99 us, iperf3 client + server CPU-s per GB} from nsA to serverIp in
-     * nsB (the CPU from iperf3's own {@code cpu_utilization_percent}: each process's CPU over the test's wall time).
+     * Returns {TCP bits/s, ping p50 us, ping p99 us, iperf3 client + server CPU-s per GB, the machine's busy CPU-s
+     * per GB, TCP retransmissions, client's and server's CPU-s per GB} from nsA to serverIp in nsB (iperf3's CPU from its own {@code cpu_utilization_percent}: each process's
+     * CPU over the test's wall time).
      */
     private static double[] measure(String nsA, String nsB, String serverIp, int seconds, int pings, Phases phases)
         throws Exception {
@@ -395,11 +460,17 @@ public final class SwitchBenchSuite implements BenchSuite {
         Process server = seconds == 0 ? null // pings alone
             : new ProcessBuilder("ip", "netns", "exec", nsB, "iperf3", "-s", "-1", "-B", serverIp)
                 .redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+        double machinePerGb = Double.NaN;
+        double retransmits = Double.NaN;
+        double clientPerGb = Double.NaN;
+        double serverPerGb = Double.NaN;
         try {
             for (int attempt = 0; server != null && attempt < 50; attempt++) {
                 phases.tcp(true);
+                long[] busy0 = machineBusy();
                 Result r = run(seconds + 20, "ip", "netns", "exec", nsA, "iperf3", "-c", serverIp, "-t",
                     Integer.toString(seconds), "-O", "1", "-J");
+                long[] busy1 = machineBusy();
                 phases.tcp(false);
                 if (r.output.contains("Connection refused")) {
                     Thread.sleep(100);
@@ -409,6 +480,11 @@ public final class SwitchBenchSuite implements BenchSuite {
                 double cpus = (number(r.output, "cpu_utilization_percent", "host_total")
                     + number(r.output, "cpu_utilization_percent", "remote_total")) / 100;
                 cpuPerGb = cpus / (bps / 8 / 1e9);
+                clientPerGb = number(r.output, "cpu_utilization_percent", "host_total") / 100 / (bps / 8 / 1e9);
+                serverPerGb = number(r.output, "cpu_utilization_percent", "remote_total") / 100 / (bps / 8 / 1e9);
+                // iperf3 runs seconds + 1 (the omitted first second) at about the measured rate
+                retransmits = number(r.output, "sum_sent", "retransmits");
+                machinePerGb = (busy1[0] - busy0[0]) / (double) busy1[1] / (bps / 8 / 1e9 * (seconds + 1));
                 break;
             }
         } finally {
@@ -430,7 +506,21 @@ public final class SwitchBenchSuite implements BenchSuite {
         }
         double[] sorted = rtts.stream().mapToDouble(Double::doubleValue).toArray();
         Arrays.sort(sorted);
-        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99), cpuPerGb};
+        return new double[] {bps, percentile(sorted, 0.5), percentile(sorted, 0.99), cpuPerGb, machinePerGb, retransmits,
+            clientPerGb, serverPerGb};
+    }
+
+    /** {busy ticks of all CPUs (user, nice, system, irq, softirq), ticks per second} from /proc/stat's cpu line. */
+    private static long[] machineBusy() {
+        try {
+            String line = java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/stat")).get(0);
+            String[] f = line.trim().split("\\s+");
+            long busy = Long.parseLong(f[1]) + Long.parseLong(f[2]) + Long.parseLong(f[3]) + Long.parseLong(f[6])
+                + Long.parseLong(f[7]);
+            return new long[] {busy, 100}; // USER_HZ
+        } catch (IOException | RuntimeException e) {
+            return new long[] {0, 100};
+        }
     }
 
     private static double percentile(double[] sorted, double p) {

@@ -18,6 +18,8 @@ final class SwitchThreadStats implements SwitchBenchSuite.Phases {
     private long[] at;
     private long bytesAt;
     private long tcpCpuNanos;
+    private long helperAt;
+    private long helperCpuNanos;
     private long tcpBytes;
     private long pingWaitNanos;
     private long pingSlices;
@@ -25,6 +27,10 @@ final class SwitchThreadStats implements SwitchBenchSuite.Phases {
 
     SwitchThreadStats(PingHopProbe probe) {
         this.probe = probe;
+    }
+
+    PingHopProbe probe() {
+        return probe;
     }
 
     /** The two ports of the current round's switch. */
@@ -40,11 +46,14 @@ final class SwitchThreadStats implements SwitchBenchSuite.Phases {
     @Override
     public void tcp(boolean start) {
         long[] now = Schedstat.sample(THREAD);
+        long helpers = helperCpuNanos();
         if (start) {
             at = now;
+            helperAt = helpers;
             bytesAt = forwardedBytes();
         } else {
             tcpCpuNanos += now[0] - at[0];
+            helperCpuNanos += helpers - helperAt;
             tcpBytes += forwardedBytes() - bytesAt;
         }
     }
@@ -66,6 +75,7 @@ final class SwitchThreadStats implements SwitchBenchSuite.Phases {
     Map<String, Double> tcpSeries() {
         Map<String, Double> out = new LinkedHashMap<>();
         out.put("switch_cpu_s_per_gb", tcpBytes == 0 ? Double.NaN : tcpCpuNanos / 1e9 / (tcpBytes / 1e9));
+        out.put("helper_cpu_s_per_gb", tcpBytes == 0 ? Double.NaN : helperCpuNanos / 1e9 / (tcpBytes / 1e9));
         return out;
     }
 
@@ -75,6 +85,29 @@ final class SwitchThreadStats implements SwitchBenchSuite.Phases {
         double pings = probe.summary().get("hop_samples");
         out.put("switch_slices_per_ping", pings == 0 ? Double.NaN : pingSlices / pings);
         return out;
+    }
+
+    /**
+     * CPU (ns) of the threads that write for the switch in the non-inline TAP receive modes: a VMQ worker
+     * ({@code vmq-*}, this process) and the TAPs' threaded NAPI kernel threads ({@code napi/phbt*}).
+     */
+    static long helperCpuNanos() {
+        long sum = Schedstat.sample("vmq-")[0];
+        try (java.nio.file.DirectoryStream<java.nio.file.Path> procs =
+                 java.nio.file.Files.newDirectoryStream(java.nio.file.Path.of("/proc"), "[0-9]*")) {
+            for (java.nio.file.Path p : procs) {
+                try {
+                    if (java.nio.file.Files.readString(p.resolve("comm")).startsWith("napi/phbt")) {
+                        sum += Long.parseLong(java.nio.file.Files.readString(p.resolve("schedstat")).trim().split("\\s+")[0]);
+                    }
+                } catch (java.io.IOException | RuntimeException e) {
+                    // gone between the listing and the read
+                }
+            }
+        } catch (java.io.IOException e) {
+            return sum;
+        }
+        return sum;
     }
 
     String summary() {
