@@ -66,7 +66,8 @@ public final class PacketSocketPort implements FrameSource, FrameSink {
     @Override
     public int poll(FrameHandler handler, int limit) {
         int n = 0;
-        while (n < limit) {
+        // Bounded by slots, not by frames delivered: a run of lost frames (counted) cannot keep the switch here.
+        for (int slots = 0; slots < limit; slots++) {
             int s = PacketSocket.slotOffset(slot);
             // Acquire: the slot's bytes the kernel wrote before it set TP_STATUS_USER are visible after this.
             int status = ring.getIntVolatile(s + PacketSocket.SLOT_STATUS_OFFSET);
