@@ -429,7 +429,9 @@ public final class NetVsp implements VirtualServiceProvider {
                 return true;
             }
             boolean wantsCompletion = (flags & PacketDescriptor.FLAG_COMPLETION_REQUESTED) != 0;
-            if (wantsCompletion && !ctx.requestSpace(VmbusRing.spaceFor(0, 64))) {
+            // The cheap check first (the cached read index, re-read only when it says full): requestSpace's
+            // pending_send_sz store and StoreLoad fence only when the answer may really not fit.
+            if (wantsCompletion && !ctx.tx().hasSpaceFor(0, 64) && !ctx.requestSpace(VmbusRing.spaceFor(0, 64))) {
                 return false; // no room for our answer yet: leave the request in the ring, retry on signal
             }
             int msg = u32(buf, data);
@@ -682,14 +684,14 @@ public final class NetVsp implements VirtualServiceProvider {
             // the guest stops completing).
             int need = VmbusRing.spaceFor(0, PKT_LENGTH);
             for (int i = 0; i < EGRESS_BATCH && link && freeCount > 0 && pendingSection < 0
-                && ctx.tx().bytesFree() > need; i++) {
+                && ctx.tx().hasSpaceFor(0, PKT_LENGTH); i++) {
                 if (egress.poll(toGuest, 1) == 0) {
                     break;
                 }
                 work++;
             }
             egressBlocked = !link || freeCount == 0 || pendingSection >= 0;
-            if (!egressBlocked && ctx.tx().bytesFree() <= need) {
+            if (!egressBlocked && !ctx.tx().hasSpaceFor(0, PKT_LENGTH)) {
                 egressBlocked = true;
                 ctx.requestSpace(need); // the guest signals once it has read enough of the ring
             }
@@ -796,16 +798,15 @@ public final class NetVsp implements VirtualServiceProvider {
                 return false;
             }
             try {
-                int need = VmbusRing.spaceFor(0, PKT_LENGTH);
                 if (direct != this || !linkUp) {
                     return false;
                 }
                 // The agent's drain loop (doWork), here: the queued frames go first.
-                while (pendingSection < 0 && freeCount > 0 && ctx.tx().bytesFree() > need
+                while (pendingSection < 0 && freeCount > 0 && ctx.tx().hasSpaceFor(0, PKT_LENGTH)
                     && egress.poll(toGuest, 1) > 0) {
                     // one frame at a time, as doWork does
                 }
-                if (pendingSection >= 0 || freeCount == 0 || !egress.isEmpty() || ctx.tx().bytesFree() <= need) {
+                if (pendingSection >= 0 || freeCount == 0 || !egress.isEmpty() || !ctx.tx().hasSpaceFor(0, PKT_LENGTH)) {
                     return false;
                 }
                 int hdr = vnetHdr ? FRAME_HDR_LENGTH : 0;

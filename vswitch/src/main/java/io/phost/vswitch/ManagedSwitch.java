@@ -245,16 +245,29 @@ public final class ManagedSwitch implements AutoCloseable {
     public Map<String, Map<String, Long>> counters() {
         Map<String, Map<String, Long>> m = new LinkedHashMap<>();
         for (Port p : sw.ports()) {
-            m.put(p.name(), p.counters().snapshot());
+            m.put(p.name(), withUplinkDrops(p, p.counters().snapshot()));
         }
         return m;
+    }
+
+    /**
+     * {@code counters} plus, for an uplink port, {@code uplink_rx_drops}: frames its AF_PACKET socket lost before
+     * the switch saw them (no free ring slot, no room on the socket's queue, too long), which no port counter sees.
+     */
+    private static Map<String, Long> withUplinkDrops(Port p, Map<String, Long> counters) {
+        if (p.source() instanceof PacketSocketPort u) {
+            counters.put("uplink_rx_drops", u.receiveDrops());
+        } else if (p.source() instanceof TeamUplink t) {
+            counters.put("uplink_rx_drops", t.receiveDrops());
+        }
+        return counters;
     }
 
     /** Prometheus text lines for /metrics. */
     public String metrics() {
         StringBuilder sb = new StringBuilder();
         for (Port p : sw.ports()) {
-            for (Map.Entry<String, Long> e : p.counters().all().entrySet()) {
+            for (Map.Entry<String, Long> e : withUplinkDrops(p, p.counters().all()).entrySet()) {
                 sb.append("phost_vswitch_").append(e.getKey().toLowerCase(Locale.ROOT))
                     .append("{switch=\"").append(spec.name()).append("\",port=\"").append(p.name()).append("\"} ")
                     .append(e.getValue()).append('\n');

@@ -209,6 +209,15 @@ public final class TeamUplink implements FrameSource, FrameSink {
         return txFrames[i];
     }
 
+    /** Frames the members' sockets lost before the switch saw them, summed ({@link PacketSocketPort#receiveDrops}). */
+    public long receiveDrops() {
+        long sum = 0;
+        for (PacketSocketPort p : members) {
+            sum += p.receiveDrops();
+        }
+        return sum;
+    }
+
     public List<String> members() {
         return List.of(names);
     }

@@ -56,6 +56,9 @@ class SwitchManagerTest {
             assertTrue(a.counters().txPackets() >= 3);
             assertTrue(mgr.counters().get("backend").get("a").get("rx_packets") >= 3);
             String metrics = mgr.metrics();
+            assertEquals(0L, mgr.counters().get("wan").get("uplink:" + uplink).get("uplink_rx_drops"),
+                "an uplink reports what its socket lost: " + mgr.counters().get("wan"));
+            assertTrue(metrics.contains("phost_vswitch_uplink_rx_drops{switch=\"wan\",port=\"uplink:" + uplink + "\"} 0"), metrics);
             assertTrue(metrics.contains("phost_vswitch_rx_packets{switch=\"backend\",port=\"a\"}"), metrics);
             for (DropReason r : DropReason.values()) { // every reason has a series, zero or not
                 assertTrue(metrics.contains("phost_vswitch_drop_" + r.name().toLowerCase(java.util.Locale.ROOT)

@@ -9,7 +9,7 @@ import java.lang.invoke.MethodHandle;
 
 /**
  * The libc calls the network data path makes (TAP and AF_PACKET fds): open/close/read/write/ioctl/poll,
- * socket/bind/setsockopt/send/mmap, if_nametoindex, setns. Built once; errno captured per call.
+ * socket/bind/setsockopt/getsockopt/send/recv/mmap, if_nametoindex, setns. Built once; errno captured per call.
  *
  * <p>Hot-path calls ({@link #read}, {@link #write}, {@link #poll}) take raw native addresses as {@code long}
  * so a call allocates nothing: on the x86-64 and AArch64 ABIs a pointer argument is passed exactly like a
@@ -46,6 +46,7 @@ public final class NetSyscalls {
     private static final MethodHandle SOCKET = Native.downcall("socket", FunctionDescriptor.of(I, I, I, I));
     private static final MethodHandle BIND = Native.downcall("bind", FunctionDescriptor.of(I, I, P, I));
     private static final MethodHandle SETSOCKOPT = Native.downcall("setsockopt", FunctionDescriptor.of(I, I, I, I, P, I));
+    private static final MethodHandle GETSOCKOPT = Native.downcall("getsockopt", FunctionDescriptor.of(I, I, I, I, P, P));
     private static final MethodHandle SEND = Native.downcall("send", FunctionDescriptor.of(L, I, L, L, I));
     private static final MethodHandle RECV = Native.downcall("recv", FunctionDescriptor.of(L, I, L, L, I));
     private static final MethodHandle MMAP = Native.downcall("mmap", FunctionDescriptor.of(L, L, L, I, I, I, L));
@@ -173,6 +174,18 @@ public final class NetSyscalls {
         try {
             int r = (int) SETSOCKOPT.invokeExact(Native.errnoState(), fd, level, name, value, (int) value.byteSize());
             Native.check(r, what);
+        } catch (Throwable t) {
+            throw Native.rethrow(t);
+        }
+    }
+
+    /** getsockopt(2) into {@code value} (its whole size offered); returns the length the kernel wrote. */
+    public static int getsockopt(int fd, int level, int name, MemorySegment value, String what) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment len = a.allocateFrom(ValueLayout.JAVA_INT, (int) value.byteSize());
+            int r = (int) GETSOCKOPT.invokeExact(Native.errnoState(), fd, level, name, value, len);
+            Native.check(r, what);
+            return len.get(ValueLayout.JAVA_INT, 0);
         } catch (Throwable t) {
             throw Native.rethrow(t);
         }
