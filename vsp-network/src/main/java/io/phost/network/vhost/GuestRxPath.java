@@ -155,21 +155,35 @@ final class GuestRxPath {
 
     /** Writes header and frame into chains[next, next + used) and records what each got. */
     private void fill(DirectBuffer buffer, int offset, int length, PacketMeta meta, int used) {
-        meta.writeTo(header, 0, HDR_LENGTH);
-        if (hdr == HDR_LENGTH) {
-            header.putShort(NUM_BUFFERS_OFFSET, (short) used, ByteOrder.LITTLE_ENDIAN);
-        }
-        if (!guestCsum) {
-            header.putByte(0, (byte) 0); // spec: flags are 0 unless GUEST_CSUM was negotiated
-        }
         for (int k = next; k < next + used; k++) {
             written[k] = 0;
         }
         curChain = next;
         curElem = 0;
         curOffset = 0;
-        scatter(header, 0, hdr);
+        DescriptorChain first = chains[next];
+        if (first.count() > 0 && first.length(0) >= hdr) {
+            // the header fits the first buffer (Linux posts 1,536 bytes and more): written in place, not copied
+            guest.wrap(first.address(0), hdr);
+            writeHeader(guest, meta, used);
+            curOffset = hdr;
+            written[next] = hdr;
+        } else {
+            writeHeader(header, meta, used);
+            scatter(header, 0, hdr);
+        }
         scatter(buffer, offset, length);
+    }
+
+    /** The virtio_net_hdr for a frame of {@code meta} that takes {@code used} chains, at 0 in {@code b} ({@code hdr} bytes). */
+    private void writeHeader(org.agrona.MutableDirectBuffer b, PacketMeta meta, int used) {
+        meta.writeTo(b, 0, hdr);
+        if (hdr == HDR_LENGTH) {
+            b.putShort(NUM_BUFFERS_OFFSET, (short) used, ByteOrder.LITTLE_ENDIAN);
+        }
+        if (!guestCsum) {
+            b.putByte(0, (byte) 0); // spec: flags are 0 unless GUEST_CSUM was negotiated
+        }
     }
 
     /**

@@ -142,8 +142,17 @@ final class GuestTxPath {
         return kicked || queue.enableKicks();
     }
 
-    /** Copies header (to 0; a legacy 10-byte one leaves num_buffers 0) and frame (to 12) out of the chain's readable buffers. */
+    /**
+     * Copies header (to 0; a legacy 10-byte one leaves num_buffers 0) and frame (to 12) out of the chain's readable
+     * buffers (the frame is at least MIN_FRAME long, so element 0 exists).
+     */
     private void gather(DescriptorChain chain, int length) {
+        if (hdr == HDR_LENGTH && chain.length(0) >= HDR_LENGTH + length) {
+            // header and frame in one buffer, as Linux's virtio-net sends them: one copy, not two
+            guest.wrap(chain.address(0), HDR_LENGTH + length);
+            frame.putBytes(0, guest, 0, HDR_LENGTH + length);
+            return;
+        }
         frame.putShort(NUM_BUFFERS_OFFSET, (short) 0);
         long pos = 0; // position in the chain's readable stream
         long end = hdr + (long) length;
