@@ -9,8 +9,9 @@ package io.phost.core.vhost;
  * </pre>
  */
 public final class DescriptorChain {
-    private final long[] address;
-    private final int[] length;
+    private long[] address;
+    private int[] length;
+    private final int capacity;
     private int count;
     private int readable;
     private int head;
@@ -18,8 +19,21 @@ public final class DescriptorChain {
     private long writableBytes;
 
     public DescriptorChain(int capacity) {
-        this.address = new long[capacity];
-        this.length = new int[capacity];
+        this(capacity, capacity);
+    }
+
+    /**
+     * A chain of up to {@code capacity} buffers whose storage starts at {@code initial} and doubles when a longer
+     * chain comes (at most log2(capacity / initial) times in its life): for devices that keep many chains in
+     * flight at once (a burst) of which nearly all are short.
+     */
+    public DescriptorChain(int capacity, int initial) {
+        if (initial < 1 || initial > capacity) {
+            throw new IllegalArgumentException("initial " + initial + " not in 1.." + capacity);
+        }
+        this.capacity = capacity;
+        this.address = new long[initial];
+        this.length = new int[initial];
     }
 
     void reset(int head) {
@@ -38,7 +52,12 @@ public final class DescriptorChain {
 
     boolean tryAppend(long hostAddress, int len, boolean writable) {
         if (count == address.length) {
-            return false;
+            if (count == capacity) {
+                return false;
+            }
+            int grown = Math.min(capacity, 2 * count); // once per doubling in the chain's life, not per pop
+            address = java.util.Arrays.copyOf(address, grown);
+            length = java.util.Arrays.copyOf(length, grown);
         }
         address[count] = hostAddress;
         length[count] = len;
@@ -87,7 +106,7 @@ public final class DescriptorChain {
     }
 
     public int capacity() {
-        return address.length;
+        return capacity;
     }
 
     /** Elements [0, readableCount) are device-readable; the rest device-writable. */

@@ -31,9 +31,24 @@ public final class GuestMemory implements AutoCloseable {
 
     private static final GuestMemory EMPTY = new GuestMemory(new Region[0]);
     private final Region[] regions;
+    /**
+     * The regions' guest-physical starts, sizes and host addresses of those starts, as flat arrays: the per-descriptor
+     * translation reads no Region or MemorySegment object (two pops per switched frame, each per descriptor).
+     */
+    private final long[] gpaStart;
+    private final long[] gpaSize;
+    private final long[] hostStart;
 
     private GuestMemory(Region[] regions) {
         this.regions = regions;
+        this.gpaStart = new long[regions.length];
+        this.gpaSize = new long[regions.length];
+        this.hostStart = new long[regions.length];
+        for (int i = 0; i < regions.length; i++) {
+            gpaStart[i] = regions[i].gpa();
+            gpaSize[i] = regions[i].size();
+            hostStart[i] = regions[i].host();
+        }
     }
 
     public static GuestMemory empty() {
@@ -146,9 +161,9 @@ public final class GuestMemory implements AutoCloseable {
      * (descriptor translation) calls it once per descriptor.
      */
     public int regionOfGpa(long gpa) {
-        for (int i = 0; i < regions.length; i++) {
-            Region r = regions[i];
-            if (gpa >= r.gpa && gpa - r.gpa < r.size) {
+        long[] start = gpaStart;
+        for (int i = 0; i < start.length; i++) {
+            if (gpa >= start[i] && gpa - start[i] < gpaSize[i]) {
                 return i;
             }
         }
@@ -157,12 +172,12 @@ public final class GuestMemory implements AutoCloseable {
 
     /** Host address of {@code gpa} in region {@code i} (which holds it). */
     public long hostOfGpa(int i, long gpa) {
-        return regions[i].host() + (gpa - regions[i].gpa);
+        return hostStart[i] + (gpa - gpaStart[i]);
     }
 
     /** Bytes from {@code gpa} to the end of region {@code i}. */
     public long bytesToEnd(int i, long gpa) {
-        return regions[i].size - (gpa - regions[i].gpa);
+        return gpaSize[i] - (gpa - gpaStart[i]);
     }
 
     /** Host address of the guest range [gpa, gpa+len) if one region holds it wholly, else -1. */

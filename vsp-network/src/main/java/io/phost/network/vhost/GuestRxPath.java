@@ -14,8 +14,12 @@ import org.agrona.concurrent.UnsafeBuffer;
  * A receive queue (2k) as the switch's agent fills it: the switch's frame is scattered straight into the
  * guest's device-writable chains, header first, inside {@code tryTransmit} (no queue, no second thread). With
  * MRG_RXBUF a frame may take several chains ({@code num_buffers} says how many); without, it must fit one
- * chain or it is dropped (counted). When the guest has too few buffers the chains popped for the frame are
- * given back ({@link Virtqueue#discard}) and the switch counts the frame EGRESS_FULL, as a full NIC queue.
+ * chain or it is dropped (counted). When the guest has too few buffers the switch counts the frame EGRESS_FULL,
+ * as a full NIC queue.
+ * Within a vhost-user-net transmit burst the first frame for this queue takes receive chains for all the burst's
+ * frames still to come ({@link PendingCalls#framesLeft}) in one run of ring walks, so their misses on the driver's
+ * lines overlap; the chains no frame used are given back ({@link Virtqueue#discard}, the newest pops) when the
+ * burst ends. Outside a burst a frame takes only what it needs and gives back the rest at once.
  * Within a vhost-user-net transmit burst the call to the guest is deferred ({@link #callPending}) and made once
  * per burst by {@link PendingCalls}; a frame from any other source is called at once.
  * <pre>
@@ -42,10 +46,16 @@ final class GuestRxPath {
     private final UnsafeBuffer guest = new UnsafeBuffer(0, 0);
     /** Attached queue (agent thread): null before the worker attached it and after it detached or broke. */
     Virtqueue queue;
-    /** Frames pushed since the last call decision (0: nothing to tell the guest). */
+    /** Frames pushed since the last call decision (0: nothing to tell the guest); added to {@code rxFrames} there. */
     private int callPending;
     /** In the agent's {@link PendingCalls} list (once, however many frames). */
     boolean listed;
+    /**
+     * Chains taken from the ring in this burst: chains[0, next) carry frames already pushed, chains[next, taken) are
+     * taken ahead for the burst's next frames and given back by {@link #call} if none uses them.
+     */
+    private int next;
+    private int taken;
     // scatter cursor
     private int curChain;
     private int curElem;
@@ -69,57 +79,130 @@ final class GuestRxPath {
     boolean deliver(DirectBuffer buffer, int offset, int length, PacketMeta meta, PendingCalls calls) {
         Virtqueue q = queue;
         int total = hdr + length;
+        int most = mergeable ? MAX_CHAINS_PER_FRAME : 1;
         int used = 0;
         long room = 0;
+        boolean delivered = true;
         while (room < total) {
-            if (used == (mergeable ? MAX_CHAINS_PER_FRAME : 1)) {
-                q.discard(used);
-                pair.counters.rxTooBig++;
-                return true; // dropped: does not fit what the guest posts
+            if (used == most) {
+                pair.counters.rxTooBig++; // dropped: does not fit what the guest posts (its buffers stay taken for the next frame)
+                used = -1;
+                break;
             }
-            DescriptorChain c = chains[used];
-            if (!q.tryPopQuiet(c)) { // a kick adding buffers would change nothing: the frame is dropped, not held
-                q.discard(used);
-                return false;
+            if (next + used == taken && !takeAhead(q, used, calls.burst ? Math.max(1, calls.framesLeft) : 1)) {
+                delivered = false; // too few buffers: a kick adding some would change nothing, the frame is dropped, not held
+                used = -1;
+                break;
             }
+            DescriptorChain c = chains[next + used];
             if (c.readableCount() != 0) {
+                forgetTaken();
                 throw new VhostUserException(VhostUserException.Reason.BAD_DESCRIPTOR_ORDER,
                     "queue " + 2 * pair.index + " head " + c.head() + ": device-readable buffer in a receive chain");
             }
-            written[used] = 0;
             room += c.writableBytes();
             used++;
         }
-        meta.writeTo(header, 0, HDR_LENGTH);
-        if (hdr == HDR_LENGTH) {
-            header.putShort(NUM_BUFFERS_OFFSET, (short) used, ByteOrder.LITTLE_ENDIAN);
+        if (used > 0) {
+            fill(buffer, offset, length, meta, used);
+            for (int k = next; k < next + used; k++) {
+                q.pushUsedLater(chains[k].head(), written[k]); // published by call(): once per burst
+            }
+            next += used;
+            callPending++; // counted in rxFrames by call()
         }
-        if (!guestCsum) {
-            header.putByte(0, (byte) 0); // spec: flags are 0 unless GUEST_CSUM was negotiated
-        }
-        curChain = 0;
-        curElem = 0;
-        curOffset = 0;
-        scatter(header, 0, hdr);
-        scatter(buffer, offset, length);
-        for (int k = 0; k < used; k++) {
-            q.pushUsedLater(chains[k].head(), written[k]); // published by call(): once per burst
-        }
-        pair.counters.rxFrames++;
-        if (++callPending >= CALL_EVERY || !calls.burst) {
-            call();
-        } else if (!listed) {
+        if (callPending >= CALL_EVERY || !calls.burst) {
+            call(); // also gives back what was taken ahead: nothing stays taken outside a burst
+        } else if (!listed && (callPending > 0 || taken > next)) {
             listed = true;
             calls.add(this);
         }
-        return true;
+        return delivered;
     }
 
-    /** Tells the guest about the frames pushed since the last call, if it wants to hear (EVENT_IDX, NO_INTERRUPT). */
+    /**
+     * Takes up to {@code want} more chains from the ring, after the {@code used} ones the current frame already has:
+     * the burst's receive buffers in one run of walks whose misses overlap. False when the ring had none.
+     */
+    private boolean takeAhead(Virtqueue q, int used, int want) {
+        if (taken + want > chains.length) { // move the current frame's chains to the front (references only)
+            for (int k = 0; k < taken - next; k++) {
+                DescriptorChain c = chains[k];
+                chains[k] = chains[next + k];
+                chains[next + k] = c;
+            }
+            taken -= next;
+            next = 0;
+        }
+        int before = taken;
+        int end = Math.min(chains.length, taken + want);
+        try {
+            while (taken < end && q.tryPopQuiet(chains[taken])) { // a kick adding buffers would change nothing now
+                taken++;
+            }
+        } catch (RuntimeException e) {
+            forgetTaken(); // the ring is broken: nothing to give back to it
+            throw e;
+        }
+        return taken > before;
+    }
+
+    /** The ring broke: the chains taken ahead are neither used nor given back (the front-end resets the queue). */
+    private void forgetTaken() {
+        next = 0;
+        taken = 0;
+    }
+
+    /** Writes header and frame into chains[next, next + used) and records what each got. */
+    private void fill(DirectBuffer buffer, int offset, int length, PacketMeta meta, int used) {
+        for (int k = next; k < next + used; k++) {
+            written[k] = 0;
+        }
+        curChain = next;
+        curElem = 0;
+        curOffset = 0;
+        DescriptorChain first = chains[next];
+        if (first.count() > 0 && first.length(0) >= hdr) {
+            // the header fits the first buffer (Linux posts 1,536 bytes and more): written in place, not copied
+            guest.wrap(first.address(0), hdr);
+            writeHeader(guest, meta, used);
+            curOffset = hdr;
+            written[next] = hdr;
+        } else {
+            writeHeader(header, meta, used);
+            scatter(header, 0, hdr);
+        }
+        scatter(buffer, offset, length);
+    }
+
+    /** The virtio_net_hdr for a frame of {@code meta} that takes {@code used} chains, at 0 in {@code b} ({@code hdr} bytes). */
+    private void writeHeader(org.agrona.MutableDirectBuffer b, PacketMeta meta, int used) {
+        meta.writeTo(b, 0, hdr);
+        if (hdr == HDR_LENGTH) {
+            b.putShort(NUM_BUFFERS_OFFSET, (short) used, ByteOrder.LITTLE_ENDIAN);
+        }
+        if (!guestCsum) {
+            b.putByte(0, (byte) 0); // spec: flags are 0 unless GUEST_CSUM was negotiated
+        }
+    }
+
+    /**
+     * Gives back the chains taken ahead that no frame used (the ring pops them again), then tells the guest about
+     * the frames pushed since the last call, if it wants to hear (EVENT_IDX, NO_INTERRUPT).
+     */
     void call() {
-        if (callPending > 0 && queue != null) {
+        Virtqueue q = queue;
+        if (q != null && taken > next) {
+            q.discard(taken - next); // the newest pops: exactly the ones no frame used
+        }
+        next = 0;
+        taken = 0;
+        if (callPending > 0) {
+            pair.counters.rxFrames += callPending; // a volatile store (a full fence on x86) per burst, not per frame
             callPending = 0;
-            queue.notifyIfNeeded();
+            if (q != null) {
+                q.notifyIfNeeded();
+            }
         }
     }
 

@@ -4,7 +4,7 @@ package io.phost.network.vhost;
  * Counters of one vhost-user-net device. Each field has a single writer (named), read anywhere.
  */
 public final class NetCounters {
-    /** Switch agent (receive fill): frames written into guest buffers. */
+    /** Switch agent (receive fill): frames written into guest buffers, added once per burst (before the guest is told). */
     volatile long rxFrames;
     /** Switch agent (receive fill): frames dropped because they do not fit the guest's receive buffers. */
     volatile long rxTooBig;
@@ -45,5 +45,11 @@ public final class NetCounters {
 
     public long txErrors() {
         return txErrors;
+    }
+
+    @Override
+    public String toString() {
+        return "rxFrames=" + rxFrames + " rxTooBig=" + rxTooBig + " rxNoQueue=" + rxNoQueue + " linkDownDrops=" + linkDownDrops
+            + " announcements=" + announcements + " txFrames=" + txFrames + " txErrors=" + txErrors;
     }
 }

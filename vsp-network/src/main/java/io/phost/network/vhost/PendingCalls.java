@@ -21,6 +21,11 @@ final class PendingCalls {
     private int count;
     /** True while a vhost-user-net transmit burst is being switched on this thread. */
     boolean burst;
+    /**
+     * Frames of the transmit burst still to be switched, the current one included (1 outside a burst): how many
+     * receive buffers a destination takes from its ring at once ({@link GuestRxPath}).
+     */
+    int framesLeft = 1;
 
     /** The list of the switch agent {@code agent} (any object that stands for one agent thread). */
     static PendingCalls of(Object agent) {
@@ -42,6 +47,7 @@ final class PendingCalls {
     /** The burst ends: every listed queue gets its one call. */
     void endBurst() {
         burst = false;
+        framesLeft = 1;
         drain();
     }
 

@@ -337,7 +337,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
                 SwitchServedQueue tx = p.tx;
                 if (tx != null) {
                     try {
-                        n += tx.tx().poll(handler, limit - n, linkUp, counters);
+                        n += tx.tx().poll(handler, limit - n, linkUp, counters, pending);
                     } catch (RuntimeException e) {
                         broken(p, tx, e);
                     }
