@@ -367,7 +367,7 @@ public final class VhostBenchSuite implements BenchSuite {
     }
 
     /** A raw file or a dynamic VHDX with every block written (steady state: no allocation during the run). */
-    private static void prefill(Path path, String format, long size) throws IOException {
+    static void prefill(Path path, String format, long size) throws IOException {
         Files.deleteIfExists(path);
         try (Arena a = Arena.ofConfined();
              VirtualDisk d = format.equals("raw") ? rawCreate(path, size) : VhdxDisk.create(path, VhdxCreateOptions.dynamic(size))) {
