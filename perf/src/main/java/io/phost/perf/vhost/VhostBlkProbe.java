@@ -126,6 +126,7 @@ public final class VhostBlkProbe {
                 DiskStats stats = export != null ? export.stats() : scsiExport != null ? scsiExport.target().lun(0).stats() : null;
                 long lat0 = stats == null ? 0 : stats.latencyNanosTotal();
                 long n0 = stats == null ? 0 : stats.reads() + stats.writes();
+                io.phost.core.vmbus.SpinGovernor.Totals gov0 = io.phost.core.vmbus.SpinGovernor.totals(true);
                 Process perf = startPerf(all, seconds);
                 UsedSampler sampler = new UsedSampler(q);
                 sampler.start();
@@ -142,6 +143,11 @@ public final class VhostBlkProbe {
                     // Little's law: requests in the core on average = rate x time each spends there; the driver keeps qd.
                     System.out.printf(Locale.ROOT, "phost core: mean latency %.1f us, %.1f of %d requests in the core on average; driver's view %.1f us%n",
                         lat, rate * lat / 1e6, qd, qd / rate * 1e6);
+                }
+                if (!qsd) {
+                    var g = io.phost.core.vmbus.SpinGovernor.totals(true).minus(gov0);
+                    System.out.printf(Locale.ROOT, "governor (host side): allowed to spin %.1f%% of governed time, %d trials, %d stops (contended %d, misses %d)%n",
+                        g.spinShare() * 100, g.trials(), g.contendedStops() + g.missStops(), g.contendedStops(), g.missStops());
                 }
                 System.out.printf(Locale.ROOT, "used ring: %.1f completions wait for the driver on average (%d samples)%n",
                     sampler.mean(), sampler.samples);
