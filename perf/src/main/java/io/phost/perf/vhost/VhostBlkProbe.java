@@ -42,6 +42,9 @@ public final class VhostBlkProbe {
         "syscalls:sys_enter_ppoll", "syscalls:sys_enter_poll", "syscalls:sys_enter_preadv", "syscalls:sys_enter_pwritev",
         "syscalls:sys_enter_sched_yield", "syscalls:sys_enter_futex", "sched:sched_wakeup"};
 
+    /** The timed run's random-offset seed ({@code PHOST_PROBE_SEED}, default 1000 as the bench's first round). */
+    private static final long SEED = Long.parseLong(System.getenv().getOrDefault("PHOST_PROBE_SEED", "1000"));
+
     private VhostBlkProbe() {}
 
     public static void main(String[] args) throws Exception {
@@ -131,7 +134,7 @@ public final class VhostBlkProbe {
                 UsedSampler sampler = new UsedSampler(q);
                 sampler.start();
                 long t0 = System.nanoTime();
-                double rate = load.run(seconds, 1000);
+                double rate = load.run(seconds, SEED);
                 double ios = rate * ((System.nanoTime() - t0) / 1e9);
                 sampler.interrupt();
                 sampler.join();
