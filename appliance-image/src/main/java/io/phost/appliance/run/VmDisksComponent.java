@@ -165,7 +165,7 @@ public final class VmDisksComponent implements Component {
                 VhostUserScsiExport scsi = controllers.get(a.controller());
                 if (scsi == null) {
                     scsi = VhostUserScsiExport.start(p.name() + ".scsi" + a.controller(), new ScsiTarget(), socket,
-                        VhostUserScsiExport.Options.defaults().withRequestQueues(queues(p)));
+                        VhostUserScsiExport.Options.defaults().withRequestQueues(queues(p)).withPolling(polling));
                     controllers.put(a.controller(), scsi);
                 }
                 scsi.target().add(a.lun(), lun);

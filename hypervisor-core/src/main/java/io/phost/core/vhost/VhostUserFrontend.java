@@ -620,6 +620,14 @@ public final class VhostUserFrontend implements AutoCloseable {
             return need;
         }
 
+        /**
+         * The used index this driver has consumed up to (split rings): a sampling thread may read it racily to see how
+         * many completions wait for the driver ({@link #usedIndex} minus this).
+         */
+        public int consumedUsedIndex() {
+            return lastUsed;
+        }
+
         /** The back-end's used index as it is now in guest memory. */
         public int usedIndex() {
             VarHandle.acquireFence();

@@ -22,8 +22,16 @@ final class NativeFio {
 
     private NativeFio() {}
 
+    /**
+     * fio's engine at {@code qd}: psync at QD1 (a lone synchronous preadv/pwritev is the fastest a QD1 thread can do on
+     * this kind of disk; fio io_uring's QD1 writes were 0.42x of psync's here, issue 14 tenth session), io_uring above.
+     */
+    static String engine(int qd) {
+        return qd == 1 ? "psync" : "io_uring";
+    }
+
     static List<String> command(Path file, boolean write, int bs, int qd, double seconds) {
-        return List.of("fio", "--name=native", "--filename=" + file, "--ioengine=io_uring", "--direct=1",
+        return List.of("fio", "--name=native", "--filename=" + file, "--ioengine=" + engine(qd), "--direct=1",
             "--rw=" + (write ? "randwrite" : "randread"), "--bs=" + bs, "--iodepth=" + qd,
             "--ramp_time=300ms", "--runtime=" + Math.round(seconds * 1000) + "ms", "--time_based",
             "--norandommap", "--randrepeat=0", "--output-format=json");

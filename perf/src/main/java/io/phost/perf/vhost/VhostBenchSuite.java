@@ -35,7 +35,8 @@ import java.util.function.LongSupplier;
  * TCG is in the loop. 4 KiB random read and write at QD1 and QD32; each point runs ours and the peer
  * interleaved (ABBA), three rounds; the result is each side's median, min/median/max in the series. A last point
  * is the QD1 round trip over a disk that moves no data (phost's null disk vs qemu-storage-daemon's null-co).
- * At QD32 on raw the same phost rounds are also compared with fio on the same file ({@link NativeFio}), interleaved.
+ * On raw the same phost rounds are also compared with fio on the same file ({@link NativeFio}: psync at QD1, io_uring
+ * at QD32), interleaved; the peer's median in the same series gives qemu-storage-daemon's share of native too.
  * The vhost-user-net point (64-byte frames through the switch vs dpdk-testpmd) is {@link VhostNetPoint}.
  * <pre>
  *   qemu-storage-daemon --blockdev driver=file,node-name=f,filename=IMG,cache.direct=on,aio=io_uring \
@@ -96,7 +97,7 @@ public final class VhostBenchSuite implements BenchSuite {
                     double[] c = new double[ROUNDS];
                     double[] cpuA = new double[ROUNDS];
                     double[] cpuB = new double[ROUNDS];
-                    boolean vsNative = fio && format.equals("raw") && qd == 32;
+                    boolean vsNative = fio && format.equals("raw");
                     for (int r = 0; r < ROUNDS; r++) { // ABBA: ours, qsd, fio / qsd, fio, ours / …
                         if (Rounds.oursFirst(r)) {
                             Rate o = ours(ctx, ours, format, write, qd, size, seconds, r);
@@ -114,7 +115,8 @@ public final class VhostBenchSuite implements BenchSuite {
                         }
                     }
                     if (vsNative) {
-                        out.add(Rounds.compare(point + " vs native", "IOPS", a, "native fio (io_uring, O_DIRECT, same file)", c, false));
+                        out.add(Rounds.compare(point + " vs native", "IOPS", a,
+                            "native fio (" + NativeFio.engine(qd) + ", O_DIRECT, same file)", c, false));
                     }
                     Map<String, Double> series = new LinkedHashMap<>();
                     Arrays.sort(a);
@@ -367,7 +369,7 @@ public final class VhostBenchSuite implements BenchSuite {
     }
 
     /** A raw file or a dynamic VHDX with every block written (steady state: no allocation during the run). */
-    private static void prefill(Path path, String format, long size) throws IOException {
+    static void prefill(Path path, String format, long size) throws IOException {
         Files.deleteIfExists(path);
         try (Arena a = Arena.ofConfined();
              VirtualDisk d = format.equals("raw") ? rawCreate(path, size) : VhdxDisk.create(path, VhdxCreateOptions.dynamic(size))) {

@@ -18,6 +18,12 @@ class NativeFioTest {
     }
 
     @Test
+    void shouldRunFioPsyncAtQueueDepthOne() {
+        List<String> c = NativeFio.command(Path.of("/d/img.raw"), false, 4096, 1, 2.0);
+        assertTrue(c.containsAll(List.of("--ioengine=psync", "--direct=1", "--rw=randread", "--iodepth=1")), c.toString());
+    }
+
+    @Test
     void shouldTakeTheIopsOfTheDirectionRun() {
         String json = "{\"jobs\":[{\"read\":{\"io_bytes\":0,\"iops\":1234.5,\"x\":1},\"write\":{\"io_bytes\":9,\"iops\":77.25}}]}";
         assertEquals(1234.5, NativeFio.iops(json, false));

@@ -1,6 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.VhostUserBackend;
+import io.phost.core.vmbus.PollingMode;
 import io.phost.storage.scsi.ScsiTarget;
 
 import java.nio.file.Path;
@@ -26,25 +27,40 @@ public final class VhostUserScsiExport extends VhostUserExport {
     /**
      * @param requestQueues request queues offered (1..{@value #MAX_REQUEST_QUEUES}), besides control and event
      * @param cpus          CPUs the queue workers are pinned to; empty = no pinning
+     * @param polling       how a request queue's worker with nothing in flight waits for the next command
+     *                      ({@code [host] polling}, as vhost-user-blk's: {@code latency} polls the avail ring ~50 µs
+     *                      with the driver's kicks off before it sleeps, {@code adaptive} does so while its governor
+     *                      says it pays, {@code efficiency} sleeps at once); control and event queues never poll
      */
-    public record Options(int requestQueues, List<Integer> cpus) {
+    public record Options(int requestQueues, List<Integer> cpus, PollingMode polling) {
         public Options {
             cpus = List.copyOf(cpus);
+            Objects.requireNonNull(polling, "polling");
             if (requestQueues < 1 || requestQueues > MAX_REQUEST_QUEUES) {
                 throw new IllegalArgumentException("vhost-user-scsi request queues " + requestQueues + ": must be 1 to " + MAX_REQUEST_QUEUES);
             }
         }
 
+        /** The options before the polling mode (the host's default, {@link PollingMode#ADAPTIVE}). */
+        public Options(int requestQueues, List<Integer> cpus) {
+            this(requestQueues, cpus, PollingMode.ADAPTIVE);
+        }
+
+        /** {@value #MAX_REQUEST_QUEUES} request queues offered, no pinning, {@code adaptive} polling (the host's default). */
         public static Options defaults() {
-            return new Options(MAX_REQUEST_QUEUES, List.of());
+            return new Options(MAX_REQUEST_QUEUES, List.of(), PollingMode.ADAPTIVE);
         }
 
         public Options withRequestQueues(int n) {
-            return new Options(n, cpus);
+            return new Options(n, cpus, polling);
         }
 
         public Options withCpus(List<Integer> list) {
-            return new Options(requestQueues, list);
+            return new Options(requestQueues, list, polling);
+        }
+
+        public Options withPolling(PollingMode mode) {
+            return new Options(requestQueues, cpus, mode);
         }
     }
 
@@ -61,7 +77,7 @@ public final class VhostUserScsiExport extends VhostUserExport {
     public static VhostUserScsiExport start(String name, ScsiTarget target, Path socketPath, Options options) {
         Objects.requireNonNull(target, "target");
         VhostUserScsiDevice device = new VhostUserScsiDevice(target, options.requestQueues());
-        return new VhostUserScsiExport(name, target, device, VhostUserBackend.start(name, socketPath, device, options.cpus()));
+        return new VhostUserScsiExport(name, target, device, VhostUserBackend.start(name, socketPath, device, options.cpus(), options.polling()));
     }
 
     /**
