@@ -50,17 +50,20 @@ public final class SpinGovernor {
     static final int MAX_COOLDOWN = 1_024;
 
     /**
-     * Run-queue waits of at most this much per switch-in are a wake-up's latency, not contention, and are not
-     * held against spinning (issue 19, eleventh session). A thread that blocks in the kernel once per request
-     * (a QD1 disk read on the agent: one {@code preadv} each) is woken once per request, and each wake-up
-     * waits a little on a run queue even on an idle machine: the VSP agent measured 1.7-3.8 µs per I/O in
-     * the quiet slot, and waking a halted vCPU on this Firecracker VM costs 15-20 µs (fio psync QD1 away from
-     * the disk's interrupt CPU vs on it, p50). At QD1 (~55 µs per I/O) that alone is above 5% of a window, so
-     * spinning stopped on a quiet machine (spin share 0.40-0.46, 20-29 "contended" stops per disk point) and
-     * every later hand-off woke a sleeping thread. A preemption waits a time slice (a millisecond or more)
-     * per switch-in and still counts almost whole.
+     * A spinning thread whose run-queue waits average at most this much per switch-in is woken late, not
+     * preempted, and keeps spinning (issue 19, eleventh session). A thread that blocks in the kernel once per
+     * request (a QD1 disk read on the agent: one {@code preadv} each) is woken once per request, and each
+     * wake-up waits a little on a run queue even on an idle machine: the VSP agent measured 1.7-3.8 µs per I/O
+     * in the quiet slot (9.7 in one disturbed run). At QD1 (~55 µs per I/O) that alone is above 5% of a
+     * window, so spinning stopped on a quiet machine (spin share 0.40-0.46, 20-29 "contended" stops per disk
+     * point) and every later hand-off woke a sleeping thread. A preemption waits a time slice (a millisecond
+     * or more), so a preempted spinner's average is far above this: one 1 ms preemption among 64 wake-ups
+     * of 4 µs averages 19 µs. Only the decision to stop uses it: the
+     * decision to try again still needs a window with under 1% run-queue wait, because a sleeping thread's
+     * wake-ups are short on a loaded machine too (a first version that excused them in both decisions kept
+     * trying to spin at load 23-29: tmpfs QD1 agent run-queue wait 28-34 µs per I/O against 7-8).
      */
-    static final long WAKE_ALLOWANCE_NANOS = 20_000;
+    static final long WAKE_ALLOWANCE_NANOS = 10_000;
 
     /**
      * Cumulative ns the calling thread spent runnable but not running; negative when unknown. Optionally the
@@ -224,13 +227,13 @@ public final class SpinGovernor {
         long elapsed = Math.max(1, now - windowStart);
         boolean known = wait >= 0 && waitAtStart >= 0; // unknown: decide on spin hits alone
         long waited = known ? wait - waitAtStart : 0;
-        // what is contention: the wait beyond a wake-up's latency per switch-in (all of it when switch-ins are unknown)
-        long wakeLatency = switchIns >= 0 && switchInsAtStart >= 0 ? (switchIns - switchInsAtStart) * WAKE_ALLOWANCE_NANOS : 0;
-        long contention = Math.max(0, waited - wakeLatency);
+        // woken late rather than preempted: waits that average a wake-up's latency per switch-in (unknown: preempted)
+        long switched = switchIns >= 0 && switchInsAtStart >= 0 ? switchIns - switchInsAtStart : 0;
+        boolean onlyWakeLatency = switched > 0 && waited <= switched * WAKE_ALLOWANCE_NANOS;
         TOTALS.addAndGet(side + (spin ? 0 : 1), elapsed);
         TOTALS.addAndGet(side + 5, waited);
         if (spin) {
-            boolean contended = contention * CONTENDED_FRACTION > elapsed;
+            boolean contended = waited * CONTENDED_FRACTION > elapsed && !onlyWakeLatency;
             boolean missing = paid * MISS_FRACTION < episodes;
             if (contended || missing) {
                 TOTALS.incrementAndGet(side + (contended ? 2 : 3));
@@ -241,7 +244,7 @@ public final class SpinGovernor {
                 cooldownLength = 1; // a window of spinning that paid: the next back-off starts short
             }
             trial = false;
-        } else if (--cooldown <= 0 && contention * QUIET_FRACTION < elapsed) {
+        } else if (--cooldown <= 0 && waited * QUIET_FRACTION < elapsed) {
             spin = true; // a trial: judged after its first MIN_EPISODES episodes
             trial = true;
             TOTALS.incrementAndGet(side + 4);
