@@ -49,10 +49,34 @@ public final class SpinGovernor {
      */
     static final int MAX_COOLDOWN = 1_024;
 
-    /** Cumulative ns the calling thread spent runnable but not running; negative when unknown. */
+    /**
+     * A spinning thread whose run-queue waits average at most this much per switch-in is woken late, not
+     * preempted, and keeps spinning (issue 19, eleventh session). A thread that blocks in the kernel once per
+     * request (a QD1 disk read on the agent: one {@code preadv} each) is woken once per request, and each
+     * wake-up waits a little on a run queue even on an idle machine: the VSP agent measured 1.7-3.8 µs per I/O
+     * in the quiet slot (9.7 in one disturbed run). At QD1 (~55 µs per I/O) that alone is above 5% of a
+     * window, so spinning stopped on a quiet machine (spin share 0.40-0.46, 20-29 "contended" stops per disk
+     * point) and every later hand-off woke a sleeping thread. A preemption waits a time slice (a millisecond
+     * or more), so a preempted spinner's average is far above this: one 1 ms preemption among 64 wake-ups
+     * of 4 µs averages 19 µs. Only the decision to stop uses it: the
+     * decision to try again still needs a window with under 1% run-queue wait, because a sleeping thread's
+     * wake-ups are short on a loaded machine too (a first version that excused them in both decisions kept
+     * trying to spin at load 23-29: tmpfs QD1 agent run-queue wait 28-34 µs per I/O against 7-8).
+     */
+    static final long WAKE_ALLOWANCE_NANOS = 10_000;
+
+    /**
+     * Cumulative ns the calling thread spent runnable but not running; negative when unknown. Optionally the
+     * number of times it was switched in, read in the same sample (the third field of schedstat).
+     */
     @FunctionalInterface
     public interface RunQueueProbe {
         long waitNanos();
+
+        /** Switch-ins (times run on a CPU) as of the last {@link #waitNanos} call; negative when unknown. */
+        default long switchIns() {
+            return -1;
+        }
     }
 
     /** Process-wide totals per side ({@link #totals}): one atomic add per decided window, none per I/O. */
@@ -114,6 +138,7 @@ public final class SpinGovernor {
     private int paid;
     private long windowStart = Long.MIN_VALUE;
     private long waitAtStart;
+    private long switchInsAtStart;
     private int cooldown;
     private int cooldownLength;
     private long decisions;
@@ -161,7 +186,8 @@ public final class SpinGovernor {
     public void episodeEnded(boolean spinPaid) {
         if (windowStart == Long.MIN_VALUE) {
             adoptThreadState();
-            startWindow(clock.getAsLong(), probe.waitNanos()); // the first episode of this thread: baseline
+            long wait = probe.waitNanos();
+            startWindow(clock.getAsLong(), wait, probe.switchIns()); // the first episode of this thread: baseline
             return;
         }
         if (spinPaid) {
@@ -197,13 +223,17 @@ public final class SpinGovernor {
     private void decide() {
         long now = clock.getAsLong();
         long wait = probe.waitNanos();
+        long switchIns = probe.switchIns();
         long elapsed = Math.max(1, now - windowStart);
         boolean known = wait >= 0 && waitAtStart >= 0; // unknown: decide on spin hits alone
         long waited = known ? wait - waitAtStart : 0;
+        // woken late rather than preempted: waits that average a wake-up's latency per switch-in (unknown: preempted)
+        long switched = switchIns >= 0 && switchInsAtStart >= 0 ? switchIns - switchInsAtStart : 0;
+        boolean onlyWakeLatency = switched > 0 && waited <= switched * WAKE_ALLOWANCE_NANOS;
         TOTALS.addAndGet(side + (spin ? 0 : 1), elapsed);
         TOTALS.addAndGet(side + 5, waited);
         if (spin) {
-            boolean contended = waited * CONTENDED_FRACTION > elapsed;
+            boolean contended = waited * CONTENDED_FRACTION > elapsed && !onlyWakeLatency;
             boolean missing = paid * MISS_FRACTION < episodes;
             if (contended || missing) {
                 TOTALS.incrementAndGet(side + (contended ? 2 : 3));
@@ -225,12 +255,13 @@ public final class SpinGovernor {
         state.cooldown = cooldown;
         state.cooldownLength = cooldownLength;
         memory.sideCooldown.set(side == 0 ? 0 : 1, cooldownLength);
-        startWindow(now, wait);
+        startWindow(now, wait, switchIns);
     }
 
-    private void startWindow(long now, long wait) {
+    private void startWindow(long now, long wait, long switchIns) {
         windowStart = now;
         waitAtStart = wait;
+        switchInsAtStart = switchIns;
         episodes = 0;
         paid = 0;
     }

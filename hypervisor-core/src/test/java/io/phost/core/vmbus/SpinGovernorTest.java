@@ -231,6 +231,68 @@ class SpinGovernorTest {
             assertEquals(7_890_123L, ThreadSchedstat.parseSecondField(s, s.byteSize() - 1));
             MemorySegment one = a.allocateFrom("5");
             assertEquals(-1, ThreadSchedstat.parseSecondField(one, 1));
+            assertEquals(42L, ThreadSchedstat.parseField(s, s.byteSize() - 1, 3), "switch-ins");
+            assertEquals(-1, ThreadSchedstat.parseField(one, 1, 3));
+        }
+        ThreadSchedstat live = new ThreadSchedstat();
+        if (live.waitNanos() >= 0) {
+            assertTrue(live.switchIns() > 0, "this thread has run: switch-ins " + live.switchIns());
+        }
+    }
+
+    /**
+     * Issue 19 (eleventh session): a QD1 disk agent blocks in preadv once per request and waits a few µs on a run
+     * queue at each wake-up even on an idle machine; that is not contention and must not stop spinning, while the
+     * same wait in a few long slices (preemptions) still does; trying to spin again still needs a quiet window.
+     */
+    @Test
+    void shouldNotHoldWakeUpLatencyAgainstSpinningButStillStopOnPreemption() {
+        long[] switchIns = {0};
+        SpinGovernor gov = new SpinGovernor(new SpinGovernor.RunQueueProbe() {
+            @Override
+            public long waitNanos() {
+                return runQueueWait;
+            }
+
+            @Override
+            public long switchIns() {
+                return switchIns[0];
+            }
+        }, () -> now, new SpinGovernor.Memory());
+        gov.episodeEnded(true);
+        episodes(gov, SpinGovernor.WINDOW, 1_000_000, 0, 0);
+        assertTrue(gov.shouldSpin(), "a quiet window starts a trial");
+        // a 55 µs QD1 disk I/O per episode, each ending in a wake-up that waited 4 µs: 7% of the window
+        for (int w = 0; w < 5; w++) {
+            int n = w == 0 ? SpinGovernor.MIN_EPISODES : SpinGovernor.WINDOW;
+            for (int i = 0; i < n; i++) {
+                now += 55_000;
+                runQueueWait += 4_000;
+                switchIns[0]++;
+                gov.episodeEnded(true);
+            }
+            assertTrue(gov.shouldSpin(), "window " + w + ": wake-up latency is not contention");
+        }
+        // the same 7% in two slices of a time slice each: preempted
+        for (int i = 0; i < SpinGovernor.WINDOW; i++) {
+            now += 55_000;
+            if (i % 32 == 0) {
+                runQueueWait += 128_000;
+                switchIns[0]++;
+            }
+            gov.episodeEnded(true);
+        }
+        assertFalse(gov.shouldSpin(), "two 128 µs waits in 3.5 ms: contention");
+        // not spinning: short wake-ups that add up to more than 1% of a window still keep it from trying again
+        // (on a loaded machine a sleeping thread's wake-ups are short too)
+        for (int w = 0; w < 4; w++) {
+            for (int i = 0; i < SpinGovernor.WINDOW; i++) {
+                now += 55_000;
+                runQueueWait += 4_000;
+                switchIns[0]++;
+                gov.episodeEnded(false);
+            }
+            assertFalse(gov.shouldSpin(), "window " + w + " after the stop: 7% run-queue wait is not quiet");
         }
     }
 

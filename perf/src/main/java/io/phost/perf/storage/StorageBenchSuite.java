@@ -144,7 +144,7 @@ public final class StorageBenchSuite implements BenchSuite {
              RawDisk shm = RawDisk.openFile(shmFile, false, true);
              MemoryDisk nul = MemoryDisk.nullDisk(fileSize);
              PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"), PartitionHost.Options.defaults()
-                 .withAgentCpus(PIN ? List.of(1) : List.of()).withPolling(POLLING))) {
+                 .withAgentCpus(PIN ? List.of(PIN_AGENT_CPU) : List.of()).withPolling(POLLING))) {
             if (!disk.direct()) {
                 ctx.log("the work dir's file system refused O_DIRECT: 'disk' runs buffered");
             }
@@ -498,7 +498,19 @@ public final class StorageBenchSuite implements BenchSuite {
         series.put(prefix + "runqueue_share", governed == 0 ? Double.NaN : (double) t.waitNanos() / governed);
     }
 
-    private static final boolean PIN = System.getenv("PHOST_BENCH_PIN") != null;
+    // PHOST_BENCH_PIN pins the VSP agents and the guest thread: "AGENT:GUEST" CPUs (e.g. "0:1"); any other value
+    // means "1:0" (the agents on CPU 1, which takes this VM's disk interrupt, the guest on CPU 0).
+    private static final String PIN_SPEC = System.getenv("PHOST_BENCH_PIN");
+    private static final boolean PIN = PIN_SPEC != null;
+    private static final int PIN_AGENT_CPU = pinCpu(0, 1);
+    private static final int PIN_GUEST_CPU = pinCpu(1, 0);
+
+    private static int pinCpu(int field, int otherwise) {
+        if (PIN_SPEC == null || !PIN_SPEC.matches("\\d+:\\d+")) {
+            return otherwise;
+        }
+        return Integer.parseInt(PIN_SPEC.split(":")[field]);
+    }
     // For repeated experiments on one point (issue 19): which "point lun" names run (a regex, e.g.
     // "4k-randread-qd1 (null|disk-odirect)"), the host's polling mode and the guest's poll budget.
     private static final String POINTS = System.getenv().getOrDefault("PHOST_BENCH_STORAGE_POINTS", ".*");
@@ -511,7 +523,7 @@ public final class StorageBenchSuite implements BenchSuite {
         GuestIo.Result[] r = new GuestIo.Result[1];
         Exception[] err = new Exception[1];
         Thread t = new Thread(() -> {
-            io.phost.core.sys.CpuAffinity.pin(List.of(0));
+            io.phost.core.sys.CpuAffinity.pin(List.of(PIN_GUEST_CPU));
             try {
                 r[0] = GuestIo.run(client, options);
             } catch (Exception e) {
