@@ -8,7 +8,7 @@ import io.phost.core.partition.PartitionHost;
 import io.phost.core.partition.PartitionSpec;
 import io.phost.core.vmbus.GuestRam;
 import io.phost.core.vmbus.VmbusClient;
-import io.phost.storage.tools.AllocationWindows;
+import io.phost.core.tools.AllocationWindows;
 import io.phost.vswitch.FrameRing;
 import io.phost.vswitch.PortConfig;
 import io.phost.vswitch.PortKind;

@@ -4,7 +4,7 @@ import static io.phost.network.vhost.VirtioNetDescriptor.*;
 import static org.junit.jupiter.api.Assertions.*;
 
 import io.phost.core.vhost.VhostUserFrontend;
-import io.phost.storage.tools.AllocationWindows;
+import io.phost.core.tools.AllocationWindows;
 import io.phost.vswitch.FrameRing;
 import io.phost.vswitch.ManagedSwitch;
 import io.phost.vswitch.PortConfig;

@@ -1,6 +1,6 @@
 package io.phost.storage.engine;
 
-import io.phost.storage.tools.AllocationWindows;
+import io.phost.core.tools.AllocationWindows;
 import io.phost.vhdx.RawDisk;
 import io.phost.storage.backend.MemoryDisk;
 import io.phost.vhdx.DiskCapabilities;

@@ -1,6 +1,6 @@
 package io.phost.storage.nbd;
 
-import io.phost.storage.tools.AllocationWindows;
+import io.phost.core.tools.AllocationWindows;
 import io.phost.vhdx.RawDisk;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;

@@ -1,7 +1,7 @@
 package io.phost.storage.vhost;
 
 import io.phost.core.vhost.VhostUserFrontend;
-import io.phost.storage.tools.AllocationWindows;
+import io.phost.core.tools.AllocationWindows;
 import io.phost.qos.QosFlow;
 import io.phost.vhdx.RawDisk;
 import io.phost.storage.engine.IoEngines;

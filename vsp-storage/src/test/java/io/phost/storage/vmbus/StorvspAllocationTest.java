@@ -7,7 +7,7 @@ import io.phost.core.vmbus.GuestRam;
 import io.phost.core.vmbus.VmbusClient;
 import io.phost.qos.QosFlow;
 import io.phost.storage.StorageVsp;
-import io.phost.storage.tools.AllocationWindows;
+import io.phost.core.tools.AllocationWindows;
 import io.phost.vhdx.RawDisk;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;

@@ -1,4 +1,4 @@
-package io.phost.storage.tools;
+package io.phost.core.tools;
 
 import java.lang.management.CompilationMXBean;
 import java.lang.management.ManagementFactory;
