@@ -91,7 +91,9 @@ class NamespaceTrafficTest {
         assertTrue(Netns.ping(ns(net, "a"), "10.77.0.1", 3), "ping vNIC -> management OS");
         String tcp = Netns.iperf(ns(net, "h"), "10.77.0.1", ns(net, "a"), 2);
         double tcpBps = Netns.json(tcp, "sum_received", "bits_per_second");
-        assertTrue(tcpBps > 50e6, "TCP through the switch: " + tcpBps);
+        // Any rate: a loaded CI machine has given 0.6 Mbit/s; what must hold is that TCP gets through at all (a
+        // dropped SYN or a broken checksum gives iperf3 no bytes) and that the switch drops nothing (below).
+        assertTrue(tcpBps > 0, "TCP through the switch: " + tcpBps);
         String udp = Netns.iperf(ns(net, "h"), "10.77.0.1", ns(net, "a"), 2, "-u", "-b", "20M");
         double lost = Netns.json(udp, "sum", "lost_percent");
         // Loss on a CPU-starved host happens in the receiving socket; the switch itself must drop nothing.
@@ -183,7 +185,8 @@ class NamespaceTrafficTest {
         double down = Netns.json(Netns.iperf(ns(net, "h"), "10.86.0.1", ns(net, "a"), 2, "-R"), "sum_received",
             "bits_per_second");
         System.out.printf("stateful ACL: vNIC-opened TCP %.0f Mbit/s out, %.0f Mbit/s back (-R)%n", up / 1e6, down / 1e6);
-        assertTrue(up > 10e6 && down > 10e6, "the vNIC's own connections work both ways: " + up + " / " + down);
+        // Any rate (no floor: a loaded CI machine is slow): the vNIC's own connections carry data both ways.
+        assertTrue(up > 0 && down > 0, "the vNIC's own connections work both ways: " + up + " / " + down);
         long drops = a.counters().drops(DropReason.ACL);
 
         Process server = Netns.start(ns(net, "a"), "iperf3", "-s", "-1", "-B", "10.86.0.2");
