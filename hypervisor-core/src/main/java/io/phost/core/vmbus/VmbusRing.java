@@ -31,8 +31,10 @@ import org.agrona.UnsafeApi;
  * {@link RingException}) and a caller's lengths are checked against the ring size before anything is
  * written; (2) the mapping is never unmapped under a thread using this ring ({@code HostChannel.shutdown}
  * unmaps after the agent thread has ended; a guest's rings are unmapped by the GC once unreachable,
- * {@link RingMapping#mapUntilUnreachable}; this ring keeps its data segment, and so the mapping, reachable). Payload bytes still go through the segments: a caller's source buffer is
- * bounds-checked by {@code MemorySegment.copy}, and handlers get the checked data segment.
+ * {@link RingMapping#mapUntilUnreachable}; this ring keeps its data segment, and so the mapping, reachable). A
+ * caller's source buffer gets every check {@code MemorySegment.copy} makes (bounds, alive, owning thread), and
+ * is read raw only when no thread can free it during the copy ({@link PayloadCopy}: a shared arena's segment
+ * still goes through {@code MemorySegment.copy}); handlers get the checked data segment.
  *
  * <p>Threading: one writer thread and one reader thread per ring (OneToOne), in different processes.
  * Byte order: VMBus is little-endian and the raw accesses use native order, so this class requires a
@@ -587,7 +589,9 @@ public final class VmbusRing {
     private void copyIn(int pos, MemorySegment src, long srcOffset, int length) {
         int p = (int) at(pos);
         if (doubleMapped || p + length <= dataSize) {
-            MemorySegment.copy(src, srcOffset, data, p, length);
+            // within data: double-mapped, p + length <= write index + packet length < 2 * dataSize (tryQueue bounds the
+            // packet below dataSize); single-mapped, the condition above
+            PayloadCopy.copy(src, srcOffset, data, dataAddress, p, length);
         } else {
             int first = dataSize - p;
             MemorySegment.copy(src, srcOffset, data, p, first);

@@ -92,7 +92,9 @@ public class VmbusRingBenchmark {
         smReader = new VmbusRing(control, data, (PAGES - 1) * 4096, Doorbell.NONE);
         smReader.maskInterrupts();
         agrona = new OneToOneRingBuffer(new UnsafeBuffer(ByteBuffer.allocateDirect((PAGES - 1) * 4096 + RingBufferDescriptor.TRAILER_LENGTH)));
-        payload = arena.allocate(1024, 8);
+        // an automatic arena's payload, as a sender's own buffer usually is (VmbusPeer's): the ring copies it raw
+        // (PayloadCopy); a shared arena's payload would take MemorySegment.copy
+        payload = Arena.ofAuto().allocate(1024, 8);
         agronaPayload = new UnsafeBuffer(ByteBuffer.allocateDirect(1024));
     }
 
