@@ -448,6 +448,16 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
         }
 
         @Override
+        public boolean outlastsSpin() {
+            for (IoEngine e : engines) {
+                if (e != null && e.inFlight() > 0 && !e.outlastsSpin()) {
+                    return false;
+                }
+            }
+            return true; // asked only while busy(): some engine has requests in flight
+        }
+
+        @Override
         public boolean unsubmitted() {
             return dirty != 0;
         }
