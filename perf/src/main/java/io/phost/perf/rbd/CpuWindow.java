@@ -22,12 +22,58 @@ final class CpuWindow {
     private final long startNanos;
     private final long startCpu;
     private final long startAgent;
+    private final long startCluster;
+    /**
+     * The test cluster's daemons (ceph-osd, ceph-mon), whose CPU per I/O is measured beside each side's: the
+     * OSD's work is the same for every side, and a side that spins could starve it. Empty when unknown.
+     */
+    private static volatile long[] clusterPids = new long[0];
 
     private CpuWindow(long pid) {
         this.pid = pid;
         this.startNanos = System.nanoTime();
         this.startCpu = processCpu(pid);
         this.startAgent = pid == ProcessHandle.current().pid() ? agentCpu() : 0;
+        this.startCluster = clusterCpu();
+    }
+
+    /**
+     * Finds the cluster's daemons from the {@code *.pid} files in the {@code run} directory beside {@code conf}
+     * (where tools/ceph-test-cluster/start.sh puts them); none for a cluster laid out otherwise.
+     */
+    static void watchCluster(Path conf) {
+        java.util.List<Long> pids = new java.util.ArrayList<>();
+        Path run = conf.toAbsolutePath().getParent().resolve("run");
+        try (DirectoryStream<Path> files = Files.newDirectoryStream(run, "*.pid")) {
+            for (Path f : files) {
+                try {
+                    pids.add(Long.parseLong(Files.readString(f).trim()));
+                } catch (IOException | NumberFormatException e) {
+                    // a daemon that is gone or half-written: not counted
+                }
+            }
+        } catch (IOException e) {
+            // no run directory: cluster CPU stays unknown (NaN)
+        }
+        clusterPids = pids.stream().mapToLong(Long::longValue).toArray();
+    }
+
+    /** CPU nanoseconds of the cluster's daemons (all threads) now; -1 when they are not known. */
+    static long clusterCpu() {
+        long[] pids = clusterPids;
+        if (pids.length == 0) {
+            return -1;
+        }
+        long sum = 0;
+        for (long p : pids) {
+            sum += processCpu(p);
+        }
+        return sum;
+    }
+
+    /** CPU nanoseconds the cluster's daemons spent since the start; negative when unknown. */
+    long clusterNanos() {
+        return startCluster < 0 ? -1 : clusterCpu() - startCluster;
     }
 
     /** Starts a window over this JVM. */

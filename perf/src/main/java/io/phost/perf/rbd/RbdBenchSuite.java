@@ -94,13 +94,15 @@ public final class RbdBenchSuite implements BenchSuite {
     private static final io.phost.core.vmbus.PollingMode AGENT_POLLING = io.phost.core.vmbus.PollingMode.valueOf(
         System.getenv().getOrDefault("PHOST_BENCH_RBD_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT));
 
-    private record Round(double iops, double cpuUs, double agentUs) {
-        static final Round NONE = new Round(Double.NaN, Double.NaN, Double.NaN);
+    private record Round(double iops, double cpuUs, double agentUs, double clusterUs) {
+        static final Round NONE = new Round(Double.NaN, Double.NaN, Double.NaN, Double.NaN);
 
         static Round of(double iops, CpuWindow w) {
             double ios = iops * w.wallNanos() / 1e9;
+            long cluster = w.clusterNanos();
             return new Round(iops, ios > 0 ? w.cpuNanos() / 1e3 / ios : Double.NaN,
-                ios > 0 ? w.agentNanos() / 1e3 / ios : Double.NaN);
+                ios > 0 ? w.agentNanos() / 1e3 / ios : Double.NaN,
+                ios > 0 && cluster >= 0 ? cluster / 1e3 / ios : Double.NaN);
         }
     }
 
@@ -137,6 +139,7 @@ public final class RbdBenchSuite implements BenchSuite {
     }
 
     private List<BenchResult> measure(BenchContext ctx, Path conf, String pool) throws Exception {
+        CpuWindow.watchCluster(conf);
         boolean fio = fioHasRbd();
         if (!fio) {
             ctx.log("rbd: fio has no rbd engine (fio --enghelp); results have no peer");
@@ -214,9 +217,13 @@ public final class RbdBenchSuite implements BenchSuite {
         double[] o = column(ours, Round::cpuUs);
         double[] t = column(theirs, Round::cpuUs);
         double[] a = column(ours, Round::agentUs);
+        double[] co = column(ours, Round::clusterUs);
+        double[] ct = column(theirs, Round::clusterUs);
         Arrays.sort(o);
         Arrays.sort(t);
         Arrays.sort(a);
+        Arrays.sort(co);
+        Arrays.sort(ct);
         Map<String, Double> series = new LinkedHashMap<>();
         series.put("phost min", o[0]);
         series.put("phost median", o[o.length / 2]);
@@ -224,10 +231,17 @@ public final class RbdBenchSuite implements BenchSuite {
         series.put("agent min", a[0]);
         series.put("agent median", a[a.length / 2]);
         series.put("agent max", a[a.length - 1]);
+        // the cluster's daemons (OSD, monitor) during the same windows: a spinning side must not starve them
+        series.put("cluster min", co[0]);
+        series.put("cluster median", co[co.length / 2]);
+        series.put("cluster max", co[co.length - 1]);
         if (peer != null) {
             series.put("fio min", t[0]);
             series.put("fio median", t[t.length / 2]);
             series.put("fio max", t[t.length - 1]);
+            series.put("fio cluster min", ct[0]);
+            series.put("fio cluster median", ct[ct.length / 2]);
+            series.put("fio cluster max", ct[ct.length - 1]);
         }
         return new BenchResult(name, o[o.length / 2], "us CPU/IO", peer, peer == null ? Double.NaN : t[t.length / 2],
             true, Map.of()).withSeries("us CPU/IO", series);
@@ -294,9 +308,12 @@ public final class RbdBenchSuite implements BenchSuite {
                 Round r = Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
                     1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
                 // whether the adaptive governors let the agent and the guest spin in this round (share of time)
-                ctx.log(String.format(java.util.Locale.ROOT, "%s vmbus-guest round %d: %.0f IOPS, spin share agent %.2f guest %.2f",
-                    pt.name(), round + 1, r.iops(), SpinGovernor.totals(true).minus(host0).spinShare(),
-                    SpinGovernor.totals(false).minus(guest0).spinShare()));
+                SpinGovernor.Totals agentGov = SpinGovernor.totals(true).minus(host0);
+                SpinGovernor.Totals guest = SpinGovernor.totals(false).minus(guest0);
+                ctx.log(String.format(java.util.Locale.ROOT, "%s vmbus-guest round %d: %.0f IOPS, spin share agent %.2f"
+                        + " (stops: %d contended, %d missed; %d trials) guest %.2f (%d contended, %d missed; %d trials)",
+                    pt.name(), round + 1, r.iops(), agentGov.spinShare(), agentGov.contendedStops(), agentGov.missStops(),
+                    agentGov.trials(), guest.spinShare(), guest.contendedStops(), guest.missStops(), guest.trials()));
                 if (HandoffSampler.ENABLED) {
                     // -Dphost.handoff.sample=N: where a request's time goes between guest, agent and librbd
                     ctx.log(pt.name() + " vmbus-guest round " + (round + 1) + " hand-off: "
@@ -316,7 +333,7 @@ public final class RbdBenchSuite implements BenchSuite {
             CpuWindow w = CpuWindow.self();
             double iops = engineLoad(e, a, pt, seconds, 100 + round);
             Round r = Round.of(iops, w);
-            return new Round(r.iops(), r.cpuUs(), Double.NaN);
+            return new Round(r.iops(), r.cpuUs(), Double.NaN, r.clusterUs());
         }
     }
 
@@ -380,7 +397,7 @@ public final class RbdBenchSuite implements BenchSuite {
             return Round.NONE;
         }
         double iops = Double.parseDouble(m.group(1));
-        return new Round(iops, fioCpuUs(samples, seconds, iops), Double.NaN);
+        return new Round(iops, fioCpuUs(samples, seconds, iops, 1), Double.NaN, fioCpuUs(samples, seconds, iops, 2));
     }
 
     /**
@@ -388,7 +405,7 @@ public final class RbdBenchSuite implements BenchSuite {
      * before it exits: its start, rbd connection and ramp are left out as phost's sides leave theirs out),
      * divided by its IOPS.
      */
-    private static double fioCpuUs(List<long[]> samples, double seconds, double iops) {
+    private static double fioCpuUs(List<long[]> samples, double seconds, double iops, int column) {
         if (samples.size() < 3 || !(iops > 0)) {
             return Double.NaN;
         }
@@ -397,8 +414,8 @@ public final class RbdBenchSuite implements BenchSuite {
         long[] first = null;
         long[] last = null;
         for (long[] s : samples) {
-            if (s[1] <= 0) {
-                continue; // the process was gone
+            if (s[1] <= 0 || s[column] < 0) {
+                continue; // the process was gone, or the cluster's daemons are unknown
             }
             if (first == null && s[0] >= startAt) {
                 first = s;
@@ -410,7 +427,7 @@ public final class RbdBenchSuite implements BenchSuite {
         if (first == null || last == null || last[0] - first[0] < 200_000_000L) {
             return Double.NaN;
         }
-        double rate = (double) (last[1] - first[1]) / (last[0] - first[0]);
+        double rate = (double) (last[column] - first[column]) / (last[0] - first[0]);
         return rate / iops * 1e6;
     }
 
@@ -444,7 +461,10 @@ public final class RbdBenchSuite implements BenchSuite {
         return exec(cmd, conf, timeoutSeconds, mayFail, null);
     }
 
-    /** As above; a non-null {@code cpuSamples} gets {nanoTime, the child's CPU ns} every 50 ms while it runs. */
+    /**
+     * As above; a non-null {@code cpuSamples} gets {nanoTime, the child's CPU ns, the cluster daemons' CPU ns (-1:
+     * unknown)} every 50 ms while it runs.
+     */
     private static String exec(List<String> cmd, Path conf, int timeoutSeconds, boolean mayFail, List<long[]> cpuSamples)
         throws IOException, InterruptedException {
         ProcessBuilder pb = new ProcessBuilder(cmd);
@@ -460,7 +480,7 @@ public final class RbdBenchSuite implements BenchSuite {
             if (cpuSamples != null) {
                 sampler = Thread.ofPlatform().daemon().name("rbd-bench-cpu").start(() -> {
                     while (p.isAlive()) {
-                        cpuSamples.add(new long[] {System.nanoTime(), CpuWindow.processCpu(p.pid())});
+                        cpuSamples.add(new long[] {System.nanoTime(), CpuWindow.processCpu(p.pid()), CpuWindow.clusterCpu()});
                         try {
                             Thread.sleep(50);
                         } catch (InterruptedException e) {
