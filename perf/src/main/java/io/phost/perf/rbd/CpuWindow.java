@@ -101,6 +101,30 @@ final class CpuWindow {
         return System.nanoTime() - startNanos;
     }
 
+    /**
+     * Run time per thread name ({@code comm}, digits folded to {@code #}) of this JVM's tasks now: for the
+     * per-thread breakdown {@code PHOST_BENCH_RBD_THREADS=1} logs (which of guest, agent and librbd's threads
+     * the CPU per I/O goes to).
+     */
+    static java.util.Map<String, Long> byThread() {
+        java.util.Map<String, Long> m = new java.util.TreeMap<>();
+        try (DirectoryStream<Path> tasks = Files.newDirectoryStream(Path.of("/proc/self/task"))) {
+            for (Path t : tasks) {
+                try {
+                    String comm = Files.readString(t.resolve("comm")).trim().replaceAll("[0-9]+", "#");
+                    String s = Files.readString(t.resolve("schedstat"));
+                    int sp = s.indexOf(' ');
+                    m.merge(comm, Long.parseLong(sp > 0 ? s.substring(0, sp) : s.trim()), Long::sum);
+                } catch (IOException | NumberFormatException e) {
+                    // the task ended meanwhile
+                }
+            }
+        } catch (IOException e) {
+            return m;
+        }
+        return m;
+    }
+
     /** Sum of schedstat run time over the process's tasks, compiler threads excluded; 0 once it is gone. */
     static long processCpu(long pid) {
         long sum = 0;

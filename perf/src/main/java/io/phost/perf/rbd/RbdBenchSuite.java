@@ -94,6 +94,39 @@ public final class RbdBenchSuite implements BenchSuite {
     private static final io.phost.core.vmbus.PollingMode AGENT_POLLING = io.phost.core.vmbus.PollingMode.valueOf(
         System.getenv().getOrDefault("PHOST_BENCH_RBD_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT));
 
+    /**
+     * {@code PHOST_BENCH_RBD_PIN}: the VMBus side's queue agent and in-process guest on one CPU ({@code same:N}),
+     * on two ({@code apart:A,B}), or wherever the scheduler puts them (unset, the default). On a VM a wake-up across
+     * vCPUs is an IPI (tens of µs here); two threads that hand each request to each other on one CPU do not pay it.
+     */
+    private static final String PIN = System.getenv().getOrDefault("PHOST_BENCH_RBD_PIN", "");
+
+    private static List<Integer> agentCpus() {
+        return PIN.isEmpty() ? List.of() : io.phost.core.sys.CpuAffinity.parseList(PIN.substring(PIN.indexOf(':') + 1).split(",")[0]);
+    }
+
+    private static List<Integer> guestCpus() {
+        if (PIN.isEmpty()) {
+            return List.of();
+        }
+        String[] cpus = PIN.substring(PIN.indexOf(':') + 1).split(",");
+        return io.phost.core.sys.CpuAffinity.parseList(cpus[cpus.length - 1]);
+    }
+
+    /** {@code PHOST_BENCH_RBD_THREADS=1}: log CPU µs per I/O per thread name of the VMBus side's rounds. */
+    private static final boolean THREADS = "1".equals(System.getenv("PHOST_BENCH_RBD_THREADS"));
+
+    private static void logThreads(BenchContext ctx, String what, java.util.Map<String, Long> before, double ios) {
+        StringBuilder b = new StringBuilder(what).append(" CPU µs/IO by thread:");
+        CpuWindow.byThread().forEach((name, ns) -> {
+            double us = (ns - before.getOrDefault(name, 0L)) / 1e3 / ios;
+            if (us >= 0.5) {
+                b.append(String.format(java.util.Locale.ROOT, " %s=%.1f", name, us));
+            }
+        });
+        ctx.log(b.toString());
+    }
+
     private record Round(double iops, double cpuUs, double agentUs, double clusterUs) {
         static final Round NONE = new Round(Double.NaN, Double.NaN, Double.NaN, Double.NaN);
 
@@ -286,7 +319,7 @@ public final class RbdBenchSuite implements BenchSuite {
         Path dataDir = Files.createDirectories(ctx.workDir().resolve("rbd-host"));
         try (RbdDisk disk = RbdDisk.open(opts);
              PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"),
-                 PartitionHost.Options.defaults().withPolling(AGENT_POLLING))) {
+                 PartitionHost.Options.defaults().withPolling(AGENT_POLLING).withAgentCpus(agentCpus()))) {
             StorageVsp vsp = new StorageVsp("rbd-bench", 0);
             vsp.attach(0, "rbd", disk, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO);
             Partition p = host.create(PartitionSpec.external("rbd-bench", 1, 32L << 20));
@@ -297,29 +330,41 @@ public final class RbdBenchSuite implements BenchSuite {
                      HexFormat.of().parseHex(p.credentialHex()), ram);
                  StorvscClient client = StorvscClient.connect(bus, vsp.instance(), 1, 32, 64 << 10)) {
                 String rw = pt.write() ? "randwrite" : "randread";
-                GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, Math.min(0.3, seconds / 2), 0, 0, false,
-                    7 + round, 50, 0, IMAGE_SIZE)); // warm-up
-                if (HandoffSampler.ENABLED) {
-                    HandoffSampler.drainAll(); // drop the warm-up's samples
+                List<Integer> benchCpus = io.phost.core.sys.CpuAffinity.current();
+                if (!guestCpus().isEmpty()) {
+                    io.phost.core.sys.CpuAffinity.pin(guestCpus()); // the guest's threads inherit it
                 }
-                SpinGovernor.Totals host0 = SpinGovernor.totals(true);
-                SpinGovernor.Totals guest0 = SpinGovernor.totals(false);
-                CpuWindow w = CpuWindow.self();
-                Round r = Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
-                    1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
-                // whether the adaptive governors let the agent and the guest spin in this round (share of time)
-                SpinGovernor.Totals agentGov = SpinGovernor.totals(true).minus(host0);
-                SpinGovernor.Totals guest = SpinGovernor.totals(false).minus(guest0);
-                ctx.log(String.format(java.util.Locale.ROOT, "%s vmbus-guest round %d: %.0f IOPS, spin share agent %.2f"
-                        + " (stops: %d contended, %d missed; %d trials) guest %.2f (%d contended, %d missed; %d trials)",
-                    pt.name(), round + 1, r.iops(), agentGov.spinShare(), agentGov.contendedStops(), agentGov.missStops(),
-                    agentGov.trials(), guest.spinShare(), guest.contendedStops(), guest.missStops(), guest.trials()));
-                if (HandoffSampler.ENABLED) {
-                    // -Dphost.handoff.sample=N: where a request's time goes between guest, agent and librbd
-                    ctx.log(pt.name() + " vmbus-guest round " + (round + 1) + " hand-off: "
-                        + HandoffBreakdown.of(HandoffSampler.drainAll()));
+                try {
+                    GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, Math.min(0.3, seconds / 2), 0, 0, false,
+                        7 + round, 50, 0, IMAGE_SIZE)); // warm-up
+                    if (HandoffSampler.ENABLED) {
+                        HandoffSampler.drainAll(); // drop the warm-up's samples
+                    }
+                    SpinGovernor.Totals host0 = SpinGovernor.totals(true);
+                    SpinGovernor.Totals guest0 = SpinGovernor.totals(false);
+                    java.util.Map<String, Long> threads0 = THREADS ? CpuWindow.byThread() : null;
+                    CpuWindow w = CpuWindow.self();
+                    Round r = Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
+                        1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
+                    if (THREADS) {
+                        logThreads(ctx, pt.name() + " vmbus-guest round " + (round + 1), threads0, r.iops() * w.wallNanos() / 1e9);
+                    }
+                    // whether the adaptive governors let the agent and the guest spin in this round (share of time)
+                    SpinGovernor.Totals agentGov = SpinGovernor.totals(true).minus(host0);
+                    SpinGovernor.Totals guest = SpinGovernor.totals(false).minus(guest0);
+                    ctx.log(String.format(java.util.Locale.ROOT, "%s vmbus-guest round %d: %.0f IOPS, spin share agent %.2f"
+                            + " (stops: %d contended, %d missed; %d trials) guest %.2f (%d contended, %d missed; %d trials)",
+                        pt.name(), round + 1, r.iops(), agentGov.spinShare(), agentGov.contendedStops(), agentGov.missStops(),
+                        agentGov.trials(), guest.spinShare(), guest.contendedStops(), guest.missStops(), guest.trials()));
+                    if (HandoffSampler.ENABLED) {
+                        // -Dphost.handoff.sample=N: where a request's time goes between guest, agent and librbd
+                        ctx.log(pt.name() + " vmbus-guest round " + (round + 1) + " hand-off: "
+                            + HandoffBreakdown.of(HandoffSampler.drainAll()));
+                    }
+                    return r;
+                } finally {
+                    io.phost.core.sys.CpuAffinity.pin(benchCpus);
                 }
-                return r;
             }
         }
     }
