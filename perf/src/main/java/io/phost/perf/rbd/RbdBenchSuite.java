@@ -116,14 +116,22 @@ public final class RbdBenchSuite implements BenchSuite {
     /** {@code PHOST_BENCH_RBD_THREADS=1}: log CPU µs per I/O per thread name of the VMBus side's rounds. */
     private static final boolean THREADS = "1".equals(System.getenv("PHOST_BENCH_RBD_THREADS"));
 
-    private static void logThreads(BenchContext ctx, String what, java.util.Map<String, Long> before, double ios) {
+    private static void logThreads(BenchContext ctx, String what, java.util.Map<String, Long> before, double ios,
+                                   long processNanos) {
         StringBuilder b = new StringBuilder(what).append(" CPU µs/IO by thread:");
+        long[] alive = {0};
         CpuWindow.byThread().forEach((name, ns) -> {
-            double us = (ns - before.getOrDefault(name, 0L)) / 1e3 / ios;
+            long d = ns - before.getOrDefault(name, 0L);
+            if (!name.contains("CompilerThre")) {
+                alive[0] += d;
+            }
+            double us = d / 1e3 / ios;
             if (us >= 0.5) {
                 b.append(String.format(java.util.Locale.ROOT, " %s=%.1f", name, us));
             }
         });
+        // threads that ended within the window: the in-process guest's guest-io-* threads
+        b.append(String.format(java.util.Locale.ROOT, " ended(guest)=%.1f", (processNanos - alive[0]) / 1e3 / ios));
         ctx.log(b.toString());
     }
 
@@ -347,7 +355,8 @@ public final class RbdBenchSuite implements BenchSuite {
                     Round r = Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
                         1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
                     if (THREADS) {
-                        logThreads(ctx, pt.name() + " vmbus-guest round " + (round + 1), threads0, r.iops() * w.wallNanos() / 1e9);
+                        logThreads(ctx, pt.name() + " vmbus-guest round " + (round + 1), threads0, r.iops() * w.wallNanos() / 1e9,
+                            w.cpuNanos());
                     }
                     // whether the adaptive governors let the agent and the guest spin in this round (share of time)
                     SpinGovernor.Totals agentGov = SpinGovernor.totals(true).minus(host0);

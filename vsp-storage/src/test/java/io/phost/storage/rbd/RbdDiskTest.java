@@ -318,6 +318,21 @@ class RbdDiskTest {
                     q.awaitWork(1_000_000L);
                 }
                 assertEquals(1, done[0], "the write completed");
+                // two in flight: one may complete within a spin, so the agent keeps its usual rule
+                for (int k = 0; k < 2; k++) {
+                    io.phost.storage.scsi.ScsiRequest w2 = q.tryAcquire().reset(0, write16, io.phost.storage.scsi.ScsiRequest.DIR_OUT, 2 + k);
+                    w2.data().add(b);
+                    q.submit(w2);
+                }
+                q.doWork();
+                if (q.outstanding() == 2 && wait.busy()) {
+                    assertFalse(wait.outlastsSpin(), "two librbd requests in flight");
+                }
+                deadline = System.nanoTime() + 30_000_000_000L;
+                while (done[0] < 3 && System.nanoTime() < deadline) {
+                    q.awaitWork(1_000_000L);
+                }
+                assertEquals(3, done[0], "both writes completed");
                 assertEquals(io.phost.storage.scsi.Scsi.STATUS_GOOD, r.status(), "the write's status");
                 assertTrue(sawInFlight, "the write was seen in flight (librbd answers after the OSD's round trip)");
             }
