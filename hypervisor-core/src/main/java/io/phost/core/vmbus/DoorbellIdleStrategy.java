@@ -22,8 +22,8 @@ import org.agrona.concurrent.IdleStrategy;
  * the doorbell armed as a POLL_ADD on the device's ring, so a completion or a guest request wakes it, and
  * requests the duty cycle prepared are submitted by that same call when the agent is not going to spin
  * (QD1: one system call for submit and wait). A spinning agent submits first, then polls both. A device whose
- * request in flight outlasts any spin ({@link DeviceWait#outlastsSpin}: librbd at QD1) is slept through at once, and the
- * governor judges only the episodes that wait for the guest (issue 20).
+ * request in flight outlasts any spin ({@link DeviceWait#outlastsSpin}: librbd at QD1) is slept through at
+ * once, and the governor judges only the episodes that wait for the guest (issue 20).
  * Not thread-safe: one per agent.
  */
 public final class DoorbellIdleStrategy implements IdleStrategy {
