@@ -21,7 +21,9 @@ import org.agrona.concurrent.IdleStrategy;
  * sleep covers the device too: while requests are in flight the agent sleeps in {@code io_uring_enter} with
  * the doorbell armed as a POLL_ADD on the device's ring, so a completion or a guest request wakes it, and
  * requests the duty cycle prepared are submitted by that same call when the agent is not going to spin
- * (QD1: one system call for submit and wait). A spinning agent submits first, then polls both.
+ * (QD1: one system call for submit and wait). A spinning agent submits first, then polls both. A device whose
+ * request in flight outlasts any spin ({@link DeviceWait#outlastsSpin}: librbd at QD1) is slept through at
+ * once, and the governor judges only the episodes that wait for the guest (issue 20).
  * Not thread-safe: one per agent.
  */
 public final class DoorbellIdleStrategy implements IdleStrategy {
@@ -45,6 +47,8 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
     private long sleeps;
     private boolean idling;
     private boolean slept;
+    /** This idle episode began with a slow device busy ({@link DeviceWait#outlastsSpin}): not judged. */
+    private boolean unjudged;
 
     /**
      * @param rx        the ring this agent reads (armed before sleeping); null to just sleep on the doorbell
@@ -107,10 +111,11 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
     @Override
     public void idle(int workCount) {
         if (workCount > 0) {
-            if (idling && governor != null) {
+            if (idling && governor != null && !unjudged) {
                 governor.episodeEnded(!slept);
             }
             idling = false;
+            unjudged = false;
             slept = false;
             reset();
             if (device != null && device.unsubmitted()) {
@@ -130,6 +135,16 @@ public final class DoorbellIdleStrategy implements IdleStrategy {
 
     @Override
     public void idle() {
+        if (device != null && device.busy() && device.outlastsSpin()) {
+            // A slow device's request in flight (librbd): spinning would only miss and take the CPU its threads
+            // need; sleep through it at once and leave the wait out of the governor's judgement.
+            if (!idling) {
+                unjudged = true;
+                idling = true;
+            }
+            sleep();
+            return;
+        }
         idling = true;
         if (device != null && device.unsubmitted()) {
             submitDeferred = false;

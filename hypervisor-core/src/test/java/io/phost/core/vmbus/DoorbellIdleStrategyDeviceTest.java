@@ -5,6 +5,7 @@ import io.phost.core.sys.EventFd;
 import org.junit.jupiter.api.Test;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
  * An agent with a {@link DeviceWait} attached sleeps through the device while it is busy, and submits the duty
@@ -14,6 +15,7 @@ class DoorbellIdleStrategyDeviceTest {
     /** Records what the idle strategy asked of the device. */
     static final class FakeDevice implements DeviceWait {
         boolean busy;
+        boolean slow;
         boolean unsubmitted;
         int submits;
         int awaits;
@@ -22,6 +24,11 @@ class DoorbellIdleStrategyDeviceTest {
         @Override
         public boolean busy() {
             return busy;
+        }
+
+        @Override
+        public boolean outlastsSpin() {
+            return slow;
         }
 
         @Override
@@ -105,6 +112,54 @@ class DoorbellIdleStrategyDeviceTest {
             idle.idle(0);
             assertEquals(0, device.awaits);
             assertEquals(1, idle.sleeps());
+        }
+    }
+
+    @Test
+    void shouldSleepThroughASlowDeviceAtOnceWithoutSpinning() {
+        try (EventFd bell = EventFd.create()) {
+            DoorbellIdleStrategy idle = new DoorbellIdleStrategy(null, bell, 100, 0, 1_000);
+            FakeDevice device = new FakeDevice();
+            idle.sleepThrough(device);
+            device.busy = true;
+            device.slow = true; // a librbd request in flight: ~250 µs, far beyond any spin
+            idle.idle(1);
+            idle.idle(0);
+            assertEquals(1, device.awaits, "the first idle look sleeps in the device wait, no spin before it");
+        }
+    }
+
+    /**
+     * Issue 20: judged over the whole QD1 cycle, every wait for a librbd completion was a spin miss, so the governor
+     * turned spinning off and every guest request woke a sleeping agent. Waits through a slow device are not judged;
+     * the waits for the guest's next request are.
+     */
+    @Test
+    void shouldLeaveWaitsThroughASlowDeviceOutOfTheGovernorsJudgement() {
+        long[] now = {0};
+        for (boolean slow : new boolean[] {false, true}) {
+            try (EventFd bell = EventFd.create()) {
+                SpinGovernor governor = new SpinGovernor(() -> 0, () -> now[0] += 1_000, new SpinGovernor.Memory());
+                DoorbellIdleStrategy idle = new DoorbellIdleStrategy(null, bell, 4, 0, 1_000, governor);
+                FakeDevice device = new FakeDevice();
+                idle.sleepThrough(device);
+                device.busy = true;
+                device.slow = slow;
+                for (int request = 0; request < 300; request++) {
+                    idle.idle(1); // a request submitted
+                    int before = device.awaits;
+                    for (int look = 0; look < 1_000 && device.awaits == before; look++) {
+                        idle.idle(0); // its completion awaited (after a spin, unless the device is slow)
+                    }
+                    idle.idle(1); // ... and delivered
+                }
+                assertEquals(300, device.awaits);
+                if (slow) {
+                    assertEquals(0, governor.decisions(), "waits through a slow device are no spin misses");
+                } else {
+                    assertTrue(governor.decisions() > 0, "a fast device's waits are judged: " + governor.decisions());
+                }
+            }
         }
     }
 }

@@ -94,13 +94,56 @@ public final class RbdBenchSuite implements BenchSuite {
     private static final io.phost.core.vmbus.PollingMode AGENT_POLLING = io.phost.core.vmbus.PollingMode.valueOf(
         System.getenv().getOrDefault("PHOST_BENCH_RBD_POLLING", "adaptive").toUpperCase(java.util.Locale.ROOT));
 
-    private record Round(double iops, double cpuUs, double agentUs) {
-        static final Round NONE = new Round(Double.NaN, Double.NaN, Double.NaN);
+    /**
+     * {@code PHOST_BENCH_RBD_PIN}: the VMBus side's queue agent and in-process guest on one CPU ({@code same:N}),
+     * on two ({@code apart:A,B}), or wherever the scheduler puts them (unset, the default). On a VM a wake-up across
+     * vCPUs is an IPI (tens of µs here); two threads that hand each request to each other on one CPU do not pay it.
+     */
+    private static final String PIN = System.getenv().getOrDefault("PHOST_BENCH_RBD_PIN", "");
+
+    private static List<Integer> agentCpus() {
+        return PIN.isEmpty() ? List.of() : io.phost.core.sys.CpuAffinity.parseList(PIN.substring(PIN.indexOf(':') + 1).split(",")[0]);
+    }
+
+    private static List<Integer> guestCpus() {
+        if (PIN.isEmpty()) {
+            return List.of();
+        }
+        String[] cpus = PIN.substring(PIN.indexOf(':') + 1).split(",");
+        return io.phost.core.sys.CpuAffinity.parseList(cpus[cpus.length - 1]);
+    }
+
+    /** {@code PHOST_BENCH_RBD_THREADS=1}: log CPU µs per I/O per thread name of the VMBus side's rounds. */
+    private static final boolean THREADS = "1".equals(System.getenv("PHOST_BENCH_RBD_THREADS"));
+
+    private static void logThreads(BenchContext ctx, String what, java.util.Map<String, Long> before, double ios,
+                                   long processNanos) {
+        StringBuilder b = new StringBuilder(what).append(" CPU µs/IO by thread:");
+        long[] alive = {0};
+        CpuWindow.byThread().forEach((name, ns) -> {
+            long d = ns - before.getOrDefault(name, 0L);
+            if (!name.contains("CompilerThre")) {
+                alive[0] += d;
+            }
+            double us = d / 1e3 / ios;
+            if (us >= 0.5) {
+                b.append(String.format(java.util.Locale.ROOT, " %s=%.1f", name, us));
+            }
+        });
+        // threads that ended within the window: the in-process guest's guest-io-* threads
+        b.append(String.format(java.util.Locale.ROOT, " ended(guest)=%.1f", (processNanos - alive[0]) / 1e3 / ios));
+        ctx.log(b.toString());
+    }
+
+    private record Round(double iops, double cpuUs, double agentUs, double clusterUs) {
+        static final Round NONE = new Round(Double.NaN, Double.NaN, Double.NaN, Double.NaN);
 
         static Round of(double iops, CpuWindow w) {
             double ios = iops * w.wallNanos() / 1e9;
+            long cluster = w.clusterNanos();
             return new Round(iops, ios > 0 ? w.cpuNanos() / 1e3 / ios : Double.NaN,
-                ios > 0 ? w.agentNanos() / 1e3 / ios : Double.NaN);
+                ios > 0 ? w.agentNanos() / 1e3 / ios : Double.NaN,
+                ios > 0 && cluster >= 0 ? cluster / 1e3 / ios : Double.NaN);
         }
     }
 
@@ -137,6 +180,7 @@ public final class RbdBenchSuite implements BenchSuite {
     }
 
     private List<BenchResult> measure(BenchContext ctx, Path conf, String pool) throws Exception {
+        CpuWindow.watchCluster(conf);
         boolean fio = fioHasRbd();
         if (!fio) {
             ctx.log("rbd: fio has no rbd engine (fio --enghelp); results have no peer");
@@ -214,9 +258,13 @@ public final class RbdBenchSuite implements BenchSuite {
         double[] o = column(ours, Round::cpuUs);
         double[] t = column(theirs, Round::cpuUs);
         double[] a = column(ours, Round::agentUs);
+        double[] co = column(ours, Round::clusterUs);
+        double[] ct = column(theirs, Round::clusterUs);
         Arrays.sort(o);
         Arrays.sort(t);
         Arrays.sort(a);
+        Arrays.sort(co);
+        Arrays.sort(ct);
         Map<String, Double> series = new LinkedHashMap<>();
         series.put("phost min", o[0]);
         series.put("phost median", o[o.length / 2]);
@@ -224,10 +272,17 @@ public final class RbdBenchSuite implements BenchSuite {
         series.put("agent min", a[0]);
         series.put("agent median", a[a.length / 2]);
         series.put("agent max", a[a.length - 1]);
+        // the cluster's daemons (OSD, monitor) during the same windows: a spinning side must not starve them
+        series.put("cluster min", co[0]);
+        series.put("cluster median", co[co.length / 2]);
+        series.put("cluster max", co[co.length - 1]);
         if (peer != null) {
             series.put("fio min", t[0]);
             series.put("fio median", t[t.length / 2]);
             series.put("fio max", t[t.length - 1]);
+            series.put("fio cluster min", ct[0]);
+            series.put("fio cluster median", ct[ct.length / 2]);
+            series.put("fio cluster max", ct[ct.length - 1]);
         }
         return new BenchResult(name, o[o.length / 2], "us CPU/IO", peer, peer == null ? Double.NaN : t[t.length / 2],
             true, Map.of()).withSeries("us CPU/IO", series);
@@ -272,7 +327,7 @@ public final class RbdBenchSuite implements BenchSuite {
         Path dataDir = Files.createDirectories(ctx.workDir().resolve("rbd-host"));
         try (RbdDisk disk = RbdDisk.open(opts);
              PartitionHost host = new PartitionHost(dataDir, spec -> List.of("false"),
-                 PartitionHost.Options.defaults().withPolling(AGENT_POLLING))) {
+                 PartitionHost.Options.defaults().withPolling(AGENT_POLLING).withAgentCpus(agentCpus()))) {
             StorageVsp vsp = new StorageVsp("rbd-bench", 0);
             vsp.attach(0, "rbd", disk, QosFlow.UNLIMITED, false, IoEngines.Kind.AUTO);
             Partition p = host.create(PartitionSpec.external("rbd-bench", 1, 32L << 20));
@@ -283,26 +338,42 @@ public final class RbdBenchSuite implements BenchSuite {
                      HexFormat.of().parseHex(p.credentialHex()), ram);
                  StorvscClient client = StorvscClient.connect(bus, vsp.instance(), 1, 32, 64 << 10)) {
                 String rw = pt.write() ? "randwrite" : "randread";
-                GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, Math.min(0.3, seconds / 2), 0, 0, false,
-                    7 + round, 50, 0, IMAGE_SIZE)); // warm-up
-                if (HandoffSampler.ENABLED) {
-                    HandoffSampler.drainAll(); // drop the warm-up's samples
+                List<Integer> benchCpus = io.phost.core.sys.CpuAffinity.current();
+                if (!guestCpus().isEmpty()) {
+                    io.phost.core.sys.CpuAffinity.pin(guestCpus()); // the guest's threads inherit it
                 }
-                SpinGovernor.Totals host0 = SpinGovernor.totals(true);
-                SpinGovernor.Totals guest0 = SpinGovernor.totals(false);
-                CpuWindow w = CpuWindow.self();
-                Round r = Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
-                    1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
-                // whether the adaptive governors let the agent and the guest spin in this round (share of time)
-                ctx.log(String.format(java.util.Locale.ROOT, "%s vmbus-guest round %d: %.0f IOPS, spin share agent %.2f guest %.2f",
-                    pt.name(), round + 1, r.iops(), SpinGovernor.totals(true).minus(host0).spinShare(),
-                    SpinGovernor.totals(false).minus(guest0).spinShare()));
-                if (HandoffSampler.ENABLED) {
-                    // -Dphost.handoff.sample=N: where a request's time goes between guest, agent and librbd
-                    ctx.log(pt.name() + " vmbus-guest round " + (round + 1) + " hand-off: "
-                        + HandoffBreakdown.of(HandoffSampler.drainAll()));
+                try {
+                    GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, Math.min(0.3, seconds / 2), 0, 0, false,
+                        7 + round, 50, 0, IMAGE_SIZE)); // warm-up
+                    if (HandoffSampler.ENABLED) {
+                        HandoffSampler.drainAll(); // drop the warm-up's samples
+                    }
+                    SpinGovernor.Totals host0 = SpinGovernor.totals(true);
+                    SpinGovernor.Totals guest0 = SpinGovernor.totals(false);
+                    java.util.Map<String, Long> threads0 = THREADS ? CpuWindow.byThread() : null;
+                    CpuWindow w = CpuWindow.self();
+                    Round r = Round.of(GuestIo.run(client, new GuestIo.Options(rw, 4096, pt.qd(), 1, seconds, 0, 0, false,
+                        1000 + round, 50, 0, IMAGE_SIZE)).iops(), w);
+                    if (THREADS) {
+                        logThreads(ctx, pt.name() + " vmbus-guest round " + (round + 1), threads0, r.iops() * w.wallNanos() / 1e9,
+                            w.cpuNanos());
+                    }
+                    // whether the adaptive governors let the agent and the guest spin in this round (share of time)
+                    SpinGovernor.Totals agentGov = SpinGovernor.totals(true).minus(host0);
+                    SpinGovernor.Totals guest = SpinGovernor.totals(false).minus(guest0);
+                    ctx.log(String.format(java.util.Locale.ROOT, "%s vmbus-guest round %d: %.0f IOPS, spin share agent %.2f"
+                            + " (stops: %d contended, %d missed; %d trials) guest %.2f (%d contended, %d missed; %d trials)",
+                        pt.name(), round + 1, r.iops(), agentGov.spinShare(), agentGov.contendedStops(), agentGov.missStops(),
+                        agentGov.trials(), guest.spinShare(), guest.contendedStops(), guest.missStops(), guest.trials()));
+                    if (HandoffSampler.ENABLED) {
+                        // -Dphost.handoff.sample=N: where a request's time goes between guest, agent and librbd
+                        ctx.log(pt.name() + " vmbus-guest round " + (round + 1) + " hand-off: "
+                            + HandoffBreakdown.of(HandoffSampler.drainAll()));
+                    }
+                    return r;
+                } finally {
+                    io.phost.core.sys.CpuAffinity.pin(benchCpus);
                 }
-                return r;
             }
         }
     }
@@ -316,7 +387,7 @@ public final class RbdBenchSuite implements BenchSuite {
             CpuWindow w = CpuWindow.self();
             double iops = engineLoad(e, a, pt, seconds, 100 + round);
             Round r = Round.of(iops, w);
-            return new Round(r.iops(), r.cpuUs(), Double.NaN);
+            return new Round(r.iops(), r.cpuUs(), Double.NaN, r.clusterUs());
         }
     }
 
@@ -380,7 +451,7 @@ public final class RbdBenchSuite implements BenchSuite {
             return Round.NONE;
         }
         double iops = Double.parseDouble(m.group(1));
-        return new Round(iops, fioCpuUs(samples, seconds, iops), Double.NaN);
+        return new Round(iops, fioCpuUs(samples, seconds, iops, 1), Double.NaN, fioCpuUs(samples, seconds, iops, 2));
     }
 
     /**
@@ -388,7 +459,7 @@ public final class RbdBenchSuite implements BenchSuite {
      * before it exits: its start, rbd connection and ramp are left out as phost's sides leave theirs out),
      * divided by its IOPS.
      */
-    private static double fioCpuUs(List<long[]> samples, double seconds, double iops) {
+    private static double fioCpuUs(List<long[]> samples, double seconds, double iops, int column) {
         if (samples.size() < 3 || !(iops > 0)) {
             return Double.NaN;
         }
@@ -397,8 +468,8 @@ public final class RbdBenchSuite implements BenchSuite {
         long[] first = null;
         long[] last = null;
         for (long[] s : samples) {
-            if (s[1] <= 0) {
-                continue; // the process was gone
+            if (s[1] <= 0 || s[column] < 0) {
+                continue; // the process was gone, or the cluster's daemons are unknown
             }
             if (first == null && s[0] >= startAt) {
                 first = s;
@@ -410,7 +481,7 @@ public final class RbdBenchSuite implements BenchSuite {
         if (first == null || last == null || last[0] - first[0] < 200_000_000L) {
             return Double.NaN;
         }
-        double rate = (double) (last[1] - first[1]) / (last[0] - first[0]);
+        double rate = (double) (last[column] - first[column]) / (last[0] - first[0]);
         return rate / iops * 1e6;
     }
 
@@ -444,7 +515,10 @@ public final class RbdBenchSuite implements BenchSuite {
         return exec(cmd, conf, timeoutSeconds, mayFail, null);
     }
 
-    /** As above; a non-null {@code cpuSamples} gets {nanoTime, the child's CPU ns} every 50 ms while it runs. */
+    /**
+     * As above; a non-null {@code cpuSamples} gets {nanoTime, the child's CPU ns, the cluster daemons' CPU ns (-1:
+     * unknown)} every 50 ms while it runs.
+     */
     private static String exec(List<String> cmd, Path conf, int timeoutSeconds, boolean mayFail, List<long[]> cpuSamples)
         throws IOException, InterruptedException {
         ProcessBuilder pb = new ProcessBuilder(cmd);
@@ -460,7 +534,7 @@ public final class RbdBenchSuite implements BenchSuite {
             if (cpuSamples != null) {
                 sampler = Thread.ofPlatform().daemon().name("rbd-bench-cpu").start(() -> {
                     while (p.isAlive()) {
-                        cpuSamples.add(new long[] {System.nanoTime(), CpuWindow.processCpu(p.pid())});
+                        cpuSamples.add(new long[] {System.nanoTime(), CpuWindow.processCpu(p.pid()), CpuWindow.clusterCpu()});
                         try {
                             Thread.sleep(50);
                         } catch (InterruptedException e) {

@@ -55,6 +55,15 @@ public interface IoEngine extends AutoCloseable {
     }
 
     /**
+     * True when a request of this engine takes far longer than a queue worker's spin (a network round trip:
+     * librbd), so a worker with only such requests in flight sleeps at once and its spin governor judges only
+     * the waits for the guest ({@link io.phost.core.sys.DeviceWait#outlastsSpin}).
+     */
+    default boolean outlastsSpin() {
+        return false;
+    }
+
+    /**
      * Submits what is queued and sleeps until a completion is ready, {@code doorbell} is signalled or
      * {@code timeoutNanos} pass, in one system call; completions are left for {@link #poll}. False (nothing
      * done) when this engine cannot: the caller waits with {@link #await}.

@@ -447,6 +447,23 @@ public final class ScsiQueue implements AutoCloseable, IoCompletionHandler {
             return busyEngines == 1 || (busyEngines > 1 && !byDefault);
         }
 
+        /**
+         * One request in flight, on an engine whose requests outlast a spin (librbd): QD1, where the agent's spin
+         * could only miss. With more in flight one of them may complete during a spin, so the agent keeps its rule.
+         */
+        @Override
+        public boolean outlastsSpin() {
+            int inFlight = 0;
+            boolean slow = true;
+            for (IoEngine e : engines) {
+                if (e != null && e.inFlight() > 0) {
+                    inFlight += e.inFlight();
+                    slow &= e.outlastsSpin();
+                }
+            }
+            return inFlight == 1 && slow;
+        }
+
         @Override
         public boolean unsubmitted() {
             return dirty != 0;

@@ -285,6 +285,61 @@ class RbdDiskTest {
     }
 
     /**
+     * Issue 20, twelfth session: a queue with a librbd read in flight tells its VMBus agent that the wait outlasts a
+     * spin, so the agent sleeps through it at once and its spin governor judges only the waits for the guest (judged
+     * over the whole cycle, every QD1 request was a miss and spinning between requests was turned off).
+     */
+    @Test
+    void shouldTellTheAgentThatALibrbdRequestOutlastsItsSpin() throws Exception {
+        CephTestCluster ceph = CephTestCluster.get();
+        try (RbdDisk disk = RbdDisk.open(ceph.options("outlast", 16 * MIB, false, false)); Arena arena = Arena.ofConfined()) {
+            io.phost.storage.scsi.ScsiTarget target = new io.phost.storage.scsi.ScsiTarget();
+            target.add(0, new io.phost.storage.scsi.ScsiLun("rbd", disk));
+            int[] done = {0};
+            try (io.phost.storage.scsi.ScsiQueue q = new io.phost.storage.scsi.ScsiQueue(target, 4, 4, r -> done[0]++)) {
+                io.phost.core.sys.DeviceWait wait = q.deviceWait();
+                assertFalse(wait.busy(), "nothing in flight");
+                byte[] write16 = new byte[16];
+                write16[0] = (byte) 0x8A; // WRITE(16) of 8 blocks at LBA 0: always an OSD round trip
+                write16[13] = 8;
+                io.phost.storage.scsi.ScsiRequest r = q.tryAcquire().reset(0, write16, io.phost.storage.scsi.ScsiRequest.DIR_OUT, 1);
+                MemorySegment b = arena.allocate(4096, 4096);
+                fill(b, 11);
+                r.data().add(b);
+                q.submit(r);
+                q.doWork();
+                boolean sawInFlight = false;
+                long deadline = System.nanoTime() + 30_000_000_000L;
+                while (done[0] == 0 && System.nanoTime() < deadline) {
+                    if (q.outstanding() > 0 && wait.busy()) {
+                        sawInFlight = true;
+                        assertTrue(wait.outlastsSpin(), "a librbd request in flight outlasts the agent's spin");
+                    }
+                    q.awaitWork(1_000_000L);
+                }
+                assertEquals(1, done[0], "the write completed");
+                // two in flight: one may complete within a spin, so the agent keeps its usual rule
+                for (int k = 0; k < 2; k++) {
+                    io.phost.storage.scsi.ScsiRequest w2 = q.tryAcquire().reset(0, write16, io.phost.storage.scsi.ScsiRequest.DIR_OUT, 2 + k);
+                    w2.data().add(b);
+                    q.submit(w2);
+                }
+                q.doWork();
+                if (q.outstanding() == 2 && wait.busy()) {
+                    assertFalse(wait.outlastsSpin(), "two librbd requests in flight");
+                }
+                deadline = System.nanoTime() + 30_000_000_000L;
+                while (done[0] < 3 && System.nanoTime() < deadline) {
+                    q.awaitWork(1_000_000L);
+                }
+                assertEquals(3, done[0], "both writes completed");
+                assertEquals(io.phost.storage.scsi.Scsi.STATUS_GOOD, r.status(), "the write's status");
+                assertTrue(sawInFlight, "the write was seen in flight (librbd answers after the OSD's round trip)");
+            }
+        }
+    }
+
+    /**
      * The QD1 completion spin: with one request in flight a hand-off wait polls librbd's completions before it
      * sleeps. A spin long enough for the OSD's round trip finds the completion without sleeping (no ppoll: the wait
      * returns with the completion in the ring); one too short for it sleeps and the completion still wakes it.
