@@ -26,6 +26,11 @@ import java.util.function.Consumer;
  */
 final class Vring {
     private static final long IN_FLIGHT_SLICE_NANOS = 200_000L;
+    /**
+     * Whether a polling worker spins for the driver's refill while requests are in flight ({@link
+     * VringPoller#spinWhileInFlight}); {@code -Dphost.vhost.inFlightSpin=false} turns it off (A/B measurements).
+     */
+    static final boolean IN_FLIGHT_SPIN = !"false".equals(System.getProperty("phost.vhost.inFlightSpin"));
     private static final int IDLE_POLL_MILLIS = 1_000;
     /** Buffers one chain may have (Linux virtio-blk uses seg_max + 2; indirect tables are bounded here). */
     static final int CHAIN_CAPACITY = 1024;
@@ -148,16 +153,24 @@ final class Vring {
         fds.set(ValueLayout.JAVA_INT, 16, wake);
         fds.set(ValueLayout.JAVA_SHORT, 20, (short) Poll.POLLIN);
         try {
+            long returned = handler.chainsReturned();
             while (!stopping) {
                 int work = handler.doWork(q, chain);
                 if (work > 0) {
                     if (poller != null) {
                         poller.worked();
+                        returned = noteAnswers(handler, poller, returned);
                     }
                     continue;
                 }
                 if (handler.inFlight() > 0) {
+                    if (poller != null && IN_FLIGHT_SPIN && poller.spinWhileInFlight()) {
+                        continue; // the driver refills after the call: pick its requests up as they come
+                    }
                     handler.awaitCompletion(kick, IN_FLIGHT_SLICE_NANOS);
+                    if (poller != null) {
+                        returned = noteAnswers(handler, poller, returned);
+                    }
                     if (kick != null) {
                         kick.tryConsume();
                     }
@@ -202,6 +215,15 @@ final class Vring {
                 onError.accept("queue " + index + " close: " + e.getMessage());
             }
         }
+    }
+
+    /** Tells the poller when the handler returned chains since {@code before}; returns the new count. */
+    private static long noteAnswers(VirtqueueHandler handler, VringPoller poller, long before) {
+        long now = handler.chainsReturned();
+        if (now != before) {
+            poller.answered();
+        }
+        return now;
     }
 
     /** Stops the worker (completing in-flight requests) and records the next avail index as the base. */

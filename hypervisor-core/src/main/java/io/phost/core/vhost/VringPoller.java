@@ -31,6 +31,13 @@ final class VringPoller {
     private boolean slept;
     private long spins;
     private long sleeps;
+    /** The handler returned chains (the driver was told and refills): the next empty in-flight pass may spin. */
+    private boolean refillExpected;
+    /** Empty passes of the current in-flight window (0: no window), when it began, and whether it found work. */
+    private int inFlightPasses;
+    private long inFlightSince;
+    private boolean inFlightPaid;
+    private long inFlightSpins;
 
     private VringPoller(SpinGovernor governor) {
         this.governor = governor;
@@ -53,6 +60,54 @@ final class VringPoller {
         idling = false;
         slept = false;
         afterWork = true;
+        if (inFlightPasses > 0) {
+            inFlightPaid = true; // found while spinning in flight: the window starts again from here
+            inFlightPasses = 0;
+            refillExpected = true;
+        }
+    }
+
+    /** The handler returned chains to the used ring (and told the driver, who may now refill the avail ring). */
+    void answered() {
+        refillExpected = true;
+    }
+
+    /**
+     * The worker found nothing to do while requests are in flight: whether it should look again at once (true: it
+     * calls the handler's doWork again, which reaps completions and pops the avail ring without a syscall) rather
+     * than sleep on the device. After the handler returned chains the driver is being woken by that call and
+     * refills the ring within its wake-up time; a worker asleep on the device would leave those requests in the
+     * avail ring until the next completion (issue 14: ~2.7 of 32 at QD32, the device's queue depth lost). So it
+     * keeps looking until {@value #SPIN_NANOS} ns pass with no work, under the same governor as {@link #poll}: each
+     * window is one episode, paid when it found work. Nothing returned (a lone request still on the device, QD1):
+     * no window. One clock read per 64 empty passes.
+     */
+    boolean spinWhileInFlight() {
+        if (inFlightPasses == 0) {
+            if (!refillExpected || (governor != null && !governor.shouldSpin())) {
+                return false;
+            }
+            refillExpected = false;
+            inFlightSince = System.nanoTime();
+            if (!inFlightPaid) {
+                inFlightSpins++;
+            }
+        } else if ((inFlightPasses & 63) == 0 && System.nanoTime() - inFlightSince >= SPIN_NANOS) {
+            inFlightPasses = 0;
+            if (governor != null) {
+                governor.episodeEnded(inFlightPaid);
+            }
+            inFlightPaid = false;
+            return false;
+        }
+        inFlightPasses++;
+        Thread.onSpinWait();
+        return true;
+    }
+
+    /** In-flight spin windows begun (tests, status). */
+    long inFlightSpins() {
+        return inFlightSpins;
     }
 
     /**
@@ -62,6 +117,7 @@ final class VringPoller {
      */
     boolean poll(Virtqueue q, java.util.function.BooleanSupplier stopping) {
         idling = true;
+        refillExpected = false; // nothing in flight: the in-flight window is for a driver refilling behind requests
         boolean justWorked = afterWork;
         afterWork = false; // one spin per idle episode: a timeout wake-up later does not spin
         if (!justWorked || (governor != null && !governor.shouldSpin())) {
