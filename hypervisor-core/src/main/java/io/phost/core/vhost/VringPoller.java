@@ -79,15 +79,18 @@ final class VringPoller {
      * refills the ring within its wake-up time; a worker asleep on the device would leave those requests in the
      * avail ring until the next completion (issue 14: ~2.7 of 32 at QD32, the device's queue depth lost). So it
      * keeps looking until {@value #SPIN_NANOS} ns pass with no work, under the same governor as {@link #poll}: each
-     * window is one episode, paid when it found work. Nothing returned (a lone request still on the device, QD1):
+     * window is one episode, paid when it found work; the driver's kicks are off meanwhile. Nothing returned (a lone request still on the device, QD1):
      * no window. One clock read per 64 empty passes.
      */
-    boolean spinWhileInFlight() {
+    boolean spinWhileInFlight(Virtqueue q) {
         if (inFlightPasses == 0) {
             if (!refillExpected || (governor != null && !governor.shouldSpin())) {
                 return false;
             }
             refillExpected = false;
+            // No kicks while looking: an empty pop then costs no avail_event store and fence. Every sleep where a
+            // kick matters asks for them again first (the idle sleep below, the hand-off wait in the handler).
+            q.disableKicks();
             inFlightSince = System.nanoTime();
             if (!inFlightPaid) {
                 inFlightSpins++;
