@@ -156,21 +156,23 @@ final class Vring {
         try {
             long returned = handler.chainsReturned();
             while (!stopping) {
+                int before = handler.inFlight();
                 int work = handler.doWork(q, chain);
                 if (work > 0) {
                     if (poller != null) {
                         poller.worked();
-                        returned = noteAnswers(handler, poller, returned);
+                        returned = noteAnswers(handler, poller, returned, before);
                     }
                     continue;
                 }
-                if (handler.inFlight() > 0) {
-                    if (poller != null && IN_FLIGHT_SPIN && poller.spinWhileInFlight(q)) {
+                int inFlight = handler.inFlight();
+                if (inFlight > 0) {
+                    if (poller != null && IN_FLIGHT_SPIN && poller.spinWhileInFlight(q, inFlight)) {
                         continue; // the driver refills after the call: pick its requests up as they come
                     }
                     handler.awaitCompletion(kick, IN_FLIGHT_SLICE_NANOS);
                     if (poller != null) {
-                        returned = noteAnswers(handler, poller, returned);
+                        returned = noteAnswers(handler, poller, returned, inFlight);
                     }
                     if (kick != null) {
                         kick.tryConsume();
@@ -218,11 +220,14 @@ final class Vring {
         }
     }
 
-    /** Tells the poller when the handler returned chains since {@code before}; returns the new count. */
-    private static long noteAnswers(VirtqueueHandler handler, VringPoller poller, long before) {
+    /**
+     * Tells the poller when the handler returned chains since the count {@code before} ({@code inFlightBefore} were
+     * in flight then); returns the new count.
+     */
+    private static long noteAnswers(VirtqueueHandler handler, VringPoller poller, long before, int inFlightBefore) {
         long now = handler.chainsReturned();
         if (now != before) {
-            poller.answered();
+            poller.answered(inFlightBefore);
         }
         return now;
     }
