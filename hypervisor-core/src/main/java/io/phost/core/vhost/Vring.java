@@ -22,8 +22,9 @@ import java.util.function.Consumer;
  * Worker loop: {@code doWork}; when idle and nothing is in flight, sleep in poll(2) on the kick and stop
  * eventfds (a storage handler first polls the avail ring per the host's polling mode, {@link VringPoller}, with
  * the driver's kicks disabled, and asks for them again with a re-check before it sleeps); while requests are in
- * flight, wait on the handler's completions in short slices (a polling handler's worker first keeps looking for
- * {@link VringPoller#SPIN_NANOS} after it returned chains, so the driver's refill reaches the device at once).
+ * flight, wait on the handler's completions in short slices (after returning chains, a polling handler's worker
+ * first keeps looking until the driver refilled them or {@link VringPoller#SPIN_NANOS} passed, so the refill
+ * reaches the device at once: {@link VringPoller#spinWhileInFlight}).
  */
 final class Vring {
     private static final long IN_FLIGHT_SLICE_NANOS = 200_000L;

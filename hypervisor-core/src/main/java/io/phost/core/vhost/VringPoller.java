@@ -85,10 +85,10 @@ final class VringPoller {
      * than sleep on the device. After the handler returned chains the driver is being woken by that call and
      * refills the ring within its wake-up time; a worker asleep on the device would leave those requests in the
      * avail ring until the next completion (issue 14: ~2.7 of 32 at QD32, the device's queue depth lost). So it
-     * keeps looking until the driver has refilled as many requests as were returned ({@code inFlight} back at the level
-     * before them) or {@value #SPIN_NANOS} ns pass with no work, under the same governor as {@link #poll}: each
-     * window is one episode, paid when it found work; the driver's kicks are off meanwhile. Nothing returned (a lone request still on the device, QD1):
-     * no window. One clock read per 64 empty passes.
+     * keeps looking until the driver has refilled as many requests as were returned ({@code inFlight} back at the
+     * level before them) or {@value #SPIN_NANOS} ns pass with no work, under the same governor as {@link #poll}: each
+     * window is one episode, paid when it found work; the driver's kicks are off meanwhile. Nothing returned (a lone
+     * request still on the device, QD1): no window. One clock read per 64 empty passes.
      */
     boolean spinWhileInFlight(Virtqueue q, int inFlight) {
         if (inFlightPasses == 0) {
