@@ -18,8 +18,9 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * A polling vhost-user-blk worker with many requests in flight (issue 14, twelfth session): after returning chains it
- * keeps looking at the rings with the driver's kicks off, so the driver's refill is popped without a kick. A driver
+ * A polling vhost-user-blk worker with many requests in flight (issue 14, twelfth session), with and without the
+ * opt-in in-flight window ({@code -Dphost.vhost.inFlightSpin=true}: after returning chains the worker keeps looking at
+ * the rings with the driver's kicks off, so the driver's refill is popped without a kick). A driver
  * that keeps {@value #QD} requests in flight on a disk file (io_uring, requests really in flight) and kicks only when
  * the back-end asks writes then reads back every block: no request waits for a wake-up that never comes (each
  * completes well within the 10 s wait), every block reads back what was written, and the worker sleeps once idle.
@@ -32,20 +33,40 @@ class VhostUserBlkInFlightPollingTest {
 
     @Test
     void shouldServeEveryRequestWithManyInFlightWhilePollingWithEventIdx() throws Exception {
-        run(PollingMode.LATENCY, ALL_BUT_LOG_AND_PACKED, "vhost-ifpoll");
+        run(PollingMode.LATENCY, ALL_BUT_LOG_AND_PACKED, "vhost-ifpoll", true);
     }
 
     @Test
     void shouldServeEveryRequestWithManyInFlightWhilePollingWithTheNoNotifyFlag() throws Exception {
-        run(PollingMode.LATENCY, ALL_BUT_LOG_AND_PACKED & ~(1L << VhostUserDescriptor.F_RING_EVENT_IDX), "vhost-ifpolln");
+        run(PollingMode.LATENCY, ALL_BUT_LOG_AND_PACKED & ~(1L << VhostUserDescriptor.F_RING_EVENT_IDX), "vhost-ifpolln", true);
     }
 
     @Test
     void shouldServeEveryRequestWithManyInFlightUnderTheAdaptiveGovernor() throws Exception {
-        run(PollingMode.ADAPTIVE, ALL_BUT_LOG_AND_PACKED, "vhost-ifpolla");
+        run(PollingMode.ADAPTIVE, ALL_BUT_LOG_AND_PACKED, "vhost-ifpolla", true);
     }
 
-    private static void run(PollingMode mode, long wanted, String name) throws Exception {
+    @Test
+    void shouldServeEveryRequestWithManyInFlightWithoutTheWindow() throws Exception {
+        run(PollingMode.LATENCY, ALL_BUT_LOG_AND_PACKED, "vhost-ifpolloff", false);
+    }
+
+    /** {@code window}: with {@code phost.vhost.inFlightSpin} set while the queue starts (it is read then). */
+    private static void run(PollingMode mode, long wanted, String name, boolean window) throws Exception {
+        String before = System.getProperty("phost.vhost.inFlightSpin");
+        System.setProperty("phost.vhost.inFlightSpin", Boolean.toString(window));
+        try {
+            serve(mode, wanted, name);
+        } finally {
+            if (before == null) {
+                System.clearProperty("phost.vhost.inFlightSpin");
+            } else {
+                System.setProperty("phost.vhost.inFlightSpin", before);
+            }
+        }
+    }
+
+    private static void serve(PollingMode mode, long wanted, String name) throws Exception {
         Path dir = Files.createTempDirectory(name); // a disk file, not tmpfs: O_DIRECT io_uring leaves requests in flight
         Path file = dir.resolve("d.raw");
         Path sock = dir.resolve("p.sock");
