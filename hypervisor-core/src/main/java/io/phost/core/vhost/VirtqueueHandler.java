@@ -28,6 +28,14 @@ public interface VirtqueueHandler {
         return false;
     }
 
+    /**
+     * Chains returned to the used ring so far (any count that moves when some are): a polling worker spins for the
+     * driver's refill after it moves ({@link VringPoller#spinWhileInFlight}). Handlers that do not poll keep 0.
+     */
+    default long chainsReturned() {
+        return 0;
+    }
+
     /** Requests started and not yet pushed to the used ring. */
     int inFlight();
 

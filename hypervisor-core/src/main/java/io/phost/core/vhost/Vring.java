@@ -22,10 +22,19 @@ import java.util.function.Consumer;
  * Worker loop: {@code doWork}; when idle and nothing is in flight, sleep in poll(2) on the kick and stop
  * eventfds (a storage handler first polls the avail ring per the host's polling mode, {@link VringPoller}, with
  * the driver's kicks disabled, and asks for them again with a re-check before it sleeps); while requests are in
- * flight, wait on the handler's completions in short slices.
+ * flight, wait on the handler's completions in short slices (with {@link #IN_FLIGHT_SPIN}, after returning chains
+ * a polling handler's worker first keeps looking until the driver refilled them or {@link VringPoller#SPIN_NANOS}
+ * passed, so the refill reaches the device at once: {@link VringPoller#spinWhileInFlight}).
  */
 final class Vring {
     private static final long IN_FLIGHT_SLICE_NANOS = 200_000L;
+    /**
+     * The system property that lets a polling worker spin for the driver's refill while requests are in flight ({@link
+     * VringPoller#spinWhileInFlight}), read as each queue starts: off unless {@code -Dphost.vhost.inFlightSpin=true}. On the quiet 2-vCPU test
+     * VM it did not pay (issue 14, twelfth session: under {@code adaptive} the governor vetoed it, under {@code
+     * latency} QD32 reads lost 3-6 % at +0.4 requests in the core), so it stays an opt-in until a machine shows a gain.
+     */
+    static final String IN_FLIGHT_SPIN = "phost.vhost.inFlightSpin";
     private static final int IDLE_POLL_MILLIS = 1_000;
     /** Buffers one chain may have (Linux virtio-blk uses seg_max + 2; indirect tables are bounded here). */
     static final int CHAIN_CAPACITY = 1024;
@@ -115,9 +124,11 @@ final class Vring {
         EventFd stopFd = stop;
         EventFd kick = kickFd >= 0 ? EventFd.adopt(kickFd).view() : null;
         handler.started(q);
+        boolean spinInFlight = Boolean.getBoolean(IN_FLIGHT_SPIN);
         thread = Thread.ofPlatform().name(name + "-q" + index).daemon().unstarted(() -> {
             pin(cpus);
-            run(q, handler, kick, stopFd, handler.pollsWhileIdle() && handler.wakeupFd() < 0 ? VringPoller.of(polling) : null, onError);
+            run(q, handler, kick, stopFd, handler.pollsWhileIdle() && handler.wakeupFd() < 0 ? VringPoller.of(polling) : null,
+                spinInFlight, onError);
         });
         thread.start();
     }
@@ -135,7 +146,8 @@ final class Vring {
         }
     }
 
-    private void run(Virtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, VringPoller poller, Consumer<String> onError) {
+    private void run(Virtqueue q, VirtqueueHandler handler, EventFd kick, EventFd stopFd, VringPoller poller, boolean spinInFlight,
+                     Consumer<String> onError) {
         DescriptorChain chain = new DescriptorChain(CHAIN_CAPACITY);
         java.util.function.BooleanSupplier stoppingFlag = () -> stopping;
         int wake = handler.wakeupFd();
@@ -148,16 +160,26 @@ final class Vring {
         fds.set(ValueLayout.JAVA_INT, 16, wake);
         fds.set(ValueLayout.JAVA_SHORT, 20, (short) Poll.POLLIN);
         try {
+            long returned = handler.chainsReturned();
             while (!stopping) {
+                int before = handler.inFlight();
                 int work = handler.doWork(q, chain);
                 if (work > 0) {
                     if (poller != null) {
                         poller.worked();
+                        returned = noteAnswers(handler, poller, returned, before);
                     }
                     continue;
                 }
-                if (handler.inFlight() > 0) {
+                int inFlight = handler.inFlight();
+                if (inFlight > 0) {
+                    if (poller != null && spinInFlight && poller.spinWhileInFlight(q, inFlight)) {
+                        continue; // the driver refills after the call: pick its requests up as they come
+                    }
                     handler.awaitCompletion(kick, IN_FLIGHT_SLICE_NANOS);
+                    if (poller != null) {
+                        returned = noteAnswers(handler, poller, returned, inFlight);
+                    }
                     if (kick != null) {
                         kick.tryConsume();
                     }
@@ -202,6 +224,18 @@ final class Vring {
                 onError.accept("queue " + index + " close: " + e.getMessage());
             }
         }
+    }
+
+    /**
+     * Tells the poller when the handler returned chains since the count {@code before} ({@code inFlightBefore} were
+     * in flight then); returns the new count.
+     */
+    private static long noteAnswers(VirtqueueHandler handler, VringPoller poller, long before, int inFlightBefore) {
+        long now = handler.chainsReturned();
+        if (now != before) {
+            poller.answered(inFlightBefore);
+        }
+        return now;
     }
 
     /** Stops the worker (completing in-flight requests) and records the next avail index as the base. */

@@ -30,6 +30,7 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
     final ScsiQueue scsi;
     private Virtqueue queue;
     private boolean notifyPending;
+    private long returned;
 
     ScsiAdapterQueue(ScsiTarget target, int depth, int maxSegments) {
         this.scsi = new ScsiQueue(target, depth, maxSegments, this);
@@ -110,6 +111,12 @@ abstract class ScsiAdapterQueue implements VirtqueueHandler, ScsiQueue.Completio
     final void push(int head, int written) {
         queue.pushUsed(head, written);
         notifyPending = true;
+        returned++;
+    }
+
+    @Override
+    public final long chainsReturned() {
+        return returned;
     }
 
     private void flushNotify() {

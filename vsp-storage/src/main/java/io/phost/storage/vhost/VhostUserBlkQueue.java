@@ -75,9 +75,18 @@ final class VhostUserBlkQueue extends ScsiAdapterQueue {
             finish(r, S_IOERR, 0);
             return;
         }
-        gatherReadable(c, 0, header, HEADER_LENGTH);
-        int type = header.get(LE32, TYPE_OFFSET);
-        long sector = header.get(LE64, SECTOR_OFFSET);
+        int type;
+        long sector;
+        if (c.length(0) >= HEADER_LENGTH) {
+            // The usual layout (Linux, QEMU): the header is one buffer. Each field is read once, as from a copy.
+            long h = c.address(0);
+            type = EVERYTHING.get(LE32, h + TYPE_OFFSET);
+            sector = EVERYTHING.get(LE64, h + SECTOR_OFFSET);
+        } else {
+            gatherReadable(c, 0, header, HEADER_LENGTH);
+            type = header.get(LE32, TYPE_OFFSET);
+            sector = header.get(LE64, SECTOR_OFFSET);
+        }
         long readableData = c.readableBytes() - HEADER_LENGTH;
         long writableData = c.writableBytes() - 1;
         switch (type) {

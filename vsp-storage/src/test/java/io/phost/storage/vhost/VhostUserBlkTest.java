@@ -298,6 +298,52 @@ class VhostUserBlkTest {
         return c.getAsBoolean();
     }
 
+    /**
+     * The request header need not be a buffer of its own (virtio 1.2 §2.6.4: no framing assumed): one split over two
+     * buffers (8 + 8 bytes), and one sharing its buffer with the data, are decoded as the usual one-buffer header.
+     */
+    @Test
+    void shouldDecodeAHeaderSplitOverTwoBuffersOrSharingItsBufferWithTheData() throws Exception {
+        Path image = dir.resolve("framing.raw");
+        RawDisk.createSparse(image, SIZE);
+        Path sock = dir.resolve("framing.sock");
+        try (RawDisk disk = RawDisk.openFile(image, false, false);
+             VhostUserBlkExport e = VhostUserBlkExport.start("framing", disk, sock, VhostUserBlkExport.Options.defaults().withQueues(1));
+             VhostUserFrontend f = VhostUserFrontend.connect(sock, 8 << 20)) {
+            f.negotiate(WANTED);
+            Blk blk = new Blk(f, f.startQueue(0, 64));
+            long hdr = f.alloc(16 + 4096, 4096);
+            long status = f.alloc(1, 1);
+            long data = f.alloc(4096, 4096);
+            // Split header: [type, reserved][sector][data 4 KiB][status] writes block 3 (sector 24).
+            f.at(hdr, 16).set(LE32, 0, T_OUT);
+            f.at(hdr, 16).set(LE32, 4, 0);
+            f.at(hdr, 16).set(LE64, 8, 24L);
+            f.at(data, 4096).fill((byte) 0x5A);
+            assertEquals(S_OK, blk.requestChain(new long[] {hdr, hdr + 8, data, status}, new int[] {8, 8, 4096, 1},
+                new boolean[] {false, false, false, true}, status)[0], "split header: write");
+            // Header and data in one buffer: [header + data 4 KiB][status] writes block 5 (sector 40).
+            MemorySegment both = f.at(hdr, 16 + 4096);
+            both.set(LE32, 0, T_OUT);
+            both.set(LE32, 4, 0);
+            both.set(LE64, 8, 40L);
+            both.asSlice(16, 4096).fill((byte) 0xA5);
+            assertEquals(S_OK, blk.requestChain(new long[] {hdr, status}, new int[] {16 + 4096, 1},
+                new boolean[] {false, true}, status)[0], "header sharing its buffer: write");
+            long back = f.alloc(4096, 4096);
+            assertEquals(S_OK, blk.request(T_IN, 24L, back, 4096, true)[0]);
+            assertEquals((byte) 0x5A, f.at(back, 4096).get(ValueLayout.JAVA_BYTE, 0));
+            assertEquals((byte) 0x5A, f.at(back, 4096).get(ValueLayout.JAVA_BYTE, 4095));
+            assertEquals(S_OK, blk.request(T_IN, 40L, back, 4096, true)[0]);
+            assertEquals((byte) 0xA5, f.at(back, 4096).get(ValueLayout.JAVA_BYTE, 0));
+            assertEquals((byte) 0xA5, f.at(back, 4096).get(ValueLayout.JAVA_BYTE, 4095));
+            // A split header of a wrong length (8 + 4 bytes) is an error, not a read past it.
+            f.at(hdr, 16).set(LE32, 0, T_IN);
+            assertEquals(S_IOERR, blk.requestChain(new long[] {hdr, hdr + 8, data, status}, new int[] {8, 4, 4096, 1},
+                new boolean[] {false, false, true, true}, status)[0], "12-byte header");
+        }
+    }
+
     /** A virtio-blk driver over one test queue: builds header / data / status chains and waits for each. */
     static final class Blk {
         private final VhostUserFrontend f;
@@ -320,6 +366,18 @@ class VhostUserBlkTest {
 
         int[] request(int type, long sector, long data, int len, boolean deviceWrites) {
             return requestSplit(type, sector, data, len, deviceWrites, 1);
+        }
+
+        /** Sends a chain laid out by the caller whose status byte is at {@code statusAt}; returns {status, used length}. */
+        int[] requestChain(long[] addrs, int[] lens, boolean[] writable, long statusAt) {
+            f.at(statusAt, 1).set(ValueLayout.JAVA_BYTE, 0, (byte) 0x7F);
+            int head = q.add(addrs, lens, writable);
+            q.kick();
+            int[] used = q.awaitUsed(10_000);
+            assertNotNull(used, "chain completed");
+            assertEquals(head, used[0], "used id is the chain head");
+            completed++;
+            return new int[] {f.at(statusAt, 1).get(ValueLayout.JAVA_BYTE, 0), used[1]};
         }
 
         /** Sends one request with its data in {@code pieces} buffers; returns {status, used length}. */
