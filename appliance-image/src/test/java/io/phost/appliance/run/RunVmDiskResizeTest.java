@@ -333,22 +333,7 @@ class RunVmDiskResizeTest {
      * (phost holds the first), so the test can look at QEMU and get in its way. Returns {@code bin}.
      */
     private static Path qemuWithTestMonitor(Path bin, Path socket) throws Exception {
-        String real = null;
-        for (String d : System.getenv("PATH").split(":")) {
-            if (real == null && Files.isExecutable(Path.of(d, "qemu-system-x86_64"))) {
-                real = Path.of(d, "qemu-system-x86_64").toString();
-            }
-        }
-        assertTrue(real != null, "qemu-system-x86_64 is missing");
-        Files.createDirectories(bin);
-        Path wrapper = bin.resolve("qemu-system-x86_64");
-        Files.writeString(wrapper, """
-            #!/bin/sh
-            for a in "$@"; do [ "$a" != -qmp ] || exec %1$s "$@" -qmp unix:%2$s,server=on,wait=off; done
-            exec %1$s "$@"
-            """.formatted(real, socket));
-        Files.setPosixFilePermissions(wrapper, java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
-        return bin;
+        return TestGuestKit.qemuWrapper(bin, "[ \"$a\" != -qmp ] || extra=(-qmp unix:" + socket + ",server=on,wait=off)");
     }
 
     private static String awaitConsole(ManagementClient client, PhostProcess p, String marker, String console) throws Exception {
