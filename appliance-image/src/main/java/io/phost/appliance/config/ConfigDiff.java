@@ -264,21 +264,14 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
         /**
          * A VM's {@code bus = "blk"} disks are hot-plugged as PCI devices (QMP device_add and device_del); its SCSI LUNs
          * are added to and removed from the running vhost-user-scsi controller, which tells the guest with virtio-scsi
-         * hot-plug events. A controller itself is a PCI device made when QEMU starts: a LUN on a controller the VM does
-         * not have, or the removal of a controller's last LUN, is refused.
+         * hot-plug events. A LUN on a controller the VM does not have brings a new controller (a PCI hot-plug of
+         * vhost-user-scsi-pci), and the removal of the last LUN of a hot-plugged controller unplugs it (one made when
+         * QEMU started stays, with no LUNs, while the partition exists). Removals come first, so a LUN can change
+         * disks in one apply.
          */
         private void vmAttachments(String at, PartitionConfig old, PartitionConfig p) {
-            Set<Integer> controllers = scsiControllers(old);
-            Set<Integer> kept = scsiControllers(p);
             for (DiskAttachment a : old.disks()) {
-                if (p.disks().contains(a)) {
-                    continue;
-                }
-                if (a.bus() == DiskAttachment.Bus.SCSI && !kept.contains(a.controller())) {
-                    refuse(at + ".disk", "removing disk '" + a.disk() + "': it is the last LUN of SCSI controller "
-                        + a.controller() + ", and a VM's vhost-user-scsi controller (a PCI device made when QEMU starts) "
-                        + "cannot be hot-removed; keep a LUN on it, or remove the partition and add it back");
-                } else {
+                if (!p.disks().contains(a)) {
                     removedPartitions.add(new ConfigChange(Op.REMOVE, Subject.ATTACHMENT, p.name(), -1, a, null, ""));
                 }
             }
@@ -288,25 +281,12 @@ public record ConfigDiff(List<ConfigChange> changes, List<ConfigError> refusals)
                     continue;
                 }
                 DiskConfig d = next.disk(a.disk()).orElseThrow();
-                if (a.bus() == DiskAttachment.Bus.SCSI && !controllers.contains(a.controller())) {
-                    refuse(at + ".disk[" + n + "].controller", "a new SCSI controller cannot be added to a running VM "
-                        + "(its vhost-user-scsi-pci device is made when QEMU starts); "
-                        + (controllers.isEmpty() ? "use bus = \"blk\" (a PCI hot-plug)" : "attach the disk to controller "
-                        + controllers.stream().sorted().map(String::valueOf).collect(java.util.stream.Collectors.joining(" or "))
-                        + ", or use bus = \"blk\"") + ", or remove the partition and add it back");
-                } else if (hotAddable(d) != null) {
+                if (hotAddable(d) != null) {
                     refuse(at + ".disk[" + n + "]", "hot-adding " + hotAddable(d) + " is not supported yet; restart phost");
                 } else {
                     settings.add(new ConfigChange(Op.ADD, Subject.ATTACHMENT, p.name(), -1, null, a, ""));
                 }
             }
-        }
-
-        /** The SCSI controllers VM partition {@code p}'s disks are on. */
-        private static Set<Integer> scsiControllers(PartitionConfig p) {
-            Set<Integer> out = new java.util.HashSet<>();
-            p.disks().stream().filter(a -> a.bus() == DiskAttachment.Bus.SCSI).forEach(a -> out.add(a.controller()));
-            return out;
         }
 
         private void nic(String at, String partition, int index, NicConfig old, NicConfig n) {

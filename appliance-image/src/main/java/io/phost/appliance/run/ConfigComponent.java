@@ -417,18 +417,22 @@ public final class ConfigComponent implements Component {
     /**
      * A VM's blk disk: plugged in as its export starts and QEMU gets the device (PCI hot-plug), or unplugged as QEMU
      * lets go of it (DEVICE_DELETED) and then its export closes. A VM's SCSI LUN: added to or removed from its running
-     * vhost-user-scsi controller, which tells the guest with a virtio-scsi hot-plug event (QEMU is not involved). A VM
-     * that is not running gets it at its next start.
+     * vhost-user-scsi controller, which tells the guest with a virtio-scsi hot-plug event (QEMU is not involved); a LUN
+     * on a controller the VM does not have brings a new controller, hot-plugged as a blk disk is, and the removal of
+     * a hot-plugged controller's last LUN unplugs it. A VM that is not running gets it at its next start.
      */
     private Runnable vmAttachment(ConfigChange c, ApplianceConfig next) throws IOException {
         io.phost.core.vm.VmPartition vm = partitions.partition(c.name()) instanceof io.phost.core.vm.VmPartition v ? v : null;
         if (c.after() != null) {
             DiskAttachment a = (DiskAttachment) c.after();
             plugIn(vm, next.partition(c.name()).orElseThrow(), a);
-            return () -> unplug(vm, c.name(), a.disk());
+            return () -> unplug(vm, c.name(), a.disk(), false);
         }
         DiskAttachment a = (DiskAttachment) c.before();
-        unplug(vm, c.name(), a.disk());
+        // a controller the next config still has LUNs on stays (one disk replacing another at its LUN, say)
+        boolean controllerKept = a.bus() == DiskAttachment.Bus.SCSI && next.partition(c.name()).orElseThrow().disks().stream()
+            .anyMatch(o -> o.bus() == DiskAttachment.Bus.SCSI && o.controller() == a.controller());
+        unplug(vm, c.name(), a.disk(), controllerKept);
         PartitionConfig p = running.partition(c.name()).orElseThrow();
         return () -> {
             try {
@@ -449,7 +453,7 @@ public final class ConfigComponent implements Component {
                 vm.addDisk(device);
             }
         } catch (RuntimeException e) {
-            vmDisks.hotRemove(p.name(), a.disk());
+            vmDisks.hotRemove(p.name(), a.disk(), true); // a new SCSI controller's export closes with its LUN
             throw e;
         }
     }
@@ -471,12 +475,20 @@ public final class ConfigComponent implements Component {
         }
     }
 
-    private void unplug(io.phost.core.vm.VmPartition vm, String partition, String disk) {
-        String id = vmDisks.deviceId(partition, disk); // null for a SCSI LUN: QEMU keeps its controller
+    /**
+     * A blk disk: QEMU lets go of it, then its export closes. A SCSI LUN leaves its controller; when it was the last
+     * one and {@code controllerKept} is false, QEMU first lets go of the controller if it can (one hot-plugged
+     * into this QEMU: device_del, DEVICE_DELETED) and the controller's export closes after the LUN. A failure in
+     * QEMU's step leaves the LUN served.
+     */
+    private void unplug(io.phost.core.vm.VmPartition vm, String partition, String disk, boolean controllerKept) {
+        String id = vmDisks.deviceId(partition, disk); // null for a SCSI LUN
         if (id != null && vm != null) {
             vm.removeDisk(id, UNPLUG_TIMEOUT);
         }
-        vmDisks.hotRemove(partition, disk);
+        String controller = controllerKept ? null : vmDisks.soleLunController(partition, disk);
+        boolean controllerGone = controller != null && (vm == null || vm.removeController(controller, UNPLUG_TIMEOUT));
+        vmDisks.hotRemove(partition, disk, controllerGone);
     }
 
     private static void closeQuietly(DisksComponent disks, String name) {

@@ -63,8 +63,8 @@ public final class VmDisksComponent implements Component {
 
     private final Map<String, List<Export>> byPartition = new java.util.concurrent.ConcurrentHashMap<>();
     /**
-     * Each VM's vhost-user-scsi controllers by number: a controller lives as long as its partition (QEMU's device is
-     * made at start), even while an apply has removed one LUN and not yet added the next.
+     * Each VM's vhost-user-scsi controllers by number: a controller made at QEMU's start lives as long as its partition
+     * (q35 cannot hot-unplug it), even with no LUNs left; one hot-plugged later goes with its last LUN.
      */
     private final Map<String, Map<Integer, VhostUserScsiExport>> scsiControllers = new java.util.concurrent.ConcurrentHashMap<>();
     private final Path base;
@@ -200,13 +200,17 @@ public final class VmDisksComponent implements Component {
     /**
      * A live apply hot-plugs disk {@code a} into VM partition {@code p}: a blk disk's export listens (behind a new QoS
      * flow) before QEMU is told, and the device QEMU gets is returned ({@code VmPartition.addDisk}); a SCSI LUN is
-     * added to its running controller ({@link #hotAddLun}) and null is returned: QEMU has nothing to do. The disk is
-     * open already.
+     * added to its running controller ({@link #hotAddLun}) and null is returned: QEMU has nothing to do. A LUN on a
+     * controller the VM does not have yet brings the controller ({@link #hotAddController}), returned for QEMU to
+     * hot-plug. The disk is open already.
      */
     synchronized VmDevice hotAdd(PartitionConfig p, DiskAttachment a) throws java.io.IOException {
         if (a.bus() == DiskAttachment.Bus.SCSI) {
-            hotAddLun(p, a);
-            return null;
+            if (scsiControllers.getOrDefault(p.name(), Map.of()).containsKey(a.controller())) {
+                hotAddLun(p, a);
+                return null;
+            }
+            return hotAddController(p, a);
         }
         DisksComponent.OpenDisk open = disks.get(a.disk());
         DiskConfig d = open.config();
@@ -263,6 +267,56 @@ public final class VmDisksComponent implements Component {
             + a.controller() + " lun=" + a.lun());
     }
 
+    /**
+     * A new vhost-user-scsi controller for VM partition {@code p} whose first LUN is disk {@code a} (behind a new QoS
+     * flow): its export listens with the LUN in place before QEMU is told, so the guest's driver finds it in its
+     * first scan. Returns the device QEMU hot-plugs; a failure here leaves nothing behind.
+     */
+    private VmDevice hotAddController(PartitionConfig p, DiskAttachment a) throws java.io.IOException {
+        DisksComponent.OpenDisk open = disks.get(a.disk());
+        DiskConfig d = open.config();
+        Path socket = Files.createDirectories(base.resolve(p.name())).resolve("scsi" + a.controller() + ".sock");
+        if (socket.toString().length() > MAX_SOCKET_PATH) {
+            throw new java.io.IOException("partition '" + p.name() + "' disk '" + d.name() + "': vhost-user socket path "
+                + socket + " is longer than " + MAX_SOCKET_PATH + " bytes; use a shorter data_dir");
+        }
+        ManagedQosFlow flow = qos.service().createFlow(p.name(), d.name(), d.qosPolicy(), deviceOf(open.path()));
+        VhostUserScsiExport scsi = null;
+        ScsiLun lun;
+        try {
+            lun = newLun(p, a, d, open.disk(), flow);
+            scsi = VhostUserScsiExport.start(p.name() + ".scsi" + a.controller(), new ScsiTarget(), socket,
+                VhostUserScsiExport.Options.defaults().withRequestQueues(queues(p)).withPolling(polling));
+            scsi.target().add(a.lun(), lun);
+        } catch (RuntimeException ex) {
+            if (scsi != null) {
+                scsi.close();
+            }
+            flow.close();
+            throw ex;
+        }
+        scsiControllers.computeIfAbsent(p.name(), k -> new java.util.concurrent.ConcurrentHashMap<>()).put(a.controller(), scsi);
+        byPartition.computeIfAbsent(p.name(), k -> new java.util.concurrent.CopyOnWriteArrayList<>())
+            .add(new Export(p.name(), a, null, scsi, lun, "scsi" + a.controller(), flow));
+        LOG.log(Level.INFO, "hot-added controller=" + a.controller() + " partition=" + p.name() + " disk=" + d.name()
+            + " lun=" + a.lun() + " transport=vhost-user-scsi socket=" + socket);
+        return new VmDevice("scsi" + a.controller(), VmDevice.Type.SCSI, socket, queues(p), null);
+    }
+
+    /**
+     * The QEMU device id of the SCSI controller {@code disk} is the only LUN of on VM partition {@code partition}, or
+     * null (a blk disk, or a controller with other LUNs): removing that LUN leaves the controller empty.
+     */
+    String soleLunController(String partition, String disk) {
+        List<Export> exports = byPartition.getOrDefault(partition, List.of());
+        for (Export e : exports) {
+            if (e.scsi() != null && e.attachment().disk().equals(disk)) {
+                return exports.stream().filter(o -> o.scsi() == e.scsi()).count() == 1 ? e.deviceId() : null;
+            }
+        }
+        return null;
+    }
+
     /** How long a hot-removed LUN's in-flight commands have to finish before its QoS flow closes. */
     private static final long LUN_DRAIN_MILLIS = 10_000;
 
@@ -282,6 +336,14 @@ public final class VmDisksComponent implements Component {
      * TRANSPORT_RESET / REMOVED event) and its in-flight commands finish. Then {@code disk}'s QoS flow closes.
      */
     synchronized void hotRemove(String partition, String disk) {
+        hotRemove(partition, disk, false);
+    }
+
+    /**
+     * {@link #hotRemove(String, String)}, and when {@code controllerGone} (QEMU let go of the SCSI controller, or never
+     * had it) and {@code disk} was its last LUN, the controller's export closes too.
+     */
+    synchronized void hotRemove(String partition, String disk, boolean controllerGone) {
         List<Export> exports = byPartition.getOrDefault(partition, List.of());
         for (Export e : exports) {
             if (!e.attachment().disk().equals(disk)) {
@@ -295,6 +357,14 @@ public final class VmDisksComponent implements Component {
                 drain(e.scsi().removeLun(e.attachment().lun()), e);
                 LOG.log(Level.INFO, "hot-removed disk=" + disk + " partition=" + partition + " transport=vhost-user-scsi controller="
                     + e.attachment().controller() + " lun=" + e.attachment().lun());
+                if (controllerGone && exports.stream().noneMatch(o -> o.scsi() == e.scsi())) {
+                    Map<Integer, VhostUserScsiExport> controllers = scsiControllers.get(partition);
+                    if (controllers != null) {
+                        controllers.remove(e.attachment().controller());
+                    }
+                    e.scsi().close();
+                    LOG.log(Level.INFO, "closed controller=" + e.attachment().controller() + " partition=" + partition);
+                }
             }
             if (e.flow() != null) {
                 e.flow().close();

@@ -193,21 +193,20 @@ class ConfigDiffTest {
     }
 
     @Test
-    void shouldRefuseANewScsiControllerOnAVmAndTheRemovalOfItsLastLun() throws Exception {
+    void shouldHotPlugANewScsiControllerOnAVmAndRemoveItsLastLun() throws Exception {
         String added = VM.replace("disk = [{ disk = \"v0\" }]", "disk = [{ disk = \"v0\" }, { disk = \"v1\", lun = 1, bus = \"scsi\" }]");
-        ConfigDiff none = diff(VM, added);
-        assertEquals(List.of("partition[1].disk[1].controller"), none.refusals().stream().map(ConfigError::keyPath).toList());
-        assertTrue(none.refusals().get(0).message().contains("a new SCSI controller cannot be added to a running VM")
-            && none.refusals().get(0).message().contains("use bus = \"blk\""), none.refusals().get(0).message());
+        ConfigDiff plug = diff(VM, added);
+        assertEquals(List.of(), plug.refusals());
+        assertEquals(List.of("+ disk v1 of partition vm1 at controller 0 lun 1 (hot-add)"), plug.plan());
 
         ConfigDiff other = diff(added, added.replace("lun = 1, bus = \"scsi\" }]", "lun = 1, bus = \"scsi\" }, "
             + "{ disk = \"v2\", bus = \"scsi\", controller = 2 }]") + "\n" + V2);
-        assertEquals(List.of("partition[1].disk[2].controller"), other.refusals().stream().map(ConfigError::keyPath).toList());
-        assertTrue(other.refusals().get(0).message().contains("attach the disk to controller 0"), other.refusals().get(0).message());
+        assertEquals(List.of(), other.refusals());
+        assertEquals(List.of("+ disk v2 (opened)", "+ disk v2 of partition vm1 at controller 2 lun 0 (hot-add)"), other.plan());
 
         ConfigDiff last = diff(added, VM);
-        assertEquals(List.of("partition[1].disk"), last.refusals().stream().map(ConfigError::keyPath).toList());
-        assertTrue(last.refusals().get(0).message().contains("last LUN of SCSI controller 0"), last.refusals().get(0).message());
+        assertEquals(List.of(), last.refusals());
+        assertEquals(List.of("- disk v1 of partition vm1 at controller 0 lun 1 (hot-remove)"), last.plan());
     }
 
     private static final String V2 = """

@@ -36,6 +36,10 @@ import org.junit.jupiter.api.io.TempDir;
  * {@code POST /v1/config} (what {@code phost apply} sends): a new raw disk is added as LUN 1 of the running SCSI
  * controller (the guest finds a new {@code /dev/sdX} of its size with no rescan of its own, writes and reads back a
  * pattern; /status and the QoS flows list it) and removed again (the guest sees it go; its row and flow are gone).
+ * A disk on SCSI controller 2, which the VM does not have, brings a new vhost-user-scsi controller, hot-plugged on a
+ * spare PCIe port (the guest finds a new {@code /dev/sdX}, writes and reads back a pattern); removing that last LUN
+ * unplugs the controller (DEVICE_DELETED, then its export's socket is gone). With every spare port taken, a new
+ * controller fails the apply with nothing left behind.
  * A new raw disk on bus blk is hot-plugged (the guest finds {@code /dev/vdb} with the disk's name as serial, writes
  * and reads back a pattern). Three more take the other spare ports; a fifth (in the same apply as another SCSI LUN,
  * added before it) and a disk whose {@code device_add} QEMU refuses (the test, on a QMP monitor of its own, holds
@@ -60,7 +64,7 @@ class RunVmDiskResizeTest {
             s=$(ls /sys/bus/scsi/devices/|grep ':0:0$'|head -n1);d=$(ls /sys/bus/scsi/devices/$s/block/)
             p(){ dd if=/dev/zero bs=65536 count=16 2>/dev/null|tr '\\000' $1 >/tmp/$2; }
             w(){ dd if=/tmp/$1 of=/dev/$2 bs=65536 seek=$3 conv=fsync 2>/dev/null; }
-            c(){ dd if=/dev/$2 of=/tmp/r bs=65536 skip=$3 count=16 2>/dev/null; cmp /tmp/$1 /tmp/r; }
+            c(){ echo 3 >/proc/sys/vm/drop_caches;dd if=/dev/$2 of=/tmp/r bs=65536 skip=$3 count=16 2>/dev/null; cmp /tmp/$1 /tmp/r; }
             u(){ i=0;while eval "$1";do i=$((i+1));[ $i -lt 900 ];sleep 0.2;done; }
             z(){ cat /sys/block/$1/size; }
             p '\\245' a;p '\\132' b;w a vda 16;w a $d 16
@@ -69,18 +73,16 @@ class RunVmDiskResizeTest {
             echo "VDA-GREW $(z vda)"
             u '[ $(z $d) = 32768 ]&&echo 1 >/sys/block/$d/device/rescan'
             echo "SCSI-GREW $(z $d)"
-            w b vda 640;w b $d 320;echo 3 >/proc/sys/vm/drop_caches
+            w b vda 640;w b $d 320
             c a vda 16;c b vda 640;c a $d 16;c b $d 320
             echo GROWN-OK
-            f(){ for x in /sys/block/sd*;do [ "$(cat $x/size 2>/dev/null)" != 24576 ]||echo ${x##*/};done; }
-            u '[ -z "$(f)" ]'
-            h=$(f);w b $h 0;echo 3 >/proc/sys/vm/drop_caches;c b $h 0
-            echo "SCSI-HOT-OK $h"
-            u '[ -e /sys/block/$h ]'
-            echo SCSI-GONE
+            f(){ for x in /sys/block/sd*;do [ "$(cat $x/size 2>/dev/null)" != $1 ]||echo ${x##*/};done; }
+            H(){ n=$1;u '[ -z "$(f $n)" ]';h=$(f $n);w $2 $h 0;c $2 $h 0;echo "$3-OK $h";u '[ -e /sys/block/$h ]';echo $3-GONE; }
+            H 24576 b SCSI-HOT
+            H 20480 a CTRL-HOT
             u '[ ! -e /sys/block/vdb ]'
             echo "HOTPLUG-SEEN $(z vdb) $(cat /sys/block/vdb/serial)"
-            w b vdb 0;echo 3 >/proc/sys/vm/drop_caches;c b vdb 0
+            w b vdb 0;c b vdb 0
             echo HOTPLUG-OK
             u '[ $(ls /sys/block|grep -c ^vd) -lt 5 ]'
             echo FOUR-PLUGGED
@@ -88,7 +90,7 @@ class RunVmDiskResizeTest {
             echo UNPLUG-SEEN
             for x in $(ls /sys/block|grep ^vd);do [ $(cat /sys/block/$x/serial) != hpa ]||h=$x;done
             u '[ $(z $h) = 2048 ]'
-            w a vda 32;w a $h 0;echo 3 >/proc/sys/vm/drop_caches;c a vda 32;c a $h 0
+            w a vda 32;w a $h 0;c a vda 32;c a $h 0
             echo STILL-OK
             """;
         Path cfg = dir.resolve("appliance.toml");
@@ -155,9 +157,29 @@ class RunVmDiskResizeTest {
             HttpResponse lunRemove = client.post("/v1/config", config.getBytes(StandardCharsets.UTF_8));
             assertEquals(200, lunRemove.status(), lunRemove.bodyText() + p.stderr());
             assertTrue(lunRemove.bodyText().contains("- disk scsihot of partition vm-grow at controller 1 lun 1 (hot-remove)"), lunRemove.bodyText());
-            console = awaitConsole(client, p, "SCSI-GONE", console);
+            console = awaitConsole(client, p, "SCSI-HOT-GONE", console);
             assertTrue(!client.get("/v1/status").bodyText().contains("scsihot") && !client.get("/v1/qos/flows").bodyText().contains("scsihot"),
                 "the LUN's status row and QoS flow are gone");
+            // A LUN on a controller the VM does not have: a new vhost-user-scsi controller is hot-plugged (its export
+            // listens with the LUN in place, then chardev-add and device_add vhost-user-scsi-pci on a spare port); the
+            // guest's virtio-scsi driver finds a 10 MiB disk, writes and reads back a pattern.
+            HttpResponse ctrlAdd = client.post("/v1/config", withScsiController(config, "scsictl", "10MiB").getBytes(StandardCharsets.UTF_8));
+            assertEquals(200, ctrlAdd.status(), ctrlAdd.bodyText() + p.stderr());
+            assertTrue(ctrlAdd.bodyText().contains("+ disk scsictl of partition vm-grow at controller 2 lun 0 (hot-add)"), ctrlAdd.bodyText());
+            Path ctrlSocket = data.resolve("vhost/partitions/vm-grow/scsi2.sock");
+            String ctrlStatus = client.get("/v1/status").bodyText();
+            assertTrue(ctrlStatus.contains(ctrlSocket.toString()) && ctrlStatus.matches("(?s).*\"disk\"\\s*:\\s*\"scsictl\",\\s*"
+                + "\"transport\"\\s*:\\s*\"vhost-user-scsi\",\\s*\"controller\"\\s*:\\s*2,\\s*\"lun\"\\s*:\\s*0,.*"),
+                "a status row for LUN 0 of the new controller 2: " + ctrlStatus);
+            console = awaitConsole(client, p, "CTRL-HOT-OK", console);
+            // Its last LUN removed: device_del, the guest releases the controller (DEVICE_DELETED), then the export closes.
+            HttpResponse ctrlRemove = client.post("/v1/config", config.getBytes(StandardCharsets.UTF_8));
+            assertEquals(200, ctrlRemove.status(), ctrlRemove.bodyText() + p.stderr());
+            assertTrue(ctrlRemove.bodyText().contains("- disk scsictl of partition vm-grow at controller 2 lun 0 (hot-remove)"), ctrlRemove.bodyText());
+            assertTrue(!Files.exists(ctrlSocket), "the controller's export closed after QEMU let go of it");
+            String afterCtrl = client.get("/v1/status").bodyText();
+            assertTrue(!afterCtrl.contains("scsictl") && !client.get("/v1/qos/flows").bodyText().contains("scsictl"), afterCtrl);
+            console = awaitConsole(client, p, "CTRL-HOT-GONE", console);
             // A blk disk is hot-plugged: the export listens, QEMU hot-plugs it on a spare PCIe port, the guest finds /dev/vdb.
             HttpResponse plug = client.post("/v1/config", plugged.getBytes(StandardCharsets.UTF_8));
             assertEquals(200, plug.status(), plug.bodyText() + p.stderr());
@@ -181,6 +203,16 @@ class RunVmDiskResizeTest {
                     + "vm-grow: all 4 hot-plug ports of this QEMU are taken"), fifth.bodyText());
                 assertUndone(client, qmp, data, "hpd", saved);
                 assertUndone(client, qmp, data, "scsifail", saved);
+                // A new SCSI controller finds no spare port either: its export and flow go again, QEMU never saw it.
+                HttpResponse noPort = client.post("/v1/config", withScsiController(withDisks(config, "vmhot", "hpa", "hpb", "hpc"),
+                    "scsictlfail", "1MiB").getBytes(StandardCharsets.UTF_8));
+                assertEquals(500, noPort.status(), noPort.bodyText());
+                assertTrue(noPort.bodyText().contains("+ disk scsictlfail of partition vm-grow at controller 2 lun 0 (hot-add): partition "
+                    + "vm-grow: all 4 hot-plug ports of this QEMU are taken"), noPort.bodyText());
+                assertUndone(client, qmp, data, "scsictlfail", saved);
+                assertTrue(!Files.exists(ctrlSocket), "the new controller's export closed");
+                String chardevs = String.valueOf(qmp.execute("query-chardev", Duration.ofSeconds(30)));
+                assertTrue(!chardevs.contains("scsi2.sock"), "no chardev for the controller: " + chardevs);
                 console = awaitConsole(client, p, "FOUR-PLUGGED", console);
 
                 // vmhot is unplugged: device_del, the guest releases it (DEVICE_DELETED), then the export closes.
@@ -221,6 +253,8 @@ class RunVmDiskResizeTest {
         assertTrue(!hot.contains("verification failed"), hot);
         String lun = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0x5a 0 1M", "-c", "read -P 0 1M 11M", data.resolve("scsihot.img").toString());
         assertTrue(!lun.contains("verification failed") && lun.split("bytes at offset", -1).length == 3, lun);
+        String ctrl = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0xa5 0 1M", "-c", "read -P 0 1M 9M", data.resolve("scsictl.img").toString());
+        assertTrue(!ctrl.contains("verification failed") && ctrl.split("bytes at offset", -1).length == 3, ctrl);
         String hpa = run("qemu-io", "-f", "raw", "-r", "-c", "read -P 0xa5 0 1M", data.resolve("hpa.img").toString());
         assertTrue(!hpa.contains("verification failed"), hpa);
         assertEquals(2L << 20, Files.size(data.resolve("hpa.img")));
@@ -263,6 +297,21 @@ class RunVmDiskResizeTest {
             .replace(at, at + ", { disk = \"" + name + "\", bus = \"scsi\", controller = 1, lun = 1 }");
     }
 
+    /** {@code config} with raw disk {@code name} of {@code size} as LUN 0 of SCSI controller 2, which the VM does not have. */
+    private static String withScsiController(String config, String name, String size) {
+        String table = """
+            [[disk]]
+            name = "%s"
+            path = "%s.img"
+            format = "raw"
+            create = { type = "fixed", size = "%s" }
+
+            """.formatted(name, name, size);
+        String at = "controller = 1, lun = 0 }";
+        return config.replace("[[partition]]", table + "[[partition]]")
+            .replace(at, at + ", { disk = \"" + name + "\", bus = \"scsi\", controller = 2, lun = 0 }");
+    }
+
     /**
      * A failed hot-add of {@code disk} left nothing behind: the export's socket and the new image are gone, QEMU has no
      * chardev for it, no QoS flow or status entry names it, and applied.toml is still {@code saved}.
@@ -284,22 +333,7 @@ class RunVmDiskResizeTest {
      * (phost holds the first), so the test can look at QEMU and get in its way. Returns {@code bin}.
      */
     private static Path qemuWithTestMonitor(Path bin, Path socket) throws Exception {
-        String real = null;
-        for (String d : System.getenv("PATH").split(":")) {
-            if (real == null && Files.isExecutable(Path.of(d, "qemu-system-x86_64"))) {
-                real = Path.of(d, "qemu-system-x86_64").toString();
-            }
-        }
-        assertTrue(real != null, "qemu-system-x86_64 is missing");
-        Files.createDirectories(bin);
-        Path wrapper = bin.resolve("qemu-system-x86_64");
-        Files.writeString(wrapper, """
-            #!/bin/sh
-            for a in "$@"; do [ "$a" != -qmp ] || exec %1$s "$@" -qmp unix:%2$s,server=on,wait=off; done
-            exec %1$s "$@"
-            """.formatted(real, socket));
-        Files.setPosixFilePermissions(wrapper, java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
-        return bin;
+        return TestGuestKit.qemuWrapper(bin, "[ \"$a\" != -qmp ] || extra=(-qmp unix:" + socket + ",server=on,wait=off)");
     }
 
     private static String awaitConsole(ManagementClient client, PhostProcess p, String marker, String console) throws Exception {

@@ -31,7 +31,9 @@ import org.junit.jupiter.api.io.TempDir;
  * (vhost-user-blk) and its NIC is on A's switch {@code lan}. The two appliances' {@code lan} switches are external
  * switches whose uplinks are veths into one namespace, where a Linux bridge joins them (the LAN) and holds the
  * LAN side's address. The guest writes 1 MiB of random data and its md5 to its disk on its first boot; each later
- * boot re-reads it and prints both sums.
+ * boot re-reads it and prints both sums. With the soak the VM has a second RBD disk that QEMU runs with
+ * {@code packed=on} (a QEMU wrapper adds it: phost's config has no key for it), on which the guest runs
+ * {@link #PACKED_LOOP} (from the disk's last 4 KiB, which the test imported).
  * <ol>
  *   <li>On A: the guest writes its data, and the LAN pings it.</li>
  *   <li>A VM partition with a local (raw) disk is refused, naming the disk.</li>
@@ -89,8 +91,12 @@ class RunVmMoveTest {
         fi
         echo V20-UP
         boot=$(head -c 4 /dev/urandom | md5sum | cut -c1-8)
+        if [ -b /dev/vdb ]; then
+          k=$(cut -c35 /sys/block/vdb/device/features)
+          dd if=/dev/vdb bs=4096 skip=255 2>/dev/null|tr -d '\\000' >/tmp/pk.sh;sh /tmp/pk.sh &
+        fi
         i=0
-        while :; do i=$((i+1)); echo "V20-TICK $boot $i"; sleep 1; done
+        while :; do i=$((i+1)); echo "V20-TICK $boot $i p=$(cat /tmp/pat 2>/dev/null) k=$k"; sleep 1; done
         """;
 
     @TempDir
@@ -114,9 +120,23 @@ class RunVmMoveTest {
             %s""".formatted(name, data, uplink, peer, peerData, vms);
     }
 
-    /** On A only: vm20 (an RBD data disk and a NIC on lan), and a VM with a local disk that cannot move. */
-    private static String vms(Path guest, CephTestCluster ceph, String image) {
-        return """
+    /**
+     * On A only: vm20 (an RBD data disk and a NIC on lan; with {@code packed}, a second RBD disk that the QEMU wrapper
+     * of {@link #PACKED_DISK} runs packed=on), and a VM with a local disk that cannot move.
+     */
+    private static String vms(Path guest, CephTestCluster ceph, String image, boolean packed) {
+        String disks = packed ? "[{ disk = \"vm20-data\" }, { disk = \"vm20-packed\" }]" : "[{ disk = \"vm20-data\" }]";
+        return (packed ? """
+
+            [[disk]]
+            name = "vm20-packed"
+            format = "rbd"
+            [disk.rbd]
+            pool = "rbd"
+            image = "%s-p"
+            cluster_config = "%s"
+            connect_timeout = 20
+            """.formatted(image, ceph.conf()) : "") + """
 
             [[disk]]
             name = "vm20-data"
@@ -144,7 +164,7 @@ class RunVmMoveTest {
             initrd = "%3$s/initramfs.gz"
             cmdline = "%4$s"
             stop_timeout = 20
-            disk = [{ disk = "vm20-data" }]
+            disk = %6$s
             nic = [{ switch = "lan", mac = "%5$s" }]
 
             [[partition]]
@@ -154,7 +174,7 @@ class RunVmMoveTest {
             autostart = false
             kernel = "%3$s/vmlinuz"
             disk = [{ disk = "vm20-scratch" }]
-            """.formatted(image, ceph.conf(), guest, TestGuestKit.cmdline(SCRIPT, true) + TestGuestKit.NO_AGENT, MAC);
+            """.formatted(image, ceph.conf(), guest, TestGuestKit.cmdline(SCRIPT, true) + TestGuestKit.NO_AGENT, MAC, disks);
     }
 
     @Test
@@ -168,14 +188,20 @@ class RunVmMoveTest {
         Path dataB = dir.resolve("b");
         Path cfgA = dir.resolve("a.toml");
         Path cfgB = dir.resolve("b.toml");
-        Files.writeString(cfgA, config("a", "b", dataA, dataB, UPLINK_A, vms(guest, ceph, image)));
-        Files.writeString(cfgB, config("b", "a", dataB, dataA, UPLINK_B, ""));
         boolean soak = Boolean.getBoolean("phost.soak");
+        if (soak) {
+            importPackedDisk(ceph, image + "-p");
+        }
+        Files.writeString(cfgA, config("a", "b", dataA, dataB, UPLINK_A, vms(guest, ceph, image, soak)));
+        Files.writeString(cfgB, config("b", "a", dataB, dataA, UPLINK_B, ""));
+        // With the soak, both appliances start QEMU through a wrapper that runs vm20's second disk packed=on.
+        Map<String, String> env = soak ? Map.of("PATH", TestGuestKit.qemuWrapper(dir.resolve("bin"), PACKED_DISK) + ":"
+            + System.getenv("PATH")) : Map.of();
         List<PhostProcess> all = new ArrayList<>();
         try {
             lan();
-            PhostProcess a = started(all, "run-a", cfgA);
-            PhostProcess b = started(all, "run-b", cfgB);
+            PhostProcess a = started(all, "run-a", cfgA, env);
+            PhostProcess b = started(all, "run-b", cfgB, env);
             ManagementClient ca = client("unix:" + dataA.resolve("phost.sock"));
             ManagementClient cb = client("unix:" + dataB.resolve("phost.sock"));
 
@@ -284,6 +310,67 @@ class RunVmMoveTest {
     }
 
     private static final Pattern TICK = Pattern.compile("V20-TICK ([0-9a-f]{8}) (\\d+)");
+    /**
+     * A tick's last verified write to the second disk ({@code p=}) and whether the guest's driver runs that disk's
+     * virtqueue packed ({@code k=}, bit 34 of its features); both empty without that disk.
+     */
+    private static final Pattern PATTERN_DONE = Pattern.compile("V20-TICK ([0-9a-f]{8}) \\d+ p=(\\d+) k=(\\d)");
+
+    /**
+     * The guest's I/O on the packed disk, kept on that disk (the kernel command line holds at most 2048 bytes): one
+     * 4 KiB block written, then the first 256 KiB read back and compared with the guest's copy, in a loop (the last
+     * verified write is the ticks' {@code p=}); beside it a reader that re-reads 704 KiB of random data in 64 KiB
+     * direct reads into one buffer per 11 reads, so a read is in flight most of the time and its buffer is written
+     * only by the back-end: a read completed at the switch-over whose pages were not logged as dirty arrives stale
+     * on the target, and a used element not logged stalls the ring there.
+     */
+    private static final String PACKED_LOOP = """
+        dd if=/dev/zero of=/tmp/img bs=65536 count=4 2>/dev/null
+        dd if=/tmp/img of=/dev/vdb bs=65536 oflag=direct 2>/dev/null
+        dd if=/dev/urandom of=/tmp/static bs=65536 count=11 2>/dev/null
+        dd if=/tmp/static of=/dev/vdb bs=65536 seek=4 oflag=direct 2>/dev/null
+        (while :; do dd if=/dev/vdb bs=65536 skip=4 count=11 iflag=direct 2>/dev/null|cmp -s - /tmp/static||echo V20-PAT-BAD static; done) &
+        n=0
+        while :; do n=$((n+1)); j=$((n%64))
+          echo "V20P $n"|dd of=/tmp/img bs=4096 seek=$j conv=notrunc,sync 2>/dev/null
+          dd if=/tmp/img of=/dev/vdb bs=4096 skip=$j seek=$j count=1 oflag=direct 2>/dev/null
+          if dd if=/dev/vdb bs=65536 count=4 iflag=direct 2>/dev/null|cmp -s - /tmp/img; then echo $n >/tmp/pat; else echo "V20-PAT-BAD $n"; fi
+        done
+        """;
+
+    /** Imports RBD image {@code image} (1 MiB) with {@link #PACKED_LOOP} in its last 4 KiB. */
+    private void importPackedDisk(CephTestCluster ceph, String image) throws Exception {
+        byte[] img = new byte[1 << 20];
+        byte[] loop = PACKED_LOOP.getBytes(StandardCharsets.UTF_8);
+        assertTrue(loop.length < 4096, "the loop fits its block");
+        System.arraycopy(loop, 0, img, img.length - 4096, loop.length);
+        Path file = dir.resolve("packed.img");
+        Files.write(file, img);
+        ceph.run("rbd", "import", file.toString(), "rbd/" + image);
+    }
+
+    /** The wrapper's rule: vm20's second disk (QEMU device disk1) runs packed virtqueues (VIRTIO_F_RING_PACKED). */
+    private static final String PACKED_DISK = "case \"$a\" in vhost-user-blk-pci,id=disk1-dev,*) a=\"$a,packed=on\";; esac";
+
+    /**
+     * The highest {@code p=} of boot {@code boot}'s ticks in {@code console} (0 when none); fails when a tick shows a
+     * split ring, or a read-back since the boot's first tick did not match (an earlier boot's I/O fails while a
+     * Quick Migration powers it down: phost has let go of the disk).
+     */
+    private static int patternsDone(String console, String boot) {
+        int first = console.indexOf("V20-TICK " + boot);
+        String since = first < 0 ? "" : console.substring(first);
+        assertTrue(!since.contains("V20-PAT-BAD"), "a block of the packed disk read back wrong:\n" + since);
+        int done = 0;
+        Matcher m = PATTERN_DONE.matcher(console);
+        while (m.find()) {
+            if (m.group(1).equals(boot)) {
+                assertEquals("1", m.group(3), "the guest runs the second disk with packed virtqueues: " + m.group());
+                done = Math.max(done, Integer.parseInt(m.group(2)));
+            }
+        }
+        return done;
+    }
 
     /**
      * A live migration whose target QEMU dies (SIGKILLed as soon as it appears) rolls back: 502, the guest's ticks go
@@ -666,6 +753,12 @@ class RunVmMoveTest {
             boot = before.group(1);
             last = Integer.parseInt(before.group(2));
         }
+        // The guest's loop on the packed disk runs through the migration: wait for its first verified block here.
+        int patterns = 0;
+        for (long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(120); patterns == 0; Thread.sleep(300)) {
+            assertTrue(System.nanoTime() < until, "the guest's packed-disk loop never verified a block:\n" + console(from));
+            patterns = patternsDone(console(from), boot);
+        }
         Path rarp = dir.resolve("rarp-live-" + System.nanoTime() + ".txt");
         Process capture = new ProcessBuilder("ip", "netns", "exec", NS, "timeout", "180", "tcpdump", "-l", "-n", "-e",
             "-i", peer.equals("b") ? LAN_B : LAN_A, "-c", "1", "ether proto 0x8035 and ether src " + MAC)
@@ -675,6 +768,7 @@ class RunVmMoveTest {
             while (!Files.readString(rarp).contains("listening on") && System.nanoTime() < listening) {
                 Thread.sleep(50);
             }
+            patterns = patternsDone(console(from), boot);
             HttpResponse r = from.post("/v1/partitions/move?name=vm20&to=" + peer + "&live=true");
             assertEquals(200, r.status(), r.bodyText() + "\nA:\n" + target.stderr());
             Map<?, ?> m = (Map<?, ?>) Json.parse(r.bodyText());
@@ -708,6 +802,14 @@ class RunVmMoveTest {
         for (String bad : List.of("Kernel panic", "BUG:", "Oops", "general protection fault", "list_add corruption")) {
             assertTrue(!since.contains(bad), "the migrated guest on " + peer + " failed (" + bad + "):\n" + since);
         }
+        // Blocks written and read back across the switch-over verify on the target (its pages the back-end wrote into
+        // guest memory through the packed ring reached the target: the dirty log), and the loop goes on there.
+        for (long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(120); patternsDone(console(to), boot) <= patterns; Thread.sleep(300)) {
+            assertTrue(System.nanoTime() < until, "the packed-disk loop (at " + patterns + " on the source) did not go on on "
+                + peer + ":\n" + console(to));
+        }
+        System.out.println("vm-live-migration packed disk: verified blocks " + patterns + " at the source, "
+            + patternsDone(console(to), boot) + " on " + peer);
         awaitPing();
         assertTrue(!partitionNames(from).contains("vm20"), "the source dropped vm20 after the migration");
         assertTrue(applied(dataTo).contains("name = \"vm20\"") && !applied(dataFrom).contains("name = \"vm20\""),
@@ -793,8 +895,8 @@ class RunVmMoveTest {
             .map(o -> String.valueOf(((Map<?, ?>) o).get("name"))).toList();
     }
 
-    private PhostProcess started(List<PhostProcess> all, String run, Path cfg) throws Exception {
-        PhostProcess p = PhostProcess.start(dir.resolve(run), "run", "--config", cfg.toString());
+    private PhostProcess started(List<PhostProcess> all, String run, Path cfg, Map<String, String> env) throws Exception {
+        PhostProcess p = PhostProcess.start(dir.resolve(run), List.of(), env, "run", "--config", cfg.toString());
         all.add(p);
         p.awaitLine("phost: ready", Duration.ofSeconds(90));
         return p;

@@ -59,4 +59,31 @@ final class TestGuestKit {
         }
         return false;
     }
+
+    /**
+     * A {@code qemu-system-x86_64} in {@code bin} (put {@code bin} first on phost's PATH) that runs the real one with its
+     * arguments passed through {@code perArg}: a bash fragment run for each argument {@code $a}, which may change
+     * {@code a} or append to the array {@code extra} (added after all arguments). Returns {@code bin}.
+     */
+    static Path qemuWrapper(Path bin, String perArg) throws IOException {
+        String real = null;
+        for (String d : System.getenv().getOrDefault("PATH", "/usr/bin:/bin").split(":")) {
+            if (real == null && Files.isExecutable(Path.of(d, "qemu-system-x86_64"))) {
+                real = Path.of(d, "qemu-system-x86_64").toString();
+            }
+        }
+        assertTrue(real != null, "qemu-system-x86_64 is missing");
+        Files.createDirectories(bin);
+        Path wrapper = bin.resolve("qemu-system-x86_64");
+        Files.writeString(wrapper, """
+            #!/bin/bash
+            args=(); extra=()
+            for a in "$@"; do
+            %2$s
+            args+=("$a"); done
+            exec %1$s "${args[@]}" "${extra[@]}"
+            """.formatted(real, perArg));
+        Files.setPosixFilePermissions(wrapper, java.nio.file.attribute.PosixFilePermissions.fromString("rwxr-xr-x"));
+        return bin;
+    }
 }

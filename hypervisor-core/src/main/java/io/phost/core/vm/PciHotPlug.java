@@ -12,11 +12,13 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 
 /**
- * PCI hot-plug of vhost-user-blk disks and vhost-user-net NICs into a running QEMU over QMP, for {@link VmPartition}:
+ * PCI hot-plug of vhost-user-blk disks, vhost-user-scsi controllers and vhost-user-net NICs into a running QEMU over
+ * QMP, for {@link VmPartition}:
  * <pre>
- *   plug    chardev-add {id, backend: socket, client, reconnect 1}  then (net: netdev_add vhost-user ID-net)
- *           device_add vhost-user-blk-pci | virtio-net-pci on a free spare pcie-root-port (q35: hp0..hp3) or the
- *           root bus (pc); a refused step undoes the ones before it
+ *   plug    chardev-add {id, backend: socket, client, reconnect 1 (not for scsi, as on the command line)}
+ *           then (net: netdev_add vhost-user ID-net)
+ *           device_add vhost-user-blk-pci | vhost-user-scsi-pci | virtio-net-pci on a free spare pcie-root-port
+ *           (q35: hp0..hp3) or the root bus (pc); a refused step undoes the ones before it
  *   unplug  device_del ID-dev, wait for DEVICE_DELETED (the guest releases it), chardev-remove (net: netdev_del,
  *           which deletes the netdev's chardev too)
  * </pre>
@@ -48,9 +50,13 @@ final class PciHotPlug {
 
     void plug(QmpClient q, VmDevice d) {
         String port = q35 ? freePort() : "";
-        q.execute("chardev-add", Map.of("id", d.id(), "backend", Map.of("type", "socket", "data", Map.of(
-            "addr", Map.of("type", "unix", "data", Map.of("path", d.socket().toString())), "server", false, "reconnect", 1))),
-            commandTimeout);
+        Map<String, Object> socket = new LinkedHashMap<>();
+        socket.put("addr", Map.of("type", "unix", "data", Map.of("path", d.socket().toString())));
+        socket.put("server", false);
+        if (d.type() != VmDevice.Type.SCSI) { // QEMU 7.2 cannot reconnect vhost-user-scsi (QemuCommandLine.reconnect)
+            socket.put("reconnect", 1);
+        }
+        q.execute("chardev-add", Map.of("id", d.id(), "backend", Map.of("type", "socket", "data", socket)), commandTimeout);
         boolean net = d.type() == VmDevice.Type.NET;
         boolean netdev = false;
         try {
@@ -87,6 +93,10 @@ final class PciHotPlug {
             } else if (mq) {
                 args.put("vectors", 2 * d.queues() + 2);
             }
+        } else if (d.type() == VmDevice.Type.SCSI) {
+            args.put("driver", "vhost-user-scsi-pci");
+            args.put("chardev", d.id());
+            args.put("num_queues", d.queues());
         } else {
             args.put("driver", "vhost-user-blk-pci");
             args.put("chardev", d.id());
@@ -104,6 +114,11 @@ final class PciHotPlug {
         } catch (RuntimeException again) {
             failure.addSuppressed(again);
         }
+    }
+
+    /** True when device {@code id} was hot-plugged into the running QEMU (so it sits where it can be unplugged). */
+    boolean plugged(String id) {
+        return ports.containsKey(id);
     }
 
     /** Throws when the guest did not release the device within {@code timeout} (QEMU may still remove it later). */

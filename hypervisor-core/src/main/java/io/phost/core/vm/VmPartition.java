@@ -720,14 +720,15 @@ public final class VmPartition implements ChildPartition {
     }
 
     /**
-     * Adds vhost-user-blk disk {@code d}, whose back-end already listens on its socket: hot-plugged into a running
+     * Adds vhost-user-blk disk {@code d} (or vhost-user-scsi controller {@code d}, with its LUNs), whose back-end
+     * already listens on its socket: hot-plugged into a running
      * QEMU over QMP ({@code chardev-add}, then {@code device_add} on a free spare {@code pcie-root-port} on q35, on
      * the root bus on pc) and part of every later start. Returns false when QEMU is not running (its next start
      * has the disk). Throws, with nothing changed, when QEMU refuses or no spare port is left.
      */
     public boolean addDisk(VmDevice d) {
-        if (d.type() != VmDevice.Type.BLK) {
-            throw new IllegalArgumentException("only vhost-user-blk disks are hot-plugged, not " + d.type());
+        if (d.type() == VmDevice.Type.NET) {
+            throw new IllegalArgumentException("a NIC is not a disk: use addNic for " + d.id());
         }
         return plug(d);
     }
@@ -767,6 +768,32 @@ public final class VmPartition implements ChildPartition {
      */
     public boolean removeDisk(String id, Duration timeout) {
         return unplug(id, VmDevice.Type.BLK, timeout);
+    }
+
+    /**
+     * Removes vhost-user-scsi controller {@code id} as {@link #removeDisk} does a disk, when the running QEMU can let go
+     * of it: a controller hot-plugged into this QEMU sits on a spare port (q35) or the root bus (pc) and is unplugged
+     * (device_del, DEVICE_DELETED, chardev-remove); one that came with QEMU's command line is not hot-unpluggable on
+     * q35's root complex, so it stays, without LUNs, as long as the partition (its back-end too: a LUN added to it
+     * later needs no QEMU step). Returns true when the controller is gone (or QEMU is not running: the next start does
+     * not have it): only then may its back-end close.
+     */
+    public boolean removeController(String id, Duration timeout) {
+        VmDevice d = spec.devices().stream().filter(x -> x.id().equals(id) && x.type() == VmDevice.Type.SCSI).findFirst()
+            .orElseThrow(() -> new IllegalArgumentException("partition " + name() + " has no SCSI controller '" + id + "'"));
+        QmpClient q = liveQmp();
+        if (q != null && !hotPlug.plugged(id)) {
+            return false;
+        }
+        if (q != null) {
+            hotPlug.unplug(q, id, false, timeout);
+        }
+        synchronized (this) {
+            List<VmDevice> devices = new java.util.ArrayList<>(spec.devices());
+            devices.remove(d);
+            spec = spec.withDevices(devices);
+        }
+        return true;
     }
 
     /** Removes NIC {@code id} as {@link #removeDisk} does a disk, with {@code netdev_del} (which takes its chardev along). */

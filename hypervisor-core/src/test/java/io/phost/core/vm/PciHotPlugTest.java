@@ -18,8 +18,9 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * The QMP commands a NIC hot-plug and unplug send, in order, and what a refused device_add undoes. No chardev-remove
- * after netdev_del: QEMU deletes a vhost-user netdev's chardev with it and would answer "Chardev 'nic1' not found".
+ * The QMP commands a NIC's and a SCSI controller's hot-plug and unplug send, in order, and what a refused device_add
+ * undoes. No chardev-remove after netdev_del: QEMU deletes a vhost-user netdev's chardev with it and would answer
+ * "Chardev 'nic1' not found".
  */
 class PciHotPlugTest {
     private static final Duration T = Duration.ofSeconds(5);
@@ -54,7 +55,8 @@ class PciHotPlugTest {
                         }
                         write(c, "{\"return\": {}, \"id\": " + id + "}\r\n");
                         if ("device_del".equals(name)) {
-                            write(c, "{\"event\": \"DEVICE_DELETED\", \"data\": {\"device\": \"nic1-dev\"}}\r\n");
+                            String dev = (String) ((Map<?, ?>) cmd.get("arguments")).get("id");
+                            write(c, "{\"event\": \"DEVICE_DELETED\", \"data\": {\"device\": \"" + dev + "\"}}\r\n");
                         }
                     }
                 }
@@ -105,5 +107,38 @@ class PciHotPlugTest {
         assertEquals(List.of("chardev-add", "netdev_add", "device_add", "netdev_del"), names());
         assertEquals(Map.of("driver", "virtio-net-pci", "id", "nic1-dev", "netdev", "nic1-net", "mac", "02:00:00:00:01:02",
             "mq", true, "vectors", 6L), commands.get(2).get("arguments"));
+    }
+
+    private VmDevice controller() {
+        return new VmDevice("scsi2", VmDevice.Type.SCSI, dir.resolve("scsi2.sock"), 1, null);
+    }
+
+    @Test
+    void shouldPlugAScsiControllerWithoutReconnectOnASparePortAndUnplugIt() throws Exception {
+        PciHotPlug hp = new PciHotPlug("vm", VmSpec.Machine.Q35, false, T);
+        try (QmpClient q = qemu(hp, false)) {
+            hp.plug(q, controller());
+            assertTrue(hp.plugged("scsi2"));
+            hp.unplug(q, "scsi2", false, T);
+            assertFalse(hp.plugged("scsi2"), "its port is free again");
+        }
+        assertEquals(List.of("chardev-add", "device_add", "device_del", "chardev-remove"), names());
+        // as on the command line: no reconnect (QEMU 7.2 cannot reconnect vhost-user-scsi, and would not wait for the socket)
+        assertEquals(Map.of("id", "scsi2", "backend", Map.of("type", "socket", "data", Map.of("addr", Map.of("type", "unix",
+            "data", Map.of("path", dir.resolve("scsi2.sock").toString())), "server", false))), commands.get(0).get("arguments"));
+        assertEquals(Map.of("driver", "vhost-user-scsi-pci", "id", "scsi2-dev", "chardev", "scsi2", "num_queues", 1L, "bus", "hp0"),
+            commands.get(1).get("arguments"));
+        assertEquals(Map.of("id", "scsi2-dev"), commands.get(2).get("arguments"));
+        assertEquals(Map.of("id", "scsi2"), commands.get(3).get("arguments"));
+    }
+
+    @Test
+    void shouldRemoveTheChardevWhenQemuRefusesAScsiController() throws Exception {
+        PciHotPlug hp = new PciHotPlug("vm", VmSpec.Machine.Q35, false, T);
+        try (QmpClient q = qemu(hp, true)) {
+            assertThrows(QmpException.class, () -> hp.plug(q, controller()));
+            assertFalse(hp.plugged("scsi2"));
+        }
+        assertEquals(List.of("chardev-add", "device_add", "chardev-remove"), names());
     }
 }
