@@ -68,7 +68,9 @@ public final class SwitchBenchSuite implements BenchSuite {
             ctx.log("skipping namespace benchmarks: needs root, ip netns, /dev/net/tun, iperf3, ping");
             return results;
         }
-        int seconds = quick ? 2 : 10;
+        // PHOST_BENCH_TCP_SECONDS: iperf3's -t for the netns point (a short quiet slot); default 10, 2 with --quick
+        String tcpSeconds = System.getenv("PHOST_BENCH_TCP_SECONDS");
+        int seconds = tcpSeconds != null && !tcpSeconds.isBlank() ? Integer.parseInt(tcpSeconds.trim()) : quick ? 2 : 10;
         int pings = quick ? 50 : 500;
         String tag = Long.toString(ProcessHandle.current().pid() % 10000);
         if (point("netns")) {
