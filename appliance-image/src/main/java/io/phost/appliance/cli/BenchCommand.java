@@ -35,7 +35,7 @@ public final class BenchCommand implements Callable<Integer> {
     @Option(names = "--list", description = "List the suites and exit.")
     boolean list;
 
-    @Option(names = "--quick", description = {"Short runs: a minute or less per suite; a suite that takes longer (switch ~90 s, storage ~110 s, vm ~150 s, rbd ~210 s) says so before it starts."})
+    @Option(names = "--quick", description = {"Short runs: a minute or less per suite; a suite that takes longer (switch ~105 s, storage ~110 s, vm ~150 s, rbd ~210 s) says so before it starts."})
     boolean quick;
 
     @Option(names = "--json", paramLabel = "FILE", description = "Write results as JSON to FILE.")
