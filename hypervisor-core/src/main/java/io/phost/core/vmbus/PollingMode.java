@@ -6,8 +6,9 @@ import org.agrona.concurrent.IdleStrategy;
 /**
  * How channel agents wait for the guest: a per-host product choice ({@code [host] polling}).
  * <pre>
- *   LATENCY     after each packet spin ~20 µs (2 000 onSpinWait), then up to 20 yields (a slow yield means
- *               the CPU is contended: stop), then arm the interrupt and sleep on the doorbell. A back-to-back
+ *   LATENCY     after each packet spin ~5 µs (256 onSpinWait), then up to 64 yields (a yield lets a peer that
+ *               shares the CPU run at once; a slow yield means the CPU is contended: stop), then arm the
+ *               interrupt and sleep on the doorbell. A back-to-back
  *               request finds the agent awake: no eventfd wake-up on the hot path. Costs CPU while a
  *               channel is lightly busy (a packet every few µs keeps one core spinning).
  *   EFFICIENCY  after each packet spin briefly (64 onSpinWait, ~1 µs, for packets already on their way),

@@ -52,7 +52,13 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
      * adaptive mode (kept for comparison runs).
      */
     static final boolean ADAPTIVE_POLL = !"false".equals(System.getProperty("phost.guest.adaptivePoll"));
-    private static final long SPIN_NANOS = 20_000L;
+    /**
+     * How long {@link #await} spins before it yields between polls. Short: the host agent that serves this queue
+     * may share this thread's CPU, and a spin keeps it from running (a QD1 disk request waited for the guest's
+     * 20 µs spin after each completion; issue 19, twelfth session). A completion from a fast backend (null,
+     * tmpfs: ~1-5 µs) still arrives during the spin; a yield costs ~0.7 µs when nothing else wants the CPU.
+     */
+    private static final long SPIN_NANOS = 5_000L;
     private static final long CONTENDED_NANOS = 20_000L;
     private static final int GPADL_PAGES = 4096;
     private final ClientChannel channel;
@@ -243,7 +249,7 @@ public final class StorvscQueue implements AutoCloseable, PacketHandler {
 
     /**
      * Waits until at least one completion arrives or the timeout passes: polls the ring for up to the poll
-     * budget while commands are in flight (spinning for the first 20 µs, yielding the CPU between polls after
+     * budget while commands are in flight (spinning for the first 5 µs, yielding the CPU between polls after
      * that, and giving up at once when a yield shows the CPU is contended), then sleeps on the doorbell.
      */
     public int await(Completion c, long timeoutNanos) {
