@@ -32,10 +32,15 @@ public final class InlineEngine implements IoEngine {
     private long tail;
 
     public InlineEngine(VirtualDisk disk, int depth) {
+        this(disk, depth, true);
+    }
+
+    /** As above; {@code mapped = false} keeps preadv/pwritev even where the disk offers a mapping (comparisons). */
+    public InlineEngine(VirtualDisk disk, int depth, boolean mapped) {
         this.disk = disk;
         this.fd = disk.capabilities().fd();
         // The mapping belongs to the raw file (it serialises hole punching against copies for all its queues).
-        this.mapping = fd >= 0 ? disk.pageCacheMapping() : null;
+        this.mapping = fd >= 0 && mapped ? disk.pageCacheMapping() : null;
         this.depth = depth;
         this.kind = new int[depth];
         this.offset = new long[depth];
