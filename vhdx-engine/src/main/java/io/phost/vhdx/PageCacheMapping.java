@@ -49,6 +49,10 @@ public final class PageCacheMapping implements AutoCloseable {
     /** {@code -Dphost.storage.tmpfsMapped=false} serves tmpfs files by preadv/pwritev only (comparisons). */
     public static final boolean ENABLED = !"false".equals(System.getProperty("phost.storage.tmpfsMapped"));
     static final long MAX_BYTES = Long.getLong("phost.storage.tmpfsMapMaxBytes", 256L << 30);
+    /** Backed bytes whose page-table entries are filled after open ({@link #populateInBackground}); 0 turns it off. */
+    static final long POPULATE_BYTES = Long.getLong("phost.storage.tmpfsPopulateBytes", 1L << 30);
+    private static final int MADV_POPULATE_READ = 22;
+    private static final int MADV_POPULATE_WRITE = 23;
     static final int PAGE_SHIFT = 12;
     static final long PAGE = 1L << PAGE_SHIFT;
 
@@ -59,6 +63,9 @@ public final class PageCacheMapping implements AutoCloseable {
     private static final MethodHandle MMAP = Native.downcall("mmap",
         FunctionDescriptor.of(ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG,
             ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG));
+    /** int madvise(void *addr, size_t length, int advice) */
+    private static final MethodHandle MADVISE = Native.downcall("madvise",
+        FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG, ValueLayout.JAVA_INT));
     /** int munmap(void *addr, size_t length) */
     private static final MethodHandle MUNMAP = Native.downcall("munmap",
         FunctionDescriptor.of(ValueLayout.JAVA_INT, ValueLayout.JAVA_LONG, ValueLayout.JAVA_LONG));
@@ -80,6 +87,8 @@ public final class PageCacheMapping implements AutoCloseable {
     /** Written and read under the exclusive lock only. */
     private boolean unmapped;
     private volatile long faults;
+    /** Bytes given page-table entries by {@link #populateInBackground}; -1 while it still runs. */
+    private volatile long populated = -1;
     // Diagnostics, not exact when several queues share the mapping (plain increments).
     private long mappedIos;
     private long fdIos;
@@ -120,6 +129,7 @@ public final class PageCacheMapping implements AutoCloseable {
             m.close(); // no bits: nothing would be served mapped anyway
             return null;
         }
+        m.populateInBackground();
         return m;
     }
 
@@ -136,6 +146,61 @@ public final class PageCacheMapping implements AutoCloseable {
             setBits(d, end - d);
             off = end;
         }
+    }
+
+    /**
+     * Fills the page-table entries of the first {@link #POPULATE_BYTES} of backed pages on a daemon thread
+     * ({@code MADV_POPULATE_*}), so the guest's first touch of a page is not a minor fault (measured: 1.32 → 0.53
+     * µs CPU per first-time 4 KiB write). Not on the agent: 1 GiB took 0.5–1.2 s at load 20. Each 2 MiB chunk is
+     * done under the shared lock, only over pages whose bit is set, so it never populates a hole (which would
+     * allocate) nor races a punch or the unmap; madvise reports failures as errors, never SIGBUS, and they are ignored.
+     */
+    private void populateInBackground() {
+        if (POPULATE_BYTES <= 0) {
+            populated = 0;
+            return;
+        }
+        Thread.ofPlatform().daemon().name("tmpfs-populate").start(() -> populated = populateChunks(POPULATE_BYTES));
+    }
+
+    /** Populates backed runs, 2 MiB chunk by chunk, up to {@code budget} bytes; returns the bytes done. */
+    private long populateChunks(long budget) {
+        long left = budget;
+        long pages = size >>> PAGE_SHIFT;
+        for (long chunk = 0; chunk < pages && left > 0; chunk += 512) {
+            long s = lock.readLock();
+            try {
+                if (!live) {
+                    break;
+                }
+                long end = Math.min(pages, chunk + 512);
+                for (long p = chunk; p < end && left > 0; ) {
+                    if (!allBacked(p << PAGE_SHIFT, PAGE)) {
+                        p++;
+                        continue;
+                    }
+                    long q = p + 1;
+                    while (q < end && allBacked(q << PAGE_SHIFT, PAGE)) {
+                        q++;
+                    }
+                    long bytes = Math.min(left, (q - p) << PAGE_SHIFT);
+                    left -= bytes;
+                    int ignored = (int) MADVISE.invokeExact(Native.errnoState(), base + (p << PAGE_SHIFT), bytes,
+                        writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+                    p = q;
+                }
+            } catch (Throwable t) {
+                break; // populating is an optimisation: the copies fault pages in themselves
+            } finally {
+                lock.unlockRead(s);
+            }
+        }
+        return budget - left;
+    }
+
+    /** Bytes the background populate covered, or -1 while it runs (tests). */
+    public long populated() {
+        return populated;
     }
 
     /** The mapped size (the disk's size when mapped). */

@@ -94,9 +94,15 @@ class PageCacheMappingTest {
             ch.write(ByteBuffer.wrap(new byte[PAGE]).put(0, (byte) 7), 0);
         }
         try (RawDisk disk = RawDisk.openFile(file, false, true)) {
+            long allocated = disk.allocatedBytes();
             PageCacheMapping m = disk.pageCacheMapping();
             assertNotNull(m, "a raw file on tmpfs is mapped");
-            long allocated = disk.allocatedBytes();
+            for (long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(30); m.populated() < 0; ) {
+                assertTrue(System.nanoTime() < until, "the background populate did not end in 30 s");
+                Thread.sleep(1);
+            }
+            assertEquals(2 * PAGE, m.populated(), "populated: the data page at 0 and the last page, nothing else");
+            assertEquals(allocated, disk.allocatedBytes(), "populating must not allocate holes");
             assertEquals(PAGE, read(m, 0));
             assertEquals(7, buf.get(ValueLayout.JAVA_BYTE, 0));
             assertEquals(1, m.mappedIos(), "a backed page is a copy");
