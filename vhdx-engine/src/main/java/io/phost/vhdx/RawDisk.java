@@ -36,7 +36,11 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
     private final int physicalSector;
     private final boolean blockDevice;
     private final boolean memoryBacked;
+    private final boolean onTmpfs;
     private final String format;
+    /** Made on first use by {@link #pageCacheMapping()}; guarded by this. */
+    private PageCacheMapping mapping;
+    private boolean mappingTried;
 
     private RawDisk(PosixFile file, long size, int logical, int physical, boolean blockDevice, String format) {
         this.file = file;
@@ -44,7 +48,9 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
         this.logicalSector = logical;
         this.physicalSector = physical;
         this.blockDevice = blockDevice;
-        this.memoryBacked = !blockDevice && onMemoryFileSystem(file.path());
+        String fs = blockDevice ? "" : fileSystemType(file.path());
+        this.memoryBacked = fs.equals("tmpfs") || fs.equals("ramfs");
+        this.onTmpfs = fs.equals("tmpfs");
         this.format = format;
     }
 
@@ -83,6 +89,7 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
         }
         file.truncate(newSize);
         file.dataSync();
+        closeMapping(); // the grown disk maps its own, larger range; this one is dropped unclosed
         return new RawDisk(file, newSize, logicalSector, physicalSector, false, format);
     }
 
@@ -222,13 +229,32 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
         return memoryBacked;
     }
 
-    private static boolean onMemoryFileSystem(Path path) {
+    private static String fileSystemType(Path path) {
         try {
-            String type = Files.getFileStore(path).type();
-            return type.equals("tmpfs") || type.equals("ramfs");
+            return Files.getFileStore(path).type();
         } catch (IOException e) {
-            return false;
+            return "";
         }
+    }
+
+    /**
+     * The file mapped for copies ({@link PageCacheMapping}) when it is on tmpfs, else null (ramfs is not mapped:
+     * a read fault on one of its holes would allocate memory that preadv does not). Engines that run requests
+     * inline use it; {@link #unmap}, {@link #writeZeroes}, {@link #grownTo} and {@link #close} keep it safe.
+     */
+    @Override
+    public synchronized PageCacheMapping pageCacheMapping() {
+        if (!mappingTried) {
+            mappingTried = true;
+            if (onTmpfs && !blockDevice && file.fd() >= 0) {
+                mapping = PageCacheMapping.open(file, size, !file.readOnly());
+            }
+        }
+        return mapping;
+    }
+
+    private synchronized PageCacheMapping mappingIfOpen() {
+        return mapping;
     }
 
     public boolean blockDevice() {
@@ -302,8 +328,16 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
         if (length == 0) {
             return;
         }
-        if (!file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, offset, length)) {
-            writeZeroesSlow(offset, length);
+        PageCacheMapping m = mappingIfOpen();
+        long stamp = m == null ? 0 : m.beginDeallocate(offset, length); // no copy may touch pages being freed
+        try {
+            if (!file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, offset, length)) {
+                writeZeroesSlow(offset, length);
+            }
+        } finally {
+            if (m != null) {
+                m.endDeallocate(stamp);
+            }
         }
     }
 
@@ -314,13 +348,21 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
         if (length == 0) {
             return;
         }
-        if (file.fallocate(PosixFile.FALLOC_FL_ZERO_RANGE | PosixFile.FALLOC_FL_KEEP_SIZE, offset, length)) {
-            return;
+        PageCacheMapping m = mappingIfOpen();
+        long stamp = m == null ? 0 : m.beginDeallocate(offset, length); // zero range and punch both free pages
+        try {
+            if (file.fallocate(PosixFile.FALLOC_FL_ZERO_RANGE | PosixFile.FALLOC_FL_KEEP_SIZE, offset, length)) {
+                return;
+            }
+            if (file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, offset, length)) {
+                return;
+            }
+            writeZeroesSlow(offset, length);
+        } finally {
+            if (m != null) {
+                m.endDeallocate(stamp);
+            }
         }
-        if (file.fallocate(PosixFile.FALLOC_FL_PUNCH_HOLE | PosixFile.FALLOC_FL_KEEP_SIZE, offset, length)) {
-            return;
-        }
-        writeZeroesSlow(offset, length);
     }
 
     private void writeZeroesSlow(long offset, long length) throws IOException {
@@ -389,7 +431,15 @@ public final class RawDisk implements VirtualDisk, AllocationMap {
 
     @Override
     public void close() throws IOException {
+        closeMapping();
         file.close();
+    }
+
+    private void closeMapping() {
+        PageCacheMapping m = mappingIfOpen();
+        if (m != null) {
+            m.close(); // waits for a copy in progress; later requests go to the fd
+        }
     }
 
     /** fd-backed; memory when on tmpfs; a pass-through candidate when a block device. */

@@ -53,4 +53,12 @@ public interface VirtualDisk extends Closeable {
     default DiskCapabilities capabilities() {
         return DiskCapabilities.OWN_CODE;
     }
+
+    /**
+     * The disk's bytes mapped for copies where that is safe ({@link PageCacheMapping}: a raw file on tmpfs), for
+     * engines that run requests inline on {@link DiskCapabilities#fd()}; null (the default) when there is none.
+     */
+    default PageCacheMapping pageCacheMapping() {
+        return null;
+    }
 }

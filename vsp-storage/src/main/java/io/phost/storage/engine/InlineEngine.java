@@ -1,6 +1,7 @@
 package io.phost.storage.engine;
 
 import io.phost.core.sys.DirectFile;
+import io.phost.vhdx.PageCacheMapping;
 import io.phost.vhdx.VirtualDisk;
 
 import java.io.IOException;
@@ -8,12 +9,16 @@ import java.io.IOException;
 /**
  * Runs each request synchronously on the submitting thread, at {@link #submit}: for disks whose I/O is
  * a memory copy or nothing (RAM and null disks, files on tmpfs), where handing off to a worker would cost
- * more than the I/O. A file's reads and writes are one preadv/pwritev straight on the request's iovecs.
- * Completions are kept in a preallocated ring and delivered by {@link #poll}.
+ * more than the I/O. A file's reads and writes are one preadv/pwritev straight on the request's iovecs, or,
+ * for a raw file on tmpfs, a copy between the file's mapping and the iovecs where the file owns the pages
+ * ({@link PageCacheMapping}: no system call; issue 19). Completions are kept in a preallocated ring and
+ * delivered by {@link #poll}.
  */
 public final class InlineEngine implements IoEngine {
     private final VirtualDisk disk;
     private final int fd;
+    /** The tmpfs file's mapping, or null (preadv/pwritev). Shared by every queue's engine on the disk. */
+    private final PageCacheMapping mapping;
     private final int depth;
     private final int[] kind;
     private final long[] offset;
@@ -27,8 +32,15 @@ public final class InlineEngine implements IoEngine {
     private long tail;
 
     public InlineEngine(VirtualDisk disk, int depth) {
+        this(disk, depth, true);
+    }
+
+    /** As above; {@code mapped = false} keeps preadv/pwritev even where the disk offers a mapping (comparisons). */
+    public InlineEngine(VirtualDisk disk, int depth, boolean mapped) {
         this.disk = disk;
         this.fd = disk.capabilities().fd();
+        // The mapping belongs to the raw file (it serialises hole punching against copies for all its queues).
+        this.mapping = fd >= 0 && mapped ? disk.pageCacheMapping() : null;
         this.depth = depth;
         this.kind = new int[depth];
         this.offset = new long[depth];
@@ -112,9 +124,11 @@ public final class InlineEngine implements IoEngine {
                     IoVecs v = vecs[i];
                     if (fd >= 0) { // bytes moved, or -errno: the queue treats a short transfer as an error
                         if (kind[i] == 1) {
-                            return DirectFile.preadv(fd, v.arrayAddress(), v.count(), pos);
+                            return mapping != null ? mapping.readv(v.arrayAddress(), v.count(), pos, length[i])
+                                : DirectFile.preadv(fd, v.arrayAddress(), v.count(), pos);
                         }
-                        long n = DirectFile.pwritev(fd, v.arrayAddress(), v.count(), pos);
+                        long n = mapping != null ? mapping.writev(v.arrayAddress(), v.count(), pos, length[i])
+                            : DirectFile.pwritev(fd, v.arrayAddress(), v.count(), pos);
                         if (n >= 0 && n < length[i]) {
                             // A short write (e.g. the file system filled up mid-way): write the rest, which
                             // either completes or fails with the real errno (ENOSPC) instead of a bare "short".
