@@ -107,6 +107,7 @@ final class GuestTxPath {
         // 3. Return the burst together: one used.idx store, at most one call.
         if (taken > 0) {
             counters.txFrames += sent;
+            counters.burstTaken();
             q.notifyIfNeeded();
         }
         if (hostile != null) {

@@ -1,5 +1,8 @@
 package io.phost.network.vhost;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+
 /**
  * Counters of one vhost-user-net device. Each field has a single writer (named), read anywhere.
  */
@@ -16,6 +19,11 @@ public final class NetCounters {
     volatile long announcements;
     /** Switch agent (transmit pop): frames from the guest handed to the switch. */
     volatile long txFrames;
+    /**
+     * Switch agent (transmit pop): polls that took at least one chain; txFrames / txBursts is the mean burst. Opaque,
+     * not volatile: a statistic, so no fence per burst ({@link #burstTaken}).
+     */
+    private long txBursts;
     /** Switch agent (transmit pop): malformed frames from the guest (too short or long, offload state not negotiated or out of range). */
     volatile long txErrors;
 
@@ -47,9 +55,33 @@ public final class NetCounters {
         return txErrors;
     }
 
+    private static final VarHandle TX_BURSTS;
+
+    static {
+        try {
+            TX_BURSTS = MethodHandles.lookup().findVarHandle(NetCounters.class, "txBursts", long.class);
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
+
+    /** Switch agent: one more transmit burst (a plain store on x86: untorn, visible soon, no fence). */
+    void burstTaken() {
+        addTxBursts(1);
+    }
+
+    /** Transmit polls that took at least one chain (the mean burst is txFrames / txBursts, errors aside). */
+    public long txBursts() {
+        return (long) TX_BURSTS.getOpaque(this);
+    }
+
+    void addTxBursts(long n) {
+        TX_BURSTS.setOpaque(this, (long) TX_BURSTS.getOpaque(this) + n);
+    }
+
     @Override
     public String toString() {
         return "rxFrames=" + rxFrames + " rxTooBig=" + rxTooBig + " rxNoQueue=" + rxNoQueue + " linkDownDrops=" + linkDownDrops
-            + " announcements=" + announcements + " txFrames=" + txFrames + " txErrors=" + txErrors;
+            + " announcements=" + announcements + " txFrames=" + txFrames + " txErrors=" + txErrors + " txBursts=" + txBursts();
     }
 }

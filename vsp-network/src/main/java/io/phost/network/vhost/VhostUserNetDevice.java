@@ -125,6 +125,7 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
             sum.rxTooBig += p.counters.rxTooBig;
             sum.txFrames += p.counters.txFrames;
             sum.txErrors += p.counters.txErrors;
+            sum.addTxBursts(p.counters.txBursts());
         }
         return sum;
     }
