@@ -210,7 +210,7 @@ final class GuestRxPath {
         next = 0;
         taken = 0;
         if (callPending > 0) {
-            pair.counters.rxFrames += callPending; // a volatile store (a full fence on x86) per burst, not per frame
+            pair.counters.addRxFrames(callPending); // once per burst, not per frame (opaque: no fence)
             callPending = 0;
             if (q != null) {
                 q.notifyIfNeeded();

@@ -108,7 +108,7 @@ final class GuestTxPath {
         calls.framesLeft = 1;
         // 3. Return the burst together: one used.idx store, at most one call.
         if (taken > 0) {
-            counters.txFrames += sent;
+            counters.addTxFrames(sent);
             counters.burstTaken();
             q.notifyIfNeeded();
         }
