@@ -305,7 +305,7 @@ public final class SplitVirtqueue implements Virtqueue {
             // regions, not mapped) takes the general walk, which gives the same chain or the same error.
             long addr = EVERYTHING.get(U64, d);
             long len = EVERYTHING.get(U32, d + 8) & 0xFFFFFFFFL;
-            long host = len > 0 && len <= Integer.MAX_VALUE ? memory.translateGpa(addr, len) : -1;
+            long host = len > 0 && len <= DescriptorChain.MAX_ELEMENT ? memory.translateGpa(addr, len) : -1;
             if (host >= 0) {
                 chain.tryAppend(host, (int) len, (flags & DESC_F_WRITE) != 0); // an empty chain has room
                 return;

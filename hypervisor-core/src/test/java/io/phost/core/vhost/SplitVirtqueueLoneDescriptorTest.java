@@ -99,6 +99,42 @@ class SplitVirtqueueLoneDescriptorTest {
         }
     }
 
+    /**
+     * A hostile driver's buffer of 2 GiB or more inside one (sparse) region: every element's length stays positive
+     * and they add up to the descriptor's (elements of at most 1 GiB), lone or chained; no negative int length.
+     */
+    @Test
+    void shouldSplitABufferOfTwoGibibytesOrMoreIntoElementsWithPositiveLengths() {
+        long size = 4L << 30; // sparse: nothing is touched past the rings
+        int fd = SharedMemory.createUnsealed("huge-guest", size);
+        MemorySegment mine = SharedMemory.mapShared(fd, 0, 2 * HALF);
+        GuestMemory memory = GuestMemory.of(new ArrayList<>(List.of(GuestMemory.mapRegion(0, GPA, size, 0x7000_0000L, 0, Fd.dup(fd)))));
+        try {
+            long[] host = SplitVirtqueue.layout(0, memory, QSIZE, 0x7000_0000L + DESC, 0x7000_0000L + AVAIL, 0x7000_0000L + USED);
+            SplitVirtqueue q = new SplitVirtqueue(0, memory, QSIZE, host[0], host[1], host[2], 0, true, false, null);
+            DescriptorChain chain = new DescriptorChain(8, 1);
+            long base = memory.translateGpa(GPA, 1);
+            int[] lengths = {0x8000_0000, 0xC000_0001};
+            for (int k = 0; k < lengths.length; k++) {
+                long len = lengths[k] & 0xFFFF_FFFFL;
+                post(mine, k, k, GPA + 0x10000, lengths[k], SplitVirtqueue.DESC_F_WRITE);
+                assertTrue(q.tryPopQuiet(chain));
+                long sum = 0;
+                for (int e = 0; e < chain.count(); e++) {
+                    assertTrue(chain.length(e) > 0 && chain.length(e) <= 1 << 30, "element " + e + " of " + len + ": " + chain.length(e));
+                    assertEquals(base + 0x10000 + sum, chain.address(e), "element " + e + " follows the one before");
+                    sum += chain.length(e);
+                }
+                assertEquals(len, sum, "elements add up to the descriptor");
+                assertEquals(len, chain.writableBytes());
+            }
+        } finally {
+            memory.close();
+            SharedMemory.unmap(mine);
+            Fd.close(fd);
+        }
+    }
+
     /** Descriptor {@code d} = one buffer without NEXT, made available as entry {@code slot}. */
     private static void post(MemorySegment mine, int d, int slot, long gpa, int len, int flags) {
         long desc = DESC + 16L * d;
