@@ -5,7 +5,7 @@ package io.phost.core.vhost;
  * flyweight (one per queue), filled by {@link SplitVirtqueue#tryPop} without allocating.
  * <pre>
  *   element:  0 .. readable-1  device-readable (driver → device), then readable .. count-1 device-writable
- *   a guest buffer that spans two adjacent memory regions becomes two elements
+ *   a guest buffer that spans two adjacent memory regions becomes two elements; one of more than 1 GiB, one per GiB
  * </pre>
  */
 public final class DescriptorChain {
@@ -71,6 +71,9 @@ public final class DescriptorChain {
         return true;
     }
 
+    /** Bytes one element holds at most (a larger guest buffer becomes several elements). */
+    static final int MAX_ELEMENT = 1 << 30;
+
     static final int APPENDED = 0;
     static final int NOT_MAPPED = 1;
     static final int TOO_LONG = 2;
@@ -86,7 +89,8 @@ public final class DescriptorChain {
             if (r < 0) {
                 return NOT_MAPPED;
             }
-            long n = Math.min(left, memory.bytesToEnd(r, gpa));
+            // at most MAX_ELEMENT per element: a descriptor's le32 length of 2 GiB or more must not become a negative int
+            long n = Math.min(Math.min(left, memory.bytesToEnd(r, gpa)), MAX_ELEMENT);
             if (!tryAppend(memory.hostOfGpa(r, gpa), (int) n, writable)) {
                 return TOO_LONG;
             }

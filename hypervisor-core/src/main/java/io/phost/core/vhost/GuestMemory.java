@@ -182,11 +182,16 @@ public final class GuestMemory implements AutoCloseable {
 
     /** Host address of the guest range [gpa, gpa+len) if one region holds it wholly, else -1. */
     public long translateGpa(long gpa, long len) {
-        int i = regionOfGpa(gpa);
-        if (i < 0 || len < 0 || len > bytesToEnd(i, gpa)) {
-            return -1;
+        long[] start = gpaStart;
+        long[] sizes = gpaSize;
+        long[] host = hostStart;
+        for (int i = 0; i < start.length; i++) { // one pass, each array read once: every descriptor comes here
+            long off = gpa - start[i];
+            if (gpa >= start[i] && off < sizes[i]) {
+                return len >= 0 && len <= sizes[i] - off ? host[i] + off : -1;
+            }
         }
-        return hostOfGpa(i, gpa);
+        return -1;
     }
 
     /** Host address of the front-end user range [uaddr, uaddr+len) if one region holds it wholly, else -1. */

@@ -297,6 +297,25 @@ public final class SplitVirtqueue implements Virtqueue {
                 "queue " + index + ": head " + head + " >= queue size " + size);
         }
         chain.reset(head);
+        long d = desc + (long) DESC_LENGTH * head;
+        int flags = EVERYTHING.get(U16, d + 12) & 0xFFFF;
+        if ((flags & (DESC_F_NEXT | DESC_F_INDIRECT)) == 0) {
+            // A lone descriptor (a small frame with its header, one receive buffer): one translation, no loop. Only
+            // a non-empty buffer inside one region whose length fits an element; anything else (empty, spanning two
+            // regions, not mapped) takes the general walk, which gives the same chain or the same error.
+            long addr = EVERYTHING.get(U64, d);
+            long len = EVERYTHING.get(U32, d + 8) & 0xFFFFFFFFL;
+            long host = len > 0 && len <= DescriptorChain.MAX_ELEMENT ? memory.translateGpa(addr, len) : -1;
+            if (host >= 0) {
+                chain.tryAppend(host, (int) len, (flags & DESC_F_WRITE) != 0); // an empty chain has room
+                return;
+            }
+        }
+        walkChain(chain, head);
+    }
+
+    /** The general walk: a chain of descriptors, or an indirect table, from head (chain already reset). */
+    private void walkChain(DescriptorChain chain, int head) {
         long table = desc;
         int tableSize = size;
         boolean inIndirect = false;
@@ -366,8 +385,7 @@ public final class SplitVirtqueue implements Virtqueue {
     @Override
     public void pushUsed(int head, int written) {
         long e = used + 4 + 8L * (usedIdx & mask);
-        EVERYTHING.set(U32, e, head);
-        EVERYTHING.set(U32, e + 4, written);
+        EVERYTHING.set(U64, e, usedElement(head, written));
         usedIdx = (usedIdx + 1) & 0xFFFF;
         if (inflight != null) {
             inflight.beforePush(head);
@@ -383,6 +401,14 @@ public final class SplitVirtqueue implements Virtqueue {
         }
     }
 
+    /**
+     * The used element {le32 id; le32 len} as one 64-bit store (native order: the little-endian hosts this runs on,
+     * as every other ring access here); the driver reads neither half before used.idx covers the element.
+     */
+    private static long usedElement(int head, int written) {
+        return (head & 0xFFFFFFFFL) | ((long) written << 32);
+    }
+
     @Override
     public void pushUsedLater(int head, int written) {
         if (inflight != null || log != null) {
@@ -390,8 +416,7 @@ public final class SplitVirtqueue implements Virtqueue {
             return;
         }
         long e = used + 4 + 8L * (usedIdx & mask);
-        EVERYTHING.set(U32, e, head);
-        EVERYTHING.set(U32, e + 4, written);
+        EVERYTHING.set(U64, e, usedElement(head, written));
         usedIdx = (usedIdx + 1) & 0xFFFF;
     }
 

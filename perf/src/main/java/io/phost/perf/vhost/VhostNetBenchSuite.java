@@ -58,8 +58,8 @@ public final class VhostNetBenchSuite implements BenchSuite {
                 double seconds = Double.parseDouble(a.get(only + 1));
                 VhostNetPoint.ours(ctx, 3, -1); // untimed: lets the JIT compile the data path, as the suite does
                 VhostNetPoint.Round r = VhostNetPoint.ours(ctx, seconds, 0);
-                System.out.printf(Locale.ROOT, "phost %.0f frames/s, %.0f CPU ns/frame (process), %.0f (phost's threads), %.2f B/frame%n",
-                    r.pps(), r.cpuNsPerFrame(), r.threadCpuNsPerFrame(), r.allocBytesPerFrame());
+                System.out.printf(Locale.ROOT, "phost %.0f frames/s, %.0f CPU ns/frame (process), %.0f (phost's threads), %.2f B/frame, %.1f frames/tx burst%n",
+                    r.pps(), r.cpuNsPerFrame(), r.threadCpuNsPerFrame(), r.allocBytesPerFrame(), r.framesPerTxBurst());
                 return;
             }
             for (BenchResult r : new VhostNetBenchSuite().run(ctx)) {

@@ -45,9 +45,18 @@ final class VhostNetPoint {
      * CPU nanoseconds per frame of only the threads phost started (switch agent, queue workers: the data path
      * without the JVM's JIT and GC threads); NaN: not measured.
      */
-    record Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame, double threadCpuNsPerFrame) {
+    record Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame, double threadCpuNsPerFrame, double framesPerTxBurst) {
+        Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame, double threadCpuNsPerFrame) {
+            this(pps, cpuNsPerFrame, allocBytesPerFrame, threadCpuNsPerFrame, Double.NaN);
+        }
+
         Round(double pps, double cpuNsPerFrame, double allocBytesPerFrame) {
             this(pps, cpuNsPerFrame, allocBytesPerFrame, Double.NaN);
+        }
+
+        /** The same round with phost's mean transmit burst (frames per poll of port A's queue that took any). */
+        Round withFramesPerTxBurst(double f) {
+            return new Round(pps, cpuNsPerFrame, allocBytesPerFrame, threadCpuNsPerFrame, f);
         }
     }
 
@@ -84,6 +93,10 @@ final class VhostNetPoint {
         put(series, "ours_cpu_ns_per_frame", pick(ours, Round::cpuNsPerFrame));
         put(series, "ours_alloc_bytes_per_frame", pick(ours, Round::allocBytesPerFrame));
         put(series, "ours_thread_cpu_ns_per_frame", pick(ours, Round::threadCpuNsPerFrame));
+        double[] bursts = pick(ours, Round::framesPerTxBurst);
+        if (java.util.Arrays.stream(bursts).allMatch(Double::isFinite)) {
+            put(series, "ours_frames_per_tx_burst", bursts); // how full the agent's bursts were (at most 32)
+        }
         if (theirs != null) {
             put(series, "peer_cpu_ns_per_frame", pick(theirs, Round::cpuNsPerFrame));
         }
@@ -113,7 +126,9 @@ final class VhostNetPoint {
         try (ManagedSwitch sw = ManagedSwitch.create(SwitchSpec.privateSwitch(name));
              VhostUserNetPort pa = VhostUserNetPort.start("bench/a", sw, PortConfig.vnic(MAC_A), a, List.of());
              VhostUserNetPort pb = VhostUserNetPort.start("bench/b", sw, PortConfig.vnic(MAC_B), b, List.of())) {
-            return drive(a, b, seconds, Cpu.thisProcess(), existing);
+            Round r = drive(a, b, seconds, Cpu.thisProcess(), existing);
+            var c = pa.counters(); // the whole run, warm-up included: a mean burst, not a rate
+            return r.withFramesPerTxBurst(c.txBursts() == 0 ? Double.NaN : c.txFrames() / (double) c.txBursts());
         }
     }
 

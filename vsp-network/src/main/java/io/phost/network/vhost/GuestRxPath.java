@@ -162,6 +162,14 @@ final class GuestRxPath {
         curElem = 0;
         curOffset = 0;
         DescriptorChain first = chains[next];
+        if (used == 1 && first.count() > 0 && first.length(0) >= hdr + length) {
+            // header and frame in the first buffer (Linux posts 1,536 bytes and more): no scatter walk
+            guest.wrap(first.address(0), hdr + length);
+            writeHeader(guest, meta, 1);
+            guest.putBytes(hdr, buffer, offset, length);
+            written[next] = hdr + length;
+            return;
+        }
         if (first.count() > 0 && first.length(0) >= hdr) {
             // the header fits the first buffer (Linux posts 1,536 bytes and more): written in place, not copied
             guest.wrap(first.address(0), hdr);
@@ -177,12 +185,16 @@ final class GuestRxPath {
 
     /** The virtio_net_hdr for a frame of {@code meta} that takes {@code used} chains, at 0 in {@code b} ({@code hdr} bytes). */
     private void writeHeader(org.agrona.MutableDirectBuffer b, PacketMeta meta, int used) {
-        meta.writeTo(b, 0, hdr);
+        // the bytes PacketMeta.writeTo writes, in two stores: {u8 flags; u8 gso_type; le16 hdr_len; le16 gso_size;
+        // le16 csum_start} then le16 csum_offset (and le16 num_buffers)
+        long h = (guestCsum ? meta.flags & 0xff : 0) // spec: flags are 0 unless GUEST_CSUM was negotiated
+            | (meta.gsoType & 0xffL) << 8 | (meta.hdrLen & 0xffffL) << 16 | (meta.gsoSize & 0xffffL) << 32
+            | (meta.csumStart & 0xffffL) << 48;
+        b.putLong(0, h, ByteOrder.LITTLE_ENDIAN);
         if (hdr == HDR_LENGTH) {
-            b.putShort(NUM_BUFFERS_OFFSET, (short) used, ByteOrder.LITTLE_ENDIAN);
-        }
-        if (!guestCsum) {
-            b.putByte(0, (byte) 0); // spec: flags are 0 unless GUEST_CSUM was negotiated
+            b.putInt(8, (meta.csumOffset & 0xffff) | (used & 0xffff) << 16, ByteOrder.LITTLE_ENDIAN);
+        } else {
+            b.putShort(8, (short) meta.csumOffset, ByteOrder.LITTLE_ENDIAN);
         }
     }
 
@@ -198,7 +210,7 @@ final class GuestRxPath {
         next = 0;
         taken = 0;
         if (callPending > 0) {
-            pair.counters.rxFrames += callPending; // a volatile store (a full fence on x86) per burst, not per frame
+            pair.counters.addRxFrames(callPending); // once per burst, not per frame (opaque: no fence)
             callPending = 0;
             if (q != null) {
                 q.notifyIfNeeded();

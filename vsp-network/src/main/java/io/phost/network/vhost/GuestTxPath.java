@@ -8,6 +8,7 @@ import io.phost.vswitch.FrameHandler;
 import io.phost.vswitch.PacketMeta;
 import io.phost.vswitch.VSwitch;
 import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import org.agrona.concurrent.UnsafeBuffer;
 
 /**
@@ -92,12 +93,13 @@ final class GuestTxPath {
                 counters.txErrors++;
             } else {
                 gather(chain, (int) length);
+                readHeader();
                 if (!offloadsValid((int) length)) {
                     counters.txErrors++;
                 } else if (!linkUp) {
                     down.linkDownDrops++; // sent before the guest saw the link go down: dropped, not switched
                 } else {
-                    handler.onFrame(frame, HDR_LENGTH, (int) length, meta.readFrom(frame, 0));
+                    handler.onFrame(frame, HDR_LENGTH, (int) length, meta);
                     sent++;
                 }
             }
@@ -106,7 +108,8 @@ final class GuestTxPath {
         calls.framesLeft = 1;
         // 3. Return the burst together: one used.idx store, at most one call.
         if (taken > 0) {
-            counters.txFrames += sent;
+            counters.addTxFrames(sent);
+            counters.burstTaken();
             q.notifyIfNeeded();
         }
         if (hostile != null) {
@@ -115,17 +118,29 @@ final class GuestTxPath {
         return taken;
     }
 
-    /** The copied header's offload fields: only negotiated kinds, checksum field inside the frame. */
+    /**
+     * The copied virtio_net_hdr into {@link #meta}, as {@link PacketMeta#readFrom} reads it, in two loads:
+     * {u8 flags; u8 gso_type; le16 hdr_len; le16 gso_size; le16 csum_start} then le16 csum_offset.
+     */
+    private void readHeader() {
+        long h = frame.getLong(0, ByteOrder.LITTLE_ENDIAN);
+        meta.flags = (int) h & 0xff;
+        meta.gsoType = (int) (h >>> 8) & 0xff;
+        meta.hdrLen = (int) (h >>> 16) & 0xffff;
+        meta.gsoSize = (int) (h >>> 32) & 0xffff;
+        meta.csumStart = (int) (h >>> 48) & 0xffff;
+        meta.csumOffset = frame.getShort(8, ByteOrder.LITTLE_ENDIAN) & 0xffff;
+    }
+
+    /** The copied header's offload fields ({@link #meta}): only negotiated kinds, checksum field inside the frame. */
     private boolean offloadsValid(int length) {
-        int flags = frame.getByte(0) & 0xff;
-        int gso = frame.getByte(1) & 0xff & ~PacketMeta.GSO_ECN;
+        int flags = meta.flags;
+        int gso = meta.gsoType & ~PacketMeta.GSO_ECN;
         if ((flags & PacketMeta.FLAG_NEEDS_CSUM) != 0) {
             if (!csum) {
                 return false;
             }
-            int start = (frame.getByte(6) & 0xff) | (frame.getByte(7) & 0xff) << 8;
-            int offset = (frame.getByte(8) & 0xff) | (frame.getByte(9) & 0xff) << 8;
-            if (start + offset + 2 > length) {
+            if (meta.csumStart + meta.csumOffset + 2 > length) {
                 return false;
             }
         }

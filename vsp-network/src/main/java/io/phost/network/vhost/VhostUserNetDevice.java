@@ -121,10 +121,11 @@ final class VhostUserNetDevice implements VhostUserDevice, FrameSink, FrameSourc
         sum.linkDownDrops = counters.linkDownDrops;
         sum.announcements = counters.announcements;
         for (NetQueuePair p : pairs) {
-            sum.rxFrames += p.counters.rxFrames;
+            sum.addRxFrames(p.counters.rxFrames());
             sum.rxTooBig += p.counters.rxTooBig;
-            sum.txFrames += p.counters.txFrames;
+            sum.addTxFrames(p.counters.txFrames());
             sum.txErrors += p.counters.txErrors;
+            sum.addTxBursts(p.counters.txBursts());
         }
         return sum;
     }

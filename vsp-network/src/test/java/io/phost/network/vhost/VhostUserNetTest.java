@@ -520,6 +520,58 @@ class VhostUserNetTest {
         assertTrue(Ipv4Udp.checksumValid(got), "the switch completed the UDP checksum");
     }
 
+    /**
+     * Guest to guest, a checksum-partial frame keeps its virtio_net_hdr byte for byte (the agent reads and writes the
+     * header in two wide loads and stores): sent as header + frame in one buffer (the one-copy path) and as two; the
+     * receiver (GUEST_CSUM acked) gets flags, gso_type, hdr_len, gso_size, csum_start, csum_offset and num_buffers 1.
+     */
+    @Test
+    void shouldCarryTheVirtioNetHeaderUnchangedFromGuestToGuest() throws Exception {
+        long mac1 = 0x02_00_00_00_00_11L;
+        VhostUserNetPort p0 = nic("n0", GUEST_MAC);
+        VhostUserNetPort p1 = nic("n1", mac1);
+        VhostUserFrontend f0 = driver(p0);
+        f0.startQueue(RX_QUEUE, 64);
+        VhostUserFrontend.Queue tx = f0.startQueue(TX_QUEUE, 64);
+        VhostUserFrontend f1 = driver(p1);
+        VhostUserFrontend.Queue rx = f1.startQueue(RX_QUEUE, 64);
+        f1.startQueue(TX_QUEUE, 64);
+        long[] bufs = postRx(f1, rx, 2, 1536);
+
+        byte[] udp = Ipv4Udp.frame(mac1, GUEST_MAC, 48);
+        Ipv4Udp.putPseudoHeaderSum(udp);
+        byte[] hdr = new byte[HDR_LENGTH];
+        MemorySegment h = MemorySegment.ofArray(hdr);
+        hdr[0] = 1; // NEEDS_CSUM
+        h.set(LE16, 2, (short) 0x2a); // hdr_len (a hint the guest may set)
+        h.set(LE16, 4, (short) 0); // gso_size
+        h.set(LE16, 6, (short) Ipv4Udp.L4_OFFSET);
+        h.set(LE16, 8, (short) 6);
+        long one = f0.alloc(HDR_LENGTH + udp.length, 8);
+        MemorySegment.copy(h, 0, f0.at(one, HDR_LENGTH), 0, HDR_LENGTH);
+        MemorySegment.copy(MemorySegment.ofArray(udp), 0, f0.at(one + HDR_LENGTH, udp.length), 0, udp.length);
+        assertTrue(tx.add(new long[] {one}, new int[] {HDR_LENGTH + udp.length}, new boolean[] {false}) >= 0);
+        tx.kick();
+        send(f0, tx, hdr, udp);
+
+        for (int k = 0; k < 2; k++) {
+            int[] used = rx.awaitUsed(5_000);
+            assertNotNull(used, "frame " + k + " reached the other guest; " + p1.counters() + " / " + p0.counters());
+            assertEquals(HDR_LENGTH + udp.length, used[1]);
+            MemorySegment b = f1.at(bufs[k], 1536);
+            assertEquals(1, b.get(ValueLayout.JAVA_BYTE, 0), "flags NEEDS_CSUM, frame " + k);
+            assertEquals(0, b.get(ValueLayout.JAVA_BYTE, 1), "gso_type NONE");
+            assertEquals(0x2a, b.get(LE16, 2), "hdr_len");
+            assertEquals(0, b.get(LE16, 4), "gso_size");
+            assertEquals(Ipv4Udp.L4_OFFSET, b.get(LE16, 6), "csum_start");
+            assertEquals(6, b.get(LE16, 8), "csum_offset");
+            assertEquals(1, b.get(LE16, NUM_BUFFERS_OFFSET), "num_buffers");
+            assertArrayEquals(udp, b.asSlice(HDR_LENGTH, udp.length).toArray(ValueLayout.JAVA_BYTE), "frame " + k);
+        }
+        assertEquals(2, p0.counters().txFrames());
+        assertEquals(2, p1.counters().rxFrames());
+    }
+
     @Test
     void shouldDropMalformedGuestFramesAndKeepServing() throws Exception {
         VhostUserNetPort p = nic("n0", GUEST_MAC);
