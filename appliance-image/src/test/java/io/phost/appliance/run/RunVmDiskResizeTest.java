@@ -145,7 +145,7 @@ class RunVmDiskResizeTest {
 
             console = awaitConsole(client, p, "GROWN-OK", console);
             // A SCSI LUN is hot-added to the running controller: no QEMU step; the guest hears a virtio-scsi event.
-            HttpResponse lunAdd = client.post("/v1/config", withScsiLun(config, "scsihot", "12MiB").getBytes(StandardCharsets.UTF_8));
+            HttpResponse lunAdd = client.post("/v1/config", withScsiDisk(config, "scsihot", "12MiB", 1, 1).getBytes(StandardCharsets.UTF_8));
             assertEquals(200, lunAdd.status(), lunAdd.bodyText() + p.stderr());
             assertTrue(lunAdd.bodyText().contains("+ disk scsihot of partition vm-grow at controller 1 lun 1 (hot-add)"), lunAdd.bodyText());
             console = awaitConsole(client, p, "SCSI-HOT-OK", console);
@@ -163,7 +163,7 @@ class RunVmDiskResizeTest {
             // A LUN on a controller the VM does not have: a new vhost-user-scsi controller is hot-plugged (its export
             // listens with the LUN in place, then chardev-add and device_add vhost-user-scsi-pci on a spare port); the
             // guest's virtio-scsi driver finds a 10 MiB disk, writes and reads back a pattern.
-            HttpResponse ctrlAdd = client.post("/v1/config", withScsiController(config, "scsictl", "10MiB").getBytes(StandardCharsets.UTF_8));
+            HttpResponse ctrlAdd = client.post("/v1/config", withScsiDisk(config, "scsictl", "10MiB", 2, 0).getBytes(StandardCharsets.UTF_8));
             assertEquals(200, ctrlAdd.status(), ctrlAdd.bodyText() + p.stderr());
             assertTrue(ctrlAdd.bodyText().contains("+ disk scsictl of partition vm-grow at controller 2 lun 0 (hot-add)"), ctrlAdd.bodyText());
             Path ctrlSocket = data.resolve("vhost/partitions/vm-grow/scsi2.sock");
@@ -195,8 +195,8 @@ class RunVmDiskResizeTest {
                 assertEquals(200, four.status(), four.bodyText() + p.stderr());
                 String saved = Files.readString(data.resolve("applied.toml"));
                 // The SCSI LUN in the same apply is added first (it precedes hpd in the list), then undone.
-                HttpResponse fifth = client.post("/v1/config", withScsiLun(withDisks(config, "vmhot", "hpa", "hpb", "hpc", "hpd"),
-                    "scsifail", "1MiB").getBytes(StandardCharsets.UTF_8));
+                HttpResponse fifth = client.post("/v1/config", withScsiDisk(withDisks(config, "vmhot", "hpa", "hpb", "hpc", "hpd"),
+                    "scsifail", "1MiB", 1, 1).getBytes(StandardCharsets.UTF_8));
                 assertEquals(500, fifth.status(), fifth.bodyText());
                 assertTrue(fifth.bodyText().contains("+ disk scsifail of partition vm-grow at controller 1 lun 1 (hot-add)")
                     && fifth.bodyText().contains("+ disk hpd of partition vm-grow at controller 0 lun 6 (hot-add): partition "
@@ -204,8 +204,8 @@ class RunVmDiskResizeTest {
                 assertUndone(client, qmp, data, "hpd", saved);
                 assertUndone(client, qmp, data, "scsifail", saved);
                 // A new SCSI controller finds no spare port either: its export and flow go again, QEMU never saw it.
-                HttpResponse noPort = client.post("/v1/config", withScsiController(withDisks(config, "vmhot", "hpa", "hpb", "hpc"),
-                    "scsictlfail", "1MiB").getBytes(StandardCharsets.UTF_8));
+                HttpResponse noPort = client.post("/v1/config", withScsiDisk(withDisks(config, "vmhot", "hpa", "hpb", "hpc"),
+                    "scsictlfail", "1MiB", 2, 0).getBytes(StandardCharsets.UTF_8));
                 assertEquals(500, noPort.status(), noPort.bodyText());
                 assertTrue(noPort.bodyText().contains("+ disk scsictlfail of partition vm-grow at controller 2 lun 0 (hot-add): partition "
                     + "vm-grow: all 4 hot-plug ports of this QEMU are taken"), noPort.bodyText());
@@ -282,8 +282,11 @@ class RunVmDiskResizeTest {
         return config.replace("[[partition]]", tables + "[[partition]]").replace(last, last.replace("}]", "}" + attachments + "]"));
     }
 
-    /** {@code config} with raw disk {@code name} of {@code size} added as LUN 1 of SCSI controller 1, before any disk added after it. */
-    private static String withScsiLun(String config, String name, String size) {
+    /**
+     * {@code config} with raw disk {@code name} of {@code size} on SCSI {@code controller}, LUN {@code lun}, attached
+     * after the VM's controller 1 LUN 0 (controller 2 is one the VM does not have).
+     */
+    private static String withScsiDisk(String config, String name, String size, int controller, int lun) {
         String table = """
             [[disk]]
             name = "%s"
@@ -294,22 +297,7 @@ class RunVmDiskResizeTest {
             """.formatted(name, name, size);
         String at = "controller = 1, lun = 0 }";
         return config.replace("[[partition]]", table + "[[partition]]")
-            .replace(at, at + ", { disk = \"" + name + "\", bus = \"scsi\", controller = 1, lun = 1 }");
-    }
-
-    /** {@code config} with raw disk {@code name} of {@code size} as LUN 0 of SCSI controller 2, which the VM does not have. */
-    private static String withScsiController(String config, String name, String size) {
-        String table = """
-            [[disk]]
-            name = "%s"
-            path = "%s.img"
-            format = "raw"
-            create = { type = "fixed", size = "%s" }
-
-            """.formatted(name, name, size);
-        String at = "controller = 1, lun = 0 }";
-        return config.replace("[[partition]]", table + "[[partition]]")
-            .replace(at, at + ", { disk = \"" + name + "\", bus = \"scsi\", controller = 2, lun = 0 }");
+            .replace(at, at + ", { disk = \"" + name + "\", bus = \"scsi\", controller = " + controller + ", lun = " + lun + " }");
     }
 
     /**

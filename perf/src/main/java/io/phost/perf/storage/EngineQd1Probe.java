@@ -65,7 +65,8 @@ public final class EngineQd1Probe {
         }
     }
 
-    private static void fill(Path file) throws Exception {
+    /** Fills {@code file} ({@value #FILE_BYTES} bytes) with random data, so every page is backed. */
+    static void fill(Path file) throws Exception {
         try (RawDisk disk = RawDisk.openFile(file, false, false); Arena arena = Arena.ofConfined()) {
             MemorySegment chunk = arena.allocate(1 << 20, BLOCK);
             SplittableRandom rnd = new SplittableRandom(19);

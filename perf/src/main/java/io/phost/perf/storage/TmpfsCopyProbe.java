@@ -5,7 +5,6 @@ import io.phost.storage.engine.IoVecs;
 import io.phost.vhdx.RawDisk;
 
 import java.lang.foreign.Arena;
-import java.lang.foreign.MemorySegment;
 import java.lang.management.ManagementFactory;
 import java.lang.management.ThreadMXBean;
 import java.nio.file.Files;
@@ -40,7 +39,7 @@ public final class TmpfsCopyProbe {
         Path file = dir.resolve("tmpfsprobe-" + ProcessHandle.current().pid() + ".raw");
         try {
             RawDisk.createSparse(file, FILE_BYTES);
-            fill(file);
+            EngineQd1Probe.fill(file);
             System.out.println("load before: " + Files.readString(Path.of("/proc/loadavg")).trim());
             for (boolean write : new boolean[] {false, true}) {
                 List<double[]>[] res = new List[] {new ArrayList<>(), new ArrayList<>(), new ArrayList<>()};
@@ -59,19 +58,6 @@ public final class TmpfsCopyProbe {
             System.out.println("load after: " + Files.readString(Path.of("/proc/loadavg")).trim());
         } finally {
             Files.deleteIfExists(file);
-        }
-    }
-
-    private static void fill(Path file) throws Exception {
-        try (RawDisk disk = RawDisk.openFile(file, false, false); Arena arena = Arena.ofConfined()) {
-            MemorySegment chunk = arena.allocate(1 << 20, BLOCK);
-            SplittableRandom rnd = new SplittableRandom(19);
-            for (long at = 0; at < FILE_BYTES; at += chunk.byteSize()) {
-                for (long b = 0; b < chunk.byteSize(); b += 8) {
-                    chunk.set(java.lang.foreign.ValueLayout.JAVA_LONG, b, rnd.nextLong());
-                }
-                disk.write(at, chunk);
-            }
         }
     }
 

@@ -108,7 +108,7 @@ class VhostUserBlkPollingTest {
     }
 
     /** After the last request the worker stops polling: over 1 s it uses far less than a core (a spinner uses ~all of it). */
-    private static void assertIdleWorkerSleeps(String name) throws InterruptedException {
+    static void assertIdleWorkerSleeps(String name) throws InterruptedException {
         Thread worker = Thread.getAllStackTraces().keySet().stream().filter(t -> t.getName().equals(name + "-q0")).findFirst()
             .orElseThrow(() -> new AssertionError("no queue worker"));
         var mx = ManagementFactory.getThreadMXBean();
