@@ -597,11 +597,8 @@ public final class Partition implements ChildPartition {
      * FAULTED after too many crashes in a row.
      */
     private void crashedUnasked(String why) {
-        if (!crash(why, PartitionState.CRASHED)) {
+        if (!crash(why, PartitionState.CRASHED, true)) { // a crash is a fault of the partition, as for a VM
             return;
-        }
-        synchronized (faults) {
-            record(why); // a crash is a fault of the partition, as for a VM
         }
         synchronized (this) {
             if (state != PartitionState.CRASHED || !spec.launched() || pendingRestart != null) {
@@ -649,6 +646,14 @@ public final class Partition implements ChildPartition {
 
     /** Ends the partition in state {@code to}; false when it was not live (nothing changed). */
     boolean crash(String why, PartitionState to) {
+        return crash(why, to, false);
+    }
+
+    /**
+     * As {@link #crash(String, PartitionState)}; with {@code fault}, {@code why} enters the fault history before the
+     * new state is visible, so whoever sees CRASHED also sees its fault.
+     */
+    private boolean crash(String why, PartitionState to, boolean fault) {
         Process p;
         synchronized (this) {
             if (!state.live() && state != PartitionState.CREATED) {
@@ -666,6 +671,11 @@ public final class Partition implements ChildPartition {
                     p.waitFor(2, TimeUnit.SECONDS);
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
+                }
+            }
+            if (fault) {
+                synchronized (faults) {
+                    record(why);
                 }
             }
             state = to;
